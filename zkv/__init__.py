@@ -1,0 +1,33 @@
+"""zkv: a Dynamo-style key-value store. Public names only."""
+
+from zkv.errors import (
+    InvalidRequest,
+    QuorumError,
+    RequestTimeout,
+    Unavailable,
+    ZkvError,
+)
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The client pulls in pyzmq; import it lazily so `import zkv.storage` stays light.
+    if name in ("Client", "AsyncClient", "GetResult"):
+        from zkv import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'zkv' has no attribute {name!r}")
+
+
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "GetResult",
+    "ZkvError",
+    "InvalidRequest",
+    "QuorumError",
+    "Unavailable",
+    "RequestTimeout",
+    "__version__",
+]

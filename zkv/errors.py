@@ -1,0 +1,53 @@
+"""The whole zkv exception hierarchy (DESIGN.md §2.1); every error users can catch is here."""
+
+from __future__ import annotations
+
+
+class ZkvError(Exception):
+    """Base class of every error zkv raises on purpose."""
+
+
+class InvalidRequest(ZkvError, ValueError):
+    """Bad key, value, r/w or size; raised before a byte is sent or written."""
+
+
+class QuorumError(ZkvError):
+    """Fewer than R (get) or W (put/delete) replicas answered in time.
+
+    A put or delete that raises this may still have been stored on the replicas that did answer.
+    """
+
+    def __init__(self, message: str, required: int = 0, acked: int = 0) -> None:
+        super().__init__(message)
+        self.required = required
+        self.acked = acked
+
+    def __reduce__(self):  # keep .required/.acked across pickling (multiprocessing benchmarks)
+        return (type(self), (self.args[0] if self.args else "", self.required, self.acked))
+
+
+class Unavailable(ZkvError):
+    """No node of the cluster could be reached."""
+
+
+class RequestTimeout(ZkvError, TimeoutError):
+    """The call did not complete within its timeout."""
+
+
+class StoreLocked(ZkvError):
+    """Another live process holds the storage directory's lock."""
+
+
+class CorruptRecord(ZkvError):
+    """A stored record failed its CRC check; it is never returned as a value."""
+
+
+__all__ = [
+    "ZkvError",
+    "InvalidRequest",
+    "QuorumError",
+    "Unavailable",
+    "RequestTimeout",
+    "StoreLocked",
+    "CorruptRecord",
+]
