@@ -1,0 +1,269 @@
+"""Command-line entry points: `zkv` (operator and developer CLI) and `zkv-node` (a server)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+
+from zkv.errors import InvalidRequest, ZkvError
+
+DEFAULT_NODE = "tcp://127.0.0.1:7001"
+
+
+# ---- zkv-node ---------------------------------------------------------------------------------
+def node_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="zkv-node",
+        description="Run one zkv node. Every flag can also be set in the --config TOML file "
+        "(same name, '_' for '-'); flags win over the file, the file over defaults.",
+    )
+    p.add_argument("--id", help="unique, stable node name")
+    p.add_argument("--listen", help="tcp://HOST:PORT for clients and peers (ROUTER)")
+    p.add_argument("--gossip", help="tcp://HOST:PORT of this node's gossip PUB socket")
+    p.add_argument("--data-dir", dest="data_dir", help="directory for data and cluster state")
+    p.add_argument("--seed", action="append", default=None,
+                   help="--listen endpoint of a running node to join through (repeatable)")
+    p.add_argument("--rack", help="failure domain (default: 'default')")
+    p.add_argument("--config", help="TOML file with any of these settings")
+    p.add_argument("--metrics-port", dest="metrics_port", type=int,
+                   help="serve Prometheus metrics on 127.0.0.1:PORT")
+    g = p.add_argument_group("cluster-wide settings (used when this node forms a new cluster)")
+    g.add_argument("--ring-size", dest="ring_size", type=int, help="partitions Q (default 256)")
+    g.add_argument("--n", type=int, help="replicas per key (default 3)")
+    g.add_argument("--r", type=int, help="default read quorum (default 2)")
+    g.add_argument("--w", type=int, help="default write quorum (default 2)")
+    s = p.add_argument_group("node settings")
+    s.add_argument("--sync", choices=["none", "interval", "always"],
+                   help="durability: fsync never, every --sync-interval-ms, or before every ack")
+    s.add_argument("--sync-interval-ms", dest="sync_interval_ms", type=int)
+    s.add_argument("--replica-timeout", dest="replica_timeout", type=float,
+                   help="seconds a coordinator waits for replicas (default 1.0)")
+    s.add_argument("--gossip-interval", dest="gossip_interval", type=float)
+    s.add_argument("--down-after", dest="down_after", type=float)
+    s.add_argument("--max-value-size", dest="max_value_size", type=int)
+    s.add_argument("--log-level", dest="log_level",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def node_main(argv: list[str] | None = None) -> int:
+    from zkv import config
+
+    args = node_parser().parse_args(argv)
+    try:
+        cfg = config.load(vars(args))
+    except InvalidRequest as exc:
+        print(f"zkv-node: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=cfg.log_level,
+        format=f"%(asctime)s {cfg.id} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from zkv.node.server import Node
+
+    try:
+        node = Node(cfg)
+    except ZkvError as exc:
+        print(f"zkv-node: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"zkv-node: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # zmq bind errors and the like
+        print(f"zkv-node: cannot start: {exc}", file=sys.stderr)
+        return 1
+    if cfg.seed and len(node.membership.peers) == 0:
+        try:
+            node.join(cfg.seed)
+        except ZkvError as exc:
+            print(f"zkv-node: {exc}", file=sys.stderr)
+            node.shutdown()
+            return 1
+    node.run()
+    return 0
+
+
+# ---- zkv ----------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="zkv", description="zkv: a Dynamo-style key-value store")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    local = sub.add_parser("local", help="a development cluster on this machine")
+    lsub = local.add_subparsers(dest="local_cmd", required=True)
+    up = lsub.add_parser("up", help="start nodes on loopback in the foreground (Ctrl-C stops)")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--dir", default="./zkv-data")
+    up.add_argument("--base-port", dest="base_port", type=int, default=7001)
+    up.add_argument("--no-demo", dest="demo", action="store_false", help="skip the guided demo")
+    up.add_argument("--sync", default="interval", choices=["none", "interval", "always"])
+    up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
+
+    def with_node(sp):
+        sp.add_argument("--node", default=DEFAULT_NODE, help=f"any node (default {DEFAULT_NODE})")
+        sp.add_argument("--timeout", type=float, default=2.0)
+        return sp
+
+    g = with_node(sub.add_parser("get", help="read a key"))
+    g.add_argument("key")
+    g.add_argument("--r", type=int)
+    pu = with_node(sub.add_parser("put", help="write a key"))
+    pu.add_argument("key")
+    pu.add_argument("value")
+    pu.add_argument("--w", type=int)
+    pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
+    d = with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)"))
+    d.add_argument("key")
+    d.add_argument("--w", type=int)
+    d.add_argument("--context", help="hex context; by default the current one is read first")
+    st = with_node(sub.add_parser("status", help="members, up/down, racks, partitions, hints"))
+    st.add_argument("--json", action="store_true")
+    rg = with_node(sub.add_parser("ring", help="partition -> preference list"))
+    rg.add_argument("--json", action="store_true")
+    b = sub.add_parser("bench", help="the quorum benchmark suite", add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    c = sub.add_parser("compact", help="compact a node's data directory (node stopped)",
+                       add_help=False)
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "local":
+            return local_up(args)
+        if args.cmd in ("get", "put", "delete"):
+            return kv_command(args)
+        if args.cmd == "status":
+            return status_command(args)
+        if args.cmd == "ring":
+            return ring_command(args)
+        if args.cmd == "compact":
+            from zkv.storage.compact_cli import main as compact_main
+
+            return compact_main(args.rest)
+        if args.cmd == "bench":
+            from benchmarks.quorum import main as bench_main  # noqa: PLC0415
+
+            return bench_main(args.rest)
+    except ZkvError as exc:
+        print(f"zkv: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        print(f"zkv: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _key(s: str) -> bytes:
+    return s.encode()
+
+
+def kv_command(args) -> int:
+    from zkv.client import Client
+
+    with Client([args.node], timeout=args.timeout) as c:
+        if args.cmd == "get":
+            res = c.get(_key(args.key), r=args.r)
+            if not res.found:
+                print("(not found)")
+            for i, v in enumerate(res.values):
+                label = f"sibling {i + 1}/{len(res.values)}: " if len(res.values) > 1 else ""
+                print(label + v.decode(errors="backslashreplace"))
+            print(f"context: {res.context.hex()}", file=sys.stderr)
+            return 0 if res.found else 3
+        ctx = bytes.fromhex(args.context) if args.context else None
+        if args.cmd == "put":
+            new = c.put(_key(args.key), args.value.encode(), context=ctx, w=args.w)
+            print(f"ok (context {new.hex()})")
+            return 0
+        if ctx is None:
+            ctx = c.get(_key(args.key)).context
+        c.delete(_key(args.key), context=ctx, w=args.w)
+        print("deleted")
+        return 0
+
+
+def status_command(args) -> int:
+    from zkv.client import Client
+
+    with Client([args.node], timeout=args.timeout) as c:
+        doc = c.status(args.node)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    ring = doc["ring"]
+    print(f"node {doc['node']}: ring Q={ring['q']} N={ring['n']} R={ring['r']} W={ring['w']} "
+          f"fingerprint {ring['fingerprint'][:12]}  keys here: {doc['keys']}")
+    print(f"{'member':<14}{'state':<9}{'rack':<12}{'owned':>6}{'replicas':>9}  listen / reason")
+    for m in doc["members"]:
+        print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"
+              f"  {m['listen']} {m['reason']}")
+    hints = doc.get("hints", {})
+    print(f"hint backlog: {hints.get('backlog', 0)} ({hints.get('bytes', 0)} bytes)")
+    return 0
+
+
+def ring_command(args) -> int:
+    from zkv._core.ring import Ring
+    from zkv.client import Client
+
+    with Client([args.node], timeout=args.timeout) as c:
+        info = c.ring_info()
+    ring = Ring([(m.id, m.rack) for m in info.members if not m.leaving], q=info.q, n=info.n)
+    rows = ring.describe()
+    if args.json:
+        print(json.dumps({"q": info.q, "n": info.n, "partitions": rows}, indent=1))
+        return 0
+    for row in rows:
+        print(f"{row['partition']:>6}  {' '.join(row['preflist'])}")
+    return 0
+
+
+# ---- zkv local up -----------------------------------------------------------------------------
+def local_up(args) -> int:
+    from zkv.local import LocalCluster
+
+    if args.nodes < 1:
+        print("zkv: --nodes must be at least 1", file=sys.stderr)
+        return 2
+    cluster = LocalCluster(args.nodes, args.dir, args.base_port, sync=args.sync)
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        cluster.start()
+        print(f"zkv: {args.nodes} node(s) up, data under {os.path.abspath(args.dir)}")
+        for n in cluster.nodes:
+            print(f"  {n.id}  {n.listen}  rack {n.rack}  (log {n.log_path})")
+        if args.demo:
+            from zkv.demo import run_demo
+
+            run_demo(cluster)
+        if args.exit_after_demo:
+            return 0
+        print("\nServing until Ctrl-C. Try:  zkv status   zkv put hello world   zkv get hello")
+        while not stop["now"]:
+            time.sleep(0.5)
+            for n in cluster.nodes:
+                if n.proc is not None and n.proc.poll() is not None and not n.reported:
+                    n.reported = True
+                    print(f"zkv: {n.id} exited with code {n.proc.returncode}; see {n.log_path}")
+    except KeyboardInterrupt:
+        print("\nstopping...")
+    finally:
+        cluster.stop()
+        print("all nodes stopped")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

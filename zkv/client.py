@@ -1,0 +1,404 @@
+"""Client and AsyncClient: the application's way in (DESIGN.md §2.1), token-aware with failover.
+
+Both learn the ring from any node (RingInfo), compute each key's preference list locally
+with the same Cython ring the nodes use, and send the request straight to an owner, so no
+forwarding hop is paid. If that node does not answer within the per-try budget (half the
+call's timeout, at most 1.5 s) the request moves on to the next owner, then to any other
+member: a dead or paused node costs a retry, not an error. Replies are matched to requests
+by id, so a late answer from an abandoned try is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import zmq
+import zmq.asyncio
+
+from zkv import wire
+from zkv._core.ring import Ring
+from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
+from zkv.wire import Delete, Error, Get, GetOk, Put, PutOk, RingInfo, RingOk, Status
+
+RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
+SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
+
+
+class GetResult:
+    """What a get saw: every live sibling and the causal context covering them."""
+
+    __slots__ = ("values", "context")
+
+    def __init__(self, values: list[bytes], context: bytes) -> None:
+        self.values = values
+        self.context = context
+
+    @property
+    def found(self) -> bool:
+        return bool(self.values)
+
+    def __repr__(self) -> str:
+        return f"GetResult(values={self.values!r}, context=<{len(self.context)} bytes>)"
+
+
+def _error(msg: Error) -> ZkvError:
+    if msg.code == wire.E_INVALID:
+        return InvalidRequest(msg.message)
+    if msg.code == wire.E_QUORUM:
+        return QuorumError(msg.message, msg.required, msg.acked)
+    if msg.code == wire.E_UNAVAILABLE:
+        return Unavailable(msg.message)
+    if msg.code == wire.E_TIMEOUT:
+        return RequestTimeout(msg.message)
+    return ZkvError(msg.message)
+
+
+def _check_endpoints(nodes) -> list[str]:
+    if isinstance(nodes, str):
+        nodes = [nodes]
+    nodes = list(nodes)
+    if not nodes:
+        raise InvalidRequest("at least one node endpoint is needed")
+    for ep in nodes:
+        if not isinstance(ep, str) or not ep.startswith("tcp://"):
+            raise InvalidRequest(f"node endpoint must look like tcp://HOST:PORT, got {ep!r}")
+    return nodes
+
+
+class _Base:
+    """Routing state shared by both clients: seeds, ring, suspicion, request building."""
+
+    def __init__(self, nodes, timeout: float, max_value_size: int) -> None:
+        self.seeds = _check_endpoints(nodes)
+        if not (isinstance(timeout, int | float) and timeout > 0):
+            raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.timeout = float(timeout)
+        self.max_value_size = max_value_size
+        self.rids = itertools.count(1)
+        self.ring: Ring | None = None
+        self.n: int | None = None
+        self.endpoints: dict[str, str] = {}  # node id -> listen endpoint
+        self.down: set[str] = set()
+        self.ring_at = -1e9
+        self.suspect_until: dict[str, float] = {}
+
+    @property
+    def per_try(self) -> float:
+        return max(0.05, min(self.timeout / 2, 1.5))
+
+    def _set_ring(self, msg: RingOk) -> None:
+        self.ring = Ring([(m.id, m.rack) for m in msg.members if not m.leaving], q=msg.q, n=msg.n)
+        self.n = msg.n
+        self.endpoints = {m.id: m.listen for m in msg.members}
+        self.down = set(msg.down)
+        self.ring_at = time.monotonic()
+
+    def _candidates(self, key: bytes | None) -> list[str]:
+        """Endpoints to try, best first: the key's owners that look up, others, suspects last."""
+        now = time.monotonic()
+        order: list[str] = []
+        if self.ring is not None:
+            if key is not None:
+                order += [self.endpoints[x] for x in self.ring.preflist_for_key(key)
+                          if x in self.endpoints and x not in self.down]
+            order += [ep for x, ep in sorted(self.endpoints.items()) if x not in self.down]
+            order += [ep for x, ep in sorted(self.endpoints.items()) if x in self.down]
+        order += self.seeds
+        seen: set[str] = set()
+        fresh, stale = [], []
+        for ep in order:
+            if ep in seen:
+                continue
+            seen.add(ep)
+            (stale if self.suspect_until.get(ep, 0) > now else fresh).append(ep)
+        return fresh + stale
+
+    def _get_msg(self, key, r) -> Get:
+        wire.check_key(key)
+        wire.check_quorum("r", r, self.n)
+        return Get(0, key, r or 0)
+
+    def _put_msg(self, key, value, context, w) -> Put:
+        wire.check_key(key)
+        wire.check_value(value, self.max_value_size)
+        wire.check_context(context)
+        wire.check_quorum("w", w, self.n)
+        return Put(0, key, value, context or b"", w or 0)
+
+    def _delete_msg(self, key, context, w) -> Delete:
+        wire.check_key(key)
+        wire.check_context(context)
+        wire.check_quorum("w", w, self.n)
+        return Delete(0, key, context or b"", w or 0)
+
+    @staticmethod
+    def _result(msg):
+        if isinstance(msg, Error):
+            raise _error(msg)
+        if isinstance(msg, GetOk):
+            return GetResult(msg.values, msg.context)
+        if isinstance(msg, PutOk):
+            return msg.context
+        return msg
+
+
+class Client(_Base):
+    """Blocking client. Not thread-safe: use one per thread (or AsyncClient)."""
+
+    def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
+                 *, max_value_size: int = wire.DEFAULT_MAX_VALUE) -> None:
+        super().__init__(nodes, timeout, max_value_size)
+        self._zctx = zmq.Context()
+        self._socks: dict[str, zmq.Socket] = {}
+        self._pid = os.getpid()
+
+    # ---- public API -------------------------------------------------------------------------
+    def get(self, key: bytes, r: int | None = None) -> GetResult:
+        msg = self._get_msg(key, r)
+        return self._result(self._call(msg, key))
+
+    def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None
+            ) -> bytes:
+        msg = self._put_msg(key, value, context, w)
+        return self._result(self._call(msg, key))
+
+    def delete(self, key: bytes, context: bytes | None = None, w: int | None = None) -> bytes:
+        msg = self._delete_msg(key, context, w)
+        return self._result(self._call(msg, key))
+
+    def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
+               w: int | None = None, retries: int = 3) -> bytes:
+        """Read, let fn merge the siblings into one value, write it back with the context.
+
+        Retries (re-reading first) when the read or write misses its quorum or times out.
+        Returns the new context.
+        """
+        last: Exception | None = None
+        for _ in range(retries + 1):
+            try:
+                cur = self.get(key, r=r)
+                return self.put(key, fn(list(cur.values)), context=cur.context, w=w)
+            except (QuorumError, RequestTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    def status(self, node: str | None = None) -> dict:
+        """The status document of one node (default: the first that answers)."""
+        return self._call(Status(0), None, only=node).info
+
+    def ring_info(self) -> RingOk:
+        self._refresh_ring(time.monotonic() + self.timeout, force=True)
+        return self._ring_msg
+
+    def close(self) -> None:
+        for s in self._socks.values():
+            s.close(0)
+        self._socks.clear()
+        self._zctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- transport --------------------------------------------------------------------------
+    def _sock(self, ep: str) -> zmq.Socket:
+        s = self._socks.get(ep)
+        if s is None:
+            s = self._zctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(ep)
+            self._socks[ep] = s
+        return s
+
+    def _try(self, ep: str, msg, until: float):
+        rid = next(self.rids)
+        msg.rid = rid
+        s = self._sock(ep)
+        try:
+            s.send(wire.encode_one(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        while True:
+            left = until - time.monotonic()
+            if left <= 0 or not s.poll(max(1, int(left * 1000)), zmq.POLLIN):
+                return None
+            try:
+                for reply in wire.decode(s.recv(), 1 << 31):
+                    if reply.rid == rid:
+                        return reply
+            except wire.WireError:
+                continue
+
+    def _refresh_ring(self, deadline: float, force: bool = False) -> None:
+        if not force and time.monotonic() - self.ring_at < RING_REFRESH:
+            return
+        for ep in self._candidates(None):
+            until = min(deadline, time.monotonic() + self.per_try)
+            reply = self._try(ep, RingInfo(0), until)
+            if isinstance(reply, RingOk):
+                self._ring_msg = reply
+                self._set_ring(reply)
+                return
+            if time.monotonic() >= deadline:
+                return
+
+    def _call(self, msg, key: bytes | None, only: str | None = None):
+        deadline = time.monotonic() + self.timeout
+        if only is None:
+            self._refresh_ring(deadline)
+        tried = 0
+        candidates = [only] if only else self._candidates(key)
+        for ep in candidates:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            tried += 1
+            reply = self._try(ep, msg, min(deadline, now + self.per_try))
+            if reply is not None:
+                return reply
+            self.suspect_until[ep] = time.monotonic() + SUSPECT_FOR
+            self.ring_at = -1e9  # learn who is down on the next call
+        if tried == len(candidates) and time.monotonic() < deadline:
+            raise Unavailable(f"no node answered: tried {', '.join(candidates)}")
+        raise RequestTimeout(f"no answer within {self.timeout}s (tried {tried} node(s))")
+
+
+class AsyncClient(_Base):
+    """asyncio client: the same methods as coroutines, many requests in flight on one socket
+    per node (replies are matched by request id)."""
+
+    def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
+                 *, max_value_size: int = wire.DEFAULT_MAX_VALUE) -> None:
+        super().__init__(nodes, timeout, max_value_size)
+        self._zctx = zmq.asyncio.Context()
+        self._socks: dict[str, zmq.asyncio.Socket] = {}
+        self._readers: dict[str, asyncio.Task] = {}
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._ring_lock: asyncio.Lock | None = None
+
+    async def get(self, key: bytes, r: int | None = None) -> GetResult:
+        msg = self._get_msg(key, r)
+        return self._result(await self._call(msg, key))
+
+    async def put(self, key: bytes, value: bytes, context: bytes | None = None,
+                  w: int | None = None) -> bytes:
+        msg = self._put_msg(key, value, context, w)
+        return self._result(await self._call(msg, key))
+
+    async def delete(self, key: bytes, context: bytes | None = None, w: int | None = None
+                     ) -> bytes:
+        msg = self._delete_msg(key, context, w)
+        return self._result(await self._call(msg, key))
+
+    async def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
+                     w: int | None = None, retries: int = 3) -> bytes:
+        last: Exception | None = None
+        for _ in range(retries + 1):
+            try:
+                cur = await self.get(key, r=r)
+                return await self.put(key, fn(list(cur.values)), context=cur.context, w=w)
+            except (QuorumError, RequestTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def status(self, node: str | None = None) -> dict:
+        return (await self._call(Status(0), None, only=node)).info
+
+    async def close(self) -> None:
+        for t in self._readers.values():
+            t.cancel()
+        for t in self._readers.values():
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        for s in self._socks.values():
+            s.close(0)
+        self._socks.clear()
+        self._zctx.term()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def _sock(self, ep: str):
+        s = self._socks.get(ep)
+        if s is None:
+            s = self._zctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(ep)
+            self._socks[ep] = s
+            self._readers[ep] = asyncio.get_running_loop().create_task(self._read(s))
+        return s
+
+    async def _read(self, s) -> None:
+        while True:
+            payload = await s.recv()
+            try:
+                msgs = wire.decode(payload, 1 << 31)
+            except wire.WireError:
+                continue
+            for reply in msgs:
+                fut = self._waiting.pop(reply.rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(reply)
+
+    async def _try(self, ep: str, msg, until: float):
+        rid = next(self.rids)
+        msg.rid = rid
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = fut
+        try:
+            await self._sock(ep).send(wire.encode_one(msg))
+            return await asyncio.wait_for(fut, max(0.001, until - time.monotonic()))
+        except TimeoutError:
+            return None
+        finally:
+            self._waiting.pop(rid, None)
+
+    async def _refresh_ring(self, deadline: float) -> None:
+        if time.monotonic() - self.ring_at < RING_REFRESH:
+            return
+        if self._ring_lock is None:
+            self._ring_lock = asyncio.Lock()
+        async with self._ring_lock:
+            if time.monotonic() - self.ring_at < RING_REFRESH:
+                return
+            for ep in self._candidates(None):
+                until = min(deadline, time.monotonic() + self.per_try)
+                reply = await self._try(ep, RingInfo(0), until)
+                if isinstance(reply, RingOk):
+                    self._set_ring(reply)
+                    return
+                if time.monotonic() >= deadline:
+                    return
+
+    async def _call(self, msg, key: bytes | None, only: str | None = None):
+        deadline = time.monotonic() + self.timeout
+        if only is None:
+            await self._refresh_ring(deadline)
+        tried = 0
+        candidates = [only] if only else self._candidates(key)
+        for ep in candidates:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            tried += 1
+            reply = await self._try(ep, msg, min(deadline, now + self.per_try))
+            if reply is not None:
+                return reply
+            self.suspect_until[ep] = time.monotonic() + SUSPECT_FOR
+            self.ring_at = -1e9
+        if tried == len(candidates) and time.monotonic() < deadline:
+            raise Unavailable(f"no node answered: tried {', '.join(candidates)}")
+        raise RequestTimeout(f"no answer within {self.timeout}s (tried {tried} node(s))")

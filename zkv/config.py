@@ -1,0 +1,108 @@
+"""Node settings, frozen: flag > TOML file > default, each setting documented once here.
+
+Every `zkv-node` flag can also be set in the `--config` TOML file under the same name with
+`_` for `-` (DESIGN.md §2.2). Cluster-wide settings (ring_size, n, r, w) only matter on the
+node that forms a cluster; joiners adopt the cluster's through the join reply and gossip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+from zkv.errors import InvalidRequest
+
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+ENDPOINT_RE = re.compile(r"^tcp://[^\s:/]+:\d{1,5}$")
+SYNC_MODES = ("none", "interval", "always")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: str  # unique, stable node name; the DVV entry key of this node's writes
+    listen: str  # tcp://HOST:PORT, the ROUTER serving clients and peers
+    gossip: str  # tcp://HOST:PORT, the PUB socket of the gossip channel
+    data_dir: str  # where the LogStore and cluster.json live
+    seed: tuple[str, ...] = ()  # --listen endpoints of running nodes to join through
+    rack: str = "default"  # failure domain; preference lists spread over racks
+    config: str | None = None  # the TOML file these settings were read from
+    metrics_port: int = 0  # Prometheus text on 127.0.0.1:PORT; 0 = off
+    metrics_host: str = "127.0.0.1"
+    # cluster-wide (taken from the first node, carried by gossip)
+    ring_size: int = 256  # Q: partitions, power of two, fixed at cluster creation
+    n: int = 3  # replicas per key
+    r: int = 2  # default read quorum
+    w: int = 2  # default write quorum
+    # storage
+    sync: str = "interval"  # none | interval | always (always: fsync before acking, per loop turn)
+    sync_interval_ms: int = 50
+    max_key_size: int = 64 * 1024
+    max_value_size: int = 16 * 1024 * 1024
+    # timing (seconds)
+    replica_timeout: float = 1.0  # a replica slower than this is skipped (QuorumError if too few)
+    gossip_interval: float = 0.2  # heartbeat period
+    down_after: float = 2.0  # no heartbeat for this long -> down
+    sibling_warn: int = 25  # log + count a key with more siblings than this
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not NODE_ID_RE.match(self.id or ""):
+            problems.append(f"--id {self.id!r}: 1-64 characters of [A-Za-z0-9_.:-]")
+        for name in ("listen", "gossip"):
+            if not ENDPOINT_RE.match(getattr(self, name) or ""):
+                problems.append(f"--{name} {getattr(self, name)!r}: expected tcp://HOST:PORT")
+        for s in self.seed:
+            if not ENDPOINT_RE.match(s):
+                problems.append(f"--seed {s!r}: expected tcp://HOST:PORT")
+        if not self.data_dir:
+            problems.append("--data-dir is required")
+        q = self.ring_size
+        if q < 2 or q > 65536 or q & (q - 1):
+            problems.append(f"ring_size {q}: a power of two between 2 and 65536")
+        if not 1 <= self.n <= 16:
+            problems.append(f"n {self.n}: between 1 and 16")
+        for name in ("r", "w"):
+            if not 1 <= getattr(self, name) <= self.n:
+                problems.append(f"{name} {getattr(self, name)}: between 1 and n={self.n}")
+        if self.sync not in SYNC_MODES:
+            problems.append(f"sync {self.sync!r}: one of {', '.join(SYNC_MODES)}")
+        if problems:
+            raise InvalidRequest("invalid node configuration: " + "; ".join(problems))
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig) if f.name != "extra"}
+
+
+def load(flags: dict) -> NodeConfig:
+    """Merge: flags (None = not given) > TOML file named by flags['config'] > defaults."""
+    merged: dict = {}
+    path = flags.get("config")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                filed = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidRequest(f"cannot read config file {path}: {exc}") from None
+        unknown = sorted(set(filed) - set(FIELDS))
+        if unknown:
+            raise InvalidRequest(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+        merged.update(filed)
+    for k, v in flags.items():
+        if v is not None and k in FIELDS:
+            merged[k] = v
+    if "seed" in merged:
+        seeds = merged["seed"]
+        merged["seed"] = (seeds,) if isinstance(seeds, str) else tuple(seeds)
+    missing = [k for k in ("id", "listen", "gossip", "data_dir") if k not in merged]
+    if missing:
+        raise InvalidRequest(
+            "missing required setting(s): " + ", ".join("--" + m.replace("_", "-") for m in missing)
+        )
+    try:
+        return NodeConfig(**merged)
+    except TypeError as exc:
+        raise InvalidRequest(f"invalid node configuration: {exc}") from None

@@ -1,0 +1,234 @@
+"""LocalCluster: real zkv-node processes on loopback, for `zkv local up`, tests and benchmarks.
+
+Each node is a separate `python -m zkv.node` process with its own data directory and log
+file; the cluster can kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), stop (SIGTERM) and
+restart any of them. Every address is on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from zkv.errors import ZkvError
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel considers free on 127.0.0.1 right now."""
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+@dataclass
+class LocalNode:
+    id: str
+    listen: str
+    gossip: str
+    rack: str
+    data_dir: str
+    log_path: str
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    paused: bool = False
+    reported: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class LocalCluster:
+    def __init__(self, nodes: int = 3, directory: str = "./zkv-data", base_port: int | None = 7001,
+                 *, racks: list[str] | None = None, sync: str = "interval",
+                 extra_args: list[str] | None = None, n: int | None = None) -> None:
+        self.dir = os.path.abspath(directory)
+        if base_port is None:
+            ports = free_ports(2 * nodes)
+            listen_ports, gossip_ports = ports[:nodes], ports[nodes:]
+        else:
+            listen_ports = [base_port + i for i in range(nodes)]
+            gossip_ports = [base_port + 1000 + i for i in range(nodes)]
+        racks = racks or ["rack-a", "rack-b", "rack-c"]
+        self.extra = list(extra_args or []) + ["--sync", sync]
+        if n is not None:
+            self.extra += ["--n", str(n), "--r", str(min(2, n)), "--w", str(min(2, n))]
+        self.nodes = [
+            LocalNode(
+                id=f"node{i + 1}",
+                listen=f"tcp://127.0.0.1:{listen_ports[i]}",
+                gossip=f"tcp://127.0.0.1:{gossip_ports[i]}",
+                rack=racks[i % len(racks)],
+                data_dir=os.path.join(self.dir, f"node{i + 1}"),
+                log_path=os.path.join(self.dir, f"node{i + 1}.log"),
+            )
+            for i in range(nodes)
+        ]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n.listen for n in self.nodes]
+
+    def node(self, node_id: str) -> LocalNode:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    # ---- process control --------------------------------------------------------------------
+    def _spawn(self, n: LocalNode, seed: str | None) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        cmd = [sys.executable, "-m", "zkv.node", "--id", n.id, "--listen", n.listen,
+               "--gossip", n.gossip, "--data-dir", n.data_dir, "--rack", n.rack,
+               *self.extra, *n.extra]
+        if seed:
+            cmd += ["--seed", seed]
+        log = open(n.log_path, "ab")
+        try:
+            n.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        n.paused = False
+        n.reported = False
+
+    def start(self, timeout: float = 30.0) -> None:
+        for i, n in enumerate(self.nodes):
+            self._spawn(n, None if i == 0 else self.nodes[0].listen)
+            if i == 0:
+                self._wait_port(n, timeout)
+        self.wait_converged(timeout)
+
+    def _wait_port(self, n: LocalNode, timeout: float) -> None:
+        host, port = n.listen[len("tcp://"):].rsplit(":", 1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not n.alive():
+                raise ZkvError(f"{n.id} exited with code {n.proc.returncode}: {self.tail(n)}")
+            try:
+                with socket.create_connection((host, int(port)), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise ZkvError(f"{n.id} did not open {n.listen} within {timeout}s: {self.tail(n)}")
+
+    def wait_converged(self, timeout: float = 30.0, expect_up: list[str] | None = None) -> None:
+        """Until every live node sees every node it should as up, with the same ring."""
+        from zkv.client import Client
+
+        want = set(expect_up if expect_up is not None else
+                   [n.id for n in self.nodes if n.alive() and not n.paused])
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            ok = True
+            prints = set()
+            for n in self.nodes:
+                if n.id not in want:
+                    continue
+                if not n.alive():
+                    raise ZkvError(f"{n.id} exited with code {n.proc.returncode}: {self.tail(n)}")
+                try:
+                    with Client([n.listen], timeout=0.5) as c:
+                        doc = c.status(n.listen)
+                except ZkvError as exc:
+                    ok, last = False, f"{n.id}: {exc}"
+                    break
+                up = {m["id"] for m in doc["members"] if m["state"] == "up"}
+                if not want <= up:
+                    ok, last = False, f"{n.id} sees up {sorted(up)}"
+                    break
+                prints.add(doc["ring"]["fingerprint"])
+            if ok and len(prints) == 1:
+                return
+            time.sleep(0.1)
+        raise ZkvError(f"cluster did not converge within {timeout}s ({last})")
+
+    def signal(self, node_id: str, sig: int) -> None:
+        n = self.node(node_id)
+        if n.alive():
+            os.kill(n.proc.pid, sig)
+
+    def kill(self, node_id: str) -> None:
+        n = self.node(node_id)
+        if n.alive():
+            if n.paused:
+                os.kill(n.proc.pid, signal.SIGCONT)
+            n.proc.kill()
+            n.proc.wait(10)
+        n.paused = False
+
+    def pause(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGSTOP)
+        self.node(node_id).paused = True
+
+    def resume(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGCONT)
+        self.node(node_id).paused = False
+
+    def terminate(self, node_id: str, timeout: float = 15.0) -> int | None:
+        n = self.node(node_id)
+        if not n.alive():
+            return n.proc.returncode if n.proc else None
+        if n.paused:
+            self.resume(node_id)
+        n.proc.terminate()
+        try:
+            return n.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            n.proc.kill()
+            n.proc.wait(5)
+            return None
+
+    def restart(self, node_id: str, timeout: float = 30.0) -> None:
+        n = self.node(node_id)
+        if n.alive():
+            self.kill(node_id)
+        others = [m.listen for m in self.nodes if m is not n and m.alive()]
+        self._spawn(n, others[0] if others else None)
+        self._wait_port(n, timeout)
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            if n.alive() and n.paused:
+                os.kill(n.proc.pid, signal.SIGCONT)
+                n.paused = False
+        for n in self.nodes:
+            if n.alive():
+                n.proc.terminate()
+        deadline = time.monotonic() + 15
+        for n in self.nodes:
+            if n.proc is None:
+                continue
+            try:
+                n.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+                n.proc.wait(5)
+
+    def tail(self, n: LocalNode, lines: int = 15) -> str:
+        try:
+            with open(n.log_path, errors="replace") as fh:
+                return "".join(fh.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

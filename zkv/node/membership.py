@@ -1,0 +1,160 @@
+"""Membership: who is in the cluster, who is up, and the ring they form. No sockets here.
+
+Each member gossips its table of members (id, endpoints, rack, incarnation, heartbeat) over
+PUB/SUB; tables merge entry by entry, the higher (incarnation, heartbeat) winning, so every
+node converges on the same member set and therefore on the same ring (the core's claim is
+a pure function of the member set). A node restarting bumps its incarnation, so its fresh
+heartbeat counter is not mistaken for an old one.
+
+Failure detection is an accrual detector (Hayashibara et al. 2004, "The phi accrual failure
+detector") over heartbeat arrivals: phi = elapsed / mean_interval * log10(e) under an
+exponential model of inter-arrival times; a member is "suspect" above `phi_suspect`, "down"
+above `phi_down` or when silent for `down_after` seconds. Request timeouts add suspicion
+(`suspect()`), which a fresh heartbeat clears. The clock is injected (a callable returning
+seconds), so every decision replays in tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+from zkv._core.ring import Ring
+from zkv.wire import Member
+
+LOG10_E = math.log10(math.e)
+
+
+class _Peer:
+    __slots__ = ("member", "last_beat", "intervals", "strikes", "reason")
+
+    def __init__(self, member: Member, now: float) -> None:
+        self.member = member
+        self.last_beat = now
+        self.intervals: deque[float] = deque(maxlen=100)
+        self.strikes = 0  # request timeouts since the last heartbeat
+        self.reason = ""
+
+
+class Membership:
+    def __init__(
+        self,
+        me: Member,
+        settings: dict,
+        clock: Callable[[], float],
+        gossip_interval: float = 0.2,
+        down_after: float = 2.0,
+        phi_suspect: float = 3.0,
+        phi_down: float = 8.0,
+    ) -> None:
+        self.me = me
+        self.settings = dict(settings)  # q, n, r, w
+        self.clock = clock
+        self.gossip_interval = gossip_interval
+        self.down_after = down_after
+        self.phi_suspect = phi_suspect
+        self.phi_down = phi_down
+        self.peers: dict[str, _Peer] = {}
+        self._ring: Ring | None = None
+        self._ring_key: tuple | None = None
+        self.version = 0  # bumps whenever the member set (and so the ring) changes
+
+    # ---- local state --------------------------------------------------------------------
+    def beat(self) -> Member:
+        """Advance this node's heartbeat; returns its current member record."""
+        self.me.heartbeat += 1
+        return self.me
+
+    def table(self) -> list[Member]:
+        return [self.me] + [p.member for p in self.peers.values()]
+
+    def get(self, node_id: str) -> Member | None:
+        if node_id == self.me.id:
+            return self.me
+        p = self.peers.get(node_id)
+        return p.member if p else None
+
+    # ---- merging gossip -----------------------------------------------------------------
+    def merge(self, members: list[Member]) -> list[Member]:
+        """Fold a gossiped table in; returns members that are new (or came back as new)."""
+        now = self.clock()
+        added = []
+        for m in members:
+            if m.id == self.me.id:
+                if m.incarnation > self.me.incarnation:
+                    # someone remembers a later life of ours: jump past it
+                    self.me.incarnation = m.incarnation + 1
+                continue
+            p = self.peers.get(m.id)
+            if p is None:
+                self.peers[m.id] = _Peer(_copy(m), now)
+                added.append(m)
+                continue
+            old = p.member
+            if (m.incarnation, m.heartbeat) > (old.incarnation, old.heartbeat):
+                if m.listen != old.listen or m.gossip != old.gossip or m.rack != old.rack:
+                    added.append(m)  # endpoints moved: reconnect
+                if m.incarnation == old.incarnation:
+                    p.intervals.append(now - p.last_beat)
+                else:
+                    p.intervals.clear()
+                p.member = _copy(m)
+                p.last_beat = now
+                p.strikes = 0
+        if added:
+            self.version += 1
+        return added
+
+    def suspect(self, node_id: str, reason: str) -> None:
+        """A request to `node_id` timed out: raise suspicion until its next heartbeat."""
+        p = self.peers.get(node_id)
+        if p is not None:
+            p.strikes += 1
+            p.reason = reason
+
+    # ---- failure detection --------------------------------------------------------------
+    def phi(self, node_id: str) -> float:
+        p = self.peers.get(node_id)
+        if p is None:
+            return 0.0
+        elapsed = self.clock() - p.last_beat
+        mean = sum(p.intervals) / len(p.intervals) if p.intervals else self.gossip_interval
+        mean = max(mean, self.gossip_interval / 2)
+        return elapsed / mean * LOG10_E
+
+    def state(self, node_id: str) -> tuple[str, str]:
+        """("up" | "suspect" | "down", reason)."""
+        if node_id == self.me.id:
+            return "up", ""
+        p = self.peers.get(node_id)
+        if p is None:
+            return "down", "unknown member"
+        elapsed = self.clock() - p.last_beat
+        phi = self.phi(node_id)
+        if elapsed > self.down_after or phi > self.phi_down:
+            return "down", f"no heartbeat for {elapsed:.1f}s (phi {phi:.1f})"
+        if p.strikes >= 3:
+            return "down", f"{p.strikes} request timeouts ({p.reason})"
+        if phi > self.phi_suspect or p.strikes:
+            why = f"phi {phi:.1f}" if phi > self.phi_suspect else f"request timeout ({p.reason})"
+            return "suspect", why
+        return "up", ""
+
+    def is_up(self, node_id: str) -> bool:
+        return self.state(node_id)[0] != "down"
+
+    def down(self) -> set[str]:
+        return {nid for nid in self.peers if not self.is_up(nid)}
+
+    # ---- ring ---------------------------------------------------------------------------
+    def ring(self) -> Ring:
+        key = tuple(sorted((m.id, m.rack) for m in self.table() if not m.leaving))
+        if key != self._ring_key:
+            self._ring = Ring(key, q=self.settings["q"], n=self.settings["n"])
+            self._ring_key = key
+        return self._ring
+
+
+def _copy(m: Member) -> Member:
+    return Member(m.id, m.listen, m.gossip, m.rack, m.incarnation, m.heartbeat, m.leaving)

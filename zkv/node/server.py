@@ -1,0 +1,578 @@
+"""The zkv-node server: sockets, the reactor loop, dispatch. One thread, no thread per request.
+
+Sockets:
+- ROUTER bound on --listen: client requests, and requests from peers (their DEALERs).
+- one DEALER per peer, connected to the peer's --listen, for our requests to it; the peer's
+  replies come back on it. ZMQ_IMMEDIATE keeps messages from queueing for dead peers.
+- PUB bound on --gossip; SUB connected to every member's gossip endpoint.
+
+Each loop turn drains every ready socket without blocking (bounded per socket, so one busy
+peer cannot starve the rest), runs the handlers, fires due timers, then flushes: with
+sync="always" one fsync covers every write of the turn (group commit) before any
+acknowledgement leaves, and all messages for one destination go out as one frame.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import os
+import signal
+import time
+
+import zmq
+
+from zkv import wire
+from zkv._core import dvv
+from zkv.config import NodeConfig
+from zkv.errors import ZkvError
+from zkv.node.coordinator import ForwardOp, GetOp, Op, WriteOp
+from zkv.node.membership import Membership
+from zkv.node.metrics import NodeMetrics
+from zkv.node.replica import Replica
+from zkv.storage import LogStore
+from zkv.wire import (
+    E_INVALID,
+    E_UNAVAILABLE,
+    Delete,
+    Error,
+    Forward,
+    Get,
+    Gossip,
+    Join,
+    JoinOk,
+    Member,
+    Put,
+    RGet,
+    RGetOk,
+    RingInfo,
+    RingOk,
+    RPut,
+    RPutOk,
+    Status,
+    StatusOk,
+)
+
+log = logging.getLogger("zkv.node")
+
+DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
+JOIN_TIMEOUT = 60.0
+
+
+class Node:
+    def __init__(self, cfg: NodeConfig, clock=time.monotonic) -> None:
+        self.cfg = cfg
+        self.me = cfg.id
+        self.clock = clock
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        self.store = LogStore(
+            os.path.join(cfg.data_dir, "data"),
+            sync="interval" if cfg.sync == "interval" else "none",
+            sync_interval_ms=cfg.sync_interval_ms,
+            max_key_size=cfg.max_key_size,
+            max_value_size=cfg.max_value_size,
+        )
+        self.replica = Replica(cfg.id, self.store, cfg.sibling_warn)
+        self.metrics = NodeMetrics()
+        self.replica.on_siblings = self._on_siblings
+        self.limit = wire.frame_limit(cfg.max_key_size, cfg.max_value_size)
+
+        saved = self._load_cluster()
+        settings = saved.get("settings") or {"q": cfg.ring_size, "n": cfg.n, "r": cfg.r, "w": cfg.w}
+        # wall-clock milliseconds: a restart always outranks the previous life, even with a wiped
+        # data dir (heartbeats restart from zero)
+        incarnation = time.time_ns() // 1_000_000
+        me = Member(cfg.id, cfg.listen, cfg.gossip, cfg.rack, incarnation, 0)
+        self.membership = Membership(
+            me, settings, clock, gossip_interval=cfg.gossip_interval, down_after=cfg.down_after
+        )
+
+        self.zctx = zmq.Context()
+        self.router = self.zctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.MAXMSGSIZE, self.limit)
+        self.router.bind(cfg.listen)
+        self.pub = self.zctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(cfg.gossip)
+        self.sub = self.zctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.MAXMSGSIZE, self.limit)
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.dealers: dict[str, zmq.Socket] = {}
+        self.dealer_ep: dict[str, str] = {}
+        self.dealer_owner: dict[zmq.Socket, str] = {}
+        self.sub_eps: set[str] = set()
+
+        self.rids = itertools.count(1)
+        self.peer_rids: dict[int, tuple[Op, str]] = {}
+        self.op_rids: dict[int, list[int]] = {}  # id(op) -> peer rids
+        self.live_ops: dict[int, Op] = {}
+        self.timers: list[tuple[float, int, Op]] = []
+        self.out_peer: dict[str, list] = {}
+        self.out_router: dict[bytes, list] = {}
+        self.running = False
+        self.malformed_logged: set = set()
+        self.next_gossip = 0.0
+        self.started = clock()
+
+        for m in saved.get("members", []):
+            self.membership.merge([Member(m[0], m[1], m[2], m[3], 0, 0)])
+        for m in self.membership.table():
+            self._connect(m)
+        if cfg.metrics_port:
+            self.metrics.serve(cfg.metrics_port, cfg.metrics_host)
+
+    # ---- cluster state on disk ------------------------------------------------------------
+    @property
+    def _cluster_path(self) -> str:
+        return os.path.join(self.cfg.data_dir, "cluster.json")
+
+    def _load_cluster(self) -> dict:
+        try:
+            with open(self._cluster_path) as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self._cluster_path, exc)
+            return {}
+
+    def _save_cluster(self) -> None:
+        doc = {
+            "settings": self.membership.settings,
+            "members": [
+                [m.id, m.listen, m.gossip, m.rack] for m in self.membership.table() if m.id != self.me
+            ],
+        }
+        tmp = self._cluster_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(doc, fh)
+        os.replace(tmp, self._cluster_path)
+
+    # ---- connections ------------------------------------------------------------------------
+    def _connect(self, m: Member) -> None:
+        if m.gossip not in self.sub_eps and m.id != self.me:
+            self.sub.connect(m.gossip)
+            self.sub_eps.add(m.gossip)
+        if m.id == self.me:
+            return
+        if self.dealer_ep.get(m.id) == m.listen:
+            return
+        old = self.dealers.pop(m.id, None)
+        if old is not None:
+            self.poller.unregister(old)
+            self.dealer_owner.pop(old, None)
+            old.close(0)
+        d = self.zctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.IDENTITY, b"peer:" + self.me.encode())
+        d.setsockopt(zmq.LINGER, 0)
+        d.setsockopt(zmq.IMMEDIATE, 1)
+        d.setsockopt(zmq.SNDHWM, 100_000)
+        d.setsockopt(zmq.MAXMSGSIZE, self.limit)
+        d.connect(m.listen)
+        self.dealers[m.id] = d
+        self.dealer_ep[m.id] = m.listen
+        self.dealer_owner[d] = m.id
+        self.poller.register(d, zmq.POLLIN)
+
+    def join(self, seeds: tuple[str, ...]) -> None:
+        """Ask seed nodes to let us in; adopt the cluster's settings and member table."""
+        deadline = self.clock() + JOIN_TIMEOUT
+        rid = next(self.rids)
+        while self.clock() < deadline:
+            for seed in seeds:
+                if seed == self.cfg.listen:
+                    continue
+                s = self.zctx.socket(zmq.DEALER)
+                s.setsockopt(zmq.LINGER, 0)
+                try:
+                    s.connect(seed)
+                    s.send(wire.encode_one(Join(rid, self.membership.me)))
+                    if s.poll(1000, zmq.POLLIN):
+                        for msg in wire.decode(s.recv(), self.limit):
+                            if isinstance(msg, JoinOk):
+                                self.membership.settings = {
+                                    "q": msg.q, "n": msg.n, "r": msg.r, "w": msg.w
+                                }
+                                for m in self.membership.merge(msg.members):
+                                    self._connect(m)
+                                self._save_cluster()
+                                log.info("joined the cluster through %s (%d members)", seed,
+                                         len(self.membership.table()))
+                                return
+                except (zmq.ZMQError, wire.WireError) as exc:
+                    log.warning("join through %s failed: %s", seed, exc)
+                finally:
+                    s.close(0)
+            log.info("waiting for a seed to answer: %s", ", ".join(seeds))
+        raise ZkvError(f"no seed answered within {JOIN_TIMEOUT:.0f}s: {', '.join(seeds)}")
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self) -> None:
+        self.running = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread (tests embedding a node)
+                pass
+        log.info("node %s serving on %s (gossip %s)", self.me, self.cfg.listen, self.cfg.gossip)
+        try:
+            while self.running:
+                self.turn()
+        finally:
+            self.shutdown()
+
+    def _on_signal(self, signum, frame) -> None:
+        log.info("signal %d: draining and stopping", signum)
+        self.running = False
+
+    def turn(self, max_wait: float | None = None) -> None:
+        now = self.clock()
+        wait = self.next_gossip - now
+        if self.timers:
+            wait = min(wait, self.timers[0][0] - now)
+        if max_wait is not None:
+            wait = min(wait, max_wait)
+        events = self.poller.poll(max(0, int(wait * 1000) + 1)) if wait > 0 else self.poller.poll(0)
+        for sock, _ in events:
+            if sock is self.router:
+                self._drain_router()
+            elif sock is self.sub:
+                self._drain_sub()
+            else:
+                self._drain_dealer(sock)
+        now = self.clock()
+        while self.timers and self.timers[0][0] <= now:
+            deadline, _, op = heapq.heappop(self.timers)
+            if id(op) in self.live_ops and op.deadline <= now:
+                op.on_timeout()
+        if now >= self.next_gossip:
+            self._gossip(now)
+        self.flush()
+
+    def _drain_router(self) -> None:
+        for _ in range(DRAIN_LIMIT):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self._malformed(frames[0] if frames else b"?", f"{len(frames)} frames")
+                continue
+            ident, payload = frames
+            try:
+                msgs = wire.decode(payload, self.limit)
+            except wire.WireError as exc:
+                self._malformed(ident, str(exc))
+                continue
+            for msg in msgs:
+                try:
+                    self._on_request(ident, msg)
+                except ZkvError as exc:
+                    self._queue_router(ident, Error(msg.rid, E_INVALID, str(exc)))
+                except Exception:  # a handler bug must not kill the node
+                    log.exception("error handling %s from %r", type(msg).__name__, ident)
+                    self._queue_router(ident, Error(msg.rid, wire.E_INTERNAL, "internal error"))
+
+    def _drain_dealer(self, sock) -> None:
+        node_id = self.dealer_owner.get(sock)
+        for _ in range(DRAIN_LIMIT):
+            try:
+                payload = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msgs = wire.decode(payload, self.limit)
+            except wire.WireError as exc:
+                self._malformed(f"peer:{node_id}", str(exc))
+                continue
+            for msg in msgs:
+                entry = self.peer_rids.pop(msg.rid, None)
+                if entry is None:
+                    continue  # late answer to a finished op, or fire-and-forget ack
+                op, target = entry
+                if target == node_id and id(op) in self.live_ops:
+                    op.on_reply(node_id, msg)
+
+    def _drain_sub(self) -> None:
+        for _ in range(DRAIN_LIMIT):
+            try:
+                payload = self.sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msgs = wire.decode(payload, self.limit)
+            except wire.WireError as exc:
+                self._malformed("gossip", str(exc))
+                continue
+            for msg in msgs:
+                if isinstance(msg, Gossip):
+                    self._on_gossip(msg)
+                else:
+                    self._malformed("gossip", f"unexpected {type(msg).__name__}")
+
+    def _malformed(self, source, why: str) -> None:
+        kind = "peer" if isinstance(source, str) or bytes(source).startswith(b"peer:") else "client"
+        self.metrics.malformed.labels(kind).inc()
+        if source not in self.malformed_logged and len(self.malformed_logged) < 10_000:
+            self.malformed_logged.add(source)
+            log.warning("dropped malformed frame from %r: %s (logged once per source)", source, why)
+
+    # ---- requests -----------------------------------------------------------------------------
+    def _on_request(self, ident: bytes, msg) -> None:
+        t = type(msg)
+        if t is RGet:
+            self._queue_router(ident, RGetOk(msg.rid, self.replica.read(msg.key)))
+        elif t is RPut:
+            try:
+                self.replica.merge(msg.key, msg.dvv)
+            except ValueError as exc:
+                self._malformed(ident, f"bad version for {msg.key[:32]!r}: {exc}")
+                self._queue_router(ident, RPutOk(msg.rid, False))
+                return
+            self._queue_router(ident, RPutOk(msg.rid, True))
+        elif t is Get or t is Put or t is Delete:
+            self._on_client(ident, msg, msg.rid, forwarded=False)
+        elif t is Forward:
+            self._on_client(ident, msg.inner, msg.rid, forwarded=True)
+        elif t is RingInfo:
+            self._queue_router(ident, self._ring_info(msg.rid))
+        elif t is Status:
+            self._queue_router(ident, StatusOk(msg.rid, self.status()))
+        elif t is Join:
+            self._on_join(ident, msg)
+        else:
+            self._malformed(ident, f"unexpected {t.__name__} on the request socket")
+
+    def _on_client(self, ident: bytes, msg, rid: int, forwarded: bool) -> None:
+        cfg = self.cfg
+        settings = self.membership.settings
+        n = settings["n"]
+        origin = (ident, rid)
+        try:
+            wire.check_key(msg.key, cfg.max_key_size)
+            if type(msg) is Get:
+                wire.check_quorum("r", msg.r or None, n)
+            else:
+                wire.check_quorum("w", msg.w or None, n)
+                wire.check_context(msg.context)
+                if msg.context:
+                    dvv.validate_context(msg.context)
+                if type(msg) is Put:
+                    wire.check_value(msg.value, cfg.max_value_size)
+        except (ZkvError, ValueError) as exc:
+            self._queue_router(ident, Error(rid, E_INVALID, str(exc)))
+            return
+        ring = self.membership.ring()
+        preflist = ring.preflist_for_key(msg.key)
+        now = self.clock()
+        if self.me not in preflist and not forwarded:
+            down = self.membership.down()
+            candidates = [x for x in preflist if x not in down] + [x for x in preflist if x in down]
+            self.metrics.forwards.inc()
+            op = ForwardOp(self, origin, msg.key, now, msg, candidates,
+                           per_try=2 * cfg.replica_timeout + 0.25)
+            op.inner.rid = 0
+            self._start(op, now)
+            return
+        targets = list(preflist)
+        if self.me not in targets:  # forwarded under a ring we disagree on: coordinate anyway
+            targets = [self.me] + targets[: n - 1]
+        deadline = now + cfg.replica_timeout
+        if type(msg) is Get:
+            op = GetOp(self, origin, msg.key, deadline, targets, msg.r or settings["r"])
+        else:
+            value = msg.value if type(msg) is Put else None
+            op = WriteOp(self, origin, msg.key, deadline, targets, msg.w or settings["w"],
+                         msg.context, value)
+        self._start(op, now)
+
+    def _start(self, op: Op, now: float) -> None:
+        op.started = now
+        self.live_ops[id(op)] = op
+        heapq.heappush(self.timers, (op.deadline, id(op), op))
+        op.start()
+
+    def _ring_info(self, rid: int) -> RingOk:
+        s = self.membership.settings
+        return RingOk(rid, s["q"], s["n"], s["r"], s["w"], self.membership.table(),
+                      sorted(self.membership.down()))
+
+    def _on_join(self, ident: bytes, msg: Join) -> None:
+        m = msg.member
+        for added in self.membership.merge([m]):
+            self._connect(added)
+            log.info("member %s joined (%s, rack %s)", added.id, added.listen, added.rack)
+        self._save_cluster()
+        s = self.membership.settings
+        self._queue_router(ident, JoinOk(msg.rid, s["q"], s["n"], s["r"], s["w"],
+                                         self.membership.table()))
+
+    # ---- Context protocol used by the coordinator's ops -------------------------------------
+    def now(self) -> float:
+        return self.clock()
+
+    def ask(self, node_id: str, msg, op: Op | None) -> None:
+        rid = next(self.rids)
+        msg.rid = rid
+        if op is not None:
+            self.peer_rids[rid] = (op, node_id)
+            self.op_rids.setdefault(id(op), []).append(rid)
+        self.out_peer.setdefault(node_id, []).append(msg)
+
+    def respond(self, origin, msg) -> None:
+        ident, rid = origin
+        msg.rid = rid
+        self._queue_router(ident, msg)
+
+    def done(self, op: Op) -> None:
+        self.live_ops.pop(id(op), None)
+        for rid in self.op_rids.pop(id(op), ()):
+            self.peer_rids.pop(rid, None)
+
+    def reschedule(self, op: Op) -> None:
+        heapq.heappush(self.timers, (op.deadline, id(op), op))
+
+    def observe(self, op: Op, ok: bool) -> None:
+        m = self.metrics
+        elapsed = self.clock() - getattr(op, "started", self.clock())
+        kind = op.kind
+        if kind == "forward":
+            kind = type(op.inner).__name__.lower()
+        m.requests.labels(kind).inc()
+        m.latency.labels(kind).observe(elapsed)
+        if op.required:
+            q = str(op.required)
+            m.latency_quorum.labels(kind, q).observe(elapsed)
+            m.quorum.labels(kind, q, "ok" if ok else "fail").inc()
+
+    def suspect(self, node_id: str, reason: str) -> None:
+        self.membership.suspect(node_id, reason)
+
+    def _on_siblings(self, key: bytes, count: int) -> None:
+        self.metrics.siblings.observe(count)
+        if count > self.cfg.sibling_warn:
+            self.metrics.sibling_warnings.inc()
+
+    # ---- gossip ---------------------------------------------------------------------------------
+    def _gossip(self, now: float) -> None:
+        self.next_gossip = now + self.cfg.gossip_interval
+        self.membership.beat()
+        s = self.membership.settings
+        ring = self.membership.ring()
+        msg = Gossip(0, self.me, s["q"], s["n"], s["r"], s["w"], self.membership.table(),
+                     ring.fingerprint())
+        try:
+            self.pub.send(wire.encode_one(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        states = {"up": 0, "suspect": 0, "down": 0}
+        for nid in self.membership.peers:
+            states[self.membership.state(nid)[0]] += 1
+        for k, v in states.items():
+            self.metrics.peers.labels(k).set(v)
+
+    def _on_gossip(self, msg: Gossip) -> None:
+        s = self.membership.settings
+        if (msg.q, msg.n) != (s["q"], s["n"]) and msg.sender not in self.malformed_logged:
+            self.malformed_logged.add(msg.sender)
+            log.error("member %s gossips q=%d n=%d but this cluster has q=%d n=%d: ignoring it",
+                      msg.sender, msg.q, msg.n, s["q"], s["n"])
+            return
+        added = self.membership.merge(msg.members)
+        if added:
+            for m in added:
+                self._connect(m)
+                log.info("member %s is in the cluster (%s, rack %s)", m.id, m.listen, m.rack)
+            self._save_cluster()
+
+    # ---- output -----------------------------------------------------------------------------
+    def _queue_router(self, ident: bytes, msg) -> None:
+        self.out_router.setdefault(ident, []).append(msg)
+
+    def flush(self) -> None:
+        if self.cfg.sync == "always":
+            self.replica.flush()  # group commit: one fsync covers every write of this turn
+        out_peer, self.out_peer = self.out_peer, {}
+        for node_id, msgs in out_peer.items():
+            sock = self.dealers.get(node_id)
+            if sock is None:
+                continue
+            for payload in self._frames(msgs):
+                try:
+                    sock.send(payload, zmq.NOBLOCK)
+                except zmq.Again:
+                    break  # peer unreachable or flooded: its ops time out
+        out_router, self.out_router = self.out_router, {}
+        for ident, msgs in out_router.items():
+            for payload in self._frames(msgs):
+                try:
+                    self.router.send_multipart([ident, payload], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    break
+
+    def _frames(self, msgs: list) -> list[bytes]:
+        """Encode msgs as few frames as fit under the frame limit (usually exactly one)."""
+        out = []
+        stack = [msgs]
+        while stack:
+            chunk = stack.pop()
+            if len(chunk) > wire.MAX_BATCH:
+                half = len(chunk) // 2
+                stack += [chunk[half:], chunk[:half]]
+                continue
+            payload = wire.encode(chunk)
+            if len(payload) > self.limit and len(chunk) > 1:
+                half = len(chunk) // 2
+                stack += [chunk[half:], chunk[:half]]
+                continue
+            out.append(payload)
+        return out
+
+    # ---- status and shutdown --------------------------------------------------------------------
+    def status(self) -> dict:
+        ring = self.membership.ring()
+        members = []
+        for m in sorted(self.membership.table(), key=lambda m: m.id):
+            state, reason = self.membership.state(m.id)
+            members.append({
+                "id": m.id, "listen": m.listen, "gossip": m.gossip, "rack": m.rack,
+                "state": "up" if state != "down" else "down", "detail": state, "reason": reason,
+                "partitions": len(ring.owned(m.id)), "replicas": len(ring.replicas_of(m.id)),
+                "incarnation": m.incarnation, "heartbeat": m.heartbeat,
+            })
+        s = self.membership.settings
+        st = self.store.stats()
+        return {
+            "node": self.me,
+            "members": members,
+            "ring": {"q": s["q"], "n": s["n"], "r": s["r"], "w": s["w"],
+                     "fingerprint": ring.fingerprint().hex(),
+                     "rack_violations": len(ring.rack_violations)},
+            "keys": st.get("keys", len(self.store)),
+            "hints": {"backlog": 0, "bytes": 0, "by_owner": {}},
+            "uptime": round(self.clock() - self.started, 3),
+        }
+
+    def shutdown(self) -> None:
+        for op in list(self.live_ops.values()):
+            if not op.replied and op.origin is not None:
+                op.reply(Error(0, E_UNAVAILABLE, f"node {self.me} is shutting down"), ok=False)
+            self.done(op)
+        try:
+            self.flush()
+        except zmq.ZMQError:
+            pass
+        self.replica.flush()
+        self.store.close()
+        for s in [self.router, self.pub, self.sub, *self.dealers.values()]:
+            s.close(0)
+        self.zctx.term()
+        log.info("node %s stopped", self.me)

@@ -1,0 +1,276 @@
+"""Wire format: every message between clients and nodes and between nodes, and its codec.
+
+One ZeroMQ frame carries a batch of messages (coalescing: everything one loop turn sends to
+one peer travels in one frame). A frame is a msgpack array, encoded with msgspec:
+
+    frame   = [WIRE_VERSION: uint, [message, ...]]        # at most MAX_BATCH messages
+    message = [TAG: uint, rid: uint, field, ...]          # a tagged array-like msgspec Struct
+
+Sizes are checked before decoding: a frame longer than its limit is dropped unread
+(`frame_limit`); msgspec never allocates more than the frame holds, and typed decoding
+rejects wrong types. Keys and values are then checked against the configured limits
+(`check_key`, `check_value`). Version vectors travel as the opaque bytes of `zkv._core.dvv`.
+
+Measured (benchmarks/bench_cluster.py): msgspec msgpack array-like structs encode and decode
+a put request in well under a microsecond, below the cost of a zmq send; a Cython codec would
+not move the round trip, so msgspec it is.
+
+Message tags (uint):
+    1 Get     2 Put     3 Delete     4 RingInfo   5 Status
+    10 GetOk  11 PutOk  12 Error     13 RingOk    14 StatusOk
+    20 RGet   21 RPut   22 RGetOk    23 RPutOk    24 Forward  25 Join   26 JoinOk
+    30 Gossip (on the PUB/SUB channel, one message per frame)
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from zkv.errors import InvalidRequest
+
+WIRE_VERSION = 1
+MAX_BATCH = 4096  # messages in one frame
+FRAME_OVERHEAD = 64 * 1024  # bytes allowed beyond key + value + context in a client frame
+DEFAULT_MAX_KEY = 64 * 1024  # 64 KiB
+DEFAULT_MAX_VALUE = 16 * 1024 * 1024  # 16 MiB
+MAX_CONTEXT = 64 * 1024  # an encoded version vector; ~N entries in practice
+
+# Error codes carried by Error.code
+E_INVALID = 1  # -> InvalidRequest
+E_QUORUM = 2  # -> QuorumError(required, acked)
+E_UNAVAILABLE = 3  # -> Unavailable
+E_TIMEOUT = 4  # -> RequestTimeout
+E_INTERNAL = 5  # -> ZkvError
+
+
+class _Msg(msgspec.Struct, array_like=True, tag_field="t", frozen=False):
+    rid: int
+
+
+# ---- client -> node -------------------------------------------------------------------------
+class Get(_Msg, tag=1):
+    key: bytes
+    r: int = 0  # 0: the cluster default
+
+
+class Put(_Msg, tag=2):
+    key: bytes
+    value: bytes
+    context: bytes = b""
+    w: int = 0
+
+
+class Delete(_Msg, tag=3):
+    key: bytes
+    context: bytes = b""
+    w: int = 0
+
+
+class RingInfo(_Msg, tag=4):
+    pass
+
+
+class Status(_Msg, tag=5):
+    pass
+
+
+# ---- node -> client -------------------------------------------------------------------------
+class GetOk(_Msg, tag=10):
+    values: list[bytes]
+    context: bytes
+    replicas: int = 0  # replicas that answered before the reply
+
+
+class PutOk(_Msg, tag=11):
+    context: bytes
+    acked: int = 0
+
+
+class Error(_Msg, tag=12):
+    code: int
+    message: str
+    required: int = 0
+    acked: int = 0
+
+
+class Member(msgspec.Struct, array_like=True):
+    id: str
+    listen: str
+    gossip: str
+    rack: str
+    incarnation: int
+    heartbeat: int
+    leaving: bool = False
+
+
+class RingOk(_Msg, tag=13):
+    q: int
+    n: int
+    r: int
+    w: int
+    members: list[Member]
+    down: list[str]
+
+
+class StatusOk(_Msg, tag=14):
+    info: dict  # JSON-able status document (see node.server.Node.status)
+
+
+# ---- node <-> node --------------------------------------------------------------------------
+class RGet(_Msg, tag=20):
+    key: bytes
+
+
+class RPut(_Msg, tag=21):
+    key: bytes
+    dvv: bytes  # encoded DVV set to sync into the replica
+
+
+class RGetOk(_Msg, tag=22):
+    dvv: bytes  # b"" when the replica has nothing
+
+
+class RPutOk(_Msg, tag=23):
+    ok: bool = True
+
+
+class Forward(_Msg, tag=24):
+    """A client request handed to a node of the key's preference list (one hop)."""
+
+    inner: Get | Put | Delete
+
+
+class Join(_Msg, tag=25):
+    member: Member
+
+
+class JoinOk(_Msg, tag=26):
+    q: int
+    n: int
+    r: int
+    w: int
+    members: list[Member]
+
+
+class Gossip(_Msg, tag=30):
+    sender: str
+    q: int
+    n: int
+    r: int
+    w: int
+    members: list[Member]
+    fingerprint: bytes = b""
+
+
+Message = (
+    Get
+    | Put
+    | Delete
+    | RingInfo
+    | Status
+    | GetOk
+    | PutOk
+    | Error
+    | RingOk
+    | StatusOk
+    | RGet
+    | RPut
+    | RGetOk
+    | RPutOk
+    | Forward
+    | Join
+    | JoinOk
+    | Gossip
+)
+
+
+class Frame(msgspec.Struct, array_like=True):
+    v: int
+    msgs: list[Message]
+
+
+class _Head(msgspec.Struct, array_like=True):
+    v: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Frame)
+_head_decoder = msgspec.msgpack.Decoder(_Head)
+
+
+class WireError(ValueError):
+    """A frame that cannot be accepted: too big, wrong version, undecodable."""
+
+
+def encode(msgs: list) -> bytes:
+    """One frame holding `msgs` (a list of message structs)."""
+    return _encoder.encode(Frame(WIRE_VERSION, msgs))
+
+
+def encode_one(msg) -> bytes:
+    return _encoder.encode(Frame(WIRE_VERSION, [msg]))
+
+
+def frame_limit(max_key: int, max_value: int) -> int:
+    """Largest frame accepted from a client or peer.
+
+    A peer batch may hold many versions, so peers get a multiple of one client request.
+    """
+    return 4 * (max_key + max_value + MAX_CONTEXT) + FRAME_OVERHEAD
+
+
+def decode(data: bytes | memoryview, limit: int) -> list:
+    """Messages of one frame; WireError for anything malformed, oversized or of another version."""
+    if len(data) > limit:
+        raise WireError(f"frame of {len(data)} bytes exceeds the {limit}-byte limit")
+    if len(data) < 3:
+        raise WireError("frame too short")
+    try:
+        frame = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        try:
+            v = _head_decoder.decode(data).v
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            v = None
+        if v is not None and v != WIRE_VERSION:
+            raise WireError(f"wire version {v} not supported (this node speaks {WIRE_VERSION})") from None
+        raise WireError(f"undecodable frame: {exc}") from None
+    if frame.v != WIRE_VERSION:
+        raise WireError(f"wire version {frame.v} not supported (this node speaks {WIRE_VERSION})")
+    if len(frame.msgs) > MAX_BATCH:
+        raise WireError(f"{len(frame.msgs)} messages in one frame (max {MAX_BATCH})")
+    return frame.msgs
+
+
+def check_key(key, max_key: int = DEFAULT_MAX_KEY) -> None:
+    if type(key) is not bytes:
+        raise InvalidRequest(f"key must be bytes, not {type(key).__name__}")
+    if not 1 <= len(key) <= max_key:
+        raise InvalidRequest(f"key must be 1 to {max_key} bytes, got {len(key)}")
+
+
+def check_value(value, max_value: int = DEFAULT_MAX_VALUE) -> None:
+    if type(value) is not bytes:
+        raise InvalidRequest(f"value must be bytes, not {type(value).__name__}")
+    if len(value) > max_value:
+        raise InvalidRequest(f"value of {len(value)} bytes exceeds the {max_value}-byte limit")
+
+
+def check_context(context) -> None:
+    if context is None:
+        return
+    if type(context) is not bytes:
+        raise InvalidRequest(f"context must be bytes, not {type(context).__name__}")
+    if len(context) > MAX_CONTEXT:
+        raise InvalidRequest(f"context of {len(context)} bytes is too large")
+
+
+def check_quorum(name: str, value, n: int | None) -> None:
+    """r/w must be None/0 (cluster default) or an int 1..N."""
+    if value is None:
+        return
+    if type(value) is not int:
+        raise InvalidRequest(f"{name} must be an int, not {type(value).__name__}")
+    upper = n if n is not None else 255
+    if not 1 <= value <= upper:
+        raise InvalidRequest(f"{name} must be between 1 and N={upper}, got {value}")
