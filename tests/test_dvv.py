@@ -229,7 +229,10 @@ def test_encoded_forms_agree(seen, data):
     assert sync_encoded(None, b.encode()) == b.encode()
     assert sync_encoded(a.encode(), None) == a.encode()
     value = data.draw(st.one_of(st.none(), st.binary(max_size=20)))
-    assert update_encoded(a.encode(), c.context(), value, "b") == update(a, c.context(), value, "b").encode()
+    assert (
+        update_encoded(a.encode(), c.context(), value, "b")
+        == update(a, c.context(), value, "b").encode()
+    )
     assert merge_contexts(a.context(), b.context()) == sync(a, b).context()
 
 

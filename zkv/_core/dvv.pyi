@@ -93,5 +93,7 @@ def sync_encoded(a: bytes | None, b: bytes | None) -> bytes:
     """``sync`` on encoded sets (None = empty), for the replica's hot path. Both inputs are
     validated (ValueError); when one side already is the result its bytes are returned."""
 
-def update_encoded(server: bytes | None, context: bytes, value: bytes | None, node_id: str) -> bytes:
+def update_encoded(
+    server: bytes | None, context: bytes, value: bytes | None, node_id: str
+) -> bytes:
     """``update`` on an encoded server set (None = key absent); returns the new encoding."""
