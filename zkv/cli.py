@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return compact_main(args.rest)
         if args.cmd == "bench":
-            from benchmarks.quorum import main as bench_main  # noqa: PLC0415
+            from zkv.bench import main as bench_main
 
             return bench_main(args.rest)
     except ZkvError as exc:

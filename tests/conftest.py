@@ -1,0 +1,34 @@
+"""Shared fixtures: real zkv-node processes on loopback, cleaned up afterwards."""
+
+from __future__ import annotations
+
+import pytest
+
+from zkv.local import LocalCluster
+
+# fast failure detection so fault tests stay short
+FAST = ["--gossip-interval", "0.1", "--down-after", "1.0", "--replica-timeout", "0.5"]
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    made: list[LocalCluster] = []
+
+    def make(nodes: int = 3, **kw) -> LocalCluster:
+        kw.setdefault("extra_args", FAST)
+        c = LocalCluster(nodes, str(tmp_path / f"cluster{len(made)}"), base_port=None, **kw)
+        made.append(c)
+        c.start()
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster3(tmp_path_factory):
+    c = LocalCluster(3, str(tmp_path_factory.mktemp("c3")), base_port=None, extra_args=FAST)
+    c.start()
+    yield c
+    c.stop()

@@ -1,0 +1,371 @@
+"""The cluster through its contract: real zkv-node processes on loopback (DESIGN.md §2.1-2.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import zmq
+
+import zkv
+from zkv import wire
+from zkv.local import LocalCluster, free_ports
+
+pytestmark = pytest.mark.cluster
+
+
+def _client(cluster, **kw):
+    return zkv.Client(cluster.endpoints, timeout=kw.pop("timeout", 3.0), **kw)
+
+
+# ---- quorum configurations of the seed's figure 2 ------------------------------------------------
+@pytest.mark.parametrize("r,w", [(2, 2), (1, 1), (1, 3), (3, 1)])
+def test_figure2_configs_read_your_write(cluster3, r, w):
+    with _client(cluster3) as c:
+        key = f"fig2:{r}{w}:{random.random()}".encode()
+        ctx = c.put(key, b"v1", w=w)
+        assert isinstance(ctx, bytes) and ctx
+        if r + w > 3:  # overlap: the read must see the write, on every try
+            for _ in range(5):
+                assert c.get(key, r=r).values == [b"v1"]
+        else:  # R+W <= N may be stale for a moment, but converges
+            deadline = time.monotonic() + 5
+            while c.get(key, r=r).values != [b"v1"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        res = c.get(key, r=3)
+        assert res.values == [b"v1"] and res.found
+
+
+def test_quorum_error_when_too_few_replicas(make_cluster):
+    cl = make_cluster(3)
+    with _client(cl, timeout=4.0) as c:
+        c.put(b"qe", b"v", w=3)
+        cl.kill("node3")
+        cl.wait_converged(expect_up=["node1", "node2"])
+        # W=2 and R=2 still work with one replica gone
+        c.put(b"qe", b"v2", context=c.get(b"qe", r=2).context, w=2)
+        assert c.get(b"qe", r=2).values == [b"v2"]
+        with pytest.raises(zkv.QuorumError) as exc:
+            c.put(b"qe", b"v3", w=3)
+        assert exc.value.required == 3 and exc.value.acked == 2
+        with pytest.raises(zkv.QuorumError) as exc:
+            c.get(b"qe", r=3)
+        assert exc.value.required == 3 and exc.value.acked == 2
+        # the W=3 put that failed its quorum was still stored where it could be
+        assert b"v3" in c.get(b"qe", r=2).values
+
+
+# ---- versions: siblings, contexts, deletes ----------------------------------------------------------
+def test_concurrent_writes_surface_as_siblings(cluster3):
+    a = zkv.Client([cluster3.endpoints[0]], timeout=3.0)
+    b = zkv.Client([cluster3.endpoints[2]], timeout=3.0)
+    with a, b:
+        a.put(b"cart", b"[book]", w=3)
+        base = a.get(b"cart", r=3)
+        a.put(b"cart", b"[book,pen]", context=base.context, w=3)
+        b.put(b"cart", b"[book,mug]", context=base.context, w=3)
+        res = a.get(b"cart", r=3)
+        assert sorted(res.values) == [b"[book,mug]", b"[book,pen]"]
+        # a write with the read's context retires both siblings
+        a.put(b"cart", b"[book,mug,pen]", context=res.context, w=3)
+        assert a.get(b"cart", r=3).values == [b"[book,mug,pen]"]
+
+
+def test_same_context_same_coordinator_both_survive(cluster3):
+    with _client(cluster3) as c:
+        c.put(b"same", b"v0", w=3)
+        ctx = c.get(b"same", r=3).context
+        c.put(b"same", b"x", context=ctx, w=3)
+        c.put(b"same", b"y", context=ctx, w=3)  # same token-aware coordinator
+        assert sorted(c.get(b"same", r=3).values) == [b"x", b"y"]
+
+
+def test_blind_write_never_hides_a_sibling(cluster3):
+    with _client(cluster3) as c:
+        c.put(b"blind", b"first", w=3)
+        c.put(b"blind", b"second", w=3)  # no context: a sibling of what it did not see
+        assert sorted(c.get(b"blind", r=3).values) == [b"first", b"second"]
+
+
+def test_delete_with_full_context_leaves_key_absent(cluster3):
+    with _client(cluster3) as c:
+        c.put(b"gone", b"v", w=3)
+        res = c.get(b"gone", r=3)
+        c.delete(b"gone", context=res.context, w=3)
+        after = c.get(b"gone", r=3)
+        assert after.values == [] and not after.found
+        # a delete concurrent with a put keeps the put
+        c.put(b"gone2", b"a", w=3)
+        ctx = c.get(b"gone2", r=3).context
+        c.put(b"gone2", b"b", context=ctx, w=3)
+        c.delete(b"gone2", context=ctx, w=3)
+        assert c.get(b"gone2", r=3).values == [b"b"]
+
+
+def test_read_repair_fixes_a_stale_replica(make_cluster):
+    cl = make_cluster(3)
+    with _client(cl) as c:
+        c.put(b"rr", b"old", w=3)
+        cl.pause("node3")
+        try:
+            c.put(b"rr", b"new", context=c.get(b"rr", r=2).context, w=2)
+        finally:
+            cl.resume("node3")
+        cl.wait_converged()
+        assert c.get(b"rr", r=3).values == [b"new"]  # merged across replicas, repairs node3
+        time.sleep(0.3)
+        # each node alone must now hold the new version: ask them one by one at R=1
+        for ep in cl.endpoints:
+            with zkv.Client([ep], timeout=2.0) as one:
+                doc = one.status(ep)
+                assert doc["keys"] >= 1
+        assert c.get(b"rr", r=3).values == [b"new"]
+
+
+# ---- crashes and pauses --------------------------------------------------------------------------------
+def test_sigkill_restart_keeps_data(make_cluster):
+    cl = make_cluster(3)
+    with _client(cl) as c:
+        for i in range(100):
+            c.put(b"k%d" % i, b"v%d" % i, w=3)
+        cl.kill("node2")
+        # requests keep succeeding while a quorum is up
+        for i in range(100, 130):
+            c.put(b"k%d" % i, b"v%d" % i, w=2)
+            assert c.get(b"k%d" % i, r=2).values == [b"v%d" % i]
+        cl.restart("node2")
+        cl.wait_converged()
+        # with node1 and node3 gone node2 must answer from its own disk
+        cl.kill("node1")
+        cl.kill("node3")
+        with zkv.Client([cl.node("node2").listen], timeout=3.0) as only:
+            for i in range(0, 100, 7):
+                assert only.get(b"k%d" % i, r=1).values == [b"v%d" % i]
+
+
+def test_paused_coordinator_costs_a_retry_not_an_error(make_cluster):
+    cl = make_cluster(3)
+    with zkv.Client(cl.endpoints, timeout=3.0) as c:
+        c.put(b"p", b"v", w=3)
+        cl.pause("node1")
+        try:
+            t = time.monotonic()
+            for i in range(20):
+                c.put(b"p%d" % i, b"x", w=2)
+                assert c.get(b"p%d" % i, r=2).values == [b"x"]
+            assert time.monotonic() - t < 60
+        finally:
+            cl.resume("node1")
+
+
+def test_sigterm_drains_and_exits_zero(make_cluster):
+    cl = make_cluster(1, n=1)
+    with _client(cl) as c:
+        c.put(b"t", b"v", w=1)
+    assert cl.terminate("node1") == 0
+
+
+# ---- bad input ------------------------------------------------------------------------------------------
+def test_bad_client_input_raises_before_sending():
+    # nothing listens there: an InvalidRequest proves nothing was sent (no timeout, no Unavailable)
+    port = free_ports(1)[0]
+    with zkv.Client([f"tcp://127.0.0.1:{port}"], timeout=0.3) as c:
+        for bad in [lambda: c.get("str"), lambda: c.get(b""), lambda: c.get(b"x" * 70000),
+                    lambda: c.put(b"k", "v"), lambda: c.put(b"k", b"v" * (16 * 1024 * 1024 + 1)),
+                    lambda: c.put(b"k", b"v", w=0), lambda: c.get(b"k", r=-1),
+                    lambda: c.put(b"k", b"v", context="ctx"), lambda: c.delete(5)]:
+            with pytest.raises(zkv.InvalidRequest):
+                bad()
+        with pytest.raises(zkv.Unavailable):
+            c.get(b"k")
+    with pytest.raises(zkv.InvalidRequest):
+        zkv.Client(["http://x"])
+
+
+def test_bad_quorum_and_context_rejected_by_cluster(cluster3):
+    with _client(cluster3) as c:
+        with pytest.raises(zkv.InvalidRequest):
+            c.get(b"k", r=4)
+        with pytest.raises(zkv.InvalidRequest):
+            c.put(b"k", b"v", context=b"\xff\x00garbage")
+        assert isinstance(zkv.InvalidRequest("x"), ValueError)
+
+
+def test_garbage_never_kills_or_wedges_a_node(cluster3):
+    ep = cluster3.endpoints[0]
+    ctx = zmq.Context()
+    rng = random.Random(1234)
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(ep)
+        s.send(b"")
+        s.send_multipart([b"a", b"b", b"c"])
+        for _ in range(3000):
+            s.send(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40))))
+        import msgspec
+
+        s.send(msgspec.msgpack.encode([7, [[1, 1, b"k", 0]]]))  # wrong version
+        s.send(msgspec.msgpack.encode([1, [[1, 1, b"", 0]]]))  # empty key
+        s.send(msgspec.msgpack.encode([1, [[21, 1, b"k", b"\x01garbage-dvv"]]]))  # bad peer put
+        s.send(b"\x00" * (80 * 1024 * 1024))  # oversized: dropped by MAXMSGSIZE or the limit
+        # a raw TCP connection speaking nonsense
+        import socket
+
+        host, port = ep[6:].rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(os.urandom(4096))
+        time.sleep(0.5)
+    finally:
+        ctx.destroy(0)
+    with zkv.Client([ep], timeout=3.0) as c:
+        c.put(b"after-garbage", b"ok", w=2)
+        assert c.get(b"after-garbage", r=2).values == [b"ok"]
+    assert all(n.alive() for n in cluster3.nodes)
+
+
+def test_empty_key_from_raw_request_gets_clear_error(cluster3):
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(cluster3.endpoints[0])
+        s.send(wire.encode_one(wire.Get(77, b"", 0)))
+        assert s.poll(3000)
+        (reply,) = wire.decode(s.recv(), 1 << 20)
+        assert isinstance(reply, wire.Error) and reply.rid == 77 and reply.code == wire.E_INVALID
+        assert "key" in reply.message
+    finally:
+        ctx.destroy(0)
+
+
+# ---- async client ---------------------------------------------------------------------------------------
+def test_async_client_many_in_flight(cluster3):
+    async def main():
+        async with zkv.AsyncClient(cluster3.endpoints, timeout=5.0) as c:
+            await asyncio.gather(*(c.put(b"a%d" % i, b"v%d" % i, w=2) for i in range(200)))
+            got = await asyncio.gather(*(c.get(b"a%d" % i, r=2) for i in range(200)))
+            assert [g.values for g in got] == [[b"v%d" % i] for i in range(200)]
+            await c.put(b"counter", b"0", w=2)
+
+            def incr(values):
+                return str(max(int(v) for v in values) + 1).encode()
+
+            await asyncio.gather(*(c.update(b"counter", incr) for _ in range(5)))
+            vals = (await c.get(b"counter", r=3)).values
+            assert vals and all(int(v) >= 1 for v in vals)
+            with pytest.raises(zkv.InvalidRequest):
+                await c.get(b"")
+
+    asyncio.run(main())
+
+
+def test_update_merges_siblings(cluster3):
+    with _client(cluster3) as c:
+        c.put(b"u", b"a", w=3)
+        c.put(b"u", b"b", w=3)  # blind: sibling
+        c.update(b"u", lambda vals: b"+".join(sorted(vals)), w=3)
+        assert c.get(b"u", r=3).values == [b"a+b"]
+
+
+# ---- CLI, status, metrics, config -----------------------------------------------------------------------
+def _zkv(*args, timeout=30):
+    return subprocess.run([sys.executable, "-m", "zkv.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_status_ring_get_put(cluster3):
+    ep = cluster3.endpoints[1]
+    out = _zkv("status", "--json", "--node", ep)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert {m["id"] for m in doc["members"]} == {"node1", "node2", "node3"}
+    for m in doc["members"]:
+        assert {"id", "listen", "state", "rack"} <= set(m) and m["state"] == "up"
+    assert sum(m["partitions"] for m in doc["members"]) == 256
+    out = _zkv("status", "--node", ep)
+    assert out.returncode == 0 and "node3" in out.stdout
+    out = _zkv("ring", "--json", "--node", ep)
+    ring = json.loads(out.stdout)
+    assert len(ring["partitions"]) == 256
+    assert all(len(set(p["preflist"])) == 3 for p in ring["partitions"])
+    assert _zkv("put", "cli-key", "hello", "--node", ep, "--w", "2").returncode == 0
+    out = _zkv("get", "cli-key", "--node", ep, "--r", "2")
+    assert out.returncode == 0 and out.stdout.strip() == "hello"
+    assert _zkv("delete", "cli-key", "--node", ep).returncode == 0
+    out = _zkv("get", "cli-key", "--node", ep)
+    assert "(not found)" in out.stdout
+
+
+def test_node_flags_config_and_metrics(tmp_path):
+    ports = free_ports(3)
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(f'rack = "from-file"\nring_size = 64\nn = 1\nr = 1\nw = 1\n'
+                   f'metrics_port = {ports[2]}\nlisten = "tcp://127.0.0.1:1"\n')
+    cmd = [sys.executable, "-m", "zkv.node", "--id", "solo", "--config", str(cfg),
+           "--listen", f"tcp://127.0.0.1:{ports[0]}", "--gossip", f"tcp://127.0.0.1:{ports[1]}",
+           "--data-dir", str(tmp_path / "d")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with zkv.Client([f"tcp://127.0.0.1:{ports[0]}"], timeout=5.0) as c:
+            c.put(b"m", b"v", w=1)
+            assert c.get(b"m").values == [b"v"]
+            doc = c.status()
+        assert doc["members"][0]["rack"] == "from-file"  # file wins over defaults
+        assert doc["ring"]["q"] == 64 and doc["ring"]["n"] == 1
+        text = urllib.request.urlopen(f"http://127.0.0.1:{ports[2]}/metrics", timeout=5).read()
+        text = text.decode()
+        for name in ("zkv_requests_total", "zkv_request_seconds_bucket", "zkv_quorum_total",
+                     "zkv_peers", "zkv_malformed_messages_total", "zkv_siblings_bucket"):
+            assert name in text, name
+        assert 'zkv_quorum_total{op="put",quorum="1",result="ok"}' in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
+def test_node_rejects_bad_flags(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "zkv.node", "--id", "bad id!", "--listen", "x",
+                          "--gossip", "tcp://127.0.0.1:1", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "--id" in out.stderr and "--listen" in out.stderr
+    help_text = subprocess.run([sys.executable, "-m", "zkv.node", "--help"], capture_output=True,
+                               text=True, timeout=30).stdout
+    for flag in ("--id", "--listen", "--gossip", "--data-dir", "--seed", "--rack", "--config"):
+        assert flag in help_text
+
+
+def test_local_up_demo_runs(tmp_path):
+    port = free_ports(1)[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "zkv.cli", "local", "up", "--dir", str(tmp_path / "d"),
+         "--base-port", str(port if port < 64000 else 20000), "--exit-after-demo"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for text in ("[1]", "R=3", "pause", "2 sibling(s)", "[book, mug, pen]", "(not found)",
+                 "all nodes stopped"):
+        assert text in out.stdout, (text, out.stdout)
+
+
+def test_joining_cluster_spreads_settings(tmp_path):
+    cl = LocalCluster(2, str(tmp_path / "j"), base_port=None, n=2,
+                      extra_args=["--ring-size", "32", "--gossip-interval", "0.1"])
+    cl.nodes[1].extra = ["--ring-size", "128", "--n", "1", "--r", "1", "--w", "1"]  # ignored
+    try:
+        cl.start()
+        with zkv.Client([cl.endpoints[1]], timeout=3.0) as c:
+            doc = c.status()
+            assert doc["ring"]["q"] == 32 and doc["ring"]["n"] == 2
+    finally:
+        cl.stop()

@@ -1,0 +1,60 @@
+"""Wire codec: round trips, limits and malformed input (pure, no sockets)."""
+
+import random
+
+import pytest
+
+from zkv import wire
+from zkv.errors import InvalidRequest
+
+
+def test_round_trip_batch():
+    msgs = [wire.Get(1, b"k", 2), wire.Put(2, b"k", b"v" * 100, b"ctx", 3), wire.Delete(3, b"k")]
+    out = wire.decode(wire.encode(msgs), 1 << 20)
+    assert out == msgs
+
+
+def test_oversized_frame_rejected_before_decoding():
+    payload = wire.encode_one(wire.Put(1, b"k", b"v" * 1000))
+    with pytest.raises(wire.WireError, match="exceeds"):
+        wire.decode(payload, 100)
+
+
+def test_wrong_version_named():
+    import msgspec
+
+    payload = msgspec.msgpack.encode([99, [[1, 1, b"k", 0]]])
+    with pytest.raises(wire.WireError, match="version 99"):
+        wire.decode(payload, 1 << 20)
+
+
+def test_garbage_never_escapes_as_other_errors():
+    rng = random.Random(7)
+    for _ in range(3000):
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
+        try:
+            wire.decode(data, 1 << 20)
+        except wire.WireError:
+            pass
+
+
+def test_wrong_field_types_rejected():
+    import msgspec
+
+    payload = msgspec.msgpack.encode([wire.WIRE_VERSION, [[1, 1, "not-bytes", 0]]])
+    with pytest.raises(wire.WireError):
+        wire.decode(payload, 1 << 20)
+
+
+@pytest.mark.parametrize("key", [b"", "str", 5, None, b"x" * (64 * 1024 + 1)])
+def test_bad_keys(key):
+    with pytest.raises(InvalidRequest):
+        wire.check_key(key)
+
+
+def test_quorum_checks():
+    wire.check_quorum("r", None, 3)
+    wire.check_quorum("r", 3, 3)
+    for bad in (0, 4, -1, "2", 2.0, True):
+        with pytest.raises(InvalidRequest):
+            wire.check_quorum("r", bad, 3)
