@@ -7,13 +7,15 @@
 #
 # Formats (all integers little-endian):
 #   leaf hash    16 B  sum mod 2**128 of the entry digests of the leaf's entries (lo u64, hi u64)
-#   entry digest 16 B  murmur3 x64_128 state of the key, one more block = the 16-byte version
-#                      digest, then murmur3's finalisation (zkv_merkle_entry in merkle.pyx)
+#   entry digest 16 B  (h1, h2) = murmur3 x64_128(key); lanes xored with the 8-byte halves of
+#                      the version digest rotated by 31 / 33, then murmur3's 128-bit finalisation
+#                      (zkv_merkle_entry in merkle.pyx)
 #   inner hash   16 B  blake3(concatenated children hashes)[:16]; all-zero children -> 16 zero B
 #   level wire    1 B  format version (MERKLE_WIRE_VERSION)
 #                 4 B  u32 count
 #           count*16 B node hashes, in the order requested
 cimport cython
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 cdef enum:
@@ -51,6 +53,8 @@ cdef class MerkleTree:
     cdef void _apply_hashed(self, uint64_t h1, uint64_t h2, const uint8_t *vd, bint sub) noexcept nogil
     # insert()/remove() body: borrow key and digest, check the digest size, apply.
     cdef int _one(self, object key, object vdigest, bint sub) except -1
+    # insert_many's loop over items i..n-1 that are (bytes, 16-byte bytes); returns where it stopped.
+    cdef Py_ssize_t _fast_run(self, PyObject **kp, PyObject **vp, Py_ssize_t i, Py_ssize_t n) noexcept nogil
     # Roll back the first `upto` entries of a failed insert_many (subtraction is exact).
     cdef void _undo(self, object ks, object vs, Py_ssize_t upto) noexcept
     # Argument checks for level_hashes()/encode_level(): ValueError when out of range.

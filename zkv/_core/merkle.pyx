@@ -7,9 +7,9 @@ per (partition, replica). A key is placed by its 64-bit hash ``h`` (murmur3 x64_
 half, seed 0: the same ``zkv_hash64`` the ring uses, whose top ``q_bits`` name the partition);
 the leaves cut the partition's hash space into ``2**leaf_bits`` contiguous segments, leaf =
 ``(h << q_bits) >> (64 - leaf_bits)``. A leaf's hash is the sum mod 2**128 of its entries'
-128-bit digests, entry digest = murmur3 x64_128 of the key continued by one more block (the
-16-byte version digest) and re-finalised: the key is hashed once (that hash also places it),
-nothing is allocated or concatenated. Addition makes a leaf independent of insertion order and
+128-bit digests; an entry digest folds the 16-byte version digest into the key's murmur3
+x64_128 and re-finalises (``zkv_merkle_entry``): the key is hashed once (that hash also places
+it), nothing is allocated or concatenated. Addition makes a leaf independent of insertion order and
 makes remove the exact inverse of insert, so a replica updates its tree in O(1) per write
 (``replace(key, old, new)``) instead of rehashing a segment as ``hashtree.erl`` does. Inner
 levels (fanout ``2**fanout_bits``; the root's may be smaller when fanout_bits does not divide
@@ -28,6 +28,7 @@ and an accidental collision needs two 128-bit sums to agree.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
@@ -42,6 +43,11 @@ cdef extern from "murmur3.h" nogil:
     uint64_t zkv_load64le(const uint8_t *p)
 
 cdef extern from "Python.h":
+    # borrowed-pointer forms of the bytes macros, for the rebuild loop
+    bint _bytes_check "PyBytes_Check"(PyObject *o) nogil
+    char *_bytes_str "PyBytes_AS_STRING"(PyObject *o) nogil
+    Py_ssize_t _bytes_len "PyBytes_GET_SIZE"(PyObject *o) nogil
+    PyObject **PySequence_Fast_ITEMS(object o)
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     int PyBUF_READ
     object PySequence_Fast(object o, const char *m)
@@ -65,35 +71,26 @@ cdef inline void _store64le(uint8_t *p, uint64_t v) noexcept nogil:
 
 cdef inline void zkv_merkle_entry(uint64_t h1, uint64_t h2, const uint8_t *vd,
                                   uint64_t *e0, uint64_t *e1) noexcept nogil:
-    """Entry digest: murmur3 x64_128(key) = (h1, h2) continued by one block (vd) + finalisation."""
-    cdef uint64_t c1 = 0x87c37b91114253d5ULL
-    cdef uint64_t c2 = 0x4cf5ad432745937fULL
-    cdef uint64_t k1 = zkv_load64le(vd)
-    cdef uint64_t k2 = zkv_load64le(vd + 8)
-    k1 *= c1
-    k1 = zkv_rotl64(k1, 31)
-    k1 *= c2
-    h1 ^= k1
-    h1 = zkv_rotl64(h1, 27)
-    h1 += h2
-    h1 = h1 * 5 + 0x52dce729
-    k2 *= c2
-    k2 = zkv_rotl64(k2, 33)
-    k2 *= c1
-    h2 ^= k2
-    h2 = zkv_rotl64(h2, 31)
-    h2 += h1
-    h2 = h2 * 5 + 0x38495ab5
-    h1 ^= 16
-    h2 ^= 16
-    h1 += h2
-    h2 += h1
-    h1 = zkv_fmix64(h1)
-    h2 = zkv_fmix64(h2)
-    h1 += h2
-    h2 += h1
-    e0[0] = h1
-    e1[0] = h2
+    """Entry digest of a key hashing to (h1, h2) = murmur3 x64_128(key) with version digest vd.
+
+    Each 8-byte half of vd is rotated (31 and 33 bits, murmur3's block rotations: so a digest
+    that happens to equal the key's own hash does not cancel it) and xored into its hash lane;
+    the pair is re-finalised with murmur3's 128-bit finalisation (h1 += h2; h2 += h1; fmix64
+    both; h1 += h2; h2 += h1), a bijection that spreads every input bit over both lanes. Four
+    multiplies, no allocation: for a fixed key distinct versions give distinct digests, and
+    for a fixed version distinct 128-bit key hashes do. (Premultiplying the halves as murmur3's
+    body does added nothing the finalisation does not, and cost 8% of a rebuild.)
+    """
+    cdef uint64_t a = h1 ^ zkv_rotl64(zkv_load64le(vd), 31)
+    cdef uint64_t b = h2 ^ zkv_rotl64(zkv_load64le(vd + 8), 33)
+    a += b
+    b += a
+    a = zkv_fmix64(a)
+    b = zkv_fmix64(b)
+    a += b
+    b += a
+    e0[0] = a
+    e1[0] = b
 
 
 cdef inline void _leaf_add(uint64_t *s, uint64_t e0, uint64_t e1, bint sub) noexcept nogil:
@@ -261,12 +258,10 @@ cdef class MerkleTree:
             _arg_release(&o)
             _arg_release(&n)
 
-    def insert_many(self, keys, vdigests):
-        cdef object ks = PySequence_Fast(keys, b"keys must be a sequence")
-        cdef object vs = PySequence_Fast(vdigests, b"vdigests must be a sequence")
-        cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(ks)
-        cdef Py_ssize_t i = 0
-        cdef object ko, vo
+    cdef Py_ssize_t _fast_run(self, PyObject **kp, PyObject **vp, Py_ssize_t i,
+                              Py_ssize_t n) noexcept nogil:
+        # The rebuild loop: items i.. while they are (bytes, 16-byte bytes); returns where it
+        # stopped. Borrowed pointers, no refcounting, tree fields cached in locals.
         cdef uint64_t h[2]
         cdef uint64_t e0, e1, leaf
         cdef uint64_t *sums = self.sums
@@ -274,67 +269,83 @@ cdef class MerkleTree:
         cdef int ls = self.leaf_shift
         cdef int pshift = self.bits[self.depth] - self.bits[self.depth - 1]
         cdef Py_ssize_t off = self.node_off[self.depth - 1]
-        cdef uint8_t *dirty = self.dirty
+        cdef uint8_t *dirty = self.dirty + off
         cdef uint32_t *dlist = self.dirty_list + off
         cdef Py_ssize_t nd = self.n_dirty[self.depth - 1]
+        cdef Py_ssize_t start = i
         cdef Py_ssize_t parent
+        cdef PyObject *ko
+        cdef PyObject *vo
+        while i < n:
+            ko = kp[i]
+            vo = vp[i]
+            if not (_bytes_check(ko) and _bytes_check(vo) and _bytes_len(vo) == MERKLE_VDIGEST_BYTES):
+                break
+            zkv_murmur3_x64_128(_bytes_str(ko), <size_t>_bytes_len(ko), 0, h)
+            zkv_merkle_entry(h[0], h[1], <const uint8_t *>_bytes_str(vo), &e0, &e1)
+            leaf = (h[0] << q) >> ls
+            _leaf_add(sums + 2 * leaf, e0, e1, False)
+            parent = <Py_ssize_t>(leaf >> pshift)
+            if not dirty[parent]:
+                dirty[parent] = 1
+                dlist[nd] = <uint32_t>parent
+                nd += 1
+            i += 1
+        self.n_dirty[self.depth - 1] = nd
+        if nd:
+            self.any_dirty = True
+        self.n_entries += i - start
+        return i
+
+    def insert_many(self, keys, vdigests):
+        cdef object ks = PySequence_Fast(keys, b"keys must be a sequence")
+        cdef object vs = PySequence_Fast(vdigests, b"vdigests must be a sequence")
+        cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(ks)
+        cdef Py_ssize_t i = 0
         cdef Arg k, v
         if PySequence_Fast_GET_SIZE(vs) != n:
             raise ValueError("keys and vdigests differ in length")
         k.has_view = False
         v.has_view = False
         try:
-            for i in range(n):
-                ko = <object>PySequence_Fast_GET_ITEM(ks, i)
-                vo = <object>PySequence_Fast_GET_ITEM(vs, i)
-                if PyBytes_Check(ko) and PyBytes_Check(vo) and PyBytes_GET_SIZE(vo) == 16:
-                    zkv_murmur3_x64_128(PyBytes_AS_STRING(ko), <size_t>PyBytes_GET_SIZE(ko), 0, h)
-                    zkv_merkle_entry(h[0], h[1], <const uint8_t *>PyBytes_AS_STRING(vo), &e0, &e1)
-                    leaf = (h[0] << q) >> ls
-                    _leaf_add(sums + 2 * leaf, e0, e1, False)
-                    parent = <Py_ssize_t>(leaf >> pshift)
-                    if not dirty[off + parent]:
-                        dirty[off + parent] = 1
-                        dlist[nd] = <uint32_t>parent
-                        nd += 1
-                else:  # the general (bytes-like) path, same arithmetic
-                    _arg_get(ko, &k)
-                    _arg_get(vo, &v)
-                    _check_vdigest(&v)
-                    zkv_murmur3_x64_128(k.p, <size_t>k.n, 0, h)
-                    zkv_merkle_entry(h[0], h[1], v.p, &e0, &e1)
-                    _arg_release(&k)
-                    _arg_release(&v)
-                    leaf = (h[0] << q) >> ls
-                    _leaf_add(sums + 2 * leaf, e0, e1, False)
-                    parent = <Py_ssize_t>(leaf >> pshift)
-                    if not dirty[off + parent]:
-                        dirty[off + parent] = 1
-                        dlist[nd] = <uint32_t>parent
-                        nd += 1
+            while True:
+                i = self._fast_run(PySequence_Fast_ITEMS(ks), PySequence_Fast_ITEMS(vs), i, n)
+                if i >= n:
+                    break
+                # not (bytes, 16-byte bytes): the general bytes-like path, same arithmetic
+                _arg_get(<object>PySequence_Fast_GET_ITEM(ks, i), &k)
+                _arg_get(<object>PySequence_Fast_GET_ITEM(vs, i), &v)
+                _check_vdigest(&v)
+                self._apply(k.p, <size_t>k.n, v.p, False)
+                _arg_release(&k)
+                _arg_release(&v)
+                i += 1
+                if PySequence_Fast_GET_SIZE(ks) != n or PySequence_Fast_GET_SIZE(vs) != n:
+                    raise RuntimeError("insert_many: a sequence changed size while being read")
         except BaseException:
             # Undo entries 0..i-1 (subtraction is exact): a bad batch leaves the tree unchanged.
             _arg_release(&k)
             _arg_release(&v)
-            self.n_dirty[self.depth - 1] = nd
-            self.any_dirty = self.any_dirty or nd > 0
             self._undo(ks, vs, i)
             raise
-        self.n_dirty[self.depth - 1] = nd
-        self.any_dirty = self.any_dirty or nd > 0
-        self.n_entries += n
 
     cdef void _undo(self, object ks, object vs, Py_ssize_t upto) noexcept:
         cdef Py_ssize_t j
         cdef Arg k, v
+        upto = min(upto, PySequence_Fast_GET_SIZE(ks), PySequence_Fast_GET_SIZE(vs))
         for j in range(upto):
             # these items were accepted once, so they are bytes-like with 16-byte digests
-            _arg_get(<object>PySequence_Fast_GET_ITEM(ks, j), &k)
-            _arg_get(<object>PySequence_Fast_GET_ITEM(vs, j), &v)
-            self._apply(k.p, <size_t>k.n, v.p, True)
+            k.has_view = False
+            v.has_view = False
+            try:
+                _arg_get(<object>PySequence_Fast_GET_ITEM(ks, j), &k)
+                _arg_get(<object>PySequence_Fast_GET_ITEM(vs, j), &v)
+                if v.n == MERKLE_VDIGEST_BYTES:
+                    self._apply(k.p, <size_t>k.n, v.p, True)
+            except Exception:
+                pass
             _arg_release(&k)
             _arg_release(&v)
-        self.n_entries += upto  # _apply counted the removals; the inserts were never counted
 
     def clear(self):
         cdef int L
