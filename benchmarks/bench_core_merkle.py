@@ -82,14 +82,15 @@ def test_rebuild_insert_many_1m(benchmark, million):
 
 
 # -- merkle-diff -----------------------------------------------------------------------------
+# 1000 of 1M keys changed. With the default 1024 leaves most leaves differ (~640), so the walk
+# cannot beat fetching the leaf level; with 64 Ki leaves it fetches a fraction of them.
 
 
-@pytest.fixture(scope="module")
-def divergent(million):
+def _divergent(million, leaf_bits):
     keys, digests, _ = million
-    a = MerkleTree()
+    a = MerkleTree(8, leaf_bits, 4)
     a.insert_many(keys, digests)
-    b = MerkleTree()
+    b = MerkleTree(8, leaf_bits, 4)
     b.insert_many(keys, digests)
     rng = random.Random(7)
     changed = rng.sample(range(N), N // 1000)
@@ -100,21 +101,29 @@ def divergent(million):
     return a, b, truth
 
 
-@pytest.mark.benchmark(group="merkle-diff")
-def test_diff_baseline_fetch_all_leaves(benchmark, divergent):
+@pytest.fixture(scope="module")
+def divergent_1k(million):
+    return _divergent(million, 10)
+
+
+@pytest.fixture(scope="module")
+def divergent_64k(million):
+    return _divergent(million, 16)
+
+
+def _bench_fetch_all(benchmark, divergent):
     a, b, truth = divergent
     leaves = list(range(a.leaves))
 
     def naive():
-        theirs = b.level_hashes(a.depth, leaves)
+        theirs = MerkleTree.decode_level(b.encode_level(b.depth, leaves))
         mine = a.level_hashes(a.depth, leaves)
         return [i for i in leaves if mine[i] != theirs[i]]
 
     assert benchmark(naive) == truth
 
 
-@pytest.mark.benchmark(group="merkle-diff")
-def test_diff_walk_1m_keys_0p1pct(benchmark, divergent):
+def _bench_walk(benchmark, divergent):
     a, b, truth = divergent
     stats = {"calls": 0, "hashes": 0}
 
@@ -131,3 +140,23 @@ def test_diff_walk_1m_keys_0p1pct(benchmark, divergent):
         differing_leaves=len(truth),
     )
     benchmark(a.diff, remote)
+
+
+@pytest.mark.benchmark(group="merkle-diff-1k-leaves")
+def test_diff_1k_baseline_fetch_all_leaves(benchmark, divergent_1k):
+    _bench_fetch_all(benchmark, divergent_1k)
+
+
+@pytest.mark.benchmark(group="merkle-diff-1k-leaves")
+def test_diff_1k_walk_1m_keys_0p1pct(benchmark, divergent_1k):
+    _bench_walk(benchmark, divergent_1k)
+
+
+@pytest.mark.benchmark(group="merkle-diff-64k-leaves")
+def test_diff_64k_baseline_fetch_all_leaves(benchmark, divergent_64k):
+    _bench_fetch_all(benchmark, divergent_64k)
+
+
+@pytest.mark.benchmark(group="merkle-diff-64k-leaves")
+def test_diff_64k_walk_1m_keys_0p1pct(benchmark, divergent_64k):
+    _bench_walk(benchmark, divergent_64k)
