@@ -1,0 +1,60 @@
+# keydir.pxd -- the storage engine's in-memory index: key -> latest record location.
+#
+# A C hash table with no Python object per key. Three flat arrays:
+#   index    open-addressing slots (linear probing, power-of-two size, load <= 0.7):
+#            uint64 = (high 32 bits of the key hash) << 32 | (entry number + 1); 0 = empty
+#   entries  dense array of kd_entry (32 bytes each), in insertion order
+#   arena    key bytes, back to back; an entry points at its key by offset
+# Memory per key ~ 32 (entry) + 8/0.35..0.7 (index) + key length, plus array growth slack.
+# The active segment's write buffer also lives here so append and get are one C call each.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+
+ctypedef struct kd_entry:
+    uint64_t hash        # zkv_hash64(key): bucket, partition / hash-range queries
+    uint64_t key_off     # offset of the key bytes in the arena
+    uint32_t fid         # in-process segment id (LogStore maps it to a file)
+    uint32_t offset      # record offset in that segment
+    uint32_t size        # record size in bytes (header + key + stored value)
+    uint32_t klen_flags  # key length (low 24 bits) | record flags << 24 (KD_RELEASED in-memory only)
+
+ctypedef struct kd_map:
+    const uint8_t *base  # start of the segment's read-only mapping (NULL: not mapped)
+    uint64_t length      # mapped bytes
+
+cdef class KeyDir:
+    cdef uint64_t *index          # open-addressing slots
+    cdef uint64_t icap            # slots (power of two)
+    cdef kd_entry *entries        # dense entries
+    cdef uint64_t n               # entries in use (live + tombstones)
+    cdef uint64_t ecap            # entries allocated
+    cdef uint8_t *arena           # key bytes
+    cdef uint64_t alen            # arena bytes in use
+    cdef uint64_t acap            # arena bytes allocated
+    cdef uint64_t arena_dead      # arena bytes of removed keys
+    cdef uint64_t n_tomb          # entries that are tombstones
+    cdef uint64_t live_bytes_     # sum of entry sizes (records the store must keep)
+    cdef kd_map *maps             # per fid read mappings
+    cdef uint32_t nmaps           # maps allocated
+    cdef dict views               # fid -> memoryview keeping each mapping's buffer exported
+    cdef list retired             # views of unmapped segments, released at close()
+    cdef uint8_t *wbuf            # active segment write buffer (records not yet written to fd)
+    cdef uint64_t wlen            # bytes in wbuf
+    cdef uint64_t wcap            # wbuf allocated
+    cdef uint64_t wbase           # file offset of wbuf[0] in the active segment
+    cdef uint64_t wlimit          # flush wbuf to the fd once it holds this many bytes
+    cdef uint32_t afid            # active segment fid (0xFFFFFFFF: none)
+    cdef int afd                  # active segment fd (-1: none)
+    cdef uint64_t seq_            # records appended since creation (group commit sequence)
+    cdef uint64_t max_key         # largest key accepted by append
+    cdef uint64_t max_value       # largest stored value accepted by append
+
+    cdef int64_t _find(self, const uint8_t *key, uint32_t klen, uint64_t h)
+    cdef int _set(self, const uint8_t *key, uint32_t klen, uint64_t h, uint32_t fid,
+                  uint32_t offset, uint32_t size, uint32_t flags) except -1
+    cdef void _remove_at(self, uint64_t i)
+    cdef int _flush(self) except -1
+    cdef void _slot_put(self, uint64_t h, uint64_t idx)
+    cdef int _grow_index(self) except -1
+    cdef void _compact_arena(self)
+    cdef int64_t _find_obj(self, key) except -2
+    cdef bytes _key(self, uint64_t i)

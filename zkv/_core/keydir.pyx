@@ -1,0 +1,675 @@
+# cython: language_level=3
+"""The storage engine's keydir: a C hash table from key to its latest record's location.
+
+Design (Bitcask, Sheehy & Smith 2010, "Bitcask: A Log-Structured Hash Table for Fast Key/Value
+Data"): every live key has one in-memory entry naming the segment file, offset and size of its
+latest record, so a read is one lookup plus one read of the record. Here the table is C arrays
+(see keydir.pxd for the layout): open addressing with linear probing over a slot array that
+holds a 32-bit hash tag and an entry number, dense 32-byte entries, keys in an arena. No Python
+object exists per key. Each entry keeps the key's 64-bit hash so anti-entropy and handoff can
+list a hash range without rehashing or reading values.
+
+The table also owns the active segment's write buffer and the per-segment read mappings, so
+the hot paths are single C calls: ``append`` (validate, encode, buffer, index) and
+``get_value`` (lookup, locate bytes, CRC check, copy out). All methods run under the GIL and
+never release it, so each call is atomic with respect to other Python threads. The file I/O
+around it (opening, mapping, fsync, hints files, compaction) lives in zkv.storage.
+"""
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport malloc, realloc, free, calloc
+from libc.string cimport memcpy, memcmp, memset
+from libc.errno cimport errno, EINTR
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check
+
+from zkv._core.record cimport *
+from zkv._core.murmur3 cimport zkv_hash64
+
+from zkv.errors import InvalidRequest
+
+cdef extern from "unistd.h" nogil:
+    ssize_t write(int fd, const void *buf, size_t count)
+
+DEF KD_RELEASED = 0x80
+DEF FL_MASK = 0x7F
+
+# get_value() result codes besides bytes / None
+NEED_READ = 1     # the record is not in a mapping: read it with pread and decode in Python
+CORRUPT = 2       # the record failed its CRC (the caller reports and drops the key)
+COMPRESSED = 3    # the value is zstd-compressed: take the slow path
+RELEASED = KD_RELEASED
+
+
+cdef inline uint32_t _klen(const kd_entry *e) nogil:
+    return e.klen_flags & 0xFFFFFF
+
+
+cdef inline uint32_t _flags(const kd_entry *e) nogil:
+    return e.klen_flags >> 24
+
+
+cdef class KeyDir:
+    """Key -> (segment fid, offset, size, flags, hash); see the module docstring."""
+
+    def __cinit__(self, uint64_t max_key=65536, uint64_t max_value=16 << 20,
+                  uint64_t write_buffer=65536):
+        self.icap = 1024
+        self.index = <uint64_t *>calloc(self.icap, 8)
+        self.ecap = 512
+        self.entries = <kd_entry *>malloc(self.ecap * sizeof(kd_entry))
+        self.acap = 8192
+        self.arena = <uint8_t *>malloc(self.acap)
+        self.nmaps = 16
+        self.maps = <kd_map *>calloc(self.nmaps, sizeof(kd_map))
+        self.wcap = write_buffer * 2 if write_buffer else 4096
+        self.wbuf = <uint8_t *>malloc(self.wcap)
+        if not (self.index and self.entries and self.arena and self.maps and self.wbuf):
+            raise MemoryError()
+        self.wlimit = write_buffer
+        self.afid = 0xFFFFFFFF
+        self.afd = -1
+        self.views = {}
+        self.retired = []
+        self.max_key = min(max_key, ZKV_REC_MAX_KEY)
+        self.max_value = max_value
+
+    def __dealloc__(self):
+        free(self.index); free(self.entries); free(self.arena); free(self.maps); free(self.wbuf)
+
+    # ---------------------------------------------------------------- core table
+    cdef int64_t _find(self, const uint8_t *key, uint32_t klen, uint64_t h):
+        cdef uint64_t mask = self.icap - 1, i = h & mask, s
+        cdef uint32_t tag = <uint32_t>(h >> 32)
+        cdef kd_entry *e
+        while True:
+            s = self.index[i]
+            if s == 0:
+                return -1
+            if <uint32_t>(s >> 32) == tag:
+                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                if e.hash == h and _klen(e) == klen and memcmp(self.arena + e.key_off, key, klen) == 0:
+                    return <int64_t>((s & 0xFFFFFFFF) - 1)
+            i = (i + 1) & mask
+
+    cdef void _slot_put(self, uint64_t h, uint64_t idx):
+        cdef uint64_t mask = self.icap - 1, i = h & mask
+        while self.index[i] != 0:
+            i = (i + 1) & mask
+        self.index[i] = ((h >> 32) << 32) | (idx + 1)
+
+    cdef int _grow_index(self) except -1:
+        cdef uint64_t ncap = self.icap * 2, j
+        cdef uint64_t *old = self.index
+        self.index = <uint64_t *>calloc(ncap, 8)
+        if self.index == NULL:
+            self.index = old
+            raise MemoryError()
+        free(old)
+        self.icap = ncap
+        for j in range(self.n):
+            self._slot_put(self.entries[j].hash, j)
+        return 0
+
+    cdef int _set(self, const uint8_t *key, uint32_t klen, uint64_t h, uint32_t fid,
+                  uint32_t offset, uint32_t size, uint32_t flags) except -1:
+        cdef int64_t i = self._find(key, klen, h)
+        cdef kd_entry *e
+        cdef uint64_t ncap
+        cdef void *p
+        if i >= 0:
+            e = &self.entries[i]
+            self.live_bytes_ -= e.size
+            if _flags(e) & ZKV_REC_TOMBSTONE:
+                self.n_tomb -= 1
+        else:
+            if (self.n + 1) * 10 > self.icap * 7:
+                self._grow_index()
+            if self.n == self.ecap:
+                ncap = self.ecap * 2
+                p = realloc(self.entries, ncap * sizeof(kd_entry))
+                if p == NULL:
+                    raise MemoryError()
+                self.entries = <kd_entry *>p
+                self.ecap = ncap
+            if self.alen + klen > self.acap:
+                ncap = self.acap * 2
+                while self.alen + klen > ncap:
+                    ncap *= 2
+                p = realloc(self.arena, ncap)
+                if p == NULL:
+                    raise MemoryError()
+                self.arena = <uint8_t *>p
+                self.acap = ncap
+            e = &self.entries[self.n]
+            e.hash = h
+            e.key_off = self.alen
+            memcpy(self.arena + self.alen, key, klen)
+            self.alen += klen
+            self._slot_put(h, self.n)
+            self.n += 1
+        e.fid = fid
+        e.offset = offset
+        e.size = size
+        e.klen_flags = klen | ((flags & 0xFF) << 24)
+        self.live_bytes_ += size
+        if flags & ZKV_REC_TOMBSTONE:
+            self.n_tomb += 1
+        return 0
+
+    cdef void _remove_at(self, uint64_t i):
+        cdef uint64_t mask = self.icap - 1, j, k, s, last, home
+        cdef kd_entry *e = &self.entries[i]
+        self.live_bytes_ -= e.size
+        if _flags(e) & ZKV_REC_TOMBSTONE:
+            self.n_tomb -= 1
+        self.arena_dead += _klen(e)
+        # find and clear the slot of entry i, then backward-shift the cluster behind it
+        j = e.hash & mask
+        while (self.index[j] & 0xFFFFFFFF) != i + 1:
+            j = (j + 1) & mask
+        self.index[j] = 0
+        k = (j + 1) & mask
+        while self.index[k] != 0:
+            s = self.index[k]
+            home = self.entries[(s & 0xFFFFFFFF) - 1].hash & mask
+            # move s into the hole at j if its home is not in (j, k]
+            if (k > j and (home <= j or home > k)) or (k < j and (home <= j and home > k)):
+                self.index[j] = s
+                self.index[k] = 0
+                j = k
+            k = (k + 1) & mask
+        # move the last entry into the hole to keep entries dense
+        last = self.n - 1
+        if i != last:
+            self.entries[i] = self.entries[last]
+            j = self.entries[i].hash & mask
+            while (self.index[j] & 0xFFFFFFFF) != last + 1:
+                j = (j + 1) & mask
+            self.index[j] = (self.index[j] & 0xFFFFFFFF00000000) | (i + 1)
+        self.n -= 1
+        if self.arena_dead > 1048576 and self.arena_dead * 2 > self.alen:
+            self._compact_arena()
+
+    cdef void _compact_arena(self):
+        cdef uint8_t *na = <uint8_t *>malloc(self.alen - self.arena_dead + 1)
+        cdef uint64_t pos = 0, j, kl
+        if na == NULL:
+            return
+        for j in range(self.n):
+            kl = _klen(&self.entries[j])
+            memcpy(na + pos, self.arena + self.entries[j].key_off, kl)
+            self.entries[j].key_off = pos
+            pos += kl
+        free(self.arena)
+        self.arena = na
+        self.alen = pos
+        self.acap = pos + 1
+        self.arena_dead = 0
+
+    cdef int64_t _find_obj(self, key) except -2:
+        if not PyBytes_Check(key):
+            return -1
+        cdef uint32_t kl = <uint32_t>PyBytes_GET_SIZE(key)
+        cdef const uint8_t *kp = <const uint8_t *>PyBytes_AS_STRING(key)
+        return self._find(kp, kl, zkv_hash64(kp, kl))
+
+    cdef bytes _key(self, uint64_t i):
+        return PyBytes_FromStringAndSize(<char *>self.arena + self.entries[i].key_off,
+                                         _klen(&self.entries[i]))
+
+    # ---------------------------------------------------------------- Python-facing table API
+    def __len__(self):
+        return self.n - self.n_tomb
+
+    @property
+    def count(self):
+        """Entries including tombstones."""
+        return self.n
+
+    @property
+    def tombstone_count(self):
+        return self.n_tomb
+
+    @property
+    def live_bytes(self):
+        """Sum of the record sizes the entries point at (what compaction would keep)."""
+        return self.live_bytes_
+
+    def memory_bytes(self):
+        """Bytes allocated by the table (slots, entries, arena), not counting the write buffer."""
+        return self.icap * 8 + self.ecap * sizeof(kd_entry) + self.acap
+
+    def contains(self, key):
+        """True if ``key`` has a live (non-tombstone) entry."""
+        cdef int64_t i = self._find_obj(key)
+        return i >= 0 and not (_flags(&self.entries[i]) & ZKV_REC_TOMBSTONE)
+
+    def lookup(self, key):
+        """``(fid, offset, size, flags, hash)`` of the key's latest record, or None."""
+        cdef int64_t i = self._find_obj(key)
+        if i < 0:
+            return None
+        cdef kd_entry *e = &self.entries[i]
+        return (e.fid, e.offset, e.size, _flags(e), e.hash)
+
+    def set(self, bytes key not None, uint32_t fid, uint32_t offset, uint32_t size, uint32_t flags):
+        """Point ``key`` at a record (insert or overwrite)."""
+        cdef uint32_t kl = <uint32_t>len(key)
+        cdef const uint8_t *kp = <const uint8_t *>PyBytes_AS_STRING(key)
+        if kl < 1 or kl > ZKV_REC_MAX_KEY:
+            raise ValueError("key length out of range")
+        self._set(kp, kl, zkv_hash64(kp, kl), fid, offset, size, flags)
+
+    def remove(self, key):
+        """Drop the key's entry; True if there was one."""
+        cdef int64_t i = self._find_obj(key)
+        if i < 0:
+            return False
+        self._remove_at(i)
+        return True
+
+    def remove_if(self, key, uint32_t fid, uint32_t offset):
+        """Drop the key's entry only if it still points at (fid, offset)."""
+        cdef int64_t i = self._find_obj(key)
+        if i < 0 or self.entries[i].fid != fid or self.entries[i].offset != offset:
+            return False
+        self._remove_at(i)
+        return True
+
+    def release(self, key):
+        """Mark the key's tombstone as released (compaction may drop it); False if not a tombstone."""
+        cdef int64_t i = self._find_obj(key)
+        if i < 0 or not (_flags(&self.entries[i]) & ZKV_REC_TOMBSTONE):
+            return False
+        self.entries[i].klen_flags |= (KD_RELEASED << 24)
+        return True
+
+    def keys(self, bint tombstones=False):
+        """Live keys (or, with ``tombstones=True``, only the keys whose latest record is one)."""
+        cdef uint64_t j
+        cdef bint t
+        out = []
+        for j in range(self.n):
+            t = (_flags(&self.entries[j]) & ZKV_REC_TOMBSTONE) != 0
+            if t == tombstones:
+                out.append(self._key(j))
+        return out
+
+    def hash_range(self, uint64_t lo=0, uint64_t hi=0xFFFFFFFFFFFFFFFF):
+        """``[(key, hash)]`` of live keys whose hash is in [lo, hi] inclusive."""
+        cdef uint64_t j, h
+        out = []
+        for j in range(self.n):
+            h = self.entries[j].hash
+            if lo <= h <= hi and not (_flags(&self.entries[j]) & ZKV_REC_TOMBSTONE):
+                out.append((self._key(j), h))
+        return out
+
+    def fid_bytes(self):
+        """``{fid: live record bytes}`` over all entries (for per-segment dead-byte accounting)."""
+        cdef uint64_t j
+        out = {}
+        for j in range(self.n):
+            f = self.entries[j].fid
+            out[f] = out.get(f, 0) + self.entries[j].size
+        return out
+
+    def purge_fids(self, fids):
+        """Remove every entry still pointing at one of ``fids``; returns ``[(key, flags)]``."""
+        cdef set s = set(fids)
+        cdef uint64_t j
+        out = []
+        j = self.n
+        while j > 0:
+            j -= 1
+            if self.entries[j].fid in s:
+                out.append((self._key(j), _flags(&self.entries[j])))
+                self._remove_at(j)
+        return out
+
+    # ---------------------------------------------------------------- loading
+    def load_hints(self, data, uint32_t fid):
+        """Insert every entry of a hints file for segment ``fid``; -1 (nothing done) if it is bad."""
+        cdef const uint8_t[::1] v = data
+        cdef uint64_t n = v.shape[0], count, i, off, kl
+        cdef const uint8_t *p
+        if n < ZKV_HINT_HEADER + ZKV_HINT_TRAILER:
+            return -1
+        p = &v[0]
+        if memcmp(p, b"ZKVH", 4) != 0 or p[4] != ZKV_HINT_VERSION:
+            return -1
+        if zkv_crc32c(0, p, n - 4) != zkv_ld32(p + n - 4):
+            return -1
+        count = zkv_ld64(p + 8)
+        off = ZKV_HINT_HEADER
+        for i in range(count):          # validate the walk before touching the table
+            if off + ZKV_HINT_ENTRY > n - 4:
+                return -1
+            off += ZKV_HINT_ENTRY + zkv_ld32(p + off + 16)
+        if off != n - 4:
+            return -1
+        off = ZKV_HINT_HEADER
+        for i in range(count):
+            kl = zkv_ld32(p + off + 16)
+            if kl < 1 or kl > ZKV_REC_MAX_KEY:
+                return -1
+            self._set(p + off + 24, <uint32_t>kl, zkv_ld64(p + off), fid, zkv_ld32(p + off + 8),
+                      zkv_ld32(p + off + 12), p[off + 20])
+            off += ZKV_HINT_ENTRY + kl
+        return <int64_t>count
+
+    def scan_load(self, data, uint32_t fid, bint active=False):
+        """Index every valid record of a segment image; ``(end, records, corrupt, bad)``.
+
+        A record whose CRC fails is skipped; if its key is readable the key's entry is dropped
+        (an older version must not resurface) and the key is listed in ``corrupt``. ``bad``
+        counts skipped regions. When nothing valid follows a bad region it is a torn tail: for
+        the active segment (``active=True``) the scan stops there and ``end`` is the length to
+        truncate to; for an immutable segment the region counts as corruption and ``end`` is the
+        image length.
+        """
+        cdef const uint8_t[::1] v = data
+        cdef uint64_t n = v.shape[0], off = 0, size, records = 0, bad = 0
+        cdef int64_t nxt, i
+        cdef uint32_t kl
+        cdef const uint8_t *p
+        corrupt = []
+        if n == 0:
+            return (0, 0, corrupt, 0)
+        p = &v[0]
+        while off < n:
+            size = zkv_rec_plausible(p + off, n - off)
+            if size and zkv_rec_crc_ok(p + off, size):
+                kl = zkv_ld32(p + off + 8)
+                self._set(p + off + 16, kl, zkv_hash64(p + off + 16, kl), fid, <uint32_t>off,
+                          <uint32_t>size, p[off + 5])
+                records += 1
+                off += size
+                continue
+            nxt = zkv_rec_resync(p, off + 1, n)
+            if nxt < 0 and active:
+                return (off, records, corrupt, bad)
+            bad += 1
+            if size:
+                kl = zkv_ld32(p + off + 8)
+                i = self._find(p + off + 16, kl, zkv_hash64(p + off + 16, kl))
+                if i >= 0:
+                    self._remove_at(i)
+                corrupt.append(PyBytes_FromStringAndSize(<char *>p + off + 16, kl))
+            off = n if nxt < 0 else <uint64_t>nxt
+        return (n, records, corrupt, bad)
+
+    # ---------------------------------------------------------------- compaction
+    def collect_live(self, data, uint32_t fid):
+        """Copy out the records of segment ``fid`` that entries still point at.
+
+        Returns ``(records, moves)``: the kept records back to back, and for each one a pair of
+        little-endian u32 (old offset, offset within ``records``). Released tombstones and
+        CRC-bad records are not kept (their entries are purged after the swap).
+        """
+        cdef const uint8_t[::1] v = data
+        cdef uint64_t n = v.shape[0], off = 0, size, total = 0, nkeep = 0, w = 0, m = 0
+        cdef int64_t nxt, i
+        cdef uint32_t kl
+        cdef const uint8_t *p
+        cdef kd_entry *e
+        cdef int pass_
+        cdef uint8_t *o = NULL
+        cdef uint8_t *mo = NULL
+        cdef bytes out = b"", mv = b""
+        if n == 0:
+            return (b"", b"")
+        p = &v[0]
+        # pass 1 sizes, pass 2 copy (avoids a growing buffer)
+        for pass_ in range(2):
+            off = 0
+            if pass_ == 1:
+                out = PyBytes_FromStringAndSize(NULL, total)
+                mv = PyBytes_FromStringAndSize(NULL, nkeep * 8)
+                o = <uint8_t *>PyBytes_AS_STRING(out)
+                mo = <uint8_t *>PyBytes_AS_STRING(mv)
+            while off < n:
+                size = zkv_rec_plausible(p + off, n - off)
+                if size:
+                    kl = zkv_ld32(p + off + 8)
+                    i = self._find(p + off + 16, kl, zkv_hash64(p + off + 16, kl))
+                    if i >= 0:
+                        e = &self.entries[i]
+                        if e.fid == fid and e.offset == off and e.size == size and not (
+                                _flags(e) & KD_RELEASED) and zkv_rec_crc_ok(p + off, size):
+                            if pass_ == 0:
+                                total += size
+                                nkeep += 1
+                            else:
+                                memcpy(o + w, p + off, size)
+                                zkv_st32(mo + m, <uint32_t>off)
+                                zkv_st32(mo + m + 4, <uint32_t>w)
+                                w += size
+                                m += 8
+                    if zkv_rec_crc_ok(p + off, size):
+                        off += size
+                        continue
+                nxt = zkv_rec_resync(p, off + 1, n)
+                if nxt < 0:
+                    break
+                off = <uint64_t>nxt
+        return (out, mv)
+
+    def apply_moves(self, moves, uint32_t src_fid, uint32_t dst_fid, uint64_t dst_base):
+        """For each (old offset, new offset) move: repoint the key from (src_fid, old) to
+        (dst_fid, dst_base + new), but only if its entry still points at the old location.
+        Keys are read from the destination's mapping (call ``map_segment`` first)."""
+        cdef const uint8_t[::1] v = moves
+        cdef uint64_t n = v.shape[0] // 8, j, newoff
+        cdef uint32_t old, kl
+        cdef int64_t i
+        cdef const uint8_t *rec
+        cdef uint64_t moved = 0
+        if dst_fid >= self.nmaps or self.maps[dst_fid].base == NULL:
+            raise ValueError("destination segment is not mapped")
+        for j in range(n):
+            old = zkv_ld32(&v[j * 8])
+            newoff = dst_base + zkv_ld32(&v[j * 8 + 4])
+            if newoff + ZKV_REC_HEADER > self.maps[dst_fid].length:
+                raise ValueError("move beyond the destination mapping")
+            rec = self.maps[dst_fid].base + newoff
+            kl = zkv_ld32(rec + 8)
+            i = self._find(rec + 16, kl, zkv_hash64(rec + 16, kl))
+            if i >= 0 and self.entries[i].fid == src_fid and self.entries[i].offset == old:
+                self.entries[i].fid = dst_fid
+                self.entries[i].offset = <uint32_t>newoff
+                moved += 1
+        return moved
+
+    # ---------------------------------------------------------------- mappings
+    def map_segment(self, uint32_t fid, data):
+        """Serve reads of segment ``fid`` from ``data`` (an mmap or bytes), replacing any old map."""
+        cdef const uint8_t[::1] v = data
+        cdef uint32_t nn
+        cdef void *p
+        if fid >= self.nmaps:
+            nn = self.nmaps
+            while fid >= nn:
+                nn *= 2
+            p = realloc(self.maps, nn * sizeof(kd_map))
+            if p == NULL:
+                raise MemoryError()
+            self.maps = <kd_map *>p
+            memset(self.maps + self.nmaps, 0, (nn - self.nmaps) * sizeof(kd_map))
+            self.nmaps = nn
+        old = self.views.pop(fid, None)
+        if old is not None:
+            self.retired.append(old)
+        if v.shape[0] == 0:
+            self.maps[fid].base = NULL
+            self.maps[fid].length = 0
+            return
+        self.maps[fid].base = &v[0]
+        self.maps[fid].length = v.shape[0]
+        self.views[fid] = v
+
+    def mapped_length(self, uint32_t fid):
+        return self.maps[fid].length if fid < self.nmaps else 0
+
+    def unmap_segment(self, uint32_t fid):
+        """Stop serving reads from segment ``fid`` (its buffer is released at ``release_maps``)."""
+        if fid < self.nmaps:
+            self.maps[fid].base = NULL
+            self.maps[fid].length = 0
+        old = self.views.pop(fid, None)
+        if old is not None:
+            self.retired.append(old)
+
+    def release_maps(self, bint all=False):
+        """Release the buffers of unmapped segments (and, with ``all``, of every segment)."""
+        cdef uint32_t j
+        if all:
+            for j in range(self.nmaps):
+                self.maps[j].base = NULL
+                self.maps[j].length = 0
+            self.views.clear()
+        self.retired.clear()
+
+    # ---------------------------------------------------------------- active segment writes
+    def set_active(self, uint32_t fid, int fd, uint64_t size):
+        """Appends go to segment ``fid`` (file descriptor ``fd``, currently ``size`` bytes)."""
+        if self.wlen:
+            raise RuntimeError("flush before switching the active segment")
+        self.afid = fid
+        self.afd = fd
+        self.wbase = size
+
+    @property
+    def active_end(self):
+        """Logical size of the active segment (written + buffered)."""
+        return self.wbase + self.wlen
+
+    @property
+    def buffered(self):
+        return self.wlen
+
+    @property
+    def seq(self):
+        """Records appended so far (the group-commit sequence number)."""
+        return self.seq_
+
+    cdef int _flush(self) except -1:
+        cdef uint64_t done = 0
+        cdef ssize_t r
+        while done < self.wlen:
+            r = write(self.afd, self.wbuf + done, self.wlen - done)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                # keep what was not written; the caller sees the error
+                memcpy(self.wbuf, self.wbuf + done, self.wlen - done)
+                self.wlen -= done
+                self.wbase += done
+                from os import strerror
+                raise OSError(errno, strerror(errno))
+            done += r
+        self.wbase += self.wlen
+        self.wlen = 0
+        return 0
+
+    def flush(self):
+        """Write the buffered records to the active fd (no fsync)."""
+        self._flush()
+
+    def append(self, key, value, uint32_t flags=0):
+        """Validate, encode and buffer one record for ``key``; point the key at it.
+
+        ``value`` is the stored value (already compressed when ``flags & ZSTD``; ``b""`` for a
+        tombstone). Raises zkv.InvalidRequest (nothing written) for a non-bytes or empty key, a
+        key over ``max_key`` or a value over ``max_value``. Returns the new active segment end.
+        """
+        cdef uint64_t kl, vl, size, off
+        cdef uint8_t *dst
+        cdef const uint8_t *kp
+        cdef void *p
+        if not PyBytes_Check(key):
+            raise InvalidRequest(f"key must be bytes, not {type(key).__name__}")
+        if not PyBytes_Check(value):
+            raise InvalidRequest(f"value must be bytes, not {type(value).__name__}")
+        kl = PyBytes_GET_SIZE(key)
+        vl = PyBytes_GET_SIZE(value)
+        if kl == 0:
+            raise InvalidRequest("key must not be empty")
+        if kl > self.max_key:
+            raise InvalidRequest(f"key of {kl} bytes is over the {self.max_key}-byte limit")
+        if vl > self.max_value:
+            raise InvalidRequest(f"value of {vl} bytes is over the {self.max_value}-byte limit")
+        if self.afd < 0:
+            raise InvalidRequest("store is not writable (closed or read-only)")
+        size = ZKV_REC_HEADER + kl + vl
+        if self.wlen + size > self.wcap:
+            if self.wlen:
+                self._flush()
+            if size > self.wcap:
+                p = realloc(self.wbuf, size)
+                if p == NULL:
+                    raise MemoryError()
+                self.wbuf = <uint8_t *>p
+                self.wcap = size
+        kp = <const uint8_t *>PyBytes_AS_STRING(key)
+        dst = self.wbuf + self.wlen
+        zkv_rec_write(dst, <uint8_t>flags, kp, <uint32_t>kl, PyBytes_AS_STRING(value), <uint32_t>vl)
+        off = self.wbase + self.wlen
+        self._set(kp, <uint32_t>kl, zkv_hash64(kp, kl), self.afid, <uint32_t>off, <uint32_t>size, flags)
+        self.wlen += size
+        self.seq_ += 1
+        if self.wlen >= self.wlimit:
+            self._flush()
+        return self.wbase + self.wlen
+
+    # ---------------------------------------------------------------- reads
+    def get_value(self, key):
+        """The fast read path: the value bytes, None if absent or a tombstone, or a code.
+
+        Codes: NEED_READ (record outside every mapping: read it with pread), CORRUPT (CRC
+        failed), COMPRESSED (zstd value: decode in Python). Non-bytes keys give None.
+        """
+        cdef uint32_t kl, fl
+        cdef const uint8_t *kp
+        cdef const uint8_t *rec
+        cdef int64_t i
+        cdef kd_entry *e
+        if not PyBytes_Check(key):
+            return None
+        kp = <const uint8_t *>PyBytes_AS_STRING(key)
+        kl = <uint32_t>PyBytes_GET_SIZE(key)
+        i = self._find(kp, kl, zkv_hash64(kp, kl))
+        if i < 0:
+            return None
+        e = &self.entries[i]
+        fl = _flags(e)
+        if fl & ZKV_REC_TOMBSTONE:
+            return None
+        if fl & ZKV_REC_ZSTD:
+            return COMPRESSED
+        if e.fid == self.afid and e.offset >= self.wbase:
+            rec = self.wbuf + (e.offset - self.wbase)
+        elif e.fid < self.nmaps and self.maps[e.fid].base != NULL and \
+                <uint64_t>e.offset + e.size <= self.maps[e.fid].length:
+            rec = self.maps[e.fid].base + e.offset
+        else:
+            return NEED_READ
+        if e.size < ZKV_REC_HEADER + kl or zkv_ld32(rec + 8) != kl or \
+                memcmp(rec + 16, kp, kl) != 0 or not zkv_rec_crc_ok(rec, e.size):
+            return CORRUPT
+        return PyBytes_FromStringAndSize(<const char *>rec + 16 + kl, e.size - 16 - kl)
+
+    def read_record(self, uint32_t fid, uint64_t offset, uint64_t size):
+        """Record bytes from the write buffer or a mapping, or None if neither holds them."""
+        if fid == self.afid and offset >= self.wbase:
+            if offset + size > self.wbase + self.wlen:
+                return None
+            return PyBytes_FromStringAndSize(<const char *>self.wbuf + (offset - self.wbase), size)
+        if fid < self.nmaps and self.maps[fid].base != NULL and offset + size <= self.maps[fid].length:
+            return PyBytes_FromStringAndSize(<const char *>self.maps[fid].base + offset, size)
+        return None
+
+    def close(self):
+        """Forget the active fd and release every mapping (the owner closes files)."""
+        self.afd = -1
+        self.afid = 0xFFFFFFFF
+        self.release_maps(True)

@@ -1,0 +1,5 @@
+"""zkv.storage: the embedded log-structured engine (DESIGN.md §2.4). ``from zkv.storage import LogStore``."""
+
+from zkv.storage.logstore import LogStore
+
+__all__ = ["LogStore"]

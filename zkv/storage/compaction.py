@@ -1,0 +1,164 @@
+"""Compaction: rewrite the live records of every immutable segment, then swap atomically.
+
+Bitcask's merge (Sheehy & Smith 2010, §"Merge"), made crash-safe by file ordering:
+1. Under the store lock, seal the active segment; the inputs are all immutable segments, the
+   newest named (M, s). Outputs are named (M, s+1), (M, s+2), ...: they replay after every
+   input and before anything written later (see segment.py).
+2. Without the store lock, for each input the keydir copies out (C, one call per segment)
+   the records its entries still point at — live values and unreleased tombstones; released
+   tombstones and CRC-bad records stay behind. Outputs are written under ``.tmp`` names with
+   their hints, and fsynced.
+3. Under the store lock: rename outputs (data, then hints), fsync the directory, map them,
+   repoint each moved key only if its entry still points at the old location (a put or delete
+   that happened meanwhile wins), purge entries still pointing at inputs (released tombstones;
+   CRC-bad records -> corrupt_keys), drop the inputs from the segment table.
+4. Delete inputs oldest first. A crash before step 3's renames leaves only ``.tmp`` files
+   (removed on open); a crash after leaves inputs and outputs side by side, which replays to
+   the same state, and deleting oldest-first means a surviving tombstone is never older than a
+   surviving value it hides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from zkv._core import record
+from zkv.storage.segment import TMP_SUFFIX, Segment, data_name, fsync_dir, hint_name
+
+if TYPE_CHECKING:
+    from zkv.storage.logstore import LogStore, Progress
+
+log = logging.getLogger("zkv.storage")
+
+
+class _Output:
+    def __init__(self, directory: str, name: tuple[int, int]) -> None:
+        self.name = name
+        self.data_path = os.path.join(directory, data_name(name))
+        self.hint_path = os.path.join(directory, hint_name(name))
+        self.fd = os.open(self.data_path + TMP_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.size = 0
+        self.records = 0
+        self.chunks: list[tuple[int, bytes, int]] = []  # (src fid, moves, base offset)
+
+    def add(self, src_fid: int, recs: bytes, moves: bytes) -> None:
+        view = memoryview(recs)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.chunks.append((src_fid, moves, self.size))
+        self.size += len(recs)
+        self.records += len(moves) // 8
+
+    def finish(self) -> None:
+        os.fsync(self.fd)
+        with open(self.data_path + TMP_SUFFIX, "rb") as f:
+            image = f.read()
+        hints = record.build_hints(image)
+        hfd = os.open(self.hint_path + TMP_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(hfd, hints)
+            os.fsync(hfd)
+        finally:
+            os.close(hfd)
+        os.close(self.fd)
+        self.fd = -1
+
+    def abandon(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        for p in (self.data_path + TMP_SUFFIX, self.hint_path + TMP_SUFFIX):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+
+def compact(store: LogStore, progress: Progress | None = None) -> dict:
+    """Compact ``store`` (see the module docstring); returns statistics."""
+    t0 = time.monotonic()
+    kd = store._kd
+    with store._compact_lock:
+        with store._lock:
+            if kd.active_end > 0:
+                store._rotate()
+            inputs = sorted(
+                (s for s in store._segs.values() if s is not store._active), key=lambda s: s.name
+            )
+            before = sum(s.size for s in inputs)
+            if not inputs:
+                return _stats(0, 0, 0, 0, 0, 0, t0)
+            major, minor = inputs[-1].name
+        outputs: list[_Output] = []
+        done = 0
+        try:
+            for seg in inputs:
+                image = seg.mm
+                if image is not None:
+                    recs, moves = kd.collect_live(image, seg.fid)
+                    if recs:
+                        if not outputs or outputs[-1].size >= store._segment_bytes:
+                            if outputs:
+                                outputs[-1].finish()
+                            outputs.append(_Output(store.path, (major, minor + len(outputs) + 1)))
+                        outputs[-1].add(seg.fid, recs, moves)
+                done += seg.size
+                if progress:
+                    progress(done, before)
+            if outputs:
+                outputs[-1].finish()
+        except BaseException:
+            for out in outputs:
+                out.abandon()
+            raise
+        dropped = 0
+        with store._lock:
+            for out in outputs:
+                os.rename(out.data_path + TMP_SUFFIX, out.data_path)
+                os.rename(out.hint_path + TMP_SUFFIX, out.hint_path)
+            fsync_dir(store.path)
+            for out in outputs:
+                seg = Segment(store._new_fid(), out.name, store.path, writable=False)
+                mm = seg.remap()
+                kd.map_segment(seg.fid, mm if mm is not None else b"")
+                store._segs[seg.fid] = seg
+                for src_fid, moves, base in out.chunks:
+                    kd.apply_moves(moves, src_fid, seg.fid, base)
+            for key, flags in kd.purge_fids([s.fid for s in inputs]):
+                if flags & record.TOMBSTONE:
+                    dropped += 1
+                else:
+                    log.error("compaction: record for key %r failed its CRC; needs repair", key[:64])
+                    store._corrupt.add(key)
+            for s in inputs:
+                del store._segs[s.fid]
+                kd.unmap_segment(s.fid)
+        for s in inputs:  # oldest first: see the module docstring
+            for p in (s.path, s.hint_path):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+        fsync_dir(store.path)
+        for s in inputs:
+            s.close()
+        after = sum(o.size for o in outputs)
+        stats = _stats(before, after, sum(o.records for o in outputs), dropped, len(inputs),
+                       len(outputs), t0)
+        log.info("compaction of %s: %s", store.path, stats)
+        return stats
+
+
+def _stats(before: int, after: int, records: int, dropped: int, nin: int, nout: int,
+           t0: float) -> dict:
+    return {
+        "bytes_before": before,
+        "bytes_after": after,
+        "records": records,
+        "dropped_tombstones": dropped,
+        "segments_before": nin,
+        "segments_after": nout,
+        "seconds": time.monotonic() - t0,
+    }

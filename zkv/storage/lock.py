@@ -1,0 +1,58 @@
+"""One process per data directory: an exclusive ``fcntl.flock`` on ``DIR/LOCK``.
+
+The kernel drops a flock when its process dies, so a lock file left by a killed process is
+simply taken over; the pid written in the file only serves the error message and the log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+
+from zkv.errors import StoreLocked
+
+log = logging.getLogger("zkv.storage")
+
+LOCK_NAME = "LOCK"
+
+
+class DirLock:
+    """Hold the directory lock from construction until :meth:`release`."""
+
+    def __init__(self, directory: str, shared: bool = False) -> None:
+        self.path = os.path.join(directory, LOCK_NAME)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"process {holder}" if holder else "another process"
+            raise StoreLocked(
+                f"storage directory {directory!r} is in use by {who} (lock file {self.path}); "
+                "stop that process or use another --data-dir"
+            ) from None
+        previous = _read_pid(fd)
+        if previous and previous != os.getpid() and not shared:
+            log.warning("taking over stale lock %s left by dead process %s", self.path, previous)
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = -1
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        raw = os.pread(fd, 32, 0).split()
+        return int(raw[0]) if raw else None
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,530 @@
+"""LogStore: the embedded, crash-safe, Bitcask-like key-value engine (DESIGN.md §2.4, §3.3).
+
+Writes append CRC-checked records (format: zkv/_core/record.pxd) to one active segment file;
+a segment that reaches ``segment_bytes`` becomes immutable and gets a hints file. The keydir
+(zkv/_core/keydir.pyx, a C hash table) maps each key to its latest record, so a read is one
+lookup plus one copy out of a read-only mmap. Reopening loads hints files (no values read) and
+scans only segments without valid hints, truncating a torn tail of the active segment.
+Compaction (zkv/storage/compaction.py) rewrites live records off the hot path.
+
+Durability (``sync``): ``"none"`` leaves records in a 64 KiB user-space buffer and the page
+cache (a crash may lose recent writes); ``"interval"`` writes and fsyncs at most every
+``sync_interval_ms`` from a background thread; ``"always"`` makes ``put``/``delete`` return
+only once the record is on disk, with group commit: writers append under the store lock, then
+one of them (the leader) writes the buffer and fsyncs once for every record appended so far
+while the others wait on a condition variable.
+
+Thread safety: every public method may be called from several threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+import zstandard
+
+from zkv._core import keydir as _kdmod
+from zkv._core import record
+from zkv._core.keydir import KeyDir
+from zkv.errors import CorruptRecord, InvalidRequest
+from zkv.storage.hints import read_hints, write_hints
+from zkv.storage.lock import DirLock
+from zkv.storage.segment import TMP_SUFFIX, Segment, fsync_dir, parse_name
+
+log = logging.getLogger("zkv.storage")
+
+SYNC_MODES = ("none", "interval", "always")
+WRITE_BUFFER = 64 * 1024
+_NEED_READ = _kdmod.NEED_READ
+_CORRUPT = _kdmod.CORRUPT
+_TOMB = record.TOMBSTONE
+_ZSTD = record.ZSTD
+
+Progress = Callable[[int, int], None]
+
+
+class LogStore:
+    """A log-structured key-value store in one directory (one process at a time).
+
+    ``LogStore(path, sync="none")``; ``put(k, v)``, ``get(k)``, ``delete(k)``, ``close()``.
+    Keys are 1 byte .. ``max_key_size`` bytes, values 0 .. ``max_value_size`` bytes, both
+    ``bytes``. Values over ``compress_threshold`` bytes are stored zstd-compressed when that
+    helps. ``compact_dead_ratio``: start a background compaction when dead bytes reach this
+    share of the data (checked at each segment rotation); None disables it. ``progress``:
+    ``callback(done, total)`` for opening and compaction. ``readonly``: no writes, a shared
+    lock (several readers may open the directory while no writer holds it).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        sync: str = "none",
+        *,
+        sync_interval_ms: int = 50,
+        segment_bytes: int = 64 << 20,
+        max_key_size: int = 65536,
+        max_value_size: int = 16 << 20,
+        compress_threshold: int = 4096,
+        compact_dead_ratio: float | None = 0.5,
+        progress: Progress | None = None,
+        readonly: bool = False,
+    ) -> None:
+        if sync not in SYNC_MODES:
+            raise InvalidRequest(f"sync must be one of {SYNC_MODES}, not {sync!r}")
+        if not 64 <= segment_bytes <= 1 << 30:
+            raise InvalidRequest("segment_bytes must be between 64 and 1 GiB")
+        if not 1 <= max_key_size <= record.MAX_KEY:
+            raise InvalidRequest(f"max_key_size must be between 1 and {record.MAX_KEY}")
+        if not 0 <= max_value_size <= (1 << 31):
+            raise InvalidRequest("max_value_size must be between 0 and 2 GiB")
+        self.path = os.fspath(path)
+        self.sync = sync
+        self.readonly = readonly
+        self._segment_bytes = segment_bytes
+        self._interval = max(1, sync_interval_ms) / 1000.0
+        self._cthresh = compress_threshold if compress_threshold is not None else 1 << 62
+        self._max_value = max_value_size
+        self._dead_ratio = compact_dead_ratio
+        self._progress = progress
+        self._always = sync == "always"
+        self._closed = True
+        if not readonly:
+            os.makedirs(self.path, exist_ok=True)
+        elif not os.path.isdir(self.path):
+            raise FileNotFoundError(self.path)
+        self._dirlock = DirLock(self.path, shared=readonly)
+        self._lock = threading.Lock()  # appends, rotation, segment table
+        self._compact_lock = threading.Lock()  # one compaction at a time
+        self._cond = threading.Condition(threading.Lock())  # group commit
+        self._durable = 0  # highest keydir seq known to be on disk
+        self._syncing = False
+        self._kd = KeyDir(max_key_size, max_value_size, WRITE_BUFFER)
+        self._segs: dict[int, Segment] = {}
+        self._active: Segment | None = None
+        self._next_fid = 0
+        self._next_major = 1
+        self._corrupt: set[bytes] = set()
+        self._compactor: threading.Thread | None = None
+        self._compactions = 0
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        try:
+            self._open()
+        except BaseException:
+            self._kd.close()
+            for s in self._segs.values():
+                s.close()
+            self._dirlock.release()
+            raise
+        self._closed = False
+        if sync == "interval" and not readonly:
+            self._syncer = threading.Thread(target=self._sync_loop, name="zkv-sync", daemon=True)
+            self._syncer.start()
+
+    # ------------------------------------------------------------------ opening
+    def _new_fid(self) -> int:
+        fid = self._next_fid
+        self._next_fid += 1
+        return fid
+
+    def _open(self) -> None:
+        files: dict[tuple[int, int], set[str]] = {}
+        for fn in os.listdir(self.path):
+            if fn.endswith(TMP_SUFFIX):
+                if not self.readonly:
+                    log.warning("removing leftover temporary file %s", os.path.join(self.path, fn))
+                    os.unlink(os.path.join(self.path, fn))
+                continue
+            parsed = parse_name(fn)
+            if parsed:
+                files.setdefault(parsed[0], set()).add(parsed[1])
+        for name, kinds in list(files.items()):
+            if "data" not in kinds:
+                if not self.readonly:
+                    os.unlink(os.path.join(self.path, f"seg-{name[0]:010d}-{name[1]:04d}.hint"))
+                del files[name]
+        ordered = sorted(files)
+        if ordered:
+            self._next_major = ordered[-1][0] + 1
+        corrupt: list[bytes] = []
+        kd = self._kd
+        total = len(ordered)
+        for i, name in enumerate(ordered):
+            last = i == total - 1
+            active = last and name[1] == 0 and not self.readonly
+            seg = Segment(self._new_fid(), name, self.path, writable=active)
+            self._segs[seg.fid] = seg
+            loaded = False
+            if "hint" in files[name]:
+                data = read_hints(seg.hint_path)
+                if data is not None and kd.load_hints(data, seg.fid) >= 0:
+                    loaded = True
+                else:
+                    log.warning("hints file %s is bad; scanning its segment", seg.hint_path)
+                if active:  # appends are coming: the hints would go stale
+                    os.unlink(seg.hint_path)
+                    fsync_dir(self.path)
+            mm = seg.remap()
+            if not loaded:
+                end, _n, bad_keys, bad = kd.scan_load(mm if mm is not None else b"", seg.fid, active)
+                corrupt.extend(bad_keys)
+                if bad:
+                    log.warning("segment %s: %d corrupt region(s) skipped", seg.path, bad)
+                if active and end < seg.size:
+                    log.warning("segment %s: torn tail of %d bytes truncated at offset %d",
+                                seg.path, seg.size - end, end)
+                    mm = None
+                    seg.mm = None
+                    os.ftruncate(seg.fd, end)
+                    os.fsync(seg.fd)
+                    seg.size = end
+                    mm = seg.remap()
+                if not active and not self.readonly:
+                    write_hints(seg.hint_path, mm if mm is not None else b"")
+            kd.map_segment(seg.fid, mm if mm is not None else b"")
+            if active:
+                self._active = seg
+            if self._progress:
+                self._progress(i + 1, total)
+        if not self.readonly and self._active is None:
+            self._start_active()
+        if self._active is not None:
+            kd.set_active(self._active.fid, self._active.fd, self._active.size)
+        self._corrupt = {k for k in corrupt if kd.lookup(k) is None}
+        if self._corrupt:
+            log.warning("%s: %d key(s) lost to corruption need repair", self.path, len(self._corrupt))
+
+    def _start_active(self) -> None:
+        seg = Segment(self._new_fid(), (self._next_major, 0), self.path, writable=True)
+        self._next_major += 1
+        fsync_dir(self.path)
+        self._segs[seg.fid] = seg
+        self._active = seg
+
+    # ------------------------------------------------------------------ writes
+    def put(self, key: bytes, value: bytes) -> None:
+        """Store ``value`` under ``key``. InvalidRequest (nothing written) for bad input."""
+        if value.__class__ is bytes and len(value) > self._cthresh:
+            return self._put_big(key, value)
+        with self._lock:
+            if self._kd.append(key, value, 0) >= self._segment_bytes:
+                self._rotate()
+            seq = self._kd.seq
+            if self._corrupt:
+                self._corrupt.discard(key)
+        if self._always:
+            self._commit(seq)
+
+    def _put_big(self, key: bytes, value: bytes) -> None:
+        if len(value) > self._max_value:
+            raise InvalidRequest(f"value of {len(value)} bytes is over the {self._max_value}-byte limit")
+        packed = zstandard.ZstdCompressor(level=3).compress(value)
+        flags = 0
+        if len(packed) < len(value):
+            value, flags = packed, _ZSTD
+        with self._lock:
+            if self._kd.append(key, value, flags) >= self._segment_bytes:
+                self._rotate()
+            seq = self._kd.seq
+            self._corrupt.discard(key)
+        if self._always:
+            self._commit(seq)
+
+    def delete(self, key: bytes) -> None:
+        """Write a tombstone for ``key`` (kept through compaction until released)."""
+        with self._lock:
+            if self._kd.append(key, b"", _TOMB) >= self._segment_bytes:
+                self._rotate()
+            seq = self._kd.seq
+            self._corrupt.discard(key)
+        if self._always:
+            self._commit(seq)
+
+    def _rotate(self) -> None:
+        """Seal the active segment (flush, fsync, hints) and start a new one. Holds self._lock."""
+        kd, seg = self._kd, self._active
+        assert seg is not None
+        kd.flush()
+        os.fsync(seg.fd)
+        seg.size = kd.active_end
+        mm = seg.remap()
+        write_hints(seg.hint_path, mm if mm is not None else b"")
+        kd.map_segment(seg.fid, mm if mm is not None else b"")
+        self._start_active()
+        new = self._active
+        kd.set_active(new.fid, new.fd, 0)
+        self._maybe_autocompact()
+
+    def _maybe_autocompact(self) -> None:
+        if self._dead_ratio is None or (self._compactor and self._compactor.is_alive()):
+            return
+        total = sum(s.size for s in self._segs.values() if s is not self._active)
+        total += self._kd.active_end
+        dead = total - self._kd.live_bytes
+        if total > 0 and dead >= self._dead_ratio * total and len(self._segs) > 1:
+            self._start_compactor()
+
+    def _commit(self, seq: int) -> None:
+        """Group commit: return once record ``seq`` is on disk, fsyncing as the batch leader."""
+        cond = self._cond
+        with cond:
+            while self._durable < seq:
+                if self._syncing:
+                    cond.wait()
+                    continue
+                self._syncing = True
+                target = 0
+                cond.release()
+                try:
+                    with self._lock:
+                        self._kd.flush()
+                        fd = self._active.fd
+                        target = self._kd.seq
+                    try:
+                        os.fdatasync(fd)
+                    except OSError:
+                        if fd == self._active.fd:
+                            raise
+                        # the segment was sealed (rotation fsyncs) and closed meanwhile
+                finally:
+                    cond.acquire()
+                    self._syncing = False
+                    if target > self._durable:
+                        self._durable = target
+                    cond.notify_all()
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._flush_and_sync()
+            except Exception:  # pragma: no cover - logged, retried next tick
+                log.exception("background fsync failed")
+
+    def _flush_and_sync(self) -> None:
+        with self._lock:
+            if self._active is None:
+                return
+            self._kd.flush()
+            fd = self._active.fd
+            target = self._kd.seq
+        os.fdatasync(fd)
+        with self._cond:
+            if target > self._durable:
+                self._durable = target
+
+    def flush(self) -> None:
+        """Write every buffered record and fsync it now."""
+        self._check_open()
+        if not self.readonly:
+            self._flush_and_sync()
+
+    # ------------------------------------------------------------------ reads
+    def get(self, key: bytes) -> bytes | None:
+        """The value, or None if absent, deleted or corrupt (then listed in corrupt_keys())."""
+        r = self._kd.get_value(key)
+        if r is None:
+            if key.__class__ is not bytes:
+                raise InvalidRequest(f"key must be bytes, not {type(key).__name__}")
+            return None
+        if r.__class__ is bytes:
+            return r
+        return self._get_slow(key, r)
+
+    def _get_slow(self, key: bytes, code: int) -> bytes | None:
+        kd = self._kd
+        with self._lock:
+            e = kd.lookup(key)
+            if e is None or e[3] & _TOMB:
+                return None
+            fid, off, size, flags, _h = e
+            if code == _CORRUPT:
+                self._mark_corrupt(key, fid, off, "CRC mismatch")
+                return None
+            rec = kd.read_record(fid, off, size)
+            if rec is None:
+                seg = self._segs.get(fid)
+                if seg is None:
+                    self._mark_corrupt(key, fid, off, "segment missing")
+                    return None
+                if seg is self._active:
+                    flushed = kd.active_end - kd.buffered
+                    if flushed > kd.mapped_length(fid):
+                        mm = seg.remap(flushed)
+                        kd.map_segment(fid, mm if mm is not None else b"")
+                    rec = kd.read_record(fid, off, size)
+                if rec is None:
+                    rec = seg.pread(off, size)
+            try:
+                rflags, rkey, val, rsize = record.decode(rec)
+                if rkey != key or rsize != size:
+                    raise CorruptRecord("record does not match its keydir entry")
+                if rflags & _ZSTD:
+                    val = zstandard.ZstdDecompressor().decompress(val)
+            except (CorruptRecord, zstandard.ZstdError) as exc:
+                self._mark_corrupt(key, fid, off, str(exc))
+                return None
+            return val
+
+    def _mark_corrupt(self, key: bytes, fid: int, off: int, why: str) -> None:
+        seg = self._segs.get(fid)
+        log.error("corrupt record for key %r in %s at offset %d (%s): needs repair",
+                  key[:64], seg.path if seg else f"fid {fid}", off, why)
+        self._kd.remove_if(key, fid, off)
+        self._corrupt.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        return self._kd.contains(key)
+
+    def __len__(self) -> int:
+        return len(self._kd)
+
+    def keys(self) -> Iterator[bytes]:
+        """Live keys (a snapshot taken when called)."""
+        return iter(self._kd.keys())
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` of live keys (keys snapshotted when called; values read lazily)."""
+        for k in self._kd.keys():
+            v = self.get(k)
+            if v is not None:
+                yield k, v
+
+    def key_hashes(self, lo: int = 0, hi: int = 2**64 - 1) -> list[tuple[bytes, int]]:
+        """``[(key, hash)]`` of live keys whose zkv_hash64 is in [lo, hi], without reading values."""
+        return self._kd.hash_range(max(0, lo), min(hi, 2**64 - 1))
+
+    def tombstones(self) -> list[bytes]:
+        """Keys whose latest record is a tombstone."""
+        return self._kd.keys(True)
+
+    def release_tombstones(self, keys: Iterable[bytes]) -> int:
+        """Let compaction drop these tombstones (those still tombstones); returns how many.
+
+        Release is in memory: after a reopen, tombstones must be released again."""
+        kd = self._kd
+        with self._lock:
+            return sum(1 for k in keys if kd.release(k))
+
+    def corrupt_keys(self) -> list[bytes]:
+        """Keys whose record failed its CRC and that need repair from a replica."""
+        with self._lock:
+            return sorted(self._corrupt)
+
+    # ------------------------------------------------------------------ compaction
+    def compact(self, progress: Progress | None = None) -> dict:
+        """Compact now (blocking): rewrite live records and unreleased tombstones, drop the rest.
+
+        Returns ``{"bytes_before", "bytes_after", "records", "dropped_tombstones",
+        "segments_before", "segments_after", "seconds"}``."""
+        self._check_open()
+        if self.readonly:
+            raise InvalidRequest("store opened readonly")
+        from zkv.storage.compaction import compact
+
+        stats = compact(self, progress or self._progress)
+        self._compactions += 1
+        return stats
+
+    def compact_async(self) -> threading.Thread | None:
+        """Start compaction in a background thread; None if one is already running."""
+        self._check_open()
+        with self._lock:
+            return self._start_compactor()
+
+    def _start_compactor(self) -> threading.Thread | None:
+        if self.readonly or (self._compactor and self._compactor.is_alive()):
+            return None
+
+        def run() -> None:
+            try:
+                self.compact()
+            except Exception:
+                if not self._closed:
+                    log.exception("background compaction failed")
+
+        t = threading.Thread(target=run, name="zkv-compact", daemon=True)
+        self._compactor = t
+        t.start()
+        return t
+
+    # ------------------------------------------------------------------ admin
+    def stats(self) -> dict:
+        """Counters: keys, tombstones, segments, bytes (total/live/dead), keydir memory, ..."""
+        kd = self._kd
+        with self._lock:
+            total = sum(s.size for s in self._segs.values() if s is not self._active)
+            total += kd.active_end if self._active is not None else 0
+            live = kd.live_bytes
+            n = len(kd)
+            return {
+                "keys": n,
+                "tombstones": kd.tombstone_count,
+                "segments": len(self._segs),
+                "total_bytes": total,
+                "live_bytes": live,
+                "dead_bytes": total - live,
+                "dead_ratio": (total - live) / total if total else 0.0,
+                "keydir_bytes": kd.memory_bytes(),
+                "keydir_bytes_per_key": kd.memory_bytes() / kd.count if kd.count else 0.0,
+                "corrupt": len(self._corrupt),
+                "compactions": self._compactions,
+                "sync": self.sync,
+                "buffered_bytes": kd.buffered,
+            }
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidRequest("store is closed")
+
+    def close(self) -> None:
+        """Flush, fsync, write the active segment's hints (fast reopen) and release the lock."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join()
+        c = self._compactor
+        if c is not None and c.is_alive():
+            c.join()
+        with self._lock:
+            self._closed = True
+            kd, seg = self._kd, self._active
+            try:
+                if seg is not None:
+                    kd.flush()
+                    os.fsync(seg.fd)
+                    seg.size = kd.active_end
+                    if seg.size:
+                        mm = seg.remap()
+                        write_hints(seg.hint_path, mm)
+                        seg.mm = None
+                        del mm
+            finally:
+                kd.close()
+                for s in self._segs.values():
+                    s.close()
+                self._segs.clear()
+                self._active = None
+                self._dirlock.release()
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort for forgotten stores
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"LogStore({self.path!r}, sync={self.sync!r})"
+
+
+__all__ = ["LogStore", "SYNC_MODES"]
