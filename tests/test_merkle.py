@@ -132,6 +132,8 @@ def test_insert_many_bad_input_leaves_tree_unchanged():
         t.insert_many([b"x", b"y", b"z"], [b"3" * 16, b"4" * 16, b"short"])
     with pytest.raises(TypeError):
         t.insert_many([b"x", 5], [b"3" * 16, b"4" * 16])
+    with pytest.raises(ValueError):  # fails after a mix of fast and bytes-like items
+        t.insert_many([b"x", bytearray(b"y"), b"z", b"w"], [b"3" * 16] * 3 + [b"bad"])
     assert (t.root(), t.count()) == before
 
 
@@ -144,6 +146,12 @@ def test_bytes_like_arguments():
     c.insert_many((bytearray(b"key"),), [memoryview(b"d" * 16)])
     assert c.root() == a.root()
     assert a.leaf_of(memoryview(b"key")) == a.leaf_of(b"key")
+    mixed = [b"a", bytearray(b"b"), b"c", memoryview(b"d"), b"e"]
+    d = [b"1" * 16, b"2" * 16, bytearray(b"3" * 16), b"4" * 16, b"5" * 16]
+    m = MerkleTree()
+    m.insert_many(mixed, d)
+    assert m.root() == build([(bytes(k), bytes(v)) for k, v in zip(mixed, d, strict=True)]).root()
+    assert m.count() == 5
 
 
 # -- algebra -------------------------------------------------------------------------------

@@ -382,11 +382,11 @@ cdef class MerkleTree:
 
     cdef int _recompute(self) except -1:
         cdef int L, cshift
-        cdef Py_ssize_t j, i, c, nchild, off, poff, parent, nbytes
+        cdef Py_ssize_t i, c, nchild, off, poff, parent, nbytes
         cdef const uint8_t *buf
         cdef uint8_t *slot
         cdef uint64_t *s
-        cdef bint zero
+        cdef bint zero, changed
         cdef bytes d
         if not self.any_dirty:
             return 0
@@ -395,11 +395,10 @@ cdef class MerkleTree:
             nchild = (<Py_ssize_t>1) << cshift
             nbytes = nchild * MERKLE_HASH_BYTES
             off = self.node_off[L]
-            j = 0
-            while j < self.n_dirty[L]:
-                i = self.dirty_list[off + j]
-                j += 1
-                self.dirty[off + i] = 0
+            # Pop from the end, and only once the node is done: if blake3 raises, every node
+            # still listed is still flagged, so the dirty list never holds a node twice.
+            while self.n_dirty[L] > 0:
+                i = self.dirty_list[off + self.n_dirty[L] - 1]
                 if L + 1 == self.depth:
                     s = self.sums + 2 * (i << cshift)
                     for c in range(nchild):
@@ -414,23 +413,25 @@ cdef class MerkleTree:
                         zero = False
                         break
                 slot = self.nodes + (off + i) * MERKLE_HASH_BYTES
+                changed = False
                 if zero:
-                    if memcmp(slot, ZERO16, 16) == 0:
-                        continue
-                    memset(slot, 0, 16)
+                    if memcmp(slot, ZERO16, 16) != 0:
+                        memset(slot, 0, 16)
+                        changed = True
                 else:
                     d = self._blake3(PyMemoryView_FromMemory(<char *>buf, nbytes, PyBUF_READ)).digest(16)
-                    if memcmp(slot, PyBytes_AS_STRING(d), 16) == 0:
-                        continue
-                    memcpy(slot, PyBytes_AS_STRING(d), 16)
-                if L > 0:
+                    if memcmp(slot, PyBytes_AS_STRING(d), 16) != 0:
+                        memcpy(slot, PyBytes_AS_STRING(d), 16)
+                        changed = True
+                if changed and L > 0:
                     poff = self.node_off[L - 1]
                     parent = i >> (self.bits[L] - self.bits[L - 1])
                     if not self.dirty[poff + parent]:
                         self.dirty[poff + parent] = 1
                         self.dirty_list[poff + self.n_dirty[L - 1]] = <uint32_t>parent
                         self.n_dirty[L - 1] += 1
-            self.n_dirty[L] = 0
+                self.dirty[off + i] = 0
+                self.n_dirty[L] -= 1
         self.any_dirty = False
         return 0
 
