@@ -34,7 +34,7 @@ Byte formats: see the header of dvv.pxd (defined there once).
 """
 
 cimport cython
-from cpython.bytes cimport PyBytes_Check, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_Check, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -144,9 +144,10 @@ cdef inline DVVSet _as_set(object x, str what):
 
 
 cdef inline bytes _as_bytes(object data, str what):
-    if PyBytes_Check(data):
+    """Exact bytes (a copy for bytes subclasses, bytearray, memoryview)."""
+    if PyBytes_CheckExact(data):
         return <bytes>data
-    if isinstance(data, (bytearray, memoryview)):
+    if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
 
@@ -422,8 +423,50 @@ EMPTY = _EMPTY
 # ---------------------------------------------------------------------------
 # decoding
 
-cdef DVVSet dvv_decode(const unsigned char *buf, Py_ssize_t size):
-    """Validate everything first (no allocation), then build."""
+cdef object _node_at(const unsigned char *p, Py_ssize_t ln, DVVSet hint, Py_ssize_t *h):
+    """The node id bytes p[0:ln] as an object: hint's own object when hint holds that id
+    (hint walked in order from *h, ids arrive ascending), else an interned new one."""
+    cdef PyObject *o
+    cdef Py_ssize_t lo
+    cdef int c
+    if hint is not None:
+        while h[0] < hint.n_entries:
+            o = hint.ents[h[0]].node
+            lo = _bytes_len(o)
+            c = memcmp(_bytes_ptr(o), p, <size_t>(lo if lo < ln else ln))
+            if c == 0:
+                c = (lo > ln) - (lo < ln)
+            if c > 0:
+                break
+            h[0] += 1
+            if c == 0:
+                return <object>o
+    return _id_lookup(p, ln)
+
+
+cdef PyObject *_idcache[256]     # owned refs: recently decoded node ids, by FNV-1a hash slot
+
+
+cdef object _id_lookup(const unsigned char *p, Py_ssize_t ln):
+    """Node id bytes p[0:ln] as an interned bytes object; no allocation on a cache hit."""
+    cdef uint32_t h = 2166136261u
+    cdef Py_ssize_t k
+    for k in range(ln):
+        h = (h ^ p[k]) * 16777619u
+    cdef uint32_t slot = (h ^ (h >> 16)) & 255
+    cdef PyObject *o = _idcache[slot]
+    if o != NULL and _bytes_len(o) == ln and memcmp(_bytes_ptr(o), p, <size_t>ln) == 0:
+        return <object>o
+    obj = _intern(PyBytes_FromStringAndSize(<const char *>p, ln))
+    _incref(<PyObject *>obj)
+    _idcache[slot] = <PyObject *>obj
+    _xdecref(o)
+    return obj
+
+
+cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
+                           Py_ssize_t *n_ent_out) except -1:
+    """Validate an encoded set completely, allocating nothing; returns the sibling count."""
     cdef Py_ssize_t pos, n_ent, k, s, n_sib, ln, vlen, total = 0
     cdef Py_ssize_t prev_pos = -1, prev_len = 0
     cdef uint64_t counter
@@ -477,14 +520,20 @@ cdef DVVSet dvv_decode(const unsigned char *buf, Py_ssize_t size):
         total += n_sib
     if pos != size:
         raise ValueError("DVVSet: trailing bytes")
+    n_ent_out[0] = n_ent
+    return total
 
+
+cdef DVVSet _build_set(const unsigned char *buf, Py_ssize_t n_ent, Py_ssize_t total,
+                       DVVSet hint):
+    """Build a set from an encoding _check_set accepted."""
     cdef DVVSet out = _alloc(n_ent, total)
     cdef DVVEntry *e
     cdef object obj
-    pos = 3
+    cdef Py_ssize_t pos = 3, k, s, ln, vlen, h = 0
     for k in range(n_ent):
         ln = buf[pos]
-        obj = _intern(PyBytes_FromStringAndSize(<const char *>buf + pos + 1, ln))
+        obj = _node_at(buf + pos + 1, ln, hint, &h)
         pos += 1 + ln
         e = &out.ents[k]
         _incref(<PyObject *>obj)
@@ -508,9 +557,20 @@ cdef DVVSet dvv_decode(const unsigned char *buf, Py_ssize_t size):
     return out
 
 
+cdef DVVSet dvv_decode(const unsigned char *buf, Py_ssize_t size):
+    """Parse an encoded set; ValueError on anything malformed."""
+    cdef Py_ssize_t n_ent = 0
+    cdef Py_ssize_t total = _check_set(buf, size, &n_ent)
+    return _build_set(buf, n_ent, total, None)
+
+
 cdef DVVSet dvv_decode_context(const unsigned char *buf, Py_ssize_t size):
     """A context as a DVVSet with entries and no siblings; b"" is the empty vector."""
-    cdef Py_ssize_t pos, n, k, ln
+    return _decode_context(buf, size, None)
+
+
+cdef DVVSet _decode_context(const unsigned char *buf, Py_ssize_t size, DVVSet hint):
+    cdef Py_ssize_t pos, n, k, ln, h = 0
     cdef Py_ssize_t prev_pos = -1, prev_len = 0
     cdef uint64_t counter
     cdef int c
@@ -554,22 +614,32 @@ cdef DVVSet dvv_decode_context(const unsigned char *buf, Py_ssize_t size):
     pos = 3
     for k in range(n):
         ln = buf[pos]
-        obj = _intern(PyBytes_FromStringAndSize(<const char *>buf + pos + 1, ln))
+        obj = _node_at(buf + pos + 1, ln, hint, &h)
         _push_entry(out, <PyObject *>obj, <int64_t>_r64(buf + pos + 1 + ln), NULL, 0)
         pos += 9 + ln
     return out
 
 
-cdef inline DVVSet _ctx(object context):
-    cdef bytes b = _as_bytes(context, "context")
-    return dvv_decode_context(<const unsigned char *>_bytes_ptr(<PyObject *>b), len(b))
-
-
-cdef DVVSet _dec(object data, str what):
+cdef bytes _checked(object data, str what):
+    """data as exact bytes, after validating it as an encoded set (ValueError)."""
     cdef bytes b = _as_bytes(data, what)
-    cdef DVVSet out = dvv_decode(<const unsigned char *>_bytes_ptr(<PyObject *>b), len(b))
-    if out is not _EMPTY and type(b) is bytes:
-        out._enc = b      # canonical, so the input is the encoding
+    cdef Py_ssize_t n_ent = 0
+    _check_set(<const unsigned char *>_bytes_ptr(<PyObject *>b), len(b), &n_ent)
+    return b
+
+
+cdef inline DVVSet _ctx(object context, DVVSet hint=None):
+    cdef bytes b = _as_bytes(context, "context")
+    return _decode_context(<const unsigned char *>_bytes_ptr(<PyObject *>b), len(b), hint)
+
+
+cdef DVVSet _dec(object data, str what, DVVSet hint=None):
+    cdef bytes b = _as_bytes(data, what)
+    cdef const unsigned char *buf = <const unsigned char *>_bytes_ptr(<PyObject *>b)
+    cdef Py_ssize_t n_ent = 0
+    cdef Py_ssize_t total = _check_set(buf, len(b), &n_ent)
+    cdef DVVSet out = _build_set(buf, n_ent, total, hint)
+    out._enc = b      # canonical, so the input is the encoding
     return out
 
 
@@ -725,7 +795,7 @@ cdef bint dvv_descends(DVVSet a, DVVSet b):
 def update(server, context, value, node_id):
     """Coordinator node_id writes value (bytes, None = tombstone) with the client's context."""
     cdef DVVSet s = _as_set(server, "server")
-    cdef DVVSet ctx = _ctx(context)
+    cdef DVVSet ctx = _ctx(context, s)
     node = _node_bytes(node_id)
     if value is not None and not PyBytes_Check(value):
         raise TypeError(f"value must be bytes or None, not {type(value).__name__}")
@@ -754,7 +824,8 @@ def descends(a, b):
 
 def merge_contexts(a, b):
     """The join of two encoded contexts, encoded."""
-    return dvv_sync(_ctx(a), _ctx(b)).context()
+    cdef DVVSet ca = _ctx(a)
+    return dvv_sync(ca, _ctx(b, ca)).context()
 
 
 def validate_context(ctx):
@@ -789,17 +860,18 @@ def prune(s, Py_ssize_t max_entries):
 
 def sync_encoded(a, b):
     """sync on encoded sets (None = empty); returns an encoding. Validates both inputs."""
-    cdef DVVSet da, db, r
-    if a is None:
-        if b is None:
+    cdef bytes ba, bb
+    cdef DVVSet da
+    if a is None or b is None:
+        if a is None and b is None:
             return _EMPTY.encode()
-        return _dec(b, "b").encode()
-    if b is None or a is b or a == b:
-        return _dec(a, "a").encode()
-    da = _dec(a, "a")
-    db = _dec(b, "b")
-    r = dvv_sync(da, db)
-    return r.encode()
+        return _checked(b if a is None else a, "b" if a is None else "a")
+    ba = _as_bytes(a, "a")
+    bb = _as_bytes(b, "b")
+    if ba is bb or ba == bb:
+        return _checked(ba, "a")
+    da = _dec(ba, "a")
+    return dvv_sync(da, _dec(bb, "b", da)).encode()
 
 
 def update_encoded(server, context, value, node_id):
