@@ -1,0 +1,518 @@
+"""LogStore behaviour: API contract, bad input, corruption, recovery, locking, group commit,
+crash safety of writes (SIGKILL) and of compaction (killed subprocess, leftover temp files)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import mmh3
+import pytest
+
+from zkv._core import record
+from zkv._core.keydir import KeyDir
+from zkv.errors import InvalidRequest, StoreLocked
+from zkv.storage import LogStore
+from zkv.storage.segment import parse_name
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def data_files(d):
+    return sorted(f for f in os.listdir(d) if f.endswith(".data"))
+
+
+def run_py(code, *args, **kw):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+# ---------------------------------------------------------------- record codec and keydir
+def test_crc32c_known_vector():
+    assert record.crc32c(b"123456789") == 0xE3069283
+
+
+def test_record_roundtrip_and_corruption():
+    rec = record.encode(b"key", b"value", record.TOMBSTONE)
+    assert len(rec) == record.HEADER_SIZE + 8
+    assert record.decode(rec) == (record.TOMBSTONE, b"key", b"value", len(rec))
+    bad = bytearray(rec)
+    bad[-1] ^= 1
+    with pytest.raises(Exception, match="bad record"):
+        record.decode(bytes(bad))
+
+
+def test_hints_roundtrip_and_crc():
+    img = record.encode(b"a", b"1") + record.encode(b"bb", b"22")
+    h = record.build_hints(img)
+    assert record.parse_hints(h) == [
+        (record.key_hash(b"a"), 0, 18, 0, b"a"),
+        (record.key_hash(b"bb"), 18, 20, 0, b"bb"),
+    ]
+    bad = bytearray(h)
+    bad[20] ^= 0x40
+    assert record.parse_hints(bytes(bad)) is None
+
+
+def test_keydir_model_and_hash():
+    kd = KeyDir()
+    model = {}
+    rng = random.Random(7)
+    for i in range(20000):
+        k = b"k%d" % rng.randrange(3000)
+        if rng.random() < 0.7:
+            kd.set(k, 1, i, 20, 0)
+            model[k] = i
+        else:
+            assert kd.remove(k) == (k in model)
+            model.pop(k, None)
+    assert len(kd) == len(model)
+    for k, v in model.items():
+        fid, off, size, flags, h = kd.lookup(k)
+        assert off == v and h == mmh3.hash64(k, signed=False)[0]
+    assert sorted(kd.keys()) == sorted(model)
+
+
+# ---------------------------------------------------------------- API
+def test_contract_basic(tmp_path):
+    s = LogStore(str(tmp_path), sync="none")
+    s.put(b"k", b"v")
+    assert s.get(b"k") == b"v"
+    assert b"k" in s and len(s) == 1
+    s.delete(b"k")
+    assert s.get(b"k") is None and b"k" not in s and len(s) == 0
+    assert s.tombstones() == [b"k"]
+    s.put(b"empty", b"")
+    assert s.get(b"empty") == b""
+    s.close()
+    with LogStore(str(tmp_path)) as s:
+        assert s.get(b"k") is None and s.get(b"empty") == b"" and s.tombstones() == [b"k"]
+
+
+def test_keys_items_hashes(tmp_path):
+    with LogStore(str(tmp_path), segment_bytes=1024) as s:
+        data = {b"key%d" % i: b"val%d" % i for i in range(300)}
+        for k, v in data.items():
+            s.put(k, v)
+        s.delete(b"key0")
+        del data[b"key0"]
+        assert sorted(s.keys()) == sorted(data)
+        assert dict(s.items()) == data
+        hs = dict(s.key_hashes())
+        assert hs == {k: mmh3.hash64(k, signed=False)[0] for k in data}
+        lo, hi = 2**62, 2**63
+        assert sorted(k for k, _ in s.key_hashes(lo, hi)) == sorted(
+            k for k, h in hs.items() if lo <= h <= hi)
+
+
+def test_large_values_compressed(tmp_path):
+    big = b"abc" * 100000
+    rnd = os.urandom(50000)
+    with LogStore(str(tmp_path), compress_threshold=1000) as s:
+        s.put(b"big", big)
+        s.put(b"rnd", rnd)
+        assert s.get(b"big") == big and s.get(b"rnd") == rnd
+        assert s.stats()["total_bytes"] < len(big) // 10 + len(rnd) + 1000
+    with LogStore(str(tmp_path)) as s:
+        assert s.get(b"big") == big and s.get(b"rnd") == rnd
+        s.compact()
+        assert s.get(b"big") == big
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("str", b"v"), (b"", b"v"), (b"k", "v"), (b"k", None), (None, b"v"), (b"x" * 65537, b"v"),
+     (b"k", b"v" * 1025), (bytearray(b"k"), b"v")],
+)
+def test_bad_input_writes_nothing(tmp_path, key, value):
+    with LogStore(str(tmp_path), max_value_size=1024, compress_threshold=100) as s:
+        s.put(b"ok", b"1")
+        before = s.stats()["total_bytes"]
+        with pytest.raises(InvalidRequest):
+            s.put(key, value)
+        if not isinstance(key, bytes) or not key or len(key) > 65536:
+            with pytest.raises(InvalidRequest):
+                s.delete(key)
+        assert s.stats()["total_bytes"] == before and len(s) == 1
+    with LogStore(str(tmp_path)) as s:
+        assert dict(s.items()) == {b"ok": b"1"}
+
+
+def test_get_bad_key_type(tmp_path):
+    with LogStore(str(tmp_path)) as s:
+        with pytest.raises(InvalidRequest):
+            s.get("k")
+        assert s.get(b"missing") is None
+
+
+def test_bad_options(tmp_path):
+    with pytest.raises(InvalidRequest):
+        LogStore(str(tmp_path), sync="sometimes")
+
+
+def test_readonly(tmp_path):
+    with LogStore(str(tmp_path)) as s:
+        s.put(b"a", b"1")
+    with LogStore(str(tmp_path), readonly=True) as r:
+        assert r.get(b"a") == b"1"
+        with pytest.raises(InvalidRequest):
+            r.put(b"b", b"2")
+
+
+# ---------------------------------------------------------------- recovery and corruption
+def test_torn_tail_truncated(tmp_path, caplog):
+    d = str(tmp_path)
+    with LogStore(d) as s:
+        s.put(b"a", b"1" * 50)
+        s.put(b"b", b"2" * 50)
+    seg = os.path.join(d, data_files(d)[-1])
+    os.unlink(seg[:-5] + ".hint")
+    size = os.path.getsize(seg)
+    os.truncate(seg, size - 10)
+    with LogStore(d) as s:
+        assert s.get(b"a") == b"1" * 50 and s.get(b"b") is None
+        assert "torn tail" in caplog.text
+        s.put(b"c", b"3")
+    with LogStore(d) as s:
+        assert s.get(b"c") == b"3" and s.get(b"a") == b"1" * 50
+
+
+def flip(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x5A]))
+
+
+def test_flipped_value_byte_detected_while_open_and_after_reopen(tmp_path):
+    d = str(tmp_path)
+    s = LogStore(d, segment_bytes=200)
+    vals = {b"k%02d" % i: b"v%02d" % i * 10 for i in range(20)}
+    for k, v in vals.items():
+        s.put(k, v)
+    s.flush()
+    victim = b"k03"
+    fid, off, size, _f, _h = s._kd.lookup(victim)
+    flip(s._segs[fid].path, off + size - 1)
+    assert s.get(victim) is None
+    assert s.corrupt_keys() == [victim]
+    assert all(s.get(k) == v for k, v in vals.items() if k != victim)
+    s.put(victim, b"repaired")
+    assert s.corrupt_keys() == [] and s.get(victim) == b"repaired"
+    # corrupt another record, then reopen: detected on read even though hints are trusted
+    fid, off, size, _f, _h = s._kd.lookup(b"k05")
+    path = s._segs[fid].path
+    s.close()
+    flip(path, off + size - 1)
+    with LogStore(d) as s:
+        assert s.get(b"k05") is None and b"k05" in s.corrupt_keys()
+        assert s.get(b"k06") == vals[b"k06"]
+
+
+def test_middle_corruption_scanned(tmp_path):
+    """Without hints, a bad record in the middle is skipped and reported; an older version of
+    that key must not resurface."""
+    d = str(tmp_path)
+    with LogStore(d) as s:
+        s.put(b"x", b"old")
+        s.put(b"x", b"new-value")
+        s.put(b"y", b"yy")
+    seg = os.path.join(d, data_files(d)[-1])
+    os.unlink(seg[:-5] + ".hint")
+    second = len(record.encode(b"x", b"old"))
+    flip(seg, second + 20)
+    with LogStore(d) as s:
+        assert s.get(b"x") is None
+        assert s.corrupt_keys() == [b"x"]
+        assert s.get(b"y") == b"yy"
+
+
+def test_bad_hint_file_falls_back_to_scan(tmp_path, caplog):
+    d = str(tmp_path)
+    with LogStore(d, segment_bytes=256) as s:
+        for i in range(50):
+            s.put(b"k%d" % i, b"v%d" % i)
+    hints = sorted(f for f in os.listdir(d) if f.endswith(".hint"))
+    flip(os.path.join(d, hints[0]), 30)
+    os.unlink(os.path.join(d, hints[1]))
+    with LogStore(d) as s:
+        assert all(s.get(b"k%d" % i) == b"v%d" % i for i in range(50))
+        assert "hints file" in caplog.text
+
+
+def test_compaction_reports_corrupt_and_keeps_rest(tmp_path):
+    d = str(tmp_path)
+    with LogStore(d, segment_bytes=300, compact_dead_ratio=None) as s:
+        for i in range(40):
+            s.put(b"k%d" % i, b"v%d" % i)
+        s.flush()
+        fid, off, size, _f, _h = s._kd.lookup(b"k7")
+        flip(s._segs[fid].path, off + size - 1)
+        s.compact()
+        assert s.corrupt_keys() == [b"k7"] and s.get(b"k7") is None
+        assert all(s.get(b"k%d" % i) == b"v%d" % i for i in range(40) if i != 7)
+
+
+# ---------------------------------------------------------------- compaction
+def test_compaction_keeps_tombstones_until_released(tmp_path):
+    d = str(tmp_path)
+    with LogStore(d, segment_bytes=512, compact_dead_ratio=None) as s:
+        for i in range(100):
+            s.put(b"k%d" % i, b"a" * 20)
+        for i in range(100):
+            s.put(b"k%d" % i, b"b" * 20)
+        for i in range(50):
+            s.delete(b"k%d" % i)
+        st = s.compact()
+        assert st["bytes_after"] < st["bytes_before"]
+        assert len(s) == 50 and len(s.tombstones()) == 50
+        assert s.release_tombstones([b"k1", b"k2", b"k60", b"nope"]) == 2
+        st = s.compact()
+        assert st["dropped_tombstones"] == 2 and len(s.tombstones()) == 48
+        assert all(s.get(b"k%d" % i) == b"b" * 20 for i in range(50, 100))
+    with LogStore(d) as s:
+        assert len(s) == 50 and len(s.tombstones()) == 48 and s.get(b"k1") is None
+
+
+def test_compaction_concurrent_with_writes(tmp_path):
+    d = str(tmp_path)
+    model = {}
+    with LogStore(d, segment_bytes=2048, compact_dead_ratio=None) as s:
+        for i in range(2000):
+            k = b"k%d" % (i % 300)
+            s.put(k, b"%d" % i)
+            model[k] = b"%d" % i
+        stop = threading.Event()
+
+        def writer():
+            i = 0
+            while not stop.is_set():
+                k = b"k%d" % (i % 300)
+                s.put(k, b"w%d" % i)
+                model[k] = b"w%d" % i
+                i += 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        calls = []
+        for _ in range(3):
+            s.compact(progress=lambda done, total: calls.append((done, total)))
+        stop.set()
+        t.join()
+        assert calls and calls[-1][0] == calls[-1][1]
+        assert {k: s.get(k) for k in model} == model
+    with LogStore(d) as s:
+        assert {k: s.get(k) for k in model} == model
+
+
+def test_auto_compaction(tmp_path):
+    with LogStore(str(tmp_path), segment_bytes=1024, compact_dead_ratio=0.5) as s:
+        for i in range(3000):
+            s.put(b"same%d" % (i % 5), b"x" * 30)
+        t = s._compactor
+        assert t is not None
+        t.join()
+        assert s.stats()["compactions"] >= 1
+        assert all(s.get(b"same%d" % i) == b"x" * 30 for i in range(5))
+        t = s.compact_async()
+        if t is not None:
+            t.join()
+
+
+def test_leftover_compaction_temp_files(tmp_path):
+    d = str(tmp_path)
+    with LogStore(d, segment_bytes=256, compact_dead_ratio=None) as s:
+        for i in range(100):
+            s.put(b"k%d" % i, b"v%d" % i)
+    names = sorted(parse_name(f)[0] for f in data_files(d))
+    major, minor = names[-2]
+    junk = os.path.join(d, f"seg-{major:010d}-{minor + 1:04d}.data.tmp")
+    with open(junk, "wb") as f:
+        f.write(b"garbage" * 10)
+    with LogStore(d) as s:
+        assert not os.path.exists(junk)
+        assert all(s.get(b"k%d" % i) == b"v%d" % i for i in range(100))
+
+
+def test_compaction_outputs_beside_inputs(tmp_path):
+    """A crash after the renames but before deleting inputs: both sets replay to one state."""
+    import shutil
+
+    d = str(tmp_path / "a")
+    with LogStore(d, segment_bytes=256, compact_dead_ratio=None) as s:
+        for i in range(100):
+            s.put(b"k%d" % (i % 30), b"v%d" % i)
+        for i in range(10):
+            s.delete(b"k%d" % i)
+        s.flush()
+        snap = str(tmp_path / "snap")
+        shutil.copytree(d, snap, ignore=shutil.ignore_patterns("LOCK"))
+        s.release_tombstones(s.tombstones())
+        s.compact()
+        want = dict(s.items())
+    # put the old inputs back beside the outputs, then delete a prefix of them (oldest first)
+    for f in sorted(os.listdir(snap)):
+        if not os.path.exists(os.path.join(d, f)):
+            shutil.copy(os.path.join(snap, f), os.path.join(d, f))
+    olds = sorted(f for f in os.listdir(snap) if f.endswith(".data"))
+    for cut in range(len(olds)):
+        if cut:
+            os.unlink(os.path.join(d, olds[cut - 1]))
+        with LogStore(d, compact_dead_ratio=None) as s:
+            assert dict(s.items()) == want, cut
+
+
+COMPACT_CHILD = """
+import os, sys
+from zkv.storage import LogStore
+s = LogStore(sys.argv[1], segment_bytes=4096, compact_dead_ratio=None)
+print("ready", flush=True)
+while True:
+    s.compact()
+    s.put(b"k0", s.get(b"k0"))
+"""
+
+
+def test_kill_during_compaction(tmp_path):
+    d = str(tmp_path)
+    want = {}
+    with LogStore(d, segment_bytes=4096, compact_dead_ratio=None) as s:
+        for i in range(3000):
+            k = b"k%d" % (i % 400)
+            want[k] = b"value-%d" % i * 3
+            s.put(k, want[k])
+        for i in range(0, 400, 7):
+            s.delete(b"k%d" % i)
+            want.pop(b"k%d" % i)
+    rng = random.Random(3)
+    for _ in range(6):
+        p = run_py(COMPACT_CHILD, d)
+        assert p.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.0, 0.3))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        with LogStore(d, compact_dead_ratio=None) as s:
+            assert dict(s.items()) == want
+            assert s.corrupt_keys() == []
+
+
+# ---------------------------------------------------------------- durability
+WRITER_CHILD = """
+import os, sys
+from zkv.storage import LogStore
+s = LogStore(sys.argv[1], sync="always", segment_bytes=8192)
+i = 0
+while True:
+    k = b"key-%d" % i
+    s.put(k, b"value-%d-" % i * 5)
+    sys.stdout.write("%d\\n" % i)
+    sys.stdout.flush()
+    i += 1
+"""
+
+
+def test_sigkill_sync_always_keeps_acknowledged(tmp_path):
+    d = str(tmp_path)
+    rng = random.Random(11)
+    acked = -1
+    for _round in range(3):
+        p = run_py(WRITER_CHILD, d)
+        time.sleep(rng.uniform(0.2, 0.6))
+        p.send_signal(signal.SIGKILL)
+        out, _ = p.communicate()
+        lines = out.decode().split()
+        assert lines, "writer never acknowledged a put"
+        acked = int(lines[-1])  # each round rewrites keys from 0
+        with LogStore(d) as s:
+            for i in range(acked + 1):
+                assert s.get(b"key-%d" % i) == b"value-%d-" % i * 5, i
+
+
+def test_group_commit_8_threads(tmp_path):
+    n_threads, per = 8, 60
+    with LogStore(str(tmp_path), sync="always") as s:
+        fsyncs = []
+        real = os.fdatasync
+
+        def counting(fd):
+            fsyncs.append(fd)
+            return real(fd)
+
+        os.fdatasync = counting
+        try:
+            def work(t):
+                for i in range(per):
+                    s.put(b"t%d-%d" % (t, i), b"v" * 100)
+
+            threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            os.fdatasync = real
+        assert len(s) == n_threads * per
+        assert len(fsyncs) < n_threads * per  # writes shared fsyncs
+    with LogStore(str(tmp_path)) as s:
+        assert len(s) == n_threads * per
+
+
+def test_interval_sync(tmp_path):
+    with LogStore(str(tmp_path), sync="interval", sync_interval_ms=5) as s:
+        s.put(b"a", b"1")
+        deadline = time.monotonic() + 5
+        while s.stats()["buffered_bytes"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert s.stats()["buffered_bytes"] == 0
+
+
+# ---------------------------------------------------------------- locking
+def test_second_open_in_same_process_locked(tmp_path):
+    with LogStore(str(tmp_path)):
+        with pytest.raises(StoreLocked, match=str(os.getpid())):
+            LogStore(str(tmp_path))
+
+
+HOLDER = """
+import sys, time
+from zkv.storage import LogStore
+s = LogStore(sys.argv[1])
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_lock_other_process_and_stale_takeover(tmp_path, caplog):
+    d = str(tmp_path)
+    p = run_py(HOLDER, d)
+    try:
+        assert p.stdout.readline().strip() == b"locked"
+        with pytest.raises(StoreLocked, match=f"process {p.pid}"):
+            LogStore(d)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    with LogStore(d) as s:  # stale lock of a dead process is taken over
+        s.put(b"a", b"b")
+    assert "stale lock" in caplog.text
+
+
+def test_compact_cli(tmp_path, capsys):
+    from zkv.storage.compact_cli import main
+
+    d = str(tmp_path)
+    with LogStore(d, segment_bytes=512, compact_dead_ratio=None) as s:
+        for i in range(200):
+            s.put(b"k%d" % (i % 10), b"v" * 30)
+    assert main(["--data-dir", d]) == 0
+    assert "bytes_after" in capsys.readouterr().out
+    with LogStore(d) as s:
+        assert len(s) == 10

@@ -1,0 +1,65 @@
+"""The storage engine's keydir: a C hash table from key to its latest record (see keydir.pyx)."""
+
+NEED_READ: int
+CORRUPT: int
+COMPRESSED: int
+RELEASED: int
+
+class KeyDir:
+    """Key -> (fid, offset, size, flags, hash), plus the active write buffer and read maps."""
+
+    def __init__(self, max_key: int = 65536, max_value: int = ..., write_buffer: int = 65536) -> None: ...
+    def __len__(self) -> int:
+        """Live (non-tombstone) keys."""
+    @property
+    def count(self) -> int:
+        """Entries including tombstones."""
+    @property
+    def tombstone_count(self) -> int: ...
+    @property
+    def live_bytes(self) -> int:
+        """Sum of the record sizes entries point at."""
+    def memory_bytes(self) -> int:
+        """Bytes allocated by slots, entries and the key arena."""
+    def contains(self, key: object) -> bool: ...
+    def lookup(self, key: object) -> tuple[int, int, int, int, int] | None:
+        """``(fid, offset, size, flags, hash)`` or None."""
+    def set(self, key: bytes, fid: int, offset: int, size: int, flags: int) -> None: ...
+    def remove(self, key: object) -> bool: ...
+    def remove_if(self, key: object, fid: int, offset: int) -> bool:
+        """Remove only if the entry still points at (fid, offset)."""
+    def release(self, key: object) -> bool:
+        """Mark a tombstone as droppable by compaction."""
+    def keys(self, tombstones: bool = False) -> list[bytes]: ...
+    def hash_range(self, lo: int = 0, hi: int = ...) -> list[tuple[bytes, int]]:
+        """``[(key, hash)]`` of live keys with lo <= hash <= hi."""
+    def fid_bytes(self) -> dict[int, int]: ...
+    def purge_fids(self, fids: object) -> list[tuple[bytes, int]]:
+        """Remove entries still pointing at these segments; ``[(key, flags)]``."""
+    def load_hints(self, data: object, fid: int) -> int:
+        """Insert a hints file's entries; -1 (nothing inserted) if it is bad."""
+    def scan_load(self, data: object, fid: int, active: bool = False) -> tuple[int, int, list[bytes], int]:
+        """Index a segment image: ``(valid_end, records, corrupt_keys, bad_regions)``."""
+    def collect_live(self, data: object, fid: int) -> tuple[bytes, bytes]:
+        """Records of ``fid`` still pointed at, and their (old, new) u32 offset pairs."""
+    def apply_moves(self, moves: bytes, src_fid: int, dst_fid: int, dst_base: int) -> int:
+        """Repoint moved keys whose entry still points at the old location; count moved."""
+    def map_segment(self, fid: int, data: object) -> None: ...
+    def mapped_length(self, fid: int) -> int: ...
+    def unmap_segment(self, fid: int) -> None: ...
+    def release_maps(self, all: bool = False) -> None: ...
+    def set_active(self, fid: int, fd: int, size: int) -> None: ...
+    @property
+    def active_end(self) -> int: ...
+    @property
+    def buffered(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    def flush(self) -> None:
+        """Write the buffer to the active fd (no fsync)."""
+    def append(self, key: object, value: object, flags: int = 0) -> int:
+        """Validate (zkv.InvalidRequest), encode, buffer and index one record; new active end."""
+    def get_value(self, key: object) -> bytes | int | None:
+        """Value bytes, None (absent/tombstone) or NEED_READ / CORRUPT / COMPRESSED."""
+    def read_record(self, fid: int, offset: int, size: int) -> bytes | None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,55 @@
+"""``zkv compact --data-dir DIR``: compact a stopped node's storage directory by hand.
+
+Shows a progress bar when stderr is a terminal (rich), then prints the compaction stats.
+The main ``zkv`` CLI dispatches here: ``compact_cli.main(argv)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from zkv.errors import ZkvError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zkv compact", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="storage directory (a LogStore)")
+    parser.add_argument("--release-tombstones", action="store_true",
+                        help="also drop every tombstone (only safe when no replica needs them)")
+    parser.add_argument("--json", action="store_true", help="print the stats as one JSON object")
+    args = parser.parse_args(argv)
+
+    from zkv.storage import LogStore
+
+    try:
+        store = LogStore(args.data_dir, compact_dead_ratio=None)
+    except ZkvError as exc:
+        print(f"zkv compact: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.release_tombstones:
+            store.release_tombstones(store.tombstones())
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("compacting", total=None)
+                stats = store.compact(
+                    progress=lambda done, total: bar.update(task, completed=done, total=total)
+                )
+        else:
+            stats = store.compact()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        for k, v in stats.items():
+            print(f"{k:20} {v:.3f}" if isinstance(v, float) else f"{k:20} {v}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
