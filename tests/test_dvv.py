@@ -418,6 +418,16 @@ def test_bad_input_is_rejected_cleanly():
         )
 
 
+def test_counter_overflow_is_a_clean_error():
+    top = b"\x01\x01\x00\x01a" + (2**63 - 1).to_bytes(8, "little")
+    validate_context(top)
+    with pytest.raises(ValueError):
+        update(None, top, b"v", "a")
+    assert update(None, top, b"v", "b").vector() == {"a": 2**63 - 1, "b": 1}
+    with pytest.raises(ValueError):
+        validate_context(b"\x01\x01\x00\x01a" + (2**63).to_bytes(8, "little"))
+
+
 def test_module_has_the_contract_names():
     for name in (
         "DVVSet EMPTY update sync sync_many descends merge_contexts validate_context prune "

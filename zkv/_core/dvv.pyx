@@ -754,7 +754,7 @@ cdef DVVSet _event(DVVSet s, object node, object value):
     if found:
         e = &s.ents[pos]
         if e.counter >= COUNTER_MAX:
-            raise OverflowError("DVVSet counter overflow")
+            raise ValueError("DVVSet counter would overflow (context counter at 2**63-1)")
         _push_entry(out, np, e.counter + 1, &vp, 1)
         # the entry's older siblings follow the new one
         for k in range(e.count):
