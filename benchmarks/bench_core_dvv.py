@@ -99,9 +99,7 @@ def _fresh_plain():
 @pytest.mark.benchmark(group="dvv-codec")
 def test_codec_msgpack_encode_baseline(benchmark):
     enc = msgspec.msgpack.Encoder()
-    benchmark.pedantic(
-        lambda rows: [enc.encode(r) for r in rows], setup=_fresh_plain, rounds=200
-    )
+    benchmark.pedantic(lambda rows: [enc.encode(r) for r in rows], setup=_fresh_plain, rounds=200)
 
 
 @pytest.mark.benchmark(group="dvv-codec")
