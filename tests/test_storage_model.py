@@ -1,0 +1,142 @@
+"""Model-based test of LogStore against a dict (as bitcask's QuickCheck suite does).
+
+Rules: put, get, delete, close/reopen, compact, rotate (tiny segments), truncate the tail of
+the newest segment, flip a byte in a segment and in a hints file. Before any damage the store
+must equal the model exactly. After damage a key may be lost, revert to a value it held
+before, or be reported in corrupt_keys(), but never read as a value it never had.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from zkv.storage import LogStore
+
+KEYS = st.sampled_from([b"a", b"b", b"c", b"dd", b"eee", b"key-%d" % 5, b"\x00", b"z" * 300])
+VALUES = st.one_of(st.binary(max_size=40), st.just(b"compressible " * 500))
+
+
+class StoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="zkv-model-")
+        self.store = self._open()
+        self.model: dict[bytes, bytes | None] = {}
+        self.history: dict[bytes, set[bytes | None]] = {}
+        self.uncertain: set[bytes] = set()
+
+    def _open(self) -> LogStore:
+        return LogStore(self.dir, segment_bytes=512, compress_threshold=1000,
+                        compact_dead_ratio=None)
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _damaged(self) -> None:
+        self.uncertain |= set(self.history)
+
+    def _files(self, ext: str) -> list[str]:
+        return sorted(os.path.join(self.dir, f) for f in os.listdir(self.dir) if f.endswith(ext))
+
+    @rule(k=KEYS, v=VALUES)
+    def put(self, k, v):
+        self.store.put(k, v)
+        self.model[k] = v
+        self.history.setdefault(k, {None}).add(v)
+        self.uncertain.discard(k)
+
+    @rule(k=KEYS)
+    def delete(self, k):
+        self.store.delete(k)
+        self.model[k] = None
+        self.history.setdefault(k, {None})
+        self.uncertain.discard(k)
+
+    @rule(k=KEYS)
+    def get(self, k):
+        got = self.store.get(k)
+        if k in self.uncertain:
+            assert got in self.history.get(k, {None}) or k in self.store.corrupt_keys(), (k, got)
+            self.model[k] = got
+            self.uncertain.discard(k)
+        else:
+            assert got == self.model.get(k), (k, got, self.model.get(k))
+
+    @rule()
+    def reopen(self):
+        self.store.close()
+        self.store = self._open()
+
+    @rule()
+    def compact(self):
+        self.store.compact()
+
+    @rule()
+    def rotate(self):
+        with self.store._lock:
+            self.store._rotate()
+
+    @rule(cut=st.integers(1, 200))
+    def truncate_tail(self, cut):
+        self.store.close()
+        files = self._files(".data")
+        if files:
+            path = files[-1]
+            size = os.path.getsize(path)
+            if size:
+                os.truncate(path, max(0, size - cut))
+                hint = path[:-5] + ".hint"
+                if os.path.exists(hint):
+                    os.unlink(hint)  # the store's own hints would describe the longer file
+                self._damaged()
+        self.store = self._open()
+
+    @rule(which=st.integers(0, 1 << 30), where=st.integers(0, 1 << 30), reopen=st.booleans())
+    def flip_segment_byte(self, which, where, reopen):
+        self.store.flush()
+        files = [f for f in self._files(".data") if os.path.getsize(f)]
+        if not files:
+            return
+        path = files[which % len(files)]
+        self._flip(path, where % os.path.getsize(path))
+        self._damaged()
+        if reopen:
+            self.reopen()
+
+    @rule(which=st.integers(0, 1 << 30), where=st.integers(0, 1 << 30))
+    def flip_hint_byte(self, which, where):
+        self.store.close()
+        files = [f for f in self._files(".hint") if os.path.getsize(f)]
+        if files:
+            path = files[which % len(files)]
+            self._flip(path, where % os.path.getsize(path))
+        self.store = self._open()  # a bad hints file falls back to a scan: nothing lost
+
+    @staticmethod
+    def _flip(path: str, off: int) -> None:
+        with open(path, "r+b") as f:
+            f.seek(off)
+            b = f.read(1)
+            f.seek(off)
+            f.write(bytes([b[0] ^ 0xFF]))
+
+    @precondition(lambda self: not self.uncertain)
+    @invariant()
+    def same_as_model(self):
+        live = {k: v for k, v in self.model.items() if v is not None}
+        assert len(self.store) == len(live)
+        assert set(self.store.keys()) == set(live)
+
+
+StoreMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("ZKV_MODEL_EXAMPLES", "150")), stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestStoreModel = StoreMachine.TestCase
