@@ -147,6 +147,7 @@ def test_sigkill_restart_keeps_data(make_cluster):
         # with node1 and node3 gone node2 must answer from its own disk
         cl.kill("node1")
         cl.kill("node3")
+        cl.wait_converged(expect_up=["node2"])
         with zkv.Client([cl.node("node2").listen], timeout=3.0) as only:
             for i in range(0, 100, 7):
                 assert only.get(b"k%d" % i, r=1).values == [b"v%d" % i]

@@ -46,6 +46,11 @@ def node_parser() -> argparse.ArgumentParser:
     s.add_argument("--gossip-interval", dest="gossip_interval", type=float)
     s.add_argument("--down-after", dest="down_after", type=float)
     s.add_argument("--max-value-size", dest="max_value_size", type=int)
+    s.add_argument("--aae-interval", dest="aae_interval", type=float,
+                   help="seconds between anti-entropy rounds (0 disables; default 0.2)")
+    s.add_argument("--tombstone-grace", dest="tombstone_grace", type=float,
+                   help="seconds before a tombstone all owners hold is reaped (default 60)")
+    s.add_argument("--handoff-batch", dest="handoff_batch", type=int)
     s.add_argument("--log-level", dest="log_level",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p

@@ -26,6 +26,7 @@ from zkv.wire import Delete, Error, Get, GetOk, Put, PutOk, RingInfo, RingOk, St
 
 RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
 SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
+CONNECT_WAIT = 0.25  # seconds to wait for a TCP connection to a node before moving on
 
 
 class GetResult:
@@ -189,7 +190,7 @@ class Client(_Base):
 
     def status(self, node: str | None = None) -> dict:
         """The status document of one node (default: the first that answers)."""
-        return self._call(Status(0), None, only=node).info
+        return self._result(self._call(Status(0), None, only=node)).info
 
     def ring_info(self) -> RingOk:
         self._refresh_ring(time.monotonic() + self.timeout, force=True)
@@ -213,6 +214,7 @@ class Client(_Base):
         if s is None:
             s = self._zctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a node we are not connected to
             s.connect(ep)
             self._socks[ep] = s
         return s
@@ -221,6 +223,10 @@ class Client(_Base):
         rid = next(self.rids)
         msg.rid = rid
         s = self._sock(ep)
+        # writable only once connected: a dead node (refused/reset) fails over at once
+        wait = min(until - time.monotonic(), CONNECT_WAIT)
+        if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+            return None
         try:
             s.send(wire.encode_one(msg), zmq.NOBLOCK)
         except zmq.Again:
@@ -310,7 +316,7 @@ class AsyncClient(_Base):
         raise last
 
     async def status(self, node: str | None = None) -> dict:
-        return (await self._call(Status(0), None, only=node)).info
+        return self._result(await self._call(Status(0), None, only=node)).info
 
     async def close(self) -> None:
         for t in self._readers.values():
@@ -336,6 +342,7 @@ class AsyncClient(_Base):
         if s is None:
             s = self._zctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.IMMEDIATE, 1)
             s.connect(ep)
             self._socks[ep] = s
             self._readers[ep] = asyncio.get_running_loop().create_task(self._read(s))
@@ -359,7 +366,11 @@ class AsyncClient(_Base):
         fut = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         try:
-            await self._sock(ep).send(wire.encode_one(msg))
+            s = self._sock(ep)
+            wait = min(until - time.monotonic(), CONNECT_WAIT)
+            if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+                return None
+            await s.send(wire.encode_one(msg))
             return await asyncio.wait_for(fut, max(0.001, until - time.monotonic()))
         except TimeoutError:
             return None

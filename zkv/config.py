@@ -45,6 +45,13 @@ class NodeConfig:
     gossip_interval: float = 0.2  # heartbeat period
     down_after: float = 2.0  # no heartbeat for this long -> down
     sibling_warn: int = 25  # log + count a key with more siblings than this
+    # background work (hinted handoff, anti-entropy, reaping), in small steps off the hot path
+    background_interval: float = 0.05  # how often the reactor looks for background work
+    handoff_batch: int = 200  # hints delivered per owner per step (throttle)
+    aae_interval: float = 0.2  # seconds between planning rounds of Merkle exchanges; 0 = off
+    aae_concurrency: int = 2  # Merkle exchanges in flight at once (the IO/bandwidth budget)
+    aae_max_keys: int = 1000  # keys pushed/pulled per exchange
+    tombstone_grace: float = 60.0  # seconds a tombstone outlives agreement of all owners
     log_level: str = "INFO"
     extra: dict = field(default_factory=dict, compare=False)
 

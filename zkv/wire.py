@@ -16,9 +16,10 @@ a put request in well under a microsecond, below the cost of a zmq send; a Cytho
 not move the round trip, so msgspec it is.
 
 Message tags (uint):
-    1 Get     2 Put     3 Delete     4 RingInfo   5 Status
-    10 GetOk  11 PutOk  12 Error     13 RingOk    14 StatusOk
+    1 Get     2 Put     3 Delete     4 RingInfo   5 Status     6 Repair
+    10 GetOk  11 PutOk  12 Error     13 RingOk    14 StatusOk   15 RepairOk
     20 RGet   21 RPut   22 RGetOk    23 RPutOk    24 Forward  25 Join   26 JoinOk
+    27 TreeLevel  28 TreeLevelOk  29 LeafKeys  31 LeafKeysOk  32 Reap   (anti-entropy)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 """
 
@@ -119,11 +120,13 @@ class StatusOk(_Msg, tag=14):
 # ---- node <-> node --------------------------------------------------------------------------
 class RGet(_Msg, tag=20):
     key: bytes
+    hint: str = ""  # non-empty: read the version held as a hint for this owner
 
 
 class RPut(_Msg, tag=21):
     key: bytes
     dvv: bytes  # encoded DVV set to sync into the replica
+    hint: str = ""  # non-empty: the receiver stands in for this owner and keeps a hint
 
 
 class RGetOk(_Msg, tag=22):
@@ -150,6 +153,47 @@ class JoinOk(_Msg, tag=26):
     r: int
     w: int
     members: list[Member]
+
+
+class TreeLevel(_Msg, tag=27):
+    """Anti-entropy: the hashes of `indices` at `level` of the partition's Merkle tree."""
+
+    partition: int
+    level: int
+    indices: list[int]
+
+
+class TreeLevelOk(_Msg, tag=28):
+    hashes: bytes  # MerkleTree.encode_level form
+
+
+class LeafKeys(_Msg, tag=29):
+    """Anti-entropy: (key, version digest) of every key in these leaves of the partition."""
+
+    partition: int
+    leaves: list[int]
+
+
+class LeafKeysOk(_Msg, tag=31):
+    keys: list[bytes]
+    digests: list[bytes]
+
+
+class Reap(_Msg, tag=32):
+    """Drop these tombstones if the held version still has this digest (all owners agreed)."""
+
+    keys: list[bytes]
+    digests: list[bytes]
+
+
+class Repair(_Msg, tag=6):
+    """Client -> node: exchange now (`partition` -1: every partition this node replicates)."""
+
+    partition: int = -1
+
+
+class RepairOk(_Msg, tag=15):
+    info: dict
 
 
 class Gossip(_Msg, tag=30):
@@ -180,6 +224,13 @@ Message = (
     | Forward
     | Join
     | JoinOk
+    | TreeLevel
+    | TreeLevelOk
+    | LeafKeys
+    | LeafKeysOk
+    | Reap
+    | Repair
+    | RepairOk
     | Gossip
 )
 

@@ -19,7 +19,6 @@ from zkv.node.replica import Replica
 from zkv.wire import (
     E_INVALID,
     E_QUORUM,
-    E_UNAVAILABLE,
     Error,
     Forward,
     GetOk,
@@ -42,6 +41,8 @@ class Context(Protocol):
     def suspect(self, node_id: str, reason: str) -> None: ...
     def now(self) -> float: ...
     def reschedule(self, op: Op) -> None: ...  # op.deadline moved
+    def repaired(self) -> None: ...  # a read repair was sent (metrics)
+    def coordinate_here(self, origin, inner) -> None: ...  # no owner answered: sloppy fallback
 
 
 class Op:
@@ -77,19 +78,21 @@ class Op:
 class GetOp(Op):
     kind = "get"
 
-    def __init__(self, ctx, origin, key, deadline, targets: list[str], r: int) -> None:
+    def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
+                 r: int) -> None:
         super().__init__(ctx, origin, key, deadline)
-        self.targets = targets
+        self.targets = targets  # (node, owner it stands in for, or None)
+        self.hints = dict(targets)
         self.required = r
         self.results: dict[str, bytes] = {}
 
     def start(self) -> None:
-        for node_id in self.targets:
+        for node_id, hint in self.targets:
             if node_id == self.ctx.me:
-                self.results[node_id] = self.ctx.replica.read(self.key)
+                self.results[node_id] = self.ctx.replica.read(self.key, hint)
             else:
                 self.pending.add(node_id)
-                self.ctx.ask(node_id, RGet(0, self.key), self)
+                self.ctx.ask(node_id, RGet(0, self.key, hint or ""), self)
         self._check()
 
     def on_reply(self, node_id: str, msg) -> None:
@@ -114,9 +117,10 @@ class GetOp(Op):
             if merged.size() > 1:
                 self.ctx.replica.note_siblings(self.key, merged.size())
         if not self.pending:
+            self._fail()  # everyone answered and still short: say so now, not at the deadline
             self.finish()
 
-    def on_timeout(self) -> None:
+    def _fail(self) -> None:
         if not self.replied:
             self.reply(
                 Error(
@@ -128,6 +132,9 @@ class GetOp(Op):
                 ),
                 ok=False,
             )
+
+    def on_timeout(self) -> None:
+        self._fail()
         super().on_timeout()
 
     def finish(self) -> None:
@@ -139,10 +146,12 @@ class GetOp(Op):
                 for node_id, held in self.results.items():
                     if held == enc:
                         continue
+                    hint = self.hints.get(node_id)
                     if node_id == self.ctx.me:
-                        self.ctx.replica.merge(self.key, enc)
+                        self.ctx.replica.merge(self.key, enc, hint)
                     else:
-                        self.ctx.ask(node_id, RPut(0, self.key, enc), None)
+                        self.ctx.ask(node_id, RPut(0, self.key, enc, hint or ""), None)
+                    self.ctx.repaired()
         super().finish()
 
 
@@ -160,17 +169,19 @@ class WriteOp(Op):
         self.version: bytes = b""
 
     def start(self) -> None:
+        hints = dict(self.targets)
         try:
-            self.version = self.ctx.replica.coordinate(self.key, self.context, self.value)
+            self.version = self.ctx.replica.coordinate(self.key, self.context, self.value,
+                                                       hints.get(self.ctx.me))
         except ValueError as exc:
             self.reply(Error(0, E_INVALID, f"bad context: {exc}"), ok=False)
             self.finish()
             return
         self.acked = 1
-        for node_id in self.targets:
+        for node_id, hint in self.targets:
             if node_id != self.ctx.me:
                 self.pending.add(node_id)
-                self.ctx.ask(node_id, RPut(0, self.key, self.version), self)
+                self.ctx.ask(node_id, RPut(0, self.key, self.version, hint or ""), self)
         self._check()
 
     def on_reply(self, node_id: str, msg) -> None:
@@ -188,9 +199,14 @@ class WriteOp(Op):
             if s.size() > 1:
                 self.ctx.replica.note_siblings(self.key, s.size())
         if not self.pending:
+            self._fail()
             self.finish()
 
     def on_timeout(self) -> None:
+        self._fail()
+        super().on_timeout()
+
+    def _fail(self) -> None:
         if not self.replied:
             self.reply(
                 Error(
@@ -203,7 +219,6 @@ class WriteOp(Op):
                 ),
                 ok=False,
             )
-        super().on_timeout()
 
 
 class ForwardOp(Op):
@@ -227,10 +242,9 @@ class ForwardOp(Op):
 
     def _next(self) -> None:
         if not self.candidates:
-            self.reply(
-                Error(0, E_UNAVAILABLE, "no node of the key's preference list answered"), ok=False
-            )
+            # no owner answered: coordinate here, standing in for them (sloppy quorum)
             self.finish()
+            self.ctx.coordinate_here(self.origin, self.inner)
             return
         self.current = self.candidates.pop(0)
         self.pending = {self.current}

@@ -26,9 +26,13 @@ import zmq
 
 from zkv import wire
 from zkv._core import dvv
+from zkv._core.ring import partition_of
 from zkv.config import NodeConfig
 from zkv.errors import ZkvError
+from zkv.node.antientropy import AntiEntropy, Exchange, vdigest
+from zkv.node.background import ExchangeOp, FetchRepairOp, HandoffOp
 from zkv.node.coordinator import ForwardOp, GetOp, Op, WriteOp
+from zkv.node.handoff import Hints
 from zkv.node.membership import Membership
 from zkv.node.metrics import NodeMetrics
 from zkv.node.replica import Replica
@@ -43,8 +47,13 @@ from zkv.wire import (
     Gossip,
     Join,
     JoinOk,
+    LeafKeys,
+    LeafKeysOk,
     Member,
     Put,
+    Reap,
+    Repair,
+    RepairOk,
     RGet,
     RGetOk,
     RingInfo,
@@ -53,6 +62,8 @@ from zkv.wire import (
     RPutOk,
     Status,
     StatusOk,
+    TreeLevel,
+    TreeLevelOk,
 )
 
 log = logging.getLogger("zkv.node")
@@ -74,7 +85,9 @@ class Node:
             max_key_size=cfg.max_key_size,
             max_value_size=cfg.max_value_size,
         )
-        self.replica = Replica(cfg.id, self.store, cfg.sibling_warn)
+        self.hints = Hints(os.path.join(cfg.data_dir, "hints"), lambda: time.time_ns() // 1_000_000,
+                           sync="interval" if cfg.sync == "interval" else "none")
+        self.replica = Replica(cfg.id, self.store, self.hints, cfg.sibling_warn)
         self.metrics = NodeMetrics()
         self.replica.on_siblings = self._on_siblings
         self.limit = wire.frame_limit(cfg.max_key_size, cfg.max_value_size)
@@ -120,7 +133,16 @@ class Node:
         self.running = False
         self.malformed_logged: set = set()
         self.next_gossip = 0.0
+        self.next_background = 0.0
+        self.next_reap = 0.0
+        self.next_aae = 0.0
         self.started = clock()
+        self.ae: AntiEntropy | None = None  # set up in run(), once the ring size is settled
+        self.exchange_queue: list[tuple[int, str]] = []
+        self.exchange_cursor = 0
+        self.exchanges_running = 0
+        self.handoff_running: set[str] = set()
+        self.repair_running: set[bytes] = set()
 
         for m in saved.get("members", []):
             self.membership.merge([Member(m[0], m[1], m[2], m[3], 0, 0)])
@@ -215,8 +237,21 @@ class Node:
         raise ZkvError(f"no seed answered within {JOIN_TIMEOUT:.0f}s: {', '.join(seeds)}")
 
     # ---- the loop -----------------------------------------------------------------------------
+    def setup_antientropy(self) -> None:
+        q_bits = self.membership.settings["q"].bit_length() - 1
+        ae = AntiEntropy(q_bits, lambda k: partition_of(k, q_bits), self.clock,
+                         grace=self.cfg.tombstone_grace)
+        t = time.perf_counter()
+        n = ae.rebuild(self.store.items())
+        log.info("Merkle trees rebuilt over %d keys in %.2fs", n, time.perf_counter() - t)
+        self.ae = ae
+        self.replica.on_change.append(ae.on_change)
+        self.replica.ignore = ae.is_reaped_echo
+
     def run(self) -> None:
         self.running = True
+        if self.ae is None:
+            self.setup_antientropy()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 signal.signal(sig, self._on_signal)
@@ -255,6 +290,8 @@ class Node:
                 op.on_timeout()
         if now >= self.next_gossip:
             self._gossip(now)
+        if now >= self.next_background and self.ae is not None:
+            self._background(now)
         self.flush()
 
     def _drain_router(self) -> None:
@@ -329,11 +366,12 @@ class Node:
     def _on_request(self, ident: bytes, msg) -> None:
         t = type(msg)
         if t is RGet:
-            self._queue_router(ident, RGetOk(msg.rid, self.replica.read(msg.key)))
+            self._queue_router(ident, RGetOk(msg.rid, self.replica.read(msg.key, msg.hint)))
         elif t is RPut:
             try:
-                self.replica.merge(msg.key, msg.dvv)
-            except ValueError as exc:
+                wire.check_key(msg.key, self.cfg.max_key_size)
+                self.replica.merge(msg.key, msg.dvv, msg.hint)
+            except (ValueError, ZkvError) as exc:
                 self._malformed(ident, f"bad version for {msg.key[:32]!r}: {exc}")
                 self._queue_router(ident, RPutOk(msg.rid, False))
                 return
@@ -348,6 +386,21 @@ class Node:
             self._queue_router(ident, StatusOk(msg.rid, self.status()))
         elif t is Join:
             self._on_join(ident, msg)
+        elif t is TreeLevel:
+            tree = self._tree(msg.partition)
+            try:
+                hashes = tree.encode_level(msg.level, msg.indices) if tree else b""
+            except ValueError:
+                hashes = b""
+            self._queue_router(ident, TreeLevelOk(msg.rid, hashes))
+        elif t is LeafKeys:
+            keys = self._leaf_keys(msg.partition, msg.leaves) if self._tree(msg.partition) else {}
+            self._queue_router(ident, LeafKeysOk(msg.rid, list(keys), list(keys.values())))
+        elif t is Reap:
+            self._on_reap(msg)
+            self._queue_router(ident, RPutOk(msg.rid, True))
+        elif t is Repair:
+            self._queue_router(ident, RepairOk(msg.rid, self._on_repair(msg.partition)))
         else:
             self._malformed(ident, f"unexpected {t.__name__} on the request socket")
 
@@ -375,16 +428,31 @@ class Node:
         now = self.clock()
         if self.me not in preflist and not forwarded:
             down = self.membership.down()
-            candidates = [x for x in preflist if x not in down] + [x for x in preflist if x in down]
-            self.metrics.forwards.inc()
-            op = ForwardOp(self, origin, msg.key, now, msg, candidates,
-                           per_try=2 * cfg.replica_timeout + 0.25)
-            op.inner.rid = 0
-            self._start(op, now)
-            return
-        targets = list(preflist)
-        if self.me not in targets:  # forwarded under a ring we disagree on: coordinate anyway
-            targets = [self.me] + targets[: n - 1]
+            candidates = [x for x in preflist if x not in down]
+            if candidates:
+                self.metrics.forwards.inc()
+                op = ForwardOp(self, origin, msg.key, now, msg, candidates,
+                               per_try=2 * cfg.replica_timeout + 0.25)
+                self._start(op, now)
+                return
+        self._coordinate(origin, msg, ring, now)
+
+    def coordinate_here(self, origin, inner) -> None:
+        """Coordinate a request locally although this node is not an owner (no owner answered)."""
+        self._coordinate(origin, inner, self.membership.ring(), self.clock())
+
+    def _coordinate(self, origin, msg, ring, now: float) -> None:
+        cfg = self.cfg
+        settings = self.membership.settings
+        n = settings["n"]
+        p = ring.partition(msg.key)
+        # sloppy quorum: the first N reachable nodes of the extended preference list; a
+        # stand-in is paired with the owner it keeps a hint for
+        targets = ring.sloppy_preflist(p, self.membership.down())
+        if self.me not in [x for x, _ in targets]:
+            owner = ring.preflist(p)[0]
+            targets = [(self.me, owner if owner != self.me else None)] + \
+                [t for t in targets if t[0] != owner][: n - 1]
         deadline = now + cfg.replica_timeout
         if type(msg) is Get:
             op = GetOp(self, origin, msg.key, deadline, targets, msg.r or settings["r"])
@@ -393,6 +461,108 @@ class Node:
             op = WriteOp(self, origin, msg.key, deadline, targets, msg.w or settings["w"],
                          msg.context, value)
         self._start(op, now)
+
+    # ---- background: handoff, anti-entropy, reaping, corrupt-record repair -----------------------
+    def _tree(self, p: int):
+        return self.ae.trees.get(p) if self.ae is not None else None
+
+    def _leaf_keys(self, p: int, leaves: list[int]) -> dict[bytes, bytes]:
+        """{key: version digest} of the keys this node holds in those leaves of partition p."""
+        tree = self.ae.tree(p)
+        want = set(leaves)
+        lo, hi = self.membership.ring().partition_range(p)
+        out = {}
+        for key, h in self.store.key_hashes(lo, hi):
+            if tree.leaf_of_hash(h) in want:
+                value = self.store.get(key)
+                if value:
+                    out[key] = vdigest(value)
+        return out
+
+    def _background(self, now: float) -> None:
+        cfg = self.cfg
+        self.next_background = now + cfg.background_interval
+        ring = self.membership.ring()
+        # hinted handoff: one throttled batch per owner that gossip shows up
+        for owner in self.hints.owners():
+            if owner in self.handoff_running or self.membership.state(owner)[0] != "up":
+                continue
+            batch = self.hints.batch(owner, cfg.handoff_batch)
+            if batch:
+                self.handoff_running.add(owner)
+                self._start(HandoffOp(self, owner, batch, now + 2 * cfg.replica_timeout), now)
+        # anti-entropy: keep a bounded number of exchanges going
+        if not self.exchange_queue and cfg.aae_interval > 0 and now >= self.next_aae:
+            self.next_aae = now + cfg.aae_interval
+            self._plan_exchanges(ring)
+        while self.exchange_queue and self.exchanges_running < cfg.aae_concurrency:
+            p, peer = self.exchange_queue.pop(0)
+            if not self.membership.is_up(peer) or peer not in ring.preflist(p):
+                continue
+            ex = Exchange(self.ae.tree(p), p, peer, now, lambda leaves, p=p: self._leaf_keys(p, leaves))
+            self.exchanges_running += 1
+            self._start(ExchangeOp(self, self.ae, ex, 2 * cfg.replica_timeout, cfg.aae_max_keys), now)
+        if now >= self.next_reap:
+            self.next_reap = now + 1.0
+            self._reap(ring)
+            self._repair_corrupt(ring, now)
+
+    def _plan_exchanges(self, ring) -> None:
+        """Queue the next few (partition, peer) pairs, round robin over what this node holds."""
+        mine = ring.replicas_of(self.me)
+        if not mine:
+            return
+        for _ in range(min(len(mine), 8)):
+            p = mine[self.exchange_cursor % len(mine)]
+            self.exchange_cursor += 1
+            for peer in ring.preflist(p):
+                if peer != self.me:
+                    self.exchange_queue.append((p, peer))
+
+    def _reap(self, ring) -> None:
+        keys = self.ae.reapable(ring.preflist, self.me)[:1000]
+        by_peer: dict[str, tuple[list, list]] = {}
+        for key in keys:
+            old = self.replica.reap(key)
+            if old is None:
+                continue
+            digest = vdigest(old)
+            self.ae.note_reaped(key, digest)
+            for peer in ring.preflist_for_key(key):
+                if peer != self.me:
+                    ks, ds = by_peer.setdefault(peer, ([], []))
+                    ks.append(key)
+                    ds.append(digest)
+        for peer, (ks, ds) in by_peer.items():
+            self.ask(peer, Reap(0, ks, ds), None)
+
+    def _on_reap(self, msg: Reap) -> None:
+        if self.ae is None or len(msg.keys) != len(msg.digests):
+            return
+        for key, digest in zip(msg.keys, msg.digests, strict=True):
+            cur = self.store.get(key)
+            if cur and vdigest(cur) == digest and dvv.DVVSet.decode(cur).is_tombstone():
+                self.replica.reap(key)
+                self.ae.note_reaped(key, digest)
+
+    def _repair_corrupt(self, ring, now: float) -> None:
+        for key in self.store.corrupt_keys()[:100]:
+            if key in self.repair_running:
+                continue
+            owners = [x for x in ring.preflist_for_key(key) if x != self.me and self.membership.is_up(x)]
+            if owners:
+                self.repair_running.add(key)
+                self._start(FetchRepairOp(self, key, owners, now + 2 * self.cfg.replica_timeout), now)
+
+    def _on_repair(self, partition: int) -> dict:
+        """`zkv repair`: queue exchanges of one or every partition with every other owner now."""
+        ring = self.membership.ring()
+        parts = ring.replicas_of(self.me) if partition < 0 else [partition]
+        if partition >= ring.q:
+            raise ZkvError(f"partition {partition} out of range (ring has {ring.q})")
+        queued = [(p, peer) for p in parts for peer in ring.preflist(p) if peer != self.me]
+        self.exchange_queue[:0] = queued
+        return {"queued": len(queued), "partitions": len(parts)}
 
     def _start(self, op: Op, now: float) -> None:
         op.started = now
@@ -433,7 +603,16 @@ class Node:
         self._queue_router(ident, msg)
 
     def done(self, op: Op) -> None:
-        self.live_ops.pop(id(op), None)
+        if self.live_ops.pop(id(op), None) is None:
+            return
+        kind = op.kind
+        if kind == "exchange":
+            self.exchanges_running -= 1
+        elif kind == "handoff":
+            self.handoff_running.discard(op.owner)
+            self.metrics.handoffs.inc(op.delivered)
+        elif kind == "repair":
+            self.repair_running.discard(op.key)
         for rid in self.op_rids.pop(id(op), ()):
             self.peer_rids.pop(rid, None)
 
@@ -452,6 +631,9 @@ class Node:
             q = str(op.required)
             m.latency_quorum.labels(kind, q).observe(elapsed)
             m.quorum.labels(kind, q, "ok" if ok else "fail").inc()
+
+    def repaired(self) -> None:
+        self.metrics.read_repairs.inc()
 
     def suspect(self, node_id: str, reason: str) -> None:
         self.membership.suspect(node_id, reason)
@@ -498,8 +680,9 @@ class Node:
         self.out_router.setdefault(ident, []).append(msg)
 
     def flush(self) -> None:
-        if self.cfg.sync == "always":
-            self.replica.flush()  # group commit: one fsync covers every write of this turn
+        # every write of this turn reaches the OS before any ack leaves (a crash loses nothing);
+        # with sync="always" one fsync covers them all (group commit)
+        self.replica.flush(durable=self.cfg.sync == "always")
         out_peer, self.out_peer = self.out_peer, {}
         for node_id, msgs in out_peer.items():
             sock = self.dealers.get(node_id)
@@ -557,9 +740,29 @@ class Node:
                      "fingerprint": ring.fingerprint().hex(),
                      "rack_violations": len(ring.rack_violations)},
             "keys": st.get("keys", len(self.store)),
-            "hints": {"backlog": 0, "bytes": 0, "by_owner": {}},
+            "hints": self._hint_status(),
+            "antientropy": self._ae_status(ring),
             "uptime": round(self.clock() - self.started, 3),
         }
+
+    def _hint_status(self) -> dict:
+        by_owner = self.hints.backlog()
+        return {"backlog": sum(v["count"] for v in by_owner.values()),
+                "bytes": sum(v["bytes"] for v in by_owner.values()), "by_owner": by_owner}
+
+    def _ae_status(self, ring) -> dict:
+        if self.ae is None:
+            return {}
+        now = self.clock()
+        ages = []
+        for p in ring.replicas_of(self.me):
+            t = self.ae.last_full_agreement(p, [x for x in ring.preflist(p) if x != self.me])
+            ages.append(None if t is None else now - t)
+        known = [a for a in ages if a is not None]
+        return {**self.ae.stats, "queued": len(self.exchange_queue),
+                "running": self.exchanges_running, "tombstones": len(self.ae.tombstones),
+                "partitions": len(ages), "partitions_agreed": len(known),
+                "max_seconds_since_agreement": round(max(known), 3) if known else None}
 
     def shutdown(self) -> None:
         for op in list(self.live_ops.values()):
@@ -572,6 +775,7 @@ class Node:
             pass
         self.replica.flush()
         self.store.close()
+        self.hints.close()
         for s in [self.router, self.pub, self.sub, *self.dealers.values()]:
             s.close(0)
         self.zctx.term()

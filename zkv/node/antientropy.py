@@ -1,0 +1,190 @@
+"""Merkle anti-entropy: trees kept current on every write, exchanges between replicas, and the
+bookkeeping that makes tombstone reaping safe. No sockets here: the server drives exchanges.
+
+Trees: one `zkv._core.merkle.MerkleTree` per partition this node holds keys of; a key's entry
+is (key, version digest) where the digest is murmur3-128 of the stored (canonical) DVV bytes,
+so equal versions on two replicas give equal digests without decoding. `on_change` updates
+the tree in O(1) on every local write; `rebuild` (start-up, or after corruption) re-reads the
+store once.
+
+Exchange (riak_core `hashtree` style, driven by `Exchange` step objects): compare roots; walk
+only differing subtrees one level per round trip; list (key, digest) of the differing leaves on
+both sides; push our differing versions, pull theirs. Only differing keys' versions travel.
+
+Tombstones (delete = a DVV whose siblings are all tombstones) are reaped only when (a) every
+other owner of the partition agreed with us in an exchange that *started after* we stored
+the tombstone (so each owner held it) and (b) the grace period passed. A replica down during
+the delete never agreed, so nothing is reaped until it is back and has the tombstone; it can
+therefore never bring the value back. Known limit (as in Dynamo/Riak): a hint holding an
+*older* value whose delivery is delayed beyond the grace period could resurrect it; the grace
+period (default 60 s) is meant to exceed hint delivery time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import mmh3
+
+from zkv._core import dvv
+from zkv._core.merkle import MerkleTree
+
+LEAF_BITS = 8  # 256 leaves per partition: ~16 keys per leaf at 1M keys / 256 partitions
+FANOUT_BITS = 4  # 16 children per inner node: root -> 16 -> 256, two round trips to the leaves
+
+
+def vdigest(encoded: bytes) -> bytes:
+    """16-byte digest of a stored version (the canonical encoded DVV set)."""
+    return mmh3.hash_bytes(encoded)
+
+
+class AntiEntropy:
+    def __init__(self, q_bits: int, partition_of: Callable[[bytes], int],
+                 clock: Callable[[], float], grace: float = 60.0) -> None:
+        self.q_bits = q_bits
+        self.partition_of = partition_of
+        self.clock = clock
+        self.grace = grace
+        self.trees: dict[int, MerkleTree] = {}
+        self.tombstones: dict[bytes, float] = {}  # key -> when this replica stored the tombstone
+        self.agreed: dict[tuple[int, str], float] = {}  # (partition, peer) -> exchange start time
+        self.recently_reaped: dict[bytes, tuple[bytes, float]] = {}  # key -> (digest, when)
+        self.stats = {"exchanges": 0, "keys_repaired": 0, "bytes_sent": 0, "agreements": 0,
+                      "reaped": 0}
+
+    def tree(self, p: int) -> MerkleTree:
+        t = self.trees.get(p)
+        if t is None:
+            t = self.trees[p] = MerkleTree(self.q_bits, LEAF_BITS, FANOUT_BITS)
+        return t
+
+    # ---- keeping trees current -----------------------------------------------------------------
+    def on_change(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
+        t = self.tree(self.partition_of(key))
+        t.replace(key, vdigest(old) if old else None, vdigest(new) if new else None)
+        if new and dvv.DVVSet.decode(new).is_tombstone():
+            self.tombstones.setdefault(key, self.clock())
+        else:
+            self.tombstones.pop(key, None)
+
+    def rebuild(self, items: Iterable[tuple[bytes, bytes]]) -> int:
+        self.trees.clear()
+        self.tombstones.clear()
+        per_part: dict[int, tuple[list, list]] = {}
+        now = self.clock()
+        n = 0
+        for key, value in items:
+            ks, ds = per_part.setdefault(self.partition_of(key), ([], []))
+            ks.append(key)
+            ds.append(vdigest(value))
+            if dvv.DVVSet.decode(value).is_tombstone():
+                self.tombstones[key] = now
+            n += 1
+        for p, (ks, ds) in per_part.items():
+            self.tree(p).insert_many(ks, ds)
+        return n
+
+    # ---- agreement and reaping ----------------------------------------------------------------
+    def record_agreement(self, p: int, peer: str, started: float) -> None:
+        self.agreed[(p, peer)] = max(started, self.agreed.get((p, peer), -1e18))
+        self.stats["agreements"] += 1
+
+    def last_full_agreement(self, p: int, peers: Iterable[str]) -> float | None:
+        times = [self.agreed.get((p, x)) for x in peers]
+        if not times:  # no other owner: trivially in agreement
+            return self.clock()
+        return None if any(t is None for t in times) else min(times)
+
+    def reapable(self, owners_of: Callable[[int], Iterable[str]], me: str) -> list[bytes]:
+        """Tombstones every other owner is known to hold, older than the grace period."""
+        now = self.clock()
+        out = []
+        for key, since in self.tombstones.items():
+            if now - since < self.grace:
+                continue
+            p = self.partition_of(key)
+            others = [x for x in owners_of(p) if x != me]
+            if all(self.agreed.get((p, x), -1e18) > since for x in others):
+                out.append(key)
+        return out
+
+    def note_reaped(self, key: bytes, digest: bytes) -> None:
+        self.tombstones.pop(key, None)
+        self.recently_reaped[key] = (digest, self.clock())
+        self.stats["reaped"] += 1
+
+    def is_reaped_echo(self, key: bytes, incoming: bytes) -> bool:
+        """An incoming version equal to a tombstone we just reaped: ignore it (no ping-pong)."""
+        hit = self.recently_reaped.get(key)
+        if hit is None:
+            return False
+        digest, when = hit
+        if self.clock() - when > 2 * self.grace + 60:
+            del self.recently_reaped[key]
+            return False
+        return digest == vdigest(incoming)
+
+
+class Exchange:
+    """One exchange of partition `p` with `peer`, as a sequence of steps.
+
+    `next_request()` returns what to ask the peer next: ("level", level, indices) or
+    ("keys", leaves) or None when the walk is finished; `on_level(hashes)` and
+    `on_keys(keys, digests)` feed answers back. After the keys step, `push` and `pull` name the
+    keys to send to and fetch from the peer.
+    """
+
+    def __init__(self, tree: MerkleTree, p: int, peer: str, started: float,
+                 local_keys: Callable[[list[int]], dict[bytes, bytes]]) -> None:
+        self.tree = tree
+        self.p = p
+        self.peer = peer
+        self.started = started
+        self.local_keys = local_keys  # leaves -> {key: digest} held locally
+        self.level = 0
+        self.indices = [0]
+        self.leaves: list[int] | None = None
+        self.agreed = False
+        self.push: list[bytes] = []
+        self.pull: list[bytes] = []
+        self.finished = False
+        self.round_trips = 0
+
+    def next_request(self):
+        if self.finished:
+            return None
+        if self.leaves is not None:
+            return ("keys", self.leaves)
+        return ("level", self.level, self.indices)
+
+    def on_level(self, remote: list[bytes]) -> None:
+        self.round_trips += 1
+        local = self.tree.level_hashes(self.level, self.indices)
+        if len(remote) != len(local):
+            raise ValueError("peer answered with a different tree shape")
+        differing = [i for i, a, b in zip(self.indices, local, remote, strict=True) if a != b]
+        if not differing:
+            self.agreed = self.level == 0
+            self.finished = True
+            return
+        if self.level == self.tree.depth:
+            self.leaves = differing
+            return
+        k = 1 << self.tree.fanout_bits
+        nxt = self.level + 1
+        # children of node i at level L are i*k .. i*k+k-1 (the root's level may be shorter)
+        size = self._level_size(nxt)
+        self.indices = [c for i in differing for c in range(i * k, min(i * k + k, size))]
+        self.level = nxt
+
+    def _level_size(self, level: int) -> int:
+        bits = self.tree.leaf_bits - (self.tree.depth - level) * self.tree.fanout_bits
+        return 1 << max(0, bits)
+
+    def on_keys(self, keys: list[bytes], digests: list[bytes]) -> None:
+        self.round_trips += 1
+        theirs = dict(zip(keys, digests, strict=True))
+        ours = self.local_keys(self.leaves or [])
+        self.push = [k for k, d in ours.items() if theirs.get(k) != d]
+        self.pull = [k for k, d in theirs.items() if ours.get(k) != d]
+        self.finished = True

@@ -1,0 +1,99 @@
+"""Hinted handoff: versions a stand-in holds for an owner that was unreachable. No sockets here.
+
+With a sloppy quorum a write goes to the first N *reachable* nodes of the key's extended
+preference list; a node standing in for owner X stores the version as a hint for X in its own
+LogStore (`DATA_DIR/hints`), so hints survive a restart. When gossip shows X up again the
+server delivers hints in throttled batches (`batch` per tick); each hint is deleted only after
+X acknowledged it, and only if it did not change meanwhile. Delivery is a DVV sync on the
+owner, so nothing there is overwritten.
+
+Hint record (the LogStore value), format version 1:
+    version      u8      1
+    created_ms   u64 LE  wall-clock ms when the first version for (owner, key) arrived
+    dvv          rest    the encoded DVV set
+LogStore key: owner id (utf-8) + b"\\x00" + key (owner ids never contain NUL).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from zkv._core import dvv
+from zkv.storage import LogStore
+
+_HEAD = struct.Struct("<BQ")  # version u8, created_ms u64 = 9 bytes
+HINT_VERSION = 1
+
+
+class Hints:
+    def __init__(self, path: str, wall_ms: Callable[[], int], sync: str = "interval") -> None:
+        self.store = LogStore(path, sync=sync, compact_dead_ratio=0.5)
+        self.wall_ms = wall_ms
+        # owner -> {key: (created_ms, size)}: the backlog, rebuilt from the store on start
+        self.index: dict[str, dict[bytes, tuple[int, int]]] = {}
+        for skey, value in self.store.items():
+            owner, _, key = skey.partition(b"\x00")
+            if len(value) >= _HEAD.size and value[0] == HINT_VERSION:
+                created = _HEAD.unpack_from(value)[1]
+                self.index.setdefault(owner.decode(), {})[key] = (created, len(value))
+
+    @staticmethod
+    def _skey(owner: str, key: bytes) -> bytes:
+        return owner.encode() + b"\x00" + key
+
+    def get(self, owner: str, key: bytes) -> bytes:
+        """The hinted version held for `owner`; b"" when none."""
+        raw = self.store.get(self._skey(owner, key))
+        if not raw or len(raw) < _HEAD.size or raw[0] != HINT_VERSION:
+            return b""
+        return raw[_HEAD.size:]
+
+    def _put(self, owner: str, key: bytes, version: bytes) -> None:
+        known = self.index.setdefault(owner, {}).get(key)
+        created = known[0] if known else self.wall_ms()
+        raw = _HEAD.pack(HINT_VERSION, created) + version
+        self.store.put(self._skey(owner, key), raw)
+        self.index[owner][key] = (created, len(raw))
+
+    def merge(self, owner: str, key: bytes, incoming: bytes) -> bytes:
+        new = dvv.sync_encoded(self.get(owner, key) or None, incoming)
+        self._put(owner, key, new)
+        return new
+
+    def owners_of(self, key: bytes) -> list[str]:
+        return [o for o, keys in self.index.items() if key in keys]
+
+    def owners(self) -> list[str]:
+        return [o for o, keys in self.index.items() if keys]
+
+    def batch(self, owner: str, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` (key, version) hints for `owner`, oldest first."""
+        keys = sorted(self.index.get(owner, {}).items(), key=lambda kv: kv[1][0])[:limit]
+        return [(k, v) for k, _ in keys if (v := self.get(owner, k))]
+
+    def delivered(self, owner: str, key: bytes, sent: bytes) -> bool:
+        """The owner acknowledged `sent`: drop the hint unless it changed meanwhile."""
+        if self.get(owner, key) != sent:
+            return False
+        skey = self._skey(owner, key)
+        self.store.delete(skey)
+        self.store.release_tombstones([skey])
+        self.index.get(owner, {}).pop(key, None)
+        return True
+
+    def backlog(self, now_ms: int | None = None) -> dict[str, dict]:
+        now_ms = self.wall_ms() if now_ms is None else now_ms
+        out = {}
+        for owner, keys in self.index.items():
+            if keys:
+                oldest = min(c for c, _ in keys.values())
+                out[owner] = {"count": len(keys), "bytes": sum(s for _, s in keys.values()),
+                              "oldest_age_s": round(max(0, now_ms - oldest) / 1000, 3)}
+        return out
+
+    def flush(self) -> None:
+        self.store.flush()
+
+    def close(self) -> None:
+        self.store.close()
