@@ -47,6 +47,7 @@ cdef class KeyDir:
     cdef uint64_t seq_            # records appended since creation (group commit sequence)
     cdef uint64_t max_key         # largest key accepted by append
     cdef uint64_t max_value       # largest stored value accepted by append
+    cdef public object slow       # callable(key, code) for get()'s non-fast cases
 
     cdef int64_t _find(self, const uint8_t *key, uint32_t klen, uint64_t h)
     cdef int _set(self, const uint8_t *key, uint32_t klen, uint64_t h, uint32_t fid,

@@ -59,6 +59,9 @@ class KeyDir:
         """Write the buffer to the active fd (no fsync)."""
     def append(self, key: object, value: object, flags: int = 0) -> int:
         """Validate (zkv.InvalidRequest), encode, buffer and index one record; new active end."""
+    slow: object
+    def get(self, key: object) -> bytes | None:
+        """get_value, raising InvalidRequest for non-bytes keys and calling ``slow(key, code)``."""
     def get_value(self, key: object) -> bytes | int | None:
         """Value bytes, None (absent/tombstone) or NEED_READ / CORRUPT / COMPRESSED."""
     def read_record(self, fid: int, offset: int, size: int) -> bytes | None: ...

@@ -120,6 +120,9 @@ class LogStore:
             self._dirlock.release()
             raise
         self._closed = False
+        # hot path: get() is the keydir's C method, falling back to _get_slow for the rare cases
+        self._kd.slow = self._get_slow
+        self.get = self._kd.get  # type: ignore[method-assign]
         if sync == "interval" and not readonly:
             self._syncer = threading.Thread(target=self._sync_loop, name="zkv-sync", daemon=True)
             self._syncer.start()
@@ -345,6 +348,7 @@ class LogStore:
         return self._get_slow(key, r)
 
     def _get_slow(self, key: bytes, code: int) -> bytes | None:
+        self._check_open()
         kd = self._kd
         with self._lock:
             e = kd.lookup(key)
