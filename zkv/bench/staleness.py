@@ -7,11 +7,14 @@ write is logged as (key, write id, start, ack) and every read as (key, start, wr
 returned, tag); times come from one monotonic clock shared by the processes of one machine.
 
 For a read that starts at time t, the *latest acknowledged write* L is the write of that key
-with the greatest ack time < t. The read is **fresh** when it returned L itself or any write
-at least as new: one acknowledged no earlier than L, or (never acknowledged, e.g. timed out)
-started no earlier than L started. Otherwise it is **stale**. Reads of keys with no
-acknowledged write before they started are not counted. The time since the write is
-t - ack(L); results are bucketed on it.
+with the greatest ack time < t. The read is **stale** when everything it returned is older
+than L in real time: each returned write was acknowledged before L even started, or is not a
+write of this run (or the read found nothing). A returned write that overlapped L in time, or
+was never acknowledged (it may have been stored anyway), may causally follow L (its context
+may cover L, since zkv retires covered versions), so it counts as fresh: staleness is never
+over-reported, and with R + W > N it must be 0. Reads of keys with no acknowledged write
+before they started are not counted. The time since the write is t - ack(L); results are
+bucketed on it.
 """
 
 from __future__ import annotations
@@ -73,8 +76,8 @@ class StalenessTracker:
             w = self._writes.get(wid)
             if w is None:
                 continue  # not written by this run: older than anything tracked
-            w_start, w_ack = w
-            if (w_ack is not None and w_ack >= l_ack) or (w_ack is None and w_start >= l_start):
+            w_ack = w[1]
+            if w_ack is None or w_ack >= l_start:
                 return False, start - l_ack
         return True, start - l_ack
 

@@ -146,9 +146,9 @@ class OpStream:
         return self.workload.choose(self.rng), self.keys.next_index()
 
 
-def key_name(index: int) -> bytes:
-    """The key of record ``index`` (YCSB-style ``user`` prefix, fixed width: 16 bytes)."""
-    return b"user%012d" % index
+def key_name(index: int, prefix: bytes = b"") -> bytes:
+    """The key of record ``index``: ``prefix`` + YCSB-style ``user`` + 12 digits (16 bytes)."""
+    return prefix + b"user%012d" % index
 
 
 def write_id(phase: int, client: int, seq: int) -> int:

@@ -1,0 +1,120 @@
+"""The quorum benchmark suite behind `zkv bench`: YCSB workloads per (N, R, W), measured
+staleness, same-run baselines, results.json + report.md + plots.
+
+Local (default): starts ``--nodes`` zkv-node processes on loopback per distinct N, loads the
+records, runs every configuration and workload, pauses a node for the availability run.
+
+Multi-machine: start the nodes yourself (``zkv-node ... --n 3`` on each machine), then run
+``zkv bench --cluster tcp://10.0.0.1:7001,tcp://10.0.0.2:7001 --configs "3,2,2;3,1,1"`` from a
+client machine. Every configuration must use the cluster's N; keys get a run-specific prefix
+so earlier data is not touched; the availability run is skipped (the suite cannot pause
+remote processes). Run clients on a machine other than the nodes' to measure the nodes alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "build_parser", "settings_from_args"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="zkv bench",
+        description="The quorum benchmark suite: YCSB A/B/C/F per (N,R,W) with latency "
+        "percentiles, measured staleness, an availability run and same-run baselines "
+        "(raw pyzmq echo, redis-benchmark when installed).",
+        epilog="Multi-machine: start zkv-node processes yourself and pass --cluster "
+        "tcp://HOST:PORT,...; configurations must match the cluster's N.")
+    p.add_argument("--nodes", type=int, default=None, help="local nodes per cluster (default 3)")
+    p.add_argument("--configs", default=None,
+                   help='"N,R,W;N,R,W;..." (default the seed\'s figure 2: "3,2,2;3,1,1;3,1,3;3,3,1")')
+    p.add_argument("--workloads", default=None, help="comma list of A,B,C,F (default all)")
+    p.add_argument("--records", type=int, default=None, help="records loaded (default 10000)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds per configuration and workload (default 10)")
+    p.add_argument("--clients", type=int, default=None, help="client processes (default 2)")
+    p.add_argument("--inflight", type=int, default=None,
+                   help="requests in flight per client process (default 8)")
+    p.add_argument("--value-size", dest="value_size", type=int, default=None,
+                   help="value bytes (default 1024)")
+    p.add_argument("--availability-duration", dest="availability_duration", type=float,
+                   default=None, help="seconds of each availability run; 0 skips it (default 12)")
+    p.add_argument("--out", default="bench-out", help="output directory (default bench-out)")
+    p.add_argument("--quick", action="store_true", help="small and short: under a minute")
+    p.add_argument("--cluster", default=None,
+                   help="tcp://HOST:PORT,... of a running cluster instead of local nodes")
+    p.add_argument("--seed", type=int, default=42, help="seed of every request stream")
+    p.add_argument("--sync", default="interval", choices=["none", "interval", "always"],
+                   help="local nodes' durability mode (default interval)")
+    p.add_argument("--timeout", type=float, default=2.0, help="client timeout per call, s")
+    return p
+
+
+QUICK = {"records": 500, "duration": 1.0, "clients": 2, "inflight": 4,
+         "availability_duration": 1.5, "redis_requests": 5000, "echo_round_trips": 1000}
+
+
+def settings_from_args(args: argparse.Namespace):
+    from zkv.bench.runner import FIGURE2_CONFIGS, Settings, parse_configs
+    from zkv.bench.workloads import parse_workloads
+
+    s = Settings(out=args.out, seed=args.seed, sync=args.sync, timeout=args.timeout,
+                 quick=args.quick)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(s, k, v)
+    for k in ("nodes", "records", "duration", "clients", "inflight", "value_size",
+              "availability_duration"):
+        v = getattr(args, k)
+        if v is not None:
+            setattr(s, k, v)
+    s.configs = parse_configs(args.configs or FIGURE2_CONFIGS)
+    s.workloads = [w.name for w in parse_workloads(args.workloads or "A,B,C,F")]
+    if args.cluster:
+        s.cluster = [e.strip() for e in args.cluster.split(",") if e.strip()]
+    for name in ("nodes", "records", "clients", "inflight"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"--{name} must be at least 1")
+    if s.duration <= 0:
+        raise ValueError("--duration must be positive")
+    if s.value_size < 16:
+        raise ValueError("--value-size must be at least 16 (the write-id header)")
+    if not s.cluster:
+        big = [c.label for c in s.configs if c.n > s.nodes]
+        if big:
+            raise ValueError(f"{', '.join(big)} need more than --nodes {s.nodes} nodes")
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`zkv bench`: run the suite, write results.json, report.md and the plots to --out."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"zkv bench: {exc}", file=sys.stderr)
+        return 2
+    from zkv.bench.report import write_all
+    from zkv.bench.runner import Suite
+
+    suite = Suite(settings)
+    try:
+        results = suite.run()
+    except KeyboardInterrupt:
+        print("zkv bench: interrupted", file=sys.stderr)
+        return 130
+    paths = write_all(results, settings.out)
+    g = results.get("goal", {})
+    suite.log(f"[bold]wrote[/] {', '.join(sorted(paths.values()))}")
+    if g.get("throughput_ratio") is not None or g.get("p99_ratio") is not None:
+        suite.log(f"goal N3 R2 W2 A: throughput {_x(g.get('throughput_ratio'))} redis "
+                  f"(>= 0.4x), p99 {_x(g.get('p99_ratio'))} pyzmq round trip (<= 10x)")
+    return 0
+
+
+def _x(v) -> str:
+    return "missing" if v is None else f"{v:.2f}x"

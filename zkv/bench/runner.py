@@ -1,0 +1,586 @@
+"""Runner: drives the whole suite (clusters, load, workload runs, availability, baselines).
+
+Shape of a run: measure the baselines; then per distinct N start a local cluster (or use the
+``--cluster`` one), load the records (progress bar), and for every (N, R, W) configuration and
+workload let ``clients`` worker processes, each with ``inflight`` requests in flight on one
+``AsyncClient``, run the workload for ``duration`` seconds from a common start instant. R and W
+are per request, so configurations with the same N share a cluster. Finally, per
+configuration, an availability run: workload A while one node is paused (SIGSTOP) for the
+middle third of the run, then resumed (SIGCONT). Worker processes are spawned once and reused;
+they return raw latencies and the write/read events the staleness analysis needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+
+from zkv.bench import baselines, stats, workloads
+from zkv.bench.staleness import StalenessTracker
+
+LOAD_PHASE = 0
+
+
+@dataclass(frozen=True)
+class QuorumConfig:
+    n: int
+    r: int
+    w: int
+
+    @property
+    def label(self) -> str:
+        return f"N{self.n} R{self.r} W{self.w}"
+
+    @property
+    def strict(self) -> bool:
+        """R + W > N: every read quorum overlaps every write quorum."""
+        return self.r + self.w > self.n
+
+
+FIGURE2_CONFIGS = "3,2,2;3,1,1;3,1,3;3,3,1"
+
+
+def parse_configs(spec: str) -> list[QuorumConfig]:
+    """"3,2,2;3,1,1" -> [QuorumConfig(3, 2, 2), QuorumConfig(3, 1, 1)] (N,R,W each)."""
+    out = []
+    for part in spec.replace(" ", "").split(";"):
+        if not part:
+            continue
+        try:
+            n, r, w = (int(x) for x in part.split(","))
+        except ValueError:
+            raise ValueError(f"config {part!r} must be N,R,W (three integers)") from None
+        if not (n >= 1 and 1 <= r <= n and 1 <= w <= n):
+            raise ValueError(f"config {part!r}: need N >= 1 and 1 <= R, W <= N")
+        out.append(QuorumConfig(n, r, w))
+    if not out:
+        raise ValueError("no configuration given")
+    return out
+
+
+@dataclass
+class Settings:
+    nodes: int = 3
+    configs: list[QuorumConfig] = field(default_factory=lambda: parse_configs(FIGURE2_CONFIGS))
+    workloads: list[str] = field(default_factory=lambda: ["A", "B", "C", "F"])
+    records: int = 10_000
+    duration: float = 10.0
+    clients: int = 2
+    inflight: int = 8
+    value_size: int = 1024
+    availability_duration: float = 12.0
+    out: str = "bench-out"
+    cluster: list[str] | None = None
+    seed: int = 42
+    sync: str = "interval"
+    timeout: float = 2.0
+    quick: bool = False
+    redis_requests: int = 50_000
+    echo_round_trips: int = 5000
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["configs"] = [c.label for c in self.configs]
+        return d
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "python": sys.version.split()[0],
+            "machine": platform.machine(), "cpus": os.cpu_count(), "processor": ""}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["processor"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        info["processor"] = platform.processor()
+    try:
+        import zmq
+
+        info["pyzmq"], info["libzmq"] = zmq.__version__, zmq.zmq_version()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            info["memory_kb"] = int(fh.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return info
+
+
+# ---- worker process -----------------------------------------------------------------------------
+async def _run_task(task: dict) -> dict:
+    from zkv.client import AsyncClient
+    from zkv.errors import QuorumError, RequestTimeout, Unavailable, ZkvError
+
+    wl = workloads.WORKLOADS[task["workload"]]
+    rng = random.Random(f"{task['seed']}/{task['phase']}/{task['client']}")
+    stream = workloads.OpStream(wl, task["records"], rng)
+    prefix, size, r, w = task["prefix"], task["value_size"], task["r"], task["w"]
+    phase, client = task["phase"], task["client"]
+    end_at, timeline = task["end_at"], task["timeline"]
+    now = time.monotonic
+    seq = 0
+    contexts: dict[int, bytes] = {}
+    lat_all, lat_read, lat_write = array("d"), array("d"), array("d")
+    errors = {"quorum": 0, "timeout": 0, "unavailable": 0, "other": 0}
+    reads = sibling_reads = 0
+    write_events: list[tuple] = []
+    read_events: list[tuple] = []
+    tl_start, tl_lat, tl_ok = array("d"), array("d"), array("b")
+
+    def value(idx: int) -> tuple[int, bytes]:
+        nonlocal seq
+        seq += 1
+        wid = workloads.write_id(phase, client, seq)
+        return wid, workloads.make_value(wid, size, rng)
+
+    async def one(c) -> None:
+        nonlocal reads, sibling_reads
+        op, idx = stream.next()
+        key = workloads.key_name(idx, prefix)
+        t0 = now()
+        wid = None
+        ok = False
+        try:
+            if op == workloads.READ or op == workloads.RMW:
+                res = await c.get(key, r=r)
+                t_read = now()
+                reads += 1
+                if len(res.values) > 1:
+                    sibling_reads += 1
+                read_events.append((idx, t0, tuple(
+                    x for x in map(workloads.value_write_id, res.values) if x is not None)))
+                contexts[idx] = res.context
+                if op == workloads.READ:
+                    lat_read.append(t_read - t0)
+                else:
+                    wid, v = value(idx)
+                    t1 = now()
+                    contexts[idx] = await c.put(key, v, context=res.context, w=w)
+                    t_ack = now()
+                    lat_write.append(t_ack - t1)
+                    write_events.append((idx, wid, t1, t_ack))
+                    wid = None
+            else:
+                wid, v = value(idx)
+                contexts[idx] = await c.put(key, v, context=contexts.get(idx), w=w)
+                t_ack = now()
+                lat_write.append(t_ack - t0)
+                write_events.append((idx, wid, t0, t_ack))
+                wid = None
+            ok = True
+        except QuorumError:
+            errors["quorum"] += 1
+        except RequestTimeout:
+            errors["timeout"] += 1
+        except Unavailable:
+            errors["unavailable"] += 1
+        except ZkvError:
+            errors["other"] += 1
+        if wid is not None:  # a failed write may still have been stored: never acknowledged
+            write_events.append((idx, wid, t0, None))
+        t_end = now()
+        if ok:
+            lat_all.append(t_end - t0)
+        if timeline:
+            tl_start.append(t0)
+            tl_lat.append(t_end - t0)
+            tl_ok.append(1 if ok else 0)
+
+    async def loop(c) -> None:
+        while now() < end_at:
+            await one(c)
+
+    c = AsyncClient(task["endpoints"], timeout=task["timeout"])
+    try:
+        for _ in range(20):  # learn the ring and open the sockets before the clock starts
+            try:
+                await c.get(workloads.key_name(0, prefix), r=1)
+                break
+            except ZkvError:
+                await asyncio.sleep(0.1)
+        delay = task["start_at"] - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        started = now()
+        await asyncio.gather(*(loop(c) for _ in range(task["inflight"])))
+        finished = now()
+    finally:
+        await c.close()
+    return {"client": client, "started": started, "finished": finished,
+            "lat_all": lat_all, "lat_read": lat_read, "lat_write": lat_write,
+            "errors": errors, "reads": reads, "sibling_reads": sibling_reads,
+            "writes": write_events, "read_events": read_events,
+            "timeline": (tl_start, tl_lat, tl_ok) if timeline else None}
+
+
+def _worker_main(conn) -> None:
+    import zkv.client  # noqa: F401  (import once, before any task's clock starts)
+
+    while True:
+        task = conn.recv()
+        if task is None:
+            break
+        try:
+            conn.send(("ok", asyncio.run(_run_task(task))))
+        except Exception as exc:  # report to the parent instead of dying silently
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    conn.close()
+
+
+class WorkerPool:
+    """``count`` spawned processes, each running one task at a time from its pipe."""
+
+    def __init__(self, count: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs = [], []
+        for _ in range(count):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+            p.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(p)
+
+    def run(self, tasks: list[dict]) -> list[dict]:
+        for conn, task in zip(self.conns, tasks, strict=True):
+            conn.send(task)
+        out, failures = [], []
+        for conn in self.conns:
+            status, payload = conn.recv()
+            (out if status == "ok" else failures).append(payload)
+        if failures:
+            raise RuntimeError(f"benchmark client failed: {failures[0]}")
+        return out
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+
+
+# ---- aggregation ----------------------------------------------------------------------------------
+def aggregate(parts: list[dict]) -> dict:
+    """Merge the workers' results of one run into the figures the report shows."""
+    start = min(p["started"] for p in parts)
+    end = max(p["finished"] for p in parts)
+    elapsed = max(end - start, 1e-9)
+    lat_all = [x for p in parts for x in p["lat_all"]]
+    errors = {k: sum(p["errors"][k] for p in parts) for k in parts[0]["errors"]}
+    failed = sum(errors.values())
+    reads = sum(p["reads"] for p in parts)
+    sib = sum(p["sibling_reads"] for p in parts)
+    return {
+        "seconds": elapsed,
+        "ops": len(lat_all),
+        "throughput": len(lat_all) / elapsed,
+        "latency_ms": stats.summarize(lat_all),
+        "read_latency_ms": stats.summarize(x for p in parts for x in p["lat_read"]),
+        "write_latency_ms": stats.summarize(x for p in parts for x in p["lat_write"]),
+        "errors": errors,
+        "failed": failed,
+        "timeouts": errors["timeout"],
+        "error_rate": failed / (failed + len(lat_all)) if failed + len(lat_all) else 0.0,
+        "reads": reads,
+        "sibling_reads": sib,
+        "sibling_rate": sib / reads if reads else None,
+        "cdf": stats.cdf_points(lat_all),
+    }
+
+
+def availability_phases(parts: list[dict], start: float, pause_at: float, resume_at: float,
+                        end: float) -> dict:
+    """Success rate, throughput and latency of ops started before / during / after the pause."""
+    bounds = {"before": (start, pause_at), "down": (pause_at, resume_at), "after": (resume_at, end)}
+    out = {}
+    for name, (lo, hi) in bounds.items():
+        ok_lat, failed = [], 0
+        for p in parts:
+            t_start, t_lat, t_ok = p["timeline"]
+            for t, lat, ok in zip(t_start, t_lat, t_ok, strict=True):
+                if lo <= t < hi:
+                    if ok:
+                        ok_lat.append(lat)
+                    else:
+                        failed += 1
+        total = len(ok_lat) + failed
+        out[name] = {"seconds": hi - lo, "ops": total, "ok": len(ok_lat), "failed": failed,
+                     "success_rate": len(ok_lat) / total if total else None,
+                     "throughput": len(ok_lat) / (hi - lo) if hi > lo else None,
+                     "latency_ms": stats.summarize(ok_lat)}
+    return out
+
+
+# ---- the suite --------------------------------------------------------------------------------------
+class Suite:
+    def __init__(self, settings: Settings, console=None) -> None:
+        from rich.console import Console
+
+        self.s = settings
+        self.console = console or Console(stderr=True)
+        self.tracker = StalenessTracker()
+        self.phase = LOAD_PHASE
+        self.results: dict = {"version": 1, "settings": settings.to_dict(),
+                              "machine": machine_info(), "baselines": {}, "load": [],
+                              "runs": [], "availability": [], "notes": []}
+
+    def log(self, msg: str) -> None:
+        self.console.print(msg, highlight=False)
+
+    # -- baselines --
+    def run_baselines(self) -> None:
+        s = self.s
+        payload = s.value_size + 64  # a put's frame: value + 16-byte key + header fields
+        self.log(f"[bold]baseline[/] raw pyzmq ROUTER/DEALER echo, {payload}-byte payload")
+        self.results["baselines"]["zmq_echo"] = baselines.zmq_echo_baseline(
+            payload, count=s.echo_round_trips, depth=s.clients * s.inflight,
+            duration=1.0 if s.quick else 3.0)
+        self.log(f"[bold]baseline[/] redis-benchmark GET/SET, {s.value_size}-byte values, "
+                 f"{s.clients * s.inflight} connections")
+        red = baselines.redis_baseline(s.value_size, s.clients * s.inflight,
+                                       requests=s.redis_requests, keyspace=s.records)
+        if red.get("available"):
+            t = red["tests"]
+            for name, wl in workloads.WORKLOADS.items():
+                if wl.rmw == 0:
+                    red.setdefault("mix_rps", {})[name] = baselines.mixed_rps(
+                        t["GET"]["rps"], t["SET"]["rps"], wl.read)
+        else:
+            self.log(f"  redis baseline missing: {red['reason']}")
+        self.results["baselines"]["redis"] = red
+
+    # -- cluster lifetime --
+    def _start_cluster(self, n: int, root: str):
+        from zkv.local import LocalCluster
+
+        if n > self.s.nodes:
+            raise ValueError(f"N={n} needs at least {n} nodes (--nodes {self.s.nodes})")
+        cluster = LocalCluster(self.s.nodes, os.path.join(root, f"n{n}"), base_port=None,
+                               sync=self.s.sync, n=n)
+        self.log(f"[bold]cluster[/] starting {self.s.nodes} local nodes with N={n}")
+        cluster.start()
+        return cluster
+
+    def load(self, endpoints: list[str], n: int, prefix: bytes) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        s = self.s
+        rng = random.Random(f"{s.seed}/load/{n}")
+        t_begin = time.monotonic()
+        with Progress(TextColumn(f"load N={n}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]:>8.0f} puts/s"), TimeRemainingColumn(),
+                      console=self.console, transient=False) as bar:
+            task = bar.add_task("load", total=s.records, rate=0.0)
+
+            async def go() -> None:
+                from zkv.client import AsyncClient
+
+                nxt = iter(range(s.records))
+                done = 0
+                async with AsyncClient(endpoints, timeout=max(5.0, s.timeout)) as c:
+                    async def filler() -> None:
+                        nonlocal done
+                        for idx in nxt:
+                            wid = workloads.write_id(LOAD_PHASE, n, idx)
+                            v = workloads.make_value(wid, s.value_size, rng)
+                            t0 = time.monotonic()
+                            for attempt in range(5):
+                                try:
+                                    await c.put(workloads.key_name(idx, prefix), v)
+                                    break
+                                except Exception:
+                                    if attempt == 4:
+                                        raise
+                                    await asyncio.sleep(0.2)
+                            self.tracker.add_write((n, idx), wid, t0, time.monotonic())
+                            done += 1
+                            if done % 50 == 0 or done == s.records:
+                                el = time.monotonic() - t_begin
+                                bar.update(task, completed=done, rate=done / max(el, 1e-9))
+
+                    await asyncio.gather(*(filler() for _ in range(32)))
+
+            asyncio.run(go())
+        el = time.monotonic() - t_begin
+        self.results["load"].append({"n": n, "records": s.records, "seconds": el,
+                                     "rate": s.records / el})
+
+    def _tasks(self, endpoints, cfg: QuorumConfig, workload: str, duration: float,
+               prefix: bytes, timeline: bool = False) -> tuple[list[dict], float, float]:
+        self.phase += 1
+        start_at = time.monotonic() + 0.4  # time for every worker to connect and learn the ring
+        end_at = start_at + duration
+        tasks = [{"endpoints": endpoints, "workload": workload, "r": cfg.r, "w": cfg.w,
+                  "phase": self.phase, "client": i, "seed": self.s.seed,
+                  "records": self.s.records, "value_size": self.s.value_size,
+                  "inflight": self.s.inflight, "timeout": self.s.timeout, "prefix": prefix,
+                  "start_at": start_at, "end_at": end_at, "timeline": timeline}
+                 for i in range(self.s.clients)]
+        return tasks, start_at, end_at
+
+    def _track(self, cfg: QuorumConfig, workload: str, parts: list[dict], tag) -> None:
+        for p in parts:
+            self.tracker.add_events(
+                (((cfg.n, k), wid, t0, ack) for k, wid, t0, ack in p["writes"]),
+                (((cfg.n, k), t0, wids) for k, t0, wids in p["read_events"]), tag=tag)
+
+    def run_workload(self, pool: WorkerPool, endpoints, cfg: QuorumConfig, workload: str,
+                     prefix: bytes) -> dict:
+        tasks, _, _ = self._tasks(endpoints, cfg, workload, self.s.duration, prefix)
+        parts = pool.run(tasks)
+        tag = (cfg.label, workload)
+        self._track(cfg, workload, parts, tag)
+        res = {"config": cfg.label, "n": cfg.n, "r": cfg.r, "w": cfg.w, "strict": cfg.strict,
+               "workload": workload, **aggregate(parts)}
+        res["staleness"] = self.tracker.analyze(tag)
+        lat = res["latency_ms"]
+        st = res["staleness"]["fraction"]
+        self.log(f"  {cfg.label}  {workload}  {res['throughput']:8.0f} ops/s  "
+                 f"p50 {_ms(lat['p50'])}  p99 {_ms(lat['p99'])}  failed {res['failed']}  "
+                 f"siblings {_pct(res['sibling_rate'])}  stale {_pct(st)}")
+        return res
+
+    def run_availability(self, pool: WorkerPool, cluster, cfg: QuorumConfig,
+                         prefix: bytes) -> dict:
+        d = self.s.availability_duration
+        tasks, start_at, end_at = self._tasks(cluster.endpoints, cfg, "A", d, prefix,
+                                              timeline=True)
+        victim = cluster.nodes[-1].id
+        pause_at, resume_at = start_at + d / 3, start_at + 2 * d / 3
+        for conn, task in zip(pool.conns, tasks, strict=True):
+            conn.send(task)
+        _sleep_until(pause_at)
+        cluster.pause(victim)
+        _sleep_until(resume_at)
+        cluster.resume(victim)
+        parts, failures = [], []
+        for conn in pool.conns:
+            status, payload = conn.recv()
+            (parts if status == "ok" else failures).append(payload)
+        if failures:
+            raise RuntimeError(f"benchmark client failed: {failures[0]}")
+        self._track(cfg, "A", parts, (cfg.label, "A/availability"))
+        res = {"config": cfg.label, "n": cfg.n, "r": cfg.r, "w": cfg.w, "workload": "A",
+               "paused_node": victim, "paused_seconds": resume_at - pause_at,
+               "phases": availability_phases(parts, start_at, pause_at, resume_at,
+                                             max(end_at, max(p["finished"] for p in parts)))}
+        ph = res["phases"]
+        self.log(f"  {cfg.label}  {victim} paused: success before {_pct(ph['before']['success_rate'])}"
+                 f" down {_pct(ph['down']['success_rate'])} after {_pct(ph['after']['success_rate'])}"
+                 f"  p99 down {_ms(ph['down']['latency_ms']['p99'])}")
+        try:
+            cluster.wait_converged(30)
+        except Exception as exc:  # keep going; the next run will show it
+            self.results["notes"].append(f"after resuming {victim}: {exc}")
+        return res
+
+    def run(self) -> dict:
+        s = self.s
+        t0 = time.monotonic()
+        self.run_baselines()
+        pool = WorkerPool(s.clients)
+        root = tempfile.mkdtemp(prefix="zkv-bench-")
+        try:
+            by_n: dict[int, list[QuorumConfig]] = {}
+            for cfg in s.configs:
+                by_n.setdefault(cfg.n, []).append(cfg)
+            for n, cfgs in by_n.items():
+                cluster = None
+                if s.cluster:
+                    endpoints = s.cluster
+                    prefix = b"bench-%08x:" % random.Random(f"{s.seed}/{time.time()}").getrandbits(32)
+                else:
+                    cluster = self._start_cluster(n, root)
+                    endpoints = cluster.endpoints
+                    prefix = b""
+                try:
+                    self.load(endpoints, n, prefix)
+                    for cfg in cfgs:
+                        self.log(f"[bold]{cfg.label}[/]" + ("" if cfg.strict else "  (R+W<=N)"))
+                        for wl in s.workloads:
+                            self.results["runs"].append(
+                                self.run_workload(pool, endpoints, cfg, wl, prefix))
+                    if cluster is None:
+                        self.results["notes"].append(
+                            "availability run skipped: --cluster targets nodes this suite "
+                            "cannot pause")
+                    elif s.availability_duration > 0:
+                        self.log("[bold]availability[/] one node paused mid-workload (A)")
+                        for cfg in cfgs:
+                            self.results["availability"].append(
+                                self.run_availability(pool, cluster, cfg, prefix))
+                finally:
+                    if cluster is not None:
+                        cluster.stop()
+        finally:
+            pool.close()
+            shutil.rmtree(root, ignore_errors=True)
+        self.results["goal"] = goal(self.results)
+        self.results["elapsed_seconds"] = time.monotonic() - t0
+        return self.results
+
+
+def goal(results: dict) -> dict:
+    """Issue 6's goal: N3 R2 W2 workload A vs redis (throughput) and the pyzmq echo (p99)."""
+    run = next((r for r in results["runs"] if (r["n"], r["r"], r["w"], r["workload"]) ==
+                (3, 2, 2, "A")), None)
+    out: dict = {"config": "N3 R2 W2", "workload": "A", "throughput_target": 0.4,
+                 "p99_target": 10.0}
+    red = results["baselines"].get("redis", {})
+    echo = results["baselines"].get("zmq_echo", {})
+    if run is None:
+        out["missing"] = "no N3 R2 W2 workload A run in this suite"
+        return out
+    if red.get("available"):
+        ratio = run["throughput"] / red["mix_rps"]["A"]
+        out.update(throughput_ratio=ratio, throughput_met=ratio >= 0.4)
+    else:
+        out.update(throughput_ratio=None, throughput_met=None,
+                   throughput_missing=red.get("reason", "redis baseline missing"))
+    if echo.get("available") and run["latency_ms"]["p99"] is not None:
+        ratio = run["latency_ms"]["p99"] / echo["latency_ms"]["p50"]
+        out.update(p99_ratio=ratio, p99_met=ratio <= 10.0,
+                   p99_ratio_to_echo_p99=run["latency_ms"]["p99"] / echo["latency_ms"]["p99"])
+    else:
+        out.update(p99_ratio=None, p99_met=None, p99_missing=echo.get("reason", "missing"))
+    return out
+
+
+def _sleep_until(t: float) -> None:
+    while True:
+        left = t - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.05))
+
+
+def _ms(x) -> str:
+    return "   n/a  " if x is None else f"{x:7.2f}ms"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
