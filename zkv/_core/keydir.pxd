@@ -55,6 +55,7 @@ cdef class KeyDir:
     cdef void _remove_at(self, uint64_t i)
     cdef int _flush(self) except -1
     cdef void _slot_put(self, uint64_t h, uint64_t idx)
+    cdef int64_t _find_hash(self, uint32_t klen, uint64_t h)
     cdef int _grow_index(self) except -1
     cdef void _compact_arena(self)
     cdef int64_t _find_obj(self, key) except -2
