@@ -68,7 +68,9 @@ class ZipfianGenerator:
         self.zetan = zeta(items, theta)
         zeta2 = zeta(2, theta)
         self.alpha = 1.0 / (1.0 - theta)
-        self.eta = (1 - (2.0 / items) ** (1 - theta)) / (1 - zeta2 / self.zetan)
+        # items <= 2: every draw ends in the two short-cuts of next_rank (eta unused, and 0/0)
+        self.eta = ((1 - (2.0 / items) ** (1 - theta)) / (1 - zeta2 / self.zetan)
+                    if items > 2 else 0.0)
         self._half_pow_theta = 1 + 0.5**theta
 
     def next_rank(self) -> int:

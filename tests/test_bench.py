@@ -1,0 +1,458 @@
+"""The quorum benchmark suite's own logic (zkv.bench): workload mix, zipfian generator,
+percentile math, staleness bookkeeping, report writing; and one --quick run on a real cluster."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from array import array
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zkv.bench import baselines, main, stats, workloads
+from zkv.bench.report import PLOTS, render_markdown, write_all
+from zkv.bench.runner import (
+    QuorumConfig,
+    aggregate,
+    availability_phases,
+    goal,
+    parse_configs,
+)
+from zkv.bench.staleness import StalenessTracker
+
+# ---- workload mix -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["A", "B", "C", "F"])
+def test_workload_mix_matches_proportions(name):
+    wl = workloads.WORKLOADS[name]
+    rng = random.Random(1)
+    n = 20_000
+    got = Counter(wl.choose(rng) for _ in range(n))
+    for op, want in ((workloads.READ, wl.read), (workloads.UPDATE, wl.update),
+                     (workloads.RMW, wl.rmw)):
+        assert abs(got[op] / n - want) < 0.015, (op, got)
+    assert set(got) <= {workloads.READ, workloads.UPDATE, workloads.RMW}
+
+
+def test_ycsb_proportions():
+    w = workloads.WORKLOADS
+    assert (w["A"].read, w["A"].update) == (0.5, 0.5)
+    assert (w["B"].read, w["B"].update) == (0.95, 0.05)
+    assert w["C"].read == 1.0
+    assert (w["F"].read, w["F"].rmw) == (0.5, 0.5)
+    for wl in w.values():
+        assert math.isclose(wl.read + wl.update + wl.rmw, 1.0)
+
+
+def test_parse_workloads():
+    assert [w.name for w in workloads.parse_workloads("a, F,C")] == ["A", "F", "C"]
+    with pytest.raises(ValueError):
+        workloads.parse_workloads("A,Z")
+    with pytest.raises(ValueError):
+        workloads.parse_workloads(",")
+
+
+def test_op_stream_is_deterministic_from_seed():
+    def ops(seed):
+        s = workloads.OpStream(workloads.WORKLOADS["A"], 1000, random.Random(seed))
+        return [s.next() for _ in range(500)]
+
+    assert ops(7) == ops(7)
+    assert ops(7) != ops(8)
+
+
+# ---- zipfian ------------------------------------------------------------------------------------
+
+
+def test_zipfian_constant_is_ycsb():
+    assert workloads.ZIPFIAN_CONSTANT == 0.99
+    z = workloads.ZipfianGenerator(100, random.Random(0))
+    assert z.theta == 0.99
+
+
+@given(items=st.integers(1, 5000), seed=st.integers(0, 2**32))
+@settings(max_examples=40, deadline=None)
+def test_zipfian_range(items, seed):
+    z = workloads.ZipfianGenerator(items, random.Random(seed))
+    s = workloads.ScrambledZipfian(items, random.Random(seed))
+    for _ in range(200):
+        assert 0 <= z.next_rank() < items
+        assert 0 <= s.next_index() < items
+
+
+def test_zipfian_skew():
+    n, draws = 1000, 100_000
+    z = workloads.ZipfianGenerator(n, random.Random(3))
+    c = Counter(z.next_rank() for _ in range(draws))
+    # rank 0 has probability 1/zeta(n): about 13% for n=1000, theta=0.99
+    p0 = 1 / workloads.zeta(n, 0.99)
+    assert abs(c[0] / draws - p0) < 0.01
+    assert c[0] > c[1] > c[5] > c[50]
+    top10 = sum(c[k] for k in range(n // 10))
+    assert top10 / draws > 0.6  # the hottest 10% of records take most requests
+    assert len(c) > n // 2  # yet the tail is reached
+
+
+def test_zipfian_ratio_follows_power_law():
+    n, draws = 200, 200_000
+    z = workloads.ZipfianGenerator(n, random.Random(11))
+    c = Counter(z.next_rank() for _ in range(draws))
+    # P(rank 0) / P(rank 3) = 4**0.99 ~ 3.96
+    assert 3.3 < c[0] / c[3] < 4.7
+
+
+def test_zipfian_deterministic_and_scrambled_spread():
+    a = workloads.ScrambledZipfian(10_000, random.Random(5))
+    b = workloads.ScrambledZipfian(10_000, random.Random(5))
+    xa = [a.next_index() for _ in range(1000)]
+    assert xa == [b.next_index() for _ in range(1000)]
+    hottest = Counter(xa).most_common(1)[0][0]
+    assert hottest == workloads.fnv1a64(0) % 10_000  # rank 0, scattered by FNV
+
+
+def test_zipfian_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        workloads.ZipfianGenerator(0, random.Random(0))
+    with pytest.raises(ValueError):
+        workloads.ZipfianGenerator(10, random.Random(0), theta=1.0)
+
+
+def test_value_header_round_trip():
+    rng = random.Random(0)
+    wid = workloads.write_id(3, 7, 123456)
+    v = workloads.make_value(wid, 1024, rng)
+    assert len(v) == 1024
+    assert workloads.value_write_id(v) == wid
+    assert workloads.value_write_id(b"something else entirely") is None
+    assert workloads.value_write_id(b"short") is None
+    with pytest.raises(ValueError):
+        workloads.make_value(wid, 8, rng)
+    with pytest.raises(ValueError):
+        workloads.write_id(1 << 16, 0, 0)
+    assert workloads.key_name(42) == b"user000000000042"
+    assert workloads.key_name(42, b"p:") == b"p:user000000000042"
+
+
+# ---- percentiles and histograms -------------------------------------------------------------
+
+
+def test_percentile_known_values():
+    xs = list(range(1, 101))
+    assert stats.percentile(xs, 50) == 50
+    assert stats.percentile(xs, 95) == 95
+    assert stats.percentile(xs, 99) == 99
+    assert stats.percentile(xs, 99.9) == 100
+    assert stats.percentile(xs, 100) == 100
+    assert stats.percentile(xs, 0) == 1
+    assert stats.percentile([7.0], 99.9) == 7.0
+    with pytest.raises(ValueError):
+        stats.percentile([], 50)
+    with pytest.raises(ValueError):
+        stats.percentile(xs, 101)
+
+
+@given(st.lists(st.floats(0, 1e3, allow_nan=False), min_size=1, max_size=300),
+       st.sampled_from([1.0, 25.0, 50.0, 95.0, 99.0, 99.9, 100.0]))
+@settings(max_examples=150, deadline=None)
+def test_percentile_is_nearest_rank(xs, p):
+    xs = sorted(xs)
+    v = stats.percentile(xs, p)
+    assert v in xs
+    n = len(xs)
+    assert sum(x <= v for x in xs) >= p / 100 * n - 1e-9
+    assert sum(x < v for x in xs) < p / 100 * n + 1e-9
+
+
+def test_summarize_reports_ms_and_labels():
+    s = stats.summarize([0.001 * k for k in range(1, 1001)])  # 1..1000 ms
+    assert s["count"] == 1000
+    assert s["p50"] == pytest.approx(500)
+    assert s["p95"] == pytest.approx(950)
+    assert s["p99"] == pytest.approx(990)
+    assert s["p99.9"] == pytest.approx(999)
+    assert s["max"] == pytest.approx(1000) and s["min"] == pytest.approx(1)
+    assert stats.summarize([])["p99"] is None
+
+
+def test_cdf_points_monotone_and_complete():
+    rng = random.Random(2)
+    xs = [rng.expovariate(1000) for _ in range(5000)]
+    pts = stats.cdf_points(xs, points=100)
+    assert pts[-1][1] == 1.0 and pts[-1][0] == pytest.approx(max(xs) * 1e3)
+    assert all(a[0] <= b[0] and a[1] < b[1] for a, b in zip(pts, pts[1:], strict=False))
+    assert 90 <= len(pts) <= 102
+    assert stats.cdf_points([]) == []
+
+
+def test_histogram_percentiles_and_merge():
+    rng = random.Random(4)
+    xs = [rng.lognormvariate(-7, 1) for _ in range(20_000)]
+    a, b = stats.Histogram(), stats.Histogram()
+    for i, x in enumerate(xs):
+        (a if i % 2 else b).record(x)
+    a.merge(b)
+    assert a.total == len(xs)
+    srt = sorted(xs)
+    for p in (50, 99, 99.9):
+        exact = stats.percentile(srt, p)
+        assert exact <= a.percentile(p) <= exact * 2 ** (1 / 16) * 1.0001
+    with pytest.raises(ValueError):
+        a.merge(stats.Histogram(growth=2.0))
+    d = a.to_dict()
+    assert sum(c for _, c in d["buckets"]) == len(xs)
+
+
+def test_rate_buckets():
+    assert stats.rate_buckets([0.1, 0.2, 1.5, 2.9, 3.5], 0.0, 3.0, 1.0) == [2, 1, 1]
+
+
+# ---- staleness -----------------------------------------------------------------------------------
+
+
+def test_staleness_fresh_and_stale_reads():
+    t = StalenessTracker()
+    t.add_write("k", 1, start=0.0, ack=1.0)
+    t.add_write("k", 2, start=2.0, ack=3.0)
+    t.add_read("k", 3.5, [2])  # saw the latest: fresh
+    t.add_read("k", 3.5, [1])  # missed write 2 (1 acked before 2 began): stale
+    t.add_read("k", 4.1, [])  # found nothing: stale
+    t.add_read("k", 0.5, [1])  # before any ack: not counted
+    t.add_read("other", 9.0, [1])  # no write of that key: not counted
+    r = t.analyze()
+    assert (r["reads"], r["stale"], r["uncounted"]) == (3, 2, 2)
+    assert r["fraction"] == pytest.approx(2 / 3)
+    assert t.classify("k", 3.5, [1]) == (True, pytest.approx(0.5))
+
+
+def test_staleness_newer_overlapping_and_unacked_writes_count_as_fresh():
+    t = StalenessTracker()
+    t.add_write("k", 1, 0.0, 1.0)
+    t.add_write("k", 2, 2.0, 3.0)  # latest acknowledged before the reads
+    t.add_write("k", 3, 2.5, 5.0)  # acknowledged later: newer
+    t.add_write("k", 4, 1.5, 2.5)  # overlaps write 2: may follow it causally
+    t.add_write("k", 5, 1.2, None)  # never acknowledged: may have been stored
+    for wid in (3, 4, 5):
+        assert t.classify("k", 4.0, [wid])[0] is False
+    assert t.classify("k", 4.0, [1, 3])[0] is False  # siblings: one is new enough
+    assert t.classify("k", 4.0, [1, 999])[0] is True  # unknown ids are older
+    assert t.classify("k", 2.9, [1])[0] is True  # write 4 is latest at 2.9 and 1 preceded it
+
+
+def test_staleness_buckets_by_time_since_write_and_tags():
+    t = StalenessTracker()
+    t.add_write("k", 1, 0.0, 0.5)
+    t.add_write("k", 2, 1.0, 1.0)
+    t.add_read("k", 1.0005, [1], tag="x")  # 0.5 ms after write 2: stale, bucket 0-1 ms
+    t.add_read("k", 1.003, [2], tag="x")  # 3 ms: fresh, bucket 2-5 ms
+    t.add_read("k", 1.003, [1], tag="y")
+    r = t.analyze("x", edges_ms=(1, 2, 5))
+    assert [(b["reads"], b["stale"]) for b in r["buckets"]] == [(1, 1), (0, 0), (1, 0), (0, 0)]
+    assert r["buckets"][0]["fraction"] == 1.0 and r["buckets"][1]["fraction"] is None
+    assert r["buckets"][-1]["hi_ms"] is None and r["buckets"][-1]["lo_ms"] == 5
+    assert t.analyze("y")["stale"] == 1
+    assert t.analyze("z")["reads"] == 0 and t.analyze("z")["fraction"] is None
+
+
+def test_staleness_bulk_events_and_out_of_order_acks():
+    t = StalenessTracker()
+    t.add_events([("k", 2, 2.0, 3.0), ("k", 1, 0.0, 1.0)], [("k", 3.1, [1])], tag="t")
+    assert t.analyze("t")["stale"] == 1
+
+
+# ---- configs, settings, baselines parsing ------------------------------------------------------
+
+
+def test_parse_configs():
+    cs = parse_configs("3,2,2; 3,1,1;3,1,3;3,3,1")
+    assert cs == [QuorumConfig(3, 2, 2), QuorumConfig(3, 1, 1), QuorumConfig(3, 1, 3),
+                  QuorumConfig(3, 3, 1)]
+    assert [c.strict for c in cs] == [True, False, True, True]
+    assert cs[0].label == "N3 R2 W2"
+    for bad in ("3,2", "3,4,1", "a,b,c", "3,0,1", ""):
+        with pytest.raises(ValueError):
+            parse_configs(bad)
+
+
+def test_main_rejects_bad_arguments(capsys, tmp_path):
+    assert main(["--configs", "3,4,4", "--out", str(tmp_path)]) == 2
+    assert main(["--configs", "5,2,2", "--nodes", "3", "--out", str(tmp_path)]) == 2
+    assert main(["--workloads", "Q", "--out", str(tmp_path)]) == 2
+    assert "zkv bench" in capsys.readouterr().err
+
+
+def test_quick_settings():
+    from zkv.bench import build_parser, settings_from_args
+
+    s = settings_from_args(build_parser().parse_args(["--quick", "--records", "77"]))
+    assert s.quick and s.records == 77 and s.duration <= 2
+    assert [c.label for c in s.configs] == ["N3 R2 W2", "N3 R1 W1", "N3 R1 W3", "N3 R3 W1"]
+    s = settings_from_args(build_parser().parse_args(["--cluster", "tcp://a:1, tcp://b:2"]))
+    assert s.cluster == ["tcp://a:1", "tcp://b:2"]
+
+
+def test_parse_redis_csv_and_mix():
+    text = ('"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms"\n'
+            '"SET","50000.00","0.201","0.080","0.191"\n'
+            '"GET","40000.00","0.197","0.064","0.190"\n')
+    t = baselines.parse_redis_csv(text)
+    assert t["SET"]["rps"] == 50000 and t["GET"]["p50_latency_ms"] == 0.19
+    assert baselines.parse_redis_csv('"SET: rps","1000"\n"GET","2000"\n')["GET"]["rps"] == 2000
+    assert baselines.mixed_rps(40000, 40000, 0.5) == pytest.approx(40000)
+    assert baselines.mixed_rps(100, 50, 0.5) == pytest.approx(1 / (0.005 + 0.01))
+
+
+def test_missing_redis_is_reported(monkeypatch):
+    monkeypatch.setattr(baselines.shutil, "which", lambda name: None)
+    r = baselines.redis_baseline(1024, 4)
+    assert r["available"] is False and "redis-server" in r["reason"]
+
+
+# ---- aggregation and reports -------------------------------------------------------------------
+
+
+def _part(client, start, lat, reads, sib, timeline=None):
+    return {"client": client, "started": start, "finished": start + 1.0,
+            "lat_all": array("d", lat), "lat_read": array("d", lat[: len(lat) // 2]),
+            "lat_write": array("d", lat[len(lat) // 2:]),
+            "errors": {"quorum": 1, "timeout": 2, "unavailable": 0, "other": 0},
+            "reads": reads, "sibling_reads": sib, "writes": [], "read_events": [],
+            "timeline": timeline}
+
+
+def test_aggregate_merges_workers():
+    agg = aggregate([_part(0, 10.0, [0.001] * 100, 50, 5), _part(1, 10.2, [0.002] * 100, 50, 0)])
+    assert agg["ops"] == 200
+    assert agg["seconds"] == pytest.approx(1.2)
+    assert agg["throughput"] == pytest.approx(200 / 1.2)
+    assert agg["latency_ms"]["p50"] == pytest.approx(1.0)
+    assert agg["latency_ms"]["p99"] == pytest.approx(2.0)
+    assert agg["failed"] == 6 and agg["timeouts"] == 4
+    assert agg["error_rate"] == pytest.approx(6 / 206)
+    assert agg["sibling_rate"] == pytest.approx(0.05)
+
+
+def test_availability_phases_split_by_start_time():
+    tl = (array("d", [0.5, 1.5, 1.6, 2.5]), array("d", [0.001, 0.5, 0.6, 0.002]),
+          array("b", [1, 0, 1, 1]))
+    ph = availability_phases([_part(0, 0.0, [], 0, 0, tl)], 0.0, 1.0, 2.0, 3.0)
+    assert ph["before"]["success_rate"] == 1.0 and ph["before"]["ops"] == 1
+    assert ph["down"]["success_rate"] == 0.5 and ph["down"]["failed"] == 1
+    assert ph["down"]["latency_ms"]["p50"] == pytest.approx(600)
+    assert ph["after"]["ok"] == 1
+
+
+def fake_results(redis=True) -> dict:
+    rng = random.Random(9)
+    runs = []
+    tracker = StalenessTracker()
+    tracker.add_write(1, 1, 0.0, 0.001)
+    tracker.add_read(1, 0.002, [1], tag="t")
+    tracker.add_read(1, 0.5, [], tag="t")
+    for cfg in (QuorumConfig(3, 2, 2), QuorumConfig(3, 1, 1)):
+        for wl in ("A", "C", "F"):
+            lat = [rng.expovariate(500) for _ in range(300)]
+            agg = aggregate([_part(0, 0.0, lat, 100, 3)])
+            runs.append({"config": cfg.label, "n": 3, "r": cfg.r, "w": cfg.w,
+                         "strict": cfg.strict, "workload": wl, **agg,
+                         "staleness": tracker.analyze("t")})
+    red = {"available": False, "reason": "not on PATH: redis-server"}
+    if redis:
+        red = {"available": True, "value_bytes": 1024, "connections": 8, "requests": 1000,
+               "version": "Redis server v=7", "tests": {"GET": {"rps": 50000.0},
+                                                        "SET": {"rps": 40000.0}},
+               "mix_rps": {"A": 44444.0, "B": 49000.0, "C": 50000.0}}
+    tl = (array("d", [0.1, 1.1, 2.1]), array("d", [0.001, 0.4, 0.002]), array("b", [1, 0, 1]))
+    res = {"version": 1, "settings": {"nodes": 3, "records": 10, "value_size": 1024,
+                                      "duration": 1.0, "clients": 1, "inflight": 2,
+                                      "sync": "interval", "seed": 1, "quick": True,
+                                      "cluster": None},
+           "machine": {"cpus": 2, "python": "3.11"},
+           "baselines": {"zmq_echo": {"available": True, "payload_bytes": 1088,
+                                      "latency_ms": stats.summarize([0.0001] * 10),
+                                      "pipelined_depth": 8, "pipelined_rps": 30000.0},
+                         "redis": red},
+           "load": [{"n": 3, "records": 10, "seconds": 0.1, "rate": 100.0}],
+           "runs": runs,
+           "availability": [{"config": "N3 R2 W2", "n": 3, "r": 2, "w": 2, "workload": "A",
+                             "paused_node": "node3", "paused_seconds": 1.0,
+                             "phases": availability_phases([_part(0, 0, [], 0, 0, tl)],
+                                                           0.0, 1.0, 2.0, 3.0)}],
+           "notes": []}
+    res["goal"] = goal(res)
+    return res
+
+
+def test_goal_ratios():
+    g = fake_results()["goal"]
+    run = fake_results()["runs"][0]
+    assert g["throughput_ratio"] == pytest.approx(run["throughput"] / 44444.0)
+    assert g["p99_ratio"] == pytest.approx(run["latency_ms"]["p99"] / 0.1)
+    assert g["throughput_met"] is False and g["p99_met"] is False
+    g = fake_results(redis=False)["goal"]
+    assert g["throughput_ratio"] is None and "redis" in g["throughput_missing"]
+
+
+def test_write_all_outputs(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = fake_results()
+    paths = write_all(res, str(tmp_path))
+    doc = json.loads((tmp_path / "results.json").read_text())
+    for key in ("settings", "machine", "baselines", "runs", "availability", "goal", "load"):
+        assert key in doc
+    run = doc["runs"][0]
+    for key in ("throughput", "latency_ms", "errors", "timeouts", "sibling_rate", "staleness",
+                "cdf"):
+        assert key in run
+    assert set(run["latency_ms"]) >= {"p50", "p95", "p99", "p99.9"}
+    md = (tmp_path / "report.md").read_text()
+    for text in ("## Goal", "## Baselines", "| N3 R2 W2 | A |", "## Measured staleness",
+                 "## Availability", "latency_cdf.png", "x redis"):
+        assert text in md
+    for name in PLOTS.values():
+        p = tmp_path / name
+        assert p.exists() and p.stat().st_size > 1000
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.path.basename(paths["markdown"]) == "report.md"
+
+
+def test_missing_baselines_and_plots_are_reported():
+    res = fake_results(redis=False)
+    res["baselines"]["zmq_echo"] = {"available": False, "reason": "boom"}
+    md = render_markdown(res, None, "matplotlib is not installed")
+    assert "redis-benchmark: **missing** (not on PATH: redis-server)" in md
+    assert "raw pyzmq echo: **missing** (boom)" in md
+    assert "Plots **missing**: matplotlib is not installed" in md
+
+
+# ---- a real run -----------------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(120)
+def test_quick_run_on_a_real_cluster(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    rc = main(["--quick", "--out", str(out), "--configs", "3,2,2;3,1,1", "--workloads", "A,F",
+               "--records", "200"])
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert [(r["config"], r["workload"]) for r in doc["runs"]] == [
+        ("N3 R2 W2", "A"), ("N3 R2 W2", "F"), ("N3 R1 W1", "A"), ("N3 R1 W1", "F")]
+    for r in doc["runs"]:
+        assert r["ops"] > 0 and r["latency_ms"]["p99"] > 0
+        assert r["staleness"]["reads"] > 0
+        if r["strict"]:
+            assert r["staleness"]["stale"] == 0  # R + W > N never misses an acknowledged write
+    assert len(doc["availability"]) == 2
+    assert doc["baselines"]["zmq_echo"]["available"] is True
+    assert "available" in doc["baselines"]["redis"]
+    assert doc["goal"]["p99_ratio"] is not None
+    assert (out / "report.md").read_text().startswith("# zkv quorum benchmark")
+    for name in PLOTS.values():
+        assert (out / name).stat().st_size > 1000
