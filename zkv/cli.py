@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--json", action="store_true")
     rg = with_node(sub.add_parser("ring", help="partition -> preference list"))
     rg.add_argument("--json", action="store_true")
+    rp = with_node(sub.add_parser("repair", help="run Merkle anti-entropy exchanges now"))
+    rp.add_argument("--partition", type=int, default=-1, help="one partition (default: all)")
     b = sub.add_parser("bench", help="the quorum benchmark suite", add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
     c = sub.add_parser("compact", help="compact a node's data directory (node stopped)",
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             return status_command(args)
         if args.cmd == "ring":
             return ring_command(args)
+        if args.cmd == "repair":
+            return repair_command(args)
         if args.cmd == "compact":
             from zkv.storage.compact_cli import main as compact_main
 
@@ -225,6 +229,31 @@ def ring_command(args) -> int:
         return 0
     for row in rows:
         print(f"{row['partition']:>6}  {' '.join(row['preflist'])}")
+    return 0
+
+
+def repair_command(args) -> int:
+    from rich.progress import Progress
+
+    from zkv.client import Client
+    from zkv.wire import Repair
+
+    with Client([args.node], timeout=args.timeout) as c:
+        reply = c._result(c._call(Repair(0, args.partition), None, only=args.node))
+        total = reply.info["queued"]
+        print(f"repair: {total} exchange(s) queued over {reply.info['partitions']} partition(s)")
+        with Progress(transient=not sys.stdout.isatty()) as bar:
+            task = bar.add_task("exchanging", total=total or 1)
+            while True:
+                ae = c.status(args.node).get("antientropy", {})
+                left = ae.get("queued", 0) + ae.get("running", 0)
+                bar.update(task, completed=max(0, total - left))
+                if left == 0:
+                    break
+                time.sleep(0.2)
+        print(f"done: {ae.get('keys_repaired', 0)} key(s) repaired in total on this node, "
+              f"{ae.get('bytes_sent', 0)} bytes sent, {ae.get('partitions_agreed', 0)}/"
+              f"{ae.get('partitions', 0)} partitions in full agreement")
     return 0
 
 

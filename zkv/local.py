@@ -147,7 +147,13 @@ class LocalCluster:
                 except ZkvError as exc:
                     ok, last = False, f"{n.id}: {exc}"
                     break
-                up = {m["id"] for m in doc["members"] if m["state"] == "up"}
+                up = {m["id"] for m in doc["members"] if m["detail"] == "up"}
+                if expect_up is not None:
+                    up &= {x.id for x in self.nodes}  # exactly these up, the others down
+                    down = {m["id"] for m in doc["members"] if m["state"] == "down"}
+                    if up != want or down | want != {x.id for x in self.nodes}:
+                        ok, last = False, f"{n.id} sees up {sorted(up)}, down {sorted(down)}"
+                        break
                 if not want <= up:
                     ok, last = False, f"{n.id} sees up {sorted(up)}"
                     break

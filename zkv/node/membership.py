@@ -147,6 +147,10 @@ class Membership:
     def down(self) -> set[str]:
         return {nid for nid in self.peers if not self.is_up(nid)}
 
+    def unreachable(self) -> set[str]:
+        """Down or suspect: what a coordinator routes around (sloppy quorum) right now."""
+        return {nid for nid in self.peers if self.state(nid)[0] != "up"}
+
     # ---- ring ---------------------------------------------------------------------------
     def ring(self) -> Ring:
         key = tuple(sorted((m.id, m.rack) for m in self.table() if not m.leaving))

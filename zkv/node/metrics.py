@@ -42,6 +42,23 @@ class NodeMetrics:
         )
         self.read_repairs = Counter("zkv_read_repairs", "Versions pushed by read repair", registry=r)
         self.keys = Gauge("zkv_keys", "Keys in the local store", registry=r)
+        self.handoffs = Counter("zkv_hints_delivered", "Hints delivered to their owner",
+                                registry=r)
+        self.hint_count = Gauge("zkv_hint_backlog", "Hints held per intended owner", ["owner"],
+                                registry=r)
+        self.hint_bytes = Gauge("zkv_hint_backlog_bytes", "Hint bytes held per intended owner",
+                                ["owner"], registry=r)
+        self.hint_age = Gauge("zkv_hint_oldest_age_seconds", "Age of the oldest hint per owner",
+                              ["owner"], registry=r)
+        self.aae = Gauge("zkv_antientropy", "Anti-entropy totals since start (exchanges, "
+                         "keys_repaired, bytes_sent, agreements, reaped)", ["what"], registry=r)
+        self.aae_lag = Gauge("zkv_antientropy_seconds_since_agreement",
+                             "Seconds since each partition was last in full agreement with every "
+                             "other owner (-1: never)", ["partition"], registry=r)
+        self.member_state = Gauge("zkv_member_up", "1 if the member is up, 0.5 suspect, 0 down",
+                                  ["member"], registry=r)
+        self.internal_errors = Counter("zkv_internal_errors", "Unexpected errors survived",
+                                       registry=r)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)

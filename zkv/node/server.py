@@ -260,7 +260,14 @@ class Node:
         log.info("node %s serving on %s (gossip %s)", self.me, self.cfg.listen, self.cfg.gossip)
         try:
             while self.running:
-                self.turn()
+                try:
+                    self.turn()
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception:  # a bug in one handler must not take the node down
+                    self.metrics.internal_errors.inc()
+                    log.exception("error in the reactor loop; continuing")
+                    time.sleep(0.01)
         finally:
             self.shutdown()
 
@@ -427,7 +434,7 @@ class Node:
         preflist = ring.preflist_for_key(msg.key)
         now = self.clock()
         if self.me not in preflist and not forwarded:
-            down = self.membership.down()
+            down = self.membership.unreachable()
             candidates = [x for x in preflist if x not in down]
             if candidates:
                 self.metrics.forwards.inc()
@@ -448,7 +455,7 @@ class Node:
         p = ring.partition(msg.key)
         # sloppy quorum: the first N reachable nodes of the extended preference list; a
         # stand-in is paired with the owner it keeps a hint for
-        targets = ring.sloppy_preflist(p, self.membership.down())
+        targets = ring.sloppy_preflist(p, self.membership.unreachable())
         if self.me not in [x for x, _ in targets]:
             owner = ring.preflist(p)[0]
             targets = [(self.me, owner if owner != self.me else None)] + \
@@ -660,6 +667,29 @@ class Node:
             states[self.membership.state(nid)[0]] += 1
         for k, v in states.items():
             self.metrics.peers.labels(k).set(v)
+        self._export_background_metrics(ring, now)
+
+    def _export_background_metrics(self, ring, now: float) -> None:
+        m = self.metrics
+        for nid in self.membership.peers:
+            state = self.membership.state(nid)[0]
+            m.member_state.labels(nid).set({"up": 1.0, "suspect": 0.5}.get(state, 0.0))
+        backlog = self.hints.backlog()
+        for owner in set(backlog) | {o for o in self.hints.index}:
+            b = backlog.get(owner, {"count": 0, "bytes": 0, "oldest_age_s": 0})
+            m.hint_count.labels(owner).set(b["count"])
+            m.hint_bytes.labels(owner).set(b["bytes"])
+            m.hint_age.labels(owner).set(b["oldest_age_s"])
+        if self.ae is not None:
+            for k, v in self.ae.stats.items():
+                m.aae.labels(k).set(v)
+            if now - getattr(self, "_lag_exported", -1e9) > 5:
+                self._lag_exported = now
+                for p in ring.replicas_of(self.me):
+                    t = self.ae.last_full_agreement(
+                        p, [x for x in ring.preflist(p) if x != self.me])
+                    m.aae_lag.labels(str(p)).set(-1 if t is None else now - t)
+        m.keys.set(len(self.store))
 
     def _on_gossip(self, msg: Gossip) -> None:
         s = self.membership.settings

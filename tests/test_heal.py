@@ -1,0 +1,217 @@
+"""Always writable and self-healing (issue 5): failure detection, sloppy quorum, hinted handoff,
+Merkle anti-entropy, corrupt-record repair and safe tombstone reaping, on real processes."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import time
+
+import pytest
+import zmq
+from conftest import FAST
+
+import zkv
+from zkv import wire
+from zkv._core import dvv
+
+pytestmark = pytest.mark.cluster
+
+HEAL = FAST + ["--aae-interval", "0.05", "--ring-size", "16", "--tombstone-grace", "1"]
+
+
+def held(endpoint: str, key: bytes, hint: str = "") -> list[bytes | None] | None:
+    """What one node itself stores for key (asked directly, bypassing coordination)."""
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        s.send(wire.encode_one(wire.RGet(1, key, hint)))
+        if not s.poll(3000):
+            raise TimeoutError(endpoint)
+        (reply,) = wire.decode(s.recv(), 1 << 30)
+        if not reply.dvv:
+            return None
+        return dvv.DVVSet.decode(reply.dvv).values()
+    finally:
+        ctx.destroy(0)
+
+
+def status(endpoint: str) -> dict:
+    with zkv.Client([endpoint], timeout=3.0) as c:
+        return c.status(endpoint)
+
+
+def wait_for(cond, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_paused_node_detected_and_back_on_sigcont(make_cluster):
+    cl = make_cluster(3, extra_args=HEAL)
+    ep1 = cl.node("node1").listen
+    cl.pause("node3")
+
+    def node3_state():
+        m = {m["id"]: m for m in status(ep1)["members"]}["node3"]
+        return m if m["state"] == "down" else None
+
+    m = wait_for(node3_state, 10, "node3 down")
+    assert "heartbeat" in m["reason"]
+    cl.resume("node3")
+    wait_for(lambda: {m["id"]: m["state"] for m in status(ep1)["members"]}["node3"] == "up", 10,
+             "node3 up again")
+
+
+def test_sloppy_quorum_hints_reach_owners_and_drain(make_cluster):
+    cl = make_cluster(5, extra_args=HEAL, racks=["r1", "r2", "r3", "r4", "r5"])
+    cl.pause("node4")
+    cl.pause("node5")
+    cl.wait_converged(expect_up=["node1", "node2", "node3"])
+    keys = [b"hk%d" % i for i in range(100)]
+    with zkv.Client(cl.endpoints[:3], timeout=5.0) as c:
+        for k in keys:
+            c.put(k, b"v-" + k, w=3)  # always writable: 3 of 5 nodes alive is enough for W=3
+        backlog = sum(status(ep)["hints"]["backlog"] for ep in cl.endpoints[:3])
+        assert backlog > 0
+        ring = zkv.Client(cl.endpoints[:1])
+        info = ring.ring_info()
+        ring.close()
+    cl.resume("node4")
+    cl.resume("node5")
+    cl.wait_converged()
+    wait_for(lambda: all(status(ep)["hints"]["backlog"] == 0 for ep in cl.endpoints), 30,
+             "hint backlog to drain")
+    from zkv._core.ring import Ring
+
+    r = Ring([(m.id, m.rack) for m in info.members], q=info.q, n=info.n)
+    eps = {n.id: n.listen for n in cl.nodes}
+    checked = 0
+    for k in keys:
+        for owner in r.preflist_for_key(k):
+            if owner in ("node4", "node5"):
+                assert held(eps[owner], k) == [b"v-" + k], (owner, k)
+                checked += 1
+    assert checked > 0
+
+
+def test_wiped_replica_converges_by_antientropy_alone(make_cluster):
+    cl = make_cluster(3, extra_args=HEAL)
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        for i in range(300):
+            c.put(b"ae%d" % i, b"x" * 200, w=3)
+    cl.kill("node3")
+    shutil.rmtree(cl.node("node3").data_dir)
+    cl.restart("node3")  # rejoins through a seed with an empty store
+    ep3 = cl.node("node3").listen
+    wait_for(lambda: all(held(ep3, b"ae%d" % i) == [b"x" * 200] for i in range(0, 300, 10)), 60,
+             "node3 to converge")
+    wait_for(lambda: all(held(ep3, b"ae%d" % i) for i in range(300)), 60, "every key on node3")
+    # a small divergence moves a small fraction of the data set
+    sent_before = sum(status(ep)["antientropy"]["bytes_sent"] for ep in cl.endpoints)
+    cl.kill("node3")
+    cl.wait_converged(expect_up=["node1", "node2"])
+    with zkv.Client(cl.endpoints[:2], timeout=5.0) as c:
+        for i in range(5):  # no 4th node: no stand-in, no hints; only AAE can heal node3
+            c.put(b"ae-new%d" % i, b"y" * 200, w=2)
+    cl.restart("node3")
+    wait_for(lambda: all(held(ep3, b"ae-new%d" % i) == [b"y" * 200] for i in range(5)), 60,
+             "node3 to receive the 5 new keys")
+    sent = sum(status(ep)["antientropy"]["bytes_sent"] for ep in cl.endpoints) - sent_before
+    data_set = 305 * 200 * 2
+    assert sent < data_set * 0.2, (sent, data_set)
+
+
+def test_flipped_bytes_detected_and_repaired_from_replica(make_cluster):
+    cl = make_cluster(3, extra_args=HEAL)
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        for i in range(50):
+            c.put(b"cr%d" % i, b"value-%d-" % i + b"z" * 100, w=3)
+    assert cl.terminate("node3") == 0
+    segs = sorted(glob.glob(os.path.join(cl.node("node3").data_dir, "data", "*.data")))
+    assert segs, os.listdir(os.path.join(cl.node("node3").data_dir, "data"))
+    with open(segs[0], "r+b") as fh:
+        size = os.path.getsize(segs[0])
+        for off in (size // 3, size // 2, (2 * size) // 3):
+            fh.seek(off)
+            b = fh.read(1)
+            fh.seek(off)
+            fh.write(bytes([b[0] ^ 0xFF]))
+    cl.restart("node3")
+    ep3 = cl.node("node3").listen
+    want = {b"cr%d" % i: [b"value-%d-" % i + b"z" * 100] for i in range(50)}
+    wait_for(lambda: all(held(ep3, k) == v for k, v in want.items()), 60,
+             "every corrupt record repaired on node3")
+
+
+def test_delete_while_replica_down_never_resurrects(make_cluster):
+    cl = make_cluster(3, extra_args=HEAL)
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        c.put(b"dk", b"old", w=3)
+        cl.kill("node3")
+        cl.wait_converged(expect_up=["node1", "node2"])
+        c.delete(b"dk", context=c.get(b"dk", r=2).context, w=2)
+        time.sleep(2.5)  # longer than the grace period
+        # node3 never agreed: the tombstone must still be held
+        assert held(cl.node("node1").listen, b"dk") == [None]
+        cl.restart("node3")  # comes back holding the old value
+        cl.wait_converged()
+        ep = [n.listen for n in cl.nodes]
+        # converge, then reap everywhere; the old value never comes back in between
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert c.get(b"dk", r=3).values == [], "deleted value came back"
+            if all(held(e, b"dk") is None for e in ep):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("tombstone was never reaped")
+        for _ in range(10):
+            assert c.get(b"dk", r=3).values == []
+            time.sleep(0.1)
+        assert all(held(e, b"dk") is None for e in ep)
+
+
+def test_concurrent_writes_on_both_sides_of_a_pause_become_siblings(make_cluster):
+    cl = make_cluster(3, extra_args=HEAL)
+    ep1, ep3 = cl.node("node1").listen, cl.node("node3").listen
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        c.put(b"both", b"v1", w=3)
+        ctx = c.get(b"both", r=3).context
+    cl.pause("node1")
+    cl.pause("node2")
+    cl.wait_converged(expect_up=["node3"])
+    with zkv.Client([ep3], timeout=5.0) as c3:
+        c3.put(b"both", b"side-b", context=ctx, w=1)
+    cl.resume("node1")
+    cl.resume("node2")
+    cl.pause("node3")
+    cl.wait_converged(expect_up=["node1", "node2"])
+    with zkv.Client([ep1], timeout=5.0) as c1:
+        c1.put(b"both", b"side-a", context=ctx, w=2)
+    cl.resume("node3")
+    cl.wait_converged()
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        wait_for(lambda: sorted(c.get(b"both", r=3).values) == [b"side-a", b"side-b"], 30,
+                 "both sides' writes as siblings")
+
+
+def test_repair_command_runs(make_cluster):
+    import subprocess
+    import sys
+
+    cl = make_cluster(3, extra_args=HEAL)
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        for i in range(20):
+            c.put(b"rp%d" % i, b"v", w=3)
+    out = subprocess.run([sys.executable, "-m", "zkv.cli", "repair", "--node", cl.endpoints[0]],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "exchange(s) queued" in out.stdout and "partitions in full agreement" in out.stdout
