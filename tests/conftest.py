@@ -7,7 +7,7 @@ import pytest
 from zkv.local import LocalCluster
 
 # fast failure detection so fault tests stay short
-FAST = ["--gossip-interval", "0.1", "--down-after", "1.0", "--replica-timeout", "0.5"]
+FAST = ["--gossip-interval", "0.1", "--down-after", "1.0", "--replica-timeout", "1.0"]
 
 
 @pytest.fixture

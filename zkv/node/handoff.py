@@ -32,6 +32,7 @@ class Hints:
         self.wall_ms = wall_ms
         # owner -> {key: (created_ms, size)}: the backlog, rebuilt from the store on start
         self.index: dict[str, dict[bytes, tuple[int, int]]] = {}
+        self.store.release_tombstones(self.store.tombstones())  # delivered hints: drop for good
         for skey, value in self.store.items():
             owner, _, key = skey.partition(b"\x00")
             if len(value) >= _HEAD.size and value[0] == HINT_VERSION:

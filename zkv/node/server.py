@@ -87,6 +87,9 @@ class Node:
         )
         self.hints = Hints(os.path.join(cfg.data_dir, "hints"), lambda: time.time_ns() // 1_000_000,
                            sync="interval" if cfg.sync == "interval" else "none")
+        # the cluster never deletes through the engine except to reap, and the engine keeps
+        # release marks in memory only: re-release what earlier lives reaped
+        self.store.release_tombstones(self.store.tombstones())
         self.replica = Replica(cfg.id, self.store, self.hints, cfg.sibling_warn)
         self.metrics = NodeMetrics()
         self.replica.on_siblings = self._on_siblings
