@@ -96,6 +96,17 @@ def node_main(argv: list[str] | None = None) -> int:
 
 # ---- zkv ----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `bench` and `compact` own their flags: hand them everything after the subcommand
+    # (argparse's REMAINDER would swallow nothing that starts with --)
+    if argv[:1] == ["bench"]:
+        from zkv.bench import main as bench_main
+
+        return bench_main(argv[1:])
+    if argv[:1] == ["compact"]:
+        from zkv.storage.compact_cli import main as compact_main
+
+        return compact_main(argv[1:])
     p = argparse.ArgumentParser(prog="zkv", description="zkv: a Dynamo-style key-value store")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -150,14 +161,6 @@ def main(argv: list[str] | None = None) -> int:
             return ring_command(args)
         if args.cmd == "repair":
             return repair_command(args)
-        if args.cmd == "compact":
-            from zkv.storage.compact_cli import main as compact_main
-
-            return compact_main(args.rest)
-        if args.cmd == "bench":
-            from zkv.bench import main as bench_main
-
-            return bench_main(args.rest)
     except ZkvError as exc:
         print(f"zkv: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

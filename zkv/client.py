@@ -86,6 +86,7 @@ class _Base:
         self.down: set[str] = set()
         self.ring_at = -1e9
         self.suspect_until: dict[str, float] = {}
+        self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
 
     @property
     def per_try(self) -> float:
@@ -135,6 +136,11 @@ class _Base:
         wire.check_context(context)
         wire.check_quorum("w", w, self.n)
         return Delete(0, key, context or b"", w or 0)
+
+    def _raise_failure(self, candidates: list[str], tried: int):
+        if candidates and all(ep in self.unconnectable for ep in candidates[:max(tried, 1)]):
+            raise Unavailable(f"no node reachable: tried {', '.join(candidates[:max(tried, 1)])}")
+        raise RequestTimeout(f"no answer within {self.timeout}s (tried {tried} node(s))")
 
     @staticmethod
     def _result(msg):
@@ -226,7 +232,9 @@ class Client(_Base):
         # writable only once connected: a dead node (refused/reset) fails over at once
         wait = min(until - time.monotonic(), CONNECT_WAIT)
         if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+            self.unconnectable.add(ep)
             return None
+        self.unconnectable.discard(ep)
         try:
             s.send(wire.encode_one(msg), zmq.NOBLOCK)
         except zmq.Again:
@@ -271,9 +279,7 @@ class Client(_Base):
                 return reply
             self.suspect_until[ep] = time.monotonic() + SUSPECT_FOR
             self.ring_at = -1e9  # learn who is down on the next call
-        if tried == len(candidates) and time.monotonic() < deadline:
-            raise Unavailable(f"no node answered: tried {', '.join(candidates)}")
-        raise RequestTimeout(f"no answer within {self.timeout}s (tried {tried} node(s))")
+        self._raise_failure(candidates, tried)
 
 
 class AsyncClient(_Base):
@@ -369,7 +375,9 @@ class AsyncClient(_Base):
             s = self._sock(ep)
             wait = min(until - time.monotonic(), CONNECT_WAIT)
             if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+                self.unconnectable.add(ep)
                 return None
+            self.unconnectable.discard(ep)
             await s.send(wire.encode_one(msg))
             return await asyncio.wait_for(fut, max(0.001, until - time.monotonic()))
         except TimeoutError:
@@ -410,6 +418,4 @@ class AsyncClient(_Base):
                 return reply
             self.suspect_until[ep] = time.monotonic() + SUSPECT_FOR
             self.ring_at = -1e9
-        if tried == len(candidates) and time.monotonic() < deadline:
-            raise Unavailable(f"no node answered: tried {', '.join(candidates)}")
-        raise RequestTimeout(f"no answer within {self.timeout}s (tried {tried} node(s))")
+        self._raise_failure(candidates, tried)

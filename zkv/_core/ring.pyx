@@ -530,7 +530,7 @@ cdef class Ring:
         for p in range(self.q):
             if a[self.pref[<size_t>p * self.plen]] != b[other.pref[<size_t>p * other.plen]]:
                 diff += 1
-        return diff / self.q
+        return <double>diff / <double>self.q
 
     def fingerprint(self):
         parts = [_FP_MAGIC, struct.pack("<BIII", RING_ALGO_VERSION, self.q, self.n, self.m)]

@@ -125,6 +125,19 @@ class AntiEntropy:
         return digest == vdigest(incoming)
 
 
+def leaf_keys(store, tree: MerkleTree, lo: int, hi: int, leaves: Iterable[int]) -> dict[bytes, bytes]:
+    """{key: version digest} of the keys `store` holds in those leaves of the partition whose
+    hash range is [lo, hi]; lists keys from the keydir, reads only those keys' values."""
+    want = set(leaves)
+    out = {}
+    for key, h in store.key_hashes(lo, hi):
+        if tree.leaf_of_hash(h) in want:
+            value = store.get(key)
+            if value:
+                out[key] = vdigest(value)
+    return out
+
+
 class Exchange:
     """One exchange of partition `p` with `peer`, as a sequence of steps.
 

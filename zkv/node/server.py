@@ -29,7 +29,7 @@ from zkv._core import dvv
 from zkv._core.ring import partition_of
 from zkv.config import NodeConfig
 from zkv.errors import ZkvError
-from zkv.node.antientropy import AntiEntropy, Exchange, vdigest
+from zkv.node.antientropy import AntiEntropy, Exchange, leaf_keys, vdigest
 from zkv.node.background import ExchangeOp, FetchRepairOp, HandoffOp
 from zkv.node.coordinator import ForwardOp, GetOp, Op, WriteOp
 from zkv.node.handoff import Hints
@@ -478,16 +478,8 @@ class Node:
 
     def _leaf_keys(self, p: int, leaves: list[int]) -> dict[bytes, bytes]:
         """{key: version digest} of the keys this node holds in those leaves of partition p."""
-        tree = self.ae.tree(p)
-        want = set(leaves)
         lo, hi = self.membership.ring().partition_range(p)
-        out = {}
-        for key, h in self.store.key_hashes(lo, hi):
-            if tree.leaf_of_hash(h) in want:
-                value = self.store.get(key)
-                if value:
-                    out[key] = vdigest(value)
-        return out
+        return leaf_keys(self.store, self.ae.tree(p), lo, hi, leaves)
 
     def _background(self, now: float) -> None:
         cfg = self.cfg

@@ -1,0 +1,200 @@
+"""Anti-entropy cost (issue 5): bytes and time for two replicas to agree, vs shipping everything.
+
+Two LogStore replicas of ZKV_BENCH_KEYS keys (default 1,000,000; 100,000 with ZKV_BENCH_QUICK=1)
+differ in 0.1% of keys (half changed concurrently on one side, half missing there). The real
+exchange code (`zkv.node.antientropy.Exchange` over the real Merkle trees and stores) runs every
+partition's exchange; each request and answer is encoded with the real wire codec and its bytes
+counted. The baseline ships the whole data set the same way (RPut frames of 1000 versions,
+decoded and synced on the other side). A second group measures what keeping the trees current
+costs a replica's write path (goal: <= 10%).
+
+    python -m pytest benchmarks/bench_heal.py --benchmark-only -q
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import time
+
+import pytest
+
+from zkv import wire
+from zkv._core import dvv
+from zkv._core.ring import Ring, partition_of
+from zkv.node.antientropy import AntiEntropy, Exchange, leaf_keys
+from zkv.node.replica import Replica
+from zkv.storage import LogStore
+
+KEYS = int(os.environ.get("ZKV_BENCH_KEYS", "100000" if os.environ.get("ZKV_BENCH_QUICK") else
+                          "1000000"))
+Q = 256
+Q_BITS = 8
+DIVERGE = 0.001
+
+
+def _pof(k: bytes) -> int:
+    return partition_of(k, Q_BITS)
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory):
+    d = tmp_path_factory.mktemp("heal")
+    a = LogStore(str(d / "a"), sync="none", compact_dead_ratio=None)
+    b = LogStore(str(d / "b"), sync="none", compact_dead_ratio=None)
+    rng = random.Random(42)
+    divergent: set[bytes] = set()
+    for i in range(KEYS):
+        k = b"key-%011d" % i
+        v = dvv.update_encoded(None, b"", rng.randbytes(100), "n1")
+        a.put(k, v)
+        if rng.random() < DIVERGE:
+            divergent.add(k)
+            if rng.random() < 0.5:
+                b.put(k, dvv.update_encoded(None, b"", rng.randbytes(100), "n2"))
+            continue
+        b.put(k, v)
+    yield a, b, divergent
+    a.close()
+    b.close()
+
+
+def _divergent_bytes(a, b, divergent) -> int:
+    total = 0
+    for k in divergent:
+        for s in (a, b):
+            v = s.get(k)
+            if v:
+                total += len(k) + len(v)
+    return total
+
+
+def _exchange_all(a, b, ae_a: AntiEntropy, ae_b: AntiEntropy, ring: Ring) -> dict:
+    sent = 0
+    round_trips = 0
+    repaired = 0
+    for p in range(Q):
+        lo, hi = ring.partition_range(p)
+        ex = Exchange(ae_a.tree(p), p, "b", 0.0,
+                      lambda leaves, p=p, lo=lo, hi=hi: leaf_keys(a, ae_a.tree(p), lo, hi, leaves))
+        while (req := ex.next_request()) is not None:
+            round_trips += 1
+            if req[0] == "level":
+                ask = wire.TreeLevel(1, p, req[1], list(req[2]))
+                ans = wire.TreeLevelOk(1, ae_b.tree(p).encode_level(req[1], req[2]))
+                sent += len(wire.encode_one(ask)) + len(wire.encode_one(ans))
+                ex.on_level(ae_b.tree(p).decode_level(ans.hashes))
+            else:
+                theirs = leaf_keys(b, ae_b.tree(p), lo, hi, req[1])
+                ask = wire.LeafKeys(1, p, list(req[1]))
+                ans = wire.LeafKeysOk(1, list(theirs), list(theirs.values()))
+                sent += len(wire.encode_one(ask)) + len(wire.encode_one(ans))
+                ex.on_keys(ans.keys, ans.digests)
+        for k in ex.push:  # our versions to them
+            msg = wire.RPut(1, k, a.get(k))
+            sent += len(wire.encode_one(msg)) + len(wire.encode_one(wire.RPutOk(1, True)))
+            old = b.get(k)
+            new = dvv.sync_encoded(old, msg.dvv)
+            b.put(k, new)
+            ae_b.on_change(k, old, new)
+            repaired += 1
+        for k in ex.pull:  # theirs to us
+            ans = wire.RGetOk(1, b.get(k) or b"")
+            sent += len(wire.encode_one(wire.RGet(1, k))) + len(wire.encode_one(ans))
+            old = a.get(k)
+            new = dvv.sync_encoded(old, ans.dvv)
+            a.put(k, new)
+            ae_a.on_change(k, old, new)
+            repaired += 1
+    return {"bytes": sent, "round_trips": round_trips, "repaired": repaired}
+
+
+@pytest.mark.benchmark(group="aae-agree")
+def test_ship_whole_data_set_baseline(benchmark, replicas, tmp_path):
+    a, _, _ = replicas
+    target = LogStore(str(tmp_path / "copy"), sync="none", compact_dead_ratio=None)
+    info = {}
+
+    def ship():
+        sent = 0
+        batch = []
+        for k, v in a.items():
+            batch.append(wire.RPut(0, k, v))
+            if len(batch) == 1000:
+                frame = wire.encode(batch)
+                sent += len(frame)
+                for m in wire.decode(frame, 1 << 30):
+                    target.put(m.key, dvv.sync_encoded(target.get(m.key), m.dvv))
+                batch = []
+        if batch:
+            frame = wire.encode(batch)
+            sent += len(frame)
+            for m in wire.decode(frame, 1 << 30):
+                target.put(m.key, dvv.sync_encoded(target.get(m.key), m.dvv))
+        info["bytes"] = sent
+
+    benchmark.pedantic(ship, rounds=1, iterations=1)
+    benchmark.extra_info.update(keys=KEYS, bytes_sent=info["bytes"])
+    target.close()
+
+
+@pytest.mark.benchmark(group="aae-agree")
+def test_merkle_exchange(benchmark, replicas):
+    a, b, divergent = replicas
+    ring = Ring([("a", "r1"), ("b", "r2")], q=Q, n=2)
+    ae_a = AntiEntropy(Q_BITS, _pof, time.monotonic)
+    ae_b = AntiEntropy(Q_BITS, _pof, time.monotonic)
+    t = time.perf_counter()
+    ae_a.rebuild(a.items())
+    ae_b.rebuild(b.items())
+    rebuild_s = (time.perf_counter() - t) / 2
+    need = _divergent_bytes(a, b, divergent)
+    out = {}
+
+    def agree():
+        out.update(_exchange_all(a, b, ae_a, ae_b, ring))
+
+    benchmark.pedantic(agree, rounds=1, iterations=1)
+    roots_equal = all(ae_a.tree(p).root() == ae_b.tree(p).root() for p in range(Q))
+    assert roots_equal
+    goal_bytes = 2 * need + 64 * 1024
+    benchmark.extra_info.update(
+        keys=KEYS, divergent_keys=len(divergent), divergent_record_bytes=need,
+        bytes_sent=out["bytes"], bytes_goal=goal_bytes,
+        bytes_goal_met=out["bytes"] <= goal_bytes, round_trips=out["round_trips"],
+        keys_repaired=out["repaired"], tree_rebuild_s=round(rebuild_s, 3),
+    )
+
+
+@pytest.fixture
+def write_path(tmp_path):
+    store = LogStore(str(tmp_path / "w"), sync="none", compact_dead_ratio=None)
+    yield store
+    store.close()
+
+
+_fresh = itertools.count()
+
+
+def _writes(replica: Replica, n: int = 50_000):
+    """n writes of fresh keys (each round its own keys, so rounds cost the same)."""
+    value = b"v" * 100
+    base = next(_fresh) * n
+    for i in range(base, base + n):
+        replica.coordinate(b"w-%09d" % i, b"", value)
+
+
+@pytest.mark.benchmark(group="aae-write-cost")
+def test_put_without_tree_baseline(benchmark, write_path):
+    r = Replica("n1", write_path)
+    benchmark.pedantic(_writes, args=(r,), rounds=3, iterations=1)
+
+
+@pytest.mark.benchmark(group="aae-write-cost")
+def test_put_with_tree_kept_current(benchmark, write_path):
+    r = Replica("n1", write_path)
+    ae = AntiEntropy(Q_BITS, _pof, time.monotonic)
+    r.on_change.append(ae.on_change)
+    benchmark.extra_info["goal"] = 1.10
+    benchmark.pedantic(_writes, args=(r,), rounds=3, iterations=1)
