@@ -20,11 +20,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="also drop every tombstone (only safe when no replica needs them)")
     parser.add_argument("--json", action="store_true", help="print the stats as one JSON object")
     args = parser.parse_args(argv)
+    import os
 
+    if not os.path.isdir(args.data_dir):
+        print(f"zkv compact: {args.data_dir} is not a directory", file=sys.stderr)
+        return 2
+    # a zkv-node --data-dir holds two stores: data/ (replicas) and hints/ (handoff)
+    node_dir = os.path.exists(os.path.join(args.data_dir, "cluster.json"))
+    dirs = [os.path.join(args.data_dir, d) for d in ("data", "hints")] if node_dir else [args.data_dir]
+    rc = 0
+    for d in dirs:
+        if os.path.isdir(d):
+            if len(dirs) > 1:
+                print(f"{d}:")
+            rc = max(rc, _compact_one(d, args))
+    return rc
+
+
+def _compact_one(path: str, args) -> int:
     from zkv.storage import LogStore
 
     try:
-        store = LogStore(args.data_dir, compact_dead_ratio=None)
+        store = LogStore(path, compact_dead_ratio=None)
     except ZkvError as exc:
         print(f"zkv compact: {exc}", file=sys.stderr)
         return 2
