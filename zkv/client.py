@@ -229,16 +229,21 @@ class Client(_Base):
         rid = next(self.rids)
         msg.rid = rid
         s = self._sock(ep)
-        # writable only once connected: a dead node (refused/reset) fails over at once
-        wait = min(until - time.monotonic(), CONNECT_WAIT)
-        if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
-            self.unconnectable.add(ep)
-            return None
-        self.unconnectable.discard(ep)
+        payload = wire.encode_one(msg)
         try:
-            s.send(wire.encode_one(msg), zmq.NOBLOCK)
+            s.send(payload, zmq.NOBLOCK)  # the common case: connected, goes out at once
         except zmq.Again:
-            return None
+            # writable only once connected (IMMEDIATE): wait briefly for the TCP connection; a
+            # dead node (refused/reset) fails over without waiting for an answer
+            wait = min(until - time.monotonic(), CONNECT_WAIT)
+            if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+                self.unconnectable.add(ep)
+                return None
+            try:
+                s.send(payload, zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+        self.unconnectable.discard(ep)
         while True:
             left = until - time.monotonic()
             if left <= 0 or not s.poll(max(1, int(left * 1000)), zmq.POLLIN):

@@ -85,11 +85,14 @@ class GetOp(Op):
         self.hints = dict(targets)
         self.required = r
         self.results: dict[str, bytes] = {}
+        self.merged: bytes | None = None  # sync of every answer so far (encoded)
 
     def start(self) -> None:
         for node_id, hint in self.targets:
             if node_id == self.ctx.me:
-                self.results[node_id] = self.ctx.replica.read(self.key, hint)
+                held = self.results[node_id] = self.ctx.replica.read(self.key, hint)
+                if held:
+                    self.merged = held
             else:
                 self.pending.add(node_id)
                 self.ctx.ask(node_id, RGet(0, self.key, hint or ""), self)
@@ -100,19 +103,18 @@ class GetOp(Op):
             return
         self.pending.discard(node_id)
         if isinstance(msg, RGetOk):
-            try:
-                dvv.DVVSet.decode(msg.dvv) if msg.dvv else None
-            except ValueError:
-                return  # a replica sent a bad version: treat as no answer
+            if msg.dvv:
+                try:  # validates the answer too: a bad version counts as no answer
+                    self.merged = dvv.sync_encoded(self.merged, msg.dvv)
+                except ValueError:
+                    self._check()
+                    return
             self.results[node_id] = msg.dvv
         self._check()
 
-    def _merged(self) -> dvv.DVVSet:
-        return dvv.sync_many(dvv.DVVSet.decode(b) for b in self.results.values() if b)
-
     def _check(self) -> None:
         if not self.replied and len(self.results) >= self.required:
-            merged = self._merged()
+            merged = dvv.DVVSet.decode(self.merged) if self.merged else dvv.EMPTY
             self.reply(GetOk(0, merged.live_values(), merged.context(), len(self.results)))
             if merged.size() > 1:
                 self.ctx.replica.note_siblings(self.key, merged.size())
@@ -139,19 +141,17 @@ class GetOp(Op):
 
     def finish(self) -> None:
         # read repair: every replica that answered with less than the merged version gets it
-        if self.results:
-            merged = self._merged()
-            if merged.size():
-                enc = merged.encode()
-                for node_id, held in self.results.items():
-                    if held == enc:
-                        continue
-                    hint = self.hints.get(node_id)
-                    if node_id == self.ctx.me:
-                        self.ctx.replica.merge(self.key, enc, hint)
-                    else:
-                        self.ctx.ask(node_id, RPut(0, self.key, enc, hint or ""), None)
-                    self.ctx.repaired()
+        enc = self.merged
+        if enc:
+            for node_id, held in self.results.items():
+                if held == enc:
+                    continue
+                hint = self.hints.get(node_id)
+                if node_id == self.ctx.me:
+                    self.ctx.replica.merge(self.key, enc, hint)
+                else:
+                    self.ctx.ask(node_id, RPut(0, self.key, enc, hint or ""), None)
+                self.ctx.repaired()
         super().finish()
 
 

@@ -59,6 +59,8 @@ class Membership:
         self._ring: Ring | None = None
         self._ring_key: tuple | None = None
         self.version = 0  # bumps whenever the member set (and so the ring) changes
+        self._unreachable: frozenset[str] | None = None
+        self._unreachable_at = 0.0
 
     # ---- local state --------------------------------------------------------------------
     def beat(self) -> Member:
@@ -102,6 +104,8 @@ class Membership:
                 p.member = _copy(m)
                 p.last_beat = now
                 p.strikes = 0
+                if self._unreachable and m.id in self._unreachable:
+                    self._unreachable = None  # it is back: route to it again at once
         if added:
             self.version += 1
         return added
@@ -112,6 +116,7 @@ class Membership:
         if p is not None:
             p.strikes += 1
             p.reason = reason
+            self._unreachable = None
 
     # ---- failure detection --------------------------------------------------------------
     def phi(self, node_id: str) -> float:
@@ -148,8 +153,16 @@ class Membership:
         return {nid for nid in self.peers if not self.is_up(nid)}
 
     def unreachable(self) -> set[str]:
-        """Down or suspect: what a coordinator routes around (sloppy quorum) right now."""
-        return {nid for nid in self.peers if self.state(nid)[0] != "up"}
+        """Down or suspect: what a coordinator routes around (sloppy quorum) right now.
+
+        Asked on every request, so cached for UNREACHABLE_TTL seconds (a fraction of the gossip
+        interval); suspicion from a request timeout invalidates it at once."""
+        now = self.clock()
+        if self._unreachable is None or now - self._unreachable_at > self.gossip_interval / 4:
+            self._unreachable = frozenset(
+                nid for nid in self.peers if self.state(nid)[0] != "up")
+            self._unreachable_at = now
+        return self._unreachable
 
     # ---- ring ---------------------------------------------------------------------------
     def ring(self) -> Ring:

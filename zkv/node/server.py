@@ -140,6 +140,7 @@ class Node:
         self.next_reap = 0.0
         self.next_aae = 0.0
         self.started = clock()
+        self._metric_children: dict[tuple, tuple] = {}
         self.ae: AntiEntropy | None = None  # set up in run(), once the ring size is settled
         self.exchange_queue: list[tuple[int, str]] = []
         self.exchange_cursor = 0
@@ -305,11 +306,11 @@ class Node:
         self.flush()
 
     def _drain_router(self) -> None:
+        router = self.router
         for _ in range(DRAIN_LIMIT):
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
+            if not router.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than raising zmq.Again
                 return
+            frames = router.recv_multipart(zmq.NOBLOCK)
             if len(frames) != 2:
                 self._malformed(frames[0] if frames else b"?", f"{len(frames)} frames")
                 continue
@@ -331,10 +332,9 @@ class Node:
     def _drain_dealer(self, sock) -> None:
         node_id = self.dealer_owner.get(sock)
         for _ in range(DRAIN_LIMIT):
-            try:
-                payload = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
+            if not sock.get(zmq.EVENTS) & zmq.POLLIN:
                 return
+            payload = sock.recv(zmq.NOBLOCK)
             try:
                 msgs = wire.decode(payload, self.limit)
             except wire.WireError as exc:
@@ -622,17 +622,27 @@ class Node:
         heapq.heappush(self.timers, (op.deadline, id(op), op))
 
     def observe(self, op: Op, ok: bool) -> None:
-        m = self.metrics
         elapsed = self.clock() - getattr(op, "started", self.clock())
         kind = op.kind
         if kind == "forward":
             kind = type(op.inner).__name__.lower()
-        m.requests.labels(kind).inc()
-        m.latency.labels(kind).observe(elapsed)
-        if op.required:
+        # label lookups cost more than the updates: keep the children per (op, quorum, result)
+        key = (kind, op.required, ok)
+        children = self._metric_children.get(key)
+        if children is None:
+            m = self.metrics
             q = str(op.required)
-            m.latency_quorum.labels(kind, q).observe(elapsed)
-            m.quorum.labels(kind, q, "ok" if ok else "fail").inc()
+            children = self._metric_children[key] = (
+                m.requests.labels(kind), m.latency.labels(kind),
+                m.latency_quorum.labels(kind, q) if op.required else None,
+                m.quorum.labels(kind, q, "ok" if ok else "fail") if op.required else None,
+            )
+        requests, latency, latency_quorum, quorum = children
+        requests.inc()
+        latency.observe(elapsed)
+        if latency_quorum is not None:
+            latency_quorum.observe(elapsed)
+            quorum.inc()
 
     def repaired(self) -> None:
         self.metrics.read_repairs.inc()
