@@ -7,6 +7,7 @@ restart any of them. Every address is on 127.0.0.1.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -97,8 +98,10 @@ class LocalCluster:
         if seed:
             cmd += ["--seed", seed]
         log = open(n.log_path, "ab")
+        # the node stops by itself if this process dies without stopping it (no strays)
+        env = dict(os.environ, ZKV_EXIT_WITH_PARENT=str(os.getpid()))
         try:
-            n.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+            n.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                       stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             log.close()
@@ -106,6 +109,7 @@ class LocalCluster:
         n.reported = False
 
     def start(self, timeout: float = 30.0) -> None:
+        atexit.register(self.stop)  # belt and braces: nodes also watch their parent
         for i, n in enumerate(self.nodes):
             self._spawn(n, None if i == 0 else self.nodes[0].listen)
             if i == 0:

@@ -141,6 +141,8 @@ class Node:
         self.next_aae = 0.0
         self.started = clock()
         self._metric_children: dict[tuple, tuple] = {}
+        # set by LocalCluster (tests, `zkv local up`): stop when that process is gone
+        self.parent_pid = int(os.environ.get("ZKV_EXIT_WITH_PARENT", "0") or 0)
         self.ae: AntiEntropy | None = None  # set up in run(), once the ring size is settled
         self.exchange_queue: list[tuple[int, str]] = []
         self.exchange_cursor = 0
@@ -658,6 +660,10 @@ class Node:
     # ---- gossip ---------------------------------------------------------------------------------
     def _gossip(self, now: float) -> None:
         self.next_gossip = now + self.cfg.gossip_interval
+        if self.parent_pid and os.getppid() != self.parent_pid:
+            log.warning("the process that started this node (pid %d) is gone: stopping",
+                        self.parent_pid)
+            self.running = False
         self.membership.beat()
         s = self.membership.settings
         ring = self.membership.ring()
