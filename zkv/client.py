@@ -87,6 +87,7 @@ class _Base:
         self.ring_at = -1e9
         self.suspect_until: dict[str, float] = {}
         self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
+        self._base_order: list[str] | None = None
 
     @property
     def per_try(self) -> float:
@@ -97,27 +98,34 @@ class _Base:
         self.n = msg.n
         self.endpoints = {m.id: m.listen for m in msg.members}
         self.down = set(msg.down)
+        self._base_order = None
         self.ring_at = time.monotonic()
 
     def _candidates(self, key: bytes | None) -> list[str]:
         """Endpoints to try, best first: the key's owners that look up, others, suspects last."""
-        now = time.monotonic()
-        order: list[str] = []
-        if self.ring is not None:
-            if key is not None:
-                order += [self.endpoints[x] for x in self.ring.preflist_for_key(key)
-                          if x in self.endpoints and x not in self.down]
-            order += [ep for x, ep in sorted(self.endpoints.items()) if x not in self.down]
-            order += [ep for x, ep in sorted(self.endpoints.items()) if x in self.down]
-        order += self.seeds
-        seen: set[str] = set()
-        fresh, stale = [], []
-        for ep in order:
-            if ep in seen:
-                continue
-            seen.add(ep)
-            (stale if self.suspect_until.get(ep, 0) > now else fresh).append(ep)
-        return fresh + stale
+        base = self._base_order
+        if base is None:  # every member up first, then down ones, then seeds; once per ring
+            base = []
+            if self.ring is not None:
+                ids = sorted(self.endpoints)
+                base += [self.endpoints[x] for x in ids if x not in self.down]
+                base += [self.endpoints[x] for x in ids if x in self.down]
+            base += self.seeds
+            self._base_order = base = list(dict.fromkeys(base))
+        head = []
+        if key is not None and self.ring is not None:
+            eps, down = self.endpoints, self.down
+            head = [eps[x] for x in self.ring.preflist_for_key(key) if x in eps and x not in down]
+        order = head + [ep for ep in base if ep not in head] if head else list(base)
+        if self.suspect_until:
+            now = time.monotonic()
+            for ep, until in list(self.suspect_until.items()):
+                if until <= now:
+                    del self.suspect_until[ep]
+            if self.suspect_until:
+                order = ([ep for ep in order if ep not in self.suspect_until]
+                         + [ep for ep in order if ep in self.suspect_until])
+        return order
 
     def _get_msg(self, key, r) -> Get:
         wire.check_key(key)
@@ -246,10 +254,16 @@ class Client(_Base):
         self.unconnectable.discard(ep)
         while True:
             left = until - time.monotonic()
-            if left <= 0 or not s.poll(max(1, int(left * 1000)), zmq.POLLIN):
+            if left <= 0:
+                return None
+            # a blocking recv with a timeout: no Poller built per call
+            s.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))
+            try:
+                data = s.recv()
+            except zmq.Again:
                 return None
             try:
-                for reply in wire.decode(s.recv(), 1 << 31):
+                for reply in wire.decode(data, 1 << 31):
                     if reply.rid == rid:
                         return reply
             except wire.WireError:

@@ -310,9 +310,10 @@ class Node:
     def _drain_router(self) -> None:
         router = self.router
         for _ in range(DRAIN_LIMIT):
-            if not router.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than raising zmq.Again
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
                 return
-            frames = router.recv_multipart(zmq.NOBLOCK)
             if len(frames) != 2:
                 self._malformed(frames[0] if frames else b"?", f"{len(frames)} frames")
                 continue
@@ -334,9 +335,10 @@ class Node:
     def _drain_dealer(self, sock) -> None:
         node_id = self.dealer_owner.get(sock)
         for _ in range(DRAIN_LIMIT):
-            if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                payload = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
                 return
-            payload = sock.recv(zmq.NOBLOCK)
             try:
                 msgs = wire.decode(payload, self.limit)
             except wire.WireError as exc:

@@ -41,6 +41,7 @@ WRITE_BUFFER = 64 * 1024
 _NEED_READ = _kdmod.NEED_READ
 _CORRUPT = _kdmod.CORRUPT
 _TOMB = record.TOMBSTONE
+_REMAP_MIN = 1 << 20  # unmapped bytes of the active segment before a remap
 _ZSTD = record.ZSTD
 
 Progress = Callable[[int, int], None]
@@ -365,8 +366,11 @@ class LogStore:
                     self._mark_corrupt(key, fid, off, "segment missing")
                     return None
                 if seg is self._active:
+                    # a record just written past the mapping: pread it, and remap only once the
+                    # unmapped tail is worth an mmap (remapping per read cost ~30 us per get of
+                    # a fresh write in the cluster's read-after-write pattern)
                     flushed = kd.active_end - kd.buffered
-                    if flushed > kd.mapped_length(fid):
+                    if flushed - kd.mapped_length(fid) > _REMAP_MIN:
                         mm = seg.remap(flushed)
                         kd.map_segment(fid, mm if mm is not None else b"")
                     rec = kd.read_record(fid, off, size)
