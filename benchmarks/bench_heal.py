@@ -22,7 +22,7 @@ import pytest
 
 from zkv import wire
 from zkv._core import dvv
-from zkv._core.ring import Ring, partition_of
+from zkv._core.ring import Ring
 from zkv.node.antientropy import AntiEntropy, Exchange, leaf_keys
 from zkv.node.replica import Replica
 from zkv.storage import LogStore
@@ -32,10 +32,6 @@ KEYS = int(os.environ.get("ZKV_BENCH_KEYS", "100000" if os.environ.get("ZKV_BENC
 Q = 256
 Q_BITS = 8
 DIVERGE = 0.001
-
-
-def _pof(k: bytes) -> int:
-    return partition_of(k, Q_BITS)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +139,8 @@ def test_ship_whole_data_set_baseline(benchmark, replicas, tmp_path):
 def test_merkle_exchange(benchmark, replicas):
     a, b, divergent = replicas
     ring = Ring([("a", "r1"), ("b", "r2")], q=Q, n=2)
-    ae_a = AntiEntropy(Q_BITS, _pof, time.monotonic)
-    ae_b = AntiEntropy(Q_BITS, _pof, time.monotonic)
+    ae_a = AntiEntropy(Q_BITS, time.monotonic)
+    ae_b = AntiEntropy(Q_BITS, time.monotonic)
     t = time.perf_counter()
     ae_a.rebuild(a.items())
     ae_b.rebuild(b.items())
@@ -188,13 +184,13 @@ def _writes(replica: Replica, n: int = 50_000):
 @pytest.mark.benchmark(group="aae-write-cost")
 def test_put_without_tree_baseline(benchmark, write_path):
     r = Replica("n1", write_path)
-    benchmark.pedantic(_writes, args=(r,), rounds=3, iterations=1)
+    benchmark.pedantic(_writes, args=(r,), rounds=7, iterations=1)
 
 
 @pytest.mark.benchmark(group="aae-write-cost")
 def test_put_with_tree_kept_current(benchmark, write_path):
     r = Replica("n1", write_path)
-    ae = AntiEntropy(Q_BITS, _pof, time.monotonic)
+    ae = AntiEntropy(Q_BITS, time.monotonic)
     r.on_change.append(ae.on_change)
     benchmark.extra_info["goal"] = 1.10
-    benchmark.pedantic(_writes, args=(r,), rounds=3, iterations=1)
+    benchmark.pedantic(_writes, args=(r,), rounds=7, iterations=1)

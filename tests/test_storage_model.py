@@ -64,8 +64,11 @@ class StoreMachine(RuleBasedStateMachine):
         got = self.store.get(k)
         if k in self.uncertain:
             assert got in self.history.get(k, {None}) or k in self.store.corrupt_keys(), (k, got)
-            self.model[k] = got
-            self.uncertain.discard(k)
+            if got is not None:
+                self.model[k] = got
+                self.uncertain.discard(k)
+            # None: lost for now, but a later flip of the same byte can make the record valid
+            # again and a reopen (scan) bring it back, so it stays uncertain
         else:
             assert got == self.model.get(k), (k, got, self.model.get(k))
 

@@ -97,3 +97,7 @@ def update_encoded(
     server: bytes | None, context: bytes, value: bytes | None, node_id: str
 ) -> bytes:
     """``update`` on an encoded server set (None = key absent); returns the new encoding."""
+
+def is_tombstone_encoded(data: bytes) -> bool:
+    """``DVVSet.decode(data).is_tombstone()`` computed on the encoded form without building the
+    set (the replica's write path). ValueError on a truncated buffer."""

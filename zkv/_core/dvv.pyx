@@ -878,3 +878,38 @@ def update_encoded(server, context, value, node_id):
     """update on an encoded server set (None = absent); returns the new encoding."""
     cdef DVVSet s = _EMPTY if server is None else _dec(server, "server")
     return update(s, context, value, node_id).encode()
+
+
+def is_tombstone_encoded(data) -> bool:
+    """``DVVSet.decode(data).is_tombstone()`` without building the set: walks the encoded
+    form (see the format in dvv.pxd) in C. For the replica's write path, which asks it on
+    every write. ValueError on a truncated buffer; other malformations are the decoder's job."""
+    if not PyBytes_CheckExact(data):
+        return DVVSet.decode(data).is_tombstone()
+    cdef const uint8_t *p = <const uint8_t *><char *>data
+    cdef Py_ssize_t n = len(data)
+    cdef Py_ssize_t pos = 3
+    cdef uint32_t entries, e, sibs, s, vlen
+    cdef bint seen = False
+    if n < 3:
+        raise ValueError("truncated DVV set")
+    entries = p[1] | (<uint32_t>p[2] << 8)
+    for e in range(entries):
+        if pos + 1 > n:
+            raise ValueError("truncated DVV set")
+        pos += 1 + p[pos] + 8  # node id, counter
+        if pos + 4 > n:
+            raise ValueError("truncated DVV set")
+        sibs = (p[pos] | (<uint32_t>p[pos + 1] << 8) | (<uint32_t>p[pos + 2] << 16)
+                | (<uint32_t>p[pos + 3] << 24))
+        pos += 4
+        for s in range(sibs):
+            if pos + 5 > n:
+                raise ValueError("truncated DVV set")
+            if p[pos] != 1:
+                return False
+            vlen = (p[pos + 1] | (<uint32_t>p[pos + 2] << 8) | (<uint32_t>p[pos + 3] << 16)
+                    | (<uint32_t>p[pos + 4] << 24))
+            pos += 5 + vlen
+            seen = True
+    return seen

@@ -50,6 +50,11 @@ class MerkleTree:
 
         What a replica calls on each write. Both digests are checked before anything changes.
         """
+    def replace_versions(self, key: bytes, old_version: bytes | None,
+                         new_version: bytes | None) -> None:
+        """:meth:`replace` with each digest computed here as murmur3 x64_128 of the stored
+        version bytes (``mmh3.hash_bytes(version)``); ``None``/empty means no version. One C
+        call: what a replica's write path uses."""
     def insert_many(self, keys: Sequence[bytes], vdigests: Sequence[bytes]) -> None:
         """Insert ``zip(keys, vdigests)``: the bulk rebuild path (fastest with lists of bytes).
 

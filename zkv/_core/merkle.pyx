@@ -258,6 +258,39 @@ cdef class MerkleTree:
             _arg_release(&o)
             _arg_release(&n)
 
+    def replace_versions(self, key, old_version, new_version):
+        """:meth:`replace` with the version digests computed here, in one C call: each digest is
+        murmur3 x64_128 of the stored version bytes (== ``mmh3.hash_bytes(version)``). ``None``
+        or empty means no version. The write path of a replica calls this on every write."""
+        cdef Arg k, o, n
+        cdef uint64_t h[2]
+        cdef uint64_t d[2]
+        cdef uint8_t vd[16]
+        k.has_view = False
+        o.has_view = False
+        n.has_view = False
+        try:
+            _arg_get(key, &k)
+            if old_version:
+                _arg_get(old_version, &o)
+            if new_version:
+                _arg_get(new_version, &n)
+            zkv_murmur3_x64_128(k.p, <size_t>k.n, 0, h)
+            if old_version:
+                zkv_murmur3_x64_128(o.p, <size_t>o.n, 0, d)
+                _store64le(vd, d[0])
+                _store64le(vd + 8, d[1])
+                self._apply_hashed(h[0], h[1], vd, True)
+            if new_version:
+                zkv_murmur3_x64_128(n.p, <size_t>n.n, 0, d)
+                _store64le(vd, d[0])
+                _store64le(vd + 8, d[1])
+                self._apply_hashed(h[0], h[1], vd, False)
+        finally:
+            _arg_release(&k)
+            _arg_release(&o)
+            _arg_release(&n)
+
     cdef Py_ssize_t _fast_run(self, PyObject **kp, PyObject **vp, Py_ssize_t i,
                               Py_ssize_t n) noexcept nogil:
         # The rebuild loop: items i.. while they are (bytes, 16-byte bytes); returns where it

@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable
 
 import mmh3
 
-from zkv._core import dvv
+from zkv._core.dvv import is_tombstone_encoded
 from zkv._core.merkle import MerkleTree
+from zkv._core.ring import partition_of
 
 LEAF_BITS = 8  # 256 leaves per partition: ~16 keys per leaf at 1M keys / 256 partitions
 FANOUT_BITS = 4  # 16 children per inner node: root -> 16 -> 256, two round trips to the leaves
@@ -39,10 +40,8 @@ def vdigest(encoded: bytes) -> bytes:
 
 
 class AntiEntropy:
-    def __init__(self, q_bits: int, partition_of: Callable[[bytes], int],
-                 clock: Callable[[], float], grace: float = 60.0) -> None:
+    def __init__(self, q_bits: int, clock: Callable[[], float], grace: float = 60.0) -> None:
         self.q_bits = q_bits
-        self.partition_of = partition_of
         self.clock = clock
         self.grace = grace
         self.trees: dict[int, MerkleTree] = {}
@@ -60,11 +59,16 @@ class AntiEntropy:
 
     # ---- keeping trees current -----------------------------------------------------------------
     def on_change(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        t = self.tree(self.partition_of(key))
-        t.replace(key, vdigest(old) if old else None, vdigest(new) if new else None)
-        if new and dvv.DVVSet.decode(new).is_tombstone():
+        # on every write: one C call for the tree (digests computed inside, == vdigest) and
+        # one for the tombstone check, no decoding
+        p = partition_of(key, self.q_bits)
+        t = self.trees.get(p)
+        if t is None:
+            t = self.tree(p)
+        t.replace_versions(key, old, new)
+        if new and is_tombstone_encoded(new):
             self.tombstones.setdefault(key, self.clock())
-        else:
+        elif self.tombstones:
             self.tombstones.pop(key, None)
 
     def rebuild(self, items: Iterable[tuple[bytes, bytes]]) -> int:
@@ -74,10 +78,10 @@ class AntiEntropy:
         now = self.clock()
         n = 0
         for key, value in items:
-            ks, ds = per_part.setdefault(self.partition_of(key), ([], []))
+            ks, ds = per_part.setdefault(partition_of(key, self.q_bits), ([], []))
             ks.append(key)
             ds.append(vdigest(value))
-            if dvv.DVVSet.decode(value).is_tombstone():
+            if is_tombstone_encoded(value):
                 self.tombstones[key] = now
             n += 1
         for p, (ks, ds) in per_part.items():
@@ -102,7 +106,7 @@ class AntiEntropy:
         for key, since in self.tombstones.items():
             if now - since < self.grace:
                 continue
-            p = self.partition_of(key)
+            p = partition_of(key, self.q_bits)
             others = [x for x in owners_of(p) if x != me]
             if all(self.agreed.get((p, x), -1e18) > since for x in others):
                 out.append(key)

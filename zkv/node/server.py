@@ -26,7 +26,6 @@ import zmq
 
 from zkv import wire
 from zkv._core import dvv
-from zkv._core.ring import partition_of
 from zkv.config import NodeConfig
 from zkv.errors import ZkvError
 from zkv.node.antientropy import AntiEntropy, Exchange, leaf_keys, vdigest
@@ -245,8 +244,7 @@ class Node:
     # ---- the loop -----------------------------------------------------------------------------
     def setup_antientropy(self) -> None:
         q_bits = self.membership.settings["q"].bit_length() - 1
-        ae = AntiEntropy(q_bits, lambda k: partition_of(k, q_bits), self.clock,
-                         grace=self.cfg.tombstone_grace)
+        ae = AntiEntropy(q_bits, self.clock, grace=self.cfg.tombstone_grace)
         t = time.perf_counter()
         n = ae.rebuild(self.store.items())
         log.info("Merkle trees rebuilt over %d keys in %.2fs", n, time.perf_counter() - t)
