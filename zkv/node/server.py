@@ -129,7 +129,8 @@ class Node:
         self.peer_rids: dict[int, tuple[Op, str]] = {}
         self.op_rids: dict[int, list[int]] = {}  # id(op) -> peer rids
         self.live_ops: dict[int, Op] = {}
-        self.timers: list[tuple[float, int, Op]] = []
+        self.timers: list[tuple[float, int, Op]] = []  # (deadline, tiebreak, op)
+        self.timer_seq = itertools.count()
         self.out_peer: dict[str, list] = {}
         self.out_router: dict[bytes, list] = {}
         self.running = False
@@ -545,7 +546,7 @@ class Node:
             return
         for key, digest in zip(msg.keys, msg.digests, strict=True):
             cur = self.store.get(key)
-            if cur and vdigest(cur) == digest and dvv.DVVSet.decode(cur).is_tombstone():
+            if cur and vdigest(cur) == digest and dvv.is_tombstone_encoded(cur):
                 self.replica.reap(key)
                 self.ae.note_reaped(key, digest)
 
@@ -571,7 +572,7 @@ class Node:
     def _start(self, op: Op, now: float) -> None:
         op.started = now
         self.live_ops[id(op)] = op
-        heapq.heappush(self.timers, (op.deadline, id(op), op))
+        heapq.heappush(self.timers, (op.deadline, next(self.timer_seq), op))
         op.start()
 
     def _ring_info(self, rid: int) -> RingOk:
@@ -621,7 +622,7 @@ class Node:
             self.peer_rids.pop(rid, None)
 
     def reschedule(self, op: Op) -> None:
-        heapq.heappush(self.timers, (op.deadline, id(op), op))
+        heapq.heappush(self.timers, (op.deadline, next(self.timer_seq), op))
 
     def observe(self, op: Op, ok: bool) -> None:
         elapsed = self.clock() - getattr(op, "started", self.clock())

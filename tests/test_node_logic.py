@@ -1,0 +1,278 @@
+"""The node's algorithms without sockets: membership and failure detection on an injected clock,
+the coordinator's quorum state machines on a fake context, Merkle exchanges between two
+in-memory replicas, tombstone reaping rules, and the hint store."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zkv._core import dvv
+from zkv.node.antientropy import AntiEntropy, Exchange, leaf_keys, vdigest
+from zkv.node.coordinator import GetOp, WriteOp
+from zkv.node.handoff import Hints
+from zkv.node.membership import Membership
+from zkv.node.replica import Replica
+from zkv.storage import LogStore
+from zkv.wire import E_QUORUM, Error, GetOk, Member, PutOk, RGet, RGetOk, RPut, RPutOk
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _member(i: str, inc: int = 1, hb: int = 0) -> Member:
+    return Member(i, f"tcp://127.0.0.1:{7000 + len(i)}", "tcp://127.0.0.1:1", "r", inc, hb)
+
+
+# ---- membership ------------------------------------------------------------------------------------
+def test_failure_detector_up_suspect_down_and_back():
+    clock = Clock()
+    m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock, gossip_interval=0.1,
+                   down_after=2.0)
+    assert [x.id for x in m.merge([_member("b", hb=1)])] == ["b"]
+    for hb in range(2, 12):  # steady heartbeats every 0.1 s
+        clock.t += 0.1
+        m.merge([_member("b", hb=hb)])
+    assert m.state("b")[0] == "up" and not m.unreachable()
+    clock.t += 0.5  # silent for 5 intervals: phi ~ 2.2 -> still up; 10 intervals -> suspect
+    clock.t += 0.5
+    assert m.state("b")[0] == "suspect" and "phi" in m.state("b")[1]
+    clock.t += 1.5
+    state, reason = m.state("b")
+    assert state == "down" and "no heartbeat" in reason
+    assert m.down() == {"b"}
+    m.merge([_member("b", hb=12)])  # a heartbeat clears it
+    assert m.state("b")[0] == "up" and "b" not in m.unreachable()
+
+
+def test_request_timeouts_add_suspicion_and_stale_heartbeats_are_ignored():
+    clock = Clock()
+    m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock)
+    m.merge([_member("b", hb=5)])
+    m.suspect("b", "get timed out")
+    assert m.state("b") == ("suspect", "request timeout (get timed out)")
+    assert "b" in m.unreachable()
+    m.suspect("b", "x")
+    m.suspect("b", "x")
+    assert m.state("b")[0] == "down"
+    m.merge([_member("b", hb=4)])  # older heartbeat: no news
+    assert m.state("b")[0] == "down"
+    m.merge([_member("b", hb=6)])
+    assert m.state("b")[0] == "up"
+
+
+def test_restart_with_higher_incarnation_wins_and_ring_is_order_independent():
+    clock = Clock()
+    a = Membership(_member("a"), {"q": 16, "n": 2, "r": 1, "w": 1}, clock)
+    b = Membership(_member("c"), {"q": 16, "n": 2, "r": 1, "w": 1}, clock)
+    a.merge([_member("b", inc=1, hb=100), _member("c")])
+    b.merge([_member("a"), _member("b", inc=1, hb=100)])
+    assert a.ring().fingerprint() == b.ring().fingerprint()
+    a.merge([_member("b", inc=2, hb=0)])  # restarted: heartbeat from zero, newer life
+    assert a.get("b").incarnation == 2 and a.get("b").heartbeat == 0
+
+
+# ---- coordinator ops on a fake context -------------------------------------------------------------
+class FakeCtx:
+    def __init__(self, tmp_path, me="a") -> None:
+        self.me = me
+        self.store = LogStore(str(tmp_path / f"store-{me}"), sync="none")
+        self.replica = Replica(me, self.store)
+        self.sent: list[tuple[str, object]] = []
+        self.replies: list = []
+        self.finished = False
+        self.suspected: list[str] = []
+        self.t = 0.0
+
+    def ask(self, node_id, msg, op):
+        self.sent.append((node_id, msg))
+
+    def respond(self, origin, msg):
+        self.replies.append(msg)
+
+    def done(self, op):
+        self.finished = True
+
+    def observe(self, op, ok):
+        pass
+
+    def suspect(self, node_id, reason):
+        self.suspected.append(node_id)
+
+    def now(self):
+        return self.t
+
+    def reschedule(self, op):
+        pass
+
+    def repaired(self):
+        pass
+
+    def coordinate_here(self, origin, inner):
+        raise AssertionError("not expected")
+
+
+def test_write_replies_at_w_and_fails_fast_when_all_answered_short(tmp_path):
+    ctx = FakeCtx(tmp_path)
+    op = WriteOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None), ("c", None)], 2, b"", b"v")
+    op.start()
+    assert {n for n, m in ctx.sent if isinstance(m, RPut)} == {"b", "c"}
+    assert not ctx.replies
+    op.on_reply("b", RPutOk(0, True))
+    assert isinstance(ctx.replies[0], PutOk) and ctx.replies[0].acked == 2
+    op.on_reply("c", RPutOk(0, True))
+    assert ctx.finished and len(ctx.replies) == 1
+
+    ctx2 = FakeCtx(tmp_path, me="x")
+    op = WriteOp(ctx2, ("c", 2), b"k", 1.0, [("x", None), ("b", None)], 3, b"", b"v")
+    op.start()
+    op.on_reply("b", RPutOk(0, True))
+    err = ctx2.replies[0]
+    assert isinstance(err, Error) and err.code == E_QUORUM and (err.required, err.acked) == (3, 2)
+
+
+def test_get_merges_siblings_and_read_repairs_stale_replicas(tmp_path):
+    ctx = FakeCtx(tmp_path)
+    v1 = dvv.update_encoded(None, b"", b"one", "a")
+    ctx.store.put(b"k", v1)
+    v2 = dvv.update_encoded(None, b"", b"two", "b")  # concurrent with v1
+    op = GetOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None), ("c", "d")], 2)
+    op.start()
+    assert [(n, m.hint) for n, m in ctx.sent if isinstance(m, RGet)] == [("b", ""), ("c", "d")]
+    op.on_reply("b", RGetOk(0, v2))
+    reply = ctx.replies[0]
+    assert isinstance(reply, GetOk) and sorted(reply.values) == [b"one", b"two"]
+    op.on_reply("c", RGetOk(0, b""))  # the stand-in has nothing yet
+    assert ctx.finished
+    repairs = [(n, m.hint) for n, m in ctx.sent if isinstance(m, RPut)]
+    assert sorted(repairs) == [("b", ""), ("c", "d")]
+    merged = dvv.sync_encoded(v1, v2)
+    assert ctx.store.get(b"k") == merged  # the coordinator's own copy repaired too
+
+
+def test_get_ignores_a_malformed_replica_answer(tmp_path):
+    ctx = FakeCtx(tmp_path)
+    op = GetOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None)], 2)
+    op.start()
+    op.on_reply("b", RGetOk(0, b"\x01garbage"))
+    assert isinstance(ctx.replies[0], Error) and ctx.replies[0].code == E_QUORUM
+
+
+# ---- anti-entropy -------------------------------------------------------------------------------------
+def _replica_pair(tmp_path, n_keys, diverge, seed):
+    rng = random.Random(seed)
+    a = LogStore(str(tmp_path / "ae-a"), sync="none")
+    b = LogStore(str(tmp_path / "ae-b"), sync="none")
+    ae_a, ae_b = AntiEntropy(4, Clock()), AntiEntropy(4, Clock())
+    ra, rb = Replica("a", a), Replica("b", b)
+    ra.on_change.append(ae_a.on_change)
+    rb.on_change.append(ae_b.on_change)
+    differing = set()
+    for i in range(n_keys):
+        k = b"key%d" % i
+        v = ra.coordinate(k, b"", b"v%d" % i)
+        roll = rng.random()
+        if roll < diverge / 2:
+            differing.add(k)  # missing on b
+        elif roll < diverge:
+            differing.add(k)
+            rb.coordinate(k, b"", b"other")  # concurrent version on b
+        else:
+            rb.merge(k, v)
+    return a, b, ae_a, ae_b, ra, rb, differing
+
+
+@settings(max_examples=15, deadline=None)
+@given(n_keys=st.integers(0, 300), diverge=st.sampled_from([0.0, 0.01, 0.2, 1.0]),
+       seed=st.integers(0, 1000))
+def test_exchange_finds_exactly_the_differing_keys(tmp_path_factory, n_keys, diverge, seed):
+    tmp = tmp_path_factory.mktemp("ex")
+    a, b, ae_a, ae_b, ra, rb, differing = _replica_pair(tmp, n_keys, diverge, seed)
+    found = set()
+    step = 1 << 60  # q_bits = 4: 16 partitions
+    for p in range(16):
+        lo, hi = p * step, (p + 1) * step - 1
+        ex = Exchange(ae_a.tree(p), p, "b", 0.0,
+                      lambda leaves, p=p, lo=lo, hi=hi: leaf_keys(a, ae_a.tree(p), lo, hi, leaves))
+        trips = 0
+        while (req := ex.next_request()) is not None:
+            trips += 1
+            if req[0] == "level":
+                ex.on_level(ae_b.tree(p).level_hashes(req[1], req[2]))
+            else:
+                theirs = leaf_keys(b, ae_b.tree(p), lo, hi, req[1])
+                ex.on_keys(list(theirs), list(theirs.values()))
+        if ex.agreed:
+            assert trips == 1  # equal trees cost one round trip
+        found |= set(ex.push) | set(ex.pull)
+        for k in ex.push:
+            rb.merge(k, a.get(k))
+        for k in ex.pull:
+            ra.merge(k, b.get(k))
+    assert found == differing
+    for p in range(16):
+        assert ae_a.tree(p).root() == ae_b.tree(p).root()
+    a.close()
+    b.close()
+
+
+def test_tombstones_reaped_only_after_every_owner_agreed_later_and_grace(tmp_path):
+    clock = Clock()
+    ae = AntiEntropy(4, clock, grace=10.0)
+    store = LogStore(str(tmp_path / "t"), sync="none")
+    r = Replica("a", store)
+    r.on_change.append(ae.on_change)
+    r.ignore = ae.is_reaped_echo  # as the server wires it
+    v = r.coordinate(b"k", b"", b"v")
+    r.coordinate(b"k", dvv.DVVSet.decode(v).context(), None)  # delete
+    assert list(ae.tombstones) == [b"k"]
+    p = next(iter(ae.trees))
+    owners = ["a", "b", "c"]
+    ae.record_agreement(p, "b", clock.t - 1)  # agreed before the delete: does not count
+    clock.t += 20
+    assert ae.reapable(lambda _p: owners, "a") == []
+    ae.record_agreement(p, "b", clock.t)
+    assert ae.reapable(lambda _p: owners, "a") == []  # c never agreed (it was down)
+    ae.record_agreement(p, "c", clock.t)
+    assert ae.reapable(lambda _p: owners, "a") == [b"k"]
+    old = r.reap(b"k")
+    ae.note_reaped(b"k", vdigest(old))
+    assert store.get(b"k") is None and not ae.tombstones
+    assert ae.is_reaped_echo(b"k", old)  # the same tombstone coming back is ignored
+    assert r.merge(b"k", old) == old and store.get(b"k") is None
+    store.close()
+
+
+# ---- hints ---------------------------------------------------------------------------------------------
+def test_hints_survive_restart_and_are_dropped_only_when_unchanged(tmp_path):
+    now = [1_000_000]
+    h = Hints(str(tmp_path / "h"), lambda: now[0])
+    v1 = dvv.update_encoded(None, b"", b"one", "s")
+    h.merge("owner1", b"k1", v1)
+    h.merge("owner1", b"k2", v1)
+    h.merge("owner2", b"k1", v1)
+    now[0] += 5000
+    assert h.backlog()["owner1"] == {"count": 2, "bytes": h.backlog()["owner1"]["bytes"],
+                                     "oldest_age_s": 5.0}
+    h.close()
+    h = Hints(str(tmp_path / "h"), lambda: now[0])
+    assert sorted(h.owners()) == ["owner1", "owner2"]
+    batch = dict(h.batch("owner1", 10))
+    assert set(batch) == {b"k1", b"k2"}
+    v2 = dvv.update_encoded(v1, b"", b"two", "s")
+    h.merge("owner1", b"k1", v2)  # changed while in flight: keep it
+    assert not h.delivered("owner1", b"k1", batch[b"k1"])
+    assert h.delivered("owner1", b"k2", batch[b"k2"])
+    assert set(dict(h.batch("owner1", 10))) == {b"k1"}
+    assert h.owners_of(b"k1") == ["owner1", "owner2"]
+    h.close()
+    h = Hints(str(tmp_path / "h"), lambda: now[0])
+    assert h.backlog()["owner1"]["count"] == 1 and h.get("owner1", b"k2") == b""
+    h.close()
