@@ -301,6 +301,16 @@ class Client(_Base):
         self._raise_failure(candidates, tried)
 
 
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)  # no answer within this try's budget
+
+
+def _consume(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # a failed send shows up as that request's timeout
+
+
 class AsyncClient(_Base):
     """asyncio client: the same methods as coroutines, many requests in flight on one socket
     per node (replies are matched by request id)."""
@@ -313,6 +323,9 @@ class AsyncClient(_Base):
         self._readers: dict[str, asyncio.Task] = {}
         self._waiting: dict[int, asyncio.Future] = {}
         self._ring_lock: asyncio.Lock | None = None
+        self._outbox: dict[str, list] = {}
+        self._flush_scheduled = False
+        self._connected: set[str] = set()
 
     async def get(self, key: bytes, r: int | None = None) -> GetResult:
         msg = self._get_msg(key, r)
@@ -388,21 +401,48 @@ class AsyncClient(_Base):
     async def _try(self, ep: str, msg, until: float):
         rid = next(self.rids)
         msg.rid = rid
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._waiting[rid] = fut
+        timer = None
         try:
             s = self._sock(ep)
-            wait = min(until - time.monotonic(), CONNECT_WAIT)
-            if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
-                self.unconnectable.add(ep)
-                return None
-            self.unconnectable.discard(ep)
-            await s.send(wire.encode_one(msg))
-            return await asyncio.wait_for(fut, max(0.001, until - time.monotonic()))
-        except TimeoutError:
-            return None
+            if ep not in self._connected:
+                wait = min(until - time.monotonic(), CONNECT_WAIT)
+                if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+                    self.unconnectable.add(ep)
+                    return None
+                self.unconnectable.discard(ep)
+                self._connected.add(ep)
+            self._enqueue(ep, msg)
+            timer = loop.call_later(max(0.001, until - time.monotonic()), _expire, fut)
+            reply = await fut
+            if reply is None:
+                self._connected.discard(ep)  # re-check the connection before the next try
+            return reply
         finally:
             self._waiting.pop(rid, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _enqueue(self, ep: str, msg) -> None:
+        """Coalesce: everything asked of one node in one event-loop iteration goes out as one
+        frame (the node answers a frame's requests in one frame too)."""
+        box = self._outbox.get(ep)
+        if box is None:
+            box = self._outbox[ep] = []
+        box.append(msg)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._outbox = self._outbox, {}
+        for ep, msgs in out.items():
+            s = self._sock(ep)
+            for i in range(0, len(msgs), wire.MAX_BATCH):
+                s.send(wire.encode(msgs[i:i + wire.MAX_BATCH])).add_done_callback(_consume)
 
     async def _refresh_ring(self, deadline: float) -> None:
         if time.monotonic() - self.ring_at < RING_REFRESH:
