@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import struct
 import time
 
 import pytest
@@ -23,7 +24,15 @@ import pytest
 from zkv import wire
 from zkv._core import dvv
 from zkv._core.ring import Ring
-from zkv.node.antientropy import AntiEntropy, Exchange, leaf_keys
+from zkv.node.antientropy import (
+    AntiEntropy,
+    Exchange,
+    leaf_keys,
+    pack_hashes,
+    pack_listing,
+    unpack_hashes,
+    unpack_listing,
+)
 from zkv.node.replica import Replica
 from zkv.storage import LogStore
 
@@ -67,7 +76,7 @@ def _divergent_bytes(a, b, divergent) -> int:
 
 
 def _exchange_all(a, b, ae_a: AntiEntropy, ae_b: AntiEntropy, ring: Ring) -> dict:
-    sent = 0
+    sent = {"walk": 0, "listing": 0, "push": 0, "pull": 0}
     round_trips = 0
     repaired = 0
     for p in range(Q):
@@ -78,32 +87,40 @@ def _exchange_all(a, b, ae_a: AntiEntropy, ae_b: AntiEntropy, ring: Ring) -> dic
             round_trips += 1
             if req[0] == "level":
                 ask = wire.TreeLevel(1, p, req[1], list(req[2]))
-                ans = wire.TreeLevelOk(1, ae_b.tree(p).encode_level(req[1], req[2]))
-                sent += len(wire.encode_one(ask)) + len(wire.encode_one(ans))
-                ex.on_level(ae_b.tree(p).decode_level(ans.hashes))
+                ans = wire.TreeLevelOk(1, pack_hashes(ae_b.tree(p).level_hashes(req[1], req[2])))
+                sent["walk"] += len(wire.encode_one(ask)) + len(wire.encode_one(ans))
+                ex.on_level(unpack_hashes(ans.hashes, len(req[2])))
             else:
-                theirs = leaf_keys(b, ae_b.tree(p), lo, hi, req[1])
+                listing = leaf_keys(b, ae_b.tree(p), lo, hi, req[1])
                 ask = wire.LeafKeys(1, p, list(req[1]))
-                ans = wire.LeafKeysOk(1, list(theirs), list(theirs.values()))
-                sent += len(wire.encode_one(ask)) + len(wire.encode_one(ans))
-                ex.on_keys(ans.keys, ans.digests)
-        for k in ex.push:  # our versions to them
-            msg = wire.RPut(1, k, a.get(k))
-            sent += len(wire.encode_one(msg)) + len(wire.encode_one(wire.RPutOk(1, True)))
-            old = b.get(k)
-            new = dvv.sync_encoded(old, msg.dvv)
-            b.put(k, new)
-            ae_b.on_change(k, old, new)
+                ans = wire.LeafKeysOk(1, *pack_listing(listing))
+                sent["listing"] += len(wire.encode_one(ask)) + len(wire.encode_one(ans))
+                ex.on_keys(unpack_listing(ans.hashes, ans.digests))
+        # our versions to them: one frame of RPuts, as the reactor coalesces them
+        puts = [wire.RPut(i, k, a.get(k)) for i, k in enumerate(ex.push)]
+        if puts:
+            sent["push"] += len(wire.encode(puts)) + len(wire.encode(
+                [wire.RPutOk(i, True) for i in range(len(puts))]))
+        for m in puts:
+            old = b.get(m.key)
+            new = dvv.sync_encoded(old, m.dvv)
+            b.put(m.key, new)
+            ae_b.on_change(m.key, old, new)
             repaired += 1
-        for k in ex.pull:  # theirs to us
-            ans = wire.RGetOk(1, b.get(k) or b"")
-            sent += len(wire.encode_one(wire.RGet(1, k))) + len(wire.encode_one(ans))
-            old = a.get(k)
-            new = dvv.sync_encoded(old, ans.dvv)
-            a.put(k, new)
-            ae_a.on_change(k, old, new)
-            repaired += 1
-    return {"bytes": sent, "round_trips": round_trips, "repaired": repaired}
+        if ex.pull:  # theirs to us, fetched by key hash
+            ask = wire.RGetHashes(1, p, struct.pack(f"<{len(ex.pull)}Q", *ex.pull))
+            want = set(ex.pull)
+            found = [(k, b.get(k)) for k, h in b.key_hashes(lo, hi) if h in want]
+            ans = wire.RGetHashesOk(1, [k for k, _ in found], [v for _, v in found])
+            sent["pull"] += len(wire.encode_one(ask)) + len(wire.encode_one(ans))
+            for k, v in found:
+                old = a.get(k)
+                new = dvv.sync_encoded(old, v)
+                a.put(k, new)
+                ae_a.on_change(k, old, new)
+                repaired += 1
+    return {"bytes": sum(sent.values()), "by_part": sent, "round_trips": round_trips,
+            "repaired": repaired}
 
 
 @pytest.mark.benchmark(group="aae-agree")
@@ -157,7 +174,8 @@ def test_merkle_exchange(benchmark, replicas):
     goal_bytes = 2 * need + 64 * 1024
     benchmark.extra_info.update(
         keys=KEYS, divergent_keys=len(divergent), divergent_record_bytes=need,
-        bytes_sent=out["bytes"], bytes_goal=goal_bytes,
+        bytes_sent=out["bytes"], bytes_goal=goal_bytes, **{f"bytes_{k}": v for k, v in
+                                                            out["by_part"].items()},
         bytes_goal_met=out["bytes"] <= goal_bytes, round_trips=out["round_trips"],
         keys_repaired=out["repaired"], tree_rebuild_s=round(rebuild_s, 3),
     )

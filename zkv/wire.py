@@ -19,7 +19,8 @@ Message tags (uint):
     1 Get     2 Put     3 Delete     4 RingInfo   5 Status     6 Repair
     10 GetOk  11 PutOk  12 Error     13 RingOk    14 StatusOk   15 RepairOk
     20 RGet   21 RPut   22 RGetOk    23 RPutOk    24 Forward  25 Join   26 JoinOk
-    27 TreeLevel  28 TreeLevelOk  29 LeafKeys  31 LeafKeysOk  32 Reap   (anti-entropy)
+    27 TreeLevel  28 TreeLevelOk  29 LeafKeys  31 LeafKeysOk  32 Reap
+    33 RGetHashes  34 RGetHashesOk                                   (anti-entropy)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 """
 
@@ -164,7 +165,7 @@ class TreeLevel(_Msg, tag=27):
 
 
 class TreeLevelOk(_Msg, tag=28):
-    hashes: bytes  # MerkleTree.encode_level form
+    hashes: bytes  # the nodes' hashes, each cut to antientropy.WIRE_HASH (8) bytes, concatenated
 
 
 class LeafKeys(_Msg, tag=29):
@@ -175,8 +176,20 @@ class LeafKeys(_Msg, tag=29):
 
 
 class LeafKeysOk(_Msg, tag=31):
+    hashes: bytes  # u64 LE key hashes, concatenated
+    digests: bytes  # their version digests, each cut to WIRE_HASH (8) bytes, concatenated
+
+
+class RGetHashes(_Msg, tag=33):
+    """Anti-entropy pull: the versions of the partition's keys with these u64 LE key hashes."""
+
+    partition: int
+    hashes: bytes
+
+
+class RGetHashesOk(_Msg, tag=34):
     keys: list[bytes]
-    digests: list[bytes]
+    dvvs: list[bytes]
 
 
 class Reap(_Msg, tag=32):
@@ -228,6 +241,8 @@ Message = (
     | TreeLevelOk
     | LeafKeys
     | LeafKeysOk
+    | RGetHashes
+    | RGetHashesOk
     | Reap
     | Repair
     | RepairOk

@@ -22,6 +22,7 @@ period (default 60 s) is meant to exceed hint delivery time.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 
 import mmh3
@@ -30,8 +31,9 @@ from zkv._core.dvv import is_tombstone_encoded
 from zkv._core.merkle import MerkleTree
 from zkv._core.ring import partition_of
 
-LEAF_BITS = 8  # 256 leaves per partition: ~16 keys per leaf at 1M keys / 256 partitions
-FANOUT_BITS = 4  # 16 children per inner node: root -> 16 -> 256, two round trips to the leaves
+LEAF_BITS = 10  # 1024 leaves per partition: ~4 keys per leaf at 1M keys / 256 partitions
+FANOUT_BITS = 2  # 4 children per inner node: a narrow walk sends few hashes per divergent key
+WIRE_HASH = 8  # bytes of each tree hash and version digest compared over the wire
 
 
 def vdigest(encoded: bytes) -> bytes:
@@ -129,17 +131,44 @@ class AntiEntropy:
         return digest == vdigest(incoming)
 
 
-def leaf_keys(store, tree: MerkleTree, lo: int, hi: int, leaves: Iterable[int]) -> dict[bytes, bytes]:
-    """{key: version digest} of the keys `store` holds in those leaves of the partition whose
-    hash range is [lo, hi]; lists keys from the keydir, reads only those keys' values."""
+def leaf_keys(store, tree: MerkleTree, lo: int, hi: int,
+              leaves: Iterable[int]) -> dict[int, tuple[bytes, bytes]]:
+    """{key hash: (key, version digest)} of the keys `store` holds in those leaves of the
+    partition whose hash range is [lo, hi]; lists keys from the keydir, reads only their values."""
     want = set(leaves)
     out = {}
     for key, h in store.key_hashes(lo, hi):
         if tree.leaf_of_hash(h) in want:
             value = store.get(key)
             if value:
-                out[key] = vdigest(value)
+                out[h] = (key, vdigest(value))
     return out
+
+
+def pack_hashes(hashes: Iterable[bytes]) -> bytes:
+    """Tree hashes on the wire: their first WIRE_HASH bytes, concatenated."""
+    return b"".join(h[:WIRE_HASH] for h in hashes)
+
+
+def unpack_hashes(data: bytes, count: int) -> list[bytes]:
+    if len(data) != count * WIRE_HASH:
+        raise ValueError(f"expected {count} hashes of {WIRE_HASH} bytes, got {len(data)} bytes")
+    return [data[i:i + WIRE_HASH] for i in range(0, len(data), WIRE_HASH)]
+
+
+def pack_listing(listing: dict[int, tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """A leaf listing on the wire: u64 LE key hashes and WIRE_HASH-byte digest prefixes."""
+    hashes = sorted(listing)
+    return (struct.pack(f"<{len(hashes)}Q", *hashes),
+            b"".join(listing[h][1][:WIRE_HASH] for h in hashes))
+
+
+def unpack_listing(hashes: bytes, digests: bytes) -> dict[int, bytes]:
+    n = len(hashes) // 8
+    if len(hashes) != 8 * n or len(digests) != WIRE_HASH * n:
+        raise ValueError("malformed leaf listing")
+    hs = struct.unpack(f"<{n}Q", hashes)
+    return {h: digests[i * WIRE_HASH:(i + 1) * WIRE_HASH] for i, h in enumerate(hs)}
 
 
 class Exchange:
@@ -147,23 +176,29 @@ class Exchange:
 
     `next_request()` returns what to ask the peer next: ("level", level, indices) or
     ("keys", leaves) or None when the walk is finished; `on_level(hashes)` and
-    `on_keys(keys, digests)` feed answers back. After the keys step, `push` and `pull` name the
-    keys to send to and fetch from the peer.
+    `on_keys(listing)` feed the answers back (hashes may be truncated to WIRE_HASH bytes; the
+    listing maps key hash -> digest prefix). Then `push` names our keys to send and `pull` the
+    key hashes to fetch from the peer.
+
+    Wire cost per divergent key is about fanout x depth x WIRE_HASH bytes for the walk plus
+    8 + WIRE_HASH per key listed in its leaf: the tree is narrow (fanout 4) and leaves small
+    (~4 keys at 1M keys per 256 partitions) so that a small divergence moves little more than
+    the divergent records themselves.
     """
 
     def __init__(self, tree: MerkleTree, p: int, peer: str, started: float,
-                 local_keys: Callable[[list[int]], dict[bytes, bytes]]) -> None:
+                 local_keys: Callable[[list[int]], dict[int, tuple[bytes, bytes]]]) -> None:
         self.tree = tree
         self.p = p
         self.peer = peer
         self.started = started
-        self.local_keys = local_keys  # leaves -> {key: digest} held locally
+        self.local_keys = local_keys  # leaves -> {key hash: (key, digest)} held locally
         self.level = 0
         self.indices = [0]
         self.leaves: list[int] | None = None
         self.agreed = False
         self.push: list[bytes] = []
-        self.pull: list[bytes] = []
+        self.pull: list[int] = []
         self.finished = False
         self.round_trips = 0
 
@@ -179,7 +214,8 @@ class Exchange:
         local = self.tree.level_hashes(self.level, self.indices)
         if len(remote) != len(local):
             raise ValueError("peer answered with a different tree shape")
-        differing = [i for i, a, b in zip(self.indices, local, remote, strict=True) if a != b]
+        differing = [i for i, a, b in zip(self.indices, local, remote, strict=True)
+                     if a[:len(b)] != b]
         if not differing:
             self.agreed = self.level == 0
             self.finished = True
@@ -198,10 +234,9 @@ class Exchange:
         bits = self.tree.leaf_bits - (self.tree.depth - level) * self.tree.fanout_bits
         return 1 << max(0, bits)
 
-    def on_keys(self, keys: list[bytes], digests: list[bytes]) -> None:
+    def on_keys(self, theirs: dict[int, bytes]) -> None:
         self.round_trips += 1
-        theirs = dict(zip(keys, digests, strict=True))
         ours = self.local_keys(self.leaves or [])
-        self.push = [k for k, d in ours.items() if theirs.get(k) != d]
-        self.pull = [k for k, d in theirs.items() if ours.get(k) != d]
+        self.push = [key for h, (key, d) in ours.items() if theirs.get(h) != d[:WIRE_HASH]]
+        self.pull = [h for h, d in theirs.items() if h not in ours or ours[h][1][:WIRE_HASH] != d]
         self.finished = True

@@ -7,10 +7,22 @@ talk to the node only through its Context (see coordinator.Context) plus the ant
 
 from __future__ import annotations
 
-from zkv._core.merkle import MerkleTree
-from zkv.node.antientropy import AntiEntropy, Exchange
+import struct
+
+from zkv.node.antientropy import AntiEntropy, Exchange, unpack_hashes, unpack_listing
 from zkv.node.coordinator import Op
-from zkv.wire import LeafKeys, LeafKeysOk, RGet, RGetOk, RPut, RPutOk, TreeLevel, TreeLevelOk
+from zkv.wire import (
+    LeafKeys,
+    LeafKeysOk,
+    RGet,
+    RGetHashes,
+    RGetHashesOk,
+    RGetOk,
+    RPut,
+    RPutOk,
+    TreeLevel,
+    TreeLevelOk,
+)
 
 
 class HandoffOp(Op):
@@ -58,7 +70,6 @@ class ExchangeOp(Op):
         self.ex = ex
         self.step_timeout = step_timeout
         self.max_keys = max_keys
-        self.pulls: dict[int, bytes] = {}
         self.pushes = 0
         self.syncing = False
 
@@ -90,31 +101,30 @@ class ExchangeOp(Op):
                 self.ctx.ask(self.ex.peer, RPut(0, key, version), None)
                 self.ae.stats["bytes_sent"] += len(key) + len(version)
                 self.pushes += 1
-        for key in self.ex.pull[: self.max_keys]:
-            msg = RGet(0, key)
-            self.ctx.ask(self.ex.peer, msg, self)
-            self.pulls[msg.rid] = key
         self.ae.stats["keys_repaired"] += self.pushes
-        if not self.pulls:
+        pull = self.ex.pull[: self.max_keys]
+        if not pull:
             self.finish()
-        else:
-            self.deadline = self.ctx.now() + self.step_timeout
-            self.ctx.reschedule(self)
+            return
+        self.ctx.ask(self.ex.peer,
+                     RGetHashes(0, self.ex.p, struct.pack(f"<{len(pull)}Q", *pull)), self)
+        self.deadline = self.ctx.now() + self.step_timeout
+        self.ctx.reschedule(self)
 
     def on_reply(self, node_id: str, msg) -> None:
         try:
             if self.syncing:
-                key = self.pulls.pop(msg.rid, None)
-                if key is not None and isinstance(msg, RGetOk) and msg.dvv:
-                    self.ctx.replica.merge(key, msg.dvv)
-                    self.ae.stats["keys_repaired"] += 1
-                if not self.pulls:
-                    self.finish()
+                if isinstance(msg, RGetHashesOk) and len(msg.keys) == len(msg.dvvs):
+                    for key, version in zip(msg.keys, msg.dvvs, strict=True):
+                        if version:
+                            self.ctx.replica.merge(key, version)
+                            self.ae.stats["keys_repaired"] += 1
+                self.finish()
             elif isinstance(msg, TreeLevelOk):
-                self.ex.on_level(MerkleTree.decode_level(msg.hashes))
+                self.ex.on_level(unpack_hashes(msg.hashes, len(self.ex.indices)))
                 self._step()
             elif isinstance(msg, LeafKeysOk):
-                self.ex.on_keys(msg.keys, msg.digests)
+                self.ex.on_keys(unpack_listing(msg.hashes, msg.digests))
                 self._step()
             else:
                 self.finish()

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import struct
 import time
 
 import zmq
@@ -28,7 +29,14 @@ from zkv import wire
 from zkv._core import dvv
 from zkv.config import NodeConfig
 from zkv.errors import ZkvError
-from zkv.node.antientropy import AntiEntropy, Exchange, leaf_keys, vdigest
+from zkv.node.antientropy import (
+    AntiEntropy,
+    Exchange,
+    leaf_keys,
+    pack_hashes,
+    pack_listing,
+    vdigest,
+)
 from zkv.node.background import ExchangeOp, FetchRepairOp, HandoffOp
 from zkv.node.coordinator import ForwardOp, GetOp, Op, WriteOp
 from zkv.node.handoff import Hints
@@ -54,6 +62,8 @@ from zkv.wire import (
     Repair,
     RepairOk,
     RGet,
+    RGetHashes,
+    RGetHashesOk,
     RGetOk,
     RingInfo,
     RingOk,
@@ -400,15 +410,18 @@ class Node:
         elif t is Join:
             self._on_join(ident, msg)
         elif t is TreeLevel:
-            tree = self._tree(msg.partition)
+            tree = self.ae.tree(msg.partition) if self._valid_partition(msg.partition) else None
             try:
-                hashes = tree.encode_level(msg.level, msg.indices) if tree else b""
+                hashes = pack_hashes(tree.level_hashes(msg.level, msg.indices)) if tree else b""
             except ValueError:
                 hashes = b""
             self._queue_router(ident, TreeLevelOk(msg.rid, hashes))
         elif t is LeafKeys:
-            keys = self._leaf_keys(msg.partition, msg.leaves) if self._tree(msg.partition) else {}
-            self._queue_router(ident, LeafKeysOk(msg.rid, list(keys), list(keys.values())))
+            listing = (self._leaf_keys(msg.partition, msg.leaves)
+                       if self._valid_partition(msg.partition) else {})
+            self._queue_router(ident, LeafKeysOk(msg.rid, *pack_listing(listing)))
+        elif t is RGetHashes:
+            self._queue_router(ident, self._versions_by_hash(msg))
         elif t is Reap:
             self._on_reap(msg)
             self._queue_router(ident, RPutOk(msg.rid, True))
@@ -476,13 +489,27 @@ class Node:
         self._start(op, now)
 
     # ---- background: handoff, anti-entropy, reaping, corrupt-record repair -----------------------
-    def _tree(self, p: int):
-        return self.ae.trees.get(p) if self.ae is not None else None
+    def _valid_partition(self, p: int) -> bool:
+        return self.ae is not None and 0 <= p < self.membership.settings["q"]
 
-    def _leaf_keys(self, p: int, leaves: list[int]) -> dict[bytes, bytes]:
-        """{key: version digest} of the keys this node holds in those leaves of partition p."""
+    def _leaf_keys(self, p: int, leaves: list[int]) -> dict[int, tuple[bytes, bytes]]:
+        """{key hash: (key, digest)} of the keys this node holds in those leaves of partition p."""
         lo, hi = self.membership.ring().partition_range(p)
         return leaf_keys(self.store, self.ae.tree(p), lo, hi, leaves)
+
+    def _versions_by_hash(self, msg: RGetHashes) -> RGetHashesOk:
+        if not self._valid_partition(msg.partition) or len(msg.hashes) % 8:
+            return RGetHashesOk(msg.rid, [], [])
+        want = set(struct.unpack(f"<{len(msg.hashes) // 8}Q", msg.hashes))
+        lo, hi = self.membership.ring().partition_range(msg.partition)
+        keys, dvvs = [], []
+        for key, h in self.store.key_hashes(lo, hi):
+            if h in want:
+                value = self.store.get(key)
+                if value:
+                    keys.append(key)
+                    dvvs.append(value)
+        return RGetHashesOk(msg.rid, keys, dvvs)
 
     def _background(self, now: float) -> None:
         cfg = self.cfg
