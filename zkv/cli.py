@@ -185,7 +185,11 @@ def kv_command(args) -> int:
                 print(label + v.decode(errors="backslashreplace"))
             print(f"context: {res.context.hex()}", file=sys.stderr)
             return 0 if res.found else 3
-        ctx = bytes.fromhex(args.context) if args.context else None
+        try:
+            ctx = bytes.fromhex(args.context) if args.context else None
+        except ValueError:
+            raise InvalidRequest(f"--context must be the hex string a get printed, got "
+                                 f"{args.context!r}") from None
         if args.cmd == "put":
             new = c.put(_key(args.key), args.value.encode(), context=ctx, w=args.w)
             print(f"ok (context {new.hex()})")

@@ -337,6 +337,8 @@ def check_quorum(name: str, value, n: int | None) -> None:
         return
     if type(value) is not int:
         raise InvalidRequest(f"{name} must be an int, not {type(value).__name__}")
-    upper = n if n is not None else 255
-    if not 1 <= value <= upper:
-        raise InvalidRequest(f"{name} must be between 1 and N={upper}, got {value}")
+    if n is None:  # N not known yet (no ring fetched): the node checks the upper bound
+        if not 1 <= value <= 255:
+            raise InvalidRequest(f"{name} must be between 1 and N, got {value}")
+    elif not 1 <= value <= n:
+        raise InvalidRequest(f"{name} must be between 1 and N={n}, got {value}")
