@@ -58,6 +58,7 @@ class Membership:
         self.peers: dict[str, _Peer] = {}
         self._ring: Ring | None = None
         self._ring_key: tuple | None = None
+        self._ring_stamp: tuple | None = None  # (version, q, n) the cached ring was built at
         self.version = 0  # bumps whenever the member set (and so the ring) changes
         self._unreachable: frozenset[str] | None = None
         self._unreachable_at = 0.0
@@ -95,7 +96,8 @@ class Membership:
                 continue
             old = p.member
             if (m.incarnation, m.heartbeat) > (old.incarnation, old.heartbeat):
-                if m.listen != old.listen or m.gossip != old.gossip or m.rack != old.rack:
+                if (m.listen, m.gossip, m.rack, m.leaving) != (old.listen, old.gossip, old.rack,
+                                                               old.leaving):
                     added.append(m)  # endpoints moved: reconnect
                 if m.incarnation == old.incarnation:
                     p.intervals.append(now - p.last_beat)
@@ -166,10 +168,14 @@ class Membership:
 
     # ---- ring ---------------------------------------------------------------------------
     def ring(self) -> Ring:
-        key = tuple(sorted((m.id, m.rack) for m in self.table() if not m.leaving))
-        if key != self._ring_key:
-            self._ring = Ring(key, q=self.settings["q"], n=self.settings["n"])
-            self._ring_key = key
+        """The ring of the current member set; asked per request, rebuilt only on change."""
+        stamp = (self.version, self.settings["q"], self.settings["n"])
+        if stamp != self._ring_stamp:
+            key = tuple(sorted((m.id, m.rack) for m in self.table() if not m.leaving))
+            if key != self._ring_key:
+                self._ring = Ring(key, q=self.settings["q"], n=self.settings["n"])
+                self._ring_key = key
+            self._ring_stamp = stamp
         return self._ring
 
 
