@@ -132,8 +132,9 @@ def test_read_repair_fixes_a_stale_replica(make_cluster):
 
 
 # ---- crashes and pauses --------------------------------------------------------------------------------
-def test_sigkill_restart_keeps_data(make_cluster):
-    cl = make_cluster(3)
+@pytest.mark.parametrize("sync", ["none", "always"])
+def test_sigkill_restart_keeps_data(make_cluster, sync):
+    cl = make_cluster(3, sync=sync)
     with _client(cl) as c:
         for i in range(100):
             c.put(b"k%d" % i, b"v%d" % i, w=3)
