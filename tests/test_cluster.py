@@ -321,15 +321,19 @@ def test_node_flags_config_and_metrics(tmp_path):
         with zkv.Client([f"tcp://127.0.0.1:{ports[0]}"], timeout=5.0) as c:
             c.put(b"m", b"v", w=1)
             assert c.get(b"m").values == [b"v"]
+            c.put(b"m", b"concurrent", w=1)  # blind: a sibling
+            assert len(c.get(b"m").values) == 2
             doc = c.status()
         assert doc["members"][0]["rack"] == "from-file"  # file wins over defaults
         assert doc["ring"]["q"] == 64 and doc["ring"]["n"] == 1
         text = urllib.request.urlopen(f"http://127.0.0.1:{ports[2]}/metrics", timeout=5).read()
         text = text.decode()
         for name in ("zkv_requests_total", "zkv_request_seconds_bucket", "zkv_quorum_total",
-                     "zkv_peers", "zkv_malformed_messages_total", "zkv_siblings_bucket"):
+                     "zkv_peers", "zkv_malformed_messages_total", "zkv_siblings_bucket",
+                     "zkv_sibling_writes_total", "zkv_hint_backlog", "zkv_antientropy"):
             assert name in text, name
-        assert 'zkv_quorum_total{op="put",quorum="1",result="ok"}' in text
+        assert 'zkv_quorum_total{op="put",quorum="1",result="ok"} 2.0' in text
+        assert "zkv_sibling_writes_total 1.0" in text
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

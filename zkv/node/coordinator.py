@@ -197,7 +197,7 @@ class WriteOp(Op):
             s = dvv.DVVSet.decode(self.version)
             self.reply(PutOk(0, s.context(), self.acked))
             if s.size() > 1:
-                self.ctx.replica.note_siblings(self.key, s.size())
+                self.ctx.replica.note_siblings(self.key, s.size(), write=True)
         if not self.pending:
             self._fail()
             self.finish()

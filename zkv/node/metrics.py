@@ -32,6 +32,10 @@ class NodeMetrics:
             "zkv_siblings", "Sibling count seen by reads and writes that had more than one",
             buckets=SIBLING_BUCKETS, registry=r,
         )
+        self.sibling_writes = Counter(
+            "zkv_sibling_writes", "Writes that left their key with siblings (concurrent writes);"
+            " rate() of it is the sibling-creation rate", registry=r,
+        )
         self.sibling_warnings = Counter(
             "zkv_sibling_warnings", "Reads/writes of keys above the sibling warning threshold",
             registry=r,

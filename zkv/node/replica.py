@@ -29,7 +29,7 @@ class Replica:
         self.dirty = False  # written since the last flush (group commit per loop turn)
         # observers called after every local change: (key, old_encoded|None, new_encoded|None)
         self.on_change: list[Callable[[bytes, bytes | None, bytes | None], None]] = []
-        self.on_siblings: Callable[[bytes, int], None] | None = None
+        self.on_siblings: Callable[[bytes, int, bool], None] | None = None
         # incoming versions to ignore (a tombstone this replica just reaped echoing back)
         self.ignore: Callable[[bytes, bytes], bool] | None = None
 
@@ -75,11 +75,11 @@ class Replica:
         for fn in self.on_change:
             fn(key, old, new)
 
-    def note_siblings(self, key: bytes, count: int) -> None:
+    def note_siblings(self, key: bytes, count: int, write: bool = False) -> None:
         if count > self.sibling_warn:
             log.warning("key %r has %d siblings (warn above %d)", key[:64], count, self.sibling_warn)
         if self.on_siblings is not None:
-            self.on_siblings(key, count)
+            self.on_siblings(key, count, write)
 
     def reap(self, key: bytes) -> bytes | None:
         """Drop a tombstone for good (the caller established every owner holds it)."""

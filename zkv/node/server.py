@@ -680,8 +680,10 @@ class Node:
     def suspect(self, node_id: str, reason: str) -> None:
         self.membership.suspect(node_id, reason)
 
-    def _on_siblings(self, key: bytes, count: int) -> None:
+    def _on_siblings(self, key: bytes, count: int, write: bool) -> None:
         self.metrics.siblings.observe(count)
+        if write:
+            self.metrics.sibling_writes.inc()
         if count > self.cfg.sibling_warn:
             self.metrics.sibling_warnings.inc()
 
