@@ -42,6 +42,8 @@ cdef class KeyDir:
     cdef uint64_t wcap            # wbuf allocated
     cdef uint64_t wbase           # file offset of wbuf[0] in the active segment
     cdef uint64_t wlimit          # flush wbuf to the fd once it holds this many bytes
+    cdef uint64_t pend            # allocated end of the active file (>= wbase; zeros past wbase)
+    cdef uint64_t pchunk          # preallocation step in bytes (0: none, writes extend the file)
     cdef uint32_t afid            # active segment fid (0xFFFFFFFF: none)
     cdef int afd                  # active segment fd (-1: none)
     cdef uint64_t seq_            # records appended since creation (group commit sequence)

@@ -19,6 +19,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, realloc, free, calloc
 from libc.string cimport memcpy, memcmp, memset
 from libc.errno cimport errno, EINTR
+from posix.types cimport off_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check
 
 from zkv._core.record cimport *
@@ -27,7 +28,10 @@ from zkv._core.murmur3 cimport zkv_hash64
 from zkv.errors import InvalidRequest
 
 cdef extern from "unistd.h" nogil:
-    ssize_t write(int fd, const void *buf, size_t count)
+    ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
+
+cdef extern from "fcntl.h" nogil:
+    int posix_fallocate(int fd, off_t offset, off_t length)
 
 DEF KD_RELEASED = 0x80
 DEF FL_MASK = 0x7F
@@ -561,13 +565,22 @@ cdef class KeyDir:
         self.retired.clear()
 
     # ---------------------------------------------------------------- active segment writes
-    def set_active(self, uint32_t fid, int fd, uint64_t size):
-        """Appends go to segment ``fid`` (file descriptor ``fd``, currently ``size`` bytes)."""
+    def set_active(self, uint32_t fid, int fd, uint64_t size, uint64_t prealloc=0):
+        """Appends go to segment ``fid`` (file descriptor ``fd``, currently ``size`` bytes).
+
+        ``prealloc`` > 0: whenever a write would pass the allocated end, first extend the file
+        with posix_fallocate to the next multiple of ``prealloc`` bytes, so that the fdatasync
+        after most writes has no file size change to journal. The file then ends in zeros past
+        ``active_end``: the owner trims it (ftruncate) when sealing the segment, and recovery
+        treats the zero tail as the end of the log (no record header is all zeros).
+        """
         if self.wlen:
             raise RuntimeError("flush before switching the active segment")
         self.afid = fid
         self.afd = fd
         self.wbase = size
+        self.pend = size
+        self.pchunk = prealloc
 
     @property
     def active_end(self):
@@ -584,10 +597,18 @@ cdef class KeyDir:
         return self.seq_
 
     cdef int _flush(self) except -1:
-        cdef uint64_t done = 0
+        cdef uint64_t done = 0, need, nend
         cdef ssize_t r
+        if self.wlen == 0:
+            return 0
+        need = self.wbase + self.wlen
+        if self.pchunk and need > self.pend:
+            nend = (need + self.pchunk - 1) // self.pchunk * self.pchunk
+            # best effort: if it fails (ENOSPC, unsupported), pwrite extends the file itself
+            self.pend = nend if posix_fallocate(self.afd, <off_t>self.pend,
+                                                <off_t>(nend - self.pend)) == 0 else need
         while done < self.wlen:
-            r = write(self.afd, self.wbuf + done, self.wlen - done)
+            r = pwrite(self.afd, self.wbuf + done, self.wlen - done, <off_t>(self.wbase + done))
             if r < 0:
                 if errno == EINTR:
                     continue

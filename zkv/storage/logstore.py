@@ -14,6 +14,15 @@ only once the record is on disk, with group commit: writers append under the sto
 one of them (the leader) writes the buffer and fsyncs once for every record appended so far
 while the others wait on a condition variable.
 
+Preallocation: the active segment's file is extended ahead of the writes in zero-filled steps of
+``PREALLOC`` bytes (posix_fallocate, done by the keydir), so the fdatasync of a group commit
+usually has no file size change to journal (on ext4 about a third cheaper than an appending
+fdatasync). The logical end of the active segment is the keydir's ``active_end``; the file is
+trimmed to it (ftruncate + fsync) before the segment is sealed at rotation or close, so
+immutable segments and hints never see the zeros. After a crash the zero tail is the end of
+the log: an all-zero header fails the record checks (version 1 required, and the CRC), the
+scan stops there as at a torn tail, and the open truncates it.
+
 Thread safety: every public method may be called from several threads.
 """
 
@@ -38,6 +47,7 @@ log = logging.getLogger("zkv.storage")
 
 SYNC_MODES = ("none", "interval", "always")
 WRITE_BUFFER = 64 * 1024
+PREALLOC = 1 << 20  # the active segment's file grows in zero-filled steps of this many bytes
 _NEED_READ = _kdmod.NEED_READ
 _CORRUPT = _kdmod.CORRUPT
 _TOMB = record.TOMBSTONE
@@ -173,19 +183,30 @@ class LogStore:
                     fsync_dir(self.path)
             mm = seg.remap()
             if not loaded:
-                end, _n, bad_keys, bad = kd.scan_load(mm if mm is not None else b"", seg.fid, active)
+                # the newest segment may end in a torn record and/or a preallocated zero tail
+                tail = last and name[1] == 0
+                end, _n, bad_keys, bad = kd.scan_load(mm if mm is not None else b"", seg.fid, tail)
                 corrupt.extend(bad_keys)
                 if bad:
                     log.warning("segment %s: %d corrupt region(s) skipped", seg.path, bad)
-                if active and end < seg.size:
-                    log.warning("segment %s: torn tail of %d bytes truncated at offset %d",
-                                seg.path, seg.size - end, end)
-                    mm = None
-                    seg.mm = None
-                    os.ftruncate(seg.fd, end)
-                    os.fsync(seg.fd)
-                    seg.size = end
-                    mm = seg.remap()
+                if end < seg.size:
+                    assert mm is not None
+                    torn = len(mm[end:].rstrip(b"\0"))
+                    if torn:
+                        log.warning("segment %s: torn tail of %d bytes %s at offset %d", seg.path,
+                                    torn, "truncated" if active else "ignored", end)
+                    else:
+                        log.info("segment %s: preallocated tail of %d zero bytes dropped at "
+                                 "offset %d", seg.path, seg.size - end, end)
+                    if active:
+                        mm = None
+                        seg.mm = None
+                        os.ftruncate(seg.fd, end)
+                        os.fsync(seg.fd)
+                        seg.size = end
+                        mm = seg.remap()
+                    else:  # readonly: leave the file, index and map only the log
+                        seg.size = end
                 if not active and not self.readonly:
                     write_hints(seg.hint_path, mm if mm is not None else b"")
             kd.map_segment(seg.fid, mm if mm is not None else b"")
@@ -196,7 +217,7 @@ class LogStore:
         if not self.readonly and self._active is None:
             self._start_active()
         if self._active is not None:
-            kd.set_active(self._active.fid, self._active.fd, self._active.size)
+            kd.set_active(self._active.fid, self._active.fd, self._active.size, PREALLOC)
         self._corrupt = {k for k in corrupt if kd.lookup(k) is None}
         if self._corrupt:
             log.warning("%s: %d key(s) lost to corruption need repair", self.path, len(self._corrupt))
@@ -252,15 +273,22 @@ class LogStore:
         kd, seg = self._kd, self._active
         assert seg is not None
         kd.flush()
-        os.fsync(seg.fd)
-        seg.size = kd.active_end
+        self._seal(seg)
         mm = seg.remap()
         write_hints(seg.hint_path, mm if mm is not None else b"")
         kd.map_segment(seg.fid, mm if mm is not None else b"")
         self._start_active()
         new = self._active
-        kd.set_active(new.fid, new.fd, 0)
+        kd.set_active(new.fid, new.fd, 0, PREALLOC)
         self._maybe_autocompact()
+
+    def _seal(self, seg: Segment) -> None:
+        """Trim the flushed active segment to its logical end (dropping the preallocated tail)
+        and fsync it, before its hints are written. Holds self._lock."""
+        seg.size = self._kd.active_end
+        if os.fstat(seg.fd).st_size != seg.size:
+            os.ftruncate(seg.fd, seg.size)
+        os.fsync(seg.fd)
 
     def _maybe_autocompact(self) -> None:
         if self._dead_ratio is None or (self._compactor and self._compactor.is_alive()):
@@ -514,8 +542,7 @@ class LogStore:
             try:
                 if seg is not None:
                     kd.flush()
-                    os.fsync(seg.fd)
-                    seg.size = kd.active_end
+                    self._seal(seg)
                     if seg.size:
                         mm = seg.remap()
                         write_hints(seg.hint_path, mm)

@@ -50,7 +50,9 @@ class Segment:
         self.fid = fid
         self.name = name
         self.path = os.path.join(directory, data_name(name))
-        flags = (os.O_RDWR | os.O_CREAT | os.O_APPEND) if writable else os.O_RDONLY
+        # no O_APPEND: the keydir pwrites at the logical end, which may lie before the end of
+        # a preallocated (zero-filled) tail; ``size`` is the logical size once the owner sets it
+        flags = (os.O_RDWR | os.O_CREAT) if writable else os.O_RDONLY
         self.fd = os.open(self.path, flags, 0o644)
         self.size = os.fstat(self.fd).st_size
         self.mm: mmap.mmap | None = None
