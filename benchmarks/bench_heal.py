@@ -212,3 +212,63 @@ def test_put_with_tree_kept_current(benchmark, write_path):
     r.on_change.append(ae.on_change)
     benchmark.extra_info["goal"] = 1.10
     benchmark.pedantic(_writes, args=(r,), rounds=7, iterations=1)
+
+
+# ---- convergence after a pause under write load (real processes) --------------------------------
+PAUSE = float(os.environ.get("ZKV_BENCH_PAUSE", "5" if os.environ.get("ZKV_BENCH_QUICK") else "30"))
+
+
+@pytest.mark.benchmark(group="aae-converge")
+def test_convergence_after_pause_under_write_load(benchmark, tmp_path):
+    """3 nodes, N=3 (no stand-in, so no hints): node3 is paused for PAUSE seconds while a client
+    keeps writing at W=2; after SIGCONT, time until node3 holds every key (anti-entropy and
+    read repair alone). The same-run baseline is the pause itself: the ratio says how long
+    healing took relative to how long the node was away."""
+    import threading
+
+    from zkv.client import Client
+    from zkv.local import LocalCluster
+
+    cl = LocalCluster(3, str(tmp_path / "conv"), base_port=None,
+                      extra_args=["--gossip-interval", "0.1", "--down-after", "1.0",
+                                  "--aae-interval", "0.05"])
+    cl.start()
+    written = []
+    try:
+        stop = threading.Event()
+
+        def writer():
+            with Client(cl.endpoints[:2], timeout=3.0) as c:
+                i = 0
+                while not stop.is_set():
+                    try:
+                        c.put(b"conv-%08d" % i, b"x" * 100, w=2)
+                        written.append(i)
+                    except Exception:  # noqa: BLE001 - a failed write is simply not counted
+                        pass
+                    i += 1
+
+        t = threading.Thread(target=writer)
+        cl.pause("node3")
+        t.start()
+        time.sleep(PAUSE)
+        stop.set()
+        t.join()
+        cl.resume("node3")
+        ep3 = cl.node("node3").listen
+        info = {}
+
+        def converge():
+            with Client([ep3], timeout=3.0) as c:
+                while c.status(ep3)["keys"] < len(written):
+                    time.sleep(0.1)
+            info["keys"] = len(written)
+
+        benchmark.pedantic(converge, rounds=1, iterations=1)
+        secs = benchmark.stats.stats.median
+        benchmark.extra_info.update(pause_s=PAUSE, keys_written_during_pause=info["keys"],
+                                    converge_s=round(secs, 2),
+                                    ratio_to_pause=round(secs / PAUSE, 3),
+                                    keys_per_s_healed=round(info["keys"] / secs))
+    finally:
+        cl.stop()

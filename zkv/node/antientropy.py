@@ -90,6 +90,17 @@ class AntiEntropy:
             self.tree(p).insert_many(ks, ds)
         return n
 
+    def rebuild_partition(self, p: int, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Rebuild one partition's tree from what the store holds now: after the engine found a
+        corrupt record, whose old digest the tree still counts."""
+        t = self.tree(p)
+        t.clear()
+        keys, digests = [], []
+        for key, value in items:
+            keys.append(key)
+            digests.append(vdigest(value))
+        t.insert_many(keys, digests)
+
     # ---- agreement and reaping ----------------------------------------------------------------
     def record_agreement(self, p: int, peer: str, started: float) -> None:
         self.agreed[(p, peer)] = max(started, self.agreed.get((p, peer), -1e18))

@@ -27,6 +27,7 @@ import zmq
 
 from zkv import wire
 from zkv._core import dvv
+from zkv._core.ring import partition_of
 from zkv.config import NodeConfig
 from zkv.errors import ZkvError
 from zkv.node.antientropy import (
@@ -159,6 +160,7 @@ class Node:
         self.exchanges_running = 0
         self.handoff_running: set[str] = set()
         self.repair_running: set[bytes] = set()
+        self.corrupt_seen: set[bytes] = set()  # corrupt keys whose partition tree was rebuilt
 
         for m in saved.get("members", []):
             self.membership.merge([Member(m[0], m[1], m[2], m[3], 0, 0)])
@@ -578,7 +580,21 @@ class Node:
                 self.ae.note_reaped(key, digest)
 
     def _repair_corrupt(self, ring, now: float) -> None:
-        for key in self.store.corrupt_keys()[:100]:
+        corrupt = self.store.corrupt_keys()
+        fresh = [k for k in corrupt if k not in self.corrupt_seen]
+        if fresh:
+            # the trees still count the digests of the lost versions: rebuild those partitions
+            # from what is readable, so the repairs below (and AAE) land on a consistent tree
+            self.corrupt_seen.update(fresh)
+            q_bits = self.ae.q_bits
+            for p in {partition_of(k, q_bits) for k in fresh}:
+                lo, hi = ring.partition_range(p)
+                items = ((k, v) for k, _ in self.store.key_hashes(lo, hi)
+                         if (v := self.store.get(k)))
+                self.ae.rebuild_partition(p, items)
+                log.warning("rebuilt the Merkle tree of partition %d after corrupt records", p)
+        self.corrupt_seen.intersection_update(corrupt)
+        for key in corrupt[:100]:
             if key in self.repair_running:
                 continue
             owners = [x for x in ring.preflist_for_key(key) if x != self.me and self.membership.is_up(x)]
