@@ -516,3 +516,140 @@ def test_compact_cli(tmp_path, capsys):
     assert "bytes_after" in capsys.readouterr().out
     with LogStore(d) as s:
         assert len(s) == 10
+
+
+# ---------------------------------------------------------------- preallocated active segment
+def _log_end(path):
+    """Length of the valid record prefix of a segment file (a fresh keydir scans it)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    end, _n, _bad_keys, _bad = KeyDir().scan_load(data, 0, True)
+    return end, len(data)
+
+
+def test_sigkill_leaves_preallocated_zero_tail_dropped_on_reopen(tmp_path, caplog):
+    from zkv.storage.logstore import PREALLOC
+
+    d = str(tmp_path)
+    child = WRITER_CHILD.replace("segment_bytes=8192", "segment_bytes=64 << 20")
+    p = run_py(child, d)
+    lines = [p.stdout.readline() for _ in range(300)]
+    p.send_signal(signal.SIGKILL)
+    out, _ = p.communicate()
+    acked = int((b"".join(lines) + out).split()[-1])
+    seg = os.path.join(d, data_files(d)[-1])
+    end, size = _log_end(seg)
+    assert size % PREALLOC == 0 and size > end  # the killed writer left a zero tail
+    with open(seg, "rb") as f:
+        f.seek(end)
+        assert f.read().count(0) == size - end
+    with LogStore(d, readonly=True) as r:  # readonly: ignores the tail, leaves the file
+        assert r.get(b"key-0") == b"value-0-" * 5
+        assert r.stats()["total_bytes"] == end
+    assert os.path.getsize(seg) == size
+    caplog.clear()
+    with LogStore(d, sync="always") as s:
+        assert "torn tail" not in caplog.text and "corrupt" not in caplog.text
+        assert os.path.getsize(seg) == end  # truncated to the log end on open
+        for i in range(acked + 1):
+            assert s.get(b"key-%d" % i) == b"value-%d-" % i * 5, i
+        s.put(b"after", b"x" * 200)
+        assert os.path.getsize(seg) == PREALLOC * ((end + 221 + PREALLOC - 1) // PREALLOC)
+    assert _log_end(seg) == (end + 221, end + 221)  # close trims the tail again
+    with LogStore(d) as s:
+        assert s.get(b"after") == b"x" * 200 and s.get(b"key-0") == b"value-0-" * 5
+
+
+def test_torn_record_before_zero_tail(tmp_path, caplog):
+    d = str(tmp_path)
+    s = LogStore(d, sync="always")
+    s.put(b"a", b"1" * 50)
+    s.put(b"b", b"2" * 50)
+    seg = s._active.path
+    end = s._kd.active_end
+    # simulate a crash: the last record half written, zeros after it, no clean close
+    with open(seg, "r+b") as f:
+        f.seek(end - 30)
+        f.write(bytes(30))
+    os.close(s._active.fd)
+    s._active.fd = -1
+    s._closed = True
+    s._dirlock.release()
+    with LogStore(d) as s2:
+        assert s2.get(b"a") == b"1" * 50 and s2.get(b"b") is None
+        assert "torn tail" in caplog.text
+    assert _log_end(seg)[0] == os.path.getsize(seg)
+
+
+def test_sealed_segments_have_no_zero_tail(tmp_path):
+    d = str(tmp_path)
+    with LogStore(d, segment_bytes=4096, sync="always", compact_dead_ratio=None) as s:
+        for i in range(200):
+            s.put(b"k%d" % (i % 50), b"v" * 90)
+        assert len(data_files(d)) > 3
+        for fn in data_files(d)[:-1]:  # sealed by rotation
+            end, size = _log_end(os.path.join(d, fn))
+            assert end == size and os.path.exists(os.path.join(d, fn[:-5] + ".hint"))
+        s.compact()
+        for fn in data_files(d)[:-1]:
+            end, size = _log_end(os.path.join(d, fn))
+            assert end == size
+    for fn in data_files(d):  # close trims the active one too
+        end, size = _log_end(os.path.join(d, fn))
+        assert end == size
+    with LogStore(d) as s:
+        assert len(s) == 50 and s.get(b"k7") == b"v" * 90
+
+
+# ---------------------------------------------------------------- group commit protocol
+def test_group_commit_failed_sync_raises_and_others_retry(tmp_path):
+    n_threads, per = 6, 40
+    with LogStore(str(tmp_path), sync="always") as s:
+        real = os.fdatasync
+        calls = []
+        errors = []
+
+        def flaky(fd):
+            calls.append(fd)
+            if len(calls) == 5:
+                raise OSError(5, "simulated EIO")
+            return real(fd)
+
+        os.fdatasync = flaky
+        try:
+            def work(t):
+                for i in range(per):
+                    try:
+                        s.put(b"t%d-%d" % (t, i), b"v" * 50)
+                    except OSError as exc:
+                        errors.append(exc)
+
+            threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert not any(t.is_alive() for t in threads), "a writer hung after a failed sync"
+        finally:
+            os.fdatasync = real
+        assert len(errors) == 1 and errors[0].errno == 5
+        assert len(s) == n_threads * per
+        assert len(calls) < n_threads * per
+
+
+def test_group_commit_alternating_writers(tmp_path):
+    # writers come and go: a leader's bounded wait for the last groups' writers never hangs
+    with LogStore(str(tmp_path), sync="always") as s:
+        for rnd in range(4):
+            n = 1 + rnd % 3
+            def work(t, rnd=rnd):
+                for i in range(15):
+                    s.put(b"r%d-t%d-%d" % (rnd, t, i), b"v")
+            ts = [threading.Thread(target=work, args=(t,)) for t in range(n)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(30)
+            assert not any(t.is_alive() for t in ts)
+        s.put(b"solo", b"1")
+        assert len(s) == 15 * (1 + 2 + 3 + 1) + 1
