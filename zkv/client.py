@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -169,7 +168,6 @@ class Client(_Base):
         super().__init__(nodes, timeout, max_value_size)
         self._zctx = zmq.Context()
         self._socks: dict[str, zmq.Socket] = {}
-        self._pid = os.getpid()
 
     # ---- public API -------------------------------------------------------------------------
     def get(self, key: bytes, r: int | None = None) -> GetResult:
