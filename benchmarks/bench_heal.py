@@ -231,7 +231,8 @@ def test_convergence_after_pause_under_write_load(benchmark, tmp_path):
 
     cl = LocalCluster(3, str(tmp_path / "conv"), base_port=None,
                       extra_args=["--gossip-interval", "0.1", "--down-after", "1.0",
-                                  "--aae-interval", "0.05"])
+                                  "--aae-interval", "0.05", "--aae-concurrency",
+                                  os.environ.get("ZKV_BENCH_AAE_CONCURRENCY", "8")])
     cl.start()
     written = []
     try:

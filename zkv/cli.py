@@ -50,7 +50,10 @@ def node_parser() -> argparse.ArgumentParser:
                    help="seconds between anti-entropy rounds (0 disables; default 0.2)")
     s.add_argument("--tombstone-grace", dest="tombstone_grace", type=float,
                    help="seconds before a tombstone all owners hold is reaped (default 60)")
-    s.add_argument("--handoff-batch", dest="handoff_batch", type=int)
+    s.add_argument("--handoff-batch", dest="handoff_batch", type=int,
+                   help="hints delivered per owner per step (default 200)")
+    s.add_argument("--aae-concurrency", dest="aae_concurrency", type=int,
+                   help="Merkle exchanges in flight at once (default 8)")
     s.add_argument("--log-level", dest="log_level",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
