@@ -107,6 +107,11 @@ class LocalCluster:
             log.close()
         n.paused = False
         n.reported = False
+        with open(self.pid_path(n), "w") as fh:  # for tools/faults.py
+            fh.write(f"{n.proc.pid}\n")
+
+    def pid_path(self, n: LocalNode) -> str:
+        return os.path.join(self.dir, f"{n.id}.pid")
 
     def start(self, timeout: float = 30.0) -> None:
         atexit.register(self.stop)  # belt and braces: nodes also watch their parent
