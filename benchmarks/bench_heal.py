@@ -27,6 +27,7 @@ from zkv._core.ring import Ring
 from zkv.node.antientropy import (
     AntiEntropy,
     Exchange,
+    children,
     leaf_keys,
     pack_hashes,
     pack_listing,
@@ -87,27 +88,20 @@ def _exchange_all(a, b, ae_a: AntiEntropy, ae_b: AntiEntropy, ring: Ring) -> dic
             round_trips += 1
             if req[0] == "level":
                 ask = wire.TreeLevel(1, p, req[1], list(req[2]))
-                ans = wire.TreeLevelOk(1, pack_hashes(ae_b.tree(p).level_hashes(req[1], req[2])))
+                tb = ae_b.tree(p)
+                ans = wire.TreeLevelOk(1, pack_hashes(
+                    tb.level_hashes(req[1], children(tb, req[1], req[2]))))
                 sent["walk"] += len(wire.encode_one(ask)) + len(wire.encode_one(ans))
-                ex.on_level(unpack_hashes(ans.hashes, len(req[2])))
+                ex.on_level(unpack_hashes(ans.hashes, len(ex.indices)))
             else:
                 listing = leaf_keys(b, ae_b.tree(p), lo, hi, req[1])
                 ask = wire.LeafKeys(1, p, list(req[1]))
                 ans = wire.LeafKeysOk(1, *pack_listing(listing))
                 sent["listing"] += len(wire.encode_one(ask)) + len(wire.encode_one(ans))
                 ex.on_keys(unpack_listing(ans.hashes, ans.digests))
-        # our versions to them: one frame of RPuts, as the reactor coalesces them
+        # our versions as they are now (the node reads them before the pull's answer arrives)
         puts = [wire.RPut(i, k, a.get(k)) for i, k in enumerate(ex.push)]
-        if puts:
-            sent["push"] += len(wire.encode(puts)) + len(wire.encode(
-                [wire.RPutOk(i, True) for i in range(len(puts))]))
-        for m in puts:
-            old = b.get(m.key)
-            new = dvv.sync_encoded(old, m.dvv)
-            b.put(m.key, new)
-            ae_b.on_change(m.key, old, new)
-            repaired += 1
-        if ex.pull:  # theirs to us, fetched by key hash
+        if ex.pull:  # theirs to us, fetched by key hash (first in the frame, as the node does)
             ask = wire.RGetHashes(1, p, struct.pack(f"<{len(ex.pull)}Q", *ex.pull))
             want = set(ex.pull)
             found = [(k, b.get(k)) for k, h in b.key_hashes(lo, hi) if h in want]
@@ -119,6 +113,16 @@ def _exchange_all(a, b, ae_a: AntiEntropy, ae_b: AntiEntropy, ring: Ring) -> dic
                 a.put(k, new)
                 ae_a.on_change(k, old, new)
                 repaired += 1
+        # our versions to them: one frame of RPuts, as the reactor coalesces them
+        if puts:
+            sent["push"] += len(wire.encode(puts)) + len(wire.encode(
+                [wire.RPutOk(i, True) for i in range(len(puts))]))
+        for m in puts:
+            old = b.get(m.key)
+            new = dvv.sync_encoded(old, m.dvv)
+            b.put(m.key, new)
+            ae_b.on_change(m.key, old, new)
+            repaired += 1
     return {"bytes": sum(sent.values()), "by_part": sent, "round_trips": round_trips,
             "repaired": repaired}
 

@@ -13,6 +13,7 @@ from zkv._core import dvv
 from zkv.node.antientropy import (
     AntiEntropy,
     Exchange,
+    children,
     leaf_keys,
     pack_hashes,
     pack_listing,
@@ -214,8 +215,9 @@ def test_exchange_finds_exactly_the_differing_keys(tmp_path_factory, n_keys, div
         while (req := ex.next_request()) is not None:
             trips += 1
             if req[0] == "level":  # through the wire forms, truncated hashes included
-                packed = pack_hashes(ae_b.tree(p).level_hashes(req[1], req[2]))
-                ex.on_level(unpack_hashes(packed, len(req[2])))
+                tb = ae_b.tree(p)
+                packed = pack_hashes(tb.level_hashes(req[1], children(tb, req[1], req[2])))
+                ex.on_level(unpack_hashes(packed, len(ex.indices)))
             else:
                 theirs = leaf_keys(b, ae_b.tree(p), lo, hi, req[1])
                 ex.on_keys(unpack_listing(*pack_listing(theirs)))
@@ -288,3 +290,18 @@ def test_hints_survive_restart_and_are_dropped_only_when_unchanged(tmp_path):
     h = Hints(str(tmp_path / "h"), lambda: now[0])
     assert h.backlog()["owner1"]["count"] == 1 and h.get("owner1", b"k2") == b""
     h.close()
+
+
+def test_children_geometry_and_bad_peer_input():
+    from zkv._core.merkle import MerkleTree
+
+    t = MerkleTree(8, 10, 2)  # 1024 leaves, fanout 4: levels of 1, 4, 16, 64, 256, 1024
+    assert children(t, 0, []) == [0]
+    assert children(t, 1, [0]) == [0, 1, 2, 3]
+    assert children(t, 5, [255]) == [1020, 1021, 1022, 1023]
+    for level, parents in [(6, [0]), (-1, [0]), (2, [4]), (3, [-1]), (1, [0] * 5)]:
+        try:
+            children(t, level, parents)
+        except ValueError:
+            continue
+        raise AssertionError((level, parents))

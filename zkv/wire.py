@@ -157,15 +157,16 @@ class JoinOk(_Msg, tag=26):
 
 
 class TreeLevel(_Msg, tag=27):
-    """Anti-entropy: the hashes of `indices` at `level` of the partition's Merkle tree."""
+    """Anti-entropy: the hashes at `level` of the partition's Merkle tree of the children of
+    `parents` (nodes of level - 1 that differed); level 0 asks for the root."""
 
     partition: int
     level: int
-    indices: list[int]
+    parents: list[int]
 
 
 class TreeLevelOk(_Msg, tag=28):
-    hashes: bytes  # the nodes' hashes, each cut to antientropy.WIRE_HASH (8) bytes, concatenated
+    hashes: bytes  # the nodes' hashes, each cut to antientropy.TREE_HASH (6) bytes, concatenated
 
 
 class LeafKeys(_Msg, tag=29):

@@ -95,6 +95,12 @@ class ExchangeOp(Op):
     def _sync(self) -> None:
         self.syncing = True
         replica = self.ctx.replica
+        # the pull goes first in the frame, so the peer answers with its own versions before
+        # merging ours (otherwise each concurrent key would travel back with our sibling too)
+        pull = self.ex.pull[: self.max_keys]
+        if pull:
+            self.ctx.ask(self.ex.peer,
+                         RGetHashes(0, self.ex.p, struct.pack(f"<{len(pull)}Q", *pull)), self)
         for key in self.ex.push[: self.max_keys]:
             version = replica.read(key)
             if version:
@@ -102,12 +108,9 @@ class ExchangeOp(Op):
                 self.ae.stats["bytes_sent"] += len(key) + len(version)
                 self.pushes += 1
         self.ae.stats["keys_repaired"] += self.pushes
-        pull = self.ex.pull[: self.max_keys]
         if not pull:
             self.finish()
             return
-        self.ctx.ask(self.ex.peer,
-                     RGetHashes(0, self.ex.p, struct.pack(f"<{len(pull)}Q", *pull)), self)
         self.deadline = self.ctx.now() + self.step_timeout
         self.ctx.reschedule(self)
 

@@ -33,6 +33,7 @@ from zkv.errors import ZkvError
 from zkv.node.antientropy import (
     AntiEntropy,
     Exchange,
+    children,
     leaf_keys,
     pack_hashes,
     pack_listing,
@@ -414,7 +415,9 @@ class Node:
         elif t is TreeLevel:
             tree = self.ae.tree(msg.partition) if self._valid_partition(msg.partition) else None
             try:
-                hashes = pack_hashes(tree.level_hashes(msg.level, msg.indices)) if tree else b""
+                hashes = (pack_hashes(tree.level_hashes(msg.level,
+                                                        children(tree, msg.level, msg.parents)))
+                          if tree else b"")
             except ValueError:
                 hashes = b""
             self._queue_router(ident, TreeLevelOk(msg.rid, hashes))
