@@ -261,6 +261,9 @@ def test_tombstones_reaped_only_after_every_owner_agreed_later_and_grace(tmp_pat
     assert store.get(b"k") is None and not ae.tombstones
     assert ae.is_reaped_echo(b"k", old)  # the same tombstone coming back is ignored
     assert r.merge(b"k", old) == old and store.get(b"k") is None
+    clock.t += 2 * ae.grace + 61
+    ae.forget_old_reaps()  # the echo window closes: the memory does not grow forever
+    assert not ae.recently_reaped
     store.close()
 
 

@@ -133,6 +133,12 @@ class AntiEntropy:
         self.recently_reaped[key] = (digest, self.clock())
         self.stats["reaped"] += 1
 
+    def forget_old_reaps(self) -> None:
+        """Drop reap memories past their echo window (called with the periodic reap pass)."""
+        horizon = self.clock() - (2 * self.grace + 60)
+        for key in [k for k, (_, when) in self.recently_reaped.items() if when < horizon]:
+            del self.recently_reaped[key]
+
     def is_reaped_echo(self, key: bytes, incoming: bytes) -> bool:
         """An incoming version equal to a tombstone we just reaped: ignore it (no ping-pong)."""
         hit = self.recently_reaped.get(key)

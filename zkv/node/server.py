@@ -557,6 +557,7 @@ class Node:
                     self.exchange_queue.append((p, peer))
 
     def _reap(self, ring) -> None:
+        self.ae.forget_old_reaps()
         keys = self.ae.reapable(ring.preflist, self.me)[:1000]
         by_peer: dict[str, tuple[list, list]] = {}
         for key in keys:
