@@ -397,3 +397,22 @@ def test_joining_cluster_spreads_settings(tmp_path):
             assert doc["ring"]["q"] == 32 and doc["ring"]["n"] == 2
     finally:
         cl.stop()
+
+
+def test_async_client_fails_over_from_a_paused_and_a_killed_node(make_cluster):
+    cl = make_cluster(3)
+
+    async def main():
+        async with zkv.AsyncClient(cl.endpoints, timeout=4.0) as c:
+            await c.put(b"af", b"v0", w=3)
+            cl.pause("node1")
+            try:
+                got = await asyncio.gather(*(c.put(b"af%d" % i, b"v", w=2) for i in range(20)))
+                assert all(isinstance(x, bytes) for x in got)
+                assert (await c.get(b"af3", r=2)).values == [b"v"]
+            finally:
+                cl.resume("node1")
+            cl.kill("node2")
+            assert (await c.get(b"af5", r=2)).values == [b"v"]
+
+    asyncio.run(main())
