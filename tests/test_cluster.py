@@ -434,3 +434,12 @@ def test_async_client_fails_over_from_a_paused_and_a_killed_node(make_cluster):
             assert (await c.get(b"af5", r=2)).values == [b"v"]
 
     asyncio.run(main())
+
+
+def test_local_cluster_refuses_ports_in_use(make_cluster, tmp_path):
+    a = make_cluster(1, n=1)
+    b = LocalCluster(1, str(tmp_path / "b"), base_port=None, n=1)
+    b.nodes[0].listen = a.nodes[0].listen  # as a second `zkv local up` on the same ports
+    with pytest.raises(zkv.ZkvError, match="in use"):
+        b.start()
+    assert b.nodes[0].proc is None  # nothing was started

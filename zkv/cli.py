@@ -281,7 +281,11 @@ def local_up(args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        cluster.start()
+        try:
+            cluster.start()
+        except ZkvError as exc:
+            print(f"zkv: cannot start the local cluster: {exc}", file=sys.stderr)
+            return 1
         print(f"zkv: {args.nodes} node(s) up, data under {os.path.abspath(args.dir)}")
         for n in cluster.nodes:
             print(f"  {n.id}  {n.listen}  rack {n.rack}  (log {n.log_path})")

@@ -113,7 +113,22 @@ class LocalCluster:
     def pid_path(self, n: LocalNode) -> str:
         return os.path.join(self.dir, f"{n.id}.pid")
 
+    def _check_ports_free(self) -> None:
+        busy = []
+        for n in self.nodes:
+            for ep in (n.listen, n.gossip):
+                host, port = ep[len("tcp://"):].rsplit(":", 1)
+                with socket.socket() as s:
+                    try:
+                        s.bind((host, int(port)))
+                    except OSError:
+                        busy.append(ep)
+        if busy:
+            raise ZkvError(f"address(es) in use: {', '.join(busy)} (another cluster running? "
+                           "pick other ports with --base-port)")
+
     def start(self, timeout: float = 30.0) -> None:
+        self._check_ports_free()  # else we would talk to whoever holds them and call it ours
         atexit.register(self.stop)  # belt and braces: nodes also watch their parent
         for i, n in enumerate(self.nodes):
             self._spawn(n, None if i == 0 else self.nodes[0].listen)
