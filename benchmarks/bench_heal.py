@@ -277,3 +277,61 @@ def test_convergence_after_pause_under_write_load(benchmark, tmp_path):
                                     keys_per_s_healed=round(info["keys"] / secs))
     finally:
         cl.stop()
+
+
+# ---- what keeping the trees current costs a node's put throughput --------------------------------
+NODE_PUTS = int(os.environ.get("ZKV_BENCH_NODE_PUTS", "4000" if os.environ.get("ZKV_BENCH_QUICK")
+                               else "15000"))
+
+
+async def _put_batch(client, prefix: bytes, n: int) -> float:
+    """Seconds for n puts of fresh 100-byte values with 32 in flight."""
+    import asyncio
+
+    sem = asyncio.Semaphore(32)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await client.put(prefix + b"%09d" % i, b"v" * 100, w=1)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return time.perf_counter() - t
+
+
+@pytest.mark.benchmark(group="aae-node-put")
+def test_node_put_throughput_with_and_without_trees(benchmark, tmp_path):
+    """One node (N=1) with anti-entropy on (trees kept current on every write) beside one with
+    it off (--aae-interval 0: no trees), loaded alternately, 5 batches each; the ratio of the
+    median batch times is the trees' cost to put throughput (goal <= 1.10)."""
+    import asyncio
+    import statistics
+
+    from zkv.client import AsyncClient
+    from zkv.local import LocalCluster
+
+    off = LocalCluster(1, str(tmp_path / "off"), base_port=None, n=1,
+                       extra_args=["--aae-interval", "0"])
+    on = LocalCluster(1, str(tmp_path / "on"), base_port=None, n=1)
+    off.start()
+    on.start()
+    times = {"off": [], "on": []}
+    try:
+        async def run() -> None:
+            async with AsyncClient(off.endpoints, timeout=10.0) as c_off, \
+                    AsyncClient(on.endpoints, timeout=10.0) as c_on:
+                await c_off.put(b"warm", b"x")
+                await c_on.put(b"warm", b"x")
+                for rnd in range(5):
+                    times["off"].append(await _put_batch(c_off, b"r%d-" % rnd, NODE_PUTS))
+                    times["on"].append(await _put_batch(c_on, b"r%d-" % rnd, NODE_PUTS))
+
+        benchmark.pedantic(lambda: asyncio.run(run()), rounds=1, iterations=1)
+    finally:
+        off.stop()
+        on.stop()
+    t_off, t_on = statistics.median(times["off"]), statistics.median(times["on"])
+    ratio = t_on / t_off
+    benchmark.extra_info.update(
+        puts_per_s_without_trees=round(NODE_PUTS / t_off), puts_per_s_with_trees=round(
+            NODE_PUTS / t_on), tree_cost_ratio=round(ratio, 3), tree_cost_goal_met=ratio <= 1.10)

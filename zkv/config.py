@@ -49,6 +49,7 @@ class NodeConfig:
     background_interval: float = 0.05  # how often the reactor looks for background work
     handoff_batch: int = 200  # hints delivered per owner per step (throttle)
     aae_interval: float = 0.2  # seconds between planning rounds of Merkle exchanges; 0 = off
+    # (then no trees are kept, nothing is exchanged and tombstones are never reaped)
     aae_concurrency: int = 8  # Merkle exchanges in flight at once (the IO/bandwidth budget;
     # an exchange that finds differences is ~7 sequential round trips, so healing speed grows
     # with it: 5 s of missed writes healed in 5.9 s at 2, 2.2 s at 8 on the dev machine)

@@ -156,6 +156,7 @@ class Node:
         # set by LocalCluster (tests, `zkv local up`): stop when that process is gone
         self.parent_pid = int(os.environ.get("ZKV_EXIT_WITH_PARENT", "0") or 0)
         self.ae: AntiEntropy | None = None  # set up in run(), once the ring size is settled
+        self.ae_setup = False
         self.exchange_queue: list[tuple[int, str]] = []
         self.exchange_cursor = 0
         self.exchanges_running = 0
@@ -257,6 +258,11 @@ class Node:
 
     # ---- the loop -----------------------------------------------------------------------------
     def setup_antientropy(self) -> None:
+        self.ae_setup = True
+        if self.cfg.aae_interval <= 0:
+            log.warning("anti-entropy is off (aae_interval 0): no Merkle trees, no exchanges, "
+                        "and tombstones are never reaped")
+            return
         q_bits = self.membership.settings["q"].bit_length() - 1
         ae = AntiEntropy(q_bits, self.clock, grace=self.cfg.tombstone_grace)
         t = time.perf_counter()
@@ -268,7 +274,7 @@ class Node:
 
     def run(self) -> None:
         self.running = True
-        if self.ae is None:
+        if not self.ae_setup:
             self.setup_antientropy()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -315,7 +321,7 @@ class Node:
                 op.on_timeout()
         if now >= self.next_gossip:
             self._gossip(now)
-        if now >= self.next_background and self.ae is not None:
+        if now >= self.next_background:
             self._background(now)
         self.flush()
 
@@ -528,8 +534,15 @@ class Node:
             if batch:
                 self.handoff_running.add(owner)
                 self._start(HandoffOp(self, owner, batch, now + 2 * cfg.replica_timeout), now)
+        if now >= self.next_reap:
+            self.next_reap = now + 1.0
+            self._repair_corrupt(ring, now)
+            if self.ae is not None:
+                self._reap(ring)
+        if self.ae is None:
+            return  # anti-entropy off: no exchanges
         # anti-entropy: keep a bounded number of exchanges going
-        if not self.exchange_queue and cfg.aae_interval > 0 and now >= self.next_aae:
+        if not self.exchange_queue and now >= self.next_aae:
             self.next_aae = now + cfg.aae_interval
             self._plan_exchanges(ring)
         while self.exchange_queue and self.exchanges_running < cfg.aae_concurrency:
@@ -539,10 +552,6 @@ class Node:
             ex = Exchange(self.ae.tree(p), p, peer, now, lambda leaves, p=p: self._leaf_keys(p, leaves))
             self.exchanges_running += 1
             self._start(ExchangeOp(self, self.ae, ex, 2 * cfg.replica_timeout, cfg.aae_max_keys), now)
-        if now >= self.next_reap:
-            self.next_reap = now + 1.0
-            self._reap(ring)
-            self._repair_corrupt(ring, now)
 
     def _plan_exchanges(self, ring) -> None:
         """Queue the next few (partition, peer) pairs, round robin over what this node holds."""
@@ -586,7 +595,7 @@ class Node:
     def _repair_corrupt(self, ring, now: float) -> None:
         corrupt = self.store.corrupt_keys()
         fresh = [k for k in corrupt if k not in self.corrupt_seen]
-        if fresh:
+        if fresh and self.ae is not None:
             # the trees still count the digests of the lost versions: rebuild those partitions
             # from what is readable, so the repairs below (and AAE) land on a consistent tree
             self.corrupt_seen.update(fresh)
@@ -608,6 +617,8 @@ class Node:
 
     def _on_repair(self, partition: int) -> dict:
         """`zkv repair`: queue exchanges of one or every partition with every other owner now."""
+        if self.ae is None:
+            raise ZkvError(f"anti-entropy is off on {self.me} (aae_interval 0)")
         ring = self.membership.ring()
         parts = ring.replicas_of(self.me) if partition < 0 else [partition]
         if partition >= ring.q:
