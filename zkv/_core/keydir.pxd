@@ -1,8 +1,10 @@
 # keydir.pxd -- the storage engine's in-memory index: key -> latest record location.
 #
 # A C hash table with no Python object per key. Three flat arrays:
-#   index    open-addressing slots (linear probing, power-of-two size, load <= 0.7):
-#            uint64 = (high 32 bits of the key hash) << 32 | (entry number + 1); 0 = empty
+#   index    open-addressing slots (linear probing, power-of-two size, load <= 0.7); a key's
+#            home slot is the TOP bits of its hash, so a hash range (a ring partition) is a
+#            contiguous run of slots and hash_range() reads only that run:
+#            uint64 = (low 32 bits of the key hash) << 32 | (entry number + 1); 0 = empty
 #   entries  dense array of kd_entry (32 bytes each), in insertion order
 #   arena    key bytes, back to back; an entry points at its key by offset
 # Memory per key ~ 32 (entry) + 8/0.35..0.7 (index) + key length, plus array growth slack.
@@ -24,6 +26,7 @@ ctypedef struct kd_map:
 cdef class KeyDir:
     cdef uint64_t *index          # open-addressing slots
     cdef uint64_t icap            # slots (power of two)
+    cdef int ishift               # 64 - log2(icap): home slot = hash >> ishift
     cdef kd_entry *entries        # dense entries
     cdef uint64_t n               # entries in use (live + tombstones)
     cdef uint64_t ecap            # entries allocated

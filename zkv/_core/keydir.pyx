@@ -57,6 +57,7 @@ cdef class KeyDir:
     def __cinit__(self, uint64_t max_key=65536, uint64_t max_value=16 << 20,
                   uint64_t write_buffer=65536):
         self.icap = 1024
+        self.ishift = 64 - 10
         self.index = <uint64_t *>calloc(self.icap, 8)
         self.ecap = 512
         self.entries = <kd_entry *>malloc(self.ecap * sizeof(kd_entry))
@@ -81,8 +82,8 @@ cdef class KeyDir:
 
     # ---------------------------------------------------------------- core table
     cdef int64_t _find(self, const uint8_t *key, uint32_t klen, uint64_t h):
-        cdef uint64_t mask = self.icap - 1, i = h & mask, s
-        cdef uint32_t tag = <uint32_t>(h >> 32)
+        cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s
+        cdef uint32_t tag = <uint32_t>h
         cdef kd_entry *e
         while True:
             s = self.index[i]
@@ -95,8 +96,8 @@ cdef class KeyDir:
             i = (i + 1) & mask
 
     cdef int64_t _find_hash(self, uint32_t klen, uint64_t h):
-        cdef uint64_t mask = self.icap - 1, i = h & mask, s
-        cdef uint32_t tag = <uint32_t>(h >> 32)
+        cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s
+        cdef uint32_t tag = <uint32_t>h
         cdef kd_entry *e
         while True:
             s = self.index[i]
@@ -126,10 +127,10 @@ cdef class KeyDir:
         return COMPRESSED if fl & ZKV_REC_ZSTD else v
 
     cdef void _slot_put(self, uint64_t h, uint64_t idx):
-        cdef uint64_t mask = self.icap - 1, i = h & mask
+        cdef uint64_t mask = self.icap - 1, i = h >> self.ishift
         while self.index[i] != 0:
             i = (i + 1) & mask
-        self.index[i] = ((h >> 32) << 32) | (idx + 1)
+        self.index[i] = ((h & 0xFFFFFFFF) << 32) | (idx + 1)
 
     cdef int _grow_index(self) except -1:
         cdef uint64_t ncap = self.icap * 2, j
@@ -140,6 +141,7 @@ cdef class KeyDir:
             raise MemoryError()
         free(old)
         self.icap = ncap
+        self.ishift -= 1
         for j in range(self.n):
             self._slot_put(self.entries[j].hash, j)
         return 0
@@ -198,14 +200,14 @@ cdef class KeyDir:
             self.n_tomb -= 1
         self.arena_dead += _klen(e)
         # find and clear the slot of entry i, then backward-shift the cluster behind it
-        j = e.hash & mask
+        j = e.hash >> self.ishift
         while (self.index[j] & 0xFFFFFFFF) != i + 1:
             j = (j + 1) & mask
         self.index[j] = 0
         k = (j + 1) & mask
         while self.index[k] != 0:
             s = self.index[k]
-            home = self.entries[(s & 0xFFFFFFFF) - 1].hash & mask
+            home = self.entries[(s & 0xFFFFFFFF) - 1].hash >> self.ishift
             # move s into the hole at j if its home is not in (j, k]
             if (k > j and (home <= j or home > k)) or (k < j and (home <= j and home > k)):
                 self.index[j] = s
@@ -216,7 +218,7 @@ cdef class KeyDir:
         last = self.n - 1
         if i != last:
             self.entries[i] = self.entries[last]
-            j = self.entries[i].hash & mask
+            j = self.entries[i].hash >> self.ishift
             while (self.index[j] & 0xFFFFFFFF) != last + 1:
                 j = (j + 1) & mask
             self.index[j] = (self.index[j] & 0xFFFFFFFF00000000) | (i + 1)
@@ -330,13 +332,30 @@ cdef class KeyDir:
         return out
 
     def hash_range(self, uint64_t lo=0, uint64_t hi=0xFFFFFFFFFFFFFFFF):
-        """``[(key, hash)]`` of live keys whose hash is in [lo, hi] inclusive."""
-        cdef uint64_t j, h
+        """``[(key, hash)]`` of live keys whose hash is in [lo, hi] inclusive.
+
+        Reads only the slots of that range (homes are the hash's top bits), plus the probe
+        run past its end: with linear probing every slot between an entry's home and its
+        position is occupied, so the scan may stop at the first empty slot past the range."""
+        cdef uint64_t mask = self.icap - 1, i, s, h, steps = 0, span
+        cdef kd_entry *e
         out = []
-        for j in range(self.n):
-            h = self.entries[j].hash
-            if lo <= h <= hi and not (_flags(&self.entries[j]) & ZKV_REC_TOMBSTONE):
-                out.append((self._key(j), h))
+        if lo > hi or self.n == 0:
+            return out
+        i = lo >> self.ishift
+        span = (hi >> self.ishift) - i + 1
+        while steps < self.icap:
+            s = self.index[i]
+            if s == 0:
+                if steps >= span:
+                    break
+            else:
+                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                h = e.hash
+                if lo <= h <= hi and not (_flags(e) & ZKV_REC_TOMBSTONE):
+                    out.append((self._key((s & 0xFFFFFFFF) - 1), h))
+            i = (i + 1) & mask
+            steps += 1
         return out
 
     def fid_bytes(self):
