@@ -72,8 +72,15 @@ def _check_endpoints(nodes) -> list[str]:
 class _Base:
     """Routing state shared by both clients: seeds, ring, suspicion, request building."""
 
-    def __init__(self, nodes, timeout: float, max_value_size: int) -> None:
+    def __init__(self, nodes, timeout: float, max_value_size: int, routing: str = "token") -> None:
         self.seeds = _check_endpoints(nodes)
+        if routing not in ("token", "any"):
+            raise InvalidRequest(f"routing must be 'token' or 'any', got {routing!r}")
+        # token: send each key to its owners first (no forwarding hop; R=1 reads land on the
+        # node that coordinated the key's writes). any: spread requests over every member, as
+        # a client behind a load balancer would (what PBS staleness measurements want).
+        self.routing = routing
+        self._spread = itertools.count()
         if not (isinstance(timeout, int | float) and timeout > 0):
             raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.timeout = float(timeout)
@@ -87,6 +94,7 @@ class _Base:
         self.suspect_until: dict[str, float] = {}
         self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
         self._base_order: list[str] | None = None
+        self._n_up = 0  # members in _base_order that looked up (they come first)
 
     @property
     def per_try(self) -> float:
@@ -109,10 +117,16 @@ class _Base:
                 ids = sorted(self.endpoints)
                 base += [self.endpoints[x] for x in ids if x not in self.down]
                 base += [self.endpoints[x] for x in ids if x in self.down]
+            self._n_up = len(base) - len(self.down & set(self.endpoints))
             base += self.seeds
             self._base_order = base = list(dict.fromkeys(base))
         head = []
-        if key is not None and self.ring is not None:
+        if self.routing == "any" and key is not None:
+            up = self._n_up if self.ring is not None else len(base)
+            if up:  # round robin over the members that look up, the rest after them
+                r = next(self._spread) % up
+                base = base[r:up] + base[:r] + base[up:]
+        elif key is not None and self.ring is not None:
             eps, down = self.endpoints, self.down
             head = [eps[x] for x in self.ring.preflist_for_key(key) if x in eps and x not in down]
         order = head + [ep for ep in base if ep not in head] if head else list(base)
@@ -164,8 +178,8 @@ class Client(_Base):
     """Blocking client. Not thread-safe: use one per thread (or AsyncClient)."""
 
     def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
-                 *, max_value_size: int = wire.DEFAULT_MAX_VALUE) -> None:
-        super().__init__(nodes, timeout, max_value_size)
+                 *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token") -> None:
+        super().__init__(nodes, timeout, max_value_size, routing)
         self._zctx = zmq.Context()
         self._socks: dict[str, zmq.Socket] = {}
 
@@ -314,8 +328,8 @@ class AsyncClient(_Base):
     per node (replies are matched by request id)."""
 
     def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
-                 *, max_value_size: int = wire.DEFAULT_MAX_VALUE) -> None:
-        super().__init__(nodes, timeout, max_value_size)
+                 *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token") -> None:
+        super().__init__(nodes, timeout, max_value_size, routing)
         self._zctx = zmq.asyncio.Context()
         self._socks: dict[str, zmq.asyncio.Socket] = {}
         self._readers: dict[str, asyncio.Task] = {}

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", default="interval", choices=["none", "interval", "always"],
                    help="local nodes' durability mode (default interval)")
     p.add_argument("--timeout", type=float, default=2.0, help="client timeout per call, s")
+    p.add_argument("--routing", default="any", choices=["any", "token"],
+                   help="any (default): spread requests over every node, like clients behind "
+                   "a load balancer, which is what shows replica staleness; token: send each "
+                   "key to its owners (zkv.Client's default), where R=1 reads land on the "
+                   "key's write coordinator and so are rarely stale")
     return p
 
 
@@ -61,7 +66,7 @@ def settings_from_args(args: argparse.Namespace):
     from zkv.bench.workloads import parse_workloads
 
     s = Settings(out=args.out, seed=args.seed, sync=args.sync, timeout=args.timeout,
-                 quick=args.quick)
+                 quick=args.quick, routing=args.routing)
     if args.quick:
         for k, v in QUICK.items():
             setattr(s, k, v)

@@ -83,6 +83,7 @@ class Settings:
     seed: int = 42
     sync: str = "interval"
     timeout: float = 2.0
+    routing: str = "any"  # zkv.Client routing: "any" node or the key's "token" owners
     quick: bool = False
     redis_requests: int = 50_000
     echo_round_trips: int = 5000
@@ -202,7 +203,8 @@ async def _run_task(task: dict) -> dict:
         while now() < end_at:
             await one(c)
 
-    c = AsyncClient(task["endpoints"], timeout=task["timeout"])
+    c = AsyncClient(task["endpoints"], timeout=task["timeout"],
+                    routing=task.get("routing", "token"))
     try:
         for _ in range(20):  # learn the ring and open the sockets before the clock starts
             try:
@@ -438,6 +440,7 @@ class Suite:
                   "phase": self.phase, "client": i, "seed": self.s.seed,
                   "records": self.s.records, "value_size": self.s.value_size,
                   "inflight": self.s.inflight, "timeout": self.s.timeout, "prefix": prefix,
+                  "routing": self.s.routing,
                   "start_at": start_at, "end_at": end_at, "timeline": timeline}
                  for i in range(self.s.clients)]
         return tasks, start_at, end_at
