@@ -326,6 +326,21 @@ def test_cli_status_ring_get_put(cluster3):
     assert "(not found)" in out.stdout
 
 
+def _wait_listening(port: int, proc, timeout: float = 30.0) -> None:
+    """Until the node accepts connections (a loaded machine may take a while to import)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, "node never listened"
+            time.sleep(0.05)
+
+
 def test_node_flags_config_and_metrics(tmp_path):
     ports = free_ports(3)
     cfg = tmp_path / "node.toml"
@@ -336,6 +351,7 @@ def test_node_flags_config_and_metrics(tmp_path):
            "--data-dir", str(tmp_path / "d")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
+        _wait_listening(ports[0], proc)
         with zkv.Client([f"tcp://127.0.0.1:{ports[0]}"], timeout=5.0) as c:
             c.put(b"m", b"v", w=1)
             assert c.get(b"m").values == [b"v"]

@@ -62,6 +62,10 @@ def node_parser() -> argparse.ArgumentParser:
 def node_main(argv: list[str] | None = None) -> int:
     from zkv import config
 
+    # a SIGTERM/SIGINT during start-up (store recovery, join) still ends in a clean exit 0
+    early_stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: early_stop.append(signum))
     args = node_parser().parse_args(argv)
     try:
         cfg = config.load(vars(args))
@@ -86,13 +90,17 @@ def node_main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # zmq bind errors and the like
         print(f"zkv-node: cannot start: {exc}", file=sys.stderr)
         return 1
-    if cfg.seed and len(node.membership.peers) == 0:
+    if cfg.seed and len(node.membership.peers) == 0 and not early_stop:
         try:
-            node.join(cfg.seed)
+            node.join(cfg.seed, should_stop=lambda: bool(early_stop))
         except ZkvError as exc:
             print(f"zkv-node: {exc}", file=sys.stderr)
             node.shutdown()
             return 1
+    if early_stop:
+        logging.getLogger("zkv.node").info("signal %d during start-up: stopping", early_stop[0])
+        node.shutdown()
+        return 0
     node.run()
     return 0
 

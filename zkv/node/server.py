@@ -224,11 +224,11 @@ class Node:
         self.dealer_owner[d] = m.id
         self.poller.register(d, zmq.POLLIN)
 
-    def join(self, seeds: tuple[str, ...]) -> None:
+    def join(self, seeds: tuple[str, ...], should_stop=lambda: False) -> None:
         """Ask seed nodes to let us in; adopt the cluster's settings and member table."""
         deadline = self.clock() + JOIN_TIMEOUT
         rid = next(self.rids)
-        while self.clock() < deadline:
+        while self.clock() < deadline and not should_stop():
             for seed in seeds:
                 if seed == self.cfg.listen:
                     continue
@@ -254,6 +254,8 @@ class Node:
                 finally:
                     s.close(0)
             log.info("waiting for a seed to answer: %s", ", ".join(seeds))
+        if should_stop():
+            return
         raise ZkvError(f"no seed answered within {JOIN_TIMEOUT:.0f}s: {', '.join(seeds)}")
 
     # ---- the loop -----------------------------------------------------------------------------
