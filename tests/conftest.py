@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import zmq
 
+from zkv import wire
+from zkv._core import dvv
 from zkv.local import LocalCluster
 
 # fast failure detection so fault tests stay short
@@ -32,3 +35,21 @@ def cluster3(tmp_path_factory):
     c.start()
     yield c
     c.stop()
+
+
+def held(endpoint: str, key: bytes, hint: str = "") -> list[bytes | None] | None:
+    """What one node itself stores for key (asked directly, bypassing coordination)."""
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        s.send(wire.encode_one(wire.RGet(1, key, hint)))
+        if not s.poll(3000):
+            raise TimeoutError(endpoint)
+        (reply,) = wire.decode(s.recv(), 1 << 30)
+        if not reply.dvv:
+            return None
+        return dvv.DVVSet.decode(reply.dvv).values()
+    finally:
+        ctx.destroy(0)

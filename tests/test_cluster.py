@@ -111,25 +111,8 @@ def test_delete_with_full_context_leaves_key_absent(cluster3):
         assert c.get(b"gone2", r=3).values == [b"b"]
 
 
-def _held(endpoint: str, key: bytes):
-    """The live values one node itself stores for key (asked directly with a replica read)."""
-    from zkv._core import dvv
-
-    ctx = zmq.Context()
-    try:
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(endpoint)
-        s.send(wire.encode_one(wire.RGet(1, key)))
-        assert s.poll(3000)
-        (reply,) = wire.decode(s.recv(), 1 << 30)
-        return dvv.DVVSet.decode(reply.dvv).live_values() if reply.dvv else None
-    finally:
-        ctx.destroy(0)
-
-
 def test_read_repair_fixes_a_stale_replica(make_cluster):
-    from conftest import FAST
+    from conftest import FAST, held
 
     cl = make_cluster(3, extra_args=FAST + ["--aae-interval", "0"])  # read repair alone
     ep3 = cl.node("node3").listen
@@ -141,10 +124,10 @@ def test_read_repair_fixes_a_stale_replica(make_cluster):
         finally:
             cl.resume("node3")
         cl.wait_converged()
-        assert _held(ep3, b"rr") == [b"old"]  # stale: it missed the write
+        assert held(ep3, b"rr") == [b"old"]  # stale: it missed the write
         assert c.get(b"rr", r=3).values == [b"new"]  # merged across replicas...
         deadline = time.monotonic() + 5
-        while _held(ep3, b"rr") != [b"new"]:  # ...and pushed to node3 after the reply
+        while held(ep3, b"rr") != [b"new"]:  # ...and pushed to node3 after the reply
             assert time.monotonic() < deadline, "read repair never reached node3"
             time.sleep(0.05)
 

@@ -9,34 +9,13 @@ import shutil
 import time
 
 import pytest
-import zmq
-from conftest import FAST
+from conftest import FAST, held
 
 import zkv
-from zkv import wire
-from zkv._core import dvv
 
 pytestmark = pytest.mark.cluster
 
 HEAL = FAST + ["--aae-interval", "0.05", "--ring-size", "16", "--tombstone-grace", "1"]
-
-
-def held(endpoint: str, key: bytes, hint: str = "") -> list[bytes | None] | None:
-    """What one node itself stores for key (asked directly, bypassing coordination)."""
-    ctx = zmq.Context()
-    try:
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(endpoint)
-        s.send(wire.encode_one(wire.RGet(1, key, hint)))
-        if not s.poll(3000):
-            raise TimeoutError(endpoint)
-        (reply,) = wire.decode(s.recv(), 1 << 30)
-        if not reply.dvv:
-            return None
-        return dvv.DVVSet.decode(reply.dvv).values()
-    finally:
-        ctx.destroy(0)
 
 
 def status(endpoint: str) -> dict:
@@ -52,6 +31,21 @@ def wait_for(cond, timeout: float = 30.0, what: str = "condition"):
             return v
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def flip_byte(path: str, offset: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        b = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([b[0] ^ 0xFF]))
+
+
+def fully_agreed(endpoint: str) -> bool:
+    """Every partition the node holds agreed with every other owner in the last 2 seconds."""
+    ae = status(endpoint)["antientropy"]
+    return bool(ae["partitions"] and ae["partitions_agreed"] == ae["partitions"]
+                and ae["max_seconds_since_agreement"] < 2.0)
 
 
 def test_paused_node_detected_and_back_on_sigcont(make_cluster):
@@ -137,25 +131,15 @@ def test_flipped_bytes_detected_and_repaired_from_replica(make_cluster):
     assert cl.terminate("node3") == 0
     segs = sorted(glob.glob(os.path.join(cl.node("node3").data_dir, "data", "*.data")))
     assert segs, os.listdir(os.path.join(cl.node("node3").data_dir, "data"))
-    with open(segs[0], "r+b") as fh:
-        size = os.path.getsize(segs[0])
-        for off in (size // 3, size // 2, (2 * size) // 3):
-            fh.seek(off)
-            b = fh.read(1)
-            fh.seek(off)
-            fh.write(bytes([b[0] ^ 0xFF]))
+    size = os.path.getsize(segs[0])
+    for off in (size // 3, size // 2, (2 * size) // 3):
+        flip_byte(segs[0], off)
     cl.restart("node3")
     ep3 = cl.node("node3").listen
     want = {b"cr%d" % i: [b"value-%d-" % i + b"z" * 100] for i in range(50)}
     wait_for(lambda: all(held(ep3, k) == v for k, v in want.items()), 60,
              "every corrupt record repaired on node3")
-
-    def agreed():  # every partition fully agreed with both peers in the last 2 seconds
-        ae = status(ep3)["antientropy"]
-        return (ae["partitions"] and ae["partitions_agreed"] == ae["partitions"]
-                and ae["max_seconds_since_agreement"] < 2.0)
-
-    wait_for(agreed, 60, "node3's trees to agree with both peers on every partition")
+    wait_for(lambda: fully_agreed(ep3), 60, "node3's trees to agree with both peers")
 
 
 def test_corruption_found_while_running_is_repaired_and_trees_agree(make_cluster):
@@ -165,12 +149,9 @@ def test_corruption_found_while_running_is_repaired_and_trees_agree(make_cluster
             c.put(b"live%d" % i, b"value-%d-" % i + b"q" * 100, w=3)
     ep3 = cl.node("node3").listen
     segs = sorted(glob.glob(os.path.join(cl.node("node3").data_dir, "data", "*.data")))
-    with open(segs[0], "r+b") as fh:  # under the running node's feet (its mmap sees it)
-        # inside the first records (the active segment may carry a preallocated zero tail)
-        fh.seek(120)
-        b = fh.read(1)
-        fh.seek(120)
-        fh.write(bytes([b[0] ^ 0xFF]))
+    # under the running node's feet (its mmap sees it), inside the first records (the
+    # active segment may carry a preallocated zero tail)
+    flip_byte(segs[0], 120)
     # reading every key through node3 alone finds the bad record; it is never returned
     want = {b"live%d" % i: [b"value-%d-" % i + b"q" * 100] for i in range(40)}
     lost = 0
@@ -181,13 +162,7 @@ def test_corruption_found_while_running_is_repaired_and_trees_agree(make_cluster
     assert lost == 1  # the flipped record is detected, and only it
     wait_for(lambda: all(held(ep3, k) == v for k, v in want.items()), 60,
              "the corrupt record repaired from a replica")
-
-    def agreed():  # every partition fully agreed with both peers in the last 2 seconds
-        ae = status(ep3)["antientropy"]
-        return (ae["partitions"] and ae["partitions_agreed"] == ae["partitions"]
-                and ae["max_seconds_since_agreement"] < 2.0)
-
-    wait_for(agreed, 60, "node3's trees to agree again")
+    wait_for(lambda: fully_agreed(ep3), 60, "node3's trees to agree again")
 
 
 def test_delete_while_replica_down_never_resurrects(make_cluster):
