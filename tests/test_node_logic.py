@@ -308,3 +308,35 @@ def test_children_geometry_and_bad_peer_input():
         except ValueError:
             continue
         raise AssertionError((level, parents))
+
+
+def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path):
+    from zkv.config import NodeConfig
+    from zkv.local import free_ports
+    from zkv.node.server import Node
+
+    ports = free_ports(2)
+    cfg = NodeConfig(id="d", listen=f"tcp://127.0.0.1:{ports[0]}",
+                     gossip=f"tcp://127.0.0.1:{ports[1]}", data_dir=str(tmp_path / "d"),
+                     ring_size=16, n=3, rack="r")
+    node = Node(cfg)
+    try:
+        for x in ("a", "b", "c", "e"):
+            node.membership.merge([_member(x, hb=1)])
+        ring = node.membership.ring()
+        # a key whose sloppy walk reaches d only after another stand-in: with one owner
+        # unreachable, d (coordinating anyway, e.g. after failed forwards) is not a target
+        key = next(b"k%d" % i for i in range(5000)
+                   if ring.walk(ring.partition(b"k%d" % i)).index("d") == 4)
+        owners = ring.preflist_for_key(key)
+        node.membership.suspect(owners[1], "test")  # one owner (not the first) unreachable
+        started = []
+        node._start = lambda op, now: started.append(op)
+        node._coordinate(("c", 1), __import__("zkv").wire.Put(1, key, b"v", b"", 2), ring, 0.0)
+        (op,) = started
+        nodes = [x for x, _ in op.targets]
+        assert nodes[0] == "d" and len(nodes) == 3 and len(set(nodes)) == 3
+        assert dict(op.targets)["d"] == owners[1]  # d keeps the hint for the missing owner
+        assert owners[1] not in nodes and owners[0] in nodes
+    finally:
+        node.shutdown()

@@ -489,9 +489,14 @@ class Node:
         # stand-in is paired with the owner it keeps a hint for
         targets = ring.sloppy_preflist(p, self.membership.unreachable())
         if self.me not in [x for x, _ in targets]:
-            owner = ring.preflist(p)[0]
-            targets = [(self.me, owner if owner != self.me else None)] + \
-                [t for t in targets if t[0] != owner][: n - 1]
+            # coordinating without being chosen (forwarded under another ring view, or no
+            # owner answered a forward): stand in for an owner missing from the targets, in
+            # place of whichever node stood in for it
+            present = {x for x, _ in targets}
+            missing = [o for o in ring.preflist(p) if o not in present]
+            hint = missing[0] if missing else None
+            rest = [t for t in targets if hint is None or t[1] != hint]
+            targets = [(self.me, hint)] + rest[: n - 1]
         deadline = now + cfg.replica_timeout
         if type(msg) is Get:
             op = GetOp(self, origin, msg.key, deadline, targets, msg.r or settings["r"])
