@@ -464,13 +464,26 @@ cdef object _id_lookup(const unsigned char *p, Py_ssize_t ln):
     return obj
 
 
+cdef int _check_node_id(const unsigned char *buf, Py_ssize_t at, Py_ssize_t ln,
+                        Py_ssize_t prev_at, Py_ssize_t prev_len, str what) except -1:
+    """A node id of an encoded set or context: UTF-8, and strictly after the previous id
+    (canonical order). `what` names the format in the error."""
+    cdef int c
+    if not _utf8_ok(buf + at, ln):
+        raise ValueError(f"{what}: node id is not UTF-8")
+    if prev_at >= 0:
+        c = memcmp(buf + prev_at, buf + at, <size_t>(prev_len if prev_len < ln else ln))
+        if c > 0 or (c == 0 and prev_len >= ln):
+            raise ValueError(f"{what}: node ids not strictly ascending")
+    return 0
+
+
 cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
                            Py_ssize_t *n_ent_out) except -1:
     """Validate an encoded set completely, allocating nothing; returns the sibling count."""
     cdef Py_ssize_t pos, n_ent, k, s, n_sib, ln, vlen, total = 0
     cdef Py_ssize_t prev_pos = -1, prev_len = 0
     cdef uint64_t counter
-    cdef int c
     if size < 3:
         raise ValueError("DVVSet: truncated header")
     if buf[0] != DVV_FORMAT_VERSION:
@@ -487,12 +500,7 @@ cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
             raise ValueError("DVVSet: empty node id")
         if size - pos - 1 < ln + 12:
             raise ValueError("DVVSet: truncated entry")
-        if not _utf8_ok(buf + pos + 1, ln):
-            raise ValueError("DVVSet: node id is not UTF-8")
-        if prev_pos >= 0:
-            c = memcmp(buf + prev_pos, buf + pos + 1, <size_t>(prev_len if prev_len < ln else ln))
-            if c > 0 or (c == 0 and prev_len >= ln):
-                raise ValueError("DVVSet: node ids not strictly ascending")
+        _check_node_id(buf, pos + 1, ln, prev_pos, prev_len, "DVVSet")
         prev_pos = pos + 1
         prev_len = ln
         pos += 1 + ln
@@ -573,7 +581,6 @@ cdef DVVSet _decode_context(const unsigned char *buf, Py_ssize_t size, DVVSet hi
     cdef Py_ssize_t pos, n, k, ln, h = 0
     cdef Py_ssize_t prev_pos = -1, prev_len = 0
     cdef uint64_t counter
-    cdef int c
     if size == 0:
         return _EMPTY
     if size < 3:
@@ -592,12 +599,7 @@ cdef DVVSet _decode_context(const unsigned char *buf, Py_ssize_t size, DVVSet hi
             raise ValueError("context: empty node id")
         if size - pos - 1 < ln + 8:
             raise ValueError("context: truncated pair")
-        if not _utf8_ok(buf + pos + 1, ln):
-            raise ValueError("context: node id is not UTF-8")
-        if prev_pos >= 0:
-            c = memcmp(buf + prev_pos, buf + pos + 1, <size_t>(prev_len if prev_len < ln else ln))
-            if c > 0 or (c == 0 and prev_len >= ln):
-                raise ValueError("context: node ids not strictly ascending")
+        _check_node_id(buf, pos + 1, ln, prev_pos, prev_len, "context")
         prev_pos = pos + 1
         prev_len = ln
         pos += 1 + ln
