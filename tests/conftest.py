@@ -48,7 +48,7 @@ def held(endpoint: str, key: bytes, hint: str = "") -> list[bytes | None] | None
         if not s.poll(3000):
             raise TimeoutError(endpoint)
         (reply,) = wire.decode(s.recv(), 1 << 30)
-        if not reply.dvv:
+        if isinstance(reply, wire.Error) or not reply.dvv:  # Error: still joining
             return None
         return dvv.DVVSet.decode(reply.dvv).values()
     finally:

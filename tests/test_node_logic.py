@@ -22,7 +22,7 @@ from zkv.node.antientropy import (
     vdigest,
 )
 from zkv.node.coordinator import GetOp, WriteOp
-from zkv.node.handoff import Hints
+from zkv.node.handoff import HandoffStore
 from zkv.node.membership import Membership
 from zkv.node.replica import Replica
 from zkv.storage import LogStore
@@ -119,8 +119,14 @@ class FakeCtx:
     def now(self):
         return self.t
 
-    def reschedule(self, op):
+    def wake(self, op, at):
         pass
+
+    def replica_timeout(self, node_id, remaining):
+        return remaining / 2
+
+    def standins(self, key, exclude):
+        return []
 
     def repaired(self):
         pass
@@ -270,7 +276,7 @@ def test_tombstones_reaped_only_after_every_owner_agreed_later_and_grace(tmp_pat
 # ---- hints ---------------------------------------------------------------------------------------------
 def test_hints_survive_restart_and_are_dropped_only_when_unchanged(tmp_path):
     now = [1_000_000]
-    h = Hints(str(tmp_path / "h"), lambda: now[0])
+    h = HandoffStore(str(tmp_path / "h"), lambda: now[0])
     v1 = dvv.update_encoded(None, b"", b"one", "s")
     h.merge("owner1", b"k1", v1)
     h.merge("owner1", b"k2", v1)
@@ -279,7 +285,7 @@ def test_hints_survive_restart_and_are_dropped_only_when_unchanged(tmp_path):
     assert h.backlog()["owner1"] == {"count": 2, "bytes": h.backlog()["owner1"]["bytes"],
                                      "oldest_age_s": 5.0}
     h.close()
-    h = Hints(str(tmp_path / "h"), lambda: now[0])
+    h = HandoffStore(str(tmp_path / "h"), lambda: now[0])
     assert sorted(h.owners()) == ["owner1", "owner2"]
     batch = dict(h.batch("owner1", 10))
     assert set(batch) == {b"k1", b"k2"}
@@ -290,7 +296,7 @@ def test_hints_survive_restart_and_are_dropped_only_when_unchanged(tmp_path):
     assert set(dict(h.batch("owner1", 10))) == {b"k1"}
     assert h.owners_of(b"k1") == ["owner1", "owner2"]
     h.close()
-    h = Hints(str(tmp_path / "h"), lambda: now[0])
+    h = HandoffStore(str(tmp_path / "h"), lambda: now[0])
     assert h.backlog()["owner1"]["count"] == 1 and h.get("owner1", b"k2") == b""
     h.close()
 
@@ -312,14 +318,13 @@ def test_children_geometry_and_bad_peer_input():
 
 def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path):
     from zkv.config import NodeConfig
-    from zkv.local import free_ports
-    from zkv.node.server import Node
+    from zkv.node.core import NodeCore
+    from zkv.node.transport import open_stores
 
-    ports = free_ports(2)
-    cfg = NodeConfig(id="d", listen=f"tcp://127.0.0.1:{ports[0]}",
-                     gossip=f"tcp://127.0.0.1:{ports[1]}", data_dir=str(tmp_path / "d"),
-                     ring_size=16, n=3, rack="r")
-    node = Node(cfg)
+    cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
+                     data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
+    store, handoff = open_stores(cfg)
+    node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0)
     try:
         for x in ("a", "b", "c", "e"):
             node.membership.merge([_member(x, hb=1)])
@@ -331,12 +336,13 @@ def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path)
         owners = ring.preflist_for_key(key)
         node.membership.suspect(owners[1], "test")  # one owner (not the first) unreachable
         started = []
-        node._start = lambda op, now: started.append(op)
-        node._coordinate(("c", 1), __import__("zkv").wire.Put(1, key, b"v", b"", 2), ring, 0.0)
+        node.start_op = lambda op, now: started.append(op)
+        node.coordinate_here((b"c", 1), __import__("zkv").wire.Put(1, key, b"v", b"", 2))
         (op,) = started
         nodes = [x for x, _ in op.targets]
         assert nodes[0] == "d" and len(nodes) == 3 and len(set(nodes)) == 3
         assert dict(op.targets)["d"] == owners[1]  # d keeps the hint for the missing owner
         assert owners[1] not in nodes and owners[0] in nodes
     finally:
-        node.shutdown()
+        store.close()
+        handoff.close()

@@ -77,7 +77,7 @@ def node_main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s {cfg.id} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from zkv.node.server import Node
+    from zkv.node.transport import Node
 
     try:
         node = Node(cfg)
@@ -90,18 +90,15 @@ def node_main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # zmq bind errors and the like
         print(f"zkv-node: cannot start: {exc}", file=sys.stderr)
         return 1
-    if cfg.seed and len(node.membership.peers) == 0 and not early_stop:
-        try:
-            node.join(cfg.seed, should_stop=lambda: bool(early_stop))
-        except ZkvError as exc:
-            print(f"zkv-node: {exc}", file=sys.stderr)
-            node.shutdown()
-            return 1
     if early_stop:
         logging.getLogger("zkv.node").info("signal %d during start-up: stopping", early_stop[0])
         node.shutdown()
         return 0
-    node.run()
+    try:
+        node.run()  # joins through the seeds first when it knows no peer yet
+    except ZkvError as exc:
+        print(f"zkv-node: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

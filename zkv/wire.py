@@ -115,7 +115,7 @@ class RingOk(_Msg, tag=13):
 
 
 class StatusOk(_Msg, tag=14):
-    info: dict  # JSON-able status document (see node.server.Node.status)
+    info: dict  # JSON-able status document (see zkv/node/status.py)
 
 
 # ---- node <-> node --------------------------------------------------------------------------
@@ -276,6 +276,25 @@ def encode(msgs: list) -> bytes:
 
 def encode_one(msg) -> bytes:
     return _encoder.encode(Frame(WIRE_VERSION, [msg]))
+
+
+def frames(msgs: list, limit: int) -> list[bytes]:
+    """Encode msgs as few frames as fit under `limit` bytes and MAX_BATCH (usually one)."""
+    out = []
+    stack = [msgs]
+    while stack:
+        chunk = stack.pop()
+        if len(chunk) > MAX_BATCH:
+            half = len(chunk) // 2
+            stack += [chunk[half:], chunk[:half]]
+            continue
+        payload = encode(chunk)
+        if len(payload) > limit and len(chunk) > 1:
+            half = len(chunk) // 2
+            stack += [chunk[half:], chunk[:half]]
+            continue
+        out.append(payload)
+    return out
 
 
 def frame_limit(max_key: int, max_value: int) -> int:

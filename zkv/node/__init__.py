@@ -1,2 +1,8 @@
-"""The zkv-node server: one package, one job per module (server, coordinator, replica,
-membership, metrics)."""
+"""zkv-node: one package, one job per module.
+
+core (the socket-free state machine) · transport (ZeroMQ, the loop) · op (the operation
+contract) · coordinator + quorum (client requests) · replica (the engine) · handoff (hints for
+absent owners) · membership (gossip, failure detection, cluster.json) · antientropy (Merkle
+exchange, reaping) · background (scheduling of handoff, exchanges, repair) · latency (per-peer
+soft timeouts) · status + metrics (what the node reports).
+"""

@@ -1,5 +1,7 @@
-"""Merkle anti-entropy: trees kept current on every write, exchanges between replicas, and the
-bookkeeping that makes tombstone reaping safe. No sockets here: the server drives exchanges.
+"""Merkle anti-entropy: trees kept current on every write, exchanges between replicas, the
+answers a replica gives to a peer's exchange, and tombstone reaping with the bookkeeping that
+makes it safe. No sockets here: the node core routes messages to these functions and the
+background scheduler (`background.py`) decides when exchanges and reaping passes run.
 
 Trees: one `zkv._core.merkle.MerkleTree` per partition this node holds keys of; a key's entry
 is (key, version digest) where the digest is murmur3-128 of the stored (canonical) DVV bytes,
@@ -29,7 +31,8 @@ import mmh3
 
 from zkv._core.dvv import is_tombstone_encoded
 from zkv._core.merkle import MerkleTree
-from zkv._core.ring import partition_of
+from zkv._core.ring import Ring, partition_of
+from zkv.wire import LeafKeys, LeafKeysOk, Reap, RGetHashes, RGetHashesOk, TreeLevel, TreeLevelOk
 
 LEAF_BITS = 10  # 1024 leaves per partition: ~4 keys per leaf at 1M keys / 256 partitions
 FANOUT_BITS = 2  # 4 children per inner node: a narrow walk sends few hashes per divergent key
@@ -277,3 +280,75 @@ class Exchange:
         self.push = [key for h, (key, d) in ours.items() if theirs.get(h) != d[:WIRE_HASH]]
         self.pull = [h for h, d in theirs.items() if h not in ours or ours[h][1][:WIRE_HASH] != d]
         self.finished = True
+
+
+# ---- answering a peer's exchange, and reaping ------------------------------------------------------
+def _valid(ae: AntiEntropy | None, ring: Ring, p: int) -> bool:
+    return ae is not None and 0 <= p < ring.q
+
+
+def answer_tree_level(ae: AntiEntropy | None, ring: Ring, msg: TreeLevel) -> TreeLevelOk:
+    """The hashes a peer asked for (empty when the partition or indices are out of range)."""
+    hashes = b""
+    if ae is not None and _valid(ae, ring, msg.partition):
+        tree = ae.tree(msg.partition)
+        try:
+            hashes = pack_hashes(tree.level_hashes(msg.level,
+                                                   children(tree, msg.level, msg.parents)))
+        except ValueError:
+            hashes = b""
+    return TreeLevelOk(msg.rid, hashes)
+
+
+def answer_leaf_keys(ae: AntiEntropy | None, store, ring: Ring, msg: LeafKeys) -> LeafKeysOk:
+    listing = {}
+    if ae is not None and _valid(ae, ring, msg.partition):
+        lo, hi = ring.partition_range(msg.partition)
+        listing = leaf_keys(store, ae.tree(msg.partition), lo, hi, msg.leaves)
+    return LeafKeysOk(msg.rid, *pack_listing(listing))
+
+
+def answer_versions(ae: AntiEntropy | None, store, ring: Ring, msg: RGetHashes) -> RGetHashesOk:
+    """The versions of the partition's keys whose u64 hashes the peer listed (its pull)."""
+    if not _valid(ae, ring, msg.partition) or len(msg.hashes) % 8:
+        return RGetHashesOk(msg.rid, [], [])
+    want = set(struct.unpack(f"<{len(msg.hashes) // 8}Q", msg.hashes))
+    lo, hi = ring.partition_range(msg.partition)
+    keys, dvvs = [], []
+    for key, h in store.key_hashes(lo, hi):
+        if h in want:
+            value = store.get(key)
+            if value:
+                keys.append(key)
+                dvvs.append(value)
+    return RGetHashesOk(msg.rid, keys, dvvs)
+
+
+def apply_reap(ae: AntiEntropy | None, replica, msg: Reap) -> None:
+    """A peer reaped these tombstones: drop ours if we hold exactly the same version."""
+    if ae is None or len(msg.keys) != len(msg.digests):
+        return
+    for key, digest in zip(msg.keys, msg.digests, strict=True):
+        cur = replica.store.get(key)
+        if cur and vdigest(cur) == digest and is_tombstone_encoded(cur):
+            replica.reap(key)
+            ae.note_reaped(key, digest)
+
+
+def reap_pass(ae: AntiEntropy, replica, ring: Ring, me: str, limit: int = 1000
+              ) -> dict[str, Reap]:
+    """Reap what is safe to reap now; returns the Reap announcement for each other owner."""
+    ae.forget_old_reaps()
+    by_peer: dict[str, tuple[list, list]] = {}
+    for key in ae.reapable(ring.preflist, me)[:limit]:
+        old = replica.reap(key)
+        if old is None:
+            continue
+        digest = vdigest(old)
+        ae.note_reaped(key, digest)
+        for peer in ring.preflist_for_key(key):
+            if peer != me:
+                ks, ds = by_peer.setdefault(peer, ([], []))
+                ks.append(key)
+                ds.append(digest)
+    return {peer: Reap(0, ks, ds) for peer, (ks, ds) in by_peer.items()}

@@ -1,16 +1,26 @@
-"""Background operations, driven by the reactor in small steps off the hot path: hint delivery,
-Merkle exchanges, and repair of records the engine reported corrupt.
-
-Like the coordinator's operations they are objects with `start`, `on_reply`, `on_timeout`, and
-talk to the node only through its Context (see coordinator.Context) plus the anti-entropy state.
+"""Background work, with one owner: `Background` decides when hint delivery, Merkle exchanges,
+tombstone reaping and the repair of records the engine reported corrupt run, and keeps each
+bounded (one handoff batch per owner, `aae_concurrency` exchanges, a deduplicated and capped
+exchange queue). The work itself runs as small `Op`s (see `op.py`) off the hot path.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+from collections import deque
 
-from zkv.node.antientropy import AntiEntropy, Exchange, unpack_hashes, unpack_listing
-from zkv.node.coordinator import Op
+from zkv._core.ring import partition_of
+from zkv.errors import ZkvError
+from zkv.node.antientropy import (
+    AntiEntropy,
+    Exchange,
+    leaf_keys,
+    reap_pass,
+    unpack_hashes,
+    unpack_listing,
+)
+from zkv.node.op import Op
 from zkv.wire import (
     LeafKeys,
     LeafKeysOk,
@@ -23,6 +33,9 @@ from zkv.wire import (
     TreeLevel,
     TreeLevelOk,
 )
+
+log = logging.getLogger("zkv.background")
+MAX_EXCHANGE_QUEUE = 65536  # (partition, peer) pairs waiting; beyond it repair requests are cut
 
 
 class HandoffOp(Op):
@@ -49,7 +62,7 @@ class HandoffOp(Op):
     def on_reply(self, node_id: str, msg) -> None:
         entry = self.sent.pop(msg.rid, None)
         if entry is not None and isinstance(msg, RPutOk) and msg.ok:
-            if self.ctx.replica.hints.delivered(self.owner, *entry):
+            if self.ctx.replica.handoff.delivered(self.owner, *entry):
                 self.delivered += 1
         if not self.sent:
             self.finish()
@@ -85,7 +98,7 @@ class ExchangeOp(Op):
             self._sync()
             return
         self.deadline = self.ctx.now() + self.step_timeout
-        self.ctx.reschedule(self)
+        self.ctx.wake(self, self.deadline)
         self.pending = {self.ex.peer}
         if req[0] == "level":
             self.ctx.ask(self.ex.peer, TreeLevel(0, self.ex.p, req[1], list(req[2])), self)
@@ -112,7 +125,7 @@ class ExchangeOp(Op):
             self.finish()
             return
         self.deadline = self.ctx.now() + self.step_timeout
-        self.ctx.reschedule(self)
+        self.ctx.wake(self, self.deadline)
 
     def on_reply(self, node_id: str, msg) -> None:
         try:
@@ -165,3 +178,148 @@ class FetchRepairOp(Op):
 
     def on_timeout(self) -> None:
         self.finish()
+
+
+class Background:
+    """When and how much background work runs; the core calls `tick(now)` every turn."""
+
+    def __init__(self, core) -> None:
+        self.core = core
+        self.cfg = core.cfg
+        self.next_run = 0.0
+        self.next_reap = 0.0
+        self.next_aae = 0.0
+        self.exchange_queue: deque[tuple[int, str]] = deque()
+        self.queued: set[tuple[int, str]] = set()  # what exchange_queue holds (no duplicates)
+        self.exchange_cursor = 0
+        self.exchanges_running = 0
+        self.handoff_running: set[str] = set()
+        self.repair_running: set[bytes] = set()
+        self.corrupt_seen: set[bytes] = set()  # corrupt keys whose partition tree was rebuilt
+
+    def next_due(self) -> float:
+        return self.next_run
+
+    def tick(self, now: float) -> None:
+        if now < self.next_run:
+            return
+        core, cfg = self.core, self.cfg
+        self.next_run = now + cfg.background_interval
+        ring = core.membership.ring()
+        self._deliver_hints(now)
+        if now >= self.next_reap:
+            self.next_reap = now + 1.0
+            self._repair_corrupt(ring, now)
+            if core.ae is not None:
+                for peer, msg in reap_pass(core.ae, core.replica, ring, core.me).items():
+                    core.ask(peer, msg, None)
+        if core.ae is None:
+            return  # anti-entropy off: no exchanges
+        if not self.exchange_queue and now >= self.next_aae:
+            self.next_aae = now + cfg.aae_interval
+            self._plan_exchanges(ring)
+        while self.exchange_queue and self.exchanges_running < cfg.aae_concurrency:
+            p, peer = self.exchange_queue.popleft()
+            self.queued.discard((p, peer))
+            if not core.membership.is_up(peer) or peer not in ring.preflist(p):
+                continue
+            lo, hi = ring.partition_range(p)
+            tree = core.ae.tree(p)
+            ex = Exchange(tree, p, peer, now,
+                          lambda leaves, t=tree, lo=lo, hi=hi: leaf_keys(core.store, t, lo, hi,
+                                                                         leaves))
+            self.exchanges_running += 1
+            op = ExchangeOp(core, core.ae, ex, 2 * cfg.replica_timeout, cfg.aae_max_keys)
+            op.on_finish = self._exchange_done
+            core.start_op(op, now)
+
+    def _exchange_done(self, op: Op) -> None:
+        self.exchanges_running -= 1
+
+    def _deliver_hints(self, now: float) -> None:
+        """One throttled batch per owner that gossip shows up."""
+        core = self.core
+        for owner in core.handoff.owners():
+            if owner in self.handoff_running or core.membership.state(owner)[0] != "up":
+                continue
+            batch = core.handoff.batch(owner, self.cfg.handoff_batch)
+            if batch:
+                self.handoff_running.add(owner)
+                op = HandoffOp(core, owner, batch, now + 2 * self.cfg.replica_timeout)
+                op.on_finish = self._handoff_done
+                core.start_op(op, now)
+
+    def _handoff_done(self, op: Op) -> None:
+        assert isinstance(op, HandoffOp)
+        self.handoff_running.discard(op.owner)
+        self.core.metrics.handoffs.inc(op.delivered)
+
+    def _queue(self, pairs) -> int:
+        n = 0
+        for pair in pairs:
+            if pair not in self.queued and len(self.queued) < MAX_EXCHANGE_QUEUE:
+                self.queued.add(pair)
+                self.exchange_queue.append(pair)
+                n += 1
+        return n
+
+    def _plan_exchanges(self, ring) -> None:
+        """Queue the next few (partition, peer) pairs, round robin over what this node holds."""
+        me = self.core.me
+        mine = ring.replicas_of(me)
+        if not mine:
+            return
+        pairs = []
+        for _ in range(min(len(mine), 8)):
+            p = mine[self.exchange_cursor % len(mine)]
+            self.exchange_cursor += 1
+            pairs += [(p, peer) for peer in ring.preflist(p) if peer != me]
+        self._queue(pairs)
+
+    def queue_repair(self, partition: int) -> dict:
+        """`zkv repair`: exchange one or every partition with every other owner, first."""
+        core = self.core
+        if core.ae is None:
+            raise ZkvError(f"anti-entropy is off on {core.me} (aae_interval 0)")
+        ring = core.membership.ring()
+        if partition >= ring.q or partition < -1:
+            raise ZkvError(f"partition {partition} out of range (ring has {ring.q})")
+        parts = ring.replicas_of(core.me) if partition < 0 else [partition]
+        pairs = [(p, peer) for p in parts for peer in ring.preflist(p) if peer != core.me]
+        fresh = [pair for pair in pairs if pair not in self.queued]
+        fresh = fresh[:max(0, MAX_EXCHANGE_QUEUE - len(self.queued))]
+        self.queued.update(fresh)
+        self.exchange_queue.extendleft(reversed(fresh))  # ahead of the routine rounds
+        return {"queued": len(pairs), "partitions": len(parts)}
+
+    def _repair_corrupt(self, ring, now: float) -> None:
+        core = self.core
+        corrupt = core.store.corrupt_keys()
+        fresh = [k for k in corrupt if k not in self.corrupt_seen]
+        if fresh and core.ae is not None:
+            # the trees still count the digests of the lost versions: rebuild those partitions
+            # from what is readable, so the repairs below (and AAE) land on a consistent tree
+            self.corrupt_seen.update(fresh)
+            for p in {partition_of(k, core.ae.q_bits) for k in fresh}:
+                lo, hi = ring.partition_range(p)
+                items = ((k, v) for k, _ in core.store.key_hashes(lo, hi)
+                         if (v := core.store.get(k)))
+                core.ae.rebuild_partition(p, items)
+                log.warning("rebuilt the Merkle tree of partition %d after corrupt records", p)
+        self.corrupt_seen.intersection_update(corrupt)
+        for key in corrupt[:100]:
+            if key in self.repair_running:
+                continue
+            owners = [x for x in ring.preflist_for_key(key)
+                      if x != core.me and core.membership.is_up(x)]
+            if owners:
+                self.repair_running.add(key)
+                op = FetchRepairOp(core, key, owners, now + 2 * self.cfg.replica_timeout)
+                op.on_finish = self._repair_done
+                core.start_op(op, now)
+
+    def _repair_done(self, op: Op) -> None:
+        self.repair_running.discard(op.key)
+
+    def status(self) -> dict:
+        return {"queued": len(self.exchange_queue), "running": self.exchanges_running}

@@ -1,203 +1,196 @@
-"""Coordinator: the get / put / delete state machines (fan-out, quorum, read repair, forwarding).
+"""Coordinator: the get / put / delete state machines (fan-out, quorum, stand-ins, read repair,
+forwarding), as `Op`s (see `op.py`) driven by the node core.
 
-Each operation is an object driven by the server's reactor: `start()` sends to the replicas,
-`on_reply()` receives each answer, `on_timeout()` fires at the deadline. The reply to the
-client goes out as soon as R (get) or W (put/delete) replicas answered; answers arriving
-later still count: a get's late answers feed read repair, which runs once every replica
-answered or the deadline passed, after the client already has its reply (never delaying it).
+The quorum arithmetic lives in `quorum.py`; these classes decide whom to ask and when. The
+reply to the client goes out as soon as R (get) or W (put/delete) distinct replicas answered.
 
-The operations talk to the node only through the small `Context` protocol below, so they can
-be driven by a fake in tests; they never touch sockets or clocks themselves.
+Stand-ins on silence (the seed's sloppy quorum at the moment of failure, not only once a node
+is known down): every replica asked gets its own *soft* timeout, from what the node observed
+of that peer's latency (`Context.replica_timeout`). A replica silent past it does not fail the
+request: while the quorum is still short, the request also goes to the next reachable node of
+the key's walk, which stands in for the silent owner (keeps a hint naming it, for writes; for
+reads, answers with what it holds for that owner). Whichever replicas answer first count; a
+late answer from the silent one still counts (it is a distinct replica) and is otherwise
+harmless (versions merge). A request is refused only at the deadline, naming the replicas that
+never answered and how long it waited.
+
+Answers arriving after the reply still count: a get's late answers feed read repair, which
+runs once every replica answered or the deadline passed, after the client has its reply.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from zkv._core import dvv
-from zkv.node.replica import Replica
-from zkv.wire import (
-    E_INVALID,
-    E_QUORUM,
-    Error,
-    Forward,
-    GetOk,
-    PutOk,
-    RGet,
-    RGetOk,
-    RPut,
-    RPutOk,
-)
+from zkv.node.op import Op
+from zkv.node.quorum import GetQuorum, PutQuorum
+from zkv.wire import E_INVALID, Error, Forward, RGet, RGetOk, RPut, RPutOk
 
 
-class Context(Protocol):
-    me: str
-    replica: Replica
+class _FanOut(Op):
+    """Shared by reads and writes: per-replica soft timeouts and stand-ins for silent nodes."""
 
-    def ask(self, node_id: str, msg, op: Op) -> None: ...  # send a peer request, route replies to op
-    def respond(self, origin, msg) -> None: ...  # reply to the client (origin) that asked
-    def done(self, op: Op) -> None: ...  # op finished: forget its timers and peer rids
-    def observe(self, op: Op, ok: bool) -> None: ...  # metrics
-    def suspect(self, node_id: str, reason: str) -> None: ...
-    def now(self) -> float: ...
-    def reschedule(self, op: Op) -> None: ...  # op.deadline moved
-    def repaired(self) -> None: ...  # a read repair was sent (metrics)
-    def coordinate_here(self, origin, inner) -> None: ...  # no owner answered: sloppy fallback
+    def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]]) -> None:
+        super().__init__(ctx, origin, key, deadline)
+        self.targets = targets  # (node, owner it stands in for, or None)
+        self.asked: dict[str, str | None] = {}  # every node asked so far -> owner it covers
+        self.soft: dict[str, float] = {}  # pending node -> when it counts as silent
+        self.late: set[str] = set()
+        self.woken_at = float("inf")
 
-
-class Op:
-    kind = "op"
-    replied = False
-    required = 0
-
-    def __init__(self, ctx: Context, origin, key: bytes, deadline: float) -> None:
-        self.ctx = ctx
-        self.origin = origin  # (client identity, client rid) or None
-        self.key = key
-        self.deadline = deadline
-        self.pending: set[str] = set()
-
-    def reply(self, msg, ok: bool = True) -> None:
-        if not self.replied:
-            self.replied = True
-            self.ctx.respond(self.origin, msg)
-            self.ctx.observe(self, ok)
-
-    def on_reply(self, node_id: str, msg) -> None:  # pragma: no cover - overridden
+    def _send(self, node: str, owner: str | None) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def on_timeout(self) -> None:
-        for node_id in self.pending:
-            self.ctx.suspect(node_id, f"{self.kind} timed out")
-        self.finish()
+    def _ask(self, node: str, owner: str | None, msg) -> None:
+        now = self.ctx.now()
+        self.asked[node] = owner
+        self.pending.add(node)
+        self.soft[node] = now + self.ctx.replica_timeout(node, self.deadline - now)
+        self.ctx.ask(node, msg, self)
 
-    def finish(self) -> None:
-        self.ctx.done(self)
+    def _arm(self) -> None:
+        due = [self.soft[n] for n in self.pending if n not in self.late]
+        if due:
+            at = min(due)
+            if at < self.woken_at or self.woken_at <= self.ctx.now():
+                self.woken_at = at
+                self.ctx.wake(self, at)
+
+    def _enough(self) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def on_timer(self) -> None:
+        now = self.ctx.now()
+        self.woken_at = float("inf")
+        for node in sorted(self.pending - self.late):
+            if now >= self.soft[node]:
+                self.late.add(node)
+                if not self._enough():
+                    self._stand_in_for(node)
+        self._arm()
+
+    def _stand_in_for(self, node: str) -> None:
+        owner = self.asked[node] or node  # a stand-in for a stand-in still covers the owner
+        for nxt in self.ctx.standins(self.key, set(self.asked) | {self.ctx.me}):
+            self._send(nxt, owner)
+            return
+
+    def silent(self) -> list[str]:
+        return sorted(self.pending)
 
 
-class GetOp(Op):
+class GetOp(_FanOut):
     kind = "get"
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
                  r: int) -> None:
-        super().__init__(ctx, origin, key, deadline)
-        self.targets = targets  # (node, owner it stands in for, or None)
-        self.hints = dict(targets)
+        super().__init__(ctx, origin, key, deadline, targets)
         self.required = r
-        self.results: dict[str, bytes] = {}
-        self.merged: bytes | None = None  # sync of every answer so far (encoded)
+        self.quorum = GetQuorum(r)
 
     def start(self) -> None:
-        for node_id, hint in self.targets:
+        for node_id, owner in self.targets:
             if node_id == self.ctx.me:
-                held = self.results[node_id] = self.ctx.replica.read(self.key, hint)
-                if held:
-                    self.merged = held
+                self.asked[node_id] = owner
+                self.quorum.add_result(node_id, self.ctx.replica.read(self.key, owner))
             else:
-                self.pending.add(node_id)
-                self.ctx.ask(node_id, RGet(0, self.key, hint or ""), self)
+                self._send(node_id, owner)
+        self._arm()
         self._check()
+
+    def _send(self, node: str, owner: str | None) -> None:
+        self._ask(node, owner, RGet(0, self.key, owner or ""))
+
+    def _enough(self) -> bool:
+        return self.quorum.enough()
 
     def on_reply(self, node_id: str, msg) -> None:
         if node_id not in self.pending:
             return
         self.pending.discard(node_id)
         if isinstance(msg, RGetOk):
-            if msg.dvv:
-                try:  # validates the answer too: a bad version counts as no answer
-                    self.merged = dvv.sync_encoded(self.merged, msg.dvv)
-                except ValueError:
-                    self._check()
-                    return
-            self.results[node_id] = msg.dvv
+            self.quorum.add_result(node_id, msg.dvv)
         self._check()
 
     def _check(self) -> None:
-        if not self.replied and len(self.results) >= self.required:
-            merged = dvv.DVVSet.decode(self.merged) if self.merged else dvv.EMPTY
-            self.reply(GetOk(0, merged.live_values(), merged.context(), len(self.results)))
-            if merged.size() > 1:
-                self.ctx.replica.note_siblings(self.key, merged.size())
+        q = self.quorum
+        if not self.replied and q.enough():
+            self.reply(q.response())
+            size = q.siblings()
+            if size > 1:
+                self.ctx.replica.note_siblings(self.key, size)
         if not self.pending:
             self._fail()  # everyone answered and still short: say so now, not at the deadline
             self.finish()
 
     def _fail(self) -> None:
         if not self.replied:
-            self.reply(
-                Error(
-                    0,
-                    E_QUORUM,
-                    f"get: {len(self.results)} of the required {self.required} replicas answered",
-                    self.required,
-                    len(self.results),
-                ),
-                ok=False,
-            )
+            self.reply(self.quorum.failure(self.silent(), self.ctx.now() - self.started), ok=False)
 
     def on_timeout(self) -> None:
         self._fail()
         super().on_timeout()
 
     def finish(self) -> None:
-        # read repair: every replica that answered with less than the merged version gets it
-        enc = self.merged
-        if enc:
-            for node_id, held in self.results.items():
-                if held == enc:
-                    continue
-                hint = self.hints.get(node_id)
-                if node_id == self.ctx.me:
-                    self.ctx.replica.merge(self.key, enc, hint)
-                else:
-                    self.ctx.ask(node_id, RPut(0, self.key, enc, hint or ""), None)
-                self.ctx.repaired()
+        for node_id, enc in self.quorum.final_action():
+            owner = self.asked.get(node_id)
+            if node_id == self.ctx.me:
+                self.ctx.replica.merge(self.key, enc, owner)
+            else:
+                self.ctx.ask(node_id, RPut(0, self.key, enc, owner or ""), None)
+            self.ctx.repaired()
         super().finish()
 
 
-class WriteOp(Op):
+class WriteOp(_FanOut):
     """put (value is bytes) or delete (value is None): coordinate locally, fan the result out."""
 
-    def __init__(self, ctx, origin, key, deadline, targets, w, context, value) -> None:
-        super().__init__(ctx, origin, key, deadline)
+    def __init__(self, ctx, origin, key, deadline, targets, w, context, value,
+                 wid: bytes = b"") -> None:
+        super().__init__(ctx, origin, key, deadline, targets)
         self.kind = "put" if value is not None else "delete"
-        self.targets = targets
         self.required = w
+        self.quorum = PutQuorum(w, self.kind)
         self.context = context
         self.value = value
-        self.acked = 0
+        self.wid = wid
         self.version: bytes = b""
 
     def start(self) -> None:
-        hints = dict(self.targets)
+        me = self.ctx.me
+        mine = dict(self.targets).get(me)
         try:
-            self.version = self.ctx.replica.coordinate(self.key, self.context, self.value,
-                                                       hints.get(self.ctx.me))
+            self.version = self.ctx.replica.coordinate(self.key, self.context, self.value, mine,
+                                                       self.wid)
         except ValueError as exc:
             self.reply(Error(0, E_INVALID, f"bad context: {exc}"), ok=False)
             self.finish()
             return
-        self.acked = 1
-        for node_id, hint in self.targets:
-            if node_id != self.ctx.me:
-                self.pending.add(node_id)
-                self.ctx.ask(node_id, RPut(0, self.key, self.version, hint or ""), self)
+        self.asked[me] = mine
+        self.quorum.add_result(me, True)
+        for node_id, owner in self.targets:
+            if node_id != me:
+                self._send(node_id, owner)
+        self._arm()
         self._check()
+
+    def _send(self, node: str, owner: str | None) -> None:
+        self._ask(node, owner, RPut(0, self.key, self.version, owner or ""))
+
+    def _enough(self) -> bool:
+        return self.quorum.enough()
 
     def on_reply(self, node_id: str, msg) -> None:
         if node_id not in self.pending:
             return
         self.pending.discard(node_id)
-        if isinstance(msg, RPutOk) and msg.ok:
-            self.acked += 1
+        self.quorum.add_result(node_id, isinstance(msg, RPutOk) and msg.ok)
         self._check()
 
     def _check(self) -> None:
-        if not self.replied and self.acked >= self.required:
-            s = dvv.DVVSet.decode(self.version)
-            self.reply(PutOk(0, s.context(), self.acked))
-            if s.size() > 1:
-                self.ctx.replica.note_siblings(self.key, s.size(), write=True)
+        if not self.replied and self.quorum.enough():
+            ok, size = self.quorum.response(self.version)
+            self.reply(ok)
+            if size > 1:
+                self.ctx.replica.note_siblings(self.key, size, write=True)
         if not self.pending:
             self._fail()
             self.finish()
@@ -208,23 +201,14 @@ class WriteOp(Op):
 
     def _fail(self) -> None:
         if not self.replied:
-            self.reply(
-                Error(
-                    0,
-                    E_QUORUM,
-                    f"{self.kind}: {self.acked} of the required {self.required} replicas acknowledged"
-                    " (the write may still have been stored)",
-                    self.required,
-                    self.acked,
-                ),
-                ok=False,
-            )
+            self.reply(self.quorum.failure(self.silent(), self.ctx.now() - self.started), ok=False)
 
 
 class ForwardOp(Op):
     """Hand a client request to a preference-list node (one hop) and relay its answer.
 
-    If the chosen node does not answer within `per_try` seconds the next candidate gets it.
+    If the chosen node does not answer within `per_try` seconds the next candidate gets it;
+    when none answers, this node coordinates it itself (standing in for the owners).
     """
 
     kind = "forward"
@@ -242,14 +226,13 @@ class ForwardOp(Op):
 
     def _next(self) -> None:
         if not self.candidates:
-            # no owner answered: coordinate here, standing in for them (sloppy quorum)
             self.finish()
             self.ctx.coordinate_here(self.origin, self.inner)
             return
         self.current = self.candidates.pop(0)
         self.pending = {self.current}
         self.deadline = self.ctx.now() + self.per_try
-        self.ctx.reschedule(self)
+        self.ctx.wake(self, self.deadline)
         self.ctx.ask(self.current, Forward(0, self.inner), self)
 
     def on_reply(self, node_id: str, msg) -> None:

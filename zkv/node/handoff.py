@@ -1,9 +1,10 @@
-"""Hinted handoff: versions a stand-in holds for an owner that was unreachable. No sockets here.
+"""Hinted handoff: the store of versions a stand-in holds for an owner that was unreachable
+(Dynamo's "hints"; the word names nothing else in zkv). No sockets here.
 
 With a sloppy quorum a write goes to the first N *reachable* nodes of the key's extended
 preference list; a node standing in for owner X stores the version as a hint for X in its own
-LogStore (`DATA_DIR/hints`), so hints survive a restart. When gossip shows X up again the
-server delivers hints in throttled batches (`batch` per tick); each hint is deleted only after
+LogStore (`DATA_DIR/handoff`), so hints survive a restart. When gossip shows X up again the
+node delivers hints in throttled batches (`batch` per tick); each hint is deleted only after
 X acknowledged it, and only if it did not change meanwhile. Delivery is a DVV sync on the
 owner, so nothing there is overwritten.
 
@@ -26,7 +27,7 @@ _HEAD = struct.Struct("<BQ")  # version u8, created_ms u64 = 9 bytes
 HINT_VERSION = 1
 
 
-class Hints:
+class HandoffStore:
     def __init__(self, path: str, wall_ms: Callable[[], int], sync: str = "interval") -> None:
         self.store = LogStore(path, sync=sync, compact_dead_ratio=0.5)
         self.wall_ms = wall_ms

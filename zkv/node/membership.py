@@ -12,11 +12,17 @@ exponential model of inter-arrival times; a member is "suspect" above `phi_suspe
 above `phi_down` or when silent for `down_after` seconds. Request timeouts add suspicion
 (`suspect()`), which a fresh heartbeat clears. The clock is injected (a callable returning
 seconds), so every decision replays in tests.
+
+The member table and cluster settings a node saw last are kept in DATA_DIR/cluster.json
+(`load_cluster` / `save_cluster`), so a restarted node knows its peers before any gossip.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 from collections import deque
 from collections.abc import Callable
 
@@ -24,6 +30,7 @@ from zkv._core.ring import Ring
 from zkv.wire import Member
 
 LOG10_E = math.log10(math.e)
+log = logging.getLogger("zkv.membership")
 
 
 class _Peer:
@@ -181,3 +188,29 @@ class Membership:
 
 def _copy(m: Member) -> Member:
     return Member(m.id, m.listen, m.gossip, m.rack, m.incarnation, m.heartbeat, m.leaving)
+
+
+def load_cluster(path: str) -> dict:
+    """The saved cluster document ({} when there is none or it cannot be read)."""
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def save_cluster(path: str, membership: Membership) -> None:
+    """Write settings and the other members atomically (temp file + rename)."""
+    me = membership.me.id
+    doc = {
+        "settings": membership.settings,
+        "members": [[m.id, m.listen, m.gossip, m.rack] for m in membership.table() if m.id != me],
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh)
+    os.replace(tmp, path)

@@ -4,7 +4,8 @@ A replica stores, per key, the encoded DVV set (`zkv._core.dvv`) as the engine's
 Writes arriving from a coordinator are merged with `sync` (never overwritten), so a replica
 can receive the same or an older version any number of times, in any order, and converge.
 When the node stands in for an unreachable owner (sloppy quorum), the same operations take
-`hint=owner` and go to the hint store (`handoff.Hints`) instead of the main store.
+`owner=<that owner's id>` and go to the handoff store (`handoff.HandoffStore`) instead of the
+main store.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ import logging
 from collections.abc import Callable
 
 from zkv._core import dvv
-from zkv.node.handoff import Hints
+from zkv.node.handoff import HandoffStore
 from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.replica")
 
 
 class Replica:
-    def __init__(self, node_id: str, store: LogStore, hints: Hints | None = None,
+    def __init__(self, node_id: str, store: LogStore, handoff: HandoffStore | None = None,
                  sibling_warn: int = 25) -> None:
         self.node_id = node_id
         self.store = store
-        self.hints = hints
+        self.handoff = handoff
         self.sibling_warn = sibling_warn
         self.dirty = False  # written since the last flush (group commit per loop turn)
         # observers called after every local change: (key, old_encoded|None, new_encoded|None)
@@ -33,34 +34,40 @@ class Replica:
         # incoming versions to ignore (a tombstone this replica just reaped echoing back)
         self.ignore: Callable[[bytes, bytes], bool] | None = None
 
-    def read(self, key: bytes, hint: str | None = None) -> bytes:
-        """The encoded DVV set held for `key` (or as a hint for owner `hint`); b"" when none."""
-        if hint:
-            return self.hints.get(hint, key)
+    def _handoff(self) -> HandoffStore:
+        if self.handoff is None:
+            raise ValueError(f"node {self.node_id} keeps no handoff store")
+        return self.handoff
+
+    def read(self, key: bytes, owner: str | None = None) -> bytes:
+        """The encoded DVV set held for `key` (or held for absent `owner`); b"" when none."""
+        if owner:
+            return self._handoff().get(owner, key)
         return self.store.get(key) or b""
 
     def coordinate(self, key: bytes, context: bytes, value: bytes | None,
-                   hint: str | None = None) -> bytes:
+                   owner: str | None = None, wid: bytes = b"") -> bytes:
         """Apply a client write as the coordinator: new dot, retire what the context covers."""
-        if hint:
+        if owner:
             # base the new dot on every version this node holds for the key (main store and
-            # hints for any owner), so this node never issues the same dot twice
+            # handoff for any owner), so this node never issues the same dot twice
+            handoff = self._handoff()
             self.dirty = True
             base = self.store.get(key)
-            for owner in self.hints.owners_of(key):
-                base = dvv.sync_encoded(base, self.hints.get(owner, key) or None)
-            new = dvv.update_encoded(base, context, value, self.node_id)
-            return self.hints.merge(hint, key, new)
+            for other in handoff.owners_of(key):
+                base = dvv.sync_encoded(base, handoff.get(other, key) or None)
+            new = _update(base, context, value, self.node_id, wid)
+            return handoff.merge(owner, key, new)
         old = self.store.get(key)
-        new = dvv.update_encoded(old, context, value, self.node_id)
+        new = _update(old, context, value, self.node_id, wid)
         self._store(key, old, new)
         return new
 
-    def merge(self, key: bytes, incoming: bytes, hint: str | None = None) -> bytes:
+    def merge(self, key: bytes, incoming: bytes, owner: str | None = None) -> bytes:
         """Sync a version from another replica (write fan-out, read repair, handoff, AAE)."""
-        if hint:
+        if owner:
             self.dirty = True
-            return self.hints.merge(hint, key, incoming)
+            return self._handoff().merge(owner, key, incoming)
         old = self.store.get(key)
         if old is None and self.ignore is not None and self.ignore(key, incoming):
             return incoming
@@ -97,7 +104,7 @@ class Replica:
         """End of a loop turn: hand the turn's writes to the OS (a process crash loses
         nothing), and with `durable` fsync them (one fsync for the whole turn)."""
         if self.dirty:
-            for store in (self.store, self.hints.store if self.hints else None):
+            for store in (self.store, self.handoff.store if self.handoff else None):
                 if store is None:
                     continue
                 if durable:
@@ -105,3 +112,9 @@ class Replica:
                 else:
                     store.write_out()
             self.dirty = False
+
+
+def _update(base, context, value, node_id: str, wid: bytes) -> bytes:
+    if wid:
+        return dvv.update_encoded(base, context, value, node_id, wid)
+    return dvv.update_encoded(base, context, value, node_id)

@@ -1,0 +1,46 @@
+"""Per-peer round-trip times and the per-replica soft timeout derived from them.
+
+A coordinator waits for each replica only as long as that replica usually takes (a high
+percentile of its recent round trips times a factor), never less than a floor and never more
+than a fraction of the request's remaining time; past that, the replica counts as silent and
+a stand-in is asked too (see coordinator.py). Pure bookkeeping: times are given, not read.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+WINDOW = 64  # round trips remembered per peer
+FACTOR = 4.0  # budget = FACTOR x the high percentile of recent round trips ...
+FLOOR = 0.1  # ... but at least this many seconds (scheduling noise on a busy host) ...
+CEILING = 0.5  # ... and at most this fraction of the request's remaining time
+REFRESH = 16  # recompute a peer's percentile every REFRESH samples
+
+
+class PeerLatency:
+    __slots__ = ("samples", "seen", "high")
+
+    def __init__(self) -> None:
+        self.samples: dict[str, deque[float]] = {}
+        self.seen: dict[str, int] = {}
+        self.high: dict[str, float] = {}  # node -> cached high percentile (seconds)
+
+    def observe(self, node: str, rtt: float) -> None:
+        d = self.samples.get(node)
+        if d is None:
+            d = self.samples[node] = deque(maxlen=WINDOW)
+        d.append(rtt)
+        n = self.seen[node] = self.seen.get(node, 0) + 1
+        if n <= 4 or n % REFRESH == 0:
+            ordered = sorted(d)
+            self.high[node] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+    def budget(self, node: str, remaining: float) -> float:
+        """Seconds to wait for `node` before asking a stand-in."""
+        high = self.high.get(node)
+        b = FLOOR if high is None else max(FLOOR, FACTOR * high)
+        return max(0.0, min(b, CEILING * remaining))
+
+    def forget(self, node: str) -> None:
+        for d in (self.samples, self.seen, self.high):
+            d.pop(node, None)

@@ -1,0 +1,97 @@
+"""Quorum arithmetic of one get or one write, as pure objects: no I/O, no clock, no node.
+
+Modelled on riak_kv's `riak_kv_get_core` / `riak_kv_put_core`: the coordinator feeds each
+replica's answer to `add_result`, asks `enough()` whether the client can be answered,
+builds the answer with `response()`, and, once every replica answered or the deadline
+passed, asks `final_action()` for the read repairs to send (as data: (node, version) pairs).
+
+Answers are counted per *distinct node id*: a node answering twice (a duplicated or
+retried message, or a node that turns out to be reached over two addresses) counts once.
+"""
+
+from __future__ import annotations
+
+from zkv._core import dvv
+from zkv.wire import E_QUORUM, Error, GetOk, PutOk
+
+
+class GetQuorum:
+    """R of the asked replicas must answer; the answer is the sync of every answer so far."""
+
+    __slots__ = ("required", "results", "merged", "bad")
+
+    def __init__(self, r: int) -> None:
+        self.required = r
+        self.results: dict[str, bytes] = {}  # node -> encoded version it holds (b"": none)
+        self.merged: bytes | None = None  # sync of every valid answer (encoded DVV set)
+        self.bad: set[str] = set()  # nodes whose answer did not decode (count as silent)
+
+    def add_result(self, node: str, encoded: bytes) -> bool:
+        """Fold one replica's answer in; False (and not counted) if it is not a valid set."""
+        if node in self.results or node in self.bad:
+            return False
+        if encoded:
+            try:  # validates the answer too: a bad version counts as no answer
+                self.merged = dvv.sync_encoded(self.merged, encoded)
+            except ValueError:
+                self.bad.add(node)
+                return False
+        self.results[node] = encoded
+        return True
+
+    def enough(self) -> bool:
+        return len(self.results) >= self.required
+
+    def response(self) -> GetOk:
+        merged = dvv.DVVSet.decode(self.merged) if self.merged else dvv.EMPTY
+        return GetOk(0, merged.live_values(), merged.context(), len(self.results))
+
+    def siblings(self) -> int:
+        return dvv.DVVSet.decode(self.merged).size() if self.merged else 0
+
+    def failure(self, silent: list[str], waited: float) -> Error:
+        return Error(0, E_QUORUM,
+                     f"get: {len(self.results)} of the required {self.required} replicas answered"
+                     f" within {waited:.2f}s{_silent(silent)}", self.required, len(self.results))
+
+    def final_action(self) -> list[tuple[str, bytes]]:
+        """Read repair: (node, merged version) for every replica that answered with less."""
+        enc = self.merged
+        if not enc:
+            return []
+        return [(node, enc) for node, held in self.results.items() if held != enc]
+
+
+class PutQuorum:
+    """W distinct replicas (the coordinator included) must acknowledge the version."""
+
+    __slots__ = ("required", "acked", "kind")
+
+    def __init__(self, w: int, kind: str = "put") -> None:
+        self.required = w
+        self.kind = kind
+        self.acked: set[str] = set()
+
+    def add_result(self, node: str, ok: bool) -> bool:
+        if not ok or node in self.acked:
+            return False
+        self.acked.add(node)
+        return True
+
+    def enough(self) -> bool:
+        return len(self.acked) >= self.required
+
+    def response(self, version: bytes) -> tuple[PutOk, int]:
+        """The client's answer and the number of siblings the written version holds."""
+        s = dvv.DVVSet.decode(version)
+        return PutOk(0, s.context(), len(self.acked)), s.size()
+
+    def failure(self, silent: list[str], waited: float) -> Error:
+        return Error(0, E_QUORUM,
+                     f"{self.kind}: {len(self.acked)} of the required {self.required} replicas "
+                     f"acknowledged within {waited:.2f}s{_silent(silent)} (the write may still "
+                     "have been stored)", self.required, len(self.acked))
+
+
+def _silent(nodes: list[str]) -> str:
+    return f"; no answer from {', '.join(sorted(nodes))}" if nodes else ""
