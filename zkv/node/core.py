@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections.abc import Callable
 
 from zkv import wire
 from zkv._core import dvv
@@ -102,7 +103,8 @@ class Outbox:
 
 class NodeCore:
     def __init__(self, cfg: NodeConfig, store: LogStore, handoff: HandoffStore, *,
-                 incarnation: int, now: float, saved: dict | None = None,
+                 incarnation: int, now: float, wall_ms: Callable[[], int],
+                 saved: dict | None = None,
                  cluster_path: str | None = None, metrics: NodeMetrics | None = None) -> None:
         self.cfg = cfg
         self.me = cfg.id
@@ -113,7 +115,7 @@ class NodeCore:
         # the cluster never deletes through the engine except to reap, and the engine keeps
         # release marks in memory only: re-release what earlier lives reaped
         store.release_tombstones(store.tombstones())
-        self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn)
+        self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, wall_ms)
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.replica.on_siblings = self._on_siblings
         self.cluster_path = cluster_path
@@ -177,6 +179,16 @@ class NodeCore:
         self.ae = ae
         self.replica.on_change.append(ae.on_change)
         self.replica.ignore = ae.is_reaped_echo
+        self.replica.on_echo = self._reannounce_reap
+
+    def _reannounce_reap(self, key: bytes, version: bytes) -> None:
+        """An owner that missed our Reap (lost, or it was down) keeps pushing the tombstone
+        back: tell every other owner again, so it reaps too instead of disagreeing for the
+        whole echo window (the simulator found this, seed 3)."""
+        digest = aen.vdigest(version)
+        for peer in self.membership.ring().preflist_for_key(key):
+            if peer != self.me:
+                self.ask(peer, Reap(0, [key], [digest]), None)
 
     def handle(self, source: tuple[str, object], msgs: list, now: float) -> Outbox:
         self.t = now

@@ -28,8 +28,11 @@ HINT_VERSION = 1
 
 
 class HandoffStore:
-    def __init__(self, path: str, wall_ms: Callable[[], int], sync: str = "interval") -> None:
-        self.store = LogStore(path, sync=sync, compact_dead_ratio=0.5)
+    def __init__(self, path: str, wall_ms: Callable[[], int], sync: str = "interval",
+                 store=None) -> None:
+        # `store`: any engine with LogStore's interface (the simulator's in-memory one)
+        self.store = store if store is not None else LogStore(path, sync=sync,
+                                                              compact_dead_ratio=0.5)
         self.wall_ms = wall_ms
         # owner -> {key: (created_ms, size)}: the backlog, rebuilt from the store on start
         self.index: dict[str, dict[bytes, tuple[int, int]]] = {}

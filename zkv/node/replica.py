@@ -6,11 +6,20 @@ can receive the same or an older version any number of times, in any order, and 
 When the node stands in for an unreachable owner (sloppy quorum), the same operations take
 `owner=<that owner's id>` and go to the handoff store (`handoff.HandoffStore`) instead of the
 main store.
+
+Dots never repeat, even after a key was reaped. A DVV counter normally continues from the
+node's entry in the stored set (n + 1); but when this node has no entry for the key (never
+coordinated it, or the key's tombstone was reaped), other replicas or stale hints may still
+hold sets whose clock names this node's old dots, and restarting at 1 would reissue one of
+them (the simulator found re-adds after a reap silently lost that way, seed 3). So a fresh
+entry starts at a node-wide monotonic floor, wall-clock ms << 16 (and above the last floor
+used), far above any counter this node issued for any key before.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 
 from zkv._core import dvv
@@ -22,8 +31,10 @@ log = logging.getLogger("zkv.replica")
 
 class Replica:
     def __init__(self, node_id: str, store: LogStore, handoff: HandoffStore | None = None,
-                 sibling_warn: int = 25) -> None:
+                 sibling_warn: int = 25, wall_ms: Callable[[], int] | None = None) -> None:
         self.node_id = node_id
+        self.wall_ms = wall_ms
+        self.last_floor = 0
         self.store = store
         self.handoff = handoff
         self.sibling_warn = sibling_warn
@@ -33,6 +44,8 @@ class Replica:
         self.on_siblings: Callable[[bytes, int, bool], None] | None = None
         # incoming versions to ignore (a tombstone this replica just reaped echoing back)
         self.ignore: Callable[[bytes, bytes], bool] | None = None
+        # called with each ignored echo: the sender still holds a tombstone we reaped
+        self.on_echo: Callable[[bytes, bytes], None] | None = None
 
     def _handoff(self) -> HandoffStore:
         if self.handoff is None:
@@ -56,12 +69,21 @@ class Replica:
             base = self.store.get(key)
             for other in handoff.owners_of(key):
                 base = dvv.sync_encoded(base, handoff.get(other, key) or None)
-            new = _update(base, context, value, self.node_id, wid)
+            new = _update(base, self._fresh(base, context), value, self.node_id, wid)
             return handoff.merge(owner, key, new)
         old = self.store.get(key)
-        new = _update(old, context, value, self.node_id, wid)
+        new = _update(old, self._fresh(old, context), value, self.node_id, wid)
         self._store(key, old, new)
         return new
+
+    def _fresh(self, base: bytes | None, context: bytes) -> bytes:
+        """The context to coordinate with: the client's, plus the counter floor when `base`
+        has no entry of this node (see the module docstring)."""
+        if self.wall_ms is None or (base and self.node_id in dvv.DVVSet.decode(base).vector()):
+            return context
+        floor = max(self.last_floor + 1, self.wall_ms() << 16)
+        self.last_floor = floor
+        return dvv.merge_contexts(context, _context_of(self.node_id, floor - 1))
 
     def merge(self, key: bytes, incoming: bytes, owner: str | None = None) -> bytes:
         """Sync a version from another replica (write fan-out, read repair, handoff, AAE)."""
@@ -70,6 +92,8 @@ class Replica:
             return self._handoff().merge(owner, key, incoming)
         old = self.store.get(key)
         if old is None and self.ignore is not None and self.ignore(key, incoming):
+            if self.on_echo is not None:
+                self.on_echo(key, incoming)
             return incoming
         new = dvv.sync_encoded(old, incoming)
         if new != old:
@@ -118,3 +142,9 @@ def _update(base, context, value, node_id: str, wid: bytes) -> bytes:
     if wid:
         return dvv.update_encoded(base, context, value, node_id, wid)
     return dvv.update_encoded(base, context, value, node_id)
+
+
+def _context_of(node_id: str, counter: int) -> bytes:
+    """The one-pair context {node_id: counter}, in dvv.pxd's context format (version 1)."""
+    nid = node_id.encode()
+    return struct.pack("<BHB", 1, 1, len(nid)) + nid + struct.pack("<Q", counter)

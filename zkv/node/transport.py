@@ -47,7 +47,11 @@ def open_stores(cfg: NodeConfig) -> tuple[LogStore, HandoffStore]:
     legacy = os.path.join(cfg.data_dir, "hints")  # its name before 0.2
     if os.path.isdir(legacy) and not os.path.exists(handoff_dir):
         os.rename(legacy, handoff_dir)
-    return store, HandoffStore(handoff_dir, lambda: time.time_ns() // 1_000_000, sync=mode)
+    return store, HandoffStore(handoff_dir, _wall_ms, sync=mode)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class Node:
@@ -59,7 +63,7 @@ class Node:
         # wall-clock milliseconds: a restart always outranks the previous life, even with a
         # wiped data dir (heartbeats restart from zero)
         self.core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
-                             now=clock(), saved=load_cluster(cluster_path),
+                             now=clock(), wall_ms=_wall_ms, saved=load_cluster(cluster_path),
                              cluster_path=cluster_path)
         self.membership = self.core.membership
         self.limit = wire.frame_limit(cfg.max_key_size, cfg.max_value_size)

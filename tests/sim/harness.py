@@ -1,0 +1,572 @@
+"""Deterministic simulation of a zkv cluster: many real `NodeCore`s over an in-memory network,
+driven by a virtual clock and one seeded RNG. Same seed, same run, bit for bit.
+
+What is real: the node's whole decision logic (`zkv.node.core.NodeCore` and everything it
+calls), the wire codec (every message is encoded and decoded, so nodes never share objects),
+the DVV algebra, the Merkle trees, the handoff store. What is simulated: the engine
+(`MemStore`, LogStore's interface in memory, with a durable point so a power loss drops the
+unsynced tail), sockets (`Sim._send`), time (`Sim.t`), and faults:
+
+- per message: delay (base + jitter, so reordering), loss, duplication;
+- partitions: blocked directed links (halves, one node isolated, one-way, flapping);
+- nodes: pause (SIGSTOP: messages queue, timers stop), crash (kill -9) and restart, power
+  loss (crash losing the engine's unsynced tail).
+
+Links follow the transport: a node reaches a peer only after it "connected" to it (the
+core's `Outbox.connect`), and it hears a peer's gossip only while subscribed to it.
+Clients (`SimClient`) run workloads written as generators that yield requests and receive
+results; every outcome goes into a `History` the checkers (`checkers.py`) read.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+from zkv import wire
+from zkv._core import dvv
+from zkv._core.ring import hash64
+from zkv.config import NodeConfig
+from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
+from zkv.node.handoff import HandoffStore
+from zkv.wire import Delete, Error, Get, GetOk, Member, Put, PutOk
+
+LIMIT = 1 << 30
+
+
+class MemStore:
+    """LogStore's interface in memory. `flush()` is a durable point; `power_loss()` goes back
+    to the last one (sync="none": the OS never wrote the tail out)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.tomb: set[bytes] = set()
+        self.undo: list[tuple[bytes, bytes | None, bool]] = []  # since the last durable point
+        self._hash: dict[bytes, int] = {}
+
+    def _note(self, key: bytes) -> None:
+        self.undo.append((key, self.data.get(key), key in self.tomb))
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._note(key)
+        self.data[key] = value
+        self.tomb.discard(key)
+
+    def delete(self, key: bytes) -> None:
+        self._note(key)
+        self.data.pop(key, None)
+        self.tomb.add(key)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def items(self):
+        return list(self.data.items())
+
+    def key_hashes(self, lo: int = 0, hi: int = 2**64 - 1) -> list[tuple[bytes, int]]:
+        out = []
+        for k in self.data:
+            h = self._hash.get(k)
+            if h is None:
+                h = self._hash[k] = hash64(k)
+            if lo <= h <= hi:
+                out.append((k, h))
+        return out
+
+    def tombstones(self) -> list[bytes]:
+        return list(self.tomb)
+
+    def release_tombstones(self, keys) -> int:
+        return sum(1 for k in keys if k in self.tomb)
+
+    def corrupt_keys(self) -> list[bytes]:
+        return []
+
+    def stats(self) -> dict:
+        return {"keys": len(self.data)}
+
+    def write_out(self) -> None:
+        pass  # in the OS's hands: survives a process crash, not a power loss
+
+    def flush(self) -> None:
+        self.undo.clear()
+
+    def power_loss(self) -> int:
+        lost = len(self.undo)
+        for key, value, was_tomb in reversed(self.undo):
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+            if was_tomb:
+                self.tomb.add(key)
+            else:
+                self.tomb.discard(key)
+        self.undo.clear()
+        return lost
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Faults:
+    """Fault intensities; `schedule()` turns them into timed events with the sim's RNG."""
+
+    latency: float = 0.0005  # base one-way delay (s)
+    jitter: float = 0.002  # + uniform [0, jitter): reorders messages
+    loss: float = 0.0  # per message
+    dup: float = 0.0  # per message
+    partitions: int = 0  # how many partition episodes
+    pauses: int = 0
+    crashes: int = 0
+    power_losses: int = 0
+    start: float = 2.0  # faults happen in [start, end)
+    end: float = 12.0
+
+    def argv(self) -> str:
+        d = Faults()
+        return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(self).items()
+                        if v != getattr(d, k))
+
+
+@dataclass
+class Result:
+    ok: bool
+    values: list[bytes] = field(default_factory=list)
+    context: bytes = b""
+    error: str = ""
+
+
+class SimNode:
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.store = MemStore()
+        self.handoff_mem = MemStore()
+        self.core: NodeCore | None = None
+        self.saved: dict = {}
+        self.paused = False
+        self.backlog: list[tuple] = []
+        self.tick_at = float("inf")
+        self.links: set[str] = set()  # peers this node connected to (and hears gossip from)
+        self.incarnations = 0
+
+
+class Sim:
+    def __init__(self, seed: int, nodes: int = 5, *, n: int = 3, r: int = 2, w: int = 2,
+                 q: int = 16, racks: int = 3, faults: Faults | None = None,
+                 gossip_interval: float = 0.2, aae_interval: float = 0.5,
+                 tombstone_grace: float = 2.0, sync: str = "none") -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.t = 0.0
+        self.faults = faults or Faults()
+        self.events: list = []
+        self.seq = 0
+        self.blocked: set[tuple[str, str]] = set()
+        self.nodes: dict[str, SimNode] = {}
+        self.by_endpoint: dict[str, str] = {}
+        self.clients: dict[bytes, SimClient] = {}
+        self.history = History()
+        self.stats = {"delivered": 0, "lost": 0, "duplicated": 0, "frames": 0}
+        self.log: list[str] = []
+        self.settings = dict(n=n, r=r, w=w, ring_size=q, gossip_interval=gossip_interval,
+                             down_after=10 * gossip_interval, aae_interval=aae_interval,
+                             tombstone_grace=tombstone_grace, sync=sync, replica_timeout=1.0,
+                             background_interval=0.05)
+        self.racks = racks
+        first = None
+        for i in range(nodes):
+            node = self.add_node(f"n{i + 1}", seed_of=first)
+            first = first or node
+        for sn in self.nodes.values():
+            sn.links = {x for x in self.nodes if x != sn.id}
+            if sn.core is not None:  # a fully formed cluster: everyone knows everyone
+                for other in self.nodes.values():
+                    if other is not sn:
+                        sn.core.membership.merge([_copy(other.core.membership.me)])
+                sn.core.out.connect.clear()
+
+    # ---- nodes --------------------------------------------------------------------------
+    def add_node(self, node_id: str, seed_of: str | None = None, join: bool = False) -> str:
+        i = len(self.nodes)
+        cfg = NodeConfig(id=node_id, listen=f"tcp://10.0.0.{i + 1}:7001",
+                         gossip=f"tcp://10.0.0.{i + 1}:8001", data_dir=f"/sim/{node_id}",
+                         rack=f"rack{i % self.racks}",
+                         seed=(self.nodes[seed_of].cfg.listen,) if join and seed_of else (),
+                         **self.settings)
+        sn = SimNode(cfg)
+        self.nodes[node_id] = sn
+        self.by_endpoint[cfg.listen] = node_id
+        self._boot(sn)
+        return node_id
+
+    def _boot(self, sn: SimNode) -> None:
+        sn.incarnations += 1
+        handoff = HandoffStore("", lambda: int(self.t * 1000), store=sn.handoff_mem)
+        sn.core = NodeCore(sn.cfg, sn.store, handoff, incarnation=int(self.t * 1000) + 1 + 10**6
+                           * sn.incarnations, now=self.t, wall_ms=self.wall_ms,
+                           saved=sn.saved)
+        sn.core.start(self.t)
+        sn.tick_at = float("inf")
+        self._after_turn(sn)
+
+    def crash(self, node_id: str, power_loss: bool = False) -> None:
+        sn = self.nodes[node_id]
+        if sn.core is None:
+            return
+        core = sn.core
+        sn.saved = {"settings": dict(core.membership.settings),
+                    "members": [[m.id, m.listen, m.gossip, m.rack]
+                                for m in core.membership.table() if m.id != node_id]}
+        if power_loss:
+            lost = sn.store.power_loss() + sn.handoff_mem.power_loss()
+            self.note(f"{node_id} loses power ({lost} unsynced writes gone)")
+        else:
+            self.note(f"{node_id} crashes")
+        sn.core = None
+        sn.paused = False
+        sn.backlog.clear()
+        sn.links.clear()
+
+    def restart(self, node_id: str) -> None:
+        sn = self.nodes[node_id]
+        if sn.core is None:
+            self.note(f"{node_id} restarts")
+            self._boot(sn)
+
+    def pause(self, node_id: str) -> None:
+        self.nodes[node_id].paused = True
+        self.note(f"{node_id} paused")
+
+    def resume(self, node_id: str) -> None:
+        sn = self.nodes[node_id]
+        if not sn.paused:
+            return
+        sn.paused = False
+        self.note(f"{node_id} resumed ({len(sn.backlog)} frames queued)")
+        backlog, sn.backlog = sn.backlog, []
+        for item in backlog:
+            self._deliver(*item)
+        if sn.core is not None:
+            sn.tick_at = float("inf")
+            self._tick_event(node_id, self.t)
+
+    def partition(self, side_a: list[str], side_b: list[str], one_way: bool = False) -> None:
+        for a in side_a:
+            for b in side_b:
+                self.blocked.add((a, b))
+                if not one_way:
+                    self.blocked.add((b, a))
+        self.note(f"partition {sorted(side_a)} {'->' if one_way else '|'} {sorted(side_b)}")
+
+    def heal(self) -> None:
+        if self.blocked:
+            self.note("partitions healed")
+        self.blocked.clear()
+
+    def note(self, what: str) -> None:
+        self.log.append(f"{self.t:9.3f} {what}")
+
+    def wall_ms(self) -> int:
+        return 1_800_000_000_000 + int(self.t * 1000)  # a virtual wall clock (2027)
+
+    # ---- events -------------------------------------------------------------------------
+    def at(self, when: float, fn: Callable, *args) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (when, self.seq, fn, args))
+
+    def run_until(self, t_end: float) -> None:
+        events = self.events
+        while events and events[0][0] <= t_end:
+            when, _, fn, args = heapq.heappop(events)
+            self.t = when
+            fn(*args)
+        self.t = max(self.t, t_end)
+
+    def _tick_event(self, node_id: str, when: float) -> None:
+        sn = self.nodes[node_id]
+        if when < sn.tick_at:
+            sn.tick_at = when
+            self.at(when, self._tick, node_id, when)
+
+    def _tick(self, node_id: str, when: float) -> None:
+        sn = self.nodes[node_id]
+        if sn.tick_at != when or sn.core is None or sn.paused:
+            return
+        sn.tick_at = float("inf")
+        sn.core.tick(self.t)
+        self._after_turn(sn)
+
+    def _after_turn(self, sn: SimNode) -> None:
+        core = sn.core
+        assert core is not None
+        out = core.take_output()
+        src = sn.id
+        for m in out.connect:
+            if m.id != src and m.id in self.nodes:
+                sn.links.add(m.id)
+        for node_id, msgs in out.peers.items():
+            if node_id in sn.links:
+                self._send(src, node_id, REQUEST, b"peer:" + src.encode(), msgs)
+        for ident, msgs in out.clients.items():
+            if ident.startswith(b"peer:"):
+                dst = ident[5:].decode()
+                target = self.nodes.get(dst)
+                if target is not None and target.core is not None and target.core.joining:
+                    self._send(src, dst, SEED, sn.cfg.listen, msgs)
+                else:
+                    self._send(src, dst, REPLY, src, msgs)
+            else:
+                client = self.clients.get(ident)
+                if client is not None:
+                    self._send(src, ident, "client", src, msgs)
+        for endpoint, msgs in out.endpoints.items():
+            dst = self.by_endpoint.get(endpoint)
+            if dst is not None:
+                self._send(src, dst, REQUEST, b"peer:" + src.encode(), msgs)
+        for msg in out.gossip:
+            for other in self.nodes.values():
+                if src in other.links and other is not sn:
+                    self._send(src, other.id, GOSSIP, None, [msg])
+        self._tick_event(src, max(core.next_deadline(), self.t + 1e-6))
+
+    def _send(self, src: str, dst, kind: str, who, msgs: list) -> None:
+        f = self.faults
+        payload = wire.encode(msgs)
+        self.stats["frames"] += 1
+        copies = 1
+        if f.loss and self.rng.random() < f.loss:
+            self.stats["lost"] += 1
+            return
+        if f.dup and self.rng.random() < f.dup:
+            copies = 2
+            self.stats["duplicated"] += 1
+        for _ in range(copies):
+            delay = f.latency + self.rng.random() * f.jitter
+            self.at(self.t + delay, self._deliver, src, dst, kind, who, payload)
+
+    def _deliver(self, src: str, dst, kind: str, who, payload: bytes) -> None:
+        if (src, dst) in self.blocked:
+            self.stats["lost"] += 1
+            return
+        if kind == "client":
+            self.clients[dst].on_frame(src, wire.decode(payload, LIMIT))
+            return
+        sn = self.nodes[dst]
+        if sn.core is None:
+            self.stats["lost"] += 1
+            return
+        if sn.paused:
+            sn.backlog.append((src, dst, kind, who, payload))
+            return
+        self.stats["delivered"] += 1
+        sn.core.handle((kind, who), wire.decode(payload, LIMIT), self.t)
+        self._after_turn(sn)
+
+    # ---- faults -------------------------------------------------------------------------
+    def schedule_faults(self) -> None:
+        """Turn the fault intensities into timed events (from this sim's RNG)."""
+        f, rng, ids = self.faults, self.rng, sorted(self.nodes)
+
+        def when(length: float) -> tuple[float, float]:
+            start = f.start + rng.random() * max(0.0, f.end - f.start - length)
+            return start, min(f.end, start + length)
+
+        for _ in range(f.partitions):
+            start, stop = when(1.0 + rng.random() * 3)
+            kind = rng.choice(["halves", "isolate", "one-way", "flap"])
+            shuffled = ids[:]
+            rng.shuffle(shuffled)
+            if kind == "halves":
+                cut = rng.randint(1, len(ids) - 1)
+                a, b = shuffled[:cut], shuffled[cut:]
+            else:
+                a, b = shuffled[:1], shuffled[1:]
+            if kind == "flap":
+                t = start
+                while t < stop:
+                    self.at(t, self.partition, a, b)
+                    self.at(t + 0.3, self.heal)
+                    t += 0.6
+            else:
+                self.at(start, self.partition, a, b, kind == "one-way")
+                self.at(stop, self.heal)
+        for _ in range(f.pauses):
+            start, stop = when(0.5 + rng.random() * 3)
+            node = rng.choice(ids)
+            self.at(start, self.pause, node)
+            self.at(stop, self.resume, node)
+        crashes = [(False, i) for i in range(f.crashes)] + [(True, i) for i in range(f.power_losses)]
+        for power, _ in crashes:
+            start, stop = when(0.5 + rng.random() * 2)
+            node = rng.choice(ids)
+            self.at(start, self.crash, node, power)
+            self.at(stop, self.restart, node)
+        # at the end of the fault window everything is repaired
+        self.at(f.end, self.heal)
+        for node in ids:
+            self.at(f.end, self.resume, node)
+            self.at(f.end, self.restart, node)
+
+    # ---- inspection ---------------------------------------------------------------------
+    def held(self, node_id: str, key: bytes) -> bytes:
+        """The version a node stores itself for key (b"" when none)."""
+        return self.nodes[node_id].store.get(key) or b""
+
+    def owners(self, key: bytes) -> tuple[str, ...]:
+        core = next(sn.core for sn in self.nodes.values() if sn.core is not None)
+        return core.membership.ring().preflist_for_key(key)
+
+    def replicas_agree(self, keys) -> list[bytes]:
+        """Keys whose owners do not all hold the same version (and hints still pending)."""
+        bad = []
+        for key in keys:
+            held = {self.held(x, key) for x in self.owners(key)}
+            if len(held) != 1:
+                bad.append(key)
+        return bad
+
+    def hints_pending(self) -> int:
+        return sum(len(sn.handoff_mem) for sn in self.nodes.values())
+
+
+def _copy(m: Member) -> Member:
+    return Member(m.id, m.listen, m.gossip, m.rack, m.incarnation, m.heartbeat, m.leaving)
+
+
+# ---- clients and history --------------------------------------------------------------------
+@dataclass
+class Event:
+    client: str
+    op: str
+    key: bytes
+    value: bytes | None
+    start: float
+    end: float = 0.0
+    ok: bool = False
+    result: Result | None = None
+
+
+class History:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def add(self, ev: Event) -> None:
+        self.events.append(ev)
+
+
+Workload = Generator[tuple, Result, None]
+
+
+class SimClient:
+    """A client driving one workload: each request goes to a node chosen by the sim's RNG
+    (like a client behind a load balancer), fails over to another node after `per_try`, and
+    gives up after `timeout`. Retries of a write carry the same write id."""
+
+    def __init__(self, sim: Sim, name: str, workload: Callable[[SimClient], Workload],
+                 timeout: float = 2.0, per_try: float = 1.0, think: float = 0.01) -> None:
+        self.sim = sim
+        self.name = name
+        self.ident = b"client:" + name.encode()
+        sim.clients[self.ident] = self
+        self.timeout = timeout
+        self.per_try = per_try
+        self.think = think
+        self.rid = 0
+        self.suspect_until: dict[str, float] = {}
+        self.current: tuple | None = None  # (rid, event, request, deadline, tried)
+        self.gen = workload(self)
+        self.done = False
+        sim.at(sim.t, self._next, None)
+
+    def _next(self, result: Result | None) -> None:
+        try:
+            req = self.gen.send(result) if result is not None else next(self.gen)
+        except StopIteration:
+            self.done = True
+            return
+        if req[0] == "sleep":
+            self.sim.at(self.sim.t + req[1], self._next_sleep)
+            return
+        op, key = req[0], req[1]
+        ev = Event(self.name, op, key, req[2] if op == "put" else None, self.sim.t)
+        wid = self.sim.rng.randbytes(16)
+        if op == "get":
+            msg = Get(0, key, req[2] if len(req) > 2 else 0)
+        elif op == "put":
+            msg = Put(0, key, req[2], req[3] if len(req) > 3 else b"", req[4] if len(req) > 4 else 0)
+            if "wid" in Put.__struct_fields__:
+                msg.wid = wid
+        else:
+            msg = Delete(0, key, req[2] if len(req) > 2 else b"", req[3] if len(req) > 3 else 0)
+        self._try(ev, msg, self.sim.t + self.timeout, set())
+
+    def _next_sleep(self) -> None:
+        self._next(Result(True))
+
+    def _try(self, ev: Event, msg, deadline: float, tried: set[str]) -> None:
+        sim = self.sim
+        live = [x for x in sorted(sim.nodes) if x not in tried] or sorted(sim.nodes)
+        trusted = [x for x in live if self.suspect_until.get(x, -1.0) <= sim.t]
+        node = sim.rng.choice(trusted or live)
+        tried.add(node)
+        self.rid += 1
+        msg.rid = self.rid
+        self.current = (self.rid, ev, msg, deadline, tried)
+        payload = wire.encode([msg])
+        delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
+        sim.at(sim.t + delay, self._arrive, node, payload)
+        sim.at(min(deadline, sim.t + self.per_try), self._expire, self.rid)
+
+    def _arrive(self, node: str, payload: bytes) -> None:
+        sim = self.sim
+        sn = sim.nodes[node]
+        if sn.core is None:
+            return
+        if sn.paused:
+            sn.backlog.append((self.name, node, REQUEST, self.ident, payload))
+            return
+        sn.core.handle((REQUEST, self.ident), wire.decode(payload, LIMIT), sim.t)
+        sim._after_turn(sn)
+
+    def _expire(self, rid: int) -> None:
+        if self.current is None or self.current[0] != rid:
+            return
+        _, ev, msg, deadline, tried = self.current
+        for node in tried:  # like the real client: a node that missed a try is tried last
+            self.suspect_until[node] = self.sim.t + 3.0
+        if self.sim.t >= deadline:
+            self._finish(ev, Result(False, error="timeout"))
+        else:
+            self._try(ev, msg, deadline, tried)
+
+    def on_frame(self, node: str, msgs: list) -> None:
+        for msg in msgs:
+            if self.current is None or msg.rid != self.current[0]:
+                continue  # a late answer to an abandoned try
+            _, ev, *_ = self.current
+            if isinstance(msg, GetOk):
+                self._finish(ev, Result(True, list(msg.values), msg.context))
+            elif isinstance(msg, PutOk):
+                self._finish(ev, Result(True, [], msg.context))
+            elif isinstance(msg, Error):
+                self._finish(ev, Result(False, error=msg.message))
+
+    def _finish(self, ev: Event, res: Result) -> None:
+        self.current = None
+        ev.end = self.sim.t
+        ev.ok = res.ok
+        ev.result = res
+        self.sim.history.add(ev)
+        self.sim.at(self.sim.t + self.think * self.sim.rng.random(), self._next, res)
+
+
+def live_values(encoded: bytes) -> list[bytes]:
+    return dvv.DVVSet.decode(encoded).live_values() if encoded else []

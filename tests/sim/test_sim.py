@@ -1,0 +1,82 @@
+"""Node logic under deterministic simulation: seeded faults, virtual clock, replay by seed.
+
+A failure prints the one command that replays it: `python tools/simulate.py --seed S ...`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from harness import Faults, Sim, SimClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scenario import read_your_writes, run
+
+FAULTY = Faults(loss=0.02, dup=0.01, partitions=2, pauses=1, crashes=1)
+
+
+def _check(rep) -> None:
+    assert not rep.violations, (f"replay: {rep.command}\n" + "\n".join(rep.violations)
+                                + "\n" + "\n".join(rep.log))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_faults_every_promise_holds(seed):
+    rep = run(seed)
+    _check(rep)
+    assert rep.ok_ops == rep.ops  # nothing to fail without faults
+
+
+# seeds 9, 10, 11 and 15 found retried puts planting duplicate siblings (see test below)
+DUP = pytest.mark.xfail(strict=True, reason="retried put plants a duplicate sibling (no write ids)")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, pytest.param(9, marks=DUP),
+                                  pytest.param(10, marks=DUP), pytest.param(11, marks=DUP),
+                                  pytest.param(15, marks=DUP)])
+def test_faults_every_promise_holds(seed):
+    _check(run(seed, FAULTY))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_read_your_writes_when_r_plus_w_exceeds_n(seed):
+    assert read_your_writes(seed) == []
+
+
+def test_same_seed_same_run():
+    a, b = run(5, FAULTY), run(5, FAULTY)
+    assert (a.log, a.stats, a.ops, a.ok_ops) == (b.log, b.stats, b.ops, b.ok_ops)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**32 - 1), loss=st.sampled_from([0.0, 0.01, 0.05]),
+       dup=st.sampled_from([0.0, 0.02]), partitions=st.integers(0, 3),
+       pauses=st.integers(0, 2), crashes=st.integers(0, 2))
+def test_hypothesis_fault_schedules(seed, loss, dup, partitions, pauses, crashes):
+    _check(run(seed, Faults(loss=loss, dup=dup, partitions=partitions, pauses=pauses,
+                            crashes=crashes), ops_per_client=20))
+
+
+def test_writes_at_w3_succeed_at_the_moment_two_of_five_freeze():
+    """Issue 10: nodes silenced without notice; the first writes after it still succeed."""
+    sim = Sim(7, 5, n=3, r=2, w=3)
+    sim.run_until(3.0)  # steady state: heartbeats flowing, latencies learned
+    outcomes = []
+
+    def writer(c: SimClient):
+        for i in range(100):
+            res = yield ("put", b"frozen:%d" % i, b"v", b"", 3)
+            outcomes.append(res)
+
+    sim.pause("n4")
+    sim.pause("n5")
+    SimClient(sim, "w", writer, timeout=5.0, per_try=2.5, think=0.0)
+    sim.run_until(30.0)
+    assert len(outcomes) == 100
+    assert [r.error for r in outcomes if not r.ok] == []
+    sim.resume("n4")
+    sim.resume("n5")
+    sim.run_until(60.0)
+    assert sim.hints_pending() == 0  # every stand-in handed its writes to the owners
+    for i in range(100):
+        key = b"frozen:%d" % i
+        assert all(sim.held(x, key) for x in sim.owners(key)), key
