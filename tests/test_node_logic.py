@@ -324,7 +324,7 @@ def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path)
     cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
                      data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
     store, handoff = open_stores(cfg)
-    node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0)
+    node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0, wall_ms=lambda: 1)
     try:
         for x in ("a", "b", "c", "e"):
             node.membership.merge([_member(x, hb=1)])

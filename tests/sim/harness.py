@@ -471,8 +471,10 @@ class SimClient:
     gives up after `timeout`. Retries of a write carry the same write id."""
 
     def __init__(self, sim: Sim, name: str, workload: Callable[[SimClient], Workload],
-                 timeout: float = 2.0, per_try: float = 1.0, think: float = 0.01) -> None:
+                 timeout: float = 2.0, per_try: float = 1.0, think: float = 0.01,
+                 nodes: list[str] | None = None) -> None:
         self.sim = sim
+        self.nodes = nodes  # coordinators this client talks to (default: every node)
         self.name = name
         self.ident = b"client:" + name.encode()
         sim.clients[self.ident] = self
@@ -513,7 +515,8 @@ class SimClient:
 
     def _try(self, ev: Event, msg, deadline: float, tried: set[str]) -> None:
         sim = self.sim
-        live = [x for x in sorted(sim.nodes) if x not in tried] or sorted(sim.nodes)
+        pool = self.nodes or sorted(sim.nodes)
+        live = [x for x in pool if x not in tried] or pool
         trusted = [x for x in live if self.suspect_until.get(x, -1.0) <= sim.t]
         node = sim.rng.choice(trusted or live)
         tried.add(node)
