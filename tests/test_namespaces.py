@@ -1,0 +1,209 @@
+"""Namespace registry (zkv.node.namespaces): validation, idempotent create, gossip merge that
+converges in any order, and the gossip / cluster.json codecs (pure)."""
+
+import json
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zkv.errors import InvalidRequest
+from zkv.node import namespaces as nsm
+from zkv.node.namespaces import Namespace, Registry
+
+
+def reg() -> Registry:
+    return Registry.for_cluster(3, 2, 2)
+
+
+def test_default_exists_from_cluster_settings():
+    r = reg()
+    d = r.get()
+    assert r.get("default") is d and (d.n, d.r, d.w, d.conflicts) == (3, 2, 2, "siblings")
+    assert d.created == 0 and d.creator == "" and not d.lww
+    assert Registry.for_cluster(3, 2, 2) == r  # every node builds the same one
+
+
+def test_unknown_namespace_is_invalid_request():
+    with pytest.raises(InvalidRequest, match="unknown namespace 'nope'.*known: default"):
+        reg().get("nope")
+    with pytest.raises(ValueError):  # InvalidRequest is a ValueError too
+        reg().get("nope")
+
+
+def test_create_defaults_and_lww():
+    r = reg()
+    s = r.create("sessions", 5, conflicts="lww", members=5, created=10, creator="n1")
+    assert (s.n, s.r, s.w, s.lww) == (5, 3, 3, True)
+    one = r.create("scratch", 1, members=5, created=11, creator="n1")
+    assert (one.n, one.r, one.w) == (1, 1, 1)
+    dflt = r.create("carts", members=2, created=12, creator="n1")
+    assert dflt.n == 2  # default n (3) capped by the members
+    assert r.names() == ["carts", "default", "scratch", "sessions"]
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(name="x", n=0), "n=0: must be between 1 and 16"),
+    (dict(name="x", n=17), "n=17"),
+    (dict(name="x", n=4), "only 3 member"),
+    (dict(name="x", n=3, r=4), "r=4: must be between 1 and n=3"),
+    (dict(name="x", n=3, w=0), "w=0"),
+    (dict(name="x", n=3, conflicts="crdt"), "conflicts='crdt': must be one of siblings, lww"),
+    (dict(name="", n=1), "name ''"),
+    (dict(name="a b", n=1), "name 'a b'"),
+    (dict(name="x" * 65, n=1), "1 to 64 characters"),
+    (dict(name="..", n=1), "not . or .."),
+    (dict(name="x", n=True), "n=True"),
+])
+def test_bad_settings_refused_clearly(kw, msg):
+    with pytest.raises(InvalidRequest, match=msg.replace(".", r"\.").replace("(", r"\(")):
+        reg().create(**kw, members=3, created=1, creator="n1")
+
+
+def test_every_problem_named_at_once():
+    with pytest.raises(InvalidRequest) as e:
+        reg().create("bad name", 0, 0, 0, "x", members=3, created=1, creator="n1")
+    assert str(e.value).count(";") == 4
+
+
+def test_create_idempotent_and_conflicting_create_refused():
+    r = reg()
+    a = r.create("carts", 3, members=3, created=5, creator="n1")
+    assert r.create("carts", 3, 2, 2, members=3, created=99, creator="n2") is a
+    with pytest.raises(InvalidRequest, match="already exists with n=3.*cannot be changed"):
+        r.create("carts", 2, members=3, created=6, creator="n1")
+    with pytest.raises(InvalidRequest, match="already exists"):
+        r.create("default", 1, members=3, created=6, creator="n1")
+
+
+def test_quorums_per_request():
+    ns = reg().create("s", 5, members=5, created=1, creator="n1")
+    assert ns.quorums() == (3, 3) and ns.quorums(0, 0) == (3, 3) and ns.quorums(1, 5) == (1, 5)
+    with pytest.raises(InvalidRequest, match="r=6"):
+        ns.quorums(r=6)
+
+
+def test_concurrent_conflicting_creates_lowest_rank_wins_and_loser_reported():
+    a, b = reg(), reg()
+    na = a.create("x", 3, members=3, created=200, creator="n1")
+    nb = b.create("x", 1, conflicts="lww", members=3, created=100, creator="n2")
+    a0 = Registry.decode(a.encode())
+    ca, cb = a.merge(b), b.merge(a0)
+    assert a == b and a.get("x") == nb
+    assert ca == [nsm.Conflict("x", nb, na)] and cb == [nsm.Conflict("x", nb, na)]
+    assert "dropped n=3" in str(ca[0])
+    # equal timestamps: the node id decides
+    c, d = reg(), reg()
+    c.create("y", 1, members=3, created=7, creator="n9")
+    d.create("y", 2, members=3, created=7, creator="n10")
+    c.merge(d), d.merge(c)
+    assert c == d and c.get("y").creator == "n10"
+
+
+def test_same_settings_concurrently_is_no_conflict():
+    a, b = reg(), reg()
+    a.create("x", 2, members=3, created=5, creator="n1")
+    b.create("x", 2, members=3, created=3, creator="n2")
+    assert a.merge(b) == [] and a.get("x").creator == "n2"
+
+
+def test_gossip_codec_round_trip_and_bounds():
+    r = reg()
+    r.create("sessions", 1, conflicts="lww", members=3, created=1 << 40, creator="n1")
+    blob = r.encode()
+    assert Registry.decode(blob) == r
+    with pytest.raises(ValueError, match="over the 10-byte limit"):
+        Registry.decode(blob, max_bytes=10)
+    with pytest.raises(ValueError, match="version 7"):
+        Registry.decode(msgspec.msgpack.encode((7, [])))
+    with pytest.raises(ValueError, match="without 'default'"):
+        Registry.decode(msgspec.msgpack.encode((1, [])))
+    bad = msgspec.to_builtins(list(r))
+    bad[1]["n"] = 0
+    with pytest.raises(ValueError, match="bad namespace 'sessions'"):
+        Registry.decode(msgspec.msgpack.encode((1, bad)))
+    with pytest.raises(ValueError, match="sorted by name"):
+        Registry.decode(msgspec.msgpack.encode((1, list(reversed(list(r))))))
+
+
+def test_cluster_json_round_trip_ignores_unknown_fields():
+    r = reg()
+    r.create("carts", 2, members=3, created=9, creator="n1")
+    doc = json.loads(json.dumps(r.to_builtins()))
+    assert doc[0]["name"] == "carts" and doc[0]["conflicts"] == "siblings"
+    doc[0]["future_field"] = 1
+    assert Registry.from_builtins(doc) == r
+    with pytest.raises(ValueError):
+        Registry.from_builtins([{"name": "default"}])
+
+
+@given(st.binary(max_size=200))
+def test_garbage_gossip_is_value_error_only(junk):
+    for blob in (junk, b"\x92\x01" + junk):
+        try:
+            Registry.decode(blob)
+        except ValueError:
+            pass
+
+
+# ---- convergence --------------------------------------------------------------------------
+names = st.sampled_from(["a", "b", "c", "carts", "default"])
+creates = st.tuples(st.integers(0, 3), names, st.integers(1, 3), st.sampled_from(nsm.MODES),
+                    st.integers(0, 20))
+
+
+@st.composite
+def cluster_histories(draw):
+    """Four nodes, each creating namespaces locally (refused creates are skipped)."""
+    nodes = [reg() for _ in range(4)]
+    for node, name, n, mode, ts in draw(st.lists(creates, max_size=12)):
+        try:
+            nodes[node].create(name, n, conflicts=mode, members=3, created=ts,
+                               creator=f"n{node}")
+        except InvalidRequest:
+            pass
+    return nodes
+
+
+@given(cluster_histories(), st.data())
+@settings(max_examples=200)
+def test_any_gossip_order_converges(nodes, data):
+    expected = reg()
+    for n in nodes:
+        expected.merge(n)
+    merges = data.draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=30))
+    for dst, src in merges:
+        nodes[dst].merge(Registry.decode(nodes[src].encode()))
+    # then one full round in a drawn order: everyone agrees, on the same registry
+    order = data.draw(st.permutations(range(4)))
+    for i in order:
+        for j in order:
+            nodes[i].merge(nodes[j])
+    for i in order:
+        for j in order:
+            nodes[i].merge(nodes[j])
+    assert all(n == expected for n in nodes)
+    for ns in expected:  # every kept version has the lowest rank among those created
+        assert all(ns.rank() <= n._ns[ns.name].rank() for n in nodes if ns.name in n)
+
+
+@given(cluster_histories())
+def test_merge_is_a_join(nodes):
+    a, b, c = (Registry.decode(n.encode()) for n in nodes[:3])
+
+    def m(x, y):
+        out = Registry.decode(x.encode())
+        out.merge(y)
+        return out
+
+    assert m(a, b) == m(b, a)
+    assert m(m(a, b), c) == m(a, m(b, c))
+    assert m(a, a) == a
+
+
+def test_namespace_is_immutable():
+    ns = reg().get()
+    with pytest.raises(AttributeError):
+        ns.n = 5
+    assert isinstance(ns, Namespace)

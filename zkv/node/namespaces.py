@@ -1,0 +1,307 @@
+"""Namespace registry: which namespaces exist and their N, default R/W and conflict mode.
+
+Pure (no I/O, no clock): the node hands it the member count, an HLC timestamp and its node
+id when creating, feeds it registries received by gossip, and saves `to_builtins()` with
+cluster.json. Contract: DESIGN.md 2.6.
+
+Rules (decided here, issue 15):
+- A name is 1..64 of [A-Za-z0-9_.-] (not "." or ".."); at most MAX_NAMESPACES exist.
+- 1 <= n <= min(members, 16) at creation; 1 <= r, w <= n; r and w default to a majority of
+  n (n // 2 + 1); conflicts is "siblings" (default) or "lww". Bad settings raise
+  `zkv.errors.InvalidRequest` naming every problem.
+- A namespace is immutable once created: N cannot change without moving data, and keeping
+  r/w/conflicts fixed too makes the registry a plain grow-only map. Per-request r/w still
+  override the defaults (`Namespace.quorums`).
+- `create` with the same name and the same settings is idempotent (returns the existing
+  one); with different settings it is refused.
+- Two nodes may create one name concurrently with different settings before gossip meets.
+  Every node keeps, per name, the version with the lowest rank (created HLC timestamp,
+  creator node id as UTF-8, then the settings); `merge` returns a `Conflict` for each loser
+  it saw so the node can log and count it. "Lowest rank per name" is a join (min is
+  commutative, associative, idempotent), so registries converge whatever the gossip order.
+- "default" is built from the cluster settings with created=0 and creator="", so it ranks
+  below any created namespace and every node of one cluster builds the identical one.
+
+Gossip encoding (msgpack via msgspec; bounded by `max_bytes` and MAX_NAMESPACES):
+
+    [REGISTRY_VERSION: uint, [namespace, ...]]      # namespaces sorted by name, unique
+    namespace = {"name": str, "n": uint, "r": uint, "w": uint, "conflicts": str,
+                 "created": uint (HLC u64, zkv.hlc layout), "creator": str}
+
+`to_builtins()` is the same list of dicts for JSON (cluster.json); unknown fields are
+ignored on decode so a newer node's extra fields do not break an older one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+import msgspec
+
+from zkv.errors import InvalidRequest
+
+REGISTRY_VERSION = 1
+DEFAULT = "default"
+MODES = ("siblings", "lww")
+MAX_N = 16
+MAX_NAMESPACES = 1024
+MAX_NODE_ID_BYTES = 255
+DEFAULT_MAX_BYTES = 1 << 20  # an encoded registry; ~70 bytes a namespace
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
+_MAX_U64 = (1 << 64) - 1
+
+
+class Namespace(msgspec.Struct, frozen=True, kw_only=True):
+    """One namespace's settings (immutable)."""
+
+    name: str
+    n: int
+    r: int
+    w: int
+    conflicts: str = "siblings"
+    created: int = 0  # HLC timestamp of the create (zkv.hlc); 0 for "default"
+    creator: str = ""  # node id that created it; "" for "default"
+
+    @property
+    def lww(self) -> bool:
+        return self.conflicts == "lww"
+
+    def settings(self) -> tuple[int, int, int, str]:
+        """What a create asks for; two versions with equal settings are the same namespace."""
+        return self.n, self.r, self.w, self.conflicts
+
+    def rank(self) -> tuple:
+        """Total order among versions of one name: the lowest is kept everywhere."""
+        return self.created, self.creator.encode("utf-8"), self.settings()
+
+    def quorums(self, r: int | None = None, w: int | None = None) -> tuple[int, int]:
+        """Per-request (r, w): None or 0 means this namespace's default; 1..n otherwise."""
+        r = r or self.r
+        w = w or self.w
+        bad = [f"{k}={v} (must be 1..n={self.n})" for k, v in (("r", r), ("w", w))
+               if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= self.n]
+        if bad:
+            raise InvalidRequest(f"namespace {self.name!r}: " + ", ".join(bad))
+        return r, w
+
+
+class Conflict(msgspec.Struct, frozen=True):
+    """Two nodes created one name with different settings; `dropped` lost to `kept`."""
+
+    name: str
+    kept: Namespace
+    dropped: Namespace
+
+    def __str__(self) -> str:
+        k, d = self.kept, self.dropped
+        return (f"namespace {self.name!r}: kept n={k.n} r={k.r} w={k.w} {k.conflicts} "
+                f"(created by {k.creator or 'the cluster'}), dropped n={d.n} r={d.r} w={d.w} "
+                f"{d.conflicts} (created by {d.creator or 'the cluster'})")
+
+
+def problems(name: object, n: object, r: object, w: object, conflicts: object,
+             members: int | None = None) -> list[str]:
+    """Every reason these settings are invalid ([] when valid). `members`: check n against
+    the cluster size too (creation only)."""
+    out = []
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        out.append(f"name {name!r}: 1 to 64 characters of A-Z a-z 0-9 _ . - (not . or ..)")
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not is_int(n) or not 1 <= n <= MAX_N:
+        out.append(f"n={n!r}: must be between 1 and {MAX_N}")
+    elif members is not None and n > members:
+        out.append(f"n={n}: the cluster has only {members} member(s)")
+    for k, v in (("r", r), ("w", w)):
+        if not is_int(v) or not 1 <= v <= (n if is_int(n) and 1 <= n <= MAX_N else MAX_N):
+            out.append(f"{k}={v!r}: must be between 1 and n={n!r}")
+    if conflicts not in MODES:
+        out.append(f"conflicts={conflicts!r}: must be one of {', '.join(MODES)}")
+    return out
+
+
+def _raise(what: str, found: list[str]) -> None:
+    if found:
+        raise InvalidRequest(f"{what}: " + "; ".join(found))
+
+
+def make(name: str, n: int, r: int | None = None, w: int | None = None,
+         conflicts: str = "siblings", *, members: int, created: int,
+         creator: str) -> Namespace:
+    """A validated new namespace (r, w default to a majority of n)."""
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+        r = n // 2 + 1 if r is None else r
+        w = n // 2 + 1 if w is None else w
+    _raise(f"cannot create namespace {name!r}", problems(name, n, r, w, conflicts, members))
+    _check_origin(created, creator, InvalidRequest)
+    return Namespace(name=name, n=n, r=r, w=w, conflicts=conflicts, created=created,
+                     creator=creator)
+
+
+def default_namespace(n: int, r: int, w: int, conflicts: str = "siblings") -> Namespace:
+    """The "default" namespace from the cluster settings (identical on every node)."""
+    _raise("bad cluster settings for the default namespace",
+           problems(DEFAULT, n, r, w, conflicts))
+    return Namespace(name=DEFAULT, n=n, r=r, w=w, conflicts=conflicts)
+
+
+def _check_origin(created: object, creator: object, exc: type[Exception]) -> None:
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created <= _MAX_U64:
+        raise exc(f"created={created!r}: must be an HLC timestamp (0..2**64-1)")
+    if not isinstance(creator, str) or len(creator.encode("utf-8")) > MAX_NODE_ID_BYTES:
+        raise exc(f"creator={creator!r}: must be a node id of at most 255 UTF-8 bytes")
+
+
+_DECODER = msgspec.msgpack.Decoder(tuple[int, list[Namespace]])
+
+
+class Registry:
+    """Every namespace this node knows; merge-by-gossip keeps the lowest rank per name."""
+
+    def __init__(self, default: Namespace, namespaces: Iterable[Namespace] = ()) -> None:
+        if default.name != DEFAULT:
+            raise ValueError(f"the default namespace must be named {DEFAULT!r}")
+        self._ns: dict[str, Namespace] = {DEFAULT: default}
+        self.merge(namespaces)
+
+    @classmethod
+    def for_cluster(cls, n: int, r: int, w: int) -> Registry:
+        return cls(default_namespace(n, r, w))
+
+    # -- reading
+    def get(self, name: str | None = None) -> Namespace:
+        """The namespace `name` (None: "default"); unknown raises InvalidRequest."""
+        name = DEFAULT if name is None else name
+        ns = self._ns.get(name) if isinstance(name, str) else None
+        if ns is None:
+            raise InvalidRequest(f"unknown namespace {name!r} (create it with "
+                                 f"`zkv namespace create`; known: {', '.join(self.names())})")
+        return ns
+
+    def names(self) -> list[str]:
+        return sorted(self._ns)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ns
+
+    def __iter__(self) -> Iterator[Namespace]:
+        return (self._ns[k] for k in sorted(self._ns))
+
+    def __len__(self) -> int:
+        return len(self._ns)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Registry) and self._ns == other._ns
+
+    __hash__ = None  # mutable
+
+    def __repr__(self) -> str:
+        return f"Registry({list(self)!r})"
+
+    # -- changing
+    def create(self, name: str, n: int | None = None, r: int | None = None,
+               w: int | None = None, conflicts: str = "siblings", *, members: int,
+               created: int, creator: str) -> Namespace:
+        """Create a namespace (n defaults to the default namespace's n, capped by members).
+
+        Same name and same settings: returns the existing namespace (idempotent). Same name,
+        other settings, or a bad setting: InvalidRequest.
+        """
+        if n is None:
+            n = min(self._ns[DEFAULT].n, max(members, 1))
+        new = make(name, n, r, w, conflicts, members=members, created=created, creator=creator)
+        old = self._ns.get(name)
+        if old is not None:
+            if old.settings() == new.settings():
+                return old
+            raise InvalidRequest(
+                f"namespace {name!r} already exists with n={old.n} r={old.r} w={old.w} "
+                f"conflicts={old.conflicts}; namespaces cannot be changed after creation")
+        if len(self._ns) >= MAX_NAMESPACES:
+            raise InvalidRequest(f"cannot create namespace {name!r}: the cluster already has "
+                                 f"{MAX_NAMESPACES} namespaces")
+        self._ns[name] = new
+        return new
+
+    def merge(self, other: Registry | Iterable[Namespace]) -> list[Conflict]:
+        """Fold in another registry (from gossip or disk); returns the conflicts resolved.
+
+        Per name the lowest `rank()` wins; a version with different settings that loses is
+        reported (whether it was ours or theirs). Namespaces beyond MAX_NAMESPACES are
+        ignored in name order, so the cap too is applied identically everywhere.
+        """
+        incoming = other._ns.values() if isinstance(other, Registry) else other
+        conflicts = []
+        for ns in incoming:
+            cur = self._ns.get(ns.name)
+            if cur is None:
+                self._ns[ns.name] = ns
+                continue
+            if cur == ns:
+                continue
+            kept, dropped = (ns, cur) if ns.rank() < cur.rank() else (cur, ns)
+            self._ns[ns.name] = kept
+            if kept.settings() != dropped.settings():
+                conflicts.append(Conflict(ns.name, kept, dropped))
+        if len(self._ns) > MAX_NAMESPACES:
+            keep = [DEFAULT] + [k for k in sorted(self._ns) if k != DEFAULT]
+            self._ns = {k: self._ns[k] for k in keep[:MAX_NAMESPACES]}
+        return conflicts
+
+    # -- codec
+    def encode(self) -> bytes:
+        return msgspec.msgpack.encode((REGISTRY_VERSION, list(self)))
+
+    def to_builtins(self) -> list[dict]:
+        """JSON-ready list of namespaces (for cluster.json)."""
+        return msgspec.to_builtins(list(self))
+
+    @classmethod
+    def from_builtins(cls, items: object) -> Registry:
+        """Inverse of `to_builtins`; bad content raises ValueError."""
+        try:
+            nss = msgspec.convert(items, list[Namespace])
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"bad namespace list: {exc}") from None
+        return cls._from_list(nss)
+
+    @classmethod
+    def decode(cls, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Registry:
+        """A registry from gossip; anything malformed raises ValueError (drop the message)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValueError("a namespace registry is bytes")
+        if len(data) > max_bytes:
+            raise ValueError(f"namespace registry is {len(data)} bytes, over the "
+                             f"{max_bytes}-byte limit")
+        try:
+            version, nss = _DECODER.decode(data)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ValueError(f"corrupt namespace registry: {exc}") from None
+        if version != REGISTRY_VERSION:
+            raise ValueError(f"namespace registry version {version}; this zkv reads "
+                             f"{REGISTRY_VERSION}")
+        return cls._from_list(nss)
+
+    @classmethod
+    def _from_list(cls, nss: list[Namespace]) -> Registry:
+        if len(nss) > MAX_NAMESPACES:
+            raise ValueError(f"{len(nss)} namespaces, over the limit of {MAX_NAMESPACES}")
+        names = [ns.name for ns in nss]
+        if names != sorted(set(names)):
+            raise ValueError("namespace registry not sorted by name with unique names")
+        for ns in nss:
+            found = problems(ns.name, ns.n, ns.r, ns.w, ns.conflicts)
+            if found:
+                raise ValueError(f"bad namespace {ns.name!r}: " + "; ".join(found))
+            _check_origin(ns.created, ns.creator, ValueError)
+        default = next((ns for ns in nss if ns.name == DEFAULT), None)
+        if default is None:
+            raise ValueError(f"namespace registry without {DEFAULT!r}")
+        return cls(default, nss)
+
+
+__all__ = ["Namespace", "Conflict", "Registry", "make", "default_namespace", "problems",
+           "DEFAULT", "MODES", "MAX_N", "MAX_NAMESPACES", "REGISTRY_VERSION"]
