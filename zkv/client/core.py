@@ -163,6 +163,8 @@ class ClientCore:
         if not (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0):
             raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.timeout = float(timeout)
+        # each try's budget: half the call's timeout (at least 50 ms, at most 1.5 s)
+        self.per_try = max(0.05, min(self.timeout / 2, 1.5))
         self.max_value_size = max_value_size
         self.clock = clock
         self._rng = rng
@@ -180,10 +182,6 @@ class ClientCore:
         self._n_up = 0  # members in _base_order that looked up (they come first)
 
     # ---- routing state ------------------------------------------------------------------------
-    @property
-    def per_try(self) -> float:
-        return max(0.05, min(self.timeout / 2, 1.5))
-
     @property
     def members(self) -> list[wire.Member]:
         return list(self.ring_msg.members) if self.ring_msg is not None else []
@@ -294,8 +292,9 @@ class ClientCore:
         """Send `msg` to the best candidate for `key` (or only to endpoint `only`), failing over
         on silence; return the first reply (Error replies included)."""
         clock = self.clock
-        deadline = clock() + self.timeout
-        if only is None and not self._refreshing and clock() - self.ring_at >= RING_REFRESH:
+        now = clock()
+        deadline = now + self.timeout
+        if only is None and now - self.ring_at >= RING_REFRESH and not self._refreshing:
             try:
                 yield from self.fetch_ring(deadline)
             except (Unavailable, RequestTimeout):

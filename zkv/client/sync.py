@@ -12,7 +12,16 @@ from collections.abc import Callable, Sequence
 import zmq
 
 from zkv import wire
-from zkv.client.core import CONNECT_WAIT, UNREACHABLE, ClientCore, GetResult, Plan, Send, T
+from zkv.client.core import (
+    CONNECT_WAIT,
+    UNREACHABLE,
+    ClientCore,
+    GetResult,
+    Plan,
+    Send,
+    T,
+    error_for,
+)
 from zkv.sockopts import tune_socket
 from zkv.wire import RingOk
 
@@ -82,6 +91,20 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # ---- compatibility: zkv/cli.py's repair command calls these; remove once it calls repair()
+    def _call(self, msg, key: bytes | None, only: str | None = None):
+        return self._run(self.core.call(msg, key, only))
+
+    @staticmethod
+    def _result(msg):
+        if isinstance(msg, wire.Error):
+            raise error_for(msg)
+        if isinstance(msg, wire.GetOk):
+            return GetResult(msg.values, msg.context)
+        if isinstance(msg, wire.PutOk):
+            return msg.context
+        return msg
 
     # ---- driver -----------------------------------------------------------------------------
     def _run(self, plan: Plan[T]) -> T:
