@@ -308,16 +308,21 @@ class ClientCore:
             tried += 1
             msg.rid = next(self.rids)  # the same message (and write id) on every try
             reply = yield Send(ep, msg, min(deadline, now + self.per_try))
-            self._note(ep, reply)
-            if reply is not None and reply is not UNREACHABLE:
-                return reply
+            if reply is UNREACHABLE:
+                self.unconnectable.add(ep)
+            else:
+                if self.unconnectable:
+                    self.unconnectable.discard(ep)
+                if reply is not None:
+                    return reply
             self.suspect_until[ep] = clock() + SUSPECT_FOR
             self.ring_at = -1e9  # learn who is down on the next call
         raise self._failure(candidates, tried)
 
     def get(self, key: bytes, r: int | None = None) -> Plan[GetResult]:
-        msg = self.get_msg(key, r)
-        reply = _expect((yield from self.call(msg, key)), GetOk)
+        reply = yield from self.call(self.get_msg(key, r), key)
+        if type(reply) is not GetOk:  # the common case costs one check
+            reply = _expect(reply, GetOk)
         return GetResult(reply.values, reply.context)
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
