@@ -14,7 +14,7 @@ MEMBERS = [wire.Member(f"n{i}", f"tcp://127.0.0.1:{7100 + i}", "tcp://127.0.0.1:
 
 def _client(routing: str, down=()) -> zkv.Client:
     c = zkv.Client(["tcp://127.0.0.1:7100"], routing=routing)
-    c._set_ring(wire.RingOk(0, 16, 3, 2, 2, MEMBERS, list(down)))
+    c.core.set_ring(wire.RingOk(0, 16, 3, 2, 2, MEMBERS, list(down)))
     return c
 
 
@@ -24,7 +24,7 @@ def test_token_routing_sends_each_key_to_its_owners_first():
     eps = {m.id: m.listen for m in MEMBERS}
     for i in range(50):
         key = b"key%d" % i
-        order = c._candidates(key)
+        order = c.core.candidates(key)
         assert order[:3] == [eps[x] for x in ring.preflist_for_key(key)]
         assert sorted(order) == sorted(eps.values())
     c.close()
@@ -32,11 +32,11 @@ def test_token_routing_sends_each_key_to_its_owners_first():
 
 def test_any_routing_spreads_over_up_members_and_keeps_down_ones_last():
     c = _client("any", down=["n3"])
-    firsts = [c._candidates(b"same-key")[0] for _ in range(30)]
+    firsts = [c.core.candidates(b"same-key")[0] for _ in range(30)]
     assert set(firsts) == {m.listen for m in MEMBERS[:3]}  # round robin over the up members
-    assert all(c._candidates(b"k")[-1] == MEMBERS[3].listen for _ in range(5))
-    c.suspect_until[MEMBERS[0].listen] = 1e18  # missed a try: tried last among the rest
-    assert all(c._candidates(b"k")[-1] == MEMBERS[0].listen for _ in range(5))
+    assert all(c.core.candidates(b"k")[-1] == MEMBERS[3].listen for _ in range(5))
+    c.core.suspect_until[MEMBERS[0].listen] = 1e18  # missed a try: tried last among the rest
+    assert all(c.core.candidates(b"k")[-1] == MEMBERS[0].listen for _ in range(5))
     c.close()
 
 

@@ -22,6 +22,16 @@ Message tags (uint):
     27 TreeLevel  28 TreeLevelOk  29 LeafKeys  31 LeafKeysOk  32 Reap
     33 RGetHashes  34 RGetHashesOk                                   (anti-entropy)
     30 Gossip (on the PUB/SUB channel, one message per frame)
+
+Evolving a message: new fields go at the END with a default. A decoder fills a missing
+trailing field with its default and ignores trailing fields it does not know (msgspec's
+array_like rule), so old and new peers keep understanding each other.
+
+Fields added so far:
+    Put.wid, Delete.wid (bytes, b"" = none)   the write id (issue 10): WID_SIZE (16) random
+        bytes the client picks per put/delete call and keeps across that call's retries and
+        failovers, so a replica can recognise a retried write as the same one; at most MAX_WID
+        bytes. A node that does not know the field ignores it.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ FRAME_OVERHEAD = 64 * 1024  # bytes allowed beyond key + value + context in a cl
 DEFAULT_MAX_KEY = 64 * 1024  # 64 KiB
 DEFAULT_MAX_VALUE = 16 * 1024 * 1024  # 16 MiB
 MAX_CONTEXT = 64 * 1024  # an encoded version vector; ~N entries in practice
+WID_SIZE = 16  # bytes of a client-chosen write id (Put.wid / Delete.wid)
+MAX_WID = 32  # longest write id accepted
 
 # Error codes carried by Error.code
 E_INVALID = 1  # -> InvalidRequest
@@ -60,12 +72,14 @@ class Put(_Msg, tag=2):
     value: bytes
     context: bytes = b""
     w: int = 0
+    wid: bytes = b""  # write id, WID_SIZE bytes (b"": none); the same on every retry of a call
 
 
 class Delete(_Msg, tag=3):
     key: bytes
     context: bytes = b""
     w: int = 0
+    wid: bytes = b""  # write id, as Put.wid
 
 
 class RingInfo(_Msg, tag=4):
@@ -349,6 +363,14 @@ def check_context(context) -> None:
         raise InvalidRequest(f"context must be bytes, not {type(context).__name__}")
     if len(context) > MAX_CONTEXT:
         raise InvalidRequest(f"context of {len(context)} bytes is too large")
+
+
+def check_wid(wid) -> None:
+    """A write id: bytes of at most MAX_WID (b"": none)."""
+    if type(wid) is not bytes:
+        raise InvalidRequest(f"write id must be bytes, not {type(wid).__name__}")
+    if len(wid) > MAX_WID:
+        raise InvalidRequest(f"write id of {len(wid)} bytes exceeds {MAX_WID}")
 
 
 def check_quorum(name: str, value, n: int | None) -> None:

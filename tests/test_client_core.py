@@ -1,0 +1,380 @@
+"""The client core without sockets: its plans run over a scripted fake network and a fake clock.
+
+Each fake node is a function from a request to what happens to it: a reply, SILENT (no answer
+before the try's deadline) or UNREACHABLE (no connection). The fake driver advances the clock
+the way a real one spends time: to the try's deadline on silence, by CONNECT_WAIT (at most to
+the deadline) when unreachable, by a small latency on a reply.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zkv import wire
+from zkv._core.ring import Ring
+from zkv.client import CONNECT_WAIT, RING_REFRESH, SUSPECT_FOR, UNREACHABLE, ClientCore
+from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
+
+SILENT = object()
+LATENCY = 0.001
+MEMBERS = [wire.Member(f"n{i}", f"tcp://10.0.0.{i}:7000", "tcp://10.0.0.1:1", f"r{i}", 1, 1)
+           for i in range(4)]
+EP = {m.id: m.listen for m in MEMBERS}
+RING = wire.RingOk(0, 16, 3, 2, 2, MEMBERS, [])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Net:
+    """A fake network: `nodes[endpoint](msg)` says what becomes of each try sent there."""
+
+    def __init__(self, clock: Clock, nodes=None, default=None) -> None:
+        self.clock = clock
+        self.nodes = dict(nodes or {})
+        self.default = default or (lambda msg: SILENT)
+        self.sent: list[tuple[str, object, float, float]] = []  # endpoint, msg copy, at, until
+
+    def run(self, plan):
+        try:
+            send = next(plan)
+            while True:
+                send = plan.send(self.deliver(send))
+        except StopIteration as done:
+            return done.value
+
+    def deliver(self, send):
+        clock = self.clock
+        assert send.until > clock.t  # a try is never sent already late
+        msg = wire.decode(wire.encode_one(send.msg), 1 << 30)[0]  # what went on the wire
+        self.sent.append((send.endpoint, msg, clock.t, send.until))
+        what = self.nodes.get(send.endpoint, self.default)(msg)
+        if what is SILENT:
+            clock.t = send.until
+            return None
+        if what is UNREACHABLE:
+            clock.t = min(send.until, clock.t + CONNECT_WAIT)
+            return UNREACHABLE
+        clock.t += LATENCY
+        what.rid = send.msg.rid
+        return what
+
+    def kinds(self) -> list[str]:
+        return [type(m).__name__ for _, m, _, _ in self.sent]
+
+
+def member(store: dict | None = None, *, put_error=None):
+    """A healthy fake node answering the ring and a tiny key -> values store."""
+    store = {} if store is None else store
+
+    def handle(msg):
+        if isinstance(msg, wire.RingInfo):
+            return wire.RingOk(0, RING.q, RING.n, RING.r, RING.w, RING.members, RING.down)
+        if isinstance(msg, wire.Get):
+            return wire.GetOk(0, list(store.get(msg.key, [])), b"ctx:%d" % len(store.get(msg.key, [])))
+        if isinstance(msg, wire.Put | wire.Delete):
+            if put_error is not None:
+                err = put_error(msg)
+                if err is not None:
+                    return err
+            store[msg.key] = [msg.value] if isinstance(msg, wire.Put) else []
+            return wire.PutOk(0, b"new-ctx")
+        if isinstance(msg, wire.Status):
+            return wire.StatusOk(0, {"node": "fake"})
+        if isinstance(msg, wire.Repair):
+            return wire.RepairOk(0, {"queued": 1, "partitions": 1, "asked": msg.partition})
+        raise AssertionError(msg)
+
+    return handle
+
+
+def core(timeout=2.0, ring=True, **kw) -> tuple[ClientCore, Clock]:
+    clock = Clock()
+    c = ClientCore([EP["n0"]], timeout, clock=clock, **kw)
+    if ring:
+        c.set_ring(RING)
+    return c, clock
+
+
+def owners(key: bytes) -> list[str]:
+    return [EP[x] for x in Ring([(m.id, m.rack) for m in MEMBERS], q=16, n=3).preflist_for_key(key)]
+
+
+# ---- failover ----------------------------------------------------------------------------------
+def test_failover_walks_the_owners_in_order_and_suspects_the_silent_one():
+    c, clock = core()
+    a, b, d = owners(b"k")
+    net = Net(clock, {a: lambda m: SILENT, b: lambda m: UNREACHABLE}, default=member())
+    assert net.run(c.get(b"k")).values == []
+    assert [ep for ep, *_ in net.sent] == [a, b, d]
+    assert a in c.suspect_until and b in c.suspect_until
+    assert b in c.unconnectable and a not in c.unconnectable
+    # the next call refreshes the ring (a miss happened) and tries the suspects last
+    net.sent.clear()
+    net.run(c.get(b"k"))
+    assert net.kinds() == ["RingInfo", "Get"]
+    assert net.sent[0][0] == c.candidates(None)[0] and net.sent[1][0] == d
+    assert c.candidates(b"k")[-2:] == [a, b]
+    clock.t += SUSPECT_FOR  # suspicion ends
+    assert c.candidates(b"k")[:3] == [a, b, d]
+
+
+def test_each_try_gets_the_per_try_budget_and_the_call_ends_at_its_deadline():
+    c, clock = core(timeout=2.0)
+    start = clock.t
+    net = Net(clock)  # everyone connected and silent
+    with pytest.raises(RequestTimeout):
+        net.run(c.get(b"k"))
+    tries = [(at, until) for _, m, at, until in net.sent if isinstance(m, wire.Get)]
+    assert [until - at for at, until in tries] == [c.per_try, c.per_try]  # 1.0 each
+    assert clock.t == start + 2.0
+    c, clock = core(timeout=10.0)  # the per-try budget is capped at 1.5 s
+    net = Net(clock)
+    with pytest.raises(RequestTimeout):
+        net.run(c.get(b"k"))
+    budgets = [until - at for _, m, at, until in net.sent if isinstance(m, wire.Get)]
+    assert budgets[:-1] == [1.5] * (len(budgets) - 1) and budgets[-1] <= 1.5
+
+
+def test_unavailable_only_when_no_tried_node_could_be_connected():
+    c, clock = core()
+    with pytest.raises(Unavailable):
+        Net(clock, default=lambda m: UNREACHABLE).run(c.get(b"k"))
+    c, clock = core()
+    a = owners(b"k")[0]
+    net = Net(clock, {a: lambda m: SILENT}, default=lambda m: UNREACHABLE)
+    with pytest.raises(RequestTimeout):  # one node took the request and kept quiet
+        net.run(c.get(b"k"))
+
+
+def test_status_of_one_node_does_not_fail_over():
+    c, clock = core()
+    net = Net(clock)
+    with pytest.raises(RequestTimeout):
+        net.run(c.status(EP["n2"]))
+    assert [ep for ep, *_ in net.sent] == [EP["n2"]]
+    net = Net(clock, default=member())
+    assert net.run(c.status("n3")) == {"node": "fake"}  # a member id is looked up in the ring
+    assert [ep for ep, *_ in net.sent] == [EP["n3"]]
+    with pytest.raises(InvalidRequest):
+        net.run(c.status("nobody"))
+
+
+# ---- ring refresh -------------------------------------------------------------------------------
+def test_first_call_learns_the_ring_then_goes_straight_to_an_owner():
+    c, clock = core(ring=False)
+    net = Net(clock, default=member())
+    net.run(c.put(b"k", b"v"))
+    assert net.kinds() == ["RingInfo", "Put"]
+    assert net.sent[1][0] == owners(b"k")[0]
+    assert c.members == MEMBERS and c.n == 3
+    net.sent.clear()
+    clock.t += RING_REFRESH / 2
+    net.run(c.get(b"k"))
+    assert net.kinds() == ["Get"]  # the ring is fresh enough
+    clock.t += RING_REFRESH
+    net.run(c.get(b"k"))
+    assert net.kinds() == ["Get", "RingInfo", "Get"]
+
+
+def test_a_plan_does_not_refresh_while_another_one_is_refreshing():
+    c, clock = core(ring=False)
+    first = c.get(b"a")
+    assert isinstance(next(first).msg, wire.RingInfo)  # in flight, unanswered
+    second = c.get(b"b")
+    assert isinstance(next(second).msg, wire.Get)  # goes on with what it knows (the seed)
+    first.close()  # an abandoned plan gives the refresh up
+    assert isinstance(next(c.get(b"c")).msg, wire.RingInfo)
+
+
+def test_ring_info_always_asks_and_fails_like_a_call():
+    c, clock = core()
+    net = Net(clock, default=member())
+    assert net.run(c.ring_info()).members == MEMBERS
+    assert net.kinds() == ["RingInfo"]
+    with pytest.raises(Unavailable):
+        Net(clock, default=lambda m: UNREACHABLE).run(c.ring_info())
+
+
+# ---- request validation and result mapping -----------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda c: c.get("str-key"),
+    lambda c: c.get(b"k", r=4),  # N is 3
+    lambda c: c.put(b"k", "str-value"),
+    lambda c: c.put(b"", b"v"),
+    lambda c: c.put(b"k", b"v", context="ctx"),
+    lambda c: c.delete(b"k", w=0.5),
+    lambda c: c.update(b"k", "not callable"),
+    lambda c: c.update(b"k", lambda vs: b"", w=9),
+    lambda c: c.update(b"k", lambda vs: b"", retries=-1),
+    lambda c: c.repair("all"),
+])
+def test_bad_requests_raise_before_anything_is_sent(make):
+    c, _ = core()
+    with pytest.raises(InvalidRequest):
+        next(make(c))
+
+
+@pytest.mark.parametrize("code,exc", [
+    (wire.E_INVALID, InvalidRequest), (wire.E_QUORUM, QuorumError),
+    (wire.E_UNAVAILABLE, Unavailable), (wire.E_TIMEOUT, RequestTimeout),
+    (wire.E_INTERNAL, ZkvError),
+])
+def test_error_replies_map_to_their_exceptions(code, exc):
+    c, clock = core()
+    net = Net(clock, default=lambda m: wire.Error(0, code, "no", 3, 1))
+    with pytest.raises(exc) as info:
+        net.run(c.put(b"k", b"v"))
+    if exc is QuorumError:
+        assert (info.value.required, info.value.acked) == (3, 1)
+    assert net.kinds() == ["Put"]  # an answer, even an error, ends the call
+
+
+def test_unexpected_reply_is_an_error_not_a_result():
+    c, clock = core()
+    with pytest.raises(ZkvError, match="unexpected reply"):
+        Net(clock, default=lambda m: wire.StatusOk(0, {})).run(c.get(b"k"))
+
+
+def test_every_operation_returns_its_result():
+    c, clock = core()
+    net = Net(clock, default=member())
+    assert net.run(c.put(b"k", b"v", w=2)) == b"new-ctx"
+    res = net.run(c.get(b"k", r=2))
+    assert (res.values, res.context, res.found) == ([b"v"], b"ctx:1", True)
+    assert net.run(c.delete(b"k", context=res.context)) == b"new-ctx"
+    assert not net.run(c.get(b"k")).found
+    assert net.run(c.repair(7, node="n1"))["asked"] == 7
+    assert net.run(c.status()) == {"node": "fake"}
+
+
+# ---- write ids (issue 10) ----------------------------------------------------------------------
+def _wids(net: Net, kind=wire.Put) -> list[bytes]:
+    return [m.wid for _, m, _, _ in net.sent if isinstance(m, kind)]
+
+
+def test_a_write_keeps_its_id_across_failovers_and_a_new_call_gets_a_new_one():
+    c, clock = core(timeout=5.0)
+    a, b, _ = owners(b"k")
+    net = Net(clock, {a: lambda m: SILENT, b: lambda m: UNREACHABLE}, default=member())
+    net.run(c.put(b"k", b"v"))
+    first = _wids(net)
+    assert len(first) == 3 and len(set(first)) == 1 and len(first[0]) == 16
+    rids = [m.rid for _, m, _, _ in net.sent if isinstance(m, wire.Put)]
+    assert len(set(rids)) == 3  # each try its own rid, so late answers can be told apart
+    net.sent.clear()
+    net.run(c.put(b"k", b"v"))
+    net.run(c.delete(b"k"))
+    assert len({first[0], *_wids(net), *_wids(net, wire.Delete)}) == 3
+
+
+def test_an_injected_rng_makes_write_ids_reproducible():
+    def wids(seed):
+        c, clock = core(rng=random.Random(seed))
+        net = Net(clock, default=member())
+        for i in range(3):
+            net.run(c.put(b"k%d" % i, b"v"))
+        return _wids(net)
+
+    assert wids(1) == wids(1) != wids(2)
+
+
+def test_update_rereads_and_retries_a_missed_quorum_reusing_the_id_for_the_same_value():
+    c, clock = core()
+    fails = [QuorumError, None]
+
+    def put_error(msg):
+        if fails.pop(0) is QuorumError:
+            return wire.Error(0, wire.E_QUORUM, "1 of 2", 2, 1)
+        return None
+
+    store = {b"k": [b"a", b"b"]}
+    net = Net(clock, default=member(store, put_error=put_error))
+    seen = []
+
+    def merge(values):
+        seen.append(values)
+        return b"+".join(sorted(values))
+
+    assert net.run(c.update(b"k", merge, w=2)) == b"new-ctx"
+    assert seen == [[b"a", b"b"], [b"a", b"b"]]
+    assert net.kinds() == ["Get", "Put", "Get", "Put"]
+    wids = _wids(net)
+    assert wids[0] == wids[1]  # the same value resent: maybe stored already, the same write
+    assert store[b"k"] == [b"a+b"]
+
+
+def test_update_gets_a_new_write_id_when_the_value_changes():
+    c, clock = core()
+    store = {b"k": [b"1"]}
+    failed = []
+
+    def put_error(msg):
+        if not failed:
+            failed.append(msg)
+            store[b"k"] = [b"5"]  # someone else wrote meanwhile
+            return wire.Error(0, wire.E_QUORUM, "1 of 2", 2, 1)
+        return None
+
+    net = Net(clock, default=member(store, put_error=put_error))
+    net.run(c.update(b"k", lambda vs: b"%d" % (int(vs[0]) + 1)))
+    assert [m.value for _, m, _, _ in net.sent if isinstance(m, wire.Put)] == [b"2", b"6"]
+    assert len(set(_wids(net))) == 2
+
+
+def test_update_gives_up_after_its_retries_with_the_last_error():
+    c, clock = core()
+    net = Net(clock, default=member(
+        put_error=lambda m: wire.Error(0, wire.E_QUORUM, "0 of 2", 2, 0)))
+    with pytest.raises(QuorumError):
+        net.run(c.update(b"k", lambda vs: b"x", retries=2))
+    assert net.kinds().count("Put") == 3
+    # errors that a retry cannot fix are not retried
+    net = Net(clock, default=member(put_error=lambda m: wire.Error(0, wire.E_INVALID, "no")))
+    with pytest.raises(InvalidRequest):
+        net.run(c.update(b"k", lambda vs: b"x"))
+    assert net.kinds().count("Put") == 1
+
+
+# ---- properties over arbitrary fault schedules ------------------------------------------------
+fate = st.sampled_from(["ok", "silent", "unreachable"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(fates=st.lists(fate, min_size=4, max_size=4), timeout=st.floats(0.05, 6.0),
+       key=st.binary(min_size=1, max_size=8), delete=st.booleans())
+def test_any_fault_schedule_keeps_the_contract(fates, timeout, key, delete):
+    c, clock = core(timeout=timeout)
+    start = clock.t
+    order = c.candidates(key)
+    by_ep = dict(zip(order, fates, strict=True))
+    answers = member()
+    net = Net(clock, {ep: (answers if f == "ok" else
+                           (lambda m: SILENT) if f == "silent" else (lambda m: UNREACHABLE))
+                      for ep, f in by_ep.items()})
+    plan = c.delete(key) if delete else c.put(key, b"v")
+    try:
+        result = net.run(plan)
+    except (RequestTimeout, Unavailable) as exc:
+        result = exc
+    tried = [ep for ep, *_ in net.sent]
+    assert tried == order[:len(tried)]  # best first, never the same node twice
+    for _, _, at, until in net.sent:  # each try within its own budget and the call's deadline
+        assert until <= min(at + c.per_try, start + timeout)
+    assert len({m.wid for _, m, *_ in net.sent}) == 1  # one write id for the whole call
+    assert clock.t <= start + timeout + LATENCY
+    if result == b"new-ctx":
+        assert by_ep[tried[-1]] == "ok" and all(by_ep[ep] != "ok" for ep in tried[:-1])
+    else:
+        assert all(by_ep[ep] != "ok" for ep in tried)
+        assert isinstance(result, Unavailable) == all(by_ep[ep] == "unreachable" for ep in tried)
+        assert tried == order or clock.t >= start + timeout  # gave up only when out of options

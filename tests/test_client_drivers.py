@@ -1,0 +1,261 @@
+"""The two drivers over real sockets: each test body runs against Client and AsyncClient.
+
+Fake nodes (a ROUTER on loopback, served by a thread) script what the core cannot see: late
+replies arriving on a socket, connections that never come up, frames, what the wire carries.
+Real-node tests use the cluster3 fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import threading
+import time
+
+import pytest
+import zmq
+
+from zkv import wire
+from zkv._core.ring import Ring
+from zkv.client import AsyncClient, Client
+from zkv.errors import RequestTimeout, Unavailable
+from zkv.local import free_ports
+
+
+class Sync:
+    """A uniform face for both drivers: methods called as plain functions."""
+
+    def __init__(self, *a, **kw) -> None:
+        self.c = Client(*a, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.c, name)
+
+    def close(self) -> None:
+        self.c.close()
+
+
+class Async:
+    def __init__(self, *a, **kw) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.c = AsyncClient(*a, **kw)
+
+    def __getattr__(self, name):
+        attr = getattr(self.c, name)
+        if inspect.iscoroutinefunction(attr):
+            return lambda *a, **kw: self.loop.run_until_complete(attr(*a, **kw))
+        return attr
+
+    def gather(self, calls):
+        async def run():
+            return await asyncio.gather(*(getattr(self.c, n)(*a) for n, *a in calls))
+        return self.loop.run_until_complete(run())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.c.close())
+        self.loop.close()
+
+
+@pytest.fixture(params=[Sync, Async], ids=["sync", "async"])
+def driver(request):
+    made = []
+
+    def make(*a, **kw):
+        made.append(request.param(*a, **kw))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.close()
+
+
+class FakeNode:
+    """A ROUTER on loopback; `handle(msg)` returns (delay, reply) or None to stay silent."""
+
+    def __init__(self, node_id: str, handle) -> None:
+        self.id = node_id
+        self.endpoint = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+        self.handle = handle
+        self.received: list = []
+        self.frames: list[int] = []  # messages per frame received
+        self.late_sent = threading.Event()
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind(self.endpoint)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        pending: list[tuple[float, bytes, object]] = []
+        while not self._stop.is_set():
+            if self._sock.poll(5):
+                ident, data = self._sock.recv_multipart()
+                msgs = wire.decode(data, 1 << 30)
+                self.frames.append(len(msgs))
+                for m in msgs:
+                    self.received.append(m)
+                    out = self.handle(m)
+                    if out is not None:
+                        delay, reply = out
+                        reply.rid = m.rid
+                        pending.append((time.monotonic() + delay, ident, reply))
+            now = time.monotonic()
+            for item in [p for p in pending if p[0] <= now]:
+                pending.remove(item)
+                self._sock.send_multipart([item[1], wire.encode_one(item[2])])
+                if item[0] > 0 and isinstance(item[2], wire.GetOk) and item[2].values == [b"late"]:
+                    self.late_sent.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close(0)
+        self._ctx.term()
+
+
+@pytest.fixture
+def fake_nodes():
+    made: list[FakeNode] = []
+
+    def make(handles: dict):
+        nodes = [FakeNode(i, h) for i, h in handles.items()]
+        made.extend(nodes)
+        members = [wire.Member(n.id, n.endpoint, "tcp://127.0.0.1:1", "r", 1, 1) for n in nodes]
+        for n in nodes:
+            n.ring = wire.RingOk(0, 8, len(nodes), 1, 1, members, [])
+        return nodes
+
+    yield make
+    for n in made:
+        n.close()
+
+
+def answering(node_ref: list, on_get=None):
+    """A handler answering the ring, status and (unless on_get says otherwise) gets at once."""
+
+    def handle(m):
+        node = node_ref[0]
+        if isinstance(m, wire.RingInfo):
+            return 0, wire.RingOk(0, node.ring.q, node.ring.n, 1, 1, node.ring.members, [])
+        if isinstance(m, wire.Status):
+            return 0, wire.StatusOk(0, {"node": node.id})
+        if isinstance(m, wire.Put | wire.Delete):
+            return 0, wire.PutOk(0, b"ctx-" + node.id.encode())
+        if on_get is not None:
+            return on_get(m)
+        return 0, wire.GetOk(0, [node.id.encode()], b"")
+
+    return handle
+
+
+def key_owned_first_by(ring_msg: wire.RingOk, node_id: str) -> bytes:
+    ring = Ring([(m.id, m.rack) for m in ring_msg.members], q=ring_msg.q, n=ring_msg.n)
+    return next(k for k in (b"key%d" % i for i in range(1000))
+                if ring.preflist_for_key(k)[0] == node_id)
+
+
+# ---- bodies run against both drivers -----------------------------------------------------------
+def test_late_reply_after_failover_is_ignored(driver, fake_nodes):
+    ra, rb = [None], [None]
+    a, b = fake_nodes({
+        "a": answering(ra, on_get=lambda m: (0.6, wire.GetOk(0, [b"late"], b""))),
+        "b": answering(rb),
+    })
+    ra[0], rb[0] = a, b
+    c = driver([a.endpoint], timeout=0.8)  # 0.4 s per try
+    key = key_owned_first_by(a.ring, "a")
+    c.ring_info()
+    assert c.get(key).values == [b"b"]  # a was silent within its try: b answered
+    assert a.late_sent.wait(5)  # a's answer is now on the client's socket to a
+    time.sleep(0.1)
+    assert c.status("a") == {"node": "a"}  # the next reply read from a is its own, not the late one
+    assert c.status(a.endpoint) == {"node": "a"}
+
+
+def test_write_id_is_the_same_on_every_try_of_a_put_and_new_per_put(driver, fake_nodes):
+    ra, rb = [None], [None]
+    silent_to_puts = answering(ra)
+    a, b = fake_nodes({
+        "a": lambda m: None if isinstance(m, wire.Put) else silent_to_puts(m),
+        "b": answering(rb),
+    })
+    ra[0], rb[0] = a, b
+    c = driver([a.endpoint], timeout=1.0, rng=random.Random(7))
+    key = key_owned_first_by(a.ring, "a")
+    c.ring_info()
+    assert c.put(key, b"v") == b"ctx-b"  # a took the put and never answered
+    assert c.put(key, b"v") == b"ctx-b"  # a is suspected now: b first
+    puts_a = [m for m in a.received if isinstance(m, wire.Put)]
+    puts_b = [m for m in b.received if isinstance(m, wire.Put)]
+    assert len(puts_a) == 1 and len(puts_b) == 2
+    assert puts_a[0].wid == puts_b[0].wid != puts_b[1].wid
+    assert puts_a[0].rid != puts_b[0].rid
+    assert all(len(m.wid) == 16 for m in puts_a + puts_b)
+
+
+def test_no_listener_is_unavailable_a_silent_node_is_a_timeout(driver, fake_nodes):
+    (quiet,) = fake_nodes({"q": lambda m: None})
+    nobody = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+    with pytest.raises(Unavailable):
+        driver([nobody], timeout=0.6).get(b"k")
+    with pytest.raises(RequestTimeout):
+        driver([quiet.endpoint], timeout=0.3).get(b"k")
+    c = driver([nobody, quiet.endpoint], timeout=1.0)
+    with pytest.raises(RequestTimeout):  # one node took it and kept quiet
+        c.status(quiet.endpoint)
+
+
+def test_both_drivers_expose_the_same_methods_and_signatures():
+    def public(cls):
+        return {n: inspect.signature(getattr(cls, n)) for n in dir(cls)
+                if not n.startswith("_") and callable(getattr(cls, n))}
+
+    sync, asyn = public(Client), public(AsyncClient)
+    assert sync.keys() == asyn.keys()
+    assert {"get", "put", "delete", "update", "status", "ring_info", "repair", "close"} <= set(sync)
+    for name in sync:
+        assert sync[name].parameters.keys() == asyn[name].parameters.keys(), name
+        assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
+    for prop in ("endpoints", "members", "timeout"):
+        assert isinstance(getattr(Client, prop), property)
+        assert isinstance(getattr(AsyncClient, prop), property)
+
+
+def test_async_requests_to_one_node_in_one_loop_turn_travel_in_one_frame(fake_nodes):
+    r = [None]
+    (a,) = fake_nodes({"a": answering(r)})
+    r[0] = a
+    d = Async([a.endpoint], timeout=2.0)
+    try:
+        d.ring_info()
+        a.frames.clear()
+        got = d.gather([("get", b"k%d" % i) for i in range(20)])
+        assert [g.values for g in got] == [[b"a"]] * 20
+        assert a.frames == [20]
+    finally:
+        d.close()
+
+
+# ---- real nodes ------------------------------------------------------------------------------
+@pytest.mark.cluster
+def test_every_method_against_real_nodes(driver, cluster3):
+    c = driver(cluster3.endpoints[:1], timeout=3.0)
+    key = b"drivers:%d" % random.getrandbits(48)
+    ring = c.ring_info()
+    assert sorted(m.id for m in ring.members) == ["node1", "node2", "node3"]
+    assert sorted(c.endpoints) == ["node1", "node2", "node3"] and len(c.members) == 3
+    ctx = c.put(key, b"a", w=2)
+    c.put(key, b"b", w=2)  # blind: a sibling of a
+    assert sorted(c.get(key, r=2).values) == [b"a", b"b"]
+    ctx = c.update(key, lambda vs: b"+".join(sorted(vs)), r=2, w=2)
+    res = c.get(key, r=3)
+    assert res.values == [b"a+b"]
+    assert c.delete(key, context=res.context, w=3)
+    assert not c.get(key, r=3).found
+    assert isinstance(ctx, bytes)
+    assert c.status("node2")["node"] == "node2"
+    assert c.status(c.endpoints["node3"])["node"] == "node3"
+    assert "queued" in c.repair(node="node1")

@@ -1,0 +1,31 @@
+"""Client and AsyncClient: the application's way in (DESIGN.md §2.1), token-aware with failover.
+
+One socket-free core (`zkv.client.core`: routing, ring refresh, suspicion, failover plans,
+request validation, result mapping, update()) run by two thin drivers: `Client` (blocking,
+`zkv.client.sync`) and `AsyncClient` (asyncio, `zkv.client.aio`). Both expose the same
+methods: get, put, delete, update, status, ring_info, repair.
+"""
+
+from zkv.client.aio import AsyncClient
+from zkv.client.core import (
+    CONNECT_WAIT,
+    RING_REFRESH,
+    SUSPECT_FOR,
+    UNREACHABLE,
+    ClientCore,
+    GetResult,
+    Send,
+)
+from zkv.client.sync import Client
+
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "GetResult",
+    "ClientCore",
+    "Send",
+    "UNREACHABLE",
+    "CONNECT_WAIT",
+    "RING_REFRESH",
+    "SUSPECT_FOR",
+]

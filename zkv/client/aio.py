@@ -1,0 +1,190 @@
+"""AsyncClient: the asyncio driver of the client core's plans, many requests in flight.
+
+One DEALER per node, one reader task per socket resolving the future waiting on each reply's
+rid (a late reply to an abandoned try finds no future and is dropped). Everything asked of one
+node in one event-loop iteration goes out as one frame. All decisions live in zkv.client.core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+
+import zmq
+import zmq.asyncio
+
+from zkv import wire
+from zkv.client.core import CONNECT_WAIT, UNREACHABLE, ClientCore, GetResult, Plan, Send, T
+from zkv.sockopts import tune_socket
+from zkv.wire import RingOk
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)  # no answer within this try's budget
+
+
+def _consume(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # a failed send shows up as that request's timeout
+
+
+class AsyncClient:
+    """asyncio client: the same methods as Client, as coroutines; many requests in flight on
+    one socket per node (replies are matched by request id)."""
+
+    def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
+                 *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
+                 rng: random.Random | None = None) -> None:
+        self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
+                               rng=rng)
+        self._zctx = zmq.asyncio.Context()
+        self._socks: dict[str, zmq.asyncio.Socket] = {}
+        self._readers: dict[str, asyncio.Task] = {}
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._outbox: dict[str, list] = {}
+        self._flush_scheduled = False
+        self._connected: set[str] = set()
+
+    # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
+    async def get(self, key: bytes, r: int | None = None) -> GetResult:
+        return await self._run(self.core.get(key, r))
+
+    async def put(self, key: bytes, value: bytes, context: bytes | None = None,
+                  w: int | None = None) -> bytes:
+        return await self._run(self.core.put(key, value, context, w))
+
+    async def delete(self, key: bytes, context: bytes | None = None, w: int | None = None
+                     ) -> bytes:
+        return await self._run(self.core.delete(key, context, w))
+
+    async def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
+                     w: int | None = None, retries: int = 3) -> bytes:
+        """Read, let fn merge the siblings into one value, write it back with the context;
+        retried (re-reading) on a missed quorum or a timeout. Returns the new context."""
+        return await self._run(self.core.update(key, fn, r, w, retries))
+
+    async def status(self, node: str | None = None) -> dict:
+        """The status document of `node` (endpoint or member id; default: first to answer)."""
+        return await self._run(self.core.status(node))
+
+    async def ring_info(self) -> RingOk:
+        """The ring (members, Q, N, R, W, down) as a member sees it now."""
+        return await self._run(self.core.ring_info())
+
+    async def repair(self, partition: int = -1, node: str | None = None) -> dict:
+        """Run anti-entropy now on `node` for `partition` (-1: all); returns what was queued."""
+        return await self._run(self.core.repair(partition, node))
+
+    @property
+    def timeout(self) -> float:
+        return self.core.timeout
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Member id -> listen endpoint, as of the last ring learned ({} before the first call)."""
+        return dict(self.core.endpoints)
+
+    @property
+    def members(self) -> list[wire.Member]:
+        """The members of the last ring learned ([] before the first call)."""
+        return self.core.members
+
+    async def close(self) -> None:
+        for t in self._readers.values():
+            t.cancel()
+        for t in self._readers.values():
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._readers.clear()
+        for s in self._socks.values():
+            s.close(0)
+        self._socks.clear()
+        self._zctx.term()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # ---- driver -----------------------------------------------------------------------------
+    async def _run(self, plan: Plan[T]) -> T:
+        try:
+            send = next(plan)
+            while True:
+                send = plan.send(await self._try(send))
+        except StopIteration as done:
+            return done.value
+        finally:
+            plan.close()
+
+    def _sock(self, ep: str) -> zmq.asyncio.Socket:
+        s = self._socks.get(ep)
+        if s is None:
+            s = self._zctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a node we are not connected to
+            tune_socket(s, "client")
+            s.connect(ep)
+            self._socks[ep] = s
+            self._readers[ep] = asyncio.get_running_loop().create_task(self._read(s))
+        return s
+
+    async def _read(self, s) -> None:
+        while True:
+            payload = await s.recv()
+            try:
+                msgs = wire.decode(payload, 1 << 31)
+            except wire.WireError:
+                continue
+            for reply in msgs:
+                fut = self._waiting.pop(reply.rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(reply)
+
+    async def _try(self, send: Send):
+        ep, rid, clock = send.endpoint, send.msg.rid, self.core.clock
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiting[rid] = fut
+        timer = None
+        try:
+            s = self._sock(ep)
+            if ep not in self._connected:  # wait briefly for the TCP connection (IMMEDIATE)
+                wait = min(send.until - clock(), CONNECT_WAIT)
+                if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+                    return UNREACHABLE
+                self._connected.add(ep)
+            self._enqueue(ep, send.msg)
+            timer = loop.call_later(max(0.001, send.until - clock()), _expire, fut)
+            reply = await fut
+            if reply is None:
+                self._connected.discard(ep)  # re-check the connection before the next try
+            return reply
+        finally:
+            self._waiting.pop(rid, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _enqueue(self, ep: str, msg) -> None:
+        """Coalesce: everything asked of one node in one event-loop iteration goes out as one
+        frame (the node answers a frame's requests in one frame too)."""
+        box = self._outbox.get(ep)
+        if box is None:
+            box = self._outbox[ep] = []
+        box.append(msg)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._outbox = self._outbox, {}
+        for ep, msgs in out.items():
+            s = self._sock(ep)
+            for i in range(0, len(msgs), wire.MAX_BATCH):
+                s.send(wire.encode(msgs[i:i + wire.MAX_BATCH])).add_done_callback(_consume)

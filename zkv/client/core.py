@@ -1,0 +1,398 @@
+"""The client's whole logic without a socket: routing, ring refresh, suspicion, failover plans,
+request building and validation, result and error mapping, update() (DESIGN.md §2.1).
+
+Every operation is a *plan*: an I/O-free generator, in the style of psycopg's
+``generators.py``. A plan yields a `Send` (which endpoint, which message, and by when, on the
+core's clock, the answer must be back) and is resumed with what came of it:
+
+- the reply message (the driver matched it to ``send.msg.rid``; late answers to earlier tries
+  carry another rid and never reach the plan),
+- ``None``: connected and sent, but no answer by ``send.until``,
+- `UNREACHABLE`: no connection to the endpoint within CONNECT_WAIT (nothing was sent).
+
+The plan's return value is the call's result; its exceptions are the call's errors. The sync
+`Client` and the `AsyncClient` are drivers of a few lines that run plans over ZeroMQ;
+tests run them over a fake network and a fake clock.
+
+Routing: the client learns the ring from any node (RingInfo), computes each key's preference
+list locally with the same Cython ring the nodes use, and sends the request straight to an
+owner, so no forwarding hop is paid ('token'; 'any' spreads requests over every member as a
+load balancer would). A try that is not answered within the per-try budget (half the call's
+timeout, at most 1.5 s) moves on to the next owner, then to any other member; the node that
+missed is tried last for SUSPECT_FOR seconds and the ring is refreshed on the next call. A
+dead or paused node costs a retry, not an error. When every try failed the call raises
+`Unavailable` if no tried node could even be connected to, else `RequestTimeout`.
+
+Writes are idempotent (issue 10): each put/delete call carries a write id (`WID_BYTES` random
+bytes) that stays the same across that call's retries and failovers, so a replica that stored
+a try whose answer was lost recognises the retry as the same write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
+
+from zkv import wire
+from zkv._core.ring import Ring
+from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
+from zkv.wire import (
+    Delete,
+    Error,
+    Get,
+    GetOk,
+    Put,
+    PutOk,
+    Repair,
+    RepairOk,
+    RingInfo,
+    RingOk,
+    Status,
+    StatusOk,
+)
+
+RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
+SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
+CONNECT_WAIT = 0.25  # seconds a driver waits for a TCP connection to a node before moving on
+WID_BYTES = wire.WID_SIZE  # a write id: 16 random bytes per put/delete call
+
+T = TypeVar("T")
+
+
+class _Unreachable:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNREACHABLE"
+
+
+UNREACHABLE: Any = _Unreachable()  # what a driver answers when it could not connect in time
+
+
+class Send:
+    """One try: send `msg` (its rid already set) to `endpoint`; the answer is due by `until`."""
+
+    __slots__ = ("endpoint", "msg", "until")
+
+    def __init__(self, endpoint: str, msg, until: float) -> None:
+        self.endpoint = endpoint
+        self.msg = msg
+        self.until = until
+
+    def __repr__(self) -> str:
+        return f"Send({self.endpoint!r}, {type(self.msg).__name__}(rid={self.msg.rid}), {self.until})"
+
+
+# A plan yields Sends, is resumed with the reply / None / UNREACHABLE, and returns a result.
+Plan = Generator[Send, Any, T]
+
+
+class GetResult:
+    """What a get saw: every live sibling and the causal context covering them."""
+
+    __slots__ = ("values", "context")
+
+    def __init__(self, values: list[bytes], context: bytes) -> None:
+        self.values = values
+        self.context = context
+
+    @property
+    def found(self) -> bool:
+        return bool(self.values)
+
+    def __repr__(self) -> str:
+        return f"GetResult(values={self.values!r}, context=<{len(self.context)} bytes>)"
+
+
+def error_for(msg: Error) -> ZkvError:
+    """The exception a node's Error reply stands for."""
+    if msg.code == wire.E_INVALID:
+        return InvalidRequest(msg.message)
+    if msg.code == wire.E_QUORUM:
+        return QuorumError(msg.message, msg.required, msg.acked)
+    if msg.code == wire.E_UNAVAILABLE:
+        return Unavailable(msg.message)
+    if msg.code == wire.E_TIMEOUT:
+        return RequestTimeout(msg.message)
+    return ZkvError(msg.message)
+
+
+def _expect(reply, kind: type[T]) -> T:
+    if isinstance(reply, kind):
+        return reply
+    if isinstance(reply, Error):
+        raise error_for(reply)
+    raise ZkvError(f"unexpected reply {type(reply).__name__} (wanted {kind.__name__})")
+
+
+def check_endpoints(nodes) -> list[str]:
+    if isinstance(nodes, str):
+        nodes = [nodes]
+    nodes = list(nodes)
+    if not nodes:
+        raise InvalidRequest("at least one node endpoint is needed")
+    for ep in nodes:
+        if not isinstance(ep, str) or not ep.startswith("tcp://"):
+            raise InvalidRequest(f"node endpoint must look like tcp://HOST:PORT, got {ep!r}")
+    return nodes
+
+
+class ClientCore:
+    """Routing state (seeds, ring, suspicion) and the plans of every client operation.
+
+    `clock` is the monotonic clock deadlines are measured on (drivers use the same one);
+    `rng` (a random.Random) makes write ids reproducible, os.urandom otherwise.
+    """
+
+    def __init__(self, nodes: Sequence[str] | str, timeout: float = 2.0, *,
+                 max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.seeds = check_endpoints(nodes)
+        if routing not in ("token", "any"):
+            raise InvalidRequest(f"routing must be 'token' or 'any', got {routing!r}")
+        # token: send each key to its owners first (no forwarding hop; R=1 reads land on the
+        # node that coordinated the key's writes). any: spread requests over every member, as
+        # a client behind a load balancer would (what PBS staleness measurements want).
+        self.routing = routing
+        self._spread = itertools.count()
+        if not (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0):
+            raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.timeout = float(timeout)
+        # each try's budget: half the call's timeout (at least 50 ms, at most 1.5 s)
+        self.per_try = max(0.05, min(self.timeout / 2, 1.5))
+        self.max_value_size = max_value_size
+        self.clock = clock
+        self._rng = rng
+        self.rids = itertools.count(1)
+        self.ring: Ring | None = None
+        self.ring_msg: RingOk | None = None  # the last RingOk learned
+        self.n: int | None = None
+        self.endpoints: dict[str, str] = {}  # node id -> listen endpoint
+        self.down: set[str] = set()
+        self.ring_at = -1e9
+        self._refreshing = False  # a plan is fetching the ring: others go on with the old one
+        self.suspect_until: dict[str, float] = {}
+        self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
+        self._base_order: list[str] | None = None
+        self._n_up = 0  # members in _base_order that looked up (they come first)
+
+    # ---- routing state ------------------------------------------------------------------------
+    @property
+    def members(self) -> list[wire.Member]:
+        return list(self.ring_msg.members) if self.ring_msg is not None else []
+
+    def set_ring(self, msg: RingOk) -> None:
+        self.ring = Ring([(m.id, m.rack) for m in msg.members if not m.leaving], q=msg.q, n=msg.n)
+        self.ring_msg = msg
+        self.n = msg.n
+        self.endpoints = {m.id: m.listen for m in msg.members}
+        self.down = set(msg.down)
+        self._base_order = None
+        self.ring_at = self.clock()
+
+    def candidates(self, key: bytes | None) -> list[str]:
+        """Endpoints to try, best first: the key's owners that look up, others, suspects last."""
+        base = self._base_order
+        if base is None:  # every member up first, then down ones, then seeds; once per ring
+            base = []
+            if self.ring is not None:
+                ids = sorted(self.endpoints)
+                base += [self.endpoints[x] for x in ids if x not in self.down]
+                base += [self.endpoints[x] for x in ids if x in self.down]
+            self._n_up = len(base) - len(self.down & set(self.endpoints))
+            base += self.seeds
+            self._base_order = base = list(dict.fromkeys(base))
+        head = []
+        if self.routing == "any" and key is not None:
+            up = self._n_up if self.ring is not None else len(base)
+            if up:  # round robin over the members that look up, the rest after them
+                r = next(self._spread) % up
+                base = base[r:up] + base[:r] + base[up:]
+        elif key is not None and self.ring is not None:
+            eps, down = self.endpoints, self.down
+            head = [eps[x] for x in self.ring.preflist_for_key(key) if x in eps and x not in down]
+        order = head + [ep for ep in base if ep not in head] if head else list(base)
+        if self.suspect_until:
+            now = self.clock()
+            for ep, until in list(self.suspect_until.items()):
+                if until <= now:
+                    del self.suspect_until[ep]
+            if self.suspect_until:
+                order = ([ep for ep in order if ep not in self.suspect_until]
+                         + [ep for ep in order if ep in self.suspect_until])
+        return order
+
+    def new_wid(self) -> bytes:
+        """A fresh write id."""
+        if self._rng is not None:
+            return self._rng.randbytes(WID_BYTES)
+        return os.urandom(WID_BYTES)
+
+    # ---- request building (validates before a byte is sent) --------------------------------
+    def get_msg(self, key, r) -> Get:
+        wire.check_key(key)
+        wire.check_quorum("r", r, self.n)
+        return Get(0, key, r or 0)
+
+    def put_msg(self, key, value, context, w, wid: bytes) -> Put:
+        wire.check_key(key)
+        wire.check_value(value, self.max_value_size)
+        wire.check_context(context)
+        wire.check_quorum("w", w, self.n)
+        wire.check_wid(wid)
+        return Put(0, key, value, context or b"", w or 0, wid)
+
+    def delete_msg(self, key, context, w, wid: bytes) -> Delete:
+        wire.check_key(key)
+        wire.check_context(context)
+        wire.check_quorum("w", w, self.n)
+        wire.check_wid(wid)
+        return Delete(0, key, context or b"", w or 0, wid)
+
+    # ---- plans ------------------------------------------------------------------------------
+    def _failure(self, candidates: list[str], tried: int) -> ZkvError:
+        seen = candidates[:max(tried, 1)]
+        if seen and all(ep in self.unconnectable for ep in seen):
+            return Unavailable(f"no node reachable: tried {', '.join(seen)}")
+        return RequestTimeout(f"no answer within {self.timeout}s (tried {tried} node(s))")
+
+    def _note(self, ep: str, reply) -> None:
+        if reply is UNREACHABLE:
+            self.unconnectable.add(ep)
+        else:
+            self.unconnectable.discard(ep)
+
+    def fetch_ring(self, deadline: float) -> Plan[RingOk]:
+        """Ask the candidates in turn for the ring until one answers; raise if none does."""
+        clock = self.clock
+        candidates = self.candidates(None)
+        tried = 0
+        self._refreshing = True
+        try:
+            for ep in candidates:
+                now = clock()
+                if now >= deadline:
+                    break
+                tried += 1
+                reply = yield Send(ep, RingInfo(next(self.rids)), min(deadline, now + self.per_try))
+                self._note(ep, reply)
+                if isinstance(reply, RingOk):
+                    self.set_ring(reply)
+                    return reply
+        finally:
+            self._refreshing = False
+        raise self._failure(candidates, tried)
+
+    def call(self, msg, key: bytes | None, only: str | None = None) -> Plan[Any]:
+        """Send `msg` to the best candidate for `key` (or only to endpoint `only`), failing over
+        on silence; return the first reply (Error replies included)."""
+        clock = self.clock
+        now = clock()
+        deadline = now + self.timeout
+        if only is None and now - self.ring_at >= RING_REFRESH and not self._refreshing:
+            try:
+                yield from self.fetch_ring(deadline)
+            except (Unavailable, RequestTimeout):
+                pass  # go on with what is known (seeds at least)
+        candidates = [only] if only else self.candidates(key)
+        tried = 0
+        for ep in candidates:
+            now = clock()
+            if now >= deadline:
+                break
+            tried += 1
+            msg.rid = next(self.rids)  # the same message (and write id) on every try
+            reply = yield Send(ep, msg, min(deadline, now + self.per_try))
+            if reply is UNREACHABLE:
+                self.unconnectable.add(ep)
+            else:
+                if self.unconnectable:
+                    self.unconnectable.discard(ep)
+                if reply is not None:
+                    return reply
+            self.suspect_until[ep] = clock() + SUSPECT_FOR
+            self.ring_at = -1e9  # learn who is down on the next call
+        raise self._failure(candidates, tried)
+
+    def get(self, key: bytes, r: int | None = None) -> Plan[GetResult]:
+        reply = yield from self.call(self.get_msg(key, r), key)
+        if type(reply) is not GetOk:  # the common case costs one check
+            reply = _expect(reply, GetOk)
+        return GetResult(reply.values, reply.context)
+
+    def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
+            *, wid: bytes | None = None) -> Plan[bytes]:
+        msg = self.put_msg(key, value, context, w, self.new_wid() if wid is None else wid)
+        return _expect((yield from self.call(msg, key)), PutOk).context
+
+    def delete(self, key: bytes, context: bytes | None = None, w: int | None = None,
+               *, wid: bytes | None = None) -> Plan[bytes]:
+        msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid)
+        return _expect((yield from self.call(msg, key)), PutOk).context
+
+    def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
+               w: int | None = None, retries: int = 3) -> Plan[bytes]:
+        """Read, let fn merge the siblings into one value, write it back with the context.
+
+        Retries (re-reading first) when the read or write misses its quorum or times out; a
+        retry that writes the same value as the attempt before reuses its write id (that write
+        may have been stored). Returns the new context.
+        """
+        if not callable(fn):
+            raise InvalidRequest(f"fn must be callable, got {type(fn).__name__}")
+        if type(retries) is not int or retries < 0:
+            raise InvalidRequest(f"retries must be an int >= 0, got {retries!r}")
+        wire.check_key(key)
+        wire.check_quorum("r", r, self.n)
+        wire.check_quorum("w", w, self.n)
+        last: ZkvError | None = None
+        wid: bytes | None = None
+        sent: bytes | None = None
+        for _ in range(retries + 1):
+            try:
+                cur = yield from self.get(key, r)
+                value = fn(list(cur.values))
+                if wid is None or value != sent:
+                    wid = self.new_wid()
+                sent = value
+                return (yield from self.put(key, value, cur.context, w, wid=wid))
+            except (QuorumError, RequestTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    def _node(self, node: str | None) -> Plan[str | None]:
+        """An endpoint for `node` (an endpoint, or a member id looked up in the ring)."""
+        if node is None or (isinstance(node, str) and node.startswith("tcp://")):
+            return node
+        if not isinstance(node, str):
+            raise InvalidRequest(f"node must be an endpoint or a member id, got {node!r}")
+        if node not in self.endpoints:
+            yield from self.fetch_ring(self.clock() + self.timeout)
+        if node not in self.endpoints:
+            raise InvalidRequest(f"no member {node!r} in the ring (members: "
+                                 f"{', '.join(sorted(self.endpoints))})")
+        return self.endpoints[node]
+
+    def status(self, node: str | None = None) -> Plan[dict]:
+        """The status document of `node` (default: the first member that answers)."""
+        only = yield from self._node(node)
+        return _expect((yield from self.call(Status(0), None, only=only)), StatusOk).info
+
+    def ring_info(self) -> Plan[RingOk]:
+        """The ring as a member sees it now (always asked, never the cached copy)."""
+        return (yield from self.fetch_ring(self.clock() + self.timeout))
+
+    def repair(self, partition: int = -1, node: str | None = None) -> Plan[dict]:
+        """Ask `node` (default: the first member that answers) to run anti-entropy exchanges now
+        for `partition` (-1: every partition it replicates); returns what it queued."""
+        if type(partition) is not int or partition < -1:
+            raise InvalidRequest(f"partition must be an int >= -1, got {partition!r}")
+        only = yield from self._node(node)
+        return _expect((yield from self.call(Repair(0, partition), None, only=only)),
+                       RepairOk).info

@@ -1,0 +1,162 @@
+"""Client: the blocking driver of the client core's plans over one ZeroMQ DEALER per node.
+
+All decisions live in zkv.client.core; this module only sends a try's message and waits for
+the reply with that try's rid (earlier tries' late replies are read and dropped).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import zmq
+
+from zkv import wire
+from zkv.client.core import (
+    CONNECT_WAIT,
+    UNREACHABLE,
+    ClientCore,
+    GetResult,
+    Plan,
+    Send,
+    T,
+    error_for,
+)
+from zkv.sockopts import tune_socket
+from zkv.wire import RingOk
+
+
+class Client:
+    """Blocking client. Not thread-safe: use one per thread (or AsyncClient)."""
+
+    def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
+                 *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
+                 rng: random.Random | None = None) -> None:
+        self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
+                               rng=rng)
+        self._zctx = zmq.Context()
+        self._socks: dict[str, zmq.Socket] = {}
+
+    # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
+    def get(self, key: bytes, r: int | None = None) -> GetResult:
+        return self._run(self.core.get(key, r))
+
+    def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None
+            ) -> bytes:
+        return self._run(self.core.put(key, value, context, w))
+
+    def delete(self, key: bytes, context: bytes | None = None, w: int | None = None) -> bytes:
+        return self._run(self.core.delete(key, context, w))
+
+    def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
+               w: int | None = None, retries: int = 3) -> bytes:
+        """Read, let fn merge the siblings into one value, write it back with the context;
+        retried (re-reading) on a missed quorum or a timeout. Returns the new context."""
+        return self._run(self.core.update(key, fn, r, w, retries))
+
+    def status(self, node: str | None = None) -> dict:
+        """The status document of `node` (endpoint or member id; default: first to answer)."""
+        return self._run(self.core.status(node))
+
+    def ring_info(self) -> RingOk:
+        """The ring (members, Q, N, R, W, down) as a member sees it now."""
+        return self._run(self.core.ring_info())
+
+    def repair(self, partition: int = -1, node: str | None = None) -> dict:
+        """Run anti-entropy now on `node` for `partition` (-1: all); returns what was queued."""
+        return self._run(self.core.repair(partition, node))
+
+    @property
+    def timeout(self) -> float:
+        return self.core.timeout
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Member id -> listen endpoint, as of the last ring learned ({} before the first call)."""
+        return dict(self.core.endpoints)
+
+    @property
+    def members(self) -> list[wire.Member]:
+        """The members of the last ring learned ([] before the first call)."""
+        return self.core.members
+
+    def close(self) -> None:
+        for s in self._socks.values():
+            s.close(0)
+        self._socks.clear()
+        self._zctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- compatibility: zkv/cli.py's repair command calls these; remove once it calls repair()
+    def _call(self, msg, key: bytes | None, only: str | None = None):
+        return self._run(self.core.call(msg, key, only))
+
+    @staticmethod
+    def _result(msg):
+        if isinstance(msg, wire.Error):
+            raise error_for(msg)
+        if isinstance(msg, wire.GetOk):
+            return GetResult(msg.values, msg.context)
+        if isinstance(msg, wire.PutOk):
+            return msg.context
+        return msg
+
+    # ---- driver -----------------------------------------------------------------------------
+    def _run(self, plan: Plan[T]) -> T:
+        try:
+            send = next(plan)
+            while True:
+                send = plan.send(self._try(send))
+        except StopIteration as done:
+            return done.value
+        finally:
+            plan.close()
+
+    def _sock(self, ep: str) -> zmq.Socket:
+        s = self._zctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a node we are not connected to
+        tune_socket(s, "client")
+        s.connect(ep)
+        self._socks[ep] = s
+        return s
+
+    def _try(self, send: Send):
+        clock = self.core.clock
+        s = self._socks.get(send.endpoint)
+        if s is None:
+            s = self._sock(send.endpoint)
+        payload = wire.encode_one(send.msg)
+        try:
+            s.send(payload, zmq.NOBLOCK)  # the common case: connected, goes out at once
+        except zmq.Again:
+            # writable only once connected (IMMEDIATE): wait briefly for the TCP connection; a
+            # dead node (refused/reset) fails over without waiting for an answer
+            wait = min(send.until - clock(), CONNECT_WAIT)
+            if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+                return UNREACHABLE
+            try:
+                s.send(payload, zmq.NOBLOCK)
+            except zmq.Again:
+                return UNREACHABLE
+        rid = send.msg.rid
+        while True:
+            left = send.until - clock()
+            if left <= 0:
+                return None
+            s.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))  # no Poller built per call
+            try:
+                data = s.recv()
+            except zmq.Again:
+                return None
+            try:
+                for reply in wire.decode(data, 1 << 31):
+                    if reply.rid == rid:
+                        return reply
+            except wire.WireError:
+                continue
