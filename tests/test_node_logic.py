@@ -263,7 +263,7 @@ def test_tombstones_reaped_only_after_every_owner_agreed_later_and_grace(tmp_pat
     ae.record_agreement(p, "c", clock.t)
     assert ae.reapable(lambda _p: owners, "a") == [b"k"]
     old = r.reap(b"k")
-    ae.note_reaped(b"k", vdigest(old))
+    ae.note_reaped(b"k", vdigest(old), old)
     assert store.get(b"k") is None and not ae.tombstones
     assert ae.is_reaped_echo(b"k", old)  # the same tombstone coming back is ignored
     assert r.merge(b"k", old) == old and store.get(b"k") is None
@@ -324,7 +324,7 @@ def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path)
     cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
                      data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
     store, handoff = open_stores(cfg)
-    node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0, wall_ms=lambda: 1)
+    node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0)
     try:
         for x in ("a", "b", "c", "e"):
             node.membership.merge([_member(x, hb=1)])

@@ -14,10 +14,10 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "sim"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from harness import Faults  # noqa: E402
-from scenario import run  # noqa: E402
+from sim.harness import Faults  # noqa: E402
+from sim.scenario import run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -211,8 +211,7 @@ class Sim:
         sn.incarnations += 1
         handoff = HandoffStore("", lambda: int(self.t * 1000), store=sn.handoff_mem)
         sn.core = NodeCore(sn.cfg, sn.store, handoff, incarnation=int(self.t * 1000) + 1 + 10**6
-                           * sn.incarnations, now=self.t, wall_ms=self.wall_ms,
-                           saved=sn.saved)
+                           * sn.incarnations, now=self.t, saved=sn.saved)
         sn.core.start(self.t)
         sn.tick_at = float("inf")
         self._after_turn(sn)
@@ -504,10 +503,10 @@ class SimClient:
             msg = Get(0, key, req[2] if len(req) > 2 else 0)
         elif op == "put":
             msg = Put(0, key, req[2], req[3] if len(req) > 3 else b"", req[4] if len(req) > 4 else 0)
-            if "wid" in Put.__struct_fields__:
-                msg.wid = wid
+            msg.wid = wid
         else:
-            msg = Delete(0, key, req[2] if len(req) > 2 else b"", req[3] if len(req) > 3 else 0)
+            msg = Delete(0, key, req[2] if len(req) > 2 else b"", req[3] if len(req) > 3 else 0,
+                         wid)
         self._try(ev, msg, self.sim.t + self.timeout, set())
 
     def _next_sleep(self) -> None:

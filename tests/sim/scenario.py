@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness import Faults, Sim, SimClient
+from sim.harness import Faults, Sim, SimClient
 
 from zkv._core import dvv
 

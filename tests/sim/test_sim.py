@@ -6,10 +6,10 @@ A failure prints the one command that replays it: `python tools/simulate.py --se
 from __future__ import annotations
 
 import pytest
-from harness import Faults, Sim, SimClient
+from sim.harness import Faults, Sim, SimClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scenario import read_your_writes, run
+from sim.scenario import read_your_writes, run
 
 FAULTY = Faults(loss=0.02, dup=0.01, partitions=2, pauses=1, crashes=1)
 

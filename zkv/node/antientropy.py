@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 
 import mmh3
 
-from zkv._core.dvv import is_tombstone_encoded
+from zkv._core.dvv import DVVSet, is_tombstone_encoded
 from zkv._core.merkle import MerkleTree
 from zkv._core.ring import Ring, partition_of
 from zkv.wire import LeafKeys, LeafKeysOk, Reap, RGetHashes, RGetHashesOk, TreeLevel, TreeLevelOk
@@ -55,7 +55,8 @@ class AntiEntropy:
         self.trees: dict[int, MerkleTree] = {}
         self.tombstones: dict[bytes, float] = {}  # key -> when this replica stored the tombstone
         self.agreed: dict[tuple[int, str], float] = {}  # (partition, peer) -> exchange start time
-        self.recently_reaped: dict[bytes, tuple[bytes, float]] = {}  # key -> (digest, when)
+        # key -> (digest, when, context of the reaped tombstone)
+        self.recently_reaped: dict[bytes, tuple[bytes, float, bytes]] = {}
         self.stats = {"exchanges": 0, "keys_repaired": 0, "bytes_sent": 0, "agreements": 0,
                       "reaped": 0}
 
@@ -131,23 +132,28 @@ class AntiEntropy:
                 out.append(key)
         return out
 
-    def note_reaped(self, key: bytes, digest: bytes) -> None:
+    def note_reaped(self, key: bytes, digest: bytes, version: bytes) -> None:
         self.tombstones.pop(key, None)
-        self.recently_reaped[key] = (digest, self.clock())
+        self.recently_reaped[key] = (digest, self.clock(), DVVSet.decode(version).context())
         self.stats["reaped"] += 1
 
     def forget_old_reaps(self) -> None:
         """Drop reap memories past their echo window (called with the periodic reap pass)."""
         horizon = self.clock() - (2 * self.grace + 60)
-        for key in [k for k, (_, when) in self.recently_reaped.items() if when < horizon]:
+        for key in [k for k, (_, when, _) in self.recently_reaped.items() if when < horizon]:
             del self.recently_reaped[key]
+
+    def reaped_past(self, key: bytes) -> bytes | None:
+        """The causal past of key's tombstone if this replica reaped it recently."""
+        hit = self.recently_reaped.get(key)
+        return hit[2] if hit else None
 
     def is_reaped_echo(self, key: bytes, incoming: bytes) -> bool:
         """An incoming version equal to a tombstone we just reaped: ignore it (no ping-pong)."""
         hit = self.recently_reaped.get(key)
         if hit is None:
             return False
-        digest, when = hit
+        digest, when, _ = hit
         if self.clock() - when > 2 * self.grace + 60:
             del self.recently_reaped[key]
             return False
@@ -332,7 +338,7 @@ def apply_reap(ae: AntiEntropy | None, replica, msg: Reap) -> None:
         cur = replica.store.get(key)
         if cur and vdigest(cur) == digest and is_tombstone_encoded(cur):
             replica.reap(key)
-            ae.note_reaped(key, digest)
+            ae.note_reaped(key, digest, cur)
 
 
 def reap_pass(ae: AntiEntropy, replica, ring: Ring, me: str, limit: int = 1000
@@ -345,7 +351,7 @@ def reap_pass(ae: AntiEntropy, replica, ring: Ring, me: str, limit: int = 1000
         if old is None:
             continue
         digest = vdigest(old)
-        ae.note_reaped(key, digest)
+        ae.note_reaped(key, digest, old)
         for peer in ring.preflist_for_key(key):
             if peer != me:
                 ks, ds = by_peer.setdefault(peer, ([], []))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Callable
 
 from zkv import wire
 from zkv._core import dvv
@@ -103,8 +102,7 @@ class Outbox:
 
 class NodeCore:
     def __init__(self, cfg: NodeConfig, store: LogStore, handoff: HandoffStore, *,
-                 incarnation: int, now: float, wall_ms: Callable[[], int],
-                 saved: dict | None = None,
+                 incarnation: int, now: float, saved: dict | None = None,
                  cluster_path: str | None = None, metrics: NodeMetrics | None = None) -> None:
         self.cfg = cfg
         self.me = cfg.id
@@ -115,7 +113,7 @@ class NodeCore:
         # the cluster never deletes through the engine except to reap, and the engine keeps
         # release marks in memory only: re-release what earlier lives reaped
         store.release_tombstones(store.tombstones())
-        self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, wall_ms)
+        self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn)
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.replica.on_siblings = self._on_siblings
         self.cluster_path = cluster_path
@@ -180,6 +178,7 @@ class NodeCore:
         self.replica.on_change.append(ae.on_change)
         self.replica.ignore = ae.is_reaped_echo
         self.replica.on_echo = self._reannounce_reap
+        self.replica.reaped_past = ae.reaped_past
 
     def _reannounce_reap(self, key: bytes, version: bytes) -> None:
         """An owner that missed our Reap (lost, or it was down) keeps pushing the tombstone
@@ -434,7 +433,7 @@ class NodeCore:
         else:
             value = msg.value if type(msg) is Put else None
             op = WriteOp(self, origin, msg.key, deadline, targets, msg.w or settings["w"],
-                         msg.context, value, getattr(msg, "wid", b""))
+                         msg.context, value, msg.wid)
         self.start_op(op, self.t)
 
     # ---- the Context operations use (see op.py) ----------------------------------------------

@@ -7,19 +7,19 @@ When the node stands in for an unreachable owner (sloppy quorum), the same opera
 `owner=<that owner's id>` and go to the handoff store (`handoff.HandoffStore`) instead of the
 main store.
 
-Dots never repeat, even after a key was reaped. A DVV counter normally continues from the
-node's entry in the stored set (n + 1); but when this node has no entry for the key (never
-coordinated it, or the key's tombstone was reaped), other replicas or stale hints may still
-hold sets whose clock names this node's old dots, and restarting at 1 would reissue one of
-them (the simulator found re-adds after a reap silently lost that way, seed 3). So a fresh
-entry starts at a node-wide monotonic floor, wall-clock ms << 16 (and above the last floor
-used), far above any counter this node issued for any key before.
+Dots never repeat, even after a key was reaped. A DVV counter continues from what the
+stored set names; once a tombstone is reaped the key is absent, and restarting at 1 would
+reissue dots that other replicas' clocks (a tombstone not yet reaped there, a late hint)
+still name, so the new write would look already seen and vanish on sync (the simulator
+found acknowledged re-adds lost that way, seed 3). So a write to a key reaped recently
+coordinates with the reaped tombstone's causal past added to its context (`reaped_past`):
+its new dot is above every dot the old key had, and stale copies of deleted versions are
+covered by it.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Callable
 
 from zkv._core import dvv
@@ -31,10 +31,10 @@ log = logging.getLogger("zkv.replica")
 
 class Replica:
     def __init__(self, node_id: str, store: LogStore, handoff: HandoffStore | None = None,
-                 sibling_warn: int = 25, wall_ms: Callable[[], int] | None = None) -> None:
+                 sibling_warn: int = 25) -> None:
         self.node_id = node_id
-        self.wall_ms = wall_ms
-        self.last_floor = 0
+        # key -> the context (causal past) of its tombstone, if it was reaped recently
+        self.reaped_past: Callable[[bytes], bytes | None] | None = None
         self.store = store
         self.handoff = handoff
         self.sibling_warn = sibling_warn
@@ -69,21 +69,20 @@ class Replica:
             base = self.store.get(key)
             for other in handoff.owners_of(key):
                 base = dvv.sync_encoded(base, handoff.get(other, key) or None)
-            new = _update(base, self._fresh(base, context), value, self.node_id, wid)
+            new = _update(base, self._fresh(key, base, context), value, self.node_id, wid)
             return handoff.merge(owner, key, new)
         old = self.store.get(key)
-        new = _update(old, self._fresh(old, context), value, self.node_id, wid)
+        new = _update(old, self._fresh(key, old, context), value, self.node_id, wid)
         self._store(key, old, new)
         return new
 
-    def _fresh(self, base: bytes | None, context: bytes) -> bytes:
-        """The context to coordinate with: the client's, plus the counter floor when `base`
-        has no entry of this node (see the module docstring)."""
-        if self.wall_ms is None or (base and self.node_id in dvv.DVVSet.decode(base).vector()):
+    def _fresh(self, key: bytes, base: bytes | None, context: bytes) -> bytes:
+        """The context to coordinate with: the client's, plus the causal past of the key's
+        reaped tombstone when the key is absent here (see the module docstring)."""
+        if base or self.reaped_past is None:
             return context
-        floor = max(self.last_floor + 1, self.wall_ms() << 16)
-        self.last_floor = floor
-        return dvv.merge_contexts(context, _context_of(self.node_id, floor - 1))
+        past = self.reaped_past(key)
+        return dvv.merge_contexts(context, past) if past else context
 
     def merge(self, key: bytes, incoming: bytes, owner: str | None = None) -> bytes:
         """Sync a version from another replica (write fan-out, read repair, handoff, AAE)."""
@@ -143,8 +142,3 @@ def _update(base, context, value, node_id: str, wid: bytes) -> bytes:
         return dvv.update_encoded(base, context, value, node_id, wid)
     return dvv.update_encoded(base, context, value, node_id)
 
-
-def _context_of(node_id: str, counter: int) -> bytes:
-    """The one-pair context {node_id: counter}, in dvv.pxd's context format (version 1)."""
-    nid = node_id.encode()
-    return struct.pack("<BHB", 1, 1, len(nid)) + nid + struct.pack("<Q", counter)

@@ -63,7 +63,7 @@ class Node:
         # wall-clock milliseconds: a restart always outranks the previous life, even with a
         # wiped data dir (heartbeats restart from zero)
         self.core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
-                             now=clock(), wall_ms=_wall_ms, saved=load_cluster(cluster_path),
+                             now=clock(), saved=load_cluster(cluster_path),
                              cluster_path=cluster_path)
         self.membership = self.core.membership
         self.limit = wire.frame_limit(cfg.max_key_size, cfg.max_value_size)

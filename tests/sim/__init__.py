@@ -1,0 +1,1 @@
+"""Deterministic simulation of zkv clusters (see harness.py)."""
