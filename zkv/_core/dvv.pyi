@@ -124,7 +124,10 @@ def sync_many(sets: Iterable[DVVSet | None]) -> DVVSet:
     """``sync`` folded over ``sets``; ``EMPTY`` for an empty iterable."""
 
 def descends(a: DVVSet, b: DVVSet) -> bool:
-    """a's causal past includes every dot of b (b's versions are obsolete or present in a)."""
+    """a's causal past includes every dot of b (b's versions are obsolete or present in a).
+    About causal pasts only: ``sync(a, b) == a`` implies it, but a set can descend
+    another and still lack some of its retirements (write-id dedup, ``lww``, ``retain``),
+    so the converse holds only where no sibling was retired."""
 
 def merge_contexts(a: bytes, b: bytes) -> bytes:
     """The join of two encoded contexts, encoded. ValueError on a malformed one."""
