@@ -421,9 +421,14 @@ def test_bad_input_is_rejected_cleanly():
 def test_counter_overflow_is_a_clean_error():
     top = b"\x01\x01\x00\x01a" + (2**63 - 1).to_bytes(8, "little")
     validate_context(top)
-    with pytest.raises(ValueError):
-        update(None, top, b"v", "a")
-    assert update(None, top, b"v", "b").vector() == {"a": 2**63 - 1, "b": 1}
+    # a context that far ahead of the server's set is refused (issue 13): it never gets stored
+    for node in ("a", "b"):
+        with pytest.raises(ValueError, match="ahead"):
+            update(None, top, b"v", node)
+    # without the bound (max_ahead=None) the arithmetic limit is still a clean error
+    with pytest.raises(ValueError, match="overflow"):
+        update(None, top, b"v", "a", max_ahead=None)
+    assert update(None, top, b"v", "b", max_ahead=None).vector() == {"a": 2**63 - 1, "b": 1}
     with pytest.raises(ValueError):
         validate_context(b"\x01\x01\x00\x01a" + (2**63).to_bytes(8, "little"))
 

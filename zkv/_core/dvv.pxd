@@ -2,7 +2,8 @@
 #
 # Byte formats (defined here once; dvv.pyx implements exactly this; integers little-endian):
 #
-#   DVVSet, format version 1                          bytes
+#   DVVSet, format version 1 (every set before write ids; still the encoding of any set
+#   in which no sibling has a write id and every entry's dots are consecutive)   bytes
 #     version                                         u8     = 1
 #     entry count E                                   u16    0..65535
 #     E x entry, node ids strictly ascending (bytewise):
@@ -16,6 +17,26 @@
 #         value                                       V
 #     nothing after the last entry
 #
+#   DVVSet, format version 2 (a set with at least one write id or one gap)   bytes
+#     version                                         u8     = 2
+#     entry count E                                   u16    as in version 1
+#     E x entry: node-id length, node id, counter n, sibling count S   exactly as in version 1
+#       S x sibling, newest first, dots strictly decreasing, all >= 1:
+#         flags                                       u8     bit 0 (1) tombstone, bit 1 (2) write id
+#                                                            follows, bit 2 (4) gap follows; others 0
+#         gap G (only with flag 4)                    u64    1..: G dots skipped above this sibling:
+#                                                            its dot is d_prev - 1 - G, where d_prev is
+#                                                            the previous sibling's dot (n + 1 for the
+#                                                            first); without flag 4, G = 0
+#         write-id length W (only with flag 2)        u8     1..32 (DVV_WID_MAX)
+#         write id (only with flag 2)                 W      opaque bytes chosen by the client
+#         value length V                              u32    0 for a tombstone
+#         value                                       V
+#     nothing after the last entry
+#   A dot of i in 1..n that no sibling carries is in the causal past and not live: overwritten
+#   (covered by a write's context) or retired (write-id dedup, LWW collapse, retain); the
+#   two are the same state. Version 1 is version 2 with every G = 0 and no write id.
+#
 #   Context (the client's opaque token: the version vector a DVVSet has seen), version 1
 #     version                                         u8     = 1
 #     pair count P                                    u16    0..65535
@@ -26,32 +47,45 @@
 #     nothing after the last pair
 #   The empty byte string b"" is also accepted as a context: the empty vector (blind write).
 #
-# Canonical: for both formats one value has exactly one encoding; decoders reject
-# everything else (unsorted or duplicate ids, counter 0, S > n, bad flag, trailing bytes).
+# Canonical: for every format one value has exactly one encoding; decoders reject
+# everything else (unsorted or duplicate ids, counter 0, S > n, bad flag, trailing bytes,
+# a gap flag with G = 0, a dot below 1, a version-2 set that version 1 can express, two
+# live siblings with the same write id -- a set in which write-id dedup has not been done).
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint32_t
 
 # Entries and siblings kept inside the object itself (no malloc) up to these counts.
 cdef enum:
-    DVV_FORMAT_VERSION = 1     # first byte of both formats
+    DVV_FORMAT_VERSION = 1     # first byte of contexts and of sets without write ids or gaps
+    DVV_FORMAT_VERSION_2 = 2   # first byte of sets with a write id or a gap
+    DVV_WID_MAX = 32           # longest write id, bytes
+    DVV_F_TOMBSTONE = 1        # version-2 sibling flags
+    DVV_F_WID = 2
+    DVV_F_GAP = 4
     DVV_INLINE_ENTRIES = 4
     DVV_INLINE_VALUES = 8
+
+cdef struct DVVSlot:
+    PyObject *val       # owned ref: the value (bytes), or None = tombstone
+    PyObject *wid       # owned ref: the write id (bytes of 1..32), or NULL = none
+    int64_t dot         # the sibling's dot is (entry node, dot); 1 <= dot <= entry counter
 
 cdef struct DVVEntry:
     PyObject *node      # owned ref: node id as UTF-8 bytes (interned, so equal ids are usually one object)
     int64_t counter     # n >= 1: dots i:1..n are all in the causal past
-    uint32_t first      # index in DVVSet.vals of this entry's newest sibling (dot (i, n))
-    uint32_t count      # sibling count S, 0..n; sibling s has dot (i, n - s)
+    uint32_t first      # index in DVVSet.vals of this entry's newest sibling
+    uint32_t count      # sibling count S, 0..n; dots strictly decreasing from vals[first]
 
 cdef class DVVSet:
     cdef DVVEntry *ents                         # n_entries entries sorted by node id; points to _ie or malloc
     cdef Py_ssize_t n_entries                   # number of entries
-    cdef PyObject **vals                        # owned refs: all siblings (bytes, or None = tombstone), entry order, newest first
+    cdef DVVSlot *vals                          # all siblings, entry order, newest first; _iv or malloc
     cdef Py_ssize_t n_vals                      # number of siblings
+    cdef Py_ssize_t n_wids                      # number of siblings with a write id
     cdef Py_hash_t _hash                        # cached hash, -1 = not computed
     cdef bytes _enc                             # cached encode(), None = not computed
     cdef DVVEntry _ie[DVV_INLINE_ENTRIES]       # inline entry storage
-    cdef PyObject *_iv[DVV_INLINE_VALUES]       # inline sibling storage
+    cdef DVVSlot _iv[DVV_INLINE_VALUES]         # inline sibling storage
 
     cpdef bytes encode(self)
     cpdef bytes context(self)
@@ -61,3 +95,5 @@ cdef DVVSet dvv_sync(DVVSet a, DVVSet b)
 cdef DVVSet dvv_decode(const unsigned char *buf, Py_ssize_t size)
 cdef DVVSet dvv_decode_context(const unsigned char *buf, Py_ssize_t size)
 cdef bint dvv_descends(DVVSet a, DVVSet b)
+cdef DVVSet dvv_update(DVVSet server, DVVSet ctx, object node, object value, object wid)
+cdef DVVSet dvv_lww(DVVSet s)

@@ -1,16 +1,45 @@
 """Dotted version vector sets: one key's siblings and causal past (Python-facing contract).
 
 A ``DVVSet`` is a list of entries ``(node id, counter n, [siblings newest first])``
-sorted by node id: the causal past holds dots ``node:1..n`` and the siblings carry the
-dots ``(node, n), (node, n-1), ...`` (Almeida et al. 2014; Riak's ``dvvset.erl``).
-Values are ``bytes``; ``None`` is a tombstone sibling written by a delete. Sets are
-immutable. Byte formats are defined in ``dvv.pxd``.
+sorted by node id: the causal past holds dots ``node:1..n`` and each sibling carries its
+own dot ``(node, d)``, ``d <= n`` strictly decreasing (Almeida et al. 2014; Riak's
+``dvvset.erl``, where the dots are always ``n, n-1, ...``). Values are ``bytes``;
+``None`` is a tombstone sibling written by a delete. A sibling may carry a write id
+(1..32 bytes, chosen by the client, kept across its retries). Sets are immutable. Byte
+formats are defined in ``dvv.pxd``; the design and the convergence argument are in the
+docstring of ``dvv.pyx``.
+
+Retired: a sibling removed while its dot stays in the causal past (exactly like a
+sibling a later write overwrote). Three rules retire siblings:
+
+- **write-id dedup** (every constructor: ``update``, ``sync``, ``lww``, ``retain``; the
+  decoder rejects a set where it was not applied): of the live siblings sharing a
+  non-empty write id, only the greatest in the sibling order ``O`` stays.
+- **LWW collapse** (``lww``): only the ``O``-greatest sibling stays.
+- **retain**: only the siblings the caller chose stay.
+
+Order ``O``: tombstones below values; values by their first 8 bytes (bytewise, a shorter
+prefix first); then by dot (node id bytewise, then counter). In LWW namespaces the node
+stores ``value = 8-byte big-endian HLC stamp + user value``, so ``O`` is (stamp, node
+id, counter) there. Values and write ids of retired siblings are gone: ``values()``,
+``live_values()``, ``siblings()`` and ``size()`` never include them.
 
 Caller's invariant: only node ``i``'s own replica calls ``update(..., node_id=i)``, on
-its current set, so that a dot names one value everywhere.
+its current set, so that a dot names one value everywhere. A write id must be unique per
+logical write (e.g. 16 random bytes): two different writes with one write id collapse.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
+
+MAX_AHEAD: int
+"""2**32: default bound on how far a context's (or a peer's set's) counter for a node may
+run ahead of the replica's own counter for it (``update``, ``check_plausible``)."""
+
+WID_MAX: int
+"""32: the longest write id, in bytes."""
+
+Sibling = tuple[str, int, bytes | None, bytes]
+"""``(node id, dot counter, value or None, write id or b"")``."""
 
 class DVVSet:
     """Immutable dotted version vector set. ``DVVSet()`` is the empty set."""
@@ -20,16 +49,20 @@ class DVVSet:
         """All siblings (None = tombstone), deterministic order: by node id, then newest first."""
     def live_values(self) -> list[bytes]:
         """The siblings that are not tombstones, in ``values()`` order."""
+    def siblings(self) -> list[Sibling]:
+        """``[(node id, dot counter, value or None, write id or b"")]`` in ``values()`` order."""
     def context(self) -> bytes:
         """Encoded version vector of everything this set has seen: the opaque client token.
 
         Always versioned (first byte 1); ``update`` also accepts ``b""`` (blind write)."""
     def encode(self) -> bytes:
-        """Canonical encoding, first byte = format version 1: equal sets give equal bytes."""
+        """Canonical encoding: equal sets give equal bytes. Format version 1 (today's, byte
+        for byte) unless a sibling has a write id or an entry's dots have a gap: then 2."""
     @staticmethod
     def decode(data: bytes) -> DVVSet:
-        """Inverse of ``encode``. Raises ValueError on malformed, truncated, non-canonical or
-        wrong-version input (never crashes; every length is checked before allocating).
+        """Inverse of ``encode`` (versions 1 and 2). Raises ValueError on malformed,
+        truncated, non-canonical or wrong-version input, including two live siblings with
+        one write id (never crashes; every length is checked before allocating).
         TypeError if ``data`` is not bytes-like."""
     def digest(self) -> bytes:
         """16 bytes: murmur3 x64_128 (seed 0) of ``encode()`` (== ``mmh3.hash_bytes``); for Merkle leaves."""
@@ -40,7 +73,8 @@ class DVVSet:
     def vector(self) -> dict[str, int]:
         """The causal past as a version vector ``{node id: counter}`` (debug, tests)."""
     def entries(self) -> list[tuple[str, int, list[bytes | None]]]:
-        """``[(node id, counter, [siblings newest first])]`` sorted by node id (debug, tests)."""
+        """``[(node id, counter, [siblings newest first])]`` sorted by node id (debug, tests).
+        The siblings' dots are in ``siblings()``."""
     def __eq__(self, other: object) -> bool: ...
     def __ne__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
@@ -51,25 +85,49 @@ class DVVSet:
 EMPTY: DVVSet
 """The empty set (no entries, no siblings)."""
 
-def update(server: DVVSet | None, context: bytes, value: bytes | None, node_id: str) -> DVVSet:
-    """Coordinator ``node_id`` writes ``value`` (None = delete/tombstone) with the client's context.
+def update(
+    server: DVVSet | None,
+    context: bytes,
+    value: bytes | None,
+    node_id: str,
+    wid: bytes = b"",
+    *,
+    max_ahead: int | None = MAX_AHEAD,
+) -> DVVSet:
+    """Coordinator ``node_id`` writes ``value`` (None = delete/tombstone) with the client's
+    context and write id ``wid`` (0..32 bytes, b"" = none).
 
     Siblings of ``server`` whose dots ``context`` covers are retired; all others survive.
     The new value gets dot ``(node_id, max(server[node_id], context[node_id]) + 1)``; the
     causal past becomes the join of server's and context's. ``b""`` is a blind write:
-    it retires nothing. ValueError on a malformed context or a node id that is not
-    1..255 bytes of UTF-8; TypeError on a value that is not bytes/None.
+    it retires nothing. With a ``wid``: if a live sibling (after the context is applied)
+    already carries ``wid`` and the same value, this is a retry of a write the replica
+    holds: the result is ``sync(context, server)``, no new dot; otherwise the new sibling
+    joins and write-id dedup runs.
+
+    ValueError on a malformed context, on a context counter more than ``max_ahead`` beyond
+    ``server``'s counter for that node (a forged or corrupt context: refused, never stored,
+    so a key can never be made unwritable; None disables the bound), on a ``wid`` longer
+    than 32 bytes, on a node id that is not 1..255 bytes of UTF-8, and (only possible with
+    ``max_ahead=None`` or a set stored before this check) when ``node_id``'s counter is
+    already 2**63-1. TypeError on a value that is not bytes/None or a wid not bytes.
     """
 
 def sync(a: DVVSet | None, b: DVVSet | None, /) -> DVVSet:
-    """Merge two replicas' sets (None = empty). Commutative, associative, idempotent;
-    returns ``a`` or ``b`` itself (no allocation) when it already is the result."""
+    """Merge two replicas' sets (None = empty), then write-id dedup. Commutative and
+    idempotent; associative whenever no dedup fires (always without write ids); with
+    dedup, replicas still converge to identical sets once they have all exchanged (see the
+    dvv.pyx docstring for the one order-dependent case). Returns ``a`` or ``b`` itself (no
+    allocation) when it already is the result, e.g. whenever one descends the other."""
 
 def sync_many(sets: Iterable[DVVSet | None]) -> DVVSet:
     """``sync`` folded over ``sets``; ``EMPTY`` for an empty iterable."""
 
 def descends(a: DVVSet, b: DVVSet) -> bool:
-    """a's causal past includes every dot of b (b's versions are obsolete or present in a)."""
+    """a's causal past includes every dot of b (b's versions are obsolete or present in a).
+    About causal pasts only: ``sync(a, b) == a`` implies it, but a set can descend
+    another and still lack some of its retirements (write-id dedup, ``lww``, ``retain``),
+    so the converse holds only where no sibling was retired."""
 
 def merge_contexts(a: bytes, b: bytes) -> bytes:
     """The join of two encoded contexts, encoded. ValueError on a malformed one."""
@@ -89,12 +147,73 @@ def prune(s: DVVSet, max_entries: int) -> DVVSet:
     Only prune with a threshold well above the replication factor.
     """
 
+def lww(s: DVVSet | None, /) -> DVVSet:
+    """Last-writer-wins collapse (issue 15): only the ``O``-greatest sibling stays -- in an
+    LWW namespace the highest (8-byte big-endian stamp prefix, node id, counter); a
+    tombstone carries no stamp and ranks below every value, so a delete wins only over the
+    writes its context covered -- and the others retire (their dots stay in the clock).
+    Returns ``s`` itself when it has at most one sibling.
+
+    Laws: ``lww(lww(s)) == lww(s)``; deterministic on every replica; on collapsed sets (all
+    of an LWW namespace's: the node collapses after every update and sync)
+    ``lww(sync(a, b)) == lww(sync(lww(a), lww(b)))`` and replicas converge. ``O`` is also
+    the write-id dedup order, so the two rules always pick the same survivor."""
+
+def retain(s: DVVSet | None, keep: Callable[[Sibling], bool] | Iterable[int], /) -> DVVSet:
+    """The general retirement primitive: ``s`` with only the siblings ``keep`` chooses --
+    a predicate on ``siblings()`` tuples, or indices into ``values()`` (IndexError when out
+    of range) -- and the others retired, counters unchanged. ``s`` itself when all stay.
+    Convergence of a rule built on it is the caller's: it must be a deterministic function
+    of the set, applied on every replica (as ``lww`` is)."""
+
+def lww_encoded(data: bytes, /) -> bytes:
+    """``lww`` on an encoded set (validated: ValueError); ``data`` itself when unchanged."""
+
+def retain_encoded(data: bytes, keep: Callable[[Sibling], bool] | Iterable[int], /) -> bytes:
+    """``retain`` on an encoded set (validated: ValueError)."""
+
+def check_plausible(
+    data: bytes | DVVSet,
+    members: Collection[str] | None = None,
+    limits: Mapping[str, int] | None = None,
+    *,
+    base: bytes | DVVSet | None = None,
+    max_ahead: int | None = MAX_AHEAD,
+) -> None:
+    """Refuse a forged or corrupt version (issue 13): ValueError, naming the node id, when
+    the set (encoded, validated) a peer sent names a node id not in ``members``, has a
+    counter above ``limits[id]`` (a per-node ceiling, e.g. how many writes that node says
+    it has coordinated, plus slack; ids absent from ``limits`` have none), or a counter
+    more than ``max_ahead`` beyond ``base``'s counter for that id (``base``: the replica's
+    own set for the key, None = absent; ``max_ahead=None`` disables that check). ``None``
+    disables a check. The replica calls it on every set from a peer (RPut, read replies,
+    hints, repair) before ``sync_encoded``; a refused set is dropped, so it can never be
+    stored and make the key unwritable. Honest counters only grow by one per coordinated
+    write, so the default bound (2**32 writes of one key missed) is never hit by them."""
+
+def check_plausible_context(
+    ctx: bytes,
+    members: Collection[str] | None = None,
+    limits: Mapping[str, int] | None = None,
+    *,
+    base: bytes | DVVSet | None = None,
+    max_ahead: int | None = MAX_AHEAD,
+) -> None:
+    """``check_plausible`` for an encoded client context (``b""`` passes). ``update``
+    already applies the ``max_ahead`` check against its server set."""
+
 def sync_encoded(a: bytes | None, b: bytes | None) -> bytes:
     """``sync`` on encoded sets (None = empty), for the replica's hot path. Both inputs are
     validated (ValueError); when one side already is the result its bytes are returned."""
 
 def update_encoded(
-    server: bytes | None, context: bytes, value: bytes | None, node_id: str
+    server: bytes | None,
+    context: bytes,
+    value: bytes | None,
+    node_id: str,
+    wid: bytes = b"",
+    *,
+    max_ahead: int | None = MAX_AHEAD,
 ) -> bytes:
     """``update`` on an encoded server set (None = key absent); returns the new encoding."""
 

@@ -7,29 +7,95 @@ the causal context it read, compute the resulting set of concurrent versions
 
 Design. Almeida, Baquero, Gonçalves, Preguiça, Fonte, "Scalable and Accurate
 Causality Tracking for Eventually Consistent Stores" (DAIS 2014), in the shape of
-Riak's ``dvvset.erl``. A set is a list of entries ``(i, n, [v_k .. v_1])`` sorted by
-node id ``i``: the causal past holds the dots ``i:1..n`` and the listed values are the
-siblings with dots ``(i, n), (i, n-1), ...``. Because every value carries exactly one
-dot, a write retires exactly the siblings its context covers, and two writes with
-the same context through the same coordinator both survive (plain server-side
-version vectors either lose one of them or grow false siblings). Entries exist per
-coordinating replica, so a set has about N entries however many clients write.
+Riak's ``dvvset.erl``. A set is a list of entries ``(i, n, [s_1 .. s_S])`` sorted by
+node id ``i``: the causal past holds the dots ``i:1..n`` and each listed sibling ``s``
+carries a value (or a tombstone), an optional write id and its own dot ``(i, d)``,
+``d`` strictly decreasing along the list. Because every value carries exactly one dot,
+a write retires exactly the siblings its context covers, and two writes with the same
+context through the same coordinator both survive (plain server-side version vectors
+either lose one of them or grow false siblings). Entries exist per coordinating
+replica, so a set has about N entries however many clients write.
 
-- sync (``dvvset:sync``/``merge``): per id the counter is ``max(n1, n2)`` and a dot
-  survives iff both sides hold it or the side lacking it has not seen it, i.e. the
-  kept dots are ``k`` in ``(max(n1 - l1, n2 - l2), max(n1, n2)]``.
-- update (``dvvset:update``/``event``): sync the client's context (entries without
-  values) into the server's set, which retires the covered siblings, then add the new
-  value with dot ``(node, counter + 1)``.
+State, in one sentence: a version vector ``vv`` plus the set of *live* dots (each with
+its value and write id), every live dot inside ``vv``. A dot inside ``vv`` that is not
+live is dead -- overwritten by a write whose context covered it, or *retired* by one
+of the rules below; the two are the same state, so a retired sibling costs nothing
+(no placeholder, no flag) and its dot stays in the causal past. In ``dvvset.erl`` the
+live dots of an entry are always ``n, n-1, ...`` (consecutive), which is why the list
+can be positional; retiring a middle sibling breaks that, so a sibling here records its
+own dot (in memory) or its distance to the previous one (the "gap", in the byte format;
+0 and left out in the usual case, so sets without write ids or gaps keep today's format
+version 1, byte for byte).
+
+- sync (``dvvset:sync``): per id the counter is ``max(n1, n2)``; a live dot survives iff
+  both sides hold it live, or it is live on one side and beyond the other side's counter
+  (unseen there). A dot dead on either side that the other has seen stays dead: that is
+  what makes retirement sticky -- a replica still holding a retired sibling live can
+  never bring it back. This is the join of a semilattice (per dot: unseen < live <
+  dead), commutative, associative and idempotent (rule D below is applied after it).
+- update (``dvvset:update``): sync the client's context (a vector without siblings) into
+  the server's set, which kills the covered siblings, then add the new value with dot
+  ``(node, counter + 1)``.
+
+Write ids (idempotent writes, issue 10). A client write carries a write id (0..32
+bytes, empty = none) kept across its retries; a retry through a different coordinator
+gives the same write a second dot. Rule D (dedup): whenever two live siblings carry the
+same non-empty write id, all but the greatest in the sibling order ``O`` below are
+retired. Every constructor applies D (sync, update, lww, retain) and the decoder rejects
+a set where D has not been applied, so every set in existence is D-normal. ``update``
+with a write id that a live sibling already carries, with the same value, is a no-op
+(the retry of a write this replica has: no new dot at all).
+
+Order ``O`` on siblings (used by D and by LWW): tombstones below values; values by
+their first 8 bytes (bytewise; a shorter prefix first), then by dot (node id bytewise,
+then counter). Dots are unique, so ``O`` is total and every replica picks the same.
+
+Convergence with D. Each replica's state only moves up in the semilattice: sync joins,
+update adds a dot above everything, D kills live dots. Once replicas stop taking writes
+and have exchanged their sets (directly or through others), each one's state is >= every
+other's, so all are equal, byte for byte (canonical encoding); one replica gathering all
+sets and then giving its result to all the others is enough. D never loses a write: it
+only retires a copy that is O-below a live copy with the same write id, so the
+O-greatest copy of a write is never retired by D, and the value stays live until a
+context covers one of its copies (a client read it and wrote over it).
+
+What delivery order can change (so sync is commutative and idempotent, but not
+associative when D fires): a retried write has copies x (O-greater) and y. If a client
+reads only y and overwrites it, x is never retired by D and survives next to the
+overwrite, in every order (exactly as without write ids). If a client reads only x and
+overwrites it: a replica that held x and y live together had retired y, and y's death
+spreads with sync, so the write is gone everywhere (what the client asked for); but if
+the overwrite reaches every replica before any of them holds x and y together, y stays
+live next to the overwrite (again as without write ids). Both outcomes are converged
+states, and in neither is a value lost that no client has overwritten.
+
+Last writer wins (issue 15). In an ``lww`` namespace the coordinator stores
+``value = 8-byte big-endian HLC stamp + user value``; ``lww(s)`` keeps only the
+O-greatest sibling -- the highest (stamp, node id, counter); tombstones carry no stamp
+and rank below every value -- and retires the rest (dots stay in the clock). It is
+idempotent, and on LWW-collapsed sets ``lww(sync(a, b)) == lww(sync(lww(a), lww(b)))``;
+it uses the same order as D, so D and the collapse never disagree on the survivor (with
+two different orders, a retried write's two copies could each be kept on one side and
+retired on the other, and a sync of the two would kill both). ``retain`` is the general
+primitive: keep the chosen siblings, retire the others.
+
+Forged versions (issue 13). Counters are bounded by how many writes a coordinator has
+actually made. ``update`` refuses a context whose counter for a node is more than
+``max_ahead`` (default ``MAX_AHEAD`` = 2**32) beyond the server set's, so a client can
+never push a counter to 2**63-1 and make the key unwritable; replicas must call
+``check_plausible`` on every set a peer sends (RPut, read replies, hints, repair) before
+syncing it in: it names a node that is not a member, or a counter beyond a given
+per-node ceiling or too far ahead of the replica's own set for the key.
 
 Server-side sets never hold ``dvvset``'s anonymous (dot-less) values: the client keeps
 its value apart and sends only the encoded context. The caller keeps one invariant:
 only node ``i``'s own replica calls ``update(..., node_id=i)``, on its current set, so
-a dot ``(i, k)`` names one value everywhere.
+a dot ``(i, k)`` names one value (and write id) everywhere.
 
-Implementation: entries are C structs and siblings are PyObject refs held inside the
-object (inline up to 4 entries / 8 siblings, no malloc); ``sync`` returns one of its
-arguments, without allocating, whenever that argument already is the result.
+Implementation: entries and siblings are C structs held inside the object (inline up
+to 4 entries / 8 siblings, no malloc); ``sync`` returns one of its arguments, without
+allocating, whenever that argument already is the result; when both entries' dots are
+consecutive (the usual case) sync is O(1) per entry, as in ``dvvset``.
 Byte formats: see the header of dvv.pxd (defined there once).
 """
 
@@ -47,6 +113,7 @@ cdef extern from "Python.h":
     char *_bytes_ptr "PyBytes_AS_STRING" (PyObject *o)
     Py_ssize_t _bytes_len "PyBytes_GET_SIZE" (PyObject *o)
     void _incref "Py_INCREF" (PyObject *o)
+    void _xincref "Py_XINCREF" (PyObject *o)
     void _xdecref "Py_XDECREF" (PyObject *o)
     PyObject *_none "Py_None"
 
@@ -55,6 +122,10 @@ cdef Py_ssize_t INTERN_MAX = 4096      # interned node ids kept at most (beyond:
 cdef Py_ssize_t MIN_ENTRY = 1 + 1 + 8 + 4   # smallest encoded entry (1-byte id, no sibling)
 cdef Py_ssize_t MIN_PAIR = 1 + 1 + 8        # smallest encoded context pair
 cdef Py_ssize_t MIN_SIBLING = 1 + 4         # smallest encoded sibling (flag + length)
+cdef Py_ssize_t SMALL_DEDUP = 16            # up to this many write ids: pairwise, no dict
+
+MAX_AHEAD = 1 << 32     # default bound: a counter may be at most this far ahead of the replica's
+WID_MAX = DVV_WID_MAX   # longest write id
 
 cdef dict _ids = {}     # utf-8 id bytes -> the one interned bytes object for it
 cdef dict _names = {}   # str node id -> interned utf-8 bytes
@@ -91,6 +162,18 @@ cdef object _node_bytes(object node_id):
     return b
 
 
+cdef object _wid_arg(object wid):
+    """A write id argument -> None (empty: no write id) or exact bytes of 1..32."""
+    if wid is None:
+        return None
+    cdef bytes b = _as_bytes(wid, "wid")
+    if len(b) == 0:
+        return None
+    if len(b) > DVV_WID_MAX:
+        raise ValueError(f"wid must be 0..{DVV_WID_MAX} bytes, got {len(b)}")
+    return b
+
+
 cdef inline int _cmp(PyObject *a, PyObject *b) noexcept:
     """Bytewise order of two node ids (bytes objects)."""
     if a == b:
@@ -102,21 +185,94 @@ cdef inline int _cmp(PyObject *a, PyObject *b) noexcept:
     return (la > lb) - (la < lb)
 
 
-cdef inline void _push_entry(DVVSet s, PyObject *node, int64_t counter,
-                             PyObject **src, Py_ssize_t cnt) noexcept:
-    """Append entry (node, counter, src[0:cnt]) to s (storage already sized)."""
+cdef inline bint _same_bytes(PyObject *a, PyObject *b) noexcept:
+    if a == b:
+        return True
+    cdef Py_ssize_t la = _bytes_len(a)
+    return la == _bytes_len(b) and memcmp(_bytes_ptr(a), _bytes_ptr(b), <size_t>la) == 0
+
+
+cdef inline bint _same_val(PyObject *a, PyObject *b) noexcept:
+    """Two sibling values (bytes or None) are equal."""
+    if a == b:
+        return True
+    if a == _none or b == _none:
+        return False
+    return _same_bytes(a, b)
+
+
+cdef inline bint _same_wid(PyObject *a, PyObject *b) noexcept:
+    if a == NULL or b == NULL:
+        return a == b
+    return _same_bytes(a, b)
+
+
+cdef int _ocmp(DVVSlot *p, PyObject *pn, DVVSlot *q, PyObject *qn) noexcept:
+    """The sibling order O (see the module docstring): tombstones first, then values by
+    their first 8 bytes, then dots (node id, counter). Sign of p - q; 0 only for one dot."""
+    cdef bint tp = p.val == _none, tq = q.val == _none
+    cdef Py_ssize_t lp, lq
+    cdef int c
+    if tp != tq:
+        return -1 if tp else 1
+    if not tp:
+        lp = _bytes_len(p.val)
+        lq = _bytes_len(q.val)
+        if lp > 8:
+            lp = 8
+        if lq > 8:
+            lq = 8
+        c = memcmp(_bytes_ptr(p.val), _bytes_ptr(q.val), <size_t>(lp if lp < lq else lq))
+        if c != 0:
+            return 1 if c > 0 else -1
+        if lp != lq:
+            return 1 if lp > lq else -1
+    c = _cmp(pn, qn)
+    if c != 0:
+        return 1 if c > 0 else -1
+    return (p.dot > q.dot) - (p.dot < q.dot)
+
+
+cdef inline void _put_slot(DVVSet s, PyObject *val, PyObject *wid, int64_t dot) noexcept:
+    """Append a sibling to s's last entry (storage already sized)."""
+    cdef DVVSlot *d = &s.vals[s.n_vals]
+    _incref(val)
+    _xincref(wid)
+    d.val = val
+    d.wid = wid
+    d.dot = dot
+    s.n_vals += 1
+    if wid != NULL:
+        s.n_wids += 1
+    s.ents[s.n_entries - 1].count += 1
+
+
+cdef inline void _begin_entry(DVVSet s, PyObject *node, int64_t counter) noexcept:
+    """Append an entry (node, counter) with no siblings yet (storage already sized)."""
     cdef DVVEntry *e = &s.ents[s.n_entries]
-    cdef Py_ssize_t k
     _incref(node)
     e.node = node
     e.counter = counter
     e.first = <uint32_t>s.n_vals
-    e.count = <uint32_t>cnt
+    e.count = 0
     s.n_entries += 1
+
+
+cdef inline void _push_entry(DVVSet s, PyObject *node, int64_t counter,
+                             DVVSlot *src, Py_ssize_t cnt) noexcept:
+    """Append entry (node, counter, src[0:cnt]) to s (storage already sized)."""
+    cdef Py_ssize_t k
+    cdef DVVSlot *d
+    _begin_entry(s, node, counter)
     for k in range(cnt):
-        _incref(src[k])
-        s.vals[s.n_vals] = src[k]
-        s.n_vals += 1
+        d = &s.vals[s.n_vals + k]
+        d[0] = src[k]
+        _incref(d.val)
+        if d.wid != NULL:
+            _incref(d.wid)
+            s.n_wids += 1
+    s.n_vals += cnt
+    s.ents[s.n_entries - 1].count = <uint32_t>cnt
 
 
 cdef DVVSet _alloc(Py_ssize_t ne, Py_ssize_t nv):
@@ -128,11 +284,16 @@ cdef DVVSet _alloc(Py_ssize_t ne, Py_ssize_t nv):
             s.ents = &s._ie[0]
             raise MemoryError()
     if nv > DVV_INLINE_VALUES:
-        s.vals = <PyObject **>PyMem_Malloc(nv * sizeof(PyObject *))
+        s.vals = <DVVSlot *>PyMem_Malloc(nv * sizeof(DVVSlot))
         if s.vals == NULL:
             s.vals = &s._iv[0]
             raise MemoryError()
     return s
+
+
+cdef inline bint _dense(DVVSet s, DVVEntry *e) noexcept:
+    """The entry's siblings carry the consecutive dots n, n-1, ... (no gap)."""
+    return e.count == 0 or s.vals[e.first + e.count - 1].dot == e.counter - e.count + 1
 
 
 cdef inline DVVSet _as_set(object x, str what):
@@ -231,12 +392,14 @@ cdef class DVVSet:
         self.vals = &self._iv[0]
         self.n_entries = 0
         self.n_vals = 0
+        self.n_wids = 0
         self._hash = -1
 
     def __dealloc__(self):
         cdef Py_ssize_t k
         for k in range(self.n_vals):
-            _xdecref(self.vals[k])
+            _xdecref(self.vals[k].val)
+            _xdecref(self.vals[k].wid)
         for k in range(self.n_entries):
             _xdecref(self.ents[k].node)
         if self.ents != &self._ie[0]:
@@ -246,11 +409,24 @@ cdef class DVVSet:
 
     def values(self):
         """All siblings (bytes, or None for a tombstone), by node id, newest first."""
-        return [<object>self.vals[k] for k in range(self.n_vals)]
+        return [<object>self.vals[k].val for k in range(self.n_vals)]
 
     def live_values(self):
         """The siblings that are not tombstones, in values() order."""
-        return [<object>self.vals[k] for k in range(self.n_vals) if self.vals[k] != _none]
+        return [<object>self.vals[k].val for k in range(self.n_vals) if self.vals[k].val != _none]
+
+    def siblings(self):
+        """[(node id, dot counter, value or None, write id or b"")] in values() order."""
+        cdef Py_ssize_t k, m
+        cdef DVVEntry *e
+        out = []
+        for k in range(self.n_entries):
+            e = &self.ents[k]
+            node = (<bytes>e.node).decode("utf-8")
+            for m in range(e.first, e.first + e.count):
+                out.append((node, self.vals[m].dot, <object>self.vals[m].val,
+                            b"" if self.vals[m].wid == NULL else <object>self.vals[m].wid))
+        return out
 
     def size(self):
         """Number of siblings."""
@@ -265,7 +441,7 @@ cdef class DVVSet:
         if self.n_vals == 0:
             return False
         for k in range(self.n_vals):
-            if self.vals[k] != _none:
+            if self.vals[k].val != _none:
                 return False
         return True
 
@@ -276,37 +452,49 @@ cdef class DVVSet:
                 for k in range(self.n_entries)}
 
     def entries(self):
-        """[(node id, counter, [siblings newest first])] sorted by node id (debug, tests)."""
+        """[(node id, counter, [siblings newest first])] sorted by node id (debug, tests).
+        Sibling dots are in siblings() (not always n, n-1, ...)."""
         cdef Py_ssize_t k, f, m
         out = []
         for k in range(self.n_entries):
             f = self.ents[k].first
             out.append(((<bytes>self.ents[k].node).decode("utf-8"), self.ents[k].counter,
-                        [<object>self.vals[f + m] for m in range(self.ents[k].count)]))
+                        [<object>self.vals[f + m].val for m in range(self.ents[k].count)]))
         return out
 
     cpdef bytes encode(self):
-        """Canonical encoding (format version 1, see dvv.pxd): equal sets, equal bytes."""
+        """Canonical encoding (format version 1 or 2, see dvv.pxd): equal sets, equal bytes."""
         if self._enc is not None:
             return self._enc
         cdef Py_ssize_t size = 3, k, m, ln
         cdef DVVEntry *e
-        cdef PyObject *v
+        cdef DVVSlot *d
+        cdef int64_t prev
+        cdef bint v2 = self.n_wids > 0
         if self.n_entries > 0xFFFF:
             raise ValueError("too many entries to encode (> 65535)")
         for k in range(self.n_entries):
-            size += 1 + _bytes_len(self.ents[k].node) + 8 + 4
-        for k in range(self.n_vals):
-            v = self.vals[k]
-            size += 5
-            if v != _none:
-                ln = _bytes_len(v)
-                if <uint64_t>ln > 0xFFFFFFFF:
-                    raise ValueError("sibling too large to encode (>= 4 GiB)")
-                size += ln
+            e = &self.ents[k]
+            size += 1 + _bytes_len(e.node) + 8 + 4
+            prev = e.counter + 1
+            for m in range(e.first, e.first + e.count):
+                d = &self.vals[m]
+                size += 5
+                if d.val != _none:
+                    ln = _bytes_len(d.val)
+                    if <uint64_t>ln > 0xFFFFFFFF:
+                        raise ValueError("sibling too large to encode (>= 4 GiB)")
+                    size += ln
+                if d.wid != NULL:
+                    size += 1 + _bytes_len(d.wid)
+                if d.dot != prev - 1:
+                    size += 8
+                    v2 = True
+                prev = d.dot
         cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
         cdef unsigned char *p = <unsigned char *>_bytes_ptr(<PyObject *>out)
-        p[0] = DVV_FORMAT_VERSION
+        cdef unsigned char flags
+        p[0] = DVV_FORMAT_VERSION_2 if v2 else DVV_FORMAT_VERSION
         _w16(p + 1, <uint32_t>self.n_entries)
         p += 3
         for k in range(self.n_entries):
@@ -318,18 +506,33 @@ cdef class DVVSet:
             _w64(p, <uint64_t>e.counter)
             _w32(p + 8, e.count)
             p += 12
+            prev = e.counter + 1
             for m in range(e.first, e.first + e.count):
-                v = self.vals[m]
-                if v == _none:
-                    p[0] = 1
-                    _w32(p + 1, 0)
-                    p += 5
+                d = &self.vals[m]
+                flags = DVV_F_TOMBSTONE if d.val == _none else 0
+                if d.wid != NULL:
+                    flags |= DVV_F_WID
+                if d.dot != prev - 1:
+                    flags |= DVV_F_GAP
+                p[0] = flags
+                p += 1
+                if flags & DVV_F_GAP:
+                    _w64(p, <uint64_t>(prev - 1 - d.dot))
+                    p += 8
+                prev = d.dot
+                if d.wid != NULL:
+                    ln = _bytes_len(d.wid)
+                    p[0] = <unsigned char>ln
+                    memcpy(p + 1, _bytes_ptr(d.wid), ln)
+                    p += 1 + ln
+                if d.val == _none:
+                    _w32(p, 0)
+                    p += 4
                 else:
-                    ln = _bytes_len(v)
-                    p[0] = 0
-                    _w32(p + 1, <uint32_t>ln)
-                    memcpy(p + 5, _bytes_ptr(v), ln)
-                    p += 5 + ln
+                    ln = _bytes_len(d.val)
+                    _w32(p, <uint32_t>ln)
+                    memcpy(p + 4, _bytes_ptr(d.val), ln)
+                    p += 4 + ln
         self._enc = out
         return out
 
@@ -377,7 +580,7 @@ cdef class DVVSet:
         cdef Py_ssize_t k
         if self is o:
             return True
-        if self.n_entries != o.n_entries or self.n_vals != o.n_vals:
+        if self.n_entries != o.n_entries or self.n_vals != o.n_vals or self.n_wids != o.n_wids:
             return False
         for k in range(self.n_entries):
             if (_cmp(self.ents[k].node, o.ents[k].node) != 0
@@ -385,7 +588,9 @@ cdef class DVVSet:
                     or self.ents[k].count != o.ents[k].count):
                 return False
         for k in range(self.n_vals):
-            if self.vals[k] != o.vals[k] and not (<object>self.vals[k] == <object>o.vals[k]):
+            if (self.vals[k].dot != o.vals[k].dot
+                    or not _same_val(self.vals[k].val, o.vals[k].val)
+                    or not _same_wid(self.vals[k].wid, o.vals[k].wid)):
                 return False
         return True
 
@@ -401,11 +606,15 @@ cdef class DVVSet:
 
     def __repr__(self):
         parts = []
-        for node, counter, vals in self.entries():
-            shown = ", ".join(
-                "None" if v is None else (repr(v) if len(v) <= 32 else repr(v[:32]) + f"...<{len(v)}B>")
-                for v in vals)
-            parts.append(f"({node!r}, {counter}, [{shown}])")
+        for node, counter, _ in self.entries():
+            shown = []
+            for sn, dot, v, wid in self.siblings():
+                if sn != node:
+                    continue
+                t = "None" if v is None else (
+                    repr(v) if len(v) <= 32 else repr(v[:32]) + f"...<{len(v)}B>")
+                shown.append(f"{t}@{dot}" + (f" wid={wid.hex()}" if wid else ""))
+            parts.append(f"({node!r}, {counter}, [{', '.join(shown)}])")
         return f"DVVSet([{', '.join(parts)}])"
 
     def __reduce__(self):
@@ -479,14 +688,19 @@ cdef int _check_node_id(const unsigned char *buf, Py_ssize_t at, Py_ssize_t ln,
 
 
 cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
-                           Py_ssize_t *n_ent_out) except -1:
-    """Validate an encoded set completely, allocating nothing; returns the sibling count."""
-    cdef Py_ssize_t pos, n_ent, k, s, n_sib, ln, vlen, total = 0
+                           Py_ssize_t *n_ent_out, Py_ssize_t *n_wid_out=NULL) except -1:
+    """Validate an encoded set's structure completely, allocating nothing; returns the
+    sibling count, and the number of write ids in *n_wid_out. (Rule D, which needs two or
+    more write ids, is checked once the set is built: _build_set.)"""
+    cdef Py_ssize_t pos, n_ent, k, s, n_sib, ln, vlen, total = 0, n_wid = 0
     cdef Py_ssize_t prev_pos = -1, prev_len = 0
-    cdef uint64_t counter
+    cdef uint64_t counter, gap, prev
+    cdef unsigned char flags, version
+    cdef bint v2_used = False
     if size < 3:
         raise ValueError("DVVSet: truncated header")
-    if buf[0] != DVV_FORMAT_VERSION:
+    version = buf[0]
+    if version != DVV_FORMAT_VERSION and version != DVV_FORMAT_VERSION_2:
         raise ValueError(f"DVVSet: unknown format version {buf[0]}")
     n_ent = _r16(buf + 1)
     pos = 3
@@ -513,55 +727,98 @@ cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
             raise ValueError("DVVSet: more siblings than counter")
         if n_sib > (size - pos) // MIN_SIBLING:
             raise ValueError("DVVSet: sibling count exceeds data")
+        prev = counter + 1          # the previous sibling's dot
         for s in range(n_sib):
             if size - pos < 5:
                 raise ValueError("DVVSet: truncated sibling")
-            vlen = _r32(buf + pos + 1)
-            if buf[pos] > 1:
+            flags = buf[pos]
+            pos += 1
+            if version == DVV_FORMAT_VERSION:
+                if flags > 1:
+                    raise ValueError("DVVSet: bad sibling flag")
+            elif flags & ~(DVV_F_TOMBSTONE | DVV_F_WID | DVV_F_GAP):
                 raise ValueError("DVVSet: bad sibling flag")
-            if buf[pos] == 1 and vlen != 0:
+            gap = 0
+            if flags & DVV_F_GAP:
+                if size - pos < 8:
+                    raise ValueError("DVVSet: truncated sibling")
+                gap = _r64(buf + pos)
+                pos += 8
+                if gap == 0:
+                    raise ValueError("DVVSet: zero gap (not canonical)")
+                v2_used = True
+            if prev < 2 or gap > prev - 2:      # the dot prev - 1 - gap must be >= 1
+                raise ValueError("DVVSet: sibling dot below 1")
+            prev = prev - 1 - gap
+            if flags & DVV_F_WID:
+                if size - pos < 1:
+                    raise ValueError("DVVSet: truncated sibling")
+                ln = buf[pos]
+                if ln == 0 or ln > DVV_WID_MAX:
+                    raise ValueError("DVVSet: write id length out of range")
+                if size - pos - 1 < ln:
+                    raise ValueError("DVVSet: truncated write id")
+                pos += 1 + ln
+                v2_used = True
+                n_wid += 1
+            if size - pos < 4:
+                raise ValueError("DVVSet: truncated sibling")
+            vlen = _r32(buf + pos)
+            if (flags & DVV_F_TOMBSTONE) and vlen != 0:
                 raise ValueError("DVVSet: tombstone with a value")
-            pos += 5
+            pos += 4
             if vlen > size - pos:
                 raise ValueError("DVVSet: truncated sibling value")
             pos += vlen
         total += n_sib
     if pos != size:
         raise ValueError("DVVSet: trailing bytes")
+    if version == DVV_FORMAT_VERSION_2 and not v2_used:
+        raise ValueError("DVVSet: version 2 without a write id or gap (not canonical)")
     n_ent_out[0] = n_ent
+    if n_wid_out != NULL:
+        n_wid_out[0] = n_wid
     return total
 
 
 cdef DVVSet _build_set(const unsigned char *buf, Py_ssize_t n_ent, Py_ssize_t total,
                        DVVSet hint):
-    """Build a set from an encoding _check_set accepted."""
+    """Build a set from an encoding _check_set accepted; ValueError unless D-normal."""
     cdef DVVSet out = _alloc(n_ent, total)
-    cdef DVVEntry *e
-    cdef object obj
-    cdef Py_ssize_t pos = 3, k, s, ln, vlen, h = 0
+    cdef object obj, wid
+    cdef Py_ssize_t pos = 3, k, s, ln, vlen, h = 0, n_sib
+    cdef int64_t prev
+    cdef unsigned char flags
     for k in range(n_ent):
         ln = buf[pos]
         obj = _node_at(buf + pos + 1, ln, hint, &h)
         pos += 1 + ln
-        e = &out.ents[k]
-        _incref(<PyObject *>obj)
-        e.node = <PyObject *>obj
-        e.counter = <int64_t>_r64(buf + pos)
-        e.count = _r32(buf + pos + 8)
-        e.first = <uint32_t>out.n_vals
-        out.n_entries += 1
+        _begin_entry(out, <PyObject *>obj, <int64_t>_r64(buf + pos))
+        n_sib = _r32(buf + pos + 8)
+        prev = out.ents[k].counter + 1
         pos += 12
-        for s in range(e.count):
-            if buf[pos] == 1:
-                obj = None
-                pos += 5
+        for s in range(n_sib):
+            flags = buf[pos]
+            pos += 1
+            if flags & DVV_F_GAP:
+                prev -= 1 + <int64_t>_r64(buf + pos)
+                pos += 8
             else:
-                vlen = _r32(buf + pos + 1)
-                obj = PyBytes_FromStringAndSize(<const char *>buf + pos + 5, vlen)
-                pos += 5 + vlen
-            _incref(<PyObject *>obj)
-            out.vals[out.n_vals] = <PyObject *>obj
-            out.n_vals += 1
+                prev -= 1
+            wid = None
+            if flags & DVV_F_WID:
+                ln = buf[pos]
+                wid = PyBytes_FromStringAndSize(<const char *>buf + pos + 1, ln)
+                pos += 1 + ln
+            vlen = _r32(buf + pos)
+            if flags & DVV_F_TOMBSTONE:
+                obj = None
+            else:
+                obj = PyBytes_FromStringAndSize(<const char *>buf + pos + 4, vlen)
+            pos += 4 + vlen
+            _put_slot(out, <PyObject *>obj, NULL if wid is None else <PyObject *>wid, prev)
+    if out.n_wids >= 2 and _dedup(out, False):
+        raise ValueError("DVVSet: two live siblings share a write id (not canonical)")
     return out
 
 
@@ -617,7 +874,7 @@ cdef DVVSet _decode_context(const unsigned char *buf, Py_ssize_t size, DVVSet hi
     for k in range(n):
         ln = buf[pos]
         obj = _node_at(buf + pos + 1, ln, hint, &h)
-        _push_entry(out, <PyObject *>obj, <int64_t>_r64(buf + pos + 1 + ln), NULL, 0)
+        _begin_entry(out, <PyObject *>obj, <int64_t>_r64(buf + pos + 1 + ln))
         pos += 9 + ln
     return out
 
@@ -625,8 +882,11 @@ cdef DVVSet _decode_context(const unsigned char *buf, Py_ssize_t size, DVVSet hi
 cdef bytes _checked(object data, str what):
     """data as exact bytes, after validating it as an encoded set (ValueError)."""
     cdef bytes b = _as_bytes(data, what)
-    cdef Py_ssize_t n_ent = 0
-    _check_set(<const unsigned char *>_bytes_ptr(<PyObject *>b), len(b), &n_ent)
+    cdef const unsigned char *buf = <const unsigned char *>_bytes_ptr(<PyObject *>b)
+    cdef Py_ssize_t n_ent = 0, n_wid = 0
+    cdef Py_ssize_t total = _check_set(buf, len(b), &n_ent, &n_wid)
+    if n_wid >= 2:      # rule D needs the built set
+        _build_set(buf, n_ent, total, None)
     return b
 
 
@@ -648,8 +908,159 @@ cdef DVVSet _dec(object data, str what, DVVSet hint=None):
 # ---------------------------------------------------------------------------
 # the algebra
 
+cdef void _drop(DVVSet s, Py_ssize_t k) noexcept:
+    """Kill sibling k of a set under construction (compacted by _compact)."""
+    _xdecref(s.vals[k].val)
+    s.vals[k].val = NULL
+    if s.vals[k].wid != NULL:
+        _xdecref(s.vals[k].wid)
+        s.vals[k].wid = NULL
+        s.n_wids -= 1
+
+
+cdef void _compact(DVVSet s) noexcept:
+    """Remove the siblings _drop killed (val == NULL), keeping every entry and counter."""
+    cdef Py_ssize_t e, k, w = 0, nf, end
+    for e in range(s.n_entries):
+        nf = w
+        end = s.ents[e].first + s.ents[e].count
+        for k in range(s.ents[e].first, end):
+            if s.vals[k].val != NULL:
+                if w != k:
+                    s.vals[w] = s.vals[k]
+                w += 1
+        s.ents[e].first = <uint32_t>nf
+        s.ents[e].count = <uint32_t>(w - nf)
+    s.n_vals = w
+
+
+cdef Py_ssize_t _dedup(DVVSet s, bint apply) except -1:
+    """Rule D: among live siblings sharing a write id, all but the O-greatest lose. Returns
+    the number of losers; with apply, kills them (s must be a set under construction)."""
+    cdef Py_ssize_t n = s.n_wids, cnt = 0, e, k, p, q, lost = 0
+    cdef Py_ssize_t small_sl[16]
+    cdef Py_ssize_t small_en[16]
+    cdef unsigned char small_lose[16]
+    cdef Py_ssize_t *sl = small_sl
+    cdef Py_ssize_t *en = small_en
+    cdef unsigned char *lose = small_lose
+    cdef dict best
+    cdef object b
+    if n < 2:
+        return 0
+    if n > SMALL_DEDUP:
+        sl = <Py_ssize_t *>PyMem_Malloc(n * (2 * sizeof(Py_ssize_t) + 1))
+        if sl == NULL:
+            raise MemoryError()
+        en = sl + n
+        lose = <unsigned char *>(en + n)
+    try:
+        for e in range(s.n_entries):
+            for k in range(s.ents[e].first, s.ents[e].first + s.ents[e].count):
+                if s.vals[k].wid != NULL:
+                    sl[cnt] = k
+                    en[cnt] = e
+                    lose[cnt] = 0
+                    cnt += 1
+        if cnt <= SMALL_DEDUP:
+            for p in range(cnt):
+                for q in range(p + 1, cnt):
+                    if _same_bytes(s.vals[sl[p]].wid, s.vals[sl[q]].wid):
+                        if _ocmp(&s.vals[sl[p]], s.ents[en[p]].node,
+                                 &s.vals[sl[q]], s.ents[en[q]].node) < 0:
+                            lose[p] = 1
+                        else:
+                            lose[q] = 1
+        else:
+            best = {}
+            for p in range(cnt):
+                w = <object>s.vals[sl[p]].wid
+                b = best.get(w)
+                if b is None:
+                    best[w] = p
+                    continue
+                q = <Py_ssize_t>b
+                if _ocmp(&s.vals[sl[p]], s.ents[en[p]].node,
+                         &s.vals[sl[q]], s.ents[en[q]].node) > 0:
+                    lose[q] = 1
+                    best[w] = p
+                else:
+                    lose[p] = 1
+        for p in range(cnt):
+            if lose[p]:
+                lost += 1
+                if apply:
+                    _drop(s, sl[p])
+        if lost and apply:
+            _compact(s)
+    finally:
+        if sl != small_sl:
+            PyMem_Free(sl)
+    return lost
+
+
+cdef void _merge_scan(DVVSet a, DVVEntry *x, DVVSet b, DVVEntry *y, Py_ssize_t *kept,
+                      bint *eq_a, bint *eq_b) noexcept:
+    """One node's entry of sync(a, b) when dots are not consecutive: count the surviving
+    siblings and say whether the merged entry is x (eq_a) or y (eq_b)."""
+    cdef Py_ssize_t i = x.first, iend = x.first + x.count, j = y.first, jend = y.first + y.count
+    cdef int64_t ka, kb, n1 = x.counter, n2 = y.counter
+    cdef Py_ssize_t cnt = 0
+    if n1 < n2:
+        eq_a[0] = False
+    if n2 < n1:
+        eq_b[0] = False
+    while i < iend or j < jend:
+        ka = a.vals[i].dot if i < iend else 0
+        kb = b.vals[j].dot if j < jend else 0
+        if ka == kb:
+            cnt += 1
+            i += 1
+            j += 1
+        elif ka > kb:
+            if ka > n2:         # unseen by b: survives, and b lacks it
+                cnt += 1
+                eq_b[0] = False
+            else:               # dead in b: dies
+                eq_a[0] = False
+            i += 1
+        else:
+            if kb > n1:
+                cnt += 1
+                eq_a[0] = False
+            else:
+                eq_b[0] = False
+            j += 1
+    kept[0] += cnt
+
+
+cdef void _merge_push(DVVSet out, DVVSet a, DVVEntry *x, DVVSet b, DVVEntry *y) noexcept:
+    """Append the merged entry of x and y (see _merge_scan) to out."""
+    cdef Py_ssize_t i = x.first, iend = x.first + x.count, j = y.first, jend = y.first + y.count
+    cdef int64_t ka, kb, n1 = x.counter, n2 = y.counter
+    cdef DVVSlot *d
+    _begin_entry(out, x.node, n1 if n1 > n2 else n2)
+    while i < iend or j < jend:
+        ka = a.vals[i].dot if i < iend else 0
+        kb = b.vals[j].dot if j < jend else 0
+        if ka >= kb:
+            d = &a.vals[i]
+            i += 1
+            if ka == kb:
+                j += 1
+            elif ka <= n2:
+                continue
+        else:
+            d = &b.vals[j]
+            j += 1
+            if kb <= n1:
+                continue
+        _put_slot(out, d.val, d.wid, d.dot)
+
+
 cdef DVVSet dvv_sync(DVVSet a, DVVSet b):
-    """Merge two sets (dvvset:sync). Returns a or b itself when it already is the result."""
+    """Merge two sets (dvvset:sync, then rule D). Returns a or b itself when it already is
+    the result."""
     if a is None:
         return b if b is not None else _EMPTY
     if b is None or a is b:
@@ -666,15 +1077,18 @@ cdef DVVSet dvv_sync(DVVSet a, DVVSet b):
         y = &b.ents[j]
         c = _cmp(x.node, y.node)
         if c == 0:
-            f1 = x.counter - x.count
-            f2 = y.counter - y.count
-            fl = f1 if f1 > f2 else f2
-            top = x.counter if x.counter > y.counter else y.counter
-            if top != x.counter or fl != f1:
-                eq_a = False
-            if top != y.counter or fl != f2:
-                eq_b = False
-            nv += top - fl
+            if _dense(a, x) and _dense(b, y):
+                f1 = x.counter - x.count
+                f2 = y.counter - y.count
+                fl = f1 if f1 > f2 else f2
+                top = x.counter if x.counter > y.counter else y.counter
+                if top != x.counter or fl != f1:
+                    eq_a = False
+                if top != y.counter or fl != f2:
+                    eq_b = False
+                nv += top - fl
+            else:
+                _merge_scan(a, x, b, y, &nv, &eq_a, &eq_b)
             i += 1
             j += 1
         elif c < 0:
@@ -716,13 +1130,16 @@ cdef DVVSet dvv_sync(DVVSet a, DVVSet b):
         if c == 0:
             x = &a.ents[i]
             y = &b.ents[j]
-            f1 = x.counter - x.count
-            f2 = y.counter - y.count
-            fl = f1 if f1 > f2 else f2
-            if x.counter >= y.counter:
-                _push_entry(out, x.node, x.counter, &a.vals[x.first], x.counter - fl)
+            if _dense(a, x) and _dense(b, y):
+                f1 = x.counter - x.count
+                f2 = y.counter - y.count
+                fl = f1 if f1 > f2 else f2
+                if x.counter >= y.counter:
+                    _push_entry(out, x.node, x.counter, &a.vals[x.first], x.counter - fl)
+                else:
+                    _push_entry(out, y.node, y.counter, &b.vals[y.first], y.counter - fl)
             else:
-                _push_entry(out, y.node, y.counter, &b.vals[y.first], y.counter - fl)
+                _merge_push(out, a, x, b, y)
             i += 1
             j += 1
         elif c < 0:
@@ -733,14 +1150,15 @@ cdef DVVSet dvv_sync(DVVSet a, DVVSet b):
             y = &b.ents[j]
             _push_entry(out, y.node, y.counter, &b.vals[y.first], y.count)
             j += 1
+    if out.n_wids >= 2:
+        _dedup(out, True)
     return out
 
 
-cdef DVVSet _event(DVVSet s, object node, object value):
-    """s plus value with dot (node, s's counter for node + 1)."""
+cdef DVVSet _event(DVVSet s, object node, object value, object wid):
+    """s plus value (write id wid or None) with dot (node, s's counter for node + 1)."""
     cdef Py_ssize_t k, pos = 0, n = s.n_entries
     cdef PyObject *np = <PyObject *>node
-    cdef PyObject *vp = <PyObject *>value
     cdef int c = 1
     cdef DVVEntry *e
     while pos < n:
@@ -750,26 +1168,41 @@ cdef DVVSet _event(DVVSet s, object node, object value):
         pos += 1
     cdef bint found = pos < n and c == 0
     cdef DVVSet out = _alloc(n + (0 if found else 1), s.n_vals + 1)
+    cdef PyObject *wp = NULL if wid is None else <PyObject *>wid
     for k in range(pos):
         e = &s.ents[k]
         _push_entry(out, e.node, e.counter, &s.vals[e.first], e.count)
     if found:
         e = &s.ents[pos]
         if e.counter >= COUNTER_MAX:
-            raise ValueError("DVVSet counter would overflow (context counter at 2**63-1)")
-        _push_entry(out, np, e.counter + 1, &vp, 1)
+            raise ValueError("DVVSet counter would overflow (counter at 2**63-1)")
+        _begin_entry(out, np, e.counter + 1)
+        _put_slot(out, <PyObject *>value, wp, e.counter + 1)
         # the entry's older siblings follow the new one
-        for k in range(e.count):
-            _incref(s.vals[e.first + k])
-            out.vals[out.n_vals] = s.vals[e.first + k]
-            out.n_vals += 1
-        out.ents[out.n_entries - 1].count += e.count
+        for k in range(e.first, e.first + e.count):
+            _put_slot(out, s.vals[k].val, s.vals[k].wid, s.vals[k].dot)
         pos += 1
     else:
-        _push_entry(out, np, 1, &vp, 1)
+        _begin_entry(out, np, 1)
+        _put_slot(out, <PyObject *>value, wp, 1)
     for k in range(pos, n):
         e = &s.ents[k]
         _push_entry(out, e.node, e.counter, &s.vals[e.first], e.count)
+    return out
+
+
+cdef DVVSet dvv_update(DVVSet server, DVVSet ctx, object node, object value, object wid):
+    """update() on decoded arguments: node is interned id bytes, wid None or 1..32 bytes."""
+    cdef DVVSet t = dvv_sync(ctx, server)
+    cdef Py_ssize_t k
+    if wid is not None and t.n_wids:
+        for k in range(t.n_vals):   # the retry of a write this replica already holds live
+            if (t.vals[k].wid != NULL and _same_bytes(t.vals[k].wid, <PyObject *>wid)
+                    and _same_val(t.vals[k].val, <PyObject *>value)):
+                return t
+    cdef DVVSet out = _event(t, node, value, wid)
+    if out.n_wids >= 2:
+        _dedup(out, True)
     return out
 
 
@@ -791,17 +1224,99 @@ cdef bint dvv_descends(DVVSet a, DVVSet b):
     return True
 
 
+cdef DVVSet _retain_mask(DVVSet s, const unsigned char *keep):
+    """s with only the siblings k where keep[k] (all counters kept: the others retire)."""
+    cdef Py_ssize_t e, k, nv = 0
+    for k in range(s.n_vals):
+        nv += keep[k] != 0
+    if nv == s.n_vals:
+        return s
+    cdef DVVSet out = _alloc(s.n_entries, nv)
+    for e in range(s.n_entries):
+        _begin_entry(out, s.ents[e].node, s.ents[e].counter)
+        for k in range(s.ents[e].first, s.ents[e].first + s.ents[e].count):
+            if keep[k]:
+                _put_slot(out, s.vals[k].val, s.vals[k].wid, s.vals[k].dot)
+    return out
+
+
+cdef DVVSet dvv_lww(DVVSet s):
+    """The LWW collapse: keep only the O-greatest sibling, retire the others."""
+    if s.n_vals <= 1:
+        return s
+    cdef Py_ssize_t e, k, best = -1, best_e = -1
+    for e in range(s.n_entries):
+        for k in range(s.ents[e].first, s.ents[e].first + s.ents[e].count):
+            if best < 0 or _ocmp(&s.vals[k], s.ents[e].node,
+                                 &s.vals[best], s.ents[best_e].node) > 0:
+                best = k
+                best_e = e
+    cdef DVVSet out = _alloc(s.n_entries, 1)
+    for e in range(s.n_entries):
+        _begin_entry(out, s.ents[e].node, s.ents[e].counter)
+        if e == best_e:
+            _put_slot(out, s.vals[best].val, s.vals[best].wid, s.vals[best].dot)
+    return out
+
+
+cdef int64_t _counter_of(DVVSet s, PyObject *node) noexcept:
+    """s's counter for node (0 when absent); linear, sets have about N entries."""
+    cdef Py_ssize_t k
+    for k in range(s.n_entries):
+        if _cmp(s.ents[k].node, node) == 0:
+            return s.ents[k].counter
+    return 0
+
+
+cdef int _plausible(DVVSet v, str what, object members, object limits, DVVSet base,
+                    object max_ahead) except -1:
+    """ValueError naming the first node id of v that is not a member, or whose counter is
+    above limits[id] or more than max_ahead beyond base's counter for it."""
+    cdef Py_ssize_t k
+    cdef int64_t c, ahead, lim
+    ahead = -1
+    if max_ahead is not None:
+        if max_ahead < 0:
+            raise ValueError("max_ahead must be >= 0")
+        ahead = COUNTER_MAX if max_ahead >= COUNTER_MAX else <int64_t>max_ahead
+    for k in range(v.n_entries):
+        c = v.ents[k].counter
+        if members is not None or limits is not None:
+            node = (<bytes>v.ents[k].node).decode("utf-8")
+            if members is not None and node not in members:
+                raise ValueError(f"{what}: names {node!r}, not a member")
+            if limits is not None:
+                lim_obj = limits.get(node)
+                if lim_obj is not None:
+                    lim = COUNTER_MAX if lim_obj >= COUNTER_MAX else <int64_t>lim_obj
+                    if c > lim:
+                        raise ValueError(f"{what}: counter {c} for {node!r} is above its "
+                                         f"ceiling {lim}")
+        if ahead >= 0 and c - _counter_of(base, v.ents[k].node) > ahead:
+            raise ValueError(
+                f"{what}: counter {c} for {(<bytes>v.ents[k].node).decode('utf-8')!r} is "
+                f"more than {ahead} ahead of this replica's "
+                f"{_counter_of(base, v.ents[k].node)} (forged or corrupt)")
+    return 0
+
+
 # ---------------------------------------------------------------------------
 # Python API
 
-def update(server, context, value, node_id):
-    """Coordinator node_id writes value (bytes, None = tombstone) with the client's context."""
+def update(server, context, value, node_id, wid=b"", *, max_ahead=MAX_AHEAD):
+    """Coordinator node_id writes value (bytes, None = tombstone) with the client's context
+    and write id (b"" = none); see the .pyi for the contract."""
     cdef DVVSet s = _as_set(server, "server")
     cdef DVVSet ctx = _ctx(context, s)
     node = _node_bytes(node_id)
     if value is not None and not PyBytes_Check(value):
         raise TypeError(f"value must be bytes or None, not {type(value).__name__}")
-    return _event(dvv_sync(ctx, s), node, value)
+    if value is not None and not PyBytes_CheckExact(value):
+        value = bytes(value)
+    w = _wid_arg(wid)
+    if max_ahead is not None and ctx.n_entries:
+        _plausible(ctx, "context", None, None, s, max_ahead)
+    return dvv_update(s, ctx, node, value, w)
 
 
 def sync(a, b, /):
@@ -860,6 +1375,61 @@ def prune(s, Py_ssize_t max_entries):
     return out
 
 
+def lww(s):
+    """Last-writer-wins collapse: only the highest sibling stays (see the .pyi)."""
+    return dvv_lww(_as_set(s, "s"))
+
+
+def retain(s, keep):
+    """s with only the siblings keep chooses; the others retire (see the .pyi)."""
+    cdef DVVSet d = _as_set(s, "s")
+    cdef Py_ssize_t k, n = d.n_vals
+    if n == 0:
+        return d
+    mask = bytearray(n)
+    cdef unsigned char *m = mask
+    if callable(keep):
+        for k, sib in enumerate(d.siblings()):
+            if keep(sib):
+                m[k] = 1
+    else:
+        for k in keep:
+            if not 0 <= k < n:
+                raise IndexError(f"sibling index {k} out of range 0..{n - 1}")
+            m[k] = 1
+    return _retain_mask(d, m)
+
+
+def lww_encoded(data):
+    """lww on an encoded set; returns data itself when nothing retires. Validates it."""
+    cdef DVVSet d = _dec(data, "data")
+    return dvv_lww(d).encode()
+
+
+def retain_encoded(data, keep):
+    """retain on an encoded set; returns an encoding. Validates it."""
+    return retain(_dec(data, "data"), keep).encode()
+
+
+def check_plausible(data, members=None, limits=None, *, base=None, max_ahead=MAX_AHEAD):
+    """ValueError unless an encoded set (or DVVSet) a peer sent is plausible (see the .pyi)."""
+    cdef DVVSet v = <DVVSet>data if type(data) is DVVSet else _dec(data, "data")
+    cdef DVVSet b = _EMPTY
+    if base is not None:
+        b = <DVVSet>base if type(base) is DVVSet else _dec(base, "base")
+    _plausible(v, "DVVSet", members, limits, b, max_ahead)
+
+
+def check_plausible_context(ctx, members=None, limits=None, *, base=None,
+                            max_ahead=MAX_AHEAD):
+    """check_plausible for an encoded client context (b"" is plausible)."""
+    cdef DVVSet v = _ctx(ctx)
+    cdef DVVSet b = _EMPTY
+    if base is not None:
+        b = <DVVSet>base if type(base) is DVVSet else _dec(base, "base")
+    _plausible(v, "context", members, limits, b, max_ahead)
+
+
 def sync_encoded(a, b):
     """sync on encoded sets (None = empty); returns an encoding. Validates both inputs."""
     cdef bytes ba, bb
@@ -876,15 +1446,15 @@ def sync_encoded(a, b):
     return dvv_sync(da, _dec(bb, "b", da)).encode()
 
 
-def update_encoded(server, context, value, node_id):
+def update_encoded(server, context, value, node_id, wid=b"", *, max_ahead=MAX_AHEAD):
     """update on an encoded server set (None = absent); returns the new encoding."""
     cdef DVVSet s = _EMPTY if server is None else _dec(server, "server")
-    return update(s, context, value, node_id).encode()
+    return update(s, context, value, node_id, wid, max_ahead=max_ahead).encode()
 
 
 def is_tombstone_encoded(data) -> bool:
     """``DVVSet.decode(data).is_tombstone()`` without building the set: walks the encoded
-    form (see the format in dvv.pxd) in C. For the replica's write path, which asks it on
+    form (see the formats in dvv.pxd) in C. For the replica's write path, which asks it on
     every write. ValueError on a truncated buffer; other malformations are the decoder's job."""
     if not PyBytes_CheckExact(data):
         return DVVSet.decode(data).is_tombstone()
@@ -892,6 +1462,7 @@ def is_tombstone_encoded(data) -> bool:
     cdef Py_ssize_t n = len(data)
     cdef Py_ssize_t pos = 3
     cdef uint32_t entries, e, sibs, s, vlen
+    cdef uint8_t flags
     cdef bint seen = False
     if n < 3:
         raise ValueError("truncated DVV set")
@@ -902,16 +1473,24 @@ def is_tombstone_encoded(data) -> bool:
         pos += 1 + p[pos] + 8  # node id, counter
         if pos + 4 > n:
             raise ValueError("truncated DVV set")
-        sibs = (p[pos] | (<uint32_t>p[pos + 1] << 8) | (<uint32_t>p[pos + 2] << 16)
-                | (<uint32_t>p[pos + 3] << 24))
+        sibs = _r32(p + pos)
         pos += 4
         for s in range(sibs):
-            if pos + 5 > n:
+            if pos + 1 > n:
                 raise ValueError("truncated DVV set")
-            if p[pos] != 1:
+            flags = p[pos]
+            if not (flags & DVV_F_TOMBSTONE):
                 return False
-            vlen = (p[pos + 1] | (<uint32_t>p[pos + 2] << 8) | (<uint32_t>p[pos + 3] << 16)
-                    | (<uint32_t>p[pos + 4] << 24))
-            pos += 5 + vlen
+            pos += 1
+            if flags & DVV_F_GAP:
+                pos += 8
+            if flags & DVV_F_WID:
+                if pos + 1 > n:
+                    raise ValueError("truncated DVV set")
+                pos += 1 + p[pos]
+            if pos + 4 > n:
+                raise ValueError("truncated DVV set")
+            vlen = _r32(p + pos)
+            pos += 4 + vlen
             seen = True
     return seen

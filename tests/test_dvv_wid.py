@@ -1,0 +1,531 @@
+"""zkv._core.dvv write ids (issue 10), format version 2, and forged-version checks (issue 13).
+
+The model is a version vector plus the live dots, each with (value, write id); a dot in the
+vector that is not live is dead (overwritten or retired). Rule D: of live siblings with one
+non-empty write id only the greatest in the order O stays.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zkv._core.dvv import (
+    EMPTY,
+    MAX_AHEAD,
+    WID_MAX,
+    DVVSet,
+    check_plausible,
+    check_plausible_context,
+    descends,
+    is_tombstone_encoded,
+    sync,
+    sync_encoded,
+    sync_many,
+    retain,
+    update,
+    update_encoded,
+)
+
+NODES = ["a", "b", "ba", "nœud"]
+PROPS = settings(max_examples=100, deadline=None)
+
+# ---------------------------------------------------------------------------
+# the model
+
+
+def o_key(dot, value):
+    """The sibling order O: tombstones first, values by their first 8 bytes, then the dot."""
+    node, k = dot
+    return (0, b"", node.encode(), k) if value is None else (1, value[:8], node.encode(), k)
+
+
+def covered(vv, dot):
+    return vv.get(dot[0], 0) >= dot[1]
+
+
+def join_vv(a, b):
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = max(out.get(k, 0), v)
+    return out
+
+
+def dedup(ds):
+    best = {}
+    for d, (v, w) in ds.items():
+        if w and (w not in best or o_key(d, v) > o_key(best[w], ds[best[w]][0])):
+            best[w] = d
+    return {d: x for d, x in ds.items() if not x[1] or best[x[1]] == d}
+
+
+def m_sync(a, b):
+    (va, da), (vb, db) = a, b
+    ds = {d: x for d, x in da.items() if d in db or not covered(vb, d)}
+    ds.update({d: x for d, x in db.items() if d in da or not covered(va, d)})
+    return join_vv(va, vb), dedup(ds)
+
+
+def m_update(m, ctx_vv, value, node, wid):
+    vv, ds = m
+    kept = {d: x for d, x in ds.items() if not covered(ctx_vv, d)}
+    vv = join_vv(vv, ctx_vv)
+    if wid and (value, wid) in kept.values():
+        return vv, kept  # a retry of a write this replica holds: no new dot
+    n = vv.get(node, 0) + 1
+    vv[node] = n
+    kept[(node, n)] = (value, wid)
+    return vv, dedup(kept)
+
+
+def model_of(s: DVVSet):
+    return s.vector(), {(n, k): (v, w) for n, k, v, w in s.siblings()}
+
+
+def live_wids(s: DVVSet):
+    return [w for _, _, _, w in s.siblings() if w]
+
+
+# ---------------------------------------------------------------------------
+# histories with retries: a client write (context, value, write id) is sent to one
+# coordinator and may be sent again, with the same everything, to any other.
+
+op_st = st.one_of(
+    st.tuples(
+        st.just("put"),
+        st.integers(0, len(NODES) - 1),
+        st.one_of(st.none(), st.integers(0, 10_000)),  # context source (None = blind)
+        st.booleans(),  # delete?
+        st.sampled_from(["fresh", "fresh", "fresh", "none"]),  # write id
+    ),
+    st.tuples(st.just("retry"), st.integers(0, len(NODES) - 1), st.integers(0, 10_000)),
+    st.tuples(st.just("sync"), st.integers(0, len(NODES) - 1), st.integers(0, len(NODES) - 1)),
+)
+history_st = st.lists(op_st, min_size=1, max_size=30)
+# plus random retirements at a replica (what lww/retain do): any middle sibling can go,
+# which leaves gaps in an entry's dots and exercises the non-consecutive merge paths
+retire_st = st.tuples(st.just("retire"), st.integers(0, len(NODES) - 1), st.integers(0, 2**16))
+burst_st = st.tuples(st.just("burst"), st.integers(0, len(NODES) - 1), st.integers(2, 4))
+gappy_st = st.lists(st.one_of(op_st, op_st, burst_st, retire_st), min_size=6, max_size=40)
+
+
+class History:
+    def __init__(self, ops, check_model=True):
+        self.reps = {n: EMPTY for n in NODES}
+        self.models = {n: ({}, {}) for n in NODES}
+        self.seen = [EMPTY]
+        self.writes = []  # dicts: ctx, ctx_vv, value, wid, dots
+        self.contexts = []  # every context vector a write carried
+        for i, op in enumerate(ops):
+            if op[0] == "put":
+                _, r, src, delete, wk = op
+                if src is None:
+                    ctx, ctx_vv = b"", {}
+                else:
+                    c = self.seen[src % len(self.seen)]
+                    ctx, ctx_vv = c.context(), c.vector()
+                w = {"ctx": ctx, "ctx_vv": ctx_vv, "value": None if delete else b"v%d" % i,
+                     "wid": b"w%d" % i if wk == "fresh" else b"", "dots": set()}
+                self.writes.append(w)
+                self._apply(NODES[r], w, check_model)
+            elif op[0] == "retry":
+                if self.writes:
+                    self._apply(NODES[op[1]], self.writes[op[2] % len(self.writes)], check_model)
+            elif op[0] == "burst":  # several blind writes at one replica: many siblings
+                for j in range(op[2]):
+                    w = {"ctx": b"", "ctx_vv": {}, "value": b"b%d.%d" % (i, j),
+                         "wid": b"b%d.%d" % (i, j), "dots": set()}
+                    self.writes.append(w)
+                    self._apply(NODES[op[1]], w, check_model)
+            elif op[0] == "retire":
+                node, mask = NODES[op[1]], op[2]
+                sibs = self.reps[node].siblings()
+                keep = [i for i in range(len(sibs)) if i != mask % max(1, len(sibs))]
+                self.reps[node] = retain(self.reps[node], keep)
+                vv, ds = self.models[node]
+                gone = {(sibs[i][0], sibs[i][1]) for i in range(len(sibs)) if i not in keep}
+                self.models[node] = (vv, {d: x for d, x in ds.items() if d not in gone})
+                self._step(node, check_model)
+            else:
+                _, r1, r2 = op
+                n1, n2 = NODES[r1], NODES[r2]
+                self.reps[n1] = sync(self.reps[n1], self.reps[n2])
+                self.models[n1] = m_sync(self.models[n1], self.models[n2])
+                self._step(n1, check_model)
+
+    def _apply(self, node, w, check_model):
+        base = max(self.reps[node].vector().get(node, 0), w["ctx_vv"].get(node, 0))
+        self.reps[node] = update(self.reps[node], w["ctx"], w["value"], node, w["wid"])
+        self.models[node] = m_update(self.models[node], w["ctx_vv"], w["value"], node, w["wid"])
+        after = self.reps[node].vector().get(node, 0)
+        if after > base:  # a new dot (possibly retired by D at once); else a no-op retry
+            w["dots"].add((node, after))
+        self.contexts.append(w["ctx_vv"])
+        self._step(node, check_model)
+
+    def _step(self, node, check_model):
+        s = self.reps[node]
+        self.seen.append(s)
+        wids = live_wids(s)
+        assert len(wids) == len(set(wids)), s  # rule D holds in every state
+        if check_model:
+            assert model_of(s) == self.models[node]
+
+    def converge(self, order):
+        """One replica gathers every set, then gives the result to all the others."""
+        names = [NODES[i % len(NODES)] for i in order] + NODES
+        hub = names[0]
+        for n in names[1:]:
+            self.reps[hub] = sync(self.reps[hub], self.reps[n])
+        for n in NODES:
+            self.reps[n] = sync(self.reps[n], self.reps[hub])
+        return self.reps[hub]
+
+
+def dots_of(s):
+    return {(n, k) for n, k, _, _ in s.siblings()}
+
+
+@PROPS
+@given(gappy_st)
+def test_history_with_retries_matches_the_model(ops):
+    History(ops)
+
+
+@PROPS
+@given(gappy_st, st.lists(st.integers(0, 3), max_size=6))
+def test_replicas_converge_to_identical_bytes(ops, order):
+    h = History(ops, check_model=False)
+    final = h.converge(order)
+    encs = {h.reps[n].encode() for n in NODES}
+    assert encs == {final.encode()}
+    # a fixed point: any further exchange changes nothing
+    for a in NODES:
+        for b in NODES:
+            assert sync(h.reps[a], h.reps[b]) == final
+    wids = live_wids(final)
+    assert len(wids) == len(set(wids))
+
+
+@PROPS
+@given(history_st, st.lists(st.integers(0, 3), max_size=6))
+def test_nothing_acknowledged_is_lost(ops, order):
+    h = History(ops, check_model=False)
+    final = h.converge(order)
+    live = dots_of(final)
+    live_w = set(live_wids(final))
+    for w in h.writes:
+        assert w["dots"], w  # every write got a dot somewhere
+        if (w["wid"] and w["wid"] in live_w) or (w["dots"] & live):
+            continue
+        # gone: then a client context covered one of its copies (it was read and overwritten)
+        assert any(covered(c, d) for c in h.contexts for d in w["dots"]), (w, final)
+
+
+@PROPS
+@given(history_st, st.data())
+def test_concurrent_writes_with_distinct_or_no_wids_all_survive(ops, data):
+    h = History(ops, check_model=False)
+    server = data.draw(st.sampled_from(h.seen))
+    ctx = data.draw(st.sampled_from(h.seen)).context()
+    k = data.draw(st.integers(2, 4))
+    coords = data.draw(st.permutations(NODES))[:k]
+    wids = data.draw(st.lists(st.sampled_from([b"", b"x", b"y", b"z", b"q"]), min_size=k,
+                              max_size=k).filter(lambda ws: len([w for w in ws if w])
+                                                 == len({w for w in ws if w})))
+    # each coordinator's replica starts from the same set; write i goes to coords[i]
+    reps = {n: server for n in NODES}
+    for i, c in enumerate(coords):
+        reps[c] = update(reps[c], ctx, b"new%d" % i, c, wids[i])
+    merged = sync_many(reps.values())
+    assert {b"new%d" % i for i in range(k)} <= set(merged.live_values())
+    # then every write with a write id is retried through every coordinator: no duplicate
+    for i in range(k):
+        if wids[i]:
+            for n in NODES:
+                reps[n] = update(reps[n], ctx, b"new%d" % i, n, wids[i])
+    retried = sync_many(reps.values())
+    for i in range(k):
+        assert retried.live_values().count(b"new%d" % i) == (1 if wids[i] else 1)
+    assert len(retried.live_values()) == len(merged.live_values())
+
+
+@PROPS
+@given(gappy_st)
+def test_encodings_round_trip_and_v1_when_possible(ops):
+    h = History(ops, check_model=False)
+    for s in h.seen:
+        enc = s.encode()
+        gaps = any(
+            [k for nn, k, _, _ in s.siblings() if nn == node]
+            != list(range(n, n - len(vals), -1))
+            for node, n, vals in s.entries()
+        )
+        assert enc[0] == (2 if live_wids(s) or gaps else 1)
+        d = DVVSet.decode(enc)
+        assert d == s and d.encode() == enc and d.siblings() == s.siblings()
+        assert is_tombstone_encoded(enc) == s.is_tombstone()
+        assert sync_encoded(enc, bytes(bytearray(enc))) == enc
+        check_plausible(enc, NODES)
+
+
+@PROPS
+@given(gappy_st, st.data())
+def test_sync_laws_that_hold_with_dedup(ops, data):
+    h = History(ops, check_model=False)
+    pick = st.sampled_from(h.seen)
+    a, b = data.draw(pick), data.draw(pick)
+    assert sync(a, b).encode() == sync(b, a).encode()
+    assert sync(a, a) is a and sync(a, sync(a, b)) == sync(a, b)
+    if sync(a, b) == a:  # the converse needs equal retirements too (retain/lww can differ)
+        assert descends(a, b)
+    m = sync(a, b)
+    assert descends(m, a) and descends(m, b)
+    assert sync_encoded(a.encode(), b.encode()) == m.encode()
+
+
+# ---------------------------------------------------------------------------
+# scenarios
+
+
+def test_issue_10_retry_through_another_coordinator_reads_back_once():
+    base = update(None, b"", b"v0", "A")
+    reps = {n: base for n in "ABC"}
+    ctx = base.context()
+    wid = b"\x8f" * 16
+    # stored on C, C's reply lost; the client retries on A with the same write id
+    reps["C"] = update(reps["C"], ctx, b"v", "C", wid)
+    reps["A"] = update(reps["A"], ctx, b"v", "A", wid)
+    read = sync_many(reps.values())
+    assert read.live_values() == [b"v"]
+    assert read.vector() == {"A": 2, "C": 1}  # both dots are in the causal past
+    # the one kept is the O-greatest: same value, so the larger dot (node "C")
+    assert read.siblings() == [("C", 1, b"v", wid)]
+    # and a late retry anywhere adds nothing
+    for n in "ABC":
+        assert update(read, ctx, b"v", n, wid).siblings() == read.siblings()
+
+
+def test_retry_at_the_same_coordinator_is_a_no_op():
+    s = update(None, b"", b"x", "a")
+    ctx = s.context()
+    once = update(s, ctx, b"v", "a", b"id")
+    assert update(once, ctx, b"v", "a", b"id") is once  # no new dot, same object
+    assert update_encoded(once.encode(), ctx, b"v", "a", b"id") == once.encode()
+    # a blind write without a write id is never deduplicated
+    twice = update(update(s, b"", b"v", "a"), b"", b"v", "a")
+    assert twice.live_values() == [b"v", b"v", b"x"]
+
+
+def test_a_retired_copy_never_comes_back():
+    x = update(None, b"", b"v", "a", b"id")
+    y = update(None, b"", b"v", "b", b"id")
+    deduped = sync(x, y)
+    assert deduped.siblings() == [("b", 1, b"v", b"id")]
+    # a replica that still holds the retired copy live cannot bring it back
+    assert sync(deduped, x) == deduped and sync(x, deduped) == deduped
+    # even after the survivor is overwritten
+    over = update(deduped, deduped.context(), b"w", "b")
+    assert over.live_values() == [b"w"]
+    assert sync(over, x) == over and sync(sync(x, y), over) == over
+
+
+def test_every_arrival_order_of_three_copies_gives_one_set():
+    import itertools
+
+    copies = [update(None, b"", b"v", n, b"id") for n in ("a", "b", "nœud")]
+    other = update(None, b"", b"other", "c", b"id2")
+    results = {sync_many(p).encode() for p in itertools.permutations([*copies, other])}
+    assert len(results) == 1
+    s = DVVSet.decode(results.pop())
+    assert sorted(s.live_values()) == [b"other", b"v"]
+
+
+def test_same_write_id_different_values_keeps_one_by_order():
+    # a client reusing a write id (a client bug) still gets one deterministic survivor
+    s = update(None, b"", b"aaa", "a", b"id")
+    t = update(s, b"", b"zzz", "a", b"id")
+    assert t.siblings() == [("a", 2, b"zzz", b"id")]
+    u = update(t, b"", b"bbb", "a", b"id")  # O-below the live one: retired at once
+    assert u.siblings() == [("a", 2, b"zzz", b"id")] and u.vector() == {"a": 3}
+    tomb = update(u, b"", None, "a", b"id")  # tombstones rank below values
+    assert tomb.live_values() == [b"zzz"]
+
+
+def test_gaps_are_encoded_and_decoded():
+    s = update(None, b"", b"keep", "a", b"k")
+    s = update(s, b"", b"v", "a", b"r")
+    s = update(s, b"", b"top", "a")
+    s = sync(s, update(None, b"", b"v", "b", b"r"))  # retires ("a", 2): a gap under "top"
+    assert [(n, k) for n, k, _, _ in s.siblings()] == [("a", 3), ("a", 1), ("b", 1)]
+    enc = s.encode()
+    assert enc[0] == 2
+    assert DVVSet.decode(enc) == s and DVVSet.decode(enc).siblings() == s.siblings()
+    # the gap survives a write whose context covers other siblings, and a sync with older states
+    t = update(s, b"\x01\x01\x00\x01b" + (1).to_bytes(8, "little"), b"n", "b")
+    assert [(n, k) for n, k, _, _ in t.siblings()] == [("a", 3), ("a", 1), ("b", 2)]
+    assert sync(t, s) == t and sync(s, t) == t
+    # a context up to a:2 kills the sibling below the gap: dots consecutive again
+    u = update(t, b"\x01\x01\x00\x01a" + (2).to_bytes(8, "little"), b"m", "a")
+    assert [(n, k) for n, k, _, _ in u.siblings()] == [("a", 4), ("a", 3), ("b", 2)]
+    assert u.encode()[0] == 1 and DVVSet.decode(u.encode()) == u  # no gap, no wid: v1 again
+
+
+# today's format, encoded by the module before write ids existed (dvv.pyx at 87d51fd)
+V1_SET = bytes.fromhex(
+    "010300016103000000000000000200000000010000007701000000000362c59301000000000000000100"
+    "0000000100000079016302000000000000000200000000010000007a0000000000"
+)
+V1_CTX = bytes.fromhex("010300016103000000000000000362c593010000000000000001630200000000000000")
+
+
+def test_old_format_sets_still_decode_byte_for_byte():
+    s = DVVSet.decode(V1_SET)
+    assert s.entries() == [("a", 3, [b"w", None]), ("bœ", 1, [b"y"]), ("c", 2, [b"z", b""])]
+    assert s.siblings()[1] == ("a", 2, None, b"")
+    assert s.encode() == V1_SET and s.context() == V1_CTX
+    assert update(s, V1_CTX, b"new", "a").encode()[0] == 1  # still no write id: still v1
+    assert update(s, V1_CTX, b"new", "a", b"w").encode()[0] == 2
+
+
+def pair(n: bytes, c: int) -> bytes:
+    return bytes([len(n)]) + n + c.to_bytes(8, "little")
+
+
+def sib(flags: int, value: bytes = b"", gap: int | None = None, wid: bytes | None = None):
+    out = bytes([flags])
+    if gap is not None:
+        out += gap.to_bytes(8, "little")
+    if wid is not None:
+        out += bytes([len(wid)]) + wid
+    return out + len(value).to_bytes(4, "little") + value
+
+
+def entry(n: bytes, c: int, *sibs: bytes) -> bytes:
+    return pair(n, c) + len(sibs).to_bytes(4, "little") + b"".join(sibs)
+
+
+def test_v2_decoder_accepts_exactly_the_canonical_forms():
+    ok = b"\x02\x01\x00" + entry(b"a", 3, sib(4, b"x", gap=1), sib(2, b"y", wid=b"id"))
+    s = DVVSet.decode(ok)
+    assert s.siblings() == [("a", 2, b"x", b""), ("a", 1, b"y", b"id")]
+    assert s.encode() == ok
+    bad = [
+        b"\x02\x01\x00" + entry(b"a", 1, sib(0, b"x")),  # v2 without a v2 feature
+        b"\x02\x01\x00" + entry(b"a", 2, sib(4, b"x", gap=0)),  # zero gap
+        b"\x02\x01\x00" + entry(b"a", 2, sib(4, b"x", gap=2)),  # dot 0
+        b"\x02\x01\x00" + entry(b"a", 2, sib(4, b"x", gap=2**64 - 1)),  # dot far below 1
+        b"\x02\x01\x00" + entry(b"a", 2, sib(4, b"x", gap=1), sib(0, b"y")),  # dot 0
+        b"\x02\x01\x00" + entry(b"a", 2, sib(2, b"x", wid=b"")),  # empty write id
+        b"\x02\x01\x00" + entry(b"a", 2, sib(2, b"x", wid=b"w" * 33)),  # write id too long
+        b"\x02\x01\x00" + entry(b"a", 2, sib(8 | 2, b"x", wid=b"w")),  # unknown flag bit
+        b"\x02\x01\x00" + entry(b"a", 2, sib(3, b"x", wid=b"w")),  # tombstone with a value
+        b"\x01\x01\x00" + entry(b"a", 2, sib(2, b"x", wid=b"w")),  # v2 flag in a v1 set
+        b"\x03\x01\x00" + entry(b"a", 1, sib(0, b"x")),  # unknown version
+        # two live siblings with one write id: rule D was not applied
+        b"\x02\x01\x00" + entry(b"a", 2, sib(2, b"x", wid=b"w"), sib(2, b"x", wid=b"w")),
+        b"\x02\x02\x00" + entry(b"a", 1, sib(2, b"x", wid=b"w")) + entry(b"b", 1, sib(2, b"y", wid=b"w")),
+    ]
+    for raw in bad:
+        with pytest.raises(ValueError):
+            DVVSet.decode(raw)
+        with pytest.raises(ValueError):
+            sync_encoded(raw, raw)  # the equal-bytes fast path validates rule D too
+        with pytest.raises(ValueError):
+            check_plausible(raw)
+
+
+def test_many_write_ids_dedup_beyond_the_small_path():
+    # more than 16 write ids in one set: the dict path of rule D
+    parts = [update(None, b"", b"v%d" % (i % 20), f"n{i:02d}", b"w%d" % (i % 20)) for i in range(40)]
+    s = sync_many(parts)
+    assert sorted(s.live_values()) == sorted(b"v%d" % i for i in range(20))
+    assert len(live_wids(s)) == 20 and DVVSet.decode(s.encode()) == s
+    # each survivor is the copy from the larger node id (same value: O falls to the dot)
+    assert {n for n, _, _, _ in s.siblings()} == {f"n{i:02d}" for i in range(20, 40)}
+    dup = s.encode()
+    crafted = b"\x02" + dup[1:]
+    assert DVVSet.decode(crafted) == s
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_v2_decode_never_crashes_on_random_bytes(data):
+    for raw in (b"\x02" + data, b"\x02\x01\x00" + data, b"\x02\x01\x00\x01a" + data):
+        try:
+            s = DVVSet.decode(raw)
+        except ValueError:
+            pass
+        else:
+            assert s.encode() == raw
+            assert is_tombstone_encoded(raw) == s.is_tombstone()
+
+
+def test_write_id_argument_checks():
+    s = update(None, b"", b"x", "a", bytearray(b"id"))
+    assert s.siblings() == [("a", 1, b"x", b"id")]
+    assert update(None, b"", b"x", "a", b"w" * WID_MAX).siblings()[0][3] == b"w" * WID_MAX
+    assert update(None, b"", b"x", "a", b"").siblings() == [("a", 1, b"x", b"")]
+    with pytest.raises(ValueError):
+        update(None, b"", b"x", "a", b"w" * (WID_MAX + 1))
+    with pytest.raises(TypeError):
+        update(None, b"", b"x", "a", "id")
+    assert "wid=6964" in repr(s)
+
+
+# ---------------------------------------------------------------------------
+# forged versions (issue 13)
+
+FORGED = b"\x01\x02\x00" + entry(b"a", 2**63 - 1) + entry(b"b", 2**63 - 1)
+
+
+def test_forged_counters_are_refused_and_the_key_stays_writable():
+    local = update(update(None, b"", b"x", "a"), b"", b"y", "b")
+    local = update(local, local.context(), b"z", "a")
+    with pytest.raises(ValueError, match="ahead"):
+        check_plausible(FORGED, base=local)
+    with pytest.raises(ValueError, match="ahead"):
+        check_plausible(FORGED)  # a key the replica does not hold: base is empty
+    # a replica that drops the forged set keeps working
+    assert update(local, local.context(), b"next", "a").live_values() == [b"next"]
+    # the same forgery as a client context: refused by update itself
+    forged_ctx = DVVSet.decode(FORGED).context()
+    with pytest.raises(ValueError, match="ahead"):
+        check_plausible_context(forged_ctx, base=local)
+    with pytest.raises(ValueError, match="ahead"):
+        update(local, forged_ctx, b"v", "a")
+    with pytest.raises(ValueError, match="ahead"):
+        update_encoded(local.encode(), forged_ctx, b"v", "b")
+    assert update(local, local.context(), b"ok", "b").live_values() == [b"ok"]
+
+
+def test_plausibility_bounds():
+    s = update(update(None, b"", b"x", "a"), b"", b"y", "nœud")
+    check_plausible(s, {"a", "nœud"})
+    check_plausible(s.encode(), ["a", "nœud", "z"], {"a": 1})
+    with pytest.raises(ValueError, match="'nœud', not a member"):
+        check_plausible(s, {"a"})
+    with pytest.raises(ValueError, match="ceiling"):
+        check_plausible(s, None, {"nœud": 0})
+    ahead = update(update(update(s, b"", b"1", "a"), b"", b"2", "a"), b"", b"3", "a")
+    check_plausible(ahead, base=s, max_ahead=3)
+    with pytest.raises(ValueError, match="ahead"):
+        check_plausible(ahead, base=s.encode(), max_ahead=2)
+    check_plausible(ahead, base=s, max_ahead=None)
+    check_plausible(FORGED, max_ahead=None)
+    check_plausible_context(b"")
+    check_plausible_context(ahead.context(), {"a", "nœud"}, base=s, max_ahead=3)
+    with pytest.raises(ValueError, match="not a member"):
+        check_plausible_context(ahead.context(), {"a"})
+    with pytest.raises(ValueError):
+        check_plausible(s, max_ahead=-1)
+    # update's own bound is the same rule, adjustable
+    assert MAX_AHEAD == 2**32
+    with pytest.raises(ValueError, match="ahead"):
+        update(s, ahead.context(), b"v", "a", max_ahead=2)
+    assert update(s, ahead.context(), b"v", "a", max_ahead=3).live_values() == [b"v"]
+    just = b"\x01\x01\x00" + pair(b"a", MAX_AHEAD)
+    assert update(None, just, b"v", "a").vector() == {"a": MAX_AHEAD + 1}
+    with pytest.raises(ValueError, match="ahead"):
+        update(None, b"\x01\x01\x00" + pair(b"a", MAX_AHEAD + 1), b"v", "a")
