@@ -20,10 +20,10 @@ from zkv._core.dvv import (
     check_plausible_context,
     descends,
     is_tombstone_encoded,
+    retain,
     sync,
     sync_encoded,
     sync_many,
-    retain,
     update,
     update_encoded,
 )

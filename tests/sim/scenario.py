@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim.harness import Faults, Sim, SimClient
-
 from zkv._core import dvv
 
 
