@@ -70,7 +70,9 @@ class _FanOut(Op):
     def _stand_in_for(self, node: str) -> None:
         owner = self.asked[node] or node  # a stand-in for a stand-in still covers the owner
         for nxt in self.ctx.standins(self.key, set(self.asked) | {self.ctx.me}):
-            self._send(nxt, owner)
+            # the walk may reach the owner itself (back since the targets were chosen): then
+            # it is a plain replica, not a stand-in keeping a hint for itself
+            self._send(nxt, None if nxt == owner else owner)
             return
 
     def silent(self) -> list[str]:

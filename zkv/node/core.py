@@ -314,13 +314,17 @@ class NodeCore:
             box = self.out.clients[ident] = []
         box.append(msg)
 
+    def _owner(self, hint: str) -> str | None:
+        """The absent owner a peer asks us to stand in for (none when it names us)."""
+        return hint if hint and hint != self.me else None
+
     def _on_rget(self, ident: bytes, msg: RGet) -> None:
-        self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, msg.hint or None)))
+        self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.hint))))
 
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
         try:
             wire.check_key(msg.key, self.cfg.max_key_size)
-            self.replica.merge(msg.key, msg.dvv, msg.hint or None)
+            self.replica.merge(msg.key, msg.dvv, self._owner(msg.hint))
         except (ValueError, ZkvError) as exc:
             self.malformed(ident, f"bad version for {msg.key[:32]!r}: {exc}")
             self._reply(ident, RPutOk(msg.rid, False))
