@@ -178,6 +178,28 @@ def test_client_keys_send_client_messages_only(keyed):
     assert type(err) is wire.Error
 
 
+def test_client_keys_cannot_listen_to_gossip(keyed):
+    import zmq
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    security.client_socket(sub, security.ClientKeys(os.path.join(keyed.keys, "clients", "app")))
+    watch = security.HandshakeWatch(sub, keyed.cfgs["node1"]["gossip"])
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(keyed.cfgs["node1"]["gossip"])
+    try:
+        deadline = time.monotonic() + 5
+        while watch.failure() is None:
+            assert not sub.poll(100), "a client key received gossip"
+            assert time.monotonic() < deadline
+        assert "refused" in watch.failure()
+    finally:
+        watch.close()
+        sub.close(0)
+        ctx.term()
+
+
 def test_keyless_node_cannot_join(keyed):
     port, gport = free_ports(2)
     keyed.add("intruder", port, gport, None)

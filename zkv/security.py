@@ -55,6 +55,7 @@ log = logging.getLogger("zkv.security")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = b"zkv"
+GOSSIP_DOMAIN = b"zkv-gossip"  # the gossip PUB: cluster peers only, no client key
 CLUSTER = "cluster"
 CLIENTS = "clients"
 PEER_USER = "peer"
@@ -186,12 +187,13 @@ def client_keys(keys) -> ClientKeys | None:
 
 
 # ---- socket options -------------------------------------------------------------------------
-def server_socket(sock: zmq.Socket, keys: NodeKeys) -> None:
-    """ROUTER / PUB of a node: CURVE server; the ZAP handler decides who gets in."""
+def server_socket(sock: zmq.Socket, keys: NodeKeys, peers_only: bool = False) -> None:
+    """ROUTER / PUB of a node: CURVE server; the ZAP handler decides who gets in
+    (`peers_only`: the gossip PUB, which no client key may subscribe to)."""
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
     sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
-    sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+    sock.setsockopt(zmq.ZAP_DOMAIN, GOSSIP_DOMAIN if peers_only else ZAP_DOMAIN)
     sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
 
@@ -308,7 +310,7 @@ class Authenticator:
 
         if version != b"1.0":
             return [b"1.0", request_id, b"500", b"ZAP version", b"", b""]
-        if domain != ZAP_DOMAIN:
+        if domain not in (ZAP_DOMAIN, GOSSIP_DOMAIN):
             return no(b"400", "unknown ZAP domain")
         if mechanism != b"CURVE" or len(creds) != 1 or len(creds[0]) != 32:
             return no(b"400", "plain text refused: this node requires CurveZMQ keys")
@@ -321,6 +323,8 @@ class Authenticator:
             user = self.allowed.get(zmq.utils.z85.encode(creds[0]))  # cheap next to CURVE)
         if user is None:
             return no(b"400", "unknown key")
+        if domain == GOSSIP_DOMAIN and user != PEER_USER:
+            return no(b"400", f"{user} may not listen to gossip")
         self.granted += 1
         return [b"1.0", request_id, b"200", b"OK", user.encode(), b""]
 

@@ -110,7 +110,7 @@ class Node:
         self._serve(self.router)
         self.router.bind(cfg.listen)
         self.pub = self._socket(zmq.PUB)
-        self._serve(self.pub)
+        self._serve(self.pub, peers_only=True)
         self.pub.bind(cfg.gossip)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
@@ -138,9 +138,9 @@ class Node:
             security.peer_socket(s, self.keys)
         return s
 
-    def _serve(self, sock: zmq.Socket) -> None:
+    def _serve(self, sock: zmq.Socket, peers_only: bool = False) -> None:
         if self.keys is not None:
-            security.server_socket(sock, self.keys)
+            security.server_socket(sock, self.keys, peers_only)
 
     def _subscribe(self, m) -> None:
         """Listen to `m`'s gossip on a socket of its own (member or candidate)."""
