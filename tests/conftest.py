@@ -37,12 +37,27 @@ def cluster3(tmp_path_factory):
     c.stop()
 
 
+def peer_identity(ctx, endpoint: str) -> bytes:
+    """A routing identity of another member: replica reads are accepted from peers only."""
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    s.send(wire.encode_one(wire.RingInfo(1)))
+    if not s.poll(3000):
+        raise TimeoutError(endpoint)
+    (ring,) = wire.decode(s.recv(), 1 << 30)
+    s.close(0)
+    others = [m.id for m in getattr(ring, "members", []) if m.listen != endpoint]
+    return b"peer:" + (others[0] if others else "test").encode() + b"/test"
+
+
 def held(endpoint: str, key: bytes, hint: str = "") -> list[bytes | None] | None:
     """What one node itself stores for key (asked directly, bypassing coordination)."""
     ctx = zmq.Context()
     try:
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IDENTITY, peer_identity(ctx, endpoint))
         s.connect(endpoint)
         s.send(wire.encode_one(wire.RGet(1, key, hint)))
         if not s.poll(3000):

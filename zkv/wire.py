@@ -36,6 +36,8 @@ Fields added so far:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from zkv.errors import InvalidRequest
@@ -48,6 +50,19 @@ DEFAULT_MAX_VALUE = 16 * 1024 * 1024  # 16 MiB
 MAX_CONTEXT = 64 * 1024  # an encoded version vector; ~N entries in practice
 WID_SIZE = 16  # bytes of a client-chosen write id (Put.wid / Delete.wid)
 MAX_WID = 32  # longest write id accepted
+# Bounds on membership fields, enforced while decoding (so an oversized name never reaches a
+# log line or a table); the full rules (id and endpoint syntax, clock bounds) are applied by
+# zkv.node.membership.validate_member before a record is merged or saved.
+MAX_ID = 64  # == config.NODE_ID_RE's upper bound
+MAX_ENDPOINT = 270  # "tcp://" + a 253-byte host name + ":65535"
+MAX_RACK = 64
+MAX_MEMBERS = 1024  # records in one Gossip / JoinOk / RingOk (and the cluster's member cap)
+MAX_COUNTER = (1 << 63) - 1  # incarnation / heartbeat: non-negative int64
+MAX_ERROR_TEXT = 4096
+
+NodeId = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
+Endpoint = Annotated[str, msgspec.Meta(max_length=MAX_ENDPOINT)]
+Counter = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNTER)]
 
 # Error codes carried by Error.code
 E_INVALID = 1  # -> InvalidRequest
@@ -104,19 +119,22 @@ class PutOk(_Msg, tag=11):
 
 class Error(_Msg, tag=12):
     code: int
-    message: str
+    message: Annotated[str, msgspec.Meta(max_length=MAX_ERROR_TEXT)]
     required: int = 0
     acked: int = 0
 
 
 class Member(msgspec.Struct, array_like=True):
-    id: str
-    listen: str
-    gossip: str
-    rack: str
-    incarnation: int
-    heartbeat: int
+    id: NodeId
+    listen: Endpoint
+    gossip: Endpoint
+    rack: Annotated[str, msgspec.Meta(max_length=MAX_RACK)]
+    incarnation: Counter
+    heartbeat: Counter
     leaving: bool = False
+
+
+Members = Annotated[list[Member], msgspec.Meta(max_length=MAX_MEMBERS)]
 
 
 class RingOk(_Msg, tag=13):
@@ -124,8 +142,8 @@ class RingOk(_Msg, tag=13):
     n: int
     r: int
     w: int
-    members: list[Member]
-    down: list[str]
+    members: Members
+    down: Annotated[list[NodeId], msgspec.Meta(max_length=MAX_MEMBERS)]
 
 
 class StatusOk(_Msg, tag=14):
@@ -135,13 +153,13 @@ class StatusOk(_Msg, tag=14):
 # ---- node <-> node --------------------------------------------------------------------------
 class RGet(_Msg, tag=20):
     key: bytes
-    hint: str = ""  # non-empty: read the version held as a hint for this owner
+    hint: NodeId = ""  # non-empty: read the version held as a hint for this owner
 
 
 class RPut(_Msg, tag=21):
     key: bytes
     dvv: bytes  # encoded DVV set to sync into the replica
-    hint: str = ""  # non-empty: the receiver stands in for this owner and keeps a hint
+    hint: NodeId = ""  # non-empty: the receiver stands in for this owner and keeps a hint
 
 
 class RGetOk(_Msg, tag=22):
@@ -167,7 +185,7 @@ class JoinOk(_Msg, tag=26):
     n: int
     r: int
     w: int
-    members: list[Member]
+    members: Members
 
 
 class TreeLevel(_Msg, tag=27):
@@ -225,12 +243,12 @@ class RepairOk(_Msg, tag=15):
 
 
 class Gossip(_Msg, tag=30):
-    sender: str
+    sender: NodeId
     q: int
     n: int
     r: int
     w: int
-    members: list[Member]
+    members: Members
     fingerprint: bytes = b""
 
 
@@ -320,7 +338,11 @@ def frame_limit(max_key: int, max_value: int) -> int:
 
 
 def decode(data: bytes | memoryview, limit: int) -> list:
-    """Messages of one frame; WireError for anything malformed, oversized or of another version."""
+    """Messages of one frame; WireError for anything malformed, oversized or of another version.
+
+    Nothing else escapes: msgspec's errors, RecursionError (arrays or maps nested past the
+    decoder's depth limit, e.g. inside StatusOk.info), MemoryError and any other exception
+    raised while decoding become a WireError, so the boundary has exactly one error type."""
     if len(data) > limit:
         raise WireError(f"frame of {len(data)} bytes exceeds the {limit}-byte limit")
     if len(data) < 3:
@@ -330,16 +352,31 @@ def decode(data: bytes | memoryview, limit: int) -> list:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         try:
             v = _head_decoder.decode(data).v
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except Exception:
             v = None
         if v is not None and v != WIRE_VERSION:
-            raise WireError(f"wire version {v} not supported (this node speaks {WIRE_VERSION})") from None
-        raise WireError(f"undecodable frame: {exc}") from None
+            raise WireError(f"wire version {clip(v)} not supported "
+                            f"(this node speaks {WIRE_VERSION})") from None
+        raise WireError(f"undecodable frame: {clip(str(exc), 200)}") from None
+    except RecursionError:
+        raise WireError("undecodable frame: nested too deeply") from None
+    except MemoryError:
+        raise WireError("undecodable frame: out of memory while decoding") from None
+    except Exception as exc:  # whatever else a decoder may raise: still one error type
+        raise WireError(f"undecodable frame: {type(exc).__name__}") from None
     if frame.v != WIRE_VERSION:
-        raise WireError(f"wire version {frame.v} not supported (this node speaks {WIRE_VERSION})")
+        raise WireError(f"wire version {clip(frame.v)} not supported "
+                        f"(this node speaks {WIRE_VERSION})")
     if len(frame.msgs) > MAX_BATCH:
         raise WireError(f"{len(frame.msgs)} messages in one frame (max {MAX_BATCH})")
     return frame.msgs
+
+
+def clip(value, limit: int = 80) -> str:
+    """A peer-supplied value made safe for one log line: repr'd, cut to `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + f"...({len(text)} chars)"
 
 
 def check_key(key, max_key: int = DEFAULT_MAX_KEY) -> None:

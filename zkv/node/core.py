@@ -11,8 +11,19 @@ Everything a node decides happens here or in the modules it calls; the transport
 `source` is one of
     (REQUEST, identity)   a request on the listening socket (clients and peers' requests)
     (REPLY, node_id)      an answer on this node's link to a peer (replies to `ask`)
-    (GOSSIP, None)        a message on the gossip channel
+    (GOSSIP, node_id)     a message on the gossip channel subscribed to that member (None:
+                          unknown, the sender named in the message is believed)
     (SEED, endpoint)      an answer from a seed endpoint while joining
+and, for REQUEST, `role` (what the transport authenticated; see `ROLE_MESSAGES`):
+    PEER    holds the cluster key (CurveZMQ: ZAP User-Id "peer")
+    ADMIN   holds an admin client key ("admin:NAME")
+    CLIENT  holds a client key ("client:NAME")
+    None    plain-text mode: a request whose identity is b"peer:<id>" of a current member is
+            a peer's (the node that joins, for its Join), anything else an admin's (no keys:
+            development only, the transport warns at start)
+Messages a role may not send are answered with an Error and counted as malformed. Peer
+identity (the id a peer request speaks for) always comes from the b"peer:<id>" identity,
+which, with keys, the ZAP handler lets only cluster-key holders claim.
 and the `Outbox` holds what to send: messages per peer, replies per request identity,
 messages per raw endpoint (joining), gossip to broadcast, and members to (re)connect.
 
@@ -55,10 +66,12 @@ from zkv.wire import (
     Error,
     Forward,
     Get,
+    GetOk,
     Gossip,
     Join,
     JoinOk,
     LeafKeys,
+    LeafKeysOk,
     Member,
     Put,
     Reap,
@@ -66,6 +79,7 @@ from zkv.wire import (
     RepairOk,
     RGet,
     RGetHashes,
+    RGetHashesOk,
     RGetOk,
     RingInfo,
     RingOk,
@@ -83,11 +97,32 @@ JOIN_TIMEOUT = 60.0  # seconds a joining node keeps asking its seeds
 JOIN_RETRY = 1.0
 MAX_LOGGED_SOURCES = 10_000  # sources whose malformed frames were logged (once each)
 
+# ---- trust boundary (issue 13): roles and resource bounds ---------------------------------
+PEER, ADMIN, CLIENT = "peer", "admin", "client"
+CLIENT_MESSAGES = frozenset({Get, Put, Delete, Status, RingInfo})
+PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashes, Reap})
+ROLE_MESSAGES = {
+    CLIENT: CLIENT_MESSAGES,
+    ADMIN: CLIENT_MESSAGES | {Repair},  # cluster changes and repair
+    PEER: CLIENT_MESSAGES | PEER_ONLY,
+}
+# reply bytes one identity may be sent per loop turn: one largest value always fits; beyond
+# it the turn answers "busy, retry" (a frame of reads of a large value cannot pile up memory)
+TURN_BYTES_SLACK = 256 * 1024
+TURN_BYTES_TOTAL_FACTOR = 4  # all identities together: this many per-identity budgets
+MAX_INFLIGHT = {CLIENT: 256, ADMIN: 256, PEER: 4096}  # client ops in flight per identity
+MAX_IDENTITIES = 10_000  # identities with requests in flight
+MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
+HINT_TTL_MS = 24 * 3600 * 1000  # a hint older than this is dropped (its owner was gone a day)
+HINT_SWEEP_INTERVAL = 10.0  # seconds between sweeps of expired / ownerless hints
+HINT_SWEEP_BATCH = 5000  # hints dropped per sweep at most
+BUSY = "busy, retry"
+
 
 class Outbox:
     """What one turn sends. The transport (or simulator) empties it after `take_output`."""
 
-    __slots__ = ("peers", "clients", "endpoints", "gossip", "connect")
+    __slots__ = ("peers", "clients", "endpoints", "gossip", "connect", "subscribe", "drop")
 
     def __init__(self) -> None:
         self.peers: dict[str, list] = {}  # node id -> messages on this node's link to it
@@ -95,9 +130,12 @@ class Outbox:
         self.endpoints: dict[str, list] = {}  # raw endpoint -> messages (join through seeds)
         self.gossip: list = []  # broadcast on the gossip channel
         self.connect: list[Member] = []  # members whose links must be made or remade
+        self.subscribe: list[Member] = []  # candidates: listen to their gossip only
+        self.drop: list[str] = []  # candidates never heard: close what was opened for them
 
     def __bool__(self) -> bool:
-        return bool(self.peers or self.clients or self.endpoints or self.gossip or self.connect)
+        return bool(self.peers or self.clients or self.endpoints or self.gossip or self.connect
+                    or self.subscribe or self.drop)
 
 
 class NodeCore:
@@ -141,6 +179,12 @@ class NodeCore:
         self.background = Background(self)
         self.export = MetricsExport(self)
         self.malformed_logged: set = set()
+        self.turn_budget = cfg.max_value_size + wire.MAX_CONTEXT + TURN_BYTES_SLACK
+        self.turn_bytes: dict[bytes, int] = {}  # reply bytes per identity this turn
+        self.turn_total = 0
+        self.inflight: dict[bytes, int] = {}  # client ops in flight per identity
+        self.busy = 0  # requests answered "busy, retry"
+        self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
         self.self_ident = b"peer:" + self.me.encode()
         self._metric_children: dict[tuple, tuple] = {}
         # joining: a node started with seeds and no known peers asks the seeds to let it in
@@ -189,24 +233,28 @@ class NodeCore:
             if peer != self.me:
                 self.ask(peer, Reap(0, [key], [digest]), None)
 
-    def handle(self, source: tuple[str, object], msgs: list, now: float) -> Outbox:
+    def handle(self, source: tuple[str, object], msgs: list, now: float,
+               role: str | None = None) -> Outbox:
         self.t = now
         kind, who = source
         if kind == REPLY:
             self._on_replies(who, msgs, now)
         elif kind == REQUEST:
             for msg in msgs:
-                self._on_request(who, msg)
+                self._on_request(who, msg, role)
         elif kind == GOSSIP:
             for msg in msgs:
-                if type(msg) is Gossip:
+                if type(msg) is Gossip and (who is None or msg.sender == who):
                     self._on_gossip(msg)
                 else:
-                    self.malformed("gossip", f"unexpected {type(msg).__name__}")
+                    self.malformed("gossip", f"unexpected {type(msg).__name__} on the gossip "
+                                   f"of {wire.clip(who, 64)}")
         elif kind == SEED:
             for msg in msgs:
                 if type(msg) is JoinOk:
                     self._on_join_ok(str(who), msg)
+                elif type(msg) is Error and self.joining and msg.message.startswith("join refused"):
+                    self.join_error = f"{wire.clip(who, 80)} refused: {wire.clip(msg.message, 300)}"
         return self.out
 
     def tick(self, now: float) -> Outbox:
@@ -224,6 +272,9 @@ class NodeCore:
             return self.out
         if now >= self.next_gossip:
             self._gossip(now)
+        if now >= self.next_hint_sweep:
+            self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
+            self._sweep_hints()
         self.background.tick(now)
         return self.out
 
@@ -237,7 +288,11 @@ class NodeCore:
         """End of a turn: every write reaches the engine (and with `durable` the disk), then
         the turn's messages are handed over."""
         self.replica.flush(durable=self.cfg.sync == "always" if durable is None else durable)
+        self.out.subscribe.extend(self.membership.take_candidates())
+        self.out.drop.extend(self.membership.expire_candidates())
         out, self.out = self.out, Outbox()
+        self.turn_bytes.clear()
+        self.turn_total = 0
         return out
 
     def shutdown(self) -> Outbox:
@@ -254,8 +309,8 @@ class NodeCore:
         self.metrics.malformed.labels(kind).inc()
         if source not in self.malformed_logged and len(self.malformed_logged) < MAX_LOGGED_SOURCES:
             self.malformed_logged.add(source)
-            log.warning("dropped malformed frame from %r: %s (logged once per source)",
-                        source if not isinstance(source, bytes) else source[:80], why[:200])
+            log.warning("dropped malformed frame from %s: %s (logged once per source)",
+                        wire.clip(source, 80), wire.clip(why, 200))
 
     # ---- joining --------------------------------------------------------------------------
     def _join_tick(self, now: float) -> None:
@@ -275,15 +330,34 @@ class NodeCore:
         if not self.joining:
             return
         self.membership.settings = {"q": msg.q, "n": msg.n, "r": msg.r, "w": msg.w}
-        self._merge_members(msg.members)
+        self._merge_members(msg.members)  # the seed the operator named: trusted
         self.joining = False
         log.info("joined the cluster through %s (%d members)", seed,
                  len(self.membership.table()))
         self.start(self.t)
 
     # ---- requests -----------------------------------------------------------------------
-    def _on_request(self, ident: bytes, msg) -> None:
-        if ident == self.self_ident:
+    def _role(self, ident: bytes, msg, role: str | None) -> str:
+        if role is not None:
+            return role
+        peer = self.peer_of(ident)
+        if peer is not None:  # plain text: a current member's identity (or a joiner's)
+            if self.membership.get(peer) is not None or (
+                    type(msg) is Join and msg.member.id == peer):
+                return PEER
+            return CLIENT
+        return ADMIN
+
+    @staticmethod
+    def peer_of(ident: bytes) -> str | None:
+        """The member a peer request speaks for: its identity is b"peer:<id>" or
+        b"peer:<id>/<nonce>" (the transport's links add a random nonce)."""
+        if not ident.startswith(b"peer:"):
+            return None
+        return ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
+
+    def _on_request(self, ident: bytes, msg, role: str | None = None) -> None:
+        if ident == self.self_ident or (ident.startswith(self.self_ident + b"/")):
             # one of our own links reached this node: its answers must never count as another
             # replica's (an address that points back here, e.g. 0.0.0.0 advertised)
             if ident not in self.malformed_logged:
@@ -296,6 +370,20 @@ class NodeCore:
         if handler is None:
             self.malformed(ident, f"unexpected {type(msg).__name__} on the request socket")
             return
+        role = self._role(ident, msg, role)
+        if type(msg) not in ROLE_MESSAGES.get(role, ()):
+            self.malformed(ident, f"{type(msg).__name__} refused from a {role} connection")
+            need = "cluster peers" if type(msg) in PEER_ONLY else "an admin key"
+            self._reply(ident, Error(msg.rid, E_INVALID,
+                                     f"{type(msg).__name__} is accepted from {need} only"))
+            return
+        if type(msg) in CLIENT_MESSAGES or type(msg) is Forward:
+            n = self.inflight.get(ident, 0)
+            if n >= MAX_INFLIGHT[role] or (not n and len(self.inflight) >= MAX_IDENTITIES):
+                self.busy += 1
+                self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
+                                         f"flight on this connection"))
+                return
         if self.joining and type(msg) is not Status:
             self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{self.me} is still joining"))
             return
@@ -309,6 +397,16 @@ class NodeCore:
             self._reply(ident, Error(msg.rid, E_INTERNAL, "internal error"))
 
     def _reply(self, ident: bytes, msg) -> None:
+        size = _reply_size(msg)
+        if size > 4096:  # reply-byte budget per identity and for the whole turn
+            spent = self.turn_bytes.get(ident, 0)
+            if spent and (spent + size > self.turn_budget or self.turn_total + size >
+                          TURN_BYTES_TOTAL_FACTOR * self.turn_budget):
+                self.busy += 1
+                msg = Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this turn spent")
+                size = 64
+            self.turn_bytes[ident] = spent + size
+            self.turn_total += size
         box = self.out.clients.get(ident)
         if box is None:
             box = self.out.clients[ident] = []
@@ -322,6 +420,12 @@ class NodeCore:
         self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.hint))))
 
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
+        if msg.hint:
+            why = self._hint_refusal(msg.hint)
+            if why:
+                self.malformed(ident, why)
+                self._reply(ident, RPutOk(msg.rid, False))
+                return
         try:
             wire.check_key(msg.key, self.cfg.max_key_size)
             self.replica.merge(msg.key, msg.dvv, self._owner(msg.hint))
@@ -352,9 +456,28 @@ class NodeCore:
         self._reply(ident, aen.answer_leaf_keys(self.ae, self.store, self.membership.ring(), msg))
 
     def _on_versions(self, ident: bytes, msg: RGetHashes) -> None:
-        self._reply(ident, aen.answer_versions(self.ae, self.store, self.membership.ring(), msg))
+        ok = aen.answer_versions(self.ae, self.store, self.membership.ring(), msg)
+        room = self.turn_budget - self.turn_bytes.get(ident, 0)
+        total = 0
+        for i, v in enumerate(ok.dvvs):  # a partial answer: the puller fetches the rest later
+            total += len(v) + len(ok.keys[i])
+            if total > room and i:
+                del ok.keys[i:], ok.dvvs[i:]
+                break
+        self._reply(ident, ok)
 
     def _on_reap(self, ident: bytes, msg: Reap) -> None:
+        # only an owner of a key's partition may announce that every owner agreed on it
+        peer = self.peer_of(ident)
+        ring = self.membership.ring()
+        if len(msg.keys) == len(msg.digests):
+            keep = [i for i, k in enumerate(msg.keys)
+                    if type(k) is bytes and k and peer in ring.preflist_for_key(k)]
+            if len(keep) != len(msg.keys):
+                self.malformed(ident, f"Reap of {len(msg.keys) - len(keep)} key(s) whose "
+                               f"partition {wire.clip(peer, 64)} does not own")
+                msg.keys = [msg.keys[i] for i in keep]
+                msg.digests = [msg.digests[i] for i in keep]
         aen.apply_reap(self.ae, self.replica, msg)
         self._reply(ident, RPutOk(msg.rid, True))
 
@@ -362,13 +485,21 @@ class NodeCore:
         self._reply(ident, RepairOk(msg.rid, self.background.queue_repair(msg.partition)))
 
     def _on_join(self, ident: bytes, msg: Join) -> None:
-        self._merge_members([msg.member])
+        # a node joins as itself: the member record must be the requester's own
+        if self.peer_of(ident) != msg.member.id:
+            raise ZkvError(f"a Join must come from the joining node itself (identity "
+                           f"{wire.clip(ident, 40)}, member {wire.clip(msg.member.id, 40)})")
+        why = self.membership.admit(msg.member)
+        if why:
+            log.warning("refused a join of %s: %s", wire.clip(msg.member.id, 64), why)
+            raise ZkvError(f"join refused: {why}")
+        self._merge_members([msg.member], via=msg.member.id)
         s = self.membership.settings
         self._reply(ident, JoinOk(msg.rid, s["q"], s["n"], s["r"], s["w"],
                                   self.membership.table()))
 
-    def _merge_members(self, members: list[Member]) -> None:
-        added = self.membership.merge(members)
+    def _merge_members(self, members: list[Member], via: str | None = None) -> None:
+        added = self.membership.merge(members, via=via)
         if added:
             for m in added:
                 self.out.connect.append(m)
@@ -443,6 +574,9 @@ class NodeCore:
     # ---- the Context operations use (see op.py) ----------------------------------------------
     def start_op(self, op: Op, now: float) -> None:
         op.started = now
+        if op.origin is not None:
+            ident = op.origin[0]
+            self.inflight[ident] = self.inflight.get(ident, 0) + 1
         self.live_ops[id(op)] = op
         heapq.heappush(self.timers, (op.deadline, next(self.timer_seq), op))
         op.start()
@@ -470,6 +604,13 @@ class NodeCore:
     def done(self, op: Op) -> None:
         if self.live_ops.pop(id(op), None) is None:
             return
+        origin = op.origin
+        if origin is not None:
+            n = self.inflight.get(origin[0], 0) - 1
+            if n > 0:
+                self.inflight[origin[0]] = n
+            else:
+                self.inflight.pop(origin[0], None)
         for rid in self.op_rids.pop(id(op), ()):
             self.peer_rids.pop(rid, None)
         op.on_done()
@@ -547,13 +688,54 @@ class NodeCore:
         s = self.membership.settings
         if (msg.q, msg.n) != (s["q"], s["n"]):
             if msg.sender not in self.malformed_logged:
-                self.malformed_logged.add(msg.sender[:64])
-                log.error("member %s gossips q=%d n=%d but this cluster has q=%d n=%d: ignoring it",
-                          msg.sender[:64], msg.q, msg.n, s["q"], s["n"])
+                self.malformed_logged.add(msg.sender)
+                log.error("member %s gossips q=%s n=%s but this cluster has q=%d n=%d: "
+                          "ignoring it", wire.clip(msg.sender, 64), wire.clip(msg.q, 20),
+                          wire.clip(msg.n, 20), s["q"], s["n"])
             return
-        self._merge_members(msg.members)
+        # the transport tied the message to the member whose gossip socket it came on: records
+        # of the sender are first-hand, the others relayed (membership.py: who may say what)
+        self._merge_members(msg.members, via=msg.sender)
+
+    # ---- hints: current members only, with a quota and a TTL ---------------------------------
+    def _hint_refusal(self, owner: str) -> str | None:
+        if owner == self.me or self.membership.get(owner) is None:
+            return f"hint for {wire.clip(owner, 64)}, which is not a member"
+        if len(self.handoff.index.get(owner, ())) >= MAX_HINTS_PER_OWNER:
+            return f"hint quota of {MAX_HINTS_PER_OWNER} keys for {owner} reached"
+        return None
+
+    def _sweep_hints(self) -> None:
+        """Drop hints past HINT_TTL_MS and hints for nodes that are no longer members."""
+        handoff = self.handoff
+        horizon = handoff.wall_ms() - HINT_TTL_MS
+        budget = HINT_SWEEP_BATCH
+        for owner in list(handoff.index):
+            gone = self.membership.get(owner) is None or owner == self.me
+            for key, (created, _) in list(handoff.index.get(owner, {}).items()):
+                if budget <= 0:
+                    return
+                if gone or created < horizon:
+                    handoff.delivered(owner, key, handoff.get(owner, key))
+                    budget -= 1
+            if not handoff.index.get(owner):
+                handoff.index.pop(owner, None)
 
     # ---- status ---------------------------------------------------------------------------
     def status(self) -> dict:
         return status(self)
 
+
+
+def _reply_size(msg) -> int:
+    """Bytes a reply carries, roughly (the large fields only)."""
+    t = type(msg)
+    if t is RGetOk:
+        return len(msg.dvv)
+    if t is GetOk:
+        return sum(len(v) for v in msg.values) + len(msg.context)
+    if t is RGetHashesOk:
+        return sum(len(v) for v in msg.dvvs) + sum(len(k) for k in msg.keys)
+    if t is LeafKeysOk:
+        return len(msg.hashes) + len(msg.digests)
+    return 0

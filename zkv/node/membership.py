@@ -15,6 +15,28 @@ seconds), so every decision replays in tests.
 
 The member table and cluster settings a node saw last are kept in DATA_DIR/cluster.json
 (`load_cluster` / `save_cluster`), so a restarted node knows its peers before any gossip.
+
+Trust (issue 13; holds even against a peer that holds the cluster key but is buggy or rogue):
+- Every record is checked by `validate_member` before it is merged or saved: id and endpoint
+  syntax (config.NODE_ID_RE / ENDPOINT_RE, ports 1-65535), a printable rack, an incarnation
+  no later than the wall clock plus MAX_SKEW_MS (incarnations are wall-clock ms at start) and
+  a heartbeat no larger than the milliseconds since that incarnation (nobody beats faster
+  than once per ms) plus HEARTBEAT_SLACK. So no counter can approach 2**63 and overflow.
+- Who may say what about node X. `merge(members, via=...)` names where a table came from:
+  `via=X` means the record of X arrived first-hand (X's own gossip, on the socket subscribed
+  to X's gossip endpoint, or X's own Join); `via=TRUSTED` is this node's own disk or the seed
+  the operator named. A record of a *known* X is taken first-hand only: heartbeats, leaving,
+  a new incarnation, moved endpoints. From anyone else (a relay) it changes nothing, except
+  that a relay may tell where a member that is down here went (a higher incarnation with other
+  endpoints): that record is taken, but X stays down until X itself is heard there. A relayed
+  record of an *unknown* X makes it a candidate only: the node subscribes to X's gossip
+  endpoint, and X enters the table (and the ring, and cluster.json) when its own gossip is
+  heard. Fake members that no process answers for therefore never reach the ring;
+  candidates are capped (MAX_CANDIDATES) and expire (CANDIDATE_TTL).
+- `leaving` is taken only first-hand (an admin leave would pass `via=X` explicitly).
+- The table is capped at MAX_MEMBERS (wire.MAX_MEMBERS) records.
+- `admit(m)` decides a Join: the same id with other endpoints while that member is up is
+  refused with a reason (identity hijack); after it is down, it is a restart elsewhere.
 """
 
 from __future__ import annotations
@@ -23,14 +45,55 @@ import json
 import logging
 import math
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 
 from zkv._core.ring import Ring
-from zkv.wire import Member
+from zkv.config import ENDPOINT_RE, NODE_ID_RE
+from zkv.wire import MAX_COUNTER, MAX_MEMBERS, MAX_RACK, Member, clip
 
 LOG10_E = math.log10(math.e)
 log = logging.getLogger("zkv.membership")
+
+TRUSTED = None  # `via` for records from this node's own disk or its configured seed
+MAX_SKEW_MS = 60_000  # how far ahead of our wall clock another node's clock may be
+HEARTBEAT_SLACK = 100_000  # heartbeats allowed beyond one per ms since the incarnation
+MAX_CANDIDATES = 64  # relayed, not yet heard first-hand
+CANDIDATE_TTL = 30.0  # seconds a candidate waits to be heard
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def validate_member(m, now_ms: int | None = None) -> str | None:
+    """Why this record cannot be accepted, or None. Checks types too (peer input)."""
+    if type(m) is not Member:
+        return "not a member record"
+    if type(m.id) is not str or not NODE_ID_RE.match(m.id):
+        return f"bad node id {clip(m.id, 40)}"
+    for name in ("listen", "gossip"):
+        ep = getattr(m, name)
+        if type(ep) is not str or not ENDPOINT_RE.match(ep):
+            return f"bad {name} endpoint {clip(ep, 60)}"
+        if not 1 <= int(ep.rsplit(":", 1)[1]) <= 65535:
+            return f"bad {name} port {clip(ep, 60)}"
+    if (type(m.rack) is not str or not 1 <= len(m.rack) <= MAX_RACK
+            or not m.rack.isprintable()):
+        return f"bad rack {clip(m.rack, 40)}"
+    if type(m.leaving) is not bool:
+        return "bad leaving flag"
+    for name in ("incarnation", "heartbeat"):
+        v = getattr(m, name)
+        if type(v) is not int or not 0 <= v <= MAX_COUNTER:
+            return f"bad {name} {clip(v, 30)}"
+    now_ms = wall_ms() if now_ms is None else now_ms
+    if m.incarnation > now_ms + MAX_SKEW_MS:
+        return f"incarnation {m.incarnation} is ahead of the clock ({now_ms} ms + skew)"
+    if m.heartbeat > max(0, now_ms + MAX_SKEW_MS - m.incarnation) + HEARTBEAT_SLACK:
+        return f"heartbeat {m.heartbeat} implausible for incarnation {m.incarnation}"
+    return None
 
 
 class _Peer:
@@ -54,8 +117,16 @@ class Membership:
         down_after: float = 2.0,
         phi_suspect: float = 3.0,
         phi_down: float = 8.0,
+        wall: Callable[[], int] = wall_ms,
+        max_members: int = MAX_MEMBERS,
     ) -> None:
         self.me = me
+        self.wall = wall
+        self.max_members = max_members
+        # relayed records of unknown nodes, waiting to be heard first-hand: id -> (record, until)
+        self.candidates: dict[str, tuple[Member, float]] = {}
+        self.refused = 0  # records refused (validation, trust rules, caps)
+        self._last_refusal_log = -1e18
         self.settings = dict(settings)  # q, n, r, w
         self.clock = clock
         self.gossip_interval = gossip_interval
@@ -86,38 +157,117 @@ class Membership:
         return p.member if p else None
 
     # ---- merging gossip -----------------------------------------------------------------
-    def merge(self, members: list[Member]) -> list[Member]:
-        """Fold a gossiped table in; returns members that are new (or came back as new)."""
+    def _refuse(self, via, m, why: str) -> None:
+        self.refused += 1
         now = self.clock()
+        if now - self._last_refusal_log >= 1.0:  # at most one line a second, fields clipped
+            self._last_refusal_log = now
+            log.warning("refused member record %s from %s: %s (%d refused so far)",
+                        clip(getattr(m, "id", m), 64), clip(via, 64) if via else "local", why,
+                        self.refused)
+
+    def merge(self, members: list[Member], via: str | None = TRUSTED) -> list[Member]:
+        """Fold a table in (see the module docstring for who may say what); returns members
+        that are new or whose endpoints, rack or leaving changed (to (re)connect)."""
+        now = self.clock()
+        now_ms = self.wall()
         added = []
         for m in members:
+            why = validate_member(m, now_ms)
+            if why:
+                self._refuse(via, m, why)
+                continue
             if m.id == self.me.id:
                 if m.incarnation > self.me.incarnation:
-                    # someone remembers a later life of ours: jump past it
+                    # someone remembers a later life of ours: jump past it (bounded above)
                     self.me.incarnation = m.incarnation + 1
                 continue
+            first_hand = via is TRUSTED or via == m.id
             p = self.peers.get(m.id)
             if p is None:
-                self.peers[m.id] = _Peer(_copy(m), now)
-                added.append(m)
+                if first_hand:
+                    if len(self.peers) + 1 >= self.max_members:
+                        self._refuse(via, m, f"member cap {self.max_members} reached")
+                        continue
+                    self.candidates.pop(m.id, None)
+                    self.peers[m.id] = _Peer(_copy(m), now)
+                    added.append(m)
+                else:
+                    self._candidate(via, m, now)
                 continue
             old = p.member
-            if (m.incarnation, m.heartbeat) > (old.incarnation, old.heartbeat):
-                if (m.listen, m.gossip, m.rack, m.leaving) != (old.listen, old.gossip, old.rack,
-                                                               old.leaving):
-                    added.append(m)  # endpoints moved: reconnect
-                if m.incarnation == old.incarnation:
-                    p.intervals.append(now - p.last_beat)
-                else:
-                    p.intervals.clear()
-                p.member = _copy(m)
-                p.last_beat = now
-                p.strikes = 0
-                if self._unreachable and m.id in self._unreachable:
-                    self._unreachable = None  # it is back: route to it again at once
+            if (m.incarnation, m.heartbeat) <= (old.incarnation, old.heartbeat):
+                continue
+            moved = (m.listen, m.gossip, m.rack) != (old.listen, old.gossip, old.rack)
+            if not first_hand:
+                # a relay may only say where a member that is down here went (a new life);
+                # it stays down until its own gossip is heard at the new place
+                if (moved and m.incarnation > old.incarnation and not m.leaving
+                        and not self.is_up(m.id)):
+                    self._candidate(via, m, now)
+                continue
+            if moved or m.leaving != old.leaving:
+                added.append(m)  # endpoints moved: reconnect
+            if m.incarnation == old.incarnation:
+                p.intervals.append(now - p.last_beat)
+            else:
+                p.intervals.clear()
+            p.member = _copy(m)
+            p.last_beat = now
+            p.strikes = 0
+            self.candidates.pop(m.id, None)
+            if self._unreachable and m.id in self._unreachable:
+                self._unreachable = None  # it is back: route to it again at once
         if added:
             self.version += 1
         return added
+
+    def _candidate(self, via, m: Member, now: float) -> None:
+        have = self.candidates.get(m.id)
+        if have is not None and (m.incarnation, m.heartbeat) <= (have[0].incarnation,
+                                                                 have[0].heartbeat):
+            return
+        if have is None and len(self.candidates) >= MAX_CANDIDATES:
+            self._refuse(via, m, f"{MAX_CANDIDATES} candidates already waiting to be heard")
+            return
+        rec = _copy(m)
+        rec.leaving = False  # leaving is taken first-hand only
+        self.candidates[m.id] = (rec, now + CANDIDATE_TTL)
+
+    def take_candidates(self) -> list[Member]:
+        """Candidates to subscribe to (each returned once per record change)."""
+        out = []
+        for cid, (rec, until) in self.candidates.items():
+            if until > 0:
+                out.append(rec)
+                self.candidates[cid] = (rec, -until)  # negative: handed out, expires at -until
+        return out
+
+    def expire_candidates(self) -> list[str]:
+        """Candidates never heard within CANDIDATE_TTL: forgotten; returns their ids."""
+        now = self.clock()
+        gone = [cid for cid, (_, until) in self.candidates.items() if abs(until) <= now]
+        for cid in gone:
+            del self.candidates[cid]
+        return gone
+
+    def admit(self, m: Member) -> str | None:
+        """A Join from `m.id` itself: None if it may join (or rejoin), else the reason."""
+        why = validate_member(m, self.wall())
+        if why:
+            return why
+        if m.id == self.me.id:
+            return f"node id {m.id} is this node's own id"
+        p = self.peers.get(m.id)
+        if p is None:
+            if len(self.peers) + 1 >= self.max_members:
+                return f"the cluster has reached its cap of {self.max_members} members"
+            return None
+        old = p.member
+        if (m.listen, m.gossip) != (old.listen, old.gossip) and self.is_up(m.id):
+            return (f"node id {m.id} is already in the cluster at {old.listen} and up; "
+                    f"refusing a join from {m.listen} (stop it first, or pick another id)")
+        return None
 
     def suspect(self, node_id: str, reason: str) -> None:
         """A request to `node_id` timed out: raise suspicion until its next heartbeat."""
@@ -191,7 +341,9 @@ def _copy(m: Member) -> Member:
 
 
 def load_cluster(path: str) -> dict:
-    """The saved cluster document ({} when there is none or it cannot be read)."""
+    """The saved cluster document ({} when there is none or it cannot be read). Member rows
+    that are not four strings or fail validation are dropped (a file written by an older
+    version could hold poisoned records; they must not stop the node from starting)."""
     try:
         with open(path) as fh:
             doc = json.load(fh)
@@ -200,15 +352,28 @@ def load_cluster(path: str) -> dict:
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return {}
-    return doc if isinstance(doc, dict) else {}
+    if not isinstance(doc, dict):
+        return {}
+    rows = doc.get("members")
+    good = []
+    for row in rows if isinstance(rows, list) else []:
+        if (isinstance(row, list) and len(row) == 4 and all(type(x) is str for x in row)
+                and validate_member(Member(*row, 0, 0)) is None):
+            good.append(row)
+        else:
+            log.warning("%s: dropping an invalid member record %s", path, clip(row, 120))
+    doc["members"] = good[:MAX_MEMBERS]
+    return doc
 
 
 def save_cluster(path: str, membership: Membership) -> None:
-    """Write settings and the other members atomically (temp file + rename)."""
+    """Write settings and the other members atomically (temp file + rename); only records
+    that pass validation are written."""
     me = membership.me.id
     doc = {
         "settings": membership.settings,
-        "members": [[m.id, m.listen, m.gossip, m.rack] for m in membership.table() if m.id != me],
+        "members": [[m.id, m.listen, m.gossip, m.rack] for m in membership.table()
+                    if m.id != me and validate_member(m) is None],
     }
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:

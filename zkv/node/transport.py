@@ -4,9 +4,23 @@ The only module of the node that touches ZeroMQ, clocks or signals.
 Sockets:
 - ROUTER bound on --listen: client requests, and requests from peers (their DEALERs).
 - one DEALER per peer, connected to the peer's --listen, for our requests to it; the peer's
-  replies come back on it. ZMQ_IMMEDIATE keeps messages from queueing for dead peers.
-- PUB bound on --gossip; SUB connected to every member's gossip endpoint.
+  replies come back on it. ZMQ_IMMEDIATE keeps messages from queueing for dead peers. Its
+  routing identity is b"peer:<our id>/<random nonce>" (unguessable, so nobody can take over
+  its reply route on the peer's ROUTER with ROUTER_HANDOVER).
+- PUB bound on --gossip; one SUB per member (and per candidate member) connected to its
+  gossip endpoint, so the core knows whose gossip a message came on (membership.py: only X
+  speaks for X).
 - while joining, one DEALER per seed endpoint.
+
+Trust boundary (issue 13, DESIGN.md 2.5). With `keys_dir` (zkv-node --keys DIR) every socket
+uses CurveZMQ (zkv/security.py): ROUTER and PUB are CURVE servers behind the ZAP handler,
+DEALERs and SUBs CURVE clients with the cluster key, plain text is refused at the handshake,
+and each request frame carries the ZAP User-Id, mapped to the role the core checks
+(peer/admin/client). Without keys the node logs a warning at start. Whatever the mode:
+frames are size-capped by ZMQ_MAXMSGSIZE (gossip far lower than requests), queues per
+connection are capped (HWMs), decode errors of any kind are WireError. The core keeps
+per-identity state only while that identity has requests in flight (ZMQ_ROUTER_NOTIFY,
+which would report disconnects, is a draft API absent from pyzmq's bundled libzmq).
 
 Each loop turn drains every ready socket without blocking (bounded per socket, so one busy
 peer cannot starve the rest), hands each decoded frame to the core, runs the core's timers,
@@ -23,7 +37,7 @@ import time
 
 import zmq
 
-from zkv import wire
+from zkv import security, wire
 from zkv.config import NodeConfig
 from zkv.errors import ZkvError
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore, Outbox
@@ -34,15 +48,21 @@ from zkv.storage import LogStore
 log = logging.getLogger("zkv.node")
 
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
+GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096  # bytes of one gossip frame (~1024 members)
+ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (then dropped)
+ROUTER_RCVHWM = 128  # request frames queued per connection before TCP pushes back
 
 
 def open_stores(cfg: NodeConfig) -> tuple[LogStore, HandoffStore]:
     """The node's two engines under cfg.data_dir: data, and handoff (hints for absent owners)."""
     os.makedirs(cfg.data_dir, exist_ok=True)
     mode = "interval" if cfg.sync == "interval" else "none"
+    # the engine stores versions (encoded DVV sets: the value, its dots, maybe siblings), so
+    # its record limit is that of a version, not of a client value: a value of exactly
+    # max_value_size must fit (it did not, and failed as "bad context")
     store = LogStore(os.path.join(cfg.data_dir, "data"), sync=mode,
                      sync_interval_ms=cfg.sync_interval_ms, max_key_size=cfg.max_key_size,
-                     max_value_size=cfg.max_value_size)
+                     max_value_size=version_limit(cfg.max_value_size))
     handoff_dir = os.path.join(cfg.data_dir, "handoff")
     legacy = os.path.join(cfg.data_dir, "hints")  # its name before 0.2
     if os.path.isdir(legacy) and not os.path.exists(handoff_dir):
@@ -54,10 +74,21 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def version_limit(max_value: int) -> int:
+    """Largest stored version: a few siblings of the largest value, within the engine's 2 GiB."""
+    return min(1 << 31, 4 * (max_value + wire.MAX_CONTEXT))
+
+
 class Node:
-    def __init__(self, cfg: NodeConfig, clock=time.monotonic) -> None:
+    def __init__(self, cfg: NodeConfig, clock=time.monotonic, keys_dir: str | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
+        self.keys: security.NodeKeys | None = None
+        if keys_dir:
+            if not security.has_curve():
+                raise ZkvError("--keys needs pyzmq with libsodium-backed CurveZMQ; this pyzmq "
+                               "has none (or the slow tweetnacl fallback)")
+            self.keys = security.NodeKeys(keys_dir)
         store, handoff = open_stores(cfg)
         cluster_path = os.path.join(cfg.data_dir, "cluster.json")
         # wall-clock milliseconds: a restart always outranks the previous life, even with a
@@ -68,20 +99,29 @@ class Node:
         self.membership = self.core.membership
         self.limit = wire.frame_limit(cfg.max_key_size, cfg.max_value_size)
         self.zctx = zmq.Context()
+        self.auth: security.Authenticator | None = None
+        if self.keys is not None:
+            self.auth = security.Authenticator(self.zctx, self.keys)  # before any bind
+            log.info("CurveZMQ on every socket (keys in %s); plain text is refused",
+                     self.keys.dir)
+        else:
+            log.warning("serving in plain text without authentication (no --keys): anyone who "
+                        "can reach %s can read and write; development only", cfg.listen)
         self.router = self._socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
+        self.router.setsockopt(zmq.RCVHWM, ROUTER_RCVHWM)
+        self._serve(self.router)
         self.router.bind(cfg.listen)
         self.pub = self._socket(zmq.PUB)
+        self._serve(self.pub, peers_only=True)
         self.pub.bind(cfg.gossip)
-        self.sub = self._socket(zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
-        self.poller.register(self.sub, zmq.POLLIN)
         self.dealers: dict[str, zmq.Socket] = {}  # node id -> our link to it
         self.dealer_ep: dict[str, str] = {}
         self.owner_of: dict[zmq.Socket, tuple[str, str]] = {}  # socket -> (source kind, who)
-        self.sub_eps: set[str] = set()
+        self.subs: dict[str, tuple[str, zmq.Socket]] = {}  # node id -> (gossip endpoint, SUB)
         self.seeds: dict[str, zmq.Socket] = {}
         self.running = False
         # set by LocalCluster (tests, `zkv local up`): stop when that process is gone
@@ -94,16 +134,50 @@ class Node:
     def _socket(self, kind: int) -> zmq.Socket:
         s = self.zctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
-        if kind != zmq.PUB:
+        if kind == zmq.SUB:
+            s.setsockopt(zmq.MAXMSGSIZE, GOSSIP_LIMIT)
+        elif kind != zmq.PUB:
             s.setsockopt(zmq.MAXMSGSIZE, self.limit)
+        if kind in (zmq.DEALER, zmq.SUB) and self.keys is not None:
+            security.peer_socket(s, self.keys)
         return s
+
+    def _serve(self, sock: zmq.Socket, peers_only: bool = False) -> None:
+        if self.keys is not None:
+            security.server_socket(sock, self.keys, peers_only)
+
+    def _subscribe(self, m) -> None:
+        """Listen to `m`'s gossip on a socket of its own (member or candidate)."""
+        have = self.subs.get(m.id)
+        if have is not None and have[0] == m.gossip:
+            return
+        self._unsubscribe(m.id)
+        sub = self._socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(m.gossip)
+        self.subs[m.id] = (m.gossip, sub)
+        self.owner_of[sub] = (GOSSIP, m.id)
+        self.poller.register(sub, zmq.POLLIN)
+
+    def _unsubscribe(self, node_id: str) -> None:
+        have = self.subs.pop(node_id, None)
+        if have is not None:
+            self.poller.unregister(have[1])
+            self.owner_of.pop(have[1], None)
+            have[1].close(0)
+
+    def _drop(self, node_id: str) -> None:
+        """A candidate never heard: close its SUB (back to the member's own, if it is one)."""
+        m = self.membership.get(node_id)
+        if m is None:
+            self._unsubscribe(node_id)
+        elif node_id != self.cfg.id:
+            self._subscribe(m)
 
     def _connect(self, m) -> None:
         if m.id == self.cfg.id:
             return
-        if m.gossip not in self.sub_eps:
-            self.sub.connect(m.gossip)
-            self.sub_eps.add(m.gossip)
+        self._subscribe(m)
         if self.dealer_ep.get(m.id) == m.listen:
             return
         old = self.dealers.pop(m.id, None)
@@ -118,7 +192,7 @@ class Node:
 
     def _dealer(self, endpoint: str) -> zmq.Socket:
         d = self._socket(zmq.DEALER)
-        d.setsockopt(zmq.IDENTITY, b"peer:" + self.cfg.id.encode())
+        d.setsockopt(zmq.IDENTITY, b"peer:" + self.cfg.id.encode() + b"/" + os.urandom(8).hex().encode())
         d.setsockopt(zmq.IMMEDIATE, 1)
         d.setsockopt(zmq.SNDHWM, 100_000)
         d.connect(endpoint)
@@ -179,36 +253,49 @@ class Node:
 
     def _drain_router(self) -> None:
         router, core, clock = self.router, self.core, self.clock
+        secure = self.keys is not None
+        role = None
         for _ in range(DRAIN_LIMIT):
             try:
-                frames = router.recv_multipart(zmq.NOBLOCK)
+                if secure:  # frames, to read the ZAP User-Id of the connection
+                    frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                else:
+                    frames = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if secure:
+                role = security.role_of(frames[-1].get("User-Id"))
+                frames = [f.bytes for f in frames]
+                if role is None:  # cannot happen behind ZAP; never serve it
+                    continue
             if len(frames) != 2:
                 core.malformed(frames[0] if frames else b"?", f"{len(frames)} frames")
                 continue
             ident, payload = frames
+            if role != "peer" and secure and ident.startswith(b"peer:"):
+                role = "client"  # a client key claiming a peer's identity is a client
             try:
                 msgs = wire.decode(payload, self.limit)
             except wire.WireError as exc:
                 core.malformed(ident, str(exc))
                 continue
-            core.handle((REQUEST, ident), msgs, clock())
+            core.handle((REQUEST, ident), msgs, clock(), role)
 
     def _drain(self, sock) -> None:
-        kind, who = (GOSSIP, None) if sock is self.sub else self.owner_of.get(sock, (None, None))
+        kind, who = self.owner_of.get(sock, (None, None))
         if kind is None:
             return
         core, clock = self.core, self.clock
+        limit = GOSSIP_LIMIT if kind == GOSSIP else self.limit
         for _ in range(DRAIN_LIMIT):
             try:
                 payload = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
-                msgs = wire.decode(payload, self.limit)
+                msgs = wire.decode(payload, limit)
             except wire.WireError as exc:
-                core.malformed(who if kind == REPLY else kind, str(exc))
+                core.malformed(who if kind in (REPLY, GOSSIP) else kind, str(exc))
                 continue
             core.handle((kind, who), msgs, clock())
 
@@ -219,6 +306,11 @@ class Node:
     def _send(self, out: Outbox) -> None:
         for m in out.connect:
             self._connect(m)
+        for m in out.subscribe:
+            if m.id != self.cfg.id:
+                self._subscribe(m)
+        for node_id in out.drop:
+            self._drop(node_id)
         if not self.core.joining and self.seeds:
             for s in self.seeds.values():
                 self.poller.unregister(s)
@@ -262,7 +354,10 @@ class Node:
         self.core.replica.flush()
         self.core.store.close()
         self.core.handoff.close()
-        for s in [self.router, self.pub, self.sub, *self.dealers.values(), *self.seeds.values()]:
+        for s in [self.router, self.pub, *self.dealers.values(), *self.seeds.values(),
+                  *(sub for _, sub in self.subs.values())]:
             s.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.zctx.term()
         log.info("node %s stopped", self.cfg.id)

@@ -1,0 +1,307 @@
+"""Issue 13's attacks against one NodeCore, without sockets: each test is one row of the
+issue's table (or a rule of DESIGN.md 2.5) and fails on the code before the issue.
+
+"Outsider" = a connection with a client identity (plain text: anything but b"peer:<member>";
+with keys: a client key). "Rogue peer" = a connection that holds the cluster's trust (plain
+text: identity b"peer:<member id>", with keys: the cluster key): membership and resource rules
+must hold even then."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from zkv import wire
+from zkv._core import dvv
+from zkv.config import NodeConfig
+from zkv.node import core as core_mod
+from zkv.node.background import MAX_EXCHANGE_QUEUE
+from zkv.node.core import ADMIN, CLIENT, GOSSIP, PEER, REQUEST, NodeCore
+from zkv.node.membership import MAX_CANDIDATES, load_cluster
+from zkv.node.transport import open_stores
+from zkv.wire import Member
+
+OUTSIDER = b"\x00k\x8b\x45\x67"  # what ZeroMQ gives an anonymous DEALER
+ROGUE = b"peer:node2/evil"  # claims (plain text) or holds (keys) a peer's trust
+
+
+def _member(i: int, inc: int | None = None, hb: int = 1, **kw) -> Member:
+    return Member(f"node{i}", f"tcp://127.0.0.1:{7000 + i}", f"tcp://127.0.0.1:{8000 + i}",
+                  f"rack-{i}", inc if inc is not None else time.time_ns() // 1_000_000, hb, **kw)
+
+
+class Node:
+    def __init__(self, tmp_path, **cfg) -> None:
+        self.cfg = NodeConfig(id="node1", listen="tcp://127.0.0.1:7001",
+                              gossip="tcp://127.0.0.1:8001", data_dir=str(tmp_path / "n1"),
+                              rack="rack-1", ring_size=16, **cfg)
+        store, handoff = open_stores(self.cfg)
+        self.path = str(tmp_path / "n1" / "cluster.json")
+        self.t = 1000.0
+        self.core = NodeCore(self.cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
+                             now=self.t, cluster_path=self.path)
+        self.core.start(self.t)
+        # node2 and node3 are members, heard first-hand and up
+        for i in (2, 3):
+            self.gossip(i, [_member(i)])
+        self.out()
+
+    def gossip(self, sender: int, members: list[Member]) -> None:
+        g = wire.Gossip(0, f"node{sender}", 16, 3, 2, 2, members)
+        self.core.handle((GOSSIP, f"node{sender}"), [g], self.t)
+
+    def ask(self, ident: bytes, msgs: list, role: str | None = None) -> list:
+        self.core.handle((REQUEST, ident), msgs, self.t, role)
+        return self.out().clients.get(ident, [])
+
+    def out(self):
+        return self.core.take_output(durable=False)
+
+    def ids(self) -> set[str]:
+        return {m.id for m in self.core.membership.table()}
+
+    def saved(self) -> set[str]:
+        if not os.path.exists(self.path):
+            return set()
+        with open(self.path) as fh:
+            return {m[0] for m in json.load(fh)["members"]}
+
+    def close(self) -> None:
+        self.core.store.close()
+        self.core.handoff.close()
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path)
+    yield n
+    n.close()
+
+
+def _version(value: bytes, node_id: str = "node2") -> bytes:
+    return dvv.update_encoded(None, b"", value, node_id)
+
+
+# ---- roles -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("msg", [
+    wire.RGet(1, b"k"), wire.RPut(1, b"k", b"x"), wire.Forward(1, wire.Get(0, b"k")),
+    wire.Join(1, _member(9)), wire.TreeLevel(1, 0, 0, []), wire.LeafKeys(1, 0, [0]),
+    wire.RGetHashes(1, 0, b""), wire.Reap(1, [b"k"], [b"d"])])
+@pytest.mark.parametrize("role", [None, CLIENT, ADMIN])
+def test_peer_messages_refused_from_clients(node, msg, role):
+    (reply,) = node.ask(OUTSIDER, [msg], role)
+    assert type(reply) is wire.Error and "cluster peers only" in reply.message
+
+
+def test_repair_needs_an_admin_key(node):
+    (reply,) = node.ask(OUTSIDER, [wire.Repair(1, -1)], CLIENT)
+    assert type(reply) is wire.Error and "admin" in reply.message
+    (reply,) = node.ask(OUTSIDER, [wire.Repair(2, -1)], ADMIN)
+    assert type(reply) is wire.RepairOk
+
+
+def test_clients_keep_their_five_messages(node):
+    replies = node.ask(OUTSIDER, [wire.Put(1, b"k", b"v", w=1), wire.Status(2), wire.RingInfo(3)],
+                       CLIENT)
+    assert [type(r) for r in sorted(replies, key=lambda r: r.rid)] == [wire.PutOk, wire.StatusOk,
+                                                                       wire.RingOk]
+
+
+def test_a_client_key_claiming_a_peer_identity_is_still_a_client(node):
+    (reply,) = node.ask(b"peer:node2/x", [wire.RGet(1, b"k")], CLIENT)
+    assert type(reply) is wire.Error
+
+
+# ---- forged replica write / dump everything / forged reap (outsider) -------------------------------
+def test_forged_replica_write_from_outsider_is_not_stored(node):
+    forged = dvv.update_encoded(None, b"", b"evil", "node1")
+    node.ask(OUTSIDER, [wire.RPut(1, b"k", forged)])
+    assert node.core.store.get(b"k") is None
+
+
+def test_dump_everything_refused(node):
+    node.ask(OUTSIDER, [wire.Put(1, b"secret", b"v", w=1)])
+    p = node.core.membership.ring().partition(b"secret")
+    for msg in (wire.LeafKeys(2, p, list(range(1024))),
+                wire.RGetHashes(3, p, b"\x00" * 8), wire.RGet(4, b"secret")):
+        (reply,) = node.ask(OUTSIDER, [msg])
+        assert type(reply) is wire.Error
+
+
+def test_forged_reap_from_a_non_owner_is_ignored(node):
+    from zkv.node.antientropy import vdigest
+
+    # with 3 nodes and n=3 every node owns every key: a fourth member makes node2 a
+    # non-owner of some keys node1 holds
+    node.gossip(4, [_member(4)])
+    ring = node.core.membership.ring()
+    key = next(k for k in (b"k%d" % i for i in range(1000))
+               if "node1" in ring.preflist_for_key(k) and "node2" not in ring.preflist_for_key(k))
+    version = dvv.update_encoded(None, b"", None, "node1")  # a tombstone
+    node.core.replica.merge(key, version)
+    assert node.core.store.get(key) is not None
+    node.ask(ROGUE, [wire.Reap(1, [key], [vdigest(version)])])
+    assert node.core.store.get(key) is not None  # node2 is no owner of that key
+    node.ask(b"peer:node4/x", [wire.Reap(2, [key], [vdigest(version)])])
+    assert node.core.store.get(key) is None  # an owner may
+
+
+# ---- membership: identity hijack, join flood, bad endpoints, forged leave ------------------------
+def test_identity_hijack_join_refused_while_the_node_is_up(node):
+    evil = Member("node2", "tcp://10.6.6.6:7002", "tcp://10.6.6.6:8002", "rack-2",
+                  time.time_ns() // 1_000_000 + 1000, 0)
+    (reply,) = node.ask(ROGUE, [wire.Join(1, evil)])
+    assert type(reply) is wire.Error and "already in the cluster" in reply.message
+    assert node.core.membership.get("node2").listen == "tcp://127.0.0.1:7002"
+
+
+def test_identity_hijack_by_incarnation_and_relay_fails(node):
+    far = Member("node2", "tcp://10.6.6.6:7002", "tcp://10.6.6.6:8002", "rack-2",
+                 (1 << 63) - 1, 0)
+    (reply,) = node.ask(ROGUE, [wire.Join(1, far)])
+    assert type(reply) is wire.Error and "ahead of the clock" in reply.message
+    # gossip naming node2 with other endpoints, relayed by node3 (a real member): no effect
+    relayed = Member("node2", "tcp://10.6.6.6:7002", "tcp://10.6.6.6:8002", "rack-2",
+                     time.time_ns() // 1_000_000 + 1000, 5)
+    node.gossip(3, [relayed])
+    assert node.core.membership.get("node2").listen == "tcp://127.0.0.1:7002"
+    # gossip claiming to be node2 on node3's socket is not taken
+    node.core.handle((GOSSIP, "node3"), [wire.Gossip(0, "node2", 16, 3, 2, 2, [relayed])], node.t)
+    assert node.core.membership.get("node2").listen == "tcp://127.0.0.1:7002"
+    # our own record, claimed far in the future, cannot push our incarnation to overflow
+    me = node.core.membership.me
+    node.gossip(3, [Member("node1", me.listen, me.gossip, me.rack, (1 << 63) - 1, 0)])
+    assert me.incarnation < (1 << 62)
+
+
+def test_join_flood_adds_nothing(node):
+    joins = [wire.Join(i, Member(f"fake{i}", f"tcp://127.0.0.1:{20000 + i}",
+                                 f"tcp://127.0.0.1:{30000 + i}", f"rack{i}",
+                                 time.time_ns() // 1_000_000, 0)) for i in range(2000)]
+    replies = node.ask(ROGUE, joins)
+    assert all(type(r) is wire.Error for r in replies)
+    assert node.ids() == {"node1", "node2", "node3"} and node.saved() <= {"node2", "node3"}
+    # the same flood relayed through a member's gossip: candidates only, never in the ring
+    node.gossip(3, [m.member for m in joins[:1000]] + [_member(3)])
+    assert node.ids() == {"node1", "node2", "node3"} and node.saved() <= {"node2", "node3"}
+    assert len(node.core.membership.candidates) <= MAX_CANDIDATES
+    ring = node.core.membership.ring()
+    assert {x for p in range(16) for x in ring.preflist(p)} == {"node1", "node2", "node3"}
+
+
+def test_a_joiner_becomes_a_member_once_heard_first_hand(node):
+    node.gossip(3, [_member(4), _member(3)])
+    assert "node4" not in node.ids()
+    assert [m.id for m in node.out().subscribe] == ["node4"]  # listen to it
+    node.gossip(4, [_member(4)])
+    assert "node4" in node.ids() and "node4" in node.saved()
+
+
+def test_bad_endpoint_never_saved_and_poisoned_file_loads(node, tmp_path):
+    bad = Member("node9", "not-an-endpoint", "tcp://127.0.0.1:8009", "r", 1, 0)
+    (reply,) = node.ask(b"peer:node9/x", [wire.Join(1, bad)])
+    assert type(reply) is wire.Error and "endpoint" in reply.message
+    node.gossip(9, [bad])
+    assert "node9" not in node.ids() and "node9" not in node.saved()
+    path = tmp_path / "poisoned.json"
+    path.write_text(json.dumps({"members": [["node9", "not-an-endpoint", "tcp://a:1", "r"],
+                                            ["node5", "tcp://h:1", "tcp://h:2", "r"], 7]}))
+    assert [m[0] for m in load_cluster(str(path))["members"]] == ["node5"]
+
+
+def test_forged_leave_relayed_is_ignored(node):
+    for i in (2, 3):
+        forged = _member(i, hb=(1 << 40), leaving=True)
+        node.gossip(5 - i, [forged])  # node3 says node2 leaves, node2 says node3 leaves
+    assert not any(m.leaving for m in node.core.membership.table())
+    assert len(node.core.membership.ring().preflist_for_key(b"k")) == 3
+    # a heartbeat far beyond what the incarnation allows is refused even first-hand
+    node.gossip(2, [_member(2, hb=1 << 62)])
+    assert node.core.membership.get("node2").heartbeat < (1 << 40)
+    # leaving first-hand is taken
+    node.gossip(2, [_member(2, hb=5, leaving=True)])
+    assert node.core.membership.get("node2").leaving
+
+
+def test_member_count_capped(tmp_path):
+    n = Node(tmp_path)
+    try:
+        n.core.membership.max_members = 5
+        for i in range(4, 20):
+            n.gossip(i, [_member(i)])
+        assert len(n.ids()) == 5  # capped: the table holds at most max_members records
+    finally:
+        n.close()
+
+
+# ---- resource bounds ---------------------------------------------------------------------------
+def test_read_amplification_bounded_per_turn(node):
+    big = _version(b"x" * (8 << 20))
+    node.core.replica.merge(b"big", big)
+    replies = node.ask(ROGUE, [wire.RGet(i, b"big") for i in range(400)])
+    sent = sum(len(r.dvv) for r in replies if type(r) is wire.RGetOk)
+    busy = [r for r in replies if type(r) is wire.Error]
+    assert sent <= node.core.turn_budget + len(big)
+    assert len(busy) >= 390 and all("busy, retry" in r.message for r in busy)
+    # next turn, the same reader gets served again
+    (again,) = node.ask(ROGUE, [wire.RGet(1, b"big")])
+    assert type(again) is wire.RGetOk and again.dvv == big
+
+
+def test_in_flight_requests_capped_per_connection_and_freed(node):
+    replies = node.ask(OUTSIDER, [wire.Get(i, b"k%d" % i) for i in range(600)])
+    busy = [r for r in replies if type(r) is wire.Error and "busy" in r.message]
+    assert len(busy) == 600 - core_mod.MAX_INFLIGHT[ADMIN]
+    node.t += 10  # every op times out (the peers never answered)
+    node.core.tick(node.t)
+    node.out()
+    assert node.core.inflight == {}  # nothing kept per identity once its requests are done
+
+
+def test_ghost_hints_refused_and_swept(node):
+    (reply,) = node.ask(ROGUE, [wire.RPut(1, b"k", _version(b"v"), "ghost-1")])
+    assert type(reply) is wire.RPutOk and not reply.ok
+    assert node.core.handoff.owners() == []
+    (reply,) = node.ask(ROGUE, [wire.RPut(2, b"k", _version(b"v"), "node3")])
+    assert reply.ok and node.core.handoff.owners() == ["node3"]
+    # a hint for an owner that is no longer a member (or past its TTL) is swept
+    node.core.handoff.merge("gone-node", b"k", _version(b"v"))
+    node.t += core_mod.HINT_SWEEP_INTERVAL + 1
+    node.core.tick(node.t)
+    assert node.core.handoff.owners() == ["node3"]
+
+
+def test_repair_flood_is_deduplicated(node):
+    reps = [wire.Repair(i, -1) for i in range(4096)]
+    node.ask(OUTSIDER, reps, ADMIN)
+    bg = node.core.background
+    ring = node.core.membership.ring()
+    pairs = {(p, x) for p in ring.replicas_of("node1") for x in ring.preflist(p) if x != "node1"}
+    assert len(bg.exchange_queue) <= len(pairs) <= MAX_EXCHANGE_QUEUE
+    assert len(set(bg.exchange_queue)) == len(bg.exchange_queue)
+
+
+def test_exact_limit_value_is_stored(node):
+    value = b"v" * node.cfg.max_value_size
+    (reply,) = node.ask(OUTSIDER, [wire.Put(1, b"max", value, w=1)])
+    assert type(reply) is wire.PutOk, reply
+    (reply,) = node.ask(OUTSIDER, [wire.Put(2, b"over", value + b"!", w=1)])
+    assert type(reply) is wire.Error and "exceeds" in reply.message
+
+
+def test_gossip_flood_frames_refused_by_the_codec():
+    many = [_member(i % 60000 + 1) for i in range(wire.MAX_MEMBERS + 1)]
+    with pytest.raises(wire.WireError):
+        wire.decode(wire.encode_one(wire.Gossip(0, "node2", 16, 3, 2, 2, many)), 1 << 30)
+    with pytest.raises(wire.WireError):
+        wire.decode(wire.encode_one(wire.Gossip(0, "n" * (1 << 20), 16, 3, 2, 2, [])), 1 << 30)
+
+
+def test_peer_roles_in_plain_text_follow_membership(node):
+    assert node.core._role(b"peer:node2/x", wire.RGet(1, b"k"), None) == PEER
+    assert node.core._role(b"peer:stranger/x", wire.RGet(1, b"k"), None) == CLIENT
+    assert node.core._role(b"peer:node7", wire.Join(1, _member(7)), None) == PEER
+    assert node.core._role(OUTSIDER, wire.Get(1, b"k"), None) == ADMIN
