@@ -20,7 +20,13 @@ from libc.stdlib cimport malloc, realloc, free, calloc
 from libc.string cimport memcpy, memcmp, memset
 from libc.errno cimport errno, EINTR
 from posix.types cimport off_t
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check
+from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE,
+                            PyBytes_Check, PyBytes_CheckExact)
+from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThread_release_lock,
+                               PyThread_acquire_lock, NOWAIT_LOCK)
 
 from zkv._core.record cimport *
 from zkv._core.murmur3 cimport zkv_hash64
@@ -33,7 +39,15 @@ cdef extern from "unistd.h" nogil:
 cdef extern from "fcntl.h" nogil:
     int posix_fallocate(int fd, off_t offset, off_t length)
 
+cdef extern from *:
+    void __builtin_prefetch(const void *p) nogil
+
+cdef extern from "pythread.h":
+    int PyThread_acquire_lock_timed(PyThread_type_lock lock, long long microseconds,
+                                    int intr_flag) nogil
+
 DEF KD_RELEASED = 0x80
+DEF PREFETCH_AHEAD = 16  # load_hints / put_many prefetch the home slot this many keys ahead
 DEF FL_MASK = 0x7F
 
 # get_value() result codes besides bytes / None
@@ -49,6 +63,52 @@ cdef inline uint32_t _klen(const kd_entry *e) nogil:
 
 cdef inline uint32_t _flags(const kd_entry *e) nogil:
     return e.klen_flags >> 24
+
+
+cdef class StoreLock:
+    """The store's mutex (``with lock:``), visible to C: ``KeyDir.put`` appends by itself only
+    while no thread holds it, and otherwise hands the put to the store's locked slow path.
+
+    Like ``threading.Lock`` (not reentrant); a blocked ``acquire`` waits without the GIL and
+    still sees KeyboardInterrupt. ``held`` is set by the owner while it holds the GIL, so a C
+    fast path that runs under the GIL never interleaves with a critical section."""
+
+    def __cinit__(self):
+        self.lk = PyThread_allocate_lock()
+        if self.lk == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.lk != NULL:
+            PyThread_free_lock(self.lk)
+
+    def acquire(self):
+        cdef int r
+        if not PyThread_acquire_lock(self.lk, NOWAIT_LOCK):
+            while True:
+                with nogil:
+                    r = PyThread_acquire_lock_timed(self.lk, 50000, 0)
+                if r == 1:
+                    break
+                PyErr_CheckSignals()
+        self.held = 1
+        return True
+
+    def release(self):
+        if not self.held:
+            raise RuntimeError("release unlocked lock")
+        self.held = 0
+        PyThread_release_lock(self.lk)
+
+    def locked(self):
+        return self.held != 0
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.held = 0
+        PyThread_release_lock(self.lk)
 
 
 cdef class KeyDir:
@@ -76,6 +136,7 @@ cdef class KeyDir:
         self.retired = []
         self.max_key = min(max_key, ZKV_REC_MAX_KEY)
         self.max_value = max_value
+        self.lock = StoreLock()
 
     def __dealloc__(self):
         free(self.index); free(self.entries); free(self.arena); free(self.maps); free(self.wbuf)
@@ -83,7 +144,7 @@ cdef class KeyDir:
     # ---------------------------------------------------------------- core table
     cdef int64_t _find(self, const uint8_t *key, uint32_t klen, uint64_t h):
         cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s
-        cdef uint32_t tag = <uint32_t>h
+        cdef uint32_t tag = <uint32_t>(h >> 32)
         cdef kd_entry *e
         while True:
             s = self.index[i]
@@ -97,7 +158,7 @@ cdef class KeyDir:
 
     cdef int64_t _find_hash(self, uint32_t klen, uint64_t h):
         cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s
-        cdef uint32_t tag = <uint32_t>h
+        cdef uint32_t tag = <uint32_t>(h >> 32)
         cdef kd_entry *e
         while True:
             s = self.index[i]
@@ -130,36 +191,86 @@ cdef class KeyDir:
         cdef uint64_t mask = self.icap - 1, i = h >> self.ishift
         while self.index[i] != 0:
             i = (i + 1) & mask
-        self.index[i] = ((h & 0xFFFFFFFF) << 32) | (idx + 1)
+        self.index[i] = (h & 0xFFFFFFFF00000000) | (idx + 1)
+
+    cdef int _resize_index(self, uint64_t ncap) except -1:
+        """Rebuild the slots at ``ncap`` (a power of two, larger than now).
+
+        A slot's tag is the top 32 bits of its key's hash, which hold the home slot of any
+        table up to 2**32 slots: the rebuild streams the old slots in order and never touches
+        the entries or the arena. Old slots in order have (wrap-around aside) ascending homes,
+        so the writes to the new slots are close to sequential too."""
+        cdef uint64_t *old = self.index
+        cdef uint64_t ocap = self.icap, j, s, i, mask = ncap - 1
+        cdef int nshift = self.ishift
+        while (<uint64_t>1 << (64 - nshift)) < ncap:
+            nshift -= 1
+        if nshift < 32:
+            raise MemoryError("keydir index over 2**32 slots")
+        cdef uint64_t *nidx = <uint64_t *>calloc(ncap, 8)
+        if nidx == NULL:
+            raise MemoryError()
+        for j in range(ocap):
+            s = old[j]
+            if s != 0:
+                i = (s >> 32) >> (nshift - 32)
+                while nidx[i] != 0:
+                    i = (i + 1) & mask
+                nidx[i] = s
+        free(old)
+        self.index = nidx
+        self.icap = ncap
+        self.ishift = nshift
+        return 0
 
     cdef int _grow_index(self) except -1:
-        cdef uint64_t ncap = self.icap * 2, j
-        cdef uint64_t *old = self.index
-        self.index = <uint64_t *>calloc(ncap, 8)
-        if self.index == NULL:
-            self.index = old
-            raise MemoryError()
-        free(old)
-        self.icap = ncap
-        self.ishift -= 1
-        for j in range(self.n):
-            self._slot_put(self.entries[j].hash, j)
+        return self._resize_index(self.icap * 2)
+
+    cdef int _reserve(self, uint64_t entries, uint64_t key_bytes) except -1:
+        """Make room for ``entries`` more entries and ``key_bytes`` more key bytes, so that
+        inserting them does no rehash or realloc."""
+        cdef uint64_t want = self.n + entries, ncap = self.icap
+        cdef void *p
+        while want * 10 > ncap * 7:
+            ncap *= 2
+        if ncap > self.icap:
+            self._resize_index(ncap)
+        if want > self.ecap:
+            p = realloc(self.entries, want * sizeof(kd_entry))
+            if p == NULL:
+                raise MemoryError()
+            self.entries = <kd_entry *>p
+            self.ecap = want
+        if self.alen + key_bytes > self.acap:
+            p = realloc(self.arena, self.alen + key_bytes)
+            if p == NULL:
+                raise MemoryError()
+            self.arena = <uint8_t *>p
+            self.acap = self.alen + key_bytes
         return 0
 
     cdef int _set(self, const uint8_t *key, uint32_t klen, uint64_t h, uint32_t fid,
                   uint32_t offset, uint32_t size, uint32_t flags) except -1:
-        cdef int64_t i = self._find(key, klen, h)
-        cdef kd_entry *e
-        cdef uint64_t ncap
+        # one probe finds the key or the empty slot where it goes
+        cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s, ncap, idx
+        cdef uint32_t tag = <uint32_t>(h >> 32)
+        cdef kd_entry *e = NULL
         cdef void *p
-        if i >= 0:
-            e = &self.entries[i]
+        while True:
+            s = self.index[i]
+            if s == 0:
+                break
+            if <uint32_t>(s >> 32) == tag:
+                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                if e.hash == h and _klen(e) == klen and memcmp(self.arena + e.key_off, key, klen) == 0:
+                    break
+                e = NULL
+            i = (i + 1) & mask
+        if e != NULL:
             self.live_bytes_ -= e.size
             if _flags(e) & ZKV_REC_TOMBSTONE:
                 self.n_tomb -= 1
         else:
-            if (self.n + 1) * 10 > self.icap * 7:
-                self._grow_index()
             if self.n == self.ecap:
                 ncap = self.ecap + (self.ecap >> 1)  # 1.5x: less slack per key than 2x
                 p = realloc(self.entries, ncap * sizeof(kd_entry))
@@ -176,12 +287,17 @@ cdef class KeyDir:
                     raise MemoryError()
                 self.arena = <uint8_t *>p
                 self.acap = ncap
-            e = &self.entries[self.n]
+            idx = self.n
+            if (self.n + 1) * 10 > self.icap * 7:
+                self._grow_index()
+                self._slot_put(h, idx)
+            else:
+                self.index[i] = (h & 0xFFFFFFFF00000000) | (idx + 1)
+            e = &self.entries[idx]
             e.hash = h
             e.key_off = self.alen
             memcpy(self.arena + self.alen, key, klen)
             self.alen += klen
-            self._slot_put(h, self.n)
             self.n += 1
         e.fid = fid
         e.offset = offset
@@ -207,7 +323,7 @@ cdef class KeyDir:
         k = (j + 1) & mask
         while self.index[k] != 0:
             s = self.index[k]
-            home = self.entries[(s & 0xFFFFFFFF) - 1].hash >> self.ishift
+            home = (s >> 32) >> (self.ishift - 32)  # the tag holds the home slot
             # move s into the hole at j if its home is not in (j, k]
             if (k > j and (home <= j or home > k)) or (k < j and (home <= j and home > k)):
                 self.index[j] = s
@@ -381,10 +497,20 @@ cdef class KeyDir:
         return out
 
     # ---------------------------------------------------------------- loading
+    def reserve(self, uint64_t entries, uint64_t key_bytes=0):
+        """Make room for ``entries`` more keys (and ``key_bytes`` of key bytes) at once, so
+        that loading them does no rehash or array growth."""
+        self._reserve(entries, key_bytes)
+
     def load_hints(self, data, uint32_t fid):
-        """Insert every entry of a hints file for segment ``fid``; -1 (nothing done) if it is bad."""
+        """Insert every entry of a hints file for segment ``fid``; -1 (nothing done) if it is bad.
+
+        One C loop over the file: validate it whole (CRC, entry walk) first, reserve room for
+        every entry, then insert each with the hash the file carries, prefetching the home slot
+        of the entry PREFETCH_AHEAD places further on (the slots are a random walk over a table
+        larger than the caches, so overlapping those misses is most of the speed)."""
         cdef const uint8_t[::1] v = data
-        cdef uint64_t n = v.shape[0], count, i, off, kl
+        cdef uint64_t n = v.shape[0], count, i, off, kl, ahead, kbytes
         cdef const uint8_t *p
         if n < ZKV_HINT_HEADER + ZKV_HINT_TRAILER:
             return -1
@@ -398,14 +524,25 @@ cdef class KeyDir:
         for i in range(count):          # validate the walk before touching the table
             if off + ZKV_HINT_ENTRY > n - 4:
                 return -1
-            off += ZKV_HINT_ENTRY + zkv_ld32(p + off + 16)
-        if off != n - 4:
-            return -1
-        off = ZKV_HINT_HEADER
-        for i in range(count):
             kl = zkv_ld32(p + off + 16)
             if kl < 1 or kl > ZKV_REC_MAX_KEY:
                 return -1
+            off += ZKV_HINT_ENTRY + kl
+        if off != n - 4:
+            return -1
+        kbytes = n - 4 - ZKV_HINT_HEADER - count * ZKV_HINT_ENTRY
+        self._reserve(count, kbytes)    # no growth below: ishift and index stay put
+        off = ZKV_HINT_HEADER
+        ahead = ZKV_HINT_HEADER         # the entry PREFETCH_AHEAD places after `off`
+        for i in range(PREFETCH_AHEAD):
+            if ahead >= n - 4:
+                break
+            ahead += ZKV_HINT_ENTRY + zkv_ld32(p + ahead + 16)
+        for i in range(count):
+            if ahead < n - 4:
+                __builtin_prefetch(&self.index[zkv_ld64(p + ahead) >> self.ishift])
+                ahead += ZKV_HINT_ENTRY + zkv_ld32(p + ahead + 16)
+            kl = zkv_ld32(p + off + 16)
             self._set(p + off + 24, <uint32_t>kl, zkv_ld64(p + off), fid, zkv_ld32(p + off + 8),
                       zkv_ld32(p + off + 12), p[off + 20])
             off += ZKV_HINT_ENTRY + kl
@@ -646,6 +783,29 @@ cdef class KeyDir:
         """Write the buffered records to the active fd (no fsync)."""
         self._flush()
 
+    cdef int _append(self, const uint8_t *kp, uint32_t kl, const uint8_t *vp, uint32_t vl,
+                     uint32_t flags) except -1:
+        """Encode one (validated) record into the write buffer and point the key at it."""
+        cdef uint64_t size = ZKV_REC_HEADER + <uint64_t>kl + vl, off
+        cdef void *p
+        if self.wlen + size > self.wcap:
+            if self.wlen:
+                self._flush()
+            if size > self.wcap:
+                p = realloc(self.wbuf, size)
+                if p == NULL:
+                    raise MemoryError()
+                self.wbuf = <uint8_t *>p
+                self.wcap = size
+        zkv_rec_write(self.wbuf + self.wlen, <uint8_t>flags, kp, kl, vp, vl)
+        off = self.wbase + self.wlen
+        self._set(kp, kl, zkv_hash64(kp, kl), self.afid, <uint32_t>off, <uint32_t>size, flags)
+        self.wlen += size
+        self.seq_ += 1
+        if self.wlen >= self.wlimit:
+            self._flush()
+        return 0
+
     def append(self, key, value, uint32_t flags=0):
         """Validate, encode and buffer one record for ``key``; point the key at it.
 
@@ -653,10 +813,21 @@ cdef class KeyDir:
         tombstone). Raises zkv.InvalidRequest (nothing written) for a non-bytes or empty key, a
         key over ``max_key`` or a value over ``max_value``. Returns the new active segment end.
         """
-        cdef uint64_t kl, vl, size, off
-        cdef uint8_t *dst
-        cdef const uint8_t *kp
-        cdef void *p
+        self._check_pair((key, value))
+        if self.afd < 0:
+            raise InvalidRequest("store is not writable (closed or read-only)")
+        self._append(<const uint8_t *>PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key),
+                     <const uint8_t *>PyBytes_AS_STRING(value), <uint32_t>PyBytes_GET_SIZE(value),
+                     flags)
+        return self.wbase + self.wlen
+
+    cdef int _check_pair(self, object item) except -1:
+        """InvalidRequest unless ``item`` is a (key, value) pair the store accepts."""
+        cdef uint64_t kl, vl
+        if not PyTuple_Check(item) or PyTuple_GET_SIZE(item) != 2:
+            raise InvalidRequest("put_many takes (key, value) pairs")
+        key = <object>PyTuple_GET_ITEM(item, 0)
+        value = <object>PyTuple_GET_ITEM(item, 1)
         if not PyBytes_Check(key):
             raise InvalidRequest(f"key must be bytes, not {type(key).__name__}")
         if not PyBytes_Check(value):
@@ -669,28 +840,72 @@ cdef class KeyDir:
             raise InvalidRequest(f"key of {kl} bytes is over the {self.max_key}-byte limit")
         if vl > self.max_value:
             raise InvalidRequest(f"value of {vl} bytes is over the {self.max_value}-byte limit")
+        return 0
+
+    def put_policy(self, uint64_t segment_bytes, uint64_t compress_over, slow_put):
+        """Enable ``put``: records that would end at or past ``segment_bytes`` (the segment must
+        rotate) and values over ``compress_over`` bytes go to ``slow_put(key, value)``."""
+        self.seg_limit = segment_bytes
+        self.fast_vmax = min(compress_over, self.max_value)
+        self.slow_put = slow_put
+
+    def put(self, key, value):
+        """LogStore.put in one C call for the common case: a bytes value that needs neither
+        compression nor a segment rotation, while no thread holds the store lock and no key
+        awaits repair (``put_gate``). Everything else, including every error, goes through
+        ``slow_put(key, value)``, the store's locked Python path (same checks, same errors)."""
+        cdef uint64_t kl, vl
+        if self.lock.held == 0 and self.put_gate == 0 and self.afd >= 0 and \
+                PyBytes_Check(key) and PyBytes_CheckExact(value):
+            kl = PyBytes_GET_SIZE(key)
+            vl = PyBytes_GET_SIZE(value)
+            if 0 < kl <= self.max_key and vl <= self.fast_vmax and \
+                    self.wbase + self.wlen + ZKV_REC_HEADER + kl + vl < self.seg_limit:
+                self._append(<const uint8_t *>PyBytes_AS_STRING(key), <uint32_t>kl,
+                             <const uint8_t *>PyBytes_AS_STRING(value), <uint32_t>vl, 0)
+                return None
+        return self.slow_put(key, value)
+
+    def check_batch(self, list items not None):
+        """InvalidRequest (naming the first bad item) unless every item is a valid pair."""
+        cdef Py_ssize_t j
+        for j in range(PyList_GET_SIZE(items)):
+            try:
+                self._check_pair(<object>PyList_GET_ITEM(items, j))
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"put_many item {j}: {exc}") from None
+        return None
+
+    def append_batch(self, list items not None, Py_ssize_t start, uint64_t compress_over,
+                     uint64_t segment_bytes):
+        """Append ``items[start:]`` (pairs already checked by ``check_batch``) until one needs
+        the caller: stops before a bytes value over ``compress_over`` bytes (compression) and
+        after a record that brings the segment to ``segment_bytes`` (rotation). Returns the
+        index of the first item not appended. The home slot of the key PREFETCH_AHEAD items on
+        is prefetched, so the index misses of a batch overlap."""
+        cdef Py_ssize_t j, n = PyList_GET_SIZE(items), ahead
+        cdef object item, key, value
+        cdef uint64_t vl
+        cdef const uint8_t *kp
         if self.afd < 0:
             raise InvalidRequest("store is not writable (closed or read-only)")
-        size = ZKV_REC_HEADER + kl + vl
-        if self.wlen + size > self.wcap:
-            if self.wlen:
-                self._flush()
-            if size > self.wcap:
-                p = realloc(self.wbuf, size)
-                if p == NULL:
-                    raise MemoryError()
-                self.wbuf = <uint8_t *>p
-                self.wcap = size
-        kp = <const uint8_t *>PyBytes_AS_STRING(key)
-        dst = self.wbuf + self.wlen
-        zkv_rec_write(dst, <uint8_t>flags, kp, <uint32_t>kl, PyBytes_AS_STRING(value), <uint32_t>vl)
-        off = self.wbase + self.wlen
-        self._set(kp, <uint32_t>kl, zkv_hash64(kp, kl), self.afid, <uint32_t>off, <uint32_t>size, flags)
-        self.wlen += size
-        self.seq_ += 1
-        if self.wlen >= self.wlimit:
-            self._flush()
-        return self.wbase + self.wlen
+        for j in range(start, n):
+            ahead = j + PREFETCH_AHEAD
+            if ahead < n:
+                key = <object>PyTuple_GET_ITEM(<object>PyList_GET_ITEM(items, ahead), 0)
+                kp = <const uint8_t *>PyBytes_AS_STRING(key)
+                __builtin_prefetch(&self.index[zkv_hash64(kp, PyBytes_GET_SIZE(key)) >> self.ishift])
+            item = <object>PyList_GET_ITEM(items, j)
+            key = <object>PyTuple_GET_ITEM(item, 0)
+            value = <object>PyTuple_GET_ITEM(item, 1)
+            vl = PyBytes_GET_SIZE(value)
+            if vl > compress_over and PyBytes_CheckExact(value):
+                return j
+            self._append(<const uint8_t *>PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key),
+                         <const uint8_t *>PyBytes_AS_STRING(value), <uint32_t>vl, 0)
+            if self.wbase + self.wlen >= segment_bytes:
+                return j + 1
+        return n
 
     # ---------------------------------------------------------------- reads
     def get(self, key):
