@@ -66,7 +66,16 @@ cdef class KeyDir:
     cdef public int put_gate      # nonzero: every put() takes slow_put (e.g. keys need repair)
     cdef uint64_t seg_limit       # put(): records ending at or past this go to slow_put (rotation)
     cdef uint64_t fast_vmax       # put(): values longer than this go to slow_put (compression)
+    # deferred index inserts of records appended to wbuf (see KeyDir._append): the home slot is
+    # prefetched at append and the insert done up to KD_PEND appends later, so the cache misses
+    # of consecutive puts overlap instead of queueing. Room for them is reserved (entries,
+    # arena, slots), so applying them (_drain) never allocates and cannot fail.
+    cdef uint64_t pend_h[32]      # key hash of each pending record
+    cdef uint64_t pend_w[32]      # its position in wbuf
+    cdef uint32_t pend_n          # pending records (0 .. KD_PEND)
+    cdef uint64_t pend_kb         # their key bytes
 
+    cdef void _drain(self) noexcept
     cdef int64_t _find(self, const uint8_t *key, uint32_t klen, uint64_t h)
     cdef int _set(self, const uint8_t *key, uint32_t klen, uint64_t h, uint32_t fid,
                   uint32_t offset, uint32_t size, uint32_t flags) except -1

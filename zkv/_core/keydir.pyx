@@ -42,12 +42,51 @@ cdef extern from "fcntl.h" nogil:
 cdef extern from *:
     void __builtin_prefetch(const void *p) nogil
 
+cdef extern from "sys/mman.h" nogil:
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+    int munmap(void *addr, size_t length)
+    int madvise(void *addr, size_t length, int advice)
+    void *MAP_FAILED
+    int PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS
+    int MADV_HUGEPAGE
+
+DEF HUGE = 2097152  # slot arrays of this many bytes or more are mmapped, 2 MiB aligned, huge pages
+
+
+cdef uint64_t *_slots_alloc(uint64_t cap) noexcept nogil:
+    """A zeroed array of ``cap`` slots. From HUGE bytes up: its own mapping, aligned to and
+    advised for 2 MiB pages. A put or a load probes one random slot per key; with 4 KiB pages
+    each such probe into a table of many MiB is a TLB miss as well as a cache miss."""
+    cdef size_t n = cap * 8, a
+    cdef uint8_t *p
+    if n < HUGE:
+        return <uint64_t *>calloc(cap, 8)
+    p = <uint8_t *>mmap(NULL, n + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if <void *>p == MAP_FAILED:
+        return NULL
+    a = (HUGE - (<size_t>p & (HUGE - 1))) & (HUGE - 1)  # bytes to the first 2 MiB boundary
+    if a:
+        munmap(p, a)
+    if HUGE - a:
+        munmap(p + a + n, HUGE - a)
+    madvise(p + a, n, MADV_HUGEPAGE)
+    return <uint64_t *>(p + a)
+
+
+cdef void _slots_free(uint64_t *p, uint64_t cap) noexcept nogil:
+    if cap * 8 < HUGE:
+        free(p)
+    else:
+        munmap(p, cap * 8)
+
+
 cdef extern from "pythread.h":
     int PyThread_acquire_lock_timed(PyThread_type_lock lock, long long microseconds,
                                     int intr_flag) nogil
 
 DEF KD_RELEASED = 0x80
-DEF PREFETCH_AHEAD = 16  # load_hints / put_many prefetch the home slot this many keys ahead
+DEF PREFETCH_AHEAD = 16  # load_hints prefetches the home slot this many keys ahead
+DEF KD_PEND = 32  # appends whose index insert may be pending (keydir.pxd: pend_h)
 DEF FL_MASK = 0x7F
 
 # get_value() result codes besides bytes / None
@@ -118,7 +157,7 @@ cdef class KeyDir:
                   uint64_t write_buffer=65536):
         self.icap = 1024
         self.ishift = 64 - 10
-        self.index = <uint64_t *>calloc(self.icap, 8)
+        self.index = _slots_alloc(self.icap)
         self.ecap = 512
         self.entries = <kd_entry *>malloc(self.ecap * sizeof(kd_entry))
         self.acap = 8192
@@ -139,13 +178,34 @@ cdef class KeyDir:
         self.lock = StoreLock()
 
     def __dealloc__(self):
-        free(self.index); free(self.entries); free(self.arena); free(self.maps); free(self.wbuf)
+        if self.index != NULL:
+            _slots_free(self.index, self.icap)
+        free(self.entries); free(self.arena); free(self.maps); free(self.wbuf)
 
     # ---------------------------------------------------------------- core table
+    cdef void _drain(self) noexcept:
+        """Insert the pending appends (in order). Every reader of the table calls this first."""
+        cdef uint32_t j, n = self.pend_n, kl
+        cdef const uint8_t *rec
+        if n == 0:
+            return
+        self.pend_n = 0
+        self.pend_kb = 0
+        for j in range(n):
+            rec = self.wbuf + self.pend_w[j]
+            kl = zkv_ld32(rec + 8)
+            # room was reserved when the record was deferred: this _set cannot allocate
+            self._set(rec + 16, kl, self.pend_h[j], self.afid, <uint32_t>(self.wbase + self.pend_w[j]),
+                      ZKV_REC_HEADER + kl + zkv_ld32(rec + 12), rec[5])
+
     cdef int64_t _find(self, const uint8_t *key, uint32_t klen, uint64_t h):
-        cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s
+        cdef uint64_t mask, i, s
         cdef uint32_t tag = <uint32_t>(h >> 32)
         cdef kd_entry *e
+        if self.pend_n:
+            self._drain()
+        mask = self.icap - 1
+        i = h >> self.ishift
         while True:
             s = self.index[i]
             if s == 0:
@@ -157,9 +217,13 @@ cdef class KeyDir:
             i = (i + 1) & mask
 
     cdef int64_t _find_hash(self, uint32_t klen, uint64_t h):
-        cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s
+        cdef uint64_t mask, i, s
         cdef uint32_t tag = <uint32_t>(h >> 32)
         cdef kd_entry *e
+        if self.pend_n:
+            self._drain()
+        mask = self.icap - 1
+        i = h >> self.ishift
         while True:
             s = self.index[i]
             if s == 0:
@@ -207,7 +271,7 @@ cdef class KeyDir:
             nshift -= 1
         if nshift < 32:
             raise MemoryError("keydir index over 2**32 slots")
-        cdef uint64_t *nidx = <uint64_t *>calloc(ncap, 8)
+        cdef uint64_t *nidx = _slots_alloc(ncap)
         if nidx == NULL:
             raise MemoryError()
         for j in range(ocap):
@@ -217,7 +281,7 @@ cdef class KeyDir:
                 while nidx[i] != 0:
                     i = (i + 1) & mask
                 nidx[i] = s
-        free(old)
+        _slots_free(old, ocap)
         self.index = nidx
         self.icap = ncap
         self.ishift = nshift
@@ -229,8 +293,10 @@ cdef class KeyDir:
     cdef int _reserve(self, uint64_t entries, uint64_t key_bytes) except -1:
         """Make room for ``entries`` more entries and ``key_bytes`` more key bytes, so that
         inserting them does no rehash or realloc."""
-        cdef uint64_t want = self.n + entries, ncap = self.icap
+        cdef uint64_t want, ncap = self.icap
         cdef void *p
+        self._drain()
+        want = self.n + entries
         while want * 10 > ncap * 7:
             ncap *= 2
         if ncap > self.icap:
@@ -252,10 +318,14 @@ cdef class KeyDir:
     cdef int _set(self, const uint8_t *key, uint32_t klen, uint64_t h, uint32_t fid,
                   uint32_t offset, uint32_t size, uint32_t flags) except -1:
         # one probe finds the key or the empty slot where it goes
-        cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s, ncap, idx
+        cdef uint64_t mask, i, s, ncap, idx
         cdef uint32_t tag = <uint32_t>(h >> 32)
         cdef kd_entry *e = NULL
         cdef void *p
+        if self.pend_n:
+            self._drain()  # earlier appends first
+        mask = self.icap - 1
+        i = h >> self.ishift
         while True:
             s = self.index[i]
             if s == 0:
@@ -371,24 +441,29 @@ cdef class KeyDir:
 
     # ---------------------------------------------------------------- Python-facing table API
     def __len__(self):
+        self._drain()
         return self.n - self.n_tomb
 
     @property
     def count(self):
         """Entries including tombstones."""
+        self._drain()
         return self.n
 
     @property
     def tombstone_count(self):
+        self._drain()
         return self.n_tomb
 
     @property
     def live_bytes(self):
         """Sum of the record sizes the entries point at (what compaction would keep)."""
+        self._drain()
         return self.live_bytes_
 
     def memory_bytes(self):
         """Bytes allocated by the table (slots, entries, arena), not counting the write buffer."""
+        self._drain()
         return self.icap * 8 + self.ecap * sizeof(kd_entry) + self.acap
 
     def contains(self, key):
@@ -438,6 +513,7 @@ cdef class KeyDir:
 
     def keys(self, bint tombstones=False):
         """Live keys (or, with ``tombstones=True``, only the keys whose latest record is one)."""
+        self._drain()
         cdef uint64_t j
         cdef bint t
         out = []
@@ -456,6 +532,7 @@ cdef class KeyDir:
         cdef uint64_t mask = self.icap - 1, i, s, h, steps = 0, span
         cdef kd_entry *e
         out = []
+        self._drain()
         if lo > hi or self.n == 0:
             return out
         i = lo >> self.ishift
@@ -476,6 +553,7 @@ cdef class KeyDir:
 
     def fid_bytes(self):
         """``{fid: live record bytes}`` over all entries (for per-segment dead-byte accounting)."""
+        self._drain()
         cdef uint64_t j
         out = {}
         for j in range(self.n):
@@ -485,6 +563,7 @@ cdef class KeyDir:
 
     def purge_fids(self, fids):
         """Remove every entry still pointing at one of ``fids``; returns ``[(key, flags)]``."""
+        self._drain()
         cdef set s = set(fids)
         cdef uint64_t j
         out = []
@@ -755,6 +834,7 @@ cdef class KeyDir:
     cdef int _flush(self) except -1:
         cdef uint64_t done = 0, need, nend
         cdef ssize_t r
+        self._drain()  # pending inserts read their keys from wbuf
         if self.wlen == 0:
             return 0
         need = self.wbase + self.wlen
@@ -786,7 +866,7 @@ cdef class KeyDir:
     cdef int _append(self, const uint8_t *kp, uint32_t kl, const uint8_t *vp, uint32_t vl,
                      uint32_t flags) except -1:
         """Encode one (validated) record into the write buffer and point the key at it."""
-        cdef uint64_t size = ZKV_REC_HEADER + <uint64_t>kl + vl, off
+        cdef uint64_t size = ZKV_REC_HEADER + <uint64_t>kl + vl, h, n
         cdef void *p
         if self.wlen + size > self.wcap:
             if self.wlen:
@@ -798,8 +878,19 @@ cdef class KeyDir:
                 self.wbuf = <uint8_t *>p
                 self.wcap = size
         zkv_rec_write(self.wbuf + self.wlen, <uint8_t>flags, kp, kl, vp, vl)
-        off = self.wbase + self.wlen
-        self._set(kp, kl, zkv_hash64(kp, kl), self.afid, <uint32_t>off, <uint32_t>size, flags)
+        h = zkv_hash64(kp, kl)
+        if self.pend_n == KD_PEND:
+            self._drain()
+        n = self.n + self.pend_n + 1  # entries if every pending key is new
+        if n <= self.ecap and n * 10 <= self.icap * 7 and self.alen + self.pend_kb + kl <= self.acap:
+            # defer the insert (room reserved above): fetch its home slot now, insert later
+            __builtin_prefetch(&self.index[h >> self.ishift])
+            self.pend_h[self.pend_n] = h
+            self.pend_w[self.pend_n] = self.wlen
+            self.pend_n += 1
+            self.pend_kb += kl
+        else:  # the table must grow: insert now (drains first), where allocation may fail
+            self._set(kp, kl, h, self.afid, <uint32_t>(self.wbase + self.wlen), <uint32_t>size, flags)
         self.wlen += size
         self.seq_ += 1
         if self.wlen >= self.wlimit:
@@ -881,20 +972,13 @@ cdef class KeyDir:
         """Append ``items[start:]`` (pairs already checked by ``check_batch``) until one needs
         the caller: stops before a bytes value over ``compress_over`` bytes (compression) and
         after a record that brings the segment to ``segment_bytes`` (rotation). Returns the
-        index of the first item not appended. The home slot of the key PREFETCH_AHEAD items on
-        is prefetched, so the index misses of a batch overlap."""
-        cdef Py_ssize_t j, n = PyList_GET_SIZE(items), ahead
+        index of the first item not appended."""
+        cdef Py_ssize_t j, n = PyList_GET_SIZE(items)
         cdef object item, key, value
         cdef uint64_t vl
-        cdef const uint8_t *kp
         if self.afd < 0:
             raise InvalidRequest("store is not writable (closed or read-only)")
         for j in range(start, n):
-            ahead = j + PREFETCH_AHEAD
-            if ahead < n:
-                key = <object>PyTuple_GET_ITEM(<object>PyList_GET_ITEM(items, ahead), 0)
-                kp = <const uint8_t *>PyBytes_AS_STRING(key)
-                __builtin_prefetch(&self.index[zkv_hash64(kp, PyBytes_GET_SIZE(key)) >> self.ishift])
             item = <object>PyList_GET_ITEM(items, j)
             key = <object>PyTuple_GET_ITEM(item, 0)
             value = <object>PyTuple_GET_ITEM(item, 1)
@@ -973,6 +1057,7 @@ cdef class KeyDir:
 
     def close(self):
         """Forget the active fd and release every mapping (the owner closes files)."""
+        self._drain()
         self.afd = -1
         self.afid = 0xFFFFFFFF
         self.release_maps(True)
