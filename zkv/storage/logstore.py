@@ -39,9 +39,9 @@ from zkv._core import keydir as _kdmod
 from zkv._core import record
 from zkv._core.keydir import KeyDir
 from zkv.errors import CorruptRecord, InvalidRequest
-from zkv.storage.hints import read_hints, write_hints
+from zkv.storage.hints import hints_size, read_hints, write_hints
 from zkv.storage.lock import DirLock
-from zkv.storage.segment import TMP_SUFFIX, Segment, fsync_dir, parse_name
+from zkv.storage.segment import TMP_SUFFIX, Segment, fsync_dir, hint_name, parse_name
 
 log = logging.getLogger("zkv.storage")
 
@@ -178,6 +178,10 @@ class LogStore:
         corrupt: list[bytes] = []
         kd = self._kd
         total = len(ordered)
+        # room for every hints entry at once: no rehash or array growth between files
+        room = [hints_size(os.path.join(self.path, hint_name(n))) for n in ordered
+                if "hint" in files[n]]
+        kd.reserve(sum(r[0] for r in room), sum(r[1] for r in room))
         for i, name in enumerate(ordered):
             last = i == total - 1
             active = last and name[1] == 0 and not self.readonly
@@ -190,6 +194,8 @@ class LogStore:
                     loaded = True
                 else:
                     log.warning("hints file %s is bad; scanning its segment", seg.hint_path)
+                if data is not None and not isinstance(data, bytes):
+                    data.close()
                 if active:  # appends are coming: the hints would go stale
                     os.unlink(seg.hint_path)
                     fsync_dir(self.path)
