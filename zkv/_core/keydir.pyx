@@ -96,11 +96,11 @@ COMPRESSED = 3    # the value is zstd-compressed: take the slow path
 RELEASED = KD_RELEASED
 
 
-cdef inline uint32_t _klen(const kd_entry *e) nogil:
+cdef inline uint32_t _klen(const kd_entry *e) noexcept nogil:
     return e.klen_flags & 0xFFFFFF
 
 
-cdef inline uint32_t _flags(const kd_entry *e) nogil:
+cdef inline uint32_t _flags(const kd_entry *e) noexcept nogil:
     return e.klen_flags >> 24
 
 
@@ -211,9 +211,9 @@ cdef class KeyDir:
             if s == 0:
                 return -1
             if <uint32_t>(s >> 32) == tag:
-                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                e = &self.entries[(s & 0xFFFFFFFFU) - 1]
                 if e.hash == h and _klen(e) == klen and memcmp(self.arena + e.key_off, key, klen) == 0:
-                    return <int64_t>((s & 0xFFFFFFFF) - 1)
+                    return <int64_t>((s & 0xFFFFFFFFU) - 1)
             i = (i + 1) & mask
 
     cdef int64_t _find_hash(self, uint32_t klen, uint64_t h):
@@ -229,9 +229,9 @@ cdef class KeyDir:
             if s == 0:
                 return -1
             if <uint32_t>(s >> 32) == tag:
-                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                e = &self.entries[(s & 0xFFFFFFFFU) - 1]
                 if e.hash == h and _klen(e) == klen:
-                    return <int64_t>((s & 0xFFFFFFFF) - 1)
+                    return <int64_t>((s & 0xFFFFFFFFU) - 1)
             i = (i + 1) & mask
 
     def _get_exact(self, key):
@@ -255,7 +255,7 @@ cdef class KeyDir:
         cdef uint64_t mask = self.icap - 1, i = h >> self.ishift
         while self.index[i] != 0:
             i = (i + 1) & mask
-        self.index[i] = (h & 0xFFFFFFFF00000000) | (idx + 1)
+        self.index[i] = (h & 0xFFFFFFFF00000000ULL) | (idx + 1)
 
     cdef int _resize_index(self, uint64_t ncap) except -1:
         """Rebuild the slots at ``ncap`` (a power of two, larger than now).
@@ -331,7 +331,7 @@ cdef class KeyDir:
             if s == 0:
                 break
             if <uint32_t>(s >> 32) == tag:
-                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                e = &self.entries[(s & 0xFFFFFFFFU) - 1]
                 if e.hash == h and _klen(e) == klen and memcmp(self.arena + e.key_off, key, klen) == 0:
                     break
                 e = NULL
@@ -362,7 +362,7 @@ cdef class KeyDir:
                 self._grow_index()
                 self._slot_put(h, idx)
             else:
-                self.index[i] = (h & 0xFFFFFFFF00000000) | (idx + 1)
+                self.index[i] = (h & 0xFFFFFFFF00000000ULL) | (idx + 1)
             e = &self.entries[idx]
             e.hash = h
             e.key_off = self.alen
@@ -387,7 +387,7 @@ cdef class KeyDir:
         self.arena_dead += _klen(e)
         # find and clear the slot of entry i, then backward-shift the cluster behind it
         j = e.hash >> self.ishift
-        while (self.index[j] & 0xFFFFFFFF) != i + 1:
+        while (self.index[j] & 0xFFFFFFFFU) != i + 1:
             j = (j + 1) & mask
         self.index[j] = 0
         k = (j + 1) & mask
@@ -405,9 +405,9 @@ cdef class KeyDir:
         if i != last:
             self.entries[i] = self.entries[last]
             j = self.entries[i].hash >> self.ishift
-            while (self.index[j] & 0xFFFFFFFF) != last + 1:
+            while (self.index[j] & 0xFFFFFFFFU) != last + 1:
                 j = (j + 1) & mask
-            self.index[j] = (self.index[j] & 0xFFFFFFFF00000000) | (i + 1)
+            self.index[j] = (self.index[j] & 0xFFFFFFFF00000000ULL) | (i + 1)
         self.n -= 1
         if self.arena_dead > 1048576 and self.arena_dead * 2 > self.alen:
             self._compact_arena()
@@ -543,10 +543,10 @@ cdef class KeyDir:
                 if steps >= span:
                     break
             else:
-                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                e = &self.entries[(s & 0xFFFFFFFFU) - 1]
                 h = e.hash
                 if lo <= h <= hi and not (_flags(e) & ZKV_REC_TOMBSTONE):
-                    out.append((self._key((s & 0xFFFFFFFF) - 1), h))
+                    out.append((self._key((s & 0xFFFFFFFFU) - 1), h))
             i = (i + 1) & mask
             steps += 1
         return out
