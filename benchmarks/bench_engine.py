@@ -7,7 +7,12 @@ Workload (issue 3): ZKV_BENCH_KEYS keys (default 1M) of 16 B with 100 B values. 
 one round (``benchmark.pedantic(rounds=1)``), so the conftest's ratio table compares single
 timed runs made in the same process on the same machine.
 Groups and goals (ratio = time / baseline time, lower is better):
-- engine-put:     bulk put, baseline LMDB in one write txn; LogStore goal <= 1.0
+- engine-put:     bulk put in random key order, baseline LMDB in one write txn; LogStore
+                  goal <= 1.0
+- engine-put-seq: bulk put in ascending key order (LMDB's best case: every insert lands on
+                  the rightmost B-tree page), baseline LMDB in one write txn; LogStore goal
+                  <= 1.0 (issue 12: put rate >= 1.0x LMDB's); put_many (one call per batch
+                  of PUT_BATCH pairs) shown beside it
 - engine-get:     random gets of every key, baseline LMDB (one read txn); LogStore goal <= 1.0
 - engine-durable: ZKV_BENCH_DURABLE writes (default 2000) from 8 threads that each return
                   only once durable; baseline sqlite3 WAL synchronous=FULL, one commit per
@@ -35,6 +40,7 @@ from zkv.storage import LogStore
 N = int(os.environ.get("ZKV_BENCH_KEYS", "1000000"))
 N_DURABLE = int(os.environ.get("ZKV_BENCH_DURABLE", "2000"))
 THREADS = 8
+PUT_BATCH = 1000
 KEYS = [b"%016d" % i for i in range(N)]
 VALUE = bytes(range(100))
 ORDER = list(range(N))
@@ -94,6 +100,48 @@ def test_put_leveldb(benchmark, tmpdir_):
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     db.close()
+
+
+# ------------------------------------------------------------------ put, sequential keys
+@pytest.mark.benchmark(group="engine-put-seq")
+def test_put_seq_lmdb_baseline(benchmark, tmpdir_):
+    env = _lmdb_env(tmpdir_, sync=False)
+
+    def run():
+        with env.begin(write=True) as txn:
+            put = txn.put
+            for k in KEYS:
+                put(k, VALUE)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    env.close()
+
+
+@pytest.mark.benchmark(group="engine-put-seq")
+def test_put_seq_logstore(benchmark, tmpdir_):
+    s = LogStore(tmpdir_, compact_dead_ratio=None)
+
+    def run():
+        put = s.put
+        for k in KEYS:
+            put(k, VALUE)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info["goal"] = 1.0
+    s.close()
+
+
+@pytest.mark.benchmark(group="engine-put-seq")
+def test_put_seq_logstore_put_many(benchmark, tmpdir_):
+    s = LogStore(tmpdir_, compact_dead_ratio=None)
+
+    def run():
+        put_many = s.put_many
+        for i in range(0, N, PUT_BATCH):
+            put_many([(k, VALUE) for k in KEYS[i:i + PUT_BATCH]])
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    s.close()
 
 
 # ------------------------------------------------------------------ get

@@ -1,7 +1,9 @@
 """Model-based test of LogStore against a dict (as bitcask's QuickCheck suite does).
 
-Rules: put, get, delete, close/reopen, compact, rotate (tiny segments), truncate the tail of
-the newest segment, flip a byte in a segment and in a hints file. Before any damage the store
+Rules: put (the C fast path and the locked Python path), put_many (some batches holding a
+bad item, which must write nothing), get, delete, close/reopen, compact, rotate (tiny
+segments), truncate the tail of the newest segment, flip a byte in a segment and in a hints
+file. Before any damage the store
 must equal the model exactly. After damage a key may be lost, revert to a value it held
 before, or be reported in corrupt_keys(), but never read as a value it never had.
 """
@@ -16,6 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from zkv.errors import InvalidRequest
 from zkv.storage import LogStore
 
 KEYS = st.sampled_from([b"a", b"b", b"c", b"dd", b"eee", b"key-%d" % 5, b"\x00", b"z" * 300])
@@ -51,6 +54,29 @@ class StoreMachine(RuleBasedStateMachine):
         self.model[k] = v
         self.history.setdefault(k, {None}).add(v)
         self.uncertain.discard(k)
+
+    @rule(k=KEYS, v=VALUES)
+    def put_slow_path(self, k, v):
+        LogStore.put(self.store, k, v)  # the locked Python path the C put falls back to
+        self.model[k] = v
+        self.history.setdefault(k, {None}).add(v)
+        self.uncertain.discard(k)
+
+    @rule(items=st.lists(st.tuples(KEYS, VALUES), max_size=12), bad_at=st.none() | st.integers(0, 12))
+    def put_many(self, items, bad_at):
+        if bad_at is not None:
+            items = list(items)
+            items.insert(min(bad_at, len(items)), (b"", b"empty key"))
+            try:
+                self.store.put_many(items)
+            except InvalidRequest:
+                return  # nothing written: the model stays as it is
+            raise AssertionError("put_many accepted an empty key")
+        self.store.put_many(items)
+        for k, v in items:
+            self.model[k] = v
+            self.history.setdefault(k, {None}).add(v)
+            self.uncertain.discard(k)
 
     @rule(k=KEYS)
     def delete(self, k):

@@ -4,7 +4,9 @@
 #   index    open-addressing slots (linear probing, power-of-two size, load <= 0.7); a key's
 #            home slot is the TOP bits of its hash, so a hash range (a ring partition) is a
 #            contiguous run of slots and hash_range() reads only that run:
-#            uint64 = (low 32 bits of the key hash) << 32 | (entry number + 1); 0 = empty
+#            uint64 = (top 32 bits of the key hash) << 32 | (entry number + 1); 0 = empty
+#            The tag (top 32 bits) holds the home slot of any table up to 2**32 slots, so a
+#            rehash and a delete's backward shift never read the entries.
 #   entries  dense array of kd_entry (32 bytes each), in insertion order
 #   arena    key bytes, back to back; an entry points at its key by offset
 # Memory per key ~ 32 (entry) + 8/0.35..0.7 (index) + key length, plus array growth slack.
@@ -22,6 +24,12 @@ ctypedef struct kd_entry:
 ctypedef struct kd_map:
     const uint8_t *base  # start of the segment's read-only mapping (NULL: not mapped)
     uint64_t length      # mapped bytes
+
+from cpython.pythread cimport PyThread_type_lock
+
+cdef class StoreLock:
+    cdef PyThread_type_lock lk   # the mutex (PyThread lock, as threading.Lock uses)
+    cdef int held                # 1 between __enter__ and __exit__: fast puts step aside
 
 cdef class KeyDir:
     cdef uint64_t *index          # open-addressing slots
@@ -53,7 +61,21 @@ cdef class KeyDir:
     cdef uint64_t max_key         # largest key accepted by append
     cdef uint64_t max_value       # largest stored value accepted by append
     cdef public object slow       # callable(key, code) for get()'s non-fast cases
+    cdef public object slow_put   # callable(key, value) for put()'s non-fast cases
+    cdef readonly StoreLock lock  # the owner's store lock; put() appends itself only while free
+    cdef public int put_gate      # nonzero: every put() takes slow_put (e.g. keys need repair)
+    cdef uint64_t seg_limit       # put(): records ending at or past this go to slow_put (rotation)
+    cdef uint64_t fast_vmax       # put(): values longer than this go to slow_put (compression)
+    # deferred index inserts of records appended to wbuf (see KeyDir._append): the home slot is
+    # prefetched at append and the insert done up to KD_PEND appends later, so the cache misses
+    # of consecutive puts overlap instead of queueing. Room for them is reserved (entries,
+    # arena, slots), so applying them (_drain) never allocates and cannot fail.
+    cdef uint64_t pend_h[32]      # key hash of each pending record
+    cdef uint64_t pend_w[32]      # its position in wbuf
+    cdef uint32_t pend_n          # pending records (0 .. KD_PEND)
+    cdef uint64_t pend_kb         # their key bytes
 
+    cdef void _drain(self) noexcept
     cdef int64_t _find(self, const uint8_t *key, uint32_t klen, uint64_t h)
     cdef int _set(self, const uint8_t *key, uint32_t klen, uint64_t h, uint32_t fid,
                   uint32_t offset, uint32_t size, uint32_t flags) except -1
@@ -62,6 +84,11 @@ cdef class KeyDir:
     cdef void _slot_put(self, uint64_t h, uint64_t idx)
     cdef int64_t _find_hash(self, uint32_t klen, uint64_t h)
     cdef int _grow_index(self) except -1
+    cdef int _resize_index(self, uint64_t ncap) except -1
+    cdef int _reserve(self, uint64_t entries, uint64_t key_bytes) except -1
+    cdef int _append(self, const uint8_t *kp, uint32_t kl, const uint8_t *vp, uint32_t vl,
+                     uint32_t flags) except -1
+    cdef int _check_pair(self, object item) except -1
     cdef void _compact_arena(self)
     cdef int64_t _find_obj(self, key) except -2
     cdef bytes _key(self, uint64_t i)

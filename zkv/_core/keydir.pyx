@@ -20,7 +20,13 @@ from libc.stdlib cimport malloc, realloc, free, calloc
 from libc.string cimport memcpy, memcmp, memset
 from libc.errno cimport errno, EINTR
 from posix.types cimport off_t
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check
+from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE,
+                            PyBytes_Check, PyBytes_CheckExact)
+from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThread_release_lock,
+                               PyThread_acquire_lock, NOWAIT_LOCK)
 
 from zkv._core.record cimport *
 from zkv._core.murmur3 cimport zkv_hash64
@@ -33,7 +39,54 @@ cdef extern from "unistd.h" nogil:
 cdef extern from "fcntl.h" nogil:
     int posix_fallocate(int fd, off_t offset, off_t length)
 
+cdef extern from *:
+    void __builtin_prefetch(const void *p) nogil
+
+cdef extern from "sys/mman.h" nogil:
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+    int munmap(void *addr, size_t length)
+    int madvise(void *addr, size_t length, int advice)
+    void *MAP_FAILED
+    int PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS
+    int MADV_HUGEPAGE
+
+DEF HUGE = 2097152  # slot arrays of this many bytes or more are mmapped, 2 MiB aligned, huge pages
+
+
+cdef uint64_t *_slots_alloc(uint64_t cap) noexcept nogil:
+    """A zeroed array of ``cap`` slots. From HUGE bytes up: its own mapping, aligned to and
+    advised for 2 MiB pages. A put or a load probes one random slot per key; with 4 KiB pages
+    each such probe into a table of many MiB is a TLB miss as well as a cache miss."""
+    cdef size_t n = cap * 8, a
+    cdef uint8_t *p
+    if n < HUGE:
+        return <uint64_t *>calloc(cap, 8)
+    p = <uint8_t *>mmap(NULL, n + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if <void *>p == MAP_FAILED:
+        return NULL
+    a = (HUGE - (<size_t>p & (HUGE - 1))) & (HUGE - 1)  # bytes to the first 2 MiB boundary
+    if a:
+        munmap(p, a)
+    if HUGE - a:
+        munmap(p + a + n, HUGE - a)
+    madvise(p + a, n, MADV_HUGEPAGE)
+    return <uint64_t *>(p + a)
+
+
+cdef void _slots_free(uint64_t *p, uint64_t cap) noexcept nogil:
+    if cap * 8 < HUGE:
+        free(p)
+    else:
+        munmap(p, cap * 8)
+
+
+cdef extern from "pythread.h":
+    int PyThread_acquire_lock_timed(PyThread_type_lock lock, long long microseconds,
+                                    int intr_flag) nogil
+
 DEF KD_RELEASED = 0x80
+DEF PREFETCH_AHEAD = 16  # load_hints prefetches the home slot this many keys ahead
+DEF KD_PEND = 32  # appends whose index insert may be pending (keydir.pxd: pend_h)
 DEF FL_MASK = 0x7F
 
 # get_value() result codes besides bytes / None
@@ -43,12 +96,58 @@ COMPRESSED = 3    # the value is zstd-compressed: take the slow path
 RELEASED = KD_RELEASED
 
 
-cdef inline uint32_t _klen(const kd_entry *e) nogil:
+cdef inline uint32_t _klen(const kd_entry *e) noexcept nogil:
     return e.klen_flags & 0xFFFFFF
 
 
-cdef inline uint32_t _flags(const kd_entry *e) nogil:
+cdef inline uint32_t _flags(const kd_entry *e) noexcept nogil:
     return e.klen_flags >> 24
+
+
+cdef class StoreLock:
+    """The store's mutex (``with lock:``), visible to C: ``KeyDir.put`` appends by itself only
+    while no thread holds it, and otherwise hands the put to the store's locked slow path.
+
+    Like ``threading.Lock`` (not reentrant); a blocked ``acquire`` waits without the GIL and
+    still sees KeyboardInterrupt. ``held`` is set by the owner while it holds the GIL, so a C
+    fast path that runs under the GIL never interleaves with a critical section."""
+
+    def __cinit__(self):
+        self.lk = PyThread_allocate_lock()
+        if self.lk == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.lk != NULL:
+            PyThread_free_lock(self.lk)
+
+    def acquire(self):
+        cdef int r
+        if not PyThread_acquire_lock(self.lk, NOWAIT_LOCK):
+            while True:
+                with nogil:
+                    r = PyThread_acquire_lock_timed(self.lk, 50000, 0)
+                if r == 1:
+                    break
+                PyErr_CheckSignals()
+        self.held = 1
+        return True
+
+    def release(self):
+        if not self.held:
+            raise RuntimeError("release unlocked lock")
+        self.held = 0
+        PyThread_release_lock(self.lk)
+
+    def locked(self):
+        return self.held != 0
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.held = 0
+        PyThread_release_lock(self.lk)
 
 
 cdef class KeyDir:
@@ -58,7 +157,7 @@ cdef class KeyDir:
                   uint64_t write_buffer=65536):
         self.icap = 1024
         self.ishift = 64 - 10
-        self.index = <uint64_t *>calloc(self.icap, 8)
+        self.index = _slots_alloc(self.icap)
         self.ecap = 512
         self.entries = <kd_entry *>malloc(self.ecap * sizeof(kd_entry))
         self.acap = 8192
@@ -76,37 +175,63 @@ cdef class KeyDir:
         self.retired = []
         self.max_key = min(max_key, ZKV_REC_MAX_KEY)
         self.max_value = max_value
+        self.lock = StoreLock()
 
     def __dealloc__(self):
-        free(self.index); free(self.entries); free(self.arena); free(self.maps); free(self.wbuf)
+        if self.index != NULL:
+            _slots_free(self.index, self.icap)
+        free(self.entries); free(self.arena); free(self.maps); free(self.wbuf)
 
     # ---------------------------------------------------------------- core table
+    cdef void _drain(self) noexcept:
+        """Insert the pending appends (in order). Every reader of the table calls this first."""
+        cdef uint32_t j, n = self.pend_n, kl
+        cdef const uint8_t *rec
+        if n == 0:
+            return
+        self.pend_n = 0
+        self.pend_kb = 0
+        for j in range(n):
+            rec = self.wbuf + self.pend_w[j]
+            kl = zkv_ld32(rec + 8)
+            # room was reserved when the record was deferred: this _set cannot allocate
+            self._set(rec + 16, kl, self.pend_h[j], self.afid, <uint32_t>(self.wbase + self.pend_w[j]),
+                      ZKV_REC_HEADER + kl + zkv_ld32(rec + 12), rec[5])
+
     cdef int64_t _find(self, const uint8_t *key, uint32_t klen, uint64_t h):
-        cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s
-        cdef uint32_t tag = <uint32_t>h
+        cdef uint64_t mask, i, s
+        cdef uint32_t tag = <uint32_t>(h >> 32)
         cdef kd_entry *e
+        if self.pend_n:
+            self._drain()
+        mask = self.icap - 1
+        i = h >> self.ishift
         while True:
             s = self.index[i]
             if s == 0:
                 return -1
             if <uint32_t>(s >> 32) == tag:
-                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                e = &self.entries[(s & 0xFFFFFFFFU) - 1]
                 if e.hash == h and _klen(e) == klen and memcmp(self.arena + e.key_off, key, klen) == 0:
-                    return <int64_t>((s & 0xFFFFFFFF) - 1)
+                    return <int64_t>((s & 0xFFFFFFFFU) - 1)
             i = (i + 1) & mask
 
     cdef int64_t _find_hash(self, uint32_t klen, uint64_t h):
-        cdef uint64_t mask = self.icap - 1, i = h >> self.ishift, s
-        cdef uint32_t tag = <uint32_t>h
+        cdef uint64_t mask, i, s
+        cdef uint32_t tag = <uint32_t>(h >> 32)
         cdef kd_entry *e
+        if self.pend_n:
+            self._drain()
+        mask = self.icap - 1
+        i = h >> self.ishift
         while True:
             s = self.index[i]
             if s == 0:
                 return -1
             if <uint32_t>(s >> 32) == tag:
-                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                e = &self.entries[(s & 0xFFFFFFFFU) - 1]
                 if e.hash == h and _klen(e) == klen:
-                    return <int64_t>((s & 0xFFFFFFFF) - 1)
+                    return <int64_t>((s & 0xFFFFFFFFU) - 1)
             i = (i + 1) & mask
 
     def _get_exact(self, key):
@@ -130,36 +255,92 @@ cdef class KeyDir:
         cdef uint64_t mask = self.icap - 1, i = h >> self.ishift
         while self.index[i] != 0:
             i = (i + 1) & mask
-        self.index[i] = ((h & 0xFFFFFFFF) << 32) | (idx + 1)
+        self.index[i] = (h & 0xFFFFFFFF00000000ULL) | (idx + 1)
+
+    cdef int _resize_index(self, uint64_t ncap) except -1:
+        """Rebuild the slots at ``ncap`` (a power of two, larger than now).
+
+        A slot's tag is the top 32 bits of its key's hash, which hold the home slot of any
+        table up to 2**32 slots: the rebuild streams the old slots in order and never touches
+        the entries or the arena. Old slots in order have (wrap-around aside) ascending homes,
+        so the writes to the new slots are close to sequential too."""
+        cdef uint64_t *old = self.index
+        cdef uint64_t ocap = self.icap, j, s, i, mask = ncap - 1
+        cdef int nshift = self.ishift
+        while (<uint64_t>1 << (64 - nshift)) < ncap:
+            nshift -= 1
+        if nshift < 32:
+            raise MemoryError("keydir index over 2**32 slots")
+        cdef uint64_t *nidx = _slots_alloc(ncap)
+        if nidx == NULL:
+            raise MemoryError()
+        for j in range(ocap):
+            s = old[j]
+            if s != 0:
+                i = (s >> 32) >> (nshift - 32)
+                while nidx[i] != 0:
+                    i = (i + 1) & mask
+                nidx[i] = s
+        _slots_free(old, ocap)
+        self.index = nidx
+        self.icap = ncap
+        self.ishift = nshift
+        return 0
 
     cdef int _grow_index(self) except -1:
-        cdef uint64_t ncap = self.icap * 2, j
-        cdef uint64_t *old = self.index
-        self.index = <uint64_t *>calloc(ncap, 8)
-        if self.index == NULL:
-            self.index = old
-            raise MemoryError()
-        free(old)
-        self.icap = ncap
-        self.ishift -= 1
-        for j in range(self.n):
-            self._slot_put(self.entries[j].hash, j)
+        return self._resize_index(self.icap * 2)
+
+    cdef int _reserve(self, uint64_t entries, uint64_t key_bytes) except -1:
+        """Make room for ``entries`` more entries and ``key_bytes`` more key bytes, so that
+        inserting them does no rehash or realloc."""
+        cdef uint64_t want, ncap = self.icap
+        cdef void *p
+        self._drain()
+        want = self.n + entries
+        while want * 10 > ncap * 7:
+            ncap *= 2
+        if ncap > self.icap:
+            self._resize_index(ncap)
+        if want > self.ecap:
+            p = realloc(self.entries, want * sizeof(kd_entry))
+            if p == NULL:
+                raise MemoryError()
+            self.entries = <kd_entry *>p
+            self.ecap = want
+        if self.alen + key_bytes > self.acap:
+            p = realloc(self.arena, self.alen + key_bytes)
+            if p == NULL:
+                raise MemoryError()
+            self.arena = <uint8_t *>p
+            self.acap = self.alen + key_bytes
         return 0
 
     cdef int _set(self, const uint8_t *key, uint32_t klen, uint64_t h, uint32_t fid,
                   uint32_t offset, uint32_t size, uint32_t flags) except -1:
-        cdef int64_t i = self._find(key, klen, h)
-        cdef kd_entry *e
-        cdef uint64_t ncap
+        # one probe finds the key or the empty slot where it goes
+        cdef uint64_t mask, i, s, ncap, idx
+        cdef uint32_t tag = <uint32_t>(h >> 32)
+        cdef kd_entry *e = NULL
         cdef void *p
-        if i >= 0:
-            e = &self.entries[i]
+        if self.pend_n:
+            self._drain()  # earlier appends first
+        mask = self.icap - 1
+        i = h >> self.ishift
+        while True:
+            s = self.index[i]
+            if s == 0:
+                break
+            if <uint32_t>(s >> 32) == tag:
+                e = &self.entries[(s & 0xFFFFFFFFU) - 1]
+                if e.hash == h and _klen(e) == klen and memcmp(self.arena + e.key_off, key, klen) == 0:
+                    break
+                e = NULL
+            i = (i + 1) & mask
+        if e != NULL:
             self.live_bytes_ -= e.size
             if _flags(e) & ZKV_REC_TOMBSTONE:
                 self.n_tomb -= 1
         else:
-            if (self.n + 1) * 10 > self.icap * 7:
-                self._grow_index()
             if self.n == self.ecap:
                 ncap = self.ecap + (self.ecap >> 1)  # 1.5x: less slack per key than 2x
                 p = realloc(self.entries, ncap * sizeof(kd_entry))
@@ -176,12 +357,17 @@ cdef class KeyDir:
                     raise MemoryError()
                 self.arena = <uint8_t *>p
                 self.acap = ncap
-            e = &self.entries[self.n]
+            idx = self.n
+            if (self.n + 1) * 10 > self.icap * 7:
+                self._grow_index()
+                self._slot_put(h, idx)
+            else:
+                self.index[i] = (h & 0xFFFFFFFF00000000ULL) | (idx + 1)
+            e = &self.entries[idx]
             e.hash = h
             e.key_off = self.alen
             memcpy(self.arena + self.alen, key, klen)
             self.alen += klen
-            self._slot_put(h, self.n)
             self.n += 1
         e.fid = fid
         e.offset = offset
@@ -201,13 +387,13 @@ cdef class KeyDir:
         self.arena_dead += _klen(e)
         # find and clear the slot of entry i, then backward-shift the cluster behind it
         j = e.hash >> self.ishift
-        while (self.index[j] & 0xFFFFFFFF) != i + 1:
+        while (self.index[j] & 0xFFFFFFFFU) != i + 1:
             j = (j + 1) & mask
         self.index[j] = 0
         k = (j + 1) & mask
         while self.index[k] != 0:
             s = self.index[k]
-            home = self.entries[(s & 0xFFFFFFFF) - 1].hash >> self.ishift
+            home = (s >> 32) >> (self.ishift - 32)  # the tag holds the home slot
             # move s into the hole at j if its home is not in (j, k]
             if (k > j and (home <= j or home > k)) or (k < j and (home <= j and home > k)):
                 self.index[j] = s
@@ -219,9 +405,9 @@ cdef class KeyDir:
         if i != last:
             self.entries[i] = self.entries[last]
             j = self.entries[i].hash >> self.ishift
-            while (self.index[j] & 0xFFFFFFFF) != last + 1:
+            while (self.index[j] & 0xFFFFFFFFU) != last + 1:
                 j = (j + 1) & mask
-            self.index[j] = (self.index[j] & 0xFFFFFFFF00000000) | (i + 1)
+            self.index[j] = (self.index[j] & 0xFFFFFFFF00000000ULL) | (i + 1)
         self.n -= 1
         if self.arena_dead > 1048576 and self.arena_dead * 2 > self.alen:
             self._compact_arena()
@@ -255,24 +441,29 @@ cdef class KeyDir:
 
     # ---------------------------------------------------------------- Python-facing table API
     def __len__(self):
+        self._drain()
         return self.n - self.n_tomb
 
     @property
     def count(self):
         """Entries including tombstones."""
+        self._drain()
         return self.n
 
     @property
     def tombstone_count(self):
+        self._drain()
         return self.n_tomb
 
     @property
     def live_bytes(self):
         """Sum of the record sizes the entries point at (what compaction would keep)."""
+        self._drain()
         return self.live_bytes_
 
     def memory_bytes(self):
         """Bytes allocated by the table (slots, entries, arena), not counting the write buffer."""
+        self._drain()
         return self.icap * 8 + self.ecap * sizeof(kd_entry) + self.acap
 
     def contains(self, key):
@@ -322,6 +513,7 @@ cdef class KeyDir:
 
     def keys(self, bint tombstones=False):
         """Live keys (or, with ``tombstones=True``, only the keys whose latest record is one)."""
+        self._drain()
         cdef uint64_t j
         cdef bint t
         out = []
@@ -340,6 +532,7 @@ cdef class KeyDir:
         cdef uint64_t mask = self.icap - 1, i, s, h, steps = 0, span
         cdef kd_entry *e
         out = []
+        self._drain()
         if lo > hi or self.n == 0:
             return out
         i = lo >> self.ishift
@@ -350,16 +543,17 @@ cdef class KeyDir:
                 if steps >= span:
                     break
             else:
-                e = &self.entries[(s & 0xFFFFFFFF) - 1]
+                e = &self.entries[(s & 0xFFFFFFFFU) - 1]
                 h = e.hash
                 if lo <= h <= hi and not (_flags(e) & ZKV_REC_TOMBSTONE):
-                    out.append((self._key((s & 0xFFFFFFFF) - 1), h))
+                    out.append((self._key((s & 0xFFFFFFFFU) - 1), h))
             i = (i + 1) & mask
             steps += 1
         return out
 
     def fid_bytes(self):
         """``{fid: live record bytes}`` over all entries (for per-segment dead-byte accounting)."""
+        self._drain()
         cdef uint64_t j
         out = {}
         for j in range(self.n):
@@ -369,6 +563,7 @@ cdef class KeyDir:
 
     def purge_fids(self, fids):
         """Remove every entry still pointing at one of ``fids``; returns ``[(key, flags)]``."""
+        self._drain()
         cdef set s = set(fids)
         cdef uint64_t j
         out = []
@@ -381,10 +576,20 @@ cdef class KeyDir:
         return out
 
     # ---------------------------------------------------------------- loading
+    def reserve(self, uint64_t entries, uint64_t key_bytes=0):
+        """Make room for ``entries`` more keys (and ``key_bytes`` of key bytes) at once, so
+        that loading them does no rehash or array growth."""
+        self._reserve(entries, key_bytes)
+
     def load_hints(self, data, uint32_t fid):
-        """Insert every entry of a hints file for segment ``fid``; -1 (nothing done) if it is bad."""
+        """Insert every entry of a hints file for segment ``fid``; -1 (nothing done) if it is bad.
+
+        One C loop over the file: validate it whole (CRC, entry walk) first, reserve room for
+        every entry, then insert each with the hash the file carries, prefetching the home slot
+        of the entry PREFETCH_AHEAD places further on (the slots are a random walk over a table
+        larger than the caches, so overlapping those misses is most of the speed)."""
         cdef const uint8_t[::1] v = data
-        cdef uint64_t n = v.shape[0], count, i, off, kl
+        cdef uint64_t n = v.shape[0], count, i, off, kl, ahead, kbytes
         cdef const uint8_t *p
         if n < ZKV_HINT_HEADER + ZKV_HINT_TRAILER:
             return -1
@@ -398,14 +603,25 @@ cdef class KeyDir:
         for i in range(count):          # validate the walk before touching the table
             if off + ZKV_HINT_ENTRY > n - 4:
                 return -1
-            off += ZKV_HINT_ENTRY + zkv_ld32(p + off + 16)
-        if off != n - 4:
-            return -1
-        off = ZKV_HINT_HEADER
-        for i in range(count):
             kl = zkv_ld32(p + off + 16)
             if kl < 1 or kl > ZKV_REC_MAX_KEY:
                 return -1
+            off += ZKV_HINT_ENTRY + kl
+        if off != n - 4:
+            return -1
+        kbytes = n - 4 - ZKV_HINT_HEADER - count * ZKV_HINT_ENTRY
+        self._reserve(count, kbytes)    # no growth below: ishift and index stay put
+        off = ZKV_HINT_HEADER
+        ahead = ZKV_HINT_HEADER         # the entry PREFETCH_AHEAD places after `off`
+        for i in range(PREFETCH_AHEAD):
+            if ahead >= n - 4:
+                break
+            ahead += ZKV_HINT_ENTRY + zkv_ld32(p + ahead + 16)
+        for i in range(count):
+            if ahead < n - 4:
+                __builtin_prefetch(&self.index[zkv_ld64(p + ahead) >> self.ishift])
+                ahead += ZKV_HINT_ENTRY + zkv_ld32(p + ahead + 16)
+            kl = zkv_ld32(p + off + 16)
             self._set(p + off + 24, <uint32_t>kl, zkv_ld64(p + off), fid, zkv_ld32(p + off + 8),
                       zkv_ld32(p + off + 12), p[off + 20])
             off += ZKV_HINT_ENTRY + kl
@@ -618,6 +834,7 @@ cdef class KeyDir:
     cdef int _flush(self) except -1:
         cdef uint64_t done = 0, need, nend
         cdef ssize_t r
+        self._drain()  # pending inserts read their keys from wbuf
         if self.wlen == 0:
             return 0
         need = self.wbase + self.wlen
@@ -646,6 +863,40 @@ cdef class KeyDir:
         """Write the buffered records to the active fd (no fsync)."""
         self._flush()
 
+    cdef int _append(self, const uint8_t *kp, uint32_t kl, const uint8_t *vp, uint32_t vl,
+                     uint32_t flags) except -1:
+        """Encode one (validated) record into the write buffer and point the key at it."""
+        cdef uint64_t size = ZKV_REC_HEADER + <uint64_t>kl + vl, h, n
+        cdef void *p
+        if self.wlen + size > self.wcap:
+            if self.wlen:
+                self._flush()
+            if size > self.wcap:
+                p = realloc(self.wbuf, size)
+                if p == NULL:
+                    raise MemoryError()
+                self.wbuf = <uint8_t *>p
+                self.wcap = size
+        zkv_rec_write(self.wbuf + self.wlen, <uint8_t>flags, kp, kl, vp, vl)
+        h = zkv_hash64(kp, kl)
+        if self.pend_n == KD_PEND:
+            self._drain()
+        n = self.n + self.pend_n + 1  # entries if every pending key is new
+        if n <= self.ecap and n * 10 <= self.icap * 7 and self.alen + self.pend_kb + kl <= self.acap:
+            # defer the insert (room reserved above): fetch its home slot now, insert later
+            __builtin_prefetch(&self.index[h >> self.ishift])
+            self.pend_h[self.pend_n] = h
+            self.pend_w[self.pend_n] = self.wlen
+            self.pend_n += 1
+            self.pend_kb += kl
+        else:  # the table must grow: insert now (drains first), where allocation may fail
+            self._set(kp, kl, h, self.afid, <uint32_t>(self.wbase + self.wlen), <uint32_t>size, flags)
+        self.wlen += size
+        self.seq_ += 1
+        if self.wlen >= self.wlimit:
+            self._flush()
+        return 0
+
     def append(self, key, value, uint32_t flags=0):
         """Validate, encode and buffer one record for ``key``; point the key at it.
 
@@ -653,10 +904,21 @@ cdef class KeyDir:
         tombstone). Raises zkv.InvalidRequest (nothing written) for a non-bytes or empty key, a
         key over ``max_key`` or a value over ``max_value``. Returns the new active segment end.
         """
-        cdef uint64_t kl, vl, size, off
-        cdef uint8_t *dst
-        cdef const uint8_t *kp
-        cdef void *p
+        self._check_pair((key, value))
+        if self.afd < 0:
+            raise InvalidRequest("store is not writable (closed or read-only)")
+        self._append(<const uint8_t *>PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key),
+                     <const uint8_t *>PyBytes_AS_STRING(value), <uint32_t>PyBytes_GET_SIZE(value),
+                     flags)
+        return self.wbase + self.wlen
+
+    cdef int _check_pair(self, object item) except -1:
+        """InvalidRequest unless ``item`` is a (key, value) pair the store accepts."""
+        cdef uint64_t kl, vl
+        if not PyTuple_Check(item) or PyTuple_GET_SIZE(item) != 2:
+            raise InvalidRequest("put_many takes (key, value) pairs")
+        key = <object>PyTuple_GET_ITEM(item, 0)
+        value = <object>PyTuple_GET_ITEM(item, 1)
         if not PyBytes_Check(key):
             raise InvalidRequest(f"key must be bytes, not {type(key).__name__}")
         if not PyBytes_Check(value):
@@ -669,28 +931,65 @@ cdef class KeyDir:
             raise InvalidRequest(f"key of {kl} bytes is over the {self.max_key}-byte limit")
         if vl > self.max_value:
             raise InvalidRequest(f"value of {vl} bytes is over the {self.max_value}-byte limit")
+        return 0
+
+    def put_policy(self, uint64_t segment_bytes, uint64_t compress_over, slow_put):
+        """Enable ``put``: records that would end at or past ``segment_bytes`` (the segment must
+        rotate) and values over ``compress_over`` bytes go to ``slow_put(key, value)``."""
+        self.seg_limit = segment_bytes
+        self.fast_vmax = min(compress_over, self.max_value)
+        self.slow_put = slow_put
+
+    def put(self, key, value):
+        """LogStore.put in one C call for the common case: a bytes value that needs neither
+        compression nor a segment rotation, while no thread holds the store lock and no key
+        awaits repair (``put_gate``). Everything else, including every error, goes through
+        ``slow_put(key, value)``, the store's locked Python path (same checks, same errors)."""
+        cdef uint64_t kl, vl
+        if self.lock.held == 0 and self.put_gate == 0 and self.afd >= 0 and \
+                PyBytes_Check(key) and PyBytes_CheckExact(value):
+            kl = PyBytes_GET_SIZE(key)
+            vl = PyBytes_GET_SIZE(value)
+            if 0 < kl <= self.max_key and vl <= self.fast_vmax and \
+                    self.wbase + self.wlen + ZKV_REC_HEADER + kl + vl < self.seg_limit:
+                self._append(<const uint8_t *>PyBytes_AS_STRING(key), <uint32_t>kl,
+                             <const uint8_t *>PyBytes_AS_STRING(value), <uint32_t>vl, 0)
+                return None
+        return self.slow_put(key, value)
+
+    def check_batch(self, list items not None):
+        """InvalidRequest (naming the first bad item) unless every item is a valid pair."""
+        cdef Py_ssize_t j
+        for j in range(PyList_GET_SIZE(items)):
+            try:
+                self._check_pair(<object>PyList_GET_ITEM(items, j))
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"put_many item {j}: {exc}") from None
+        return None
+
+    def append_batch(self, list items not None, Py_ssize_t start, uint64_t compress_over,
+                     uint64_t segment_bytes):
+        """Append ``items[start:]`` (pairs already checked by ``check_batch``) until one needs
+        the caller: stops before a bytes value over ``compress_over`` bytes (compression) and
+        after a record that brings the segment to ``segment_bytes`` (rotation). Returns the
+        index of the first item not appended."""
+        cdef Py_ssize_t j, n = PyList_GET_SIZE(items)
+        cdef object item, key, value
+        cdef uint64_t vl
         if self.afd < 0:
             raise InvalidRequest("store is not writable (closed or read-only)")
-        size = ZKV_REC_HEADER + kl + vl
-        if self.wlen + size > self.wcap:
-            if self.wlen:
-                self._flush()
-            if size > self.wcap:
-                p = realloc(self.wbuf, size)
-                if p == NULL:
-                    raise MemoryError()
-                self.wbuf = <uint8_t *>p
-                self.wcap = size
-        kp = <const uint8_t *>PyBytes_AS_STRING(key)
-        dst = self.wbuf + self.wlen
-        zkv_rec_write(dst, <uint8_t>flags, kp, <uint32_t>kl, PyBytes_AS_STRING(value), <uint32_t>vl)
-        off = self.wbase + self.wlen
-        self._set(kp, <uint32_t>kl, zkv_hash64(kp, kl), self.afid, <uint32_t>off, <uint32_t>size, flags)
-        self.wlen += size
-        self.seq_ += 1
-        if self.wlen >= self.wlimit:
-            self._flush()
-        return self.wbase + self.wlen
+        for j in range(start, n):
+            item = <object>PyList_GET_ITEM(items, j)
+            key = <object>PyTuple_GET_ITEM(item, 0)
+            value = <object>PyTuple_GET_ITEM(item, 1)
+            vl = PyBytes_GET_SIZE(value)
+            if vl > compress_over and PyBytes_CheckExact(value):
+                return j
+            self._append(<const uint8_t *>PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key),
+                         <const uint8_t *>PyBytes_AS_STRING(value), <uint32_t>vl, 0)
+            if self.wbase + self.wlen >= segment_bytes:
+                return j + 1
+        return n
 
     # ---------------------------------------------------------------- reads
     def get(self, key):
@@ -758,6 +1057,7 @@ cdef class KeyDir:
 
     def close(self):
         """Forget the active fd and release every mapping (the owner closes files)."""
+        self._drain()
         self.afd = -1
         self.afid = 0xFFFFFFFF
         self.release_maps(True)

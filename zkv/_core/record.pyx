@@ -39,7 +39,7 @@ def encode(bytes key, bytes value, int flags=0):
     cdef Py_ssize_t kl = len(key), vl = len(value)
     if kl < 1 or kl > ZKV_REC_MAX_KEY:
         raise ValueError("key length out of range")
-    if vl > 0xFFFFFFFF - ZKV_REC_HEADER - kl:
+    if <uint64_t>vl > 0xFFFFFFFFULL - ZKV_REC_HEADER - <uint64_t>kl:
         raise ValueError("value too large for the format")
     out = PyBytes_FromStringAndSize(NULL, ZKV_REC_HEADER + kl + vl)
     zkv_rec_write(<uint8_t *>PyBytes_AS_STRING(out), <uint8_t>flags, PyBytes_AS_STRING(key),

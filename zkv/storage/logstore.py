@@ -39,9 +39,9 @@ from zkv._core import keydir as _kdmod
 from zkv._core import record
 from zkv._core.keydir import KeyDir
 from zkv.errors import CorruptRecord, InvalidRequest
-from zkv.storage.hints import read_hints, write_hints
+from zkv.storage.hints import hints_size, read_hints, write_hints
 from zkv.storage.lock import DirLock
-from zkv.storage.segment import TMP_SUFFIX, Segment, fsync_dir, parse_name
+from zkv.storage.segment import TMP_SUFFIX, Segment, fsync_dir, hint_name, parse_name
 
 log = logging.getLogger("zkv.storage")
 
@@ -109,7 +109,6 @@ class LogStore:
         elif not os.path.isdir(self.path):
             raise FileNotFoundError(self.path)
         self._dirlock = DirLock(self.path, shared=readonly)
-        self._lock = threading.Lock()  # appends, rotation, segment table
         self._compact_lock = threading.Lock()  # one compaction at a time
         # group commit state, guarded by _glock (see _commit)
         self._glock = threading.Lock()
@@ -120,6 +119,8 @@ class LogStore:
         self._want = 0  # while the leader gathers: followers it waits for (0: not gathering)
         self._gathered: threading.Lock | None = None  # released when _want followers queued
         self._kd = KeyDir(max_key_size, max_value_size, WRITE_BUFFER)
+        # appends, rotation, segment table; a C lock the keydir's fast put can see (see put())
+        self._lock = self._kd.lock
         self._segs: dict[int, Segment] = {}
         self._active: Segment | None = None
         self._next_fid = 0
@@ -141,6 +142,10 @@ class LogStore:
         # hot path: get() is the keydir's C method, falling back to _get_slow for the rare cases
         self._kd.slow = self._get_slow
         self.get = self._kd.get  # type: ignore[method-assign]
+        if not self._always and not readonly:
+            # hot path: put() is the keydir's C method too (see put() for when it steps aside)
+            self._kd.put_policy(segment_bytes, self._cthresh, self._put_locked)
+            self.put = self._kd.put  # type: ignore[method-assign]
         if sync == "interval" and not readonly:
             self._syncer = threading.Thread(target=self._sync_loop, name="zkv-sync", daemon=True)
             self._syncer.start()
@@ -173,6 +178,10 @@ class LogStore:
         corrupt: list[bytes] = []
         kd = self._kd
         total = len(ordered)
+        # room for every hints entry at once: no rehash or array growth between files
+        room = [hints_size(os.path.join(self.path, hint_name(n))) for n in ordered
+                if "hint" in files[n]]
+        kd.reserve(sum(r[0] for r in room), sum(r[1] for r in room))
         for i, name in enumerate(ordered):
             last = i == total - 1
             active = last and name[1] == 0 and not self.readonly
@@ -185,6 +194,8 @@ class LogStore:
                     loaded = True
                 else:
                     log.warning("hints file %s is bad; scanning its segment", seg.hint_path)
+                if data is not None and not isinstance(data, bytes):
+                    data.close()
                 if active:  # appends are coming: the hints would go stale
                     os.unlink(seg.hint_path)
                     fsync_dir(self.path)
@@ -226,6 +237,7 @@ class LogStore:
         if self._active is not None:
             kd.set_active(self._active.fid, self._active.fd, self._active.size, PREALLOC)
         self._corrupt = {k for k in corrupt if kd.lookup(k) is None}
+        kd.put_gate = 1 if self._corrupt else 0
         if self._corrupt:
             log.warning("%s: %d key(s) lost to corruption need repair", self.path, len(self._corrupt))
 
@@ -238,32 +250,77 @@ class LogStore:
 
     # ------------------------------------------------------------------ writes
     def put(self, key: bytes, value: bytes) -> None:
-        """Store ``value`` under ``key``. InvalidRequest (nothing written) for bad input."""
+        """Store ``value`` under ``key``. InvalidRequest (nothing written) for bad input.
+
+        Unless ``sync="always"``, an open store replaces this method by ``KeyDir.put``: one C
+        call that validates, encodes, buffers and indexes the record when it needs no
+        compression and no segment rotation, no thread holds the store lock and no key awaits
+        repair; any other put it hands to ``_put_locked`` (this path, under the lock). Both
+        keep the records in call order and give the same errors."""
+        seq = self._put_locked(key, value)
+        if self._always:
+            self._commit(seq)
+
+    def _put_locked(self, key: bytes, value: bytes) -> int:
+        """Append one put under the store lock (rotating when the segment is full); its seq."""
         if value.__class__ is bytes and len(value) > self._cthresh:
             return self._put_big(key, value)
         with self._lock:
             if self._kd.append(key, value, 0) >= self._segment_bytes:
                 self._rotate()
-            seq = self._kd.seq
             if self._corrupt:
-                self._corrupt.discard(key)
-        if self._always:
-            self._commit(seq)
+                self._repaired((key,))
+            return self._kd.seq
 
-    def _put_big(self, key: bytes, value: bytes) -> None:
+    def _put_big(self, key: bytes, value: bytes) -> int:
         if len(value) > self._max_value:
             raise InvalidRequest(f"value of {len(value)} bytes is over the {self._max_value}-byte limit")
-        packed = zstandard.ZstdCompressor(level=3).compress(value)
-        flags = 0
-        if len(packed) < len(value):
-            value, flags = packed, _ZSTD
+        value, flags = self._compress(value)
         with self._lock:
             if self._kd.append(key, value, flags) >= self._segment_bytes:
                 self._rotate()
-            seq = self._kd.seq
-            self._corrupt.discard(key)
+            if self._corrupt:
+                self._repaired((key,))
+            return self._kd.seq
+
+    @staticmethod
+    def _compress(value: bytes) -> tuple[bytes, int]:
+        packed = zstandard.ZstdCompressor(level=3).compress(value)
+        if len(packed) < len(value):
+            return packed, _ZSTD
+        return value, 0
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Store every ``(key, value)`` pair in order, as that many ``put`` calls would, in one
+        call (the per-record work is one C loop). If any pair is bad, InvalidRequest names it
+        and nothing is written. With ``sync="always"`` one group commit covers the batch."""
+        items = list(items)  # private: the C loop reads it without re-checking
+        kd = self._kd
+        kd.check_batch(items)
+        n = len(items)
+        seg_bytes = self._segment_bytes
+        with self._lock:
+            i = 0
+            while i < n:
+                i = kd.append_batch(items, i, self._cthresh, seg_bytes)
+                if i < n and kd.active_end < seg_bytes:  # stopped before a value to compress
+                    key, value = items[i]
+                    value, flags = self._compress(value)
+                    kd.append(key, value, flags)
+                    i += 1
+                if kd.active_end >= seg_bytes:
+                    self._rotate()
+            if self._corrupt:
+                self._repaired(k for k, _v in items)
+            seq = kd.seq
         if self._always:
             self._commit(seq)
+
+    def _repaired(self, keys: Iterable[bytes]) -> None:
+        """Keys just rewritten no longer need repair. Holds self._lock."""
+        for k in keys:
+            self._corrupt.discard(k)
+        self._kd.put_gate = 1 if self._corrupt else 0
 
     def delete(self, key: bytes) -> None:
         """Write a tombstone for ``key`` (kept through compaction until released)."""
@@ -271,7 +328,8 @@ class LogStore:
             if self._kd.append(key, b"", _TOMB) >= self._segment_bytes:
                 self._rotate()
             seq = self._kd.seq
-            self._corrupt.discard(key)
+            if self._corrupt:
+                self._repaired((key,))
         if self._always:
             self._commit(seq)
 
@@ -511,6 +569,7 @@ class LogStore:
                   key[:64], seg.path if seg else f"fid {fid}", off, why)
         self._kd.remove_if(key, fid, off)
         self._corrupt.add(key)
+        self._kd.put_gate = 1
 
     def __contains__(self, key: object) -> bool:
         return self._kd.contains(key)
