@@ -111,12 +111,13 @@ class Node:
         # wall-clock milliseconds: a restart always outranks the previous life, even with a wiped
         # data dir (heartbeats restart from zero)
         incarnation = time.time_ns() // 1_000_000
-        me = Member(cfg.id, cfg.listen, cfg.gossip, cfg.rack, incarnation, 0)
+        me = Member(cfg.id, cfg.advertised_listen, cfg.advertised_gossip, cfg.rack, incarnation, 0)
         self.membership = Membership(
             me, settings, clock, gossip_interval=cfg.gossip_interval, down_after=cfg.down_after
         )
 
         self.zctx = zmq.Context()
+        self.zctx.setsockopt(zmq.IPV6, 1)  # IPv6 literals (tcp://[::1]:7001) bind and connect
         self.router = self.zctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -485,6 +486,7 @@ class Node:
         settings = self.membership.settings
         n = settings["n"]
         p = ring.partition(msg.key)
+        self.metrics.observe_key(msg.key)
         # sloppy quorum: the first N reachable nodes of the extended preference list; a
         # stand-in is paired with the owner it keeps a hint for
         targets = ring.sloppy_preflist(p, self.membership.unreachable())
@@ -769,8 +771,10 @@ class Node:
                         p, [x for x in ring.preflist(p) if x != self.me])
                     m.aae_lag.labels(str(p)).set(-1 if t is None else now - t)
         m.keys.set(len(self.store))
+        m.observe_cluster(self.membership, ring, now)
 
     def _on_gossip(self, msg: Gossip) -> None:
+        self.metrics.observe_gossip(msg.sender, msg.fingerprint)
         s = self.membership.settings
         if (msg.q, msg.n) != (s["q"], s["n"]) and msg.sender not in self.malformed_logged:
             self.malformed_logged.add(msg.sender)
@@ -852,6 +856,7 @@ class Node:
             "hints": self._hint_status(),
             "antientropy": self._ae_status(ring),
             "uptime": round(self.clock() - self.started, 3),
+            "metrics": self.metrics.summary(),
         }
 
     def _hint_status(self) -> dict:
