@@ -101,7 +101,7 @@ def test_compose_has_three_valid_nodes_on_their_own_volumes():
     assert set(doc["volumes"]) == {f"{n}-data" for n in services}
     founders = [n for n, c in cfgs.items() if not c.seed]
     assert len(founders) == 1  # one node forms the cluster, the others join it
-    for n, c in cfgs.items():
+    for c in cfgs.values():
         for seed in c.seed:
             assert seed == cfgs[founders[0]].advertised_listen
     assert len({c.rack for c in cfgs.values()}) == 3

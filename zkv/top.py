@@ -174,12 +174,16 @@ def table(rows: list[Row], header: str | None):
     from rich.table import Table
 
     t = Table(title=header, title_justify="left", expand=False)
+    # on a narrow terminal the identifying columns keep their width; the others shrink
+    keep = {"node": max([4, *(len(r.id) for r in rows)]), "state": 11,
+            "ready": max([5, *(len(r.ready) for r in rows)])}
     for name, justify in (("node", "left"), ("state", "left"), ("ready", "left"),
                           ("ops/s", "right"), ("p99 get", "right"), ("p99 put", "right"),
                           ("siblings/write", "right"), ("keys", "right"), ("hints", "right"),
                           ("hint age", "right"), ("AAE lag", "right"), ("transfers", "left"),
                           ("hottest keys", "left")):
-        t.add_column(name, justify=justify, no_wrap=name != "hottest keys")
+        t.add_column(name, justify=justify, no_wrap=name != "hottest keys",
+                     min_width=keep.get(name))
     for r in rows:
         style = {"down": "red", "unreachable": "red", "suspect": "yellow"}.get(r.state)
         hot = ", ".join(f"{k} ({c})" for k, c in r.hot_keys[:3]) or "-"
