@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
-import zkv
 from ops_helpers import Nodes, free_port, http, metrics_text, raw_status, ready, wait_for
 
+import zkv
 from zkv.node.metrics import NodeMetrics
 
 NEW = ["zkv_ready", "zkv_ring_agreed", "zkv_ring_rebalances", "zkv_gossip_convergence_seconds",
