@@ -1,8 +1,13 @@
-"""Command-line entry points: `zkv` (operator and developer CLI) and `zkv-node` (a server)."""
+"""Command-line entry points: `zkv` (operator and developer CLI) and `zkv-node` (a server).
+
+Every command fails the same way: one line on stderr saying what is wrong, a non-zero exit,
+never a traceback (ZKV_DEBUG=1 shows it); a closed pipe (`zkv ring | head`) ends it quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -13,25 +18,78 @@ import time
 from zkv.errors import InvalidRequest, ZkvError
 
 DEFAULT_NODE = "tcp://127.0.0.1:7001"
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `seq 1000 | head` reports for seq
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `zkv put: error: ... (zkv put --help)`, exit 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+@contextlib.contextmanager
+def _one_line_argparse_errors():
+    """Subcommands with their own parsers (bench, compact) fail in one line too."""
+    saved = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = Parser.error
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = saved
+
+
+def endpoint(value: str) -> str:
+    """argparse type of --node: tcp://HOST:PORT that can be connected to."""
+    from zkv.config import is_wildcard, parse_endpoint
+
+    try:
+        parse_endpoint(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if is_wildcard(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: a wildcard address cannot be connected "
+                                         "to; name the node's host")
+    return value
+
+
+def positive(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a positive number of seconds")
+    return v
 
 
 # ---- zkv-node ---------------------------------------------------------------------------------
 def node_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="zkv-node",
         description="Run one zkv node. Every flag can also be set in the --config TOML file "
         "(same name, '_' for '-'); flags win over the file, the file over defaults.",
     )
     p.add_argument("--id", help="unique, stable node name")
-    p.add_argument("--listen", help="tcp://HOST:PORT for clients and peers (ROUTER)")
-    p.add_argument("--gossip", help="tcp://HOST:PORT of this node's gossip PUB socket")
+    p.add_argument("--listen", help="tcp://HOST:PORT to bind for clients and peers (ROUTER); "
+                   "0.0.0.0, * or [::] bind every interface and need --advertise")
+    p.add_argument("--gossip", help="tcp://HOST:PORT to bind for this node's gossip PUB socket")
+    p.add_argument("--advertise", help="tcp://HOST:PORT peers and clients use to reach --listen "
+                   "(default: --listen itself)")
+    p.add_argument("--advertise-gossip", dest="advertise_gossip",
+                   help="tcp://HOST:PORT peers use to reach --gossip (default: --gossip, or "
+                   "--advertise's host with --gossip's port)")
     p.add_argument("--data-dir", dest="data_dir", help="directory for data and cluster state")
     p.add_argument("--seed", action="append", default=None,
                    help="--listen endpoint of a running node to join through (repeatable)")
     p.add_argument("--rack", help="failure domain (default: 'default')")
     p.add_argument("--config", help="TOML file with any of these settings")
     p.add_argument("--metrics-port", dest="metrics_port", type=int,
-                   help="serve Prometheus metrics on 127.0.0.1:PORT")
+                   help="serve /metrics, /healthz and /readyz over HTTP on this port (0: off)")
+    p.add_argument("--metrics-host", dest="metrics_host",
+                   help="address the metrics port binds (default 127.0.0.1; 0.0.0.0 for a "
+                   "Prometheus on another machine)")
     g = p.add_argument_group("cluster-wide settings (used when this node forms a new cluster)")
     g.add_argument("--ring-size", dest="ring_size", type=int, help="partitions Q (default 256)")
     g.add_argument("--n", type=int, help="replicas per key (default 3)")
@@ -104,24 +162,57 @@ def node_main(argv: list[str] | None = None) -> int:
 
 # ---- zkv ----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows up here at the latest
+    except BrokenPipeError:
+        # the reader went away (`zkv ring | head`): stop quietly, and keep the interpreter's
+        # own flush at exit from failing again
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("zkv: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(exc: BaseException) -> int:
+    if os.environ.get("ZKV_DEBUG"):
+        raise exc
+    what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"zkv: {type(exc).__name__}: {what}" if what else f"zkv: {type(exc).__name__}",
+          file=sys.stderr)
+    return 1
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # `bench` and `compact` own their flags: hand them everything after the subcommand
     # (argparse's REMAINDER would swallow nothing that starts with --)
-    if argv[:1] == ["bench"]:
-        from zkv.bench import main as bench_main
+    if argv[:1] in (["bench"], ["compact"]):
+        try:
+            with _one_line_argparse_errors():
+                if argv[0] == "bench":
+                    from zkv.bench import main as bench_main
 
-        return bench_main(argv[1:])
-    if argv[:1] == ["compact"]:
-        from zkv.storage.compact_cli import main as compact_main
+                    return bench_main(argv[1:])
+                from zkv.storage.compact_cli import main as compact_main
 
-        return compact_main(argv[1:])
-    p = argparse.ArgumentParser(prog="zkv", description="zkv: a Dynamo-style key-value store")
+                return compact_main(argv[1:])
+        except (BrokenPipeError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            return _fail(exc)
+    p = Parser(prog="zkv", description="zkv: a Dynamo-style key-value store")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     local = sub.add_parser("local", help="a development cluster on this machine")
     lsub = local.add_subparsers(dest="local_cmd", required=True)
     up = lsub.add_parser("up", help="start nodes on loopback in the foreground (Ctrl-C stops)")
-    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--nodes", type=int, default=3, help="how many nodes (1-100)")
     up.add_argument("--dir", default="./zkv-data")
     up.add_argument("--base-port", dest="base_port", type=int, default=7001)
     up.add_argument("--no-demo", dest="demo", action="store_false", help="skip the guided demo")
@@ -129,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
 
     def with_node(sp):
-        sp.add_argument("--node", default=DEFAULT_NODE, help=f"any node (default {DEFAULT_NODE})")
-        sp.add_argument("--timeout", type=float, default=2.0)
+        sp.add_argument("--node", default=DEFAULT_NODE, type=endpoint,
+                        help=f"any node (default {DEFAULT_NODE})")
+        sp.add_argument("--timeout", type=positive, default=2.0, help="seconds (default 2)")
         return sp
 
     g = with_node(sub.add_parser("get", help="read a key"))
@@ -151,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     rg.add_argument("--json", action="store_true")
     rp = with_node(sub.add_parser("repair", help="run Merkle anti-entropy exchanges now"))
     rp.add_argument("--partition", type=int, default=-1, help="one partition (default: all)")
+    tp = with_node(sub.add_parser("top", help="live view of every node (Ctrl-C quits; one "
+                                  "snapshot in a pipe)"))
+    tp.set_defaults(timeout=1.0)
+    tp.add_argument("--interval", type=positive, default=1.0, help="seconds between refreshes")
+    tp.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    tp.add_argument("--json", action="store_true", help="one snapshot as JSON")
     # listed for `zkv --help`; main() hands their arguments to their own parsers before this
     sub.add_parser("bench", help="the quorum benchmark suite (zkv bench --help)")
     sub.add_parser("compact", help="compact a stopped node's stores (zkv compact --help)")
@@ -167,17 +265,21 @@ def main(argv: list[str] | None = None) -> int:
             return ring_command(args)
         if args.cmd == "repair":
             return repair_command(args)
-    except ZkvError as exc:
-        print(f"zkv: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except ModuleNotFoundError as exc:
-        print(f"zkv: {exc}", file=sys.stderr)
-        return 1
+        if args.cmd == "top":
+            from zkv.top import run
+
+            return run(args.node, args.interval, args.timeout, args.once, args.json)
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # ZkvError (unreachable, invalid), OSError, zmq errors, bugs
+        return _fail(exc)
     return 2
 
 
 def _key(s: str) -> bytes:
-    return s.encode()
+    # the bytes the shell passed, even when they are not UTF-8 (argv decodes with
+    # surrogateescape; fsencode undoes it)
+    return os.fsencode(s)
 
 
 def kv_command(args) -> int:
@@ -199,7 +301,7 @@ def kv_command(args) -> int:
             raise InvalidRequest(f"--context must be the hex string a get printed, got "
                                  f"{args.context!r}") from None
         if args.cmd == "put":
-            new = c.put(_key(args.key), args.value.encode(), context=ctx, w=args.w)
+            new = c.put(_key(args.key), _key(args.value), context=ctx, w=args.w)
             print(f"ok (context {new.hex()})")
             return 0
         if ctx is None:
@@ -226,15 +328,35 @@ def status_command(args) -> int:
               f"  {m['listen']} {m['reason']}")
     hints = doc.get("hints", {})
     print(f"hint backlog: {hints.get('backlog', 0)} ({hints.get('bytes', 0)} bytes)")
+    for owner, b in sorted(hints.get("by_owner", {}).items()):
+        print(f"  for {owner}: {b['count']} hint(s), {b['bytes']} bytes, oldest "
+              f"{b['oldest_age_s']:.1f}s")
+    ae = doc.get("antientropy") or {}
+    if ae:
+        lag = ae.get("max_seconds_since_agreement")
+        print(f"anti-entropy: {ae.get('partitions_agreed', 0)}/{ae.get('partitions', 0)} "
+              f"partitions agreed with every owner, worst lag "
+              f"{'-' if lag is None else f'{lag:.1f}s'}, {ae.get('queued', 0)} queued")
+    transfers = doc.get("transfers")
+    if transfers is not None:
+        print(f"transfers: {len(transfers) or 'none'}")
+    m = doc.get("metrics") or {}
+    if m:
+        why = m.get("ready_reason", {})
+        print("ready: yes" if m.get("ready") else
+              f"ready: NO (joined {why.get('joined')}, ring agreed {why.get('ring_agreed')}, "
+              f"disagreeing {why.get('peers_disagreeing')}, not heard "
+              f"{why.get('peers_not_heard')}, transfers in {why.get('pending_transfers_in')})")
     return 0
 
 
 def ring_command(args) -> int:
     from zkv._core.ring import Ring
     from zkv.client import Client
+    from zkv.wire import RingInfo
 
-    with Client([args.node], timeout=args.timeout) as c:
-        info = c.ring_info()
+    with Client([args.node], timeout=args.timeout) as c:  # the named node's view of the ring
+        info = c._result(c._call(RingInfo(0), None, only=args.node))
     ring = Ring([(m.id, m.rack) for m in info.members if not m.leaving], q=info.q, n=info.n)
     rows = ring.describe()
     if args.json:
@@ -274,10 +396,14 @@ def repair_command(args) -> int:
 def local_up(args) -> int:
     from zkv.local import LocalCluster
 
-    if args.nodes < 1:
-        print("zkv: --nodes must be at least 1", file=sys.stderr)
+    if not 1 <= args.nodes <= 100:
+        print(f"zkv: --nodes {args.nodes}: between 1 and 100", file=sys.stderr)
         return 2
-    cluster = LocalCluster(args.nodes, args.dir, args.base_port, sync=args.sync)
+    if not 1 <= args.base_port <= 65535 - 1000 - args.nodes + 1:
+        print(f"zkv: --base-port {args.base_port}: between 1 and {65535 - 1000 - args.nodes + 1}"
+              " (nodes use BASE.. for clients and BASE+1000.. for gossip)", file=sys.stderr)
+        return 2
+    cluster = LocalCluster(args.nodes, args.dir, args.base_port, sync=args.sync, metrics=True)
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -293,14 +419,16 @@ def local_up(args) -> int:
             return 1
         print(f"zkv: {args.nodes} node(s) up, data under {os.path.abspath(args.dir)}")
         for n in cluster.nodes:
-            print(f"  {n.id}  {n.listen}  rack {n.rack}  (log {n.log_path})")
+            print(f"  {n.id}  {n.listen}  rack {n.rack}  metrics http://127.0.0.1:{n.metrics_port}"
+                  f"/metrics  (log {n.log_path})")
         if args.demo:
             from zkv.demo import run_demo
 
             run_demo(cluster)
         if args.exit_after_demo:
             return 0
-        print("\nServing until Ctrl-C. Try:  zkv status   zkv put hello world   zkv get hello")
+        print("\nServing until Ctrl-C. Try:  zkv status   zkv put hello world   zkv get hello"
+              "   zkv top", flush=True)
         while not stop["now"]:
             time.sleep(0.5)
             for n in cluster.nodes:

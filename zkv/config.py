@@ -15,21 +15,67 @@ from dataclasses import dataclass, field
 from zkv.errors import InvalidRequest
 
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-ENDPOINT_RE = re.compile(r"^tcp://[^\s:/]+:\d{1,5}$")
 SYNC_MODES = ("none", "interval", "always")
+# tcp://HOST:PORT with HOST a name, an IPv4 address, '*' or a bracketed IPv6 literal
+_ENDPOINT_RE = re.compile(r"^tcp://(?:\[(?P<v6>[0-9A-Fa-f:.%\w-]+)\]|(?P<host>[^\s:/\[\]]+)):"
+                          r"(?P<port>\d{1,5})$")
+ENDPOINT_RE = _ENDPOINT_RE  # kept for older importers
+WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "::0", "0:0:0:0:0:0:0:0"})
+
+
+def parse_endpoint(ep: object) -> tuple[str, int]:
+    """(host, port) of tcp://HOST:PORT; IPv6 literals in brackets (tcp://[::1]:7001) come back
+    without them. Raises ValueError with a one-line reason otherwise."""
+    m = _ENDPOINT_RE.match(ep) if isinstance(ep, str) else None
+    if m is None:
+        raise ValueError(f"{ep!r}: expected tcp://HOST:PORT (IPv6 as tcp://[::1]:PORT)")
+    port = int(m["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{ep!r}: port {port} is not between 1 and 65535")
+    host = m["v6"] if m["v6"] is not None else m["host"]
+    if m["v6"] is not None:
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"{ep!r}: {host!r} is not an IPv6 address") from None
+    return host, port
+
+
+def is_wildcard(ep: str) -> bool:
+    """True for an endpoint that binds every interface (tcp://0.0.0.0:P, tcp://*:P, tcp://[::]:P)."""
+    try:
+        host, _ = parse_endpoint(ep)
+    except ValueError:
+        return False
+    return host in WILDCARD_HOSTS
+
+
+def endpoint_problem(ep: object) -> str | None:
+    try:
+        parse_endpoint(ep)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True)
 class NodeConfig:
     id: str  # unique, stable node name; the DVV entry key of this node's writes
-    listen: str  # tcp://HOST:PORT, the ROUTER serving clients and peers
-    gossip: str  # tcp://HOST:PORT, the PUB socket of the gossip channel
+    listen: str  # tcp://HOST:PORT the ROUTER serving clients and peers binds (may be 0.0.0.0)
+    gossip: str  # tcp://HOST:PORT the PUB socket of the gossip channel binds
     data_dir: str  # where the LogStore and cluster.json live
     seed: tuple[str, ...] = ()  # --listen endpoints of running nodes to join through
     rack: str = "default"  # failure domain; preference lists spread over racks
     config: str | None = None  # the TOML file these settings were read from
-    metrics_port: int = 0  # Prometheus text on 127.0.0.1:PORT; 0 = off
-    metrics_host: str = "127.0.0.1"
+    # the endpoints peers and clients are told to use (the Member record); needed when
+    # listen/gossip bind a wildcard or an address others cannot reach (NAT, containers).
+    # None: same as listen; advertise_gossip None: gossip, or advertise's host + gossip's port
+    advertise: str | None = None
+    advertise_gossip: str | None = None
+    metrics_port: int = 0  # /metrics, /healthz, /readyz over HTTP on metrics_host:PORT; 0 = off
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 to let Prometheus on other machines scrape
     # cluster-wide (taken from the first node, carried by gossip)
     ring_size: int = 256  # Q: partitions, power of two, fixed at cluster creation
     n: int = 3  # replicas per key
@@ -62,12 +108,33 @@ class NodeConfig:
         problems = []
         if not NODE_ID_RE.match(self.id or ""):
             problems.append(f"--id {self.id!r}: 1-64 characters of [A-Za-z0-9_.:-]")
-        for name in ("listen", "gossip"):
-            if not ENDPOINT_RE.match(getattr(self, name) or ""):
-                problems.append(f"--{name} {getattr(self, name)!r}: expected tcp://HOST:PORT")
+        for name in ("listen", "gossip", "advertise", "advertise_gossip"):
+            value = getattr(self, name)
+            if value is None and name.startswith("advertise"):
+                continue
+            flag = "--" + name.replace("_", "-")
+            why = endpoint_problem(value)
+            if why:
+                problems.append(f"{flag} {why}")
+            elif name.startswith("advertise") and is_wildcard(value):
+                problems.append(f"{flag} {value}: must be an address peers can reach, "
+                                "not a wildcard")
+        if not problems:
+            if is_wildcard(self.listen) and self.advertise is None:
+                problems.append(f"--listen {self.listen} binds every interface, so peers cannot "
+                                "be told where to reach this node: set --advertise "
+                                "tcp://THIS_HOST:PORT (the address peers and clients use)")
+            if is_wildcard(self.gossip) and self.advertised_gossip is None:
+                problems.append(f"--gossip {self.gossip} binds every interface: set "
+                                "--advertise-gossip tcp://THIS_HOST:PORT (or --advertise)")
         for s in self.seed:
-            if not ENDPOINT_RE.match(s):
-                problems.append(f"--seed {s!r}: expected tcp://HOST:PORT")
+            why = endpoint_problem(s)
+            if why:
+                problems.append(f"--seed {why}")
+            elif is_wildcard(s):
+                problems.append(f"--seed {s}: a wildcard is not an address to connect to")
+        if not 0 <= self.metrics_port <= 65535:
+            problems.append(f"--metrics-port {self.metrics_port}: between 0 (off) and 65535")
         if not self.data_dir:
             problems.append("--data-dir is required")
         q = self.ring_size
@@ -82,6 +149,25 @@ class NodeConfig:
             problems.append(f"sync {self.sync!r}: one of {', '.join(SYNC_MODES)}")
         if problems:
             raise InvalidRequest("invalid node configuration: " + "; ".join(problems))
+
+
+    @property
+    def advertised_listen(self) -> str:
+        """The endpoint peers and clients connect to (the Member record's listen)."""
+        return self.advertise or self.listen
+
+    @property
+    def advertised_gossip(self) -> str | None:
+        """The gossip endpoint peers subscribe to (the Member record's gossip)."""
+        if self.advertise_gossip:
+            return self.advertise_gossip
+        if not is_wildcard(self.gossip):
+            return self.gossip
+        if self.advertise:  # the advertised host with the gossip port
+            host, _ = parse_endpoint(self.advertise)
+            _, port = parse_endpoint(self.gossip)
+            return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+        return None
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig) if f.name != "extra"}

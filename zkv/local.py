@@ -1,8 +1,12 @@
 """LocalCluster: real zkv-node processes on loopback, for `zkv local up`, tests and benchmarks.
 
-Each node is a separate `python -m zkv.node` process with its own data directory and log
+Each node is a separate `python -P -m zkv.node` process with its own data directory and log
 file; the cluster can kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), stop (SIGTERM) and
 restart any of them. Every address is on 127.0.0.1.
+
+`-P` keeps the current directory off the node's sys.path: run from a clone after a plain
+`pip install .`, `-m` would otherwise import the clone's uncompiled `zkv/` (no Cython
+extensions) instead of the installed package.
 """
 
 from __future__ import annotations
@@ -17,6 +21,22 @@ import time
 from dataclasses import dataclass, field
 
 from zkv.errors import ZkvError
+
+NODE_COMMAND = [sys.executable, "-P", "-m", "zkv.node"]  # -P: never the cwd's zkv/ (see above)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could bind host:port now. SO_REUSEADDR, as ZeroMQ binds: connections
+    of a cluster just stopped linger in TIME_WAIT for a minute and must not count as busy
+    (a listening socket still does)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def free_ports(count: int) -> list[int]:
@@ -43,6 +63,7 @@ class LocalNode:
     data_dir: str
     log_path: str
     extra: list[str] = field(default_factory=list)
+    metrics_port: int = 0  # /metrics, /healthz, /readyz on 127.0.0.1 (0: off)
     proc: subprocess.Popen | None = None
     paused: bool = False
     reported: bool = False
@@ -58,14 +79,17 @@ class LocalNode:
 class LocalCluster:
     def __init__(self, nodes: int = 3, directory: str = "./zkv-data", base_port: int | None = 7001,
                  *, racks: list[str] | None = None, sync: str = "interval",
-                 extra_args: list[str] | None = None, n: int | None = None) -> None:
+                 extra_args: list[str] | None = None, n: int | None = None,
+                 metrics: bool = False) -> None:
         self.dir = os.path.abspath(directory)
         if base_port is None:
-            ports = free_ports(2 * nodes)
-            listen_ports, gossip_ports = ports[:nodes], ports[nodes:]
+            ports = free_ports(3 * nodes)
+            listen_ports, gossip_ports = ports[:nodes], ports[nodes:2 * nodes]
+            metrics_ports = ports[2 * nodes:]
         else:
             listen_ports = [base_port + i for i in range(nodes)]
             gossip_ports = [base_port + 1000 + i for i in range(nodes)]
+            metrics_ports = [base_port + 2100 + i for i in range(nodes)]  # 7001 -> 9101
         racks = racks or ["rack-a", "rack-b", "rack-c"]
         self.extra = list(extra_args or []) + ["--sync", sync]
         if n is not None:
@@ -78,6 +102,7 @@ class LocalCluster:
                 rack=racks[i % len(racks)],
                 data_dir=os.path.join(self.dir, f"node{i + 1}"),
                 log_path=os.path.join(self.dir, f"node{i + 1}.log"),
+                metrics_port=metrics_ports[i] if metrics else 0,
             )
             for i in range(nodes)
         ]
@@ -92,9 +117,11 @@ class LocalCluster:
     # ---- process control --------------------------------------------------------------------
     def _spawn(self, n: LocalNode, seed: str | None) -> None:
         os.makedirs(self.dir, exist_ok=True)
-        cmd = [sys.executable, "-m", "zkv.node", "--id", n.id, "--listen", n.listen,
+        cmd = [*NODE_COMMAND, "--id", n.id, "--listen", n.listen,
                "--gossip", n.gossip, "--data-dir", n.data_dir, "--rack", n.rack,
                *self.extra, *n.extra]
+        if n.metrics_port:
+            cmd += ["--metrics-port", str(n.metrics_port)]
         if seed:
             cmd += ["--seed", seed]
         log = open(n.log_path, "ab")
@@ -118,11 +145,10 @@ class LocalCluster:
         for n in self.nodes:
             for ep in (n.listen, n.gossip):
                 host, port = ep[len("tcp://"):].rsplit(":", 1)
-                with socket.socket() as s:
-                    try:
-                        s.bind((host, int(port)))
-                    except OSError:
-                        busy.append(ep)
+                if not port_free(host.strip("[]"), int(port)):
+                    busy.append(ep)
+            if n.metrics_port and not port_free("127.0.0.1", n.metrics_port):
+                busy.append(f"http://127.0.0.1:{n.metrics_port}")
         if busy:
             raise ZkvError(f"address(es) in use: {', '.join(busy)} (another cluster running? "
                            "pick other ports with --base-port)")

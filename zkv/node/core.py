@@ -160,7 +160,7 @@ class NodeCore:
         saved = saved or {}
         settings = saved.get("settings") or {"q": cfg.ring_size, "n": cfg.n, "r": cfg.r,
                                              "w": cfg.w}
-        me = Member(cfg.id, cfg.listen, cfg.gossip, cfg.rack, incarnation, 0)
+        me = Member(cfg.id, cfg.advertised_listen, cfg.advertised_gossip, cfg.rack, incarnation, 0)
         self.membership = Membership(me, settings, self.now, gossip_interval=cfg.gossip_interval,
                                      down_after=cfg.down_after)
         for m in saved.get("members", []):
@@ -188,7 +188,10 @@ class NodeCore:
         self.self_ident = b"peer:" + self.me.encode()
         self._metric_children: dict[tuple, tuple] = {}
         # joining: a node started with seeds and no known peers asks the seeds to let it in
-        self.joining = bool(cfg.seed) and not self.membership.peers
+        # a seed list shared by every node (a config file, a StatefulSet) names this node
+        # too: joining through oneself never answers; a node that is its only seed founds
+        self.seeds = tuple(x for x in cfg.seed if x not in (cfg.listen, cfg.advertised_listen))
+        self.joining = bool(self.seeds) and not self.membership.peers
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
         self.join_error: str | None = None
@@ -320,11 +323,10 @@ class NodeCore:
             return
         if now >= self.next_join:
             self.next_join = now + JOIN_RETRY
-            for seed in self.cfg.seed:
-                if seed != self.cfg.listen:
-                    self.out.endpoints.setdefault(seed, []).append(
-                        Join(next(self.rids), self.membership.me))
-            log.info("asking seeds to join: %s", ", ".join(self.cfg.seed))
+            for seed in self.seeds:
+                self.out.endpoints.setdefault(seed, []).append(
+                    Join(next(self.rids), self.membership.me))
+            log.info("asking seeds to join: %s", ", ".join(self.seeds))
 
     def _on_join_ok(self, seed: str, msg: JoinOk) -> None:
         if not self.joining:
@@ -549,6 +551,7 @@ class NodeCore:
         settings = self.membership.settings
         n = settings["n"]
         p = ring.partition(msg.key)
+        self.metrics.observe_key(msg.key)  # the hot-keys sketch
         # sloppy quorum: the first N reachable nodes of the extended preference list; a
         # stand-in is paired with the owner it keeps a hint for
         targets = ring.sloppy_preflist(p, self.membership.unreachable())
@@ -685,6 +688,7 @@ class NodeCore:
         self.export.export(now)
 
     def _on_gossip(self, msg: Gossip) -> None:
+        self.metrics.observe_gossip(msg.sender, msg.fingerprint)
         s = self.membership.settings
         if (msg.q, msg.n) != (s["q"], s["n"]):
             if msg.sender not in self.malformed_logged:

@@ -1,14 +1,50 @@
-"""Prometheus metrics of one node (prometheus-client), served on --metrics-port.
+"""Prometheus metrics and health endpoints of one node, served on --metrics-host:--metrics-port.
 
-Each node owns its registry, so several nodes in one process (tests) do not collide.
+Each node owns its registry, so several nodes in one process (tests) do not collide. The HTTP
+server (a daemon thread) answers:
+- /metrics  the Prometheus text format;
+- /healthz  200 while the process serves;
+- /readyz   200 when the node has joined, agrees with its peers on the ring and has no
+            partition pending transfer to it, else 503; both with a JSON reason (DESIGN.md 2.7).
+
+What the node calls (all on its reactor thread, all cheap):
+- observe_key(key)                 per client request it coordinates (hot-key sketch);
+- observe_gossip(sender, fp)       per gossip message received (peer ring fingerprints);
+- observe_cluster(membership, ring, now[, transfers]) once per gossip tick: readiness, ring
+                                   rebalancing events, gossip convergence time, hot-key export;
+- summary()                        for the status document (`zkv top` reads it).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import json
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from zkv.node.health import Health
+from zkv.node.hotkeys import TopK
 
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 SIBLING_BUCKETS = (1, 2, 3, 5, 10, 25, 50, 100)
+CONVERGENCE_BUCKETS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120)
+HOT_KEYS_TRACKED = 64  # Misra-Gries counters: any key above 1/65 of the traffic is caught
+HOT_KEYS_EXPORTED = 10  # ranks exported as zkv_hot_key_ops
+HOT_KEYS_HALF_LIFE = 60.0  # seconds: counts halve this often, so the list follows the present
+HOT_KEY_LABEL_MAX = 80  # characters of a key shown in a label
+
+Readiness = Callable[[], tuple[bool, dict]]
+
+
+def key_label(key: bytes) -> str:
+    """A key as a short printable label (non-UTF-8 bytes escaped, long keys cut)."""
+    text = key.decode("utf-8", "backslashreplace")
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return text if len(text) <= HOT_KEY_LABEL_MAX else text[:HOT_KEY_LABEL_MAX - 3] + "..."
 
 
 class NodeMetrics:
@@ -52,8 +88,8 @@ class NodeMetrics:
                                 registry=r)
         self.hint_bytes = Gauge("zkv_hint_backlog_bytes", "Hint bytes held per intended owner",
                                 ["owner"], registry=r)
-        self.hint_age = Gauge("zkv_hint_oldest_age_seconds", "Age of the oldest hint per owner",
-                              ["owner"], registry=r)
+        self.hint_age = Gauge("zkv_hint_oldest_age_seconds", "Age of the oldest hint per owner "
+                              "(the hinted-handoff queue age)", ["owner"], registry=r)
         self.aae = Gauge("zkv_antientropy", "Anti-entropy totals since start (exchanges, "
                          "keys_repaired, bytes_sent, agreements, reaped)", ["what"], registry=r)
         self.aae_lag = Gauge("zkv_antientropy_seconds_since_agreement",
@@ -63,6 +99,184 @@ class NodeMetrics:
                                   ["member"], registry=r)
         self.internal_errors = Counter("zkv_internal_errors", "Unexpected errors survived",
                                        registry=r)
+        # ---- ring, readiness, gossip convergence, transfers, hot keys -------------------------
+        self.ready_gauge = Gauge("zkv_ready", "1 when /readyz answers 200 (joined, ring agreed "
+                                 "with every up peer, nothing pending transfer to this node)",
+                                 registry=r)
+        self.ring_agreed = Gauge("zkv_ring_agreed", "1 when every up peer gossips the same ring "
+                                 "fingerprint as this node", registry=r)
+        self.ring_rebalances = Counter(
+            "zkv_ring_rebalances", "Ring rebalancing events: changes of the member set (join, "
+            "leave, move) that changed this node's ring", registry=r)
+        self.gossip_convergence = Histogram(
+            "zkv_gossip_convergence_seconds", "How long a ring change seen here took to reach "
+            "every up peer (until all gossip the same ring fingerprint)",
+            buckets=CONVERGENCE_BUCKETS, registry=r)
+        self.partitions = Gauge("zkv_ring_partitions", "Partitions this node holds, as primary "
+                                "(first in the preference list) or as any replica", ["role"],
+                                registry=r)
+        self.transfers = Gauge("zkv_transfers", "Partition transfers involving this node by "
+                               "direction (in, out) and state (pending, running)",
+                               ["direction", "state"], registry=r)
+        self.transfer_bytes = Gauge("zkv_transfer_bytes", "Bytes of the current partition "
+                                    "transfers by direction (in, out): done and total",
+                                    ["direction", "what"], registry=r)
+        self.hot_key_ops = Gauge(
+            "zkv_hot_key_ops", "Estimated recent requests on this node's hottest keys (Misra-Gries"
+            f" top-k over {HOT_KEYS_TRACKED} counters, halved every {HOT_KEYS_HALF_LIFE:.0f} s; "
+            "an underestimate by at most zkv_hot_key_error)", ["rank", "key"], registry=r)
+        self.hot_key_error = Gauge("zkv_hot_key_error", "Largest possible underestimate of "
+                                   "zkv_hot_key_ops (decayed requests / (counters + 1))",
+                                   registry=r)
+        for direction in ("in", "out"):
+            for state in ("pending", "running"):
+                self.transfers.labels(direction, state).set(0)
+            for what in ("done", "total"):
+                self.transfer_bytes.labels(direction, what).set(0)
+        self.health = Health()
+        self.hot = TopK(HOT_KEYS_TRACKED)
+        self._hot_decayed_at: float | None = None
+        self._transfers: dict = {"in": {}, "out": {}}
+        self._server: ThreadingHTTPServer | None = None
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    # ---- called by the node (reactor thread) ----------------------------------------------------
+    def observe_key(self, key: bytes) -> None:
+        """One client request on key, coordinated here."""
+        self.hot.add(key)
+
+    def observe_gossip(self, sender: str, fingerprint: bytes) -> None:
+        """A peer's gossip arrived carrying its ring fingerprint."""
+        self.health.on_gossip(sender, fingerprint)
+
+    def observe_cluster(self, membership, ring, now: float, transfers: dict | None = None,
+                        joined: bool = True) -> None:
+        """Once per gossip tick: readiness, rebalancing, convergence, partitions, hot keys.
+
+        membership: has .me.id, .peers and .is_up(id); ring: .fingerprint(), .owned(id),
+        .replicas_of(id). transfers (until transfers exist: none): {"in": {"pending": n,
+        "running": n, "bytes_done": b, "bytes_total": b}, "out": {...}}."""
+        me = membership.me.id
+        up = [nid for nid in membership.peers if membership.is_up(nid)]
+        transfers = transfers or {}
+        pending_in = sum(transfers.get("in", {}).get(s, 0) for s in ("pending", "running"))
+        rebalanced, converged = self.health.update(
+            fingerprint=ring.fingerprint(), up_peers=up, now=now, joined=joined,
+            pending_in=pending_in)
+        if rebalanced:
+            self.ring_rebalances.inc()
+        if converged is not None:
+            self.gossip_convergence.observe(converged)
+        ready, reason = self.health.ready()
+        self.ready_gauge.set(1 if ready else 0)
+        self.ring_agreed.set(1 if reason.get("ring_agreed") else 0)
+        self.partitions.labels("primary").set(len(ring.owned(me)))
+        self.partitions.labels("replica").set(len(ring.replicas_of(me)))
+        for direction in ("in", "out"):
+            t = transfers.get(direction, {})
+            for state in ("pending", "running"):
+                self.transfers.labels(direction, state).set(t.get(state, 0))
+            self.transfer_bytes.labels(direction, "done").set(t.get("bytes_done", 0))
+            self.transfer_bytes.labels(direction, "total").set(t.get("bytes_total", 0))
+        self._transfers = {d: dict(transfers.get(d, {})) for d in ("in", "out")}
+        if self._hot_decayed_at is None:
+            self._hot_decayed_at = now
+        elif now - self._hot_decayed_at >= HOT_KEYS_HALF_LIFE:
+            self._hot_decayed_at = now
+            self.hot.decay(0.5)
+        self.hot_key_ops.clear()
+        for rank, (key, count) in enumerate(self.hot.top(HOT_KEYS_EXPORTED), 1):
+            self.hot_key_ops.labels(str(rank), key_label(key)).set(count)
+        self.hot_key_error.set(self.hot.error_bound())
+
+    def summary(self) -> dict:
+        """Counters `zkv top` turns into rates and percentiles (cumulative since start)."""
+        ops: dict[str, int] = {}
+        buckets: dict[str, list[int]] = {}
+        for fam in self.requests.collect():
+            for s in fam.samples:
+                if s.name.endswith("_total"):
+                    ops[s.labels["op"]] = int(s.value)
+        for fam in self.latency.collect():
+            for s in fam.samples:
+                if s.name.endswith("_bucket"):
+                    buckets.setdefault(s.labels["op"], []).append(int(s.value))
+        ready, reason = self.health.ready()
+        return {
+            "ops": ops,
+            "latency_bounds": list(LATENCY_BUCKETS),
+            "latency_buckets": buckets,  # cumulative counts per bound, then +Inf
+            "sibling_writes": int(sum(s.value for fam in self.sibling_writes.collect()
+                                      for s in fam.samples if s.name.endswith("_total"))),
+            "hot_keys": [[key_label(k), c] for k, c in self.hot.top(HOT_KEYS_EXPORTED)],
+            "hot_key_error": round(self.hot.error_bound(), 1),
+            "ready": ready,
+            "ready_reason": reason,
+            "transfers": self._transfers,
+        }
+
+    # ---- introspection (tests, the dashboard check) ---------------------------------------------
+    def exported_names(self) -> set[str]:
+        """Every sample name this registry can expose, children or not (name_total, _bucket...)."""
+        suffixes = {"counter": ("_total", "_created"), "gauge": ("",),
+                    "histogram": ("_bucket", "_sum", "_count", "_created"),
+                    "summary": ("", "_sum", "_count", "_created"), "info": ("_info",)}
+        names = set()
+        for collector in list(self.registry._collector_to_names):
+            for fam in collector.describe() or collector.collect():
+                for suf in suffixes.get(fam.type, ("",)):
+                    names.add(fam.name + suf)
+        return names
+
+    # ---- HTTP -------------------------------------------------------------------------------
+    def serve(self, port: int, host: str = "127.0.0.1", ready: Readiness | None = None) -> None:
+        """Serve /metrics, /healthz, /readyz on host:port in a daemon thread.
+
+        ready() -> (bool, reason dict) decides /readyz; default: this registry's Health, which
+        observe_cluster keeps current. Raises OSError when the port cannot be bound."""
+        ready = ready or self.health.ready
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._json(200, {"status": "ok"})
+                elif path == "/readyz":
+                    try:
+                        ok, reason = ready()
+                    except Exception as exc:  # a broken callback is "not ready", not a crash
+                        ok, reason = False, {"error": f"{type(exc).__name__}: {exc}"}
+                    self._json(200 if ok else 503, {"ready": bool(ok), **reason})
+                else:
+                    self._json(404, {"error": f"no such path {path}; try /metrics, /healthz, "
+                                     "/readyz"})
+
+            def _json(self, code: int, doc: dict) -> None:
+                self._send(code, (json.dumps(doc, sort_keys=True) + "\n").encode(),
+                           "application/json")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # scrapes every few seconds: not logged
+                pass
+
+        server_cls = ThreadingHTTPServer
+        if ":" in host:  # an IPv6 address
+            server_cls = type("V6Server", (ThreadingHTTPServer,),
+                              {"address_family": socket.AF_INET6})
+        server_cls.daemon_threads = True
+        self._server = server = server_cls((host.strip("[]"), port), Handler)
+        threading.Thread(target=server.serve_forever, name="zkv-metrics", daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

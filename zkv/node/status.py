@@ -36,6 +36,7 @@ def status(core: NodeCore) -> dict:
         "antientropy": _ae_status(core, ring),
         "transfers": [],
         "uptime": round(core.now() - core.started, 3),
+        "metrics": core.metrics.summary(),
     }
 
 
@@ -99,3 +100,4 @@ class MetricsExport:
                                   strict=True):
                     m.aae_lag.labels(str(p)).set(-1 if age is None else age)
         m.keys.set(len(core.store))
+        m.observe_cluster(ms, ms.ring(), now)

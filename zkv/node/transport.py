@@ -99,14 +99,10 @@ class Node:
         self.membership = self.core.membership
         self.limit = wire.frame_limit(cfg.max_key_size, cfg.max_value_size)
         self.zctx = zmq.Context()
+        self.zctx.setsockopt(zmq.IPV6, 1)  # IPv6 literals (tcp://[::1]:7001) bind and connect
         self.auth: security.Authenticator | None = None
         if self.keys is not None:
             self.auth = security.Authenticator(self.zctx, self.keys)  # before any bind
-            log.info("CurveZMQ on every socket (keys in %s); plain text is refused",
-                     self.keys.dir)
-        else:
-            log.warning("serving in plain text without authentication (no --keys): anyone who "
-                        "can reach %s can read and write; development only", cfg.listen)
         self.router = self._socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
@@ -211,6 +207,12 @@ class Node:
         self.core.start(self.clock())
         log.info("node %s serving on %s (gossip %s)", self.cfg.id, self.cfg.listen,
                  self.cfg.gossip)
+        if self.keys is not None:
+            log.info("CurveZMQ on every socket (keys in %s); plain text is refused",
+                     self.keys.dir)
+        else:  # said once the sockets are bound, so a refusal to start stays one line
+            log.warning("serving in plain text without authentication (no --keys): anyone who "
+                        "can reach %s can read and write; development only", self.cfg.listen)
         try:
             while self.running:
                 try:

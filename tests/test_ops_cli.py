@@ -1,0 +1,167 @@
+"""Every CLI subcommand in a pipe and with bad input: one line, non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+
+import pytest
+from ops_helpers import ZKV, free_port, one_line_error, zkv
+
+pytestmark = pytest.mark.cluster
+
+# a port nothing listens on: an unreachable node
+DEAD = f"tcp://127.0.0.1:{free_port()}"
+FAST = ["--timeout", "0.5"]
+
+TALKERS = {  # subcommand -> arguments that are fine apart from what each case breaks
+    "get": ["get", "k"],
+    "put": ["put", "k", "v"],
+    "delete": ["delete", "k"],
+    "status": ["status"],
+    "ring": ["ring"],
+    "repair": ["repair"],
+    "top": ["top", "--once", "--interval", "0.1"],
+}
+
+
+@pytest.mark.parametrize("cmd", sorted(TALKERS))
+def test_bad_endpoint(cmd):
+    for bad in ("localhost:7001", "tcp://h:99999", "tcp://0.0.0.0:7001"):
+        line = one_line_error(zkv(*TALKERS[cmd], "--node", bad))
+        assert "--node" in line and bad in line, line
+
+
+@pytest.mark.parametrize("cmd", sorted(TALKERS))
+def test_unreachable_node(cmd):
+    out = zkv(*TALKERS[cmd], "--node", DEAD, *FAST)
+    line = one_line_error(out)
+    assert DEAD in line or "no answer" in line, line
+
+
+@pytest.mark.parametrize("cmd", sorted(TALKERS))
+def test_bad_flag(cmd):
+    line = one_line_error(zkv(*TALKERS[cmd], "--bogus"))
+    assert "--bogus" in line, line
+
+
+@pytest.mark.parametrize("cmd", ["get", "put", "delete"])
+def test_bad_key(cmd):
+    args = list(TALKERS[cmd])
+    args[1] = ""  # keys are 1 byte to 64 KiB
+    line = one_line_error(zkv(*args, "--node", DEAD, *FAST))
+    assert "key" in line.lower(), line
+    args[1] = "k" * (64 * 1024 + 1)
+    line = one_line_error(zkv(*args, "--node", DEAD, *FAST))
+    assert "key" in line.lower(), line
+
+
+def test_bad_values_of_other_flags():
+    cases = [
+        (["get", "k", "--r", "0"], "r"),
+        (["put", "k", "v", "--w", "x"], "--w"),
+        (["put", "k", "v", "--context", "zz"], "--context"),
+        (["status", "--timeout", "-1"], "--timeout"),
+        (["top", "--interval", "0"], "--interval"),
+        (["repair", "--partition", "x"], "--partition"),
+        (["nosuchcommand"], "nosuchcommand"),
+        ([], "required"),
+    ]
+    for args, says in cases:
+        line = one_line_error(zkv(*args, "--node", DEAD, *FAST) if args and args[0] != "nosuch"
+                              "command" else zkv(*args))
+        assert says in line, (args, line)
+
+
+def test_local_up_bad_input(tmp_path):
+    assert "--nodes" in one_line_error(zkv("local", "up", "--nodes", "0", "--dir",
+                                           str(tmp_path)))
+    assert "--base-port" in one_line_error(zkv("local", "up", "--base-port", "70000", "--dir",
+                                               str(tmp_path)))
+    assert "--bogus" in one_line_error(zkv("local", "up", "--bogus"))
+    assert "local" in one_line_error(zkv("local"))
+    (tmp_path / "file").write_text("")  # --dir under a regular file cannot be made
+    line = one_line_error(zkv("local", "up", "--no-demo", "--dir", str(tmp_path / "file" / "d"),
+                              "--base-port", str(free_port())))
+    assert "file" in line, line
+
+
+def test_local_up_refuses_a_port_in_use_in_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        line = one_line_error(zkv("local", "up", "--no-demo", "--nodes", "1", "--dir",
+                                  str(tmp_path), "--base-port", str(port)))
+    assert f"tcp://127.0.0.1:{port}" in line and "in use" in line
+
+
+def test_bench_and_compact_bad_input(tmp_path):
+    assert "--bogus" in one_line_error(zkv("bench", "--bogus"))
+    assert "--bogus" in one_line_error(zkv("compact", "--data-dir", str(tmp_path), "--bogus"))
+    assert "--data-dir" in one_line_error(zkv("compact"))
+    assert "not a directory" in one_line_error(zkv("compact", "--data-dir",
+                                                   str(tmp_path / "none")))
+
+
+def test_node_refuses_a_port_in_use_in_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+        out = subprocess.run([ZKV + "-node", "--id", "x", "--listen", busy, "--gossip",
+                              f"tcp://127.0.0.1:{free_port()}", "--data-dir",
+                              str(tmp_path / "d")], capture_output=True, text=True, timeout=30)
+    assert "in use" in one_line_error(out)
+
+
+# ---- against a real cluster ----------------------------------------------------------------------
+def _closed_pipe(args) -> subprocess.CompletedProcess:
+    """Run zkv with its stdout a pipe whose reader is already gone (`zkv ring | true`)."""
+    p = subprocess.Popen([ZKV, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    p.stdout.close()  # the reader exits before zkv writes
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    return subprocess.CompletedProcess(args, p.wait(60), "", err)
+
+
+def test_every_output_command_in_a_closed_pipe(cluster3):
+    ep = cluster3.endpoints[0]
+    zkv("put", "pipe-key", "v", "--node", ep)
+    for args in (["ring"], ["ring", "--json"], ["status"], ["status", "--json"],
+                 ["get", "pipe-key"], ["put", "pipe-key", "v2"], ["delete", "pipe-key"],
+                 ["top", "--once", "--interval", "0.1"], ["top", "--json", "--interval", "0.1"],
+                 ["repair"]):
+        out = _closed_pipe([*args, "--node", ep])
+        assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, (args, out)
+        assert out.returncode in (0, 141), (args, out)  # 141: like `seq 1000000 | true`
+
+
+def test_ring_into_head_through_a_shell(cluster3):
+    out = subprocess.run(f"{ZKV} ring --node {cluster3.endpoints[0]} | head -2", shell=True,
+                         capture_output=True, text=True, timeout=60)
+    assert len(out.stdout.splitlines()) == 2 and out.stderr == ""
+
+
+def test_top_in_a_pipe_prints_one_snapshot_of_every_node(cluster3):
+    ep = cluster3.endpoints[0]
+    out = zkv("top", "--node", ep, "--interval", "0.2")  # stdout is a pipe here
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("zkv top") and "3 member(s)" in lines[0]
+    assert sum(1 for x in lines if x.startswith("zkv top")) == 1  # one snapshot
+    for n in cluster3.nodes:
+        assert any(n.id in x and " up " in x for x in lines), out.stdout
+    doc = json.loads(zkv("top", "--node", ep, "--json", "--interval", "0.2").stdout)
+    rows = {r["id"]: r for r in doc["nodes"]}
+    assert set(rows) == {"node1", "node2", "node3"}
+    assert all(r["state"] == "up" and r["hints"] == 0 for r in rows.values())
+
+
+def test_status_text_shows_readiness_and_members(cluster3):
+    out = zkv("status", "--node", cluster3.endpoints[0])
+    assert out.returncode == 0 and "ready: yes" in out.stdout, out
+    for n in cluster3.nodes:
+        assert n.listen in out.stdout

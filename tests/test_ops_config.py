@@ -1,0 +1,110 @@
+"""Bind vs advertised addresses, wildcards, IPv6 literals, the metrics host (issue 14)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from zkv.config import NodeConfig, is_wildcard, load, parse_endpoint
+from zkv.errors import InvalidRequest
+
+BASE = {"id": "n1", "data_dir": "/tmp/zkv-unused", "gossip": "tcp://127.0.0.1:8001"}
+
+
+def cfg(**kw) -> NodeConfig:
+    return load({**BASE, "listen": "tcp://127.0.0.1:7001", **kw})
+
+
+@pytest.mark.parametrize("ep, host, port", [
+    ("tcp://127.0.0.1:7001", "127.0.0.1", 7001),
+    ("tcp://node-3.zkv-peers.default.svc.cluster.local:7001",
+     "node-3.zkv-peers.default.svc.cluster.local", 7001),
+    ("tcp://[::1]:7001", "::1", 7001),
+    ("tcp://[fd00::2]:65535", "fd00::2", 65535),
+    ("tcp://*:7001", "*", 7001),
+])
+def test_endpoints_parse(ep, host, port):
+    assert parse_endpoint(ep) == (host, port)
+
+
+@pytest.mark.parametrize("ep", ["127.0.0.1:7001", "tcp://h", "tcp://h:0", "tcp://h:70000",
+                                "tcp://::1:7001", "tcp://[nothex]:7001", "udp://h:1", "", None,
+                                "tcp://h :1"])
+def test_bad_endpoints_are_refused_with_the_reason(ep):
+    with pytest.raises(ValueError, match="tcp://HOST:PORT|port|IPv6"):
+        parse_endpoint(ep)
+
+
+def test_wildcards():
+    for ep in ("tcp://0.0.0.0:1", "tcp://*:1", "tcp://[::]:1"):
+        assert is_wildcard(ep)
+    assert not is_wildcard("tcp://10.0.0.1:1")
+
+
+@pytest.mark.parametrize("listen", ["tcp://0.0.0.0:7001", "tcp://*:7001", "tcp://[::]:7001"])
+def test_wildcard_listen_without_advertise_is_refused_naming_the_flag(listen):
+    with pytest.raises(InvalidRequest, match="--advertise"):
+        cfg(listen=listen)
+
+
+def test_wildcard_gossip_without_any_advertised_address_is_refused():
+    with pytest.raises(InvalidRequest, match="--advertise-gossip"):
+        cfg(gossip="tcp://0.0.0.0:8001")
+
+
+def test_advertise_is_what_peers_are_told():
+    c = cfg(listen="tcp://0.0.0.0:7001", gossip="tcp://0.0.0.0:8001",
+            advertise="tcp://10.1.2.3:7001")
+    assert c.listen == "tcp://0.0.0.0:7001"  # what is bound
+    assert c.advertised_listen == "tcp://10.1.2.3:7001"
+    assert c.advertised_gossip == "tcp://10.1.2.3:8001"  # advertise's host, gossip's port
+    c = cfg(listen="tcp://[::]:7001", gossip="tcp://[::]:8001", advertise="tcp://[fd00::3]:7001")
+    assert c.advertised_gossip == "tcp://[fd00::3]:8001"
+    c = cfg(advertise_gossip="tcp://10.9.9.9:9000")
+    assert (c.advertised_listen, c.advertised_gossip) == ("tcp://127.0.0.1:7001",
+                                                          "tcp://10.9.9.9:9000")
+
+
+def test_advertised_address_cannot_itself_be_a_wildcard():
+    with pytest.raises(InvalidRequest, match="--advertise tcp://0.0.0.0:7001"):
+        cfg(listen="tcp://0.0.0.0:7001", advertise="tcp://0.0.0.0:7001")
+
+
+def test_ipv6_literals_accepted():
+    c = cfg(listen="tcp://[::1]:7001", gossip="tcp://[::1]:8001", seed=["tcp://[::1]:7002"])
+    assert c.advertised_listen == "tcp://[::1]:7001"
+
+
+def test_metrics_host_and_advertise_from_the_toml_file(tmp_path):
+    p = tmp_path / "n.toml"
+    p.write_text('metrics_host = "0.0.0.0"\nmetrics_port = 9101\n'
+                 'advertise = "tcp://10.0.0.7:7001"\n')
+    c = load({**BASE, "listen": "tcp://0.0.0.0:7001", "config": str(p)})
+    assert (c.metrics_host, c.metrics_port, c.advertised_listen) == (
+        "0.0.0.0", 9101, "tcp://10.0.0.7:7001")
+    assert cfg().metrics_host == "127.0.0.1"  # loopback unless asked
+
+
+def _node(*args, timeout=30):
+    return subprocess.run([sys.executable, "-P", "-m", "zkv.node", *args], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--listen", "tcp://0.0.0.0:7001"], "--advertise"),
+    (["--listen", "tcp://*:7001"], "--advertise"),
+    (["--listen", "tcp://localhost"], "--listen"),
+    (["--listen", "tcp://127.0.0.1:7001", "--seed", "10.0.0.1:7001"], "--seed"),
+    (["--listen", "tcp://127.0.0.1:7001", "--metrics-port", "x"], "--metrics-port"),
+    (["--listen", "tcp://127.0.0.1:7001", "--bogus"], "--bogus"),
+])
+def test_zkv_node_refuses_bad_addresses_in_one_line(tmp_path, args, says):
+    out = _node("--id", "n1", "--gossip", "tcp://127.0.0.1:8001", "--data-dir",
+                str(tmp_path / "d"), *args)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in out.stderr, out.stderr
+    assert not os.path.exists(tmp_path / "d")  # refused before touching anything

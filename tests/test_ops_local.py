@@ -1,0 +1,205 @@
+"""`zkv local up` as a newcomer runs it: from a clone after a plain `pip install .`, restarted
+right after Ctrl-C, and never importing the clone's uncompiled source tree (issue 14)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ops_helpers import http, wait_for, zkv
+
+from zkv.local import NODE_COMMAND, LocalCluster, port_free
+
+pytestmark = pytest.mark.cluster
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _time_wait_on(port: int) -> None:
+    """Leave a TIME_WAIT connection on 127.0.0.1:port, as a cluster just stopped does: the
+    server side (the node) closes first, and nothing listens any more. The listener sets
+    SO_REUSEADDR as ZeroMQ's does (Linux lets a bind past a TIME_WAIT only when both did)."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen()
+    cli = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # active close: the server side holds TIME_WAIT
+    time.sleep(0.05)
+    cli.close()
+    srv.close()
+
+
+def test_time_wait_does_not_count_as_in_use():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _time_wait_on(port)
+    with socket.socket() as plain:  # what the old check did: fails for a minute
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+    assert port_free("127.0.0.1", port)
+    with socket.socket() as s:  # a listener still counts as busy
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        assert not port_free("127.0.0.1", port)
+
+
+def _base_port() -> int:
+    """A base port whose client, gossip and metrics ports are all free."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + 2103 < 65535 and all(port_free("127.0.0.1", base + off + i)
+                                       for off in (0, 1000, 2100) for i in range(3)):
+            return base
+    pytest.skip("no free block of ports")
+
+
+def test_restart_right_after_stop_reuses_the_ports(tmp_path):
+    base = _base_port()
+    first = LocalCluster(3, str(tmp_path / "c"), base, extra_args=["--gossip-interval", "0.1"])
+    first.start()
+    try:
+        import zkv as zkvpkg
+        with zkvpkg.Client(first.endpoints, timeout=5.0) as c:
+            for i in range(30):
+                c.put(b"k%d" % i, b"v")
+    finally:
+        first.stop()
+    _time_wait_on(base + 1)  # whatever the kernel kept, make sure one port is in TIME_WAIT
+    again = LocalCluster(3, str(tmp_path / "c"), base, extra_args=["--gossip-interval", "0.1"])
+    again.start()  # the old check raised "address(es) in use" here
+    try:
+        import zkv as zkvpkg
+        with zkvpkg.Client(again.endpoints, timeout=5.0) as c:
+            assert c.get(b"k7", r=2).values == [b"v"]
+    finally:
+        again.stop()
+
+
+def test_nodes_never_import_the_current_directory(tmp_path):
+    """A `zkv/` package in the working directory (a clone) must not shadow the installed one."""
+    fake = tmp_path / "zkv"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('the clone shadowed the install')\n")
+    assert "-P" in NODE_COMMAND
+    out = subprocess.run([sys.executable, "-c", (
+        "from zkv.local import LocalCluster\n"
+        "c = LocalCluster(1, 'data', None)\n"
+        "c.start(timeout=30)\n"
+        "c.stop()\n"
+        "print('served')\n")], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONSAFEPATH="1"))  # -c would import ./zkv too, like -m did
+    assert out.returncode == 0 and "served" in out.stdout, out.stderr[-2000:]
+
+
+def _copy_repo(dst: Path) -> None:
+    """The repository's files as a fresh clone has them: no builds, caches or data."""
+    try:
+        files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                               check=True, timeout=30).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        files = [str(p.relative_to(REPO)) for p in REPO.rglob("*") if p.is_file()
+                 and not {".git", "build", "__pycache__", "zkv-data"} & set(p.parts)]
+    for f in filter(None, files):
+        src = REPO / f
+        if src.suffix in (".so", ".c") and "_core" in src.parts or not src.is_file():
+            continue
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst / f)
+
+
+@pytest.mark.timeout(900)
+def test_quick_start_from_a_clone_after_plain_pip_install(tmp_path):
+    """README: `pip install . && zkv local up`, in the repository root, in a fresh venv."""
+    clone = tmp_path / "clone"
+    _copy_repo(clone)
+    assert not list((clone / "zkv" / "_core").glob("*.so"))  # uncompiled, as cloned
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    bin_ = venv / "bin"
+    pip = subprocess.run([bin_ / "python", "-m", "pip", "install", "-q",
+                          "--disable-pip-version-check", "."], cwd=clone, capture_output=True,
+                         text=True, timeout=800)
+    if pip.returncode != 0 and ("NewConnectionError" in pip.stderr
+                                or "No matching distribution" in pip.stderr):
+        pytest.skip(f"no package index reachable: {pip.stderr.strip().splitlines()[-1]}")
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    base = _base_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{bin_}:{env.get('PATH', '')}"
+    log = open(tmp_path / "up.log", "w")
+    up = subprocess.Popen([bin_ / "zkv", "local", "up", "--base-port", str(base)], cwd=clone,
+                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                          env=env, start_new_session=True)
+    try:
+        wait_for(lambda: "Serving until Ctrl-C" in (tmp_path / "up.log").read_text()
+                 or up.poll() is not None, timeout=180, what="the demo to finish")
+        text = (tmp_path / "up.log").read_text()
+        assert up.poll() is None, text
+        assert "demo done." in text and "ImportError" not in text, text
+        # the person's next commands, from the same directory
+        put = subprocess.run([bin_ / "zkv", "put", "hello", "world", "--node",
+                              f"tcp://127.0.0.1:{base}"], cwd=clone, env=env,
+                             capture_output=True, text=True, timeout=60)
+        get = subprocess.run([bin_ / "zkv", "get", "hello", "--node",
+                              f"tcp://127.0.0.1:{base + 2}"], cwd=clone, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert put.returncode == 0 and get.stdout.strip() == "world", (put, get)
+        assert http(f"http://127.0.0.1:{base + 2100}/readyz")[0] == 200
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        assert up.wait(60) == 0
+        text = (tmp_path / "up.log").read_text()
+        assert "all nodes stopped" in text and "Traceback" not in text, text
+        for i in range(3):  # every node is gone: their ports are free again
+            assert port_free("127.0.0.1", base + i)
+        pids = [int((clone / "zkv-data" / f"node{i}.pid").read_text()) for i in (1, 2, 3)]
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or \
+                Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        # and again at once, as a person would after Ctrl-C (TIME_WAIT must not block it)
+        again = subprocess.run([bin_ / "zkv", "local", "up", "--no-demo", "--base-port",
+                                str(base), "--exit-after-demo"], cwd=clone, env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and "node(s) up" in again.stdout, again
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(10)
+        log.close()
+
+
+def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
+    """The CLI itself (editable install): Ctrl-C, then `zkv local up` at once succeeds."""
+    base = _base_port()
+    for round_ in range(2):
+        p = subprocess.Popen([sys.executable, "-P", "-m", "zkv.cli", "local", "up", "--no-demo",
+                              "--base-port", str(base), "--dir", str(tmp_path / "d")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             cwd=tmp_path, start_new_session=True)
+        try:
+            seen = []
+            for line in p.stdout:
+                seen.append(line)
+                if "Serving until Ctrl-C" in line:
+                    break
+            assert any("node(s) up" in x for x in seen), (round_, "".join(seen))
+            assert zkv("put", "r", str(round_), "--node", f"tcp://127.0.0.1:{base}").returncode \
+                == 0
+            p.send_signal(signal.SIGINT)
+            rest = p.stdout.read()
+            assert p.wait(60) == 0 and "all nodes stopped" in rest, rest
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)

@@ -1,0 +1,119 @@
+"""Health endpoints and the new metrics on a node's metrics port (DESIGN.md 2.7, issue 14)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from ops_helpers import Nodes, free_port, http, metrics_text, raw_status, ready, wait_for
+
+import zkv
+from zkv.node.metrics import NodeMetrics
+
+NEW = ["zkv_ready", "zkv_ring_agreed", "zkv_ring_rebalances", "zkv_gossip_convergence_seconds",
+       "zkv_ring_partitions", "zkv_transfers", "zkv_transfer_bytes", "zkv_hot_key_ops",
+       "zkv_hot_key_error", "zkv_hint_oldest_age_seconds"]
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    n = Nodes(tmp_path)
+    yield n
+    n.close()
+
+
+def test_health_endpoints_follow_the_readiness_callback():
+    m = NodeMetrics()
+    state = {"v": (False, {"joined": False})}
+    port = free_port()
+    m.serve(port, "127.0.0.1", ready=lambda: state["v"])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert http(base + "/healthz")[0] == 200
+        code, body = http(base + "/readyz")
+        assert code == 503 and json.loads(body) == {"ready": False, "joined": False}
+        state["v"] = (True, {"joined": True, "ring_agreed": True})
+        code, body = http(base + "/readyz")
+        assert code == 200 and json.loads(body)["ready"] is True
+
+        def broken():
+            raise RuntimeError("boom")
+        state_fn = broken
+        m.close()
+        m.serve(port, "127.0.0.1", ready=state_fn)
+        code, body = http(base + "/readyz")
+        assert code == 503 and "boom" in json.loads(body)["error"]
+        assert http(base + "/nope")[0] == 404
+        text = http(base + "/metrics")[1]
+        for name in NEW:  # every new metric is exported with help text
+            assert re.search(rf"^# HELP {name}(_total)? \S", text, re.M), name
+    finally:
+        m.close()
+
+
+def test_real_cluster_ready_hot_keys_rebalances_and_convergence(make_cluster):
+    cl = make_cluster(3, metrics=True)
+    for n in cl.nodes:
+        wait_for(lambda n=n: ready(n.metrics_port)[0] == 200, what=f"{n.id} ready")
+        code, why = ready(n.metrics_port)
+        assert why["joined"] and why["ring_agreed"] and why["pending_transfers_in"] == 0
+        assert http(f"http://127.0.0.1:{n.metrics_port}/healthz")[0] == 200
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        for i in range(60):
+            c.put(b"cart:hot", b"v%d" % i)
+            c.put(b"cold:%d" % i, b"v")
+    # every node coordinating cart:hot ranks it first; the one that took most of it surely does
+    def hot_somewhere():
+        texts = [metrics_text(n.metrics_port) for n in cl.nodes]
+        return any(re.search(r'zkv_hot_key_ops\{key="cart:hot",rank="1"\} [1-9]', t)
+                   for t in texts)
+    wait_for(hot_somewhere, what="cart:hot ranked first")
+    first = metrics_text(cl.nodes[0].metrics_port)  # node1 saw node2 and node3 join
+    assert float(re.search(r"^zkv_ring_rebalances_total (\S+)", first, re.M)[1]) >= 1
+    assert float(re.search(r"^zkv_gossip_convergence_seconds_count (\S+)", first, re.M)[1]) >= 1
+    assert re.search(r'^zkv_transfers\{direction="in",state="pending"\} 0', first, re.M)
+    assert re.search(r'^zkv_ring_partitions\{role="replica"\} 256', first, re.M)
+    doc = raw_status(cl.endpoints[0])
+    assert doc["metrics"]["ready"] is True and doc["metrics"]["ops"]["put"] >= 1
+
+
+def test_readyz_is_503_until_joined_and_metrics_host_is_settable(nodes, tmp_path):
+    dead_seed = f"tcp://127.0.0.1:{free_port()}"  # nobody answers: the node keeps joining
+    mport = free_port("127.0.0.2")
+    p = nodes.start("--id", "lonely", "--listen", f"tcp://127.0.0.1:{free_port()}",
+                    "--gossip", f"tcp://127.0.0.1:{free_port()}", "--data-dir",
+                    str(tmp_path / "d"), "--seed", dead_seed, "--metrics-port", str(mport),
+                    "--metrics-host", "127.0.0.2")
+    code, why = wait_for(lambda: ready(mport, "127.0.0.2"), what="metrics up")
+    assert code == 503 and why["joined"] is False and why["ready"] is False
+    assert http(f"http://127.0.0.2:{mport}/healthz")[0] == 200
+    with pytest.raises(OSError):  # bound to 127.0.0.2 only
+        http(f"http://127.0.0.1:{mport}/healthz", timeout=1)
+    assert nodes.stop(p) == 0, nodes.log(p)
+
+
+def test_ipv6_literals_bind_join_and_advertise(nodes, tmp_path):
+    try:
+        free_port("::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    l1, g1, l2, g2, m1 = (free_port("::1") for _ in range(5))
+    a = nodes.start("--id", "v6a", "--listen", f"tcp://[::1]:{l1}", "--gossip",
+                    f"tcp://[::1]:{g1}", "--data-dir", str(tmp_path / "a"),
+                    "--metrics-port", str(m1), "--metrics-host", "::1")
+    wait_for(lambda: raw_status(f"tcp://[::1]:{l1}"), what="v6a serving")
+    b = nodes.start("--id", "v6b", "--listen", f"tcp://[::]:{l2}", "--advertise",
+                    f"tcp://[::1]:{l2}", "--gossip", f"tcp://[::]:{g2}", "--data-dir",
+                    str(tmp_path / "b"), "--seed", f"tcp://[::1]:{l1}")
+
+    def both_up():
+        doc = raw_status(f"tcp://[::1]:{l1}")
+        seen = {m["id"]: m for m in doc["members"]}
+        return set(seen) == {"v6a", "v6b"} and all(m["state"] == "up" for m in seen.values()) \
+            and seen
+    seen = wait_for(both_up, what="both nodes up over IPv6")
+    assert seen["v6b"]["listen"] == f"tcp://[::1]:{l2}"  # the advertised, not the bound, address
+    assert seen["v6b"]["gossip"] == f"tcp://[::1]:{g2}"
+    assert http(f"http://[::1]:{m1}/healthz")[0] == 200
+    assert nodes.stop(b) == 0 and nodes.stop(a) == 0

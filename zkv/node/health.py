@@ -1,0 +1,69 @@
+"""Readiness and gossip convergence of one node, as pure bookkeeping (no sockets, no clock).
+
+/readyz (DESIGN.md 2.7) answers 200 when the node has joined, agrees with every peer it sees
+up on the ring, and has no partition pending transfer to it; else 503 with the reason. The
+state is computed on the reactor thread (`Health.update`, each gossip tick) and only read by
+the HTTP thread (`Health.ready`), so the HTTP thread never walks live node structures.
+
+Gossip convergence time: when this node's ring changes (a member joined, left or moved) a
+clock starts; it stops when every up peer gossips the same ring fingerprint. That interval is
+how long the change took to reach every node, as seen from here (each node measures its own;
+the cluster's figure is the maximum over nodes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def readiness(*, joined: bool, fingerprint: bytes, peer_fingerprints: dict[str, bytes],
+              up_peers: Iterable[str], pending_in: int) -> tuple[bool, dict]:
+    """(ready, reason): the pure rule behind /readyz."""
+    up = sorted(up_peers)
+    unheard = [p for p in up if p not in peer_fingerprints]
+    disagree = [p for p in up if p in peer_fingerprints and peer_fingerprints[p] != fingerprint]
+    reason = {
+        "joined": joined,
+        "ring_agreed": not unheard and not disagree,
+        "ring": fingerprint.hex()[:12],
+        "peers_disagreeing": disagree,
+        "peers_not_heard": unheard,
+        "pending_transfers_in": pending_in,
+    }
+    ready = joined and reason["ring_agreed"] and pending_in == 0
+    return ready, reason
+
+
+class Health:
+    def __init__(self) -> None:
+        self.peer_fingerprints: dict[str, bytes] = {}
+        self.fingerprint = b""
+        self.changed_at: float | None = None  # when our ring last changed, until all agree
+        self._state: tuple[bool, dict] = (False, {"joined": False, "reason": "starting"})
+
+    def on_gossip(self, sender: str, fingerprint: bytes) -> None:
+        self.peer_fingerprints[sender] = fingerprint
+
+    def update(self, *, fingerprint: bytes, up_peers: Iterable[str], now: float,
+               joined: bool = True, pending_in: int = 0) -> tuple[bool, float | None]:
+        """Recompute readiness; returns (ring changed here, convergence seconds or None).
+
+        The convergence time is returned once, when the last up peer catches up."""
+        up = list(up_peers)
+        rebalanced = bool(self.fingerprint) and fingerprint != self.fingerprint  # not the first
+        if rebalanced:
+            self.changed_at = now
+        self.fingerprint = fingerprint
+        state = readiness(joined=joined, fingerprint=fingerprint,
+                          peer_fingerprints=self.peer_fingerprints, up_peers=up,
+                          pending_in=pending_in)
+        self._state = state
+        converged = None
+        if self.changed_at is not None and state[1]["ring_agreed"]:
+            converged = max(0.0, now - self.changed_at)
+            self.changed_at = None
+        return rebalanced, converged
+
+    def ready(self) -> tuple[bool, dict]:
+        """The /readyz callback: the state as of the last update (safe from any thread)."""
+        return self._state
