@@ -10,8 +10,16 @@ object exists per key. Each entry keeps the key's 64-bit hash so anti-entropy an
 list a hash range without rehashing or reading values.
 
 The table also owns the active segment's write buffer and the per-segment read mappings, so
-the hot paths are single C calls: ``append`` (validate, encode, buffer, index) and
-``get_value`` (lookup, locate bytes, CRC check, copy out). All methods run under the GIL and
+the hot paths are single C calls: ``put``/``append`` (validate, encode, buffer, index) and
+``get_value`` (lookup, locate bytes, CRC check, copy out).
+
+Speed comes from the memory system, not the instructions: a put or a hints entry costs one
+random probe into a slot array of many MiB. So slot arrays use 2 MiB pages (one TLB entry
+covers 256K slots); an append prefetches its home slot and leaves the insert pending until up
+to KD_PEND appends later (every reader of the table drains the pending inserts first), so the
+misses of consecutive puts overlap; ``load_hints`` reserves room for the file and prefetches
+PREFETCH_AHEAD entries ahead; and a slot's tag is the top of the hash, so growing the table
+streams the old slots without reading any entry. All methods run under the GIL and
 never release it, so each call is atomic with respect to other Python threads. The file I/O
 around it (opening, mapping, fsync, hints files, compaction) lives in zkv.storage.
 """
