@@ -51,6 +51,8 @@ class KeyDir:
         """Remove entries still pointing at these segments; ``[(key, flags)]``."""
     def reserve(self, entries: int, key_bytes: int = 0) -> None:
         """Room for ``entries`` more keys and ``key_bytes`` of key bytes, without rehashing."""
+    def trim(self) -> None:
+        """Give back reserved room the entries do not use."""
     def load_hints(self, data: object, fid: int) -> int:
         """Insert a hints file's entries; -1 (nothing inserted) if it is bad."""
     def scan_load(self, data: object, fid: int, active: bool = False) -> tuple[int, int, list[bytes], int]:

@@ -266,7 +266,7 @@ cdef class KeyDir:
         self.index[i] = (h & 0xFFFFFFFF00000000ULL) | (idx + 1)
 
     cdef int _resize_index(self, uint64_t ncap) except -1:
-        """Rebuild the slots at ``ncap`` (a power of two, larger than now).
+        """Rebuild the slots at ``ncap`` (a power of two with room for every entry).
 
         A slot's tag is the top 32 bits of its key's hash, which hold the home slot of any
         table up to 2**32 slots: the rebuild streams the old slots in order and never touches
@@ -274,7 +274,7 @@ cdef class KeyDir:
         so the writes to the new slots are close to sequential too."""
         cdef uint64_t *old = self.index
         cdef uint64_t ocap = self.icap, j, s, i, mask = ncap - 1
-        cdef int nshift = self.ishift
+        cdef int nshift = 64
         while (<uint64_t>1 << (64 - nshift)) < ncap:
             nshift -= 1
         if nshift < 32:
@@ -588,6 +588,29 @@ cdef class KeyDir:
         """Make room for ``entries`` more keys (and ``key_bytes`` of key bytes) at once, so
         that loading them does no rehash or array growth."""
         self._reserve(entries, key_bytes)
+
+    def trim(self):
+        """Give back room reserved but not used (after a load whose hints overlapped): the
+        slots shrink to the smallest table that holds the entries, the arrays to their use."""
+        cdef uint64_t ncap = 1024, cap
+        cdef void *p
+        self._drain()
+        while self.n * 10 > ncap * 7:
+            ncap *= 2
+        if ncap < self.icap:
+            self._resize_index(ncap)
+        cap = self.n if self.n > 512 else 512
+        if cap < self.ecap:
+            p = realloc(self.entries, cap * sizeof(kd_entry))
+            if p != NULL:
+                self.entries = <kd_entry *>p
+                self.ecap = cap
+        cap = self.alen if self.alen > 8192 else 8192
+        if cap < self.acap:
+            p = realloc(self.arena, cap)
+            if p != NULL:
+                self.arena = <uint8_t *>p
+                self.acap = cap
 
     def load_hints(self, data, uint32_t fid):
         """Insert every entry of a hints file for segment ``fid``; -1 (nothing done) if it is bad.

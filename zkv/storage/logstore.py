@@ -239,6 +239,7 @@ class LogStore:
                 self._active = seg
             if self._progress:
                 self._progress(i + 1, total)
+        kd.trim()  # the reserve counted every hints entry, overwritten keys included
         if not self.readonly and self._active is None:
             self._start_active()
         if self._active is not None:
