@@ -342,3 +342,18 @@ def test_reopen_many_segments_with_overwrites(tmp_path):
     with LogStore(d) as s:
         assert {k: s.get(k) for k in model} == model
         assert len(s) == sum(v is not None for v in model.values())
+
+
+def test_reopen_of_overwritten_data_gives_back_reserved_room(tmp_path):
+    """Reopen reserves room for every hints entry; with each key in ten segments, the unused
+    room goes back (keydir memory stays that of the live keys)."""
+    d = str(tmp_path)
+    with LogStore(d, segment_bytes=1 << 18, compact_dead_ratio=None) as s:
+        for _round in range(10):
+            for i in range(5000):
+                s.put(b"key-%06d" % i, b"v" * 50)
+    with LogStore(d) as s:
+        st = s.stats()
+        assert st["keys"] == 5000 and st["segments"] > 10
+        assert st["keydir_bytes_per_key"] <= 64 + 10
+        assert all(s.get(b"key-%06d" % i) == b"v" * 50 for i in range(0, 5000, 7))

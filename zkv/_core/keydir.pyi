@@ -5,8 +5,21 @@ CORRUPT: int
 COMPRESSED: int
 RELEASED: int
 
+class StoreLock:
+    """The store's mutex, visible to C: KeyDir.put appends by itself only while it is free."""
+
+    def acquire(self) -> bool: ...
+    def release(self) -> None: ...
+    def locked(self) -> bool: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, *exc: object) -> None: ...
+
 class KeyDir:
     """Key -> (fid, offset, size, flags, hash), plus the active write buffer and read maps."""
+
+    lock: StoreLock  # read-only: the owner's store lock
+    slow_put: object  # callable(key, value): put()'s locked slow path
+    put_gate: int  # nonzero: every put() takes slow_put (keys await repair)
 
     def __init__(self, max_key: int = 65536, max_value: int = ..., write_buffer: int = 65536) -> None: ...
     def __len__(self) -> int:
@@ -36,6 +49,10 @@ class KeyDir:
     def fid_bytes(self) -> dict[int, int]: ...
     def purge_fids(self, fids: object) -> list[tuple[bytes, int]]:
         """Remove entries still pointing at these segments; ``[(key, flags)]``."""
+    def reserve(self, entries: int, key_bytes: int = 0) -> None:
+        """Room for ``entries`` more keys and ``key_bytes`` of key bytes, without rehashing."""
+    def trim(self) -> None:
+        """Give back reserved room the entries do not use."""
     def load_hints(self, data: object, fid: int) -> int:
         """Insert a hints file's entries; -1 (nothing inserted) if it is bad."""
     def scan_load(self, data: object, fid: int, active: bool = False) -> tuple[int, int, list[bytes], int]:
@@ -62,6 +79,18 @@ class KeyDir:
         """Write the buffer to the active fd (no fsync)."""
     def append(self, key: object, value: object, flags: int = 0) -> int:
         """Validate (zkv.InvalidRequest), encode, buffer and index one record; new active end."""
+    def put_policy(self, segment_bytes: int, compress_over: int, slow_put: object) -> None:
+        """Enable put(): records reaching ``segment_bytes`` and values over ``compress_over``
+        bytes go to ``slow_put(key, value)``."""
+    def put(self, key: object, value: object) -> None:
+        """LogStore.put in one call: append unless the lock is held, put_gate is set, or the
+        record needs compression or a rotation; then (and for every error) ``slow_put``."""
+    def check_batch(self, items: list[tuple[bytes, bytes]]) -> None:
+        """InvalidRequest naming the first bad ``(key, value)`` pair, if any."""
+    def append_batch(self, items: list[tuple[bytes, bytes]], start: int, compress_over: int,
+                     segment_bytes: int) -> int:
+        """Append checked pairs from ``start`` until one needs compression (stop before it) or
+        the segment reaches ``segment_bytes`` (stop after it); index of the first not done."""
     slow: object
     def get(self, key: object) -> bytes | None:
         """get_value, raising InvalidRequest for non-bytes keys and calling ``slow(key, code)``."""

@@ -10,8 +10,16 @@ object exists per key. Each entry keeps the key's 64-bit hash so anti-entropy an
 list a hash range without rehashing or reading values.
 
 The table also owns the active segment's write buffer and the per-segment read mappings, so
-the hot paths are single C calls: ``append`` (validate, encode, buffer, index) and
-``get_value`` (lookup, locate bytes, CRC check, copy out). All methods run under the GIL and
+the hot paths are single C calls: ``put``/``append`` (validate, encode, buffer, index) and
+``get_value`` (lookup, locate bytes, CRC check, copy out).
+
+Speed comes from the memory system, not the instructions: a put or a hints entry costs one
+random probe into a slot array of many MiB. So slot arrays use 2 MiB pages (one TLB entry
+covers 256K slots); an append prefetches its home slot and leaves the insert pending until up
+to KD_PEND appends later (every reader of the table drains the pending inserts first), so the
+misses of consecutive puts overlap; ``load_hints`` reserves room for the file and prefetches
+PREFETCH_AHEAD entries ahead; and a slot's tag is the top of the hash, so growing the table
+streams the old slots without reading any entry. All methods run under the GIL and
 never release it, so each call is atomic with respect to other Python threads. The file I/O
 around it (opening, mapping, fsync, hints files, compaction) lives in zkv.storage.
 """
@@ -258,7 +266,7 @@ cdef class KeyDir:
         self.index[i] = (h & 0xFFFFFFFF00000000ULL) | (idx + 1)
 
     cdef int _resize_index(self, uint64_t ncap) except -1:
-        """Rebuild the slots at ``ncap`` (a power of two, larger than now).
+        """Rebuild the slots at ``ncap`` (a power of two with room for every entry).
 
         A slot's tag is the top 32 bits of its key's hash, which hold the home slot of any
         table up to 2**32 slots: the rebuild streams the old slots in order and never touches
@@ -266,7 +274,7 @@ cdef class KeyDir:
         so the writes to the new slots are close to sequential too."""
         cdef uint64_t *old = self.index
         cdef uint64_t ocap = self.icap, j, s, i, mask = ncap - 1
-        cdef int nshift = self.ishift
+        cdef int nshift = 64
         while (<uint64_t>1 << (64 - nshift)) < ncap:
             nshift -= 1
         if nshift < 32:
@@ -580,6 +588,29 @@ cdef class KeyDir:
         """Make room for ``entries`` more keys (and ``key_bytes`` of key bytes) at once, so
         that loading them does no rehash or array growth."""
         self._reserve(entries, key_bytes)
+
+    def trim(self):
+        """Give back room reserved but not used (after a load whose hints overlapped): the
+        slots shrink to the smallest table that holds the entries, the arrays to their use."""
+        cdef uint64_t ncap = 1024, cap
+        cdef void *p
+        self._drain()
+        while self.n * 10 > ncap * 7:
+            ncap *= 2
+        if ncap < self.icap:
+            self._resize_index(ncap)
+        cap = self.n if self.n > 512 else 512
+        if cap < self.ecap:
+            p = realloc(self.entries, cap * sizeof(kd_entry))
+            if p != NULL:
+                self.entries = <kd_entry *>p
+                self.ecap = cap
+        cap = self.alen if self.alen > 8192 else 8192
+        if cap < self.acap:
+            p = realloc(self.arena, cap)
+            if p != NULL:
+                self.arena = <uint8_t *>p
+                self.acap = cap
 
     def load_hints(self, data, uint32_t fid):
         """Insert every entry of a hints file for segment ``fid``; -1 (nothing done) if it is bad.

@@ -23,6 +23,13 @@ immutable segments and hints never see the zeros. After a crash the zero tail is
 the log: an all-zero header fails the record checks (version 1 required, and the CRC), the
 scan stops there as at a torn tail, and the open truncates it.
 
+Write path: ``put`` is the keydir's C method (``KeyDir.put``) except with ``sync="always"``:
+one call validates, encodes into the write buffer and indexes the record. It steps aside to
+the locked Python path (``_put_locked``: compression, segment rotation, keys awaiting repair)
+when it cannot do the whole put itself, and whenever another thread holds the store lock, a
+C ``StoreLock`` it can see; since the C call never releases the GIL it is atomic with respect
+to every critical section. ``put_many`` takes a batch in one C loop (one group commit).
+
 Thread safety: every public method may be called from several threads.
 """
 
@@ -232,6 +239,7 @@ class LogStore:
                 self._active = seg
             if self._progress:
                 self._progress(i + 1, total)
+        kd.trim()  # the reserve counted every hints entry, overwritten keys included
         if not self.readonly and self._active is None:
             self._start_active()
         if self._active is not None:
