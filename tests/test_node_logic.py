@@ -346,3 +346,20 @@ def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path)
     finally:
         store.close()
         handoff.close()
+
+
+def test_a_max_size_value_fits_the_handoff_store_as_a_hint(tmp_path):
+    """A stand-in must be able to keep a hint of the largest value a client may write."""
+    from zkv.config import NodeConfig
+    from zkv.node.transport import open_stores
+
+    cfg = NodeConfig(id="s", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
+                     data_dir=str(tmp_path / "s"))
+    store, handoff = open_stores(cfg)
+    try:
+        big = dvv.update_encoded(None, b"", b"x" * cfg.max_value_size, "s", b"w" * 16)
+        handoff.merge("owner-" + "o" * 58, b"k" * 1000, big)
+        assert handoff.get("owner-" + "o" * 58, b"k" * 1000) == big
+    finally:
+        store.close()
+        handoff.close()

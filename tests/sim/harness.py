@@ -31,7 +31,8 @@ from zkv._core.ring import hash64
 from zkv.config import NodeConfig
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
 from zkv.node.handoff import HandoffStore
-from zkv.wire import Delete, Error, Get, GetOk, Member, Put, PutOk
+from zkv.node.membership import copy_member
+from zkv.wire import Delete, Error, Get, GetOk, Put, PutOk
 
 LIMIT = 1 << 30
 
@@ -190,7 +191,7 @@ class Sim:
             if sn.core is not None:  # a fully formed cluster: everyone knows everyone
                 for other in self.nodes.values():
                     if other is not sn:
-                        sn.core.membership.merge([_copy(other.core.membership.me)])
+                        sn.core.membership.merge([copy_member(other.core.membership.me)])
                 sn.core.out.connect.clear()
 
     # ---- nodes --------------------------------------------------------------------------
@@ -435,9 +436,6 @@ class Sim:
     def hints_pending(self) -> int:
         return sum(len(sn.handoff_mem) for sn in self.nodes.values())
 
-
-def _copy(m: Member) -> Member:
-    return Member(m.id, m.listen, m.gossip, m.rack, m.incarnation, m.heartbeat, m.leaving)
 
 
 # ---- clients and history --------------------------------------------------------------------

@@ -289,14 +289,14 @@ class Exchange:
 
 
 # ---- answering a peer's exchange, and reaping ------------------------------------------------------
-def _valid(ae: AntiEntropy | None, ring: Ring, p: int) -> bool:
-    return ae is not None and 0 <= p < ring.q
+def _valid(ring: Ring, p: int) -> bool:
+    return 0 <= p < ring.q
 
 
 def answer_tree_level(ae: AntiEntropy | None, ring: Ring, msg: TreeLevel) -> TreeLevelOk:
     """The hashes a peer asked for (empty when the partition or indices are out of range)."""
     hashes = b""
-    if ae is not None and _valid(ae, ring, msg.partition):
+    if ae is not None and _valid(ring, msg.partition):
         tree = ae.tree(msg.partition)
         try:
             hashes = pack_hashes(tree.level_hashes(msg.level,
@@ -308,7 +308,7 @@ def answer_tree_level(ae: AntiEntropy | None, ring: Ring, msg: TreeLevel) -> Tre
 
 def answer_leaf_keys(ae: AntiEntropy | None, store, ring: Ring, msg: LeafKeys) -> LeafKeysOk:
     listing = {}
-    if ae is not None and _valid(ae, ring, msg.partition):
+    if ae is not None and _valid(ring, msg.partition):
         lo, hi = ring.partition_range(msg.partition)
         listing = leaf_keys(store, ae.tree(msg.partition), lo, hi, msg.leaves)
     return LeafKeysOk(msg.rid, *pack_listing(listing))
@@ -316,7 +316,7 @@ def answer_leaf_keys(ae: AntiEntropy | None, store, ring: Ring, msg: LeafKeys) -
 
 def answer_versions(ae: AntiEntropy | None, store, ring: Ring, msg: RGetHashes) -> RGetHashesOk:
     """The versions of the partition's keys whose u64 hashes the peer listed (its pull)."""
-    if not _valid(ae, ring, msg.partition) or len(msg.hashes) % 8:
+    if ae is None or not _valid(ring, msg.partition) or len(msg.hashes) % 8:
         return RGetHashesOk(msg.rid, [], [])
     want = set(struct.unpack(f"<{len(msg.hashes) // 8}Q", msg.hashes))
     lo, hi = ring.partition_range(msg.partition)

@@ -20,6 +20,7 @@ runs once every replica answered or the deadline passed, after the client has it
 
 from __future__ import annotations
 
+from zkv.errors import InvalidRequest
 from zkv.node.op import Op
 from zkv.node.quorum import GetQuorum, PutQuorum
 from zkv.wire import E_INVALID, Error, Forward, RGet, RGetOk, RPut, RPutOk
@@ -54,8 +55,27 @@ class _FanOut(Op):
                 self.woken_at = at
                 self.ctx.wake(self, at)
 
-    def _enough(self) -> bool:  # pragma: no cover - overridden
+    def _enough(self) -> bool:
+        return self.quorum.enough()
+
+    def _answer(self) -> None:  # pragma: no cover - overridden
+        """Reply to the client with what the quorum holds (R/W reached)."""
         raise NotImplementedError
+
+    def _check(self) -> None:
+        if not self.replied and self.quorum.enough():
+            self._answer()
+        if not self.pending:
+            self._fail()  # everyone answered and still short: say so now, not at the deadline
+            self.finish()
+
+    def _fail(self) -> None:
+        if not self.replied:
+            self.reply(self.quorum.failure(self.silent(), self.ctx.now() - self.started), ok=False)
+
+    def on_timeout(self) -> None:
+        self._fail()
+        super().on_timeout()
 
     def on_timer(self) -> None:
         now = self.ctx.now()
@@ -101,9 +121,6 @@ class GetOp(_FanOut):
     def _send(self, node: str, owner: str | None) -> None:
         self._ask(node, owner, RGet(0, self.key, owner or ""))
 
-    def _enough(self) -> bool:
-        return self.quorum.enough()
-
     def on_reply(self, node_id: str, msg) -> None:
         if node_id not in self.pending:
             return
@@ -112,24 +129,11 @@ class GetOp(_FanOut):
             self.quorum.add_result(node_id, msg.dvv)
         self._check()
 
-    def _check(self) -> None:
-        q = self.quorum
-        if not self.replied and q.enough():
-            self.reply(q.response())
-            size = q.siblings()
-            if size > 1:
-                self.ctx.replica.note_siblings(self.key, size)
-        if not self.pending:
-            self._fail()  # everyone answered and still short: say so now, not at the deadline
-            self.finish()
-
-    def _fail(self) -> None:
-        if not self.replied:
-            self.reply(self.quorum.failure(self.silent(), self.ctx.now() - self.started), ok=False)
-
-    def on_timeout(self) -> None:
-        self._fail()
-        super().on_timeout()
+    def _answer(self) -> None:
+        ok, size = self.quorum.response()
+        self.reply(ok)
+        if size > 1:
+            self.ctx.replica.note_siblings(self.key, size)
 
     def finish(self) -> None:
         for node_id, enc in self.quorum.final_action():
@@ -162,6 +166,10 @@ class WriteOp(_FanOut):
         try:
             self.version = self.ctx.replica.coordinate(self.key, self.context, self.value, mine,
                                                        self.wid)
+        except InvalidRequest as exc:  # the engine refused it (too large, ...): say what
+            self.reply(Error(0, E_INVALID, str(exc)), ok=False)
+            self.finish()
+            return
         except ValueError as exc:
             self.reply(Error(0, E_INVALID, f"bad context: {exc}"), ok=False)
             self.finish()
@@ -177,9 +185,6 @@ class WriteOp(_FanOut):
     def _send(self, node: str, owner: str | None) -> None:
         self._ask(node, owner, RPut(0, self.key, self.version, owner or ""))
 
-    def _enough(self) -> bool:
-        return self.quorum.enough()
-
     def on_reply(self, node_id: str, msg) -> None:
         if node_id not in self.pending:
             return
@@ -187,23 +192,11 @@ class WriteOp(_FanOut):
         self.quorum.add_result(node_id, isinstance(msg, RPutOk) and msg.ok)
         self._check()
 
-    def _check(self) -> None:
-        if not self.replied and self.quorum.enough():
-            ok, size = self.quorum.response(self.version)
-            self.reply(ok)
-            if size > 1:
-                self.ctx.replica.note_siblings(self.key, size, write=True)
-        if not self.pending:
-            self._fail()
-            self.finish()
-
-    def on_timeout(self) -> None:
-        self._fail()
-        super().on_timeout()
-
-    def _fail(self) -> None:
-        if not self.replied:
-            self.reply(self.quorum.failure(self.silent(), self.ctx.now() - self.started), ok=False)
+    def _answer(self) -> None:
+        ok, size = self.quorum.response(self.version)
+        self.reply(ok)
+        if size > 1:
+            self.ctx.replica.note_siblings(self.key, size, write=True)
 
 
 class ForwardOp(Op):

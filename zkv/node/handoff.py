@@ -25,14 +25,26 @@ from zkv.storage import LogStore
 
 _HEAD = struct.Struct("<BQ")  # version u8, created_ms u64 = 9 bytes
 HINT_VERSION = 1
+ENGINE_MAX_KEY = 65536  # LogStore's largest key
+MAX_OWNER = 255  # bytes of an owner id in a hint's key (node ids are at most 64 characters)
 
 
 class HandoffStore:
     def __init__(self, path: str, wall_ms: Callable[[], int], sync: str = "interval",
-                 store=None) -> None:
-        # `store`: any engine with LogStore's interface (the simulator's in-memory one)
-        self.store = store if store is not None else LogStore(path, sync=sync,
-                                                              compact_dead_ratio=0.5)
+                 store=None, max_key_size: int | None = None,
+                 max_value_size: int | None = None) -> None:
+        # `store`: any engine with LogStore's interface (the simulator's in-memory one);
+        # limits: a hint's key is owner + NUL + key, its value a whole version plus 9 bytes
+        if store is None:
+            extra = {}
+            if max_key_size is not None:
+                # the engine's keys stop at 64 KiB: a key within owner id + 1 byte of that
+                # cannot be kept as a hint (its write still reaches the reachable owners)
+                extra["max_key_size"] = min(ENGINE_MAX_KEY, max_key_size + MAX_OWNER + 1)
+            if max_value_size is not None:
+                extra["max_value_size"] = max_value_size + _HEAD.size
+            store = LogStore(path, sync=sync, compact_dead_ratio=0.5, **extra)
+        self.store = store
         self.wall_ms = wall_ms
         # owner -> {key: (created_ms, size)}: the backlog, rebuilt from the store on start
         self.index: dict[str, dict[bytes, tuple[int, int]]] = {}

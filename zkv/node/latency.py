@@ -41,6 +41,3 @@ class PeerLatency:
         b = FLOOR if high is None else max(FLOOR, FACTOR * high)
         return max(0.0, min(b, CEILING * remaining))
 
-    def forget(self, node: str) -> None:
-        for d in (self.samples, self.seen, self.high):
-            d.pop(node, None)

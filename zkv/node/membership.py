@@ -190,7 +190,7 @@ class Membership:
                         self._refuse(via, m, f"member cap {self.max_members} reached")
                         continue
                     self.candidates.pop(m.id, None)
-                    self.peers[m.id] = _Peer(_copy(m), now)
+                    self.peers[m.id] = _Peer(copy_member(m), now)
                     added.append(m)
                 else:
                     self._candidate(via, m, now)
@@ -212,7 +212,7 @@ class Membership:
                 p.intervals.append(now - p.last_beat)
             else:
                 p.intervals.clear()
-            p.member = _copy(m)
+            p.member = copy_member(m)
             p.last_beat = now
             p.strikes = 0
             self.candidates.pop(m.id, None)
@@ -230,7 +230,7 @@ class Membership:
         if have is None and len(self.candidates) >= MAX_CANDIDATES:
             self._refuse(via, m, f"{MAX_CANDIDATES} candidates already waiting to be heard")
             return
-        rec = _copy(m)
+        rec = copy_member(m)
         rec.leaving = False  # leaving is taken first-hand only
         self.candidates[m.id] = (rec, now + CANDIDATE_TTL)
 
@@ -336,7 +336,8 @@ class Membership:
         return self._ring
 
 
-def _copy(m: Member) -> Member:
+def copy_member(m: Member) -> Member:
+    """A private copy (records are mutable structs; tables never share them)."""
     return Member(m.id, m.listen, m.gossip, m.rack, m.incarnation, m.heartbeat, m.leaving)
 
 

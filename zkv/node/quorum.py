@@ -42,12 +42,10 @@ class GetQuorum:
     def enough(self) -> bool:
         return len(self.results) >= self.required
 
-    def response(self) -> GetOk:
+    def response(self) -> tuple[GetOk, int]:
+        """The client's answer and the number of siblings the merged version holds."""
         merged = dvv.DVVSet.decode(self.merged) if self.merged else dvv.EMPTY
-        return GetOk(0, merged.live_values(), merged.context(), len(self.results))
-
-    def siblings(self) -> int:
-        return dvv.DVVSet.decode(self.merged).size() if self.merged else 0
+        return GetOk(0, merged.live_values(), merged.context(), len(self.results)), merged.size()
 
     def failure(self, silent: list[str], waited: float) -> Error:
         return Error(0, E_QUORUM,

@@ -69,10 +69,11 @@ class Replica:
             base = self.store.get(key)
             for other in handoff.owners_of(key):
                 base = dvv.sync_encoded(base, handoff.get(other, key) or None)
-            new = _update(base, self._fresh(key, base, context), value, self.node_id, wid)
+            new = dvv.update_encoded(base, self._fresh(key, base, context), value,
+                                     self.node_id, wid)
             return handoff.merge(owner, key, new)
         old = self.store.get(key)
-        new = _update(old, self._fresh(key, old, context), value, self.node_id, wid)
+        new = dvv.update_encoded(old, self._fresh(key, old, context), value, self.node_id, wid)
         self._store(key, old, new)
         return new
 
@@ -135,10 +136,4 @@ class Replica:
                 else:
                     store.write_out()
             self.dirty = False
-
-
-def _update(base, context, value, node_id: str, wid: bytes) -> bytes:
-    if wid:
-        return dvv.update_encoded(base, context, value, node_id, wid)
-    return dvv.update_encoded(base, context, value, node_id)
 

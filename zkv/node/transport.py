@@ -67,7 +67,8 @@ def open_stores(cfg: NodeConfig) -> tuple[LogStore, HandoffStore]:
     legacy = os.path.join(cfg.data_dir, "hints")  # its name before 0.2
     if os.path.isdir(legacy) and not os.path.exists(handoff_dir):
         os.rename(legacy, handoff_dir)
-    return store, HandoffStore(handoff_dir, _wall_ms, sync=mode)
+    return store, HandoffStore(handoff_dir, _wall_ms, sync=mode, max_key_size=cfg.max_key_size,
+                               max_value_size=version_limit(cfg.max_value_size))
 
 
 def _wall_ms() -> int:
