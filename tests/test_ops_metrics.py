@@ -116,4 +116,9 @@ def test_ipv6_literals_bind_join_and_advertise(nodes, tmp_path):
     assert seen["v6b"]["listen"] == f"tcp://[::1]:{l2}"  # the advertised, not the bound, address
     assert seen["v6b"]["gossip"] == f"tcp://[::1]:{g2}"
     assert http(f"http://[::1]:{m1}/healthz")[0] == 200
+    import zkv  # the client reaches IPv6 literals too (its ZeroMQ context enables IPv6)
+
+    with zkv.Client([f"tcp://[::1]:{l1}"], timeout=5.0) as c:
+        c.put(b"v6-key", b"v6-value", w=2)
+        assert c.get(b"v6-key", r=2).values == [b"v6-value"]
     assert nodes.stop(b) == 0 and nodes.stop(a) == 0

@@ -353,10 +353,9 @@ def status_command(args) -> int:
 def ring_command(args) -> int:
     from zkv._core.ring import Ring
     from zkv.client import Client
-    from zkv.wire import RingInfo
 
     with Client([args.node], timeout=args.timeout) as c:  # the named node's view of the ring
-        info = c._result(c._call(RingInfo(0), None, only=args.node))
+        info = c.ring_info(args.node)
     ring = Ring([(m.id, m.rack) for m in info.members if not m.leaving], q=info.q, n=info.n)
     rows = ring.describe()
     if args.json:
@@ -371,12 +370,11 @@ def repair_command(args) -> int:
     from rich.progress import Progress
 
     from zkv.client import Client
-    from zkv.wire import Repair
 
     with Client([args.node], timeout=args.timeout) as c:
-        reply = c._result(c._call(Repair(0, args.partition), None, only=args.node))
-        total = reply.info["queued"]
-        print(f"repair: {total} exchange(s) queued over {reply.info['partitions']} partition(s)")
+        info = c.repair(args.partition, args.node)
+        total = info["queued"]
+        print(f"repair: {total} exchange(s) queued over {info['partitions']} partition(s)")
         with Progress(transient=not sys.stdout.isatty()) as bar:
             task = bar.add_task("exchanging", total=total or 1)
             while True:

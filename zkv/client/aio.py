@@ -15,7 +15,7 @@ import zmq
 import zmq.asyncio
 
 from zkv import wire
-from zkv.client.core import CONNECT_WAIT, UNREACHABLE, ClientCore, GetResult, Plan, Send, T
+from zkv.client.core import CONNECT_WAIT, UNREACHABLE, ClientCore, Facade, GetResult, Plan, Send, T
 from zkv.sockopts import tune_socket
 from zkv.wire import RingOk
 
@@ -30,7 +30,7 @@ def _consume(fut: asyncio.Future) -> None:
         fut.exception()  # a failed send shows up as that request's timeout
 
 
-class AsyncClient:
+class AsyncClient(Facade):
     """asyncio client: the same methods as Client, as coroutines; many requests in flight on
     one socket per node (replies are matched by request id)."""
 
@@ -40,6 +40,7 @@ class AsyncClient:
         self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
                                rng=rng)
         self._zctx = zmq.asyncio.Context()
+        self._zctx.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:7001 as well as IPv4
         self._socks: dict[str, zmq.asyncio.Socket] = {}
         self._readers: dict[str, asyncio.Task] = {}
         self._waiting: dict[int, asyncio.Future] = {}
@@ -69,27 +70,13 @@ class AsyncClient:
         """The status document of `node` (endpoint or member id; default: first to answer)."""
         return await self._run(self.core.status(node))
 
-    async def ring_info(self) -> RingOk:
-        """The ring (members, Q, N, R, W, down) as a member sees it now."""
-        return await self._run(self.core.ring_info())
+    async def ring_info(self, node: str | None = None) -> RingOk:
+        """The ring (members, Q, N, R, W, down) as `node` (default: any member) sees it now."""
+        return await self._run(self.core.ring_info(node))
 
     async def repair(self, partition: int = -1, node: str | None = None) -> dict:
         """Run anti-entropy now on `node` for `partition` (-1: all); returns what was queued."""
         return await self._run(self.core.repair(partition, node))
-
-    @property
-    def timeout(self) -> float:
-        return self.core.timeout
-
-    @property
-    def endpoints(self) -> dict[str, str]:
-        """Member id -> listen endpoint, as of the last ring learned ({} before the first call)."""
-        return dict(self.core.endpoints)
-
-    @property
-    def members(self) -> list[wire.Member]:
-        """The members of the last ring learned ([] before the first call)."""
-        return self.core.members
 
     async def close(self) -> None:
         for t in self._readers.values():

@@ -384,9 +384,13 @@ class ClientCore:
         only = yield from self._node(node)
         return _expect((yield from self.call(Status(0), None, only=only)), StatusOk).info
 
-    def ring_info(self) -> Plan[RingOk]:
-        """The ring as a member sees it now (always asked, never the cached copy)."""
-        return (yield from self.fetch_ring(self.clock() + self.timeout))
+    def ring_info(self, node: str | None = None) -> Plan[RingOk]:
+        """The ring as `node` (default: the first member that answers) sees it now (always
+        asked, never the cached copy)."""
+        if node is None:
+            return (yield from self.fetch_ring(self.clock() + self.timeout))
+        only = yield from self._node(node)
+        return _expect((yield from self.call(RingInfo(0), None, only=only)), RingOk)
 
     def repair(self, partition: int = -1, node: str | None = None) -> Plan[dict]:
         """Ask `node` (default: the first member that answers) to run anti-entropy exchanges now
@@ -396,3 +400,23 @@ class ClientCore:
         only = yield from self._node(node)
         return _expect((yield from self.call(Repair(0, partition), None, only=only)),
                        RepairOk).info
+
+
+class Facade:
+    """What both drivers expose of their core besides the requests (read-only views)."""
+
+    core: ClientCore
+
+    @property
+    def timeout(self) -> float:
+        return self.core.timeout
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Member id -> listen endpoint, as of the last ring learned ({} before the first call)."""
+        return dict(self.core.endpoints)
+
+    @property
+    def members(self) -> list[wire.Member]:
+        """The members of the last ring learned ([] before the first call)."""
+        return self.core.members

@@ -16,17 +16,17 @@ from zkv.client.core import (
     CONNECT_WAIT,
     UNREACHABLE,
     ClientCore,
+    Facade,
     GetResult,
     Plan,
     Send,
     T,
-    error_for,
 )
 from zkv.sockopts import tune_socket
 from zkv.wire import RingOk
 
 
-class Client:
+class Client(Facade):
     """Blocking client. Not thread-safe: use one per thread (or AsyncClient)."""
 
     def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
@@ -35,6 +35,7 @@ class Client:
         self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
                                rng=rng)
         self._zctx = zmq.Context()
+        self._zctx.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:7001 as well as IPv4
         self._socks: dict[str, zmq.Socket] = {}
 
     # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
@@ -58,27 +59,13 @@ class Client:
         """The status document of `node` (endpoint or member id; default: first to answer)."""
         return self._run(self.core.status(node))
 
-    def ring_info(self) -> RingOk:
-        """The ring (members, Q, N, R, W, down) as a member sees it now."""
-        return self._run(self.core.ring_info())
+    def ring_info(self, node: str | None = None) -> RingOk:
+        """The ring (members, Q, N, R, W, down) as `node` (default: any member) sees it now."""
+        return self._run(self.core.ring_info(node))
 
     def repair(self, partition: int = -1, node: str | None = None) -> dict:
         """Run anti-entropy now on `node` for `partition` (-1: all); returns what was queued."""
         return self._run(self.core.repair(partition, node))
-
-    @property
-    def timeout(self) -> float:
-        return self.core.timeout
-
-    @property
-    def endpoints(self) -> dict[str, str]:
-        """Member id -> listen endpoint, as of the last ring learned ({} before the first call)."""
-        return dict(self.core.endpoints)
-
-    @property
-    def members(self) -> list[wire.Member]:
-        """The members of the last ring learned ([] before the first call)."""
-        return self.core.members
 
     def close(self) -> None:
         for s in self._socks.values():
@@ -91,20 +78,6 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # ---- compatibility: zkv/cli.py's repair command calls these; remove once it calls repair()
-    def _call(self, msg, key: bytes | None, only: str | None = None):
-        return self._run(self.core.call(msg, key, only))
-
-    @staticmethod
-    def _result(msg):
-        if isinstance(msg, wire.Error):
-            raise error_for(msg)
-        if isinstance(msg, wire.GetOk):
-            return GetResult(msg.values, msg.context)
-        if isinstance(msg, wire.PutOk):
-            return msg.context
-        return msg
 
     # ---- driver -----------------------------------------------------------------------------
     def _run(self, plan: Plan[T]) -> T:
