@@ -43,10 +43,12 @@ from zkv.errors import ZkvError
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore, Outbox
 from zkv.node.handoff import HandoffStore
 from zkv.node.membership import load_cluster
+from zkv.sockopts import tune_socket
 from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.node")
 
+_ROLES = {zmq.ROUTER: "server", zmq.DEALER: "peer", zmq.PUB: "gossip", zmq.SUB: "gossip"}
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
 GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096  # bytes of one gossip frame (~1024 members)
 ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (then dropped)
@@ -131,6 +133,8 @@ class Node:
     def _socket(self, kind: int) -> zmq.Socket:
         s = self.zctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
+        # heartbeats, keepalive, bounded reconnect: a healed link is seen within ~1 s
+        tune_socket(s, _ROLES[kind])
         if kind == zmq.SUB:
             s.setsockopt(zmq.MAXMSGSIZE, GOSSIP_LIMIT)
         elif kind != zmq.PUB:
