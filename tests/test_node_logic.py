@@ -363,3 +363,14 @@ def test_a_max_size_value_fits_the_handoff_store_as_a_hint(tmp_path):
     finally:
         store.close()
         handoff.close()
+
+
+def test_get_ignores_a_forged_replica_answer(tmp_path):
+    ctx = FakeCtx(tmp_path)
+    forged = dvv.update_encoded(None, b"\x01\x01\x00\x01b" + (1 << 40).to_bytes(8, "little"),
+                                b"evil", "b", max_ahead=None)
+    op = GetOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None)], 2)
+    op.start()
+    op.on_reply("b", RGetOk(0, forged))
+    assert isinstance(ctx.replies[0], Error) and ctx.replies[0].code == E_QUORUM
+    assert ctx.store.get(b"k") is None  # nothing read-repaired from it

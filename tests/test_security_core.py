@@ -305,3 +305,21 @@ def test_peer_roles_in_plain_text_follow_membership(node):
     assert node.core._role(b"peer:stranger/x", wire.RGet(1, b"k"), None) == CLIENT
     assert node.core._role(b"peer:node7", wire.Join(1, _member(7)), None) == PEER
     assert node.core._role(OUTSIDER, wire.Get(1, b"k"), None) == ADMIN
+
+
+def test_forged_counters_from_an_authenticated_rogue_peer_are_refused(node):
+    """A peer holding the cluster key (or with a bug) cannot store a version whose counters
+    would make the key unwritable; honest writes to the key keep working."""
+    forged = dvv.update_encoded(None, b"", b"evil", "node2", max_ahead=None)
+    for _ in range(40):  # walk node2's counter to the top, one plausible-looking step at a time
+        forged = dvv.update_encoded(forged, b"", b"evil", "node2", max_ahead=None)
+    s = dvv.DVVSet.decode(forged)
+    big = dvv.merge_contexts(s.context(), b"\x01\x01\x00\x05node2" + ((1 << 63) - 2).to_bytes(8, "little"))
+    forged = dvv.update_encoded(forged, big, b"evil", "node2", max_ahead=None)
+    (reply,) = node.ask(ROGUE, [wire.RPut(1, b"k", forged)], PEER)
+    assert type(reply) is wire.RPutOk and reply.ok is False
+    assert node.core.store.get(b"k") is None
+    (reply,) = node.ask(ROGUE, [wire.RPut(2, b"k", forged, "node3")], PEER)  # as a hint too
+    assert type(reply) is wire.RPutOk and reply.ok is False
+    replies = node.ask(OUTSIDER, [wire.Put(3, b"k", b"honest", w=1)], CLIENT)
+    assert type(replies[0]) is wire.PutOk

@@ -171,8 +171,11 @@ class FetchRepairOp(Op):
     def on_reply(self, node_id: str, msg) -> None:
         self.pending.discard(node_id)
         if isinstance(msg, RGetOk) and msg.dvv:
-            self.ctx.replica.merge(self.key, msg.dvv)
-            self.got += 1
+            try:
+                self.ctx.replica.merge(self.key, msg.dvv)
+                self.got += 1
+            except ValueError:
+                pass  # malformed or forged: this owner's copy cannot repair ours
         if not self.pending:
             self.finish()
 

@@ -31,7 +31,8 @@ class GetQuorum:
         if node in self.results or node in self.bad:
             return False
         if encoded:
-            try:  # validates the answer too: a bad version counts as no answer
+            try:  # a bad or implausible (forged) version counts as no answer
+                dvv.check_plausible(encoded, base=self.merged)
                 self.merged = dvv.sync_encoded(self.merged, encoded)
             except ValueError:
                 self.bad.add(node)

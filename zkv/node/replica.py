@@ -86,11 +86,17 @@ class Replica:
         return dvv.merge_contexts(context, past) if past else context
 
     def merge(self, key: bytes, incoming: bytes, owner: str | None = None) -> bytes:
-        """Sync a version from another replica (write fan-out, read repair, handoff, AAE)."""
+        """Sync a version from another replica (write fan-out, read repair, handoff, AAE).
+
+        ValueError (nothing stored) for a version whose counters run far ahead of what this
+        replica holds for the key: forged, or corrupt, it would make the key unwritable."""
         if owner:
+            handoff = self._handoff()
+            dvv.check_plausible(incoming, base=handoff.get(owner, key) or None)
             self.dirty = True
-            return self._handoff().merge(owner, key, incoming)
+            return handoff.merge(owner, key, incoming)
         old = self.store.get(key)
+        dvv.check_plausible(incoming, base=old)
         if old is None and self.ignore is not None and self.ignore(key, incoming):
             if self.on_echo is not None:
                 self.on_echo(key, incoming)
