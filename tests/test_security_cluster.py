@@ -1,11 +1,11 @@
 """Real node processes with CurveZMQ keys (DESIGN.md 2.5), and the fuzz tool in CI.
 
-Nodes are started through `transport.Node(cfg, keys_dir=...)` (the `--keys` flag of
-zkv-node is the CLI's to add), on loopback with free ports; every process is stopped at
+Nodes are started through `transport.Node(cfg)` with `cfg.keys` (zkv-node --keys), on loopback with free ports; every process is stopped at
 the end. Clients are `zkv.security.request` (what `Client(keys=...)` builds on)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+import zkv
 from zkv import security, wire
 from zkv.errors import ZkvError
 from zkv.local import free_ports
@@ -27,7 +28,8 @@ from zkv.node.transport import Node
 doc = json.loads(sys.argv[1])
 doc["seed"] = tuple(doc.get("seed", ()))
 logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(levelname)s %(message)s")
-Node(NodeConfig(**doc), keys_dir=sys.argv[2] or None).run()
+doc["keys"] = sys.argv[2] or None
+Node(NodeConfig(**doc)).run()
 """
 
 
@@ -126,27 +128,44 @@ def test_keygen_layout_and_modes(tmp_path):
 
 
 def test_keyed_cluster_serves_keyed_clients(keyed):
-    (ok,) = keyed.call([wire.Put(1, b"k", b"v", w=3)], keys="app")
-    assert type(ok) is wire.PutOk and ok.acked >= 2
-    (got,) = keyed.call([wire.Get(2, b"k", r=3)], "node2", keys="app")
-    assert got.values == [b"v"]
+    app = os.path.join(keyed.keys, "clients", "app")
+    with zkv.Client([keyed.ep()], timeout=5.0, keys=app) as c:
+        assert c.put(b"k", b"v", w=3)
+    with zkv.Client([keyed.ep("node2")], timeout=5.0, keys=app) as c:
+        assert c.get(b"k", r=3).values == [b"v"]
+
+    async def async_round_trip():
+        async with zkv.AsyncClient([keyed.ep("node3")], timeout=5.0, keys=app) as c:
+            await c.put(b"k2", b"v2", w=3)
+            return (await c.get(b"k2", r=3)).values
+
+    assert asyncio.run(async_round_trip()) == [b"v2"]
     assert "CurveZMQ on every socket" in keyed.log("node1")
 
 
 def test_keyless_client_gets_authentication_error_naming_the_endpoint(keyed):
-    t0 = time.monotonic()
+    # told, within the timeout, not left to time out (RequestTimeout) or fail over (Unavailable)
+    with zkv.Client([keyed.ep()], timeout=5.0) as c:
+        with pytest.raises(zkv.AuthenticationError, match=keyed.ep()):
+            c.get(b"k")
+
+    async def async_get():
+        async with zkv.AsyncClient([keyed.ep()], timeout=5.0) as c:
+            await c.get(b"k")
+
+    with pytest.raises(zkv.AuthenticationError, match=keyed.ep()):
+        asyncio.run(async_get())
     with pytest.raises(security.AuthenticationError, match=keyed.ep()):
         keyed.call([wire.Get(1, b"k")], keys=None, timeout=5.0)
-    assert time.monotonic() - t0 < 5.0  # told, not timed out
 
 
 def test_foreign_key_gets_authentication_error(keyed, tmp_path):
     other = str(tmp_path / "other")
     security.keygen(other)
     shutil.copy(os.path.join(keyed.keys, "cluster.key"), os.path.join(other, "clients"))
-    with pytest.raises(security.AuthenticationError, match="refused this client's key"):
-        security.request(keyed.ep(), [wire.Status(1)],
-                         keys=os.path.join(other, "clients", "admin"), timeout=5.0)
+    with zkv.Client([keyed.ep()], timeout=5.0, keys=os.path.join(other, "clients", "admin")) as c:
+        with pytest.raises(zkv.AuthenticationError, match="refused this client's key"):
+            c.status()
 
 
 def test_client_keys_reloaded_without_restart(keyed, tmp_path):
@@ -224,3 +243,38 @@ def test_fuzz_tool_small_run(tmp_path):
                         "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "crashes: 0" in r.stdout and "lost: 0" in r.stdout
+
+
+def test_cli_keygen_keyed_nodes_and_keyed_cli(tmp_path):
+    """The operator's path: `zkv keygen`, `zkv-node --keys`, `zkv ... --keys`; a keyless CLI
+    call is refused in one line naming the node."""
+    from zkv.local import LocalCluster
+
+    keys = str(tmp_path / "keys")
+    out = subprocess.run(["zkv", "keygen", keys], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "cluster.key_secret" in out.stdout
+    assert os.stat(os.path.join(keys, "clients", "admin.key_secret")).st_mode & 0o777 == 0o600
+    assert subprocess.run(["zkv", "keygen", keys, "--client", "app"],
+                          capture_output=True, timeout=60).returncode == 0
+    again = subprocess.run(["zkv", "keygen", keys], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1  # one line, no traceback
+    assert "refusing to overwrite" in again.stderr
+    cl = LocalCluster(3, str(tmp_path / "c"), base_port=None, keys=keys,
+                      extra_args=["--gossip-interval", "0.1", "--down-after", "1.0"])
+    cl.start()
+    try:
+        app = os.path.join(keys, "clients", "app")
+        node = cl.endpoints[0]
+        put = subprocess.run(["zkv", "put", "k", "v", "--node", node, "--keys", app],
+                             capture_output=True, text=True, timeout=60)
+        assert put.returncode == 0, put.stderr
+        got = subprocess.run(["zkv", "get", "k", "--node", node, "--keys", app],
+                             capture_output=True, text=True, timeout=60)
+        assert got.stdout.strip() == "v"
+        bare = subprocess.run(["zkv", "status", "--node", node], capture_output=True, text=True,
+                              timeout=60)
+        assert bare.returncode != 0
+        assert bare.stderr.count("\n") == 1 and "AuthenticationError" in bare.stderr
+        assert node in bare.stderr
+    finally:
+        cl.stop()

@@ -1,6 +1,7 @@
 """zkv: a Dynamo-style key-value store. Public names only."""
 
 from zkv.errors import (
+    AuthenticationError,
     InvalidRequest,
     QuorumError,
     RequestTimeout,
@@ -29,5 +30,6 @@ __all__ = [
     "QuorumError",
     "Unavailable",
     "RequestTimeout",
+    "AuthenticationError",
     "__version__",
 ]

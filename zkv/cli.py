@@ -85,6 +85,8 @@ def node_parser() -> argparse.ArgumentParser:
                    help="--listen endpoint of a running node to join through (repeatable)")
     p.add_argument("--rack", help="failure domain (default: 'default')")
     p.add_argument("--config", help="TOML file with any of these settings")
+    p.add_argument("--keys", help="directory made by `zkv keygen`: CurveZMQ on every socket, "
+                   "plain text refused (default: plain text, development only)")
     p.add_argument("--metrics-port", dest="metrics_port", type=int,
                    help="serve /metrics, /healthz and /readyz over HTTP on this port (0: off)")
     p.add_argument("--metrics-host", dest="metrics_host",
@@ -223,6 +225,8 @@ def _main(argv: list[str] | None = None) -> int:
         sp.add_argument("--node", default=DEFAULT_NODE, type=endpoint,
                         help=f"any node (default {DEFAULT_NODE})")
         sp.add_argument("--timeout", type=positive, default=2.0, help="seconds (default 2)")
+        sp.add_argument("--keys", help="client key of a keyed cluster (DIR/clients/NAME from "
+                        "`zkv keygen`)")
         return sp
 
     g = with_node(sub.add_parser("get", help="read a key"))
@@ -249,6 +253,12 @@ def _main(argv: list[str] | None = None) -> int:
     tp.add_argument("--interval", type=positive, default=1.0, help="seconds between refreshes")
     tp.add_argument("--once", action="store_true", help="print one snapshot and exit")
     tp.add_argument("--json", action="store_true", help="one snapshot as JSON")
+    kg = sub.add_parser("keygen", help="CurveZMQ keys: the cluster's pair and an admin client "
+                        "key, or with --client one more client key")
+    kg.add_argument("dir", help="the keys directory (nodes take it with --keys)")
+    kg.add_argument("--client", help="write one more client key pair, DIR/clients/NAME")
+    kg.add_argument("--admin", action="store_true", help="that client may also run cluster "
+                    "changes and repair")
     # listed for `zkv --help`; main() hands their arguments to their own parsers before this
     sub.add_parser("bench", help="the quorum benchmark suite (zkv bench --help)")
     sub.add_parser("compact", help="compact a stopped node's stores (zkv compact --help)")
@@ -268,7 +278,13 @@ def _main(argv: list[str] | None = None) -> int:
         if args.cmd == "top":
             from zkv.top import run
 
-            return run(args.node, args.interval, args.timeout, args.once, args.json)
+            return run(args.node, args.interval, args.timeout, args.once, args.json, args.keys)
+        if args.cmd == "keygen":
+            from zkv.security import keygen
+
+            for path in keygen(args.dir, args.client, args.admin):
+                print(path)
+            return 0
     except (BrokenPipeError, KeyboardInterrupt):
         raise
     except Exception as exc:  # ZkvError (unreachable, invalid), OSError, zmq errors, bugs
@@ -285,7 +301,7 @@ def _key(s: str) -> bytes:
 def kv_command(args) -> int:
     from zkv.client import Client
 
-    with Client([args.node], timeout=args.timeout) as c:
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         if args.cmd == "get":
             res = c.get(_key(args.key), r=args.r)
             if not res.found:
@@ -314,7 +330,7 @@ def kv_command(args) -> int:
 def status_command(args) -> int:
     from zkv.client import Client
 
-    with Client([args.node], timeout=args.timeout) as c:
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         doc = c.status(args.node)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
@@ -354,7 +370,7 @@ def ring_command(args) -> int:
     from zkv._core.ring import Ring
     from zkv.client import Client
 
-    with Client([args.node], timeout=args.timeout) as c:  # the named node's view of the ring
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:  # the named node's view of the ring
         info = c.ring_info(args.node)
     ring = Ring([(m.id, m.rack) for m in info.members if not m.leaving], q=info.q, n=info.n)
     rows = ring.describe()
@@ -371,7 +387,7 @@ def repair_command(args) -> int:
 
     from zkv.client import Client
 
-    with Client([args.node], timeout=args.timeout) as c:
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         info = c.repair(args.partition, args.node)
         total = info["queued"]
         print(f"repair: {total} exchange(s) queued over {info['partitions']} partition(s)")

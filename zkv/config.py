@@ -75,6 +75,8 @@ class NodeConfig:
     advertise: str | None = None
     advertise_gossip: str | None = None
     metrics_port: int = 0  # /metrics, /healthz, /readyz over HTTP on metrics_host:PORT; 0 = off
+    keys: str | None = None  # --keys DIR (from `zkv keygen DIR`): CurveZMQ on every socket,
+    # peers must hold the cluster key and clients a key listed in DIR/clients; None: plain text
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 to let Prometheus on other machines scrape
     # cluster-wide (taken from the first node, carried by gossip)
     ring_size: int = 256  # Q: partitions, power of two, fixed at cluster creation

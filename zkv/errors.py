@@ -34,6 +34,11 @@ class RequestTimeout(ZkvError, TimeoutError):
     """The call did not complete within its timeout."""
 
 
+class AuthenticationError(ZkvError):
+    """The node refused this client's key (or it has none): nothing was read or written.
+    The message names the endpoint."""
+
+
 class StoreLocked(ZkvError):
     """Another live process holds the storage directory's lock."""
 
@@ -48,6 +53,7 @@ __all__ = [
     "QuorumError",
     "Unavailable",
     "RequestTimeout",
+    "AuthenticationError",
     "StoreLocked",
     "CorruptRecord",
 ]

@@ -80,8 +80,12 @@ class LocalCluster:
     def __init__(self, nodes: int = 3, directory: str = "./zkv-data", base_port: int | None = 7001,
                  *, racks: list[str] | None = None, sync: str = "interval",
                  extra_args: list[str] | None = None, n: int | None = None,
-                 metrics: bool = False) -> None:
+                 metrics: bool = False, keys: str | None = None) -> None:
         self.dir = os.path.abspath(directory)
+        # keys: a `zkv keygen` directory; nodes run with --keys, and this class talks to them
+        # with its admin client key
+        self.keys = os.path.abspath(keys) if keys else None
+        self.client_keys = os.path.join(self.keys, "clients", "admin") if self.keys else None
         if base_port is None:
             ports = free_ports(3 * nodes)
             listen_ports, gossip_ports = ports[:nodes], ports[nodes:2 * nodes]
@@ -92,6 +96,8 @@ class LocalCluster:
             metrics_ports = [base_port + 2100 + i for i in range(nodes)]  # 7001 -> 9101
         racks = racks or ["rack-a", "rack-b", "rack-c"]
         self.extra = list(extra_args or []) + ["--sync", sync]
+        if self.keys:
+            self.extra += ["--keys", self.keys]
         if n is not None:
             self.extra += ["--n", str(n), "--r", str(min(2, n)), "--w", str(min(2, n))]
         self.nodes = [
@@ -192,7 +198,7 @@ class LocalCluster:
                 if not n.alive():
                     raise ZkvError(f"{n.id} exited with code {n.proc.returncode}: {self.tail(n)}")
                 try:
-                    with Client([n.listen], timeout=0.5) as c:
+                    with Client([n.listen], timeout=0.5, keys=self.client_keys) as c:
                         doc = c.status(n.listen)
                 except ZkvError as exc:
                     ok, last = False, f"{n.id}: {exc}"

@@ -64,10 +64,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ROLE_RE = re.compile(r'^\s*role\s*=\s*"?([a-z]+)"?\s*$', re.M)
 
 
-AuthenticationError = getattr(errors, "AuthenticationError", None)
-if AuthenticationError is None:  # until zkv/errors.py defines it (the client's module)
-    class AuthenticationError(ZkvError):  # type: ignore[no-redef]
-        """The node refused this client's key (or it has none): nothing was read or written."""
+AuthenticationError = errors.AuthenticationError
 
 
 def has_curve() -> bool:
@@ -350,7 +347,9 @@ class HandshakeWatch:
         self.endpoint = endpoint
         events = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                   | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        self.mon = sock.get_monitor_socket(events)
+        self.owner = sock.get_monitor_socket(events)
+        # an asyncio socket's monitor is an asyncio socket too: read it through a plain view
+        self.mon = zmq.Socket.shadow(self.owner.underlying)
         self.sock = sock
         self.failed: str | None = None
         self.ok = False
@@ -383,7 +382,7 @@ class HandshakeWatch:
             self.sock.disable_monitor()
         except zmq.ZMQError:
             pass
-        self.mon.close(0)
+        self.owner.close(0)
 
 
 def request(endpoint: str, msgs: list, keys=None, timeout: float = 2.0,

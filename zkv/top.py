@@ -89,16 +89,17 @@ def rates(prev: Sample | None, cur: Sample) -> tuple[float | None, dict, float |
 
 
 class Top:
-    def __init__(self, node: str, timeout: float) -> None:
+    def __init__(self, node: str, timeout: float, keys: str | None = None) -> None:
         self.node = node
         self.timeout = timeout
+        self.keys = keys
         self.prev: dict[str, Sample] = {}
         self.header = ""
 
     def _status(self, endpoint: str) -> dict:
         from zkv.client import Client
 
-        with Client([endpoint], timeout=self.timeout) as c:
+        with Client([endpoint], timeout=self.timeout, keys=self.keys) as c:
             return c.status(endpoint)
 
     def refresh(self) -> list[Row]:
@@ -204,11 +205,12 @@ def as_json(rows: list[Row], header: str) -> str:
                       indent=1)
 
 
-def run(node: str, interval: float, timeout: float, once: bool, as_json_out: bool) -> int:
+def run(node: str, interval: float, timeout: float, once: bool, as_json_out: bool,
+        keys: str | None = None) -> int:
     """The command. Live in a terminal until Ctrl-C; one snapshot in a pipe, --once or --json."""
     from rich.console import Console
 
-    top = Top(node, timeout)
+    top = Top(node, timeout, keys)
     live_mode = sys.stdout.isatty() and not once and not as_json_out
     if not live_mode:
         top.refresh()  # the first sample; the snapshot covers the interval after it

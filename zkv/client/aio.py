@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import zmq
 import zmq.asyncio
 
-from zkv import wire
+from zkv import security, wire
 from zkv.client.core import CONNECT_WAIT, UNREACHABLE, ClientCore, Facade, GetResult, Plan, Send, T
 from zkv.sockopts import tune_socket
 from zkv.wire import RingOk
@@ -36,9 +36,11 @@ class AsyncClient(Facade):
 
     def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
                  *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, keys=None) -> None:
         self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
                                rng=rng)
+        self._keys = security.client_keys(keys)  # DIR/clients/NAME of `zkv keygen`, or None
+        self._watch: dict[str, security.HandshakeWatch] = {}
         self._zctx = zmq.asyncio.Context()
         self._zctx.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:7001 as well as IPv4
         self._socks: dict[str, zmq.asyncio.Socket] = {}
@@ -87,6 +89,9 @@ class AsyncClient(Facade):
             except (asyncio.CancelledError, Exception):
                 pass
         self._readers.clear()
+        for w in self._watch.values():
+            w.close()
+        self._watch.clear()
         for s in self._socks.values():
             s.close(0)
         self._socks.clear()
@@ -116,6 +121,9 @@ class AsyncClient(Facade):
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a node we are not connected to
             tune_socket(s, "client")
+            if self._keys is not None:
+                security.client_socket(s, self._keys)
+            self._watch[ep] = security.HandshakeWatch(s, ep)  # refused key: AuthenticationError
             s.connect(ep)
             self._socks[ep] = s
             self._readers[ep] = asyncio.get_running_loop().create_task(self._read(s))
@@ -144,6 +152,9 @@ class AsyncClient(Facade):
             if ep not in self._connected:  # wait briefly for the TCP connection (IMMEDIATE)
                 wait = min(send.until - clock(), CONNECT_WAIT)
                 if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+                    refused = self._watch[ep].error()
+                    if refused is not None:
+                        raise refused
                     return UNREACHABLE
                 self._connected.add(ep)
             self._enqueue(ep, send.msg)

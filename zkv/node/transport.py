@@ -12,7 +12,7 @@ Sockets:
   speaks for X).
 - while joining, one DEALER per seed endpoint.
 
-Trust boundary (issue 13, DESIGN.md 2.5). With `keys_dir` (zkv-node --keys DIR) every socket
+Trust boundary (issue 13, DESIGN.md 2.5). With `cfg.keys` (zkv-node --keys DIR) every socket
 uses CurveZMQ (zkv/security.py): ROUTER and PUB are CURVE servers behind the ZAP handler,
 DEALERs and SUBs CURVE clients with the cluster key, plain text is refused at the handshake,
 and each request frame carries the ZAP User-Id, mapped to the role the core checks
@@ -83,15 +83,15 @@ def version_limit(max_value: int) -> int:
 
 
 class Node:
-    def __init__(self, cfg: NodeConfig, clock=time.monotonic, keys_dir: str | None = None) -> None:
+    def __init__(self, cfg: NodeConfig, clock=time.monotonic) -> None:
         self.cfg = cfg
         self.clock = clock
         self.keys: security.NodeKeys | None = None
-        if keys_dir:
+        if cfg.keys:
             if not security.has_curve():
                 raise ZkvError("--keys needs pyzmq with libsodium-backed CurveZMQ; this pyzmq "
                                "has none (or the slow tweetnacl fallback)")
-            self.keys = security.NodeKeys(keys_dir)
+            self.keys = security.NodeKeys(cfg.keys)
         store, handoff = open_stores(cfg)
         cluster_path = os.path.join(cfg.data_dir, "cluster.json")
         # wall-clock milliseconds: a restart always outranks the previous life, even with a
