@@ -319,7 +319,7 @@ def test_children_geometry_and_bad_peer_input():
 def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path):
     from zkv.config import NodeConfig
     from zkv.node.core import NodeCore
-    from zkv.node.transport import open_stores
+    from zkv.node.stores import open_stores
 
     cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
                      data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
@@ -351,7 +351,7 @@ def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path)
 def test_a_max_size_value_fits_the_handoff_store_as_a_hint(tmp_path):
     """A stand-in must be able to keep a hint of the largest value a client may write."""
     from zkv.config import NodeConfig
-    from zkv.node.transport import open_stores
+    from zkv.node.stores import open_stores
 
     cfg = NodeConfig(id="s", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
                      data_dir=str(tmp_path / "s"))

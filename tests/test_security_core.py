@@ -21,7 +21,7 @@ from zkv.node import core as core_mod
 from zkv.node.background import MAX_EXCHANGE_QUEUE
 from zkv.node.core import ADMIN, CLIENT, GOSSIP, PEER, REQUEST, NodeCore
 from zkv.node.membership import MAX_CANDIDATES, load_cluster
-from zkv.node.transport import open_stores
+from zkv.node.stores import open_stores
 from zkv.wire import Member
 
 OUTSIDER = b"\x00k\x8b\x45\x67"  # what ZeroMQ gives an anonymous DEALER

@@ -1,6 +1,7 @@
 """zkv-node: one package, one job per module.
 
-core (the socket-free state machine) · transport (ZeroMQ, the loop) · op (the operation
+core (the socket-free state machine) · transport (ZeroMQ, the loop) · stores (the engines
+on disk) · op (the operation
 contract) · coordinator + quorum (client requests) · replica (the engine) · handoff (hints for
 absent owners) · membership (gossip, failure detection, cluster.json) · antientropy (Merkle
 exchange, reaping) · background (scheduling of handoff, exchanges, repair) · latency (per-peer

@@ -41,10 +41,9 @@ from zkv import security, wire
 from zkv.config import NodeConfig
 from zkv.errors import ZkvError
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore, Outbox
-from zkv.node.handoff import HandoffStore
 from zkv.node.membership import load_cluster
+from zkv.node.stores import open_stores
 from zkv.sockopts import tune_socket
-from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.node")
 
@@ -53,33 +52,6 @@ DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
 GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096  # bytes of one gossip frame (~1024 members)
 ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (then dropped)
 ROUTER_RCVHWM = 128  # request frames queued per connection before TCP pushes back
-
-
-def open_stores(cfg: NodeConfig) -> tuple[LogStore, HandoffStore]:
-    """The node's two engines under cfg.data_dir: data, and handoff (hints for absent owners)."""
-    os.makedirs(cfg.data_dir, exist_ok=True)
-    mode = "interval" if cfg.sync == "interval" else "none"
-    # the engine stores versions (encoded DVV sets: the value, its dots, maybe siblings), so
-    # its record limit is that of a version, not of a client value: a value of exactly
-    # max_value_size must fit (it did not, and failed as "bad context")
-    store = LogStore(os.path.join(cfg.data_dir, "data"), sync=mode,
-                     sync_interval_ms=cfg.sync_interval_ms, max_key_size=cfg.max_key_size,
-                     max_value_size=version_limit(cfg.max_value_size))
-    handoff_dir = os.path.join(cfg.data_dir, "handoff")
-    legacy = os.path.join(cfg.data_dir, "hints")  # its name before 0.2
-    if os.path.isdir(legacy) and not os.path.exists(handoff_dir):
-        os.rename(legacy, handoff_dir)
-    return store, HandoffStore(handoff_dir, _wall_ms, sync=mode, max_key_size=cfg.max_key_size,
-                               max_value_size=version_limit(cfg.max_value_size))
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def version_limit(max_value: int) -> int:
-    """Largest stored version: a few siblings of the largest value, within the engine's 2 GiB."""
-    return min(1 << 31, 4 * (max_value + wire.MAX_CONTEXT))
 
 
 class Node:
