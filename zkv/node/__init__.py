@@ -1,9 +1,9 @@
 """zkv-node: one package, one job per module.
 
-core (the socket-free state machine) · transport (ZeroMQ, the loop) · stores (the engines
-on disk) · op (the operation
-contract) · coordinator + quorum (client requests) · replica (the engine) · handoff (hints for
-absent owners) · membership (gossip, failure detection, cluster.json) · antientropy (Merkle
-exchange, reaping) · background (scheduling of handoff, exchanges, repair) · latency (per-peer
-soft timeouts) · status + metrics (what the node reports).
+core (the socket-free state machine) · transport (ZeroMQ, the loop) · stores (the engines on
+disk) · op (the operation contract) · coordinator + quorum (client requests) · replica (the
+engine) · handoff (hints for absent owners) · membership (gossip, validation, failure
+detection, cluster.json) · antientropy (Merkle exchange, reaping) · background (scheduling of
+handoff, exchanges, repair) · latency (per-peer soft timeouts) · status, metrics, health,
+hotkeys (what the node reports) · namespaces (the namespace registry, not wired in yet).
 """
