@@ -2,6 +2,7 @@
 
     python tools/simulate.py --seed 11 --loss 0.02 --partitions 2   # replay one run
     python tools/simulate.py --seeds 10000 --loss 0.02 --crashes 1   # many seeds, long
+    python tools/simulate.py --load                                  # the harness's speed
 
 A run prints its fault log and any broken promise; the exit code is the number of failing
 seeds (capped at 100). Every failure prints the command that replays it exactly.
@@ -10,6 +11,7 @@ seeds (capped at 100). Every failure prints the command that replays it exactly.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -17,7 +19,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from sim.harness import Faults  # noqa: E402
-from sim.scenario import run  # noqa: E402
+from sim.scenario import load, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,9 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=100, help="run seeds 0..N-1")
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--ops", type=int, default=40, help="operations per client")
+    ap.add_argument("--load", action="store_true", help="measure client operations per CPU "
+                    "second at --nodes nodes, 8 clients with no think time")
     for name, value in vars(Faults()).items():
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = ap.parse_args(argv)
+    if args.load:
+        logging.disable(logging.WARNING)
+        cpu = time.process_time()
+        ops = load(nodes=args.nodes)
+        cpu = time.process_time() - cpu
+        print(f"load: {ops} client operations at {args.nodes} nodes in {cpu:.2f} CPU s = "
+              f"{ops / cpu:,.0f} ops per CPU second")
+        return 0
     faults = Faults(**{k: getattr(args, k) for k in vars(Faults())})
     seeds = [args.seed] if args.seed is not None else range(args.seeds)
     failed = 0

@@ -169,3 +169,23 @@ def read_your_writes(seed: int, *, r: int = 2, w: int = 2, nodes: int = 5,
         if before and max((int(x) for x in values), default=0) < before[-1]:
             bad.append(f"read at {start:.3f} saw {values} after write {before[-1]} was acked")
     return bad
+
+
+def load(seed: int = 1, *, nodes: int = 5, clients: int = 8, ops_per_client: int = 4000) -> int:
+    """The harness's own throughput: clients doing get-then-put-with-context as fast as the
+    simulated cluster answers (no think time). Returns the client operations completed."""
+    sim = Sim(seed, nodes)
+    done = [0]
+
+    def worker(c: SimClient):
+        for i in range(ops_per_client // 2):
+            key = b"load:%d" % (i % 500)
+            res = yield ("get", key, 2)
+            res = yield ("put", key, b"x" * 100, res.context, 2)
+            done[0] += 2
+
+    for i in range(clients):
+        SimClient(sim, f"c{i}", worker, think=0.0)
+    while not all(c.done for c in sim.clients.values()):
+        sim.run_until(sim.t + 0.5)
+    return done[0]

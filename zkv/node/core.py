@@ -291,11 +291,11 @@ class NodeCore:
         """End of a turn: every write reaches the engine (and with `durable` the disk), then
         the turn's messages are handed over."""
         self.replica.flush(durable=self.cfg.sync == "always" if durable is None else durable)
-        self.out.subscribe.extend(self.membership.take_candidates())
-        self.out.drop.extend(self.membership.expire_candidates())
-        out, self.out = self.out, Outbox()
+        if self.membership.candidates:
+            self.out.subscribe.extend(self.membership.take_candidates())
         self.turn_bytes.clear()
         self.turn_total = 0
+        out, self.out = self.out, Outbox()
         return out
 
     def shutdown(self) -> Outbox:
@@ -680,6 +680,7 @@ class NodeCore:
     # ---- gossip ---------------------------------------------------------------------------
     def _gossip(self, now: float) -> None:
         self.next_gossip = now + self.cfg.gossip_interval
+        self.out.drop.extend(self.membership.expire_candidates())  # per round, not per turn
         self.membership.beat()
         s = self.membership.settings
         ring = self.membership.ring()
