@@ -2,8 +2,9 @@
 
 One socket-free core (`zkv.client.core`: routing, ring refresh, suspicion, failover plans,
 request validation, result mapping, update()) run by two thin drivers: `Client` (blocking,
-`zkv.client.sync`) and `AsyncClient` (asyncio, `zkv.client.aio`). Both expose the same
-methods: get, put, delete, update, status, ring_info, repair.
+`zkv.client.sync`) and `AsyncClient` (asyncio, `zkv.client.aio`), which share their socket
+preparation and read-only views (`zkv.client.base`). Both expose the same methods: get, put,
+delete, update, status, ring_info, repair.
 """
 
 from zkv.client.aio import AsyncClient

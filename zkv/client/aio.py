@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 import zmq
 import zmq.asyncio
 
-from zkv import security, wire
-from zkv.client.core import CONNECT_WAIT, UNREACHABLE, ClientCore, Facade, GetResult, Plan, Send, T
-from zkv.sockopts import tune_socket
+from zkv import wire
+from zkv.client.base import Facade
+from zkv.client.core import CONNECT_WAIT, UNREACHABLE, GetResult, Plan, Send, T
 from zkv.wire import RingOk
 
 
@@ -37,10 +37,7 @@ class AsyncClient(Facade):
     def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
                  *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
                  rng: random.Random | None = None, keys=None) -> None:
-        self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
-                               rng=rng)
-        self._keys = security.client_keys(keys)  # DIR/clients/NAME of `zkv keygen`, or None
-        self._watch: dict[str, security.HandshakeWatch] = {}
+        super().__init__(nodes, timeout, max_value_size, routing, rng, keys)
         self._zctx = zmq.asyncio.Context()
         self._zctx.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:7001 as well as IPv4
         self._socks: dict[str, zmq.asyncio.Socket] = {}
@@ -89,9 +86,7 @@ class AsyncClient(Facade):
             except (asyncio.CancelledError, Exception):
                 pass
         self._readers.clear()
-        for w in self._watch.values():
-            w.close()
-        self._watch.clear()
+        self._close_watches()
         for s in self._socks.values():
             s.close(0)
         self._socks.clear()
@@ -118,12 +113,7 @@ class AsyncClient(Facade):
         s = self._socks.get(ep)
         if s is None:
             s = self._zctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a node we are not connected to
-            tune_socket(s, "client")
-            if self._keys is not None:
-                security.client_socket(s, self._keys)
-            self._watch[ep] = security.HandshakeWatch(s, ep)  # refused key: AuthenticationError
+            self._prepare(s, ep)
             s.connect(ep)
             self._socks[ep] = s
             self._readers[ep] = asyncio.get_running_loop().create_task(self._read(s))
@@ -152,9 +142,7 @@ class AsyncClient(Facade):
             if ep not in self._connected:  # wait briefly for the TCP connection (IMMEDIATE)
                 wait = min(send.until - clock(), CONNECT_WAIT)
                 if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
-                    refused = self._watch[ep].error()
-                    if refused is not None:
-                        raise refused
+                    self._check_refused(ep)
                     return UNREACHABLE
                 self._connected.add(ep)
             self._enqueue(ep, send.msg)

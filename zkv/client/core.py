@@ -401,22 +401,3 @@ class ClientCore:
         return _expect((yield from self.call(Repair(0, partition), None, only=only)),
                        RepairOk).info
 
-
-class Facade:
-    """What both drivers expose of their core besides the requests (read-only views)."""
-
-    core: ClientCore
-
-    @property
-    def timeout(self) -> float:
-        return self.core.timeout
-
-    @property
-    def endpoints(self) -> dict[str, str]:
-        """Member id -> listen endpoint, as of the last ring learned ({} before the first call)."""
-        return dict(self.core.endpoints)
-
-    @property
-    def members(self) -> list[wire.Member]:
-        """The members of the last ring learned ([] before the first call)."""
-        return self.core.members

@@ -11,18 +11,16 @@ from collections.abc import Callable, Sequence
 
 import zmq
 
-from zkv import security, wire
+from zkv import wire
+from zkv.client.base import Facade
 from zkv.client.core import (
     CONNECT_WAIT,
     UNREACHABLE,
-    ClientCore,
-    Facade,
     GetResult,
     Plan,
     Send,
     T,
 )
-from zkv.sockopts import tune_socket
 from zkv.wire import RingOk
 
 
@@ -32,10 +30,7 @@ class Client(Facade):
     def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
                  *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
                  rng: random.Random | None = None, keys=None) -> None:
-        self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
-                               rng=rng)
-        self._keys = security.client_keys(keys)  # DIR/clients/NAME of `zkv keygen`, or None
-        self._watch: dict[str, security.HandshakeWatch] = {}
+        super().__init__(nodes, timeout, max_value_size, routing, rng, keys)
         self._zctx = zmq.Context()
         self._zctx.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:7001 as well as IPv4
         self._socks: dict[str, zmq.Socket] = {}
@@ -70,9 +65,7 @@ class Client(Facade):
         return self._run(self.core.repair(partition, node))
 
     def close(self) -> None:
-        for w in self._watch.values():
-            w.close()
-        self._watch.clear()
+        self._close_watches()
         for s in self._socks.values():
             s.close(0)
         self._socks.clear()
@@ -97,12 +90,7 @@ class Client(Facade):
 
     def _sock(self, ep: str) -> zmq.Socket:
         s = self._zctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a node we are not connected to
-        tune_socket(s, "client")
-        if self._keys is not None:
-            security.client_socket(s, self._keys)
-        self._watch[ep] = security.HandshakeWatch(s, ep)  # a refused key: AuthenticationError
+        self._prepare(s, ep)
         s.connect(ep)
         self._socks[ep] = s
         return s
@@ -120,9 +108,7 @@ class Client(Facade):
             # dead node (refused/reset) fails over without waiting for an answer
             wait = min(send.until - clock(), CONNECT_WAIT)
             if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
-                refused = self._watch[send.endpoint].error()
-                if refused is not None:
-                    raise refused from None
+                self._check_refused(send.endpoint)
                 return UNREACHABLE
             try:
                 s.send(payload, zmq.NOBLOCK)
