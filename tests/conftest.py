@@ -51,7 +51,7 @@ def peer_identity(ctx, endpoint: str) -> bytes:
     return b"peer:" + (others[0] if others else "test").encode() + b"/test"
 
 
-def held(endpoint: str, key: bytes, hint: str = "") -> list[bytes | None] | None:
+def held(endpoint: str, key: bytes, owner: str = "") -> list[bytes | None] | None:
     """What one node itself stores for key (asked directly, bypassing coordination)."""
     ctx = zmq.Context()
     try:
@@ -59,7 +59,7 @@ def held(endpoint: str, key: bytes, hint: str = "") -> list[bytes | None] | None
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.IDENTITY, peer_identity(ctx, endpoint))
         s.connect(endpoint)
-        s.send(wire.encode_one(wire.RGet(1, key, hint)))
+        s.send(wire.encode_one(wire.RGet(1, key, owner)))
         if not s.poll(3000):
             raise TimeoutError(endpoint)
         (reply,) = wire.decode(s.recv(), 1 << 30)

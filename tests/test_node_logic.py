@@ -161,13 +161,13 @@ def test_get_merges_siblings_and_read_repairs_stale_replicas(tmp_path):
     v2 = dvv.update_encoded(None, b"", b"two", "b")  # concurrent with v1
     op = GetOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None), ("c", "d")], 2)
     op.start()
-    assert [(n, m.hint) for n, m in ctx.sent if isinstance(m, RGet)] == [("b", ""), ("c", "d")]
+    assert [(n, m.owner) for n, m in ctx.sent if isinstance(m, RGet)] == [("b", ""), ("c", "d")]
     op.on_reply("b", RGetOk(0, v2))
     reply = ctx.replies[0]
     assert isinstance(reply, GetOk) and sorted(reply.values) == [b"one", b"two"]
     op.on_reply("c", RGetOk(0, b""))  # the stand-in has nothing yet
     assert ctx.finished
-    repairs = [(n, m.hint) for n, m in ctx.sent if isinstance(m, RPut)]
+    repairs = [(n, m.owner) for n, m in ctx.sent if isinstance(m, RPut)]
     assert sorted(repairs) == [("b", ""), ("c", "d")]
     merged = dvv.sync_encoded(v1, v2)
     assert ctx.store.get(b"k") == merged  # the coordinator's own copy repaired too

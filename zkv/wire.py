@@ -153,13 +153,13 @@ class StatusOk(_Msg, tag=14):
 # ---- node <-> node --------------------------------------------------------------------------
 class RGet(_Msg, tag=20):
     key: bytes
-    hint: NodeId = ""  # non-empty: read the version held as a hint for this owner
+    owner: NodeId = ""  # non-empty: read the version held as a hint for this absent owner
 
 
 class RPut(_Msg, tag=21):
     key: bytes
     dvv: bytes  # encoded DVV set to sync into the replica
-    hint: NodeId = ""  # non-empty: the receiver stands in for this owner and keeps a hint
+    owner: NodeId = ""  # non-empty: the receiver stands in for this absent owner (a hint)
 
 
 class RGetOk(_Msg, tag=22):

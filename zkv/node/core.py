@@ -414,23 +414,23 @@ class NodeCore:
             box = self.out.clients[ident] = []
         box.append(msg)
 
-    def _owner(self, hint: str) -> str | None:
+    def _owner(self, owner: str) -> str | None:
         """The absent owner a peer asks us to stand in for (none when it names us)."""
-        return hint if hint and hint != self.me else None
+        return owner if owner and owner != self.me else None
 
     def _on_rget(self, ident: bytes, msg: RGet) -> None:
-        self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.hint))))
+        self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.owner))))
 
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
-        if msg.hint:
-            why = self._hint_refusal(msg.hint)
+        if msg.owner:
+            why = self._hint_refusal(msg.owner)
             if why:
                 self.malformed(ident, why)
                 self._reply(ident, RPutOk(msg.rid, False))
                 return
         try:
             wire.check_key(msg.key, self.cfg.max_key_size)
-            self.replica.merge(msg.key, msg.dvv, self._owner(msg.hint))
+            self.replica.merge(msg.key, msg.dvv, self._owner(msg.owner))
         except (ValueError, ZkvError) as exc:
             self.malformed(ident, f"bad version for {msg.key[:32]!r}: {exc}")
             self._reply(ident, RPutOk(msg.rid, False))
