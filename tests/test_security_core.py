@@ -255,6 +255,7 @@ def test_in_flight_requests_capped_per_connection_and_freed(node):
     replies = node.ask(OUTSIDER, [wire.Get(i, b"k%d" % i) for i in range(600)])
     busy = [r for r in replies if type(r) is wire.Error and "busy" in r.message]
     assert len(busy) == 600 - core_mod.MAX_INFLIGHT[ADMIN]
+    assert node.core.metrics.busy._value.get() >= len(busy)  # counted for operators too
     node.t += 10  # every op times out (the peers never answered)
     node.core.tick(node.t)
     node.out()

@@ -183,12 +183,11 @@ class NodeCore:
         self.turn_bytes: dict[bytes, int] = {}  # reply bytes per identity this turn
         self.turn_total = 0
         self.inflight: dict[bytes, int] = {}  # client ops in flight per identity
-        self.busy = 0  # requests answered "busy, retry"
         self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
         self.self_ident = b"peer:" + self.me.encode()
         self._metric_children: dict[tuple, tuple] = {}
-        # joining: a node started with seeds and no known peers asks the seeds to let it in
-        # a seed list shared by every node (a config file, a StatefulSet) names this node
+        # joining: a node started with seeds and no known peers asks the seeds to let it in.
+        # A seed list shared by every node (a config file, a StatefulSet) names this node
         # too: joining through oneself never answers; a node that is its only seed founds
         self.seeds = tuple(x for x in cfg.seed if x not in (cfg.listen, cfg.advertised_listen))
         self.joining = bool(self.seeds) and not self.membership.peers
@@ -382,7 +381,7 @@ class NodeCore:
         if type(msg) in CLIENT_MESSAGES or type(msg) is Forward:
             n = self.inflight.get(ident, 0)
             if n >= MAX_INFLIGHT[role] or (not n and len(self.inflight) >= MAX_IDENTITIES):
-                self.busy += 1
+                self.metrics.busy.inc()
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
                                          f"flight on this connection"))
                 return
@@ -404,7 +403,7 @@ class NodeCore:
             spent = self.turn_bytes.get(ident, 0)
             if spent and (spent + size > self.turn_budget or self.turn_total + size >
                           TURN_BYTES_TOTAL_FACTOR * self.turn_budget):
-                self.busy += 1
+                self.metrics.busy.inc()
                 msg = Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this turn spent")
                 size = 64
             self.turn_bytes[ident] = spent + size

@@ -99,6 +99,9 @@ class NodeMetrics:
                                   ["member"], registry=r)
         self.internal_errors = Counter("zkv_internal_errors", "Unexpected errors survived",
                                        registry=r)
+        self.busy = Counter("zkv_busy_refusals", "Requests answered 'busy, retry': the "
+                            "identity's in-flight cap or this turn's reply-byte budget was "
+                            "reached", registry=r)
         # ---- ring, readiness, gossip convergence, transfers, hot keys -------------------------
         self.ready_gauge = Gauge("zkv_ready", "1 when /readyz answers 200 (joined, ring agreed "
                                  "with every up peer, nothing pending transfer to this node)",
