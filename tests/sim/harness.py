@@ -156,6 +156,7 @@ class SimNode:
         self.backlog: list[tuple] = []
         self.tick_at = float("inf")
         self.links: set[str] = set()  # peers this node connected to (and hears gossip from)
+        self.subs: set[str] = set()  # candidates whose gossip only it listens to
         self.incarnations = 0
 
 
@@ -182,10 +183,8 @@ class Sim:
                              tombstone_grace=tombstone_grace, sync=sync, replica_timeout=1.0,
                              background_interval=0.05)
         self.racks = racks
-        first = None
         for i in range(nodes):
-            node = self.add_node(f"n{i + 1}", seed_of=first)
-            first = first or node
+            self.add_node(f"n{i + 1}")
         for sn in self.nodes.values():
             sn.links = {x for x in self.nodes if x != sn.id}
             if sn.core is not None:  # a fully formed cluster: everyone knows everyone
@@ -195,12 +194,13 @@ class Sim:
                 sn.core.out.connect.clear()
 
     # ---- nodes --------------------------------------------------------------------------
-    def add_node(self, node_id: str, seed_of: str | None = None, join: bool = False) -> str:
+    def add_node(self, node_id: str, seed_of: str | None = None) -> str:
+        """A new node; with `seed_of` it joins through that node, else it forms a cluster."""
         i = len(self.nodes)
         cfg = NodeConfig(id=node_id, listen=f"tcp://10.0.0.{i + 1}:7001",
                          gossip=f"tcp://10.0.0.{i + 1}:8001", data_dir=f"/sim/{node_id}",
                          rack=f"rack{i % self.racks}",
-                         seed=(self.nodes[seed_of].cfg.listen,) if join and seed_of else (),
+                         seed=(self.nodes[seed_of].cfg.listen,) if seed_of else (),
                          **self.settings)
         sn = SimNode(cfg)
         self.nodes[node_id] = sn
@@ -234,6 +234,7 @@ class Sim:
         sn.paused = False
         sn.backlog.clear()
         sn.links.clear()
+        sn.subs.clear()
 
     def restart(self, node_id: str) -> None:
         sn = self.nodes[node_id]
@@ -312,6 +313,10 @@ class Sim:
         for m in out.connect:
             if m.id != src and m.id in self.nodes:
                 sn.links.add(m.id)
+        for m in out.subscribe:
+            if m.id != src and m.id in self.nodes:
+                sn.subs.add(m.id)
+        sn.subs.difference_update(out.drop)
         for node_id, msgs in out.peers.items():
             if node_id in sn.links:
                 self._send(src, node_id, REQUEST, b"peer:" + src.encode(), msgs)
@@ -333,7 +338,7 @@ class Sim:
                 self._send(src, dst, REQUEST, b"peer:" + src.encode(), msgs)
         for msg in out.gossip:
             for other in self.nodes.values():
-                if src in other.links and other is not sn:
+                if (src in other.links or src in other.subs) and other is not sn:
                     self._send(src, other.id, GOSSIP, None, [msg])
         self._tick_event(src, max(core.next_deadline(), self.t + 1e-6))
 

@@ -89,3 +89,25 @@ def test_writes_at_w3_succeed_at_the_moment_two_of_five_freeze():
     for i in range(100):
         key = b"frozen:%d" % i
         assert all(sim.held(x, key) for x in sim.owners(key)), key
+
+
+def test_a_node_joins_through_a_seed_and_every_member_learns_it():
+    sim = Sim(3, 5)
+    sim.run_until(2.0)
+    sim.add_node("n6", seed_of="n2")
+    assert sim.nodes["n6"].core.joining
+    sim.run_until(6.0)
+    core = sim.nodes["n6"].core
+    assert not core.joining and core.join_error is None
+    for sn in sim.nodes.values():  # gossip carried the newcomer to every member
+        assert "n6" in {m.id for m in sn.core.membership.table()}, sn.id
+        assert sn.core.membership.state("n6")[0] == "up", sn.id
+    outcomes = []
+
+    def writer(c: SimClient):
+        res = yield ("put", b"after-join", b"v", b"", 2)
+        outcomes.append(res)
+
+    SimClient(sim, "w", writer, nodes=["n6"])
+    sim.run_until(8.0)
+    assert [r.ok for r in outcomes] == [True]
