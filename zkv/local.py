@@ -160,6 +160,8 @@ class LocalCluster:
                            "pick other ports with --base-port)")
 
     def start(self, timeout: float = 30.0) -> None:
+        # the data directory first: a bad --dir is reported as such whatever the ports hold
+        os.makedirs(self.dir, exist_ok=True)
         self._check_ports_free()  # else we would talk to whoever holds them and call it ours
         atexit.register(self.stop)  # belt and braces: nodes also watch their parent
         for i, n in enumerate(self.nodes):
