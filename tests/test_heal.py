@@ -237,3 +237,33 @@ def test_repair_command_runs(make_cluster):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "exchange(s) queued" in out.stdout and "partitions in full agreement" in out.stdout
+
+
+def test_w3_writes_at_the_moment_two_of_five_freeze_all_succeed(make_cluster):
+    """Issue 10: 100 puts at w=3 issued right as 2 of 5 nodes are frozen (SIGSTOP, no notice)
+    all succeed; once they resume, every key is readable at r=3 after hints are delivered."""
+    import asyncio
+
+    cl = make_cluster(5, extra_args=HEAL)
+    live = [n.listen for n in cl.nodes[:3]]
+    with zkv.Client(live, timeout=5.0) as c:  # warm: every node has answered recently
+        for i in range(20):
+            c.put(b"warm%d" % i, b"w", w=3)
+    cl.pause("node4")
+    cl.pause("node5")
+
+    async def burst():
+        async with zkv.AsyncClient(live, timeout=5.0) as c:
+            return await asyncio.gather(*(c.put(b"freeze%d" % i, b"v%d" % i, w=3)
+                                          for i in range(100)), return_exceptions=True)
+
+    results = asyncio.run(burst())
+    assert [r for r in results if isinstance(r, Exception)] == []
+    cl.resume("node4")
+    cl.resume("node5")
+    cl.wait_converged()
+    wait_for(lambda: all(status(ep)["hints"]["backlog"] == 0 for ep in cl.endpoints), 60,
+             "hints to drain")
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        for i in range(100):
+            assert c.get(b"freeze%d" % i, r=3).values == [b"v%d" % i]
