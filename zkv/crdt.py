@@ -229,7 +229,7 @@ class _Crdt:
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.encode() == other.encode()
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}.decode({self.encode()!r})"
@@ -596,7 +596,9 @@ class PNCounter(_Crdt):
 def decode_any(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> GSet | ORSet | PNCounter:
     """Decode a value of any kind in this module (by its kind byte)."""
     if isinstance(data, (bytes, bytearray, memoryview)) and len(data) >= 2:
-        cls = {KIND_GSET: GSet, KIND_ORSET: ORSet, KIND_PNCOUNTER: PNCounter}.get(data[1])
+        kinds: dict[int, type[GSet] | type[ORSet] | type[PNCounter]] = {
+            KIND_GSET: GSet, KIND_ORSET: ORSet, KIND_PNCOUNTER: PNCounter}
+        cls = kinds.get(data[1])
         if cls is not None:
             return cls.decode(data, max_bytes)
     raise ValueError("not a zkv.crdt value (unknown or missing kind byte)")

@@ -72,6 +72,13 @@ class LocalNode:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """The node's process (the last one started)."""
+        if self.proc is None:
+            raise ZkvError(f"{self.id} was never started")
+        return self.proc
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -175,7 +182,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not n.alive():
-                raise ZkvError(f"{n.id} exited with code {n.proc.returncode}: {self.tail(n)}")
+                raise ZkvError(f"{n.id} exited with code {n.process.returncode}: {self.tail(n)}")
             try:
                 with socket.create_connection((host, int(port)), timeout=0.2):
                     return
@@ -198,7 +205,7 @@ class LocalCluster:
                 if n.id not in want:
                     continue
                 if not n.alive():
-                    raise ZkvError(f"{n.id} exited with code {n.proc.returncode}: {self.tail(n)}")
+                    raise ZkvError(f"{n.id} exited with code {n.process.returncode}: {self.tail(n)}")
                 try:
                     with Client([n.listen], timeout=0.5, keys=self.client_keys) as c:
                         doc = c.status(n.listen)
@@ -224,15 +231,15 @@ class LocalCluster:
     def signal(self, node_id: str, sig: int) -> None:
         n = self.node(node_id)
         if n.alive():
-            os.kill(n.proc.pid, sig)
+            os.kill(n.process.pid, sig)
 
     def kill(self, node_id: str) -> None:
         n = self.node(node_id)
         if n.alive():
             if n.paused:
-                os.kill(n.proc.pid, signal.SIGCONT)
-            n.proc.kill()
-            n.proc.wait(10)
+                os.kill(n.process.pid, signal.SIGCONT)
+            n.process.kill()
+            n.process.wait(10)
         n.paused = False
 
     def pause(self, node_id: str) -> None:
@@ -249,12 +256,12 @@ class LocalCluster:
             return n.proc.returncode if n.proc else None
         if n.paused:
             self.resume(node_id)
-        n.proc.terminate()
+        n.process.terminate()
         try:
-            return n.proc.wait(timeout)
+            return n.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            n.proc.kill()
-            n.proc.wait(5)
+            n.process.kill()
+            n.process.wait(5)
             return None
 
     def restart(self, node_id: str, timeout: float = 30.0) -> None:
@@ -268,11 +275,11 @@ class LocalCluster:
     def stop(self) -> None:
         for n in self.nodes:
             if n.alive() and n.paused:
-                os.kill(n.proc.pid, signal.SIGCONT)
+                os.kill(n.process.pid, signal.SIGCONT)
                 n.paused = False
         for n in self.nodes:
             if n.alive():
-                n.proc.terminate()
+                n.process.terminate()
         deadline = time.monotonic() + 15
         for n in self.nodes:
             if n.proc is None:

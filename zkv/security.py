@@ -332,7 +332,7 @@ class Authenticator:
 
 
 # ---- a client learning it was refused -------------------------------------------------------
-_FAILED = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the node refused this client's key",
+_FAILED: dict[int, str] = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the node refused this client's key",
            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "CurveZMQ handshake failed (no key, or "
                                                 "not this cluster's key)",
            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "CurveZMQ handshake failed (no key, or "
@@ -347,9 +347,9 @@ class HandshakeWatch:
         self.endpoint = endpoint
         events = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                   | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        self.owner = sock.get_monitor_socket(events)
+        self.owner: zmq.Socket = sock.get_monitor_socket(events)
         # an asyncio socket's monitor is an asyncio socket too: read it through a plain view
-        self.mon = zmq.Socket.shadow(self.owner.underlying)
+        self.mon: zmq.Socket = zmq.Socket.shadow(self.owner.underlying)
         self.sock = sock
         self.failed: str | None = None
         self.ok = False

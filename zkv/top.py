@@ -15,6 +15,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 from zkv.errors import ZkvError
 
@@ -178,11 +179,12 @@ def table(rows: list[Row], header: str | None):
     # on a narrow terminal the identifying columns keep their width; the others shrink
     keep = {"node": max([4, *(len(r.id) for r in rows)]), "state": 11,
             "ready": max([5, *(len(r.ready) for r in rows)])}
-    for name, justify in (("node", "left"), ("state", "left"), ("ready", "left"),
-                          ("ops/s", "right"), ("p99 get", "right"), ("p99 put", "right"),
-                          ("siblings/write", "right"), ("keys", "right"), ("hints", "right"),
-                          ("hint age", "right"), ("AAE lag", "right"), ("transfers", "left"),
-                          ("hottest keys", "left")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("node", "left"), ("state", "left"), ("ready", "left"), ("ops/s", "right"),
+        ("p99 get", "right"), ("p99 put", "right"), ("siblings/write", "right"),
+        ("keys", "right"), ("hints", "right"), ("hint age", "right"), ("AAE lag", "right"),
+        ("transfers", "left"), ("hottest keys", "left"))
+    for name, justify in columns:
         t.add_column(name, justify=justify, no_wrap=name != "hottest keys",
                      min_width=keep.get(name))
     for r in rows:

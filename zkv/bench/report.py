@@ -64,9 +64,10 @@ def write_plots(results: dict, out_dir: str) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(configs) + 3), 4))
     width = 0.8 / max(1, len(wls))
     for k, wl in enumerate(wls):
-        ys = [next((r["throughput"] for r in runs if r["config"] == c and r["workload"] == wl), 0)
-              for c in configs]
-        ax.bar([i + k * width for i in range(len(configs))], ys, width, label=f"workload {wl}")
+        heights = [next((r["throughput"] for r in runs
+                         if r["config"] == c and r["workload"] == wl), 0) for c in configs]
+        ax.bar([i + k * width for i in range(len(configs))], heights, width,
+               label=f"workload {wl}")
     red = results.get("baselines", {}).get("redis", {})
     if red.get("available") and "A" in red.get("mix_rps", {}):
         ax.axhline(red["mix_rps"]["A"], color="k", ls="--", lw=1,
@@ -95,7 +96,7 @@ def write_plots(results: dict, out_dir: str) -> dict[str, str]:
         if pts:
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, marker="o", label=cfg)
-    first = next((r["staleness"]["buckets"] for r in runs), [])
+    first: list = next((r["staleness"]["buckets"] for r in runs), [])
     ax.set_xticks(range(len(first)), [_bucket_label(b) for b in first], rotation=45,
                   fontsize=7)
     ax.set_xlabel("time since the latest acknowledged write (ms)")
@@ -207,7 +208,7 @@ def render_markdown(results: dict, plots: dict[str, str] | None = None,
           "since that write (reads of every workload of the configuration). R + W > N should "
           "show 0.", ""]
     configs = list(dict.fromkeys(r["config"] for r in runs))
-    first = next((r["staleness"]["buckets"] for r in runs), [])
+    first: list = next((r["staleness"]["buckets"] for r in runs), [])
     if first:
         L.append("| config | R+W>N | " + " | ".join(_bucket_label(b) + " ms" for b in first)
                  + " | all |")

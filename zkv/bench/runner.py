@@ -258,7 +258,8 @@ class WorkerPool:
     def run(self, tasks: list[dict]) -> list[dict]:
         for conn, task in zip(self.conns, tasks, strict=True):
             conn.send(task)
-        out, failures = [], []
+        out: list = []
+        failures: list = []
         for conn in self.conns:
             status, payload = conn.recv()
             (out if status == "ok" else failures).append(payload)
@@ -480,7 +481,8 @@ class Suite:
         cluster.pause(victim)
         _sleep_until(resume_at)
         cluster.resume(victim)
-        parts, failures = [], []
+        parts: list = []
+        failures: list = []
         for conn in pool.conns:
             status, payload = conn.recv()
             (parts if status == "ok" else failures).append(payload)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import zmq
 import zmq.asyncio
@@ -141,7 +142,7 @@ class AsyncClient(Facade):
             s = self._sock(ep)
             if ep not in self._connected:  # wait briefly for the TCP connection (IMMEDIATE)
                 wait = min(send.until - clock(), CONNECT_WAIT)
-                if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+                if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):  # type: ignore[call-arg]
                     self._check_refused(ep)
                     return UNREACHABLE
                 self._connected.add(ep)
@@ -173,4 +174,5 @@ class AsyncClient(Facade):
         for ep, msgs in out.items():
             s = self._sock(ep)
             for i in range(0, len(msgs), wire.MAX_BATCH):
-                s.send(wire.encode(msgs[i:i + wire.MAX_BATCH])).add_done_callback(_consume)
+                sent = cast(asyncio.Future, s.send(wire.encode(msgs[i:i + wire.MAX_BATCH])))
+                sent.add_done_callback(_consume)

@@ -117,7 +117,8 @@ class AntiEntropy:
         times = [self.agreed.get((p, x)) for x in peers]
         if not times:  # no other owner: trivially in agreement
             return self.clock()
-        return None if any(t is None for t in times) else min(times)
+        known = [t for t in times if t is not None]
+        return min(known) if len(known) == len(times) else None
 
     def reapable(self, owners_of: Callable[[int], Iterable[str]], me: str) -> list[bytes]:
         """Tombstones every other owner is known to hold, older than the grace period."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import deque
+from functools import partial
 
 from zkv._core.ring import partition_of
 from zkv.errors import ZkvError
@@ -62,7 +63,7 @@ class HandoffOp(Op):
     def on_reply(self, node_id: str, msg) -> None:
         entry = self.sent.pop(msg.rid, None)
         if entry is not None and isinstance(msg, RPutOk) and msg.ok:
-            if self.ctx.replica.handoff.delivered(self.owner, *entry):
+            if self.ctx.replica.handoff_store().delivered(self.owner, *entry):
                 self.delivered += 1
         if not self.sent:
             self.finish()
@@ -228,9 +229,7 @@ class Background:
                 continue
             lo, hi = ring.partition_range(p)
             tree = core.ae.tree(p)
-            ex = Exchange(tree, p, peer, now,
-                          lambda leaves, t=tree, lo=lo, hi=hi: leaf_keys(core.store, t, lo, hi,
-                                                                         leaves))
+            ex = Exchange(tree, p, peer, now, partial(leaf_keys, core.store, tree, lo, hi))
             self.exchanges_running += 1
             op = ExchangeOp(core, core.ae, ex, 2 * cfg.replica_timeout, cfg.aae_max_keys)
             op.on_finish = self._exchange_done

@@ -29,6 +29,8 @@ from zkv.wire import E_INVALID, Error, Forward, RGet, RGetOk, RPut, RPutOk
 class _FanOut(Op):
     """Shared by reads and writes: per-replica soft timeouts and stand-ins for silent nodes."""
 
+    quorum: GetQuorum | PutQuorum
+
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]]) -> None:
         super().__init__(ctx, origin, key, deadline)
         self.targets = targets  # (node, owner it stands in for, or None)
@@ -101,6 +103,7 @@ class _FanOut(Op):
 
 class GetOp(_FanOut):
     kind = "get"
+    quorum: GetQuorum
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
                  r: int) -> None:
@@ -148,6 +151,8 @@ class GetOp(_FanOut):
 
 class WriteOp(_FanOut):
     """put (value is bytes) or delete (value is None): coordinate locally, fan the result out."""
+
+    quorum: PutQuorum
 
     def __init__(self, ctx, origin, key, deadline, targets, w, context, value,
                  wid: bytes = b"") -> None:

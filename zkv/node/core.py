@@ -41,6 +41,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from zkv import wire
 from zkv._core import dvv
@@ -160,7 +162,8 @@ class NodeCore:
         saved = saved or {}
         settings = saved.get("settings") or {"q": cfg.ring_size, "n": cfg.n, "r": cfg.r,
                                              "w": cfg.w}
-        me = Member(cfg.id, cfg.advertised_listen, cfg.advertised_gossip, cfg.rack, incarnation, 0)
+        me = Member(cfg.id, cfg.advertised_listen, cfg.advertised_gossip or cfg.gossip, cfg.rack,
+                    incarnation, 0)
         self.membership = Membership(me, settings, self.now, gossip_interval=cfg.gossip_interval,
                                      down_after=cfg.down_after)
         for m in saved.get("members", []):
@@ -194,7 +197,7 @@ class NodeCore:
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
         self.join_error: str | None = None
-        self._handlers = {
+        self._handlers: dict[type, Callable[[bytes, Any], None]] = {
             RGet: self._on_rget, RPut: self._on_rput, Get: self._on_client_msg,
             Put: self._on_client_msg, Delete: self._on_client_msg, Forward: self._on_forward,
             RingInfo: self._on_ring_info, Status: self._on_status, Join: self._on_join,
@@ -242,8 +245,9 @@ class NodeCore:
         if kind == REPLY:
             self._on_replies(who, msgs, now)
         elif kind == REQUEST:
+            ident = who if isinstance(who, bytes) else b""
             for msg in msgs:
-                self._on_request(who, msg, role)
+                self._on_request(ident, msg, role)
         elif kind == GOSSIP:
             for msg in msgs:
                 if type(msg) is Gossip and (who is None or msg.sender == who):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from zkv._core import dvv
 from zkv.storage import LogStore
+from zkv.wire import DEFAULT_MAX_KEY, DEFAULT_MAX_VALUE
 
 _HEAD = struct.Struct("<BQ")  # version u8, created_ms u64 = 9 bytes
 HINT_VERSION = 1
@@ -31,19 +32,16 @@ MAX_OWNER = 255  # bytes of an owner id in a hint's key (node ids are at most 64
 
 class HandoffStore:
     def __init__(self, path: str, wall_ms: Callable[[], int], sync: str = "interval",
-                 store=None, max_key_size: int | None = None,
-                 max_value_size: int | None = None) -> None:
+                 store=None, max_key_size: int = DEFAULT_MAX_KEY,
+                 max_value_size: int = DEFAULT_MAX_VALUE) -> None:
         # `store`: any engine with LogStore's interface (the simulator's in-memory one);
         # limits: a hint's key is owner + NUL + key, its value a whole version plus 9 bytes
         if store is None:
-            extra = {}
-            if max_key_size is not None:
-                # the engine's keys stop at 64 KiB: a key within owner id + 1 byte of that
-                # cannot be kept as a hint (its write still reaches the reachable owners)
-                extra["max_key_size"] = min(ENGINE_MAX_KEY, max_key_size + MAX_OWNER + 1)
-            if max_value_size is not None:
-                extra["max_value_size"] = max_value_size + _HEAD.size
-            store = LogStore(path, sync=sync, compact_dead_ratio=0.5, **extra)
+            # the engine's keys stop at 64 KiB: a key within owner id + 1 byte of that
+            # cannot be kept as a hint (its write still reaches the reachable owners)
+            store = LogStore(path, sync=sync, compact_dead_ratio=0.5,
+                             max_key_size=min(ENGINE_MAX_KEY, max_key_size + MAX_OWNER + 1),
+                             max_value_size=max_value_size + _HEAD.size)
         self.store = store
         self.wall_ms = wall_ms
         # owner -> {key: (created_ms, size)}: the backlog, rebuilt from the store on start

@@ -22,15 +22,16 @@ def readiness(*, joined: bool, fingerprint: bytes, peer_fingerprints: dict[str, 
     up = sorted(up_peers)
     unheard = [p for p in up if p not in peer_fingerprints]
     disagree = [p for p in up if p in peer_fingerprints and peer_fingerprints[p] != fingerprint]
+    agreed = not unheard and not disagree
     reason = {
         "joined": joined,
-        "ring_agreed": not unheard and not disagree,
+        "ring_agreed": agreed,
         "ring": fingerprint.hex()[:12],
         "peers_disagreeing": disagree,
         "peers_not_heard": unheard,
         "pending_transfers_in": pending_in,
     }
-    ready = joined and reason["ring_agreed"] and pending_in == 0
+    ready = joined and agreed and pending_in == 0
     return ready, reason
 
 

@@ -311,7 +311,7 @@ class Membership:
     def down(self) -> set[str]:
         return {nid for nid in self.peers if not self.is_up(nid)}
 
-    def unreachable(self) -> set[str]:
+    def unreachable(self) -> frozenset[str]:
         """Down or suspect: what a coordinator routes around (sloppy quorum) right now.
 
         Asked on every request, so cached for UNREACHABLE_TTL seconds (a fraction of the gossip
@@ -333,6 +333,7 @@ class Membership:
                 self._ring = Ring(key, q=self.settings["q"], n=self.settings["n"])
                 self._ring_key = key
             self._ring_stamp = stamp
+        assert self._ring is not None
         return self._ring
 
 
@@ -359,7 +360,7 @@ def load_cluster(path: str) -> dict:
     good = []
     for row in rows if isinstance(rows, list) else []:
         if (isinstance(row, list) and len(row) == 4 and all(type(x) is str for x in row)
-                and validate_member(Member(*row, 0, 0)) is None):
+                and validate_member(Member(row[0], row[1], row[2], row[3], 0, 0)) is None):
             good.append(row)
         else:
             log.warning("%s: dropping an invalid member record %s", path, clip(row, 120))

@@ -22,6 +22,7 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -188,7 +189,7 @@ class NodeMetrics:
             self.hot.decay(0.5)
         self.hot_key_ops.clear()
         for rank, (key, count) in enumerate(self.hot.top(HOT_KEYS_EXPORTED), 1):
-            self.hot_key_ops.labels(str(rank), key_label(key)).set(count)
+            self.hot_key_ops.labels(str(rank), key_label(cast(bytes, key))).set(count)
         self.hot_key_error.set(self.hot.error_bound())
 
     def summary(self) -> dict:
@@ -210,7 +211,7 @@ class NodeMetrics:
             "latency_buckets": buckets,  # cumulative counts per bound, then +Inf
             "sibling_writes": int(sum(s.value for fam in self.sibling_writes.collect()
                                       for s in fam.samples if s.name.endswith("_total"))),
-            "hot_keys": [[key_label(k), c] for k, c in self.hot.top(HOT_KEYS_EXPORTED)],
+            "hot_keys": [[key_label(cast(bytes, k)), c] for k, c in self.hot.top(HOT_KEYS_EXPORTED)],
             "hot_key_error": round(self.hot.error_bound(), 1),
             "ready": ready,
             "ready_reason": reason,
@@ -225,7 +226,8 @@ class NodeMetrics:
                     "summary": ("", "_sum", "_count", "_created"), "info": ("_info",)}
         names = set()
         for collector in list(self.registry._collector_to_names):
-            for fam in collector.describe() or collector.collect():
+            describe = getattr(collector, "describe", None)
+            for fam in (describe() if describe else None) or collector.collect():
                 for suf in suffixes.get(fam.type, ("",)):
                     names.add(fam.name + suf)
         return names
@@ -236,7 +238,7 @@ class NodeMetrics:
 
         ready() -> (bool, reason dict) decides /readyz; default: this registry's Health, which
         observe_cluster keeps current. Raises OSError when the port cannot be bound."""
-        ready = ready or self.health.ready
+        ready_fn: Readiness = ready or self.health.ready
         registry = self.registry
 
         class Handler(BaseHTTPRequestHandler):
@@ -248,7 +250,7 @@ class NodeMetrics:
                     self._json(200, {"status": "ok"})
                 elif path == "/readyz":
                     try:
-                        ok, reason = ready()
+                        ok, reason = ready_fn()
                     except Exception as exc:  # a broken callback is "not ready", not a crash
                         ok, reason = False, {"error": f"{type(exc).__name__}: {exc}"}
                     self._json(200 if ok else 503, {"ready": bool(ok), **reason})
@@ -270,10 +272,11 @@ class NodeMetrics:
             def log_message(self, *args) -> None:  # scrapes every few seconds: not logged
                 pass
 
-        server_cls = ThreadingHTTPServer
+        server_cls: type[ThreadingHTTPServer] = ThreadingHTTPServer
         if ":" in host:  # an IPv6 address
-            server_cls = type("V6Server", (ThreadingHTTPServer,),
-                              {"address_family": socket.AF_INET6})
+            server_cls = cast(type[ThreadingHTTPServer],
+                              type("V6Server", (ThreadingHTTPServer,),
+                                   {"address_family": socket.AF_INET6}))
         server_cls.daemon_threads = True
         self._server = server = server_cls((host.strip("[]"), port), Handler)
         threading.Thread(target=server.serve_forever, name="zkv-metrics", daemon=True).start()

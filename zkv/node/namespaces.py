@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from typing import TypeGuard
 
 import msgspec
 
@@ -108,7 +109,7 @@ def problems(name: object, n: object, r: object, w: object, conflicts: object,
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
         out.append(f"name {name!r}: 1 to 64 characters of A-Z a-z 0-9 _ . - (not . or ..)")
 
-    def is_int(v: object) -> bool:
+    def is_int(v: object) -> TypeGuard[int]:
         return isinstance(v, int) and not isinstance(v, bool)
 
     if not is_int(n) or not 1 <= n <= MAX_N:
@@ -137,6 +138,7 @@ def make(name: str, n: int, r: int | None = None, w: int | None = None,
         w = n // 2 + 1 if w is None else w
     _raise(f"cannot create namespace {name!r}", problems(name, n, r, w, conflicts, members))
     _check_origin(created, creator, InvalidRequest)
+    assert r is not None and w is not None  # problems() refused anything else
     return Namespace(name=name, n=n, r=r, w=w, conflicts=conflicts, created=created,
                      creator=creator)
 
@@ -196,7 +198,7 @@ class Registry:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Registry) and self._ns == other._ns
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
         return f"Registry({list(self)!r})"

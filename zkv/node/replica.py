@@ -47,7 +47,7 @@ class Replica:
         # called with each ignored echo: the sender still holds a tombstone we reaped
         self.on_echo: Callable[[bytes, bytes], None] | None = None
 
-    def _handoff(self) -> HandoffStore:
+    def handoff_store(self) -> HandoffStore:
         if self.handoff is None:
             raise ValueError(f"node {self.node_id} keeps no handoff store")
         return self.handoff
@@ -55,7 +55,7 @@ class Replica:
     def read(self, key: bytes, owner: str | None = None) -> bytes:
         """The encoded DVV set held for `key` (or held for absent `owner`); b"" when none."""
         if owner:
-            return self._handoff().get(owner, key)
+            return self.handoff_store().get(owner, key)
         return self.store.get(key) or b""
 
     def coordinate(self, key: bytes, context: bytes, value: bytes | None,
@@ -64,7 +64,7 @@ class Replica:
         if owner:
             # base the new dot on every version this node holds for the key (main store and
             # handoff for any owner), so this node never issues the same dot twice
-            handoff = self._handoff()
+            handoff = self.handoff_store()
             self.dirty = True
             base = self.store.get(key)
             for other in handoff.owners_of(key):
@@ -91,7 +91,7 @@ class Replica:
         ValueError (nothing stored) for a version whose counters run far ahead of what this
         replica holds for the key: forged, or corrupt, it would make the key unwritable."""
         if owner:
-            handoff = self._handoff()
+            handoff = self.handoff_store()
             dvv.check_plausible(incoming, base=handoff.get(owner, key) or None)
             self.dirty = True
             return handoff.merge(owner, key, incoming)

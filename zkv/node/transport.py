@@ -47,7 +47,7 @@ from zkv.sockopts import tune_socket
 
 log = logging.getLogger("zkv.node")
 
-_ROLES = {zmq.ROUTER: "server", zmq.DEALER: "peer", zmq.PUB: "gossip", zmq.SUB: "gossip"}
+_ROLES: dict[int, str] = {zmq.ROUTER: "server", zmq.DEALER: "peer", zmq.PUB: "gossip", zmq.SUB: "gossip"}
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
 GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096  # bytes of one gossip frame (~1024 members)
 ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (then dropped)
@@ -237,16 +237,15 @@ class Node:
         for _ in range(DRAIN_LIMIT):
             try:
                 if secure:  # frames, to read the ZAP User-Id of the connection
-                    frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    zframes = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    role = security.role_of(str(zframes[-1].get("User-Id")))
+                    frames = [f.bytes for f in zframes]
                 else:
                     frames = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if secure:
-                role = security.role_of(frames[-1].get("User-Id"))
-                frames = [f.bytes for f in frames]
-                if role is None:  # cannot happen behind ZAP; never serve it
-                    continue
+            if secure and role is None:  # cannot happen behind ZAP; never serve it
+                continue
             if len(frames) != 2:
                 core.malformed(frames[0] if frames else b"?", f"{len(frames)} frames")
                 continue

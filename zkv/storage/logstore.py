@@ -39,6 +39,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import zstandard
 
@@ -352,6 +353,7 @@ class LogStore:
         kd.map_segment(seg.fid, mm if mm is not None else b"")
         self._start_active()
         new = self._active
+        assert new is not None
         kd.set_active(new.fid, new.fd, 0, PREALLOC)
         self._maybe_autocompact()
 
@@ -389,11 +391,12 @@ class LogStore:
         glock.acquire()
         while self._durable < seq:
             if self._syncing:  # follow: queue and sleep until the leader wakes us
-                w = [seq, threading.Lock(), threading.get_ident(), _WAIT]
+                w: list[Any] = [seq, threading.Lock(), threading.get_ident(), _WAIT]
                 w[1].acquire()
                 self._queue.append(w)
                 if self._want and len(self._queue) >= self._want:
                     self._want = 0
+                    assert self._gathered is not None  # set with _want
                     self._gathered.release()
                 glock.release()
                 try:
@@ -445,12 +448,13 @@ class LogStore:
             locked = False
             with self._lock:
                 self._kd.flush()
+                assert self._active is not None
                 fd = self._active.fd
                 target = self._kd.seq
             try:
                 os.fdatasync(fd)
             except OSError:
-                if fd == self._active.fd:
+                if self._active is not None and fd == self._active.fd:
                     target = 0
                     raise
                 # the segment was sealed (rotation fsyncs) and closed meanwhile
@@ -529,8 +533,8 @@ class LogStore:
                 raise InvalidRequest(f"key must be bytes, not {type(key).__name__}")
             return None
         if r.__class__ is bytes:
-            return r
-        return self._get_slow(key, r)
+            return r  # type: ignore[return-value]  # (mypy does not narrow on __class__)
+        return self._get_slow(key, r)  # type: ignore[arg-type]
 
     def _get_slow(self, key: bytes, code: int) -> bytes | None:
         self._check_open()
