@@ -3,6 +3,7 @@
     python tools/simulate.py --seed 11 --loss 0.02 --partitions 2   # replay one run
     python tools/simulate.py --seeds 10000 --loss 0.02 --crashes 1   # many seeds, long
     python tools/simulate.py --load                                  # the harness's speed
+    python tools/simulate.py --scale 10,25,50,100 --out scale.png    # gossip + ring at scale
 
 A run prints its fault log and any broken promise; the exit code is the number of failing
 seeds (capped at 100). Every failure prints the command that replays it exactly.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -19,7 +21,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from sim.harness import Faults  # noqa: E402
-from sim.scenario import load, run  # noqa: E402
+from sim.scenario import gossip_rounds, load, ring_stats, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=100, help="run seeds 0..N-1")
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--ops", type=int, default=40, help="operations per client")
+    ap.add_argument("--scale", help="comma-separated cluster sizes: gossip rounds until a join "
+                    "is known everywhere (vs log2 N), ring balance, rack spread, movement")
+    ap.add_argument("--ring-only", default="", help="more sizes for the ring figures only "
+                    "(cheap; gossip at these sizes is too slow to simulate, see RESULTS.md)")
+    ap.add_argument("--out", help="with --scale: write a plot (PNG) here")
     ap.add_argument("--load", action="store_true", help="measure client operations per CPU "
                     "second at --nodes nodes, 8 clients with no think time")
     for name, value in vars(Faults()).items():
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = ap.parse_args(argv)
+    if args.scale:
+        return scale([int(x) for x in args.scale.split(",")],
+                     [int(x) for x in args.ring_only.split(",") if x], args.out)
     if args.load:
         logging.disable(logging.WARNING)
         cpu = time.process_time()
@@ -61,6 +71,47 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(seeds)} seed(s), {failed} failed; {ops} client operations in {cpu:.2f} CPU s "
           f"({ops / cpu:,.0f} ops per CPU second, background work included)")
     return min(failed, 100)
+
+
+def scale(sizes: list[int], ring_only: list[int], out: str | None) -> int:
+    logging.disable(logging.WARNING)
+    print(f"{'nodes':>6} {'rounds':>7} {'log2 N':>7} {'CPU s':>7} {'owned min-max':>14} "
+          f"{'rack viol':>9} {'moved join (min)':>17} {'moved leave (min)':>18}")
+    rows = []
+    for n in sorted(set(sizes) | set(ring_only)):
+        cpu = time.process_time()
+        rounds = gossip_rounds(n) if n in sizes else None
+        cpu = time.process_time() - cpu
+        r = ring_stats(n)
+        rows.append((n, rounds, r))
+        print(f"{n:>6} {rounds if rounds is not None else '-':>7} {math.log2(n):>7.1f} "
+              f"{cpu if n in sizes else 0:>7.1f} {r['owned_min']:>6}-{r['owned_max']:<7} "
+              f"{r['rack_violations']:>9} {r['moved_join']:>8} ({r['min_join']}) "
+              f"{r['moved_leave']:>9} ({r['min_leave']})")
+    if out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+        xs = [n for n, rd, _ in rows if rd is not None]
+        a.plot(xs, [rd for _, rd, _ in rows if rd is not None], "o-", label="gossip rounds")
+        a.plot(xs, [math.log2(n) for n in xs], "--", label="log2 N")
+        a.set_xlabel("nodes")
+        a.set_title("rounds until a join is known everywhere")
+        a.legend()
+        ns = [n for n, _, _ in rows]
+        b.plot(ns, [r["moved_join"] for _, _, r in rows], "o-", label="moved on join")
+        b.plot(ns, [r["min_join"] for _, _, r in rows], "--", label="minimum 1/(N+1)")
+        b.plot(ns, [r["moved_leave"] for _, _, r in rows], "s-", label="moved on leave")
+        b.set_xlabel("nodes")
+        b.set_title("fraction of partitions changing primary (Q=1024)")
+        b.legend()
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+        print(f"plot: {out}")
+    return 0
 
 
 if __name__ == "__main__":

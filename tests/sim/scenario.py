@@ -189,3 +189,34 @@ def load(seed: int = 1, *, nodes: int = 5, clients: int = 8, ops_per_client: int
     while not all(c.done for c in sim.clients.values()):
         sim.run_until(sim.t + 0.5)
     return done[0]
+
+
+def gossip_rounds(nodes: int, seed: int = 1) -> float | None:
+    """Gossip rounds until every member sees a newly joined node up (None: not in 20 s)."""
+    sim = Sim(seed, nodes, q=256, aae_interval=0)
+    sim.run_until(1.0)
+    sim.add_node("newcomer", seed_of="n1")
+    start, step = sim.t, sim.settings["gossip_interval"]
+    while sim.t < start + 20:
+        sim.run_until(sim.t + step)
+        if all(sn.core is not None and sn.core.membership.state("newcomer")[0] == "up"
+               and "newcomer" in {m.id for m in sn.core.membership.table()}
+               for sn in sim.nodes.values() if sn.id != "newcomer"):
+            return round((sim.t - start) / step, 1)
+    return None
+
+
+def ring_stats(nodes: int, q: int = 1024, racks: int = 3) -> dict:
+    """Balance and rack spread of a ring of `nodes`, and the partitions whose primary moves
+    when one node joins or leaves, against the minimum (the newcomer's / leaver's share)."""
+    from zkv._core.ring import Ring
+
+    members = [(f"n{i}", f"rack{i % racks}") for i in range(nodes)]
+    ring = Ring(members, q=q, n=3)
+    owned = [len(ring.owned(m)) for m, _ in members]
+    joined = Ring(members + [(f"n{nodes}", f"rack{nodes % racks}")], q=q, n=3)
+    left = Ring(members[:-1], q=q, n=3)
+    return {"nodes": nodes, "owned_min": min(owned), "owned_max": max(owned),
+            "rack_violations": len(ring.rack_violations),
+            "moved_join": round(ring.moved(joined), 4), "min_join": round(1 / (nodes + 1), 4),
+            "moved_leave": round(ring.moved(left), 4), "min_leave": round(1 / nodes, 4)}

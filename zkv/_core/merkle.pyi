@@ -9,10 +9,12 @@ merkle.pyx for the design (riak_core ``hashtree.erl``) and merkle.pxd for the by
 """
 
 from collections.abc import Callable, Sequence
+from typing import final
 
 WIRE_VERSION: int
 """First byte of :meth:`MerkleTree.encode_level` output."""
 
+@final
 class MerkleTree:
     """A Merkle tree over one partition's key-hash space.
 

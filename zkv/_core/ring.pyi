@@ -10,6 +10,7 @@ algorithm and its measured movement, ring.pxd for the C API and the fingerprint 
 
 import array
 from collections.abc import Collection, Iterable, Sequence
+from typing import final
 
 def hash64(key: bytes) -> int:
     """murmur3 x64_128 of key, seed 0, first 64-bit word, unsigned.
@@ -23,6 +24,7 @@ def partition_of(key: bytes, q_bits: int) -> int:
     TypeError if key is not bytes; ValueError unless 1 <= q_bits <= 16.
     """
 
+@final
 class Ring:
     """An immutable ring for one membership. Equal inputs give equal rings on every node.
 
@@ -111,7 +113,7 @@ class Ring:
     def describe(self) -> list[dict]:
         """``[{"partition": p, "preflist": [...]}, ...]`` for every partition (``zkv ring --json``)."""
 
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self, other: object, /) -> bool:
         """Same q, n, members and racks (hence the same ring)."""
 
     def __hash__(self) -> int: ...
