@@ -111,3 +111,17 @@ def test_a_node_joins_through_a_seed_and_every_member_learns_it():
     SimClient(sim, "w", writer, nodes=["n6"])
     sim.run_until(8.0)
     assert [r.ok for r in outcomes] == [True]
+
+
+def test_scale_figures_at_a_small_size():
+    """What `tools/simulate.py --scale` reports, checked at 10 nodes: a join reaches every
+    member within a few gossip rounds; ownership balanced within one partition; racks spread;
+    a join or leave moves at least the minimum share and at most a bounded multiple of it."""
+    from sim.scenario import gossip_rounds, ring_stats
+
+    rounds = gossip_rounds(10)
+    assert rounds is not None and rounds <= 4
+    r = ring_stats(10)
+    assert r["owned_max"] - r["owned_min"] <= 1 and r["rack_violations"] == 0
+    assert r["min_join"] <= r["moved_join"] <= 2 * r["min_join"]
+    assert r["min_leave"] <= r["moved_leave"] <= 2 * r["min_leave"]
