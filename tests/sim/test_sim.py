@@ -125,3 +125,23 @@ def test_scale_figures_at_a_small_size():
     assert r["owned_max"] - r["owned_min"] <= 1 and r["rack_violations"] == 0
     assert r["min_join"] <= r["moved_join"] <= 2 * r["min_join"]
     assert r["min_leave"] <= r["moved_leave"] <= 2 * r["min_leave"]
+
+
+def test_a_frozen_node_is_suspected_by_every_peer_within_2s_and_cleared_within_1s():
+    """Issue 10's detection goals with the default gossip interval (0.2 s) and down_after
+    (2 s), in virtual time: every peer stops routing to a frozen node within 2 s, and routes
+    to it again within 1 s of its first heartbeat after it resumes."""
+    sim = Sim(11, 5)
+    sim.run_until(3.0)
+    sim.pause("n3")
+    frozen_at = sim.t
+    peers = [sn for sn in sim.nodes.values() if sn.id != "n3"]
+    while not all("n3" in sn.core.membership.unreachable() for sn in peers):
+        sim.run_until(sim.t + 0.05)
+        assert sim.t - frozen_at <= 2.0, "not suspected everywhere within 2 s"
+    sim.run_until(frozen_at + 4.0)
+    sim.resume("n3")
+    resumed_at = sim.t
+    while any("n3" in sn.core.membership.unreachable() for sn in peers):
+        sim.run_until(sim.t + 0.05)
+        assert sim.t - resumed_at <= 1.0, "still suspected 1 s after resuming"
