@@ -66,3 +66,28 @@ def test_chaos_always_resumes_and_cluster_keeps_serving(make_cluster):
     assert proc.returncode == 0 and "pause node" in proc.stdout.read()
     assert ok > 0 and ok >= 4 * failed, (ok, failed)
     assert all(_state(n.pid) != "T" for n in cl.nodes)
+
+
+def test_compact_a_node_data_dir_compacts_data_and_handoff(tmp_path):
+    """`zkv compact --data-dir` on a stopped node's directory covers both of its stores."""
+    import subprocess
+
+    from zkv._core import dvv
+    from zkv.config import NodeConfig
+    from zkv.node.stores import open_stores
+
+    cfg = NodeConfig(id="n", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
+                     data_dir=str(tmp_path / "n"))
+    store, handoff = open_stores(cfg)
+    v = dvv.update_encoded(None, b"", b"v", "n")
+    for i in range(50):
+        store.put(b"k%d" % i, v)
+        handoff.merge("absent", b"k%d" % i, v)
+    store.close()
+    handoff.close()
+    (tmp_path / "n" / "cluster.json").write_text('{"settings": null, "members": []}')
+    out = subprocess.run(["zkv", "compact", "--data-dir", str(tmp_path / "n"), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert str(tmp_path / "n" / "data") in out.stdout
+    assert str(tmp_path / "n" / "handoff") in out.stdout

@@ -25,9 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(args.data_dir):
         print(f"zkv compact: {args.data_dir} is not a directory", file=sys.stderr)
         return 2
-    # a zkv-node --data-dir holds two stores: data/ (replicas) and hints/ (handoff)
+    # a zkv-node --data-dir holds two stores: data/ (replicas) and handoff/ (hints kept for
+    # absent owners; named hints/ before 0.2, and still so until the node next starts)
     node_dir = os.path.exists(os.path.join(args.data_dir, "cluster.json"))
-    dirs = [os.path.join(args.data_dir, d) for d in ("data", "hints")] if node_dir else [args.data_dir]
+    dirs = ([os.path.join(args.data_dir, d) for d in ("data", "handoff", "hints")] if node_dir
+            else [args.data_dir])
     rc = 0
     for d in dirs:
         if os.path.isdir(d):
