@@ -1,5 +1,6 @@
 """Hinted handoff: the store of versions a stand-in holds for an owner that was unreachable
-(Dynamo's "hints"; the word names nothing else in zkv). No sockets here.
+(Dynamo's "hints"; the storage engine's `.hint` index files, Bitcask's term, are another
+thing and keep their name on disk). No sockets here.
 
 With a sloppy quorum a write goes to the first N *reachable* nodes of the key's extended
 preference list; a node standing in for owner X stores the version as a hint for X in its own
