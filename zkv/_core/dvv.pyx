@@ -69,6 +69,54 @@ the overwrite reaches every replica before any of them holds x and y together, y
 live next to the overwrite (again as without write ids). Both outcomes are converged
 states, and in neither is a value lost that no client has overwritten.
 
+Copies of one write are one write (aliases, rule R). A retried write has copies x
+(O-greater, survives D) and y (retired by D). A client may hold the context of either
+copy; a context covering y alone must still overwrite the write. Two mechanisms:
+
+- Aliases. When D retires y in favour of x, x keeps y's dot (and y's aliases) as an
+  *alias*. In ``update`` a sibling counts as covered by the context when its dot or any
+  alias dot is, so a coordinator holding x retires it for a context that saw only y.
+  ``sync`` joins the alias lists of a sibling live on both sides (union), and D adds the
+  loser's dot and aliases to the winner's. A list is canonical: sorted by (node id
+  bytewise, counter), never the sibling's own dot, the DVV_ALIAS_MAX (8) smallest kept --
+  keeping the k smallest of a union is itself a join (cap(cap(A | B) | C) = cap(A|B|C)),
+  so alias lists converge like everything else; past 8 copies of one write the extra dots
+  are not aliases (more than 8 coordinators tried for one write: not expected).
+  Aliases are *not* used to retire in ``sync``: a dot dead on the other side may be dead
+  because D, ``lww`` or ``retain`` retired it (the state cannot tell), and killing x then
+  can kill both copies of a live write (e.g. x vs a third copy z that replaced y there).
+- Retired write ids, rule R. A write created by ``update`` records on its new sibling the
+  write ids of the siblings its context retires (dot or alias covered), newest first:
+  those retired directly (bytewise), then the lists those siblings carried, without
+  repeats or its own write id, at most DVV_RETIRED_MAX (4). The list is fixed by the
+  coordinator that makes the dot, like the value, so every replica has the same one (no
+  merge needed). Rule R: a live sibling whose write id a live sibling lists is retired
+  (all lists read before any retirement). So a copy that reaches a replica only after the
+  overwrite of its twin -- by sync, in any order -- is retired on arrival, and ``update``
+  with a write id some live sibling lists is a no-op (a late retry of a dead write makes no
+  dot). Every constructor applies R before D; the decoder rejects a set where R is due.
+
+Convergence with aliases and R. The per-dot state is unseen < live(aliases) < dead, where
+live states of one dot are ordered by their alias lists under the capped-union join; R,
+like D, only moves a live dot to dead. So every replica's state still only moves up, and
+the argument above applies unchanged: once replicas have exchanged (one gathers, then gives
+back), each holds the same vector, live dots, alias lists and (dot-fixed) retired lists,
+and the same bytes. Safety: R retires only copies of a write some client overwrote (its id
+is listed only by a write whose context covered one of its copies); D and aliases never
+retire the O-greatest copy of a live write; aliases retire only in ``update``, where
+everything the context covers is in the new write's causal past -- including every copy of
+a write one of whose copies it covers.
+
+What is not covered (bounded memory has limits). The retired list is made from what the
+coordinator holds: a coordinator that holds no copy of the covered write (its context came
+from other replicas and nothing reached this one yet) cannot know the write id, and a late
+copy arriving after the overwrite reached everyone survives next to it, as without write
+ids. The same when more than 4 ids compete for a list, when the overwriting sibling is
+itself retired by ``sync`` (not ``update``), ``lww`` or ``retain`` before the late copy
+arrives, and once a tombstone is reaped (the node keeps a reaped tombstone's retired ids for
+its echo window, see zkv/node/replica.py). Closing the first gap needs the write ids in the
+client's context (a context format change).
+
 Last writer wins (issue 15). In an ``lww`` namespace the coordinator stores
 ``value = 8-byte big-endian HLC stamp + user value``; ``lww(s)`` keeps only the
 O-greatest sibling -- the highest (stamp, node id, counter); tombstones carry no stamp
@@ -96,7 +144,9 @@ Implementation: entries and siblings are C structs held inside the object (inlin
 to 4 entries / 8 siblings, no malloc); ``sync`` returns one of its arguments, without
 allocating, whenever that argument already is the result; when both entries' dots are
 consecutive (the usual case) sync is O(1) per entry, as in ``dvvset``.
-Byte formats: see the header of dvv.pxd (defined there once).
+Byte formats: see the header of dvv.pxd (defined there once). Aliases and retired ids live
+in each sibling as Python tuples (NULL in the usual case), so sets without them take exactly
+the old paths.
 """
 
 cimport cython
