@@ -37,6 +37,32 @@
 #   (covered by a write's context) or retired (write-id dedup, LWW collapse, retain); the
 #   two are the same state. Version 1 is version 2 with every G = 0 and no write id.
 #
+#   DVVSet, format version 3 (a set with at least one alias list or retired-wid list)   bytes
+#     version                                         u8     = 3
+#     entry count E, E x entry                               exactly as in version 2, except:
+#       S x sibling, as in version 2 with two more flags and two more optional fields:
+#         flags                                       u8     bits 0..2 as in version 2, bit 3 (8)
+#                                                            alias list follows, bit 4 (16)
+#                                                            retired-wid list follows; others 0
+#         gap G (only with flag 4)                    u64    as in version 2
+#         write-id length W, write id (flag 2)        1 + W  as in version 2
+#         alias count A (only with flag 8)            u8     1..8 (DVV_ALIAS_MAX); needs flag 2
+#         A x alias dot, strictly ascending by (node id bytewise, counter), none equal to the
+#         sibling's own dot -- the dots of retired copies of this same write (rule D):
+#           node-id length L                          u8     1..255
+#           node id                                   L      UTF-8
+#           counter                                   u64    1..2**63-1
+#         retired count R (only with flag 16)         u8     1..4 (DVV_RETIRED_MAX)
+#         R x retired write id, distinct, most recently retired first, none equal to the
+#         sibling's own write id -- write ids this sibling's write overwrote (an ordered list:
+#         its order is part of the value, fixed by the coordinator that made the sibling):
+#           write-id length W                         u8     1..32
+#           write id                                  W
+#         value length V, value                       4 + V  as in version 2
+#     nothing after the last entry
+#   Versions 1 and 2 are version 3 without aliases or retired wids, and stay the encoding of
+#   such sets byte for byte (a version-3 set without either is rejected as not canonical).
+#
 #   Context (the client's opaque token: the version vector a DVVSet has seen), version 1
 #     version                                         u8     = 1
 #     pair count P                                    u16    0..65535
@@ -49,8 +75,10 @@
 #
 # Canonical: for every format one value has exactly one encoding; decoders reject
 # everything else (unsorted or duplicate ids, counter 0, S > n, bad flag, trailing bytes,
-# a gap flag with G = 0, a dot below 1, a version-2 set that version 1 can express, two
-# live siblings with the same write id -- a set in which write-id dedup has not been done).
+# a gap flag with G = 0, a dot below 1, a version-2 set that version 1 can express, a
+# version-3 set that version 2 can express, two live siblings with the same write id -- a
+# set in which write-id dedup has not been done --, a live sibling whose write id another
+# live sibling lists as retired -- rule R not done --, an alias list without a write id).
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint32_t
 
@@ -58,10 +86,15 @@ from libc.stdint cimport int64_t, uint32_t
 cdef enum:
     DVV_FORMAT_VERSION = 1     # first byte of contexts and of sets without write ids or gaps
     DVV_FORMAT_VERSION_2 = 2   # first byte of sets with a write id or a gap
+    DVV_FORMAT_VERSION_3 = 3   # first byte of sets with an alias or a retired-wid list
     DVV_WID_MAX = 32           # longest write id, bytes
     DVV_F_TOMBSTONE = 1        # version-2 sibling flags
     DVV_F_WID = 2
     DVV_F_GAP = 4
+    DVV_F_ALIAS = 8            # version-3 sibling flags
+    DVV_F_RETIRED = 16
+    DVV_ALIAS_MAX = 8          # most alias dots a sibling keeps (the smallest, see dvv.pyx)
+    DVV_RETIRED_MAX = 4        # most retired write ids a sibling carries
     DVV_INLINE_ENTRIES = 4
     DVV_INLINE_VALUES = 8
 
@@ -69,6 +102,8 @@ cdef struct DVVSlot:
     PyObject *val       # owned ref: the value (bytes), or None = tombstone
     PyObject *wid       # owned ref: the write id (bytes of 1..32), or NULL = none
     int64_t dot         # the sibling's dot is (entry node, dot); 1 <= dot <= entry counter
+    PyObject *alias     # owned ref: tuple of (node id bytes, counter) sorted, 1..8, or NULL
+    PyObject *rw        # owned ref: tuple of retired write ids (bytes), newest first, 1..4, or NULL
 
 cdef struct DVVEntry:
     PyObject *node      # owned ref: node id as UTF-8 bytes (interned, so equal ids are usually one object)
@@ -82,6 +117,8 @@ cdef class DVVSet:
     cdef DVVSlot *vals                          # all siblings, entry order, newest first; _iv or malloc
     cdef Py_ssize_t n_vals                      # number of siblings
     cdef Py_ssize_t n_wids                      # number of siblings with a write id
+    cdef Py_ssize_t n_alias                     # number of siblings with an alias list
+    cdef Py_ssize_t n_rw                        # number of siblings with a retired-wid list
     cdef Py_hash_t _hash                        # cached hash, -1 = not computed
     cdef bytes _enc                             # cached encode(), None = not computed
     cdef DVVEntry _ie[DVV_INLINE_ENTRIES]       # inline entry storage

@@ -10,11 +10,17 @@ formats are defined in ``dvv.pxd``; the design and the convergence argument are 
 docstring of ``dvv.pyx``.
 
 Retired: a sibling removed while its dot stays in the causal past (exactly like a
-sibling a later write overwrote). Three rules retire siblings:
+sibling a later write overwrote). Four rules retire siblings:
 
 - **write-id dedup** (every constructor: ``update``, ``sync``, ``lww``, ``retain``; the
   decoder rejects a set where it was not applied): of the live siblings sharing a
-  non-empty write id, only the greatest in the sibling order ``O`` stays.
+  non-empty write id, only the greatest in the sibling order ``O`` stays; it keeps the
+  others' dots as its *aliases* (``aliases()``, at most 8), and a context covering an
+  alias covers it (``update``): copies of one write are one write.
+- **retired write ids** (rule R, every constructor, checked by the decoder): a write made
+  by ``update`` lists the write ids of the siblings its context retired (at most 4, newest
+  first, inherited through overwrites; ``retired_wids()``); a live sibling carrying a
+  listed id is retired, so a late copy of an overwritten write never comes back.
 - **LWW collapse** (``lww``): only the ``O``-greatest sibling stays.
 - **retain**: only the siblings the caller chose stay.
 
@@ -51,18 +57,26 @@ class DVVSet:
         """The siblings that are not tombstones, in ``values()`` order."""
     def siblings(self) -> list[Sibling]:
         """``[(node id, dot counter, value or None, write id or b"")]`` in ``values()`` order."""
+    def aliases(self) -> list[list[tuple[str, int]]]:
+        """Per sibling, in ``values()`` order: the dots of retired copies of the same write
+        (rule D) that a context may cover instead of the sibling's own; usually ``[]``."""
+    def retired_wids(self) -> list[list[bytes]]:
+        """Per sibling, in ``values()`` order: the write ids its write overwrote, newest
+        first (rule R retires late copies of them); usually ``[]``."""
     def context(self) -> bytes:
         """Encoded version vector of everything this set has seen: the opaque client token.
 
         Always versioned (first byte 1); ``update`` also accepts ``b""`` (blind write)."""
     def encode(self) -> bytes:
         """Canonical encoding: equal sets give equal bytes. Format version 1 (today's, byte
-        for byte) unless a sibling has a write id or an entry's dots have a gap: then 2."""
+        for byte) unless a sibling has a write id or an entry's dots have a gap: then 2;
+        3 when a sibling has aliases or retired write ids."""
     @staticmethod
     def decode(data: bytes) -> DVVSet:
-        """Inverse of ``encode`` (versions 1 and 2). Raises ValueError on malformed,
+        """Inverse of ``encode`` (versions 1, 2 and 3). Raises ValueError on malformed,
         truncated, non-canonical or wrong-version input, including two live siblings with
-        one write id (never crashes; every length is checked before allocating).
+        one write id or a live sibling whose write id another lists as retired (never
+        crashes; every length is checked before allocating).
         TypeError if ``data`` is not bytes-like."""
     def digest(self) -> bytes:
         """16 bytes: murmur3 x64_128 (seed 0) of ``encode()`` (== ``mmh3.hash_bytes``); for Merkle leaves."""
@@ -97,13 +111,15 @@ def update(
     """Coordinator ``node_id`` writes ``value`` (None = delete/tombstone) with the client's
     context and write id ``wid`` (0..32 bytes, b"" = none).
 
-    Siblings of ``server`` whose dots ``context`` covers are retired; all others survive.
+    Siblings of ``server`` whose dots (or alias dots) ``context`` covers are retired; all
+    others survive. The new sibling lists the retired siblings' write ids (rule R).
     The new value gets dot ``(node_id, max(server[node_id], context[node_id]) + 1)``; the
     causal past becomes the join of server's and context's. ``b""`` is a blind write:
     it retires nothing. With a ``wid``: if a live sibling (after the context is applied)
     already carries ``wid`` and the same value, this is a retry of a write the replica
-    holds: the result is ``sync(context, server)``, no new dot; otherwise the new sibling
-    joins and write-id dedup runs.
+    holds: the result is ``sync(context, server)``, no new dot; likewise when a live sibling
+    lists ``wid`` as retired (a late retry of an overwritten write); otherwise the new
+    sibling joins and write-id dedup runs.
 
     ValueError on a malformed context, on a context counter more than ``max_ahead`` beyond
     ``server``'s counter for that node (a forged or corrupt context: refused, never stored,

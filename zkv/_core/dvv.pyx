@@ -69,6 +69,54 @@ the overwrite reaches every replica before any of them holds x and y together, y
 live next to the overwrite (again as without write ids). Both outcomes are converged
 states, and in neither is a value lost that no client has overwritten.
 
+Copies of one write are one write (aliases, rule R). A retried write has copies x
+(O-greater, survives D) and y (retired by D). A client may hold the context of either
+copy; a context covering y alone must still overwrite the write. Two mechanisms:
+
+- Aliases. When D retires y in favour of x, x keeps y's dot (and y's aliases) as an
+  *alias*. In ``update`` a sibling counts as covered by the context when its dot or any
+  alias dot is, so a coordinator holding x retires it for a context that saw only y.
+  ``sync`` joins the alias lists of a sibling live on both sides (union), and D adds the
+  loser's dot and aliases to the winner's. A list is canonical: sorted by (node id
+  bytewise, counter), never the sibling's own dot, the DVV_ALIAS_MAX (8) smallest kept --
+  keeping the k smallest of a union is itself a join (cap(cap(A | B) | C) = cap(A|B|C)),
+  so alias lists converge like everything else; past 8 copies of one write the extra dots
+  are not aliases (more than 8 coordinators tried for one write: not expected).
+  Aliases are *not* used to retire in ``sync``: a dot dead on the other side may be dead
+  because D, ``lww`` or ``retain`` retired it (the state cannot tell), and killing x then
+  can kill both copies of a live write (e.g. x vs a third copy z that replaced y there).
+- Retired write ids, rule R. A write created by ``update`` records on its new sibling the
+  write ids of the siblings its context retires (dot or alias covered), newest first:
+  those retired directly (bytewise), then the lists those siblings carried, without
+  repeats or its own write id, at most DVV_RETIRED_MAX (4). The list is fixed by the
+  coordinator that makes the dot, like the value, so every replica has the same one (no
+  merge needed). Rule R: a live sibling whose write id a live sibling lists is retired
+  (all lists read before any retirement). So a copy that reaches a replica only after the
+  overwrite of its twin -- by sync, in any order -- is retired on arrival, and ``update``
+  with a write id some live sibling lists is a no-op (a late retry of a dead write makes no
+  dot). Every constructor applies R before D; the decoder rejects a set where R is due.
+
+Convergence with aliases and R. The per-dot state is unseen < live(aliases) < dead, where
+live states of one dot are ordered by their alias lists under the capped-union join; R,
+like D, only moves a live dot to dead. So every replica's state still only moves up, and
+the argument above applies unchanged: once replicas have exchanged (one gathers, then gives
+back), each holds the same vector, live dots, alias lists and (dot-fixed) retired lists,
+and the same bytes. Safety: R retires only copies of a write some client overwrote (its id
+is listed only by a write whose context covered one of its copies); D and aliases never
+retire the O-greatest copy of a live write; aliases retire only in ``update``, where
+everything the context covers is in the new write's causal past -- including every copy of
+a write one of whose copies it covers.
+
+What is not covered (bounded memory has limits). The retired list is made from what the
+coordinator holds: a coordinator that holds no copy of the covered write (its context came
+from other replicas and nothing reached this one yet) cannot know the write id, and a late
+copy arriving after the overwrite reached everyone survives next to it, as without write
+ids. The same when more than 4 ids compete for a list, when the overwriting sibling is
+itself retired by ``sync`` (not ``update``), ``lww`` or ``retain`` before the late copy
+arrives, and once a tombstone is reaped (the node keeps a reaped tombstone's retired ids for
+its echo window, see zkv/node/replica.py). Closing the first gap needs the write ids in the
+client's context (a context format change).
+
 Last writer wins (issue 15). In an ``lww`` namespace the coordinator stores
 ``value = 8-byte big-endian HLC stamp + user value``; ``lww(s)`` keeps only the
 O-greatest sibling -- the highest (stamp, node id, counter); tombstones carry no stamp
@@ -96,7 +144,9 @@ Implementation: entries and siblings are C structs held inside the object (inlin
 to 4 entries / 8 siblings, no malloc); ``sync`` returns one of its arguments, without
 allocating, whenever that argument already is the result; when both entries' dots are
 consecutive (the usual case) sync is O(1) per entry, as in ``dvvset``.
-Byte formats: see the header of dvv.pxd (defined there once).
+Byte formats: see the header of dvv.pxd (defined there once). Aliases and retired ids live
+in each sibling as Python tuples (NULL in the usual case), so sets without them take exactly
+the old paths.
 """
 
 cimport cython
@@ -207,6 +257,15 @@ cdef inline bint _same_wid(PyObject *a, PyObject *b) noexcept:
     return _same_bytes(a, b)
 
 
+cdef inline bint _same_obj(PyObject *a, PyObject *b) except -1:
+    """Two optional alias / retired-wid tuples are equal (NULL = none)."""
+    if a == b:
+        return True
+    if a == NULL or b == NULL:
+        return False
+    return <object>a == <object>b
+
+
 cdef int _ocmp(DVVSlot *p, PyObject *pn, DVVSlot *q, PyObject *qn) noexcept:
     """The sibling order O (see the module docstring): tombstones first, then values by
     their first 8 bytes, then dots (node id, counter). Sign of p - q; 0 only for one dot."""
@@ -233,18 +292,32 @@ cdef int _ocmp(DVVSlot *p, PyObject *pn, DVVSlot *q, PyObject *qn) noexcept:
     return (p.dot > q.dot) - (p.dot < q.dot)
 
 
-cdef inline void _put_slot(DVVSet s, PyObject *val, PyObject *wid, int64_t dot) noexcept:
+cdef inline void _put_slot(DVVSet s, PyObject *val, PyObject *wid, int64_t dot,
+                           PyObject *alias=NULL, PyObject *rw=NULL) noexcept:
     """Append a sibling to s's last entry (storage already sized)."""
     cdef DVVSlot *d = &s.vals[s.n_vals]
     _incref(val)
     _xincref(wid)
+    _xincref(alias)
+    _xincref(rw)
     d.val = val
     d.wid = wid
     d.dot = dot
+    d.alias = alias
+    d.rw = rw
     s.n_vals += 1
     if wid != NULL:
         s.n_wids += 1
+    if alias != NULL:
+        s.n_alias += 1
+    if rw != NULL:
+        s.n_rw += 1
     s.ents[s.n_entries - 1].count += 1
+
+
+cdef inline void _put_copy(DVVSet s, DVVSlot *src) noexcept:
+    """Append a copy of sibling src (value, write id, dot, aliases, retired wids)."""
+    _put_slot(s, src.val, src.wid, src.dot, src.alias, src.rw)
 
 
 cdef inline void _begin_entry(DVVSet s, PyObject *node, int64_t counter) noexcept:
@@ -271,6 +344,12 @@ cdef inline void _push_entry(DVVSet s, PyObject *node, int64_t counter,
         if d.wid != NULL:
             _incref(d.wid)
             s.n_wids += 1
+        if d.alias != NULL:
+            _incref(d.alias)
+            s.n_alias += 1
+        if d.rw != NULL:
+            _incref(d.rw)
+            s.n_rw += 1
     s.n_vals += cnt
     s.ents[s.n_entries - 1].count = <uint32_t>cnt
 
@@ -393,6 +472,8 @@ cdef class DVVSet:
         self.n_entries = 0
         self.n_vals = 0
         self.n_wids = 0
+        self.n_alias = 0
+        self.n_rw = 0
         self._hash = -1
 
     def __dealloc__(self):
@@ -400,6 +481,8 @@ cdef class DVVSet:
         for k in range(self.n_vals):
             _xdecref(self.vals[k].val)
             _xdecref(self.vals[k].wid)
+            _xdecref(self.vals[k].alias)
+            _xdecref(self.vals[k].rw)
         for k in range(self.n_entries):
             _xdecref(self.ents[k].node)
         if self.ents != &self._ie[0]:
@@ -427,6 +510,21 @@ cdef class DVVSet:
                 out.append((node, self.vals[m].dot, <object>self.vals[m].val,
                             b"" if self.vals[m].wid == NULL else <object>self.vals[m].wid))
         return out
+
+    def aliases(self):
+        """Per sibling, in values() order: the dots [(node id, counter)] of retired copies of
+        the same write (rule D) that count as this sibling's own for a context; usually []."""
+        cdef Py_ssize_t k
+        return [[] if self.vals[k].alias == NULL else
+                [((<bytes>a[0]).decode("utf-8"), a[1]) for a in <tuple>self.vals[k].alias]
+                for k in range(self.n_vals)]
+
+    def retired_wids(self):
+        """Per sibling, in values() order: the write ids its write overwrote (rule R retires
+        any late copy of them); usually []."""
+        cdef Py_ssize_t k
+        return [[] if self.vals[k].rw == NULL else list(<tuple>self.vals[k].rw)
+                for k in range(self.n_vals)]
 
     def size(self):
         """Number of siblings."""
@@ -471,6 +569,7 @@ cdef class DVVSet:
         cdef DVVSlot *d
         cdef int64_t prev
         cdef bint v2 = self.n_wids > 0
+        cdef bint v3 = self.n_alias > 0 or self.n_rw > 0
         if self.n_entries > 0xFFFF:
             raise ValueError("too many entries to encode (> 65535)")
         for k in range(self.n_entries):
@@ -487,6 +586,14 @@ cdef class DVVSet:
                     size += ln
                 if d.wid != NULL:
                     size += 1 + _bytes_len(d.wid)
+                if d.alias != NULL:
+                    size += 1
+                    for a in <tuple>d.alias:
+                        size += 1 + len(<bytes>a[0]) + 8
+                if d.rw != NULL:
+                    size += 1
+                    for a in <tuple>d.rw:
+                        size += 1 + len(<bytes>a)
                 if d.dot != prev - 1:
                     size += 8
                     v2 = True
@@ -494,7 +601,7 @@ cdef class DVVSet:
         cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
         cdef unsigned char *p = <unsigned char *>_bytes_ptr(<PyObject *>out)
         cdef unsigned char flags
-        p[0] = DVV_FORMAT_VERSION_2 if v2 else DVV_FORMAT_VERSION
+        p[0] = DVV_FORMAT_VERSION_3 if v3 else (DVV_FORMAT_VERSION_2 if v2 else DVV_FORMAT_VERSION)
         _w16(p + 1, <uint32_t>self.n_entries)
         p += 3
         for k in range(self.n_entries):
@@ -514,6 +621,10 @@ cdef class DVVSet:
                     flags |= DVV_F_WID
                 if d.dot != prev - 1:
                     flags |= DVV_F_GAP
+                if d.alias != NULL:
+                    flags |= DVV_F_ALIAS
+                if d.rw != NULL:
+                    flags |= DVV_F_RETIRED
                 p[0] = flags
                 p += 1
                 if flags & DVV_F_GAP:
@@ -525,6 +636,23 @@ cdef class DVVSet:
                     p[0] = <unsigned char>ln
                     memcpy(p + 1, _bytes_ptr(d.wid), ln)
                     p += 1 + ln
+                if d.alias != NULL:
+                    p[0] = <unsigned char>len(<tuple>d.alias)
+                    p += 1
+                    for a in <tuple>d.alias:
+                        ln = len(<bytes>a[0])
+                        p[0] = <unsigned char>ln
+                        memcpy(p + 1, <char *><bytes>a[0], ln)
+                        _w64(p + 1 + ln, <uint64_t>(<int64_t>a[1]))
+                        p += 9 + ln
+                if d.rw != NULL:
+                    p[0] = <unsigned char>len(<tuple>d.rw)
+                    p += 1
+                    for a in <tuple>d.rw:
+                        ln = len(<bytes>a)
+                        p[0] = <unsigned char>ln
+                        memcpy(p + 1, <char *><bytes>a, ln)
+                        p += 1 + ln
                 if d.val == _none:
                     _w32(p, 0)
                     p += 4
@@ -580,7 +708,8 @@ cdef class DVVSet:
         cdef Py_ssize_t k
         if self is o:
             return True
-        if self.n_entries != o.n_entries or self.n_vals != o.n_vals or self.n_wids != o.n_wids:
+        if (self.n_entries != o.n_entries or self.n_vals != o.n_vals or self.n_wids != o.n_wids
+                or self.n_alias != o.n_alias or self.n_rw != o.n_rw):
             return False
         for k in range(self.n_entries):
             if (_cmp(self.ents[k].node, o.ents[k].node) != 0
@@ -590,7 +719,9 @@ cdef class DVVSet:
         for k in range(self.n_vals):
             if (self.vals[k].dot != o.vals[k].dot
                     or not _same_val(self.vals[k].val, o.vals[k].val)
-                    or not _same_wid(self.vals[k].wid, o.vals[k].wid)):
+                    or not _same_wid(self.vals[k].wid, o.vals[k].wid)
+                    or not _same_obj(self.vals[k].alias, o.vals[k].alias)
+                    or not _same_obj(self.vals[k].rw, o.vals[k].rw)):
                 return False
         return True
 
@@ -608,12 +739,15 @@ cdef class DVVSet:
         parts = []
         for node, counter, _ in self.entries():
             shown = []
-            for sn, dot, v, wid in self.siblings():
+            for (sn, dot, v, wid), al, rw in zip(self.siblings(), self.aliases(),
+                                                 self.retired_wids()):
                 if sn != node:
                     continue
                 t = "None" if v is None else (
                     repr(v) if len(v) <= 32 else repr(v[:32]) + f"...<{len(v)}B>")
-                shown.append(f"{t}@{dot}" + (f" wid={wid.hex()}" if wid else ""))
+                shown.append(f"{t}@{dot}" + (f" wid={wid.hex()}" if wid else "")
+                             + (f" alias={al}" if al else "")
+                             + (f" retired={[w.hex() for w in rw]}" if rw else ""))
             parts.append(f"({node!r}, {counter}, [{', '.join(shown)}])")
         return f"DVVSet([{', '.join(parts)}])"
 
@@ -690,17 +824,24 @@ cdef int _check_node_id(const unsigned char *buf, Py_ssize_t at, Py_ssize_t ln,
 cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
                            Py_ssize_t *n_ent_out, Py_ssize_t *n_wid_out=NULL) except -1:
     """Validate an encoded set's structure completely, allocating nothing; returns the
-    sibling count, and the number of write ids in *n_wid_out. (Rule D, which needs two or
-    more write ids, is checked once the set is built: _build_set.)"""
-    cdef Py_ssize_t pos, n_ent, k, s, n_sib, ln, vlen, total = 0, n_wid = 0
+    sibling count, and in *n_wid_out the number of write ids when rules D or R must still be
+    checked on the built set (_build_set), else 0."""
+    cdef Py_ssize_t pos, n_ent, k, s, n_sib, ln, vlen, total = 0, n_wid = 0, n_rw = 0
+    cdef Py_ssize_t node_at = 0, ln_node = 0
     cdef Py_ssize_t prev_pos = -1, prev_len = 0
     cdef uint64_t counter, gap, prev
     cdef unsigned char flags, version
-    cdef bint v2_used = False
+    cdef bint v2_used = False, v3_used = False
+    cdef Py_ssize_t wid_at = 0, wid_len = 0, na, q, a_at, a_len, pa_at, pa_len
+    cdef uint64_t ac, pac
+    cdef int c
+    cdef Py_ssize_t rw_at[DVV_RETIRED_MAX]
+    cdef Py_ssize_t rw_len[DVV_RETIRED_MAX]
     if size < 3:
         raise ValueError("DVVSet: truncated header")
     version = buf[0]
-    if version != DVV_FORMAT_VERSION and version != DVV_FORMAT_VERSION_2:
+    if (version != DVV_FORMAT_VERSION and version != DVV_FORMAT_VERSION_2
+            and version != DVV_FORMAT_VERSION_3):
         raise ValueError(f"DVVSet: unknown format version {buf[0]}")
     n_ent = _r16(buf + 1)
     pos = 3
@@ -717,6 +858,8 @@ cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
         _check_node_id(buf, pos + 1, ln, prev_pos, prev_len, "DVVSet")
         prev_pos = pos + 1
         prev_len = ln
+        node_at = pos + 1
+        ln_node = ln
         pos += 1 + ln
         counter = _r64(buf + pos)
         n_sib = _r32(buf + pos + 8)
@@ -736,8 +879,14 @@ cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
             if version == DVV_FORMAT_VERSION:
                 if flags > 1:
                     raise ValueError("DVVSet: bad sibling flag")
-            elif flags & ~(DVV_F_TOMBSTONE | DVV_F_WID | DVV_F_GAP):
+            elif version == DVV_FORMAT_VERSION_2:
+                if flags & ~(DVV_F_TOMBSTONE | DVV_F_WID | DVV_F_GAP):
+                    raise ValueError("DVVSet: bad sibling flag")
+            elif flags & ~(DVV_F_TOMBSTONE | DVV_F_WID | DVV_F_GAP | DVV_F_ALIAS
+                           | DVV_F_RETIRED):
                 raise ValueError("DVVSet: bad sibling flag")
+            if (flags & DVV_F_ALIAS) and not (flags & DVV_F_WID):
+                raise ValueError("DVVSet: alias list without a write id")
             gap = 0
             if flags & DVV_F_GAP:
                 if size - pos < 8:
@@ -758,9 +907,78 @@ cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
                     raise ValueError("DVVSet: write id length out of range")
                 if size - pos - 1 < ln:
                     raise ValueError("DVVSet: truncated write id")
+                wid_at = pos + 1
+                wid_len = ln
                 pos += 1 + ln
                 v2_used = True
                 n_wid += 1
+            if flags & DVV_F_ALIAS:
+                v3_used = True
+                if size - pos < 1:
+                    raise ValueError("DVVSet: truncated sibling")
+                na = buf[pos]
+                pos += 1
+                if na == 0 or na > DVV_ALIAS_MAX:
+                    raise ValueError("DVVSet: alias count out of range")
+                pa_at = -1
+                pa_len = 0
+                pac = 0
+                for q in range(na):
+                    if size - pos < 1:
+                        raise ValueError("DVVSet: truncated alias")
+                    a_len = buf[pos]
+                    if a_len == 0:
+                        raise ValueError("DVVSet: empty alias node id")
+                    if size - pos - 1 < a_len + 8:
+                        raise ValueError("DVVSet: truncated alias")
+                    a_at = pos + 1
+                    if not _utf8_ok(buf + a_at, a_len):
+                        raise ValueError("DVVSet: alias node id is not UTF-8")
+                    ac = _r64(buf + a_at + a_len)
+                    if ac == 0 or ac > <uint64_t>COUNTER_MAX:
+                        raise ValueError("DVVSet: alias counter out of range")
+                    if pa_at >= 0:
+                        c = memcmp(buf + pa_at, buf + a_at,
+                                   <size_t>(pa_len if pa_len < a_len else a_len))
+                        if c == 0:
+                            c = (pa_len > a_len) - (pa_len < a_len)
+                        if c > 0 or (c == 0 and pac >= ac):
+                            raise ValueError("DVVSet: aliases not strictly ascending")
+                    if (a_len == ln_node and ac == prev
+                            and memcmp(buf + a_at, buf + node_at, <size_t>a_len) == 0):
+                        raise ValueError("DVVSet: alias equal to the sibling's own dot")
+                    pa_at = a_at
+                    pa_len = a_len
+                    pac = ac
+                    pos = a_at + a_len + 8
+            if flags & DVV_F_RETIRED:
+                v3_used = True
+                if size - pos < 1:
+                    raise ValueError("DVVSet: truncated sibling")
+                na = buf[pos]
+                pos += 1
+                if na == 0 or na > DVV_RETIRED_MAX:
+                    raise ValueError("DVVSet: retired count out of range")
+                for q in range(na):
+                    if size - pos < 1:
+                        raise ValueError("DVVSet: truncated retired write id")
+                    a_len = buf[pos]
+                    if a_len == 0 or a_len > DVV_WID_MAX:
+                        raise ValueError("DVVSet: write id length out of range")
+                    if size - pos - 1 < a_len:
+                        raise ValueError("DVVSet: truncated retired write id")
+                    a_at = pos + 1
+                    for c in range(q):      # distinct (at most DVV_RETIRED_MAX of them)
+                        if (rw_len[c] == a_len
+                                and memcmp(buf + rw_at[c], buf + a_at, <size_t>a_len) == 0):
+                            raise ValueError("DVVSet: retired write id listed twice")
+                    rw_at[q] = a_at
+                    rw_len[q] = a_len
+                    if ((flags & DVV_F_WID) and a_len == wid_len
+                            and memcmp(buf + a_at, buf + wid_at, <size_t>a_len) == 0):
+                        raise ValueError("DVVSet: sibling retires its own write id")
+                    pos = a_at + a_len
+                n_rw += 1
             if size - pos < 4:
                 raise ValueError("DVVSet: truncated sibling")
             vlen = _r32(buf + pos)
@@ -775,18 +993,23 @@ cdef Py_ssize_t _check_set(const unsigned char *buf, Py_ssize_t size,
         raise ValueError("DVVSet: trailing bytes")
     if version == DVV_FORMAT_VERSION_2 and not v2_used:
         raise ValueError("DVVSet: version 2 without a write id or gap (not canonical)")
+    if version == DVV_FORMAT_VERSION_3 and not v3_used:
+        raise ValueError("DVVSet: version 3 without an alias or retired write id "
+                         "(not canonical)")
     n_ent_out[0] = n_ent
     if n_wid_out != NULL:
-        n_wid_out[0] = n_wid
+        # the checks that need the built set: rule D (two write ids), rule R (a write id
+        # and a retired list)
+        n_wid_out[0] = n_wid if n_wid >= 2 or (n_wid and n_rw) else 0
     return total
 
 
 cdef DVVSet _build_set(const unsigned char *buf, Py_ssize_t n_ent, Py_ssize_t total,
                        DVVSet hint):
-    """Build a set from an encoding _check_set accepted; ValueError unless D-normal."""
+    """Build a set from an encoding _check_set accepted; ValueError unless D- and R-normal."""
     cdef DVVSet out = _alloc(n_ent, total)
-    cdef object obj, wid
-    cdef Py_ssize_t pos = 3, k, s, ln, vlen, h = 0, n_sib
+    cdef object obj, wid, alias, rw
+    cdef Py_ssize_t pos = 3, k, s, ln, vlen, h = 0, n_sib, q, na
     cdef int64_t prev
     cdef unsigned char flags
     for k in range(n_ent):
@@ -810,15 +1033,41 @@ cdef DVVSet _build_set(const unsigned char *buf, Py_ssize_t n_ent, Py_ssize_t to
                 ln = buf[pos]
                 wid = PyBytes_FromStringAndSize(<const char *>buf + pos + 1, ln)
                 pos += 1 + ln
+            alias = None
+            if flags & DVV_F_ALIAS:
+                na = buf[pos]
+                pos += 1
+                lst = []
+                for q in range(na):
+                    ln = buf[pos]
+                    lst.append((_id_lookup(buf + pos + 1, ln),
+                                <int64_t>_r64(buf + pos + 1 + ln)))
+                    pos += 9 + ln
+                alias = tuple(lst)
+            rw = None
+            if flags & DVV_F_RETIRED:
+                na = buf[pos]
+                pos += 1
+                lst = []
+                for q in range(na):
+                    ln = buf[pos]
+                    lst.append(PyBytes_FromStringAndSize(<const char *>buf + pos + 1, ln))
+                    pos += 1 + ln
+                rw = tuple(lst)
             vlen = _r32(buf + pos)
             if flags & DVV_F_TOMBSTONE:
                 obj = None
             else:
                 obj = PyBytes_FromStringAndSize(<const char *>buf + pos + 4, vlen)
             pos += 4 + vlen
-            _put_slot(out, <PyObject *>obj, NULL if wid is None else <PyObject *>wid, prev)
+            _put_slot(out, <PyObject *>obj, NULL if wid is None else <PyObject *>wid, prev,
+                      NULL if alias is None else <PyObject *>alias,
+                      NULL if rw is None else <PyObject *>rw)
     if out.n_wids >= 2 and _dedup(out, False):
         raise ValueError("DVVSet: two live siblings share a write id (not canonical)")
+    if out.n_rw and out.n_wids and _retire_rw(out, False):
+        raise ValueError("DVVSet: a live sibling's write id is retired by another "
+                         "(not canonical)")
     return out
 
 
@@ -885,7 +1134,7 @@ cdef bytes _checked(object data, str what):
     cdef const unsigned char *buf = <const unsigned char *>_bytes_ptr(<PyObject *>b)
     cdef Py_ssize_t n_ent = 0, n_wid = 0
     cdef Py_ssize_t total = _check_set(buf, len(b), &n_ent, &n_wid)
-    if n_wid >= 2:      # rule D needs the built set
+    if n_wid:      # rules D and R need the built set
         _build_set(buf, n_ent, total, None)
     return b
 
@@ -916,6 +1165,14 @@ cdef void _drop(DVVSet s, Py_ssize_t k) noexcept:
         _xdecref(s.vals[k].wid)
         s.vals[k].wid = NULL
         s.n_wids -= 1
+    if s.vals[k].alias != NULL:
+        _xdecref(s.vals[k].alias)
+        s.vals[k].alias = NULL
+        s.n_alias -= 1
+    if s.vals[k].rw != NULL:
+        _xdecref(s.vals[k].rw)
+        s.vals[k].rw = NULL
+        s.n_rw -= 1
 
 
 cdef void _compact(DVVSet s) noexcept:
@@ -934,43 +1191,72 @@ cdef void _compact(DVVSet s) noexcept:
     s.n_vals = w
 
 
+cdef object _alias_norm(object items, object own):
+    """A canonical alias list: the distinct dots of items except own, sorted by (node id
+    bytewise, counter), the DVV_ALIAS_MAX smallest kept; None when empty. (Keeping the k
+    smallest of a union is itself a join: cap(cap(A | B) | C) == cap(A | B | C).)"""
+    cdef set u = set(items)
+    u.discard(own)
+    if not u:
+        return None
+    return tuple(sorted(u)[:DVV_ALIAS_MAX])
+
+
+cdef void _set_alias(DVVSet s, Py_ssize_t k, object alias) noexcept:
+    """Replace sibling k's alias list (s under construction); alias None = none."""
+    cdef DVVSlot *d = &s.vals[k]
+    if d.alias != NULL:
+        s.n_alias -= 1
+        _xdecref(d.alias)
+        d.alias = NULL
+    if alias is not None:
+        _incref(<PyObject *>alias)
+        d.alias = <PyObject *>alias
+        s.n_alias += 1
+
+
+cdef inline object _slot_dot(DVVSet s, Py_ssize_t e, Py_ssize_t k):
+    return (<object>s.ents[e].node, s.vals[k].dot)
+
+
 cdef Py_ssize_t _dedup(DVVSet s, bint apply) except -1:
     """Rule D: among live siblings sharing a write id, all but the O-greatest lose. Returns
-    the number of losers; with apply, kills them (s must be a set under construction)."""
-    cdef Py_ssize_t n = s.n_wids, cnt = 0, e, k, p, q, lost = 0
+    the number of losers; with apply, kills them and adds each loser's dot and aliases to
+    its winner's aliases (s must be a set under construction)."""
+    cdef Py_ssize_t n = s.n_wids, cnt = 0, e, k, p, q, lost = 0, best_p
     cdef Py_ssize_t small_sl[16]
     cdef Py_ssize_t small_en[16]
-    cdef unsigned char small_lose[16]
+    cdef Py_ssize_t small_win[16]
     cdef Py_ssize_t *sl = small_sl
     cdef Py_ssize_t *en = small_en
-    cdef unsigned char *lose = small_lose
+    cdef Py_ssize_t *win = small_win
     cdef dict best
+    cdef dict gained
     cdef object b
     if n < 2:
         return 0
     if n > SMALL_DEDUP:
-        sl = <Py_ssize_t *>PyMem_Malloc(n * (2 * sizeof(Py_ssize_t) + 1))
+        sl = <Py_ssize_t *>PyMem_Malloc(n * 3 * sizeof(Py_ssize_t))
         if sl == NULL:
             raise MemoryError()
         en = sl + n
-        lose = <unsigned char *>(en + n)
+        win = en + n
     try:
         for e in range(s.n_entries):
             for k in range(s.ents[e].first, s.ents[e].first + s.ents[e].count):
                 if s.vals[k].wid != NULL:
                     sl[cnt] = k
                     en[cnt] = e
-                    lose[cnt] = 0
                     cnt += 1
         if cnt <= SMALL_DEDUP:
             for p in range(cnt):
-                for q in range(p + 1, cnt):
-                    if _same_bytes(s.vals[sl[p]].wid, s.vals[sl[q]].wid):
-                        if _ocmp(&s.vals[sl[p]], s.ents[en[p]].node,
-                                 &s.vals[sl[q]], s.ents[en[q]].node) < 0:
-                            lose[p] = 1
-                        else:
-                            lose[q] = 1
+                best_p = p
+                for q in range(cnt):
+                    if q != best_p and _same_bytes(s.vals[sl[p]].wid, s.vals[sl[q]].wid):
+                        if _ocmp(&s.vals[sl[q]], s.ents[en[q]].node,
+                                 &s.vals[sl[best_p]], s.ents[en[best_p]].node) > 0:
+                            best_p = q
+                win[p] = best_p
         else:
             best = {}
             for p in range(cnt):
@@ -982,21 +1268,108 @@ cdef Py_ssize_t _dedup(DVVSet s, bint apply) except -1:
                 q = <Py_ssize_t>b
                 if _ocmp(&s.vals[sl[p]], s.ents[en[p]].node,
                          &s.vals[sl[q]], s.ents[en[q]].node) > 0:
-                    lose[q] = 1
                     best[w] = p
-                else:
-                    lose[p] = 1
+            for p in range(cnt):
+                win[p] = <Py_ssize_t>best[<object>s.vals[sl[p]].wid]
         for p in range(cnt):
-            if lose[p]:
+            if win[p] != p:
                 lost += 1
-                if apply:
-                    _drop(s, sl[p])
         if lost and apply:
+            gained = {}
+            for p in range(cnt):
+                if win[p] != p:
+                    lst = gained.get(win[p])
+                    if lst is None:
+                        lst = gained[win[p]] = []
+                    lst.append(_slot_dot(s, en[p], sl[p]))
+                    if s.vals[sl[p]].alias != NULL:
+                        lst.extend(<tuple>s.vals[sl[p]].alias)
+            for q, lst in gained.items():
+                k = sl[q]
+                if s.vals[k].alias != NULL:
+                    lst.extend(<tuple>s.vals[k].alias)
+                _set_alias(s, k, _alias_norm(lst, _slot_dot(s, en[q], k)))
+            for p in range(cnt):
+                if win[p] != p:
+                    _drop(s, sl[p])
             _compact(s)
     finally:
         if sl != small_sl:
             PyMem_Free(sl)
     return lost
+
+
+cdef Py_ssize_t _retire_rw(DVVSet s, bint apply) except -1:
+    """Rule R: a live sibling whose write id a live sibling lists as retired loses (the
+    lists of all live siblings before any is applied). Returns the number of losers; with
+    apply, kills them (s must be a set under construction)."""
+    cdef Py_ssize_t k, lost = 0
+    cdef set dead
+    if s.n_rw == 0 or s.n_wids == 0:
+        return 0
+    dead = set()
+    for k in range(s.n_vals):
+        if s.vals[k].rw != NULL:
+            dead.update(<tuple>s.vals[k].rw)
+    for k in range(s.n_vals):
+        if s.vals[k].wid != NULL and <object>s.vals[k].wid in dead:
+            lost += 1
+            if apply:
+                _drop(s, k)
+    if lost and apply:
+        _compact(s)
+    return lost
+
+
+cdef Py_ssize_t _alias_union(DVVSet out, DVVSet a, DVVSet b, bint apply) except -1:
+    """Give every live sibling of out the union of its aliases in a and in b (the same dot
+    live there). Returns how many siblings change; with apply, changes them (out must then
+    be a set under construction)."""
+    cdef Py_ssize_t e, k, changed = 0
+    cdef dict src = {}
+    cdef DVVSet x
+    for x in (a, b):
+        if x.n_alias == 0:
+            continue
+        for e in range(x.n_entries):
+            for k in range(x.ents[e].first, x.ents[e].first + x.ents[e].count):
+                if x.vals[k].alias != NULL:
+                    src.setdefault(_slot_dot(x, e, k), []).append(<object>x.vals[k].alias)
+    for e in range(out.n_entries):
+        for k in range(out.ents[e].first, out.ents[e].first + out.ents[e].count):
+            dot = _slot_dot(out, e, k)
+            lists = src.get(dot)
+            if lists is None:
+                continue
+            items = []
+            for al in lists:
+                items.extend(al)
+            merged = _alias_norm(items, dot)
+            if not _same_obj(out.vals[k].alias,
+                             NULL if merged is None else <PyObject *>merged):
+                changed += 1
+                if apply:
+                    _set_alias(out, k, merged)
+    return changed
+
+
+cdef DVVSet _copy(DVVSet s):
+    """A fresh copy of s (to modify while under construction)."""
+    cdef DVVSet out = _alloc(s.n_entries, s.n_vals)
+    cdef Py_ssize_t e
+    for e in range(s.n_entries):
+        _push_entry(out, s.ents[e].node, s.ents[e].counter, &s.vals[s.ents[e].first],
+                    s.ents[e].count)
+    return out
+
+
+cdef DVVSet _with_aliases(DVVSet r, DVVSet a, DVVSet b):
+    """r (a or b, already sync's result but for aliases) with the aliases of a and b joined."""
+    if _alias_union(r, a, b, False) == 0:
+        return r
+    cdef DVVSet out = _copy(r)
+    _alias_union(out, a, b, True)
+    return out
 
 
 cdef void _merge_scan(DVVSet a, DVVEntry *x, DVVSet b, DVVEntry *y, Py_ssize_t *kept,
@@ -1055,12 +1428,12 @@ cdef void _merge_push(DVVSet out, DVVSet a, DVVEntry *x, DVVSet b, DVVEntry *y) 
             j += 1
             if kb <= n1:
                 continue
-        _put_slot(out, d.val, d.wid, d.dot)
+        _put_copy(out, d)
 
 
 cdef DVVSet dvv_sync(DVVSet a, DVVSet b):
-    """Merge two sets (dvvset:sync, then rule D). Returns a or b itself when it already is
-    the result."""
+    """Merge two sets (dvvset:sync, aliases joined, then rules R and D). Returns a or b
+    itself when it already is the result."""
     if a is None:
         return b if b is not None else _EMPTY
     if b is None or a is b:
@@ -1105,9 +1478,9 @@ cdef DVVSet dvv_sync(DVVSet a, DVVSet b):
     if j < nb:
         eq_a = False
     if eq_a:
-        return a
+        return a if a.n_alias == 0 and b.n_alias == 0 else _with_aliases(a, a, b)
     if eq_b:
-        return b
+        return b if a.n_alias == 0 and b.n_alias == 0 else _with_aliases(b, a, b)
     while i < na:
         nv += a.ents[i].count
         i += 1
@@ -1150,13 +1523,18 @@ cdef DVVSet dvv_sync(DVVSet a, DVVSet b):
             y = &b.ents[j]
             _push_entry(out, y.node, y.counter, &b.vals[y.first], y.count)
             j += 1
+    if a.n_alias or b.n_alias:
+        _alias_union(out, a, b, True)
+    if out.n_rw and out.n_wids:
+        _retire_rw(out, True)
     if out.n_wids >= 2:
         _dedup(out, True)
     return out
 
 
-cdef DVVSet _event(DVVSet s, object node, object value, object wid):
-    """s plus value (write id wid or None) with dot (node, s's counter for node + 1)."""
+cdef DVVSet _event(DVVSet s, object node, object value, object wid, object rw=None):
+    """s plus value (write id wid or None, retired write ids rw or None) with dot
+    (node, s's counter for node + 1)."""
     cdef Py_ssize_t k, pos = 0, n = s.n_entries
     cdef PyObject *np = <PyObject *>node
     cdef int c = 1
@@ -1169,6 +1547,7 @@ cdef DVVSet _event(DVVSet s, object node, object value, object wid):
     cdef bint found = pos < n and c == 0
     cdef DVVSet out = _alloc(n + (0 if found else 1), s.n_vals + 1)
     cdef PyObject *wp = NULL if wid is None else <PyObject *>wid
+    cdef PyObject *rp = NULL if rw is None else <PyObject *>rw
     for k in range(pos):
         e = &s.ents[k]
         _push_entry(out, e.node, e.counter, &s.vals[e.first], e.count)
@@ -1177,14 +1556,14 @@ cdef DVVSet _event(DVVSet s, object node, object value, object wid):
         if e.counter >= COUNTER_MAX:
             raise ValueError("DVVSet counter would overflow (counter at 2**63-1)")
         _begin_entry(out, np, e.counter + 1)
-        _put_slot(out, <PyObject *>value, wp, e.counter + 1)
+        _put_slot(out, <PyObject *>value, wp, e.counter + 1, NULL, rp)
         # the entry's older siblings follow the new one
         for k in range(e.first, e.first + e.count):
-            _put_slot(out, s.vals[k].val, s.vals[k].wid, s.vals[k].dot)
+            _put_copy(out, &s.vals[k])
         pos += 1
     else:
         _begin_entry(out, np, 1)
-        _put_slot(out, <PyObject *>value, wp, 1)
+        _put_slot(out, <PyObject *>value, wp, 1, NULL, rp)
     for k in range(pos, n):
         e = &s.ents[k]
         _push_entry(out, e.node, e.counter, &s.vals[e.first], e.count)
@@ -1195,15 +1574,81 @@ cdef DVVSet dvv_update(DVVSet server, DVVSet ctx, object node, object value, obj
     """update() on decoded arguments: node is interned id bytes, wid None or 1..32 bytes."""
     cdef DVVSet t = dvv_sync(ctx, server)
     cdef Py_ssize_t k
+    rw = None
+    if ctx.n_entries and server.n_vals:
+        if t.n_alias:       # a copy of a write the context covers through another copy
+            t = _alias_cover(t, ctx)
+        if server.n_wids or server.n_rw:
+            rw = _retired_by(server, ctx, wid)
     if wid is not None and t.n_wids:
         for k in range(t.n_vals):   # the retry of a write this replica already holds live
             if (t.vals[k].wid != NULL and _same_bytes(t.vals[k].wid, <PyObject *>wid)
                     and _same_val(t.vals[k].val, <PyObject *>value)):
                 return t
-    cdef DVVSet out = _event(t, node, value, wid)
+    if wid is not None and t.n_rw:
+        for k in range(t.n_vals):   # the retry of a write already overwritten: stays dead
+            if t.vals[k].rw != NULL and wid in <tuple>t.vals[k].rw:
+                return t
+    cdef DVVSet out = _event(t, node, value, wid, rw)
     if out.n_wids >= 2:
         _dedup(out, True)
     return out
+
+
+cdef bint _covered(DVVSet ctx, PyObject *node, int64_t dot) noexcept:
+    return _counter_of(ctx, node) >= dot
+
+
+cdef bint _alias_covered(DVVSlot *d, DVVSet ctx) except -1:
+    """Some alias dot of sibling d is in ctx's causal past."""
+    if d.alias == NULL:
+        return False
+    for al in <tuple>d.alias:
+        if _covered(ctx, <PyObject *>al[0], <int64_t>al[1]):
+            return True
+    return False
+
+
+cdef DVVSet _alias_cover(DVVSet t, DVVSet ctx):
+    """t without the live siblings one of whose alias dots ctx covers."""
+    cdef Py_ssize_t k
+    mask = bytearray(b"\x01") * t.n_vals
+    cdef unsigned char *m = mask
+    for k in range(t.n_vals):
+        if _alias_covered(&t.vals[k], ctx):
+            m[k] = 0
+    return _retain_mask(t, m)
+
+
+cdef object _retired_by(DVVSet server, DVVSet ctx, object wid):
+    """The retired-wid list of a write with context ctx on server, newest first: the write
+    ids of the siblings it overwrites (dot or an alias covered; bytewise), then the lists
+    those siblings carried (in set order), without repeats or wid, the first
+    DVV_RETIRED_MAX of them; None when empty."""
+    cdef Py_ssize_t e, k
+    cdef list direct = [], inherited = []
+    cdef DVVSlot *d
+    for e in range(server.n_entries):
+        for k in range(server.ents[e].first, server.ents[e].first + server.ents[e].count):
+            d = &server.vals[k]
+            if d.wid == NULL and d.rw == NULL:
+                continue
+            if _covered(ctx, server.ents[e].node, d.dot) or _alias_covered(d, ctx):
+                if d.wid != NULL:
+                    direct.append(<object>d.wid)
+                if d.rw != NULL:
+                    inherited.extend(<tuple>d.rw)
+    if not direct and not inherited:
+        return None
+    out = []
+    seen = {wid}
+    for w in sorted(direct) + inherited:
+        if w not in seen:
+            seen.add(w)
+            out.append(w)
+    if not out:
+        return None
+    return tuple(out[:DVV_RETIRED_MAX])
 
 
 cdef bint dvv_descends(DVVSet a, DVVSet b):
@@ -1236,7 +1681,7 @@ cdef DVVSet _retain_mask(DVVSet s, const unsigned char *keep):
         _begin_entry(out, s.ents[e].node, s.ents[e].counter)
         for k in range(s.ents[e].first, s.ents[e].first + s.ents[e].count):
             if keep[k]:
-                _put_slot(out, s.vals[k].val, s.vals[k].wid, s.vals[k].dot)
+                _put_copy(out, &s.vals[k])
     return out
 
 
@@ -1255,7 +1700,7 @@ cdef DVVSet dvv_lww(DVVSet s):
     for e in range(s.n_entries):
         _begin_entry(out, s.ents[e].node, s.ents[e].counter)
         if e == best_e:
-            _put_slot(out, s.vals[best].val, s.vals[best].wid, s.vals[best].dot)
+            _put_copy(out, &s.vals[best])
     return out
 
 
@@ -1461,7 +1906,7 @@ def is_tombstone_encoded(data) -> bool:
     cdef const uint8_t *p = <const uint8_t *><char *>data
     cdef Py_ssize_t n = len(data)
     cdef Py_ssize_t pos = 3
-    cdef uint32_t entries, e, sibs, s, vlen
+    cdef uint32_t entries, e, sibs, s, vlen, cnt, q
     cdef uint8_t flags
     cdef bint seen = False
     if n < 3:
@@ -1488,6 +1933,24 @@ def is_tombstone_encoded(data) -> bool:
                 if pos + 1 > n:
                     raise ValueError("truncated DVV set")
                 pos += 1 + p[pos]
+            if flags & DVV_F_ALIAS:
+                if pos + 1 > n:
+                    raise ValueError("truncated DVV set")
+                cnt = p[pos]
+                pos += 1
+                for q in range(cnt):
+                    if pos + 1 > n:
+                        raise ValueError("truncated DVV set")
+                    pos += 1 + p[pos] + 8
+            if flags & DVV_F_RETIRED:
+                if pos + 1 > n:
+                    raise ValueError("truncated DVV set")
+                cnt = p[pos]
+                pos += 1
+                for q in range(cnt):
+                    if pos + 1 > n:
+                        raise ValueError("truncated DVV set")
+                    pos += 1 + p[pos]
             if pos + 4 > n:
                 raise ValueError("truncated DVV set")
             vlen = _r32(p + pos)

@@ -228,6 +228,7 @@ class NodeCore:
         self.replica.ignore = ae.is_reaped_echo
         self.replica.on_echo = self._reannounce_reap
         self.replica.reaped_past = ae.reaped_past
+        self.replica.reaped_version = ae.reaped_version
 
     def _reannounce_reap(self, key: bytes, version: bytes) -> None:
         """An owner that missed our Reap (lost, or it was down) keeps pushing the tombstone

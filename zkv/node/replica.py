@@ -15,6 +15,16 @@ found acknowledged re-adds lost that way, seed 3). So a write to a key reaped re
 coordinates with the reaped tombstone's causal past added to its context (`reaped_past`):
 its new dot is above every dot the old key had, and stale copies of deleted versions are
 covered by it.
+
+Late copies of deleted writes. A put retried through another coordinator exists as two
+copies (one write id, two dots); the tombstone that deleted one copy lists the write id as
+retired, and dvv's rule R retires the other copy wherever the two meet. Once the tombstone
+is reaped that memory would be gone, yet a copy can still be created afterwards (a forward
+that kept trying candidates, a paused node's backlog). So while the reap is remembered
+(`reaped_version`, the same window as the echo check) a key absent here is judged against
+the reaped tombstone: an incoming version loses its siblings whose write id the tombstone
+lists as retired (dropped if none is left), and a write that the tombstone's rule R makes a
+no-op creates no dot.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ class Replica:
         self.node_id = node_id
         # key -> the context (causal past) of its tombstone, if it was reaped recently
         self.reaped_past: Callable[[bytes], bytes | None] | None = None
+        # key -> the encoded tombstone, if it was reaped recently
+        self.reaped_version: Callable[[bytes], bytes | None] | None = None
         self.store = store
         self.handoff = handoff
         self.sibling_warn = sibling_warn
@@ -69,13 +81,36 @@ class Replica:
             base = self.store.get(key)
             for other in handoff.owners_of(key):
                 base = dvv.sync_encoded(base, handoff.get(other, key) or None)
+            dead = self._dead_write(key, base, context, value, wid)
+            if dead is not None:
+                return dead
             new = dvv.update_encoded(base, self._fresh(key, base, context), value,
                                      self.node_id, wid)
             return handoff.merge(owner, key, new)
         old = self.store.get(key)
+        dead = self._dead_write(key, old, context, value, wid)
+        if dead is not None:
+            return dead
         new = dvv.update_encoded(old, self._fresh(key, old, context), value, self.node_id, wid)
         self._store(key, old, new)
         return new
+
+    def _reaped(self, key: bytes, base: bytes | None) -> bytes | None:
+        if base or self.reaped_version is None:
+            return None
+        return self.reaped_version(key)
+
+    def _dead_write(self, key: bytes, base: bytes | None, context: bytes,
+                    value: bytes | None, wid: bytes) -> bytes | None:
+        """The reaped tombstone when this write is a late retry of a write it deleted (or of
+        the delete itself): nothing to store, the answer is the tombstone. Else None."""
+        past = self._reaped(key, base) if wid else None
+        if past is None:
+            return None
+        probe = dvv.DVVSet.decode(dvv.update_encoded(past, context, value, self.node_id, wid))
+        if any(w == wid and v == value for _, _, v, w in probe.siblings()):
+            return None  # a new dot: a write like any other
+        return past
 
     def _fresh(self, key: bytes, base: bytes | None, context: bytes) -> bytes:
         """The context to coordinate with: the client's, plus the causal past of the key's
@@ -101,10 +136,30 @@ class Replica:
             if self.on_echo is not None:
                 self.on_echo(key, incoming)
             return incoming
-        new = dvv.sync_encoded(old, incoming)
+        past = self._reaped(key, old)
+        if past is not None:
+            new = self._after_reap(past, incoming)
+            if new is None:
+                return incoming  # only what the reaped tombstone covers or retires
+        else:
+            new = dvv.sync_encoded(old, incoming)
         if new != old:
             self._store(key, old, new)
         return new
+
+    @staticmethod
+    def _after_reap(past: bytes, incoming: bytes) -> bytes | None:
+        """incoming judged against a reaped tombstone by rule R alone: its siblings whose
+        write id the tombstone lists as retired are retired. None when that leaves none.
+        (Not the tombstone's causal past: a node that lost its reap memory reissues dots.)"""
+        dead = {w for ws in dvv.DVVSet.decode(past).retired_wids() for w in ws}
+        if not dead:
+            return incoming
+        s = dvv.DVVSet.decode(incoming)
+        kept = dvv.retain(s, lambda sib: sib[3] not in dead)
+        if kept.size() == 0 and s.size() > 0:
+            return None
+        return incoming if kept is s else kept.encode()
 
     def _store(self, key: bytes, old: bytes | None, new: bytes) -> None:
         self.store.put(key, new)
