@@ -36,6 +36,7 @@ logical write (e.g. 16 random bytes): two different writes with one write id col
 """
 
 from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import final
 
 MAX_AHEAD: int
 """2**32: default bound on how far a context's (or a peer's set's) counter for a node may
@@ -47,6 +48,7 @@ WID_MAX: int
 Sibling = tuple[str, int, bytes | None, bytes]
 """``(node id, dot counter, value or None, write id or b"")``."""
 
+@final
 class DVVSet:
     """Immutable dotted version vector set. ``DVVSet()`` is the empty set."""
 
@@ -89,8 +91,8 @@ class DVVSet:
     def entries(self) -> list[tuple[str, int, list[bytes | None]]]:
         """``[(node id, counter, [siblings newest first])]`` sorted by node id (debug, tests).
         The siblings' dots are in ``siblings()``."""
-    def __eq__(self, other: object) -> bool: ...
-    def __ne__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
     def __len__(self) -> int:
         """Same as ``size()``."""
@@ -163,7 +165,7 @@ def prune(s: DVVSet, max_entries: int) -> DVVSet:
     Only prune with a threshold well above the replication factor.
     """
 
-def lww(s: DVVSet | None, /) -> DVVSet:
+def lww(s: DVVSet | None) -> DVVSet:
     """Last-writer-wins collapse (issue 15): only the ``O``-greatest sibling stays -- in an
     LWW namespace the highest (8-byte big-endian stamp prefix, node id, counter); a
     tombstone carries no stamp and ranks below every value, so a delete wins only over the
@@ -175,17 +177,17 @@ def lww(s: DVVSet | None, /) -> DVVSet:
     ``lww(sync(a, b)) == lww(sync(lww(a), lww(b)))`` and replicas converge. ``O`` is also
     the write-id dedup order, so the two rules always pick the same survivor."""
 
-def retain(s: DVVSet | None, keep: Callable[[Sibling], bool] | Iterable[int], /) -> DVVSet:
+def retain(s: DVVSet | None, keep: Callable[[Sibling], bool] | Iterable[int]) -> DVVSet:
     """The general retirement primitive: ``s`` with only the siblings ``keep`` chooses --
     a predicate on ``siblings()`` tuples, or indices into ``values()`` (IndexError when out
     of range) -- and the others retired, counters unchanged. ``s`` itself when all stay.
     Convergence of a rule built on it is the caller's: it must be a deterministic function
     of the set, applied on every replica (as ``lww`` is)."""
 
-def lww_encoded(data: bytes, /) -> bytes:
+def lww_encoded(data: bytes) -> bytes:
     """``lww`` on an encoded set (validated: ValueError); ``data`` itself when unchanged."""
 
-def retain_encoded(data: bytes, keep: Callable[[Sibling], bool] | Iterable[int], /) -> bytes:
+def retain_encoded(data: bytes, keep: Callable[[Sibling], bool] | Iterable[int]) -> bytes:
     """``retain`` on an encoded set (validated: ValueError)."""
 
 def check_plausible(
