@@ -55,9 +55,8 @@ class AntiEntropy:
         self.trees: dict[int, MerkleTree] = {}
         self.tombstones: dict[bytes, float] = {}  # key -> when this replica stored the tombstone
         self.agreed: dict[tuple[int, str], float] = {}  # (partition, peer) -> exchange start time
-        # key -> (digest, when, context of the reaped tombstone)
-        # key -> (digest, when, context, the reaped tombstone's encoding)
-        self.recently_reaped: dict[bytes, tuple[bytes, float, bytes, bytes]] = {}
+        # key -> (digest, when, the reaped tombstone's encoding)
+        self.recently_reaped: dict[bytes, tuple[bytes, float, bytes]] = {}
         self.stats = {"exchanges": 0, "keys_repaired": 0, "bytes_sent": 0, "agreements": 0,
                       "reaped": 0}
 
@@ -136,33 +135,32 @@ class AntiEntropy:
 
     def note_reaped(self, key: bytes, digest: bytes, version: bytes) -> None:
         self.tombstones.pop(key, None)
-        self.recently_reaped[key] = (digest, self.clock(), DVVSet.decode(version).context(),
-                                     version)
+        self.recently_reaped[key] = (digest, self.clock(), version)
         self.stats["reaped"] += 1
 
     def forget_old_reaps(self) -> None:
         """Drop reap memories past their echo window (called with the periodic reap pass)."""
         horizon = self.clock() - (2 * self.grace + 60)
-        for key in [k for k, (_, when, *_) in self.recently_reaped.items() if when < horizon]:
+        for key in [k for k, (_, when, _) in self.recently_reaped.items() if when < horizon]:
             del self.recently_reaped[key]
 
     def reaped_past(self, key: bytes) -> bytes | None:
         """The causal past of key's tombstone if this replica reaped it recently."""
         hit = self.recently_reaped.get(key)
-        return hit[2] if hit else None
+        return DVVSet.decode(hit[2]).context() if hit else None
 
     def reaped_version(self, key: bytes) -> bytes | None:
         """The encoded tombstone of key if this replica reaped it recently: its retired write
         ids still retire late copies of the writes it deleted (dvv rule R)."""
         hit = self.recently_reaped.get(key)
-        return hit[3] if hit else None
+        return hit[2] if hit else None
 
     def is_reaped_echo(self, key: bytes, incoming: bytes) -> bool:
         """An incoming version equal to a tombstone we just reaped: ignore it (no ping-pong)."""
         hit = self.recently_reaped.get(key)
         if hit is None:
             return False
-        digest, when, *_ = hit
+        digest, when, _ = hit
         if self.clock() - when > 2 * self.grace + 60:
             del self.recently_reaped[key]
             return False
