@@ -27,12 +27,19 @@ def test_no_faults_every_promise_holds(seed):
     assert rep.ok_ops == rep.ops  # nothing to fail without faults
 
 
-# seeds 9, 10, 11 and 15 found retried puts planting duplicate siblings (see test below)
 # Seeds 1, 9, 10 and 15 found a put retried through another coordinator whose late copy
 # outlived a delete of the other copy (the deleted value read back): fixed by dvv aliases
 # and retired write ids (rules D and R), and for 15 (a copy made after the tombstone was
 # reaped) by replicas judging a reaped key by its tombstone's retired write ids.
-@pytest.mark.parametrize("seed", [0, 1, 2, 3, 9, 10, 11, 15])
+# Seed 89 is the case that design leaves open: the delete's coordinator
+# held no copy of the key, so its tombstone cannot name the retired write id, and a paused
+# node's queued retry of the put comes back afterwards.
+LATE_TWIN = pytest.mark.xfail(strict=True, reason="a delete coordinated by a node holding no "
+                              "copy cannot retire a late retry of the put")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 9, 10, 11, 15,
+                                  pytest.param(89, marks=LATE_TWIN)])
 def test_faults_every_promise_holds(seed):
     _check(run(seed, FAULTY))
 
