@@ -220,6 +220,13 @@ def _main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-demo", dest="demo", action="store_false", help="skip the guided demo")
     up.add_argument("--sync", default="interval", choices=["none", "interval", "always"])
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
+    ladd = lsub.add_parser("add", help="start one more node in the running `zkv local up` "
+                           "(it joins and receives its partitions)")
+    ladd.add_argument("--dir", default="./zkv-data")
+    lrm = lsub.add_parser("remove", help="make a node of the running `zkv local up` leave "
+                          "(it hands its data off, then exits)")
+    lrm.add_argument("node_id")
+    lrm.add_argument("--dir", default="./zkv-data")
 
     def with_node(sp):
         sp.add_argument("--node", default=DEFAULT_NODE, type=endpoint,
@@ -259,6 +266,26 @@ def _main(argv: list[str] | None = None) -> int:
     kg.add_argument("--client", help="write one more client key pair, DIR/clients/NAME")
     kg.add_argument("--admin", action="store_true", help="that client may also run cluster "
                     "changes and repair")
+    cl = sub.add_parser("cluster", help="grow and shrink the cluster: leave, replace, "
+                        "force-remove, plan, commit")
+    csub = cl.add_subparsers(dest="cluster_cmd", required=True)
+    c_leave = with_node(csub.add_parser("leave", help="hand off everything NODE_ID holds, "
+                                        "then it leaves (its process exits 0)"))
+    c_leave.add_argument("node_id")
+    c_repl = with_node(csub.add_parser("replace", help="NEW_ID (started with --seed) takes "
+                                       "OLD_ID's place"))
+    c_repl.add_argument("old_id")
+    c_repl.add_argument("new_id")
+    c_rm = with_node(csub.add_parser("force-remove", help="NODE_ID is gone for good; the other "
+                                     "replicas refill its share"))
+    c_rm.add_argument("node_id")
+    c_plan = with_node(csub.add_parser("plan", help="staged changes and the transfers they "
+                                       "cause"))
+    c_plan.add_argument("--json", action="store_true")
+    with_node(csub.add_parser("commit", help="apply the staged changes"))
+    c_ac = with_node(csub.add_parser("auto-commit", help="commit changes at once (on) or "
+                                     "stage them until `commit` (off)"))
+    c_ac.add_argument("value", choices=["on", "off"])
     # listed for `zkv --help`; main() hands their arguments to their own parsers before this
     sub.add_parser("bench", help="the quorum benchmark suite (zkv bench --help)")
     sub.add_parser("compact", help="compact a stopped node's stores (zkv compact --help)")
@@ -266,6 +293,10 @@ def _main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.cmd == "local":
+            if args.local_cmd == "add":
+                return local_add(args)
+            if args.local_cmd == "remove":
+                return local_remove(args)
             return local_up(args)
         if args.cmd in ("get", "put", "delete"):
             return kv_command(args)
@@ -275,6 +306,8 @@ def _main(argv: list[str] | None = None) -> int:
             return ring_command(args)
         if args.cmd == "repair":
             return repair_command(args)
+        if args.cmd == "cluster":
+            return cluster_command(args)
         if args.cmd == "top":
             from zkv.top import run
 
@@ -382,6 +415,56 @@ def ring_command(args) -> int:
     return 0
 
 
+def cluster_command(args) -> int:
+    from zkv.client import Client
+
+    cmd = args.cluster_cmd
+    action, a, b = {
+        "leave": lambda: ("leave", args.node_id, ""),
+        "replace": lambda: ("replace", args.old_id, args.new_id),
+        "force-remove": lambda: ("force-remove", args.node_id, ""),
+        "plan": lambda: ("plan", "", ""),
+        "commit": lambda: ("commit", "", ""),
+        "auto-commit": lambda: ("auto_commit", "true" if args.value == "on" else "false", ""),
+    }[cmd]()
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        info = c.cluster(action, a, b, args.node)
+    if cmd == "plan" and args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    print_plan(info, cmd)
+    return 0
+
+
+def print_plan(info: dict, cmd: str) -> None:
+    """The plan a `zkv cluster` command answered, for people."""
+    staged = info.get("staged", [])
+    if cmd != "plan":
+        print(f"{cmd}: done (epoch {info['epoch']}, claimant {info.get('claimant')})")
+    print(f"auto-commit: {'on' if info.get('auto_commit') else 'off'}")
+    if staged:
+        print("staged (run `zkv cluster commit` to apply):")
+        for s in staged:
+            print(f"  {s['action']} {s['node']}" + (f" -> {s['other']}" if s["other"] else ""))
+    else:
+        print("staged: nothing")
+    print("members after: " + ", ".join(f"{k} ({v})" for k, v in info["members"].items()))
+    print("partitions owned after: " + ", ".join(f"{k} {v}"
+                                                  for k, v in info["owned_after"].items()))
+    transfers = info.get("transfers", [])
+    if transfers:
+        print("transfers (bytes estimated from the answering node's own partitions):")
+        for t in transfers:
+            print(f"  {t['from']:>12} -> {t['to']:<12} {t['partitions']:>5} partition(s)  "
+                  f"{t['bytes']:>12} bytes")
+        print(f"moved fraction {info['moved_fraction']:.3f} "
+              f"(minimum {info['minimum_fraction']:.3f})")
+    else:
+        print("transfers: none")
+    for w in info.get("warnings", []):
+        print(f"WARNING: {w}")
+
+
 def repair_command(args) -> int:
     from rich.progress import Progress
 
@@ -407,6 +490,49 @@ def repair_command(args) -> int:
 
 
 # ---- zkv local up -----------------------------------------------------------------------------
+def local_add(args) -> int:
+    from zkv.local import LocalCluster
+
+    cluster = LocalCluster.attach(args.dir)
+    n = cluster.add_node()
+    print(f"zkv: {n.id} started at {n.listen} (rack {n.rack}, log {n.log_path}); it joins and "
+          f"receives its partitions (watch with `zkv status`)")
+    cluster.wait_settled(120.0)
+    print(f"zkv: {n.id} owns its share; the cluster has settled")
+    return 0
+
+
+def local_remove(args) -> int:
+    from zkv.local import LocalCluster
+
+    cluster = LocalCluster.attach(args.dir)
+    try:
+        n = cluster.node(args.node_id)
+    except StopIteration:
+        raise ZkvError(f"no node {args.node_id} in {args.dir}/local.json") from None
+    cluster.remove_node(n.id)
+    print(f"zkv: {n.id} is leaving: handing its partitions off")
+    try:
+        with open(cluster.pid_path(n)) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        pid = 0
+    deadline = time.monotonic() + 300
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        if pid:
+            raise ZkvError(f"{n.id} (pid {pid}) did not exit within 300s; see {n.log_path}")
+    cluster.nodes = [m for m in cluster.nodes if m.id != n.id]
+    cluster.save_manifest()
+    print(f"zkv: {n.id} left the cluster and exited (its data dir {n.data_dir} is kept)")
+    return 0
+
+
 def local_up(args) -> int:
     from zkv.local import LocalCluster
 

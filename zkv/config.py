@@ -103,6 +103,11 @@ class NodeConfig:
     # with it: 5 s of missed writes healed in 5.9 s at 2, 2.2 s at 8 on the dev machine)
     aae_max_keys: int = 1000  # keys pushed/pulled per exchange
     tombstone_grace: float = 60.0  # seconds a tombstone outlives agreement of all owners
+    # membership changes (issue 11)
+    auto_commit: bool = True  # cluster setting (first node's): commit staged changes at once
+    transfer_rate: int = 32 * 1024 * 1024  # bytes/s of transfers + hint delivery + AAE pushes
+    transfer_concurrency: int = 2  # partitions received at once by one node
+    settle: float = 5.0  # seconds all members agree on a change before old owners drop data
     log_level: str = "INFO"
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -147,6 +152,10 @@ class NodeConfig:
         for name in ("r", "w"):
             if not 1 <= getattr(self, name) <= self.n:
                 problems.append(f"{name} {getattr(self, name)}: between 1 and n={self.n}")
+        if self.transfer_rate < 1024:
+            problems.append(f"transfer_rate {self.transfer_rate}: at least 1024 bytes/s")
+        if not 1 <= self.transfer_concurrency <= 64:
+            problems.append(f"transfer_concurrency {self.transfer_concurrency}: between 1 and 64")
         if self.sync not in SYNC_MODES:
             problems.append(f"sync {self.sync!r}: one of {', '.join(SYNC_MODES)}")
         if problems:

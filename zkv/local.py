@@ -12,6 +12,7 @@ extensions) instead of the installed package.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import signal
 import socket
@@ -102,6 +103,10 @@ class LocalCluster:
             gossip_ports = [base_port + 1000 + i for i in range(nodes)]
             metrics_ports = [base_port + 2100 + i for i in range(nodes)]  # 7001 -> 9101
         racks = racks or ["rack-a", "rack-b", "rack-c"]
+        self.racks = racks
+        self.base_port = base_port
+        self.metrics = metrics
+        self.owner_pid = os.getpid()  # nodes stop when this process is gone
         self.extra = list(extra_args or []) + ["--sync", sync]
         if self.keys:
             self.extra += ["--keys", self.keys]
@@ -139,7 +144,7 @@ class LocalCluster:
             cmd += ["--seed", seed]
         log = open(n.log_path, "ab")
         # the node stops by itself if this process dies without stopping it (no strays)
-        env = dict(os.environ, ZKV_EXIT_WITH_PARENT=str(os.getpid()))
+        env = dict(os.environ, ZKV_EXIT_WITH_PARENT=str(self.owner_pid))
         try:
             n.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                       stdin=subprocess.DEVNULL, start_new_session=True)
@@ -149,6 +154,120 @@ class LocalCluster:
         n.reported = False
         with open(self.pid_path(n), "w") as fh:  # for tools/faults.py
             fh.write(f"{n.proc.pid}\n")
+
+    # ---- growing and shrinking (issue 11) -------------------------------------------------
+    def add_node(self, timeout: float = 30.0, rack: str | None = None) -> LocalNode:
+        """Start one more node that joins through a live one (`zkv local add`); returns it
+        once its port is open (the claimant then commits its join and it receives its
+        partitions: wait for that with `wait_settled`)."""
+        i = len(self.nodes)
+        if self.base_port is None:
+            lp, gp, mp = free_ports(3)
+        else:
+            lp, gp, mp = self.base_port + i, self.base_port + 1000 + i, self.base_port + 2100 + i
+        n = LocalNode(id=f"node{i + 1}", listen=f"tcp://127.0.0.1:{lp}",
+                      gossip=f"tcp://127.0.0.1:{gp}", rack=rack or self.racks[i % len(self.racks)],
+                      data_dir=os.path.join(self.dir, f"node{i + 1}"),
+                      log_path=os.path.join(self.dir, f"node{i + 1}.log"),
+                      metrics_port=mp if self.metrics else 0)
+        for ep in (n.listen, n.gossip):
+            host, port = ep[len("tcp://"):].rsplit(":", 1)
+            if not port_free(host, int(port)):
+                raise ZkvError(f"address in use: {ep}")
+        live = [m.listen for m in self.nodes if m.alive() or m.proc is None]
+        if not live:
+            raise ZkvError("no node of the cluster is running to join through")
+        self.nodes.append(n)
+        self._spawn(n, live[0])
+        self._wait_port(n, timeout)
+        self.save_manifest()
+        return n
+
+    def remove_node(self, node_id: str, timeout: float = 120.0) -> int | None:
+        """`zkv cluster leave` for one node, then wait for its process to exit (0 after it
+        handed its data off). Returns the exit code (None: not started by this object)."""
+        from zkv.client import Client
+
+        n = self.node(node_id)
+        others = [m.listen for m in self.nodes if m is not n and (m.alive() or m.proc is None)]
+        with Client(others, timeout=5.0, keys=self.client_keys) as c:
+            c.cluster("leave", node_id)
+        if n.proc is None:
+            return None
+        try:
+            return n.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ZkvError(f"{node_id} did not leave within {timeout:.0f}s: "
+                           f"{self.tail(n)}") from None
+
+    def wait_settled(self, timeout: float = 60.0) -> None:
+        """Until no change is moving (every transfer done, every member valid) on every live
+        node, and all agree on the ring."""
+        from zkv.client import Client
+
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            prints, ok = set(), True
+            for n in self.nodes:
+                if not n.alive():
+                    continue
+                try:
+                    with Client([n.listen], timeout=1.0, keys=self.client_keys) as c:
+                        doc = c.status(n.listen)
+                except ZkvError as exc:
+                    ok, last = False, f"{n.id}: {exc}"
+                    break
+                cl = doc.get("cluster", {})
+                live = {m.id for m in self.nodes if m.alive()}
+                statuses = {m["id"]: m["status"] for m in doc["members"] if m["id"] in live}
+                if cl.get("moving") or cl.get("staged") or any(
+                        s != "valid" for s in statuses.values()):
+                    ok, last = False, f"{n.id}: moving, {statuses}, {len(doc['transfers'])} " \
+                                      f"transfer(s)"
+                    break
+                prints.add(doc["ring"]["fingerprint"])
+            if ok and len(prints) == 1:
+                return
+            time.sleep(0.2)
+        raise ZkvError(f"the cluster did not settle within {timeout:.0f}s ({last})")
+
+    def manifest_path(self) -> str:
+        return os.path.join(self.dir, "local.json")
+
+    def save_manifest(self) -> None:
+        """DIR/local.json: the nodes and the owning process, for `zkv local add/remove`."""
+        doc = {"owner_pid": self.owner_pid, "base_port": self.base_port, "metrics": self.metrics,
+               "racks": self.racks, "extra": self.extra, "keys": self.keys,
+               "nodes": [{"id": n.id, "listen": n.listen, "gossip": n.gossip, "rack": n.rack,
+                          "data_dir": n.data_dir, "log_path": n.log_path,
+                          "metrics_port": n.metrics_port} for n in self.nodes]}
+        tmp = self.manifest_path() + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(doc, fh, indent=1)
+        os.replace(tmp, self.manifest_path())
+
+    @classmethod
+    def attach(cls, directory: str) -> LocalCluster:
+        """The cluster a running `zkv local up` in `directory` manages (from local.json)."""
+        path = os.path.join(os.path.abspath(directory), "local.json")
+        try:
+            with open(path) as fh:
+                doc = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise ZkvError(f"no running `zkv local up` in {directory} ({exc})") from None
+        try:
+            os.kill(int(doc["owner_pid"]), 0)
+        except (ProcessLookupError, KeyError, ValueError, TypeError):
+            raise ZkvError(f"the `zkv local up` of {directory} is not running") from None
+        except PermissionError:
+            pass
+        self = cls(0, directory, doc.get("base_port"), racks=doc.get("racks"),
+                   metrics=bool(doc.get("metrics")), keys=doc.get("keys"))
+        self.extra = list(doc.get("extra", self.extra))
+        self.owner_pid = int(doc["owner_pid"])
+        self.nodes = [LocalNode(**row) for row in doc.get("nodes", [])]
+        return self
 
     def pid_path(self, n: LocalNode) -> str:
         return os.path.join(self.dir, f"{n.id}.pid")
@@ -176,6 +295,8 @@ class LocalCluster:
             if i == 0:
                 self._wait_port(n, timeout)
         self.wait_converged(timeout)
+        self.wait_settled(timeout)
+        self.save_manifest()
 
     def _wait_port(self, n: LocalNode, timeout: float) -> None:
         host, port = n.listen[len("tcp://"):].rsplit(":", 1)

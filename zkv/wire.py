@@ -21,6 +21,7 @@ Message tags (uint):
     20 RGet   21 RPut   22 RGetOk    23 RPutOk    24 Forward  25 Join   26 JoinOk
     27 TreeLevel  28 TreeLevelOk  29 LeafKeys  31 LeafKeysOk  32 Reap
     33 RGetHashes  34 RGetHashesOk                                   (anti-entropy)
+    7 Cluster  16 ClusterOk  35 Fetch  36 FetchOk          (membership changes, transfers)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 
 Evolving a message: new fields go at the END with a default. A decoder fills a missing
@@ -32,6 +33,8 @@ Fields added so far:
         bytes the client picks per put/delete call and keeps across that call's retries and
         failovers, so a replica can recognise a retried write as the same one; at most MAX_WID
         bytes. A node that does not know the field ignores it.
+    Gossip.cluster, JoinOk.cluster (bytes)   the cluster state (zkv.node.ownership), issue 11
+    Gossip.progress_epoch, Gossip.progress    the sender's incoming transfers, issue 11
 """
 
 from __future__ import annotations
@@ -186,6 +189,7 @@ class JoinOk(_Msg, tag=26):
     r: int
     w: int
     members: Members
+    cluster: Annotated[bytes, msgspec.Meta(max_length=256 * 1024)] = b""
 
 
 class TreeLevel(_Msg, tag=27):
@@ -242,6 +246,36 @@ class RepairOk(_Msg, tag=15):
     info: dict
 
 
+class Cluster(_Msg, tag=7):
+    """Admin -> node: a membership change or query (issue 11). `action` is one of leave,
+    replace, force-remove (staged), plan, commit, auto_commit (node "true"/"false")."""
+
+    action: Annotated[str, msgspec.Meta(max_length=16)]
+    node: NodeId = ""
+    other: NodeId = ""
+
+
+class ClusterOk(_Msg, tag=16):
+    info: dict
+
+
+class Fetch(_Msg, tag=35):
+    """Transfer (pending owner -> source): the partition's versions whose key hash is at
+    least `cursor`, in hash order, up to about `max_bytes`."""
+
+    partition: int
+    cursor: Annotated[int, msgspec.Meta(ge=0)]
+    max_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024 * 1024)]
+
+
+class FetchOk(_Msg, tag=36):
+    keys: list[bytes]
+    dvvs: list[bytes]
+    next: int  # the cursor to ask with next
+    done: bool  # no key of the partition hashes at or above `next`
+    total: int = 0  # bytes the partition holds at the source (0: unknown)
+
+
 class Gossip(_Msg, tag=30):
     sender: NodeId
     q: int
@@ -250,6 +284,11 @@ class Gossip(_Msg, tag=30):
     w: int
     members: Members
     fingerprint: bytes = b""
+    cluster: Annotated[bytes, msgspec.Meta(max_length=256 * 1024)] = b""  # ownership.encode
+    progress_epoch: int = 0  # the cluster epoch `progress` describes
+    # this sender's incoming transfers: (partition, bytes done, bytes total, phase)
+    progress: Annotated[list[tuple[int, int, int, int]],
+                        msgspec.Meta(max_length=65536)] = []
 
 
 Message = (
@@ -279,6 +318,10 @@ Message = (
     | Reap
     | Repair
     | RepairOk
+    | Cluster
+    | ClusterOk
+    | Fetch
+    | FetchOk
     | Gossip
 )
 

@@ -29,6 +29,7 @@ from zkv import wire
 from zkv._core import dvv
 from zkv._core.ring import hash64
 from zkv.config import NodeConfig
+from zkv.node import ownership as own
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
 from zkv.node.handoff import HandoffStore
 from zkv.node.membership import copy_member
@@ -78,6 +79,13 @@ class MemStore:
             if lo <= h <= hi:
                 out.append((k, h))
         return out
+
+    def keys(self):
+        return iter(list(self.data))
+
+    def record_size(self, key: bytes) -> int:
+        v = self.data.get(key)
+        return len(key) + len(v) if v is not None else 0
 
     def tombstones(self) -> list[bytes]:
         return list(self.tomb)
@@ -185,12 +193,16 @@ class Sim:
         self.racks = racks
         for i in range(nodes):
             self.add_node(f"n{i + 1}")
+        founded = own.founding("n1", self.nodes["n1"].cfg.rack,
+                               [(x.id, x.cfg.rack) for x in self.nodes.values()]) if nodes else None
         for sn in self.nodes.values():
             sn.links = {x for x in self.nodes if x != sn.id}
             if sn.core is not None:  # a fully formed cluster: everyone knows everyone
                 for other in self.nodes.values():
                     if other is not sn:
                         sn.core.membership.merge([copy_member(other.core.membership.me)])
+                assert founded is not None
+                sn.core._adopt(founded.copy())  # and every member owns its share already
                 sn.core.out.connect.clear()
 
     # ---- nodes --------------------------------------------------------------------------
@@ -222,7 +234,9 @@ class Sim:
         if sn.core is None:
             return
         core = sn.core
+        cluster = core.membership.cluster
         sn.saved = {"settings": dict(core.membership.settings),
+                    "cluster": own.encode(cluster).hex() if cluster else None,
                     "members": [[m.id, m.listen, m.gossip, m.rack]
                                 for m in core.membership.table() if m.id != node_id]}
         if power_loss:

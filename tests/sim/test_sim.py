@@ -145,3 +145,18 @@ def test_a_frozen_node_is_suspected_by_every_peer_within_2s_and_cleared_within_1
     while any("n3" in sn.core.membership.unreachable() for sn in peers):
         sim.run_until(sim.t + 0.05)
         assert sim.t - resumed_at <= 1.0, "still suspected 1 s after resuming"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_membership_change_without_faults(seed):
+    from sim.scenario import membership
+
+    _check(membership(seed))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_membership_change_under_faults(seed):
+    from sim.scenario import membership
+
+    _check(membership(seed, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
+                                   start=1.0, end=8.0)))

@@ -74,6 +74,12 @@ class AsyncClient(Facade):
         """The ring (members, Q, N, R, W, down) as `node` (default: any member) sees it now."""
         return await self._run(self.core.ring_info(node))
 
+    async def cluster(self, action: str, node_id: str = "", other: str = "",
+                      node: str | None = None) -> dict:
+        """A membership change or query (leave, replace, force-remove, commit, plan,
+        auto_commit); returns the plan after it. See ClientCore.cluster."""
+        return await self._run(self.core.cluster(action, node_id, other, node))
+
     async def repair(self, partition: int = -1, node: str | None = None) -> dict:
         """Run anti-entropy now on `node` for `partition` (-1: all); returns what was queued."""
         return await self._run(self.core.repair(partition, node))

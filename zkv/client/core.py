@@ -41,6 +41,8 @@ from zkv import wire
 from zkv._core.ring import Ring
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
 from zkv.wire import (
+    Cluster,
+    ClusterOk,
     Delete,
     Error,
     Get,
@@ -391,6 +393,19 @@ class ClientCore:
             return (yield from self.fetch_ring(self.clock() + self.timeout))
         only = yield from self._node(node)
         return _expect((yield from self.call(RingInfo(0), None, only=only)), RingOk)
+
+    def cluster(self, action: str, node_id: str = "", other: str = "",
+                node: str | None = None) -> Plan[dict]:
+        """A membership change or query (DESIGN.md 2.4), answered by the claimant: `action` is
+        leave, replace, force-remove (node_id[, other]), commit, plan, or auto_commit with
+        node_id "true"/"false". Returns the plan after it (staged changes, transfers,
+        ownership). Needs an admin key on a keyed cluster; a refused change raises
+        InvalidRequest with the reason."""
+        if action not in ("leave", "replace", "force-remove", "commit", "plan", "auto_commit"):
+            raise InvalidRequest(f"unknown cluster action {action!r}")
+        only = yield from self._node(node)
+        return _expect((yield from self.call(Cluster(0, action, node_id, other), None,
+                                             only=only)), ClusterOk).info
 
     def repair(self, partition: int = -1, node: str | None = None) -> Plan[dict]:
         """Ask `node` (default: the first member that answers) to run anti-entropy exchanges now

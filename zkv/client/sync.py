@@ -60,6 +60,12 @@ class Client(Facade):
         """The ring (members, Q, N, R, W, down) as `node` (default: any member) sees it now."""
         return self._run(self.core.ring_info(node))
 
+    def cluster(self, action: str, node_id: str = "", other: str = "",
+                node: str | None = None) -> dict:
+        """A membership change or query (leave, replace, force-remove, commit, plan,
+        auto_commit); returns the plan after it. See ClientCore.cluster."""
+        return self._run(self.core.cluster(action, node_id, other, node))
+
     def repair(self, partition: int = -1, node: str | None = None) -> dict:
         """Run anti-entropy now on `node` for `partition` (-1: all); returns what was queued."""
         return self._run(self.core.repair(partition, node))

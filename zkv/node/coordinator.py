@@ -155,7 +155,7 @@ class WriteOp(_FanOut):
     quorum: PutQuorum
 
     def __init__(self, ctx, origin, key, deadline, targets, w, context, value,
-                 wid: bytes = b"") -> None:
+                 wid: bytes = b"", extra: list[str] | None = None) -> None:
         super().__init__(ctx, origin, key, deadline, targets)
         self.kind = "put" if value is not None else "delete"
         self.required = w
@@ -163,6 +163,7 @@ class WriteOp(_FanOut):
         self.context = context
         self.value = value
         self.wid = wid
+        self.extra = extra or []  # pending owners during a transfer: sent to, not counted
         self.version: bytes = b""
 
     def start(self) -> None:
@@ -184,6 +185,8 @@ class WriteOp(_FanOut):
         for node_id, owner in self.targets:
             if node_id != me:
                 self._send(node_id, owner)
+        for node_id in self.extra:
+            self.ctx.ask(node_id, RPut(0, self.key, self.version), None)
         self._arm()
         self._check()
 

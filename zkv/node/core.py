@@ -41,6 +41,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,7 @@ from zkv._core import dvv
 from zkv.config import NodeConfig
 from zkv.errors import ZkvError
 from zkv.node import antientropy as aen
+from zkv.node import ownership as own
 from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
 from zkv.node.coordinator import ForwardOp, GetOp, WriteOp
@@ -59,13 +61,17 @@ from zkv.node.metrics import NodeMetrics
 from zkv.node.op import Op
 from zkv.node.replica import Replica
 from zkv.node.status import MetricsExport, status
+from zkv.node.transfer import Transfers, answer_fetch, drop_pass
 from zkv.storage import LogStore
 from zkv.wire import (
     E_INTERNAL,
     E_INVALID,
     E_UNAVAILABLE,
+    Cluster,
+    ClusterOk,
     Delete,
     Error,
+    Fetch,
     Forward,
     Get,
     GetOk,
@@ -102,11 +108,12 @@ MAX_LOGGED_SOURCES = 10_000  # sources whose malformed frames were logged (once 
 # ---- trust boundary (issue 13): roles and resource bounds ---------------------------------
 PEER, ADMIN, CLIENT = "peer", "admin", "client"
 CLIENT_MESSAGES = frozenset({Get, Put, Delete, Status, RingInfo})
-PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashes, Reap})
+PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashes, Reap,
+                       Fetch})
 ROLE_MESSAGES = {
     CLIENT: CLIENT_MESSAGES,
-    ADMIN: CLIENT_MESSAGES | {Repair},  # cluster changes and repair
-    PEER: CLIENT_MESSAGES | PEER_ONLY,
+    ADMIN: CLIENT_MESSAGES | {Repair, Cluster},  # cluster changes and repair
+    PEER: CLIENT_MESSAGES | PEER_ONLY | {Cluster},  # Cluster: relayed to the claimant
 }
 # reply bytes one identity may be sent per loop turn: one largest value always fits; beyond
 # it the turn answers "busy, retry" (a frame of reads of a large value cannot pile up memory)
@@ -118,6 +125,7 @@ MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
 HINT_TTL_MS = 24 * 3600 * 1000  # a hint older than this is dropped (its owner was gone a day)
 HINT_SWEEP_INTERVAL = 10.0  # seconds between sweeps of expired / ownerless hints
 HINT_SWEEP_BATCH = 5000  # hints dropped per sweep at most
+LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered
 BUSY = "busy, retry"
 
 
@@ -138,6 +146,31 @@ class Outbox:
     def __bool__(self) -> bool:
         return bool(self.peers or self.clients or self.endpoints or self.gossip or self.connect
                     or self.subscribe or self.drop)
+
+
+class RelayOp(Op):
+    """An admin request this node is not the claimant for: ask the claimant, relay its answer."""
+
+    kind = "relay"
+
+    def __init__(self, ctx, origin, claimant: str, msg, deadline: float) -> None:
+        super().__init__(ctx, origin, b"", deadline)
+        self.claimant = claimant
+        self.msg = msg
+
+    def start(self) -> None:
+        self.pending = {self.claimant}
+        self.ctx.ask(self.claimant, Cluster(0, self.msg.action, self.msg.node, self.msg.other),
+                     self)
+
+    def on_reply(self, node_id: str, msg) -> None:
+        self.reply(msg, ok=not isinstance(msg, Error))
+        self.finish()
+
+    def on_timeout(self) -> None:
+        self.reply(Error(0, E_UNAVAILABLE, f"the claimant {self.claimant} did not answer"),
+                   ok=False)
+        super().on_timeout()
 
 
 class NodeCore:
@@ -197,12 +230,36 @@ class NodeCore:
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
         self.join_error: str | None = None
+        # ownership (issue 11): the cluster state, transfers in, peers' epochs and progress
+        self.peer_epochs: dict[str, tuple[int, str]] = {}
+        self.progress: dict[str, tuple[int, list]] = {}
+        self.prev_rings: own.Rings | None = None  # the rings before the last change, until settled
+        self.agreed_since: float | None = None
+        self.need_drop = True  # look for partitions this node no longer holds (once settled)
+        self.left_at: float | None = None  # this node left the cluster (leave / replace)
+        self.exit_requested = False  # the transport stops and the process exits 0
+        self.cluster_bytes = b""
+        self.transfers = Transfers(self, os.path.join(os.path.dirname(cluster_path),
+                                                      "transfers.json") if cluster_path else None)
+        st = None
+        if saved.get("cluster"):
+            try:
+                st = own.decode(bytes.fromhex(saved["cluster"]))
+            except (ValueError, TypeError) as exc:
+                log.warning("ignoring the saved cluster state: %s", exc)
+        if st is None and not self.joining:
+            st = own.founding(self.me, cfg.rack, [(m.id, m.rack) for m in self.membership.table()
+                                                   if m.id != self.me])
+            st.auto_commit = cfg.auto_commit
+        if st is not None:
+            self._adopt(st, save=False)
         self._handlers: dict[type, Callable[[bytes, Any], None]] = {
             RGet: self._on_rget, RPut: self._on_rput, Get: self._on_client_msg,
             Put: self._on_client_msg, Delete: self._on_client_msg, Forward: self._on_forward,
             RingInfo: self._on_ring_info, Status: self._on_status, Join: self._on_join,
             TreeLevel: self._on_tree_level, LeafKeys: self._on_leaf_keys,
             RGetHashes: self._on_versions, Reap: self._on_reap, Repair: self._on_repair,
+            Cluster: self._on_cluster, Fetch: self._on_fetch,
         }
 
     # ---- the state machine's interface ------------------------------------------------------
@@ -283,6 +340,8 @@ class NodeCore:
             self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
             self._sweep_hints()
         self.background.tick(now)
+        if self.transfers.parts:
+            self.transfers.tick(now)
         return self.out
 
     def next_deadline(self) -> float:
@@ -337,6 +396,16 @@ class NodeCore:
             return
         self.membership.settings = {"q": msg.q, "n": msg.n, "r": msg.r, "w": msg.w}
         self._merge_members(msg.members)  # the seed the operator named: trusted
+        st = None
+        if msg.cluster:
+            try:
+                st = own.decode(msg.cluster)
+            except ValueError as exc:
+                log.warning("the seed's cluster state is unusable (%s): deriving it", exc)
+        if st is None:  # a seed of a version without cluster states
+            st = own.founding(self.me, self.cfg.rack, [(m.id, m.rack) for m in msg.members
+                                                       if m.id != self.me])
+        self._adopt(st)
         self.joining = False
         log.info("joined the cluster through %s (%d members)", seed,
                  len(self.membership.table()))
@@ -434,7 +503,14 @@ class NodeCore:
                 return
         try:
             wire.check_key(msg.key, self.cfg.max_key_size)
-            self.replica.merge(msg.key, msg.dvv, self._owner(msg.owner))
+            owners = None if msg.owner else self._stray(msg.key)
+            if owners:
+                # not ours (any more, or the sender's ring is stale): pass it on to the owners
+                # as hints instead of keeping a copy that the next drop pass would lose
+                for o in owners:
+                    self.replica.merge(msg.key, msg.dvv, o)
+            else:
+                self.replica.merge(msg.key, msg.dvv, self._owner(msg.owner))
         except (ValueError, ZkvError) as exc:
             self.malformed(ident, f"bad version for {msg.key[:32]!r}: {exc}")
             self._reply(ident, RPutOk(msg.rid, False))
@@ -502,7 +578,7 @@ class NodeCore:
         self._merge_members([msg.member], via=msg.member.id)
         s = self.membership.settings
         self._reply(ident, JoinOk(msg.rid, s["q"], s["n"], s["r"], s["w"],
-                                  self.membership.table()))
+                                  self.membership.table(), self.cluster_bytes))
 
     def _merge_members(self, members: list[Member], via: str | None = None) -> None:
         added = self.membership.merge(members, via=via)
@@ -575,7 +651,7 @@ class NodeCore:
         else:
             value = msg.value if type(msg) is Put else None
             op = WriteOp(self, origin, msg.key, deadline, targets, msg.w or settings["w"],
-                         msg.context, value, msg.wid)
+                         msg.context, value, msg.wid, self._extra_targets(p, targets))
         self.start_op(op, self.t)
 
     # ---- the Context operations use (see op.py) ----------------------------------------------
@@ -688,8 +764,12 @@ class NodeCore:
         self.membership.beat()
         s = self.membership.settings
         ring = self.membership.ring()
+        self._claimant_tick(now)
+        self._settle_tick(now)
         self.out.gossip.append(Gossip(0, self.me, s["q"], s["n"], s["r"], s["w"],
-                                      self.membership.table(), ring.fingerprint()))
+                                      self.membership.table(), ring.fingerprint(),
+                                      self.cluster_bytes, self.transfers.epoch,
+                                      self.transfers.report()))
         self.export.export(now)
 
     def _on_gossip(self, msg: Gossip) -> None:
@@ -705,6 +785,214 @@ class NodeCore:
         # the transport tied the message to the member whose gossip socket it came on: records
         # of the sender are first-hand, the others relayed (membership.py: who may say what)
         self._merge_members(msg.members, via=msg.sender)
+        if self.membership.get(msg.sender) is None:
+            return
+        self.progress[msg.sender] = (msg.progress_epoch, msg.progress)
+        if msg.cluster:
+            try:
+                st = own.decode(msg.cluster)
+            except ValueError as exc:
+                self.malformed(msg.sender, f"cluster state: {exc}")
+                return
+            self.peer_epochs[msg.sender] = st.rank()
+            # a state is taken from its author (the claimant that made it), or relayed by
+            # anyone when the author is not up here (it may have died right after)
+            if own.newer(self.membership.cluster, st) and (
+                    msg.sender == st.author or not self.membership.is_up(st.author)
+                    or self.membership.get(st.author) is None):
+                self._adopt(st)
+
+    # ---- ownership: the cluster state, the claimant, transfers (issue 11; ownership.py) -----
+    def _adopt(self, st: own.ClusterState, save: bool = True) -> None:
+        """Take a (newer) cluster state: rings, transfers to receive, cluster.json."""
+        old = self.membership.rings()
+        self.membership.cluster = st
+        rings = self.membership.rings()
+        assert rings is not None
+        if old is not None and old.current.fingerprint() != rings.current.fingerprint():
+            self.prev_rings = old  # keep writing to the old owners too until all agree
+            self.agreed_since = None
+        self.membership.version += 1
+        self.cluster_bytes = own.encode(st)
+        self.transfers.replan(rings)
+        self.need_drop = True
+        if save:
+            self._save_cluster()
+        log.info("cluster epoch %d by %s: %s%s", st.epoch, st.author,
+                 ", ".join(f"{i} {s}" for i, (s, _) in sorted(st.members.items())),
+                 f"; staged: {st.staged}" if st.staged else "")
+        if (self.me not in st.members and self.left_at is None
+                and st.gone.get(self.me, -1) >= self.membership.me.incarnation):
+            self.left_at = self.t
+            log.info("%s has left the cluster: delivering its hints, then exiting", self.me)
+
+    def _stray(self, key: bytes) -> tuple[str, ...] | None:
+        """The owners of a key this node neither replicates nor receives (None: it is ours)."""
+        rings = self.membership.rings()
+        if rings is None:
+            return None
+        p = rings.current.partition(key)
+        owners = rings.current.preflist(p)
+        if self.me in owners or self.me in rings.pending(p) or (
+                rings.moving and self.me in rings.next.preflist(p)):
+            return None
+        return owners
+
+    def _extra_targets(self, p: int, targets) -> list[str]:
+        """Nodes a write also goes to, uncounted: pending owners of p (a transfer is running)
+        and, until every member has the latest ring, p's owners under the previous one."""
+        rings = self.membership.rings()
+        if rings is None:
+            return []
+        have = {x for x, _ in targets}
+        have.add(self.me)
+        extra = [x for x in rings.pending(p) if x not in have]
+        prev = self.prev_rings
+        if prev is not None:
+            for x in prev.current.preflist(p) + prev.pending(p):
+                if x not in have and x not in extra and self.membership.get(x) is not None:
+                    extra.append(x)
+        return extra
+
+    def _received(self, rings: own.Rings) -> bool:
+        """Has every pending owner reported each partition of this plan received?"""
+        epoch = rings.state.epoch
+        done: dict[str, set[int]] = {}
+        for p, r, _ in rings.transfers():
+            if r not in done:
+                if r == self.me:
+                    if self.transfers.epoch != epoch:
+                        return False
+                    done[r] = {q for q, _, _, ph in self.transfers.report() if ph == 2}
+                else:
+                    rep = self.progress.get(r)
+                    if rep is None or rep[0] != epoch:
+                        return False
+                    done[r] = {q for q, _, _, ph in rep[1] if ph == 2}
+            if p not in done[r]:
+                return False
+        return True
+
+    def _claimant_tick(self, now: float) -> None:
+        """Once per gossip round, on the claimant only: stage joins of new members, commit
+        when auto_commit is on, finalize a change whose transfers all completed."""
+        st = self.membership.cluster
+        ms = self.membership
+        if st is None or self.left_at is not None:
+            return
+        up = [m.id for m in ms.table() if ms.state(m.id)[0] == "up"]
+        if own.claimant(st, up) != self.me:
+            return
+        new = st
+        fresh = own.joinable(st, [(m.id, m.incarnation) for m in ms.table()
+                                  if m.id != self.me and m.id in up and not m.leaving])
+        for nid in fresh:
+            try:
+                new = own.stage(new, "join", nid, known={nid})
+            except own.ChangeError as exc:
+                log.info("not staging the join of %s: %s", nid, exc)
+        if new.staged and new.auto_commit:
+            new = own.commit(new, self.me, {m.id: m.rack for m in ms.table()})
+        elif not new.staged and new.moving():
+            rings = ms.rings() if new is st else own.Rings(new, ms.settings["q"],
+                                                           ms.settings["n"])
+            assert rings is not None
+            if self._received(rings):
+                new = own.finalize(new, self.me, ms.wall())
+        if new is not st:
+            self._adopt(new)
+
+    def _settle_tick(self, now: float) -> None:
+        """Once every up member reports our cluster epoch for `settle` seconds: stop writing
+        to the previous owners and drop the partitions this node no longer holds."""
+        st = self.membership.cluster
+        if st is None:
+            return
+        ms = self.membership
+        agreed = all(self.peer_epochs.get(m.id) == st.rank() for m in ms.table()
+                     if m.id != self.me and ms.is_up(m.id) and m.id in st.members)
+        if not agreed:
+            self.agreed_since = None
+            return
+        if self.agreed_since is None:
+            self.agreed_since = now
+        if now - self.agreed_since < self.cfg.settle:
+            return
+        self.prev_rings = None
+        rings = ms.rings()
+        assert rings is not None
+        for nid in [i for i in ms.peers if i in st.gone and i not in st.members
+                    and not ms.is_up(i)]:
+            ms.forget(nid)  # left or removed, and gone: no longer in the table or cluster.json
+            self._save_cluster()
+        if self.need_drop and not rings.moving and self.left_at is None:
+            keep = set(rings.current.replicas_of(self.me))
+            if drop_pass(self, keep) == 0:
+                self.need_drop = False
+        if self.left_at is not None and not self.exit_requested:
+            if not self.handoff.index or now - self.left_at > LEAVE_HINT_WAIT:
+                left = sum(len(v) for v in self.handoff.index.values())
+                if left:
+                    log.warning("exiting with %d hints undelivered (kept in the data dir)", left)
+                self.exit_requested = True
+
+    def _on_fetch(self, ident: bytes, msg: Fetch) -> None:
+        room = max(4096, self.turn_budget - self.turn_bytes.get(ident, 0))
+        ok = answer_fetch(self.store, self.membership.ring(), msg, room)
+        self.transfers.budget.charge(sum(len(v) for v in ok.dvvs))
+        self._reply(ident, ok)
+
+    def _on_cluster(self, ident: bytes, msg: Cluster) -> None:
+        st = self.membership.cluster
+        if st is None:
+            raise ZkvError(f"{self.me} has not joined a cluster yet")
+        ms = self.membership
+        s = ms.settings
+        if msg.action == "plan":
+            self._reply(ident, ClusterOk(msg.rid, self._plan(st)))
+            return
+        if msg.action not in ("leave", "replace", "force-remove", "commit", "auto_commit"):
+            raise ZkvError(f"unknown cluster action {wire.clip(msg.action, 20)}")
+        up = [m.id for m in ms.table() if ms.state(m.id)[0] == "up"]
+        boss = own.claimant(st, up)
+        if boss != self.me:
+            if boss is None:
+                raise ZkvError("no claimant is up (no valid member is reachable)")
+            if self.peer_of(ident) is not None:
+                raise ZkvError(f"{self.me} is not the claimant ({boss} is)")
+            self.start_op(RelayOp(self, (ident, msg.rid), boss, msg,
+                                  self.t + 2 * self.cfg.replica_timeout + 1.0), self.t)
+            return
+        racks = {m.id: m.rack for m in ms.table()}
+        try:
+            if msg.action == "commit":
+                new = own.commit(st, self.me, racks)
+            elif msg.action == "auto_commit":
+                if msg.node not in ("true", "false"):
+                    raise own.ChangeError("auto_commit takes true or false")
+                new = own.set_auto_commit(st, self.me, msg.node == "true")
+            else:
+                new = own.stage(st, msg.action, msg.node, msg.other, known=set(up),
+                                down=ms.down(), n=s["n"])
+                if new.auto_commit:
+                    new = own.commit(new, self.me, racks)
+        except own.ChangeError as exc:
+            raise ZkvError(str(exc)) from None
+        self._adopt(new)
+        self.next_gossip = self.t  # tell everyone now
+        self._reply(ident, ClusterOk(msg.rid, self._plan(new)))
+
+    def _plan(self, st: own.ClusterState) -> dict:
+        s = self.membership.settings
+        ring = self.membership.ring()
+        sizes: dict[int, int] = {}
+        for key in self.store.keys():
+            p = ring.partition(key)
+            sizes[p] = sizes.get(p, 0) + self.store.record_size(key)
+        out = own.plan(st, s["q"], s["n"], sizes)
+        out["claimant"] = own.claimant(st, [m.id for m in self.membership.table()
+                                            if self.membership.is_up(m.id)])
+        return out
 
     # ---- hints: current members only, with a quota and a TTL ---------------------------------
     def _hint_refusal(self, owner: str) -> str | None:
@@ -719,13 +1007,24 @@ class NodeCore:
         handoff = self.handoff
         horizon = handoff.wall_ms() - HINT_TTL_MS
         budget = HINT_SWEEP_BATCH
+        st = self.membership.cluster
+        ring = self.membership.ring()
         for owner in list(handoff.index):
-            gone = self.membership.get(owner) is None or owner == self.me
+            gone = self.membership.get(owner) is None or owner == self.me or (
+                st is not None and owner in st.gone and owner not in st.members)
             for key, (created, _) in list(handoff.index.get(owner, {}).items()):
                 if budget <= 0:
                     return
                 if gone or created < horizon:
-                    handoff.delivered(owner, key, handoff.get(owner, key))
+                    version = handoff.get(owner, key)
+                    if gone and version:
+                        # its owner left or was removed: the key's owners now get it instead
+                        for o in ring.preflist_for_key(key):
+                            if o == self.me:
+                                self.replica.merge(key, version)
+                            elif o != owner:
+                                self.replica.merge(key, version, o)
+                    handoff.delivered(owner, key, version)
                     budget -= 1
             if not handoff.index.get(owner):
                 handoff.index.pop(owner, None)

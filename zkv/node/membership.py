@@ -51,6 +51,7 @@ from collections.abc import Callable
 
 from zkv._core.ring import Ring
 from zkv.config import ENDPOINT_RE, NODE_ID_RE
+from zkv.node import ownership as own
 from zkv.wire import MAX_COUNTER, MAX_MEMBERS, MAX_RACK, Member, clip
 
 LOG10_E = math.log10(math.e)
@@ -138,6 +139,11 @@ class Membership:
         self._ring_key: tuple | None = None
         self._ring_stamp: tuple | None = None  # (version, q, n) the cached ring was built at
         self.version = 0  # bumps whenever the member set (and so the ring) changes
+        # who owns what (issue 11): set by the core (founded, saved, from the seed or gossip);
+        # None only while joining, and the ring is then the member table's
+        self.cluster: own.ClusterState | None = None
+        self._rings: own.Rings | None = None
+        self._rings_stamp: tuple | None = None
         self._unreachable: frozenset[str] | None = None
         self._unreachable_at = 0.0
 
@@ -269,6 +275,12 @@ class Membership:
                     f"refusing a join from {m.listen} (stop it first, or pick another id)")
         return None
 
+    def forget(self, node_id: str) -> None:
+        """Drop a member that left the cluster (it is no longer gossiped or saved)."""
+        if self.peers.pop(node_id, None) is not None:
+            self.version += 1
+            self._unreachable = None
+
     def suspect(self, node_id: str, reason: str) -> None:
         """A request to `node_id` timed out: raise suspicion until its next heartbeat."""
         p = self.peers.get(node_id)
@@ -324,8 +336,22 @@ class Membership:
         return self._unreachable
 
     # ---- ring ---------------------------------------------------------------------------
+    def rings(self) -> own.Rings | None:
+        """The current and next rings of the cluster state (None before there is one)."""
+        st = self.cluster
+        if st is None:
+            return None
+        stamp = (id(st), self.settings["q"], self.settings["n"])  # states are never mutated
+        if stamp != self._rings_stamp or self._rings is None or self._rings.state is not st:
+            self._rings = own.Rings(st, self.settings["q"], self.settings["n"])
+            self._rings_stamp = stamp
+        return self._rings
+
     def ring(self) -> Ring:
-        """The ring of the current member set; asked per request, rebuilt only on change."""
+        """The current ring (reads, W-counting writes); asked per request, rebuilt on change."""
+        rings = self.rings()
+        if rings is not None:
+            return rings.current
         stamp = (self.version, self.settings["q"], self.settings["n"])
         if stamp != self._ring_stamp:
             key = tuple(sorted((m.id, m.rack) for m in self.table() if not m.leaving))
@@ -374,6 +400,7 @@ def save_cluster(path: str, membership: Membership) -> None:
     me = membership.me.id
     doc = {
         "settings": membership.settings,
+        "cluster": own.encode(membership.cluster).hex() if membership.cluster else None,
         "members": [[m.id, m.listen, m.gossip, m.rack] for m in membership.table()
                     if m.id != me and validate_member(m) is None],
     }

@@ -11,6 +11,57 @@ if TYPE_CHECKING:
     from zkv.node.core import NodeCore
 
 
+def member_status(core: NodeCore, node_id: str) -> str:
+    """joining | valid | leaving | left (DESIGN.md 2.4; a force-removed node is "leaving"
+    until its partitions are refilled, then "left")."""
+    st = core.membership.cluster
+    if st is None:
+        return "joining"
+    s = st.status(node_id)
+    if s is None:
+        return "left" if node_id in st.gone else "joining"
+    return "leaving" if s == "removed" else s
+
+
+def transfers(core: NodeCore) -> list[dict]:
+    """Every transfer of the running change, with the receivers' reported progress."""
+    rings = core.membership.rings()
+    if rings is None or not rings.moving:
+        return []
+    mine = {t["partition"]: t for t in core.transfers.status(core.now())}
+    out = []
+    reports: dict[str, dict[int, tuple]] = {}
+    for p, r, sources in rings.transfers():
+        if r == core.me and p in mine:
+            out.append(mine[p])
+            continue
+        if r not in reports:
+            rep = core.progress.get(r)
+            reports[r] = ({q: (d, t, ph) for q, d, t, ph in rep[1]}
+                          if rep and rep[0] == rings.state.epoch else {})
+        done, total, phase = reports[r].get(p, (0, 0, 0))
+        out.append({"partition": p, "from": sources[0], "to": r, "bytes_done": done,
+                    "bytes_total": max(done, total),
+                    "phase": ("streaming", "verifying", "done")[phase if 0 <= phase <= 2 else 0]})
+    return out
+
+
+def transfer_totals(core: NodeCore) -> dict:
+    """For metrics: {"in": {...}, "out": {...}} counts and bytes of this node's transfers."""
+    out: dict = {"in": {"pending": 0, "running": 0, "bytes_done": 0, "bytes_total": 0},
+                 "out": {"pending": 0, "running": 0, "bytes_done": 0, "bytes_total": 0}}
+    for t in transfers(core):
+        for direction, who in (("in", t["to"]), ("out", t["from"])):
+            if who != core.me:
+                continue
+            d = out[direction]
+            if t["phase"] != "done":
+                d["running" if t["bytes_done"] else "pending"] += 1
+            d["bytes_done"] += t["bytes_done"]
+            d["bytes_total"] += t["bytes_total"]
+    return out
+
+
 def status(core: NodeCore) -> dict:
     ms = core.membership
     ring = ms.ring()
@@ -20,6 +71,7 @@ def status(core: NodeCore) -> dict:
         members.append({
             "id": m.id, "listen": m.listen, "gossip": m.gossip, "rack": m.rack,
             "state": "up" if state != "down" else "down", "detail": state, "reason": reason,
+            "status": member_status(core, m.id),
             "partitions": len(ring.owned(m.id)), "replicas": len(ring.replicas_of(m.id)),
             "incarnation": m.incarnation, "heartbeat": m.heartbeat,
         })
@@ -34,10 +86,22 @@ def status(core: NodeCore) -> dict:
         "keys": st.get("keys", len(core.store)),
         "hints": _hint_status(core),
         "antientropy": _ae_status(core, ring),
-        "transfers": [],
+        "transfers": transfers(core),
+        "cluster": _cluster_status(core),
         "uptime": round(core.now() - core.started, 3),
         "metrics": core.metrics.summary(),
     }
+
+
+def _cluster_status(core: NodeCore) -> dict:
+    st = core.membership.cluster
+    if st is None:
+        return {}
+    rings = core.membership.rings()
+    return {"epoch": st.epoch, "author": st.author, "auto_commit": st.auto_commit,
+            "staged": [list(x) for x in st.staged], "moving": bool(rings and rings.moving),
+            "receiving_here": core.transfers.pending_here(),
+            "transfer_rate_limit": core.cfg.transfer_rate}
 
 
 def _hint_status(core: NodeCore) -> dict:
@@ -100,4 +164,4 @@ class MetricsExport:
                                   strict=True):
                     m.aae_lag.labels(str(p)).set(-1 if age is None else age)
         m.keys.set(len(core.store))
-        m.observe_cluster(ms, ms.ring(), now)
+        m.observe_cluster(ms, ms.ring(), now, transfer_totals(core), joined=not core.joining)

@@ -54,6 +54,17 @@ ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (the
 ROUTER_RCVHWM = 128  # request frames queued per connection before TCP pushes back
 
 
+def _alive(pid: int) -> bool:
+    """Is process `pid` still there (the `zkv local up` / test process this node serves)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Node:
     def __init__(self, cfg: NodeConfig, clock=time.monotonic) -> None:
         self.cfg = cfg
@@ -222,9 +233,12 @@ class Node:
         core.tick(now)
         if core.join_error:
             raise ZkvError(core.join_error)
+        if core.exit_requested:  # this node left the cluster (issue 11): exit 0
+            log.info("node %s left the cluster: stopping", self.cfg.id)
+            self.running = False
         if self.parent_pid and now >= self.next_parent_check:
             self.next_parent_check = now + 0.5
-            if os.getppid() != self.parent_pid:
+            if not _alive(self.parent_pid):
                 log.warning("the process that started this node (pid %d) is gone: stopping",
                             self.parent_pid)
                 self.running = False

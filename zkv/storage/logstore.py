@@ -604,6 +604,11 @@ class LogStore:
         """``[(key, hash)]`` of live keys whose zkv_hash64 is in [lo, hi], without reading values."""
         return self._kd.hash_range(max(0, lo), min(hi, 2**64 - 1))
 
+    def record_size(self, key: bytes) -> int:
+        """Bytes the key's record takes on disk (0 if absent), from the keydir (no read)."""
+        entry = self._kd.lookup(key)
+        return entry[2] if entry else 0
+
     def tombstones(self) -> list[bytes]:
         """Keys whose latest record is a tombstone."""
         return self._kd.keys(True)

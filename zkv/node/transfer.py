@@ -1,0 +1,384 @@
+"""Ownership transfer (issue 11): a pending owner pulls each partition it gains, resumably,
+within an I/O budget; old owners drop what they no longer own once the cluster has settled.
+
+Receiver side (`Transfers`, driven by the core's tick):
+- The partitions to receive are a pure function of the cluster state
+  (`ownership.Rings.incoming`). Up to `transfer_concurrency` run at once.
+- Stream: `Fetch(p, cursor, batch)` to a source; the source answers the partition's versions
+  in key-hash order from `cursor` (`answer_fetch`), at most about `batch` bytes; the receiver
+  *merges* each with DVV sync (`Replica.merge`), so a concurrent write is never overwritten,
+  and tombstones travel like any version. The cursor (the next key hash) is saved in
+  DATA_DIR/transfers.json at the next batch request, after the engine has the merged batch
+  (every turn flushes it before anything is sent), so a crash of the receiver re-fetches at
+  most the batch in flight; a crash or silence of the source re-asks the same cursor of the
+  next source after `replica_timeout` (a stall is reported with its reason).
+- Verify: one Merkle exchange of p with the source (the anti-entropy `ExchangeOp`); it pulls
+  what the stream passed before it was written (writes during a transfer also reach the
+  pending owner directly, this closes the window of a lost message). Done when an exchange
+  finishes with everything it found fetched.
+- Throttle: `IOBudget`, a token bucket of `transfer_rate` bytes per second shared with hint
+  delivery and anti-entropy pushes (they charge it; transfers wait on it), so transfers get
+  the bandwidth the others leave and never more than the budget.
+
+Source side: `answer_fetch` (any peer may ask; peers only, see core.PEER_ONLY).
+
+After the change (`drop_pass`): a node drops, in batches, the keys of partitions it neither
+replicates nor is receiving, once every member reported the same cluster epoch for
+`settle` seconds (so no coordinator still routes to it); until then, writes it receives for
+such partitions are passed on as hints to the owners (core._on_rput).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from functools import partial
+
+from zkv.node.antientropy import Exchange, leaf_keys
+from zkv.node.op import Op
+from zkv.wire import Fetch, FetchOk
+
+log = logging.getLogger("zkv.transfer")
+
+STREAM, VERIFY, DONE = 0, 1, 2
+PHASES = ("streaming", "verifying", "done")
+BATCH_BYTES = 256 * 1024  # versions per Fetch answer (about)
+DROP_BATCH = 2000  # keys dropped per background step
+
+
+class IOBudget:
+    """Token bucket: `rate` bytes per second, bursts up to one second of it."""
+
+    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
+        self.rate = float(rate)
+        self.clock = clock
+        self.tokens = self.rate
+        self.at = clock()
+        self.spent = 0  # bytes charged in total (metrics)
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def charge(self, n: int) -> None:
+        self._refill()
+        self.tokens -= n
+        self.spent += n
+
+    def wait(self) -> float:
+        """Seconds until the bucket is positive again (0: go now)."""
+        self._refill()
+        return 0.0 if self.tokens > 0 else -self.tokens / self.rate
+
+
+def answer_fetch(store, ring, msg: Fetch, max_bytes: int) -> FetchOk:
+    """The partition's versions from `msg.cursor` in key-hash order, about min(asked, cap)
+    bytes (whole groups of equal hashes, so a cursor never splits one)."""
+    if not 0 <= msg.partition < ring.q:
+        return FetchOk(msg.rid, [], [], msg.cursor, True, 0)
+    lo, hi = ring.partition_range(msg.partition)
+    listing = sorted((h, k) for k, h in store.key_hashes(max(lo, msg.cursor), hi))
+    total = 0
+    if msg.cursor <= lo:
+        total = sum(store.record_size(k) for _, k in listing)
+    budget = min(msg.max_bytes, max_bytes)
+    keys: list[bytes] = []
+    dvvs: list[bytes] = []
+    size = 0
+    nxt = hi + 1
+    i = 0
+    while i < len(listing):
+        h = listing[i][0]
+        if size >= budget and keys:
+            nxt = h
+            break
+        while i < len(listing) and listing[i][0] == h:
+            k = listing[i][1]
+            v = store.get(k)
+            if v:
+                keys.append(k)
+                dvvs.append(v)
+                size += len(k) + len(v)
+            i += 1
+    done = nxt > hi
+    return FetchOk(msg.rid, keys, dvvs, min(nxt, (1 << 64) - 1), done, total)
+
+
+class _Part:
+    __slots__ = ("p", "cursor", "done_bytes", "total", "phase", "sources", "src", "stalled",
+                 "running", "started", "keys")
+
+    def __init__(self, p: int, lo: int, sources: list[str]) -> None:
+        self.p = p
+        self.cursor = lo
+        self.done_bytes = 0
+        self.total = 0
+        self.phase = STREAM
+        self.sources = sources
+        self.src = 0  # index into sources of the one asked now
+        self.stalled = ""
+        self.running = False
+        self.started = 0.0
+        self.keys = 0
+
+
+class FetchOp(Op):
+    """Stream one partition from a source, batch after batch, within the budget."""
+
+    kind = "transfer"
+
+    def __init__(self, ctx, mgr: Transfers, part: _Part, source: str, step: float) -> None:
+        super().__init__(ctx, None, b"", ctx.now() + step)
+        self.mgr = mgr
+        self.part = part
+        self.source = source
+        self.step = step
+        self.waiting = False
+
+    def start(self) -> None:
+        self._ask()
+
+    def _ask(self) -> None:
+        wait = self.mgr.budget.wait()
+        if wait > 0:
+            self.waiting = True
+            self.deadline = self.ctx.now() + wait + self.step
+            self.ctx.wake(self, self.ctx.now() + wait)
+            return
+        self.waiting = False
+        self.mgr.save()  # the previous batch is in the engine by now (flushed every turn)
+        self.pending = {self.source}
+        self.deadline = self.ctx.now() + self.step
+        self.ctx.wake(self, self.deadline)
+        self.ctx.ask(self.source, Fetch(0, self.part.p, self.part.cursor, BATCH_BYTES), self)
+
+    def on_timer(self) -> None:
+        if self.waiting:
+            self._ask()
+
+    def on_reply(self, node_id: str, msg) -> None:
+        part = self.part
+        if not isinstance(msg, FetchOk) or len(msg.keys) != len(msg.dvvs) or (
+                msg.next < part.cursor):
+            part.stalled = f"{node_id} answered {type(msg).__name__} to a transfer fetch"
+            self.mgr.next_source(part)
+            self.finish()
+            return
+        if msg.total and part.total == 0:
+            part.total = msg.total
+        size = 0
+        replica = self.ctx.replica
+        for key, version in zip(msg.keys, msg.dvvs, strict=True):
+            try:
+                replica.merge(key, version)
+            except ValueError as exc:
+                log.warning("transfer of partition %d: refused a version from %s: %s",
+                            part.p, node_id, exc)
+                continue
+            size += len(key) + len(version)
+        part.keys += len(msg.keys)
+        part.done_bytes += size
+        self.mgr.budget.charge(size)
+        part.cursor = msg.next
+        part.stalled = ""
+        if msg.done:
+            part.phase = VERIFY
+            part.total = max(part.total, part.done_bytes)
+            self.mgr.save()
+            self.finish()
+            return
+        self._ask()
+
+    def on_timeout(self) -> None:
+        self.part.stalled = (f"source {self.source} did not answer a fetch within "
+                             f"{self.step:.1f}s; trying the next source")
+        self.ctx.suspect(self.source, "transfer fetch timed out")
+        self.mgr.next_source(self.part)
+        self.finish()
+
+    def on_done(self) -> None:
+        self.part.running = False
+        super().on_done()
+
+
+class Transfers:
+    """The receiving side's transfers: which partitions, their progress, starting the ops."""
+
+    def __init__(self, core, path: str | None) -> None:
+        self.core = core
+        self.path = path
+        self.parts: dict[int, _Part] = {}
+        self.epoch = -1  # the cluster epoch `parts` was planned for
+        self.budget = IOBudget(core.cfg.transfer_rate, core.now)
+        self._saved: dict[int, list] = self._load()
+        self.completed = 0  # partitions received (metrics)
+
+    # ---- persistence ------------------------------------------------------------------------
+    def _load(self) -> dict[int, list]:
+        if not self.path:
+            return {}
+        try:
+            with open(self.path) as fh:
+                doc = json.load(fh)
+            return {int(p): v for p, v in doc.get("partitions", {}).items()
+                    if isinstance(v, list) and len(v) == 4 and all(type(x) is int for x in v)}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, AttributeError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.path, exc)
+            return {}
+
+    def save(self) -> None:
+        if not self.path:
+            return
+        doc = {"partitions": {str(p): [x.cursor, x.done_bytes, x.total, x.phase]
+                              for p, x in self.parts.items()}}
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(doc, fh)
+        os.replace(tmp, self.path)
+
+    # ---- planning -----------------------------------------------------------------------------
+    def replan(self, rings) -> None:
+        """The cluster state changed: keep the progress of partitions still incoming (resume),
+        forget the others."""
+        incoming = rings.incoming(self.core.me) if rings.moving else {}
+        parts = {}
+        for p, sources in incoming.items():
+            part = self.parts.get(p)
+            if part is None:
+                lo = rings.current.partition_range(p)[0]
+                part = _Part(p, lo, sources)
+                saved = self._saved.get(p)
+                if saved:  # resume after a restart of this node
+                    part.cursor, part.done_bytes, part.total, part.phase = saved
+                    part.cursor = max(part.cursor, lo)
+                    if part.phase not in (STREAM, VERIFY, DONE):
+                        part.phase = STREAM
+                    log.info("resuming the transfer of partition %d at %d bytes", p,
+                             part.done_bytes)
+            else:
+                part.sources = sources
+            parts[p] = part
+        self.parts = parts
+        self._saved = {}
+        self.epoch = rings.state.epoch
+        self.save()
+
+    def next_source(self, part: _Part) -> None:
+        part.src = (part.src + 1) % max(1, len(part.sources))
+
+    def complete(self) -> bool:
+        return all(x.phase == DONE for x in self.parts.values())
+
+    def pending_here(self) -> int:
+        return sum(1 for x in self.parts.values() if x.phase != DONE)
+
+    # ---- driving --------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        core = self.core
+        running = sum(1 for x in self.parts.values() if x.running)
+        limit = core.cfg.transfer_concurrency
+        for part in self.parts.values():
+            if running >= limit:
+                break
+            if part.running or part.phase == DONE:
+                continue
+            source = self._pick_source(part)
+            if source is None:
+                part.stalled = ("no source is up (" + ", ".join(part.sources) + ")")
+                continue
+            part.running = True
+            part.started = part.started or now
+            running += 1
+            step = 2 * core.cfg.replica_timeout + 1.0
+            if part.phase == STREAM:
+                core.start_op(FetchOp(core, self, part, source, step), now)
+            else:
+                self._verify(part, source, step, now)
+
+    def _pick_source(self, part: _Part) -> str | None:
+        ms = self.core.membership
+        n = len(part.sources)
+        for i in range(n):
+            cand = part.sources[(part.src + i) % n]
+            if cand != self.core.me and ms.is_up(cand):
+                part.src = (part.src + i) % n
+                return cand
+        return None
+
+    def _verify(self, part: _Part, source: str, step: float, now: float) -> None:
+        core = self.core
+        if core.ae is None:  # anti-entropy off: the stream (plus direct writes) is all
+            part.phase = DONE
+            part.running = False
+            self._finished(part)
+            return
+        from zkv.node.background import ExchangeOp  # background imports this module
+
+        lo, hi = core.membership.ring().partition_range(part.p)
+        tree = core.ae.tree(part.p)
+        ex = Exchange(tree, part.p, source, now, partial(leaf_keys, core.store, tree, lo, hi))
+        op = ExchangeOp(core, core.ae, ex, step, core.cfg.aae_max_keys)
+
+        def verified(op: Op, part: _Part = part, ex: Exchange = ex) -> None:
+            part.running = False
+            if ex.finished and len(ex.pull) <= core.cfg.aae_max_keys:
+                part.phase = DONE
+                self._finished(part)
+            else:
+                part.stalled = f"verifying against {source}: exchange incomplete, retrying"
+                self.next_source(part)
+
+        op.on_finish = verified
+        core.start_op(op, now)
+
+    def _finished(self, part: _Part) -> None:
+        self.completed += 1
+        part.stalled = ""
+        self.save()
+        log.info("partition %d received (%d keys, %d bytes)", part.p, part.keys,
+                 part.done_bytes)
+
+    # ---- reporting -------------------------------------------------------------------------------
+    def report(self) -> list[tuple[int, int, int, int]]:
+        return [(p, x.done_bytes, x.total, x.phase) for p, x in sorted(self.parts.items())]
+
+    def status(self, now: float) -> list[dict]:
+        out = []
+        for p, x in sorted(self.parts.items()):
+            elapsed = now - x.started if x.started else 0.0
+            rate = x.done_bytes / elapsed if elapsed > 0 else 0.0
+            left = max(0, x.total - x.done_bytes)
+            out.append({"partition": p, "from": x.sources[x.src] if x.sources else "",
+                        "to": self.core.me, "bytes_done": x.done_bytes,
+                        "bytes_total": max(x.total, x.done_bytes), "phase": PHASES[x.phase],
+                        "rate": round(rate), "eta_s": round(left / rate, 1) if rate else None,
+                        "stalled": x.stalled})
+        return out
+
+
+def drop_pass(core, keep: set[int], limit: int = DROP_BATCH) -> int:
+    """Drop up to `limit` keys of partitions not in `keep` (this node neither replicates nor
+    receives them); returns how many were dropped. Their Merkle trees are emptied."""
+    ring = core.membership.ring()
+    dropped = 0
+    touched = set()
+    for key in core.store.keys():
+        p = ring.partition(key)
+        if p in keep:
+            continue
+        core.store.delete(key)
+        touched.add(p)
+        dropped += 1
+        if dropped >= limit:
+            break
+    if core.ae is not None:
+        for p in touched:
+            lo, hi = ring.partition_range(p)
+            core.ae.rebuild_partition(p, ((k, v) for k, _ in core.store.key_hashes(lo, hi)
+                                          if (v := core.store.get(k))))
+    return dropped
