@@ -97,6 +97,9 @@ def node_parser() -> argparse.ArgumentParser:
     g.add_argument("--n", type=int, help="replicas per key (default 3)")
     g.add_argument("--r", type=int, help="default read quorum (default 2)")
     g.add_argument("--w", type=int, help="default write quorum (default 2)")
+    g.add_argument("--auto-commit", dest="auto_commit", choices=["true", "false"],
+                   help="commit membership changes at once (default true) or stage them until "
+                   "`zkv cluster commit`")
     s = p.add_argument_group("node settings")
     s.add_argument("--sync", choices=["none", "interval", "always"],
                    help="durability: fsync never, every --sync-interval-ms, or before every ack")
@@ -114,6 +117,11 @@ def node_parser() -> argparse.ArgumentParser:
                    help="hints delivered per owner per step (default 200)")
     s.add_argument("--aae-concurrency", dest="aae_concurrency", type=int,
                    help="Merkle exchanges in flight at once (default 8)")
+    s.add_argument("--transfer-rate", dest="transfer_rate", type=int,
+                   help="bytes/s for partition transfers, shared with hint delivery and "
+                   "anti-entropy pushes (default 33554432 = 32 MiB/s)")
+    s.add_argument("--transfer-concurrency", dest="transfer_concurrency", type=int,
+                   help="partitions this node receives at once (default 2)")
     s.add_argument("--log-level", dest="log_level",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p

@@ -201,6 +201,8 @@ def load(flags: dict) -> NodeConfig:
     for k, v in flags.items():
         if v is not None and k in FIELDS:
             merged[k] = v
+    if isinstance(merged.get("auto_commit"), str):  # the flag: true | false
+        merged["auto_commit"] = merged["auto_commit"] == "true"
     if "seed" in merged:
         seeds = merged["seed"]
         merged["seed"] = (seeds,) if isinstance(seeds, str) else tuple(seeds)
