@@ -239,7 +239,8 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
     elif action == "leave":
         if status != VALID:
             raise ChangeError(f"{node} cannot leave: it is {status or 'not a member'}")
-        remaining = len(st.ids(NEXT)) - 1 - sum(1 for a, _, _ in st.staged if a == "leave")
+        remaining = (len(st.ids(NEXT)) - 1 + sum(1 for a, _, _ in st.staged if a == "join")
+                     - sum(1 for a, _, _ in st.staged if a in ("leave", "force-remove")))
         if remaining < 1:
             raise ChangeError(f"{node} is the last member; it cannot leave")
         if remaining < n:
@@ -250,9 +251,9 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
             raise ChangeError(f"{node} cannot be replaced: it is {status or 'not a member'}")
         if not other:
             raise ChangeError("replace needs the new node's id")
-        if st.status(other) is not None:
-            raise ChangeError(f"{other} is already a member ({st.status(other)})")
-        if other not in known:
+        if st.status(other) not in (None, JOINING, VALID):
+            raise ChangeError(f"{other} cannot take {node}'s place: it is {st.status(other)}")
+        if other not in known and st.status(other) is None:
             raise ChangeError(f"{other} is not running in the cluster (start it with --seed)")
     elif action == "force-remove":
         if status is None or status == REMOVED:
@@ -278,8 +279,12 @@ def commit(st: ClusterState, author: str, racks: dict[str, str]) -> ClusterState
         elif action == "leave":
             out.members[node] = (LEAVING, out.members[node][1])
         elif action == "replace":
+            # with auto-commit the new node may already be joining (or, done, valid): then
+            # only the old one has to go; its partitions stream from the other replicas when
+            # it is dead
             out.members[node] = (LEAVING, out.members[node][1])
-            out.members[other] = (JOINING, racks.get(other, "default"))
+            if other not in out.members:
+                out.members[other] = (JOINING, racks.get(other, "default"))
         elif action == "force-remove":
             if out.members[node][0] == JOINING:
                 del out.members[node]  # never owned anything

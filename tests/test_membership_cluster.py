@@ -1,0 +1,342 @@
+"""Growing and shrinking a cluster that holds data (issue 11, DESIGN.md 2.4), on real zkv-node
+processes on loopback: joins, leave, replace, force-remove, plan/commit, a receiver killed
+with SIGKILL mid-transfer, and a tombstone written during a transfer.
+
+The node logic is covered first in deterministic simulation (tests/sim, `membership`)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+import zkv
+from zkv.errors import InvalidRequest, ZkvError
+from zkv.local import LocalCluster
+
+FAST = ["--gossip-interval", "0.1", "--down-after", "1.0"]
+
+
+def _config(tmp_path, **settings) -> list[str]:
+    path = tmp_path / "settle.toml"
+    lines = [f"{k} = {v!r}" for k, v in settings.items()]
+    path.write_text("\n".join(["settle = 1.0", *lines]) + "\n")
+    return ["--config", str(path)]
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    made = []
+
+    def make(nodes=3, extra=(), **kw):
+        c = LocalCluster(nodes, str(tmp_path / f"c{len(made)}"), base_port=None,
+                         extra_args=[*FAST, *_config(tmp_path), *extra], **kw)
+        made.append(c)
+        c.start()
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+
+
+def _load(c: LocalCluster, count: int, prefix: str = "k", size: int = 100) -> dict[bytes, bytes]:
+    data = {}
+    with zkv.Client(c.endpoints, timeout=5.0) as cl:
+        for i in range(count):
+            key, value = b"%s%d" % (prefix.encode(), i), os.urandom(size // 2).hex().encode()
+            cl.put(key, value, w=2)
+            data[key] = value
+    return data
+
+
+class Workload:
+    """Writers at W=2 and readers at R=1 running all along; records every miss."""
+
+    def __init__(self, endpoints: list[str], base: dict[bytes, bytes]) -> None:
+        self.endpoints = endpoints
+        self.acked: dict[bytes, tuple[float, bytes]] = {k: (0.0, v) for k, v in base.items()}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.misses: list[str] = []
+        self.reads = self.writes = self.errors = 0
+        self.threads = [threading.Thread(target=self._writer, args=(i,), daemon=True)
+                        for i in range(2)]
+        self.threads += [threading.Thread(target=self._reader, daemon=True) for _ in range(2)]
+
+    def __enter__(self) -> Workload:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def _writer(self, i: int) -> None:
+        rng = random.Random(i)
+        ctx: dict[bytes, bytes] = {}
+        with zkv.Client(self.endpoints, timeout=5.0) as c:
+            n = 0
+            while not self.stop.is_set():
+                key = b"w%d:%d" % (i, rng.randrange(200))
+                value = b"v%d-%d" % (i, n)
+                n += 1
+                try:
+                    ctx[key] = c.put(key, value, context=ctx.get(key), w=2)
+                except ZkvError:
+                    self.errors += 1
+                    ctx.pop(key, None)
+                    with self.lock:  # it may have been stored: either value may be there now
+                        self.acked.pop(key, None)
+                    continue
+                with self.lock:
+                    self.acked[key] = (time.monotonic(), value)
+                    self.writes += 1
+
+    def _reader(self) -> None:
+        rng = random.Random()
+        with zkv.Client(self.endpoints, timeout=5.0) as c:
+            while not self.stop.is_set():
+                with self.lock:
+                    if not self.acked:
+                        continue
+                    key = rng.choice(list(self.acked))
+                    when, _ = self.acked[key]
+                start = time.monotonic()
+                try:
+                    got = c.get(key, r=1)
+                except ZkvError:
+                    self.errors += 1
+                    continue
+                self.reads += 1
+                if not got.found and when < start:
+                    self.misses.append(f"{key!r} read empty at R=1")
+
+    def check_all(self, endpoints: list[str]) -> list[bytes]:
+        """Keys whose last acknowledged value cannot be read back at r=2."""
+        bad = []
+        with zkv.Client(endpoints, timeout=5.0) as c:
+            for key, (_, value) in sorted(self.acked.items()):
+                if value not in c.get(key, r=2).values:
+                    bad.append(key)
+        return bad
+
+
+def _status(c: LocalCluster, node_id: str) -> dict:
+    with zkv.Client([c.node(node_id).listen], timeout=2.0) as cl:
+        return cl.status(c.node(node_id).listen)
+
+
+def test_grow_3_to_5_then_one_leaves_under_load(make_cluster):
+    c = make_cluster(3)
+    base = _load(c, 300)
+    with Workload(c.endpoints, base) as wl:
+        c.add_node()
+        c.add_node()
+        c.wait_settled(90)
+        doc = _status(c, "node1")
+        assert {m["id"]: m["status"] for m in doc["members"]} == {
+            f"node{i}": "valid" for i in range(1, 6)}
+        assert doc["transfers"] == []
+        assert c.remove_node("node2", timeout=90) == 0  # handed off, left, exited 0
+        c.wait_settled(90)
+        time.sleep(1.0)
+    assert wl.writes > 50 and wl.reads > 50
+    assert wl.misses == []
+    live = [n.listen for n in c.nodes if n.alive()]
+    assert wl.check_all(live) == []
+    doc = _status(c, "node1")
+    statuses = {m["id"]: m["status"] for m in doc["members"]}
+    assert "node2" not in statuses or statuses["node2"] == "left"
+    with zkv.Client(live, timeout=2.0) as cl:
+        ring = cl.ring_info()
+        assert "node2" not in {m.id for m in ring.members} or all(
+            "node2" not in row["preflist"] for row in _ring_rows(c))
+
+
+def _ring_rows(c: LocalCluster) -> list[dict]:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "zkv.cli", "ring", "--json", "--node",
+                          c.node("node1").listen], capture_output=True, text=True, timeout=30)
+    return json.loads(out.stdout)
+
+
+def test_receiver_killed_mid_transfer_resumes(make_cluster, tmp_path):
+    # a slow budget so the transfer is still running when the receiver dies
+    c = make_cluster(3, extra=["--transfer-rate", "150000", "--transfer-concurrency", "1"])
+    data = _load(c, 1500, size=400)
+    new = c.add_node()
+    deadline = time.monotonic() + 60
+    done = 0
+    while time.monotonic() < deadline:
+        tr = [t for t in _status(c, new.id)["transfers"] if t["to"] == new.id]
+        done = sum(t["bytes_done"] for t in tr)
+        if done > 100_000:
+            break
+        time.sleep(0.2)
+    assert done > 100_000, "the transfer never got going"
+    c.kill(new.id)  # SIGKILL
+    saved = (tmp_path / "c0" / new.id / "transfers.json").read_text()
+    assert '"partitions"' in saved
+    c.restart(new.id)
+    first = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and first is None:
+        try:
+            tr = [t for t in _status(c, new.id)["transfers"] if t["to"] == new.id]
+            first = sum(t["bytes_done"] for t in tr)
+        except ZkvError:
+            time.sleep(0.2)
+    # resumed where it stopped (at most the batch in flight per partition is fetched again)
+    assert first is not None and first >= done - 2 * 256 * 1024
+    assert "resuming the transfer" in open(new.log_path).read()
+    c.wait_settled(120)
+    with zkv.Client([n.listen for n in c.nodes], timeout=5.0) as cl:
+        for key, value in list(data.items())[::7]:
+            assert cl.get(key, r=1).values == [value]
+
+
+def test_replace_a_killed_node(make_cluster):
+    c = make_cluster(4)
+    data = _load(c, 200)
+    c.kill("node2")
+    new = c.add_node()  # joins by itself (auto-commit)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and new.id not in {
+            m["id"] for m in _status(c, "node1")["members"] if m["state"] == "up"}:
+        time.sleep(0.2)
+    with zkv.Client([c.node("node1").listen], timeout=5.0) as cl:
+        plan = cl.cluster("replace", "node2", new.id)
+    assert plan["members"]["node2"] == "leaving"
+    c.wait_settled(120)
+    doc = _status(c, "node1")
+    assert "node2" not in {m["id"] for m in doc["members"] if m["status"] != "left"}
+    live = [n.listen for n in c.nodes if n.alive()]
+    with zkv.Client(live, timeout=5.0) as cl:
+        for key, value in data.items():
+            assert cl.get(key, r=3).values == [value]  # three live replicas of every key
+
+
+def test_force_remove_refills_from_survivors(make_cluster):
+    c = make_cluster(4)
+    data = _load(c, 200)
+    with zkv.Client([c.node("node1").listen], timeout=5.0) as cl:
+        with pytest.raises(InvalidRequest, match="is up"):
+            cl.cluster("force-remove", "node4")
+    c.kill("node4")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until the others see it down
+        states = {m["id"]: m["state"] for m in _status(c, "node1")["members"]}
+        if states["node4"] == "down":
+            break
+        time.sleep(0.2)
+    with zkv.Client([c.node("node1").listen], timeout=5.0) as cl:
+        plan = cl.cluster("force-remove", "node4")
+        assert plan["warnings"] == []  # every partition had another replica
+    c.wait_settled(120)
+    live = [n.listen for n in c.nodes if n.alive()]
+    with zkv.Client(live, timeout=5.0) as cl:
+        for key, value in data.items():
+            assert cl.get(key, r=3).values == [value]
+
+
+def test_plan_and_commit_with_auto_commit_off(make_cluster, capsys):
+    from zkv.cli import main
+
+    c = make_cluster(3)
+    _load(c, 100)
+    ep = c.node("node1").listen
+    assert main(["cluster", "auto-commit", "off", "--node", ep]) == 0
+    with zkv.Client([ep], timeout=2.0) as cl:
+        with pytest.raises(InvalidRequest, match="nothing staged"):
+            cl.cluster("commit")
+    new = c.add_node()
+    deadline = time.monotonic() + 20
+    plan: dict = {}
+    while time.monotonic() < deadline:
+        with zkv.Client([ep], timeout=2.0) as cl:
+            plan = cl.cluster("plan")
+        if plan["staged"]:
+            break
+        time.sleep(0.2)
+    # the join is staged, not applied: the plan shows what would move, nothing moves yet
+    assert plan["auto_commit"] is False
+    assert plan["staged"] == [{"action": "join", "node": new.id, "other": ""}]
+    assert plan["transfers"] and all(t["to"] == new.id for t in plan["transfers"])
+    assert 0 < plan["moved_fraction"] <= 2 * plan["minimum_fraction"]
+    doc = _status(c, "node1")
+    assert {m["id"]: m["status"] for m in doc["members"]}[new.id] == "joining"
+    assert doc["transfers"] == []
+    # conflicting / bad changes are refused with a reason
+    with zkv.Client([ep], timeout=2.0) as cl:
+        with pytest.raises(InvalidRequest, match="not a member"):
+            cl.cluster("leave", "nosuchnode")
+        cl.cluster("leave", "node3")
+        with pytest.raises(InvalidRequest, match="already has a staged change"):
+            cl.cluster("leave", "node3")
+    assert main(["cluster", "plan", "--node", ep]) == 0
+    out = capsys.readouterr().out
+    assert "leave node3" in out and "transfers" in out
+    assert main(["cluster", "commit", "--node", ep]) == 0
+    assert c.node("node3").process.wait(90) == 0
+    c.wait_settled(90)
+
+
+def test_tombstone_written_during_a_transfer_stays(make_cluster):
+    c = make_cluster(3, extra=["--transfer-rate", "100000", "--transfer-concurrency", "1",
+                               "--tombstone-grace", "1"])
+    data = _load(c, 800, size=400)
+    doomed = list(data)[:100]
+    c.add_node()
+    with zkv.Client(c.endpoints[:3], timeout=5.0) as cl:
+        for key in doomed:
+            got = cl.get(key, r=2)
+            cl.delete(key, context=got.context, w=2)
+    c.wait_settled(120)
+    time.sleep(3.0)  # reaping and anti-entropy rounds
+    with zkv.Client([n.listen for n in c.nodes], timeout=5.0) as cl:
+        for key in doomed:
+            assert cl.get(key, r=3).values == []
+        for key in list(data)[100::9]:
+            assert cl.get(key, r=3).values == [data[key]]
+
+
+def test_cli_local_add_and_remove(tmp_path):
+    import subprocess
+    import sys
+
+    d = tmp_path / "local"
+    up = subprocess.Popen([sys.executable, "-m", "zkv.cli", "local", "up", "--nodes", "3",
+                           "--dir", str(d), "--base-port", "23101", "--no-demo"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (d / "local.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        add = subprocess.run([sys.executable, "-m", "zkv.cli", "local", "add", "--dir", str(d)],
+                             capture_output=True, text=True, timeout=180)
+        assert add.returncode == 0, add.stderr
+        assert "node4" in add.stdout and "settled" in add.stdout
+        rm = subprocess.run([sys.executable, "-m", "zkv.cli", "local", "remove", "node2", "--dir",
+                             str(d)], capture_output=True, text=True, timeout=300)
+        assert rm.returncode == 0, rm.stderr
+        assert "left the cluster" in rm.stdout
+        st = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--json", "--node",
+                             "tcp://127.0.0.1:23101"], capture_output=True, text=True, timeout=30)
+        import json
+
+        doc = json.loads(st.stdout)
+        ids = {m["id"]: m["status"] for m in doc["members"]}
+        assert ids.get("node4") == "valid" and ids.get("node2", "left") == "left"
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(30)
