@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zkv._core import dvv
+from zkv.node import ownership as own
 from zkv.node.antientropy import (
     AntiEntropy,
     Exchange,
@@ -328,6 +329,8 @@ def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path)
     try:
         for x in ("a", "b", "c", "e"):
             node.membership.merge([_member(x, hb=1)])
+        node._adopt(own.founding("d", "r", [(m.id, m.rack) for m in node.membership.table()
+                                            if m.id != "d"]))
         ring = node.membership.ring()
         # a key whose sloppy walk reaches d only after another stand-in: with one owner
         # unreachable, d (coordinating anyway, e.g. after failed forwards) is not a target

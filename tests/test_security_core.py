@@ -18,6 +18,7 @@ from zkv import wire
 from zkv._core import dvv
 from zkv.config import NodeConfig
 from zkv.node import core as core_mod
+from zkv.node import ownership as own
 from zkv.node.background import MAX_EXCHANGE_QUEUE
 from zkv.node.core import ADMIN, CLIENT, GOSSIP, PEER, REQUEST, NodeCore
 from zkv.node.membership import MAX_CANDIDATES, load_cluster
@@ -47,6 +48,9 @@ class Node:
         # node2 and node3 are members, heard first-hand and up
         for i in (2, 3):
             self.gossip(i, [_member(i)])
+        # ... and own their share of the ring (the cluster state says so)
+        self.core._adopt(own.founding("node1", "rack-1", [(f"node{i}", f"rack-{i}")
+                                                          for i in (2, 3)]))
         self.out()
 
     def gossip(self, sender: int, members: list[Member]) -> None:
@@ -137,6 +141,8 @@ def test_forged_reap_from_a_non_owner_is_ignored(node):
     # with 3 nodes and n=3 every node owns every key: a fourth member makes node2 a
     # non-owner of some keys node1 holds
     node.gossip(4, [_member(4)])
+    node.core._adopt(own.founding("node1", "rack-1", [(f"node{i}", f"rack-{i}")
+                                                      for i in (2, 3, 4)]))
     ring = node.core.membership.ring()
     key = next(k for k in (b"k%d" % i for i in range(1000))
                if "node1" in ring.preflist_for_key(k) and "node2" not in ring.preflist_for_key(k))
@@ -268,11 +274,13 @@ def test_ghost_hints_refused_and_swept(node):
     assert node.core.handoff.owners() == []
     (reply,) = node.ask(ROGUE, [wire.RPut(2, b"k", _version(b"v"), "node3")])
     assert reply.ok and node.core.handoff.owners() == ["node3"]
-    # a hint for an owner that is no longer a member (or past its TTL) is swept
-    node.core.handoff.merge("gone-node", b"k", _version(b"v"))
+    # a hint for an owner that is no longer a member is swept: its value goes to the key's
+    # owners (a node that left hands over what it was owed), never kept for the ghost
+    node.core.handoff.merge("gone-node", b"k2", _version(b"w"))
     node.t += core_mod.HINT_SWEEP_INTERVAL + 1
     node.core.tick(node.t)
-    assert node.core.handoff.owners() == ["node3"]
+    assert "gone-node" not in node.core.handoff.owners()
+    assert node.core.store.get(b"k2") is not None  # node1 owns every key of this ring
 
 
 def test_repair_flood_is_deduplicated(node):

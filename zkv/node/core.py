@@ -816,11 +816,11 @@ class NodeCore:
         self.cluster_bytes = own.encode(st)
         self.transfers.replan(rings)
         self.need_drop = True
-        if save:
+        if save:  # (not at start-up: a node that then fails to bind says one line only)
             self._save_cluster()
-        log.info("cluster epoch %d by %s: %s%s", st.epoch, st.author,
-                 ", ".join(f"{i} {s}" for i, (s, _) in sorted(st.members.items())),
-                 f"; staged: {st.staged}" if st.staged else "")
+            log.info("cluster epoch %d by %s: %s%s", st.epoch, st.author,
+                     ", ".join(f"{i} {s}" for i, (s, _) in sorted(st.members.items())),
+                     f"; staged: {st.staged}" if st.staged else "")
         if (self.me not in st.members and self.left_at is None
                 and st.gone.get(self.me, -1) >= self.membership.me.incarnation):
             self.left_at = self.t
