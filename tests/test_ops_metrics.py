@@ -110,8 +110,8 @@ def test_ipv6_literals_bind_join_and_advertise(nodes, tmp_path):
     def both_up():
         doc = raw_status(f"tcp://[::1]:{l1}")
         seen = {m["id"]: m for m in doc["members"]}
-        return set(seen) == {"v6a", "v6b"} and all(m["state"] == "up" for m in seen.values()) \
-            and seen
+        return set(seen) == {"v6a", "v6b"} and all(
+            m["state"] == "up" and m["status"] == "valid" for m in seen.values()) and seen
     seen = wait_for(both_up, what="both nodes up over IPv6")
     assert seen["v6b"]["listen"] == f"tcp://[::1]:{l2}"  # the advertised, not the bound, address
     assert seen["v6b"]["gossip"] == f"tcp://[::1]:{g2}"

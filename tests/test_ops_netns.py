@@ -37,7 +37,9 @@ CLIENT_SCRIPT = textwrap.dedent('''
                 for ep in eps:
                     with zkv.Client([ep], timeout=1.0) as c:
                         docs.append(c.status(ep))
-                ups = [sorted(m["id"] for m in d["members"] if m["detail"] == "up") for d in docs]
+                # up, and owners (joins committed and their partitions received)
+                ups = [sorted(m["id"] for m in d["members"] if m["detail"] == "up"
+                              and m["status"] == "valid") for d in docs]
                 rings = {d["ring"]["fingerprint"] for d in docs}
                 last = (ups, rings)
                 if all(len(u) == want for u in ups) and len(rings) == 1:

@@ -77,7 +77,8 @@ class KeyedCluster:
                 ok = True
                 for nid in ids:
                     (doc,) = self.call([wire.Status(1)], nid, timeout=1.0)
-                    up = {m["id"] for m in doc.info["members"] if m["detail"] == "up"}
+                    up = {m["id"] for m in doc.info["members"]
+                          if m["detail"] == "up" and m["status"] == "valid"}
                     ok = ok and set(ids) <= up
                     last = (nid, sorted(up))
                 if ok:
