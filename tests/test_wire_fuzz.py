@@ -42,6 +42,8 @@ def samples() -> list:
         wire.Reap(24, [b"k1", b"k2"], [b"d" * 16, b"e" * 16]), wire.Repair(25, -1),
         wire.RepairOk(26, {"queued": 4}),
         wire.Gossip(27, "node1", 256, 3, 2, 2, ms, b"fp"),
+        wire.NsCreate(28, "sessions", 3, 2, 2, "lww"), wire.NsList(29),
+        wire.NsOk(30, b"\x92\x01\x90", "sessions"),
     ]
 
 

@@ -13,8 +13,9 @@ above `phi_down` or when silent for `down_after` seconds. Request timeouts add s
 (`suspect()`), which a fresh heartbeat clears. The clock is injected (a callable returning
 seconds), so every decision replays in tests.
 
-The member table and cluster settings a node saw last are kept in DATA_DIR/cluster.json
-(`load_cluster` / `save_cluster`), so a restarted node knows its peers before any gossip.
+The member table, cluster settings and namespace registry a node saw last are kept in
+DATA_DIR/cluster.json (`load_cluster` / `save_cluster`; key "namespaces"), so a restarted node
+knows its peers and namespaces before any gossip.
 
 Trust (issue 13; holds even against a peer that holds the cluster key but is buggy or rogue):
 - Every record is checked by `validate_member` before it is merged or saved: id and endpoint
@@ -134,9 +135,8 @@ class Membership:
         self.phi_suspect = phi_suspect
         self.phi_down = phi_down
         self.peers: dict[str, _Peer] = {}
-        self._ring: Ring | None = None
-        self._ring_key: tuple | None = None
-        self._ring_stamp: tuple | None = None  # (version, q, n) the cached ring was built at
+        # n -> ((version, q, n) it was built at, member key, ring): one cached ring per N
+        self._rings: dict[int, tuple[tuple, tuple, Ring]] = {}
         self.version = 0  # bumps whenever the member set (and so the ring) changes
         self._unreachable: frozenset[str] | None = None
         self._unreachable_at = 0.0
@@ -324,17 +324,20 @@ class Membership:
         return self._unreachable
 
     # ---- ring ---------------------------------------------------------------------------
-    def ring(self) -> Ring:
-        """The ring of the current member set; asked per request, rebuilt only on change."""
-        stamp = (self.version, self.settings["q"], self.settings["n"])
-        if stamp != self._ring_stamp:
+    def ring(self, n: int | None = None) -> Ring:
+        """The ring of the current member set with N = `n` (None: the cluster's N; a
+        namespace passes its own, issue 15); asked per request, rebuilt only on change,
+        one cached per N. Every ring lookup goes through here."""
+        n = self.settings["n"] if n is None else n
+        stamp = (self.version, self.settings["q"], n)
+        cached = self._rings.get(n)
+        if cached is None or cached[0] != stamp:
             key = tuple(sorted((m.id, m.rack) for m in self.table() if not m.leaving))
-            if key != self._ring_key:
-                self._ring = Ring(key, q=self.settings["q"], n=self.settings["n"])
-                self._ring_key = key
-            self._ring_stamp = stamp
-        assert self._ring is not None
-        return self._ring
+            ring = (cached[2] if cached is not None and cached[1] == key
+                    and cached[2].q == self.settings["q"] else
+                    Ring(key, q=self.settings["q"], n=n))
+            self._rings[n] = cached = (stamp, key, ring)
+        return cached[2]
 
 
 def copy_member(m: Member) -> Member:
@@ -368,15 +371,18 @@ def load_cluster(path: str) -> dict:
     return doc
 
 
-def save_cluster(path: str, membership: Membership) -> None:
-    """Write settings and the other members atomically (temp file + rename); only records
-    that pass validation are written."""
+def save_cluster(path: str, membership: Membership, namespaces: list | None = None) -> None:
+    """Write settings, the other members and the namespace registry (issue 15: a list of
+    dicts, `Registry.to_builtins()`; validated on load by the node) atomically (temp file +
+    rename); only member records that pass validation are written."""
     me = membership.me.id
     doc = {
         "settings": membership.settings,
         "members": [[m.id, m.listen, m.gossip, m.rack] for m in membership.table()
                     if m.id != me and validate_member(m) is None],
     }
+    if namespaces is not None:
+        doc["namespaces"] = namespaces
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(doc, fh)
