@@ -191,6 +191,9 @@ class NodeCore:
         self.namespaces = self._registry(saved.get("namespaces"))
         self._ns_encoded = self.namespaces.encode()
         self.ae_groups: dict[int, AntiEntropy] = {}  # N -> trees of keys with that N (not ours)
+        # NsCreate answers held until every up member's gossip shows the namespace:
+        # [identity, rid, name, members still to show it, answer anyway at]
+        self.ns_waits: list[list] = []
 
         self.rids = itertools.count(1)
         self.peer_rids: dict[int, tuple[Op, str, float]] = {}  # rid -> (op, node, sent at)
@@ -360,6 +363,8 @@ class NodeCore:
             return self.out
         if now >= self.next_gossip:
             self._gossip(now)
+        if self.ns_waits:
+            self._ns_waits_check(now)
         if now >= self.next_hint_sweep:
             self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
             self._sweep_hints()
@@ -385,6 +390,9 @@ class NodeCore:
 
     def shutdown(self) -> Outbox:
         """Fail every client request in flight (the client retries elsewhere)."""
+        for wait in self.ns_waits:  # created here already; the rest learn it by gossip
+            self._reply(wait[0], NsOk(wait[1], self._ns_encoded, wait[2]))
+        self.ns_waits = []
         for op in list(self.live_ops.values()):
             if not op.replied and op.origin is not None:
                 op.reply(Error(0, E_UNAVAILABLE, f"node {self.me} is shutting down"), ok=False)
@@ -655,7 +663,34 @@ class NodeCore:
                      ns.conflicts)
             self._save_cluster()
             self.next_gossip = self.t  # tell the cluster at once
-        self._reply(ident, NsOk(msg.rid, self._ns_encoded, ns.name))
+        # answer once every member that is up shows it in its gossip, so the caller's next
+        # request finds it wherever it lands (bounded: members that stay silent learn later)
+        waiting = {m for m in self.membership.peers if self.membership.is_up(m)}
+        until = self.t + self.cfg.replica_timeout + 5 * self.cfg.gossip_interval
+        self.ns_waits.append([ident, msg.rid, ns.name, waiting, until])
+        self._ns_waits_check(self.t)
+
+    def _ns_waits_check(self, now: float, sender: str | None = None,
+                        registry: bytes = b"") -> None:
+        names: set[str] | None = None
+        if sender is not None:
+            if registry == self._ns_encoded:
+                names = set(self.namespaces.names())
+            else:
+                try:
+                    names = set(Registry.decode(registry).names()) if registry else set()
+                except ValueError:
+                    names = set()
+        keep = []
+        for wait in self.ns_waits:
+            ident, rid, name, waiting, until = wait
+            if sender is not None and names is not None and name in names:
+                waiting.discard(sender)
+            if waiting and now < until:
+                keep.append(wait)
+            else:
+                self._reply(ident, NsOk(rid, self._ns_encoded, name))
+        self.ns_waits = keep
 
     def _on_ns_list(self, ident: bytes, msg: NsList) -> None:
         self._reply(ident, NsOk(msg.rid, self._ns_encoded))
@@ -886,6 +921,8 @@ class NodeCore:
         # of the sender are first-hand, the others relayed (membership.py: who may say what)
         self._merge_members(msg.members, via=msg.sender)
         self._merge_namespaces(msg.namespaces, msg.sender)
+        if self.ns_waits:
+            self._ns_waits_check(self.t, msg.sender, msg.namespaces)
 
     # ---- hints: current members only, with a quota and a TTL ---------------------------------
     def _hint_refusal(self, owner: str) -> str | None:
