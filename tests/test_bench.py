@@ -456,3 +456,21 @@ def test_quick_run_on_a_real_cluster(tmp_path):
     assert (out / "report.md").read_text().startswith("# zkv quorum benchmark")
     for name in PLOTS.values():
         assert (out / name).stat().st_size > 1000
+
+
+def test_conflict_modes_workload_counts_lost_acknowledged_writes(tmp_path):
+    """`zkv bench --conflict-modes` (issue 15): the same concurrent writers against an lww
+    and a siblings namespace; siblings + merge never loses an acknowledged add."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "zkv.cli", "bench", "--conflict-modes",
+                          "--duration", "1", "--clients", "2", "--inflight", "4", "--keys", "4",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "lww" in out.stdout and "siblings+merge" in out.stdout
+    res = json.loads((tmp_path / "conflicts.json").read_text())
+    runs = {r["mode"]: r for r in res["runs"]}
+    assert runs["siblings+merge"]["acked"] > 0 and runs["siblings+merge"]["lost"] == 0
+    assert runs["lww"]["acked"] > 0 and 0 <= runs["lww"]["lost"] <= runs["lww"]["acked"]

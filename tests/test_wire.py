@@ -58,3 +58,33 @@ def test_quorum_checks():
     for bad in (0, 4, -1, "2", 2.0, True):
         with pytest.raises(InvalidRequest):
             wire.check_quorum("r", bad, 3)
+
+
+def test_namespace_fields_are_trailing_and_optional():
+    """Issue 15: old peers' messages (no ns / namespaces / n) still decode, with defaults,
+    and a new message's extra trailing fields are ignored by a decoder that lacks them."""
+    import msgspec
+
+    from zkv.node.core import ADMIN, CLIENT, PEER, ROLE_MESSAGES
+
+    old_get = msgspec.msgpack.encode([wire.WIRE_VERSION, [[1, 7, b"key", 2]]])
+    (g,) = wire.decode(old_get, 1 << 20)
+    assert g.ns == "" and g.r == 2
+    old_put = msgspec.msgpack.encode([wire.WIRE_VERSION, [[2, 8, b"k", b"v", b"", 0, b""]]])
+    (p,) = wire.decode(old_put, 1 << 20)
+    assert p.ns == ""
+    (t,) = wire.decode(msgspec.msgpack.encode([wire.WIRE_VERSION, [[27, 9, 3, 0, []]]]), 1 << 20)
+    assert t.n == 0
+
+    class OldGet(msgspec.Struct, array_like=True, tag_field="t", tag=1):
+        rid: int
+        key: bytes
+        r: int = 0
+
+    new = msgspec.msgpack.encode(wire.Get(5, b"k", 0, "sessions"))
+    assert msgspec.msgpack.decode(new, type=OldGet).key == b"k"
+    # bounded: a namespace name longer than 64 characters never decodes
+    with pytest.raises(wire.WireError):
+        wire.decode(wire.encode([wire.Get(1, b"k", 0, "x" * 65)]), 1 << 20)
+    assert wire.NsCreate in ROLE_MESSAGES[ADMIN] and wire.NsCreate in ROLE_MESSAGES[PEER]
+    assert wire.NsCreate not in ROLE_MESSAGES[CLIENT] and wire.NsList in ROLE_MESSAGES[CLIENT]

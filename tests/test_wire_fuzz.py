@@ -44,6 +44,8 @@ def samples() -> list:
         wire.Gossip(27, "node1", 256, 3, 2, 2, ms, b"fp", b"\x96\x01", 3, [(1, 10, 20, 0)]),
         wire.Cluster(28, "leave", "node2"), wire.ClusterOk(29, {"epoch": 3}),
         wire.Fetch(30, 5, 1 << 60, 262144), wire.FetchOk(31, [b"k"], [b"\x00dvv"], 7, False, 9),
+                wire.NsCreate(32, "sessions", 3, 2, 2, "lww"), wire.NsList(33),
+        wire.NsOk(34, b"\x92\x01\x90", "sessions"),
     ]
 
 

@@ -244,18 +244,37 @@ def _main(argv: list[str] | None = None) -> int:
                         "`zkv keygen`)")
         return sp
 
-    g = with_node(sub.add_parser("get", help="read a key"))
+    def with_ns(sp):
+        sp.add_argument("--namespace", default="default",
+                        help="the key's namespace (default: 'default')")
+        return sp
+
+    g = with_ns(with_node(sub.add_parser("get", help="read a key")))
     g.add_argument("key")
     g.add_argument("--r", type=int)
-    pu = with_node(sub.add_parser("put", help="write a key"))
+    pu = with_ns(with_node(sub.add_parser("put", help="write a key")))
     pu.add_argument("key")
     pu.add_argument("value")
     pu.add_argument("--w", type=int)
     pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
-    d = with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)"))
+    d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
     d.add_argument("key")
     d.add_argument("--w", type=int)
     d.add_argument("--context", help="hex context; by default the current one is read first")
+    nsp = sub.add_parser("namespace", help="create and list namespaces (N, R, W, conflicts)")
+    nsub = nsp.add_subparsers(dest="ns_cmd", required=True)
+    nc = with_node(nsub.add_parser("create", help="create a namespace (admin key on a keyed "
+                                   "cluster; settings are fixed once created)"))
+    nc.add_argument("name")
+    nc.add_argument("--n", type=int, help="replicas per key (default: the cluster's N, at most "
+                    "the number of members)")
+    nc.add_argument("--r", type=int, help="default read quorum (default: a majority of N)")
+    nc.add_argument("--w", type=int, help="default write quorum (default: a majority of N)")
+    nc.add_argument("--conflicts", choices=["siblings", "lww"], default="siblings",
+                    help="siblings: keep concurrent writes for the client to merge (default); "
+                    "lww: the last write by hybrid logical clock wins, the others are lost")
+    nl = with_node(nsub.add_parser("list", help="every namespace and its settings"))
+    nl.add_argument("--json", action="store_true")
     st = with_node(sub.add_parser("status", help="members, up/down, racks, partitions, hints"))
     st.add_argument("--json", action="store_true")
     rg = with_node(sub.add_parser("ring", help="partition -> preference list"))
@@ -310,6 +329,8 @@ def _main(argv: list[str] | None = None) -> int:
             return kv_command(args)
         if args.cmd == "status":
             return status_command(args)
+        if args.cmd == "namespace":
+            return namespace_command(args)
         if args.cmd == "ring":
             return ring_command(args)
         if args.cmd == "repair":
@@ -344,7 +365,7 @@ def kv_command(args) -> int:
 
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         if args.cmd == "get":
-            res = c.get(_key(args.key), r=args.r)
+            res = c.get(_key(args.key), r=args.r, namespace=args.namespace)
             if not res.found:
                 print("(not found)")
             for i, v in enumerate(res.values):
@@ -358,13 +379,34 @@ def kv_command(args) -> int:
             raise InvalidRequest(f"--context must be the hex string a get printed, got "
                                  f"{args.context!r}") from None
         if args.cmd == "put":
-            new = c.put(_key(args.key), _key(args.value), context=ctx, w=args.w)
+            new = c.put(_key(args.key), _key(args.value), context=ctx, w=args.w,
+                        namespace=args.namespace)
             print(f"ok (context {new.hex()})")
             return 0
         if ctx is None:
-            ctx = c.get(_key(args.key)).context
-        c.delete(_key(args.key), context=ctx, w=args.w)
+            ctx = c.get(_key(args.key), namespace=args.namespace).context
+        c.delete(_key(args.key), context=ctx, w=args.w, namespace=args.namespace)
         print("deleted")
+        return 0
+
+
+def namespace_command(args) -> int:
+    from zkv.client import Client
+
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        if args.ns_cmd == "create":
+            ns = c.namespace_create(args.name, n=args.n, r=args.r, w=args.w,
+                                    conflicts=args.conflicts)
+            print(f"namespace {ns['name']}: n={ns['n']} r={ns['r']} w={ns['w']} "
+                  f"conflicts={ns['conflicts']}")
+            return 0
+        nss = c.namespaces()
+        if args.json:
+            print(json.dumps(nss, indent=2))
+            return 0
+        print(f"{'NAME':<24} {'N':>2} {'R':>2} {'W':>2}  CONFLICTS")
+        for ns in nss:
+            print(f"{ns['name']:<24} {ns['n']:>2} {ns['r']:>2} {ns['w']:>2}  {ns['conflicts']}")
         return 0
 
 

@@ -17,7 +17,8 @@ and a frame decodes (typed, validated) in ~0.8 us, against ~8-10 us for one zmq 
 
 Message tags (uint):
     1 Get     2 Put     3 Delete     4 RingInfo   5 Status     6 Repair
-    10 GetOk  11 PutOk  12 Error     13 RingOk    14 StatusOk   15 RepairOk
+    7 NsCreate  8 NsList                                            (namespaces, issue 15)
+    10 GetOk  11 PutOk  12 Error     13 RingOk    14 StatusOk   15 RepairOk   16 NsOk
     20 RGet   21 RPut   22 RGetOk    23 RPutOk    24 Forward  25 Join   26 JoinOk
     27 TreeLevel  28 TreeLevelOk  29 LeafKeys  31 LeafKeysOk  32 Reap
     33 RGetHashes  34 RGetHashesOk                                   (anti-entropy)
@@ -62,10 +63,17 @@ MAX_RACK = 64
 MAX_MEMBERS = 1024  # records in one Gossip / JoinOk / RingOk (and the cluster's member cap)
 MAX_COUNTER = (1 << 63) - 1  # incarnation / heartbeat: non-negative int64
 MAX_ERROR_TEXT = 4096
+MAX_NS_NAME = 64  # == namespaces._NAME's upper bound
+MAX_NS_REGISTRY = 1 << 20  # == namespaces.DEFAULT_MAX_BYTES
+MAX_NS_N = 16  # == namespaces.MAX_N
 
 NodeId = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
 Endpoint = Annotated[str, msgspec.Meta(max_length=MAX_ENDPOINT)]
 Counter = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNTER)]
+NsName = Annotated[str, msgspec.Meta(max_length=MAX_NS_NAME)]
+NsRegistry = Annotated[bytes, msgspec.Meta(max_length=MAX_NS_REGISTRY)]
+NsN = Annotated[int, msgspec.Meta(ge=0, le=MAX_NS_N)]
+Small = Annotated[int, msgspec.Meta(ge=0, le=255)]
 
 # Error codes carried by Error.code
 E_INVALID = 1  # -> InvalidRequest
@@ -82,7 +90,8 @@ class _Msg(msgspec.Struct, array_like=True, tag_field="t", frozen=False):
 # ---- client -> node -------------------------------------------------------------------------
 class Get(_Msg, tag=1):
     key: bytes
-    r: int = 0  # 0: the cluster default
+    r: int = 0  # 0: the namespace's default
+    ns: NsName = ""  # namespace ("": "default")
 
 
 class Put(_Msg, tag=2):
@@ -91,6 +100,7 @@ class Put(_Msg, tag=2):
     context: bytes = b""
     w: int = 0
     wid: bytes = b""  # write id, WID_SIZE bytes (b"": none); the same on every retry of a call
+    ns: NsName = ""  # namespace ("": "default")
 
 
 class Delete(_Msg, tag=3):
@@ -98,6 +108,7 @@ class Delete(_Msg, tag=3):
     context: bytes = b""
     w: int = 0
     wid: bytes = b""  # write id, as Put.wid
+    ns: NsName = ""  # namespace ("": "default")
 
 
 class RingInfo(_Msg, tag=4):
@@ -106,6 +117,20 @@ class RingInfo(_Msg, tag=4):
 
 class Status(_Msg, tag=5):
     pass
+
+
+class NsCreate(_Msg, tag=7):
+    """Admin -> node: create a namespace (0 = default n / majority r, w). Answered by NsOk."""
+
+    name: NsName
+    n: Small = 0  # the node checks the real bounds (1..min(members, 16)) and says why
+    r: Small = 0
+    w: Small = 0
+    conflicts: Annotated[str, msgspec.Meta(max_length=16)] = "siblings"
+
+
+class NsList(_Msg, tag=8):
+    """Client -> node: every namespace the node knows. Answered by NsOk."""
 
 
 # ---- node -> client -------------------------------------------------------------------------
@@ -149,6 +174,11 @@ class RingOk(_Msg, tag=13):
     down: Annotated[list[NodeId], msgspec.Meta(max_length=MAX_MEMBERS)]
 
 
+class NsOk(_Msg, tag=16):
+    registry: NsRegistry  # the node's whole registry (Registry.encode)
+    created: NsName = ""  # NsCreate: the namespace created (or found identical)
+
+
 class StatusOk(_Msg, tag=14):
     info: dict  # JSON-able status document (see zkv/node/status.py)
 
@@ -190,6 +220,7 @@ class JoinOk(_Msg, tag=26):
     w: int
     members: Members
     cluster: Annotated[bytes, msgspec.Meta(max_length=256 * 1024)] = b""
+    namespaces: NsRegistry = b""  # Registry.encode
 
 
 class TreeLevel(_Msg, tag=27):
@@ -199,6 +230,7 @@ class TreeLevel(_Msg, tag=27):
     partition: int
     level: int
     parents: list[int]
+    n: NsN = 0  # the trees of keys whose namespace has this N (0: the cluster's N)
 
 
 class TreeLevelOk(_Msg, tag=28):
@@ -210,6 +242,7 @@ class LeafKeys(_Msg, tag=29):
 
     partition: int
     leaves: list[int]
+    n: NsN = 0  # as TreeLevel.n
 
 
 class LeafKeysOk(_Msg, tag=31):
@@ -222,6 +255,7 @@ class RGetHashes(_Msg, tag=33):
 
     partition: int
     hashes: bytes
+    n: NsN = 0  # as TreeLevel.n
 
 
 class RGetHashesOk(_Msg, tag=34):
@@ -289,6 +323,7 @@ class Gossip(_Msg, tag=30):
     # this sender's incoming transfers: (partition, bytes done, bytes total, phase)
     progress: Annotated[list[tuple[int, int, int, int]],
                         msgspec.Meta(max_length=65536)] = []
+    namespaces: NsRegistry = b""  # Registry.encode
 
 
 Message = (
@@ -297,6 +332,9 @@ Message = (
     | Delete
     | RingInfo
     | Status
+    | NsCreate
+    | NsList
+    | NsOk
     | GetOk
     | PutOk
     | Error

@@ -9,6 +9,10 @@ Multi-machine: start the nodes yourself (``zkv-node ... --n 3`` on each machine)
 client machine. Every configuration must use the cluster's N; keys get a run-specific prefix
 so earlier data is not touched; the availability run is skipped (the suite cannot pause
 remote processes). Run clients on a machine other than the nodes' to measure the nodes alone.
+
+``--conflict-modes`` runs only the namespaces workload instead (issue 15, conflicts.py): the
+same concurrent read-modify-write writers against an ``lww`` and a ``siblings`` namespace,
+reporting how many acknowledged writes each lost.
 """
 
 from __future__ import annotations
@@ -54,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "a load balancer, which is what shows replica staleness; token: send each "
                    "key to its owners (zkv.Client's default), where R=1 reads land on the "
                    "key's write coordinator and so are rarely stale")
+    p.add_argument("--conflict-modes", dest="conflict_modes", action="store_true",
+                   help="run only the conflict-mode workload: --clients x --inflight writers "
+                   "add to --keys shared sets for --duration s in an lww and a siblings "
+                   "namespace; reports acknowledged writes lost per mode")
+    p.add_argument("--keys", type=int, default=8,
+                   help="shared sets of the conflict-mode workload (default 8)")
     return p
 
 
@@ -103,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"zkv bench: {exc}", file=sys.stderr)
         return 2
+    if args.conflict_modes:
+        return conflict_modes(args, settings)
     from zkv.bench.report import write_all
     from zkv.bench.runner import Suite
 
@@ -118,6 +130,48 @@ def main(argv: list[str] | None = None) -> int:
     if g.get("throughput_ratio") is not None or g.get("p99_ratio") is not None:
         suite.log(f"goal N3 R2 W2 A: throughput {_x(g.get('throughput_ratio'))} redis "
                   f"(>= 0.4x), p99 {_x(g.get('p99_ratio'))} pyzmq round trip (<= 10x)")
+    return 0
+
+
+def conflict_modes(args: argparse.Namespace, s) -> int:
+    """`zkv bench --conflict-modes`: the conflict-mode workload alone (see conflicts.py)."""
+    import json
+    import os
+    import tempfile
+
+    from zkv.bench import conflicts
+
+    if args.keys < 1:
+        print("zkv bench: --keys must be at least 1", file=sys.stderr)
+        return 2
+    writers = s.clients * s.inflight
+    n = min(3, s.nodes)
+    cluster = None
+    root = tempfile.mkdtemp(prefix="zkv-bench-conflicts-")
+    try:
+        if s.cluster:
+            endpoints = s.cluster
+        else:
+            from zkv.local import LocalCluster
+
+            cluster = LocalCluster(s.nodes, root, base_port=None, sync=s.sync)
+            cluster.start()
+            endpoints = cluster.endpoints
+        print(f"conflict modes: {writers} concurrent writers, {args.keys} shared sets, "
+              f"{s.duration:g}s per mode, N={n} (majority R/W), {s.nodes} nodes")
+        res = conflicts.run(endpoints, writers=writers, keys=args.keys, duration=s.duration,
+                            timeout=s.timeout, seed=s.seed, n=n)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(s.out, exist_ok=True)
+    path = os.path.join(s.out, "conflicts.json")
+    with open(path, "w") as fh:
+        json.dump(res, fh, indent=2)
+    print(f"wrote {path}")
     return 0
 
 

@@ -23,6 +23,12 @@ missed is tried last for SUSPECT_FOR seconds and the ring is refreshed on the ne
 dead or paused node costs a retry, not an error. When every try failed the call raises
 `Unavailable` if no tried node could even be connected to, else `RequestTimeout`.
 
+Namespaces (issue 15): every data call takes `namespace=` ("default" unless given). The
+request carries the name; routing needs the namespace's N and mode (they are part of the
+stored key the node routes by, zkv.node.namespaces), so the first call in a namespace the
+client has not seen asks a node for the registry (NsList) and caches it: namespaces never
+change once created. If that fails the call goes to any member, which forwards it.
+
 Writes are idempotent (issue 10): each put/delete call carries a write id (`WID_BYTES` random
 bytes) that stays the same across that call's retries and failovers, so a replica that stored
 a try whose answer was lost recognises the retry as the same write.
@@ -37,9 +43,13 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
+import msgspec
+
 from zkv import wire
 from zkv._core.ring import Ring
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
+from zkv.node import namespaces as nss
+from zkv.node.namespaces import Namespace, Registry
 from zkv.wire import (
     Cluster,
     ClusterOk,
@@ -47,6 +57,9 @@ from zkv.wire import (
     Error,
     Get,
     GetOk,
+    NsCreate,
+    NsList,
+    NsOk,
     Put,
     PutOk,
     Repair,
@@ -131,6 +144,25 @@ def _expect(reply, kind: type[T]) -> T:
     raise ZkvError(f"unexpected reply {type(reply).__name__} (wanted {kind.__name__})")
 
 
+def check_namespace(namespace) -> str:
+    """A namespace name as the wire carries it ("" for "default"); InvalidRequest if bad."""
+    if namespace is None or namespace == nss.DEFAULT:
+        return ""
+    if not isinstance(namespace, str) or not nss.valid_name(namespace):
+        raise InvalidRequest(f"namespace {namespace!r}: 1 to 64 characters of A-Z a-z 0-9 _ . - "
+                             "(not . or ..)")
+    return namespace
+
+
+def check_namespace_settings(name, n, r, w, conflicts) -> None:
+    """What `namespace_create` can check without the cluster (the node checks the rest:
+    n against the member count, r/w against the default n)."""
+    found = nss.problems(name, nss.MAX_N if n is None else n, 1 if r is None else r,
+                         1 if w is None else w, conflicts)
+    if found:
+        raise InvalidRequest(f"cannot create namespace {name!r}: " + "; ".join(found))
+
+
 def check_endpoints(nodes) -> list[str]:
     if isinstance(nodes, str):
         nodes = [nodes]
@@ -182,6 +214,8 @@ class ClientCore:
         self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
         self._base_order: list[str] | None = None
         self._n_up = 0  # members in _base_order that looked up (they come first)
+        self.rings: dict[int, Ring] = {}  # N -> ring (namespaces with another N than the cluster's)
+        self.ns_cache: dict[str, Namespace] = {}  # namespaces seen (immutable once created)
 
     # ---- routing state ------------------------------------------------------------------------
     @property
@@ -191,14 +225,26 @@ class ClientCore:
     def set_ring(self, msg: RingOk) -> None:
         self.ring = Ring([(m.id, m.rack) for m in msg.members if not m.leaving], q=msg.q, n=msg.n)
         self.ring_msg = msg
+        self.rings = {msg.n: self.ring}
         self.n = msg.n
         self.endpoints = {m.id: m.listen for m in msg.members}
         self.down = set(msg.down)
         self._base_order = None
         self.ring_at = self.clock()
 
-    def candidates(self, key: bytes | None) -> list[str]:
-        """Endpoints to try, best first: the key's owners that look up, others, suspects last."""
+    def ring_for(self, n: int | None) -> Ring | None:
+        """The ring with N = n (None: the cluster's), built from the last ring learned."""
+        if self.ring is None or n is None or n == self.ring.n:
+            return self.ring
+        ring = self.rings.get(n)
+        if ring is None:
+            ring = self.rings[n] = Ring([(m.id, m.rack) for m in self.members if not m.leaving],
+                                        q=self.ring.q, n=n)
+        return ring
+
+    def candidates(self, key: bytes | None, n: int | None = None) -> list[str]:
+        """Endpoints to try, best first: the key's owners that look up, others, suspects last.
+        `key` is the stored key (namespace prefix included), `n` its namespace's N."""
         base = self._base_order
         if base is None:  # every member up first, then down ones, then seeds; once per ring
             base = []
@@ -217,7 +263,9 @@ class ClientCore:
                 base = base[r:up] + base[:r] + base[up:]
         elif key is not None and self.ring is not None:
             eps, down = self.endpoints, self.down
-            head = [eps[x] for x in self.ring.preflist_for_key(key) if x in eps and x not in down]
+            ring = self.ring_for(n)
+            assert ring is not None
+            head = [eps[x] for x in ring.preflist_for_key(key) if x in eps and x not in down]
         order = head + [ep for ep in base if ep not in head] if head else list(base)
         if self.suspect_until:
             now = self.clock()
@@ -236,25 +284,49 @@ class ClientCore:
         return os.urandom(WID_BYTES)
 
     # ---- request building (validates before a byte is sent) --------------------------------
-    def get_msg(self, key, r) -> Get:
-        wire.check_key(key)
-        wire.check_quorum("r", r, self.n)
-        return Get(0, key, r or 0)
+    def _n_of(self, ns: str) -> int | None:
+        """The N quorums are checked against: the namespace's if known, else the cluster's
+        for "default" and None (the node checks) for others."""
+        if not ns:
+            return self.n
+        known = self.ns_cache.get(ns)
+        return known.n if known is not None else None
 
-    def put_msg(self, key, value, context, w, wid: bytes) -> Put:
+    def get_msg(self, key, r, ns: str = "") -> Get:
+        wire.check_key(key)
+        wire.check_quorum("r", r, self._n_of(ns))
+        return Get(0, key, r or 0, ns)
+
+    def put_msg(self, key, value, context, w, wid: bytes, ns: str = "") -> Put:
         wire.check_key(key)
         wire.check_value(value, self.max_value_size)
         wire.check_context(context)
-        wire.check_quorum("w", w, self.n)
+        wire.check_quorum("w", w, self._n_of(ns))
         wire.check_wid(wid)
-        return Put(0, key, value, context or b"", w or 0, wid)
+        return Put(0, key, value, context or b"", w or 0, wid, ns)
 
-    def delete_msg(self, key, context, w, wid: bytes) -> Delete:
+    def delete_msg(self, key, context, w, wid: bytes, ns: str = "") -> Delete:
         wire.check_key(key)
         wire.check_context(context)
-        wire.check_quorum("w", w, self.n)
+        wire.check_quorum("w", w, self._n_of(ns))
         wire.check_wid(wid)
-        return Delete(0, key, context or b"", w or 0, wid)
+        return Delete(0, key, context or b"", w or 0, wid, ns)
+
+    def _route(self, key: bytes, ns: str) -> Plan[tuple[bytes | None, int | None]]:
+        """(stored key to route by, its N); (None, None) when the namespace is not known
+        here and the registry could not tell (any member takes it and forwards)."""
+        if not ns:
+            return key, None
+        known = self.ns_cache.get(ns)
+        if known is None and self.routing == "token":
+            try:
+                yield from self.namespaces_plan()
+            except ZkvError:
+                pass
+            known = self.ns_cache.get(ns)
+        if known is None:
+            return None, None
+        return nss.storage_key(known, key), known.n
 
     # ---- plans ------------------------------------------------------------------------------
     def _failure(self, candidates: list[str], tried: int) -> ZkvError:
@@ -290,9 +362,11 @@ class ClientCore:
             self._refreshing = False
         raise self._failure(candidates, tried)
 
-    def call(self, msg, key: bytes | None, only: str | None = None) -> Plan[Any]:
-        """Send `msg` to the best candidate for `key` (or only to endpoint `only`), failing over
-        on silence; return the first reply (Error replies included)."""
+    def call(self, msg, key: bytes | None, only: str | None = None,
+             n: int | None = None) -> Plan[Any]:
+        """Send `msg` to the best candidate for stored key `key` of a namespace with N `n` (or
+        only to endpoint `only`), failing over on silence; return the first reply (Error
+        replies included)."""
         clock = self.clock
         now = clock()
         deadline = now + self.timeout
@@ -301,7 +375,7 @@ class ClientCore:
                 yield from self.fetch_ring(deadline)
             except (Unavailable, RequestTimeout):
                 pass  # go on with what is known (seeds at least)
-        candidates = [only] if only else self.candidates(key)
+        candidates = [only] if only else self.candidates(key, n)
         tried = 0
         for ep in candidates:
             now = clock()
@@ -321,24 +395,61 @@ class ClientCore:
             self.ring_at = -1e9  # learn who is down on the next call
         raise self._failure(candidates, tried)
 
-    def get(self, key: bytes, r: int | None = None) -> Plan[GetResult]:
-        reply = yield from self.call(self.get_msg(key, r), key)
+    def get(self, key: bytes, r: int | None = None, *,
+            namespace: str = nss.DEFAULT) -> Plan[GetResult]:
+        ns = check_namespace(namespace)
+        msg = self.get_msg(key, r, ns)
+        if ns:
+            route, n = yield from self._route(key, ns)
+            reply = yield from self.call(msg, route, n=n)
+        else:
+            reply = yield from self.call(msg, key)
         if type(reply) is not GetOk:  # the common case costs one check
             reply = _expect(reply, GetOk)
         return GetResult(reply.values, reply.context)
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
-            *, wid: bytes | None = None) -> Plan[bytes]:
-        msg = self.put_msg(key, value, context, w, self.new_wid() if wid is None else wid)
-        return _expect((yield from self.call(msg, key)), PutOk).context
+            *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
+        ns = check_namespace(namespace)
+        msg = self.put_msg(key, value, context, w, self.new_wid() if wid is None else wid, ns)
+        route, n = (yield from self._route(key, ns)) if ns else (key, None)
+        return _expect((yield from self.call(msg, route, n=n)), PutOk).context
 
     def delete(self, key: bytes, context: bytes | None = None, w: int | None = None,
-               *, wid: bytes | None = None) -> Plan[bytes]:
-        msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid)
-        return _expect((yield from self.call(msg, key)), PutOk).context
+               *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
+        ns = check_namespace(namespace)
+        msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid, ns)
+        route, n = (yield from self._route(key, ns)) if ns else (key, None)
+        return _expect((yield from self.call(msg, route, n=n)), PutOk).context
+
+    # ---- namespaces (issue 15) -----------------------------------------------------------------
+    def _learn(self, reply: NsOk) -> Registry:
+        try:
+            reg = Registry.decode(reply.registry)
+        except ValueError as exc:
+            raise ZkvError(f"a node sent a bad namespace registry: {exc}") from None
+        for ns in reg:
+            self.ns_cache.setdefault(ns.name, ns)
+        return reg
+
+    def namespaces_plan(self) -> Plan[list[dict]]:
+        """Every namespace the cluster knows: [{"name", "n", "r", "w", "conflicts", ...}]."""
+        reg = self._learn(_expect((yield from self.call(NsList(0), None)), NsOk))
+        return reg.to_builtins()
+
+    def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
+                         w: int | None = None, conflicts: str = "siblings") -> Plan[dict]:
+        """Create a namespace (admin); returns its settings. Creating it again with the same
+        settings returns the existing one; other settings raise InvalidRequest."""
+        check_namespace_settings(name, n, r, w, conflicts)
+        reply = yield from self.call(NsCreate(0, name, n or 0, r or 0, w or 0, conflicts), None)
+        reg = self._learn(_expect(reply, NsOk))
+        self.ns_cache[name] = reg.get(name)  # the cluster's version, if a race had one
+        return msgspec.to_builtins(reg.get(name))
 
     def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
-               w: int | None = None, retries: int = 3) -> Plan[bytes]:
+               w: int | None = None, retries: int = 3, *,
+               namespace: str = nss.DEFAULT) -> Plan[bytes]:
         """Read, let fn merge the siblings into one value, write it back with the context.
 
         Retries (re-reading first) when the read or write misses its quorum or times out; a
@@ -350,19 +461,21 @@ class ClientCore:
         if type(retries) is not int or retries < 0:
             raise InvalidRequest(f"retries must be an int >= 0, got {retries!r}")
         wire.check_key(key)
-        wire.check_quorum("r", r, self.n)
-        wire.check_quorum("w", w, self.n)
+        ns = check_namespace(namespace)
+        wire.check_quorum("r", r, self._n_of(ns))
+        wire.check_quorum("w", w, self._n_of(ns))
         last: ZkvError | None = None
         wid: bytes | None = None
         sent: bytes | None = None
         for _ in range(retries + 1):
             try:
-                cur = yield from self.get(key, r)
+                cur = yield from self.get(key, r, namespace=namespace)
                 value = fn(list(cur.values))
                 if wid is None or value != sent:
                     wid = self.new_wid()
                 sent = value
-                return (yield from self.put(key, value, cur.context, w, wid=wid))
+                return (yield from self.put(key, value, cur.context, w, wid=wid,
+                                            namespace=namespace))
             except (QuorumError, RequestTimeout) as exc:
                 last = exc
         assert last is not None

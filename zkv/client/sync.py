@@ -36,21 +36,33 @@ class Client(Facade):
         self._socks: dict[str, zmq.Socket] = {}
 
     # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
-    def get(self, key: bytes, r: int | None = None) -> GetResult:
-        return self._run(self.core.get(key, r))
+    def get(self, key: bytes, r: int | None = None, *, namespace: str = "default"
+            ) -> GetResult:
+        return self._run(self.core.get(key, r, namespace=namespace))
 
-    def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None
-            ) -> bytes:
-        return self._run(self.core.put(key, value, context, w))
+    def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
+            *, namespace: str = "default") -> bytes:
+        return self._run(self.core.put(key, value, context, w, namespace=namespace))
 
-    def delete(self, key: bytes, context: bytes | None = None, w: int | None = None) -> bytes:
-        return self._run(self.core.delete(key, context, w))
+    def delete(self, key: bytes, context: bytes | None = None, w: int | None = None, *,
+               namespace: str = "default") -> bytes:
+        return self._run(self.core.delete(key, context, w, namespace=namespace))
 
     def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
-               w: int | None = None, retries: int = 3) -> bytes:
+               w: int | None = None, retries: int = 3, *, namespace: str = "default") -> bytes:
         """Read, let fn merge the siblings into one value, write it back with the context;
         retried (re-reading) on a missed quorum or a timeout. Returns the new context."""
-        return self._run(self.core.update(key, fn, r, w, retries))
+        return self._run(self.core.update(key, fn, r, w, retries, namespace=namespace))
+
+    def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
+                         w: int | None = None, conflicts: str = "siblings") -> dict:
+        """Create a namespace (needs an admin key when the cluster has keys); returns its
+        settings. Same name and settings again: the existing one; other settings: refused."""
+        return self._run(self.core.namespace_create(name, n, r, w, conflicts))
+
+    def namespaces(self) -> list[dict]:
+        """Every namespace: [{"name", "n", "r", "w", "conflicts", "created", "creator"}]."""
+        return self._run(self.core.namespaces_plan())
 
     def status(self, node: str | None = None) -> dict:
         """The status document of `node` (endpoint or member id; default: first to answer)."""

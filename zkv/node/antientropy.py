@@ -20,6 +20,11 @@ the delete never agreed, so nothing is reaped until it is back and has the tombs
 therefore never bring the value back. Known limit (as in Dynamo/Riak): a hint holding an
 *older* value whose delivery is delayed beyond the grace period could resurrect it; the grace
 period (default 60 s) is meant to exceed hint delivery time.
+
+Namespaces (issue 15): a partition's owners depend on the namespace's N, so the node keeps
+one `AntiEntropy` per N (NodeCore.ae_for) and an exchange, a leaf listing or a pull is about
+the keys of one N only (`accept`: a predicate on the stored key); reaping asks the ring of
+that N for the owners. The wire messages name the N (TreeLevel.n etc., 0 = the cluster's).
 """
 
 from __future__ import annotations
@@ -167,14 +172,15 @@ class AntiEntropy:
         return digest == vdigest(incoming)
 
 
-def leaf_keys(store, tree: MerkleTree, lo: int, hi: int,
-              leaves: Iterable[int]) -> dict[int, tuple[bytes, bytes]]:
+def leaf_keys(store, tree: MerkleTree, lo: int, hi: int, leaves: Iterable[int],
+              accept: Callable[[bytes], bool] | None = None) -> dict[int, tuple[bytes, bytes]]:
     """{key hash: (key, version digest)} of the keys `store` holds in those leaves of the
-    partition whose hash range is [lo, hi]; lists keys from the keydir, reads only their values."""
+    partition whose hash range is [lo, hi] (and that `accept`, when given, accepts: the keys
+    of one N); lists keys from the keydir, reads only their values."""
     want = set(leaves)
     out = {}
     for key, h in store.key_hashes(lo, hi):
-        if tree.leaf_of_hash(h) in want:
+        if tree.leaf_of_hash(h) in want and (accept is None or accept(key)):
             value = store.get(key)
             if value:
                 out[h] = (key, vdigest(value))
@@ -246,8 +252,10 @@ class Exchange:
     """
 
     def __init__(self, tree: MerkleTree, p: int, peer: str, started: float,
-                 local_keys: Callable[[list[int]], dict[int, tuple[bytes, bytes]]]) -> None:
+                 local_keys: Callable[[list[int]], dict[int, tuple[bytes, bytes]]],
+                 n: int = 0) -> None:
         self.tree = tree
+        self.n = n  # the N-group exchanged (0: the cluster's N); goes in every request
         self.p = p
         self.peer = peer
         self.started = started
@@ -313,15 +321,17 @@ def answer_tree_level(ae: AntiEntropy | None, ring: Ring, msg: TreeLevel) -> Tre
     return TreeLevelOk(msg.rid, hashes)
 
 
-def answer_leaf_keys(ae: AntiEntropy | None, store, ring: Ring, msg: LeafKeys) -> LeafKeysOk:
+def answer_leaf_keys(ae: AntiEntropy | None, store, ring: Ring, msg: LeafKeys,
+                     accept: Callable[[bytes], bool] | None = None) -> LeafKeysOk:
     listing = {}
     if ae is not None and _valid(ring, msg.partition):
         lo, hi = ring.partition_range(msg.partition)
-        listing = leaf_keys(store, ae.tree(msg.partition), lo, hi, msg.leaves)
+        listing = leaf_keys(store, ae.tree(msg.partition), lo, hi, msg.leaves, accept)
     return LeafKeysOk(msg.rid, *pack_listing(listing))
 
 
-def answer_versions(ae: AntiEntropy | None, store, ring: Ring, msg: RGetHashes) -> RGetHashesOk:
+def answer_versions(ae: AntiEntropy | None, store, ring: Ring, msg: RGetHashes,
+                    accept: Callable[[bytes], bool] | None = None) -> RGetHashesOk:
     """The versions of the partition's keys whose u64 hashes the peer listed (its pull)."""
     if ae is None or not _valid(ring, msg.partition) or len(msg.hashes) % 8:
         return RGetHashesOk(msg.rid, [], [])
@@ -329,7 +339,7 @@ def answer_versions(ae: AntiEntropy | None, store, ring: Ring, msg: RGetHashes) 
     lo, hi = ring.partition_range(msg.partition)
     keys, dvvs = [], []
     for key, h in store.key_hashes(lo, hi):
-        if h in want:
+        if h in want and (accept is None or accept(key)):
             value = store.get(key)
             if value:
                 keys.append(key)

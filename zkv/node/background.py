@@ -2,6 +2,10 @@
 tombstone reaping and the repair of records the engine reported corrupt run, and keeps each
 bounded (one handoff batch per owner, `aae_concurrency` exchanges, a deduplicated and capped
 exchange queue). The work itself runs as small `Op`s (see `op.py`) off the hot path.
+
+Namespaces (issue 15): exchanges, reaping and corrupt-record repair run per N-group
+(NodeCore.ae_groups_all): the queue holds (partition, peer, N) and each uses the ring of its
+N (`membership.ring(n)`), so a namespaced key is exchanged and reaped with exactly its owners.
 """
 
 from __future__ import annotations
@@ -102,9 +106,10 @@ class ExchangeOp(Op):
         self.ctx.wake(self, self.deadline)
         self.pending = {self.ex.peer}
         if req[0] == "level":
-            self.ctx.ask(self.ex.peer, TreeLevel(0, self.ex.p, req[1], list(req[2])), self)
+            self.ctx.ask(self.ex.peer, TreeLevel(0, self.ex.p, req[1], list(req[2]), self.ex.n),
+                         self)
         else:
-            self.ctx.ask(self.ex.peer, LeafKeys(0, self.ex.p, list(req[1])), self)
+            self.ctx.ask(self.ex.peer, LeafKeys(0, self.ex.p, list(req[1]), self.ex.n), self)
 
     def _sync(self) -> None:
         self.syncing = True
@@ -114,7 +119,8 @@ class ExchangeOp(Op):
         pull = self.ex.pull[: self.max_keys]
         if pull:
             self.ctx.ask(self.ex.peer,
-                         RGetHashes(0, self.ex.p, struct.pack(f"<{len(pull)}Q", *pull)), self)
+                         RGetHashes(0, self.ex.p, struct.pack(f"<{len(pull)}Q", *pull),
+                                    self.ex.n), self)
         for key in self.ex.push[: self.max_keys]:
             version = replica.read(key)
             if version:
@@ -193,9 +199,11 @@ class Background:
         self.next_run = 0.0
         self.next_reap = 0.0
         self.next_aae = 0.0
-        self.exchange_queue: deque[tuple[int, str]] = deque()
-        self.queued: set[tuple[int, str]] = set()  # what exchange_queue holds (no duplicates)
+        # (partition, peer, N of the keys exchanged)
+        self.exchange_queue: deque[tuple[int, str, int]] = deque()
+        self.queued: set[tuple[int, str, int]] = set()  # what exchange_queue holds (no duplicates)
         self.exchange_cursor = 0
+        self.cursors: dict[int, int] = {}  # per N other than the cluster's
         self.exchanges_running = 0
         self.handoff_running: set[str] = set()
         self.repair_running: set[bytes] = set()
@@ -214,24 +222,30 @@ class Background:
         if now >= self.next_reap:
             self.next_reap = now + 1.0
             self._repair_corrupt(ring, now)
-            if core.ae is not None:
-                for peer, msg in reap_pass(core.ae, core.replica, ring, core.me).items():
+            for n, ae in core.ae_groups_all():
+                for peer, msg in reap_pass(ae, core.replica, core.membership.ring(n),
+                                           core.me).items():
                     core.ask(peer, msg, None)
         if core.ae is None:
             return  # anti-entropy off: no exchanges
         if not self.exchange_queue and now >= self.next_aae:
             self.next_aae = now + cfg.aae_interval
             self._plan_exchanges(ring)
+        default = core.membership.settings["n"]
         while self.exchange_queue and self.exchanges_running < cfg.aae_concurrency:
-            p, peer = self.exchange_queue.popleft()
-            self.queued.discard((p, peer))
-            if not core.membership.is_up(peer) or peer not in ring.preflist(p):
+            p, peer, n = self.exchange_queue.popleft()
+            self.queued.discard((p, peer, n))
+            gring = core.membership.ring(n)
+            ae = core.ae_for(n)
+            if ae is None or not core.membership.is_up(peer) or peer not in gring.preflist(p):
                 continue
-            lo, hi = ring.partition_range(p)
-            tree = core.ae.tree(p)
-            ex = Exchange(tree, p, peer, now, partial(leaf_keys, core.store, tree, lo, hi))
+            lo, hi = gring.partition_range(p)
+            tree = ae.tree(p)
+            ex = Exchange(tree, p, peer, now, partial(leaf_keys, core.store, tree, lo, hi,
+                                                      accept=core.in_group(n)),
+                          n=0 if n == default else n)
             self.exchanges_running += 1
-            op = ExchangeOp(core, core.ae, ex, 2 * cfg.replica_timeout, cfg.aae_max_keys)
+            op = ExchangeOp(core, ae, ex, 2 * cfg.replica_timeout, cfg.aae_max_keys)
             op.on_finish = self._exchange_done
             core.start_op(op, now)
 
@@ -266,16 +280,26 @@ class Background:
         return n
 
     def _plan_exchanges(self, ring) -> None:
-        """Queue the next few (partition, peer) pairs, round robin over what this node holds."""
-        me = self.core.me
-        mine = ring.replicas_of(me)
-        if not mine:
-            return
+        """Queue the next few (partition, peer, N) triples, round robin over what this node
+        holds, for the cluster's N (`ring`) and every other N in use."""
+        core = self.core
+        me = core.me
+        default = core.membership.settings["n"]
         pairs = []
-        for _ in range(min(len(mine), 8)):
-            p = mine[self.exchange_cursor % len(mine)]
-            self.exchange_cursor += 1
-            pairs += [(p, peer) for peer in ring.preflist(p) if peer != me]
+        for n, _ in core.ae_groups_all():
+            gring = ring if n == default else core.membership.ring(n)
+            mine = gring.replicas_of(me)
+            if not mine:
+                continue
+            cursor = self.exchange_cursor if n == default else self.cursors.get(n, 0)
+            for _ in range(min(len(mine), 8)):
+                p = mine[cursor % len(mine)]
+                cursor += 1
+                pairs += [(p, peer, n) for peer in gring.preflist(p) if peer != me]
+            if n == default:
+                self.exchange_cursor = cursor
+            else:
+                self.cursors[n] = cursor
         self._queue(pairs)
 
     def queue_repair(self, partition: int) -> dict:
@@ -287,7 +311,12 @@ class Background:
         if partition >= ring.q or partition < -1:
             raise ZkvError(f"partition {partition} out of range (ring has {ring.q})")
         parts = ring.replicas_of(core.me) if partition < 0 else [partition]
-        pairs = [(p, peer) for p in parts for peer in ring.preflist(p) if peer != core.me]
+        pairs = []
+        for n, _ in core.ae_groups_all():
+            gring = core.membership.ring(n)
+            gparts = gring.replicas_of(core.me) if partition < 0 else [partition]
+            pairs += [(p, peer, n) for p in gparts for peer in gring.preflist(p)
+                      if peer != core.me]
         fresh = [pair for pair in pairs if pair not in self.queued]
         fresh = fresh[:max(0, MAX_EXCHANGE_QUEUE - len(self.queued))]
         self.queued.update(fresh)
@@ -304,15 +333,17 @@ class Background:
             self.corrupt_seen.update(fresh)
             for p in {partition_of(k, core.ae.q_bits) for k in fresh}:
                 lo, hi = ring.partition_range(p)
-                items = ((k, v) for k, _ in core.store.key_hashes(lo, hi)
-                         if (v := core.store.get(k)))
-                core.ae.rebuild_partition(p, items)
+                for n, ae in core.ae_groups_all():
+                    accept = core.in_group(n)
+                    items = ((k, v) for k, _ in core.store.key_hashes(lo, hi)
+                             if accept(k) and (v := core.store.get(k)))
+                    ae.rebuild_partition(p, items)
                 log.warning("rebuilt the Merkle tree of partition %d after corrupt records", p)
         self.corrupt_seen.intersection_update(corrupt)
         for key in corrupt[:100]:
             if key in self.repair_running:
                 continue
-            owners = [x for x in ring.preflist_for_key(key)
+            owners = [x for x in core.membership.ring(core._n_of(key)).preflist_for_key(key)
                       if x != core.me and core.membership.is_up(x)]
             if owners:
                 self.repair_running.add(key)

@@ -106,10 +106,10 @@ class GetOp(_FanOut):
     quorum: GetQuorum
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
-                 r: int) -> None:
+                 r: int, lww: bool = False) -> None:
         super().__init__(ctx, origin, key, deadline, targets)
         self.required = r
-        self.quorum = GetQuorum(r)
+        self.quorum = GetQuorum(r, lww)
 
     def start(self) -> None:
         for node_id, owner in self.targets:

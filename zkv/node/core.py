@@ -34,6 +34,17 @@ for the whole turn: group commit).
 Operations in flight are `Op`s (op.py): client requests (coordinator.py) and background work
 (background.py). Anti-entropy answers and reaping live in antientropy.py, hint storage in
 handoff.py, membership and cluster.json in membership.py, status and metrics in status.py.
+
+Namespaces (issue 15, DESIGN.md 2.6): `self.namespaces` is the registry (namespaces.py),
+built from the cluster settings, saved in cluster.json, merged from gossip and JoinOk, and
+grown by the admin's NsCreate. A client request names its namespace; the coordinator stores
+the key under `namespaces.storage_key` (the stored key names N and the conflict mode) and
+routes it with `self.membership.ring(ns.n)`. Everything after coordination (replicas, hints,
+read repair, anti-entropy, reaping) sees only stored keys and takes N from them (`_n_of`):
+anti-entropy keeps one `AntiEntropy` per N (`ae_for`; the cluster's N is `self.ae`), so a
+partition's keys are exchanged, and reaped, with exactly the owners of their namespace's N.
+In `lww` namespaces the coordinator prefixes each value with its HLC stamp (8 bytes
+big-endian, zkv.hlc) and every replica keeps only the greatest version (`dvv.lww`).
 """
 
 from __future__ import annotations
@@ -45,11 +56,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from zkv import hlc as hlcs
 from zkv import wire
 from zkv._core import dvv
 from zkv.config import NodeConfig
-from zkv.errors import ZkvError
+from zkv.errors import InvalidRequest, ZkvError
 from zkv.node import antientropy as aen
+from zkv.node import namespaces as nss
 from zkv.node import ownership as own
 from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
@@ -58,6 +71,7 @@ from zkv.node.handoff import HandoffStore
 from zkv.node.latency import PeerLatency
 from zkv.node.membership import Membership, save_cluster
 from zkv.node.metrics import NodeMetrics
+from zkv.node.namespaces import Namespace, Registry
 from zkv.node.op import Op
 from zkv.node.replica import Replica
 from zkv.node.status import MetricsExport, status
@@ -81,6 +95,9 @@ from zkv.wire import (
     LeafKeys,
     LeafKeysOk,
     Member,
+    NsCreate,
+    NsList,
+    NsOk,
     Put,
     Reap,
     Repair,
@@ -107,13 +124,13 @@ MAX_LOGGED_SOURCES = 10_000  # sources whose malformed frames were logged (once 
 
 # ---- trust boundary (issue 13): roles and resource bounds ---------------------------------
 PEER, ADMIN, CLIENT = "peer", "admin", "client"
-CLIENT_MESSAGES = frozenset({Get, Put, Delete, Status, RingInfo})
+CLIENT_MESSAGES = frozenset({Get, Put, Delete, Status, RingInfo, NsList})
 PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashes, Reap,
                        Fetch})
 ROLE_MESSAGES = {
     CLIENT: CLIENT_MESSAGES,
-    ADMIN: CLIENT_MESSAGES | {Repair, Cluster},  # cluster changes and repair
-    PEER: CLIENT_MESSAGES | PEER_ONLY | {Cluster},  # Cluster: relayed to the claimant
+    ADMIN: CLIENT_MESSAGES | {Repair, Cluster, NsCreate},  # cluster changes, repair, namespaces
+    PEER: CLIENT_MESSAGES | PEER_ONLY | {Cluster, NsCreate},  # relayed to the claimant / creator
 }
 # reply bytes one identity may be sent per loop turn: one largest value always fits; beyond
 # it the turn answers "busy, retry" (a frame of reads of a large value cannot pile up memory)
@@ -202,6 +219,14 @@ class NodeCore:
         for m in saved.get("members", []):
             self.membership.merge([Member(m[0], m[1], m[2], m[3], 0, 0)])
         self.out.connect.extend(m for m in self.membership.table() if m.id != self.me)
+        # namespaces (issue 15): the registry, and the clock that stamps lww writes
+        self.hlc = hlcs.HLC(handoff.wall_ms, skew="clamp")
+        self.namespaces = self._registry(saved.get("namespaces"))
+        self._ns_encoded = self.namespaces.encode()
+        self.ae_groups: dict[int, AntiEntropy] = {}  # N -> trees of keys with that N (not ours)
+        # NsCreate answers held until every up member's gossip shows the namespace:
+        # [identity, rid, name, members still to show it, answer anyway at]
+        self.ns_waits: list[list] = []
 
         self.rids = itertools.count(1)
         self.peer_rids: dict[int, tuple[Op, str, float]] = {}  # rid -> (op, node, sent at)
@@ -260,6 +285,7 @@ class NodeCore:
             TreeLevel: self._on_tree_level, LeafKeys: self._on_leaf_keys,
             RGetHashes: self._on_versions, Reap: self._on_reap, Repair: self._on_repair,
             Cluster: self._on_cluster, Fetch: self._on_fetch,
+            NsCreate: self._on_ns_create, NsList: self._on_ns_list,
         }
 
     # ---- the state machine's interface ------------------------------------------------------
@@ -278,21 +304,79 @@ class NodeCore:
             return
         q_bits = self.membership.settings["q"].bit_length() - 1
         ae = AntiEntropy(q_bits, self.now, grace=self.cfg.tombstone_grace)
-        n = ae.rebuild(self.store.items())
-        log.info("Merkle trees rebuilt over %d keys", n)
         self.ae = ae
-        self.replica.on_change.append(ae.on_change)
-        self.replica.ignore = ae.is_reaped_echo
+        default, others = self.membership.settings["n"], set()
+
+        def ours(items):  # the cluster's N; one more pass per other N found
+            for k, v in items:
+                kn = self._n_of(k)
+                if kn is None or kn == default:
+                    yield k, v
+                else:
+                    others.add(kn)
+
+        n = ae.rebuild(ours(self.store.items()))
+        for gn in sorted(others):
+            group = self.ae_for(gn)
+            assert group is not None
+            n += group.rebuild((k, v) for k, v in self.store.items() if self._n_of(k) == gn)
+        log.info("Merkle trees rebuilt over %d keys", n)
+        self.replica.on_change.append(self._ae_on_change)
+        self.replica.ignore = lambda k, v: self._ae_key(k).is_reaped_echo(k, v)
         self.replica.on_echo = self._reannounce_reap
-        self.replica.reaped_past = ae.reaped_past
-        self.replica.reaped_version = ae.reaped_version
+        self.replica.reaped_past = lambda k: self._ae_key(k).reaped_past(k)
+        self.replica.reaped_version = lambda k: self._ae_key(k).reaped_version(k)
+
+    # ---- anti-entropy per N (issue 15) ------------------------------------------------------
+    @staticmethod
+    def _n_of(key: bytes) -> int | None:
+        """The N a stored key's namespace fixed; None for the default namespace's keys."""
+        ks = nss.key_settings(key)
+        return ks[0] if ks is not None else None
+
+    def ae_for(self, n: int | None) -> AntiEntropy | None:
+        """The trees of the keys whose N is `n` (None / 0: the cluster's N); None when
+        anti-entropy is off. At most MAX_N groups, made on first use."""
+        if self.ae is None or not n or n == self.membership.settings["n"]:
+            return self.ae
+        ae = self.ae_groups.get(n)
+        if ae is None:
+            ae = self.ae_groups[n] = AntiEntropy(self.ae.q_bits, self.now,
+                                                 grace=self.cfg.tombstone_grace)
+        return ae
+
+    def ae_groups_all(self) -> list[tuple[int, AntiEntropy]]:
+        """(N, trees) for the cluster's N and every other N a namespace or a key uses."""
+        if self.ae is None:
+            return []
+        for ns in self.namespaces:
+            self.ae_for(ns.n)
+        return [(self.membership.settings["n"], self.ae)] + sorted(self.ae_groups.items())
+
+    def in_group(self, n: int | None):
+        """Predicate: does a stored key belong to the N-group `n` (None / 0: the cluster's)?"""
+        default = self.membership.settings["n"]
+        want = n or default
+
+        def accept(key: bytes) -> bool:
+            kn = self._n_of(key)
+            return (kn or default) == want
+        return accept
+
+    def _ae_key(self, key: bytes) -> AntiEntropy:
+        ae = self.ae_for(self._n_of(key))
+        assert ae is not None
+        return ae
+
+    def _ae_on_change(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
+        self._ae_key(key).on_change(key, old, new)
 
     def _reannounce_reap(self, key: bytes, version: bytes) -> None:
         """An owner that missed our Reap (lost, or it was down) keeps pushing the tombstone
         back: tell every other owner again, so it reaps too instead of disagreeing for the
         whole echo window (the simulator found this, seed 3)."""
         digest = aen.vdigest(version)
-        for peer in self.membership.ring().preflist_for_key(key):
+        for peer in self.membership.ring(self._n_of(key)).preflist_for_key(key):
             if peer != self.me:
                 self.ask(peer, Reap(0, [key], [digest]), None)
 
@@ -336,6 +420,8 @@ class NodeCore:
             return self.out
         if now >= self.next_gossip:
             self._gossip(now)
+        if self.ns_waits:
+            self._ns_waits_check(now)
         if now >= self.next_hint_sweep:
             self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
             self._sweep_hints()
@@ -363,6 +449,9 @@ class NodeCore:
 
     def shutdown(self) -> Outbox:
         """Fail every client request in flight (the client retries elsewhere)."""
+        for wait in self.ns_waits:  # created here already; the rest learn it by gossip
+            self._reply(wait[0], NsOk(wait[1], self._ns_encoded, wait[2]))
+        self.ns_waits = []
         for op in list(self.live_ops.values()):
             if not op.replied and op.origin is not None:
                 op.reply(Error(0, E_UNAVAILABLE, f"node {self.me} is shutting down"), ok=False)
@@ -395,6 +484,12 @@ class NodeCore:
         if not self.joining:
             return
         self.membership.settings = {"q": msg.q, "n": msg.n, "r": msg.r, "w": msg.w}
+        try:  # the default namespace follows the cluster's settings
+            self.namespaces = self._registry(self.namespaces.to_builtins())
+        except ZkvError as exc:
+            log.error("the cluster's settings make no default namespace: %s", exc)
+        self._ns_encoded = self.namespaces.encode()
+        self._merge_namespaces(msg.namespaces, seed)
         self._merge_members(msg.members)  # the seed the operator named: trusted
         st = None
         if msg.cluster:
@@ -532,13 +627,17 @@ class NodeCore:
         self._reply(ident, StatusOk(msg.rid, self.status()))
 
     def _on_tree_level(self, ident: bytes, msg: TreeLevel) -> None:
-        self._reply(ident, aen.answer_tree_level(self.ae, self.membership.ring(), msg))
+        self._reply(ident, aen.answer_tree_level(self.ae_for(msg.n),
+                                                 self.membership.ring(msg.n or None), msg))
 
     def _on_leaf_keys(self, ident: bytes, msg: LeafKeys) -> None:
-        self._reply(ident, aen.answer_leaf_keys(self.ae, self.store, self.membership.ring(), msg))
+        self._reply(ident, aen.answer_leaf_keys(self.ae_for(msg.n), self.store,
+                                                self.membership.ring(msg.n or None), msg,
+                                                self.in_group(msg.n)))
 
     def _on_versions(self, ident: bytes, msg: RGetHashes) -> None:
-        ok = aen.answer_versions(self.ae, self.store, self.membership.ring(), msg)
+        ok = aen.answer_versions(self.ae_for(msg.n), self.store,
+                                 self.membership.ring(msg.n or None), msg, self.in_group(msg.n))
         room = self.turn_budget - self.turn_bytes.get(ident, 0)
         total = 0
         for i, v in enumerate(ok.dvvs):  # a partial answer: the puller fetches the rest later
@@ -551,16 +650,21 @@ class NodeCore:
     def _on_reap(self, ident: bytes, msg: Reap) -> None:
         # only an owner of a key's partition may announce that every owner agreed on it
         peer = self.peer_of(ident)
-        ring = self.membership.ring()
+        ms = self.membership
         if len(msg.keys) == len(msg.digests):
             keep = [i for i, k in enumerate(msg.keys)
-                    if type(k) is bytes and k and peer in ring.preflist_for_key(k)]
+                    if type(k) is bytes and k and peer in ms.ring(self._n_of(k)).preflist_for_key(k)]
             if len(keep) != len(msg.keys):
                 self.malformed(ident, f"Reap of {len(msg.keys) - len(keep)} key(s) whose "
                                f"partition {wire.clip(peer, 64)} does not own")
                 msg.keys = [msg.keys[i] for i in keep]
                 msg.digests = [msg.digests[i] for i in keep]
-        aen.apply_reap(self.ae, self.replica, msg)
+        for n, ae in self.ae_groups_all():  # each tombstone's own N-group notes its reap
+            accept = self.in_group(n)
+            idx = [i for i, k in enumerate(msg.keys) if accept(k)]
+            if idx:
+                aen.apply_reap(ae, self.replica, Reap(msg.rid, [msg.keys[i] for i in idx],
+                                                      [msg.digests[i] for i in idx]))
         self._reply(ident, RPutOk(msg.rid, True))
 
     def _on_repair(self, ident: bytes, msg: Repair) -> None:
@@ -578,7 +682,8 @@ class NodeCore:
         self._merge_members([msg.member], via=msg.member.id)
         s = self.membership.settings
         self._reply(ident, JoinOk(msg.rid, s["q"], s["n"], s["r"], s["w"],
-                                  self.membership.table(), self.cluster_bytes))
+                                  self.membership.table(), self.cluster_bytes,
+                                  self._ns_encoded))
 
     def _merge_members(self, members: list[Member], via: str | None = None) -> None:
         added = self.membership.merge(members, via=via)
@@ -590,14 +695,118 @@ class NodeCore:
 
     def _save_cluster(self) -> None:
         if self.cluster_path:
-            save_cluster(self.cluster_path, self.membership)
+            save_cluster(self.cluster_path, self.membership, self.namespaces.to_builtins())
+
+    # ---- namespaces (issue 15) --------------------------------------------------------------
+    def _registry(self, saved: object) -> Registry:
+        """The cluster settings' default namespace plus the saved ones (a bad saved list is
+        logged and ignored: gossip brings the namespaces back)."""
+        s = self.membership.settings
+        reg = Registry.for_cluster(s["n"], s["r"], s["w"])
+        if saved:
+            try:
+                reg.merge([ns for ns in Registry.from_builtins(saved) if ns.name != nss.DEFAULT])
+            except ValueError as exc:
+                log.warning("ignoring the saved namespaces: %s", wire.clip(str(exc), 300))
+        return reg
+
+    def _merge_namespaces(self, data: bytes, source: str) -> None:
+        """Fold in a registry a peer sent (gossip, JoinOk); save it when something changed."""
+        if not data or data == self._ns_encoded:
+            return
+        try:
+            other = Registry.decode(data)
+        except ValueError as exc:
+            self.malformed(source, f"bad namespace registry: {exc}")
+            return
+        # the default namespace is each node's own (from the cluster settings)
+        for c in self.namespaces.merge([ns for ns in other if ns.name != nss.DEFAULT]):
+            log.warning("concurrent creation resolved: %s", c)
+        enc = self.namespaces.encode()
+        if enc != self._ns_encoded:
+            self._ns_encoded = enc
+            log.info("namespaces now: %s", ", ".join(self.namespaces.names()))
+            self._save_cluster()
+
+    def _on_ns_create(self, ident: bytes, msg: NsCreate) -> None:
+        members = len(self.membership.ring().members)
+        ns = self.namespaces.create(msg.name, msg.n or None, msg.r or None, msg.w or None,
+                                    msg.conflicts, members=members, created=self.hlc.now(),
+                                    creator=self.me)
+        enc = self.namespaces.encode()
+        if enc != self._ns_encoded:
+            self._ns_encoded = enc
+            log.info("created namespace %s: n=%d r=%d w=%d %s", ns.name, ns.n, ns.r, ns.w,
+                     ns.conflicts)
+            self._save_cluster()
+            self.next_gossip = self.t  # tell the cluster at once
+        # answer once every member that is up shows it in its gossip, so the caller's next
+        # request finds it wherever it lands (bounded: members that stay silent learn later)
+        waiting = {m for m in self.membership.peers if self.membership.is_up(m)}
+        until = self.t + self.cfg.replica_timeout + 5 * self.cfg.gossip_interval
+        self.ns_waits.append([ident, msg.rid, ns.name, waiting, until])
+        self._ns_waits_check(self.t)
+
+    def _ns_waits_check(self, now: float, sender: str | None = None,
+                        registry: bytes = b"") -> None:
+        names: set[str] | None = None
+        if sender is not None:
+            if registry == self._ns_encoded:
+                names = set(self.namespaces.names())
+            else:
+                try:
+                    names = set(Registry.decode(registry).names()) if registry else set()
+                except ValueError:
+                    names = set()
+        keep = []
+        for wait in self.ns_waits:
+            ident, rid, name, waiting, until = wait
+            if sender is not None and names is not None and name in names:
+                waiting.discard(sender)
+            if waiting and now < until:
+                keep.append(wait)
+            else:
+                self._reply(ident, NsOk(rid, self._ns_encoded, name))
+        self.ns_waits = keep
+
+    def _on_ns_list(self, ident: bytes, msg: NsList) -> None:
+        self._reply(ident, NsOk(msg.rid, self._ns_encoded))
+
+    def _storage_key(self, ns: Namespace, key: bytes) -> bytes:
+        if ns.name == nss.DEFAULT:
+            if key[:1] == b"\x00":
+                raise InvalidRequest("keys of the default namespace may not begin with byte "
+                                     "0x00 (reserved for namespaced keys)")
+            return key
+        skey = nss.storage_key(ns, key)
+        if len(skey) > self.cfg.max_key_size:
+            raise InvalidRequest(f"key of {len(key)} bytes is too long for namespace "
+                                 f"{ns.name!r} (at most {self.cfg.max_key_size - len(skey) + len(key)})")
+        return skey
+
+    def _resolve(self, msg) -> tuple[Namespace, bytes]:
+        ns = self.namespaces.get(msg.ns or nss.DEFAULT)
+        return ns, self._storage_key(ns, msg.key)
+
+    def _stamp(self, skey: bytes) -> bytes:
+        """An lww write's HLC stamp: after every stamp this replica holds for the key."""
+        held = self.replica.read(skey)
+        if held:
+            try:
+                for v in dvv.DVVSet.decode(held).live_values():
+                    if len(v) >= 8:
+                        self.hlc.observe(hlcs.unpack(v[:8]))  # clamped if far ahead
+            except ValueError:
+                pass
+        return hlcs.pack(self.hlc.now())
 
     # ---- coordinating client requests -------------------------------------------------------
     def _on_client(self, ident: bytes, msg, rid: int, forwarded: bool) -> None:
         cfg = self.cfg
-        n = self.membership.settings["n"]
         try:
             wire.check_key(msg.key, cfg.max_key_size)
+            ns, skey = self._resolve(msg)
+            n = ns.n
             if type(msg) is Get:
                 wire.check_quorum("r", msg.r or None, n)
             else:
@@ -608,29 +817,33 @@ class NodeCore:
                 if type(msg) is Put:
                     wire.check_value(msg.value, cfg.max_value_size)
         except (ZkvError, ValueError) as exc:
-            self._reply(ident, Error(rid, E_INVALID, str(exc)))
+            self._reply(ident, Error(rid, E_INVALID, str(exc)[:wire.MAX_ERROR_TEXT]))
             return
         origin = (ident, rid)
-        ring = self.membership.ring()
-        preflist = ring.preflist_for_key(msg.key)
+        ring = self.membership.ring(ns.n)
+        preflist = ring.preflist_for_key(skey)
         if self.me not in preflist and not forwarded:
             down = self.membership.unreachable()
             candidates = [x for x in preflist if x not in down]
             if candidates:
                 self.metrics.forwards.inc()
-                self.start_op(ForwardOp(self, origin, msg.key, self.t, msg, candidates,
+                self.start_op(ForwardOp(self, origin, skey, self.t, msg, candidates,
                                         per_try=2 * cfg.replica_timeout + 0.25), self.t)
                 return
-        self._coordinate(origin, msg, ring)
+        self._coordinate(origin, msg, ring, ns, skey)
 
     def coordinate_here(self, origin, inner) -> None:
         """Coordinate a request locally although this node is not an owner (no owner answered)."""
-        self._coordinate(origin, inner, self.membership.ring())
+        try:
+            ns, skey = self._resolve(inner)
+        except ZkvError as exc:
+            self.respond(origin, Error(0, E_INVALID, str(exc)[:wire.MAX_ERROR_TEXT]))
+            return
+        self._coordinate(origin, inner, self.membership.ring(ns.n), ns, skey)
 
-    def _coordinate(self, origin, msg, ring) -> None:
-        settings = self.membership.settings
-        n = settings["n"]
-        p = ring.partition(msg.key)
+    def _coordinate(self, origin, msg, ring, ns: Namespace, skey: bytes) -> None:
+        n = ns.n
+        p = ring.partition(skey)
         self.metrics.observe_key(msg.key)  # the hot-keys sketch
         # sloppy quorum: the first N reachable nodes of the extended preference list; a
         # stand-in is paired with the owner it keeps a hint for
@@ -647,11 +860,14 @@ class NodeCore:
         deadline = self.t + self.cfg.replica_timeout
         op: Op
         if type(msg) is Get:
-            op = GetOp(self, origin, msg.key, deadline, targets, msg.r or settings["r"])
+            op = GetOp(self, origin, skey, deadline, targets, msg.r or ns.r, lww=ns.lww)
         else:
             value = msg.value if type(msg) is Put else None
-            op = WriteOp(self, origin, msg.key, deadline, targets, msg.w or settings["w"],
-                         msg.context, value, msg.wid, self._extra_targets(p, targets))
+            if value is not None and ns.lww:
+                value = self._stamp(skey) + value
+            op = WriteOp(self, origin, skey, deadline, targets, msg.w or ns.w,
+                         msg.context, value, msg.wid,
+                         self._extra_targets(p, targets, ns.n))
         self.start_op(op, self.t)
 
     # ---- the Context operations use (see op.py) ----------------------------------------------
@@ -705,7 +921,7 @@ class NodeCore:
         return self.latency.budget(node_id, remaining)
 
     def standins(self, key: bytes, exclude: set[str]) -> list[str]:
-        ring = self.membership.ring()
+        ring = self.membership.ring(self._n_of(key))
         unreachable = self.membership.unreachable()
         return [x for x in ring.walk(ring.partition(key))
                 if x not in exclude and x not in unreachable]
@@ -769,7 +985,7 @@ class NodeCore:
         self.out.gossip.append(Gossip(0, self.me, s["q"], s["n"], s["r"], s["w"],
                                       self.membership.table(), ring.fingerprint(),
                                       self.cluster_bytes, self.transfers.epoch,
-                                      self.transfers.report()))
+                                      self.transfers.report(), self._ns_encoded))
         self.export.export(now)
 
     def _on_gossip(self, msg: Gossip) -> None:
@@ -785,6 +1001,9 @@ class NodeCore:
         # the transport tied the message to the member whose gossip socket it came on: records
         # of the sender are first-hand, the others relayed (membership.py: who may say what)
         self._merge_members(msg.members, via=msg.sender)
+        self._merge_namespaces(msg.namespaces, msg.sender)
+        if self.ns_waits:
+            self._ns_waits_check(self.t, msg.sender, msg.namespaces)
         if self.membership.get(msg.sender) is None:
             return
         self.progress[msg.sender] = (msg.progress_epoch, msg.progress)
@@ -828,7 +1047,8 @@ class NodeCore:
 
     def _stray(self, key: bytes) -> tuple[str, ...] | None:
         """The owners of a key this node neither replicates nor receives (None: it is ours)."""
-        rings = self.membership.rings()
+        ks = nss.key_settings(key)  # a namespaced key's owners follow its own N
+        rings = self.membership.rings(ks[0] if ks else None)
         if rings is None:
             return None
         p = rings.current.partition(key)
@@ -838,10 +1058,11 @@ class NodeCore:
             return None
         return owners
 
-    def _extra_targets(self, p: int, targets) -> list[str]:
+    def _extra_targets(self, p: int, targets, n: int | None = None) -> list[str]:
         """Nodes a write also goes to, uncounted: pending owners of p (a transfer is running)
-        and, until every member has the latest ring, p's owners under the previous one."""
-        rings = self.membership.rings()
+        and, until every member has the latest ring, p's owners under the previous one
+        (`n`: the namespace's N)."""
+        rings = self.membership.rings(n)
         if rings is None:
             return []
         have = {x for x, _ in targets}

@@ -13,8 +13,9 @@ above `phi_down` or when silent for `down_after` seconds. Request timeouts add s
 (`suspect()`), which a fresh heartbeat clears. The clock is injected (a callable returning
 seconds), so every decision replays in tests.
 
-The member table and cluster settings a node saw last are kept in DATA_DIR/cluster.json
-(`load_cluster` / `save_cluster`), so a restarted node knows its peers before any gossip.
+The member table, cluster settings and namespace registry a node saw last are kept in
+DATA_DIR/cluster.json (`load_cluster` / `save_cluster`; key "namespaces"), so a restarted node
+knows its peers and namespaces before any gossip.
 
 Trust (issue 13; holds even against a peer that holds the cluster key but is buggy or rogue):
 - Every record is checked by `validate_member` before it is merged or saved: id and endpoint
@@ -135,15 +136,13 @@ class Membership:
         self.phi_suspect = phi_suspect
         self.phi_down = phi_down
         self.peers: dict[str, _Peer] = {}
-        self._ring: Ring | None = None
-        self._ring_key: tuple | None = None
-        self._ring_stamp: tuple | None = None  # (version, q, n) the cached ring was built at
+        # n -> ((version, q, n) it was built at, member key, ring): one cached ring per N
+        self._rings: dict[int, tuple[tuple, tuple, Ring]] = {}
         self.version = 0  # bumps whenever the member set (and so the ring) changes
         # who owns what (issue 11): set by the core (founded, saved, from the seed or gossip);
         # None only while joining, and the ring is then the member table's
         self.cluster: own.ClusterState | None = None
-        self._rings: own.Rings | None = None
-        self._rings_stamp: tuple | None = None
+        self._state_rings: dict[int, own.Rings] = {}  # n -> the rings of `cluster`
         self._unreachable: frozenset[str] | None = None
         self._unreachable_at = 0.0
 
@@ -336,31 +335,35 @@ class Membership:
         return self._unreachable
 
     # ---- ring ---------------------------------------------------------------------------
-    def rings(self) -> own.Rings | None:
-        """The current and next rings of the cluster state (None before there is one)."""
+    def rings(self, n: int | None = None) -> own.Rings | None:
+        """The current and next rings of the cluster state with N = `n` (None: the
+        cluster's N; a namespace passes its own), None before there is a state."""
         st = self.cluster
         if st is None:
             return None
-        stamp = (id(st), self.settings["q"], self.settings["n"])  # states are never mutated
-        if stamp != self._rings_stamp or self._rings is None or self._rings.state is not st:
-            self._rings = own.Rings(st, self.settings["q"], self.settings["n"])
-            self._rings_stamp = stamp
-        return self._rings
+        n = self.settings["n"] if n is None else n
+        got = self._state_rings.get(n)
+        if got is None or got.state is not st or got.current.q != self.settings["q"]:
+            got = self._state_rings[n] = own.Rings(st, self.settings["q"], n)
+        return got
 
-    def ring(self) -> Ring:
-        """The current ring (reads, W-counting writes); asked per request, rebuilt on change."""
-        rings = self.rings()
+    def ring(self, n: int | None = None) -> Ring:
+        """The current ring (reads, W-counting writes) with N = `n` (None: the cluster's N;
+        a namespace passes its own, issue 15); asked per request, rebuilt only on change, one
+        cached per N. Every ring lookup goes through here."""
+        rings = self.rings(n)
         if rings is not None:
             return rings.current
-        stamp = (self.version, self.settings["q"], self.settings["n"])
-        if stamp != self._ring_stamp:
+        n = self.settings["n"] if n is None else n
+        stamp = (self.version, self.settings["q"], n)
+        cached = self._rings.get(n)
+        if cached is None or cached[0] != stamp:
             key = tuple(sorted((m.id, m.rack) for m in self.table() if not m.leaving))
-            if key != self._ring_key:
-                self._ring = Ring(key, q=self.settings["q"], n=self.settings["n"])
-                self._ring_key = key
-            self._ring_stamp = stamp
-        assert self._ring is not None
-        return self._ring
+            ring = (cached[2] if cached is not None and cached[1] == key
+                    and cached[2].q == self.settings["q"] else
+                    Ring(key, q=self.settings["q"], n=n))
+            self._rings[n] = cached = (stamp, key, ring)
+        return cached[2]
 
 
 def copy_member(m: Member) -> Member:
@@ -394,9 +397,10 @@ def load_cluster(path: str) -> dict:
     return doc
 
 
-def save_cluster(path: str, membership: Membership) -> None:
-    """Write settings and the other members atomically (temp file + rename); only records
-    that pass validation are written."""
+def save_cluster(path: str, membership: Membership, namespaces: list | None = None) -> None:
+    """Write settings, the other members and the namespace registry (issue 15: a list of
+    dicts, `Registry.to_builtins()`; validated on load by the node) atomically (temp file +
+    rename); only member records that pass validation are written."""
     me = membership.me.id
     doc = {
         "settings": membership.settings,
@@ -404,6 +408,8 @@ def save_cluster(path: str, membership: Membership) -> None:
         "members": [[m.id, m.listen, m.gossip, m.rack] for m in membership.table()
                     if m.id != me and validate_member(m) is None],
     }
+    if namespaces is not None:
+        doc["namespaces"] = namespaces
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(doc, fh)

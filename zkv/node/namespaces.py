@@ -30,6 +30,22 @@ Gossip encoding (msgpack via msgspec; bounded by `max_bytes` and MAX_NAMESPACES)
 
 `to_builtins()` is the same list of dicts for JSON (cluster.json); unknown fields are
 ignored on decode so a newer node's extra fields do not break an older one.
+
+Storage keys (how a namespaced key is stored, issue 15; `storage_key` / `key_settings`):
+
+    default namespace:  the user key itself (data written before namespaces stays readable)
+    any other:          b"\x00" + bytes([n, mode]) + name (ASCII) + b"\x00" + user key
+                        mode 0 = siblings, 1 = lww
+
+A stored key names its namespace's N and conflict mode, so every replica, hint, Merkle tree
+and reaping decision works from the stored key alone, without the registry: a replica that
+has not heard of a namespace yet still stores, collapses (lww) and exchanges its keys with
+the right owners. The partition is that of the stored key, and the owners are the first N
+nodes of that partition's walk (`Membership.ring(n)`). Because of the prefix, keys of the
+default namespace may not begin with byte 0x00 (refused with InvalidRequest), and a
+namespaced key may be at most max_key_size - (len(name) + 4) bytes. Two nodes creating one
+name concurrently with different settings: the losing version's writes stay stored under
+their own prefix (replicated with their own N) but are no longer reachable by name.
 """
 
 from __future__ import annotations
@@ -101,12 +117,17 @@ class Conflict(msgspec.Struct, frozen=True):
                 f"{d.conflicts} (created by {d.creator or 'the cluster'})")
 
 
+def valid_name(name: object) -> bool:
+    """Does `name` follow the namespace name syntax?"""
+    return isinstance(name, str) and bool(_NAME.match(name)) and name not in (".", "..")
+
+
 def problems(name: object, n: object, r: object, w: object, conflicts: object,
              members: int | None = None) -> list[str]:
     """Every reason these settings are invalid ([] when valid). `members`: check n against
     the cluster size too (creation only)."""
     out = []
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    if not valid_name(name):
         out.append(f"name {name!r}: 1 to 64 characters of A-Z a-z 0-9 _ . - (not . or ..)")
 
     def is_int(v: object) -> TypeGuard[int]:
@@ -158,6 +179,39 @@ def _check_origin(created: object, creator: object, exc: type[Exception]) -> Non
 
 
 _DECODER = msgspec.msgpack.Decoder(tuple[int, list[Namespace]])
+
+# ---- storage keys (see the module docstring) -------------------------------------------------
+MODE_BYTE = {"siblings": 0, "lww": 1}
+
+
+def prefix(ns: Namespace) -> bytes:
+    """What precedes a user key in the stored key (b"" for the default namespace)."""
+    if ns.name == DEFAULT:
+        return b""
+    return b"\x00" + bytes((ns.n, MODE_BYTE[ns.conflicts])) + ns.name.encode("ascii") + b"\x00"
+
+
+def storage_key(ns: Namespace, key: bytes) -> bytes:
+    """The key under which `key` of namespace `ns` is stored, routed and replicated."""
+    return prefix(ns) + key if ns.name != DEFAULT else key
+
+
+def key_settings(skey: bytes) -> tuple[int, bool] | None:
+    """(n, lww) of a namespaced stored key; None for a key of the default namespace."""
+    if len(skey) < 5 or skey[0] != 0 or not 1 <= skey[1] <= MAX_N or skey[2] > 1:
+        return None
+    end = skey.find(b"\x00", 3)
+    if end < 4:
+        return None
+    return skey[1], skey[2] == 1
+
+
+def split_key(skey: bytes) -> tuple[str, bytes]:
+    """(namespace name, user key) of a stored key (debug and tests)."""
+    if key_settings(skey) is None:
+        return DEFAULT, skey
+    end = skey.find(b"\x00", 3)
+    return skey[3:end].decode("ascii", "replace"), skey[end + 1:]
 
 
 class Registry:
@@ -306,4 +360,5 @@ class Registry:
 
 
 __all__ = ["Namespace", "Conflict", "Registry", "make", "default_namespace", "problems",
+           "prefix", "storage_key", "key_settings", "split_key",
            "DEFAULT", "MODES", "MAX_N", "MAX_NAMESPACES", "REGISTRY_VERSION"]

@@ -5,6 +5,11 @@ replica's answer to `add_result`, asks `enough()` whether the client can be answ
 builds the answer with `response()`, and, once every replica answered or the deadline
 passed, asks `final_action()` for the read repairs to send (as data: (node, version) pairs).
 
+In an `lww` namespace (issue 15) the merged version is collapsed to its greatest sibling
+(`dvv.lww`) after every answer, so the client gets at most one value, read repair spreads
+the winner, and the 8-byte HLC stamp the coordinator put in front of each value is removed
+from the values the client sees.
+
 Answers are counted per *distinct node id*: a node answering twice (a duplicated or
 retried message, or a node that turns out to be reached over two addresses) counts once.
 """
@@ -14,14 +19,17 @@ from __future__ import annotations
 from zkv._core import dvv
 from zkv.wire import E_QUORUM, Error, GetOk, PutOk
 
+LWW_STAMP = 8  # bytes of HLC stamp in front of an lww namespace's stored values
+
 
 class GetQuorum:
     """R of the asked replicas must answer; the answer is the sync of every answer so far."""
 
-    __slots__ = ("required", "results", "merged", "bad")
+    __slots__ = ("required", "results", "merged", "bad", "lww")
 
-    def __init__(self, r: int) -> None:
+    def __init__(self, r: int, lww: bool = False) -> None:
         self.required = r
+        self.lww = lww
         self.results: dict[str, bytes] = {}  # node -> encoded version it holds (b"": none)
         self.merged: bytes | None = None  # sync of every valid answer (encoded DVV set)
         self.bad: set[str] = set()  # nodes whose answer did not decode (count as silent)
@@ -34,6 +42,8 @@ class GetQuorum:
             try:  # a bad or implausible (forged) version counts as no answer
                 dvv.check_plausible(encoded, base=self.merged)
                 self.merged = dvv.sync_encoded(self.merged, encoded)
+                if self.lww:
+                    self.merged = dvv.lww_encoded(self.merged)
             except ValueError:
                 self.bad.add(node)
                 return False
@@ -46,7 +56,10 @@ class GetQuorum:
     def response(self) -> tuple[GetOk, int]:
         """The client's answer and the number of siblings the merged version holds."""
         merged = dvv.DVVSet.decode(self.merged) if self.merged else dvv.EMPTY
-        return GetOk(0, merged.live_values(), merged.context(), len(self.results)), merged.size()
+        values = merged.live_values()
+        if self.lww:  # strip the HLC stamp
+            values = [v[LWW_STAMP:] for v in values]
+        return GetOk(0, values, merged.context(), len(self.results)), merged.size()
 
     def failure(self, silent: list[str], waited: float) -> Error:
         return Error(0, E_QUORUM,

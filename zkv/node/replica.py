@@ -25,6 +25,12 @@ that kept trying candidates, a paused node's backlog). So while the reap is reme
 the reaped tombstone: an incoming version loses its siblings whose write id the tombstone
 lists as retired (dropped if none is left), and a write that the tombstone's rule R makes a
 no-op creates no dot.
+
+Last writer wins (issue 15). A stored key of an `lww` namespace (`namespaces.key_settings`)
+is collapsed with `dvv.lww` after every local write and merge, so the main store holds at
+most one sibling for it: the one with the greatest (HLC stamp, node id, counter), the stamp
+being the first 8 bytes of the value (put there by the coordinator). Hints are collapsed when
+they are delivered (lww(sync(a, b)) == lww(sync(lww(a), lww(b))), so that is the same).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from collections.abc import Callable
 
 from zkv._core import dvv
 from zkv.node.handoff import HandoffStore
+from zkv.node.namespaces import key_settings
 from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.replica")
@@ -92,6 +99,8 @@ class Replica:
         if dead is not None:
             return dead
         new = dvv.update_encoded(old, self._fresh(key, old, context), value, self.node_id, wid)
+        if _lww(key):
+            new = dvv.lww_encoded(new)
         self._store(key, old, new)
         return new
 
@@ -143,6 +152,8 @@ class Replica:
                 return incoming  # only what the reaped tombstone covers or retires
         else:
             new = dvv.sync_encoded(old, incoming)
+        if _lww(key):
+            new = dvv.lww_encoded(new)
         if new != old:
             self._store(key, old, new)
         return new
@@ -198,3 +209,11 @@ class Replica:
                     store.write_out()
             self.dirty = False
 
+
+
+def _lww(key: bytes) -> bool:
+    """Is this stored key in an lww namespace? (Its prefix says so; see namespaces.py.)"""
+    if key[:1] != b"\x00":
+        return False
+    ks = key_settings(key)
+    return ks is not None and ks[1]

@@ -364,12 +364,23 @@ class Transfers:
 def drop_pass(core, keep: set[int], limit: int = DROP_BATCH) -> int:
     """Drop up to `limit` keys of partitions not in `keep` (this node neither replicates nor
     receives them); returns how many were dropped. Their Merkle trees are emptied."""
-    ring = core.membership.ring()
+    from zkv.node.namespaces import key_settings
+
+    ms = core.membership
+    ring = ms.ring()
+    keeps: dict[int, set[int]] = {}  # a namespace's N -> the partitions kept for it
     dropped = 0
     touched = set()
     for key in core.store.keys():
         p = ring.partition(key)
-        if p in keep:
+        ks = key_settings(key)  # a namespaced key: its preference lists follow its own N
+        if ks is not None and ks[0] != ring.n:
+            kept = keeps.get(ks[0])
+            if kept is None:
+                kept = keeps[ks[0]] = set(ms.ring(ks[0]).replicas_of(core.me))
+            if p in kept:
+                continue
+        elif p in keep:
             continue
         core.store.delete(key)
         touched.add(p)

@@ -49,7 +49,8 @@ log = logging.getLogger("zkv.node")
 
 _ROLES: dict[int, str] = {zmq.ROUTER: "server", zmq.DEALER: "peer", zmq.PUB: "gossip", zmq.SUB: "gossip"}
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
-GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096  # bytes of one gossip frame (~1024 members)
+# bytes of one gossip frame: ~1024 members, plus the namespace registry (issue 15)
+GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096 + wire.MAX_NS_REGISTRY
 ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (then dropped)
 ROUTER_RCVHWM = 128  # request frames queued per connection before TCP pushes back
 

@@ -1,0 +1,302 @@
+"""Namespaces on real zkv-node processes (issue 15, DESIGN.md 2.6): persistence, gossip to
+a node that joins later, placement per N, last-write-wins under concurrent writers, refused
+settings, and an OR-set shopping cart through Client.update()."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import zmq
+from conftest import FAST, held
+
+import zkv
+from zkv import wire
+from zkv.crdt import ORSet
+from zkv.local import LocalCluster
+from zkv.node import namespaces as nss
+from zkv.node.namespaces import Registry
+
+
+def ask(endpoint: str, msg):
+    """One request to one node, as an admin connection (plain text), its one reply."""
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        s.send(wire.encode_one(msg))
+        if not s.poll(3000):
+            raise TimeoutError(endpoint)
+        (reply,) = wire.decode(s.recv(), 1 << 30)
+        return reply
+    finally:
+        ctx.destroy(0)
+
+
+def names_on(endpoint: str) -> list[str]:
+    reply = ask(endpoint, wire.NsList(1))
+    assert isinstance(reply, wire.NsOk), reply
+    return Registry.decode(reply.registry).names()
+
+
+def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def stored(c: zkv.Client, namespace: str, key: bytes) -> bytes:
+    ns = next(x for x in c.namespaces() if x["name"] == namespace)
+    return nss.storage_key(nss.Namespace(**ns), key)
+
+
+@pytest.fixture(scope="module")
+def cluster5(tmp_path_factory):
+    c = LocalCluster(5, str(tmp_path_factory.mktemp("ns5")), base_port=None, extra_args=FAST)
+    c.start()
+    yield c
+    c.stop()
+
+
+def test_namespaces_survive_restarts_and_reach_a_node_that_joins_later(tmp_path):
+    cl = LocalCluster(4, str(tmp_path / "j"), base_port=None, extra_args=FAST)
+    late = cl.nodes.pop()  # starts after the namespace exists
+    try:
+        cl.start()
+        with zkv.Client(cl.endpoints, timeout=3.0) as c:
+            c.namespace_create("carts", n=2)
+            c.namespace_create("sessions", n=3, conflicts="lww")
+            c.put(b"k", b"cart-v", namespace="carts")
+            c.put(b"k", b"sess-v", namespace="sessions")
+        for n in cl.nodes:  # saved with the ring
+            wait_for(lambda n=n: os.path.exists(os.path.join(n.data_dir, "cluster.json")) and
+                     {"carts", "sessions"} <= {x["name"] for x in json.load(
+                         open(os.path.join(n.data_dir, "cluster.json"))).get("namespaces", [])},
+                     what=f"{n.id}'s cluster.json to list the namespaces")
+        # a node that joins later learns them (JoinOk, then gossip)
+        cl.nodes.append(late)
+        cl._spawn(late, cl.nodes[0].listen)
+        cl.wait_converged()
+        wait_for(lambda: {"carts", "sessions"} <= set(names_on(late.listen)),
+                 what="the late node to know the namespaces")
+        # every node stopped, then started again: the namespaces and their data are back
+        cl.stop()
+        cl.start()
+        for n in cl.nodes:
+            assert {"default", "carts", "sessions"} <= set(names_on(n.listen)), n.id
+        with zkv.Client(cl.endpoints, timeout=3.0) as c:
+            def read_back():  # links between freshly restarted nodes may take a moment
+                try:
+                    return c.get(b"k", namespace="carts").values == [b"cart-v"]
+                except zkv.QuorumError:
+                    return False
+            wait_for(read_back, what="the namespaced key to be readable after the restart")
+            assert c.get(b"k", namespace="sessions").values == [b"sess-v"]
+            assert c.get(b"k").values == []  # the default namespace's k is another key
+            settings = {x["name"]: (x["n"], x["conflicts"]) for x in c.namespaces()}
+            assert settings["carts"] == (2, "siblings") and settings["sessions"] == (3, "lww")
+    finally:
+        cl.stop()
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_n_places_exactly_n_replicas(cluster5, n):
+    name = f"place{n}"
+    keys = [b"key-%d" % i for i in range(30)]
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        c.namespace_create(name, n=n)
+        for k in keys:
+            c.put(k, b"v-" + k, namespace=name)
+        skeys = [stored(c, name, k) for k in keys]
+
+        def counts():
+            return [sum(held(ep, sk) is not None for ep in cluster5.endpoints) for sk in skeys]
+
+        wait_for(lambda: all(x == n for x in counts()), what=f"{n} replicas of every key")
+        # anti-entropy exchanges with the owners of this N only: nothing spreads further
+        for ep in cluster5.endpoints:
+            c.repair(node=ep)
+        time.sleep(1.5)
+        assert counts() == [n] * len(keys)
+        for k in keys:
+            assert c.get(k, namespace=name).values == [b"v-" + k]
+
+
+def test_lww_concurrent_writers_one_value_never_older_than_acknowledged(cluster5):
+    name = "lwwtest"
+    key = b"profile-photo"
+    writers, rounds = 4, 30
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        c.namespace_create(name, n=3, conflicts="lww")
+    written: dict[bytes, tuple[float, float]] = {}  # value -> (write started, acked)
+    reads: list[tuple[int, float, bytes | None, list[bytes]]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def writer(i: int) -> None:
+        try:
+            with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+                for seq in range(rounds):
+                    v = b"w%d-%03d" % (i, seq)
+                    t0 = time.monotonic()
+                    with lock:
+                        written[v] = (t0, float("inf"))
+                    c.put(key, v, namespace=name)
+                    with lock:
+                        written[v] = (t0, time.monotonic())
+                    got = c.get(key, namespace=name)
+                    with lock:
+                        reads.append((i, t0, v, got.values))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert len(reads) == writers * rounds
+    for i, my_start, mine, values in reads:
+        assert len(values) == 1, values  # at most one value, and something was written
+        (v,) = values
+        assert v in written, v
+        # never older than my own write acknowledged before this read began: not an earlier
+        # write of mine, and no write that was acknowledged before mine even started
+        if v.startswith(b"w%d-" % i):
+            assert v >= mine, (v, mine)
+        else:
+            _, acked = written[v]
+            assert not acked + 0.002 < my_start, (v, mine)
+
+
+def test_lww_get_context_deletes(cluster5):
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        c.namespace_create("lwwdel", n=3, conflicts="lww")
+        c.put(b"t", b"one", namespace="lwwdel")
+        c.put(b"t", b"two", namespace="lwwdel")  # blind: still one value (the later)
+        got = c.get(b"t", namespace="lwwdel")
+        assert got.values == [b"two"]
+        c.delete(b"t", got.context, namespace="lwwdel")
+        assert c.get(b"t", namespace="lwwdel").values == []
+
+
+def test_bad_settings_and_unknown_namespace_are_refused(cluster5):
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        for kw, text in [({"n": 0}, "n=0"), ({"n": 6}, "only 5 member"),
+                         ({"conflicts": "crdt"}, "conflicts='crdt'"),
+                         ({"n": 2, "r": 3}, "r=3")]:
+            with pytest.raises(zkv.InvalidRequest, match=text):
+                c.namespace_create("badns", **kw)
+        with pytest.raises(zkv.InvalidRequest, match="name"):
+            c.namespace_create("no spaces")
+        for call in (lambda: c.get(b"k", namespace="nope"),
+                     lambda: c.put(b"k", b"v", namespace="nope"),
+                     lambda: c.delete(b"k", namespace="nope")):
+            with pytest.raises(zkv.InvalidRequest, match="unknown namespace 'nope'"):
+                call()
+        c.namespace_create("fixed", n=2)
+        assert c.namespace_create("fixed", n=2)["n"] == 2  # idempotent
+        with pytest.raises(zkv.InvalidRequest, match="cannot be changed"):
+            c.namespace_create("fixed", n=3)
+        with pytest.raises(zkv.InvalidRequest, match="0x00"):
+            c.put(b"\x00raw", b"v")  # the default namespace's reserved prefix
+    # the node checks too (a client that skips the checks)
+    reply = ask(cluster5.endpoints[0], wire.NsCreate(1, "rawbad", 2, 0, 0, "bogus"))
+    assert isinstance(reply, wire.Error) and reply.code == wire.E_INVALID
+    assert "conflicts='bogus'" in reply.message
+    reply = ask(cluster5.endpoints[0], wire.Get(2, b"k", 0, "a b"))
+    assert isinstance(reply, wire.Error) and "unknown namespace" in reply.message
+    # CLI: one line, non-zero exit
+    for argv in (["namespace", "create", "x", "--n", "0"],
+                 ["get", "k", "--namespace", "nope"]):
+        out = subprocess.run([sys.executable, "-m", "zkv.cli", *argv, "--node",
+                              cluster5.endpoints[0]], capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "InvalidRequest" in out.stderr
+
+
+def test_cli_namespace_create_list_and_use(cluster5):
+    ep = cluster5.endpoints[1]
+
+    def zkv_cli(*argv):
+        return subprocess.run([sys.executable, "-m", "zkv.cli", *argv, "--node", ep],
+                              capture_output=True, text=True, timeout=30)
+
+    out = zkv_cli("namespace", "create", "clins", "--n", "2", "--conflicts", "lww")
+    assert out.returncode == 0, out.stderr
+    assert "n=2 r=2 w=2 conflicts=lww" in out.stdout
+    out = zkv_cli("namespace", "list", "--json")
+    got = {x["name"]: x for x in json.loads(out.stdout)}
+    assert got["clins"]["n"] == 2 and got["default"]["n"] == 3
+    assert "clins" in zkv_cli("namespace", "list").stdout
+    assert zkv_cli("put", "a", "1", "--namespace", "clins").returncode == 0
+    out = zkv_cli("get", "a", "--namespace", "clins")
+    assert out.returncode == 0 and out.stdout.strip() == "1"
+    assert zkv_cli("get", "a").returncode == 3  # not in the default namespace
+    assert zkv_cli("delete", "a", "--namespace", "clins").returncode == 0
+    assert zkv_cli("get", "a", "--namespace", "clins").returncode == 3
+
+
+def test_orset_cart_keeps_every_add_under_concurrent_writers(cluster5):
+    name, key = "carts5", b"cart:42"
+    writers, items = 4, 12
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        c.namespace_create(name, n=3)
+        c.update(key, ORSet.updater(key, add=["pen", "mug"], namespace=name), namespace=name)
+    errors: list[BaseException] = []
+
+    def shopper(i: int) -> None:
+        try:
+            with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+                for j in range(items):
+                    c.update(key, ORSet.updater(key, add=[f"item-{i}-{j}"], namespace=name),
+                             namespace=name)
+                    if i == 0 and j == 3:
+                        c.update(key, ORSet.updater(key, remove=["pen"], namespace=name),
+                                 namespace=name)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=shopper, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        cart = ORSet.from_siblings(c.get(key, namespace=name, r=3).values).elements
+    want = {f"item-{i}-{j}" for i in range(writers) for j in range(items)} | {"mug"}
+    assert cart == want
+
+
+async def _async_round_trip(endpoints):
+    async with zkv.AsyncClient(endpoints, timeout=3.0) as c:
+        await c.namespace_create("asyncns", n=2, conflicts="lww")
+        assert "asyncns" in [x["name"] for x in await c.namespaces()]
+        await c.put(b"a", b"1", namespace="asyncns")
+        await c.put(b"a", b"2", namespace="asyncns")
+        got = await c.get(b"a", namespace="asyncns")
+        assert got.values == [b"2"]
+        await c.update(b"a", lambda vs: b"3", namespace="asyncns")
+        got = await c.get(b"a", namespace="asyncns")
+        await c.delete(b"a", got.context, namespace="asyncns")
+        assert (await c.get(b"a", namespace="asyncns")).values == []
+
+
+def test_async_client_namespaces(cluster5):
+    import asyncio
+
+    asyncio.run(_async_round_trip(cluster5.endpoints))
