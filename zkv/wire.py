@@ -22,7 +22,7 @@ Message tags (uint):
     20 RGet   21 RPut   22 RGetOk    23 RPutOk    24 Forward  25 Join   26 JoinOk
     27 TreeLevel  28 TreeLevelOk  29 LeafKeys  31 LeafKeysOk  32 Reap
     33 RGetHashes  34 RGetHashesOk                                   (anti-entropy)
-    7 Cluster  16 ClusterOk  35 Fetch  36 FetchOk          (membership changes, transfers)
+    9 Cluster  17 ClusterOk  35 Fetch  36 FetchOk          (membership changes, transfers)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 
 Evolving a message: new fields go at the END with a default. A decoder fills a missing
@@ -280,7 +280,7 @@ class RepairOk(_Msg, tag=15):
     info: dict
 
 
-class Cluster(_Msg, tag=7):
+class Cluster(_Msg, tag=9):
     """Admin -> node: a membership change or query (issue 11). `action` is one of leave,
     replace, force-remove (staged), plan, commit, auto_commit (node "true"/"false")."""
 
@@ -289,7 +289,7 @@ class Cluster(_Msg, tag=7):
     other: NodeId = ""
 
 
-class ClusterOk(_Msg, tag=16):
+class ClusterOk(_Msg, tag=17):
     info: dict
 
 
