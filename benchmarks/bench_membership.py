@@ -25,7 +25,8 @@ Measures and goals (issue 11's table):
   versions; the verify-phase Merkle exchange is not counted). Minimum: for each partition
   whose preference list changed (ring before vs after, `zkv._core.ring.Ring`), the partition's
   data (from the keys this benchmark wrote: key + value + one encoded DVV's overhead) times
-  the number of new replicas.
+  the number of new replicas, taken when the change starts (keys first written during it
+  reach the pending owners directly, or by the stream if written before its cursor passed).
 - transfer rate / --transfer-rate >= 0.8 (joins: one receiver, one budget)
 - client p99 during transfers / p99 before <= 2
 - bytes re-sent after kill -9 of the receiver <= one batch (256 KiB) per partition in flight
@@ -319,6 +320,7 @@ def run_change(cluster: LocalCluster, sh: Shared, kind: str, node_id: str | None
                q: int, n: int, settle_timeout: float) -> dict:
     before_members = members_valid(cluster)
     before = ring_of(before_members, q, n)
+    sizes = partition_bytes(sh, before)  # the data when the change starts
     c0 = counters(cluster)
     poll = Poller(cluster)
     poll.start()
@@ -338,7 +340,6 @@ def run_change(cluster: LocalCluster, sh: Shared, kind: str, node_id: str | None
     c1 = counters(cluster)
     after_members = members_valid(cluster)
     after = ring_of(after_members, q, n)
-    sizes = partition_bytes(sh, before)
     minimum, pairs = minimum_moves(before, after, sizes)
     received = sum(c1[x][0] - c0.get(x, (0, 0))[0] for x in c1)
     extra_pairs = sorted(set(poll.seen) - pairs)
