@@ -474,3 +474,28 @@ def test_conflict_modes_workload_counts_lost_acknowledged_writes(tmp_path):
     runs = {r["mode"]: r for r in res["runs"]}
     assert runs["siblings+merge"]["acked"] > 0 and runs["siblings+merge"]["lost"] == 0
     assert runs["lww"]["acked"] > 0 and 0 <= runs["lww"]["lost"] <= runs["lww"]["acked"]
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(120)
+def test_membership_benchmark_smoke(capsys, monkeypatch):
+    """benchmarks/bench_membership.py --smoke: 3 -> 4 -> 3 under workload A (about 20 s)."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_membership.py"
+    spec = importlib.util.spec_from_file_location("bench_membership", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_membership", mod)  # dataclasses look it up
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [c["change"] for c in doc["changes"]] == ["join node4", "leave node4"]
+    assert doc["final_check"]["lost"] == 0 and doc["final_check"]["checked"] > 0
+    assert sum(doc["misses"].values()) == 0
+    assert doc["changes"][0]["bytes_moved"] > 0 and doc["changes"][0]["unneeded_transfers"] == 0
+    assert doc["changes"][1]["exit_code"] == 0
+    assert {g["measure"].split(",")[0] for g in doc["goals"]} >= {
+        "bytes moved / minimum", "transfer rate / budget", "client p99 during transfers / before"}

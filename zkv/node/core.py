@@ -1160,7 +1160,7 @@ class NodeCore:
     def _on_fetch(self, ident: bytes, msg: Fetch) -> None:
         room = max(4096, self.turn_budget - self.turn_bytes.get(ident, 0))
         ok = answer_fetch(self.store, self.membership.ring(), msg, room)
-        self.transfers.budget.charge(sum(len(v) for v in ok.dvvs))
+        self.transfers.served(ok)
         self._reply(ident, ok)
 
     def _on_cluster(self, ident: bytes, msg: Cluster) -> None:

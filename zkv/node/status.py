@@ -101,7 +101,9 @@ def _cluster_status(core: NodeCore) -> dict:
     return {"epoch": st.epoch, "author": st.author, "auto_commit": st.auto_commit,
             "staged": [list(x) for x in st.staged], "moving": bool(rings and rings.moving),
             "receiving_here": core.transfers.pending_here(),
-            "transfer_rate_limit": core.cfg.transfer_rate}
+            "transfer_rate_limit": core.cfg.transfer_rate,
+            "bytes_received": core.transfers.bytes_received,
+            "bytes_sent": core.transfers.bytes_sent}
 
 
 def _hint_status(core: NodeCore) -> dict:

@@ -181,6 +181,7 @@ class FetchOp(Op):
             size += len(key) + len(version)
         part.keys += len(msg.keys)
         part.done_bytes += size
+        self.mgr.bytes_received += size
         self.mgr.budget.charge(size)
         part.cursor = msg.next
         part.stalled = ""
@@ -215,6 +216,8 @@ class Transfers:
         self.budget = IOBudget(core.cfg.transfer_rate, core.now)
         self._saved: dict[int, list] = self._load()
         self.completed = 0  # partitions received (metrics)
+        self.bytes_received = 0  # streamed in, this process's life (keys + versions merged)
+        self.bytes_sent = 0  # streamed out in Fetch answers, this process's life
 
     # ---- persistence ------------------------------------------------------------------------
     def _load(self) -> dict[int, list]:
@@ -267,6 +270,11 @@ class Transfers:
         self._saved = {}
         self.epoch = rings.state.epoch
         self.save()
+
+    def served(self, ok: FetchOk) -> None:
+        """A Fetch answer this node sends: charge the budget, count the bytes."""
+        self.budget.charge(sum(len(v) for v in ok.dvvs))
+        self.bytes_sent += sum(len(k) + len(v) for k, v in zip(ok.keys, ok.dvvs, strict=True))
 
     def next_source(self, part: _Part) -> None:
         part.src = (part.src + 1) % max(1, len(part.sources))
