@@ -24,6 +24,25 @@ def _items(values: list[bytes]) -> set[bytes]:
     return {x for v in values for x in v.split(b",") if x}
 
 
+def _converge(sim: Sim, keys, settle: float) -> float | None:
+    """Run until every key's owners hold the same version and no hint is left; the time it
+    took, or None if `settle` seconds were not enough."""
+    start = sim.t
+    while sim.t < start + settle:
+        sim.run_until(sim.t + 0.5)
+        if not sim.replicas_agree(keys) and not sim.hints_pending():
+            return sim.t - start
+    return None
+
+
+def _final(sim: Sim, key: bytes) -> list[bytes]:
+    """The live values of key merged over its owners' copies (what a full read returns)."""
+    merged = None
+    for x in sim.owners(key):
+        merged = dvv.sync_encoded(merged, sim.held(x, key) or None)
+    return dvv.DVVSet.decode(merged).live_values() if merged else []
+
+
 @dataclass
 class Report:
     seed: int
@@ -97,13 +116,7 @@ def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int
         sim.run_until(sim.t + 1.0)
 
     keys = set(carts) | set(acked_blind) | deleted
-    start = sim.t
-    settle_time = None
-    while sim.t < start + settle:
-        sim.run_until(sim.t + 0.5)
-        if not sim.replicas_agree(keys) and not sim.hints_pending():
-            settle_time = sim.t - start
-            break
+    settle_time = _converge(sim, keys, settle)
     rep = Report(seed, faults, log=sim.log, stats=dict(sim.stats), settle_time=settle_time)
     rep.ops = len(sim.history.events)
     rep.ok_ops = sum(1 for e in sim.history.events if e.ok)
@@ -115,10 +128,7 @@ def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int
                  f"{sorted(sim.replicas_agree(keys))[:5]} (hints pending: {sim.hints_pending()})")
 
     def final(key: bytes) -> list[bytes]:
-        merged = None
-        for x in sim.owners(key):
-            merged = dvv.sync_encoded(merged, sim.held(x, key) or None)
-        return dvv.DVVSet.decode(merged).live_values() if merged else []
+        return _final(sim, key)
 
     for key, items in acked_adds.items():
         lost = items - _items(final(key))
@@ -336,13 +346,7 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     phase["stop"] = True
     sim.run_until(sim.t + 2.0)
     key_list = sorted(acked)
-    start = sim.t
-    settle_time = None
-    while sim.t < start + settle:
-        sim.run_until(sim.t + 0.5)
-        if not sim.replicas_agree(key_list) and not sim.hints_pending():
-            settle_time = sim.t - start
-            break
+    settle_time = _converge(sim, key_list, settle)
     rep = Report(seed, faults, log=sim.log, stats=dict(sim.stats), settle_time=settle_time)
     rep.ops = len(sim.history.events)
     rep.ok_ops = sum(1 for e in sim.history.events if e.ok)
@@ -355,14 +359,8 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     if settle_time is None:
         v.append(f"replicas disagree after the change on {sim.replicas_agree(key_list)[:5]}")
 
-    def final(key: bytes) -> set[bytes]:
-        merged = None
-        for x in sim.owners(key):
-            merged = dvv.sync_encoded(merged, sim.held(x, key) or None)
-        return set(dvv.DVVSet.decode(merged).live_values()) if merged else set()
-
     for key, vals in values.items():
-        if not vals & final(key):  # the last acknowledged value, or a later attempt over it
+        if not vals & set(_final(sim, key)):  # the last acknowledged value, or a later attempt over it
             v.append(f"{key!r}: acknowledged write lost: none of {sorted(vals)[:3]} is there")
     owners = {x for k in key_list for x in sim.owners(k)}
     if "n2" in owners:

@@ -215,7 +215,6 @@ class Transfers:
         self.epoch = -1  # the cluster epoch `parts` was planned for
         self.budget = IOBudget(core.cfg.transfer_rate, core.now)
         self._saved: dict[int, list] = self._load()
-        self.completed = 0  # partitions received (metrics)
         self.bytes_received = 0  # streamed in, this process's life (keys + versions merged)
         self.bytes_sent = 0  # streamed out in Fetch answers, this process's life
 
@@ -345,7 +344,6 @@ class Transfers:
         core.start_op(op, now)
 
     def _finished(self, part: _Part) -> None:
-        self.completed += 1
         part.stalled = ""
         self.save()
         log.info("partition %d received (%d keys, %d bytes)", part.p, part.keys,
