@@ -512,8 +512,13 @@ class NodeCore:
             return role
         peer = self.peer_of(ident)
         if peer is not None:  # plain text: a current member's identity (or a joiner's)
-            if self.membership.get(peer) is not None or (
-                    type(msg) is Join and msg.member.id == peer):
+            st = self.membership.cluster
+            if (self.membership.get(peer) is not None or peer in self.membership.candidates
+                    or (st is not None and peer in st.members)
+                    or (type(msg) is Join and msg.member.id == peer)):
+                # a joiner this node has heard of only second-hand (a candidate, or a member
+                # of the cluster state) is a peer too: its first Fetches arrive before its
+                # own gossip does
                 return PEER
             return CLIENT
         return ADMIN
