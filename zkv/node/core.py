@@ -611,6 +611,8 @@ class NodeCore:
                     self.replica.merge(msg.key, msg.dvv, o)
             else:
                 self.replica.merge(msg.key, msg.dvv, self._owner(msg.owner))
+            if nss.is_lww(msg.key):
+                self._observe(msg.dvv)  # a replica's HLC follows the lww stamps it stores
         except (ValueError, ZkvError) as exc:
             self.malformed(ident, f"bad version for {msg.key[:32]!r}: {exc}")
             self._reply(ident, RPutOk(msg.rid, False))
@@ -795,15 +797,19 @@ class NodeCore:
 
     def _stamp(self, skey: bytes) -> bytes:
         """An lww write's HLC stamp: after every stamp this replica holds for the key."""
-        held = self.replica.read(skey)
-        if held:
+        self._observe(self.replica.read(skey))
+        return hlcs.pack(self.hlc.now())
+
+    def _observe(self, encoded: bytes | None) -> None:
+        """Advance the HLC past the stamps of an lww version (held, or arriving from a peer),
+        so a write this node coordinates later is ordered after them."""
+        if encoded:
             try:
-                for v in dvv.DVVSet.decode(held).live_values():
+                for v in dvv.DVVSet.decode(encoded).live_values():
                     if len(v) >= 8:
                         self.hlc.observe(hlcs.unpack(v[:8]))  # clamped if far ahead
             except ValueError:
                 pass
-        return hlcs.pack(self.hlc.now())
 
     # ---- coordinating client requests -------------------------------------------------------
     def _on_client(self, ident: bytes, msg, rid: int, forwarded: bool) -> None:
@@ -868,11 +874,15 @@ class NodeCore:
             op = GetOp(self, origin, skey, deadline, targets, msg.r or ns.r, lww=ns.lww)
         else:
             value = msg.value if type(msg) is Put else None
+            stamp = b""
             if value is not None and ns.lww:
-                value = self._stamp(skey) + value
+                if msg.floor:  # after every value this client has seen (clamped if far ahead)
+                    self.hlc.observe(msg.floor)
+                stamp = self._stamp(skey)
+                value = stamp + value
             op = WriteOp(self, origin, skey, deadline, targets, msg.w or ns.w,
                          msg.context, value, msg.wid,
-                         self._extra_targets(p, targets, ns.n))
+                         self._extra_targets(p, targets, ns.n), int.from_bytes(stamp, "big"))
         self.start_op(op, self.t)
 
     # ---- the Context operations use (see op.py) ----------------------------------------------
