@@ -12,6 +12,7 @@ from zkv import hlc
 from zkv._core import dvv
 from zkv.node import namespaces as nss
 from zkv.node.core import REQUEST
+from zkv.node.status import status
 from zkv.wire import NsCreate
 
 SPACES = {"one": (1, "siblings"), "five": (5, "siblings"), "last": (3, "lww")}
@@ -75,6 +76,12 @@ def test_namespaces_place_n_replicas_and_lww_converges(seed):
             assert len(live) == 1 and live[0][8:] in values, (key, live)
         else:
             assert values <= set(live), (name, key, values - set(live))
+    # status shows the anti-entropy trees of every N in use, each agreed after the faults
+    for sn in sim.nodes.values():
+        by_n = status(sn.core)["antientropy"]["by_n"]
+        assert {"1", "3", "5"} <= set(by_n), by_n
+        for n, ae in by_n.items():
+            assert ae["partitions"] >= 1 and ae["partitions_agreed"] >= 1, (sn.id, n, ae)
 
 
 @pytest.mark.parametrize("floor", [True, False])
