@@ -53,6 +53,7 @@ import heapq
 import itertools
 import logging
 import os
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -142,6 +143,13 @@ MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
 HINT_TTL_MS = 24 * 3600 * 1000  # a hint older than this is dropped (its owner was gone a day)
 HINT_SWEEP_INTERVAL = 10.0  # seconds between sweeps of expired / ownerless hints
 HINT_SWEEP_BATCH = 5000  # hints dropped per sweep at most
+# Gossip carries the sender's own record every round, the records that changed here since
+# the last round (a member heard first-hand for the first time, moved, leaving), and the whole
+# member table every TABLE_EVERY rounds (staggered by node id), which repairs a lost delta.
+# Every member hears every other first-hand (one PUB each, every member subscribed) and
+# relayed records only make candidates (membership.py), so the whole table on every round
+# cost N^2 record merges per node per round for nothing (tools/simulate.py --scale).
+TABLE_EVERY = 10
 LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered
 BUSY = "busy, retry"
 
@@ -236,6 +244,9 @@ class NodeCore:
         self.timer_seq = itertools.count()
         self.latency = PeerLatency()
         self.next_gossip = now
+        self.gossip_round = 0
+        self.table_offset = zlib.crc32(self.me.encode()) % TABLE_EVERY
+        self.gossip_delta: set[str] = set()  # members whose record changed since last round
         self.ae: AntiEntropy | None = None
         self.background = Background(self)
         self.export = MetricsExport(self)
@@ -695,6 +706,7 @@ class NodeCore:
     def _merge_members(self, members: list[Member], via: str | None = None) -> None:
         added = self.membership.merge(members, via=via)
         if added:
+            self.gossip_delta.update(m.id for m in added)
             for m in added:
                 self.out.connect.append(m)
                 log.info("member %s is in the cluster (%s, rack %s)", m.id, m.listen, m.rack)
@@ -997,8 +1009,16 @@ class NodeCore:
         ring = self.membership.ring()
         self._claimant_tick(now)
         self._settle_tick(now)
+        ms = self.membership
+        self.gossip_round += 1
+        if self.gossip_round % TABLE_EVERY == self.table_offset:
+            members = ms.table()
+        else:
+            members = [ms.me] + [m for m in (ms.get(x) for x in sorted(self.gossip_delta))
+                                 if m is not None and m is not ms.me]
+        self.gossip_delta.clear()
         self.out.gossip.append(Gossip(0, self.me, s["q"], s["n"], s["r"], s["w"],
-                                      self.membership.table(), ring.fingerprint(),
+                                      members, ring.fingerprint(),
                                       self.cluster_bytes, self.transfers.epoch,
                                       self.transfers.report(), self._ns_encoded))
         self.export.export(now)
@@ -1022,7 +1042,11 @@ class NodeCore:
         if self.membership.get(msg.sender) is None:
             return
         self.progress[msg.sender] = (msg.progress_epoch, msg.progress)
-        if msg.cluster:
+        if msg.cluster and msg.cluster == self.cluster_bytes:  # the state we hold: no decode
+            st = self.membership.cluster
+            if st is not None:
+                self.peer_epochs[msg.sender] = st.rank()
+        elif msg.cluster:
             try:
                 st = own.decode(msg.cluster)
             except ValueError as exc:
