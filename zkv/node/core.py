@@ -247,6 +247,7 @@ class NodeCore:
         self.gossip_round = 0
         self.table_offset = zlib.crc32(self.me.encode()) % TABLE_EVERY
         self.gossip_delta: set[str] = set()  # members whose record changed since last round
+        self.states_seen: dict[bytes, own.ClusterState] = {}  # peers' cluster states, decoded
         self.ae: AntiEntropy | None = None
         self.background = Background(self)
         self.export = MetricsExport(self)
@@ -1047,11 +1048,16 @@ class NodeCore:
             if st is not None:
                 self.peer_epochs[msg.sender] = st.rank()
         elif msg.cluster:
-            try:
-                st = own.decode(msg.cluster)
-            except ValueError as exc:
-                self.malformed(msg.sender, f"cluster state: {exc}")
-                return
+            st = self.states_seen.get(msg.cluster)
+            if st is None:  # decoded once per distinct state, not once per sender
+                try:
+                    st = own.decode(msg.cluster)
+                except ValueError as exc:
+                    self.malformed(msg.sender, f"cluster state: {exc}")
+                    return
+                if len(self.states_seen) >= 4:
+                    self.states_seen.clear()
+                self.states_seen[msg.cluster] = st
             self.peer_epochs[msg.sender] = st.rank()
             # a state is taken from its author (the claimant that made it), or relayed by
             # anyone when the author is not up here (it may have died right after)
