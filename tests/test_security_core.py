@@ -332,3 +332,19 @@ def test_forged_counters_from_an_authenticated_rogue_peer_are_refused(node):
     assert type(reply) is wire.RPutOk and reply.ok is False
     replies = node.ask(OUTSIDER, [wire.Put(3, b"k", b"honest", w=1)], CLIENT)
     assert type(replies[0]) is wire.PutOk
+
+
+def test_a_closed_connection_is_forgotten(node):
+    """forget_identity (the transport calls it when a connection closes) drops everything
+    kept per identity; the identity's ops still finish, their replies are dropped."""
+    node.core.handle((REQUEST, OUTSIDER), [wire.Get(i, b"k%d" % i) for i in range(5)], node.t)
+    node.core.malformed(OUTSIDER, "test")
+    assert node.core.inflight[OUTSIDER] == 5 and OUTSIDER in node.core.malformed_logged
+    node.core.forget_identity(OUTSIDER)
+    assert OUTSIDER not in node.core.inflight and OUTSIDER not in node.core.malformed_logged
+    assert OUTSIDER not in node.core.out.clients and OUTSIDER not in node.core.turn_bytes
+    node.t += 10  # the ops time out (no replica answered): no reply to the gone identity
+    node.core.tick(node.t)
+    out = node.out()
+    assert OUTSIDER not in out.clients and node.core.inflight == {}
+    assert node.core.live_ops == {}

@@ -137,7 +137,7 @@ ROLE_MESSAGES = {
 TURN_BYTES_SLACK = 256 * 1024
 TURN_BYTES_TOTAL_FACTOR = 4  # all identities together: this many per-identity budgets
 MAX_INFLIGHT = {CLIENT: 256, ADMIN: 256, PEER: 4096}  # client ops in flight per identity
-MAX_IDENTITIES = 10_000  # identities with requests in flight
+MAX_IDENTITIES = 10_000  # identities with requests in flight (at most cfg.max_connections)
 MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
 HINT_TTL_MS = 24 * 3600 * 1000  # a hint older than this is dropped (its owner was gone a day)
 HINT_SWEEP_INTERVAL = 10.0  # seconds between sweeps of expired / ownerless hints
@@ -244,6 +244,7 @@ class NodeCore:
         self.turn_bytes: dict[bytes, int] = {}  # reply bytes per identity this turn
         self.turn_total = 0
         self.inflight: dict[bytes, int] = {}  # client ops in flight per identity
+        self.max_identities = min(MAX_IDENTITIES, cfg.max_connections)
         self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
         self.self_ident = b"peer:" + self.me.encode()
         self._metric_children: dict[tuple, tuple] = {}
@@ -458,6 +459,20 @@ class NodeCore:
             self.done(op)
         return self.take_output()
 
+    def forget_identity(self, ident: bytes) -> None:
+        """The connection of `ident` closed (the transport saw it go): drop everything kept
+        for it. Its operations in flight still finish (a write still reaches its replicas);
+        only their replies, which nobody would read, are dropped."""
+        self.turn_bytes.pop(ident, None)
+        self.out.clients.pop(ident, None)
+        self.malformed_logged.discard(ident)
+        if self.inflight.pop(ident, None):
+            for op in self.live_ops.values():
+                if op.origin is not None and op.origin[0] == ident:
+                    op.origin = None
+        if self.ns_waits:
+            self.ns_waits = [w for w in self.ns_waits if w[0] != ident]
+
     def malformed(self, source, why: str) -> None:
         """A frame or message that could not be accepted: count it, log once per source."""
         kind = "peer" if isinstance(source, str) or bytes(source).startswith(b"peer:") else "client"
@@ -554,7 +569,7 @@ class NodeCore:
             return
         if type(msg) in CLIENT_MESSAGES or type(msg) is Forward:
             n = self.inflight.get(ident, 0)
-            if n >= MAX_INFLIGHT[role] or (not n and len(self.inflight) >= MAX_IDENTITIES):
+            if n >= MAX_INFLIGHT[role] or (not n and len(self.inflight) >= self.max_identities):
                 self.metrics.busy.inc()
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
                                          f"flight on this connection"))
@@ -901,6 +916,8 @@ class NodeCore:
         box.append(msg)
 
     def respond(self, origin, msg) -> None:
+        if origin is None:  # its connection closed (forget_identity)
+            return
         ident, rid = origin
         msg.rid = rid
         self._reply(ident, msg)
