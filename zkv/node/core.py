@@ -230,10 +230,15 @@ class NodeCore:
 
         self.rids = itertools.count(1)
         self.peer_rids: dict[int, tuple[Op, str, float]] = {}  # rid -> (op, node, sent at)
-        self.op_rids: dict[int, list[int]] = {}  # id(op) -> its rids
-        self.live_ops: dict[int, Op] = {}
-        self.timers: list[tuple[float, int, Op]] = []  # (when, tiebreak, op)
+        self.op_rids: dict[int, list[int]] = {}  # op.serial -> its rids
+        self.live_ops: dict[int, Op] = {}  # op.serial -> op, until it is done
+        # (when, tiebreak, op.serial): a finished op is referenced by nothing, so the values
+        # it read are freed at completion, not at its deadline; entries of finished ops are
+        # skipped, and compacted away once they are half the heap
+        self.timers: list[tuple[float, int, int]] = []
         self.timer_seq = itertools.count()
+        self.op_serials = itertools.count(1)
+        self.dead_timers = 0  # ops finished since the last compaction (each left >= 1 entry)
         self.latency = PeerLatency()
         self.next_gossip = now
         self.ae: AntiEntropy | None = None
@@ -409,9 +414,10 @@ class NodeCore:
     def tick(self, now: float) -> Outbox:
         self.t = now
         timers = self.timers
+        live = self.live_ops
         while timers and timers[0][0] <= now:
-            _, _, op = heapq.heappop(timers)
-            if id(op) in self.live_ops:
+            op = live.get(heapq.heappop(timers)[2])
+            if op is not None:
                 if now >= op.deadline:
                     op.on_timeout()
                 else:
@@ -896,8 +902,9 @@ class NodeCore:
         if op.origin is not None:
             ident = op.origin[0]
             self.inflight[ident] = self.inflight.get(ident, 0) + 1
-        self.live_ops[id(op)] = op
-        heapq.heappush(self.timers, (op.deadline, next(self.timer_seq), op))
+        op.serial = serial = next(self.op_serials)
+        self.live_ops[serial] = op
+        heapq.heappush(self.timers, (op.deadline, next(self.timer_seq), serial))
         op.start()
 
     def ask(self, node_id: str, msg, op: Op | None) -> None:
@@ -905,9 +912,9 @@ class NodeCore:
         msg.rid = rid
         if op is not None:
             self.peer_rids[rid] = (op, node_id, self.t)
-            rids = self.op_rids.get(id(op))
+            rids = self.op_rids.get(op.serial)
             if rids is None:
-                self.op_rids[id(op)] = [rid]
+                self.op_rids[op.serial] = [rid]
             else:
                 rids.append(rid)
         box = self.out.peers.get(node_id)
@@ -923,8 +930,14 @@ class NodeCore:
         self._reply(ident, msg)
 
     def done(self, op: Op) -> None:
-        if self.live_ops.pop(id(op), None) is None:
+        if self.live_ops.pop(op.serial, None) is None:
             return
+        self.dead_timers += 1
+        if 2 * self.dead_timers >= len(self.timers):  # amortized O(1) per op
+            live = self.live_ops
+            self.timers[:] = [t for t in self.timers if t[2] in live]  # in place: tick()
+            heapq.heapify(self.timers)  # may be iterating it
+            self.dead_timers = 0
         origin = op.origin
         if origin is not None:
             n = self.inflight.get(origin[0], 0) - 1
@@ -932,12 +945,12 @@ class NodeCore:
                 self.inflight[origin[0]] = n
             else:
                 self.inflight.pop(origin[0], None)
-        for rid in self.op_rids.pop(id(op), ()):
+        for rid in self.op_rids.pop(op.serial, ()):
             self.peer_rids.pop(rid, None)
         op.on_done()
 
     def wake(self, op: Op, at: float) -> None:
-        heapq.heappush(self.timers, (at, next(self.timer_seq), op))
+        heapq.heappush(self.timers, (at, next(self.timer_seq), op.serial))
 
     def replica_timeout(self, node_id: str, remaining: float) -> float:
         return self.latency.budget(node_id, remaining)
@@ -991,7 +1004,7 @@ class NodeCore:
             if entry is None:
                 continue  # late answer to a finished op, or a fire-and-forget ack
             op, target, sent = entry
-            if target == node_id and id(op) in self.live_ops:
+            if target == node_id and self.live_ops.get(op.serial) is op:
                 self.latency.observe(node_id, now - sent)
                 op.on_reply(node_id, msg)
 
