@@ -259,7 +259,9 @@ class Node:
         self.conns.drain()  # accepted/closed connections first: frames name their fds
         secure = self.keys is not None
         role = None
-        for _ in range(DRAIN_LIMIT):
+        for i in range(DRAIN_LIMIT):
+            if i & 255 == 255:  # a connection burst: keep the count (and the cap) current
+                self.conns.drain()
             try:  # frames: the connection's fd (ZMQ_SRCFD) and ZAP User-Id
                 zframes = router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
