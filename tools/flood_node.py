@@ -168,6 +168,8 @@ def _measure(cluster, connections, cap, procs, requests, hold, value_size, log) 
         log(f"after the flood closed: RSS {after_rss / 1024:.1f} MiB, {after_fds} fds; "
             f"normal client {served['ok']} ok, {served['failed']} failed in total")
     alive = node.alive()
+    if served["failed"] or not alive:
+        log(f"node log (tail):\n{cluster.tail(node, 25)}")
     return {"connections": connections, "cap": cap, "rest_rss_kb": rest_rss,
             "peak_rss_kb": peak_rss, "after_rss_kb": after_rss, "rest_fds": rest_fds,
             "peak_fds": peak_fds, "after_fds": after_fds, "served_ok": served["ok"],

@@ -44,7 +44,10 @@ EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 EVENT_DRAIN = 5000  # monitor events taken per call (each one is two small frames)
 FD_RESERVE = 256  # fds kept free for data files, peer links, the metrics port
 MIN_CAP = 16
-TRACK_MIN = 64 * 1024  # replies at least this big are tracked until libzmq releases them
+# replies at least this big are tracked until libzmq releases them (zero-copy + a tracker:
+# a few us per frame). Smaller ones are bounded by the ROUTER's SNDHWM only (64 frames per
+# connection, so at most 256 KiB each)
+TRACK_MIN = 4 * 1024
 TRIM_AFTER = 64  # closed connections (or dropped big replies) before a malloc_trim
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls at most
 
