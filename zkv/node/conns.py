@@ -95,8 +95,9 @@ class Connections:
         self.queued: dict[bytes, collections.deque] = {}  # ident -> (tracker, size), oldest first
         self.queued_bytes: dict[bytes, int] = {}
         self.queued_total = 0
-        self.refused = 0  # connections shut down past the cap
-        self.dropped = 0  # replies dropped past the byte caps
+        self.refused = 0  # connections shut down past the cap (since the last report)
+        self.refused_total = 0
+        self.dropped = 0  # replies dropped past the byte caps (since the last report)
         self.freed = 0  # closes since the last malloc_trim
         self.next_trim = 0.0
         self.trim = _malloc_trim()
@@ -129,9 +130,10 @@ class Connections:
             if s.getsockname()[1] == self.port:
                 s.shutdown(socket.SHUT_RDWR)
                 self.refused += 1
-                if self.refused == 1 or self.refused % 1000 == 0:
+                n = self.refused_total + self.refused
+                if n == 1 or n % 1000 == 0:
                     log.warning("connection cap of %d reached: refused %d connection(s) so far",
-                                self.cap, self.refused)
+                                self.cap, n)
         except (OSError, IndexError, TypeError):
             pass
         finally:
@@ -204,6 +206,17 @@ class Connections:
         self.queued_total += size
 
     # ---- memory ---------------------------------------------------------------------------
+    def report(self, metrics) -> None:
+        """Export the counts to NodeMetrics (connections, refused, dropped)."""
+        metrics.connections.set(len(self.open))
+        if self.refused:
+            metrics.connections_refused.inc(self.refused)
+            self.refused_total += self.refused
+            self.refused = 0
+        if self.dropped:
+            metrics.replies_dropped.inc(self.dropped)
+            self.dropped = 0
+
     def tick(self, now: float) -> None:
         """After many closes: give freed heap back to the OS (at most once per TRIM_EVERY)."""
         if self.freed >= TRIM_AFTER and now >= self.next_trim:

@@ -246,9 +246,10 @@ class Node:
         if core.exit_requested:  # this node left the cluster (issue 11): exit 0
             log.info("node %s left the cluster: stopping", self.cfg.id)
             self.running = False
-        if self.parent_pid and now >= self.next_parent_check:
+        if now >= self.next_parent_check:
             self.next_parent_check = now + 0.5
-            if not _alive(self.parent_pid):
+            self.conns.report(core.metrics)
+            if self.parent_pid and not _alive(self.parent_pid):
                 log.warning("the process that started this node (pid %d) is gone: stopping",
                             self.parent_pid)
                 self.running = False
