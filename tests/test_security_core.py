@@ -247,7 +247,12 @@ def test_member_count_capped(tmp_path):
 def test_read_amplification_bounded_per_turn(node):
     big = _version(b"x" * (8 << 20))
     node.core.replica.merge(b"big", big)
+    reads = []
+    real_read = node.core.replica.read
+    node.core.replica.read = lambda *a: reads.append(a) or real_read(*a)
     replies = node.ask(ROGUE, [wire.RGet(i, b"big") for i in range(400)])
+    assert len(reads) <= 3  # refused before reading once the budget is spent (CPU, not only RSS)
+    del node.core.replica.read
     sent = sum(len(r.dvv) for r in replies if type(r) is wire.RGetOk)
     busy = [r for r in replies if type(r) is wire.Error]
     assert sent <= node.core.turn_budget + len(big)
