@@ -87,8 +87,14 @@ class Connections:
         self.reply_cap = reply_cap  # bytes of tracked replies queued for one identity
         self.total_cap = 4 * reply_cap  # ... and for all of them together
         self.forget = forget
-        self.monitor = router.get_monitor_socket(EVENTS)
-        self.monitor.setsockopt(zmq.RCVHWM, 0)  # a lost event would skew the count for good
+        # the monitor's PAIR gets no HWM (set before it connects): at a full pipe libzmq's I/O
+        # thread would block on the next event, stalling every connection until we drained
+        addr = f"inproc://zkv-conns-{id(self):x}"
+        router.monitor(addr, EVENTS)
+        self.monitor = router.context.socket(zmq.PAIR)
+        self.monitor.setsockopt(zmq.RCVHWM, 0)
+        self.monitor.setsockopt(zmq.LINGER, 0)
+        self.monitor.connect(addr)
         self.open: dict[int, None] = {}  # accepted fds still open, oldest first
         self.fd_ident: dict[int, bytes] = {}
         self.ident_fd: dict[bytes, int] = {}
