@@ -82,6 +82,13 @@ def test_router_connections_are_capped_tracked_and_forgotten_on_close(tmp_path):
         assert not conns.may_send(b"slow", big) and conns.dropped == 1
         t1.done = True  # the reader caught up
         assert conns.may_send(b"slow", big) and conns.queued_total == 0
+        # past the cap, a connection whose tracked reply sat unread for STALL seconds makes room
+        conns.sent(b"stuck", _Tracker(), 5000)
+        assert conns._stalled() is None  # not yet stalled
+        conns.stuck[b"stuck"] -= 10
+        conns.open[12345], conns.ident_fd[b"stuck"] = None, 12345
+        assert conns._stalled() == 12345
+        del conns.open[12345], conns.ident_fd[b"stuck"]
     finally:
         ctx.term()
         node.shutdown()

@@ -7,9 +7,10 @@ connections with distinct identities whose replies were never read took a node t
 fds and 48 -> 606 MB of RSS, still held after they closed. Here:
 
 - a socket monitor reports each connection accepted (ACCEPTED, with its fd) and closed
-  (DISCONNECTED / CLOSED). Past `cap` open connections the newest one is shut down at once
-  (shutdown(2) only: libzmq sees end-of-stream and closes its own fd, so no fd number is
-  ever closed under it). Refused connections are counted.
+  (DISCONNECTED / CLOSED). Past `cap` open connections one is shut down at once: one that
+  stopped reading (a tracked reply unread for STALL seconds) if there is one, else the
+  newest (shutdown(2) only: libzmq sees end-of-stream and closes its own fd, so no fd number
+  is ever closed under it). They are counted.
 - every received frame names the fd it came on (ZMQ_SRCFD); identity <-> fd is kept from that
   (a reused fd, or ROUTER_HANDOVER moving an identity, updates it). When an fd closes, the
   core forgets its identity (`NodeCore.forget_identity`) and this module its reply queue.
@@ -29,10 +30,12 @@ from __future__ import annotations
 import collections
 import ctypes
 import ctypes.util
+import itertools
 import logging
 import platform
 import resource
 import socket
+import time
 from collections.abc import Callable
 
 import zmq
@@ -48,6 +51,8 @@ MIN_CAP = 16
 # a few us per frame). Smaller ones are bounded by the ROUTER's SNDHWM only (64 frames per
 # connection, so at most 256 KiB each)
 TRACK_MIN = 4 * 1024
+STALL = 2.0  # seconds a tracked reply may sit unread before its connection is "not reading"
+EVICT_LOOK = 16  # stalled candidates examined per connection past the cap
 TRIM_AFTER = 64  # closed connections (or dropped big replies) before a malloc_trim
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls at most
 
@@ -101,6 +106,7 @@ class Connections:
         self.queued: dict[bytes, collections.deque] = {}  # ident -> (tracker, size), oldest first
         self.queued_bytes: dict[bytes, int] = {}
         self.queued_total = 0
+        self.stuck: dict[bytes, float] = {}  # ident -> since when it has tracked bytes queued
         self.refused = 0  # connections shut down past the cap (since the last report)
         self.refused_total = 0
         self.dropped = 0  # replies dropped past the byte caps (since the last report)
@@ -120,11 +126,26 @@ class Connections:
             event, fd = int(ev["event"]), int(ev["value"])
             if event == zmq.EVENT_ACCEPTED:
                 self.open[fd] = None
-                if len(self.open) > self.cap:
-                    self._refuse(fd)
+                if len(self.open) > self.cap:  # room from a connection that stopped
+                    self._refuse(self._stalled() or fd)  # reading, else refuse the newest
             elif fd in self.open or fd in self.fd_ident:  # DISCONNECTED / CLOSED
                 self.open.pop(fd, None)
                 self._closed(fd)
+
+    def _stalled(self) -> int | None:
+        """The fd of a connection whose oldest tracked reply went unread for STALL seconds."""
+        horizon = time.monotonic() - STALL
+        for ident in list(itertools.islice(self.stuck, EVICT_LOOK)):
+            since = self.stuck[ident]
+            if since > horizon:
+                return None  # oldest first: none older
+            if self._prune(ident):
+                fd = self.ident_fd.get(ident)
+                if fd is not None and fd in self.open:
+                    del self.stuck[ident]  # once: its close will forget the rest
+                    return fd
+                self.stuck.pop(ident, None)
+        return None
 
     def _refuse(self, fd: int) -> None:
         """Shut the connection on `fd` down if it is still one of ours (our port)."""
@@ -153,6 +174,7 @@ class Connections:
             self._forget(ident)
 
     def _forget(self, ident: bytes) -> None:
+        self.stuck.pop(ident, None)
         q = self.queued.pop(ident, None)
         if q is not None:
             self.queued_total -= self.queued_bytes.pop(ident, 0)
@@ -201,12 +223,14 @@ class Connections:
             self.queued_bytes[ident] = held
             return held
         del self.queued[ident], self.queued_bytes[ident]
+        self.stuck.pop(ident, None)
         return 0
 
     def sent(self, ident: bytes, tracker, size: int) -> None:
         q = self.queued.get(ident)
         if q is None:
             q = self.queued[ident] = collections.deque()
+            self.stuck[ident] = time.monotonic()
         q.append((tracker, size))
         self.queued_bytes[ident] = self.queued_bytes.get(ident, 0) + size
         self.queued_total += size
