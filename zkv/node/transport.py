@@ -261,7 +261,7 @@ class Node:
         secure = self.keys is not None
         role = None
         for i in range(DRAIN_LIMIT):
-            if i & 255 == 255:  # a connection burst: keep the count (and the cap) current
+            if i & 63 == 63:  # a connection burst: keep the count (and the cap) current
                 self.conns.drain()
             try:  # frames: the connection's fd (ZMQ_SRCFD) and ZAP User-Id
                 zframes = router.recv_multipart(zmq.NOBLOCK, copy=False)
