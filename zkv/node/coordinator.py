@@ -148,6 +148,10 @@ class GetOp(_FanOut):
             self.ctx.repaired()
         super().finish()
 
+    def on_done(self) -> None:
+        self.quorum.release()  # the values read are freed at completion, whatever holds the op
+        super().on_done()
+
 
 class WriteOp(_FanOut):
     """put (value is bytes) or delete (value is None): coordinate locally, fan the result out."""

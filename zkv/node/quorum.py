@@ -68,6 +68,11 @@ class GetQuorum:
                      f"get: {len(self.results)} of the required {self.required} replicas answered"
                      f" within {waited:.2f}s{_silent(silent)}", self.required, len(self.results))
 
+    def release(self) -> None:
+        """The op is done: let go of the versions read (they may be large)."""
+        self.results.clear()
+        self.merged = None
+
     def final_action(self) -> list[tuple[str, bytes]]:
         """Read repair: (node, merged version) for every replica that answered with less."""
         enc = self.merged

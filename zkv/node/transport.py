@@ -18,9 +18,9 @@ DEALERs and SUBs CURVE clients with the cluster key, plain text is refused at th
 and each request frame carries the ZAP User-Id, mapped to the role the core checks
 (peer/admin/client). Without keys the node logs a warning at start. Whatever the mode:
 frames are size-capped by ZMQ_MAXMSGSIZE (gossip far lower than requests), queues per
-connection are capped (HWMs), decode errors of any kind are WireError. The core keeps
-per-identity state only while that identity has requests in flight (ZMQ_ROUTER_NOTIFY,
-which would report disconnects, is a draft API absent from pyzmq's bundled libzmq).
+connection are capped (HWMs), decode errors of any kind are WireError. Connections to the
+ROUTER are capped (--max-connections), a closed one's identity is forgotten by the core, and
+big replies queued for an identity that does not read are byte-capped (conns.py).
 
 Each loop turn drains every ready socket without blocking (bounded per socket, so one busy
 peer cannot starve the rest), hands each decoded frame to the core, runs the core's timers,
@@ -38,8 +38,9 @@ import time
 import zmq
 
 from zkv import security, wire
-from zkv.config import NodeConfig
+from zkv.config import NodeConfig, parse_endpoint
 from zkv.errors import ZkvError
+from zkv.node.conns import TRACK_MIN, Connections, effective_cap
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore, Outbox
 from zkv.node.membership import load_cluster
 from zkv.node.stores import open_stores
@@ -94,12 +95,17 @@ class Node:
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
         self.router.setsockopt(zmq.RCVHWM, ROUTER_RCVHWM)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a vanished identity fails fast
         self._serve(self.router)
         self.router.bind(cfg.listen)
+        self.conns = Connections(self.router, parse_endpoint(cfg.listen)[1],
+                                 effective_cap(cfg.max_connections),
+                                 2 * self.core.turn_budget, self.core.forget_identity)
         self.pub = self._socket(zmq.PUB)
         self._serve(self.pub, peers_only=True)
         self.pub.bind(cfg.gossip)
         self.poller = zmq.Poller()
+        self.poller.register(self.conns.monitor, zmq.POLLIN)
         self.poller.register(self.router, zmq.POLLIN)
         self.dealers: dict[str, zmq.Socket] = {}  # node id -> our link to it
         self.dealer_ep: dict[str, str] = {}
@@ -228,37 +234,43 @@ class Node:
         for sock, _ in events:
             if sock is self.router:
                 self._drain_router()
+            elif sock is self.conns.monitor:
+                self.conns.drain()
             else:
                 self._drain(sock)
         now = self.clock()
+        self.conns.tick(now)
         core.tick(now)
         if core.join_error:
             raise ZkvError(core.join_error)
         if core.exit_requested:  # this node left the cluster (issue 11): exit 0
             log.info("node %s left the cluster: stopping", self.cfg.id)
             self.running = False
-        if self.parent_pid and now >= self.next_parent_check:
+        if now >= self.next_parent_check:
             self.next_parent_check = now + 0.5
-            if not _alive(self.parent_pid):
+            self.conns.report(core.metrics)
+            if self.parent_pid and not _alive(self.parent_pid):
                 log.warning("the process that started this node (pid %d) is gone: stopping",
                             self.parent_pid)
                 self.running = False
         self.flush()
 
     def _drain_router(self) -> None:
-        router, core, clock = self.router, self.core, self.clock
+        router, core, clock, seen = self.router, self.core, self.clock, self.conns.seen
+        self.conns.drain()  # accepted/closed connections first: frames name their fds
         secure = self.keys is not None
         role = None
-        for _ in range(DRAIN_LIMIT):
-            try:
-                if secure:  # frames, to read the ZAP User-Id of the connection
-                    zframes = router.recv_multipart(zmq.NOBLOCK, copy=False)
-                    role = security.role_of(str(zframes[-1].get("User-Id")))
-                    frames = [f.bytes for f in zframes]
-                else:
-                    frames = router.recv_multipart(zmq.NOBLOCK)
+        for i in range(DRAIN_LIMIT):
+            if i & 63 == 63:  # a connection burst: keep the count (and the cap) current
+                self.conns.drain()
+            try:  # frames: the connection's fd (ZMQ_SRCFD) and ZAP User-Id
+                zframes = router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            if secure:
+                role = security.role_of(str(zframes[-1].get("User-Id")))
+            frames = [f.bytes for f in zframes]
+            seen(frames[0], zframes[-1].get(zmq.SRCFD))
             if secure and role is None:  # cannot happen behind ZAP; never serve it
                 continue
             if len(frames) != 2:
@@ -329,14 +341,18 @@ class Node:
                 pass
 
     def _send_frames(self, sock, ident: bytes | None, msgs: list) -> None:
+        conns = self.conns
         for payload in wire.frames(msgs, self.limit):
             try:
                 if ident is None:
                     sock.send(payload, zmq.NOBLOCK)
-                else:
+                elif len(payload) < TRACK_MIN:
                     sock.send_multipart([ident, payload], zmq.NOBLOCK)
+                elif conns.may_send(ident, len(payload)):  # big: byte-capped per identity
+                    conns.sent(ident, sock.send_multipart([ident, payload], zmq.NOBLOCK,
+                                                          copy=False, track=True), len(payload))
             except zmq.ZMQError:
-                return  # peer unreachable or flooded: its ops time out
+                return  # peer unreachable, gone (ROUTER_MANDATORY) or flooded: ops time out
 
     # ---- shutdown -------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -347,6 +363,7 @@ class Node:
         self.core.replica.flush()
         self.core.store.close()
         self.core.handoff.close()
+        self.conns.close()
         for s in [self.router, self.pub, *self.dealers.values(), *self.seeds.values(),
                   *(sub for _, sub in self.subs.values())]:
             s.close(0)
