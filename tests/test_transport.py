@@ -21,9 +21,9 @@ def test_every_node_socket_has_heartbeats_keepalive_and_bounded_reconnect(tmp_pa
         node.core._merge_members([Member("p", f"tcp://127.0.0.1:{peer_listen}",
                                          f"tcp://127.0.0.1:{peer_gossip}", "r", 1, 1)])
         node.flush()  # makes the link to p
-        socks = [node.router, node.pub, *node.dealers.values()]
-        socks += [sub for _, sub in node.subs.values()]
-        assert node.dealers and node.subs
+        socks = [node.router, node.pub, *node.links.dealers.values()]
+        socks += [sub for _, sub in node.links.subs.values()]
+        assert node.links.dealers and node.links.subs
         for s in socks:
             assert s.getsockopt(zmq.HEARTBEAT_IVL) == sockopts.HEARTBEAT_IVL_MS
             assert s.getsockopt(zmq.TCP_KEEPALIVE) == 1

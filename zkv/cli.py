@@ -556,7 +556,7 @@ def local_add(args) -> int:
 
 
 def local_remove(args) -> int:
-    from zkv.local import LocalCluster
+    from zkv.local import LocalCluster, pid_alive
 
     cluster = LocalCluster.attach(args.dir)
     try:
@@ -572,9 +572,7 @@ def local_remove(args) -> int:
         pid = 0
     deadline = time.monotonic() + 300
     while pid and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             break
         time.sleep(0.2)
     else:

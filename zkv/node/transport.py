@@ -1,16 +1,9 @@
 """The node process: ZeroMQ sockets, the reactor loop and framing around a `NodeCore`.
 The only module of the node that touches ZeroMQ, clocks or signals.
 
-Sockets:
-- ROUTER bound on --listen: client requests, and requests from peers (their DEALERs).
-- one DEALER per peer, connected to the peer's --listen, for our requests to it; the peer's
-  replies come back on it. ZMQ_IMMEDIATE keeps messages from queueing for dead peers. Its
-  routing identity is b"peer:<our id>/<random nonce>" (unguessable, so nobody can take over
-  its reply route on the peer's ROUTER with ROUTER_HANDOVER).
-- PUB bound on --gossip; one SUB per member (and per candidate member) connected to its
-  gossip endpoint, so the core knows whose gossip a message came on (membership.py: only X
-  speaks for X).
-- while joining, one DEALER per seed endpoint.
+Sockets: a ROUTER bound on --listen (client requests, and requests from peers' DEALERs) and
+a PUB bound on --gossip; the links to peers (a DEALER and a gossip SUB per member, DEALERs to
+the seeds while joining) are links.py's.
 
 Trust boundary (issue 13, DESIGN.md 2.5). With `cfg.keys` (zkv-node --keys DIR) every socket
 uses CurveZMQ (zkv/security.py): ROUTER and PUB are CURVE servers behind the ZAP handler,
@@ -40,31 +33,18 @@ import zmq
 from zkv import security, wire
 from zkv.config import NodeConfig, parse_endpoint
 from zkv.errors import ZkvError
+from zkv.local import pid_alive
 from zkv.node.conns import TRACK_MIN, Connections, effective_cap
-from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore, Outbox
+from zkv.node.core import GOSSIP, REPLY, REQUEST, NodeCore, Outbox
+from zkv.node.links import GOSSIP_LIMIT, Links
 from zkv.node.membership import load_cluster
 from zkv.node.stores import open_stores
-from zkv.sockopts import tune_socket
 
 log = logging.getLogger("zkv.node")
 
-_ROLES: dict[int, str] = {zmq.ROUTER: "server", zmq.DEALER: "peer", zmq.PUB: "gossip", zmq.SUB: "gossip"}
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
-# bytes of one gossip frame: ~1024 members, plus the namespace registry (issue 15)
-GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096 + wire.MAX_NS_REGISTRY
 ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (then dropped)
 ROUTER_RCVHWM = 128  # request frames queued per connection before TCP pushes back
-
-
-def _alive(pid: int) -> bool:
-    """Is process `pid` still there (the `zkv local up` / test process this node serves)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Node:
@@ -91,7 +71,9 @@ class Node:
         self.auth: security.Authenticator | None = None
         if self.keys is not None:
             self.auth = security.Authenticator(self.zctx, self.keys)  # before any bind
-        self.router = self._socket(zmq.ROUTER)
+        self.poller = zmq.Poller()
+        self.links = Links(self.zctx, cfg.id, self.limit, self.poller, self.keys)
+        self.router = self.links.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
         self.router.setsockopt(zmq.RCVHWM, ROUTER_RCVHWM)
@@ -101,17 +83,11 @@ class Node:
         self.conns = Connections(self.router, parse_endpoint(cfg.listen)[1],
                                  effective_cap(cfg.max_connections),
                                  2 * self.core.turn_budget, self.core.forget_identity)
-        self.pub = self._socket(zmq.PUB)
+        self.pub = self.links.socket(zmq.PUB)
         self._serve(self.pub, peers_only=True)
         self.pub.bind(cfg.gossip)
-        self.poller = zmq.Poller()
         self.poller.register(self.conns.monitor, zmq.POLLIN)
         self.poller.register(self.router, zmq.POLLIN)
-        self.dealers: dict[str, zmq.Socket] = {}  # node id -> our link to it
-        self.dealer_ep: dict[str, str] = {}
-        self.owner_of: dict[zmq.Socket, tuple[str, str]] = {}  # socket -> (source kind, who)
-        self.subs: dict[str, tuple[str, zmq.Socket]] = {}  # node id -> (gossip endpoint, SUB)
-        self.seeds: dict[str, zmq.Socket] = {}
         self.running = False
         # set by LocalCluster (tests, `zkv local up`): stop when that process is gone
         self.parent_pid = int(os.environ.get("ZKV_EXIT_WITH_PARENT", "0") or 0)
@@ -120,75 +96,9 @@ class Node:
             self.core.metrics.serve(cfg.metrics_port, cfg.metrics_host)
         self.flush()  # links to the members cluster.json remembers
 
-    def _socket(self, kind: int) -> zmq.Socket:
-        s = self.zctx.socket(kind)
-        s.setsockopt(zmq.LINGER, 0)
-        # heartbeats, keepalive, bounded reconnect: a healed link is seen within ~1 s
-        tune_socket(s, _ROLES[kind])
-        if kind == zmq.SUB:
-            s.setsockopt(zmq.MAXMSGSIZE, GOSSIP_LIMIT)
-        elif kind != zmq.PUB:
-            s.setsockopt(zmq.MAXMSGSIZE, self.limit)
-        if kind in (zmq.DEALER, zmq.SUB) and self.keys is not None:
-            security.peer_socket(s, self.keys)
-        return s
-
     def _serve(self, sock: zmq.Socket, peers_only: bool = False) -> None:
         if self.keys is not None:
             security.server_socket(sock, self.keys, peers_only)
-
-    def _subscribe(self, m) -> None:
-        """Listen to `m`'s gossip on a socket of its own (member or candidate)."""
-        have = self.subs.get(m.id)
-        if have is not None and have[0] == m.gossip:
-            return
-        self._unsubscribe(m.id)
-        sub = self._socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(m.gossip)
-        self.subs[m.id] = (m.gossip, sub)
-        self.owner_of[sub] = (GOSSIP, m.id)
-        self.poller.register(sub, zmq.POLLIN)
-
-    def _unsubscribe(self, node_id: str) -> None:
-        have = self.subs.pop(node_id, None)
-        if have is not None:
-            self.poller.unregister(have[1])
-            self.owner_of.pop(have[1], None)
-            have[1].close(0)
-
-    def _drop(self, node_id: str) -> None:
-        """A candidate never heard: close its SUB (back to the member's own, if it is one)."""
-        m = self.membership.get(node_id)
-        if m is None:
-            self._unsubscribe(node_id)
-        elif node_id != self.cfg.id:
-            self._subscribe(m)
-
-    def _connect(self, m) -> None:
-        if m.id == self.cfg.id:
-            return
-        self._subscribe(m)
-        if self.dealer_ep.get(m.id) == m.listen:
-            return
-        old = self.dealers.pop(m.id, None)
-        if old is not None:
-            self.poller.unregister(old)
-            self.owner_of.pop(old, None)
-            old.close(0)
-        d = self._dealer(m.listen)
-        self.dealers[m.id] = d
-        self.dealer_ep[m.id] = m.listen
-        self.owner_of[d] = (REPLY, m.id)
-
-    def _dealer(self, endpoint: str) -> zmq.Socket:
-        d = self._socket(zmq.DEALER)
-        d.setsockopt(zmq.IDENTITY, b"peer:" + self.cfg.id.encode() + b"/" + os.urandom(8).hex().encode())
-        d.setsockopt(zmq.IMMEDIATE, 1)
-        d.setsockopt(zmq.SNDHWM, 100_000)
-        d.connect(endpoint)
-        self.poller.register(d, zmq.POLLIN)
-        return d
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -249,7 +159,7 @@ class Node:
         if now >= self.next_parent_check:
             self.next_parent_check = now + 0.5
             self.conns.report(core.metrics)
-            if self.parent_pid and not _alive(self.parent_pid):
+            if self.parent_pid and not pid_alive(self.parent_pid):
                 log.warning("the process that started this node (pid %d) is gone: stopping",
                             self.parent_pid)
                 self.running = False
@@ -287,7 +197,7 @@ class Node:
             core.handle((REQUEST, ident), msgs, clock(), role)
 
     def _drain(self, sock) -> None:
-        kind, who = self.owner_of.get(sock, (None, None))
+        kind, who = self.links.owner_of.get(sock, (None, None))
         if kind is None:
             return
         core, clock = self.core, self.clock
@@ -309,31 +219,23 @@ class Node:
         self._send(self.core.take_output())
 
     def _send(self, out: Outbox) -> None:
+        links = self.links
         for m in out.connect:
-            self._connect(m)
+            links.connect(m)
         for m in out.subscribe:
-            if m.id != self.cfg.id:
-                self._subscribe(m)
+            links.subscribe(m)
         for node_id in out.drop:
-            self._drop(node_id)
-        if not self.core.joining and self.seeds:
-            for s in self.seeds.values():
-                self.poller.unregister(s)
-                self.owner_of.pop(s, None)
-                s.close(0)
-            self.seeds.clear()
+            links.drop(node_id, self.membership.get(node_id))
+        if not self.core.joining and links.seeds:
+            links.close_seeds()
         for node_id, msgs in out.peers.items():
-            sock = self.dealers.get(node_id)
+            sock = links.dealers.get(node_id)
             if sock is not None:
                 self._send_frames(sock, None, msgs)
         for ident, msgs in out.clients.items():
             self._send_frames(self.router, ident, msgs)
         for endpoint, msgs in out.endpoints.items():
-            sock = self.seeds.get(endpoint)
-            if sock is None:
-                sock = self.seeds[endpoint] = self._dealer(endpoint)
-                self.owner_of[sock] = (SEED, endpoint)
-            self._send_frames(sock, None, msgs)
+            self._send_frames(links.seed(endpoint), None, msgs)
         for msg in out.gossip:
             try:
                 self.pub.send(wire.encode_one(msg), zmq.NOBLOCK)
@@ -364,9 +266,9 @@ class Node:
         self.core.store.close()
         self.core.handoff.close()
         self.conns.close()
-        for s in [self.router, self.pub, *self.dealers.values(), *self.seeds.values(),
-                  *(sub for _, sub in self.subs.values())]:
-            s.close(0)
+        self.links.close()
+        self.router.close(0)
+        self.pub.close(0)
         if self.auth is not None:
             self.auth.stop()
         self.zctx.term()
