@@ -145,11 +145,14 @@ HINT_SWEEP_INTERVAL = 10.0  # seconds between sweeps of expired / ownerless hint
 HINT_SWEEP_BATCH = 5000  # hints dropped per sweep at most
 # Gossip carries the sender's own record every round, the records that changed here since
 # the last round (a member heard first-hand for the first time, moved, leaving), and the whole
-# member table every TABLE_EVERY rounds (staggered by node id), which repairs a lost delta.
-# Every member hears every other first-hand (one PUB each, every member subscribed) and
-# relayed records only make candidates (membership.py), so the whole table on every round
-# cost N^2 record merges per node per round for nothing (tools/simulate.py --scale).
+# member table every max(TABLE_EVERY, members / TABLE_PER) rounds (staggered by node id),
+# which repairs a delta lost everywhere (every member relays a change once, so one lost frame
+# hides nothing). Every member hears every other first-hand (one PUB each, every member
+# subscribed) and relayed records only make candidates (membership.py), so the whole table
+# on every round cost N^2 record merges per node per round for nothing; with the period
+# growing with N a node merges O(N) records per round (tools/simulate.py --scale).
 TABLE_EVERY = 10
+TABLE_PER = 5
 LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered
 BUSY = "busy, retry"
 
@@ -250,7 +253,7 @@ class NodeCore:
         self.latency = PeerLatency()
         self.next_gossip = now
         self.gossip_round = 0
-        self.table_offset = zlib.crc32(self.me.encode()) % TABLE_EVERY
+        self.table_offset = zlib.crc32(self.me.encode())  # staggers the full-table rounds
         self.gossip_delta: set[str] = set()  # members whose record changed since last round
         self.states_seen: dict[bytes, own.ClusterState] = {}  # peers' cluster states, decoded
         self.ae: AntiEntropy | None = None
@@ -1051,7 +1054,8 @@ class NodeCore:
         self._settle_tick(now)
         ms = self.membership
         self.gossip_round += 1
-        if self.gossip_round % TABLE_EVERY == self.table_offset:
+        every = max(TABLE_EVERY, len(ms.peers) // TABLE_PER)
+        if self.gossip_round % every == self.table_offset % every:
             members = ms.table()
         else:
             members = [ms.me] + [m for m in (ms.get(x) for x in sorted(self.gossip_delta))
