@@ -350,15 +350,18 @@ class Sim:
             dst = self.by_endpoint.get(endpoint)
             if dst is not None:
                 self._send(src, dst, REQUEST, b"peer:" + src.encode(), msgs)
-        for msg in out.gossip:
+        for msg in out.gossip:  # one PUB frame, delivered to every subscriber
+            payload = wire.encode([msg])
             for other in self.nodes.values():
                 if (src in other.links or src in other.subs) and other is not sn:
-                    self._send(src, other.id, GOSSIP, None, [msg])
+                    self._send_frame(src, other.id, GOSSIP, None, payload)
         self._tick_event(src, max(core.next_deadline(), self.t + 1e-6))
 
     def _send(self, src: str, dst, kind: str, who, msgs: list) -> None:
+        self._send_frame(src, dst, kind, who, wire.encode(msgs))
+
+    def _send_frame(self, src: str, dst, kind: str, who, payload: bytes) -> None:
         f = self.faults
-        payload = wire.encode(msgs)
         self.stats["frames"] += 1
         copies = 1
         if f.loss and self.rng.random() < f.loss:
