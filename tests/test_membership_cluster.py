@@ -319,8 +319,9 @@ def test_cli_local_add_and_remove(tmp_path):
                            "--dir", str(d), "--base-port", "23101", "--no-demo"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine starts three nodes slowly
         while not (d / "local.json").exists() and time.monotonic() < deadline:
+            assert up.poll() is None, up.stdout.read() if up.stdout else ""
             time.sleep(0.2)
         add = subprocess.run([sys.executable, "-m", "zkv.cli", "local", "add", "--dir", str(d)],
                              capture_output=True, text=True, timeout=180)
