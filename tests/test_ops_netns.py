@@ -7,8 +7,6 @@ Every packet stays inside the namespaces this test creates."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,11 +15,11 @@ import time
 import pytest
 from ops_helpers import Nodes
 
+from zkv.netns import Lab, NetnsUnavailable
+
 pytestmark = pytest.mark.cluster
 
-TAG = f"zkv{os.getpid() % 100000}"
-BR, CLIENT = f"{TAG}br", f"{TAG}c"
-HOSTS = {f"{TAG}n{i}": f"10.213.0.{i}" for i in (1, 2, 3)}
+HOSTS = {f"n{i}": f"10.213.0.{i}" for i in (1, 2, 3)}  # host name -> its machine's address
 CLIENT_ADDR = "10.213.0.10"
 
 CLIENT_SCRIPT = textwrap.dedent('''
@@ -108,43 +106,36 @@ CLIENT_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def sh(*args, check=True):
-    return subprocess.run(args, capture_output=True, text=True, timeout=30, check=check)
-
-
 @pytest.fixture
 def netns(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if shutil.which("ip") is None:
-        pytest.skip("the ip tool (iproute2) is not installed")
-    made = []
+    """Three node machines and a client machine ("c") on one bridge (zkv.netns.Lab)."""
+    lab = Lab({**HOSTS, "c": CLIENT_ADDR})
     try:
-        try:
-            for ns in (BR, *HOSTS, CLIENT):
-                sh("ip", "netns", "add", ns)
-                made.append(ns)
-                sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", BR, "link", "add", "name", "br0", "type", "bridge")
-            sh("ip", "-n", BR, "link", "set", "br0", "up")
-            for ns, addr in [*HOSTS.items(), (CLIENT, CLIENT_ADDR)]:
-                port = f"v{ns[-2:]}"
-                sh("ip", "-n", ns, "link", "add", "name", "eth0", "type", "veth", "peer", "name",
-                   port, "netns", BR)
-                sh("ip", "-n", BR, "link", "set", port, "master", "br0")
-                sh("ip", "-n", BR, "link", "set", port, "up")
-                sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-                sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        except (subprocess.CalledProcessError, OSError) as exc:
-            err = getattr(exc, "stderr", "") or exc
-            pytest.skip(f"cannot make network namespaces here: {str(err).strip()}")
-        yield
+        lab.create()
+    except NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield lab
     finally:
-        for ns in reversed(made):
-            sh("ip", "netns", "del", ns, check=False)
+        lab.close()
+
+
+def run_client(lab, script, *args, timeout=150):
+    """CLIENT_SCRIPT in the client machine's namespace; its last line of JSON."""
+    out = subprocess.run([*lab.exec_prefix("c"), sys.executable, "-P", str(script), *args],
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def start_node(lab, nodes, tmp_path, host, *args):
+    """zkv-node --id HOST on HOST's machine (data under tmp_path/HOST)."""
+    return nodes.start("--id", host, "--data-dir", str(tmp_path / host), *args,
+                       prefix=lab.exec_prefix(host))
 
 
 def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
+    lab = netns
     script = tmp_path / "client.py"
     script.write_text(CLIENT_SCRIPT)
     nodes = Nodes(tmp_path)
@@ -152,19 +143,15 @@ def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
     eps = [f"tcp://{a}:7001" for a in (a1, a2, a3)]
 
     def client(*args, timeout=150):
-        out = subprocess.run(["ip", "netns", "exec", CLIENT, sys.executable, "-P", str(script),
-                              *args], capture_output=True, text=True, timeout=timeout)
-        assert out.returncode == 0, out.stdout + out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_client(lab, script, *args, timeout=timeout)
 
-    def node(ns, *args):
-        return nodes.start("--id", ns[-2:], "--data-dir", str(tmp_path / ns), *args,
-                           prefix=["ip", "netns", "exec", ns])
+    def node(host, *args):
+        return start_node(lab, nodes, tmp_path, host, *args)
 
     try:
         # a wildcard bind with nothing to advertise is refused, naming the flag
         refused = subprocess.run(
-            ["ip", "netns", "exec", n3, sys.executable, "-P", "-m", "zkv.node", "--id", "n3",
+            [*lab.exec_prefix(n3), sys.executable, "-P", "-m", "zkv.node", "--id", "n3",
              "--listen", "tcp://0.0.0.0:7001", "--gossip", "tcp://0.0.0.0:8001",
              "--data-dir", str(tmp_path / "refused"), "--seed", eps[0]],
             capture_output=True, text=True, timeout=60)
@@ -186,12 +173,12 @@ def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
         before = client("write", ",".join(eps), "before", "60")
         assert len(before["acked"]) == 60, before["failed"]
 
-        sh("ip", "-n", BR, "link", "set", f"v{n2[-2:]}", "down")  # n2's machine drops off
+        lab.cut(n2)  # n2's machine drops off
         time.sleep(2.5)  # past --down-after: the others route around it and keep hints for it
         during = client("write", ",".join(eps), "during", "60")
         # sloppy quorum: writes go on while a third of the cluster is unreachable
         assert len(during["acked"]) >= 30, during["failed"][:5]
-        sh("ip", "-n", BR, "link", "set", f"v{n2[-2:]}", "up")  # and comes back
+        lab.heal(n2)  # and comes back
 
         back = client("wait-up", ",".join(eps), "3")
         acked = before["acked"] + during["acked"]
