@@ -63,6 +63,36 @@ def test_failure_detector_up_suspect_down_and_back():
     assert m.state("b")[0] == "up" and "b" not in m.unreachable()
 
 
+def test_a_long_silence_does_not_slow_the_next_detection():
+    """A frozen peer's gap is not a heartbeat interval: after it resumes, a second freeze is
+    suspected as soon as the first (issue 10: learning the gap pushed detection past 2 s)."""
+    clock = Clock()
+    m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock, gossip_interval=0.2,
+                   down_after=2.0)
+    m.merge([_member("b", hb=1)])
+    hb = 1
+
+    def beats(count: int) -> None:
+        nonlocal hb
+        for _ in range(count):
+            clock.t += 0.2
+            hb += 1
+            m.merge([_member("b", hb=hb)])
+
+    def suspected_after() -> float:
+        t0 = clock.t
+        while m.state("b")[0] == "up":
+            clock.t += 0.01
+        return clock.t - t0
+
+    beats(30)
+    first = suspected_after()
+    assert 1.2 < first < 1.6
+    clock.t += 2.5 - first  # frozen 2.5 s in all, then back
+    beats(5)
+    assert abs(suspected_after() - first) < 0.05
+
+
 def test_request_timeouts_add_suspicion_and_stale_heartbeats_are_ignored():
     clock = Clock()
     m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock)
