@@ -525,10 +525,13 @@ def goals(res: dict) -> list[dict]:
         b = t["both_sides_up_s"]
         row("time until both sides of a healed partition see each other up",
             "never" if b is None else f"{b:.2f} s", "<= 2 s", b is not None and b <= 2.0)
-        m = t["healed_node_client_first_pass_missing"]
-        row("acked keys a client of the healed node misses right after the heal",
-            f"{m} of {t['keys']} (all found after {t['healed_node_client_all_found_s']} s)",
-            "0", m == 0)
+        kinds = t.get("healed_node_client_first_pass_kinds", {})
+        wrong = kinds.get("not found", 0) + kinds.get("other values", 0)
+        row("acked keys a client of the healed node reads as not found right after the heal",
+            f"{wrong} of {t['keys']}", "0", wrong == 0)
+        row("... refused (QuorumError: it still sees the others down), until all found",
+            f"{sum(kinds.values()) - wrong} of {t['keys']}, "
+            f"{t['healed_node_client_all_found_s']:.2f} s", "(not a goal)", None)
     return rows
 
 

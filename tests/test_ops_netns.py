@@ -86,6 +86,31 @@ CLIENT_SCRIPT = textwrap.dedent('''
                 time.sleep(0.5)
         ctx.destroy(0)
         out = {"missing": missing}
+    elif phase == "coord-read":  # one node coordinates every read (a client of it alone)
+        import zmq
+        from zkv import wire
+        keys = json.loads(sys.argv[3]); deadline = time.monotonic() + 90
+        ctx = zmq.Context(); s = ctx.socket(zmq.DEALER); s.setsockopt(zmq.LINGER, 0)
+        s.connect(eps[0]); missing = keys; passes = 0; rid = 0; wrong = []
+        while missing and time.monotonic() < deadline:
+            still = []; passes += 1
+            for k in missing:
+                rid += 1
+                s.send(wire.encode_one(wire.Get(rid, k.encode(), 2)))
+                reply = None
+                while s.poll(3000):
+                    (m,) = wire.decode(s.recv(), 1 << 30)
+                    if m.rid == rid:
+                        reply = m; break
+                if not isinstance(reply, wire.GetOk) or reply.values != [b"v-" + k.encode()]:
+                    still.append(k)
+                if isinstance(reply, wire.GetOk) and reply.values != [b"v-" + k.encode()]:
+                    wrong.append(k)  # answered, without the acknowledged write
+            missing = still
+            if missing:
+                time.sleep(0.2)
+        ctx.destroy(0)
+        out = {"missing": missing, "passes": passes, "wrong": wrong}
     elif phase == "read":
         keys = json.loads(sys.argv[3]); r = int(sys.argv[4]); deadline = time.monotonic() + 90
         missing = keys
@@ -189,6 +214,52 @@ def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
         # every acknowledged write is there, on all three replicas (r=3), once hints and
         # anti-entropy have caught n2 up
         assert client("read", ",".join(eps), json.dumps(acked), "3")["missing"] == []
+    finally:
+        nodes.close()
+    for p in nodes.procs:
+        assert p.returncode == 0, nodes.log(p)[-2000:]
+
+
+def test_both_sides_of_a_healed_partition_see_each_other_and_serve_its_writes(netns, tmp_path):
+    """Issue 10: n3's machine is cut off past failure detection while n1 and n2 acknowledge
+    writes; after the link is restored, every node sees every other up again, and n3 alone
+    (as coordinator, and as the only endpoint a client is given) serves what was written on
+    the other side (timeouts are generous: behaviour, not speed)."""
+    lab = netns
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT_SCRIPT)
+    nodes = Nodes(tmp_path)
+    (n1, a1), (n2, a2), (n3, a3) = HOSTS.items()
+    eps = [f"tcp://{a}:7001" for a in (a1, a2, a3)]
+
+    def client(*args, timeout=150):
+        return run_client(lab, script, *args, timeout=timeout)
+
+    try:
+        for i, (host, addr) in enumerate(HOSTS.items()):
+            start_node(lab, nodes, tmp_path, host, "--listen", eps[i], "--gossip",
+                       f"tcp://{addr}:8001", "--rack", f"r{i}",
+                       *([] if i == 0 else ["--seed", eps[0]]))
+            if i == 0:
+                client("wait-up", eps[0], "1")
+        client("wait-up", ",".join(eps), "3")
+
+        lab.cut(n3)
+        time.sleep(3.0)  # past --down-after: n3 sees n1 and n2 down, and they see n3 down
+        during = client("write", ",".join(eps[:2]), "cut", "40")
+        assert len(during["acked"]) == 40, during["failed"][:5]
+        lab.heal(n3)
+
+        # at once, n3 coordinating reads at R=2 finds every write acknowledged while it was
+        # away, and never answers without it (R + W > N; it may refuse while it still sees
+        # the others down: the read is repeated until it succeeds)
+        got = client("coord-read", eps[2], json.dumps(during["acked"]))
+        assert got["missing"] == [] and got["wrong"] == [], got
+        # both sides see each other up again (each node's own status)
+        up = client("wait-up", ",".join(eps), "3")
+        assert {m["id"] for m in up["members"] if m["state"] == "up"} == {n1, n2, n3}
+        # and a client given only n3's endpoint reads them all
+        assert client("read", eps[2], json.dumps(during["acked"]), "2")["missing"] == []
     finally:
         nodes.close()
     for p in nodes.procs:
