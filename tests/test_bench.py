@@ -558,3 +558,32 @@ def test_membership_benchmark_smoke(capsys, monkeypatch):
     assert doc["changes"][1]["exit_code"] == 0
     assert {g["measure"].split(",")[0] for g in doc["goals"]} >= {
         "bytes moved / minimum", "transfer rate / budget", "client p99 during transfers / before"}
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
+def test_availability_benchmark_smoke(capsys, monkeypatch):
+    """benchmarks/bench_availability.py --smoke: detection on 5 frozen/killed-node runs and
+    duplicate siblings across network cuts (namespaces, root; else reported as skipped)."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_availability.py"
+    spec = importlib.util.spec_from_file_location("bench_availability", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_availability", mod)
+    monkeypatch.syspath_prepend(str(path.parent))  # its namespace run is a spawned process
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke", "--json", "--only", "detect,dups"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for kind in ("pause", "kill"):
+        (t,) = doc["detect"][kind]
+        assert t["suspected_by_all_s"] is not None and t["up_at_all_again_s"] is not None
+    if "skipped" not in doc["netns"]:
+        d = doc["netns"]["dups"]
+        assert d["cuts"] >= 1 and d["acked"] > 0
+        assert d["keys_with_duplicate_siblings"] == 0 and d["acked_missing"] == 0
+    assert {g["measure"] for g in doc["goals"]} >= {
+        "time until every peer suspects a frozen node"}
