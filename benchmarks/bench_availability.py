@@ -10,8 +10,9 @@ after 2 s). Each measure, and what it runs:
   (SIGSTOP, no notice). (a) The first w=3 put, sent straight to a live coordinator for a key
   whose preference list holds both frozen nodes (so it needs two stand-ins): outcome and
   latency against the coordinator's per-replica soft timeout (from `zkv status`,
-  members[].soft_timeout_ms) + 2x the warm-up p99. (b) The first w=3 put through zkv.Client
-  given every node (token routing, 5 s timeout): what a user sees, client failover included.
+  members[].soft_timeout_ms) + 2x the warm-up p99. (b) The first w=3 put through a
+  zkv.AsyncClient given every node (token routing, 5 s timeout, connected and holding the ring
+  before the freeze): what a user sees, client failover included.
   (c) 100 w=3 puts through zkv.AsyncClient over the 10 s after the freeze (one every 0.1 s,
   5 s timeout each): how many are refused.
 - detect: one of 5 frozen (then killed with SIGKILL): time until every other node's status
@@ -127,9 +128,11 @@ def measure_freeze(root: str, trials: int, puts_after: int) -> dict:
             soft = max(m.get("soft_timeout_ms") or 0.0 for m in status(eps[coord])["members"]
                        if m["id"] in frozen) / 1e3
             bound = soft + 2 * usual_p99
+            # the user's client connects and learns the ring before the freeze
+            loop = asyncio.new_event_loop()
+            ac = loop.run_until_complete(_warm_client(list(eps.values()), b"warm:%d:0" % trial))
             for f in frozen:
                 cl.pause(f)
-            t_freeze = time.monotonic()
             reply, lat = raw_request(eps[coord], wire.Put(1, key, b"v", b"", 3,
                                                           os.urandom(wire.WID_SIZE)), 10.0)
             raw = {"coordinator": coord, "key": key.decode(), "latency_s": round(lat, 4),
@@ -138,8 +141,12 @@ def measure_freeze(root: str, trials: int, puts_after: int) -> dict:
                    "bound_s": round(bound, 4), "soft_timeout_s": soft,
                    "usual_p99_s": round(usual_p99, 4)}
             # (b) + (c): the user's view, all endpoints, token routing
-            results = asyncio.run(_paced_puts(list(eps.values()), b"after:%d" % trial,
-                                              puts_after, t_freeze))
+            try:
+                results = loop.run_until_complete(_paced_puts(ac, b"after:%d" % trial,
+                                                              puts_after, time.monotonic()))
+            finally:
+                loop.run_until_complete(ac.close())
+                loop.close()
             results.sort()
             first = results[0]
             refused = [r for r in results if not r[1]]
@@ -164,20 +171,26 @@ def measure_freeze(root: str, trials: int, puts_after: int) -> dict:
     return out
 
 
-async def _paced_puts(eps: list[str], prefix: bytes, count: int, t0: float) -> list[tuple]:
+async def _warm_client(eps: list[str], key: bytes):
+    ac = zkv.AsyncClient(eps, timeout=DEFAULT_TIMEOUT)
+    await ac.get(key, r=1)
+    return ac
+
+
+async def _paced_puts(ac, prefix: bytes, count: int, t0: float) -> list[tuple]:
     """`count` w=3 puts spread evenly over the 10 s from t0: (index, ok, seconds, error)."""
     results: list[tuple] = []
-    async with zkv.AsyncClient(eps, timeout=DEFAULT_TIMEOUT) as ac:
-        async def one(j: int) -> None:
-            await asyncio.sleep(max(0.0, t0 + j * 10.0 / count - time.monotonic()))
-            t = time.monotonic()
-            try:
-                await ac.put(prefix + b":%d" % j, b"v%d" % j, w=3)
-                results.append((j, True, time.monotonic() - t, ""))
-            except zkv.ZkvError as exc:
-                results.append((j, False, time.monotonic() - t, f"{type(exc).__name__}: {exc}"))
 
-        await asyncio.gather(*(one(j) for j in range(count)))
+    async def one(j: int) -> None:
+        await asyncio.sleep(max(0.0, t0 + j * 10.0 / count - time.monotonic()))
+        t = time.monotonic()
+        try:
+            await ac.put(prefix + b":%d" % j, b"v%d" % j, w=3)
+            results.append((j, True, time.monotonic() - t, ""))
+        except zkv.ZkvError as exc:
+            results.append((j, False, time.monotonic() - t, f"{type(exc).__name__}: {exc}"))
+
+    await asyncio.gather(*(one(j) for j in range(count)))
     return results
 
 

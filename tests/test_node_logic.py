@@ -185,6 +185,23 @@ def test_write_replies_at_w_and_fails_fast_when_all_answered_short(tmp_path):
     assert isinstance(err, Error) and err.code == E_QUORUM and (err.required, err.acked) == (3, 2)
 
 
+def test_a_silent_replica_gets_two_stand_ins_so_a_silent_stand_in_costs_nothing(tmp_path):
+    """Issue 10: when b goes silent, the next two nodes of the walk are asked at once (d is
+    frozen too, not yet suspected); the write completes when e answers, without waiting out
+    a second soft timeout for d."""
+    ctx = FakeCtx(tmp_path)
+    ctx.standins = lambda key, exclude: [x for x in ("d", "e", "f") if x not in exclude]
+    op = WriteOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None), ("c", None)], 3, b"", b"v")
+    op.start()
+    op.on_reply("c", RPutOk(0, True))
+    ctx.t = 0.6  # past b's soft timeout (half the remaining second)
+    op.on_timer()
+    hinted = [(n, m.owner) for n, m in ctx.sent if isinstance(m, RPut) and m.owner]
+    assert hinted == [("d", "b"), ("e", "b")]
+    op.on_reply("e", RPutOk(0, True))
+    assert isinstance(ctx.replies[0], PutOk) and ctx.replies[0].acked == 3
+
+
 def test_get_merges_siblings_and_read_repairs_stale_replicas(tmp_path):
     ctx = FakeCtx(tmp_path)
     v1 = dvv.update_encoded(None, b"", b"one", "a")
