@@ -238,8 +238,8 @@ def render_markdown(results: dict, plots: dict[str, str] | None = None,
     if av:
         L += ["Each fault hits the last node for the seconds shown (at least 3x the failure-"
               "detection time by default); phases are by the time an op started.", "",
-              "| config | fault | phase | success | ops/s | p50 | p99 | failed | writes "
-              "refused |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+              "| config | fault | phase | success | ops/s | p50 | p99 | p99.9 | failed | writes "
+              "refused |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for a in av:
             what = f"{a.get('fault', 'pause')} {a['paused_node']} ({a['paused_seconds']:.1f} s)"
             for ph in ("before", "down", "after"):
@@ -247,6 +247,7 @@ def render_markdown(results: dict, plots: dict[str, str] | None = None,
                 L.append(f"| {a['config']} | {what} | {'during' if ph == 'down' else ph} | "
                          f"{_pct(p['success_rate'])} | {_f(p['throughput'], '{:.0f}')} | "
                          f"{_f(p['latency_ms']['p50'])} | {_f(p['latency_ms']['p99'])} | "
+                         f"{_f(p['latency_ms'].get('p99.9'))} | "
                          f"{p['failed']} | {p.get('writes_refused', 'n/a')} |")
         L.append("")
         if any("first_write_after_fault" in a for a in av):
