@@ -587,3 +587,28 @@ def test_availability_benchmark_smoke(capsys, monkeypatch):
         assert d["keys_with_duplicate_siblings"] == 0 and d["acked_missing"] == 0
     assert {g["measure"] for g in doc["goals"]} >= {
         "time until every peer suspects a frozen node"}
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(180)
+def test_security_mode_measures_plain_and_curvezmq_in_one_run(tmp_path):
+    """`zkv bench --security` (issue 13): workload A against a plain and a CurveZMQ cluster
+    in the same run, throughput and p99 of each and their ratios."""
+    import subprocess
+    import sys
+
+    from zkv.security import has_curve
+
+    if not has_curve():
+        pytest.skip("no libsodium-backed CurveZMQ in this pyzmq")
+    out = subprocess.run([sys.executable, "-m", "zkv.cli", "bench", "--security", "--duration",
+                          "1", "--rounds", "1", "--clients", "1", "--inflight", "4",
+                          "--records", "50", "--sync", "none", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=170)
+    assert out.returncode == 0, out.stderr
+    assert "curvezmq / plain: throughput" in out.stdout and "p99" in out.stdout
+    res = json.loads((tmp_path / "security.json").read_text())
+    for mode in ("plain", "curvezmq"):
+        m = res["modes"][mode]
+        assert m["ops"] > 0 and m["ops_per_second"] > 0 and m["p99_ms"] > 0
+    assert res["throughput_ratio"] > 0 and res["p99_ratio"] > 0  # a ratio, not a speed goal

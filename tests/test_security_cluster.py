@@ -191,6 +191,17 @@ def test_client_keys_send_client_messages_only(keyed):
     assert type(err) is wire.Error and "admin" in err.message
     (ok,) = keyed.call([wire.Repair(1, -1)], keys="admin")
     assert type(ok) is wire.RepairOk
+    # namespaces and membership changes need the admin key (issue 15 / 11)
+    (err,) = keyed.call([wire.NsCreate(1, "byapp", 1)], keys="app")
+    assert type(err) is wire.Error and "admin" in err.message
+    (err,) = keyed.call([wire.Cluster(1, "leave", "node3")], keys="app")
+    assert type(err) is wire.Error and "admin" in err.message
+    (ok,) = keyed.call([wire.NsList(1)], keys="app")
+    assert type(ok) is wire.NsOk and b"byapp" not in ok.registry
+    (ok,) = keyed.call([wire.NsCreate(1, "byadmin", 1)], keys="admin", timeout=10.0)
+    assert type(ok) is wire.NsOk, ok
+    (ok,) = keyed.call([wire.Cluster(1, "plan")], keys="admin")
+    assert type(ok) is wire.ClusterOk, ok
     # a client key claiming a peer's routing identity is still a client
     path = os.path.join(keyed.keys, "clients", "app")
     (err,) = security.request(keyed.ep(), [wire.LeafKeys(1, 0, [0])], keys=path,

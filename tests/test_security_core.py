@@ -247,7 +247,12 @@ def test_member_count_capped(tmp_path):
 def test_read_amplification_bounded_per_turn(node):
     big = _version(b"x" * (8 << 20))
     node.core.replica.merge(b"big", big)
+    reads = []
+    real_read = node.core.replica.read
+    node.core.replica.read = lambda *a: reads.append(a) or real_read(*a)
     replies = node.ask(ROGUE, [wire.RGet(i, b"big") for i in range(400)])
+    assert len(reads) <= 3  # refused before reading once the budget is spent (CPU, not only RSS)
+    del node.core.replica.read
     sent = sum(len(r.dvv) for r in replies if type(r) is wire.RGetOk)
     busy = [r for r in replies if type(r) is wire.Error]
     assert sent <= node.core.turn_budget + len(big)
@@ -332,3 +337,56 @@ def test_forged_counters_from_an_authenticated_rogue_peer_are_refused(node):
     assert type(reply) is wire.RPutOk and reply.ok is False
     replies = node.ask(OUTSIDER, [wire.Put(3, b"k", b"honest", w=1)], CLIENT)
     assert type(replies[0]) is wire.PutOk
+
+
+def _answer_replicas(node, version: bytes) -> None:
+    """node2 and node3 answer every RGet node1 sent them this turn with `version`."""
+    out = node.out()
+    for peer, msgs in out.peers.items():
+        oks = [wire.RGetOk(m.rid, version) for m in msgs if type(m) is wire.RGet]
+        node.core.handle((core_mod.REPLY, peer), oks, node.t)
+
+
+def test_a_finished_get_releases_its_values_and_its_timer_at_completion(node):
+    """Finished ops held the values they read until their deadline (issue 13: ~3 GB RSS with
+    8 MiB values under read amplification): completion must free the op and its timers."""
+    import gc
+    import weakref
+
+    big = _version(b"x" * (1 << 20))
+    node.core.replica.merge(b"big", big)
+    node.core.handle((REQUEST, OUTSIDER), [wire.Get(1, b"big", 1)], node.t)
+    (op,) = node.core.live_ops.values()
+    ref, serial = weakref.ref(op), op.serial
+    assert (type(op).__name__, op.replied) == ("GetOp", True)  # r=1: answered from node1
+    del op
+    _answer_replicas(node, big)  # the other replicas answer: the op is done, long before
+    gc.collect()                 # its deadline
+    assert node.core.live_ops == {} and ref() is None  # nothing holds the op or its values
+    assert all(t[2] != serial for t in node.core.timers)
+    assert node.core.timers == [] and node.core.op_rids == {} and node.core.peer_rids == {}
+
+
+def test_finished_ops_timers_stay_bounded_under_many_requests(node):
+    node.core.replica.merge(b"k", _version(b"v"))
+    for i in range(50):
+        node.core.handle((REQUEST, OUTSIDER), [wire.Get(i, b"k", 1)], node.t)
+        _answer_replicas(node, _version(b"v"))
+    assert node.core.live_ops == {}
+    assert len(node.core.timers) <= 2  # compacted as ops finish, not kept to their deadline
+
+
+def test_a_closed_connection_is_forgotten(node):
+    """forget_identity (the transport calls it when a connection closes) drops everything
+    kept per identity; the identity's ops still finish, their replies are dropped."""
+    node.core.handle((REQUEST, OUTSIDER), [wire.Get(i, b"k%d" % i) for i in range(5)], node.t)
+    node.core.malformed(OUTSIDER, "test")
+    assert node.core.inflight[OUTSIDER] == 5 and OUTSIDER in node.core.malformed_logged
+    node.core.forget_identity(OUTSIDER)
+    assert OUTSIDER not in node.core.inflight and OUTSIDER not in node.core.malformed_logged
+    assert OUTSIDER not in node.core.out.clients and OUTSIDER not in node.core.turn_bytes
+    node.t += 10  # the ops time out (no replica answered): no reply to the gone identity
+    node.core.tick(node.t)
+    out = node.out()
+    assert OUTSIDER not in out.clients and node.core.inflight == {}
+    assert node.core.live_ops == {}

@@ -109,6 +109,9 @@ def node_parser() -> argparse.ArgumentParser:
     s.add_argument("--gossip-interval", dest="gossip_interval", type=float)
     s.add_argument("--down-after", dest="down_after", type=float)
     s.add_argument("--max-value-size", dest="max_value_size", type=int)
+    s.add_argument("--max-connections", dest="max_connections", type=int,
+                   help="connections to --listen at most (clients and peers); the newest past "
+                   "it are closed (default 10000, lowered to fit ulimit -n)")
     s.add_argument("--aae-interval", dest="aae_interval", type=float,
                    help="seconds between anti-entropy rounds (0 disables; default 0.2)")
     s.add_argument("--tombstone-grace", dest="tombstone_grace", type=float,
@@ -553,7 +556,7 @@ def local_add(args) -> int:
 
 
 def local_remove(args) -> int:
-    from zkv.local import LocalCluster
+    from zkv.local import LocalCluster, pid_alive
 
     cluster = LocalCluster.attach(args.dir)
     try:
@@ -569,9 +572,7 @@ def local_remove(args) -> int:
         pid = 0
     deadline = time.monotonic() + 300
     while pid and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             break
         time.sleep(0.2)
     else:

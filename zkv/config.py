@@ -88,6 +88,9 @@ class NodeConfig:
     sync_interval_ms: int = 50
     max_key_size: int = 64 * 1024
     max_value_size: int = 16 * 1024 * 1024
+    # connections to --listen (clients and peers): past this many the newest are shut down;
+    # each costs ~30 KB of libzmq state (issue 13), lowered to fit the fd limit (ulimit -n)
+    max_connections: int = 10_000
     # timing (seconds)
     replica_timeout: float = 1.0  # a replica slower than this is skipped (QuorumError if too few)
     gossip_interval: float = 0.2  # heartbeat period
@@ -156,6 +159,8 @@ class NodeConfig:
             problems.append(f"transfer_rate {self.transfer_rate}: at least 1024 bytes/s")
         if not 1 <= self.transfer_concurrency <= 64:
             problems.append(f"transfer_concurrency {self.transfer_concurrency}: between 1 and 64")
+        if not 16 <= self.max_connections <= 1_000_000:
+            problems.append(f"max_connections {self.max_connections}: between 16 and 1000000")
         if self.sync not in SYNC_MODES:
             problems.append(f"sync {self.sync!r}: one of {', '.join(SYNC_MODES)}")
         if problems:

@@ -26,6 +26,18 @@ from zkv.errors import ZkvError
 NODE_COMMAND = [sys.executable, "-P", "-m", "zkv.node"]  # -P: never the cwd's zkv/ (see above)
 
 
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` still there? (A node watches the process that started it; the CLI
+    waits for a node that leaves to exit.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, but someone else's
+        return True
+    return True
+
+
 def port_free(host: str, port: int) -> bool:
     """Whether a server could bind host:port now. SO_REUSEADDR, as ZeroMQ binds: connections
     of a cluster just stopped linger in TIME_WAIT for a minute and must not count as busy
@@ -268,11 +280,11 @@ class LocalCluster:
         except (OSError, ValueError) as exc:
             raise ZkvError(f"no running `zkv local up` in {directory} ({exc})") from None
         try:
-            os.kill(int(doc["owner_pid"]), 0)
-        except (ProcessLookupError, KeyError, ValueError, TypeError):
-            raise ZkvError(f"the `zkv local up` of {directory} is not running") from None
-        except PermissionError:
-            pass
+            alive = pid_alive(int(doc["owner_pid"]))
+        except (KeyError, ValueError, TypeError):
+            alive = False
+        if not alive:
+            raise ZkvError(f"the `zkv local up` of {directory} is not running")
         self = cls(0, directory, doc.get("base_port"), racks=doc.get("racks"),
                    metrics=bool(doc.get("metrics")), keys=doc.get("keys"))
         self.extra = list(doc.get("extra", self.extra))

@@ -36,6 +36,11 @@ Fields added so far:
         bytes. A node that does not know the field ignores it.
     Gossip.cluster, JoinOk.cluster (bytes)   the cluster state (zkv.node.ownership), issue 11
     Gossip.progress_epoch, Gossip.progress    the sender's incoming transfers, issue 11
+    Put.floor, PutOk.stamp, GetOk.stamp (uint, 0..2^64-1, 0 = none)   lww namespaces, issue
+        15: the HLC stamp (zkv.hlc layout) of the value written or read, and the highest
+        stamp a client has seen, which the coordinator observes before stamping, so a
+        client's later write is ordered after every value it has already seen even when the
+        coordinator's clock runs behind (and it does not hold the key)
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ NsName = Annotated[str, msgspec.Meta(max_length=MAX_NS_NAME)]
 NsRegistry = Annotated[bytes, msgspec.Meta(max_length=MAX_NS_REGISTRY)]
 NsN = Annotated[int, msgspec.Meta(ge=0, le=MAX_NS_N)]
 Small = Annotated[int, msgspec.Meta(ge=0, le=255)]
+Stamp = Annotated[int, msgspec.Meta(ge=0)]  # an HLC timestamp (zkv.hlc); msgpack caps it at u64
 
 # Error codes carried by Error.code
 E_INVALID = 1  # -> InvalidRequest
@@ -101,6 +107,7 @@ class Put(_Msg, tag=2):
     w: int = 0
     wid: bytes = b""  # write id, WID_SIZE bytes (b"": none); the same on every retry of a call
     ns: NsName = ""  # namespace ("": "default")
+    floor: Stamp = 0  # lww: the highest HLC stamp this client has seen (0: none)
 
 
 class Delete(_Msg, tag=3):
@@ -138,11 +145,13 @@ class GetOk(_Msg, tag=10):
     values: list[bytes]
     context: bytes
     replicas: int = 0  # replicas that answered before the reply
+    stamp: Stamp = 0  # lww: the HLC stamp of the value returned (0: none)
 
 
 class PutOk(_Msg, tag=11):
     context: bytes
     acked: int = 0
+    stamp: Stamp = 0  # lww: the HLC stamp of the value written (0: none)
 
 
 class Error(_Msg, tag=12):

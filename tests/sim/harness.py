@@ -502,6 +502,7 @@ class SimClient:
         self.current: tuple | None = None  # (rid, event, request, deadline, tried)
         self.gen = workload(self)
         self.done = False
+        self.stamp_floor = 0  # as the real client: the highest lww stamp a reply carried
         sim.at(sim.t, self._next, None)
 
     def _next(self, result: Result | None) -> None:
@@ -521,6 +522,7 @@ class SimClient:
         elif op == "put":
             msg = Put(0, key, req[2], req[3] if len(req) > 3 else b"", req[4] if len(req) > 4 else 0)
             msg.wid = wid
+            msg.floor = self.stamp_floor
         else:
             msg = Delete(0, key, req[2] if len(req) > 2 else b"", req[3] if len(req) > 3 else 0,
                          wid)
@@ -571,6 +573,8 @@ class SimClient:
             if self.current is None or msg.rid != self.current[0]:
                 continue  # a late answer to an abandoned try
             _, ev, *_ = self.current
+            if isinstance(msg, GetOk | PutOk):
+                self.stamp_floor = max(self.stamp_floor, msg.stamp)
             if isinstance(msg, GetOk):
                 self._finish(ev, Result(True, list(msg.values), msg.context))
             elif isinstance(msg, PutOk):

@@ -31,15 +31,18 @@ def test_no_faults_every_promise_holds(seed):
 # outlived a delete of the other copy (the deleted value read back): fixed by dvv aliases
 # and retired write ids (rules D and R), and for 15 (a copy made after the tombstone was
 # reaped) by replicas judging a reaped key by its tombstone's retired write ids.
-# Seed 89 is the case that design leaves open: the delete's coordinator
+# Seed 42 is the case that design leaves open: the delete's coordinator
 # held no copy of the key, so its tombstone cannot name the retired write id, and a paused
-# node's queued retry of the put comes back afterwards.
+# node's queued retry of the put comes back afterwards (n1 paused with 35 frames queued).
+# It was seed 89 until finished ops stopped leaving timers behind (issue 13): the core then
+# asks for fewer ticks, the virtual schedule shifted, and the same case moved to seeds 42 and
+# 98 (89 now passes).
 LATE_TWIN = pytest.mark.xfail(strict=True, reason="a delete coordinated by a node holding no "
                               "copy cannot retire a late retry of the put")
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3, 9, 10, 11, 15,
-                                  pytest.param(89, marks=LATE_TWIN)])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 9, 10, 11, 15, 89,
+                                  pytest.param(42, marks=LATE_TWIN)])
 def test_faults_every_promise_holds(seed):
     _check(run(seed, FAULTY))
 

@@ -17,6 +17,10 @@ remote processes). Run clients on a machine other than the nodes' to measure the
 ``--conflict-modes`` runs only the namespaces workload instead (issue 15, conflicts.py): the
 same concurrent read-modify-write writers against an ``lww`` and a ``siblings`` namespace,
 reporting how many acknowledged writes each lost.
+
+``--security`` runs only the cost-of-security workload instead (issue 13, security.py):
+workload A against a plain and a CurveZMQ (``--keys``) local cluster in the same run,
+printing throughput and p99 of each and their ratios.
 """
 
 from __future__ import annotations
@@ -73,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only the conflict-mode workload: --clients x --inflight writers "
                    "add to --keys shared sets for --duration s in an lww and a siblings "
                    "namespace; reports acknowledged writes lost per mode")
+    p.add_argument("--security", action="store_true",
+                   help="run only the cost-of-security workload: workload A for --duration s "
+                   "per round against a plain and a CurveZMQ (--keys) local cluster, "
+                   "alternating, with --clients x --inflight requests in flight; prints "
+                   "throughput and p99 of both and their ratios")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="rounds per mode of the --security workload (default 2)")
     p.add_argument("--keys", type=int, default=8,
                    help="shared sets of the conflict-mode workload (default 8)")
     return p
@@ -132,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.conflict_modes:
         return conflict_modes(args, settings)
+    if args.security:
+        return security_mode(args, settings)
     from zkv.bench.report import write_all
     from zkv.bench.runner import Suite
 
@@ -186,6 +199,41 @@ def conflict_modes(args: argparse.Namespace, s) -> int:
         shutil.rmtree(root, ignore_errors=True)
     os.makedirs(s.out, exist_ok=True)
     path = os.path.join(s.out, "conflicts.json")
+    with open(path, "w") as fh:
+        json.dump(res, fh, indent=2)
+    print(f"wrote {path}")
+    return 0
+
+
+def security_mode(args: argparse.Namespace, s) -> int:
+    """`zkv bench --security`: workload A, plain vs CurveZMQ, same run (see security.py)."""
+    import json
+    import os
+
+    from zkv.bench import security as sec
+    from zkv.security import has_curve
+
+    if s.cluster:
+        print("zkv bench: --security starts its own local clusters (no --cluster)",
+              file=sys.stderr)
+        return 2
+    if args.rounds < 1:
+        print("zkv bench: --rounds must be at least 1", file=sys.stderr)
+        return 2
+    if not has_curve():
+        print("zkv bench: this pyzmq has no libsodium-backed CurveZMQ", file=sys.stderr)
+        return 2
+    inflight = s.clients * s.inflight
+    records = s.records
+    print(f"security: workload A, {s.nodes} nodes, {records} records, {inflight} requests in "
+          f"flight, {s.duration:g}s x {args.rounds} round(s) per mode, plain vs CurveZMQ")
+    res = sec.run(nodes=s.nodes, records=records, duration=s.duration, inflight=inflight,
+                  value_size=s.value_size, rounds=args.rounds, timeout=max(s.timeout, 5.0),
+                  seed=s.seed, sync=s.sync)
+    for line in sec.format_summary(res):
+        print(line)
+    os.makedirs(s.out, exist_ok=True)
+    path = os.path.join(s.out, "security.json")
     with open(path, "w") as fh:
         json.dump(res, fh, indent=2)
     print(f"wrote {path}")

@@ -216,6 +216,9 @@ class ClientCore:
         self._n_up = 0  # members in _base_order that looked up (they come first)
         self.rings: dict[int, Ring] = {}  # N -> ring (namespaces with another N than the cluster's)
         self.ns_cache: dict[str, Namespace] = {}  # namespaces seen (immutable once created)
+        # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
+        # coordinator orders this client's next write after everything it has seen
+        self.stamp_floor = 0
 
     # ---- routing state ------------------------------------------------------------------------
     @property
@@ -406,14 +409,20 @@ class ClientCore:
             reply = yield from self.call(msg, key)
         if type(reply) is not GetOk:  # the common case costs one check
             reply = _expect(reply, GetOk)
+        if reply.stamp > self.stamp_floor:
+            self.stamp_floor = reply.stamp
         return GetResult(reply.values, reply.context)
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
             *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
         ns = check_namespace(namespace)
         msg = self.put_msg(key, value, context, w, self.new_wid() if wid is None else wid, ns)
+        msg.floor = self.stamp_floor
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
-        return _expect((yield from self.call(msg, route, n=n)), PutOk).context
+        reply = _expect((yield from self.call(msg, route, n=n)), PutOk)
+        if reply.stamp > self.stamp_floor:
+            self.stamp_floor = reply.stamp
+        return reply.context
 
     def delete(self, key: bytes, context: bytes | None = None, w: int | None = None,
                *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:

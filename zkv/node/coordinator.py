@@ -156,6 +156,10 @@ class GetOp(_FanOut):
             self.ctx.repaired()
         super().finish()
 
+    def on_done(self) -> None:
+        self.quorum.release()  # the values read are freed at completion, whatever holds the op
+        super().on_done()
+
 
 class WriteOp(_FanOut):
     """put (value is bytes) or delete (value is None): coordinate locally, fan the result out."""
@@ -163,7 +167,7 @@ class WriteOp(_FanOut):
     quorum: PutQuorum
 
     def __init__(self, ctx, origin, key, deadline, targets, w, context, value,
-                 wid: bytes = b"", extra: list[str] | None = None) -> None:
+                 wid: bytes = b"", extra: list[str] | None = None, stamp: int = 0) -> None:
         super().__init__(ctx, origin, key, deadline, targets)
         self.kind = "put" if value is not None else "delete"
         self.required = w
@@ -172,6 +176,7 @@ class WriteOp(_FanOut):
         self.value = value
         self.wid = wid
         self.extra = extra or []  # pending owners during a transfer: sent to, not counted
+        self.stamp = stamp  # lww: the HLC stamp in front of value (0: not lww)
         self.version: bytes = b""
 
     def start(self) -> None:
@@ -209,7 +214,7 @@ class WriteOp(_FanOut):
         self._check()
 
     def _answer(self) -> None:
-        ok, size = self.quorum.response(self.version)
+        ok, size = self.quorum.response(self.version, self.stamp)
         self.reply(ok)
         if size > 1:
             self.ctx.replica.note_siblings(self.key, size, write=True)

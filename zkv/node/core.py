@@ -53,6 +53,7 @@ import heapq
 import itertools
 import logging
 import os
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -137,11 +138,21 @@ ROLE_MESSAGES = {
 TURN_BYTES_SLACK = 256 * 1024
 TURN_BYTES_TOTAL_FACTOR = 4  # all identities together: this many per-identity budgets
 MAX_INFLIGHT = {CLIENT: 256, ADMIN: 256, PEER: 4096}  # client ops in flight per identity
-MAX_IDENTITIES = 10_000  # identities with requests in flight
+MAX_IDENTITIES = 10_000  # identities with requests in flight (at most cfg.max_connections)
 MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
 HINT_TTL_MS = 24 * 3600 * 1000  # a hint older than this is dropped (its owner was gone a day)
 HINT_SWEEP_INTERVAL = 10.0  # seconds between sweeps of expired / ownerless hints
 HINT_SWEEP_BATCH = 5000  # hints dropped per sweep at most
+# Gossip carries the sender's own record every round, the records that changed here since
+# the last round (a member heard first-hand for the first time, moved, leaving), and the whole
+# member table every max(TABLE_EVERY, members / TABLE_PER) rounds (staggered by node id),
+# which repairs a delta lost everywhere (every member relays a change once, so one lost frame
+# hides nothing). Every member hears every other first-hand (one PUB each, every member
+# subscribed) and relayed records only make candidates (membership.py), so the whole table
+# on every round cost N^2 record merges per node per round for nothing; with the period
+# growing with N a node merges O(N) records per round (tools/simulate.py --scale).
+TABLE_EVERY = 10
+TABLE_PER = 5
 LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered
 BUSY = "busy, retry"
 
@@ -230,12 +241,21 @@ class NodeCore:
 
         self.rids = itertools.count(1)
         self.peer_rids: dict[int, tuple[Op, str, float]] = {}  # rid -> (op, node, sent at)
-        self.op_rids: dict[int, list[int]] = {}  # id(op) -> its rids
-        self.live_ops: dict[int, Op] = {}
-        self.timers: list[tuple[float, int, Op]] = []  # (when, tiebreak, op)
+        self.op_rids: dict[int, list[int]] = {}  # op.serial -> its rids
+        self.live_ops: dict[int, Op] = {}  # op.serial -> op, until it is done
+        # (when, tiebreak, op.serial): a finished op is referenced by nothing, so the values
+        # it read are freed at completion, not at its deadline; entries of finished ops are
+        # skipped, and compacted away once they are half the heap
+        self.timers: list[tuple[float, int, int]] = []
         self.timer_seq = itertools.count()
+        self.op_serials = itertools.count(1)
+        self.dead_timers = 0  # ops finished since the last compaction (each left >= 1 entry)
         self.latency = PeerLatency()
         self.next_gossip = now
+        self.gossip_round = 0
+        self.table_offset = zlib.crc32(self.me.encode())  # staggers the full-table rounds
+        self.gossip_delta: set[str] = set()  # members whose record changed since last round
+        self.states_seen: dict[bytes, own.ClusterState] = {}  # peers' cluster states, decoded
         self.ae: AntiEntropy | None = None
         self.background = Background(self)
         self.export = MetricsExport(self)
@@ -244,6 +264,7 @@ class NodeCore:
         self.turn_bytes: dict[bytes, int] = {}  # reply bytes per identity this turn
         self.turn_total = 0
         self.inflight: dict[bytes, int] = {}  # client ops in flight per identity
+        self.max_identities = min(MAX_IDENTITIES, cfg.max_connections)
         self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
         self.self_ident = b"peer:" + self.me.encode()
         self._metric_children: dict[tuple, tuple] = {}
@@ -408,9 +429,10 @@ class NodeCore:
     def tick(self, now: float) -> Outbox:
         self.t = now
         timers = self.timers
+        live = self.live_ops
         while timers and timers[0][0] <= now:
-            _, _, op = heapq.heappop(timers)
-            if id(op) in self.live_ops:
+            op = live.get(heapq.heappop(timers)[2])
+            if op is not None:
                 if now >= op.deadline:
                     op.on_timeout()
                 else:
@@ -457,6 +479,20 @@ class NodeCore:
                 op.reply(Error(0, E_UNAVAILABLE, f"node {self.me} is shutting down"), ok=False)
             self.done(op)
         return self.take_output()
+
+    def forget_identity(self, ident: bytes) -> None:
+        """The connection of `ident` closed (the transport saw it go): drop everything kept
+        for it. Its operations in flight still finish (a write still reaches its replicas);
+        only their replies, which nobody would read, are dropped."""
+        self.turn_bytes.pop(ident, None)
+        self.out.clients.pop(ident, None)
+        self.malformed_logged.discard(ident)
+        if self.inflight.pop(ident, None):
+            for op in self.live_ops.values():
+                if op.origin is not None and op.origin[0] == ident:
+                    op.origin = None
+        if self.ns_waits:
+            self.ns_waits = [w for w in self.ns_waits if w[0] != ident]
 
     def malformed(self, source, why: str) -> None:
         """A frame or message that could not be accepted: count it, log once per source."""
@@ -554,7 +590,7 @@ class NodeCore:
             return
         if type(msg) in CLIENT_MESSAGES or type(msg) is Forward:
             n = self.inflight.get(ident, 0)
-            if n >= MAX_INFLIGHT[role] or (not n and len(self.inflight) >= MAX_IDENTITIES):
+            if n >= MAX_INFLIGHT[role] or (not n and len(self.inflight) >= self.max_identities):
                 self.metrics.busy.inc()
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
                                          f"flight on this connection"))
@@ -578,6 +614,8 @@ class NodeCore:
             if spent and (spent + size > self.turn_budget or self.turn_total + size >
                           TURN_BYTES_TOTAL_FACTOR * self.turn_budget):
                 self.metrics.busy.inc()
+                if spent + size > self.turn_budget:  # this identity's budget is spent: its
+                    spent = self.turn_budget          # next reads are refused unread (_on_rget)
                 msg = Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this turn spent")
                 size = 64
             self.turn_bytes[ident] = spent + size
@@ -592,6 +630,13 @@ class NodeCore:
         return owner if owner and owner != self.me else None
 
     def _on_rget(self, ident: bytes, msg: RGet) -> None:
+        if self.turn_bytes.get(ident, 0) >= self.turn_budget:
+            # the turn's reply budget is spent: say so before reading (a frame of 400 reads
+            # of one 8 MiB value cost 400 reads, ~3 s of a turn, only to refuse 398 of them)
+            self.metrics.busy.inc()
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this "
+                                     "turn spent"))
+            return
         self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.owner))))
 
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
@@ -611,6 +656,8 @@ class NodeCore:
                     self.replica.merge(msg.key, msg.dvv, o)
             else:
                 self.replica.merge(msg.key, msg.dvv, self._owner(msg.owner))
+            if nss.is_lww(msg.key):
+                self._observe(msg.dvv)  # a replica's HLC follows the lww stamps it stores
         except (ValueError, ZkvError) as exc:
             self.malformed(ident, f"bad version for {msg.key[:32]!r}: {exc}")
             self._reply(ident, RPutOk(msg.rid, False))
@@ -693,6 +740,7 @@ class NodeCore:
     def _merge_members(self, members: list[Member], via: str | None = None) -> None:
         added = self.membership.merge(members, via=via)
         if added:
+            self.gossip_delta.update(m.id for m in added)
             for m in added:
                 self.out.connect.append(m)
                 log.info("member %s is in the cluster (%s, rack %s)", m.id, m.listen, m.rack)
@@ -795,15 +843,19 @@ class NodeCore:
 
     def _stamp(self, skey: bytes) -> bytes:
         """An lww write's HLC stamp: after every stamp this replica holds for the key."""
-        held = self.replica.read(skey)
-        if held:
+        self._observe(self.replica.read(skey))
+        return hlcs.pack(self.hlc.now())
+
+    def _observe(self, encoded: bytes | None) -> None:
+        """Advance the HLC past the stamps of an lww version (held, or arriving from a peer),
+        so a write this node coordinates later is ordered after them."""
+        if encoded:
             try:
-                for v in dvv.DVVSet.decode(held).live_values():
+                for v in dvv.DVVSet.decode(encoded).live_values():
                     if len(v) >= 8:
                         self.hlc.observe(hlcs.unpack(v[:8]))  # clamped if far ahead
             except ValueError:
                 pass
-        return hlcs.pack(self.hlc.now())
 
     # ---- coordinating client requests -------------------------------------------------------
     def _on_client(self, ident: bytes, msg, rid: int, forwarded: bool) -> None:
@@ -868,11 +920,15 @@ class NodeCore:
             op = GetOp(self, origin, skey, deadline, targets, msg.r or ns.r, lww=ns.lww)
         else:
             value = msg.value if type(msg) is Put else None
+            stamp = b""
             if value is not None and ns.lww:
-                value = self._stamp(skey) + value
+                if msg.floor:  # after every value this client has seen (clamped if far ahead)
+                    self.hlc.observe(msg.floor)
+                stamp = self._stamp(skey)
+                value = stamp + value
             op = WriteOp(self, origin, skey, deadline, targets, msg.w or ns.w,
                          msg.context, value, msg.wid,
-                         self._extra_targets(p, targets, ns.n))
+                         self._extra_targets(p, targets, ns.n), int.from_bytes(stamp, "big"))
         self.start_op(op, self.t)
 
     # ---- the Context operations use (see op.py) ----------------------------------------------
@@ -881,8 +937,9 @@ class NodeCore:
         if op.origin is not None:
             ident = op.origin[0]
             self.inflight[ident] = self.inflight.get(ident, 0) + 1
-        self.live_ops[id(op)] = op
-        heapq.heappush(self.timers, (op.deadline, next(self.timer_seq), op))
+        op.serial = serial = next(self.op_serials)
+        self.live_ops[serial] = op
+        heapq.heappush(self.timers, (op.deadline, next(self.timer_seq), serial))
         op.start()
 
     def ask(self, node_id: str, msg, op: Op | None) -> None:
@@ -890,9 +947,9 @@ class NodeCore:
         msg.rid = rid
         if op is not None:
             self.peer_rids[rid] = (op, node_id, self.t)
-            rids = self.op_rids.get(id(op))
+            rids = self.op_rids.get(op.serial)
             if rids is None:
-                self.op_rids[id(op)] = [rid]
+                self.op_rids[op.serial] = [rid]
             else:
                 rids.append(rid)
         box = self.out.peers.get(node_id)
@@ -901,13 +958,21 @@ class NodeCore:
         box.append(msg)
 
     def respond(self, origin, msg) -> None:
+        if origin is None:  # its connection closed (forget_identity)
+            return
         ident, rid = origin
         msg.rid = rid
         self._reply(ident, msg)
 
     def done(self, op: Op) -> None:
-        if self.live_ops.pop(id(op), None) is None:
+        if self.live_ops.pop(op.serial, None) is None:
             return
+        self.dead_timers += 1
+        if 2 * self.dead_timers >= len(self.timers):  # amortized O(1) per op
+            live = self.live_ops
+            self.timers[:] = [t for t in self.timers if t[2] in live]  # in place: tick()
+            heapq.heapify(self.timers)  # may be iterating it
+            self.dead_timers = 0
         origin = op.origin
         if origin is not None:
             n = self.inflight.get(origin[0], 0) - 1
@@ -915,12 +980,12 @@ class NodeCore:
                 self.inflight[origin[0]] = n
             else:
                 self.inflight.pop(origin[0], None)
-        for rid in self.op_rids.pop(id(op), ()):
+        for rid in self.op_rids.pop(op.serial, ()):
             self.peer_rids.pop(rid, None)
         op.on_done()
 
     def wake(self, op: Op, at: float) -> None:
-        heapq.heappush(self.timers, (at, next(self.timer_seq), op))
+        heapq.heappush(self.timers, (at, next(self.timer_seq), op.serial))
 
     def replica_timeout(self, node_id: str, remaining: float) -> float:
         return self.latency.budget(node_id, remaining)
@@ -974,7 +1039,7 @@ class NodeCore:
             if entry is None:
                 continue  # late answer to a finished op, or a fire-and-forget ack
             op, target, sent = entry
-            if target == node_id and id(op) in self.live_ops:
+            if target == node_id and self.live_ops.get(op.serial) is op:
                 self.latency.observe(node_id, now - sent)
                 op.on_reply(node_id, msg)
 
@@ -987,8 +1052,17 @@ class NodeCore:
         ring = self.membership.ring()
         self._claimant_tick(now)
         self._settle_tick(now)
+        ms = self.membership
+        self.gossip_round += 1
+        every = max(TABLE_EVERY, len(ms.peers) // TABLE_PER)
+        if self.gossip_round % every == self.table_offset % every:
+            members = ms.table()
+        else:
+            members = [ms.me] + [m for m in (ms.get(x) for x in sorted(self.gossip_delta))
+                                 if m is not None and m is not ms.me]
+        self.gossip_delta.clear()
         self.out.gossip.append(Gossip(0, self.me, s["q"], s["n"], s["r"], s["w"],
-                                      self.membership.table(), ring.fingerprint(),
+                                      members, ring.fingerprint(),
                                       self.cluster_bytes, self.transfers.epoch,
                                       self.transfers.report(), self._ns_encoded))
         self.export.export(now)
@@ -1012,12 +1086,21 @@ class NodeCore:
         if self.membership.get(msg.sender) is None:
             return
         self.progress[msg.sender] = (msg.progress_epoch, msg.progress)
-        if msg.cluster:
-            try:
-                st = own.decode(msg.cluster)
-            except ValueError as exc:
-                self.malformed(msg.sender, f"cluster state: {exc}")
-                return
+        if msg.cluster and msg.cluster == self.cluster_bytes:  # the state we hold: no decode
+            st = self.membership.cluster
+            if st is not None:
+                self.peer_epochs[msg.sender] = st.rank()
+        elif msg.cluster:
+            st = self.states_seen.get(msg.cluster)
+            if st is None:  # decoded once per distinct state, not once per sender
+                try:
+                    st = own.decode(msg.cluster)
+                except ValueError as exc:
+                    self.malformed(msg.sender, f"cluster state: {exc}")
+                    return
+                if len(self.states_seen) >= 4:
+                    self.states_seen.clear()
+                self.states_seen[msg.cluster] = st
             self.peer_epochs[msg.sender] = st.rank()
             # a state is taken from its author (the claimant that made it), or relayed by
             # anyone when the author is not up here (it may have died right after)

@@ -84,6 +84,12 @@ def validate_member(m, now_ms: int | None = None) -> str | None:
     if (type(m.rack) is not str or not 1 <= len(m.rack) <= MAX_RACK
             or not m.rack.isprintable()):
         return f"bad rack {clip(m.rack, 40)}"
+    return validate_clock(m, now_ms)
+
+
+def validate_clock(m, now_ms: int | None = None) -> str | None:
+    """The part of `validate_member` that changes from beat to beat: the counters and their
+    bounds by the clock (a record whose other fields equal a validated one needs only this)."""
     if type(m.leaving) is not bool:
         return "bad leaving flag"
     for name in ("incarnation", "heartbeat"):
@@ -177,8 +183,19 @@ class Membership:
         now = self.clock()
         now_ms = self.wall()
         added = []
+        peers = self.peers
         for m in members:
-            why = validate_member(m, now_ms)
+            p = peers.get(m.id)
+            if p is None:
+                why = validate_member(m, now_ms)
+            else:
+                was = p.member
+                if (m.incarnation, m.heartbeat) <= (was.incarnation, was.heartbeat):
+                    continue  # nothing newer (most relayed records): dropped unvalidated
+                # a beat of a known member: its names were validated when first taken
+                why = (validate_clock(m, now_ms) if m.listen == was.listen
+                       and m.gossip == was.gossip and m.rack == was.rack
+                       else validate_member(m, now_ms))
             if why:
                 self._refuse(via, m, why)
                 continue
@@ -188,7 +205,6 @@ class Membership:
                     self.me.incarnation = m.incarnation + 1
                 continue
             first_hand = via is TRUSTED or via == m.id
-            p = self.peers.get(m.id)
             if p is None:
                 if first_hand:
                     if len(self.peers) + 1 >= self.max_members:
@@ -201,8 +217,6 @@ class Membership:
                     self._candidate(via, m, now)
                 continue
             old = p.member
-            if (m.incarnation, m.heartbeat) <= (old.incarnation, old.heartbeat):
-                continue
             moved = (m.listen, m.gossip, m.rack) != (old.listen, old.gossip, old.rack)
             if not first_hand:
                 # a relay may only say where a member that is down here went (a new life);

@@ -103,6 +103,12 @@ class NodeMetrics:
         self.busy = Counter("zkv_busy_refusals", "Requests answered 'busy, retry': the "
                             "identity's in-flight cap or this turn's reply-byte budget was "
                             "reached", registry=r)
+        self.connections = Gauge("zkv_connections", "Open connections to --listen (clients "
+                                 "and peers; capped by max_connections)", registry=r)
+        self.connections_refused = Counter("zkv_connections_refused", "Connections shut down "
+                                           "at once: max_connections was reached", registry=r)
+        self.replies_dropped = Counter("zkv_replies_dropped", "Replies dropped: too many bytes "
+                                       "queued for a connection that does not read", registry=r)
         # ---- ring, readiness, gossip convergence, transfers, hot keys -------------------------
         self.ready_gauge = Gauge("zkv_ready", "1 when /readyz answers 200 (joined, ring agreed "
                                  "with every up peer, nothing pending transfer to this node)",

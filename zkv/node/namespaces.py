@@ -206,6 +206,14 @@ def key_settings(skey: bytes) -> tuple[int, bool] | None:
     return skey[1], skey[2] == 1
 
 
+def is_lww(skey: bytes) -> bool:
+    """Is this stored key in an lww namespace? (Its prefix says so.)"""
+    if skey[:1] != b"\x00":
+        return False
+    ks = key_settings(skey)
+    return ks is not None and ks[1]
+
+
 def split_key(skey: bytes) -> tuple[str, bytes]:
     """(namespace name, user key) of a stored key (debug and tests)."""
     if key_settings(skey) is None:

@@ -44,6 +44,7 @@ class Op:
     replied = False
     required = 0  # R or W (0: not a quorum op)
     started = 0.0
+    serial = 0  # set by the core when the op starts (its key in live_ops and timers)
 
     def __init__(self, ctx: Context, origin, key: bytes, deadline: float) -> None:
         self.ctx = ctx

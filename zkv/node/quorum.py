@@ -57,14 +57,21 @@ class GetQuorum:
         """The client's answer and the number of siblings the merged version holds."""
         merged = dvv.DVVSet.decode(self.merged) if self.merged else dvv.EMPTY
         values = merged.live_values()
-        if self.lww:  # strip the HLC stamp
+        stamp = 0
+        if self.lww:  # strip the HLC stamp (and tell the client the greatest one)
+            stamp = max((int.from_bytes(v[:LWW_STAMP], "big") for v in values), default=0)
             values = [v[LWW_STAMP:] for v in values]
-        return GetOk(0, values, merged.context(), len(self.results)), merged.size()
+        return GetOk(0, values, merged.context(), len(self.results), stamp), merged.size()
 
     def failure(self, silent: list[str], waited: float) -> Error:
         return Error(0, E_QUORUM,
                      f"get: {len(self.results)} of the required {self.required} replicas answered"
                      f" within {waited:.2f}s{_silent(silent)}", self.required, len(self.results))
+
+    def release(self) -> None:
+        """The op is done: let go of the versions read (they may be large)."""
+        self.results.clear()
+        self.merged = None
 
     def final_action(self) -> list[tuple[str, bytes]]:
         """Read repair: (node, merged version) for every replica that answered with less."""
@@ -93,10 +100,11 @@ class PutQuorum:
     def enough(self) -> bool:
         return len(self.acked) >= self.required
 
-    def response(self, version: bytes) -> tuple[PutOk, int]:
-        """The client's answer and the number of siblings the written version holds."""
+    def response(self, version: bytes, stamp: int = 0) -> tuple[PutOk, int]:
+        """The client's answer and the number of siblings the written version holds
+        (`stamp`: an lww write's HLC stamp, passed on to the client)."""
         s = dvv.DVVSet.decode(version)
-        return PutOk(0, s.context(), len(self.acked)), s.size()
+        return PutOk(0, s.context(), len(self.acked), stamp), s.size()
 
     def failure(self, silent: list[str], waited: float) -> Error:
         return Error(0, E_QUORUM,

@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 from zkv._core import dvv
 from zkv.node.handoff import HandoffStore
-from zkv.node.namespaces import key_settings
+from zkv.node.namespaces import is_lww
 from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.replica")
@@ -99,7 +99,7 @@ class Replica:
         if dead is not None:
             return dead
         new = dvv.update_encoded(old, self._fresh(key, old, context), value, self.node_id, wid)
-        if _lww(key):
+        if is_lww(key):
             new = dvv.lww_encoded(new)
         self._store(key, old, new)
         return new
@@ -152,7 +152,7 @@ class Replica:
                 return incoming  # only what the reaped tombstone covers or retires
         else:
             new = dvv.sync_encoded(old, incoming)
-        if _lww(key):
+        if is_lww(key):
             new = dvv.lww_encoded(new)
         if new != old:
             self._store(key, old, new)
@@ -208,12 +208,3 @@ class Replica:
                 else:
                     store.write_out()
             self.dirty = False
-
-
-
-def _lww(key: bytes) -> bool:
-    """Is this stored key in an lww namespace? (Its prefix says so; see namespaces.py.)"""
-    if key[:1] != b"\x00":
-        return False
-    ks = key_settings(key)
-    return ks is not None and ks[1]

@@ -123,8 +123,8 @@ def _hint_status(core: NodeCore) -> dict:
             "bytes": sum(v["bytes"] for v in by_owner.values()), "by_owner": by_owner}
 
 
-def _agreement_ages(core: NodeCore, ring) -> list[float | None]:
-    ae, now = core.ae, core.now()
+def _agreement_ages(core: NodeCore, ring, ae=None) -> list[float | None]:
+    ae, now = ae or core.ae, core.now()
     assert ae is not None
     ages = []
     for p in ring.replicas_of(core.me):
@@ -133,14 +133,24 @@ def _agreement_ages(core: NodeCore, ring) -> list[float | None]:
     return ages
 
 
+def _agreement(core: NodeCore, ring, ae) -> dict:
+    ages = _agreement_ages(core, ring, ae)
+    known = [a for a in ages if a is not None]
+    return {"tombstones": len(ae.tombstones), "partitions": len(ages),
+            "partitions_agreed": len(known),
+            "max_seconds_since_agreement": round(max(known), 3) if known else None}
+
+
 def _ae_status(core: NodeCore, ring) -> dict:
+    """The default N's trees at the top level; every N in use (namespaces) under "by_n"."""
     if core.ae is None:
         return {}
-    ages = _agreement_ages(core, ring)
-    known = [a for a in ages if a is not None]
-    return {**core.ae.stats, **core.background.status(), "tombstones": len(core.ae.tombstones),
-            "partitions": len(ages), "partitions_agreed": len(known),
-            "max_seconds_since_agreement": round(max(known), 3) if known else None}
+    groups = core.ae_groups_all()
+    by_n = {str(n): {**ae.stats, **_agreement(core, ring if ae is core.ae
+                                              else core.membership.ring(n), ae)}
+            for n, ae in groups}
+    return {**core.ae.stats, **core.background.status(), **_agreement(core, ring, core.ae),
+            "by_n": by_n}
 
 
 class MetricsExport:

@@ -1,0 +1,263 @@
+"""Connections on the node's ROUTER socket: a cap, per-identity state freed on close, a byte cap
+on replies queued for an identity that does not read, memory handed back after a flood.
+
+Part of the transport (transport.py owns the sockets; this module only watches the ROUTER's
+connections, so the loop file stays short). Issue 13's identity / connection flood: 19,800
+connections with distinct identities whose replies were never read took a node to 19,829
+fds and 48 -> 606 MB of RSS, still held after they closed. Here:
+
+- a socket monitor reports each connection accepted (ACCEPTED, with its fd) and closed
+  (DISCONNECTED / CLOSED). Past `cap` open connections one is shut down at once: one that
+  stopped reading (a tracked reply unread for STALL seconds) if there is one, else the
+  newest (shutdown(2) only: libzmq sees end-of-stream and closes its own fd, so no fd number
+  is ever closed under it). They are counted.
+- every received frame names the fd it came on (ZMQ_SRCFD); identity <-> fd is kept from that
+  (a reused fd, or ROUTER_HANDOVER moving an identity, updates it). When an fd closes, the
+  core forgets its identity (`NodeCore.forget_identity`) and this module its reply queue.
+- replies over TRACK_MIN bytes are sent zero-copy with a tracker; the bytes still queued in
+  libzmq per identity (and in total) are capped, and a reply past the cap is dropped (the
+  client times out and retries, as when ZMQ_SNDHWM drops frames). With ZMQ_ROUTER_MANDATORY
+  (set by the transport) a reply to a vanished identity fails at once instead of queueing.
+- after many connections closed, `malloc_trim(0)` (glibc only) returns freed heap to the OS;
+  without it RSS stays at the flood's peak although the memory is free.
+
+ZMQ_ROUTER_NOTIFY would report disconnects per identity, but the libzmq bundled with pyzmq
+rejects it (a draft option), hence the monitor + SRCFD pairing.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import itertools
+import logging
+import platform
+import resource
+import socket
+import time
+from collections.abc import Callable
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+log = logging.getLogger("zkv.node")
+
+EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+EVENT_DRAIN = 5000  # monitor events taken per call (each one is two small frames)
+FD_RESERVE = 256  # fds kept free for data files, peer links, the metrics port
+MIN_CAP = 16
+# replies at least this big are tracked until libzmq releases them (zero-copy + a tracker:
+# a few us per frame). Smaller ones are bounded by the ROUTER's SNDHWM only (64 frames per
+# connection, so at most 256 KiB each)
+TRACK_MIN = 4 * 1024
+STALL = 2.0  # seconds a tracked reply may sit unread before its connection is "not reading"
+EVICT_LOOK = 16  # stalled candidates examined per connection past the cap
+TRIM_AFTER = 64  # closed connections (or dropped big replies) before a malloc_trim
+TRIM_EVERY = 1.0  # seconds between malloc_trim calls at most
+
+
+def effective_cap(wanted: int) -> int:
+    """`wanted` connections, lowered to what RLIMIT_NOFILE leaves after FD_RESERVE (logged)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= wanted:
+        return wanted
+    cap = max(MIN_CAP, soft - FD_RESERVE)
+    log.warning("max_connections %d lowered to %d: the fd limit (ulimit -n) is %d", wanted,
+                cap, soft)
+    return cap
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+class Connections:
+    """Watches `router` (bound on TCP port `port`); calls `forget(identity)` when one closes."""
+
+    def __init__(self, router: zmq.Socket, port: int, cap: int, reply_cap: int,
+                 forget: Callable[[bytes], None]) -> None:
+        self.router = router
+        self.port = port
+        self.cap = cap
+        self.reply_cap = reply_cap  # bytes of tracked replies queued for one identity
+        self.total_cap = 4 * reply_cap  # ... and for all of them together
+        self.forget = forget
+        # the monitor's PAIR gets no HWM (set before it connects): at a full pipe libzmq's I/O
+        # thread would block on the next event, stalling every connection until we drained
+        addr = f"inproc://zkv-conns-{id(self):x}"
+        router.monitor(addr, EVENTS)
+        self.monitor = router.context.socket(zmq.PAIR)
+        self.monitor.setsockopt(zmq.RCVHWM, 0)
+        self.monitor.setsockopt(zmq.LINGER, 0)
+        self.monitor.connect(addr)
+        self.open: dict[int, None] = {}  # accepted fds still open, oldest first
+        self.fd_ident: dict[int, bytes] = {}
+        self.ident_fd: dict[bytes, int] = {}
+        self.queued: dict[bytes, collections.deque] = {}  # ident -> (tracker, size), oldest first
+        self.queued_bytes: dict[bytes, int] = {}
+        self.queued_total = 0
+        self.stuck: dict[bytes, float] = {}  # ident -> since when it has tracked bytes queued
+        self.refused = 0  # connections shut down past the cap (since the last report)
+        self.refused_total = 0
+        self.dropped = 0  # replies dropped past the byte caps (since the last report)
+        self.freed = 0  # closes since the last malloc_trim
+        self.next_trim = 0.0
+        self.trim = _malloc_trim()
+
+    # ---- connections ----------------------------------------------------------------------
+    def drain(self) -> None:
+        """Take the monitor's events: count, cap and forget connections."""
+        mon = self.monitor
+        for _ in range(EVENT_DRAIN):
+            try:
+                ev = parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            event, fd = int(ev["event"]), int(ev["value"])
+            if event == zmq.EVENT_ACCEPTED:
+                self.open[fd] = None
+                if len(self.open) > self.cap:  # room from a connection that stopped
+                    self._refuse(self._stalled() or fd)  # reading, else refuse the newest
+            elif fd in self.open or fd in self.fd_ident:  # DISCONNECTED / CLOSED
+                self.open.pop(fd, None)
+                self._closed(fd)
+
+    def _stalled(self) -> int | None:
+        """The fd of a connection whose oldest tracked reply went unread for STALL seconds."""
+        horizon = time.monotonic() - STALL
+        for ident in list(itertools.islice(self.stuck, EVICT_LOOK)):
+            since = self.stuck[ident]
+            if since > horizon:
+                return None  # oldest first: none older
+            if self._prune(ident):
+                fd = self.ident_fd.get(ident)
+                if fd is not None and fd in self.open:
+                    del self.stuck[ident]  # once: its close will forget the rest
+                    return fd
+                self.stuck.pop(ident, None)
+        return None
+
+    def _refuse(self, fd: int) -> None:
+        """Shut the connection on `fd` down if it is still one of ours (our port)."""
+        try:
+            s = socket.socket(fileno=fd)
+        except OSError:
+            return  # already closed by libzmq
+        try:
+            if s.getsockname()[1] == self.port:
+                s.shutdown(socket.SHUT_RDWR)
+                self.refused += 1
+                n = self.refused_total + self.refused
+                if n == 1 or n % 1000 == 0:
+                    log.warning("connection cap of %d reached: refused %d connection(s) so far",
+                                self.cap, n)
+        except (OSError, IndexError, TypeError):
+            pass
+        finally:
+            s.detach()  # never close: the fd is libzmq's
+
+    def _closed(self, fd: int) -> None:
+        ident = self.fd_ident.pop(fd, None)
+        self.freed += 1
+        if ident is not None and self.ident_fd.get(ident) == fd:
+            del self.ident_fd[ident]
+            self._forget(ident)
+
+    def _forget(self, ident: bytes) -> None:
+        self.stuck.pop(ident, None)
+        q = self.queued.pop(ident, None)
+        if q is not None:
+            self.queued_total -= self.queued_bytes.pop(ident, 0)
+        self.forget(ident)
+
+    def seen(self, ident: bytes, fd: int) -> None:
+        """A frame from `ident` arrived on `fd` (ZMQ_SRCFD)."""
+        if self.ident_fd.get(ident) == fd:
+            return
+        prev = self.fd_ident.get(fd)
+        if prev is not None and prev != ident and self.ident_fd.get(prev) == fd:
+            del self.ident_fd[prev]  # the fd was reused: prev's connection is gone
+            self._forget(prev)
+        old = self.ident_fd.get(ident)
+        if old is not None and self.fd_ident.get(old) == ident:
+            del self.fd_ident[old]  # ROUTER_HANDOVER: the identity moved to a new connection
+        self.fd_ident[fd] = ident
+        self.ident_fd[ident] = fd
+
+    # ---- replies --------------------------------------------------------------------------
+    def may_send(self, ident: bytes, size: int) -> bool:
+        """May a reply of `size` bytes (>= TRACK_MIN) be queued for `ident` now?"""
+        held = self._prune(ident)
+        if held and held + size > self.reply_cap:
+            self.dropped += 1
+            return False
+        if self.queued_total and self.queued_total + size > self.total_cap:
+            for other in list(self.queued):  # release what libzmq has sent, then look again
+                self._prune(other)
+            if self.queued_total and self.queued_total + size > self.total_cap:
+                self.dropped += 1
+                return False
+        return True
+
+    def _prune(self, ident: bytes) -> int:
+        """Forget the replies to `ident` libzmq has released; the bytes still queued."""
+        q = self.queued.get(ident)
+        if q is None:
+            return 0
+        held = self.queued_bytes[ident]
+        while q and q[0][0].done:
+            n = q.popleft()[1]
+            held -= n
+            self.queued_total -= n
+        if q:
+            self.queued_bytes[ident] = held
+            return held
+        del self.queued[ident], self.queued_bytes[ident]
+        self.stuck.pop(ident, None)
+        return 0
+
+    def sent(self, ident: bytes, tracker, size: int) -> None:
+        q = self.queued.get(ident)
+        if q is None:
+            q = self.queued[ident] = collections.deque()
+            self.stuck[ident] = time.monotonic()
+        q.append((tracker, size))
+        self.queued_bytes[ident] = self.queued_bytes.get(ident, 0) + size
+        self.queued_total += size
+
+    # ---- memory ---------------------------------------------------------------------------
+    def report(self, metrics) -> None:
+        """Export the counts to NodeMetrics (connections, refused, dropped)."""
+        metrics.connections.set(len(self.open))
+        if self.refused:
+            metrics.connections_refused.inc(self.refused)
+            self.refused_total += self.refused
+            self.refused = 0
+        if self.dropped:
+            metrics.replies_dropped.inc(self.dropped)
+            self.dropped = 0
+
+    def tick(self, now: float) -> None:
+        """After many closes: give freed heap back to the OS (at most once per TRIM_EVERY)."""
+        if self.freed >= TRIM_AFTER and now >= self.next_trim:
+            self.freed = 0
+            self.next_trim = now + TRIM_EVERY
+            if self.trim is not None:
+                self.trim(0)
+
+    def close(self) -> None:
+        try:
+            self.router.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)

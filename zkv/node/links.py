@@ -1,0 +1,129 @@
+"""The node's outgoing ZeroMQ links: one DEALER per peer (our requests, its replies), one SUB
+per member or candidate (its gossip), and a DEALER per seed while joining.
+
+Owned by the transport (transport.py keeps the bound sockets and the loop). Every socket is
+made by `socket()`: LINGER 0, heartbeats/keepalive/bounded reconnect (`sockopts`), a frame
+size cap (gossip far lower than requests) and, with keys, CurveZMQ as a client of the
+cluster key. `owner_of` names what arrives on each socket: (REPLY, node id), (GOSSIP, node
+id) or (SEED, endpoint), which is how the core knows whose gossip or reply it is.
+
+A DEALER's routing identity is b"peer:<our id>/<random nonce>": unguessable, so nobody can
+take over its reply route on the peer's ROUTER with ROUTER_HANDOVER. ZMQ_IMMEDIATE keeps
+messages from queueing for a peer that is not connected.
+"""
+
+from __future__ import annotations
+
+import os
+
+import zmq
+
+from zkv import security, wire
+from zkv.node.core import GOSSIP, REPLY, SEED
+from zkv.sockopts import tune_socket
+
+_ROLES: dict[int, str] = {zmq.ROUTER: "server", zmq.DEALER: "peer", zmq.PUB: "gossip",
+                          zmq.SUB: "gossip"}
+# bytes of one gossip frame: ~1024 members, plus the namespace registry (issue 15)
+GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096 + wire.MAX_NS_REGISTRY
+
+
+class Links:
+    def __init__(self, zctx: zmq.Context, me: str, limit: int, poller: zmq.Poller,
+                 keys: security.NodeKeys | None) -> None:
+        self.zctx = zctx
+        self.me = me
+        self.limit = limit  # request/reply frame cap
+        self.poller = poller
+        self.keys = keys
+        self.dealers: dict[str, zmq.Socket] = {}  # node id -> our link to it
+        self.dealer_ep: dict[str, str] = {}
+        self.owner_of: dict[zmq.Socket, tuple[str, str]] = {}  # socket -> (source kind, who)
+        self.subs: dict[str, tuple[str, zmq.Socket]] = {}  # node id -> (gossip endpoint, SUB)
+        self.seeds: dict[str, zmq.Socket] = {}
+
+    def socket(self, kind: int) -> zmq.Socket:
+        s = self.zctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        # heartbeats, keepalive, bounded reconnect: a healed link is seen within ~1 s
+        tune_socket(s, _ROLES[kind])
+        if kind == zmq.SUB:
+            s.setsockopt(zmq.MAXMSGSIZE, GOSSIP_LIMIT)
+        elif kind != zmq.PUB:
+            s.setsockopt(zmq.MAXMSGSIZE, self.limit)
+        if kind in (zmq.DEALER, zmq.SUB) and self.keys is not None:
+            security.peer_socket(s, self.keys)
+        return s
+
+    def subscribe(self, m) -> None:
+        """Listen to `m`'s gossip on a socket of its own (member or candidate)."""
+        if m.id == self.me:
+            return
+        have = self.subs.get(m.id)
+        if have is not None and have[0] == m.gossip:
+            return
+        self.unsubscribe(m.id)
+        sub = self.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(m.gossip)
+        self.subs[m.id] = (m.gossip, sub)
+        self._watch(sub, (GOSSIP, m.id))
+
+    def unsubscribe(self, node_id: str) -> None:
+        have = self.subs.pop(node_id, None)
+        if have is not None:
+            self._close(have[1])
+
+    def drop(self, node_id: str, member) -> None:
+        """A candidate never heard: close its SUB (back to the member's own, if it is one)."""
+        if member is None:
+            self.unsubscribe(node_id)
+        else:
+            self.subscribe(member)
+
+    def connect(self, m) -> None:
+        if m.id == self.me:
+            return
+        self.subscribe(m)
+        if self.dealer_ep.get(m.id) == m.listen:
+            return
+        old = self.dealers.pop(m.id, None)
+        if old is not None:
+            self._close(old)
+        self.dealers[m.id] = self._dealer(m.listen, (REPLY, m.id))
+        self.dealer_ep[m.id] = m.listen
+
+    def seed(self, endpoint: str) -> zmq.Socket:
+        sock = self.seeds.get(endpoint)
+        if sock is None:
+            sock = self.seeds[endpoint] = self._dealer(endpoint, (SEED, endpoint))
+        return sock
+
+    def close_seeds(self) -> None:
+        for s in self.seeds.values():
+            self._close(s)
+        self.seeds.clear()
+
+    def close(self) -> None:
+        for s in [*self.dealers.values(), *self.seeds.values(),
+                  *(sub for _, sub in self.subs.values())]:
+            s.close(0)
+
+    def _dealer(self, endpoint: str, owner: tuple[str, str]) -> zmq.Socket:
+        d = self.socket(zmq.DEALER)
+        d.setsockopt(zmq.IDENTITY, b"peer:" + self.me.encode() + b"/"
+                     + os.urandom(8).hex().encode())
+        d.setsockopt(zmq.IMMEDIATE, 1)
+        d.setsockopt(zmq.SNDHWM, 100_000)
+        d.connect(endpoint)
+        self._watch(d, owner)
+        return d
+
+    def _watch(self, sock: zmq.Socket, owner: tuple[str, str]) -> None:
+        self.owner_of[sock] = owner
+        self.poller.register(sock, zmq.POLLIN)
+
+    def _close(self, sock: zmq.Socket) -> None:
+        self.poller.unregister(sock)
+        self.owner_of.pop(sock, None)
+        sock.close(0)
