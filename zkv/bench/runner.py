@@ -142,6 +142,7 @@ async def _run_task(task: dict) -> dict:
     lat_all, lat_read, lat_write = array("d"), array("d"), array("d")
     errors = {"quorum": 0, "timeout": 0, "unavailable": 0, "other": 0}
     reads = sibling_reads = 0
+    error_examples: list[tuple] = []
     write_events: list[tuple] = []
     read_events: list[tuple] = []
     tl_start, tl_lat, tl_ok = array("d"), array("d"), array("b")
@@ -189,18 +190,12 @@ async def _run_task(task: dict) -> dict:
                 write_events.append((idx, wid, t0, t_ack))
                 wid = None
             ok = True
-        except QuorumError:
-            errors["quorum"] += 1
-            err = 1
-        except RequestTimeout:
-            errors["timeout"] += 1
-            err = 2
-        except Unavailable:
-            errors["unavailable"] += 1
-            err = 3
-        except ZkvError:
-            errors["other"] += 1
-            err = 4
+        except ZkvError as exc:
+            err = (1 if isinstance(exc, QuorumError) else 2 if isinstance(exc, RequestTimeout)
+                   else 3 if isinstance(exc, Unavailable) else 4)
+            errors[ERROR_KINDS[err]] += 1
+            if len(error_examples) < 20:  # what the failures said, for the report
+                error_examples.append((t0, ERROR_KINDS[err], str(exc)[:200]))
         if wid is not None:  # a failed write may still have been stored: never acknowledged
             write_events.append((idx, wid, t0, None))
         t_end = now()
@@ -236,7 +231,8 @@ async def _run_task(task: dict) -> dict:
         await c.close()
     return {"client": client, "started": started, "finished": finished,
             "lat_all": lat_all, "lat_read": lat_read, "lat_write": lat_write,
-            "errors": errors, "reads": reads, "sibling_reads": sibling_reads,
+            "errors": errors, "error_examples": error_examples,
+            "reads": reads, "sibling_reads": sibling_reads,
             "writes": write_events, "read_events": read_events,
             "timeline": (tl_start, tl_lat, tl_ok, tl_write, tl_err) if timeline else None}
 
@@ -635,6 +631,8 @@ class Suite:
                "phases": availability_phases(parts, start_at, t_fault, t_end,
                                              max(end_at, max(p["finished"] for p in parts))),
                "first_write_after_fault": first_write(parts, t_fault),
+               "error_examples": sorted((round(t - t_fault, 3), kind, msg) for p in parts
+                                        for t, kind, msg in p.get("error_examples", ()))[:10],
                "first_write_after_recovery": first_write(parts, t_back)}
         ph = res["phases"]
         b, dn = ph["before"], ph["down"]
