@@ -508,7 +508,7 @@ def goals(res: dict) -> list[dict]:
             b = f.get("bound_s")
             row("first w=3 put after 2 of 5 freeze, zkv.AsyncClient (all nodes)",
                 f"{'ok' if f['ok'] else 'refused'} in {f['latency_s'] * 1e3:.0f} ms (bound "
-                + (f"{b * 1e3:.0f} ms)" if b else f"n/a: first try to frozen {f['coordinator']})"),
+                + (f"{b * 1e3:.0f} ms)" if b else f"n/a: first owner {f['coordinator']} frozen)"),
                 "ok, <= soft timeout + 2x p99", f["ok"] and b is not None and f["latency_s"] <= b)
             row("w=3 puts refused in the 10 s after freezing 2 of 5",
                 f"{t['refused']} of {t['puts_after']}", "0", t["refused"] == 0)
