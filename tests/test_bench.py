@@ -20,6 +20,7 @@ from zkv.bench.runner import (
     QuorumConfig,
     aggregate,
     availability_phases,
+    first_write,
     goal,
     parse_configs,
 )
@@ -347,6 +348,33 @@ def test_availability_phases_split_by_start_time():
     assert ph["after"]["ok"] == 1
 
 
+def test_fault_phases_count_refused_writes_and_the_first_write_after_the_fault():
+    #           before  down: write ok, write refused, read failed  after
+    tl = (array("d", [0.5, 1.2, 1.1, 1.5, 2.5]), array("d", [0.001, 0.3, 0.9, 0.2, 0.002]),
+          array("b", [1, 1, 0, 0, 1]), array("b", [1, 1, 1, 0, 1]), array("b", [0, 0, 1, 2, 0]))
+    ph = availability_phases([_part(0, 0.0, [], 0, 0, tl)], 0.0, 1.0, 2.0, 3.0)
+    assert (ph["before"]["writes"], ph["before"]["writes_refused"]) == (1, 0)
+    assert (ph["down"]["writes"], ph["down"]["writes_refused"]) == (2, 1)
+    assert ph["down"]["failed"] == 2 and ph["down"]["errors"] == {"quorum": 1, "timeout": 1}
+    fw = first_write([_part(0, 0.0, [], 0, 0, tl)], 1.0)
+    assert fw["outcome"] == "quorum" and not fw["ok"]  # started at 1.1, before the one at 1.2
+    assert fw["started_after_ms"] == pytest.approx(100) and fw["latency_ms"] == pytest.approx(900)
+    assert first_write([_part(0, 0.0, [], 0, 0, tl)], 3.0) is None
+
+
+def test_fault_flags():
+    from zkv.bench import build_parser, settings_from_args
+
+    s = settings_from_args(build_parser().parse_args([]))
+    assert s.faults == ["pause", "kill", "partition"] and s.fault_seconds >= 6.0
+    s = settings_from_args(build_parser().parse_args(["--faults", "kill, pause",
+                                                      "--fault-seconds", "2"]))
+    assert s.faults == ["kill", "pause"] and s.fault_seconds == 2.0
+    for bad in (["--faults", "flood"], ["--faults", ""], ["--fault-seconds", "0"]):
+        with pytest.raises(ValueError):
+            settings_from_args(build_parser().parse_args(bad))
+
+
 def fake_results(redis=True) -> dict:
     rng = random.Random(9)
     runs = []
@@ -434,12 +462,12 @@ def test_missing_baselines_and_plots_are_reported():
 
 
 @pytest.mark.cluster
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_quick_run_on_a_real_cluster(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
     rc = main(["--quick", "--out", str(out), "--configs", "3,2,2;3,1,1", "--workloads", "A,F",
-               "--records", "200"])
+               "--records", "200", "--faults", "pause,kill", "--fault-seconds", "1.5"])
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
     assert [(r["config"], r["workload"]) for r in doc["runs"]] == [
@@ -449,13 +477,44 @@ def test_quick_run_on_a_real_cluster(tmp_path):
         assert r["staleness"]["reads"] > 0
         if r["strict"]:
             assert r["staleness"]["stale"] == 0  # R + W > N never misses an acknowledged write
-    assert len(doc["availability"]) == 2
+    # --quick: the faults hit the first configuration only
+    assert [(a["config"], a["fault"]) for a in doc["availability"]] == [
+        ("N3 R2 W2", "pause"), ("N3 R2 W2", "kill")]
+    for a in doc["availability"]:
+        assert a["paused_seconds"] > 1.4 and a["node"] == "node3"
+        assert {"before", "down", "after"} == set(a["phases"])
+        assert a["phases"]["before"]["ok"] > 0 and a["phases"]["after"]["ok"] > 0
+        assert all("writes_refused" in p for p in a["phases"].values())
+        assert a["first_write_after_fault"] is not None
     assert doc["baselines"]["zmq_echo"]["available"] is True
     assert "available" in doc["baselines"]["redis"]
     assert doc["goal"]["p99_ratio"] is not None
     assert (out / "report.md").read_text().startswith("# zkv quorum benchmark")
     for name in PLOTS.values():
         assert (out / name).stat().st_size > 1000
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
+def test_partition_fault_run_in_network_namespaces(tmp_path):
+    """The availability run's partition fault: its own cluster, each node on a namespace
+    "machine", the last node's link cut and restored mid-workload (root; else a note)."""
+    from zkv import netns
+
+    out = tmp_path / "out"
+    rc = main(["--quick", "--out", str(out), "--configs", "3,2,2", "--workloads", "A",
+               "--records", "100", "--faults", "partition", "--fault-seconds", "1.5"])
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    if netns.unavailable():
+        assert doc["availability"] == [] and any("partition" in n for n in doc["notes"])
+        return
+    (a,) = doc["availability"]
+    assert a["fault"] == "partition" and a["node"] == "node3" and a["paused_seconds"] > 1.4
+    assert a["phases"]["before"]["ok"] > 0 and a["phases"]["after"]["ok"] > 0
+    assert a["first_write_after_fault"] is not None
+    assert "cut" not in " ".join(doc["notes"])  # converged again after the heal
+    assert "| partition node3" in (out / "report.md").read_text()
 
 
 def test_conflict_modes_workload_counts_lost_acknowledged_writes(tmp_path):
@@ -499,6 +558,35 @@ def test_membership_benchmark_smoke(capsys, monkeypatch):
     assert doc["changes"][1]["exit_code"] == 0
     assert {g["measure"].split(",")[0] for g in doc["goals"]} >= {
         "bytes moved / minimum", "transfer rate / budget", "client p99 during transfers / before"}
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
+def test_availability_benchmark_smoke(capsys, monkeypatch):
+    """benchmarks/bench_availability.py --smoke: detection on 5 frozen/killed-node runs and
+    duplicate siblings across network cuts (namespaces, root; else reported as skipped)."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_availability.py"
+    spec = importlib.util.spec_from_file_location("bench_availability", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_availability", mod)
+    monkeypatch.syspath_prepend(str(path.parent))  # its namespace run is a spawned process
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke", "--json", "--only", "detect,dups"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for kind in ("pause", "kill"):
+        (t,) = doc["detect"][kind]
+        assert t["suspected_by_all_s"] is not None and t["up_at_all_again_s"] is not None
+    if "skipped" not in doc["netns"]:
+        d = doc["netns"]["dups"]
+        assert d["cuts"] >= 1 and d["acked"] > 0
+        assert d["keys_with_duplicate_siblings"] == 0 and d["acked_missing"] == 0
+    assert {g["measure"] for g in doc["goals"]} >= {
+        "time until every peer suspects a frozen node"}
 
 
 @pytest.mark.cluster

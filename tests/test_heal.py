@@ -267,3 +267,48 @@ def test_w3_writes_at_the_moment_two_of_five_freeze_all_succeed(make_cluster):
     with zkv.Client(cl.endpoints, timeout=5.0) as c:
         for i in range(100):
             assert c.get(b"freeze%d" % i, r=3).values == [b"v%d" % i]
+
+
+def test_frozen_coordinator_resumed_with_queued_writes_leaves_one_sibling_each(make_cluster):
+    """Issue 10: writes queued on a frozen coordinator are retried elsewhere by the client
+    (same write ids); when the coordinator resumes it coordinates the queued copies too, and
+    every key still reads back as exactly one sibling per written value, on every replica."""
+    import asyncio
+
+    from zkv._core.ring import Ring
+
+    cl = make_cluster(3, extra_args=HEAL)
+    eps = cl.endpoints
+    with zkv.Client(eps, timeout=5.0) as c:
+        info = c.ring_info()
+        for i in range(20):
+            c.put(b"warm%d" % i, b"w")
+    ring = Ring([(m.id, m.rack) for m in info.members], q=info.q, n=info.n)
+    # each peer's soft timeout (zkv/node/latency.py) is in the status: a floor of 100 ms
+    peers = [m for m in status(eps[0])["members"] if m["id"] != "node1"]
+    assert peers and all(m["soft_timeout_ms"] >= 100 for m in peers)
+    # keys node1 coordinates (first in their preference list: the client's first try)
+    keys = [k for k in (b"queued%d" % i for i in range(400))
+            if ring.preflist_for_key(k)[0] == "node1"][:30]
+    assert len(keys) == 30
+
+    async def writes():
+        async with zkv.AsyncClient(eps, timeout=8.0) as c:
+            await c.get(keys[0], r=1)  # learn the ring while node1 still answers
+            cl.pause("node1")
+            return await asyncio.gather(*(c.put(k, b"v-" + k, w=2) for k in keys),
+                                        return_exceptions=True)
+
+    results = asyncio.run(writes())
+    assert [r for r in results if isinstance(r, Exception)] == []  # failed over, same write ids
+    cl.resume("node1")  # now it works through the queued copies of those writes
+    cl.wait_converged()
+    wait_for(lambda: all(status(ep)["hints"]["backlog"] == 0 for ep in eps), 60,
+             "hints to drain")
+    wait_for(lambda: all(fully_agreed(ep) for ep in eps), 60, "anti-entropy agreement")
+    with zkv.Client(eps, timeout=5.0) as c:
+        for k in keys:
+            assert c.get(k, r=3).values == [b"v-" + k], k
+    for ep in eps:
+        for k in keys:
+            assert held(ep, k) == [b"v-" + k], (ep, k)

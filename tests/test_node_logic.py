@@ -63,6 +63,36 @@ def test_failure_detector_up_suspect_down_and_back():
     assert m.state("b")[0] == "up" and "b" not in m.unreachable()
 
 
+def test_a_long_silence_does_not_slow_the_next_detection():
+    """A frozen peer's gap is not a heartbeat interval: after it resumes, a second freeze is
+    suspected as soon as the first (issue 10: learning the gap pushed detection past 2 s)."""
+    clock = Clock()
+    m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock, gossip_interval=0.2,
+                   down_after=2.0)
+    m.merge([_member("b", hb=1)])
+    hb = 1
+
+    def beats(count: int) -> None:
+        nonlocal hb
+        for _ in range(count):
+            clock.t += 0.2
+            hb += 1
+            m.merge([_member("b", hb=hb)])
+
+    def suspected_after() -> float:
+        t0 = clock.t
+        while m.state("b")[0] == "up":
+            clock.t += 0.01
+        return clock.t - t0
+
+    beats(30)
+    first = suspected_after()
+    assert 1.2 < first < 1.6
+    clock.t += 2.5 - first  # frozen 2.5 s in all, then back
+    beats(5)
+    assert abs(suspected_after() - first) < 0.05
+
+
 def test_request_timeouts_add_suspicion_and_stale_heartbeats_are_ignored():
     clock = Clock()
     m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock)
@@ -153,6 +183,23 @@ def test_write_replies_at_w_and_fails_fast_when_all_answered_short(tmp_path):
     op.on_reply("b", RPutOk(0, True))
     err = ctx2.replies[0]
     assert isinstance(err, Error) and err.code == E_QUORUM and (err.required, err.acked) == (3, 2)
+
+
+def test_a_silent_replica_gets_two_stand_ins_so_a_silent_stand_in_costs_nothing(tmp_path):
+    """Issue 10: when b goes silent, the next two nodes of the walk are asked at once (d is
+    frozen too, not yet suspected); the write completes when e answers, without waiting out
+    a second soft timeout for d."""
+    ctx = FakeCtx(tmp_path)
+    ctx.standins = lambda key, exclude: [x for x in ("d", "e", "f") if x not in exclude]
+    op = WriteOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None), ("c", None)], 3, b"", b"v")
+    op.start()
+    op.on_reply("c", RPutOk(0, True))
+    ctx.t = 0.6  # past b's soft timeout (half the remaining second)
+    op.on_timer()
+    hinted = [(n, m.owner) for n, m in ctx.sent if isinstance(m, RPut) and m.owner]
+    assert hinted == [("d", "b"), ("e", "b")]
+    op.on_reply("e", RPutOk(0, True))
+    assert isinstance(ctx.replies[0], PutOk) and ctx.replies[0].acked == 3
 
 
 def test_get_merges_siblings_and_read_repairs_stale_replicas(tmp_path):

@@ -7,8 +7,6 @@ Every packet stays inside the namespaces this test creates."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,11 +15,11 @@ import time
 import pytest
 from ops_helpers import Nodes
 
+from zkv.netns import Lab, NetnsUnavailable
+
 pytestmark = pytest.mark.cluster
 
-TAG = f"zkv{os.getpid() % 100000}"
-BR, CLIENT = f"{TAG}br", f"{TAG}c"
-HOSTS = {f"{TAG}n{i}": f"10.213.0.{i}" for i in (1, 2, 3)}
+HOSTS = {f"n{i}": f"10.213.0.{i}" for i in (1, 2, 3)}  # host name -> its machine's address
 CLIENT_ADDR = "10.213.0.10"
 
 CLIENT_SCRIPT = textwrap.dedent('''
@@ -88,6 +86,31 @@ CLIENT_SCRIPT = textwrap.dedent('''
                 time.sleep(0.5)
         ctx.destroy(0)
         out = {"missing": missing}
+    elif phase == "coord-read":  # one node coordinates every read (a client of it alone)
+        import zmq
+        from zkv import wire
+        keys = json.loads(sys.argv[3]); deadline = time.monotonic() + 90
+        ctx = zmq.Context(); s = ctx.socket(zmq.DEALER); s.setsockopt(zmq.LINGER, 0)
+        s.connect(eps[0]); missing = keys; passes = 0; rid = 0; wrong = []
+        while missing and time.monotonic() < deadline:
+            still = []; passes += 1
+            for k in missing:
+                rid += 1
+                s.send(wire.encode_one(wire.Get(rid, k.encode(), 2)))
+                reply = None
+                while s.poll(3000):
+                    (m,) = wire.decode(s.recv(), 1 << 30)
+                    if m.rid == rid:
+                        reply = m; break
+                if not isinstance(reply, wire.GetOk) or reply.values != [b"v-" + k.encode()]:
+                    still.append(k)
+                if isinstance(reply, wire.GetOk) and reply.values != [b"v-" + k.encode()]:
+                    wrong.append(k)  # answered, without the acknowledged write
+            missing = still
+            if missing:
+                time.sleep(0.2)
+        ctx.destroy(0)
+        out = {"missing": missing, "passes": passes, "wrong": wrong}
     elif phase == "read":
         keys = json.loads(sys.argv[3]); r = int(sys.argv[4]); deadline = time.monotonic() + 90
         missing = keys
@@ -108,43 +131,36 @@ CLIENT_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def sh(*args, check=True):
-    return subprocess.run(args, capture_output=True, text=True, timeout=30, check=check)
-
-
 @pytest.fixture
 def netns(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if shutil.which("ip") is None:
-        pytest.skip("the ip tool (iproute2) is not installed")
-    made = []
+    """Three node machines and a client machine ("c") on one bridge (zkv.netns.Lab)."""
+    lab = Lab({**HOSTS, "c": CLIENT_ADDR})
     try:
-        try:
-            for ns in (BR, *HOSTS, CLIENT):
-                sh("ip", "netns", "add", ns)
-                made.append(ns)
-                sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", BR, "link", "add", "name", "br0", "type", "bridge")
-            sh("ip", "-n", BR, "link", "set", "br0", "up")
-            for ns, addr in [*HOSTS.items(), (CLIENT, CLIENT_ADDR)]:
-                port = f"v{ns[-2:]}"
-                sh("ip", "-n", ns, "link", "add", "name", "eth0", "type", "veth", "peer", "name",
-                   port, "netns", BR)
-                sh("ip", "-n", BR, "link", "set", port, "master", "br0")
-                sh("ip", "-n", BR, "link", "set", port, "up")
-                sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-                sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        except (subprocess.CalledProcessError, OSError) as exc:
-            err = getattr(exc, "stderr", "") or exc
-            pytest.skip(f"cannot make network namespaces here: {str(err).strip()}")
-        yield
+        lab.create()
+    except NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield lab
     finally:
-        for ns in reversed(made):
-            sh("ip", "netns", "del", ns, check=False)
+        lab.close()
+
+
+def run_client(lab, script, *args, timeout=150):
+    """CLIENT_SCRIPT in the client machine's namespace; its last line of JSON."""
+    out = subprocess.run([*lab.exec_prefix("c"), sys.executable, "-P", str(script), *args],
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def start_node(lab, nodes, tmp_path, host, *args):
+    """zkv-node --id HOST on HOST's machine (data under tmp_path/HOST)."""
+    return nodes.start("--id", host, "--data-dir", str(tmp_path / host), *args,
+                       prefix=lab.exec_prefix(host))
 
 
 def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
+    lab = netns
     script = tmp_path / "client.py"
     script.write_text(CLIENT_SCRIPT)
     nodes = Nodes(tmp_path)
@@ -152,19 +168,15 @@ def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
     eps = [f"tcp://{a}:7001" for a in (a1, a2, a3)]
 
     def client(*args, timeout=150):
-        out = subprocess.run(["ip", "netns", "exec", CLIENT, sys.executable, "-P", str(script),
-                              *args], capture_output=True, text=True, timeout=timeout)
-        assert out.returncode == 0, out.stdout + out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_client(lab, script, *args, timeout=timeout)
 
-    def node(ns, *args):
-        return nodes.start("--id", ns[-2:], "--data-dir", str(tmp_path / ns), *args,
-                           prefix=["ip", "netns", "exec", ns])
+    def node(host, *args):
+        return start_node(lab, nodes, tmp_path, host, *args)
 
     try:
         # a wildcard bind with nothing to advertise is refused, naming the flag
         refused = subprocess.run(
-            ["ip", "netns", "exec", n3, sys.executable, "-P", "-m", "zkv.node", "--id", "n3",
+            [*lab.exec_prefix(n3), sys.executable, "-P", "-m", "zkv.node", "--id", "n3",
              "--listen", "tcp://0.0.0.0:7001", "--gossip", "tcp://0.0.0.0:8001",
              "--data-dir", str(tmp_path / "refused"), "--seed", eps[0]],
             capture_output=True, text=True, timeout=60)
@@ -186,12 +198,12 @@ def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
         before = client("write", ",".join(eps), "before", "60")
         assert len(before["acked"]) == 60, before["failed"]
 
-        sh("ip", "-n", BR, "link", "set", f"v{n2[-2:]}", "down")  # n2's machine drops off
+        lab.cut(n2)  # n2's machine drops off
         time.sleep(2.5)  # past --down-after: the others route around it and keep hints for it
         during = client("write", ",".join(eps), "during", "60")
         # sloppy quorum: writes go on while a third of the cluster is unreachable
         assert len(during["acked"]) >= 30, during["failed"][:5]
-        sh("ip", "-n", BR, "link", "set", f"v{n2[-2:]}", "up")  # and comes back
+        lab.heal(n2)  # and comes back
 
         back = client("wait-up", ",".join(eps), "3")
         acked = before["acked"] + during["acked"]
@@ -202,6 +214,52 @@ def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
         # every acknowledged write is there, on all three replicas (r=3), once hints and
         # anti-entropy have caught n2 up
         assert client("read", ",".join(eps), json.dumps(acked), "3")["missing"] == []
+    finally:
+        nodes.close()
+    for p in nodes.procs:
+        assert p.returncode == 0, nodes.log(p)[-2000:]
+
+
+def test_both_sides_of_a_healed_partition_see_each_other_and_serve_its_writes(netns, tmp_path):
+    """Issue 10: n3's machine is cut off past failure detection while n1 and n2 acknowledge
+    writes; after the link is restored, every node sees every other up again, and n3 alone
+    (as coordinator, and as the only endpoint a client is given) serves what was written on
+    the other side (timeouts are generous: behaviour, not speed)."""
+    lab = netns
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT_SCRIPT)
+    nodes = Nodes(tmp_path)
+    (n1, a1), (n2, a2), (n3, a3) = HOSTS.items()
+    eps = [f"tcp://{a}:7001" for a in (a1, a2, a3)]
+
+    def client(*args, timeout=150):
+        return run_client(lab, script, *args, timeout=timeout)
+
+    try:
+        for i, (host, addr) in enumerate(HOSTS.items()):
+            start_node(lab, nodes, tmp_path, host, "--listen", eps[i], "--gossip",
+                       f"tcp://{addr}:8001", "--rack", f"r{i}",
+                       *([] if i == 0 else ["--seed", eps[0]]))
+            if i == 0:
+                client("wait-up", eps[0], "1")
+        client("wait-up", ",".join(eps), "3")
+
+        lab.cut(n3)
+        time.sleep(3.0)  # past --down-after: n3 sees n1 and n2 down, and they see n3 down
+        during = client("write", ",".join(eps[:2]), "cut", "40")
+        assert len(during["acked"]) == 40, during["failed"][:5]
+        lab.heal(n3)
+
+        # at once, n3 coordinating reads at R=2 finds every write acknowledged while it was
+        # away, and never answers without it (R + W > N; it may refuse while it still sees
+        # the others down: the read is repeated until it succeeds)
+        got = client("coord-read", eps[2], json.dumps(during["acked"]))
+        assert got["missing"] == [] and got["wrong"] == [], got
+        # both sides see each other up again (each node's own status)
+        up = client("wait-up", ",".join(eps), "3")
+        assert {m["id"] for m in up["members"] if m["state"] == "up"} == {n1, n2, n3}
+        # and a client given only n3's endpoint reads them all
+        assert client("read", eps[2], json.dumps(during["acked"]), "2")["missing"] == []
     finally:
         nodes.close()
     for p in nodes.procs:

@@ -77,6 +77,7 @@ class LocalNode:
     log_path: str
     extra: list[str] = field(default_factory=list)
     metrics_port: int = 0  # /metrics, /healthz, /readyz on 127.0.0.1 (0: off)
+    prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS]
     proc: subprocess.Popen | None = None
     paused: bool = False
     reported: bool = False
@@ -100,7 +101,12 @@ class LocalCluster:
     def __init__(self, nodes: int = 3, directory: str = "./zkv-data", base_port: int | None = 7001,
                  *, racks: list[str] | None = None, sync: str = "interval",
                  extra_args: list[str] | None = None, n: int | None = None,
-                 metrics: bool = False, keys: str | None = None) -> None:
+                 metrics: bool = False, keys: str | None = None,
+                 hosts: list[str] | None = None, prefixes: list[list[str]] | None = None
+                 ) -> None:
+        """`hosts`/`prefixes` (one per node): each node listens on its own address, port 7001
+        (gossip 8001), started behind its prefix (a zkv.netns.Lab machine: the caller must
+        then run in a namespace that reaches those addresses). Default: all on 127.0.0.1."""
         self.dir = os.path.abspath(directory)
         # keys: a `zkv keygen` directory; nodes run with --keys, and this class talks to them
         # with its admin client key
@@ -114,6 +120,10 @@ class LocalCluster:
             listen_ports = [base_port + i for i in range(nodes)]
             gossip_ports = [base_port + 1000 + i for i in range(nodes)]
             metrics_ports = [base_port + 2100 + i for i in range(nodes)]  # 7001 -> 9101
+        if hosts is not None:
+            listen_ports, gossip_ports, metrics = [7001] * nodes, [8001] * nodes, False
+        hosts = hosts or ["127.0.0.1"] * nodes
+        prefixes = prefixes or [[] for _ in range(nodes)]
         racks = racks or ["rack-a", "rack-b", "rack-c"]
         self.racks = racks
         self.base_port = base_port
@@ -127,12 +137,13 @@ class LocalCluster:
         self.nodes = [
             LocalNode(
                 id=f"node{i + 1}",
-                listen=f"tcp://127.0.0.1:{listen_ports[i]}",
-                gossip=f"tcp://127.0.0.1:{gossip_ports[i]}",
+                listen=f"tcp://{hosts[i]}:{listen_ports[i]}",
+                gossip=f"tcp://{hosts[i]}:{gossip_ports[i]}",
                 rack=racks[i % len(racks)],
                 data_dir=os.path.join(self.dir, f"node{i + 1}"),
                 log_path=os.path.join(self.dir, f"node{i + 1}.log"),
                 metrics_port=metrics_ports[i] if metrics else 0,
+                prefix=list(prefixes[i]),
             )
             for i in range(nodes)
         ]
@@ -147,7 +158,7 @@ class LocalCluster:
     # ---- process control --------------------------------------------------------------------
     def _spawn(self, n: LocalNode, seed: str | None) -> None:
         os.makedirs(self.dir, exist_ok=True)
-        cmd = [*NODE_COMMAND, "--id", n.id, "--listen", n.listen,
+        cmd = [*n.prefix, *NODE_COMMAND, "--id", n.id, "--listen", n.listen,
                "--gossip", n.gossip, "--data-dir", n.data_dir, "--rack", n.rack,
                *self.extra, *n.extra]
         if n.metrics_port:
@@ -287,6 +298,8 @@ class LocalCluster:
     def _check_ports_free(self) -> None:
         busy = []
         for n in self.nodes:
+            if n.prefix:  # another machine's ports: not ours to probe
+                continue
             for ep in (n.listen, n.gossip):
                 host, port = ep[len("tcp://"):].rsplit(":", 1)
                 if not port_free(host.strip("[]"), int(port)):

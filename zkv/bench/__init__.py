@@ -2,7 +2,11 @@
 staleness, same-run baselines, results.json + report.md + plots.
 
 Local (default): starts ``--nodes`` zkv-node processes on loopback per distinct N, loads the
-records, runs every configuration and workload, pauses a node for the availability run.
+records, runs every configuration and workload, then the availability run: workload A while
+the last node is paused (SIGSTOP), killed (SIGKILL, then restarted) and, as root, cut off the
+network (its own cluster of nodes in network namespaces, zkv.netns); each fault lasts
+``--fault-seconds`` (default 6 s, 3x the failure-detection time), with throughput, p99 and
+refused writes before / during / after it and the outcome of the first write after it.
 
 Multi-machine: start the nodes yourself (``zkv-node ... --n 3`` on each machine), then run
 ``zkv bench --cluster tcp://10.0.0.1:7001,tcp://10.0.0.2:7001 --configs "3,2,2;3,1,1"`` from a
@@ -49,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="value bytes (default 1024)")
     p.add_argument("--availability-duration", dest="availability_duration", type=float,
                    default=None, help="seconds of each availability run; 0 skips it (default 12)")
+    p.add_argument("--faults", default=None,
+                   help="faults of the availability run, a comma list of pause (SIGSTOP), kill "
+                   "(SIGKILL, then restart) and partition (the node's link cut, nodes in network "
+                   "namespaces; root only, else skipped with a note); default all three")
+    p.add_argument("--fault-seconds", dest="fault_seconds", type=float, default=None,
+                   help="how long each fault lasts (default 6: 3x the nodes' 2 s failure "
+                   "detection, so the run shows the cluster after it noticed)")
     p.add_argument("--out", default="bench-out", help="output directory (default bench-out)")
     p.add_argument("--quick", action="store_true", help="small and short: under a minute")
     p.add_argument("--cluster", default=None,
@@ -83,7 +94,7 @@ QUICK = {"records": 500, "duration": 1.0, "clients": 2, "inflight": 4,
 
 
 def settings_from_args(args: argparse.Namespace):
-    from zkv.bench.runner import FIGURE2_CONFIGS, Settings, parse_configs
+    from zkv.bench.runner import FIGURE2_CONFIGS, Settings, parse_configs, parse_faults
     from zkv.bench.workloads import parse_workloads
 
     s = Settings(out=args.out, seed=args.seed, sync=args.sync, timeout=args.timeout,
@@ -98,6 +109,12 @@ def settings_from_args(args: argparse.Namespace):
             setattr(s, k, v)
     s.configs = parse_configs(args.configs or FIGURE2_CONFIGS)
     s.workloads = [w.name for w in parse_workloads(args.workloads or "A,B,C,F")]
+    if args.faults is not None:
+        s.faults = parse_faults(args.faults)
+    if args.fault_seconds is not None:
+        if args.fault_seconds <= 0:
+            raise ValueError("--fault-seconds must be positive")
+        s.fault_seconds = args.fault_seconds
     if args.cluster:
         s.cluster = [e.strip() for e in args.cluster.split(",") if e.strip()]
     for name in ("nodes", "records", "clients", "inflight"):

@@ -126,6 +126,13 @@ def _f(x, fmt="{:.2f}", none="n/a") -> str:
     return none if x is None else fmt.format(x)
 
 
+def _fw(fw: dict | None) -> str:
+    if not fw:
+        return "none issued"
+    return (f"{fw['outcome']} in {fw['latency_ms']:.0f} ms (started "
+            f"{fw['started_after_ms']:.0f} ms after)")
+
+
 def _pct(x) -> str:
     return _f(None if x is None else 100 * x, "{:.2f}%")
 
@@ -227,18 +234,32 @@ def render_markdown(results: dict, plots: dict[str, str] | None = None,
         L.append("")
 
     av = results.get("availability", [])
-    L += ["## Availability: one node paused (SIGSTOP) mid-workload A", ""]
+    L += ["## Availability: one node paused, killed or cut off mid-workload A", ""]
     if av:
-        L += ["| config | paused | phase | success | ops/s | p50 | p99 | failed |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
+        L += ["Each fault hits the last node for the seconds shown (at least 3x the failure-"
+              "detection time by default); phases are by the time an op started.", "",
+              "| config | fault | phase | success | ops/s | p50 | p99 | p99.9 | failed | writes "
+              "refused |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for a in av:
+            what = f"{a.get('fault', 'pause')} {a['paused_node']} ({a['paused_seconds']:.1f} s)"
             for ph in ("before", "down", "after"):
                 p = a["phases"][ph]
-                L.append(f"| {a['config']} | {a['paused_node']} ({a['paused_seconds']:.1f} s) | "
-                         f"{ph} | {_pct(p['success_rate'])} | {_f(p['throughput'], '{:.0f}')} | "
+                L.append(f"| {a['config']} | {what} | {'during' if ph == 'down' else ph} | "
+                         f"{_pct(p['success_rate'])} | {_f(p['throughput'], '{:.0f}')} | "
                          f"{_f(p['latency_ms']['p50'])} | {_f(p['latency_ms']['p99'])} | "
-                         f"{p['failed']} |")
+                         f"{_f(p['latency_ms'].get('p99.9'))} | "
+                         f"{p['failed']} | {p.get('writes_refused', 'n/a')} |")
         L.append("")
+        if any("first_write_after_fault" in a for a in av):
+            L += ["| config | fault | first write after the fault | after recovery | "
+                  "ops/s during / before | p99 during / before |", "|---|---|---|---|---:|---:|"]
+            for a in av:
+                r = a.get("during_vs_before", {})
+                L.append(f"| {a['config']} | {a.get('fault', 'pause')} | "
+                         f"{_fw(a.get('first_write_after_fault'))} | "
+                         f"{_fw(a.get('first_write_after_recovery'))} | "
+                         f"{_f(r.get('throughput'))} | {_f(r.get('p99'))} |")
+            L.append("")
     else:
         L += ["Not run.", ""]
 

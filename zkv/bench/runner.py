@@ -67,6 +67,10 @@ def parse_configs(spec: str) -> list[QuorumConfig]:
     return out
 
 
+FAULTS = ("pause", "kill", "partition")
+DETECTION_SECONDS = 2.0  # zkv-node's default --down-after: a silent node is down by then
+
+
 @dataclass
 class Settings:
     nodes: int = 3
@@ -85,6 +89,8 @@ class Settings:
     timeout: float = 2.0
     routing: str = "any"  # zkv.Client routing: "any" node or the key's "token" owners
     quick: bool = False
+    faults: list[str] = field(default_factory=lambda: list(FAULTS))  # of the availability run
+    fault_seconds: float = 3 * DETECTION_SECONDS  # at least this long each
     redis_requests: int = 50_000
     echo_round_trips: int = 5000
 
@@ -136,9 +142,11 @@ async def _run_task(task: dict) -> dict:
     lat_all, lat_read, lat_write = array("d"), array("d"), array("d")
     errors = {"quorum": 0, "timeout": 0, "unavailable": 0, "other": 0}
     reads = sibling_reads = 0
+    error_examples: list[tuple] = []
     write_events: list[tuple] = []
     read_events: list[tuple] = []
     tl_start, tl_lat, tl_ok = array("d"), array("d"), array("b")
+    tl_write, tl_err = array("b"), array("b")  # 1 for a write; ERROR_KINDS index (0: ok)
 
     def value(idx: int) -> tuple[int, bytes]:
         nonlocal seq
@@ -153,6 +161,7 @@ async def _run_task(task: dict) -> dict:
         t0 = now()
         wid = None
         ok = False
+        err = 0
         try:
             if op == workloads.READ or op == workloads.RMW:
                 res = await c.get(key, r=r)
@@ -181,14 +190,12 @@ async def _run_task(task: dict) -> dict:
                 write_events.append((idx, wid, t0, t_ack))
                 wid = None
             ok = True
-        except QuorumError:
-            errors["quorum"] += 1
-        except RequestTimeout:
-            errors["timeout"] += 1
-        except Unavailable:
-            errors["unavailable"] += 1
-        except ZkvError:
-            errors["other"] += 1
+        except ZkvError as exc:
+            err = (1 if isinstance(exc, QuorumError) else 2 if isinstance(exc, RequestTimeout)
+                   else 3 if isinstance(exc, Unavailable) else 4)
+            errors[ERROR_KINDS[err]] += 1
+            if len(error_examples) < 20:  # what the failures said, for the report
+                error_examples.append((t0, ERROR_KINDS[err], str(exc)[:200]))
         if wid is not None:  # a failed write may still have been stored: never acknowledged
             write_events.append((idx, wid, t0, None))
         t_end = now()
@@ -198,6 +205,8 @@ async def _run_task(task: dict) -> dict:
             tl_start.append(t0)
             tl_lat.append(t_end - t0)
             tl_ok.append(1 if ok else 0)
+            tl_write.append(0 if op == workloads.READ else 1)
+            tl_err.append(err)
 
     async def loop(c) -> None:
         while now() < end_at:
@@ -222,9 +231,10 @@ async def _run_task(task: dict) -> dict:
         await c.close()
     return {"client": client, "started": started, "finished": finished,
             "lat_all": lat_all, "lat_read": lat_read, "lat_write": lat_write,
-            "errors": errors, "reads": reads, "sibling_reads": sibling_reads,
+            "errors": errors, "error_examples": error_examples,
+            "reads": reads, "sibling_reads": sibling_reads,
             "writes": write_events, "read_events": read_events,
-            "timeline": (tl_start, tl_lat, tl_ok) if timeline else None}
+            "timeline": (tl_start, tl_lat, tl_ok, tl_write, tl_err) if timeline else None}
 
 
 def _worker_main(conn) -> None:
@@ -309,27 +319,140 @@ def aggregate(parts: list[dict]) -> dict:
     }
 
 
+ERROR_KINDS = ("ok", "quorum", "timeout", "unavailable", "other")  # a timeline's error codes
+
+
+def _timeline_rows(parts: list[dict]):
+    """(start, latency, ok, is_write, error code) of every op; timelines written before op kinds
+    were recorded count every op as a read."""
+    for p in parts:
+        tl = p["timeline"]
+        if len(tl) == 3:
+            for t, lat, ok in zip(*tl, strict=True):
+                yield t, lat, ok, 0, 0 if ok else 4
+        else:
+            yield from zip(*tl, strict=True)
+
+
 def availability_phases(parts: list[dict], start: float, pause_at: float, resume_at: float,
                         end: float) -> dict:
-    """Success rate, throughput and latency of ops started before / during / after the pause."""
+    """Success rate, throughput and latency of ops started before / during ("down") / after the
+    fault; `writes_refused` counts writes that failed (any error) in each phase."""
     bounds = {"before": (start, pause_at), "down": (pause_at, resume_at), "after": (resume_at, end)}
+    rows = list(_timeline_rows(parts))
     out = {}
     for name, (lo, hi) in bounds.items():
-        ok_lat, failed = [], 0
-        for p in parts:
-            t_start, t_lat, t_ok = p["timeline"]
-            for t, lat, ok in zip(t_start, t_lat, t_ok, strict=True):
-                if lo <= t < hi:
-                    if ok:
-                        ok_lat.append(lat)
-                    else:
-                        failed += 1
+        ok_lat, failed, writes, refused = [], 0, 0, 0
+        kinds: dict[str, int] = {}
+        for t, lat, ok, is_write, err in rows:
+            if lo <= t < hi:
+                if ok:
+                    ok_lat.append(lat)
+                else:
+                    failed += 1
+                    kind = ERROR_KINDS[err] if 0 < err < len(ERROR_KINDS) else "other"
+                    kinds[kind] = kinds.get(kind, 0) + 1
+                if is_write:
+                    writes += 1
+                    refused += 0 if ok else 1
         total = len(ok_lat) + failed
         out[name] = {"seconds": hi - lo, "ops": total, "ok": len(ok_lat), "failed": failed,
+                     "writes": writes, "writes_refused": refused, "errors": kinds,
                      "success_rate": len(ok_lat) / total if total else None,
                      "throughput": len(ok_lat) / (hi - lo) if hi > lo else None,
                      "latency_ms": stats.summarize(ok_lat)}
     return out
+
+
+def first_write(parts: list[dict], after: float) -> dict | None:
+    """The first write any client started at or after `after`: its outcome and latency."""
+    best = None
+    for t, lat, ok, is_write, err in _timeline_rows(parts):
+        if is_write and t >= after and (best is None or t < best[0]):
+            best = (t, lat, ok, err)
+    if best is None:
+        return None
+    t, lat, ok, err = best
+    return {"started_after_ms": 1e3 * (t - after), "ok": bool(ok), "latency_ms": 1e3 * lat,
+            "outcome": ERROR_KINDS[err] if 0 <= err < len(ERROR_KINDS) else str(err)}
+
+
+# ---- faults of the availability run -----------------------------------------------------------
+
+
+def parse_faults(spec: str) -> list[str]:
+    out = [f.strip().lower() for f in spec.split(",") if f.strip()]
+    bad = [f for f in out if f not in FAULTS]
+    if bad or not out:
+        raise ValueError(f"--faults {spec!r}: a comma list of {', '.join(FAULTS)}")
+    return out
+
+
+class Fault:
+    """What the availability run does to its victim at the fault's start and end."""
+
+    VERBS = {"pause": "paused", "kill": "killed", "partition": "cut off"}
+
+    def __init__(self, name: str, cluster, lab=None) -> None:
+        self.name, self.cluster, self.lab = name, cluster, lab
+
+    def begin(self, node_id: str) -> None:
+        if self.name == "pause":
+            self.cluster.pause(node_id)  # SIGSTOP: frozen without notice, sockets stay open
+        elif self.name == "kill":
+            self.cluster.kill(node_id)  # SIGKILL
+        else:
+            self.lab.cut(node_id)  # its machine's link drops: packets in flight are lost
+
+    def end(self, node_id: str) -> None:
+        if self.name == "pause":
+            self.cluster.resume(node_id)
+        elif self.name == "kill":
+            self.cluster.restart(node_id)  # same data dir, a new incarnation
+        else:
+            self.lab.heal(node_id)
+
+    @property
+    def label(self) -> str:
+        return {"pause": "paused (SIGSTOP)", "kill": "killed (SIGKILL), restarted",
+                "partition": "cut off (link down)"}[self.name]
+
+
+def _partition_main(conn, settings: Settings, cfgs: list, lab_tag: str, hosts: dict,
+                    root: str) -> None:
+    """The partition run, in a process of its own on the lab's client machine: a cluster of
+    `settings.nodes` nodes each on its own namespace machine (host names are the node ids,
+    node1..), loaded, then one fault run per configuration that cuts the last node's link."""
+    from zkv import netns
+    from zkv.local import LocalCluster
+
+    try:
+        lab = netns.Lab(hosts, tag=lab_tag)
+        netns.enter(lab.ns("c"))
+        names = [h for h in hosts if h != "c"]
+        suite = Suite(settings)
+        n = cfgs[0].n
+        cluster = LocalCluster(settings.nodes, root, base_port=None, sync=settings.sync, n=n,
+                               hosts=[hosts[h] for h in names],
+                               prefixes=[lab.exec_prefix(h) for h in names])
+        pool = None
+        try:
+            suite.log(f"[bold]cluster[/] starting {settings.nodes} nodes in network namespaces "
+                      f"with N={n}")
+            cluster.start(60)
+            pool = WorkerPool(settings.clients)
+            suite.load(cluster.endpoints, n, b"")
+            out = [suite.run_fault(pool, cluster, cfg, b"", Fault("partition", cluster, lab))
+                   for cfg in cfgs]
+        finally:
+            if pool is not None:
+                pool.close()
+            cluster.stop()
+        conn.send(("ok", out))
+    except Exception as exc:  # report to the parent
+        import traceback
+
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
 
 
 # ---- the suite --------------------------------------------------------------------------------------
@@ -468,19 +591,32 @@ class Suite:
                  f"siblings {_pct(res['sibling_rate'])}  stale {_pct(st)}")
         return res
 
-    def run_availability(self, pool: WorkerPool, cluster, cfg: QuorumConfig,
-                         prefix: bytes) -> dict:
+    def fault_windows(self) -> tuple[float, float, float]:
+        """Seconds before, during and after the fault. The fault lasts at least
+        --fault-seconds (default 3x the failure-detection time), so "during" shows the cluster
+        having noticed, not requests waiting out a short pause."""
         d = self.s.availability_duration
+        side = max(d / 3, 1.0)
+        return side, max(d / 3, self.s.fault_seconds), side
+
+    def run_fault(self, pool: WorkerPool, cluster, cfg: QuorumConfig, prefix: bytes,
+                  fault: Fault) -> dict:
+        """Workload A before, during and after `fault` hits the cluster's last node."""
+        before, during, after = self.fault_windows()
+        d = before + during + after
         tasks, start_at, end_at = self._tasks(cluster.endpoints, cfg, "A", d, prefix,
                                               timeline=True)
         victim = cluster.nodes[-1].id
-        pause_at, resume_at = start_at + d / 3, start_at + 2 * d / 3
+        pause_at, resume_at = start_at + before, start_at + before + during
         for conn, task in zip(pool.conns, tasks, strict=True):
             conn.send(task)
         _sleep_until(pause_at)
-        cluster.pause(victim)
+        t_fault = time.monotonic()
+        fault.begin(victim)
         _sleep_until(resume_at)
-        cluster.resume(victim)
+        t_end = time.monotonic()
+        fault.end(victim)
+        t_back = time.monotonic()  # a kill's restart takes a while
         parts: list = []
         failures: list = []
         for conn in pool.conns:
@@ -488,20 +624,78 @@ class Suite:
             (parts if status == "ok" else failures).append(payload)
         if failures:
             raise RuntimeError(f"benchmark client failed: {failures[0]}")
-        self._track(cfg, "A", parts, (cfg.label, "A/availability"))
+        self._track(cfg, "A", parts, (cfg.label, f"A/{fault.name}"))
         res = {"config": cfg.label, "n": cfg.n, "r": cfg.r, "w": cfg.w, "workload": "A",
-               "paused_node": victim, "paused_seconds": resume_at - pause_at,
-               "phases": availability_phases(parts, start_at, pause_at, resume_at,
-                                             max(end_at, max(p["finished"] for p in parts)))}
+               "fault": fault.name, "node": victim, "paused_node": victim,
+               "paused_seconds": t_end - t_fault, "recovery_seconds": t_back - t_end,
+               "phases": availability_phases(parts, start_at, t_fault, t_end,
+                                             max(end_at, max(p["finished"] for p in parts))),
+               "first_write_after_fault": first_write(parts, t_fault),
+               "error_examples": sorted((round(t - t_fault, 3), kind, msg) for p in parts
+                                        for t, kind, msg in p.get("error_examples", ()))[:10],
+               "first_write_after_recovery": first_write(parts, t_back)}
         ph = res["phases"]
-        self.log(f"  {cfg.label}  {victim} paused: success before {_pct(ph['before']['success_rate'])}"
-                 f" down {_pct(ph['down']['success_rate'])} after {_pct(ph['after']['success_rate'])}"
-                 f"  p99 down {_ms(ph['down']['latency_ms']['p99'])}")
+        b, dn = ph["before"], ph["down"]
+        res["during_vs_before"] = {
+            "throughput": dn["throughput"] / b["throughput"] if b["throughput"] else None,
+            "p99": (dn["latency_ms"]["p99"] / b["latency_ms"]["p99"]
+                    if dn["latency_ms"]["p99"] and b["latency_ms"]["p99"] else None)}
+        fw = res["first_write_after_fault"]
+        self.log(f"  {cfg.label}  {victim} {fault.label} {res['paused_seconds']:.1f}s: ops/s "
+                 f"{_f0(b['throughput'])} / {_f0(dn['throughput'])} / "
+                 f"{_f0(ph['after']['throughput'])}  p99 {_ms(b['latency_ms']['p99'])} / "
+                 f"{_ms(dn['latency_ms']['p99'])} / {_ms(ph['after']['latency_ms']['p99'])}  "
+                 f"writes refused {b['writes_refused']} / {dn['writes_refused']} / "
+                 f"{ph['after']['writes_refused']}  first write after the fault: "
+                 f"{_first(fw)}")
         try:
-            cluster.wait_converged(30)
+            cluster.wait_converged(60)
         except Exception as exc:  # keep going; the next run will show it
-            self.results["notes"].append(f"after resuming {victim}: {exc}")
+            self.results["notes"].append(f"after the {fault.name} of {victim}: {exc}")
         return res
+
+    def run_availability(self, pool: WorkerPool, cluster, cfg: QuorumConfig,
+                         prefix: bytes) -> dict:
+        """One pause run (kept for callers of the earlier suite)."""
+        return self.run_fault(pool, cluster, cfg, prefix, Fault("pause", cluster))
+
+    def run_partition(self, cfgs: list[QuorumConfig], root: str) -> list[dict]:
+        """The partition fault on a cluster of its own, across network namespaces (root);
+        [] with a note when namespaces cannot be made here."""
+        from zkv import netns
+
+        why = netns.unavailable()
+        if why:
+            self.results["notes"].append(f"partition fault skipped: {why}")
+            self.log(f"  partition fault skipped: {why}")
+            return []
+        hosts = {f"node{i + 1}": f"10.214.0.{i + 1}" for i in range(self.s.nodes)}
+        hosts["c"] = "10.214.0.200"
+        lab = netns.Lab(hosts, tag=f"zb{os.getpid() % 100000}")
+        try:
+            lab.create()
+        except netns.NetnsUnavailable as exc:
+            self.results["notes"].append(f"partition fault skipped: {exc}")
+            self.log(f"  partition fault skipped: {exc}")
+            return []
+        try:
+            ctx = mp.get_context("spawn")
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_partition_main,
+                            args=(child, self.s, cfgs, lab.tag, hosts,
+                                  os.path.join(root, f"netns-n{cfgs[0].n}")))
+            p.start()
+            child.close()
+            try:
+                status, payload = parent.recv()
+            except EOFError:
+                status, payload = "error", f"exited with code {p.exitcode}"
+            p.join(30)
+            if status != "ok":
+                raise RuntimeError(f"partition run failed: {payload}")
+            return payload
+        finally:
+            lab.close()
 
     def run(self) -> dict:
         s = self.s
@@ -534,13 +728,25 @@ class Suite:
                             "availability run skipped: --cluster targets nodes this suite "
                             "cannot pause")
                     elif s.availability_duration > 0:
-                        self.log("[bold]availability[/] one node paused mid-workload (A)")
-                        for cfg in cfgs:
-                            self.results["availability"].append(
-                                self.run_availability(pool, cluster, cfg, prefix))
+                        # --quick: the first configuration of each N only (3 faults of >= 6 s)
+                        av_cfgs = cfgs[:1] if s.quick else cfgs
+                        for name in s.faults:
+                            if name == "partition":
+                                continue  # on a cluster of its own, below
+                            self.log(f"[bold]availability[/] one node {Fault.VERBS[name]} "
+                                     "mid-workload (A)")
+                            for cfg in av_cfgs:
+                                self.results["availability"].append(self.run_fault(
+                                    pool, cluster, cfg, prefix, Fault(name, cluster)))
                 finally:
                     if cluster is not None:
                         cluster.stop()
+                if cluster is not None and s.availability_duration > 0 and \
+                        "partition" in s.faults:
+                    self.log("[bold]availability[/] one node's link cut mid-workload (A), "
+                             "nodes in network namespaces")
+                    self.results["availability"] += self.run_partition(
+                        cfgs[:1] if s.quick else cfgs, root)
         finally:
             pool.close()
             shutil.rmtree(root, ignore_errors=True)
@@ -581,6 +787,16 @@ def _sleep_until(t: float) -> None:
         if left <= 0:
             return
         time.sleep(min(left, 0.05))
+
+
+def _f0(x) -> str:
+    return "n/a" if x is None else f"{x:.0f}"
+
+
+def _first(fw: dict | None) -> str:
+    if fw is None:
+        return "none issued"
+    return f"{fw['outcome']} in {fw['latency_ms']:.0f} ms"
 
 
 def _ms(x) -> str:

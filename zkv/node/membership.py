@@ -228,7 +228,14 @@ class Membership:
             if moved or m.leaving != old.leaving:
                 added.append(m)  # endpoints moved: reconnect
             if m.incarnation == old.incarnation:
-                p.intervals.append(now - p.last_beat)
+                gap = now - p.last_beat
+                # a silence long enough to have made it suspect (frozen, cut off) ends here:
+                # it is not a sample of how often this peer beats. Learning it would slow
+                # the next detection (one 2 s gap among 30 samples of 0.2 s raises the
+                # suspicion time from 1.4 s to 1.9 s); Cassandra's detector likewise drops
+                # intervals over its MAX_INTERVAL.
+                if self._phi_after(p, gap) <= self.phi_suspect:
+                    p.intervals.append(gap)
             else:
                 p.intervals.clear()
             p.member = copy_member(m)
@@ -307,7 +314,9 @@ class Membership:
         p = self.peers.get(node_id)
         if p is None:
             return 0.0
-        elapsed = self.clock() - p.last_beat
+        return self._phi_after(p, self.clock() - p.last_beat)
+
+    def _phi_after(self, p: _Peer, elapsed: float) -> float:
         mean = sum(p.intervals) / len(p.intervals) if p.intervals else self.gossip_interval
         mean = max(mean, self.gossip_interval / 2)
         return elapsed / mean * LOG10_E

@@ -74,6 +74,7 @@ def status(core: NodeCore) -> dict:
             "status": member_status(core, m.id),
             "partitions": len(ring.owned(m.id)), "replicas": len(ring.replicas_of(m.id)),
             "incarnation": m.incarnation, "heartbeat": m.heartbeat,
+            **_latency(core, m.id),
         })
     s = ms.settings
     st = core.store.stats()
@@ -91,6 +92,16 @@ def status(core: NodeCore) -> dict:
         "uptime": round(core.now() - core.started, 3),
         "metrics": core.metrics.summary(),
     }
+
+
+def _latency(core: NodeCore, node_id: str) -> dict:
+    """A peer's recent high-percentile round trip and the soft timeout a coordinator here gives
+    it before asking a stand-in (zkv/node/latency.py; before the request's time caps it)."""
+    high = core.latency.high.get(node_id)
+    if node_id == core.me:
+        return {}
+    return {"rtt_p99_ms": None if high is None else round(1e3 * high, 3),
+            "soft_timeout_ms": round(1e3 * core.latency.budget(node_id, float("inf")), 3)}
 
 
 def _cluster_status(core: NodeCore) -> dict:
