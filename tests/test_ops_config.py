@@ -108,3 +108,22 @@ def test_zkv_node_refuses_bad_addresses_in_one_line(tmp_path, args, says):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in out.stderr, out.stderr
     assert not os.path.exists(tmp_path / "d")  # refused before touching anything
+
+
+def test_max_connections_from_flag_file_and_default(tmp_path, monkeypatch):
+    """Issue 13: the connection cap is a setting like any other; the node lowers it to what
+    the fd limit leaves (logged), never below 16."""
+    from zkv.cli import node_parser
+    from zkv.node import conns
+
+    assert cfg().max_connections == 10_000
+    toml = tmp_path / "n.toml"
+    toml.write_text("max_connections = 500\n")
+    assert cfg(config=str(toml)).max_connections == 500
+    flags = vars(node_parser().parse_args(["--max-connections", "300"]))
+    assert cfg(config=str(toml), max_connections=flags["max_connections"]).max_connections == 300
+    with pytest.raises(InvalidRequest, match="max_connections 3"):
+        cfg(max_connections=3)
+    monkeypatch.setattr(conns.resource, "getrlimit", lambda _: (1024, 4096))
+    assert conns.effective_cap(10_000) == 1024 - conns.FD_RESERVE
+    assert conns.effective_cap(500) == 500

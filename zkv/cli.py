@@ -110,8 +110,8 @@ def node_parser() -> argparse.ArgumentParser:
     s.add_argument("--down-after", dest="down_after", type=float)
     s.add_argument("--max-value-size", dest="max_value_size", type=int)
     s.add_argument("--max-connections", dest="max_connections", type=int,
-                   help="connections to --listen at most (clients and peers); the newest past "
-                   "it are closed (default 10000, lowered to fit ulimit -n)")
+                   help="connections to --listen at most (clients and peers); past it the "
+                   "one idle the longest is closed (default 10000, lowered to fit ulimit -n)")
     s.add_argument("--aae-interval", dest="aae_interval", type=float,
                    help="seconds between anti-entropy rounds (0 disables; default 0.2)")
     s.add_argument("--tombstone-grace", dest="tombstone_grace", type=float,

@@ -88,7 +88,7 @@ class NodeConfig:
     sync_interval_ms: int = 50
     max_key_size: int = 64 * 1024
     max_value_size: int = 16 * 1024 * 1024
-    # connections to --listen (clients and peers): past this many the newest are shut down;
+    # connections to --listen (clients and peers): past this many the idlest is shut down;
     # each costs ~30 KB of libzmq state (issue 13), lowered to fit the fd limit (ulimit -n)
     max_connections: int = 10_000
     # timing (seconds)

@@ -8,9 +8,11 @@ fds and 48 -> 606 MB of RSS, still held after they closed. Here:
 
 - a socket monitor reports each connection accepted (ACCEPTED, with its fd) and closed
   (DISCONNECTED / CLOSED). Past `cap` open connections one is shut down at once: one that
-  stopped reading (a tracked reply unread for STALL seconds) if there is one, else the
-  newest (shutdown(2) only: libzmq sees end-of-stream and closes its own fd, so no fd number
-  is ever closed under it). They are counted.
+  stopped reading (a tracked reply unread for STALL seconds) if there is one, else the one
+  that sent nothing for the longest (a new connection counts as active when accepted), so a
+  flood of idle connections cannot lock out clients that keep working (shutdown(2) only:
+  libzmq sees end-of-stream and closes its own fd, so no fd number is ever closed under it).
+  They are counted.
 - every received frame names the fd it came on (ZMQ_SRCFD); identity <-> fd is kept from that
   (a reused fd, or ROUTER_HANDOVER moving an identity, updates it). When an fd closes, the
   core forgets its identity (`NodeCore.forget_identity`) and this module its reply queue.
@@ -100,7 +102,8 @@ class Connections:
         self.monitor.setsockopt(zmq.RCVHWM, 0)
         self.monitor.setsockopt(zmq.LINGER, 0)
         self.monitor.connect(addr)
-        self.open: dict[int, None] = {}  # accepted fds still open, oldest first
+        self.open: dict[int, None] = {}  # accepted fds still open, least recently active first
+        self.closing: set[int] = set()  # fds shut down past the cap, not yet reported closed
         self.fd_ident: dict[int, bytes] = {}
         self.ident_fd: dict[bytes, int] = {}
         self.queued: dict[bytes, collections.deque] = {}  # ident -> (tracker, size), oldest first
@@ -126,10 +129,14 @@ class Connections:
             event, fd = int(ev["event"]), int(ev["value"])
             if event == zmq.EVENT_ACCEPTED:
                 self.open[fd] = None
-                if len(self.open) > self.cap:  # room from a connection that stopped
-                    self._refuse(self._stalled() or fd)  # reading, else refuse the newest
-            elif fd in self.open or fd in self.fd_ident:  # DISCONNECTED / CLOSED
+                if len(self.open) > self.cap:  # room from a connection that stopped reading,
+                    victim = self._stalled() or next(iter(self.open))  # else the idlest
+                    del self.open[victim]  # not counted (nor picked) again while it closes
+                    self.closing.add(victim)
+                    self._refuse(victim)
+            elif fd in self.open or fd in self.closing or fd in self.fd_ident:  # closed
                 self.open.pop(fd, None)
+                self.closing.discard(fd)
                 self._closed(fd)
 
     def _stalled(self) -> int | None:
@@ -182,6 +189,10 @@ class Connections:
 
     def seen(self, ident: bytes, fd: int) -> None:
         """A frame from `ident` arrived on `fd` (ZMQ_SRCFD)."""
+        open_ = self.open
+        if fd in open_:  # most recently active last: the cap evicts from the front
+            del open_[fd]
+            open_[fd] = None
         if self.ident_fd.get(ident) == fd:
             return
         prev = self.fd_ident.get(fd)

@@ -483,14 +483,13 @@ class NodeCore:
     def forget_identity(self, ident: bytes) -> None:
         """The connection of `ident` closed (the transport saw it go): drop everything kept
         for it. Its operations in flight still finish (a write still reaches its replicas);
-        only their replies, which nobody would read, are dropped."""
+        their replies fail at the socket at once (ZMQ_ROUTER_MANDATORY), and their completion
+        finds no in-flight count to decrement. (Not a scan of live_ops per close: a flood's
+        closes would make that quadratic.)"""
         self.turn_bytes.pop(ident, None)
         self.out.clients.pop(ident, None)
         self.malformed_logged.discard(ident)
-        if self.inflight.pop(ident, None):
-            for op in self.live_ops.values():
-                if op.origin is not None and op.origin[0] == ident:
-                    op.origin = None
+        self.inflight.pop(ident, None)
         if self.ns_waits:
             self.ns_waits = [w for w in self.ns_waits if w[0] != ident]
 
@@ -958,8 +957,6 @@ class NodeCore:
         box.append(msg)
 
     def respond(self, origin, msg) -> None:
-        if origin is None:  # its connection closed (forget_identity)
-            return
         ident, rid = origin
         msg.rid = rid
         self._reply(ident, msg)
