@@ -340,3 +340,53 @@ def test_cli_local_add_and_remove(tmp_path):
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(30)
+
+
+def test_namespace_keys_move_by_their_own_n(make_cluster):
+    """Keys of namespaces whose N (2, 1) is not the cluster's (3) are streamed to their own new
+    owners: reads at R=1 never miss while a node joins and another leaves, and afterwards."""
+    c = make_cluster(3)
+    spaces = {"pairs": 2, "single": 1}
+    data: dict[tuple[str, bytes], bytes] = {}
+    with zkv.Client(c.endpoints, timeout=5.0) as cl:
+        for name, n in spaces.items():
+            cl.namespace_create(name, n=n)
+        for name, n in spaces.items():
+            for i in range(300):
+                key, value = b"%s:%d" % (name.encode(), i), os.urandom(50).hex().encode()
+                cl.put(key, value, w=n, namespace=name)
+                data[(name, key)] = value
+    misses: list[str] = []
+    stop = threading.Event()
+    reads = [0]
+
+    def reader() -> None:
+        rng = random.Random(7)
+        items = sorted(data)
+        with zkv.Client(c.endpoints, timeout=5.0) as cl:
+            while not stop.is_set():
+                name, key = rng.choice(items)
+                try:
+                    got = cl.get(key, r=1, namespace=name)
+                except ZkvError:
+                    continue
+                reads[0] += 1
+                if data[(name, key)] not in got.values:
+                    misses.append(f"{name}/{key!r}: {got.values}")
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        c.add_node()
+        c.wait_settled(90)
+        assert c.remove_node("node2", timeout=90) == 0
+        c.wait_settled(90)
+    finally:
+        stop.set()
+        t.join(30)
+    assert reads[0] > 50
+    assert misses == []
+    live = [n.listen for n in c.nodes if n.alive()]
+    with zkv.Client(live, timeout=5.0) as cl:
+        for (name, key), value in data.items():
+            assert cl.get(key, r=1, namespace=name).values == [value], (name, key)

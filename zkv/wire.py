@@ -36,6 +36,9 @@ Fields added so far:
         bytes. A node that does not know the field ignores it.
     Gossip.cluster, JoinOk.cluster (bytes)   the cluster state (zkv.node.ownership), issue 11
     Gossip.progress_epoch, Gossip.progress    the sender's incoming transfers, issue 11
+    Gossip.progress_n, Fetch.n                transfers of namespaces whose N is not the
+        cluster's (issue 11 x 15); an old source ignores Fetch.n and answers every key of the
+        partition (more bytes, nothing lost)
 """
 
 from __future__ import annotations
@@ -300,6 +303,7 @@ class Fetch(_Msg, tag=35):
     partition: int
     cursor: Annotated[int, msgspec.Meta(ge=0)]
     max_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024 * 1024)]
+    n: NsN = 0  # only keys whose namespace has this N (0: the cluster's N), as TreeLevel.n
 
 
 class FetchOk(_Msg, tag=36):
@@ -324,6 +328,10 @@ class Gossip(_Msg, tag=30):
     progress: Annotated[list[tuple[int, int, int, int]],
                         msgspec.Meta(max_length=65536)] = []
     namespaces: NsRegistry = b""  # Registry.encode
+    # incoming transfers of keys whose namespace's N is not the cluster's (issue 15):
+    # (N, partition, bytes done, bytes total, phase)
+    progress_n: Annotated[list[tuple[int, int, int, int, int]],
+                          msgspec.Meta(max_length=65536)] = []
 
 
 Message = (

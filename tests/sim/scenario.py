@@ -254,58 +254,86 @@ class _Admin:
 
 
 def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
-               settle: float = 60.0) -> Report:
+               settle: float = 60.0, spaces: dict[str, int] | None = None) -> Report:
     """3 -> 5 -> 4 nodes (join two, then one leaves) with writers at W=2 and readers at R=1
     running all along. Checked: no acknowledged write lost; without faults, no read at R=1 of
     a key whose write was acknowledged before the read began came back empty (the promise of
-    DESIGN.md 2.4); the change completes (transfers done, the leaver asked to exit); replicas converge."""
-    from zkv.wire import Cluster
+    DESIGN.md 2.4); the change completes (transfers done, the leaver asked to exit); replicas converge.
+
+    `spaces`: namespaces (name -> N) created first, each with its own writer (W = min(2, N))
+    and reader (R=1): their keys move by their own preference lists (issue 11 x 15)."""
+    from zkv.node import namespaces as nss
+    from zkv.node.core import ADMIN, REQUEST
+    from zkv.wire import Cluster, NsCreate
 
     # with message loss a read at R=1 can miss what W=2 wrote without any change (R+W <= N)
     check_reads = faults is None
     faults = faults or Faults()
     sim = Sim(seed, 3, faults=faults)
     rng = sim.rng
+    # keys below are *stored* keys (a namespaced key under its namespace's prefix)
     acked: dict[bytes, float] = {}  # key -> when its first write was acknowledged
     values: dict[bytes, set[bytes]] = {}
     misses: list[str] = []
     phase = {"stop": False}
+    spaces = spaces or {}
+    if spaces:
+        n1 = sim.nodes["n1"].core
+        assert n1 is not None
+        for i, (name, n) in enumerate(sorted(spaces.items())):
+            n1.handle((REQUEST, b"admin:ns"), [NsCreate(i + 1, name, n, 0, 0, "siblings")],
+                      sim.t, role=ADMIN)
+        sim._after_turn(sim.nodes["n1"])
+        sim.run_until(0.5)  # gossip spreads the registry
+    registry = sim.nodes["n1"].core.namespaces  # type: ignore[union-attr]
+
+    def stored(c: SimClient, key: bytes) -> bytes:
+        return nss.storage_key(registry.get(c.namespace), key) if c.namespace else key
 
     def writer(c: SimClient):
         # each writer owns its keys and writes with the context of its last write, so a key
         # holds one value: the last acknowledged one must survive
         i = 0
         ctx: dict[bytes, bytes] = {}
+        w = min(2, spaces.get(c.namespace, 3))
         while not phase["stop"]:
             key = b"%s:k%d" % (c.name.encode(), rng.randrange(keys))
+            skey = stored(c, key)
             value = b"%s-%d" % (c.name.encode(), i)
             i += 1
-            res = yield ("put", key, value, ctx.get(key, b""), 2)
+            res = yield ("put", key, value, ctx.get(key, b""), w)
             if res.ok:
-                acked.setdefault(key, sim.t)
-                values[key] = {value}
+                acked.setdefault(skey, sim.t)
+                values[skey] = {value}
                 ctx[key] = res.context
-            elif key in values:
-                values[key].add(value)  # a failed put may still have been stored, replacing it
+            elif skey in values:
+                values[skey].add(value)  # a failed put may still have been stored, replacing it
                 ctx.pop(key, None)
             yield ("sleep", 0.01)
 
     def reader(c: SimClient):
+        writers = [f"w-{c.namespace}"] if c.namespace else ["w1", "w2"]
+        mine = {k: stored(c, k) for w in writers
+                for k in (b"%s:k%d" % (w.encode(), j) for j in range(keys))}
         while not phase["stop"]:
-            done = [k for k, t in acked.items()]
+            done = [k for k, sk in mine.items() if sk in acked]
             if not done:
                 yield ("sleep", 0.05)
                 continue
             key = rng.choice(done)
+            skey = mine[key]
             start = sim.t
             res = yield ("get", key, 1)
-            if check_reads and res.ok and not res.values and acked[key] < start:
-                misses.append(f"{key!r} read empty at R=1 at {start:.2f}")
+            if check_reads and res.ok and not res.values and acked[skey] < start:
+                misses.append(f"{skey!r} read empty at R=1 at {start:.2f}")
 
     for name in ("w1", "w2"):
         SimClient(sim, name, writer)
     for name in ("r1", "r2"):
         SimClient(sim, name, reader)
+    for space in sorted(spaces):
+        SimClient(sim, f"w-{space}", writer, namespace=space)
+        SimClient(sim, f"r-{space}", reader, namespace=space)
     sim.schedule_faults()
     admin = _Admin(sim)
     sim.run_until(2.0)

@@ -160,3 +160,23 @@ def test_membership_change_under_faults(seed):
 
     _check(membership(seed, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
                                    start=1.0, end=8.0)))
+
+
+SPACES = {"pairs": 2, "single": 1}  # namespaces whose N is not the cluster's (3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_membership_change_moves_every_namespace_n(seed):
+    """Keys of namespaces with N=2 and N=1 move by their own preference lists while the
+    cluster grows 3 -> 5 and shrinks to 4: no read at R=1 misses, nothing acknowledged lost."""
+    from sim.scenario import membership
+
+    _check(membership(seed, spaces=SPACES))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_membership_change_moves_every_namespace_n_under_faults(seed):
+    from sim.scenario import membership
+
+    _check(membership(seed, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
+                                   start=1.0, end=8.0), spaces=SPACES))

@@ -334,12 +334,17 @@ def joinable(st: ClusterState, table: Iterable[tuple[str, int]]) -> list[str]:
     return sorted(out)
 
 
-def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None) -> dict:
+def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None, *,
+         others: Iterable[int] = (),
+         other_sizes: dict[tuple[int, int], int] | None = None) -> dict:
     """What committing the staged changes would do (or what the running change does, when
     nothing is staged): ownership after, transfers per pair of nodes, moved fraction.
 
-    `sizes`: bytes per partition as far as the asking node knows (its own replicas); other
-    partitions are estimated at the mean of those."""
+    `n`: the cluster's N; `others`: every other N a namespace uses (issue 15): each N has its
+    own preference lists, so its keys move on their own (the rows of `transfers` say which N).
+    `sizes`: bytes per partition of the cluster's N as far as the asking node knows (its own
+    replicas), `other_sizes` the same per (N, partition); partitions it does not hold are
+    estimated at the mean of those it holds (per N)."""
     racks = {nid: rack for nid, (_, rack) in st.members.items()}
     target = st
     if st.staged:
@@ -347,15 +352,26 @@ def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None) 
         for x in known:
             racks.setdefault(x, "default")
         target = commit(st, st.author, racks)
+    groups = [n] + sorted(set(others) - {n})
     rings = Rings(target, q, n)
-    sizes = sizes or {}
-    mean = (sum(sizes.values()) // len(sizes)) if sizes else 0
-    pairs: dict[tuple[str, str], list[int]] = {}
-    for p, r, srcs in rings.transfers():
-        pairs.setdefault((srcs[0], r), []).append(p)
-    transfers = [{"from": a, "to": b, "partitions": len(ps),
-                  "bytes": sum(sizes.get(p, mean) for p in ps)}
-                 for (a, b), ps in sorted(pairs.items())]
+    pairs: dict[tuple[str, str, int], list[int]] = {}
+    group_sizes: dict[int, dict[int, int]] = {n: dict(sizes or {})}
+    for (gn, p), size in (other_sizes or {}).items():
+        group_sizes.setdefault(gn, {})[p] = size
+    warnings = []
+    for gn in groups:
+        grings = rings if gn == n else Rings(target, q, gn)
+        for p, r, srcs in grings.transfers():
+            pairs.setdefault((srcs[0], r, gn), []).append(p)
+        warnings += [f"partition {p}{'' if gn == n else f' (namespaces with N={gn})'} has no "
+                     f"replica outside the removed node(s); its data is lost unless they come "
+                     f"back" for p in grings.lost_partitions()]
+    transfers = []
+    for (a, b, gn), ps in sorted(pairs.items()):
+        gs = group_sizes.get(gn, {})
+        mean = (sum(gs.values()) // len(gs)) if gs else 0
+        transfers.append({"from": a, "to": b, "n": gn, "partitions": len(ps),
+                          "bytes": sum(gs.get(p, mean) for p in ps)})
     owned = {nid: len(rings.next.owned(nid)) for nid in rings.next.members}
     cur_members = set(rings.current.members)
     nxt_members = set(rings.next.members)
@@ -374,6 +390,5 @@ def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None) 
         "owned_after": owned,
         "transfers": transfers,
         "moved_fraction": round(moved, 4), "minimum_fraction": round(minimum, 4),
-        "warnings": [f"partition {p} has no replica outside the removed node(s); its data is "
-                     f"lost unless they come back" for p in rings.lost_partitions()],
+        "warnings": warnings,
     }
