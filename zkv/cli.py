@@ -455,7 +455,10 @@ def ring_command(args) -> int:
 
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:  # the named node's view of the ring
         info = c.ring_info(args.node)
-    ring = Ring([(m.id, m.rack) for m in info.members if not m.leaving], q=info.q, n=info.n)
+    owners = set(info.owners)  # the node's current ring ([] from an older node)
+    ring = Ring([(m.id, m.rack) for m in info.members
+                 if (m.id in owners if owners else not m.leaving)],
+                q=info.q, n=info.n, tokens=info.tokens)
     rows = ring.describe()
     if args.json:
         print(json.dumps({"q": info.q, "n": info.n, "partitions": rows}, indent=1))

@@ -36,6 +36,8 @@ Fields added so far:
         bytes. A node that does not know the field ignores it.
     Gossip.cluster, JoinOk.cluster (bytes)   the cluster state (zkv.node.ownership), issue 11
     Gossip.progress_epoch, Gossip.progress    the sender's incoming transfers, issue 11
+    RingOk.owners, RingOk.tokens              the current ring's members and placement tokens
+                                              (a replacement is placed by the old node's id)
     Gossip.progress_n, Fetch.n                transfers of namespaces whose N is not the
         cluster's (issue 11 x 15); an old source ignores Fetch.n and answers every key of the
         partition (more bytes, nothing lost)
@@ -175,6 +177,10 @@ class RingOk(_Msg, tag=13):
     w: int
     members: Members
     down: Annotated[list[NodeId], msgspec.Meta(max_length=MAX_MEMBERS)]
+    # the members the node's current ring is made of ([] from an older node: every member
+    # not leaving) and the placement tokens of those placed by another id (issue 11, replace)
+    owners: Annotated[list[NodeId], msgspec.Meta(max_length=MAX_MEMBERS)] = []
+    tokens: Annotated[dict[NodeId, NodeId], msgspec.Meta(max_length=MAX_MEMBERS)] = {}
 
 
 class NsOk(_Msg, tag=16):

@@ -207,12 +207,12 @@ class Sim:
                 sn.core.out.connect.clear()
 
     # ---- nodes --------------------------------------------------------------------------
-    def add_node(self, node_id: str, seed_of: str | None = None) -> str:
+    def add_node(self, node_id: str, seed_of: str | None = None, rack: str | None = None) -> str:
         """A new node; with `seed_of` it joins through that node, else it forms a cluster."""
         i = len(self.nodes)
         cfg = NodeConfig(id=node_id, listen=f"tcp://10.0.0.{i + 1}:7001",
                          gossip=f"tcp://10.0.0.{i + 1}:8001", data_dir=f"/sim/{node_id}",
-                         rack=f"rack{i % self.racks}",
+                         rack=rack or f"rack{i % self.racks}",
                          seed=(self.nodes[seed_of].cfg.listen,) if seed_of else (),
                          **self.settings)
         sn = SimNode(cfg)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sim.harness import Faults, Sim, SimClient
 from zkv._core import dvv
+from zkv.node import ownership as own
 
 
 def _items(values: list[bytes]) -> set[bytes]:
@@ -254,14 +255,17 @@ class _Admin:
 
 
 def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
-               settle: float = 60.0, spaces: dict[str, int] | None = None) -> Report:
+               settle: float = 60.0, spaces: dict[str, int] | None = None,
+               replace: bool = False) -> Report:
     """3 -> 5 -> 4 nodes (join two, then one leaves) with writers at W=2 and readers at R=1
     running all along. Checked: no acknowledged write lost; without faults, no read at R=1 of
     a key whose write was acknowledged before the read began came back empty (the promise of
     DESIGN.md 2.4); the change completes (transfers done, the leaver asked to exit); replicas converge.
 
     `spaces`: namespaces (name -> N) created first, each with its own writer (W = min(2, N))
-    and reader (R=1): their keys move by their own preference lists (issue 11 x 15)."""
+    and reader (R=1): their keys move by their own preference lists (issue 11 x 15).
+    `replace`: instead of leaving, n2 is replaced by a new node n6 (started first, so it
+    joins by itself under auto-commit): checked that exactly n2's partitions move, to n6."""
     from zkv.node import namespaces as nss
     from zkv.node.core import ADMIN, REQUEST
     from zkv.wire import Cluster, NsCreate
@@ -350,14 +354,34 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
         sim.run_until(sim.t + 0.5)
     grown = settled()
     sim.run_until(sim.t + 1.0)
+    change = Cluster(1, "leave", "n2")
+    if replace:
+        sim.add_node("n6", seed_of="n1", rack=sim.nodes["n2"].cfg.rack)  # n2's rack
+        for _ in range(100):  # until the claimant has made it a pending owner of its own share
+            sim.run_until(sim.t + 0.05)
+            n1 = sim.nodes["n1"].core
+            if n1 is not None and n1.membership.cluster is not None and (
+                    n1.membership.cluster.status("n6") is not None):
+                break
+        change = Cluster(1, "replace", "n2", "n6")
+    replaced: list = []
     for _ in range(10):  # as an operator would: again after an error (lost relay, no claimant)
         admin.answers.clear()
         admin.send(next(x for x in ("n3", "n4", "n5", "n1") if sim.nodes[x].core is not None),
-                   Cluster(1, "leave", "n2"))
-        sim.run_until(sim.t + 4.0)
+                   change)
+        for _ in range(20):
+            sim.run_until(sim.t + 0.2)
+            core = next((sn.core for sn in sim.nodes.values() if sn.core is not None
+                         and sn.core.membership.cluster is not None
+                         and sn.core.membership.cluster.status("n2") == "leaving"), None)
+            if replace and not replaced and core is not None:
+                st = core.membership.cluster
+                assert st is not None
+                replaced.append(own.Rings(st, sim.settings["ring_size"], sim.settings["n"]))
         if any(type(a).__name__ == "ClusterOk" for a in admin.answers) or (
                 "already has a staged change" in str(admin.answers)
-                or "cannot leave: it is leaving" in str(admin.answers)):
+                or "cannot leave: it is leaving" in str(admin.answers)
+                or "cannot be replaced: it is leaving" in str(admin.answers)):
             break
     t1 = sim.t
     left = False
@@ -383,6 +407,17 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
         v.append("the join of n4 and n5 did not complete")
     if not left:
         v.append("n2 did not leave (no exit requested)")
+    if replace:
+        if not replaced:
+            v.append("no node saw n2 leaving after the replace")
+        else:
+            rings = replaced[0]
+            moved = {p for p, _, _ in rings.transfers()}
+            if {r for _, r, _ in rings.transfers()} != {"n6"} or moved != set(
+                    rings.current.replicas_of("n2")):
+                v.append(f"the replace moved {len(moved)} partitions to "
+                         f"{sorted({r for _, r, _ in rings.transfers()})}, not exactly n2's "
+                         f"{len(rings.current.replicas_of('n2'))} to n6")
     v += misses[:10]
     if settle_time is None:
         v.append(f"replicas disagree after the change on {sim.replicas_agree(key_list)[:5]}")

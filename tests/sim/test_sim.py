@@ -180,3 +180,19 @@ def test_membership_change_moves_every_namespace_n_under_faults(seed):
 
     _check(membership(seed, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
                                    start=1.0, end=8.0), spaces=SPACES))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_replace_moves_only_the_old_nodes_share(seed):
+    """n6 joins (auto-commit) and then replaces n2: it is placed where n2 was, exactly n2's
+    partitions move (to n6), with readers at R=1 and writers at W=2 running all along."""
+    from sim.scenario import membership
+
+    _check(membership(seed, replace=True))
+
+
+def test_replace_under_faults():
+    from sim.scenario import membership
+
+    _check(membership(0, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
+                                start=1.0, end=8.0), replace=True))

@@ -628,8 +628,10 @@ class NodeCore:
 
     def _on_ring_info(self, ident: bytes, msg: RingInfo) -> None:
         s = self.membership.settings
+        ring = self.membership.ring()
         self._reply(ident, RingOk(msg.rid, s["q"], s["n"], s["r"], s["w"],
-                                  self.membership.table(), sorted(self.membership.down())))
+                                  self.membership.table(), sorted(self.membership.down()),
+                                  list(ring.members), ring.tokens))
 
     def _on_status(self, ident: bytes, msg: Status) -> None:
         self._reply(ident, StatusOk(msg.rid, self.status()))
