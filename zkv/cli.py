@@ -118,8 +118,8 @@ def node_parser() -> argparse.ArgumentParser:
     s.add_argument("--aae-concurrency", dest="aae_concurrency", type=int,
                    help="Merkle exchanges in flight at once (default 8)")
     s.add_argument("--transfer-rate", dest="transfer_rate", type=int,
-                   help="bytes/s for partition transfers, shared with hint delivery and "
-                   "anti-entropy pushes (default 33554432 = 32 MiB/s)")
+                   help="the node's I/O budget in bytes/s: partition transfers, hint delivery, "
+                   "anti-entropy and compaction share it (default 33554432 = 32 MiB/s)")
     s.add_argument("--transfer-concurrency", dest="transfer_concurrency", type=int,
                    help="partitions this node receives at once (default 2)")
     s.add_argument("--log-level", dest="log_level",

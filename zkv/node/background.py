@@ -56,6 +56,8 @@ class HandoffOp(Op):
         self.delivered = 0
 
     def start(self) -> None:
+        # hint delivery spends the node's I/O budget (transfers wait for what it leaves)
+        self.ctx.spend_io(sum(len(k) + len(v) for k, v in self.batch))
         for key, version in self.batch:
             msg = RPut(0, key, version)
             self.ctx.ask(self.owner, msg, self)
@@ -126,6 +128,7 @@ class ExchangeOp(Op):
             if version:
                 self.ctx.ask(self.ex.peer, RPut(0, key, version), None)
                 self.ae.stats["bytes_sent"] += len(key) + len(version)
+                self.ctx.spend_io(len(key) + len(version))  # the I/O budget
                 self.pushes += 1
         self.ae.stats["keys_repaired"] += self.pushes
         if not pull:
@@ -138,10 +141,13 @@ class ExchangeOp(Op):
         try:
             if self.syncing:
                 if isinstance(msg, RGetHashesOk) and len(msg.keys) == len(msg.dvvs):
+                    pulled = 0
                     for key, version in zip(msg.keys, msg.dvvs, strict=True):
                         if version:
                             self.ctx.replica.merge(key, version)
                             self.ae.stats["keys_repaired"] += 1
+                            pulled += len(key) + len(version)
+                    self.ctx.spend_io(pulled)
                 self.finish()
             elif isinstance(msg, TreeLevelOk):
                 self.ex.on_level(unpack_hashes(msg.hashes, len(self.ex.indices)))

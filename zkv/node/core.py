@@ -946,6 +946,9 @@ class NodeCore:
     def suspect(self, node_id: str, reason: str) -> None:
         self.membership.suspect(node_id, reason)
 
+    def spend_io(self, nbytes: int) -> None:
+        self.transfers.budget.charge(nbytes)
+
     def repaired(self) -> None:
         self.metrics.read_repairs.inc()
 

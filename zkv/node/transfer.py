@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from functools import partial
 
@@ -51,8 +52,18 @@ BATCH_BYTES = 256 * 1024  # versions per Fetch answer (about)
 DROP_BATCH = 2000  # keys dropped per background step
 
 
+MAX_DEBT_S = 2.0  # the bucket never owes more than this many seconds of its rate
+
+
 class IOBudget:
-    """Token bucket: `rate` bytes per second, bursts up to one second of it."""
+    """Token bucket: `rate` bytes per second, bursts up to one second of it. One per node,
+    shared by everything that moves bulk data: transfers (wait until the bucket is positive,
+    then charge a batch), hint delivery and anti-entropy (charge what they send and pull;
+    they have their own bounds and never wait here) and compaction of the node's engines
+    (`reserve` per MiB rewritten, then sleep until that is paid for, in its own thread).
+    Thread-safe: compaction reserves from its thread. The debt is capped at MAX_DEBT_S
+    seconds of the rate, so whatever the others spend, a reservation waits at most about
+    that long: compaction is slowed, never starved."""
 
     def __init__(self, rate: float, clock: Callable[[], float]) -> None:
         self.rate = float(rate)
@@ -60,21 +71,35 @@ class IOBudget:
         self.tokens = self.rate
         self.at = clock()
         self.spent = 0  # bytes charged in total (metrics)
+        self.reserved = 0  # of which compaction's reservations
+        self._lock = threading.Lock()
 
     def _refill(self) -> None:
         now = self.clock()
-        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
-        self.at = now
+        self.tokens = min(self.rate, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = max(self.at, now)
 
     def charge(self, n: int) -> None:
-        self._refill()
-        self.tokens -= n
-        self.spent += n
+        with self._lock:
+            self._refill()
+            self.tokens = max(self.tokens - n, -MAX_DEBT_S * self.rate)
+            self.spent += n
+
+    def reserve(self, n: int) -> float:
+        """Charge `n` bytes now; the seconds to wait before using them (the debt ahead of
+        them, this reservation included, paid at the rate)."""
+        with self._lock:
+            self._refill()
+            self.tokens = max(self.tokens - n, -MAX_DEBT_S * self.rate - n)
+            self.spent += n
+            self.reserved += n
+            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
     def wait(self) -> float:
         """Seconds until the bucket is positive again (0: go now)."""
-        self._refill()
-        return 0.0 if self.tokens > 0 else -self.tokens / self.rate
+        with self._lock:
+            self._refill()
+            return 0.0 if self.tokens > 0 else -self.tokens / self.rate
 
 
 def answer_fetch(store, ring, msg: Fetch, max_bytes: int,
