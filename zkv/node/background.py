@@ -44,13 +44,18 @@ MAX_EXCHANGE_QUEUE = 65536  # (partition, peer) pairs waiting; beyond it repair 
 
 
 class HandoffOp(Op):
-    """Deliver one throttled batch of hints to their owner; drop each hint once acknowledged."""
+    """Deliver one throttled batch of hints to their owner; drop each hint once acknowledged.
+
+    `via`: hand them instead to that node as hints naming the owner (a node that left the
+    cluster while the owner was down: the stand-in delivers them when the owner is back)."""
 
     kind = "handoff"
 
-    def __init__(self, ctx, owner: str, batch: list[tuple[bytes, bytes]], deadline: float) -> None:
+    def __init__(self, ctx, owner: str, batch: list[tuple[bytes, bytes]], deadline: float,
+                 via: str | None = None) -> None:
         super().__init__(ctx, None, b"", deadline)
         self.owner = owner
+        self.via = via
         self.batch = batch
         self.sent: dict[int, tuple[bytes, bytes]] = {}
         self.delivered = 0
@@ -58,11 +63,12 @@ class HandoffOp(Op):
     def start(self) -> None:
         # hint delivery spends the node's I/O budget (transfers wait for what it leaves)
         self.ctx.spend_io(sum(len(k) + len(v) for k, v in self.batch))
+        to = self.via or self.owner
         for key, version in self.batch:
-            msg = RPut(0, key, version)
-            self.ctx.ask(self.owner, msg, self)
+            msg = RPut(0, key, version, self.owner if self.via else "")
+            self.ctx.ask(to, msg, self)
             self.sent[msg.rid] = (key, version)
-        self.pending = {self.owner} if self.sent else set()
+        self.pending = {to} if self.sent else set()
         if not self.sent:
             self.finish()
 

@@ -142,7 +142,7 @@ MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
 HINT_TTL_MS = 24 * 3600 * 1000  # a hint older than this is dropped (its owner was gone a day)
 HINT_SWEEP_INTERVAL = 10.0  # seconds between sweeps of expired / ownerless hints
 HINT_SWEEP_BATCH = 5000  # hints dropped per sweep at most
-LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered
+LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered or passed
 BUSY = "busy, retry"
 
 
@@ -265,6 +265,7 @@ class NodeCore:
         self.agreed_since: float | None = None
         self.need_drop = True  # look for partitions this node no longer holds (once settled)
         self.left_at: float | None = None  # this node left the cluster (leave / replace)
+        self.passing: set[str] = set()  # owners whose hints are being handed to stand-ins
         self.exit_requested = False  # the transport stops and the process exits 0
         self.cluster_bytes = b""
         self.transfers = Transfers(self, os.path.join(os.path.dirname(cluster_path),
@@ -1002,6 +1003,8 @@ class NodeCore:
         ring = self.membership.ring()
         self._claimant_tick(now)
         self._settle_tick(now)
+        if self.left_at is not None:
+            self._pass_hints(now)
         report = self.transfers.report()
         self.out.gossip.append(Gossip(0, self.me, s["q"], s["n"], s["r"], s["w"],
                                       self.membership.table(), ring.fingerprint(),
@@ -1210,11 +1213,39 @@ class NodeCore:
             if drop_pass(self, keep) == 0:
                 self.need_drop = False
         if self.left_at is not None and not self.exit_requested:
-            if not self.handoff.index or now - self.left_at > LEAVE_HINT_WAIT:
+            # hints for owners that are down were handed to stand-ins (_pass_hints); the wait
+            # is for the case where no node that could keep them is up
+            if not self.handoff.owners() or now - self.left_at > LEAVE_HINT_WAIT:
                 left = sum(len(v) for v in self.handoff.index.values())
                 if left:
-                    log.warning("exiting with %d hints undelivered (kept in the data dir)", left)
+                    log.warning("exiting with %d hints undelivered (no node up to keep them; "
+                                "kept in the data dir)", left)
                 self.exit_requested = True
+
+    def _pass_hints(self, now: float) -> None:
+        """This node left: hints for owners that are down go, as hints naming the owner, to
+        a node of the key's walk that is up (an owner or the next stand-in), which delivers
+        them when the owner is back. Hints for owners that are up are delivered as usual.
+        So a leaving node takes nothing with it (it used to wait 60 s, then exit with them)."""
+        from zkv.node.background import HandoffOp
+
+        ms = self.membership
+        for owner in self.handoff.owners():
+            if owner in self.passing or ms.is_up(owner):
+                continue
+            by_node: dict[str, list[tuple[bytes, bytes]]] = {}
+            for key, version in self.handoff.batch(owner, self.cfg.handoff_batch):
+                ring = ms.ring(self._n_of(key))
+                to = next((x for x in ring.walk(ring.partition(key))
+                           if x not in (self.me, owner) and ms.is_up(x)), None)
+                if to is not None:
+                    by_node.setdefault(to, []).append((key, version))
+            for to, batch in by_node.items():
+                self.passing.add(owner)
+                op = HandoffOp(self, owner, batch, now + 2 * self.cfg.replica_timeout, via=to)
+                op.on_finish = lambda op, owner=owner: self.passing.discard(owner)
+                self.start_op(op, now)
+                break  # one batch per owner at a time
 
     def _on_fetch(self, ident: bytes, msg: Fetch) -> None:
         room = max(4096, self.turn_budget - self.turn_bytes.get(ident, 0))
