@@ -61,6 +61,10 @@ def test_replace_after_auto_join_staged_with_auto_commit_off():
     st = own.stage(st, "join", "n9", known={"n9"})  # what the claimant stages by itself
     st = own.stage(st, "replace", "n2", "n9", known={"n9"}, n=3)
     assert st.staged == [("replace", "n2", "n9")]
+    plan = own.plan(st, Q, 3, known_racks={"n9": "r2"})  # what `zkv cluster plan` shows
+    cur = own.Rings(st, Q, 3).current
+    assert {t["to"] for t in plan["transfers"]} == {"n9"}
+    assert sum(t["partitions"] for t in plan["transfers"]) == len(cur.replicas_of("n2"))
     st = own.commit(st, "n1", {"n9": "r2"})
     assert st.token("n9") == "n2"
 

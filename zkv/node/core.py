@@ -1305,7 +1305,8 @@ class NodeCore:
             else:
                 other_sizes[(kn, p)] = other_sizes.get((kn, p), 0) + self.store.record_size(key)
         out = own.plan(st, s["q"], s["n"], sizes, others=self.groups()[1:],
-                       other_sizes=other_sizes)
+                       other_sizes=other_sizes,
+                       known_racks={m.id: m.rack for m in self.membership.table()})
         out["claimant"] = own.claimant(st, [m.id for m in self.membership.table()
                                             if self.membership.is_up(m.id)])
         return out

@@ -384,7 +384,8 @@ def joinable(st: ClusterState, table: Iterable[tuple[str, int]]) -> list[str]:
 
 def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None, *,
          others: Iterable[int] = (),
-         other_sizes: dict[tuple[int, int], int] | None = None) -> dict:
+         other_sizes: dict[tuple[int, int], int] | None = None,
+         known_racks: dict[str, str] | None = None) -> dict:
     """What committing the staged changes would do (or what the running change does, when
     nothing is staged): ownership after, transfers per pair of nodes, moved fraction.
 
@@ -392,8 +393,9 @@ def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None, 
     own preference lists, so its keys move on their own (the rows of `transfers` say which N).
     `sizes`: bytes per partition of the cluster's N as far as the asking node knows (its own
     replicas), `other_sizes` the same per (N, partition); partitions it does not hold are
-    estimated at the mean of those it holds (per N)."""
-    racks = {nid: rack for nid, (_, rack) in st.members.items()}
+    estimated at the mean of those it holds (per N). `known_racks`: racks of nodes a staged
+    change adds (the member table's; "default" for one it does not know)."""
+    racks = {**(known_racks or {}), **{nid: rack for nid, (_, rack) in st.members.items()}}
     target = st
     if st.staged:
         known = {x for _, a, b in st.staged for x in (a, b) if x}
