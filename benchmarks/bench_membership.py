@@ -17,7 +17,12 @@ end), started by `zkv.local.LocalCluster` with `--transfer-rate` and `--ring-siz
    each key must be among the values (a sibling counts).
 5. Resume: one more join whose receiver is killed (SIGKILL) when it has about 40% of its
    data, then restarted; bytes re-sent = bytes the senders streamed during that join minus
-   the data of the partitions it received.
+   the data of the partitions it received. Then a join during which the source sending the
+   most is killed (SIGKILL) for 3 s and restarted: bytes re-sent = what the sources sent
+   (the killed one's counter read just before the kill) minus what the receivers merged.
+6. Replace: `zkv cluster replace node3 NEW`, NEW started on node3's rack (auto-commit off
+   while staged): bytes moved / the data of node3's partitions, and whether NEW holds
+   exactly node3's partitions afterwards.
 
 Measures and goals (issue 11's table):
 - acknowledged writes lost: 0; R=1 gets that missed an existing key: 0
@@ -29,12 +34,12 @@ Measures and goals (issue 11's table):
   reach the pending owners directly, or by the stream if written before its cursor passed).
 - transfer rate / --transfer-rate >= 0.8 (joins: one receiver, one budget)
 - client p99 during transfers / p99 before <= 2
-- bytes re-sent after kill -9 of the receiver <= one batch per partition in flight
+- bytes re-sent after kill -9 of the receiver or the source <= one batch per partition in flight
   (--transfer-concurrency, default 2); a batch is 256 KiB plus the record that crosses it
   (answer_fetch stops at the first record that reaches 256 KiB): 2 x (256 KiB + 4256)
 
     python benchmarks/bench_membership.py --quick          # about a minute
-    python benchmarks/bench_membership.py                  # 32 MB, about three minutes
+    python benchmarks/bench_membership.py                  # 32 MB, about four minutes
     python benchmarks/bench_membership.py --json
 """
 
