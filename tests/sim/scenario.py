@@ -411,13 +411,24 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
         if not replaced:
             v.append("no node saw n2 leaving after the replace")
         else:
+            # n6 takes n2's place: in the next ring it holds exactly what n2 would hold there
+            # (under faults an earlier join may still be running, so that ring differs from
+            # the current one in more than n2 -> n6)
+            from zkv._core.ring import Ring
+
             rings = replaced[0]
-            moved = {p for p, _, _ in rings.transfers()}
-            if {r for _, r, _ in rings.transfers()} != {"n6"} or moved != set(
-                    rings.current.replicas_of("n2")):
-                v.append(f"the replace moved {len(moved)} partitions to "
-                         f"{sorted({r for _, r, _ in rings.transfers()})}, not exactly n2's "
-                         f"{len(rings.current.replicas_of('n2'))} to n6")
+            nxt = rings.next
+            as_if = Ring([("n2" if x == "n6" else x, r) for x, r in nxt.racks.items()],
+                         q=nxt.q, n=nxt.n,
+                         tokens={x: t for x, t in nxt.tokens.items() if x != "n6"} or None)
+            got, want = nxt.replicas_of("n6"), as_if.replicas_of("n2")
+            extra = {p for p, r, _ in rings.transfers() if r == "n6"} - set(want)
+            # n6's own join may have completed before the replace (retried after an error
+            # under faults): then it keeps its place and n2 just leaves (README, Known limits)
+            rep.stats["replace_placed"] = rings.state.token("n6") == "n2"
+            if rep.stats["replace_placed"] and (got != want or extra):
+                v.append(f"n6 holds {len(got)} partitions after the replace, not exactly the "
+                         f"{len(want)} n2 would hold (or receives others: {sorted(extra)})")
     v += misses[:10]
     if settle_time is None:
         v.append(f"replicas disagree after the change on {sim.replicas_agree(key_list)[:5]}")

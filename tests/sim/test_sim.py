@@ -174,7 +174,10 @@ def test_membership_change_moves_every_namespace_n(seed):
     _check(membership(seed, spaces=SPACES))
 
 
-@pytest.mark.parametrize("seed", range(2))
+# seeds 2, 18 and 20 lost an N=1 or N=2 write: an uncounted copy whose coordinator was the
+# pending owner standing in (it kept only a hint), and a hint delivered to the old owner after
+# the pending owner's verify; fixed by extras including stand-in owners and the handover
+@pytest.mark.parametrize("seed", [0, 1, 2, 18, 20])
 def test_membership_change_moves_every_namespace_n_under_faults(seed):
     from sim.scenario import membership
 
@@ -188,7 +191,9 @@ def test_replace_moves_only_the_old_nodes_share(seed):
     partitions move (to n6), with readers at R=1 and writers at W=2 running all along."""
     from sim.scenario import membership
 
-    _check(membership(seed, replace=True))
+    rep = membership(seed, replace=True)
+    _check(rep)
+    assert rep.stats["replace_placed"]  # n6 was placed by n2's token (and checked)
 
 
 def test_replace_under_faults():

@@ -187,6 +187,12 @@ class WriteOp(_FanOut):
             if node_id != me:
                 self._send(node_id, owner)
         for node_id in self.extra:
+            if node_id == me:  # a pending (or previous) owner coordinating as a stand-in
+                try:
+                    self.ctx.replica.merge(self.key, self.version)
+                except ValueError:
+                    pass
+                continue
             self.extra_waiting.add(node_id)
             self.ctx.ask(node_id, RPut(0, self.key, self.version), self)
         self._arm()

@@ -75,7 +75,7 @@ from zkv.node.namespaces import Namespace, Registry
 from zkv.node.op import Op
 from zkv.node.replica import Replica
 from zkv.node.status import MetricsExport, status
-from zkv.node.transfer import Transfers, answer_fetch, drop_pass
+from zkv.node.transfer import Handover, Transfers, answer_fetch, drop_pass
 from zkv.storage import LogStore
 from zkv.wire import (
     E_INTERNAL,
@@ -264,6 +264,7 @@ class NodeCore:
         self._prev_rings: dict[int, own.Rings] = {}
         self.agreed_since: float | None = None
         self.need_drop = True  # look for partitions this node no longer holds (once settled)
+        self.handover = Handover(self)  # ... and hand them over to their owners first
         self.left_at: float | None = None  # this node left the cluster (leave / replace)
         self.passing: set[str] = set()  # owners whose hints are being handed to stand-ins
         self.exit_requested = False  # the transport stops and the process exits 0
@@ -1064,6 +1065,7 @@ class NodeCore:
         self.cluster_bytes = own.encode(st)
         self._replan()
         self.need_drop = True
+        self.handover.reset()
         if save:  # (not at start-up: a node that then fails to bind says one line only)
             self._save_cluster()
             log.info("cluster epoch %d by %s: %s%s", st.epoch, st.author,
@@ -1118,12 +1120,15 @@ class NodeCore:
     def _extra_targets(self, p: int, targets, n: int | None = None) -> list[str]:
         """Nodes a write also goes to, uncounted: pending owners of p (a transfer is running)
         and, until every member has the latest ring, p's owners under the previous one
-        (`n`: the namespace's N)."""
+        (`n`: the namespace's N). A node that is a target only as a stand-in keeps a hint,
+        not a copy of its own: if it is such an owner it is an extra too (this node included:
+        the coordinator then also stores the version as its own; the simulator lost an N=1
+        write acknowledged by the pending owner standing in for the old one, whose hint was
+        delivered to the old owner that then left)."""
         rings = self.membership.rings(n)
         if rings is None:
             return []
-        have = {x for x, _ in targets}
-        have.add(self.me)
+        have = {x for x, owner in targets if owner is None}
         extra = [x for x in rings.pending(p) if x not in have]
         prev = self.prev_rings(n)
         if prev is not None:
@@ -1210,16 +1215,22 @@ class NodeCore:
             self._save_cluster()
         if self.need_drop and not rings.moving and self.left_at is None:
             keep = set(rings.current.replicas_of(self.me))
-            if drop_pass(self, keep) == 0:
+            if self.handover.done(now) and drop_pass(self, keep) == 0:
                 self.need_drop = False
         if self.left_at is not None and not self.exit_requested:
             # hints for owners that are down were handed to stand-ins (_pass_hints); the wait
-            # is for the case where no node that could keep them is up
-            if not self.handoff.owners() or now - self.left_at > LEAVE_HINT_WAIT:
+            # is for the case where no node that could keep them (or an owner to hand data
+            # over to) is up
+            handed = self.handover.done(now, member=False)
+            if (handed and not self.handoff.owners()) or now - self.left_at > LEAVE_HINT_WAIT:
                 left = sum(len(v) for v in self.handoff.index.values())
                 if left:
                     log.warning("exiting with %d hints undelivered (no node up to keep them; "
                                 "kept in the data dir)", left)
+                if not handed:
+                    log.warning("exiting before %d partition(s) were handed over (their owners "
+                                "are down; anti-entropy among them refills them)",
+                                len(self.handover.todo or ()))
                 self.exit_requested = True
 
     def _pass_hints(self, now: float) -> None:

@@ -42,7 +42,7 @@ from functools import partial
 
 from zkv.node.antientropy import Exchange, leaf_keys
 from zkv.node.op import Op
-from zkv.wire import Fetch, FetchOk
+from zkv.wire import Fetch, FetchOk, RPut, RPutOk
 
 log = logging.getLogger("zkv.transfer")
 
@@ -449,3 +449,137 @@ def drop_pass(core, keep: set[int], limit: int = DROP_BATCH) -> int:
             ae.rebuild_partition(p, ((k, v) for k, _ in core.store.key_hashes(lo, hi)
                                      if accept(k) and (v := core.store.get(k))))
     return dropped
+
+
+class PushOp(Op):
+    """Send versions to a peer and wait for every acknowledgement (a handover's pushes)."""
+
+    kind = "handover"
+
+    def __init__(self, ctx, peer: str, items: list[tuple[bytes, bytes]], deadline: float) -> None:
+        super().__init__(ctx, None, b"", deadline)
+        self.peer = peer
+        self.items = items
+        self.waiting: set[int] = set()
+        self.acked = 0
+
+    def start(self) -> None:
+        for key, version in self.items:
+            msg = RPut(0, key, version)
+            self.ctx.ask(self.peer, msg, self)
+            self.waiting.add(msg.rid)
+        self.ctx.spend_io(sum(len(k) + len(v) for k, v in self.items))
+        self.pending = {self.peer} if self.waiting else set()
+        if not self.waiting:
+            self.finish()
+
+    def on_reply(self, node_id: str, msg) -> None:
+        if msg.rid in self.waiting:
+            self.waiting.discard(msg.rid)
+            if isinstance(msg, RPutOk) and msg.ok:
+                self.acked += 1
+        if not self.waiting:
+            self.finish()
+
+    def on_timeout(self) -> None:
+        self.finish()
+
+    @property
+    def complete(self) -> bool:
+        return self.acked == len(self.items)
+
+
+class Handover:
+    """Before a node drops partitions it no longer owns, or exits after leaving: one Merkle
+    exchange per (N, partition, current owner) of what it holds there, and every key the
+    owner lacks or holds differently pushed to it with acknowledgements. Closes what the
+    stream, its verify exchange and the uncounted copies can miss: a version that reached the
+    old owner only after the pending owner's verify (a hint delivered to it, a read repair, a
+    copy lost on the way). With N >= 2 anti-entropy among the remaining owners would repair
+    it; with N=1 the old owner held the only copy (the simulator lost such writes).
+    Pushing a version older than the owner's is harmless: it merges away. An owner that is
+    down is skipped once another owner of the same (N, partition) has it all (anti-entropy
+    among them refills it); a partition whose every owner is down waits."""
+
+    def __init__(self, core) -> None:
+        self.core = core
+        self.todo: set[tuple[int, int, str]] | None = None  # (N, partition, owner)
+        self.running: set[tuple[int, int, str]] = set()
+        self.handed: set[tuple[int, int]] = set()  # (N, partition) some owner has in full
+
+    def reset(self) -> None:
+        self.todo = None
+        self.handed = set()
+
+    def _plan(self, member: bool) -> set[tuple[int, int, str]]:
+        core = self.core
+        ms = core.membership
+        default = ms.settings["n"]
+        ring = ms.ring()
+        held: set[tuple[int, int]] = set()
+        for key in core.store.keys():
+            n = core._n_of(key) or default
+            held.add((n, ring.partition(key)))
+        out: set[tuple[int, int, str]] = set()
+        for n, p in held:
+            owners = ms.ring(n).preflist(p)
+            if member and core.me in owners:
+                continue
+            out.update((n, p, o) for o in owners if o != core.me)
+        return out
+
+    def done(self, now: float, member: bool = True) -> bool:
+        """Drive the handover; True once everything is handed over (`member`: this node is
+        still an owner of some partitions; False: it left, everything goes)."""
+        core = self.core
+        if core.ae is None:
+            return True  # no trees to compare: anti-entropy off, nothing to hand over by
+        if self.todo is None:
+            self.todo = self._plan(member)
+            if self.todo:
+                log.info("handing over %d (N, partition, owner) before dropping them",
+                         len(self.todo))
+        if not self.todo:
+            return True
+        from zkv.node.background import ExchangeOp  # background imports this module
+
+        ms = core.membership
+        default = ms.settings["n"]
+        step = 2 * core.cfg.replica_timeout + 1.0
+        for item in sorted(self.todo - self.running):
+            if len(self.running) >= core.cfg.aae_concurrency:
+                break
+            n, p, owner = item
+            ae = core.ae_for(n)
+            if not ms.is_up(owner) and (n, p) in self.handed:
+                self.todo.discard(item)  # another owner has it: anti-entropy refills this one
+                continue
+            if ae is None or not ms.is_up(owner):
+                continue
+            lo, hi = ms.ring().partition_range(p)
+            tree = ae.tree(p)
+            ex = Exchange(tree, p, owner, now, partial(leaf_keys, core.store, tree, lo, hi,
+                                                       accept=core.in_group(n)),
+                          n=0 if n == default else n)
+            op = ExchangeOp(core, ae, ex, step, 0)  # max_keys 0: no pull, no unacked push
+            self.running.add(item)
+            op.on_finish = partial(self._exchanged, item, ex)
+            core.start_op(op, now)
+        return False
+
+    def _exchanged(self, item, ex: Exchange, op: Op) -> None:
+        core = self.core
+        if not ex.finished:
+            self.running.discard(item)
+            return
+        items = [(k, v) for k in ex.push if (v := core.store.get(k))]
+        push = PushOp(core, item[2], items, core.now() + 2 * core.cfg.replica_timeout + 1.0)
+        push.on_finish = partial(self._pushed, item)
+        core.start_op(push, core.now())
+
+    def _pushed(self, item, op: Op) -> None:
+        self.running.discard(item)
+        assert isinstance(op, PushOp)
+        if op.complete and self.todo is not None:
+            self.todo.discard(item)
+            self.handed.add(item[:2])
