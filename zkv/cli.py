@@ -507,8 +507,9 @@ def print_plan(info: dict, cmd: str) -> None:
     transfers = info.get("transfers", [])
     if transfers:
         print("transfers (bytes estimated from the answering node's own partitions):")
-        for t in transfers:
-            print(f"  {t['from']:>12} -> {t['to']:<12} {t['partitions']:>5} partition(s)  "
+        for t in transfers:  # one row per pair of nodes and N (namespaces with their own N)
+            n = f"N={t['n']}" if "n" in t else ""
+            print(f"  {t['from']:>12} -> {t['to']:<12} {n:>5} {t['partitions']:>5} partition(s)  "
                   f"{t['bytes']:>12} bytes")
         print(f"moved fraction {info['moved_fraction']:.3f} "
               f"(minimum {info['minimum_fraction']:.3f})")
