@@ -17,7 +17,12 @@ end), started by `zkv.local.LocalCluster` with `--transfer-rate` and `--ring-siz
    each key must be among the values (a sibling counts).
 5. Resume: one more join whose receiver is killed (SIGKILL) when it has about 40% of its
    data, then restarted; bytes re-sent = bytes the senders streamed during that join minus
-   the data of the partitions it received.
+   the data of the partitions it received. Then a join during which the source sending the
+   most is killed (SIGKILL) for 3 s and restarted: bytes re-sent = what the sources sent
+   (the killed one's counter read just before the kill) minus what the receivers merged.
+6. Replace: `zkv cluster replace node3 NEW`, NEW started on node3's rack (auto-commit off
+   while staged): bytes moved / the data of node3's partitions, and whether NEW holds
+   exactly node3's partitions afterwards.
 
 Measures and goals (issue 11's table):
 - acknowledged writes lost: 0; R=1 gets that missed an existing key: 0
@@ -29,12 +34,12 @@ Measures and goals (issue 11's table):
   reach the pending owners directly, or by the stream if written before its cursor passed).
 - transfer rate / --transfer-rate >= 0.8 (joins: one receiver, one budget)
 - client p99 during transfers / p99 before <= 2
-- bytes re-sent after kill -9 of the receiver <= one batch per partition in flight
+- bytes re-sent after kill -9 of the receiver or the source <= one batch per partition in flight
   (--transfer-concurrency, default 2); a batch is 256 KiB plus the record that crosses it
   (answer_fetch stops at the first record that reaches 256 KiB): 2 x (256 KiB + 4256)
 
     python benchmarks/bench_membership.py --quick          # about a minute
-    python benchmarks/bench_membership.py                  # 32 MB, about three minutes
+    python benchmarks/bench_membership.py                  # 32 MB, about four minutes
     python benchmarks/bench_membership.py --json
 """
 
@@ -421,6 +426,89 @@ def run_resume(cluster: LocalCluster, sh: Shared, q: int, n: int, settle_timeout
             "stalled_reasons": sorted(poll.stalled)[:5]}
 
 
+def run_source_kill(cluster: LocalCluster, sh: Shared, q: int, n: int, settle_timeout: float,
+                    fraction: float = 0.3) -> dict:
+    """Join a node; at about `fraction` of its data, kill -9 the node sending it the most
+    (never the claimant, node1), so its receivers go on from the next source at the cursor
+    they saved; restart it. Bytes re-sent: what every source sent (the killed one's count
+    read just before the kill) beyond what the receivers merged."""
+    before = ring_of(members_valid(cluster), q, n)
+    c0 = counters(cluster)
+    poll = Poller(cluster, 0.1)
+    poll.start()
+    node = cluster.add_node()
+    after = ring_of([*members_valid(cluster), (node.id, node.rack)], q, n)
+    minimum, pairs = minimum_moves(before, after, partition_bytes(sh, before))
+    deadline = time.monotonic() + settle_timeout
+    while time.monotonic() < deadline:
+        s = poll.series.get(node.id)
+        if s and s[-1][1] >= fraction * minimum:
+            break
+        time.sleep(0.05)
+    c_kill = counters(cluster)
+    victim = max((x for x in c_kill if x not in ("node1", node.id)),
+                 key=lambda x: c_kill[x][1] - c0.get(x, (0, 0))[1])
+    cluster.kill(victim)
+    t_kill = time.monotonic()
+    sent_by_victim = c_kill[victim][1] - c0.get(victim, (0, 0))[1]
+    time.sleep(3.0)  # down for a while: its receivers move on to the next source
+    cluster.restart(victim)
+    cluster.wait_settled(settle_timeout)
+    poll.done.set()
+    poll.join()
+    c1 = counters(cluster)
+    # the victim's second life starts its counters at 0
+    sent = sent_by_victim + sum(c1[x][1] - c0.get(x, (0, 0))[1] for x in c1 if x != victim) \
+        + c1.get(victim, (0, 0))[1]
+    received = sum(c1[x][0] - c0.get(x, (0, 0))[0] for x in c1 if x != victim) \
+        + c1.get(victim, (0, 0))[0] + (c_kill[victim][0] - c0.get(victim, (0, 0))[0])
+    return {"change": f"join {node.id}, kill -9 of source {victim} at ~{fraction:.0%}, restart",
+            "bytes_sent_by_sources": sent, "bytes_sent_by_killed_source": sent_by_victim,
+            "bytes_received": received, "bytes_minimum_model": minimum,
+            "partitions": len(pairs), "bytes_resent": sent - received,
+            "kill_to_settled_s": round(time.monotonic() - t_kill, 2),
+            "stalled_reasons": sorted(poll.stalled)[:5]}
+
+
+def run_replace(cluster: LocalCluster, sh: Shared, old: str, q: int, n: int,
+                settle_timeout: float) -> dict:
+    """`zkv cluster replace OLD NEW` with NEW started on OLD's rack (auto-commit off while
+    the replace is staged, so NEW is placed before anything moves): bytes moved / the data
+    of OLD's partitions (every partition whose preference list holds OLD)."""
+    before = ring_of(members_valid(cluster), q, n)
+    sizes = partition_bytes(sh, before)
+    share = sum(sizes.get(p, 0) for p in before.replicas_of(old))
+    ep = cluster.node("node1").listen
+    c0 = counters(cluster)
+    t0 = time.monotonic()
+    with Client([ep], timeout=10.0) as c:
+        c.cluster("auto_commit", "false")
+        new = cluster.add_node(rack=cluster.node(old).rack)
+        sh.phase = f"replace {old}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not c.cluster("plan")["staged"]:
+            time.sleep(0.1)
+        plan = c.cluster("replace", old, new.id)
+        c.cluster("commit")
+        c.cluster("auto_commit", "true")
+    code = cluster.node(old).process.wait(settle_timeout)
+    cluster.wait_settled(settle_timeout)
+    c1 = counters(cluster)
+    received = sum(c1[x][0] - c0.get(x, (0, 0))[0] for x in c1)
+    with Client([ep], timeout=10.0) as c:  # the cluster's ring: members placed by tokens
+        info = c.ring_info(ep)
+    after = Ring([(m.id, m.rack) for m in info.members if m.id in set(info.owners)], q=q, n=n,
+                 tokens=info.tokens)
+    return {"change": f"replace {old} {new.id}", "seconds": round(time.monotonic() - t0, 2),
+            "partitions_of_old": len(before.replicas_of(old)),
+            "partitions_planned": sum(t["partitions"] for t in plan["transfers"]),
+            "receivers": sorted({t["to"] for t in plan["transfers"]}),
+            "new_holds_old_partitions": after.replicas_of(new.id) == before.replicas_of(old),
+            "bytes_moved": received, "bytes_old_share": share,
+            "moved_vs_old_share": round(received / share, 3) if share else None,
+            "exit_code": code}
+
+
 def start_cluster(directory: str, extra: list[str], attempts: int = 3) -> LocalCluster:
     """3 nodes on free loopback ports (picked again if another process took one meanwhile)."""
     for i in range(attempts):
@@ -451,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume-runs", type=int, default=2, choices=(1, 2),
                     help="joins whose receiver is killed (at 30%% and at 50%% + 70 ms)")
     ap.add_argument("--no-resume", action="store_true", help="skip the kill -9 resume case")
+    ap.add_argument("--no-replace", action="store_true", help="skip the replace case")
     ap.add_argument("--dir", help="data directory (default: a temporary one, removed)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
@@ -460,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         else [("join", None), ("join", None), ("leave", "node5"), ("leave", "node4")]
     if args.smoke:
         args.no_resume = True
+        args.no_replace = True
     q, n = args.ring_size, 3
     settle_timeout = 60 + 4 * data / args.transfer_rate
     tmp = args.dir or tempfile.mkdtemp(prefix="zkv-bench-membership-")
@@ -526,6 +616,13 @@ def main(argv: list[str] | None = None) -> int:
                 res["resume_receiver"].append(run_resume(cluster, sh, q, n, settle_timeout,
                                                          frac, delay))
                 log(f"  {res['resume_receiver'][-1]}")
+            log("join + kill -9 of a source mid-transfer ...")
+            res["resume_source"] = [run_source_kill(cluster, sh, q, n, settle_timeout)]
+            log(f"  {res['resume_source'][-1]}")
+        if not args.no_replace:
+            log("replace node3 ...")
+            res["replace"] = run_replace(cluster, sh, "node3", q, n, settle_timeout)
+            log(f"  {res['replace']}")
     finally:
         sh.stop.set()
         cluster.stop()
@@ -566,6 +663,14 @@ def goals(res: dict, args) -> list[dict]:
         lim = (BATCH_BYTES + MAX_RECORD) * args.transfer_concurrency
         rows.append((f"bytes re-sent after kill -9 of the receiver, run {i + 1}", rr,
                      f"<= {lim}", rr <= lim))
+    for r in res.get("resume_source", []):
+        rr = r["bytes_resent"]
+        lim = (BATCH_BYTES + MAX_RECORD) * args.transfer_concurrency
+        rows.append(("bytes re-sent after kill -9 of the source", rr, f"<= {lim}", rr <= lim))
+    if "replace" in res:
+        r = res["replace"]["moved_vs_old_share"]
+        rows.append(("bytes moved / old node's share, replace", r, "<= 1.1",
+                     r is not None and r <= 1.1))
     return [{"measure": m, "value": v, "goal": g, "met": ok} for m, v, g, ok in rows]
 
 
@@ -577,8 +682,10 @@ def table(res: dict) -> str:
              f"ops {res['ops']}, errors {res['errors']}, misses by phase {res['misses']}"]
     for c in res["changes"]:
         lines.append(f"  {c}")
-    for r in res.get("resume_receiver", []):
+    for r in res.get("resume_receiver", []) + res.get("resume_source", []):
         lines.append(f"  {r}")
+    if "replace" in res:
+        lines.append(f"  {res['replace']}")
     w = max(len(r["measure"]) for r in res["goals"])
     lines.append("")
     lines.append(f"{'measure':<{w}}  {'value':>12}  {'goal':>10}  met")

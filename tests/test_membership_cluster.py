@@ -167,7 +167,7 @@ def _ring_rows(c: LocalCluster) -> list[dict]:
 
     out = subprocess.run([sys.executable, "-m", "zkv.cli", "ring", "--json", "--node",
                           c.node("node1").listen], capture_output=True, text=True, timeout=30)
-    return json.loads(out.stdout)
+    return json.loads(out.stdout)["partitions"]
 
 
 def test_receiver_killed_mid_transfer_resumes(make_cluster, tmp_path):
@@ -341,3 +341,86 @@ def test_cli_local_add_and_remove(tmp_path):
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(30)
+
+
+def test_namespace_keys_move_by_their_own_n(make_cluster):
+    """Keys of namespaces whose N (2, 1) is not the cluster's (3) are streamed to their own new
+    owners: reads at R=1 never miss while a node joins and another leaves, and afterwards."""
+    c = make_cluster(3)
+    spaces = {"pairs": 2, "single": 1}
+    data: dict[tuple[str, bytes], bytes] = {}
+    with zkv.Client(c.endpoints, timeout=5.0) as cl:
+        for name, n in spaces.items():
+            cl.namespace_create(name, n=n)
+        for name, n in spaces.items():
+            for i in range(300):
+                key, value = b"%s:%d" % (name.encode(), i), os.urandom(50).hex().encode()
+                cl.put(key, value, w=n, namespace=name)
+                data[(name, key)] = value
+    misses: list[str] = []
+    stop = threading.Event()
+    reads = [0]
+
+    def reader() -> None:
+        rng = random.Random(7)
+        items = sorted(data)
+        with zkv.Client(c.endpoints, timeout=5.0) as cl:
+            while not stop.is_set():
+                name, key = rng.choice(items)
+                try:
+                    got = cl.get(key, r=1, namespace=name)
+                except ZkvError:
+                    continue
+                reads[0] += 1
+                if data[(name, key)] not in got.values:
+                    misses.append(f"{name}/{key!r}: {got.values}")
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        c.add_node()
+        c.wait_settled(90)
+        assert c.remove_node("node2", timeout=90) == 0
+        c.wait_settled(90)
+    finally:
+        stop.set()
+        t.join(30)
+    assert reads[0] > 50
+    assert misses == []
+    live = [n.listen for n in c.nodes if n.alive()]
+    with zkv.Client(live, timeout=5.0) as cl:
+        for (name, key), value in data.items():
+            assert cl.get(key, r=1, namespace=name).values == [value], (name, key)
+
+
+def test_replace_moves_exactly_the_old_nodes_partitions(make_cluster):
+    """The new node is placed where the old one was (same rack): the plan moves exactly the
+    old node's partitions, all to the new node; the old node hands off and exits 0."""
+    from zkv.cli import main
+
+    c = make_cluster(4)
+    data = _load(c, 200)
+    ep = c.node("node1").listen
+    assert main(["cluster", "auto-commit", "off", "--node", ep]) == 0
+    old_rows = _ring_rows(c)
+    theirs = {row["partition"] for row in old_rows if "node2" in row["preflist"]}
+    new = c.add_node(rack=c.node("node2").rack)
+    deadline = time.monotonic() + 20
+    with zkv.Client([ep], timeout=5.0) as cl:
+        while time.monotonic() < deadline:  # the claimant stages the newcomer's join
+            if cl.cluster("plan")["staged"]:
+                break
+            time.sleep(0.2)
+        plan = cl.cluster("replace", "node2", new.id)
+        assert plan["staged"] == [{"action": "replace", "node": "node2", "other": new.id}]
+        assert {t["to"] for t in plan["transfers"]} == {new.id}
+        assert sum(t["partitions"] for t in plan["transfers"]) == len(theirs)
+        cl.cluster("commit")
+    assert c.node("node2").process.wait(120) == 0
+    c.wait_settled(120)
+    rows = _ring_rows(c)
+    assert {row["partition"] for row in rows if new.id in row["preflist"]} == theirs
+    live = [n.listen for n in c.nodes if n.alive()]
+    with zkv.Client(live, timeout=5.0) as cl:
+        for key, value in data.items():
+            assert cl.get(key, r=3).values == [value]

@@ -121,8 +121,8 @@ def node_parser() -> argparse.ArgumentParser:
     s.add_argument("--aae-concurrency", dest="aae_concurrency", type=int,
                    help="Merkle exchanges in flight at once (default 8)")
     s.add_argument("--transfer-rate", dest="transfer_rate", type=int,
-                   help="bytes/s for partition transfers, shared with hint delivery and "
-                   "anti-entropy pushes (default 33554432 = 32 MiB/s)")
+                   help="the node's I/O budget in bytes/s: partition transfers, hint delivery, "
+                   "anti-entropy and compaction share it (default 33554432 = 32 MiB/s)")
     s.add_argument("--transfer-concurrency", dest="transfer_concurrency", type=int,
                    help="partitions this node receives at once (default 2)")
     s.add_argument("--log-level", dest="log_level",
@@ -458,7 +458,10 @@ def ring_command(args) -> int:
 
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:  # the named node's view of the ring
         info = c.ring_info(args.node)
-    ring = Ring([(m.id, m.rack) for m in info.members if not m.leaving], q=info.q, n=info.n)
+    owners = set(info.owners)  # the node's current ring ([] from an older node)
+    ring = Ring([(m.id, m.rack) for m in info.members
+                 if (m.id in owners if owners else not m.leaving)],
+                q=info.q, n=info.n, tokens=info.tokens)
     rows = ring.describe()
     if args.json:
         print(json.dumps({"q": info.q, "n": info.n, "partitions": rows}, indent=1))
@@ -507,8 +510,9 @@ def print_plan(info: dict, cmd: str) -> None:
     transfers = info.get("transfers", [])
     if transfers:
         print("transfers (bytes estimated from the answering node's own partitions):")
-        for t in transfers:
-            print(f"  {t['from']:>12} -> {t['to']:<12} {t['partitions']:>5} partition(s)  "
+        for t in transfers:  # one row per pair of nodes and N (namespaces with their own N)
+            n = f"N={t['n']}" if "n" in t else ""
+            print(f"  {t['from']:>12} -> {t['to']:<12} {n:>5} {t['partitions']:>5} partition(s)  "
                   f"{t['bytes']:>12} bytes")
         print(f"moved fraction {info['moved_fraction']:.3f} "
               f"(minimum {info['minimum_fraction']:.3f})")

@@ -108,7 +108,7 @@ class NodeConfig:
     tombstone_grace: float = 60.0  # seconds a tombstone outlives agreement of all owners
     # membership changes (issue 11)
     auto_commit: bool = True  # cluster setting (first node's): commit staged changes at once
-    transfer_rate: int = 32 * 1024 * 1024  # bytes/s of transfers + hint delivery + AAE pushes
+    transfer_rate: int = 32 * 1024 * 1024  # bytes/s of transfers + hints + AAE + compaction
     transfer_concurrency: int = 2  # partitions received at once by one node
     settle: float = 5.0  # seconds all members agree on a change before old owners drop data
     log_level: str = "INFO"

@@ -41,6 +41,11 @@ Fields added so far:
         stamp a client has seen, which the coordinator observes before stamping, so a
         client's later write is ordered after every value it has already seen even when the
         coordinator's clock runs behind (and it does not hold the key)
+    RingOk.owners, RingOk.tokens              the current ring's members and placement tokens
+                                              (a replacement is placed by the old node's id)
+    Gossip.progress_n, Fetch.n                transfers of namespaces whose N is not the
+        cluster's (issue 11 x 15); an old source ignores Fetch.n and answers every key of the
+        partition (more bytes, nothing lost)
 """
 
 from __future__ import annotations
@@ -181,6 +186,10 @@ class RingOk(_Msg, tag=13):
     w: int
     members: Members
     down: Annotated[list[NodeId], msgspec.Meta(max_length=MAX_MEMBERS)]
+    # the members the node's current ring is made of ([] from an older node: every member
+    # not leaving) and the placement tokens of those placed by another id (issue 11, replace)
+    owners: Annotated[list[NodeId], msgspec.Meta(max_length=MAX_MEMBERS)] = []
+    tokens: Annotated[dict[NodeId, NodeId], msgspec.Meta(max_length=MAX_MEMBERS)] = {}
 
 
 class NsOk(_Msg, tag=16):
@@ -309,6 +318,7 @@ class Fetch(_Msg, tag=35):
     partition: int
     cursor: Annotated[int, msgspec.Meta(ge=0)]
     max_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024 * 1024)]
+    n: NsN = 0  # only keys whose namespace has this N (0: the cluster's N), as TreeLevel.n
 
 
 class FetchOk(_Msg, tag=36):
@@ -333,6 +343,10 @@ class Gossip(_Msg, tag=30):
     progress: Annotated[list[tuple[int, int, int, int]],
                         msgspec.Meta(max_length=65536)] = []
     namespaces: NsRegistry = b""  # Registry.encode
+    # incoming transfers of keys whose namespace's N is not the cluster's (issue 15):
+    # (N, partition, bytes done, bytes total, phase)
+    progress_n: Annotated[list[tuple[int, int, int, int, int]],
+                          msgspec.Meta(max_length=65536)] = []
 
 
 Message = (

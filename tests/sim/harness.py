@@ -33,6 +33,7 @@ from zkv.node import ownership as own
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
 from zkv.node.handoff import HandoffStore
 from zkv.node.membership import copy_member
+from zkv.node.namespaces import key_settings
 from zkv.wire import Delete, Error, Get, GetOk, Put, PutOk
 
 LIMIT = 1 << 30
@@ -206,12 +207,12 @@ class Sim:
                 sn.core.out.connect.clear()
 
     # ---- nodes --------------------------------------------------------------------------
-    def add_node(self, node_id: str, seed_of: str | None = None) -> str:
+    def add_node(self, node_id: str, seed_of: str | None = None, rack: str | None = None) -> str:
         """A new node; with `seed_of` it joins through that node, else it forms a cluster."""
         i = len(self.nodes)
         cfg = NodeConfig(id=node_id, listen=f"tcp://10.0.0.{i + 1}:7001",
                          gossip=f"tcp://10.0.0.{i + 1}:8001", data_dir=f"/sim/{node_id}",
-                         rack=f"rack{i % self.racks}",
+                         rack=rack or f"rack{i % self.racks}",
                          seed=(self.nodes[seed_of].cfg.listen,) if seed_of else (),
                          **self.settings)
         sn = SimNode(cfg)
@@ -443,8 +444,10 @@ class Sim:
         return self.nodes[node_id].store.get(key) or b""
 
     def owners(self, key: bytes) -> tuple[str, ...]:
+        """The owners of a stored key (a namespaced key's follow its namespace's N)."""
         core = next(sn.core for sn in self.nodes.values() if sn.core is not None)
-        return core.membership.ring().preflist_for_key(key)
+        ks = key_settings(key)
+        return core.membership.ring(ks[0] if ks else None).preflist_for_key(key)
 
     def replicas_agree(self, keys) -> list[bytes]:
         """Keys whose owners do not all hold the same version (and hints still pending)."""
@@ -491,8 +494,9 @@ class SimClient:
 
     def __init__(self, sim: Sim, name: str, workload: Callable[[SimClient], Workload],
                  timeout: float = 2.0, per_try: float = 1.0, think: float = 0.01,
-                 nodes: list[str] | None = None) -> None:
+                 nodes: list[str] | None = None, namespace: str = "") -> None:
         self.sim = sim
+        self.namespace = namespace  # every request names it ("": the default namespace)
         self.nodes = nodes  # coordinators this client talks to (default: every node)
         self.name = name
         self.ident = b"client:" + name.encode()
@@ -543,6 +547,8 @@ class SimClient:
         tried.add(node)
         self.rid += 1
         msg.rid = self.rid
+        if self.namespace:
+            msg.ns = self.namespace
         self.current = (self.rid, ev, msg, deadline, tried)
         payload = wire.encode([msg])
         delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter

@@ -22,12 +22,7 @@ class NsClient(SimClient):
     """A SimClient whose requests name a namespace."""
 
     def __init__(self, sim: Sim, name: str, workload, namespace: str) -> None:
-        self.namespace = namespace
-        super().__init__(sim, name, workload)
-
-    def _try(self, ev, msg, deadline, tried) -> None:
-        msg.ns = self.namespace
-        super()._try(ev, msg, deadline, tried)
+        super().__init__(sim, name, workload, namespace=namespace)
 
 
 def writes(prefix: bytes, count: int):

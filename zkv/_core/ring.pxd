@@ -16,9 +16,13 @@
 #   m times, members sorted by id:
 #     id_len   2  then id_len bytes of UTF-8 node id
 #     rack_len 2  then rack_len bytes of UTF-8 rack name
+#   only when some member is placed by a token other than its id (a replacement):
+#     b"tokens", then for each such member, sorted by id:
+#     id_len   2  then the node id;  token_len 2  then the UTF-8 token
 #
 # HRW weight of (partition p, node) = zkv_hash64(le64(node_hash) ++ le32(p)): 12 bytes hashed,
-# node_hash = zkv_hash64(UTF-8 node id).
+# node_hash = zkv_hash64(UTF-8 placement token); the token is the node id unless the ring was
+# built with another (a node that replaced another is placed exactly where that one was).
 
 cimport cython
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
@@ -51,6 +55,7 @@ cdef class Ring:
     cdef tuple rack_names                # rack number -> rack name
     cdef dict rack_by_id                 # node id -> rack name
     cdef dict index                      # node id -> node number
+    cdef dict token_by_id                # node id -> placement token, only where it is not the id
 
     # Partition of a key (hash + shift); safe without the GIL.
     cdef uint32_t c_partition(self, const char* key, size_t length) noexcept nogil

@@ -9,7 +9,7 @@ algorithm and its measured movement, ring.pxd for the C API and the fingerprint 
 """
 
 import array
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import final
 
 def hash64(key: bytes) -> int:
@@ -46,8 +46,14 @@ class Ring:
     non-empty value means a bug.
     """
 
-    def __init__(self, members: Iterable[tuple[str, str]], q: int = 256, n: int = 3) -> None:
+    def __init__(self, members: Iterable[tuple[str, str]], q: int = 256, n: int = 3,
+                 tokens: Mapping[str, str] | None = None) -> None:
         """Build the ring for members given as (node_id, rack) pairs, in any order.
+
+        ``tokens``: node id -> placement token (the string its HRW weights are seeded by;
+        default: the id). A node given the token of a node it replaces, with the same rack,
+        takes exactly that node's place in every preference list. Tokens of ids that are not
+        members are ignored; two members with the same token are a ValueError.
 
         ValueError: q not a power of two in 2..65536, n < 1, duplicate node ids, no members,
         more than 65535 members. TypeError: a member that is not a (str, str) pair, non-int q/n.
@@ -56,6 +62,11 @@ class Ring:
     @property
     def racks(self) -> dict[str, str]:
         """A copy of node id -> rack."""
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """A copy of node id -> placement token, for members placed by a token other than
+        their id."""
 
     def partition(self, key: bytes) -> int:
         """The key's partition. TypeError if key is not bytes (empty bytes is allowed)."""
@@ -107,15 +118,17 @@ class Ring:
         """
 
     def fingerprint(self) -> bytes:
-        """16 bytes identifying (algorithm version, q, n, members, racks): equal fingerprints
+        """16 bytes identifying (algorithm version, q, n, members, racks, tokens): equal fingerprints
         mean equal rings, so gossip can compare rings cheaply."""
 
     def describe(self) -> list[dict]:
         """``[{"partition": p, "preflist": [...]}, ...]`` for every partition (``zkv ring --json``)."""
 
     def __eq__(self, other: object, /) -> bool:
-        """Same q, n, members and racks (hence the same ring)."""
+        """Same q, n, members, racks and tokens (hence the same ring)."""
 
     def __hash__(self) -> int: ...
-    def __reduce__(self) -> tuple[type[Ring], tuple[tuple[tuple[str, str], ...], int, int]]:
+    def __reduce__(
+        self,
+    ) -> tuple[type[Ring], tuple[tuple[tuple[str, str], ...], int, int, dict[str, str]]]:
         """Pickles as its inputs; the ring is rebuilt on load."""

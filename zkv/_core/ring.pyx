@@ -309,7 +309,7 @@ cdef class Ring:
         free(self.rack_of)
         free(self.node_hash)
 
-    def __init__(self, members, q=256, n=3):
+    def __init__(self, members, q=256, n=3, tokens=None):
         if self.pref != NULL:
             raise RuntimeError("Ring is immutable; __init__ may run only once")
         if isinstance(q, bool) or not isinstance(q, int):
@@ -335,6 +335,18 @@ cdef class Ring:
             racks[node_id] = rack
         if not racks:
             raise ValueError("a ring needs at least one member")
+        placed = {}  # node id -> placement token, for members placed by something else
+        if tokens:
+            for node_id, token in dict(tokens).items():
+                if node_id not in racks:
+                    continue  # a token of a node not in this ring
+                if not isinstance(token, str) or not token:
+                    raise TypeError(f"token of {node_id!r} must be a non-empty str")
+                if token != node_id:
+                    placed[node_id] = token
+        seeds = {x: placed.get(x, x) for x in racks}
+        if len(set(seeds.values())) != len(seeds):
+            raise ValueError("two members have the same placement token")
         if len(racks) > RING_MAX_MEMBERS:
             raise ValueError(f"at most {RING_MAX_MEMBERS} members")
 
@@ -352,6 +364,7 @@ cdef class Ring:
         self.rack_names = rack_names
         self.rack_by_id = {x: racks[x] for x in ids}
         self.index = {x: i for i, x in enumerate(ids)}
+        self.token_by_id = {x: placed[x] for x in ids if x in placed}
 
         self.node_hash = <uint64_t*>malloc(self.m * sizeof(uint64_t))
         self.rack_of = <uint16_t*>malloc(self.m * sizeof(uint16_t))
@@ -361,7 +374,7 @@ cdef class Ring:
         cdef uint32_t i
         cdef bytes raw
         for i in range(self.m):
-            raw = ids[i].encode("utf-8")
+            raw = seeds[ids[i]].encode("utf-8")
             self.node_hash[i] = zkv_hash64(<const char*>raw, len(raw))
             self.rack_of[i] = rack_num[racks[ids[i]]]
         _build(self)
@@ -396,6 +409,10 @@ cdef class Ring:
     @property
     def racks(self):
         return dict(self.rack_by_id)
+
+    @property
+    def tokens(self):
+        return dict(self.token_by_id)
 
     def partition(self, key):
         if not _PyBytes_Check(<PyObject*>key):
@@ -538,20 +555,30 @@ cdef class Ring:
             bid = x.encode("utf-8")
             brk = self.rack_by_id[x].encode("utf-8")
             parts.append(struct.pack("<H", len(bid)) + bid + struct.pack("<H", len(brk)) + brk)
+        if self.token_by_id:  # (absent when every member is placed by its id: fingerprints of
+            parts.append(b"tokens")  # rings without tokens are unchanged)
+            for x in self.members:
+                tok = self.token_by_id.get(x)
+                if tok is not None:
+                    bid = x.encode("utf-8")
+                    btk = tok.encode("utf-8")
+                    parts.append(struct.pack("<H", len(bid)) + bid
+                                 + struct.pack("<H", len(btk)) + btk)
         return hashlib.blake2b(b"".join(parts), digest_size=16).digest()
 
     def describe(self):
         return [{"partition": p, "preflist": list(self.preflist(p))} for p in range(self.q)]
 
     def __reduce__(self):
-        return (Ring, (tuple((x, self.rack_by_id[x]) for x in self.members), self.q, self.n))
+        return (Ring, (tuple((x, self.rack_by_id[x]) for x in self.members), self.q, self.n,
+                       dict(self.token_by_id)))
 
     def __eq__(self, other):
         if not isinstance(other, Ring):
             return NotImplemented
         o = <Ring>other
         return (self.q == o.q and self.n == o.n and self.members == o.members
-                and self.rack_by_id == o.rack_by_id)
+                and self.rack_by_id == o.rack_by_id and self.token_by_id == o.token_by_id)
 
     def __hash__(self):
         return hash(self.fingerprint())

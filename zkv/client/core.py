@@ -225,8 +225,14 @@ class ClientCore:
     def members(self) -> list[wire.Member]:
         return list(self.ring_msg.members) if self.ring_msg is not None else []
 
+    def _ring_members(self, msg: RingOk) -> list[tuple[str, str]]:
+        """(id, rack) of the members the node's current ring is made of."""
+        owners = set(msg.owners)
+        return [(m.id, m.rack) for m in msg.members
+                if (m.id in owners if owners else not m.leaving)]
+
     def set_ring(self, msg: RingOk) -> None:
-        self.ring = Ring([(m.id, m.rack) for m in msg.members if not m.leaving], q=msg.q, n=msg.n)
+        self.ring = Ring(self._ring_members(msg), q=msg.q, n=msg.n, tokens=msg.tokens)
         self.ring_msg = msg
         self.rings = {msg.n: self.ring}
         self.n = msg.n
@@ -241,8 +247,9 @@ class ClientCore:
             return self.ring
         ring = self.rings.get(n)
         if ring is None:
-            ring = self.rings[n] = Ring([(m.id, m.rack) for m in self.members if not m.leaving],
-                                        q=self.ring.q, n=n)
+            assert self.ring_msg is not None
+            ring = self.rings[n] = Ring(self._ring_members(self.ring_msg), q=self.ring.q, n=n,
+                                        tokens=self.ring_msg.tokens)
         return ring
 
     def candidates(self, key: bytes | None, n: int | None = None) -> list[str]:

@@ -44,23 +44,31 @@ MAX_EXCHANGE_QUEUE = 65536  # (partition, peer) pairs waiting; beyond it repair 
 
 
 class HandoffOp(Op):
-    """Deliver one throttled batch of hints to their owner; drop each hint once acknowledged."""
+    """Deliver one throttled batch of hints to their owner; drop each hint once acknowledged.
+
+    `via`: hand them instead to that node as hints naming the owner (a node that left the
+    cluster while the owner was down: the stand-in delivers them when the owner is back)."""
 
     kind = "handoff"
 
-    def __init__(self, ctx, owner: str, batch: list[tuple[bytes, bytes]], deadline: float) -> None:
+    def __init__(self, ctx, owner: str, batch: list[tuple[bytes, bytes]], deadline: float,
+                 via: str | None = None) -> None:
         super().__init__(ctx, None, b"", deadline)
         self.owner = owner
+        self.via = via
         self.batch = batch
         self.sent: dict[int, tuple[bytes, bytes]] = {}
         self.delivered = 0
 
     def start(self) -> None:
+        # hint delivery spends the node's I/O budget (transfers wait for what it leaves)
+        self.ctx.spend_io(sum(len(k) + len(v) for k, v in self.batch))
+        to = self.via or self.owner
         for key, version in self.batch:
-            msg = RPut(0, key, version)
-            self.ctx.ask(self.owner, msg, self)
+            msg = RPut(0, key, version, self.owner if self.via else "")
+            self.ctx.ask(to, msg, self)
             self.sent[msg.rid] = (key, version)
-        self.pending = {self.owner} if self.sent else set()
+        self.pending = {to} if self.sent else set()
         if not self.sent:
             self.finish()
 
@@ -126,6 +134,7 @@ class ExchangeOp(Op):
             if version:
                 self.ctx.ask(self.ex.peer, RPut(0, key, version), None)
                 self.ae.stats["bytes_sent"] += len(key) + len(version)
+                self.ctx.spend_io(len(key) + len(version))  # the I/O budget
                 self.pushes += 1
         self.ae.stats["keys_repaired"] += self.pushes
         if not pull:
@@ -138,10 +147,13 @@ class ExchangeOp(Op):
         try:
             if self.syncing:
                 if isinstance(msg, RGetHashesOk) and len(msg.keys) == len(msg.dvvs):
+                    pulled = 0
                     for key, version in zip(msg.keys, msg.dvvs, strict=True):
                         if version:
                             self.ctx.replica.merge(key, version)
                             self.ae.stats["keys_repaired"] += 1
+                            pulled += len(key) + len(version)
+                    self.ctx.spend_io(pulled)
                 self.finish()
             elif isinstance(msg, TreeLevelOk):
                 self.ex.on_level(unpack_hashes(msg.hashes, len(self.ex.indices)))

@@ -76,7 +76,7 @@ from zkv.node.namespaces import Namespace, Registry
 from zkv.node.op import Op
 from zkv.node.replica import Replica
 from zkv.node.status import MetricsExport, status
-from zkv.node.transfer import Transfers, answer_fetch, drop_pass
+from zkv.node.transfer import Handover, Transfers, answer_fetch, drop_pass
 from zkv.storage import LogStore
 from zkv.wire import (
     E_INTERNAL,
@@ -153,7 +153,7 @@ HINT_SWEEP_BATCH = 5000  # hints dropped per sweep at most
 # growing with N a node merges O(N) records per round (tools/simulate.py --scale).
 TABLE_EVERY = 10
 TABLE_PER = 5
-LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered
+LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered or passed
 BUSY = "busy, retry"
 
 
@@ -279,10 +279,15 @@ class NodeCore:
         # ownership (issue 11): the cluster state, transfers in, peers' epochs and progress
         self.peer_epochs: dict[str, tuple[int, str]] = {}
         self.progress: dict[str, tuple[int, list]] = {}
-        self.prev_rings: own.Rings | None = None  # the rings before the last change, until settled
+        # the cluster state before the last change, until settled (writes also reach its
+        # owners), and its rings per N
+        self.prev_state: own.ClusterState | None = None
+        self._prev_rings: dict[int, own.Rings] = {}
         self.agreed_since: float | None = None
         self.need_drop = True  # look for partitions this node no longer holds (once settled)
+        self.handover = Handover(self)  # ... and hand them over to their owners first
         self.left_at: float | None = None  # this node left the cluster (leave / replace)
+        self.passing: set[str] = set()  # owners whose hints are being handed to stand-ins
         self.exit_requested = False  # the transport stops and the process exits 0
         self.cluster_bytes = b""
         self.transfers = Transfers(self, os.path.join(os.path.dirname(cluster_path),
@@ -671,8 +676,10 @@ class NodeCore:
 
     def _on_ring_info(self, ident: bytes, msg: RingInfo) -> None:
         s = self.membership.settings
+        ring = self.membership.ring()
         self._reply(ident, RingOk(msg.rid, s["q"], s["n"], s["r"], s["w"],
-                                  self.membership.table(), sorted(self.membership.down())))
+                                  self.membership.table(), sorted(self.membership.down()),
+                                  list(ring.members), ring.tokens))
 
     def _on_status(self, ident: bytes, msg: Status) -> None:
         self._reply(ident, StatusOk(msg.rid, self.status()))
@@ -779,6 +786,7 @@ class NodeCore:
             self._ns_encoded = enc
             log.info("namespaces now: %s", ", ".join(self.namespaces.names()))
             self._save_cluster()
+            self._replan()  # a new N in use: its keys' transfers
 
     def _on_ns_create(self, ident: bytes, msg: NsCreate) -> None:
         members = len(self.membership.ring().members)
@@ -791,6 +799,7 @@ class NodeCore:
             log.info("created namespace %s: n=%d r=%d w=%d %s", ns.name, ns.n, ns.r, ns.w,
                      ns.conflicts)
             self._save_cluster()
+            self._replan()
             self.next_gossip = self.t  # tell the cluster at once
         # answer once every member that is up shows it in its gossip, so the caller's next
         # request finds it wherever it lands (bounded: members that stay silent learn later)
@@ -912,6 +921,11 @@ class NodeCore:
             missing = [o for o in ring.preflist(p) if o not in present]
             owner = missing[0] if missing else None
             rest = [t for t in targets if owner is None or t[1] != owner]
+            if owner is None and len(rest) >= n:
+                # every owner is present: this node takes the last target's place, so it keeps
+                # a hint for the owner that target stood for (with N=1 it would otherwise hold
+                # the only copy, as a non-owner, and drop it after the next change)
+                owner = rest[n - 1][1] or rest[n - 1][0]
             targets = [(self.me, owner)] + rest[: n - 1]
         deadline = self.t + self.cfg.replica_timeout
         op: Op
@@ -996,6 +1010,9 @@ class NodeCore:
     def suspect(self, node_id: str, reason: str) -> None:
         self.membership.suspect(node_id, reason)
 
+    def spend_io(self, nbytes: int) -> None:
+        self.transfers.budget.charge(nbytes)
+
     def repaired(self) -> None:
         self.metrics.read_repairs.inc()
 
@@ -1049,6 +1066,9 @@ class NodeCore:
         ring = self.membership.ring()
         self._claimant_tick(now)
         self._settle_tick(now)
+        if self.left_at is not None:
+            self._pass_hints(now)
+        report = self.transfers.report()
         ms = self.membership
         self.gossip_round += 1
         every = max(TABLE_EVERY, len(ms.peers) // TABLE_PER)
@@ -1061,7 +1081,9 @@ class NodeCore:
         self.out.gossip.append(Gossip(0, self.me, s["q"], s["n"], s["r"], s["w"],
                                       members, ring.fingerprint(),
                                       self.cluster_bytes, self.transfers.epoch,
-                                      self.transfers.report(), self._ns_encoded))
+                                      [x[1:] for x in report if x[0] == s["n"]],
+                                      self._ns_encoded,
+                                      [x for x in report if x[0] != s["n"]]))
         self.export.export(now)
 
     def _on_gossip(self, msg: Gossip) -> None:
@@ -1082,7 +1104,8 @@ class NodeCore:
             self._ns_waits_check(self.t, msg.sender, msg.namespaces)
         if self.membership.get(msg.sender) is None:
             return
-        self.progress[msg.sender] = (msg.progress_epoch, msg.progress)
+        self.progress[msg.sender] = (msg.progress_epoch,
+                                     [(s["n"], *x) for x in msg.progress] + list(msg.progress_n))
         if msg.cluster and msg.cluster == self.cluster_bytes:  # the state we hold: no decode
             st = self.membership.cluster
             if st is not None:
@@ -1114,12 +1137,15 @@ class NodeCore:
         rings = self.membership.rings()
         assert rings is not None
         if old is not None and old.current.fingerprint() != rings.current.fingerprint():
-            self.prev_rings = old  # keep writing to the old owners too until all agree
+            # keep writing to the old owners too until all agree (for every N)
+            self.prev_state = old.state
+            self._prev_rings = {}
             self.agreed_since = None
         self.membership.version += 1
         self.cluster_bytes = own.encode(st)
-        self.transfers.replan(rings)
+        self._replan()
         self.need_drop = True
+        self.handover.reset()
         if save:  # (not at start-up: a node that then fails to bind says one line only)
             self._save_cluster()
             log.info("cluster epoch %d by %s: %s%s", st.epoch, st.author,
@@ -1129,6 +1155,34 @@ class NodeCore:
                 and st.gone.get(self.me, -1) >= self.membership.me.incarnation):
             self.left_at = self.t
             log.info("%s has left the cluster: delivering its hints, then exiting", self.me)
+
+    def groups(self) -> list[int]:
+        """Every N in use: the cluster's, then each namespace's (issue 15), ascending."""
+        default = self.membership.settings["n"]
+        return [default] + sorted({ns.n for ns in self.namespaces} - {default})
+
+    def _replan(self) -> None:
+        """Transfers to receive, per N in use (the cluster state or the namespaces changed)."""
+        if self.membership.cluster is None:
+            return
+        groups = {}
+        for n in self.groups():
+            rings = self.membership.rings(n)
+            assert rings is not None
+            groups[n] = rings
+        self.transfers.replan(groups, self.membership.settings["n"])
+
+    def prev_rings(self, n: int | None = None) -> own.Rings | None:
+        """The rings (for N = `n`, None: the cluster's) of the state before the last change,
+        until every member has the new one and `settle` passed; None when settled."""
+        st = self.prev_state
+        if st is None:
+            return None
+        n = self.membership.settings["n"] if n is None else n
+        got = self._prev_rings.get(n)
+        if got is None:
+            got = self._prev_rings[n] = own.Rings(st, self.membership.settings["q"], n)
+        return got
 
     def _stray(self, key: bytes) -> tuple[str, ...] | None:
         """The owners of a key this node neither replicates nor receives (None: it is ours)."""
@@ -1146,37 +1200,47 @@ class NodeCore:
     def _extra_targets(self, p: int, targets, n: int | None = None) -> list[str]:
         """Nodes a write also goes to, uncounted: pending owners of p (a transfer is running)
         and, until every member has the latest ring, p's owners under the previous one
-        (`n`: the namespace's N)."""
+        (`n`: the namespace's N). A node that is a target only as a stand-in keeps a hint,
+        not a copy of its own: if it is such an owner it is an extra too (this node included:
+        the coordinator then also stores the version as its own; the simulator lost an N=1
+        write acknowledged by the pending owner standing in for the old one, whose hint was
+        delivered to the old owner that then left)."""
         rings = self.membership.rings(n)
         if rings is None:
             return []
-        have = {x for x, _ in targets}
-        have.add(self.me)
+        have = {x for x, owner in targets if owner is None}
         extra = [x for x in rings.pending(p) if x not in have]
-        prev = self.prev_rings
+        prev = self.prev_rings(n)
         if prev is not None:
             for x in prev.current.preflist(p) + prev.pending(p):
                 if x not in have and x not in extra and self.membership.get(x) is not None:
                     extra.append(x)
         return extra
 
-    def _received(self, rings: own.Rings) -> bool:
-        """Has every pending owner reported each partition of this plan received?"""
-        epoch = rings.state.epoch
-        done: dict[str, set[int]] = {}
-        for p, r, _ in rings.transfers():
-            if r not in done:
-                if r == self.me:
-                    if self.transfers.epoch != epoch:
-                        return False
-                    done[r] = {q for q, _, _, ph in self.transfers.report() if ph == 2}
-                else:
-                    rep = self.progress.get(r)
-                    if rep is None or rep[0] != epoch:
-                        return False
-                    done[r] = {q for q, _, _, ph in rep[1] if ph == 2}
-            if p not in done[r]:
-                return False
+    def _received(self, st: own.ClusterState) -> bool:
+        """Has every pending owner reported each partition of this plan received, for every
+        N in use?"""
+        epoch = st.epoch
+        done: dict[str, set[tuple[int, int]]] = {}
+        q = self.membership.settings["q"]
+        for n in self.groups():
+            rings = self.membership.rings(n) if st is self.membership.cluster else \
+                own.Rings(st, q, n)
+            assert rings is not None
+            for p, r, _ in rings.transfers():
+                if r not in done:
+                    if r == self.me:
+                        if self.transfers.epoch != epoch:
+                            return False
+                        done[r] = {(gn, gp) for gn, gp, _, _, ph in self.transfers.report()
+                                   if ph == 2}
+                    else:
+                        rep = self.progress.get(r)
+                        if rep is None or rep[0] != epoch:
+                            return False
+                        done[r] = {(gn, gp) for gn, gp, _, _, ph in rep[1] if ph == 2}
+                if (n, p) not in done[r]:
+                    return False
         return True
 
     def _claimant_tick(self, now: float) -> None:
@@ -1200,10 +1264,7 @@ class NodeCore:
         if new.staged and new.auto_commit:
             new = own.commit(new, self.me, {m.id: m.rack for m in ms.table()})
         elif not new.staged and new.moving():
-            rings = ms.rings() if new is st else own.Rings(new, ms.settings["q"],
-                                                           ms.settings["n"])
-            assert rings is not None
-            if self._received(rings):
+            if self._received(new):
                 new = own.finalize(new, self.me, ms.wall())
         if new is not st:
             self._adopt(new)
@@ -1224,7 +1285,8 @@ class NodeCore:
             self.agreed_since = now
         if now - self.agreed_since < self.cfg.settle:
             return
-        self.prev_rings = None
+        self.prev_state = None
+        self._prev_rings = {}
         rings = ms.rings()
         assert rings is not None
         for nid in [i for i in ms.peers if i in st.gone and i not in st.members
@@ -1233,18 +1295,52 @@ class NodeCore:
             self._save_cluster()
         if self.need_drop and not rings.moving and self.left_at is None:
             keep = set(rings.current.replicas_of(self.me))
-            if drop_pass(self, keep) == 0:
+            if self.handover.done(now) and drop_pass(self, keep) == 0:
                 self.need_drop = False
         if self.left_at is not None and not self.exit_requested:
-            if not self.handoff.index or now - self.left_at > LEAVE_HINT_WAIT:
+            # hints for owners that are down were handed to stand-ins (_pass_hints); the wait
+            # is for the case where no node that could keep them (or an owner to hand data
+            # over to) is up
+            handed = self.handover.done(now, member=False)
+            if (handed and not self.handoff.owners()) or now - self.left_at > LEAVE_HINT_WAIT:
                 left = sum(len(v) for v in self.handoff.index.values())
                 if left:
-                    log.warning("exiting with %d hints undelivered (kept in the data dir)", left)
+                    log.warning("exiting with %d hints undelivered (no node up to keep them; "
+                                "kept in the data dir)", left)
+                if not handed:
+                    log.warning("exiting before %d partition(s) were handed over (their owners "
+                                "are down; anti-entropy among them refills them)",
+                                len(self.handover.todo or ()))
                 self.exit_requested = True
+
+    def _pass_hints(self, now: float) -> None:
+        """This node left: hints for owners that are down go, as hints naming the owner, to
+        a node of the key's walk that is up (an owner or the next stand-in), which delivers
+        them when the owner is back. Hints for owners that are up are delivered as usual.
+        So a leaving node takes nothing with it (it used to wait 60 s, then exit with them)."""
+        from zkv.node.background import HandoffOp
+
+        ms = self.membership
+        for owner in self.handoff.owners():
+            if owner in self.passing or ms.is_up(owner):
+                continue
+            by_node: dict[str, list[tuple[bytes, bytes]]] = {}
+            for key, version in self.handoff.batch(owner, self.cfg.handoff_batch):
+                ring = ms.ring(self._n_of(key))
+                to = next((x for x in ring.walk(ring.partition(key))
+                           if x not in (self.me, owner) and ms.is_up(x)), None)
+                if to is not None:
+                    by_node.setdefault(to, []).append((key, version))
+            for to, batch in by_node.items():
+                self.passing.add(owner)
+                op = HandoffOp(self, owner, batch, now + 2 * self.cfg.replica_timeout, via=to)
+                op.on_finish = lambda op, owner=owner: self.passing.discard(owner)
+                self.start_op(op, now)
+                break  # one batch per owner at a time
 
     def _on_fetch(self, ident: bytes, msg: Fetch) -> None:
         room = max(4096, self.turn_budget - self.turn_bytes.get(ident, 0))
-        ok = answer_fetch(self.store, self.membership.ring(), msg, room)
+        ok = answer_fetch(self.store, self.membership.ring(), msg, room, self.in_group(msg.n))
         self.transfers.served(ok)
         self._reply(ident, ok)
 
@@ -1253,7 +1349,6 @@ class NodeCore:
         if st is None:
             raise ZkvError(f"{self.me} has not joined a cluster yet")
         ms = self.membership
-        s = ms.settings
         if msg.action == "plan":
             self._reply(ident, ClusterOk(msg.rid, self._plan(st)))
             return
@@ -1279,7 +1374,7 @@ class NodeCore:
                 new = own.set_auto_commit(st, self.me, msg.node == "true")
             else:
                 new = own.stage(st, msg.action, msg.node, msg.other, known=set(up),
-                                down=ms.down(), n=s["n"])
+                                down=ms.down(), n=max(self.groups()))
                 if new.auto_commit:
                     new = own.commit(new, self.me, racks)
         except own.ChangeError as exc:
@@ -1292,10 +1387,17 @@ class NodeCore:
         s = self.membership.settings
         ring = self.membership.ring()
         sizes: dict[int, int] = {}
+        other_sizes: dict[tuple[int, int], int] = {}
         for key in self.store.keys():
             p = ring.partition(key)
-            sizes[p] = sizes.get(p, 0) + self.store.record_size(key)
-        out = own.plan(st, s["q"], s["n"], sizes)
+            kn = self._n_of(key)
+            if kn is None or kn == s["n"]:
+                sizes[p] = sizes.get(p, 0) + self.store.record_size(key)
+            else:
+                other_sizes[(kn, p)] = other_sizes.get((kn, p), 0) + self.store.record_size(key)
+        out = own.plan(st, s["q"], s["n"], sizes, others=self.groups()[1:],
+                       other_sizes=other_sizes,
+                       known_racks={m.id: m.rack for m in self.membership.table()})
         out["claimant"] = own.claimant(st, [m.id for m in self.membership.table()
                                             if self.membership.is_up(m.id)])
         return out
@@ -1314,7 +1416,6 @@ class NodeCore:
         horizon = handoff.wall_ms() - HINT_TTL_MS
         budget = HINT_SWEEP_BATCH
         st = self.membership.cluster
-        ring = self.membership.ring()
         for owner in list(handoff.index):
             gone = self.membership.get(owner) is None or owner == self.me or (
                 st is not None and owner in st.gone and owner not in st.members)
@@ -1325,7 +1426,7 @@ class NodeCore:
                     version = handoff.get(owner, key)
                     if gone and version:
                         # its owner left or was removed: the key's owners now get it instead
-                        for o in ring.preflist_for_key(key):
+                        for o in self.membership.ring(self._n_of(key)).preflist_for_key(key):
                             if o == self.me:
                                 self.replica.merge(key, version)
                             elif o != owner:

@@ -35,6 +35,7 @@ class Context(Protocol):
     def coordinate_here(self, origin, inner) -> None: ...  # no owner answered: sloppy fallback
     def replica_timeout(self, node_id: str, remaining: float) -> float: ...  # per-replica budget
     def standins(self, key: bytes, exclude: set[str]) -> list[str]: ...  # next reachable nodes
+    def spend_io(self, nbytes: int) -> None: ...  # bulk bytes moved: charge the I/O budget
 
 
 class Op:

@@ -4,7 +4,7 @@ transfers. Pure: no sockets, no clock, no disk (contract: DESIGN.md 2.4, issue 1
 The ring is a pure function of a member set (ring.pyx), so ownership is a pure function of
 the *cluster state*, one small document every node holds:
 
-    ClusterState = [epoch, author, members, staged, auto_commit, gone]
+    ClusterState = [epoch, author, members, staged, auto_commit, gone, tokens]
         epoch:   u64, +1 per change the claimant makes (commit, finalize, setting)
         author:  the claimant that made this epoch (ties between two claimants of one epoch
                  during a partition resolve by author id: the higher (epoch, author) wins)
@@ -19,8 +19,14 @@ the *cluster state*, one small document every node holds:
         gone:    {node id: wall-clock ms} when nodes left or were removed; a node whose
                  incarnation (its start time, wall-clock ms) is later, i.e. the operator
                  started it again after that, joins again
+        tokens:  {node id: placement token} for members placed by something other than their
+                 id (absent in states written before it: every member placed by its id). A
+                 replacement inherits the token of the node it replaces, so with the same
+                 rack it takes exactly that node's place in every preference list and only
+                 that node's partitions move (`zkv cluster replace`). A node joining under an
+                 id still in use as a token gets a fresh token ("<id>:<epoch>").
 
-From it, two rings (for the cluster's q and n):
+From it, two rings (for the cluster's q and each N in use; members placed by their tokens):
     current = Ring(members with status valid, leaving or removed)   reads and W-counting writes
     next    = Ring(members with status valid or joining)            where ownership is going
 When they differ the cluster is *moving*: for every partition p, each node of
@@ -69,6 +75,7 @@ class ClusterState(msgspec.Struct, array_like=True):
     staged: list[tuple[str, str, str]] = []
     auto_commit: bool = True
     gone: dict[str, int] = {}
+    tokens: dict[str, str] = {}  # id -> placement token, only where it is not the id
 
     def rank(self) -> tuple[int, str]:
         return (self.epoch, self.author)
@@ -79,6 +86,10 @@ class ClusterState(msgspec.Struct, array_like=True):
 
     def ids(self, statuses: frozenset[str]) -> list[str]:
         return sorted(i for i, (s, _) in self.members.items() if s in statuses)
+
+    def token(self, node_id: str) -> str:
+        """The token a member is placed by: its id unless it inherited another's."""
+        return self.tokens.get(node_id, node_id)
 
     def moving(self) -> bool:
         return any(s != VALID for s, _ in self.members.values())
@@ -130,6 +141,15 @@ def validate(st: ClusterState) -> str | None:
     for nid, inc in st.gone.items():
         if not NODE_ID_RE.match(nid) or not 0 <= inc < 1 << 63:
             return "bad gone record"
+    if len(st.tokens) > MAX_MEMBERS:
+        return "bad token count"
+    for nid, tok in st.tokens.items():
+        if nid not in st.members or not NODE_ID_RE.match(tok):
+            return f"bad token for {nid}"
+    for statuses in (CURRENT, NEXT):  # each ring places every member by a distinct token
+        ids = st.ids(statuses)
+        if len({st.token(i) for i in ids}) != len(ids):
+            return "two members share a placement token"
     return None
 
 
@@ -157,11 +177,12 @@ class Rings:
 
     def __init__(self, st: ClusterState, q: int, n: int) -> None:
         self.state = st
+        tokens = st.tokens or None
         cur = [(i, st.members[i][1]) for i in st.ids(CURRENT)]
-        self.current = Ring(cur, q=q, n=n)
+        self.current = Ring(cur, q=q, n=n, tokens=tokens)
         nxt = [(i, st.members[i][1]) for i in st.ids(NEXT)]
-        self.next = Ring(nxt, q=q, n=n) if nxt and set(st.ids(NEXT)) != set(st.ids(CURRENT)) \
-            else self.current
+        self.next = Ring(nxt, q=q, n=n, tokens=tokens) if nxt and set(st.ids(NEXT)) != set(
+            st.ids(CURRENT)) else self.current
         self.moving = self.next is not self.current
         self._pending: dict[int, tuple[str, ...]] = {}
         if self.moving:
@@ -226,6 +247,11 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
         raise ChangeError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
     if not NODE_ID_RE.match(node or "") or (other and not NODE_ID_RE.match(other)):
         raise ChangeError("bad node id")
+    if action == "replace" and ("join", other, "") in st.staged:
+        # the claimant staged the new node's join by itself (auto-commit off): the replace
+        # takes its place, so the new node is placed where the old one was
+        st = st.copy()
+        st.staged.remove(("join", other, ""))
     busy = _staged_nodes(st)
     for x in (node, other):
         if x and x in busy:
@@ -276,15 +302,23 @@ def commit(st: ClusterState, author: str, racks: dict[str, str]) -> ClusterState
     for action, node, other in out.staged:
         if action == "join":
             out.members[node] = (JOINING, racks.get(node, "default"))
+            _fresh_token(out, node)
         elif action == "leave":
             out.members[node] = (LEAVING, out.members[node][1])
         elif action == "replace":
-            # with auto-commit the new node may already be joining (or, done, valid): then
-            # only the old one has to go; its partitions stream from the other replicas when
-            # it is dead
+            # the new node takes the old one's place: it is placed by the old one's token, so
+            # exactly the old one's partitions move (from it, or from the other replicas when
+            # it is dead). With auto-commit the new node may already be joining under its own
+            # token: it is re-placed (the partitions of its own share it was receiving are
+            # forgotten); if its join already completed (valid), it keeps its own place and
+            # the old one just leaves.
             out.members[node] = (LEAVING, out.members[node][1])
-            if other not in out.members:
-                out.members[other] = (JOINING, racks.get(other, "default"))
+            if out.status(other) in (None, JOINING):
+                rack = out.members[other][1] if other in out.members else "default"
+                out.members[other] = (JOINING, racks.get(other, rack))
+                out.tokens[other] = out.token(node)
+                if out.tokens[other] == other:
+                    del out.tokens[other]
         elif action == "force-remove":
             if out.members[node][0] == JOINING:
                 del out.members[node]  # never owned anything
@@ -304,12 +338,26 @@ def finalize(st: ClusterState, author: str, now_ms: int) -> ClusterState:
             out.members[nid] = (VALID, rack)
         elif status in (LEAVING, REMOVED):
             del out.members[nid]
+            out.tokens.pop(nid, None)
             out.gone[nid] = now_ms
     while len(out.gone) > MAX_GONE:
         out.gone.pop(next(iter(out.gone)))
     out.epoch += 1
     out.author = author
     return out
+
+
+def _fresh_token(st: ClusterState, node: str) -> None:
+    """A joining node whose id another member is placed by (it replaced this id's earlier
+    life) gets a token of its own."""
+    used = {st.token(i) for i in st.members if i != node}
+    if st.token(node) in used:
+        tok = f"{node[:40]}:{st.epoch}"
+        k = 0
+        while tok in used:
+            k += 1
+            tok = f"{node[:40]}:{st.epoch}.{k}"
+        st.tokens[node] = tok
 
 
 def set_auto_commit(st: ClusterState, author: str, value: bool) -> ClusterState:
@@ -334,28 +382,46 @@ def joinable(st: ClusterState, table: Iterable[tuple[str, int]]) -> list[str]:
     return sorted(out)
 
 
-def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None) -> dict:
+def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None, *,
+         others: Iterable[int] = (),
+         other_sizes: dict[tuple[int, int], int] | None = None,
+         known_racks: dict[str, str] | None = None) -> dict:
     """What committing the staged changes would do (or what the running change does, when
     nothing is staged): ownership after, transfers per pair of nodes, moved fraction.
 
-    `sizes`: bytes per partition as far as the asking node knows (its own replicas); other
-    partitions are estimated at the mean of those."""
-    racks = {nid: rack for nid, (_, rack) in st.members.items()}
+    `n`: the cluster's N; `others`: every other N a namespace uses (issue 15): each N has its
+    own preference lists, so its keys move on their own (the rows of `transfers` say which N).
+    `sizes`: bytes per partition of the cluster's N as far as the asking node knows (its own
+    replicas), `other_sizes` the same per (N, partition); partitions it does not hold are
+    estimated at the mean of those it holds (per N). `known_racks`: racks of nodes a staged
+    change adds (the member table's; "default" for one it does not know)."""
+    racks = {**(known_racks or {}), **{nid: rack for nid, (_, rack) in st.members.items()}}
     target = st
     if st.staged:
         known = {x for _, a, b in st.staged for x in (a, b) if x}
         for x in known:
             racks.setdefault(x, "default")
         target = commit(st, st.author, racks)
+    groups = [n] + sorted(set(others) - {n})
     rings = Rings(target, q, n)
-    sizes = sizes or {}
-    mean = (sum(sizes.values()) // len(sizes)) if sizes else 0
-    pairs: dict[tuple[str, str], list[int]] = {}
-    for p, r, srcs in rings.transfers():
-        pairs.setdefault((srcs[0], r), []).append(p)
-    transfers = [{"from": a, "to": b, "partitions": len(ps),
-                  "bytes": sum(sizes.get(p, mean) for p in ps)}
-                 for (a, b), ps in sorted(pairs.items())]
+    pairs: dict[tuple[str, str, int], list[int]] = {}
+    group_sizes: dict[int, dict[int, int]] = {n: dict(sizes or {})}
+    for (gn, p), size in (other_sizes or {}).items():
+        group_sizes.setdefault(gn, {})[p] = size
+    warnings = []
+    for gn in groups:
+        grings = rings if gn == n else Rings(target, q, gn)
+        for p, r, srcs in grings.transfers():
+            pairs.setdefault((srcs[0], r, gn), []).append(p)
+        warnings += [f"partition {p}{'' if gn == n else f' (namespaces with N={gn})'} has no "
+                     f"replica outside the removed node(s); its data is lost unless they come "
+                     f"back" for p in grings.lost_partitions()]
+    transfers = []
+    for (a, b, gn), ps in sorted(pairs.items()):
+        gs = group_sizes.get(gn, {})
+        mean = (sum(gs.values()) // len(gs)) if gs else 0
+        transfers.append({"from": a, "to": b, "n": gn, "partitions": len(ps),
+                          "bytes": sum(gs.get(p, mean) for p in ps)})
     owned = {nid: len(rings.next.owned(nid)) for nid in rings.next.members}
     cur_members = set(rings.current.members)
     nxt_members = set(rings.next.members)
@@ -374,6 +440,5 @@ def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None) 
         "owned_after": owned,
         "transfers": transfers,
         "moved_fraction": round(moved, 4), "minimum_fraction": round(minimum, 4),
-        "warnings": [f"partition {p} has no replica outside the removed node(s); its data is "
-                     f"lost unless they come back" for p in rings.lost_partitions()],
+        "warnings": warnings,
     }

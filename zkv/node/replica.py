@@ -72,9 +72,17 @@ class Replica:
         return self.handoff
 
     def read(self, key: bytes, owner: str | None = None) -> bytes:
-        """The encoded DVV set held for `key` (or held for absent `owner`); b"" when none."""
+        """The encoded DVV set held for `key` (or held for absent `owner`); b"" when none.
+
+        Standing in for `owner`, this node answers with its hint merged with any copy it
+        holds itself (an owner under the previous ring, about to drop it, holds the key while
+        its hint store does not: the hint alone read empty at R=1, sim membership seed 0)."""
         if owner:
-            return self.handoff_store().get(owner, key)
+            hint = self.handoff_store().get(owner, key)
+            own = self.store.get(key)
+            if own and hint:
+                return dvv.sync_encoded(hint, own)
+            return hint or own or b""
         return self.store.get(key) or b""
 
     def coordinate(self, key: bytes, context: bytes, value: bytes | None,

@@ -24,25 +24,31 @@ def member_status(core: NodeCore, node_id: str) -> str:
 
 
 def transfers(core: NodeCore) -> list[dict]:
-    """Every transfer of the running change, with the receivers' reported progress."""
+    """Every transfer of the running change, with the receivers' reported progress: one per
+    (partition, receiver) for the cluster's N and one per namespace N whose keys move too
+    (entries carry "n")."""
     rings = core.membership.rings()
     if rings is None or not rings.moving:
         return []
-    mine = {t["partition"]: t for t in core.transfers.status(core.now())}
+    mine = {(t["n"], t["partition"]): t for t in core.transfers.status(core.now())}
     out = []
-    reports: dict[str, dict[int, tuple]] = {}
-    for p, r, sources in rings.transfers():
-        if r == core.me and p in mine:
-            out.append(mine[p])
-            continue
-        if r not in reports:
-            rep = core.progress.get(r)
-            reports[r] = ({q: (d, t, ph) for q, d, t, ph in rep[1]}
-                          if rep and rep[0] == rings.state.epoch else {})
-        done, total, phase = reports[r].get(p, (0, 0, 0))
-        out.append({"partition": p, "from": sources[0], "to": r, "bytes_done": done,
-                    "bytes_total": max(done, total),
-                    "phase": ("streaming", "verifying", "done")[phase if 0 <= phase <= 2 else 0]})
+    reports: dict[str, dict[tuple[int, int], tuple]] = {}
+    for n in core.groups():
+        grings = core.membership.rings(n)
+        assert grings is not None
+        for p, r, sources in grings.transfers():
+            if r == core.me and (n, p) in mine:
+                out.append(mine[(n, p)])
+                continue
+            if r not in reports:
+                rep = core.progress.get(r)
+                reports[r] = ({(gn, q): (d, t, ph) for gn, q, d, t, ph in rep[1]}
+                              if rep and rep[0] == rings.state.epoch else {})
+            done, total, phase = reports[r].get((n, p), (0, 0, 0))
+            out.append({"partition": p, "n": n, "from": sources[0], "to": r,
+                        "bytes_done": done, "bytes_total": max(done, total),
+                        "phase": ("streaming", "verifying", "done")[
+                            phase if 0 <= phase <= 2 else 0]})
     return out
 
 

@@ -3,7 +3,10 @@ within an I/O budget; old owners drop what they no longer own once the cluster h
 
 Receiver side (`Transfers`, driven by the core's tick):
 - The partitions to receive are a pure function of the cluster state
-  (`ownership.Rings.incoming`). Up to `transfer_concurrency` run at once.
+  (`ownership.Rings.incoming`), once per N in use: the cluster's N and every namespace's N
+  (issue 15; a namespace's keys have their own preference lists, so a partition can move for
+  one N and not for another). A transfer is a (N, partition) pair and fetches only the keys
+  of that N (`Fetch.n`). Up to `transfer_concurrency` run at once.
 - Stream: `Fetch(p, cursor, batch)` to a source; the source answers the partition's versions
   in key-hash order from `cursor` (`answer_fetch`), at most about `batch` bytes; the receiver
   *merges* each with DVV sync (`Replica.merge`), so a concurrent write is never overwritten,
@@ -33,12 +36,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from functools import partial
 
 from zkv.node.antientropy import Exchange, leaf_keys
 from zkv.node.op import Op
-from zkv.wire import Fetch, FetchOk
+from zkv.wire import Fetch, FetchOk, RPut, RPutOk
 
 log = logging.getLogger("zkv.transfer")
 
@@ -48,8 +52,18 @@ BATCH_BYTES = 256 * 1024  # versions per Fetch answer (about)
 DROP_BATCH = 2000  # keys dropped per background step
 
 
+MAX_DEBT_S = 2.0  # the bucket never owes more than this many seconds of its rate
+
+
 class IOBudget:
-    """Token bucket: `rate` bytes per second, bursts up to one second of it."""
+    """Token bucket: `rate` bytes per second, bursts up to one second of it. One per node,
+    shared by everything that moves bulk data: transfers (wait until the bucket is positive,
+    then charge a batch), hint delivery and anti-entropy (charge what they send and pull;
+    they have their own bounds and never wait here) and compaction of the node's engines
+    (`reserve` per MiB rewritten, then sleep until that is paid for, in its own thread).
+    Thread-safe: compaction reserves from its thread. The debt is capped at MAX_DEBT_S
+    seconds of the rate, so whatever the others spend, a reservation waits at most about
+    that long: compaction is slowed, never starved."""
 
     def __init__(self, rate: float, clock: Callable[[], float]) -> None:
         self.rate = float(rate)
@@ -57,30 +71,47 @@ class IOBudget:
         self.tokens = self.rate
         self.at = clock()
         self.spent = 0  # bytes charged in total (metrics)
+        self.reserved = 0  # of which compaction's reservations
+        self._lock = threading.Lock()
 
     def _refill(self) -> None:
         now = self.clock()
-        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
-        self.at = now
+        self.tokens = min(self.rate, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = max(self.at, now)
 
     def charge(self, n: int) -> None:
-        self._refill()
-        self.tokens -= n
-        self.spent += n
+        with self._lock:
+            self._refill()
+            self.tokens = max(self.tokens - n, -MAX_DEBT_S * self.rate)
+            self.spent += n
+
+    def reserve(self, n: int) -> float:
+        """Charge `n` bytes now; the seconds to wait before using them (the debt ahead of
+        them, this reservation included, paid at the rate)."""
+        with self._lock:
+            self._refill()
+            self.tokens = max(self.tokens - n, -MAX_DEBT_S * self.rate - n)
+            self.spent += n
+            self.reserved += n
+            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
     def wait(self) -> float:
         """Seconds until the bucket is positive again (0: go now)."""
-        self._refill()
-        return 0.0 if self.tokens > 0 else -self.tokens / self.rate
+        with self._lock:
+            self._refill()
+            return 0.0 if self.tokens > 0 else -self.tokens / self.rate
 
 
-def answer_fetch(store, ring, msg: Fetch, max_bytes: int) -> FetchOk:
+def answer_fetch(store, ring, msg: Fetch, max_bytes: int,
+                 accept: Callable[[bytes], bool] | None = None) -> FetchOk:
     """The partition's versions from `msg.cursor` in key-hash order, about min(asked, cap)
-    bytes (whole groups of equal hashes, so a cursor never splits one)."""
+    bytes (whole groups of equal hashes, so a cursor never splits one); `accept`: only keys
+    of the asked N-group (core.in_group(msg.n))."""
     if not 0 <= msg.partition < ring.q:
         return FetchOk(msg.rid, [], [], msg.cursor, True, 0)
     lo, hi = ring.partition_range(msg.partition)
-    listing = sorted((h, k) for k, h in store.key_hashes(max(lo, msg.cursor), hi))
+    listing = sorted((h, k) for k, h in store.key_hashes(max(lo, msg.cursor), hi)
+                     if accept is None or accept(k))
     total = 0
     if msg.cursor <= lo:
         total = sum(store.record_size(k) for _, k in listing)
@@ -108,11 +139,13 @@ def answer_fetch(store, ring, msg: Fetch, max_bytes: int) -> FetchOk:
 
 
 class _Part:
-    __slots__ = ("p", "cursor", "done_bytes", "total", "phase", "sources", "src", "stalled",
-                 "running", "started", "keys")
+    __slots__ = ("p", "n", "wire_n", "cursor", "done_bytes", "total", "phase", "sources", "src",
+                 "stalled", "running", "started", "keys")
 
-    def __init__(self, p: int, lo: int, sources: list[str]) -> None:
+    def __init__(self, p: int, lo: int, sources: list[str], n: int = 0, wire_n: int = 0) -> None:
         self.p = p
+        self.n = n  # the N of the keys moved (a namespace's, or the cluster's)
+        self.wire_n = wire_n  # n as the wire says it: 0 for the cluster's N
         self.cursor = lo
         self.done_bytes = 0
         self.total = 0
@@ -153,7 +186,8 @@ class FetchOp(Op):
         self.pending = {self.source}
         self.deadline = self.ctx.now() + self.step
         self.ctx.wake(self, self.deadline)
-        self.ctx.ask(self.source, Fetch(0, self.part.p, self.part.cursor, BATCH_BYTES), self)
+        self.ctx.ask(self.source, Fetch(0, self.part.p, self.part.cursor, BATCH_BYTES,
+                                        self.part.wire_n), self)
 
     def on_timer(self) -> None:
         if self.waiting:
@@ -211,22 +245,29 @@ class Transfers:
     def __init__(self, core, path: str | None) -> None:
         self.core = core
         self.path = path
-        self.parts: dict[int, _Part] = {}
+        self.parts: dict[tuple[int, int], _Part] = {}  # (N, partition) -> its transfer
         self.epoch = -1  # the cluster epoch `parts` was planned for
         self.budget = IOBudget(core.cfg.transfer_rate, core.now)
-        self._saved: dict[int, list] = self._load()
+        # (N or None, partition) -> [cursor, done, total, phase] from the last life (None: a
+        # file written before transfers had an N: the cluster's N)
+        self._saved: dict[tuple[int | None, int], list] = self._load()
         self.bytes_received = 0  # streamed in, this process's life (keys + versions merged)
         self.bytes_sent = 0  # streamed out in Fetch answers, this process's life
 
     # ---- persistence ------------------------------------------------------------------------
-    def _load(self) -> dict[int, list]:
+    def _load(self) -> dict[tuple[int | None, int], list]:
         if not self.path:
             return {}
         try:
             with open(self.path) as fh:
                 doc = json.load(fh)
-            return {int(p): v for p, v in doc.get("partitions", {}).items()
-                    if isinstance(v, list) and len(v) == 4 and all(type(x) is int for x in v)}
+            out: dict[tuple[int | None, int], list] = {}
+            for name, v in doc.get("partitions", {}).items():
+                if not (isinstance(v, list) and len(v) == 4 and all(type(x) is int for x in v)):
+                    continue
+                n, _, p = name.rpartition(":")  # "N:partition", or "partition" (older files)
+                out[(int(n) if n else None, int(p))] = v
+            return out
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, AttributeError) as exc:
@@ -236,38 +277,42 @@ class Transfers:
     def save(self) -> None:
         if not self.path:
             return
-        doc = {"partitions": {str(p): [x.cursor, x.done_bytes, x.total, x.phase]
-                              for p, x in self.parts.items()}}
+        doc = {"partitions": {f"{n}:{p}": [x.cursor, x.done_bytes, x.total, x.phase]
+                              for (n, p), x in self.parts.items()}}
         tmp = self.path + ".tmp"
         with open(tmp, "w") as fh:
             json.dump(doc, fh)
         os.replace(tmp, self.path)
 
     # ---- planning -----------------------------------------------------------------------------
-    def replan(self, rings) -> None:
-        """The cluster state changed: keep the progress of partitions still incoming (resume),
-        forget the others."""
-        incoming = rings.incoming(self.core.me) if rings.moving else {}
+    def replan(self, groups: dict, default_n: int) -> None:
+        """The cluster state (or the set of N in use) changed: keep the progress of transfers
+        still incoming (resume), forget the others. `groups`: N -> ownership.Rings."""
         parts = {}
-        for p, sources in incoming.items():
-            part = self.parts.get(p)
-            if part is None:
-                lo = rings.current.partition_range(p)[0]
-                part = _Part(p, lo, sources)
-                saved = self._saved.get(p)
-                if saved:  # resume after a restart of this node
-                    part.cursor, part.done_bytes, part.total, part.phase = saved
-                    part.cursor = max(part.cursor, lo)
-                    if part.phase not in (STREAM, VERIFY, DONE):
-                        part.phase = STREAM
-                    log.info("resuming the transfer of partition %d at %d bytes", p,
-                             part.done_bytes)
-            else:
-                part.sources = sources
-            parts[p] = part
+        epoch = -1
+        for n, rings in sorted(groups.items()):
+            epoch = rings.state.epoch
+            incoming = rings.incoming(self.core.me) if rings.moving else {}
+            for p, sources in incoming.items():
+                part = self.parts.get((n, p))
+                if part is None:
+                    lo = rings.current.partition_range(p)[0]
+                    part = _Part(p, lo, sources, n, 0 if n == default_n else n)
+                    saved = self._saved.get((n, p)) or (
+                        self._saved.get((None, p)) if n == default_n else None)
+                    if saved:  # resume after a restart of this node
+                        part.cursor, part.done_bytes, part.total, part.phase = saved
+                        part.cursor = max(part.cursor, lo)
+                        if part.phase not in (STREAM, VERIFY, DONE):
+                            part.phase = STREAM
+                        log.info("resuming the transfer of partition %d (N=%d) at %d bytes", p,
+                                 n, part.done_bytes)
+                else:
+                    part.sources = sources
+                parts[(n, p)] = part
         self.parts = parts
         self._saved = {}
-        self.epoch = rings.state.epoch
+        self.epoch = epoch
         self.save()
 
     def served(self, ok: FetchOk) -> None:
@@ -319,7 +364,8 @@ class Transfers:
 
     def _verify(self, part: _Part, source: str, step: float, now: float) -> None:
         core = self.core
-        if core.ae is None:  # anti-entropy off: the stream (plus direct writes) is all
+        ae = core.ae_for(part.n)
+        if ae is None:  # anti-entropy off: the stream (plus direct writes) is all
             part.phase = DONE
             part.running = False
             self._finished(part)
@@ -327,9 +373,11 @@ class Transfers:
         from zkv.node.background import ExchangeOp  # background imports this module
 
         lo, hi = core.membership.ring().partition_range(part.p)
-        tree = core.ae.tree(part.p)
-        ex = Exchange(tree, part.p, source, now, partial(leaf_keys, core.store, tree, lo, hi))
-        op = ExchangeOp(core, core.ae, ex, step, core.cfg.aae_max_keys)
+        tree = ae.tree(part.p)
+        ex = Exchange(tree, part.p, source, now, partial(leaf_keys, core.store, tree, lo, hi,
+                                                         accept=core.in_group(part.n)),
+                      n=part.wire_n)
+        op = ExchangeOp(core, ae, ex, step, core.cfg.aae_max_keys)
 
         def verified(op: Op, part: _Part = part, ex: Exchange = ex) -> None:
             part.running = False
@@ -346,20 +394,21 @@ class Transfers:
     def _finished(self, part: _Part) -> None:
         part.stalled = ""
         self.save()
-        log.info("partition %d received (%d keys, %d bytes)", part.p, part.keys,
+        log.info("partition %d (N=%d) received (%d keys, %d bytes)", part.p, part.n, part.keys,
                  part.done_bytes)
 
     # ---- reporting -------------------------------------------------------------------------------
-    def report(self) -> list[tuple[int, int, int, int]]:
-        return [(p, x.done_bytes, x.total, x.phase) for p, x in sorted(self.parts.items())]
+    def report(self) -> list[tuple[int, int, int, int, int]]:
+        """(N, partition, bytes done, bytes total, phase) of every incoming transfer."""
+        return [(n, p, x.done_bytes, x.total, x.phase) for (n, p), x in sorted(self.parts.items())]
 
     def status(self, now: float) -> list[dict]:
         out = []
-        for p, x in sorted(self.parts.items()):
+        for (n, p), x in sorted(self.parts.items()):
             elapsed = now - x.started if x.started else 0.0
             rate = x.done_bytes / elapsed if elapsed > 0 else 0.0
             left = max(0, x.total - x.done_bytes)
-            out.append({"partition": p, "from": x.sources[x.src] if x.sources else "",
+            out.append({"partition": p, "n": n, "from": x.sources[x.src] if x.sources else "",
                         "to": self.core.me, "bytes_done": x.done_bytes,
                         "bytes_total": max(x.total, x.done_bytes), "phase": PHASES[x.phase],
                         "rate": round(rate), "eta_s": round(left / rate, 1) if rate else None,
@@ -393,9 +442,144 @@ def drop_pass(core, keep: set[int], limit: int = DROP_BATCH) -> int:
         dropped += 1
         if dropped >= limit:
             break
-    if core.ae is not None:
-        for p in touched:
-            lo, hi = ring.partition_range(p)
-            core.ae.rebuild_partition(p, ((k, v) for k, _ in core.store.key_hashes(lo, hi)
-                                          if (v := core.store.get(k))))
+    for p in touched:  # each N-group's tree of p holds only that group's keys
+        lo, hi = ring.partition_range(p)
+        for n, ae in core.ae_groups_all():
+            accept = core.in_group(n)
+            ae.rebuild_partition(p, ((k, v) for k, _ in core.store.key_hashes(lo, hi)
+                                     if accept(k) and (v := core.store.get(k))))
     return dropped
+
+
+class PushOp(Op):
+    """Send versions to a peer and wait for every acknowledgement (a handover's pushes)."""
+
+    kind = "handover"
+
+    def __init__(self, ctx, peer: str, items: list[tuple[bytes, bytes]], deadline: float) -> None:
+        super().__init__(ctx, None, b"", deadline)
+        self.peer = peer
+        self.items = items
+        self.waiting: set[int] = set()
+        self.acked = 0
+
+    def start(self) -> None:
+        for key, version in self.items:
+            msg = RPut(0, key, version)
+            self.ctx.ask(self.peer, msg, self)
+            self.waiting.add(msg.rid)
+        self.ctx.spend_io(sum(len(k) + len(v) for k, v in self.items))
+        self.pending = {self.peer} if self.waiting else set()
+        if not self.waiting:
+            self.finish()
+
+    def on_reply(self, node_id: str, msg) -> None:
+        if msg.rid in self.waiting:
+            self.waiting.discard(msg.rid)
+            if isinstance(msg, RPutOk) and msg.ok:
+                self.acked += 1
+        if not self.waiting:
+            self.finish()
+
+    def on_timeout(self) -> None:
+        self.finish()
+
+    @property
+    def complete(self) -> bool:
+        return self.acked == len(self.items)
+
+
+class Handover:
+    """Before a node drops partitions it no longer owns, or exits after leaving: one Merkle
+    exchange per (N, partition, current owner) of what it holds there, and every key the
+    owner lacks or holds differently pushed to it with acknowledgements. Closes what the
+    stream, its verify exchange and the uncounted copies can miss: a version that reached the
+    old owner only after the pending owner's verify (a hint delivered to it, a read repair, a
+    copy lost on the way). With N >= 2 anti-entropy among the remaining owners would repair
+    it; with N=1 the old owner held the only copy (the simulator lost such writes).
+    Pushing a version older than the owner's is harmless: it merges away. An owner that is
+    down is skipped once another owner of the same (N, partition) has it all (anti-entropy
+    among them refills it); a partition whose every owner is down waits."""
+
+    def __init__(self, core) -> None:
+        self.core = core
+        self.todo: set[tuple[int, int, str]] | None = None  # (N, partition, owner)
+        self.running: set[tuple[int, int, str]] = set()
+        self.handed: set[tuple[int, int]] = set()  # (N, partition) some owner has in full
+
+    def reset(self) -> None:
+        self.todo = None
+        self.handed = set()
+
+    def _plan(self, member: bool) -> set[tuple[int, int, str]]:
+        core = self.core
+        ms = core.membership
+        default = ms.settings["n"]
+        ring = ms.ring()
+        held: set[tuple[int, int]] = set()
+        for key in core.store.keys():
+            n = core._n_of(key) or default
+            held.add((n, ring.partition(key)))
+        out: set[tuple[int, int, str]] = set()
+        for n, p in held:
+            owners = ms.ring(n).preflist(p)
+            if member and core.me in owners:
+                continue
+            out.update((n, p, o) for o in owners if o != core.me)
+        return out
+
+    def done(self, now: float, member: bool = True) -> bool:
+        """Drive the handover; True once everything is handed over (`member`: this node is
+        still an owner of some partitions; False: it left, everything goes)."""
+        core = self.core
+        if core.ae is None:
+            return True  # no trees to compare: anti-entropy off, nothing to hand over by
+        if self.todo is None:
+            self.todo = self._plan(member)
+            if self.todo:
+                log.info("handing over %d (N, partition, owner) before dropping them",
+                         len(self.todo))
+        if not self.todo:
+            return True
+        from zkv.node.background import ExchangeOp  # background imports this module
+
+        ms = core.membership
+        default = ms.settings["n"]
+        step = 2 * core.cfg.replica_timeout + 1.0
+        for item in sorted(self.todo - self.running):
+            if len(self.running) >= core.cfg.aae_concurrency:
+                break
+            n, p, owner = item
+            ae = core.ae_for(n)
+            if not ms.is_up(owner) and (n, p) in self.handed:
+                self.todo.discard(item)  # another owner has it: anti-entropy refills this one
+                continue
+            if ae is None or not ms.is_up(owner):
+                continue
+            lo, hi = ms.ring().partition_range(p)
+            tree = ae.tree(p)
+            ex = Exchange(tree, p, owner, now, partial(leaf_keys, core.store, tree, lo, hi,
+                                                       accept=core.in_group(n)),
+                          n=0 if n == default else n)
+            op = ExchangeOp(core, ae, ex, step, 0)  # max_keys 0: no pull, no unacked push
+            self.running.add(item)
+            op.on_finish = partial(self._exchanged, item, ex)
+            core.start_op(op, now)
+        return False
+
+    def _exchanged(self, item, ex: Exchange, op: Op) -> None:
+        core = self.core
+        if not ex.finished:
+            self.running.discard(item)
+            return
+        items = [(k, v) for k in ex.push if (v := core.store.get(k))]
+        push = PushOp(core, item[2], items, core.now() + 2 * core.cfg.replica_timeout + 1.0)
+        push.on_finish = partial(self._pushed, item)
+        core.start_op(push, core.now())
+
+    def _pushed(self, item, op: Op) -> None:
+        self.running.discard(item)
+        assert isinstance(op, PushOp)
+        if op.complete and self.todo is not None:
+            self.todo.discard(item)
+            self.handed.add(item[:2])

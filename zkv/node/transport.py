@@ -39,6 +39,7 @@ from zkv.node.core import GOSSIP, REPLY, REQUEST, NodeCore, Outbox
 from zkv.node.links import GOSSIP_LIMIT, Links
 from zkv.node.membership import load_cluster
 from zkv.node.stores import open_stores
+from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.node")
 
@@ -64,6 +65,11 @@ class Node:
         self.core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
                              now=clock(), saved=load_cluster(cluster_path),
                              cluster_path=cluster_path)
+        # compaction of both engines draws from the node's one I/O budget (transfers, hint
+        # delivery, anti-entropy): bytes rewritten, paced in its own thread
+        store.throttle = self.core.transfers.budget.reserve
+        if isinstance(handoff.store, LogStore):
+            handoff.store.throttle = self.core.transfers.budget.reserve
         self.membership = self.core.membership
         self.limit = wire.frame_limit(cfg.max_key_size, cfg.max_value_size)
         self.zctx = zmq.Context()

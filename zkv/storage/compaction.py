@@ -12,6 +12,10 @@ Bitcask's merge (Sheehy & Smith 2010, §"Merge"), made crash-safe by file orderi
    repoint each moved key only if its entry still points at the old location (a put or delete
    that happened meanwhile wins), purge entries still pointing at inputs (released tombstones;
    CRC-bad records -> corrupt_keys), drop the inputs from the segment table.
+Pacing: when the store has a ``throttle`` (a node sets its shared I/O budget, see
+zkv/node/transfer.py IOBudget.reserve), step 2 writes its outputs PACE_CHUNK bytes at a time,
+each after the throttle's wait; closing the store interrupts the wait and abandons the
+compaction (its ``.tmp`` outputs are removed; nothing else changed).
 4. Delete inputs oldest first. A crash before step 3's renames leaves only ``.tmp`` files
    (removed on open); a crash after leaves inputs and outputs side by side, which replays to
    the same state, and deleting oldest-first means a surviving tombstone is never older than a
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from zkv._core import record
@@ -32,6 +37,11 @@ if TYPE_CHECKING:
     from zkv.storage.logstore import LogStore, Progress
 
 log = logging.getLogger("zkv.storage")
+PACE_CHUNK = 1 << 20  # bytes rewritten per throttle reservation
+
+
+class Aborted(Exception):
+    """The store was closed while a paced compaction waited for its budget."""
 
 
 class _Output:
@@ -44,10 +54,16 @@ class _Output:
         self.records = 0
         self.chunks: list[tuple[int, bytes, int]] = []  # (src fid, moves, base offset)
 
-    def add(self, src_fid: int, recs: bytes, moves: bytes) -> None:
+    def add(self, src_fid: int, recs: bytes, moves: bytes,
+              pace: Callable[[int], None] | None = None) -> None:
         view = memoryview(recs)
         while view:
-            view = view[os.write(self.fd, view) :]
+            chunk = view[:PACE_CHUNK]
+            view = view[len(chunk):]
+            if pace is not None:
+                pace(len(chunk))
+            while chunk:
+                chunk = chunk[os.write(self.fd, chunk) :]
         self.chunks.append((src_fid, moves, self.size))
         self.size += len(recs)
         self.records += len(moves) // 8
@@ -103,7 +119,8 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
                             if outputs:
                                 outputs[-1].finish()
                             outputs.append(_Output(store.path, (major, minor + len(outputs) + 1)))
-                        outputs[-1].add(seg.fid, recs, moves)
+                        outputs[-1].add(seg.fid, recs, moves,
+                                        store._pace if store.throttle is not None else None)
                 done += seg.size
                 if progress:
                     progress(done, before)

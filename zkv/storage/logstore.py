@@ -136,6 +136,9 @@ class LogStore:
         self._corrupt: set[bytes] = set()
         self._compactor: threading.Thread | None = None
         self._compactions = 0
+        # bytes -> seconds to wait before rewriting them: set by a node to share its I/O
+        # budget with compaction (compaction.py, "Pacing"); None: compaction runs flat out
+        self.throttle: Callable[[int], float] | None = None
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         try:
@@ -641,6 +644,16 @@ class LogStore:
         self._compactions += 1
         return stats
 
+    def _pace(self, nbytes: int) -> None:
+        """Called by compaction before it rewrites `nbytes`: wait for the throttle; a close
+        meanwhile abandons the compaction."""
+        throttle = self.throttle
+        delay = throttle(nbytes) if throttle is not None else 0.0
+        if delay > 0 and self._stop.wait(delay):
+            from zkv.storage.compaction import Aborted
+
+            raise Aborted("store closed during a paced compaction")
+
     def compact_async(self) -> threading.Thread | None:
         """Start compaction in a background thread; None if one is already running."""
         self._check_open()
@@ -652,8 +665,12 @@ class LogStore:
             return None
 
         def run() -> None:
+            from zkv.storage.compaction import Aborted
+
             try:
                 self.compact()
+            except Aborted:
+                log.info("compaction of %s abandoned: the store is closing", self.path)
             except Exception:
                 if not self._closed:
                     log.exception("background compaction failed")

@@ -1,0 +1,107 @@
+"""The cluster state's pure functions (zkv/node/ownership.py, issue 11): staging, commit,
+finalize, the plan, per-N transfers (issue 15) and replacement by placement token."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from zkv.node import ownership as own
+
+Q = 256
+
+
+def _state(n: int = 5) -> own.ClusterState:
+    return own.founding("n1", "r1", [(f"n{i}", f"r{i % 3}") for i in range(2, n + 1)])
+
+
+def _settled(st: own.ClusterState) -> own.ClusterState:
+    return own.finalize(st, "n1", 1000)
+
+
+def test_replace_moves_exactly_the_old_nodes_share():
+    st = _state()
+    st = own.stage(st, "replace", "n2", "n9", known={"n9"}, n=3)
+    st = own.commit(st, "n1", {"n9": "r2"})  # the same rack as n2
+    assert st.status("n2") == own.LEAVING and st.status("n9") == own.JOINING
+    assert st.token("n9") == "n2"
+    rings = own.Rings(st, Q, 3)
+    gained = {p for p, r, _ in rings.transfers()}
+    assert {r for _, r, _ in rings.transfers()} == {"n9"}
+    assert gained == set(rings.current.replicas_of("n2"))  # exactly n2's partitions move
+    for p in range(Q):  # n9 is where n2 was, in every preference list
+        assert rings.next.preflist(p) == tuple("n9" if x == "n2" else x
+                                               for x in rings.current.preflist(p))
+    for _p, _, sources in rings.transfers():
+        assert sources[0] == "n2"  # streamed from the node it replaces first
+    plan = own.plan(st, Q, 3)
+    assert plan["moved_fraction"] == round(len(rings.current.owned("n2")) / Q, 4)
+    done = _settled(st)
+    assert "n2" not in done.members and done.token("n9") == "n2"
+    after = own.Rings(done, Q, 3)
+    assert not after.moving and after.current.replicas_of("n9") == rings.current.replicas_of("n2")
+
+
+def test_replace_of_a_node_already_joining_re_places_it():
+    """With auto-commit the new node has joined under its own token before the operator
+    runs replace: it is re-placed at the old node's place, so only the old share moves."""
+    st = own.commit(own.stage(_state(), "join", "n9", known={"n9"}), "n1", {"n9": "r2"})
+    joining = own.Rings(st, Q, 3)
+    assert joining.transfers()  # it was receiving its own share
+    st = own.commit(own.stage(st, "replace", "n2", "n9", known={"n9"}, n=3), "n1", {})
+    rings = own.Rings(st, Q, 3)
+    assert {p for p, _, _ in rings.transfers()} == set(rings.current.replicas_of("n2"))
+    leave_then_join = own.Rings(own.commit(own.stage(joining.state, "leave", "n2", n=3), "n1",
+                                           {}), Q, 3)
+    assert len(leave_then_join.transfers()) > len(rings.transfers())
+
+
+def test_replace_after_auto_join_staged_with_auto_commit_off():
+    st = own.set_auto_commit(_state(), "n1", False)
+    st = own.stage(st, "join", "n9", known={"n9"})  # what the claimant stages by itself
+    st = own.stage(st, "replace", "n2", "n9", known={"n9"}, n=3)
+    assert st.staged == [("replace", "n2", "n9")]
+    plan = own.plan(st, Q, 3, known_racks={"n9": "r2"})  # what `zkv cluster plan` shows
+    cur = own.Rings(st, Q, 3).current
+    assert {t["to"] for t in plan["transfers"]} == {"n9"}
+    assert sum(t["partitions"] for t in plan["transfers"]) == len(cur.replicas_of("n2"))
+    st = own.commit(st, "n1", {"n9": "r2"})
+    assert st.token("n9") == "n2"
+
+
+def test_a_replaced_id_that_joins_again_gets_its_own_token():
+    st = _settled(own.commit(own.stage(_state(), "replace", "n2", "n9", known={"n9"}, n=3),
+                             "n1", {"n9": "r2"}))
+    st = own.commit(own.stage(st, "join", "n2", known={"n2"}), "n1", {"n2": "r2"})
+    assert st.token("n2") != "n2" and st.token("n2") != st.token("n9")
+    assert own.validate(st) is None
+    own.Rings(st, Q, 3)  # builds: distinct tokens
+
+
+def test_states_without_tokens_still_decode():
+    class Old(msgspec.Struct, array_like=True):  # the format before tokens
+        epoch: int
+        author: str
+        members: dict[str, tuple[str, str]]
+        staged: list[tuple[str, str, str]] = []
+        auto_commit: bool = True
+        gone: dict[str, int] = {}
+
+    data = msgspec.msgpack.encode(Old(3, "n1", {"n1": ("valid", "r1"), "n2": ("valid", "r2")}))
+    st = own.decode(data)
+    assert st.tokens == {} and st.token("n2") == "n2"
+    bad = _state()
+    bad.tokens = {"n3": "n2"}  # n3 placed where n2 is
+    with pytest.raises(ValueError, match="share a placement token"):
+        own.decode(own.encode(bad))
+
+
+def test_plan_lists_transfers_per_n():
+    st = own.stage(_state(), "join", "n9", known={"n9"})
+    plan = own.plan(st, Q, 3, others=[1, 2])
+    by_n = {t["n"] for t in plan["transfers"]}
+    assert by_n == {1, 2, 3}
+    for gn in (1, 2, 3):
+        rings = own.Rings(own.commit(st, "n1", {}), Q, gn)
+        assert sum(t["partitions"] for t in plan["transfers"] if t["n"] == gn) == len(
+            rings.transfers())
