@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
 import shutil
 import subprocess
@@ -490,19 +489,7 @@ def measure_netns(root: str, which: list[str], puts: int, trials: int) -> dict:
     except netns.NetnsUnavailable as exc:
         return {"skipped": str(exc)}
     try:
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        p = ctx.Process(target=_netns_main, args=(child, lab.tag, root, which, puts, trials))
-        p.start()
-        child.close()
-        try:
-            st, payload = parent.recv()
-        except EOFError:
-            st, payload = "error", f"exited with code {p.exitcode}"
-        p.join(30)
-        if st != "ok":
-            raise RuntimeError(payload)
-        return payload
+        return netns.run_in_child(_netns_main, lab.tag, root, which, puts, trials)
     finally:
         lab.close()
 

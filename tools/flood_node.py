@@ -31,15 +31,10 @@ from zkv import wire  # noqa: E402
 from zkv.client import Client  # noqa: E402
 from zkv.local import LocalCluster  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fuzz_node import rss_kb  # noqa: E402  (the node's RSS from /proc, one reader for both tools)
+
 FD_MARGIN = 64  # fds a node holds besides its client connections (files, links, zmq internals)
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def fd_count(pid: int) -> int:

@@ -116,3 +116,25 @@ def enter(ns: str) -> None:
             raise OSError(err, f"setns({ns}): {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def run_in_child(target, *args, join_timeout: float = 30.0):
+    """Run `target(conn, *args)` in a spawned process (so it can `enter` a namespace without
+    moving the caller) and return what it sends: `target` sends ("ok", payload) or ("error",
+    text); an error, or a child that dies first, raises RuntimeError with the text."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=target, args=(child, *args))
+    p.start()
+    child.close()
+    try:
+        status, payload = parent.recv()
+    except EOFError:
+        p.join(join_timeout)
+        status, payload = "error", f"exited with code {p.exitcode}"
+    p.join(join_timeout)
+    if status != "ok":
+        raise RuntimeError(payload)
+    return payload

@@ -679,21 +679,11 @@ class Suite:
             self.log(f"  partition fault skipped: {exc}")
             return []
         try:
-            ctx = mp.get_context("spawn")
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_partition_main,
-                            args=(child, self.s, cfgs, lab.tag, hosts,
-                                  os.path.join(root, f"netns-n{cfgs[0].n}")))
-            p.start()
-            child.close()
             try:
-                status, payload = parent.recv()
-            except EOFError:
-                status, payload = "error", f"exited with code {p.exitcode}"
-            p.join(30)
-            if status != "ok":
-                raise RuntimeError(f"partition run failed: {payload}")
-            return payload
+                return netns.run_in_child(_partition_main, self.s, cfgs, lab.tag, hosts,
+                                          os.path.join(root, f"netns-n{cfgs[0].n}"))
+            except RuntimeError as exc:
+                raise RuntimeError(f"partition run failed: {exc}") from None
         finally:
             lab.close()
 
