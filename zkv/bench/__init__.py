@@ -165,11 +165,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def conflict_modes(args: argparse.Namespace, s) -> int:
     """`zkv bench --conflict-modes`: the conflict-mode workload alone (see conflicts.py)."""
-    import json
-    import os
     import tempfile
 
-    from zkv.bench import conflicts
+    from zkv.bench import conflicts, report
 
     if args.keys < 1:
         print("zkv bench: --keys must be at least 1", file=sys.stderr)
@@ -197,19 +195,13 @@ def conflict_modes(args: argparse.Namespace, s) -> int:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
-    os.makedirs(s.out, exist_ok=True)
-    path = os.path.join(s.out, "conflicts.json")
-    with open(path, "w") as fh:
-        json.dump(res, fh, indent=2)
-    print(f"wrote {path}")
+    print(f"wrote {report.write_json(res, s.out, 'conflicts.json')}")
     return 0
 
 
 def security_mode(args: argparse.Namespace, s) -> int:
     """`zkv bench --security`: workload A, plain vs CurveZMQ, same run (see security.py)."""
-    import json
-    import os
-
+    from zkv.bench import report
     from zkv.bench import security as sec
     from zkv.security import has_curve
 
@@ -232,11 +224,7 @@ def security_mode(args: argparse.Namespace, s) -> int:
                   seed=s.seed, sync=s.sync)
     for line in sec.format_summary(res):
         print(line)
-    os.makedirs(s.out, exist_ok=True)
-    path = os.path.join(s.out, "security.json")
-    with open(path, "w") as fh:
-        json.dump(res, fh, indent=2)
-    print(f"wrote {path}")
+    print(f"wrote {report.write_json(res, s.out, 'security.json')}")
     return 0
 
 

@@ -17,9 +17,9 @@ PLOTS = {
 }
 
 
-def write_json(results: dict, out_dir: str) -> str:
+def write_json(results: dict, out_dir: str, name: str = "results.json") -> str:
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "results.json")
+    path = os.path.join(out_dir, name)
     with open(path, "w") as fh:
         json.dump(results, fh, indent=1, sort_keys=True, default=str)
     return path
