@@ -128,38 +128,6 @@ def test_failover_walks_the_owners_in_order_and_suspects_the_silent_one():
     assert c.candidates(b"k")[:3] == [a, b, d]
 
 
-def test_a_first_try_to_an_endpoint_with_a_record_gets_a_soft_budget():
-    """An owner frozen before anyone suspects it costs the first try's soft budget (4x its
-    slowest recent answer, at least SOFT_TRY_FLOOR), not the whole per-try budget; the next
-    try keeps the full budget, and so does a put of a large value."""
-    from zkv.client.core import SOFT_TRY_FLOOR, SOFT_TRY_MAX_VALUE, SOFT_TRY_SAMPLES
-
-    c, clock = core(timeout=5.0)
-    a = owners(b"k")[0]
-    healthy = member()
-    net = Net(clock, default=healthy)
-    for i in range(SOFT_TRY_SAMPLES - 1):
-        net.run(c.put(b"k", b"v%d" % i))
-    frozen = Net(clock, {a: lambda m: SILENT}, default=healthy)
-    frozen.run(c.put(b"k", b"x"))  # too few answers yet: the full per-try budget
-    first = [(ep, until - at) for ep, m, at, until in frozen.sent if isinstance(m, wire.Put)][0]
-    assert first == (a, c.per_try)
-    clock.t += SUSPECT_FOR
-    net.run(c.put(b"k", b"y"))  # the client's record (any endpoint) is complete now
-    frozen = Net(clock, {a: lambda m: SILENT}, default=healthy)
-    start = clock.t
-    assert frozen.run(c.put(b"k", b"z")) == b"new-ctx"
-    budgets = [(ep, until - at) for ep, m, at, until in frozen.sent if isinstance(m, wire.Put)]
-    assert budgets[0] == (a, SOFT_TRY_FLOOR)  # 4 x 1 ms is below the floor
-    assert budgets[1][1] == c.per_try and budgets[1][0] != a
-    assert clock.t - start < SOFT_TRY_FLOOR + 0.01  # answered by the next owner
-    clock.t += SUSPECT_FOR
-    big = Net(clock, {a: lambda m: SILENT}, default=healthy)
-    big.run(c.put(b"k", b"b" * (SOFT_TRY_MAX_VALUE + 1)))
-    first = [(ep, until - at) for ep, m, at, until in big.sent if isinstance(m, wire.Put)][0]
-    assert first == (a, c.per_try)
-
-
 def test_each_try_gets_the_per_try_budget_and_the_call_ends_at_its_deadline():
     c, clock = core(timeout=2.0)
     start = clock.t

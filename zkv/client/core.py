@@ -20,14 +20,7 @@ owner, so no forwarding hop is paid ('token'; 'any' spreads requests over every 
 load balancer would). A try that is not answered within the per-try budget (half the call's
 timeout, at most 1.5 s) moves on to the next owner, then to any other member; the node that
 missed is tried last for SUSPECT_FOR seconds and the ring is refreshed on the next call. A
-dead or paused node costs a retry, not an error. The *first* try of a call gets a shorter,
-observed budget once the endpoint (or, before it has, the cluster as a whole) has answered
-SOFT_TRY_SAMPLES times: SOFT_TRY_FACTOR x the slowest recent round trip, at least
-SOFT_TRY_FLOOR (above a coordinator's own soft timeout
-for a silent replica, ~0.1 s), so a node frozen before anyone suspects it costs ~0.3 s, not
-the whole per-try budget (issue 10). Later tries, and puts of large values, keep the full
-budget, so a slow but live answer costs at most one abandoned try (the write id makes the
-retry harmless). When every try failed the call raises
+dead or paused node costs a retry, not an error. When every try failed the call raises
 `Unavailable` if no tried node could even be connected to, else `RequestTimeout`.
 
 Namespaces (issue 15): every data call takes `namespace=` ("default" unless given). The
@@ -47,7 +40,6 @@ import itertools
 import os
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
@@ -82,11 +74,6 @@ RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
 SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
 CONNECT_WAIT = 0.25  # seconds a driver waits for a TCP connection to a node before moving on
 WID_BYTES = wire.WID_SIZE  # a write id: 16 random bytes per put/delete call
-SOFT_TRY_SAMPLES = 4  # answers before a first try gets a soft budget (the floor guards)
-SOFT_TRY_KEEP = 64  # recent round trips kept per endpoint
-SOFT_TRY_FACTOR = 4.0
-SOFT_TRY_FLOOR = 0.25  # seconds
-SOFT_TRY_MAX_VALUE = 64 * 1024  # larger puts always get the full per-try budget
 
 T = TypeVar("T")
 
@@ -229,8 +216,6 @@ class ClientCore:
         self._n_up = 0  # members in _base_order that looked up (they come first)
         self.rings: dict[int, Ring] = {}  # N -> ring (namespaces with another N than the cluster's)
         self.ns_cache: dict[str, Namespace] = {}  # namespaces seen (immutable once created)
-        self.rtts: dict[str, deque[float]] = {}  # endpoint -> recent round trips (s)
-        self.rtts_all: deque[float] = deque(maxlen=SOFT_TRY_KEEP)  # any endpoint's
         # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
         # coordinator orders this client's next write after everything it has seen
         self.stamp_floor = 0
@@ -353,16 +338,6 @@ class ClientCore:
             return None, None
         return nss.storage_key(known, key), known.n
 
-    def try_budget(self, ep: str, msg) -> float:
-        """A first try's budget: soft once `ep` has a record (see the module docstring)."""
-        rtts = self.rtts.get(ep)
-        if rtts is None or len(rtts) < SOFT_TRY_SAMPLES:
-            rtts = self.rtts_all  # an endpoint not heard much yet: the cluster's record
-        if len(rtts) < SOFT_TRY_SAMPLES or (type(msg) is Put
-                                            and len(msg.value) > SOFT_TRY_MAX_VALUE):
-            return self.per_try
-        return min(self.per_try, max(SOFT_TRY_FLOOR, SOFT_TRY_FACTOR * max(rtts)))
-
     # ---- plans ------------------------------------------------------------------------------
     def _failure(self, candidates: list[str], tried: int) -> ZkvError:
         seen = candidates[:max(tried, 1)]
@@ -418,20 +393,13 @@ class ClientCore:
                 break
             tried += 1
             msg.rid = next(self.rids)  # the same message (and write id) on every try
-            budget = self.try_budget(ep, msg) if tried == 1 else self.per_try
-            reply = yield Send(ep, msg, min(deadline, now + budget))
+            reply = yield Send(ep, msg, min(deadline, now + self.per_try))
             if reply is UNREACHABLE:
                 self.unconnectable.add(ep)
             else:
                 if self.unconnectable:
                     self.unconnectable.discard(ep)
                 if reply is not None:
-                    rtts = self.rtts.get(ep)
-                    if rtts is None:
-                        rtts = self.rtts[ep] = deque(maxlen=SOFT_TRY_KEEP)
-                    rtt = clock() - now
-                    rtts.append(rtt)
-                    self.rtts_all.append(rtt)
                     return reply
             self.suspect_until[ep] = clock() + SUSPECT_FOR
             self.ring_at = -1e9  # learn who is down on the next call
