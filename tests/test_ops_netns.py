@@ -159,16 +159,23 @@ def start_node(lab, nodes, tmp_path, host, *args):
                        prefix=lab.exec_prefix(host))
 
 
-def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
-    lab = netns
+def machines(lab, tmp_path):
+    """The nodes' process list, their request endpoints (one per HOSTS machine) and a
+    `client(command, ...)` that runs the client script on the client machine."""
     script = tmp_path / "client.py"
     script.write_text(CLIENT_SCRIPT)
-    nodes = Nodes(tmp_path)
-    (n1, a1), (n2, a2), (n3, a3) = HOSTS.items()
-    eps = [f"tcp://{a}:7001" for a in (a1, a2, a3)]
+    eps = [f"tcp://{a}:7001" for a in HOSTS.values()]
 
     def client(*args, timeout=150):
         return run_client(lab, script, *args, timeout=timeout)
+
+    return Nodes(tmp_path), eps, client
+
+
+def test_three_machines_and_a_client_survive_a_cut_link(netns, tmp_path):
+    lab = netns
+    nodes, eps, client = machines(lab, tmp_path)
+    (n1, a1), (n2, a2), (n3, a3) = HOSTS.items()
 
     def node(host, *args):
         return start_node(lab, nodes, tmp_path, host, *args)
@@ -226,15 +233,8 @@ def test_both_sides_of_a_healed_partition_see_each_other_and_serve_its_writes(ne
     (as coordinator, and as the only endpoint a client is given) serves what was written on
     the other side (timeouts are generous: behaviour, not speed)."""
     lab = netns
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT_SCRIPT)
-    nodes = Nodes(tmp_path)
+    nodes, eps, client = machines(lab, tmp_path)
     (n1, a1), (n2, a2), (n3, a3) = HOSTS.items()
-    eps = [f"tcp://{a}:7001" for a in (a1, a2, a3)]
-
-    def client(*args, timeout=150):
-        return run_client(lab, script, *args, timeout=timeout)
-
     try:
         for i, (host, addr) in enumerate(HOSTS.items()):
             start_node(lab, nodes, tmp_path, host, "--listen", eps[i], "--gossip",
