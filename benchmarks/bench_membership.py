@@ -62,7 +62,7 @@ from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.client import Client
 from zkv.errors import ZkvError
-from zkv.local import LocalCluster
+from zkv.local import LocalCluster, LocalNode
 from zkv.node.transfer import BATCH_BYTES
 
 VALUE_SIZE = 4096
@@ -377,9 +377,10 @@ def saved_done_bytes(data_dir: str) -> int:
     return 0
 
 
-def run_resume(cluster: LocalCluster, sh: Shared, q: int, n: int, settle_timeout: float,
-               fraction: float = 0.4, delay: float = 0.0) -> dict:
-    """Join a node, kill -9 it at about `fraction` of its data, restart it; bytes re-sent."""
+def join_until(cluster: LocalCluster, sh: Shared, q: int, n: int, settle_timeout: float,
+               fraction: float) -> tuple[LocalNode, dict, Poller, int, set]:
+    """Join a node and wait until it has received about `fraction` of the minimum bytes its
+    join moves: (node, counters before, the running Poller, minimum, partition pairs)."""
     before = ring_of(members_valid(cluster), q, n)
     c0 = counters(cluster)
     poll = Poller(cluster, 0.1)
@@ -387,19 +388,23 @@ def run_resume(cluster: LocalCluster, sh: Shared, q: int, n: int, settle_timeout
     node = cluster.add_node()
     # the minimum: the ring with the new node valid
     after = ring_of([*members_valid(cluster), (node.id, node.rack)], q, n)
-    sizes = partition_bytes(sh, before)
-    minimum, pairs = minimum_moves(before, after, sizes)
+    minimum, pairs = minimum_moves(before, after, partition_bytes(sh, before))
     deadline = time.monotonic() + settle_timeout
-    got = 0
     while time.monotonic() < deadline:
         s = poll.series.get(node.id)
-        got = s[-1][1] if s else 0
-        if got >= fraction * minimum:
+        if s and s[-1][1] >= fraction * minimum:
             break
         time.sleep(0.05)
+    return node, c0, poll, minimum, pairs
+
+
+def run_resume(cluster: LocalCluster, sh: Shared, q: int, n: int, settle_timeout: float,
+               fraction: float = 0.4, delay: float = 0.0) -> dict:
+    """Join a node, kill -9 it at about `fraction` of its data, restart it; bytes re-sent."""
+    node, c0, poll, minimum, pairs = join_until(cluster, sh, q, n, settle_timeout, fraction)
     time.sleep(delay)  # so the kill does not always land right after a batch was counted
     s = poll.series.get(node.id)
-    killed_at = s[-1][1] if s else got
+    killed_at = s[-1][1] if s else 0
     # what the senders streamed before the kill (read now: the receiver dies next)
     cluster.kill(node.id)
     t_kill = time.monotonic()
@@ -432,19 +437,7 @@ def run_source_kill(cluster: LocalCluster, sh: Shared, q: int, n: int, settle_ti
     (never the claimant, node1), so its receivers go on from the next source at the cursor
     they saved; restart it. Bytes re-sent: what every source sent (the killed one's count
     read just before the kill) beyond what the receivers merged."""
-    before = ring_of(members_valid(cluster), q, n)
-    c0 = counters(cluster)
-    poll = Poller(cluster, 0.1)
-    poll.start()
-    node = cluster.add_node()
-    after = ring_of([*members_valid(cluster), (node.id, node.rack)], q, n)
-    minimum, pairs = minimum_moves(before, after, partition_bytes(sh, before))
-    deadline = time.monotonic() + settle_timeout
-    while time.monotonic() < deadline:
-        s = poll.series.get(node.id)
-        if s and s[-1][1] >= fraction * minimum:
-            break
-        time.sleep(0.05)
+    node, c0, poll, minimum, pairs = join_until(cluster, sh, q, n, settle_timeout, fraction)
     c_kill = counters(cluster)
     victim = max((x for x in c_kill if x not in ("node1", node.id)),
                  key=lambda x: c_kill[x][1] - c0.get(x, (0, 0))[1])
