@@ -138,6 +138,9 @@ class FakeCtx:
     def respond(self, origin, msg):
         self.replies.append(msg)
 
+    def release(self, op):
+        pass
+
     def done(self, op):
         self.finished = True
 

@@ -20,7 +20,7 @@ from zkv.config import NodeConfig
 from zkv.node import core as core_mod
 from zkv.node import ownership as own
 from zkv.node.background import MAX_EXCHANGE_QUEUE
-from zkv.node.core import ADMIN, CLIENT, GOSSIP, PEER, REQUEST, NodeCore
+from zkv.node.core import ADMIN, CLIENT, GOSSIP, PEER, REPLY, REQUEST, NodeCore
 from zkv.node.membership import MAX_CANDIDATES, load_cluster
 from zkv.node.stores import open_stores
 from zkv.wire import Member
@@ -271,6 +271,30 @@ def test_in_flight_requests_capped_per_connection_and_freed(node):
     node.core.tick(node.t)
     node.out()
     assert node.core.inflight == {}  # nothing kept per identity once its requests are done
+
+
+def test_answered_requests_free_their_slot_while_a_replica_stays_silent(node):
+    """Issue 10: a put answered at its quorum stops counting against the connection's cap
+    while it still waits for a silent replica; before, 256 such puts made the node refuse
+    the client ('busy, retry') for as long as a replica was cut off."""
+    cap = core_mod.MAX_INFLIGHT[CLIENT]
+    for rnd in range(3):
+        puts = [wire.Put(i, b"k%d-%d" % (rnd, i), b"v", w=2) for i in range(cap)]
+        node.core.handle((REQUEST, OUTSIDER), puts, node.t)
+        out = node.out()
+        assert not out.clients.get(OUTSIDER)  # waiting for a second replica
+        # node2 acknowledges every replica write; node3 stays silent
+        acks = [wire.RPutOk(m.rid) for m in out.peers["node2"] if type(m) is wire.RPut]
+        assert len(acks) == cap
+        node.core.handle((REPLY, "node2"), acks, node.t)
+        replies = node.out().clients[OUTSIDER]
+        assert len(replies) == cap and all(type(r) is wire.PutOk for r in replies), replies[:3]
+        assert len(node.core.live_ops) >= cap  # still waiting for node3 (bounded by deadline)
+    assert node.core.inflight == {}
+    node.t += 10
+    node.core.tick(node.t)
+    node.out()
+    assert not node.core.live_ops
 
 
 def test_ghost_hints_refused_and_swept(node):

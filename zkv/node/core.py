@@ -950,6 +950,7 @@ class NodeCore:
         if op.origin is not None:
             ident = op.origin[0]
             self.inflight[ident] = self.inflight.get(ident, 0) + 1
+            op.holds_slot = True
         op.serial = serial = next(self.op_serials)
         self.live_ops[serial] = op
         heapq.heappush(self.timers, (op.deadline, next(self.timer_seq), serial))
@@ -984,16 +985,24 @@ class NodeCore:
             self.timers[:] = [t for t in self.timers if t[2] in live]  # in place: tick()
             heapq.heapify(self.timers)  # may be iterating it
             self.dead_timers = 0
-        origin = op.origin
-        if origin is not None:
-            n = self.inflight.get(origin[0], 0) - 1
-            if n > 0:
-                self.inflight[origin[0]] = n
-            else:
-                self.inflight.pop(origin[0], None)
+        self.release(op)
         for rid in self.op_rids.pop(op.serial, ()):
             self.peer_rids.pop(rid, None)
         op.on_done()
+
+    def release(self, op: Op) -> None:
+        """The op's client has its answer (or the op ended): it stops counting against the
+        connection's in-flight cap. An answered op may still wait for a slow or silent replica
+        until its deadline; counting it would refuse a client that only ever waits for its
+        quorum ('busy') whenever a replica is silent."""
+        if op.holds_slot:
+            op.holds_slot = False
+            ident = op.origin[0]
+            n = self.inflight.get(ident, 0) - 1
+            if n > 0:
+                self.inflight[ident] = n
+            else:
+                self.inflight.pop(ident, None)
 
     def wake(self, op: Op, at: float) -> None:
         heapq.heappush(self.timers, (at, next(self.timer_seq), op.serial))

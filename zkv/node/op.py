@@ -26,6 +26,7 @@ class Context(Protocol):
 
     def ask(self, node_id: str, msg, op: Op | None) -> None: ...  # send; route replies to op
     def respond(self, origin, msg) -> None: ...  # reply to the client (origin) that asked
+    def release(self, op: Op) -> None: ...  # op's client has its answer: free its slot
     def done(self, op: Op) -> None: ...  # op finished: forget its timers and rids
     def observe(self, op: Op, ok: bool) -> None: ...  # metrics
     def suspect(self, node_id: str, reason: str) -> None: ...
@@ -46,6 +47,7 @@ class Op:
     required = 0  # R or W (0: not a quorum op)
     started = 0.0
     serial = 0  # set by the core when the op starts (its key in live_ops and timers)
+    holds_slot = False  # counted in its client connection's in-flight ops (until answered)
 
     def __init__(self, ctx: Context, origin, key: bytes, deadline: float) -> None:
         self.ctx = ctx
@@ -78,6 +80,7 @@ class Op:
         if not self.replied:
             self.replied = True
             self.ctx.respond(self.origin, msg)
+            self.ctx.release(self)
             self.ctx.observe(self, ok)
 
     def finish(self) -> None:
