@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 
 from zkv import wire
 from zkv._core.ring import Ring
-from zkv.client import CONNECT_WAIT, RING_REFRESH, SUSPECT_FOR, UNREACHABLE, ClientCore
+from zkv.client import (
+    CONNECT_WAIT,
+    HEDGE_FLOOR,
+    RING_REFRESH,
+    SLOW,
+    SUSPECT_FOR,
+    UNREACHABLE,
+    ClientCore,
+)
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
 
 SILENT = object()
@@ -35,14 +43,28 @@ class Clock:
         return self.t
 
 
-class Net:
-    """A fake network: `nodes[endpoint](msg)` says what becomes of each try sent there."""
+class Late:
+    """A node's answer that arrives `delay` seconds after the try was sent."""
 
-    def __init__(self, clock: Clock, nodes=None, default=None) -> None:
+    def __init__(self, delay: float, reply) -> None:
+        self.delay, self.reply = delay, reply
+
+
+class Net:
+    """A fake network: `nodes[endpoint](msg)` says what becomes of each try sent there.
+
+    `hedge=False` plays a driver that ignores `Send.soft` / `Send.also` (allowed: they are
+    optional to honour); `hedge=True` a driver that honours them: answers (a reply, or `Late`)
+    arrive at their time, and a wait returns the first answer to the try or to any try it
+    lists in `also`, SLOW at `soft`, None at `until`."""
+
+    def __init__(self, clock: Clock, nodes=None, default=None, hedge: bool = False) -> None:
         self.clock = clock
         self.nodes = dict(nodes or {})
         self.default = default or (lambda msg: SILENT)
         self.sent: list[tuple[str, object, float, float]] = []  # endpoint, msg copy, at, until
+        self.hedge = hedge
+        self.arrivals: dict[int, tuple[float, object]] = {}  # rid -> (when, reply)
 
     def run(self, plan):
         try:
@@ -53,6 +75,8 @@ class Net:
             return done.value
 
     def deliver(self, send):
+        if self.hedge:
+            return self.deliver_hedged(send)
         clock = self.clock
         assert send.until > clock.t  # a try is never sent already late
         msg = wire.decode(wire.encode_one(send.msg), 1 << 30)[0]  # what went on the wire
@@ -67,6 +91,30 @@ class Net:
         clock.t += LATENCY
         what.rid = send.msg.rid
         return what
+
+    def deliver_hedged(self, send):
+        clock = self.clock
+        assert send.until > clock.t and (send.soft is None or send.until > send.soft > clock.t)
+        if send.msg is not None:
+            msg = wire.decode(wire.encode_one(send.msg), 1 << 30)[0]
+            self.sent.append((send.endpoint, msg, clock.t, send.until))
+            what = self.nodes.get(send.endpoint, self.default)(msg)
+            if what is UNREACHABLE:
+                clock.t = min(send.until, clock.t + CONNECT_WAIT)
+                return UNREACHABLE
+            if what is not SILENT:
+                late = what if isinstance(what, Late) else Late(LATENCY, what)
+                late.reply.rid = send.msg.rid
+                self.arrivals[send.msg.rid] = (clock.t + late.delay, late.reply)
+        rids = [rid for _, rid in send.also] + ([send.msg.rid] if send.msg is not None else [])
+        end = send.until if send.soft is None else send.soft
+        due = sorted(self.arrivals[r] for r in rids if r in self.arrivals
+                     and self.arrivals[r][0] <= end)
+        if due:
+            clock.t = max(clock.t, due[0][0])
+            return due[0][1]
+        clock.t = end
+        return SLOW if send.soft is not None else None
 
     def kinds(self) -> list[str]:
         return [type(m).__name__ for _, m, _, _ in self.sent]
@@ -378,3 +426,105 @@ def test_any_fault_schedule_keeps_the_contract(fates, timeout, key, delete):
         assert all(by_ep[ep] != "ok" for ep in tried)
         assert isinstance(result, Unavailable) == all(by_ep[ep] == "unreachable" for ep in tried)
         assert tried == order or clock.t >= start + timeout  # gave up only when out of options
+
+
+# ---- hedged tries (issue 10) ---------------------------------------------------------------------
+def test_a_silent_coordinator_costs_the_hedge_delay_not_the_per_try_budget():
+    c, clock = core(timeout=5.0)  # per try 1.5 s
+    start = clock.t
+    a, b, d = owners(b"k")
+    net = Net(clock, {a: lambda m: SILENT}, default=member(), hedge=True)
+    assert net.run(c.put(b"k", b"v", w=3)) == b"new-ctx"
+    assert clock.t == pytest.approx(start + HEDGE_FLOOR + LATENCY)
+    (ea, ma, at_a, _), (eb, mb, at_b, _) = net.sent
+    assert (ea, eb) == (a, b) and at_b - at_a == pytest.approx(HEDGE_FLOOR)
+    assert ma.wid == mb.wid and ma.rid != mb.rid  # the same write: replicas collapse the two
+    assert a in c.suspect_until  # the next call goes elsewhere first
+
+
+def test_the_first_answer_wins_even_the_hedged_try_s():
+    c, clock = core(timeout=5.0)
+    start = clock.t
+    a, b, d = owners(b"k")
+    net = Net(clock, {a: lambda m: Late(0.3, wire.GetOk(0, [b"from-a"], b"")),
+                      b: lambda m: Late(0.5, wire.GetOk(0, [b"from-b"], b""))},
+              default=member(), hedge=True)
+    assert net.run(c.get(b"k")).values == [b"from-a"]  # a answered while b's try was open
+    assert clock.t == pytest.approx(start + 0.3)
+    assert [ep for ep, *_ in net.sent] == [a, b]  # d never asked: a's answer came first
+
+
+def test_out_of_nodes_the_hedged_tries_are_still_waited_for():
+    c, clock = core(timeout=5.0)
+    start = clock.t
+    order = c.candidates(b"k")
+    late = lambda m: Late(0.9, wire.PutOk(0, b"late-ctx"))  # noqa: E731
+    net = Net(clock, {order[0]: late}, default=lambda m: UNREACHABLE, hedge=True)
+    assert net.run(c.put(b"k", b"v")) == b"late-ctx"
+    # seen at the end of the connect wait it arrived in (a driver reads no answers then)
+    assert start + 0.9 <= clock.t <= start + 0.9 + CONNECT_WAIT
+
+
+def test_the_hedge_delay_follows_the_observed_round_trips():
+    c, clock = core(timeout=5.0)
+    assert c.hedge_delay() == HEDGE_FLOOR
+    net = Net(clock, default=lambda m: Late(0.25, member()(m)), hedge=True)
+    for i in range(40):
+        net.run(c.get(b"k%d" % i))
+    assert c.hedge_delay() == pytest.approx(3 * 0.25)
+    assert min(c.per_try, c.hedge_delay()) > 0.25  # a usual answer never triggers a hedge
+
+
+def test_status_and_admin_calls_are_never_hedged():
+    c, clock = core(timeout=5.0)
+    quiet = EP["n1"]
+    net = Net(clock, {quiet: lambda m: SILENT}, default=member(), hedge=True)
+    with pytest.raises(RequestTimeout):
+        net.run(c.status(quiet))
+    assert [ep for ep, *_ in net.sent] == [quiet]
+
+
+answer = st.one_of(st.just("silent"), st.just("unreachable"),
+                   st.floats(0.001, 3.0).map(lambda d: round(d, 3)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fates=st.lists(answer, min_size=4, max_size=4), timeout=st.floats(0.05, 6.0),
+       key=st.binary(min_size=1, max_size=8))
+def test_hedging_never_loses_an_answer_a_plain_driver_would_get(fates, timeout, key):
+    def run(hedge: bool):
+        c, clock = core(timeout=timeout)
+        start = clock.t
+        order = c.candidates(key)
+        by_ep = dict(zip(order, fates, strict=True))
+
+        def node(f):
+            if f == "silent":
+                return lambda m: SILENT
+            if f == "unreachable":
+                return lambda m: UNREACHABLE
+            # a plain driver sees an answer only within the try's budget
+            return lambda m: (Late(f, wire.PutOk(0, b"ok")) if hedge else
+                              wire.PutOk(0, b"ok") if f <= min(c.per_try, timeout) else SILENT)
+
+        net = Net(clock, {ep: node(f) for ep, f in by_ep.items()}, hedge=hedge)
+        try:
+            result = net.run(c.put(key, b"v"))
+        except (RequestTimeout, Unavailable) as exc:
+            result = exc
+        tried = [ep for ep, *_ in net.sent]
+        assert tried == order[:len(tried)]  # best first, never the same node twice
+        for _, _, at, until in net.sent:
+            assert until <= min(at + c.per_try, start + timeout)
+        assert len({m.wid for _, m, *_ in net.sent}) == 1
+        assert clock.t <= start + timeout + LATENCY
+        return result, [(at, by_ep[ep]) for ep, _, at, _ in net.sent]
+
+    plain, _ = run(False)
+    hedged, sent = run(True)
+    if plain == b"ok":
+        assert hedged == b"ok"  # hedging never turns a success into a failure
+    for i, (at, _) in enumerate(sent):  # no node is asked once an answer has arrived
+        for earlier, fate in sent[:i]:  # (give or take the connect wait of an unreachable one)
+            if not isinstance(fate, str):
+                assert at < earlier + fate + CONNECT_WAIT

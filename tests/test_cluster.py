@@ -114,22 +114,22 @@ def test_delete_with_full_context_leaves_key_absent(cluster3):
 def test_read_repair_fixes_a_stale_replica(make_cluster):
     from conftest import FAST, held
 
-    cl = make_cluster(3, extra_args=FAST + ["--aae-interval", "0"])  # read repair alone
+    # read repair alone: no anti-entropy, and no hint delivery (node1 and node2 keep a hint
+    # of the write node3 missed, which would reach node3 the moment it is up again)
+    cl = make_cluster(3, extra_args=FAST + ["--aae-interval", "0", "--handoff-batch", "0"])
     ep3 = cl.node("node3").listen
     with _client(cl) as c:
         c.put(b"rr", b"old", w=3)
-        cl.pause("node3")
-        try:
-            # known down first: a replica write sent to a paused node waits in its socket
-            # and is applied when it resumes, which would leave nothing to repair
-            cl.wait_converged(expect_up=["node1", "node2"])
-            c.put(b"rr", b"new", context=c.get(b"rr", r=2).context, w=2)
-        finally:
-            cl.resume("node3")
+        # killed, not paused: nothing sent to it meanwhile can wait in its socket and be
+        # applied when it is back (a paused node got the write that way, or by hedged tries)
+        cl.kill("node3")
+        cl.wait_converged(expect_up=["node1", "node2"])
+        c.put(b"rr", b"new", context=c.get(b"rr", r=2).context, w=2)
+        cl.restart("node3")
         cl.wait_converged()
         assert held(ep3, b"rr") == [b"old"]  # stale: it missed the write
         deadline = time.monotonic() + 10
-        while True:  # node3, just resumed, may still be working through its queued frames
+        while True:  # node3, just restarted, may still be catching up
             try:
                 got = c.get(b"rr", r=3)
                 break

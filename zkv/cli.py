@@ -117,7 +117,8 @@ def node_parser() -> argparse.ArgumentParser:
     s.add_argument("--tombstone-grace", dest="tombstone_grace", type=float,
                    help="seconds before a tombstone all owners hold is reaped (default 60)")
     s.add_argument("--handoff-batch", dest="handoff_batch", type=int,
-                   help="hints delivered per owner per step (default 200)")
+                   help="hints delivered per owner per step (default 200; 0 holds every hint "
+                   "until the owner is repaired otherwise: read repair, anti-entropy)")
     s.add_argument("--aae-concurrency", dest="aae_concurrency", type=int,
                    help="Merkle exchanges in flight at once (default 8)")
     s.add_argument("--transfer-rate", dest="transfer_rate", type=int,

@@ -10,7 +10,9 @@ delete, update, status, ring_info, repair.
 from zkv.client.aio import AsyncClient
 from zkv.client.core import (
     CONNECT_WAIT,
+    HEDGE_FLOOR,
     RING_REFRESH,
+    SLOW,
     SUSPECT_FOR,
     UNREACHABLE,
     ClientCore,
@@ -26,6 +28,8 @@ __all__ = [
     "ClientCore",
     "Send",
     "UNREACHABLE",
+    "SLOW",
+    "HEDGE_FLOOR",
     "CONNECT_WAIT",
     "RING_REFRESH",
     "SUSPECT_FOR",

@@ -1,7 +1,8 @@
 """AsyncClient: the asyncio driver of the client core's plans, many requests in flight.
 
 One DEALER per node, one reader task per socket resolving the future waiting on each reply's
-rid (a late reply to an abandoned try finds no future and is dropped). Everything asked of one
+rid (a late reply to an abandoned try finds no future and is dropped; a hedged try's future
+waits on the rids of the earlier tries it lists in `Send.also` too). Everything asked of one
 node in one event-loop iteration goes out as one frame. All decisions live in zkv.client.core.
 """
 
@@ -17,13 +18,18 @@ import zmq.asyncio
 
 from zkv import wire
 from zkv.client.base import Facade
-from zkv.client.core import CONNECT_WAIT, UNREACHABLE, GetResult, Plan, Send, T
+from zkv.client.core import CONNECT_WAIT, SLOW, UNREACHABLE, GetResult, Plan, Send, T
 from zkv.wire import RingOk
 
 
 def _expire(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)  # no answer within this try's budget
+
+
+def _slow(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(SLOW)  # no answer by the hedge time: the plan asks another node too
 
 
 def _consume(fut: asyncio.Future) -> None:
@@ -151,27 +157,39 @@ class AsyncClient(Facade):
                     fut.set_result(reply)
 
     async def _try(self, send: Send):
-        ep, rid, clock = send.endpoint, send.msg.rid, self.core.clock
+        ep, clock = send.endpoint, self.core.clock
+        rid = send.msg.rid if send.msg is not None else None  # None: only listen to `also`
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._waiting[rid] = fut
+        if rid is not None:
+            self._waiting[rid] = fut
+        for _, earlier in send.also:  # hedged: an earlier try's answer is as good
+            self._waiting[earlier] = fut
         timer = None
         try:
             s = self._sock(ep)
-            if ep not in self._connected:  # wait briefly for the TCP connection (IMMEDIATE)
+            if rid is not None and ep not in self._connected:  # wait briefly for the TCP connection (IMMEDIATE)
                 wait = min(send.until - clock(), CONNECT_WAIT)
                 if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):  # type: ignore[call-arg]
                     self._check_refused(ep)
                     return UNREACHABLE
                 self._connected.add(ep)
-            self._enqueue(ep, send.msg)
-            timer = loop.call_later(max(0.001, send.until - clock()), _expire, fut)
+            if rid is not None:
+                self._enqueue(ep, send.msg)
+            if send.soft is not None and send.soft < send.until:
+                timer = loop.call_later(max(0.001, send.soft - clock()), _slow, fut)
+            else:
+                timer = loop.call_later(max(0.001, send.until - clock()), _expire, fut)
             reply = await fut
             if reply is None:
                 self._connected.discard(ep)  # re-check the connection before the next try
             return reply
         finally:
-            self._waiting.pop(rid, None)
+            if rid is not None:
+                self._waiting.pop(rid, None)
+            for _, earlier in send.also:
+                if self._waiting.get(earlier) is fut:
+                    del self._waiting[earlier]
             if timer is not None:
                 timer.cancel()
 

@@ -23,6 +23,16 @@ missed is tried last for SUSPECT_FOR seconds and the ring is refreshed on the ne
 dead or paused node costs a retry, not an error. When every try failed the call raises
 `Unavailable` if no tried node could even be connected to, else `RequestTimeout`.
 
+Hedged tries (issue 10): a get, put or delete whose coordinator has not answered within the
+*hedge delay* (HEDGE_FACTOR x the 95th percentile of this client's recent round trips, at
+least HEDGE_FLOOR, below the per-try budget) is also sent to the next candidate while the
+first try stays open: the driver answers `SLOW` at `Send.soft`, and later Sends list the
+earlier tries still listened to in `Send.also`, so whichever answers first wins. A frozen
+coordinator then costs the hedge delay instead of the whole per-try budget. Safe because
+writes carry their write id (a replica collapses the two tries into one sibling) and reads
+change nothing; the frozen node's copy of the request finds an answered client when it
+wakes up. Status, ring and admin calls are never hedged.
+
 Namespaces (issue 15): every data call takes `namespace=` ("default" unless given). The
 request carries the name; routing needs the namespace's N and mode (they are part of the
 stored key the node routes by, zkv.node.namespaces), so the first call in a namespace the
@@ -40,6 +50,7 @@ import itertools
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
@@ -74,6 +85,10 @@ RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
 SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
 CONNECT_WAIT = 0.25  # seconds a driver waits for a TCP connection to a node before moving on
 WID_BYTES = wire.WID_SIZE  # a write id: 16 random bytes per put/delete call
+HEDGE_FLOOR = 0.2  # s: never hedge sooner (a coordinator's own stand-in wait is ~0.1 s)
+HEDGE_FACTOR = 3.0  # x the p95 of recent round trips
+HEDGE_SAMPLES = 64  # round trips remembered for it
+HEDGED = (Get, Put, Delete)  # idempotent data requests only
 
 T = TypeVar("T")
 
@@ -88,18 +103,38 @@ class _Unreachable:
 UNREACHABLE: Any = _Unreachable()  # what a driver answers when it could not connect in time
 
 
+class _Slow:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SLOW"
+
+
+SLOW: Any = _Slow()  # what a driver answers at `Send.soft` when no listened try has answered
+
+
 class Send:
-    """One try: send `msg` (its rid already set) to `endpoint`; the answer is due by `until`."""
+    """One try: send `msg` (its rid already set) to `endpoint`; the answer is due by `until`.
 
-    __slots__ = ("endpoint", "msg", "until")
+    `soft` (optional): if no answer by then, the driver answers SLOW instead of waiting on
+    (the plan hedges to another node). `also`: (endpoint, rid) of earlier tries of the same
+    call whose answers are still welcome; the driver returns whichever answer comes first.
+    `msg` None: send nothing, only wait for the tries in `also` (the plan ran out of nodes).
+    """
 
-    def __init__(self, endpoint: str, msg, until: float) -> None:
+    __slots__ = ("endpoint", "msg", "until", "soft", "also")
+
+    def __init__(self, endpoint: str, msg, until: float, soft: float | None = None,
+                 also: tuple[tuple[str, int], ...] = ()) -> None:
         self.endpoint = endpoint
         self.msg = msg
         self.until = until
+        self.soft = soft
+        self.also = also
 
     def __repr__(self) -> str:
-        return f"Send({self.endpoint!r}, {type(self.msg).__name__}(rid={self.msg.rid}), {self.until})"
+        what = "listen" if self.msg is None else f"{type(self.msg).__name__}(rid={self.msg.rid})"
+        return f"Send({self.endpoint!r}, {what}, {self.until}, soft={self.soft}, also={self.also})"
 
 
 # A plan yields Sends, is resumed with the reply / None / UNREACHABLE, and returns a result.
@@ -219,6 +254,26 @@ class ClientCore:
         # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
         # coordinator orders this client's next write after everything it has seen
         self.stamp_floor = 0
+        self.rtts: deque[float] = deque(maxlen=HEDGE_SAMPLES)  # recent round trips, s
+        self._hedge = HEDGE_FLOOR  # the hedge delay, recomputed every HEDGE_SAMPLES // 4 rtts
+        self._rtts_new = 0
+
+    def _sample(self, reply, rid: int, sent: float, also, sent_at: dict[int, float]) -> None:
+        """Remember the round trip of the try that answered (this one, or a hedged one)."""
+        if also and reply.rid != rid:
+            sent = sent_at.get(reply.rid, sent)
+        self.rtts.append(self.clock() - sent)
+        self._rtts_new += 1
+
+    def hedge_delay(self) -> float:
+        """How long a data request waits for its coordinator before it is also sent to the
+        next candidate: HEDGE_FACTOR x p95 of recent round trips, at least HEDGE_FLOOR."""
+        if self._rtts_new >= HEDGE_SAMPLES // 4:
+            self._rtts_new = 0
+            ordered = sorted(self.rtts)
+            p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+            self._hedge = max(HEDGE_FLOOR, HEDGE_FACTOR * p95)
+        return self._hedge
 
     # ---- routing state ------------------------------------------------------------------------
     @property
@@ -386,23 +441,43 @@ class ClientCore:
             except (Unavailable, RequestTimeout):
                 pass  # go on with what is known (seeds at least)
         candidates = [only] if only else self.candidates(key, n)
+        hedged = only is None and type(msg) in HEDGED
+        also: tuple[tuple[str, int], ...] = ()  # earlier tries still listened to
         tried = 0
-        for ep in candidates:
+        listen_until = 0.0
+        sent_at: dict[int, float] = {}  # rid -> when, of the tries in `also`
+        last = len(candidates) - 1
+        for i, ep in enumerate(candidates):
             now = clock()
             if now >= deadline:
                 break
             tried += 1
             msg.rid = next(self.rids)  # the same message (and write id) on every try
-            reply = yield Send(ep, msg, min(deadline, now + self.per_try))
-            if reply is UNREACHABLE:
+            until = min(deadline, now + self.per_try)
+            soft = now + self.hedge_delay() if hedged and i < last else None
+            reply = yield Send(ep, msg, until, soft if soft is not None and soft < until
+                               else None, also)
+            if reply is SLOW:  # keep listening to it, and ask the next candidate too
+                also += ((ep, msg.rid),)
+                sent_at[msg.rid] = now
+                listen_until = max(listen_until, until)
+            elif reply is UNREACHABLE:
                 self.unconnectable.add(ep)
             else:
                 if self.unconnectable:
                     self.unconnectable.discard(ep)
                 if reply is not None:
+                    self._sample(reply, msg.rid, now, also, sent_at)
                     return reply
             self.suspect_until[ep] = clock() + SUSPECT_FOR
             self.ring_at = -1e9  # learn who is down on the next call
+        if also:  # out of candidates (the last unreachable): the hedged tries may still answer
+            end = min(deadline, listen_until)
+            if clock() < end:
+                reply = yield Send(also[-1][0], None, end, None, also)
+                if reply is not None and reply is not UNREACHABLE and reply is not SLOW:
+                    self._sample(reply, -1, 0.0, also, sent_at)
+                    return reply
         raise self._failure(candidates, tried)
 
     def get(self, key: bytes, r: int | None = None, *,

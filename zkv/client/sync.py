@@ -1,7 +1,9 @@
 """Client: the blocking driver of the client core's plans over one ZeroMQ DEALER per node.
 
 All decisions live in zkv.client.core; this module only sends a try's message and waits for
-the reply with that try's rid (earlier tries' late replies are read and dropped).
+the reply with that try's rid, or one of the rids of earlier tries the plan still listens to
+(`Send.also`, hedged tries), until `Send.soft` (then SLOW) or `Send.until` (then None); other
+late replies are read and dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from zkv import wire
 from zkv.client.base import Facade
 from zkv.client.core import (
     CONNECT_WAIT,
+    SLOW,
     UNREACHABLE,
     GetResult,
     Plan,
@@ -118,6 +121,8 @@ class Client(Facade):
         s = self._socks.get(send.endpoint)
         if s is None:
             s = self._sock(send.endpoint)
+        if send.msg is None:  # only listen to earlier (hedged) tries
+            return self._wait_hedged(send, s)
         payload = wire.encode_one(send.msg)
         try:
             s.send(payload, zmq.NOBLOCK)  # the common case: connected, goes out at once
@@ -133,6 +138,8 @@ class Client(Facade):
             except zmq.Again:
                 return UNREACHABLE
         rid = send.msg.rid
+        if send.soft is not None or send.also:
+            return self._wait_hedged(send, s)
         while True:
             left = send.until - clock()
             if left <= 0:
@@ -148,3 +155,29 @@ class Client(Facade):
                         return reply
             except wire.WireError:
                 continue
+
+    def _wait_hedged(self, send: Send, s: zmq.Socket):
+        """Wait on this try's socket and those of the earlier tries still listened to."""
+        clock = self.core.clock
+        rids = {rid for _, rid in send.also}
+        if send.msg is not None:
+            rids.add(send.msg.rid)
+        poller = zmq.Poller()
+        poller.register(s, zmq.POLLIN)
+        for ep, _ in send.also:
+            other = self._socks.get(ep)
+            if other is not None and other is not s:
+                poller.register(other, zmq.POLLIN)
+        end = send.until if send.soft is None else min(send.soft, send.until)
+        while True:
+            left = end - clock()
+            if left <= 0:
+                return SLOW if end < send.until else None
+            for sock, _ in poller.poll(max(1, int(left * 1000))):
+                try:
+                    data = sock.recv(zmq.NOBLOCK)
+                    for reply in wire.decode(data, 1 << 31):
+                        if reply.rid in rids:
+                            return reply
+                except (zmq.Again, wire.WireError):
+                    continue
