@@ -95,7 +95,18 @@ def m_sync(a, b):
     return join_vv(va, vb), dedup(retire_r(ds))
 
 
-def m_update(m, ctx_vv, value, node, wid):
+def ctx_wids(ds):
+    """The write ids the context of a set with siblings `ds` carries (context version 2):
+    what a write covering the whole set would list as retired."""
+    order = sorted(ds, key=lambda d: (d[0].encode(), -d[1]))
+    out = []
+    for w in sorted(ds[d][1] for d in order if ds[d][1]) + [w for d in order for w in ds[d][3]]:
+        if w not in out:
+            out.append(w)
+    return tuple(out[:RETIRED_MAX])
+
+
+def m_update(m, ctx_vv, value, node, wid, ctx_w=()):
     vv, ds = m
 
     def hit(d, x):
@@ -107,6 +118,10 @@ def m_update(m, ctx_vv, value, node, wid):
     for w in sorted(ds[d][1] for d in gone if ds[d][1]) + [w for d in gone for w in ds[d][3]]:
         if w != wid and w not in rw:
             rw.append(w)
+    rw = rw[:RETIRED_MAX]
+    for w in ctx_w:  # what the client read elsewhere (the context carries the ids)
+        if w != wid and w not in rw:
+            rw.append(w)
     vv = join_vv(vv, ctx_vv)
     if wid and any((x[0], x[1]) == (value, wid) for x in kept.values()):
         return vv, kept  # a retry of a write this replica holds: no new dot
@@ -115,7 +130,7 @@ def m_update(m, ctx_vv, value, node, wid):
     n = vv.get(node, 0) + 1
     vv[node] = n
     kept[(node, n)] = (value, wid, (), tuple(rw[:RETIRED_MAX]))
-    return vv, dedup(kept)
+    return vv, dedup(retire_r(kept))
 
 
 def model_of(s: DVVSet):
@@ -161,11 +176,12 @@ class History:
             if op[0] == "put":
                 _, r, src, delete, wk = op
                 if src is None:
-                    ctx, ctx_vv = b"", {}
+                    ctx, ctx_vv, ctx_w = b"", {}, ()
                 else:
                     c = self.seen[src % len(self.seen)]
-                    ctx, ctx_vv = c.context(), c.vector()
-                w = {"ctx": ctx, "ctx_vv": ctx_vv, "value": None if delete else b"v%d" % i,
+                    ctx, ctx_vv, ctx_w = c.context(), c.vector(), ctx_wids(model_of(c)[1])
+                w = {"ctx": ctx, "ctx_vv": ctx_vv, "ctx_w": ctx_w,
+                     "value": None if delete else b"v%d" % i,
                      "wid": b"w%d" % i if wk == "fresh" else b"", "dots": set()}
                 self.writes.append(w)
                 self._apply(NODES[r], w, check_model)
@@ -197,7 +213,8 @@ class History:
     def _apply(self, node, w, check_model):
         base = max(self.reps[node].vector().get(node, 0), w["ctx_vv"].get(node, 0))
         self.reps[node] = update(self.reps[node], w["ctx"], w["value"], node, w["wid"])
-        self.models[node] = m_update(self.models[node], w["ctx_vv"], w["value"], node, w["wid"])
+        self.models[node] = m_update(self.models[node], w["ctx_vv"], w["value"], node, w["wid"],
+                                     w.get("ctx_w", ()))
         after = self.reps[node].vector().get(node, 0)
         if after > base:  # a new dot (possibly retired by D at once); else a no-op retry
             w["dots"].add((node, after))
@@ -711,3 +728,63 @@ def test_v3_encoding_is_canonical_and_old_versions_unchanged():
     # a live sibling whose write id another retires (rule R not applied)
     r_bad = sync(t, EMPTY)
     assert DVVSet.decode(r_bad.encode()) == t
+
+
+# ---------------------------------------------------------------------------
+# context version 2: the write ids a read saw travel with its context (issue 10)
+
+
+def test_a_delete_through_a_coordinator_holding_no_copy_retires_the_late_twin():
+    # the simulator's late twin (seed 42): a put's first try waits at paused node a, its
+    # retry is stored at b, the client reads b's copy and deletes through c, which holds
+    # nothing; then a wakes up and coordinates the stale try (same write id, new dot)
+    at_b = update(None, b"", b"doomed", "b", b"w")
+    ctx = at_b.context()
+    assert ctx[0] == 2  # the context names the write id it covers
+    tomb = update(None, ctx, None, "c", b"t")
+    assert tomb.retired_wids() == [[b"w"]]
+    late = update(None, b"", b"doomed", "a", b"w")
+    for s in (sync(tomb, late), sync(late, tomb), sync(sync(late, at_b), tomb),
+              sync(tomb, sync(at_b, late))):
+        assert s.live_values() == [] and s.is_tombstone(), s
+    # the late try coordinated by a node that already holds the tombstone makes no copy
+    assert update(tomb, b"", b"doomed", "a", b"w").live_values() == []
+    # and a coordinator that holds the late copy live retires it (rule R) on the delete
+    both = update(late, ctx, None, "a", b"t2")
+    assert both.live_values() == [] and both.is_tombstone()
+    # a version-1 context (the vector alone, as an older node hands out) cannot: the gap
+    # the context's write ids close
+    v1 = b"\x01" + ctx[1:-len(b"\x01\x01w")]
+    tomb1 = update(None, v1, None, "c", b"t")
+    assert tomb1.retired_wids() == [[]] and sync(tomb1, late).live_values() == [b"doomed"]
+
+
+def test_context_v2_round_trips_and_rejects_malformed_bytes():
+    s = sync(update(None, b"", b"x", "a", b"w1"), update(None, b"", b"y", "b", b"w2"))
+    ctx = s.context()
+    assert ctx[0] == 2 and ctx.endswith(b"\x02\x02w1\x02w2")  # sorted bytewise
+    assert update(None, ctx, b"z", "c", b"w3").retired_wids() == [[b"w1", b"w2"]]
+    assert update(None, b"", b"x", "a").context()[0] == 1  # no write ids: version 1
+    assert check_plausible_context(ctx) is None
+    vec = ctx[:-(1 + 3 + 3)]
+    for bad in (vec,                                   # v2 without its write-id list
+                vec + b"\x00",                         # count 0
+                vec + b"\x05" + b"\x01a" * 5,          # more than 4
+                vec + b"\x01\x00",                     # empty write id
+                vec + b"\x01\x21" + b"x" * 33,         # longer than 32
+                vec + b"\x02\x01a\x01a",               # repeated
+                vec + b"\x01\x02w",                    # truncated
+                ctx + b"\x00",                         # trailing byte
+                b"\x02\x00\x00\x01\x01a"):             # ids without a vector
+        with pytest.raises(ValueError):
+            update(None, bad, b"v", "a", b"n")
+
+
+def test_merged_contexts_carry_both_reads_write_ids():
+    from zkv._core.dvv import merge_contexts
+
+    a = update(None, b"", b"x", "a", b"w1").context()
+    b = update(None, b"", b"y", "b", b"w2").context()
+    m = merge_contexts(a, b)
+    assert update(None, m, None, "c", b"t").retired_wids() == [[b"w1", b"w2"]]
+    assert merge_contexts(m, m) == m and merge_contexts(b"", a) == a

@@ -9,7 +9,10 @@ one peer travels in one frame). A frame is a msgpack array, encoded with msgspec
 Sizes are checked before decoding: a frame longer than its limit is dropped unread
 (`frame_limit`); msgspec never allocates more than the frame holds, and typed decoding
 rejects wrong types. Keys and values are then checked against the configured limits
-(`check_key`, `check_value`). Version vectors travel as the opaque bytes of `zkv._core.dvv`.
+(`check_key`, `check_value`). Version vectors travel as the opaque bytes of `zkv._core.dvv`;
+a client's context is version 2 of dvv's context format when the key has write ids (it
+carries up to 4 of them, ~70 bytes): a node older than that refuses such a context as
+malformed, so upgrade every node before clients get contexts from a new one.
 
 Measured with timeit on the development machine: a put of a 1 KiB value encodes in ~0.35 us
 and a frame decodes (typed, validated) in ~0.8 us, against ~8-10 us for one zmq send and a

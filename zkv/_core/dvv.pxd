@@ -73,6 +73,20 @@
 #     nothing after the last pair
 #   The empty byte string b"" is also accepted as a context: the empty vector (blind write).
 #
+#   Context, version 2 (a set with write ids: the vector plus the write ids it overwrites)
+#     version                                         u8     = 2
+#     pair count P, P x pair                                 exactly as in version 1, P >= 1
+#     write-id count K                                u8     1..4 (DVV_RETIRED_MAX)
+#     K x write id, distinct:
+#       write-id length W                             u8     1..32
+#       write id                                      W
+#     nothing after the last write id
+#   The K ids are the retired-wid list a write covering the whole set would carry (its live
+#   siblings' write ids bytewise, then the lists they carry; rule R in dvv.pyx). A write
+#   made with this context lists them too, so it retires every copy of the writes its client
+#   read -- also on a coordinator that holds none of them (issue 10, the late twin).
+#   context() writes version 1 when the set has no write id and no retired list.
+#
 # Canonical: for every format one value has exactly one encoding; decoders reject
 # everything else (unsorted or duplicate ids, counter 0, S > n, bad flag, trailing bytes,
 # a gap flag with G = 0, a dot below 1, a version-2 set that version 1 can express, a
@@ -87,6 +101,7 @@ cdef enum:
     DVV_FORMAT_VERSION = 1     # first byte of contexts and of sets without write ids or gaps
     DVV_FORMAT_VERSION_2 = 2   # first byte of sets with a write id or a gap
     DVV_FORMAT_VERSION_3 = 3   # first byte of sets with an alias or a retired-wid list
+    DVV_CONTEXT_VERSION_2 = 2  # first byte of contexts that carry write ids
     DVV_WID_MAX = 32           # longest write id, bytes
     DVV_F_TOMBSTONE = 1        # version-2 sibling flags
     DVV_F_WID = 2
@@ -121,6 +136,7 @@ cdef class DVVSet:
     cdef Py_ssize_t n_rw                        # number of siblings with a retired-wid list
     cdef Py_hash_t _hash                        # cached hash, -1 = not computed
     cdef bytes _enc                             # cached encode(), None = not computed
+    cdef object ctx_wids                        # a decoded version-2 context's write ids (tuple), else None
     cdef DVVEntry _ie[DVV_INLINE_ENTRIES]       # inline entry storage
     cdef DVVSlot _iv[DVV_INLINE_VALUES]         # inline sibling storage
 

@@ -68,7 +68,9 @@ class DVVSet:
     def context(self) -> bytes:
         """Encoded version vector of everything this set has seen: the opaque client token.
 
-        Always versioned (first byte 1); ``update`` also accepts ``b""`` (blind write)."""
+        First byte 1; 2 when the set has write ids: the context then also carries the ids a
+        write covering the set retires (at most 4), so a coordinator holding no copy still
+        retires late copies of them. ``update`` also accepts ``b""`` (blind write)."""
     def encode(self) -> bytes:
         """Canonical encoding: equal sets give equal bytes. Format version 1 (today's, byte
         for byte) unless a sibling has a write id or an entry's dots have a gap: then 2;
@@ -148,7 +150,8 @@ def descends(a: DVVSet, b: DVVSet) -> bool:
     so the converse holds only where no sibling was retired."""
 
 def merge_contexts(a: bytes, b: bytes) -> bytes:
-    """The join of two encoded contexts, encoded. ValueError on a malformed one."""
+    """The join of two encoded contexts, encoded (write ids: a's, then b's, at most 4).
+    ValueError on a malformed one."""
 
 def validate_context(ctx: bytes) -> None:
     """ValueError if ``ctx`` is not a well-formed context (``b""`` is well-formed). Client input!"""

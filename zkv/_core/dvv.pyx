@@ -114,8 +114,12 @@ copy arriving after the overwrite reached everyone survives next to it, as witho
 ids. The same when more than 4 ids compete for a list, when the overwriting sibling is
 itself retired by ``sync`` (not ``update``), ``lww`` or ``retain`` before the late copy
 arrives, and once a tombstone is reaped (the node keeps a reaped tombstone's retired ids for
-its echo window, see zkv/node/replica.py). Closing the first gap needs the write ids in the
-client's context (a context format change).
+its echo window, see zkv/node/replica.py). The first gap is closed by the context itself:
+``context()`` of a set with write ids carries the retired list a write covering the whole
+set would get (context format version 2, see dvv.pxd), and ``update`` joins it to the list
+it derives from the server's set (then applies R: a copy the context did not cover by dot,
+e.g. a late twin the coordinator already holds, goes too). So the client's read carries the
+ids to whichever coordinator takes its write.
 
 Last writer wins (issue 15). In an ``lww`` namespace the coordinator stores
 ``value = 8-byte big-endian HLC stamp + user value``; ``lww(s)`` keeps only the
@@ -665,26 +669,11 @@ cdef class DVVSet:
         return out
 
     cpdef bytes context(self):
-        """The encoded version vector of everything this set has seen (the client token)."""
-        cdef Py_ssize_t size = 3, k, ln
-        cdef DVVEntry *e
-        if self.n_entries > 0xFFFF:
-            raise ValueError("too many entries to encode (> 65535)")
-        for k in range(self.n_entries):
-            size += 1 + _bytes_len(self.ents[k].node) + 8
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
-        cdef unsigned char *p = <unsigned char *>_bytes_ptr(<PyObject *>out)
-        p[0] = DVV_FORMAT_VERSION
-        _w16(p + 1, <uint32_t>self.n_entries)
-        p += 3
-        for k in range(self.n_entries):
-            e = &self.ents[k]
-            ln = _bytes_len(e.node)
-            p[0] = <unsigned char>ln
-            memcpy(p + 1, _bytes_ptr(e.node), ln)
-            _w64(p + 1 + ln, <uint64_t>e.counter)
-            p += 9 + ln
-        return out
+        """The encoded version vector of everything this set has seen (the client token),
+        with the write ids a write covering it retires (version 2) when there are any."""
+        if self.n_wids or self.n_rw:
+            return _context_bytes(self, _retired_by(self, self, None))
+        return _context_bytes(self, self.ctx_wids)
 
     @staticmethod
     def decode(data):
@@ -1078,6 +1067,58 @@ cdef DVVSet dvv_decode(const unsigned char *buf, Py_ssize_t size):
     return _build_set(buf, n_ent, total, None)
 
 
+cdef bytes _context_bytes(DVVSet s, object wids):
+    """The context of s's vector carrying `wids` (a tuple of 1..4 write ids, or None)."""
+    cdef Py_ssize_t size = 3, k, ln
+    cdef DVVEntry *e
+    if s.n_entries > 0xFFFF:
+        raise ValueError("too many entries to encode (> 65535)")
+    if s.n_entries == 0:
+        wids = None   # nothing seen: nothing to retire
+    for k in range(s.n_entries):
+        size += 1 + _bytes_len(s.ents[k].node) + 8
+    if wids is not None:
+        size += 1
+        for w in wids:
+            size += 1 + len(<bytes>w)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef unsigned char *p = <unsigned char *>_bytes_ptr(<PyObject *>out)
+    p[0] = DVV_FORMAT_VERSION if wids is None else DVV_CONTEXT_VERSION_2
+    _w16(p + 1, <uint32_t>s.n_entries)
+    p += 3
+    for k in range(s.n_entries):
+        e = &s.ents[k]
+        ln = _bytes_len(e.node)
+        p[0] = <unsigned char>ln
+        memcpy(p + 1, _bytes_ptr(e.node), ln)
+        _w64(p + 1 + ln, <uint64_t>e.counter)
+        p += 9 + ln
+    if wids is not None:
+        p[0] = <unsigned char>len(wids)
+        p += 1
+        for w in wids:
+            ln = len(<bytes>w)
+            p[0] = <unsigned char>ln
+            memcpy(p + 1, <const char *>(<bytes>w), ln)
+            p += 1 + ln
+    return out
+
+
+cdef object _join_wids(object a, object b, object wid):
+    """a's write ids then b's, without repeats or wid, the first DVV_RETIRED_MAX; None if
+    empty (the retired list of a write whose server and context each retire some)."""
+    if b is None:
+        return a
+    out = []
+    for lst in (a, b):
+        if lst is None:
+            continue
+        for w in lst:
+            if w != wid and w not in out:
+                out.append(w)
+    return tuple(out[:DVV_RETIRED_MAX]) if out else None
+
+
 cdef DVVSet dvv_decode_context(const unsigned char *buf, Py_ssize_t size):
     """A context as a DVVSet with entries and no siblings; b"" is the empty vector."""
     return _decode_context(buf, size, None)
@@ -1091,8 +1132,10 @@ cdef DVVSet _decode_context(const unsigned char *buf, Py_ssize_t size, DVVSet hi
         return _EMPTY
     if size < 3:
         raise ValueError("context: truncated header")
-    if buf[0] != DVV_FORMAT_VERSION:
+    if buf[0] != DVV_FORMAT_VERSION and buf[0] != DVV_CONTEXT_VERSION_2:
         raise ValueError(f"context: unknown format version {buf[0]}")
+    cdef bint v2 = buf[0] == DVV_CONTEXT_VERSION_2
+    cdef Py_ssize_t end = size, nw, wl
     n = _r16(buf + 1)
     pos = 3
     if n > (size - pos) // MIN_PAIR:
@@ -1113,11 +1156,37 @@ cdef DVVSet _decode_context(const unsigned char *buf, Py_ssize_t size, DVVSet hi
         if counter == 0 or counter > <uint64_t>COUNTER_MAX:
             raise ValueError("context: counter out of range")
         pos += 8
+    wids = None
+    if v2:   # the write ids the context retires
+        if n == 0:
+            raise ValueError("context: write ids without a vector")
+        if pos >= size:
+            raise ValueError("context: truncated write-id count")
+        nw = buf[pos]
+        pos += 1
+        if nw == 0 or nw > DVV_RETIRED_MAX:
+            raise ValueError(f"context: write-id count {nw} not in 1..{DVV_RETIRED_MAX}")
+        lst = []
+        for k in range(nw):
+            if pos >= size:
+                raise ValueError("context: truncated write id")
+            wl = buf[pos]
+            if wl == 0 or wl > DVV_WID_MAX:
+                raise ValueError(f"context: write-id length {wl} not in 1..{DVV_WID_MAX}")
+            if size - pos - 1 < wl:
+                raise ValueError("context: truncated write id")
+            w = PyBytes_FromStringAndSize(<const char *>(buf + pos + 1), wl)
+            if w in lst:
+                raise ValueError("context: repeated write id")
+            lst.append(w)
+            pos += 1 + wl
+        wids = tuple(lst)
     if pos != size:
         raise ValueError("context: trailing bytes")
     if n == 0:
         return _EMPTY
     cdef DVVSet out = _alloc(n, 0)
+    out.ctx_wids = wids
     cdef object obj
     pos = 3
     for k in range(n):
@@ -1580,6 +1649,8 @@ cdef DVVSet dvv_update(DVVSet server, DVVSet ctx, object node, object value, obj
             t = _alias_cover(t, ctx)
         if server.n_wids or server.n_rw:
             rw = _retired_by(server, ctx, wid)
+    if ctx.ctx_wids is not None:   # what the client read, wherever it read it
+        rw = _join_wids(rw, ctx.ctx_wids, wid)
     if wid is not None and t.n_wids:
         for k in range(t.n_vals):   # the retry of a write this replica already holds live
             if (t.vals[k].wid != NULL and _same_bytes(t.vals[k].wid, <PyObject *>wid)
@@ -1590,6 +1661,8 @@ cdef DVVSet dvv_update(DVVSet server, DVVSet ctx, object node, object value, obj
             if t.vals[k].rw != NULL and wid in <tuple>t.vals[k].rw:
                 return t
     cdef DVVSet out = _event(t, node, value, wid, rw)
+    if rw is not None and out.n_wids >= 2:
+        _retire_rw(out, True)   # a copy the context did not cover by dot, listed by id
     if out.n_wids >= 2:
         _dedup(out, True)
     return out
@@ -1785,9 +1858,10 @@ def descends(a, b):
 
 
 def merge_contexts(a, b):
-    """The join of two encoded contexts, encoded."""
+    """The join of two encoded contexts, encoded (vectors joined, write ids a's then b's)."""
     cdef DVVSet ca = _ctx(a)
-    return dvv_sync(ca, _ctx(b, ca)).context()
+    cdef DVVSet cb = _ctx(b, ca)
+    return _context_bytes(dvv_sync(ca, cb), _join_wids(ca.ctx_wids, cb.ctx_wids, None))
 
 
 def validate_context(ctx):
