@@ -172,6 +172,8 @@ class AsyncClient(Facade):
                 wait = min(send.until - clock(), CONNECT_WAIT)
                 if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):  # type: ignore[call-arg]
                     self._check_refused(ep)
+                    if fut.done():  # an earlier (hedged) try answered meanwhile
+                        return fut.result()
                     return UNREACHABLE
                 self._connected.add(ep)
             if rid is not None:

@@ -20,8 +20,10 @@ owner, so no forwarding hop is paid ('token'; 'any' spreads requests over every 
 load balancer would). A try that is not answered within the per-try budget (half the call's
 timeout, at most 1.5 s) moves on to the next owner, then to any other member; the node that
 missed is tried last for SUSPECT_FOR seconds and the ring is refreshed on the next call. A
-dead or paused node costs a retry, not an error. When every try failed the call raises
-`Unavailable` if no tried node could even be connected to, else `RequestTimeout`.
+dead or paused node costs a retry, not an error; so does a node that answers "not now"
+(E_UNAVAILABLE: busy, still joining, shutting down -- it did not take the request). When
+every try failed the call raises `Unavailable` if no tried node could even be connected to
+or the last answer was such a refusal, else `RequestTimeout`.
 
 Hedged tries (issue 10): a get, put or delete whose coordinator has not answered within the
 *hedge delay* (HEDGE_FACTOR x the 95th percentile of this client's recent round trips, at
@@ -446,6 +448,7 @@ class ClientCore:
         tried = 0
         listen_until = 0.0
         sent_at: dict[int, float] = {}  # rid -> when, of the tries in `also`
+        refused: Error | None = None  # the last "not now" (E_UNAVAILABLE) a node answered
         last = len(candidates) - 1
         for i, ep in enumerate(candidates):
             now = clock()
@@ -468,6 +471,10 @@ class ClientCore:
                     self.unconnectable.discard(ep)
                 if reply is not None:
                     self._sample(reply, msg.rid, now, also, sent_at)
+                    if (type(reply) is Error and reply.code == wire.E_UNAVAILABLE
+                            and only is None and i < last):
+                        refused = reply  # busy, still joining, stopping: not now, ask another
+                        continue
                     return reply
             self.suspect_until[ep] = clock() + SUSPECT_FOR
             self.ring_at = -1e9  # learn who is down on the next call
@@ -478,6 +485,8 @@ class ClientCore:
                 if reply is not None and reply is not UNREACHABLE and reply is not SLOW:
                     self._sample(reply, -1, 0.0, also, sent_at)
                     return reply
+        if refused is not None:
+            return refused
         raise self._failure(candidates, tried)
 
     def get(self, key: bytes, r: int | None = None, *,

@@ -132,11 +132,11 @@ class Client(Facade):
             wait = min(send.until - clock(), CONNECT_WAIT)
             if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
                 self._check_refused(send.endpoint)
-                return UNREACHABLE
+                return self._answered_meanwhile(send)
             try:
                 s.send(payload, zmq.NOBLOCK)
             except zmq.Again:
-                return UNREACHABLE
+                return self._answered_meanwhile(send)
         rid = send.msg.rid
         if send.soft is not None or send.also:
             return self._wait_hedged(send, s)
@@ -156,6 +156,18 @@ class Client(Facade):
             except wire.WireError:
                 continue
 
+    def _answered_meanwhile(self, send: Send):
+        """After a failed connect wait: an answer an earlier (hedged) try got meanwhile, or
+        UNREACHABLE."""
+        if send.also:
+            s = self._socks.get(send.also[-1][0])
+            if s is not None:
+                got = self._wait_hedged(Send(send.also[-1][0], None, self.core.clock(), None,
+                                             send.also), s)
+                if got is not None:
+                    return got
+        return UNREACHABLE
+
     def _wait_hedged(self, send: Send, s: zmq.Socket):
         """Wait on this try's socket and those of the earlier tries still listened to."""
         clock = self.core.clock
@@ -169,11 +181,9 @@ class Client(Facade):
             if other is not None and other is not s:
                 poller.register(other, zmq.POLLIN)
         end = send.until if send.soft is None else min(send.soft, send.until)
-        while True:
+        while True:  # polls at least once (a zero wait: only what has arrived)
             left = end - clock()
-            if left <= 0:
-                return SLOW if end < send.until else None
-            for sock, _ in poller.poll(max(1, int(left * 1000))):
+            for sock, _ in poller.poll(int(left * 1000) + 1 if left > 0 else 0):
                 try:
                     data = sock.recv(zmq.NOBLOCK)
                     for reply in wire.decode(data, 1 << 31):
@@ -181,3 +191,5 @@ class Client(Facade):
                             return reply
                 except (zmq.Again, wire.WireError):
                     continue
+            if clock() >= end:
+                return SLOW if end < send.until else None

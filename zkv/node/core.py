@@ -585,8 +585,13 @@ class NodeCore:
         if handler is None:
             self.malformed(ident, f"unexpected {type(msg).__name__} on the request socket")
             return
+        plain = role is None  # no keys: roles come from identities
         role = self._role(ident, msg, role)
-        if type(msg) not in ROLE_MESSAGES.get(role, ()):
+        if type(msg) not in ROLE_MESSAGES.get(role, ()) and not (
+                plain and type(msg) is Forward and self.peer_of(ident) is not None):
+            # (a Forward from a peer identity not heard of yet -- a node that just joined
+            # and learned the ring before this node learned of it -- is served: it wraps a
+            # Get/Put/Delete, which any client may send; refusing it failed the request)
             self.malformed(ident, f"{type(msg).__name__} refused from a {role} connection")
             need = "cluster peers" if type(msg) in PEER_ONLY else "an admin key"
             self._reply(ident, Error(msg.rid, E_INVALID,
