@@ -1,8 +1,13 @@
 """AsyncClient: the asyncio driver of the client core's plans, many requests in flight.
 
-One DEALER per node, one reader task per socket resolving the future waiting on each reply's
-rid (a late reply to an abandoned try finds no future and is dropped; a hedged try's future
-waits on the rids of the earlier tries it lists in `Send.also` too). Everything asked of one
+One DEALER per node, read by a callback on the event loop (`loop.add_reader` on the
+socket's ZMQ_FD) that resolves the future waiting on each reply's rid (a late reply to an
+abandoned try finds no future and is dropped; a hedged try's future waits on the rids of the
+earlier tries it lists in `Send.also` too). Plain sockets with non-blocking sends, not
+zmq.asyncio: its per-send futures and event bookkeeping cost more client CPU per operation
+than the rest of the driver (issue 12; see benchmarks/RESULTS.md). ZMQ_FD is edge-triggered,
+so the reader drains until ZMQ_EVENTS shows nothing more, and runs again after every send
+(a send can consume the edge of a reply that arrived meanwhile). Everything asked of one
 node in one event-loop iteration goes out as one frame. All decisions live in zkv.client.core.
 """
 
@@ -14,7 +19,6 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 import zmq
-import zmq.asyncio
 
 from zkv import wire
 from zkv.client.base import Facade
@@ -32,11 +36,6 @@ def _slow(fut: asyncio.Future) -> None:
         fut.set_result(SLOW)  # no answer by the hedge time: the plan asks another node too
 
 
-def _consume(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()  # a failed send shows up as that request's timeout
-
-
 class AsyncClient(Facade):
     """asyncio client: the same methods as Client, as coroutines; many requests in flight on
     one socket per node (replies are matched by request id)."""
@@ -45,10 +44,10 @@ class AsyncClient(Facade):
                  *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
                  rng: random.Random | None = None, keys=None) -> None:
         super().__init__(nodes, timeout, max_value_size, routing, rng, keys)
-        self._zctx = zmq.asyncio.Context()
+        self._zctx = zmq.Context()
         self._zctx.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:7001 as well as IPv4
-        self._socks: dict[str, zmq.asyncio.Socket] = {}
-        self._readers: dict[str, asyncio.Task] = {}
+        self._socks: dict[str, zmq.Socket] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the readers are on
         self._waiting: dict[int, asyncio.Future] = {}
         self._outbox: dict[str, list] = {}
         self._flush_scheduled = False
@@ -103,14 +102,9 @@ class AsyncClient(Facade):
         return await self._run(self.core.repair(partition, node))
 
     async def close(self) -> None:
-        for t in self._readers.values():
-            t.cancel()
-        for t in self._readers.values():
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._readers.clear()
+        if self._loop is not None:
+            for s in self._socks.values():
+                self._loop.remove_reader(s.fileno())
         self._close_watches()
         for s in self._socks.values():
             s.close(0)
@@ -134,27 +128,40 @@ class AsyncClient(Facade):
         finally:
             plan.close()
 
-    def _sock(self, ep: str) -> zmq.asyncio.Socket:
+    def _sock(self, ep: str) -> zmq.Socket:
         s = self._socks.get(ep)
         if s is None:
             s = self._zctx.socket(zmq.DEALER)
             self._prepare(s, ep)
             s.connect(ep)
             self._socks[ep] = s
-            self._readers[ep] = asyncio.get_running_loop().create_task(self._read(s))
+            self._loop = loop = asyncio.get_running_loop()
+            loop.add_reader(s.fileno(), self._drain, s)
         return s
 
-    async def _read(self, s) -> None:
-        while True:
-            payload = await s.recv()
+    def _drain(self, s: zmq.Socket) -> None:
+        """Every reply waiting on s, each to the future of its rid."""
+        waiting = self._waiting
+        while cast(int, s.get(zmq.EVENTS)) & zmq.POLLIN:
             try:
-                msgs = wire.decode(payload, 1 << 31)
+                msgs = wire.decode(s.recv(zmq.NOBLOCK), 1 << 31)
+            except zmq.Again:
+                return
             except wire.WireError:
                 continue
             for reply in msgs:
-                fut = self._waiting.pop(reply.rid, None)
+                fut = waiting.pop(reply.rid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(reply)
+
+    async def _connected_within(self, s: zmq.Socket, wait: float) -> bool:
+        """Whether s can send (IMMEDIATE: its TCP connection is up) within `wait` s."""
+        end = self.core.clock() + wait
+        while not cast(int, s.get(zmq.EVENTS)) & zmq.POLLOUT:
+            if self.core.clock() >= end:
+                return False
+            await asyncio.sleep(0.002)
+        return True
 
     async def _try(self, send: Send):
         ep, clock = send.endpoint, self.core.clock
@@ -170,7 +177,7 @@ class AsyncClient(Facade):
             s = self._sock(ep)
             if rid is not None and ep not in self._connected:  # wait briefly for the TCP connection (IMMEDIATE)
                 wait = min(send.until - clock(), CONNECT_WAIT)
-                if not await s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):  # type: ignore[call-arg]
+                if not await self._connected_within(s, wait):
                     self._check_refused(ep)
                     if fut.done():  # an earlier (hedged) try answered meanwhile
                         return fut.result()
@@ -212,5 +219,8 @@ class AsyncClient(Facade):
         for ep, msgs in out.items():
             s = self._sock(ep)
             for i in range(0, len(msgs), wire.MAX_BATCH):
-                sent = cast(asyncio.Future, s.send(wire.encode(msgs[i:i + wire.MAX_BATCH])))
-                sent.add_done_callback(_consume)
+                try:
+                    s.send(wire.encode(msgs[i:i + wire.MAX_BATCH]), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass  # queue full or connection gone: those requests time out
+            self._drain(s)  # the send may have taken the edge of a reply already there
