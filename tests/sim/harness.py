@@ -325,72 +325,92 @@ class Sim:
         assert core is not None
         out = core.take_output()
         src = sn.id
-        for m in out.connect:
-            if m.id != src and m.id in self.nodes:
-                sn.links.add(m.id)
-        for m in out.subscribe:
-            if m.id != src and m.id in self.nodes:
-                sn.subs.add(m.id)
-        sn.subs.difference_update(out.drop)
-        for node_id, msgs in out.peers.items():
-            if node_id in sn.links:
-                self._send(src, node_id, REQUEST, b"peer:" + src.encode(), msgs)
-        for ident, msgs in out.clients.items():
-            if ident.startswith(b"peer:"):
-                dst = ident[5:].decode()
-                target = self.nodes.get(dst)
-                if target is not None and target.core is not None and target.core.joining:
-                    self._send(src, dst, SEED, sn.cfg.listen, msgs)
-                else:
-                    self._send(src, dst, REPLY, src, msgs)
-            else:
-                client = self.clients.get(ident)
-                if client is not None:
-                    self._send(src, ident, "client", src, msgs)
-        for endpoint, msgs in out.endpoints.items():
-            dst = self.by_endpoint.get(endpoint)
-            if dst is not None:
-                self._send(src, dst, REQUEST, b"peer:" + src.encode(), msgs)
+        nodes = self.nodes
+        if out.connect:
+            for m in out.connect:
+                if m.id != src and m.id in nodes:
+                    sn.links.add(m.id)
+        if out.subscribe:
+            for m in out.subscribe:
+                if m.id != src and m.id in nodes:
+                    sn.subs.add(m.id)
+        if out.drop:
+            sn.subs.difference_update(out.drop)
+        send = self._send_frame
+        encode = wire.encode
+        if out.peers:
+            links = sn.links
+            me = b"peer:" + src.encode()
+            for node_id, msgs in out.peers.items():
+                if node_id in links:
+                    send(src, node_id, REQUEST, me, encode(msgs))
+        if out.clients:
+            for ident, msgs in out.clients.items():
+                if ident.startswith(b"peer:"):
+                    dst = ident[5:].decode()
+                    target = nodes.get(dst)
+                    if target is not None and target.core is not None and target.core.joining:
+                        send(src, dst, SEED, sn.cfg.listen, encode(msgs))
+                    else:
+                        send(src, dst, REPLY, src, encode(msgs))
+                elif ident in self.clients:
+                    send(src, ident, "client", src, encode(msgs))
+        if out.endpoints:
+            for endpoint, msgs in out.endpoints.items():
+                dst = self.by_endpoint.get(endpoint)
+                if dst is not None:
+                    send(src, dst, REQUEST, b"peer:" + src.encode(), encode(msgs))
         for msg in out.gossip:  # one PUB frame, delivered to every subscriber
-            payload = wire.encode([msg])
-            for other in self.nodes.values():
+            payload = encode([msg])
+            for other in nodes.values():
                 if (src in other.links or src in other.subs) and other is not sn:
-                    self._send_frame(src, other.id, GOSSIP, None, payload)
-        self._tick_event(src, max(core.next_deadline(), self.t + 1e-6))
+                    send(src, other.id, GOSSIP, None, payload)
+        when = core.next_deadline()
+        if when < self.t + 1e-6:
+            when = self.t + 1e-6
+        if when < sn.tick_at:  # _tick_event, inline: this runs once per delivered frame
+            sn.tick_at = when
+            self.seq += 1
+            heapq.heappush(self.events, (when, self.seq, self._tick, (src, when)))
 
     def _send(self, src: str, dst, kind: str, who, msgs: list) -> None:
         self._send_frame(src, dst, kind, who, wire.encode(msgs))
 
     def _send_frame(self, src: str, dst, kind: str, who, payload: bytes) -> None:
         f = self.faults
-        self.stats["frames"] += 1
+        stats = self.stats
+        stats["frames"] += 1
         copies = 1
-        if f.loss and self.rng.random() < f.loss:
-            self.stats["lost"] += 1
+        rng = self.rng
+        if f.loss and rng.random() < f.loss:
+            stats["lost"] += 1
             return
-        if f.dup and self.rng.random() < f.dup:
+        if f.dup and rng.random() < f.dup:
             copies = 2
-            self.stats["duplicated"] += 1
+            stats["duplicated"] += 1
+        events = self.events
         for _ in range(copies):
-            delay = f.latency + self.rng.random() * f.jitter
-            self.at(self.t + delay, self._deliver, src, dst, kind, who, payload)
+            self.seq += 1
+            heapq.heappush(events, (self.t + (f.latency + rng.random() * f.jitter), self.seq,
+                                    self._deliver, (src, dst, kind, who, payload)))
 
     def _deliver(self, src: str, dst, kind: str, who, payload: bytes) -> None:
-        if (src, dst) in self.blocked:
+        if self.blocked and (src, dst) in self.blocked:
             self.stats["lost"] += 1
             return
         if kind == "client":
             self.clients[dst].on_frame(src, wire.decode(payload, LIMIT))
             return
         sn = self.nodes[dst]
-        if sn.core is None:
+        core = sn.core
+        if core is None:
             self.stats["lost"] += 1
             return
         if sn.paused:
             sn.backlog.append((src, dst, kind, who, payload))
             return
         self.stats["delivered"] += 1
-        sn.core.handle((kind, who), wire.decode(payload, LIMIT), self.t)
+        core.handle((kind, who), wire.decode(payload, LIMIT), self.t)
         self._after_turn(sn)
 
     # ---- faults -------------------------------------------------------------------------

@@ -267,6 +267,8 @@ class NodeCore:
         self.max_identities = min(MAX_IDENTITIES, cfg.max_connections)
         self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
         self.self_ident = b"peer:" + self.me.encode()
+        self._self_prefix = self.self_ident + b"/"
+        self._durable = cfg.sync == "always"
         self._metric_children: dict[tuple, tuple] = {}
         # joining: a node started with seeds and no known peers asks the seeds to let it in.
         # A seed list shared by every node (a config file, a StatefulSet) names this node
@@ -458,15 +460,22 @@ class NodeCore:
         return self.out
 
     def next_deadline(self) -> float:
-        t = self.next_join if self.joining else min(self.next_gossip, self.background.next_due())
-        if self.timers:
-            t = min(t, self.timers[0][0])
+        if self.joining:
+            t = self.next_join
+        else:
+            t = self.next_gossip
+            due = self.background.next_run  # Background.next_due(), without the call
+            if due < t:
+                t = due
+        timers = self.timers
+        if timers and timers[0][0] < t:
+            t = timers[0][0]
         return t
 
     def take_output(self, durable: bool | None = None) -> Outbox:
         """End of a turn: every write reaches the engine (and with `durable` the disk), then
         the turn's messages are handed over."""
-        self.replica.flush(durable=self.cfg.sync == "always" if durable is None else durable)
+        self.replica.flush(durable=self._durable if durable is None else durable)
         if self.membership.candidates:
             self.out.subscribe.extend(self.membership.take_candidates())
         self.turn_bytes.clear()
@@ -572,7 +581,7 @@ class NodeCore:
         return ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
 
     def _on_request(self, ident: bytes, msg, role: str | None = None) -> None:
-        if ident == self.self_ident or (ident.startswith(self.self_ident + b"/")):
+        if ident == self.self_ident or ident.startswith(self._self_prefix):
             # one of our own links reached this node: its answers must never count as another
             # replica's (an address that points back here, e.g. 0.0.0.0 advertised)
             if ident not in self.malformed_logged:
@@ -581,25 +590,27 @@ class NodeCore:
                           "connects to reaches itself (check --listen / advertised addresses)")
             self._reply(ident, Error(msg.rid, E_INVALID, f"{self.me} will not answer itself"))
             return
-        handler = self._handlers.get(type(msg))
+        t = type(msg)
+        handler = self._handlers.get(t)
         if handler is None:
-            self.malformed(ident, f"unexpected {type(msg).__name__} on the request socket")
+            self.malformed(ident, f"unexpected {t.__name__} on the request socket")
             return
-        role = self._role(ident, msg, role)
-        if type(msg) not in ROLE_MESSAGES.get(role, ()):
+        if role is None:
+            role = self._role(ident, msg, role)
+        if t not in ROLE_MESSAGES.get(role, ()):
             self.malformed(ident, f"{type(msg).__name__} refused from a {role} connection")
             need = "cluster peers" if type(msg) in PEER_ONLY else "an admin key"
             self._reply(ident, Error(msg.rid, E_INVALID,
                                      f"{type(msg).__name__} is accepted from {need} only"))
             return
-        if type(msg) in CLIENT_MESSAGES or type(msg) is Forward:
+        if t in CLIENT_MESSAGES or t is Forward:
             n = self.inflight.get(ident, 0)
             if n >= MAX_INFLIGHT[role] or (not n and len(self.inflight) >= self.max_identities):
                 self.metrics.busy.inc()
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
                                          f"flight on this connection"))
                 return
-        if self.joining and type(msg) is not Status:
+        if self.joining and t is not Status:
             self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{self.me} is still joining"))
             return
         try:
