@@ -182,6 +182,7 @@ class Sim:
         self.seq = 0
         self.blocked: set[tuple[str, str]] = set()
         self.nodes: dict[str, SimNode] = {}
+        self._ids: list[str] = []
         self.by_endpoint: dict[str, str] = {}
         self.clients: dict[bytes, SimClient] = {}
         self.history = History()
@@ -286,6 +287,13 @@ class Sim:
         if self.blocked:
             self.note("partitions healed")
         self.blocked.clear()
+
+    def node_ids(self) -> list[str]:
+        """Every node id, sorted (cached: clients pick a node per request)."""
+        ids = self._ids
+        if len(ids) != len(self.nodes):
+            ids = self._ids = sorted(self.nodes)
+        return ids
 
     def note(self, what: str) -> None:
         self.log.append(f"{self.t:9.3f} {what}")
@@ -560,9 +568,10 @@ class SimClient:
 
     def _try(self, ev: Event, msg, deadline: float, tried: set[str]) -> None:
         sim = self.sim
-        pool = self.nodes or sorted(sim.nodes)
+        pool = self.nodes or sim.node_ids()
         live = [x for x in pool if x not in tried] or pool
-        trusted = [x for x in live if self.suspect_until.get(x, -1.0) <= sim.t]
+        until = self.suspect_until
+        trusted = [x for x in live if until.get(x, -1.0) <= sim.t] if until else live
         node = sim.rng.choice(trusted or live)
         tried.add(node)
         self.rid += 1

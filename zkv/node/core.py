@@ -49,6 +49,7 @@ big-endian, zkv.hlc) and every replica keeps only the greatest version (`dvv.lww
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -559,7 +560,7 @@ class NodeCore:
     def _role(self, ident: bytes, msg, role: str | None) -> str:
         if role is not None:
             return role
-        peer = self.peer_of(ident)
+        peer = _peer_of(ident)
         if peer is not None:  # plain text: a current member's identity (or a joiner's)
             st = self.membership.cluster
             if (self.membership.get(peer) is not None or peer in self.membership.candidates
@@ -576,9 +577,7 @@ class NodeCore:
     def peer_of(ident: bytes) -> str | None:
         """The member a peer request speaks for: its identity is b"peer:<id>" or
         b"peer:<id>/<nonce>" (the transport's links add a random nonce)."""
-        if not ident.startswith(b"peer:"):
-            return None
-        return ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
+        return _peer_of(ident)
 
     def _on_request(self, ident: bytes, msg, role: str | None = None) -> None:
         if ident == self.self_ident or ident.startswith(self._self_prefix):
@@ -1451,6 +1450,13 @@ class NodeCore:
     def status(self) -> dict:
         return status(self)
 
+
+
+@functools.lru_cache(maxsize=4096)  # asked for every request in plain-text mode (_role)
+def _peer_of(ident: bytes) -> str | None:
+    if not ident.startswith(b"peer:"):
+        return None
+    return ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
 
 
 def _reply_size(msg) -> int:
