@@ -398,7 +398,8 @@ class NodeCore:
         return ae
 
     def _ae_on_change(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        self._ae_key(key).on_change(key, old, new)
+        ae = self.ae if key[:1] != b"\x00" else None  # a default-namespace key: the cluster's N
+        (ae or self._ae_key(key)).on_change(key, old, new)
 
     def _reannounce_reap(self, key: bytes, version: bytes) -> None:
         """An owner that missed our Reap (lost, or it was down) keeps pushing the tombstone
