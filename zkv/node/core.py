@@ -623,7 +623,7 @@ class NodeCore:
             self._reply(ident, Error(msg.rid, E_INTERNAL, "internal error"))
 
     def _reply(self, ident: bytes, msg) -> None:
-        size = _reply_size(msg)
+        size = _reply_size(msg) if type(msg) in _SIZED_REPLIES else 0
         if size > 4096:  # reply-byte budget per identity and for the whole turn
             spent = self.turn_bytes.get(ident, 0)
             if spent and (spent + size > self.turn_budget or self.turn_total + size >
@@ -1058,14 +1058,14 @@ class NodeCore:
             self.metrics.sibling_warnings.inc()
 
     def _on_replies(self, node_id, msgs: list, now: float) -> None:
-        peer_rids = self.peer_rids
+        peer_rids, live, observe = self.peer_rids, self.live_ops, self.latency.observe
         for msg in msgs:
             entry = peer_rids.pop(msg.rid, None)
             if entry is None:
                 continue  # late answer to a finished op, or a fire-and-forget ack
             op, target, sent = entry
-            if target == node_id and self.live_ops.get(op.serial) is op:
-                self.latency.observe(node_id, now - sent)
+            if target == node_id and live.get(op.serial) is op:
+                observe(node_id, now - sent)
                 op.on_reply(node_id, msg)
 
     # ---- gossip ---------------------------------------------------------------------------
@@ -1458,6 +1458,9 @@ def _peer_of(ident: bytes) -> str | None:
     if not ident.startswith(b"peer:"):
         return None
     return ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
+
+
+_SIZED_REPLIES = frozenset({RGetOk, GetOk, RGetHashesOk, LeafKeysOk})  # the rest: size 0
 
 
 def _reply_size(msg) -> int:
