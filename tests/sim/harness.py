@@ -307,9 +307,9 @@ class Sim:
         heapq.heappush(self.events, (when, self.seq, fn, args))
 
     def run_until(self, t_end: float) -> None:
-        events = self.events
+        events, pop = self.events, heapq.heappop
         while events and events[0][0] <= t_end:
-            when, _, fn, args = heapq.heappop(events)
+            when, _, fn, args = pop(events)
             self.t = when
             fn(*args)
         self.t = max(self.t, t_end)
@@ -610,14 +610,16 @@ class SimClient:
         for msg in msgs:
             if self.current is None or msg.rid != self.current[0]:
                 continue  # a late answer to an abandoned try
-            _, ev, *_ = self.current
-            if isinstance(msg, GetOk | PutOk):
-                self.stamp_floor = max(self.stamp_floor, msg.stamp)
-            if isinstance(msg, GetOk):
+            ev = self.current[1]
+            t = type(msg)  # (message structs have no subclasses)
+            if t is GetOk or t is PutOk:
+                if msg.stamp > self.stamp_floor:
+                    self.stamp_floor = msg.stamp
+            if t is GetOk:
                 self._finish(ev, Result(True, list(msg.values), msg.context))
-            elif isinstance(msg, PutOk):
+            elif t is PutOk:
                 self._finish(ev, Result(True, [], msg.context))
-            elif isinstance(msg, Error):
+            elif t is Error:
                 self._finish(ev, Result(False, error=msg.message))
 
     def _finish(self, ev: Event, res: Result) -> None:
