@@ -182,6 +182,7 @@ class Sim:
         self.seq = 0
         self.blocked: set[tuple[str, str]] = set()
         self.nodes: dict[str, SimNode] = {}
+        self._ids: list[str] = []
         self.by_endpoint: dict[str, str] = {}
         self.clients: dict[bytes, SimClient] = {}
         self.history = History()
@@ -287,6 +288,13 @@ class Sim:
             self.note("partitions healed")
         self.blocked.clear()
 
+    def node_ids(self) -> list[str]:
+        """Every node id, sorted (cached: clients pick a node per request)."""
+        ids = self._ids
+        if len(ids) != len(self.nodes):
+            ids = self._ids = sorted(self.nodes)
+        return ids
+
     def note(self, what: str) -> None:
         self.log.append(f"{self.t:9.3f} {what}")
 
@@ -299,9 +307,9 @@ class Sim:
         heapq.heappush(self.events, (when, self.seq, fn, args))
 
     def run_until(self, t_end: float) -> None:
-        events = self.events
+        events, pop = self.events, heapq.heappop
         while events and events[0][0] <= t_end:
-            when, _, fn, args = heapq.heappop(events)
+            when, _, fn, args = pop(events)
             self.t = when
             fn(*args)
         self.t = max(self.t, t_end)
@@ -325,72 +333,92 @@ class Sim:
         assert core is not None
         out = core.take_output()
         src = sn.id
-        for m in out.connect:
-            if m.id != src and m.id in self.nodes:
-                sn.links.add(m.id)
-        for m in out.subscribe:
-            if m.id != src and m.id in self.nodes:
-                sn.subs.add(m.id)
-        sn.subs.difference_update(out.drop)
-        for node_id, msgs in out.peers.items():
-            if node_id in sn.links:
-                self._send(src, node_id, REQUEST, b"peer:" + src.encode(), msgs)
-        for ident, msgs in out.clients.items():
-            if ident.startswith(b"peer:"):
-                dst = ident[5:].decode()
-                target = self.nodes.get(dst)
-                if target is not None and target.core is not None and target.core.joining:
-                    self._send(src, dst, SEED, sn.cfg.listen, msgs)
-                else:
-                    self._send(src, dst, REPLY, src, msgs)
-            else:
-                client = self.clients.get(ident)
-                if client is not None:
-                    self._send(src, ident, "client", src, msgs)
-        for endpoint, msgs in out.endpoints.items():
-            dst = self.by_endpoint.get(endpoint)
-            if dst is not None:
-                self._send(src, dst, REQUEST, b"peer:" + src.encode(), msgs)
+        nodes = self.nodes
+        if out.connect:
+            for m in out.connect:
+                if m.id != src and m.id in nodes:
+                    sn.links.add(m.id)
+        if out.subscribe:
+            for m in out.subscribe:
+                if m.id != src and m.id in nodes:
+                    sn.subs.add(m.id)
+        if out.drop:
+            sn.subs.difference_update(out.drop)
+        send = self._send_frame
+        encode = wire.encode
+        if out.peers:
+            links = sn.links
+            me = b"peer:" + src.encode()
+            for node_id, msgs in out.peers.items():
+                if node_id in links:
+                    send(src, node_id, REQUEST, me, encode(msgs))
+        if out.clients:
+            for ident, msgs in out.clients.items():
+                if ident.startswith(b"peer:"):
+                    dst = ident[5:].decode()
+                    target = nodes.get(dst)
+                    if target is not None and target.core is not None and target.core.joining:
+                        send(src, dst, SEED, sn.cfg.listen, encode(msgs))
+                    else:
+                        send(src, dst, REPLY, src, encode(msgs))
+                elif ident in self.clients:
+                    send(src, ident, "client", src, encode(msgs))
+        if out.endpoints:
+            for endpoint, msgs in out.endpoints.items():
+                dst = self.by_endpoint.get(endpoint)
+                if dst is not None:
+                    send(src, dst, REQUEST, b"peer:" + src.encode(), encode(msgs))
         for msg in out.gossip:  # one PUB frame, delivered to every subscriber
-            payload = wire.encode([msg])
-            for other in self.nodes.values():
+            payload = encode([msg])
+            for other in nodes.values():
                 if (src in other.links or src in other.subs) and other is not sn:
-                    self._send_frame(src, other.id, GOSSIP, None, payload)
-        self._tick_event(src, max(core.next_deadline(), self.t + 1e-6))
+                    send(src, other.id, GOSSIP, None, payload)
+        when = core.next_deadline()
+        if when < self.t + 1e-6:
+            when = self.t + 1e-6
+        if when < sn.tick_at:  # _tick_event, inline: this runs once per delivered frame
+            sn.tick_at = when
+            self.seq += 1
+            heapq.heappush(self.events, (when, self.seq, self._tick, (src, when)))
 
     def _send(self, src: str, dst, kind: str, who, msgs: list) -> None:
         self._send_frame(src, dst, kind, who, wire.encode(msgs))
 
     def _send_frame(self, src: str, dst, kind: str, who, payload: bytes) -> None:
         f = self.faults
-        self.stats["frames"] += 1
+        stats = self.stats
+        stats["frames"] += 1
         copies = 1
-        if f.loss and self.rng.random() < f.loss:
-            self.stats["lost"] += 1
+        rng = self.rng
+        if f.loss and rng.random() < f.loss:
+            stats["lost"] += 1
             return
-        if f.dup and self.rng.random() < f.dup:
+        if f.dup and rng.random() < f.dup:
             copies = 2
-            self.stats["duplicated"] += 1
+            stats["duplicated"] += 1
+        events = self.events
         for _ in range(copies):
-            delay = f.latency + self.rng.random() * f.jitter
-            self.at(self.t + delay, self._deliver, src, dst, kind, who, payload)
+            self.seq += 1
+            heapq.heappush(events, (self.t + (f.latency + rng.random() * f.jitter), self.seq,
+                                    self._deliver, (src, dst, kind, who, payload)))
 
     def _deliver(self, src: str, dst, kind: str, who, payload: bytes) -> None:
-        if (src, dst) in self.blocked:
+        if self.blocked and (src, dst) in self.blocked:
             self.stats["lost"] += 1
             return
         if kind == "client":
             self.clients[dst].on_frame(src, wire.decode(payload, LIMIT))
             return
         sn = self.nodes[dst]
-        if sn.core is None:
+        core = sn.core
+        if core is None:
             self.stats["lost"] += 1
             return
         if sn.paused:
             sn.backlog.append((src, dst, kind, who, payload))
             return
         self.stats["delivered"] += 1
-        sn.core.handle((kind, who), wire.decode(payload, LIMIT), self.t)
+        core.handle((kind, who), wire.decode(payload, LIMIT), self.t)
         self._after_turn(sn)
 
     # ---- faults -------------------------------------------------------------------------
@@ -540,9 +568,10 @@ class SimClient:
 
     def _try(self, ev: Event, msg, deadline: float, tried: set[str]) -> None:
         sim = self.sim
-        pool = self.nodes or sorted(sim.nodes)
+        pool = self.nodes or sim.node_ids()
         live = [x for x in pool if x not in tried] or pool
-        trusted = [x for x in live if self.suspect_until.get(x, -1.0) <= sim.t]
+        until = self.suspect_until
+        trusted = [x for x in live if until.get(x, -1.0) <= sim.t] if until else live
         node = sim.rng.choice(trusted or live)
         tried.add(node)
         self.rid += 1
@@ -581,14 +610,16 @@ class SimClient:
         for msg in msgs:
             if self.current is None or msg.rid != self.current[0]:
                 continue  # a late answer to an abandoned try
-            _, ev, *_ = self.current
-            if isinstance(msg, GetOk | PutOk):
-                self.stamp_floor = max(self.stamp_floor, msg.stamp)
-            if isinstance(msg, GetOk):
+            ev = self.current[1]
+            t = type(msg)  # (message structs have no subclasses)
+            if t is GetOk or t is PutOk:
+                if msg.stamp > self.stamp_floor:
+                    self.stamp_floor = msg.stamp
+            if t is GetOk:
                 self._finish(ev, Result(True, list(msg.values), msg.context))
-            elif isinstance(msg, PutOk):
+            elif t is PutOk:
                 self._finish(ev, Result(True, [], msg.context))
-            elif isinstance(msg, Error):
+            elif t is Error:
                 self._finish(ev, Result(False, error=msg.message))
 
     def _finish(self, ev: Event, res: Result) -> None:

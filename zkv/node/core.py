@@ -49,6 +49,7 @@ big-endian, zkv.hlc) and every replica keeps only the greatest version (`dvv.lww
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -267,6 +268,8 @@ class NodeCore:
         self.max_identities = min(MAX_IDENTITIES, cfg.max_connections)
         self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
         self.self_ident = b"peer:" + self.me.encode()
+        self._self_prefix = self.self_ident + b"/"
+        self._durable = cfg.sync == "always"
         self._metric_children: dict[tuple, tuple] = {}
         # joining: a node started with seeds and no known peers asks the seeds to let it in.
         # A seed list shared by every node (a config file, a StatefulSet) names this node
@@ -395,7 +398,8 @@ class NodeCore:
         return ae
 
     def _ae_on_change(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        self._ae_key(key).on_change(key, old, new)
+        ae = self.ae if key[:1] != b"\x00" else None  # a default-namespace key: the cluster's N
+        (ae or self._ae_key(key)).on_change(key, old, new)
 
     def _reannounce_reap(self, key: bytes, version: bytes) -> None:
         """An owner that missed our Reap (lost, or it was down) keeps pushing the tombstone
@@ -458,15 +462,22 @@ class NodeCore:
         return self.out
 
     def next_deadline(self) -> float:
-        t = self.next_join if self.joining else min(self.next_gossip, self.background.next_due())
-        if self.timers:
-            t = min(t, self.timers[0][0])
+        if self.joining:
+            t = self.next_join
+        else:
+            t = self.next_gossip
+            due = self.background.next_run  # Background.next_due(), without the call
+            if due < t:
+                t = due
+        timers = self.timers
+        if timers and timers[0][0] < t:
+            t = timers[0][0]
         return t
 
     def take_output(self, durable: bool | None = None) -> Outbox:
         """End of a turn: every write reaches the engine (and with `durable` the disk), then
         the turn's messages are handed over."""
-        self.replica.flush(durable=self.cfg.sync == "always" if durable is None else durable)
+        self.replica.flush(durable=self._durable if durable is None else durable)
         if self.membership.candidates:
             self.out.subscribe.extend(self.membership.take_candidates())
         self.turn_bytes.clear()
@@ -550,7 +561,7 @@ class NodeCore:
     def _role(self, ident: bytes, msg, role: str | None) -> str:
         if role is not None:
             return role
-        peer = self.peer_of(ident)
+        peer = _peer_of(ident)
         if peer is not None:  # plain text: a current member's identity (or a joiner's)
             st = self.membership.cluster
             if (self.membership.get(peer) is not None or peer in self.membership.candidates
@@ -567,12 +578,10 @@ class NodeCore:
     def peer_of(ident: bytes) -> str | None:
         """The member a peer request speaks for: its identity is b"peer:<id>" or
         b"peer:<id>/<nonce>" (the transport's links add a random nonce)."""
-        if not ident.startswith(b"peer:"):
-            return None
-        return ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
+        return _peer_of(ident)
 
     def _on_request(self, ident: bytes, msg, role: str | None = None) -> None:
-        if ident == self.self_ident or (ident.startswith(self.self_ident + b"/")):
+        if ident == self.self_ident or ident.startswith(self._self_prefix):
             # one of our own links reached this node: its answers must never count as another
             # replica's (an address that points back here, e.g. 0.0.0.0 advertised)
             if ident not in self.malformed_logged:
@@ -581,14 +590,16 @@ class NodeCore:
                           "connects to reaches itself (check --listen / advertised addresses)")
             self._reply(ident, Error(msg.rid, E_INVALID, f"{self.me} will not answer itself"))
             return
-        handler = self._handlers.get(type(msg))
+        t = type(msg)
+        handler = self._handlers.get(t)
         if handler is None:
-            self.malformed(ident, f"unexpected {type(msg).__name__} on the request socket")
+            self.malformed(ident, f"unexpected {t.__name__} on the request socket")
             return
         plain = role is None  # no keys: roles come from identities
-        role = self._role(ident, msg, role)
-        if type(msg) not in ROLE_MESSAGES.get(role, ()) and not (
-                plain and type(msg) is Forward and self.peer_of(ident) is not None):
+        if role is None:
+            role = self._role(ident, msg, role)
+        if t not in ROLE_MESSAGES.get(role, ()) and not (
+                plain and t is Forward and self.peer_of(ident) is not None):
             # (a Forward from a peer identity not heard of yet -- a node that just joined
             # and learned the ring before this node learned of it -- is served: it wraps a
             # Get/Put/Delete, which any client may send; refusing it failed the request)
@@ -597,14 +608,14 @@ class NodeCore:
             self._reply(ident, Error(msg.rid, E_INVALID,
                                      f"{type(msg).__name__} is accepted from {need} only"))
             return
-        if type(msg) in CLIENT_MESSAGES or type(msg) is Forward:
+        if t in CLIENT_MESSAGES or t is Forward:
             n = self.inflight.get(ident, 0)
             if n >= MAX_INFLIGHT[role] or (not n and len(self.inflight) >= self.max_identities):
                 self.metrics.busy.inc()
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
                                          f"flight on this connection"))
                 return
-        if self.joining and type(msg) is not Status:
+        if self.joining and t is not Status:
             self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{self.me} is still joining"))
             return
         try:
@@ -617,7 +628,7 @@ class NodeCore:
             self._reply(ident, Error(msg.rid, E_INTERNAL, "internal error"))
 
     def _reply(self, ident: bytes, msg) -> None:
-        size = _reply_size(msg)
+        size = _reply_size(msg) if type(msg) in _SIZED_REPLIES else 0
         if size > 4096:  # reply-byte budget per identity and for the whole turn
             spent = self.turn_bytes.get(ident, 0)
             if spent and (spent + size > self.turn_budget or self.turn_total + size >
@@ -1061,14 +1072,14 @@ class NodeCore:
             self.metrics.sibling_warnings.inc()
 
     def _on_replies(self, node_id, msgs: list, now: float) -> None:
-        peer_rids = self.peer_rids
+        peer_rids, live, observe = self.peer_rids, self.live_ops, self.latency.observe
         for msg in msgs:
             entry = peer_rids.pop(msg.rid, None)
             if entry is None:
                 continue  # late answer to a finished op, or a fire-and-forget ack
             op, target, sent = entry
-            if target == node_id and self.live_ops.get(op.serial) is op:
-                self.latency.observe(node_id, now - sent)
+            if target == node_id and live.get(op.serial) is op:
+                observe(node_id, now - sent)
                 op.on_reply(node_id, msg)
 
     # ---- gossip ---------------------------------------------------------------------------
@@ -1454,6 +1465,16 @@ class NodeCore:
     def status(self) -> dict:
         return status(self)
 
+
+
+@functools.lru_cache(maxsize=4096)  # asked for every request in plain-text mode (_role)
+def _peer_of(ident: bytes) -> str | None:
+    if not ident.startswith(b"peer:"):
+        return None
+    return ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
+
+
+_SIZED_REPLIES = frozenset({RGetOk, GetOk, RGetHashesOk, LeafKeysOk})  # the rest: size 0
 
 
 def _reply_size(msg) -> int:
