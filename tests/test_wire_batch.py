@@ -258,11 +258,11 @@ def live(tmp_path):
     def ask(payload: bytes, expect: int) -> list:
         d.send(payload)
         got: list = []
-        for _ in range(400):
+        for _ in range(400 if expect else 50):  # nothing expected: half a second of turns
             node.turn(max_wait=0.01)
             while d.poll(0):
                 got += wire.decode(d.recv(), LIMIT)
-            if len(got) >= expect:
+            if expect and len(got) >= expect:
                 break
         return sorted(got, key=lambda m: m.rid)
 
@@ -283,10 +283,10 @@ def test_a_malformed_batch_is_dropped_whole_and_counted_at_the_node(live):
     before = _malformed(node)
     good = [_raw(wire.Put(2, b"a", b"v", w=1)), _raw(wire.RingInfo(3))]
     bad = msgspec.msgpack.encode([wire.WIRE_VERSION, [good[0], [1, 4, "str key"], good[1]]])
-    assert ask(bad, 1) == []  # nothing of it is served, not even the good messages
+    assert ask(bad, 0) == []  # nothing of it is served, not even the good messages
     assert _malformed(node) == before + 1
     newer = msgspec.msgpack.encode([2, good])
-    assert ask(newer, 1) == []
+    assert ask(newer, 0) == []  # another wire version: dropped whole, counted
     assert _malformed(node) == before + 2
     assert node.core.store.get(b"a") is None
     # the connection still works
