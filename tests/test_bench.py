@@ -729,6 +729,7 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
     assert res["half_peak"]["target_rate"] > 0 and res["half_peak"]["service_latency_ms"]
     assert len(res["batched_echo"]) == 2
     assert all(e["messages_per_second"] > 0 for e in res["batched_echo"])
+    assert all(e["zkv_vs_echo"]["throughput"] > 0 for e in res["batched_echo"])
     assert res["baselines"]["zmq_echo"]["available"]
     assert set(res["baselines"]["redis"]) <= {"1", "2"}
     assert set(res["goal"]) == {"throughput_vs_redis", "node_cpu_us_per_op",

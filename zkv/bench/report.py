@@ -310,6 +310,10 @@ GOAL_NAMES = {
 }
 
 
+def _xr(x, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}x"
+
+
 def goal_table(goals: dict) -> list[str]:
     """Issue 12's goal lines as a markdown table (also what the CLI prints)."""
     L = ["| measure | value | goal | met | how |", "|---|---:|---|---|---|"]
@@ -372,13 +376,18 @@ def render_throughput(res: dict) -> str:
                   f"{_f(sv['p50'], '{:.3f}')} ms, p99 {_f(sv['p99'], '{:.3f}')} ms."]
     L += ["", "## Batched raw pyzmq echo (each cell's clients, in flight, batch and frame "
           "size; no logic)", "",
+          "zkv / echo: the cell's ops/s over the echo's messages/s, its node CPU per op over "
+          "the echo server's CPU per message, its client CPU per op over the echo clients'.", "",
           "| clients | in flight | batch | B/frame | msg/s | server CPU us/msg | "
-          "client CPU us/msg | frame RTT p50 ms |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "client CPU us/msg | frame RTT p50 ms | zkv / echo: rate | node CPU | client CPU |",
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in res.get("batched_echo", []):
+        v = e.get("zkv_vs_echo") or {}
         L.append(f"| {e['clients']} | {e['inflight']} | {e['batch']} | {e['frame_bytes']} | "
                  f"{e['messages_per_second']:.0f} | {_f(e['server_cpu_us_per_message'], '{:.1f}')}"
                  f" | {_f(e['client_cpu_us_per_message'], '{:.1f}')} | "
-                 f"{_f(e['frame_rtt_ms']['p50'], '{:.3f}')} |")
+                 f"{_f(e['frame_rtt_ms']['p50'], '{:.3f}')} | {_xr(v.get('throughput'), 3)} | "
+                 f"{_xr(v.get('node_cpu'), 1)} | {_xr(v.get('client_cpu'), 1)} |")
     L += ["", "## Unbatched raw pyzmq echo (the latency goals divide by the mean of the two "
           "p50s)", ""]
     for when, name in (("start of the run", "zmq_echo"), ("end of the run", "zmq_echo_end")):

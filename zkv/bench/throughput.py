@@ -471,12 +471,17 @@ class Run:
                         res["notes"].append(f"batched echo {cell['clients']}x"
                                             f"{cell['inflight']}: {exc}")
                         continue
+                    e["zkv_vs_echo"] = vs_echo(cell, e)
                     res["batched_echo"].append(e)
+                    v = e["zkv_vs_echo"]
                     self.log(f"  echo {e['clients']:>2} x {e['inflight']:>2}  batch "
                              f"{e['batch']:>3}  {e['frame_bytes']:>6} B/frame  "
                              f"{e['messages_per_second']:9.0f} msg/s  server "
                              f"{_us(e['server_cpu_us_per_message'])}  clients "
-                             f"{_us(e['client_cpu_us_per_message'])} CPU/msg")
+                             f"{_us(e['client_cpu_us_per_message'])} CPU/msg  |  zkv/echo: "
+                             f"rate {fmt_ratio(v['throughput'])}, node CPU "
+                             f"{fmt_ratio(v['node_cpu'])}, client CPU "
+                             f"{fmt_ratio(v['client_cpu'])}")
         finally:
             cluster.stop()
             pool.close()
@@ -501,6 +506,18 @@ class Run:
         res["goal"] = goals(res)
         res["elapsed_seconds"] = time.monotonic() - t_begin
         return res
+
+
+def vs_echo(cell: dict, echo: dict) -> dict:
+    """A cell against the batched echo of its batching: zkv ops/s / echo messages/s, node CPU
+    per op / echo server CPU per message, client CPU per op / echo client CPU per message."""
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    return {"throughput": ratio(cell["throughput"], echo["messages_per_second"]),
+            "node_cpu": ratio(cell["node_cpu_us_per_op"], echo["server_cpu_us_per_message"]),
+            "client_cpu": ratio(cell["client_cpu_us_per_op"],
+                                echo["client_cpu_us_per_message"])}
 
 
 def echo_floor(base: dict) -> float | None:
@@ -583,4 +600,4 @@ def _ms(x) -> str:
 
 
 def fmt_ratio(x) -> str:
-    return "missing" if x is None else (f"{x:.2f}x" if not math.isinf(x) else "inf")
+    return "n/a" if x is None else (f"{x:.2f}x" if not math.isinf(x) else "inf")
