@@ -4,8 +4,9 @@ What runs: 3 local nodes (N3 R2 W2), ``records`` keys loaded with ``value_size``
 then a matrix of cells, each ``clients`` client processes x ``inflight`` operations in flight
 per process (the sync ``zkv.Client`` for 1, one ``AsyncClient`` with that many coroutines
 otherwise) running a 50/50 get/put mix over uniformly drawn keys for ``duration`` seconds
-from a common instant. Every put carries the last context that client saw for its key (from
-a get or a put). Per cell: operations/s, p50/p99 of all operations and of gets and puts alone,
+from a common instant, once the nodes are back near their idle CPU after the previous cell
+(an overloaded cell leaves queued work behind). Every put carries the last context that
+client saw for its key (from a get or a put). Per cell: operations/s, p50/p99 of all operations and of gets and puts alone,
 node CPU per operation (utime + stime of the node processes from /proc/<pid>/stat, summed over
 the nodes, before/after the cell, divided by operations completed), client CPU per operation
 (each client process's own CPU over its run) and the batching the clients' frames had
@@ -356,8 +357,22 @@ class Run:
                 "redis_requests": self.redis_requests, "timeout": self.timeout,
                 "seed": self.seed, "sync": self.sync, "routing": self.routing}
 
+    def _settle(self, pids: list[int], idle: float | None, limit: float = 15.0) -> float:
+        """Wait until the nodes are back near their idle CPU (an overloaded cell leaves work
+        queued that would be billed to the next one); returns the seconds waited."""
+        t0 = time.monotonic()
+        floor = (idle or 0.0) * 1.5 + 0.05
+        while time.monotonic() - t0 < limit:
+            a, ta = cpu.total_seconds(pids), time.monotonic()
+            time.sleep(0.25)
+            b = cpu.total_seconds(pids)
+            if a is None or b is None or (b - a) / (time.monotonic() - ta) <= floor:
+                break
+        return time.monotonic() - t0
+
     def _cell(self, pool: Pool, endpoints: list[str], pids: list[int], clients: int,
-              inflight: int, rate: float = 0.0) -> dict:
+              inflight: int, rate: float = 0.0, idle: float | None = None) -> dict:
+        settled = self._settle(pids, idle)
         self.cell_no += 1
         start_at = time.monotonic() + _lead(clients)
         tasks = [{"kind": "zkv", "endpoints": endpoints, "records": self.records,
@@ -366,7 +381,7 @@ class Run:
                   "client": i, "start_at": start_at, "end_at": start_at + self.duration,
                   "rate": rate / clients} for i in range(clients)]
         parts, node_cpu = pool.run(tasks, at=start_at, pids=pids)
-        return _summarize_cell(parts, node_cpu, clients, inflight)
+        return {**_summarize_cell(parts, node_cpu, clients, inflight), "settle_seconds": settled}
 
     def _batched_echo(self, pool: Pool, srv, cell: dict) -> dict:
         clients, inflight = cell["clients"], cell["inflight"]
@@ -452,12 +467,13 @@ class Run:
             self.log(f"nodes idle: {_f2(idle)} CPU-seconds per second, summed over the nodes")
             for c in self.clients:
                 for f in self.inflight:
-                    cell = self._cell(pool, endpoints, pids, c, f)
+                    cell = self._cell(pool, endpoints, pids, c, f, idle=idle)
                     res["cells"].append(cell)
                     self.log(_cell_line(cell))
             peak = max(res["cells"], key=lambda x: x["throughput"])
             half = peak["throughput"] / 2
-            cell = self._cell(pool, endpoints, pids, peak["clients"], peak["inflight"], half)
+            cell = self._cell(pool, endpoints, pids, peak["clients"], peak["inflight"], half,
+                              idle=idle)
             cell["target_rate"] = half
             res["half_peak"] = cell
             self.log(_cell_line(cell) + f"  (paced at {half:.0f} ops/s: half of the peak)")
