@@ -612,3 +612,129 @@ def test_security_mode_measures_plain_and_curvezmq_in_one_run(tmp_path):
         m = res["modes"][mode]
         assert m["ops"] > 0 and m["ops_per_second"] > 0 and m["p99_ms"] > 0
     assert res["throughput_ratio"] > 0 and res["p99_ratio"] > 0  # a ratio, not a speed goal
+
+
+# ---- `zkv bench --throughput` (issue 12) ------------------------------------------------------------
+def test_parse_matrix():
+    from zkv.bench import parse_matrix
+
+    assert parse_matrix("1,4,16:1,4,16,64") == ([1, 4, 16], [1, 4, 16, 64])
+    assert parse_matrix(" 2 : 8 ") == ([2], [8])
+    for bad in ("1,4", "a:1", "1:", "0:1", "1:300", "1:2:3"):
+        with pytest.raises(ValueError):
+            parse_matrix(bad)
+
+
+def test_throughput_mode_rejects_bad_arguments(capsys, tmp_path):
+    assert main(["--throughput", "--matrix", "1:0", "--out", str(tmp_path)]) == 2
+    assert main(["--throughput", "--cluster", "tcp://127.0.0.1:1", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_cpu_seconds_from_proc():
+    from zkv.bench import cpu
+
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("no /proc")
+    t0 = cpu.process_seconds(os.getpid())
+    s0 = cpu.self_seconds()
+    x = 0
+    while cpu.self_seconds() - s0 < 0.05:  # burn a little CPU
+        x += 1
+    assert cpu.process_seconds(os.getpid()) >= t0
+    assert cpu.total_seconds([os.getpid(), os.getpid()]) == pytest.approx(
+        2 * cpu.process_seconds(os.getpid()), abs=0.05)
+    assert cpu.process_seconds(2 ** 22 + 12345) is None  # no such process
+    assert cpu.total_seconds([os.getpid(), 2 ** 22 + 12345]) is None
+    assert cpu.per_op_us(0.5, 1000) == pytest.approx(500.0)
+    assert cpu.per_op_us(None, 1000) is None and cpu.per_op_us(1.0, 0) is None
+
+
+def test_batched_echo_client_counts_whole_frames():
+    import time
+
+    with baselines.EchoServer() as srv:
+        t = time.monotonic() + 0.2
+        out = baselines.batched_echo_client(srv.endpoint, 300, batch=4, inflight=10,
+                                            start_at=t, end_at=t + 0.3)
+    assert out["messages"] > 0 and out["messages"] % 4 == 0  # 3 frames of 4 in flight
+    assert len(out["rtt"]) == out["messages"] // 4 and out["cpu_seconds"] >= 0
+
+
+def _fake_cell(clients, inflight, tput, node_us=100.0, client_us=50.0, p99=5.0, get_p50=0.4):
+    lat = {"count": 10, "p50": 1.0, "p99": p99, "min": 0.1, "mean": 1.0, "max": p99}
+    return {"clients": clients, "inflight": inflight, "driver": "Client", "seconds": 1.0,
+            "ops": int(tput), "failed": 0, "throughput": tput, "latency_ms": lat,
+            "get_latency_ms": dict(lat, p50=get_p50), "put_latency_ms": lat,
+            "service_latency_ms": None, "node_cpu_seconds": 1.0, "node_cpu_us_per_op": node_us,
+            "client_cpu_seconds": 1.0, "client_cpu_us_per_op": client_us, "frames": 10,
+            "messages_per_frame": 1.5, "bytes_per_frame": 600.0}
+
+
+def test_throughput_goals_and_report():
+    from zkv.bench import throughput as tp
+    from zkv.bench.report import render_throughput
+
+    res = {"settings": {}, "machine": {}, "cells": [
+        _fake_cell(1, 1, 1000.0, get_p50=0.5), _fake_cell(4, 16, 8000.0, node_us=30.0,
+                                                          client_us=20.0)],
+        "half_peak": dict(_fake_cell(4, 16, 4000.0, p99=0.9), target_rate=4000.0),
+        "batched_echo": [], "notes": [],
+        "baselines": {"zmq_echo": {"available": True, "latency_ms": {"p50": 0.1, "p99": 0.2},
+                                   "payload_bytes": 1088, "round_trips": 10,
+                                   "pipelined_depth": 1, "pipelined_rps": 1.0},
+                      "redis": {"1": {"available": True, "mix_rps": 10000.0, "connections": 1,
+                                      "tests": {"GET": {"rps": 1.0}, "SET": {"rps": 1.0}}},
+                                "64": {"available": True, "mix_rps": 16000.0, "connections": 64,
+                                       "tests": {"GET": {"rps": 1.0}, "SET": {"rps": 1.0}}}}}}
+    g = tp.goals(res)
+    assert g["throughput_vs_redis"]["value"] == pytest.approx(0.5)  # 8000 / 16000
+    assert g["throughput_vs_redis"]["met"] is True
+    assert g["node_cpu_us_per_op"]["value"] == 30.0 and g["node_cpu_us_per_op"]["met"] is True
+    assert g["client_cpu_us_per_op"]["met"] is False  # 20 > 15
+    assert g["p99_half_peak_vs_echo_p50"]["value"] == pytest.approx(9.0)
+    assert g["seq_get_p50_vs_echo_p50"]["value"] == pytest.approx(5.0)
+    assert g["p99_nearest_half_vs_echo_p50"]["value"] == pytest.approx(50.0)  # the 1 x 1 cell
+    assert g["seq_get_p50_vs_echo_p50"]["met"] is False
+    res["goal"] = g
+    md = render_throughput(res)
+    for text in ("## Goals", "| peak throughput / redis-benchmark peak (50/50) | 0.50x | >= 0.4x "
+                 "| MET |", "## Cells", "## Half of peak", "## Batched raw pyzmq echo",
+                 "## redis-benchmark", "| 64 | 1 | 1 | 16000 |"):
+        assert text in md
+    # without baselines the ratios are missing, never invented
+    res["baselines"] = {}
+    g = tp.goals(res)
+    assert g["throughput_vs_redis"]["value"] is None and g["throughput_vs_redis"]["met"] is None
+    assert g["node_cpu_us_per_op"]["value"] == 30.0
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
+def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
+    """`zkv bench --throughput`: a 1 x {1, 2} matrix of short cells writes results.json and
+    report.md with every figure of a cell and the goal lines (no speed is asserted)."""
+    rc = main(["--throughput", "--quick", "--matrix", "1:1,2", "--duration", "0.5",
+               "--records", "50", "--sync", "none", "--out", str(tmp_path)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| measure | value | goal | met | how |" in printed
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [(c["clients"], c["inflight"]) for c in res["cells"]] == [(1, 1), (1, 2)]
+    for c in res["cells"] + [res["half_peak"]]:
+        assert c["ops"] > 0 and c["failed"] == 0
+        assert c["node_cpu_us_per_op"] > 0 and c["client_cpu_us_per_op"] > 0
+        assert c["latency_ms"]["p99"] > 0 and c["messages_per_frame"] >= 1
+    assert [c["driver"] for c in res["cells"]] == ["Client", "AsyncClient"]
+    assert res["half_peak"]["target_rate"] > 0 and res["half_peak"]["service_latency_ms"]
+    assert len(res["batched_echo"]) == 2
+    assert all(e["messages_per_second"] > 0 for e in res["batched_echo"])
+    assert all(e["zkv_vs_echo"]["throughput"] > 0 for e in res["batched_echo"])
+    assert res["baselines"]["zmq_echo"]["available"]
+    assert set(res["baselines"]["redis"]) <= {"1", "2"}
+    assert set(res["goal"]) == {"throughput_vs_redis", "node_cpu_us_per_op",
+                                "client_cpu_us_per_op", "p99_half_peak_vs_echo_p50",
+                                "p99_nearest_half_vs_echo_p50", "seq_get_p50_vs_echo_p50"}
+    assert res["goal"]["seq_get_p50_vs_echo_p50"]["value"] > 0
+    md = (tmp_path / "report.md").read_text()
+    assert "## Goals" in md and "## Cells" in md and "| 1 | 2 | AsyncClient |" in md

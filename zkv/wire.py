@@ -453,17 +453,12 @@ def decode(data: bytes | memoryview, limit: int) -> list:
     if len(data) > limit:
         raise WireError(f"frame of {len(data)} bytes exceeds the {limit}-byte limit")
     if len(data) < 3:
+        _check_version(data)
         raise WireError("frame too short")
     try:
         frame = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        try:
-            v = _head_decoder.decode(data).v
-        except Exception:
-            v = None
-        if v is not None and v != WIRE_VERSION:
-            raise WireError(f"wire version {clip(v)} not supported "
-                            f"(this node speaks {WIRE_VERSION})") from None
+        _check_version(data)  # another version's frame: say so, whatever its shape
         raise WireError(f"undecodable frame: {clip(str(exc), 200)}") from None
     except RecursionError:
         raise WireError("undecodable frame: nested too deeply") from None
@@ -477,6 +472,17 @@ def decode(data: bytes | memoryview, limit: int) -> list:
     if len(frame.msgs) > MAX_BATCH:
         raise WireError(f"{len(frame.msgs)} messages in one frame (max {MAX_BATCH})")
     return frame.msgs
+
+
+def _check_version(data: bytes | memoryview) -> None:
+    """WireError naming the version if `data` starts like a frame of another wire version."""
+    try:
+        v = _head_decoder.decode(data).v
+    except Exception:
+        return
+    if v != WIRE_VERSION:
+        raise WireError(f"wire version {clip(v)} not supported "
+                        f"(this node speaks {WIRE_VERSION})")
 
 
 def clip(value, limit: int = 80) -> str:

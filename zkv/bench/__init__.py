@@ -18,6 +18,11 @@ remote processes). Run clients on a machine other than the nodes' to measure the
 same concurrent read-modify-write writers against an ``lww`` and a ``siblings`` namespace,
 reporting how many acknowledged writes each lost.
 
+``--throughput`` runs only issue 12's peak-throughput matrix instead (throughput.py): 3 local
+nodes, N3 R2 W2, 1, 4 and 16 client processes x 1-64 operations in flight each, with CPU per
+operation of nodes and clients, the batched and unbatched raw pyzmq echo and redis-benchmark
+in the same run, and the issue's goal lines (``--quick``: a 2 x 2 matrix, about a minute).
+
 ``--security`` runs only the cost-of-security workload instead (issue 13, security.py):
 workload A against a plain and a CurveZMQ (``--keys``) local cluster in the same run,
 printing throughput and p99 of each and their ratios.
@@ -68,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", default="interval", choices=["none", "interval", "always"],
                    help="local nodes' durability mode (default interval)")
     p.add_argument("--timeout", type=float, default=2.0, help="client timeout per call, s")
-    p.add_argument("--routing", default="any", choices=["any", "token"],
-                   help="any (default): spread requests over every node, like clients behind "
+    p.add_argument("--routing", default=None, choices=["any", "token"],
+                   help="any (default; --throughput: token): spread requests over every node, like clients behind "
                    "a load balancer, which is what shows replica staleness; token: send each "
                    "key to its owners (zkv.Client's default), where R=1 reads land on the "
                    "key's write coordinator and so are rarely stale")
@@ -82,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "per round against a plain and a CurveZMQ (--keys) local cluster, "
                    "alternating, with --clients x --inflight requests in flight; prints "
                    "throughput and p99 of both and their ratios")
+    p.add_argument("--throughput", action="store_true",
+                   help="run only the peak-throughput matrix of issue 12: N3 R2 W2 on 3 local "
+                   "nodes, 50/50 get/put of --value-size values, client processes x in flight "
+                   "each (--matrix), --duration s per cell (default 5; --quick: 2 s and a 2 x 2 "
+                   "matrix), node and client CPU per op, batched and unbatched raw pyzmq echo "
+                   "and redis-benchmark in the same run; writes results.json and report.md")
+    p.add_argument("--matrix", default=None,
+                   help='--throughput cells as "CLIENTS:INFLIGHT" comma lists (default '
+                   '"1,4,16:1,4,16,64"; --quick "1,4:1,16")')
     p.add_argument("--rounds", type=int, default=2,
                    help="rounds per mode of the --security workload (default 2)")
     p.add_argument("--keys", type=int, default=8,
@@ -98,7 +112,7 @@ def settings_from_args(args: argparse.Namespace):
     from zkv.bench.workloads import parse_workloads
 
     s = Settings(out=args.out, seed=args.seed, sync=args.sync, timeout=args.timeout,
-                 quick=args.quick, routing=args.routing)
+                 quick=args.quick, routing=args.routing or "any")
     if args.quick:
         for k, v in QUICK.items():
             setattr(s, k, v)
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"zkv bench: {exc}", file=sys.stderr)
         return 2
+    if args.throughput:
+        return throughput_mode(args, settings, argv)
     if args.conflict_modes:
         return conflict_modes(args, settings)
     if args.security:
@@ -196,6 +212,58 @@ def conflict_modes(args: argparse.Namespace, s) -> int:
 
         shutil.rmtree(root, ignore_errors=True)
     print(f"wrote {report.write_json(res, s.out, 'conflicts.json')}")
+    return 0
+
+
+def parse_matrix(spec: str) -> tuple[list[int], list[int]]:
+    """"1,4,16:1,4,16,64" -> ([1, 4, 16], [1, 4, 16, 64])."""
+    try:
+        left, right = spec.replace(" ", "").split(":")
+        clients = [int(x) for x in left.split(",") if x]
+        inflight = [int(x) for x in right.split(",") if x]
+    except ValueError:
+        raise ValueError(f"--matrix {spec!r}: CLIENTS:INFLIGHT, e.g. 1,4,16:1,4,16,64") from None
+    if not clients or not inflight or min(clients + inflight) < 1:
+        raise ValueError(f"--matrix {spec!r}: positive integers on both sides")
+    if max(inflight) > 256:
+        raise ValueError("--matrix: at most 256 in flight per client (a node's per-connection "
+                         "cap)")
+    return clients, inflight
+
+
+def throughput_mode(args: argparse.Namespace, s, argv: list[str] | None = None) -> int:
+    """`zkv bench --throughput`: issue 12's peak-throughput matrix (see throughput.py)."""
+    from zkv.bench import report
+    from zkv.bench import throughput as tp
+
+    if s.cluster:
+        print("zkv bench: --throughput starts its own local nodes (no --cluster)",
+              file=sys.stderr)
+        return 2
+    try:
+        clients, inflight = parse_matrix(args.matrix or ("1,4:1,16" if s.quick
+                                                         else "1,4,16:1,4,16,64"))
+    except ValueError as exc:
+        print(f"zkv bench: {exc}", file=sys.stderr)
+        return 2
+    run = tp.Run(records=args.records or (1000 if s.quick else 10_000),
+                 duration=args.duration or (2.0 if s.quick else 5.0),
+                 value_size=s.value_size, clients=clients, inflight=inflight,
+                 echo_duration=1.0 if s.quick else 2.0,
+                 echo_round_trips=1000 if s.quick else 5000,
+                 redis_requests=5000 if s.quick else 50_000,
+                 timeout=max(s.timeout, 5.0), seed=s.seed, sync=s.sync,
+                 routing=args.routing or "token")
+    try:
+        res = run.run()
+    except KeyboardInterrupt:
+        print("zkv bench: interrupted", file=sys.stderr)
+        return 130
+    res["argv"] = list(argv if argv is not None else sys.argv[1:])
+    paths = report.write_throughput(res, s.out)
+    print()
+    print("\n".join(report.goal_table(res["goal"])))
+    print(f"wrote {', '.join(sorted(paths.values()))}")
     return 0
 
 

@@ -3,7 +3,10 @@
 The echo runs in its own process (as a zkv node does) on a free loopback port and sends every
 message straight back: it is the floor for one zkv round trip, with the same payload size.
 Two figures: the sequential round-trip latency (p50, p99) and pipelined round trips per second
-(``depth`` messages kept in flight on one DEALER). redis-benchmark, when ``redis-server`` and
+(``depth`` messages kept in flight on one DEALER). The batched echo (`batched_echo_client`,
+driven by `zkv bench --throughput` from its own client processes) sends frames of the batch
+and byte sizes a zkv cell's clients sent, so the cost of ZeroMQ alone at that batching is
+known; the server's CPU is read from /proc. redis-benchmark, when ``redis-server`` and
 ``redis-benchmark`` are on PATH, runs GET and SET with the same value size and concurrency
 against a redis-server the suite starts on a free loopback port (no persistence) and stops.
 A baseline that cannot run is returned as ``{"available": False, "reason": ...}``.
@@ -54,6 +57,10 @@ def _echo_server(endpoint: str, ready) -> None:
 
 class EchoServer:
     """The echo ROUTER in a separate (spawned) process on a free loopback port."""
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
 
     def __init__(self) -> None:
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -156,6 +163,57 @@ def zmq_echo_baseline(payload_size: int, count: int = 2000, depth: int = 64,
             "pipelined_rps": rate}
 
 
+def batched_echo_client(endpoint: str, frame_bytes: int, batch: int, inflight: int,
+                        start_at: float, end_at: float) -> dict:
+    """One client process of the batched echo: ``inflight`` messages kept in flight as frames
+    of ``batch`` messages (``frame_bytes`` bytes each; ceil(inflight / batch) frames in flight)
+    from ``start_at`` to ``end_at`` (time.monotonic). No logic: the bytes are not decoded.
+    Returns messages echoed, the seconds they took, this process's CPU seconds and the frame
+    round-trip latencies (s)."""
+    import zmq
+
+    from zkv.bench.cpu import self_seconds
+
+    batch = max(1, batch)
+    frames_in_flight = max(1, -(-inflight // batch))
+    payload = os.urandom(max(1, frame_bytes))
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    now = time.monotonic
+    try:
+        s.send(payload)  # connected and warm before the clock starts
+        s.recv()
+        while now() < start_at:
+            time.sleep(min(0.01, max(0.0, start_at - now())))
+        cpu0, t0 = self_seconds(), now()
+        sent_at = [t0] * frames_in_flight  # frames come back in order on one DEALER
+        for _ in range(frames_in_flight):
+            s.send(payload)
+        rtts: list[float] = []
+        done = 0
+        head = 0
+        outstanding = frames_in_flight
+        while outstanding:
+            s.recv()
+            t = now()
+            rtts.append(t - sent_at[head])
+            done += batch
+            outstanding -= 1
+            if t < end_at:
+                sent_at[head] = t
+                s.send(payload)
+                outstanding += 1
+            head = (head + 1) % frames_in_flight
+        t1 = now()
+        return {"messages": done, "seconds": t1 - t0, "cpu_seconds": self_seconds() - cpu0,
+                "started": t0, "finished": t1, "rtt": rtts}
+    finally:
+        s.close(0)
+        ctx.term()
+
+
 # ---- redis ------------------------------------------------------------------------------------
 def parse_redis_csv(text: str) -> dict[str, dict[str, float]]:
     """redis-benchmark --csv output -> {"SET": {"rps": .., "p50_latency_ms": .., ...}, ...}."""
@@ -213,7 +271,11 @@ def redis_baseline(value_size: int, connections: int, requests: int = 20000,
         cmd = [bench, "-h", "127.0.0.1", "-p", str(port), "-t", "set,get", "-d", str(value_size),
                "-n", str(requests), "-c", str(connections), "-r", str(keyspace), "-P", "1",
                "--csv"]
+        from zkv.bench.cpu import children_seconds, process_seconds
+
+        server0, bench0 = process_seconds(proc.pid), children_seconds()
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        server1, bench1 = process_seconds(proc.pid), children_seconds()
         if res.returncode != 0:
             return {"available": False, "reason": f"redis-benchmark failed: {res.stderr[-300:]}"}
         tests = parse_redis_csv(res.stdout)
@@ -222,7 +284,12 @@ def redis_baseline(value_size: int, connections: int, requests: int = 20000,
         version = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
         return {"available": True, "value_bytes": value_size, "connections": connections,
                 "requests": requests, "keyspace": keyspace, "tests": tests,
-                "version": version.strip(), "command": " ".join(cmd[1:])}
+                "version": version.strip(), "command": " ".join(cmd[1:]),
+                # CPU of the whole run (GET and SET: 2 x requests operations); the server's
+                # from /proc, redis-benchmark's from getrusage of this process's children
+                "server_cpu_us_per_op": (None if server0 is None or server1 is None else
+                                         1e6 * (server1 - server0) / (2 * requests)),
+                "client_cpu_us_per_op": 1e6 * (bench1 - bench0) / (2 * requests)}
     except (subprocess.TimeoutExpired, OSError) as exc:
         return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
     finally:

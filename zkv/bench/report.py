@@ -1,4 +1,5 @@
-"""Report: writes a suite's results as results.json, report.md and PNG plots.
+"""Report: writes a suite's results as results.json, report.md and PNG plots (and, for
+`zkv bench --throughput`, its results.json and report.md: `write_throughput`).
 
 Everything is drawn from the results dict alone (the same one results.json holds), so a report
 can be regenerated from a saved results.json. matplotlib (Agg backend) is imported only when
@@ -294,5 +295,135 @@ def write_all(results: dict, out_dir: str) -> dict[str, str]:
     md = os.path.join(out_dir, "report.md")
     with open(md, "w") as fh:
         fh.write(render_markdown(results, plots, err))
+    paths["markdown"] = md
+    return paths
+
+
+# ---- `zkv bench --throughput` (issue 12) -------------------------------------------------------
+GOAL_NAMES = {
+    "throughput_vs_redis": "peak throughput / redis-benchmark peak (50/50)",
+    "node_cpu_us_per_op": "node CPU per op, sum over nodes (us)",
+    "client_cpu_us_per_op": "client CPU per op (us)",
+    "p99_half_peak_vs_echo_p50": "p99 at half of peak (paced) / raw echo p50",
+    "p99_nearest_half_vs_echo_p50": "p99 of the cell nearest half of peak / raw echo p50",
+    "seq_get_p50_vs_echo_p50": "sequential get p50 / raw echo p50",
+}
+
+
+def _xr(x, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}x"
+
+
+def goal_table(goals: dict) -> list[str]:
+    """Issue 12's goal lines as a markdown table (also what the CLI prints)."""
+    L = ["| measure | value | goal | met | how |", "|---|---:|---|---|---|"]
+    for name, label in GOAL_NAMES.items():
+        g = goals.get(name)
+        if g is None:
+            continue
+        v = g["value"]
+        unit = "x" if "vs" in name else ""
+        met = "n/a" if g["met"] is None else "MET" if g["met"] else "NOT MET"
+        L.append(f"| {label} | {_f(v)}{unit if v is not None else ''} | {g['goal']}{unit} | "
+                 f"{met} | {g['how']} |")
+    return L
+
+
+def cell_table(cells: list[dict]) -> list[str]:
+    L = ["| clients | in flight | driver | ops/s | p50 ms | p99 ms | get p50 | put p50 | "
+         "node CPU us/op | client CPU us/op | msg/frame | B/frame | failed |",
+         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in cells:
+        L.append(f"| {c['clients']} | {c['inflight']} | {c['driver']} | {c['throughput']:.0f} | "
+                 f"{_f(c['latency_ms']['p50'], '{:.3f}')} | {_f(c['latency_ms']['p99'], '{:.3f}')}"
+                 f" | {_f(c['get_latency_ms']['p50'], '{:.3f}')} | "
+                 f"{_f(c['put_latency_ms']['p50'], '{:.3f}')} | {_f(c['node_cpu_us_per_op'], '{:.1f}')}"
+                 f" | {_f(c['client_cpu_us_per_op'], '{:.1f}')} | "
+                 f"{_f(c['messages_per_frame'], '{:.1f}')} | {_f(c['bytes_per_frame'], '{:.0f}')} | "
+                 f"{c['failed']} |")
+    return L
+
+
+def render_throughput(res: dict) -> str:
+    """report.md of a `zkv bench --throughput` run, from its results dict alone."""
+    s = res.get("settings", {})
+    m = res.get("machine", {})
+    L = ["# zkv bench --throughput (issue 12)", "",
+         f"N{s.get('n')} R{s.get('r')} W{s.get('w')}, {s.get('nodes')} local nodes, "
+         f"{s.get('records')} records of {s.get('value_size')} bytes, {s.get('mix')}, "
+         f"{s.get('keys')} keys, {s.get('duration')} s per cell, routing {s.get('routing')}, "
+         f"sync {s.get('sync')}.", "",
+         f"Machine: {m.get('processor', '?')}, {m.get('cpus', '?')} CPUs, {m.get('platform', '?')}"
+         f", Python {m.get('python', '?')}, pyzmq {m.get('pyzmq', '?')} / libzmq "
+         f"{m.get('libzmq', '?')}.", "", "## Goals", ""]
+    L += goal_table(res.get("goal", {}))
+    L += ["", "## Cells (client processes x operations in flight each)", "",
+          "Node CPU: utime + stime of the 3 node processes (/proc), summed, per operation "
+          "completed. Client CPU: the client processes' own. msg/frame, B/frame: what the "
+          "clients' frames to a node carried.", ""]
+    L += cell_table(res.get("cells", []))
+    if res.get("node_idle_cpu") is not None:
+        L += ["", f"Idle nodes (before the cells): {res['node_idle_cpu']:.3f} CPU-seconds per "
+              "second, summed over the nodes (included in the node CPU above, not subtracted)."]
+    half = res.get("half_peak")
+    if half:
+        L += ["", f"## Half of peak (paced at {half.get('target_rate', 0):.0f} ops/s; latency "
+              "from each operation's scheduled start)", ""]
+        L += cell_table([half])
+        sv = half.get("service_latency_ms")
+        if sv:
+            L += ["", f"From the actual send instead (without the client's own lag): p50 "
+                  f"{_f(sv['p50'], '{:.3f}')} ms, p99 {_f(sv['p99'], '{:.3f}')} ms."]
+    L += ["", "## Batched raw pyzmq echo (each cell's clients, in flight, batch and frame "
+          "size; no logic)", "",
+          "zkv / echo: the cell's ops/s over the echo's messages/s, its node CPU per op over "
+          "the echo server's CPU per message, its client CPU per op over the echo clients'.", "",
+          "| clients | in flight | batch | B/frame | msg/s | server CPU us/msg | "
+          "client CPU us/msg | frame RTT p50 ms | zkv / echo: rate | node CPU | client CPU |",
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in res.get("batched_echo", []):
+        v = e.get("zkv_vs_echo") or {}
+        L.append(f"| {e['clients']} | {e['inflight']} | {e['batch']} | {e['frame_bytes']} | "
+                 f"{e['messages_per_second']:.0f} | {_f(e['server_cpu_us_per_message'], '{:.1f}')}"
+                 f" | {_f(e['client_cpu_us_per_message'], '{:.1f}')} | "
+                 f"{_f(e['frame_rtt_ms']['p50'], '{:.3f}')} | {_xr(v.get('throughput'), 3)} | "
+                 f"{_xr(v.get('node_cpu'), 1)} | {_xr(v.get('client_cpu'), 1)} |")
+    L += ["", "## Unbatched raw pyzmq echo (the latency goals divide by the mean of the two "
+          "p50s)", ""]
+    for when, name in (("start of the run", "zmq_echo"), ("end of the run", "zmq_echo_end")):
+        echo = res.get("baselines", {}).get(name, {})
+        if echo.get("available"):
+            lat = echo["latency_ms"]
+            L.append(f"- {when}: {echo['payload_bytes']}-byte payload, {echo['round_trips']} "
+                     f"sequential round trips: p50 {_f(lat['p50'], '{:.3f}')} ms, p99 "
+                     f"{_f(lat['p99'], '{:.3f}')} ms")
+        elif echo:
+            L.append(f"- {when}: **missing**: {echo.get('reason')}")
+    L += ["", "## redis-benchmark (GET and SET, same value size)", "",
+          "| connections | GET/s | SET/s | 50/50 ops/s | server CPU us/op | "
+          "redis-benchmark CPU us/op |", "|---:|---:|---:|---:|---:|---:|"]
+    for conns, r in res.get("baselines", {}).get("redis", {}).items():
+        if not r.get("available"):
+            L.append(f"| {conns} | missing: {r.get('reason')} | | | | |")
+            continue
+        t = r["tests"]
+        L.append(f"| {conns} | {t['GET']['rps']:.0f} | {t['SET']['rps']:.0f} | "
+                 f"{r['mix_rps']:.0f} | {_f(r.get('server_cpu_us_per_op'), '{:.1f}')} | "
+                 f"{_f(r.get('client_cpu_us_per_op'), '{:.1f}')} |")
+    L.append("")
+    for note in res.get("notes", []):
+        L.append(f"- note: {note}")
+    if "elapsed_seconds" in res:
+        L.append(f"- wall time {res['elapsed_seconds']:.1f} s")
+    L.append("")
+    return "\n".join(L)
+
+
+def write_throughput(res: dict, out_dir: str) -> dict[str, str]:
+    """results.json and report.md of a `zkv bench --throughput` run; returns their paths."""
+    paths = {"json": write_json(res, out_dir)}
+    md = os.path.join(out_dir, "report.md")
+    with open(md, "w") as fh:
+        fh.write(render_throughput(res))
     paths["markdown"] = md
     return paths
