@@ -759,6 +759,17 @@ def test_a_delete_through_a_coordinator_holding_no_copy_retires_the_late_twin():
     assert tomb1.retired_wids() == [[]] and sync(tomb1, late).live_values() == [b"doomed"]
 
 
+def test_a_write_without_an_id_still_retires_the_copy_its_context_names():
+    # found by Hypothesis: the context (from b) names w0; the coordinator a holds its own
+    # copy of w0 that the context does not cover by dot; a write with no write id of its own
+    # must still retire that copy (rule R), or the set is not canonical
+    at_b = update(None, b"", b"v0", "b", b"w0")
+    at_a = update(None, b"", b"v0", "a", b"w0")
+    out = update(at_a, at_b.context(), b"v1", "a", b"")
+    assert out.live_values() == [b"v1"] and out.retired_wids() == [[b"w0"]]
+    assert DVVSet.decode(out.encode()) == out
+
+
 def test_context_v2_round_trips_and_rejects_malformed_bytes():
     s = sync(update(None, b"", b"x", "a", b"w1"), update(None, b"", b"y", "b", b"w2"))
     ctx = s.context()

@@ -1661,7 +1661,7 @@ cdef DVVSet dvv_update(DVVSet server, DVVSet ctx, object node, object value, obj
             if t.vals[k].rw != NULL and wid in <tuple>t.vals[k].rw:
                 return t
     cdef DVVSet out = _event(t, node, value, wid, rw)
-    if rw is not None and out.n_wids >= 2:
+    if rw is not None and out.n_wids:
         _retire_rw(out, True)   # a copy the context did not cover by dot, listed by id
     if out.n_wids >= 2:
         _dedup(out, True)
