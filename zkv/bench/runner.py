@@ -252,14 +252,15 @@ def _worker_main(conn) -> None:
 
 
 class WorkerPool:
-    """``count`` spawned processes, each running one task at a time from its pipe."""
+    """``count`` spawned processes, each running one task at a time from its pipe (`target`:
+    the process's loop, which answers each task with ("ok", result) or ("error", text))."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, target=None) -> None:
         ctx = mp.get_context("spawn")
         self.conns, self.procs = [], []
         for _ in range(count):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+            p = ctx.Process(target=target or _worker_main, args=(child,), daemon=True)
             p.start()
             child.close()
             self.conns.append(parent)

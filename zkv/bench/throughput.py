@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import multiprocessing as mp
 import random
 import shutil
 import tempfile
@@ -37,6 +36,7 @@ import time
 from array import array
 
 from zkv.bench import baselines, cpu, stats
+from zkv.bench.runner import WorkerPool
 
 N, R, W = 3, 2, 2
 MATRIX_CLIENTS = (1, 4, 16)
@@ -251,21 +251,13 @@ def _worker_main(conn) -> None:
     conn.close()
 
 
-class Pool:
+class Pool(WorkerPool):
     """Spawned client processes, reused by every cell (a cell of k clients uses the first k)."""
 
     def __init__(self, count: int) -> None:
-        ctx = mp.get_context("spawn")
-        self.conns, self.procs = [], []
-        for _ in range(count):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-            p.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(p)
+        super().__init__(count, _worker_main)
 
-    def run(self, tasks: list[dict], at: float, pids: list[int]) -> tuple[list, float | None]:
+    def run(self, tasks: list[dict], at: float, pids: list[int]) -> tuple[list, float | None]:  # type: ignore[override]
         """Send the tasks to the first len(tasks) processes; CPU seconds of `pids` from `at`
         (sampled then) to when every result is in."""
         for conn, task in zip(self.conns, tasks, strict=False):
@@ -283,18 +275,6 @@ class Pool:
             raise RuntimeError(f"benchmark client failed: {failures[0]}")
         used = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
         return out, used
-
-    def close(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(None)
-            except OSError:
-                pass
-        for p in self.procs:
-            p.join(5)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
 
 
 # ---- one cell ----------------------------------------------------------------------------------
