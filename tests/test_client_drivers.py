@@ -292,3 +292,14 @@ def test_every_method_against_real_nodes(driver, cluster3):
     assert c.status("node2")["node"] == "node2"
     assert c.status(c.endpoints["node3"])["node"] == "node3"
     assert "queued" in c.repair(node="node1")
+
+
+def test_async_client_keeps_working_when_used_from_another_event_loop(fake_nodes):
+    ra = [None]
+    (a,) = fake_nodes({"a": answering(ra)})
+    ra[0] = a
+    c = AsyncClient([a.endpoint], timeout=2.0)
+    assert asyncio.run(c.status(a.endpoint)) == {"node": "a"}
+    # a second asyncio.run: the socket's reader moves to the new loop, replies still arrive
+    assert asyncio.run(c.status(a.endpoint)) == {"node": "a"}
+    asyncio.run(c.close())

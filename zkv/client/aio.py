@@ -102,7 +102,7 @@ class AsyncClient(Facade):
         return await self._run(self.core.repair(partition, node))
 
     async def close(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and not self._loop.is_closed():
             for s in self._socks.values():
                 self._loop.remove_reader(s.fileno())
         self._close_watches()
@@ -129,13 +129,19 @@ class AsyncClient(Facade):
             plan.close()
 
     def _sock(self, ep: str) -> zmq.Socket:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or used from another loop since: move readers
+            for other in self._socks.values():
+                if self._loop is not None and not self._loop.is_closed():
+                    self._loop.remove_reader(other.fileno())
+                loop.add_reader(other.fileno(), self._drain, other)
+            self._loop = loop
         s = self._socks.get(ep)
         if s is None:
             s = self._zctx.socket(zmq.DEALER)
             self._prepare(s, ep)
             s.connect(ep)
             self._socks[ep] = s
-            self._loop = loop = asyncio.get_running_loop()
             loop.add_reader(s.fileno(), self._drain, s)
         return s
 
