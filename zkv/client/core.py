@@ -260,12 +260,12 @@ class ClientCore:
         self._hedge = HEDGE_FLOOR  # the hedge delay, recomputed every HEDGE_SAMPLES // 4 rtts
         self._rtts_new = 0
 
-    def _sample(self, reply, rid: int, sent: float, also, sent_at: dict[int, float]) -> None:
+    def _sample(self, reply, sent_at: dict[int, float]) -> None:
         """Remember the round trip of the try that answered (this one, or a hedged one)."""
-        if also and reply.rid != rid:
-            sent = sent_at.get(reply.rid, sent)
-        self.rtts.append(self.clock() - sent)
-        self._rtts_new += 1
+        sent = sent_at.get(reply.rid)
+        if sent is not None:
+            self.rtts.append(self.clock() - sent)
+            self._rtts_new += 1
 
     def hedge_delay(self) -> float:
         """How long a data request waits for its coordinator before it is also sent to the
@@ -447,7 +447,7 @@ class ClientCore:
         also: tuple[tuple[str, int], ...] = ()  # earlier tries still listened to
         tried = 0
         listen_until = 0.0
-        sent_at: dict[int, float] = {}  # rid -> when, of the tries in `also`
+        sent_at: dict[int, float] = {}  # rid -> when each try was sent
         refused: Error | None = None  # the last "not now" (E_UNAVAILABLE) a node answered
         last = len(candidates) - 1
         for i, ep in enumerate(candidates):
@@ -456,13 +456,14 @@ class ClientCore:
                 break
             tried += 1
             msg.rid = next(self.rids)  # the same message (and write id) on every try
+            sent_at[msg.rid] = now
             until = min(deadline, now + self.per_try)
             soft = now + self.hedge_delay() if hedged and i < last else None
-            reply = yield Send(ep, msg, until, soft if soft is not None and soft < until
-                               else None, also)
+            if soft is not None and soft >= until:
+                soft = None
+            reply = yield Send(ep, msg, until, soft, also)
             if reply is SLOW:  # keep listening to it, and ask the next candidate too
                 also += ((ep, msg.rid),)
-                sent_at[msg.rid] = now
                 listen_until = max(listen_until, until)
             elif reply is UNREACHABLE:
                 self.unconnectable.add(ep)
@@ -470,7 +471,7 @@ class ClientCore:
                 if self.unconnectable:
                     self.unconnectable.discard(ep)
                 if reply is not None:
-                    self._sample(reply, msg.rid, now, also, sent_at)
+                    self._sample(reply, sent_at)
                     if (type(reply) is Error and reply.code == wire.E_UNAVAILABLE
                             and only is None and i < last):
                         refused = reply  # busy, still joining, stopping: not now, ask another
@@ -483,7 +484,7 @@ class ClientCore:
             if clock() < end:
                 reply = yield Send(also[-1][0], None, end, None, also)
                 if reply is not None and reply is not UNREACHABLE and reply is not SLOW:
-                    self._sample(reply, -1, 0.0, also, sent_at)
+                    self._sample(reply, sent_at)
                     return reply
         if refused is not None:
             return refused
