@@ -574,11 +574,6 @@ class NodeCore:
             return CLIENT
         return ADMIN
 
-    @staticmethod
-    def peer_of(ident: bytes) -> str | None:
-        """The member a peer request speaks for: its identity is b"peer:<id>" or
-        b"peer:<id>/<nonce>" (the transport's links add a random nonce)."""
-        return _peer_of(ident)
 
     def _on_request(self, ident: bytes, msg, role: str | None = None) -> None:
         if ident == self.self_ident or ident.startswith(self._self_prefix):
@@ -599,7 +594,7 @@ class NodeCore:
         if role is None:
             role = self._role(ident, msg, role)
         if t not in ROLE_MESSAGES.get(role, ()) and not (
-                plain and t is Forward and self.peer_of(ident) is not None):
+                plain and t is Forward and _peer_of(ident) is not None):
             # (a Forward from a peer identity not heard of yet -- a node that just joined
             # and learned the ring before this node learned of it -- is served: it wraps a
             # Get/Put/Delete, which any client may send; refusing it failed the request)
@@ -628,7 +623,8 @@ class NodeCore:
             self._reply(ident, Error(msg.rid, E_INTERNAL, "internal error"))
 
     def _reply(self, ident: bytes, msg) -> None:
-        size = _reply_size(msg) if type(msg) in _SIZED_REPLIES else 0
+        sizer = _REPLY_SIZE.get(type(msg))
+        size = sizer(msg) if sizer is not None else 0
         if size > 4096:  # reply-byte budget per identity and for the whole turn
             spent = self.turn_bytes.get(ident, 0)
             if spent and (spent + size > self.turn_budget or self.turn_total + size >
@@ -723,7 +719,7 @@ class NodeCore:
 
     def _on_reap(self, ident: bytes, msg: Reap) -> None:
         # only an owner of a key's partition may announce that every owner agreed on it
-        peer = self.peer_of(ident)
+        peer = _peer_of(ident)
         ms = self.membership
         if len(msg.keys) == len(msg.digests):
             keep = [i for i, k in enumerate(msg.keys)
@@ -746,7 +742,7 @@ class NodeCore:
 
     def _on_join(self, ident: bytes, msg: Join) -> None:
         # a node joins as itself: the member record must be the requester's own
-        if self.peer_of(ident) != msg.member.id:
+        if _peer_of(ident) != msg.member.id:
             raise ZkvError(f"a Join must come from the joining node itself (identity "
                            f"{wire.clip(ident, 40)}, member {wire.clip(msg.member.id, 40)})")
         why = self.membership.admit(msg.member)
@@ -1384,7 +1380,7 @@ class NodeCore:
         if boss != self.me:
             if boss is None:
                 raise ZkvError("no claimant is up (no valid member is reachable)")
-            if self.peer_of(ident) is not None:
+            if _peer_of(ident) is not None:
                 raise ZkvError(f"{self.me} is not the claimant ({boss} is)")
             self.start_op(RelayOp(self, (ident, msg.rid), boss, msg,
                                   self.t + 2 * self.cfg.replica_timeout + 1.0), self.t)
@@ -1469,23 +1465,19 @@ class NodeCore:
 
 @functools.lru_cache(maxsize=4096)  # asked for every request in plain-text mode (_role)
 def _peer_of(ident: bytes) -> str | None:
+    """The member a peer request speaks for: its identity is b"peer:<id>" or
+    b"peer:<id>/<nonce>" (the transport's links add a random nonce); None for a client."""
     if not ident.startswith(b"peer:"):
         return None
     return ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
 
 
-_SIZED_REPLIES = frozenset({RGetOk, GetOk, RGetHashesOk, LeafKeysOk})  # the rest: size 0
+# bytes a reply carries, roughly (its large fields); replies of other types count as 0, without
+# a call (most replies: RPutOk, PutOk, Error...)
+_REPLY_SIZE: dict[type, Callable[[Any], int]] = {
+    RGetOk: lambda m: len(m.dvv),
+    GetOk: lambda m: sum(len(v) for v in m.values) + len(m.context),
+    RGetHashesOk: lambda m: sum(len(v) for v in m.dvvs) + sum(len(k) for k in m.keys),
+    LeafKeysOk: lambda m: len(m.hashes) + len(m.digests),
+}
 
-
-def _reply_size(msg) -> int:
-    """Bytes a reply carries, roughly (the large fields only)."""
-    t = type(msg)
-    if t is RGetOk:
-        return len(msg.dvv)
-    if t is GetOk:
-        return sum(len(v) for v in msg.values) + len(msg.context)
-    if t is RGetHashesOk:
-        return sum(len(v) for v in msg.dvvs) + sum(len(k) for k in msg.keys)
-    if t is LeafKeysOk:
-        return len(msg.hashes) + len(msg.digests)
-    return 0
