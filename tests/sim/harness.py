@@ -182,7 +182,7 @@ class Sim:
         self.seq = 0
         self.blocked: set[tuple[str, str]] = set()
         self.nodes: dict[str, SimNode] = {}
-        self._ids: list[str] = []
+        self.node_ids: list[str] = []  # every node id, sorted
         self.by_endpoint: dict[str, str] = {}
         self.clients: dict[bytes, SimClient] = {}
         self.history = History()
@@ -218,6 +218,7 @@ class Sim:
                          **self.settings)
         sn = SimNode(cfg)
         self.nodes[node_id] = sn
+        self.node_ids = sorted(self.nodes)  # (clients pick a node per request)
         self.by_endpoint[cfg.listen] = node_id
         self._boot(sn)
         return node_id
@@ -287,13 +288,6 @@ class Sim:
         if self.blocked:
             self.note("partitions healed")
         self.blocked.clear()
-
-    def node_ids(self) -> list[str]:
-        """Every node id, sorted (cached: clients pick a node per request)."""
-        ids = self._ids
-        if len(ids) != len(self.nodes):
-            ids = self._ids = sorted(self.nodes)
-        return ids
 
     def note(self, what: str) -> None:
         self.log.append(f"{self.t:9.3f} {what}")
@@ -380,9 +374,6 @@ class Sim:
             sn.tick_at = when
             self.seq += 1
             heapq.heappush(self.events, (when, self.seq, self._tick, (src, when)))
-
-    def _send(self, src: str, dst, kind: str, who, msgs: list) -> None:
-        self._send_frame(src, dst, kind, who, wire.encode(msgs))
 
     def _send_frame(self, src: str, dst, kind: str, who, payload: bytes) -> None:
         f = self.faults
@@ -568,7 +559,7 @@ class SimClient:
 
     def _try(self, ev: Event, msg, deadline: float, tried: set[str]) -> None:
         sim = self.sim
-        pool = self.nodes or sim.node_ids()
+        pool = self.nodes or sim.node_ids
         live = [x for x in pool if x not in tried] or pool
         until = self.suspect_until
         trusted = [x for x in live if until.get(x, -1.0) <= sim.t] if until else live
