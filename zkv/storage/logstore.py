@@ -558,9 +558,9 @@ class LogStore:
                     return None
                 if seg is self._active:
                     # a record just written past the mapping (the cluster's read-after-write
-                    # pattern). Remapping per read cost ~30 us; a pread per read this slow
-                    # path (put + write_out + get of one key: 4.9-6.7 us, against 2.0-3.3 us
-                    # from the mapping). The file is preallocated in PREALLOC steps, so it is
+                    # pattern). Remapping per read cost ~30 us, a pread per read less but still
+                    # more than the mapping (put + write_out + get of one key: 4.9-6.7 us
+                    # against 2.0-3.3 us). The file is preallocated in PREALLOC steps, so it is
                     # mapped to its allocated end, once per step, and the reads of what is
                     # written until it grows again take the C fast path. Without a
                     # preallocated tail (fallocate failed): pread, and remap once the unmapped
