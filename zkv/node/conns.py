@@ -189,12 +189,18 @@ class Connections:
 
     def seen(self, ident: bytes, fd: int) -> None:
         """A frame from `ident` arrived on `fd` (ZMQ_SRCFD)."""
+        if self.ident_fd.get(ident) != fd:
+            # a new identity, or one on another connection: the monitor's pending events
+            # first, so that a close reported late cannot forget the identity now on the
+            # fd, and the cap counts the new connection
+            self.drain()
+            self._pair(ident, fd)
         open_ = self.open
         if fd in open_:  # most recently active last: the cap evicts from the front
             del open_[fd]
             open_[fd] = None
-        if self.ident_fd.get(ident) == fd:
-            return
+
+    def _pair(self, ident: bytes, fd: int) -> None:
         prev = self.fd_ident.get(fd)
         if prev is not None and prev != ident and self.ident_fd.get(prev) == fd:
             del self.ident_fd[prev]  # the fd was reused: prev's connection is gone

@@ -478,6 +478,8 @@ class NodeCore:
         """End of a turn: every write reaches the engine (and with `durable` the disk), then
         the turn's messages are handed over."""
         self.replica.flush(durable=self._durable if durable is None else durable)
+        if self.transfers.dirty:
+            self.transfers.checkpoint(self.t)
         if self.membership.candidates:
             self.out.subscribe.extend(self.membership.take_candidates())
         self.turn_bytes.clear()
@@ -494,6 +496,7 @@ class NodeCore:
             if not op.replied and op.origin is not None:
                 op.reply(Error(0, E_UNAVAILABLE, f"node {self.me} is shutting down"), ok=False)
             self.done(op)
+        self.transfers.next_save = 0.0  # the progress file too, at this last flush
         return self.take_output()
 
     def forget_identity(self, ident: bytes) -> None:

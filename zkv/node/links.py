@@ -20,6 +20,7 @@ import zmq
 
 from zkv import security, wire
 from zkv.node.core import GOSSIP, REPLY, SEED
+from zkv.node.reactor import Reactor
 from zkv.sockopts import tune_socket
 
 _ROLES: dict[int, str] = {zmq.ROUTER: "server", zmq.DEALER: "peer", zmq.PUB: "gossip",
@@ -29,7 +30,7 @@ GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096 + wire.MAX_NS_REGISTRY
 
 
 class Links:
-    def __init__(self, zctx: zmq.Context, me: str, limit: int, poller: zmq.Poller,
+    def __init__(self, zctx: zmq.Context, me: str, limit: int, poller: Reactor,
                  keys: security.NodeKeys | None) -> None:
         self.zctx = zctx
         self.me = me

@@ -50,6 +50,7 @@ STREAM, VERIFY, DONE = 0, 1, 2
 PHASES = ("streaming", "verifying", "done")
 BATCH_BYTES = 256 * 1024  # versions per Fetch answer (about)
 DROP_BATCH = 2000  # keys dropped per background step
+SAVE_EVERY = 1.0  # seconds between writes of the transfers' progress file, at most
 
 
 MAX_DEBT_S = 2.0  # the bucket never owes more than this many seconds of its rate
@@ -182,7 +183,6 @@ class FetchOp(Op):
             self.ctx.wake(self, self.ctx.now() + wait)
             return
         self.waiting = False
-        self.mgr.save()  # the previous batch is in the engine by now (flushed every turn)
         self.pending = {self.source}
         self.deadline = self.ctx.now() + self.step
         self.ctx.wake(self, self.deadline)
@@ -219,10 +219,10 @@ class FetchOp(Op):
         self.mgr.budget.charge(size)
         part.cursor = msg.next
         part.stalled = ""
+        self.mgr.dirty = True
         if msg.done:
             part.phase = VERIFY
             part.total = max(part.total, part.done_bytes)
-            self.mgr.save()
             self.finish()
             return
         self._ask()
@@ -253,6 +253,9 @@ class Transfers:
         self._saved: dict[tuple[int | None, int], list] = self._load()
         self.bytes_received = 0  # streamed in, this process's life (keys + versions merged)
         self.bytes_sent = 0  # streamed out in Fetch answers, this process's life
+        # progress not yet in the file: written by `checkpoint`, at most every SAVE_EVERY s
+        self.dirty = False
+        self.next_save = 0.0
 
     # ---- persistence ------------------------------------------------------------------------
     def _load(self) -> dict[tuple[int | None, int], list]:
@@ -274,14 +277,26 @@ class Transfers:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return {}
 
+    def checkpoint(self, now: float) -> None:
+        """End of a turn, after the turn's merges reached the engine: write the progress
+        file if it changed, at most every SAVE_EVERY seconds. Every partition's
+        cursor is in one file, so writing it per batch cost O(partitions) each time: 9 CPU
+        seconds across the three nodes of a fresh local cluster (1,536 writes of a 1,024-entry
+        file), still running when its first clients came. A restart resumes from a cursor at
+        most SAVE_EVERY behind, and fetches that much again (merging is idempotent)."""
+        if self.dirty and now >= self.next_save:
+            self.next_save = now + SAVE_EVERY
+            self.save()
+
     def save(self) -> None:
+        self.dirty = False
         if not self.path:
             return
         doc = {"partitions": {f"{n}:{p}": [x.cursor, x.done_bytes, x.total, x.phase]
                               for (n, p), x in self.parts.items()}}
         tmp = self.path + ".tmp"
         with open(tmp, "w") as fh:
-            json.dump(doc, fh)
+            fh.write(json.dumps(doc, separators=(",", ":")))
         os.replace(tmp, self.path)
 
     # ---- planning -----------------------------------------------------------------------------
@@ -393,7 +408,7 @@ class Transfers:
 
     def _finished(self, part: _Part) -> None:
         part.stalled = ""
-        self.save()
+        self.dirty = True
         log.info("partition %d (N=%d) received (%d keys, %d bytes)", part.p, part.n, part.keys,
                  part.done_bytes)
 

@@ -38,6 +38,7 @@ from zkv.node.conns import TRACK_MIN, Connections, effective_cap
 from zkv.node.core import GOSSIP, REPLY, REQUEST, NodeCore, Outbox
 from zkv.node.links import GOSSIP_LIMIT, Links
 from zkv.node.membership import load_cluster
+from zkv.node.reactor import Reactor
 from zkv.node.stores import open_stores
 from zkv.storage import LogStore
 
@@ -77,7 +78,7 @@ class Node:
         self.auth: security.Authenticator | None = None
         if self.keys is not None:
             self.auth = security.Authenticator(self.zctx, self.keys)  # before any bind
-        self.poller = zmq.Poller()
+        self.poller = Reactor()
         self.links = Links(self.zctx, cfg.id, self.limit, self.poller, self.keys)
         self.router = self.links.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -146,12 +147,13 @@ class Node:
         wait = core.next_deadline() - self.clock()
         if max_wait is not None:
             wait = min(wait, max_wait)
-        events = self.poller.poll(max(0, int(wait * 1000) + 1) if wait > 0 else 0)
-        for sock, _ in events:
+        ready = self.poller.poll(wait)
+        if self.conns.monitor in ready:  # closes and accepts before the frames naming fds
+            ready.discard(self.conns.monitor)
+            self.conns.drain()
+        for sock in ready:
             if sock is self.router:
                 self._drain_router()
-            elif sock is self.conns.monitor:
-                self.conns.drain()
             else:
                 self._drain(sock)
         now = self.clock()
@@ -173,7 +175,6 @@ class Node:
 
     def _drain_router(self) -> None:
         router, core, clock, seen = self.router, self.core, self.clock, self.conns.seen
-        self.conns.drain()  # accepted/closed connections first: frames name their fds
         secure = self.keys is not None
         role = None
         for i in range(DRAIN_LIMIT):
@@ -201,6 +202,7 @@ class Node:
                 core.malformed(ident, str(exc))
                 continue
             core.handle((REQUEST, ident), msgs, clock(), role)
+        self.poller.again(router)  # cut short at DRAIN_LIMIT: the rest next turn
 
     def _drain(self, sock) -> None:
         kind, who = self.links.owner_of.get(sock, (None, None))
@@ -219,6 +221,7 @@ class Node:
                 core.malformed(who if kind in (REPLY, GOSSIP) else kind, str(exc))
                 continue
             core.handle((kind, who), msgs, clock())
+        self.poller.again(sock)
 
     # ---- output ---------------------------------------------------------------------------
     def flush(self) -> None:
@@ -250,6 +253,7 @@ class Node:
 
     def _send_frames(self, sock, ident: bytes | None, msgs: list) -> None:
         conns = self.conns
+        self.poller.touched(sock)  # a send may take the socket's input signal (reactor.py)
         for payload in wire.frames(msgs, self.limit):
             try:
                 if ident is None:
@@ -275,6 +279,7 @@ class Node:
         self.links.close()
         self.router.close(0)
         self.pub.close(0)
+        self.poller.close()
         if self.auth is not None:
             self.auth.stop()
         self.zctx.term()
