@@ -138,17 +138,20 @@ class Client(Facade):
             except zmq.Again:
                 return self._answered_meanwhile(send)
         rid = send.msg.rid
-        if send.soft is not None or send.also:
+        if send.also:
             return self._wait_hedged(send, s)
+        # the common case, one socket to wait on (until the hedge delay, if any): a receive
+        # timeout, not a Poller built per call
+        end = send.until if send.soft is None else min(send.soft, send.until)
         while True:
-            left = send.until - clock()
+            left = end - clock()
             if left <= 0:
-                return None
-            s.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))  # no Poller built per call
+                return SLOW if end < send.until else None
+            s.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))
             try:
                 data = s.recv()
             except zmq.Again:
-                return None
+                continue  # the deadline is checked at the top
             try:
                 for reply in wire.decode(data, 1 << 31):
                     if reply.rid == rid:
