@@ -159,8 +159,9 @@ class NodeMetrics:
         self.health.on_gossip(sender, fingerprint)
 
     def observe_cluster(self, membership, ring, now: float, transfers: dict | None = None,
-                        joined: bool = True) -> None:
-        """Once per gossip tick: readiness, rebalancing, convergence, partitions, hot keys.
+                        joined: bool = True, gauges: bool = True) -> None:
+        """Once per gossip tick: readiness, rebalancing, convergence, partitions, hot keys
+        (`gauges` False: the observations only, no gauge is set).
 
         membership: has .me.id, .peers and .is_up(id); ring: .fingerprint(), .owned(id),
         .replicas_of(id). transfers (until transfers exist: none): {"in": {"pending": n,
@@ -176,6 +177,14 @@ class NodeMetrics:
             self.ring_rebalances.inc()
         if converged is not None:
             self.gossip_convergence.observe(converged)
+        self._transfers = {d: dict(transfers.get(d, {})) for d in ("in", "out")}
+        if self._hot_decayed_at is None:
+            self._hot_decayed_at = now
+        elif now - self._hot_decayed_at >= HOT_KEYS_HALF_LIFE:
+            self._hot_decayed_at = now
+            self.hot.decay(0.5)
+        if not gauges:
+            return
         ready, reason = self.health.ready()
         self.ready_gauge.set(1 if ready else 0)
         self.ring_agreed.set(1 if reason.get("ring_agreed") else 0)
@@ -187,12 +196,6 @@ class NodeMetrics:
                 self.transfers.labels(direction, state).set(t.get(state, 0))
             self.transfer_bytes.labels(direction, "done").set(t.get("bytes_done", 0))
             self.transfer_bytes.labels(direction, "total").set(t.get("bytes_total", 0))
-        self._transfers = {d: dict(transfers.get(d, {})) for d in ("in", "out")}
-        if self._hot_decayed_at is None:
-            self._hot_decayed_at = now
-        elif now - self._hot_decayed_at >= HOT_KEYS_HALF_LIFE:
-            self._hot_decayed_at = now
-            self.hot.decay(0.5)
         self.hot_key_ops.clear()
         for rank, (key, count) in enumerate(self.hot.top(HOT_KEYS_EXPORTED), 1):
             self.hot_key_ops.labels(str(rank), key_label(cast(bytes, key))).set(count)

@@ -15,7 +15,8 @@ readable when the socket has news, but any operation on the socket (a send inclu
 consume that signal while messages stay queued. So a socket is drained in the next turn if
 epoll names its fd, or if its last drain stopped at the per-turn limit (`again`), or if it
 was sent on since (`touched`) and its ZMQ_EVENTS, asked once before the next wait, says it
-holds input. A drain reads until EAGAIN, which leaves the socket with nothing unseen. A turn
+holds input. A drain reads until ZMQ_EVENTS has no POLLIN (or EAGAIN), which leaves the
+socket with nothing unseen. A turn
 with a socket known to hold input polls epoll without waiting.
 """
 
@@ -75,7 +76,7 @@ class Reactor:
         to (0: do not wait)."""
         if self.sent:
             for sent in self.sent:
-                if int(sent.getsockopt(zmq.EVENTS)) & POLLIN:
+                if int(sent.get(zmq.EVENTS)) & POLLIN:
                     self.hot.add(sent)
             self.sent.clear()
         events = self.ep.poll(0 if self.hot else max(timeout, 0.0))

@@ -159,17 +159,29 @@ def _ae_status(core: NodeCore, ring) -> dict:
             "by_n": by_n}
 
 
+GAUGES_EVERY = 1.0  # seconds between gauge refreshes (Prometheus scrapes every 10-60 s)
+
+
 class MetricsExport:
     """Copies gauges (member states, hint backlog, anti-entropy) into the node's registry."""
 
     def __init__(self, core: NodeCore) -> None:
         self.core = core
         self.lag_exported = -1e9
+        self.next_gauges = -1e9
 
     def export(self, now: float) -> None:
+        """Per gossip tick: the health observations (readiness, convergence timing) every
+        time, the gauges at most every GAUGES_EVERY: a refresh is ~40 labelled sets, and at
+        every 0.2 s tick it was 16% of a lightly loaded simulated node's CPU."""
         core = self.core
         m = core.metrics
         ms = core.membership
+        if now < self.next_gauges:
+            m.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
+                              joined=not core.joining, gauges=False)
+            return
+        self.next_gauges = now + GAUGES_EVERY
         states = {"up": 0, "suspect": 0, "down": 0}
         for nid in ms.peers:
             state = ms.state(nid)[0]
