@@ -122,3 +122,39 @@ def test_ipv6_literals_bind_join_and_advertise(nodes, tmp_path):
         c.put(b"v6-key", b"v6-value", w=2)
         assert c.get(b"v6-key", r=2).values == [b"v6-value"]
     assert nodes.stop(b) == 0 and nodes.stop(a) == 0
+
+
+def test_operation_counts_and_latency_histograms_in_the_exposition():
+    """The per-operation families are counted outside prometheus_client (OpStats) and must read
+    exactly as its Counter/Histogram did: a value on a bucket bound is in that bucket, past the
+    last bound only in +Inf; the quorum histogram and outcomes only for ops with a quorum."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    m = NodeMetrics()
+    for elapsed in (0.0001, 0.0002, 0.003, 5.0):
+        m.ops.observe("put", 2, True, elapsed)
+    m.ops.observe("put", 2, False, 0.05)
+    m.ops.observe("status", 0, True, 0.001)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(generate_latest(m.registry).decode())
+               for s in fam.samples}
+
+    def get(name, **labels):
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert get("zkv_requests_total", op="put") == 5 and get("zkv_requests_total", op="status") == 1
+    assert get("zkv_request_seconds_bucket", op="put", le="0.0002") == 2  # on the bound: in it
+    assert get("zkv_request_seconds_bucket", op="put", le="0.005") == 3
+    assert get("zkv_request_seconds_bucket", op="put", le="2.5") == 4
+    assert get("zkv_request_seconds_bucket", op="put", le="+Inf") == 5
+    assert get("zkv_request_seconds_count", op="put") == 5
+    assert get("zkv_request_seconds_sum", op="put") == pytest.approx(5.0533)
+    assert get("zkv_request_quorum_seconds_count", op="put", quorum="2") == 5
+    assert get("zkv_quorum_total", op="put", quorum="2", result="ok") == 4
+    assert get("zkv_quorum_total", op="put", quorum="2", result="fail") == 1
+    assert not any(k[0].startswith("zkv_request_quorum") and ("op", "status") in k[1]
+                   for k in samples)  # no quorum, no quorum families
+    s = m.summary()
+    assert s["ops"] == {"put": 5, "status": 1}
+    assert s["latency_buckets"]["put"] == [2, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5]

@@ -270,7 +270,6 @@ class NodeCore:
         self.self_ident = b"peer:" + self.me.encode()
         self._self_prefix = self.self_ident + b"/"
         self._durable = cfg.sync == "always"
-        self._metric_children: dict[tuple, tuple] = {}
         # joining: a node started with seeds and no known peers asks the seeds to let it in.
         # A seed list shared by every node (a config file, a StatefulSet) names this node
         # too: joining through oneself never answers; a node that is its only seed founds
@@ -1045,23 +1044,7 @@ class NodeCore:
         kind = op.kind
         if isinstance(op, ForwardOp):
             kind = type(op.inner).__name__.lower()
-        # label lookups cost more than the updates: keep the children per (op, quorum, result)
-        key = (kind, op.required, ok)
-        children = self._metric_children.get(key)
-        if children is None:
-            m = self.metrics
-            q = str(op.required)
-            children = self._metric_children[key] = (
-                m.requests.labels(kind), m.latency.labels(kind),
-                m.latency_quorum.labels(kind, q) if op.required else None,
-                m.quorum.labels(kind, q, "ok" if ok else "fail") if op.required else None,
-            )
-        requests, latency, latency_quorum, quorum = children
-        requests.inc()
-        latency.observe(elapsed)
-        if latency_quorum is not None:
-            latency_quorum.observe(elapsed)
-            quorum.inc()
+        self.metrics.ops.observe(kind, op.required, ok, elapsed)
 
     def _on_siblings(self, key: bytes, count: int, write: bool) -> None:
         self.metrics.siblings.observe(count)

@@ -17,6 +17,7 @@ What the node calls (all on its reactor thread, all cheap):
 
 from __future__ import annotations
 
+import bisect
 import json
 import socket
 import threading
@@ -25,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from zkv.node.health import Health
@@ -48,22 +50,97 @@ def key_label(key: bytes) -> str:
     return text if len(text) <= HOT_KEY_LABEL_MAX else text[:HOT_KEY_LABEL_MAX - 3] + "..."
 
 
+class OpStats:
+    """Per-operation counts and latency histograms: zkv_requests, zkv_request_seconds,
+    zkv_request_quorum_seconds, zkv_quorum. Counted in plain lists on the reactor thread and
+    turned into metric families when Prometheus scrapes (a prometheus_client Counter or
+    Histogram takes a lock per update; the four updates of every coordinated operation were
+    ~7% of a simulated node's CPU). A scrape reads while the reactor writes: each list is
+    copied in one step, so a histogram's buckets, count and sum agree within a request."""
+
+    def __init__(self) -> None:
+        # op -> [requests]; (op,) / (op, quorum) -> [count per bucket (last: +Inf), sum]
+        self.requests: dict[str, list] = {}
+        self.hist: dict[tuple[str, ...], list] = {}
+        self.quorum: dict[tuple[str, str, str], list] = {}
+        self._keys: dict[tuple, tuple] = {}  # (op, required, ok) -> what it updates
+
+    def observe(self, op: str, required: int, ok: bool, elapsed: float) -> None:
+        keys = self._keys.get((op, required, ok))
+        if keys is None:
+            keys = self._slots(op, required, ok)
+        requests, hists, quorum = keys
+        requests[0] += 1
+        i = bisect.bisect_left(LATENCY_BUCKETS, elapsed)  # le: a value on a bound is in it
+        for h in hists:
+            h[i] += 1
+            h[-1] += elapsed
+        if quorum is not None:
+            quorum[0] += 1
+
+    def _slots(self, op: str, required: int, ok: bool) -> tuple:
+        nb = len(LATENCY_BUCKETS) + 1
+
+        def hist(key: tuple[str, ...]) -> list:
+            return self.hist.setdefault(key, [0] * nb + [0.0])
+
+        q = str(required)
+        keys = (self.requests.setdefault(op, [0]),
+                (hist((op,)), hist((op, q))) if required else (hist((op,)),),
+                self.quorum.setdefault((op, q, "ok" if ok else "fail"), [0]) if required
+                else None)
+        self._keys[(op, required, ok)] = keys
+        return keys
+
+    def cumulative(self, key: tuple[str, ...]) -> tuple[list[int], float]:
+        """Cumulative counts per bound (then +Inf), and the sum, of one histogram."""
+        h = list(self.hist.get(key, ()))
+        if not h:
+            return [0] * (len(LATENCY_BUCKETS) + 1), 0.0
+        out, total = [], 0
+        for c in h[:-1]:
+            total += c
+            out.append(total)
+        return out, h[-1]
+
+    def describe(self):
+        return self._families()
+
+    def collect(self):
+        fams = self._families()
+        req, lat, latq, quorum = fams
+        for op, n in list(self.requests.items()):
+            req.add_metric([op], n[0])
+        for key in list(self.hist):
+            counts, total = self.cumulative(key)
+            buckets = [(_le(b), c) for b, c in zip((*LATENCY_BUCKETS, float("inf")), counts,
+                                                    strict=True)]
+            (lat if len(key) == 1 else latq).add_metric(list(key), buckets, total)
+        for labels, n in list(self.quorum.items()):
+            quorum.add_metric(list(labels), n[0])
+        return fams
+
+    @staticmethod
+    def _families() -> list:
+        return [CounterMetricFamily("zkv_requests", "Client requests coordinated", labels=["op"]),
+                HistogramMetricFamily("zkv_request_seconds", "Coordinator latency per operation",
+                                      labels=["op"]),
+                HistogramMetricFamily("zkv_request_quorum_seconds",
+                                      "Coordinator latency per operation and (R or W)",
+                                      labels=["op", "quorum"]),
+                CounterMetricFamily("zkv_quorum", "Quorum outcomes per operation and (R or W)",
+                                    labels=["op", "quorum", "result"])]
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 class NodeMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("zkv_requests", "Client requests coordinated", ["op"], registry=r)
-        self.latency = Histogram(
-            "zkv_request_seconds", "Coordinator latency per operation", ["op"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.latency_quorum = Histogram(
-            "zkv_request_quorum_seconds", "Coordinator latency per operation and (R or W)",
-            ["op", "quorum"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.quorum = Counter(
-            "zkv_quorum", "Quorum outcomes per operation and (R or W)", ["op", "quorum", "result"],
-            registry=r,
-        )
+        self.ops = OpStats()
+        r.register(self.ops)
         self.forwards = Counter("zkv_forwards", "Requests forwarded to a preflist node", registry=r)
         self.siblings = Histogram(
             "zkv_siblings", "Sibling count seen by reads and writes that had more than one",
@@ -203,16 +280,9 @@ class NodeMetrics:
 
     def summary(self) -> dict:
         """Counters `zkv top` turns into rates and percentiles (cumulative since start)."""
-        ops: dict[str, int] = {}
-        buckets: dict[str, list[int]] = {}
-        for fam in self.requests.collect():
-            for s in fam.samples:
-                if s.name.endswith("_total"):
-                    ops[s.labels["op"]] = int(s.value)
-        for fam in self.latency.collect():
-            for s in fam.samples:
-                if s.name.endswith("_bucket"):
-                    buckets.setdefault(s.labels["op"], []).append(int(s.value))
+        ops = {op: n[0] for op, n in list(self.ops.requests.items())}
+        buckets = {key[0]: self.ops.cumulative(key)[0] for key in list(self.ops.hist)
+                   if len(key) == 1}
         ready, reason = self.health.ready()
         return {
             "ops": ops,
