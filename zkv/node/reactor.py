@@ -8,7 +8,7 @@ besides its ROUTER and the ROUTER's monitor, so at 3 nodes every turn paid 12 so
 and at 100 nodes ~400, whether one socket had input or none. Measured with
 `strace -c -f` on the three nodes of a local cluster under a sequential client: 89 poll(2)
 calls per client operation with zmq.Poller (68 before the monitor and the per-member SUBs
-existed); see benchmarks/RESULTS.md ("Node round trip").
+existed), 36 with this; see benchmarks/RESULTS.md ("Node round trip").
 
 How: each socket's ZMQ_FD (libzmq's mailbox signal) sits in an epoll set. The fd becomes
 readable when the socket has news, but any operation on the socket (a send included) may
