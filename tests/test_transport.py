@@ -92,3 +92,87 @@ def test_router_connections_are_capped_tracked_and_forgotten_on_close(tmp_path):
     finally:
         ctx.term()
         node.shutdown()
+
+
+@pytest.fixture
+def pair():
+    """A ROUTER and a connected DEALER on loopback, with a message routed both ways once (so
+    the DEALER's identity is known to the ROUTER)."""
+    ctx = zmq.Context()
+    (port,) = free_ports(1)
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    for s in (router, dealer):
+        s.setsockopt(zmq.LINGER, 0)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    dealer.send(b"hello")
+    ident, _ = router.recv_multipart()
+    yield router, dealer, ident
+    router.close(0)
+    dealer.close(0)
+    ctx.term()
+
+
+def _drain(sock) -> list[bytes]:
+    """What the transport does with a socket the reactor names: read until EAGAIN (after
+    which its fd signals again when input comes)."""
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            return got
+
+
+def _arrived(sock, timeout: float = 2.0) -> None:
+    """Wait until `sock` has input queued, without taking it (and without the reactor)."""
+    assert sock.poll(int(timeout * 1000), zmq.POLLIN)
+
+
+def test_reactor_reports_input_and_waits_when_there_is_none(pair):
+    import time
+
+    from zkv.node.reactor import Reactor
+
+    router, dealer, ident = pair
+    r = Reactor()
+    r.register(dealer)
+    assert r.poll(0) == {dealer}  # registered: looked at once, whatever its fd says
+    assert _drain(dealer) == []
+    t = time.monotonic()
+    assert r.poll(0.2) == set()  # nothing queued: waits the whole timeout
+    assert time.monotonic() - t >= 0.15
+    router.send_multipart([ident, b"reply"])
+    assert r.poll(2.0) == {dealer}
+    assert _drain(dealer) == [b"reply"]
+    r.unregister(dealer)
+    router.send_multipart([ident, b"unwatched"])
+    assert r.poll(0.1) == set()
+    r.close()
+
+
+def test_reactor_sees_input_whose_signal_a_send_consumed(pair):
+    """libzmq's send processes the socket's pending commands, which resets its ZMQ_FD while a
+    message stays queued: epoll alone would never report it. `touched` makes the next poll ask
+    ZMQ_EVENTS."""
+    import time
+
+    from zkv.node.reactor import Reactor
+
+    router, dealer, ident = pair
+    r = Reactor()
+    r.register(dealer)
+    assert r.poll(0) == {dealer} and _drain(dealer) == []  # the registration's first look
+    router.send_multipart([ident, b"reply"])
+    _arrived(dealer)  # ZMQ_EVENTS taken here: the fd's signal is consumed as a send would
+    dealer.send(b"request")
+    t = time.monotonic()
+    assert r.poll(1.0) == set() and time.monotonic() - t >= 0.9  # the lost wake-up
+    r.touched(dealer)
+    t = time.monotonic()
+    assert r.poll(1.0) == {dealer} and time.monotonic() - t < 0.5
+    assert _drain(dealer) == [b"reply"]
+    r.again(dealer)  # a drain cut short: looked at next turn without waiting
+    t = time.monotonic()
+    assert r.poll(1.0) == {dealer} and time.monotonic() - t < 0.5
+    r.close()

@@ -8,6 +8,7 @@ server (a daemon thread) answers:
             partition pending transfer to it, else 503; both with a JSON reason (DESIGN.md 2.7).
 
 What the node calls (all on its reactor thread, all cheap):
+- ops.observe(op, quorum, ok, s)   per operation it coordinated (counts, latency: OpStats);
 - observe_key(key)                 per client request it coordinates (hot-key sketch);
 - observe_gossip(sender, fp)       per gossip message received (peer ring fingerprints);
 - observe_cluster(membership, ring, now[, transfers]) once per gossip tick: readiness, ring

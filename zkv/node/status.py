@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from zkv.node.core import NodeCore
 
+GAUGES_EVERY = 1.0  # seconds between gauge refreshes (Prometheus scrapes every 10-60 s)
+
 
 def member_status(core: NodeCore, node_id: str) -> str:
     """joining | valid | leaving | left (DESIGN.md 2.4; a force-removed node is "leaving"
@@ -157,9 +159,6 @@ def _ae_status(core: NodeCore, ring) -> dict:
             for n, ae in groups}
     return {**core.ae.stats, **core.background.status(), **_agreement(core, ring, core.ae),
             "by_n": by_n}
-
-
-GAUGES_EVERY = 1.0  # seconds between gauge refreshes (Prometheus scrapes every 10-60 s)
 
 
 class MetricsExport:
