@@ -508,8 +508,9 @@ Workload = Generator[tuple, Result, None]
 
 class SimClient:
     """A client driving one workload: each request goes to a node chosen by the sim's RNG
-    (like a client behind a load balancer), fails over to another node after `per_try`, and
-    gives up after `timeout`. Retries of a write carry the same write id."""
+    (like a client behind a load balancer), fails over to another node after `per_try` or at
+    once on a "not now" answer (E_UNAVAILABLE, as zkv.client does), and gives up after
+    `timeout`. Retries of a write carry the same write id."""
 
     def __init__(self, sim: Sim, name: str, workload: Callable[[SimClient], Workload],
                  timeout: float = 2.0, per_try: float = 1.0, think: float = 0.01,
@@ -611,7 +612,19 @@ class SimClient:
             elif t is PutOk:
                 self._finish(ev, Result(True, [], msg.context))
             elif t is Error:
+                if msg.code == wire.E_UNAVAILABLE and self._another(msg):
+                    return
                 self._finish(ev, Result(False, error=msg.message))
+
+    def _another(self, refusal: Error) -> bool:
+        """A "not now" answer (busy, still joining, shutting down): as the real client, ask a
+        node not tried yet, with the same request (and write id). False: none is left."""
+        assert self.current is not None
+        _, ev, req, deadline, tried = self.current
+        if self.sim.t >= deadline or all(x in tried for x in (self.nodes or self.sim.node_ids)):
+            return False
+        self._try(ev, req, deadline, tried)
+        return True
 
     def _finish(self, ev: Event, res: Result) -> None:
         self.current = None

@@ -146,9 +146,14 @@ def test_a_frozen_node_is_suspected_by_every_peer_within_2s_and_cleared_within_1
 
 @pytest.mark.parametrize("seed", range(3))
 def test_membership_change_without_faults(seed):
+    """Nodes join and leave while clients work; with no fault every operation succeeds (seed
+    2 failed 19 before joiners' Forwards were served, then 2 "still joining" answers before
+    the simulated client, like the real one, asked another node on "not now")."""
     from sim.scenario import membership
 
-    _check(membership(seed))
+    r = membership(seed)
+    _check(r)
+    assert r.ok_ops == r.ops, f"{r.ops - r.ok_ops} of {r.ops} operations failed: {r.command}"
 
 
 @pytest.mark.parametrize("seed", range(3))
