@@ -153,7 +153,7 @@ def test_membership_change_without_faults(seed):
 
     r = membership(seed)
     _check(r)
-    assert r.ok_ops == r.ops, f"{r.ops - r.ok_ops} of {r.ops} operations failed: {r.command}"
+    assert r.ok_ops == r.ops, f"seed {seed}: {r.ops - r.ok_ops} of {r.ops} operations failed"
 
 
 @pytest.mark.parametrize("seed", range(3))
