@@ -129,13 +129,14 @@ def _arrived(sock, timeout: float = 2.0) -> None:
     assert sock.poll(int(timeout * 1000), zmq.POLLIN)
 
 
-def test_reactor_reports_input_and_waits_when_there_is_none(pair):
+@pytest.mark.parametrize("epoll", [True, False], ids=["epoll", "poll"])
+def test_reactor_reports_input_and_waits_when_there_is_none(pair, epoll):
     import time
 
     from zkv.node.reactor import Reactor
 
     router, dealer, ident = pair
-    r = Reactor()
+    r = Reactor(epoll)
     r.register(dealer)
     assert r.poll(0) == {dealer}  # registered: looked at once, whatever its fd says
     assert _drain(dealer) == []
@@ -151,7 +152,8 @@ def test_reactor_reports_input_and_waits_when_there_is_none(pair):
     r.close()
 
 
-def test_reactor_sees_input_whose_signal_a_send_consumed(pair):
+@pytest.mark.parametrize("epoll", [True, False], ids=["epoll", "poll"])
+def test_reactor_sees_input_whose_signal_a_send_consumed(pair, epoll):
     """libzmq's send processes the socket's pending commands, which resets its ZMQ_FD while a
     message stays queued: epoll alone would never report it. `touched` makes the next poll ask
     ZMQ_EVENTS."""
@@ -160,7 +162,7 @@ def test_reactor_sees_input_whose_signal_a_send_consumed(pair):
     from zkv.node.reactor import Reactor
 
     router, dealer, ident = pair
-    r = Reactor()
+    r = Reactor(epoll)
     r.register(dealer)
     assert r.poll(0) == {dealer} and _drain(dealer) == []  # the registration's first look
     router.send_multipart([ident, b"reply"])

@@ -18,6 +18,9 @@ was sent on since (`touched`) and its ZMQ_EVENTS, asked once before the next wai
 holds input. A drain reads until ZMQ_EVENTS has no POLLIN (or EAGAIN), which leaves the
 socket with nothing unseen. A turn
 with a socket known to hold input polls epoll without waiting.
+
+epoll is Linux's; elsewhere (macOS, the BSDs) the same fds go to poll(2), one call per turn
+too (`select.poll`: the whole set per call, fine at these sizes).
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ POLLIN = int(zmq.POLLIN)
 
 
 class Reactor:
-    def __init__(self) -> None:
-        self.ep = select.epoll()
+    def __init__(self, epoll: bool = hasattr(select, "epoll")) -> None:
+        # epoll takes seconds, poll milliseconds; both answer [(fd, events)]
+        self.ep = select.epoll() if epoll else select.poll()
+        self.unit = 1.0 if epoll else 1000.0
+        self.flag = select.EPOLLIN if epoll else select.POLLIN
         self.by_fd: dict[int, zmq.Socket] = {}
         self.fd_of: dict[zmq.Socket, int] = {}
         self.hot: set[zmq.Socket] = set()  # drain these next turn, whatever epoll says
@@ -43,7 +49,7 @@ class Reactor:
         if sock in self.fd_of:
             return
         fd = int(sock.getsockopt(zmq.FD))
-        self.ep.register(fd, select.EPOLLIN)
+        self.ep.register(fd, self.flag)
         self.by_fd[fd] = sock
         self.fd_of[sock] = fd
         self.hot.add(sock)  # it may hold input already
@@ -59,7 +65,7 @@ class Reactor:
             del self.by_fd[fd]
             try:
                 self.ep.unregister(fd)
-            except OSError:
+            except (OSError, KeyError):  # epoll / poll: not registered (any more)
                 pass
 
     def again(self, sock: zmq.Socket) -> None:
@@ -79,7 +85,7 @@ class Reactor:
                 if int(sent.get(zmq.EVENTS)) & POLLIN:
                     self.hot.add(sent)
             self.sent.clear()
-        events = self.ep.poll(0 if self.hot else max(timeout, 0.0))
+        events = self.ep.poll(0 if self.hot else max(timeout, 0.0) * self.unit)
         ready, self.hot = self.hot, set()
         by_fd = self.by_fd
         for fd, _ in events:
@@ -89,4 +95,6 @@ class Reactor:
         return ready
 
     def close(self) -> None:
-        self.ep.close()
+        close = getattr(self.ep, "close", None)  # a poll object has nothing to close
+        if close is not None:
+            close()
