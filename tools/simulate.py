@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="with --scale: write a plot (PNG) here")
     ap.add_argument("--load", action="store_true", help="measure client operations per CPU "
                     "second at --nodes nodes, 8 clients with no think time")
+    ap.add_argument("--client", choices=["sim", "core"], default="sim", help="sim: the "
+                    "simulator's own client (random node, fail over on silence); core: "
+                    "zkv.client's ClientCore (ring routing, hedged tries), driven on the "
+                    "virtual clock")
     for name, value in vars(Faults()).items():
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = ap.parse_args(argv)
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ops = 0
     cpu = time.process_time()
     for seed in seeds:
-        rep = run(seed, faults, nodes=args.nodes, ops_per_client=args.ops)
+        rep = run(seed, faults, nodes=args.nodes, ops_per_client=args.ops, client=args.client)
         ops += rep.ops
         if args.seed is not None:
             print("\n".join(rep.log))

@@ -14,8 +14,11 @@ unsynced tail), sockets (`Sim._send`), time (`Sim.t`), and faults:
 
 Links follow the transport: a node reaches a peer only after it "connected" to it (the
 core's `Outbox.connect`), and it hears a peer's gossip only while subscribed to it.
-Clients (`SimClient`) run workloads written as generators that yield requests and receive
-results; every outcome goes into a `History` the checkers (`checkers.py`) read.
+Clients run workloads written as generators that yield requests and receive results; every
+outcome goes into a `History` the checkers (scenario.py) read. Two kinds: `SimClient` (a
+node picked by the RNG, failover on silence or "not now") and `CoreClient`, zkv.client's own
+`ClientCore` driven on the virtual clock (ring routing, hedged tries): the client's logic is
+simulated too.
 """
 
 from __future__ import annotations
@@ -628,6 +631,128 @@ class SimClient:
 
     def _finish(self, ev: Event, res: Result) -> None:
         self.current = None
+        ev.end = self.sim.t
+        ev.ok = res.ok
+        ev.result = res
+        self.sim.history.add(ev)
+        self.sim.at(self.sim.t + self.think * self.sim.rng.random(), self._next, res)
+
+
+class CoreClient:
+    """zkv.client's own ClientCore over the simulated network, on the virtual clock: a third
+    driver of its plans beside the sync and async ones, so the real client's routing (by the
+    ring it fetches), failover, suspicion, hedged tries, "not now" retries and write ids meet
+    the simulated faults. Same workload protocol and history as SimClient.
+
+    What a Send becomes: the message reaches the node behind the endpoint after the network's
+    latency (a crashed node refuses the connection: UNREACHABLE); the plan is resumed with the
+    first reply whose rid is the try's or one of `also`'s, else SLOW at `soft`, else None at
+    `until`."""
+
+    def __init__(self, sim: Sim, name: str, workload: Callable[[CoreClient], Workload],
+                 timeout: float = 2.0, think: float = 0.01) -> None:
+        from zkv.client.core import ClientCore
+
+        self.sim = sim
+        self.name = name
+        self.ident = b"client:" + name.encode()
+        sim.clients[self.ident] = self
+        self.think = think
+        self.core = ClientCore([sim.nodes[n].cfg.listen for n in sim.node_ids], timeout,
+                               clock=lambda: sim.t, rng=random.Random(sim.rng.random()))
+        self.gen = workload(self)
+        self.done = False
+        self.plan: Generator | None = None
+        self.ev: Event | None = None
+        self.rids: set[int] = set()  # the answers the plan waits for
+        self.wait = 0  # which wait a timer belongs to (a newer Send makes older timers moot)
+        sim.at(sim.t, self._next, None)
+
+    def _next(self, result: Result | None) -> None:
+        try:
+            req = self.gen.send(result) if result is not None else next(self.gen)
+        except StopIteration:
+            self.done = True
+            return
+        if req[0] == "sleep":
+            self.sim.at(self.sim.t + req[1], self._next, Result(True))
+            return
+        op, key = req[0], req[1]
+        self.ev = Event(self.name, op, key, req[2] if op == "put" else None, self.sim.t)
+        core = self.core
+        if op == "get":
+            self.plan = core.get(key, req[2] if len(req) > 2 else None)
+        elif op == "put":
+            self.plan = core.put(key, req[2], req[3] if len(req) > 3 else None,
+                                 req[4] if len(req) > 4 else None)
+        else:
+            self.plan = core.delete(key, req[2] if len(req) > 2 else None,
+                                    req[3] if len(req) > 3 else None)
+        self._resume(None, first=True)
+
+    def _resume(self, answer, first: bool = False) -> None:
+        from zkv.client.core import GetResult
+        from zkv.errors import ZkvError
+
+        assert self.plan is not None
+        self.rids = set()
+        self.wait += 1
+        try:
+            send = next(self.plan) if first else self.plan.send(answer)
+        except StopIteration as stop:
+            value = stop.value
+            if isinstance(value, GetResult):
+                self._finish(Result(True, list(value.values), value.context))
+            else:
+                self._finish(Result(True, [], value))
+            return
+        except ZkvError as exc:
+            self._finish(Result(False, error=str(exc)))
+            return
+        sim = self.sim
+        self.rids = {rid for _, rid in send.also}
+        if send.msg is not None:
+            self.rids.add(send.msg.rid)
+            node = sim.by_endpoint.get(send.endpoint)
+            delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
+            if node is None or sim.nodes[node].core is None:
+                from zkv.client.core import UNREACHABLE
+
+                sim.at(sim.t + delay, self._timer, self.wait, UNREACHABLE)
+                return
+            sim.at(sim.t + delay, self._arrive, node, wire.encode([send.msg]))
+        if send.soft is not None and send.soft < send.until:
+            from zkv.client.core import SLOW
+
+            sim.at(send.soft, self._timer, self.wait, SLOW)
+        else:
+            sim.at(send.until, self._timer, self.wait, None)
+
+    def _arrive(self, node: str, payload: bytes) -> None:
+        sim = self.sim
+        sn = sim.nodes[node]
+        if sn.core is None:
+            return
+        if sn.paused:
+            sn.backlog.append((self.name, node, REQUEST, self.ident, payload))
+            return
+        sn.core.handle((REQUEST, self.ident), wire.decode(payload, LIMIT), sim.t)
+        sim._after_turn(sn)
+
+    def _timer(self, wait: int, answer) -> None:
+        if wait == self.wait and self.plan is not None:
+            self._resume(answer)
+
+    def on_frame(self, node: str, msgs: list) -> None:
+        for msg in msgs:
+            if self.plan is not None and msg.rid in self.rids:
+                self._resume(msg)
+                return
+
+    def _finish(self, res: Result) -> None:
+        self.plan = None
+        ev = self.ev
+        assert ev is not None
         ev.end = self.sim.t
         ev.ok = res.ok
         ev.result = res

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sim.harness import Faults, Sim, SimClient
+from sim.harness import CoreClient, Faults, Sim, SimClient
 from zkv._core import dvv
 from zkv.node import ownership as own
 
@@ -54,15 +54,21 @@ class Report:
     settle_time: float | None = None
     log: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    client: str = "sim"
 
     @property
     def command(self) -> str:
         extra = self.faults.argv()
+        if self.client != "sim":
+            extra = f"--client {self.client} {extra}".strip()
         return f"python tools/simulate.py --seed {self.seed}" + (f" {extra}" if extra else "")
 
 
+CLIENTS = {"sim": SimClient, "core": CoreClient}  # core: zkv.client's ClientCore, driven here
+
+
 def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int = 4,
-        ops_per_client: int = 40, settle: float = 30.0) -> Report:
+        ops_per_client: int = 40, settle: float = 30.0, client: str = "sim") -> Report:
     faults = faults or Faults()
     sim = Sim(seed, nodes, faults=faults)
     rng = sim.rng
@@ -110,7 +116,7 @@ def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int
 
     kinds = [cart_writer, blind_writer, deleter, cart_writer]
     for i in range(clients):
-        SimClient(sim, f"c{i}", kinds[i % len(kinds)])
+        CLIENTS[client](sim, f"c{i}", kinds[i % len(kinds)])
     sim.schedule_faults()
     sim.run_until(faults.end)
     while not all(c.done for c in sim.clients.values()) and sim.t < faults.end + 120:
@@ -118,7 +124,8 @@ def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int
 
     keys = set(carts) | set(acked_blind) | deleted
     settle_time = _converge(sim, keys, settle)
-    rep = Report(seed, faults, log=sim.log, stats=dict(sim.stats), settle_time=settle_time)
+    rep = Report(seed, faults, log=sim.log, stats=dict(sim.stats), settle_time=settle_time,
+                 client=client)
     rep.ops = len(sim.history.events)
     rep.ok_ops = sum(1 for e in sim.history.events if e.ok)
     v = rep.violations
