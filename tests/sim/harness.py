@@ -650,11 +650,12 @@ class CoreClient:
     `until`."""
 
     def __init__(self, sim: Sim, name: str, workload: Callable[[CoreClient], Workload],
-                 timeout: float = 2.0, think: float = 0.01) -> None:
+                 timeout: float = 2.0, think: float = 0.01, namespace: str = "") -> None:
         from zkv.client.core import ClientCore
 
         self.sim = sim
         self.name = name
+        self.namespace = namespace  # every request names it ("": the default namespace)
         self.ident = b"client:" + name.encode()
         sim.clients[self.ident] = self
         self.think = think
@@ -679,15 +680,15 @@ class CoreClient:
             return
         op, key = req[0], req[1]
         self.ev = Event(self.name, op, key, req[2] if op == "put" else None, self.sim.t)
-        core = self.core
+        core, ns = self.core, self.namespace or "default"
         if op == "get":
-            self.plan = core.get(key, req[2] if len(req) > 2 else None)
+            self.plan = core.get(key, req[2] if len(req) > 2 else None, namespace=ns)
         elif op == "put":
             self.plan = core.put(key, req[2], req[3] if len(req) > 3 else None,
-                                 req[4] if len(req) > 4 else None)
+                                 req[4] if len(req) > 4 else None, namespace=ns)
         else:
             self.plan = core.delete(key, req[2] if len(req) > 2 else None,
-                                    req[3] if len(req) > 3 else None)
+                                    req[3] if len(req) > 3 else None, namespace=ns)
         self._resume(None, first=True)
 
     def _resume(self, answer, first: bool = False) -> None:

@@ -263,7 +263,7 @@ class _Admin:
 
 def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
                settle: float = 60.0, spaces: dict[str, int] | None = None,
-               replace: bool = False) -> Report:
+               replace: bool = False, client: str = "sim") -> Report:
     """3 -> 5 -> 4 nodes (join two, then one leaves) with writers at W=2 and readers at R=1
     running all along. Checked: no acknowledged write lost; without faults, no read at R=1 of
     a key whose write was acknowledged before the read began came back empty (the promise of
@@ -272,7 +272,9 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     `spaces`: namespaces (name -> N) created first, each with its own writer (W = min(2, N))
     and reader (R=1): their keys move by their own preference lists (issue 11 x 15).
     `replace`: instead of leaving, n2 is replaced by a new node n6 (started first, so it
-    joins by itself under auto-commit): checked that exactly n2's partitions move, to n6."""
+    joins by itself under auto-commit): checked that exactly n2's partitions move, to n6.
+    `client`: "core" runs the workloads on zkv.client's ClientCore (`CoreClient`), which
+    knows only the first three nodes and follows the ring it fetches."""
     from zkv.node import namespaces as nss
     from zkv.node.core import ADMIN, REQUEST
     from zkv.wire import Cluster, NsCreate
@@ -338,13 +340,14 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
             if check_reads and res.ok and not res.values and acked[skey] < start:
                 misses.append(f"{skey!r} read empty at R=1 at {start:.2f}")
 
+    make = CLIENTS[client]
     for name in ("w1", "w2"):
-        SimClient(sim, name, writer)
+        make(sim, name, writer)
     for name in ("r1", "r2"):
-        SimClient(sim, name, reader)
+        make(sim, name, reader)
     for space in sorted(spaces):
-        SimClient(sim, f"w-{space}", writer, namespace=space)
-        SimClient(sim, f"r-{space}", reader, namespace=space)
+        make(sim, f"w-{space}", writer, namespace=space)
+        make(sim, f"r-{space}", reader, namespace=space)
     sim.schedule_faults()
     admin = _Admin(sim)
     sim.run_until(2.0)

@@ -177,6 +177,18 @@ def test_membership_change_without_faults(seed):
     assert r.ok_ops == r.ops, f"seed {seed}: {r.ops - r.ok_ops} of {r.ops} operations failed"
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_membership_change_with_the_real_client_core(seed):
+    """zkv.client's ClientCore through 3 -> 5 -> 4 nodes, namespaces of N=2 and N=1 moving
+    too: it knows only the first three nodes, follows the ring it fetches, and no operation
+    fails; no R=1 read misses an acknowledged write, nothing is lost."""
+    from sim.scenario import membership
+
+    r = membership(seed, spaces=SPACES, client="core")
+    _check(r)
+    assert r.ok_ops == r.ops, f"seed {seed}: {r.ops - r.ok_ops} of {r.ops} operations failed"
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_membership_change_under_faults(seed):
     from sim.scenario import membership
