@@ -58,11 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     faults = Faults(**{k: getattr(args, k) for k in vars(Faults())})
     seeds = [args.seed] if args.seed is not None else range(args.seeds)
     failed = 0
-    ops = 0
+    ops = ok = 0
     cpu = time.process_time()
     for seed in seeds:
         rep = run(seed, faults, nodes=args.nodes, ops_per_client=args.ops, client=args.client)
         ops += rep.ops
+        ok += rep.ok_ops
         if args.seed is not None:
             print("\n".join(rep.log))
             print(f"ops {rep.ops} ({rep.ok_ops} ok), settled after {rep.settle_time}s, "
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed}: FAILED\n  " + "\n  ".join(rep.violations)
                   + f"\n  replay: {rep.command}")
     cpu = time.process_time() - cpu
-    print(f"{len(seeds)} seed(s), {failed} failed; {ops} client operations in {cpu:.2f} CPU s "
-          f"({ops / cpu:,.0f} ops per CPU second, background work included)")
+    print(f"{len(seeds)} seed(s), {failed} failed; {ops} client operations ({ok} succeeded) in "
+          f"{cpu:.2f} CPU s ({ops / cpu:,.0f} ops per CPU second, background work included)")
     return min(failed, 100)
 
 
