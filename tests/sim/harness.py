@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from zkv import wire
 from zkv._core import dvv
 from zkv._core.ring import hash64
+from zkv.client.core import SLOW, UNREACHABLE, ClientCore, GetResult
 from zkv.config import NodeConfig
+from zkv.errors import ZkvError
 from zkv.node import ownership as own
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
 from zkv.node.handoff import HandoffStore
@@ -396,6 +398,17 @@ class Sim:
             heapq.heappush(events, (self.t + (f.latency + rng.random() * f.jitter), self.seq,
                                     self._deliver, (src, dst, kind, who, payload)))
 
+    def client_request(self, name: str, ident: bytes, node: str, payload: bytes) -> None:
+        """A client's request frame reaches `node` (queued while it is paused)."""
+        sn = self.nodes[node]
+        if sn.core is None:
+            return
+        if sn.paused:
+            sn.backlog.append((name, node, REQUEST, ident, payload))
+            return
+        sn.core.handle((REQUEST, ident), wire.decode(payload, LIMIT), self.t)
+        self._after_turn(sn)
+
     def _deliver(self, src: str, dst, kind: str, who, payload: bytes) -> None:
         if self.blocked and (src, dst) in self.blocked:
             self.stats["lost"] += 1
@@ -580,15 +593,7 @@ class SimClient:
         sim.at(min(deadline, sim.t + self.per_try), self._expire, self.rid)
 
     def _arrive(self, node: str, payload: bytes) -> None:
-        sim = self.sim
-        sn = sim.nodes[node]
-        if sn.core is None:
-            return
-        if sn.paused:
-            sn.backlog.append((self.name, node, REQUEST, self.ident, payload))
-            return
-        sn.core.handle((REQUEST, self.ident), wire.decode(payload, LIMIT), sim.t)
-        sim._after_turn(sn)
+        self.sim.client_request(self.name, self.ident, node, payload)
 
     def _expire(self, rid: int) -> None:
         if self.current is None or self.current[0] != rid:
@@ -615,11 +620,11 @@ class SimClient:
             elif t is PutOk:
                 self._finish(ev, Result(True, [], msg.context))
             elif t is Error:
-                if msg.code == wire.E_UNAVAILABLE and self._another(msg):
+                if msg.code == wire.E_UNAVAILABLE and self._another():
                     return
                 self._finish(ev, Result(False, error=msg.message))
 
-    def _another(self, refusal: Error) -> bool:
+    def _another(self) -> bool:
         """A "not now" answer (busy, still joining, shutting down): as the real client, ask a
         node not tried yet, with the same request (and write id). False: none is left."""
         assert self.current is not None
@@ -651,8 +656,6 @@ class CoreClient:
 
     def __init__(self, sim: Sim, name: str, workload: Callable[[CoreClient], Workload],
                  timeout: float = 2.0, think: float = 0.01, namespace: str = "") -> None:
-        from zkv.client.core import ClientCore
-
         self.sim = sim
         self.name = name
         self.namespace = namespace  # every request names it ("": the default namespace)
@@ -692,9 +695,6 @@ class CoreClient:
         self._resume(None, first=True)
 
     def _resume(self, answer, first: bool = False) -> None:
-        from zkv.client.core import GetResult
-        from zkv.errors import ZkvError
-
         assert self.plan is not None
         self.rids = set()
         self.wait += 1
@@ -717,28 +717,16 @@ class CoreClient:
             node = sim.by_endpoint.get(send.endpoint)
             delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
             if node is None or sim.nodes[node].core is None:
-                from zkv.client.core import UNREACHABLE
-
                 sim.at(sim.t + delay, self._timer, self.wait, UNREACHABLE)
                 return
             sim.at(sim.t + delay, self._arrive, node, wire.encode([send.msg]))
         if send.soft is not None and send.soft < send.until:
-            from zkv.client.core import SLOW
-
             sim.at(send.soft, self._timer, self.wait, SLOW)
         else:
             sim.at(send.until, self._timer, self.wait, None)
 
     def _arrive(self, node: str, payload: bytes) -> None:
-        sim = self.sim
-        sn = sim.nodes[node]
-        if sn.core is None:
-            return
-        if sn.paused:
-            sn.backlog.append((self.name, node, REQUEST, self.ident, payload))
-            return
-        sn.core.handle((REQUEST, self.ident), wire.decode(payload, LIMIT), sim.t)
-        sim._after_turn(sn)
+        self.sim.client_request(self.name, self.ident, node, payload)
 
     def _timer(self, wait: int, answer) -> None:
         if wait == self.wait and self.plan is not None:
