@@ -522,6 +522,20 @@ class History:
 Workload = Generator[tuple, Result, None]
 
 
+def _workload_step(client, result: Result | None) -> tuple | None:
+    """Advance `client`'s workload with `result`: its next request, or None when it has
+    finished (`client.done`) or asked to sleep (it is resumed later with an ok Result)."""
+    try:
+        req = client.gen.send(result) if result is not None else next(client.gen)
+    except StopIteration:
+        client.done = True
+        return None
+    if req[0] == "sleep":
+        client.sim.at(client.sim.t + req[1], client._next, Result(True))
+        return None
+    return req
+
+
 class SimClient:
     """A client driving one workload: each request goes to a node chosen by the sim's RNG
     (like a client behind a load balancer), fails over to another node after `per_try` or at
@@ -549,13 +563,8 @@ class SimClient:
         sim.at(sim.t, self._next, None)
 
     def _next(self, result: Result | None) -> None:
-        try:
-            req = self.gen.send(result) if result is not None else next(self.gen)
-        except StopIteration:
-            self.done = True
-            return
-        if req[0] == "sleep":
-            self.sim.at(self.sim.t + req[1], self._next_sleep)
+        req = _workload_step(self, result)
+        if req is None:
             return
         op, key = req[0], req[1]
         ev = Event(self.name, op, key, req[2] if op == "put" else None, self.sim.t)
@@ -570,9 +579,6 @@ class SimClient:
             msg = Delete(0, key, req[2] if len(req) > 2 else b"", req[3] if len(req) > 3 else 0,
                          wid)
         self._try(ev, msg, self.sim.t + self.timeout, set())
-
-    def _next_sleep(self) -> None:
-        self._next(Result(True))
 
     def _try(self, ev: Event, msg, deadline: float, tried: set[str]) -> None:
         sim = self.sim
@@ -673,13 +679,8 @@ class CoreClient:
         sim.at(sim.t, self._next, None)
 
     def _next(self, result: Result | None) -> None:
-        try:
-            req = self.gen.send(result) if result is not None else next(self.gen)
-        except StopIteration:
-            self.done = True
-            return
-        if req[0] == "sleep":
-            self.sim.at(self.sim.t + req[1], self._next, Result(True))
+        req = _workload_step(self, result)
+        if req is None:
             return
         op, key = req[0], req[1]
         self.ev = Event(self.name, op, key, req[2] if op == "put" else None, self.sim.t)

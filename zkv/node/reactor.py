@@ -69,7 +69,7 @@ class Reactor:
                 pass
 
     def again(self, sock: zmq.Socket) -> None:
-        """The drain of `sock` stopped before EAGAIN: drain it again next turn."""
+        """The drain of `sock` stopped at its limit, not empty: drain it again next turn."""
         self.hot.add(sock)
 
     def touched(self, sock: zmq.Socket) -> None:
