@@ -339,10 +339,10 @@ def test_gossip_flood_frames_refused_by_the_codec():
 
 
 def test_peer_roles_in_plain_text_follow_membership(node):
-    assert node.core._role(b"peer:node2/x", wire.RGet(1, b"k"), None) == PEER
-    assert node.core._role(b"peer:stranger/x", wire.RGet(1, b"k"), None) == CLIENT
-    assert node.core._role(b"peer:node7", wire.Join(1, _member(7)), None) == PEER
-    assert node.core._role(OUTSIDER, wire.Get(1, b"k"), None) == ADMIN
+    assert node.core._role(b"peer:node2/x", wire.RGet(1, b"k")) == PEER
+    assert node.core._role(b"peer:stranger/x", wire.RGet(1, b"k")) == CLIENT
+    assert node.core._role(b"peer:node7", wire.Join(1, _member(7))) == PEER
+    assert node.core._role(OUTSIDER, wire.Get(1, b"k")) == ADMIN
 
 
 def test_forged_counters_from_an_authenticated_rogue_peer_are_refused(node):

@@ -392,13 +392,14 @@ class NodeCore:
         return accept
 
     def _ae_key(self, key: bytes) -> AntiEntropy:
-        ae = self.ae_for(self._n_of(key))
+        # a default-namespace key (no namespace prefix, which starts with a zero byte): the
+        # cluster's N, without parsing the key (asked per replica write and per read repair)
+        ae = self.ae if key[:1] != b"\x00" else self.ae_for(self._n_of(key))
         assert ae is not None
         return ae
 
     def _ae_on_change(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        ae = self.ae if key[:1] != b"\x00" else None  # a default-namespace key: the cluster's N
-        (ae or self._ae_key(key)).on_change(key, old, new)
+        self._ae_key(key).on_change(key, old, new)
 
     def _reannounce_reap(self, key: bytes, version: bytes) -> None:
         """An owner that missed our Reap (lost, or it was down) keeps pushing the tombstone
@@ -560,9 +561,8 @@ class NodeCore:
         self.start(self.t)
 
     # ---- requests -----------------------------------------------------------------------
-    def _role(self, ident: bytes, msg, role: str | None) -> str:
-        if role is not None:
-            return role
+    def _role(self, ident: bytes, msg) -> str:
+        """Plain text (no keys): the role a request's identity gives it."""
         peer = _peer_of(ident)
         if peer is not None:  # plain text: a current member's identity (or a joiner's)
             st = self.membership.cluster
@@ -575,7 +575,6 @@ class NodeCore:
                 return PEER
             return CLIENT
         return ADMIN
-
 
     def _on_request(self, ident: bytes, msg, role: str | None = None) -> None:
         if ident == self.self_ident or ident.startswith(self._self_prefix):
@@ -594,7 +593,7 @@ class NodeCore:
             return
         plain = role is None  # no keys: roles come from identities
         if role is None:
-            role = self._role(ident, msg, role)
+            role = self._role(ident, msg)
         if t not in ROLE_MESSAGES.get(role, ()) and not (
                 plain and t is Forward and _peer_of(ident) is not None):
             # (a Forward from a peer identity not heard of yet -- a node that just joined
@@ -1448,7 +1447,6 @@ class NodeCore:
         return status(self)
 
 
-
 @functools.lru_cache(maxsize=4096)  # asked for every request in plain-text mode (_role)
 def _peer_of(ident: bytes) -> str | None:
     """The member a peer request speaks for: its identity is b"peer:<id>" or
@@ -1466,4 +1464,3 @@ _REPLY_SIZE: dict[type, Callable[[Any], int]] = {
     RGetHashesOk: lambda m: sum(len(v) for v in m.dvvs) + sum(len(k) for k in m.keys),
     LeafKeysOk: lambda m: len(m.hashes) + len(m.digests),
 }
-
