@@ -240,12 +240,14 @@ def throughput_mode(args: argparse.Namespace, s, argv: list[str] | None = None) 
         print("zkv bench: --throughput starts its own local nodes (no --cluster)",
               file=sys.stderr)
         return 2
-    try:
-        clients, inflight = parse_matrix(args.matrix or ("1,4:1,16" if s.quick
-                                                         else "1,4,16:1,4,16,64"))
-    except ValueError as exc:
-        print(f"zkv bench: {exc}", file=sys.stderr)
-        return 2
+    clients, inflight = ((list(tp.QUICK_CLIENTS), list(tp.QUICK_INFLIGHT)) if s.quick
+                         else (list(tp.MATRIX_CLIENTS), list(tp.MATRIX_INFLIGHT)))
+    if args.matrix:
+        try:
+            clients, inflight = parse_matrix(args.matrix)
+        except ValueError as exc:
+            print(f"zkv bench: {exc}", file=sys.stderr)
+            return 2
     run = tp.Run(records=args.records or (1000 if s.quick else 10_000),
                  duration=args.duration or (2.0 if s.quick else 5.0),
                  value_size=s.value_size, clients=clients, inflight=inflight,

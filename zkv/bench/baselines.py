@@ -58,16 +58,16 @@ def _echo_server(endpoint: str, ready) -> None:
 class EchoServer:
     """The echo ROUTER in a separate (spawned) process on a free loopback port."""
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
     def __init__(self) -> None:
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         mpc = mp.get_context("spawn")
         self._ready = mpc.Event()
         self._proc = mpc.Process(target=_echo_server, args=(self.endpoint, self._ready),
                                  daemon=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
 
     def __enter__(self) -> EchoServer:
         self._proc.start()
