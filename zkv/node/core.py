@@ -6,6 +6,8 @@ Everything a node decides happens here or in the modules it calls; the transport
     out = core.handle(source, messages, now)   # one decoded frame from `source`
     out = core.tick(now)                       # timers, gossip, background work
     out = core.take_output(durable)            # end of a turn: flush the engine, then send
+                                               # (or take_output(persist=False), send
+                                               # out.peers, core.persist(), send the rest)
     core.next_deadline()                       # when tick() wants to run next
 
 `source` is one of
@@ -28,7 +30,8 @@ and the `Outbox` holds what to send: messages per peer, replies per request iden
 messages per raw endpoint (joining), gossip to broadcast, and members to (re)connect.
 
 Every write a turn makes reaches the engine before `take_output` returns the turn's
-messages, so no acknowledgement leaves before its write (with sync="always", after one fsync
+messages (or, with `persist=False`, before any but the requests to peers are sent), so no
+acknowledgement leaves before its write (with sync="always", after one fsync
 for the whole turn: group commit).
 
 Operations in flight are `Op`s (op.py): client requests (coordinator.py) and background work
@@ -474,18 +477,28 @@ class NodeCore:
             t = timers[0][0]
         return t
 
-    def take_output(self, durable: bool | None = None) -> Outbox:
+    def take_output(self, durable: bool | None = None, persist: bool = True) -> Outbox:
         """End of a turn: every write reaches the engine (and with `durable` the disk), then
-        the turn's messages are handed over."""
-        self.replica.flush(durable=self._durable if durable is None else durable)
-        if self.transfers.dirty:
-            self.transfers.checkpoint(self.t)
+        the turn's messages are handed over. With `persist=False` the caller persists
+        (`persist()`) once it has sent `out.peers` and before anything else."""
+        if persist:
+            self.persist(durable)
         if self.membership.candidates:
             self.out.subscribe.extend(self.membership.take_candidates())
         self.turn_bytes.clear()
         self.turn_total = 0
         out, self.out = self.out, Outbox()
         return out
+
+    def persist(self, durable: bool | None = None) -> None:
+        """The turn's writes reach the engine (with `durable`, the disk: one fsync for them
+        all), then the transfers' progress file. Must precede every message of the turn but
+        `out.peers`: those are only requests (this node's own RPuts, RGets, fetches), which
+        acknowledge nothing, so the transport sends them first and the replicas' work overlaps
+        this node's write (and fsync)."""
+        self.replica.flush(durable=self._durable if durable is None else durable)
+        if self.transfers.dirty:
+            self.transfers.checkpoint(self.t)
 
     def shutdown(self) -> Outbox:
         """Fail every client request in flight (the client retries elsewhere)."""

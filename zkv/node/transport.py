@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import zmq
 
@@ -230,9 +231,14 @@ class Node:
 
     # ---- output ---------------------------------------------------------------------------
     def flush(self) -> None:
-        self._send(self.core.take_output())
+        """End of a turn. The requests to peers leave first, then the engine takes the turn's
+        writes (and fsyncs them with sync="always"), then every acknowledgement: the replicas
+        work while this node writes (NodeCore.persist)."""
+        core = self.core
+        out = core.take_output(persist=False)
+        self._send(out, core.persist)
 
-    def _send(self, out: Outbox) -> None:
+    def _send(self, out: Outbox, persist: Callable[[], None] | None = None) -> None:
         links = self.links
         for m in out.connect:
             links.connect(m)
@@ -246,6 +252,8 @@ class Node:
             sock = links.dealers.get(node_id)
             if sock is not None:
                 self._send_frames(sock, None, msgs)
+        if persist is not None:
+            persist()
         for ident, msgs in out.clients.items():
             self._send_frames(self.router, ident, msgs)
         for endpoint, msgs in out.endpoints.items():
