@@ -19,7 +19,7 @@ import zmq
 from zkv import wire
 from zkv._core.ring import Ring
 from zkv.client import AsyncClient, Client
-from zkv.errors import RequestTimeout, Unavailable
+from zkv.errors import InvalidRequest, RequestTimeout, Unavailable
 from zkv.local import free_ports
 
 
@@ -292,6 +292,29 @@ def test_every_method_against_real_nodes(driver, cluster3):
     assert c.status("node2")["node"] == "node2"
     assert c.status(c.endpoints["node3"])["node"] == "node3"
     assert "queued" in c.repair(node="node1")
+
+
+def test_a_frame_the_node_cannot_decode_fails_at_once_with_its_reason(driver, cluster3,
+                                                                       monkeypatch):
+    """A client speaking another wire version (a rolling upgrade gone wrong): the node answers
+    the frame it cannot read with its reason, and the request fails with it at once instead
+    of waiting out its timeout. The same client works again once it speaks the node's."""
+    c = driver(cluster3.endpoints[:1], timeout=5.0)
+    assert c.ring_info().members  # connected, ring known
+    newer = wire.WIRE_VERSION + 1
+    monkeypatch.setattr(wire, "encode_one", lambda msg: wire._encoder.encode(
+        wire.Frame(newer, [msg])))
+    monkeypatch.setattr(wire, "encode", lambda msgs: wire._encoder.encode(
+        wire.Frame(newer, msgs)))
+    key = b"drivers:refused:%d" % random.getrandbits(48)
+    t = time.monotonic()
+    with pytest.raises(InvalidRequest, match=f"frame refused by node.: wire version {newer} "
+                       f"not supported .this node speaks {wire.WIRE_VERSION}"):
+        c.get(key, r=2)
+    assert time.monotonic() - t < 2.5  # not the 5 s timeout
+    monkeypatch.undo()
+    c.put(key, b"v", w=2)
+    assert c.get(key, r=2).values == [b"v"]
 
 
 def test_async_client_keeps_working_when_used_from_another_event_loop(fake_nodes):

@@ -283,10 +283,14 @@ def test_a_malformed_batch_is_dropped_whole_and_counted_at_the_node(live):
     before = _malformed(node)
     good = [_raw(wire.Put(2, b"a", b"v", w=1)), _raw(wire.RingInfo(3))]
     bad = msgspec.msgpack.encode([wire.WIRE_VERSION, [good[0], [1, 4, "str key"], good[1]]])
-    assert ask(bad, 0) == []  # nothing of it is served, not even the good messages
+    # nothing of it is served, not even the good messages: one Error of rid 0 says why
+    (refusal,) = ask(bad, 1)
+    assert type(refusal) is wire.Error and refusal.rid == 0 and refusal.code == wire.E_INVALID
+    assert refusal.message.startswith("frame refused by ") and "undecodable" in refusal.message
     assert _malformed(node) == before + 1
     newer = msgspec.msgpack.encode([2, good])
-    assert ask(newer, 0) == []  # another wire version: dropped whole, counted
+    (refusal,) = ask(newer, 1)  # another wire version: dropped whole, counted, named
+    assert "wire version 2 not supported" in refusal.message
     assert _malformed(node) == before + 2
     assert node.core.store.get(b"a") is None
     # the connection still works

@@ -22,7 +22,7 @@ import zmq
 
 from zkv import wire
 from zkv.client.base import Facade
-from zkv.client.core import CONNECT_WAIT, SLOW, UNREACHABLE, GetResult, Plan, Send, T
+from zkv.client.core import CONNECT_WAIT, SLOW, UNREACHABLE, GetResult, Plan, Send, T, refused
 from zkv.wire import RingOk
 
 
@@ -49,6 +49,7 @@ class AsyncClient(Facade):
         self._socks: dict[str, zmq.Socket] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the readers are on
         self._waiting: dict[int, asyncio.Future] = {}
+        self._sent_to: dict[int, str] = {}  # rid -> endpoint, while its try waits
         self._outbox: dict[str, list] = {}
         self._flush_scheduled = False
         self._connected: set[str] = set()
@@ -156,9 +157,22 @@ class AsyncClient(Facade):
             except wire.WireError:
                 continue
             for reply in msgs:
+                if refused(reply):
+                    self._refused(s, reply)
+                    continue
                 fut = waiting.pop(reply.rid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(reply)
+
+    def _refused(self, s: zmq.Socket, reply) -> None:
+        """The node could not decode a frame of this connection (wire version, size): the
+        requests waiting on it get the node's reason (its rids are unreadable, and frames of
+        one loop iteration are coalesced, so every request in flight to it fails alike)."""
+        ep = next((e for e, x in self._socks.items() if x is s), None)
+        for rid, where in list(self._sent_to.items()):
+            fut = self._waiting.get(rid) if where == ep else None
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
 
     async def _connected_within(self, s: zmq.Socket, wait: float) -> bool:
         """Whether s can send (IMMEDIATE: its TCP connection is up) within `wait` s."""
@@ -176,6 +190,7 @@ class AsyncClient(Facade):
         fut = loop.create_future()
         if rid is not None:
             self._waiting[rid] = fut
+            self._sent_to[rid] = ep
         for _, earlier in send.also:  # hedged: an earlier try's answer is as good
             self._waiting[earlier] = fut
         timer = None
@@ -202,6 +217,7 @@ class AsyncClient(Facade):
         finally:
             if rid is not None:
                 self._waiting.pop(rid, None)
+                self._sent_to.pop(rid, None)
             for _, earlier in send.also:
                 if self._waiting.get(earlier) is fut:
                     del self._waiting[earlier]

@@ -173,6 +173,12 @@ def error_for(msg: Error) -> ZkvError:
     return ZkvError(msg.message)
 
 
+def refused(reply) -> bool:
+    """The node's answer to a frame it could not decode: an Error of rid 0 (no request has
+    rid 0). It answers whatever the connection last sent; the drivers take it as such."""
+    return not reply.rid and type(reply) is Error
+
+
 def _expect(reply, kind: type[T]) -> T:
     if isinstance(reply, kind):
         return reply

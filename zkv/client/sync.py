@@ -23,6 +23,7 @@ from zkv.client.core import (
     Plan,
     Send,
     T,
+    refused,
 )
 from zkv.wire import RingOk
 
@@ -154,7 +155,7 @@ class Client(Facade):
                 continue  # the deadline is checked at the top
             try:
                 for reply in wire.decode(data, 1 << 31):
-                    if reply.rid == rid:
+                    if reply.rid == rid or refused(reply):
                         return reply
             except wire.WireError:
                 continue
@@ -190,7 +191,7 @@ class Client(Facade):
                 try:
                     data = sock.recv(zmq.NOBLOCK)
                     for reply in wire.decode(data, 1 << 31):
-                        if reply.rid in rids:
+                        if reply.rid in rids or refused(reply):
                             return reply
                 except (zmq.Again, wire.WireError):
                     continue

@@ -525,6 +525,15 @@ class NodeCore:
         if self.ns_waits:
             self.ns_waits = [w for w in self.ns_waits if w[0] != ident]
 
+    def refuse_frame(self, ident: bytes, why: str) -> None:
+        """A request frame that does not decode (wire.WireError): counted as malformed, and
+        answered with an Error of rid 0 (its own rids are unreadable; no request has rid 0),
+        so its sender learns why at once instead of waiting out its timeout. One small reply
+        per refused frame, under the reply budget like any other."""
+        self.malformed(ident, why)
+        self._reply(ident, Error(0, E_INVALID, f"frame refused by {self.me}: "
+                                 f"{wire.clip(why, 300)}"))
+
     def malformed(self, source, why: str) -> None:
         """A frame or message that could not be accepted: count it, log once per source."""
         kind = "peer" if isinstance(source, str) or bytes(source).startswith(b"peer:") else "client"

@@ -203,7 +203,7 @@ class Node:
             try:
                 msgs = wire.decode(payload, self.limit)
             except wire.WireError as exc:
-                core.malformed(ident, str(exc))
+                core.refuse_frame(ident, str(exc))
                 continue
             core.handle((REQUEST, ident), msgs, clock(), role)
         self.poller.again(router)  # cut short at DRAIN_LIMIT: the rest next turn
