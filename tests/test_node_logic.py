@@ -147,6 +147,9 @@ class FakeCtx:
     def observe(self, op, ok):
         pass
 
+    def is_up(self, node_id):
+        return True
+
     def suspect(self, node_id, reason):
         self.suspected.append(node_id)
 
@@ -186,6 +189,26 @@ def test_write_replies_at_w_and_fails_fast_when_all_answered_short(tmp_path):
     op.on_reply("b", RPutOk(0, True))
     err = ctx2.replies[0]
     assert isinstance(err, Error) and err.code == E_QUORUM and (err.required, err.acked) == (3, 2)
+
+
+def test_an_extra_owner_that_is_down_gets_its_copy_as_a_hint_at_once(tmp_path):
+    """A write during a transfer also goes, uncounted, to the partition's pending owners. One
+    that gossip shows down is not asked (its copy would wait out the op's deadline, then
+    become a hint anyway): the hint is stored at once, and the op finishes with its targets."""
+    ctx = FakeCtx(tmp_path)
+    ctx.replica = Replica("a", ctx.store, HandoffStore(str(tmp_path / "hints"), lambda: 1))
+    ctx.is_up = lambda node_id: node_id != "down"
+    op = WriteOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None)], 2, b"", b"v",
+                 extra=["up", "down"])
+    op.start()
+    assert sorted(n for n, m in ctx.sent if isinstance(m, RPut)) == ["b", "up"]
+    assert ctx.replica.handoff.get("down", b"k")  # the hint, before any reply
+    assert not ctx.replica.handoff.get("up", b"k")
+    op.on_reply("b", RPutOk(0, True))
+    assert isinstance(ctx.replies[0], PutOk) and not ctx.finished  # "up" still owes its ack
+    op.on_reply("up", RPutOk(0, True))
+    assert ctx.finished and not ctx.replica.handoff.get("up", b"k")
+    ctx.replica.handoff.close()
 
 
 def test_a_silent_replica_gets_two_stand_ins_so_a_silent_stand_in_costs_nothing(tmp_path):

@@ -199,10 +199,15 @@ class WriteOp(_FanOut):
         for node_id, owner in self.targets:
             if node_id != me:
                 self._send(node_id, owner)
+        is_up = self.ctx.is_up
         for node_id in self.extra:
-            if node_id == me:  # a pending (or previous) owner coordinating as a stand-in
+            if node_id == me or not is_up(node_id):
+                # me: a pending (or previous) owner coordinating as a stand-in keeps its own
+                # copy; a pending or previous owner that gossip shows down gets its copy as a
+                # hint at once, as on_done would after waiting out the op for its silence
                 try:
-                    self.ctx.replica.merge(self.key, self.version)
+                    self.ctx.replica.merge(self.key, self.version,
+                                           None if node_id == me else node_id)
                 except ValueError:
                     pass
                 continue

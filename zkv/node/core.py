@@ -1051,6 +1051,9 @@ class NodeCore:
         return [x for x in ring.walk(ring.partition(key))
                 if x not in exclude and x not in unreachable]
 
+    def is_up(self, node_id: str) -> bool:
+        return self.membership.is_up(node_id)
+
     def suspect(self, node_id: str, reason: str) -> None:
         self.membership.suspect(node_id, reason)
 

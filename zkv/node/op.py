@@ -30,6 +30,7 @@ class Context(Protocol):
     def done(self, op: Op) -> None: ...  # op finished: forget its timers and rids
     def observe(self, op: Op, ok: bool) -> None: ...  # metrics
     def suspect(self, node_id: str, reason: str) -> None: ...
+    def is_up(self, node_id: str) -> bool: ...  # not down by gossip (suspect counts as up)
     def now(self) -> float: ...
     def wake(self, op: Op, at: float) -> None: ...  # call op.on_timer() at `at` (or later)
     def repaired(self) -> None: ...  # a read repair was sent (metrics)
