@@ -211,6 +211,43 @@ def test_an_extra_owner_that_is_down_gets_its_copy_as_a_hint_at_once(tmp_path):
     ctx.replica.handoff.close()
 
 
+def _standin(tmp_path, name: str, incarnation: int = 7) -> Replica:
+    return Replica(name, LogStore(str(tmp_path / f"{name}-{incarnation}"), sync="none"),
+                   HandoffStore(str(tmp_path / f"{name}-{incarnation}-hints"), lambda: 1),
+                   incarnation=incarnation)
+
+
+def test_a_stand_in_never_repeats_a_dot_after_its_hint_was_delivered(tmp_path):
+    """The simulator's seed 22 (membership, spaces, faults): n5 stood in for n3 twice on one
+    key; between the two writes its hint was delivered and deleted, so the second write's dot
+    repeated the first's and n3 kept the first value for both: an acknowledged write lost.
+    Now each hint episode issues dots under an id of its own, and n3 keeps the second write
+    (whose context covered the first) alone."""
+    owner = Replica("n3", LogStore(str(tmp_path / "n3"), sync="none"))
+    n5 = _standin(tmp_path, "n5")
+    first = n5.coordinate(b"k", b"", b"one", owner="n3", wid=b"w" * 16)
+    assert n5.handoff.delivered("n3", b"k", owner.merge(b"k", first))  # delivered, deleted
+    ctx = dvv.DVVSet.decode(first).context()
+    second = n5.coordinate(b"k", ctx, b"two", owner="n3", wid=b"x" * 16)
+    (a1,) = dvv.DVVSet.decode(first).vector()
+    (a2,) = set(dvv.DVVSet.decode(second).vector()) - {a1}  # a dot of a new id, a1's seen
+    assert a1.startswith("n5~") and a2.startswith("n5~")
+    assert dvv.DVVSet.decode(owner.merge(b"k", second)).values() == [b"two"]
+    # while a hint is held, further stand-in writes continue its id (the clock does not grow)
+    third = n5.coordinate(b"k", dvv.DVVSet.decode(second).context(), b"three", owner="n3",
+                          wid=b"y" * 16)
+    vv = dvv.DVVSet.decode(third).vector()
+    assert set(vv) == {a1, a2} and sorted(vv.values()) == [1, 2]  # one of them, one dot on
+    # a restarted node (new incarnation) starts new ids: it cannot know what it issued
+    again = _standin(tmp_path, "n5", incarnation=8)
+    fourth = again.coordinate(b"k", b"", b"four", owner="n3", wid=b"z" * 16)
+    assert set(dvv.DVVSet.decode(fourth).vector()) == {"n5~8.1"}
+    for r in (n5, again):
+        r.store.close()
+        r.handoff.close()
+    owner.store.close()
+
+
 def test_a_silent_replica_gets_two_stand_ins_so_a_silent_stand_in_costs_nothing(tmp_path):
     """Issue 10: when b goes silent, the next two nodes of the walk are asked at once (d is
     frozen too, not yet suspected); the write completes when e answers, without waiting out

@@ -211,8 +211,10 @@ def test_membership_change_moves_every_namespace_n(seed):
 
 # seeds 2, 18 and 20 lost an N=1 or N=2 write: an uncounted copy whose coordinator was the
 # pending owner standing in (it kept only a hint), and a hint delivered to the old owner after
-# the pending owner's verify; fixed by extras including stand-in owners and the handover
-@pytest.mark.parametrize("seed", [0, 1, 2, 18, 20])
+# the pending owner's verify; fixed by extras including stand-in owners and the handover.
+# Seed 22 lost an N=1 write: a stand-in repeated a dot after its hint had been delivered
+# (replica.py, "Stand-in writes issue dots under ids of their own")
+@pytest.mark.parametrize("seed", [0, 1, 2, 18, 20, 22])
 def test_membership_change_moves_every_namespace_n_under_faults(seed):
     from sim.scenario import membership
 

@@ -218,7 +218,7 @@ class NodeCore:
         # the cluster never deletes through the engine except to reap, and the engine keeps
         # release marks in memory only: re-release what earlier lives reaped
         store.release_tombstones(store.tombstones())
-        self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn)
+        self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, incarnation)
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.replica.on_siblings = self._on_siblings
         self.cluster_path = cluster_path

@@ -16,6 +16,18 @@ coordinates with the reaped tombstone's causal past added to its context (`reape
 its new dot is above every dot the old key had, and stale copies of deleted versions are
 covered by it.
 
+Stand-in writes issue dots under ids of their own. A node standing in for an unreachable
+owner keeps the version as a hint, and deletes it once the owner has it. If its next
+stand-in write for that key took a dot under the node's own id, the counter would restart
+from what it still holds (nothing, or an older copy) and repeat the dot it issued for the
+delivered hint: the owner would take the new value for the one it already has and drop it
+(the simulator lost an acknowledged N=1 write that way: membership, spaces, faults, seed 22).
+So a stand-in write's dot is issued under "<node id>~<incarnation>.<n>" ("~" is not allowed in
+node ids, so no member has such an id). It continues one such id only while the hint for that
+owner holds the last dot this process issued under it (`_issued`); otherwise (the hint was
+delivered, or the node restarted) it takes a new one. A key's clock grows by one entry per
+such episode, during failures only.
+
 Late copies of deleted writes. A put retried through another coordinator exists as two
 copies (one write id, two dots); the tombstone that deleted one copy lists the write id as
 retired, and dvv's rule R retires the other copy wherever the two meet. Once the tombstone
@@ -35,6 +47,7 @@ they are delivered (lww(sync(a, b)) == lww(sync(lww(a), lww(b))), so that is the
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -44,12 +57,15 @@ from zkv.node.namespaces import is_lww
 from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.replica")
+MAX_STANDIN_IDS = 100_000  # stand-in ids whose last counter is remembered (~10 MB at most)
 
 
 class Replica:
     def __init__(self, node_id: str, store: LogStore, handoff: HandoffStore | None = None,
-                 sibling_warn: int = 25) -> None:
+                 sibling_warn: int = 25, incarnation: int = 0) -> None:
         self.node_id = node_id
+        self._standin_ids = (f"{node_id}~{incarnation:x}.{n:x}" for n in itertools.count(1))
+        self._issued: dict[str, int] = {}  # stand-in id -> the last counter issued under it
         # key -> the context (causal past) of its tombstone, if it was reaped recently
         self.reaped_past: Callable[[bytes], bytes | None] | None = None
         # key -> the encoded tombstone, if it was reaped recently
@@ -99,8 +115,9 @@ class Replica:
             dead = self._dead_write(key, base, context, value, wid)
             if dead is not None:
                 return dead
-            new = dvv.update_encoded(base, self._fresh(key, base, context), value,
-                                     self.node_id, wid)
+            actor = self._standin_actor(handoff.get(owner, key))
+            new = dvv.update_encoded(base, self._fresh(key, base, context), value, actor, wid)
+            self._note_issued(actor, new)
             return handoff.merge(owner, key, new)
         old = self.store.get(key)
         dead = self._dead_write(key, old, context, value, wid)
@@ -111,6 +128,22 @@ class Replica:
             new = dvv.lww_encoded(new)
         self._store(key, old, new)
         return new
+
+    def _standin_actor(self, hint: bytes) -> str:
+        """The id a stand-in write's dot is issued under: the one whose last dot the hint for
+        that owner holds (so the new counter follows it), else a new one."""
+        if hint and self._issued:
+            for actor, counter in dvv.DVVSet.decode(hint).vector().items():
+                if self._issued.get(actor) == counter:
+                    return actor
+        return next(self._standin_ids)
+
+    def _note_issued(self, actor: str, new: bytes) -> None:
+        if len(self._issued) >= MAX_STANDIN_IDS:  # forgetting them only costs new ids
+            self._issued.clear()
+        counter = dvv.DVVSet.decode(new).vector().get(actor)
+        if counter is not None:  # (none: a retry the base already holds made no new dot)
+            self._issued[actor] = counter
 
     def _reaped(self, key: bytes, base: bytes | None) -> bytes | None:
         if base or self.reaped_version is None:
