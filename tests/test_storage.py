@@ -653,3 +653,31 @@ def test_group_commit_alternating_writers(tmp_path):
             assert not any(t.is_alive() for t in ts)
         s.put(b"solo", b"1")
         assert len(s) == 15 * (1 + 2 + 3 + 1) + 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_replaced_and_compacted_mappings_are_released(tmp_path):
+    """The active segment is remapped as it grows (1 MiB steps) and compaction unmaps its
+    inputs: the replaced mappings go at once. Kept until close, they piled up (one per step:
+    a long-running node reaches vm.max_map_count) and kept compacted-away files mapped, so
+    their disk space stayed in use until the process exited."""
+    d = str(tmp_path / "s")
+    s = LogStore(d, sync="none", segment_bytes=4 << 20, compact_dead_ratio=None)
+
+    def mapped() -> tuple[int, int]:
+        lines = [x for x in open("/proc/self/maps").read().splitlines() if d in x]
+        return len(lines), sum(1 for x in lines if "(deleted)" in x)
+
+    v = os.urandom(4000)
+    for i in range(12000):  # ~48 MB: 12 segments, ~48 remaps of active segments
+        k = b"k%d" % (i % 1000)
+        s.put(k, v)
+        s.write_out()
+        assert s.get(k) == v  # read after write: remaps the active segment as it grows
+    count, deleted = mapped()
+    assert deleted == 0 and count <= len(os.listdir(d))  # at most one mapping per file
+    s.compact()
+    count, deleted = mapped()
+    assert deleted == 0 and count <= 3
+    assert all(s.get(b"k%d" % i) == v for i in range(1000))
+    s.close()

@@ -153,6 +153,7 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
             for s in inputs:
                 del store._segs[s.fid]
                 kd.unmap_segment(s.fid)
+            kd.release_maps()  # unmapped now: their files' space is freed once unlinked
         for s in inputs:  # oldest first: see the module docstring
             for p in (s.path, s.hint_path):
                 try:

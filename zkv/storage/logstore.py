@@ -353,7 +353,7 @@ class LogStore:
         self._seal(seg)
         mm = seg.remap()
         write_hints(seg.hint_path, mm if mm is not None else b"")
-        kd.map_segment(seg.fid, mm if mm is not None else b"")
+        self._map(seg.fid, mm)
         self._start_active()
         new = self._active
         assert new is not None
@@ -570,8 +570,7 @@ class LogStore:
                     mapped = kd.mapped_length(fid)
                     end = os.fstat(seg.fd).st_size
                     if (end > flushed and end > mapped) or flushed - mapped > _REMAP_MIN:
-                        mm = seg.remap(end)
-                        kd.map_segment(fid, mm if mm is not None else b"")
+                        self._map(fid, seg.remap(end))
                     rec = kd.read_record(fid, off, size)
                 if rec is None:
                     rec = seg.pread(off, size)
@@ -585,6 +584,16 @@ class LogStore:
                 self._mark_corrupt(key, fid, off, str(exc))
                 return None
             return val
+
+    def _map(self, fid: int, mm) -> None:
+        """Serve segment `fid`'s reads from `mm` (None: nothing mapped), and unmap what it
+        replaces at once. The keydir keeps replaced mappings until release_maps; kept until
+        close, every 1 MiB step of the active segment left one mapping behind, and
+        compacted-away files stayed mapped, their disk space held until the process exited
+        (240 MB written: 278 mappings, 230 of deleted files). Nothing holds a pointer into a
+        mapping between two keydir calls (reads copy, under the GIL), so dropping it is safe."""
+        self._kd.map_segment(fid, mm if mm is not None else b"")
+        self._kd.release_maps()
 
     def _mark_corrupt(self, key: bytes, fid: int, off: int, why: str) -> None:
         seg = self._segs.get(fid)
