@@ -241,11 +241,78 @@ def test_a_stand_in_never_repeats_a_dot_after_its_hint_was_delivered(tmp_path):
     # a restarted node (new incarnation) starts new ids: it cannot know what it issued
     again = _standin(tmp_path, "n5", incarnation=8)
     fourth = again.coordinate(b"k", b"", b"four", owner="n3", wid=b"z" * 16)
-    assert set(dvv.DVVSet.decode(fourth).vector()) == {"n5~8.1"}
+    assert set(dvv.DVVSet.decode(fourth).vector()) == {"n5~8h1"}
     for r in (n5, again):
         r.store.close()
         r.handoff.close()
     owner.store.close()
+
+
+def test_a_write_to_a_key_the_coordinator_holds_nothing_of_takes_a_new_id(tmp_path):
+    """The simulator's seed 289 (run, --client core, power losses): a reaped a deleted key,
+    restarted (forgetting the reap) and lost the tombstone that echoed back to a power loss;
+    the re-add's dot restarted at a:1, which the tombstone still held elsewhere covers, and
+    every replica dropped it. Holding nothing, a coordinator now takes a new id."""
+    def ctx(v: bytes) -> bytes:
+        return dvv.DVVSet.decode(v).context()
+
+    a = Replica("a", LogStore(str(tmp_path / "a"), sync="none"), incarnation=5)
+    b = Replica("b", LogStore(str(tmp_path / "b"), sync="none"))
+    put = a.coordinate(b"k", b"", b"doomed", wid=b"p" * 16)
+    b.merge(b"k", put)
+    b.merge(b"k", a.coordinate(b"k", ctx(put), None, wid=b"d" * 16))  # the tombstone
+    forgot = Replica("a", LogStore(str(tmp_path / "a2"), sync="none"), incarnation=6)
+    reborn = forgot.coordinate(b"k", b"", b"reborn", wid=b"r" * 16)
+    assert b.merge(b"k", reborn) and b"reborn" in dvv.DVVSet.decode(b.store.get(b"k")).values()
+    # a key it holds continues that id: one clock entry per such start, not per write
+    again = forgot.coordinate(b"k", ctx(reborn), b"again", wid=b"g" * 16)
+    assert dvv.DVVSet.decode(again).vector() == {"a~6.1": 2}
+    for r in (a, b, forgot):
+        r.store.close()
+
+
+def test_the_dot_base_id_changes_after_an_unclean_shutdown_only():
+    from zkv.node.core import _dots_base
+
+    class Store:
+        def __init__(self, clean: bool, keys: int) -> None:
+            self.closed_cleanly, self.keys = clean, keys
+
+        def __len__(self) -> int:
+            return self.keys
+
+    assert _dots_base("a", 100, None, Store(True, 0)) == ("a", 0)  # a new node
+    assert _dots_base("a", 100, ["a~2s", 100], Store(True, 5)) == ("a~2s", 100)  # kept
+    assert _dots_base("a", 200, ["a", 0], Store(False, 5)) == ("a~5k", 200)  # crashed
+    assert _dots_base("a", 200, None, Store(True, 5)) == ("a~5k", 200)  # saved one lost
+    for forged in (["b", 0], ["a", 300], ["a", "0"], "a", ["a~" + "x" * 200, 0]):
+        assert _dots_base("a", 200, forged, Store(True, 5)) == ("a~5k", 200)
+
+
+def test_ids_minted_before_an_unclean_shutdown_are_not_continued(tmp_path):
+    """Key ids minted in a lifetime that ended in a crash may have lost their last dots with
+    the unsynced tail: after it, a write to such a key takes a new id; the new base id and
+    ids minted since are continued."""
+    def ctx(v: bytes) -> bytes:
+        return dvv.DVVSet.decode(v).context()
+
+    before = Replica("a", LogStore(str(tmp_path / "a"), sync="none"), incarnation=5)
+    v1 = before.coordinate(b"k", b"", b"one", wid=b"1" * 16)
+    assert set(dvv.DVVSet.decode(v1).vector()) == {"a~5.1"}
+    v2 = before.coordinate(b"k", ctx(v1), b"two", wid=b"2" * 16)
+    assert dvv.DVVSet.decode(v2).vector() == {"a~5.1": 2}  # continued: one entry
+    before.store.close()
+    after = Replica("a", LogStore(str(tmp_path / "a"), sync="none"), incarnation=9,
+                    base=("a~9", 9))
+    v3 = after.coordinate(b"k", ctx(v2), b"three", wid=b"3" * 16)
+    assert dvv.DVVSet.decode(v3).vector() == {"a~5.1": 2, "a~9.1": 1}
+    v4 = after.coordinate(b"k", ctx(v3), b"four", wid=b"4" * 16)
+    assert dvv.DVVSet.decode(v4).vector() == {"a~5.1": 2, "a~9.1": 2}
+    # a key whose held version names the base id continues it
+    after.store.put(b"j", dvv.update_encoded(None, b"", b"x", "a~9", b""))
+    v5 = after.coordinate(b"j", b"", b"y", wid=b"5" * 16)
+    assert dvv.DVVSet.decode(v5).vector() == {"a~9": 2}
+    after.store.close()
 
 
 def test_a_silent_replica_gets_two_stand_ins_so_a_silent_stand_in_costs_nothing(tmp_path):
@@ -381,6 +448,42 @@ def test_tombstones_reaped_only_after_every_owner_agreed_later_and_grace(tmp_pat
     clock.t += 2 * ae.grace + 61
     ae.forget_old_reaps()  # the echo window closes: the memory does not grow forever
     assert not ae.recently_reaped
+    store.close()
+
+
+def test_the_reap_memory_survives_a_restart_and_expires_with_its_window(tmp_path):
+    """The reap memory is journaled in the handoff store: after a restart a late copy of the
+    deleted write is still retired, and the journal holds no hint (nothing to deliver)."""
+    clock, now_ms = Clock(), [5_000_000]
+    hints = HandoffStore(str(tmp_path / "h"), lambda: now_ms[0])
+    ae = AntiEntropy(4, clock, grace=10.0)
+    ae.journal = hints
+    store = LogStore(str(tmp_path / "t"), sync="none")
+    r = Replica("a", store)
+    put = r.coordinate(b"k", b"", b"doomed", wid=b"p" * 16)
+    tomb = r.coordinate(b"k", dvv.DVVSet.decode(put).context(), None, wid=b"d" * 16)
+    r.reap(b"k")
+    ae.note_reaped(b"k", vdigest(tomb), tomb)
+    hints.close()
+    now_ms[0] += 30_000  # restarted 30 s later
+    hints = HandoffStore(str(tmp_path / "h"), lambda: now_ms[0])
+    assert hints.owners() == [] and hints.backlog() == {}
+    after = AntiEntropy(4, clock, grace=10.0)
+    after.journal = hints
+    (key, ms, digest, version), = hints.reaps()
+    assert after.restore_reap(key, digest, (now_ms[0] - ms) / 1000, version)
+    r.reaped_version = after.reaped_version
+    retired: list = []
+    r.on_retired = lambda k, t: retired.append((k, t))
+    r.merge(b"k", put)  # the late copy: retired by the remembered tombstone, not stored
+    assert store.get(b"k") is None and retired == [(b"k", tomb)]
+    clock.t += after.echo_window + 1
+    after.forget_old_reaps()
+    assert not after.recently_reaped and hints.reaps() == []
+    hints.close()
+    hints = HandoffStore(str(tmp_path / "h"), lambda: now_ms[0])
+    assert hints.reaps() == []  # forgotten on disk too
+    hints.close()
     store.close()
 
 

@@ -681,3 +681,32 @@ def test_replaced_and_compacted_mappings_are_released(tmp_path):
     assert deleted == 0 and count <= 3
     assert all(s.get(b"k%d" % i) == v for i in range(1000))
     s.close()
+
+
+def test_closed_cleanly_tells_a_close_from_a_crash(tmp_path):
+    """A node takes a new dot id after an unclean shutdown (replica.py): the store says which
+    it was. A fresh store and one closed with close() are clean; one whose process died with
+    writes handed to the OS is not (a power loss then would have lost them)."""
+    d = str(tmp_path / "s")
+    s = LogStore(d, sync="none")
+    assert s.closed_cleanly
+    s.put(b"a", b"1")
+    s.close()
+    s = LogStore(d, sync="none")
+    assert s.closed_cleanly
+    s.close()
+    crash = textwrap.dedent(f"""
+        import os
+        from zkv.storage import LogStore
+        s = LogStore({d!r}, sync="none")
+        s.put(b"b", b"2")
+        s.write_out()
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", crash], check=True)
+    s = LogStore(d, sync="none")
+    assert not s.closed_cleanly and s.get(b"b") == b"2"
+    s.close()
+    s = LogStore(d, sync="none")
+    assert s.closed_cleanly
+    s.close()

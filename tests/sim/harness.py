@@ -52,6 +52,7 @@ class MemStore:
         self.data: dict[bytes, bytes] = {}
         self.tomb: set[bytes] = set()
         self.undo: list[tuple[bytes, bytes | None, bool]] = []  # since the last durable point
+        self.closed_cleanly = True  # LogStore's: False once the node crashed (set by the sim)
         self._hash: dict[bytes, int] = {}
 
     def _note(self, key: bytes) -> None:
@@ -243,10 +244,12 @@ class Sim:
             return
         core = sn.core
         cluster = core.membership.cluster
-        sn.saved = {"settings": dict(core.membership.settings),
+        sn.saved = {"dots": list(core.dots_base),  # cluster.json has it from the start
+                    "settings": dict(core.membership.settings),
                     "cluster": own.encode(cluster).hex() if cluster else None,
                     "members": [[m.id, m.listen, m.gossip, m.rack]
                                 for m in core.membership.table() if m.id != node_id]}
+        sn.store.closed_cleanly = False  # the next start sees an unclean shutdown
         if power_loss:
             lost = sn.store.power_loss() + sn.handoff_mem.power_loss()
             self.note(f"{node_id} loses power ({lost} unsynced writes gone)")
@@ -494,7 +497,9 @@ class Sim:
         return bad
 
     def hints_pending(self) -> int:
-        return sum(len(sn.handoff_mem) for sn in self.nodes.values())
+        """Hints not yet delivered (the handoff store's reap journal is not one)."""
+        return sum(len(sn.handoff_mem) - len(sn.core.handoff.reaped) if sn.core is not None
+                   else len(sn.handoff_mem) for sn in self.nodes.values())
 
 
 

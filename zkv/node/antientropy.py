@@ -21,6 +21,14 @@ therefore never bring the value back. Known limit (as in Dynamo/Riak): a hint ho
 *older* value whose delivery is delayed beyond the grace period could resurrect it; the grace
 period (default 60 s) is meant to exceed hint delivery time.
 
+Reap memory. A replica that reaped a tombstone remembers it for an echo window (2 x grace
++ 60 s): a copy of it coming back is ignored, a late copy of a write it deleted is retired,
+and a re-add continues above its dots (replica.py). The memory is journaled in the handoff
+store (`journal`) and restored at start: kept in memory only, a restart forgot it, and a
+late retry of a deleted put came back on the restarted owners while another owner still
+refused it (simulate.py --client core --loss 0.05 --dup 0.02 --partitions 4 --pauses 2
+--crashes 2 --power-losses 1, seeds 477, 559, 586: "deleted value came back").
+
 Namespaces (issue 15): a partition's owners depend on the namespace's N, so the node keeps
 one `AntiEntropy` per N (NodeCore.ae_for) and an exchange, a leaf listing or a pull is about
 the keys of one N only (`accept`: a predicate on the stored key); reaping asks the ring of
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import mmh3
 
@@ -52,6 +61,11 @@ def vdigest(encoded: bytes) -> bytes:
     return mmh3.hash_bytes(encoded)
 
 
+class ReapJournal(Protocol):
+    def remember_reap(self, key: bytes, digest: bytes, version: bytes) -> None: ...
+    def forget_reap(self, key: bytes) -> None: ...
+
+
 class AntiEntropy:
     def __init__(self, q_bits: int, clock: Callable[[], float], grace: float = 60.0) -> None:
         self.q_bits = q_bits
@@ -62,6 +76,10 @@ class AntiEntropy:
         self.agreed: dict[tuple[int, str], float] = {}  # (partition, peer) -> exchange start time
         # key -> (digest, when, the reaped tombstone's encoding)
         self.recently_reaped: dict[bytes, tuple[bytes, float, bytes]] = {}
+        # durable reap memory (handoff.HandoffStore's reap journal): remember_reap(key, digest,
+        # version) and forget_reap(key); None: in memory only
+        self.journal: ReapJournal | None = None
+        self.echo_window = 2 * grace + 60  # seconds a reap is remembered
         self.stats = {"exchanges": 0, "keys_repaired": 0, "bytes_sent": 0, "agreements": 0,
                       "reaped": 0}
 
@@ -142,12 +160,29 @@ class AntiEntropy:
         self.tombstones.pop(key, None)
         self.recently_reaped[key] = (digest, self.clock(), version)
         self.stats["reaped"] += 1
+        if self.journal is not None:
+            self.journal.remember_reap(key, digest, version)
+
+    def restore_reap(self, key: bytes, digest: bytes, age: float, version: bytes) -> bool:
+        """A journaled reap `age` seconds old, after a restart: remembered for the rest of its
+        echo window (False, and dropped from the journal, when that is over)."""
+        if age > self.echo_window:
+            if self.journal is not None:
+                self.journal.forget_reap(key)
+            return False
+        self.recently_reaped[key] = (digest, self.clock() - max(0.0, age), version)
+        return True
+
+    def _forget_reap(self, key: bytes) -> None:
+        del self.recently_reaped[key]
+        if self.journal is not None:
+            self.journal.forget_reap(key)
 
     def forget_old_reaps(self) -> None:
         """Drop reap memories past their echo window (called with the periodic reap pass)."""
-        horizon = self.clock() - (2 * self.grace + 60)
+        horizon = self.clock() - self.echo_window
         for key in [k for k, (_, when, _) in self.recently_reaped.items() if when < horizon]:
-            del self.recently_reaped[key]
+            self._forget_reap(key)
 
     def reaped_past(self, key: bytes) -> bytes | None:
         """The causal past of key's tombstone if this replica reaped it recently."""
@@ -166,8 +201,8 @@ class AntiEntropy:
         if hit is None:
             return False
         digest, when, _ = hit
-        if self.clock() - when > 2 * self.grace + 60:
-            del self.recently_reaped[key]
+        if self.clock() - when > self.echo_window:
+            self._forget_reap(key)
             return False
         return digest == vdigest(incoming)
 

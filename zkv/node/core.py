@@ -78,7 +78,7 @@ from zkv.node.membership import Membership, save_cluster
 from zkv.node.metrics import NodeMetrics
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.op import Op
-from zkv.node.replica import Replica
+from zkv.node.replica import Replica, b36
 from zkv.node.status import MetricsExport, status
 from zkv.node.transfer import Handover, Transfers, answer_fetch, drop_pass
 from zkv.storage import LogStore
@@ -205,6 +205,27 @@ class RelayOp(Op):
         super().on_timeout()
 
 
+def _dots_base(me: str, incarnation: int, saved, store) -> tuple[str, int]:
+    """The id this node's dots continue under, and the incarnation it was taken at (replica.py,
+    "Dots never repeat"): the saved one after a clean shutdown, the node id for a new store,
+    and a new one after an unclean shutdown, or when the saved one is missing or unreadable
+    while the store holds data (its dots may have been lost with the unsynced tail)."""
+    ok = (isinstance(saved, list) and len(saved) == 2 and isinstance(saved[0], str)
+          and (saved[0] == me or saved[0].startswith(me + "~")) and len(saved[0]) <= 128
+          and type(saved[1]) is int and 0 <= saved[1] <= incarnation)
+    new = f"{me}~{b36(incarnation)}"
+    if not getattr(store, "closed_cleanly", True):
+        log.warning("the store was not closed cleanly: this node's new dots go under %s", new)
+    elif ok:
+        return saved[0], saved[1]
+    elif len(store):
+        log.info("no saved dot id for a store holding data: this node's new dots go under %s",
+                 new)
+    else:
+        return me, 0
+    return new, incarnation
+
+
 class NodeCore:
     def __init__(self, cfg: NodeConfig, store: LogStore, handoff: HandoffStore, *,
                  incarnation: int, now: float, saved: dict | None = None,
@@ -218,7 +239,9 @@ class NodeCore:
         # the cluster never deletes through the engine except to reap, and the engine keeps
         # release marks in memory only: re-release what earlier lives reaped
         store.release_tombstones(store.tombstones())
-        self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, incarnation)
+        self.dots_base = _dots_base(cfg.id, incarnation, (saved or {}).get("dots"), store)
+        self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, incarnation,
+                               self.dots_base)
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.replica.on_siblings = self._on_siblings
         self.cluster_path = cluster_path
@@ -318,6 +341,8 @@ class NodeCore:
             Cluster: self._on_cluster, Fetch: self._on_fetch,
             NsCreate: self._on_ns_create, NsList: self._on_ns_list,
         }
+        if saved.get("dots") != list(self.dots_base):  # before this node issues a dot
+            self._save_cluster()
 
     # ---- the state machine's interface ------------------------------------------------------
     def now(self) -> float:
@@ -352,9 +377,16 @@ class NodeCore:
             assert group is not None
             n += group.rebuild((k, v) for k, v in self.store.items() if self._n_of(k) == gn)
         log.info("Merkle trees rebuilt over %d keys", n)
+        ae.journal = self.handoff
+        now_ms = self.handoff.wall_ms()
+        kept = sum(self._ae_key(key).restore_reap(key, digest, (now_ms - ms) / 1000, version)
+                   for key, ms, digest, version in self.handoff.reaps())
+        if kept:
+            log.info("%d reaped tombstone(s) remembered from before the restart", kept)
         self.replica.on_change.append(self._ae_on_change)
         self.replica.ignore = lambda k, v: self._ae_key(k).is_reaped_echo(k, v)
         self.replica.on_echo = self._reannounce_reap
+        self.replica.on_retired = self._push_reaped
         self.replica.reaped_past = lambda k: self._ae_key(k).reaped_past(k)
         self.replica.reaped_version = lambda k: self._ae_key(k).reaped_version(k)
 
@@ -374,6 +406,7 @@ class NodeCore:
         if ae is None:
             ae = self.ae_groups[n] = AntiEntropy(self.ae.q_bits, self.now,
                                                  grace=self.cfg.tombstone_grace)
+            ae.journal = self.handoff
         return ae
 
     def ae_groups_all(self) -> list[tuple[int, AntiEntropy]]:
@@ -412,6 +445,19 @@ class NodeCore:
         for peer in self.membership.ring(self._n_of(key)).preflist_for_key(key):
             if peer != self.me:
                 self.ask(peer, Reap(0, [key], [digest]), None)
+
+    def _push_reaped(self, key: bytes, tombstone: bytes) -> None:
+        """A late copy of a write a reaped tombstone deleted came in: its sender lost the
+        tombstone and the reap memory (a power loss under sync=none loses a node's whole
+        unsynced state) and serves the deleted value again, which this node refuses while
+        the sender's exchanges keep offering it. Send the other owners the tombstone: it
+        retires the copy there (rule R), and they reap it again once they agree. (The
+        simulator: replicas disagreeing, then the deleted value back once the reap memory
+        expired; --client core --loss 0.05 --dup 0.02 --partitions 4 --pauses 2 --crashes 2
+        --power-losses 1, seeds 477, 559, 586.)"""
+        for peer in self.membership.ring(self._n_of(key)).preflist_for_key(key):
+            if peer != self.me:
+                self.ask(peer, RPut(0, key, tombstone), None)
 
     def handle(self, source: tuple[str, object], msgs: list, now: float,
                role: str | None = None) -> Outbox:
@@ -789,7 +835,8 @@ class NodeCore:
 
     def _save_cluster(self) -> None:
         if self.cluster_path:
-            save_cluster(self.cluster_path, self.membership, self.namespaces.to_builtins())
+            save_cluster(self.cluster_path, self.membership, self.namespaces.to_builtins(),
+                         list(self.dots_base))
 
     # ---- namespaces (issue 15) --------------------------------------------------------------
     def _registry(self, saved: object) -> Registry:

@@ -14,6 +14,14 @@ Hint record (the LogStore value), format version 1:
     created_ms   u64 LE  wall-clock ms when the first version for (owner, key) arrived
     dvv          rest    the encoded DVV set
 LogStore key: owner id (utf-8) + b"\\x00" + key (owner ids never contain NUL).
+
+The same store keeps the reap journal (antientropy.py, "reap memory"): under the reserved
+owner "~reaped" (no node id has a "~"), one record per tombstone this node reaped recently,
+so the memory that keeps late copies of deleted writes out survives a restart. Format 1:
+    version      u8      1
+    reaped_ms    u64 LE  wall-clock ms of the reap
+    digest       16 B    antientropy.vdigest of the reaped tombstone
+    dvv          rest    the reaped tombstone (encoded DVV set)
 """
 
 from __future__ import annotations
@@ -22,11 +30,15 @@ import struct
 from collections.abc import Callable
 
 from zkv._core import dvv
+from zkv.errors import ZkvError
 from zkv.storage import LogStore
 from zkv.wire import DEFAULT_MAX_KEY, DEFAULT_MAX_VALUE
 
 _HEAD = struct.Struct("<BQ")  # version u8, created_ms u64 = 9 bytes
 HINT_VERSION = 1
+REAPED = "~reaped"  # the reap journal's reserved owner
+_REAP = struct.Struct("<BQ16s")  # version u8, reaped_ms u64, digest 16 bytes = 25 bytes
+REAP_VERSION = 1
 ENGINE_MAX_KEY = 65536  # LogStore's largest key
 MAX_OWNER = 255  # bytes of an owner id in a hint's key (node ids are at most 64 characters)
 
@@ -47,10 +59,14 @@ class HandoffStore:
         self.wall_ms = wall_ms
         # owner -> {key: (created_ms, size)}: the backlog, rebuilt from the store on start
         self.index: dict[str, dict[bytes, tuple[int, int]]] = {}
+        self.reaped: set[bytes] = set()  # keys the reap journal holds
         self.store.release_tombstones(self.store.tombstones())  # delivered hints: drop for good
+        reaped = REAPED.encode()
         for skey, value in self.store.items():
             owner, _, key = skey.partition(b"\x00")
-            if len(value) >= _HEAD.size and value[0] == HINT_VERSION:
+            if owner == reaped:
+                self.reaped.add(key)
+            elif len(value) >= _HEAD.size and value[0] == HINT_VERSION:
                 created = _HEAD.unpack_from(value)[1]
                 self.index.setdefault(owner.decode(), {})[key] = (created, len(value))
 
@@ -97,6 +113,35 @@ class HandoffStore:
         self.store.release_tombstones([skey])
         self.index.get(owner, {}).pop(key, None)
         return True
+
+    # ---- the reap journal ---------------------------------------------------------------
+    def remember_reap(self, key: bytes, digest: bytes, version: bytes) -> None:
+        try:
+            self.store.put(self._skey(REAPED, key),
+                           _REAP.pack(REAP_VERSION, self.wall_ms(), digest[:16]) + version)
+        except (ValueError, ZkvError):  # too large to journal: remembered until a restart
+            return
+        self.reaped.add(key)
+
+    def forget_reap(self, key: bytes) -> None:
+        if key in self.reaped:
+            self.reaped.discard(key)
+            skey = self._skey(REAPED, key)
+            self.store.delete(skey)
+            self.store.release_tombstones([skey])
+
+    def reaps(self) -> list[tuple[bytes, int, bytes, bytes]]:
+        """(key, reaped_ms, digest, tombstone) of every journaled reap (unreadable records:
+        dropped)."""
+        out = []
+        for key in list(self.reaped):
+            raw = self.store.get(self._skey(REAPED, key))
+            if raw and len(raw) > _REAP.size and raw[0] == REAP_VERSION:
+                _, ms, digest = _REAP.unpack_from(raw)
+                out.append((key, ms, digest, raw[_REAP.size:]))
+            else:
+                self.forget_reap(key)
+        return out
 
     def backlog(self, now_ms: int | None = None) -> dict[str, dict]:
         now_ms = self.wall_ms() if now_ms is None else now_ms

@@ -420,10 +420,12 @@ def load_cluster(path: str) -> dict:
     return doc
 
 
-def save_cluster(path: str, membership: Membership, namespaces: list | None = None) -> None:
-    """Write settings, the other members and the namespace registry (issue 15: a list of
-    dicts, `Registry.to_builtins()`; validated on load by the node) atomically (temp file +
-    rename); only member records that pass validation are written."""
+def save_cluster(path: str, membership: Membership, namespaces: list | None = None,
+                 dots: list | None = None) -> None:
+    """Write settings, the other members, the namespace registry (issue 15: a list of
+    dicts, `Registry.to_builtins()`; validated on load by the node) and the id this node's
+    dots go under (`dots`: [id, since], replica.py) atomically (temp file + rename); only
+    member records that pass validation are written."""
     me = membership.me.id
     doc = {
         "settings": membership.settings,
@@ -433,6 +435,8 @@ def save_cluster(path: str, membership: Membership, namespaces: list | None = No
     }
     if namespaces is not None:
         doc["namespaces"] = namespaces
+    if dots is not None:
+        doc["dots"] = dots
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(doc, fh)

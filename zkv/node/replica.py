@@ -16,17 +16,31 @@ coordinates with the reaped tombstone's causal past added to its context (`reape
 its new dot is above every dot the old key had, and stale copies of deleted versions are
 covered by it.
 
-Stand-in writes issue dots under ids of their own. A node standing in for an unreachable
-owner keeps the version as a hint, and deletes it once the owner has it. If its next
-stand-in write for that key took a dot under the node's own id, the counter would restart
-from what it still holds (nothing, or an older copy) and repeat the dot it issued for the
-delivered hint: the owner would take the new value for the one it already has and drop it
-(the simulator lost an acknowledged N=1 write that way: membership, spaces, faults, seed 22).
-So a stand-in write's dot is issued under "<node id>~<incarnation>.<n>" ("~" is not allowed in
-node ids, so no member has such an id). It continues one such id only while the hint for that
-owner holds the last dot this process issued under it (`_issued`); otherwise (the hint was
-delivered, or the node restarted) it takes a new one. A key's clock grows by one entry per
-such episode, during failures only.
+Dots never repeat, also where the node forgot its own (the riak_kv design: a vnode id that
+changes after an unclean shutdown, plus per-key epochs). A new dot continues the counter of
+an id in the version the node holds for the key, which is safe only if that version holds
+the last dot the node issued under that id. It may not:
+- the node holds nothing for the key: it reaped the tombstone and restarted (the reap memory
+  is in memory only), handed the partition away, or is a new key (it cannot tell which);
+- its unsynced tail was lost (a power loss; an unclean shutdown is all a start can see);
+- it stood in for an owner and its hint was delivered and deleted.
+Restarting a counter repeats a dot that copies elsewhere still name, and the replicas drop
+the new write as already seen (the simulator lost acknowledged writes each way: an N=1 write
+whose stand-in had delivered its hint, membership with spaces under faults, seed 22; a re-add
+after a reap, a crash and a power loss, `simulate.py --seed 289 --client core --loss 0.05
+--dup 0.02 --partitions 4 --pauses 2 --crashes 2 --power-losses 1`). So:
+- the node's *base* id (`base`) is its node id until a start after an unclean shutdown, which
+  takes "<node id>~<incarnation>" (saved in cluster.json, kept until the next unclean one);
+  a write continues it when the held version names it;
+- a write whose held version names neither the base id nor an id minted for a key since the
+  base was taken ("<node id>~<incarnation>.<n>") gets a new such id: one more clock entry
+  per key per such start, nothing per ordinary write;
+- a stand-in write (the hint store) takes its own ids ("<node id>~<incarnation>h<n>") and
+  continues one only while the owner's hint holds the last dot this process issued under it
+  (`_issued`).
+All in base 36. "~" is not allowed in node ids, so no member's id is ever one of these.
+Known limit: a key reaped and then written again in one process lifetime, the reap memory
+expired, may still meet a stale copy naming the minted id; the grace period bounds it.
 
 Late copies of deleted writes. A put retried through another coordinator exists as two
 copies (one write id, two dots); the tombstone that deleted one copy lists the write id as
@@ -58,13 +72,30 @@ from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.replica")
 MAX_STANDIN_IDS = 100_000  # stand-in ids whose last counter is remembered (~10 MB at most)
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def b36(n: int) -> str:
+    """n >= 0 in base 36 (0-9a-z): the short ids of replica.py's dots."""
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = _DIGITS[d] + out
+        if not n:
+            return out
 
 
 class Replica:
     def __init__(self, node_id: str, store: LogStore, handoff: HandoffStore | None = None,
-                 sibling_warn: int = 25, incarnation: int = 0) -> None:
+                 sibling_warn: int = 25, incarnation: int = 0,
+                 base: tuple[str, int] | None = None) -> None:
         self.node_id = node_id
-        self._standin_ids = (f"{node_id}~{incarnation:x}.{n:x}" for n in itertools.count(1))
+        # (the base id, the incarnation it was taken at: key ids minted since are continued)
+        self.base_id, self.base_since = base or (node_id, 0)
+        self._mint = f"{node_id}~"
+        life = b36(incarnation)
+        self._key_ids = (f"{node_id}~{life}.{b36(n)}" for n in itertools.count(1))
+        self._hint_ids = (f"{node_id}~{life}h{b36(n)}" for n in itertools.count(1))
         self._issued: dict[str, int] = {}  # stand-in id -> the last counter issued under it
         # key -> the context (causal past) of its tombstone, if it was reaped recently
         self.reaped_past: Callable[[bytes], bytes | None] | None = None
@@ -81,6 +112,8 @@ class Replica:
         self.ignore: Callable[[bytes, bytes], bool] | None = None
         # called with each ignored echo: the sender still holds a tombstone we reaped
         self.on_echo: Callable[[bytes, bytes], None] | None = None
+        # called with (key, reaped tombstone) when a reap retired (some of) an incoming copy
+        self.on_retired: Callable[[bytes, bytes], None] | None = None
 
     def handoff_store(self) -> HandoffStore:
         if self.handoff is None:
@@ -123,11 +156,36 @@ class Replica:
         dead = self._dead_write(key, old, context, value, wid)
         if dead is not None:
             return dead
-        new = dvv.update_encoded(old, self._fresh(key, old, context), value, self.node_id, wid)
+        actor = self._actor(old)
+        new = dvv.update_encoded(old, self._fresh(key, old, context), value, actor, wid)
         if is_lww(key):
             new = dvv.lww_encoded(new)
         self._store(key, old, new)
         return new
+
+    def _actor(self, held: bytes | None) -> str:
+        """The id an owner's write issues its dot under (module docstring): the base id if
+        `held` names it, else a key id minted since the base was taken, else a new one."""
+        if held is None:
+            return next(self._key_ids)
+        vector = dvv.DVVSet.decode(held).vector()
+        if self.base_id in vector:
+            return self.base_id
+        best, best_at = "", (-1, -1)
+        for actor in vector:
+            if actor.startswith(self._mint):
+                at = self._minted_at(actor)
+                if at is not None and at[0] >= self.base_since and at > best_at:
+                    best, best_at = actor, at
+        return best or next(self._key_ids)
+
+    def _minted_at(self, actor: str) -> tuple[int, int] | None:
+        """(incarnation, n) of a key id this node minted ("<id>~<inc>.<n>"); None otherwise."""
+        life, dot, n = actor[len(self._mint):].partition(".")
+        try:
+            return (int(life, 36), int(n, 36)) if dot else None
+        except ValueError:
+            return None
 
     def _standin_actor(self, hint: bytes) -> str:
         """The id a stand-in write's dot is issued under: the one whose last dot the hint for
@@ -136,7 +194,7 @@ class Replica:
             for actor, counter in dvv.DVVSet.decode(hint).vector().items():
                 if self._issued.get(actor) == counter:
                     return actor
-        return next(self._standin_ids)
+        return next(self._hint_ids)
 
     def _note_issued(self, actor: str, new: bytes) -> None:
         if len(self._issued) >= MAX_STANDIN_IDS:  # forgetting them only costs new ids
@@ -189,6 +247,8 @@ class Replica:
         past = self._reaped(key, old)
         if past is not None:
             new = self._after_reap(past, incoming)
+            if new is not incoming and self.on_retired is not None:
+                self.on_retired(key, past)  # its sender still holds what the reap retired
             if new is None:
                 return incoming  # only what the reaped tombstone covers or retires
         else:

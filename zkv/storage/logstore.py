@@ -49,7 +49,14 @@ from zkv._core.keydir import KeyDir
 from zkv.errors import CorruptRecord, InvalidRequest
 from zkv.storage.hints import hints_size, read_hints, write_hints
 from zkv.storage.lock import DirLock
-from zkv.storage.segment import TMP_SUFFIX, Segment, fsync_dir, hint_name, parse_name
+from zkv.storage.segment import (
+    TMP_SUFFIX,
+    Segment,
+    data_name,
+    fsync_dir,
+    hint_name,
+    parse_name,
+)
 
 log = logging.getLogger("zkv.storage")
 
@@ -184,6 +191,10 @@ class LogStore:
                     os.unlink(os.path.join(self.path, f"seg-{name[0]:010d}-{name[1]:04d}.hint"))
                 del files[name]
         ordered = sorted(files)
+        # the last close wrote the newest segment's hints (an empty newest segment: nothing
+        # to lose): False after a crash, kill -9 or power loss, whose unsynced tail may be gone
+        self.closed_cleanly = not ordered or "hint" in files[ordered[-1]] or os.path.getsize(
+            os.path.join(self.path, data_name(ordered[-1]))) == 0
         if ordered:
             self._next_major = ordered[-1][0] + 1
         corrupt: list[bytes] = []
