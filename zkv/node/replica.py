@@ -20,8 +20,9 @@ Dots never repeat, also where the node forgot its own (the riak_kv design: a vno
 changes after an unclean shutdown, plus per-key epochs). A new dot continues the counter of
 an id in the version the node holds for the key, which is safe only if that version holds
 the last dot the node issued under that id. It may not:
-- the node holds nothing for the key: it reaped the tombstone and restarted (the reap memory
-  is in memory only), handed the partition away, or is a new key (it cannot tell which);
+- the node holds nothing for the key: it reaped the tombstone and lost the reap memory (it
+  expired, or its journal went with a power loss), handed the partition away, or it is a
+  new key (it cannot tell which);
 - its unsynced tail was lost (a power loss; an unclean shutdown is all a start can see);
 - it stood in for an owner and its hint was delivered and deleted.
 Restarting a counter repeats a dot that copies elsewhere still name, and the replicas drop
