@@ -10,7 +10,9 @@ both alike. Reported: p50 of each side, and the median of the per-round ratios n
     python benchmarks/compare_rtt.py --old-python /path/to/old/venv/bin/python \\
         --old-src /path/to/old/checkout [--rounds 3000]
 
-Each side starts a 3-node LocalCluster (loopback, free ports) from its own checkout, writes
+Each side starts a 3-node LocalCluster (loopback, free ports) from its own checkout (its
+nodes import zkv from the checkout when its extensions are built there, e.g. an editable
+install; else from what that python has installed), writes
 the key at W=3, and then answers the driver's commands on stdin: "g" (a get at R=2) or "p"
 (a put at W=2 carrying the previous put's context), one line each, with the elapsed
 nanoseconds. The same 1 KiB value and 16-byte key as bench_cluster.py.
@@ -19,6 +21,7 @@ nanoseconds. The same 1 KiB value and 16-byte key as bench_cluster.py.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import random
 import statistics
@@ -57,6 +60,10 @@ with tempfile.TemporaryDirectory() as d:
 
 def _side(python: str, src: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if glob.glob(os.path.join(src, "zkv", "_core", "*.so")):
+        # a checkout with its extensions built in place: its nodes (started by LocalCluster
+        # as `python -P -m zkv.node`) run its code too, not whatever zkv `python` has installed
+        env["PYTHONPATH"] = src
     p = subprocess.Popen([python, "-P", "-c", CHILD, src], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
     assert p.stdout is not None
