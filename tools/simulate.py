@@ -2,6 +2,9 @@
 
     python tools/simulate.py --seed 11 --loss 0.02 --partitions 2   # replay one run
     python tools/simulate.py --seeds 10000 --loss 0.02 --crashes 1   # many seeds, long
+    python tools/simulate.py --scenario membership --spaces pairs:2,single:1 --seeds 40 \
+        --loss 0.02 --dup 0.01 --partitions 1 --pauses 1 --crashes 1 --start 1 --end 8
+                                       # 3 -> 5 -> 4 nodes under faults (or --scenario replace)
     python tools/simulate.py --load                                  # the harness's speed
     python tools/simulate.py --scale 10,25,50,100 --out scale.png    # gossip + ring at scale
 
@@ -21,7 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from sim.harness import Faults  # noqa: E402
-from sim.scenario import gossip_rounds, load, ring_stats, run  # noqa: E402
+from sim.scenario import gossip_rounds, load, membership, ring_stats, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
                     "simulator's own client (random node, fail over on silence); core: "
                     "zkv.client's ClientCore (ring routing, hedged tries), driven on the "
                     "virtual clock")
+    ap.add_argument("--scenario", choices=["run", "membership", "replace"], default="run",
+                    help="run: carts, blind writes, deletes and re-adds on --nodes nodes; "
+                    "membership: 3 -> 5 -> 4 nodes with writers and readers all along; "
+                    "replace: the same with n2 replaced by a new node")
+    ap.add_argument("--spaces", default="", help="membership/replace: namespaces created "
+                    "first, NAME:N,... (e.g. pairs:2,single:1)")
     for name, value in vars(Faults()).items():
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = ap.parse_args(argv)
@@ -60,8 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     ops = ok = 0
     cpu = time.process_time()
+    spaces = {name: int(n) for name, _, n in (x.partition(":") for x in args.spaces.split(",")
+                                               if x)}
+    if args.scenario != "run":
+        logging.disable(logging.WARNING)  # a membership run logs every transfer step
     for seed in seeds:
-        rep = run(seed, faults, nodes=args.nodes, ops_per_client=args.ops, client=args.client)
+        if args.scenario == "run":
+            rep = run(seed, faults, nodes=args.nodes, ops_per_client=args.ops,
+                      client=args.client)
+        else:
+            rep = membership(seed, faults, spaces=spaces or None, client=args.client,
+                             replace=args.scenario == "replace")
         ops += rep.ops
         ok += rep.ok_ops
         if args.seed is not None:

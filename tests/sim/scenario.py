@@ -55,12 +55,15 @@ class Report:
     log: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     client: str = "sim"
+    scenario: str = ""  # tools/simulate.py's arguments naming a scenario other than run()
 
     @property
     def command(self) -> str:
         extra = self.faults.argv()
         if self.client != "sim":
             extra = f"--client {self.client} {extra}".strip()
+        if self.scenario:
+            extra = f"{self.scenario} {extra}".strip()
         return f"python tools/simulate.py --seed {self.seed}" + (f" {extra}" if extra else "")
 
 
@@ -409,7 +412,10 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     sim.run_until(sim.t + 2.0)
     key_list = sorted(acked)
     settle_time = _converge(sim, key_list, settle)
-    rep = Report(seed, faults, log=sim.log, stats=dict(sim.stats), settle_time=settle_time)
+    rep = Report(seed, faults, log=sim.log, stats=dict(sim.stats), settle_time=settle_time,
+                 client=client, scenario=f"--scenario {'replace' if replace else 'membership'}"
+                 + (" --spaces " + ",".join(f"{k}:{v}" for k, v in sorted(spaces.items()))
+                    if spaces else ""))
     rep.ops = len(sim.history.events)
     rep.ok_ops = sum(1 for e in sim.history.events if e.ok)
     v = rep.violations

@@ -300,3 +300,24 @@ def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     for key in acked:
         for owner in sim.owners(key):
             assert b"v" in live_values(sim.held(owner, key)), (key, owner)
+
+
+def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsys):
+    """tools/simulate.py --scenario membership: the sweep that found seed 22 is one command,
+    and a failure's replay line names the scenario, its namespaces and the faults."""
+    import importlib.util
+    import pathlib
+
+    from sim.scenario import Report
+
+    path = pathlib.Path(__file__).parents[2] / "tools" / "simulate.py"
+    spec = importlib.util.spec_from_file_location("simulate_cli", path)
+    assert spec is not None and spec.loader is not None
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["--scenario", "membership", "--spaces", "pairs:2", "--seeds", "1"]) == 0
+    assert "1 seed(s), 0 failed" in capsys.readouterr().out
+    rep = Report(22, Faults(loss=0.02, start=1.0, end=8.0), client="core",
+                 scenario="--scenario membership --spaces pairs:2,single:1")
+    assert rep.command.startswith("python tools/simulate.py --seed 22 --scenario membership "
+                                  "--spaces pairs:2,single:1 --client core --loss 0.02")
