@@ -306,6 +306,7 @@ def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsy
     """tools/simulate.py --scenario membership: the sweep that found seed 22 is one command,
     and a failure's replay line names the scenario, its namespaces and the faults."""
     import importlib.util
+    import logging
     import pathlib
 
     from sim.scenario import Report
@@ -315,7 +316,10 @@ def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsy
     assert spec is not None and spec.loader is not None
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    assert cli.main(["--scenario", "membership", "--spaces", "pairs:2", "--seeds", "1"]) == 0
+    try:
+        assert cli.main(["--scenario", "membership", "--spaces", "pairs:2", "--seeds", "1"]) == 0
+    finally:
+        logging.disable(logging.NOTSET)  # the CLI silences warnings process-wide
     assert "1 seed(s), 0 failed" in capsys.readouterr().out
     rep = Report(22, Faults(loss=0.02, start=1.0, end=8.0), client="core",
                  scenario="--scenario membership --spaces pairs:2,single:1")
