@@ -255,8 +255,11 @@ def live(tmp_path):
     d.setsockopt(zmq.LINGER, 0)
     d.connect(cfg.listen)
 
-    def ask(payload: bytes, expect: int) -> list:
-        d.send(payload)
+    def ask(payload: bytes | list[bytes], expect: int) -> list:
+        if isinstance(payload, list):
+            d.send_multipart(payload)  # a request in several ZeroMQ parts
+        else:
+            d.send(payload)
         got: list = []
         for _ in range(400 if expect else 50):  # nothing expected: half a second of turns
             node.turn(max_wait=0.01)
@@ -293,6 +296,10 @@ def test_a_malformed_batch_is_dropped_whole_and_counted_at_the_node(live):
     assert "wire version 2 not supported" in refusal.message
     assert _malformed(node) == before + 2
     assert node.core.store.get(b"a") is None
+    # a request in two ZeroMQ parts: refused, named, counted
+    (refusal,) = ask([wire.encode([wire.RingInfo(4)]), b"extra"], 1)
+    assert refusal.rid == 0 and "2 message parts, expected 1" in refusal.message
+    assert _malformed(node) == before + 3
     # the connection still works
     replies = ask(wire.encode([wire.Put(5, b"a", b"v", w=1), wire.RingInfo(6)]), 2)
     assert [type(m) for m in replies] == [wire.PutOk, wire.RingOk]

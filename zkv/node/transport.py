@@ -194,8 +194,8 @@ class Node:
             seen(frames[0], zframes[-1].get(zmq.SRCFD))
             if secure and role is None:  # cannot happen behind ZAP; never serve it
                 continue
-            if len(frames) != 2:
-                core.malformed(frames[0] if frames else b"?", f"{len(frames)} frames")
+            if len(frames) != 2:  # a ROUTER frame always starts with the identity
+                core.refuse_frame(frames[0], f"{len(frames) - 1} message parts, expected 1")
                 continue
             ident, payload = frames
             if role != "peer" and secure and ident.startswith(b"peer:"):
