@@ -477,6 +477,11 @@ def test_the_reap_memory_survives_a_restart_and_expires_with_its_window(tmp_path
     r.on_retired = lambda k, t: retired.append((k, t))
     r.merge(b"k", put)  # the late copy: retired by the remembered tombstone, not stored
     assert store.get(b"k") is None and retired == [(b"k", tomb)]
+    # re-added since, the key still refuses it (a late hint after the re-add: sim seed 516)
+    reborn = r.coordinate(b"k", b"", b"reborn", wid=b"r" * 16)
+    r.merge(b"k", put)
+    assert dvv.DVVSet.decode(store.get(b"k")).values() == [b"reborn"]
+    assert dvv.DVVSet.decode(reborn).values() == [b"reborn"] and len(retired) == 2
     clock.t += after.echo_window + 1
     after.forget_old_reaps()
     assert not after.recently_reaped and hints.reaps() == []

@@ -219,6 +219,14 @@ def test_power_losses_under_heavy_faults_keep_every_promise(seed):
                             power_losses=1), client="core"))
 
 
+# Seed 516 (the simulator's own client): a hint of the deleted put, delivered after the key
+# was reaped and written again, came back beside the re-add; the reap memory now judges
+# incoming copies also when the key is held again
+def test_a_late_hint_of_a_deleted_write_after_the_re_add_stays_deleted():
+    _check(run(516, Faults(loss=0.05, dup=0.02, partitions=4, pauses=2, crashes=2,
+                           power_losses=1)))
+
+
 # seeds 2, 18 and 20 lost an N=1 or N=2 write: an uncounted copy whose coordinator was the
 # pending owner standing in (it kept only a hint), and a hint delivered to the old owner after
 # the pending owner's verify; fixed by extras including stand-in owners and the handover.

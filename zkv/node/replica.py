@@ -48,10 +48,11 @@ copies (one write id, two dots); the tombstone that deleted one copy lists the w
 retired, and dvv's rule R retires the other copy wherever the two meet. Once the tombstone
 is reaped that memory would be gone, yet a copy can still be created afterwards (a forward
 that kept trying candidates, a paused node's backlog). So while the reap is remembered
-(`reaped_version`, the same window as the echo check) a key absent here is judged against
-the reaped tombstone: an incoming version loses its siblings whose write id the tombstone
-lists as retired (dropped if none is left), and a write that the tombstone's rule R makes a
-no-op creates no dot.
+(`reaped_version`, the same window as the echo check) an incoming version is judged against
+the reaped tombstone, whether the key is absent here or was written again since (a late hint
+arriving after a re-add): it loses its siblings whose write id the tombstone lists as
+retired (dropped if none is left); and a write to an absent key that the tombstone's rule R
+makes a no-op creates no dot.
 
 Last writer wins (issue 15). A stored key of an `lww` namespace (`namespaces.key_settings`)
 is collapsed with `dvv.lww` after every local write and merge, so the main store holds at
@@ -245,13 +246,18 @@ class Replica:
             if self.on_echo is not None:
                 self.on_echo(key, incoming)
             return incoming
-        past = self._reaped(key, old)
+        # judged against a recently reaped tombstone also when the key was written again
+        # since: a late hint of a deleted write arrived after the re-add and came back beside
+        # it (simulate.py --seed 516 --loss 0.05 --dup 0.02 --partitions 4 --pauses 2
+        # --crashes 2 --power-losses 1)
+        past = self.reaped_version(key) if self.reaped_version is not None else None
         if past is not None:
-            new = self._after_reap(past, incoming)
-            if new is not incoming and self.on_retired is not None:
+            kept = self._after_reap(past, incoming)
+            if kept is not incoming and self.on_retired is not None:
                 self.on_retired(key, past)  # its sender still holds what the reap retired
-            if new is None:
-                return incoming  # only what the reaped tombstone covers or retires
+            if kept is None:
+                return incoming  # only what the reaped tombstone retires
+            new = kept if old is None else dvv.sync_encoded(old, kept)
         else:
             new = dvv.sync_encoded(old, incoming)
         if is_lww(key):
