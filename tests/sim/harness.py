@@ -36,7 +36,7 @@ from zkv.config import NodeConfig
 from zkv.errors import ZkvError
 from zkv.node import ownership as own
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
-from zkv.node.handoff import HandoffStore
+from zkv.node.handoff import REAPED, HandoffStore
 from zkv.node.membership import copy_member
 from zkv.node.namespaces import key_settings
 from zkv.wire import Delete, Error, Get, GetOk, Put, PutOk
@@ -497,9 +497,11 @@ class Sim:
         return bad
 
     def hints_pending(self) -> int:
-        """Hints not yet delivered (the handoff store's reap journal is not one)."""
-        return sum(len(sn.handoff_mem) - len(sn.core.handoff.reaped) if sn.core is not None
-                   else len(sn.handoff_mem) for sn in self.nodes.values())
+        """Hints not yet delivered (the handoff store's reap journal is not one), also on a
+        node that is down."""
+        journal = REAPED.encode() + b"\x00"
+        return sum(1 for sn in self.nodes.values() for k in sn.handoff_mem.data
+                   if not k.startswith(journal))
 
 
 
