@@ -529,8 +529,9 @@ class History:
 Workload = Generator[tuple, Result, None]
 
 
-def _workload_step(client, result: Result | None) -> tuple | None:
-    """Advance `client`'s workload with `result`: its next request, or None when it has
+def _workload_step(client, result: Result | None) -> tuple[tuple, Event] | None:
+    """Advance `client`'s workload with `result`: its next request as (op, key, a, b, c),
+    the optional arguments None when not given, and its history event; or None when it has
     finished (`client.done`) or asked to sleep (it is resumed later with an ok Result)."""
     try:
         req = client.gen.send(result) if result is not None else next(client.gen)
@@ -540,7 +541,9 @@ def _workload_step(client, result: Result | None) -> tuple | None:
     if req[0] == "sleep":
         client.sim.at(client.sim.t + req[1], client._next, Result(True))
         return None
-    return req
+    op, key = req[0], req[1]
+    ev = Event(client.name, op, key, req[2] if op == "put" else None, client.sim.t)
+    return (tuple(req) + (None,) * 5)[:5], ev
 
 
 class SimClient:
@@ -570,21 +573,19 @@ class SimClient:
         sim.at(sim.t, self._next, None)
 
     def _next(self, result: Result | None) -> None:
-        req = _workload_step(self, result)
-        if req is None:
+        step = _workload_step(self, result)
+        if step is None:
             return
-        op, key = req[0], req[1]
-        ev = Event(self.name, op, key, req[2] if op == "put" else None, self.sim.t)
+        (op, key, a, b, c), ev = step
         wid = self.sim.rng.randbytes(16)
         if op == "get":
-            msg = Get(0, key, req[2] if len(req) > 2 else 0)
+            msg = Get(0, key, a or 0)
         elif op == "put":
-            msg = Put(0, key, req[2], req[3] if len(req) > 3 else b"", req[4] if len(req) > 4 else 0)
+            msg = Put(0, key, a, b or b"", c or 0)
             msg.wid = wid
             msg.floor = self.stamp_floor
         else:
-            msg = Delete(0, key, req[2] if len(req) > 2 else b"", req[3] if len(req) > 3 else 0,
-                         wid)
+            msg = Delete(0, key, a or b"", b or 0, wid)
         self._try(ev, msg, self.sim.t + self.timeout, set())
 
     def _try(self, ev: Event, msg, deadline: float, tried: set[str]) -> None:
@@ -686,20 +687,17 @@ class CoreClient:
         sim.at(sim.t, self._next, None)
 
     def _next(self, result: Result | None) -> None:
-        req = _workload_step(self, result)
-        if req is None:
+        step = _workload_step(self, result)
+        if step is None:
             return
-        op, key = req[0], req[1]
-        self.ev = Event(self.name, op, key, req[2] if op == "put" else None, self.sim.t)
+        (op, key, a, b, c), self.ev = step
         core, ns = self.core, self.namespace or "default"
         if op == "get":
-            self.plan = core.get(key, req[2] if len(req) > 2 else None, namespace=ns)
+            self.plan = core.get(key, a, namespace=ns)
         elif op == "put":
-            self.plan = core.put(key, req[2], req[3] if len(req) > 3 else None,
-                                 req[4] if len(req) > 4 else None, namespace=ns)
+            self.plan = core.put(key, a, b, c, namespace=ns)
         else:
-            self.plan = core.delete(key, req[2] if len(req) > 2 else None,
-                                    req[3] if len(req) > 3 else None, namespace=ns)
+            self.plan = core.delete(key, a, b, namespace=ns)
         self._resume(None, first=True)
 
     def _resume(self, answer, first: bool = False) -> None:
