@@ -214,7 +214,7 @@ def _dots_base(me: str, incarnation: int, saved, store) -> tuple[str, int]:
           and (saved[0] == me or saved[0].startswith(me + "~")) and len(saved[0]) <= 128
           and type(saved[1]) is int and 0 <= saved[1] <= incarnation)
     new = f"{me}~{b36(incarnation)}"
-    if not getattr(store, "closed_cleanly", True):
+    if not store.closed_cleanly:
         log.warning("the store was not closed cleanly: this node's new dots go under %s", new)
     elif ok:
         return saved[0], saved[1]
