@@ -240,6 +240,37 @@ def test_membership_change_moves_every_namespace_n_under_faults(seed):
                                    start=1.0, end=8.0), spaces=SPACES))
 
 
+# Seed 9 (namespaces, a power loss): the leaver ran on after the turn that decided to exit,
+# took the only copy of an N=1 write as a stand-in, and left with it. A node now stops at
+# that turn in the simulator, as its transport does. (Seeds 7, 21 and 36 of the same sweep
+# lost N=1 writes to the power loss of their only holder: sync="none", excused.)
+@pytest.mark.parametrize("seed", [7, 9])
+def test_membership_change_with_namespaces_and_a_power_loss(seed):
+    from sim.scenario import membership
+
+    _check(membership(seed, Faults(loss=0.03, dup=0.02, partitions=2, pauses=1, crashes=1,
+                                   power_losses=1, start=1.0, end=8.0), spaces=SPACES))
+
+
+def test_a_power_loss_excuses_only_values_no_other_node_holds():
+    from zkv._core import dvv
+
+    sim = Sim(1, 3)
+    one = dvv.update(None, b"", b"only-n1", "n1").encode()
+    both = dvv.update(None, b"", b"on-n1-and-n2", "n1").encode()
+    sim.nodes["n1"].store.put(b"k1", one)
+    sim.nodes["n1"].store.put(b"k2", both)
+    sim.nodes["n2"].store.put(b"k2", both)
+    sim.nodes["n2"].store.flush()
+    hint = dvv.update(None, b"", b"hinted-n1", "n1").encode()
+    sim.nodes["n1"].handoff_mem.put(b"n3\x00k3", bytes(9) + hint)  # a hint for n3
+    sim.crash("n1", power_loss=True)
+    assert sim.power_lost == {b"k1": {b"only-n1"}, b"k3": {b"hinted-n1"}}
+    assert "3 unsynced writes gone, 2 values held nowhere else" in sim.log[-1]
+    assert sim.nodes["n1"].store.get(b"k1") is None
+    assert sim.nodes["n2"].store.get(b"k2") == both  # the other copy: not excused, not lost
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_replace_moves_only_the_old_nodes_share(seed):
     """n6 joins (auto-commit) and then replaces n2: it is placed where n2 was, exactly n2's
@@ -284,7 +315,7 @@ def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     down = None
     most = 0
     start = sim.t
-    while sim.t < start + 50 and not sim.nodes["n2"].core.exit_requested:
+    while sim.t < start + 50 and sim.nodes["n2"].exited is None:
         sim.run_until(sim.t + 0.02)
         for x in ("n3", "n4", "n5"):
             core = sim.nodes[x].core
@@ -296,13 +327,11 @@ def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
                 sim.crash(x)  # its share is in: the change completes without it
         if down is not None and sim.nodes["n2"].core is not None:
             most = max(most, len(sim.nodes["n2"].core.handoff.index.get(down, {})))
-    n2 = sim.nodes["n2"].core
+    n2 = sim.nodes["n2"].exited
     assert down is not None and most > 0, "n2 never kept a hint for a down node"
-    assert n2.exit_requested and sim.t < start + 50, "n2 waited for the down node"
+    assert n2 is not None and n2.exit_requested and sim.t < start + 50, \
+        "n2 waited for the down node"
     assert not n2.handoff.owners()  # nothing left behind
-    sim.crash("n2")
-    for sn in sim.nodes.values():
-        sn.links.discard("n2")
     sim.restart(down)
     sim.run_until(sim.t + 30)
     for key in acked:

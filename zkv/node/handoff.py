@@ -35,6 +35,7 @@ from zkv.storage import LogStore
 from zkv.wire import DEFAULT_MAX_KEY, DEFAULT_MAX_VALUE
 
 _HEAD = struct.Struct("<BQ")  # version u8, created_ms u64 = 9 bytes
+HINT_HEAD = _HEAD.size  # bytes before the DVV in a hint record
 HINT_VERSION = 1
 REAPED = "~reaped"  # the reap journal's reserved owner
 _REAP = struct.Struct("<BQ16s")  # version u8, reaped_ms u64, digest 16 bytes = 25 bytes
