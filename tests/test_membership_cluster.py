@@ -249,6 +249,40 @@ def test_force_remove_refills_from_survivors(make_cluster):
             assert cl.get(key, r=3).values == [value]
 
 
+def test_force_remove_of_the_only_replica_of_some_partitions_completes(make_cluster):
+    """An N=1 namespace: the removed node held the only copy of its partitions. The plan
+    warns that they are lost; the change still completes (it used to wait forever for a
+    source), the surviving keys stay readable and the lost partitions take writes again."""
+    c = make_cluster(4)
+    with zkv.Client(c.endpoints, timeout=5.0) as cl:
+        cl.namespace_create("solo", n=1)
+        data = {}
+        for i in range(200):
+            key = b"s%d" % i
+            cl.put(key, b"v%d" % i, w=1, namespace="solo")
+            data[key] = b"v%d" % i
+    c.kill("node4")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until the others see it down
+        states = {m["id"]: m["state"] for m in _status(c, "node1")["members"]}
+        if states["node4"] == "down":
+            break
+        time.sleep(0.2)
+    with zkv.Client([c.node("node1").listen], timeout=5.0) as cl:
+        plan = cl.cluster("force-remove", "node4")
+    assert plan["warnings"] and all("N=1" in w and "lost" in w for w in plan["warnings"])
+    c.wait_settled(120)
+    live = [n.listen for n in c.nodes if n.alive()]
+    with zkv.Client(live, timeout=5.0) as cl:
+        kept = [k for k, v in data.items() if cl.get(k, r=1, namespace="solo").values == [v]]
+        # node4 owned about a quarter of the partitions: the rest of the keys are all there
+        assert 0.5 * len(data) < len(kept) < len(data)
+        for key in data:  # every partition takes writes again, lost ones included
+            cl.put(key, b"again", w=1, namespace="solo")  # blind: a sibling of a kept value
+            want = [b"again", data[key]] if key in kept else [b"again"]
+            assert sorted(cl.get(key, r=1, namespace="solo").values) == sorted(want)
+
+
 def test_plan_and_commit_with_auto_commit_off(make_cluster, capsys):
     from zkv.cli import main
 

@@ -4,7 +4,7 @@
     python tools/simulate.py --seeds 10000 --loss 0.02 --crashes 1   # many seeds, long
     python tools/simulate.py --scenario membership --spaces pairs:2,single:1 --seeds 40 \
         --loss 0.02 --dup 0.01 --partitions 1 --pauses 1 --crashes 1 --start 1 --end 8
-                                       # 3 -> 5 -> 4 nodes under faults (or --scenario replace)
+                                       # 3 -> 5 -> 4 nodes under faults (or replace, remove)
     python tools/simulate.py --load                                  # the harness's speed
     python tools/simulate.py --scale 10,25,50,100 --out scale.png    # gossip + ring at scale
 
@@ -44,10 +44,12 @@ def main(argv: list[str] | None = None) -> int:
                     "simulator's own client (random node, fail over on silence); core: "
                     "zkv.client's ClientCore (ring routing, hedged tries), driven on the "
                     "virtual clock")
-    ap.add_argument("--scenario", choices=["run", "membership", "replace"], default="run",
+    ap.add_argument("--scenario", choices=["run", "membership", "replace", "remove"],
+                    default="run",
                     help="run: carts, blind writes, deletes and re-adds on --nodes nodes; "
                     "membership: 3 -> 5 -> 4 nodes with writers and readers all along; "
-                    "replace: the same with n2 replaced by a new node")
+                    "replace: the same with n2 replaced by a new node; remove: n2 dies for "
+                    "good and is force-removed")
     ap.add_argument("--spaces", default="", help="membership/replace: namespaces created "
                     "first, NAME:N,... (e.g. pairs:2,single:1)")
     for name, value in vars(Faults()).items():
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                       client=args.client)
         else:
             rep = membership(seed, faults, spaces=spaces or None, client=args.client,
-                             replace=args.scenario == "replace")
+                             replace=args.scenario == "replace",
+                             remove=args.scenario == "remove")
         ops += rep.ops
         ok += rep.ok_ops
         if args.seed is not None:

@@ -174,6 +174,7 @@ class SimNode:
         self.subs: set[str] = set()  # candidates whose gossip only it listens to
         self.incarnations = 0
         self.exited: NodeCore | None = None  # its core, once it left the cluster and stopped
+        self.dead = False  # gone for good (Sim.kill): never restarted
 
 
 class Sim:
@@ -196,7 +197,7 @@ class Sim:
         self.stats = {"delivered": 0, "lost": 0, "duplicated": 0, "frames": 0}
         # stored key -> values a power loss took from the only node holding them (sync="none":
         # a loss the checkers excuse, see _power_loss)
-        self.power_lost: dict[bytes, set[bytes]] = {}
+        self.lost_with_holder: dict[bytes, set[bytes]] = {}
         self.log: list[str] = []
         self.settings = dict(n=n, r=r, w=w, ring_size=q, gossip_interval=gossip_interval,
                              down_after=10 * gossip_interval, aae_interval=aae_interval,
@@ -268,22 +269,41 @@ class Sim:
         """The node's engines lose their unsynced tail. A value that only this node held (in
         its store or as a hint) is then gone for good: the documented durability of
         sync="none" (and "interval"), not a broken promise. Such values are recorded in
-        `power_lost`, which the checkers excuse; any other loss stays a violation."""
+        `lost_with_holder`, which the checkers excuse; any other loss stays a violation."""
         keys = {k for k, *_ in sn.store.undo}
         keys |= {k.partition(b"\x00")[2] for k, *_ in sn.handoff_mem.undo}
         before = {k: self._values_on(sn, k) for k in keys}
         lost = sn.store.power_loss() + sn.handoff_mem.power_loss()
-        gone = 0
-        for k, had in before.items():
-            had -= self._values_on(sn, k)
-            for other in self.nodes.values():
-                if had and other is not sn:
-                    had -= self._values_on(other, k)
-            if had:
-                self.power_lost.setdefault(k, set()).update(had)
-                gone += len(had)
+        gone = self._only_copies(sn, before)
         self.note(f"{sn.id} loses power ({lost} unsynced writes gone, {gone} values held "
                   "nowhere else)")
+
+    def kill(self, node_id: str) -> None:
+        """The node is gone for good, disk and all (what `zkv cluster force-remove` is for):
+        values only it held are lost, and recorded in `lost_with_holder` like a power loss's."""
+        sn = self.nodes[node_id]
+        keys = set(sn.store.data) | {k.partition(b"\x00")[2] for k in sn.handoff_mem.data
+                                     if not k.startswith(REAPED.encode() + b"\x00")}
+        gone = self._only_copies(sn, {k: self._values_on(sn, k) for k in keys}, dead=True)
+        self.crash(node_id)
+        sn.dead = True
+        self.note(f"{node_id} is gone for good ({gone} values held nowhere else)")
+
+    def _only_copies(self, sn: SimNode, before: dict[bytes, set[bytes]],
+                     dead: bool = False) -> int:
+        """Record in `lost_with_holder` the values of `before` that neither `sn` (unless `dead`)
+        nor any other node holds now; their count."""
+        gone = 0
+        for k, had in before.items():
+            if not dead:
+                had -= self._values_on(sn, k)
+            for other in self.nodes.values():
+                if had and other is not sn and not other.dead:
+                    had -= self._values_on(other, k)
+            if had:
+                self.lost_with_holder.setdefault(k, set()).update(had)
+                gone += len(had)
+        return gone
 
     @staticmethod
     def _values_on(sn: SimNode, key: bytes) -> set[bytes]:
@@ -304,7 +324,7 @@ class Sim:
 
     def restart(self, node_id: str) -> None:
         sn = self.nodes[node_id]
-        if sn.core is None and sn.exited is None:  # a node that left stays gone
+        if sn.core is None and sn.exited is None and not sn.dead:  # left or dead: stays gone
             self.note(f"{node_id} restarts")
             self._boot(sn)
 
@@ -561,9 +581,9 @@ class Sim:
 
     def hints_pending(self) -> int:
         """Hints not yet delivered (the handoff store's reap journal is not one), also on a
-        node that is down."""
+        node that is down (not on one gone for good: its hints went with it)."""
         journal = REAPED.encode() + b"\x00"
-        return sum(1 for sn in self.nodes.values() for k in sn.handoff_mem.data
+        return sum(1 for sn in self.nodes.values() if not sn.dead for k in sn.handoff_mem.data
                    if not k.startswith(journal))
 
 

@@ -252,6 +252,17 @@ def test_membership_change_with_namespaces_and_a_power_loss(seed):
                                    power_losses=1, start=1.0, end=8.0), spaces=SPACES))
 
 
+# --scenario remove: n2 dies for good and is force-removed. Its N=1 partitions had no other
+# replica: the change waited for a source forever (transfer.py, Transfers._lost).
+@pytest.mark.parametrize("seed", range(2))
+def test_force_remove_of_a_dead_node_completes_and_keeps_every_other_copy(seed):
+    from sim.scenario import membership
+
+    _check(membership(seed, spaces=SPACES, remove=True))
+    _check(membership(seed, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
+                                   start=1.0, end=8.0), spaces=SPACES, remove=True))
+
+
 def test_a_power_loss_excuses_only_values_no_other_node_holds():
     from zkv._core import dvv
 
@@ -265,7 +276,7 @@ def test_a_power_loss_excuses_only_values_no_other_node_holds():
     hint = dvv.update(None, b"", b"hinted-n1", "n1").encode()
     sim.nodes["n1"].handoff_mem.put(b"n3\x00k3", bytes(9) + hint)  # a hint for n3
     sim.crash("n1", power_loss=True)
-    assert sim.power_lost == {b"k1": {b"only-n1"}, b"k3": {b"hinted-n1"}}
+    assert sim.lost_with_holder == {b"k1": {b"only-n1"}, b"k3": {b"hinted-n1"}}
     assert "3 unsynced writes gone, 2 values held nowhere else" in sim.log[-1]
     assert sim.nodes["n1"].store.get(b"k1") is None
     assert sim.nodes["n2"].store.get(b"k2") == both  # the other copy: not excused, not lost

@@ -972,6 +972,14 @@ class NodeCore:
         if self.me not in preflist and not forwarded:
             down = self.membership.unreachable()
             candidates = [x for x in preflist if x not in down]
+            if not candidates:
+                # no owner is reachable: the first reachable nodes of the key's walk stand in
+                # (Dynamo's sloppy quorum), so every coordinator's writes and reads of the key
+                # meet there. Standing in itself, each node that got the request kept a hint
+                # of its own: with N=1, reads at R=1 missed writes another node had taken
+                # (simulate.py --scenario remove, the dead node's N=1 keys)
+                sloppy = [x for x, _ in ring.sloppy_preflist(ring.partition(skey), down)]
+                candidates = [] if self.me in sloppy else sloppy
             if candidates:
                 self.metrics.forwards.inc()
                 self.start_op(ForwardOp(self, origin, skey, self.t, msg, candidates,
@@ -1224,6 +1232,8 @@ class NodeCore:
         self._replan()
         self.need_drop = True
         self.handover.reset()
+        if self.handoff.index:
+            self._hints_of_removed(st)
         if save:  # (not at start-up: a node that then fails to bind says one line only)
             self._save_cluster()
             log.info("cluster epoch %d by %s: %s%s", st.epoch, st.author,
@@ -1503,16 +1513,39 @@ class NodeCore:
                 if gone or created < horizon:
                     version = handoff.get(owner, key)
                     if gone and version:
-                        # its owner left or was removed: the key's owners now get it instead
-                        for o in self.membership.ring(self._n_of(key)).preflist_for_key(key):
-                            if o == self.me:
-                                self.replica.merge(key, version)
-                            elif o != owner:
-                                self.replica.merge(key, version, o)
+                        self._rehome_hint(owner, key, version)
                     handoff.delivered(owner, key, version)
                     budget -= 1
             if not handoff.index.get(owner):
                 handoff.index.pop(owner, None)
+
+    def _rehome_hint(self, owner: str, key: bytes, version: bytes) -> None:
+        """The hint's owner left or was force-removed: the key's other owners get the version
+        instead, the pending ones too while a change moves the key (as hints for them, or
+        into this node's own store when it is one)."""
+        n = self._n_of(key)
+        ring = self.membership.ring(n)
+        targets = list(ring.preflist_for_key(key))
+        rings = self.membership.rings(n)
+        if rings is not None:
+            targets += rings.pending(ring.partition(key))
+        for o in dict.fromkeys(targets):
+            if o == self.me:
+                self.replica.merge(key, version)
+            elif o != owner:
+                self.replica.merge(key, version, o)
+
+    def _hints_of_removed(self, st: own.ClusterState) -> None:
+        """A force-remove committed: hints for the removed node reach the key's other and
+        pending owners now (they are kept too, for reads through this stand-in until the
+        change completes; the sweep drops them once the node is gone). Left for the sweep,
+        an N=1 key written to a stand-in after its owner died read empty on the new owner
+        for up to HINT_SWEEP_INTERVAL (simulate.py --scenario remove)."""
+        for owner in self.handoff.owners():
+            if st.status(owner) == own.REMOVED:
+                for key, version in self.handoff.batch(owner, HINT_SWEEP_BATCH):
+                    self._rehome_hint(owner, key, version)
+        self.next_hint_sweep = self.t  # and the gone ones at the next tick
 
     # ---- status ---------------------------------------------------------------------------
     def status(self) -> dict:

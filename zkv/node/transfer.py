@@ -42,6 +42,7 @@ from functools import partial
 
 from zkv.node.antientropy import Exchange, leaf_keys
 from zkv.node.op import Op
+from zkv.node.ownership import REMOVED
 from zkv.wire import Fetch, FetchOk, RPut, RPutOk
 
 log = logging.getLogger("zkv.transfer")
@@ -356,6 +357,17 @@ class Transfers:
                 continue
             source = self._pick_source(part)
             if source is None:
+                if self._lost(part):
+                    # every replica it had was force-removed and none is up: nothing left to
+                    # fetch (`zkv cluster plan` warned). Waiting kept the change from ever
+                    # completing (simulate.py --scenario remove: an N=1 namespace's partitions
+                    # of the removed node); hints for the removed node still reach the new
+                    # owners once it is gone (NodeCore._sweep_hints).
+                    log.warning("partition %d (N=%d): every replica was force-removed; "
+                                "received empty", part.p, part.n)
+                    part.phase = DONE
+                    self._finished(part)
+                    continue
                 part.stalled = ("no source is up (" + ", ".join(part.sources) + ")")
                 continue
             part.running = True
@@ -366,6 +378,11 @@ class Transfers:
                 core.start_op(FetchOp(core, self, part, source, step), now)
             else:
                 self._verify(part, source, step, now)
+
+    def _lost(self, part: _Part) -> bool:
+        """Every source of `part` is force-removed (and, as the caller found, none is up)."""
+        st = self.core.membership.cluster
+        return st is not None and all(st.status(x) == REMOVED for x in part.sources)
 
     def _pick_source(self, part: _Part) -> str | None:
         ms = self.core.membership
