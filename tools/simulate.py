@@ -44,12 +44,14 @@ def main(argv: list[str] | None = None) -> int:
                     "simulator's own client (random node, fail over on silence); core: "
                     "zkv.client's ClientCore (ring routing, hedged tries), driven on the "
                     "virtual clock")
-    ap.add_argument("--scenario", choices=["run", "membership", "replace", "remove"],
+    ap.add_argument("--scenario", choices=["run", "membership", "replace", "remove",
+                                           "replace-dead"],
                     default="run",
                     help="run: carts, blind writes, deletes and re-adds on --nodes nodes; "
                     "membership: 3 -> 5 -> 4 nodes with writers and readers all along; "
                     "replace: the same with n2 replaced by a new node; remove: n2 dies for "
-                    "good and is force-removed")
+                    "good and is force-removed; replace-dead: n2 dies for good and is "
+                    "replaced")
     ap.add_argument("--spaces", default="", help="membership/replace: namespaces created "
                     "first, NAME:N,... (e.g. pairs:2,single:1)")
     for name, value in vars(Faults()).items():
@@ -81,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                       client=args.client)
         else:
             rep = membership(seed, faults, spaces=spaces or None, client=args.client,
-                             replace=args.scenario == "replace",
-                             remove=args.scenario == "remove")
+                             replace=args.scenario in ("replace", "replace-dead"),
+                             remove=args.scenario in ("remove", "replace-dead"))
         ops += rep.ops
         ok += rep.ok_ops
         if args.seed is not None:

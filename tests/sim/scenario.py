@@ -282,7 +282,8 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     joins by itself under auto-commit): checked that exactly n2's partitions move, to n6.
     `remove`: instead of leaving, n2 dies for good (disk and all) and is force-removed once
     the others see it down: its partitions are re-replicated from the surviving copies; only
-    values n2 alone held may be lost (an N=1 namespace's, `Sim.lost_with_holder`).
+    values n2 alone held may be lost (an N=1 namespace's, `Sim.lost_with_holder`). With
+    `replace` too, the dead n2 is replaced by n6 instead.
     `client`: "core" runs the workloads on zkv.client's ClientCore (`CoreClient`), which
     knows only the first three nodes and follows the ring it fetches."""
     from zkv.node import namespaces as nss
@@ -424,8 +425,17 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     left = False
     # (under 3% message loss for good a leaver's handover exchanges keep timing out and
     # retrying: seed 117 of the power-loss sweep needed 52 s after the command)
+    gave_up = False
     while sim.t < t1 + 2 * settle:
         sim.run_until(sim.t + 0.5)
+        if replace and remove and not gave_up and sim.t > t1 + 15 and any(
+                "no source is up (n2)" in x.stalled for sn in sim.nodes.values()
+                if sn.core is not None for x in sn.core.transfers.parts.values()):
+            # the dead node held the only copy of some partitions (N=1): the replace waits
+            # for it to come back; the operator gives up on them (`zkv cluster force-remove`)
+            gave_up = True
+            admin.send(next(x for x in ("n3", "n4", "n5", "n1") if sim.nodes[x].core),
+                       Cluster(1, "force-remove", "n2"))
         if sim.nodes["n2"].exited is not None:  # it stopped at the turn that decided it
             left = True
             break
@@ -442,7 +452,8 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     settle_time = _converge(sim, key_list, settle, drops=remove)
     rep = Report(seed, faults, log=sim.log, stats=dict(sim.stats), settle_time=settle_time,
                  client=client, scenario="--scenario "
-                 + ("replace" if replace else "remove" if remove else "membership")
+                 + {(False, False): "membership", (True, False): "replace",
+                    (False, True): "remove", (True, True): "replace-dead"}[replace, remove]
                  + (" --spaces " + ",".join(f"{k}:{v}" for k, v in sorted(spaces.items()))
                     if spaces else ""))
     rep.ops = len(sim.history.events)

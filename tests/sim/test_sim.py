@@ -263,6 +263,20 @@ def test_force_remove_of_a_dead_node_completes_and_keeps_every_other_copy(seed):
                                    start=1.0, end=8.0), spaces=SPACES, remove=True))
 
 
+# --scenario replace-dead: n2 dies for good and is replaced by n6; its N=1 partitions wait
+# for it until the operator force-removes it. The force-remove shrank a running transfer's
+# sources, and the index kept into the old list failed every status document, and with it
+# every gossip round of that node (transfer.py, Transfers.replan).
+@pytest.mark.parametrize("seed", range(2))
+def test_replacing_a_dead_node_completes_once_its_only_copies_are_given_up(seed):
+    from sim.scenario import membership
+
+    _check(membership(seed, spaces=SPACES, replace=True, remove=True))
+    _check(membership(seed, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
+                                   start=1.0, end=8.0), spaces=SPACES, replace=True,
+                      remove=True))
+
+
 def test_a_power_loss_excuses_only_values_no_other_node_holds():
     from zkv._core import dvv
 

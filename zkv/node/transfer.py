@@ -323,8 +323,10 @@ class Transfers:
                             part.phase = STREAM
                         log.info("resuming the transfer of partition %d (N=%d) at %d bytes", p,
                                  n, part.done_bytes)
-                else:
-                    part.sources = sources
+                elif part.sources != sources:  # e.g. a source force-removed meanwhile
+                    # (the index into the old list, kept, failed the status document and with it
+                    # every gossip round of this node: simulate.py --scenario replace-dead)
+                    part.sources, part.src = sources, 0
                 parts[(n, p)] = part
         self.parts = parts
         self._saved = {}
