@@ -281,7 +281,8 @@ def test_the_dot_base_id_changes_after_an_unclean_shutdown_only():
         def __len__(self) -> int:
             return self.keys
 
-    assert _dots_base("a", 100, None, Store(True, 0)) == ("a", 0)  # a new node
+    # a new data dir: a new node, or one whose disk was lost (it cannot tell)
+    assert _dots_base("a", 100, None, Store(True, 0)) == ("a~2s", 100)
     assert _dots_base("a", 100, ["a~2s", 100], Store(True, 5)) == ("a~2s", 100)  # kept
     assert _dots_base("a", 200, ["a", 0], Store(False, 5)) == ("a~5k", 200)  # crashed
     assert _dots_base("a", 200, None, Store(True, 5)) == ("a~5k", 200)  # saved one lost

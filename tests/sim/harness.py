@@ -23,6 +23,7 @@ simulated too.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections.abc import Callable, Generator
@@ -142,6 +143,7 @@ class Faults:
     pauses: int = 0
     crashes: int = 0
     power_losses: int = 0
+    wipes: int = 0  # a node's disk is lost: it comes back empty under its id (Sim.wipe)
     start: float = 2.0  # faults happen in [start, end)
     end: float = 12.0
 
@@ -282,12 +284,32 @@ class Sim:
         """The node is gone for good, disk and all (what `zkv cluster force-remove` is for):
         values only it held are lost, and recorded in `lost_with_holder` like a power loss's."""
         sn = self.nodes[node_id]
-        keys = set(sn.store.data) | {k.partition(b"\x00")[2] for k in sn.handoff_mem.data
-                                     if not k.startswith(REAPED.encode() + b"\x00")}
-        gone = self._only_copies(sn, {k: self._values_on(sn, k) for k in keys}, dead=True)
+        gone = self._disk_lost(sn)
         self.crash(node_id)
         sn.dead = True
         self.note(f"{node_id} is gone for good ({gone} values held nowhere else)")
+
+    def wipe(self, node_id: str, seed: str | None = None) -> None:
+        """The node's disk is lost (reformatted, replaced): it crashes, and the next restart
+        starts it with an empty data dir under the same id, joining through another node (as
+        an operator restarts it with --seed). Values only it held are recorded as lost."""
+        sn = self.nodes[node_id]
+        if sn.core is None or sn.dead or sn.exited is not None:
+            return
+        gone = self._disk_lost(sn)
+        self.crash(node_id)
+        sn.store, sn.handoff_mem, sn.saved = MemStore(), MemStore(), {}
+        seed = seed or next(x for x in self.node_ids
+                            if x != node_id and self.nodes[x].core is not None)
+        sn.cfg = dataclasses.replace(sn.cfg, seed=(self.nodes[seed].cfg.listen,))
+        self.note(f"{node_id} loses its disk ({gone} values held nowhere else); it will "
+                  f"join through {seed}")
+
+    def _disk_lost(self, sn: SimNode) -> int:
+        """Record the values only `sn` holds (store and hints) as lost; their count."""
+        keys = set(sn.store.data) | {k.partition(b"\x00")[2] for k in sn.handoff_mem.data
+                                     if not k.startswith(REAPED.encode() + b"\x00")}
+        return self._only_copies(sn, {k: self._values_on(sn, k) for k in keys}, dead=True)
 
     def _only_copies(self, sn: SimNode, before: dict[bytes, set[bytes]],
                      dead: bool = False) -> int:
@@ -552,6 +574,11 @@ class Sim:
             start, stop = when(0.5 + rng.random() * 2)
             node = rng.choice(ids)
             self.at(start, self.crash, node, power)
+            self.at(stop, self.restart, node)
+        for _ in range(f.wipes):
+            start, stop = when(0.5 + rng.random() * 2)
+            node = rng.choice(ids)
+            self.at(start, self.wipe, node)
             self.at(stop, self.restart, node)
         # at the end of the fault window everything is repaired
         self.at(f.end, self.heal)

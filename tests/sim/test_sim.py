@@ -387,3 +387,38 @@ def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsy
                  scenario="--scenario membership --spaces pairs:2,single:1")
     assert rep.command.startswith("python tools/simulate.py --seed 22 --scenario membership "
                                   "--spaces pairs:2,single:1 --client core --loss 0.02")
+
+
+def test_a_node_back_with_an_empty_disk_never_reissues_its_old_dots():
+    """v2 is acknowledged by n1 (its coordinator) and n2 while n3 is cut off; n1 loses its
+    disk and rejoins empty through n3, holding only n3's older v1; v3, written through n1
+    with v1's context, is concurrent with v2. When n1 continued its old ids, v3 took v2's
+    dot and v2 was dropped everywhere as already seen (core._dots_base)."""
+    sim = Sim(5, 3, aae_interval=0.5)
+    got: dict = {}
+
+    def script(c: SimClient):
+        r = yield ("put", b"k", b"v1", b"", 3)
+        v1 = r.context
+        sim.partition(["n3"], ["n1", "n2"])
+        r = yield ("put", b"k", b"v2", v1, 2)
+        got["v2 acked"] = r.ok
+        sim.wipe("n1", seed="n3")
+        sim.heal()
+        sim.partition(["n2"], ["n1", "n3"])  # the rejoined n1 hears only n3
+        yield ("sleep", 0.1)
+        sim.restart("n1")
+        yield ("sleep", 3.0)
+        r = yield ("get", b"k", 2)
+        got["n1 holds"] = r.values
+        r = yield ("put", b"k", b"v3", v1, 2)
+        got["v3 acked"] = r.ok
+        sim.heal()
+        yield ("sleep", 5.0)
+        r = yield ("get", b"k", 3)
+        got["final"] = sorted(r.values)
+
+    SimClient(sim, "c", script, nodes=["n1"], think=0.0)
+    sim.run_until(30)
+    assert got == {"v2 acked": True, "n1 holds": [b"v1"], "v3 acked": True,
+                   "final": [b"v2", b"v3"]}, (got, sim.log)

@@ -207,9 +207,12 @@ class RelayOp(Op):
 
 def _dots_base(me: str, incarnation: int, saved, store) -> tuple[str, int]:
     """The id this node's dots continue under, and the incarnation it was taken at (replica.py,
-    "Dots never repeat"): the saved one after a clean shutdown, the node id for a new store,
-    and a new one after an unclean shutdown, or when the saved one is missing or unreadable
-    while the store holds data (its dots may have been lost with the unsynced tail)."""
+    "Dots never repeat"): the saved one after a clean shutdown, else a new one: after an
+    unclean shutdown (its dots may have been lost with the unsynced tail), and when nothing
+    was saved. A new data dir cannot tell a new node from one whose disk was lost (it comes
+    back under its old id): continuing the ids it had, it reissued the dots of writes only
+    another replica still held, and they were dropped as already seen (the simulator,
+    `Sim.wipe`: an acknowledged write lost). The node id alone is never a base."""
     ok = (isinstance(saved, list) and len(saved) == 2 and isinstance(saved[0], str)
           and (saved[0] == me or saved[0].startswith(me + "~")) and len(saved[0]) <= 128
           and type(saved[1]) is int and 0 <= saved[1] <= incarnation)
@@ -221,8 +224,6 @@ def _dots_base(me: str, incarnation: int, saved, store) -> tuple[str, int]:
     elif len(store):
         log.info("no saved dot id for a store holding data: this node's new dots go under %s",
                  new)
-    else:
-        return me, 0
     return new, incarnation
 
 

@@ -30,9 +30,11 @@ the new write as already seen (the simulator lost acknowledged writes each way: 
 whose stand-in had delivered its hint, membership with spaces under faults, seed 22; a re-add
 after a reap, a crash and a power loss, `simulate.py --seed 289 --client core --loss 0.05
 --dup 0.02 --partitions 4 --pauses 2 --crashes 2 --power-losses 1`). So:
-- the node's *base* id (`base`) is its node id until a start after an unclean shutdown, which
-  takes "<node id>~<incarnation>" (saved in cluster.json, kept until the next unclean one);
-  a write continues it when the held version names it;
+- the node's *base* id (`base`) is "<node id>~<incarnation>", taken when a data dir is new
+  (a new node cannot tell itself from one whose disk was lost and that came back under its
+  old id: `Sim.wipe` lost an acknowledged write) and at each start after an unclean
+  shutdown; saved in cluster.json and kept across clean restarts; a write continues it
+  when the held version names it;
 - a write whose held version names neither the base id nor an id minted for a key since the
   base was taken ("<node id>~<incarnation>.<n>") gets a new such id: one more clock entry
   per key per such start, nothing per ordinary write;
