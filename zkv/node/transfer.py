@@ -363,8 +363,9 @@ class Transfers:
                     # every replica it had was force-removed and none is up: nothing left to
                     # fetch (`zkv cluster plan` warned). Waiting kept the change from ever
                     # completing (simulate.py --scenario remove: an N=1 namespace's partitions
-                    # of the removed node); hints for the removed node still reach the new
-                    # owners once it is gone (NodeCore._sweep_hints).
+                    # of the removed node); hints for the removed node reach the new owners
+                    # (NodeCore._hints_of_removed), and copies other nodes had not dropped
+                    # yet reach them by their handover.
                     log.warning("partition %d (N=%d): every replica was force-removed; "
                                 "received empty", part.p, part.n)
                     part.phase = DONE
