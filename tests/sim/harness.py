@@ -593,7 +593,9 @@ class Sim:
 
     def owners(self, key: bytes) -> tuple[str, ...]:
         """The owners of a stored key (a namespaced key's follow its namespace's N)."""
-        core = next(sn.core for sn in self.nodes.values() if sn.core is not None)
+        cores = [sn.core for sn in self.nodes.values() if sn.core is not None]
+        # (a node still joining, e.g. back after a wipe, knows no ring yet)
+        core = next((c for c in cores if not c.joining), cores[0])
         ks = key_settings(key)
         return core.membership.ring(ks[0] if ks else None).preflist_for_key(key)
 

@@ -26,15 +26,18 @@ def _items(values: list[bytes]) -> set[bytes]:
 
 
 def _converge(sim: Sim, keys, settle: float, drops: bool = False) -> float | None:
-    """Run until every key's owners hold the same version and no hint is left (`drops`: and
-    no live node still holds partitions it no longer owns, i.e. handed them over and dropped
-    them); the time it took, or None if `settle` seconds were not enough."""
+    """Run until no node is still joining (back after a wipe), every key's owners hold the
+    same version and no hint is left (`drops`: and no live node still holds partitions it no
+    longer owns, i.e. handed them over and dropped them); the time it took, or None if
+    `settle` seconds were not enough."""
     start = sim.t
     while sim.t < start + settle:
         sim.run_until(sim.t + 0.5)
+        cores = [sn.core for sn in sim.nodes.values() if sn.core is not None]
+        if any(c.joining for c in cores):
+            continue
         if not sim.replicas_agree(keys) and not sim.hints_pending() and not (
-                drops and any(sn.core.need_drop for sn in sim.nodes.values()
-                              if sn.core is not None)):
+                drops and any(c.need_drop for c in cores)):
             return sim.t - start
     return None
 
@@ -155,7 +158,8 @@ def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int
             v.append(f"{key!r}: acknowledged blind writes lost: {sorted(lost)[:5]}")
     for key in deleted:
         got = final(key)
-        if key in readded and b"reborn" not in got:
+        if key in readded and b"reborn" not in got and (
+                b"reborn" not in sim.lost_with_holder.get(key, ())):
             v.append(f"{key!r}: acknowledged re-add lost")
         if b"doomed" in got:
             v.append(f"{key!r}: deleted value came back")
@@ -425,15 +429,19 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     left = False
     # (under 3% message loss for good a leaver's handover exchanges keep timing out and
     # retrying: seed 117 of the power-loss sweep needed 52 s after the command)
-    gave_up = False
+    gave_up = -1e9  # when the operator last asked for the force-remove
+    admin.answers.clear()
     while sim.t < t1 + 2 * settle:
         sim.run_until(sim.t + 0.5)
-        if replace and remove and not gave_up and sim.t > t1 + 15 and any(
+        if replace and remove and sim.t > max(t1 + 15, gave_up + 5) and not any(
+                type(a).__name__ == "ClusterOk" for a in admin.answers) and any(
                 "no source is up (n2)" in x.stalled for sn in sim.nodes.values()
                 if sn.core is not None for x in sn.core.transfers.parts.values()):
             # the dead node held the only copy of some partitions (N=1): the replace waits
-            # for it to come back; the operator gives up on them (`zkv cluster force-remove`)
-            gave_up = True
+            # for it to come back; the operator gives up on them (`zkv cluster force-remove`),
+            # again after an error (a relay to the claimant lost)
+            gave_up = sim.t
+            admin.answers.clear()
             admin.send(next(x for x in ("n3", "n4", "n5", "n1") if sim.nodes[x].core),
                        Cluster(1, "force-remove", "n2"))
         if sim.nodes["n2"].exited is not None:  # it stopped at the turn that decided it
