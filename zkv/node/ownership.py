@@ -414,8 +414,9 @@ def plan(st: ClusterState, q: int, n: int, sizes: dict[int, int] | None = None, 
         for p, r, srcs in grings.transfers():
             pairs.setdefault((srcs[0], r, gn), []).append(p)
         warnings += [f"partition {p}{'' if gn == n else f' (namespaces with N={gn})'} has no "
-                     f"replica outside the removed node(s); its data is lost unless they come "
-                     f"back" for p in grings.lost_partitions()]
+                     f"replica outside the removed node(s): its data is lost (it starts empty "
+                     f"on its new owners, with what other nodes still hold of it)"
+                     for p in grings.lost_partitions()]
     transfers = []
     for (a, b, gn), ps in sorted(pairs.items()):
         gs = group_sizes.get(gn, {})
