@@ -4,6 +4,7 @@ Merkle anti-entropy, corrupt-record repair and safe tombstone reaping, on real p
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import time
@@ -101,10 +102,19 @@ def test_wiped_replica_converges_by_antientropy_alone(make_cluster):
     with zkv.Client(cl.endpoints, timeout=5.0) as c:
         for i in range(300):
             c.put(b"ae%d" % i, b"x" * 200, w=3)
+    def dots() -> list:
+        with open(os.path.join(cl.node("node3").data_dir, "cluster.json")) as fh:
+            return json.load(fh)["dots"]
+
+    before = dots()
     cl.kill("node3")
     shutil.rmtree(cl.node("node3").data_dir)
     cl.restart("node3")  # rejoins through a seed with an empty store
     ep3 = cl.node("node3").listen
+    # it cannot tell it lost its disk: its dots go under a new id, never its old ones
+    wait_for(lambda: os.path.exists(os.path.join(cl.node("node3").data_dir, "cluster.json")),
+             30, "node3's cluster.json")
+    assert dots()[0].startswith("node3~") and dots()[0] != before[0], (before, dots())
     wait_for(lambda: all(held(ep3, b"ae%d" % i) == [b"x" * 200] for i in range(0, 300, 10)), 60,
              "node3 to converge")
     wait_for(lambda: all(held(ep3, b"ae%d" % i) for i in range(300)), 60, "every key on node3")
