@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu = time.process_time()
     spaces = {name: int(n) for name, _, n in (x.partition(":") for x in args.spaces.split(",")
                                                if x)}
-    if args.scenario != "run":
-        logging.disable(logging.WARNING)  # a membership run logs every transfer step
+    if args.scenario != "run" or args.seed is None:
+        # a membership run logs every transfer step, a sweep every unclean restart
+        logging.disable(logging.WARNING)
     for seed in seeds:
         if args.scenario == "run":
             rep = run(seed, faults, nodes=args.nodes, ops_per_client=args.ops,
