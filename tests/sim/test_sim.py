@@ -277,6 +277,19 @@ def test_replacing_a_dead_node_completes_once_its_only_copies_are_given_up(seed)
                       remove=True))
 
 
+# Seeds 43 and 53 (membership with a wipe): n5 joined through n2, whose gossip about it was
+# cut off; n2 then lost its disk and forgot n5. Nobody knew n5, nobody listened to its
+# gossip: it never became a member and its hints were refused for good. A joined node that
+# no cluster state lists re-sends its Join to the members (NodeCore._announce).
+@pytest.mark.parametrize("seed", [43, 53])
+def test_a_joiner_whose_seed_forgot_it_still_becomes_a_member(seed):
+    from sim.scenario import membership
+
+    _check(membership(seed, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
+                                   power_losses=1, wipes=1, start=1.0, end=8.0),
+                      spaces=SPACES))
+
+
 def test_a_power_loss_excuses_only_values_no_other_node_holds():
     from zkv._core import dvv
 

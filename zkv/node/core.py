@@ -125,6 +125,7 @@ log = logging.getLogger("zkv.node")
 REQUEST, REPLY, GOSSIP, SEED = "request", "reply", "gossip", "seed"
 JOIN_TIMEOUT = 60.0  # seconds a joining node keeps asking its seeds
 JOIN_RETRY = 1.0
+ANNOUNCE_INTERVAL = 3.0  # seconds between re-sent Joins of a joined node no state lists yet
 MAX_LOGGED_SOURCES = 10_000  # sources whose malformed frames were logged (once each)
 
 # ---- trust boundary (issue 13): roles and resource bounds ---------------------------------
@@ -304,6 +305,7 @@ class NodeCore:
         self.joining = bool(self.seeds) and not self.membership.peers
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
+        self.next_announce = now + ANNOUNCE_INTERVAL
         self.join_error: str | None = None
         # ownership (issue 11): the cluster state, transfers in, peers' epochs and progress
         self.peer_epochs: dict[str, tuple[int, str]] = {}
@@ -501,6 +503,8 @@ class NodeCore:
             return self.out
         if now >= self.next_gossip:
             self._gossip(now)
+        if now >= self.next_announce:
+            self._announce(now)
         if self.ns_waits:
             self._ns_waits_check(now)
         if now >= self.next_hint_sweep:
@@ -602,6 +606,22 @@ class NodeCore:
                 self.out.endpoints.setdefault(seed, []).append(
                     Join(next(self.rids), self.membership.me))
             log.info("asking seeds to join: %s", ", ".join(self.seeds))
+
+    def _announce(self, now: float) -> None:
+        """A node that joined (its seed answered) but that no cluster state lists yet sends
+        its Join again to the members it knows, every ANNOUNCE_INTERVAL. Its seed may have
+        forgotten it before telling anyone (it lost its disk, or its gossip was cut off),
+        and nobody listens to the gossip of a node it does not know: the simulator had a
+        joiner orphaned for good, its hints undeliverable (membership seed 43 with --wipes
+        1). A Join to a member that knows it already changes nothing."""
+        self.next_announce = now + ANNOUNCE_INTERVAL
+        st = self.membership.cluster
+        if (st is None or self.me in st.members or self.left_at is not None
+                or st.gone.get(self.me, -1) >= self.membership.me.incarnation):
+            return
+        for node_id in sorted(st.members):
+            if node_id != self.me:
+                self.ask(node_id, Join(0, self.membership.me), None)
 
     def _on_join_ok(self, seed: str, msg: JoinOk) -> None:
         if not self.joining:
