@@ -306,6 +306,7 @@ class NodeCore:
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
         self.next_announce = now + ANNOUNCE_INTERVAL
+        self.announced = 0
         self.join_error: str | None = None
         # ownership (issue 11): the cluster state, transfers in, peers' epochs and progress
         self.peer_epochs: dict[str, tuple[int, str]] = {}
@@ -617,10 +618,14 @@ class NodeCore:
         self.next_announce = now + ANNOUNCE_INTERVAL
         st = self.membership.cluster
         if (st is None or self.me in st.members or self.left_at is not None
-                or st.gone.get(self.me, -1) >= self.membership.me.incarnation):
+                or st.gone.get(self.me, -1) >= self.membership.me.incarnation
+                or any(node == self.me for _, node, _ in st.staged)):  # known, not committed
             return
-        for node_id in sorted(st.members):
-            if node_id != self.me:
+        others = [x for x in sorted(st.members) if x != self.me]
+        if others:  # three at a time, in turn (each answers with its member table)
+            self.announced += 1
+            for i in range(min(3, len(others))):
+                node_id = others[(3 * self.announced + i) % len(others)]
                 self.ask(node_id, Join(0, self.membership.me), None)
 
     def _on_join_ok(self, seed: str, msg: JoinOk) -> None:
