@@ -226,19 +226,24 @@ def test_replace_a_killed_node(make_cluster):
             assert cl.get(key, r=3).values == [value]  # three live replicas of every key
 
 
+def _kill_and_see_down(c: LocalCluster, node_id: str) -> None:
+    """SIGKILL `node_id`, then wait until node1 sees it down (force-remove needs that)."""
+    c.kill(node_id)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = {m["id"]: m["state"] for m in _status(c, "node1")["members"]}
+        if states[node_id] == "down":
+            break
+        time.sleep(0.2)
+
+
 def test_force_remove_refills_from_survivors(make_cluster):
     c = make_cluster(4)
     data = _load(c, 200)
     with zkv.Client([c.node("node1").listen], timeout=5.0) as cl:
         with pytest.raises(InvalidRequest, match="is up"):
             cl.cluster("force-remove", "node4")
-    c.kill("node4")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # until the others see it down
-        states = {m["id"]: m["state"] for m in _status(c, "node1")["members"]}
-        if states["node4"] == "down":
-            break
-        time.sleep(0.2)
+    _kill_and_see_down(c, "node4")
     with zkv.Client([c.node("node1").listen], timeout=5.0) as cl:
         plan = cl.cluster("force-remove", "node4")
         assert plan["warnings"] == []  # every partition had another replica
@@ -261,13 +266,7 @@ def test_force_remove_of_the_only_replica_of_some_partitions_completes(make_clus
             key = b"s%d" % i
             cl.put(key, b"v%d" % i, w=1, namespace="solo")
             data[key] = b"v%d" % i
-    c.kill("node4")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # until the others see it down
-        states = {m["id"]: m["state"] for m in _status(c, "node1")["members"]}
-        if states["node4"] == "down":
-            break
-        time.sleep(0.2)
+    _kill_and_see_down(c, "node4")
     with zkv.Client([c.node("node1").listen], timeout=5.0) as cl:
         plan = cl.cluster("force-remove", "node4")
     assert plan["warnings"] and all("N=1" in w and "lost" in w for w in plan["warnings"])
