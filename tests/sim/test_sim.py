@@ -279,8 +279,9 @@ def test_replacing_a_dead_node_completes_once_its_only_copies_are_given_up(seed)
 
 # Seeds 43 and 53 (membership with a wipe): n5 joined through n2, whose gossip about it was
 # cut off; n2 then lost its disk and forgot n5. Nobody knew n5, nobody listened to its
-# gossip: it never became a member and its hints were refused for good. A joined node that
-# no cluster state lists re-sends its Join to the members (NodeCore._announce).
+# gossip: it never became a member and its hints were refused for good. Seed 57 (replace,
+# the real client core, a wipe): only the wiped claimant had n4's record, so n4's join never
+# completed. A node whose record a member's table lacks sends it its Join (NodeCore._tell).
 @pytest.mark.parametrize("seed", [43, 53])
 def test_a_joiner_whose_seed_forgot_it_still_becomes_a_member(seed):
     from sim.scenario import membership
@@ -288,6 +289,14 @@ def test_a_joiner_whose_seed_forgot_it_still_becomes_a_member(seed):
     _check(membership(seed, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
                                    power_losses=1, wipes=1, start=1.0, end=8.0),
                       spaces=SPACES))
+
+
+def test_a_joining_member_only_the_wiped_claimant_knew_completes_its_join():
+    from sim.scenario import membership
+
+    _check(membership(57, Faults(loss=0.02, dup=0.01, partitions=1, pauses=1, crashes=1,
+                                 wipes=1, start=1.0, end=8.0), spaces=SPACES, replace=True,
+                      client="core"))
 
 
 def test_a_power_loss_excuses_only_values_no_other_node_holds():

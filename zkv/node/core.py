@@ -125,7 +125,7 @@ log = logging.getLogger("zkv.node")
 REQUEST, REPLY, GOSSIP, SEED = "request", "reply", "gossip", "seed"
 JOIN_TIMEOUT = 60.0  # seconds a joining node keeps asking its seeds
 JOIN_RETRY = 1.0
-ANNOUNCE_INTERVAL = 3.0  # seconds between re-sent Joins of a joined node no state lists yet
+TELL_INTERVAL = 3.0  # seconds between Joins re-sent to a member whose gossip does not know us
 MAX_LOGGED_SOURCES = 10_000  # sources whose malformed frames were logged (once each)
 
 # ---- trust boundary (issue 13): roles and resource bounds ---------------------------------
@@ -305,8 +305,7 @@ class NodeCore:
         self.joining = bool(self.seeds) and not self.membership.peers
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
-        self.next_announce = now + ANNOUNCE_INTERVAL
-        self.announced = 0
+        self.told: dict[str, float] = {}  # member -> when it was last sent our Join (_tell)
         self.join_error: str | None = None
         # ownership (issue 11): the cluster state, transfers in, peers' epochs and progress
         self.peer_epochs: dict[str, tuple[int, str]] = {}
@@ -504,8 +503,6 @@ class NodeCore:
             return self.out
         if now >= self.next_gossip:
             self._gossip(now)
-        if now >= self.next_announce:
-            self._announce(now)
         if self.ns_waits:
             self._ns_waits_check(now)
         if now >= self.next_hint_sweep:
@@ -608,25 +605,25 @@ class NodeCore:
                     Join(next(self.rids), self.membership.me))
             log.info("asking seeds to join: %s", ", ".join(self.seeds))
 
-    def _announce(self, now: float) -> None:
-        """A node that joined (its seed answered) but that no cluster state lists yet sends
-        its Join again to the members it knows, every ANNOUNCE_INTERVAL. Its seed may have
-        forgotten it before telling anyone (it lost its disk, or its gossip was cut off),
-        and nobody listens to the gossip of a node it does not know: the simulator had a
-        joiner orphaned for good, its hints undeliverable (membership seed 43 with --wipes
-        1). A Join to a member that knows it already changes nothing."""
-        self.next_announce = now + ANNOUNCE_INTERVAL
-        st = self.membership.cluster
-        if (st is None or self.me in st.members or self.left_at is not None
-                or st.gone.get(self.me, -1) >= self.membership.me.incarnation
-                or any(node == self.me for _, node, _ in st.staged)):  # known, not committed
+    def _tell(self, msg: Gossip) -> None:
+        """A member whose member table (a gossip round carries the whole table every few
+        rounds) does not know this node gets this node's Join again, at most every
+        TELL_INTERVAL: nobody subscribes to the gossip of a node it does not know, so a node
+        that only forgotten nodes knew stays unknown for good. The simulator had it twice
+        with a lost disk: a joiner whose seed lost its disk before its gossip got out, never
+        a member (membership seeds 43, 53, --wipes 1), and a joining member whose record
+        only the wiped claimant had, so its join never completed (replace seed 57). A Join
+        to a member that knows it changes nothing (and its JoinOk is ignored here)."""
+        if self.joining or self.left_at is not None or len(msg.members) < 2:
+            return  # (a round with only the sender's own record says nothing of the table)
+        if any(m.id == self.me for m in msg.members):
             return
-        others = [x for x in sorted(st.members) if x != self.me]
-        if others:  # three at a time, in turn (each answers with its member table)
-            self.announced += 1
-            for i in range(min(3, len(others))):
-                node_id = others[(3 * self.announced + i) % len(others)]
-                self.ask(node_id, Join(0, self.membership.me), None)
+        st = self.membership.cluster
+        if st is not None and len(msg.members) < (len(st.members) + 1) // 2:
+            return  # a delta of a few records, not the table
+        if self.t - self.told.get(msg.sender, -1e9) >= TELL_INTERVAL:
+            self.told[msg.sender] = self.t
+            self.ask(msg.sender, Join(0, self.membership.me), None)
 
     def _on_join_ok(self, seed: str, msg: JoinOk) -> None:
         if not self.joining:
@@ -1216,6 +1213,7 @@ class NodeCore:
             self._ns_waits_check(self.t, msg.sender, msg.namespaces)
         if self.membership.get(msg.sender) is None:
             return
+        self._tell(msg)
         self.progress[msg.sender] = (msg.progress_epoch,
                                      [(s["n"], *x) for x in msg.progress] + list(msg.progress_n))
         if msg.cluster and msg.cluster == self.cluster_bytes:  # the state we hold: no decode
