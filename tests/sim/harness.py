@@ -197,8 +197,8 @@ class Sim:
         self.clients: dict[bytes, SimClient] = {}
         self.history = History()
         self.stats = {"delivered": 0, "lost": 0, "duplicated": 0, "frames": 0}
-        # stored key -> values a power loss took from the only node holding them (sync="none":
-        # a loss the checkers excuse, see _power_loss)
+        # stored key -> values a power loss (sync="none"), a wipe or a death took from the
+        # only node holding them: losses the checkers excuse (_only_copies)
         self.lost_with_holder: dict[bytes, set[bytes]] = {}
         self.log: list[str] = []
         self.settings = dict(n=n, r=r, w=w, ring_size=q, gossip_interval=gossip_interval,

@@ -147,7 +147,8 @@ def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int
     def final(key: bytes) -> list[bytes]:
         return _final(sim, key)
 
-    # (values a power loss took from the only node holding them are excused: sim.lost_with_holder)
+    # (values a power loss, a wipe or a death took from the only node holding them are
+    # excused: sim.lost_with_holder)
     for key, items in acked_adds.items():
         lost = items - _items(final(key)) - _items(list(sim.lost_with_holder.get(key, ())))
         if lost:
@@ -499,8 +500,8 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
         v.append(f"replicas disagree after the change on {sim.replicas_agree(key_list)[:5]}")
 
     for key, vals in values.items():
-        # the last acknowledged value, or a later attempt over it; unless a power loss took
-        # one of them from the only node holding it (sync="none": sim.lost_with_holder)
+        # the last acknowledged value, or a later attempt over it; unless a power loss (sync=
+        # "none"), a wipe or a death took one of them from the only node holding it
         if not vals & set(_final(sim, key)) and not vals & sim.lost_with_holder.get(key, set()):
             v.append(f"{key!r}: acknowledged write lost: none of {sorted(vals)[:3]} is there")
     owners = {x for k in key_list for x in sim.owners(k)}
