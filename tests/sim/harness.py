@@ -177,6 +177,8 @@ class SimNode:
         self.incarnations = 0
         self.exited: NodeCore | None = None  # its core, once it left the cluster and stopped
         self.dead = False  # gone for good (Sim.kill): never restarted
+        # after a wipe: the seed its next start joins through ("": any member up then)
+        self.rejoin_through: str | None = None
 
 
 class Sim:
@@ -299,11 +301,8 @@ class Sim:
         gone = self._disk_lost(sn)
         self.crash(node_id)
         sn.store, sn.handoff_mem, sn.saved = MemStore(), MemStore(), {}
-        seed = seed or next(x for x in self.node_ids
-                            if x != node_id and self.nodes[x].core is not None)
-        sn.cfg = dataclasses.replace(sn.cfg, seed=(self.nodes[seed].cfg.listen,))
-        self.note(f"{node_id} loses its disk ({gone} values held nowhere else); it will "
-                  f"join through {seed}")
+        sn.rejoin_through = seed or ""
+        self.note(f"{node_id} loses its disk ({gone} values held nowhere else)")
 
     def _disk_lost(self, sn: SimNode) -> int:
         """Record the values only `sn` holds (store and hints) as lost; their count."""
@@ -347,6 +346,20 @@ class Sim:
     def restart(self, node_id: str) -> None:
         sn = self.nodes[node_id]
         if sn.core is None and sn.exited is None and not sn.dead:  # left or dead: stays gone
+            if sn.rejoin_through is not None:  # its disk was lost: it joins through a seed,
+                # one that is up and a member now, as an operator would pick (two wiped nodes
+                # each naming the other wait for each other until their join times out)
+                seed = sn.rejoin_through or next(
+                    (x for x in self.node_ids if x != node_id and self.nodes[x].core is not None
+                     and not self.nodes[x].core.joining), None)
+                if seed is None:  # no member is up to join through: try again in a second
+                    self.at(self.t + 1.0, self.restart, node_id)
+                    return
+                sn.rejoin_through = None
+                sn.cfg = dataclasses.replace(sn.cfg, seed=(self.nodes[seed].cfg.listen,))
+                self.note(f"{node_id} restarts empty, joining through {seed}")
+                self._boot(sn)
+                return
             self.note(f"{node_id} restarts")
             self._boot(sn)
 
