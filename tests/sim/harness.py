@@ -43,6 +43,7 @@ from zkv.node.namespaces import key_settings
 from zkv.wire import Delete, Error, Get, GetOk, Put, PutOk
 
 LIMIT = 1 << 30
+JOURNAL = REAPED.encode() + b"\x00"  # handoff-store keys of the reap journal, not hints
 
 
 class MemStore:
@@ -263,6 +264,10 @@ class Sim:
             self._power_loss(sn)
         else:
             self.note(f"{node_id} crashes")
+        self._stopped(sn)
+
+    def _stopped(self, sn: SimNode) -> None:
+        """The node's process is gone (crash, exit): no core, no queued frames, no links."""
         sn.core = None
         sn.paused = False
         sn.backlog.clear()
@@ -307,7 +312,7 @@ class Sim:
     def _disk_lost(self, sn: SimNode) -> int:
         """Record the values only `sn` holds (store and hints) as lost; their count."""
         keys = set(sn.store.data) | {k.partition(b"\x00")[2] for k in sn.handoff_mem.data
-                                     if not k.startswith(REAPED.encode() + b"\x00")}
+                                     if not k.startswith(JOURNAL)}
         return self._only_copies(sn, {k: self._values_on(sn, k) for k in keys}, dead=True)
 
     def _only_copies(self, sn: SimNode, before: dict[bytes, set[bytes]],
@@ -333,7 +338,7 @@ class Sim:
         suffix = b"\x00" + key
         raws += [raw[HINT_HEAD:] for k, raw in sn.handoff_mem.data.items()
                  if k.endswith(suffix) and k.partition(b"\x00")[2] == key
-                 and not k.startswith(REAPED.encode() + b"\x00")]
+                 and not k.startswith(JOURNAL)]
         out: set[bytes] = set()
         for raw in raws:
             if raw:
@@ -450,11 +455,8 @@ class Sim:
         assert core is not None
         self._send_out(sn, core.shutdown())
         self.note(f"{sn.id} exits (it left the cluster)")
-        sn.exited, sn.core = core, None
-        sn.paused = False
-        sn.backlog.clear()
-        sn.links.clear()
-        sn.subs.clear()
+        sn.exited = core
+        self._stopped(sn)
         for other in self.nodes.values():
             other.links.discard(sn.id)
 
@@ -624,9 +626,8 @@ class Sim:
     def hints_pending(self) -> int:
         """Hints not yet delivered (the handoff store's reap journal is not one), also on a
         node that is down (not on one gone for good: its hints went with it)."""
-        journal = REAPED.encode() + b"\x00"
         return sum(1 for sn in self.nodes.values() if not sn.dead for k in sn.handoff_mem.data
-                   if not k.startswith(journal))
+                   if not k.startswith(JOURNAL))
 
 
 

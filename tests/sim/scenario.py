@@ -406,10 +406,13 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
                 break
         change = Cluster(1, "replace", "n2", "n6")
     replaced: list = []
+
+    def admin_node() -> str:  # where the operator sends `zkv cluster ...` (not n2)
+        return next(x for x in ("n3", "n4", "n5", "n1") if sim.nodes[x].core is not None)
+
     for _ in range(10):  # as an operator would: again after an error (lost relay, no claimant)
         admin.answers.clear()
-        admin.send(next(x for x in ("n3", "n4", "n5", "n1") if sim.nodes[x].core is not None),
-                   change)
+        admin.send(admin_node(), change)
         for _ in range(20):
             sim.run_until(sim.t + 0.2)
             core = next((sn.core for sn in sim.nodes.values() if sn.core is not None
@@ -443,8 +446,7 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
             # again after an error (a relay to the claimant lost)
             gave_up = sim.t
             admin.answers.clear()
-            admin.send(next(x for x in ("n3", "n4", "n5", "n1") if sim.nodes[x].core),
-                       Cluster(1, "force-remove", "n2"))
+            admin.send(admin_node(), Cluster(1, "force-remove", "n2"))
         if sim.nodes["n2"].exited is not None:  # it stopped at the turn that decided it
             left = True
             break

@@ -301,6 +301,7 @@ def test_a_joining_member_only_the_wiped_claimant_knew_completes_its_join():
 
 def test_a_power_loss_excuses_only_values_no_other_node_holds():
     from zkv._core import dvv
+    from zkv.node.handoff import HINT_HEAD
 
     sim = Sim(1, 3)
     one = dvv.update(None, b"", b"only-n1", "n1").encode()
@@ -310,7 +311,7 @@ def test_a_power_loss_excuses_only_values_no_other_node_holds():
     sim.nodes["n2"].store.put(b"k2", both)
     sim.nodes["n2"].store.flush()
     hint = dvv.update(None, b"", b"hinted-n1", "n1").encode()
-    sim.nodes["n1"].handoff_mem.put(b"n3\x00k3", bytes(9) + hint)  # a hint for n3
+    sim.nodes["n1"].handoff_mem.put(b"n3\x00k3", bytes(HINT_HEAD) + hint)  # a hint for n3
     sim.crash("n1", power_loss=True)
     assert sim.lost_with_holder == {b"k1": {b"only-n1"}, b"k3": {b"hinted-n1"}}
     assert "3 unsynced writes gone, 2 values held nowhere else" in sim.log[-1]
