@@ -6,7 +6,7 @@ abandoned try finds no future and is dropped; a hedged try's future waits on the
 earlier tries it lists in `Send.also` too). Plain sockets with non-blocking sends, not
 zmq.asyncio: its per-send futures and event bookkeeping cost more client CPU per operation
 than the rest of the driver (issue 12; see benchmarks/RESULTS.md). ZMQ_FD is edge-triggered,
-so the reader drains until ZMQ_EVENTS shows nothing more, and runs again after every send
+so the reader drains until nothing is queued, and runs again after every send
 (a send can consume the edge of a reply that arrived meanwhile). Everything asked of one
 node in one event-loop iteration goes out as one frame. All decisions live in zkv.client.core.
 """
@@ -20,7 +20,7 @@ from typing import cast
 
 import zmq
 
-from zkv import wire
+from zkv import sockcalls, wire
 from zkv.client.base import Facade
 from zkv.client.core import CONNECT_WAIT, SLOW, UNREACHABLE, GetResult, Plan, Send, T, refused
 from zkv.wire import RingOk
@@ -149,11 +149,12 @@ class AsyncClient(Facade):
     def _drain(self, s: zmq.Socket) -> None:
         """Every reply waiting on s, each to the future of its rid."""
         waiting = self._waiting
-        while cast(int, s.get(zmq.EVENTS)) & zmq.POLLIN:
-            try:
-                msgs = wire.decode(s.recv(zmq.NOBLOCK), 1 << 31)
-            except zmq.Again:
+        while True:  # until nothing is queued (which also leaves the fd's edge re-armed)
+            got = sockcalls.recv(s)
+            if got is None:
                 return
+            try:
+                msgs = wire.decode(got[0][0], 1 << 31)
             except wire.WireError:
                 continue
             for reply in msgs:
@@ -241,8 +242,6 @@ class AsyncClient(Facade):
         for ep, msgs in out.items():
             s = self._sock(ep)
             for i in range(0, len(msgs), wire.MAX_BATCH):
-                try:
-                    s.send(wire.encode(msgs[i:i + wire.MAX_BATCH]), zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass  # queue full or connection gone: those requests time out
+                # a full queue or a connection gone: those requests time out
+                sockcalls.send(s, wire.encode(msgs[i:i + wire.MAX_BATCH]))
             self._drain(s)  # the send may have taken the edge of a reply already there

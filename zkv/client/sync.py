@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import zmq
 
-from zkv import wire
+from zkv import sockcalls, wire
 from zkv.client.base import Facade
 from zkv.client.core import (
     CONNECT_WAIT,
@@ -125,18 +125,14 @@ class Client(Facade):
         if send.msg is None:  # only listen to earlier (hedged) tries
             return self._wait_hedged(send, s)
         payload = wire.encode_one(send.msg)
-        try:
-            s.send(payload, zmq.NOBLOCK)  # the common case: connected, goes out at once
-        except zmq.Again:
+        if sockcalls.send(s, payload):  # 0, the common case: connected, went out at once
             # writable only once connected (IMMEDIATE): wait briefly for the TCP connection; a
             # dead node (refused/reset) fails over without waiting for an answer
             wait = min(send.until - clock(), CONNECT_WAIT)
             if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
                 self._check_refused(send.endpoint)
                 return self._answered_meanwhile(send)
-            try:
-                s.send(payload, zmq.NOBLOCK)
-            except zmq.Again:
+            if sockcalls.send(s, payload):
                 return self._answered_meanwhile(send)
         rid = send.msg.rid
         if send.also:

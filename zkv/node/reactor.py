@@ -29,6 +29,8 @@ import select
 
 import zmq
 
+from zkv import sockcalls
+
 POLLIN = int(zmq.POLLIN)
 
 
@@ -81,8 +83,9 @@ class Reactor:
         """The sockets that may hold input, waiting up to `timeout` seconds if none is known
         to (0: do not wait)."""
         if self.sent:
+            zmq_events = sockcalls.events
             for sent in self.sent:
-                if int(sent.get(zmq.EVENTS)) & POLLIN:
+                if zmq_events(sent) & POLLIN:
                     self.hot.add(sent)
             self.sent.clear()
         events = self.ep.poll(0 if self.hot else max(timeout, 0.0) * self.unit)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import zmq
 
-from zkv import security, wire
+from zkv import security, sockcalls, wire
 from zkv.config import NodeConfig, parse_endpoint
 from zkv.errors import ZkvError
 from zkv.local import pid_alive
@@ -46,7 +46,6 @@ from zkv.storage import LogStore
 log = logging.getLogger("zkv.node")
 
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
-EVENTS, POLLIN = zmq.EVENTS, int(zmq.POLLIN)
 ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (then dropped)
 ROUTER_RCVHWM = 128  # request frames queued per connection before TCP pushes back
 
@@ -180,22 +179,20 @@ class Node:
         secure = self.keys is not None
         role = None
         for i in range(DRAIN_LIMIT):
-            if i and not int(router.get(EVENTS)) & POLLIN:  # 2 us; a zmq.Again costs 5
-                return
             if i & 63 == 63:  # a connection burst: keep the count (and the cap) current
                 self.conns.drain()
-            try:  # frames: the connection's fd (ZMQ_SRCFD) and ZAP User-Id
-                zframes = router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            # the parts, and the connection's fd (ZMQ_SRCFD) and ZAP User-Id
+            got = sockcalls.recv(router, True)
+            if got is None:  # drained: nothing unseen is left (reactor.py)
                 return
+            frames, count, fd, user_id = got
             if secure:
-                role = security.role_of(str(zframes[-1].get("User-Id")))
-            frames = [f.bytes for f in zframes]
-            seen(frames[0], zframes[-1].get(zmq.SRCFD))
+                role = security.role_of(str(user_id))
+            seen(frames[0], fd)
             if secure and role is None:  # cannot happen behind ZAP; never serve it
                 continue
-            if len(frames) != 2:  # a ROUTER frame always starts with the identity
-                core.refuse_frame(frames[0], f"{len(frames) - 1} message parts, expected 1")
+            if count != 2:  # a ROUTER frame always starts with the identity
+                core.refuse_frame(frames[0], f"{count - 1} message parts, expected 1")
                 continue
             ident, payload = frames
             if role != "peer" and secure and ident.startswith(b"peer:"):
@@ -214,15 +211,15 @@ class Node:
             return
         core, clock = self.core, self.clock
         limit = GOSSIP_LIMIT if kind == GOSSIP else self.limit
-        for i in range(DRAIN_LIMIT):
-            if i and not int(sock.get(EVENTS)) & POLLIN:
+        for _ in range(DRAIN_LIMIT):
+            got = sockcalls.recv(sock)
+            if got is None:
                 return
+            frames, count = got[0], got[1]
             try:
-                payload = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                msgs = wire.decode(payload, limit)
+                if count != 1:
+                    raise wire.WireError(f"{count} message parts, expected 1")
+                msgs = wire.decode(frames[0], limit)
             except wire.WireError as exc:
                 core.malformed(who if kind in (REPLY, GOSSIP) else kind, str(exc))
                 continue
@@ -259,25 +256,22 @@ class Node:
         for endpoint, msgs in out.endpoints.items():
             self._send_frames(links.seed(endpoint), None, msgs)
         for msg in out.gossip:
-            try:
-                self.pub.send(wire.encode_one(msg), zmq.NOBLOCK)
-            except zmq.Again:
-                pass
+            sockcalls.send(self.pub, wire.encode_one(msg))  # a full queue drops it
 
     def _send_frames(self, sock, ident: bytes | None, msgs: list) -> None:
         conns = self.conns
         self.poller.touched(sock)  # a send may take the socket's input signal (reactor.py)
+        send = sockcalls.send
         for payload in wire.frames(msgs, self.limit):
-            try:
-                if ident is None:
-                    sock.send(payload, zmq.NOBLOCK)
-                elif len(payload) < TRACK_MIN:
-                    sock.send_multipart([ident, payload], zmq.NOBLOCK)
-                elif conns.may_send(ident, len(payload)):  # big: byte-capped per identity
+            if ident is None or len(payload) < TRACK_MIN:
+                if send(sock, payload, ident):
+                    return  # peer unreachable, gone (ROUTER_MANDATORY) or flooded: ops time out
+            elif conns.may_send(ident, len(payload)):  # big: byte-capped per identity
+                try:
                     conns.sent(ident, sock.send_multipart([ident, payload], zmq.NOBLOCK,
                                                           copy=False, track=True), len(payload))
-            except zmq.ZMQError:
-                return  # peer unreachable, gone (ROUTER_MANDATORY) or flooded: ops time out
+                except zmq.ZMQError:
+                    return
 
     # ---- shutdown -------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -1,0 +1,98 @@
+"""The per-frame socket calls (zkv.sockcalls): the C fast path (zkv._core.zsock) and the
+pyzmq fallback answer alike, on real sockets over loopback."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+import zmq
+
+from zkv import sockcalls
+from zkv._core import zsock
+
+IMPLS = {"zsock": (zsock.events, zsock.recv, zsock.send),
+         "pyzmq": (sockcalls.py_events, sockcalls.py_recv, sockcalls.py_send)}
+
+
+@pytest.fixture
+def pair():
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IDENTITY, b"client:1")
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    yield router, dealer
+    router.close(0)
+    dealer.close(0)
+    ctx.term()
+
+
+def _wait_for(sock, events) -> None:
+    end = time.monotonic() + 5
+    while not events(sock) & zmq.POLLIN:
+        assert time.monotonic() < end, "nothing arrived"
+        time.sleep(0.001)
+
+
+def test_the_fast_path_found_libzmq_on_linux():
+    if sys.platform.startswith("linux"):
+        assert zsock.AVAILABLE and sockcalls.FAST
+        assert sockcalls.recv is zsock.recv
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_round_trip_with_identity_and_connection_fd(pair, impl):
+    events, recv, send = IMPLS[impl]
+    router, dealer = pair
+    assert recv(router, True) is None and not events(router) & zmq.POLLIN
+    assert send(dealer, b"hello") == 0
+    _wait_for(router, events)
+    parts, count, fd, user_id = recv(router, True)
+    assert parts == [b"client:1", b"hello"] and count == 2
+    assert fd > 0 and user_id is None  # no ZAP handler: no User-Id
+    assert recv(router, True) is None  # one message, taken whole
+    assert send(router, b"world", b"client:1") == 0
+    _wait_for(dealer, events)
+    assert recv(dealer) == ([b"world"], 1, -1, None)
+    assert recv(dealer) is None
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_message_of_many_parts_is_taken_whole_and_capped(pair, impl):
+    events, recv, send = IMPLS[impl]
+    router, dealer = pair
+    dealer.send_multipart([b"p%d" % i for i in range(20)])
+    assert send(dealer, b"next") == 0
+    _wait_for(router, events)
+    parts, count, _, _ = recv(router, True)
+    assert count == 21 and len(parts) == sockcalls.MAX_PARTS
+    assert parts[:3] == [b"client:1", b"p0", b"p1"]
+    assert recv(router, True)[0] == [b"client:1", b"next"]  # the next message, intact
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_refusals_are_errnos_not_exceptions(pair, impl):
+    _, _, send = IMPLS[impl]
+    router, dealer = pair
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    assert send(router, b"x", b"nobody") == zmq.EHOSTUNREACH
+    lonely = dealer.context.socket(zmq.DEALER)
+    try:
+        lonely.setsockopt(zmq.IMMEDIATE, 1)  # no connection: nothing can be queued
+        lonely.connect("tcp://127.0.0.1:9")
+        assert send(lonely, b"x") == zmq.EAGAIN
+    finally:
+        lonely.close(0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_closed_socket_raises(pair, impl):
+    events, recv, send = IMPLS[impl]
+    _, dealer = pair
+    dealer.close(0)
+    for call in (lambda: events(dealer), lambda: recv(dealer), lambda: send(dealer, b"x")):
+        with pytest.raises(zmq.ZMQError):
+            call()

@@ -1,0 +1,9 @@
+"""The transport's per-frame socket calls in C (see zsock.pyx)."""
+
+AVAILABLE: bool
+MAX_PARTS: int
+
+def events(sock: object) -> int: ...
+def recv(sock: object, meta: bool = False
+         ) -> tuple[list[bytes], int, int, str | None] | None: ...
+def send(sock: object, payload: bytes, ident: bytes | None = None) -> int: ...

@@ -1,0 +1,200 @@
+# cython: language_level=3
+"""The transport's per-frame socket calls in C: non-blocking receive and send on pyzmq sockets,
+straight into libzmq, without pyzmq's per-call Python layer.
+
+Why: a node handles every frame with a few socket calls, and pyzmq's cost per call is mostly
+its own Python layer, not libzmq. Measured on loopback (benchmarks/RESULTS.md, "The socket
+fast path"): a ROUTER frame as the transport took it (recv_multipart(copy=False), the two
+frames' bytes, the SRCFD and User-Id properties, then ZMQ_EVENTS) cost 12-14 us of which
+libzmq's own work is ~1.5 us; every getsockopt builds a `SocketOption` enum member (~1.3 us);
+every send releases and retakes the GIL. Here each call is one C function: no Frame objects,
+no enums, no exceptions for EAGAIN, and the GIL is kept (every call is ZMQ_DONTWAIT: none
+blocks).
+
+How it reaches libzmq: pyzmq loads libzmq privately (RTLD_LOCAL), so this module cannot link
+against it. At import it finds the libzmq the running pyzmq uses (its path in
+/proc/self/maps, or pyzmq's own extension when libzmq is linked into it), checks that its
+version is the one pyzmq reports, and takes the addresses of the eight functions it needs
+with ctypes. Where that fails (not Linux, an unusual build) `AVAILABLE` is False and the
+callers use pyzmq as before (zkv/node/transport.py). Sockets are passed as pyzmq sockets;
+their C handle is read from `Socket.underlying`, and a closed socket raises ZMQError(ENOTSOCK)
+before libzmq is touched.
+"""
+
+from libc.stdint cimport uint64_t, uintptr_t
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+
+cdef extern from "errno.h":
+    int EAGAIN
+
+cdef enum:  # zmq.h
+    ZMQ_DONTWAIT = 1
+    ZMQ_SNDMORE = 2
+    ZMQ_EVENTS = 15
+    ZMQ_SRCFD = 2
+
+ctypedef struct zmsg:  # zmq_msg_t: 64 opaque bytes, 8-aligned
+    uint64_t _[8]
+
+ctypedef int (*f_getsockopt)(void *s, int option, void *value, size_t *size) noexcept nogil
+ctypedef int (*f_send)(void *s, const void *buf, size_t len, int flags) noexcept nogil
+ctypedef int (*f_msg_init)(zmsg *m) noexcept nogil
+ctypedef int (*f_msg_recv)(zmsg *m, void *s, int flags) noexcept nogil
+ctypedef int (*f_msg_close)(zmsg *m) noexcept nogil
+ctypedef void *(*f_msg_data)(zmsg *m) noexcept nogil
+ctypedef size_t (*f_msg_size)(const zmsg *m) noexcept nogil
+ctypedef int (*f_msg_more)(const zmsg *m) noexcept nogil
+ctypedef int (*f_msg_get)(const zmsg *m, int prop) noexcept nogil
+ctypedef const char *(*f_msg_gets)(const zmsg *m, const char *prop) noexcept nogil
+ctypedef int (*f_errno)() noexcept nogil
+
+cdef f_getsockopt z_getsockopt = NULL
+cdef f_send z_send = NULL
+cdef f_msg_init z_msg_init = NULL
+cdef f_msg_recv z_msg_recv = NULL
+cdef f_msg_close z_msg_close = NULL
+cdef f_msg_data z_msg_data = NULL
+cdef f_msg_size z_msg_size = NULL
+cdef f_msg_more z_msg_more = NULL
+cdef f_msg_get z_msg_get = NULL
+cdef f_msg_gets z_msg_gets = NULL
+cdef f_errno z_errno = NULL
+
+MAX_PARTS = 8  # parts kept of one message (the rest are read and dropped: a hostile sender)
+
+
+def _libzmq_candidates():
+    """Paths that may hold the libzmq pyzmq runs on: mapped libraries named libzmq, then
+    pyzmq's extension itself (libzmq linked in statically)."""
+    import os
+
+    import zmq.backend.cython._zmq as ext
+    paths = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(None, 5)  # address perms offset dev inode [path]
+                path = fields[5].strip() if len(fields) == 6 else ""
+                if "libzmq" in os.path.basename(path) and path not in paths:
+                    paths.append(path)
+    except OSError:
+        pass
+    paths.append(ext.__file__)
+    return paths
+
+
+def _bind():
+    """Take libzmq's function addresses; False if no candidate is the libzmq pyzmq uses."""
+    global z_getsockopt, z_send, z_msg_init, z_msg_recv, z_msg_close, z_msg_data, z_msg_size
+    global z_msg_more, z_msg_get, z_msg_gets, z_errno
+    import ctypes
+
+    import zmq
+    for path in _libzmq_candidates():
+        try:
+            lib = ctypes.CDLL(path)
+            major, minor, patch = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+            lib.zmq_version(ctypes.byref(major), ctypes.byref(minor), ctypes.byref(patch))
+            if (major.value, minor.value, patch.value) != zmq.zmq_version_info():
+                continue
+            addr = {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in (
+                "zmq_getsockopt", "zmq_send", "zmq_msg_init", "zmq_msg_recv", "zmq_msg_close",
+                "zmq_msg_data", "zmq_msg_size", "zmq_msg_more", "zmq_msg_get", "zmq_msg_gets",
+                "zmq_errno")}
+        except (OSError, AttributeError):
+            continue
+        if not all(addr.values()):
+            continue
+        z_getsockopt = <f_getsockopt><uintptr_t>addr["zmq_getsockopt"]
+        z_send = <f_send><uintptr_t>addr["zmq_send"]
+        z_msg_init = <f_msg_init><uintptr_t>addr["zmq_msg_init"]
+        z_msg_recv = <f_msg_recv><uintptr_t>addr["zmq_msg_recv"]
+        z_msg_close = <f_msg_close><uintptr_t>addr["zmq_msg_close"]
+        z_msg_data = <f_msg_data><uintptr_t>addr["zmq_msg_data"]
+        z_msg_size = <f_msg_size><uintptr_t>addr["zmq_msg_size"]
+        z_msg_more = <f_msg_more><uintptr_t>addr["zmq_msg_more"]
+        z_msg_get = <f_msg_get><uintptr_t>addr["zmq_msg_get"]
+        z_msg_gets = <f_msg_gets><uintptr_t>addr["zmq_msg_gets"]
+        z_errno = <f_errno><uintptr_t>addr["zmq_errno"]
+        return True
+    return False
+
+
+try:
+    AVAILABLE = _bind()
+except ImportError:  # no pyzmq
+    AVAILABLE = False
+
+
+cdef void *_handle(object sock) except NULL:
+    """The libzmq socket behind a pyzmq socket (ZMQError if it is closed)."""
+    if not AVAILABLE:
+        raise RuntimeError("zkv._core.zsock: libzmq was not found (AVAILABLE is False)")
+    if sock.closed:
+        import zmq
+        raise zmq.ZMQError(zmq.ENOTSOCK)
+    return <void *><uintptr_t>sock.underlying
+
+
+cdef object _error(int err):
+    import zmq
+    return zmq.ZMQError(err)
+
+
+def events(sock) -> int:
+    """The socket's ZMQ_EVENTS (POLLIN 1 | POLLOUT 2)."""
+    cdef void *h = _handle(sock)
+    cdef int value = 0
+    cdef size_t size = sizeof(int)
+    if z_getsockopt(h, ZMQ_EVENTS, &value, &size) != 0:
+        raise _error(z_errno())
+    return value
+
+
+def recv(sock, bint meta=False):
+    """One whole message, without waiting: None if none is queued, else its parts (bytes; at
+    most MAX_PARTS kept, and a count of every part) and, with `meta`, the connection's fd
+    (ZMQ_SRCFD, -1 if unknown) and the ZAP User-Id (None without one), both read from the
+    last part:
+    ``(parts, count, fd, user_id)``. Other errors raise ZMQError."""
+    cdef void *h = _handle(sock)
+    cdef zmsg m
+    cdef int rc, more = 1, count = 0, fd = -1
+    cdef const char *uid = NULL
+    cdef list parts = []
+    cdef object user_id = None
+    while more:
+        z_msg_init(&m)
+        rc = z_msg_recv(&m, h, ZMQ_DONTWAIT)  # a message's parts arrive together
+        if rc < 0:
+            rc = z_errno()
+            z_msg_close(&m)
+            if count == 0 and rc == EAGAIN:
+                return None
+            raise _error(rc)
+        if count < MAX_PARTS:
+            parts.append(PyBytes_FromStringAndSize(<char *>z_msg_data(&m), z_msg_size(&m)))
+        count += 1
+        more = z_msg_more(&m)
+        if meta and not more:  # the last part came from the connection (a ROUTER makes
+            fd = z_msg_get(&m, ZMQ_SRCFD)  # the identity part itself, without properties)
+            uid = z_msg_gets(&m, b"User-Id")
+            if uid != NULL:
+                user_id = uid.decode("utf-8", "replace")
+        z_msg_close(&m)
+    return parts, count, fd, user_id
+
+
+def send(sock, bytes payload, bytes ident=None) -> int:
+    """Queue one message without waiting (libzmq copies it); with `ident`, a ROUTER's
+    two-part [identity, payload]. Returns 0, or the errno that refused it (EAGAIN: the
+    queue is full; EHOSTUNREACH: no such identity under ROUTER_MANDATORY; ...)."""
+    cdef void *h = _handle(sock)
+    if ident is not None:
+        if z_send(h, PyBytes_AS_STRING(ident), PyBytes_GET_SIZE(ident),
+                  ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0:
+            return z_errno()
+    if z_send(h, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), ZMQ_DONTWAIT) < 0:
+        return z_errno()
+    return 0
