@@ -326,3 +326,31 @@ def test_async_client_keeps_working_when_used_from_another_event_loop(fake_nodes
     # a second asyncio.run: the socket's reader moves to the new loop, replies still arrive
     assert asyncio.run(c.status(a.endpoint)) == {"node": "a"}
     asyncio.run(c.close())
+
+
+def test_async_deadlines_fire_on_time_for_many_tries_and_on_a_new_loop(fake_nodes):
+    # every try's deadline shares one loop timer (aio.TIMER_GRAIN): each silent try must
+    # still time out near its own deadline, also from a second loop while the first loop's
+    # timer (armed for an answered try's deadline) will never fire
+    from zkv.client import aio
+
+    quiet, talker = fake_nodes({"q": lambda m: None,
+                                "a": lambda m: (0, wire.StatusOk(0, {"node": "a"}))})
+    c = AsyncClient([quiet.endpoint], timeout=0.6)
+
+    async def many(n):
+        t = time.monotonic()
+        got = await asyncio.gather(*(c.status(quiet.endpoint) for _ in range(n)),
+                                   return_exceptions=True)
+        took = time.monotonic() - t
+        assert await c.status(talker.endpoint) == {"node": "a"}  # leaves a deadline armed
+        return took, got
+
+    for _ in range(2):  # two loops
+        took, got = asyncio.run(many(20))
+        assert all(isinstance(x, RequestTimeout) for x in got)
+        # not before the try's budget; "near" is generous (a shared machine), a timer that
+        # never fired would wait for the test's timeout
+        assert c.core.per_try <= took < c.core.per_try + 20 * aio.TIMER_GRAIN + 1.5
+    asyncio.run(c.close())
+    assert not c._deadlines
