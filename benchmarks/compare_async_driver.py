@@ -4,8 +4,8 @@
 
 One local 3-node cluster (sync=none); 50/50 get/put of 1 KiB values, each put carrying the
 context of the last get, with 16 and 64 operations in flight on one AsyncClient. "before" is
-zkv/client/aio.py as of --rev (the zmq.asyncio driver, read with `git show`), "now" the
-installed one; both drive the same client core. CPU is time.process_time() of this process
+zkv/client/aio.py as of --rev (read with `git show`; the default, ae1f717, is the zmq.asyncio
+driver), "now" the installed one; both drive the same client core. CPU is time.process_time() of this process
 (the client's event loop and libzmq's I/O thread) divided by operations completed.
 """
 import argparse
@@ -62,7 +62,7 @@ cl.start(60)
 try:
     for inflight in (16, 64):
         for rnd in range(args.rounds):
-            for name, cls in ((("zmq.asyncio (before)", old.AsyncClient), ("add_reader (now)", zkv.AsyncClient))[::(1 if rnd % 2 else -1)]):
+            for name, cls in (((f"before ({args.rev})", old.AsyncClient), ("now", zkv.AsyncClient))[::(1 if rnd % 2 else -1)]):
                 done, cpu = asyncio.run(main(cls, cl.endpoints, inflight, args.seconds))
                 print(f"in flight {inflight:2d}  {name:22s} {done/args.seconds:6.0f} ops/s  client CPU {cpu/done*1e6:4.0f} us/op", flush=True)
 finally:
