@@ -58,12 +58,18 @@ with tempfile.TemporaryDirectory() as d:
 """
 
 
-def _side(python: str, src: str) -> subprocess.Popen:
+def side_env(src: str) -> dict[str, str]:
+    """The environment of a side's process (benchmarks/compare_load.py uses it too)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if glob.glob(os.path.join(src, "zkv", "_core", "*.so")):
         # a checkout with its extensions built in place: its nodes (started by LocalCluster
         # as `python -P -m zkv.node`) run its code too, not whatever zkv `python` has installed
         env["PYTHONPATH"] = src
+    return env
+
+
+def _side(python: str, src: str) -> subprocess.Popen:
+    env = side_env(src)
     p = subprocess.Popen([python, "-P", "-c", CHILD, src], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
     assert p.stdout is not None
