@@ -27,6 +27,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 
 cdef extern from "errno.h":
     int EAGAIN
+    int EINTR
 
 cdef enum:  # zmq.h
     ZMQ_DONTWAIT = 1
@@ -147,8 +148,9 @@ def events(sock) -> int:
     cdef void *h = _handle(sock)
     cdef int value = 0
     cdef size_t size = sizeof(int)
-    if z_getsockopt(h, ZMQ_EVENTS, &value, &size) != 0:
-        raise _error(z_errno())
+    while z_getsockopt(h, ZMQ_EVENTS, &value, &size) != 0:
+        if z_errno() != EINTR:  # a signal (SIGTERM to the node): ask again, as pyzmq does
+            raise _error(z_errno())
     return value
 
 
@@ -167,6 +169,8 @@ def recv(sock, bint meta=False):
     while more:
         z_msg_init(&m)
         rc = z_msg_recv(&m, h, ZMQ_DONTWAIT)  # a message's parts arrive together
+        while rc < 0 and z_errno() == EINTR:
+            rc = z_msg_recv(&m, h, ZMQ_DONTWAIT)
         if rc < 0:
             rc = z_errno()
             z_msg_close(&m)
@@ -191,10 +195,17 @@ def send(sock, bytes payload, bytes ident=None) -> int:
     two-part [identity, payload]. Returns 0, or the errno that refused it (EAGAIN: the
     queue is full; EHOSTUNREACH: no such identity under ROUTER_MANDATORY; ...)."""
     cdef void *h = _handle(sock)
+    cdef int err
     if ident is not None:
-        if z_send(h, PyBytes_AS_STRING(ident), PyBytes_GET_SIZE(ident),
-                  ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0:
+        err = _send(h, ident, ZMQ_DONTWAIT | ZMQ_SNDMORE)
+        if err:
+            return err
+    return _send(h, payload, ZMQ_DONTWAIT)
+
+
+cdef int _send(void *h, bytes data, int flags):
+    """zmq_send, again after a signal; 0 or the errno."""
+    while z_send(h, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), flags) < 0:
+        if z_errno() != EINTR:
             return z_errno()
-    if z_send(h, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), ZMQ_DONTWAIT) < 0:
-        return z_errno()
     return 0
