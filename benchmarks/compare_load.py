@@ -1,7 +1,7 @@
 """Node and client CPU per operation under load, this code against another checkout, alternating.
 
 `zkv bench --throughput` measures one code on a machine whose speed drifts by tens of percent
-within an afternoon; comparing two of its runs says more about the machine than the code.
+within a session; comparing two of its runs says more about the machine than the code.
 Here each round starts a fresh 3-node cluster of one side, loads it with one AsyncClient
 keeping `--inflight` operations in flight (50/50 get/put of 1 KiB values over 64 keys per
 worker, each put carrying the context of its key's last put, N3 R2 W2), then the other
