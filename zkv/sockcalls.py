@@ -1,5 +1,6 @@
-"""The socket calls the transport makes per frame (events, recv, send): zkv._core.zsock's C
-versions where it found the libzmq pyzmq runs on, else the same calls through pyzmq.
+"""The socket calls made per frame (events, recv, send) by the node's transport and by both
+clients: zkv._core.zsock's C versions where it found the libzmq pyzmq runs on, else the same
+calls through pyzmq.
 
 Both behave alike (tests/test_sockcalls.py runs the same checks on each): none blocks,
 `recv` answers None when nothing is queued and a whole message otherwise, `send` answers 0

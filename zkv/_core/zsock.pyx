@@ -3,10 +3,10 @@
 straight into libzmq, without pyzmq's per-call Python layer.
 
 Why: a node handles every frame with a few socket calls, and pyzmq's cost per call is mostly
-its own Python layer, not libzmq. Measured on loopback (benchmarks/RESULTS.md, "The socket
-fast path"): a ROUTER frame as the transport took it (recv_multipart(copy=False), the two
-frames' bytes, the SRCFD and User-Id properties, then ZMQ_EVENTS) cost 12-14 us of which
-libzmq's own work is ~1.5 us; every getsockopt builds a `SocketOption` enum member (~1.3 us);
+its own Python layer, not libzmq. Measured on loopback (benchmarks/RESULTS.md, "The
+per-frame socket calls"): a ROUTER frame as the transport took it (recv_multipart(copy=False),
+the two frames' bytes, the SRCFD and User-Id properties, then ZMQ_EVENTS) cost 7-14 us of
+which libzmq's own work is ~1.5 us; every getsockopt builds a `SocketOption` enum member (~1.3 us);
 every send releases and retakes the GIL. Here each call is one C function: no Frame objects,
 no enums, no exceptions for EAGAIN, and the GIL is kept (every call is ZMQ_DONTWAIT: none
 blocks).
@@ -14,9 +14,9 @@ blocks).
 How it reaches libzmq: pyzmq loads libzmq privately (RTLD_LOCAL), so this module cannot link
 against it. At import it finds the libzmq the running pyzmq uses (its path in
 /proc/self/maps, or pyzmq's own extension when libzmq is linked into it), checks that its
-version is the one pyzmq reports, and takes the addresses of the eight functions it needs
+version is the one pyzmq reports, and takes the addresses of the eleven functions it needs
 with ctypes. Where that fails (not Linux, an unusual build) `AVAILABLE` is False and the
-callers use pyzmq as before (zkv/node/transport.py). Sockets are passed as pyzmq sockets;
+callers use pyzmq as before (zkv/sockcalls.py). Sockets are passed as pyzmq sockets;
 their C handle is read from `Socket.underlying`, and a closed socket raises ZMQError(ENOTSOCK)
 before libzmq is touched.
 """
