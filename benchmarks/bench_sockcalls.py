@@ -1,7 +1,8 @@
-"""The transport's per-frame socket calls: zkv._core.zsock against pyzmq (the baseline), the same
-sockets in the same run. A ROUTER over loopback TCP holds queued [identity, 1,088-byte
-payload] messages; each round drains 500 of them, taking each whole as the node's transport does (its parts,
-the connection's fd, the User-Id) and then asks ZMQ_EVENTS, as the drain loop did before zsock.
+"""The transport's per-frame socket calls: zkv._core.zsock against pyzmq (the baseline), the
+same sockets in the same run. A ROUTER over loopback TCP holds queued [identity, 1,088-byte
+payload] messages; each round drains 500 of them, taking each whole as the node's transport
+does (its parts, the connection's fd, the User-Id), then asking ZMQ_EVENTS (as the drain
+loop did before zsock).
 
     python -m pytest benchmarks/bench_sockcalls.py --benchmark-only -q
 """
