@@ -158,8 +158,7 @@ def recv(sock, bint meta=False):
     """One whole message, without waiting: None if none is queued, else its parts (bytes; at
     most MAX_PARTS kept, and a count of every part) and, with `meta`, the connection's fd
     (ZMQ_SRCFD, -1 if unknown) and the ZAP User-Id (None without one), both read from the
-    last part:
-    ``(parts, count, fd, user_id)``. Other errors raise ZMQError."""
+    last part: ``(parts, count, fd, user_id)``. Other errors raise ZMQError."""
     cdef void *h = _handle(sock)
     cdef zmsg m
     cdef int rc, more = 1, count = 0, fd = -1

@@ -19,7 +19,6 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import zmq
 
@@ -187,7 +186,7 @@ class AsyncClient(Facade):
     async def _connected_within(self, s: zmq.Socket, wait: float) -> bool:
         """Whether s can send (IMMEDIATE: its TCP connection is up) within `wait` s."""
         end = self.core.clock() + wait
-        while not cast(int, s.get(zmq.EVENTS)) & zmq.POLLOUT:
+        while not sockcalls.events(s) & zmq.POLLOUT:
             if self.core.clock() >= end:
                 return False
             await asyncio.sleep(0.002)
