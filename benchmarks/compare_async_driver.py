@@ -5,8 +5,9 @@
 One local 3-node cluster (sync=none); 50/50 get/put of 1 KiB values, each put carrying the
 context of the last get, with 16 and 64 operations in flight on one AsyncClient. "before" is
 zkv/client/aio.py as of --rev (read with `git show`; the default, ae1f717, is the zmq.asyncio
-driver), "now" the installed one; both drive the same client core. CPU is time.process_time() of this process
-(the client's event loop and libzmq's I/O thread) divided by operations completed.
+driver), "now" the installed one; both drive the same client core. CPU is
+time.process_time() of this process (the client's event loop and libzmq's I/O thread)
+divided by operations completed.
 """
 import argparse
 import asyncio
