@@ -10,10 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zkv._core import dvv
+from zkv._core.ring import Ring, partition_of
 from zkv.node import ownership as own
 from zkv.node.antientropy import (
     AntiEntropy,
     Exchange,
+    answer_tree_level,
+    check_roots,
     children,
     leaf_keys,
     pack_hashes,
@@ -27,7 +30,20 @@ from zkv.node.handoff import HandoffStore
 from zkv.node.membership import Membership
 from zkv.node.replica import Replica
 from zkv.storage import LogStore
-from zkv.wire import E_QUORUM, Error, GetOk, Member, PutOk, RGet, RGetOk, RPut, RPutOk
+from zkv.wire import (
+    E_QUORUM,
+    Error,
+    GetOk,
+    Member,
+    PutOk,
+    RGet,
+    RGetOk,
+    RPut,
+    RPutOk,
+    TreeLevel,
+    decode,
+    encode,
+)
 
 
 class Clock:
@@ -418,6 +434,35 @@ def test_exchange_finds_exactly_the_differing_keys(tmp_path_factory, n_keys, div
     assert found == differing
     for p in range(16):
         assert ae_a.tree(p).root() == ae_b.tree(p).root()
+    a.close()
+    b.close()
+
+
+@settings(max_examples=15, deadline=None)
+@given(n_keys=st.integers(0, 200), diverge=st.sampled_from([0.0, 0.02, 0.3]),
+       seed=st.integers(0, 1000), parts=st.lists(st.integers(0, 15), min_size=1, max_size=16,
+                                                 unique=True))
+def test_one_round_trip_checks_many_roots_and_names_exactly_the_differing(
+        tmp_path_factory, n_keys, diverge, seed, parts):
+    """TreeLevel.more: one answer carries the roots of many partitions; check_roots splits
+    them into agreed and differing exactly as one exchange per partition would."""
+    tmp = tmp_path_factory.mktemp("roots")
+    a, b, ae_a, ae_b, ra, rb, differing = _replica_pair(tmp, n_keys, diverge, seed)
+    ring = Ring([("a", ""), ("b", "")], q=16, n=2)
+    ask = decode(encode([TreeLevel(7, parts[0], 0, [], 0, parts[1:])]), 1 << 20)[0]
+    answer = answer_tree_level(ae_b, ring, ask)
+    agreed, differ = check_roots(ae_a, parts, answer.hashes)
+    assert answer.rid == 7 and sorted(agreed + differ) == sorted(parts)
+    assert set(differ) == {p for p in parts if any(partition_of(k, 4) == p for k in differing)}
+    # a node that predates `more` answers the first root alone: the rest are left to exchanges
+    old = answer_tree_level(ae_b, ring, TreeLevel(7, parts[0], 0, [], 0))
+    agreed1, differ1 = check_roots(ae_a, parts, old.hashes)
+    assert agreed1 == [p for p in agreed if p == parts[0]]
+    assert sorted(differ1) == sorted(set(parts) - set(agreed1))
+    # a partition out of range (hostile or another ring) spoils the batch: nothing agrees
+    bad = answer_tree_level(ae_b, ring, TreeLevel(7, parts[0], 0, [], 0, parts[1:] + [16]))
+    assert bad.hashes == b"" and check_roots(ae_a, parts, bad.hashes) == ([], parts)
+    assert check_roots(ae_a, parts, b"\x00" * 5) == ([], parts)  # malformed: nothing agrees
     a.close()
     b.close()
 

@@ -49,6 +49,10 @@ Fields added so far:
     Gossip.progress_n, Fetch.n                transfers of namespaces whose N is not the
         cluster's (issue 11 x 15); an old source ignores Fetch.n and answers every key of the
         partition (more bytes, nothing lost)
+    TreeLevel.more (list of partitions, at most MAX_ROOTS)   level 0 only: the roots of these
+        partitions too, so one round trip per peer checks a whole round of partitions
+        (background.RootsOp). An older node ignores the field and answers one root; the
+        asker then exchanges the others one by one, as before
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ MAX_ERROR_TEXT = 4096
 MAX_NS_NAME = 64  # == namespaces._NAME's upper bound
 MAX_NS_REGISTRY = 1 << 20  # == namespaces.DEFAULT_MAX_BYTES
 MAX_NS_N = 16  # == namespaces.MAX_N
+MAX_ROOTS = 1024  # partitions whose roots one TreeLevel asks for (TreeLevel.more)
 
 NodeId = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
 Endpoint = Annotated[str, msgspec.Meta(max_length=MAX_ENDPOINT)]
@@ -246,12 +251,14 @@ class JoinOk(_Msg, tag=26):
 
 class TreeLevel(_Msg, tag=27):
     """Anti-entropy: the hashes at `level` of the partition's Merkle tree of the children of
-    `parents` (nodes of level - 1 that differed); level 0 asks for the root."""
+    `parents` (nodes of level - 1 that differed); level 0 asks for the root, and with `more`
+    for the roots of those partitions too, in order after `partition`'s."""
 
     partition: int
     level: int
     parents: list[int]
     n: NsN = 0  # the trees of keys whose namespace has this N (0: the cluster's N)
+    more: Annotated[list[int], msgspec.Meta(max_length=MAX_ROOTS)] = []
 
 
 class TreeLevelOk(_Msg, tag=28):

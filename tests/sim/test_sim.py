@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sim.harness import Faults, Sim, SimClient, live_values
 from sim.scenario import read_your_writes, run
+from zkv._core import dvv
 
 FAULTY = Faults(loss=0.02, dup=0.01, partitions=2, pauses=1, crashes=1)
 
@@ -445,3 +446,44 @@ def test_a_node_back_with_an_empty_disk_never_reissues_its_old_dots():
     sim.run_until(30)
     assert got == {"v2 acked": True, "n1 holds": [b"v1"], "v3 acked": True,
                    "final": [b"v2", b"v3"]}, (got, sim.log)
+
+
+def test_quiet_anti_entropy_rounds_check_roots_only_and_a_divergence_is_still_repaired():
+    """A round's roots travel in one request per peer (TreeLevel.more): while replicas agree,
+    no per-partition exchange runs, yet every partition keeps being recorded in agreement
+    (reaping needs it); a version one replica alone holds is found and spread."""
+    sim = Sim(3, 3)
+    sim.run_until(1.0)
+
+    def writer(c: SimClient):
+        for i in range(60):
+            yield ("put", b"quiet:%d" % i, b"v", b"", 3)
+
+    SimClient(sim, "w", writer, think=0.0)
+    sim.run_until(6.0)  # written at W=3 everywhere, then a few rounds to settle
+
+    def totals():
+        stats = [sn.core.ae.stats for sn in sim.nodes.values()]
+        return {k: sum(s[k] for s in stats) for k in ("exchanges", "root_checks",
+                                                      "agreements", "keys_repaired")}
+
+    before = totals()
+    sim.run_until(11.0)
+    after = totals()
+    assert after["exchanges"] == before["exchanges"]  # nothing differs: no walk started
+    rounds = 5.0 / sim.nodes["n1"].cfg.aae_interval
+    # each round: 8 partitions per node, with both other owners, on 3 nodes (some slack for
+    # where the window cuts the rounds)
+    assert after["root_checks"] - before["root_checks"] >= 0.8 * rounds * 3 * 2 * 8
+    assert after["agreements"] - before["agreements"] == (after["root_checks"]
+                                                          - before["root_checks"])
+    # one replica gets a version the others lack (as a write that reached it alone would)
+    key = b"quiet:7"
+    lone = sim.owners(key)[0]
+    core = sim.nodes[lone].core
+    core.replica.coordinate(key, dvv.DVVSet.decode(sim.held(lone, key)).context(), b"lone")
+    core.persist()
+    sim.run_until(20.0)
+    assert sim.replicas_agree([key]) == []
+    assert b"lone" in live_values(sim.held(sim.owners(key)[1], key))
+    assert totals()["exchanges"] > after["exchanges"]

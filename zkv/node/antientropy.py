@@ -12,6 +12,10 @@ store once.
 Exchange (riak_core `hashtree` style, driven by `Exchange` step objects): compare roots; walk
 only differing subtrees one level per round trip; list (key, digest) of the differing leaves on
 both sides; push our differing versions, pull theirs. Only differing keys' versions travel.
+The roots of a whole planning round are compared first, one round trip per peer for all its
+partitions (`check_roots`); only the partitions whose roots differ are exchanged. (One
+exchange per partition, even when the roots agreed, cost an idle 3-node cluster about 80
+exchanges per second per node, most of its idle CPU.)
 
 Tombstones (delete = a DVV whose siblings are all tombstones) are reaped only when (a) every
 other owner of the partition agreed with us in an exchange that *started after* we stored
@@ -81,7 +85,7 @@ class AntiEntropy:
         self.journal: ReapJournal | None = None
         self.echo_window = 2 * grace + 60  # seconds a reap is remembered
         self.stats = {"exchanges": 0, "keys_repaired": 0, "bytes_sent": 0, "agreements": 0,
-                      "reaped": 0}
+                      "reaped": 0, "root_checks": 0}
 
     def tree(self, p: int) -> MerkleTree:
         t = self.trees.get(p)
@@ -344,8 +348,14 @@ def _valid(ring: Ring, p: int) -> bool:
 
 
 def answer_tree_level(ae: AntiEntropy | None, ring: Ring, msg: TreeLevel) -> TreeLevelOk:
-    """The hashes a peer asked for (empty when the partition or indices are out of range)."""
+    """The hashes a peer asked for (empty when a partition or index is out of range); at
+    level 0 with `more`, the roots of `partition` and of each of `more`, in that order."""
     hashes = b""
+    if msg.more:
+        if ae is not None and msg.level == 0 and all(
+                _valid(ring, p) for p in (msg.partition, *msg.more)):
+            hashes = pack_hashes(ae.tree(p).root() for p in (msg.partition, *msg.more))
+        return TreeLevelOk(msg.rid, hashes)
     if ae is not None and _valid(ring, msg.partition):
         tree = ae.tree(msg.partition)
         try:
@@ -354,6 +364,27 @@ def answer_tree_level(ae: AntiEntropy | None, ring: Ring, msg: TreeLevel) -> Tre
         except ValueError:
             hashes = b""
     return TreeLevelOk(msg.rid, hashes)
+
+
+def check_roots(ae: AntiEntropy, parts: list[int], answer: bytes
+                ) -> tuple[list[int], list[int]]:
+    """A peer's roots for `parts` (its TreeLevelOk to a TreeLevel asking for them at once):
+    (the partitions whose root equals ours, the rest). The rest is every partition the
+    answer does not cover: all of them for an empty or malformed answer, all but the first
+    when the peer answered one root (a node that predates TreeLevel.more)."""
+    if len(answer) == TREE_HASH * len(parts):
+        remote = unpack_hashes(answer, len(parts))
+    elif len(answer) == TREE_HASH:
+        remote = [answer]
+    else:
+        remote = []
+    agreed, differ = [], []
+    for i, p in enumerate(parts):
+        if i < len(remote) and ae.tree(p).root()[:TREE_HASH] == remote[i]:
+            agreed.append(p)
+        else:
+            differ.append(p)
+    return agreed, differ
 
 
 def answer_leaf_keys(ae: AntiEntropy | None, store, ring: Ring, msg: LeafKeys,

@@ -20,6 +20,7 @@ from zkv.errors import ZkvError
 from zkv.node.antientropy import (
     AntiEntropy,
     Exchange,
+    check_roots,
     leaf_keys,
     reap_pass,
     unpack_hashes,
@@ -170,6 +171,40 @@ class ExchangeOp(Op):
         self.finish()
 
 
+class RootsOp(Op):
+    """The roots of a planning round's partitions held with one peer, in one round trip: the
+    partitions whose roots agree count as exchanged in agreement (reaping needs that), the
+    others are queued for a full exchange (`Background.differ`)."""
+
+    kind = "roots"
+
+    def __init__(self, ctx, ae: AntiEntropy, peer: str, n: int, wire_n: int,
+                 parts: list[int], deadline: float) -> None:
+        super().__init__(ctx, None, b"", deadline)
+        self.ae = ae
+        self.peer = peer
+        self.n = n  # the N-group, as the exchange queue names it
+        self.wire_n = wire_n  # as TreeLevel.n (0: the cluster's N)
+        self.parts = parts
+        self.differ: list[int] = []
+
+    def start(self) -> None:
+        self.pending = {self.peer}
+        self.ctx.ask(self.peer, TreeLevel(0, self.parts[0], 0, [], self.wire_n, self.parts[1:]),
+                     self)
+
+    def on_reply(self, node_id: str, msg) -> None:
+        answer = msg.hashes if isinstance(msg, TreeLevelOk) else b""
+        agreed, self.differ = check_roots(self.ae, self.parts, answer)
+        self.ae.stats["root_checks"] += len(self.parts)
+        for p in agreed:
+            self.ae.record_agreement(p, self.peer, self.started)
+        self.finish()
+
+    def on_timeout(self) -> None:
+        self.finish()  # a silent peer: these partitions wait for their next turn
+
+
 class FetchRepairOp(Op):
     """Re-fetch keys the engine found corrupt from the other owners and merge what they hold."""
 
@@ -217,6 +252,7 @@ class Background:
         self.exchange_cursor = 0
         self.cursors: dict[int, int] = {}  # per N other than the cluster's
         self.exchanges_running = 0
+        self.roots_running: set[tuple[str, int]] = set()  # (peer, N) with a RootsOp in flight
         self.handoff_running: set[str] = set()
         self.repair_running: set[bytes] = set()
         self.corrupt_seen: set[bytes] = set()  # corrupt keys whose partition tree was rebuilt
@@ -242,7 +278,7 @@ class Background:
             return  # anti-entropy off: no exchanges
         if not self.exchange_queue and now >= self.next_aae:
             self.next_aae = now + cfg.aae_interval
-            self._plan_exchanges(ring)
+            self._plan_exchanges(ring, now)
         default = core.membership.settings["n"]
         while self.exchange_queue and self.exchanges_running < cfg.aae_concurrency:
             p, peer, n = self.exchange_queue.popleft()
@@ -291,9 +327,10 @@ class Background:
                 n += 1
         return n
 
-    def _plan_exchanges(self, ring) -> None:
-        """Queue the next few (partition, peer, N) triples, round robin over what this node
-        holds, for the cluster's N (`ring`) and every other N in use."""
+    def _plan_exchanges(self, ring, now: float) -> None:
+        """Check the roots of the next few partitions, round robin over what this node holds,
+        for the cluster's N (`ring`) and every other N in use: one RootsOp per (peer, N);
+        the partitions whose roots differ are queued for a full exchange."""
         core = self.core
         me = core.me
         default = core.membership.settings["n"]
@@ -312,7 +349,23 @@ class Background:
                 self.exchange_cursor = cursor
             else:
                 self.cursors[n] = cursor
-        self._queue(pairs)
+        groups: dict[tuple[str, int], list[int]] = {}
+        for p, peer, n in pairs:
+            groups.setdefault((peer, n), []).append(p)
+        for (peer, n), parts in groups.items():
+            ae = core.ae_for(n)
+            if ae is None or (peer, n) in self.roots_running or not core.membership.is_up(peer):
+                continue
+            self.roots_running.add((peer, n))
+            op = RootsOp(core, ae, peer, n, 0 if n == default else n, parts,
+                         now + 2 * self.cfg.replica_timeout)
+            op.on_finish = self._roots_done
+            core.start_op(op, now)
+
+    def _roots_done(self, op: Op) -> None:
+        assert isinstance(op, RootsOp)
+        self.roots_running.discard((op.peer, op.n))
+        self._queue((p, op.peer, op.n) for p in op.differ)
 
     def queue_repair(self, partition: int) -> dict:
         """`zkv repair`: exchange one or every partition with every other owner, first."""
