@@ -513,9 +513,11 @@ class LogStore:
         with self._lock:
             if self._active is None:
                 return
+            target = self._kd.seq
+            if target <= self._durable:
+                return  # nothing appended since the last sync (an idle node's every tick)
             self._kd.flush()
             fd = self._active.fd
-            target = self._kd.seq
         os.fdatasync(fd)
         with self._glock:
             if target > self._durable:
