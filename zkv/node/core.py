@@ -470,8 +470,20 @@ class NodeCore:
             self._on_replies(who, msgs, now)
         elif kind == REQUEST:
             ident = who if isinstance(who, bytes) else b""
-            for msg in msgs:
-                self._on_request(ident, msg, role)
+            if ident == self.self_ident or ident.startswith(self._self_prefix):
+                self._refuse_self(ident, msgs)
+            elif role is not None:  # with keys: the transport knows the role
+                for msg in msgs:
+                    self._on_request(ident, msg, role, False)
+            else:  # plain text: the role is the identity's, asked once per frame unless it
+                # may change within the frame (a joiner's Join makes it a candidate)
+                role = self._role(ident, None)
+                for msg in msgs:
+                    if role != PEER and type(msg) is Join:
+                        self._on_request(ident, msg, self._role(ident, msg), True)
+                        role = self._role(ident, None)
+                    else:
+                        self._on_request(ident, msg, role, True)
         elif kind == GOSSIP:
             for msg in msgs:
                 if type(msg) is Gossip and (who is None or msg.sender == who):
@@ -530,7 +542,7 @@ class NodeCore:
         """End of a turn: every write reaches the engine (and with `durable` the disk), then
         the turn's messages are handed over. With `persist=False` the caller persists
         (`persist()`) once it has sent `out.peers` and before anything else."""
-        if persist:
+        if persist and (self.replica.dirty or self.transfers.dirty):
             self.persist(durable)
         if self.membership.candidates:
             self.out.subscribe.extend(self.membership.take_candidates())
@@ -653,7 +665,8 @@ class NodeCore:
 
     # ---- requests -----------------------------------------------------------------------
     def _role(self, ident: bytes, msg) -> str:
-        """Plain text (no keys): the role a request's identity gives it."""
+        """Plain text (no keys): the role a request's identity gives it (`msg`: the request,
+        None for any but a Join)."""
         peer = _peer_of(ident)
         if peer is not None:  # plain text: a current member's identity (or a joiner's)
             st = self.membership.cluster
@@ -667,24 +680,24 @@ class NodeCore:
             return CLIENT
         return ADMIN
 
-    def _on_request(self, ident: bytes, msg, role: str | None = None) -> None:
-        if ident == self.self_ident or ident.startswith(self._self_prefix):
-            # one of our own links reached this node: its answers must never count as another
-            # replica's (an address that points back here, e.g. 0.0.0.0 advertised)
-            if ident not in self.malformed_logged:
-                self.malformed_logged.add(ident)
-                log.error("refusing requests from this node itself: a peer address this node "
-                          "connects to reaches itself (check --listen / advertised addresses)")
+    def _refuse_self(self, ident: bytes, msgs: list) -> None:
+        """One of our own links reached this node: its answers must never count as another
+        replica's (an address that points back here, e.g. 0.0.0.0 advertised)."""
+        if ident not in self.malformed_logged:
+            self.malformed_logged.add(ident)
+            log.error("refusing requests from this node itself: a peer address this node "
+                      "connects to reaches itself (check --listen / advertised addresses)")
+        for msg in msgs:
             self._reply(ident, Error(msg.rid, E_INVALID, f"{self.me} will not answer itself"))
-            return
+
+    def _on_request(self, ident: bytes, msg, role: str, plain: bool) -> None:
+        """One request of a frame from `ident`, whose role (`_role`) the caller established;
+        `plain`: no keys, the role came from the identity."""
         t = type(msg)
         handler = self._handlers.get(t)
         if handler is None:
             self.malformed(ident, f"unexpected {t.__name__} on the request socket")
             return
-        plain = role is None  # no keys: roles come from identities
-        if role is None:
-            role = self._role(ident, msg)
         if t not in ROLE_MESSAGES.get(role, ()) and not (
                 plain and t is Forward and _peer_of(ident) is not None):
             # (a Forward from a peer identity not heard of yet -- a node that just joined
