@@ -115,6 +115,13 @@ def test_wiped_replica_converges_by_antientropy_alone(make_cluster):
     wait_for(lambda: os.path.exists(os.path.join(cl.node("node3").data_dir, "cluster.json")),
              30, "node3's cluster.json")
     assert dots()[0].startswith("node3~") and dots()[0] != before[0], (before, dots())
+    # refilling, its empty reads do not count: R=1 reads it coordinates find every key the
+    # others hold (before, it answered "not found" for what it had not pulled yet)
+    wait_for(lambda: status(ep3)["antientropy"], 30, "node3 to join")
+    with zkv.Client([ep3], timeout=5.0) as c:
+        assert [i for i in range(300) if c.get(b"ae%d" % i, r=1).values != [b"x" * 200]] == []
+    wait_for(lambda: status(ep3)["antientropy"]["refill_partitions_left"] == 0, 60,
+             "node3 to finish refilling")
     wait_for(lambda: all(held(ep3, b"ae%d" % i) == [b"x" * 200] for i in range(0, 300, 10)), 60,
              "node3 to converge")
     wait_for(lambda: all(held(ep3, b"ae%d" % i) for i in range(300)), 60, "every key on node3")

@@ -147,6 +147,7 @@ class FakeCtx:
         self.finished = False
         self.suspected: list[str] = []
         self.t = 0.0
+        self.refill = False  # this node lost its disk and has not refilled yet
 
     def ask(self, node_id, msg, op):
         self.sent.append((node_id, msg))
@@ -180,6 +181,9 @@ class FakeCtx:
 
     def standins(self, key, exclude):
         return []
+
+    def refilling(self, key):
+        return self.refill
 
     def repaired(self):
         pass
@@ -366,6 +370,43 @@ def test_get_merges_siblings_and_read_repairs_stale_replicas(tmp_path):
     assert sorted(repairs) == [("b", ""), ("c", "d")]
     merged = dvv.sync_encoded(v1, v2)
     assert ctx.store.get(b"k") == merged  # the coordinator's own copy repaired too
+
+
+def test_an_empty_answer_from_a_refilling_replica_does_not_count_toward_r(tmp_path):
+    """A replica back with an empty disk: its "none" proves nothing until it refilled. R=1
+    coordinated by it waits for another owner; R=2 whose only other answer is also empty
+    fails naming the refilling node; the empty replicas are read-repaired either way."""
+    ctx = FakeCtx(tmp_path)
+    ctx.refill = True
+    v = dvv.update_encoded(None, b"", b"held", "b")
+    op = GetOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None), ("c", None)], 1)
+    op.start()  # its own empty read does not answer R=1
+    assert ctx.replies == []
+    op.on_reply("c", RGetOk(0, b"", True))  # another refilling replica: not counted either
+    assert ctx.replies == []
+    op.on_reply("b", RGetOk(0, v))
+    reply = ctx.replies[0]
+    assert isinstance(reply, GetOk) and reply.values == [b"held"] and reply.replicas == 1
+    assert ctx.finished
+    assert sorted(n for n, m in ctx.sent if isinstance(m, RPut)) == ["c"]  # repaired
+    assert ctx.store.get(b"k") == v  # and the coordinator's own copy
+
+    ctx2 = FakeCtx(tmp_path, me="a2")
+    ctx2.refill = True
+    op = GetOp(ctx2, ("c", 2), b"k2", 1.0, [("a2", None), ("b", None), ("c", None)], 2)
+    op.start()
+    op.on_reply("b", RGetOk(0, b""))  # a sure "none" (it may have missed the write)
+    op.on_reply("c", RGetOk(0, b"", True))
+    err = ctx2.replies[0]
+    assert isinstance(err, Error) and err.code == E_QUORUM
+    assert "1 of the required 2" in err.message and err.message.endswith("refilling after a lost disk: a2, c")
+    # a refilling replica's value counts as any other (only its "none" proves nothing)
+    ctx3 = FakeCtx(tmp_path, me="a3")
+    ctx3.refill = True
+    ctx3.store.put(b"k3", v)
+    op = GetOp(ctx3, ("c", 3), b"k3", 1.0, [("a3", None), ("b", None), ("c", None)], 1)
+    op.start()
+    assert ctx3.replies and ctx3.replies[0].values == [b"held"]
 
 
 def test_get_ignores_a_malformed_replica_answer(tmp_path):

@@ -88,3 +88,29 @@ def test_namespace_fields_are_trailing_and_optional():
         wire.decode(wire.encode([wire.Get(1, b"k", 0, "x" * 65)]), 1 << 20)
     assert wire.NsCreate in ROLE_MESSAGES[ADMIN] and wire.NsCreate in ROLE_MESSAGES[PEER]
     assert wire.NsCreate not in ROLE_MESSAGES[CLIENT] and wire.NsList in ROLE_MESSAGES[CLIENT]
+
+
+def test_refill_and_roots_fields_are_trailing_and_bounded():
+    """RGetOk.unsure and TreeLevel.more: an older node's messages decode with the defaults
+    (a sure answer; one root), a new message decodes with an older decoder, and `more` is
+    bounded (MAX_ROOTS partitions) like every list on the wire."""
+    import msgspec
+
+    (ok,) = wire.decode(msgspec.msgpack.encode([wire.WIRE_VERSION, [[22, 3, b""]]]), 1 << 20)
+    assert ok.dvv == b"" and ok.unsure is False
+    (t,) = wire.decode(msgspec.msgpack.encode([wire.WIRE_VERSION, [[27, 9, 3, 0, [], 0]]]),
+                       1 << 20)
+    assert t.more == []
+    both = wire.decode(wire.encode([wire.RGetOk(4, b"", True),
+                                    wire.TreeLevel(5, 1, 0, [], 0, [2, 3])]), 1 << 20)
+    assert both[0].unsure is True and both[1].more == [2, 3]
+
+    class OldRGetOk(msgspec.Struct, array_like=True, tag_field="t", tag=22):
+        rid: int
+        dvv: bytes
+
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(wire.RGetOk(4, b"", True)),
+                                  type=OldRGetOk).dvv == b""
+    with pytest.raises(wire.WireError):
+        wire.decode(wire.encode([wire.TreeLevel(1, 0, 0, [], 0,
+                                                list(range(wire.MAX_ROOTS + 1)))]), 1 << 20)

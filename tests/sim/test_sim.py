@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sim.harness import Faults, Sim, SimClient, live_values
 from sim.scenario import read_your_writes, run
 from zkv._core import dvv
+from zkv.node.status import status
 
 FAULTY = Faults(loss=0.02, dup=0.01, partitions=2, pauses=1, crashes=1)
 
@@ -487,3 +488,50 @@ def test_quiet_anti_entropy_rounds_check_roots_only_and_a_divergence_is_still_re
     assert sim.replicas_agree([key]) == []
     assert b"lone" in live_values(sim.held(sim.owners(key)[1], key))
     assert totals()["exchanges"] > after["exchanges"]
+
+
+def test_a_node_back_with_an_empty_disk_never_answers_none_for_what_others_hold():
+    """n1 loses its disk and rejoins empty. Before it has exchanged a partition with every
+    other owner, its empty reads do not count toward R (RGetOk.unsure): an R=1 read through
+    it finds what the others hold instead of "not found", and an R=2 read that could only
+    pair it with a replica that missed the write fails rather than answer "none" (a W=2 write
+    lives on n1, lost, and n2). Once refilled, it serves R=1 reads from its own copy."""
+    sim = Sim(11, 3, aae_interval=0.5)
+    got: dict = {}
+
+    def script(c: SimClient):
+        for i in range(20):
+            r = yield ("put", b"held:%d" % i, b"v%d" % i, b"", 3)
+            assert r.ok
+        sim.partition(["n3"], ["n1", "n2"])
+        r = yield ("put", b"two", b"only-n1-n2", b"", 2)
+        got["two acked"] = r.ok
+        sim.wipe("n1", seed="n3")
+        sim.heal()
+        sim.partition(["n2"], ["n1", "n3"])  # the rejoined n1 hears only n3
+        yield ("sleep", 0.1)
+        sim.restart("n1")
+        yield ("sleep", 0.3)  # joined (its exchanges with n3 just begun, with n2 blocked)
+        core = sim.nodes["n1"].core
+        got["R=1 held"] = []
+        for i in range(20):
+            r = yield ("get", b"held:%d" % i, 1)
+            got["R=1 held"].append(r.values)
+        got["refilling"] = core.refill_since is not None and status(core)["antientropy"][
+            "refill_partitions_left"] > 0
+        r = yield ("get", b"two", 2)  # n1 (unsure) + n3 (missed it): must not say "none"
+        got["R=2 two"] = (r.ok, r.values)
+        sim.heal()
+        yield ("sleep", 15.0)  # every partition exchanged with n2 too
+        got["refilled"] = core.refill_since is None and status(core)["antientropy"][
+            "refill_partitions_left"] == 0
+        r = yield ("get", b"two", 1)
+        got["R=1 two after"] = r.values
+
+    SimClient(sim, "c", script, nodes=["n1"], think=0.0)
+    sim.run_until(40)
+    assert got["two acked"] and got["refilling"], (got, sim.log)
+    ok, values = got["R=2 two"]
+    assert values == [b"only-n1-n2"] or not ok, got  # never an ok "none"
+    assert got["R=1 held"] == [[b"v%d" % i] for i in range(20)], got
+    assert got["refilled"] and got["R=1 two after"] == [b"only-n1-n2"], (got, sim.log)

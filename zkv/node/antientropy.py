@@ -78,6 +78,10 @@ class AntiEntropy:
         self.trees: dict[int, MerkleTree] = {}
         self.tombstones: dict[bytes, float] = {}  # key -> when this replica stored the tombstone
         self.agreed: dict[tuple[int, str], float] = {}  # (partition, peer) -> exchange start time
+        # (partition, peer) -> start of the last exchange after which nothing was left to
+        # pull from the peer (agreement, or every differing key fetched): refill tracking
+        self.synced: dict[tuple[int, str], float] = {}
+        self.refilled: set[int] = set()  # partitions verified since the refill began
         # key -> (digest, when, the reaped tombstone's encoding)
         self.recently_reaped: dict[bytes, tuple[bytes, float, bytes]] = {}
         # durable reap memory (handoff.HandoffStore's reap journal): remember_reap(key, digest,
@@ -139,6 +143,23 @@ class AntiEntropy:
     def record_agreement(self, p: int, peer: str, started: float) -> None:
         self.agreed[(p, peer)] = max(started, self.agreed.get((p, peer), -1e18))
         self.stats["agreements"] += 1
+
+    def record_sync(self, p: int, peer: str, started: float) -> None:
+        """An exchange that started at `started` left nothing to pull from `peer`."""
+        self.synced[(p, peer)] = max(started, self.synced.get((p, peer), -1e18))
+
+    def unsure(self, p: int, others: Iterable[str], since: float) -> bool:
+        """Refilling since `since` (this node lost its data): True while some other owner of
+        partition `p` has not been exchanged with, to the end, in an exchange that started
+        after that; an empty read of the partition proves nothing until then."""
+        if p in self.refilled:
+            return False
+        agreed, synced = self.agreed, self.synced
+        if all(max(agreed.get((p, x), -1e18), synced.get((p, x), -1e18)) >= since
+               for x in others):
+            self.refilled.add(p)
+            return False
+        return True
 
     def last_full_agreement(self, p: int, peers: Iterable[str]) -> float | None:
         times = [self.agreed.get((p, x)) for x in peers]

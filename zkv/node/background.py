@@ -99,6 +99,7 @@ class ExchangeOp(Op):
         self.max_keys = max_keys
         self.pushes = 0
         self.syncing = False
+        self.complete = False  # every differing key of the peer's pulled (not capped)
 
     def start(self) -> None:
         self.ae.stats["exchanges"] += 1
@@ -126,6 +127,7 @@ class ExchangeOp(Op):
         # the pull goes first in the frame, so the peer answers with its own versions before
         # merging ours (otherwise each concurrent key would travel back with our sibling too)
         pull = self.ex.pull[: self.max_keys]
+        self.complete = len(self.ex.pull) <= self.max_keys  # else the next exchange goes on
         if pull:
             self.ctx.ask(self.ex.peer,
                          RGetHashes(0, self.ex.p, struct.pack(f"<{len(pull)}Q", *pull),
@@ -139,6 +141,7 @@ class ExchangeOp(Op):
                 self.pushes += 1
         self.ae.stats["keys_repaired"] += self.pushes
         if not pull:
+            self._synced()
             self.finish()
             return
         self.deadline = self.ctx.now() + self.step_timeout
@@ -155,6 +158,7 @@ class ExchangeOp(Op):
                             self.ae.stats["keys_repaired"] += 1
                             pulled += len(key) + len(version)
                     self.ctx.spend_io(pulled)
+                    self._synced()
                 self.finish()
             elif isinstance(msg, TreeLevelOk):
                 self.ex.on_level(unpack_hashes(msg.hashes, len(self.ex.indices)))
@@ -169,6 +173,10 @@ class ExchangeOp(Op):
 
     def on_timeout(self) -> None:
         self.finish()
+
+    def _synced(self) -> None:
+        if self.complete:
+            self.ae.record_sync(self.ex.p, self.ex.peer, self.ex.started)
 
 
 class RootsOp(Op):
@@ -269,6 +277,8 @@ class Background:
         self._deliver_hints(now)
         if now >= self.next_reap:
             self.next_reap = now + 1.0
+            if core.refill_since is not None:
+                core.refill_left()  # ends the refill once every partition is verified
             self._repair_corrupt(ring, now)
             for n, ae in core.ae_groups_all():
                 for peer, msg in reap_pass(ae, core.replica, core.membership.ring(n),

@@ -123,7 +123,9 @@ class GetOp(_FanOut):
         for node_id, owner in self.targets:
             if node_id == self.ctx.me:
                 self.asked[node_id] = owner
-                self.quorum.add_result(node_id, self.ctx.replica.read(self.key, owner))
+                held = self.ctx.replica.read(self.key, owner)
+                self.quorum.add_result(node_id, held,
+                                       not held and not owner and self.ctx.refilling(self.key))
             else:
                 self._send(node_id, owner)
         self._arm()
@@ -137,7 +139,7 @@ class GetOp(_FanOut):
             return
         self.pending.discard(node_id)
         if isinstance(msg, RGetOk):
-            self.quorum.add_result(node_id, msg.dvv)
+            self.quorum.add_result(node_id, msg.dvv, msg.unsure)
         self._check()
 
     def _answer(self) -> None:

@@ -286,6 +286,10 @@ class NodeCore:
         self.gossip_delta: set[str] = set()  # members whose record changed since last round
         self.states_seen: dict[bytes, own.ClusterState] = {}  # peers' cluster states, decoded
         self.ae: AntiEntropy | None = None
+        # set when this node came back as a member with an empty store (its disk lost): until
+        # each partition it holds was exchanged with every other owner (AntiEntropy.unsure),
+        # its empty reads of the partition do not count toward R (RGetOk.unsure)
+        self.refill_since: float | None = None
         self.background = Background(self)
         self.export = MetricsExport(self)
         self.malformed_logged: set = set()
@@ -657,11 +661,54 @@ class NodeCore:
         if st is None:  # a seed of a version without cluster states
             st = own.founding(self.me, self.cfg.rack, [(m.id, m.rack) for m in msg.members
                                                        if m.id != self.me])
+        was_member = self.me in st.members
         self._adopt(st)
         self.joining = False
         log.info("joined the cluster through %s (%d members)", seed,
                  len(self.membership.table()))
         self.start(self.t)
+        if was_member and not len(self.store) and self.ae is not None:
+            self._begin_refill()
+
+    def _begin_refill(self) -> None:
+        """Back as a member with nothing stored: the disk was lost (or never written). Exchange
+        every partition with every other owner at once; meanwhile an empty read proves
+        nothing (without this, an R=1 read routed here answered "not found" for keys the
+        other owners held, and an R=2 read could pair this node with a replica that missed
+        the write)."""
+        self.refill_since = self.t
+        self.background.queue_repair(-1)
+        log.warning("this node is a member but holds no data (a lost disk?): refilling from "
+                    "the other owners; until then its empty reads do not count toward R")
+
+    def refilling(self, key: bytes) -> bool:
+        """Does an empty local read of `key` prove nothing yet (see `_begin_refill`)?"""
+        since = self.refill_since
+        if since is None:
+            return False
+        n = self._n_of(key)
+        ae = self.ae_for(n)
+        if ae is None:
+            return False
+        ring = self.membership.ring(n)
+        p = ring.partition(key)
+        return ae.unsure(p, [x for x in ring.preflist(p) if x != self.me], since)
+
+    def refill_left(self) -> int:
+        """Partitions (over every N in use) not yet verified since the refill began; ends the
+        refill when none is left. 0 when not refilling."""
+        since = self.refill_since
+        if since is None:
+            return 0
+        left = 0
+        for n, ae in self.ae_groups_all():
+            ring = self.membership.ring(n)
+            left += sum(1 for p in ring.replicas_of(self.me)
+                        if ae.unsure(p, [x for x in ring.preflist(p) if x != self.me], since))
+        if not left:
+            self.refill_since = None
+            log.info("refilled: every partition exchanged with every other owner")
+        return left
 
     # ---- requests -----------------------------------------------------------------------
     def _role(self, ident: bytes, msg) -> str:
@@ -758,7 +805,9 @@ class NodeCore:
             self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this "
                                      "turn spent"))
             return
-        self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.owner))))
+        held = self.replica.read(msg.key, self._owner(msg.owner))
+        self._reply(ident, RGetOk(msg.rid, held, not held and not msg.owner
+                                  and self.refill_since is not None and self.refilling(msg.key)))
 
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
         if msg.owner:

@@ -170,7 +170,9 @@ class NodeMetrics:
         self.hint_age = Gauge("zkv_hint_oldest_age_seconds", "Age of the oldest hint per owner "
                               "(the hinted-handoff queue age)", ["owner"], registry=r)
         self.aae = Gauge("zkv_antientropy", "Anti-entropy totals since start (exchanges, "
-                         "keys_repaired, bytes_sent, agreements, reaped, root_checks)",
+                         "keys_repaired, bytes_sent, agreements, reaped, root_checks), and "
+                         "refill_partitions_left: partitions a node back with an empty disk "
+                         "has yet to verify",
                          ["what"], registry=r)
         self.aae_lag = Gauge("zkv_antientropy_seconds_since_agreement",
                              "Seconds since each partition was last in full agreement with every "

@@ -12,6 +12,8 @@ from the values the client sees.
 
 Answers are counted per *distinct node id*: a node answering twice (a duplicated or
 retried message, or a node that turns out to be reached over two addresses) counts once.
+An *unsure* answer (an empty read from a replica refilling after it lost its data) is kept
+for read repair but not counted toward R: its "none" proves nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ LWW_STAMP = 8  # bytes of HLC stamp in front of an lww namespace's stored values
 class GetQuorum:
     """R of the asked replicas must answer; the answer is the sync of every answer so far."""
 
-    __slots__ = ("required", "results", "merged", "bad", "lww")
+    __slots__ = ("required", "results", "merged", "bad", "lww", "unsure")
 
     def __init__(self, r: int, lww: bool = False) -> None:
         self.required = r
@@ -33,10 +35,16 @@ class GetQuorum:
         self.results: dict[str, bytes] = {}  # node -> encoded version it holds (b"": none)
         self.merged: bytes | None = None  # sync of every valid answer (encoded DVV set)
         self.bad: set[str] = set()  # nodes whose answer did not decode (count as silent)
+        self.unsure: set[str] = set()  # nodes in `results` whose empty answer is not counted
 
-    def add_result(self, node: str, encoded: bytes) -> bool:
-        """Fold one replica's answer in; False (and not counted) if it is not a valid set."""
+    def add_result(self, node: str, encoded: bytes, unsure: bool = False) -> bool:
+        """Fold one replica's answer in; False (and not counted) if it is not a valid set, or
+        if it is an `unsure` empty answer (kept only to be read-repaired)."""
         if node in self.results or node in self.bad:
+            return False
+        if unsure and not encoded:
+            self.results[node] = encoded
+            self.unsure.add(node)
             return False
         if encoded:
             try:  # a bad or implausible (forged) version counts as no answer
@@ -50,8 +58,11 @@ class GetQuorum:
         self.results[node] = encoded
         return True
 
+    def counted(self) -> int:
+        return len(self.results) - len(self.unsure)
+
     def enough(self) -> bool:
-        return len(self.results) >= self.required
+        return len(self.results) - len(self.unsure) >= self.required
 
     def response(self) -> tuple[GetOk, int]:
         """The client's answer and the number of siblings the merged version holds."""
@@ -61,16 +72,20 @@ class GetQuorum:
         if self.lww:  # strip the HLC stamp (and tell the client the greatest one)
             stamp = max((int.from_bytes(v[:LWW_STAMP], "big") for v in values), default=0)
             values = [v[LWW_STAMP:] for v in values]
-        return GetOk(0, values, merged.context(), len(self.results), stamp), merged.size()
+        return GetOk(0, values, merged.context(), self.counted(), stamp), merged.size()
 
     def failure(self, silent: list[str], waited: float) -> Error:
+        unsure = (f"; not counted, the empty answers of replicas refilling after a lost disk: "
+                  f"{', '.join(sorted(self.unsure))}" if self.unsure else "")
         return Error(0, E_QUORUM,
-                     f"get: {len(self.results)} of the required {self.required} replicas answered"
-                     f" within {waited:.2f}s{_silent(silent)}", self.required, len(self.results))
+                     f"get: {self.counted()} of the required {self.required} replicas answered"
+                     f" within {waited:.2f}s{_silent(silent)}{unsure}", self.required,
+                     self.counted())
 
     def release(self) -> None:
         """The op is done: let go of the versions read (they may be large)."""
         self.results.clear()
+        self.unsure.clear()
         self.merged = None
 
     def final_action(self) -> list[tuple[str, bytes]]:

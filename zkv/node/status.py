@@ -158,7 +158,7 @@ def _ae_status(core: NodeCore, ring) -> dict:
                                               else core.membership.ring(n), ae)}
             for n, ae in groups}
     return {**core.ae.stats, **core.background.status(), **_agreement(core, ring, core.ae),
-            "by_n": by_n}
+            "refill_partitions_left": core.refill_left(), "by_n": by_n}
 
 
 class MetricsExport:
@@ -197,6 +197,7 @@ class MetricsExport:
         if core.ae is not None:
             for k, v in core.ae.stats.items():
                 m.aae.labels(k).set(v)
+            m.aae.labels("refill_partitions_left").set(core.refill_left())
             if now - self.lag_exported > 5:
                 self.lag_exported = now
                 ring = ms.ring()
