@@ -372,10 +372,11 @@ def test_get_merges_siblings_and_read_repairs_stale_replicas(tmp_path):
     assert ctx.store.get(b"k") == merged  # the coordinator's own copy repaired too
 
 
-def test_an_empty_answer_from_a_refilling_replica_does_not_count_toward_r(tmp_path):
-    """A replica back with an empty disk: its "none" proves nothing until it refilled. R=1
-    coordinated by it waits for another owner; R=2 whose only other answer is also empty
-    fails naming the refilling node; the empty replicas are read-repaired either way."""
+def test_an_answer_from_a_refilling_replica_does_not_count_toward_r(tmp_path):
+    """A replica back with an empty disk: what it holds proves nothing until it refilled (it
+    may be nothing, or older than a write it lost). R=1 coordinated by it waits for another
+    owner; R=2 whose only other answer is also empty fails naming the refilling nodes; its
+    answers are merged and read-repaired all the same."""
     ctx = FakeCtx(tmp_path)
     ctx.refill = True
     v = dvv.update_encoded(None, b"", b"held", "b")
@@ -400,13 +401,19 @@ def test_an_empty_answer_from_a_refilling_replica_does_not_count_toward_r(tmp_pa
     err = ctx2.replies[0]
     assert isinstance(err, Error) and err.code == E_QUORUM
     assert "1 of the required 2" in err.message and err.message.endswith("refilling after a lost disk: a2, c")
-    # a refilling replica's value counts as any other (only its "none" proves nothing)
+    # a refilling replica's value is merged but not counted: it may be older than a write
+    # the replica lost (here b's newer version wins over the v it pulled from c)
     ctx3 = FakeCtx(tmp_path, me="a3")
     ctx3.refill = True
     ctx3.store.put(b"k3", v)
+    newer = dvv.update_encoded(v, dvv.DVVSet.decode(v).context(), b"newer", "b")
     op = GetOp(ctx3, ("c", 3), b"k3", 1.0, [("a3", None), ("b", None), ("c", None)], 1)
     op.start()
-    assert ctx3.replies and ctx3.replies[0].values == [b"held"]
+    assert ctx3.replies == []
+    op.on_reply("c", RGetOk(0, v, True))
+    assert ctx3.replies == []
+    op.on_reply("b", RGetOk(0, newer))
+    assert ctx3.replies[0].values == [b"newer"] and ctx3.replies[0].replicas == 1
 
 
 def test_get_ignores_a_malformed_replica_answer(tmp_path):

@@ -49,9 +49,8 @@ Fields added so far:
     Gossip.progress_n, Fetch.n                transfers of namespaces whose N is not the
         cluster's (issue 11 x 15); an old source ignores Fetch.n and answers every key of the
         partition (more bytes, nothing lost)
-    RGetOk.unsure (bool)                      a refilling replica's empty answer (issue 12's
-        session notes, README "Replacing a dead machine"); an older coordinator counts it, as
-        before
+    RGetOk.unsure (bool)                      a refilling replica's answer (README, "A lost
+        disk is refilled before its answers count"); an older coordinator counts it, as before
     TreeLevel.more (list of partitions, at most MAX_ROOTS)   level 0 only: the roots of these
         partitions too, so one round trip per peer checks a whole round of partitions
         (background.RootsOp). An older node ignores the field and answers one root; the
@@ -226,9 +225,9 @@ class RPut(_Msg, tag=21):
 
 class RGetOk(_Msg, tag=22):
     dvv: bytes  # b"" when the replica has nothing
-    # True with an empty dvv: this replica lost its data (it came back with an empty disk)
-    # and has not yet exchanged this key's partition with every other owner, so its "none"
-    # proves nothing; the coordinator does not count it toward R
+    # True: this replica lost its data (it came back with an empty disk) and has not yet
+    # exchanged this key's partition with every other owner, so what it holds may be older
+    # than a write it lost, or nothing: the coordinator merges it but does not count it
     unsure: bool = False
 
 

@@ -434,7 +434,8 @@ def test_a_node_back_with_an_empty_disk_never_reissues_its_old_dots():
         yield ("sleep", 0.1)
         sim.restart("n1")
         yield ("sleep", 3.0)
-        r = yield ("get", b"k", 2)
+        # (R=1: n1, refilling while n2 is cut off, does not count toward R; n3 answers v1)
+        r = yield ("get", b"k", 1)
         got["n1 holds"] = r.values
         r = yield ("put", b"k", b"v3", v1, 2)
         got["v3 acked"] = r.ok
@@ -492,10 +493,11 @@ def test_quiet_anti_entropy_rounds_check_roots_only_and_a_divergence_is_still_re
 
 def test_a_node_back_with_an_empty_disk_never_answers_none_for_what_others_hold():
     """n1 loses its disk and rejoins empty. Before it has exchanged a partition with every
-    other owner, its empty reads do not count toward R (RGetOk.unsure): an R=1 read through
-    it finds what the others hold instead of "not found", and an R=2 read that could only
-    pair it with a replica that missed the write fails rather than answer "none" (a W=2 write
-    lives on n1, lost, and n2). Once refilled, it serves R=1 reads from its own copy."""
+    other owner, its reads do not count toward R (RGetOk.unsure): an R=1 read through it
+    finds what the others hold instead of "not found", and an R=2 read that could only pair
+    it with a replica that missed a write fails rather than answer with the value before it
+    (v1, W=2, lives on n2 and on the lost disk; n1 pulled v0 from n3). Once refilled, it
+    serves R=1 reads from its own copy."""
     sim = Sim(11, 3, aae_interval=0.5)
     got: dict = {}
 
@@ -503,8 +505,9 @@ def test_a_node_back_with_an_empty_disk_never_answers_none_for_what_others_hold(
         for i in range(20):
             r = yield ("put", b"held:%d" % i, b"v%d" % i, b"", 3)
             assert r.ok
+        r = yield ("put", b"two", b"v0", b"", 3)
         sim.partition(["n3"], ["n1", "n2"])
-        r = yield ("put", b"two", b"only-n1-n2", b"", 2)
+        r = yield ("put", b"two", b"only-n1-n2", r.context, 2)
         got["two acked"] = r.ok
         sim.wipe("n1", seed="n3")
         sim.heal()
@@ -519,7 +522,7 @@ def test_a_node_back_with_an_empty_disk_never_answers_none_for_what_others_hold(
             got["R=1 held"].append(r.values)
         got["refilling"] = core.refill_since is not None and status(core)["antientropy"][
             "refill_partitions_left"] > 0
-        r = yield ("get", b"two", 2)  # n1 (unsure) + n3 (missed it): must not say "none"
+        r = yield ("get", b"two", 2)  # n1 (unsure) + n3 (missed it): must not answer v0
         got["R=2 two"] = (r.ok, r.values)
         sim.heal()
         yield ("sleep", 15.0)  # every partition exchanged with n2 too
@@ -532,6 +535,6 @@ def test_a_node_back_with_an_empty_disk_never_answers_none_for_what_others_hold(
     sim.run_until(40)
     assert got["two acked"] and got["refilling"], (got, sim.log)
     ok, values = got["R=2 two"]
-    assert values == [b"only-n1-n2"] or not ok, got  # never an ok "none"
+    assert values == [b"only-n1-n2"] or not ok, got  # never an ok v0 (or "none")
     assert got["R=1 held"] == [[b"v%d" % i] for i in range(20)], got
     assert got["refilled"] and got["R=1 two after"] == [b"only-n1-n2"], (got, sim.log)

@@ -151,7 +151,7 @@ class AntiEntropy:
     def unsure(self, p: int, others: Iterable[str], since: float) -> bool:
         """Refilling since `since` (this node lost its data): True while some other owner of
         partition `p` has not been exchanged with, to the end, in an exchange that started
-        after that; an empty read of the partition proves nothing until then."""
+        after that; a read of the partition may lack a write this node lost until then."""
         if p in self.refilled:
             return False
         agreed, synced = self.agreed, self.synced

@@ -123,9 +123,8 @@ class GetOp(_FanOut):
         for node_id, owner in self.targets:
             if node_id == self.ctx.me:
                 self.asked[node_id] = owner
-                held = self.ctx.replica.read(self.key, owner)
-                self.quorum.add_result(node_id, held,
-                                       not held and not owner and self.ctx.refilling(self.key))
+                self.quorum.add_result(node_id, self.ctx.replica.read(self.key, owner),
+                                       not owner and self.ctx.refilling(self.key))
             else:
                 self._send(node_id, owner)
         self._arm()

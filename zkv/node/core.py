@@ -288,7 +288,7 @@ class NodeCore:
         self.ae: AntiEntropy | None = None
         # set when this node came back as a member with an empty store (its disk lost): until
         # each partition it holds was exchanged with every other owner (AntiEntropy.unsure),
-        # its empty reads of the partition do not count toward R (RGetOk.unsure)
+        # its reads of the partition do not count toward R (RGetOk.unsure)
         self.refill_since: float | None = None
         self.background = Background(self)
         self.export = MetricsExport(self)
@@ -672,17 +672,19 @@ class NodeCore:
 
     def _begin_refill(self) -> None:
         """Back as a member with nothing stored: the disk was lost (or never written). Exchange
-        every partition with every other owner at once; meanwhile an empty read proves
-        nothing (without this, an R=1 read routed here answered "not found" for keys the
-        other owners held, and an R=2 read could pair this node with a replica that missed
-        the write)."""
+        every partition with every other owner at once; meanwhile its reads do not count
+        toward R: it holds nothing, or what it pulled from the owners it exchanged with so far,
+        which may be older than a write only it and an owner not exchanged with yet held.
+        (Without this, an R=1 read routed here answered "not found" for keys the other owners
+        held, and an R=2 read pairing it with a replica that missed a W=2 write answered
+        "none" or the value before it.)"""
         self.refill_since = self.t
         self.background.queue_repair(-1)
         log.warning("this node is a member but holds no data (a lost disk?): refilling from "
-                    "the other owners; until then its empty reads do not count toward R")
+                    "the other owners; until then its reads do not count toward R")
 
     def refilling(self, key: bytes) -> bool:
-        """Does an empty local read of `key` prove nothing yet (see `_begin_refill`)?"""
+        """May a local read of `key` lack a write this node lost (see `_begin_refill`)?"""
         since = self.refill_since
         if since is None:
             return False
@@ -805,9 +807,9 @@ class NodeCore:
             self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this "
                                      "turn spent"))
             return
-        held = self.replica.read(msg.key, self._owner(msg.owner))
-        self._reply(ident, RGetOk(msg.rid, held, not held and not msg.owner
-                                  and self.refill_since is not None and self.refilling(msg.key)))
+        self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.owner)),
+                                  not msg.owner and self.refill_since is not None
+                                  and self.refilling(msg.key)))
 
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
         if msg.owner:

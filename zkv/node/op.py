@@ -38,7 +38,7 @@ class Context(Protocol):
     def replica_timeout(self, node_id: str, remaining: float) -> float: ...  # per-replica budget
     def standins(self, key: bytes, exclude: set[str]) -> list[str]: ...  # next reachable nodes
     def spend_io(self, nbytes: int) -> None: ...  # bulk bytes moved: charge the I/O budget
-    def refilling(self, key: bytes) -> bool: ...  # an empty local read of key proves nothing
+    def refilling(self, key: bytes) -> bool: ...  # a local read of key may lack a lost write
 
 
 class Op:

@@ -12,8 +12,8 @@ from the values the client sees.
 
 Answers are counted per *distinct node id*: a node answering twice (a duplicated or
 retried message, or a node that turns out to be reached over two addresses) counts once.
-An *unsure* answer (an empty read from a replica refilling after it lost its data) is kept
-for read repair but not counted toward R: its "none" proves nothing.
+An *unsure* answer (from a replica refilling after it lost its data) is merged and read-
+repaired like any other but not counted toward R: it may lack a write the replica lost.
 """
 
 from __future__ import annotations
@@ -35,16 +35,12 @@ class GetQuorum:
         self.results: dict[str, bytes] = {}  # node -> encoded version it holds (b"": none)
         self.merged: bytes | None = None  # sync of every valid answer (encoded DVV set)
         self.bad: set[str] = set()  # nodes whose answer did not decode (count as silent)
-        self.unsure: set[str] = set()  # nodes in `results` whose empty answer is not counted
+        self.unsure: set[str] = set()  # nodes in `results` whose answer is not counted
 
     def add_result(self, node: str, encoded: bytes, unsure: bool = False) -> bool:
         """Fold one replica's answer in; False (and not counted) if it is not a valid set, or
-        if it is an `unsure` empty answer (kept only to be read-repaired)."""
+        if it is `unsure` (merged and read-repaired, not counted toward R)."""
         if node in self.results or node in self.bad:
-            return False
-        if unsure and not encoded:
-            self.results[node] = encoded
-            self.unsure.add(node)
             return False
         if encoded:
             try:  # a bad or implausible (forged) version counts as no answer
@@ -56,6 +52,9 @@ class GetQuorum:
                 self.bad.add(node)
                 return False
         self.results[node] = encoded
+        if unsure:
+            self.unsure.add(node)
+            return False
         return True
 
     def counted(self) -> int:
@@ -75,7 +74,7 @@ class GetQuorum:
         return GetOk(0, values, merged.context(), self.counted(), stamp), merged.size()
 
     def failure(self, silent: list[str], waited: float) -> Error:
-        unsure = (f"; not counted, the empty answers of replicas refilling after a lost disk: "
+        unsure = (f"; not counted, the answers of replicas refilling after a lost disk: "
                   f"{', '.join(sorted(self.unsure))}" if self.unsure else "")
         return Error(0, E_QUORUM,
                      f"get: {self.counted()} of the required {self.required} replicas answered"
