@@ -414,6 +414,22 @@ def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsy
                                   "--spaces pairs:2,single:1 --client core --loss 0.02")
 
 
+def _w2_write_then_n1_loses_its_disk(sim: Sim, key: bytes, first: bytes, second: bytes):
+    """Workload steps: `first` written on all three nodes, `second` over it at W=2 on n1 and
+    n2 while n3 is cut off; then n1 loses its disk and restarts empty, joining through n3,
+    with n2 cut off. Returns (`first`'s context, whether `second` was acknowledged)."""
+    r = yield ("put", key, first, b"", 3)
+    ctx = r.context
+    sim.partition(["n3"], ["n1", "n2"])
+    r = yield ("put", key, second, ctx, 2)
+    sim.wipe("n1", seed="n3")
+    sim.heal()
+    sim.partition(["n2"], ["n1", "n3"])  # the rejoined n1 hears only n3
+    yield ("sleep", 0.1)
+    sim.restart("n1")
+    return ctx, r.ok
+
+
 def test_a_node_back_with_an_empty_disk_never_reissues_its_old_dots():
     """v2 is acknowledged by n1 (its coordinator) and n2 while n3 is cut off; n1 loses its
     disk and rejoins empty through n3, holding only n3's older v1; v3, written through n1
@@ -423,16 +439,7 @@ def test_a_node_back_with_an_empty_disk_never_reissues_its_old_dots():
     got: dict = {}
 
     def script(c: SimClient):
-        r = yield ("put", b"k", b"v1", b"", 3)
-        v1 = r.context
-        sim.partition(["n3"], ["n1", "n2"])
-        r = yield ("put", b"k", b"v2", v1, 2)
-        got["v2 acked"] = r.ok
-        sim.wipe("n1", seed="n3")
-        sim.heal()
-        sim.partition(["n2"], ["n1", "n3"])  # the rejoined n1 hears only n3
-        yield ("sleep", 0.1)
-        sim.restart("n1")
+        v1, got["v2 acked"] = yield from _w2_write_then_n1_loses_its_disk(sim, b"k", b"v1", b"v2")
         yield ("sleep", 3.0)
         # (R=1: n1, refilling while n2 is cut off, does not count toward R; n3 answers v1)
         r = yield ("get", b"k", 1)
@@ -505,15 +512,8 @@ def test_a_node_back_with_an_empty_disk_never_answers_none_for_what_others_hold(
         for i in range(20):
             r = yield ("put", b"held:%d" % i, b"v%d" % i, b"", 3)
             assert r.ok
-        r = yield ("put", b"two", b"v0", b"", 3)
-        sim.partition(["n3"], ["n1", "n2"])
-        r = yield ("put", b"two", b"only-n1-n2", r.context, 2)
-        got["two acked"] = r.ok
-        sim.wipe("n1", seed="n3")
-        sim.heal()
-        sim.partition(["n2"], ["n1", "n3"])  # the rejoined n1 hears only n3
-        yield ("sleep", 0.1)
-        sim.restart("n1")
+        _, got["two acked"] = yield from _w2_write_then_n1_loses_its_disk(sim, b"two", b"v0",
+                                                                           b"only-n1-n2")
         yield ("sleep", 0.3)  # joined (its exchanges with n3 just begun, with n2 blocked)
         core = sim.nodes["n1"].core
         got["R=1 held"] = []

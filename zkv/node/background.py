@@ -181,8 +181,8 @@ class ExchangeOp(Op):
 
 class RootsOp(Op):
     """The roots of a planning round's partitions held with one peer, in one round trip: the
-    partitions whose roots agree count as exchanged in agreement (reaping needs that), the
-    others are queued for a full exchange (`Background.differ`)."""
+    partitions whose roots agree count as exchanged in agreement (reaping and refills need
+    that), the others are queued for a full exchange (`Background._roots_done`)."""
 
     kind = "roots"
 
