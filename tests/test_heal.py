@@ -11,6 +11,7 @@ import time
 
 import pytest
 from conftest import FAST, held
+from ops_helpers import zkv as zkv_cli
 
 import zkv
 
@@ -138,6 +139,36 @@ def test_wiped_replica_converges_by_antientropy_alone(make_cluster):
     sent = sum(status(ep)["antientropy"]["bytes_sent"] for ep in cl.endpoints) - sent_before
     data_set = 305 * 200 * 2
     assert sent < data_set * 0.2, (sent, data_set)
+
+
+def test_a_wiped_node_refills_and_cannot_vouch_until_it_reached_every_owner(make_cluster):
+    """node3 loses its disk while node2 is down: it pulls everything from node1 at once, but
+    its partitions stay unverified, and its answers uncounted, until node2 is back (status
+    and `zkv status` say so; an R=3 read names it); then the refill ends."""
+    cl = make_cluster(3, extra_args=HEAL)
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        for i in range(50):
+            c.put(b"rf%d" % i, b"v%d" % i, w=3)
+    cl.kill("node2")
+    cl.kill("node3")
+    shutil.rmtree(cl.node("node3").data_dir)
+    cl.restart("node3")  # joins through node1, the only node up
+    ep3 = cl.node("node3").listen
+    wait_for(lambda: status(ep3)["antientropy"], 30, "node3 to join")
+    wait_for(lambda: all(held(ep3, b"rf%d" % i) == [b"v%d" % i] for i in range(50)), 60,
+             "node3 to pull every key from node1")
+    assert status(ep3)["antientropy"]["refill_partitions_left"] == 16  # all it holds (Q=16)
+    out = zkv_cli("status", "--node", ep3)
+    assert out.returncode == 0 and "refilling after a lost disk: 16 partition(s)" in out.stdout
+    with zkv.Client([ep3], timeout=5.0) as c:
+        with pytest.raises(zkv.QuorumError, match="refilling after a lost disk: node3"):
+            c.get(b"rf1", r=3)
+    cl.restart("node2")
+    wait_for(lambda: status(ep3)["antientropy"]["refill_partitions_left"] == 0, 60,
+             "node3's refill to end once node2 is back")
+    assert "refilling" not in zkv_cli("status", "--node", ep3).stdout
+    with zkv.Client([ep3], timeout=5.0) as c:
+        assert c.get(b"rf1", r=3).values == [b"v1"]
 
 
 def test_flipped_bytes_detected_and_repaired_from_replica(make_cluster):
