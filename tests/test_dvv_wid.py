@@ -285,7 +285,8 @@ def test_nothing_acknowledged_is_lost(ops, order):
 def test_concurrent_writes_with_distinct_or_no_wids_all_survive(ops, data):
     h = History(ops, check_model=False)
     server = data.draw(st.sampled_from(h.seen))
-    ctx = data.draw(st.sampled_from(h.seen)).context()
+    read = data.draw(st.sampled_from(h.seen))  # what the client read: its context
+    ctx = read.context()
     k = data.draw(st.integers(2, 4))
     coords = data.draw(st.permutations(NODES))[:k]
     wids = data.draw(st.lists(st.sampled_from([b"", b"x", b"y", b"z", b"q"]), min_size=k,
@@ -304,8 +305,17 @@ def test_concurrent_writes_with_distinct_or_no_wids_all_survive(ops, data):
                 reps[n] = update(reps[n], ctx, b"new%d" % i, n, wids[i])
     retried = sync_many(reps.values())
     for i in range(k):
-        assert retried.live_values().count(b"new%d" % i) == (1 if wids[i] else 1)
-    assert len(retried.live_values()) == len(merged.live_values())
+        assert retried.live_values().count(b"new%d" % i) == 1
+    # a retry adds nothing, and takes away only what the client's read had seen: a retried
+    # write's retired list (at most 4 ids, made from the coordinator's set) may name a write
+    # the first try's list had no room for (CI found it: v6 read through a copy b:3, kept
+    # through its twin a:3 by the first try, retired by the retry at a)
+    assert set(retried.live_values()) <= set(merged.live_values())
+    read_wids = ({w for *_, w in read.siblings() if w}
+                 | {w for ws in read.retired_wids() for w in ws})
+    gone = [sib for sib in merged.siblings()
+            if sib[2] is not None and sib[2] not in retried.live_values()]
+    assert all(sib[3] in read_wids for sib in gone), (gone, read_wids)
 
 
 @PROPS
