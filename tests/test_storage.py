@@ -503,6 +503,12 @@ def test_lock_other_process_and_stale_takeover(tmp_path, caplog):
     with LogStore(d) as s:  # stale lock of a dead process is taken over
         s.put(b"a", b"b")
     assert "stale lock" in caplog.text
+    caplog.clear()
+    p = run_py("import sys\nfrom zkv.storage import LogStore\nLogStore(sys.argv[1]).close()", d)
+    assert p.wait() == 0
+    with LogStore(d):  # a process that closed its store cleanly left nothing to report
+        pass
+    assert "stale lock" not in caplog.text
 
 
 def test_compact_cli(tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 The kernel drops a flock when its process dies, so a lock file left by a killed process is
 simply taken over; the pid written in the file only serves the error message and the log.
+A clean release empties the file, so only a process that died holding it is reported (every
+clean restart said "taking over stale lock ... left by dead process" before).
 """
 
 from __future__ import annotations
@@ -40,10 +42,13 @@ class DirLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
+        self.shared = shared
 
     def release(self) -> None:
         if self.fd >= 0:
             try:
+                if not self.shared:
+                    os.ftruncate(self.fd, 0)  # released cleanly: nobody to report
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
             finally:
                 os.close(self.fd)
