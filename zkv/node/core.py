@@ -64,6 +64,7 @@ from typing import Any
 from zkv import hlc as hlcs
 from zkv import wire
 from zkv._core import dvv
+from zkv._core.ring import Ring
 from zkv.config import NodeConfig
 from zkv.errors import InvalidRequest, ZkvError
 from zkv.node import antientropy as aen
@@ -693,8 +694,7 @@ class NodeCore:
         if ae is None:
             return False
         ring = self.membership.ring(n)
-        p = ring.partition(key)
-        return ae.unsure(p, [x for x in ring.preflist(p) if x != self.me], since)
+        return self._unverified(ae, ring, ring.partition(key), since)
 
     def refill_left(self) -> int:
         """Partitions (over every N in use) not yet verified since the refill began; ends the
@@ -706,11 +706,14 @@ class NodeCore:
         for n, ae in self.ae_groups_all():
             ring = self.membership.ring(n)
             left += sum(1 for p in ring.replicas_of(self.me)
-                        if ae.unsure(p, [x for x in ring.preflist(p) if x != self.me], since))
+                        if self._unverified(ae, ring, p, since))
         if not left:
             self.refill_since = None
             log.info("refilled: every partition exchanged with every other owner")
         return left
+
+    def _unverified(self, ae: AntiEntropy, ring: Ring, p: int, since: float) -> bool:
+        return ae.unsure(p, [x for x in ring.preflist(p) if x != self.me], since)
 
     # ---- requests -----------------------------------------------------------------------
     def _role(self, ident: bytes, msg) -> str:

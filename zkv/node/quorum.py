@@ -61,7 +61,7 @@ class GetQuorum:
         return len(self.results) - len(self.unsure)
 
     def enough(self) -> bool:
-        return len(self.results) - len(self.unsure) >= self.required
+        return self.counted() >= self.required
 
     def response(self) -> tuple[GetOk, int]:
         """The client's answer and the number of siblings the merged version holds."""
