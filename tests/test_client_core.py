@@ -24,7 +24,9 @@ from zkv.client import (
     SUSPECT_FOR,
     UNREACHABLE,
     ClientCore,
+    Send,
 )
+from zkv.client.core import MANY_WINDOW, Batch
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
 
 SILENT = object()
@@ -65,14 +67,30 @@ class Net:
         self.sent: list[tuple[str, object, float, float]] = []  # endpoint, msg copy, at, until
         self.hedge = hedge
         self.arrivals: dict[int, tuple[float, object]] = {}  # rid -> (when, reply)
+        self.steps: list[int] = []  # tries per Batch step
 
     def run(self, plan):
         try:
             send = next(plan)
             while True:
-                send = plan.send(self.deliver(send))
+                if isinstance(send, Batch):
+                    self.steps.append(len(send.sends))
+                    send = plan.send(self.deliver_many(send.sends))
+                else:
+                    send = plan.send(self.deliver(send))
         except StopIteration as done:
             return done.value
+
+    def deliver_many(self, sends):
+        """A Batch step as a driver plays it: every try sent at once, the step over when the
+        last one has its answer (each try's own outcome as deliver() would give it)."""
+        clock, start, end, got = self.clock, self.clock.t, self.clock.t, []
+        for send in sends:
+            clock.t = start
+            got.append(self.deliver(Send(send.endpoint, send.msg, send.until)))
+            end = max(end, clock.t)
+        clock.t = end
+        return got
 
     def deliver(self, send):
         if self.hedge:
@@ -560,3 +578,103 @@ def test_a_node_that_answers_not_now_costs_a_retry_not_an_error():
     with pytest.raises(InvalidRequest):
         net.run(c.get(b"k"))
     assert len(net.sent) == 1
+
+
+# ---- many operations in one call ----------------------------------------------------------------
+def test_many_returns_every_result_in_order_in_windowed_steps():
+    c, clock = core(timeout=5.0)
+    store: dict = {}
+    net = Net(clock, default=member(store))
+    keys = [b"m%d" % i for i in range(300)]
+    assert net.run(c.put_many([(k, k + b"=v") for k in keys], w=2)) == [b"new-ctx"] * 300
+    assert net.steps == [MANY_WINDOW, MANY_WINDOW, 300 - 2 * MANY_WINDOW]
+    wids = _wids(net)
+    assert len(wids) == 300 and len(set(wids)) == 300  # one write id per item
+    got = net.run(c.get_many(list(reversed(keys)), r=2))
+    assert [g.values for g in got] == [[k + b"=v"] for k in reversed(keys)]
+    assert net.run(c.delete_many([keys[0], (keys[1], b"ctx")])) == [b"new-ctx"] * 2
+    assert [g.found for g in net.run(c.get_many(keys[:3]))] == [False, False, True]
+    assert net.run(c.get_many([])) == []
+
+
+def test_many_fails_over_per_item_in_the_same_steps():
+    c, clock = core(timeout=5.0)
+    keys = [b"f%d" % i for i in range(40)]
+    silent = owners(keys[0])[0]
+    net = Net(clock, {silent: lambda m: SILENT}, default=member())
+    start = clock.t
+    assert [g.values for g in net.run(c.get_many(keys))] == [[]] * 40
+    hit = [k for k in keys if owners(k)[0] == silent]
+    assert hit and net.steps == [40, len(hit)]  # the silent owner's keys tried again, together
+    assert clock.t <= start + c.per_try + 2 * LATENCY  # one per-try budget, not one per key
+    assert [ep for ep, m, *_ in net.sent if m.key == hit[0]] == owners(hit[0])[:2]
+
+
+def test_many_leaves_errors_in_place_or_raises_the_first_after_trying_every_item():
+    c, clock = core(timeout=5.0)
+    refuse = member(put_error=lambda m: wire.Error(0, wire.E_QUORUM, "missed", 2, 1)
+                    if m.value.startswith(b"bad") else None)
+    items = [(b"k%d" % i, b"bad" if i in (3, 7) else b"ok") for i in range(10)]
+    net = Net(clock, default=refuse)
+    got = net.run(c.put_many(items, return_exceptions=True))
+    assert [type(g) for g in got] == [bytes] * 3 + [QuorumError] + [bytes] * 3 + \
+        [QuorumError] + [bytes] * 2
+    assert got[3].required == 2 and got[3].acked == 1
+    net.sent.clear()
+    with pytest.raises(QuorumError):
+        net.run(c.put_many(items))
+    assert len(_wids(net)) == 10  # every write was tried before the error was raised
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.get_many([b"ok", b""]),
+    lambda c: c.get_many(b"not-a-list"),
+    lambda c: c.get_many([b"k"], r=9),
+    lambda c: c.put_many([(b"k", b"v"), (b"k", "str")]),
+    lambda c: c.put_many([(b"k", b"v"), b"k"]),
+    lambda c: c.put_many([(b"k", b"v", "ctx")]),
+    lambda c: c.delete_many([b"k", (b"k", b"c", b"x")]),
+    lambda c: c.delete_many([b"k", 7]),
+])
+def test_many_checks_every_item_before_anything_is_sent(call):
+    c, clock = core()
+    net = Net(clock, default=member())
+    with pytest.raises(InvalidRequest):
+        net.run(call(c))
+    assert net.sent == []
+
+
+def test_a_bad_item_is_named_in_the_error():
+    c, clock = core()
+    with pytest.raises(InvalidRequest, match="item 1: value must be bytes"):
+        Net(clock, default=member()).run(c.put_many([(b"k", b"v"), (b"k", "str")]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(fates=st.lists(fate, min_size=4, max_size=4), timeout=st.floats(0.05, 6.0),
+       keys=st.lists(st.binary(min_size=1, max_size=6), min_size=1, max_size=20, unique=True))
+def test_many_keeps_each_item_s_contract_under_any_fault_schedule(fates, timeout, keys):
+    """Each item of a put_many behaves as a put of its own: no node tried twice, one write id
+    per item (a new one per item), within the call's deadline, answered only by a node that
+    answers, and failed only when every node it tried was silent or unreachable."""
+    c, clock = core(timeout=timeout)
+    start = clock.t
+    by_ep = dict(zip(sorted(EP.values()), fates, strict=True))
+    net = Net(clock, {ep: (member() if f == "ok" else
+                           (lambda m: SILENT) if f == "silent" else (lambda m: UNREACHABLE))
+                      for ep, f in by_ep.items()})
+    got = net.run(c.put_many([(k, b"v") for k in keys], return_exceptions=True))
+    assert clock.t <= start + timeout + LATENCY
+    wids = set()
+    for key, result in zip(keys, got, strict=True):
+        tries = [(ep, m.wid) for ep, m, *_ in net.sent if m.key == key]
+        eps = [ep for ep, _ in tries]
+        assert tries and len(eps) == len(set(eps))
+        assert len({w for _, w in tries}) == 1
+        wids.add(tries[0][1])
+        if result == b"new-ctx":
+            assert by_ep[eps[-1]] == "ok" and all(by_ep[ep] != "ok" for ep in eps[:-1])
+        else:
+            assert isinstance(result, RequestTimeout | Unavailable)
+            assert all(by_ep[ep] != "ok" for ep in eps)
+    assert len(wids) == len(keys)

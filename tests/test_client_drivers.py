@@ -19,7 +19,7 @@ import zmq
 from zkv import wire
 from zkv._core.ring import Ring
 from zkv.client import AsyncClient, Client
-from zkv.errors import InvalidRequest, RequestTimeout, Unavailable
+from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable
 from zkv.local import free_ports
 
 
@@ -272,6 +272,48 @@ def test_async_requests_to_one_node_in_one_loop_turn_travel_in_one_frame(fake_no
         d.close()
 
 
+def test_many_sends_a_step_to_each_node_as_one_frame_and_fails_over_per_key(driver,
+                                                                             fake_nodes):
+    ra, rb = [None], [None]
+    a, b = fake_nodes({"a": answering(ra, on_get=lambda m: None), "b": answering(rb)})
+    ra[0], rb[0] = a, b
+    c = driver([a.endpoint], timeout=2.0)  # 1 s per try
+    c.ring_info()
+    keys = [b"many:%d" % i for i in range(60)]
+    a.frames.clear()
+    b.frames.clear()
+    got = c.get_many(keys)
+    assert [g.values for g in got] == [[b"b"]] * 60  # a never answers a get: b did, for all
+    ring = Ring([(m.id, m.rack) for m in a.ring.members], q=a.ring.q, n=a.ring.n)
+    first_a = sum(ring.preflist_for_key(k)[0] == "a" for k in keys)
+    assert 0 < first_a < 60
+    # one frame per node per step: a got its keys' first tries together; b got the rest, then
+    # (once a's tries ran out of budget or were hedged) a's keys together
+    assert a.frames == [first_a]
+    assert sum(b.frames) == 60 and len(b.frames) <= 1 + first_a
+    assert b.frames[0] == 60 - first_a
+
+
+def test_many_raises_the_first_failure_after_every_write_or_leaves_it_in_place(driver,
+                                                                               fake_nodes):
+    r = [None]
+    base = answering(r)
+    (a,) = fake_nodes({"a": lambda m: (0, wire.Error(0, wire.E_QUORUM, "missed", 2, 1))
+                       if isinstance(m, wire.Put) and m.value == b"bad" else base(m)})
+    r[0] = a
+    c = driver([a.endpoint], timeout=2.0)
+    items = [(b"k%d" % i, b"bad" if i in (2, 5) else b"ok") for i in range(8)]
+    got = c.put_many(items, return_exceptions=True)
+    assert [type(g).__name__ for g in got] == ["bytes"] * 2 + ["QuorumError"] + \
+        ["bytes"] * 2 + ["QuorumError"] + ["bytes"] * 2
+    a.received.clear()
+    with pytest.raises(QuorumError, match="missed"):
+        c.put_many(items)
+    assert len([m for m in a.received if isinstance(m, wire.Put)]) == 8
+    with pytest.raises(InvalidRequest, match="item 1"):
+        c.put_many([(b"k", b"v"), (b"", b"v")])
+
+
 # ---- real nodes ------------------------------------------------------------------------------
 @pytest.mark.cluster
 def test_every_method_against_real_nodes(driver, cluster3):
@@ -292,6 +334,27 @@ def test_every_method_against_real_nodes(driver, cluster3):
     assert c.status("node2")["node"] == "node2"
     assert c.status(c.endpoints["node3"])["node"] == "node3"
     assert "queued" in c.repair(node="node1")
+
+
+@pytest.mark.cluster
+def test_many_against_real_nodes(driver, cluster3):
+    c = driver(cluster3.endpoints[:1], timeout=5.0)
+    tag = random.getrandbits(48)
+    keys = [b"many:%d:%d" % (tag, i) for i in range(300)]  # more than one window
+    ctxs = c.put_many([(k, b"v1:" + k) for k in keys], w=2)
+    assert len(ctxs) == 300 and all(isinstance(x, bytes) and x for x in ctxs)
+    got = c.get_many(keys, r=2)
+    assert [g.values for g in got] == [[b"v1:" + k] for k in keys]
+    # with each read's context the new value replaces the old; a blind one becomes a sibling
+    c.put_many([(k, b"v2", g.context) for k, g in zip(keys, got, strict=True)], w=2)
+    c.put_many([(keys[0], b"blind")], w=2)
+    got = c.get_many(keys[:3], r=3)
+    assert sorted(got[0].values) == [b"blind", b"v2"] and got[1].values == [b"v2"]
+    c.delete_many([(k, g.context) for k, g in zip(keys[:3], got, strict=True)], w=3)
+    assert [g.found for g in c.get_many(keys[:4], r=3)] == [False, False, False, True]
+    with pytest.raises(InvalidRequest, match="item 1"):  # nothing of a bad batch is sent
+        c.put_many([(keys[5], b"never"), (keys[6], None)])
+    assert c.get(keys[5], r=3).values == [b"v2"]
 
 
 def test_a_frame_the_node_cannot_decode_fails_at_once_with_its_reason(driver, cluster3,

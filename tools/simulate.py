@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         logging.disable(logging.WARNING)
         cpu = time.process_time()
-        ops = load(nodes=args.nodes)
+        ops = load(nodes=args.nodes, client=args.client)
         cpu = time.process_time() - cpu
-        print(f"load: {ops} client operations at {args.nodes} nodes in {cpu:.2f} CPU s = "
+        print(f"load ({args.client} client): {ops} client operations at {args.nodes} nodes in "
+              f"{cpu:.2f} CPU s = "
               f"{ops / cpu:,.0f} ops per CPU second")
         return 0
     faults = Faults(**{k: getattr(args, k) for k in vars(Faults())})

@@ -201,9 +201,12 @@ def read_your_writes(seed: int, *, r: int = 2, w: int = 2, nodes: int = 5,
     return bad
 
 
-def load(seed: int = 1, *, nodes: int = 5, clients: int = 8, ops_per_client: int = 4000) -> int:
+def load(seed: int = 1, *, nodes: int = 5, clients: int = 8, ops_per_client: int = 4000,
+         client: str = "sim") -> int:
     """The harness's own throughput: clients doing get-then-put-with-context as fast as the
-    simulated cluster answers (no think time). Returns the client operations completed."""
+    simulated cluster answers (no think time). Returns the client operations completed.
+    `client`: "sim" (a random node per request: 0.4 of them forwarded to an owner at 5
+    nodes) or "core" (zkv.client's ClientCore, routing by the ring as real clients do)."""
     sim = Sim(seed, nodes)
     done = [0]
 
@@ -214,8 +217,9 @@ def load(seed: int = 1, *, nodes: int = 5, clients: int = 8, ops_per_client: int
             res = yield ("put", key, b"x" * 100, res.context, 2)
             done[0] += 2
 
+    kind = CLIENTS[client]
     for i in range(clients):
-        SimClient(sim, f"c{i}", worker, think=0.0)
+        kind(sim, f"c{i}", worker, think=0.0)
     while not all(c.done for c in sim.clients.values()):
         sim.run_until(sim.t + 0.5)
     return done[0]

@@ -4,7 +4,7 @@ One socket-free core (`zkv.client.core`: routing, ring refresh, suspicion, failo
 request validation, result mapping, update()) run by two thin drivers: `Client` (blocking,
 `zkv.client.sync`) and `AsyncClient` (asyncio, `zkv.client.aio`), which share their socket
 preparation and read-only views (`zkv.client.base`). Both expose the same methods: get, put,
-delete, update, status, ring_info, repair.
+delete, update, get_many, put_many, delete_many, status, ring_info, repair.
 """
 
 from zkv.client.aio import AsyncClient

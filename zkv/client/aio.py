@@ -25,6 +25,7 @@ import zmq
 from zkv import sockcalls, wire
 from zkv.client.base import Facade
 from zkv.client.core import CONNECT_WAIT, SLOW, UNREACHABLE, GetResult, Plan, Send, T, refused
+from zkv.errors import ZkvError
 from zkv.wire import RingOk
 
 # One loop timer for every try's deadline, firing at most every TIMER_GRAIN seconds: a try
@@ -32,6 +33,42 @@ from zkv.wire import RingOk
 # (call_later + cancel) cost ~30% of the client's CPU at 64 requests in flight: asyncio's
 # timer heap compares TimerHandles in Python. Deadlines are >= 50 ms (the per-try budget).
 TIMER_GRAIN = 0.005
+
+
+class _Batch:
+    """The answers of one Batch step, and the future resolved once each has one."""
+
+    __slots__ = ("results", "left", "fut")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        self.results: list = [_PENDING] * n
+        self.left = n
+        self.fut = loop.create_future()
+
+
+class _Slot:
+    """One try of a Batch, standing where _try puts a future (the reply reader, the refusal
+    path and the deadline heap call done() and set_result() on either)."""
+
+    __slots__ = ("batch", "i")
+
+    def __init__(self, batch: _Batch, i: int) -> None:
+        self.batch = batch
+        self.i = i
+
+    def done(self) -> bool:
+        return self.batch.results[self.i] is not _PENDING
+
+    def set_result(self, result) -> None:
+        batch = self.batch
+        if batch.results[self.i] is _PENDING:
+            batch.results[self.i] = result
+            batch.left -= 1
+            if not batch.left and not batch.fut.done():
+                batch.fut.set_result(None)
+
+
+_PENDING = object()
 
 
 class AsyncClient(Facade):
@@ -70,6 +107,31 @@ class AsyncClient(Facade):
     async def delete(self, key: bytes, context: bytes | None = None, w: int | None = None, *,
                      namespace: str = "default") -> bytes:
         return await self._run(self.core.delete(key, context, w, namespace=namespace))
+
+    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+                       namespace: str = "default", return_exceptions: bool = False
+                       ) -> list[GetResult | ZkvError]:
+        """get() of every key, pipelined: up to MANY_WINDOW in flight, the requests to one
+        node in one frame, without a task or future per key. Results in order; the first
+        failure (in order) is raised once every get has finished, or left in its place with
+        `return_exceptions`."""
+        return await self._run(self.core.get_many(keys, r, namespace=namespace,
+                                                  return_exceptions=return_exceptions))
+
+    async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+                       namespace: str = "default", return_exceptions: bool = False
+                       ) -> list[bytes | ZkvError]:
+        """put() of every (key, value) or (key, value, context) item, pipelined as get_many;
+        returns the new contexts in order. Every item is checked before a byte is sent."""
+        return await self._run(self.core.put_many(items, w, namespace=namespace,
+                                                  return_exceptions=return_exceptions))
+
+    async def delete_many(self, items: Sequence, w: int | None = None, *,
+                          namespace: str = "default", return_exceptions: bool = False
+                          ) -> list[bytes | ZkvError]:
+        """delete() of every key or (key, context) item, pipelined as get_many."""
+        return await self._run(self.core.delete_many(items, w, namespace=namespace,
+                                                     return_exceptions=return_exceptions))
 
     async def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
                      w: int | None = None, retries: int = 3, *,
@@ -131,7 +193,8 @@ class AsyncClient(Facade):
         try:
             send = next(plan)
             while True:
-                send = plan.send(await self._try(send))
+                send = plan.send(await (self._try(send) if type(send) is Send
+                                        else self._try_many(send.sends)))
         except StopIteration as done:
             return done.value
         finally:
@@ -229,6 +292,63 @@ class AsyncClient(Facade):
             for _, earlier in send.also:
                 if self._waiting.get(earlier) is fut:
                     del self._waiting[earlier]
+
+    async def _try_many(self, sends: list[Send]) -> list:
+        """A Batch: every message through the outbox (one frame per node), each answer to
+        its slot; one future for the whole step, resolved once every slot has its answer."""
+        clock = self.core.clock
+        loop = asyncio.get_running_loop()
+        batch = _Batch(loop, len(sends))
+        waiting, sent_to = self._waiting, self._sent_to
+        rids: list[int] = []
+        # first every node's TCP connection (IMMEDIATE), waited for together and briefly as
+        # in _try: a wait between two enqueues would split a node's frame in two
+        fresh = {send.endpoint: send.until for send in reversed(sends)
+                 if send.msg is not None and send.endpoint not in self._connected}
+        for ep in fresh:
+            self._sock(ep)
+        end = min(fresh.values(), default=0.0)
+        end = min(end, clock() + CONNECT_WAIT)
+        while fresh:
+            for ep in [ep for ep in fresh if sockcalls.events(self._socks[ep]) & zmq.POLLOUT]:
+                del fresh[ep]
+                self._connected.add(ep)
+            if not fresh or clock() >= end:
+                break
+            await asyncio.sleep(0.002)
+        for ep in fresh:
+            self._check_refused(ep)
+        try:
+            for i, send in enumerate(sends):
+                slot = _Slot(batch, i)
+                ep = send.endpoint
+                self._sock(ep)
+                if send.msg is not None and ep in fresh:
+                    slot.set_result(UNREACHABLE)
+                    continue
+                for _, earlier in send.also:
+                    waiting[earlier] = slot  # type: ignore[assignment]
+                    rids.append(earlier)
+                if send.msg is not None:
+                    rid = send.msg.rid
+                    waiting[rid] = slot  # type: ignore[assignment]
+                    sent_to[rid] = ep
+                    rids.append(rid)
+                    self._enqueue(ep, send.msg)
+                if send.soft is not None and send.soft < send.until:
+                    self._at(loop, send.soft, slot, SLOW)  # type: ignore[arg-type]
+                else:
+                    self._at(loop, send.until, slot, None)  # type: ignore[arg-type]
+            if batch.left:
+                await batch.fut
+            for i, send in enumerate(sends):
+                if batch.results[i] is None:
+                    self._connected.discard(send.endpoint)  # re-check it before the next try
+            return batch.results
+        finally:
+            for rid in rids:
+                waiting.pop(rid, None)
+                sent_to.pop(rid, None)
 
     def _at(self, loop: asyncio.AbstractEventLoop, when: float, fut: asyncio.Future,
             result) -> None:

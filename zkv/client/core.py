@@ -53,7 +53,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -139,8 +139,27 @@ class Send:
         return f"Send({self.endpoint!r}, {what}, {self.until}, soft={self.soft}, also={self.also})"
 
 
-# A plan yields Sends, is resumed with the reply / None / UNREACHABLE, and returns a result.
-Plan = Generator[Send, Any, T]
+class Batch:
+    """Many tries at once (the step of `ClientCore.many`): the driver sends every Send's
+    message (those to one endpoint in one frame) and resumes the plan with a list, in the
+    same order, of what came of each one, as for a single Send (reply, SLOW at its `soft`,
+    None at its `until`, UNREACHABLE), once every one of them has its answer."""
+
+    __slots__ = ("sends",)
+
+    def __init__(self, sends: list[Send]) -> None:
+        self.sends = sends
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self.sends)} sends)"
+
+
+# A plan yields Sends (or a Batch), is resumed with the reply / None / UNREACHABLE (a list of
+# them), and returns a result.
+Plan = Generator[Any, Any, T]
+
+MANY_WINDOW = 128  # plans of one get_many/put_many/delete_many in flight at once (a node
+# refuses a connection's 257th request in flight as busy: core.MAX_INFLIGHT)
 
 
 class GetResult:
@@ -204,6 +223,21 @@ def check_namespace_settings(name, n, r, w, conflicts) -> None:
                          1 if w is None else w, conflicts)
     if found:
         raise InvalidRequest(f"cannot create namespace {name!r}: " + "; ".join(found))
+
+
+def _items(items, what: str) -> list:
+    if isinstance(items, (bytes, str, dict)) or not isinstance(items, Iterable):
+        raise InvalidRequest(f"{what} must be a list (or another iterable), not "
+                             f"{type(items).__name__}")
+    return list(items)
+
+
+def _check_item(i: int, check: Callable, *args) -> None:
+    """A per-item check of a many-operation, its error naming the item."""
+    try:
+        check(*args)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"item {i}: {exc}") from None
 
 
 def check_endpoints(nodes) -> list[str]:
@@ -528,6 +562,107 @@ class ClientCore:
         msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid, ns)
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         return _expect((yield from self.call(msg, route, n=n)), PutOk).context
+
+    # ---- many operations in one call ------------------------------------------------------------
+    def many(self, plans: Sequence[Plan[T]], return_exceptions: bool = False
+             ) -> Plan[list[T | ZkvError]]:
+        """Run `plans` (each a get/put/delete plan) side by side, MANY_WINDOW at a time, one
+        Batch per step: each keeps its own routing, failover, hedging and write id, and the
+        tries of a step go to each node as one frame. Returns their results in order; a plan
+        that raised a ZkvError leaves the exception in its place with `return_exceptions`,
+        else the first one (in order) is raised once every plan has finished (so every write
+        of the batch was tried, whatever happened to the others)."""
+        results: list[Any] = [None] * len(plans)
+        failed: list[int] = []
+        active: dict[int, tuple[Plan, Send]] = {}
+        todo = iter(range(len(plans)))
+
+        def step(i: int, plan: Plan, got, first: bool = False) -> None:
+            try:
+                send = next(plan) if first else plan.send(got)
+            except StopIteration as done:
+                results[i] = done.value
+            except ZkvError as exc:
+                results[i] = exc
+                failed.append(i)
+            else:
+                assert type(send) is Send, "plans of many() yield single tries"
+                active[i] = (plan, send)
+
+        try:
+            while True:
+                while len(active) < MANY_WINDOW:
+                    i = next(todo, None)
+                    if i is None:
+                        break
+                    step(i, plans[i], None, first=True)
+                if not active:
+                    break
+                order = list(active)
+                got = yield Batch([active[i][1] for i in order])
+                for i, value in zip(order, got, strict=True):
+                    step(i, active.pop(i)[0], value)
+        finally:
+            for plan in plans:
+                plan.close()
+        if failed and not return_exceptions:
+            raise results[min(failed)]
+        return results
+
+    def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+                 namespace: str = nss.DEFAULT, return_exceptions: bool = False
+                 ) -> Plan[list[GetResult | ZkvError]]:
+        """get() of every key (see many()); every key is checked before anything is sent."""
+        keys = _items(keys, "keys")
+        ns = check_namespace(namespace)
+        wire.check_quorum("r", r, self._n_of(ns))
+        for i, key in enumerate(keys):
+            _check_item(i, wire.check_key, key)
+        return (yield from self.many([self.get(k, r, namespace=namespace) for k in keys],
+                                     return_exceptions))
+
+    def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+                 namespace: str = nss.DEFAULT, return_exceptions: bool = False
+                 ) -> Plan[list[bytes | ZkvError]]:
+        """put() of every (key, value) or (key, value, context) item, each with its own write
+        id (see many()); returns the new contexts in order. Every item is checked before
+        anything is sent. Two items with the same key are two concurrent writes (siblings,
+        unless a context covers the other)."""
+        items = _items(items, "items")
+        ns = check_namespace(namespace)
+        wire.check_quorum("w", w, self._n_of(ns))
+        plans = []
+        for i, item in enumerate(items):
+            if not isinstance(item, tuple) or len(item) not in (2, 3):
+                raise InvalidRequest(f"item {i}: a (key, value) or (key, value, context) tuple, "
+                                     f"not {type(item).__name__}")
+            key, value, context = item if len(item) == 3 else (*item, None)
+            _check_item(i, wire.check_key, key)
+            _check_item(i, wire.check_value, value, self.max_value_size)
+            _check_item(i, wire.check_context, context)
+            plans.append(self.put(key, value, context, w, namespace=namespace))
+        return (yield from self.many(plans, return_exceptions))
+
+    def delete_many(self, items: Sequence, w: int | None = None, *,
+                    namespace: str = nss.DEFAULT, return_exceptions: bool = False
+                    ) -> Plan[list[bytes | ZkvError]]:
+        """delete() of every key or (key, context) item (see many()); returns the tombstones'
+        contexts in order. Every item is checked before anything is sent."""
+        items = _items(items, "items")
+        ns = check_namespace(namespace)
+        wire.check_quorum("w", w, self._n_of(ns))
+        plans = []
+        for i, item in enumerate(items):
+            if isinstance(item, tuple):
+                if len(item) != 2:
+                    raise InvalidRequest(f"item {i}: a key or a (key, context) tuple")
+                key, context = item
+            else:
+                key, context = item, None
+            _check_item(i, wire.check_key, key)
+            _check_item(i, wire.check_context, context)
+            plans.append(self.delete(key, context, w, namespace=namespace))
+        return (yield from self.many(plans, return_exceptions))
 
     # ---- namespaces (issue 15) -----------------------------------------------------------------
     def _learn(self, reply: NsOk) -> Registry:

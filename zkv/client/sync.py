@@ -8,6 +8,7 @@ late replies are read and dropped.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 
@@ -25,7 +26,10 @@ from zkv.client.core import (
     T,
     refused,
 )
+from zkv.errors import ZkvError
 from zkv.wire import RingOk
+
+_PENDING = object()  # a Batch try with no answer yet
 
 
 class Client(Facade):
@@ -51,6 +55,30 @@ class Client(Facade):
     def delete(self, key: bytes, context: bytes | None = None, w: int | None = None, *,
                namespace: str = "default") -> bytes:
         return self._run(self.core.delete(key, context, w, namespace=namespace))
+
+    def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+                 namespace: str = "default", return_exceptions: bool = False
+                 ) -> list[GetResult | ZkvError]:
+        """get() of every key, pipelined: up to MANY_WINDOW in flight, the requests to one
+        node in one frame. Results in order; the first failure (in order) is raised once
+        every get has finished, or left in its place with `return_exceptions`."""
+        return self._run(self.core.get_many(keys, r, namespace=namespace,
+                                            return_exceptions=return_exceptions))
+
+    def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+                 namespace: str = "default", return_exceptions: bool = False
+                 ) -> list[bytes | ZkvError]:
+        """put() of every (key, value) or (key, value, context) item, pipelined as get_many;
+        returns the new contexts in order. Every item is checked before a byte is sent."""
+        return self._run(self.core.put_many(items, w, namespace=namespace,
+                                            return_exceptions=return_exceptions))
+
+    def delete_many(self, items: Sequence, w: int | None = None, *,
+                    namespace: str = "default", return_exceptions: bool = False
+                    ) -> list[bytes | ZkvError]:
+        """delete() of every key or (key, context) item, pipelined as get_many."""
+        return self._run(self.core.delete_many(items, w, namespace=namespace,
+                                               return_exceptions=return_exceptions))
 
     def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
                w: int | None = None, retries: int = 3, *, namespace: str = "default") -> bytes:
@@ -104,7 +132,8 @@ class Client(Facade):
         try:
             send = next(plan)
             while True:
-                send = plan.send(self._try(send))
+                send = plan.send(self._try(send) if type(send) is Send
+                                 else self._try_many(send.sends))
         except StopIteration as done:
             return done.value
         finally:
@@ -155,6 +184,82 @@ class Client(Facade):
                         return reply
             except wire.WireError:
                 continue
+
+    def _try_many(self, sends: list[Send]) -> list:
+        """A Batch: every message out (one frame per node), then every answer collected."""
+        clock = self.core.clock
+        results: list = [_PENDING] * len(sends)
+        left = len(sends)
+        by_rid: dict[int, int] = {}  # rid (this try's or an earlier hedged one's) -> index
+        socks: dict[str, zmq.Socket] = {}
+        out: dict[str, list] = {}
+        for i, send in enumerate(sends):
+            ep = send.endpoint
+            if ep not in socks:
+                socks[ep] = self._socks.get(ep) or self._sock(ep)
+            if send.msg is not None:
+                by_rid[send.msg.rid] = i
+                out.setdefault(ep, []).append(send.msg)
+            for other, rid in send.also:
+                by_rid[rid] = i
+                if other not in socks and other in self._socks:
+                    socks[other] = self._socks[other]
+        for ep, msgs in out.items():
+            s = socks[ep]
+            frames = [wire.encode(msgs[j:j + wire.MAX_BATCH])
+                      for j in range(0, len(msgs), wire.MAX_BATCH)]
+            if sockcalls.send(s, frames[0]):  # not connected yet: wait briefly, as _try
+                wait = min(min(x.until for x in sends if x.endpoint == ep) - clock(),
+                           CONNECT_WAIT)
+                if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT) or sockcalls.send(
+                        s, frames[0]):
+                    self._check_refused(ep)
+                    for msg in msgs:
+                        i = by_rid[msg.rid]
+                        if results[i] is _PENDING:
+                            results[i] = UNREACHABLE
+                            left -= 1
+                    continue
+            for frame in frames[1:]:
+                sockcalls.send(s, frame)  # a full queue: those requests time out
+        poller = zmq.Poller()
+        for s in socks.values():
+            poller.register(s, zmq.POLLIN)
+        ends = [x.until if x.soft is None else min(x.soft, x.until) for x in sends]
+        while left:
+            now = clock()
+            nearest = math.inf
+            for i, end in enumerate(ends):
+                if results[i] is _PENDING:
+                    if now >= end:
+                        results[i] = SLOW if end < sends[i].until else None
+                        left -= 1
+                    elif end < nearest:
+                        nearest = end
+            if not left:
+                break
+            for sock, _ in poller.poll(int((nearest - now) * 1000) + 1):
+                while True:
+                    try:
+                        data = sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        replies = wire.decode(data, 1 << 31)
+                    except wire.WireError:
+                        continue
+                    for reply in replies:
+                        if refused(reply):  # every request in flight to that node
+                            ep = next(e for e, x in socks.items() if x is sock)
+                            hit = [i for i, x in enumerate(sends) if x.endpoint == ep]
+                        else:
+                            i = by_rid.get(reply.rid, -1)
+                            hit = [i] if i >= 0 else []
+                        for i in hit:
+                            if results[i] is _PENDING:
+                                results[i] = reply
+                                left -= 1
+        return results
 
     def _answered_meanwhile(self, send: Send):
         """After a failed connect wait: an answer an earlier (hedged) try got meanwhile, or
