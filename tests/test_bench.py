@@ -628,6 +628,8 @@ def test_parse_matrix():
 def test_throughput_mode_rejects_bad_arguments(capsys, tmp_path):
     assert main(["--throughput", "--matrix", "1:0", "--out", str(tmp_path)]) == 2
     assert main(["--throughput", "--cluster", "tcp://127.0.0.1:1", "--out", str(tmp_path)]) == 2
+    assert main(["--throughput", "--batch", "x", "--out", str(tmp_path)]) == 2
+    assert main(["--throughput", "--batch", "5000", "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "results.json").exists()
 
 
@@ -715,7 +717,7 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
     """`zkv bench --throughput`: a 1 x {1, 2} matrix of short cells writes results.json and
     report.md with every figure of a cell and the goal lines (no speed is asserted)."""
     rc = main(["--throughput", "--quick", "--matrix", "1:1,2", "--duration", "0.5",
-               "--records", "50", "--sync", "none", "--out", str(tmp_path)])
+               "--records", "50", "--sync", "none", "--batch", "16", "--out", str(tmp_path)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| measure | value | goal | met | how |" in printed
@@ -736,5 +738,11 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
                                 "client_cpu_us_per_op", "p99_half_peak_vs_echo_p50",
                                 "p99_nearest_half_vs_echo_p50", "seq_get_p50_vs_echo_p50"}
     assert res["goal"]["seq_get_p50_vs_echo_p50"]["value"] > 0
+    (b,) = res["batched_cells"]
+    assert (b["driver"], b["batch"], b["clients"], b["failed"]) == (
+        "Client.get_many/put_many", 16, 1, 0)
+    assert b["ops"] > 0 and b["messages_per_frame"] > 1  # a call's keys share frames
+    assert res["batched"]["peak"]["batch"] == 16
     md = (tmp_path / "report.md").read_text()
     assert "## Goals" in md and "## Cells" in md and "| 1 | 2 | AsyncClient |" in md
+    assert "## Batched calls" in md and "Client.get_many/put_many" in md

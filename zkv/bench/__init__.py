@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matrix", default=None,
                    help='--throughput cells as "CLIENTS:INFLIGHT" comma lists (default '
                    '"1,4,16:1,4,16,64"; --quick "1,4:1,16")')
+    p.add_argument("--batch", default=None,
+                   help="--throughput: keys per get_many / put_many call of the batched cells "
+                   "(1 and 4 client processes, after the matrix), a comma list; 0: none "
+                   "(default 64)")
     p.add_argument("--rounds", type=int, default=2,
                    help="rounds per mode of the --security workload (default 2)")
     p.add_argument("--keys", type=int, default=8,
@@ -248,10 +252,19 @@ def throughput_mode(args: argparse.Namespace, s, argv: list[str] | None = None) 
         except ValueError as exc:
             print(f"zkv bench: {exc}", file=sys.stderr)
             return 2
+    try:
+        batches = tp.MATRIX_BATCH if args.batch is None else tuple(
+            int(x) for x in args.batch.split(",") if x.strip() and int(x))
+        if any(not 1 <= b <= 4096 for b in batches):
+            raise ValueError
+    except ValueError:
+        print(f"zkv bench: --batch wants keys per call, 1 to 4096 (or 0), got {args.batch!r}",
+              file=sys.stderr)
+        return 2
     run = tp.Run(records=args.records or (1000 if s.quick else 10_000),
                  duration=args.duration or (2.0 if s.quick else 5.0),
                  value_size=s.value_size, clients=clients, inflight=inflight,
-                 echo_duration=1.0 if s.quick else 2.0,
+                 batches=batches, echo_duration=1.0 if s.quick else 2.0,
                  echo_round_trips=1000 if s.quick else 5000,
                  redis_requests=5000 if s.quick else 50_000,
                  timeout=max(s.timeout, 5.0), seed=s.seed, sync=s.sync,

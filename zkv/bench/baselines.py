@@ -246,7 +246,7 @@ def mixed_rps(get_rps: float, set_rps: float, read_fraction: float) -> float:
 
 
 def redis_baseline(value_size: int, connections: int, requests: int = 20000,
-                   keyspace: int = 1000, timeout: float = 120.0) -> dict:
+                   keyspace: int = 1000, timeout: float = 120.0, pipeline: int = 1) -> dict:
     """GET and SET through redis-benchmark against a private redis-server on loopback."""
     server, bench = shutil.which("redis-server"), shutil.which("redis-benchmark")
     if not server or not bench:
@@ -269,7 +269,7 @@ def redis_baseline(value_size: int, connections: int, requests: int = 20000,
                     return {"available": False, "reason": "redis-server did not start"}
                 time.sleep(0.05)
         cmd = [bench, "-h", "127.0.0.1", "-p", str(port), "-t", "set,get", "-d", str(value_size),
-               "-n", str(requests), "-c", str(connections), "-r", str(keyspace), "-P", "1",
+               "-n", str(requests), "-c", str(connections), "-r", str(keyspace), "-P", str(pipeline),
                "--csv"]
         from zkv.bench.cpu import children_seconds, process_seconds
 
@@ -283,6 +283,7 @@ def redis_baseline(value_size: int, connections: int, requests: int = 20000,
             return {"available": False, "reason": f"unparsed output: {res.stdout[-300:]}"}
         version = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
         return {"available": True, "value_bytes": value_size, "connections": connections,
+                "pipeline": pipeline,
                 "requests": requests, "keyspace": keyspace, "tests": tests,
                 "version": version.strip(), "command": " ".join(cmd[1:]),
                 # CPU of the whole run (GET and SET: 2 x requests operations); the server's

@@ -374,6 +374,19 @@ def render_throughput(res: dict) -> str:
         if sv:
             L += ["", f"From the actual send instead (without the client's own lag): p50 "
                   f"{_f(sv['p50'], '{:.3f}')} ms, p99 {_f(sv['p99'], '{:.3f}')} ms."]
+    bc = res.get("batched_cells") or []
+    if bc:
+        b = res.get("batched") or {}
+        L += ["", "## Batched calls (sync Client: get_many of the batch's keys, then put_many of "
+              "them with the contexts read)", "",
+              "Each operation's latency is its call's. Not the goals' measure (those are per "
+              "operation sent alone); beside redis-benchmark unpipelined and pipelined alike.",
+              ""]
+        L += cell_table(bc)
+        L += ["", f"Peak batched / redis-benchmark 50/50 peak (unpipelined): "
+              f"{_xr(b.get('vs_redis'), 3)}; / redis-benchmark pipelined the same "
+              f"(`redis-benchmark {b.get('redis_pipelined_command') or 'n/a'}`): "
+              f"{_xr(b.get('vs_redis_pipelined'), 3)}."]
     L += ["", "## Batched raw pyzmq echo (each cell's clients, in flight, batch and frame "
           "size; no logic)", "",
           "zkv / echo: the cell's ops/s over the echo's messages/s, its node CPU per op over "

@@ -19,6 +19,11 @@ messages in flight, messages per frame and bytes per frame as that cell's client
 logic: messages/s and CPU per message of server and clients); redis-benchmark GET/SET at
 each distinct total concurrency (clients x in flight) of the matrix.
 
+Batched cells (``batches``, after the matrix, 1 and 4 client processes): the sync Client's
+get_many of that many distinct keys, then put_many of them with the contexts it read, each
+operation's latency its call's; beside redis-benchmark unpipelined and pipelined (-P) the
+same. Reported, not goal lines: the goals are per operation sent alone.
+
 Then one more cell at half of the peak throughput (the peak cell's shape, each operation
 started on a fixed schedule; latency counted from the scheduled start, so a client falling
 behind shows), and the goal lines of issue 12: peak / redis peak, p99 at half peak / echo p50,
@@ -37,10 +42,12 @@ from array import array
 
 from zkv.bench import baselines, cpu, stats
 from zkv.bench.runner import WorkerPool
+from zkv.client.core import MANY_WINDOW
 
 N, R, W = 3, 2, 2
 MATRIX_CLIENTS = (1, 4, 16)
 MATRIX_INFLIGHT = (1, 4, 16, 64)
+MATRIX_BATCH = (64,)  # batched cells: keys per get_many / put_many call (1 and 4 clients)
 QUICK_CLIENTS = (1, 4)
 QUICK_INFLIGHT = (1, 16)
 
@@ -114,7 +121,10 @@ def _zkv_task(task: dict, counter: _FrameCounter) -> dict:
         schedule[0] = t + 1.0 / rate
         return t
 
-    if inflight == 1:
+    if task.get("batch"):
+        t_start, t_end, cpu0, cpu1, failed = _batched_run(task, counter, rng, value, lat_get,
+                                                          lat_put)
+    elif inflight == 1:
         from zkv.client import Client
 
         c = Client(task["endpoints"], timeout=task["timeout"], routing=task["routing"])
@@ -161,6 +171,47 @@ def _zkv_task(task: dict, counter: _FrameCounter) -> dict:
     return {"client": task["client"], "started": t_start, "finished": t_end,
             "cpu_seconds": cpu1 - cpu0, "failed": failed, "lat_get": lat_get,
             "lat_put": lat_put, "service": service, **counter.figures()}
+
+
+def _batched_run(task, counter, rng, value, lat_get, lat_put):
+    """A batched cell's client: the sync Client's get_many of `batch` distinct keys, then
+    put_many of the same keys with the contexts just read (50/50 get/put, every put with
+    the last context seen); each operation's latency is its call's."""
+    from zkv.client import Client
+    from zkv.errors import ZkvError
+
+    now, batch, records = time.monotonic, task["batch"], task["records"]
+    failed = 0
+    c = Client(task["endpoints"], timeout=task["timeout"], routing=task["routing"])
+    try:
+        _warm_sync(c, ZkvError)
+        while now() < task["start_at"]:
+            time.sleep(min(0.01, max(0.0, task["start_at"] - now())))
+        counter.reset()
+        cpu0, t_start = cpu.self_seconds(), now()
+        while now() < task["end_at"]:
+            keys = [key_name(i) for i in rng.sample(range(records), min(batch, records))]
+            t0 = now()
+            got = c.get_many(keys, r=R, return_exceptions=True)
+            t1 = now()
+            items = []
+            for key, g in zip(keys, got, strict=True):
+                if isinstance(g, ZkvError):
+                    failed += 1
+                else:
+                    lat_get.append(t1 - t0)
+                    items.append((key, value, g.context))
+            done = c.put_many(items, w=W, return_exceptions=True)
+            t2 = now()
+            for d in done:
+                if isinstance(d, ZkvError):
+                    failed += 1
+                else:
+                    lat_put.append(t2 - t1)
+        t_end, cpu1 = now(), cpu.self_seconds()
+    finally:
+        c.close()
+    return t_start, t_end, cpu0, cpu1, failed
 
 
 def _warm_sync(c, ZkvError) -> None:
@@ -284,7 +335,7 @@ def _lead(clients: int) -> float:
 
 
 def _summarize_cell(parts: list[dict], node_cpu: float | None, clients: int,
-                    inflight: int) -> dict:
+                    inflight: int, batch: int = 0) -> dict:
     start = min(p["started"] for p in parts)
     end = max(p["finished"] for p in parts)
     elapsed = max(end - start, 1e-9)
@@ -297,8 +348,9 @@ def _summarize_cell(parts: list[dict], node_cpu: float | None, clients: int,
     client_cpu = sum(p["cpu_seconds"] for p in parts)
     service = [x for p in parts for x in p["service"]]
     return {
-        "clients": clients, "inflight": inflight, "driver": "Client" if inflight == 1
-        else "AsyncClient", "seconds": elapsed, "ops": ops,
+        "clients": clients, "inflight": inflight, "batch": batch,
+        "driver": ("Client.get_many/put_many" if batch else "Client" if inflight == 1
+                   else "AsyncClient"), "seconds": elapsed, "ops": ops,
         "failed": sum(p["failed"] for p in parts), "throughput": ops / elapsed,
         "latency_ms": stats.summarize(lat_get + lat_put),
         "get_latency_ms": stats.summarize(lat_get), "put_latency_ms": stats.summarize(lat_put),
@@ -316,12 +368,14 @@ class Run:
     """One `zkv bench --throughput` run; `run()` returns the results dict."""
 
     def __init__(self, *, records: int = 10_000, duration: float = 5.0, value_size: int = 1024,
-                 clients=MATRIX_CLIENTS, inflight=MATRIX_INFLIGHT, echo_duration: float = 2.0,
+                 clients=MATRIX_CLIENTS, inflight=MATRIX_INFLIGHT, batches=MATRIX_BATCH,
+                 echo_duration: float = 2.0,
                  echo_round_trips: int = 5000, redis_requests: int = 50_000,
                  timeout: float = 5.0, seed: int = 42, sync: str = "interval",
                  routing: str = "token", log=print) -> None:
         self.records, self.duration, self.value_size = records, duration, value_size
         self.clients, self.inflight = tuple(clients), tuple(inflight)
+        self.batches = tuple(batches)
         self.echo_duration, self.echo_round_trips = echo_duration, echo_round_trips
         self.redis_requests = redis_requests
         self.timeout, self.seed, self.sync, self.routing = timeout, seed, sync, routing
@@ -332,7 +386,7 @@ class Run:
         return {"n": N, "r": R, "w": W, "nodes": 3, "records": self.records,
                 "duration": self.duration, "value_size": self.value_size,
                 "clients": list(self.clients), "inflight": list(self.inflight),
-                "mix": "50% get (R=2) / 50% put (W=2, last context seen)",
+                "batches": list(self.batches), "mix": "50% get (R=2) / 50% put (W=2, last context seen)",
                 "keys": "uniform", "echo_duration": self.echo_duration,
                 "redis_requests": self.redis_requests, "timeout": self.timeout,
                 "seed": self.seed, "sync": self.sync, "routing": self.routing}
@@ -351,7 +405,8 @@ class Run:
         return time.monotonic() - t0
 
     def _cell(self, pool: Pool, endpoints: list[str], pids: list[int], clients: int,
-              inflight: int, rate: float = 0.0, idle: float | None = None) -> dict:
+              inflight: int, rate: float = 0.0, idle: float | None = None,
+              batch: int = 0) -> dict:
         settled = self._settle(pids, idle)
         self.cell_no += 1
         start_at = time.monotonic() + _lead(clients)
@@ -359,9 +414,10 @@ class Run:
                   "value_size": self.value_size, "inflight": inflight, "timeout": self.timeout,
                   "routing": self.routing, "seed": self.seed, "cell": self.cell_no,
                   "client": i, "start_at": start_at, "end_at": start_at + self.duration,
-                  "rate": rate / clients} for i in range(clients)]
+                  "rate": rate / clients, "batch": batch} for i in range(clients)]
         parts, node_cpu = pool.run(tasks, at=start_at, pids=pids)
-        return {**_summarize_cell(parts, node_cpu, clients, inflight), "settle_seconds": settled}
+        return {**_summarize_cell(parts, node_cpu, clients, inflight, batch),
+                "settle_seconds": settled}
 
     def _batched_echo(self, pool: Pool, srv, cell: dict) -> dict:
         clients, inflight = cell["clients"], cell["inflight"]
@@ -425,7 +481,8 @@ class Run:
 
         t_begin = time.monotonic()
         res: dict = {"kind": "throughput", "settings": self.settings(),
-                     "machine": machine_info(), "cells": [], "batched_echo": [],
+                     "machine": machine_info(), "cells": [], "batched_cells": [],
+                     "batched_echo": [],
                      "baselines": {}, "notes": []}
         self.log(f"throughput: N{N} R{R} W{W}, 3 local nodes, {self.value_size}-byte values, "
                  f"50/50 get/put, clients {list(self.clients)} x in flight "
@@ -457,6 +514,12 @@ class Run:
             cell["target_rate"] = half
             res["half_peak"] = cell
             self.log(_cell_line(cell) + f"  (paced at {half:.0f} ops/s: half of the peak)")
+            for c in self.clients[:2]:
+                for b in self.batches:
+                    cell = self._cell(pool, endpoints, pids, c, min(b, MANY_WINDOW), idle=idle,
+                                      batch=b)
+                    res["batched_cells"].append(cell)
+                    self.log(_cell_line(cell) + f"  (get_many, then put_many, of {b} keys)")
             cluster.stop()
             self.log("baseline: batched raw pyzmq echo, each cell's batching")
             with baselines.EchoServer() as srv:
@@ -496,6 +559,19 @@ class Run:
                 self.log(f"  redis baseline missing: {r['reason']}")
                 break
         res["baselines"]["redis"] = red
+        pipelined: dict = {}
+        for b in self.batches if red and all(r.get("available") for r in red.values()) else ():
+            conns = max(self.clients[:2])
+            self.log(f"baseline: redis-benchmark GET/SET pipelined -P {b}, {conns} "
+                     "connections (for the batched cells)")
+            r = baselines.redis_baseline(self.value_size, conns, requests=self.redis_requests,
+                                         keyspace=self.records, pipeline=b)
+            if r.get("available"):
+                t = r["tests"]
+                r["mix_rps"] = baselines.mixed_rps(t["GET"]["rps"], t["SET"]["rps"], 0.5)
+            pipelined[str(b)] = r
+        res["baselines"]["redis_pipelined"] = pipelined
+        res["batched"] = batched_figures(res)
         self.log("baseline: raw pyzmq echo (unbatched) again, at the end of the run")
         res["baselines"]["zmq_echo_end"] = baselines.zmq_echo_baseline(
             payload, count=self.echo_round_trips, depth=1, duration=self.echo_duration)
@@ -572,6 +648,26 @@ def goals(res: dict) -> dict:
         (f"get p50 {g50:.3f} ms (1 x 1, sync Client) / echo p50 {echo_p50:.3f} ms")
         if g50 and echo_p50 else "missing (needs the 1 x 1 cell)")
     return out
+
+
+def batched_figures(res: dict) -> dict:
+    """The batched cells' peak against the same run's redis-benchmark, unpipelined (the
+    goal's baseline) and pipelined like them; not goal lines: the goals are per operation
+    sent alone."""
+    cells = res.get("batched_cells") or []
+    if not cells:
+        return {}
+    peak = max(cells, key=lambda x: x["throughput"])
+    base = res.get("baselines", {})
+    red = [r for r in base.get("redis", {}).values() if r.get("available")]
+    pip = (base.get("redis_pipelined") or {}).get(str(peak["batch"])) or {}
+    red_peak = max((r["mix_rps"] for r in red), default=None)
+    return {"peak": {k: peak[k] for k in ("clients", "batch", "throughput",
+                                          "node_cpu_us_per_op", "client_cpu_us_per_op")},
+            "vs_redis": peak["throughput"] / red_peak if red_peak else None,
+            "vs_redis_pipelined": (peak["throughput"] / pip["mix_rps"]
+                                   if pip.get("available") else None),
+            "redis_pipelined_command": pip.get("command")}
 
 
 def _f2(x) -> str:
