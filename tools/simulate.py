@@ -40,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="with --scale: write a plot (PNG) here")
     ap.add_argument("--load", action="store_true", help="measure client operations per CPU "
                     "second at --nodes nodes, 8 clients with no think time")
-    ap.add_argument("--client", choices=["sim", "core"], default="sim", help="sim: the "
+    ap.add_argument("--client", choices=["sim", "core", "many"], default="sim", help="sim: the "
                     "simulator's own client (random node, fail over on silence); core: "
                     "zkv.client's ClientCore (ring routing, hedged tries), driven on the "
-                    "virtual clock")
+                    "virtual clock; many: 4 workloads per client through the ClientCore's "
+                    "batch calls (get_many/put_many: a round's requests side by side)")
     ap.add_argument("--scenario", choices=["run", "membership", "replace", "remove",
                                            "replace-dead"],
                     default="run",

@@ -881,5 +881,142 @@ class CoreClient:
         self.sim.at(self.sim.t + self.think * self.sim.rng.random(), self._next, res)
 
 
+class _User:
+    """One workload of a ManyClient: what `_workload_step` needs of a client."""
+
+    def __init__(self, owner: ManyClient, name: str, workload: Callable) -> None:
+        self.owner, self.sim, self.name = owner, owner.sim, name
+        self.namespace = owner.namespace
+        self.done = False
+        self.gen = workload(self)
+
+    def _next(self, result: Result | None) -> None:  # back from a "sleep"
+        self.owner.ready(self, result)
+
+
+class ManyClient:
+    """Several workloads ("users") sharing one zkv.client ClientCore through its batch calls:
+    each round takes every user's next request (get, put or delete, mixed), runs them as one
+    `ClientCore.many` plan (each request keeps its own routing, failover, hedging and write
+    id), and hands each user its result. A Batch step reaches each node as one frame; each
+    try's answer is the first reply with its rid (or an `also` rid), else SLOW at `soft`,
+    else None at `until`, and the plan resumes when every try of the step has its answer."""
+
+    def __init__(self, sim: Sim, name: str, workloads: list[Callable], timeout: float = 2.0,
+                 think: float = 0.01, namespace: str = "") -> None:
+        self.sim = sim
+        self.name = name
+        self.namespace = namespace
+        self.ident = b"client:" + name.encode()
+        sim.clients[self.ident] = self
+        self.think = think
+        self.core = ClientCore([sim.nodes[n].cfg.listen for n in sim.node_ids], timeout,
+                               clock=lambda: sim.t, rng=random.Random(sim.rng.random()))
+        self.users = [_User(self, f"{name}.{i}", w) for i, w in enumerate(workloads)]
+        self.queued: list[tuple[_User, tuple, Event]] = []  # users' next requests
+        self.round: list[tuple[_User, tuple, Event]] | None = None
+        self.plan: Generator | None = None
+        self.results: list = []
+        self.by_rid: dict[int, int] = {}
+        self.wait = 0
+        self.starting = False
+        for u in self.users:
+            sim.at(sim.t, u._next, None)
+
+    @property
+    def done(self) -> bool:
+        return all(u.done for u in self.users)
+
+    def ready(self, user: _User, result: Result | None) -> None:
+        step = _workload_step(user, result)
+        if step is not None:
+            self.queued.append((user, *step))
+            if self.round is None and not self.starting:
+                self.starting = True
+                self.sim.at(self.sim.t + self.think * self.sim.rng.random(), self._start)
+
+    def _start(self) -> None:
+        self.starting = False
+        self.round, self.queued = self.queued, []
+        core, ns = self.core, self.namespace or "default"
+        plans = []
+        for _, (op, key, a, b, c), _ev in self.round:
+            if op == "get":
+                plans.append(core.get(key, a, namespace=ns))
+            elif op == "put":
+                plans.append(core.put(key, a, b, c, namespace=ns))
+            else:
+                plans.append(core.delete(key, a, b, namespace=ns))
+        self.plan = core.many(plans, return_exceptions=True)
+        self._resume(None, first=True)
+
+    def _resume(self, answer, first: bool = False) -> None:
+        assert self.plan is not None and self.round is not None
+        self.wait += 1
+        self.by_rid = {}
+        try:
+            batch = next(self.plan) if first else self.plan.send(answer)
+        except StopIteration as stop:
+            self._finish(stop.value)
+            return
+        sim, sends = self.sim, batch.sends
+        self.results = [_PENDING] * len(sends)
+        frames: dict[str, list] = {}
+        for i, send in enumerate(sends):
+            for _, rid in send.also:
+                self.by_rid[rid] = i
+            if send.msg is not None:
+                self.by_rid[send.msg.rid] = i
+                node = sim.by_endpoint.get(send.endpoint)
+                if node is None or sim.nodes[node].core is None:
+                    delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
+                    sim.at(sim.t + delay, self._timer, self.wait, i, UNREACHABLE)
+                    continue
+                frames.setdefault(node, []).append(send.msg)
+            if send.soft is not None and send.soft < send.until:
+                sim.at(send.soft, self._timer, self.wait, i, SLOW)
+            else:
+                sim.at(send.until, self._timer, self.wait, i, None)
+        for node, msgs in frames.items():  # each node's share of the step in one frame
+            delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
+            sim.at(sim.t + delay, sim.client_request, self.name, self.ident, node,
+                   wire.encode(msgs))
+
+    def _answer(self, i: int, answer) -> None:
+        if self.results[i] is _PENDING:
+            self.results[i] = answer
+            if all(r is not _PENDING for r in self.results):
+                self._resume(self.results)
+
+    def _timer(self, wait: int, i: int, answer) -> None:
+        if wait == self.wait and self.plan is not None:
+            self._answer(i, answer)
+
+    def on_frame(self, node: str, msgs: list) -> None:
+        for msg in msgs:
+            if self.plan is None:
+                return
+            i = self.by_rid.get(msg.rid)
+            if i is not None:
+                self._answer(i, msg)
+
+    def _finish(self, values: list) -> None:
+        done, self.round, self.plan = self.round, None, None
+        assert done is not None
+        for (user, _, ev), value in zip(done, values, strict=True):
+            if isinstance(value, ZkvError):
+                res = Result(False, error=str(value))
+            elif isinstance(value, GetResult):
+                res = Result(True, list(value.values), value.context)
+            else:
+                res = Result(True, [], value)
+            ev.end, ev.ok, ev.result = self.sim.t, res.ok, res
+            self.sim.history.add(ev)
+            self.ready(user, res)
+
+
+_PENDING = object()
+
+
 def live_values(encoded: bytes) -> list[bytes]:
     return dvv.DVVSet.decode(encoded).live_values() if encoded else []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sim.harness import CoreClient, Faults, Sim, SimClient
+from sim.harness import CoreClient, Faults, ManyClient, Sim, SimClient
 from zkv._core import dvv
 from zkv.node import ownership as own
 
@@ -73,7 +73,16 @@ class Report:
         return f"python tools/simulate.py --seed {self.seed}" + (f" {extra}" if extra else "")
 
 
-CLIENTS = {"sim": SimClient, "core": CoreClient}  # core: zkv.client's ClientCore, driven here
+MANY_USERS = 4  # workloads per ManyClient
+
+
+def _many(sim: Sim, name: str, workload, **kw) -> ManyClient:
+    return ManyClient(sim, name, [workload] * MANY_USERS, **kw)
+
+
+# core: zkv.client's ClientCore, driven here; many: MANY_USERS copies of each workload
+# sharing one ClientCore through its batch calls (get/put/delete side by side, a frame per node)
+CLIENTS = {"sim": SimClient, "core": CoreClient, "many": _many}
 
 
 def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int = 4,
@@ -206,7 +215,8 @@ def load(seed: int = 1, *, nodes: int = 5, clients: int = 8, ops_per_client: int
     """The harness's own throughput: clients doing get-then-put-with-context as fast as the
     simulated cluster answers (no think time). Returns the client operations completed.
     `client`: "sim" (a random node per request: 0.4 of them forwarded to an owner at 5
-    nodes) or "core" (zkv.client's ClientCore, routing by the ring as real clients do)."""
+    nodes), "core" (zkv.client's ClientCore, routing by the ring as real clients do) or
+    "many" (each client MANY_USERS such workloads through the ClientCore's batch calls)."""
     sim = Sim(seed, nodes)
     done = [0]
 
@@ -217,6 +227,8 @@ def load(seed: int = 1, *, nodes: int = 5, clients: int = 8, ops_per_client: int
             res = yield ("put", key, b"x" * 100, res.context, 2)
             done[0] += 2
 
+    if client == "many":  # the same operations in all, shared by each client's users
+        ops_per_client //= MANY_USERS
     kind = CLIENTS[client]
     for i in range(clients):
         kind(sim, f"c{i}", worker, think=0.0)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.harness import Faults, Sim, SimClient, live_values
-from sim.scenario import read_your_writes, run
+from sim.scenario import membership, read_your_writes, run
 from zkv._core import dvv
 from zkv.node.status import status
 
@@ -61,6 +61,28 @@ def test_the_real_client_core_keeps_every_promise_under_faults(seed):
     rep = run(seed, FAULTY, client="core")
     _check(rep)
     assert "--client core" in rep.command  # the replay line replays this client
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_calls_keep_every_promise_with_and_without_faults(seed):
+    """The ClientCore's batch calls (`ManyClient`: four workloads per client, each round's
+    gets, puts and deletes side by side in one many() plan, a frame per node): without
+    faults every operation succeeds; under loss, duplication, partitions, pauses and crashes
+    nothing acknowledged is lost, nothing deleted returns and replicas converge."""
+    if seed < 2:
+        rep = run(seed, client="many")
+        _check(rep)
+        assert rep.ok_ops == rep.ops
+    else:
+        rep = run(seed, FAULTY, client="many")
+        _check(rep)
+    assert "--client many" in rep.command
+
+
+def test_batched_calls_through_a_membership_change():
+    """Batched writers and readers while the cluster grows and shrinks (3 -> 5 -> 4): no
+    acknowledged write lost, no read at R=1 of an acknowledged write empty."""
+    _check(membership(5, client="many"))
 
 
 @pytest.mark.parametrize("seed", range(3))
