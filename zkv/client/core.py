@@ -564,18 +564,20 @@ class ClientCore:
         return _expect((yield from self.call(msg, route, n=n)), PutOk).context
 
     # ---- many operations in one call ------------------------------------------------------------
-    def many(self, plans: Sequence[Plan[T]], return_exceptions: bool = False
+    def many(self, plans: Iterable[Plan[T]], count: int, return_exceptions: bool = False
              ) -> Plan[list[T | ZkvError]]:
-        """Run `plans` (each a get/put/delete plan) side by side, MANY_WINDOW at a time, one
-        Batch per step: each keeps its own routing, failover, hedging and write id, and the
-        tries of a step go to each node as one frame. Returns their results in order; a plan
-        that raised a ZkvError leaves the exception in its place with `return_exceptions`,
-        else the first one (in order) is raised once every plan has finished (so every write
-        of the batch was tried, whatever happened to the others)."""
-        results: list[Any] = [None] * len(plans)
+        """Run the `count` plans of `plans` (get/put/delete plans, made as they are needed)
+        side by side, MANY_WINDOW at a time, one Batch per step: each keeps its own routing,
+        failover, hedging and write id, and the tries of a step go to each node as one
+        frame. Returns their results in order; a plan that raised a ZkvError leaves the
+        exception in its place with `return_exceptions`, else the first one (in order) is
+        raised once every plan has finished (so every write of the batch was tried, whatever
+        happened to the others). The client's timeout bounds each plan from its start (a
+        plan past the first window starts when an earlier one ends), not the whole call."""
+        results: list[Any] = [None] * count
         failed: list[int] = []
         active: dict[int, tuple[Plan, Send]] = {}
-        todo = iter(range(len(plans)))
+        todo = enumerate(plans)
 
         def step(i: int, plan: Plan, got, first: bool = False) -> None:
             try:
@@ -592,10 +594,10 @@ class ClientCore:
         try:
             while True:
                 while len(active) < MANY_WINDOW:
-                    i = next(todo, None)
-                    if i is None:
+                    nxt = next(todo, None)
+                    if nxt is None:
                         break
-                    step(i, plans[i], None, first=True)
+                    step(*nxt, None, first=True)
                 if not active:
                     break
                 order = list(active)
@@ -603,7 +605,7 @@ class ClientCore:
                 for i, value in zip(order, got, strict=True):
                     step(i, active.pop(i)[0], value)
         finally:
-            for plan in plans:
+            for plan, _ in active.values():  # (an error or an interrupt: the rest stop)
                 plan.close()
         if failed and not return_exceptions:
             raise results[min(failed)]
@@ -618,8 +620,8 @@ class ClientCore:
         wire.check_quorum("r", r, self._n_of(ns))
         for i, key in enumerate(keys):
             _check_item(i, wire.check_key, key)
-        return (yield from self.many([self.get(k, r, namespace=namespace) for k in keys],
-                                     return_exceptions))
+        return (yield from self.many((self.get(k, r, namespace=namespace) for k in keys),
+                                     len(keys), return_exceptions))
 
     def put_many(self, items: Sequence[tuple], w: int | None = None, *,
                  namespace: str = nss.DEFAULT, return_exceptions: bool = False
@@ -631,7 +633,7 @@ class ClientCore:
         items = _items(items, "items")
         ns = check_namespace(namespace)
         wire.check_quorum("w", w, self._n_of(ns))
-        plans = []
+        checked = []
         for i, item in enumerate(items):
             if not isinstance(item, tuple) or len(item) not in (2, 3):
                 raise InvalidRequest(f"item {i}: a (key, value) or (key, value, context) tuple, "
@@ -640,8 +642,9 @@ class ClientCore:
             _check_item(i, wire.check_key, key)
             _check_item(i, wire.check_value, value, self.max_value_size)
             _check_item(i, wire.check_context, context)
-            plans.append(self.put(key, value, context, w, namespace=namespace))
-        return (yield from self.many(plans, return_exceptions))
+            checked.append((key, value, context))
+        return (yield from self.many((self.put(k, v, c, w, namespace=namespace)
+                                      for k, v, c in checked), len(checked), return_exceptions))
 
     def delete_many(self, items: Sequence, w: int | None = None, *,
                     namespace: str = nss.DEFAULT, return_exceptions: bool = False
@@ -651,7 +654,7 @@ class ClientCore:
         items = _items(items, "items")
         ns = check_namespace(namespace)
         wire.check_quorum("w", w, self._n_of(ns))
-        plans = []
+        checked = []
         for i, item in enumerate(items):
             if isinstance(item, tuple):
                 if len(item) != 2:
@@ -661,8 +664,9 @@ class ClientCore:
                 key, context = item, None
             _check_item(i, wire.check_key, key)
             _check_item(i, wire.check_context, context)
-            plans.append(self.delete(key, context, w, namespace=namespace))
-        return (yield from self.many(plans, return_exceptions))
+            checked.append((key, context))
+        return (yield from self.many((self.delete(k, c, w, namespace=namespace)
+                                      for k, c in checked), len(checked), return_exceptions))
 
     # ---- namespaces (issue 15) -----------------------------------------------------------------
     def _learn(self, reply: NsOk) -> Registry:
