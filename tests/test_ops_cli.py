@@ -165,3 +165,28 @@ def test_status_text_shows_readiness_and_members(cluster3):
     assert out.returncode == 0 and "ready: yes" in out.stdout, out
     for n in cluster3.nodes:
         assert n.listen in out.stdout
+
+
+def test_get_of_several_keys_and_put_from_a_file(cluster3, tmp_path):
+    ep = cluster3.endpoints[0]
+    rows = [(f"bulk:{i}", f"value {i}") for i in range(2500)]  # three batches
+    src = tmp_path / "load.tsv"
+    src.write_text("".join(f"{k}\t{v}\n" for k, v in rows) + "\n")
+    out = zkv("put", "--from", str(src), "--node", ep, "--w", "2")
+    assert out.returncode == 0 and out.stdout.strip() == "ok: 2500 written", out
+    out = zkv("get", "bulk:7", "bulk:2499", "bulk:none", "--node", ep)
+    assert out.returncode == 3  # one of them is missing
+    assert out.stdout.splitlines() == ["bulk:7: value 7", "bulk:2499: value 2499",
+                                       "bulk:none: (not found)"]
+    assert "bulk:7 context: " in out.stderr
+    out = zkv("get", "bulk:1", "bulk:2", "--node", ep)
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 2
+    # stdin, and a line without a tab: one line naming it, nothing of its batch written
+    out = subprocess.run([ZKV, "put", "--from", "-", "--node", ep], input="a:1\tx\nbroken\n",
+                         capture_output=True, text=True, timeout=60)
+    assert "-:2: expected KEY<TAB>VALUE" in one_line_error(out)
+    assert zkv("get", "a:1", "--node", ep).returncode == 3
+    for bad in (["put", "--from", str(src), "k", "v"], ["put", "k"],
+                ["put", "--from", str(src), "--context", "00"],
+                ["put", "--from", str(tmp_path / "missing.tsv")]):
+        assert one_line_error(zkv(*bad, "--node", ep))

@@ -253,12 +253,18 @@ def _main(argv: list[str] | None = None) -> int:
                         help="the key's namespace (default: 'default')")
         return sp
 
-    g = with_ns(with_node(sub.add_parser("get", help="read a key")))
-    g.add_argument("key")
+    g = with_ns(with_node(sub.add_parser("get", help="read a key (several: one batched call, "
+                                         "each line prefixed with its key)")))
+    g.add_argument("key", nargs="+")
     g.add_argument("--r", type=int)
-    pu = with_ns(with_node(sub.add_parser("put", help="write a key")))
-    pu.add_argument("key")
-    pu.add_argument("value")
+    pu = with_ns(with_node(sub.add_parser("put", help="write a key, or with --from many "
+                                          "(one batched call)")))
+    pu.add_argument("key", nargs="?")
+    pu.add_argument("value", nargs="?")
+    pu.add_argument("--from", dest="source", metavar="FILE",
+                    help="blind-write every KEY<TAB>VALUE line of FILE ('-': stdin) in "
+                    "batches of 1000; values end at the line's end; a line without a tab stops "
+                    "the load there (the batches before it are written)")
     pu.add_argument("--w", type=int)
     pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
     d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
@@ -364,17 +370,82 @@ def _key(s: str) -> bytes:
     return os.fsencode(s)
 
 
+PUT_FROM_BATCH = 1000  # lines per put_many call of `zkv put --from`
+
+
+def _lines(source: str):
+    """(line number, key, value) of every KEY<TAB>VALUE line (bytes as they are; a blank line
+    is skipped); InvalidRequest names the first line without a tab."""
+    fh = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    try:
+        for no, line in enumerate(fh, 1):
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            key, tab, value = line.partition(b"\t")
+            if not tab:
+                raise InvalidRequest(f"{source}:{no}: expected KEY<TAB>VALUE")
+            yield no, key, value
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+
+
+def put_from(c, args) -> int:
+    """`zkv put --from FILE`: blind writes in batches; every line is checked before its batch
+    is sent; a failed write is reported with its line and the rest go on (exit 1)."""
+    done = failed = 0
+    batch: list = []
+
+    def flush() -> None:
+        nonlocal done, failed
+        got = c.put_many([(k, v) for _, k, v in batch], w=args.w, namespace=args.namespace,
+                         return_exceptions=True)
+        for (no, key, _), res in zip(batch, got, strict=True):
+            if isinstance(res, Exception):
+                failed += 1
+                print(f"zkv: line {no} ({key.decode(errors='backslashreplace')[:60]}): "
+                      f"{type(res).__name__}: {res}", file=sys.stderr)
+            else:
+                done += 1
+        batch.clear()
+
+    for item in _lines(args.source):
+        batch.append(item)
+        if len(batch) >= PUT_FROM_BATCH:
+            flush()
+    if batch:
+        flush()
+    print(f"ok: {done} written" + (f", {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _print_result(res, prefix: str = "") -> None:
+    if not res.found:
+        print(prefix + "(not found)")
+    for i, v in enumerate(res.values):
+        label = f"sibling {i + 1}/{len(res.values)}: " if len(res.values) > 1 else ""
+        print(prefix + label + v.decode(errors="backslashreplace"))
+
+
 def kv_command(args) -> int:
     from zkv.client import Client
 
+    if args.cmd == "put" and (args.source is None) == (args.key is None or args.value is None):
+        raise InvalidRequest("put takes KEY VALUE, or --from FILE (not both)")
+    if args.cmd == "put" and args.source is not None and args.context:
+        raise InvalidRequest("--from writes blind: --context names one key's version")
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        if args.cmd == "get" and len(args.key) > 1:
+            keys = [_key(k) for k in args.key]
+            got = c.get_many(keys, r=args.r, namespace=args.namespace)
+            for name, res in zip(args.key, got, strict=True):
+                _print_result(res, f"{name}: ")
+                print(f"{name} context: {res.context.hex()}", file=sys.stderr)
+            return 0 if all(r.found for r in got) else 3
         if args.cmd == "get":
-            res = c.get(_key(args.key), r=args.r, namespace=args.namespace)
-            if not res.found:
-                print("(not found)")
-            for i, v in enumerate(res.values):
-                label = f"sibling {i + 1}/{len(res.values)}: " if len(res.values) > 1 else ""
-                print(label + v.decode(errors="backslashreplace"))
+            res = c.get(_key(args.key[0]), r=args.r, namespace=args.namespace)
+            _print_result(res)
             print(f"context: {res.context.hex()}", file=sys.stderr)
             return 0 if res.found else 3
         try:
@@ -382,6 +453,8 @@ def kv_command(args) -> int:
         except ValueError:
             raise InvalidRequest(f"--context must be the hex string a get printed, got "
                                  f"{args.context!r}") from None
+        if args.cmd == "put" and args.source is not None:
+            return put_from(c, args)
         if args.cmd == "put":
             new = c.put(_key(args.key), _key(args.value), context=ctx, w=args.w,
                         namespace=args.namespace)

@@ -19,6 +19,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
+from typing import Any, Literal, overload
 
 import zmq
 
@@ -108,9 +109,17 @@ class AsyncClient(Facade):
                      namespace: str = "default") -> bytes:
         return await self._run(self.core.delete(key, context, w, namespace=namespace))
 
+    @overload
+    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
+                 return_exceptions: Literal[False] = ...) -> list[GetResult]: ...
+
+    @overload
+    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
+                 return_exceptions: bool = ...) -> list[GetResult | ZkvError]: ...
+
     async def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
                        namespace: str = "default", return_exceptions: bool = False
-                       ) -> list[GetResult | ZkvError]:
+                       ) -> list[Any]:
         """get() of every key, pipelined: up to MANY_WINDOW in flight, the requests to one
         node in one frame, without a task or future per key. Results in order; the first
         failure (in order) is raised once every get has finished, or left in its place with
@@ -118,17 +127,33 @@ class AsyncClient(Facade):
         return await self._run(self.core.get_many(keys, r, namespace=namespace,
                                                   return_exceptions=return_exceptions))
 
+    @overload
+    async def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
+                 return_exceptions: Literal[False] = ...) -> list[bytes]: ...
+
+    @overload
+    async def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
+                 return_exceptions: bool = ...) -> list[bytes | ZkvError]: ...
+
     async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
                        namespace: str = "default", return_exceptions: bool = False
-                       ) -> list[bytes | ZkvError]:
+                       ) -> list[Any]:
         """put() of every (key, value) or (key, value, context) item, pipelined as get_many;
         returns the new contexts in order. Every item is checked before a byte is sent."""
         return await self._run(self.core.put_many(items, w, namespace=namespace,
                                                   return_exceptions=return_exceptions))
 
+    @overload
+    async def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
+                 return_exceptions: Literal[False] = ...) -> list[bytes]: ...
+
+    @overload
+    async def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
+                 return_exceptions: bool = ...) -> list[bytes | ZkvError]: ...
+
     async def delete_many(self, items: Sequence, w: int | None = None, *,
                           namespace: str = "default", return_exceptions: bool = False
-                          ) -> list[bytes | ZkvError]:
+                          ) -> list[Any]:
         """delete() of every key or (key, context) item, pipelined as get_many."""
         return await self._run(self.core.delete_many(items, w, namespace=namespace,
                                                      return_exceptions=return_exceptions))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
+from typing import Any, Literal, overload
 
 import zmq
 
@@ -56,26 +57,50 @@ class Client(Facade):
                namespace: str = "default") -> bytes:
         return self._run(self.core.delete(key, context, w, namespace=namespace))
 
+    @overload
+    def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
+                 return_exceptions: Literal[False] = ...) -> list[GetResult]: ...
+
+    @overload
+    def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
+                 return_exceptions: bool = ...) -> list[GetResult | ZkvError]: ...
+
     def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
                  namespace: str = "default", return_exceptions: bool = False
-                 ) -> list[GetResult | ZkvError]:
+                 ) -> list[Any]:
         """get() of every key, pipelined: up to MANY_WINDOW in flight, the requests to one
         node in one frame. Results in order; the first failure (in order) is raised once
         every get has finished, or left in its place with `return_exceptions`."""
         return self._run(self.core.get_many(keys, r, namespace=namespace,
                                             return_exceptions=return_exceptions))
 
+    @overload
+    def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
+                 return_exceptions: Literal[False] = ...) -> list[bytes]: ...
+
+    @overload
+    def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
+                 return_exceptions: bool = ...) -> list[bytes | ZkvError]: ...
+
     def put_many(self, items: Sequence[tuple], w: int | None = None, *,
                  namespace: str = "default", return_exceptions: bool = False
-                 ) -> list[bytes | ZkvError]:
+                 ) -> list[Any]:
         """put() of every (key, value) or (key, value, context) item, pipelined as get_many;
         returns the new contexts in order. Every item is checked before a byte is sent."""
         return self._run(self.core.put_many(items, w, namespace=namespace,
                                             return_exceptions=return_exceptions))
 
+    @overload
+    def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
+                 return_exceptions: Literal[False] = ...) -> list[bytes]: ...
+
+    @overload
+    def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
+                 return_exceptions: bool = ...) -> list[bytes | ZkvError]: ...
+
     def delete_many(self, items: Sequence, w: int | None = None, *,
                     namespace: str = "default", return_exceptions: bool = False
-                    ) -> list[bytes | ZkvError]:
+                    ) -> list[Any]:
         """delete() of every key or (key, context) item, pipelined as get_many."""
         return self._run(self.core.delete_many(items, w, namespace=namespace,
                                                return_exceptions=return_exceptions))
