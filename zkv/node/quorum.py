@@ -42,7 +42,8 @@ class GetQuorum:
         if it is `unsure` (merged and read-repaired, not counted toward R)."""
         if node in self.results or node in self.bad:
             return False
-        if encoded:
+        if encoded and encoded != self.merged:  # (replicas that agree: the common case,
+            # nothing to check or merge; a byte compare instead of two decodes)
             try:  # a bad or implausible (forged) version counts as no answer
                 dvv.check_plausible(encoded, base=self.merged)
                 self.merged = dvv.sync_encoded(self.merged, encoded)
