@@ -110,12 +110,16 @@ class AsyncClient(Facade):
         return await self._run(self.core.delete(key, context, w, namespace=namespace))
 
     @overload
-    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
-                 return_exceptions: Literal[False] = ...) -> list[GetResult]: ...
+    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+                       namespace: str = ...,
+                       return_exceptions: Literal[False] = ...,
+                       ) -> list[GetResult]: ...
 
     @overload
-    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
-                 return_exceptions: bool = ...) -> list[GetResult | ZkvError]: ...
+    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+                       namespace: str = ...,
+                       return_exceptions: bool = ...,
+                       ) -> list[GetResult | ZkvError]: ...
 
     async def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
                        namespace: str = "default", return_exceptions: bool = False
@@ -128,12 +132,16 @@ class AsyncClient(Facade):
                                                   return_exceptions=return_exceptions))
 
     @overload
-    async def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: Literal[False] = ...) -> list[bytes]: ...
+    async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+                       namespace: str = ...,
+                       return_exceptions: Literal[False] = ...,
+                       ) -> list[bytes]: ...
 
     @overload
-    async def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: bool = ...) -> list[bytes | ZkvError]: ...
+    async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+                       namespace: str = ...,
+                       return_exceptions: bool = ...,
+                       ) -> list[bytes | ZkvError]: ...
 
     async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
                        namespace: str = "default", return_exceptions: bool = False
@@ -144,12 +152,16 @@ class AsyncClient(Facade):
                                                   return_exceptions=return_exceptions))
 
     @overload
-    async def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: Literal[False] = ...) -> list[bytes]: ...
+    async def delete_many(self, items: Sequence, w: int | None = None, *,
+                          namespace: str = ...,
+                          return_exceptions: Literal[False] = ...,
+                          ) -> list[bytes]: ...
 
     @overload
-    async def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: bool = ...) -> list[bytes | ZkvError]: ...
+    async def delete_many(self, items: Sequence, w: int | None = None, *,
+                          namespace: str = ...,
+                          return_exceptions: bool = ...,
+                          ) -> list[bytes | ZkvError]: ...
 
     async def delete_many(self, items: Sequence, w: int | None = None, *,
                           namespace: str = "default", return_exceptions: bool = False
