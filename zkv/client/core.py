@@ -41,6 +41,11 @@ stored key the node routes by, zkv.node.namespaces), so the first call in a name
 client has not seen asks a node for the registry (NsList) and caches it: namespaces never
 change once created. If that fails the call goes to any member, which forwards it.
 
+Many keys in one call (get_many / put_many / delete_many): `many()` runs each key's own plan
+side by side, MANY_WINDOW at a time, and yields a `Batch` of their tries per step; a driver
+sends a step's tries to each node as one frame and resumes it with every answer at once. A
+key's routing, failover, hedging and write id are exactly those of its single call.
+
 Writes are idempotent (issue 10): each put/delete call carries a write id (`WID_BYTES` random
 bytes) that stays the same across that call's retries and failovers, so a replica that stored
 a try whose answer was lost recognises the retry as the same write.
