@@ -314,6 +314,30 @@ def test_many_raises_the_first_failure_after_every_write_or_leaves_it_in_place(d
         c.put_many([(b"k", b"v"), (b"", b"v")])
 
 
+def test_async_batch_calls_share_the_client_with_single_calls(fake_nodes):
+    """get_many and single gets in flight together on one AsyncClient: each answer reaches
+    the call that asked (rids are per try, whichever call made it)."""
+    r = [None]
+    (a,) = fake_nodes({"a": answering(r, on_get=lambda m: (0.01 * (m.rid % 3), wire.GetOk(
+        0, [m.key], b"")))})
+    r[0] = a
+    d = Async([a.endpoint], timeout=2.0)
+    try:
+        d.ring_info()
+
+        async def run():
+            keys = [b"k%d" % i for i in range(50)]
+            return await asyncio.gather(d.c.get_many(keys), d.c.get(b"single"),
+                                        d.c.get_many(keys[::-1]), d.c.put(b"p", b"v"))
+
+        many, single, back, put = d.loop.run_until_complete(run())
+        assert [g.values for g in many] == [[b"k%d" % i] for i in range(50)]
+        assert [g.values for g in back] == [[b"k%d" % i] for i in range(49, -1, -1)]
+        assert single.values == [b"single"] and put == b"ctx-a"
+    finally:
+        d.close()
+
+
 # ---- real nodes ------------------------------------------------------------------------------
 @pytest.mark.cluster
 def test_every_method_against_real_nodes(driver, cluster3):
