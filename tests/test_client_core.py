@@ -355,6 +355,27 @@ def test_a_write_keeps_its_id_across_failovers_and_a_new_call_gets_a_new_one():
     assert len({first[0], *_wids(net), *_wids(net, wire.Delete)}) == 3
 
 
+def test_write_ids_are_unique_and_a_forked_child_never_reuses_the_parent_s():
+    import os
+
+    c, _ = core()
+    ids = [c.new_wid() for _ in range(1000)]  # several os.urandom draws
+    assert len(set(ids)) == 1000 and all(len(w) == 16 for w in ids)
+    left = c.new_wid()  # the pool now holds ids the parent has not used
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(w, b"".join(c.new_wid() for _ in range(300)))
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        child = fh.read()
+    os.waitpid(pid, 0)
+    theirs = {child[i:i + 16] for i in range(0, len(child), 16)}
+    ours = {c.new_wid() for _ in range(300)}
+    assert len(theirs) == 300 and not theirs & (ours | {left} | set(ids))
+
+
 def test_an_injected_rng_makes_write_ids_reproducible():
     def wids(seed):
         c, clock = core(rng=random.Random(seed))

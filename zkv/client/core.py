@@ -92,6 +92,9 @@ RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
 SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
 CONNECT_WAIT = 0.25  # seconds a driver waits for a TCP connection to a node before moving on
 WID_BYTES = wire.WID_SIZE  # a write id: 16 random bytes per put/delete call
+WID_POOL = 256  # write ids drawn from os.urandom at once
+_WIDS: list[bytes] = []  # the process's unused ones; a forked child must not reuse the
+os.register_at_fork(after_in_child=_WIDS.clear)  # parent's (two writes, one id)
 HEDGE_FLOOR = 0.2  # s: never hedge sooner (a coordinator's own stand-in wait is ~0.1 s)
 HEDGE_FACTOR = 3.0  # x the p95 of recent round trips
 HEDGE_SAMPLES = 64  # round trips remembered for it
@@ -390,10 +393,14 @@ class ClientCore:
         return order
 
     def new_wid(self) -> bytes:
-        """A fresh write id."""
+        """A fresh write id (os.urandom drawn WID_POOL ids at a time: a syscall per put was
+        2% of a put_many's client CPU)."""
         if self._rng is not None:
             return self._rng.randbytes(WID_BYTES)
-        return os.urandom(WID_BYTES)
+        if not _WIDS:
+            pool = os.urandom(WID_BYTES * WID_POOL)
+            _WIDS.extend(pool[i:i + WID_BYTES] for i in range(0, len(pool), WID_BYTES))
+        return _WIDS.pop()
 
     # ---- request building (validates before a byte is sent) --------------------------------
     def _n_of(self, ns: str) -> int | None:

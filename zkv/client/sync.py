@@ -265,12 +265,11 @@ class Client(Facade):
                 break
             for sock, _ in poller.poll(int((nearest - now) * 1000) + 1):
                 while True:
-                    try:
-                        data = sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
+                    got = sockcalls.recv(sock)  # None once drained (no exception per poll)
+                    if got is None:
                         break
                     try:
-                        replies = wire.decode(data, 1 << 31)
+                        replies = wire.decode(got[0][0], 1 << 31)
                     except wire.WireError:
                         continue
                     for reply in replies:
