@@ -397,10 +397,12 @@ class ClientCore:
         2% of a put_many's client CPU)."""
         if self._rng is not None:
             return self._rng.randbytes(WID_BYTES)
-        if not _WIDS:
+        try:
+            return _WIDS.pop()  # (atomic: Clients in other threads share the pool)
+        except IndexError:
             pool = os.urandom(WID_BYTES * WID_POOL)
-            _WIDS.extend(pool[i:i + WID_BYTES] for i in range(0, len(pool), WID_BYTES))
-        return _WIDS.pop()
+            _WIDS.extend(pool[i:i + WID_BYTES] for i in range(WID_BYTES, len(pool), WID_BYTES))
+            return pool[:WID_BYTES]
 
     # ---- request building (validates before a byte is sent) --------------------------------
     def _n_of(self, ns: str) -> int | None:
