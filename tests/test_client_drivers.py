@@ -440,4 +440,31 @@ def test_async_deadlines_fire_on_time_for_many_tries_and_on_a_new_loop(fake_node
         # never fired would wait for the test's timeout
         assert c.core.per_try <= took < c.core.per_try + 20 * aio.TIMER_GRAIN + 1.5
     asyncio.run(c.close())
-    assert not c._deadlines
+    assert not c._deadlines and not c._in_order
+
+
+def test_async_deadlines_set_out_of_order_each_fire_at_their_own_time():
+    """Deadlines set in order take the FIFO, one earlier than the last set takes the heap:
+    each future still hears at its own time, never before."""
+    from zkv.client import aio
+
+    c = AsyncClient(["tcp://127.0.0.1:1"], timeout=1.0)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        t0 = c.core.clock()
+        offsets = [0.30, 0.10, 0.40, 0.05, 0.40, 0.20, 0.60]
+        futs = [loop.create_future() for _ in offsets]
+        for i, (off, fut) in enumerate(zip(offsets, futs, strict=True)):
+            c._at(loop, t0 + off, fut, i)
+        assert len(c._in_order) + len(c._deadlines) == len(offsets) and c._deadlines
+        fired = {}
+        for fut in asyncio.as_completed(futs):
+            i = await fut
+            fired[i] = c.core.clock() - t0
+        for i, off in enumerate(offsets):
+            assert off <= fired[i] < off + 0.5 + 2 * aio.TIMER_GRAIN, (i, fired)
+        assert not c._in_order and not c._deadlines
+
+    asyncio.run(run())
+    asyncio.run(c.close())
