@@ -263,8 +263,9 @@ def _main(argv: list[str] | None = None) -> int:
     pu.add_argument("value", nargs="?")
     pu.add_argument("--from", dest="source", metavar="FILE",
                     help="blind-write every KEY<TAB>VALUE line of FILE ('-': stdin) in "
-                    "batches of 1000; values end at the line's end; a line without a tab stops "
-                    "the load there (the batches before it are written)")
+                    "batches of 1000 (blind: a key that already holds a value gets a "
+                    "sibling); values end at the line's end; a line without a tab stops the "
+                    "load there (the batches before it are written)")
     pu.add_argument("--w", type=int)
     pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
     d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
