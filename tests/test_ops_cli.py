@@ -185,6 +185,10 @@ def test_get_of_several_keys_and_put_from_a_file(cluster3, tmp_path):
     out = subprocess.run([ZKV, "put", "--from", "-", "--node", ep], input="a:1\tx\nbroken\n",
                          capture_output=True, text=True, timeout=60)
     assert "-:2: expected KEY<TAB>VALUE" in one_line_error(out)
+    big = tmp_path / "big.tsv"  # a value over the limit: named by its line, not its batch slot
+    big.write_text("a:1\tfine\n" * 3 + "a:2\t" + "x" * (16 * 1024 * 1024 + 1) + "\n")
+    line = one_line_error(zkv("put", "--from", str(big), "--node", ep))
+    assert f"{big}:4: value of {16 * 1024 * 1024 + 1} bytes exceeds" in line, line
     assert zkv("get", "a:1", "--node", ep).returncode == 3
     for bad in (["put", "--from", str(src), "k", "v"], ["put", "k"],
                 ["put", "--from", str(src), "--context", "00"],

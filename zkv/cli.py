@@ -376,7 +376,10 @@ PUT_FROM_BATCH = 1000  # lines per put_many call of `zkv put --from`
 
 def _lines(source: str):
     """(line number, key, value) of every KEY<TAB>VALUE line (bytes as they are; a blank line
-    is skipped); InvalidRequest names the first line without a tab."""
+    is skipped); InvalidRequest names the first line without a tab, or whose key or value
+    the client would refuse."""
+    from zkv import wire
+
     fh = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     try:
         for no, line in enumerate(fh, 1):
@@ -386,6 +389,11 @@ def _lines(source: str):
             key, tab, value = line.partition(b"\t")
             if not tab:
                 raise InvalidRequest(f"{source}:{no}: expected KEY<TAB>VALUE")
+            try:
+                wire.check_key(key)
+                wire.check_value(value)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"{source}:{no}: {exc}") from None
             yield no, key, value
     finally:
         if fh is not sys.stdin.buffer:

@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only the peak-throughput matrix of issue 12: N3 R2 W2 on 3 local "
                    "nodes, 50/50 get/put of --value-size values, client processes x in flight "
                    "each (--matrix), --duration s per cell (default 5; --quick: 2 s and a 2 x 2 "
-                   "matrix), node and client CPU per op, batched and unbatched raw pyzmq echo "
-                   "and redis-benchmark in the same run; writes results.json and report.md")
+                   "matrix), node and client CPU per op, batched get_many/put_many cells "
+                   "(--batch), batched and unbatched raw pyzmq echo and redis-benchmark "
+                   "(unpipelined, and pipelined for the batched cells) in the same run; "
+                   "writes results.json and report.md")
     p.add_argument("--matrix", default=None,
                    help='--throughput cells as "CLIENTS:INFLIGHT" comma lists (default '
                    '"1,4,16:1,4,16,64"; --quick "1,4:1,16")')
