@@ -190,7 +190,8 @@ def test_get_of_several_keys_and_put_from_a_file(cluster3, tmp_path):
     line = one_line_error(zkv("put", "--from", str(big), "--node", ep))
     assert f"{big}:4: value of {16 * 1024 * 1024 + 1} bytes exceeds" in line, line
     assert zkv("get", "a:1", "--node", ep).returncode == 3
-    for bad in (["put", "--from", str(src), "k", "v"], ["put", "k"],
+    for bad in (["put", "--from", str(src), "k", "v"], ["put", "--from", str(src), "k"],
+                ["put", "k"], ["put"],
                 ["put", "--from", str(src), "--context", "00"],
                 ["put", "--from", str(tmp_path / "missing.tsv")]):
         assert one_line_error(zkv(*bad, "--node", ep))

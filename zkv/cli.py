@@ -264,8 +264,9 @@ def _main(argv: list[str] | None = None) -> int:
     pu.add_argument("--from", dest="source", metavar="FILE",
                     help="blind-write every KEY<TAB>VALUE line of FILE ('-': stdin) in "
                     "batches of 1000 (blind: a key that already holds a value gets a "
-                    "sibling); values end at the line's end; a line without a tab stops the "
-                    "load there (the batches before it are written)")
+                    "sibling); values end at the line's end; a line without a tab, or with "
+                    "a key or value too large, stops the load there (the batches before it "
+                    "are written)")
     pu.add_argument("--w", type=int)
     pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
     d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
@@ -440,7 +441,8 @@ def _print_result(res, prefix: str = "") -> None:
 def kv_command(args) -> int:
     from zkv.client import Client
 
-    if args.cmd == "put" and (args.source is None) == (args.key is None or args.value is None):
+    if args.cmd == "put" and (args.key is not None if args.source is not None
+                              else args.key is None or args.value is None):
         raise InvalidRequest("put takes KEY VALUE, or --from FILE (not both)")
     if args.cmd == "put" and args.source is not None and args.context:
         raise InvalidRequest("--from writes blind: --context names one key's version")
