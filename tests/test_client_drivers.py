@@ -294,6 +294,31 @@ def test_many_sends_a_step_to_each_node_as_one_frame_and_fails_over_per_key(driv
     assert b.frames[0] == 60 - first_a
 
 
+def test_many_with_a_dead_owner_waits_for_its_connection_once_not_per_key(driver,
+                                                                        fake_nodes):
+    """A member nobody listens for owns some keys first: their tries come back UNREACHABLE
+    after one connection wait for the whole step (not one per key) and go to the next owner."""
+    r = [None]
+    (a,) = fake_nodes({"a": answering(r)})
+    r[0] = a
+    dead = wire.Member("dead", f"tcp://127.0.0.1:{free_ports(1)[0]}", "tcp://127.0.0.1:1",
+                       "r", 1, 1)
+    a.ring = wire.RingOk(0, 8, 2, 1, 1, [*a.ring.members, dead], [])
+    c = driver([a.endpoint], timeout=3.0)
+    c.ring_info()
+    ring = Ring([(m.id, m.rack) for m in a.ring.members], q=8, n=2)
+    keys = [b"dead:%d" % i for i in range(40)]
+    first_dead = [k for k in keys if ring.preflist_for_key(k)[0] == "dead"]
+    assert first_dead and len(first_dead) < 40
+    t = time.monotonic()
+    got = c.get_many(keys)
+    took = time.monotonic() - t
+    assert [g.values for g in got] == [[b"a"]] * 40  # every key answered, by a
+    assert took < 5.0, took  # one wait for the step (0.25 s), not 0.25 s per key
+    got = c.put_many([(k, b"v") for k in first_dead])  # again: "dead" is suspected now
+    assert got == [b"ctx-a"] * len(first_dead)
+
+
 def test_many_raises_the_first_failure_after_every_write_or_leaves_it_in_place(driver,
                                                                                fake_nodes):
     r = [None]

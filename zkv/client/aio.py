@@ -340,45 +340,47 @@ class AsyncClient(Facade):
 
     async def _try_many(self, sends: list[Send]) -> list:
         """A Batch: every message through the outbox (one frame per node), each answer to
-        its slot; one future for the whole step, resolved once every slot has its answer."""
+        its slot; one future for the whole step, resolved once every slot has its answer.
+        Every rid is listened for before any wait, so an answer to an earlier (hedged) try
+        that arrives during a connection wait is not lost."""
         clock = self.core.clock
         loop = asyncio.get_running_loop()
         batch = _Batch(loop, len(sends))
         waiting, sent_to = self._waiting, self._sent_to
         rids: list[int] = []
-        # first every node's TCP connection (IMMEDIATE), waited for together and briefly as
-        # in _try: a wait between two enqueues would split a node's frame in two
-        fresh = {send.endpoint: send.until for send in reversed(sends)
-                 if send.msg is not None and send.endpoint not in self._connected}
-        for ep in fresh:
-            self._sock(ep)
-        end = min(fresh.values(), default=0.0)
-        end = min(end, clock() + CONNECT_WAIT)
-        while fresh:
-            for ep in [ep for ep in fresh if sockcalls.events(self._socks[ep]) & zmq.POLLOUT]:
-                del fresh[ep]
-                self._connected.add(ep)
-            if not fresh or clock() >= end:
-                break
-            await asyncio.sleep(0.002)
-        for ep in fresh:
-            self._check_refused(ep)
+        slots = [_Slot(batch, i) for i in range(len(sends))]
         try:
-            for i, send in enumerate(sends):
-                slot = _Slot(batch, i)
-                ep = send.endpoint
-                self._sock(ep)
-                if send.msg is not None and ep in fresh:
-                    slot.set_result(UNREACHABLE)
-                    continue
+            for slot, send in zip(slots, sends, strict=True):
                 for _, earlier in send.also:
                     waiting[earlier] = slot  # type: ignore[assignment]
                     rids.append(earlier)
                 if send.msg is not None:
-                    rid = send.msg.rid
-                    waiting[rid] = slot  # type: ignore[assignment]
-                    sent_to[rid] = ep
-                    rids.append(rid)
+                    waiting[send.msg.rid] = slot  # type: ignore[assignment]
+                    sent_to[send.msg.rid] = send.endpoint
+                    rids.append(send.msg.rid)
+            # every node's TCP connection (IMMEDIATE), waited for together and briefly as in
+            # _try: a wait between two enqueues would split a node's frame in two
+            fresh = {send.endpoint: send.until for send in reversed(sends)
+                     if send.msg is not None and send.endpoint not in self._connected}
+            for ep in fresh:
+                self._sock(ep)
+            end = min(min(fresh.values(), default=0.0), clock() + CONNECT_WAIT)
+            while fresh:
+                for ep in [e for e in fresh if sockcalls.events(self._socks[e]) & zmq.POLLOUT]:
+                    del fresh[ep]
+                    self._connected.add(ep)
+                if not fresh or clock() >= end:
+                    break
+                await asyncio.sleep(0.002)
+            for ep in fresh:
+                self._check_refused(ep)
+            for slot, send in zip(slots, sends, strict=True):
+                ep = send.endpoint
+                self._sock(ep)
+                if send.msg is not None and ep in fresh:
+                    slot.set_result(UNREACHABLE)  # (unless an earlier try answered meanwhile)
+                    continue
+                if send.msg is not None:
                     self._enqueue(ep, send.msg)
                 if send.soft is not None and send.soft < send.until:
                     self._at(loop, send.soft, slot, SLOW)  # type: ignore[arg-type]

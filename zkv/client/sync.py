@@ -211,7 +211,9 @@ class Client(Facade):
                 continue
 
     def _try_many(self, sends: list[Send]) -> list:
-        """A Batch: every message out (one frame per node), then every answer collected."""
+        """A Batch: every message out (one frame per node), then every answer collected. What
+        has arrived is always read before a deadline is called missed: a connection wait for
+        one node can outlast another try's hedge delay while its answer sits in the socket."""
         clock = self.core.clock
         results: list = [_PENDING] * len(sends)
         left = len(sends)
@@ -229,6 +231,8 @@ class Client(Facade):
                 by_rid[rid] = i
                 if other not in socks and other in self._socks:
                     socks[other] = self._socks[other]
+        ends = [x.until if x.soft is None else min(x.soft, x.until) for x in sends]
+        unreachable: set[int] = set()  # not connected: UNREACHABLE, unless `also` answers
         for ep, msgs in out.items():
             s = socks[ep]
             frames = [wire.encode(msgs[j:j + wire.MAX_BATCH])
@@ -241,29 +245,17 @@ class Client(Facade):
                     self._check_refused(ep)
                     for msg in msgs:
                         i = by_rid[msg.rid]
-                        if results[i] is _PENDING:
-                            results[i] = UNREACHABLE
-                            left -= 1
+                        unreachable.add(i)
+                        ends[i] = 0.0  # settled by the first read below
                     continue
             for frame in frames[1:]:
                 sockcalls.send(s, frame)  # a full queue: those requests time out
         poller = zmq.Poller()
         for s in socks.values():
             poller.register(s, zmq.POLLIN)
-        ends = [x.until if x.soft is None else min(x.soft, x.until) for x in sends]
+        wait_ms = 0  # the first poll only takes what has arrived
         while left:
-            now = clock()
-            nearest = math.inf
-            for i, end in enumerate(ends):
-                if results[i] is _PENDING:
-                    if now >= end:
-                        results[i] = SLOW if end < sends[i].until else None
-                        left -= 1
-                    elif end < nearest:
-                        nearest = end
-            if not left:
-                break
-            for sock, _ in poller.poll(int((nearest - now) * 1000) + 1):
+            for sock, _ in poller.poll(wait_ms):
                 while True:
                     got = sockcalls.recv(sock)  # None once drained (no exception per poll)
                     if got is None:
@@ -283,6 +275,18 @@ class Client(Facade):
                             if results[i] is _PENDING:
                                 results[i] = reply
                                 left -= 1
+            now = clock()
+            nearest = math.inf
+            for i, end in enumerate(ends):
+                if results[i] is _PENDING:
+                    if now >= end:
+                        results[i] = (UNREACHABLE if i in unreachable else
+                                      SLOW if end < sends[i].until else None)
+                        left -= 1
+                    elif end < nearest:
+                        nearest = end
+            if left:
+                wait_ms = int((nearest - now) * 1000) + 1
         return results
 
     def _answered_meanwhile(self, send: Send):
