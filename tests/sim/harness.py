@@ -947,7 +947,7 @@ class ManyClient:
                 plans.append(core.put(key, a, b, c, namespace=ns))
             else:
                 plans.append(core.delete(key, a, b, namespace=ns))
-        self.plan = core.many(plans, len(plans), return_exceptions=True)
+        self.plan = core.many(plans, return_exceptions=True)
         self._resume(None, first=True)
 
     def _resume(self, answer, first: bool = False) -> None:

@@ -578,9 +578,9 @@ class ClientCore:
         return _expect((yield from self.call(msg, route, n=n)), PutOk).context
 
     # ---- many operations in one call ------------------------------------------------------------
-    def many(self, plans: Iterable[Plan[T]], count: int, return_exceptions: bool = False
+    def many(self, plans: Iterable[Plan[T]], return_exceptions: bool = False
              ) -> Plan[list[T | ZkvError]]:
-        """Run the `count` plans of `plans` (get/put/delete plans, made as they are needed)
+        """Run `plans` (get/put/delete plans, taken from the iterable as they are needed)
         side by side, MANY_WINDOW at a time, one Batch per step: each keeps its own routing,
         failover, hedging and write id, and the tries of a step go to each node as one
         frame. Returns their results in order; a plan that raised a ZkvError leaves the
@@ -588,7 +588,7 @@ class ClientCore:
         raised once every plan has finished (so every write of the batch was tried, whatever
         happened to the others). The client's timeout bounds each plan from its start (a
         plan past the first window starts when an earlier one ends), not the whole call."""
-        results: list[Any] = [None] * count
+        results: list[Any] = []
         failed: list[int] = []
         active: dict[int, tuple[Plan, Send]] = {}
         todo = enumerate(plans)
@@ -611,6 +611,7 @@ class ClientCore:
                     nxt = next(todo, None)
                     if nxt is None:
                         break
+                    results.append(None)
                     step(*nxt, None, first=True)
                 if not active:
                     break
@@ -635,7 +636,7 @@ class ClientCore:
         for i, key in enumerate(keys):
             _check_item(i, wire.check_key, key)
         return (yield from self.many((self.get(k, r, namespace=namespace) for k in keys),
-                                     len(keys), return_exceptions))
+                                     return_exceptions))
 
     def put_many(self, items: Sequence[tuple], w: int | None = None, *,
                  namespace: str = nss.DEFAULT, return_exceptions: bool = False
@@ -658,7 +659,7 @@ class ClientCore:
             _check_item(i, wire.check_context, context)
             checked.append((key, value, context))
         return (yield from self.many((self.put(k, v, c, w, namespace=namespace)
-                                      for k, v, c in checked), len(checked), return_exceptions))
+                                      for k, v, c in checked), return_exceptions))
 
     def delete_many(self, items: Sequence, w: int | None = None, *,
                     namespace: str = nss.DEFAULT, return_exceptions: bool = False
@@ -680,7 +681,7 @@ class ClientCore:
             _check_item(i, wire.check_context, context)
             checked.append((key, context))
         return (yield from self.many((self.delete(k, c, w, namespace=namespace)
-                                      for k, c in checked), len(checked), return_exceptions))
+                                      for k, c in checked), return_exceptions))
 
     # ---- namespaces (issue 15) -----------------------------------------------------------------
     def _learn(self, reply: NsOk) -> Registry:
