@@ -34,7 +34,7 @@ counter = st.integers(0, wire.MAX_COUNTER)
 
 def _member() -> st.SearchStrategy:
     return st.builds(wire.Member, node_id, st.text(max_size=40), st.text(max_size=40),
-                     st.text(max_size=wire.MAX_RACK), counter, counter, st.booleans())
+                     st.text(max_size=wire.MAX_RACK), counter, counter, st.booleans(), counter)
 
 
 CLIENT_MSGS = [
@@ -46,10 +46,12 @@ CLIENT_MSGS = [
     st.builds(wire.NsCreate, u64, name, small, small, small, st.sampled_from(["lww", "siblings"])),
     st.builds(wire.Repair, u64, i64),
     st.builds(wire.Cluster, u64, st.text(max_size=16), node_id, node_id),
+    st.builds(wire.Read, u64, key, name),
 ]
 REPLY_MSGS = [
     st.builds(wire.GetOk, u64, st.lists(st.binary(max_size=256), max_size=4), blob, i64, u64),
     st.builds(wire.PutOk, u64, blob, i64, u64),
+    st.builds(wire.ReadOk, u64, blob, st.booleans()),
     st.builds(wire.Error, u64, st.integers(1, 5), st.text(max_size=200), i64, i64),
     st.builds(wire.RingOk, u64, i64, i64, i64, i64, st.lists(_member(), max_size=3),
               st.lists(node_id, max_size=3)),

@@ -26,6 +26,7 @@ Message tags (uint):
     27 TreeLevel  28 TreeLevelOk  29 LeafKeys  31 LeafKeysOk  32 Reap
     33 RGetHashes  34 RGetHashesOk                                   (anti-entropy)
     9 Cluster  17 ClusterOk  35 Fetch  36 FetchOk          (membership changes, transfers)
+    37 Read   38 ReadOk                                 (client-coordinated reads, FEATURE_READ)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 
 Evolving a message: new fields go at the END with a default. A decoder fills a missing
@@ -55,6 +56,11 @@ Fields added so far:
         partitions too, so one round trip per peer checks a whole round of partitions
         (background.RootsOp). An older node ignores the field and answers one root; the
         asker then exchanges the others one by one, as before
+    Member.features (uint bit set, FEATURE_*)  what the member's own version serves; set by
+        the node in its own record and gossiped with it. A record relayed by an older node
+        loses the field (0: nothing beyond the base protocol), which only makes clients more
+        careful: they send Read to a node only when its record says FEATURE_READ, so an
+        older node never gets a message it cannot decode
 """
 
 from __future__ import annotations
@@ -86,6 +92,8 @@ MAX_NS_NAME = 64  # == namespaces._NAME's upper bound
 MAX_NS_REGISTRY = 1 << 20  # == namespaces.DEFAULT_MAX_BYTES
 MAX_NS_N = 16  # == namespaces.MAX_N
 MAX_ROOTS = 1024  # partitions whose roots one TreeLevel asks for (TreeLevel.more)
+FEATURE_READ = 1  # Member.features: the node answers Read (client-coordinated reads)
+FEATURES = FEATURE_READ  # what this version serves
 
 NodeId = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
 Endpoint = Annotated[str, msgspec.Meta(max_length=MAX_ENDPOINT)]
@@ -155,12 +163,29 @@ class NsList(_Msg, tag=8):
     """Client -> node: every namespace the node knows. Answered by NsOk."""
 
 
+class Read(_Msg, tag=37):
+    """Client -> owner: the version this node holds for a key, for a read the client
+    coordinates itself (zkv.client.core, "Client-coordinated reads"). Answered by ReadOk,
+    never forwarded or fanned out: the node reads its own store and nothing else."""
+
+    key: bytes
+    ns: NsName = ""  # namespace ("": "default")
+
+
 # ---- node -> client -------------------------------------------------------------------------
 class GetOk(_Msg, tag=10):
     values: list[bytes]
     context: bytes
     replicas: int = 0  # replicas that answered before the reply
     stamp: Stamp = 0  # lww: the HLC stamp of the value returned (0: none)
+
+
+class ReadOk(_Msg, tag=38):
+    dvv: bytes  # the encoded DVV set this node holds (b"": nothing, or not `owner`)
+    # True: this node is one of the key's N owners in its current ring and its copy counts
+    # toward R (not refilling after a lost disk). False: nothing was read; the client asks
+    # a coordinator instead
+    owner: bool = False
 
 
 class PutOk(_Msg, tag=11):
@@ -184,6 +209,7 @@ class Member(msgspec.Struct, array_like=True):
     incarnation: Counter
     heartbeat: Counter
     leaving: bool = False
+    features: Counter = 0  # FEATURE_* bits this member's version serves (0: an older one)
 
 
 Members = Annotated[list[Member], msgspec.Meta(max_length=MAX_MEMBERS)]
@@ -373,6 +399,8 @@ Message = (
     | Status
     | NsCreate
     | NsList
+    | Read
+    | ReadOk
     | NsOk
     | GetOk
     | PutOk

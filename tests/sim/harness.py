@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from zkv import wire
 from zkv._core import dvv
 from zkv._core.ring import hash64
-from zkv.client.core import SLOW, UNREACHABLE, ClientCore, GetResult
+from zkv.client.core import SLOW, UNREACHABLE, Batch, ClientCore, GetResult
 from zkv.config import NodeConfig
 from zkv.errors import ZkvError
 from zkv.node import ownership as own
@@ -783,6 +783,52 @@ class SimClient:
         self.sim.at(self.sim.t + self.think * self.sim.rng.random(), self._next, res)
 
 
+class _Step:
+    """One Batch step of a ClientCore plan on the simulated network: each node's share of the
+    step goes out as one frame; each try's answer is the first reply with its rid (or an
+    `also` rid), else SLOW at `soft`, else None at `until` (UNREACHABLE, after the network
+    delay, for a crashed node); `resume` gets the list once every try has its answer."""
+
+    def __init__(self, sim: Sim, client, sends: list, resume: Callable[[list], None]) -> None:
+        self.resume = resume
+        self.live = True
+        self.results = [_PENDING] * len(sends)
+        self.by_rid: dict[int, int] = {}
+        frames: dict[str, list] = {}
+        for i, send in enumerate(sends):
+            for _, rid in send.also:
+                self.by_rid[rid] = i
+            if send.msg is not None:
+                self.by_rid[send.msg.rid] = i
+                node = sim.by_endpoint.get(send.endpoint)
+                if node is None or sim.nodes[node].core is None:
+                    delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
+                    sim.at(sim.t + delay, self._answer, i, UNREACHABLE)
+                    continue
+                frames.setdefault(node, []).append(send.msg)
+            if send.soft is not None and send.soft < send.until:
+                sim.at(send.soft, self._answer, i, SLOW)
+            else:
+                sim.at(send.until, self._answer, i, None)
+        for node, msgs in frames.items():  # each node's share of the step in one frame
+            delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
+            sim.at(sim.t + delay, sim.client_request, client.name, client.ident, node,
+                   wire.encode(msgs))
+
+    def _answer(self, i: int, answer) -> None:
+        if self.live and self.results[i] is _PENDING:
+            self.results[i] = answer
+            if all(r is not _PENDING for r in self.results):
+                self.live = False
+                self.resume(self.results)
+
+    def on_frame(self, msgs: list) -> None:
+        for msg in msgs:
+            i = self.by_rid.get(msg.rid)
+            if i is not None:
+                self._answer(i, msg)
+
+
 class CoreClient:
     """zkv.client's own ClientCore over the simulated network, on the virtual clock: a third
     driver of its plans beside the sync and async ones, so the real client's routing (by the
@@ -809,6 +855,7 @@ class CoreClient:
         self.plan: Generator | None = None
         self.ev: Event | None = None
         self.rids: set[int] = set()  # the answers the plan waits for
+        self.step: _Step | None = None  # the Batch the plan waits for
         self.wait = 0  # which wait a timer belongs to (a newer Send makes older timers moot)
         sim.at(sim.t, self._next, None)
 
@@ -829,6 +876,7 @@ class CoreClient:
     def _resume(self, answer, first: bool = False) -> None:
         assert self.plan is not None
         self.rids = set()
+        self.step = None
         self.wait += 1
         try:
             send = next(self.plan) if first else self.plan.send(answer)
@@ -843,6 +891,9 @@ class CoreClient:
             self._finish(Result(False, error=str(exc)))
             return
         sim = self.sim
+        if type(send) is Batch:  # a get asking R owners itself (client-coordinated read)
+            self.step = _Step(sim, self, send.sends, self._resume)
+            return
         self.rids = {rid for _, rid in send.also}
         if send.msg is not None:
             self.rids.add(send.msg.rid)
@@ -865,6 +916,9 @@ class CoreClient:
             self._resume(answer)
 
     def on_frame(self, node: str, msgs: list) -> None:
+        if self.step is not None:
+            self.step.on_frame(msgs)
+            return
         for msg in msgs:
             if self.plan is not None and msg.rid in self.rids:
                 self._resume(msg)
@@ -916,9 +970,7 @@ class ManyClient:
         self.queued: list[tuple[_User, tuple, Event]] = []  # users' next requests
         self.round: list[tuple[_User, tuple, Event]] | None = None
         self.plan: Generator | None = None
-        self.results: list = []
-        self.by_rid: dict[int, int] = {}
-        self.wait = 0
+        self.step: _Step | None = None  # the Batch the plan waits for
         self.starting = False
         for u in self.users:
             sim.at(sim.t, u._next, None)
@@ -952,53 +1004,17 @@ class ManyClient:
 
     def _resume(self, answer, first: bool = False) -> None:
         assert self.plan is not None and self.round is not None
-        self.wait += 1
-        self.by_rid = {}
         try:
             batch = next(self.plan) if first else self.plan.send(answer)
         except StopIteration as stop:
+            self.step = None
             self._finish(stop.value)
             return
-        sim, sends = self.sim, batch.sends
-        self.results = [_PENDING] * len(sends)
-        frames: dict[str, list] = {}
-        for i, send in enumerate(sends):
-            for _, rid in send.also:
-                self.by_rid[rid] = i
-            if send.msg is not None:
-                self.by_rid[send.msg.rid] = i
-                node = sim.by_endpoint.get(send.endpoint)
-                if node is None or sim.nodes[node].core is None:
-                    delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
-                    sim.at(sim.t + delay, self._timer, self.wait, i, UNREACHABLE)
-                    continue
-                frames.setdefault(node, []).append(send.msg)
-            if send.soft is not None and send.soft < send.until:
-                sim.at(send.soft, self._timer, self.wait, i, SLOW)
-            else:
-                sim.at(send.until, self._timer, self.wait, i, None)
-        for node, msgs in frames.items():  # each node's share of the step in one frame
-            delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
-            sim.at(sim.t + delay, sim.client_request, self.name, self.ident, node,
-                   wire.encode(msgs))
-
-    def _answer(self, i: int, answer) -> None:
-        if self.results[i] is _PENDING:
-            self.results[i] = answer
-            if all(r is not _PENDING for r in self.results):
-                self._resume(self.results)
-
-    def _timer(self, wait: int, i: int, answer) -> None:
-        if wait == self.wait and self.plan is not None:
-            self._answer(i, answer)
+        self.step = _Step(self.sim, self, batch.sends, self._resume)
 
     def on_frame(self, node: str, msgs: list) -> None:
-        for msg in msgs:
-            if self.plan is None:
-                return
-            i = self.by_rid.get(msg.rid)
-            if i is not None:
-                self._answer(i, msg)
+        if self.plan is not None and self.step is not None:
+            self.step.on_frame(msgs)
 
     def _finish(self, values: list) -> None:
         done, self.round, self.plan = self.round, None, None

@@ -15,9 +15,9 @@ from zkv.sockopts import tune_socket
 
 class Facade:
     def __init__(self, nodes, timeout: float, max_value_size: int, routing: str,
-                 rng: random.Random | None, keys) -> None:
+                 rng: random.Random | None, keys, owner_reads: bool = True) -> None:
         self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
-                               rng=rng)
+                               rng=rng, owner_reads=owner_reads)
         self._keys = security.client_keys(keys)  # DIR/clients/NAME of `zkv keygen`, or None
         self._watch: dict[str, security.HandshakeWatch] = {}
 

@@ -68,6 +68,7 @@ from zkv._core.ring import Ring
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
 from zkv.node import namespaces as nss
 from zkv.node.namespaces import Namespace, Registry
+from zkv.node.quorum import GetQuorum
 from zkv.wire import (
     Cluster,
     ClusterOk,
@@ -80,6 +81,8 @@ from zkv.wire import (
     NsOk,
     Put,
     PutOk,
+    Read,
+    ReadOk,
     Repair,
     RepairOk,
     RingInfo,
@@ -270,7 +273,7 @@ class ClientCore:
     def __init__(self, nodes: Sequence[str] | str, timeout: float = 2.0, *,
                  max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, owner_reads: bool = True) -> None:
         self.seeds = check_endpoints(nodes)
         if routing not in ("token", "any"):
             raise InvalidRequest(f"routing must be 'token' or 'any', got {routing!r}")
@@ -292,6 +295,9 @@ class ClientCore:
         self.ring_msg: RingOk | None = None  # the last RingOk learned
         self.n: int | None = None
         self.endpoints: dict[str, str] = {}  # node id -> listen endpoint
+        self.readers: set[str] = set()  # members that answer Read (client-coordinated reads)
+        # False: every get goes to a coordinator (owner_reads=False, or routing="any")
+        self.owner_reads = owner_reads and routing == "token"
         self.down: set[str] = set()
         self.ring_at = -1e9
         self._refreshing = False  # a plan is fetching the ring: others go on with the old one
@@ -342,6 +348,7 @@ class ClientCore:
         self.rings = {msg.n: self.ring}
         self.n = msg.n
         self.endpoints = {m.id: m.listen for m in msg.members}
+        self.readers = {m.id for m in msg.members if m.features & wire.FEATURE_READ}
         self.down = set(msg.down)
         self._base_order = None
         self.ring_at = self.clock()
@@ -483,19 +490,26 @@ class ClientCore:
             self._refreshing = False
         raise self._failure(candidates, tried)
 
+    def _refresh(self, deadline: float) -> Plan[None]:
+        """Learn the ring again if it is RING_REFRESH old (or a try failed since), unless
+        another plan is at it; go on with what is known (seeds at least) if nobody answers."""
+        if self.clock() - self.ring_at >= RING_REFRESH and not self._refreshing:
+            try:
+                yield from self.fetch_ring(deadline)
+            except (Unavailable, RequestTimeout):
+                pass
+
     def call(self, msg, key: bytes | None, only: str | None = None,
-             n: int | None = None) -> Plan[Any]:
+             n: int | None = None, deadline: float | None = None) -> Plan[Any]:
         """Send `msg` to the best candidate for stored key `key` of a namespace with N `n` (or
         only to endpoint `only`), failing over on silence; return the first reply (Error
         replies included)."""
         clock = self.clock
         now = clock()
-        deadline = now + self.timeout
-        if only is None and now - self.ring_at >= RING_REFRESH and not self._refreshing:
-            try:
-                yield from self.fetch_ring(deadline)
-            except (Unavailable, RequestTimeout):
-                pass  # go on with what is known (seeds at least)
+        if deadline is None:
+            deadline = now + self.timeout
+        if only is None:
+            yield from self._refresh(deadline)
         candidates = [only] if only else self.candidates(key, n)
         hedged = only is None and type(msg) in HEDGED
         also: tuple[tuple[str, int], ...] = ()  # earlier tries still listened to
@@ -548,16 +562,79 @@ class ClientCore:
             namespace: str = nss.DEFAULT) -> Plan[GetResult]:
         ns = check_namespace(namespace)
         msg = self.get_msg(key, r, ns)
+        deadline = self.clock() + self.timeout
+        route: bytes | None = key
+        n = None
         if ns:
             route, n = yield from self._route(key, ns)
-            reply = yield from self.call(msg, route, n=n)
-        else:
-            reply = yield from self.call(msg, key)
+        if self.owner_reads and route is not None:
+            yield from self._refresh(deadline)
+            got = yield from self._owner_read(msg, route, n)
+            if got is not None:
+                return got
+        reply = yield from self.call(msg, route, n=n, deadline=deadline)
         if type(reply) is not GetOk:  # the common case costs one check
             reply = _expect(reply, GetOk)
         if reply.stamp > self.stamp_floor:
             self.stamp_floor = reply.stamp
         return GetResult(reply.values, reply.context)
+
+    def _owner_read(self, msg: Get, skey: bytes, n: int | None) -> Plan[GetResult | None]:
+        """A client-coordinated read: ask R of the key's owners for their copies at once (one
+        round trip instead of a coordinator's two) and answer if every one of them says it is
+        an owner whose copy counts and all R copies are byte-identical: then the answer is
+        exactly the one a coordinator would build from those R answers, and there is nothing
+        to repair among them. None (ask a coordinator, which merges and read-repairs) when
+        the copies differ, one is not an owner's, or any try fails, is refused or is slower
+        than the hedge delay. Only members whose record says they serve Read are asked."""
+        ring = self.ring_for(n)
+        rm = self.ring_msg
+        if ring is None or rm is None:
+            return None
+        if msg.ns:
+            known = self.ns_cache.get(msg.ns)
+            if known is None:
+                return None
+            r, lww = msg.r or known.r, known.lww
+        else:
+            r, lww = msg.r or rm.r, False
+        eps, readers, down, suspect = self.endpoints, self.readers, self.down, self.suspect_until
+        chosen: list[tuple[str, str]] = []
+        for node in ring.preflist_for_key(skey):
+            ep = eps.get(node)
+            if (node in readers and node not in down and ep is not None and ep not in suspect
+                    and ep not in self.unconnectable):
+                chosen.append((node, ep))
+                if len(chosen) == r:
+                    break
+        else:
+            return None  # fewer than R owners to ask: a coordinator finds stand-ins
+        now = self.clock()
+        until = now + min(self.hedge_delay(), self.per_try)
+        sends = [Send(ep, Read(next(self.rids), msg.key, msg.ns), until) for _, ep in chosen]
+        replies = yield Batch(sends)
+        quorum = GetQuorum(r, lww)
+        first = None
+        for (node, ep), reply in zip(chosen, replies, strict=True):
+            if type(reply) is ReadOk:
+                self.unconnectable.discard(ep)
+                self.rtts.append(self.clock() - now)
+                self._rtts_new += 1
+                if first is None:
+                    first = reply.dvv
+                if reply.owner and reply.dvv == first:
+                    quorum.add_result(node, reply.dvv)
+            elif reply is UNREACHABLE:
+                self.unconnectable.add(ep)
+                self.suspect_until[ep] = self.clock() + SUSPECT_FOR
+            elif reply is None:  # silent past the hedge delay: tried last for a while
+                self.suspect_until[ep] = self.clock() + SUSPECT_FOR
+        if not quorum.enough():
+            return None
+        ok, _ = quorum.response()
+        if ok.stamp > self.stamp_floor:
+            self.stamp_floor = ok.stamp
+        return GetResult(ok.values, ok.context)
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
             *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
@@ -590,7 +667,7 @@ class ClientCore:
         plan past the first window starts when an earlier one ends), not the whole call."""
         results: list[Any] = []
         failed: list[int] = []
-        active: dict[int, tuple[Plan, Send]] = {}
+        active: dict[int, tuple[Plan, Send | Batch]] = {}
         todo = enumerate(plans)
 
         def step(i: int, plan: Plan, got, first: bool = False) -> None:
@@ -602,8 +679,7 @@ class ClientCore:
                 results[i] = exc
                 failed.append(i)
             else:
-                assert type(send) is Send, "plans of many() yield single tries"
-                active[i] = (plan, send)
+                active[i] = (plan, send)  # a Send, or a Batch (a get asking owners itself)
 
         try:
             while True:
@@ -616,9 +692,23 @@ class ClientCore:
                 if not active:
                     break
                 order = list(active)
-                got = yield Batch([active[i][1] for i in order])
-                for i, value in zip(order, got, strict=True):
-                    step(i, active.pop(i)[0], value)
+                sends: list[Send] = []
+                for i in order:
+                    x = active[i][1]
+                    if isinstance(x, Send):
+                        sends.append(x)
+                    else:
+                        sends += x.sends
+                got = yield Batch(sends)
+                at = 0
+                for i in order:
+                    plan, x = active.pop(i)
+                    if isinstance(x, Send):
+                        step(i, plan, got[at])
+                        at += 1
+                    else:
+                        step(i, plan, got[at:at + len(x.sends)])
+                        at += len(x.sends)
         finally:
             for plan, _ in active.values():  # (an error or an interrupt: the rest stop)
                 plan.close()

@@ -38,8 +38,8 @@ class Client(Facade):
 
     def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
                  *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
-                 rng: random.Random | None = None, keys=None) -> None:
-        super().__init__(nodes, timeout, max_value_size, routing, rng, keys)
+                 rng: random.Random | None = None, keys=None, owner_reads: bool = True) -> None:
+        super().__init__(nodes, timeout, max_value_size, routing, rng, keys, owner_reads)
         self._zctx = zmq.Context()
         self._zctx.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:7001 as well as IPv4
         self._socks: dict[str, zmq.Socket] = {}

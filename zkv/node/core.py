@@ -105,6 +105,8 @@ from zkv.wire import (
     NsList,
     NsOk,
     Put,
+    Read,
+    ReadOk,
     Reap,
     Repair,
     RepairOk,
@@ -131,7 +133,7 @@ MAX_LOGGED_SOURCES = 10_000  # sources whose malformed frames were logged (once 
 
 # ---- trust boundary (issue 13): roles and resource bounds ---------------------------------
 PEER, ADMIN, CLIENT = "peer", "admin", "client"
-CLIENT_MESSAGES = frozenset({Get, Put, Delete, Status, RingInfo, NsList})
+CLIENT_MESSAGES = frozenset({Get, Put, Delete, Status, RingInfo, NsList, Read})
 PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashes, Reap,
                        Fetch})
 ROLE_MESSAGES = {
@@ -254,7 +256,7 @@ class NodeCore:
         settings = saved.get("settings") or {"q": cfg.ring_size, "n": cfg.n, "r": cfg.r,
                                              "w": cfg.w}
         me = Member(cfg.id, cfg.advertised_listen, cfg.advertised_gossip or cfg.gossip, cfg.rack,
-                    incarnation, 0)
+                    incarnation, 0, features=wire.FEATURES)
         self.membership = Membership(me, settings, self.now, gossip_interval=cfg.gossip_interval,
                                      down_after=cfg.down_after)
         for m in saved.get("members", []):
@@ -347,7 +349,7 @@ class NodeCore:
             TreeLevel: self._on_tree_level, LeafKeys: self._on_leaf_keys,
             RGetHashes: self._on_versions, Reap: self._on_reap, Repair: self._on_repair,
             Cluster: self._on_cluster, Fetch: self._on_fetch,
-            NsCreate: self._on_ns_create, NsList: self._on_ns_list,
+            NsCreate: self._on_ns_create, NsList: self._on_ns_list, Read: self._on_read,
         }
         if saved.get("dots") != list(self.dots_base):  # before this node issues a dot
             self._save_cluster()
@@ -813,6 +815,28 @@ class NodeCore:
         self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.owner)),
                                   not msg.owner and self.refill_since is not None
                                   and self.refilling(msg.key)))
+
+    def _on_read(self, ident: bytes, msg: Read) -> None:
+        """A client coordinating a get itself asks for this node's copy (zkv.client.core,
+        "Client-coordinated reads"). Answered only as one of the key's N owners in this
+        node's ring whose copy counts toward R (not refilling after a lost disk); otherwise
+        `owner` is False, nothing is read, and the client asks a coordinator instead. Nothing
+        is forwarded or fanned out, so a stranger's Read costs one local lookup."""
+        if self.turn_bytes.get(ident, 0) >= self.turn_budget:  # as _on_rget
+            self.metrics.busy.inc()
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this "
+                                     "turn spent"))
+            return
+        wire.check_key(msg.key, self.cfg.max_key_size)  # (ZkvError: answered by _on_request)
+        ns, skey = self._resolve(msg)
+        owner = (self.me in self.membership.ring(ns.n).preflist_for_key(skey)
+                 and not (self.refill_since is not None and self.refilling(skey)))
+        self.metrics.owner_reads.labels("owner" if owner else "not_owner").inc()
+        if owner:
+            self.metrics.observe_key(msg.key)  # the hot-keys sketch, as a coordinated get
+            self._reply(ident, ReadOk(msg.rid, self.replica.read(skey, None), True))
+        else:
+            self._reply(ident, ReadOk(msg.rid, b"", False))
 
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
         if msg.owner:
@@ -1656,6 +1680,7 @@ def _peer_of(ident: bytes) -> str | None:
 # a call (most replies: RPutOk, PutOk, Error...)
 _REPLY_SIZE: dict[type, Callable[[Any], int]] = {
     RGetOk: lambda m: len(m.dvv),
+    ReadOk: lambda m: len(m.dvv),
     GetOk: lambda m: sum(len(v) for v in m.values) + len(m.context),
     RGetHashesOk: lambda m: sum(len(v) for v in m.dvvs) + sum(len(k) for k in m.keys),
     LeafKeysOk: lambda m: len(m.hashes) + len(m.digests),

@@ -391,7 +391,8 @@ class Membership:
 
 def copy_member(m: Member) -> Member:
     """A private copy (records are mutable structs; tables never share them)."""
-    return Member(m.id, m.listen, m.gossip, m.rack, m.incarnation, m.heartbeat, m.leaving)
+    return Member(m.id, m.listen, m.gossip, m.rack, m.incarnation, m.heartbeat, m.leaving,
+                  m.features)
 
 
 def load_cluster(path: str) -> dict:

@@ -143,6 +143,9 @@ class NodeMetrics:
         self.ops = OpStats()
         r.register(self.ops)
         self.forwards = Counter("zkv_forwards", "Requests forwarded to a preflist node", registry=r)
+        self.owner_reads = Counter("zkv_owner_reads", "Reads of this node's own copy for a "
+                                   "client-coordinated get (Read), by answer",
+                                   ["answer"], registry=r)
         self.siblings = Histogram(
             "zkv_siblings", "Sibling count seen by reads and writes that had more than one",
             buckets=SIBLING_BUCKETS, registry=r,

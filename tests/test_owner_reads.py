@@ -1,0 +1,270 @@
+"""Client-coordinated reads (zkv.client.core, "Client-coordinated reads"): a get asks R of the
+key's owners for their copies (wire.Read) and answers from them only when every one is an
+owner's and all are byte-identical; anything else goes to a coordinator as before. Client
+side over test_client_core's fake network; node side on one NodeCore of the simulator."""
+
+from __future__ import annotations
+
+import pytest
+from test_client_core import EP, RING, SILENT, Clock, Net, member, owners
+
+from zkv import wire
+from zkv._core import dvv
+from zkv.client import SUSPECT_FOR, UNREACHABLE, ClientCore
+from zkv.errors import RequestTimeout
+from zkv.node.quorum import GetQuorum
+
+READERS = [wire.Member(m.id, m.listen, m.gossip, m.rack, 1, 1, features=wire.FEATURE_READ)
+           for m in RING.members]
+RING_R = wire.RingOk(0, RING.q, RING.n, RING.r, RING.w, READERS, [])
+
+
+def version(*values: bytes, node: str = "n1") -> bytes:
+    s = None
+    for v in values:
+        s = dvv.update(s, b"", v, node)
+    assert s is not None
+    return s.encode()
+
+
+def replica(held: dict[bytes, bytes], *, owner: bool = True, store: dict | None = None):
+    """A node serving Read from `held` (key -> encoded version) and everything else as
+    test_client_core's member() (its Get answers from `store`)."""
+    rest = member(store)
+
+    def handle(msg):
+        if isinstance(msg, wire.Read):
+            return wire.ReadOk(0, held.get(msg.key, b"") if owner else b"", owner)
+        if isinstance(msg, wire.RingInfo):
+            return wire.RingOk(0, RING_R.q, RING_R.n, RING_R.r, RING_R.w, READERS, [])
+        return rest(msg)
+
+    return handle
+
+
+def reader(timeout: float = 2.0, **kw) -> tuple[ClientCore, Clock]:
+    clock = Clock()
+    c = ClientCore([EP["n0"]], timeout, clock=clock, **kw)
+    c.set_ring(RING_R)
+    return c, clock
+
+
+def expected(encoded: bytes) -> tuple[list[bytes], bytes]:
+    q = GetQuorum(1)
+    q.add_result("x", encoded)
+    ok, _ = q.response()
+    return ok.values, ok.context
+
+
+# ---- client side ---------------------------------------------------------------------------------
+def test_agreeing_owners_answer_in_one_step_without_a_coordinator():
+    c, clock = reader()
+    v = version(b"a", b"b")
+    net = Net(clock, default=replica({b"k": v}))
+    got = net.run(c.get(b"k"))
+    assert (got.values, got.context) == expected(v)  # what a coordinator answers from them
+    assert net.kinds() == ["Read", "Read"] and net.steps == [2]
+    assert [ep for ep, *_ in net.sent] == owners(b"k")[:2]  # the first R owners
+    missing = net.run(c.get(b"nothing"))  # both hold nothing: not found, as a coordinator says
+    assert missing.values == [] and not missing.found
+
+
+def test_copies_that_differ_go_to_a_coordinator_which_merges_and_repairs():
+    c, clock = reader()
+    a, b, _ = owners(b"k")
+    old, new = version(b"a"), version(b"a", b"b")
+    net = Net(clock, {a: replica({b"k": new}, store={b"k": [b"merged"]}),
+                      b: replica({b"k": old})}, default=replica({}))
+    got = net.run(c.get(b"k"))
+    assert got.values == [b"merged"]  # the coordinator's answer, not the client's merge
+    assert net.kinds() == ["Read", "Read", "Get"]
+
+
+@pytest.mark.parametrize("why", ["not an owner", "refused", "implausible", "busy"])
+def test_an_answer_that_does_not_count_sends_the_get_to_a_coordinator(why):
+    c, clock = reader()
+    a, b, _ = owners(b"k")
+    v = version(b"a")
+    if why == "not an owner":  # (another ring view, or refilling after a lost disk)
+        odd = replica({b"k": v}, owner=False)
+    elif why == "refused":
+        def odd(msg):
+            return wire.Error(0, wire.E_INVALID, "no") if isinstance(msg, wire.Read) else \
+                replica({})(msg)
+    elif why == "implausible":  # a forged copy: no answer, never an exception
+        odd = replica({b"k": b"\x00garbage"})
+    else:
+        def odd(msg):
+            return (wire.Error(0, wire.E_UNAVAILABLE, "busy") if isinstance(msg, wire.Read)
+                    else replica({})(msg))
+    net = Net(clock, {a: replica({b"k": v}, store={b"k": [b"via-get"]}), b: odd})
+    assert net.run(c.get(b"k")).values == [b"via-get"]
+    assert net.kinds() == ["Read", "Read", "Get"]
+
+
+def test_a_silent_owner_costs_the_hedge_delay_once_then_is_left_out():
+    c, clock = reader(timeout=2.0)
+    a, b, d = owners(b"k")
+    v = version(b"a")
+    start = clock.t
+    net = Net(clock, {b: lambda m: SILENT}, default=replica({b"k": v}, store={b"k": [b"a"]}))
+    assert net.run(c.get(b"k")).values == [b"a"]
+    assert net.kinds()[:3] == ["Read", "Read", "Get"]
+    assert clock.t - start < c.per_try  # the Read waited the hedge delay, not a try's budget
+    assert b in c.suspect_until
+    net.sent.clear()
+    net.run(c.get(b"k"))  # suspect: the next read asks the other owners
+    reads = [ep for ep, m, *_ in net.sent if isinstance(m, wire.Read)]
+    assert reads == [a, d]
+    clock.t += SUSPECT_FOR + 10  # (and a ring refresh is due)
+    net.sent.clear()
+    net.nodes[b] = replica({b"k": v})
+    net.run(c.get(b"k"))
+    assert [ep for ep, m, *_ in net.sent if isinstance(m, wire.Read)] == [a, b]
+
+
+def test_the_whole_call_still_ends_at_its_timeout():
+    c, clock = reader(timeout=1.0)
+    start = clock.t
+    with pytest.raises(RequestTimeout):
+        Net(clock, default=lambda m: SILENT).run(c.get(b"k"))
+    assert clock.t == pytest.approx(start + 1.0)
+
+
+def test_unreachable_owner_falls_back_and_is_marked():
+    c, clock = reader()
+    a, b, _ = owners(b"k")
+    net = Net(clock, {b: lambda m: UNREACHABLE}, default=replica({}, store={b"k": [b"x"]}))
+    assert net.run(c.get(b"k")).values == [b"x"]
+    assert b in c.unconnectable
+
+
+def test_members_of_an_older_version_are_never_sent_a_read():
+    """A rolling upgrade: a member whose record lacks FEATURE_READ gets Gets only (an older
+    node could not decode a Read)."""
+    c, clock = reader()
+    a, b, d = owners(b"k")
+    old = {x for x, ep in EP.items() if ep == b}
+    mixed = [m if m.id not in old else wire.Member(m.id, m.listen, m.gossip, m.rack, 1, 1)
+             for m in READERS]
+    c.set_ring(wire.RingOk(0, RING.q, RING.n, RING.r, RING.w, mixed, []))
+    v = version(b"a")
+    net = Net(clock, default=replica({b"k": v}))
+    net.run(c.get(b"k"))
+    assert [ep for ep, m, *_ in net.sent if isinstance(m, wire.Read)] == [a, d]
+    c.set_ring(RING)  # nobody serves Read
+    net.sent.clear()
+    net.run(c.get(b"k"))
+    assert net.kinds() == ["Get"]
+
+
+@pytest.mark.parametrize("kw", [{"owner_reads": False}, {"routing": "any"}])
+def test_owner_reads_can_be_turned_off(kw):
+    c, clock = reader(**kw)
+    net = Net(clock, default=replica({b"k": version(b"a")}, store={b"k": [b"a"]}))
+    net.run(c.get(b"k"))
+    assert net.kinds() == ["Get"]
+
+
+def test_an_explicit_r_asks_that_many_owners():
+    c, clock = reader()
+    net = Net(clock, default=replica({b"k": version(b"a")}))
+    net.run(c.get(b"k", r=3))
+    assert net.kinds() == ["Read"] * 3
+    net.sent.clear()
+    net.run(c.get(b"k", r=1))
+    assert net.kinds() == ["Read"]
+
+
+def test_get_many_asks_owners_in_the_same_steps_and_falls_back_per_key():
+    c, clock = reader()
+    keys = [b"k%d" % i for i in range(40)]
+    held = {k: version(k) for k in keys}
+    split = keys[7]  # its first owner holds an older copy: this key alone goes to a coordinator
+    a = owners(split)[0]
+    store = {k: [b"from-get"] for k in keys}
+
+    def first_owner(msg):
+        if isinstance(msg, wire.Read) and msg.key == split:
+            return wire.ReadOk(0, version(b"older"), True)
+        return replica(held, store=store)(msg)
+
+    net = Net(clock, {a: first_owner}, default=replica(held, store=store))
+    got = net.run(c.get_many(keys))
+    for k, res in zip(keys, got, strict=True):
+        assert res.values == ([b"from-get"] if k == split else expected(held[k])[0])
+    assert net.steps[0] == 2 * len(keys)  # every key's two Reads in the first step
+    gets = [m.key for _, m, *_ in net.sent if isinstance(m, wire.Get)]
+    assert gets == [split]
+
+
+# ---- node side -----------------------------------------------------------------------------------
+@pytest.fixture
+def node(tmp_path):
+    from test_security_core import Node, _member
+
+    from zkv.node import ownership as own
+
+    n = Node(tmp_path)
+    for i in (4, 5):  # five members at N=3: node1 owns some keys and not others
+        n.gossip(i, [_member(i)])
+    n.core._adopt(own.founding("node1", "rack-1", [(f"node{i}", f"rack-{i}")
+                                                   for i in (2, 3, 4, 5)]))
+    n.out()
+    yield n
+    n.close()
+
+
+def _keys(node, mine: bool) -> bytes:
+    ring = node.core.membership.ring()
+    return next(k for k in (b"key%d" % i for i in range(1000))
+                if ("node1" in ring.preflist_for_key(k)) == mine)
+
+
+def test_an_owner_answers_its_own_copy_and_a_non_owner_reads_nothing(node):
+    from test_security_core import OUTSIDER
+
+    mine, other = _keys(node, True), _keys(node, False)
+    v = version(b"held", node="node2")
+    for k in (mine, other):
+        node.core.replica.merge(k, v, None)
+    assert node.ask(OUTSIDER, [wire.Read(1, mine)]) == [wire.ReadOk(1, v, True)]
+    assert node.ask(OUTSIDER, [wire.Read(2, other)]) == [wire.ReadOk(2, b"", False)]
+    assert node.ask(OUTSIDER, [wire.Read(3, b"absent" + mine)])[0].rid == 3
+    assert node.core.live_ops == {}  # nothing coordinated, nothing held in flight
+    assert node.core.inflight == {}
+    counts = {s.labels["answer"]: s.value
+              for s in node.core.metrics.owner_reads.collect()[0].samples
+              if s.name.endswith("_total")}
+    assert counts["owner"] >= 2 and counts["not_owner"] == 1
+
+
+def test_a_refilling_owner_does_not_vouch_for_its_copy(node):
+    from test_security_core import OUTSIDER
+
+    mine = _keys(node, True)
+    node.core.replica.merge(mine, version(b"held", node="node2"), None)
+    node.core.refill_since = node.t  # back with an empty disk, nothing exchanged yet
+    assert node.ask(OUTSIDER, [wire.Read(1, mine)]) == [wire.ReadOk(1, b"", False)]
+
+
+@pytest.mark.parametrize("msg, why", [
+    (wire.Read(1, b""), "key"),
+    (wire.Read(1, b"\x00reserved"), "reserved"),
+    (wire.Read(1, b"k", "no-such-namespace"), "unknown namespace"),
+])
+def test_a_bad_read_gets_a_clear_error(node, msg, why):
+    from test_security_core import OUTSIDER
+
+    (err,) = node.ask(OUTSIDER, [msg])
+    assert isinstance(err, wire.Error) and err.code == wire.E_INVALID and why in err.message
+
+
+def test_the_node_says_in_its_own_record_that_it_serves_reads(node):
+    from test_security_core import OUTSIDER
+
+    (ring,) = node.ask(OUTSIDER, [wire.RingInfo(1)])
+    me = next(m for m in ring.members if m.id == "node1")
+    assert me.features & wire.FEATURE_READ
+    others = [m for m in ring.members if m.id != "node1"]
+    assert others and not any(m.features for m in others)  # (their gossip did not say so)
