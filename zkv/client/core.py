@@ -46,6 +46,20 @@ side by side, MANY_WINDOW at a time, and yields a `Batch` of their tries per ste
 sends a step's tries to each node as one frame and resumes it with every answer at once. A
 key's routing, failover, hedging and write id are exactly those of its single call.
 
+Client-coordinated reads (the seed's "any node can coordinate", moved one step further, as
+Dynamo's own client-driven coordination and Voldemort's client-side routing do): a get asks R
+of the key's owners that look up for their own copies at once (`Read`, one Batch step) and
+answers from them when each says it is an owner whose copy counts (not refilling after a lost
+disk) and all R are byte-identical. That answer is exactly the one a coordinator would build
+from those R answers, and there is nothing to repair among them; it costs one round trip
+instead of two and no coordinator state on a node. Anything else sends the get to a
+coordinator as before (which merges and read-repairs): copies that differ, a node that is
+not an owner in its ring (another ring view, a transfer), a refusal, an implausible copy,
+fewer than R owners that look up, or silence past the hedge delay (the node is then tried
+last for SUSPECT_FOR). The whole call keeps its timeout. Only members whose gossiped record
+says they serve Read (`Member.features`) are asked, so an older node never gets one during a
+rolling upgrade; `owner_reads=False` (and routing "any") turns it off.
+
 Writes are idempotent (issue 10): each put/delete call carries a write id (`WID_BYTES` random
 bytes) that stays the same across that call's retries and failovers, so a replica that stored
 a try whose answer was lost recognises the retry as the same write.
