@@ -831,7 +831,7 @@ class NodeCore:
         ns, skey = self._resolve(msg)
         owner = (self.me in self.membership.ring(ns.n).preflist_for_key(skey)
                  and not (self.refill_since is not None and self.refilling(skey)))
-        self.metrics.owner_reads.labels("owner" if owner else "not_owner").inc()
+        self.metrics.owner_read[owner].inc()
         if owner:
             self.metrics.observe_key(msg.key)  # the hot-keys sketch, as a coordinated get
             self._reply(ident, ReadOk(msg.rid, self.replica.read(skey, None), True))
