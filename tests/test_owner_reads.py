@@ -268,3 +268,25 @@ def test_the_node_says_in_its_own_record_that_it_serves_reads(node):
     assert me.features & wire.FEATURE_READ
     others = [m for m in ring.members if m.id != "node1"]
     assert others and not any(m.features for m in others)  # (their gossip did not say so)
+
+
+def test_an_lww_namespace_read_by_owners_strips_the_stamp_and_keeps_it():
+    """As a coordinator does (quorum.GetQuorum): the 8-byte HLC stamp in front of the stored
+    value is removed, and the client's stamp floor follows it, so its next put is ordered
+    after what it read. The Read names the namespace and is routed by the stored key."""
+    from zkv.node import namespaces as nss
+
+    c, clock = reader()
+    ns = nss.Namespace(name="last", n=3, r=2, w=2, conflicts="lww", created=1, creator="n0")
+    c.ns_cache["last"] = ns
+    stamp = (1 << 40) + 7
+    held = version(stamp.to_bytes(8, "big") + b"value")
+    skey = nss.storage_key(ns, b"k")
+    net = Net(clock, default=replica({b"k": held}))
+    got = net.run(c.get(b"k", namespace="last"))
+    assert got.values == [b"value"] and c.stamp_floor == stamp
+    reads = [(ep, m) for ep, m, *_ in net.sent if isinstance(m, wire.Read)]
+    assert [m.ns for _, m in reads] == ["last", "last"] and all(m.key == b"k" for _, m in reads)
+    ring = c.ring_for(3)
+    assert ring is not None
+    assert [ep for ep, _ in reads] == [EP[x] for x in ring.preflist_for_key(skey)][:2]
