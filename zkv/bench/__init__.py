@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--routing", default=None, choices=["any", "token"],
                    help="any (default; --throughput: token): spread requests over every node, like clients behind "
                    "a load balancer, which is what shows replica staleness; token: send each "
-                   "key to its owners (zkv.Client's default), where R=1 reads land on the "
-                   "key's write coordinator and so are rarely stale")
+                   "key to its owners (zkv.Client's default): gets read R owners' copies "
+                   "directly (owner reads), R=1 from the key's write coordinator, so they "
+                   "are rarely stale")
     p.add_argument("--conflict-modes", dest="conflict_modes", action="store_true",
                    help="run only the conflict-mode workload: --clients x --inflight writers "
                    "add to --keys shared sets for --duration s in an lww and a siblings "
