@@ -80,14 +80,12 @@ def test_copies_that_differ_go_to_a_coordinator_which_merges_and_repairs():
     assert net.kinds() == ["Read", "Read", "Get"]
 
 
-@pytest.mark.parametrize("why", ["not an owner", "refused", "implausible", "busy"])
+@pytest.mark.parametrize("why", ["refused", "implausible", "busy"])
 def test_an_answer_that_does_not_count_sends_the_get_to_a_coordinator(why):
     c, clock = reader()
     a, b, _ = owners(b"k")
     v = version(b"a")
-    if why == "not an owner":  # (another ring view, or refilling after a lost disk)
-        odd = replica({b"k": v}, owner=False)
-    elif why == "refused":
+    if why == "refused":
         def odd(msg):
             return wire.Error(0, wire.E_INVALID, "no") if isinstance(msg, wire.Read) else \
                 replica({})(msg)
@@ -100,6 +98,45 @@ def test_an_answer_that_does_not_count_sends_the_get_to_a_coordinator(why):
     net = Net(clock, {a: replica({b"k": v}, store={b"k": [b"via-get"]}), b: odd})
     assert net.run(c.get(b"k")).values == [b"via-get"]
     assert net.kinds() == ["Read", "Read", "Get"]
+
+
+def test_a_node_that_is_not_an_owner_in_its_ring_makes_the_client_learn_the_ring():
+    """Its ring and ours differ (a join or leave the client has not heard of yet): the get
+    goes to a coordinator, after the ring is learnt again."""
+    c, clock = reader()
+    a, b, _ = owners(b"k")
+    net = Net(clock, {a: replica({}, store={b"k": [b"via-get"]}), b: replica({}, owner=False)},
+              default=replica({}))
+    assert net.run(c.get(b"k")).values == [b"via-get"]
+    assert net.kinds() == ["Read", "Read", "RingInfo", "Get"]
+
+
+def test_a_refilling_owner_is_left_out_of_owner_reads_for_a_while():
+    """A node back with an empty disk says its copies do not count yet (for minutes, until
+    it exchanged with every other owner): the get goes to a coordinator, and the next ones
+    ask the other owners instead of paying a round trip to it each time. No ring refresh:
+    the ring is right."""
+    from zkv.client.core import REFILL_SKIP
+
+    c, clock = reader()
+    a, b, d = owners(b"k")
+    v = version(b"a")
+
+    def refilling(msg):
+        if isinstance(msg, wire.Read):
+            return wire.ReadOk(0, b"", False, True)
+        return replica({})(msg)
+
+    net = Net(clock, {b: refilling}, default=replica({b"k": v}, store={b"k": [b"via-get"]}))
+    assert net.run(c.get(b"k")).values == [b"via-get"]
+    assert net.kinds() == ["Read", "Read", "Get"]
+    net.sent.clear()
+    assert net.run(c.get(b"k")).values == [b"a"]
+    assert [ep for ep, m, *_ in net.sent if isinstance(m, wire.Read)] == [a, d]
+    clock.t += REFILL_SKIP
+    net.sent.clear()
+    net.run(c.get(b"k"))
+    assert [ep for ep, m, *_ in net.sent if isinstance(m, wire.Read)][:2] == [a, b]
 
 
 def test_a_silent_owner_costs_the_hedge_delay_once_then_is_left_out():
@@ -245,7 +282,9 @@ def test_a_refilling_owner_does_not_vouch_for_its_copy(node):
     mine = _keys(node, True)
     node.core.replica.merge(mine, version(b"held", node="node2"), None)
     node.core.refill_since = node.t  # back with an empty disk, nothing exchanged yet
-    assert node.ask(OUTSIDER, [wire.Read(1, mine)]) == [wire.ReadOk(1, b"", False)]
+    assert node.ask(OUTSIDER, [wire.Read(1, mine)]) == [wire.ReadOk(1, b"", False, True)]
+    other = _keys(node, False)  # not an owner at all: not "refilling" either
+    assert node.ask(OUTSIDER, [wire.Read(2, other)]) == [wire.ReadOk(2, b"", False, False)]
 
 
 @pytest.mark.parametrize("msg, why", [

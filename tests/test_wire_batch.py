@@ -51,7 +51,7 @@ CLIENT_MSGS = [
 REPLY_MSGS = [
     st.builds(wire.GetOk, u64, st.lists(st.binary(max_size=256), max_size=4), blob, i64, u64),
     st.builds(wire.PutOk, u64, blob, i64, u64),
-    st.builds(wire.ReadOk, u64, blob, st.booleans()),
+    st.builds(wire.ReadOk, u64, blob, st.booleans(), st.booleans()),
     st.builds(wire.Error, u64, st.integers(1, 5), st.text(max_size=200), i64, i64),
     st.builds(wire.RingOk, u64, i64, i64, i64, i64, st.lists(_member(), max_size=3),
               st.lists(node_id, max_size=3)),

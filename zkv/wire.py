@@ -186,6 +186,10 @@ class ReadOk(_Msg, tag=38):
     # toward R (not refilling after a lost disk). False: nothing was read; the client asks
     # a coordinator instead
     owner: bool = False
+    # with owner False: an owner whose copies do not count yet (refilling after a lost disk,
+    # for minutes): the client stops asking it for a while rather than pay a round trip per
+    # get; without it (not an owner in this node's ring) the client's ring is stale
+    refilling: bool = False
 
 
 class PutOk(_Msg, tag=11):

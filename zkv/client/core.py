@@ -56,7 +56,10 @@ instead of two and no coordinator state on a node. Anything else sends the get t
 coordinator as before (which merges and read-repairs): copies that differ, a node that is
 not an owner in its ring (another ring view, a transfer), a refusal, an implausible copy,
 fewer than R owners that look up, or silence past the hedge delay (the node is then tried
-last for SUSPECT_FOR). The whole call keeps its timeout. Only members whose gossiped record
+last for SUSPECT_FOR). A node refilling after a lost disk says so and is left out of owner
+reads for REFILL_SKIP (its copies do not count for minutes; a round trip to it per get would
+be wasted); a node that is not an owner in its own ring means the client's ring is stale,
+so it is learnt again. The whole call keeps its timeout. Only members whose gossiped record
 says they serve Read (`Member.features`) are asked, so an older node never gets one during a
 rolling upgrade; `owner_reads=False` (and routing "any") turns it off.
 
@@ -107,6 +110,7 @@ from zkv.wire import (
 
 RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
 SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
+REFILL_SKIP = 10.0  # seconds a node refilling after a lost disk is left out of owner reads
 CONNECT_WAIT = 0.25  # seconds a driver waits for a TCP connection to a node before moving on
 WID_BYTES = wire.WID_SIZE  # a write id: 16 random bytes per put/delete call
 WID_POOL = 256  # write ids drawn from os.urandom at once
@@ -310,6 +314,7 @@ class ClientCore:
         self.n: int | None = None
         self.endpoints: dict[str, str] = {}  # node id -> listen endpoint
         self.readers: set[str] = set()  # members that answer Read (client-coordinated reads)
+        self.refilling_until: dict[str, float] = {}  # node -> when to ask it for copies again
         # False: every get goes to a coordinator (owner_reads=False, or routing="any")
         self.owner_reads = owner_reads and routing == "token"
         self.down: set[str] = set()
@@ -613,17 +618,22 @@ class ClientCore:
         else:
             r, lww = msg.r or rm.r, False
         eps, readers, down, suspect = self.endpoints, self.readers, self.down, self.suspect_until
+        now = self.clock()
+        skip = self.refilling_until
+        if skip:
+            for node, until in list(skip.items()):
+                if until <= now:
+                    del skip[node]
         chosen: list[tuple[str, str]] = []
         for node in ring.preflist_for_key(skey):
             ep = eps.get(node)
             if (node in readers and node not in down and ep is not None and ep not in suspect
-                    and ep not in self.unconnectable):
+                    and ep not in self.unconnectable and node not in skip):
                 chosen.append((node, ep))
                 if len(chosen) == r:
                     break
         else:
             return None  # fewer than R owners to ask: a coordinator finds stand-ins
-        now = self.clock()
         until = now + min(self.hedge_delay(), self.per_try)
         sends = [Send(ep, Read(next(self.rids), msg.key, msg.ns), until) for _, ep in chosen]
         replies = yield Batch(sends)
@@ -638,6 +648,10 @@ class ClientCore:
                     first = reply.dvv
                 if reply.owner and reply.dvv == first:
                     quorum.add_result(node, reply.dvv)
+                elif reply.refilling:
+                    self.refilling_until[node] = now + REFILL_SKIP
+                elif not reply.owner:  # not an owner in its ring: ours is stale
+                    self.ring_at = -1e9  # (learnt again by the next call)
             elif reply is UNREACHABLE:
                 self.unconnectable.add(ep)
                 self.suspect_until[ep] = self.clock() + SUSPECT_FOR

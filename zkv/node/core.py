@@ -829,14 +829,14 @@ class NodeCore:
             return
         wire.check_key(msg.key, self.cfg.max_key_size)  # (ZkvError: answered by _on_request)
         ns, skey = self._resolve(msg)
-        owner = (self.me in self.membership.ring(ns.n).preflist_for_key(skey)
-                 and not (self.refill_since is not None and self.refilling(skey)))
-        self.metrics.owner_read[owner].inc()
-        if owner:
+        owner = self.me in self.membership.ring(ns.n).preflist_for_key(skey)
+        unsure = owner and self.refill_since is not None and self.refilling(skey)
+        self.metrics.owner_read[owner and not unsure].inc()
+        if owner and not unsure:
             self.metrics.observe_key(msg.key)  # the hot-keys sketch, as a coordinated get
             self._reply(ident, ReadOk(msg.rid, self.replica.read(skey, None), True))
         else:
-            self._reply(ident, ReadOk(msg.rid, b"", False))
+            self._reply(ident, ReadOk(msg.rid, b"", False, unsure))
 
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
         if msg.owner:
