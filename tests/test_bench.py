@@ -698,8 +698,17 @@ def test_throughput_goals_and_report():
     assert g["seq_get_p50_vs_echo_p50"]["value"] == pytest.approx(5.0)
     assert g["p99_nearest_half_vs_echo_p50"]["value"] == pytest.approx(50.0)  # the 1 x 1 cell
     assert g["seq_get_p50_vs_echo_p50"]["met"] is False
+    assert "through a coordinator" not in g["seq_get_p50_vs_echo_p50"]["how"]  # not measured
+    res["coordinated_gets"] = dict(_fake_cell(1, 1, 800.0, get_p50=0.9),
+                                   driver="Client(owner_reads=False)")
+    g = tp.goals(res)
+    assert g["seq_get_p50_vs_echo_p50"]["value"] == pytest.approx(5.0)  # still the 1 x 1 cell's
+    assert ("through a coordinator (owner_reads=False, same run): get p50 0.900 ms, 9.00x"
+            in g["seq_get_p50_vs_echo_p50"]["how"])
     res["goal"] = g
     md = render_throughput(res)
+    assert "## The 1 x 1 cell with every get through a coordinator" in md
+    assert "| 1 | 1 | Client(owner_reads=False) | 800 |" in md
     for text in ("## Goals", "| peak throughput / redis-benchmark peak (50/50) | 0.50x | >= 0.4x "
                  "| MET |", "## Cells", "## Half of peak", "## Batched raw pyzmq echo",
                  "## redis-benchmark", "| 64 | 1 | 1 | 16000 |"):
@@ -728,6 +737,10 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
         assert c["node_cpu_us_per_op"] > 0 and c["client_cpu_us_per_op"] > 0
         assert c["latency_ms"]["p99"] > 0 and c["messages_per_frame"] >= 1
     assert [c["driver"] for c in res["cells"]] == ["Client", "AsyncClient"]
+    coord = res["coordinated_gets"]  # the 1 x 1 cell again, gets through a coordinator
+    assert coord["driver"] == "Client(owner_reads=False)" and coord["failed"] == 0
+    assert coord["get_latency_ms"]["count"] > 0
+    assert "through a coordinator" in res["goal"]["seq_get_p50_vs_echo_p50"]["how"]
     assert res["half_peak"]["target_rate"] > 0 and res["half_peak"]["service_latency_ms"]
     assert len(res["batched_echo"]) == 2
     assert all(e["messages_per_second"] > 0 for e in res["batched_echo"])
@@ -745,4 +758,5 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
     assert res["batched"]["peak"]["batch"] == 16
     md = (tmp_path / "report.md").read_text()
     assert "## Goals" in md and "## Cells" in md and "| 1 | 2 | AsyncClient |" in md
+    assert "| 1 | 1 | Client(owner_reads=False) |" in md
     assert "## Batched calls" in md and "Client.get_many/put_many" in md

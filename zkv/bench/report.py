@@ -365,6 +365,12 @@ def render_throughput(res: dict) -> str:
     if res.get("node_idle_cpu") is not None:
         L += ["", f"Idle nodes (before the cells): {res['node_idle_cpu']:.3f} CPU-seconds per "
               "second, summed over the nodes (included in the node CPU above, not subtracted)."]
+    coord = res.get("coordinated_gets")
+    if coord:
+        L += ["", "## The 1 x 1 cell with every get through a coordinator (owner_reads=False)",
+              "", "What client-coordinated reads change, in the same run: the goal's 1 x 1 "
+              "cell asks R owners directly.", ""]
+        L += cell_table([coord])
     half = res.get("half_peak")
     if half:
         L += ["", f"## Half of peak (paced at {half.get('target_rate', 0):.0f} ops/s; latency "

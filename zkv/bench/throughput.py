@@ -24,6 +24,10 @@ get_many of that many distinct keys, then put_many of them with the contexts it 
 operation's latency its call's; beside redis-benchmark unpipelined and pipelined (-P) the
 same. Reported, not goal lines: the goals are per operation sent alone.
 
+After the matrix, with token routing, the 1 x 1 cell once more with every get through a
+coordinator (`owner_reads=False`): what client-coordinated reads change, in the same run
+(reported beside the sequential get goal line, not a goal itself).
+
 Then one more cell at half of the peak throughput (the peak cell's shape, each operation
 started on a fixed schedule; latency counted from the scheduled start, so a client falling
 behind shows), and the goal lines of issue 12: peak / redis peak, p99 at half peak / echo p50,
@@ -127,7 +131,8 @@ def _zkv_task(task: dict, counter: _FrameCounter) -> dict:
     elif inflight == 1:
         from zkv.client import Client
 
-        c = Client(task["endpoints"], timeout=task["timeout"], routing=task["routing"])
+        c = Client(task["endpoints"], timeout=task["timeout"], routing=task["routing"],
+                   owner_reads=task.get("owner_reads", True))
         try:
             _warm_sync(c, ZkvError)
             while now() < start_at:
@@ -406,7 +411,7 @@ class Run:
 
     def _cell(self, pool: Pool, endpoints: list[str], pids: list[int], clients: int,
               inflight: int, rate: float = 0.0, idle: float | None = None,
-              batch: int = 0) -> dict:
+              batch: int = 0, owner_reads: bool = True) -> dict:
         settled = self._settle(pids, idle)
         self.cell_no += 1
         start_at = time.monotonic() + _lead(clients)
@@ -414,7 +419,8 @@ class Run:
                   "value_size": self.value_size, "inflight": inflight, "timeout": self.timeout,
                   "routing": self.routing, "seed": self.seed, "cell": self.cell_no,
                   "client": i, "start_at": start_at, "end_at": start_at + self.duration,
-                  "rate": rate / clients, "batch": batch} for i in range(clients)]
+                  "rate": rate / clients, "batch": batch, "owner_reads": owner_reads}
+                 for i in range(clients)]
         parts, node_cpu = pool.run(tasks, at=start_at, pids=pids)
         return {**_summarize_cell(parts, node_cpu, clients, inflight, batch),
                 "settle_seconds": settled}
@@ -507,6 +513,13 @@ class Run:
                     cell = self._cell(pool, endpoints, pids, c, f, idle=idle)
                     res["cells"].append(cell)
                     self.log(_cell_line(cell))
+            if 1 in self.clients and 1 in self.inflight and self.routing == "token":
+                # the 1 x 1 cell again with every get through a coordinator: what owner reads
+                # (zkv.client.core, "Client-coordinated reads") change, in the same run
+                cell = self._cell(pool, endpoints, pids, 1, 1, idle=idle, owner_reads=False)
+                cell["driver"] = "Client(owner_reads=False)"
+                res["coordinated_gets"] = cell
+                self.log(_cell_line(cell) + "  (gets through a coordinator: owner_reads=False)")
             peak = max(res["cells"], key=lambda x: x["throughput"])
             half = peak["throughput"] / 2
             cell = self._cell(pool, endpoints, pids, peak["clients"], peak["inflight"], half,
@@ -647,6 +660,12 @@ def goals(res: dict) -> dict:
     put("seq_get_p50_vs_echo_p50", g50 / echo_p50 if g50 and echo_p50 else None,
         (f"get p50 {g50:.3f} ms (1 x 1, sync Client) / echo p50 {echo_p50:.3f} ms")
         if g50 and echo_p50 else "missing (needs the 1 x 1 cell)")
+    coord = res.get("coordinated_gets")
+    c50 = coord["get_latency_ms"]["p50"] if coord else None
+    if c50 and echo_p50 and g50:
+        out["seq_get_p50_vs_echo_p50"]["how"] += (
+            f"; through a coordinator (owner_reads=False, same run): get p50 {c50:.3f} ms, "
+            f"{c50 / echo_p50:.2f}x")
     return out
 
 
