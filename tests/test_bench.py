@@ -760,3 +760,21 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
     assert "## Goals" in md and "## Cells" in md and "| 1 | 2 | AsyncClient |" in md
     assert "| 1 | 1 | Client(owner_reads=False) |" in md
     assert "## Batched calls" in md and "Client.get_many/put_many" in md
+
+
+def test_a_cells_failures_are_counted_by_kind_and_printed():
+    """`failed` alone says nothing of why; the cell keeps the exception classes, summed over
+    its client processes, and its line names them."""
+    from zkv.bench import throughput as tp
+
+    def part(errors):
+        return {"started": 0.0, "finished": 1.0, "lat_get": [0.001], "lat_put": [0.002],
+                "frames": 2, "messages": 2, "bytes": 100, "cpu_seconds": 0.1, "service": [],
+                "failed": sum(errors.values()), "errors": errors}
+
+    cell = tp._summarize_cell([part({"RequestTimeout": 2}),
+                               part({"RequestTimeout": 1, "Unavailable": 1})], 1.0, 2, 4)
+    assert cell["failed"] == 4 and cell["errors"] == {"RequestTimeout": 3, "Unavailable": 1}
+    assert tp._cell_line(cell).endswith("failed 4 (RequestTimeout 3, Unavailable 1)")
+    clean = tp._summarize_cell([part({}), part({})], 1.0, 2, 4)
+    assert clean["errors"] == {} and tp._cell_line(clean).endswith("failed 0")

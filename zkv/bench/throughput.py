@@ -43,6 +43,7 @@ import shutil
 import tempfile
 import time
 from array import array
+from collections import Counter
 
 from zkv.bench import baselines, cpu, stats
 from zkv.bench.runner import WorkerPool
@@ -116,7 +117,7 @@ def _zkv_task(task: dict, counter: _FrameCounter) -> dict:
     contexts: dict[int, bytes] = {}
     lat_get, lat_put = array("d"), array("d")
     service = array("d")  # paced: latency from the actual send, without the client's lag
-    failed = 0
+    errors: Counter[str] = Counter()  # failed operations by exception class
     now = time.monotonic
     schedule = [start_at]  # the next operation's start time when paced
 
@@ -126,8 +127,8 @@ def _zkv_task(task: dict, counter: _FrameCounter) -> dict:
         return t
 
     if task.get("batch"):
-        t_start, t_end, cpu0, cpu1, failed = _batched_run(task, counter, rng, value, lat_get,
-                                                          lat_put)
+        t_start, t_end, cpu0, cpu1 = _batched_run(task, counter, rng, value, lat_get, lat_put,
+                                                  errors)
     elif inflight == 1:
         from zkv.client import Client
 
@@ -164,21 +165,22 @@ def _zkv_task(task: dict, counter: _FrameCounter) -> dict:
                         lat_put.append(now() - t0)
                     if rate:
                         service.append(now() - t_send)
-                except ZkvError:
-                    failed += 1
+                except ZkvError as exc:
+                    errors[type(exc).__name__] += 1
             t_end, cpu1 = now(), cpu.self_seconds()
         finally:
             c.close()
     else:
-        t_start, t_end, cpu0, cpu1, failed = asyncio.run(_async_run(
+        t_start, t_end, cpu0, cpu1 = asyncio.run(_async_run(
             task, counter, rng, value, contexts, lat_get, lat_put, service,
-            slot if rate else None))
+            slot if rate else None, errors))
     return {"client": task["client"], "started": t_start, "finished": t_end,
-            "cpu_seconds": cpu1 - cpu0, "failed": failed, "lat_get": lat_get,
+            "cpu_seconds": cpu1 - cpu0, "failed": sum(errors.values()),
+            "errors": dict(errors), "lat_get": lat_get,
             "lat_put": lat_put, "service": service, **counter.figures()}
 
 
-def _batched_run(task, counter, rng, value, lat_get, lat_put):
+def _batched_run(task, counter, rng, value, lat_get, lat_put, errors):
     """A batched cell's client: the sync Client's get_many of `batch` distinct keys, then
     put_many of the same keys with the contexts just read (50/50 get/put, every put with
     the last context seen); each operation's latency is its call's."""
@@ -186,7 +188,6 @@ def _batched_run(task, counter, rng, value, lat_get, lat_put):
     from zkv.errors import ZkvError
 
     now, batch, records = time.monotonic, task["batch"], task["records"]
-    failed = 0
     c = Client(task["endpoints"], timeout=task["timeout"], routing=task["routing"])
     try:
         _warm_sync(c, ZkvError)
@@ -202,7 +203,7 @@ def _batched_run(task, counter, rng, value, lat_get, lat_put):
             items = []
             for key, g in zip(keys, got, strict=True):
                 if isinstance(g, ZkvError):
-                    failed += 1
+                    errors[type(g).__name__] += 1
                 else:
                     lat_get.append(t1 - t0)
                     items.append((key, value, g.context))
@@ -210,13 +211,13 @@ def _batched_run(task, counter, rng, value, lat_get, lat_put):
             t2 = now()
             for d in done:
                 if isinstance(d, ZkvError):
-                    failed += 1
+                    errors[type(d).__name__] += 1
                 else:
                     lat_put.append(t2 - t1)
         t_end, cpu1 = now(), cpu.self_seconds()
     finally:
         c.close()
-    return t_start, t_end, cpu0, cpu1, failed
+    return t_start, t_end, cpu0, cpu1
 
 
 def _warm_sync(c, ZkvError) -> None:
@@ -228,17 +229,16 @@ def _warm_sync(c, ZkvError) -> None:
             time.sleep(0.1)
 
 
-async def _async_run(task, counter, rng, value, contexts, lat_get, lat_put, service, slot):
+async def _async_run(task, counter, rng, value, contexts, lat_get, lat_put, service, slot,
+                     errors):
     from zkv.client import AsyncClient
     from zkv.errors import ZkvError
 
     now = time.monotonic
     start_at, end_at, records = task["start_at"], task["end_at"], task["records"]
-    failed = 0
     c = AsyncClient(task["endpoints"], timeout=task["timeout"], routing=task["routing"])
 
     async def loop() -> None:
-        nonlocal failed
         while True:
             if slot is not None:
                 t0 = slot()
@@ -264,8 +264,8 @@ async def _async_run(task, counter, rng, value, contexts, lat_get, lat_put, serv
                     lat_put.append(now() - t0)
                 if slot is not None:
                     service.append(now() - t_send)
-            except ZkvError:
-                failed += 1
+            except ZkvError as exc:
+                errors[type(exc).__name__] += 1
 
     try:
         for _ in range(50):
@@ -283,7 +283,7 @@ async def _async_run(task, counter, rng, value, contexts, lat_get, lat_put, serv
         t_end, cpu1 = now(), cpu.self_seconds()
     finally:
         await c.close()
-    return t_start, t_end, cpu0, cpu1, failed
+    return t_start, t_end, cpu0, cpu1
 
 
 def _worker_main(conn) -> None:
@@ -356,7 +356,9 @@ def _summarize_cell(parts: list[dict], node_cpu: float | None, clients: int,
         "clients": clients, "inflight": inflight, "batch": batch,
         "driver": ("Client.get_many/put_many" if batch else "Client" if inflight == 1
                    else "AsyncClient"), "seconds": elapsed, "ops": ops,
-        "failed": sum(p["failed"] for p in parts), "throughput": ops / elapsed,
+        "failed": sum(p["failed"] for p in parts),
+        "errors": dict(sum((Counter(p.get("errors") or {}) for p in parts), Counter())),
+        "throughput": ops / elapsed,
         "latency_ms": stats.summarize(lat_get + lat_put),
         "get_latency_ms": stats.summarize(lat_get), "put_latency_ms": stats.summarize(lat_put),
         # paced cells only: from the actual send (latency_ms counts from the scheduled start)
@@ -703,7 +705,9 @@ def _cell_line(c: dict) -> str:
     return (f"  {c['clients']:>2} x {c['inflight']:>2}  {c['throughput']:8.0f} ops/s  "
             f"p50 {_ms(lat['p50'])}  p99 {_ms(lat['p99'])}  node CPU {_us(c['node_cpu_us_per_op'])}"
             f"/op  client CPU {_us(c['client_cpu_us_per_op'])}/op  "
-            f"{'n/a' if mpf is None else f'{mpf:.1f}'} msg/frame  failed {c['failed']}")
+            f"{'n/a' if mpf is None else f'{mpf:.1f}'} msg/frame  failed {c['failed']}"
+            + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(c["errors"].items())) + ")"
+               if c.get("errors") else ""))
 
 
 def _ms(x) -> str:
