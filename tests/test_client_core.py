@@ -222,7 +222,22 @@ def test_each_try_gets_the_per_try_budget_and_the_call_ends_at_its_deadline():
     with pytest.raises(RequestTimeout):
         net.run(c.get(b"k"))
     budgets = [until - at for _, m, at, until in net.sent if isinstance(m, wire.Get)]
-    assert budgets[:-1] == [1.5] * (len(budgets) - 1) and budgets[-1] <= 1.5
+    # the last candidate waits for the rest of the timeout: nobody is left to move on to
+    assert budgets[:-1] == [1.5] * (len(budgets) - 1) and budgets[-1] == pytest.approx(
+        10.0 - 1.5 * (len(budgets) - 1))
+    assert clock.t == pytest.approx(110.0)
+
+
+def test_a_single_node_gets_the_whole_timeout():
+    """One node (or the last one left): its try is not cut at the per-try budget; a slow
+    answer within the call's timeout is an answer, not a RequestTimeout."""
+    clock = Clock()
+    start = clock.t
+    c = ClientCore([EP["n0"]], 5.0, clock=clock)  # no ring: the seed is the only candidate
+    net = Net(clock, {EP["n0"]: lambda m: Late(3.0, wire.PutOk(0, b"ctx"))})
+    assert net.run(c.put(b"k", b"v")) == b"ctx"  # (its ring request went unanswered)
+    (put,) = [(at, until) for _, m, at, until in net.sent if isinstance(m, wire.Put)]
+    assert put[1] == start + 5.0 and put[1] - put[0] > c.per_try
 
 
 def test_unavailable_only_when_no_tried_node_could_be_connected():
@@ -472,8 +487,9 @@ def test_any_fault_schedule_keeps_the_contract(fates, timeout, key, delete):
         result = exc
     tried = [ep for ep, *_ in net.sent]
     assert tried == order[:len(tried)]  # best first, never the same node twice
-    for _, _, at, until in net.sent:  # each try within its own budget and the call's deadline
-        assert until <= min(at + c.per_try, start + timeout)
+    last = order[-1]  # the last candidate's try may take the rest of the timeout
+    for ep, _, at, until in net.sent:  # each try within its own budget and the call's deadline
+        assert until <= (start + timeout if ep == last else min(at + c.per_try, start + timeout))
     assert len({m.wid for _, m, *_ in net.sent}) == 1  # one write id for the whole call
     assert clock.t <= start + timeout + LATENCY
     if result == b"new-ctx":
@@ -571,8 +587,9 @@ def test_hedging_never_loses_an_answer_a_plain_driver_would_get(fates, timeout, 
             result = exc
         tried = [ep for ep, *_ in net.sent]
         assert tried == order[:len(tried)]  # best first, never the same node twice
-        for _, _, at, until in net.sent:
-            assert until <= min(at + c.per_try, start + timeout)
+        for ep, _, at, until in net.sent:  # (the last candidate: the rest of the timeout)
+            assert until <= (start + timeout if ep == order[-1]
+                             else min(at + c.per_try, start + timeout))
         assert len({m.wid for _, m, *_ in net.sent}) == 1
         assert clock.t <= start + timeout + LATENCY
         return result, [(at, by_ep[ep]) for ep, _, at, _ in net.sent], clock.t - start
