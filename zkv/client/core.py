@@ -270,6 +270,13 @@ def _check_item(i: int, check: Callable, *args) -> None:
         raise InvalidRequest(f"item {i}: {exc}") from None
 
 
+def _expire(until: dict[str, float], now: float) -> None:
+    """Drop the entries of a node -> deadline table whose deadline has passed."""
+    for k, t in list(until.items()):
+        if t <= now:
+            del until[k]
+
+
 def check_endpoints(nodes) -> list[str]:
     if isinstance(nodes, str):
         nodes = [nodes]
@@ -338,8 +345,11 @@ class ClientCore:
         """Remember the round trip of the try that answered (this one, or a hedged one)."""
         sent = sent_at.get(reply.rid)
         if sent is not None:
-            self.rtts.append(self.clock() - sent)
-            self._rtts_new += 1
+            self._sample_since(sent)
+
+    def _sample_since(self, sent: float) -> None:
+        self.rtts.append(self.clock() - sent)
+        self._rtts_new += 1
 
     def hedge_delay(self) -> float:
         """How long a data request waits for its coordinator before it is also sent to the
@@ -410,10 +420,7 @@ class ClientCore:
             head = [eps[x] for x in ring.preflist_for_key(key) if x in eps and x not in down]
         order = head + [ep for ep in base if ep not in head] if head else list(base)
         if self.suspect_until:
-            now = self.clock()
-            for ep, until in list(self.suspect_until.items()):
-                if until <= now:
-                    del self.suspect_until[ep]
+            _expire(self.suspect_until, self.clock())
             if self.suspect_until:
                 order = ([ep for ep in order if ep not in self.suspect_until]
                          + [ep for ep in order if ep in self.suspect_until])
@@ -621,13 +628,14 @@ class ClientCore:
             r, lww = msg.r or known.r, known.lww
         else:
             r, lww = msg.r or rm.r, False
-        eps, readers, down, suspect = self.endpoints, self.readers, self.down, self.suspect_until
         now = self.clock()
-        skip = self.refilling_until
+        eps, readers, down = self.endpoints, self.readers, self.down
+        # (expired here too: a client whose owner reads all succeed never calls candidates())
+        suspect, skip = self.suspect_until, self.refilling_until
+        if suspect:
+            _expire(suspect, now)
         if skip:
-            for node, until in list(skip.items()):
-                if until <= now:
-                    del skip[node]
+            _expire(skip, now)
         chosen: list[tuple[str, str]] = []
         for node in ring.preflist_for_key(skey):
             ep = eps.get(node)
@@ -646,8 +654,7 @@ class ClientCore:
         for (node, ep), reply in zip(chosen, replies, strict=True):
             if type(reply) is ReadOk:
                 self.unconnectable.discard(ep)
-                self.rtts.append(self.clock() - now)
-                self._rtts_new += 1
+                self._sample_since(now)
                 if first is None:
                     first = reply.dvv
                 if reply.owner and reply.dvv == first:

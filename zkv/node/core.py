@@ -804,13 +804,17 @@ class NodeCore:
         """The absent owner a peer asks us to stand in for (none when it names us)."""
         return owner if owner and owner != self.me else None
 
+    def _budget_spent(self, ident: bytes, rid: int) -> bool:
+        """The turn's reply budget for `ident` is spent: say so before reading (a frame of
+        400 reads of one 8 MiB value cost 400 reads, ~3 s of a turn, only to refuse 398)."""
+        if self.turn_bytes.get(ident, 0) < self.turn_budget:
+            return False
+        self.metrics.busy.inc()
+        self._reply(ident, Error(rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this turn spent"))
+        return True
+
     def _on_rget(self, ident: bytes, msg: RGet) -> None:
-        if self.turn_bytes.get(ident, 0) >= self.turn_budget:
-            # the turn's reply budget is spent: say so before reading (a frame of 400 reads
-            # of one 8 MiB value cost 400 reads, ~3 s of a turn, only to refuse 398 of them)
-            self.metrics.busy.inc()
-            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this "
-                                     "turn spent"))
+        if self._budget_spent(ident, msg.rid):
             return
         self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.owner)),
                                   not msg.owner and self.refill_since is not None
@@ -822,10 +826,7 @@ class NodeCore:
         node's ring whose copy counts toward R (not refilling after a lost disk); otherwise
         `owner` is False, nothing is read, and the client asks a coordinator instead. Nothing
         is forwarded or fanned out, so a stranger's Read costs one local lookup."""
-        if self.turn_bytes.get(ident, 0) >= self.turn_budget:  # as _on_rget
-            self.metrics.busy.inc()
-            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: reply budget of this "
-                                     "turn spent"))
+        if self._budget_spent(ident, msg.rid):
             return
         wire.check_key(msg.key, self.cfg.max_key_size)  # (ZkvError: answered by _on_request)
         ns, skey = self._resolve(msg)
