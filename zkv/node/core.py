@@ -1394,12 +1394,7 @@ class NodeCore:
         rings = self.membership.rings(ks[0] if ks else None)
         if rings is None:
             return None
-        p = rings.current.partition(key)
-        owners = rings.current.preflist(p)
-        if self.me in owners or self.me in rings.pending(p) or (
-                rings.moving and self.me in rings.next.preflist(p)):
-            return None
-        return owners
+        return rings.stray(rings.current.partition(key), self.me)
 
     def _extra_targets(self, p: int, targets, n: int | None = None) -> list[str]:
         """Nodes a write also goes to, uncounted: pending owners of p (a transfer is running)
@@ -1410,8 +1405,8 @@ class NodeCore:
         write acknowledged by the pending owner standing in for the old one, whose hint was
         delivered to the old owner that then left)."""
         rings = self.membership.rings(n)
-        if rings is None:
-            return []
+        if rings is None or (not rings.moving and self.prev_state is None):
+            return []  # the common case: nothing moving, every member has the latest ring
         have = {x for x, owner in targets if owner is None}
         extra = [x for x in rings.pending(p) if x not in have]
         prev = self.prev_rings(n)

@@ -185,6 +185,7 @@ class Rings:
             st.ids(CURRENT)) else self.current
         self.moving = self.next is not self.current
         self._pending: dict[int, tuple[str, ...]] = {}
+        self._stray: dict[tuple[int, str], tuple[str, ...] | None] = {}
         if self.moving:
             for p in range(q):
                 have = self.current.preflist(p)
@@ -195,6 +196,19 @@ class Rings:
     def pending(self, p: int) -> tuple[str, ...]:
         """Pending owners of p (receive writes, serve no reads): () when p is not moving."""
         return self._pending.get(p, ())
+
+    def stray(self, p: int, me: str) -> tuple[str, ...] | None:
+        """p's owners when `me` neither owns p nor receives it (now or in the next ring);
+        None when it does. Asked per replica write, so remembered per partition."""
+        try:
+            return self._stray[(p, me)]
+        except KeyError:
+            pass
+        owners = self.current.preflist(p)
+        got = None if me in owners or me in self.pending(p) or (
+            self.moving and me in self.next.preflist(p)) else owners
+        self._stray[(p, me)] = got
+        return got
 
     def transfers(self) -> list[tuple[int, str, list[str]]]:
         """(partition, receiver, sources in preference order) for every transfer of the plan."""
