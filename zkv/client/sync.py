@@ -31,6 +31,7 @@ from zkv.errors import ZkvError
 from zkv.wire import RingOk
 
 _PENDING = object()  # a Batch try with no answer yet
+MAX_POLLERS = 256  # Pollers kept per client, one per set of nodes a Batch waits on
 
 
 class Client(Facade):
@@ -43,6 +44,7 @@ class Client(Facade):
         self._zctx = zmq.Context()
         self._zctx.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:7001 as well as IPv4
         self._socks: dict[str, zmq.Socket] = {}
+        self._pollers: dict[tuple[str, ...], zmq.Poller] = {}  # a Batch's sockets -> Poller
 
     # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
     def get(self, key: bytes, r: int | None = None, *, namespace: str = "default"
@@ -144,6 +146,7 @@ class Client(Facade):
         for s in self._socks.values():
             s.close(0)
         self._socks.clear()
+        self._pollers.clear()
         self._zctx.term()
 
     def __enter__(self) -> Client:
@@ -250,10 +253,17 @@ class Client(Facade):
                     continue
             for frame in frames[1:]:
                 sockcalls.send(s, frame)  # a full queue: those requests time out
-        poller = zmq.Poller()
-        for s in socks.values():
-            poller.register(s, zmq.POLLIN)
-        wait_ms = 0  # the first poll only takes what has arrived
+        key = tuple(socks)
+        poller = self._pollers.get(key)
+        if poller is None:
+            if len(self._pollers) >= MAX_POLLERS:
+                self._pollers.clear()
+            poller = self._pollers[key] = zmq.Poller()
+            for s in socks.values():
+                poller.register(s, zmq.POLLIN)
+        # the first poll waits for the nearest deadline (any answer ends it sooner); only what
+        # has arrived when a try is already settled (not connected: its end is 0)
+        wait_ms = 0 if unreachable else max(0, int((min(ends) - clock()) * 1000) + 1)
         while left:
             for sock, _ in poller.poll(wait_ms):
                 while True:
