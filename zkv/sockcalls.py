@@ -1,10 +1,11 @@
-"""The socket calls made per frame (events, recv, send) by the node's transport and by both
-clients: zkv._core.zsock's C versions where it found the libzmq pyzmq runs on, else the same
+"""The socket calls made per frame (events, recv, send; send_tracked for the node's big replies)
+by the node's transport and by both clients: zkv._core.zsock's C versions where it found the libzmq pyzmq runs on, else the same
 calls through pyzmq.
 
 Both behave alike (tests/test_sockcalls.py runs the same checks on each): none blocks,
 `recv` answers None when nothing is queued and a whole message otherwise, `send` answers 0
-or the errno that refused the message.
+or the errno that refused the message, `send_tracked` (0, a tracker whose `done` says libzmq
+let go of the message) or (that errno, None).
 """
 
 from __future__ import annotations
@@ -49,7 +50,18 @@ def py_send(sock: zmq.Socket, payload: bytes, ident: bytes | None = None) -> int
     return 0
 
 
+def py_send_tracked(sock: zmq.Socket, ident: bytes, payload: bytes
+                    ) -> tuple[int, zmq.MessageTracker | zsock.Tracker | None]:
+    try:
+        return 0, sock.send_multipart([ident, payload], zmq.NOBLOCK, copy=False, track=True)
+    except zmq.ZMQError as exc:
+        if exc.errno == zmq.ENOTSOCK:
+            raise
+        return exc.errno or zmq.EAGAIN, None
+
+
 FAST = zsock.AVAILABLE
 events = zsock.events if FAST else py_events
 recv = zsock.recv if FAST else py_recv
 send = zsock.send if FAST else py_send
+send_tracked = zsock.send_tracked if FAST else py_send_tracked

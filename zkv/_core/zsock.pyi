@@ -1,5 +1,7 @@
 """The transport's per-frame socket calls in C (see zsock.pyx)."""
 
+from typing import final
+
 AVAILABLE: bool
 MAX_PARTS: int
 
@@ -7,3 +9,10 @@ def events(sock: object) -> int: ...
 def recv(sock: object, meta: bool = False
          ) -> tuple[list[bytes], int, int, str | None] | None: ...
 def send(sock: object, payload: bytes, ident: bytes | None = None) -> int: ...
+
+@final
+class Tracker:
+    @property
+    def done(self) -> bool: ...
+
+def send_tracked(sock: object, ident: bytes, payload: bytes) -> tuple[int, Tracker | None]: ...

@@ -14,7 +14,7 @@ blocks).
 How it reaches libzmq: pyzmq loads libzmq privately (RTLD_LOCAL), so this module cannot link
 against it. At import it finds the libzmq the running pyzmq uses (its path in
 /proc/self/maps, or pyzmq's own extension when libzmq is linked into it), checks that its
-version is the one pyzmq reports, and takes the addresses of the eleven functions it needs
+version is the one pyzmq reports, and takes the addresses of the thirteen functions it needs
 with ctypes. Where that fails (not Linux, an unusual build) `AVAILABLE` is False and the
 callers use pyzmq as before (zkv/sockcalls.py). Sockets are passed as pyzmq sockets;
 their C handle is read from `Socket.underlying`, and a closed socket raises ZMQError(ENOTSOCK)
@@ -22,6 +22,8 @@ before libzmq is touched.
 """
 
 from libc.stdint cimport uint64_t, uintptr_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
@@ -38,6 +40,32 @@ cdef enum:  # zmq.h
 ctypedef struct zmsg:  # zmq_msg_t: 64 opaque bytes, 8-aligned
     uint64_t _[8]
 
+cdef extern from *:
+    """
+    /* A tracked send's buffer: this header, then the payload. Two holders, each dropping one
+       reference: libzmq (its free function, called on its I/O thread once the message is
+       written out or dropped) and the Tracker object. `done` is set by libzmq's release. */
+    typedef struct { int refs; int done; size_t size; } zkv_tracked;
+    static inline void zkv_tracked_drop(zkv_tracked *t) {
+        if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0) free(t);
+    }
+    static void zkv_tracked_release(void *data, void *hint) {
+        zkv_tracked *t = (zkv_tracked *)hint;
+        __atomic_store_n(&t->done, 1, __ATOMIC_RELEASE);
+        zkv_tracked_drop(t);
+    }
+    static inline int zkv_tracked_done(zkv_tracked *t) {
+        return __atomic_load_n(&t->done, __ATOMIC_ACQUIRE);
+    }
+    """
+    ctypedef struct zkv_tracked:
+        int refs
+        int done
+        size_t size
+    void zkv_tracked_drop(zkv_tracked *t) noexcept nogil
+    void zkv_tracked_release(void *data, void *hint) noexcept nogil
+    int zkv_tracked_done(zkv_tracked *t) noexcept nogil
+
 ctypedef int (*f_getsockopt)(void *s, int option, void *value, size_t *size) noexcept nogil
 ctypedef int (*f_send)(void *s, const void *buf, size_t len, int flags) noexcept nogil
 ctypedef int (*f_msg_init)(zmsg *m) noexcept nogil
@@ -49,6 +77,10 @@ ctypedef int (*f_msg_more)(const zmsg *m) noexcept nogil
 ctypedef int (*f_msg_get)(const zmsg *m, int prop) noexcept nogil
 ctypedef const char *(*f_msg_gets)(const zmsg *m, const char *prop) noexcept nogil
 ctypedef int (*f_errno)() noexcept nogil
+ctypedef void (*f_free)(void *data, void *hint) noexcept nogil
+ctypedef int (*f_msg_init_data)(zmsg *m, void *data, size_t size, f_free ffn,
+                                void *hint) noexcept nogil
+ctypedef int (*f_msg_send)(zmsg *m, void *s, int flags) noexcept nogil
 
 cdef f_getsockopt z_getsockopt = NULL
 cdef f_send z_send = NULL
@@ -61,6 +93,8 @@ cdef f_msg_more z_msg_more = NULL
 cdef f_msg_get z_msg_get = NULL
 cdef f_msg_gets z_msg_gets = NULL
 cdef f_errno z_errno = NULL
+cdef f_msg_init_data z_msg_init_data = NULL
+cdef f_msg_send z_msg_send = NULL
 
 MAX_PARTS = 8  # parts kept of one message (the rest are read and dropped: a hostile sender)
 
@@ -88,7 +122,7 @@ def _libzmq_candidates():
 def _bind():
     """Take libzmq's function addresses; False if no candidate is the libzmq pyzmq uses."""
     global z_getsockopt, z_send, z_msg_init, z_msg_recv, z_msg_close, z_msg_data, z_msg_size
-    global z_msg_more, z_msg_get, z_msg_gets, z_errno
+    global z_msg_more, z_msg_get, z_msg_gets, z_errno, z_msg_init_data, z_msg_send
     import ctypes
 
     import zmq
@@ -102,7 +136,7 @@ def _bind():
             addr = {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in (
                 "zmq_getsockopt", "zmq_send", "zmq_msg_init", "zmq_msg_recv", "zmq_msg_close",
                 "zmq_msg_data", "zmq_msg_size", "zmq_msg_more", "zmq_msg_get", "zmq_msg_gets",
-                "zmq_errno")}
+                "zmq_errno", "zmq_msg_init_data", "zmq_msg_send")}
         except (OSError, AttributeError):
             continue
         if not all(addr.values()):
@@ -118,6 +152,8 @@ def _bind():
         z_msg_get = <f_msg_get><uintptr_t>addr["zmq_msg_get"]
         z_msg_gets = <f_msg_gets><uintptr_t>addr["zmq_msg_gets"]
         z_errno = <f_errno><uintptr_t>addr["zmq_errno"]
+        z_msg_init_data = <f_msg_init_data><uintptr_t>addr["zmq_msg_init_data"]
+        z_msg_send = <f_msg_send><uintptr_t>addr["zmq_msg_send"]
         return True
     return False
 
@@ -208,3 +244,53 @@ cdef int _send(void *h, bytes data, int flags):
         if z_errno() != EINTR:
             return z_errno()
     return 0
+
+
+cdef class Tracker:
+    """Whether libzmq has let go of a reply sent with `send_tracked` (written to the
+    connection, or dropped with it): `done`, as pyzmq's MessageTracker, without pyzmq's
+    zero-copy machinery (a Frame, an inproc socket and a thread per release)."""
+
+    cdef zkv_tracked *t
+
+    def __dealloc__(self):
+        if self.t != NULL:
+            zkv_tracked_drop(self.t)
+            self.t = NULL
+
+    @property
+    def done(self) -> bool:
+        return zkv_tracked_done(self.t) != 0
+
+
+def send_tracked(sock, bytes ident, bytes payload):
+    """A ROUTER's [identity, payload] without waiting, the payload copied once into a buffer
+    libzmq releases when it is done with it (the cap on the bytes queued per connection,
+    zkv/node/conns.py, counts until then). Returns (0, Tracker), or (errno, None) when
+    refused (EAGAIN: queue full; EHOSTUNREACH: no such identity under ROUTER_MANDATORY)."""
+    cdef void *h = _handle(sock)
+    cdef size_t n = PyBytes_GET_SIZE(payload)
+    cdef zkv_tracked *t
+    cdef zmsg m
+    cdef int err = _send(h, ident, ZMQ_DONTWAIT | ZMQ_SNDMORE)
+    if err:
+        return err, None
+    t = <zkv_tracked *>malloc(sizeof(zkv_tracked) + n)
+    if t == NULL:
+        raise MemoryError()
+    t.refs = 2
+    t.done = 0
+    t.size = n
+    memcpy(<char *>t + sizeof(zkv_tracked), PyBytes_AS_STRING(payload), n)
+    tracker = Tracker.__new__(Tracker)
+    (<Tracker>tracker).t = t  # the Tracker's reference, dropped when it is freed
+    if z_msg_init_data(&m, <char *>t + sizeof(zkv_tracked), n, zkv_tracked_release, t) != 0:
+        err = z_errno()
+        zkv_tracked_release(NULL, t)  # libzmq never took its reference
+        return err, None
+    while z_msg_send(&m, h, ZMQ_DONTWAIT) < 0:
+        err = z_errno()
+        if err != EINTR:
+            z_msg_close(&m)  # releases the buffer: libzmq's reference
+            return err, None
+    return 0, tracker

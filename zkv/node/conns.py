@@ -16,7 +16,8 @@ fds and 48 -> 606 MB of RSS, still held after they closed. Here:
 - every received frame names the fd it came on (ZMQ_SRCFD); identity <-> fd is kept from that
   (a reused fd, or ROUTER_HANDOVER moving an identity, updates it). When an fd closes, the
   core forgets its identity (`NodeCore.forget_identity`) and this module its reply queue.
-- replies over TRACK_MIN bytes are sent zero-copy with a tracker; the bytes still queued in
+- replies over TRACK_MIN bytes are sent with a tracker (sockcalls.send_tracked: one copy into a
+  buffer libzmq frees when it is done, its tracker then says so); the bytes still queued in
   libzmq per identity (and in total) are capped, and a reply past the cap is dropped (the
   client times out and retries, as when ZMQ_SNDHWM drops frames). With ZMQ_ROUTER_MANDATORY
   (set by the transport) a reply to a vanished identity fails at once instead of queueing.
@@ -49,8 +50,8 @@ EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 EVENT_DRAIN = 5000  # monitor events taken per call (each one is two small frames)
 FD_RESERVE = 256  # fds kept free for data files, peer links, the metrics port
 MIN_CAP = 16
-# replies at least this big are tracked until libzmq releases them (zero-copy + a tracker:
-# a few us per frame). Smaller ones are bounded by the ROUTER's SNDHWM only (64 frames per
+# replies at least this big are tracked until libzmq releases them (zsock.send_tracked: 2-5 us
+# per frame, pyzmq's zero-copy tracked send 12-14). Smaller ones are bounded by the ROUTER's SNDHWM only (64 frames per
 # connection, so at most 256 KiB each)
 TRACK_MIN = 4 * 1024
 STALL = 2.0  # seconds a tracked reply may sit unread before its connection is "not reading"

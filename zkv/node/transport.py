@@ -261,17 +261,16 @@ class Node:
     def _send_frames(self, sock, ident: bytes | None, msgs: list) -> None:
         conns = self.conns
         self.poller.touched(sock)  # a send may take the socket's input signal (reactor.py)
-        send = sockcalls.send
+        send, send_tracked = sockcalls.send, sockcalls.send_tracked
         for payload in wire.frames(msgs, self.limit):
             if ident is None or len(payload) < TRACK_MIN:
                 if send(sock, payload, ident):
                     return  # peer unreachable, gone (ROUTER_MANDATORY) or flooded: ops time out
             elif conns.may_send(ident, len(payload)):  # big: byte-capped per identity
-                try:
-                    conns.sent(ident, sock.send_multipart([ident, payload], zmq.NOBLOCK,
-                                                          copy=False, track=True), len(payload))
-                except zmq.ZMQError:
+                err, tracker = send_tracked(sock, ident, payload)
+                if err:
                     return
+                conns.sent(ident, tracker, len(payload))
 
     # ---- shutdown -------------------------------------------------------------------------
     def shutdown(self) -> None:
