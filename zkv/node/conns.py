@@ -51,8 +51,8 @@ EVENT_DRAIN = 5000  # monitor events taken per call (each one is two small frame
 FD_RESERVE = 256  # fds kept free for data files, peer links, the metrics port
 MIN_CAP = 16
 # replies at least this big are tracked until libzmq releases them (zsock.send_tracked: 2-5 us
-# per frame, pyzmq's zero-copy tracked send 12-14). Smaller ones are bounded by the ROUTER's SNDHWM only (64 frames per
-# connection, so at most 256 KiB each)
+# per frame, pyzmq's zero-copy tracked send 12-14). Smaller ones are bounded by the ROUTER's
+# SNDHWM only (64 frames per connection, so at most 256 KiB each)
 TRACK_MIN = 4 * 1024
 STALL = 2.0  # seconds a tracked reply may sit unread before its connection is "not reading"
 EVICT_LOOK = 16  # stalled candidates examined per connection past the cap
