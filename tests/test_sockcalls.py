@@ -16,14 +16,20 @@ IMPLS = {"zsock": (zsock.events, zsock.recv, zsock.send),
          "pyzmq": (sockcalls.py_events, sockcalls.py_recv, sockcalls.py_send)}
 
 
-@pytest.fixture
-def pair():
-    ctx = zmq.Context()
+def _connected(ctx: zmq.Context) -> tuple[zmq.Socket, zmq.Socket]:
+    """A ROUTER on a loopback port and a DEALER (identity client:1) connected to it."""
     router = ctx.socket(zmq.ROUTER)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.IDENTITY, b"client:1")
     dealer.connect(f"tcp://127.0.0.1:{port}")
+    return router, dealer
+
+
+@pytest.fixture
+def pair():
+    ctx = zmq.Context()
+    router, dealer = _connected(ctx)
     yield router, dealer
     router.close(0)
     dealer.close(0)
@@ -142,16 +148,16 @@ def test_a_tracked_reply_refused_is_an_errno_and_nothing_is_held(pair, impl):
 
 def test_a_tracker_outliving_its_socket_and_context_stays_valid():
     ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    port = router.bind_to_random_port("tcp://127.0.0.1")
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.IDENTITY, b"c")
-    dealer.connect(f"tcp://127.0.0.1:{port}")
+    router, dealer = _connected(ctx)
     dealer.send(b"hi")
     _wait_for(router, zsock.events)
     zsock.recv(router)
     dealer.close(0)  # the peer goes away: the reply is dropped, not written
-    err, tracker = zsock.send_tracked(router, b"c", b"y" * 10000)
+    err, tracker = zsock.send_tracked(router, b"client:1", b"y" * 10000)
     router.close(0)
     ctx.term()  # every buffer libzmq held is released by now
     assert (err == 0 and tracker.done) or (err != 0 and tracker is None)
+
+
+def test_a_tracker_not_made_by_a_send_is_done():
+    assert zsock.Tracker().done  # nothing to wait for (and nothing to crash on)

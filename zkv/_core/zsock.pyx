@@ -45,7 +45,7 @@ cdef extern from *:
     /* A tracked send's buffer: this header, then the payload. Two holders, each dropping one
        reference: libzmq (its free function, called on its I/O thread once the message is
        written out or dropped) and the Tracker object. `done` is set by libzmq's release. */
-    typedef struct { int refs; int done; size_t size; } zkv_tracked;
+    typedef struct { int refs; int done; } zkv_tracked;
     static inline void zkv_tracked_drop(zkv_tracked *t) {
         if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0) free(t);
     }
@@ -61,7 +61,6 @@ cdef extern from *:
     ctypedef struct zkv_tracked:
         int refs
         int done
-        size_t size
     void zkv_tracked_drop(zkv_tracked *t) noexcept nogil
     void zkv_tracked_release(void *data, void *hint) noexcept nogil
     int zkv_tracked_done(zkv_tracked *t) noexcept nogil
@@ -260,7 +259,7 @@ cdef class Tracker:
 
     @property
     def done(self) -> bool:
-        return zkv_tracked_done(self.t) != 0
+        return self.t == NULL or zkv_tracked_done(self.t) != 0  # (NULL: not from a send)
 
 
 def send_tracked(sock, bytes ident, bytes payload):
@@ -270,18 +269,18 @@ def send_tracked(sock, bytes ident, bytes payload):
     refused (EAGAIN: queue full; EHOSTUNREACH: no such identity under ROUTER_MANDATORY)."""
     cdef void *h = _handle(sock)
     cdef size_t n = PyBytes_GET_SIZE(payload)
-    cdef zkv_tracked *t
     cdef zmsg m
-    cdef int err = _send(h, ident, ZMQ_DONTWAIT | ZMQ_SNDMORE)
-    if err:
-        return err, None
-    t = <zkv_tracked *>malloc(sizeof(zkv_tracked) + n)
+    cdef int err
+    cdef zkv_tracked *t = <zkv_tracked *>malloc(sizeof(zkv_tracked) + n)
     if t == NULL:
-        raise MemoryError()
+        raise MemoryError()  # before any part is queued
     t.refs = 2
     t.done = 0
-    t.size = n
     memcpy(<char *>t + sizeof(zkv_tracked), PyBytes_AS_STRING(payload), n)
+    err = _send(h, ident, ZMQ_DONTWAIT | ZMQ_SNDMORE)
+    if err:
+        free(t)  # nobody else holds it yet
+        return err, None
     tracker = Tracker.__new__(Tracker)
     (<Tracker>tracker).t = t  # the Tracker's reference, dropped when it is freed
     if z_msg_init_data(&m, <char *>t + sizeof(zkv_tracked), n, zkv_tracked_release, t) != 0:
