@@ -778,3 +778,22 @@ def test_a_cells_failures_are_counted_by_kind_and_printed():
     assert tp._cell_line(cell).endswith("failed 4 (RequestTimeout 3, Unavailable 1)")
     clean = tp._summarize_cell([part({}), part({})], 1.0, 2, 4)
     assert clean["errors"] == {} and tp._cell_line(clean).endswith("failed 0")
+
+
+def test_node_paths_benchmark_smoke(capsys, monkeypatch):
+    """benchmarks/node_paths.py on a few keys: every replica write is acknowledged, every
+    coordinated put answered after its two acks (its context kept for the next), every owner
+    read answered as an owner (the script checks each), one line per frame size."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "node_paths.py"
+    spec = importlib.util.spec_from_file_location("node_paths", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--rounds", "2", "--keys", "40", "--batch", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["frames of  1", "frames of  4"]
+    assert all("replica write" in line and "owner read" in line and "40 keys" in line
+               for line in lines)
