@@ -735,6 +735,9 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
     for c in res["cells"] + [res["half_peak"]]:
         assert c["ops"] > 0 and c["failed"] == 0
         assert c["node_cpu_us_per_op"] > 0 and c["client_cpu_us_per_op"] > 0
+        by = c["node_cpu_us_per_op_by_thread"]  # the nodes' loops did the work
+        assert set(by) == {"main", "zmq", "other"} and by["main"] > 0
+        assert sum(by.values()) <= c["node_cpu_us_per_op"] * 1.05 + 100  # (clock ticks)
         assert c["latency_ms"]["p99"] > 0 and c["messages_per_frame"] >= 1
     assert [c["driver"] for c in res["cells"]] == ["Client", "AsyncClient"]
     coord = res["coordinated_gets"]  # the 1 x 1 cell again, gets through a coordinator
@@ -758,6 +761,7 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
     assert res["batched"]["peak"]["batch"] == 16
     md = (tmp_path / "report.md").read_text()
     assert "## Goals" in md and "## Cells" in md and "| 1 | 2 | AsyncClient |" in md
+    assert "loop / libzmq I/O" in md and "(loop " in printed
     assert "| 1 | 1 | Client(owner_reads=False) |" in md
     assert "## Batched calls" in md and "Client.get_many/put_many" in md
 
@@ -797,3 +801,40 @@ def test_node_paths_benchmark_smoke(capsys, monkeypatch):
     assert [line.split(":")[0] for line in lines] == ["frames of  1", "frames of  4"]
     assert all("replica write" in line and "owner read" in line and "40 keys" in line
                for line in lines)
+
+
+def test_thread_seconds_splits_a_process_cpu_by_kind_of_thread():
+    """zkv.bench.cpu.thread_seconds: a thread that burns CPU counts as "other", the main
+    thread as "main"; the kinds add up to the process's total; a gone pid reads None."""
+    import os
+    import threading
+    import time
+
+    from zkv.bench import cpu
+
+    def burn(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    burnt, release = threading.Event(), threading.Event()
+
+    def burner() -> None:
+        burn(0.3)
+        burnt.set()
+        release.wait(10)  # still alive when the split is read
+
+    before = cpu.thread_seconds([os.getpid()])
+    t = threading.Thread(target=burner, name="burner")
+    t.start()
+    burn(0.1)
+    assert burnt.wait(10)
+    split = cpu.thread_seconds([os.getpid()])
+    release.set()
+    t.join()
+    assert before is not None and split is not None and set(split) == {"main", "zmq", "other"}
+    assert split["other"] - before["other"] >= 0.2  # (clock ticks of 10 ms)
+    assert split["main"] - before["main"] >= 0.05
+    total = cpu.process_seconds(os.getpid())
+    assert total is not None and sum(split.values()) <= total + 0.05
+    assert cpu.thread_seconds([2 ** 22 + 12345]) is None

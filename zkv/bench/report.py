@@ -331,13 +331,16 @@ def goal_table(goals: dict) -> list[str]:
 
 def cell_table(cells: list[dict]) -> list[str]:
     L = ["| clients | in flight | driver | ops/s | p50 ms | p99 ms | get p50 | put p50 | "
-         "node CPU us/op | client CPU us/op | msg/frame | B/frame | failed |",
-         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+         "node CPU us/op | of it: loop / libzmq I/O | client CPU us/op | msg/frame | B/frame | "
+         "failed |",
+         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
+        by = c.get("node_cpu_us_per_op_by_thread") or {}
         L.append(f"| {c['clients']} | {c['inflight']} | {c['driver']} | {c['throughput']:.0f} | "
                  f"{_f(c['latency_ms']['p50'], '{:.3f}')} | {_f(c['latency_ms']['p99'], '{:.3f}')}"
                  f" | {_f(c['get_latency_ms']['p50'], '{:.3f}')} | "
                  f"{_f(c['put_latency_ms']['p50'], '{:.3f}')} | {_f(c['node_cpu_us_per_op'], '{:.1f}')}"
+                 f" | {_f(by.get('main'), '{:.1f}')} / {_f(by.get('zmq'), '{:.1f}')}"
                  f" | {_f(c['client_cpu_us_per_op'], '{:.1f}')} | "
                  f"{_f(c['messages_per_frame'], '{:.1f}')} | {_f(c['bytes_per_frame'], '{:.0f}')} | "
                  f"{c['failed']} |")
@@ -359,7 +362,9 @@ def render_throughput(res: dict) -> str:
     L += goal_table(res.get("goal", {}))
     L += ["", "## Cells (client processes x operations in flight each)", "",
           "Node CPU: utime + stime of the 3 node processes (/proc), summed, per operation "
-          "completed. Client CPU: the client processes' own. msg/frame, B/frame: what the "
+          "completed; of it, the nodes' loops (each process's main thread) and libzmq's I/O "
+          "threads (the rest: fsync, compaction, libzmq's reaper). Client CPU: the client "
+          "processes' own. msg/frame, B/frame: what the "
           "clients' frames to a node carried.", ""]
     L += cell_table(res.get("cells", []))
     if res.get("node_idle_cpu") is not None:

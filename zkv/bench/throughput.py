@@ -313,24 +313,27 @@ class Pool(WorkerPool):
     def __init__(self, count: int) -> None:
         super().__init__(count, _worker_main)
 
-    def run(self, tasks: list[dict], at: float, pids: list[int]) -> tuple[list, float | None]:  # type: ignore[override]
+    def run(self, tasks: list[dict], at: float, pids: list[int]  # type: ignore[override]
+            ) -> tuple[list, float | None, dict[str, float] | None]:
         """Send the tasks to the first len(tasks) processes; CPU seconds of `pids` from `at`
-        (sampled then) to when every result is in."""
+        (sampled then) to when every result is in, in all and by kind of thread."""
         for conn, task in zip(self.conns, tasks, strict=False):
             conn.send(task)
         while time.monotonic() < at:
             time.sleep(min(0.005, max(0.0, at - time.monotonic())))
-        cpu0 = cpu.total_seconds(pids)
+        cpu0, threads0 = cpu.total_seconds(pids), cpu.thread_seconds(pids)
         out: list[dict] = []
         failures: list[str] = []
         for conn in self.conns[:len(tasks)]:
             status, payload = conn.recv()
             (out if status == "ok" else failures).append(payload)
-        cpu1 = cpu.total_seconds(pids)
+        cpu1, threads1 = cpu.total_seconds(pids), cpu.thread_seconds(pids)
         if failures:
             raise RuntimeError(f"benchmark client failed: {failures[0]}")
         used = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-        return out, used
+        split = None if threads0 is None or threads1 is None else {
+            k: max(0.0, threads1[k] - threads0[k]) for k in threads1}
+        return out, used, split
 
 
 # ---- one cell ----------------------------------------------------------------------------------
@@ -340,7 +343,8 @@ def _lead(clients: int) -> float:
 
 
 def _summarize_cell(parts: list[dict], node_cpu: float | None, clients: int,
-                    inflight: int, batch: int = 0) -> dict:
+                    inflight: int, batch: int = 0,
+                    node_threads: dict[str, float] | None = None) -> dict:
     start = min(p["started"] for p in parts)
     end = max(p["finished"] for p in parts)
     elapsed = max(end - start, 1e-9)
@@ -364,6 +368,9 @@ def _summarize_cell(parts: list[dict], node_cpu: float | None, clients: int,
         # paced cells only: from the actual send (latency_ms counts from the scheduled start)
         "service_latency_ms": stats.summarize(service) if service else None,
         "node_cpu_seconds": node_cpu, "node_cpu_us_per_op": cpu.per_op_us(node_cpu, ops),
+        # the same by kind of thread: the nodes' loops, libzmq's I/O threads, the rest
+        "node_cpu_us_per_op_by_thread": {k: cpu.per_op_us(v, ops) for k, v in
+                                         node_threads.items()} if node_threads else None,
         "client_cpu_seconds": client_cpu, "client_cpu_us_per_op": cpu.per_op_us(client_cpu, ops),
         # client -> node frames (their replies come back batched the same way)
         "frames": frames, "messages_per_frame": messages / frames if frames else None,
@@ -423,8 +430,8 @@ class Run:
                   "client": i, "start_at": start_at, "end_at": start_at + self.duration,
                   "rate": rate / clients, "batch": batch, "owner_reads": owner_reads}
                  for i in range(clients)]
-        parts, node_cpu = pool.run(tasks, at=start_at, pids=pids)
-        return {**_summarize_cell(parts, node_cpu, clients, inflight, batch),
+        parts, node_cpu, node_threads = pool.run(tasks, at=start_at, pids=pids)
+        return {**_summarize_cell(parts, node_cpu, clients, inflight, batch, node_threads),
                 "settle_seconds": settled}
 
     def _batched_echo(self, pool: Pool, srv, cell: dict) -> dict:
@@ -436,7 +443,7 @@ class Run:
         tasks = [{"kind": "echo", "endpoint": srv.endpoint, "frame_bytes": frame_bytes,
                   "batch": batch, "inflight": inflight, "start_at": start_at,
                   "end_at": start_at + self.echo_duration} for _ in range(clients)]
-        parts, server_cpu = pool.run(tasks, at=start_at, pids=[srv.pid])
+        parts, server_cpu, _ = pool.run(tasks, at=start_at, pids=[srv.pid])
         msgs = sum(p["messages"] for p in parts)
         elapsed = max(max(p["finished"] for p in parts) - min(p["started"] for p in parts),
                       1e-9)
@@ -702,9 +709,12 @@ def _us(x) -> str:
 def _cell_line(c: dict) -> str:
     lat = c["latency_ms"]
     mpf = c["messages_per_frame"]
+    by = c.get("node_cpu_us_per_op_by_thread")
+    split = (f" (loop {_us(by['main'])}, libzmq I/O {_us(by['zmq'])})"
+             if by and by.get("main") is not None else "")
     return (f"  {c['clients']:>2} x {c['inflight']:>2}  {c['throughput']:8.0f} ops/s  "
             f"p50 {_ms(lat['p50'])}  p99 {_ms(lat['p99'])}  node CPU {_us(c['node_cpu_us_per_op'])}"
-            f"/op  client CPU {_us(c['client_cpu_us_per_op'])}/op  "
+            f"/op{split}  client CPU {_us(c['client_cpu_us_per_op'])}/op  "
             f"{'n/a' if mpf is None else f'{mpf:.1f}'} msg/frame  failed {c['failed']}"
             + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(c["errors"].items())) + ")"
                if c.get("errors") else ""))
