@@ -838,3 +838,22 @@ def test_thread_seconds_splits_a_process_cpu_by_kind_of_thread():
     total = cpu.process_seconds(os.getpid())
     assert total is not None and sum(split.values()) <= total + 0.05
     assert cpu.thread_seconds([2 ** 22 + 12345]) is None
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(120)
+def test_turn_profile_reports_every_part_of_each_nodes_turn():
+    """benchmarks/turn_profile/run.py on 200 operations: each of the 3 real nodes wrote its
+    figures at exit and every part it wraps was called (a renamed method would show as
+    missing here, not as a silently empty profile)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "turn_profile" / "run.py"
+    out = subprocess.run([sys.executable, str(script), "--ops", "200"], capture_output=True,
+                         text=True, timeout=100, check=True).stdout
+    assert out.count("node pid ") == 3
+    for part in ("turn", "poll", "drain_ROUTER", "handle", "core.tick", "flush",
+                 "send_frames", "persist"):
+        assert out.count(f"  {part} ") == 3, part
