@@ -52,6 +52,19 @@ class Bench:
     def _frames(self, msgs: list, batch: int) -> list[list]:
         return [msgs[i:i + batch] for i in range(0, len(msgs), batch)]
 
+    def _feed(self, who: bytes, msgs: list, batch: int) -> tuple[float, list]:
+        """Hand `msgs` from `who` to the node in frames of `batch`, each turn's output taken:
+        us per message, and every reply to `who`."""
+        core, t = self.core, self.sim.t
+        frames = self._frames(msgs, batch)
+        replies: list = []
+        start = time.perf_counter_ns()
+        for frame in frames:
+            core.handle((REQUEST, who), frame, t)
+            replies += core.take_output().clients.get(who, [])
+        took = time.perf_counter_ns() - start
+        return took / len(msgs) / 1000, replies
+
     def _rid(self) -> int:
         self.rid += 1
         return self.rid
@@ -63,15 +76,9 @@ class Bench:
             self.remote[k] = dvv.update_encoded(old, dvv.DVVSet.decode(old).context(), VALUE,
                                                 "n1~bench.1")
             msgs.append(RPut(self._rid(), k, self.remote[k], ""))
-        core, t = self.core, self.sim.t
-        frames = self._frames(msgs, batch)
-        start = time.perf_counter_ns()
-        for frame in frames:
-            core.handle((REQUEST, PEER), frame, t)
-            out = core.take_output()
-        took = time.perf_counter_ns() - start
-        assert all(type(m) is RPutOk and m.ok for m in out.clients[PEER])
-        return took / len(msgs) / 1000
+        took, replies = self._feed(PEER, msgs, batch)
+        assert len(replies) == len(msgs) and all(type(m) is RPutOk and m.ok for m in replies)
+        return took
 
     def coordinated_puts(self, batch: int) -> tuple[float, float]:
         core, t = self.core, self.sim.t
@@ -96,15 +103,10 @@ class Bench:
         return put_ns / len(self.keys) / 1000, ack_ns / len(self.keys) / 1000
 
     def owner_reads(self, batch: int) -> float:
-        core, t = self.core, self.sim.t
-        frames = self._frames([Read(self._rid(), k) for k in self.keys], batch)
-        start = time.perf_counter_ns()
-        for frame in frames:
-            core.handle((REQUEST, CLIENT), frame, t)
-            out = core.take_output()
-        took = time.perf_counter_ns() - start
-        assert all(type(m) is ReadOk and m.owner for m in out.clients[CLIENT])
-        return took / len(self.keys) / 1000
+        took, replies = self._feed(CLIENT, [Read(self._rid(), k) for k in self.keys], batch)
+        assert len(replies) == len(self.keys)
+        assert all(type(m) is ReadOk and m.owner for m in replies)
+        return took
 
 
 def main(argv: list[str] | None = None) -> int:
