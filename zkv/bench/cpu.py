@@ -22,9 +22,9 @@ def _stat_seconds(path: str) -> tuple[bytes, float] | None:
     except OSError:
         return None
     # the command name (field 2) is in parentheses and may hold spaces: split after it
-    close = data.rfind(b")")
-    fields = data[close + 2:].split()
     try:
+        close = data.rindex(b")")
+        fields = data[close + 2:].split()
         return (data[data.index(b"(") + 1:close],
                 (int(fields[11]) + int(fields[12])) / TICKS)  # fields 14 and 15 of stat(5)
     except (IndexError, ValueError):

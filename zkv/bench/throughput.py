@@ -313,21 +313,24 @@ class Pool(WorkerPool):
     def __init__(self, count: int) -> None:
         super().__init__(count, _worker_main)
 
-    def run(self, tasks: list[dict], at: float, pids: list[int]  # type: ignore[override]
-            ) -> tuple[list, float | None, dict[str, float] | None]:
+    def run(self, tasks: list[dict], at: float, pids: list[int],  # type: ignore[override]
+            threads: bool = True) -> tuple[list, float | None, dict[str, float] | None]:
         """Send the tasks to the first len(tasks) processes; CPU seconds of `pids` from `at`
-        (sampled then) to when every result is in, in all and by kind of thread."""
+        (sampled then) to when every result is in, in all and (`threads`) by kind of
+        thread (None without)."""
         for conn, task in zip(self.conns, tasks, strict=False):
             conn.send(task)
         while time.monotonic() < at:
             time.sleep(min(0.005, max(0.0, at - time.monotonic())))
-        cpu0, threads0 = cpu.total_seconds(pids), cpu.thread_seconds(pids)
+        cpu0 = cpu.total_seconds(pids)
+        threads0 = cpu.thread_seconds(pids) if threads else None
         out: list[dict] = []
         failures: list[str] = []
         for conn in self.conns[:len(tasks)]:
             status, payload = conn.recv()
             (out if status == "ok" else failures).append(payload)
-        cpu1, threads1 = cpu.total_seconds(pids), cpu.thread_seconds(pids)
+        cpu1 = cpu.total_seconds(pids)
+        threads1 = cpu.thread_seconds(pids) if threads else None
         if failures:
             raise RuntimeError(f"benchmark client failed: {failures[0]}")
         used = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
@@ -443,7 +446,8 @@ class Run:
         tasks = [{"kind": "echo", "endpoint": srv.endpoint, "frame_bytes": frame_bytes,
                   "batch": batch, "inflight": inflight, "start_at": start_at,
                   "end_at": start_at + self.echo_duration} for _ in range(clients)]
-        parts, server_cpu, _ = pool.run(tasks, at=start_at, pids=[srv.pid])
+        parts, server_cpu, _ = pool.run(tasks, at=start_at, pids=[srv.pid],
+                                          threads=False)
         msgs = sum(p["messages"] for p in parts)
         elapsed = max(max(p["finished"] for p in parts) - min(p["started"] for p in parts),
                       1e-9)
