@@ -803,6 +803,32 @@ def test_node_paths_benchmark_smoke(capsys, monkeypatch):
                for line in lines)
 
 
+def test_client_threads_benchmark_smoke(capsys):
+    """benchmarks/client_threads.py on a real local cluster, 40 operations a row: one line per
+    driver and load, each with a positive rate and the client's CPU split by thread, the parts
+    adding up to the total printed."""
+    import importlib.util
+    import pathlib
+    import re
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "client_threads.py"
+    spec = importlib.util.spec_from_file_location("client_threads", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--ops", "40", "--keys", "10"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line[:22].strip() for line in lines] == ["sync get", "sync put", "async 50/50 x 16",
+                                                     "async 50/50 x 64"]
+    for line in lines:
+        m = re.search(r"(\d+) ops/s  client CPU +([\d.]+) us/op \(main ([\d.]+), libzmq I/O "
+                      r"([\d.]+), other ([\d.]+)\)", line)
+        assert m is not None, line
+        rate, total, *parts = (float(x) for x in m.groups())
+        assert rate > 0
+        assert abs(total - sum(parts)) < 0.2
+
+
 def test_thread_seconds_splits_a_process_cpu_by_kind_of_thread():
     """zkv.bench.cpu.thread_seconds: a thread that burns CPU counts as "other", the main
     thread as "main"; the kinds add up to the process's total; a gone pid reads None."""
