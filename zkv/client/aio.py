@@ -245,10 +245,12 @@ class AsyncClient(Facade):
         finally:
             plan.close()
 
-    def _sock(self, ep: str, loop: asyncio.AbstractEventLoop) -> zmq.Socket:
-        """The DEALER to `ep`, its replies read on `loop` (the running one: the callers ask
-        asyncio.get_running_loop() once per try, as it makes a getpid(2) system call per
-        call, ~10% of this client's CPU when every socket lookup asked it)."""
+    def _sock(self, ep: str, loop: asyncio.AbstractEventLoop | None = None) -> zmq.Socket:
+        """The DEALER to `ep`, its replies read on `loop` (the running one; the tries pass
+        it: asyncio.get_running_loop() makes a getpid(2) system call per call, and every
+        socket lookup and enqueue of a request asked it)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or used from another loop since: move readers
             for other in self._socks.values():
                 if self._loop is not None and not self._loop.is_closed():
