@@ -271,9 +271,9 @@ def test_an_owner_answers_its_own_copy_and_a_non_owner_reads_nothing(node):
     assert node.ask(OUTSIDER, [wire.Read(3, b"absent" + mine)])[0].rid == 3
     assert node.core.live_ops == {}  # nothing coordinated, nothing held in flight
     assert node.core.inflight == {}
-    counts = {s.labels["answer"]: s.value
-              for s in node.core.metrics.owner_reads.collect()[0].samples
-              if s.name.endswith("_total")}
+    registry = node.core.metrics.registry  # what /metrics exports
+    counts = {a: registry.get_sample_value("zkv_owner_reads_total", {"answer": a})
+              for a in ("owner", "not_owner")}
     assert counts["owner"] >= 2 and counts["not_owner"] == 1
 
 

@@ -479,24 +479,18 @@ class NodeCore:
             ident = who if isinstance(who, bytes) else b""
             if ident == self.self_ident or ident.startswith(self._self_prefix):
                 self._refuse_self(ident, msgs)
-            elif role is not None:  # with keys: the transport knows the role
-                if role == PEER and msgs and type(msgs[0]) is RPut and not self.joining:
-                    self._replica_writes(ident, msgs, False)
+                return self.out
+            plain = role is None  # plain text: the role is the identity's (with keys: the
+            # transport's), asked once per frame
+            as_role = self._role(ident, None) if role is None else role
+            if msgs and not self.joining:  # the two most frequent frames, their common case
+                first = type(msgs[0])      # inline (each says when it is exactly the same)
+                if first is RPut and as_role == PEER:
+                    self._replica_writes(ident, msgs, plain)
                     return self.out
-                for msg in msgs:
-                    self._on_request(ident, msg, role, False)
-            else:  # plain text: the role is the identity's, asked once per frame unless it
-                # may change within the frame (a joiner's Join makes it a candidate)
-                role = self._role(ident, None)
-                if role == PEER and msgs and type(msgs[0]) is RPut and not self.joining:
-                    self._replica_writes(ident, msgs, True)
-                    return self.out
-                for msg in msgs:
-                    if role != PEER and type(msg) is Join:
-                        self._on_request(ident, msg, self._role(ident, msg), True)
-                        role = self._role(ident, None)
-                    else:
-                        self._on_request(ident, msg, role, True)
+                if first is Read:
+                    msgs = self._owner_reads(ident, msgs, as_role)
+            self._requests(ident, msgs, as_role, plain)
         elif kind == GOSSIP:
             for msg in msgs:
                 if type(msg) is Gossip and (who is None or msg.sender == who):
@@ -838,7 +832,7 @@ class NodeCore:
         ns, skey = self._resolve(msg)
         owner = self.me in self.membership.ring(ns.n).preflist_for_key(skey)
         unsure = owner and self.refill_since is not None and self.refilling(skey)
-        self.metrics.owner_read[owner and not unsure].inc()
+        self.metrics.owner_reads[owner and not unsure] += 1
         if owner and not unsure:
             self.metrics.observe_key(msg.key)  # the hot-keys sketch, as a coordinated get
             self._reply(ident, ReadOk(msg.rid, self.replica.read(skey, None), True))
@@ -870,6 +864,55 @@ class NodeCore:
             return
         self._reply(ident, RPutOk(msg.rid, True))
 
+    def _requests(self, ident: bytes, msgs: list, role: str, plain: bool) -> None:
+        """Each request of a frame in turn (`_on_request`). Plain text: the role may change
+        within the frame (a joiner's Join makes it a candidate)."""
+        if not plain:
+            for msg in msgs:
+                self._on_request(ident, msg, role, False)
+            return
+        for msg in msgs:
+            if role != PEER and type(msg) is Join:
+                self._on_request(ident, msg, self._role(ident, msg), True)
+                role = self._role(ident, None)
+            else:
+                self._on_request(ident, msg, role, True)
+
+    def _owner_reads(self, ident: bytes, msgs: list, role: str) -> list:
+        """A frame of client-coordinated reads: what `_on_request` would do with each Read,
+        `_on_read`'s common case inline (a default-namespace key, not refilling, the
+        connection not over its in-flight cap nor its turn's reply budget). Returns the
+        frame's messages from the first one that is not such a Read on, for `_requests`."""
+        cap = MAX_INFLIGHT.get(role)
+        if self.refill_since is not None or cap is None:
+            return msgs
+        ring = self.membership.ring(self.namespaces.get(nss.DEFAULT).n)
+        me, max_key, store, inflight = self.me, self.cfg.max_key_size, self.store, self.inflight
+        turn_bytes, budget, reply = self.turn_bytes, self.turn_budget, self._reply
+        counts, hot = self.metrics.owner_reads, self.metrics.hot
+        default = nss.DEFAULT
+        for i, msg in enumerate(msgs):
+            if type(msg) is not Read or (msg.ns and msg.ns != default):
+                return msgs[i:]
+            key = msg.key
+            n = inflight.get(ident, 0)
+            if (key.__class__ is not bytes or not 0 < len(key) <= max_key or key[0] == 0
+                    or n >= cap or (not n and len(inflight) >= self.max_identities)
+                    or turn_bytes.get(ident, 0) >= budget):
+                return msgs[i:]  # refused: the usual way says why
+            if me in ring.preflist_for_key(key):
+                try:
+                    value = store.get(key) or b""
+                except Exception:
+                    return msgs[i:]  # (nothing changed: the usual way answers it)
+                counts[True] += 1
+                hot.add(key)  # the hot-keys sketch (metrics.observe_key)
+                reply(ident, ReadOk(msg.rid, value, True))
+            else:
+                counts[False] += 1
+                reply(ident, ReadOk(msg.rid, b"", False, False))
+        return []
+
     def _replica_writes(self, ident: bytes, msgs: list, plain: bool) -> None:
         """A peer's frame of replica writes (a coordinator's fan-out, read repairs): what
         `_on_request` would do with each message, the common case of `_on_rput` inline. That
@@ -892,10 +935,12 @@ class NodeCore:
         if box is None:
             box = self.out.clients[ident] = []
         for msg in msgs:
+            if type(msg) is not RPut or msg.owner:
+                self._on_request(ident, msg, PEER, plain)
+                continue
             key = msg.key
-            if (type(msg) is not RPut or msg.owner or key.__class__ is not bytes
-                    or not 0 < len(key) <= max_key or key[0] == 0 or key in reaped
-                    or stray(partition(key), me) is not None):
+            if (key.__class__ is not bytes or not 0 < len(key) <= max_key or key[0] == 0
+                    or key in reaped or stray(partition(key), me) is not None):
                 self._on_request(ident, msg, PEER, plain)
                 continue
             incoming = msg.dvv

@@ -1,15 +1,19 @@
-"""A peer's frame of replica writes (`NodeCore._replica_writes`, the inline common case of
-`_on_rput`) does exactly what handing each message to `_on_request` does: the same replies
-in the same order, the same store, hints, Merkle trees, tombstone clocks and malformed count.
+"""The two frames a node handles inline (`NodeCore._replica_writes`, a peer's replica
+writes; `NodeCore._owner_reads`, a client's reads of its copy) do exactly what handing each
+message to `_on_request` does: the same replies in the same order, the same store, hints,
+Merkle trees, tombstone clocks, counters and hot-key sketch.
 
 Two simulated 5-node clusters from one seed are identical; node n2 of one gets each frame
-through `handle()` (the frame path), n2 of the other gets the frame's messages one by one
-through `_on_request` (the per-message path). Hypothesis picks the frames: writes of keys
-n2 replicates and of keys it does not (strays), namespaced keys, empty and oversized keys,
-hints for a member and for a stranger, a key whose tombstone n2 reaped recently (a late copy
-of the write it deleted, a copy of the tombstone, other versions), newer,
-equal, older, concurrent, tombstone, implausible and undecodable versions, and other
-requests (RGet) in between."""
+through `handle()`, n2 of the other gets the frame's messages one by one (`_requests`, the
+loop every other frame takes). Hypothesis picks the frames. Replica writes: keys n2
+replicates and keys it does not (strays), namespaced keys (N=3, N=3 lww, N=1), empty and
+oversized keys, hints for a member and for a stranger, a key whose tombstone n2 reaped
+recently (a late copy of the write it deleted, a copy of the tombstone, other versions),
+newer, equal, older, concurrent, tombstone, implausible and undecodable versions, and other
+requests (RGet, TreeLevel) in between. Reads: keys n2 owns (held or not) and keys it does not, in the
+default namespace or another, bad keys, other requests in between, from a client, an admin
+and a peer identity, with the connection at its in-flight cap or its turn's reply budget
+spent, and while n2 refills after a lost disk."""
 
 from __future__ import annotations
 
@@ -20,8 +24,8 @@ from sim.harness import LIMIT, Sim
 from zkv import wire
 from zkv._core import dvv
 from zkv.node.antientropy import vdigest
-from zkv.node.core import PEER, REQUEST
-from zkv.wire import RGet, RPut
+from zkv.node.core import ADMIN, CLIENT, MAX_INFLIGHT, PEER, REQUEST
+from zkv.wire import Get, Read, RGet, RPut, TreeLevel
 
 PEER_IDENT = b"peer:n1"
 
@@ -97,8 +101,8 @@ def messages(draw):
         key = REAPED
     else:
         key = draw(st.sampled_from([b"", bytes(2000)]))
-    if what == "rget":
-        return RGet(0, key or b"rw:1")
+    if what == "rget":  # other requests in between (one without a key)
+        return draw(st.sampled_from([RGet(0, key or b"rw:1"), TreeLevel(0, 0, 0, [])]))
     owner = {"hint": "n3", "ghost": "stranger-9"}.get(what, "")
     return RPut(0, key, draw(versions(key)), owner)
 
@@ -134,3 +138,61 @@ def test_frame_of_replica_writes_equals_each_message_handled_alone(frames):
                 == {p: wire.encode(m) for p, m in box_b.peers.items()})
         assert [m.rid for m in out_a] == [m.rid for m in frame]
         assert _state(a) == _state(b)
+
+
+# ---- reads ------------------------------------------------------------------------------
+READ_CORES = _pair()
+for _sim, _core in READ_CORES:  # n2 holds some of its keys (and one it does not own)
+    for _k in KEYS["mine"][:3] + KEYS["stray"][:1]:
+        _core.replica.merge(_k, dvv.update_encoded(None, b"", b"v" * 40, "n1~a.1"), None)
+IDENTS = {CLIENT: b"client:7", ADMIN: b"admin-tool", PEER: b"peer:n3"}
+
+
+@st.composite
+def reads(draw):
+    what = draw(st.sampled_from(["mine"] * 5 + ["stray"] * 2 + ["ns", "bad", "get"]))
+    if what == "get":
+        return Get(0, draw(st.sampled_from(KEYS["mine"])))
+    if what == "bad":
+        return Read(0, draw(st.sampled_from([b"", bytes(70000), b"\x00zz"])))
+    key = draw(st.sampled_from(KEYS["mine"] if what != "stray" else KEYS["stray"]))
+    return Read(0, key, draw(st.sampled_from(["", "default"])) if what != "ns" else "other")
+
+
+def _read_state(core) -> tuple:
+    return (dict(core.metrics.owner_reads), dict(core.metrics.hot.counts), core.metrics.hot.total,
+            dict(core.inflight), dict(core.turn_bytes), _state(core)[4])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.lists(reads(), min_size=1, max_size=8),
+                          st.sampled_from([CLIENT, ADMIN, PEER]), st.booleans(),
+                          st.sampled_from(["", "", "", "cap", "budget", "refill"])),
+                min_size=1, max_size=5))
+def test_frame_of_reads_equals_each_message_handled_alone(frames):
+    (sim_a, a), (sim_b, b) = READ_CORES
+    rid = 0
+    for frame, role, keyed, limit in frames:
+        ident = IDENTS[role]
+        for msg in frame:
+            rid += 1
+            msg.rid = rid
+        for core in (a, b):
+            core.inflight.pop(ident, None)
+            core.refill_since = None
+            if limit == "cap":
+                core.inflight[ident] = MAX_INFLIGHT[role]
+            elif limit == "refill":
+                core.refill_since = core.t
+            elif limit == "budget":  # this turn already sent the identity its reply budget
+                core.turn_bytes[ident] = core.turn_budget
+        given_role = role if keyed else None  # with keys the transport names the role
+        a.handle((REQUEST, ident), wire.decode(wire.encode(frame), LIMIT), sim_a.t, given_role)
+        b.t = sim_b.t
+        b._requests(ident, wire.decode(wire.encode(frame), LIMIT),
+                    role if keyed else b._role(ident, None), not keyed)
+        box_a, box_b = a.take_output(), b.take_output()
+        out_a, out_b = box_a.clients.get(ident, []), box_b.clients.get(ident, [])
+        assert wire.encode(out_a) == wire.encode(out_b)
+        assert {m.rid for m in frame if type(m) is Read} <= {m.rid for m in out_a}
+        assert _read_state(a) == _read_state(b)
