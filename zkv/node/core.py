@@ -483,14 +483,10 @@ class NodeCore:
             plain = role is None  # plain text: the role is the identity's (with keys: the
             # transport's), asked once per frame
             as_role = self._role(ident, None) if role is None else role
-            if msgs and not self.joining:  # the two most frequent frames, their common case
-                first = type(msgs[0])      # inline (each says when it is exactly the same)
-                if first is RPut and as_role == PEER:
-                    self._replica_writes(ident, msgs, plain)
-                    return self.out
-                if first is Read:
-                    msgs = self._owner_reads(ident, msgs, as_role)
-            self._requests(ident, msgs, as_role, plain)
+            if as_role == PEER and msgs and type(msgs[0]) is RPut and not self.joining:
+                self._replica_writes(ident, msgs, plain)  # a coordinator's fan-out
+            else:
+                self._requests(ident, msgs, as_role, plain)
         elif kind == GOSSIP:
             for msg in msgs:
                 if type(msg) is Gossip and (who is None or msg.sender == who):
@@ -865,53 +861,55 @@ class NodeCore:
         self._reply(ident, RPutOk(msg.rid, True))
 
     def _requests(self, ident: bytes, msgs: list, role: str, plain: bool) -> None:
-        """Each request of a frame in turn (`_on_request`). Plain text: the role may change
-        within the frame (a joiner's Join makes it a candidate)."""
-        if not plain:
-            for msg in msgs:
-                self._on_request(ident, msg, role, False)
-            return
+        """Each request of a frame in turn (`_on_request`), a Read's common case inline
+        (`_owner_read`). Plain text: the role may change within the frame (a joiner's Join
+        makes it a candidate)."""
+        # the default namespace's ring for inline reads, looked up at a Read, again after any
+        # other request (it may change the ring); `inline` False: not now (refilling, joining)
+        ring: Ring | None = None
+        inline, cap = True, 0
         for msg in msgs:
-            if role != PEER and type(msg) is Join:
+            t = type(msg)
+            if t is Read:
+                if ring is None and inline:
+                    cap = MAX_INFLIGHT.get(role, 0)
+                    inline = bool(cap) and self.refill_since is None and not self.joining
+                    if inline:
+                        ring = self.membership.ring(self.namespaces.get(nss.DEFAULT).n)
+                if ring is not None and self._owner_read(ident, msg, ring, cap):
+                    continue
+            elif plain and role != PEER and t is Join:
                 self._on_request(ident, msg, self._role(ident, msg), True)
                 role = self._role(ident, None)
-            else:
-                self._on_request(ident, msg, role, True)
+                ring, inline = None, True
+                continue
+            self._on_request(ident, msg, role, plain)
+            ring, inline = None, True
 
-    def _owner_reads(self, ident: bytes, msgs: list, role: str) -> list:
-        """A frame of client-coordinated reads: what `_on_request` would do with each Read,
-        `_on_read`'s common case inline (a default-namespace key, not refilling, the
-        connection not over its in-flight cap nor its turn's reply budget). Returns the
-        frame's messages from the first one that is not such a Read on, for `_requests`."""
-        cap = MAX_INFLIGHT.get(role)
-        if self.refill_since is not None or cap is None:
-            return msgs
-        ring = self.membership.ring(self.namespaces.get(nss.DEFAULT).n)
-        me, max_key, store, inflight = self.me, self.cfg.max_key_size, self.store, self.inflight
-        turn_bytes, budget, reply = self.turn_bytes, self.turn_budget, self._reply
-        counts, hot = self.metrics.owner_reads, self.metrics.hot
-        default = nss.DEFAULT
-        for i, msg in enumerate(msgs):
-            if type(msg) is not Read or (msg.ns and msg.ns != default):
-                return msgs[i:]
-            key = msg.key
-            n = inflight.get(ident, 0)
-            if (key.__class__ is not bytes or not 0 < len(key) <= max_key or key[0] == 0
-                    or n >= cap or (not n and len(inflight) >= self.max_identities)
-                    or turn_bytes.get(ident, 0) >= budget):
-                return msgs[i:]  # refused: the usual way says why
-            if me in ring.preflist_for_key(key):
-                try:
-                    value = store.get(key) or b""
-                except Exception:
-                    return msgs[i:]  # (nothing changed: the usual way answers it)
-                counts[True] += 1
-                hot.add(key)  # the hot-keys sketch (metrics.observe_key)
-                reply(ident, ReadOk(msg.rid, value, True))
-            else:
-                counts[False] += 1
-                reply(ident, ReadOk(msg.rid, b"", False, False))
-        return []
+    def _owner_read(self, ident: bytes, msg: Read, ring: Ring, cap: int) -> bool:
+        """What `_on_request` and `_on_read` do with a client-coordinated read, in its common
+        case: a default-namespace key, this node not refilling, the connection under its
+        in-flight cap (`cap`) and its turn's reply budget. False (nothing done) otherwise."""
+        key = msg.key
+        if (msg.ns and msg.ns != nss.DEFAULT) or key.__class__ is not bytes \
+                or not 0 < len(key) <= self.cfg.max_key_size or key[0] == 0:
+            return False
+        n = self.inflight.get(ident, 0)
+        if (n >= cap or (not n and len(self.inflight) >= self.max_identities)
+                or self.turn_bytes.get(ident, 0) >= self.turn_budget):
+            return False  # refused: the usual way says why
+        if self.me in ring.preflist_for_key(key):
+            try:
+                value = self.store.get(key) or b""
+            except Exception:
+                return False  # (nothing changed: the usual way answers it)
+            self.metrics.owner_reads[True] += 1
+            self.metrics.hot.add(key)  # the hot-keys sketch (metrics.observe_key)
+            self._reply(ident, ReadOk(msg.rid, value, True))
+        else:
+            self.metrics.owner_reads[False] += 1
+            self._reply(ident, ReadOk(msg.rid, b"", False, False))
+        return True
 
     def _replica_writes(self, ident: bytes, msgs: list, plain: bool) -> None:
         """A peer's frame of replica writes (a coordinator's fan-out, read repairs): what
@@ -923,47 +921,47 @@ class NodeCore:
         `_on_rput`, `Replica.merge` and `_store` calls per message were ~40% of a replica
         write's Python (benchmarks/node_paths.py)."""
         store, replica, ae, me = self.store, self.replica, self.ae, self.me
-        rings = self.membership.rings(None)
-        if rings is None or ae is None:
-            for msg in msgs:
-                self._on_request(ident, msg, PEER, plain)
+        if ae is None:
+            self._requests(ident, msgs, PEER, plain)
             return
-        max_key, reaped, stray = self.cfg.max_key_size, ae.recently_reaped, rings.stray
-        partition = rings.current.partition
+        max_key, reaped = self.cfg.max_key_size, ae.recently_reaped
         plausible, sync = dvv.check_plausible, dvv.sync_encoded
         box = self.out.clients.get(ident)
         if box is None:
             box = self.out.clients[ident] = []
+        rings = None  # looked up again after any message taken the usual way (it may change them)
         for msg in msgs:
-            if type(msg) is not RPut or msg.owner:
-                self._on_request(ident, msg, PEER, plain)
-                continue
-            key = msg.key
-            if (key.__class__ is not bytes or not 0 < len(key) <= max_key or key[0] == 0
-                    or key in reaped or stray(partition(key), me) is not None):
-                self._on_request(ident, msg, PEER, plain)
-                continue
-            incoming = msg.dvv
-            old = store.get(key)
-            try:
-                plausible(incoming, base=old)
-                new = sync(old, incoming)
-            except ValueError:  # nothing stored: the usual way says what was wrong
-                self._on_request(ident, msg, PEER, plain)
-                continue
-            if new != old:
-                try:
-                    replica._store(key, old, new)
-                except (ValueError, ZkvError) as exc:  # as _on_rput and _on_request answer
-                    self.malformed(ident, f"bad version for {key[:32]!r}: {exc}")
-                    box.append(RPutOk(msg.rid, False))
-                    continue
-                except Exception:
-                    self.metrics.internal_errors.inc()
-                    log.exception("error handling RPut from %r", ident[:80])
-                    box.append(Error(msg.rid, E_INTERNAL, "internal error"))
-                    continue
-            box.append(RPutOk(msg.rid, True))
+            if type(msg) is RPut and not msg.owner:
+                if rings is None:
+                    rings = self.membership.rings(None)
+                key = msg.key
+                if (rings is not None and key.__class__ is bytes and 0 < len(key) <= max_key
+                        and key[0] != 0 and key not in reaped
+                        and rings.stray(rings.current.partition(key), me) is None):
+                    incoming = msg.dvv
+                    old = store.get(key)
+                    try:
+                        plausible(incoming, base=old)
+                        new = sync(old, incoming)
+                    except ValueError:
+                        new = None  # nothing stored: the usual way says what was wrong
+                    if new is not None:
+                        if new != old:
+                            try:
+                                replica._store(key, old, new)
+                            except (ValueError, ZkvError) as exc:  # as _on_rput answers
+                                self.malformed(ident, f"bad version for {key[:32]!r}: {exc}")
+                                box.append(RPutOk(msg.rid, False))
+                                continue
+                            except Exception:  # as _on_request answers
+                                self.metrics.internal_errors.inc()
+                                log.exception("error handling RPut from %r", ident[:80])
+                                box.append(Error(msg.rid, E_INTERNAL, "internal error"))
+                                continue
+                        box.append(RPutOk(msg.rid, True))
+                        continue
+            self._on_request(ident, msg, PEER, plain)
+            rings = None
 
     def _on_client_msg(self, ident: bytes, msg) -> None:
         self._on_client(ident, msg, msg.rid, forwarded=False)
