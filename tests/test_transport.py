@@ -94,6 +94,56 @@ def test_router_connections_are_capped_tracked_and_forgotten_on_close(tmp_path):
         node.shutdown()
 
 
+def test_past_the_cap_a_burst_of_new_connections_does_not_evict_an_established_client(tmp_path):
+    """A client that has sent requests and then paused is the idlest connection when a burst
+    of connections arrives, each sending one request (or none); past the cap the node shuts
+    down the burst's oldest instead, so the client's connection (and a request it has in
+    flight) survives. Once nothing but proven connections is left, a newcomer still gets in
+    by evicting the idlest (an active flood is not told apart from clients)."""
+    from zkv import wire
+
+    listen, gossip = free_ports(2)
+    cfg = NodeConfig(id="t", listen=f"tcp://127.0.0.1:{listen}",
+                     gossip=f"tcp://127.0.0.1:{gossip}", data_dir=str(tmp_path / "t"),
+                     max_connections=16)
+    node = Node(cfg)
+    ctx = zmq.Context()
+
+    def dealer(ident: bytes) -> zmq.Socket:
+        d = ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.setsockopt(zmq.IDENTITY, ident)
+        d.connect(cfg.listen)
+        return d
+
+    def turns(until, n: int = 200) -> None:
+        for _ in range(n):
+            node.turn(max_wait=0.01)
+            if until():
+                return
+        raise AssertionError("the node did not get there")
+
+    try:
+        client = dealer(b"client")
+        for rid in (1, 2, 3):  # proven: three requests, three answers
+            client.send(wire.encode_one(wire.Status(rid)))
+            turns(lambda: client.poll(0))
+            assert client.recv()
+        fd = node.conns.ident_fd[b"client"]
+        burst = [dealer(b"burst-%d" % i) for i in range(40)]
+        for i, d in enumerate(burst):
+            if i % 2:  # half send one request, half nothing
+                d.send(wire.encode_one(wire.Status(100 + i)))
+        turns(lambda: node.conns.refused >= 40 + 1 - 16)
+        assert fd in node.conns.open and len(node.conns.open) <= 16
+        client.send(wire.encode_one(wire.Status(4)))  # still connected: answered at once
+        turns(lambda: client.poll(0))
+        assert wire.decode(client.recv(), 1 << 20)[0].rid == 4
+    finally:
+        ctx.destroy(linger=0)  # every DEALER above
+        node.shutdown()
+
+
 @pytest.fixture
 def pair():
     """A ROUTER and a connected DEALER on loopback, with a message routed both ways once (so

@@ -8,11 +8,15 @@ fds and 48 -> 606 MB of RSS, still held after they closed. Here:
 
 - a socket monitor reports each connection accepted (ACCEPTED, with its fd) and closed
   (DISCONNECTED / CLOSED). Past `cap` open connections one is shut down at once: one that
-  stopped reading (a tracked reply unread for STALL seconds) if there is one, else the one
-  that sent nothing for the longest (a new connection counts as active when accepted), so a
-  flood of idle connections cannot lock out clients that keep working (shutdown(2) only:
-  libzmq sees end-of-stream and closes its own fd, so no fd number is ever closed under it).
-  They are counted.
+  stopped reading (a tracked reply unread for STALL seconds) if there is one; else the
+  oldest connection that has sent fewer than PROVEN frames, the newcomer aside; else the one
+  that sent nothing for the longest (a new connection counts as active when accepted). So a
+  flood of idle connections cannot lock out clients that keep working, and a flood of
+  connections that each send a request or none does not shut out an established client
+  that paused for a second (it was the idlest: its request in flight was lost with the
+  connection, and the client waited out its timeout; tests/test_security_flood.py failed so
+  about once in 10 runs on a loaded machine). shutdown(2) only: libzmq sees end-of-stream
+  and closes its own fd, so no fd number is ever closed under it. They are counted.
 - every received frame names the fd it came on (ZMQ_SRCFD); identity <-> fd is kept from that
   (a reused fd, or ROUTER_HANDOVER moving an identity, updates it). When an fd closes, the
   core forgets its identity (`NodeCore.forget_identity`) and this module its reply queue.
@@ -56,6 +60,7 @@ MIN_CAP = 16
 TRACK_MIN = 4 * 1024
 STALL = 2.0  # seconds a tracked reply may sit unread before its connection is "not reading"
 EVICT_LOOK = 16  # stalled candidates examined per connection past the cap
+PROVEN = 2  # frames a connection has sent before the cap spares it over quieter newer ones
 TRIM_AFTER = 64  # closed connections (or dropped big replies) before a malloc_trim
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls at most
 
@@ -105,6 +110,8 @@ class Connections:
         self.monitor.connect(addr)
         self.open: dict[int, None] = {}  # accepted fds still open, least recently active first
         self.closing: set[int] = set()  # fds shut down past the cap, not yet reported closed
+        # open fds that have sent fewer than PROVEN frames -> how many, oldest accepted first
+        self.unproven: dict[int, int] = {}
         self.fd_ident: dict[int, bytes] = {}
         self.ident_fd: dict[bytes, int] = {}
         self.queued: dict[bytes, collections.deque] = {}  # ident -> (tracker, size), oldest first
@@ -130,15 +137,27 @@ class Connections:
             event, fd = int(ev["event"]), int(ev["value"])
             if event == zmq.EVENT_ACCEPTED:
                 self.open[fd] = None
+                self.unproven.pop(fd, None)
+                self.unproven[fd] = 0
                 if len(self.open) > self.cap:  # room from a connection that stopped reading,
-                    victim = self._stalled() or next(iter(self.open))  # else the idlest
+                    # else from the oldest one that has hardly sent anything, else the idlest
+                    victim = self._stalled() or self._unproven(fd) or next(iter(self.open))
                     del self.open[victim]  # not counted (nor picked) again while it closes
+                    self.unproven.pop(victim, None)
                     self.closing.add(victim)
                     self._refuse(victim)
             elif fd in self.open or fd in self.closing or fd in self.fd_ident:  # closed
                 self.open.pop(fd, None)
+                self.unproven.pop(fd, None)
                 self.closing.discard(fd)
                 self._closed(fd)
+
+    def _unproven(self, newcomer: int) -> int | None:
+        """The oldest connection that has sent fewer than PROVEN frames, if it is not the one
+        just accepted (a newcomer still gets in by evicting the idlest, as before)."""
+        for fd in self.unproven:
+            return fd if fd != newcomer else None
+        return None
 
     def _stalled(self) -> int | None:
         """The fd of a connection whose oldest tracked reply went unread for STALL seconds."""
@@ -200,6 +219,12 @@ class Connections:
         if fd in open_:  # most recently active last: the cap evicts from the front
             del open_[fd]
             open_[fd] = None
+        n = self.unproven.get(fd)
+        if n is not None:
+            if n + 1 >= PROVEN:
+                del self.unproven[fd]
+            else:
+                self.unproven[fd] = n + 1
 
     def _pair(self, ident: bytes, fd: int) -> None:
         prev = self.fd_ident.get(fd)
