@@ -17,6 +17,7 @@ spent, and while n2 refills after a lost disk."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,13 +31,11 @@ from zkv.wire import Get, Join, Read, RGet, RPut, TreeLevel
 PEER_IDENT = b"peer:n1"
 
 
-def _pair() -> tuple:
-    cores = []
-    for _ in range(2):
-        sim = Sim(7, 5)
-        sim.run_until(3.0)  # joined, every member up
-        cores.append((sim, sim.nodes["n2"].core))
-    return cores
+def _node() -> tuple:
+    """(sim, n2's core) of a joined 5-node simulated cluster, the same from every call."""
+    sim = Sim(7, 5)
+    sim.run_until(3.0)  # joined, every member up
+    return sim, sim.nodes["n2"].core
 
 
 def _keys(core) -> dict[str, list[bytes]]:
@@ -47,15 +46,22 @@ def _keys(core) -> dict[str, list[bytes]]:
     return {"mine": mine[:6], "stray": stray[:2]}
 
 
-CORES = _pair()
-KEYS = _keys(CORES[0][1])
+KEYS = _keys(_node()[1])  # (the strategies below draw from them)
 # n2 remembers reaping the tombstone of a delete that covered a write with write id w1: a
 # late copy of that write is retired on arrival, a copy of the tombstone itself is an echo
 REAPED = KEYS["mine"][5]
 DELETED = dvv.update_encoded(None, b"", b"old", "n1~a.1", b"w1")
 TOMB = dvv.update_encoded(DELETED, dvv.DVVSet.decode(DELETED).context(), None, "n1~a.1", b"w2")
-for _sim, _core in CORES:
-    _core.ae.note_reaped(REAPED, vdigest(TOMB), TOMB)
+
+
+@pytest.fixture(scope="module")
+def write_twins() -> list:
+    """Two identical nodes that remember reaping REAPED's tombstone (kept across examples:
+    each example goes on from the state the previous ones left, alike on both)."""
+    twins = [_node(), _node()]
+    for _, core in twins:
+        core.ae.note_reaped(REAPED, vdigest(TOMB), TOMB)
+    return twins
 
 ACTORS = ["n1~a.1", "n3~b.1", "n2~c.1"]
 
@@ -123,15 +129,18 @@ def _state(core) -> tuple:
     held = {k: store.get(k) for k in sorted(store.keys())}
     hints = {k: core.handoff.store.get(k) for k in sorted(core.handoff.store.keys())}
     roots = {p: t.root() for p, t in sorted(core.ae.trees.items())}
-    malformed = sum(s.value for fam in core.metrics.malformed.collect() for s in fam.samples
-                    if s.name.endswith("_total"))
-    return held, hints, roots, dict(core.ae.tombstones), malformed
+    return held, hints, roots, dict(core.ae.tombstones), _malformed(core)
+
+
+def _malformed(core) -> float:
+    return sum(s.value for fam in core.metrics.malformed.collect() for s in fam.samples
+               if s.name.endswith("_total"))
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.lists(messages(), min_size=1, max_size=8), min_size=1, max_size=6))
-def test_frame_of_replica_writes_equals_each_message_handled_alone(frames):
-    (sim_a, a), (sim_b, b) = CORES
+def test_frame_of_replica_writes_equals_each_message_handled_alone(write_twins, frames):
+    (sim_a, a), (sim_b, b) = write_twins
     rid = 0
     for frame in frames:
         for msg in frame:
@@ -151,10 +160,16 @@ def test_frame_of_replica_writes_equals_each_message_handled_alone(frames):
 
 
 # ---- reads ------------------------------------------------------------------------------
-READ_CORES = _pair()
-for _sim, _core in READ_CORES:  # n2 holds some of its keys (and one it does not own)
-    for _k in KEYS["mine"][:3] + KEYS["stray"][:1]:
-        _core.replica.merge(_k, dvv.update_encoded(None, b"", b"v" * 40, "n1~a.1"), None)
+@pytest.fixture(scope="module")
+def read_twins() -> list:
+    """Two identical nodes holding some of their keys (and one they do not own)."""
+    twins = [_node(), _node()]
+    for _, core in twins:
+        for k in KEYS["mine"][:3] + KEYS["stray"][:1]:
+            core.replica.merge(k, dvv.update_encoded(None, b"", b"v" * 40, "n1~a.1"), None)
+    return twins
+
+
 IDENTS = {CLIENT: b"client:7", ADMIN: b"admin-tool", PEER: b"peer:n3"}
 
 
@@ -171,7 +186,7 @@ def reads(draw):
 
 def _read_state(core) -> tuple:
     return (dict(core.metrics.owner_reads), dict(core.metrics.hot.counts), core.metrics.hot.total,
-            dict(core.inflight), dict(core.turn_bytes), _state(core)[4])
+            dict(core.inflight), dict(core.turn_bytes), _malformed(core))
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
@@ -179,8 +194,8 @@ def _read_state(core) -> tuple:
                           st.sampled_from([CLIENT, ADMIN, PEER]), st.booleans(),
                           st.sampled_from(["", "", "", "cap", "budget", "refill"])),
                 min_size=1, max_size=5))
-def test_frame_of_reads_equals_each_message_handled_alone(frames):
-    (sim_a, a), (sim_b, b) = READ_CORES
+def test_frame_of_reads_equals_each_message_handled_alone(read_twins, frames):
+    (sim_a, a), (sim_b, b) = read_twins
     rid = 0
     for frame, role, keyed, limit in frames:
         ident = IDENTS[role]
