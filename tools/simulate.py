@@ -30,7 +30,9 @@ from sim.scenario import gossip_rounds, load, membership, ring_stats, run  # noq
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=None, help="run this one seed, verbosely")
-    ap.add_argument("--seeds", type=int, default=100, help="run seeds 0..N-1")
+    ap.add_argument("--seeds", type=int, default=100, help="run N seeds, from --first on")
+    ap.add_argument("--first", type=int, default=0, help="the first seed of --seeds (to split "
+                    "a long sweep across processes, or to try seeds CI never runs)")
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--ops", type=int, default=40, help="operations per client")
     ap.add_argument("--scale", help="comma-separated cluster sizes: gossip rounds until a join "
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{ops / cpu:,.0f} ops per CPU second")
         return 0
     faults = Faults(**{k: getattr(args, k) for k in vars(Faults())})
-    seeds = [args.seed] if args.seed is not None else range(args.seeds)
+    seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     failed = 0
     ops = ok = 0
     cpu = time.process_time()
