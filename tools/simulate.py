@@ -2,6 +2,8 @@
 
     python tools/simulate.py --seed 11 --loss 0.02 --partitions 2   # replay one run
     python tools/simulate.py --seeds 10000 --loss 0.02 --crashes 1   # many seeds, long
+    python tools/simulate.py --seeds 10000 --first 50000 --jobs 8 --loss 0.02  # other seeds,
+                                                        # spread over 8 processes
     python tools/simulate.py --scenario membership --spaces pairs:2,single:1 --seeds 40 \
         --loss 0.02 --dup 0.01 --partitions 1 --pauses 1 --crashes 1 --start 1 --end 8
                                        # 3 -> 5 -> 4 nodes under faults (or replace, remove)
@@ -17,9 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import multiprocessing
 import os
 import sys
 import time
+from dataclasses import dataclass
+from functools import partial
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
@@ -33,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=100, help="run N seeds, from --first on")
     ap.add_argument("--first", type=int, default=0, help="the first seed of --seeds (to split "
                     "a long sweep across processes, or to try seeds CI never runs)")
+    ap.add_argument("--jobs", type=int, default=1, help="run the seeds of a sweep in this many "
+                    "processes (output in seed order; the CPU figure sums theirs)")
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--ops", type=int, default=40, help="operations per client")
     ap.add_argument("--scale", help="comma-separated cluster sizes: gossip rounds until a join "
@@ -74,36 +81,72 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     faults = Faults(**{k: getattr(args, k) for k in vars(Faults())})
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
-    failed = 0
-    ops = ok = 0
-    cpu = time.process_time()
     spaces = {name: int(n) for name, _, n in (x.partition(":") for x in args.spaces.split(",")
                                                if x)}
-    if args.scenario != "run" or args.seed is None:
-        # a membership run logs every transfer step, a sweep every unclean restart
-        logging.disable(logging.WARNING)
-    for seed in seeds:
-        if args.scenario == "run":
-            rep = run(seed, faults, nodes=args.nodes, ops_per_client=args.ops,
-                      client=args.client)
-        else:
-            rep = membership(seed, faults, spaces=spaces or None, client=args.client,
-                             replace=args.scenario in ("replace", "replace-dead"),
-                             remove=args.scenario in ("remove", "replace-dead"))
-        ops += rep.ops
-        ok += rep.ok_ops
-        if args.seed is not None:
-            print("\n".join(rep.log))
-            print(f"ops {rep.ops} ({rep.ok_ops} ok), settled after {rep.settle_time}s, "
-                  f"network {rep.stats}")
-        if rep.violations:
-            failed += 1
-            print(f"seed {seed}: FAILED\n  " + "\n  ".join(rep.violations)
-                  + f"\n  replay: {rep.command}")
-    cpu = time.process_time() - cpu
+    job = partial(_seed, faults=faults, scenario=args.scenario, nodes=args.nodes,
+                  ops=args.ops, client=args.client, spaces=spaces or None,
+                  quiet=args.scenario != "run" or args.seed is None)
+    failed = ops = ok = 0
+    cpu, wall = 0.0, time.monotonic()
+    jobs = max(1, min(args.jobs, len(seeds))) if args.seed is None else 1
+    if jobs > 1:  # each seed in a worker process; results in seed order all the same
+        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        with ctx.Pool(jobs) as pool:
+            results = pool.imap(job, seeds)
+            for res in results:
+                failed += _tally(res, verbose=False)
+                ops, ok, cpu = ops + res.ops, ok + res.ok_ops, cpu + res.cpu
+    else:
+        for seed in seeds:
+            res = job(seed)
+            failed += _tally(res, verbose=args.seed is not None)
+            ops, ok, cpu = ops + res.ops, ok + res.ok_ops, cpu + res.cpu
+    wall = time.monotonic() - wall
     print(f"{len(seeds)} seed(s), {failed} failed; {ops} client operations ({ok} succeeded) in "
-          f"{cpu:.2f} CPU s ({ops / cpu:,.0f} ops per CPU second, background work included)")
+          f"{cpu:.2f} CPU s ({ops / cpu:,.0f} ops per CPU second, background work included)"
+          + (f"; {wall:.1f} s wall over {jobs} processes" if jobs > 1 else ""))
     return min(failed, 100)
+
+
+@dataclass
+class SeedResult:
+    """What a sweep keeps of one seed's Report (a worker process sends it back)."""
+
+    seed: int
+    ops: int
+    ok_ops: int
+    violations: list[str]
+    command: str
+    cpu: float  # the seed's CPU seconds, in the process that ran it
+    detail: list[str]  # with --seed: the fault log and the network's figures
+
+
+def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, client: str,
+          spaces: dict[str, int] | None, quiet: bool) -> SeedResult:
+    if quiet:  # a membership run logs every transfer step, a sweep every unclean restart
+        logging.disable(logging.WARNING)
+    cpu = time.process_time()
+    if scenario == "run":
+        rep = run(seed, faults, nodes=nodes, ops_per_client=ops, client=client)
+    else:
+        rep = membership(seed, faults, spaces=spaces, client=client,
+                         replace=scenario in ("replace", "replace-dead"),
+                         remove=scenario in ("remove", "replace-dead"))
+    detail = rep.log + [f"ops {rep.ops} ({rep.ok_ops} ok), settled after {rep.settle_time}s, "
+                        f"network {rep.stats}"]
+    return SeedResult(seed, rep.ops, rep.ok_ops, rep.violations, rep.command,
+                      time.process_time() - cpu, detail)
+
+
+def _tally(res: SeedResult, verbose: bool) -> int:
+    """Print what a seed found (with `verbose`, its whole log); 1 if it failed."""
+    if verbose:
+        print("\n".join(res.detail))
+    if not res.violations:
+        return 0
+    print(f"seed {res.seed}: FAILED\n  " + "\n  ".join(res.violations)
+          + f"\n  replay: {res.command}", flush=True)
+    return 1
 
 
 def scale(sizes: list[int], ring_only: list[int], out: str | None) -> int:

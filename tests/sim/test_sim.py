@@ -411,12 +411,14 @@ def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
             assert b"v" in live_values(sim.held(owner, key)), (key, owner)
 
 
-def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsys):
+def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsys,
+                                                                          monkeypatch):
     """tools/simulate.py --scenario membership: the sweep that found seed 22 is one command,
     and a failure's replay line names the scenario, its namespaces and the faults."""
     import importlib.util
     import logging
     import pathlib
+    import sys
 
     from sim.scenario import Report
 
@@ -424,6 +426,7 @@ def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsy
     spec = importlib.util.spec_from_file_location("simulate_cli", path)
     assert spec is not None and spec.loader is not None
     cli = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "simulate_cli", cli)  # (its dataclass looks itself up)
     spec.loader.exec_module(cli)
     try:
         assert cli.main(["--scenario", "membership", "--spaces", "pairs:2", "--seeds", "1"]) == 0
@@ -434,6 +437,48 @@ def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsy
                  scenario="--scenario membership --spaces pairs:2,single:1")
     assert rep.command.startswith("python tools/simulate.py --seed 22 --scenario membership "
                                   "--spaces pairs:2,single:1 --client core --loss 0.02")
+
+
+def test_simulate_cli_sweeps_in_parallel_and_reports_in_seed_order(capsys, monkeypatch):
+    """--first picks where a sweep starts; --jobs spreads its seeds over processes: every
+    failing seed is still printed in seed order with its replay line, the exit code counts
+    them, and the totals are those of a sweep in one process."""
+    import importlib.util
+    import logging
+    import pathlib
+    import sys
+
+    from sim.scenario import Report
+
+    path = pathlib.Path(__file__).parents[2] / "tools" / "simulate.py"
+    spec = importlib.util.spec_from_file_location("simulate_cli_jobs", path)
+    assert spec is not None and spec.loader is not None
+    cli = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "simulate_cli_jobs", cli)  # workers find _seed by name
+    spec.loader.exec_module(cli)
+    ran: list[int] = []
+
+    def fake_run(seed, faults, **kw):  # seeds 1 and 3 (mod 4) "fail"
+        ran.append(seed)
+        return Report(seed, faults, violations=["boom"] if seed % 4 in (1, 3) else [],
+                      ops=10 + seed, ok_ops=seed, client=kw["client"])
+
+    monkeypatch.setattr(cli, "run", fake_run)
+    outs = []
+    try:
+        for jobs in ("1", "2"):
+            code = cli.main(["--seeds", "6", "--first", "40", "--jobs", jobs, "--loss", "0.01"])
+            assert code == 3  # seeds 41, 43 and 45
+            outs.append(capsys.readouterr().out)
+    finally:
+        logging.disable(logging.NOTSET)
+    assert ran == [40, 41, 42, 43, 44, 45]  # the one-process sweep ran here; --jobs 2 forked
+    for out in outs:
+        failed = [line for line in out.splitlines() if line.startswith("seed ")]
+        assert failed == ["seed 41: FAILED", "seed 43: FAILED", "seed 45: FAILED"]
+        assert "replay: python tools/simulate.py --seed 43 --loss 0.01" in out
+        assert "6 seed(s), 3 failed; 315 client operations (255 succeeded)" in out
+    assert "over 2 processes" in outs[1] and "processes" not in outs[0]
 
 
 def _w2_write_then_n1_loses_its_disk(sim: Sim, key: bytes, first: bytes, second: bytes):
