@@ -689,3 +689,30 @@ def test_get_ignores_a_forged_replica_answer(tmp_path):
     op.on_reply("b", RGetOk(0, forged))
     assert isinstance(ctx.replies[0], Error) and ctx.replies[0].code == E_QUORUM
     assert ctx.store.get(b"k") is None  # nothing read-repaired from it
+
+
+@given(st.lists(st.tuples(st.sampled_from(["n1", "n2"]), st.floats(0, 2)), max_size=120),
+       st.sampled_from(["n1", "n2", "n3"]), st.floats(-1, 5))
+@settings(max_examples=80, deadline=None)
+def test_a_replicas_soft_timeout_follows_its_recent_round_trips(rtts, node, remaining):
+    """PeerLatency.budget: FACTOR x the high percentile of the node's last WINDOW round trips
+    (recomputed on its first 4 samples, then every REFRESH), at least FLOOR (also for a node
+    never heard from), at most CEILING of the request's remaining time, never negative."""
+    from collections import deque
+
+    from zkv.node import latency as lat
+
+    pl = lat.PeerLatency()
+    window: dict[str, deque] = {}
+    high: dict[str, float] = {}
+    for i, (peer, rtt) in enumerate(rtts):
+        pl.observe(peer, rtt)
+        d = window.setdefault(peer, deque(maxlen=lat.WINDOW))
+        d.append(rtt)
+        seen = sum(1 for p, _ in rtts[:i + 1] if p == peer)
+        if seen <= 4 or seen % lat.REFRESH == 0:
+            ordered = sorted(d)
+            high[peer] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    base = max(lat.FLOOR, lat.FACTOR * high[node]) if node in high else lat.FLOOR
+    assert pl.budget(node, remaining) == max(0.0, min(base, lat.CEILING * remaining))
+    assert pl.high.get(node) == high.get(node)

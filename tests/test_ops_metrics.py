@@ -6,6 +6,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ops_helpers import Nodes, free_port, http, metrics_text, raw_status, ready, wait_for
 
 import zkv
@@ -158,3 +160,36 @@ def test_operation_counts_and_latency_histograms_in_the_exposition():
     s = m.summary()
     assert s["ops"] == {"put": 5, "status": 1}
     assert s["latency_buckets"]["put"] == [2, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5]
+
+
+@given(st.lists(st.tuples(st.integers(2, 400), st.booleans()), max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_sibling_counts_read_exactly_as_prometheus_clients_own_histogram(seen):
+    """zkv_siblings / zkv_sibling_writes / zkv_sibling_warnings are counted outside
+    prometheus_client (NodeMetrics.note_siblings): they must read as its Histogram and
+    Counters, fed the same observations, would (a count on a bound is in that bucket)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from zkv.node.metrics import SIBLING_BUCKETS
+
+    def samples(registry) -> dict:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(generate_latest(registry).decode())
+                for s in fam.samples if "sibling" in s.name and not s.name.endswith("_created")}
+
+    m, ref = NodeMetrics(), CollectorRegistry()
+    hist = Histogram("zkv_siblings", "h", buckets=SIBLING_BUCKETS, registry=ref)
+    writes = Counter("zkv_sibling_writes", "w", registry=ref)
+    warnings = Counter("zkv_sibling_warnings", "w", registry=ref)
+    for count, write in seen:
+        warn = count > 50
+        m.note_siblings(count, write, warn)
+        hist.observe(count)
+        if write:
+            writes.inc()
+        if warn:
+            warnings.inc()
+    assert samples(m.registry) == samples(ref)
+    assert m.summary()["sibling_writes"] == sum(w for _, w in seen)

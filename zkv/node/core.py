@@ -1340,11 +1340,7 @@ class NodeCore:
         self.metrics.ops.observe(kind, op.required, ok, elapsed)
 
     def _on_siblings(self, key: bytes, count: int, write: bool) -> None:
-        self.metrics.siblings.observe(count)
-        if write:
-            self.metrics.sibling_writes.inc()
-        if count > self.cfg.sibling_warn:
-            self.metrics.sibling_warnings.inc()
+        self.metrics.note_siblings(count, write, count > self.cfg.sibling_warn)
 
     def _on_replies(self, node_id, msgs: list, now: float) -> None:
         peer_rids, live, observe = self.peer_rids, self.live_ops, self.latency.observe

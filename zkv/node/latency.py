@@ -18,12 +18,14 @@ REFRESH = 16  # recompute a peer's percentile every REFRESH samples
 
 
 class PeerLatency:
-    __slots__ = ("samples", "seen", "high")
+    __slots__ = ("samples", "seen", "high", "base")
 
     def __init__(self) -> None:
         self.samples: dict[str, deque[float]] = {}
         self.seen: dict[str, int] = {}
         self.high: dict[str, float] = {}  # node -> cached high percentile (seconds)
+        self.base: dict[str, float] = {}  # node -> its budget before the CEILING cap (asked
+        # per replica request: worked out when the percentile is, not per call)
 
     def observe(self, node: str, rtt: float) -> None:
         d = self.samples.get(node)
@@ -33,11 +35,14 @@ class PeerLatency:
         n = self.seen[node] = self.seen.get(node, 0) + 1
         if n <= 4 or n % REFRESH == 0:
             ordered = sorted(d)
-            self.high[node] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            high = self.high[node] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            self.base[node] = max(FLOOR, FACTOR * high)
 
     def budget(self, node: str, remaining: float) -> float:
         """Seconds to wait for `node` before asking a stand-in."""
-        high = self.high.get(node)
-        b = FLOOR if high is None else max(FLOOR, FACTOR * high)
-        return max(0.0, min(b, CEILING * remaining))
+        b = self.base.get(node, FLOOR)
+        cap = CEILING * remaining
+        if b <= cap:
+            return b
+        return cap if cap > 0.0 else 0.0
 
