@@ -6,13 +6,15 @@ side over test_client_core's fake network; node side on one NodeCore of the simu
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_client_core import EP, RING, SILENT, Clock, Net, member, owners
 
 from zkv import wire
 from zkv._core import dvv
 from zkv.client import SUSPECT_FOR, UNREACHABLE, ClientCore
 from zkv.errors import RequestTimeout
-from zkv.node.quorum import GetQuorum
+from zkv.node.quorum import GetQuorum, identical_answers
 
 READERS = [wire.Member(m.id, m.listen, m.gossip, m.rack, 1, 1, features=wire.FEATURE_READ)
            for m in RING.members]
@@ -330,3 +332,31 @@ def test_an_lww_namespace_read_by_owners_strips_the_stamp_and_keeps_it():
     ring = c.ring_for(3)
     assert ring is not None
     assert [ep for ep, _ in reads] == [EP[x] for x in ring.preflist_for_key(skey)][:2]
+
+
+_SIB = st.tuples(st.sampled_from(["n1", "n2", "n3~a.1"]),
+                 st.one_of(st.none(), st.binary(min_size=8, max_size=12)), st.booleans())
+
+
+@given(st.lists(_SIB, max_size=6), st.booleans(), st.integers(1, 3), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_identical_copies_answer_as_a_get_quorum_fed_them_would(writes, lww, r, corrupt):
+    """The client's owner read answers from R byte-identical copies without a GetQuorum
+    (quorum.identical_answers): the same GetOk and sibling count as a GetQuorum fed the same
+    copies (values, context, counted, lww stamp; absent key, tombstones, concurrent siblings),
+    and ValueError exactly when the GetQuorum would count none of them (a corrupt copy)."""
+    s = None
+    for node, value, with_context in writes:  # concurrent writes and deletes of one key
+        ctx = s.context() if s is not None and with_context else b""
+        s = dvv.update(s, ctx, value, node)
+    enc = s.encode() if s is not None else b""
+    if corrupt and enc:
+        enc = enc[:-3]
+    q = GetQuorum(r, lww)
+    for i in range(r):
+        q.add_result(f"n{i}", enc)
+    if not q.enough():
+        with pytest.raises(ValueError):
+            identical_answers(enc, lww, r)
+        return
+    assert identical_answers(enc, lww, r) == q.response()

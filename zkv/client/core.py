@@ -86,7 +86,7 @@ from zkv._core.ring import Ring
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
 from zkv.node import namespaces as nss
 from zkv.node.namespaces import Namespace, Registry
-from zkv.node.quorum import GetQuorum
+from zkv.node.quorum import identical_answers
 from zkv.wire import (
     Cluster,
     ClusterOk,
@@ -649,8 +649,8 @@ class ClientCore:
         until = now + min(self.hedge_delay(), self.per_try)
         sends = [Send(ep, Read(next(self.rids), msg.key, msg.ns), until) for _, ep in chosen]
         replies = yield Batch(sends)
-        quorum = GetQuorum(r, lww)
-        first = None
+        first: bytes | None = None
+        counted = 0
         for (node, ep), reply in zip(chosen, replies, strict=True):
             if type(reply) is ReadOk:
                 self.unconnectable.discard(ep)
@@ -658,7 +658,7 @@ class ClientCore:
                 if first is None:
                     first = reply.dvv
                 if reply.owner and reply.dvv == first:
-                    quorum.add_result(node, reply.dvv)
+                    counted += 1
                 elif reply.refilling:
                     self.refilling_until[node] = now + REFILL_SKIP
                 elif not reply.owner:  # not an owner in its ring: ours is stale
@@ -668,9 +668,12 @@ class ClientCore:
                 self.suspect_until[ep] = self.clock() + SUSPECT_FOR
             elif reply is None:  # silent past the hedge delay: tried last for a while
                 self.suspect_until[ep] = self.clock() + SUSPECT_FOR
-        if not quorum.enough():
+        if counted < r or first is None:
             return None
-        ok, _ = quorum.response()
+        try:  # every counted copy is `first`, byte for byte: the answer is that copy's
+            ok, _ = identical_answers(first, lww, counted)
+        except ValueError:  # not a valid version: as if none had answered
+            return None
         if ok.stamp > self.stamp_floor:
             self.stamp_floor = ok.stamp
         return GetResult(ok.values, ok.context)

@@ -66,13 +66,7 @@ class GetQuorum:
 
     def response(self) -> tuple[GetOk, int]:
         """The client's answer and the number of siblings the merged version holds."""
-        merged = dvv.DVVSet.decode(self.merged) if self.merged else dvv.EMPTY
-        values = merged.live_values()
-        stamp = 0
-        if self.lww:  # strip the HLC stamp (and tell the client the greatest one)
-            stamp = max((int.from_bytes(v[:LWW_STAMP], "big") for v in values), default=0)
-            values = [v[LWW_STAMP:] for v in values]
-        return GetOk(0, values, merged.context(), self.counted(), stamp), merged.size()
+        return read_answer(self.merged, self.lww, self.counted())
 
     def failure(self, silent: list[str], waited: float) -> Error:
         unsure = (f"; not counted, the answers of replicas refilling after a lost disk: "
@@ -94,6 +88,29 @@ class GetQuorum:
         if not enc:
             return []
         return [(node, enc) for node, held in self.results.items() if held != enc]
+
+
+def identical_answers(encoded: bytes, lww: bool, counted: int) -> tuple[GetOk, int]:
+    """What a GetQuorum fed `counted` byte-identical answers `encoded` responds, without
+    feeding it: ValueError if `encoded` is not a valid version (GetQuorum would count none of
+    them). For the client's owner reads, whose counted copies are all identical."""
+    if encoded:
+        dvv.check_plausible(encoded, base=None)
+        if lww:
+            encoded = dvv.lww_encoded(encoded)
+    return read_answer(encoded or None, lww, counted)
+
+
+def read_answer(merged: bytes | None, lww: bool, counted: int) -> tuple[GetOk, int]:
+    """The client's answer to a read whose answers merged into `merged` (None: no copy), and
+    the number of siblings it holds."""
+    s = dvv.DVVSet.decode(merged) if merged else dvv.EMPTY
+    values = s.live_values()
+    stamp = 0
+    if lww:  # strip the HLC stamp (and tell the client the greatest one)
+        stamp = max((int.from_bytes(v[:LWW_STAMP], "big") for v in values), default=0)
+        values = [v[LWW_STAMP:] for v in values]
+    return GetOk(0, values, s.context(), counted, stamp), s.size()
 
 
 class PutQuorum:
