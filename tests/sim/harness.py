@@ -790,10 +790,14 @@ class _Step:
     delay, for a crashed node); `resume` gets the list once every try has its answer."""
 
     def __init__(self, sim: Sim, client, sends: list, resume: Callable[[list], None]) -> None:
+        self.sim = sim
         self.resume = resume
         self.live = True
         self.results = [_PENDING] * len(sends)
         self.by_rid: dict[int, int] = {}
+        # per try waiting on the clock: (when, what it hears then); one event at the nearest
+        # (an event per try cost more than the rest of the step: most are answered first)
+        self.ends: list[tuple[float, object] | None] = [None] * len(sends)
         frames: dict[str, list] = {}
         for i, send in enumerate(sends):
             for _, rid in send.also:
@@ -807,13 +811,34 @@ class _Step:
                     continue
                 frames.setdefault(node, []).append(send.msg)
             if send.soft is not None and send.soft < send.until:
-                sim.at(send.soft, self._answer, i, SLOW)
+                self.ends[i] = (send.soft, SLOW)
             else:
-                sim.at(send.until, self._answer, i, None)
+                self.ends[i] = (send.until, None)
+        self._arm()
         for node, msgs in frames.items():  # each node's share of the step in one frame
             delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
             sim.at(sim.t + delay, sim.client_request, client.name, client.ident, node,
                    wire.encode(msgs))
+
+    def _arm(self) -> None:
+        results = self.results
+        due = [end[0] for i, end in enumerate(self.ends)
+               if end is not None and results[i] is _PENDING]
+        if due:
+            self.sim.at(min(due), self._expire)
+
+    def _expire(self) -> None:
+        """The nearest end is due: each try still unanswered whose end has come hears what
+        it does then (in try order), and the next end is waited for."""
+        if not self.live:
+            return
+        now = self.sim.t
+        for i, end in enumerate(self.ends):
+            if end is not None and end[0] <= now and self.results[i] is _PENDING:
+                self._answer(i, end[1])
+                if not self.live:
+                    return
+        self._arm()
 
     def _answer(self, i: int, answer) -> None:
         if self.live and self.results[i] is _PENDING:
