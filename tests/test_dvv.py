@@ -439,3 +439,39 @@ def test_module_has_the_contract_names():
         "sync_encoded update_encoded"
     ).split():
         assert hasattr(dvv, name)
+
+
+FORGED_AHEAD = b"\x01\x01\x00" + bytes([1]) + b"a" + (2**40).to_bytes(8, "big") + b"\x00\x00"
+
+
+def _outcome(fn):
+    try:
+        return fn()
+    except ValueError as exc:
+        return ("ValueError", str(exc))
+
+
+@PROPS
+@given(states_st, st.data())
+def test_sync_plausible_is_check_plausible_then_sync_encoded(seen, data):
+    """The replica write path's fused call answers exactly as the two calls it replaces, on
+    realistic versions (either side absent, equal, concurrent, descending), a corrupt
+    incoming or base version and a forged one (a counter far ahead): the same bytes, or
+    the same ValueError."""
+    pick = st.one_of(st.none(), st.sampled_from([s.encode() for s in seen]))
+    base = data.draw(pick, label="base")
+    incoming = data.draw(st.one_of(
+        st.sampled_from([s.encode() for s in seen]),
+        st.sampled_from([s.encode()[:-1] for s in seen if s.encode()]) if len(seen) > 1
+        else st.just(b"\x01"),
+        st.just(FORGED_AHEAD)), label="incoming")
+    if base is not None and data.draw(st.booleans(), label="corrupt base"):
+        base = base[:-2] + b"\xff"
+    ahead = data.draw(st.sampled_from([dvv.MAX_AHEAD, 3, None]), label="max_ahead")
+
+    def separate():
+        dvv.check_plausible(incoming, base=base, max_ahead=ahead)
+        return dvv.sync_encoded(base, incoming)
+
+    assert _outcome(lambda: dvv.sync_plausible(base, incoming, max_ahead=ahead)) == \
+        _outcome(separate)

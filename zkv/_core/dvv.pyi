@@ -227,6 +227,15 @@ def sync_encoded(a: bytes | None, b: bytes | None) -> bytes:
     """``sync`` on encoded sets (None = empty), for the replica's hot path. Both inputs are
     validated (ValueError); when one side already is the result its bytes are returned."""
 
+def sync_plausible(
+    base: bytes | None, incoming: bytes, *, max_ahead: int | None = MAX_AHEAD
+) -> bytes:
+    """``check_plausible(incoming, base=base, max_ahead=max_ahead)`` then
+    ``sync_encoded(base, incoming)``, each input decoded once: a replica taking a peer's
+    version (the write path's pair). The same ValueError as ``check_plausible`` for an
+    implausible or corrupt ``incoming`` (or a corrupt ``base``); else the same bytes as
+    ``sync_encoded``."""
+
 def update_encoded(
     server: bytes | None,
     context: bytes,

@@ -1965,6 +1965,24 @@ def sync_encoded(a, b):
     return dvv_sync(da, _dec(bb, "b", da)).encode()
 
 
+def sync_plausible(base, incoming, *, max_ahead=MAX_AHEAD):
+    """check_plausible(incoming, base=base) then sync_encoded(base, incoming), each input
+    decoded once (see the .pyi)."""
+    cdef DVVSet b = _EMPTY
+    cdef bytes bb = None
+    cdef DVVSet v = _dec(incoming, "data")  # first, as check_plausible: the same error
+    cdef bytes bi = v._enc
+    if base is not None:
+        bb = _as_bytes(base, "base")
+        b = _dec(bb, "base", v)
+    _plausible(v, "DVVSet", None, None, b, max_ahead)
+    if bb is None:
+        return bi
+    if bb is bi or bb == bi:
+        return bb
+    return dvv_sync(b, v).encode()
+
+
 def update_encoded(server, context, value, node_id, wid=b"", *, max_ahead=MAX_AHEAD):
     """update on an encoded server set (None = absent); returns the new encoding."""
     cdef DVVSet s = _EMPTY if server is None else _dec(server, "server")

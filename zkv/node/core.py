@@ -925,7 +925,7 @@ class NodeCore:
             self._requests(ident, msgs, PEER, plain)
             return
         max_key, reaped = self.cfg.max_key_size, ae.recently_reaped
-        plausible, sync = dvv.check_plausible, dvv.sync_encoded
+        sync_plausible = dvv.sync_plausible
         box = self.out.clients.get(ident)
         if box is None:
             box = self.out.clients[ident] = []
@@ -940,9 +940,8 @@ class NodeCore:
                         and rings.stray(rings.current.partition(key), me) is None):
                     incoming = msg.dvv
                     old = store.get(key)
-                    try:
-                        plausible(incoming, base=old)
-                        new = sync(old, incoming)
+                    try:  # check_plausible, then sync_encoded (one decode of each)
+                        new = sync_plausible(old, incoming)
                     except ValueError:
                         new = None  # nothing stored: the usual way says what was wrong
                     if new is not None:

@@ -45,8 +45,7 @@ class GetQuorum:
         if encoded and encoded != self.merged:  # (replicas that agree: the common case,
             # nothing to check or merge; a byte compare instead of two decodes)
             try:  # a bad or implausible (forged) version counts as no answer
-                dvv.check_plausible(encoded, base=self.merged)
-                self.merged = dvv.sync_encoded(self.merged, encoded)
+                self.merged = dvv.sync_plausible(self.merged, encoded)  # checked, merged
                 if self.lww:
                     self.merged = dvv.lww_encoded(self.merged)
             except ValueError:
