@@ -93,17 +93,21 @@ def identical_answers(encoded: bytes, lww: bool, counted: int) -> tuple[GetOk, i
     """What a GetQuorum fed `counted` byte-identical answers `encoded` responds, without
     feeding it: ValueError if `encoded` is not a valid version (GetQuorum would count none of
     them). For the client's owner reads, whose counted copies are all identical."""
-    if encoded:
-        dvv.check_plausible(encoded, base=None)
-        if lww:
-            encoded = dvv.lww_encoded(encoded)
-    return read_answer(encoded or None, lww, counted)
+    if not encoded:
+        return read_answer(None, lww, counted)
+    s = dvv.DVVSet.decode(encoded)  # (ValueError) decoded once: checked, then answered
+    dvv.check_plausible(s, base=None)
+    return read_answer(dvv.lww(s) if lww else s, lww, counted)
 
 
-def read_answer(merged: bytes | None, lww: bool, counted: int) -> tuple[GetOk, int]:
-    """The client's answer to a read whose answers merged into `merged` (None: no copy), and
-    the number of siblings it holds."""
-    s = dvv.DVVSet.decode(merged) if merged else dvv.EMPTY
+def read_answer(merged: bytes | dvv.DVVSet | None, lww: bool, counted: int
+                ) -> tuple[GetOk, int]:
+    """The client's answer to a read whose answers merged into `merged` (encoded or decoded;
+    None: no copy), and the number of siblings it holds."""
+    if isinstance(merged, dvv.DVVSet):
+        s = merged
+    else:
+        s = dvv.DVVSet.decode(merged) if merged else dvv.EMPTY
     values = s.live_values()
     stamp = 0
     if lww:  # strip the HLC stamp (and tell the client the greatest one)

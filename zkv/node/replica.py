@@ -160,19 +160,20 @@ class Replica:
         dead = self._dead_write(key, old, context, value, wid)
         if dead is not None:
             return dead
-        actor = self._actor(old)
-        new = dvv.update_encoded(old, self._fresh(key, old, context), value, actor, wid)
+        held = dvv.DVVSet.decode(old) if old is not None else None  # once, for both uses
+        actor = self._actor(held)
+        new = dvv.update(held, self._fresh(key, old, context), value, actor, wid).encode()
         if is_lww(key):
             new = dvv.lww_encoded(new)
         self._store(key, old, new)
         return new
 
-    def _actor(self, held: bytes | None) -> str:
+    def _actor(self, held: dvv.DVVSet | None) -> str:
         """The id an owner's write issues its dot under (module docstring): the base id if
         `held` names it, else a key id minted since the base was taken, else a new one."""
         if held is None:
             return next(self._key_ids)
-        vector = dvv.DVVSet.decode(held).vector()
+        vector = held.vector()
         if self.base_id in vector:
             return self.base_id
         best, best_at = "", (-1, -1)
