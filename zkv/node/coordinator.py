@@ -20,6 +20,7 @@ runs once every replica answered or the deadline passed, after the client has it
 
 from __future__ import annotations
 
+from zkv._core import dvv
 from zkv.errors import InvalidRequest
 from zkv.node.op import Op
 from zkv.node.quorum import GetQuorum, PutQuorum
@@ -180,13 +181,14 @@ class WriteOp(_FanOut):
         self.stamp = stamp  # lww: the HLC stamp in front of value (0: not lww)
         self.extra_waiting: set[str] = set()  # extra nodes that have not acknowledged yet
         self.version: bytes = b""
+        self.written: dvv.DVVSet | None = None  # self.version decoded, when at hand
 
     def start(self) -> None:
         me = self.ctx.me
         mine = dict(self.targets).get(me)
         try:
-            self.version = self.ctx.replica.coordinate(self.key, self.context, self.value, mine,
-                                                       self.wid)
+            self.version, self.written = self.ctx.replica.coordinate_set(
+                self.key, self.context, self.value, mine, self.wid)
         except InvalidRequest as exc:  # the engine refused it (too large, ...): say what
             self.reply(Error(0, E_INVALID, str(exc)), ok=False)
             self.finish()
@@ -253,7 +255,7 @@ class WriteOp(_FanOut):
         super().on_done()
 
     def _answer(self) -> None:
-        ok, size = self.quorum.response(self.version, self.stamp)
+        ok, size = self.quorum.response(self.version, self.stamp, self.written)
         self.reply(ok)
         if size > 1:
             self.ctx.replica.note_siblings(self.key, size, write=True)

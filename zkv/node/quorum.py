@@ -135,10 +135,12 @@ class PutQuorum:
     def enough(self) -> bool:
         return len(self.acked) >= self.required
 
-    def response(self, version: bytes, stamp: int = 0) -> tuple[PutOk, int]:
+    def response(self, version: bytes, stamp: int = 0,
+                 decoded: dvv.DVVSet | None = None) -> tuple[PutOk, int]:
         """The client's answer and the number of siblings the written version holds
-        (`stamp`: an lww write's HLC stamp, passed on to the client)."""
-        s = dvv.DVVSet.decode(version)
+        (`stamp`: an lww write's HLC stamp, passed on to the client; `decoded`: the version
+        decoded, when the caller has it)."""
+        s = dvv.DVVSet.decode(version) if decoded is None else decoded
         return PutOk(0, s.context(), len(self.acked), stamp), s.size()
 
     def failure(self, silent: list[str], waited: float) -> Error:

@@ -141,6 +141,13 @@ class Replica:
     def coordinate(self, key: bytes, context: bytes, value: bytes | None,
                    owner: str | None = None, wid: bytes = b"") -> bytes:
         """Apply a client write as the coordinator: new dot, retire what the context covers."""
+        return self.coordinate_set(key, context, value, owner, wid)[0]
+
+    def coordinate_set(self, key: bytes, context: bytes, value: bytes | None,
+                       owner: str | None = None, wid: bytes = b""
+                       ) -> tuple[bytes, dvv.DVVSet | None]:
+        """`coordinate`, and the version written decoded when this node built it (None when
+        not at hand): the coordinator's answer is made from it without decoding it again."""
         if owner:
             # base the new dot on every version this node holds for the key (main store and
             # handoff for any owner), so this node never issues the same dot twice
@@ -151,22 +158,23 @@ class Replica:
                 base = dvv.sync_encoded(base, handoff.get(other, key) or None)
             dead = self._dead_write(key, base, context, value, wid)
             if dead is not None:
-                return dead
+                return dead, None
             actor = self._standin_actor(handoff.get(owner, key))
             new = dvv.update_encoded(base, self._fresh(key, base, context), value, actor, wid)
             self._note_issued(actor, new)
-            return handoff.merge(owner, key, new)
+            return handoff.merge(owner, key, new), None
         old = self.store.get(key)
         dead = self._dead_write(key, old, context, value, wid)
         if dead is not None:
-            return dead
+            return dead, None
         held = dvv.DVVSet.decode(old) if old is not None else None  # once, for both uses
         actor = self._actor(held)
-        new = dvv.update(held, self._fresh(key, old, context), value, actor, wid).encode()
+        written = dvv.update(held, self._fresh(key, old, context), value, actor, wid)
         if is_lww(key):
-            new = dvv.lww_encoded(new)
+            written = dvv.lww(written)
+        new = written.encode()
         self._store(key, old, new)
-        return new
+        return new, written
 
     def _actor(self, held: dvv.DVVSet | None) -> str:
         """The id an owner's write issues its dot under (module docstring): the base id if
