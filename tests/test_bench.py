@@ -803,6 +803,37 @@ def test_node_paths_benchmark_smoke(capsys, monkeypatch):
                for line in lines)
 
 
+def test_sim_instructions_reports_the_difference_per_operation(capsys, monkeypatch, tmp_path):
+    """benchmarks/sim_instructions.py: start-up is removed by subtracting the short load from
+    the long one, per operation in between, for each checkout named (valgrind itself is not
+    run here: CI has none; `instructions` is replaced by a fake that counts the same way)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "sim_instructions.py"
+    spec = importlib.util.spec_from_file_location("sim_instructions", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    calls = []
+
+    def fake(src, client, ops):  # 5 M of start-up, then 300 k (or 200 k) per operation
+        calls.append((src, client, ops))
+        per = 300_000 if src.endswith("a") else 200_000
+        return 5_000_000 + per * ops * 8, ops * 8
+
+    monkeypatch.setattr(mod, "instructions", fake)
+    monkeypatch.setattr(mod.shutil, "which", lambda name: "/usr/bin/" + name)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert mod.main(["--client", "core", "--src", a, "--src", b, "--short", "10"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{a}: core client, 300,000 instructions per client operation (9520 "
+                   "operations between a load of 80 and one of 9600)",
+                   f"{b}: core client, 200,000 instructions per client operation (9520 "
+                   "operations between a load of 80 and one of 9600)"]
+    assert calls == [(a, "core", 10), (a, "core", 1200), (b, "core", 10), (b, "core", 1200)]
+
+
 def test_client_threads_benchmark_smoke(capsys):
     """benchmarks/client_threads.py on a real local cluster, 40 operations a row: one line per
     driver and load, each with a positive rate and the client's CPU split by thread (40
