@@ -809,3 +809,66 @@ def test_merged_contexts_carry_both_reads_write_ids():
     m = merge_contexts(a, b)
     assert update(None, m, None, "c", b"t").retired_wids() == [[b"w1", b"w2"]]
     assert merge_contexts(m, m) == m and merge_contexts(b"", a) == a
+
+
+def _v3_set(retired: list[list[bytes]]) -> bytes:
+    """A version-3 encoding of one live sibling per node ("n00", "n01", ...; counter 1), the
+    i-th with write id b"w<i>" and the retired-wid list retired[i] (none if empty)."""
+    entries = []
+    for i, ids in enumerate(retired):
+        wid = b"w%d" % i
+        body = bytes([2 | (16 if ids else 0)]) + bytes([len(wid)]) + wid
+        if ids:
+            body += bytes([len(ids)]) + b"".join(bytes([len(w)]) + w for w in ids)
+        body += (1).to_bytes(4, "little") + bytes([65 + i])
+        entries.append(entry(b"n%02d" % i, 1, body))
+    return b"\x03" + len(entries).to_bytes(2, "little") + b"".join(entries)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_rule_r_on_decode_and_sync_with_few_or_many_retired_ids(data):
+    """Rule R (a live sibling whose write id another lists as retired loses), on a decode
+    (a set where it was not applied is refused) and on a sync (the loser is dropped), for a
+    few siblings and for many (up to 48 retired ids: the decoder's pairwise path and its
+    hashed one)."""
+    n = data.draw(st.integers(1, 12), label="siblings")
+    full = data.draw(st.booleans(), label="4 retired ids each")  # with n > 8: > 32 in all
+    pool = [b"x%d" % k for k in range(12)]
+    retired = []
+    for i in range(n):
+        others = [b"w%d" % j for j in range(n) if j != i] if data.draw(st.booleans()) else []
+        ids = data.draw(st.lists(st.sampled_from(pool + others), min_size=4 if full else 0,
+                                 max_size=4, unique=True), label=f"retired by {i}")
+        retired.append(ids)
+    if not any(retired):
+        retired[0] = [b"x0"]  # a version-3 set carries at least one list
+    raw = _v3_set(retired)
+    listed = {w for ids in retired for w in ids}
+    violated = any(b"w%d" % i in listed for i in range(n))
+    if violated:
+        with pytest.raises(ValueError, match="retired"):
+            DVVSet.decode(raw)
+        return
+    s = DVVSet.decode(raw)
+    assert s.encode() == raw and len(s.live_values()) == n
+    # a copy of a write some sibling of s retires, from another node: the sync drops it
+    victim = data.draw(st.sampled_from(sorted(listed)), label="victim")
+    late = update(None, b"", b"late", "z", victim)
+    for merged in (sync(s, late), sync(late, s)):
+        assert sorted(merged.live_values()) == sorted(s.live_values()), (victim, retired)
+
+
+@pytest.mark.parametrize("n", [3, 12])  # 12 x 4 = 48 retired ids: past the pairwise path
+@pytest.mark.parametrize("where", [0, -1])
+def test_rule_r_sees_every_siblings_list(n, where):
+    """The retired ids of the first and of the last sibling count, with few ids and many."""
+    base = [[b"x%d%d" % (i, k) for k in range(4)] for i in range(n)]
+    bad = [list(ids) for ids in base]
+    bad[where][-1] = b"w1" if where == 0 else b"w0"  # another sibling's write id
+    with pytest.raises(ValueError, match="retired"):
+        DVVSet.decode(_v3_set(bad))
+    s = DVVSet.decode(_v3_set(base))
+    late = update(None, b"", b"late", "z", base[where][2])
+    assert sorted(sync(s, late).live_values()) == sorted(s.live_values())
+    assert sorted(sync(late, s).live_values()) == sorted(s.live_values())

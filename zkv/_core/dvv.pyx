@@ -1368,14 +1368,46 @@ cdef Py_ssize_t _dedup(DVVSet s, bint apply) except -1:
     return lost
 
 
+cdef enum:
+    SMALL_RETIRE = 32   # retired ids compared pairwise (no hashing) up to this many
+
+
 cdef Py_ssize_t _retire_rw(DVVSet s, bint apply) except -1:
     """Rule R: a live sibling whose write id a live sibling lists as retired loses (the
     lists of all live siblings before any is applied). Returns the number of losers; with
     apply, kills them (s must be a set under construction)."""
-    cdef Py_ssize_t k, lost = 0
+    cdef Py_ssize_t k, j, q, lost = 0, n_dead = 0
     cdef set dead
+    cdef PyObject *small[SMALL_RETIRE]   # borrowed from the siblings' rw tuples
+    cdef Py_ssize_t losers[SMALL_RETIRE]
+    cdef tuple rw
     if s.n_rw == 0 or s.n_wids == 0:
         return 0
+    for k in range(s.n_vals):
+        if s.vals[k].rw != NULL:
+            n_dead += len(<tuple>s.vals[k].rw)
+    if n_dead <= SMALL_RETIRE and s.n_vals <= SMALL_RETIRE:
+        # the common case (a few siblings, each listing at most DVV_RETIRED_MAX ids): compare
+        # bytes pairwise instead of hashing every id into a set (a decode's largest cost)
+        n_dead = 0
+        for k in range(s.n_vals):
+            if s.vals[k].rw != NULL:
+                rw = <tuple>s.vals[k].rw
+                for q in range(len(rw)):
+                    small[n_dead] = <PyObject *>rw[q]
+                    n_dead += 1
+        for k in range(s.n_vals):
+            if s.vals[k].wid != NULL:
+                for j in range(n_dead):
+                    if _same_bytes(s.vals[k].wid, small[j]):
+                        losers[lost] = k
+                        lost += 1
+                        break
+        if lost and apply:  # after the comparisons: dropping frees the tuples borrowed from
+            for j in range(lost):
+                _drop(s, losers[j])
+            _compact(s)
+        return lost
     dead = set()
     for k in range(s.n_vals):
         if s.vals[k].rw != NULL:
