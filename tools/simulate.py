@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                                                if x)}
     job = partial(_seed, faults=faults, scenario=args.scenario, nodes=args.nodes,
                   ops=args.ops, client=args.client, spaces=spaces or None,
-                  quiet=args.scenario != "run" or args.seed is None)
+                  quiet=args.scenario != "run" or args.seed is None,
+                  verbose=args.seed is not None)
     failed = ops = ok = 0
     cpu, wall = 0.0, time.monotonic()
     jobs = max(1, min(args.jobs, len(seeds))) if args.seed is None else 1
@@ -131,7 +132,7 @@ class SeedResult:
 
 
 def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, client: str,
-          spaces: dict[str, int] | None, quiet: bool) -> SeedResult:
+          spaces: dict[str, int] | None, quiet: bool, verbose: bool = False) -> SeedResult:
     if quiet:  # a membership run logs every transfer step, a sweep every unclean restart
         logging.disable(logging.WARNING)
     cpu = time.process_time()
@@ -142,7 +143,7 @@ def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, cli
                          replace=scenario in ("replace", "replace-dead"),
                          remove=scenario in ("remove", "replace-dead"))
     detail = rep.log + [f"ops {rep.ops} ({rep.ok_ops} ok), settled after {rep.settle_time}s, "
-                        f"network {rep.stats}"]
+                        f"network {rep.stats}"] if verbose else []  # (not sent back by sweeps)
     return SeedResult(seed, rep.ops, rep.ok_ops, rep.violations, rep.command,
                       time.process_time() - cpu, detail)
 
