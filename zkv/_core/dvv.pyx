@@ -240,15 +240,8 @@ cdef inline int _cmp(PyObject *a, PyObject *b) noexcept:
 
 
 cdef inline bint _same_bytes(PyObject *a, PyObject *b) noexcept:
-    if a == b:
-        return True
-    cdef Py_ssize_t la = _bytes_len(a)
-    return la == _bytes_len(b) and memcmp(_bytes_ptr(a), _bytes_ptr(b), <size_t>la) == 0
-
-
-cdef inline bint _same_id(PyObject *a, PyObject *b) noexcept:
-    """Two write ids (bytes) are equal: _same_bytes, with the first bytes compared before
-    memcmp is called (ids are random bytes: nearly every pair of different ids differs there)."""
+    """Two bytes objects are equal; their first bytes are compared before memcmp is called
+    (write ids are random: nearly every pair of different ids differs there)."""
     if a == b:
         return True
     cdef Py_ssize_t la = _bytes_len(a)
@@ -1334,7 +1327,7 @@ cdef Py_ssize_t _dedup(DVVSet s, bint apply) except -1:
             for p in range(cnt):
                 best_p = p
                 for q in range(cnt):
-                    if q != best_p and _same_id(s.vals[sl[p]].wid, s.vals[sl[q]].wid):
+                    if q != best_p and _same_bytes(s.vals[sl[p]].wid, s.vals[sl[q]].wid):
                         if _ocmp(&s.vals[sl[q]], s.ents[en[q]].node,
                                  &s.vals[sl[best_p]], s.ents[en[best_p]].node) > 0:
                             best_p = q
@@ -1412,7 +1405,7 @@ cdef Py_ssize_t _retire_rw(DVVSet s, bint apply) except -1:
         for k in range(s.n_vals):
             if s.vals[k].wid != NULL:
                 for j in range(n_dead):
-                    if _same_id(s.vals[k].wid, small[j]):
+                    if _same_bytes(s.vals[k].wid, small[j]):
                         losers[lost] = k
                         lost += 1
                         break
