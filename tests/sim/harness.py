@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -221,6 +222,11 @@ class Sim:
                         sn.core.membership.merge([copy_member(other.core.membership.me)])
                 assert founded is not None
                 sn.core._adopt(founded.copy())  # and every member owns its share already
+                # ... and has settled: the one-node cluster each booted as is no previous
+                # owner to keep writing to (else every write of a run's first `settle`
+                # seconds looked for extra targets; the membership scenarios change the
+                # ring for real and keep that path)
+                sn.core.prev_state, sn.core._prev_rings = None, {}
                 sn.core.out.connect.clear()
 
     # ---- nodes --------------------------------------------------------------------------
@@ -794,29 +800,41 @@ class _Step:
         self.resume = resume
         self.live = True
         self.results = [_PENDING] * len(sends)
-        self.by_rid: dict[int, int] = {}
+        self.left = len(sends)  # tries still without an answer
+        by_rid: dict[int, int] = {}
+        self.by_rid = by_rid
         # per try waiting on the clock: (when, what it hears then); one event at the nearest
         # (an event per try cost more than the rest of the step: most are answered first)
-        self.ends: list[tuple[float, object] | None] = [None] * len(sends)
+        ends: list[tuple[float, object] | None] = [None] * len(sends)
+        self.ends = ends
         frames: dict[str, list] = {}
+        nodes, by_endpoint, faults, rng = sim.nodes, sim.by_endpoint, sim.faults, sim.rng
+        nearest = math.inf
         for i, send in enumerate(sends):
             for _, rid in send.also:
-                self.by_rid[rid] = i
-            if send.msg is not None:
-                self.by_rid[send.msg.rid] = i
-                node = sim.by_endpoint.get(send.endpoint)
-                if node is None or sim.nodes[node].core is None:
-                    delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
+                by_rid[rid] = i
+            msg = send.msg
+            if msg is not None:
+                by_rid[msg.rid] = i
+                node = by_endpoint.get(send.endpoint)
+                if node is None or nodes[node].core is None:
+                    delay = faults.latency + rng.random() * faults.jitter
                     sim.at(sim.t + delay, self._answer, i, UNREACHABLE)
                     continue
-                frames.setdefault(node, []).append(send.msg)
-            if send.soft is not None and send.soft < send.until:
-                self.ends[i] = (send.soft, SLOW)
-            else:
-                self.ends[i] = (send.until, None)
-        self._arm()
+                box = frames.get(node)
+                if box is None:
+                    frames[node] = [msg]
+                else:
+                    box.append(msg)
+            soft, until = send.soft, send.until
+            end = (soft, SLOW) if soft is not None and soft < until else (until, None)
+            ends[i] = end
+            if end[0] < nearest:
+                nearest = end[0]
+        if nearest < math.inf:  # (every try is still unanswered: _arm's nearest end)
+            sim.at(nearest, self._expire)
         for node, msgs in frames.items():  # each node's share of the step in one frame
-            delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
+            delay = faults.latency + rng.random() * faults.jitter
             sim.at(sim.t + delay, sim.client_request, client.name, client.ident, node,
                    wire.encode(msgs))
 
@@ -843,7 +861,8 @@ class _Step:
     def _answer(self, i: int, answer) -> None:
         if self.live and self.results[i] is _PENDING:
             self.results[i] = answer
-            if all(r is not _PENDING for r in self.results):
+            self.left -= 1
+            if not self.left:
                 self.live = False
                 self.resume(self.results)
 

@@ -332,6 +332,7 @@ class ClientCore:
         self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
         self._base_order: list[str] | None = None
         self._n_up = 0  # members in _base_order that looked up (they come first)
+        self._orders: dict[tuple[int | None, int], list[str]] = {}  # (N, partition) -> order
         self.rings: dict[int, Ring] = {}  # N -> ring (namespaces with another N than the cluster's)
         self.ns_cache: dict[str, Namespace] = {}  # namespaces seen (immutable once created)
         # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
@@ -381,6 +382,7 @@ class ClientCore:
         self.readers = {m.id for m in msg.members if m.features & wire.FEATURE_READ}
         self.down = set(msg.down)
         self._base_order = None
+        self._orders = {}
         self.ring_at = self.clock()
 
     def ring_for(self, n: int | None) -> Ring | None:
@@ -396,7 +398,8 @@ class ClientCore:
 
     def candidates(self, key: bytes | None, n: int | None = None) -> list[str]:
         """Endpoints to try, best first: the key's owners that look up, others, suspects last.
-        `key` is the stored key (namespace prefix included), `n` its namespace's N."""
+        `key` is the stored key (namespace prefix included), `n` its namespace's N. The list
+        may be shared: callers do not change it."""
         base = self._base_order
         if base is None:  # every member up first, then down ones, then seeds; once per ring
             base = []
@@ -407,18 +410,24 @@ class ClientCore:
             self._n_up = len(base) - len(self.down & set(self.endpoints))
             base += self.seeds
             self._base_order = base = list(dict.fromkeys(base))
-        head = []
         if self.routing == "any" and key is not None:
             up = self._n_up if self.ring is not None else len(base)
             if up:  # round robin over the members that look up, the rest after them
                 r = next(self._spread) % up
                 base = base[r:up] + base[:r] + base[up:]
+            order = list(base)
         elif key is not None and self.ring is not None:
-            eps, down = self.endpoints, self.down
             ring = self.ring_for(n)
             assert ring is not None
-            head = [eps[x] for x in ring.preflist_for_key(key) if x in eps and x not in down]
-        order = head + [ep for ep in base if ep not in head] if head else list(base)
+            p = ring.partition(key)
+            order = self._orders.get((n, p))  # (the partition's order, once per ring learned)
+            if order is None:
+                eps, down = self.endpoints, self.down
+                head = [eps[x] for x in ring.preflist(p) if x in eps and x not in down]
+                order = head + [ep for ep in base if ep not in head]
+                self._orders[(n, p)] = order
+        else:
+            order = list(base)
         if self.suspect_until:
             _expire(self.suspect_until, self.clock())
             if self.suspect_until:
