@@ -388,7 +388,7 @@ def test_a_finished_get_releases_its_values_and_its_timer_at_completion(node):
     gc.collect()                 # its deadline
     assert node.core.live_ops == {} and ref() is None  # nothing holds the op or its values
     assert all(t[2] != serial for t in node.core.timers)
-    assert node.core.timers == [] and node.core.op_rids == {} and node.core.peer_rids == {}
+    assert node.core.timers == [] and node.core.peer_rids == {}
 
 
 def test_finished_ops_timers_stay_bounded_under_many_requests(node):

@@ -273,7 +273,6 @@ class NodeCore:
 
         self.rids = itertools.count(1)
         self.peer_rids: dict[int, tuple[Op, str, float]] = {}  # rid -> (op, node, sent at)
-        self.op_rids: dict[int, list[int]] = {}  # op.serial -> its rids
         self.live_ops: dict[int, Op] = {}  # op.serial -> op, until it is done
         # (when, tiebreak, op.serial): a finished op is referenced by nothing, so the values
         # it read are freed at completion, not at its deadline; entries of finished ops are
@@ -1216,7 +1215,7 @@ class NodeCore:
         # sloppy quorum: the first N reachable nodes of the extended preference list; a
         # stand-in is paired with the owner it keeps a hint for
         targets = ring.sloppy_preflist(p, self.membership.unreachable())
-        if self.me not in [x for x, _ in targets]:
+        if (self.me, None) not in targets and self.me not in [x for x, _ in targets]:
             # coordinating without being chosen (forwarded under another ring view, or no
             # owner answered a forward): stand in for an owner missing from the targets, in
             # place of whichever node stood in for it
@@ -1264,11 +1263,7 @@ class NodeCore:
         msg.rid = rid
         if op is not None:
             self.peer_rids[rid] = (op, node_id, self.t)
-            rids = self.op_rids.get(op.serial)
-            if rids is None:
-                self.op_rids[op.serial] = [rid]
-            else:
-                rids.append(rid)
+            op.rids.append(rid)
         box = self.out.peers.get(node_id)
         if box is None:
             box = self.out.peers[node_id] = []
@@ -1289,8 +1284,10 @@ class NodeCore:
             heapq.heapify(self.timers)  # may be iterating it
             self.dead_timers = 0
         self.release(op)
-        for rid in self.op_rids.pop(op.serial, ()):
-            self.peer_rids.pop(rid, None)
+        peer_rids = self.peer_rids
+        for rid in op.rids:
+            peer_rids.pop(rid, None)
+        op.rids.clear()
         op.on_done()
 
     def release(self, op: Op) -> None:

@@ -57,6 +57,7 @@ class Op:
         self.key = key
         self.deadline = deadline
         self.pending: set[str] = set()
+        self.rids: list[int] = []  # the rids of the messages it sent with ctx.ask (open)
         self.on_finish: Callable[[Op], None] | None = None
 
     def start(self) -> None:  # pragma: no cover - every op overrides it
