@@ -526,10 +526,15 @@ class ClientCore:
             self._refreshing = False
         raise self._failure(candidates, tried)
 
+    def _stale(self, now: float) -> bool:
+        """The ring should be learnt again (`_refresh`): asked before making its plan, which
+        costs a generator per call."""
+        return now - self.ring_at >= RING_REFRESH and not self._refreshing
+
     def _refresh(self, deadline: float) -> Plan[None]:
         """Learn the ring again if it is RING_REFRESH old (or a try failed since), unless
         another plan is at it; go on with what is known (seeds at least) if nobody answers."""
-        if self.clock() - self.ring_at >= RING_REFRESH and not self._refreshing:
+        if self._stale(self.clock()):
             try:
                 yield from self.fetch_ring(deadline)
             except (Unavailable, RequestTimeout):
@@ -544,7 +549,7 @@ class ClientCore:
         now = clock()
         if deadline is None:
             deadline = now + self.timeout
-        if only is None:
+        if only is None and self._stale(now):
             yield from self._refresh(deadline)
         candidates = [only] if only else self.candidates(key, n)
         hedged = only is None and type(msg) in HEDGED
@@ -607,7 +612,8 @@ class ClientCore:
         if ns:
             route, n = yield from self._route(key, ns)
         if self.owner_reads and route is not None:
-            yield from self._refresh(deadline)
+            if self._stale(self.clock()):
+                yield from self._refresh(deadline)
             got = yield from self._owner_read(msg, route, n)
             if got is not None:
                 return got
