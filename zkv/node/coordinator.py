@@ -52,19 +52,26 @@ class _FanOut(Op):
         raise NotImplementedError
 
     def _ask(self, node: str, owner: str | None, msg) -> None:
-        now = self.ctx.now()
+        ctx = self.ctx
+        now = ctx.now()
         self.asked[node] = owner
         self.pending.add(node)
-        self.soft[node] = now + self.ctx.replica_timeout(node, self.deadline - now)
-        self.ctx.ask(node, msg, self)
+        self.soft[node] = now + ctx.replica_timeout(node, self.deadline - now)
+        ctx.ask(node, msg, self)
 
     def _arm(self) -> None:
-        due = [self.soft[n] for n in self.pending if n not in self.late]
-        if due:
-            at = min(due)
-            if at < self.woken_at or self.woken_at <= self.ctx.now():
-                self.woken_at = at
-                self.ctx.wake(self, at)
+        # the earliest soft timeout of a pending replica not yet late (a loop: per op start
+        # and reply, a list and min() cost more than the two or three nodes they scan)
+        soft, late = self.soft, self.late
+        at: float | None = None
+        for n in self.pending:
+            if n not in late:
+                t = soft[n]
+                if at is None or t < at:
+                    at = t
+        if at is not None and (at < self.woken_at or self.woken_at <= self.ctx.now()):
+            self.woken_at = at
+            self.ctx.wake(self, at)
 
     def _enough(self) -> bool:
         return self.quorum.enough()
@@ -184,10 +191,14 @@ class WriteOp(_FanOut):
         self.written: dvv.DVVSet | None = None  # self.version decoded, when at hand
 
     def start(self) -> None:
-        me = self.ctx.me
-        mine = dict(self.targets).get(me)
+        ctx = self.ctx
+        me = ctx.me
+        mine = None  # the owner this node stands in for (the last pair naming it, as a dict)
+        for node_id, owner in self.targets:
+            if node_id == me:
+                mine = owner
         try:
-            self.version, self.written = self.ctx.replica.coordinate_set(
+            self.version, self.written = ctx.replica.coordinate_set(
                 self.key, self.context, self.value, mine, self.wid)
         except InvalidRequest as exc:  # the engine refused it (too large, ...): say what
             self.reply(Error(0, E_INVALID, str(exc)), ok=False)
@@ -202,7 +213,7 @@ class WriteOp(_FanOut):
         for node_id, owner in self.targets:
             if node_id != me:
                 self._send(node_id, owner)
-        is_up = self.ctx.is_up
+        is_up = ctx.is_up
         for node_id in self.extra:
             if node_id == me or not is_up(node_id):
                 # me: a pending (or previous) owner coordinating as a stand-in keeps its own
@@ -223,21 +234,25 @@ class WriteOp(_FanOut):
         self._ask(node, owner, RPut(0, self.key, self.version, owner or ""))
 
     def on_reply(self, node_id: str, msg) -> None:
-        if node_id not in self.pending:
+        pending = self.pending
+        if node_id not in pending:
             if node_id in self.extra_waiting and isinstance(msg, RPutOk) and msg.ok:
                 self.extra_waiting.discard(node_id)
-                if not self.pending and not self.extra_waiting:
+                if not pending and not self.extra_waiting:
                     self.finish()
             return
-        self.pending.discard(node_id)
+        pending.discard(node_id)
         self.quorum.add_result(node_id, isinstance(msg, RPutOk) and msg.ok)
         self._check()
 
     def _check(self) -> None:
-        if not self.replied and self.quorum.enough():
+        # (quorum.enough() inline: asked at the start and at every acknowledgement)
+        q = self.quorum
+        if not self.replied and len(q.acked) >= q.required:
             self._answer()
         if not self.pending:
-            self._fail()
+            if not self.replied:
+                self._fail()
             if not self.extra_waiting:
                 self.finish()
 
@@ -246,13 +261,15 @@ class WriteOp(_FanOut):
         # a hint: a lost copy is otherwise missing on the new owner until anti-entropy, and
         # for a namespace with N=1 the old owner that held the only other copy drops it
         # (the simulator found this: membership, spaces N=1, seed 1 under faults)
-        for node_id in self.extra_waiting:
-            try:
-                self.ctx.replica.merge(self.key, self.version, node_id)
-            except ValueError:
-                pass
-        self.extra_waiting.clear()
-        super().on_done()
+        if self.extra_waiting:
+            for node_id in self.extra_waiting:
+                try:
+                    self.ctx.replica.merge(self.key, self.version, node_id)
+                except ValueError:
+                    pass
+            self.extra_waiting.clear()
+        if self.on_finish is not None:  # (Op.on_done, without the super() call)
+            self.on_finish(self)
 
     def _answer(self) -> None:
         ok, size = self.quorum.response(self.version, self.stamp, self.written)

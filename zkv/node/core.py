@@ -59,6 +59,7 @@ import logging
 import os
 import zlib
 from collections.abc import Callable
+from heapq import heappush
 from typing import Any
 
 from zkv import hlc as hlcs
@@ -248,6 +249,7 @@ class NodeCore:
         self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, incarnation,
                                self.dots_base)
         self.metrics = metrics if metrics is not None else NodeMetrics()
+        self._observe_op = self.metrics.ops.observe  # per coordinated op (observe)
         self.replica.on_siblings = self._on_siblings
         self.cluster_path = cluster_path
         self.out = Outbox()
@@ -282,6 +284,9 @@ class NodeCore:
         self.op_serials = itertools.count(1)
         self.dead_timers = 0  # ops finished since the last compaction (each left >= 1 entry)
         self.latency = PeerLatency()
+        # Context.replica_timeout(node_id, remaining): asked per replica request, so the
+        # latency table's own method (no call through a NodeCore method)
+        self.replica_timeout: Callable[[str, float], float] = self.latency.budget
         self.next_gossip = now
         self.gossip_round = 0
         self.table_offset = zlib.crc32(self.me.encode())  # staggers the full-table rounds
@@ -444,7 +449,10 @@ class NodeCore:
         return ae
 
     def _ae_on_change(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        self._ae_key(key).on_change(key, old, new)
+        # (_ae_key inline: called on every local write)
+        ae = self.ae if key[:1] != b"\x00" else self.ae_for(self._n_of(key))
+        assert ae is not None
+        ae.on_change(key, old, new)
 
     def _reannounce_reap(self, key: bytes, version: bytes) -> None:
         """An owner that missed our Reap (lost, or it was down) keeps pushing the tombstone
@@ -902,12 +910,20 @@ class NodeCore:
                 value = self.store.get(key) or b""
             except Exception:
                 return False  # (nothing changed: the usual way answers it)
-            self.metrics.owner_reads[True] += 1
-            self.metrics.hot.add(key)  # the hot-keys sketch (metrics.observe_key)
-            self._reply(ident, ReadOk(msg.rid, value, True))
+            metrics = self.metrics
+            metrics.owner_reads[True] += 1
+            metrics.hot.add(key)  # the hot-keys sketch (metrics.observe_key)
+            if len(value) > 4096:  # under the reply budget (_reply); else _reply's box inline
+                self._reply(ident, ReadOk(msg.rid, value, True))
+                return True
+            reply = ReadOk(msg.rid, value, True)
         else:
             self.metrics.owner_reads[False] += 1
-            self._reply(ident, ReadOk(msg.rid, b"", False, False))
+            reply = ReadOk(msg.rid, b"", False, False)
+        box = self.out.clients.get(ident)
+        if box is None:
+            box = self.out.clients[ident] = []
+        box.append(reply)
         return True
 
     def _replica_writes(self, ident: bytes, msgs: list, plain: bool) -> None:
@@ -1211,7 +1227,7 @@ class NodeCore:
     def _coordinate(self, origin, msg, ring, ns: Namespace, skey: bytes) -> None:
         n = ns.n
         p = ring.partition(skey)
-        self.metrics.observe_key(msg.key)  # the hot-keys sketch
+        self.metrics.hot.add(msg.key)  # the hot-keys sketch (metrics.observe_key)
         # sloppy quorum: the first N reachable nodes of the extended preference list; a
         # stand-in is paired with the owner it keeps a hint for
         targets = ring.sloppy_preflist(p, self.membership.unreachable())
@@ -1243,7 +1259,8 @@ class NodeCore:
                 value = stamp + value
             op = WriteOp(self, origin, skey, deadline, targets, msg.w or ns.w,
                          msg.context, value, msg.wid,
-                         self._extra_targets(p, targets, ns.n), int.from_bytes(stamp, "big"))
+                         self._extra_targets(p, targets, ns.n),
+                         int.from_bytes(stamp, "big") if stamp else 0)
         self.start_op(op, self.t)
 
     # ---- the Context operations use (see op.py) ----------------------------------------------
@@ -1255,7 +1272,7 @@ class NodeCore:
             op.holds_slot = True
         op.serial = serial = next(self.op_serials)
         self.live_ops[serial] = op
-        heapq.heappush(self.timers, (op.deadline, next(self.timer_seq), serial))
+        heappush(self.timers, (op.deadline, next(self.timer_seq), serial))
         op.start()
 
     def ask(self, node_id: str, msg, op: Op | None) -> None:
@@ -1283,11 +1300,13 @@ class NodeCore:
             self.timers[:] = [t for t in self.timers if t[2] in live]  # in place: tick()
             heapq.heapify(self.timers)  # may be iterating it
             self.dead_timers = 0
-        self.release(op)
+        if op.holds_slot:  # (most were released when answered)
+            self.release(op)
         peer_rids = self.peer_rids
-        for rid in op.rids:
+        rids = op.rids
+        for rid in rids:
             peer_rids.pop(rid, None)
-        op.rids.clear()
+        rids.clear()
         op.on_done()
 
     def release(self, op: Op) -> None:
@@ -1305,10 +1324,7 @@ class NodeCore:
                 self.inflight.pop(ident, None)
 
     def wake(self, op: Op, at: float) -> None:
-        heapq.heappush(self.timers, (at, next(self.timer_seq), op.serial))
-
-    def replica_timeout(self, node_id: str, remaining: float) -> float:
-        return self.latency.budget(node_id, remaining)
+        heappush(self.timers, (at, next(self.timer_seq), op.serial))
 
     def standins(self, key: bytes, exclude: set[str]) -> list[str]:
         ring = self.membership.ring(self._n_of(key))
@@ -1329,11 +1345,10 @@ class NodeCore:
         self.metrics.read_repairs.inc()
 
     def observe(self, op: Op, ok: bool) -> None:
-        elapsed = self.t - op.started
         kind = op.kind
         if isinstance(op, ForwardOp):
             kind = type(op.inner).__name__.lower()
-        self.metrics.ops.observe(kind, op.required, ok, elapsed)
+        self._observe_op(kind, op.required, ok, self.t - op.started)
 
     def _on_siblings(self, key: bytes, count: int, write: bool) -> None:
         self.metrics.note_siblings(count, write, count > self.cfg.sibling_warn)

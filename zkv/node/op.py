@@ -82,9 +82,10 @@ class Op:
     def reply(self, msg, ok: bool = True) -> None:
         if not self.replied:
             self.replied = True
-            self.ctx.respond(self.origin, msg)
-            self.ctx.release(self)
-            self.ctx.observe(self, ok)
+            ctx = self.ctx
+            ctx.respond(self.origin, msg)
+            ctx.release(self)
+            ctx.observe(self, ok)
 
     def finish(self) -> None:
         self.ctx.done(self)

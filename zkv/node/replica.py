@@ -164,12 +164,14 @@ class Replica:
             self._note_issued(actor, new)
             return handoff.merge(owner, key, new), None
         old = self.store.get(key)
-        dead = self._dead_write(key, old, context, value, wid)
-        if dead is not None:
-            return dead, None
+        if not old:  # (_dead_write and _fresh change nothing for a key held here)
+            dead = self._dead_write(key, old, context, value, wid)
+            if dead is not None:
+                return dead, None
+            context = self._fresh(key, old, context)
         held = dvv.DVVSet.decode(old) if old is not None else None  # once, for both uses
         actor = self._actor(held)
-        written = dvv.update(held, self._fresh(key, old, context), value, actor, wid)
+        written = dvv.update(held, context, value, actor, wid)
         if is_lww(key):
             written = dvv.lww(written)
         new = written.encode()
