@@ -39,6 +39,7 @@ class _FanOut(Op):
     """Shared by reads and writes: per-replica soft timeouts and stand-ins for silent nodes."""
 
     quorum: GetQuorum | PutQuorum
+    woken_at = float("inf")  # when the op's last wake-up was asked for (none yet)
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]]) -> None:
         super().__init__(ctx, origin, key, deadline)
@@ -46,7 +47,6 @@ class _FanOut(Op):
         self.asked: dict[str, str | None] = {}  # every node asked so far -> owner it covers
         self.soft: dict[str, float] = {}  # pending node -> when it counts as silent
         self.late: set[str] = set()
-        self.woken_at = float("inf")
 
     def _send(self, node: str, owner: str | None) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -210,9 +210,10 @@ class WriteOp(_FanOut):
             return
         self.asked[me] = mine
         self.quorum.add_result(me, True)
+        key, version = self.key, self.version
         for node_id, owner in self.targets:
-            if node_id != me:
-                self._send(node_id, owner)
+            if node_id != me:  # (_send inline)
+                self._ask(node_id, owner, RPut(0, key, version, owner or ""))
         is_up = ctx.is_up
         for node_id in self.extra:
             if node_id == me or not is_up(node_id):

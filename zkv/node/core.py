@@ -556,7 +556,8 @@ class NodeCore:
             self.persist(durable)
         if self.membership.candidates:
             self.out.subscribe.extend(self.membership.take_candidates())
-        self.turn_bytes.clear()
+        if self.turn_bytes:  # (only replies over 4 KiB are counted)
+            self.turn_bytes.clear()
         self.turn_total = 0
         out, self.out = self.out, Outbox()
         return out
@@ -1180,7 +1181,8 @@ class NodeCore:
         cfg = self.cfg
         try:
             wire.check_key(msg.key, cfg.max_key_size)
-            ns, skey = self._resolve(msg)
+            ns = self.namespaces.get(msg.ns or nss.DEFAULT)  # (_resolve inline)
+            skey = self._storage_key(ns, msg.key)
             n = ns.n
             if type(msg) is Get:
                 wire.check_quorum("r", msg.r or None, n)

@@ -374,6 +374,11 @@ class Membership:
         """The current ring (reads, W-counting writes) with N = `n` (None: the cluster's N;
         a namespace passes its own, issue 15); asked per request, rebuilt only on change, one
         cached per N. Every ring lookup goes through here."""
+        st = self.cluster
+        if st is not None:  # `rings(n).current`, its cached case inline (asked per request)
+            got = self._state_rings.get(self.settings["n"] if n is None else n)
+            if got is not None and got.state is st and got.current.q == self.settings["q"]:
+                return got.current
         rings = self.rings(n)
         if rings is not None:
             return rings.current

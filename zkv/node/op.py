@@ -50,6 +50,7 @@ class Op:
     started = 0.0
     serial = 0  # set by the core when the op starts (its key in live_ops and timers)
     holds_slot = False  # counted in its client connection's in-flight ops (until answered)
+    on_finish: Callable[[Op], None] | None = None  # set by the starter, if it wants to know
 
     def __init__(self, ctx: Context, origin, key: bytes, deadline: float) -> None:
         self.ctx = ctx
@@ -58,7 +59,6 @@ class Op:
         self.deadline = deadline
         self.pending: set[str] = set()
         self.rids: list[int] = []  # the rids of the messages it sent with ctx.ask (open)
-        self.on_finish: Callable[[Op], None] | None = None
 
     def start(self) -> None:  # pragma: no cover - every op overrides it
         raise NotImplementedError
