@@ -42,7 +42,7 @@ class _FanOut(Op):
     woken_at = float("inf")  # when the op's last wake-up was asked for (none yet)
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]]) -> None:
-        super().__init__(ctx, origin, key, deadline)
+        Op.__init__(self, ctx, origin, key, deadline)  # (named: no super() per op)
         self.targets = targets  # (node, owner it stands in for, or None)
         self.asked: dict[str, str | None] = {}  # every node asked so far -> owner it covers
         self.soft: dict[str, float] = {}  # pending node -> when it counts as silent
@@ -177,7 +177,7 @@ class WriteOp(_FanOut):
 
     def __init__(self, ctx, origin, key, deadline, targets, w, context, value,
                  wid: bytes = b"", extra: list[str] | None = None, stamp: int = 0) -> None:
-        super().__init__(ctx, origin, key, deadline, targets)
+        _FanOut.__init__(self, ctx, origin, key, deadline, targets)  # (named: no super())
         self.kind = "put" if value is not None else "delete"
         self.required = w
         self.quorum = PutQuorum(w, self.kind)

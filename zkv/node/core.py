@@ -1198,7 +1198,8 @@ class NodeCore:
             return
         origin = (ident, rid)
         ring = self.membership.ring(ns.n)
-        preflist = ring.preflist_for_key(skey)
+        p = ring.partition(skey)  # (hashed once: _coordinate uses it too)
+        preflist = ring.preflist(p)
         if self.me not in preflist and not forwarded:
             down = self.membership.unreachable()
             candidates = [x for x in preflist if x not in down]
@@ -1208,14 +1209,14 @@ class NodeCore:
                 # meet there. Standing in itself, each node that got the request kept a hint
                 # of its own: with N=1, reads at R=1 missed writes another node had taken
                 # (simulate.py --scenario remove, the dead node's N=1 keys)
-                sloppy = [x for x, _ in ring.sloppy_preflist(ring.partition(skey), down)]
+                sloppy = [x for x, _ in ring.sloppy_preflist(p, down)]
                 candidates = [] if self.me in sloppy else sloppy
             if candidates:
                 self.metrics.forwards.inc()
                 self.start_op(ForwardOp(self, origin, skey, self.t, msg, candidates,
                                         per_try=2 * cfg.replica_timeout + 0.25), self.t)
                 return
-        self._coordinate(origin, msg, ring, ns, skey)
+        self._coordinate(origin, msg, ring, ns, skey, p)
 
     def coordinate_here(self, origin, inner) -> None:
         """Coordinate a request locally although this node is not an owner (no owner answered)."""
@@ -1226,9 +1227,11 @@ class NodeCore:
             return
         self._coordinate(origin, inner, self.membership.ring(ns.n), ns, skey)
 
-    def _coordinate(self, origin, msg, ring, ns: Namespace, skey: bytes) -> None:
+    def _coordinate(self, origin, msg, ring, ns: Namespace, skey: bytes,
+                    p: int | None = None) -> None:
         n = ns.n
-        p = ring.partition(skey)
+        if p is None:  # (the caller's, when it had the key's partition in `ring` at hand)
+            p = ring.partition(skey)
         self.metrics.hot.add(msg.key)  # the hot-keys sketch (metrics.observe_key)
         # sloppy quorum: the first N reachable nodes of the extended preference list; a
         # stand-in is paired with the owner it keeps a hint for

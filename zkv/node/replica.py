@@ -172,7 +172,7 @@ class Replica:
         held = dvv.DVVSet.decode(old) if old is not None else None  # once, for both uses
         actor = self._actor(held)
         written = dvv.update(held, context, value, actor, wid)
-        if is_lww(key):
+        if key[:1] == b"\x00" and is_lww(key):  # (only a namespaced key can be lww)
             written = dvv.lww(written)
         new = written.encode()
         self._store(key, old, new)
