@@ -488,8 +488,10 @@ class NodeCore:
                 self._refuse_self(ident, msgs)
                 return self.out
             plain = role is None  # plain text: the role is the identity's (with keys: the
-            # transport's), asked once per frame
-            as_role = self._role(ident, None) if role is None else role
+            # transport's), asked once per frame; an identity not b"peer:..." is an admin's
+            # (_role, without the call)
+            as_role = role if role is not None else (
+                self._role(ident, None) if ident.startswith(b"peer:") else ADMIN)
             if as_role == PEER and msgs and type(msgs[0]) is RPut and not self.joining:
                 self._replica_writes(ident, msgs, plain)  # a coordinator's fan-out
             else:
@@ -552,8 +554,10 @@ class NodeCore:
         """End of a turn: every write reaches the engine (and with `durable` the disk), then
         the turn's messages are handed over. With `persist=False` the caller persists
         (`persist()`) once it has sent `out.peers` and before anything else."""
-        if persist and (self.replica.dirty or self.transfers.dirty):
-            self.persist(durable)
+        if persist and (self.replica.dirty or self.transfers.dirty):  # (persist() inline)
+            self.replica.flush(durable=self._durable if durable is None else durable)
+            if self.transfers.dirty:
+                self.transfers.checkpoint(self.t)
         if self.membership.candidates:
             self.out.subscribe.extend(self.membership.take_candidates())
         if self.turn_bytes:  # (only replies over 4 KiB are counted)
@@ -1179,20 +1183,32 @@ class NodeCore:
     # ---- coordinating client requests -------------------------------------------------------
     def _on_client(self, ident: bytes, msg, rid: int, forwarded: bool) -> None:
         cfg = self.cfg
+        key = msg.key
         try:
-            wire.check_key(msg.key, cfg.max_key_size)
+            # each wire check runs only where its test (inline: per request) fails, to raise
+            # saying why; the order of the checks, and so the error reported, is theirs
+            if key.__class__ is not bytes or not 0 < len(key) <= cfg.max_key_size:
+                wire.check_key(key, cfg.max_key_size)
             ns = self.namespaces.get(msg.ns or nss.DEFAULT)  # (_resolve inline)
-            skey = self._storage_key(ns, msg.key)
+            # (_storage_key of a default-namespace key: the key itself, if it may be one)
+            skey = key if ns.name == nss.DEFAULT and key[0] != 0 else self._storage_key(ns, key)
             n = ns.n
             if type(msg) is Get:
-                wire.check_quorum("r", msg.r or None, n)
+                if msg.r:  # (0: the namespace's R, nothing to check)
+                    wire.check_quorum("r", msg.r, n)
             else:
-                wire.check_quorum("w", msg.w or None, n)
-                wire.check_context(msg.context)
-                if msg.context:
-                    dvv.validate_context(msg.context)
+                if msg.w:
+                    wire.check_quorum("w", msg.w, n)
+                context = msg.context
+                if context is not None and (context.__class__ is not bytes
+                                            or len(context) > wire.MAX_CONTEXT):
+                    wire.check_context(context)
+                if context:
+                    dvv.validate_context(context)
                 if type(msg) is Put:
-                    wire.check_value(msg.value, cfg.max_value_size)
+                    value = msg.value
+                    if value.__class__ is not bytes or len(value) > cfg.max_value_size:
+                        wire.check_value(value, cfg.max_value_size)
         except (ZkvError, ValueError) as exc:
             self._reply(ident, Error(rid, E_INVALID, str(exc)[:wire.MAX_ERROR_TEXT]))
             return
