@@ -51,9 +51,10 @@ class _FanOut(Op):
     def _send(self, node: str, owner: str | None) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _ask(self, node: str, owner: str | None, msg) -> None:
+    def _ask(self, node: str, owner: str | None, msg, now: float | None = None) -> None:
         ctx = self.ctx
-        now = ctx.now()
+        if now is None:  # (a caller asking several replicas at once reads the clock once)
+            now = ctx.now()
         self.asked[node] = owner
         self.pending.add(node)
         self.soft[node] = now + ctx.replica_timeout(node, self.deadline - now)
@@ -184,7 +185,8 @@ class WriteOp(_FanOut):
         self.context = context
         self.value = value
         self.wid = wid
-        self.extra = extra or []  # pending owners during a transfer: sent to, not counted
+        # pending owners during a transfer: sent to, not counted
+        self.extra = extra if extra is not None else []
         self.stamp = stamp  # lww: the HLC stamp in front of value (0: not lww)
         self.extra_waiting: set[str] = set()  # extra nodes that have not acknowledged yet
         self.version: bytes = b""
@@ -210,10 +212,10 @@ class WriteOp(_FanOut):
             return
         self.asked[me] = mine
         self.quorum.add_result(me, True)
-        key, version = self.key, self.version
+        key, version, now = self.key, self.version, ctx.now()
         for node_id, owner in self.targets:
             if node_id != me:  # (_send inline)
-                self._ask(node_id, owner, RPut(0, key, version, owner or ""))
+                self._ask(node_id, owner, RPut(0, key, version, owner or ""), now)
         is_up = ctx.is_up
         for node_id in self.extra:
             if node_id == me or not is_up(node_id):

@@ -906,9 +906,10 @@ class NodeCore:
         if (msg.ns and msg.ns != nss.DEFAULT) or key.__class__ is not bytes \
                 or not 0 < len(key) <= self.cfg.max_key_size or key[0] == 0:
             return False
-        n = self.inflight.get(ident, 0)
-        if (n >= cap or (not n and len(self.inflight) >= self.max_identities)
-                or self.turn_bytes.get(ident, 0) >= self.turn_budget):
+        inflight, turn_bytes = self.inflight, self.turn_bytes
+        n = inflight.get(ident, 0)
+        if (n >= cap or (not n and len(inflight) >= self.max_identities)
+                or (turn_bytes and turn_bytes.get(ident, 0) >= self.turn_budget)):
             return False  # refused: the usual way says why
         if self.me in ring.preflist_for_key(key):
             try:
@@ -954,10 +955,12 @@ class NodeCore:
             if type(msg) is RPut and not msg.owner:
                 if rings is None:
                     rings = self.membership.rings(None)
+                    if rings is not None:
+                        stray, partition = rings.stray, rings.current.partition
                 key = msg.key
                 if (rings is not None and key.__class__ is bytes and 0 < len(key) <= max_key
                         and key[0] != 0 and key not in reaped
-                        and rings.stray(rings.current.partition(key), me) is None):
+                        and stray(partition(key), me) is None):
                     incoming = msg.dvv
                     old = store.get(key)
                     try:  # check_plausible, then sync_encoded (one decode of each)
