@@ -195,7 +195,7 @@ class WriteOp(_FanOut):
     def start(self) -> None:
         ctx = self.ctx
         me = ctx.me
-        mine = None  # the owner this node stands in for (the last pair naming it, as a dict)
+        mine = None  # the owner this node stands in for: dict(targets).get(me), no dict
         for node_id, owner in self.targets:
             if node_id == me:
                 mine = owner
