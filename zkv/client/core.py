@@ -336,6 +336,9 @@ class ClientCore:
         self._base_order: list[str] | None = None
         self._n_up = 0  # members in _base_order that looked up (they come first)
         self._orders: dict[tuple[int | None, int], list[str]] = {}  # (N, partition) -> order
+        # (N, partition) -> its owners an owner read may ask as far as the ring tells (members
+        # that serve Read, not down, with an endpoint), in preference order, as (id, endpoint)
+        self._readers_of: dict[tuple[int | None, int], list[tuple[str, str]]] = {}
         self.rings: dict[int, Ring] = {}  # N -> ring (namespaces with another N than the cluster's)
         self.ns_cache: dict[str, Namespace] = {}  # namespaces seen (immutable once created)
         # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
@@ -386,6 +389,7 @@ class ClientCore:
         self.down = set(msg.down)
         self._base_order = None
         self._orders = {}
+        self._readers_of = {}
         self.ring_at = self.clock()
 
     def ring_for(self, n: int | None) -> Ring | None:
@@ -670,7 +674,13 @@ class ClientCore:
         else:
             r, lww = msg.r or rm.r, False
         now = self.clock()
-        eps, readers, down = self.endpoints, self.readers, self.down
+        p = ring.partition(skey)
+        owners = self._readers_of.get((n, p))  # (what the ring tells, once per ring learned)
+        if owners is None:
+            eps, readers, down = self.endpoints, self.readers, self.down
+            owners = self._readers_of[(n, p)] = [
+                (node, eps[node]) for node in ring.preflist(p)
+                if node in readers and node not in down and node in eps]
         # (expired here too: a client whose owner reads all succeed never calls candidates())
         suspect, skip = self.suspect_until, self.refilling_until
         if suspect:
@@ -678,16 +688,20 @@ class ClientCore:
         if skip:
             _expire(skip, now)
         unconnectable = self.unconnectable
-        chosen: list[tuple[str, str]] = []
-        for node in ring.preflist_for_key(skey):
-            ep = eps.get(node)
-            if (node in readers and node not in down and ep is not None and ep not in suspect
-                    and ep not in unconnectable and node not in skip):
-                chosen.append((node, ep))
-                if len(chosen) == r:
-                    break
+        chosen: list[tuple[str, str]]
+        if not (suspect or skip or unconnectable):  # nobody to leave out: the first R
+            if not 0 < r <= len(owners):
+                return None  # fewer than R owners to ask: a coordinator finds stand-ins
+            chosen = owners if len(owners) == r else owners[:r]
         else:
-            return None  # fewer than R owners to ask: a coordinator finds stand-ins
+            chosen = []
+            for node, ep in owners:
+                if ep not in suspect and ep not in unconnectable and node not in skip:
+                    chosen.append((node, ep))
+                    if len(chosen) == r:
+                        break
+            else:
+                return None  # fewer than R owners to ask: a coordinator finds stand-ins
         hedge = self._hedge if self._rtts_new < _HEDGE_EVERY else self.hedge_delay()
         until = now + min(hedge, self.per_try)
         rids, key, ns = self.rids, msg.key, msg.ns
@@ -732,7 +746,9 @@ class ClientCore:
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
             *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
-        msg = self.put_msg(key, value, context, w, self.new_wid() if wid is None else wid, ns)
+        if wid is None:  # (new_wid()'s simulated case inline: the simulator draws every id)
+            wid = self._rng.randbytes(WID_BYTES) if self._rng is not None else self.new_wid()
+        msg = self.put_msg(key, value, context, w, wid, ns)
         msg.floor = self.stamp_floor
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         reply = yield from self.call(msg, route, n=n)
@@ -762,26 +778,27 @@ class ClientCore:
         plan past the first window starts when an earlier one ends), not the whole call."""
         results: list[Any] = []
         failed: list[int] = []
-        # the plans in flight, in the order they were started: (index, plan, what it yielded:
-        # a Send, or a Batch for a get asking owners itself)
-        active: list[tuple[int, Plan, Send | Batch]] = []
-        stepped: list[tuple[int, Plan, Send | Batch]] = []  # this step's, resumed so far
+        # the plans in flight, in the order they were started: (index, plan, how many answers
+        # it waits for: -1 for a Send, else its Batch's length (a get asking owners itself))
+        active: list[tuple[int, Plan, int]] = []
+        stepped: list[tuple[int, Plan, int]] = []  # this step's, resumed so far
         todo = enumerate(plans)
         got: list = []
         try:
             while True:
                 # resume each plan with its share of the answers (a generator resumed with
                 # send(None) the first time starts as next() would: new plans take the
-                # same path)
+                # same path), collecting the next step's tries as they come
                 stepped = []
+                sends: list[Send] = []
                 at = 0
-                for i, plan, x in active:
-                    if isinstance(x, Send):
+                for i, plan, k in active:
+                    if k < 0:
                         answer = got[at]
                         at += 1
                     else:
-                        answer = got[at:at + len(x.sends)]
-                        at += len(x.sends)
+                        answer = got[at:at + k]
+                        at += k
                     try:
                         x = plan.send(answer)
                     except StopIteration as done:
@@ -790,7 +807,12 @@ class ClientCore:
                         results[i] = exc
                         failed.append(i)
                     else:
-                        stepped.append((i, plan, x))
+                        if isinstance(x, Send):
+                            sends.append(x)
+                            stepped.append((i, plan, -1))
+                        else:
+                            sends += x.sends
+                            stepped.append((i, plan, len(x.sends)))
                 while len(stepped) < MANY_WINDOW:
                     nxt = next(todo, None)
                     if nxt is None:
@@ -805,16 +827,15 @@ class ClientCore:
                         results[i] = exc
                         failed.append(i)
                     else:
-                        stepped.append((i, plan, x))
+                        if isinstance(x, Send):
+                            sends.append(x)
+                            stepped.append((i, plan, -1))
+                        else:
+                            sends += x.sends
+                            stepped.append((i, plan, len(x.sends)))
                 active = stepped
                 if not active:
                     break
-                sends: list[Send] = []
-                for _, _, x in active:
-                    if isinstance(x, Send):
-                        sends.append(x)
-                    else:
-                        sends += x.sends
                 got = yield Batch(sends)
         finally:
             # (an error or an interrupt: the rest stop; a plan already finished ignores it)
