@@ -57,6 +57,8 @@ class MemStore:
         self.undo: list[tuple[bytes, bytes | None, bool]] = []  # since the last durable point
         self.closed_cleanly = True  # LogStore's: False once the node crashed (set by the sim)
         self._hash: dict[bytes, int] = {}
+        # get(key) is the dict's own (a C call: a node reads its store for every request)
+        self.get: Callable[[bytes], bytes | None] = self.data.get
 
     def _note(self, key: bytes) -> None:
         self.undo.append((key, self.data.get(key), key in self.tomb))
@@ -72,9 +74,6 @@ class MemStore:
         self.undo.append((key, data.get(key), key in tomb))  # (_note, inline)
         data.pop(key, None)
         tomb.add(key)
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
 
     def __len__(self) -> int:
         return len(self.data)

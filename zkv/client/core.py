@@ -469,7 +469,9 @@ class ClientCore:
         if type(key) is not bytes or not 0 < len(key) <= _MAX_KEY:
             wire.check_key(key)
         if r is not None:
-            wire.check_quorum("r", r, self._n_of(ns))
+            n = self._n_of(ns) if ns else self.n
+            if type(r) is not int or not 0 < r <= (255 if n is None else n):
+                wire.check_quorum("r", r, n)
         return Get(0, key, r or 0, ns)
 
     def put_msg(self, key, value, context, w, wid: bytes, ns: str = "") -> Put:
@@ -484,7 +486,9 @@ class ClientCore:
             wire.check_quorum("w", w, self._n_of(ns))
             wire.check_wid(wid)
         elif w is not None:
-            wire.check_quorum("w", w, self._n_of(ns))
+            n = self._n_of(ns) if ns else self.n
+            if type(w) is not int or not 0 < w <= (255 if n is None else n):
+                wire.check_quorum("w", w, n)
         return Put(0, key, value, context or b"", w or 0, wid, ns)
 
     def delete_msg(self, key, context, w, wid: bytes, ns: str = "") -> Delete:
@@ -644,7 +648,8 @@ class ClientCore:
         if self.owner_reads and route is not None:
             if now - self.ring_at >= RING_REFRESH and not self._refreshing:  # (_stale)
                 yield from self._refresh(deadline)
-            got = yield from self._owner_read(msg, route, n)
+                now = clock()
+            got = yield from self._owner_read(msg, route, n, now)
             if got is not None:
                 return got
         reply = yield from self.call(msg, route, n=n, deadline=deadline)
@@ -654,14 +659,16 @@ class ClientCore:
             self.stamp_floor = reply.stamp
         return GetResult(reply.values, reply.context)
 
-    def _owner_read(self, msg: Get, skey: bytes, n: int | None) -> Plan[GetResult | None]:
+    def _owner_read(self, msg: Get, skey: bytes, n: int | None, now: float
+                    ) -> Plan[GetResult | None]:
         """A client-coordinated read: ask R of the key's owners for their copies at once (one
         round trip instead of a coordinator's two) and answer if every one of them says it is
         an owner whose copy counts and all R copies are byte-identical: then the answer is
         exactly the one a coordinator would build from those R answers, and there is nothing
         to repair among them. None (ask a coordinator, which merges and read-repairs) when
         the copies differ, one is not an owner's, or any try fails, is refused or is slower
-        than the hedge delay. Only members whose record says they serve Read are asked."""
+        than the hedge delay. Only members whose record says they serve Read are asked.
+        `now`: the clock's time (read by the caller in this step)."""
         ring = self.ring if n is None else self.ring_for(n)
         rm = self.ring_msg
         if ring is None or rm is None:
@@ -673,7 +680,6 @@ class ClientCore:
             r, lww = msg.r or known.r, known.lww
         else:
             r, lww = msg.r or rm.r, False
-        now = self.clock()
         p = ring.partition(skey)
         owners = self._readers_of.get((n, p))  # (what the ring tells, once per ring learned)
         if owners is None:
