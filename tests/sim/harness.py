@@ -680,7 +680,7 @@ def _workload_step(client, result: Result | None) -> tuple[tuple, Event] | None:
         client.sim.at(client.sim.t + req[1], client._next, Result(True))
         return None
     ev = Event(client.name, op, req[1], req[2] if op == "put" else None, client.sim.t)
-    if type(req) is not tuple or len(req) != 5:  # (a put's request is already in shape)
+    if len(req) != 5:  # (a put's request is already in shape)
         req = (tuple(req) + (None,) * 5)[:5]
     return req, ev
 
@@ -891,15 +891,20 @@ class _Step:
                 self.resume(self.results)
 
     def on_frame(self, msgs: list) -> None:
-        by_rid, results = self.by_rid, self.results
+        # (_answer, inline: a try still pending means the step is live, and the last answer
+        # ends it, so nothing after it in the frame counts)
+        by_rid, results, left = self.by_rid, self.results, self.left
         for msg in msgs:
             i = by_rid.get(msg.rid)
-            if i is not None and self.live and results[i] is _PENDING:  # (_answer, inline)
+            if i is not None and results[i] is _PENDING:
                 results[i] = msg
-                self.left -= 1
-                if not self.left:
+                left -= 1
+                if not left:
+                    self.left = 0
                     self.live = False
                     self.resume(results)
+                    return
+        self.left = left
 
 
 class CoreClient:

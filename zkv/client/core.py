@@ -76,7 +76,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -788,7 +788,7 @@ class ClientCore:
         # it waits for: -1 for a Send, else its Batch's length (a get asking owners itself))
         active: list[tuple[int, Plan, int]] = []
         stepped: list[tuple[int, Plan, int]] = []  # this step's, resumed so far
-        todo = enumerate(plans)
+        todo: Iterator[tuple[int, Plan]] | None = enumerate(plans)  # None: all started
         got: list = []
         try:
             while True:
@@ -819,9 +819,10 @@ class ClientCore:
                         else:
                             sends += x.sends
                             stepped.append((i, plan, len(x.sends)))
-                while len(stepped) < MANY_WINDOW:
+                while todo is not None and len(stepped) < MANY_WINDOW:
                     nxt = next(todo, None)
                     if nxt is None:
+                        todo = None
                         break
                     i, plan = nxt
                     results.append(None)
