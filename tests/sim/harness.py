@@ -57,22 +57,23 @@ class MemStore:
         self.undo: list[tuple[bytes, bytes | None, bool]] = []  # since the last durable point
         self.closed_cleanly = True  # LogStore's: False once the node crashed (set by the sim)
         self._hash: dict[bytes, int] = {}
+        # get(key) is the dict's own (a C call: a node reads its store for every request)
+        self.get: Callable[[bytes], bytes | None] = self.data.get
 
     def _note(self, key: bytes) -> None:
         self.undo.append((key, self.data.get(key), key in self.tomb))
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._note(key)
-        self.data[key] = value
-        self.tomb.discard(key)
+        data, tomb = self.data, self.tomb
+        self.undo.append((key, data.get(key), key in tomb))  # (_note, inline)
+        data[key] = value
+        tomb.discard(key)
 
     def delete(self, key: bytes) -> None:
-        self._note(key)
-        self.data.pop(key, None)
-        self.tomb.add(key)
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
+        data, tomb = self.data, self.tomb
+        self.undo.append((key, data.get(key), key in tomb))  # (_note, inline)
+        data.pop(key, None)
+        tomb.add(key)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -155,7 +156,7 @@ class Faults:
                         if v != getattr(d, k))
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     ok: bool
     values: list[bytes] = field(default_factory=list)
@@ -417,10 +418,13 @@ class Sim:
 
     def run_until(self, t_end: float) -> None:
         events, pop = self.events, heapq.heappop
-        while events and events[0][0] <= t_end:
-            when, _, fn, args = pop(events)
-            self.t = when
-            fn(*args)
+        while events:
+            ev = events[0]
+            if ev[0] > t_end:
+                break
+            pop(events)
+            self.t = ev[0]
+            ev[2](*ev[3])
         self.t = max(self.t, t_end)
 
     def _tick_event(self, node_id: str, when: float) -> None:
@@ -488,44 +492,47 @@ class Sim:
                 if node_id in links:
                     send(src, node_id, REQUEST, me, encode(msgs))
         if out.clients:
+            clients = self.clients
             for ident, msgs in out.clients.items():
-                if ident.startswith(b"peer:"):
+                if ident in clients:  # a client's replies (the common case, first; no client
+                    # identity starts with "peer:")
+                    send(src, ident, "client", src, encode(msgs))
+                elif ident.startswith(b"peer:"):
                     dst = ident[5:].decode()
                     target = nodes.get(dst)
                     if target is not None and target.core is not None and target.core.joining:
                         send(src, dst, SEED, sn.cfg.listen, encode(msgs))
                     else:
                         send(src, dst, REPLY, src, encode(msgs))
-                elif ident in self.clients:
-                    send(src, ident, "client", src, encode(msgs))
         if out.endpoints:
             for endpoint, msgs in out.endpoints.items():
                 dst = self.by_endpoint.get(endpoint)
                 if dst is not None:
                     send(src, dst, REQUEST, b"peer:" + src.encode(), encode(msgs))
-        for msg in out.gossip:  # one PUB frame, delivered to every subscriber
-            payload = encode([msg])
-            for other in nodes.values():
-                if (src in other.links or src in other.subs) and other is not sn:
-                    send(src, other.id, GOSSIP, None, payload)
+        if out.gossip:
+            for msg in out.gossip:  # one PUB frame, delivered to every subscriber
+                payload = encode([msg])
+                for other in nodes.values():
+                    if (src in other.links or src in other.subs) and other is not sn:
+                        send(src, other.id, GOSSIP, None, payload)
 
     def _send_frame(self, src: str, dst, kind: str, who, payload: bytes) -> None:
         f = self.faults
         stats = self.stats
         stats["frames"] += 1
-        copies = 1
         rng = self.rng
         if f.loss and rng.random() < f.loss:
             stats["lost"] += 1
             return
+        frame = (src, dst, kind, who, payload)
         if f.dup and rng.random() < f.dup:
-            copies = 2
             stats["duplicated"] += 1
-        events = self.events
-        for _ in range(copies):
             self.seq += 1
-            heapq.heappush(events, (self.t + (f.latency + rng.random() * f.jitter), self.seq,
-                                    self._deliver, (src, dst, kind, who, payload)))
+            heapq.heappush(self.events, (self.t + (f.latency + rng.random() * f.jitter),
+                                         self.seq, self._deliver, frame))
+        self.seq += 1
+        heapq.heappush(self.events, (self.t + (f.latency + rng.random() * f.jitter), self.seq,
+                                     self._deliver, frame))
 
     def client_request(self, name: str, ident: bytes, node: str, payload: bytes) -> None:
         """A client's request frame reaches `node` (queued while it is paused)."""
@@ -638,7 +645,7 @@ class Sim:
 
 
 # ---- clients and history --------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Event:
     client: str
     op: str
@@ -653,9 +660,7 @@ class Event:
 class History:
     def __init__(self) -> None:
         self.events: list[Event] = []
-
-    def add(self, ev: Event) -> None:
-        self.events.append(ev)
+        self.add: Callable[[Event], None] = self.events.append  # (a C call per operation)
 
 
 Workload = Generator[tuple, Result, None]
@@ -670,12 +675,14 @@ def _workload_step(client, result: Result | None) -> tuple[tuple, Event] | None:
     except StopIteration:
         client.done = True
         return None
-    if req[0] == "sleep":
+    op = req[0]
+    if op == "sleep":
         client.sim.at(client.sim.t + req[1], client._next, Result(True))
         return None
-    op, key = req[0], req[1]
-    ev = Event(client.name, op, key, req[2] if op == "put" else None, client.sim.t)
-    return (tuple(req) + (None,) * 5)[:5], ev
+    ev = Event(client.name, op, req[1], req[2] if op == "put" else None, client.sim.t)
+    if len(req) != 5:  # (a put's request is already in shape)
+        req = (tuple(req) + (None,) * 5)[:5]
+    return req, ev
 
 
 class SimClient:
@@ -723,23 +730,26 @@ class SimClient:
     def _try(self, ev: Event, msg, deadline: float, tried: set[str]) -> None:
         sim = self.sim
         pool = self.nodes or sim.node_ids
-        live = [x for x in pool if x not in tried] or pool
+        live = ([x for x in pool if x not in tried] or pool) if tried else pool
         until = self.suspect_until
         trusted = [x for x in live if until.get(x, -1.0) <= sim.t] if until else live
-        node = sim.rng.choice(trusted or live)
+        rng = sim.rng
+        node = rng.choice(trusted or live)
         tried.add(node)
-        self.rid += 1
-        msg.rid = self.rid
+        rid = self.rid = self.rid + 1
+        msg.rid = rid
         if self.namespace:
             msg.ns = self.namespace
-        self.current = (self.rid, ev, msg, deadline, tried)
+        self.current = (rid, ev, msg, deadline, tried)
         payload = wire.encode([msg])
-        delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
-        sim.at(sim.t + delay, self._arrive, node, payload)
-        sim.at(min(deadline, sim.t + self.per_try), self._expire, self.rid)
-
-    def _arrive(self, node: str, payload: bytes) -> None:
-        self.sim.client_request(self.name, self.ident, node, payload)
+        delay = sim.faults.latency + rng.random() * sim.faults.jitter
+        # (Sim.at, inline: two events per try)
+        events, push, t = sim.events, heapq.heappush, sim.t
+        sim.seq += 1
+        push(events, (t + delay, sim.seq, sim.client_request, (self.name, self.ident, node,
+                                                                payload)))
+        sim.seq += 1
+        push(events, (min(deadline, t + self.per_try), sim.seq, self._expire, (rid,)))
 
     def _expire(self, rid: int) -> None:
         if self.current is None or self.current[0] != rid:
@@ -782,11 +792,12 @@ class SimClient:
 
     def _finish(self, ev: Event, res: Result) -> None:
         self.current = None
-        ev.end = self.sim.t
+        sim = self.sim
+        ev.end = sim.t
         ev.ok = res.ok
         ev.result = res
-        self.sim.history.add(ev)
-        self.sim.at(self.sim.t + self.think * self.sim.rng.random(), self._next, res)
+        sim.history.add(ev)
+        sim.at(sim.t + self.think * sim.rng.random(), self._next, res)
 
 
 class _Step:
@@ -794,6 +805,8 @@ class _Step:
     step goes out as one frame; each try's answer is the first reply with its rid (or an
     `also` rid), else SLOW at `soft`, else None at `until` (UNREACHABLE, after the network
     delay, for a crashed node); `resume` gets the list once every try has its answer."""
+
+    __slots__ = ("sim", "resume", "live", "results", "left", "by_rid", "ends")
 
     def __init__(self, sim: Sim, client, sends: list, resume: Callable[[list], None]) -> None:
         self.sim = sim
@@ -811,8 +824,9 @@ class _Step:
         nodes, by_endpoint, faults, rng = sim.nodes, sim.by_endpoint, sim.faults, sim.rng
         nearest = math.inf
         for i, send in enumerate(sends):
-            for _, rid in send.also:
-                by_rid[rid] = i
+            if send.also:
+                for _, rid in send.also:
+                    by_rid[rid] = i
             msg = send.msg
             if msg is not None:
                 by_rid[msg.rid] = i
@@ -827,16 +841,26 @@ class _Step:
                 else:
                     box.append(msg)
             soft, until = send.soft, send.until
-            end = (soft, SLOW) if soft is not None and soft < until else (until, None)
-            ends[i] = end
-            if end[0] < nearest:
-                nearest = end[0]
+            if soft is not None and soft < until:
+                ends[i] = (soft, SLOW)
+                if soft < nearest:
+                    nearest = soft
+            else:
+                ends[i] = (until, None)
+                if until < nearest:
+                    nearest = until
+        # (Sim.at, inline: a step schedules an event per node it reaches and one for its ends)
+        events, push, t = sim.events, heapq.heappush, sim.t
         if nearest < math.inf:  # (every try is still unanswered: _arm's nearest end)
-            sim.at(nearest, self._expire)
-        for node, msgs in frames.items():  # each node's share of the step in one frame
-            delay = faults.latency + rng.random() * faults.jitter
-            sim.at(sim.t + delay, sim.client_request, client.name, client.ident, node,
-                   wire.encode(msgs))
+            sim.seq += 1
+            push(events, (nearest, sim.seq, self._expire, ()))
+        if frames:
+            request, name, ident = sim.client_request, client.name, client.ident
+            for node, msgs in frames.items():  # each node's share of the step in one frame
+                delay = faults.latency + rng.random() * faults.jitter
+                sim.seq += 1
+                push(events, (t + delay, sim.seq, request, (name, ident, node,
+                                                            wire.encode(msgs))))
 
     def _arm(self) -> None:
         results = self.results
@@ -867,10 +891,20 @@ class _Step:
                 self.resume(self.results)
 
     def on_frame(self, msgs: list) -> None:
+        # (_answer, inline: a try still pending means the step is live, and the last answer
+        # ends it, so nothing after it in the frame counts)
+        by_rid, results, left = self.by_rid, self.results, self.left
         for msg in msgs:
-            i = self.by_rid.get(msg.rid)
-            if i is not None:
-                self._answer(i, msg)
+            i = by_rid.get(msg.rid)
+            if i is not None and results[i] is _PENDING:
+                results[i] = msg
+                left -= 1
+                if not left:
+                    self.left = 0
+                    self.live = False
+                    self.resume(results)
+                    return
+        self.left = left
 
 
 class CoreClient:
@@ -898,7 +932,7 @@ class CoreClient:
         self.done = False
         self.plan: Generator | None = None
         self.ev: Event | None = None
-        self.rids: set[int] = set()  # the answers the plan waits for
+        self.rids: set[int] | frozenset[int] = _NO_RIDS  # the answers the plan waits for
         self.step: _Step | None = None  # the Batch the plan waits for
         self.wait = 0  # which wait a timer belongs to (a newer Send makes older timers moot)
         sim.at(sim.t, self._next, None)
@@ -919,7 +953,7 @@ class CoreClient:
 
     def _resume(self, answer, first: bool = False) -> None:
         assert self.plan is not None
-        self.rids = set()
+        self.rids = _NO_RIDS
         self.step = None
         self.wait += 1
         try:
@@ -938,22 +972,27 @@ class CoreClient:
         if type(send) is Batch:  # a get asking R owners itself (client-coordinated read)
             self.step = _Step(sim, self, send.sends, self._resume)
             return
-        self.rids = {rid for _, rid in send.also}
-        if send.msg is not None:
-            self.rids.add(send.msg.rid)
+        rids = self.rids = {rid for _, rid in send.also} if send.also else set()
+        # (Sim.at, inline: two events per try)
+        events, push = sim.events, heapq.heappush
+        msg = send.msg
+        if msg is not None:
+            rids.add(msg.rid)
             node = sim.by_endpoint.get(send.endpoint)
-            delay = sim.faults.latency + sim.rng.random() * sim.faults.jitter
+            faults = sim.faults
+            delay = faults.latency + sim.rng.random() * faults.jitter
+            sim.seq += 1
             if node is None or sim.nodes[node].core is None:
-                sim.at(sim.t + delay, self._timer, self.wait, UNREACHABLE)
+                push(events, (sim.t + delay, sim.seq, self._timer, (self.wait, UNREACHABLE)))
                 return
-            sim.at(sim.t + delay, self._arrive, node, wire.encode([send.msg]))
-        if send.soft is not None and send.soft < send.until:
-            sim.at(send.soft, self._timer, self.wait, SLOW)
+            push(events, (sim.t + delay, sim.seq, sim.client_request,
+                          (self.name, self.ident, node, wire.encode([msg]))))
+        soft, until = send.soft, send.until
+        sim.seq += 1
+        if soft is not None and soft < until:
+            push(events, (soft, sim.seq, self._timer, (self.wait, SLOW)))
         else:
-            sim.at(send.until, self._timer, self.wait, None)
-
-    def _arrive(self, node: str, payload: bytes) -> None:
-        self.sim.client_request(self.name, self.ident, node, payload)
+            push(events, (until, sim.seq, self._timer, (self.wait, None)))
 
     def _timer(self, wait: int, answer) -> None:
         if wait == self.wait and self.plan is not None:
@@ -963,8 +1002,9 @@ class CoreClient:
         if self.step is not None:
             self.step.on_frame(msgs)
             return
+        rids = self.rids
         for msg in msgs:
-            if self.plan is not None and msg.rid in self.rids:
+            if msg.rid in rids and self.plan is not None:
                 self._resume(msg)
                 return
 
@@ -972,11 +1012,12 @@ class CoreClient:
         self.plan = None
         ev = self.ev
         assert ev is not None
-        ev.end = self.sim.t
+        sim = self.sim
+        ev.end = sim.t
         ev.ok = res.ok
         ev.result = res
-        self.sim.history.add(ev)
-        self.sim.at(self.sim.t + self.think * self.sim.rng.random(), self._next, res)
+        sim.history.add(ev)
+        sim.at(sim.t + self.think * sim.rng.random(), self._next, res)
 
 
 class _User:
@@ -1026,7 +1067,8 @@ class ManyClient:
     def ready(self, user: _User, result: Result | None) -> None:
         step = _workload_step(user, result)
         if step is not None:
-            self.queued.append((user, *step))
+            req, ev = step
+            self.queued.append((user, req, ev))
             if self.round is None and not self.starting:
                 self.starting = True
                 self.sim.at(self.sim.t + self.think * self.sim.rng.random(), self._start)
@@ -1035,12 +1077,13 @@ class ManyClient:
         self.starting = False
         self.round, self.queued = self.queued, []
         core, ns = self.core, self.namespace or "default"
+        get, put = core.get, core.put
         plans = []
         for _, (op, key, a, b, c), _ev in self.round:
             if op == "get":
-                plans.append(core.get(key, a, namespace=ns))
+                plans.append(get(key, a, namespace=ns))
             elif op == "put":
-                plans.append(core.put(key, a, b, c, namespace=ns))
+                plans.append(put(key, a, b, c, namespace=ns))
             else:
                 plans.append(core.delete(key, a, b, namespace=ns))
         self.plan = core.many(plans, return_exceptions=True)
@@ -1063,19 +1106,26 @@ class ManyClient:
     def _finish(self, values: list) -> None:
         done, self.round, self.plan = self.round, None, None
         assert done is not None
+        t, add, ready = self.sim.t, self.sim.history.add, self.ready
         for (user, _, ev), value in zip(done, values, strict=True):
-            if isinstance(value, ZkvError):
+            kind = type(value)  # (the two common kinds first: neither is a ZkvError)
+            if kind is GetResult:
+                res = Result(True, list(value.values), value.context)
+            elif kind is bytes:
+                res = Result(True, [], value)
+            elif isinstance(value, ZkvError):
                 res = Result(False, error=str(value))
             elif isinstance(value, GetResult):
                 res = Result(True, list(value.values), value.context)
             else:
                 res = Result(True, [], value)
-            ev.end, ev.ok, ev.result = self.sim.t, res.ok, res
-            self.sim.history.add(ev)
-            self.ready(user, res)
+            ev.end, ev.ok, ev.result = t, res.ok, res
+            add(ev)
+            ready(user, res)
 
 
 _PENDING = object()
+_NO_RIDS: frozenset[int] = frozenset()  # (CoreClient.rids between a try and the next)
 
 
 def live_values(encoded: bytes) -> list[bytes]:

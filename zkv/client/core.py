@@ -76,7 +76,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -121,6 +121,9 @@ HEDGE_FLOOR = 0.2  # s: never hedge sooner (a coordinator's own stand-in wait is
 HEDGE_FACTOR = 3.0  # x the p95 of recent round trips
 HEDGE_SAMPLES = 64  # round trips remembered for it
 HEDGED = (Get, Put, Delete)  # idempotent data requests only
+_HEDGE_EVERY = HEDGE_SAMPLES // 4  # new round trips before the hedge delay is recomputed
+_DEFAULT = nss.DEFAULT
+_MAX_KEY = wire.DEFAULT_MAX_KEY
 
 T = TypeVar("T")
 
@@ -333,6 +336,9 @@ class ClientCore:
         self._base_order: list[str] | None = None
         self._n_up = 0  # members in _base_order that looked up (they come first)
         self._orders: dict[tuple[int | None, int], list[str]] = {}  # (N, partition) -> order
+        # (N, partition) -> its owners an owner read may ask as far as the ring tells (members
+        # that serve Read, not down, with an endpoint), in preference order, as (id, endpoint)
+        self._readers_of: dict[tuple[int | None, int], list[tuple[str, str]]] = {}
         self.rings: dict[int, Ring] = {}  # N -> ring (namespaces with another N than the cluster's)
         self.ns_cache: dict[str, Namespace] = {}  # namespaces seen (immutable once created)
         # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
@@ -383,6 +389,7 @@ class ClientCore:
         self.down = set(msg.down)
         self._base_order = None
         self._orders = {}
+        self._readers_of = {}
         self.ring_at = self.clock()
 
     def ring_for(self, n: int | None) -> Ring | None:
@@ -417,15 +424,15 @@ class ClientCore:
                 base = base[r:up] + base[:r] + base[up:]
             order = list(base)
         elif key is not None and self.ring is not None:
-            ring = self.ring_for(n)
+            ring = self.ring if n is None else self.ring_for(n)
             assert ring is not None
             p = ring.partition(key)
-            order = self._orders.get((n, p))  # (the partition's order, once per ring learned)
-            if order is None:
+            known = self._orders.get((n, p))  # (the partition's order, once per ring learned)
+            if known is None:
                 eps, down = self.endpoints, self.down
                 head = [eps[x] for x in ring.preflist(p) if x in eps and x not in down]
-                order = head + [ep for ep in base if ep not in head]
-                self._orders[(n, p)] = order
+                known = self._orders[(n, p)] = head + [ep for ep in base if ep not in head]
+            order = known
         else:
             order = list(base)
         if self.suspect_until:
@@ -456,17 +463,32 @@ class ClientCore:
         known = self.ns_cache.get(ns)
         return known.n if known is not None else None
 
+    # (every data call builds its request here: the checks' common case is inline, and any
+    # doubt runs the wire checks in their order, so the first problem is the one reported)
     def get_msg(self, key, r, ns: str = "") -> Get:
-        wire.check_key(key)
-        wire.check_quorum("r", r, self._n_of(ns))
+        if type(key) is not bytes or not 0 < len(key) <= _MAX_KEY:
+            wire.check_key(key)
+        if r is not None:
+            n = self._n_of(ns) if ns else self.n
+            if type(r) is not int or not 0 < r <= (255 if n is None else n):
+                wire.check_quorum("r", r, n)
         return Get(0, key, r or 0, ns)
 
     def put_msg(self, key, value, context, w, wid: bytes, ns: str = "") -> Put:
-        wire.check_key(key)
-        wire.check_value(value, self.max_value_size)
-        wire.check_context(context)
-        wire.check_quorum("w", w, self._n_of(ns))
-        wire.check_wid(wid)
+        if (type(key) is not bytes or not 0 < len(key) <= _MAX_KEY
+                or type(value) is not bytes or len(value) > self.max_value_size
+                or (context is not None
+                    and (type(context) is not bytes or len(context) > wire.MAX_CONTEXT))
+                or type(wid) is not bytes or len(wid) > wire.MAX_WID):
+            wire.check_key(key)
+            wire.check_value(value, self.max_value_size)
+            wire.check_context(context)
+            wire.check_quorum("w", w, self._n_of(ns))
+            wire.check_wid(wid)
+        elif w is not None:
+            n = self._n_of(ns) if ns else self.n
+            if type(w) is not int or not 0 < w <= (255 if n is None else n):
+                wire.check_quorum("w", w, n)
         return Put(0, key, value, context or b"", w or 0, wid, ns)
 
     def delete_msg(self, key, context, w, wid: bytes, ns: str = "") -> Delete:
@@ -549,8 +571,9 @@ class ClientCore:
         now = clock()
         if deadline is None:
             deadline = now + self.timeout
-        if only is None and self._stale(now):
-            yield from self._refresh(deadline)
+        if only is None and now - self.ring_at >= RING_REFRESH and not self._refreshing:
+            yield from self._refresh(deadline)  # (the test of _stale, inline: once per call)
+            now = clock()
         candidates = [only] if only else self.candidates(key, n)
         hedged = only is None and type(msg) in HEDGED
         also: tuple[tuple[str, int], ...] = ()  # earlier tries still listened to
@@ -559,23 +582,28 @@ class ClientCore:
         sent_at: dict[int, float] = {}  # rid -> when each try was sent
         refused: Error | None = None  # the last "not now" (E_UNAVAILABLE) a node answered
         last = len(candidates) - 1
+        rids, per_try = self.rids, self.per_try
         for i, ep in enumerate(candidates):
-            now = clock()
+            if i:  # (the first try goes out in the same step as the clock read above)
+                now = clock()
             if now >= deadline:
                 break
             tried += 1
-            msg.rid = next(self.rids)  # the same message (and write id) on every try
-            sent_at[msg.rid] = now
+            rid = msg.rid = next(rids)  # the same message (and write id) on every try
+            sent_at[rid] = now
             # the last candidate's try waits for the rest of the call's timeout: there is
             # nobody left to move on to (a one-node cluster under a connection flood took
             # more than the per-try budget once in 7 runs, and the call gave up with 3.5 s left)
-            until = deadline if i == last else min(deadline, now + self.per_try)
-            soft = now + self.hedge_delay() if hedged and i < last else None
-            if soft is not None and soft >= until:
-                soft = None
+            until = deadline if i == last else min(deadline, now + per_try)
+            soft: float | None = None
+            if hedged and i < last:  # (hedge_delay()'s common case inline)
+                soft = now + (self._hedge if self._rtts_new < _HEDGE_EVERY
+                              else self.hedge_delay())
+                if soft >= until:
+                    soft = None
             reply = yield Send(ep, msg, until, soft, also)
             if reply is SLOW:  # keep listening to it, and ask the next candidate too
-                also += ((ep, msg.rid),)
+                also += ((ep, rid),)
                 listen_until = max(listen_until, until)
             elif reply is UNREACHABLE:
                 self.unconnectable.add(ep)
@@ -583,7 +611,10 @@ class ClientCore:
                 if self.unconnectable:
                     self.unconnectable.discard(ep)
                 if reply is not None:
-                    self._sample(reply, sent_at)
+                    sent = sent_at.get(reply.rid)  # (_sample, inline)
+                    if sent is not None:
+                        self.rtts.append(clock() - sent)
+                        self._rtts_new += 1
                     if (type(reply) is Error and reply.code == wire.E_UNAVAILABLE
                             and only is None and i < last):
                         refused = reply  # busy, still joining, stopping: not now, ask another
@@ -604,17 +635,21 @@ class ClientCore:
 
     def get(self, key: bytes, r: int | None = None, *,
             namespace: str = nss.DEFAULT) -> Plan[GetResult]:
-        ns = check_namespace(namespace)
+        ns = "" if namespace == _DEFAULT else check_namespace(namespace)
         msg = self.get_msg(key, r, ns)
-        deadline = self.clock() + self.timeout
+        clock = self.clock
+        now = clock()
+        deadline = now + self.timeout
         route: bytes | None = key
         n = None
         if ns:
             route, n = yield from self._route(key, ns)
+            now = clock()
         if self.owner_reads and route is not None:
-            if self._stale(self.clock()):
+            if now - self.ring_at >= RING_REFRESH and not self._refreshing:  # (_stale)
                 yield from self._refresh(deadline)
-            got = yield from self._owner_read(msg, route, n)
+                now = clock()
+            got = yield from self._owner_read(msg, route, n, now)
             if got is not None:
                 return got
         reply = yield from self.call(msg, route, n=n, deadline=deadline)
@@ -624,15 +659,17 @@ class ClientCore:
             self.stamp_floor = reply.stamp
         return GetResult(reply.values, reply.context)
 
-    def _owner_read(self, msg: Get, skey: bytes, n: int | None) -> Plan[GetResult | None]:
+    def _owner_read(self, msg: Get, skey: bytes, n: int | None, now: float
+                    ) -> Plan[GetResult | None]:
         """A client-coordinated read: ask R of the key's owners for their copies at once (one
         round trip instead of a coordinator's two) and answer if every one of them says it is
         an owner whose copy counts and all R copies are byte-identical: then the answer is
         exactly the one a coordinator would build from those R answers, and there is nothing
         to repair among them. None (ask a coordinator, which merges and read-repairs) when
         the copies differ, one is not an owner's, or any try fails, is refused or is slower
-        than the hedge delay. Only members whose record says they serve Read are asked."""
-        ring = self.ring_for(n)
+        than the hedge delay. Only members whose record says they serve Read are asked.
+        `now`: the clock's time (read by the caller in this step)."""
+        ring = self.ring if n is None else self.ring_for(n)
         rm = self.ring_msg
         if ring is None or rm is None:
             return None
@@ -643,33 +680,52 @@ class ClientCore:
             r, lww = msg.r or known.r, known.lww
         else:
             r, lww = msg.r or rm.r, False
-        now = self.clock()
-        eps, readers, down = self.endpoints, self.readers, self.down
+        p = ring.partition(skey)
+        owners = self._readers_of.get((n, p))  # (what the ring tells, once per ring learned)
+        if owners is None:
+            eps, readers, down = self.endpoints, self.readers, self.down
+            owners = self._readers_of[(n, p)] = [
+                (node, eps[node]) for node in ring.preflist(p)
+                if node in readers and node not in down and node in eps]
         # (expired here too: a client whose owner reads all succeed never calls candidates())
         suspect, skip = self.suspect_until, self.refilling_until
         if suspect:
             _expire(suspect, now)
         if skip:
             _expire(skip, now)
-        chosen: list[tuple[str, str]] = []
-        for node in ring.preflist_for_key(skey):
-            ep = eps.get(node)
-            if (node in readers and node not in down and ep is not None and ep not in suspect
-                    and ep not in self.unconnectable and node not in skip):
-                chosen.append((node, ep))
-                if len(chosen) == r:
-                    break
+        unconnectable = self.unconnectable
+        chosen: list[tuple[str, str]]
+        if not (suspect or skip or unconnectable):  # nobody to leave out: the first R
+            if not 0 < r <= len(owners):
+                return None  # fewer than R owners to ask: a coordinator finds stand-ins
+            chosen = owners if len(owners) == r else owners[:r]
         else:
-            return None  # fewer than R owners to ask: a coordinator finds stand-ins
-        until = now + min(self.hedge_delay(), self.per_try)
-        sends = [Send(ep, Read(next(self.rids), msg.key, msg.ns), until) for _, ep in chosen]
+            chosen = []
+            for node, ep in owners:
+                if ep not in suspect and ep not in unconnectable and node not in skip:
+                    chosen.append((node, ep))
+                    if len(chosen) == r:
+                        break
+            else:
+                return None  # fewer than R owners to ask: a coordinator finds stand-ins
+        hedge = self._hedge if self._rtts_new < _HEDGE_EVERY else self.hedge_delay()
+        until = now + min(hedge, self.per_try)
+        rids, key, ns = self.rids, msg.key, msg.ns
+        sends = []
+        for _, ep in chosen:
+            sends.append(Send(ep, Read(next(rids), key, ns), until))
         replies = yield Batch(sends)
         first: bytes | None = None
         counted = 0
+        rtt: float | None = None  # (the answers came back together: one round trip)
         for (node, ep), reply in zip(chosen, replies, strict=True):
             if type(reply) is ReadOk:
-                self.unconnectable.discard(ep)
-                self._sample_since(now)
+                if unconnectable:
+                    unconnectable.discard(ep)
+                if rtt is None:
+                    rtt = self.clock() - now
+                self.rtts.append(rtt)  # (_sample_since, inline)
+                self._rtts_new += 1
                 if first is None:
                     first = reply.dvv
                 if reply.owner and reply.dvv == first:
@@ -695,18 +751,22 @@ class ClientCore:
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
             *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
-        ns = check_namespace(namespace)
-        msg = self.put_msg(key, value, context, w, self.new_wid() if wid is None else wid, ns)
+        ns = "" if namespace == _DEFAULT else check_namespace(namespace)
+        if wid is None:  # (new_wid()'s simulated case inline: the simulator draws every id)
+            wid = self._rng.randbytes(WID_BYTES) if self._rng is not None else self.new_wid()
+        msg = self.put_msg(key, value, context, w, wid, ns)
         msg.floor = self.stamp_floor
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
-        reply = _expect((yield from self.call(msg, route, n=n)), PutOk)
+        reply = yield from self.call(msg, route, n=n)
+        if type(reply) is not PutOk:  # the common case costs one check
+            reply = _expect(reply, PutOk)
         if reply.stamp > self.stamp_floor:
             self.stamp_floor = reply.stamp
         return reply.context
 
     def delete(self, key: bytes, context: bytes | None = None, w: int | None = None,
                *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
-        ns = check_namespace(namespace)
+        ns = "" if namespace == _DEFAULT else check_namespace(namespace)
         msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid, ns)
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         return _expect((yield from self.call(msg, route, n=n)), PutOk).context
@@ -724,50 +784,71 @@ class ClientCore:
         plan past the first window starts when an earlier one ends), not the whole call."""
         results: list[Any] = []
         failed: list[int] = []
-        active: dict[int, tuple[Plan, Send | Batch]] = {}
-        todo = enumerate(plans)
-
-        def step(i: int, plan: Plan, got, first: bool = False) -> None:
-            try:
-                send = next(plan) if first else plan.send(got)
-            except StopIteration as done:
-                results[i] = done.value
-            except ZkvError as exc:
-                results[i] = exc
-                failed.append(i)
-            else:
-                active[i] = (plan, send)  # a Send, or a Batch (a get asking owners itself)
-
+        # the plans in flight, in the order they were started: (index, plan, how many answers
+        # it waits for: -1 for a Send, else its Batch's length (a get asking owners itself))
+        active: list[tuple[int, Plan, int]] = []
+        stepped: list[tuple[int, Plan, int]] = []  # this step's, resumed so far
+        todo: Iterator[tuple[int, Plan]] | None = enumerate(plans)  # None: all started
+        got: list = []
         try:
             while True:
-                while len(active) < MANY_WINDOW:
-                    nxt = next(todo, None)
-                    if nxt is None:
-                        break
-                    results.append(None)
-                    step(*nxt, None, first=True)
-                if not active:
-                    break
-                order = list(active)
+                # resume each plan with its share of the answers (a generator resumed with
+                # send(None) the first time starts as next() would: new plans take the
+                # same path), collecting the next step's tries as they come
+                stepped = []
                 sends: list[Send] = []
-                for i in order:
-                    x = active[i][1]
-                    if isinstance(x, Send):
-                        sends.append(x)
-                    else:
-                        sends += x.sends
-                got = yield Batch(sends)
                 at = 0
-                for i in order:
-                    plan, x = active.pop(i)
-                    if isinstance(x, Send):
-                        step(i, plan, got[at])
+                for i, plan, k in active:
+                    if k < 0:
+                        answer = got[at]
                         at += 1
                     else:
-                        step(i, plan, got[at:at + len(x.sends)])
-                        at += len(x.sends)
+                        answer = got[at:at + k]
+                        at += k
+                    try:
+                        x = plan.send(answer)
+                    except StopIteration as done:
+                        results[i] = done.value
+                    except ZkvError as exc:
+                        results[i] = exc
+                        failed.append(i)
+                    else:
+                        if isinstance(x, Send):
+                            sends.append(x)
+                            stepped.append((i, plan, -1))
+                        else:
+                            sends += x.sends
+                            stepped.append((i, plan, len(x.sends)))
+                while todo is not None and len(stepped) < MANY_WINDOW:
+                    nxt = next(todo, None)
+                    if nxt is None:
+                        todo = None
+                        break
+                    i, plan = nxt
+                    results.append(None)
+                    try:
+                        x = plan.send(None)
+                    except StopIteration as done:
+                        results[i] = done.value
+                    except ZkvError as exc:
+                        results[i] = exc
+                        failed.append(i)
+                    else:
+                        if isinstance(x, Send):
+                            sends.append(x)
+                            stepped.append((i, plan, -1))
+                        else:
+                            sends += x.sends
+                            stepped.append((i, plan, len(x.sends)))
+                active = stepped
+                if not active:
+                    break
+                got = yield Batch(sends)
         finally:
-            for plan, _ in active.values():  # (an error or an interrupt: the rest stop)
+            # (an error or an interrupt: the rest stop; a plan already finished ignores it)
+            for _, plan, _ in active:
+                plan.close()
+            for _, plan, _ in stepped:
                 plan.close()
         if failed and not return_exceptions:
             raise results[min(failed)]
