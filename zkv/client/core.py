@@ -752,9 +752,7 @@ class ClientCore:
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
             *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
-        if wid is None:  # (new_wid()'s simulated case inline: the simulator draws every id)
-            wid = self._rng.randbytes(WID_BYTES) if self._rng is not None else self.new_wid()
-        msg = self.put_msg(key, value, context, w, wid, ns)
+        msg = self.put_msg(key, value, context, w, self.new_wid() if wid is None else wid, ns)
         msg.floor = self.stamp_floor
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         reply = yield from self.call(msg, route, n=n)
@@ -792,42 +790,35 @@ class ClientCore:
         got: list = []
         try:
             while True:
-                # resume each plan with its share of the answers (a generator resumed with
-                # send(None) the first time starts as next() would: new plans take the
-                # same path), collecting the next step's tries as they come
+                # resume each plan with its share of the answers, then start new plans while
+                # the window has room (a generator resumed with send(None) the first time
+                # starts as next() would), collecting the next step's tries as they come
                 stepped = []
                 sends: list[Send] = []
-                at = 0
-                for i, plan, k in active:
-                    if k < 0:
-                        answer = got[at]
-                        at += 1
+                at, n_active = 0, len(active)
+                j = 0
+                while True:
+                    if j < n_active:
+                        i, plan, k = active[j]
+                        j += 1
+                        if k < 0:
+                            answer = got[at]
+                            at += 1
+                        else:
+                            answer = got[at:at + k]
+                            at += k
+                    elif todo is not None and len(stepped) < MANY_WINDOW:
+                        nxt = next(todo, None)
+                        if nxt is None:
+                            todo = None
+                            break
+                        i, plan = nxt
+                        results.append(None)
+                        answer = None
                     else:
-                        answer = got[at:at + k]
-                        at += k
+                        break
                     try:
                         x = plan.send(answer)
-                    except StopIteration as done:
-                        results[i] = done.value
-                    except ZkvError as exc:
-                        results[i] = exc
-                        failed.append(i)
-                    else:
-                        if isinstance(x, Send):
-                            sends.append(x)
-                            stepped.append((i, plan, -1))
-                        else:
-                            sends += x.sends
-                            stepped.append((i, plan, len(x.sends)))
-                while todo is not None and len(stepped) < MANY_WINDOW:
-                    nxt = next(todo, None)
-                    if nxt is None:
-                        todo = None
-                        break
-                    i, plan = nxt
-                    results.append(None)
-                    try:
-                        x = plan.send(None)
                     except StopIteration as done:
                         results[i] = done.value
                     except ZkvError as exc:
