@@ -178,7 +178,18 @@ class WriteOp(_FanOut):
 
     def __init__(self, ctx, origin, key, deadline, targets, w, context, value,
                  wid: bytes = b"", extra: list[str] | None = None, stamp: int = 0) -> None:
-        _FanOut.__init__(self, ctx, origin, key, deadline, targets)  # (named: no super())
+        # what Op.__init__ and _FanOut.__init__ set, here without their two calls (one op
+        # per put; keep in step with them)
+        self.ctx = ctx
+        self.origin = origin
+        self.key = key
+        self.deadline = deadline
+        self.pending: set[str] = set()
+        self.rids: list[int] = []
+        self.targets = targets
+        self.asked: dict[str, str | None] = {}
+        self.soft: dict[str, float] = {}
+        self.late: set[str] = set()
         self.kind = "put" if value is not None else "delete"
         self.required = w
         self.quorum = PutQuorum(w, self.kind)
@@ -210,12 +221,17 @@ class WriteOp(_FanOut):
             self.reply(Error(0, E_INVALID, f"bad context: {exc}"), ok=False)
             self.finish()
             return
-        self.asked[me] = mine
-        self.quorum.add_result(me, True)
-        key, version, now = self.key, self.version, ctx.now()
+        asked, pending, soft = self.asked, self.pending, self.soft
+        asked[me] = mine
+        self.quorum.acked.add(me)  # (quorum.add_result(me, True): the first result)
+        key, version, now, deadline = self.key, self.version, ctx.now(), self.deadline
+        timeout, ask = ctx.replica_timeout, ctx.ask
         for node_id, owner in self.targets:
-            if node_id != me:  # (_send inline)
-                self._ask(node_id, owner, RPut(0, key, version, owner or ""), now)
+            if node_id != me:  # (_send, then _ask, inline: one call per replica, not three)
+                asked[node_id] = owner
+                pending.add(node_id)
+                soft[node_id] = now + timeout(node_id, deadline - now)
+                ask(node_id, RPut(0, key, version, owner or ""), self)
         is_up = ctx.is_up
         for node_id in self.extra:
             if node_id == me or not is_up(node_id):
@@ -245,8 +261,18 @@ class WriteOp(_FanOut):
                     self.finish()
             return
         pending.discard(node_id)
-        self.quorum.add_result(node_id, isinstance(msg, RPutOk) and msg.ok)
-        self._check()
+        # (quorum.add_result, then _check, inline: asked per acknowledgement)
+        q = self.quorum
+        acked = q.acked
+        if isinstance(msg, RPutOk) and msg.ok:
+            acked.add(node_id)  # (a node counts once: a set)
+        if not self.replied and len(acked) >= q.required:
+            self._answer()
+        if not pending:
+            if not self.replied:
+                self._fail()
+            if not self.extra_waiting:
+                self.finish()
 
     def _check(self) -> None:
         # (quorum.enough() inline: asked at the start and at every acknowledgement)

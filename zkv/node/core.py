@@ -946,7 +946,7 @@ class NodeCore:
             self._requests(ident, msgs, PEER, plain)
             return
         max_key, reaped = self.cfg.max_key_size, ae.recently_reaped
-        sync_plausible = dvv.sync_plausible
+        sync_plausible, on_change = dvv.sync_plausible, replica.on_change
         box = self.out.clients.get(ident)
         if box is None:
             box = self.out.clients[ident] = []
@@ -969,8 +969,11 @@ class NodeCore:
                         new = None  # nothing stored: the usual way says what was wrong
                     if new is not None:
                         if new != old:
-                            try:
-                                replica._store(key, old, new)
+                            try:  # (replica._store inline)
+                                store.put(key, new)
+                                replica.dirty = True
+                                for fn in on_change:
+                                    fn(key, old, new)
                             except (ValueError, ZkvError) as exc:  # as _on_rput answers
                                 self.malformed(ident, f"bad version for {key[:32]!r}: {exc}")
                                 box.append(RPutOk(msg.rid, False))

@@ -175,7 +175,10 @@ class Replica:
         if key[:1] == b"\x00" and is_lww(key):  # (only a namespaced key can be lww)
             written = dvv.lww(written)
         new = written.encode()
-        self._store(key, old, new)
+        self.store.put(key, new)  # (_store inline: once per put)
+        self.dirty = True
+        for fn in self.on_change:
+            fn(key, old, new)
         return new, written
 
     def _actor(self, held: dvv.DVVSet | None) -> str:
@@ -187,20 +190,22 @@ class Replica:
         if self.base_id in vector:
             return self.base_id
         best, best_at = "", (-1, -1)
+        mint = self._mint
+        cut = len(mint)
         for actor in vector:
-            if actor.startswith(self._mint):
-                at = self._minted_at(actor)
-                if at is not None and at[0] >= self.base_since and at > best_at:
+            if actor.startswith(mint):
+                # (incarnation, n) of a key id this node minted ("<id>~<inc>.<n>"), parsed
+                # here, per put of a key this node wrote under a key id
+                life, dot, n = actor[cut:].partition(".")
+                if not dot:
+                    continue
+                try:
+                    at = (int(life, 36), int(n, 36))
+                except ValueError:
+                    continue
+                if at[0] >= self.base_since and at > best_at:
                     best, best_at = actor, at
         return best or next(self._key_ids)
-
-    def _minted_at(self, actor: str) -> tuple[int, int] | None:
-        """(incarnation, n) of a key id this node minted ("<id>~<inc>.<n>"); None otherwise."""
-        life, dot, n = actor[len(self._mint):].partition(".")
-        try:
-            return (int(life, 36), int(n, 36)) if dot else None
-        except ValueError:
-            return None
 
     def _standin_actor(self, hint: bytes) -> str:
         """The id a stand-in write's dot is issued under: the one whose last dot the hint for
