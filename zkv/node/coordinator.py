@@ -24,7 +24,7 @@ from zkv._core import dvv
 from zkv.errors import InvalidRequest
 from zkv.node.op import Op
 from zkv.node.quorum import GetQuorum, PutQuorum
-from zkv.wire import E_INVALID, Error, Forward, RGet, RGetOk, RPut, RPutOk
+from zkv.wire import E_INVALID, Error, Forward, PutOk, RGet, RGetOk, RPut, RPutOk
 
 # Stand-ins asked at once per silent replica. The next node of the walk may be silent too
 # (frozen at the same moment, not yet suspected: nothing here knows yet), and each one in
@@ -301,8 +301,12 @@ class WriteOp(_FanOut):
             self.on_finish(self)
 
     def _answer(self) -> None:
-        ok, size = self.quorum.response(self.version, self.stamp, self.written)
-        self.reply(ok)
+        # (quorum.response inline: the version this node wrote, decoded when at hand)
+        s = self.written
+        if s is None:
+            s = dvv.DVVSet.decode(self.version)
+        self.reply(PutOk(0, s.context(), len(self.quorum.acked), self.stamp))
+        size = s.size()
         if size > 1:
             self.ctx.replica.note_siblings(self.key, size, write=True)
 

@@ -490,8 +490,16 @@ class NodeCore:
             plain = role is None  # plain text: the role is the identity's (with keys: the
             # transport's), asked once per frame; an identity not b"peer:..." is an admin's
             # (_role, without the call)
-            as_role = role if role is not None else (
-                self._role(ident, None) if ident.startswith(b"peer:") else ADMIN)
+            if role is not None:
+                as_role = role
+            elif ident.startswith(b"peer:"):
+                # a member's identity (_role's first case, without its three calls: asked per
+                # peer frame), else _role says
+                p = self.membership.peers.get(ident[5:].split(b"/", 1)[0].decode("utf-8",
+                                                                                "replace"))
+                as_role = PEER if p and p.member is not None else self._role(ident, None)
+            else:
+                as_role = ADMIN
             if as_role == PEER and msgs and type(msgs[0]) is RPut and not self.joining:
                 self._replica_writes(ident, msgs, plain)  # a coordinator's fan-out
             else:

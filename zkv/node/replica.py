@@ -325,12 +325,15 @@ class Replica:
     def flush(self, durable: bool = True) -> None:
         """End of a loop turn: hand the turn's writes to the OS (a process crash loses
         nothing), and with `durable` fsync them (one fsync for the whole turn)."""
-        if self.dirty:
-            for store in (self.store, self.handoff.store if self.handoff else None):
-                if store is None:
-                    continue
+        if self.dirty:  # the engine, then the hint store (unrolled: once per turn)
+            if durable:
+                self.store.flush()
+            else:
+                self.store.write_out()
+            hints = self.handoff.store if self.handoff else None
+            if hints is not None:
                 if durable:
-                    store.flush()
+                    hints.flush()
                 else:
-                    store.write_out()
+                    hints.write_out()
             self.dirty = False
