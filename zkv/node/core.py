@@ -926,7 +926,13 @@ class NodeCore:
                 return False  # (nothing changed: the usual way answers it)
             metrics = self.metrics
             metrics.owner_reads[True] += 1
-            metrics.hot.add(key)  # the hot-keys sketch (metrics.observe_key)
+            hot = metrics.hot  # the hot-keys sketch (metrics.observe_key); a key it counts
+            counts = hot.counts  # already (most reads): TopK.add's first case inline
+            if key in counts:
+                counts[key] += 1
+                hot.total += 1
+            else:
+                hot.add(key)
             if len(value) > 4096:  # under the reply budget (_reply); else _reply's box inline
                 self._reply(ident, ReadOk(msg.rid, value, True))
                 return True
@@ -1262,7 +1268,13 @@ class NodeCore:
         n = ns.n
         if p is None:  # (the caller's, when it had the key's partition in `ring` at hand)
             p = ring.partition(skey)
-        self.metrics.hot.add(msg.key)  # the hot-keys sketch (metrics.observe_key)
+        hot, key = self.metrics.hot, msg.key  # the hot-keys sketch (metrics.observe_key);
+        counts = hot.counts  # a key it counts already: TopK.add's first case inline
+        if key in counts:
+            counts[key] += 1
+            hot.total += 1
+        else:
+            hot.add(key)
         # sloppy quorum: the first N reachable nodes of the extended preference list; a
         # stand-in is paired with the owner it keeps a hint for
         targets = ring.sloppy_preflist(p, self.membership.unreachable())
@@ -1292,9 +1304,11 @@ class NodeCore:
                     self.hlc.observe(msg.floor)
                 stamp = self._stamp(skey)
                 value = stamp + value
+            rings = self.membership.rings(n)  # (_extra_targets' common case inline)
             op = WriteOp(self, origin, skey, deadline, targets, msg.w or ns.w,
                          msg.context, value, msg.wid,
-                         self._extra_targets(p, targets, ns.n),
+                         [] if rings is None or (not rings.moving and self.prev_state is None)
+                         else self._extra_targets(p, targets, n),
                          int.from_bytes(stamp, "big") if stamp else 0)
         self.start_op(op, self.t)
 
