@@ -347,8 +347,8 @@ class NodeCore:
         if st is not None:
             self._adopt(st, save=False)
         self._handlers: dict[type, Callable[[bytes, Any], None]] = {
-            RGet: self._on_rget, RPut: self._on_rput, Get: self._on_client_msg,
-            Put: self._on_client_msg, Delete: self._on_client_msg, Forward: self._on_forward,
+            RGet: self._on_rget, RPut: self._on_rput, Get: self._on_client,
+            Put: self._on_client, Delete: self._on_client, Forward: self._on_forward,
             RingInfo: self._on_ring_info, Status: self._on_status, Join: self._on_join,
             TreeLevel: self._on_tree_level, LeafKeys: self._on_leaf_keys,
             RGetHashes: self._on_versions, Reap: self._on_reap, Repair: self._on_repair,
@@ -1002,9 +1002,6 @@ class NodeCore:
             self._on_request(ident, msg, PEER, plain)
             rings = None
 
-    def _on_client_msg(self, ident: bytes, msg) -> None:
-        self._on_client(ident, msg, msg.rid, forwarded=False)
-
     def _on_forward(self, ident: bytes, msg: Forward) -> None:
         self._on_client(ident, msg.inner, msg.rid, forwarded=True)
 
@@ -1201,7 +1198,12 @@ class NodeCore:
                 pass
 
     # ---- coordinating client requests -------------------------------------------------------
-    def _on_client(self, ident: bytes, msg, rid: int, forwarded: bool) -> None:
+    def _on_client(self, ident: bytes, msg, rid: int | None = None,
+                   forwarded: bool = False) -> None:
+        """A client's Get/Put/Delete (the handler itself: `rid` None, the message's), or one
+        a peer forwarded (`_on_forward`: the Forward's rid)."""
+        if rid is None:
+            rid = msg.rid
         cfg = self.cfg
         key = msg.key
         try:
@@ -1338,7 +1340,14 @@ class NodeCore:
     def respond(self, origin, msg) -> None:
         ident, rid = origin
         msg.rid = rid
-        self._reply(ident, msg)
+        if type(msg) in _REPLY_SIZE:  # a reply that may be large: under the reply budget
+            self._reply(ident, msg)
+            return
+        # (_reply's case of a reply of no counted size inline: a put's PutOk, an Error)
+        box = self.out.clients.get(ident)
+        if box is None:
+            box = self.out.clients[ident] = []
+        box.append(msg)
 
     def done(self, op: Op) -> None:
         if self.live_ops.pop(op.serial, None) is None:
