@@ -1211,7 +1211,10 @@ class NodeCore:
             # saying why; the order of the checks, and so the error reported, is theirs
             if key.__class__ is not bytes or not 0 < len(key) <= cfg.max_key_size:
                 wire.check_key(key, cfg.max_key_size)
-            ns = self.namespaces.get(msg.ns or nss.DEFAULT)  # (_resolve inline)
+            name = msg.ns or nss.DEFAULT  # (_resolve inline; Registry.get's case of a
+            ns = self.namespaces.find(name) if name.__class__ is str else None  # known name)
+            if ns is None:
+                ns = self.namespaces.get(name)  # (InvalidRequest: says why)
             # (_storage_key of a default-namespace key: the key itself, if it may be one)
             skey = key if ns.name == nss.DEFAULT and key[0] != 0 else self._storage_key(ns, key)
             n = ns.n
@@ -1297,11 +1300,11 @@ class NodeCore:
         deadline = self.t + self.cfg.replica_timeout
         op: Op
         if type(msg) is Get:
-            op = GetOp(self, origin, skey, deadline, targets, msg.r or ns.r, lww=ns.lww)
+            op = GetOp(self, origin, skey, deadline, targets, msg.r or ns.r, lww=ns.conflicts == "lww")
         else:
             value = msg.value if type(msg) is Put else None
             stamp = b""
-            if value is not None and ns.lww:
+            if value is not None and ns.conflicts == "lww":  # (ns.lww without its call)
                 if msg.floor:  # after every value this client has seen (clamped if far ahead)
                     self.hlc.observe(msg.floor)
                 stamp = self._stamp(skey)

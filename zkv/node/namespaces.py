@@ -229,6 +229,9 @@ class Registry:
         if default.name != DEFAULT:
             raise ValueError(f"the default namespace must be named {DEFAULT!r}")
         self._ns: dict[str, Namespace] = {DEFAULT: default}
+        # the namespace named `name` (a str), or None: the dict's own get, a C call where a
+        # request names its namespace (`get` says why an unknown name is refused)
+        self.find = self._ns.get
         self.merge(namespaces)
 
     @classmethod
