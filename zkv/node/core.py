@@ -75,7 +75,7 @@ from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
 from zkv.node.coordinator import ForwardOp, GetOp, WriteOp
 from zkv.node.handoff import HandoffStore
-from zkv.node.latency import PeerLatency
+from zkv.node.latency import REFRESH, PeerLatency
 from zkv.node.membership import Membership, save_cluster
 from zkv.node.metrics import NodeMetrics
 from zkv.node.namespaces import Namespace, Registry
@@ -1415,14 +1415,23 @@ class NodeCore:
         self.metrics.note_siblings(count, write, count > self.cfg.sibling_warn)
 
     def _on_replies(self, node_id, msgs: list, now: float) -> None:
-        peer_rids, live, observe = self.peer_rids, self.live_ops, self.latency.observe
+        peer_rids, live, latency = self.peer_rids, self.live_ops, self.latency
+        samples, seen = latency.samples, latency.seen
         for msg in msgs:
             entry = peer_rids.pop(msg.rid, None)
             if entry is None:
                 continue  # late answer to a finished op, or a fire-and-forget ack
             op, target, sent = entry
             if target == node_id and live.get(op.serial) is op:
-                observe(node_id, now - sent)
+                # latency.observe's common case inline (a peer it has samples of, no refresh
+                # of its percentile due: per answer), else the call
+                d = samples.get(node_id)
+                n = seen.get(node_id, 0) + 1
+                if d is not None and n > 4 and n % REFRESH:
+                    d.append(now - sent)
+                    seen[node_id] = n
+                else:
+                    latency.observe(node_id, now - sent)
                 op.on_reply(node_id, msg)
 
     # ---- gossip ---------------------------------------------------------------------------
