@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Callable, Generator
@@ -65,9 +66,11 @@ class MemStore:
 
     def put(self, key: bytes, value: bytes) -> None:
         data, tomb = self.data, self.tomb
-        self.undo.append((key, data.get(key), key in tomb))  # (_note, inline)
+        was_tomb = key in tomb
+        self.undo.append((key, data.get(key), was_tomb))  # (_note, inline)
         data[key] = value
-        tomb.discard(key)
+        if was_tomb:
+            tomb.discard(key)
 
     def delete(self, key: bytes) -> None:
         data, tomb = self.data, self.tomb
@@ -194,7 +197,7 @@ class Sim:
         self.t = 0.0
         self.faults = faults or Faults()
         self.events: list = []
-        self.seq = 0
+        self.seq = itertools.count(1)  # events at the same time run in the order scheduled
         self.blocked: set[tuple[str, str]] = set()
         self.nodes: dict[str, SimNode] = {}
         self.node_ids: list[str] = []  # every node id, sorted
@@ -413,18 +416,17 @@ class Sim:
 
     # ---- events -------------------------------------------------------------------------
     def at(self, when: float, fn: Callable, *args) -> None:
-        self.seq += 1
-        heapq.heappush(self.events, (when, self.seq, fn, args))
+        heapq.heappush(self.events, (when, next(self.seq), fn, args))
 
     def run_until(self, t_end: float) -> None:
         events, pop = self.events, heapq.heappop
         while events:
-            ev = events[0]
-            if ev[0] > t_end:
+            when, seq, fn, args = pop(events)
+            if when > t_end:  # (not due yet: back where it was in the order)
+                heapq.heappush(events, (when, seq, fn, args))
                 break
-            pop(events)
-            self.t = ev[0]
-            ev[2](*ev[3])
+            self.t = when
+            fn(*args)
         self.t = max(self.t, t_end)
 
     def _tick_event(self, node_id: str, when: float) -> None:
@@ -450,8 +452,7 @@ class Sim:
             when = self.t + 1e-6
         if when < sn.tick_at:  # _tick_event, inline: this runs once per delivered frame
             sn.tick_at = when
-            self.seq += 1
-            heapq.heappush(self.events, (when, self.seq, self._tick, (sn.id, when)))
+            heapq.heappush(self.events, (when, next(self.seq), self._tick, (sn.id, when)))
         if core.exit_requested:
             self._exit(sn)
 
@@ -527,12 +528,10 @@ class Sim:
         frame = (src, dst, kind, who, payload)
         if f.dup and rng.random() < f.dup:
             stats["duplicated"] += 1
-            self.seq += 1
             heapq.heappush(self.events, (self.t + (f.latency + rng.random() * f.jitter),
-                                         self.seq, self._deliver, frame))
-        self.seq += 1
-        heapq.heappush(self.events, (self.t + (f.latency + rng.random() * f.jitter), self.seq,
-                                     self._deliver, frame))
+                                         next(self.seq), self._deliver, frame))
+        heapq.heappush(self.events, (self.t + (f.latency + rng.random() * f.jitter),
+                                     next(self.seq), self._deliver, frame))
 
     def client_request(self, name: str, ident: bytes, node: str, payload: bytes) -> None:
         """A client's request frame reaches `node` (queued while it is paused)."""
@@ -745,11 +744,9 @@ class SimClient:
         delay = sim.faults.latency + rng.random() * sim.faults.jitter
         # (Sim.at, inline: two events per try)
         events, push, t = sim.events, heapq.heappush, sim.t
-        sim.seq += 1
-        push(events, (t + delay, sim.seq, sim.client_request, (self.name, self.ident, node,
-                                                                payload)))
-        sim.seq += 1
-        push(events, (min(deadline, t + self.per_try), sim.seq, self._expire, (rid,)))
+        push(events, (t + delay, next(sim.seq), sim.client_request,
+                      (self.name, self.ident, node, payload)))
+        push(events, (min(deadline, t + self.per_try), next(sim.seq), self._expire, (rid,)))
 
     def _expire(self, rid: int) -> None:
         if self.current is None or self.current[0] != rid:
@@ -852,15 +849,13 @@ class _Step:
         # (Sim.at, inline: a step schedules an event per node it reaches and one for its ends)
         events, push, t = sim.events, heapq.heappush, sim.t
         if nearest < math.inf:  # (every try is still unanswered: _arm's nearest end)
-            sim.seq += 1
-            push(events, (nearest, sim.seq, self._expire, ()))
+            push(events, (nearest, next(sim.seq), self._expire, ()))
         if frames:
             request, name, ident = sim.client_request, client.name, client.ident
             for node, msgs in frames.items():  # each node's share of the step in one frame
                 delay = faults.latency + rng.random() * faults.jitter
-                sim.seq += 1
-                push(events, (t + delay, sim.seq, request, (name, ident, node,
-                                                            wire.encode(msgs))))
+                push(events, (t + delay, next(sim.seq), request,
+                              (name, ident, node, wire.encode(msgs))))
 
     def _arm(self) -> None:
         results = self.results
@@ -981,18 +976,17 @@ class CoreClient:
             node = sim.by_endpoint.get(send.endpoint)
             faults = sim.faults
             delay = faults.latency + sim.rng.random() * faults.jitter
-            sim.seq += 1
             if node is None or sim.nodes[node].core is None:
-                push(events, (sim.t + delay, sim.seq, self._timer, (self.wait, UNREACHABLE)))
+                push(events, (sim.t + delay, next(sim.seq), self._timer,
+                              (self.wait, UNREACHABLE)))
                 return
-            push(events, (sim.t + delay, sim.seq, sim.client_request,
+            push(events, (sim.t + delay, next(sim.seq), sim.client_request,
                           (self.name, self.ident, node, wire.encode([msg]))))
         soft, until = send.soft, send.until
-        sim.seq += 1
         if soft is not None and soft < until:
-            push(events, (soft, sim.seq, self._timer, (self.wait, SLOW)))
+            push(events, (soft, next(sim.seq), self._timer, (self.wait, SLOW)))
         else:
-            push(events, (until, sim.seq, self._timer, (self.wait, None)))
+            push(events, (until, next(sim.seq), self._timer, (self.wait, None)))
 
     def _timer(self, wait: int, answer) -> None:
         if wait == self.wait and self.plan is not None:
