@@ -665,6 +665,47 @@ class History:
 Workload = Generator[tuple, Result, None]
 
 
+class _Alarm:
+    """A client's one timer (its try's end, its step's nearest end): `set` replaces the one
+    set before, `clear` drops it, and it fires exactly when an event of its own would have
+    (its place in the order is taken when it is set). Most are moot before they are due: a
+    try is answered first. Rather than an event each (popped for nothing later), one event
+    stays in the queue at or before the wanted time, and when it comes it fires the alarm
+    or waits on for the later one set since."""
+
+    __slots__ = ("sim", "wanted", "armed")
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self.wanted: tuple[tuple[float, int], Callable, tuple] | None = None
+        self.armed: tuple[float, int] | None = None  # (time, seq) of the event waited on
+
+    def set(self, when: float, fn: Callable, *args) -> None:
+        key = (when, next(self.sim.seq))
+        self.wanted = (key, fn, args)
+        armed = self.armed
+        if armed is None or key < armed:
+            self.armed = key
+            heapq.heappush(self.sim.events, (when, key[1], self._ring, (key,)))
+
+    def clear(self) -> None:
+        self.wanted = None
+
+    def _ring(self, key: tuple[float, int]) -> None:
+        if key != self.armed:
+            return  # an earlier alarm was set after this event was queued
+        self.armed = None
+        wanted = self.wanted
+        if wanted is None:
+            return
+        if wanted[0] == key:
+            self.wanted = None
+            wanted[1](*wanted[2])
+        else:  # set since, for later: wait on for it (it sorts after everything run so far)
+            self.armed = key = wanted[0]
+            heapq.heappush(self.sim.events, (key[0], key[1], self._ring, (key,)))
+
+
 def _workload_step(client, result: Result | None) -> tuple[tuple, Event] | None:
     """Advance `client`'s workload with `result`: its next request as (op, key, a, b, c),
     the optional arguments None when not given, and its history event; or None when it has
@@ -708,6 +749,7 @@ class SimClient:
         self.gen = workload(self)
         self.done = False
         self.stamp_floor = 0  # as the real client: the highest lww stamp a reply carried
+        self.alarm = _Alarm(sim)  # the try's end
         sim.at(sim.t, self._next, None)
 
     def _next(self, result: Result | None) -> None:
@@ -742,11 +784,10 @@ class SimClient:
         self.current = (rid, ev, msg, deadline, tried)
         payload = wire.encode([msg])
         delay = sim.faults.latency + rng.random() * sim.faults.jitter
-        # (Sim.at, inline: two events per try)
-        events, push, t = sim.events, heapq.heappush, sim.t
-        push(events, (t + delay, next(sim.seq), sim.client_request,
-                      (self.name, self.ident, node, payload)))
-        push(events, (min(deadline, t + self.per_try), next(sim.seq), self._expire, (rid,)))
+        t = sim.t
+        heapq.heappush(sim.events, (t + delay, next(sim.seq), sim.client_request,
+                                    (self.name, self.ident, node, payload)))  # (Sim.at, inline)
+        self.alarm.set(min(deadline, t + self.per_try), self._expire, rid)
 
     def _expire(self, rid: int) -> None:
         if self.current is None or self.current[0] != rid:
@@ -789,6 +830,7 @@ class SimClient:
 
     def _finish(self, ev: Event, res: Result) -> None:
         self.current = None
+        self.alarm.clear()
         sim = self.sim
         ev.end = sim.t
         ev.ok = res.ok
@@ -803,10 +845,11 @@ class _Step:
     `also` rid), else SLOW at `soft`, else None at `until` (UNREACHABLE, after the network
     delay, for a crashed node); `resume` gets the list once every try has its answer."""
 
-    __slots__ = ("sim", "resume", "live", "results", "left", "by_rid", "ends")
+    __slots__ = ("sim", "alarm", "resume", "live", "results", "left", "by_rid", "ends")
 
     def __init__(self, sim: Sim, client, sends: list, resume: Callable[[list], None]) -> None:
         self.sim = sim
+        self.alarm: _Alarm = client.alarm  # (the client's: one step at a time)
         self.resume = resume
         self.live = True
         self.results = [_PENDING] * len(sends)
@@ -846,11 +889,10 @@ class _Step:
                 ends[i] = (until, None)
                 if until < nearest:
                     nearest = until
-        # (Sim.at, inline: a step schedules an event per node it reaches and one for its ends)
-        events, push, t = sim.events, heapq.heappush, sim.t
         if nearest < math.inf:  # (every try is still unanswered: _arm's nearest end)
-            push(events, (nearest, next(sim.seq), self._expire, ()))
-        if frames:
+            self.alarm.set(nearest, self._expire)
+        if frames:  # (Sim.at, inline: an event per node the step reaches)
+            events, push, t = sim.events, heapq.heappush, sim.t
             request, name, ident = sim.client_request, client.name, client.ident
             for node, msgs in frames.items():  # each node's share of the step in one frame
                 delay = faults.latency + rng.random() * faults.jitter
@@ -862,7 +904,7 @@ class _Step:
         due = [end[0] for i, end in enumerate(self.ends)
                if end is not None and results[i] is _PENDING]
         if due:
-            self.sim.at(min(due), self._expire)
+            self.alarm.set(min(due), self._expire)
 
     def _expire(self) -> None:
         """The nearest end is due: each try still unanswered whose end has come hears what
@@ -929,7 +971,7 @@ class CoreClient:
         self.ev: Event | None = None
         self.rids: set[int] | frozenset[int] = _NO_RIDS  # the answers the plan waits for
         self.step: _Step | None = None  # the Batch the plan waits for
-        self.wait = 0  # which wait a timer belongs to (a newer Send makes older timers moot)
+        self.alarm = _Alarm(sim)  # the Send's end (or its step's): a newer one replaces it
         sim.at(sim.t, self._next, None)
 
     def _next(self, result: Result | None) -> None:
@@ -950,7 +992,7 @@ class CoreClient:
         assert self.plan is not None
         self.rids = _NO_RIDS
         self.step = None
-        self.wait += 1
+        self.alarm.clear()
         try:
             send = next(self.plan) if first else self.plan.send(answer)
         except StopIteration as stop:
@@ -968,8 +1010,6 @@ class CoreClient:
             self.step = _Step(sim, self, send.sends, self._resume)
             return
         rids = self.rids = {rid for _, rid in send.also} if send.also else set()
-        # (Sim.at, inline: two events per try)
-        events, push = sim.events, heapq.heappush
         msg = send.msg
         if msg is not None:
             rids.add(msg.rid)
@@ -977,20 +1017,15 @@ class CoreClient:
             faults = sim.faults
             delay = faults.latency + sim.rng.random() * faults.jitter
             if node is None or sim.nodes[node].core is None:
-                push(events, (sim.t + delay, next(sim.seq), self._timer,
-                              (self.wait, UNREACHABLE)))
+                self.alarm.set(sim.t + delay, self._resume, UNREACHABLE)
                 return
-            push(events, (sim.t + delay, next(sim.seq), sim.client_request,
-                          (self.name, self.ident, node, wire.encode([msg]))))
+            heapq.heappush(sim.events, (sim.t + delay, next(sim.seq), sim.client_request,
+                                        (self.name, self.ident, node, wire.encode([msg]))))
         soft, until = send.soft, send.until
         if soft is not None and soft < until:
-            push(events, (soft, next(sim.seq), self._timer, (self.wait, SLOW)))
+            self.alarm.set(soft, self._resume, SLOW)
         else:
-            push(events, (until, next(sim.seq), self._timer, (self.wait, None)))
-
-    def _timer(self, wait: int, answer) -> None:
-        if wait == self.wait and self.plan is not None:
-            self._resume(answer)
+            self.alarm.set(until, self._resume, None)
 
     def on_frame(self, node: str, msgs: list) -> None:
         if self.step is not None:
@@ -1050,6 +1085,7 @@ class ManyClient:
         self.round: list[tuple[_User, tuple, Event]] | None = None
         self.plan: Generator | None = None
         self.step: _Step | None = None  # the Batch the plan waits for
+        self.alarm = _Alarm(sim)  # the step's nearest end
         self.starting = False
         for u in self.users:
             sim.at(sim.t, u._next, None)
@@ -1085,6 +1121,7 @@ class ManyClient:
 
     def _resume(self, answer, first: bool = False) -> None:
         assert self.plan is not None and self.round is not None
+        self.alarm.clear()  # (the step it was waiting on has every answer)
         try:
             batch = next(self.plan) if first else self.plan.send(answer)
         except StopIteration as stop:
