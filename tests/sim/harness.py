@@ -171,6 +171,7 @@ class SimNode:
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         self.id = cfg.id
+        self.ident = b"peer:" + cfg.id.encode()  # its identity in the requests it sends peers
         self.store = MemStore()
         self.handoff_mem = MemStore()
         self.core: NodeCore | None = None
@@ -202,6 +203,7 @@ class Sim:
         self.nodes: dict[str, SimNode] = {}
         self.node_ids: list[str] = []  # every node id, sorted
         self.by_endpoint: dict[str, str] = {}
+        self.by_ident: dict[bytes, str] = {}  # a node's request identity (SimNode.ident) -> id
         self.clients: dict[bytes, SimClient] = {}
         self.history = History()
         self.stats = {"delivered": 0, "lost": 0, "duplicated": 0, "frames": 0}
@@ -246,6 +248,7 @@ class Sim:
         self.nodes[node_id] = sn
         self.node_ids = sorted(self.nodes)  # (clients pick a node per request)
         self.by_endpoint[cfg.listen] = node_id
+        self.by_ident[sn.ident] = node_id
         self._boot(sn)
         return node_id
 
@@ -448,11 +451,13 @@ class Sim:
         assert core is not None
         self._send_out(sn, core.take_output())
         when = core.next_deadline()
-        if when < self.t + 1e-6:
-            when = self.t + 1e-6
-        if when < sn.tick_at:  # _tick_event, inline: this runs once per delivered frame
-            sn.tick_at = when
-            heapq.heappush(self.events, (when, next(self.seq), self._tick, (sn.id, when)))
+        if when < sn.tick_at:  # (else the tick queued already comes first)
+            floor = self.t + 1e-6
+            if when < floor:
+                when = floor
+            if when < sn.tick_at:  # _tick_event, inline: this runs once per delivered frame
+                sn.tick_at = when
+                heapq.heappush(self.events, (when, next(self.seq), self._tick, (sn.id, when)))
         if core.exit_requested:
             self._exit(sn)
 
@@ -487,19 +492,17 @@ class Sim:
         send = self._send_frame
         encode = wire.encode
         if out.peers:
-            links = sn.links
-            me = b"peer:" + src.encode()
+            links, me = sn.links, sn.ident
             for node_id, msgs in out.peers.items():
                 if node_id in links:
                     send(src, node_id, REQUEST, me, encode(msgs))
         if out.clients:
-            clients = self.clients
+            clients, by_ident = self.clients, self.by_ident
             for ident, msgs in out.clients.items():
-                if ident in clients:  # a client's replies (the common case, first; no client
-                    # identity starts with "peer:")
+                if ident in clients:  # a client's replies (the common case, first)
                     send(src, ident, "client", src, encode(msgs))
-                elif ident.startswith(b"peer:"):
-                    dst = ident[5:].decode()
+                elif ident in by_ident:  # a peer's request identity (b"peer:" + its id)
+                    dst = by_ident[ident]
                     target = nodes.get(dst)
                     if target is not None and target.core is not None and target.core.joining:
                         send(src, dst, SEED, sn.cfg.listen, encode(msgs))
@@ -509,7 +512,7 @@ class Sim:
             for endpoint, msgs in out.endpoints.items():
                 dst = self.by_endpoint.get(endpoint)
                 if dst is not None:
-                    send(src, dst, REQUEST, b"peer:" + src.encode(), encode(msgs))
+                    send(src, dst, REQUEST, sn.ident, encode(msgs))
         if out.gossip:
             for msg in out.gossip:  # one PUB frame, delivered to every subscriber
                 payload = encode([msg])
