@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Callable, Generator
@@ -65,9 +66,11 @@ class MemStore:
 
     def put(self, key: bytes, value: bytes) -> None:
         data, tomb = self.data, self.tomb
-        self.undo.append((key, data.get(key), key in tomb))  # (_note, inline)
+        was_tomb = key in tomb
+        self.undo.append((key, data.get(key), was_tomb))  # (_note, inline)
         data[key] = value
-        tomb.discard(key)
+        if was_tomb:
+            tomb.discard(key)
 
     def delete(self, key: bytes) -> None:
         data, tomb = self.data, self.tomb
@@ -168,6 +171,7 @@ class SimNode:
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         self.id = cfg.id
+        self.ident = b"peer:" + cfg.id.encode()  # its identity in the requests it sends peers
         self.store = MemStore()
         self.handoff_mem = MemStore()
         self.core: NodeCore | None = None
@@ -194,11 +198,12 @@ class Sim:
         self.t = 0.0
         self.faults = faults or Faults()
         self.events: list = []
-        self.seq = 0
+        self.seq = itertools.count(1)  # events at the same time run in the order scheduled
         self.blocked: set[tuple[str, str]] = set()
         self.nodes: dict[str, SimNode] = {}
         self.node_ids: list[str] = []  # every node id, sorted
         self.by_endpoint: dict[str, str] = {}
+        self.by_ident: dict[bytes, str] = {}  # a node's request identity (SimNode.ident) -> id
         self.clients: dict[bytes, SimClient] = {}
         self.history = History()
         self.stats = {"delivered": 0, "lost": 0, "duplicated": 0, "frames": 0}
@@ -243,6 +248,7 @@ class Sim:
         self.nodes[node_id] = sn
         self.node_ids = sorted(self.nodes)  # (clients pick a node per request)
         self.by_endpoint[cfg.listen] = node_id
+        self.by_ident[sn.ident] = node_id
         self._boot(sn)
         return node_id
 
@@ -413,18 +419,17 @@ class Sim:
 
     # ---- events -------------------------------------------------------------------------
     def at(self, when: float, fn: Callable, *args) -> None:
-        self.seq += 1
-        heapq.heappush(self.events, (when, self.seq, fn, args))
+        heapq.heappush(self.events, (when, next(self.seq), fn, args))
 
     def run_until(self, t_end: float) -> None:
         events, pop = self.events, heapq.heappop
         while events:
-            ev = events[0]
-            if ev[0] > t_end:
+            when, seq, fn, args = pop(events)
+            if when > t_end:  # (not due yet: back where it was in the order)
+                heapq.heappush(events, (when, seq, fn, args))
                 break
-            pop(events)
-            self.t = ev[0]
-            ev[2](*ev[3])
+            self.t = when
+            fn(*args)
         self.t = max(self.t, t_end)
 
     def _tick_event(self, node_id: str, when: float) -> None:
@@ -446,12 +451,13 @@ class Sim:
         assert core is not None
         self._send_out(sn, core.take_output())
         when = core.next_deadline()
-        if when < self.t + 1e-6:
-            when = self.t + 1e-6
-        if when < sn.tick_at:  # _tick_event, inline: this runs once per delivered frame
-            sn.tick_at = when
-            self.seq += 1
-            heapq.heappush(self.events, (when, self.seq, self._tick, (sn.id, when)))
+        if when < sn.tick_at:  # (else the tick queued already comes first)
+            floor = self.t + 1e-6
+            if when < floor:
+                when = floor
+            if when < sn.tick_at:  # _tick_event, inline: this runs once per delivered frame
+                sn.tick_at = when
+                heapq.heappush(self.events, (when, next(self.seq), self._tick, (sn.id, when)))
         if core.exit_requested:
             self._exit(sn)
 
@@ -486,19 +492,17 @@ class Sim:
         send = self._send_frame
         encode = wire.encode
         if out.peers:
-            links = sn.links
-            me = b"peer:" + src.encode()
+            links, me = sn.links, sn.ident
             for node_id, msgs in out.peers.items():
                 if node_id in links:
                     send(src, node_id, REQUEST, me, encode(msgs))
         if out.clients:
-            clients = self.clients
+            clients, by_ident = self.clients, self.by_ident
             for ident, msgs in out.clients.items():
-                if ident in clients:  # a client's replies (the common case, first; no client
-                    # identity starts with "peer:")
+                if ident in clients:  # a client's replies (the common case, first)
                     send(src, ident, "client", src, encode(msgs))
-                elif ident.startswith(b"peer:"):
-                    dst = ident[5:].decode()
+                elif ident in by_ident:  # a peer's request identity (b"peer:" + its id)
+                    dst = by_ident[ident]
                     target = nodes.get(dst)
                     if target is not None and target.core is not None and target.core.joining:
                         send(src, dst, SEED, sn.cfg.listen, encode(msgs))
@@ -508,7 +512,7 @@ class Sim:
             for endpoint, msgs in out.endpoints.items():
                 dst = self.by_endpoint.get(endpoint)
                 if dst is not None:
-                    send(src, dst, REQUEST, b"peer:" + src.encode(), encode(msgs))
+                    send(src, dst, REQUEST, sn.ident, encode(msgs))
         if out.gossip:
             for msg in out.gossip:  # one PUB frame, delivered to every subscriber
                 payload = encode([msg])
@@ -527,12 +531,10 @@ class Sim:
         frame = (src, dst, kind, who, payload)
         if f.dup and rng.random() < f.dup:
             stats["duplicated"] += 1
-            self.seq += 1
             heapq.heappush(self.events, (self.t + (f.latency + rng.random() * f.jitter),
-                                         self.seq, self._deliver, frame))
-        self.seq += 1
-        heapq.heappush(self.events, (self.t + (f.latency + rng.random() * f.jitter), self.seq,
-                                     self._deliver, frame))
+                                         next(self.seq), self._deliver, frame))
+        heapq.heappush(self.events, (self.t + (f.latency + rng.random() * f.jitter),
+                                     next(self.seq), self._deliver, frame))
 
     def client_request(self, name: str, ident: bytes, node: str, payload: bytes) -> None:
         """A client's request frame reaches `node` (queued while it is paused)."""
@@ -666,6 +668,47 @@ class History:
 Workload = Generator[tuple, Result, None]
 
 
+class _Alarm:
+    """A client's one timer (its try's end, its step's nearest end): `set` replaces the one
+    set before, `clear` drops it, and it fires exactly when an event of its own would have
+    (its place in the order is taken when it is set). Most are moot before they are due: a
+    try is answered first. Rather than an event each (popped for nothing later), one event
+    stays in the queue at or before the wanted time, and when it comes it fires the alarm
+    or waits on for the later one set since."""
+
+    __slots__ = ("sim", "wanted", "armed")
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self.wanted: tuple[tuple[float, int], Callable, tuple] | None = None
+        self.armed: tuple[float, int] | None = None  # (time, seq) of the event waited on
+
+    def set(self, when: float, fn: Callable, *args) -> None:
+        key = (when, next(self.sim.seq))
+        self.wanted = (key, fn, args)
+        armed = self.armed
+        if armed is None or key < armed:
+            self.armed = key
+            heapq.heappush(self.sim.events, (when, key[1], self._ring, (key,)))
+
+    def clear(self) -> None:
+        self.wanted = None
+
+    def _ring(self, key: tuple[float, int]) -> None:
+        if key != self.armed:
+            return  # an earlier alarm was set after this event was queued
+        self.armed = None
+        wanted = self.wanted
+        if wanted is None:
+            return
+        if wanted[0] == key:
+            self.wanted = None
+            wanted[1](*wanted[2])
+        else:  # set since, for later: wait on for it (it sorts after everything run so far)
+            self.armed = key = wanted[0]
+            heapq.heappush(self.sim.events, (key[0], key[1], self._ring, (key,)))
+
+
 def _workload_step(client, result: Result | None) -> tuple[tuple, Event] | None:
     """Advance `client`'s workload with `result`: its next request as (op, key, a, b, c),
     the optional arguments None when not given, and its history event; or None when it has
@@ -709,6 +752,7 @@ class SimClient:
         self.gen = workload(self)
         self.done = False
         self.stamp_floor = 0  # as the real client: the highest lww stamp a reply carried
+        self.alarm = _Alarm(sim)  # the try's end
         sim.at(sim.t, self._next, None)
 
     def _next(self, result: Result | None) -> None:
@@ -743,13 +787,10 @@ class SimClient:
         self.current = (rid, ev, msg, deadline, tried)
         payload = wire.encode([msg])
         delay = sim.faults.latency + rng.random() * sim.faults.jitter
-        # (Sim.at, inline: two events per try)
-        events, push, t = sim.events, heapq.heappush, sim.t
-        sim.seq += 1
-        push(events, (t + delay, sim.seq, sim.client_request, (self.name, self.ident, node,
-                                                                payload)))
-        sim.seq += 1
-        push(events, (min(deadline, t + self.per_try), sim.seq, self._expire, (rid,)))
+        t = sim.t
+        heapq.heappush(sim.events, (t + delay, next(sim.seq), sim.client_request,
+                                    (self.name, self.ident, node, payload)))  # (Sim.at, inline)
+        self.alarm.set(min(deadline, t + self.per_try), self._expire, rid)
 
     def _expire(self, rid: int) -> None:
         if self.current is None or self.current[0] != rid:
@@ -792,6 +833,7 @@ class SimClient:
 
     def _finish(self, ev: Event, res: Result) -> None:
         self.current = None
+        self.alarm.clear()
         sim = self.sim
         ev.end = sim.t
         ev.ok = res.ok
@@ -806,10 +848,11 @@ class _Step:
     `also` rid), else SLOW at `soft`, else None at `until` (UNREACHABLE, after the network
     delay, for a crashed node); `resume` gets the list once every try has its answer."""
 
-    __slots__ = ("sim", "resume", "live", "results", "left", "by_rid", "ends")
+    __slots__ = ("sim", "alarm", "resume", "live", "results", "left", "by_rid", "ends")
 
     def __init__(self, sim: Sim, client, sends: list, resume: Callable[[list], None]) -> None:
         self.sim = sim
+        self.alarm: _Alarm = client.alarm  # (the client's: one step at a time)
         self.resume = resume
         self.live = True
         self.results = [_PENDING] * len(sends)
@@ -849,25 +892,22 @@ class _Step:
                 ends[i] = (until, None)
                 if until < nearest:
                     nearest = until
-        # (Sim.at, inline: a step schedules an event per node it reaches and one for its ends)
-        events, push, t = sim.events, heapq.heappush, sim.t
         if nearest < math.inf:  # (every try is still unanswered: _arm's nearest end)
-            sim.seq += 1
-            push(events, (nearest, sim.seq, self._expire, ()))
-        if frames:
+            self.alarm.set(nearest, self._expire)
+        if frames:  # (Sim.at, inline: an event per node the step reaches)
+            events, push, t = sim.events, heapq.heappush, sim.t
             request, name, ident = sim.client_request, client.name, client.ident
             for node, msgs in frames.items():  # each node's share of the step in one frame
                 delay = faults.latency + rng.random() * faults.jitter
-                sim.seq += 1
-                push(events, (t + delay, sim.seq, request, (name, ident, node,
-                                                            wire.encode(msgs))))
+                push(events, (t + delay, next(sim.seq), request,
+                              (name, ident, node, wire.encode(msgs))))
 
     def _arm(self) -> None:
         results = self.results
         due = [end[0] for i, end in enumerate(self.ends)
                if end is not None and results[i] is _PENDING]
         if due:
-            self.sim.at(min(due), self._expire)
+            self.alarm.set(min(due), self._expire)
 
     def _expire(self) -> None:
         """The nearest end is due: each try still unanswered whose end has come hears what
@@ -934,7 +974,7 @@ class CoreClient:
         self.ev: Event | None = None
         self.rids: set[int] | frozenset[int] = _NO_RIDS  # the answers the plan waits for
         self.step: _Step | None = None  # the Batch the plan waits for
-        self.wait = 0  # which wait a timer belongs to (a newer Send makes older timers moot)
+        self.alarm = _Alarm(sim)  # the Send's end (or its step's): a newer one replaces it
         sim.at(sim.t, self._next, None)
 
     def _next(self, result: Result | None) -> None:
@@ -955,7 +995,7 @@ class CoreClient:
         assert self.plan is not None
         self.rids = _NO_RIDS
         self.step = None
-        self.wait += 1
+        self.alarm.clear()
         try:
             send = next(self.plan) if first else self.plan.send(answer)
         except StopIteration as stop:
@@ -973,30 +1013,22 @@ class CoreClient:
             self.step = _Step(sim, self, send.sends, self._resume)
             return
         rids = self.rids = {rid for _, rid in send.also} if send.also else set()
-        # (Sim.at, inline: two events per try)
-        events, push = sim.events, heapq.heappush
         msg = send.msg
         if msg is not None:
             rids.add(msg.rid)
             node = sim.by_endpoint.get(send.endpoint)
             faults = sim.faults
             delay = faults.latency + sim.rng.random() * faults.jitter
-            sim.seq += 1
             if node is None or sim.nodes[node].core is None:
-                push(events, (sim.t + delay, sim.seq, self._timer, (self.wait, UNREACHABLE)))
+                self.alarm.set(sim.t + delay, self._resume, UNREACHABLE)
                 return
-            push(events, (sim.t + delay, sim.seq, sim.client_request,
-                          (self.name, self.ident, node, wire.encode([msg]))))
+            heapq.heappush(sim.events, (sim.t + delay, next(sim.seq), sim.client_request,
+                                        (self.name, self.ident, node, wire.encode([msg]))))
         soft, until = send.soft, send.until
-        sim.seq += 1
         if soft is not None and soft < until:
-            push(events, (soft, sim.seq, self._timer, (self.wait, SLOW)))
+            self.alarm.set(soft, self._resume, SLOW)
         else:
-            push(events, (until, sim.seq, self._timer, (self.wait, None)))
-
-    def _timer(self, wait: int, answer) -> None:
-        if wait == self.wait and self.plan is not None:
-            self._resume(answer)
+            self.alarm.set(until, self._resume, None)
 
     def on_frame(self, node: str, msgs: list) -> None:
         if self.step is not None:
@@ -1056,6 +1088,7 @@ class ManyClient:
         self.round: list[tuple[_User, tuple, Event]] | None = None
         self.plan: Generator | None = None
         self.step: _Step | None = None  # the Batch the plan waits for
+        self.alarm = _Alarm(sim)  # the step's nearest end
         self.starting = False
         for u in self.users:
             sim.at(sim.t, u._next, None)
@@ -1091,6 +1124,7 @@ class ManyClient:
 
     def _resume(self, answer, first: bool = False) -> None:
         assert self.plan is not None and self.round is not None
+        self.alarm.clear()  # (the step it was waiting on has every answer)
         try:
             batch = next(self.plan) if first else self.plan.send(answer)
         except StopIteration as stop:
