@@ -24,7 +24,7 @@ from zkv._core import dvv
 from zkv.errors import InvalidRequest
 from zkv.node.op import Op
 from zkv.node.quorum import GetQuorum, PutQuorum
-from zkv.wire import E_INVALID, Error, Forward, PutOk, RGet, RGetOk, RPut, RPutOk
+from zkv.wire import E_INVALID, Error, Forward, RGet, RGetOk, RPut, RPutOk
 
 # Stand-ins asked at once per silent replica. The next node of the walk may be silent too
 # (frozen at the same moment, not yet suspected: nothing here knows yet), and each one in
@@ -223,7 +223,7 @@ class WriteOp(_FanOut):
             return
         asked, pending, soft = self.asked, self.pending, self.soft
         asked[me] = mine
-        self.quorum.acked.add(me)  # (quorum.add_result(me, True): the first result)
+        self.quorum.add_result(me, True)
         key, version, now, deadline = self.key, self.version, ctx.now(), self.deadline
         timeout, ask = ctx.replica_timeout, ctx.ask
         for node_id, owner in self.targets:
@@ -261,12 +261,10 @@ class WriteOp(_FanOut):
                     self.finish()
             return
         pending.discard(node_id)
-        # (quorum.add_result, then _check, inline: asked per acknowledgement)
+        # (_check inline: asked per acknowledgement)
         q = self.quorum
-        acked = q.acked
-        if isinstance(msg, RPutOk) and msg.ok:
-            acked.add(node_id)  # (a node counts once: a set)
-        if not self.replied and len(acked) >= q.required:
+        q.add_result(node_id, isinstance(msg, RPutOk) and msg.ok)
+        if not self.replied and len(q.acked) >= q.required:
             self._answer()
         if not pending:
             if not self.replied:
@@ -301,12 +299,8 @@ class WriteOp(_FanOut):
             self.on_finish(self)
 
     def _answer(self) -> None:
-        # (quorum.response inline: the version this node wrote, decoded when at hand)
-        s = self.written
-        if s is None:
-            s = dvv.DVVSet.decode(self.version)
-        self.reply(PutOk(0, s.context(), len(self.quorum.acked), self.stamp))
-        size = s.size()
+        ok, size = self.quorum.response(self.version, self.stamp, self.written)
+        self.reply(ok)
         if size > 1:
             self.ctx.replica.note_siblings(self.key, size, write=True)
 
