@@ -459,34 +459,6 @@ class ClientCore:
         known = self.ns_cache.get(ns)
         return known.n if known is not None else None
 
-    # (every data call builds its request here: the checks' common case is inline, and any
-    # doubt runs the wire checks in their order, so the first problem is the one reported)
-    def get_msg(self, key, r, ns: str = "") -> Get:
-        if type(key) is not bytes or not 0 < len(key) <= _MAX_KEY:
-            wire.check_key(key)
-        if r is not None:
-            n = self._n_of(ns) if ns else self.n
-            if type(r) is not int or not 0 < r <= (255 if n is None else n):
-                wire.check_quorum("r", r, n)
-        return Get(0, key, r or 0, ns)
-
-    def put_msg(self, key, value, context, w, wid: bytes, ns: str = "") -> Put:
-        if (type(key) is not bytes or not 0 < len(key) <= _MAX_KEY
-                or type(value) is not bytes or len(value) > self.max_value_size
-                or (context is not None
-                    and (type(context) is not bytes or len(context) > wire.MAX_CONTEXT))
-                or type(wid) is not bytes or len(wid) > wire.MAX_WID):
-            wire.check_key(key)
-            wire.check_value(value, self.max_value_size)
-            wire.check_context(context)
-            wire.check_quorum("w", w, self._n_of(ns))
-            wire.check_wid(wid)
-        elif w is not None:
-            n = self._n_of(ns) if ns else self.n
-            if type(w) is not int or not 0 < w <= (255 if n is None else n):
-                wire.check_quorum("w", w, n)
-        return Put(0, key, value, context or b"", w or 0, wid, ns)
-
     def delete_msg(self, key, context, w, wid: bytes, ns: str = "") -> Delete:
         wire.check_key(key)
         wire.check_context(context)
@@ -590,7 +562,9 @@ class ClientCore:
             # the last candidate's try waits for the rest of the call's timeout: there is
             # nobody left to move on to (a one-node cluster under a connection flood took
             # more than the per-try budget once in 7 runs, and the call gave up with 3.5 s left)
-            until = deadline if i == last else min(deadline, now + per_try)
+            until = now + per_try  # (min(deadline, ...), inline)
+            if i == last or deadline < until:
+                until = deadline
             soft: float | None = None
             if hedged and i < last:  # (hedge_delay()'s common case inline)
                 soft = now + (self._hedge if self._rtts_new < _HEDGE_EVERY
@@ -632,7 +606,15 @@ class ClientCore:
     def get(self, key: bytes, r: int | None = None, *,
             namespace: str = nss.DEFAULT) -> Plan[GetResult]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
-        msg = self.get_msg(key, r, ns)
+        # the request, built here (a call fewer per get): the checks' common case is inline,
+        # and any doubt runs the wire checks in their order (the first problem is reported)
+        if type(key) is not bytes or not 0 < len(key) <= _MAX_KEY:
+            wire.check_key(key)
+        if r is not None:
+            qn = self._n_of(ns) if ns else self.n
+            if type(r) is not int or not 0 < r <= (255 if qn is None else qn):
+                wire.check_quorum("r", r, qn)
+        msg = Get(0, key, r or 0, ns)
         clock = self.clock
         now = clock()
         deadline = now + self.timeout
@@ -705,7 +687,7 @@ class ClientCore:
             else:
                 return None  # fewer than R owners to ask: a coordinator finds stand-ins
         hedge = self._hedge if self._rtts_new < _HEDGE_EVERY else self.hedge_delay()
-        until = now + min(hedge, self.per_try)
+        until = now + (self.per_try if self.per_try < hedge else hedge)  # (min(), inline)
         rids, key, ns = self.rids, msg.key, msg.ns
         sends = []
         for _, ep in chosen:
@@ -748,7 +730,24 @@ class ClientCore:
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
             *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
-        msg = self.put_msg(key, value, context, w, self.new_wid() if wid is None else wid, ns)
+        if wid is None:
+            wid = self.new_wid()
+        # the request, built here as get's is
+        if (type(key) is not bytes or not 0 < len(key) <= _MAX_KEY
+                or type(value) is not bytes or len(value) > self.max_value_size
+                or (context is not None
+                    and (type(context) is not bytes or len(context) > wire.MAX_CONTEXT))
+                or type(wid) is not bytes or len(wid) > wire.MAX_WID):
+            wire.check_key(key)
+            wire.check_value(value, self.max_value_size)
+            wire.check_context(context)
+            wire.check_quorum("w", w, self._n_of(ns))
+            wire.check_wid(wid)
+        elif w is not None:
+            qn = self._n_of(ns) if ns else self.n
+            if type(w) is not int or not 0 < w <= (255 if qn is None else qn):
+                wire.check_quorum("w", w, qn)
+        msg = Put(0, key, value, context or b"", w or 0, wid, ns)
         msg.floor = self.stamp_floor
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         reply = yield from self.call(msg, route, n=n)
