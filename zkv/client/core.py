@@ -696,7 +696,12 @@ class ClientCore:
         first: bytes | None = None
         counted = 0
         rtt: float | None = None  # (the answers came back together: one round trip)
-        for (node, ep), reply in zip(chosen, replies, strict=True):
+        # (zip(chosen, replies, strict=True), its check up front: the keyword's slower path
+        # cost more than indexing)
+        if len(replies) != len(chosen):
+            raise ValueError(f"{len(replies)} answers to {len(chosen)} tries")
+        for i, reply in enumerate(replies):
+            node, ep = chosen[i]
             if type(reply) is ReadOk:
                 if unconnectable:
                     unconnectable.discard(ep)
