@@ -547,7 +547,7 @@ class ClientCore:
         also: tuple[tuple[str, int], ...] = ()  # earlier tries still listened to
         tried = 0
         listen_until = 0.0
-        sent_at: dict[int, float] = {}  # rid -> when each try was sent
+        sent_at: dict[int, float] = {}  # rid -> when each try still listened to was sent
         refused: Error | None = None  # the last "not now" (E_UNAVAILABLE) a node answered
         last = len(candidates) - 1
         rids, per_try = self.rids, self.per_try
@@ -558,7 +558,6 @@ class ClientCore:
                 break
             tried += 1
             rid = msg.rid = next(rids)  # the same message (and write id) on every try
-            sent_at[rid] = now
             # the last candidate's try waits for the rest of the call's timeout: there is
             # nobody left to move on to (a one-node cluster under a connection flood took
             # more than the per-try budget once in 7 runs, and the call gave up with 3.5 s left)
@@ -574,6 +573,7 @@ class ClientCore:
             reply = yield Send(ep, msg, until, soft, also)
             if reply is SLOW:  # keep listening to it, and ask the next candidate too
                 also += ((ep, rid),)
+                sent_at[rid] = now  # (when it was sent: its answer may still come)
                 listen_until = max(listen_until, until)
             elif reply is UNREACHABLE:
                 self.unconnectable.add(ep)
@@ -581,7 +581,8 @@ class ClientCore:
                 if self.unconnectable:
                     self.unconnectable.discard(ep)
                 if reply is not None:
-                    sent = sent_at.get(reply.rid)  # (_sample, inline)
+                    # (_sample, inline: this try's answer, or a hedged one's)
+                    sent = now if reply.rid == rid else sent_at.get(reply.rid)
                     if sent is not None:
                         self.rtts.append(clock() - sent)
                         self._rtts_new += 1
@@ -825,7 +826,7 @@ class ClientCore:
                         results[i] = exc
                         failed.append(i)
                     else:
-                        if isinstance(x, Send):
+                        if type(x) is Send:  # (else a Batch)
                             sends.append(x)
                             stepped.append((i, plan, -1))
                         else:
