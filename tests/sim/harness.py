@@ -856,13 +856,14 @@ class SimClient:
 
     def _finish(self, ev: Event, res: Result) -> None:
         self.current = None
-        self.alarm.clear()
+        self.alarm.wanted = None  # (_Alarm.clear, inline: per operation)
         sim = self.sim
         ev.end = sim.t
         ev.ok = res.ok
         ev.result = res
         sim.history.add(ev)
-        sim.at(sim.t + self.think * sim.rng.random(), self._next, res)
+        heapq.heappush(sim.events, (sim.t + self.think * sim.rng.random(), next(sim.seq),
+                                    self._next, (res,)))  # (Sim.at, inline: per operation)
 
 
 class _Step:
@@ -1018,7 +1019,7 @@ class CoreClient:
         assert self.plan is not None
         self.rids = _NO_RIDS
         self.step = None
-        self.alarm.clear()
+        self.alarm.wanted = None  # (_Alarm.clear, inline: per answer)
         try:
             send = next(self.plan) if first else self.plan.send(answer)
         except StopIteration as stop:
@@ -1072,7 +1073,8 @@ class CoreClient:
         ev.ok = res.ok
         ev.result = res
         sim.history.add(ev)
-        sim.at(sim.t + self.think * sim.rng.random(), self._next, res)
+        heapq.heappush(sim.events, (sim.t + self.think * sim.rng.random(), next(sim.seq),
+                                    self._next, (res,)))  # (Sim.at, inline: per operation)
 
 
 class _User:
@@ -1147,7 +1149,8 @@ class ManyClient:
 
     def _resume(self, answer, first: bool = False) -> None:
         assert self.plan is not None and self.round is not None
-        self.alarm.clear()  # (the step it was waiting on has every answer)
+        # (_Alarm.clear, inline: the step it was waiting on has every answer)
+        self.alarm.wanted = None
         try:
             batch = next(self.plan) if first else self.plan.send(answer)
         except StopIteration as stop:
