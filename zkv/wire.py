@@ -455,11 +455,13 @@ class WireError(ValueError):
 
 def encode(msgs: list) -> bytes:
     """One frame holding `msgs` (a list of message structs)."""
-    return _encoder.encode(Frame(WIRE_VERSION, msgs))
+    # a Frame (array_like) is encoded as the array [v, msgs]: so is this tuple, byte for
+    # byte, without building and freeing the struct (~500 instructions of ~2,600 a frame)
+    return _encoder.encode((WIRE_VERSION, msgs))
 
 
 def encode_one(msg) -> bytes:
-    return _encoder.encode(Frame(WIRE_VERSION, [msg]))
+    return _encoder.encode((WIRE_VERSION, [msg]))  # (a Frame's bytes: see encode)
 
 
 def frames(msgs: list, limit: int) -> list[bytes]:

@@ -308,6 +308,9 @@ class NodeCore:
         self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
         self.self_ident = b"peer:" + self.me.encode()
         self._self_prefix = self.self_ident + b"/"
+        # a peer request identity (b"peer:<id>[/...]") -> the member id it names, for the
+        # identities of current peers only (bounded by the member table): asked per frame
+        self._peer_names: dict[bytes, str] = {}
         self._durable = cfg.sync == "always"
         # joining: a node started with seeds and no known peers asks the seeds to let it in.
         # A seed list shared by every node (a config file, a StatefulSet) names this node
@@ -494,9 +497,14 @@ class NodeCore:
                 as_role = role
             elif ident.startswith(b"peer:"):
                 # a member's identity (_role's first case, without its three calls: asked per
-                # peer frame), else _role says
-                p = self.membership.peers.get(ident[5:].split(b"/", 1)[0].decode("utf-8",
-                                                                                "replace"))
+                # peer frame), else _role says; the id it names parsed once per identity
+                peers = self.membership.peers
+                name = self._peer_names.get(ident)
+                if name is None:
+                    name = ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
+                    if name in peers and len(self._peer_names) < len(peers) + 64:
+                        self._peer_names[ident] = name
+                p = peers.get(name)
                 as_role = PEER if p and p.member is not None else self._role(ident, None)
             else:
                 as_role = ADMIN
@@ -571,7 +579,12 @@ class NodeCore:
         if self.turn_bytes:  # (only replies over 4 KiB are counted)
             self.turn_bytes.clear()
         self.turn_total = 0
-        out, self.out = self.out, Outbox()
+        out = self.out
+        # a turn that sends nothing (most often a replica's answer to an op answered already:
+        # ~1 turn in 6) hands over its empty Outbox and keeps it: no new one per turn
+        if (out.peers or out.clients or out.endpoints or out.gossip or out.connect
+                or out.subscribe or out.drop):  # (bool(out), without the call)
+            self.out = Outbox()
         return out
 
     def persist(self, durable: bool | None = None) -> None:

@@ -105,12 +105,16 @@ def validate_clock(m, now_ms: int | None = None) -> str | None:
 
 
 class _Peer:
-    __slots__ = ("member", "last_beat", "intervals", "strikes", "reason")
+    __slots__ = ("member", "last_beat", "intervals", "mean", "strikes", "reason")
 
     def __init__(self, member: Member, now: float) -> None:
         self.member = member
         self.last_beat = now
         self.intervals: deque[float] = deque(maxlen=100)
+        # the mean interval the detector divides by (Membership._phi_after), None until it
+        # is asked for after `intervals` changed: a heartbeat changes it, every state() and
+        # is_up() (per request, per gossip round) only reads it
+        self.mean: float | None = None
         self.strikes = 0  # request timeouts since the last heartbeat
         self.reason = ""
 
@@ -236,8 +240,10 @@ class Membership:
                 # intervals over its MAX_INTERVAL.
                 if self._phi_after(p, gap) <= self.phi_suspect:
                     p.intervals.append(gap)
+                    p.mean = None
             else:
                 p.intervals.clear()
+                p.mean = None
             p.member = copy_member(m)
             p.last_beat = now
             p.strikes = 0
@@ -317,8 +323,10 @@ class Membership:
         return self._phi_after(p, self.clock() - p.last_beat)
 
     def _phi_after(self, p: _Peer, elapsed: float) -> float:
-        mean = sum(p.intervals) / len(p.intervals) if p.intervals else self.gossip_interval
-        mean = max(mean, self.gossip_interval / 2)
+        mean = p.mean
+        if mean is None:  # (the sum of up to 100 samples, once per change of them)
+            mean = sum(p.intervals) / len(p.intervals) if p.intervals else self.gossip_interval
+            p.mean = mean = max(mean, self.gossip_interval / 2)
         return elapsed / mean * LOG10_E
 
     def state(self, node_id: str) -> tuple[str, str]:
