@@ -544,20 +544,8 @@ class Sim:
         if sn.paused:
             sn.backlog.append((name, node, REQUEST, ident, payload))
             return
-        core = sn.core
-        core.handle((REQUEST, ident), wire.decode(payload, LIMIT), self.t)
-        # (_after_turn, inline: once per client request; a call costs ~400 instructions)
-        self._send_out(sn, core.take_output())
-        when = core.next_deadline()
-        if when < sn.tick_at:
-            floor = self.t + 1e-6
-            if when < floor:
-                when = floor
-            if when < sn.tick_at:
-                sn.tick_at = when
-                heapq.heappush(self.events, (when, next(self.seq), self._tick, (sn.id, when)))
-        if core.exit_requested:
-            self._exit(sn)
+        sn.core.handle((REQUEST, ident), wire.decode(payload, LIMIT), self.t)
+        self._after_turn(sn)
 
     def _deliver(self, src: str, dst, kind: str, who, payload: bytes) -> None:
         if self.blocked and (src, dst) in self.blocked:
@@ -576,18 +564,7 @@ class Sim:
             return
         self.stats["delivered"] += 1
         core.handle((kind, who), wire.decode(payload, LIMIT), self.t)
-        # (_after_turn, inline: once per delivered frame; a call costs ~400 instructions)
-        self._send_out(sn, core.take_output())
-        when = core.next_deadline()
-        if when < sn.tick_at:
-            floor = self.t + 1e-6
-            if when < floor:
-                when = floor
-            if when < sn.tick_at:
-                sn.tick_at = when
-                heapq.heappush(self.events, (when, next(self.seq), self._tick, (sn.id, when)))
-        if core.exit_requested:
-            self._exit(sn)
+        self._after_turn(sn)
 
     # ---- faults -------------------------------------------------------------------------
     def schedule_faults(self) -> None:
