@@ -579,12 +579,7 @@ class NodeCore:
         if self.turn_bytes:  # (only replies over 4 KiB are counted)
             self.turn_bytes.clear()
         self.turn_total = 0
-        out = self.out
-        # a turn that sends nothing (most often a replica's answer to an op answered already:
-        # ~1 turn in 6) hands over its empty Outbox and keeps it: no new one per turn
-        if (out.peers or out.clients or out.endpoints or out.gossip or out.connect
-                or out.subscribe or out.drop):  # (bool(out), without the call)
-            self.out = Outbox()
+        out, self.out = self.out, Outbox()
         return out
 
     def persist(self, durable: bool | None = None) -> None:
