@@ -833,7 +833,7 @@ class SimClient:
 
     def _finish(self, ev: Event, res: Result) -> None:
         self.current = None
-        self.alarm.wanted = None  # (_Alarm.clear, inline: per operation)
+        self.alarm.clear()
         sim = self.sim
         ev.end = sim.t
         ev.ok = res.ok
@@ -996,7 +996,7 @@ class CoreClient:
         assert self.plan is not None
         self.rids = _NO_RIDS
         self.step = None
-        self.alarm.wanted = None  # (_Alarm.clear, inline: per answer)
+        self.alarm.clear()
         try:
             send = next(self.plan) if first else self.plan.send(answer)
         except StopIteration as stop:
@@ -1126,8 +1126,7 @@ class ManyClient:
 
     def _resume(self, answer, first: bool = False) -> None:
         assert self.plan is not None and self.round is not None
-        # (_Alarm.clear, inline: the step it was waiting on has every answer)
-        self.alarm.wanted = None
+        self.alarm.clear()  # (the step it was waiting on has every answer)
         try:
             batch = next(self.plan) if first else self.plan.send(answer)
         except StopIteration as stop:
