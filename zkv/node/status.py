@@ -181,28 +181,29 @@ class MetricsExport:
                               joined=not core.joining, gauges=False)
             return
         self.next_gauges = now + GAUGES_EVERY
+        child = m.child
         states = {"up": 0, "suspect": 0, "down": 0}
         for nid in ms.peers:
             state = ms.state(nid)[0]
             states[state] += 1
-            m.member_state.labels(nid).set({"up": 1.0, "suspect": 0.5}.get(state, 0.0))
+            child(m.member_state, nid).set({"up": 1.0, "suspect": 0.5}.get(state, 0.0))
         for k, v in states.items():
-            m.peers.labels(k).set(v)
+            child(m.peers, k).set(v)
         backlog = core.handoff.backlog()
         for owner in set(backlog) | set(core.handoff.index):
             b = backlog.get(owner, {"count": 0, "bytes": 0, "oldest_age_s": 0})
-            m.hint_count.labels(owner).set(b["count"])
-            m.hint_bytes.labels(owner).set(b["bytes"])
-            m.hint_age.labels(owner).set(b["oldest_age_s"])
+            child(m.hint_count, owner).set(b["count"])
+            child(m.hint_bytes, owner).set(b["bytes"])
+            child(m.hint_age, owner).set(b["oldest_age_s"])
         if core.ae is not None:
             for k, v in core.ae.stats.items():
-                m.aae.labels(k).set(v)
-            m.aae.labels("refill_partitions_left").set(core.refill_left())
+                child(m.aae, k).set(v)
+            child(m.aae, "refill_partitions_left").set(core.refill_left())
             if now - self.lag_exported > 5:
                 self.lag_exported = now
                 ring = ms.ring()
                 for p, age in zip(ring.replicas_of(core.me), _agreement_ages(core, ring),
                                   strict=True):
-                    m.aae_lag.labels(str(p)).set(-1 if age is None else age)
+                    child(m.aae_lag, str(p)).set(-1 if age is None else age)
         m.keys.set(len(core.store))
         m.observe_cluster(ms, ms.ring(), now, transfer_totals(core), joined=not core.joining)
