@@ -92,15 +92,16 @@ def validate_clock(m, now_ms: int | None = None) -> str | None:
     bounds by the clock (a record whose other fields equal a validated one needs only this)."""
     if type(m.leaving) is not bool:
         return "bad leaving flag"
-    for name in ("incarnation", "heartbeat"):
-        v = getattr(m, name)
-        if type(v) is not int or not 0 <= v <= MAX_COUNTER:
-            return f"bad {name} {clip(v, 30)}"
+    inc, beat = m.incarnation, m.heartbeat  # (checked in this order; per beat heard)
+    if type(inc) is not int or not 0 <= inc <= MAX_COUNTER:
+        return f"bad incarnation {clip(inc, 30)}"
+    if type(beat) is not int or not 0 <= beat <= MAX_COUNTER:
+        return f"bad heartbeat {clip(beat, 30)}"
     now_ms = wall_ms() if now_ms is None else now_ms
-    if m.incarnation > now_ms + MAX_SKEW_MS:
-        return f"incarnation {m.incarnation} is ahead of the clock ({now_ms} ms + skew)"
-    if m.heartbeat > max(0, now_ms + MAX_SKEW_MS - m.incarnation) + HEARTBEAT_SLACK:
-        return f"heartbeat {m.heartbeat} implausible for incarnation {m.incarnation}"
+    if inc > now_ms + MAX_SKEW_MS:
+        return f"incarnation {inc} is ahead of the clock ({now_ms} ms + skew)"
+    if beat > max(0, now_ms + MAX_SKEW_MS - inc) + HEARTBEAT_SLACK:
+        return f"heartbeat {beat} implausible for incarnation {inc}"
     return None
 
 
@@ -337,7 +338,7 @@ class Membership:
         if p is None:
             return "down", "unknown member"
         elapsed = self.clock() - p.last_beat
-        phi = self.phi(node_id)
+        phi = self._phi_after(p, elapsed)  # (phi(), without looking the peer up again)
         if elapsed > self.down_after or phi > self.phi_down:
             return "down", f"no heartbeat for {elapsed:.1f}s (phi {phi:.1f})"
         if p.strikes >= 3:
