@@ -8,6 +8,12 @@ client) run under `valgrind --tool=cachegrind --cache-sim=no`; their difference 
 the operations in between removes start-up, imports and the cluster's setup.
 
     python benchmarks/sim_instructions.py [--client many] [--src CHECKOUT ...]
+    python benchmarks/sim_instructions.py --sweep [--src CHECKOUT ...]
+
+`--sweep` counts a sweep's seeds instead (`tools/simulate.py --seeds K --first 40000`, the
+default scenario: a few hundred operations per seed, most of each seed's work the nodes'
+background over its virtual seconds): one seed against 1 + `--seeds`, per seed and per client
+operation in between.
 
 Each `--src` is a checkout (its extensions built in place) run with its own tests/sim and
 zkv first on sys.path; the default is this one. PYTHONHASHSEED is fixed. Instructions are a
@@ -30,13 +36,21 @@ CHILD = r"""
 import logging, sys
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
 logging.disable(logging.WARNING)
-from sim import scenario
-print(scenario.load(client=sys.argv[2], ops_per_client=int(sys.argv[3])))
+if sys.argv[2] == "sweep":  # the first sys.argv[3] seeds of a sweep, as tools/simulate.py runs them
+    sys.path.insert(0, sys.argv[1] + "/tools")
+    import simulate
+    from sim.harness import Faults
+    print(sum(simulate._seed(s, faults=Faults(), scenario="run", nodes=5, ops=40, client="sim",
+                             spaces=None, quiet=True).ops for s in range(40000, 40000 + int(sys.argv[3]))))
+else:
+    from sim import scenario
+    print(scenario.load(client=sys.argv[2], ops_per_client=int(sys.argv[3])))
 """
 
 
 def instructions(src: str, client: str, ops: int) -> tuple[int, int]:
-    """(instructions, client operations) of one load of `ops` operations per client."""
+    """(instructions, client operations) of one load of `ops` operations per client (client
+    "sweep": of a sweep's first `ops` seeds)."""
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=src)
     out = subprocess.run(
         ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
@@ -54,11 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--src", action="append", help="a checkout to measure (repeatable)")
     ap.add_argument("--short", type=int, default=400, help="operations per client, short run")
     ap.add_argument("--long", type=int, default=1200, help="operations per client, long run")
+    ap.add_argument("--sweep", action="store_true", help="count a sweep's seeds instead")
+    ap.add_argument("--seeds", type=int, default=5, help="with --sweep: seeds in between")
     args = ap.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     for src in args.src or [os.path.dirname(HERE)]:
         src = os.path.abspath(src)
+        if args.sweep:
+            (i_short, n_short), (i_long, n_long) = (instructions(src, "sweep", k)
+                                                    for k in (1, 1 + args.seeds))
+            print(f"{src}: sweep, {(i_long - i_short) / args.seeds:,.0f} instructions per seed, "
+                  f"{(i_long - i_short) / (n_long - n_short):,.0f} per client operation "
+                  f"(seeds 40001-{40000 + args.seeds}: {n_long - n_short} operations, background "
+                  "work included)", flush=True)
+            continue
         (i_short, n_short), (i_long, n_long) = (instructions(src, args.client, n)
                                                 for n in (args.short, args.long))
         per_op = (i_long - i_short) / (n_long - n_short)

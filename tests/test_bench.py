@@ -833,6 +833,20 @@ def test_sim_instructions_reports_the_difference_per_operation(capsys, monkeypat
                    "operations between a load of 80 and one of 9600)"]
     assert calls == [(a, "core", 10), (a, "core", 1200), (b, "core", 10), (b, "core", 1200)]
 
+    # --sweep: one seed's count subtracted from 1 + --seeds seeds', per seed and per operation
+    calls.clear()
+
+    def fake_sweep(src, client, seeds):  # 9 M of start-up, then 400 M and 200 operations a seed
+        calls.append((src, client, seeds))
+        return 9_000_000 + 400_000_000 * seeds, 200 * seeds
+
+    monkeypatch.setattr(mod, "instructions", fake_sweep)
+    assert mod.main(["--sweep", "--src", a, "--seeds", "3"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{a}: sweep, 400,000,000 instructions per seed, 2,000,000 per client operation (seeds "
+        "40001-40003: 600 operations, background work included)"]
+    assert calls == [(a, "sweep", 1), (a, "sweep", 4)]
+
 
 def test_client_threads_benchmark_smoke(capsys):
     """benchmarks/client_threads.py on a real local cluster, 40 operations a row: one line per
