@@ -1449,12 +1449,15 @@ class NodeCore:
         self.membership.beat()
         s = self.membership.settings
         ring = self.membership.ring()
-        self._claimant_tick(now)
-        self._settle_tick(now)
+        # the failure detector's verdict on each peer, once per round for every use of it in
+        # the round (the claimant, settling, the health export each asked it per member)
+        ms = self.membership
+        states = {nid: ms.state(nid)[0] for nid in ms.peers}
+        self._claimant_tick(now, states)
+        self._settle_tick(now, states)
         if self.left_at is not None:
             self._pass_hints(now)
         report = self.transfers.report()
-        ms = self.membership
         self.gossip_round += 1
         every = max(TABLE_EVERY, len(ms.peers) // TABLE_PER)
         if self.gossip_round % every == self.table_offset % every:
@@ -1469,7 +1472,7 @@ class NodeCore:
                                       [x[1:] for x in report if x[0] == s["n"]],
                                       self._ns_encoded,
                                       [x for x in report if x[0] != s["n"]]))
-        self.export.export(now)
+        self.export.export(now, states)
 
     def _on_gossip(self, msg: Gossip) -> None:
         self.metrics.observe_gossip(msg.sender, msg.fingerprint)
@@ -1626,14 +1629,15 @@ class NodeCore:
                     return False
         return True
 
-    def _claimant_tick(self, now: float) -> None:
+    def _claimant_tick(self, now: float, states: dict[str, str]) -> None:
         """Once per gossip round, on the claimant only: stage joins of new members, commit
-        when auto_commit is on, finalize a change whose transfers all completed."""
+        when auto_commit is on, finalize a change whose transfers all completed. `states`:
+        each peer's "up" | "suspect" | "down" this round."""
         st = self.membership.cluster
         ms = self.membership
         if st is None or self.left_at is not None:
             return
-        up = [m.id for m in ms.table() if ms.state(m.id)[0] == "up"]
+        up = [self.me] + [nid for nid, state in states.items() if state == "up"]
         if own.claimant(st, up) != self.me:
             return
         new = st
@@ -1652,15 +1656,17 @@ class NodeCore:
         if new is not st:
             self._adopt(new)
 
-    def _settle_tick(self, now: float) -> None:
+    def _settle_tick(self, now: float, states: dict[str, str]) -> None:
         """Once every up member reports our cluster epoch for `settle` seconds: stop writing
-        to the previous owners and drop the partitions this node no longer holds."""
+        to the previous owners and drop the partitions this node no longer holds. `states`:
+        each peer's "up" | "suspect" | "down" this round."""
         st = self.membership.cluster
         if st is None:
             return
         ms = self.membership
-        agreed = all(self.peer_epochs.get(m.id) == st.rank() for m in ms.table()
-                     if m.id != self.me and ms.is_up(m.id) and m.id in st.members)
+        rank, epochs, members = st.rank(), self.peer_epochs, st.members
+        agreed = all(epochs.get(nid) == rank for nid, state in states.items()
+                     if state != "down" and nid in members)
         if not agreed:
             self.agreed_since = None
             return

@@ -338,7 +338,8 @@ class NodeMetrics:
         self.health.on_gossip(sender, fingerprint)
 
     def observe_cluster(self, membership, ring, now: float, transfers: dict | None = None,
-                        joined: bool = True, gauges: bool = True) -> None:
+                        joined: bool = True, gauges: bool = True,
+                        up: list[str] | None = None) -> None:
         """Once per gossip tick: readiness, rebalancing, convergence, partitions, hot keys
         (`gauges` False: the observations only, no gauge is set).
 
@@ -346,7 +347,8 @@ class NodeMetrics:
         .replicas_of(id). transfers (until transfers exist: none): {"in": {"pending": n,
         "running": n, "bytes_done": b, "bytes_total": b}, "out": {...}}."""
         me = membership.me.id
-        up = [nid for nid in membership.peers if membership.is_up(nid)]
+        if up is None:  # (the caller may know them already: the node asks once per round)
+            up = [nid for nid in membership.peers if membership.is_up(nid)]
         transfers = transfers or {}
         pending_in = sum(transfers.get("in", {}).get(s, 0) for s in ("pending", "running"))
         rebalanced, converged = self.health.update(

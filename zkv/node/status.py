@@ -169,25 +169,28 @@ class MetricsExport:
         self.lag_exported = -1e9
         self.next_gauges = -1e9
 
-    def export(self, now: float) -> None:
+    def export(self, now: float, states: dict[str, str]) -> None:
         """Per gossip tick: the health observations (readiness, convergence timing) every
         time, the gauges at most every GAUGES_EVERY: a refresh is ~40 labelled sets, and at
-        every 0.2 s tick it was 16% of a lightly loaded simulated node's CPU."""
+        every 0.2 s tick it was 16% of a lightly loaded simulated node's CPU. `states`: each
+        peer's "up" | "suspect" | "down" this round (members forgotten since are skipped)."""
         core = self.core
         m = core.metrics
         ms = core.membership
+        peers = ms.peers
+        up = [nid for nid, state in states.items() if state != "down" and nid in peers]
         if now < self.next_gauges:
             m.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
-                              joined=not core.joining, gauges=False)
+                              joined=not core.joining, gauges=False, up=up)
             return
         self.next_gauges = now + GAUGES_EVERY
         child = m.child
-        states = {"up": 0, "suspect": 0, "down": 0}
-        for nid in ms.peers:
-            state = ms.state(nid)[0]
-            states[state] += 1
-            child(m.member_state, nid).set({"up": 1.0, "suspect": 0.5}.get(state, 0.0))
-        for k, v in states.items():
+        counts = {"up": 0, "suspect": 0, "down": 0}
+        for nid, state in states.items():
+            if nid in peers:
+                counts[state] += 1
+                child(m.member_state, nid).set({"up": 1.0, "suspect": 0.5}.get(state, 0.0))
+        for k, v in counts.items():
             child(m.peers, k).set(v)
         backlog = core.handoff.backlog()
         for owner in set(backlog) | set(core.handoff.index):
@@ -206,4 +209,5 @@ class MetricsExport:
                                   strict=True):
                     child(m.aae_lag, str(p)).set(-1 if age is None else age)
         m.keys.set(len(core.store))
-        m.observe_cluster(ms, ms.ring(), now, transfer_totals(core), joined=not core.joining)
+        m.observe_cluster(ms, ms.ring(), now, transfer_totals(core), joined=not core.joining,
+                          up=up)
