@@ -579,7 +579,11 @@ class NodeCore:
         if self.turn_bytes:  # (only replies over 4 KiB are counted)
             self.turn_bytes.clear()
         self.turn_total = 0
-        out, self.out = self.out, Outbox()
+        out = self.out
+        # most turns send nothing (a gossip heard, a tick with nothing due, a late replica's
+        # answer): their Outbox, still empty, is handed over and kept for the next turn
+        if out:  # (Outbox.__bool__: every field it has)
+            self.out = Outbox()
         return out
 
     def persist(self, durable: bool | None = None) -> None:
