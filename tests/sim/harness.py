@@ -449,7 +449,9 @@ class Sim:
     def _after_turn(self, sn: SimNode) -> None:
         core = sn.core
         assert core is not None
-        self._send_out(sn, core.take_output())
+        out = core.take_output()
+        if out is not core.out:  # (else nothing to send: the empty box stayed the core's)
+            self._send_out(sn, out)
         when = core.next_deadline()
         if when < sn.tick_at:  # (else the tick queued already comes first)
             floor = self.t + 1e-6

@@ -569,7 +569,9 @@ class NodeCore:
     def take_output(self, durable: bool | None = None, persist: bool = True) -> Outbox:
         """End of a turn: every write reaches the engine (and with `durable` the disk), then
         the turn's messages are handed over. With `persist=False` the caller persists
-        (`persist()`) once it has sent `out.peers` and before anything else."""
+        (`persist()`) once it has sent `out.peers` and before anything else. A turn that sends
+        nothing hands over an empty Outbox that stays the core's (`out is core.out`): a caller
+        may skip it."""
         if persist and (self.replica.dirty or self.transfers.dirty):  # (persist() inline)
             self.replica.flush(durable=self._durable if durable is None else durable)
             if self.transfers.dirty:
