@@ -50,6 +50,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+import msgspec
+
 from zkv._core.ring import Ring
 from zkv.config import ENDPOINT_RE, NODE_ID_RE
 from zkv.node import ownership as own
@@ -191,6 +193,7 @@ class Membership:
         peers = self.peers
         for m in members:
             p = peers.get(m.id)
+            moved = False  # (a known member's endpoints or rack changed)
             if p is None:
                 why = validate_member(m, now_ms)
             else:
@@ -198,9 +201,8 @@ class Membership:
                 if (m.incarnation, m.heartbeat) <= (was.incarnation, was.heartbeat):
                     continue  # nothing newer (most relayed records): dropped unvalidated
                 # a beat of a known member: its names were validated when first taken
-                why = (validate_clock(m, now_ms) if m.listen == was.listen
-                       and m.gossip == was.gossip and m.rack == was.rack
-                       else validate_member(m, now_ms))
+                moved = m.listen != was.listen or m.gossip != was.gossip or m.rack != was.rack
+                why = validate_member(m, now_ms) if moved else validate_clock(m, now_ms)
             if why:
                 self._refuse(via, m, why)
                 continue
@@ -222,7 +224,6 @@ class Membership:
                     self._candidate(via, m, now)
                 continue
             old = p.member
-            moved = (m.listen, m.gossip, m.rack) != (old.listen, old.gossip, old.rack)
             if not first_hand:
                 # a relay may only say where a member that is down here went (a new life);
                 # it stays down until its own gossip is heard at the new place
@@ -404,9 +405,9 @@ class Membership:
 
 
 def copy_member(m: Member) -> Member:
-    """A private copy (records are mutable structs; tables never share them)."""
-    return Member(m.id, m.listen, m.gossip, m.rack, m.incarnation, m.heartbeat, m.leaving,
-                  m.features)
+    """A private copy (records are mutable structs; tables never share them): every field,
+    copied by msgspec in C (per beat heard)."""
+    return msgspec.structs.replace(m)
 
 
 def load_cluster(path: str) -> dict:
