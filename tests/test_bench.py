@@ -848,6 +848,53 @@ def test_sim_instructions_reports_the_difference_per_operation(capsys, monkeypat
     assert calls == [(a, "sweep", 1), (a, "sweep", 4)]
 
 
+def test_sim_bytecodes_charges_every_bytecode_to_a_function(capsys):
+    """benchmarks/sim_bytecodes.py: `count` charges each bytecode to the function whose frame
+    ran it (a loop's count grows by the same amount per 10 more iterations, its caller's does
+    not grow, and what the call returned comes back); `main` on a short load prints the
+    per-operation total, module shares and functions, the node's handler among them."""
+    import importlib.util
+    import pathlib
+    import re
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "sim_bytecodes.py"
+    spec = importlib.util.spec_from_file_location("sim_bytecodes", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def loop(n):
+        t = 0
+        for i in range(n):
+            t += i
+        return t
+
+    def caller(n):
+        return loop(n)
+
+    got = {}
+    for n in (10, 20, 30):
+        counts, result = mod.count(lambda n=n: caller(n))
+        assert result == n * (n - 1) // 2
+        got[n] = ({c for (_, _, name), c in counts.items() if name == "loop"},
+                  {c for (_, _, name), c in counts.items() if name == "caller"})
+    (l10,), (l20,), (l30,) = (got[n][0] for n in (10, 20, 30))
+    assert 0 < l20 - l10 == l30 - l20
+    assert got[10][1] == got[20][1] == got[30][1]
+
+    assert mod.main(["--load", "many", "--ops", "40", "--top", "40"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    m = re.fullmatch(r"([\d,]+) bytecodes per client operation \((\d+) client operations\)", out[0])
+    assert m and int(m.group(1).replace(",", "")) > 0 and int(m.group(2)) == 320
+    blank = out.index("")
+    shares = [float(line.split("%")[0]) for line in out[1:blank]]
+    assert shares == sorted(shares, reverse=True) and sum(shares) <= 100.1
+    functions = out[blank + 1:]
+    assert len(functions) == 40
+    assert all(re.fullmatch(r" *\d+\.\d%  \S+:\d+ \S+", line) for line in functions)
+    assert any(re.search(r"zkv/node/core\.py:\d+ handle$", line) for line in functions)
+
+
 def test_client_threads_benchmark_smoke(capsys):
     """benchmarks/client_threads.py on a real local cluster, 40 operations a row: one line per
     driver and load, each with a positive rate and the client's CPU split by thread (40
