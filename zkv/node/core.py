@@ -167,7 +167,8 @@ BUSY = "busy, retry"
 
 
 class Outbox:
-    """What one turn sends. The transport (or simulator) empties it after `take_output`."""
+    """What one turn sends, read by the transport (or simulator) after `take_output`; one
+    left empty stays the core's for the next turn, so a caller must not keep it."""
 
     __slots__ = ("peers", "clients", "endpoints", "gossip", "connect", "subscribe", "drop")
 
