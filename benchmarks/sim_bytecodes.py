@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -66,27 +67,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", type=int, default=2400, help="with --load: operations per client")
     ap.add_argument("--top", type=int, default=30, help="functions listed")
     args = ap.parse_args(argv)
+    # (the simulator's modules first on sys.path, its warnings off: both as they were after,
+    # for a caller in the same process, a test, whose later log captures must see warnings)
+    saved_path, saved_disable = sys.path[:], logging.root.manager.disable
     sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "tools")]
-    import logging
-
     logging.disable(logging.WARNING)
-    import simulate
-    from sim.harness import Faults
-    from sim.scenario import load
+    try:
+        import simulate
+        from sim.harness import Faults
+        from sim.scenario import load
 
-    def sweep(first: int, n: int) -> int:
-        return sum(simulate._seed(s, faults=Faults(), scenario="run", nodes=5, ops=40,
-                                  client="sim", spaces=None, quiet=True).ops
-                   for s in range(first, first + n))
+        def sweep(first: int, n: int) -> int:
+            return sum(simulate._seed(s, faults=Faults(), scenario="run", nodes=5, ops=40,
+                                      client="sim", spaces=None, quiet=True).ops
+                       for s in range(first, first + n))
 
-    if args.sweep:  # one seed first, untraced: imports and first-call work stay out
-        sweep(39000, 1)
-        counts, ops = count(lambda: sweep(40000, args.seeds))
-        unit, n = "seed", args.seeds
-    else:
-        load(client=args.load, ops_per_client=min(400, args.ops))
-        counts, ops = count(lambda: load(client=args.load, ops_per_client=args.ops))
-        unit, n = "client operation", ops
+        if args.sweep:  # one seed first, untraced: imports and first-call work stay out
+            sweep(39000, 1)
+            counts, ops = count(lambda: sweep(40000, args.seeds))
+            unit, n = "seed", args.seeds
+        else:
+            load(client=args.load, ops_per_client=min(400, args.ops))
+            counts, ops = count(lambda: load(client=args.load, ops_per_client=args.ops))
+            unit, n = "client operation", ops
+    finally:
+        sys.path[:] = saved_path
+        logging.disable(saved_disable)
     total = sum(counts.values())
     print(f"{total / n:,.0f} bytecodes per {unit} ({ops} client operations)")
     by_file: collections.Counter = collections.Counter()

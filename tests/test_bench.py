@@ -882,7 +882,14 @@ def test_sim_bytecodes_charges_every_bytecode_to_a_function(capsys):
     assert 0 < l20 - l10 == l30 - l20
     assert got[10][1] == got[20][1] == got[30][1]
 
+    import logging
+    import sys
+
+    path_before, disabled_before = sys.path[:], logging.root.manager.disable
     assert mod.main(["--load", "many", "--ops", "40", "--top", "40"]) == 0
+    # the warnings it silenced and the paths it added are back as they were (a later test's
+    # log capture saw nothing once: five storage tests failed after this one in CI)
+    assert sys.path == path_before and logging.root.manager.disable == disabled_before
     out = capsys.readouterr().out.splitlines()
     m = re.fullmatch(r"([\d,]+) bytecodes per client operation \((\d+) client operations\)", out[0])
     assert m and int(m.group(1).replace(",", "")) > 0 and int(m.group(2)) == 320
