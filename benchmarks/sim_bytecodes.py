@@ -73,18 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "tools")]
     logging.disable(logging.WARNING)
     try:
-        import simulate
-        from sim.harness import Faults
         from sim.scenario import load
-
-        def sweep(first: int, n: int) -> int:
-            return sum(simulate._seed(s, faults=Faults(), scenario="run", nodes=5, ops=40,
-                                      client="sim", spaces=None, quiet=True).ops
-                       for s in range(first, first + n))
+        from simulate import default_sweep
 
         if args.sweep:  # one seed first, untraced: imports and first-call work stay out
-            sweep(39000, 1)
-            counts, ops = count(lambda: sweep(40000, args.seeds))
+            default_sweep(39000, 1)
+            counts, ops = count(lambda: default_sweep(40000, args.seeds))
             unit, n = "seed", args.seeds
         else:
             load(client=args.load, ops_per_client=min(400, args.ops))

@@ -39,9 +39,7 @@ logging.disable(logging.WARNING)
 if sys.argv[2] == "sweep":  # the first sys.argv[3] seeds of a sweep, as tools/simulate.py runs them
     sys.path.insert(0, sys.argv[1] + "/tools")
     import simulate
-    from sim.harness import Faults
-    print(sum(simulate._seed(s, faults=Faults(), scenario="run", nodes=5, ops=40, client="sim",
-                             spaces=None, quiet=True).ops for s in range(40000, 40000 + int(sys.argv[3]))))
+    print(simulate.default_sweep(40000, int(sys.argv[3])))
 else:
     from sim import scenario
     print(scenario.load(client=sys.argv[2], ops_per_client=int(sys.argv[3])))
