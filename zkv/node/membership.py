@@ -318,12 +318,6 @@ class Membership:
             self._unreachable = None
 
     # ---- failure detection --------------------------------------------------------------
-    def phi(self, node_id: str) -> float:
-        p = self.peers.get(node_id)
-        if p is None:
-            return 0.0
-        return self._phi_after(p, self.clock() - p.last_beat)
-
     def _phi_after(self, p: _Peer, elapsed: float) -> float:
         mean = p.mean
         if mean is None:  # (the sum of up to 100 samples, once per change of them)
@@ -339,7 +333,7 @@ class Membership:
         if p is None:
             return "down", "unknown member"
         elapsed = self.clock() - p.last_beat
-        phi = self._phi_after(p, elapsed)  # (phi(), without looking the peer up again)
+        phi = self._phi_after(p, elapsed)
         if elapsed > self.down_after or phi > self.phi_down:
             return "down", f"no heartbeat for {elapsed:.1f}s (phi {phi:.1f})"
         if p.strikes >= 3:
