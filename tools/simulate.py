@@ -151,8 +151,7 @@ def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, cli
 def default_sweep(first: int, n: int) -> int:
     """Seeds `first`..`first + n - 1` of a sweep with every default of this command (the "run"
     scenario, no faults, 5 nodes, 40 operations per client, the simulator's client), run here
-    quietly; returns their client operations. What benchmarks/sim_instructions.py --sweep and
-    sim_bytecodes.py --sweep count."""
+    quietly; returns their client operations (benchmarks/sim_bytecodes.py --sweep counts them)."""
     return sum(_seed(s, faults=Faults(), scenario="run", nodes=5, ops=40, client="sim",
                      spaces=None, quiet=True).ops for s in range(first, first + n))
 
