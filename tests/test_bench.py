@@ -980,3 +980,46 @@ def test_turn_profile_reports_every_part_of_each_nodes_turn():
     for part in ("turn", "poll", "drain_ROUTER", "handle", "core.tick", "flush",
                  "send_frames", "persist"):
         assert out.count(f"  {part} ") == 3, part
+    _check_turn_times(out)
+
+
+def _check_turn_times(out: str) -> None:
+    """Each node's busy-time histogram counts every turn it made, and its longest turns
+    (at most 10, longest first) each took at least the CPU the turn's thread used, less the
+    two clocks' resolution."""
+    import re
+
+    nodes = out.split("node pid ")[1:]
+    assert len(nodes) == 3
+    for text in nodes:
+        turns = int(re.match(r"\d+: (\d+) turns", text).group(1))
+        busy = re.search(r"  busy \(wall\) (.*)", text).group(1)
+        assert sum(int(n) for n in re.findall(r"<?\S+ (\d+)", busy)) == turns
+        longest = [(float(w), float(c)) for w, c in
+                   re.findall(r"([\d.]+) ms \(CPU ([\d.]+)\)", text)]
+        assert 0 < len(longest) <= 10
+        assert [w for w, _ in longest] == sorted((w for w, _ in longest), reverse=True)
+        assert all(c <= w + 0.1 for w, c in longest)
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(120)
+def test_turn_profile_paced_async_load_reports_latency_and_turn_times():
+    """run.py --inflight/--rate: an AsyncClient on a schedule; every operation completes
+    (the line counts them against the schedule's total) and each node reports its turns."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "turn_profile" / "run.py"
+    out = subprocess.run([sys.executable, str(script), "--inflight", "8", "--rate", "200",
+                          "--seconds", "1.5"], capture_output=True, text=True, timeout=100,
+                         check=True).stdout
+    m = re.match(r"(\d+) operations paced at 200/s \((\d+)/s done\), 8 in flight", out)
+    assert m and int(m.group(1)) == 300, out
+    assert 100 <= int(m.group(2)) <= 300
+    p50, p99 = map(float, re.search(r"from the send p50 ([\d.]+) p99 ([\d.]+)", out).groups())
+    assert 0 < p50 <= p99
+    assert "client CPU " in out
+    _check_turn_times(out)

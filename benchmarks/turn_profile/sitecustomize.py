@@ -2,7 +2,12 @@
 with ZKV_TURN_PROFILE=<dir> set, a zkv node counts the CPU time (its thread's, not the wall
 clock) and the calls of each part of its loop turn, and writes them to <dir>/<pid>.txt when it
 exits (other processes, the client's, write nothing). Each wrapper costs ~1 us per call,
-included in the figures. Without the variable nothing happens."""
+included in the figures. Without the variable nothing happens.
+
+It also keeps each turn's busy time on the wall clock beside its thread CPU (both without
+the turn's poll, where it waits for input): a histogram of the busy times and the LONGEST
+turns, each with its CPU. A turn never blocks outside its poll, so wall time beyond CPU is
+time the node was ready to run and the machine ran something else (or a page fault's I/O)."""
 
 import os
 
@@ -13,6 +18,10 @@ if os.environ.get("ZKV_TURN_PROFILE"):
 
     _ns: collections.Counter = collections.Counter()
     _calls: collections.Counter = collections.Counter()
+    LONGEST = 10  # turns kept, by busy wall time
+    BUCKETS = 12  # busy-time histogram: < 50 us, then doubling (the last: everything longer)
+    _busy = [0] * BUCKETS
+    _longest: list[tuple[int, int]] = []  # heap of (busy wall ns, thread CPU ns)
 
     def _wrap(cls, name: str, label: str) -> None:
         orig = getattr(cls, name)
@@ -28,11 +37,56 @@ if os.environ.get("ZKV_TURN_PROFILE"):
 
         setattr(cls, name, timed)
 
+    def _wrap_turn(cls) -> list[int]:
+        """Node.turn timed on both clocks. Its busy time and the CPU kept with it leave the
+        poll out (its wait, and its CPU: `poll` adds both to the list returned); the "turn"
+        part's CPU is the whole turn's."""
+        import heapq
+
+        orig, in_poll = cls.turn, [0, 0]  # this turn's poll: wall ns, CPU ns
+        wall, cpu = time.perf_counter_ns, time.thread_time_ns
+
+        def turn(self, *args, **kwargs):
+            w, c = wall(), cpu()
+            in_poll[0] = in_poll[1] = 0
+            try:
+                return orig(self, *args, **kwargs)
+            finally:
+                c = cpu() - c
+                _ns["turn"] += c
+                _calls["turn"] += 1
+                busy = wall() - w - in_poll[0]
+                c -= in_poll[1]
+                b, x = 0, busy // 50_000
+                while x and b < BUCKETS - 1:
+                    x >>= 1
+                    b += 1
+                _busy[b] += 1
+                if len(_longest) < LONGEST:
+                    heapq.heappush(_longest, (busy, c))
+                elif busy > _longest[0][0]:
+                    heapq.heapreplace(_longest, (busy, c))
+
+        cls.turn = turn
+        return in_poll
+
     def _install() -> None:
         from zkv.node import conns, core, reactor, transport
 
+        in_poll = _wrap_turn(transport.Node)
+        poll = reactor.Reactor.poll
+        wall, cpu = time.perf_counter_ns, time.thread_time_ns
+
+        def timed_poll(self, timeout):
+            w, c = wall(), cpu()
+            try:
+                return poll(self, timeout)
+            finally:
+                in_poll[0] += wall() - w
+                in_poll[1] += cpu() - c
+
+        reactor.Reactor.poll = timed_poll
         for cls, name, label in (
-                (transport.Node, "turn", "turn"),
                 (reactor.Reactor, "poll", "poll"),
                 (transport.Node, "_drain_router", "drain ROUTER"),
                 (transport.Node, "_drain", "drain other"),
@@ -52,6 +106,9 @@ if os.environ.get("ZKV_TURN_PROFILE"):
             f.write(f"process {time.process_time_ns()} 1\n")
             for label, ns in _ns.items():
                 f.write(f"{label.replace(' ', '_')} {ns} {_calls[label]}\n")
+            f.write("busy " + " ".join(map(str, _busy)) + "\n")
+            for busy, c in sorted(_longest, reverse=True):
+                f.write(f"longest {busy} {c}\n")
 
     _install()
     atexit.register(_dump)
