@@ -996,7 +996,7 @@ def _check_turn_times(out: str) -> None:
         busy = re.search(r"  busy \(wall\) (.*)", text).group(1)
         assert sum(int(n) for n in re.findall(r"<?\S+ (\d+)", busy)) == turns
         longest = [(float(w), float(c)) for w, c in
-                   re.findall(r"([\d.]+) ms \(CPU ([\d.]+)\)", text)]
+                   re.findall(r"    +([\d.]+) \(CPU ([\d.]+):", text)]
         assert 0 < len(longest) <= 10
         assert [w for w, _ in longest] == sorted((w for w, _ in longest), reverse=True)
         assert all(c <= w + 0.1 for w, c in longest)

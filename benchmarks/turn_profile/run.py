@@ -11,9 +11,10 @@ turn then handles about one frame). With --inflight K and --rate R: an AsyncClie
 operations in flight over 2,000 keys, started on a schedule of R per second (`zkv bench`'s
 paced cell), and the client's latency printed from the schedule and from the send, with its
 CPU per operation. Printed per node: CPU per turn and per call of each part, the share of
-the process's CPU (libzmq's I/O thread and the fsync thread are the rest), how long turns
-were busy on the wall clock, and the longest turns' wall time against their CPU (a turn
-blocks only in its poll, which is left out: the rest is time the node waited for a core).
+the process's CPU (libzmq's I/O thread and the fsync thread are the rest; "gc" is the
+collector's passes, within any part), how long turns were busy on the wall clock, and the
+longest turns' wall time against their CPU and what that CPU went to (a turn blocks only in
+its poll, which is left out: the rest is time the node waited for a core).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PARTS = ["turn", "poll", "drain_ROUTER", "drain_other", "handle", "conns.tick", "core.tick",
-         "flush", "send_frames", "persist"]
+         "flush", "send_frames", "persist", "gossip", "export", "background", "hint_sweep",
+         "transfers", "gc"]
 VALUE = bytes(1024)
 
 
@@ -101,7 +103,9 @@ def _report(out: str) -> None:
                 if label == "busy":
                     busy = [int(x) for x in nums]
                 elif label == "longest":
-                    longest.append((int(nums[0]), int(nums[1])))
+                    parts = [kv.split("=") for kv in nums[2].split(",")] if len(nums) > 2 else []
+                    longest.append((int(nums[0]), int(nums[1]),
+                                    sorted(((int(v), k) for k, v in parts), reverse=True)))
                 else:
                     rows[label] = (int(nums[0]), int(nums[1]))
         os.unlink(os.path.join(out, name))
@@ -118,8 +122,10 @@ def _report(out: str) -> None:
                              for i in range(1, len(busy) - 1)] + ["longer"]
         print("  busy (wall)   " + "  ".join(f"{e} {n}" for e, n in zip(edges, busy, strict=True)
                                              if n))
-        print("  longest turns " + "  ".join(f"{w / 1e6:.2f} ms (CPU {c / 1e6:.2f})"
-                                             for w, c in longest))
+        print("  longest turns (ms)")
+        for w, c, parts in longest:
+            spent = ", ".join(f"{k} {v / 1e6:.2f}" for v, k in parts)
+            print(f"    {w / 1e6:6.2f} (CPU {c / 1e6:.2f}: {spent})")
 
 
 def main(argv: list[str] | None = None) -> int:

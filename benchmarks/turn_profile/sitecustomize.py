@@ -6,7 +6,8 @@ included in the figures. Without the variable nothing happens.
 
 It also keeps each turn's busy time on the wall clock beside its thread CPU (both without
 the turn's poll, where it waits for input): a histogram of the busy times and the LONGEST
-turns, each with its CPU. A turn never blocks outside its poll, so wall time beyond CPU is
+turns, each with its CPU and what it was spent on (the parts that hold no other part, and
+the garbage collector's passes as "gc"). A turn never blocks outside its poll, so wall time beyond CPU is
 time the node was ready to run and the machine ran something else (or a page fault's I/O)."""
 
 import os
@@ -21,7 +22,12 @@ if os.environ.get("ZKV_TURN_PROFILE"):
     LONGEST = 10  # turns kept, by busy wall time
     BUCKETS = 12  # busy-time histogram: < 50 us, then doubling (the last: everything longer)
     _busy = [0] * BUCKETS
-    _longest: list[tuple[int, int]] = []  # heap of (busy wall ns, thread CPU ns)
+    _longest: list[tuple[int, int, str]] = []  # heap of (busy wall ns, CPU ns, its parts)
+    _turn: collections.Counter = collections.Counter()  # this turn's CPU by part
+    # what a longest turn's CPU is told by: the parts that hold no other part, and within
+    # core.tick its background jobs (the rest of core.tick: timers, the ops' timeouts)
+    LEAVES = ("handle", "conns.tick", "send frames", "persist", "gossip", "export", "background",
+              "hint sweep", "transfers", "gc")
 
     def _wrap(cls, name: str, label: str) -> None:
         orig = getattr(cls, name)
@@ -32,10 +38,29 @@ if os.environ.get("ZKV_TURN_PROFILE"):
             try:
                 return orig(*args, **kwargs)
             finally:
-                _ns[label] += clock() - t
+                t = clock() - t
+                _ns[label] += t
                 _calls[label] += 1
+                _turn[label] += t
 
         setattr(cls, name, timed)
+
+    def _watch_gc() -> None:
+        """The collector's passes as a part ("gc"), wherever in the turn they ran."""
+        import gc
+
+        clock, started = time.thread_time_ns, [0]
+
+        def callback(phase, info):
+            if phase == "start":
+                started[0] = clock()
+            else:
+                t = clock() - started[0]
+                _ns["gc"] += t
+                _calls["gc"] += 1
+                _turn["gc"] += t
+
+        gc.callbacks.append(callback)
 
     def _wrap_turn(cls) -> list[int]:
         """Node.turn timed on both clocks. Its busy time and the CPU kept with it leave the
@@ -49,6 +74,7 @@ if os.environ.get("ZKV_TURN_PROFILE"):
         def turn(self, *args, **kwargs):
             w, c = wall(), cpu()
             in_poll[0] = in_poll[1] = 0
+            _turn.clear()
             try:
                 return orig(self, *args, **kwargs)
             finally:
@@ -62,16 +88,22 @@ if os.environ.get("ZKV_TURN_PROFILE"):
                     x >>= 1
                     b += 1
                 _busy[b] += 1
-                if len(_longest) < LONGEST:
-                    heapq.heappush(_longest, (busy, c))
-                elif busy > _longest[0][0]:
-                    heapq.heapreplace(_longest, (busy, c))
+                if len(_longest) < LONGEST or busy > _longest[0][0]:
+                    # the turn's CPU by part (the parts that contain no other part)
+                    if _turn["export"]:  # (not counted twice: _gossip holds it)
+                        _turn["gossip"] -= _turn["export"]
+                    parts = ",".join(f"{k.replace(' ', '_')}={_turn[k]}" for k in LEAVES
+                                     if _turn[k] * 100 >= c)
+                    if len(_longest) < LONGEST:
+                        heapq.heappush(_longest, (busy, c, parts))
+                    else:
+                        heapq.heapreplace(_longest, (busy, c, parts))
 
         cls.turn = turn
         return in_poll
 
     def _install() -> None:
-        from zkv.node import conns, core, reactor, transport
+        from zkv.node import background, conns, core, reactor, status, transfer, transport
 
         in_poll = _wrap_turn(transport.Node)
         poll = reactor.Reactor.poll
@@ -95,8 +127,14 @@ if os.environ.get("ZKV_TURN_PROFILE"):
                 (core.NodeCore, "tick", "core.tick"),
                 (transport.Node, "flush", "flush"),
                 (transport.Node, "_send_frames", "send frames"),
-                (core.NodeCore, "persist", "persist")):
+                (core.NodeCore, "persist", "persist"),
+                (core.NodeCore, "_gossip", "gossip"),  # (export is called within it)
+                (status.MetricsExport, "export", "export"),
+                (background.Background, "tick", "background"),
+                (core.NodeCore, "_sweep_hints", "hint sweep"),
+                (transfer.Transfers, "tick", "transfers")):
             _wrap(cls, name, label)
+        _watch_gc()
 
     def _dump() -> None:
         if not _calls["turn"]:
@@ -107,8 +145,8 @@ if os.environ.get("ZKV_TURN_PROFILE"):
             for label, ns in _ns.items():
                 f.write(f"{label.replace(' ', '_')} {ns} {_calls[label]}\n")
             f.write("busy " + " ".join(map(str, _busy)) + "\n")
-            for busy, c in sorted(_longest, reverse=True):
-                f.write(f"longest {busy} {c}\n")
+            for busy, c, parts in sorted(_longest, reverse=True):
+                f.write(f"longest {busy} {c} {parts}\n")
 
     _install()
     atexit.register(_dump)
