@@ -605,3 +605,36 @@ def test_a_node_back_with_an_empty_disk_never_answers_none_for_what_others_hold(
     assert values == [b"only-n1-n2"] or not ok, got  # never an ok v0 (or "none")
     assert got["R=1 held"] == [[b"v%d" % i] for i in range(20)], got
     assert got["refilled"] and got["R=1 two after"] == [b"only-n1-n2"], (got, sim.log)
+
+
+def test_agreement_lag_is_read_when_scraped_and_agrees_with_status():
+    """zkv_antientropy_seconds_since_agreement is computed when the registry is collected (a
+    scrape), not refreshed by the loop: one sample per partition the node replicates, -1 for
+    one never in full agreement, else the seconds since (as of the node's last turn), whose
+    largest is the status document's max_seconds_since_agreement."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sim = Sim(5, 3, q=64)
+
+    def lag(core) -> dict[int, float]:
+        text = generate_latest(core.metrics.registry).decode()
+        return {int(s.labels["partition"]): s.value
+                for fam in text_string_to_metric_families(text)
+                if fam.name == "zkv_antientropy_seconds_since_agreement" for s in fam.samples}
+
+    core = sim.nodes["n1"].core
+    assert core is not None
+    sim.run_until(12.0)
+    ring = core.membership.ring()
+    replicas = ring.replicas_of(core.me)
+    got = lag(core)
+    assert sorted(got) == sorted(replicas)
+    for p, seconds in got.items():
+        t = core.ae.last_full_agreement(p, [x for x in ring.preflist(p) if x != core.me])
+        assert seconds == (-1.0 if t is None else pytest.approx(core.t - t))
+    agreed = [s for s in got.values() if s >= 0]
+    assert agreed  # the rounds so far reached agreement on some partitions
+    assert status(core)["antientropy"]["max_seconds_since_agreement"] == round(max(agreed), 3)
+    sim.run_until(13.0)  # read again later: current at each read, with nothing refreshed
+    assert lag(core) != got

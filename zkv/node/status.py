@@ -166,8 +166,18 @@ class MetricsExport:
 
     def __init__(self, core: NodeCore) -> None:
         self.core = core
-        self.lag_exported = -1e9
         self.next_gauges = -1e9
+        core.metrics.aae_lag.source = self.agreement_lag
+
+    def agreement_lag(self) -> list[tuple[int, float | None]]:
+        """(partition, seconds since its last full agreement or None) for each partition this
+        node replicates under the cluster's N; read when Prometheus scrapes (another thread:
+        this only reads)."""
+        core = self.core
+        if core.ae is None or core.joining:
+            return []
+        ring = core.membership.ring()
+        return list(zip(ring.replicas_of(core.me), _agreement_ages(core, ring), strict=True))
 
     def export(self, now: float, states: dict[str, str]) -> None:
         """Per gossip tick: the health observations (readiness, convergence timing) every
@@ -202,12 +212,6 @@ class MetricsExport:
             for k, v in core.ae.stats.items():
                 child(m.aae, k).set(v)
             child(m.aae, "refill_partitions_left").set(core.refill_left())
-            if now - self.lag_exported > 5:
-                self.lag_exported = now
-                ring = ms.ring()
-                for p, age in zip(ring.replicas_of(core.me), _agreement_ages(core, ring),
-                                  strict=True):
-                    child(m.aae_lag, str(p)).set(-1 if age is None else age)
         m.keys.set(len(core.store))
         m.observe_cluster(ms, ms.ring(), now, transfer_totals(core), joined=not core.joining,
                           up=up)
