@@ -10,7 +10,8 @@ default one operation at a time over 200 keys (the 1 x 1 cell of `zkv bench --th
 turn then handles about one frame). With --inflight K and --rate R: an AsyncClient with K
 operations in flight over 2,000 keys, started on a schedule of R per second (`zkv bench`'s
 paced cell), and the client's latency printed from the schedule and from the send, with its
-CPU per operation. Printed per node: CPU per turn and per call of each part, the share of
+CPU per operation; the nodes' figures are then the paced phase's (SIGUSR1 resets them once
+the keys are written). Printed per node: CPU per turn and per call of each part, the share of
 the process's CPU (libzmq's I/O thread and the fsync thread are the rest; "gc" is the
 collector's passes, within any part), how long turns were busy on the wall clock, and the
 longest turns' wall time against their CPU and what that CPU went to (a turn blocks only in
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -49,8 +51,8 @@ def _sequential(endpoints: list[str], ops: int) -> str:
     return f"{ops} sequential operations (50/50 get/put, 1 KiB)"
 
 
-async def _paced(endpoints: list[str], inflight: int, rate: float, seconds: float,
-                 keys: int = 2000) -> str:
+async def _paced(endpoints: list[str], pids: list[int], inflight: int, rate: float,
+                 seconds: float, keys: int = 2000) -> str:
     from zkv.client import AsyncClient
 
     async with AsyncClient(endpoints, timeout=5.0) as c:
@@ -58,6 +60,8 @@ async def _paced(endpoints: list[str], inflight: int, rate: float, seconds: floa
         for lo in range(0, keys, 100):  # every key written once, before the clock starts
             got = await asyncio.gather(*(c.put(b"k%d" % k, VALUE) for k in range(lo, lo + 100)))
             ctx.update(zip(range(lo, lo + 100), got, strict=True))
+        for pid in pids:  # the nodes' figures from here on (sitecustomize.py)
+            os.kill(pid, signal.SIGUSR1)
         total = int(rate * seconds)
         start = time.monotonic() + 0.1
         nxt = [0]
@@ -144,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as data, LocalCluster(3, data, base_port=None) as cluster:
         if args.inflight:
-            what = asyncio.run(_paced(cluster.endpoints, args.inflight, args.rate, args.seconds))
+            pids = [n.process.pid for n in cluster.nodes]
+            what = asyncio.run(_paced(cluster.endpoints, pids, args.inflight, args.rate,
+                                      args.seconds))
         else:
             what = _sequential(cluster.endpoints, args.ops)
     print(f"{what}; per node, thread CPU:")

@@ -15,6 +15,7 @@ import os
 if os.environ.get("ZKV_TURN_PROFILE"):
     import atexit
     import collections
+    import signal
     import time
 
     _ns: collections.Counter = collections.Counter()
@@ -24,6 +25,17 @@ if os.environ.get("ZKV_TURN_PROFILE"):
     _busy = [0] * BUCKETS
     _longest: list[tuple[int, int, str]] = []  # heap of (busy wall ns, CPU ns, its parts)
     _turn: collections.Counter = collections.Counter()  # this turn's CPU by part
+    _since = [0]  # the process's CPU (ns) when the figures were last reset
+    _reset_asked = [False]  # SIGUSR1 (run.py, once the load's warm-up is over)
+
+    def _reset() -> None:
+        """Forget everything counted so far (at the start of a turn, after SIGUSR1)."""
+        _reset_asked[0] = False
+        _ns.clear()
+        _calls.clear()
+        _busy[:] = [0] * BUCKETS
+        _longest.clear()
+        _since[0] = time.process_time_ns()
     # what a longest turn's CPU is told by: the parts that hold no other part, and within
     # core.tick its background jobs (the rest of core.tick: timers, the ops' timeouts)
     LEAVES = ("handle", "conns.tick", "send frames", "persist", "gossip", "export", "background",
@@ -72,6 +84,8 @@ if os.environ.get("ZKV_TURN_PROFILE"):
         wall, cpu = time.perf_counter_ns, time.thread_time_ns
 
         def turn(self, *args, **kwargs):
+            if _reset_asked[0]:
+                _reset()
             w, c = wall(), cpu()
             in_poll[0] = in_poll[1] = 0
             _turn.clear()
@@ -135,13 +149,14 @@ if os.environ.get("ZKV_TURN_PROFILE"):
                 (transfer.Transfers, "tick", "transfers")):
             _wrap(cls, name, label)
         _watch_gc()
+        signal.signal(signal.SIGUSR1, lambda signum, frame: _reset_asked.__setitem__(0, True))
 
     def _dump() -> None:
         if not _calls["turn"]:
             return  # not a node (the client driving the load)
         path = os.path.join(os.environ["ZKV_TURN_PROFILE"], f"{os.getpid()}.txt")
         with open(path, "w") as f:
-            f.write(f"process {time.process_time_ns()} 1\n")
+            f.write(f"process {time.process_time_ns() - _since[0]} 1\n")
             for label, ns in _ns.items():
                 f.write(f"{label.replace(' ', '_')} {ns} {_calls[label]}\n")
             f.write("busy " + " ".join(map(str, _busy)) + "\n")
