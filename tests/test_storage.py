@@ -663,10 +663,11 @@ def test_group_commit_alternating_writers(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
 def test_replaced_and_compacted_mappings_are_released(tmp_path):
-    """The active segment is remapped as it grows (1 MiB steps) and compaction unmaps its
-    inputs: the replaced mappings go at once. Kept until close, they piled up (one per step:
-    a long-running node reaches vm.max_map_count) and kept compacted-away files mapped, so
-    their disk space stayed in use until the process exited."""
+    """The active segment is remapped as it grows (in steps) and compaction unmaps its
+    inputs: the replaced mappings go at once, on the unmapping thread (`unmapped()` waits for
+    it). Kept until close, they piled up (one per step: a long-running node reaches
+    vm.max_map_count) and kept compacted-away files mapped, so their disk space stayed in use
+    until the process exited."""
     d = str(tmp_path / "s")
     s = LogStore(d, sync="none", segment_bytes=4 << 20, compact_dead_ratio=None)
 
@@ -680,9 +681,11 @@ def test_replaced_and_compacted_mappings_are_released(tmp_path):
         s.put(k, v)
         s.write_out()
         assert s.get(k) == v  # read after write: remaps the active segment as it grows
+    assert s.unmapped()
     count, deleted = mapped()
     assert deleted == 0 and count <= len(os.listdir(d))  # at most one mapping per file
     s.compact()
+    assert s.unmapped()
     count, deleted = mapped()
     assert deleted == 0 and count <= 3
     assert all(s.get(b"k%d" % i) == v for i in range(1000))

@@ -820,6 +820,14 @@ cdef class KeyDir:
         if old is not None:
             self.retired.append(old)
 
+    def take_retired(self):
+        """The buffers of segments unmapped since (``map_segment`` replaced them), handed over
+        to the caller, which drops them where it likes (dropping the last reference to an mmap
+        unmaps it); the keydir keeps none."""
+        out = self.retired
+        self.retired = []
+        return out
+
     def release_maps(self, bint all=False):
         """Release the buffers of unmapped segments (and, with ``all``, of every segment)."""
         cdef uint32_t j
@@ -835,8 +843,9 @@ cdef class KeyDir:
         """Appends go to segment ``fid`` (file descriptor ``fd``, currently ``size`` bytes).
 
         ``prealloc`` > 0: whenever a write would pass the allocated end, first extend the file
-        with posix_fallocate to the next multiple of ``prealloc`` bytes, so that the fdatasync
-        after most writes has no file size change to journal. The file then ends in zeros past
+        with posix_fallocate to a multiple of ``prealloc`` bytes past the write and at least a
+        quarter past the allocated end, so that the fdatasync after most writes has no file
+        size change to journal. The file then ends in zeros past
         ``active_end``: the owner trims it (ftruncate) when sealing the segment, and recovery
         treats the zero tail as the end of the log (no record header is all zeros).
         """
@@ -870,7 +879,14 @@ cdef class KeyDir:
             return 0
         need = self.wbase + self.wlen
         if self.pchunk and need > self.pend:
-            nend = (need + self.pchunk - 1) // self.pchunk * self.pchunk
+            # the next multiple of pchunk past the write, and at least a quarter past the
+            # allocated end: the file grows geometrically, so the store remaps the active
+            # segment (to read what was just written) ~16 times up to 64 MiB instead of 64,
+            # each remap costing in proportion to the pages mapped (LogStore._get_slow)
+            nend = self.pend + self.pend // 4
+            if need > nend:
+                nend = need
+            nend = (nend + self.pchunk - 1) // self.pchunk * self.pchunk
             # best effort: if it fails (ENOSPC, unsupported), pwrite extends the file itself
             self.pend = nend if posix_fallocate(self.afd, <off_t>self.pend,
                                                 <off_t>(nend - self.pend)) == 0 else need

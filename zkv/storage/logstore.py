@@ -14,10 +14,13 @@ only once the record is on disk, with group commit: writers append under the sto
 one of them (the leader) writes the buffer and fsyncs once for every record appended so far
 while the others wait on a condition variable.
 
-Preallocation: the active segment's file is extended ahead of the writes in zero-filled steps of
-``PREALLOC`` bytes (posix_fallocate, done by the keydir), so the fdatasync of a group commit
-usually has no file size change to journal (on ext4 about a third cheaper than an appending
-fdatasync). The logical end of the active segment is the keydir's ``active_end``; the file is
+Preallocation: the active segment's file is extended ahead of the writes in zero-filled steps
+(posix_fallocate, done by the keydir) of a multiple of ``PREALLOC`` bytes and at least a quarter
+of what it has, so the fdatasync of a group commit usually has no file size change to journal
+(on ext4 about a third cheaper than an appending fdatasync), and the active segment's mapping,
+redone at each step, is redone ~16 times up to 64 MiB rather than 64 (a remap costs in
+proportion to the pages mapped: 0.3-0.5 ms at 3-40 MiB here, a tail-latency spike of the
+loop turn that read the first record past the old mapping). The logical end of the active segment is the keydir's ``active_end``; the file is
 trimmed to it (ftruncate + fsync) before the segment is sealed at rotation or close, so
 immutable segments and hints never see the zeros. After a crash the zero tail is the end of
 the log: an all-zero header fails the record checks (version 1 required, and the CRC), the
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -62,7 +66,7 @@ log = logging.getLogger("zkv.storage")
 
 SYNC_MODES = ("none", "interval", "always")
 WRITE_BUFFER = 64 * 1024
-PREALLOC = 1 << 20  # the active segment's file grows in zero-filled steps of this many bytes
+PREALLOC = 1 << 20  # the active segment's file grows in zero-filled multiples of this many bytes
 _NEED_READ = _kdmod.NEED_READ
 _CORRUPT = _kdmod.CORRUPT
 _TOMB = record.TOMBSTONE
@@ -72,6 +76,52 @@ _REMAP_MIN = 1 << 20  # unmapped bytes of the active segment before a remap
 _ZSTD = record.ZSTD
 
 Progress = Callable[[int, int], None]
+
+
+class _Unmapper:
+    """Drops the mappings a store replaced, on a thread of its own. Unmapping costs in
+    proportion to the pages read through the mapping (~30 us per MiB here: 1.3 ms for the
+    active segment at 40 MiB), and the store replaces a mapping in the middle of a read (the
+    active segment is remapped as it grows: `_get_slow`), which made it the longest part of
+    a node's loop turn that met it. CPython's mmap releases the GIL while it unmaps, so the
+    reader's thread goes on meanwhile. One thread for every store of the process, started
+    when first needed (and again in a forked child, where it does not run)."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def drop(self, buffers: list) -> None:
+        """Unmap `buffers` (the caller keeps no reference to them) soon, on the thread."""
+        t = self._thread
+        if t is None or not t.is_alive():
+            with self._start:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="zkv-unmap",
+                                                    daemon=True)
+                    self._thread.start()
+        self._q.put(buffers)
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Block until everything handed to `drop` so far is dropped; False on `timeout`."""
+        t = self._thread
+        if t is None or not t.is_alive():
+            return True
+        done = threading.Event()
+        self._q.put(done)
+        return done.wait(timeout)
+
+    def _run(self) -> None:
+        get = self._q.get
+        while True:
+            item = get()
+            if isinstance(item, threading.Event):
+                item.set()
+            del item  # the last reference: each buffer's mmap is unmapped here
+
+
+_UNMAPPER = _Unmapper()
 
 
 class LogStore:
@@ -573,8 +623,8 @@ class LogStore:
                     # a record just written past the mapping (the cluster's read-after-write
                     # pattern). Remapping per read cost ~30 us, a pread per read less but still
                     # more than the mapping (put + write_out + get of one key: 4.9-6.7 us
-                    # against 2.0-3.3 us). The file is preallocated in PREALLOC steps, so it is
-                    # mapped to its allocated end, once per step, and the reads of what is
+                    # against 2.0-3.3 us). The file is preallocated in steps (module docstring), so
+                    # it is mapped to its allocated end, once per step, and the reads of what is
                     # written until it grows again take the C fast path. Without a
                     # preallocated tail (fallocate failed): pread, and remap once the unmapped
                     # tail is worth an mmap. (Mapped bytes past the written end are never
@@ -599,14 +649,21 @@ class LogStore:
             return val
 
     def _map(self, fid: int, mm) -> None:
-        """Serve segment `fid`'s reads from `mm` (None: nothing mapped), and unmap what it
-        replaces at once. The keydir keeps replaced mappings until release_maps; kept until
-        close, every 1 MiB step of the active segment left one mapping behind, and
-        compacted-away files stayed mapped, their disk space held until the process exited
-        (240 MB written: 278 mappings, 230 of deleted files). Nothing holds a pointer into a
-        mapping between two keydir calls (reads copy, under the GIL), so dropping it is safe."""
+        """Serve segment `fid`'s reads from `mm` (None: nothing mapped), and have what it
+        replaces unmapped now, on the unmapping thread (`_Unmapper`). Kept until close, every
+        step of the active segment left one mapping behind, and compacted-away files stayed
+        mapped, their disk space held until the process exited (240 MB written: 278 mappings,
+        230 of deleted files). Nothing holds a pointer into a mapping between two keydir
+        calls (reads copy, under the GIL), so dropping it anywhere after is safe."""
         self._kd.map_segment(fid, mm if mm is not None else b"")
-        self._kd.release_maps()
+        retired = self._kd.take_retired()
+        if retired:
+            _UNMAPPER.drop(retired)
+
+    def unmapped(self, timeout: float = 10.0) -> bool:
+        """Wait until every mapping replaced so far is unmapped (False: not within
+        `timeout` s). close() waits for it."""
+        return _UNMAPPER.wait(timeout)
 
     def _mark_corrupt(self, key: bytes, fid: int, off: int, why: str) -> None:
         seg = self._segs.get(fid)
@@ -767,6 +824,7 @@ class LogStore:
                     s.close()
                 self._segs.clear()
                 self._active = None
+                _UNMAPPER.wait()  # (the files' space, if they were compacted away, freed)
                 self._dirlock.release()
 
     def __enter__(self) -> LogStore:
