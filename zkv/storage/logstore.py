@@ -18,13 +18,15 @@ Preallocation: the active segment's file is extended ahead of the writes in zero
 (posix_fallocate, done by the keydir) of a multiple of ``PREALLOC`` bytes and at least a quarter
 of what it has, so the fdatasync of a group commit usually has no file size change to journal
 (on ext4 about a third cheaper than an appending fdatasync), and the active segment's mapping,
-redone at each step, is redone ~16 times up to 64 MiB rather than 64 (a remap costs in
-proportion to the pages mapped: 0.3-0.5 ms at 3-40 MiB here, a tail-latency spike of the
-loop turn that read the first record past the old mapping). The logical end of the active segment is the keydir's ``active_end``; the file is
-trimmed to it (ftruncate + fsync) before the segment is sealed at rotation or close, so
-immutable segments and hints never see the zeros. After a crash the zero tail is the end of
-the log: an all-zero header fails the record checks (version 1 required, and the CRC), the
-scan stops there as at a torn tail, and the open truncates it.
+redone at each step (`_get_slow`), is redone ~16 times up to 64 MiB rather than 64. The mapping
+a remap replaces is unmapped on a thread of its own (`_Unmapper`): unmapping costs in
+proportion to the pages read through it (1.3 ms at 40 MiB here), and it stalled the loop turn
+that read the first record past the old mapping. The logical end of the active segment is the
+keydir's ``active_end``; the file is trimmed to it (ftruncate + fsync) before the segment is
+sealed at rotation or close, so immutable segments and hints never see the zeros. After a
+crash the zero tail is the end of the log: an all-zero header fails the record checks
+(version 1 required, and the CRC), the scan stops there as at a torn tail, and the open
+truncates it.
 
 Write path: ``put`` is the keydir's C method (``KeyDir.put``) except with ``sync="always"``:
 one call validates, encodes into the write buffer and indexes the record. It steps aside to
