@@ -1,6 +1,6 @@
 """How many memory mappings of its own files a LogStore holds as it writes and compacts.
 
-The active segment is remapped as it grows (1 MiB steps) and compaction unmaps its inputs;
+The active segment is remapped as it grows (in steps) and compaction unmaps its inputs;
 the store should keep about one mapping per live segment file, and none of a deleted one
 (a mapping of an unlinked file keeps its disk space in use). Linux only (/proc/self/maps).
 

@@ -1023,3 +1023,22 @@ def test_turn_profile_paced_async_load_reports_latency_and_turn_times():
     assert 0 < p50 <= p99
     assert "client CPU " in out
     _check_turn_times(out)
+
+
+def test_store_remap_counts_the_reads_past_the_active_mapping():
+    """benchmarks/store_remap.py: every read after a write gave the value written (it exits
+    otherwise), the active segment was remapped as it grew, each remap with more mapped than
+    the one before (the file grows, then is mapped to its allocated end), fewer times than once
+    per MiB (the file grows by a quarter of its size at least)."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "store_remap.py"
+    out = subprocess.run([sys.executable, str(script), "--mib", "12"], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    mapped = [float(x) for x in re.findall(r"remap with +([\d.]+) MiB mapped", out)]
+    n = int(re.search(r"12 MiB written: (\d+) reads past the mapping", out).group(1))
+    assert n == len(mapped) and 2 <= n < 12
+    assert mapped == sorted(mapped) and len(set(mapped)) == n
