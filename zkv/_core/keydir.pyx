@@ -94,6 +94,7 @@ cdef extern from "pythread.h":
 
 DEF KD_RELEASED = 0x80
 DEF PREFETCH_AHEAD = 16  # load_hints prefetches the home slot this many keys ahead
+DEF KD_GROW_MAX = 8  # preallocation steps one extension of the active file may take at most
 DEF KD_PEND = 32  # appends whose index insert may be pending (keydir.pxd: pend_h)
 DEF FL_MASK = 0x7F
 
@@ -843,8 +844,8 @@ cdef class KeyDir:
         """Appends go to segment ``fid`` (file descriptor ``fd``, currently ``size`` bytes).
 
         ``prealloc`` > 0: whenever a write would pass the allocated end, first extend the file
-        with posix_fallocate to a multiple of ``prealloc`` bytes past the write and at least a
-        quarter past the allocated end, so that the fdatasync after most writes has no file
+        with posix_fallocate to a multiple of ``prealloc`` bytes past the write and a quarter
+        past the allocated end (at most 8 ``prealloc`` steps more), so that the fdatasync after most writes has no file
         size change to journal. The file then ends in zeros past ``active_end``: the owner
         trims it (ftruncate) when sealing the segment, and recovery treats the zero tail as the
         end of the log (no record header is all zeros).
@@ -879,11 +880,15 @@ cdef class KeyDir:
             return 0
         need = self.wbase + self.wlen
         if self.pchunk and need > self.pend:
-            # the next multiple of pchunk past the write, and at least a quarter past the
-            # allocated end: the file grows geometrically, so the store remaps the active
-            # segment (to read what was just written) ~16 times up to 64 MiB instead of 64,
-            # each remap costing in proportion to the pages mapped (LogStore._get_slow)
-            nend = self.pend + self.pend // 4
+            # the next multiple of pchunk past the write, and a quarter past the allocated end
+            # (at most KD_GROW_MAX steps): the file grows geometrically, so the store remaps
+            # the active segment (to read what was just written) ~19 times up to 64 MiB
+            # instead of 64 (LogStore._get_slow), while one call never zero-fills more than
+            # KD_GROW_MAX steps where posix_fallocate is emulated by writing zeros
+            grow = self.pend // 4
+            if grow > KD_GROW_MAX * self.pchunk:
+                grow = KD_GROW_MAX * self.pchunk
+            nend = self.pend + grow
             if need > nend:
                 nend = need
             nend = (nend + self.pchunk - 1) // self.pchunk * self.pchunk

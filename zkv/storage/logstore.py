@@ -15,10 +15,11 @@ one of them (the leader) writes the buffer and fsyncs once for every record appe
 while the others wait on a condition variable.
 
 Preallocation: the active segment's file is extended ahead of the writes in zero-filled steps
-(posix_fallocate, done by the keydir) of a multiple of ``PREALLOC`` bytes and at least a quarter
-of what it has, so the fdatasync of a group commit usually has no file size change to journal
-(on ext4 about a third cheaper than an appending fdatasync), and the active segment's mapping,
-redone at each step (`_get_slow`), is redone ~16 times up to 64 MiB rather than 64. The mapping
+(posix_fallocate, done by the keydir) of a multiple of ``PREALLOC`` bytes, a quarter of what it
+has (up to 8 ``PREALLOC``), so the fdatasync of a group commit usually has no file size change
+to journal (on ext4 about a third cheaper than an appending fdatasync), and the active
+segment's mapping, redone at each step (`_get_slow`), is redone ~19 times up to 64 MiB rather
+than 64. The mapping
 a remap replaces is unmapped on a thread of its own (`_Unmapper`): unmapping costs in
 proportion to the pages read through it (1.3 ms at 40 MiB here), and it stalled the loop turn
 that read the first record past the old mapping. The logical end of the active segment is the
