@@ -7,8 +7,9 @@ included in the figures. Without the variable nothing happens.
 It also keeps each turn's busy time on the wall clock beside its thread CPU (both without
 the turn's poll, where it waits for input): a histogram of the busy times and the LONGEST
 turns, each with its CPU and what it was spent on (the parts that hold no other part, and
-the garbage collector's passes as "gc"). A turn never blocks outside its poll, so wall time beyond CPU is
-time the node was ready to run and the machine ran something else (or a page fault's I/O)."""
+the garbage collector's passes as "gc"). A turn never blocks outside its poll, so wall time
+beyond CPU is time the node was ready to run and the machine ran something else (or a page
+fault's I/O)."""
 
 import os
 
@@ -36,6 +37,7 @@ if os.environ.get("ZKV_TURN_PROFILE"):
         _busy[:] = [0] * BUCKETS
         _longest.clear()
         _since[0] = time.process_time_ns()
+
     # what a longest turn's CPU is told by: the parts that hold no other part, and within
     # core.tick its background jobs (the rest of core.tick: timers, the ops' timeouts)
     LEAVES = ("handle", "conns.tick", "send frames", "persist", "gossip", "export", "background",
