@@ -176,8 +176,11 @@ class MetricsExport:
         core = self.core
         if core.ae is None or core.joining:
             return []
-        ring = core.membership.ring()
-        return list(zip(ring.replicas_of(core.me), _agreement_ages(core, ring), strict=True))
+        try:
+            ring = core.membership.ring()
+            return list(zip(ring.replicas_of(core.me), _agreement_ages(core, ring), strict=True))
+        except RuntimeError:  # the member table changed under a ring rebuilt at this moment
+            return []  # (iterated while the reactor wrote it): the next scrape has it
 
     def export(self, now: float, states: dict[str, str]) -> None:
         """Per gossip tick: the health observations (readiness, convergence timing) every
