@@ -692,6 +692,35 @@ def test_replaced_and_compacted_mappings_are_released(tmp_path):
     s.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_replaced_mappings_are_unmapped_in_a_forked_child_too(tmp_path):
+    """The unmapping thread is per process: a child forked while the parent's runs (and may
+    hold its lock) starts its own, and its stores' replaced mappings are unmapped there."""
+    v = os.urandom(4000)
+
+    def grow(d: str) -> bool:
+        s = LogStore(d, sync="none")
+        for i in range(1000):  # ~4 MB: several remaps of the active segment
+            k = b"k%d" % (i % 100)
+            s.put(k, v)
+            s.write_out()
+            assert s.get(k) == v
+        ok = s.unmapped(5.0)
+        s.close()
+        return ok
+
+    assert grow(str(tmp_path / "parent"))
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but this, then out without running pytest's exit
+        code = 2
+        try:
+            code = 0 if grow(str(tmp_path / "child")) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_closed_cleanly_tells_a_close_from_a_crash(tmp_path):
     """A node takes a new dot id after an unclean shutdown (replica.py): the store says which
     it was. A fresh store and one closed with close() are clean; one whose process died with

@@ -88,19 +88,24 @@ class _Unmapper:
     active segment is remapped as it grows: `_get_slow`), which made it the longest part of
     a node's loop turn that met it. CPython's mmap releases the GIL while it unmaps, so the
     reader's thread goes on meanwhile. One thread for every store of the process, started
-    when first needed (and again in a forked child, where it does not run)."""
+    when first needed; a forked child starts afresh (its own queue, lock and thread: the
+    parent's thread does not run there, and its lock may have been held at the fork)."""
 
     def __init__(self) -> None:
+        self._fresh()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._fresh)
+
+    def _fresh(self) -> None:
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
     def drop(self, buffers: list) -> None:
         """Unmap `buffers` (the caller keeps no reference to them) soon, on the thread."""
-        t = self._thread
-        if t is None or not t.is_alive():
+        if self._thread is None:
             with self._start:
-                if self._thread is None or not self._thread.is_alive():
+                if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="zkv-unmap",
                                                     daemon=True)
                     self._thread.start()
@@ -108,8 +113,7 @@ class _Unmapper:
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Block until everything handed to `drop` so far is dropped; False on `timeout`."""
-        t = self._thread
-        if t is None or not t.is_alive():
+        if self._thread is None:
             return True
         done = threading.Event()
         self._q.put(done)
