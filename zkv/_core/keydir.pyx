@@ -845,10 +845,10 @@ cdef class KeyDir:
 
         ``prealloc`` > 0: whenever a write would pass the allocated end, first extend the file
         with posix_fallocate to a multiple of ``prealloc`` bytes past the write and a quarter
-        past the allocated end (at most 8 ``prealloc`` steps more), so that the fdatasync after most writes has no file
-        size change to journal. The file then ends in zeros past ``active_end``: the owner
-        trims it (ftruncate) when sealing the segment, and recovery treats the zero tail as the
-        end of the log (no record header is all zeros).
+        past the allocated end (at most 8 ``prealloc`` steps more), so that the fdatasync after
+        most writes has no file size change to journal. The file then ends in zeros past
+        ``active_end``: the owner trims it (ftruncate) when sealing the segment, and recovery
+        treats the zero tail as the end of the log (no record header is all zeros).
         """
         if self.wlen:
             raise RuntimeError("flush before switching the active segment")

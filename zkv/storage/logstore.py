@@ -19,10 +19,10 @@ Preallocation: the active segment's file is extended ahead of the writes in zero
 has (up to 8 ``PREALLOC``), so the fdatasync of a group commit usually has no file size change
 to journal (on ext4 about a third cheaper than an appending fdatasync), and the active
 segment's mapping, redone at each step (`_get_slow`), is redone ~19 times up to 64 MiB rather
-than 64. The mapping
-a remap replaces is unmapped on a thread of its own (`_Unmapper`): unmapping costs in
-proportion to the pages read through it (1.3 ms at 40 MiB here), and it stalled the loop turn
-that read the first record past the old mapping. The logical end of the active segment is the
+than 64. The mapping a remap replaces is unmapped on a thread of its own (`_Unmapper`):
+unmapping costs in proportion to the pages read through it, and it stalled the loop turn that
+read the first record past the old mapping (`benchmarks/store_remap.py`: the reader's CPU per
+remap grew to 0.5-1 ms at 46-64 MiB, and is ~0.1-0.15 ms at any size now). The logical end of the active segment is the
 keydir's ``active_end``; the file is trimmed to it (ftruncate + fsync) before the segment is
 sealed at rotation or close, so immutable segments and hints never see the zeros. After a
 crash the zero tail is the end of the log: an all-zero header fails the record checks
@@ -83,10 +83,9 @@ Progress = Callable[[int, int], None]
 
 class _Unmapper:
     """Drops the mappings a store replaced, on a thread of its own. Unmapping costs in
-    proportion to the pages read through the mapping (~30 us per MiB here: 1.3 ms for the
-    active segment at 40 MiB), and the store replaces a mapping in the middle of a read (the
-    active segment is remapped as it grows: `_get_slow`), which made it the longest part of
-    a node's loop turn that met it. CPython's mmap releases the GIL while it unmaps, so the
+    proportion to the pages read through the mapping (module docstring), and the store
+    replaces a mapping in the middle of a read (the active segment is remapped as it grows:
+    `_get_slow`), which made it the longest part of a node's loop turn that met it. CPython's mmap releases the GIL while it unmaps, so the
     reader's thread goes on meanwhile. One thread for every store of the process, started
     when first needed; a forked child starts afresh (its own queue, lock and thread: the
     parent's thread does not run there, and its lock may have been held at the fork)."""
@@ -630,11 +629,11 @@ class LogStore:
                     # a record just written past the mapping (the cluster's read-after-write
                     # pattern). Remapping per read cost ~30 us, a pread per read less but still
                     # more than the mapping (put + write_out + get of one key: 4.9-6.7 us
-                    # against 2.0-3.3 us). The file is preallocated in steps (module docstring), so
-                    # it is mapped to its allocated end, once per step, and the reads of what is
-                    # written until it grows again take the C fast path. Without a
-                    # preallocated tail (fallocate failed): pread, and remap once the unmapped
-                    # tail is worth an mmap. (Mapped bytes past the written end are never
+                    # against 2.0-3.3 us). The file is preallocated in steps (module
+                    # docstring), so it is mapped to its allocated end, once per step, and the
+                    # reads of what is written until it grows again take the C fast path.
+                    # Without a preallocated tail (fallocate failed): pread, and remap once the
+                    # unmapped tail is worth an mmap. (Mapped bytes past the written end are never
                     # read: a keydir entry points at written records only.)
                     flushed = kd.active_end - kd.buffered
                     mapped = kd.mapped_length(fid)
