@@ -184,10 +184,10 @@ class _AgreementLag:
     """zkv_antientropy_seconds_since_agreement{partition}, computed when scraped from what
     `source` returns (set by the node's export: each partition this node replicates and the
     seconds since it last agreed with every other owner, None if never). As a Gauge the
-    reactor refreshed every 5 s, one labelled set per partition (256 at the default Q) made a
-    loop turn of 0.6 ms in the simulator and 2-3 ms in a loaded node, a tail-latency spike
-    (`benchmarks/turn_profile/run.py --inflight`); scraped, it costs a node nothing between
-    scrapes and is current at each. The source only reads (dict lookups, the ring), which is
+    reactor refreshed every 5 s, one labelled set per partition (256 at the default Q) made
+    loop turns of 1.5-2.5 ms in a loaded node, a tail-latency spike (`benchmarks/turn_profile/
+    run.py --inflight`); scraped, it costs a node nothing between scrapes and is current at
+    each. The source only reads (dict lookups, the ring), which is
     safe from the scrape thread while the reactor runs."""
 
     def __init__(self) -> None:
