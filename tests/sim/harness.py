@@ -31,6 +31,8 @@ import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
+import msgspec
+
 from zkv import wire
 from zkv._core import dvv
 from zkv._core.ring import hash64
@@ -200,6 +202,9 @@ class Sim:
         self.events: list = []
         self.seq = itertools.count(1)  # events at the same time run in the order scheduled
         self.blocked: set[tuple[str, str]] = set()
+        # nodes whose gossip arrives without its cluster state (heartbeats and member records
+        # only): they stay at the ownership plan they hold, as a node whose gossip lags does
+        self.stale_view: set[str] = set()
         self.nodes: dict[str, SimNode] = {}
         self.node_ids: list[str] = []  # every node id, sorted
         self.by_endpoint: dict[str, str] = {}
@@ -565,7 +570,11 @@ class Sim:
             sn.backlog.append((src, dst, kind, who, payload))
             return
         self.stats["delivered"] += 1
-        core.handle((kind, who), wire.decode(payload, LIMIT), self.t)
+        msgs = wire.decode(payload, LIMIT)
+        if kind == GOSSIP and dst in self.stale_view:
+            msgs = [msgspec.structs.replace(m, cluster=b"", progress_epoch=0, progress=[])
+                    if type(m) is wire.Gossip else m for m in msgs]
+        core.handle((kind, who), msgs, self.t)
         self._after_turn(sn)
 
     # ---- faults -------------------------------------------------------------------------

@@ -361,6 +361,62 @@ def test_replace_under_faults():
                                 start=1.0, end=8.0), replace=True))
 
 
+def test_a_new_owner_verifies_only_once_every_member_knows_the_change():
+    """n4 joins while n3's gossip arrives without cluster states (n3 stays at the plan before
+    the join, as a node whose gossip lags), and n3 coordinates W=2 writes all along: it sends
+    them to the old owners only. n4 may stream, but it verifies a partition (the exchange
+    that pulls what the stream missed) only once every member reported the join's epoch, so
+    the change cannot complete while n3 is behind. A reader at R=1 through n4, once n4 is an
+    owner, never misses a write acknowledged before its read (anti-entropy rounds are far
+    apart: only the transfer's own exchange runs). Verified early, the change completed with
+    n3 behind, and 129 such reads missed over seeds 6-11 (0 with the wait)."""
+    sim = Sim(6, 3, aae_interval=1000.0)
+    sim.run_until(1.0)
+    sim.stale_view.add("n3")
+    acked: dict[bytes, float] = {}
+    misses: list[bytes] = []
+    reads = [0]
+
+    def writer(c: SimClient):
+        i = 0
+        while sim.t < 9.0:
+            key = b"s:%d" % i
+            i += 1
+            if (yield ("put", key, b"v%d" % i, b"", 2)).ok:
+                acked[key] = sim.t
+
+    def reader(c: SimClient):
+        while sim.t < 9.0:
+            yield ("sleep", 0.005)
+            st = sim.nodes["n4"].core.membership.cluster  # type: ignore[union-attr]
+            owned = [k for k in acked if "n4" in sim.owners(k)]
+            if st is None or st.status("n4") != "valid" or not owned:
+                continue
+            key, start = sim.rng.choice(owned), sim.t
+            r = yield ("get", key, 1)  # n4 answers it from its own copy
+            reads[0] += 1
+            if r.ok and not r.values and acked[key] < start:
+                misses.append(key)
+
+    SimClient(sim, "w", writer, nodes=["n3"], think=0.01)
+    SimClient(sim, "r", reader, nodes=["n4"], think=0.0)
+    sim.add_node("n4", seed_of="n1")
+    n1, n3, n4 = (sim.nodes[x].core for x in ("n1", "n3", "n4"))
+    assert n1 is not None and n3 is not None and n4 is not None
+    sim.run_until(6.0)
+    st = n1.membership.cluster
+    assert st is not None and st.status("n4") == "joining"  # committed, not completed
+    assert n3.membership.cluster is not None and "n4" not in n3.membership.cluster.members
+    waiting = [x.stalled for x in n4.transfers.parts.values() if x.phase == 1]
+    assert waiting and all("until every member knows cluster epoch" in w for w in waiting)
+    sim.stale_view.clear()  # n3 catches up: its writes reach n4 too, n4 verifies
+    sim.run_until(12.0)
+    st = n1.membership.cluster
+    assert st is not None and st.status("n4") == "valid" and not st.moving()
+    assert len(acked) > 300 and reads[0] > 50
+    assert misses == [], sim.log[-20:]
+
+
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     """n2 leaves; a node that already received its share goes down before the change
     completes, so n2 (still an owner) keeps hints for it. Once n2 has left, those hints go to

@@ -1610,6 +1610,20 @@ class NodeCore:
                     extra.append(x)
         return extra
 
+    def members_know(self, epoch: int) -> bool:
+        """Has every other member that is not down reported (by gossip) a cluster epoch of at
+        least `epoch`? Then each of them coordinates writes by that plan or a later one."""
+        st = self.membership.cluster
+        if st is None:
+            return False
+        state, epochs = self.membership.state, self.peer_epochs
+        for nid in st.members:
+            if nid != self.me:
+                rank = epochs.get(nid)
+                if (rank is None or rank[0] < epoch) and state(nid)[0] != "down":
+                    return False
+        return True
+
     def _received(self, st: own.ClusterState) -> bool:
         """Has every pending owner reported each partition of this plan received, for every
         N in use?"""

@@ -352,11 +352,25 @@ class Transfers:
         core = self.core
         running = sum(1 for x in self.parts.values() if x.running)
         limit = core.cfg.transfer_concurrency
+        known: bool | None = None  # does every member know this plan? (asked once a tick)
         for part in self.parts.values():
             if running >= limit:
                 break
             if part.running or part.phase == DONE:
                 continue
+            if part.phase == VERIFY:
+                # Verify only once every member that is not down reported this plan's epoch:
+                # from then on every coordinator also sends this node each write of the
+                # partition (an uncounted copy), so the exchange leaves nothing for the writes
+                # to miss. Verified earlier, a write coordinated by a member that had not heard
+                # of the change yet reached the old owners only, and after the switch an R=1
+                # read of this new owner missed it (tests/sim: membership, lagging gossip).
+                if known is None:
+                    known = core.members_know(self.epoch)
+                if not known:
+                    part.stalled = (f"waiting until every member knows cluster epoch "
+                                    f"{self.epoch} before verifying")
+                    continue
             source = self._pick_source(part)
             if source is None:
                 if self._lost(part):
