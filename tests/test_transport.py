@@ -228,3 +228,60 @@ def test_reactor_sees_input_whose_signal_a_send_consumed(pair, epoll):
     t = time.monotonic()
     assert r.poll(1.0) == {dealer} and time.monotonic() - t < 0.5
     r.close()
+
+
+def test_a_turn_applies_queued_replica_writes_before_it_serves_queued_reads(tmp_path):
+    """A client's Read of a key and a peer's RPut of it, both queued at the ROUTER before the
+    node's turn, the read first: the ROUTER fair-queues its connections, so the read could
+    be handled first and miss the write (an R=1 read of a key's new first owner, while a
+    coordinator's earlier write waited in the same queue). The turn handles the peer's
+    frames first: the read finds the value."""
+    import time
+
+    from zkv import wire
+    from zkv._core import dvv
+
+    listen, gossip, peer_listen, peer_gossip = free_ports(4)
+    cfg = NodeConfig(id="t", listen=f"tcp://127.0.0.1:{listen}",
+                     gossip=f"tcp://127.0.0.1:{gossip}", data_dir=str(tmp_path / "t"))
+    node = Node(cfg)
+    ctx = zmq.Context()
+    socks = []
+    try:
+        node.core.start(node.clock())
+        node.core._merge_members([Member("p", f"tcp://127.0.0.1:{peer_listen}",
+                                         f"tcp://127.0.0.1:{peer_gossip}", "r", 1, 1)])
+        version = dvv.update(None, b"", b"written", "p").encode()
+        for ident in (b"client-1", b"peer:p/1"):  # the client's pipe first
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.IDENTITY, ident)
+            s.connect(cfg.listen)
+            socks.append(s)
+            s.send(wire.encode_one(wire.Status(1)))  # connected and seen before the test
+        deadline = time.monotonic() + 5
+        while len(node.conns.ident_fd) < 2 and time.monotonic() < deadline:
+            node.turn(max_wait=0.02)
+        for s in socks:
+            while s.poll(500):
+                s.recv()
+        for round_ in range(5):
+            key = b"k%d" % round_
+            socks[0].send(wire.encode_one(wire.Read(10 + round_, key)))
+            socks[1].send(wire.encode_one(wire.RPut(20 + round_, key, version)))
+            time.sleep(0.2)  # both frames queued at the ROUTER before the turn
+            node.turn(max_wait=0.5)
+            node.flush()
+            assert socks[0].poll(2000)
+            (answer,) = wire.decode(socks[0].recv(), 1 << 20)
+            assert isinstance(answer, wire.ReadOk) and answer.owner
+            assert answer.dvv, f"round {round_}: the read was served before the write"
+            assert dvv.DVVSet.decode(answer.dvv).live_values() == [b"written"], round_
+            assert socks[1].poll(2000)
+            (ack,) = wire.decode(socks[1].recv(), 1 << 20)
+            assert isinstance(ack, wire.RPutOk) and ack.ok
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+        node.shutdown()

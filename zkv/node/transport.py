@@ -16,9 +16,11 @@ ROUTER are capped (--max-connections), a closed one's identity is forgotten by t
 big replies queued for an identity that does not read are byte-capped (conns.py).
 
 Each loop turn drains every ready socket without blocking (bounded per socket, so one busy
-peer cannot starve the rest), hands each decoded frame to the core, runs the core's timers,
-then flushes: the core's writes reach the engine first (one fsync per turn with
-sync="always"), then every destination's messages go out as one frame.
+peer cannot starve the rest), hands each decoded frame to the core (the ROUTER's peer frames
+first: a read fair-queued before a replica write sent earlier, both queued while the node
+waited for a core, missed it: R=1 on a key's new first owner after a ring change), runs the
+core's timers, then flushes: the core's writes reach the engine first (one fsync per turn
+with sync="always"), then every destination's messages go out as one frame.
 """
 
 from __future__ import annotations
@@ -54,12 +56,10 @@ class Node:
     def __init__(self, cfg: NodeConfig, clock=time.monotonic) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.keys: security.NodeKeys | None = None
-        if cfg.keys:
-            if not security.has_curve():
-                raise ZkvError("--keys needs pyzmq with libsodium-backed CurveZMQ; this pyzmq "
-                               "has none (or the slow tweetnacl fallback)")
-            self.keys = security.NodeKeys(cfg.keys)
+        if cfg.keys and not security.has_curve():
+            raise ZkvError("--keys needs pyzmq with libsodium-backed CurveZMQ; this pyzmq "
+                           "has none (or the slow tweetnacl fallback)")
+        self.keys = security.NodeKeys(cfg.keys) if cfg.keys else None
         store, handoff = open_stores(cfg)
         cluster_path = os.path.join(cfg.data_dir, "cluster.json")
         # wall-clock milliseconds: a restart always outranks the previous life, even with a
@@ -82,10 +82,9 @@ class Node:
         self.poller = Reactor()
         self.links = Links(self.zctx, cfg.id, self.limit, self.poller, self.keys)
         self.router = self.links.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.router.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
-        self.router.setsockopt(zmq.RCVHWM, ROUTER_RCVHWM)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a vanished identity fails fast
+        for opt, value in ((zmq.ROUTER_HANDOVER, 1), (zmq.SNDHWM, ROUTER_SNDHWM),
+                           (zmq.RCVHWM, ROUTER_RCVHWM), (zmq.ROUTER_MANDATORY, 1)):
+            self.router.setsockopt(opt, value)  # (MANDATORY: a vanished identity fails fast)
         self._serve(self.router)
         self.router.bind(cfg.listen)
         self.conns = Connections(self.router, parse_endpoint(cfg.listen)[1],
@@ -175,6 +174,7 @@ class Node:
         self.flush()
 
     def _drain_router(self) -> None:
+        later: list = []  # (identity, messages, role) of the clients' frames
         router, core, clock, seen = self.router, self.core, self.clock, self.conns.seen
         secure = self.keys is not None
         role = None
@@ -184,7 +184,7 @@ class Node:
             # the parts, and the connection's fd (ZMQ_SRCFD) and ZAP User-Id
             got = sockcalls.recv(router, True)
             if got is None:  # drained: nothing unseen is left (reactor.py)
-                return
+                break
             frames, count, fd, user_id = got
             if secure:
                 role = security.role_of(str(user_id))
@@ -202,8 +202,14 @@ class Node:
             except wire.WireError as exc:
                 core.refuse_frame(ident, str(exc))
                 continue
+            if role == "peer" or (not secure and ident.startswith(b"peer:")):
+                core.handle((REQUEST, ident), msgs, clock(), role)
+            else:
+                later.append((ident, msgs, role))
+        else:
+            self.poller.again(router)  # cut short at DRAIN_LIMIT: the rest next turn
+        for ident, msgs, role in later:  # the clients' frames, after the peers' ones
             core.handle((REQUEST, ident), msgs, clock(), role)
-        self.poller.again(router)  # cut short at DRAIN_LIMIT: the rest next turn
 
     def _drain(self, sock) -> None:
         kind, who = self.links.owner_of.get(sock, (None, None))
@@ -283,8 +289,8 @@ class Node:
         self.core.handoff.close()
         self.conns.close()
         self.links.close()
-        self.router.close(0)
-        self.pub.close(0)
+        for sock in (self.router, self.pub):
+            sock.close(0)
         self.poller.close()
         if self.auth is not None:
             self.auth.stop()
