@@ -705,8 +705,16 @@ def test_throughput_goals_and_report():
     assert g["seq_get_p50_vs_echo_p50"]["value"] == pytest.approx(5.0)  # still the 1 x 1 cell's
     assert ("through a coordinator (owner_reads=False, same run): get p50 0.900 ms, 9.00x"
             in g["seq_get_p50_vs_echo_p50"]["how"])
+    res["seq_get_interleaved"] = {
+        "blocks": 2, "per_block": 3, "payload_bytes": 1088,
+        "get_latency_ms": {"p50": 0.3, "p99": 0.6}, "echo_latency_ms": {"p50": 0.1, "p99": 0.2}}
+    g = tp.goals(res)  # sampled side by side: the measure, the 1 x 1 cell's ratio beside it
+    assert g["seq_get_p50_vs_echo_p50"]["value"] == pytest.approx(3.0)
+    assert g["seq_get_p50_vs_echo_p50"]["met"] is False
+    assert "(sampled minutes apart): 5.00x" in g["seq_get_p50_vs_echo_p50"]["how"]
     res["goal"] = g
     md = render_throughput(res)
+    assert "| get | 0.300 | 0.600 |" in md and "| raw echo | 0.100 | 0.200 |" in md
     assert "## The 1 x 1 cell with every get through a coordinator" in md
     assert "| 1 | 1 | Client(owner_reads=False) | 800 |" in md
     for text in ("## Goals", "| peak throughput / redis-benchmark peak (50/50) | 0.50x | >= 0.4x "
@@ -744,6 +752,11 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
     assert coord["driver"] == "Client(owner_reads=False)" and coord["failed"] == 0
     assert coord["get_latency_ms"]["count"] > 0
     assert "through a coordinator" in res["goal"]["seq_get_p50_vs_echo_p50"]["how"]
+    it = res["seq_get_interleaved"]  # the goal's measure: gets and echoes side by side
+    assert it["get_latency_ms"]["count"] == it["echo_latency_ms"]["count"] == 10 * 200
+    assert res["goal"]["seq_get_p50_vs_echo_p50"]["value"] == pytest.approx(
+        it["get_latency_ms"]["p50"] / it["echo_latency_ms"]["p50"])
+    assert "interleaved (10 blocks of 200 each" in res["goal"]["seq_get_p50_vs_echo_p50"]["how"]
     assert res["half_peak"]["target_rate"] > 0 and res["half_peak"]["service_latency_ms"]
     assert len(res["batched_echo"]) == 2
     assert all(e["messages_per_second"] > 0 for e in res["batched_echo"])
@@ -764,6 +777,7 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
     assert "loop / libzmq I/O" in md and "(loop " in printed
     assert "| 1 | 1 | Client(owner_reads=False) |" in md
     assert "## Batched calls" in md and "Client.get_many/put_many" in md
+    assert "## Sequential gets and raw echo round trips, interleaved" in md
 
 
 def test_a_cells_failures_are_counted_by_kind_and_printed():

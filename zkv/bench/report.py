@@ -376,6 +376,16 @@ def render_throughput(res: dict) -> str:
               "", "What client-coordinated reads change, in the same run: the goal's 1 x 1 "
               "cell asks R owners directly.", ""]
         L += cell_table([coord])
+    it = res.get("seq_get_interleaved")
+    if it:
+        g, e = it["get_latency_ms"], it["echo_latency_ms"]
+        L += ["", "## Sequential gets and raw echo round trips, interleaved", "",
+              f"One process, {it['blocks']} blocks of {it['per_block']} echo round trips "
+              f"({it['payload_bytes']} bytes) then {it['per_block']} gets (sync Client, R=2): "
+              "both sampled at the same moments (the sequential get goal's measure).", "",
+              "| | p50 ms | p99 ms |", "|---|---|---|",
+              f"| get | {_f(g['p50'], '{:.3f}')} | {_f(g['p99'], '{:.3f}')} |",
+              f"| raw echo | {_f(e['p50'], '{:.3f}')} | {_f(e['p99'], '{:.3f}')} |"]
     half = res.get("half_peak")
     if half:
         L += ["", f"## Half of peak (paced at {half.get('target_rate', 0):.0f} ops/s; latency "
