@@ -741,7 +741,7 @@ def goals(res: dict) -> dict:
          f"echo p50 {echo_p50:.3f} ms") if near and np99 and echo_p50 else "missing")
     seq = next((c for c in cells if c["clients"] == 1 and c["inflight"] == 1), None)
     g50 = seq["get_latency_ms"]["p50"] if seq else None
-    it = res.get("seq_get_interleaved")
+    it = res.get("seq_get_interleaved") or {}
     i50 = it["get_latency_ms"]["p50"] if it else None
     e50 = it["echo_latency_ms"]["p50"] if it else None
     if i50 and e50:  # sampled side by side: the measure (see _interleaved_task)
