@@ -10,7 +10,8 @@ unsynced tail), sockets (`Sim._send`), time (`Sim.t`), and faults:
 - per message: delay (base + jitter, so reordering), loss, duplication;
 - partitions: blocked directed links (halves, one node isolated, one-way, flapping);
 - nodes: pause (SIGSTOP: messages queue, timers stop), crash (kill -9) and restart, power
-  loss (crash losing the engine's unsynced tail).
+  loss (crash losing the engine's unsynced tail), a stale view (its gossip arrives without
+  cluster states: it keeps serving under the ownership plan it holds, as a lagging node).
 
 Links follow the transport: a node reaches a peer only after it "connected" to it (the
 core's `Outbox.connect`), and it hears a peer's gossip only while subscribed to it.
@@ -152,6 +153,9 @@ class Faults:
     crashes: int = 0
     power_losses: int = 0
     wipes: int = 0  # a node's disk is lost: it comes back empty under its id (Sim.wipe)
+    # a node's gossip arrives without cluster states for a while (Sim.stale_view): its view of
+    # ownership lags while it keeps serving and coordinating
+    stale_views: int = 0
     start: float = 2.0  # faults happen in [start, end)
     end: float = 12.0
 
@@ -621,8 +625,15 @@ class Sim:
             node = rng.choice(ids)
             self.at(start, self.wipe, node)
             self.at(stop, self.restart, node)
+        for _ in range(f.stale_views):
+            start, stop = when(1.0 + rng.random() * 3)
+            node = rng.choice(ids)
+            self.at(start, self.stale_view.add, node)
+            self.at(stop, self.stale_view.discard, node)
         # at the end of the fault window everything is repaired
         self.at(f.end, self.heal)
+        if f.stale_views:
+            self.at(f.end, self.stale_view.clear)
         for node in ids:
             self.at(f.end, self.resume, node)
             self.at(f.end, self.restart, node)

@@ -312,7 +312,7 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     from zkv.wire import Cluster, NsCreate
 
     # with message loss a read at R=1 can miss what W=2 wrote without any change (R+W <= N);
-    # delay and reordering alone (latency, jitter) must not make it miss
+    # delay, reordering and lagging views of ownership (stale_views) must not make it miss
     check_reads = faults is None or not any(
         (faults.loss, faults.dup, faults.partitions, faults.pauses, faults.crashes,
          faults.power_losses, faults.wipes))
