@@ -416,7 +416,8 @@ def test_a_new_owner_verifies_only_once_every_member_knows_the_change():
     assert st is not None and st.status("n4") == "joining"  # committed, not completed
     assert n3.membership.cluster is not None and "n4" not in n3.membership.cluster.members
     waiting = [x.stalled for x in n4.transfers.parts.values() if x.phase == 1]
-    assert waiting and all("until every member knows cluster epoch" in w for w in waiting)
+    assert waiting and all("until every member knows cluster epoch" in w
+                           and w.endswith("(n3 not yet)") for w in waiting)
     sim.stale_view.clear()  # n3 catches up: its writes reach n4 too, n4 verifies
     sim.run_until(12.0)
     st = n1.membership.cluster

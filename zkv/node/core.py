@@ -1610,19 +1610,21 @@ class NodeCore:
                     extra.append(x)
         return extra
 
-    def members_know(self, epoch: int) -> bool:
-        """Has every other member that is not down reported (by gossip) a cluster epoch of at
-        least `epoch`? Then each of them coordinates writes by that plan or a later one."""
+    def members_behind(self, epoch: int) -> list[str]:
+        """The other members, not down, that have not reported (by gossip) a cluster epoch of
+        at least `epoch`; once none is left, each member coordinates writes by that plan or a
+        later one. [this node] while it holds no cluster state."""
         st = self.membership.cluster
         if st is None:
-            return False
+            return [self.me]
         state, epochs = self.membership.state, self.peer_epochs
-        for nid in st.members:
+        behind = []
+        for nid in sorted(st.members):
             if nid != self.me:
                 rank = epochs.get(nid)
                 if (rank is None or rank[0] < epoch) and state(nid)[0] != "down":
-                    return False
-        return True
+                    behind.append(nid)
+        return behind
 
     def _received(self, st: own.ClusterState) -> bool:
         """Has every pending owner reported each partition of this plan received, for every

@@ -352,7 +352,7 @@ class Transfers:
         core = self.core
         running = sum(1 for x in self.parts.values() if x.running)
         limit = core.cfg.transfer_concurrency
-        known: bool | None = None  # does every member know this plan? (asked once a tick)
+        behind: list[str] | None = None  # members that do not know this plan (once a tick)
         for part in self.parts.values():
             if running >= limit:
                 break
@@ -365,11 +365,12 @@ class Transfers:
                 # to miss. Verified earlier, a write coordinated by a member that had not heard
                 # of the change yet reached the old owners only, and after the switch an R=1
                 # read of this new owner missed it (tests/sim: membership, lagging gossip).
-                if known is None:
-                    known = core.members_know(self.epoch)
-                if not known:
+                if behind is None:
+                    behind = core.members_behind(self.epoch)
+                if behind:
                     part.stalled = (f"waiting until every member knows cluster epoch "
-                                    f"{self.epoch} before verifying")
+                                    f"{self.epoch} before verifying ({', '.join(behind)} not "
+                                    "yet)")
                     continue
             source = self._pick_source(part)
             if source is None:
