@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 
 from zkv.errors import InvalidRequest, ZkvError
 
@@ -530,7 +531,8 @@ def status_command(args) -> int:
                   "toward R")
     transfers = doc.get("transfers")
     if transfers is not None:
-        print(f"transfers: {len(transfers) or 'none'}")
+        for line in transfer_lines(transfers):
+            print(line)
     m = doc.get("metrics") or {}
     if m:
         why = m.get("ready_reason", {})
@@ -539,6 +541,26 @@ def status_command(args) -> int:
               f"disagreeing {why.get('peers_disagreeing')}, not heard "
               f"{why.get('peers_not_heard')}, transfers in {why.get('pending_transfers_in')})")
     return 0
+
+
+def transfer_lines(transfers: list[dict]) -> list[str]:
+    """`zkv status`'s lines for this node's incoming transfers: how many, by phase, the
+    bytes, then each distinct reason a transfer is stalled with how many share it (the
+    --json document has every transfer)."""
+    if not transfers:
+        return ["transfers: none"]
+    phases = Counter(t.get("phase", "?") for t in transfers)
+    done = sum(t.get("bytes_done", 0) for t in transfers)
+    total = sum(t.get("bytes_total", 0) for t in transfers)
+    lines = [f"transfers: {len(transfers)} incoming ("
+             + ", ".join(f"{p} {phases[p]}" for p in ("streaming", "verifying", "done")
+                         if phases[p]) + f"), {done} of {total} bytes"]
+    stalled = Counter(t["stalled"] for t in transfers if t.get("stalled"))
+    for why, count in stalled.most_common(5):
+        lines.append(f"  stalled, {count} partition(s): {why}")
+    if len(stalled) > 5:
+        lines.append(f"  ... {len(stalled) - 5} other reason(s) (zkv status --json)")
+    return lines
 
 
 def ring_command(args) -> int:

@@ -418,6 +418,12 @@ def test_a_new_owner_verifies_only_once_every_member_knows_the_change():
     waiting = [x.stalled for x in n4.transfers.parts.values() if x.phase == 1]
     assert waiting and all("until every member knows cluster epoch" in w
                            and w.endswith("(n3 not yet)") for w in waiting)
+    from zkv.cli import transfer_lines  # what `zkv status` prints of it
+
+    lines = transfer_lines(status(n4)["transfers"])
+    assert lines[0].startswith(f"transfers: {len(n4.transfers.parts)} incoming (")
+    assert lines[1] == f"  stalled, {len(waiting)} partition(s): {waiting[0]}", lines
+    assert transfer_lines([]) == ["transfers: none"]
     sim.stale_view.clear()  # n3 catches up: its writes reach n4 too, n4 verifies
     sim.run_until(12.0)
     st = n1.membership.cluster
