@@ -432,6 +432,34 @@ def test_a_new_owner_verifies_only_once_every_member_knows_the_change():
     assert misses == [], sim.log[-20:]
 
 
+def test_a_member_that_never_learns_the_change_holds_it_up_only_for_a_while(caplog):
+    """n3 never takes a cluster state (its gossip keeps arriving without one: a bug, or an
+    older version during an upgrade). n4 waits for it before verifying, but not forever: after
+    VIEW_WAIT_SETTLES x settle (at least VIEW_WAIT_MIN s) it verifies anyway and says so once,
+    naming n3, and the join completes."""
+    import logging
+
+    from zkv.node.transfer import VIEW_WAIT_MIN, VIEW_WAIT_SETTLES
+
+    sim = Sim(6, 3)
+    sim.run_until(1.0)
+    sim.stale_view.add("n3")
+    sim.add_node("n4", seed_of="n1")
+    n1, n4 = sim.nodes["n1"].core, sim.nodes["n4"].core
+    assert n1 is not None and n4 is not None
+    limit = max(VIEW_WAIT_MIN, VIEW_WAIT_SETTLES * n4.cfg.settle)
+    with caplog.at_level(logging.WARNING, logger="zkv.transfer"):
+        sim.run_until(1.0 + limit - 2.0)
+        st = n1.membership.cluster
+        assert st is not None and st.status("n4") == "joining"  # still waiting for n3
+        sim.run_until(1.0 + limit + 10.0)
+    st = n1.membership.cluster
+    assert st is not None and st.status("n4") == "valid" and not st.moving()
+    said = [r.getMessage() for r in caplog.records if "without every member knowing" in
+            r.getMessage()]
+    assert len(said) == 1 and "n3 did not report it" in said[0], said
+
+
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     """n2 leaves; a node that already received its share goes down before the change
     completes, so n2 (still an owner) keeps hints for it. Once n2 has left, those hints go to

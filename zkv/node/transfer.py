@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -55,6 +56,9 @@ SAVE_EVERY = 1.0  # seconds between writes of the transfers' progress file, at m
 
 
 MAX_DEBT_S = 2.0  # the bucket never owes more than this many seconds of its rate
+# a verify waits for every member's view of the change at most this many `settle`s (and at
+# least VIEW_WAIT_MIN seconds): Transfers._behind
+VIEW_WAIT_SETTLES, VIEW_WAIT_MIN = 6, 30.0
 
 
 class IOBudget:
@@ -257,6 +261,8 @@ class Transfers:
         # progress not yet in the file: written by `checkpoint`, at most every SAVE_EVERY s
         self.dirty = False
         self.next_save = 0.0
+        # (epoch, since when) a verify has waited for members that do not know that epoch
+        self.view_wait: tuple[int, float] | None = None
 
     # ---- persistence ------------------------------------------------------------------------
     def _load(self) -> dict[tuple[int | None, int], list]:
@@ -366,7 +372,7 @@ class Transfers:
                 # of the change yet reached the old owners only, and after the switch an R=1
                 # read of this new owner missed it (tests/sim: membership, lagging gossip).
                 if behind is None:
-                    behind = core.members_behind(self.epoch)
+                    behind = self._behind(now)
                 if behind:
                     part.stalled = (f"waiting until every member knows cluster epoch "
                                     f"{self.epoch} before verifying ({', '.join(behind)} not "
@@ -396,6 +402,29 @@ class Transfers:
                 core.start_op(FetchOp(core, self, part, source, step), now)
             else:
                 self._verify(part, source, step, now)
+
+    def _behind(self, now: float) -> list[str]:
+        """The members a verify still waits for (see `tick`); none once it has waited
+        VIEW_WAIT_SETTLES x settle (at least VIEW_WAIT_MIN s) for this epoch: a member up but
+        never taking the state (a bug, an older version during an upgrade) must not hold a
+        change forever. Then the verify goes ahead, said once in the log: until anti-entropy,
+        an R=1 read of this node may miss a write such a member coordinated."""
+        behind = self.core.members_behind(self.epoch)
+        if not behind:
+            self.view_wait = None
+            return behind
+        if self.view_wait is None or self.view_wait[0] != self.epoch:
+            self.view_wait = (self.epoch, now)
+        limit = max(VIEW_WAIT_MIN, VIEW_WAIT_SETTLES * self.core.cfg.settle)
+        if now - self.view_wait[1] < limit:
+            return behind
+        if self.view_wait[1] > -math.inf:  # (said once per epoch)
+            log.warning("verifying incoming partitions without every member knowing cluster "
+                        "epoch %d: %s did not report it in %.0fs; until anti-entropy, an R=1 "
+                        "read here may miss a write they coordinated", self.epoch,
+                        ", ".join(behind), limit)
+            self.view_wait = (self.epoch, -math.inf)
+        return []
 
     def _lost(self, part: _Part) -> bool:
         """Every source of `part` is force-removed (and, as the caller found, none is up)."""
