@@ -425,6 +425,9 @@ def test_a_new_owner_verifies_only_once_every_member_knows_the_change():
     assert lines[1] == f"  stalled, {len(waiting)} partition(s): {waiting[0]}", lines
     assert transfer_lines([]) == ["transfers: none"]
     sim.stale_view.clear()  # n3 catches up: its writes reach n4 too, n4 verifies
+    while not any(x.phase == 2 for x in n4.transfers.parts.values()):
+        sim.run_until(sim.t + 0.01)  # until the first partition is verified
+    assert not [x for x in n4.transfers.parts.values() if x.stalled], "still says waiting"
     sim.run_until(12.0)
     st = n1.membership.cluster
     assert st is not None and st.status("n4") == "valid" and not st.moving()

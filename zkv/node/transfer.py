@@ -59,6 +59,7 @@ MAX_DEBT_S = 2.0  # the bucket never owes more than this many seconds of its rat
 # a verify waits for every member's view of the change at most this many `settle`s (and at
 # least VIEW_WAIT_MIN seconds): Transfers._behind
 VIEW_WAIT_SETTLES, VIEW_WAIT_MIN = 6, 30.0
+VIEW_WAITING = "waiting until every member knows cluster epoch"  # a stall reason's start
 
 
 class IOBudget:
@@ -358,26 +359,27 @@ class Transfers:
         core = self.core
         running = sum(1 for x in self.parts.values() if x.running)
         limit = core.cfg.transfer_concurrency
-        behind: list[str] | None = None  # members that do not know this plan (once a tick)
+        # Verify only once every member that is not down reported this plan's epoch: from then
+        # on every coordinator also sends this node each write of the partition (an uncounted
+        # copy), so the exchange leaves nothing for the writes to miss. Verified earlier, a
+        # write coordinated by a member that had not heard of the change yet reached the old
+        # owners only, and after the switch an R=1 read of this new owner missed it
+        # (tests/sim: membership, a stale view).
+        behind: list[str] = []
+        waiting = [x for x in self.parts.values() if x.phase == VERIFY and not x.running]
+        if waiting:
+            behind = self._behind(now)
+            for part in waiting:
+                if behind:
+                    part.stalled = (f"{VIEW_WAITING} {self.epoch} before verifying "
+                                    f"({', '.join(behind)} not yet)")
+                elif part.stalled.startswith(VIEW_WAITING):
+                    part.stalled = ""  # (waited: verifying as soon as a slot is free)
         for part in self.parts.values():
             if running >= limit:
                 break
-            if part.running or part.phase == DONE:
+            if part.running or part.phase == DONE or (part.phase == VERIFY and behind):
                 continue
-            if part.phase == VERIFY:
-                # Verify only once every member that is not down reported this plan's epoch:
-                # from then on every coordinator also sends this node each write of the
-                # partition (an uncounted copy), so the exchange leaves nothing for the writes
-                # to miss. Verified earlier, a write coordinated by a member that had not heard
-                # of the change yet reached the old owners only, and after the switch an R=1
-                # read of this new owner missed it (tests/sim: membership, lagging gossip).
-                if behind is None:
-                    behind = self._behind(now)
-                if behind:
-                    part.stalled = (f"waiting until every member knows cluster epoch "
-                                    f"{self.epoch} before verifying ({', '.join(behind)} not "
-                                    "yet)")
-                    continue
             source = self._pick_source(part)
             if source is None:
                 if self._lost(part):
