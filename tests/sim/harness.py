@@ -206,8 +206,9 @@ class Sim:
         self.events: list = []
         self.seq = itertools.count(1)  # events at the same time run in the order scheduled
         self.blocked: set[tuple[str, str]] = set()
-        # nodes whose gossip arrives without its cluster state (heartbeats and member records
-        # only): they stay at the ownership plan they hold, as a node whose gossip lags does
+        # nodes whose gossip arrives without its cluster state and transfer progress (heartbeats,
+        # member records, namespaces only): they stay at the ownership plan they hold, as a
+        # node whose gossip lags does
         self.stale_view: set[str] = set()
         self.nodes: dict[str, SimNode] = {}
         self.node_ids: list[str] = []  # every node id, sorted
@@ -576,7 +577,8 @@ class Sim:
         self.stats["delivered"] += 1
         msgs = wire.decode(payload, LIMIT)
         if kind == GOSSIP and dst in self.stale_view:
-            msgs = [msgspec.structs.replace(m, cluster=b"", progress_epoch=0, progress=[])
+            msgs = [msgspec.structs.replace(m, cluster=b"", progress_epoch=0, progress=[],
+                                            progress_n=[])
                     if type(m) is wire.Gossip else m for m in msgs]
         core.handle((kind, who), msgs, self.t)
         self._after_turn(sn)
