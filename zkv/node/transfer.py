@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable
@@ -262,8 +261,9 @@ class Transfers:
         # progress not yet in the file: written by `checkpoint`, at most every SAVE_EVERY s
         self.dirty = False
         self.next_save = 0.0
-        # (epoch, since when) a verify has waited for members that do not know that epoch
-        self.view_wait: tuple[int, float] | None = None
+        # (epoch, since when, said in the log) a verify has waited for members that do not
+        # know that epoch
+        self.view_wait: tuple[int, float, bool] | None = None
 
     # ---- persistence ------------------------------------------------------------------------
     def _load(self) -> dict[tuple[int | None, int], list]:
@@ -416,16 +416,17 @@ class Transfers:
             self.view_wait = None
             return behind
         if self.view_wait is None or self.view_wait[0] != self.epoch:
-            self.view_wait = (self.epoch, now)
+            self.view_wait = (self.epoch, now, False)
+        epoch, since, said = self.view_wait
         limit = max(VIEW_WAIT_MIN, VIEW_WAIT_SETTLES * self.core.cfg.settle)
-        if now - self.view_wait[1] < limit:
+        if now - since < limit:
             return behind
-        if self.view_wait[1] > -math.inf:  # (said once per epoch)
+        if not said:
             log.warning("verifying incoming partitions without every member knowing cluster "
                         "epoch %d: %s did not report it in %.0fs; until anti-entropy, an R=1 "
-                        "read here may miss a write they coordinated", self.epoch,
+                        "read here may miss a write they coordinated", epoch,
                         ", ".join(behind), limit)
-            self.view_wait = (self.epoch, -math.inf)
+            self.view_wait = (epoch, since, True)
         return []
 
     def _lost(self, part: _Part) -> bool:

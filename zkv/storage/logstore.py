@@ -22,9 +22,10 @@ segment's mapping, redone at each step (`_get_slow`), is redone ~19 times up to 
 than 64. The mapping a remap replaces is unmapped on a thread of its own (`_Unmapper`):
 unmapping costs in proportion to the pages read through it, and it stalled the loop turn that
 read the first record past the old mapping (`benchmarks/store_remap.py`: the reader's CPU per
-remap grew to 0.5-1 ms at 46-64 MiB, and is ~0.1-0.15 ms at any size now). The logical end of the active segment is the
-keydir's ``active_end``; the file is trimmed to it (ftruncate + fsync) before the segment is
-sealed at rotation or close, so immutable segments and hints never see the zeros. After a
+remap grew to 0.5-1 ms at 46-64 MiB, and is ~0.1-0.15 ms at any size now). The logical end
+of the active segment is the keydir's ``active_end``; the file is trimmed to it (ftruncate +
+fsync) before the segment is sealed at rotation or close, so immutable segments and hints
+never see the zeros. After a
 crash the zero tail is the end of the log: an all-zero header fails the record checks
 (version 1 required, and the CRC), the scan stops there as at a torn tail, and the open
 truncates it.
@@ -85,8 +86,9 @@ class _Unmapper:
     """Drops the mappings a store replaced, on a thread of its own. Unmapping costs in
     proportion to the pages read through the mapping (module docstring), and the store
     replaces a mapping in the middle of a read (the active segment is remapped as it grows:
-    `_get_slow`), which made it the longest part of a node's loop turn that met it. CPython's mmap releases the GIL while it unmaps, so the
-    reader's thread goes on meanwhile. One thread for every store of the process, started
+    `_get_slow`), which made it the longest part of a node's loop turn that met it.
+    CPython's mmap releases the GIL while it unmaps, so the reader's thread goes on
+    meanwhile. One thread for every store of the process, started
     when first needed; a forked child starts afresh (its own queue, lock and thread: the
     parent's thread does not run there, and its lock may have been held at the fork)."""
 
