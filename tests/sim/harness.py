@@ -173,6 +173,17 @@ class Result:
     error: str = ""
 
 
+def _cluster_json(core: NodeCore) -> dict:
+    """What a node's cluster.json holds when its process stops (save_cluster's content)."""
+    cluster = core.membership.cluster
+    return {"dots": list(core.dots_base),  # cluster.json has it from the start
+            "settings": dict(core.membership.settings),
+            "cluster": own.encode(cluster).hex() if cluster else None,
+            "members": [[m.id, m.listen, m.gossip, m.rack]
+                        for m in core.membership.table() if m.id != core.me],
+            "namespaces": core.namespaces.to_builtins()}
+
+
 class SimNode:
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
@@ -187,7 +198,7 @@ class SimNode:
         self.tick_at = float("inf")
         self.links: set[str] = set()  # peers this node connected to (and hears gossip from)
         self.subs: set[str] = set()  # candidates whose gossip only it listens to
-        self.incarnations = 0
+        self.incarnation = 0  # of its last start (the virtual wall clock's ms then)
         self.exited: NodeCore | None = None  # its core, once it left the cluster and stopped
         self.dead = False  # gone for good (Sim.kill): never restarted
         # after a wipe: the seed its next start joins through ("": any member up then)
@@ -263,10 +274,13 @@ class Sim:
         return node_id
 
     def _boot(self, sn: SimNode) -> None:
-        sn.incarnations += 1
-        handoff = HandoffStore("", lambda: int(self.t * 1000), store=sn.handoff_mem)
-        sn.core = NodeCore(sn.cfg, sn.store, handoff, incarnation=int(self.t * 1000) + 1 + 10**6
-                           * sn.incarnations, now=self.t, saved=sn.saved)
+        # a node's incarnation is its wall clock at start (as transport.py's), later than any
+        # earlier one of the same node; the wall clock is the virtual one, for the node's
+        # handoff store, HLC and membership alike
+        sn.incarnation = max(self.wall_ms(), sn.incarnation + 1)
+        handoff = HandoffStore("", self.wall_ms, store=sn.handoff_mem)
+        sn.core = NodeCore(sn.cfg, sn.store, handoff, incarnation=sn.incarnation, now=self.t,
+                           saved=sn.saved)
         sn.core.start(self.t)
         sn.tick_at = float("inf")
         self._after_turn(sn)
@@ -275,13 +289,7 @@ class Sim:
         sn = self.nodes[node_id]
         if sn.core is None:
             return
-        core = sn.core
-        cluster = core.membership.cluster
-        sn.saved = {"dots": list(core.dots_base),  # cluster.json has it from the start
-                    "settings": dict(core.membership.settings),
-                    "cluster": own.encode(cluster).hex() if cluster else None,
-                    "members": [[m.id, m.listen, m.gossip, m.rack]
-                                for m in core.membership.table() if m.id != node_id]}
+        sn.saved = _cluster_json(sn.core)
         sn.store.closed_cleanly = False  # the next start sees an unclean shutdown
         if power_loss:
             self._power_loss(sn)
@@ -390,6 +398,16 @@ class Sim:
                 return
             self.note(f"{node_id} restarts")
             self._boot(sn)
+
+    def start_again(self, node_id: str) -> None:
+        """An operator starts a node that left the cluster (and exited) again, on the data
+        dir it left behind: a later incarnation, which the members may stage a join for."""
+        sn = self.nodes[node_id]
+        assert sn.exited is not None and sn.core is None, f"{node_id} did not leave"
+        sn.saved = _cluster_json(sn.exited)
+        sn.exited = None
+        self.note(f"{node_id} is started again after it left")
+        self._boot(sn)
 
     def pause(self, node_id: str) -> None:
         self.nodes[node_id].paused = True

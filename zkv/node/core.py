@@ -260,8 +260,10 @@ class NodeCore:
                                              "w": cfg.w}
         me = Member(cfg.id, cfg.advertised_listen, cfg.advertised_gossip or cfg.gossip, cfg.rack,
                     incarnation, 0, features=wire.FEATURES)
+        # (the wall clock is the handoff store's, the node's one: its default, the process's
+        # clock, would put real time into a simulated node's cluster state)
         self.membership = Membership(me, settings, self.now, gossip_interval=cfg.gossip_interval,
-                                     down_after=cfg.down_after)
+                                     down_after=cfg.down_after, wall=handoff.wall_ms)
         for m in saved.get("members", []):
             self.membership.merge([Member(m[0], m[1], m[2], m[3], 0, 0)])
         self.out.connect.extend(m for m in self.membership.table() if m.id != self.me)
