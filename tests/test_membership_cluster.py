@@ -457,3 +457,32 @@ def test_replace_moves_exactly_the_old_nodes_partitions(make_cluster):
     with zkv.Client(live, timeout=5.0) as cl:
         for key, value in data.items():
             assert cl.get(key, r=3).values == [value]
+
+
+def test_a_node_started_again_after_it_left_joins_again(make_cluster):
+    """node4 leaves (hands its data off, exits 0); an operator starts it again on the data
+    dir it left behind. Its new incarnation is later than the cluster state's record of its
+    leaving, so the members stage its join (auto-commit): it is a valid owner again, the ring
+    agrees, and every acknowledged write reads back at r=2 (the simulator's
+    test_a_node_started_again_after_it_left_joins_again, with real processes and files)."""
+    c = make_cluster(4)
+    base = _load(c, 200)
+    assert c.remove_node("node4", timeout=90) == 0
+    c.wait_settled(90)
+    doc = _status(c, "node1")
+    assert {m["id"]: m["status"] for m in doc["members"]}.get("node4", "left") == "left"
+    with Workload([n.listen for n in c.nodes if n.alive()], base) as wl:
+        c.restart("node4")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            statuses = {m["id"]: m["status"] for m in _status(c, "node1")["members"]}
+            if statuses.get("node4") == "valid":
+                break
+            time.sleep(0.3)
+        assert statuses.get("node4") == "valid", statuses
+        c.wait_settled(90)
+    assert wl.writes > 20 and wl.misses == []
+    assert _status(c, "node4")["transfers"] == []
+    with zkv.Client([c.node("node4").listen], timeout=2.0) as cl:
+        assert "node4" in cl.ring_info().owners
+    assert wl.check_all([n.listen for n in c.nodes]) == []
