@@ -399,14 +399,20 @@ class Sim:
             self.note(f"{node_id} restarts")
             self._boot(sn)
 
-    def start_again(self, node_id: str) -> None:
-        """An operator starts a node that left the cluster (and exited) again, on the data
-        dir it left behind: a later incarnation, which the members may stage a join for."""
+    def start_again(self, node_id: str, seed_of: str | None = None) -> None:
+        """An operator starts a node that left the cluster (and exited) again: on the data
+        dir it left behind, or with `seed_of` on an empty one, joining through that node."""
         sn = self.nodes[node_id]
         assert sn.exited is not None and sn.core is None, f"{node_id} did not leave"
-        sn.saved = _cluster_json(sn.exited)
+        if seed_of is None:
+            sn.saved = _cluster_json(sn.exited)
+            self.note(f"{node_id} is started again after it left")
+        else:
+            self._disk_lost(sn)
+            sn.store, sn.handoff_mem, sn.saved = MemStore(), MemStore(), {}
+            sn.cfg = dataclasses.replace(sn.cfg, seed=(self.nodes[seed_of].cfg.listen,))
+            self.note(f"{node_id} is started again after it left, empty, through {seed_of}")
         sn.exited = None
-        self.note(f"{node_id} is started again after it left")
         self._boot(sn)
 
     def pause(self, node_id: str) -> None:

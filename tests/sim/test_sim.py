@@ -463,13 +463,15 @@ def test_a_member_that_never_learns_the_change_holds_it_up_only_for_a_while(capl
     assert len(said) == 1 and "n3 did not report it" in said[0], said
 
 
-def test_a_node_started_again_after_it_left_joins_again():
-    """n4 leaves and exits; later an operator starts it again on the data dir it left
-    behind. Its new incarnation is later than the time the cluster state says it left, so
-    the members stage its join (ownership.joinable), the change completes, and its owners
-    hold every write acknowledged before, during and after. (Before the simulated nodes'
-    membership took the virtual wall clock, a leaver's "gone" time was the real clock's,
-    ahead of every simulated incarnation: a node that left could never join again.)"""
+def test_a_node_that_left_stays_out_until_started_on_an_empty_data_dir():
+    """n4 leaves and exits. Started again on the data dir it left behind (by an operator, or
+    by a supervisor that restarts whatever exits), it stays out: it exits at once and no
+    claimant stages a join for it, although its new incarnation is later than the time the
+    state says it left (ownership.joinable). Started on an empty data dir through a seed, it
+    is a new node: it joins, the change completes, and its owners hold every write
+    acknowledged before, during and after. (Before simulated nodes' membership took the
+    virtual wall clock, a leaver's "gone" time was the real clock's, ahead of every
+    simulated incarnation, so the simulator could not tell either case from a stray.)"""
     from sim.scenario import _Admin
     from zkv.wire import Cluster
 
@@ -492,9 +494,21 @@ def test_a_node_started_again_after_it_left_joins_again():
         sim.run_until(sim.t + 0.1)
     assert sim.nodes["n4"].exited is not None, "n4 never left"
     sim.run_until(sim.t + 5.0)
-    st = sim.nodes["n1"].core.membership.cluster
-    assert "n4" not in st.members and "n4" in st.gone
+
+    def status(node: str) -> str | None:
+        st = sim.nodes[node].core.membership.cluster
+        return st.status("n4") if st is not None else "?"
+
+    assert status("n1") is None and "n4" in sim.nodes["n1"].core.membership.cluster.gone
     sim.start_again("n4")
+    start = sim.t
+    while sim.t < start + 60 and sim.nodes["n4"].exited is None:
+        sim.run_until(sim.t + 0.1)
+        assert {status(x) for x in ("n1", "n2", "n3")} == {None}, "n4 was joined again"
+    assert sim.nodes["n4"].exited is not None, "n4 did not exit"
+    sim.run_until(sim.t + 3.0)
+    assert {status(x) for x in ("n1", "n2", "n3")} == {None}, "n4 was joined again"
+    sim.start_again("n4", seed_of="n2")
 
     def joined() -> bool:
         for sn in sim.nodes.values():
@@ -510,6 +524,59 @@ def test_a_node_started_again_after_it_left_joins_again():
     sim.run_until(95.0)  # the writer is done
     assert len(acked) > 1000
     assert any("n4" in sim.owners(key) for key in acked)
+    for key in acked:
+        for owner in sim.owners(key):
+            assert b"v" in live_values(sim.held(owner, key)), (key, owner)
+
+
+def test_a_leaver_restarted_after_its_leave_completed_leaves_instead_of_joining_again():
+    """n4 is told to leave and crashes while leaving; the change completes without it (its
+    partitions come from the other replicas). Started again (a supervisor's restart), its
+    incarnation is later than the time the state says it left, yet it must not be taken back
+    as a new member: its cluster.json says it was leaving, so its record says so too (no
+    claimant stages its join) and it exits once it hears the change completed. (Found by
+    --scenario membership seed 40006 once simulated incarnations followed the wall clock:
+    n2 crashed at 7.7 s while leaving, came back at 9.6 s and was joined again.)"""
+    from sim.scenario import _Admin
+    from zkv.wire import Cluster
+
+    sim = Sim(5, 4)
+    sim.run_until(2.0)
+    acked: list[bytes] = []
+
+    def writer(c: SimClient):
+        i = 0
+        while sim.t < 60:
+            key = b"l:%d" % i
+            i += 1
+            if (yield ("put", key, b"v", b"", 2)).ok:
+                acked.append(key)
+
+    SimClient(sim, "w", writer, nodes=["n1"], think=0.01)
+    sim.run_until(3.0)
+    _Admin(sim).send("n1", Cluster(1, "leave", "n4"))
+
+    def status(node: str = "n1") -> str | None:
+        st = sim.nodes[node].core.membership.cluster
+        return st.status("n4") if st is not None else "?"
+
+    while sim.t < 20 and status() != "leaving":
+        sim.run_until(sim.t + 0.05)
+    assert status() == "leaving"
+    sim.crash("n4")
+    while sim.t < 60 and status() is not None:
+        sim.run_until(sim.t + 0.1)
+    assert status() is None, "the leave did not complete without n4"
+    assert sim.nodes["n4"].saved["cluster"]  # its cluster.json: n4 leaving
+    sim.restart("n4")
+    start = sim.t
+    while sim.t < start + 30 and sim.nodes["n4"].exited is None:
+        sim.run_until(sim.t + 0.1)
+        assert not {status(x) for x in ("n1", "n2", "n3")} & {"joining", "valid"}, \
+            "n4 was joined again"
+    assert sim.nodes["n4"].exited is not None, "n4 did not exit"
+    sim.run_until(65.0)
+    assert len(acked) > 500
     for key in acked:
         for owner in sim.owners(key):
             assert b"v" in live_values(sim.held(owner, key)), (key, owner)

@@ -337,6 +337,7 @@ class NodeCore:
         self.left_at: float | None = None  # this node left the cluster (leave / replace)
         self.passing: set[str] = set()  # owners whose hints are being handed to stand-ins
         self.exit_requested = False  # the transport stops and the process exits 0
+        self.handed_before = False  # it left before this start: no handover to wait for
         self.cluster_bytes = b""
         self.transfers = Transfers(self, os.path.join(os.path.dirname(cluster_path),
                                                       "transfers.json") if cluster_path else None)
@@ -346,6 +347,14 @@ class NodeCore:
                 st = own.decode(bytes.fromhex(saved["cluster"]))
             except (ValueError, TypeError) as exc:
                 log.warning("ignoring the saved cluster state: %s", exc)
+        # started on the data dir of a member (its cluster.json names it, a member or gone):
+        # it takes up where it was, unless the cluster went on without it. Until the state
+        # it holds is confirmed (or a newer one names it), its record says leaving, so no
+        # claimant stages a join for it (ownership.joinable), and a state without it ends its
+        # process: it left, or was removed, while it was down. To add it again, an operator
+        # starts it on an empty data dir (a new node joining through --seed).
+        self.resumed = st is not None and (self.me in st.members or self.me in st.gone)
+        self.membership.me.leaving = self.resumed
         if st is None and not self.joining:
             st = own.founding(self.me, cfg.rack, [(m.id, m.rack) for m in self.membership.table()
                                                    if m.id != self.me])
@@ -1508,6 +1517,10 @@ class NodeCore:
             st = self.membership.cluster
             if st is not None:
                 self.peer_epochs[msg.sender] = st.rank()
+                if (self.resumed and self.me in st.members
+                        and (msg.sender == st.author or st.author == self.me)):
+                    self.resumed = False  # its author still holds the state it started with
+                    self.membership.me.leaving = st.status(self.me) == own.LEAVING
         elif msg.cluster:
             st = self.states_seen.get(msg.cluster)
             if st is None:  # decoded once per distinct state, not once per sender
@@ -1532,6 +1545,11 @@ class NodeCore:
         """Take a (newer) cluster state: rings, transfers to receive, cluster.json."""
         old = self.membership.rings()
         self.membership.cluster = st
+        if save and self.resumed and self.me in st.members:  # a newer state names it
+            self.resumed = False
+        if not self.resumed and self.me in st.members:  # its own record says whether it
+            # is leaving: a claimant never stages a join for it (ownership.joinable)
+            self.membership.me.leaving = st.status(self.me) == own.LEAVING
         rings = self.membership.rings()
         assert rings is not None
         if old is not None and old.current.fingerprint() != rings.current.fingerprint():
@@ -1551,10 +1569,22 @@ class NodeCore:
             log.info("cluster epoch %d by %s: %s%s", st.epoch, st.author,
                      ", ".join(f"{i} {s}" for i, (s, _) in sorted(st.members.items())),
                      f"; staged: {st.staged}" if st.staged else "")
-        if (self.me not in st.members and self.left_at is None
-                and st.gone.get(self.me, -1) >= self.membership.me.incarnation):
+        # it left: the change completed after this incarnation started, or it was leaving
+        # (or started again on a member's data dir, not yet confirmed: `resumed`)
+        if (self.me not in st.members and self.left_at is None and self.me in st.gone
+                and (st.gone[self.me] >= self.membership.me.incarnation
+                     or self.membership.me.leaving)):
             self.left_at = self.t
-            log.info("%s has left the cluster: delivering its hints, then exiting", self.me)
+            if st.gone[self.me] < self.membership.me.incarnation:
+                # nothing to hand over: the change completed without this process (the
+                # members, which no longer take a former member's exchanges, fetched its
+                # partitions from the other replicas, or from it before it stopped)
+                self.handed_before = True
+                log.warning("%s left the cluster (or was removed from it) before this start: "
+                            "it stays out and exits. To add it again, start it on an empty "
+                            "data dir with --seed", self.me)
+            else:
+                log.info("%s has left the cluster: delivering its hints, then exiting", self.me)
 
     def groups(self) -> list[int]:
         """Every N in use: the cluster's, then each namespace's (issue 15), ascending."""
@@ -1715,7 +1745,7 @@ class NodeCore:
             # hints for owners that are down were handed to stand-ins (_pass_hints); the wait
             # is for the case where no node that could keep them (or an owner to hand data
             # over to) is up
-            handed = self.handover.done(now, member=False)
+            handed = self.handed_before or self.handover.done(now, member=False)
             if (handed and not self.handoff.owners()) or now - self.left_at > LEAVE_HINT_WAIT:
                 left = sum(len(v) for v in self.handoff.index.values())
                 if left:

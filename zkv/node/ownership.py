@@ -384,7 +384,8 @@ def set_auto_commit(st: ClusterState, author: str, value: bool) -> ClusterState:
 
 def joinable(st: ClusterState, table: Iterable[tuple[str, int]]) -> list[str]:
     """Members of the table (id, incarnation) to stage a join for: not in the state, not
-    already staged, and not gone (unless started again after it left: a later incarnation)."""
+    already staged, and not gone (unless started again after it left: a later incarnation;
+    a node started on the data dir it left behind says it is leaving, and is not listed)."""
     busy = _staged_nodes(st)
     out = []
     for nid, inc in table:
