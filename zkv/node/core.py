@@ -1520,7 +1520,7 @@ class NodeCore:
                 if (self.resumed and self.me in st.members
                         and (msg.sender == st.author or st.author == self.me)):
                     self.resumed = False  # its author still holds the state it started with
-                    self.membership.me.leaving = st.status(self.me) == own.LEAVING
+                    self._say_leaving(st)
         elif msg.cluster:
             st = self.states_seen.get(msg.cluster)
             if st is None:  # decoded once per distinct state, not once per sender
@@ -1547,9 +1547,7 @@ class NodeCore:
         self.membership.cluster = st
         if save and self.resumed and self.me in st.members:  # a newer state names it
             self.resumed = False
-        if not self.resumed and self.me in st.members:  # its own record says whether it
-            # is leaving: a claimant never stages a join for it (ownership.joinable)
-            self.membership.me.leaving = st.status(self.me) == own.LEAVING
+        self._say_leaving(st)
         rings = self.membership.rings()
         assert rings is not None
         if old is not None and old.current.fingerprint() != rings.current.fingerprint():
@@ -1585,6 +1583,12 @@ class NodeCore:
                             "data dir with --seed", self.me)
             else:
                 log.info("%s has left the cluster: delivering its hints, then exiting", self.me)
+
+    def _say_leaving(self, st: own.ClusterState) -> None:
+        """This node's own record says leaving while `st` does (or while `resumed`): a
+        claimant never stages a join for a node that says so (ownership.joinable)."""
+        if not self.resumed and self.me in st.members:
+            self.membership.me.leaving = st.status(self.me) == own.LEAVING
 
     def groups(self) -> list[int]:
         """Every N in use: the cluster's, then each namespace's (issue 15), ascending."""
