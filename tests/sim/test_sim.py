@@ -463,6 +463,36 @@ def test_a_member_that_never_learns_the_change_holds_it_up_only_for_a_while(capl
     assert len(said) == 1 and "n3 did not report it" in said[0], said
 
 
+def _writes_then_n4_leaves(seed: int, until: float, prefix: bytes) -> tuple[Sim, list[bytes]]:
+    """4 nodes, a writer at W=2 through n1 until `until`, and at 3 s the operator's
+    `zkv cluster leave n4`; the keys acknowledged are appended to the list as they are."""
+    from sim.scenario import _Admin
+    from zkv.wire import Cluster
+
+    sim = Sim(seed, 4)
+    sim.run_until(2.0)
+    acked: list[bytes] = []
+
+    def writer(c: SimClient):
+        i = 0
+        while sim.t < until:
+            key = prefix + b":%d" % i
+            i += 1
+            if (yield ("put", key, b"v", b"", 2)).ok:
+                acked.append(key)
+
+    SimClient(sim, "w", writer, nodes=["n1"], think=0.01)
+    sim.run_until(3.0)
+    _Admin(sim).send("n1", Cluster(1, "leave", "n4"))
+    return sim, acked
+
+
+def _at_every_owner(sim: Sim, keys: list[bytes]) -> None:
+    for key in keys:
+        for owner in sim.owners(key):
+            assert b"v" in live_values(sim.held(owner, key)), (key, owner)
+
+
 def test_a_node_that_left_stays_out_until_started_on_an_empty_data_dir():
     """n4 leaves and exits. Started again on the data dir it left behind (by an operator, or
     by a supervisor that restarts whatever exits), it stays out: it exits at once and no
@@ -472,24 +502,7 @@ def test_a_node_that_left_stays_out_until_started_on_an_empty_data_dir():
     acknowledged before, during and after. (Before simulated nodes' membership took the
     virtual wall clock, a leaver's "gone" time was the real clock's, ahead of every
     simulated incarnation, so the simulator could not tell either case from a stray.)"""
-    from sim.scenario import _Admin
-    from zkv.wire import Cluster
-
-    sim = Sim(3, 4)
-    sim.run_until(2.0)
-    acked: list[bytes] = []
-
-    def writer(c: SimClient):
-        i = 0
-        while sim.t < 90:
-            key = b"a:%d" % i
-            i += 1
-            if (yield ("put", key, b"v", b"", 2)).ok:
-                acked.append(key)
-
-    SimClient(sim, "w", writer, nodes=["n1"], think=0.01)
-    sim.run_until(3.0)
-    _Admin(sim).send("n1", Cluster(1, "leave", "n4"))
+    sim, acked = _writes_then_n4_leaves(3, 90, b"a")
     while sim.t < 60 and sim.nodes["n4"].exited is None:
         sim.run_until(sim.t + 0.1)
     assert sim.nodes["n4"].exited is not None, "n4 never left"
@@ -524,9 +537,7 @@ def test_a_node_that_left_stays_out_until_started_on_an_empty_data_dir():
     sim.run_until(95.0)  # the writer is done
     assert len(acked) > 1000
     assert any("n4" in sim.owners(key) for key in acked)
-    for key in acked:
-        for owner in sim.owners(key):
-            assert b"v" in live_values(sim.held(owner, key)), (key, owner)
+    _at_every_owner(sim, acked)
 
 
 def test_a_leaver_restarted_after_its_leave_completed_leaves_instead_of_joining_again():
@@ -537,24 +548,7 @@ def test_a_leaver_restarted_after_its_leave_completed_leaves_instead_of_joining_
     claimant stages its join) and it exits once it hears the change completed. (Found by
     --scenario membership seed 40006 once simulated incarnations followed the wall clock:
     n2 crashed at 7.7 s while leaving, came back at 9.6 s and was joined again.)"""
-    from sim.scenario import _Admin
-    from zkv.wire import Cluster
-
-    sim = Sim(5, 4)
-    sim.run_until(2.0)
-    acked: list[bytes] = []
-
-    def writer(c: SimClient):
-        i = 0
-        while sim.t < 60:
-            key = b"l:%d" % i
-            i += 1
-            if (yield ("put", key, b"v", b"", 2)).ok:
-                acked.append(key)
-
-    SimClient(sim, "w", writer, nodes=["n1"], think=0.01)
-    sim.run_until(3.0)
-    _Admin(sim).send("n1", Cluster(1, "leave", "n4"))
+    sim, acked = _writes_then_n4_leaves(5, 60, b"l")
 
     def status(node: str = "n1") -> str | None:
         st = sim.nodes[node].core.membership.cluster
@@ -577,9 +571,7 @@ def test_a_leaver_restarted_after_its_leave_completed_leaves_instead_of_joining_
     assert sim.nodes["n4"].exited is not None, "n4 did not exit"
     sim.run_until(65.0)
     assert len(acked) > 500
-    for key in acked:
-        for owner in sim.owners(key):
-            assert b"v" in live_values(sim.held(owner, key)), (key, owner)
+    _at_every_owner(sim, acked)
 
 
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
