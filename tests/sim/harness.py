@@ -57,7 +57,9 @@ class MemStore:
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
-        self.tomb: set[bytes] = set()
+        # keys deleted (a dict as an ordered set: tombstones() in the order they were made,
+        # as LogStore's, never in an order PYTHONHASHSEED picks)
+        self.tomb: dict[bytes, None] = {}
         self.undo: list[tuple[bytes, bytes | None, bool]] = []  # since the last durable point
         self.closed_cleanly = True  # LogStore's: False once the node crashed (set by the sim)
         self._hash: dict[bytes, int] = {}
@@ -73,13 +75,13 @@ class MemStore:
         self.undo.append((key, data.get(key), was_tomb))  # (_note, inline)
         data[key] = value
         if was_tomb:
-            tomb.discard(key)
+            del tomb[key]
 
     def delete(self, key: bytes) -> None:
         data, tomb = self.data, self.tomb
         self.undo.append((key, data.get(key), key in tomb))  # (_note, inline)
         data.pop(key, None)
-        tomb.add(key)
+        tomb[key] = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -130,9 +132,9 @@ class MemStore:
             else:
                 self.data[key] = value
             if was_tomb:
-                self.tomb.add(key)
+                self.tomb[key] = None
             else:
-                self.tomb.discard(key)
+                self.tomb.pop(key, None)
         self.undo.clear()
         return lost
 

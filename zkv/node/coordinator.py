@@ -289,7 +289,8 @@ class WriteOp(_FanOut):
         # for a namespace with N=1 the old owner that held the only other copy drops it
         # (the simulator found this: membership, spaces N=1, seed 1 under faults)
         if self.extra_waiting:
-            for node_id in self.extra_waiting:
+            for node_id in sorted(self.extra_waiting):  # (a set: in an order no hash picks,
+                # so the hints' order, and a simulated run, replay alike under any PYTHONHASHSEED)
                 try:
                     self.ctx.replica.merge(self.key, self.version, node_id)
                 except ValueError:

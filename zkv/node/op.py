@@ -70,7 +70,7 @@ class Op:
         """A wake-up asked for with ctx.wake() is due (default: nothing to do)."""
 
     def on_timeout(self) -> None:
-        for node_id in self.pending:
+        for node_id in sorted(self.pending):  # (a set: in an order no hash picks)
             self.ctx.suspect(node_id, f"{self.kind} timed out")
         self.finish()
 
