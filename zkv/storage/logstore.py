@@ -25,10 +25,9 @@ read the first record past the old mapping (`benchmarks/store_remap.py`: the rea
 remap grew to 0.5-1 ms at 46-64 MiB, and is ~0.1-0.15 ms at any size now). The logical end
 of the active segment is the keydir's ``active_end``; the file is trimmed to it (ftruncate +
 fsync) before the segment is sealed at rotation or close, so immutable segments and hints
-never see the zeros. After a
-crash the zero tail is the end of the log: an all-zero header fails the record checks
-(version 1 required, and the CRC), the scan stops there as at a torn tail, and the open
-truncates it.
+never see the zeros. After a crash the zero tail is the end of the log: an all-zero header
+fails the record checks (version 1 required, and the CRC), the scan stops there as at a torn
+tail, and the open truncates it.
 
 Write path: ``put`` is the keydir's C method (``KeyDir.put``) except with ``sync="always"``:
 one call validates, encodes into the write buffer and indexes the record. It steps aside to
@@ -88,9 +87,9 @@ class _Unmapper:
     replaces a mapping in the middle of a read (the active segment is remapped as it grows:
     `_get_slow`), which made it the longest part of a node's loop turn that met it.
     CPython's mmap releases the GIL while it unmaps, so the reader's thread goes on
-    meanwhile. One thread for every store of the process, started
-    when first needed; a forked child starts afresh (its own queue, lock and thread: the
-    parent's thread does not run there, and its lock may have been held at the fork)."""
+    meanwhile. One thread for every store of the process, started when first needed; a
+    forked child starts afresh (its own queue, lock and thread: the parent's thread does not
+    run there, and its lock may have been held at the fork)."""
 
     def __init__(self) -> None:
         self._fresh()
