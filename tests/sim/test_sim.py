@@ -574,6 +574,37 @@ def test_a_leaver_restarted_after_its_leave_completed_leaves_instead_of_joining_
     _at_every_owner(sim, acked)
 
 
+def test_a_member_started_again_is_confirmed_while_its_states_author_stays_down():
+    """n3 restarts on its data dir. Until the cluster state it resumed with is confirmed, its
+    own record says leaving (so no claimant stages a join for it if it had left). The state's
+    author is n1, which crashed for good: once n1 has been down here for longer than the
+    failure detector's horizon, the same state gossiped by any member confirms it. Before,
+    only the author could, so n3's record said leaving for as long as n1 stayed down, and a
+    member's relayed new address for n3 (a leaving record is never relayed) was ignored."""
+    sim = Sim(8, 4)
+    sim.run_until(2.0)
+    st = sim.nodes["n2"].core.membership.cluster
+    assert st is not None and st.author == "n1" and "n3" in st.members
+    sim.crash("n1")
+    sim.crash("n3")
+    sim.run_until(3.0)
+    sim.restart("n3")
+    n3 = sim.nodes["n3"].core
+    assert n3 is not None and n3.resumed and n3.membership.me.leaving
+    sim.run_until(3.0 + n3.cfg.down_after / 2)  # n1 may just not be heard from yet
+    assert n3.resumed and n3.membership.me.leaving
+
+    def leaving_at(node: str) -> bool:
+        rec = sim.nodes[node].core.membership.get("n3")
+        return rec is not None and rec.leaving
+
+    sim.run_until(3.0 + n3.cfg.down_after + 5.0)
+    assert not n3.resumed and not n3.membership.me.leaving
+    assert not leaving_at("n2") and not leaving_at("n4")
+    assert sim.nodes["n3"].exited is None
+    assert n3.membership.cluster is not None and n3.membership.cluster.status("n3") == "valid"
+
+
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     """n2 leaves; a node that already received its share goes down before the change
     completes, so n2 (still an owner) keeps hints for it. Once n2 has left, those hints go to

@@ -1518,9 +1518,10 @@ class NodeCore:
             if st is not None:
                 self.peer_epochs[msg.sender] = st.rank()
                 if (self.resumed and self.me in st.members
-                        and (msg.sender == st.author or st.author == self.me)):
+                        and (msg.sender == st.author or st.author == self.me
+                             or self._author_gone(st.author))):
                     self.resumed = False  # its author still holds the state it started with
-                    self._say_leaving(st)
+                    self._say_leaving(st)  # (or, with the author down, a member does)
         elif msg.cluster:
             st = self.states_seen.get(msg.cluster)
             if st is None:  # decoded once per distinct state, not once per sender
@@ -1583,6 +1584,15 @@ class NodeCore:
                             "data dir with --seed", self.me)
             else:
                 log.info("%s has left the cluster: delivering its hints, then exiting", self.me)
+
+    def _author_gone(self, author: str) -> bool:
+        """A state's author has been down (or never heard of) here for longer than the failure
+        detector's horizon since this process started: a member that holds the state this node
+        resumed with may confirm it instead (as anyone may relay a state while its author is
+        not up). Before that horizon, an author merely not heard from *yet* could hold a newer
+        state without this node."""
+        return (self.t - self.started > self.membership.down_after
+                and not self.membership.is_up(author))
 
     def _say_leaving(self, st: own.ClusterState) -> None:
         """This node's own record says leaving while `st` does (or while `resumed`): a
