@@ -496,3 +496,42 @@ def test_a_node_that_left_stays_out_until_started_on_an_empty_data_dir(make_clus
     with zkv.Client([node4.listen], timeout=2.0) as cl:
         assert "node4" in cl.ring_info().owners
     assert wl.check_all([n.listen for n in c.nodes]) == []
+
+
+def test_a_member_restarted_at_new_addresses_is_found_there(make_cluster):
+    """node3 stops and starts again on its data dir at other ports (a machine that came back
+    with a new address), with no --seed: it finds the members from its saved cluster state,
+    they take its new endpoints from its own gossip, and writes at W=3 through the others
+    reach it there. Nothing it held is lost and no change of ownership is staged."""
+    from zkv.local import free_ports
+
+    c = make_cluster(3)
+    data = _load(c, 150)
+    node3 = c.node("node3")
+    assert c.terminate("node3") == 0
+    old = node3.listen
+    listen, gossip = free_ports(2)
+    node3.listen, node3.gossip = f"tcp://127.0.0.1:{listen}", f"tcp://127.0.0.1:{gossip}"
+    c._spawn(node3, None)  # (as an operator would: the node's flags, no --seed)
+    c._wait_port(node3, 30)
+
+    def seen() -> dict[str, tuple[str, str]]:
+        return {n.id: next((m["listen"], m["state"]) for m in _status(c, n.id)["members"]
+                           if m["id"] == "node3") for n in c.nodes}
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and set(seen().values()) != {(node3.listen, "up")}:
+        time.sleep(0.2)
+    assert set(seen().values()) == {(node3.listen, "up")}, seen()
+    with zkv.Client([c.node("node1").listen], timeout=5.0) as cl:
+        for i in range(30):
+            cl.put(b"moved%d" % i, b"v", w=3)  # every owner acknowledges: node3 too
+    with zkv.Client([node3.listen], timeout=5.0) as cl:
+        for key, value in data.items():
+            assert cl.get(key, r=3).values == [value]
+        for i in range(30):
+            assert cl.get(b"moved%d" % i, r=1).values == [b"v"]
+        st = cl.status(node3.listen)
+        assert [m["status"] for m in st["members"]] == ["valid"] * 3
+        assert old not in [m["listen"] for m in st["members"]]
+    assert _status(c, "node1")["transfers"] == []

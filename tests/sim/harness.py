@@ -158,6 +158,8 @@ class Faults:
     # a node's gossip arrives without cluster states for a while (Sim.stale_view): its view of
     # ownership lags while it keeps serving and coordinating
     stale_views: int = 0
+    # a node crashes and is started again on its data dir at a new address (Sim.move)
+    moves: int = 0
     start: float = 2.0  # faults happen in [start, end)
     end: float = 12.0
 
@@ -198,8 +200,11 @@ class SimNode:
         self.paused = False
         self.backlog: list[tuple] = []
         self.tick_at = float("inf")
-        self.links: set[str] = set()  # peers this node connected to (and hears gossip from)
-        self.subs: set[str] = set()  # candidates whose gossip only it listens to
+        # peers this node connected to (and hears gossip from), and candidates whose gossip
+        # only it listens to: id -> the gossip endpoint it connected to. A peer is heard only
+        # while it is still there (Sim.move: a node started again at a new address)
+        self.links: dict[str, str] = {}
+        self.subs: dict[str, str] = {}
         self.incarnation = 0  # of its last start (the virtual wall clock's ms then)
         self.exited: NodeCore | None = None  # its core, once it left the cluster and stopped
         self.dead = False  # gone for good (Sim.kill): never restarted
@@ -239,12 +244,13 @@ class Sim:
                              tombstone_grace=tombstone_grace, sync=sync, replica_timeout=1.0,
                              background_interval=0.05)
         self.racks = racks
+        self.moves = 0  # nodes started again at a new address (Sim.move)
         for i in range(nodes):
             self.add_node(f"n{i + 1}")
         founded = own.founding("n1", self.nodes["n1"].cfg.rack,
                                [(x.id, x.cfg.rack) for x in self.nodes.values()]) if nodes else None
         for sn in self.nodes.values():
-            sn.links = {x for x in self.nodes if x != sn.id}
+            sn.links = {x.id: x.cfg.gossip for x in self.nodes.values() if x is not sn}
             if sn.core is not None:  # a fully formed cluster: everyone knows everyone
                 for other in self.nodes.values():
                     if other is not sn:
@@ -401,6 +407,28 @@ class Sim:
             self.note(f"{node_id} restarts")
             self._boot(sn)
 
+    def move(self, node_id: str) -> None:
+        """A member that crashed is started again on its data dir at a new address (its
+        machine came back with another IP): new --listen and --gossip, no --seed. Nobody
+        hears it at the old address any more; it must tell the members where it is now."""
+        sn = self.nodes[node_id]
+        assert sn.core is None and sn.exited is None and not sn.dead, f"{node_id} is not down"
+        self.moves += 1
+        del self.by_endpoint[sn.cfg.listen]
+        host = f"10.{self.moves}.0.{self.node_ids.index(node_id) + 1}"
+        sn.cfg = dataclasses.replace(sn.cfg, listen=f"tcp://{host}:7001",
+                                     gossip=f"tcp://{host}:8001", seed=())
+        self.by_endpoint[sn.cfg.listen] = node_id
+        self.note(f"{node_id} restarts at a new address ({host})")
+        self._boot(sn)
+
+    def _move_if_down(self, node_id: str) -> None:
+        """Faults.moves: a crashed node comes back at a new address (unless another fault's
+        restart brought it back already, or it is gone for good)."""
+        sn = self.nodes[node_id]
+        if sn.core is None and sn.exited is None and not sn.dead and sn.rejoin_through is None:
+            self.move(node_id)
+
     def start_again(self, node_id: str, seed_of: str | None = None) -> None:
         """An operator starts a node that left the cluster (and exited) again: on the data
         dir it left behind, or with `seed_of` on an empty one, joining through that node."""
@@ -512,7 +540,7 @@ class Sim:
         sn.exited = core
         self._stopped(sn)
         for other in self.nodes.values():
-            other.links.discard(sn.id)
+            other.links.pop(sn.id, None)
 
     def _send_out(self, sn: SimNode, out) -> None:
         src = sn.id
@@ -520,19 +548,21 @@ class Sim:
         if out.connect:
             for m in out.connect:
                 if m.id != src and m.id in nodes:
-                    sn.links.add(m.id)
+                    sn.links[m.id] = m.gossip
         if out.subscribe:
             for m in out.subscribe:
                 if m.id != src and m.id in nodes:
-                    sn.subs.add(m.id)
+                    sn.subs[m.id] = m.gossip
         if out.drop:
-            sn.subs.difference_update(out.drop)
+            for node_id in out.drop:
+                sn.subs.pop(node_id, None)
         send = self._send_frame
         encode = wire.encode
         if out.peers:
             links, me = sn.links, sn.ident
             for node_id, msgs in out.peers.items():
-                if node_id in links:
+                at = links.get(node_id)
+                if at is not None and at == nodes[node_id].cfg.gossip:  # (not moved since)
                     send(src, node_id, REQUEST, me, encode(msgs))
         if out.clients:
             clients, by_ident = self.clients, self.by_ident
@@ -552,10 +582,12 @@ class Sim:
                 if dst is not None:
                     send(src, dst, REQUEST, sn.ident, encode(msgs))
         if out.gossip:
+            at = sn.cfg.gossip
             for msg in out.gossip:  # one PUB frame, delivered to every subscriber
                 payload = encode([msg])
-                for other in nodes.values():
-                    if (src in other.links or src in other.subs) and other is not sn:
+                for other in nodes.values():  # (subscribed to where it is now)
+                    if (other.links.get(src) == at or other.subs.get(src) == at) \
+                            and other is not sn:
                         send(src, other.id, GOSSIP, None, payload)
 
     def _send_frame(self, src: str, dst, kind: str, who, payload: bytes) -> None:
@@ -658,6 +690,11 @@ class Sim:
             node = rng.choice(ids)
             self.at(start, self.stale_view.add, node)
             self.at(stop, self.stale_view.discard, node)
+        for _ in range(f.moves):
+            start, stop = when(0.5 + rng.random() * 2)
+            node = rng.choice(ids)
+            self.at(start, self.crash, node)
+            self.at(stop, self._move_if_down, node)
         # at the end of the fault window everything is repaired
         self.at(f.end, self.heal)
         if f.stale_views:

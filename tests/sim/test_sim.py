@@ -605,6 +605,44 @@ def test_a_member_started_again_is_confirmed_while_its_states_author_stays_down(
     assert n3.membership.cluster is not None and n3.membership.cluster.status("n3") == "valid"
 
 
+def test_a_member_started_again_at_a_new_address_is_found_there():
+    """n3 crashes and is started again on its data dir at a new address, with no --seed. The
+    members listen to its gossip at the old address, so they only learn the new one from the
+    Join it sends a member whose table has it elsewhere (NodeCore._tell; a member takes it once
+    n3 is down at the old address there). Before, nobody ever heard it again: every member
+    kept n3 down at the old address, and writes at W=3 failed for good."""
+    sim = Sim(12, 4)
+    sim.run_until(1.0)
+    sim.crash("n3")
+    sim.run_until(1.5)  # (within down_after: the first Joins are refused, the next taken)
+    sim.move("n3")
+    new = sim.nodes["n3"].cfg.listen
+    acked: list[bytes] = []
+
+    def writer(c: SimClient):
+        i = 0
+        while sim.t < 20.0:
+            key = b"m:%d" % i
+            i += 1
+            if (yield ("put", key, b"v", b"", 3)).ok:
+                acked.append(key)
+
+    def where(node: str) -> tuple[str, str] | None:
+        core = sim.nodes[node].core
+        rec = core.membership.get("n3") if core is not None else None
+        return (rec.listen, core.membership.state("n3")[0]) if rec is not None else None
+
+    deadline = sim.t + 12.0
+    while sim.t < deadline and {where(x) for x in ("n1", "n2", "n4")} != {(new, "up")}:
+        sim.run_until(sim.t + 0.1)
+    assert {where(x) for x in ("n1", "n2", "n4")} == {(new, "up")}, sim.log[-10:]
+    found = sim.t
+    SimClient(sim, "w", writer, nodes=["n1"], think=0.01)
+    sim.run_until(22.0)
+    assert len(acked) > 200, (len(acked), found)  # W=3: n3 acknowledged each where it is
+    assert all(b"v" in live_values(sim.held("n3", k)) for k in acked if "n3" in sim.owners(k))
+
+
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     """n2 leaves; a node that already received its share goes down before the change
     completes, so n2 (still an owner) keeps hints for it. Once n2 has left, those hints go to

@@ -674,10 +674,17 @@ class NodeCore:
         with a lost disk: a joiner whose seed lost its disk before its gossip got out, never
         a member (membership seeds 43, 53, --wipes 1), and a joining member whose record
         only the wiped claimant had, so its join never completed (replace seed 57). A Join
-        to a member that knows it changes nothing (and its JoinOk is ignored here)."""
+        to a member that knows it changes nothing (and its JoinOk is ignored here).
+
+        A table that has this node at other endpoints counts as not knowing it: a member
+        started again on its data dir at a new address (no --seed needed) is heard by nobody,
+        since the others listen to its gossip at the old one, until a Join tells them where it
+        is now. They take it once this node is down at the old address (membership.admit)."""
         if self.joining or self.left_at is not None or len(msg.members) < 2:
             return  # (a round with only the sender's own record says nothing of the table)
-        if any(m.id == self.me for m in msg.members):
+        me = self.membership.me
+        if any(m.id == self.me and m.listen == me.listen and m.gossip == me.gossip
+               for m in msg.members):
             return
         st = self.membership.cluster
         if st is not None and len(msg.members) < (len(st.members) + 1) // 2:
