@@ -535,3 +535,41 @@ def test_a_member_restarted_at_new_addresses_is_found_there(make_cluster):
         assert [m["status"] for m in st["members"]] == ["valid"] * 3
         assert old not in [m["listen"] for m in st["members"]]
     assert _status(c, "node1")["transfers"] == []
+
+
+def test_a_whole_cluster_started_again_at_new_addresses_finds_itself_through_a_seed(
+        make_cluster):
+    """Every node stops and starts again on its data dir at new ports (the cluster's machines
+    came back with new addresses): node1 with no --seed, the others with --seed naming node1's
+    new address, as an operator would. Their cluster.json names only the old addresses; a
+    member that hears no other member asks its seeds, so all find each other, and every write
+    of before reads back at R=3 from the new addresses."""
+    from zkv.local import free_ports
+
+    c = make_cluster(3)
+    data = _load(c, 150)
+    for n in c.nodes:
+        assert c.terminate(n.id) == 0
+    ports = free_ports(6)
+    for i, n in enumerate(c.nodes):
+        n.listen = f"tcp://127.0.0.1:{ports[2 * i]}"
+        n.gossip = f"tcp://127.0.0.1:{ports[2 * i + 1]}"
+    seed = c.nodes[0].listen
+    for n in c.nodes:
+        c._spawn(n, None if n.listen == seed else seed)
+        c._wait_port(n, 30)
+
+    def views() -> set[tuple[str, str, str, str]]:
+        return {(n.id, m["id"], m["listen"], m["state"]) for n in c.nodes
+                for m in _status(c, n.id)["members"] if m["id"] != n.id}
+
+    want = {(n.id, m.id, m.listen, "up") for n in c.nodes for m in c.nodes if m is not n}
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline and views() != want:
+        time.sleep(0.3)
+    assert views() == want, sorted(views() - want)
+    with zkv.Client(c.endpoints, timeout=5.0) as cl:
+        for key, value in data.items():
+            assert cl.get(key, r=3).values == [value]
+        cl.put(b"after", b"v", w=3)
+    assert "asking seeds where the members are" in c.tail(c.nodes[1], 200)

@@ -45,7 +45,7 @@ from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
 from zkv.node.handoff import HINT_HEAD, REAPED, HandoffStore
 from zkv.node.membership import copy_member
 from zkv.node.namespaces import key_settings
-from zkv.wire import Delete, Error, Get, GetOk, Put, PutOk
+from zkv.wire import Delete, Error, Get, GetOk, JoinOk, Put, PutOk
 
 LIMIT = 1 << 30
 JOURNAL = REAPED.encode() + b"\x00"  # handoff-store keys of the reap journal, not hints
@@ -407,17 +407,19 @@ class Sim:
             self.note(f"{node_id} restarts")
             self._boot(sn)
 
-    def move(self, node_id: str) -> None:
+    def move(self, node_id: str, seed_of: str | None = None) -> None:
         """A member that crashed is started again on its data dir at a new address (its
-        machine came back with another IP): new --listen and --gossip, no --seed. Nobody
-        hears it at the old address any more; it must tell the members where it is now."""
+        machine came back with another IP): new --listen and --gossip, no --seed (or
+        `seed_of`'s address now). Nobody hears it at the old address any more; it must tell
+        the members where it is now."""
         sn = self.nodes[node_id]
         assert sn.core is None and sn.exited is None and not sn.dead, f"{node_id} is not down"
         self.moves += 1
         del self.by_endpoint[sn.cfg.listen]
         host = f"10.{self.moves}.0.{self.node_ids.index(node_id) + 1}"
+        seed = (self.nodes[seed_of].cfg.listen,) if seed_of else ()
         sn.cfg = dataclasses.replace(sn.cfg, listen=f"tcp://{host}:7001",
-                                     gossip=f"tcp://{host}:8001", seed=())
+                                     gossip=f"tcp://{host}:8001", seed=seed)
         self.by_endpoint[sn.cfg.listen] = node_id
         self.note(f"{node_id} restarts at a new address ({host})")
         self._boot(sn)
@@ -572,8 +574,17 @@ class Sim:
                 elif ident in by_ident:  # a peer's request identity (b"peer:" + its id)
                     dst = by_ident[ident]
                     target = nodes.get(dst)
-                    if target is not None and target.core is not None and target.core.joining:
+                    core = target.core if target is not None else None
+                    if core is not None and core.joining:
                         send(src, dst, SEED, sn.cfg.listen, encode(msgs))
+                    elif core is not None and core.asking_seeds:  # a member asking seeds:
+                        # JoinOks on its seed link, the rest on its link to this member
+                        seed = [m for m in msgs if type(m) is JoinOk]
+                        if seed:
+                            send(src, dst, SEED, sn.cfg.listen, encode(seed))
+                        if len(seed) < len(msgs):
+                            send(src, dst, REPLY, src,
+                                 encode([m for m in msgs if type(m) is not JoinOk]))
                     else:
                         send(src, dst, REPLY, src, encode(msgs))
         if out.endpoints:

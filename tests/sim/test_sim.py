@@ -643,6 +643,55 @@ def test_a_member_started_again_at_a_new_address_is_found_there():
     assert all(b"v" in live_values(sim.held("n3", k)) for k in acked if "n3" in sim.owners(k))
 
 
+def test_a_whole_cluster_started_again_at_new_addresses_finds_itself_through_seeds():
+    """Every node crashes and starts again on its data dir at a new address; n1 first with no
+    --seed, the others with --seed naming n1's new address. Their cluster.json names only
+    old addresses, so nobody hears anybody. A member that hears no other member asks its
+    seeds (NodeCore._seed_tick): n1 takes each Join once that node is down at the old address
+    there, and its JoinOk tells the asker where the members are now. Before, each stayed
+    alone for good (a member never used its --seed). The writes of before all read back."""
+    sim = Sim(13, 4)
+    sim.run_until(1.0)
+    acked: list[bytes] = []
+
+    def writer(c: SimClient):
+        i = 0
+        while sim.t < 14.0:  # before the crash, and once all are back
+            if 1.8 <= sim.t <= 12.0:
+                yield ("sleep", 12.0 - sim.t + 0.01)
+            key = b"w:%d" % i
+            i += 1
+            if (yield ("put", key, b"v", b"", 3)).ok:
+                acked.append(key)
+
+    SimClient(sim, "w", writer, nodes=["n1"], think=0.01)
+    sim.run_until(2.0)
+    before = len(acked)
+    for x in ("n1", "n2", "n3", "n4"):
+        sim.crash(x)
+    sim.run_until(2.5)
+    sim.move("n1")
+    for x in ("n2", "n3", "n4"):
+        sim.move(x, seed_of="n1")
+
+    def views() -> set:
+        return {(x, m.id, m.listen, sim.nodes[x].core.membership.state(m.id)[0])
+                for x in sim.nodes for m in sim.nodes[x].core.membership.table()
+                if m.id != x}
+
+    want = {(x, y, sim.nodes[y].cfg.listen, "up") for x in sim.nodes for y in sim.nodes
+            if x != y}
+    deadline = sim.t + 20.0
+    while sim.t < deadline and views() != want:
+        sim.run_until(sim.t + 0.1)
+    assert views() == want, sorted(views() - want)
+    sim.run_until(15.0)
+    assert before > 20 and len(acked) > before + 50, (before, len(acked))
+    for key in acked:
+        for owner in sim.owners(key):
+            assert b"v" in live_values(sim.held(owner, key)), (key, owner)
+
+
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     """n2 leaves; a node that already received its share goes down before the change
     completes, so n2 (still an owner) keeps hints for it. Once n2 has left, those hints go to

@@ -320,6 +320,7 @@ class NodeCore:
         # too: joining through oneself never answers; a node that is its only seed founds
         self.seeds = tuple(x for x in cfg.seed if x not in (cfg.listen, cfg.advertised_listen))
         self.joining = bool(self.seeds) and not self.membership.peers
+        self.asking_seeds = False  # a member that hears no other member asks its seeds too
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
         self.told: dict[str, float] = {}  # member -> when it was last sent our Join (_tell)
@@ -555,6 +556,8 @@ class NodeCore:
             return self.out
         if now >= self.next_gossip:
             self._gossip(now)
+            if self.seeds and now >= self.next_join:
+                self._seed_tick(now)
         if self.ns_waits:
             self._ns_waits_check(now)
         if now >= self.next_hint_sweep:
@@ -666,6 +669,22 @@ class NodeCore:
                     Join(next(self.rids), self.membership.me))
             log.info("asking seeds to join: %s", ", ".join(self.seeds))
 
+    def _seed_tick(self, now: float) -> None:
+        """A member (not joining) that hears no other member asks its seeds too, every
+        JOIN_RETRY: a whole cluster started again at new addresses knows only the old ones
+        from its cluster.json, so nobody hears anybody until a Join through a seed (its new
+        address, named by the operator) tells that seed where this node is, and the seed's
+        JoinOk tells it where the members are now (`_on_join_ok`). Checked once per JOIN_RETRY
+        (peers read from cluster.json count as up for `down_after` after the start)."""
+        self.next_join = now + JOIN_RETRY
+        ms = self.membership
+        self.asking_seeds = self.left_at is None and not any(ms.is_up(p) for p in ms.peers)
+        if self.asking_seeds:
+            for seed in self.seeds:
+                self.out.endpoints.setdefault(seed, []).append(Join(next(self.rids), ms.me))
+            log.info("no member heard: asking seeds where the members are: %s",
+                     ", ".join(self.seeds))
+
     def _tell(self, msg: Gossip) -> None:
         """A member whose member table (a gossip round carries the whole table every few
         rounds) does not know this node gets this node's Join again, at most every
@@ -695,6 +714,8 @@ class NodeCore:
 
     def _on_join_ok(self, seed: str, msg: JoinOk) -> None:
         if not self.joining:
+            if self.asking_seeds:  # (_seed_tick) where the members are now, from a seed the
+                self._merge_members(msg.members)  # operator named: trusted, as when joining
             return
         self.membership.settings = {"q": msg.q, "n": msg.n, "r": msg.r, "w": msg.w}
         try:  # the default namespace follows the cluster's settings

@@ -249,7 +249,7 @@ class Node:
             links.subscribe(m)
         for node_id in out.drop:
             links.drop(node_id, self.membership.get(node_id))
-        if not self.core.joining and links.seeds:
+        if links.seeds and not (self.core.joining or self.core.asking_seeds):
             links.close_seeds()
         for node_id, msgs in out.peers.items():
             sock = links.dealers.get(node_id)
