@@ -678,12 +678,14 @@ class NodeCore:
         (peers read from cluster.json count as up for `down_after` after the start)."""
         self.next_join = now + JOIN_RETRY
         ms = self.membership
-        self.asking_seeds = self.left_at is None and not any(ms.is_up(p) for p in ms.peers)
+        was, self.asking_seeds = self.asking_seeds, (
+            self.left_at is None and not any(ms.is_up(p) for p in ms.peers))
         if self.asking_seeds:
             for seed in self.seeds:
                 self.out.endpoints.setdefault(seed, []).append(Join(next(self.rids), ms.me))
-            log.info("no member heard: asking seeds where the members are: %s",
-                     ", ".join(self.seeds))
+            if not was:  # (once per while alone: a long partition would say it every second)
+                log.info("no member heard: asking seeds where the members are: %s",
+                         ", ".join(self.seeds))
 
     def _tell(self, msg: Gossip) -> None:
         """A member whose member table (a gossip round carries the whole table every few
