@@ -573,3 +573,28 @@ def test_a_whole_cluster_started_again_at_new_addresses_finds_itself_through_a_s
             assert cl.get(key, r=3).values == [value]
         cl.put(b"after", b"v", w=3)
     assert "asking seeds where the members are" in c.tail(c.nodes[1], 200)
+
+
+def test_a_member_started_with_another_rack_refuses_and_says_what_to_do(make_cluster):
+    """node3 restarted on its data dir with another --rack exits 1 and says why (replicas are
+    placed by the rack it joined with) and what to do; started again with its rack, it comes
+    back with its store closed cleanly (no "not closed cleanly": its dot id continues) and
+    everything it held."""
+    c = make_cluster(3)
+    data = _load(c, 50)
+    node3 = c.node("node3")
+    rack = node3.rack
+    assert c.terminate("node3") == 0
+    node3.rack = "rack-elsewhere"
+    c._spawn(node3, None)
+    assert node3.process.wait(30) == 1
+    said = c.tail(node3, 5)
+    assert (f"node3 is in rack '{rack}' in the cluster state" in said
+            and f"start it with --rack '{rack}'" in said), said
+    node3.rack = rack
+    c.restart("node3")
+    c.wait_converged(30)
+    assert "not closed cleanly" not in c.tail(node3, 400)
+    with zkv.Client([node3.listen], timeout=5.0) as cl:
+        for key, value in data.items():
+            assert cl.get(key, r=3).values == [value]

@@ -5,6 +5,8 @@ A failure prints the one command that replays it: `python tools/simulate.py --se
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -690,6 +692,40 @@ def test_a_whole_cluster_started_again_at_new_addresses_finds_itself_through_see
     for key in acked:
         for owner in sim.owners(key):
             assert b"v" in live_values(sim.held(owner, key)), (key, owner)
+
+
+def test_a_member_started_with_another_rack_refuses_to_run():
+    """The ring places replicas by the racks of the cluster state, fixed at join. A member
+    started on its data dir with another --rack refuses to start, saying why and what to do,
+    with its store closed cleanly; back under its rack it runs as before. A member whose disk
+    was lost, back under another rack, stops once its seed's answer shows the rack it has
+    (join_error: the transport exits with it) and adopts nothing. Before, the new rack was
+    shown in the member table and never used for placement."""
+    from zkv.errors import ZkvError
+
+    sim = Sim(14, 4, racks=2)
+    sim.run_until(1.0)
+    sn = sim.nodes["n3"]
+    rack = sn.cfg.rack
+    sim.crash("n3")
+    sn.cfg = dataclasses.replace(sn.cfg, rack="rack-new")
+    sn.store.closed_cleanly = True  # (a clean stop: the refusal must leave it so)
+    with pytest.raises(ZkvError, match=f"n3 is in rack '{rack}' in the cluster state"):
+        sim.restart("n3")
+    assert sn.core is None and sn.store.closed_cleanly
+    sn.cfg = dataclasses.replace(sn.cfg, rack=rack)
+    sim.restart("n3")
+    sim.run_until(3.0)
+    assert sn.core is not None and sn.core.membership.state("n1")[0] == "up"
+    sim.wipe("n3", seed="n1")
+    sn.cfg = dataclasses.replace(sn.cfg, rack="rack-new")
+    sim.restart("n3")
+    sim.run_until(4.0)
+    core = sn.core
+    assert core is not None and core.joining and core.membership.cluster is None
+    assert core.join_error and "started with --rack 'rack-new'" in core.join_error
+    st = sim.nodes["n1"].core.membership.cluster
+    assert st is not None and st.members["n3"][1] == rack
 
 
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():

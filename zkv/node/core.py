@@ -355,6 +355,11 @@ class NodeCore:
         # process: it left, or was removed, while it was down. To add it again, an operator
         # starts it on an empty data dir (a new node joining through --seed).
         self.resumed = st is not None and (self.me in st.members or self.me in st.gone)
+        why = self._rack_conflict(st) if st is not None else None
+        if why:  # refuses to start, its engines closed cleanly (nothing was written)
+            store.close()
+            handoff.close()
+            raise ZkvError(why)
         self.membership.me.leaving = self.resumed
         if st is None and not self.joining:
             st = own.founding(self.me, cfg.rack, [(m.id, m.rack) for m in self.membership.table()
@@ -719,6 +724,16 @@ class NodeCore:
             if self.asking_seeds:  # (_seed_tick) where the members are now, from a seed the
                 self._merge_members(msg.members)  # operator named: trusted, as when joining
             return
+        st = None
+        if msg.cluster:
+            try:
+                st = own.decode(msg.cluster)
+            except ValueError as exc:
+                log.warning("the seed's cluster state is unusable (%s): deriving it", exc)
+        why = self._rack_conflict(st) if st is not None else None
+        if why:  # (a lost disk, its node back under another --rack): nothing taken
+            self.join_error = why  # the transport stops the node with it
+            return
         self.membership.settings = {"q": msg.q, "n": msg.n, "r": msg.r, "w": msg.w}
         try:  # the default namespace follows the cluster's settings
             self.namespaces = self._registry(self.namespaces.to_builtins())
@@ -727,12 +742,6 @@ class NodeCore:
         self._ns_encoded = self.namespaces.encode()
         self._merge_namespaces(msg.namespaces, seed)
         self._merge_members(msg.members)  # the seed the operator named: trusted
-        st = None
-        if msg.cluster:
-            try:
-                st = own.decode(msg.cluster)
-            except ValueError as exc:
-                log.warning("the seed's cluster state is unusable (%s): deriving it", exc)
         if st is None:  # a seed of a version without cluster states
             st = own.founding(self.me, self.cfg.rack, [(m.id, m.rack) for m in msg.members
                                                        if m.id != self.me])
@@ -744,6 +753,19 @@ class NodeCore:
         self.start(self.t)
         if was_member and not len(self.store) and self.ae is not None:
             self._begin_refill()
+
+    def _rack_conflict(self, st: own.ClusterState) -> str | None:
+        """Why this node may not run in `st` with its --rack, or None. The ring places replicas
+        by the racks in the cluster state, fixed when a node joins: a --rack that differs would
+        only be shown (status, member table), never used, while the operator believes the
+        copies spread over the new racks."""
+        placed = st.members[self.me][1] if self.me in st.members else None
+        if placed is None or placed == self.cfg.rack:
+            return None
+        return (f"{self.me} is in rack {placed!r} in the cluster state (replicas are placed "
+                f"by it), but was started with --rack {self.cfg.rack!r}. A member's rack "
+                f"cannot change in place: start it with --rack {placed!r}, or put a new node "
+                f"in {self.cfg.rack!r} in its place (zkv cluster replace {self.me} NEW)")
 
     def _begin_refill(self) -> None:
         """Back as a member with nothing stored: the disk was lost (or never written). Exchange
