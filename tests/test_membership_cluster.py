@@ -598,3 +598,23 @@ def test_a_member_started_with_another_rack_refuses_and_says_what_to_do(make_clu
     with zkv.Client([node3.listen], timeout=5.0) as cl:
         for key, value in data.items():
             assert cl.get(key, r=3).values == [value]
+
+
+def test_a_data_dir_started_under_another_node_id_exits_and_says_whose_it_is(make_cluster):
+    """A zkv-node started with --id node9 on node3's data dir exits 1, naming node3; node3 then
+    starts on it as before, with everything it held."""
+    c = make_cluster(3)
+    data = _load(c, 30)
+    node3 = c.node("node3")
+    assert c.terminate("node3") == 0
+    node3.id = "node9"
+    c._spawn(node3, None)
+    assert node3.process.wait(30) == 1
+    said = c.tail(node3, 5)
+    assert "holds the data of node 'node3'" in said and "--id 'node9'" in said, said
+    node3.id = "node3"
+    c.restart("node3")
+    c.wait_converged(30)
+    with zkv.Client([node3.listen], timeout=5.0) as cl:
+        for key, value in data.items():
+            assert cl.get(key, r=3).values == [value]

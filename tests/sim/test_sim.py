@@ -728,6 +728,30 @@ def test_a_member_started_with_another_rack_refuses_to_run():
     assert st is not None and st.members["n3"][1] == rack
 
 
+def test_a_data_dir_started_under_another_node_id_is_refused():
+    """n3's data dir started with --id n9 (a typo, a copied config) refuses to start, naming
+    the id the data belongs to; its store is closed cleanly and n3 then starts on it as
+    before. Before, n9 ran on n3's data: the claimant joined it as a new node holding n3's
+    keys, and n3 stayed a member that never came back."""
+    from zkv.errors import ZkvError
+
+    sim = Sim(15, 4)
+    sim.run_until(1.0)
+    sn = sim.nodes["n3"]
+    sim.crash("n3")
+    sn.store.closed_cleanly = True
+    dots = sn.saved["dots"]
+    sn.cfg = dataclasses.replace(sn.cfg, id="n9")
+    with pytest.raises(ZkvError, match="holds the data of node 'n3'.*started with --id 'n9'"):
+        sim.restart("n3")
+    assert sn.core is None and sn.store.closed_cleanly
+    sn.cfg = dataclasses.replace(sn.cfg, id="n3")
+    sim.restart("n3")
+    sim.run_until(3.0)
+    assert sn.core is not None and list(sn.core.dots_base) == dots  # (a clean stop's id)
+    assert sn.core.membership.state("n1")[0] == "up"
+
+
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     """n2 leaves; a node that already received its share goes down before the change
     completes, so n2 (still an owner) keeps hints for it. Once n2 has left, those hints go to

@@ -60,7 +60,7 @@ import os
 import zlib
 from collections.abc import Callable
 from heapq import heappush
-from typing import Any
+from typing import Any, NoReturn
 
 from zkv import hlc as hlcs
 from zkv import wire
@@ -233,6 +233,15 @@ def _dots_base(me: str, incarnation: int, saved, store) -> tuple[str, int]:
     return new, incarnation
 
 
+def _data_dir_owner(dots) -> str | None:
+    """The node id a data dir's cluster.json says its dots go under ("node3" of "node3~k2x"),
+    or None when it says none (a new data dir, an older version's file)."""
+    if not (isinstance(dots, list) and dots and isinstance(dots[0], str) and dots[0]):
+        return None
+    base = dots[0]
+    return base.rsplit("~", 1)[0] if "~" in base else base
+
+
 class NodeCore:
     def __init__(self, cfg: NodeConfig, store: LogStore, handoff: HandoffStore, *,
                  incarnation: int, now: float, saved: dict | None = None,
@@ -243,6 +252,11 @@ class NodeCore:
         self.started = now
         self.store = store
         self.handoff = handoff
+        owner = _data_dir_owner((saved or {}).get("dots"))
+        if owner is not None and owner != cfg.id:
+            self._refuse(f"the data dir {cfg.data_dir} holds the data of node {owner!r} (its "
+                         f"cluster.json), but this node was started with --id {cfg.id!r}: "
+                         f"start it with --id {owner!r}, or give {cfg.id!r} an empty data dir")
         # the cluster never deletes through the engine except to reap, and the engine keeps
         # release marks in memory only: re-release what earlier lives reaped
         store.release_tombstones(store.tombstones())
@@ -356,10 +370,8 @@ class NodeCore:
         # starts it on an empty data dir (a new node joining through --seed).
         self.resumed = st is not None and (self.me in st.members or self.me in st.gone)
         why = self._rack_conflict(st) if st is not None else None
-        if why:  # refuses to start, its engines closed cleanly (nothing was written)
-            store.close()
-            handoff.close()
-            raise ZkvError(why)
+        if why:
+            self._refuse(why)
         self.membership.me.leaving = self.resumed
         if st is None and not self.joining:
             st = own.founding(self.me, cfg.rack, [(m.id, m.rack) for m in self.membership.table()
@@ -378,6 +390,14 @@ class NodeCore:
         }
         if saved.get("dots") != list(self.dots_base):  # before this node issues a dot
             self._save_cluster()
+
+    def _refuse(self, why: str) -> NoReturn:
+        """Refuse to start (a wrong --id or --rack for this data dir): the engines are closed
+        cleanly first (nothing was written), so a start with the right flags goes on as if
+        this one never happened."""
+        self.store.close()
+        self.handoff.close()
+        raise ZkvError(why)
 
     # ---- the state machine's interface ------------------------------------------------------
     def now(self) -> float:
