@@ -752,6 +752,36 @@ def test_a_data_dir_started_under_another_node_id_is_refused():
     assert sn.core.membership.state("n1")[0] == "up"
 
 
+def test_a_seeds_answer_to_a_lone_member_moves_only_members_it_knows():
+    """A member that hears nobody asks its seeds; the answer may say where its members are
+    now, but a seed of another cluster (a wrong --seed) must not bring strangers in: only
+    records of members it knows are taken from a seed's JoinOk."""
+    from zkv import wire
+    from zkv.node.membership import copy_member
+
+    sim = Sim(16, 3)
+    sim.run_until(1.0)
+    for x in ("n2", "n3"):
+        sim.crash(x)
+    sim.run_until(1.0 + sim.settings["down_after"] + 1.5)
+    core = sim.nodes["n1"].core
+    core.seeds = ("tcp://10.9.9.9:7001",)
+    core.next_join = sim.t
+    sim.run_until(sim.t + 0.5)
+    assert core.asking_seeds
+    n2 = copy_member(core.membership.get("n2"))
+    n2.listen, n2.gossip, n2.incarnation = "tcp://10.7.0.2:7001", "tcp://10.7.0.2:8001", \
+        n2.incarnation + 1
+    stranger = copy_member(n2)
+    stranger.id = "x1"
+    s = sim.settings
+    core.handle(("seed", "tcp://10.9.9.9:7001"),
+                [wire.JoinOk(0, s["ring_size"], s["n"], s["r"], s["w"], [n2, stranger])],
+                sim.t)
+    assert core.membership.get("n2").listen == "tcp://10.7.0.2:7001"
+    assert core.membership.get("x1") is None and "x1" not in core.membership.candidates
+
+
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     """n2 leaves; a node that already received its share goes down before the change
     completes, so n2 (still an owner) keeps hints for it. Once n2 has left, those hints go to

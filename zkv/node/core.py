@@ -741,8 +741,11 @@ class NodeCore:
 
     def _on_join_ok(self, seed: str, msg: JoinOk) -> None:
         if not self.joining:
-            if self.asking_seeds:  # (_seed_tick) where the members are now, from a seed the
-                self._merge_members(msg.members)  # operator named: trusted, as when joining
+            if self.asking_seeds:  # (_seed_tick) where the members it knows are now, from a
+                # seed the operator named: trusted, as when joining. Only those: a seed of
+                # another cluster (a wrong --seed) must not bring its members into this one
+                ms = self.membership
+                self._merge_members([m for m in msg.members if ms.get(m.id) is not None])
             return
         st = None
         if msg.cluster:
