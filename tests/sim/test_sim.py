@@ -465,9 +465,11 @@ def test_a_member_that_never_learns_the_change_holds_it_up_only_for_a_while(capl
     assert len(said) == 1 and "n3 did not report it" in said[0], said
 
 
-def _writes_then_n4_leaves(seed: int, until: float, prefix: bytes) -> tuple[Sim, list[bytes]]:
+def _writes_then_n4_leaves(seed: int, until: float, prefix: bytes,
+                           leave: bool = True) -> tuple[Sim, list[bytes]]:
     """4 nodes, a writer at W=2 through n1 until `until`, and at 3 s the operator's
-    `zkv cluster leave n4`; the keys acknowledged are appended to the list as they are."""
+    `zkv cluster leave n4` (unless not `leave`); the keys acknowledged are appended to the
+    list as they are."""
     from sim.scenario import _Admin
     from zkv.wire import Cluster
 
@@ -485,7 +487,8 @@ def _writes_then_n4_leaves(seed: int, until: float, prefix: bytes) -> tuple[Sim,
 
     SimClient(sim, "w", writer, nodes=["n1"], think=0.01)
     sim.run_until(3.0)
-    _Admin(sim).send("n1", Cluster(1, "leave", "n4"))
+    if leave:
+        _Admin(sim).send("n1", Cluster(1, "leave", "n4"))
     return sim, acked
 
 
@@ -780,6 +783,39 @@ def test_a_seeds_answer_to_a_lone_member_moves_only_members_it_knows():
                 sim.t)
     assert core.membership.get("n2").listen == "tcp://10.7.0.2:7001"
     assert core.membership.get("x1") is None and "x1" not in core.membership.candidates
+
+
+def test_a_frozen_node_force_removed_meanwhile_exits_when_it_wakes():
+    """n4 freezes (SIGSTOP); the operator, taking it for dead, force-removes it, and the
+    change completes. When n4 wakes (SIGCONT) it still believes it is a member, with data
+    and maybe hints. It must take the newer state, stay out (no claimant stages it again)
+    and exit, and every write acknowledged before and after is at its owners."""
+    sim, acked = _writes_then_n4_leaves(17, 40, b"f", leave=False)
+    sim.pause("n4")
+    sim.run_until(sim.t + 3.0)
+    from sim.scenario import _Admin
+    from zkv.wire import Cluster
+
+    _Admin(sim).send("n1", Cluster(1, "force-remove", "n4"))
+
+    def status(node: str) -> str | None:
+        st = sim.nodes[node].core.membership.cluster
+        return st.status("n4") if st is not None else "?"
+
+    deadline = sim.t + 30
+    while sim.t < deadline and status("n1") is not None:
+        sim.run_until(sim.t + 0.1)
+    assert status("n1") is None, "the force-remove did not complete"
+    sim.run_until(sim.t + 3.0)
+    sim.resume("n4")
+    deadline = sim.t + 30
+    while sim.t < deadline and sim.nodes["n4"].exited is None:
+        sim.run_until(sim.t + 0.1)
+        assert {status(x) for x in ("n1", "n2", "n3")} == {None}, "n4 was joined again"
+    assert sim.nodes["n4"].exited is not None, "n4 did not exit"
+    sim.run_until(45.0)
+    assert len(acked) > 500
+    _at_every_owner(sim, acked)
 
 
 def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
