@@ -465,6 +465,19 @@ def test_a_member_that_never_learns_the_change_holds_it_up_only_for_a_while(capl
     assert len(said) == 1 and "n3 did not report it" in said[0], said
 
 
+def _writer(sim: Sim, acked: list[bytes], prefix: bytes, w: int, until: float):
+    """A SimClient workload: puts of b"v" under prefix:0, prefix:1, ... at W=`w` until
+    `until`, each acknowledged key appended to `acked`."""
+    def writer(c: SimClient):
+        i = 0
+        while sim.t < until:
+            key = prefix + b":%d" % i
+            i += 1
+            if (yield ("put", key, b"v", b"", w)).ok:
+                acked.append(key)
+    return writer
+
+
 def _writes_then_n4_leaves(seed: int, until: float, prefix: bytes,
                            leave: bool = True) -> tuple[Sim, list[bytes]]:
     """4 nodes, a writer at W=2 through n1 until `until`, and at 3 s the operator's
@@ -477,15 +490,7 @@ def _writes_then_n4_leaves(seed: int, until: float, prefix: bytes,
     sim.run_until(2.0)
     acked: list[bytes] = []
 
-    def writer(c: SimClient):
-        i = 0
-        while sim.t < until:
-            key = prefix + b":%d" % i
-            i += 1
-            if (yield ("put", key, b"v", b"", 2)).ok:
-                acked.append(key)
-
-    SimClient(sim, "w", writer, nodes=["n1"], think=0.01)
+    SimClient(sim, "w", _writer(sim, acked, prefix, 2, until), nodes=["n1"], think=0.01)
     sim.run_until(3.0)
     if leave:
         _Admin(sim).send("n1", Cluster(1, "leave", "n4"))
@@ -624,14 +629,6 @@ def test_a_member_started_again_at_a_new_address_is_found_there():
     new = sim.nodes["n3"].cfg.listen
     acked: list[bytes] = []
 
-    def writer(c: SimClient):
-        i = 0
-        while sim.t < 20.0:
-            key = b"m:%d" % i
-            i += 1
-            if (yield ("put", key, b"v", b"", 3)).ok:
-                acked.append(key)
-
     def where(node: str) -> tuple[str, str] | None:
         core = sim.nodes[node].core
         rec = core.membership.get("n3") if core is not None else None
@@ -642,7 +639,7 @@ def test_a_member_started_again_at_a_new_address_is_found_there():
         sim.run_until(sim.t + 0.1)
     assert {where(x) for x in ("n1", "n2", "n4")} == {(new, "up")}, sim.log[-10:]
     found = sim.t
-    SimClient(sim, "w", writer, nodes=["n1"], think=0.01)
+    SimClient(sim, "w", _writer(sim, acked, b"m", 3, 20.0), nodes=["n1"], think=0.01)
     sim.run_until(22.0)
     assert len(acked) > 200, (len(acked), found)  # W=3: n3 acknowledged each where it is
     assert all(b"v" in live_values(sim.held("n3", k)) for k in acked if "n3" in sim.owners(k))
@@ -830,15 +827,7 @@ def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
     sim.run_until(2.0)
     acked: list[bytes] = []
 
-    def writer(c: SimClient):
-        i = 0
-        while sim.t < 30:
-            key = b"h:%d" % i
-            i += 1
-            if (yield ("put", key, b"v", b"", 2)).ok:
-                acked.append(key)
-
-    SimClient(sim, "w", writer, nodes=["n2"], think=0.005)  # n2 coordinates, stands in
+    SimClient(sim, "w", _writer(sim, acked, b"h", 2, 30), nodes=["n2"], think=0.005)  # n2 coordinates, stands in
     sim.run_until(3.0)
     _Admin(sim).send("n1", Cluster(1, "leave", "n2"))
     down = None
