@@ -1,9 +1,8 @@
 """The node process: ZeroMQ sockets, the reactor loop and framing around a `NodeCore`.
 The only module of the node that touches ZeroMQ, clocks or signals.
 
-Sockets: a ROUTER bound on --listen (client requests, and requests from peers' DEALERs) and
-a PUB bound on --gossip; the links to peers (a DEALER and a gossip SUB per member, DEALERs to
-the seeds while joining) are links.py's.
+Sockets: a ROUTER bound on --listen (client requests, peers' DEALERs) and a PUB bound on
+--gossip; links to peers (a DEALER and a gossip SUB per member, DEALERs to seeds) are links.py's.
 
 Trust boundary (issue 13, DESIGN.md 2.5). With `cfg.keys` (zkv-node --keys DIR) every socket
 uses CurveZMQ (zkv/security.py): ROUTER and PUB are CURVE servers behind the ZAP handler,
@@ -43,6 +42,7 @@ from zkv.node.links import GOSSIP_LIMIT, Links
 from zkv.node.membership import load_cluster
 from zkv.node.reactor import Reactor
 from zkv.node.stores import open_stores
+from zkv.repeatlog import RepeatLog
 from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.node")
@@ -96,6 +96,7 @@ class Node:
         self.poller.register(self.conns.monitor, zmq.POLLIN)
         self.poller.register(self.router, zmq.POLLIN)
         self.running = False
+        self.loop_errors = RepeatLog(log)  # (one traceback per distinct error per 10 s)
         # set by LocalCluster (tests, `zkv local up`): stop when that process is gone
         self.parent_pid = int(os.environ.get("ZKV_EXIT_WITH_PARENT", "0") or 0)
         self.next_parent_check = 0.0
@@ -133,7 +134,7 @@ class Node:
                     raise
                 except Exception:  # a bug in one handler must not take the node down
                     self.core.metrics.internal_errors.inc()
-                    log.exception("error in the reactor loop; continuing")
+                    self.loop_errors.exception("error in the reactor loop; continuing")
                     time.sleep(0.01)
         finally:
             self.shutdown()

@@ -54,6 +54,7 @@ from zkv._core import keydir as _kdmod
 from zkv._core import record
 from zkv._core.keydir import KeyDir
 from zkv.errors import CorruptRecord, InvalidRequest
+from zkv.repeatlog import RepeatLog
 from zkv.storage.hints import hints_size, read_hints, write_hints
 from zkv.storage.lock import DirLock
 from zkv.storage.segment import (
@@ -204,6 +205,7 @@ class LogStore:
         # budget with compaction (compaction.py, "Pacing"); None: compaction runs flat out
         self.throttle: Callable[[int], float] | None = None
         self._stop = threading.Event()
+        self._sync_errors = RepeatLog(log)  # (a full disk: each tick, one traceback per 10 s)
         self._syncer: threading.Thread | None = None
         try:
             self._open()
@@ -563,8 +565,8 @@ class LogStore:
         while not self._stop.wait(self._interval):
             try:
                 self._flush_and_sync()
-            except Exception:  # pragma: no cover - logged, retried next tick
-                log.exception("background fsync failed")
+            except Exception:  # pragma: no cover - logged (once per 10 s), retried next tick
+                self._sync_errors.exception("background fsync failed")
 
     def _flush_and_sync(self) -> None:
         with self._lock:
