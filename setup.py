@@ -33,7 +33,6 @@ extensions = [
 ]
 
 
-
 class ParallelBuildExt(build_ext):
     """Compiles the extensions' C side by side (`build_ext -j`, one per core unless told):
     serially the C compiler alone took ~60 s of a 2-core machine's `pip install .`, -j 2 ~34 s
