@@ -11,10 +11,12 @@ unsynced tail), sockets (`Sim._send`), time (`Sim.t`), and faults:
 - partitions: blocked directed links (halves, one node isolated, one-way, flapping);
 - nodes: pause (SIGSTOP: messages queue, timers stop), crash (kill -9) and restart, power
   loss (crash losing the engine's unsynced tail), a stale view (its gossip arrives without
-  cluster states: it keeps serving under the ownership plan it holds, as a lagging node).
+  cluster states: it keeps serving under the ownership plan it holds, as a lagging node), a
+  move (crash, then a start on its data dir at a new address: `Sim.move`).
 
 Links follow the transport: a node reaches a peer only after it "connected" to it (the
-core's `Outbox.connect`), and it hears a peer's gossip only while subscribed to it.
+core's `Outbox.connect`), and it hears a peer's gossip only while subscribed to it, at the
+address it subscribed to (a node that moved is not heard at the old one).
 Clients run workloads written as generators that yield requests and receive results; every
 outcome goes into a `History` the checkers (scenario.py) read. Two kinds: `SimClient` (a
 node picked by the RNG, failover on silence or "not now") and `CoreClient`, zkv.client's own
