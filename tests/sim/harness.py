@@ -141,7 +141,7 @@ class MemStore:
         return lost
 
     def close(self) -> None:
-        pass
+        self.closed_cleanly = True  # (as LogStore's: a clean close writes the newest hints)
 
 
 @dataclass

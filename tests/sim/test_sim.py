@@ -707,16 +707,17 @@ def test_a_member_started_with_another_rack_refuses_to_run():
     sim.run_until(1.0)
     sn = sim.nodes["n3"]
     rack = sn.cfg.rack
-    sim.crash("n3")
+    sim.crash("n3")  # an unclean stop: the refusal must not hide it (its lost dots)
+    dots = sn.saved["dots"]
     sn.cfg = dataclasses.replace(sn.cfg, rack="rack-new")
-    sn.store.closed_cleanly = True  # (a clean stop: the refusal must leave it so)
     with pytest.raises(ZkvError, match=f"n3 is in rack '{rack}' in the cluster state"):
         sim.restart("n3")
-    assert sn.core is None and sn.store.closed_cleanly
+    assert sn.core is None and not sn.store.closed_cleanly
     sn.cfg = dataclasses.replace(sn.cfg, rack=rack)
     sim.restart("n3")
     sim.run_until(3.0)
     assert sn.core is not None and sn.core.membership.state("n1")[0] == "up"
+    assert sn.core.dots_base[0] != dots[0]  # a new dot id, as after any unclean stop
     sim.wipe("n3", seed="n1")
     sn.cfg = dataclasses.replace(sn.cfg, rack="rack-new")
     sim.restart("n3")
@@ -739,12 +740,12 @@ def test_a_data_dir_started_under_another_node_id_is_refused():
     sim.run_until(1.0)
     sn = sim.nodes["n3"]
     sim.crash("n3")
-    sn.store.closed_cleanly = True
+    sn.store.closed_cleanly = True  # (as after a clean stop: the refusal keeps it so)
     dots = sn.saved["dots"]
     sn.cfg = dataclasses.replace(sn.cfg, id="n9")
     with pytest.raises(ZkvError, match="holds the data of node 'n3'.*started with --id 'n9'"):
         sim.restart("n3")
-    assert sn.core is None and sn.store.closed_cleanly
+    assert sn.core is None
     sn.cfg = dataclasses.replace(sn.cfg, id="n3")
     sim.restart("n3")
     sim.run_until(3.0)

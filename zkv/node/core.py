@@ -392,11 +392,14 @@ class NodeCore:
             self._save_cluster()
 
     def _refuse(self, why: str) -> NoReturn:
-        """Refuse to start (a wrong --id or --rack for this data dir): the engines are closed
-        cleanly first (nothing was written), so a start with the right flags goes on as if
-        this one never happened."""
-        self.store.close()
-        self.handoff.close()
+        """Refuse to start (a wrong --id or --rack for this data dir), so that a start with the
+        right flags goes on as if this one never happened: engines found closed cleanly are
+        closed cleanly again (nothing was written). After an unclean stop the store is left
+        as found: a clean close now would hide that its unsynced tail, and the dots in it, may
+        be lost, and the next start would issue those dots again (`_dots_base`)."""
+        if self.store.closed_cleanly:
+            self.store.close()
+            self.handoff.close()
         raise ZkvError(why)
 
     # ---- the state machine's interface ------------------------------------------------------
