@@ -692,10 +692,14 @@ class NodeCore:
             return
         if now >= self.next_join:
             self.next_join = now + JOIN_RETRY
-            for seed in self.seeds:
-                self.out.endpoints.setdefault(seed, []).append(
-                    Join(next(self.rids), self.membership.me))
+            self._ask_seeds()
             log.info("asking seeds to join: %s", ", ".join(self.seeds))
+
+    def _ask_seeds(self) -> None:
+        """This node's Join to every seed (answered by a JoinOk on the seed's link)."""
+        for seed in self.seeds:
+            self.out.endpoints.setdefault(seed, []).append(
+                Join(next(self.rids), self.membership.me))
 
     def _seed_tick(self, now: float) -> None:
         """A member (not joining) that hears no other member asks its seeds too, every
@@ -709,8 +713,7 @@ class NodeCore:
         was, self.asking_seeds = self.asking_seeds, (
             self.left_at is None and not any(ms.is_up(p) for p in ms.peers))
         if self.asking_seeds:
-            for seed in self.seeds:
-                self.out.endpoints.setdefault(seed, []).append(Join(next(self.rids), ms.me))
+            self._ask_seeds()
             if not was:  # (once per while alone: a long partition would say it every second)
                 log.info("no member heard: asking seeds where the members are: %s",
                          ", ".join(self.seeds))
