@@ -47,6 +47,12 @@ class CorruptRecord(ZkvError):
     """A stored record failed its CRC check; it is never returned as a value."""
 
 
+class StorageFull(ZkvError):
+    """The storage engine takes no writes for now: its disk is full (or under the free-space
+    reserve it was given), or writing it out failed. Nothing of the refused write was stored;
+    reads still work. The message says why and where."""
+
+
 __all__ = [
     "ZkvError",
     "InvalidRequest",
@@ -56,4 +62,5 @@ __all__ = [
     "AuthenticationError",
     "StoreLocked",
     "CorruptRecord",
+    "StorageFull",
 ]

@@ -36,11 +36,22 @@ when it cannot do the whole put itself, and whenever another thread holds the st
 C ``StoreLock`` it can see; since the C call never releases the GIL it is atomic with respect
 to every critical section. ``put_many`` takes a batch in one C loop (one group commit).
 
+Out of space: ``min_free_bytes`` is a reserve the store keeps free on its file system.
+While the free space is under it, or after writing records out failed (ENOSPC, EDQUOT, EIO),
+``put``, ``put_many`` and ``delete`` raise ``StorageFull`` before changing anything, and
+``get`` keeps working. Records already buffered when a write-out failed stay buffered (and
+readable); ``check_space()`` (the node calls it every second) retries writing them and lifts
+the refusal once they are out and the reserve is free again. Refusing early, with the reserve
+still free, is what keeps a full disk from failing the writes a caller was already told were
+made (segment rotation, hints files and compaction need room too): Elasticsearch's
+flood-stage watermark, as one cheap ``statvfs``.
+
 Thread safety: every public method may be called from several threads.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -53,7 +64,7 @@ import zstandard
 from zkv._core import keydir as _kdmod
 from zkv._core import record
 from zkv._core.keydir import KeyDir
-from zkv.errors import CorruptRecord, InvalidRequest
+from zkv.errors import CorruptRecord, InvalidRequest, StorageFull
 from zkv.repeatlog import RepeatLog
 from zkv.storage.hints import hints_size, read_hints, write_hints
 from zkv.storage.lock import DirLock
@@ -142,6 +153,9 @@ class LogStore:
     share of the data (checked at each segment rotation); None disables it. ``progress``:
     ``callback(done, total)`` for opening and compaction. ``readonly``: no writes, a shared
     lock (several readers may open the directory while no writer holds it).
+    ``min_free_bytes``: writes are refused (``StorageFull``) while less is free on the file
+    system, as checked by ``check_space()``; a failed write-out refuses them too (module
+    docstring, "Out of space").
     """
 
     def __init__(
@@ -157,6 +171,7 @@ class LogStore:
         compact_dead_ratio: float | None = 0.5,
         progress: Progress | None = None,
         readonly: bool = False,
+        min_free_bytes: int = 0,
     ) -> None:
         if sync not in SYNC_MODES:
             raise InvalidRequest(f"sync must be one of {SYNC_MODES}, not {sync!r}")
@@ -174,6 +189,13 @@ class LogStore:
         self._cthresh = compress_threshold if compress_threshold is not None else 1 << 62
         self._max_value = max_value_size
         self._dead_ratio = compact_dead_ratio
+        if min_free_bytes < 0:
+            raise InvalidRequest("min_free_bytes must be >= 0")
+        self.min_free_bytes = min_free_bytes
+        # why writes are refused (None: they are not): the reserve is not free, and/or a
+        # write-out failed (its records stay buffered until check_space() writes them out)
+        self._low_space: str | None = None
+        self._write_failed: str | None = None
         self._progress = progress
         self._always = sync == "always"
         self._closed = True
@@ -319,7 +341,7 @@ class LogStore:
         if self._active is not None:
             kd.set_active(self._active.fid, self._active.fd, self._active.size, PREALLOC)
         self._corrupt = {k for k in corrupt if kd.lookup(k) is None}
-        kd.put_gate = 1 if self._corrupt else 0
+        self._gate()
         if self._corrupt:
             log.warning("%s: %d key(s) lost to corruption need repair", self.path, len(self._corrupt))
 
@@ -348,6 +370,7 @@ class LogStore:
         if value.__class__ is bytes and len(value) > self._cthresh:
             return self._put_big(key, value)
         with self._lock:
+            self._refuse_if_full()
             if self._kd.append(key, value, 0) >= self._segment_bytes:
                 self._rotate()
             if self._corrupt:
@@ -359,6 +382,7 @@ class LogStore:
             raise InvalidRequest(f"value of {len(value)} bytes is over the {self._max_value}-byte limit")
         value, flags = self._compress(value)
         with self._lock:
+            self._refuse_if_full()
             if self._kd.append(key, value, flags) >= self._segment_bytes:
                 self._rotate()
             if self._corrupt:
@@ -382,6 +406,7 @@ class LogStore:
         n = len(items)
         seg_bytes = self._segment_bytes
         with self._lock:
+            self._refuse_if_full()
             i = 0
             while i < n:
                 i = kd.append_batch(items, i, self._cthresh, seg_bytes)
@@ -402,11 +427,66 @@ class LogStore:
         """Keys just rewritten no longer need repair. Holds self._lock."""
         for k in keys:
             self._corrupt.discard(k)
-        self._kd.put_gate = 1 if self._corrupt else 0
+        self._gate()
+
+    def _gate(self) -> None:
+        """The keydir's C put steps aside (to the locked path) while a key awaits repair or
+        writes are refused. Holds self._lock (or the store is not open yet)."""
+        self._kd.put_gate = 1 if (self._corrupt or self._low_space or self._write_failed) else 0
+
+    def _refuse_if_full(self) -> None:
+        """StorageFull, before anything is written, while writes are refused. Holds self._lock."""
+        why = self._low_space or self._write_failed
+        if why is not None:
+            raise StorageFull(why)
+
+    def _failed(self, exc: OSError) -> StorageFull:
+        """Writing out failed: refuse writes until check_space() writes the buffer out.
+        Holds self._lock."""
+        self._write_failed = (f"writing {self.path} failed: "
+                              f"{exc.strerror or errno.errorcode.get(exc.errno or 0, exc)}")
+        self._gate()
+        return StorageFull(self._write_failed)
+
+    @property
+    def write_error(self) -> str | None:
+        """Why writes are refused now (None: they are taken); see check_space()."""
+        return self._low_space or self._write_failed
+
+    def check_space(self) -> str | None:
+        """Look again (one statvfs, and a write-out if one failed): why writes are refused now,
+        or None when they are taken. Records a failed write-out left buffered are written out
+        first; writes resume once that worked and ``min_free_bytes`` are free."""
+        if self._closed or self.readonly:
+            return None
+        with self._lock:
+            if self._write_failed is not None:
+                try:
+                    self._kd.flush()
+                except OSError as exc:
+                    self._failed(exc)
+                else:
+                    log.info("%s: the buffered records are written out", self.path)
+                    self._write_failed = None
+            low = None
+            if self.min_free_bytes:
+                try:
+                    st = os.statvfs(self.path)
+                except OSError:
+                    st = None
+                if st is not None:
+                    free = st.f_bavail * st.f_frsize
+                    if free < self.min_free_bytes:
+                        low = (f"{free >> 20} MiB free on the file system of {self.path}, under "
+                               f"the reserve of {self.min_free_bytes >> 20} MiB")
+            self._low_space = low
+            self._gate()
+            return low or self._write_failed
 
     def delete(self, key: bytes) -> None:
         """Write a tombstone for ``key`` (kept through compaction until released)."""
         with self._lock:
+            self._refuse_if_full()
             if self._kd.append(key, b"", _TOMB) >= self._segment_bytes:
                 self._rotate()
             seq = self._kd.seq
@@ -416,7 +496,21 @@ class LogStore:
             self._commit(seq)
 
     def _rotate(self) -> None:
-        """Seal the active segment (flush, fsync, hints) and start a new one. Holds self._lock."""
+        """Seal the active segment (flush, fsync, hints) and start a new one. Holds self._lock.
+        StorageFull if that fails (the record that filled the segment stays buffered, the old
+        segment stays active, and check_space() decides when writes resume)."""
+        seg = self._active
+        try:
+            self._rotate_now()
+        except OSError as exc:
+            if seg is not None and self._active is seg:  # still active: its appends go on, so
+                try:  # no hints file may describe it (a reopen would trust it and miss them)
+                    os.unlink(seg.hint_path)
+                except FileNotFoundError:
+                    pass
+            raise self._failed(exc) from exc
+
+    def _rotate_now(self) -> None:
         kd, seg = self._kd, self._active
         assert seg is not None
         kd.flush()
@@ -575,7 +669,10 @@ class LogStore:
             target = self._kd.seq
             if target <= self._durable:
                 return  # nothing appended since the last sync (an idle node's every tick)
-            self._kd.flush()
+            try:
+                self._kd.flush()
+            except OSError as exc:
+                raise self._failed(exc) from exc
             fd = self._active.fd
         os.fdatasync(fd)
         with self._glock:
@@ -591,7 +688,10 @@ class LogStore:
             return
         with self._lock:
             if self._active is not None:
-                self._kd.flush()
+                try:
+                    self._kd.flush()
+                except OSError as exc:
+                    raise self._failed(exc) from exc
 
     def flush(self) -> None:
         """Write every buffered record and fsync it now."""
@@ -799,6 +899,7 @@ class LogStore:
                 "compactions": self._compactions,
                 "sync": self.sync,
                 "buffered_bytes": kd.buffered,
+                "write_error": self._low_space or self._write_failed,
             }
 
     def _check_open(self) -> None:
