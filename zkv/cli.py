@@ -110,6 +110,10 @@ def node_parser() -> argparse.ArgumentParser:
     s.add_argument("--gossip-interval", dest="gossip_interval", type=float)
     s.add_argument("--down-after", dest="down_after", type=float)
     s.add_argument("--max-value-size", dest="max_value_size", type=int)
+    s.add_argument("--min-free-mb", dest="min_free_mb", type=int,
+                   help="refuse writes (still serving reads) while less than this many MiB "
+                   "are free on the data dir's file system (default 64; 0: only when a "
+                   "write fails)")
     s.add_argument("--max-connections", dest="max_connections", type=int,
                    help="connections to --listen at most (clients and peers); past it the "
                    "one idle the longest is closed (default 10000, lowered to fit ulimit -n)")

@@ -88,6 +88,9 @@ class NodeConfig:
     sync_interval_ms: int = 50
     max_key_size: int = 64 * 1024
     max_value_size: int = 16 * 1024 * 1024
+    # writes are refused (reads served) while less than this is free on the data dir's file
+    # system: a full disk then never fails a write already acknowledged (LogStore.check_space)
+    min_free_mb: int = 64
     # connections to --listen (clients and peers): past this many the idlest is shut down;
     # each costs ~30 KB of libzmq state (issue 13), lowered to fit the fd limit (ulimit -n)
     max_connections: int = 10_000
@@ -161,6 +164,8 @@ class NodeConfig:
             problems.append(f"transfer_concurrency {self.transfer_concurrency}: between 1 and 64")
         if not 16 <= self.max_connections <= 1_000_000:
             problems.append(f"max_connections {self.max_connections}: between 16 and 1000000")
+        if not 0 <= self.min_free_mb <= 1 << 30:
+            problems.append(f"min_free_mb {self.min_free_mb}: between 0 and {1 << 30}")
         if self.sync not in SYNC_MODES:
             problems.append(f"sync {self.sync!r}: one of {', '.join(SYNC_MODES)}")
         if problems:

@@ -33,6 +33,7 @@ import math
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import msgspec
 
@@ -41,7 +42,7 @@ from zkv._core import dvv
 from zkv._core.ring import hash64
 from zkv.client.core import SLOW, UNREACHABLE, Batch, ClientCore, GetResult
 from zkv.config import NodeConfig
-from zkv.errors import ZkvError
+from zkv.errors import StorageFull, ZkvError
 from zkv.node import ownership as own
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
 from zkv.node.handoff import HINT_HEAD, REAPED, HandoffStore
@@ -63,6 +64,9 @@ class MemStore:
         # as LogStore's, never in an order PYTHONHASHSEED picks)
         self.tomb: dict[bytes, None] = {}
         self.undo: list[tuple[bytes, bytes | None, bool]] = []  # since the last durable point
+        self.written = 0  # of `undo`, the records written out (the rest: a failed write-out's)
+        self.full = False  # the disk is full (Sim.fill_disk): write-outs fail
+        self.write_error: str | None = None  # set by a failed write-out: writes are refused
         self.closed_cleanly = True  # LogStore's: False once the node crashed (set by the sim)
         self._hash: dict[bytes, int] = {}
         # get(key) is the dict's own (a C call: a node reads its store for every request)
@@ -72,6 +76,8 @@ class MemStore:
         self.undo.append((key, self.data.get(key), key in self.tomb))
 
     def put(self, key: bytes, value: bytes) -> None:
+        if self.write_error is not None:
+            raise StorageFull(self.write_error)
         data, tomb = self.data, self.tomb
         was_tomb = key in tomb
         self.undo.append((key, data.get(key), was_tomb))  # (_note, inline)
@@ -80,6 +86,8 @@ class MemStore:
             del tomb[key]
 
     def delete(self, key: bytes) -> None:
+        if self.write_error is not None:
+            raise StorageFull(self.write_error)
         data, tomb = self.data, self.tomb
         self.undo.append((key, data.get(key), key in tomb))  # (_note, inline)
         data.pop(key, None)
@@ -121,14 +129,45 @@ class MemStore:
         return {"keys": len(self.data)}
 
     def write_out(self) -> None:
-        pass  # in the OS's hands: survives a process crash, not a power loss
+        # in the OS's hands: survives a process crash, not a power loss
+        if self.full and len(self.undo) > self.written:
+            self._fail()
+        self.written = len(self.undo)
 
     def flush(self) -> None:
+        self.write_out()
         self.undo.clear()
+        self.written = 0
+
+    # a full disk (Faults.full_disks): LogStore's refusal, as the engine makes it
+    def _fail(self) -> NoReturn:
+        self.write_error = "writing failed: No space left on device (simulated)"
+        raise StorageFull(self.write_error)
+
+    def check_space(self) -> str | None:
+        if self.write_error is not None and not self.full:
+            self.write_error = None  # room again: the buffered tail is written out
+            self.written = len(self.undo)
+        return self.write_error
+
+    def crash(self) -> int:
+        """The process is gone: records it never wrote out (a write-out failed) go with it.
+        (Records put after a write-out that worked count as written: the model leaves the
+        engine's user-space buffer out, as before full disks were simulated.)"""
+        if self.write_error is None:
+            return 0
+        lost = len(self.undo) - self.written
+        self._undo_to(self.written)
+        self.write_error = None  # (a new process: nothing buffered, nothing refused yet)
+        return lost
 
     def power_loss(self) -> int:
         lost = len(self.undo)
-        for key, value, was_tomb in reversed(self.undo):
+        self._undo_to(0)
+        return lost
+
+    def _undo_to(self, n: int) -> None:
+        for key, value, was_tomb in reversed(self.undo[n:]):
             if value is None:
                 self.data.pop(key, None)
             else:
@@ -137,8 +176,8 @@ class MemStore:
                 self.tomb[key] = None
             else:
                 self.tomb.pop(key, None)
-        self.undo.clear()
-        return lost
+        del self.undo[n:]
+        self.written = min(self.written, n)
 
     def close(self) -> None:
         self.closed_cleanly = True  # (as LogStore's: a clean close writes the newest hints)
@@ -162,6 +201,9 @@ class Faults:
     stale_views: int = 0
     # a node crashes and is started again on its data dir at a new address (Sim.move)
     moves: int = 0
+    # a node's disk is full for a while (Sim.fill_disk): its write-outs fail, its engines
+    # refuse writes until there is room again
+    full_disks: int = 0
     start: float = 2.0  # faults happen in [start, end)
     end: float = 12.0
 
@@ -304,7 +346,9 @@ class Sim:
         if power_loss:
             self._power_loss(sn)
         else:
-            self.note(f"{node_id} crashes")
+            unwritten = sn.store.crash() + sn.handoff_mem.crash()
+            self.note(f"{node_id} crashes" + (f" ({unwritten} writes never written out go "
+                                               "with it)" if unwritten else ""))
         self._stopped(sn)
 
     def _stopped(self, sn: SimNode) -> None:
@@ -336,6 +380,16 @@ class Sim:
         self.crash(node_id)
         sn.dead = True
         self.note(f"{node_id} is gone for good ({gone} values held nowhere else)")
+
+    def fill_disk(self, node_id: str, full: bool = True) -> None:
+        """The node's disk fills up (`full`), or gets room again: while full, writing out
+        fails (MemStore.write_out) and the engines refuse writes until the node's space check
+        finds room (NodeCore._check_space)."""
+        sn = self.nodes[node_id]
+        if sn.store.full == full:
+            return
+        sn.store.full = sn.handoff_mem.full = full
+        self.note(f"{node_id}'s disk {'is full' if full else 'has room again'}")
 
     def wipe(self, node_id: str, seed: str | None = None) -> None:
         """The node's disk is lost (reformatted, replaced): it crashes, and the next restart
@@ -708,8 +762,15 @@ class Sim:
             node = rng.choice(ids)
             self.at(start, self.crash, node)
             self.at(stop, self._move_if_down, node)
+        for _ in range(f.full_disks):
+            start, stop = when(1.0 + rng.random() * 3)
+            node = rng.choice(ids)
+            self.at(start, self.fill_disk, node)
+            self.at(stop, self.fill_disk, node, False)
         # at the end of the fault window everything is repaired
         self.at(f.end, self.heal)
+        for node in ids if f.full_disks else ():
+            self.at(f.end, self.fill_disk, node, False)
         if f.stale_views:
             self.at(f.end, self.stale_view.clear)
         for node in ids:

@@ -1110,3 +1110,87 @@ def test_a_seed_replays_alike_under_any_hash_seed():
         outs.append([line for line in run.stdout.splitlines() if "CPU" not in line])
     assert "ops " in "\n".join(outs[0])
     assert outs[0] == outs[1]
+
+
+def test_a_node_whose_disk_fills_refuses_writes_keeps_serving_and_loses_nothing():
+    """n1's disk fills while a client writes (W=3 of N=3) and reads only through n1. n1 takes
+    no writes: it passes each put to another owner, refuses its replica writes (so
+    coordinators ask a stand-in, n4 of 4 nodes, at once), and still coordinates reads. The
+    turn whose write-out failed acknowledged nothing. Once there is room n1 writes again and
+    catches up (hints, anti-entropy): every acknowledged write is on all three owners."""
+    sim = Sim(4, 4, w=3)
+    sim.run_until(2.0)
+    full_at, room_at = 3.0, 6.0
+    acked: list[bytes] = []
+    in_window: list[bool] = []
+    reads: list[bool] = []
+
+    def client(c: SimClient):
+        i = 0
+        while sim.t < 8.0:
+            key = b"k:%d" % i
+            i += 1
+            ok = (yield ("put", key, b"v%d" % i, b"", 3)).ok
+            if ok:
+                acked.append(key)
+            if full_at + 0.3 < sim.t < room_at:
+                in_window.append(ok)
+                if acked:
+                    reads.append((yield ("get", acked[-1], 2, None, None)).ok)
+
+    SimClient(sim, "c", client, nodes=["n1"], think=0.02)
+    sim.at(full_at, sim.fill_disk, "n1")
+    sim.at(room_at, sim.fill_disk, "n1", False)
+    core = sim.nodes["n1"].core
+    assert core is not None
+    sim.run_until(full_at + 1.0)
+    assert core.write_stop is not None and "No space left" in core.write_stop
+    held_while_full = {k for k in acked if sim.held("n1", k)}
+    sim.run_until(room_at - 0.1)
+    # nothing written on n1 while its disk was full; writes and reads through it went on
+    assert {k for k in acked if sim.held("n1", k)} == held_while_full
+    assert len(in_window) > 20 and all(in_window), in_window.count(False)
+    assert len(reads) > 20 and all(reads)
+    assert core.metrics.writes_refused._value.get() > 0
+    sim.run_until(room_at + 1.0)
+    assert core.write_stop is None
+    sim.run_until(20.0)
+    assert sim.replicas_agree(acked) == []
+    missing = [k for k in acked if not all(sim.held(o, k) for o in sim.owners(k))]
+    assert missing == []
+
+
+def test_writes_a_full_disk_did_not_store_are_never_acknowledged():
+    """N=1, W=1: n1 alone owns the keys a client writes through it. n1's disk fills; the turn
+    whose write-out fails must not acknowledge its puts (they would live only in n1's buffer),
+    and n1 crashes before it has room, losing that buffer. Every put acknowledged (before,
+    during: a stand-in's hint, after) reads back once the faults are over."""
+    sim = Sim(6, 3, n=1, r=1, w=1)
+    sim.run_until(2.0)
+    keys = [k for k in (b"mine:%d" % i for i in range(400)) if sim.owners(k) == ("n1",)]
+    acked: dict[bytes, bytes] = {}
+
+    def client(c: SimClient):
+        for i, key in enumerate(keys):
+            value = b"v%d" % i
+            if (yield ("put", key, value, b"", 1)).ok:
+                acked[key] = value
+
+    SimClient(sim, "c", client, nodes=["n1"], think=0.005)
+    sim.at(2.5, sim.fill_disk, "n1")
+    sim.at(3.0, sim.crash, "n1")
+    sim.at(3.5, sim.fill_disk, "n1", False)
+    sim.at(3.5, sim.restart, "n1")
+    sim.run_until(3.0)
+    assert any("writes never written out" in line for line in sim.log), sim.log
+    sim.run_until(20.0)
+    assert len(acked) > 50
+    got: dict[bytes, bool] = {}
+
+    def reader(c: SimClient):
+        for key, value in acked.items():
+            got[key] = value in (yield ("get", key, 1, None, None)).values
+
+    SimClient(sim, "r", reader)
+    sim.run_until(30.0)
+    assert len(got) == len(acked) and [k for k, ok in got.items() if not ok] == []

@@ -21,10 +21,10 @@ runs once every replica answered or the deadline passed, after the client has it
 from __future__ import annotations
 
 from zkv._core import dvv
-from zkv.errors import InvalidRequest
+from zkv.errors import InvalidRequest, StorageFull
 from zkv.node.op import Op
 from zkv.node.quorum import GetQuorum, PutQuorum
-from zkv.wire import E_INVALID, Error, Forward, RGet, RGetOk, RPut, RPutOk
+from zkv.wire import E_INVALID, E_UNAVAILABLE, Error, Forward, RGet, RGetOk, RPut, RPutOk
 
 # Stand-ins asked at once per silent replica. The next node of the walk may be silent too
 # (frozen at the same moment, not yet suspected: nothing here knows yet), and each one in
@@ -160,7 +160,10 @@ class GetOp(_FanOut):
         for node_id, enc in self.quorum.final_action():
             owner = self.asked.get(node_id)
             if node_id == self.ctx.me:
-                self.ctx.replica.merge(self.key, enc, owner)
+                try:
+                    self.ctx.replica.merge(self.key, enc, owner)
+                except StorageFull:
+                    continue  # this node's disk takes no writes: anti-entropy repairs it later
             else:
                 self.ctx.ask(node_id, RPut(0, self.key, enc, owner or ""), None)
             self.ctx.repaired()
@@ -217,6 +220,12 @@ class WriteOp(_FanOut):
             self.reply(Error(0, E_INVALID, str(exc)), ok=False)
             self.finish()
             return
+        except StorageFull as exc:  # this node's disk takes no writes: another node may
+            self.ctx.storage_refused(exc)
+            self.reply(Error(0, E_UNAVAILABLE, f"{ctx.me} takes no writes now: {exc}"),
+                       ok=False)
+            self.finish()
+            return
         except ValueError as exc:
             self.reply(Error(0, E_INVALID, f"bad context: {exc}"), ok=False)
             self.finish()
@@ -241,7 +250,7 @@ class WriteOp(_FanOut):
                 try:
                     self.ctx.replica.merge(self.key, self.version,
                                            None if node_id == me else node_id)
-                except ValueError:
+                except (ValueError, StorageFull):  # (refused: anti-entropy brings it later)
                     pass
                 continue
             self.extra_waiting.add(node_id)
@@ -263,7 +272,14 @@ class WriteOp(_FanOut):
         pending.discard(node_id)
         # (_check inline: asked per acknowledgement)
         q = self.quorum
-        q.add_result(node_id, isinstance(msg, RPutOk) and msg.ok)
+        ok = isinstance(msg, RPutOk) and msg.ok
+        q.add_result(node_id, ok)
+        if not ok and type(msg) is Error and msg.code == E_UNAVAILABLE and not self.replied \
+                and len(q.acked) < q.required:
+            # the replica takes no writes now (its disk, or it is joining): as for a silent
+            # one, stand-ins keep the write as a hint for its owner, without waiting
+            self.late.add(node_id)
+            self._stand_in_for(node_id)
         if not self.replied and len(q.acked) >= q.required:
             self._answer()
         if not pending:
@@ -293,7 +309,7 @@ class WriteOp(_FanOut):
                 # so the hints' order, and a simulated run, replay alike under any PYTHONHASHSEED)
                 try:
                     self.ctx.replica.merge(self.key, self.version, node_id)
-                except ValueError:
+                except (ValueError, StorageFull):  # (refused: anti-entropy brings it later)
                     pass
             self.extra_waiting.clear()
         if self.on_finish is not None:  # (Op.on_done, without the super() call)

@@ -67,7 +67,7 @@ from zkv import wire
 from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.config import NodeConfig
-from zkv.errors import InvalidRequest, ZkvError
+from zkv.errors import InvalidRequest, StorageFull, ZkvError
 from zkv.node import antientropy as aen
 from zkv.node import namespaces as nss
 from zkv.node import ownership as own
@@ -106,6 +106,7 @@ from zkv.wire import (
     NsList,
     NsOk,
     Put,
+    PutOk,
     Read,
     ReadOk,
     Reap,
@@ -164,6 +165,7 @@ TABLE_EVERY = 10
 TABLE_PER = 5
 LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered or passed
 BUSY = "busy, retry"
+_WRITE_ACKS = frozenset({PutOk, RPutOk})  # replies that say a write was stored (RPutOk: if ok)
 
 
 class Outbox:
@@ -323,6 +325,9 @@ class NodeCore:
         self.inflight: dict[bytes, int] = {}  # client ops in flight per identity
         self.max_identities = min(MAX_IDENTITIES, cfg.max_connections)
         self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
+        # why this node takes no writes now (None: it does): an engine refuses them (its disk
+        # is full, under the reserve, or a write-out failed). Looked at every gossip round.
+        self.write_stop: str | None = None
         self.self_ident = b"peer:" + self.me.encode()
         self._self_prefix = self.self_ident + b"/"
         # a peer request identity (b"peer:<id>[/...]") -> the member id it names, for the
@@ -575,10 +580,13 @@ class NodeCore:
         while timers and timers[0][0] <= now:
             op = live.get(heapq.heappop(timers)[2])
             if op is not None:
-                if now >= op.deadline:
-                    op.on_timeout()
-                else:
-                    op.on_timer()
+                try:
+                    if now >= op.deadline:
+                        op.on_timeout()
+                    else:
+                        op.on_timer()
+                except StorageFull as exc:  # (a write it made: the op ends at its deadline)
+                    self.storage_refused(exc)
         if self.joining:
             self._join_tick(now)
             return self.out
@@ -586,8 +594,11 @@ class NodeCore:
             self._gossip(now)
             if self.seeds and now >= self.next_join:
                 self._seed_tick(now)
+            self._check_space()
         if self.ns_waits:
             self._ns_waits_check(now)
+        if self.write_stop is not None:
+            return self.out  # background work writes (hints, repairs, transfers): not now
         if now >= self.next_hint_sweep:
             self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
             self._sweep_hints()
@@ -602,7 +613,7 @@ class NodeCore:
         else:
             t = self.next_gossip
             due = self.background.next_run  # Background.next_due(), without the call
-            if due < t:
+            if due < t and self.write_stop is None:  # (paused while writes are refused)
                 t = due
         timers = self.timers
         if timers and timers[0][0] < t:
@@ -615,10 +626,8 @@ class NodeCore:
         (`persist()`) once it has sent `out.peers` and before anything else. A turn that sends
         nothing hands over an empty Outbox that stays the core's (`out is core.out`): a caller
         may skip it."""
-        if persist and (self.replica.dirty or self.transfers.dirty):  # (persist() inline)
-            self.replica.flush(durable=self._durable if durable is None else durable)
-            if self.transfers.dirty:
-                self.transfers.checkpoint(self.t)
+        if persist and (self.replica.dirty or self.transfers.dirty):
+            self.persist(self.out, durable)
         if self.membership.candidates:
             self.out.subscribe.extend(self.membership.take_candidates())
         if self.turn_bytes:  # (only replies over 4 KiB are counted)
@@ -631,15 +640,80 @@ class NodeCore:
             self.out = Outbox()
         return out
 
-    def persist(self, durable: bool | None = None) -> None:
-        """The turn's writes reach the engine (with `durable`, the disk: one fsync for them
-        all), then the transfers' progress file. Must precede every message of the turn but
-        `out.peers`: those are only requests (this node's own RPuts, RGets, fetches), which
-        acknowledge nothing, so the transport sends them first and the replicas' work overlaps
-        this node's write (and fsync)."""
-        self.replica.flush(durable=self._durable if durable is None else durable)
-        if self.transfers.dirty:
-            self.transfers.checkpoint(self.t)
+    def persist(self, out: Outbox | None = None, durable: bool | None = None) -> None:
+        """The writes of the turn whose messages are `out` (None: the turn still in the
+        making, `self.out`) reach the engine (with `durable`,
+        the disk: one fsync for them all), then the transfers' progress file. Must precede
+        every message of the turn but `out.peers`: those are only requests (this node's own
+        RPuts, RGets, fetches), which acknowledge nothing, so the transport sends them first
+        and the replicas' work overlaps this node's write (and fsync). If the writes do not
+        reach the files, `out` acknowledges none of them (`_turn_unwritten`)."""
+        try:
+            self.replica.flush(durable=self._durable if durable is None else durable)
+            if self.transfers.dirty and self.write_stop is None:
+                # (not while writes are refused: a cursor saved past merges still buffered
+                # in the engine would skip them after a crash)
+                self.transfers.checkpoint(self.t)
+        except (StorageFull, OSError) as exc:
+            self._turn_unwritten(self.out if out is None else out, exc)
+
+    # ---- a disk that takes no writes ---------------------------------------------------------
+    def _check_space(self) -> None:
+        """Once a gossip round: do the engines take writes (LogStore.check_space: the free-space
+        reserve, and a failed write-out retried)? While one does not, this node refuses writes
+        up front (E_UNAVAILABLE: clients and coordinators go to other owners, stand-ins keep
+        hints for it), still answers reads, and pauses its background work."""
+        why = self.store.check_space()
+        hints = self.handoff.store
+        if why is None and hints is not None:
+            why = hints.check_space()
+        self._set_write_stop(why)
+
+    def _set_write_stop(self, why: str | None) -> None:
+        was = self.write_stop
+        if why == was:
+            return
+        self.write_stop = why
+        self.metrics.write_stop.set(0 if why is None else 1)
+        if why is None:
+            log.warning("%s takes writes again", self.me)
+        elif was is None:
+            log.error("%s takes no writes: %s. It still answers reads; writes go to the key's "
+                      "other owners (and hints for it to stand-ins) until space is freed, and "
+                      "resume within a gossip round of that", self.me, why)
+
+    def storage_refused(self, exc: Exception) -> None:
+        """An engine refused a write (StorageFull) or failed one (OSError): no writes until
+        the engines say they take them again (`_check_space`)."""
+        self.metrics.writes_refused.inc()
+        self._set_write_stop(str(exc) if isinstance(exc, StorageFull)
+                             else f"writing to disk failed: {exc}")
+
+    def _turn_unwritten(self, out: Outbox, exc: Exception) -> None:
+        """The turn's writes did not reach the files (a full disk, an I/O error). They stay in
+        the engine's buffer, readable, and are written out once there is room (check_space);
+        until then nothing acknowledges them: the turn's replica acknowledgements become
+        refusals (the coordinator asks a stand-in), its clients' write replies and those of
+        every write still in flight (their local copy is among the unwritten) errors they
+        retry elsewhere, with the same write id. Reads go out as they are."""
+        self.storage_refused(exc)
+        why = self.write_stop
+        log.error("%s: the turn's writes did not reach the disk (%s); not acknowledging them",
+                  self.me, why)
+        self.replica.dirty = False  # (the engine keeps them; check_space writes them out)
+        text = f"{self.me} could not store the write: {why}"[:wire.MAX_ERROR_TEXT]
+        for msgs in out.clients.values():
+            for i, m in enumerate(msgs):
+                if type(m) in _WRITE_ACKS and (type(m) is not RPutOk or m.ok):
+                    msgs[i] = Error(m.rid, E_UNAVAILABLE, text)
+        saved, self.out = self.out, out  # the in-flight writes' errors go out with this turn
+        try:
+            for op in list(self.live_ops.values()):
+                if type(op) is WriteOp and not op.replied and op.origin is not None:
+                    op.reply(Error(0, E_UNAVAILABLE, text), ok=False)
+        finally:
+            if saved is not out:
+                self.out = saved
 
     def shutdown(self) -> Outbox:
         """Fail every client request in flight (the client retries elsewhere)."""
@@ -897,6 +971,9 @@ class NodeCore:
             return
         try:
             handler(ident, msg)
+        except StorageFull as exc:  # an engine refused a write this request made
+            self.storage_refused(exc)
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, self._no_writes()))
         except ZkvError as exc:
             self._reply(ident, Error(msg.rid, E_INVALID, str(exc)))
         except Exception:  # a handler bug must not kill the node
@@ -962,7 +1039,14 @@ class NodeCore:
         else:
             self._reply(ident, ReadOk(msg.rid, b"", False, unsure))
 
+    def _no_writes(self) -> str:
+        return f"{self.me} takes no writes now: {self.write_stop}"[:wire.MAX_ERROR_TEXT]
+
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
+        if self.write_stop is not None:  # (the coordinator asks a stand-in in its place)
+            self.metrics.writes_refused.inc()
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, self._no_writes()))
+            return
         if msg.owner:
             why = self._hint_refusal(msg.owner)
             if why:
@@ -981,6 +1065,10 @@ class NodeCore:
                 self.replica.merge(msg.key, msg.dvv, self._owner(msg.owner))
             if nss.is_lww(msg.key):
                 self._observe(msg.dvv)  # a replica's HLC follows the lww stamps it stores
+        except StorageFull as exc:
+            self.storage_refused(exc)
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, self._no_writes()))
+            return
         except (ValueError, ZkvError) as exc:
             self.malformed(ident, f"bad version for {msg.key[:32]!r}: {exc}")
             self._reply(ident, RPutOk(msg.rid, False))
@@ -1063,7 +1151,7 @@ class NodeCore:
         and `Replica.merge` calls per message were ~20% of a replica write's Python:
         benchmarks/node_paths.py, 5.2-5.4 -> 4.1-4.3 us.)"""
         store, replica, ae, me = self.store, self.replica, self.ae, self.me
-        if ae is None:
+        if ae is None or self.write_stop is not None:  # (refused: _on_rput says why)
             self._requests(ident, msgs, PEER, plain)
             return
         max_key, reaped = self.cfg.max_key_size, ae.recently_reaped
@@ -1095,6 +1183,10 @@ class NodeCore:
                                 replica.dirty = True
                                 for fn in on_change:
                                     fn(key, old, new)
+                            except StorageFull as exc:  # as _on_rput answers
+                                self.storage_refused(exc)
+                                box.append(Error(msg.rid, E_UNAVAILABLE, self._no_writes()))
+                                continue
                             except (ValueError, ZkvError) as exc:  # as _on_rput answers
                                 self.malformed(ident, f"bad version for {key[:32]!r}: {exc}")
                                 box.append(RPutOk(msg.rid, False))
@@ -1348,6 +1440,9 @@ class NodeCore:
         ring = self.membership.ring(ns.n)
         p = ring.partition(skey)  # (hashed once: _coordinate uses it too)
         preflist = ring.preflist(p)
+        if self.write_stop is not None and type(msg) is not Get:
+            self._write_elsewhere(origin, msg, skey, ring, p, forwarded)
+            return
         if self.me not in preflist and not forwarded:
             down = self.membership.unreachable()
             candidates = [x for x in preflist if x not in down]
@@ -1365,6 +1460,27 @@ class NodeCore:
                                         per_try=2 * cfg.replica_timeout + 0.25), self.t)
                 return
         self._coordinate(origin, msg, ring, ns, skey, p)
+
+    def _write_elsewhere(self, origin, msg, skey: bytes, ring: Ring, p: int,
+                         forwarded: bool) -> None:
+        """A client's write while this node takes no writes: another reachable node of the
+        key's walk coordinates it (the owners first), so the client sees no error; one that
+        was forwarded here already, or finds no such node, is refused (E_UNAVAILABLE: the
+        client tries another node, with the same write id). (If none answers, ForwardOp
+        coordinates here after all, where the engine decides: refused, or taken if it has room
+        again by then.)"""
+        self.metrics.writes_refused.inc()
+        if not forwarded:
+            down = self.membership.unreachable()
+            candidates = [x for x in ring.preflist(p) if x != self.me and x not in down]
+            candidates += [x for x, _ in ring.sloppy_preflist(p, down | {self.me})
+                           if x not in candidates and x != self.me][:2]
+            if candidates:
+                self.metrics.forwards.inc()
+                self.start_op(ForwardOp(self, origin, skey, self.t, msg, candidates,
+                                        per_try=2 * self.cfg.replica_timeout + 0.25), self.t)
+                return
+        self.respond(origin, Error(0, E_UNAVAILABLE, self._no_writes()))
 
     def coordinate_here(self, origin, inner) -> None:
         """Coordinate a request locally although this node is not an owner (no owner answered)."""
@@ -1539,7 +1655,10 @@ class NodeCore:
                     seen[node_id] = n
                 else:
                     latency.observe(node_id, now - sent)
-                op.on_reply(node_id, msg)
+                try:
+                    op.on_reply(node_id, msg)
+                except StorageFull as exc:  # (a write it made: the op ends at its deadline)
+                    self.storage_refused(exc)
 
     # ---- gossip ---------------------------------------------------------------------------
     def _gossip(self, now: float) -> None:

@@ -47,7 +47,7 @@ MAX_OWNER = 255  # bytes of an owner id in a hint's key (node ids are at most 64
 class HandoffStore:
     def __init__(self, path: str, wall_ms: Callable[[], int], sync: str = "interval",
                  store=None, max_key_size: int = DEFAULT_MAX_KEY,
-                 max_value_size: int = DEFAULT_MAX_VALUE) -> None:
+                 max_value_size: int = DEFAULT_MAX_VALUE, min_free_bytes: int = 0) -> None:
         # `store`: any engine with LogStore's interface (the simulator's in-memory one);
         # limits: a hint's key is owner + NUL + key, its value a whole version plus 9 bytes
         if store is None:
@@ -55,7 +55,8 @@ class HandoffStore:
             # cannot be kept as a hint (its write still reaches the reachable owners)
             store = LogStore(path, sync=sync, compact_dead_ratio=0.5,
                              max_key_size=min(ENGINE_MAX_KEY, max_key_size + MAX_OWNER + 1),
-                             max_value_size=max_value_size + _HEAD.size)
+                             max_value_size=max_value_size + _HEAD.size,
+                             min_free_bytes=min_free_bytes)
         self.store = store
         self.wall_ms = wall_ms
         # owner -> {key: (created_ms, size)}: the backlog, rebuilt from the store on start

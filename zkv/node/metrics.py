@@ -291,6 +291,12 @@ class NodeMetrics:
         self.busy = Counter("zkv_busy_refusals", "Requests answered 'busy, retry': the "
                             "identity's in-flight cap or this turn's reply-byte budget was "
                             "reached", registry=r)
+        self.write_stop = Gauge("zkv_writes_stopped", "1 while this node takes no writes: an "
+                                "engine's disk is full, under --min-free-mb, or failed a "
+                                "write (reads are still served)", registry=r)
+        self.writes_refused = Counter("zkv_writes_refused", "Writes (client, replica) this node "
+                                      "refused or passed on because its disk took no writes",
+                                      registry=r)
         self.connections = Gauge("zkv_connections", "Open connections to --listen (clients "
                                  "and peers; capped by max_connections)", registry=r)
         self.connections_refused = Counter("zkv_connections_refused", "Connections shut down "

@@ -39,6 +39,7 @@ class Context(Protocol):
     def standins(self, key: bytes, exclude: set[str]) -> list[str]: ...  # next reachable nodes
     def spend_io(self, nbytes: int) -> None: ...  # bulk bytes moved: charge the I/O budget
     def refilling(self, key: bytes) -> bool: ...  # a local read of key may lack a lost write
+    def storage_refused(self, exc: Exception) -> None: ...  # an engine refused a write
 
 
 class Op:

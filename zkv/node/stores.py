@@ -21,13 +21,15 @@ def open_stores(cfg: NodeConfig) -> tuple[LogStore, HandoffStore]:
     # max_value_size must fit (it did not, and failed as "bad context")
     store = LogStore(os.path.join(cfg.data_dir, "data"), sync=mode,
                      sync_interval_ms=cfg.sync_interval_ms, max_key_size=cfg.max_key_size,
-                     max_value_size=version_limit(cfg.max_value_size))
+                     max_value_size=version_limit(cfg.max_value_size),
+                     min_free_bytes=cfg.min_free_mb << 20)
     handoff_dir = os.path.join(cfg.data_dir, "handoff")
     legacy = os.path.join(cfg.data_dir, "hints")  # its name before 0.2
     if os.path.isdir(legacy) and not os.path.exists(handoff_dir):
         os.rename(legacy, handoff_dir)
     return store, HandoffStore(handoff_dir, _wall_ms, sync=mode, max_key_size=cfg.max_key_size,
-                               max_value_size=version_limit(cfg.max_value_size))
+                               max_value_size=version_limit(cfg.max_value_size),
+                               min_free_bytes=cfg.min_free_mb << 20)
 
 
 def _wall_ms() -> int:

@@ -242,7 +242,7 @@ class Node:
         out = core.take_output(persist=False)
         self._send(out, core.persist)
 
-    def _send(self, out: Outbox, persist: Callable[[], None] | None = None) -> None:
+    def _send(self, out: Outbox, persist: Callable[[Outbox], None] | None = None) -> None:
         links = self.links
         for m in out.connect:
             links.connect(m)
@@ -257,7 +257,7 @@ class Node:
             if sock is not None:
                 self._send_frames(sock, None, msgs)
         if persist is not None:
-            persist()
+            persist(out)
         for ident, msgs in out.clients.items():
             self._send_frames(self.router, ident, msgs)
         for endpoint, msgs in out.endpoints.items():
