@@ -59,10 +59,13 @@ def small_fs() -> Iterator[str]:
         os.rmdir(where)
 
 
-def _fill(store: LogStore, written: dict[bytes, bytes], value_size: int) -> StorageFull:
+def _fill(store: LogStore, written: dict[bytes, bytes], value_size: int,
+          pending: dict[bytes, bytes] | None = None) -> StorageFull:
     """Put values until the engine refuses one; each put that returned and was written out
-    (write_out returned) goes into `written`. The refusal."""
-    pending: dict[bytes, bytes] = {}
+    (write_out returned) goes into `written`, one that returned but was not into `pending`.
+    The refusal."""
+    if pending is None:
+        pending = {}
     rng = random.Random(7)  # (incompressible: the engine compresses values over 4 KiB)
     for i in range(10_000):
         key, value = b"k%05d" % i, rng.randbytes(value_size)
@@ -84,10 +87,14 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_fs):
     path = os.path.join(small_fs, "db")
     store = LogStore(path, segment_bytes=1 << 20)
     written: dict[bytes, bytes] = {}
+    pending: dict[bytes, bytes] = {}
     try:
-        refusal = _fill(store, written, 20_000)
+        refusal = _fill(store, written, 20_000, pending)
         assert "No space left on device" in str(refusal), refusal
-        assert written and store.write_error is not None
+        assert written and pending and store.write_error is not None
+        # the records the failed write-out left buffered read whole (one was cut on disk)
+        assert all(store.get(k) == v for k, v in pending.items())
+        assert store.corrupt_keys() == []
         # refused up front now: nothing changes, the held values still read
         with pytest.raises(StorageFull, match="No space left"):
             store.put(b"late", b"v")

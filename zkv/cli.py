@@ -514,6 +514,9 @@ def status_command(args) -> int:
     ring = doc["ring"]
     print(f"node {doc['node']}: ring Q={ring['q']} N={ring['n']} R={ring['r']} W={ring['w']} "
           f"fingerprint {ring['fingerprint'][:12]}  keys here: {doc['keys']}")
+    if doc.get("writes_refused"):
+        print(f"WRITES REFUSED here: {doc['writes_refused']} (reads are served; writes go to "
+              "the other owners until there is room)")
     print(f"{'member':<14}{'state':<9}{'rack':<12}{'owned':>6}{'replicas':>9}  listen / reason")
     for m in doc["members"]:
         print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"

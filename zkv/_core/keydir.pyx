@@ -900,10 +900,10 @@ cdef class KeyDir:
             if r < 0:
                 if errno == EINTR:
                     continue
-                # keep what was not written; the caller sees the error
-                memcpy(self.wbuf, self.wbuf + done, self.wlen - done)
-                self.wlen -= done
-                self.wbase += done
+                # keep the whole buffer, the part written too: a record cut by the failure
+                # (ENOSPC) must still read whole from the buffer, where reads of every
+                # offset >= wbase go; the next flush writes it all again from wbase, over
+                # the bytes written now. The caller sees the error.
                 from os import strerror
                 raise OSError(errno, strerror(errno))
             done += r

@@ -162,7 +162,7 @@ class GetOp(_FanOut):
             if node_id == self.ctx.me:
                 try:
                     self.ctx.replica.merge(self.key, enc, owner)
-                except StorageFull:
+                except (StorageFull, OSError):
                     continue  # this node's disk takes no writes: anti-entropy repairs it later
             else:
                 self.ctx.ask(node_id, RPut(0, self.key, enc, owner or ""), None)
@@ -220,7 +220,7 @@ class WriteOp(_FanOut):
             self.reply(Error(0, E_INVALID, str(exc)), ok=False)
             self.finish()
             return
-        except StorageFull as exc:  # this node's disk takes no writes: another node may
+        except (StorageFull, OSError) as exc:  # this node's disk takes no writes: another may
             self.ctx.storage_refused(exc)
             self.reply(Error(0, E_UNAVAILABLE, f"{ctx.me} takes no writes now: {exc}"),
                        ok=False)
@@ -250,7 +250,7 @@ class WriteOp(_FanOut):
                 try:
                     self.ctx.replica.merge(self.key, self.version,
                                            None if node_id == me else node_id)
-                except (ValueError, StorageFull):  # (refused: anti-entropy brings it later)
+                except (ValueError, StorageFull, OSError):  # (refused: anti-entropy fixes it)
                     pass
                 continue
             self.extra_waiting.add(node_id)
@@ -309,7 +309,7 @@ class WriteOp(_FanOut):
                 # so the hints' order, and a simulated run, replay alike under any PYTHONHASHSEED)
                 try:
                     self.ctx.replica.merge(self.key, self.version, node_id)
-                except (ValueError, StorageFull):  # (refused: anti-entropy brings it later)
+                except (ValueError, StorageFull, OSError):  # (refused: anti-entropy fixes it)
                     pass
             self.extra_waiting.clear()
         if self.on_finish is not None:  # (Op.on_done, without the super() call)

@@ -585,7 +585,7 @@ class NodeCore:
                         op.on_timeout()
                     else:
                         op.on_timer()
-                except StorageFull as exc:  # (a write it made: the op ends at its deadline)
+                except (StorageFull, OSError) as exc:  # (a write it made: ends at its deadline)
                     self.storage_refused(exc)
         if self.joining:
             self._join_tick(now)
@@ -971,7 +971,7 @@ class NodeCore:
             return
         try:
             handler(ident, msg)
-        except StorageFull as exc:  # an engine refused a write this request made
+        except (StorageFull, OSError) as exc:  # an engine refused (or failed) a write it made
             self.storage_refused(exc)
             self._reply(ident, Error(msg.rid, E_UNAVAILABLE, self._no_writes()))
         except ZkvError as exc:
@@ -1065,7 +1065,7 @@ class NodeCore:
                 self.replica.merge(msg.key, msg.dvv, self._owner(msg.owner))
             if nss.is_lww(msg.key):
                 self._observe(msg.dvv)  # a replica's HLC follows the lww stamps it stores
-        except StorageFull as exc:
+        except (StorageFull, OSError) as exc:
             self.storage_refused(exc)
             self._reply(ident, Error(msg.rid, E_UNAVAILABLE, self._no_writes()))
             return
@@ -1183,7 +1183,7 @@ class NodeCore:
                                 replica.dirty = True
                                 for fn in on_change:
                                     fn(key, old, new)
-                            except StorageFull as exc:  # as _on_rput answers
+                            except (StorageFull, OSError) as exc:  # as _on_rput answers
                                 self.storage_refused(exc)
                                 box.append(Error(msg.rid, E_UNAVAILABLE, self._no_writes()))
                                 continue
@@ -1657,7 +1657,7 @@ class NodeCore:
                     latency.observe(node_id, now - sent)
                 try:
                     op.on_reply(node_id, msg)
-                except StorageFull as exc:  # (a write it made: the op ends at its deadline)
+                except (StorageFull, OSError) as exc:  # (a write it made: ends at its deadline)
                     self.storage_refused(exc)
 
     # ---- gossip ---------------------------------------------------------------------------

@@ -93,6 +93,8 @@ def status(core: NodeCore) -> dict:
                  "fingerprint": ring.fingerprint().hex(),
                  "rack_violations": len(ring.rack_violations)},
         "keys": st.get("keys", len(core.store)),
+        # why this node takes no writes now (its disk: full, under --min-free-mb, failing)
+        "writes_refused": core.write_stop,
         "hints": _hint_status(core),
         "antientropy": _ae_status(core, ring),
         "transfers": transfers(core),

@@ -443,8 +443,12 @@ class LogStore:
     def _failed(self, exc: OSError) -> StorageFull:
         """Writing out failed: refuse writes until check_space() writes the buffer out.
         Holds self._lock."""
+        was = self._write_failed
         self._write_failed = (f"writing {self.path} failed: "
                               f"{exc.strerror or errno.errorcode.get(exc.errno or 0, exc)}")
+        if was is None:
+            log.error("%s; writes are refused until it can write again (check_space)",
+                      self._write_failed)
         self._gate()
         return StorageFull(self._write_failed)
 
@@ -657,8 +661,12 @@ class LogStore:
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self._interval):
+            if self._write_failed is not None:
+                continue  # (check_space retries the write-out; _failed logged why)
             try:
                 self._flush_and_sync()
+            except StorageFull:
+                pass  # (logged by _failed)
             except Exception:  # pragma: no cover - logged (once per 10 s), retried next tick
                 self._sync_errors.exception("background fsync failed")
 

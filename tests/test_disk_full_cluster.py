@@ -1,0 +1,102 @@
+"""A node whose disk fills up, on real zkv-node processes on loopback: node3's data dir is a
+small tmpfs this test mounts (root, as in CI). While it is full node3 takes no writes and says
+so (status, metrics, log), still answers reads, passes the writes sent to it to other owners,
+and the cluster keeps taking writes; a SIGKILL meanwhile loses nothing acknowledged; once the
+operator frees space node3 takes writes again and catches up.
+
+The node logic is covered first in deterministic simulation (tests/sim, `full_disks`)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+import zkv
+from ops_helpers import Nodes, free_port, metrics_text, raw_status, ready, wait_for
+from conftest import held
+
+
+@pytest.fixture
+def small_fs():
+    if os.geteuid() != 0:
+        pytest.fail("mounting a small tmpfs needs root (CI runs the suite as root)")
+    where = tempfile.mkdtemp(prefix="zkv-fullnode-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", where], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", where], check=False)
+        os.rmdir(where)
+
+
+def _start(nodes: Nodes, node_id: str, ports: tuple[int, int, int], data: str,
+           seed: str | None, *extra: str):
+    listen, gossip, metrics = ports
+    args = ["--id", node_id, "--listen", f"tcp://127.0.0.1:{listen}", "--gossip",
+            f"tcp://127.0.0.1:{gossip}", "--data-dir", data, "--metrics-port", str(metrics),
+            "--aae-interval", "0.2", *extra]
+    if seed:
+        args += ["--seed", seed]
+    return nodes.start(*args)
+
+
+def test_a_node_whose_disk_fills_refuses_writes_serves_reads_and_catches_up(tmp_path, small_fs):
+    filler = os.path.join(small_fs, "filler")
+    with open(filler, "wb") as f:
+        f.write(os.urandom(8 << 20))  # the operator's way out: 8 MiB to delete later
+    nodes = Nodes(tmp_path)
+    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
+    eps = [f"tcp://127.0.0.1:{p[0]}" for p in ports]
+    try:
+        _start(nodes, "node1", ports[0], str(tmp_path / "node1"), None)
+        _start(nodes, "node2", ports[1], str(tmp_path / "node2"), eps[0])
+        # no reserve (--min-free-mb 0): the disk really fills, a write-out fails (ENOSPC)
+        data3 = os.path.join(small_fs, "node3")
+        p3 = _start(nodes, "node3", ports[2], data3, eps[0], "--min-free-mb", "0")
+        wait_for(lambda: all(len(raw_status(e)["members"]) == 3 for e in eps), timeout=60,
+                 what="three members")
+        wait_for(lambda: all(ready(p[2])[0] == 200 for p in ports), timeout=60, what="ready")
+        rng = random.Random(3)
+        acked: dict[bytes, bytes] = {}
+        with zkv.Client(eps, timeout=10.0) as c:
+            i = 0
+            while not raw_status(eps[2]).get("writes_refused"):
+                assert i < 3000, "node3's disk never filled"
+                key, value = b"k%05d" % i, rng.randbytes(20_000)
+                c.put(key, value, w=2)
+                acked[key] = value
+                i += 1
+        why = raw_status(eps[2])["writes_refused"]
+        assert "No space left on device" in why, why
+        assert "zkv_writes_stopped 1.0" in metrics_text(ports[2][2])
+        assert "takes no writes" in nodes.log(p3)
+        # writes through node3 alone still succeed (passed to other owners), reads too
+        with zkv.Client([eps[2]], timeout=10.0) as only3:
+            for j in range(40):
+                key, value = b"full%03d" % j, rng.randbytes(20_000)
+                only3.put(key, value, w=2)
+                acked[key] = value
+            for key in list(acked)[-60:]:
+                assert only3.get(key, r=2).values == [acked[key]]
+        assert all(held(eps[2], b"full%03d" % j) in (None, []) for j in range(40))
+        # a crash while full: what node3 never wrote out was never acknowledged
+        os.kill(p3.pid, signal.SIGKILL)
+        p3.wait(10)
+        os.unlink(filler)  # the operator frees space and starts node3 again
+        p3 = _start(nodes, "node3", ports[2], data3, eps[0], "--min-free-mb", "0")
+        wait_for(lambda: raw_status(eps[2]).get("writes_refused", 1) is None, timeout=60,
+                 what="node3 taking writes again")
+        with zkv.Client(eps, timeout=10.0) as c:
+            for key, value in acked.items():
+                assert c.get(key, r=2).values == [value], key
+            c.put(b"after", b"room", w=3)
+        # node3 catches up: every acknowledged write is on it again (hints, anti-entropy)
+        wait_for(lambda: all(held(eps[2], k) for k in acked), timeout=120,
+                 what="node3 holding every acknowledged write")
+    finally:
+        nodes.close()
