@@ -102,11 +102,18 @@ def test_same_seed_same_run(client):
           suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**32 - 1), loss=st.sampled_from([0.0, 0.01, 0.05]),
        dup=st.sampled_from([0.0, 0.02]), partitions=st.integers(0, 3),
-       pauses=st.integers(0, 2), crashes=st.integers(0, 2))
-def test_hypothesis_fault_schedules(seed, loss, dup, partitions, pauses, crashes):
+       pauses=st.integers(0, 2), crashes=st.integers(0, 2), full_disks=st.integers(0, 2))
+def test_hypothesis_fault_schedules(seed, loss, dup, partitions, pauses, crashes, full_disks):
     rep = run(seed, Faults(loss=loss, dup=dup, partitions=partitions, pauses=pauses,
-                           crashes=crashes), ops_per_client=20)
+                           crashes=crashes, full_disks=full_disks), ops_per_client=20)
     _check(rep)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_full_disks_under_faults_every_promise_holds(seed):
+    """Two episodes of a node's disk full (its write-outs fail, its engines refuse writes)
+    among loss, partitions and a crash, with the real client core: every promise holds."""
+    _check(run(seed, dataclasses.replace(FAULTY, full_disks=2, pauses=0), client="core"))
 
 
 def test_writes_at_w3_succeed_at_the_moment_two_of_five_freeze():
