@@ -15,10 +15,10 @@ import subprocess
 import tempfile
 
 import pytest
+from conftest import held
+from ops_helpers import Nodes, free_port, metrics_text, raw_status, ready, wait_for
 
 import zkv
-from ops_helpers import Nodes, free_port, metrics_text, raw_status, ready, wait_for
-from conftest import held
 
 
 @pytest.fixture
@@ -98,5 +98,42 @@ def test_a_node_whose_disk_fills_refuses_writes_serves_reads_and_catches_up(tmp_
         # node3 catches up: every acknowledged write is on it again (hints, anti-entropy)
         wait_for(lambda: all(held(eps[2], k) for k in acked), timeout=120,
                  what="node3 holding every acknowledged write")
+    finally:
+        nodes.close()
+
+
+def test_a_node_stopped_on_a_full_disk_exits_cleanly_and_keeps_what_it_acknowledged(
+        tmp_path, small_fs):
+    """A lone node (N=1) fills its disk until it refuses the client's put, then gets SIGTERM:
+    it exits 0, saying what it could not write out; started again on the still-full disk it
+    serves every put it acknowledged."""
+    nodes = Nodes(tmp_path)
+    ports = (free_port(), free_port(), free_port())
+    ep = f"tcp://127.0.0.1:{ports[0]}"
+    data = os.path.join(small_fs, "solo")
+    solo = ("--n", "1", "--r", "1", "--w", "1", "--min-free-mb", "0")
+    try:
+        p = _start(nodes, "solo", ports, data, None, *solo)
+        wait_for(lambda: ready(ports[2])[0] == 200, timeout=60, what="ready")
+        rng = random.Random(5)
+        acked: dict[bytes, bytes] = {}
+        with zkv.Client([ep], timeout=5.0) as c:
+            for i in range(2000):
+                key, value = b"s%04d" % i, rng.randbytes(50_000)
+                try:
+                    c.put(key, value, w=1)
+                except zkv.Unavailable as exc:
+                    assert "No space left on device" in str(exc), exc
+                    break
+                acked[key] = value
+            else:
+                raise AssertionError("the disk never filled")
+        assert nodes.stop(p) == 0
+        assert "at exit: writing out" in nodes.log(p)
+        p = _start(nodes, "solo", ports, data, None, *solo)
+        wait_for(lambda: ready(ports[2])[0] == 200, timeout=60, what="ready again")
+        with zkv.Client([ep], timeout=5.0) as c:
+            for key, value in acked.items():
+                assert c.get(key, r=1).values == [value], key
     finally:
         nodes.close()

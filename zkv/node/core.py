@@ -727,6 +727,20 @@ class NodeCore:
         self.transfers.next_save = 0.0  # the progress file too, at this last flush
         return self.take_output()
 
+    def close_stores(self) -> None:
+        """At exit, after `shutdown`: the engines write out what they buffer and close. On a
+        disk that takes no writes, what cannot be written out goes with the process (it was
+        never acknowledged: `_turn_unwritten`), and the next start sees an unclean stop; that
+        is logged, not raised, so the rest of the shutdown runs."""
+        for what, close in (("the turn's writes", self.replica.flush),
+                            ("the data engine", self.store.close),
+                            ("the handoff engine", self.handoff.close)):
+            try:
+                close()
+            except (StorageFull, OSError) as exc:
+                log.error("%s at exit: writing out %s failed (%s); what it could not write "
+                          "was never acknowledged", self.me, what, exc)
+
     def forget_identity(self, ident: bytes) -> None:
         """The connection of `ident` closed (the transport saw it go): drop everything kept
         for it. Its operations in flight still finish (a write still reaches its replicas);

@@ -285,9 +285,7 @@ class Node:
             self._send(self.core.shutdown())
         except zmq.ZMQError:
             pass
-        self.core.replica.flush()
-        self.core.store.close()
-        self.core.handoff.close()
+        self.core.close_stores()
         self.conns.close()
         self.links.close()
         for sock in (self.router, self.pub):
