@@ -18,6 +18,7 @@ import time
 import pytest
 from conftest import held
 from ops_helpers import Nodes, free_port, metrics_text, raw_status, ready, wait_for
+from ops_helpers import zkv as zkv_cli
 
 import zkv
 
@@ -88,6 +89,11 @@ def test_a_node_whose_disk_fills_refuses_writes_serves_reads_and_catches_up(tmp_
         assert "No space left on device" in why, why
         assert "zkv_writes_stopped 1.0" in metrics_text(ports[2][2])
         assert "takes no writes" in nodes.log(p3)
+        out = zkv_cli("status", "--node", eps[2])
+        assert "WRITES REFUSED here" in out.stdout and "No space left" in out.stdout, out
+        out = zkv_cli("top", "--once", "--node", eps[0], timeout=60)
+        row3 = [line for line in out.stdout.splitlines() if "node3" in line]
+        assert row3 and "NO WRITES" in row3[0], out.stdout
         # writes through node3 alone still succeed (passed to other owners), reads too
         with zkv.Client([eps[2]], timeout=10.0) as only3:
             for j in range(40):

@@ -134,6 +134,8 @@ class Top:
             self.prev[row.id] = cur
             m = doc["metrics"]
             row.ready = "ready" if m.get("ready") else _why_not(m.get("ready_reason", {}))
+            if doc.get("writes_refused"):  # (its disk: full, or failing)
+                row.ready = "NO WRITES" if row.ready == "ready" else f"{row.ready}, NO WRITES"
             row.hot_keys = m.get("hot_keys", [])
             t = m.get("transfers", {})
             tin = sum(t.get("in", {}).get(s, 0) for s in ("pending", "running"))
