@@ -91,6 +91,13 @@ def test_a_node_whose_disk_fills_refuses_writes_serves_reads_and_catches_up(tmp_
         assert "takes no writes" in nodes.log(p3)
         out = zkv_cli("status", "--node", eps[2])
         assert "WRITES REFUSED here" in out.stdout and "No space left" in out.stdout, out
+        # the others know from its gossip: their coordinators send its writes to stand-ins
+        wait_for(lambda: all(m["no_writes"] == (m["id"] == "node3")
+                             for e in eps[:2] for m in raw_status(e)["members"]),
+                 timeout=10, what="node1 and node2 knowing node3 takes no writes")
+        out = zkv_cli("status", "--node", eps[0])
+        line3 = [line for line in out.stdout.splitlines() if line.startswith("node3")]
+        assert line3 and "TAKES NO WRITES" in line3[0], out.stdout
         out = zkv_cli("top", "--once", "--node", eps[0], timeout=60)
         row3 = [line for line in out.stdout.splitlines() if "node3" in line]
         assert row3 and "NO WRITES" in row3[0], out.stdout

@@ -520,7 +520,8 @@ def status_command(args) -> int:
     print(f"{'member':<14}{'state':<9}{'rack':<12}{'owned':>6}{'replicas':>9}  listen / reason")
     for m in doc["members"]:
         print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"
-              f"  {m['listen']} {m['reason']}")
+              f"  {m['listen']} {m['reason']}" + ("  TAKES NO WRITES" if m.get("no_writes")
+                                                   else ""))
     hints = doc.get("hints", {})
     print(f"hint backlog: {hints.get('backlog', 0)} ({hints.get('bytes', 0)} bytes)")
     for owner, b in sorted(hints.get("by_owner", {}).items()):

@@ -397,6 +397,9 @@ class Gossip(_Msg, tag=30):
     # (N, partition, bytes done, bytes total, phase)
     progress_n: Annotated[list[tuple[int, int, int, int, int]],
                           msgspec.Meta(max_length=65536)] = []
+    # the sender takes no writes now (its disk: full, or failing): coordinators send its
+    # replicas' writes to stand-ins, as for a node that is down (an older sender: False)
+    no_writes: bool = False
 
 
 Message = (

@@ -1152,6 +1152,8 @@ def test_a_node_whose_disk_fills_refuses_writes_keeps_serving_and_loses_nothing(
     assert core is not None
     sim.run_until(full_at + 1.0)
     assert core.write_stop is not None and "No space left" in core.write_stop
+    # its gossip says so: the other coordinators send its writes to stand-ins up front
+    assert all(sn.core.no_writes == {"n1"} for sn in sim.nodes.values() if sn.id != "n1")
     held_while_full = {k for k in acked if sim.held("n1", k)}
     sim.run_until(room_at - 0.1)
     # nothing written on n1 while its disk was full; writes and reads through it went on
@@ -1161,6 +1163,7 @@ def test_a_node_whose_disk_fills_refuses_writes_keeps_serving_and_loses_nothing(
     assert core.metrics.writes_refused._value.get() > 0
     sim.run_until(room_at + 1.0)
     assert core.write_stop is None
+    assert all(not sn.core.no_writes for sn in sim.nodes.values())
     sim.run_until(20.0)
     assert sim.replicas_agree(acked) == []
     missing = [k for k in acked if not all(sim.held(o, k) for o in sim.owners(k))]

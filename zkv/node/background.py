@@ -314,7 +314,8 @@ class Background:
         """One throttled batch per owner that gossip shows up."""
         core = self.core
         for owner in core.handoff.owners():
-            if owner in self.handoff_running or core.membership.state(owner)[0] != "up":
+            if (owner in self.handoff_running or core.membership.state(owner)[0] != "up"
+                    or owner in core.no_writes):  # (its disk takes none now: later)
                 continue
             batch = core.handoff.batch(owner, self.cfg.handoff_batch)
             if batch:

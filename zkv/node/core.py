@@ -328,6 +328,7 @@ class NodeCore:
         # why this node takes no writes now (None: it does): an engine refuses them (its disk
         # is full, under the reserve, or a write-out failed). Looked at every gossip round.
         self.write_stop: str | None = None
+        self.no_writes: set[str] = set()  # peers whose gossip says they take no writes now
         self.self_ident = b"peer:" + self.me.encode()
         self._self_prefix = self.self_ident + b"/"
         # a peer request identity (b"peer:<id>[/...]") -> the member id it names, for the
@@ -1459,6 +1460,8 @@ class NodeCore:
             return
         if self.me not in preflist and not forwarded:
             down = self.membership.unreachable()
+            if self.no_writes and type(msg) is not Get:
+                down = down | self.no_writes
             candidates = [x for x in preflist if x not in down]
             if not candidates:
                 # no owner is reachable: the first reachable nodes of the key's walk stand in
@@ -1485,7 +1488,7 @@ class NodeCore:
         again by then.)"""
         self.metrics.writes_refused.inc()
         if not forwarded:
-            down = self.membership.unreachable()
+            down = self.membership.unreachable() | self.no_writes
             candidates = [x for x in ring.preflist(p) if x != self.me and x not in down]
             candidates += [x for x, _ in ring.sloppy_preflist(p, down | {self.me})
                            if x not in candidates and x != self.me][:2]
@@ -1519,7 +1522,10 @@ class NodeCore:
             hot.add(key)
         # sloppy quorum: the first N reachable nodes of the extended preference list; a
         # stand-in is paired with the owner it keeps a hint for
-        targets = ring.sloppy_preflist(p, self.membership.unreachable())
+        down = self.membership.unreachable()
+        if self.no_writes and type(msg) is not Get:  # writes go around peers that take none
+            down = down | self.no_writes  # (stand-ins keep hints for them, as if down)
+        targets = ring.sloppy_preflist(p, down)
         if (self.me, None) not in targets and self.me not in [x for x, _ in targets]:
             # coordinating without being chosen (forwarded under another ring view, or no
             # owner answered a forward): stand in for an owner missing from the targets, in
@@ -1627,6 +1633,8 @@ class NodeCore:
     def standins(self, key: bytes, exclude: set[str]) -> list[str]:
         ring = self.membership.ring(self._n_of(key))
         unreachable = self.membership.unreachable()
+        if self.no_writes:  # (a stand-in must take the write it is asked to keep)
+            unreachable = unreachable | self.no_writes
         return [x for x in ring.walk(ring.partition(key))
                 if x not in exclude and x not in unreachable]
 
@@ -1703,7 +1711,8 @@ class NodeCore:
                                       self.cluster_bytes, self.transfers.epoch,
                                       [x[1:] for x in report if x[0] == s["n"]],
                                       self._ns_encoded,
-                                      [x for x in report if x[0] != s["n"]]))
+                                      [x for x in report if x[0] != s["n"]],
+                                      self.write_stop is not None))
         self.export.export(now, states)
 
     def _on_gossip(self, msg: Gossip) -> None:
@@ -1725,6 +1734,10 @@ class NodeCore:
         if self.membership.get(msg.sender) is None:
             return
         self._tell(msg)
+        if msg.no_writes:
+            self.no_writes.add(msg.sender)
+        elif self.no_writes:
+            self.no_writes.discard(msg.sender)
         self.progress[msg.sender] = (msg.progress_epoch,
                                      [(s["n"], *x) for x in msg.progress] + list(msg.progress_n))
         if msg.cluster and msg.cluster == self.cluster_bytes:  # the state we hold: no decode
