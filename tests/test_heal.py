@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import time
 
@@ -360,3 +361,40 @@ def test_frozen_coordinator_resumed_with_queued_writes_leaves_one_sibling_each(m
     for ep in eps:
         for k in keys:
             assert held(ep, k) == [b"v-" + k], (ep, k)
+
+
+def test_a_node_that_lost_a_tombstone_to_corruption_refills_before_its_reads_count(make_cluster):
+    """A key is written and deleted on all three nodes; node3 is killed (its active segment
+    has no hints file, so its next start scans it) and the tombstone version's record is
+    damaged in its key bytes. node3 starts holding the deleted value again, unable to tell
+    which key lost its newest record: it refills (its reads do not count toward R until it
+    exchanged every partition; the read side is tests/sim, `skipped_corrupt_records`), R=1
+    reads never return the deleted value, and anti-entropy gives node3 the tombstone back."""
+    cl = make_cluster(3, extra_args=FAST + ["--ring-size", "16"])
+    victim = b"victim-key-7f3a9c"
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        c.put(victim, b"old", w=3)
+        c.delete(victim, context=c.get(victim, r=3).context, w=3)
+        for i in range(20):  # records after it: damage at the very end is a torn tail
+            c.put(b"after%d" % i, b"v" * 50, w=3)
+    time.sleep(0.5)  # (the interval syncer has written every record out)
+    cl.kill("node3")
+    seg = sorted(glob.glob(os.path.join(cl.node("node3").data_dir, "data", "*.data")))[-1]
+    with open(seg, "rb") as fh:
+        at = fh.read().rindex(victim)  # the newest record of the key: its tombstone version
+    flip_byte(seg, at + 3)
+    cl.restart("node3")
+    ep3 = cl.node("node3").listen
+
+    def skipped() -> list[str]:  # (logged at start, or once a seed let it in if it rejoins)
+        with open(cl.node("node3").log_path, errors="replace") as fh:
+            return re.findall(r"the store skipped (\d+) corrupt region\(s\) when it opened",
+                              fh.read())
+
+    assert int(wait_for(skipped, 30, "node3 refilling after the skipped region")[-1]) >= 1
+    with zkv.Client([ep3], timeout=5.0) as only3:
+        for _ in range(20):
+            assert only3.get(victim, r=1).values == []
+    wait_for(lambda: held(ep3, victim) == [None], 60, "node3 holding the tombstone again")
+    wait_for(lambda: status(ep3)["antientropy"].get("refill_partitions_left", 0) == 0, 60,
+             "node3's refill to end")

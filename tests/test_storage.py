@@ -748,3 +748,28 @@ def test_closed_cleanly_tells_a_close_from_a_crash(tmp_path):
     s = LogStore(d, sync="none")
     assert s.closed_cleanly
     s.close()
+
+
+def test_a_corrupt_region_the_open_skips_is_counted(tmp_path):
+    """A record whose key bytes are damaged cannot be named: the key's older version reads
+    again (the rules allow it), so the store says how many regions it skipped, and a node
+    then refills before its reads count (NodeCore.start)."""
+    with LogStore(tmp_path) as store:
+        store.put(b"victim", b"old")
+        store.put(b"other", b"x" * 100)
+        store.put(b"victim", b"")  # its newest record (a node's tombstone version, say)
+        store.put(b"later", b"y")  # (damage at the very end would be a torn tail: dropped)
+    for fn in os.listdir(tmp_path):
+        if fn.endswith(".hint"):  # (no hints: the open scans the segment, as after a crash)
+            os.unlink(tmp_path / fn)
+    (seg,) = [tmp_path / fn for fn in os.listdir(tmp_path) if fn.endswith(".data")]
+    raw = bytearray(seg.read_bytes())
+    at = raw.rindex(b"victim")
+    raw[at] ^= 0xFF  # the newest record's key: unreadable, its CRC fails
+    seg.write_bytes(bytes(raw))
+    with LogStore(tmp_path) as store:
+        assert store.damaged_regions == 1 and store.stats()["damaged_regions"] == 1
+        assert store.get(b"victim") == b"old"  # what a node must not trust until it refilled
+        assert store.get(b"other") == b"x" * 100
+    with LogStore(tmp_path) as store:  # (rewritten hints: nothing skipped this time)
+        assert store.damaged_regions == 0

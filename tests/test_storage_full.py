@@ -135,3 +135,4 @@ def test_a_full_disk_at_rotation_leaves_a_store_that_reopens_whole(small_fs, seg
     with LogStore(path) as again:
         got = dict(again.items())
     assert all(got.get(k) == v for k, v in written.items())
+

@@ -1204,3 +1204,40 @@ def test_writes_a_full_disk_did_not_store_are_never_acknowledged():
     SimClient(sim, "r", reader)
     sim.run_until(30.0)
     assert len(got) == len(acked) and [k for k, ok in got.items() if not ok] == []
+
+
+def test_a_node_whose_store_skipped_corrupt_records_refills_before_its_reads_count():
+    """A key is written and deleted on all three owners; n1 crashes, and at its next start
+    its engine skips a corrupt record (the tombstone version, its key bytes unreadable), so
+    n1 holds the deleted value again (the rules allow it). n1 refills: an R=1 read through
+    n1 must not see the deleted value, and anti-entropy brings the tombstone back to n1."""
+    sim = Sim(8, 3)
+    sim.run_until(2.0)
+    key = next(k for k in (b"gone:%d" % i for i in range(100)) if "n1" in sim.owners(k))
+    before: dict[str, bytes] = {}
+    reads: list = []
+
+    def writer(c: SimClient):
+        assert (yield ("put", key, b"old", b"", 3)).ok
+        before["n1"] = sim.held("n1", key)
+        got = yield ("get", key, 3, None, None)
+        assert (yield ("delete", key, got.context, 3)).ok
+
+    def reader(c: SimClient):
+        reads.append((yield ("get", key, 1, None, None)))
+
+    SimClient(sim, "w", writer, nodes=["n2"])
+    sim.run_until(2.5)
+    assert live_values(before["n1"]) == [b"old"] and live_values(sim.held("n1", key)) == []
+    sim.crash("n1")
+    n1 = sim.nodes["n1"]
+    n1.store.data[key] = before["n1"]  # what the engine reads once the newest record is gone
+    n1.store.damaged_regions = 1
+    sim.restart("n1")
+    assert n1.core is not None and n1.core.refill_since is not None
+    SimClient(sim, "r", reader, nodes=["n1"])  # at once: anti-entropy repairs n1 within ~0.2 s
+    sim.run_until(3.5)
+    assert reads and reads[0].ok and reads[0].values == [], reads
+    sim.run_until(15.0)
+    assert n1.core.refill_since is None  # every partition exchanged with the other owners
+    assert live_values(sim.held("n1", key)) == []

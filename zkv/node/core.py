@@ -453,6 +453,15 @@ class NodeCore:
         self.replica.on_retired = self._push_reaped
         self.replica.reaped_past = lambda k: self._ae_key(k).reaped_past(k)
         self.replica.reaped_version = lambda k: self._ae_key(k).reaped_version(k)
+        st = self.membership.cluster
+        damaged = getattr(self.store, "damaged_regions", 0)
+        if damaged and st is not None and self.me in st.members:
+            # the engine skipped corrupt records: a key whose newest record was among them
+            # (and whose key bytes were too) reads as its version before, a deleted value
+            # back; nothing says which keys. Its reads do not count until every partition
+            # was exchanged with the other owners, which also repairs them.
+            self._begin_refill(f"the store skipped {damaged} corrupt region(s) when it "
+                               "opened, so some keys may read as an older version")
 
     # ---- anti-entropy per N (issue 15) ------------------------------------------------------
     @staticmethod
@@ -885,7 +894,8 @@ class NodeCore:
                 f"cannot change in place: start it with --rack {placed!r}, or put a new node "
                 f"in {self.cfg.rack!r} in its place (zkv cluster replace {self.me} NEW)")
 
-    def _begin_refill(self) -> None:
+    def _begin_refill(self, why: str = "this node is a member but holds no data (a lost "
+                      "disk?)") -> None:
         """Back as a member with nothing stored: the disk was lost (or never written). Exchange
         every partition with every other owner at once; meanwhile its reads do not count
         toward R: it holds nothing, or what it pulled from the owners it exchanged with so far,
@@ -895,8 +905,8 @@ class NodeCore:
         "none" or the value before it.)"""
         self.refill_since = self.t
         self.background.queue_repair(-1)
-        log.warning("this node is a member but holds no data (a lost disk?): refilling from "
-                    "the other owners; until then its reads do not count toward R")
+        log.warning("%s: refilling from the other owners; until then its reads do not count "
+                    "toward R", why)
 
     def refilling(self, key: bytes) -> bool:
         """May a local read of `key` lack a write this node lost (see `_begin_refill`)?"""

@@ -221,6 +221,9 @@ class LogStore:
         self._next_fid = 0
         self._next_major = 1
         self._corrupt: set[bytes] = set()
+        # corrupt regions the open skipped: the records in them are gone, and where a key was
+        # unreadable nothing says which key lost its newest version (an older one now reads)
+        self.damaged_regions = 0
         self._compactor: threading.Thread | None = None
         self._compactions = 0
         # bytes -> seconds to wait before rewriting them: set by a node to share its I/O
@@ -310,6 +313,7 @@ class LogStore:
                 corrupt.extend(bad_keys)
                 if bad:
                     log.warning("segment %s: %d corrupt region(s) skipped", seg.path, bad)
+                    self.damaged_regions += bad
                 if end < seg.size:
                     assert mm is not None
                     torn = len(mm[end:].rstrip(b"\0"))
@@ -904,6 +908,7 @@ class LogStore:
                 "keydir_bytes": kd.memory_bytes(),
                 "keydir_bytes_per_key": kd.memory_bytes() / kd.count if kd.count else 0.0,
                 "corrupt": len(self._corrupt),
+                "damaged_regions": self.damaged_regions,
                 "compactions": self._compactions,
                 "sync": self.sync,
                 "buffered_bytes": kd.buffered,
