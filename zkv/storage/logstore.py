@@ -40,7 +40,7 @@ Out of space: ``min_free_bytes`` is a reserve the store keeps free on its file s
 While the free space is under it, or after writing records out failed (ENOSPC, EDQUOT, EIO),
 ``put``, ``put_many`` and ``delete`` raise ``StorageFull`` before changing anything, and
 ``get`` keeps working. Records already buffered when a write-out failed stay buffered (and
-readable); ``check_space()`` (the node calls it every second) retries writing them and lifts
+readable); ``check_space()`` (a node calls it every gossip round) retries writing them and lifts
 the refusal once they are out and the reserve is free again. Refusing early, with the reserve
 still free, is what keeps a full disk from failing the writes a caller was already told were
 made (segment rotation, hints files and compaction need room too): Elasticsearch's
@@ -622,7 +622,10 @@ class LogStore:
             glock.release()
             locked = False
             with self._lock:
-                self._kd.flush()
+                try:
+                    self._kd.flush()
+                except OSError as exc:
+                    raise self._failed(exc) from exc
                 assert self._active is not None
                 fd = self._active.fd
                 target = self._kd.seq
