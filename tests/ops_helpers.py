@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import zmq
 
@@ -135,3 +139,20 @@ def metrics_text(port: int, host: str = "127.0.0.1") -> str:
 def ready(port: int, host: str = "127.0.0.1") -> tuple[int, dict]:
     code, body = http(f"http://{host}:{port}/readyz")
     return code, json.loads(body)
+
+
+@contextmanager
+def small_tmpfs(size: str) -> Iterator[str]:
+    """A tmpfs of `size` (e.g. "3m") mounted on a new temp dir, unmounted and removed after:
+    a disk that really fills (ENOSPC). Mounting needs root, as CI runs the suite."""
+    import pytest
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.fail("mounting a small tmpfs needs root (CI runs the suite as root)")
+    where = tempfile.mkdtemp(prefix="zkv-tmpfs-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", where], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", where], check=False)
+        os.rmdir(where)

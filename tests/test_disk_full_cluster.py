@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import tempfile
 import time
 
 import pytest
 from conftest import held
-from ops_helpers import Nodes, free_port, metrics_text, raw_status, ready, wait_for
+from ops_helpers import Nodes, free_port, metrics_text, raw_status, ready, small_tmpfs, wait_for
 from ops_helpers import zkv as zkv_cli
 
 import zkv
@@ -25,15 +23,8 @@ import zkv
 
 @pytest.fixture
 def small_fs():
-    if os.geteuid() != 0:
-        pytest.fail("mounting a small tmpfs needs root (CI runs the suite as root)")
-    where = tempfile.mkdtemp(prefix="zkv-fullnode-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", where], check=True)
-    try:
+    with small_tmpfs("24m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", where], check=False)
-        os.rmdir(where)
 
 
 def _start(nodes: Nodes, node_id: str, ports: tuple[int, int, int], data: str,

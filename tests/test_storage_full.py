@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 
 import pytest
+from ops_helpers import small_tmpfs
 
 from zkv.errors import InvalidRequest, StorageFull
 from zkv.storage import LogStore
@@ -47,16 +46,8 @@ def test_a_negative_reserve_is_refused(tmp_path):
 
 @pytest.fixture
 def small_fs() -> Iterator[str]:
-    """A 3 MiB tmpfs mounted for the test (CI runs as root)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.fail("mounting a small tmpfs needs root (CI runs the suite as root)")
-    where = tempfile.mkdtemp(prefix="zkv-fullfs-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", where], check=True)
-    try:
+    with small_tmpfs("3m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", where], check=False)
-        os.rmdir(where)
 
 
 def _fill(store: LogStore, written: dict[bytes, bytes], value_size: int,
