@@ -1465,13 +1465,17 @@ class NodeCore:
         ring = self.membership.ring(ns.n)
         p = ring.partition(skey)  # (hashed once: _coordinate uses it too)
         preflist = ring.preflist(p)
-        if self.write_stop is not None and type(msg) is not Get:
-            self._write_elsewhere(origin, msg, skey, ring, p, forwarded)
-            return
-        if self.me not in preflist and not forwarded:
+        # a write while this node takes no writes (its disk): another reachable node of the
+        # key's walk coordinates it, as when this node is no owner (a forwarded one, or one
+        # with no such node, is coordinated here, and the engine refuses it: E_UNAVAILABLE)
+        stopped = self.write_stop is not None and type(msg) is not Get
+        if (stopped or self.me not in preflist) and not forwarded:
             down = self.membership.unreachable()
             if self.no_writes and type(msg) is not Get:
                 down = down | self.no_writes
+            if stopped:
+                self.metrics.writes_refused.inc()
+                down = down | {self.me}
             candidates = [x for x in preflist if x not in down]
             if not candidates:
                 # no owner is reachable: the first reachable nodes of the key's walk stand in
@@ -1487,27 +1491,6 @@ class NodeCore:
                                         per_try=2 * cfg.replica_timeout + 0.25), self.t)
                 return
         self._coordinate(origin, msg, ring, ns, skey, p)
-
-    def _write_elsewhere(self, origin, msg, skey: bytes, ring: Ring, p: int,
-                         forwarded: bool) -> None:
-        """A client's write while this node takes no writes: another reachable node of the
-        key's walk coordinates it (the owners first), so the client sees no error; one that
-        was forwarded here already, or finds no such node, is refused (E_UNAVAILABLE: the
-        client tries another node, with the same write id). (If none answers, ForwardOp
-        coordinates here after all, where the engine decides: refused, or taken if it has room
-        again by then.)"""
-        self.metrics.writes_refused.inc()
-        if not forwarded:
-            down = self.membership.unreachable() | self.no_writes
-            candidates = [x for x in ring.preflist(p) if x != self.me and x not in down]
-            candidates += [x for x, _ in ring.sloppy_preflist(p, down | {self.me})
-                           if x not in candidates and x != self.me][:2]
-            if candidates:
-                self.metrics.forwards.inc()
-                self.start_op(ForwardOp(self, origin, skey, self.t, msg, candidates,
-                                        per_try=2 * self.cfg.replica_timeout + 0.25), self.t)
-                return
-        self.respond(origin, Error(0, E_UNAVAILABLE, self._no_writes()))
 
     def coordinate_here(self, origin, inner) -> None:
         """Coordinate a request locally although this node is not an owner (no owner answered)."""

@@ -436,11 +436,11 @@ class LogStore:
     def _gate(self) -> None:
         """The keydir's C put steps aside (to the locked path) while a key awaits repair or
         writes are refused. Holds self._lock (or the store is not open yet)."""
-        self._kd.put_gate = 1 if (self._corrupt or self._low_space or self._write_failed) else 0
+        self._kd.put_gate = 1 if (self._corrupt or self.write_error) else 0
 
     def _refuse_if_full(self) -> None:
         """StorageFull, before anything is written, while writes are refused. Holds self._lock."""
-        why = self._low_space or self._write_failed
+        why = self.write_error
         if why is not None:
             raise StorageFull(why)
 
@@ -489,7 +489,7 @@ class LogStore:
                                f"the reserve of {self.min_free_bytes >> 20} MiB")
             self._low_space = low
             self._gate()
-            return low or self._write_failed
+            return self.write_error
 
     def delete(self, key: bytes) -> None:
         """Write a tombstone for ``key`` (kept through compaction until released)."""
@@ -915,7 +915,7 @@ class LogStore:
                 "compactions": self._compactions,
                 "sync": self.sync,
                 "buffered_bytes": kd.buffered,
-                "write_error": self._low_space or self._write_failed,
+                "write_error": self.write_error,
             }
 
     def _check_open(self) -> None:
