@@ -171,7 +171,7 @@ def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int
         if key in readded and b"reborn" not in got and (
                 b"reborn" not in sim.lost_with_holder.get(key, ())):
             v.append(f"{key!r}: acknowledged re-add lost")
-        if b"doomed" in got:
+        if b"doomed" in got and key not in sim.lost_deletes:
             v.append(f"{key!r}: deleted value came back")
     return rep
 
