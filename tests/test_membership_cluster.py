@@ -618,3 +618,57 @@ def test_a_data_dir_started_under_another_node_id_exits_and_says_whose_it_is(mak
     with zkv.Client([node3.listen], timeout=5.0) as cl:
         for key, value in data.items():
             assert cl.get(key, r=3).values == [value]
+
+
+def test_a_node_stopped_before_its_join_completed_joins_again_without_its_seed(tmp_path):
+    """node2 is started with --seed naming node1 before node1 is up and is killed (SIGKILL)
+    while still asking; started again on its data dir at a new address with no --seed (a
+    machine back with another IP, a unit that lost the flag), it joins through the seed its
+    cluster.json kept instead of founding a cluster of its own, where writes would part from
+    node1's for good. Once it is a member, cluster.json no longer names seeds."""
+    import json
+
+    from ops_helpers import Nodes, free_port, raw_status, wait_for
+
+    nodes = Nodes(tmp_path)
+    try:
+        ep = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("l1", "g1", "l2", "g2", "l3")}
+        d1, d2 = str(tmp_path / "d1"), str(tmp_path / "d2")
+        saved = os.path.join(d2, "cluster.json")
+
+        def cluster_json() -> dict:
+            with open(saved) as fh:
+                return json.load(fh)
+
+        first = nodes.start("--id", "node2", "--listen", ep["l2"], "--gossip", ep["g2"],
+                            "--data-dir", d2, "--seed", ep["l1"])
+        wait_for(lambda: os.path.exists(saved) and cluster_json().get("joining"), 30,
+                 "node2's cluster.json naming its seed")
+        assert cluster_json()["joining"] == [ep["l1"]] and cluster_json()["cluster"] is None
+        nodes.stop(first, signal.SIGKILL)
+        nodes.start("--id", "node1", "--listen", ep["l1"], "--gossip", ep["g1"],
+                    "--data-dir", d1)
+        wait_for(lambda: raw_status(ep["l1"]), 30, "node1 up")
+        again = nodes.start("--id", "node2", "--listen", ep["l3"], "--gossip", ep["g2"],
+                            "--data-dir", d2)
+
+        def members(endpoint: str) -> set[str]:
+            return {m["id"] for m in raw_status(endpoint)["members"] if m["state"] == "up"}
+
+        wait_for(lambda: members(ep["l1"]) == members(ep["l3"]) == {"node1", "node2"}, 45,
+                 "node2 a member of node1's cluster")
+        assert "joining through them again" in nodes.log(again)
+        wait_for(lambda: "joining" not in cluster_json(), 15, "cluster.json without seeds")
+        def put() -> bool:  # (W=2 once both hold the ring's partitions: the join settles)
+            with zkv.Client([ep["l3"]], timeout=5.0) as cl:
+                try:
+                    cl.put(b"k", b"v", w=2)
+                except ZkvError:
+                    return False
+            return True
+
+        wait_for(put, 30, "a write at W=2 through node2")
+        with zkv.Client([ep["l1"]], timeout=5.0) as cl:
+            assert set(cl.get(b"k", r=2).values) == {b"v"}  # (a failed try: a sibling)
+    finally:
+        nodes.close()

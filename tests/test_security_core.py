@@ -218,6 +218,18 @@ def test_bad_endpoint_never_saved_and_poisoned_file_loads(node, tmp_path):
     assert [m[0] for m in load_cluster(str(path))["members"]] == ["node5"]
 
 
+@pytest.mark.parametrize("seeds,kept", [
+    (["tcp://127.0.0.1:7001"], ["tcp://127.0.0.1:7001"]),
+    (["tcp://127.0.0.1:7001", "not-an-endpoint"], None), ([], None), ("tcp://h:1", None),
+    ([7], None), (["tcp://h:1"] * 1025, None)])
+def test_saved_join_seeds_load_only_when_every_one_is_an_endpoint(tmp_path, seeds, kept):
+    """cluster.json's "joining" (the seeds of a join that never completed) is used only if
+    it is a short list of endpoints; anything else is dropped whole, with a warning."""
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"members": [], "joining": seeds}))
+    assert load_cluster(str(path)).get("joining") == kept
+
+
 def test_forged_leave_relayed_is_ignored(node):
     for i in (2, 3):
         forged = _member(i, hb=(1 << 40), leaving=True)

@@ -229,7 +229,8 @@ def _cluster_json(core: NodeCore) -> dict:
             "cluster": own.encode(cluster).hex() if cluster else None,
             "members": [[m.id, m.listen, m.gossip, m.rack]
                         for m in core.membership.table() if m.id != core.me],
-            "namespaces": core.namespaces.to_builtins()}
+            "namespaces": core.namespaces.to_builtins(),
+            "joining": list(core.seeds) if core.joining and cluster is None else None}
 
 
 class SimNode:
@@ -593,6 +594,19 @@ class Sim:
                 heapq.heappush(self.events, (when, next(self.seq), self._tick, (sn.id, when)))
         if core.exit_requested:
             self._exit(sn)
+        elif core.join_error:
+            self._join_failed(sn, core.join_error)
+
+    def _join_failed(self, sn: SimNode, why: str) -> None:
+        """The node's join failed (no seed answered within JOIN_TIMEOUT, a seed refused it): its
+        transport stops it with that error, and the operator starts it again a second later
+        through a member that is up (its seed may have moved to another address meanwhile:
+        remove seed 70004 with --moves, a wiped node joining through a node that came back
+        at a new address). Its data dir is kept (empty: it never joined)."""
+        self.note(f"{sn.id} stops: {why}")
+        self.crash(sn.id)
+        sn.rejoin_through = ""
+        self.at(self.t + 1.0, self.restart, sn.id)
 
     def _exit(self, sn: SimNode) -> None:
         """The node left the cluster: like its transport (transport.py), it stops at the end

@@ -308,7 +308,7 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     `client`: "core" runs the workloads on zkv.client's ClientCore (`CoreClient`), which
     knows only the first three nodes and follows the ring it fetches."""
     from zkv.node import namespaces as nss
-    from zkv.node.core import ADMIN, REQUEST
+    from zkv.node.core import ADMIN, JOIN_TIMEOUT, REQUEST
     from zkv.wire import Cluster, NsCreate
 
     # with message loss a read at R=1 can miss what W=2 wrote without any change (R+W <= N);
@@ -400,8 +400,15 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
         return all(c.membership.cluster is not None and not c.membership.cluster.moving()
                    and len(c.membership.cluster.members) == len(cores) for c in cores)
 
+    def joining() -> bool:  # a node asks its seeds (they may have moved: --moves) or waits
+        return any(sn.core.joining if sn.core is not None else sn.rejoin_through is not None
+                   for sn in sim.nodes.values())  # for its start through a member
+
     t0 = sim.t
-    while sim.t < t0 + settle and not settled():
+    # (a join through a seed that is gone fails after JOIN_TIMEOUT and the operator starts
+    # the node again through a member that is up: Sim._join_failed)
+    while not settled() and (sim.t < t0 + settle or (
+            joining() and sim.t < t0 + settle + JOIN_TIMEOUT + 15)):
         sim.run_until(sim.t + 0.5)
     grown = settled()
     sim.run_until(sim.t + 1.0)

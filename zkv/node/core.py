@@ -338,7 +338,18 @@ class NodeCore:
         # joining: a node started with seeds and no known peers asks the seeds to let it in.
         # A seed list shared by every node (a config file, a StatefulSet) names this node
         # too: joining through oneself never answers; a node that is its only seed founds
-        self.seeds = tuple(x for x in cfg.seed if x not in (cfg.listen, cfg.advertised_listen))
+        seeds = cfg.seed
+        if not seeds and not saved.get("cluster") and not self.membership.peers \
+                and saved.get("joining"):
+            # a join that never completed (the process stopped first), started again without
+            # --seed (a machine back at a new address, a config that lost the flag): founding
+            # a cluster of its own would split it from the one it meant to join, where its id
+            # may already be a member; it joins through the seeds it was given
+            seeds = tuple(saved["joining"])
+            log.warning("this node's join through %s did not complete before it stopped: "
+                        "joining through them again (to found a new cluster instead, start "
+                        "it on an empty data dir)", ", ".join(seeds))
+        self.seeds = tuple(x for x in seeds if x not in (cfg.listen, cfg.advertised_listen))
         self.joining = bool(self.seeds) and not self.membership.peers
         self.asking_seeds = False  # a member that hears no other member asks its seeds too
         self.join_deadline = now + JOIN_TIMEOUT
@@ -786,7 +797,7 @@ class NodeCore:
     def _join_tick(self, now: float) -> None:
         if now >= self.join_deadline:
             self.join_error = (f"no seed answered within {JOIN_TIMEOUT:.0f}s: "
-                               f"{', '.join(self.cfg.seed)}")
+                               f"{', '.join(self.seeds)}")
             return
         if now >= self.next_join:
             self.next_join = now + JOIN_RETRY
@@ -1310,7 +1321,8 @@ class NodeCore:
     def _save_cluster(self) -> None:
         if self.cluster_path:
             save_cluster(self.cluster_path, self.membership, self.namespaces.to_builtins(),
-                         list(self.dots_base))
+                         list(self.dots_base), list(self.seeds)
+                         if self.joining and self.membership.cluster is None else None)
 
     # ---- namespaces (issue 15) --------------------------------------------------------------
     def _registry(self, saved: object) -> Registry:

@@ -53,7 +53,7 @@ from collections.abc import Callable
 import msgspec
 
 from zkv._core.ring import Ring
-from zkv.config import ENDPOINT_RE, NODE_ID_RE
+from zkv.config import ENDPOINT_RE, NODE_ID_RE, parse_endpoint
 from zkv.node import ownership as own
 from zkv.wire import MAX_COUNTER, MAX_MEMBERS, MAX_RACK, Member, clip
 
@@ -427,17 +427,33 @@ def load_cluster(path: str) -> dict:
         else:
             log.warning("%s: dropping an invalid member record %s", path, clip(row, 120))
     doc["members"] = good[:MAX_MEMBERS]
+    seeds = doc.get("joining")
+    if seeds is not None:
+        ok = isinstance(seeds, list) and 0 < len(seeds) <= MAX_MEMBERS and all(
+            type(x) is str and _endpoint_ok(x) for x in seeds)
+        if not ok:
+            log.warning("%s: ignoring an invalid list of join seeds %s", path, clip(seeds, 120))
+            del doc["joining"]
     return doc
 
 
+def _endpoint_ok(endpoint: str) -> bool:
+    try:
+        parse_endpoint(endpoint)
+    except ValueError:
+        return False
+    return True
+
+
 def save_cluster(path: str, membership: Membership, namespaces: list | None = None,
-                 dots: list | None = None) -> None:
+                 dots: list | None = None, joining: list[str] | None = None) -> None:
     """Write settings, the other members, the namespace registry (issue 15: a list of
-    dicts, `Registry.to_builtins()`; validated on load by the node) and the id this node's
-    dots go under (`dots`: [id, since], replica.py) atomically (temp file + rename); only
-    member records that pass validation are written."""
+    dicts, `Registry.to_builtins()`; validated on load by the node), the id this node's
+    dots go under (`dots`: [id, since], replica.py) and, while its join has not completed,
+    the seeds it joins through (`joining`: a start without --seed joins through them again)
+    atomically (temp file + rename); only member records that pass validation are written."""
     me = membership.me.id
-    doc = {
+    doc: dict[str, object] = {
         "settings": membership.settings,
         "cluster": own.encode(membership.cluster).hex() if membership.cluster else None,
         "members": [[m.id, m.listen, m.gossip, m.rack] for m in membership.table()
@@ -447,6 +463,8 @@ def save_cluster(path: str, membership: Membership, namespaces: list | None = No
         doc["namespaces"] = namespaces
     if dots is not None:
         doc["dots"] = dots
+    if joining:
+        doc["joining"] = joining
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(doc, fh)
