@@ -241,6 +241,28 @@ def test_no_listener_is_unavailable_a_silent_node_is_a_timeout(driver, fake_node
         c.status(quiet.endpoint)
 
 
+def test_unavailable_says_whether_a_node_took_the_tcp_connection(driver):
+    """A port nobody listens on and a listener that accepts TCP but never speaks ZeroMQ (as a
+    node stopped with SIGSTOP: its kernel still accepts) both fail over at once; the error
+    names each endpoint with what was seen of it, so an operator can tell down from frozen."""
+    import socket
+
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen(8)  # accepts (the kernel's backlog) and never answers the greeting
+    try:
+        stuck = f"tcp://127.0.0.1:{frozen.getsockname()[1]}"
+        nobody = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+        with pytest.raises(Unavailable) as err:
+            driver([nobody, stuck], timeout=1.5).get(b"k")
+        said = str(err.value)
+        assert f"{nobody} (no TCP connection: down, or not listening there)" in said, said
+        assert (f"{stuck} (it accepted the TCP connection but did not complete the ZeroMQ "
+                "handshake: paused (SIGSTOP)") in said, said
+    finally:
+        frozen.close()
+
+
 def test_both_drivers_expose_the_same_methods_and_signatures():
     def public(cls):
         return {n: inspect.signature(getattr(cls, n)) for n in dir(cls)

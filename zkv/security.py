@@ -346,13 +346,15 @@ class HandshakeWatch:
     def __init__(self, sock: zmq.Socket, endpoint: str) -> None:
         self.endpoint = endpoint
         events = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                  | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                  | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                  | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.owner: zmq.Socket = sock.get_monitor_socket(events)
         # an asyncio socket's monitor is an asyncio socket too: read it through a plain view
         self.mon: zmq.Socket = zmq.Socket.shadow(self.owner.underlying)
         self.sock = sock
         self.failed: str | None = None
         self.ok = False
+        self.connected = False  # the TCP connection is up (its handshake may not be done)
 
     def failure(self) -> str | None:
         from zmq.utils.monitor import parse_monitor_message
@@ -366,6 +368,10 @@ class HandshakeWatch:
                 break
             if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.ok, self.failed = True, None
+            elif ev["event"] == zmq.EVENT_CONNECTED:
+                self.connected = True
+            elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                self.connected = self.ok = False
             elif ev["event"] in _FAILED:
                 detail = _FAILED[ev["event"]]
                 if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -376,6 +382,13 @@ class HandshakeWatch:
     def error(self) -> AuthenticationError | None:
         why = self.failure()
         return AuthenticationError(f"{self.endpoint}: {why}") if why else None
+
+    def unconnected_why(self) -> str:
+        """Why a connection that `error()` found no refusal on is not usable yet (after it)."""
+        if self.connected and not self.ok:
+            return ("it accepted the TCP connection but did not complete the ZeroMQ handshake: "
+                    "paused (SIGSTOP), overloaded, or not a zkv node")
+        return "no TCP connection: down, or not listening there"
 
     def close(self) -> None:
         try:

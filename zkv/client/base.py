@@ -45,10 +45,13 @@ class Facade:
         self._watch[ep] = security.HandshakeWatch(s, ep)
 
     def _check_refused(self, ep: str) -> None:
-        """A connection that never came up: AuthenticationError if the node refused our key."""
-        refused = self._watch[ep].error()
+        """A connection that never came up: AuthenticationError if the node refused our key,
+        else why it is not up, for the error should no node answer (ClientCore._failure)."""
+        watch = self._watch[ep]
+        refused = watch.error()
         if refused is not None:
             raise refused
+        self.core.unreachable_why[ep] = watch.unconnected_why()
 
     def _close_watches(self) -> None:
         for w in self._watch.values():

@@ -329,6 +329,7 @@ class ClientCore:
         self._refreshing = False  # a plan is fetching the ring: others go on with the old one
         self.suspect_until: dict[str, float] = {}
         self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
+        self.unreachable_why: dict[str, str] = {}  # endpoint -> why, as its driver last saw
         self._base_order: list[str] | None = None
         self._n_up = 0  # members in _base_order that looked up (they come first)
         self._orders: dict[tuple[int | None, int], list[str]] = {}  # (N, partition) -> order
@@ -486,7 +487,9 @@ class ClientCore:
     def _failure(self, candidates: list[str], tried: int) -> ZkvError:
         seen = candidates[:max(tried, 1)]
         if seen and all(ep in self.unconnectable for ep in seen):
-            return Unavailable(f"no node reachable: tried {', '.join(seen)}")
+            why = self.unreachable_why
+            return Unavailable("no node reachable: tried " + ", ".join(
+                f"{ep} ({why[ep]})" if ep in why else ep for ep in seen))
         return RequestTimeout(f"no answer within {self.timeout}s (tried {tried} node(s))")
 
     def _note(self, ep: str, reply) -> None:
