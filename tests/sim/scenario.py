@@ -423,7 +423,11 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
                 break
         change = Cluster(1, "force-remove", "n2")
     if replace:
-        sim.add_node("n6", seed_of="n1", rack=sim.nodes["n2"].cfg.rack)  # n2's rack
+        # through a member that is up, as an operator would pick (n1 down and about to come
+        # back at a new address: replace-dead seed 71026 with --moves)
+        seed = next((x for x in ("n1", "n3", "n4", "n5") if sim.nodes[x].core is not None
+                     and not sim.nodes[x].core.joining), "n1")
+        sim.add_node("n6", seed_of=seed, rack=sim.nodes["n2"].cfg.rack)  # n2's rack
         for _ in range(100):  # until the claimant has made it a pending owner of its own share
             sim.run_until(sim.t + 0.05)
             n1 = sim.nodes["n1"].core

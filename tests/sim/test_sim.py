@@ -382,6 +382,17 @@ def test_a_node_whose_join_was_cut_short_still_joins(seed):
                       remove=True, client="many"))
 
 
+# Replace-dead seed 71026 with every fault at once: the replacement was started through n1
+# while n1 was down (about to come back at a new address), so its join could only time out;
+# an operator names a member that is up, and so does the scenario now
+def test_a_replacement_started_while_a_member_moves_takes_over():
+    from sim.scenario import membership
+
+    _check(membership(71026, Faults(loss=0.02, dup=0.01, partitions=2, pauses=1, crashes=1,
+                                    power_losses=1, wipes=1, moves=1, full_disks=1),
+                      replace=True, remove=True, client="many"))
+
+
 def test_a_power_loss_excuses_only_values_no_other_node_holds():
     from zkv._core import dvv
     from zkv.node.handoff import HINT_HEAD
