@@ -109,6 +109,33 @@ def test_a_long_silence_does_not_slow_the_next_detection():
     assert abs(suspected_after() - first) < 0.05
 
 
+def test_a_peer_whose_own_records_are_refused_is_down_for_that_reason():
+    """b restarts with its clock over 60 s ahead of a's: a refuses every record of b's new
+    life, so b goes down here; the reason names the refusal and the clocks, not a silence.
+    Once its records are taken again (clocks fixed), it is up; a refusal of a relayed record
+    (not b's own) does not mark b."""
+    clock = Clock()
+    wall = [1_000_000]
+    m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock, down_after=2.0,
+                   wall=lambda: wall[0])
+    m.merge([_member("b", inc=1, hb=1)], via="b")
+    ahead = 1_000_000 + 61_000  # b's new incarnation: its wall clock, 61 s ahead of a's
+    for hb in range(1, 30):
+        clock.t += 0.1
+        m.merge([_member("b", inc=ahead, hb=hb)], via="b")
+    state, reason = m.state("b")
+    assert state == "down", reason
+    assert reason.startswith(f"its own records are refused here: incarnation {ahead} is ahead "
+                             "of the clock") and "check NTP on both" in reason, reason
+    assert m.refused == 29
+    wall[0] = ahead  # a's clock fixed (or b's): the next record of b's is taken
+    m.merge([_member("b", inc=ahead, hb=30)], via="b")
+    assert m.state("b") == ("up", "")
+    clock.t += 3.0
+    m.merge([_member("b", inc=ahead + 10 ** 9, hb=1)], via="c")  # a relay's: refused, not b's
+    assert "no heartbeat" in m.state("b")[1]
+
+
 def test_request_timeouts_add_suspicion_and_stale_heartbeats_are_ignored():
     clock = Clock()
     m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock)

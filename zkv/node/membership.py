@@ -108,7 +108,8 @@ def validate_clock(m, now_ms: int | None = None) -> str | None:
 
 
 class _Peer:
-    __slots__ = ("member", "last_beat", "intervals", "mean", "strikes", "reason")
+    __slots__ = ("member", "last_beat", "intervals", "mean", "strikes", "reason", "refused_at",
+                 "refused_why")
 
     def __init__(self, member: Member, now: float) -> None:
         self.member = member
@@ -120,6 +121,10 @@ class _Peer:
         self.mean: float | None = None
         self.strikes = 0  # request timeouts since the last heartbeat
         self.reason = ""
+        # its own record last refused here (when, why): a clock too far apart from this one
+        # refuses every beat, and the peer is down here for that reason (state() says so)
+        self.refused_at = -math.inf
+        self.refused_why = ""
 
 
 class Membership:
@@ -178,6 +183,10 @@ class Membership:
     def _refuse(self, via, m, why: str) -> None:
         self.refused += 1
         now = self.clock()
+        mid = getattr(m, "id", None)
+        p = self.peers.get(mid) if type(mid) is str and via == mid else None
+        if p is not None:  # (first-hand: the peer's own record)
+            p.refused_at, p.refused_why = now, why
         if now - self._last_refusal_log >= 1.0:  # at most one line a second, fields clipped
             self._last_refusal_log = now
             log.warning("refused member record %s from %s: %s (%d refused so far)",
@@ -335,6 +344,11 @@ class Membership:
         elapsed = self.clock() - p.last_beat
         phi = self._phi_after(p, elapsed)
         if elapsed > self.down_after or phi > self.phi_down:
+            if self.clock() - p.refused_at < self.down_after:
+                why = p.refused_why
+                if "clock" in why or "implausible" in why:
+                    why += f" (clocks over {MAX_SKEW_MS // 1000} s apart? check NTP on both)"
+                return "down", f"its own records are refused here: {why}"
             return "down", f"no heartbeat for {elapsed:.1f}s (phi {phi:.1f})"
         if p.strikes >= 3:
             return "down", f"{p.strikes} request timeouts ({p.reason})"

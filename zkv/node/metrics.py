@@ -297,6 +297,10 @@ class NodeMetrics:
         self.writes_refused = Counter("zkv_writes_refused", "Writes (client, replica) this node "
                                       "refused or passed on because its disk took no writes",
                                       registry=r)
+        self.member_records_refused = Counter(
+            "zkv_member_records_refused", "Member records (gossip, joins) refused: a clock over "
+            "60 s ahead, fields that fail validation, or the trust rules (the log says which)",
+            registry=r)
         self.connections = Gauge("zkv_connections", "Open connections to --listen (clients "
                                  "and peers; capped by max_connections)", registry=r)
         self.connections_refused = Counter("zkv_connections_refused", "Connections shut down "

@@ -172,6 +172,7 @@ class MetricsExport:
     def __init__(self, core: NodeCore) -> None:
         self.core = core
         self.next_gauges = -1e9
+        self.refused_reported = 0  # membership.refused already counted in the metric
         core.metrics.aae_lag.source = self.agreement_lag
 
     def agreement_lag(self) -> list[tuple[int, float | None]]:
@@ -203,6 +204,9 @@ class MetricsExport:
             return
         self.next_gauges = now + GAUGES_EVERY
         child = m.child
+        if ms.refused > self.refused_reported:  # (a counter the membership keeps)
+            m.member_records_refused.inc(ms.refused - self.refused_reported)
+            self.refused_reported = ms.refused
         counts = {"up": 0, "suspect": 0, "down": 0}
         for nid, state in states.items():
             if nid in peers:
