@@ -25,17 +25,31 @@ def _items(values: list[bytes]) -> set[bytes]:
     return {x for v in values for x in v.split(b",") if x}
 
 
+def _joining(sim: Sim) -> bool:
+    """A node asks its seeds (they may have moved: --moves) or waits for its start through a
+    member (after a wipe, or a join that failed: Sim._join_failed)."""
+    return any(sn.core.joining if sn.core is not None else sn.rejoin_through is not None
+               for sn in sim.nodes.values())
+
+
 def _converge(sim: Sim, keys, settle: float, drops: bool = False) -> float | None:
     """Run until no node is still joining (back after a wipe), every key's owners hold the
     same version and no hint is left (`drops`: and no live node still holds partitions it no
     longer owns, i.e. handed them over and dropped them); the time it took, or None if
-    `settle` seconds were not enough."""
+    `settle` seconds were not enough. While a node is joining the end stays 20 s ahead, up to
+    JOIN_TIMEOUT past `settle`: a join through a seed that went away meanwhile fails after it,
+    and the node is started again through a member that is up, then refills (seed 71569 of
+    the all-faults sweep with --moves)."""
+    from zkv.node.core import JOIN_TIMEOUT
+
     start = sim.t
-    while sim.t < start + settle:
+    deadline, hard = start + settle, start + settle + JOIN_TIMEOUT + 20
+    while sim.t < deadline:
         sim.run_until(sim.t + 0.5)
-        cores = [sn.core for sn in sim.nodes.values() if sn.core is not None]
-        if any(c.joining for c in cores):
+        if _joining(sim):  # (then `settle` again for its refill, within `hard`)
+            deadline = min(hard, max(deadline, sim.t + 20))
             continue
+        cores = [sn.core for sn in sim.nodes.values() if sn.core is not None]
         if not sim.replicas_agree(keys) and not sim.hints_pending() and not (
                 drops and any(c.need_drop for c in cores)):
             return sim.t - start
@@ -400,15 +414,11 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
         return all(c.membership.cluster is not None and not c.membership.cluster.moving()
                    and len(c.membership.cluster.members) == len(cores) for c in cores)
 
-    def joining() -> bool:  # a node asks its seeds (they may have moved: --moves) or waits
-        return any(sn.core.joining if sn.core is not None else sn.rejoin_through is not None
-                   for sn in sim.nodes.values())  # for its start through a member
-
     t0 = sim.t
     # (a join through a seed that is gone fails after JOIN_TIMEOUT and the operator starts
     # the node again through a member that is up: Sim._join_failed)
     while not settled() and (sim.t < t0 + settle or (
-            joining() and sim.t < t0 + settle + JOIN_TIMEOUT + 15)):
+            _joining(sim) and sim.t < t0 + settle + JOIN_TIMEOUT + 15)):
         sim.run_until(sim.t + 0.5)
     grown = settled()
     sim.run_until(sim.t + 1.0)

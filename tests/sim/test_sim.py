@@ -367,6 +367,16 @@ def test_every_fault_at_once_keeps_every_promise(seed):
                client="many"))
 
 
+# Seed 71569 with moves too (and nine more of 1000 like it): a wiped node was started through
+# n1, which lost power and came back at a new address before answering; the join failed after
+# JOIN_TIMEOUT and the node was started again through a member that is up (Sim._join_failed),
+# which the convergence check now waits for (_converge) instead of calling it a disagreement
+def test_a_wiped_node_whose_seed_moved_rejoins_and_replicas_converge():
+    _check(run(71569, Faults(loss=0.03, dup=0.02, partitions=3, pauses=2, crashes=2,
+                             power_losses=1, wipes=1, stale_views=1, moves=1, full_disks=1),
+               client="many"))
+
+
 # Remove seeds 70000 and 70004 with every fault at once (lost disks and moves among them):
 # in 70000 a wiped node crashed before its join through a seed completed and came back at a
 # new address with no --seed: it founded a cluster of its own, so the join of n4 and n5 never
