@@ -100,6 +100,31 @@ def test_peer_messages_refused_from_clients(node, msg, role):
     assert type(reply) is wire.Error and "cluster peers only" in reply.message
 
 
+def test_a_joining_node_answers_members_unavailable_not_malformed(tmp_path):
+    """A node joining through its seed (a lost disk restarted with --seed) does not know the
+    members yet, whose coordinators still send it replica writes: they get "not joined yet"
+    (E_UNAVAILABLE: a stand-in is asked at once), nothing is stored, and nothing is counted
+    or logged as malformed. An outsider's peer message is still refused as before."""
+    cfg = NodeConfig(id="node5", listen="tcp://127.0.0.1:7005", gossip="tcp://127.0.0.1:8005",
+                     data_dir=str(tmp_path / "n5"), seed=("tcp://127.0.0.1:7001",))
+    store, handoff = open_stores(cfg)
+    core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000, now=1000.0)
+    try:
+        assert core.joining
+        core.handle((REQUEST, b"peer:node2"), [wire.RPut(7, b"k", _version(b"v"))], 1000.0)
+        (reply,) = core.take_output(durable=False).clients[b"peer:node2"]
+        assert type(reply) is wire.Error and reply.code == wire.E_UNAVAILABLE, reply
+        assert "node5 has not joined the cluster yet" in reply.message
+        assert core.store.get(b"k") is None
+        assert core.malformed_logged == set()
+        core.handle((REQUEST, OUTSIDER), [wire.RPut(8, b"k", _version(b"v"))], 1000.0)
+        (reply,) = core.take_output(durable=False).clients[OUTSIDER]
+        assert reply.code != wire.E_UNAVAILABLE and "cluster peers only" in reply.message
+    finally:
+        store.close()
+        handoff.close()
+
+
 def test_repair_needs_an_admin_key(node):
     (reply,) = node.ask(OUTSIDER, [wire.Repair(1, -1)], CLIENT)
     assert type(reply) is wire.Error and "admin" in reply.message

@@ -990,6 +990,13 @@ class NodeCore:
             # (a Forward from a peer identity not heard of yet -- a node that just joined
             # and learned the ring before this node learned of it -- is served: it wraps a
             # Get/Put/Delete, which any client may send; refusing it failed the request)
+            if self.joining and plain and t in PEER_ONLY and _peer_of(ident) is not None:
+                # a member's request reaching this node before its join completed (restarted
+                # on a lost disk, or mid-join): it does not know the members yet, which is no
+                # fault of the frame; unavailable until joined (a coordinator stands in at once)
+                self._reply(ident, Error(msg.rid, E_UNAVAILABLE,
+                                         f"{self.me} has not joined the cluster yet"))
+                return
             self.malformed(ident, f"{type(msg).__name__} refused from a {role} connection")
             need = "cluster peers" if type(msg) in PEER_ONLY else "an admin key"
             self._reply(ident, Error(msg.rid, E_INVALID,
