@@ -28,8 +28,9 @@ def _items(values: list[bytes]) -> set[bytes]:
 def _joining(sim: Sim) -> bool:
     """A node asks its seeds (they may have moved: --moves) or waits for its start through a
     member (after a wipe, or a join that failed: Sim._join_failed)."""
-    return any(sn.core.joining if sn.core is not None else sn.rejoin_through is not None
-               for sn in sim.nodes.values())
+    return any(sn.core.joining if sn.core is not None else (
+        sn.rejoin_through is not None and not sn.dead and sn.exited is None)
+        for sn in sim.nodes.values())
 
 
 def _converge(sim: Sim, keys, settle: float, drops: bool = False) -> float | None:
