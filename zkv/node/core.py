@@ -2149,11 +2149,18 @@ class NodeCore:
         pending owners now (they are kept too, for reads through this stand-in until the
         change completes; the sweep drops them once the node is gone). Left for the sweep,
         an N=1 key written to a stand-in after its owner died read empty on the new owner
-        for up to HINT_SWEEP_INTERVAL (simulate.py --scenario remove)."""
-        for owner in self.handoff.owners():
-            if st.status(owner) == own.REMOVED:
-                for key, version in self.handoff.batch(owner, HINT_SWEEP_BATCH):
-                    self._rehome_hint(owner, key, version)
+        for up to HINT_SWEEP_INTERVAL (simulate.py --scenario remove). While this node takes
+        no writes (a full disk) the sweep does it once they resume: a refused write here
+        raised out of the adoption of the cluster state, before cluster.json was saved
+        (remove seed 75013 with --full-disks)."""
+        if self.write_stop is None:
+            try:
+                for owner in self.handoff.owners():
+                    if st.status(owner) == own.REMOVED:
+                        for key, version in self.handoff.batch(owner, HINT_SWEEP_BATCH):
+                            self._rehome_hint(owner, key, version)
+            except (StorageFull, OSError) as exc:  # (the hints stay: the sweep's, later)
+                self.storage_refused(exc)
         self.next_hint_sweep = self.t  # and the gone ones at the next tick
 
     # ---- status ---------------------------------------------------------------------------
