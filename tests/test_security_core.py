@@ -125,6 +125,32 @@ def test_a_joining_node_answers_members_unavailable_not_malformed(tmp_path):
         handoff.close()
 
 
+def test_a_cluster_json_that_cannot_be_written_is_retried_not_raised(node, monkeypatch, caplog):
+    """A full disk fails the write of cluster.json while a member joins: the gossip is still
+    taken whole (the member is in the table), one error is logged, and the next space check
+    (each gossip round) writes the file once the disk takes it."""
+    import errno
+
+    import zkv.node.core as core_mod
+
+    real = core_mod.save_cluster
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(core_mod, "save_cluster", full)
+    with caplog.at_level("WARNING", logger="zkv.node"):
+        node.gossip(4, [_member(4)])
+        node.gossip(5, [_member(5)])
+    assert {"node4", "node5"} <= node.ids() and "node4" not in node.saved()
+    assert node.core.cluster_unsaved
+    assert sum("could not save" in r.getMessage() for r in caplog.records) == 1
+    node.core._check_space()  # still full: no raise, no second error line
+    monkeypatch.setattr(core_mod, "save_cluster", real)
+    node.core._check_space()
+    assert not node.core.cluster_unsaved and {"node4", "node5"} <= node.saved()
+
+
 def test_repair_needs_an_admin_key(node):
     (reply,) = node.ask(OUTSIDER, [wire.Repair(1, -1)], CLIENT)
     assert type(reply) is wire.Error and "admin" in reply.message

@@ -371,6 +371,7 @@ class NodeCore:
         self.exit_requested = False  # the transport stops and the process exits 0
         self.handed_before = False  # it left before this start: no handover to wait for
         self.cluster_bytes = b""
+        self.cluster_unsaved = False  # the last cluster.json write failed: retried per round
         self.transfers = Transfers(self, os.path.join(os.path.dirname(cluster_path),
                                                       "transfers.json") if cluster_path else None)
         st = None
@@ -406,7 +407,7 @@ class NodeCore:
             NsCreate: self._on_ns_create, NsList: self._on_ns_list, Read: self._on_read,
         }
         if saved.get("dots") != list(self.dots_base):  # before this node issues a dot
-            self._save_cluster()
+            self._save_cluster(must=True)
 
     def _refuse(self, why: str) -> NoReturn:
         """Refuse to start (a wrong --id or --rack for this data dir), so that a start with the
@@ -689,6 +690,8 @@ class NodeCore:
         if why is None and hints is not None:
             why = hints.check_space()
         self._set_write_stop(why)
+        if self.cluster_unsaved:
+            self._save_cluster()
 
     def _set_write_stop(self, why: str | None) -> None:
         was = self.write_stop
@@ -1325,11 +1328,30 @@ class NodeCore:
                 log.info("member %s is in the cluster (%s, rack %s)", m.id, m.listen, m.rack)
             self._save_cluster()
 
-    def _save_cluster(self) -> None:
-        if self.cluster_path:
+    def _save_cluster(self, must: bool = False) -> None:
+        """cluster.json, again. A failed write (a full disk) is logged and retried each gossip
+        round (`_check_space`) while the state lives on in memory, unless `must` (at start,
+        before this node issues a dot under a new id: it refuses to start instead). It used to
+        raise out of whatever handled the change (a gossip round's adoption of a cluster
+        state, a namespace) and leave that half done."""
+        if not self.cluster_path:
+            return
+        try:
             save_cluster(self.cluster_path, self.membership, self.namespaces.to_builtins(),
                          list(self.dots_base), list(self.seeds)
                          if self.joining and self.membership.cluster is None else None)
+        except OSError as exc:
+            if must:
+                raise
+            if not self.cluster_unsaved:
+                log.error("could not save %s: %s. The cluster state lives on in memory and is "
+                          "saved once the disk takes it (a restart before that starts from "
+                          "the last saved one)", self.cluster_path, exc)
+            self.cluster_unsaved = True
+            return
+        if self.cluster_unsaved:
+            self.cluster_unsaved = False
+            log.warning("saved %s again", self.cluster_path)
 
     # ---- namespaces (issue 15) --------------------------------------------------------------
     def _registry(self, saved: object) -> Registry:
