@@ -151,6 +151,28 @@ def test_a_cluster_json_that_cannot_be_written_is_retried_not_raised(node, monke
     assert not node.core.cluster_unsaved and {"node4", "node5"} <= node.saved()
 
 
+def test_a_transfers_file_that_cannot_be_written_is_written_later(node, monkeypatch):
+    """The transfers' progress file is rewritten whenever the cluster state changes; on a full
+    disk that write failed out of the state's adoption. It is logged, stays due, and the
+    turn's checkpoint writes it once the disk takes it."""
+    import errno
+
+    import zkv.node.transfer as transfer_mod
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = node.core.transfers.path
+    assert path and os.path.exists(path)
+    os.unlink(path)
+    monkeypatch.setattr(transfer_mod, "open", full, raising=False)
+    node.core._replan()  # (what adopting a new cluster state does)
+    assert node.core.transfers.dirty and not os.path.exists(path)
+    monkeypatch.undo()
+    node.core.persist()  # the end of a turn
+    assert not node.core.transfers.dirty and os.path.exists(path)
+
+
 def test_repair_needs_an_admin_key(node):
     (reply,) = node.ask(OUTSIDER, [wire.Repair(1, -1)], CLIENT)
     assert type(reply) is wire.Error and "admin" in reply.message

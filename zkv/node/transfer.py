@@ -297,15 +297,20 @@ class Transfers:
             self.save()
 
     def save(self) -> None:
+        """Write the progress file (OSError if the disk does not take it: still dirty)."""
         self.dirty = False
         if not self.path:
             return
         doc = {"partitions": {f"{n}:{p}": [x.cursor, x.done_bytes, x.total, x.phase]
                               for (n, p), x in self.parts.items()}}
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(doc, separators=(",", ":")))
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(json.dumps(doc, separators=(",", ":")))
+            os.replace(tmp, self.path)
+        except OSError:
+            self.dirty = True  # (written by a later turn's checkpoint)
+            raise
 
     # ---- planning -----------------------------------------------------------------------------
     def replan(self, groups: dict, default_n: int) -> None:
@@ -338,7 +343,11 @@ class Transfers:
         self.parts = parts
         self._saved = {}
         self.epoch = epoch
-        self.save()
+        try:
+            self.save()
+        except OSError as exc:  # (a full disk: raised out of the cluster state's adoption)
+            log.error("could not save %s: %s (written at a later turn once the disk takes it)",
+                      self.path, exc)
 
     def served(self, ok: FetchOk) -> None:
         """A Fetch answer this node sends: charge the budget, count the bytes."""
