@@ -8,6 +8,7 @@ The node logic is covered first in deterministic simulation (tests/sim, `full_di
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -104,6 +105,27 @@ def test_a_node_whose_disk_fills_refuses_writes_serves_reads_and_catches_up(tmp_
         # detector's suspicion; retried as an application would. Never most of them.)
         assert len(failed) < 20, failed
         assert all(held(eps[2], b"full%03d" % j) in (None, []) for j in range(40))
+        # not a page left: a namespace created now cannot reach node3's cluster.json; node3
+        # takes it all the same (logged once, no traceback) and writes the file once there
+        # is room (below: after the crash it starts from the file it had, and gossip brings
+        # the namespace back)
+        topup = os.path.join(small_fs, "topup")
+        fd = os.open(topup, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        with zkv.Client([eps[0]], timeout=10.0) as c:
+            c.namespace_create("during", n=3)
+        wait_for(lambda: "could not save" in nodes.log(p3), timeout=10,
+                 what="node3 saying it could not save cluster.json")
+        with zkv.Client([eps[2]], timeout=10.0) as only3:
+            assert "during" in {ns["name"] for ns in only3.namespaces()}
+        assert "Traceback" not in nodes.log(p3)
+        os.unlink(topup)
         # a crash while full: what node3 never wrote out was never acknowledged
         os.kill(p3.pid, signal.SIGKILL)
         p3.wait(10)
@@ -111,6 +133,13 @@ def test_a_node_whose_disk_fills_refuses_writes_serves_reads_and_catches_up(tmp_
         p3 = _start(nodes, "node3", ports[2], data3, eps[0], "--min-free-mb", "0")
         wait_for(lambda: raw_status(eps[2]).get("writes_refused", 1) is None, timeout=60,
                  what="node3 taking writes again")
+
+        def saved_namespaces() -> set[str]:
+            with open(os.path.join(data3, "cluster.json")) as fh:
+                return {ns["name"] for ns in json.load(fh).get("namespaces", [])}
+
+        wait_for(lambda: "during" in saved_namespaces(), timeout=30,
+                 what="the namespace in node3's cluster.json")
         with zkv.Client(eps, timeout=10.0) as c:
             for key, value in acked.items():
                 assert set(c.get(key, r=2).values) == {value}, key
