@@ -125,6 +125,8 @@ def test_a_node_whose_disk_fills_refuses_writes_serves_reads_and_catches_up(tmp_
         with zkv.Client([eps[2]], timeout=10.0) as only3:
             assert "during" in {ns["name"] for ns in only3.namespaces()}
         assert "Traceback" not in nodes.log(p3)
+        assert raw_status(eps[2])["cluster_json_unsaved"] is True
+        assert "CLUSTER.JSON NOT SAVED here" in zkv_cli("status", "--node", eps[2]).stdout
         os.unlink(topup)
         # a crash while full: what node3 never wrote out was never acknowledged
         os.kill(p3.pid, signal.SIGKILL)
@@ -140,6 +142,7 @@ def test_a_node_whose_disk_fills_refuses_writes_serves_reads_and_catches_up(tmp_
 
         wait_for(lambda: "during" in saved_namespaces(), timeout=30,
                  what="the namespace in node3's cluster.json")
+        assert raw_status(eps[2])["cluster_json_unsaved"] is False
         with zkv.Client(eps, timeout=10.0) as c:
             for key, value in acked.items():
                 assert set(c.get(key, r=2).values) == {value}, key

@@ -517,6 +517,9 @@ def status_command(args) -> int:
     if doc.get("writes_refused"):
         print(f"WRITES REFUSED here: {doc['writes_refused']} (reads are served; writes go to "
               "the other owners until there is room)")
+    if doc.get("cluster_json_unsaved"):
+        print("CLUSTER.JSON NOT SAVED here (its disk did not take it): the cluster state lives "
+              "in memory and is saved each gossip round once there is room")
     print(f"{'member':<14}{'state':<9}{'rack':<12}{'owned':>6}{'replicas':>9}  listen / reason")
     for m in doc["members"]:
         print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"

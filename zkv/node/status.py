@@ -98,6 +98,8 @@ def status(core: NodeCore) -> dict:
         "keys": st.get("keys", len(core.store)),
         # why this node takes no writes now (its disk: full, under --min-free-mb, failing)
         "writes_refused": core.write_stop,
+        # cluster.json could not be written (a full disk): retried each gossip round
+        "cluster_json_unsaved": core.cluster_unsaved,
         "hints": _hint_status(core),
         "antientropy": _ae_status(core, ring),
         "transfers": transfers(core),
