@@ -45,7 +45,7 @@ from zkv.config import NodeConfig
 from zkv.errors import StorageFull, ZkvError
 from zkv.node import ownership as own
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
-from zkv.node.handoff import HINT_HEAD, REAPED, HandoffStore
+from zkv.node.handoff import HINT_HEAD, REAP_HEAD, REAPED, HandoffStore
 from zkv.node.membership import copy_member
 from zkv.node.namespaces import key_settings
 from zkv.wire import Delete, Error, Get, GetOk, JoinOk, Put, PutOk
@@ -410,8 +410,7 @@ class Sim:
 
     def _disk_lost(self, sn: SimNode) -> int:
         """Record the values only `sn` holds (store and hints) as lost; their count."""
-        keys = set(sn.store.data) | {k.partition(b"\x00")[2] for k in sn.handoff_mem.data
-                                     if not k.startswith(JOURNAL)}
+        keys = set(sn.store.data) | {k.partition(b"\x00")[2] for k in sn.handoff_mem.data}
         return self._only_copies(sn, {k: self._versions_on(sn, k) for k in keys}, dead=True)
 
     def _only_copies(self, sn: SimNode, before: dict[bytes, list[dvv.DVVSet]],
@@ -438,12 +437,13 @@ class Sim:
 
     @staticmethod
     def _versions_on(sn: SimNode, key: bytes) -> list[dvv.DVVSet]:
-        """The versions of `key` in the node's store and its hints (up or down)."""
+        """The versions of `key` in the node's store, its hints and its reap journal (the
+        tombstone a reap remembers: the deletion lives on there) (up or down)."""
         raws = [sn.store.data.get(key)]
         suffix = b"\x00" + key
-        raws += [raw[HINT_HEAD:] for k, raw in sn.handoff_mem.data.items()
-                 if k.endswith(suffix) and k.partition(b"\x00")[2] == key
-                 and not k.startswith(JOURNAL)]
+        raws += [raw[REAP_HEAD if k.startswith(JOURNAL) else HINT_HEAD:]
+                 for k, raw in sn.handoff_mem.data.items()
+                 if k.endswith(suffix) and k.partition(b"\x00")[2] == key]
         out: list[dvv.DVVSet] = []
         for raw in raws:
             if raw:

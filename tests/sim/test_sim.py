@@ -367,6 +367,16 @@ def test_every_fault_at_once_keeps_every_promise(seed):
                client="many"))
 
 
+# Seed 78382 with every fault kind twice: a stand-in's hint of a deleted put came back after
+# the key was reaped on its three owners, all of which had lost their reap memory meanwhile (a
+# power loss and two lost disks): the deletion was gone with its last holders, excused now
+# that the reap journal's tombstones count as copies of the deletion (Sim._versions_on)
+def test_a_deletion_lost_from_every_reap_journal_is_excused():
+    _check(run(78382, Faults(loss=0.05, dup=0.03, partitions=4, pauses=3, crashes=3,
+                             power_losses=2, wipes=2, stale_views=2, moves=2, full_disks=2),
+               client="many"))
+
+
 # Seed 71569 with moves too (and nine more of 1000 like it): a wiped node was started through
 # n1, which lost power and came back at a new address before answering; the join failed after
 # JOIN_TIMEOUT and the node was started again through a member that is up (Sim._join_failed),

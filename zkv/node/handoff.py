@@ -39,6 +39,7 @@ HINT_HEAD = _HEAD.size  # bytes before the DVV in a hint record
 HINT_VERSION = 1
 REAPED = "~reaped"  # the reap journal's reserved owner
 _REAP = struct.Struct("<BQ16s")  # version u8, reaped_ms u64, digest 16 bytes = 25 bytes
+REAP_HEAD = _REAP.size  # a journaled reap's bytes before the tombstone it reaped
 REAP_VERSION = 1
 ENGINE_MAX_KEY = 65536  # LogStore's largest key
 MAX_OWNER = 255  # bytes of an owner id in a hint's key (node ids are at most 64 characters)
