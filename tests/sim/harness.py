@@ -230,7 +230,7 @@ def _cluster_json(core: NodeCore) -> dict:
             "members": [[m.id, m.listen, m.gossip, m.rack]
                         for m in core.membership.table() if m.id != core.me],
             "namespaces": core.namespaces.to_builtins(),
-            "joining": list(core.seeds) if core.joining and cluster is None else None}
+            "joining": core.join_seeds()}
 
 
 class SimNode:

@@ -1328,6 +1328,11 @@ class NodeCore:
                 log.info("member %s is in the cluster (%s, rack %s)", m.id, m.listen, m.rack)
             self._save_cluster()
 
+    def join_seeds(self) -> list[str] | None:
+        """The seeds cluster.json keeps while this node's join has not completed (a start
+        without --seed joins through them again), else None."""
+        return list(self.seeds) if self.joining and self.membership.cluster is None else None
+
     def _save_cluster(self, must: bool = False) -> None:
         """cluster.json, again. A failed write (a full disk) is logged and retried each gossip
         round (`_check_space`) while the state lives on in memory, unless `must` (at start,
@@ -1338,8 +1343,7 @@ class NodeCore:
             return
         try:
             save_cluster(self.cluster_path, self.membership, self.namespaces.to_builtins(),
-                         list(self.dots_base), list(self.seeds)
-                         if self.joining and self.membership.cluster is None else None)
+                         list(self.dots_base), self.join_seeds())
         except OSError as exc:
             if must:
                 raise

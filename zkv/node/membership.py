@@ -341,10 +341,11 @@ class Membership:
         p = self.peers.get(node_id)
         if p is None:
             return "down", "unknown member"
-        elapsed = self.clock() - p.last_beat
+        now = self.clock()
+        elapsed = now - p.last_beat
         phi = self._phi_after(p, elapsed)
         if elapsed > self.down_after or phi > self.phi_down:
-            if self.clock() - p.refused_at < self.down_after:
+            if now - p.refused_at < self.down_after:
                 why = p.refused_why
                 if "clock" in why or "implausible" in why:
                     why += f" (clocks over {MAX_SKEW_MS // 1000} s apart? check NTP on both)"
