@@ -17,6 +17,7 @@ import pytest
 import zmq
 
 from zkv import wire
+from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.client import AsyncClient, Client
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable
@@ -261,6 +262,53 @@ def test_unavailable_says_whether_a_node_took_the_tcp_connection(driver):
                 "handshake: paused (SIGSTOP)") in said, said
     finally:
         frozen.close()
+
+
+def test_an_owner_read_sends_each_read_once_when_an_owner_is_not_connected(driver,
+                                                                           fake_nodes):
+    """An owner read (R=2) whose first owner is connected and second is not: the first
+    owner's Read goes out once (the sync driver's fast path hands the rest to the general
+    one, which must not send it again), the unconnected owner is marked, the get falls back
+    to a coordinator; owners that both answer give their copy in one step."""
+    held = dvv.update(None, b"", b"v", "a").encode()
+    refs = {x: [None] for x in "ab"}
+
+    def serving(ref):
+        rest = answering(ref)
+        return lambda m: ((0, wire.ReadOk(0, held, True)) if isinstance(m, wire.Read)
+                          else rest(m))
+
+    a, b = fake_nodes({"a": serving(refs["a"]), "b": serving(refs["b"])})
+    refs["a"][0], refs["b"][0] = a, b
+    nobody = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+    members = [wire.Member(i, ep, "tcp://127.0.0.1:1", "r", 1, 1, features=wire.FEATURE_READ)
+               for i, ep in (("a", a.endpoint), ("b", b.endpoint), ("c", nobody))]
+    for n in (a, b):
+        n.ring = wire.RingOk(0, 8, 3, 1, 1, members, [])
+    ring = Ring([(m.id, m.rack) for m in members], q=8, n=3)
+    keys = [b"key%d" % i for i in range(1000)]
+    via_c = next(k for k in keys if ring.preflist_for_key(k)[:2] == ("a", "c"))
+    via_b = next(k for k in keys if ring.preflist_for_key(k)[:2] == ("b", "a"))
+    cl = driver([a.endpoint], timeout=2.0)
+    cl.ring_info()
+
+    def reads_at_a() -> int:
+        return sum(isinstance(m, wire.Read) for m in a.received)
+
+    for attempt in range(2):  # the socket to c is new, then it exists and is not connected
+        before = reads_at_a()
+        # a coordinator's answer (the fake nodes' GetOk names the node)
+        assert cl.get(via_c, r=2).values in ([b"a"], [b"b"])
+        assert reads_at_a() == before + 1, attempt
+        assert nobody in cl.core.unconnectable and nobody in cl.core.suspect_until
+        cl.core.unconnectable.clear()  # as if SUSPECT_FOR had passed: c is asked again
+        cl.core.suspect_until.clear()
+    for _ in range(3):
+        before = reads_at_a()
+        assert cl.get(via_b, r=2).values == [b"v"]  # both owners' copies, no coordinator
+        assert reads_at_a() == before + 1
+    assert sum(isinstance(m, wire.Read) for m in b.received) == 3
+    assert not any(isinstance(m, wire.Get) and m.key == via_b for m in a.received + b.received)
 
 
 def test_both_drivers_expose_the_same_methods_and_signatures():

@@ -161,7 +161,7 @@ class Client(Facade):
             send = next(plan)
             while True:
                 send = plan.send(self._try(send) if type(send) is Send
-                                 else self._try_many(send.sends))
+                                 else self._fanout(send.sends) or self._try_many(send.sends))
         except StopIteration as done:
             return done.value
         finally:
@@ -213,10 +213,69 @@ class Client(Facade):
             except wire.WireError:
                 continue
 
-    def _try_many(self, sends: list[Send]) -> list:
-        """A Batch: every message out (one frame per node), then every answer collected. What
-        has arrived is always read before a deadline is called missed: a connection wait for
-        one node can outlast another try's hedge delay while its answer sits in the socket."""
+    def _fanout(self, sends: list[Send]) -> list | None:
+        """The Batch of an owner read (one message to each of a few connected nodes, no hedge,
+        no earlier try listened to) with less bookkeeping than _try_many's: one frame per
+        socket, one answer awaited on each. None, having sent nothing, for any other shape;
+        a node found not connected hands the rest to _try_many (what is sent stays sent)."""
+        socks = self._socks
+        held: list[zmq.Socket] = []
+        for x in sends:
+            s = socks.get(x.endpoint)
+            if s is None or x.msg is None or x.also or x.soft is not None or s in held:
+                return None
+            held.append(s)
+        for i, x in enumerate(sends):
+            if sockcalls.send(held[i], wire.encode_one(x.msg)):  # not connected (IMMEDIATE)
+                return None if i == 0 else self._try_many(sends, sent=i)
+        clock = self.core.clock
+        results: list = [_PENDING] * len(sends)
+        left = len(sends)
+        key = tuple(x.endpoint for x in sends)
+        poller = self._pollers.get(key)
+        if poller is None:
+            if len(self._pollers) >= MAX_POLLERS:
+                self._pollers.clear()
+            poller = self._pollers[key] = zmq.Poller()
+            for s in held:
+                poller.register(s, zmq.POLLIN)
+        end = min(x.until for x in sends)  # (an owner read's tries share one deadline)
+        wait_ms = max(0, int((end - clock()) * 1000) + 1)
+        while True:
+            for sock, _ in poller.poll(wait_ms):
+                i = held.index(sock)
+                if results[i] is not _PENDING:  # answered: what follows is a late answer
+                    while sockcalls.recv(sock) is not None:  # to an earlier call (dropped)
+                        pass
+                    continue
+                rid = sends[i].msg.rid
+                while (got := sockcalls.recv(sock)) is not None:  # up to this try's answer
+                    try:
+                        replies = wire.decode(got[0][0], 1 << 31)
+                    except wire.WireError:
+                        continue
+                    for reply in replies:
+                        if reply.rid == rid or refused(reply):
+                            results[i] = reply
+                            left -= 1
+                            break
+                    if results[i] is not _PENDING:
+                        break
+            if not left:
+                return results
+            now = clock()
+            if now >= end:
+                for i, x in enumerate(sends):
+                    if results[i] is _PENDING:
+                        results[i] = None
+                return results
+            wait_ms = int((end - now) * 1000) + 1
+
+    def _try_many(self, sends: list[Send], sent: int = 0) -> list:
+        """A Batch: every message out (one frame per node; the first `sent` sends are out
+        already), then every answer collected. What has arrived is always read before a
+        deadline is called missed: a connection wait for one node can outlast another try's
+        hedge delay while its answer sits in the socket."""
         clock = self.core.clock
         results: list = [_PENDING] * len(sends)
         left = len(sends)
@@ -229,7 +288,8 @@ class Client(Facade):
                 socks[ep] = self._socks.get(ep) or self._sock(ep)
             if send.msg is not None:
                 by_rid[send.msg.rid] = i
-                out.setdefault(ep, []).append(send.msg)
+                if i >= sent:
+                    out.setdefault(ep, []).append(send.msg)
             for other, rid in send.also:
                 by_rid[rid] = i
                 if other not in socks and other in self._socks:
