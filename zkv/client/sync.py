@@ -265,10 +265,7 @@ class Client(Facade):
                 return results
             now = clock()
             if now >= end:
-                for i, x in enumerate(sends):
-                    if results[i] is _PENDING:
-                        results[i] = None
-                return results
+                return [None if x is _PENDING else x for x in results]
             wait_ms = int((end - now) * 1000) + 1
 
     def _try_many(self, sends: list[Send], sent: int = 0) -> list:
