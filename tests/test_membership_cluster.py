@@ -672,3 +672,49 @@ def test_a_node_stopped_before_its_join_completed_joins_again_without_its_seed(t
             assert set(cl.get(b"k", r=2).values) == {b"v"}  # (a failed try: a sibling)
     finally:
         nodes.close()
+
+
+def test_a_join_no_seed_answers_says_what_each_seed_s_connection_did(tmp_path):
+    """A node asked to join through a port nobody listens on and a listener that takes TCP
+    connections but never speaks ZeroMQ (a seed stopped with SIGSTOP looks so) says once that
+    it asks, then after JOIN_LOG_EVERY how long it has not joined, each seed with what its
+    connection saw, instead of a line a second that said only which seeds it asked."""
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    from ops_helpers import Nodes, free_port, wait_for
+
+    from zkv.node.core import JOIN_LOG_EVERY
+
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen(8)  # the kernel accepts; nobody answers the ZeroMQ greeting
+    nodes = Nodes(tmp_path)
+    try:
+        stuck = f"tcp://127.0.0.1:{frozen.getsockname()[1]}"
+        nobody = f"tcp://127.0.0.1:{free_port()}"
+        listen = f"tcp://127.0.0.1:{free_port()}"
+        p = nodes.start("--id", "node9", "--listen", listen,
+                        "--gossip", f"tcp://127.0.0.1:{free_port()}", "--data-dir",
+                        str(tmp_path / "d9"), "--seed", nobody, "--seed", stuck)
+        wait_for(lambda: "not joined after" in nodes.log(p), JOIN_LOG_EVERY + 15,
+                 "the first line about unanswered seeds")
+        said = nodes.log(p)
+        assert said.count("asking seeds to join") == 1, said
+        shown = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--node", listen],
+                               capture_output=True, text=True, timeout=30)
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"JOINING for \d+ s \(gives up after 60 s\) through "
+                         + re.escape(f"{nobody} (no TCP connection: down, or not listening "
+                                     f"there), {stuck} (it accepted the TCP connection"),
+                         shown.stdout), shown.stdout
+        assert (f"not joined after {JOIN_LOG_EVERY:.0f} s (this node gives up after "
+                f"60 s): {nobody} (no TCP connection: down, or not listening there), {stuck} "
+                "(it accepted the TCP connection but did not complete the ZeroMQ handshake: "
+                "paused (SIGSTOP), overloaded, or not a zkv node)") in said, said
+        assert nodes.stop(p) == 0
+    finally:
+        nodes.close()
+        frozen.close()

@@ -520,6 +520,12 @@ def status_command(args) -> int:
     if doc.get("cluster_json_unsaved"):
         print("CLUSTER.JSON NOT SAVED here (its disk did not take it): the cluster state lives "
               "in memory and is saved each gossip round once there is room")
+    join = doc.get("joining")
+    if join:
+        seeds = ", ".join(x["endpoint"] + (f" ({x['seen']})" if x["seen"] else "")
+                          for x in join["seeds"])
+        print(f"JOINING for {join['asking_seconds']:.0f} s (gives up after "
+              f"{join['gives_up_after_seconds']:.0f} s) through {seeds}")
     print(f"{'member':<14}{'state':<9}{'rack':<12}{'owned':>6}{'replicas':>9}  listen / reason")
     for m in doc["members"]:
         print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"

@@ -6,6 +6,7 @@ A failure prints the one command that replays it: `python tools/simulate.py --se
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -140,6 +141,56 @@ def test_writes_at_w3_succeed_at_the_moment_two_of_five_freeze():
     for i in range(100):
         key = b"frozen:%d" % i
         assert all(sim.held(x, key) for x in sim.owners(key)), key
+
+
+def test_a_join_no_seed_answers_is_said_every_ten_seconds_with_what_the_links_saw(caplog):
+    """A joining node asks its seeds every second but says so once, then every JOIN_LOG_EVERY
+    how long it has not joined, each seed with what its link saw (NodeCore.seed_state,
+    the transport's connection watch); its join error at JOIN_TIMEOUT says the same."""
+    from zkv.node.core import JOIN_LOG_EVERY, JOIN_TIMEOUT
+
+    sim = Sim(3, 3)
+    sim.run_until(1.0)
+    sim.crash("n2")
+    sim.add_node("n4", seed_of="n2")
+    seed = sim.nodes["n2"].cfg.listen
+    sim.nodes["n4"].core.seed_state = {seed: "no TCP connection: down"}.get
+    with caplog.at_level(logging.INFO, logger="zkv.node"):
+        sim.run_until(1.0 + JOIN_TIMEOUT + 0.5)
+    said = [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith(("asking seeds", "not joined"))]
+    assert said[0] == f"asking seeds to join: {seed}"
+    waits = said[1:]
+    assert len(waits) == JOIN_TIMEOUT / JOIN_LOG_EVERY - 1, said  # at 10, 20, ... 50 s
+    for i, line in enumerate(waits, 1):
+        assert line == (f"not joined after {i * JOIN_LOG_EVERY:.0f} s (this node gives up "
+                        f"after {JOIN_TIMEOUT:.0f} s): {seed} (no TCP connection: down)")
+    stops = [x for x in sim.log if "n4 stops" in x]
+    assert len(stops) == 1
+    assert stops[0].endswith(f"n4 stops: no seed let this node join within {JOIN_TIMEOUT:.0f} "
+                             f"s: {seed} (no TCP connection: down)")
+
+
+def test_a_join_through_a_seed_that_is_joining_too_says_what_that_seed_answered():
+    """n5 joins through a node that is down; n6 joins through n5, which answers that it has
+    not joined yet: n6's status and its join error name that answer."""
+    from zkv.node.core import JOIN_TIMEOUT
+
+    sim = Sim(3, 3)
+    sim.run_until(1.0)
+    sim.crash("n2")
+    sim.add_node("n5", seed_of="n2")
+    sim.add_node("n6", seed_of="n5")
+    sim.run_until(5.0)
+    seed = sim.nodes["n5"].cfg.listen
+    doc = status(sim.nodes["n6"].core)["joining"]
+    assert doc["seeds"] == [{"endpoint": seed, "seen": "it answered: n5 is still joining"}]
+    assert 2.5 < doc["asking_seconds"] <= 4.0 and doc["gives_up_after_seconds"] == JOIN_TIMEOUT
+    assert status(sim.nodes["n1"].core)["joining"] is None
+    sim.run_until(1.0 + JOIN_TIMEOUT + 0.5)
+    assert any(x.endswith(f"n6 stops: no seed let this node join within {JOIN_TIMEOUT:.0f} s: "
+                          f"{seed} (it answered: n5 is still joining)")
+               for x in sim.log), sim.log
 
 
 def test_a_node_joins_through_a_seed_and_every_member_learns_it():

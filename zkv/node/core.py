@@ -56,6 +56,7 @@ import functools
 import heapq
 import itertools
 import logging
+import math
 import os
 import zlib
 from collections.abc import Callable
@@ -130,8 +131,14 @@ log = logging.getLogger("zkv.node")
 REQUEST, REPLY, GOSSIP, SEED = "request", "reply", "gossip", "seed"
 JOIN_TIMEOUT = 60.0  # seconds a joining node keeps asking its seeds
 JOIN_RETRY = 1.0
+JOIN_LOG_EVERY = 10.0  # seconds between a joining node's log lines about unanswered seeds
 TELL_INTERVAL = 3.0  # seconds between Joins re-sent to a member whose gossip does not know us
 MAX_LOGGED_SOURCES = 10_000  # sources whose malformed frames were logged (once each)
+
+
+def _nothing_to_say(endpoint: str) -> str:  # NodeCore.seed_state when no transport sets it
+    return ""
+
 
 # ---- trust boundary (issue 13): roles and resource bounds ---------------------------------
 PEER, ADMIN, CLIENT = "peer", "admin", "client"
@@ -354,6 +361,11 @@ class NodeCore:
         self.asking_seeds = False  # a member that hears no other member asks its seeds too
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
+        self.next_join_log = -math.inf  # when to say again that the join has not completed
+        self.seed_said: dict[str, str] = dict.fromkeys(self.seeds, "")  # a seed's last Error
+        # what the transport's link to a seed has seen, in words ("" if nothing to say): set
+        # by the transport (the simulator has no connections to describe)
+        self.seed_state: Callable[[str], str] = _nothing_to_say
         self.told: dict[str, float] = {}  # member -> when it was last sent our Join (_tell)
         self.join_error: str | None = None
         # ownership (issue 11): the cluster state, transfers in, peers' epochs and progress
@@ -591,8 +603,12 @@ class NodeCore:
             for msg in msgs:
                 if type(msg) is JoinOk:
                     self._on_join_ok(str(who), msg)
-                elif type(msg) is Error and self.joining and msg.message.startswith("join refused"):
-                    self.join_error = f"{wire.clip(who, 80)} refused: {wire.clip(msg.message, 300)}"
+                elif type(msg) is Error and self.joining:
+                    if msg.message.startswith("join refused"):
+                        self.join_error = (f"{wire.clip(who, 80)} refused: "
+                                           f"{wire.clip(msg.message, 300)}")
+                    elif who in self.seed_said:  # (one entry per seed: bounded)
+                        self.seed_said[who] = wire.clip(msg.message, 200)  # (said in the log)
         return self.out
 
     def tick(self, now: float) -> Outbox:
@@ -799,13 +815,34 @@ class NodeCore:
     # ---- joining --------------------------------------------------------------------------
     def _join_tick(self, now: float) -> None:
         if now >= self.join_deadline:
-            self.join_error = (f"no seed answered within {JOIN_TIMEOUT:.0f}s: "
-                               f"{', '.join(self.seeds)}")
+            self.join_error = (f"no seed let this node join within {JOIN_TIMEOUT:.0f} s: "
+                               f"{self._seeds_described()}")
             return
         if now >= self.next_join:
             self.next_join = now + JOIN_RETRY
             self._ask_seeds()
-            log.info("asking seeds to join: %s", ", ".join(self.seeds))
+            if now >= self.next_join_log:  # (asked every JOIN_RETRY, said every JOIN_LOG_EVERY)
+                first = self.next_join_log == -math.inf
+                self.next_join_log = now + JOIN_LOG_EVERY
+                if first:
+                    log.info("asking seeds to join: %s", ", ".join(self.seeds))
+                else:
+                    log.warning("not joined after %.0f s (this node gives up after %.0f s): %s",
+                                now - (self.join_deadline - JOIN_TIMEOUT), JOIN_TIMEOUT,
+                                self._seeds_described())
+
+    def seed_seen(self, seed: str) -> str:
+        """What is known of why `seed` has not let this node join: its last error answer, else
+        what its link saw (`seed_state`); "" if nothing."""
+        said = self.seed_said.get(seed)
+        return f"it answered: {said}" if said else self.seed_state(seed)
+
+    def _seeds_described(self) -> str:
+        said = []
+        for seed in self.seeds:
+            why = self.seed_seen(seed)
+            said.append(f"{seed} ({why})" if why else seed)
+        return ", ".join(said)
 
     def _ask_seeds(self) -> None:
         """This node's Join to every seed (answered by a JoinOk on the seed's link)."""

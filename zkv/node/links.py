@@ -42,6 +42,9 @@ class Links:
         self.owner_of: dict[zmq.Socket, tuple[str, str]] = {}  # socket -> (source kind, who)
         self.subs: dict[str, tuple[str, zmq.Socket]] = {}  # node id -> (gossip endpoint, SUB)
         self.seeds: dict[str, zmq.Socket] = {}
+        # what each seed's connection did (a refused key, no TCP connection, a frozen node),
+        # for the joining node's log and its join error (NodeCore.seed_state)
+        self.seed_watch: dict[str, security.HandshakeWatch] = {}
 
     def socket(self, kind: int) -> zmq.Socket:
         s = self.zctx.socket(kind)
@@ -97,25 +100,45 @@ class Links:
     def seed(self, endpoint: str) -> zmq.Socket:
         sock = self.seeds.get(endpoint)
         if sock is None:
-            sock = self.seeds[endpoint] = self._dealer(endpoint, (SEED, endpoint))
+            sock = self.seeds[endpoint] = self._dealer(endpoint, (SEED, endpoint),
+                                                       watch=True)
         return sock
 
+    def seed_state(self, endpoint: str) -> str:
+        """What this node's link to the seed `endpoint` has seen, in words ("" once its
+        handshake succeeded, or before the link exists)."""
+        watch = self.seed_watch.get(endpoint)
+        if watch is None:
+            return ""
+        refused = watch.failure()
+        if refused is not None:
+            return f"its handshake failed: {refused}"
+        return "" if watch.ok else watch.unconnected_why()
+
     def close_seeds(self) -> None:
+        for w in self.seed_watch.values():  # (before its socket closes)
+            w.close()
+        self.seed_watch.clear()
         for s in self.seeds.values():
             self._close(s)
         self.seeds.clear()
 
     def close(self) -> None:
+        for w in self.seed_watch.values():
+            w.close()
         for s in [*self.dealers.values(), *self.seeds.values(),
                   *(sub for _, sub in self.subs.values())]:
             s.close(0)
 
-    def _dealer(self, endpoint: str, owner: tuple[str, str]) -> zmq.Socket:
+    def _dealer(self, endpoint: str, owner: tuple[str, str], watch: bool = False
+                ) -> zmq.Socket:
         d = self.socket(zmq.DEALER)
         d.setsockopt(zmq.IDENTITY, b"peer:" + self.me.encode() + b"/"
                      + os.urandom(8).hex().encode())
         d.setsockopt(zmq.IMMEDIATE, 1)
         d.setsockopt(zmq.SNDHWM, 100_000)
+        if watch:  # (the monitor exists before the connection, to see its first events)
+            self.seed_watch[endpoint] = security.HandshakeWatch(d, endpoint)
         d.connect(endpoint)
         self._watch(d, owner)
         return d

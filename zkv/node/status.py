@@ -100,6 +100,7 @@ def status(core: NodeCore) -> dict:
         "writes_refused": core.write_stop,
         # cluster.json could not be written (a full disk): retried each gossip round
         "cluster_json_unsaved": core.cluster_unsaved,
+        "joining": _join_status(core),
         "hints": _hint_status(core),
         "antientropy": _ae_status(core, ring),
         "transfers": transfers(core),
@@ -107,6 +108,19 @@ def status(core: NodeCore) -> dict:
         "uptime": round(core.now() - core.started, 3),
         "metrics": core.metrics.summary(),
     }
+
+
+def _join_status(core: NodeCore) -> dict | None:
+    """While this node joins through its seeds (None otherwise): the seeds, what each seed's
+    connection saw, how long it has asked and when it gives up."""
+    from zkv.node.core import JOIN_TIMEOUT  # (core imports this module)
+
+    if not core.joining:
+        return None
+    started = core.join_deadline - JOIN_TIMEOUT
+    return {"seeds": [{"endpoint": x, "seen": core.seed_seen(x)} for x in core.seeds],
+            "asking_seconds": round(core.now() - started, 3),
+            "gives_up_after_seconds": JOIN_TIMEOUT}
 
 
 def _latency(core: NodeCore, node_id: str) -> dict:

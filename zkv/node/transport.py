@@ -81,6 +81,7 @@ class Node:
             self.auth = security.Authenticator(self.zctx, self.keys)  # before any bind
         self.poller = Reactor()
         self.links = Links(self.zctx, cfg.id, self.limit, self.poller, self.keys)
+        self.core.seed_state = self.links.seed_state
         self.router = self.links.socket(zmq.ROUTER)
         for opt, value in ((zmq.ROUTER_HANDOVER, 1), (zmq.SNDHWM, ROUTER_SNDHWM),
                            (zmq.RCVHWM, ROUTER_RCVHWM), (zmq.ROUTER_MANDATORY, 1)):
