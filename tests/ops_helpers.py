@@ -20,6 +20,13 @@ import zmq
 
 from zkv import wire
 
+
+def sigint_default() -> None:
+    """preexec_fn of a process a test stops with SIGINT, as Ctrl-C would: a shell that runs
+    the suite in the background starts it with SIGINT ignored, its children inherit that, and
+    Python then installs no KeyboardInterrupt handler (the process would not stop)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 BIN = os.path.dirname(sys.executable)
 ZKV = os.path.join(BIN, "zkv")
 

@@ -347,10 +347,13 @@ def test_cli_local_add_and_remove(tmp_path):
     import subprocess
     import sys
 
+    from ops_helpers import sigint_default
+
     d = tmp_path / "local"
     up = subprocess.Popen([sys.executable, "-m", "zkv.cli", "local", "up", "--nodes", "3",
                            "--dir", str(d), "--base-port", "23101", "--no-demo"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 180  # a loaded machine starts three nodes slowly
         while not (d / "local.json").exists() and time.monotonic() < deadline:

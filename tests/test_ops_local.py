@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ops_helpers import http, wait_for, zkv
+from ops_helpers import http, sigint_default, wait_for, zkv
 
 from zkv.local import NODE_COMMAND, LocalCluster, port_free
 
@@ -141,7 +141,7 @@ def test_quick_start_from_a_clone_after_plain_pip_install(tmp_path):
     log = open(tmp_path / "up.log", "w")
     up = subprocess.Popen([bin_ / "zkv", "local", "up", "--base-port", str(base)], cwd=clone,
                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                          env=env, start_new_session=True)
+                          env=env, start_new_session=True, preexec_fn=sigint_default)
     try:
         wait_for(lambda: "Serving until Ctrl-C" in (tmp_path / "up.log").read_text()
                  or up.poll() is not None, timeout=180, what="the demo to finish")
@@ -186,7 +186,8 @@ def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
         p = subprocess.Popen([sys.executable, "-P", "-m", "zkv.cli", "local", "up", "--no-demo",
                               "--base-port", str(base), "--dir", str(tmp_path / "d")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             cwd=tmp_path, start_new_session=True)
+                             cwd=tmp_path, start_new_session=True,
+                             preexec_fn=sigint_default)
         try:
             seen = []
             for line in p.stdout:
