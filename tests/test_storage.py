@@ -17,7 +17,7 @@ import pytest
 
 from zkv._core import record
 from zkv._core.keydir import KeyDir
-from zkv.errors import InvalidRequest, StoreLocked
+from zkv.errors import InvalidRequest, StorageFull, StoreLocked
 from zkv.storage import LogStore
 from zkv.storage.segment import parse_name
 
@@ -632,12 +632,18 @@ def test_sealed_segments_have_no_zero_tail(tmp_path):
 
 
 # ---------------------------------------------------------------- group commit protocol
-def test_group_commit_failed_sync_raises_and_others_retry(tmp_path):
+def test_group_commit_failed_sync_fails_every_unsynced_writer_and_refuses_later_ones(tmp_path):
+    """One fdatasync fails (EIO) under six writer threads: its leader gets the OSError, every
+    writer whose record was not yet synced, and every later put, StorageFull naming the fsync
+    (a retried sync could succeed without the pages the failed one lost); no writer hangs;
+    every put that returned is in the store, and in it again after a reopen."""
     n_threads, per = 6, 40
+    acked: list[bytes] = []
+    eio: list[OSError] = []
+    refused: list[StorageFull] = []
     with LogStore(str(tmp_path), sync="always") as s:
         real = os.fdatasync
         calls = []
-        errors = []
 
         def flaky(fd):
             calls.append(fd)
@@ -649,10 +655,15 @@ def test_group_commit_failed_sync_raises_and_others_retry(tmp_path):
         try:
             def work(t):
                 for i in range(per):
+                    key = b"t%d-%d" % (t, i)
                     try:
-                        s.put(b"t%d-%d" % (t, i), b"v" * 50)
+                        s.put(key, b"v" * 50)
                     except OSError as exc:
-                        errors.append(exc)
+                        eio.append(exc)
+                    except StorageFull as exc:
+                        refused.append(exc)
+                    else:
+                        acked.append(key)
 
             threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
             for t in threads:
@@ -662,9 +673,13 @@ def test_group_commit_failed_sync_raises_and_others_retry(tmp_path):
             assert not any(t.is_alive() for t in threads), "a writer hung after a failed sync"
         finally:
             os.fdatasync = real
-        assert len(errors) == 1 and errors[0].errno == 5
-        assert len(s) == n_threads * per
+        assert len(eio) == 1 and eio[0].errno == 5
+        assert refused and all("fsync in" in str(x) for x in refused)
+        assert len(acked) + len(eio) + len(refused) == n_threads * per
+        assert all(s.get(k) == b"v" * 50 for k in acked)
         assert len(calls) < n_threads * per
+    with LogStore(str(tmp_path)) as again:
+        assert all(again.get(k) == b"v" * 50 for k in acked)
 
 
 def test_group_commit_alternating_writers(tmp_path):

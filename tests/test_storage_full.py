@@ -5,6 +5,7 @@ test mounts (root, as in CI) and unmounts."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import subprocess
@@ -127,3 +128,81 @@ def test_a_full_disk_at_rotation_leaves_a_store_that_reopens_whole(small_fs, seg
         got = dict(again.items())
     assert all(got.get(k) == v for k, v in written.items())
 
+
+
+def _eio(fd: int) -> None:
+    raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+@pytest.mark.parametrize("sync", ["always", "interval", "none"])
+def test_a_failed_fsync_refuses_writes_until_the_store_is_opened_again(tmp_path, monkeypatch,
+                                                                       sync):
+    """fdatasync fails once (EIO) and works again after: the pages it could not write may be
+    gone while a later fsync succeeds, so writes stay refused (StorageFull naming the fsync)
+    until a reopen, check_space() does not lift it, reads go on, and everything acknowledged
+    before the failure is there after the reopen. (always: the group commit's sync; interval:
+    the background syncer's; none: an explicit flush().)"""
+    import time
+
+    real = os.fdatasync
+    store = LogStore(tmp_path, sync=sync, sync_interval_ms=5)
+    try:
+        for i in range(50):
+            store.put(b"k%d" % i, b"v%d" % i)
+        store.flush()  # every one of them on disk
+        monkeypatch.setattr(os, "fdatasync", _eio)
+        if sync == "always":
+            with pytest.raises(OSError):
+                store.put(b"late", b"x")  # not acknowledged: its sync failed
+        elif sync == "interval":
+            store.put(b"late", b"x")  # acknowledged unsynced, as interval promises
+            deadline = time.monotonic() + 10
+            while store.write_error is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            store.put(b"late", b"x")
+            with pytest.raises(OSError):
+                store.flush()
+        monkeypatch.setattr(os, "fdatasync", real)  # the next fsync would "succeed"
+        why = store.write_error
+        assert why is not None and "fsync in" in why and "Input/output error" in why, why
+        for write in (lambda: store.put(b"new", b"1"), lambda: store.delete(b"k1"),
+                      lambda: store.put_many([(b"new2", b"2")])):
+            with pytest.raises(StorageFull, match="fsync in .* failed"):
+                write()
+        assert store.check_space() == why  # retrying is not lifting
+        assert store.get(b"k7") == b"v7" and store.get(b"new") is None
+    finally:
+        monkeypatch.setattr(os, "fdatasync", real)
+        store.close()
+    with LogStore(tmp_path, sync=sync) as again:  # a restart: writes taken again
+        assert again.write_error is None
+        assert all(again.get(b"k%d" % i) == b"v%d" % i for i in range(50))
+        again.put(b"new", b"1")
+        assert again.get(b"new") == b"1"
+
+
+def test_a_failed_fsync_at_rotation_refuses_writes_and_loses_nothing_acknowledged(
+        tmp_path, monkeypatch):
+    """The fsync that seals a full segment fails: the write that rotated is not acknowledged
+    (it raised), writes stay refused after fsync works again, and a reopen has every write
+    acknowledged before."""
+    real = os.fsync
+    store = LogStore(tmp_path, segment_bytes=64 << 10)
+    acked = {}
+    try:
+        monkeypatch.setattr(os, "fsync", _eio)
+        with pytest.raises(StorageFull, match="Input/output error"):
+            for i in range(10_000):
+                store.put(b"k%d" % i, b"x" * 100)
+                acked[b"k%d" % i] = b"x" * 100
+        monkeypatch.setattr(os, "fsync", real)
+        assert 100 < len(acked) < 10_000
+        with pytest.raises(StorageFull, match="fsync in .* failed"):
+            store.put(b"after", b"1")
+    finally:
+        monkeypatch.setattr(os, "fsync", real)
+        store.close()
+    with LogStore(tmp_path) as again:
+        assert all(again.get(k) == v for k, v in acked.items())
+        again.put(b"after", b"1")

@@ -719,8 +719,8 @@ class NodeCore:
             log.warning("%s takes writes again", self.me)
         elif was is None:
             log.error("%s takes no writes: %s. It still answers reads; writes go to the key's "
-                      "other owners (and hints for it to stand-ins) until space is freed, and "
-                      "resume within a gossip round of that", self.me, why)
+                      "other owners (and hints for it to stand-ins) until it takes them again "
+                      "(within a gossip round of the cause going away)", self.me, why)
 
     def storage_refused(self, exc: Exception) -> None:
         """An engine refused a write (StorageFull) or failed one (OSError): no writes until

@@ -46,6 +46,13 @@ still free, is what keeps a full disk from failing the writes a caller was alrea
 made (segment rotation, hints files and compaction need room too): Elasticsearch's
 flood-stage watermark, as one cheap ``statvfs``.
 
+A failed fsync (EIO from ``fdatasync``/``fsync`` of a segment) refuses writes until the store is
+opened again, whatever ``check_space()`` finds: Linux marks the pages it could not write clean
+(or drops them), so a later fsync can succeed without them and nothing written since the last
+good fsync is known to be on disk (PostgreSQL's "fsyncgate", 2018). Retrying would acknowledge
+writes on top of a hole. A reopen (a node restart) reads back what is really there: a record
+that did not reach the disk fails its CRC and is dropped.
+
 Thread safety: every public method may be called from several threads.
 """
 
@@ -209,6 +216,7 @@ class LogStore:
         # write-out failed (its records stay buffered until check_space() writes them out)
         self._low_space: str | None = None
         self._write_failed: str | None = None
+        self._sync_broken: str | None = None  # an fsync failed: refused until reopened
         self._progress = progress
         self._always = sync == "always"
         self._closed = True
@@ -469,10 +477,28 @@ class LogStore:
         self._gate()
         return StorageFull(self._write_failed)
 
+    def _sync_failed(self, exc: OSError, locked: bool) -> None:
+        """An fsync of a segment failed: refuse writes until the store is opened again (see the
+        module docstring). `locked`: the caller holds self._lock. The caller re-raises."""
+        if exc.errno == errno.EBADF:
+            return  # (the segment was sealed, which fsyncs, and closed meanwhile)
+        if self._sync_broken is None:
+            self._sync_broken = (
+                f"fsync in {self.path} failed "
+                f"({exc.strerror or errno.errorcode.get(exc.errno or 0, exc)}): what was written "
+                "since the last good fsync may not be on disk; writes are refused until the "
+                "node restarts (check the disk first)")
+            log.error("%s", self._sync_broken)
+        if locked:
+            self._gate()
+        else:
+            with self._lock:
+                self._gate()
+
     @property
     def write_error(self) -> str | None:
         """Why writes are refused now (None: they are taken); see check_space()."""
-        return self._low_space or self._write_failed
+        return self._sync_broken or self._low_space or self._write_failed
 
     def check_space(self) -> str | None:
         """Look again (one statvfs, and a write-out if one failed): why writes are refused now,
@@ -551,7 +577,11 @@ class LogStore:
         seg.size = self._kd.active_end
         if os.fstat(seg.fd).st_size != seg.size:
             os.ftruncate(seg.fd, seg.size)
-        os.fsync(seg.fd)
+        try:
+            os.fsync(seg.fd)
+        except OSError as exc:
+            self._sync_failed(exc, locked=True)
+            raise
 
     def _maybe_autocompact(self) -> None:
         if self._dead_ratio is None or (self._compactor and self._compactor.is_alive()):
@@ -578,6 +608,9 @@ class LogStore:
         glock = self._glock
         glock.acquire()
         while self._durable < seq:
+            if self._sync_broken is not None:  # a sync failed: a retry could "succeed" without
+                glock.release()  # this record's pages (see the module docstring)
+                raise StorageFull(self._sync_broken)
             if self._syncing:  # follow: queue and sleep until the leader wakes us
                 w: list[Any] = [seq, threading.Lock(), threading.get_ident(), _WAIT]
                 w[1].acquire()
@@ -644,9 +677,10 @@ class LogStore:
                 target = self._kd.seq
             try:
                 os.fdatasync(fd)
-            except OSError:
+            except OSError as exc:
                 if self._active is not None and fd == self._active.fd:
                     target = 0
+                    self._sync_failed(exc, locked=False)
                     raise
                 # the segment was sealed (rotation fsyncs) and closed meanwhile
         finally:
@@ -681,14 +715,15 @@ class LogStore:
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self._interval):
-            if self._write_failed is not None:
-                continue  # (check_space retries the write-out; _failed logged why)
+            if self._write_failed is not None or self._sync_broken is not None:
+                continue  # (check_space retries a write-out; _failed / _sync_failed logged why)
             try:
                 self._flush_and_sync()
             except StorageFull:
                 pass  # (logged by _failed)
-            except Exception:  # pragma: no cover - logged (once per 10 s), retried next tick
-                self._sync_errors.exception("background fsync failed")
+            except Exception:  # logged (once per 10 s), retried next tick
+                if self._sync_broken is None:  # (a failed fsync: said once by _sync_failed)
+                    self._sync_errors.exception("background fsync failed")
 
     def _flush_and_sync(self) -> None:
         with self._lock:
@@ -702,7 +737,11 @@ class LogStore:
             except OSError as exc:
                 raise self._failed(exc) from exc
             fd = self._active.fd
-        os.fdatasync(fd)
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            self._sync_failed(exc, locked=False)
+            raise
         with self._glock:
             if target > self._durable:
                 self._durable = target
@@ -952,7 +991,9 @@ class LogStore:
                 if seg is not None:
                     kd.flush()
                     self._seal(seg)
-                    if seg.size:
+                    # no hints after a failed fsync: the reopen scans the segment, checking
+                    # each record's CRC, rather than trust an index of what may not be on disk
+                    if seg.size and self._sync_broken is None:
                         mm = seg.remap()
                         write_hints(seg.hint_path, mm)
                         seg.mm = None
