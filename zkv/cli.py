@@ -516,7 +516,7 @@ def status_command(args) -> int:
           f"fingerprint {ring['fingerprint'][:12]}  keys here: {doc['keys']}")
     if doc.get("writes_refused"):
         print(f"WRITES REFUSED here: {doc['writes_refused']} (reads are served; writes go to "
-              "the other owners until there is room)")
+              "the other owners meanwhile)")
     if doc.get("cluster_json_unsaved"):
         print("CLUSTER.JSON NOT SAVED here (its disk did not take it): the cluster state lives "
               "in memory and is saved each gossip round once there is room")
