@@ -189,3 +189,107 @@ def test_a_node_stopped_on_a_full_disk_exits_cleanly_and_keeps_what_it_acknowled
                 assert c.get(key, r=1).values == [value], key
     finally:
         nodes.close()
+
+
+_FAIL_SYNC_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+/* fsync and fdatasync fail with EIO while the file ZKV_TEST_FAIL_SYNC names exists: a disk
+   that stops writing, as far as the process can tell */
+static int failing(void) {
+    const char *p = getenv("ZKV_TEST_FAIL_SYNC");
+    return p && access(p, F_OK) == 0;
+}
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (failing()) { errno = EIO; return -1; }
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
+int fsync(int fd) {
+    static int (*real)(int);
+    if (failing()) { errno = EIO; return -1; }
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    return real(fd);
+}
+"""
+
+
+def test_a_node_whose_fsync_fails_refuses_writes_until_restarted(tmp_path):
+    """node3 runs with --sync always and a libc shim (LD_PRELOAD) whose fsync/fdatasync fail
+    with EIO while a trigger file exists. Once a sync fails, node3 takes no writes and says why
+    (status, `zkv status`, metrics); the cluster keeps taking writes; the disk "recovering"
+    (trigger removed) does not lift it: what the failed sync lost cannot be told from what it
+    kept. Restarted, node3 takes writes again, and every acknowledged write reads back."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the fsync shim")
+    src, shim = tmp_path / "failsync.c", tmp_path / "failsync.so"
+    src.write_text(_FAIL_SYNC_C)
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(shim), str(src), "-ldl"],
+                   check=True, capture_output=True, timeout=120)
+    trigger = tmp_path / "disk-broken"
+    nodes = Nodes(tmp_path)
+    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
+    eps = [f"tcp://127.0.0.1:{p[0]}" for p in ports]
+    data3 = str(tmp_path / "node3")
+    broken_env = {"LD_PRELOAD": str(shim), "ZKV_TEST_FAIL_SYNC": str(trigger)}
+    try:
+        _start(nodes, "node1", ports[0], str(tmp_path / "node1"), None)
+        _start(nodes, "node2", ports[1], str(tmp_path / "node2"), eps[0])
+        _, gossip, metrics = ports[2]
+        p3 = nodes.start("--id", "node3", "--listen", eps[2], "--gossip",
+                         f"tcp://127.0.0.1:{gossip}", "--data-dir", data3, "--metrics-port",
+                         str(metrics), "--aae-interval", "0.2", "--seed", eps[0], "--sync",
+                         "always", env=broken_env)
+        wait_for(lambda: all(len(raw_status(e)["members"]) == 3 for e in eps), timeout=60,
+                 what="three members")
+        wait_for(lambda: all(ready(p[2])[0] == 200 for p in ports), timeout=60, what="ready")
+        rng = random.Random(5)
+        acked: dict[bytes, bytes] = {}
+        failed: list[str] = []
+        with zkv.Client(eps, timeout=10.0) as c:
+            for i in range(50):
+                key = b"s%03d" % i
+                acked[key] = rng.randbytes(500)
+                _put(c, key, acked[key], failed)
+            trigger.touch()  # node3's disk fails its next sync
+            i = 0
+            while not raw_status(eps[2]).get("writes_refused"):
+                assert i < 500, "node3 never noticed its failed sync"
+                key = b"b%03d" % i
+                acked[key] = rng.randbytes(500)
+                _put(c, key, acked[key], failed)
+                i += 1
+            why = raw_status(eps[2])["writes_refused"]
+            assert "fsync in" in why and "Input/output error" in why, why
+            trigger.unlink()  # the disk "works" again: the refusal stays
+            for j in range(30):
+                key = b"a%03d" % j
+                acked[key] = rng.randbytes(500)
+                _put(c, key, acked[key], failed)
+            time.sleep(1.0)  # several gossip rounds, each a check_space
+            why = raw_status(eps[2])["writes_refused"]
+            assert why is not None and "until the node restarts" in why, why
+            assert "zkv_writes_stopped 1.0" in metrics_text(metrics)
+            out = zkv_cli("status", "--node", eps[2])
+            assert "WRITES REFUSED here: fsync in" in out.stdout, out.stdout
+        assert len(failed) < 20, failed
+        assert nodes.stop(p3) == 0
+        assert "Traceback" not in nodes.log(p3), nodes.log(p3)[-3000:]
+        p3 = _start(nodes, "node3", ports[2], data3, eps[0])  # restarted, no shim
+        wait_for(lambda: raw_status(eps[2]).get("writes_refused", 1) is None, timeout=60,
+                 what="node3 taking writes after the restart")
+        with zkv.Client([eps[2]], timeout=10.0) as only3:
+            only3.put(b"after", b"restart", w=2)
+            for key, value in acked.items():
+                assert set(only3.get(key, r=2).values) == {value}, key
+        assert "Traceback" not in nodes.log(p3)
+    finally:
+        nodes.close()

@@ -726,8 +726,13 @@ class NodeCore:
         """An engine refused a write (StorageFull) or failed one (OSError): no writes until
         the engines say they take them again (`_check_space`)."""
         self.metrics.writes_refused.inc()
-        self._set_write_stop(str(exc) if isinstance(exc, StorageFull)
-                             else f"writing to disk failed: {exc}")
+        if isinstance(exc, StorageFull):
+            why = str(exc)
+        else:  # the engine's own reason, where it has one (a failed fsync's says what to do)
+            hints = self.handoff.store
+            why = (self.store.write_error or (hints.write_error if hints is not None else None)
+                   or f"writing to disk failed: {exc}")
+        self._set_write_stop(why)
 
     def _turn_unwritten(self, out: Outbox, exc: Exception) -> None:
         """The turn's writes did not reach the files (a full disk, an I/O error). They stay in
