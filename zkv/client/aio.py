@@ -349,6 +349,14 @@ class AsyncClient(Facade):
         that arrives during a connection wait is not lost."""
         clock = self.core.clock
         loop = asyncio.get_running_loop()
+        if loop is self._loop:  # the common shape (an owner read, a get_many step): every
+            connected = self._connected  # node connected, no hedge, no earlier try heard
+            for send in sends:
+                if send.msg is None or send.also or send.soft is not None \
+                        or send.endpoint not in connected:
+                    break
+            else:
+                return await self._fanout(sends, loop)
         batch = _Batch(loop, len(sends))
         waiting, sent_to = self._waiting, self._sent_to
         rids: list[int] = []
@@ -398,6 +406,33 @@ class AsyncClient(Facade):
             return batch.results
         finally:
             for rid in rids:
+                waiting.pop(rid, None)
+                sent_to.pop(rid, None)
+
+    async def _fanout(self, sends: list[Send], loop: asyncio.AbstractEventLoop) -> list:
+        """_try_many for a Batch whose nodes are all connected (their sockets read on `loop`),
+        with no hedge and no earlier try listened to: no connection wait, so none of its
+        bookkeeping (about a fifth of the AsyncClient's CPU per get at 64 in flight)."""
+        batch = _Batch(loop, len(sends))
+        waiting, sent_to, enqueue, at = self._waiting, self._sent_to, self._enqueue, self._at
+        try:
+            for i, send in enumerate(sends):
+                slot = _Slot(batch, i)
+                rid, ep = send.msg.rid, send.endpoint
+                waiting[rid] = slot  # type: ignore[assignment]
+                sent_to[rid] = ep
+                enqueue(ep, send.msg, loop)
+                at(loop, send.until, slot, None)  # type: ignore[arg-type]
+            if batch.left:
+                await batch.fut
+            results = batch.results
+            for i, send in enumerate(sends):
+                if results[i] is None:
+                    self._connected.discard(send.endpoint)  # re-check it before the next try
+            return results
+        finally:
+            for send in sends:
+                rid = send.msg.rid
                 waiting.pop(rid, None)
                 sent_to.pop(rid, None)
 
