@@ -29,14 +29,20 @@ def small_fs():
 
 
 def _start(nodes: Nodes, node_id: str, ports: tuple[int, int, int], data: str,
-           seed: str | None, *extra: str):
+           seed: str | None, *extra: str, env: dict | None = None):
     listen, gossip, metrics = ports
     args = ["--id", node_id, "--listen", f"tcp://127.0.0.1:{listen}", "--gossip",
             f"tcp://127.0.0.1:{gossip}", "--data-dir", data, "--metrics-port", str(metrics),
             "--aae-interval", "0.2", *extra]
     if seed:
         args += ["--seed", seed]
-    return nodes.start(*args)
+    return nodes.start(*args, env=env)
+
+
+def _wait_three(eps: list[str], ports: list[tuple[int, int, int]]) -> None:
+    wait_for(lambda: all(len(raw_status(e)["members"]) == 3 for e in eps), timeout=60,
+             what="three members")
+    wait_for(lambda: all(ready(p[2])[0] == 200 for p in ports), timeout=60, what="ready")
 
 
 def _put(c: zkv.Client, key: bytes, value: bytes, failed: list[str]) -> None:
@@ -63,9 +69,7 @@ def test_a_node_whose_disk_fills_refuses_writes_serves_reads_and_catches_up(tmp_
         # no reserve (--min-free-mb 0): the disk really fills, a write-out fails (ENOSPC)
         data3 = os.path.join(small_fs, "node3")
         p3 = _start(nodes, "node3", ports[2], data3, eps[0], "--min-free-mb", "0")
-        wait_for(lambda: all(len(raw_status(e)["members"]) == 3 for e in eps), timeout=60,
-                 what="three members")
-        wait_for(lambda: all(ready(p[2])[0] == 200 for p in ports), timeout=60, what="ready")
+        _wait_three(eps, ports)
         rng = random.Random(3)
         acked: dict[bytes, bytes] = {}
         failed: list[str] = []
@@ -243,14 +247,8 @@ def test_a_node_whose_fsync_fails_refuses_writes_until_restarted(tmp_path):
     try:
         _start(nodes, "node1", ports[0], str(tmp_path / "node1"), None)
         _start(nodes, "node2", ports[1], str(tmp_path / "node2"), eps[0])
-        _, gossip, metrics = ports[2]
-        p3 = nodes.start("--id", "node3", "--listen", eps[2], "--gossip",
-                         f"tcp://127.0.0.1:{gossip}", "--data-dir", data3, "--metrics-port",
-                         str(metrics), "--aae-interval", "0.2", "--seed", eps[0], "--sync",
-                         "always", env=broken_env)
-        wait_for(lambda: all(len(raw_status(e)["members"]) == 3 for e in eps), timeout=60,
-                 what="three members")
-        wait_for(lambda: all(ready(p[2])[0] == 200 for p in ports), timeout=60, what="ready")
+        p3 = _start(nodes, "node3", ports[2], data3, eps[0], "--sync", "always", env=broken_env)
+        _wait_three(eps, ports)
         rng = random.Random(5)
         acked: dict[bytes, bytes] = {}
         failed: list[str] = []
@@ -277,7 +275,7 @@ def test_a_node_whose_fsync_fails_refuses_writes_until_restarted(tmp_path):
             time.sleep(1.0)  # several gossip rounds, each a check_space
             why = raw_status(eps[2])["writes_refused"]
             assert why is not None and "until the node restarts" in why, why
-            assert "zkv_writes_stopped 1.0" in metrics_text(metrics)
+            assert "zkv_writes_stopped 1.0" in metrics_text(ports[2][2])
             out = zkv_cli("status", "--node", eps[2])
             assert "WRITES REFUSED here: fsync in" in out.stdout, out.stdout
         assert len(failed) < 20, failed
