@@ -359,6 +359,7 @@ class NodeCore:
         self.seeds = tuple(x for x in seeds if x not in (cfg.listen, cfg.advertised_listen))
         self.joining = bool(self.seeds) and not self.membership.peers
         self.asking_seeds = False  # a member that hears no other member asks its seeds too
+        self.join_started = now
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
         self.next_join_log = -math.inf  # when to say again that the join has not completed
@@ -833,7 +834,7 @@ class NodeCore:
                     log.info("asking seeds to join: %s", ", ".join(self.seeds))
                 else:
                     log.warning("not joined after %.0f s (this node gives up after %.0f s): %s",
-                                now - (self.join_deadline - JOIN_TIMEOUT), JOIN_TIMEOUT,
+                                now - self.join_started, JOIN_TIMEOUT,
                                 self._seeds_described())
 
     def seed_seen(self, seed: str) -> str:

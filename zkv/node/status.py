@@ -113,14 +113,11 @@ def status(core: NodeCore) -> dict:
 def _join_status(core: NodeCore) -> dict | None:
     """While this node joins through its seeds (None otherwise): the seeds, what each seed's
     connection saw, how long it has asked and when it gives up."""
-    from zkv.node.core import JOIN_TIMEOUT  # (core imports this module)
-
     if not core.joining:
         return None
-    started = core.join_deadline - JOIN_TIMEOUT
     return {"seeds": [{"endpoint": x, "seen": core.seed_seen(x)} for x in core.seeds],
-            "asking_seconds": round(core.now() - started, 3),
-            "gives_up_after_seconds": JOIN_TIMEOUT}
+            "asking_seconds": round(core.now() - core.join_started, 3),
+            "gives_up_after_seconds": core.join_deadline - core.join_started}
 
 
 def _latency(core: NodeCore, node_id: str) -> dict:
