@@ -370,10 +370,17 @@ class AsyncClient(Facade):
                     waiting[send.msg.rid] = slot  # type: ignore[assignment]
                     sent_to[send.msg.rid] = send.endpoint
                     rids.append(send.msg.rid)
-            # every node's TCP connection (IMMEDIATE), waited for together and briefly as in
-            # _try: a wait between two enqueues would split a node's frame in two
+            # the nodes whose TCP connection (IMMEDIATE) is not known to be up are waited for
+            # together and briefly, as in _try; everything else goes out first, so its answers
+            # come back during that wait (which can last up to the tries' deadline: sent
+            # after it, they would be called missed). Each node's messages are enqueued in
+            # one go: a wait between two enqueues would split its frame in two.
             fresh = {send.endpoint: send.until for send in reversed(sends)
                      if send.msg is not None and send.endpoint not in self._connected}
+            later = [send.msg is not None and send.endpoint in fresh for send in sends]
+            for slot, send, wait in zip(slots, sends, later, strict=True):
+                if not wait:
+                    self._start(loop, send, slot)
             for ep in fresh:
                 self._sock(ep, loop)
             end = min(min(fresh.values(), default=0.0), clock() + CONNECT_WAIT)
@@ -386,18 +393,13 @@ class AsyncClient(Facade):
                 await asyncio.sleep(0.002)
             for ep in fresh:
                 self._check_refused(ep)
-            for slot, send in zip(slots, sends, strict=True):
-                ep = send.endpoint
-                self._sock(ep, loop)
-                if send.msg is not None and ep in fresh:
-                    slot.set_result(UNREACHABLE)  # (unless an earlier try answered meanwhile)
+            for slot, send, wait in zip(slots, sends, later, strict=True):
+                if not wait:
                     continue
-                if send.msg is not None:
-                    self._enqueue(ep, send.msg, loop)
-                if send.soft is not None and send.soft < send.until:
-                    self._at(loop, send.soft, slot, SLOW)  # type: ignore[arg-type]
+                if send.endpoint in fresh:
+                    slot.set_result(UNREACHABLE)  # (unless an earlier try answered meanwhile)
                 else:
-                    self._at(loop, send.until, slot, None)  # type: ignore[arg-type]
+                    self._start(loop, send, slot)
             if batch.left:
                 await batch.fut
             for i, send in enumerate(sends):
@@ -408,6 +410,16 @@ class AsyncClient(Facade):
             for rid in rids:
                 waiting.pop(rid, None)
                 sent_to.pop(rid, None)
+
+    def _start(self, loop: asyncio.AbstractEventLoop, send: Send, slot: _Slot) -> None:
+        """One try of a Batch under way: its message out (if any) and its deadline set."""
+        self._sock(send.endpoint, loop)
+        if send.msg is not None:
+            self._enqueue(send.endpoint, send.msg, loop)
+        if send.soft is not None and send.soft < send.until:
+            self._at(loop, send.soft, slot, SLOW)  # type: ignore[arg-type]
+        else:
+            self._at(loop, send.until, slot, None)  # type: ignore[arg-type]
 
     async def _fanout(self, sends: list[Send], loop: asyncio.AbstractEventLoop) -> list:
         """_try_many for a Batch whose nodes are all connected (their sockets read on `loop`),

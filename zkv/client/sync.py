@@ -296,23 +296,27 @@ class Client(Facade):
                     socks[other] = self._socks[other]
         ends = [x.until if x.soft is None else min(x.soft, x.until) for x in sends]
         unreachable: set[int] = set()  # not connected: UNREACHABLE, unless `also` answers
-        for ep, msgs in out.items():
-            s = socks[ep]
-            frames = [wire.encode(msgs[j:j + wire.MAX_BATCH])
+        unsent: list[tuple[str, list, list[bytes]]] = []
+        for ep, msgs in out.items():  # every node connected goes first: their answers come
+            frames = [wire.encode(msgs[j:j + wire.MAX_BATCH])  # back during the waits below
                       for j in range(0, len(msgs), wire.MAX_BATCH)]
-            if sockcalls.send(s, frames[0]):  # not connected yet: wait briefly, as _try
-                wait = min(min(x.until for x in sends if x.endpoint == ep) - clock(),
-                           CONNECT_WAIT)
-                if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT) or sockcalls.send(
-                        s, frames[0]):
-                    self._check_refused(ep)
-                    for msg in msgs:
-                        i = by_rid[msg.rid]
-                        unreachable.add(i)
-                        ends[i] = 0.0  # settled by the first read below
-                    continue
+            if sockcalls.send(socks[ep], frames[0]):  # not connected yet
+                unsent.append((ep, msgs, frames))
+                continue
             for frame in frames[1:]:
-                sockcalls.send(s, frame)  # a full queue: those requests time out
+                sockcalls.send(socks[ep], frame)  # a full queue: those requests time out
+        for ep, msgs, frames in unsent:  # wait briefly for each, as _try
+            s = socks[ep]
+            wait = min(min(x.until for x in sends if x.endpoint == ep) - clock(), CONNECT_WAIT)
+            if not s.poll(max(1, int(wait * 1000)), zmq.POLLOUT) or sockcalls.send(s, frames[0]):
+                self._check_refused(ep)
+                for msg in msgs:
+                    i = by_rid[msg.rid]
+                    unreachable.add(i)
+                    ends[i] = 0.0  # settled by the first read below
+                continue
+            for frame in frames[1:]:
+                sockcalls.send(s, frame)
         # per socket, the tries whose answer may come on it: once none of them waits, the
         # socket is not read again (a last receive finding it empty costs two system calls
         # in libzmq; zmq_poll sees anything that arrives later)
