@@ -156,7 +156,8 @@ def test_quick_start_from_a_clone_after_plain_pip_install(tmp_path):
                               f"tcp://127.0.0.1:{base + 2}"], cwd=clone, env=env,
                              capture_output=True, text=True, timeout=60)
         assert put.returncode == 0 and get.stdout.strip() == "world", (put, get)
-        assert http(f"http://127.0.0.1:{base + 2100}/readyz")[0] == 200
+        ready = http(f"http://127.0.0.1:{base + 2100}/readyz")  # zkv local up waited for it
+        assert ready[0] == 200, ready
         up.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.wait(60) == 0
         text = (tmp_path / "up.log").read_text()

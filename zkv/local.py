@@ -255,6 +255,32 @@ class LocalCluster:
             time.sleep(0.2)
         raise ZkvError(f"the cluster did not settle within {timeout:.0f}s ({last})")
 
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until every live node is ready as its /readyz says (node/health.py): the rings
+        agree by every peer's gossip too, which trails wait_settled's view by up to a gossip
+        round (a demo or a person's first request in that round met a 503 there)."""
+        from zkv.client import Client
+
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for n in self.nodes:
+                if not n.alive():
+                    continue
+                try:
+                    with Client([n.listen], timeout=1.0, keys=self.client_keys) as c:
+                        summary = c.status(n.listen)["metrics"]
+                except ZkvError as exc:
+                    last = f"{n.id}: {exc}"
+                    break
+                if not summary["ready"]:
+                    last = f"{n.id}: {summary['ready_reason']}"
+                    break
+            else:
+                return
+            time.sleep(0.1)
+        raise ZkvError(f"the cluster was not ready within {timeout:.0f}s ({last})")
+
     def manifest_path(self) -> str:
         return os.path.join(self.dir, "local.json")
 
@@ -321,6 +347,7 @@ class LocalCluster:
                 self._wait_port(n, timeout)
         self.wait_converged(timeout)
         self.wait_settled(timeout)
+        self.wait_ready(timeout)
         self.save_manifest()
 
     def _wait_port(self, n: LocalNode, timeout: float) -> None:
@@ -337,7 +364,9 @@ class LocalCluster:
         raise ZkvError(f"{n.id} did not open {n.listen} within {timeout}s: {self.tail(n)}")
 
     def wait_converged(self, timeout: float = 30.0, expect_up: list[str] | None = None) -> None:
-        """Until every live node sees every node it should as up, with the same ring."""
+        """Until every live node sees every node it should as up, in its current life (the
+        incarnation it reports of itself: a node restarted a moment ago is still "up" in the
+        others' views of its last life until they notice the gap), with the same ring."""
         from zkv.client import Client
 
         want = set(expect_up if expect_up is not None else
@@ -347,6 +376,7 @@ class LocalCluster:
         while time.monotonic() < deadline:
             ok = True
             prints = set()
+            lives: dict[str, dict[str, int]] = {}  # node -> member -> incarnation in its view
             for n in self.nodes:
                 if n.id not in want:
                     continue
@@ -369,6 +399,13 @@ class LocalCluster:
                     ok, last = False, f"{n.id} sees up {sorted(up)}"
                     break
                 prints.add(doc["ring"]["fingerprint"])
+                lives[n.id] = {m["id"]: m["incarnation"] for m in doc["members"]}
+            if ok:
+                stale = sorted(f"{v} sees {w}'s life {view[w]}, not {lives[w][w]}"
+                               for v, view in lives.items() for w in want
+                               if w in view and view[w] != lives[w].get(w))
+                if stale:
+                    ok, last = False, stale[0]
             if ok and len(prints) == 1:
                 return
             time.sleep(0.1)
