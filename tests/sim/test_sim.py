@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sim.harness import Faults, Sim, SimClient, live_values
 from sim.scenario import membership, read_your_writes, run
 from zkv._core import dvv
+from zkv.node.core import GOSSIP
 from zkv.node.status import status
 
 FAULTY = Faults(loss=0.02, dup=0.01, partitions=2, pauses=1, crashes=1)
@@ -141,6 +142,37 @@ def test_writes_at_w3_succeed_at_the_moment_two_of_five_freeze():
     for i in range(100):
         key = b"frozen:%d" % i
         assert all(sim.held(x, key) for x in sim.owners(key)), key
+
+
+def test_a_quorum_of_all_n_asks_a_suspect_node_instead_of_failing_at_once():
+    """n3's heartbeats stop reaching n1 and n2 (its requests still flow: a node restarted a
+    moment ago, before its first heartbeat is heard), so both hold it suspect, not down. A
+    get at R=3 and a put at W=3 coordinated by n1 ask n3 too and succeed; routing around it
+    left two targets and failed them at once ("2 of the required 3 ... within 0.00s")."""
+    sim = Sim(5, 3, n=3, r=2, w=2)
+    sim.run_until(3.0)
+    send = sim._send_frame
+
+    def no_gossip_from_n3(src, dst, kind, who, payload):
+        if not (src == "n3" and kind == GOSSIP):
+            send(src, dst, kind, who, payload)
+
+    sim._send_frame = no_gossip_from_n3  # type: ignore[method-assign]
+    sim.run_until(4.6)  # 1.6 s without n3's heartbeats: suspect (phi > 3), down after 2 s
+    for x in ("n1", "n2"):
+        assert sim.nodes[x].core.membership.state("n3")[0] == "suspect", x
+    outcomes = []
+
+    def client(c: SimClient):
+        outcomes.append((yield ("put", b"all3", b"v", b"", 3)))
+        outcomes.append((yield ("get", b"all3", 3)))
+
+    SimClient(sim, "c", client, timeout=1.0, per_try=0.5, think=0.0, nodes=["n1"])
+    sim.run_until(4.8)
+    assert sim.nodes["n1"].core.membership.state("n3")[0] == "suspect"  # throughout
+    assert [r.ok for r in outcomes] == [True, True], [r.error for r in outcomes]
+    assert outcomes[1].values == [b"v"]
+    assert sim.held("n3", b"all3")
 
 
 def test_a_join_no_seed_answers_is_said_every_ten_seconds_with_what_the_links_saw(caplog):

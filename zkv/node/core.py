@@ -1607,6 +1607,17 @@ class NodeCore:
         if self.no_writes and type(msg) is not Get:  # writes go around peers that take none
             down = down | self.no_writes  # (stand-ins keep hints for them, as if down)
         targets = ring.sloppy_preflist(p, down)
+        need = (msg.r or ns.r) if type(msg) is Get else (msg.w or ns.w)
+        if len(targets) < need and down:
+            # too few reachable for the quorum: the suspect (not down) nodes are asked too
+            # rather than the request failing at once. A node restarted a moment ago is
+            # suspect until the others hear its first heartbeat, and a quorum of all N then
+            # failed in no time although every node answers (Cassandra's Unavailable, too,
+            # counts only the nodes its detector convicts). A frozen one costs the timeout.
+            down = frozenset(self.membership.down())
+            if self.no_writes and type(msg) is not Get:
+                down = down | self.no_writes
+            targets = ring.sloppy_preflist(p, down)
         if (self.me, None) not in targets and self.me not in [x for x, _ in targets]:
             # coordinating without being chosen (forwarded under another ring view, or no
             # owner answered a forward): stand in for an owner missing from the targets, in
@@ -1624,7 +1635,7 @@ class NodeCore:
         deadline = self.t + self.cfg.replica_timeout
         op: Op
         if type(msg) is Get:
-            op = GetOp(self, origin, skey, deadline, targets, msg.r or ns.r, lww=ns.conflicts == "lww")
+            op = GetOp(self, origin, skey, deadline, targets, need, lww=ns.conflicts == "lww")
         else:
             value = msg.value if type(msg) is Put else None
             stamp = b""
@@ -1634,7 +1645,7 @@ class NodeCore:
                 stamp = self._stamp(skey)
                 value = stamp + value
             rings = self.membership.rings(n)  # (_extra_targets' common case inline)
-            op = WriteOp(self, origin, skey, deadline, targets, msg.w or ns.w,
+            op = WriteOp(self, origin, skey, deadline, targets, need,
                          msg.context, value, msg.wid,
                          [] if rings is None or (not rings.moving and self.prev_state is None)
                          else self._extra_targets(p, targets, n),
