@@ -344,6 +344,7 @@ def test_tombstone_written_during_a_transfer_stays(make_cluster):
 
 
 def test_cli_local_add_and_remove(tmp_path):
+    import json
     import subprocess
     import sys
 
@@ -363,14 +364,18 @@ def test_cli_local_add_and_remove(tmp_path):
                              capture_output=True, text=True, timeout=180)
         assert add.returncode == 0, add.stderr
         assert "node4" in add.stdout and "settled" in add.stdout
+        for port in (23101, 23102, 23103, 23104):  # "settled": every node ready (/readyz)
+            said = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--json",
+                                   "--node", f"tcp://127.0.0.1:{port}"],
+                                  capture_output=True, text=True, timeout=30)
+            summary = json.loads(said.stdout)["metrics"]
+            assert summary["ready"] is True, (port, summary["ready_reason"])
         rm = subprocess.run([sys.executable, "-m", "zkv.cli", "local", "remove", "node2", "--dir",
                              str(d)], capture_output=True, text=True, timeout=300)
         assert rm.returncode == 0, rm.stderr
         assert "left the cluster" in rm.stdout
         st = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--json", "--node",
                              "tcp://127.0.0.1:23101"], capture_output=True, text=True, timeout=30)
-        import json
-
         doc = json.loads(st.stdout)
         ids = {m["id"]: m["status"] for m in doc["members"]}
         assert ids.get("node4") == "valid" and ids.get("node2", "left") == "left"

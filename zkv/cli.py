@@ -683,6 +683,7 @@ def local_add(args) -> int:
     print(f"zkv: {n.id} started at {n.listen} (rack {n.rack}, log {n.log_path}); it joins and "
           f"receives its partitions (watch with `zkv status`)")
     cluster.wait_settled(120.0)
+    cluster.wait_ready(60.0)  # every /readyz 200 once this says so
     print(f"zkv: {n.id} owns its share; the cluster has settled")
     return 0
 
