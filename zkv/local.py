@@ -403,7 +403,7 @@ class LocalCluster:
             if ok:
                 stale = sorted(f"{v} sees {w}'s life {view[w]}, not {lives[w][w]}"
                                for v, view in lives.items() for w in want
-                               if w in view and view[w] != lives[w].get(w))
+                               if w in view and w in lives and view[w] != lives[w].get(w))
                 if stale:
                     ok, last = False, stale[0]
             if ok and len(prints) == 1:
