@@ -1614,7 +1614,7 @@ class NodeCore:
             # suspect until the others hear its first heartbeat, and a quorum of all N then
             # failed in no time although every node answers (Cassandra's Unavailable, too,
             # counts only the nodes its detector convicts). A frozen one costs the timeout.
-            down = frozenset(self.membership.down())
+            down = self.membership.convicted()
             if self.no_writes and type(msg) is not Get:
                 down = down | self.no_writes
             targets = ring.sloppy_preflist(p, down)

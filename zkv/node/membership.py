@@ -163,6 +163,7 @@ class Membership:
         self._state_rings: dict[int, own.Rings] = {}  # n -> the rings of `cluster`
         self._unreachable: frozenset[str] | None = None
         self._unreachable_at = 0.0
+        self._convicted: frozenset[str] = frozenset()  # the down ones among them
 
     # ---- local state --------------------------------------------------------------------
     def beat(self) -> Member:
@@ -371,10 +372,18 @@ class Membership:
         interval); suspicion from a request timeout invalidates it at once."""
         now = self.clock()
         if self._unreachable is None or now - self._unreachable_at > self.gossip_interval / 4:
-            self._unreachable = frozenset(
-                nid for nid in self.peers if self.state(nid)[0] != "up")
+            states = {nid: self.state(nid)[0] for nid in self.peers}
+            self._unreachable = frozenset(nid for nid, s in states.items() if s != "up")
+            self._convicted = frozenset(nid for nid, s in states.items() if s == "down")
             self._unreachable_at = now
         return self._unreachable
+
+    def convicted(self) -> frozenset[str]:
+        """The down ones of unreachable() (suspects left out), from the same cached verdicts:
+        what a coordinator routes around when routing around the suspects too leaves fewer
+        nodes than its quorum (core.py)."""
+        self.unreachable()
+        return self._convicted
 
     # ---- ring ---------------------------------------------------------------------------
     def rings(self, n: int | None = None) -> own.Rings | None:
