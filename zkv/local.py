@@ -223,10 +223,16 @@ class LocalCluster:
             raise ZkvError(f"{node_id} did not leave within {timeout:.0f}s: "
                            f"{self.tail(n)}") from None
 
+    def status_of(self, n: LocalNode, timeout: float = 1.0) -> dict:
+        """Node n's status document (ZkvError if it does not answer within `timeout` s)."""
+        from zkv.client import Client
+
+        with Client([n.listen], timeout=timeout, keys=self.client_keys) as c:
+            return c.status(n.listen)
+
     def wait_settled(self, timeout: float = 60.0) -> None:
         """Until no change is moving (every transfer done, every member valid) on every live
         node, and all agree on the ring."""
-        from zkv.client import Client
 
         deadline = time.monotonic() + timeout
         last = ""
@@ -236,8 +242,7 @@ class LocalCluster:
                 if not n.alive():
                     continue
                 try:
-                    with Client([n.listen], timeout=1.0, keys=self.client_keys) as c:
-                        doc = c.status(n.listen)
+                    doc = self.status_of(n, 1.0)
                 except ZkvError as exc:
                     ok, last = False, f"{n.id}: {exc}"
                     break
@@ -259,7 +264,6 @@ class LocalCluster:
         """Until every live node is ready as its /readyz says (node/health.py): the rings
         agree by every peer's gossip too, which trails wait_settled's view by up to a gossip
         round (a demo or a person's first request in that round met a 503 there)."""
-        from zkv.client import Client
 
         deadline = time.monotonic() + timeout
         last = ""
@@ -268,8 +272,7 @@ class LocalCluster:
                 if not n.alive():
                     continue
                 try:
-                    with Client([n.listen], timeout=1.0, keys=self.client_keys) as c:
-                        summary = c.status(n.listen)["metrics"]
+                    summary = self.status_of(n, 1.0)["metrics"]
                 except ZkvError as exc:
                     last = f"{n.id}: {exc}"
                     break
@@ -367,7 +370,6 @@ class LocalCluster:
         """Until every live node sees every node it should as up, in its current life (the
         incarnation it reports of itself: a node restarted a moment ago is still "up" in the
         others' views of its last life until they notice the gap), with the same ring."""
-        from zkv.client import Client
 
         want = set(expect_up if expect_up is not None else
                    [n.id for n in self.nodes if n.alive() and not n.paused])
@@ -383,8 +385,7 @@ class LocalCluster:
                 if not n.alive():
                     raise ZkvError(f"{n.id} exited with code {n.process.returncode}: {self.tail(n)}")
                 try:
-                    with Client([n.listen], timeout=0.5, keys=self.client_keys) as c:
-                        doc = c.status(n.listen)
+                    doc = self.status_of(n, 0.5)
                 except ZkvError as exc:
                     ok, last = False, f"{n.id}: {exc}"
                     break
@@ -401,7 +402,7 @@ class LocalCluster:
                 prints.add(doc["ring"]["fingerprint"])
                 lives[n.id] = {m["id"]: m["incarnation"] for m in doc["members"]}
             if ok:
-                stale = sorted(f"{v} sees {w}'s life {view[w]}, not {lives[w][w]}"
+                stale = sorted(f"{v} sees {w}'s life {view[w]}, not {lives[w].get(w)}"
                                for v, view in lives.items() for w in want
                                if w in view and w in lives and view[w] != lives[w].get(w))
                 if stale:

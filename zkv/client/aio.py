@@ -402,14 +402,19 @@ class AsyncClient(Facade):
                     self._start(loop, send, slot)
             if batch.left:
                 await batch.fut
-            for i, send in enumerate(sends):
-                if batch.results[i] is None:
-                    self._connected.discard(send.endpoint)  # re-check it before the next try
-            return batch.results
+            return self._heard(sends, batch.results)
         finally:
             for rid in rids:
                 waiting.pop(rid, None)
                 sent_to.pop(rid, None)
+
+    def _heard(self, sends: list[Send], results: list) -> list:
+        """A Batch's answers, once all are in; a node silent to its try is re-checked for its
+        connection before the next try to it."""
+        for i, send in enumerate(sends):
+            if results[i] is None:
+                self._connected.discard(send.endpoint)
+        return results
 
     def _start(self, loop: asyncio.AbstractEventLoop, send: Send, slot: _Slot) -> None:
         """One try of a Batch under way: its message out (if any) and its deadline set."""
@@ -438,11 +443,7 @@ class AsyncClient(Facade):
                 at(loop, send.until, slot, None)  # type: ignore[arg-type]
             if batch.left:
                 await batch.fut
-            results = batch.results
-            for i, send in enumerate(sends):
-                if results[i] is None:
-                    self._connected.discard(send.endpoint)  # re-check it before the next try
-            return results
+            return self._heard(sends, batch.results)
         finally:
             for send in sends:
                 rid = send.msg.rid
