@@ -182,24 +182,43 @@ def test_a_failed_fsync_refuses_writes_until_the_store_is_opened_again(tmp_path,
         assert again.get(b"new") == b"1"
 
 
-def test_a_failed_fsync_at_rotation_refuses_writes_and_loses_nothing_acknowledged(
-        tmp_path, monkeypatch):
-    """The fsync that seals a full segment fails: the write that rotated is not acknowledged
-    (it raised), writes stay refused after fsync works again, and a reopen has every write
-    acknowledged before."""
+def _eio_on_segments(real):
+    """os.fsync failing with EIO for segment files (.data) only."""
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".data"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(fd)
+    return fsync
+
+
+@pytest.mark.parametrize("sync", ["none", "always"])
+def test_a_failed_fsync_sealing_a_segment_refuses_writes_and_loses_nothing_acknowledged(
+        tmp_path, monkeypatch, sync):
+    """The fsync that seals a full segment (on the sealer's thread, after the rotation) fails:
+    writes are refused from then on, also once fsync works again; with sync="always" the write
+    that rotated is not acknowledged (its commit waits for that fsync), and a reopen has every
+    write acknowledged before."""
     real = os.fsync
-    store = LogStore(tmp_path, segment_bytes=64 << 10)
+    store = LogStore(tmp_path, sync=sync, segment_bytes=64 << 10)
     acked = {}
     try:
-        monkeypatch.setattr(os, "fsync", _eio)
-        with pytest.raises(StorageFull, match="Input/output error"):
-            for i in range(10_000):
+        monkeypatch.setattr(os, "fsync", _eio_on_segments(real))
+        with pytest.raises(StorageFull, match="fsync in .* failed"):
+            for i in range(100_000):
                 store.put(b"k%d" % i, b"x" * 100)
                 acked[b"k%d" % i] = b"x" * 100
         monkeypatch.setattr(os, "fsync", real)
-        assert 100 < len(acked) < 10_000
+        end, rotating = 0, 0  # the put whose record filled the first segment
+        while end < 64 << 10:
+            end += 16 + len(b"k%d" % rotating) + 100
+            rotating += 1
+        if sync == "always":  # its commit waited for the seal, which failed
+            assert len(acked) == rotating - 1
+        else:  # (acknowledged without waiting: refused once the sealer failed)
+            assert rotating <= len(acked) < 100_000
         with pytest.raises(StorageFull, match="fsync in .* failed"):
             store.put(b"after", b"1")
+        assert store.check_space() is not None  # retrying is not lifting
     finally:
         monkeypatch.setattr(os, "fsync", real)
         store.close()

@@ -1,8 +1,8 @@
 """Compaction: rewrite the live records of every immutable segment, then swap atomically.
 
 Bitcask's merge (Sheehy & Smith 2010, §"Merge"), made crash-safe by file ordering:
-1. Under the store lock, seal the active segment; the inputs are all immutable segments, the
-   newest named (M, s). Outputs are named (M, s+1), (M, s+2), ...: they replay after every
+1. Under the store lock, rotate the active segment; the inputs are all immutable segments, the
+   newest named (M, s), once the sealer has fsynced them and written their hints. Outputs are named (M, s+1), (M, s+2), ...: they replay after every
    input and before anything written later (see segment.py).
 2. Without the store lock, for each input the keydir copies out (C, one call per segment)
    the records its entries still point at — live values and unreleased tombstones; released
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from zkv._core import record
+from zkv.errors import StorageFull
 from zkv.storage.segment import TMP_SUFFIX, Segment, data_name, fsync_dir, hint_name
 
 if TYPE_CHECKING:
@@ -107,6 +108,9 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
             if not inputs:
                 return _stats(0, 0, 0, 0, 0, 0, t0)
             major, minor = inputs[-1].name
+            rotated = store._rotated
+        if not store._seal_done(rotated):  # every input fsynced and given its hints first
+            raise StorageFull(store.write_error or "fsync failed")
         outputs: list[_Output] = []
         done = 0
         try:
