@@ -59,6 +59,10 @@ class KeyDir:
         """Index a segment image: ``(valid_end, records, corrupt_keys, bad_regions)``."""
     def collect_live(self, data: object, fid: int) -> tuple[bytes, bytes]:
         """Records of ``fid`` still pointed at, and their (old, new) u32 offset pairs."""
+    def collect_live_from(self, data: object, fid: int, start: int,
+                          limit: int) -> tuple[bytes, bytes, int]:
+        """collect_live from record boundary ``start`` up to the first boundary at or past
+        ``start + limit`` (0: the end); also the offset where it stopped."""
     def apply_moves(self, moves: bytes, src_fid: int, dst_fid: int, dst_base: int) -> int:
         """Repoint moved keys whose entry still points at the old location; count moved."""
     def map_segment(self, fid: int, data: object) -> None: ...

@@ -417,10 +417,15 @@ class LogStore:
         if self._corrupt:
             log.warning("%s: %d key(s) lost to corruption need repair", self.path, len(self._corrupt))
 
-    def _start_active(self) -> None:
+    def _start_active(self, sync_dir: bool = True) -> None:
+        """A new, empty active segment; its directory entry fsynced now, or (`sync_dir`
+        False, at a rotation) by the sealer before the rotation counts as fsynced: a
+        directory's fsync waits for the file system's journal, tens of milliseconds while
+        other files are being written (a compaction, a seal), and it held the store lock."""
         seg = Segment(self._new_fid(), (self._next_major, 0), self.path, writable=True)
         self._next_major += 1
-        fsync_dir(self.path)
+        if sync_dir:
+            fsync_dir(self.path)
         self._segs[seg.fid] = seg
         self._active = seg
 
@@ -612,11 +617,11 @@ class LogStore:
         assert seg is not None
         kd.flush()
         self._trim(seg)
-        self._start_active()
+        mm = seg.remap()  # (what may fail comes before the switch: the old one stays active)
+        self._start_active(sync_dir=False)
         new = self._active
         assert new is not None
         kd.set_active(new.fid, new.fd, 0, PREALLOC)
-        mm = seg.remap()
         self._map(seg.fid, mm)
         with self._seal_cv:
             self._rotated += 1
@@ -641,14 +646,15 @@ class LogStore:
             raise
 
     def _seal_now(self, seg: Segment, mm) -> None:
-        """The sealer's work for one segment rotated out (in rotation order): fsync, then its
-        hints file (none after a failed fsync: the reopen scans the segment, checking each
+        """The sealer's work for one segment rotated out (in rotation order): fsync (with the
+        directory's, for the segment that replaced it), then its hints file (none after a failed fsync: the reopen scans the segment, checking each
         record's CRC, rather than trust an index of what may not be on disk). Each step is
         counted whatever happens: a durability claim, compaction and close wait for them."""
         try:
             ok = False
             try:
                 os.fsync(seg.fd)
+                fsync_dir(self.path)  # (the next segment's entry: _start_active)
                 ok = True
             except OSError as exc:
                 self._sync_failed(exc, locked=False)  # (refuses writes; said once)
