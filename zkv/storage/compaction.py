@@ -1,9 +1,10 @@
 """Compaction: rewrite the live records of every immutable segment, then swap atomically.
 
 Bitcask's merge (Sheehy & Smith 2010, §"Merge"), made crash-safe by file ordering:
-1. Under the store lock, rotate the active segment; the inputs are all immutable segments, the
-   newest named (M, s), once the sealer has fsynced them and written their hints. Outputs are named (M, s+1), (M, s+2), ...: they replay after every
-   input and before anything written later (see segment.py).
+1. Under the store lock, rotate the active segment; the inputs are all immutable segments,
+   the newest named (M, s), once the sealer has fsynced them and written their hints. Outputs
+   are named (M, s+1), (M, s+2), ...: they replay after every input and before anything
+   written later (see segment.py).
 2. Without the store lock, for each input the keydir copies out (C, one call per segment)
    the records its entries still point at — live values and unreleased tombstones; released
    tombstones and CRC-bad records stay behind. Outputs are written under ``.tmp`` names with

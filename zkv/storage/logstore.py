@@ -1,11 +1,12 @@
 """LogStore: the embedded, crash-safe, Bitcask-like key-value engine (DESIGN.md §2.4, §3.3).
 
 Writes append CRC-checked records (format: zkv/_core/record.pxd) to one active segment file;
-a segment that reaches ``segment_bytes`` becomes immutable and gets a hints file (its fsync and
-hints are written by a thread of their own, `_Sealer`, not by the write that filled it). The keydir
-(zkv/_core/keydir.pyx, a C hash table) maps each key to its latest record, so a read is one
-lookup plus one copy out of a read-only mmap. Reopening loads hints files (no values read) and
-scans only segments without valid hints, truncating a torn tail of the active segment.
+a segment that reaches ``segment_bytes`` becomes immutable and gets a hints file (its fsync
+and hints are written by a thread of their own, `_Sealer`, not by the write that filled it).
+The keydir (zkv/_core/keydir.pyx, a C hash table) maps each key to its latest record, so a
+read is one lookup plus one copy out of a read-only mmap. Reopening loads hints files (no values
+read) and scans only segments without valid hints, truncating a torn tail of the active
+segment.
 Compaction (zkv/storage/compaction.py) rewrites live records off the hot path.
 
 Durability (``sync``): ``"none"`` leaves records in a 64 KiB user-space buffer and the page
@@ -154,14 +155,13 @@ _UNMAPPER = _Unmapper()
 class _Sealer:
     """Seals the segments stores rotate out, on a thread of its own: fsync, then the hints
     file. Both used to run inside the put that filled the segment, under the store lock: at
-    64 MiB, 25 ms of CPU (the hints' walk) and ~75 ms of wall time in all (the fsync), a stall
-    of every node's loop turn once per 64 MiB written (`benchmarks/turn_profile/run.py`: each
-    node's longest turn, a frame of replica writes, and the paced load's p99 from the
-    schedule 97 ms against 9 ms from the send). A store counts what it queued and what was
-    done (`LogStore._seal_done`): a durability claim waits for the fsync of every segment
-    rotated out before it, compaction and close for the whole seal. One thread for every store
-    of the process, started when first needed, holding a store only while its work is queued;
-    a forked child starts afresh (as `_Unmapper`)."""
+    64 MiB, 25 ms of CPU (the hints' walk) and 40-100 ms of wall time in all (the fsync), a
+    stall of a node's loop once per 64 MiB written (`benchmarks/turn_profile/run.py`: each
+    node's longest turn, a frame of replica writes; `benchmarks/store_rotation.py`). A store
+    counts what it queued and what was done (`LogStore._seal_done`): a durability claim waits
+    for the fsync of every segment rotated out before it, compaction and close for the whole
+    seal. One thread for every store of the process, started when first needed, holding a
+    store only while its work is queued; a forked child starts afresh (as `_Unmapper`)."""
 
     def __init__(self) -> None:
         self._fresh()
@@ -646,10 +646,11 @@ class LogStore:
             raise
 
     def _seal_now(self, seg: Segment, mm) -> None:
-        """The sealer's work for one segment rotated out (in rotation order): fsync (with the
-        directory's, for the segment that replaced it), then its hints file (none after a failed fsync: the reopen scans the segment, checking each
-        record's CRC, rather than trust an index of what may not be on disk). Each step is
-        counted whatever happens: a durability claim, compaction and close wait for them."""
+        """The sealer's work for one segment rotated out (in rotation order): fsync (and the
+        directory's, for the segment that replaced it), then its hints file (none after a
+        failed fsync: the reopen scans the segment, checking each record's CRC, rather than
+        trust an index of what may not be on disk). Each step is counted whatever happens: a
+        durability claim, compaction and close wait for them."""
         try:
             ok = False
             try:
