@@ -509,7 +509,10 @@ def test_a_crash_before_the_sealer_wrote_hints_loses_nothing(tmp_path, sync):
     dies before that leaves them without hints, and the reopen scans them."""
     d = str(tmp_path)
     p = run_py(SEALER_STALLED_CHILD, d, sync)
-    _, err = p.communicate(timeout=60)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()  # (a no-op once it has exited)
     assert p.returncode == 0, err.decode()
     segments = data_files(d)
     assert len(segments) > 5 and not [f for f in os.listdir(d) if f.endswith(".hint")]
