@@ -716,7 +716,7 @@ cdef class KeyDir:
         ``next`` this returned) up to the first boundary at or past ``start + limit`` (0: the
         end). Returns ``(records, moves, next)``; ``next`` is the length of ``data`` once the
         segment is done. Each call holds the GIL (it reads the keydir), so compaction walks a
-        segment a few MiB per call: a 64 MiB segment in one call held it ~22 ms, a stall of
+        segment 1 MiB per call: a 64 MiB segment in one call held it ~22 ms, a stall of
         every other thread (a node's loop turn)."""
         cdef const uint8_t[::1] v = data
         cdef uint64_t n = v.shape[0], off = 0, size, total = 0, nkeep = 0, w = 0, m = 0

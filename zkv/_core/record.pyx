@@ -115,8 +115,8 @@ def scan(data):
 def build_hints(data, Py_ssize_t end=-1):
     """Hints file bytes for a segment image (first ``end`` bytes): one entry per valid record.
     Both walks over the image run without the GIL (a 64 MiB segment takes tens of
-    milliseconds: a store seals its segments on a thread of its own, LogStore._seal_loop);
-    `data` stays exported, so its buffer cannot be released meanwhile."""
+    milliseconds; a store seals its segments on a thread of its own: zkv/storage/logstore.py,
+    _Sealer); `data` stays exported, so its buffer cannot be released meanwhile."""
     cdef const uint8_t[::1] v = data
     cdef uint64_t n = v.shape[0] if end < 0 else min(<uint64_t>end, <uint64_t>v.shape[0])
     cdef uint64_t total

@@ -5,7 +5,7 @@ Bitcask's merge (Sheehy & Smith 2010, §"Merge"), made crash-safe by file orderi
    the newest named (M, s), once the sealer has fsynced them and written their hints. Outputs
    are named (M, s+1), (M, s+2), ...: they replay after every input and before anything
    written later (see segment.py).
-2. Without the store lock, for each input the keydir copies out (C, one call per segment)
+2. Without the store lock, for each input the keydir copies out (C, one call per MiB of it)
    the records its entries still point at — live values and unreleased tombstones; released
    tombstones and CRC-bad records stay behind. Outputs are written under ``.tmp`` names with
    their hints, and fsynced.
@@ -120,7 +120,7 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
             for seg in inputs:
                 image = seg.mm
                 start, end = 0, (len(image) if image is not None else 0)
-                while start < end:  # a few MiB per call: each holds the GIL (keydir.pyx)
+                while start < end:  # a MiB per call: each holds the GIL (keydir.pyx)
                     recs, moves, start = kd.collect_live_from(image, seg.fid, start,
                                                               COLLECT_CHUNK)
                     time.sleep(0)  # the GIL to a waiting thread now, not at its next switch
