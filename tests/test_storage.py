@@ -523,6 +523,31 @@ def test_a_crash_before_the_sealer_wrote_hints_loses_nothing(tmp_path, sync):
     assert len(hints) == len(segments)  # written by the reopen (its scan) and the close
 
 
+FORGETFUL_CHILD = """
+import os, sys
+from zkv.storage import LogStore
+s = LogStore(sys.argv[1], segment_bytes=65536)
+for i in range(1000):
+    s.put(b"key-%d" % i, b"value-%d-" % i * 100)
+# exits without close(), a segment's seal likely in progress on the sealer's thread
+"""
+
+
+def test_a_store_left_open_is_closed_at_interpreter_exit(tmp_path):
+    """A program that forgets close() loses nothing buffered: the store is closed at exit (its
+    last records written out, every segment sealed, the newest one's hints written)."""
+    d = str(tmp_path)
+    p = run_py(FORGETFUL_CHILD, d)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err.decode()
+    with LogStore(d) as s:
+        assert s.closed_cleanly and len(s) == 1000
+        assert all(s.get(b"key-%d" % i) == b"value-%d-" % i * 100 for i in range(1000))
+
+
 def test_group_commit_8_threads(tmp_path):
     n_threads, per = 8, 60
     with LogStore(str(tmp_path), sync="always") as s:

@@ -60,11 +60,15 @@ Thread safety: every public method may be called from several threads.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
 import queue
+import sys
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -160,8 +164,11 @@ class _Sealer:
     node's longest turn, a frame of replica writes; `benchmarks/store_rotation.py`). A store
     counts what it queued and what was done (`LogStore._seal_done`): a durability claim waits
     for the fsync of every segment rotated out before it, compaction and close for the whole
-    seal. One thread for every store of the process, started when first needed, holding a
-    store only while its work is queued; a forked child starts afresh (as `_Unmapper`)."""
+    seal. One thread for every store of the process, started when first needed. It holds a
+    store only while sealing one of its segments (its queue holds weak references): a store
+    forgotten without close() is still collected, and its close (`__del__`) seals what is
+    left itself, as it must at interpreter exit, when this thread no longer runs. A forked
+    child starts afresh (as `_Unmapper`)."""
 
     def __init__(self) -> None:
         self._fresh()
@@ -173,24 +180,39 @@ class _Sealer:
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
-    def seal(self, store: LogStore, seg: Segment, mm) -> None:
+    def wake(self, store: LogStore) -> None:
+        """`store` queued a segment (LogStore._pending): seal it soon."""
         if self._thread is None:
             with self._start:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="zkv-seal",
                                                     daemon=True)
                     self._thread.start()
-        self._q.put((store, seg, mm))
+        self._q.put(weakref.ref(store))
 
     def _run(self) -> None:
         get = self._q.get
         while True:
-            store, seg, mm = get()
-            store._seal_now(seg, mm)
-            del store, seg, mm
+            store = get()()
+            if store is not None:
+                store._seal_next()
+            del store
 
 
 _SEALER = _Sealer()
+_OPEN: weakref.WeakSet[LogStore] = weakref.WeakSet()  # stores not closed yet
+
+
+@atexit.register
+def _close_forgotten() -> None:
+    """At interpreter exit, close what the program left open: its buffered records written
+    out, its segments sealed while the sealer's thread still runs (a store the sealer held a
+    reference to was never collected, so `__del__` never closed it)."""
+    for store in list(_OPEN):
+        try:
+            store.close()
+        except Exception:
+            log.exception("closing %s at exit failed", store.path)
 
 
 class _Zstd(threading.local):
@@ -300,6 +322,7 @@ class LogStore:
         # (fsynced and given their hints); guarded by _seal_cv
         self._seal_cv = threading.Condition(threading.Lock())
         self._rotated = self._synced = self._sealed = 0
+        self._pending: deque[tuple[Segment, Any]] = deque()  # (segment, its mapping) to seal
         try:
             self._open()
         except BaseException:
@@ -309,6 +332,7 @@ class LogStore:
             self._dirlock.release()
             raise
         self._closed = False
+        _OPEN.add(self)
         # hot path: get() is the keydir's C method, falling back to _get_slow for the rare cases
         self._kd.slow = self._get_slow
         self.get = self._kd.get  # type: ignore[method-assign]
@@ -625,7 +649,8 @@ class LogStore:
         self._map(seg.fid, mm)
         with self._seal_cv:
             self._rotated += 1
-        _SEALER.seal(self, seg, mm)
+            self._pending.append((seg, mm))
+        _SEALER.wake(self)
         self._maybe_autocompact()
 
     def _trim(self, seg: Segment) -> None:
@@ -644,6 +669,16 @@ class LogStore:
         except OSError as exc:
             self._sync_failed(exc, locked=True)
             raise
+
+    def _seal_next(self) -> bool:
+        """Seal the oldest segment still queued (the sealer's thread, or close()'s); False if
+        none is."""
+        with self._seal_cv:
+            if not self._pending:
+                return False
+            seg, mm = self._pending.popleft()
+        self._seal_now(seg, mm)
+        return True
 
     def _seal_now(self, seg: Segment, mm) -> None:
         """The sealer's work for one segment rotated out (in rotation order): fsync (and the
@@ -1102,11 +1137,18 @@ class LogStore:
                 if not rotated:
                     self._close_locked()
                     return
-            self._seal_done(rotated)
+            while self._seal_next():  # what is still queued, sealed here
+                pass
+            if sys.is_finalizing():  # interpreter exit: the sealer's thread no longer runs, and
+                with self._lock:  # a segment it had begun stays without hints (the reopen
+                    self._close_locked()  # scans it)
+                return
+            self._seal_done(rotated)  # what the sealer's thread has begun
 
     def _close_locked(self) -> None:
         """close()'s work once no seal is pending. Holds self._lock."""
         self._closed = True
+        _OPEN.discard(self)
         kd, seg = self._kd, self._active
         try:
             if seg is not None:
