@@ -165,10 +165,11 @@ class _Sealer:
     counts what it queued and what was done (`LogStore._seal_done`): a durability claim waits
     for the fsync of every segment rotated out before it, compaction and close for the whole
     seal. One thread for every store of the process, started when first needed. It holds a
-    store only while sealing one of its segments (its queue holds weak references): a store
-    forgotten without close() is still collected, and its close (`__del__`) seals what is
-    left itself, as it must at interpreter exit, when this thread no longer runs. A forked
-    child starts afresh (as `_Unmapper`)."""
+    store only while sealing one of its segments (its queue holds weak references), so a
+    store dropped without close() is still collected, and its close (`__del__`) seals what is
+    left on its own thread; stores still open at interpreter exit are closed by
+    `_close_forgotten` while this thread still runs. A forked child starts afresh (as
+    `_Unmapper`)."""
 
     def __init__(self) -> None:
         self._fresh()
