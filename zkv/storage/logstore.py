@@ -106,15 +106,12 @@ _ZSTD = record.ZSTD
 Progress = Callable[[int, int], None]
 
 
-class _Unmapper:
-    """Drops the mappings a store replaced, on a thread of its own. Unmapping costs in
-    proportion to the pages read through the mapping (module docstring), and the store
-    replaces a mapping in the middle of a read (the active segment is remapped as it grows:
-    `_get_slow`), which made it the longest part of a node's loop turn that met it.
-    CPython's mmap releases the GIL while it unmaps, so the reader's thread goes on
-    meanwhile. One thread for every store of the process, started when first needed; a
-    forked child starts afresh (its own queue, lock and thread: the parent's thread does not
-    run there, and its lock may have been held at the fork)."""
+class _Worker:
+    """A daemon thread serving a queue, started when first needed (one per process for each
+    kind of work); a forked child starts afresh (its own queue, lock and thread: the parent's
+    thread does not run there, and its lock may have been held at the fork)."""
+
+    name = "zkv-worker"
 
     def __init__(self) -> None:
         self._fresh()
@@ -126,15 +123,32 @@ class _Unmapper:
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
-    def drop(self, buffers: list) -> None:
-        """Unmap `buffers` (the caller keeps no reference to them) soon, on the thread."""
+    def _put(self, item: object) -> None:
         if self._thread is None:
             with self._start:
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="zkv-unmap",
+                    self._thread = threading.Thread(target=self._run, name=self.name,
                                                     daemon=True)
                     self._thread.start()
-        self._q.put(buffers)
+        self._q.put(item)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class _Unmapper(_Worker):
+    """Drops the mappings a store replaced, on a thread of its own. Unmapping costs in
+    proportion to the pages read through the mapping (module docstring), and the store
+    replaces a mapping in the middle of a read (the active segment is remapped as it grows:
+    `_get_slow`), which made it the longest part of a node's loop turn that met it.
+    CPython's mmap releases the GIL while it unmaps, so the reader's thread goes on
+    meanwhile. One thread for every store of the process (`_Worker`)."""
+
+    name = "zkv-unmap"
+
+    def drop(self, buffers: list) -> None:
+        """Unmap `buffers` (the caller keeps no reference to them) soon, on the thread."""
+        self._put(buffers)
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Block until everything handed to `drop` so far is dropped; False on `timeout`."""
@@ -156,7 +170,7 @@ class _Unmapper:
 _UNMAPPER = _Unmapper()
 
 
-class _Sealer:
+class _Sealer(_Worker):
     """Seals the segments stores rotate out, on a thread of its own: fsync, then the hints
     file. Both used to run inside the put that filled the segment, under the store lock: at
     64 MiB, 25 ms of CPU (the hints' walk) and 40-100 ms of wall time in all (the fsync), a
@@ -168,28 +182,13 @@ class _Sealer:
     store only while sealing one of its segments (its queue holds weak references), so a
     store dropped without close() is still collected, and its close (`__del__`) seals what is
     left on its own thread; stores still open at interpreter exit are closed by
-    `_close_forgotten` while this thread still runs. A forked child starts afresh (as
-    `_Unmapper`)."""
+    `_close_forgotten` while this thread still runs (`_Worker`)."""
 
-    def __init__(self) -> None:
-        self._fresh()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._fresh)
-
-    def _fresh(self) -> None:
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start = threading.Lock()
+    name = "zkv-seal"
 
     def wake(self, store: LogStore) -> None:
         """`store` queued a segment (LogStore._pending): seal it soon."""
-        if self._thread is None:
-            with self._start:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="zkv-seal",
-                                                    daemon=True)
-                    self._thread.start()
-        self._q.put(weakref.ref(store))
+        self._put(weakref.ref(store))
 
     def _run(self) -> None:
         get = self._q.get
