@@ -565,6 +565,9 @@ class LogStore:
                 "since the last good fsync may not be on disk; writes are refused until the "
                 "node restarts (check the disk first)")
             log.error("%s", self._sync_broken)
+        # the keydir's C put checks no lock: refused from now on, not from when this thread
+        # gets the lock (the sealer's thread calls this; the locked _gate() agrees)
+        self._kd.put_gate = 1
         if locked:
             self._gate()
         else:
