@@ -233,7 +233,6 @@ class LocalCluster:
     def wait_settled(self, timeout: float = 60.0) -> None:
         """Until no change is moving (every transfer done, every member valid) on every live
         node, and all agree on the ring."""
-
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -264,7 +263,6 @@ class LocalCluster:
         """Until every live node is ready as its /readyz says (node/health.py): the rings
         agree by every peer's gossip too, which trails wait_settled's view by up to a gossip
         round (a demo or a person's first request in that round met a 503 there)."""
-
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -370,7 +368,6 @@ class LocalCluster:
         """Until every live node sees every node it should as up, in its current life (the
         incarnation it reports of itself: a node restarted a moment ago is still "up" in the
         others' views of its last life until they notice the gap), with the same ring."""
-
         want = set(expect_up if expect_up is not None else
                    [n.id for n in self.nodes if n.alive() and not n.paused])
         deadline = time.monotonic() + timeout

@@ -910,9 +910,7 @@ class LogStore:
         self._check_open()
         if not self.readonly:
             self._flush_and_sync()
-            with self._lock:
-                rotated = self._rotated
-            if not self._seal_done(rotated):
+            if not self._seal_done(self._rotated):  # (every rotation before this call, at least)
                 raise StorageFull(self._sync_broken or "fsync failed")
 
     # ------------------------------------------------------------------ reads
