@@ -247,6 +247,46 @@ def test_a_node_joins_through_a_seed_and_every_member_learns_it():
     assert [r.ok for r in outcomes] == [True]
 
 
+def test_readiness_never_answers_from_the_ring_a_node_just_replaced():
+    """/readyz is recomputed the moment a node takes a new cluster state, not at its next
+    gossip tick: in between it said ready on the old ring, and `zkv local add` (waiting for
+    every node ready once all had the new ring) returned while nodes were about to say not
+    ready (the CI failure of test_cli_local_add_and_remove)."""
+    sim = Sim(3, 3)
+    sim.run_until(3.0)
+    for sn in sim.nodes.values():
+        assert sn.core.metrics.health.ready()[0], sn.id
+    seen: list[tuple[str, bool, bool]] = []  # (node, the ring changed, ready right after)
+
+    def watch(core):
+        adopt = core._adopt
+
+        def adopted(st, save=True):
+            before = core.membership.ring().fingerprint()
+            adopt(st, save)
+            fp = core.membership.ring().fingerprint()
+            ready, why = core.metrics.health.ready()
+            peers = core.metrics.health.peer_fingerprints
+            if ready:  # only on this very ring, which every up peer already gossiped
+                assert why["ring"] == fp.hex()[:12], (core.me, why)
+                assert all(peers.get(p) == fp for p in core.membership.peers
+                           if core.membership.is_up(p)), (core.me, why)
+            seen.append((core.me, fp != before, ready))
+        core._adopt = adopted
+
+    for sn in sim.nodes.values():
+        watch(sn.core)
+    sim.add_node("n4", seed_of="n1")
+    watch(sim.nodes["n4"].core)
+    sim.run_until(12.0)
+    assert not sim.nodes["n4"].core.joining
+    changed = [x for x in seen if x[1]]
+    assert {x[0] for x in changed} == {"n1", "n2", "n3", "n4"}  # each took the new ring
+    assert not changed[0][2]  # the first to take it is not ready until the others have it
+    for sn in sim.nodes.values():  # and all are ready again once they agree
+        assert sn.core.metrics.health.ready()[0], (sn.id, sn.core.metrics.health.ready())
+
+
 def test_scale_figures_at_a_small_size():
     """What `tools/simulate.py --scale` reports, checked at 10 nodes: a join reaches every
     member within a few gossip rounds; ownership balanced within one partition; racks spread;

@@ -186,6 +186,7 @@ class MetricsExport:
         self.core = core
         self.next_gauges = -1e9
         self.refused_reported = 0  # membership.refused already counted in the metric
+        self.up: list[str] = []  # the peers up as of the last tick (for `state_changed`)
         core.metrics.aae_lag.source = self.agreement_lag
 
     def agreement_lag(self) -> list[tuple[int, float | None]]:
@@ -201,6 +202,18 @@ class MetricsExport:
         except RuntimeError:  # the member table changed under a ring rebuilt at this moment
             return []  # (iterated while the reactor wrote it): the next scrape has it
 
+    def state_changed(self, now: float) -> None:
+        """The node took a new cluster state between ticks: readiness is recomputed at once
+        (against the peers' rings as last gossiped, which disagree until their gossip carries
+        the new one; and the transfers it now waits for), so /readyz never answers from the
+        state before. (It did until the next tick: `zkv local add` saw every node ready on
+        the old ring right after all had taken the new one.)"""
+        core = self.core
+        ms = core.membership
+        core.metrics.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
+                                     joined=not core.joining, gauges=False,
+                                     up=[nid for nid in self.up if nid in ms.peers])
+
     def export(self, now: float, states: dict[str, str]) -> None:
         """Per gossip tick: the health observations (readiness, convergence timing) every
         time, the gauges at most every GAUGES_EVERY: a refresh is ~40 labelled sets, and at
@@ -210,7 +223,8 @@ class MetricsExport:
         m = core.metrics
         ms = core.membership
         peers = ms.peers
-        up = [nid for nid, state in states.items() if state != "down" and nid in peers]
+        up = self.up = [nid for nid, state in states.items()
+                        if state != "down" and nid in peers]
         if now < self.next_gauges:
             m.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
                               joined=not core.joining, gauges=False, up=up)
