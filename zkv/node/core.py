@@ -1878,7 +1878,8 @@ class NodeCore:
         self.membership.version += 1
         self.cluster_bytes = own.encode(st)
         self._replan()
-        self.export.state_changed(self.t)
+        if save:  # (at start-up readiness says "starting" until the first tick)
+            self.export.state_changed(self.t)
         self.need_drop = True
         self.handover.reset()
         if self.handoff.index:
