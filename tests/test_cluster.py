@@ -349,7 +349,8 @@ def test_node_flags_config_and_metrics(tmp_path):
     ports = free_ports(3)
     cfg = tmp_path / "node.toml"
     cfg.write_text(f'rack = "from-file"\nring_size = 64\nn = 1\nr = 1\nw = 1\n'
-                   f'metrics_port = {ports[2]}\nlisten = "tcp://127.0.0.1:1"\n')
+                   f'metrics_port = {ports[2]}\nlisten = "tcp://127.0.0.1:1"\n'
+                   'max_siblings = 2\n')
     cmd = [sys.executable, "-m", "zkv.node", "--id", "solo", "--config", str(cfg),
            "--listen", f"tcp://127.0.0.1:{ports[0]}", "--gossip", f"tcp://127.0.0.1:{ports[1]}",
            "--data-dir", str(tmp_path / "d")]
@@ -361,6 +362,11 @@ def test_node_flags_config_and_metrics(tmp_path):
             assert c.get(b"m").values == [b"v"]
             c.put(b"m", b"concurrent", w=1)  # blind: a sibling
             assert len(c.get(b"m").values) == 2
+            with pytest.raises(zkv.InvalidRequest, match="would make 3, over the limit of 2"):
+                c.put(b"m", b"a third", w=1)  # max_siblings from the file
+            assert sorted(c.get(b"m").values) == [b"concurrent", b"v"]
+            c.update(b"m", lambda values: b"+".join(sorted(values)))  # resolved with context
+            assert c.get(b"m").values == [b"concurrent+v"]
             doc = c.status()
         assert doc["members"][0]["rack"] == "from-file"  # file wins over defaults
         assert doc["ring"]["q"] == 64 and doc["ring"]["n"] == 1
@@ -370,8 +376,9 @@ def test_node_flags_config_and_metrics(tmp_path):
                      "zkv_peers", "zkv_malformed_messages_total", "zkv_siblings_bucket",
                      "zkv_sibling_writes_total", "zkv_hint_backlog", "zkv_antientropy"):
             assert name in text, name
-        assert 'zkv_quorum_total{op="put",quorum="1",result="ok"} 2.0' in text
+        assert 'zkv_quorum_total{op="put",quorum="1",result="ok"} 3.0' in text
         assert "zkv_sibling_writes_total 1.0" in text
+        assert "zkv_sibling_refusals_total 1.0" in text
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
@@ -383,6 +390,11 @@ def test_node_rejects_bad_flags(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "--id" in out.stderr and "--listen" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "zkv.node", "--id", "n1", "--listen",
+                          "tcp://127.0.0.1:1", "--gossip", "tcp://127.0.0.1:2", "--data-dir",
+                          str(tmp_path), "--max-siblings", "-1"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "max_siblings -1: between 0 (no limit)" in out.stderr
     help_text = subprocess.run([sys.executable, "-m", "zkv.node", "--help"], capture_output=True,
                                text=True, timeout=30).stdout
     for flag in ("--id", "--listen", "--gossip", "--data-dir", "--seed", "--rack", "--config"):

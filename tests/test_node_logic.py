@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zkv._core import dvv
 from zkv._core.ring import Ring, partition_of
+from zkv.errors import InvalidRequest
 from zkv.node import ownership as own
 from zkv.node.antientropy import (
     AntiEntropy,
@@ -31,6 +33,7 @@ from zkv.node.membership import Membership
 from zkv.node.replica import Replica
 from zkv.storage import LogStore
 from zkv.wire import (
+    E_INVALID,
     E_QUORUM,
     Error,
     GetOk,
@@ -256,6 +259,89 @@ def test_an_extra_owner_that_is_down_gets_its_copy_as_a_hint_at_once(tmp_path):
     op.on_reply("up", RPutOk(0, True))
     assert ctx.finished and not ctx.replica.handoff.get("up", b"k")
     ctx.replica.handoff.close()
+
+
+def test_a_write_past_max_siblings_is_refused_and_changes_nothing(tmp_path):
+    """Blind writes to one key stop at --max-siblings: the next is refused with a clear error
+    (E_INVALID, sent to no replica) and the stored version is untouched; a write with the
+    key's context is taken and resolves them. A replica's merge is never refused (replicas
+    must converge), and above the limit a write that leaves fewer siblings is still taken."""
+    ctx = FakeCtx(tmp_path)
+    refused: list[tuple[bytes, int]] = []
+    ctx.replica = Replica("a", ctx.store, max_siblings=3)
+    ctx.replica.on_refused = lambda key, n: refused.append((key, n))
+    targets = [("a", None), ("b", None)]
+
+    def write(context: bytes, value: bytes | None, rid: int):
+        ctx.sent.clear()
+        op = WriteOp(ctx, ("c", rid), b"k", 1.0, targets, 1, context, value, wid=b"%16d" % rid)
+        op.start()
+        return ctx.replies[-1]
+
+    for i in range(3):
+        assert isinstance(write(b"", b"v%d" % i, i), PutOk)
+    held = ctx.store.get(b"k")
+    err = write(b"", b"one too many", 3)
+    assert isinstance(err, Error) and err.code == E_INVALID
+    assert "has 3 siblings" in err.message and "would make 4" in err.message
+    assert "--max-siblings" in err.message and "context" in err.message
+    assert not ctx.sent and ctx.store.get(b"k") == held and refused == [(b"k", 4)]
+    err = write(b"", None, 4)  # a blind delete adds a tombstone sibling: refused alike
+    assert isinstance(err, Error) and err.code == E_INVALID and ctx.store.get(b"k") == held
+    context = dvv.DVVSet.decode(held).context()
+    assert isinstance(write(context, b"merged", 5), PutOk)
+    assert dvv.DVVSet.decode(ctx.store.get(b"k")).values() == [b"merged"]
+
+    # five concurrent siblings from other replicas are merged whole, over the limit
+    others = [dvv.update_encoded(None, b"", b"x%d" % i, f"n{i}", b"%16d" % (10 + i))
+              for i in range(5)]
+    for version in others:
+        ctx.replica.merge(b"other", version)
+    assert dvv.DVVSet.decode(ctx.store.get(b"other")).size() == 5
+    with pytest.raises(InvalidRequest, match="has 5 siblings and this write would make 6"):
+        ctx.replica.coordinate(b"other", b"", b"blind", wid=b"w" * 16)
+    two = dvv.DVVSet.decode(dvv.sync_encoded(others[0], others[1])).context()
+    ctx.replica.coordinate(b"other", two, b"resolves two", wid=b"z" * 16)  # 5 -> 4: taken
+    assert dvv.DVVSet.decode(ctx.store.get(b"other")).size() == 4
+    # a stand-in's write (the handoff store) has the same limit
+    standin = Replica("s", LogStore(str(tmp_path / "s"), sync="none"),
+                      HandoffStore(str(tmp_path / "s-hints"), lambda: 1), max_siblings=2)
+    for i in range(2):
+        standin.coordinate(b"k", b"", b"h%d" % i, owner="o", wid=b"%16d" % (20 + i))
+    with pytest.raises(InvalidRequest, match="would make 3, over the limit of 2"):
+        standin.coordinate(b"k", b"", b"h2", owner="o", wid=b"%16d" % 22)
+    assert dvv.DVVSet.decode(standin.handoff.get("o", b"k")).size() == 2
+    standin.store.close()
+    standin.handoff.close()
+
+
+def test_a_version_over_the_size_limit_is_refused_with_what_to_do(tmp_path):
+    """The engine's per-key limit, reached by siblings of values each within the client's
+    limit: the error says the key's siblings are the cause, not the value just sent."""
+    store = LogStore(str(tmp_path / "small"), sync="none", max_value_size=4000)
+    replica = Replica("a", store)
+    replica.coordinate(b"k", b"", b"x" * 1500, wid=b"a" * 16)
+    replica.coordinate(b"k", b"", b"y" * 1500, wid=b"b" * 16)
+    held = store.get(b"k")
+    with pytest.raises(InvalidRequest, match="stored version too large .*3 siblings.*context"):
+        replica.coordinate(b"k", b"", b"z" * 1500, wid=b"c" * 16)
+    assert store.get(b"k") == held
+    store.close()
+
+
+def test_sibling_warnings_are_logged_once_per_key_then_when_the_count_doubles(tmp_path, caplog):
+    replica = Replica("a", LogStore(str(tmp_path / "w"), sync="none"), sibling_warn=5)
+    seen: list[int] = []
+    replica.on_siblings = lambda key, n, write: seen.append(n)
+    with caplog.at_level("WARNING", logger="zkv.replica"):
+        for n in [3, 6, 6, 7, 11, 12, 12, 30, 6]:
+            replica.note_siblings(b"hot", n)
+        replica.note_siblings(b"other", 6)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" has ")[0] + f" {line.split()[3]}" for line in lines] == [
+        "key b'hot' 6", "key b'hot' 12", "key b'hot' 30", "key b'other' 6"]
+    assert seen == [3, 6, 6, 7, 11, 12, 12, 30, 6, 6]  # the metrics see every one
+    replica.store.close()
 
 
 def _standin(tmp_path, name: str, incarnation: int = 7) -> Replica:

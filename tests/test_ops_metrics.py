@@ -162,10 +162,12 @@ def test_operation_counts_and_latency_histograms_in_the_exposition():
     assert s["latency_buckets"]["put"] == [2, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5]
 
 
-@given(st.lists(st.tuples(st.integers(2, 400), st.booleans()), max_size=40))
+@given(st.lists(st.tuples(st.integers(2, 400), st.booleans()), max_size=40),
+       st.integers(0, 5))
 @settings(max_examples=60, deadline=None)
-def test_sibling_counts_read_exactly_as_prometheus_clients_own_histogram(seen):
-    """zkv_siblings / zkv_sibling_writes / zkv_sibling_warnings are counted outside
+def test_sibling_counts_read_exactly_as_prometheus_clients_own_histogram(seen, refused):
+    """zkv_siblings / zkv_sibling_writes / zkv_sibling_warnings / zkv_sibling_refusals are
+    counted outside
     prometheus_client (NodeMetrics.note_siblings): they must read as its Histogram and
     Counters, fed the same observations, would (a count on a bound is in that bucket)."""
     from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -183,6 +185,10 @@ def test_sibling_counts_read_exactly_as_prometheus_clients_own_histogram(seen):
     hist = Histogram("zkv_siblings", "h", buckets=SIBLING_BUCKETS, registry=ref)
     writes = Counter("zkv_sibling_writes", "w", registry=ref)
     warnings = Counter("zkv_sibling_warnings", "w", registry=ref)
+    refusals = Counter("zkv_sibling_refusals", "r", registry=ref)
+    for _ in range(refused):
+        m.note_sibling_refusal(b"k", 101)
+        refusals.inc()
     for count, write in seen:
         warn = count > 50
         m.note_siblings(count, write, warn)

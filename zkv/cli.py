@@ -114,6 +114,12 @@ def node_parser() -> argparse.ArgumentParser:
                    help="refuse writes (still serving reads) while less than this many MiB "
                    "are free on the data dir's file system (default 64; 0: only when a "
                    "write fails)")
+    s.add_argument("--max-siblings", dest="max_siblings", type=int,
+                   help="refuse a client write that would leave its key with more siblings "
+                   "than this (default 100; 0: no limit); read the key and write back with "
+                   "its context to resolve them")
+    s.add_argument("--sibling-warn", dest="sibling_warn", type=int,
+                   help="log and count keys with more siblings than this (default 25)")
     s.add_argument("--max-connections", dest="max_connections", type=int,
                    help="connections to --listen at most (clients and peers); past it the "
                    "one idle the longest is closed (default 10000, lowered to fit ulimit -n)")

@@ -99,6 +99,10 @@ class NodeConfig:
     gossip_interval: float = 0.2  # heartbeat period
     down_after: float = 2.0  # no heartbeat for this long -> down
     sibling_warn: int = 25  # log + count a key with more siblings than this
+    # a client write that would leave its key with more siblings than this is refused
+    # (InvalidRequest; what replicas merge is never refused): blind writes to one key pile
+    # up siblings that every later read and write of it carries. 0: no limit
+    max_siblings: int = 100
     # background work (hinted handoff, anti-entropy, reaping), in small steps off the hot path
     background_interval: float = 0.05  # how often the reactor looks for background work
     handoff_batch: int = 200  # hints delivered per owner per step (throttle)
@@ -166,6 +170,11 @@ class NodeConfig:
             problems.append(f"max_connections {self.max_connections}: between 16 and 1000000")
         if not 0 <= self.min_free_mb <= 1 << 30:
             problems.append(f"min_free_mb {self.min_free_mb}: between 0 and {1 << 30}")
+        if not 0 <= self.max_siblings <= 1_000_000:
+            problems.append(f"max_siblings {self.max_siblings}: between 0 (no limit) and "
+                            "1000000")
+        if not 0 <= self.sibling_warn <= 1_000_000:
+            problems.append(f"sibling_warn {self.sibling_warn}: between 0 and 1000000")
         if self.sync not in SYNC_MODES:
             problems.append(f"sync {self.sync!r}: one of {', '.join(SYNC_MODES)}")
         if problems:

@@ -271,10 +271,11 @@ class NodeCore:
         store.release_tombstones(store.tombstones())
         self.dots_base = _dots_base(cfg.id, incarnation, (saved or {}).get("dots"), store)
         self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, incarnation,
-                               self.dots_base)
+                               self.dots_base, cfg.max_siblings)
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self._observe_op = self.metrics.ops.observe  # per coordinated op (observe)
         self.replica.on_siblings = self._on_siblings
+        self.replica.on_refused = self.metrics.note_sibling_refusal
         self.cluster_path = cluster_path
         self.out = Outbox()
 

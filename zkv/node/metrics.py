@@ -211,8 +211,8 @@ class _AgreementLag:
 
 
 class _Siblings:
-    """zkv_siblings (a histogram of sibling counts), zkv_sibling_writes and
-    zkv_sibling_warnings: plain counts the reactor thread keeps (`NodeMetrics.note_siblings`),
+    """zkv_siblings (a histogram of sibling counts), zkv_sibling_writes,
+    zkv_sibling_warnings and zkv_sibling_refusals: plain counts the reactor thread keeps (`NodeMetrics.note_siblings`),
     exported when scraped. (A prometheus Histogram observe and a Counter inc take a lock each:
     ~2 us per write that left siblings, which under concurrent writers is most of them.)"""
 
@@ -221,12 +221,13 @@ class _Siblings:
         self.total = 0  # sum of the counts observed
         self.writes = 0
         self.warnings = 0
+        self.refusals = 0
 
     def describe(self):
         return self._families()
 
     def collect(self):
-        hist, writes, warnings = fams = self._families()
+        hist, writes, warnings, refusals = fams = self._families()
         cumulative, running = [], 0
         for bound, c in zip((*SIBLING_BUCKETS, float("inf")), self.counts, strict=True):
             running += c
@@ -234,6 +235,7 @@ class _Siblings:
         hist.add_metric([], cumulative, self.total)
         writes.add_metric([], self.writes)
         warnings.add_metric([], self.warnings)
+        refusals.add_metric([], self.refusals)
         return fams
 
     @staticmethod
@@ -244,7 +246,9 @@ class _Siblings:
                                     "siblings (concurrent writes); rate() of it is the "
                                     "sibling-creation rate"),
                 CounterMetricFamily("zkv_sibling_warnings", "Reads/writes of keys above the "
-                                    "sibling warning threshold")]
+                                    "sibling warning threshold"),
+                CounterMetricFamily("zkv_sibling_refusals", "Client writes refused because "
+                                    "they would leave their key above --max-siblings")]
 
 
 def _le(bound: float) -> str:
@@ -371,6 +375,10 @@ class NodeMetrics:
             sib.writes += 1
         if warn:
             sib.warnings += 1
+
+    def note_sibling_refusal(self, key: bytes, count: int) -> None:
+        """A client write was refused: it would have left `key` with `count` siblings."""
+        self.siblings.refusals += 1
 
     def observe_gossip(self, sender: str, fingerprint: bytes) -> None:
         """A peer's gossip arrived carrying its ring fingerprint."""

@@ -56,6 +56,16 @@ arriving after a re-add): it loses its siblings whose write id the tombstone lis
 retired (dropped if none is left); and a write to an absent key that the tombstone's rule R
 makes a no-op creates no dot.
 
+Sibling limits. A client write that would leave its key with more than `max_siblings`
+siblings (and more than it had) is refused before anything is stored (InvalidRequest, the
+client's E_INVALID): blind writes to one key otherwise pile up siblings that every later
+read, write and replica message of the key carries whole (4,096 blind 100-byte writes made
+each put of the key 10 ms). A write with a context that resolves siblings is always taken,
+and nothing a replica merges (fan-out, read repair, hints, anti-entropy) is ever refused,
+so replicas still converge. A version over the engine's per-key size limit is refused with
+the same advice. Keys above `sibling_warn` are logged once, then each time their count
+doubles (counted in zkv_sibling_warnings every time): a hot key's every read is not a line.
+
 Last writer wins (issue 15). A stored key of an `lww` namespace (`namespaces.key_settings`)
 is collapsed with `dvv.lww` after every local write and merge, so the main store holds at
 most one sibling for it: the one with the greatest (HLC stamp, node id, counter), the stamp
@@ -70,12 +80,14 @@ import logging
 from collections.abc import Callable
 
 from zkv._core import dvv
+from zkv.errors import InvalidRequest
 from zkv.node.handoff import HandoffStore
 from zkv.node.namespaces import is_lww
 from zkv.storage import LogStore
 
 log = logging.getLogger("zkv.replica")
 MAX_STANDIN_IDS = 100_000  # stand-in ids whose last counter is remembered (~10 MB at most)
+MAX_WARNED = 10_000  # keys whose last logged sibling count is remembered
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -92,7 +104,7 @@ def b36(n: int) -> str:
 class Replica:
     def __init__(self, node_id: str, store: LogStore, handoff: HandoffStore | None = None,
                  sibling_warn: int = 25, incarnation: int = 0,
-                 base: tuple[str, int] | None = None) -> None:
+                 base: tuple[str, int] | None = None, max_siblings: int = 0) -> None:
         self.node_id = node_id
         # (the base id, the incarnation it was taken at: key ids minted since are continued)
         self.base_id, self.base_since = base or (node_id, 0)
@@ -108,10 +120,13 @@ class Replica:
         self.store = store
         self.handoff = handoff
         self.sibling_warn = sibling_warn
+        self.max_siblings = max_siblings  # a client write may not leave more (0: no limit)
+        self._warned: dict[bytes, int] = {}  # key -> the sibling count last logged for it
         self.dirty = False  # written since the last flush (group commit per loop turn)
         # observers called after every local change: (key, old_encoded|None, new_encoded|None)
         self.on_change: list[Callable[[bytes, bytes | None, bytes | None], None]] = []
         self.on_siblings: Callable[[bytes, int, bool], None] | None = None
+        self.on_refused: Callable[[bytes, int], None] | None = None  # (key, siblings it'd have)
         # incoming versions to ignore (a tombstone this replica just reaped echoing back)
         self.ignore: Callable[[bytes, bytes], bool] | None = None
         # called with each ignored echo: the sender still holds a tombstone we reaped
@@ -161,8 +176,13 @@ class Replica:
                 return dead, None
             actor = self._standin_actor(handoff.get(owner, key))
             new = dvv.update_encoded(base, self._fresh(key, base, context), value, actor, wid)
+            if self.max_siblings:
+                self._check_siblings(key, _size(base), _size(new))
             self._note_issued(actor, new)
-            return handoff.merge(owner, key, new), None
+            try:
+                return handoff.merge(owner, key, new), None
+            except InvalidRequest as exc:  # over the engine's size limit per key
+                raise _too_big(exc, _size(new)) from None
         old = self.store.get(key)
         if not old:  # (_dead_write and _fresh change nothing for a key held here)
             dead = self._dead_write(key, old, context, value, wid)
@@ -171,15 +191,33 @@ class Replica:
             context = self._fresh(key, old, context)
         held = dvv.DVVSet.decode(old) if old is not None else None  # once, for both uses
         actor = self._actor(held)
+        before = held.size() if held is not None else 0
         written = dvv.update(held, context, value, actor, wid)
         if key[:1] == b"\x00" and is_lww(key):  # (only a namespaced key can be lww)
             written = dvv.lww(written)
+        after = written.size()
+        if after > 1 and self.max_siblings:
+            self._check_siblings(key, before, after)
         new = written.encode()
-        self.store.put(key, new)  # (_store inline: once per put)
+        try:
+            self.store.put(key, new)  # (_store inline: once per put)
+        except InvalidRequest as exc:  # over the engine's size limit per key
+            raise _too_big(exc, after) from None
         self.dirty = True
         for fn in self.on_change:
             fn(key, old, new)
         return new, written
+
+    def _check_siblings(self, key: bytes, before: int, after: int) -> None:
+        """InvalidRequest if a client write would leave `key` with more siblings than the limit
+        and more than it had (a write that resolves some is taken even above the limit)."""
+        if after > self.max_siblings and after > before:
+            if self.on_refused is not None:
+                self.on_refused(key, after)
+            raise InvalidRequest(
+                f"the key has {before} siblings and this write would make {after}, over the "
+                f"limit of {self.max_siblings} (zkv-node --max-siblings): read the key and "
+                "write back with its context (Client.update merges them) to resolve them")
 
     def _actor(self, held: dvv.DVVSet | None) -> str:
         """The id an owner's write issues its dot under (module docstring): the base id if
@@ -305,8 +343,12 @@ class Replica:
             fn(key, old, new)
 
     def note_siblings(self, key: bytes, count: int, write: bool = False) -> None:
-        if count > self.sibling_warn:
-            log.warning("key %r has %d siblings (warn above %d)", key[:64], count, self.sibling_warn)
+        if count > self.sibling_warn and count >= 2 * self._warned.get(key, 0):
+            if len(self._warned) >= MAX_WARNED:
+                self._warned.clear()
+            self._warned[key] = count
+            log.warning("key %r has %d siblings (warn above %d; logged again if that doubles)",
+                        key[:64], count, self.sibling_warn)
         if self.on_siblings is not None:
             self.on_siblings(key, count, write)
 
@@ -337,3 +379,17 @@ class Replica:
                 else:
                     hints.write_out()
             self.dirty = False
+
+
+def _size(version: bytes | None) -> int:
+    """Siblings in an encoded version (0 for none)."""
+    return dvv.DVVSet.decode(version).size() if version else 0
+
+
+def _too_big(exc: InvalidRequest, siblings: int) -> InvalidRequest:
+    """The engine's refusal of a version over its size limit, with what to do about it."""
+    if siblings <= 1:
+        return exc
+    return InvalidRequest(f"this write would make the key's stored version too large ({exc}; "
+                          f"{siblings} siblings): read the key and write back with its context "
+                          "to resolve them")
