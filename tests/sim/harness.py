@@ -261,7 +261,8 @@ class Sim:
     def __init__(self, seed: int, nodes: int = 5, *, n: int = 3, r: int = 2, w: int = 2,
                  q: int = 16, racks: int = 3, faults: Faults | None = None,
                  gossip_interval: float = 0.2, aae_interval: float = 0.5,
-                 tombstone_grace: float = 2.0, sync: str = "none") -> None:
+                 tombstone_grace: float = 2.0, sync: str = "none",
+                 max_siblings: int = 100) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.t = 0.0
@@ -290,7 +291,7 @@ class Sim:
         self.settings = dict(n=n, r=r, w=w, ring_size=q, gossip_interval=gossip_interval,
                              down_after=10 * gossip_interval, aae_interval=aae_interval,
                              tombstone_grace=tombstone_grace, sync=sync, replica_timeout=1.0,
-                             background_interval=0.05)
+                             background_interval=0.05, max_siblings=max_siblings)
         self.racks = racks
         self.moves = 0  # nodes started again at a new address (Sim.move)
         for i in range(nodes):

@@ -144,6 +144,62 @@ def test_writes_at_w3_succeed_at_the_moment_two_of_five_freeze():
         assert all(sim.held(x, key) for x in sim.owners(key)), key
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_blind_writes_past_max_siblings_are_refused_and_no_acknowledged_one_is_lost(seed):
+    """Four clients blind-write one key through every node under loss, duplication and a
+    partition, with --max-siblings 4: writes past the limit are refused with the limit's
+    error (never acknowledged), every acknowledged one survives as a sibling after the
+    replicas converge (merges on both sides of the partition are never refused, so the key
+    may end above the limit), and one write with the merged context resolves them all.
+    Like any failed write, a refused one may still land through a try of it still in flight
+    elsewhere (a forward that kept trying owners: seed 3 stored one after the key had been
+    resolved, then within the limit), so the resolution waits for those to end."""
+    from sim.scenario import _converge, _final
+
+    sim = Sim(seed, 5, max_siblings=4,
+              faults=Faults(loss=0.03, dup=0.02, partitions=1, start=1.0, end=8.0))
+    acked: set[bytes] = set()
+    tried: set[bytes] = set()
+    errors: list[str] = []
+
+    def writer(c: SimClient):
+        for i in range(12):
+            value = b"%s-%d" % (c.name.encode(), i)
+            tried.add(value)
+            res = yield ("put", b"hot", value, b"", 2)
+            if res.ok:
+                acked.add(value)
+            else:
+                errors.append(res.error)
+            yield ("sleep", 0.4)
+
+    for i in range(4):
+        SimClient(sim, f"w{i}", writer, timeout=3.0, per_try=1.0)
+    sim.schedule_faults()
+    sim.run_until(8.0)
+    while not all(c.done for c in sim.clients.values()) and sim.t < 60:
+        sim.run_until(sim.t + 1.0)
+    assert all(c.done for c in sim.clients.values())
+    sim.run_until(sim.t + 10.0)  # every try still in flight has ended
+    assert _converge(sim, {b"hot"}, 30.0) is not None
+    assert 4 <= len(acked) < 48
+    assert any("over the limit of 4 (zkv-node --max-siblings)" in e for e in errors)
+    final = _final(sim, b"hot")
+    assert acked <= set(final) <= tried  # every acknowledged blind write is a sibling
+    merged = None
+    for x in sim.owners(b"hot"):
+        merged = dvv.sync_encoded(merged, sim.held(x, b"hot") or None)
+    done: list = []
+
+    def resolver(c: SimClient):
+        done.append((yield ("put", b"hot", b"resolved", dvv.DVVSet.decode(merged).context(), 2)))
+
+    SimClient(sim, "r", resolver, timeout=3.0)
+    sim.run_until(sim.t + 5.0)
+    assert done and done[0].ok
+    assert _converge(sim, {b"hot"}, 30.0) is not None and _final(sim, b"hot") == [b"resolved"]
+
+
 def test_a_quorum_of_all_n_asks_a_suspect_node_instead_of_failing_at_once():
     """n3's heartbeats stop reaching n1 and n2 (its requests still flow: a node restarted a
     moment ago, before its first heartbeat is heard), so both hold it suspect, not down. A
