@@ -10,3 +10,17 @@ transport's per-frame socket calls (zsock, the one module here that does I/O).
 
 Each module ships .pxd (for ``cimport zkv._core.X``), .pyx and .pyi.
 """
+
+import importlib.machinery as _machinery
+import os as _os
+
+_here = _os.path.dirname(__file__)
+if not any(name.endswith(suffix) for name in _os.listdir(_here)
+           for suffix in _machinery.EXTENSION_SUFFIXES):
+    # (a source checkout imported instead of the installed package: `python` started in the
+    # clone's root puts it first on sys.path, and nothing is compiled there)
+    raise ImportError(
+        f"zkv's compiled core is not built in {_here}: this is a source tree without its C "
+        "extensions. If zkv is installed (pip install .), run Python outside this directory "
+        "(the current directory comes first on sys.path); to work in the tree, build it in "
+        "place: pip install -e . (or python setup.py build_ext --inplace)")
