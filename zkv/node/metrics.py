@@ -211,9 +211,9 @@ class _AgreementLag:
 
 
 class _Siblings:
-    """zkv_siblings (a histogram of sibling counts), zkv_sibling_writes,
-    zkv_sibling_warnings and zkv_sibling_refusals: plain counts the reactor thread keeps (`NodeMetrics.note_siblings`),
-    exported when scraped. (A prometheus Histogram observe and a Counter inc take a lock each:
+    """zkv_siblings (a histogram of sibling counts), zkv_sibling_writes, zkv_sibling_warnings
+    and zkv_sibling_refusals: plain counts the reactor thread keeps (`NodeMetrics.note_siblings`,
+    `note_sibling_refusal`), exported when scraped. (A prometheus Histogram observe and a Counter inc take a lock each:
     ~2 us per write that left siblings, which under concurrent writers is most of them.)"""
 
     def __init__(self) -> None:
