@@ -156,6 +156,11 @@ def test_quick_start_from_a_clone_after_plain_pip_install(tmp_path):
                               f"tcp://127.0.0.1:{base + 2}"], cwd=clone, env=env,
                              capture_output=True, text=True, timeout=60)
         assert put.returncode == 0 and get.stdout.strip() == "world", (put, get)
+        # Python started here imports the uncompiled tree, not the installed package: say so
+        shadow = subprocess.run([bin_ / "python", "-c", "import zkv; zkv.Client"], cwd=clone,
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert shadow.returncode == 1 and "compiled core is not built" in shadow.stderr \
+            and "run Python outside this directory" in shadow.stderr, shadow.stderr[-2000:]
         ready = http(f"http://127.0.0.1:{base + 2100}/readyz")  # zkv local up waited for it
         assert ready[0] == 200, ready
         up.send_signal(signal.SIGINT)  # Ctrl-C
