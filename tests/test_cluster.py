@@ -374,7 +374,8 @@ def test_node_flags_config_and_metrics(tmp_path):
         text = text.decode()
         for name in ("zkv_requests_total", "zkv_request_seconds_bucket", "zkv_quorum_total",
                      "zkv_peers", "zkv_malformed_messages_total", "zkv_siblings_bucket",
-                     "zkv_sibling_writes_total", "zkv_hint_backlog", "zkv_antientropy"):
+                     "zkv_sibling_writes_total", "zkv_hint_backlog", "zkv_antientropy",
+                     "zkv_slow_turns_total"):
             assert name in text, name
         assert 'zkv_quorum_total{op="put",quorum="1",result="ok"} 3.0' in text
         assert "zkv_sibling_writes_total 1.0" in text

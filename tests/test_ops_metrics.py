@@ -199,3 +199,27 @@ def test_sibling_counts_read_exactly_as_prometheus_clients_own_histogram(seen, r
             warnings.inc()
     assert samples(m.registry) == samples(ref)
     assert m.summary()["sibling_writes"] == sum(w for _, w in seen)
+
+
+def test_long_loop_turns_are_counted_and_logged_at_most_every_ten_seconds(caplog):
+    """stalls.TurnWatch: a turn busy 0.1 s or more counts in zkv_slow_turns_total; 1 s or more
+    is logged too, then at most once per LOG_EVERY seconds, that line counting the ones between
+    and the longest of them."""
+    from zkv.node import stalls
+
+    m = NodeMetrics()
+    watch = m.turns
+    turns = [(0.0, 0.05), (1.0, 0.2), (2.0, 1.5), (3.0, 2.5), (4.0, 1.2), (5.0, 0.09),
+             (13.0, 1.1), (30.0, 3.0)]  # (began, busy)
+    with caplog.at_level("WARNING", logger="zkv.node"):
+        for began, busy in turns:
+            watch.began = began
+            watch.end(began + busy)
+    assert m.slow_turns._value.get() == 6
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all("every request queued meanwhile waited" in x for x in lines)
+    assert lines[0].startswith("a loop turn took 1.50 s:")
+    assert lines[1].startswith("a loop turn took 1.10 s (2 more over 1 s since the last such "
+                               "line, the longest 2.50 s):")
+    assert lines[2].startswith("a loop turn took 3.00 s:")
+    assert stalls.LOG_EVERY == 10.0 and "zkv_slow_turns_total" in m.exported_names()

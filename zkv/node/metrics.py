@@ -13,13 +13,15 @@ What the node calls (all on its reactor thread, all cheap):
 - observe_gossip(sender, fp)       per gossip message received (peer ring fingerprints);
 - observe_cluster(membership, ring, now[, transfers]) once per gossip tick: readiness, ring
                                    rebalancing events, gossip convergence time, hot-key export;
-- summary()                        for the status document (`zkv top` reads it).
+- summary()                        for the status document (`zkv top` reads it);
+- turns.began / turns.end(now)     around each loop turn's busy part (the transport: stalls.py).
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from zkv.node.health import Health
 from zkv.node.hotkeys import TopK
+from zkv.node.stalls import TurnWatch
 
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 SIBLING_BUCKETS = (1, 2, 3, 5, 10, 25, 50, 100)
@@ -261,6 +264,10 @@ class NodeMetrics:
         self.ops = OpStats()
         r.register(self.ops)
         self.forwards = Counter("zkv_forwards", "Requests forwarded to a preflist node", registry=r)
+        self.slow_turns = Counter("zkv_slow_turns", "Loop turns busy for 0.1 s or more (every "
+                                  "request queued meanwhile waited as long; stalls.py)",
+                                  registry=r)
+        self.turns = TurnWatch(logging.getLogger("zkv.node"), self.slow_turns.inc)
         # Reads of this node's copy, by answer (owner / not_owner): plain ints counted on the
         # reactor thread, exported when scraped (a Counter child's lock per Read was ~1 us)
         self.owner_reads = {True: 0, False: 0}

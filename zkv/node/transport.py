@@ -4,22 +4,21 @@ The only module of the node that touches ZeroMQ, clocks or signals.
 Sockets: a ROUTER bound on --listen (client requests, peers' DEALERs) and a PUB bound on
 --gossip; links to peers (a DEALER and a gossip SUB per member, DEALERs to seeds) are links.py's.
 
-Trust boundary (issue 13, DESIGN.md 2.5). With `cfg.keys` (zkv-node --keys DIR) every socket
-uses CurveZMQ (zkv/security.py): ROUTER and PUB are CURVE servers behind the ZAP handler,
-DEALERs and SUBs CURVE clients with the cluster key, plain text is refused at the handshake,
-and each request frame carries the ZAP User-Id, mapped to the role the core checks
-(peer/admin/client). Without keys the node logs a warning at start. Whatever the mode:
-frames are size-capped by ZMQ_MAXMSGSIZE (gossip far lower than requests), queues per
-connection are capped (HWMs), decode errors of any kind are WireError. Connections to the
-ROUTER are capped (--max-connections), a closed one's identity is forgotten by the core, and
-big replies queued for an identity that does not read are byte-capped (conns.py).
+Trust boundary (issue 13, DESIGN.md 2.5). With `cfg.keys` (--keys DIR) every socket uses CurveZMQ
+(security.py): ROUTER and PUB are CURVE servers behind the ZAP handler, DEALERs and SUBs CURVE
+clients with the cluster key, plain text is refused at the handshake, and each request frame
+carries the ZAP User-Id, mapped to the role the core checks (peer/admin/client); without keys a
+warning at start. Always: frames are size-capped (ZMQ_MAXMSGSIZE, gossip far lower), queues per
+connection capped (HWMs), decode errors of any kind WireError; connections to the ROUTER capped
+(--max-connections), a closed one's identity forgotten by the core, big replies queued for an
+identity that does not read byte-capped (conns.py).
 
-Each loop turn drains every ready socket without blocking (bounded per socket, so one busy
-peer cannot starve the rest), hands each decoded frame to the core (the ROUTER's peer frames
-first: a read fair-queued before a replica write sent earlier, both queued while the node
-waited for a core, missed it: R=1 on a key's new first owner after a ring change), runs the
-core's timers, then flushes: the core's writes reach the engine first (one fsync per turn
-with sync="always"), then every destination's messages go out as one frame.
+Each loop turn drains every ready socket without blocking (bounded per socket, so one busy peer
+cannot starve the rest), hands each decoded frame to the core (the ROUTER's peer frames first: a
+read fair-queued before a replica write sent earlier, both queued while the node waited for a core,
+missed it: R=1 on a key's new first owner after a ring change), runs the core's timers, then
+flushes: the core's writes reach the engine first (one fsync per turn with sync="always"), then
+every destination's messages go out as one frame. Long turns are counted and logged (stalls.py).
 """
 
 from __future__ import annotations
@@ -150,6 +149,7 @@ class Node:
         if max_wait is not None:
             wait = min(wait, max_wait)
         ready = self.poller.poll(wait)
+        self.core.metrics.turns.began = self.clock()  # (long turns: stalls.py)
         if self.conns.monitor in ready:  # closes and accepts before the frames naming fds
             ready.discard(self.conns.monitor)
             self.conns.drain()
@@ -174,6 +174,7 @@ class Node:
                             self.parent_pid)
                 self.running = False
         self.flush()
+        self.core.metrics.turns.end(self.clock())
 
     def _drain_router(self) -> None:
         later: list = []  # (identity, messages, role) of the clients' frames
