@@ -208,11 +208,15 @@ class MetricsExport:
         the new one; and the transfers it now waits for), so /readyz never answers from the
         state before. (It did until the next tick: `zkv local add` saw every node ready on
         the old ring right after all had taken the new one.)"""
+        peers = self.core.membership.peers
+        self._observe(now, [nid for nid in self.up if nid in peers], gauges=False)
+
+    def _observe(self, now: float, up: list[str], gauges: bool) -> None:
+        """The health observations (readiness, convergence timing; `gauges`: the ring's too)."""
         core = self.core
         ms = core.membership
         core.metrics.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
-                                     joined=not core.joining, gauges=False,
-                                     up=[nid for nid in self.up if nid in ms.peers])
+                                     joined=not core.joining, gauges=gauges, up=up)
 
     def export(self, now: float, states: dict[str, str]) -> None:
         """Per gossip tick: the health observations (readiness, convergence timing) every
@@ -226,8 +230,7 @@ class MetricsExport:
         up = self.up = [nid for nid, state in states.items()
                         if state != "down" and nid in peers]
         if now < self.next_gauges:
-            m.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
-                              joined=not core.joining, gauges=False, up=up)
+            self._observe(now, up, gauges=False)
             return
         self.next_gauges = now + GAUGES_EVERY
         child = m.child
@@ -252,5 +255,4 @@ class MetricsExport:
                 child(m.aae, k).set(v)
             child(m.aae, "refill_partitions_left").set(core.refill_left())
         m.keys.set(len(core.store))
-        m.observe_cluster(ms, ms.ring(), now, transfer_totals(core), joined=not core.joining,
-                          up=up)
+        self._observe(now, up, gauges=True)
