@@ -31,6 +31,7 @@ from zkv.node.coordinator import GetOp, WriteOp
 from zkv.node.handoff import HandoffStore
 from zkv.node.membership import Membership
 from zkv.node.replica import Replica
+from zkv.node.seal import Sealer
 from zkv.storage import LogStore
 from zkv.wire import (
     E_INVALID,
@@ -172,6 +173,7 @@ class FakeCtx:
         self.me = me
         self.store = LogStore(str(tmp_path / f"store-{me}"), sync="none")
         self.replica = Replica(me, self.store)
+        self.seal = Sealer(None)  # no keys: nothing sealed
         self.sent: list[tuple[str, object]] = []
         self.replies: list = []
         self.finished = False

@@ -145,6 +145,40 @@ def test_keyed_cluster_serves_keyed_clients(keyed):
     assert "CurveZMQ on every socket" in keyed.log("node1")
 
 
+def test_keyed_cluster_seals_contexts_and_refuses_one_it_did_not_issue(keyed):
+    """With keys every context a client gets is sealed for its key, whether owners answered
+    the read (client-coordinated) or a coordinator did, or a put; a write whose context is
+    bare, another key's, or altered is refused (nothing stored: the siblings stay), also
+    through the CLI; the sealed one resolves them, as Client.update does (zkv/node/seal.py)."""
+    from zkv.errors import InvalidRequest
+    from zkv.node.seal import PREFIX, SEALED
+
+    app = os.path.join(keyed.keys, "clients", "app")
+    with zkv.Client([keyed.ep()], timeout=5.0, keys=app) as c, \
+            zkv.Client([keyed.ep("node2")], timeout=5.0, keys=app, owner_reads=False) as coord:
+        assert c.put(b"s", b"alice", w=3)[0] == SEALED
+        c.put(b"s", b"bob", w=3)  # blind: two siblings
+        owners, coordinated = c.get(b"s"), coord.get(b"s", r=3)
+        for got in (owners, coordinated):
+            assert got.context[0] == SEALED and sorted(got.values) == [b"alice", b"bob"]
+        assert owners.context == coordinated.context  # the same copy, the same seal
+        other = coord.get(b"t", r=3).context if c.put(b"t", b"x", w=3) else b""
+        altered = bytearray(owners.context)
+        altered[5] ^= 0x40
+        for bad, why in ((owners.context[PREFIX:], "not sealed by this cluster"),
+                         (other, "not issued by this cluster for this key"),
+                         (bytes(altered), "not issued by this cluster for this key")):
+            with pytest.raises(InvalidRequest, match=why):
+                c.put(b"s", b"mallory", bad, w=3)
+        cli = subprocess.run(["zkv", "put", "s", "mallory", "--context", bytes(altered).hex(),
+                              "--node", keyed.ep("node3"), "--keys", app],
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode != 0 and "not issued by this cluster" in cli.stderr, cli.stderr
+        assert sorted(coord.get(b"s", r=3).values) == [b"alice", b"bob"]
+        c.update(b"s", lambda values: b"+".join(sorted(values)), w=3)
+        assert coord.get(b"s", r=3).values == [b"alice+bob"]
+
+
 def test_keyless_client_gets_authentication_error_naming_the_endpoint(keyed):
     # told, within the timeout, not left to time out (RequestTimeout) or fail over (Unavailable)
     with zkv.Client([keyed.ep()], timeout=5.0) as c:

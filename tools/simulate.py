@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                     "zkv.client's ClientCore (ring routing, hedged tries), driven on the "
                     "virtual clock; many: 4 workloads per client through the ClientCore's "
                     "batch calls (get_many/put_many: a round's requests side by side)")
+    ap.add_argument("--sealed", action="store_true", help="run: the nodes seal the contexts "
+                    "they give clients, as with --keys (zkv/node/seal.py)")
     ap.add_argument("--scenario", choices=["run", "membership", "replace", "remove",
                                            "replace-dead"],
                     default="run",
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     spaces = {name: int(n) for name, _, n in (x.partition(":") for x in args.spaces.split(",")
                                                if x)}
     job = partial(_seed, faults=faults, scenario=args.scenario, nodes=args.nodes,
-                  ops=args.ops, client=args.client, spaces=spaces or None,
+                  ops=args.ops, client=args.client, sealed=args.sealed, spaces=spaces or None,
                   quiet=args.scenario != "run" or args.seed is None,
                   verbose=args.seed is not None)
     failed = ops = ok = 0
@@ -132,12 +134,13 @@ class SeedResult:
 
 
 def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, client: str,
-          spaces: dict[str, int] | None, quiet: bool, verbose: bool = False) -> SeedResult:
+          spaces: dict[str, int] | None, quiet: bool, verbose: bool = False,
+          sealed: bool = False) -> SeedResult:
     if quiet:  # a membership run logs every transfer step, a sweep every unclean restart
         logging.disable(logging.WARNING)
     cpu = time.process_time()
     if scenario == "run":
-        rep = run(seed, faults, nodes=nodes, ops_per_client=ops, client=client)
+        rep = run(seed, faults, nodes=nodes, ops_per_client=ops, client=client, sealed=sealed)
     else:
         rep = membership(seed, faults, spaces=spaces, client=client,
                          replace=scenario in ("replace", "replace-dead"),

@@ -118,6 +118,11 @@ def node_parser() -> argparse.ArgumentParser:
                    help="refuse a client write that would leave its key with more siblings "
                    "than this (default 100; 0: no limit); read the key and write back with "
                    "its context to resolve them")
+    s.add_argument("--context-seals", dest="context_seals", choices=["require", "accept", "off"],
+                   help="with --keys: seal the contexts given to clients and refuse a write "
+                   "whose context this cluster did not issue for its key (require, the "
+                   "default); accept and off: steps of a rolling upgrade from a version "
+                   "without seals (README)")
     s.add_argument("--sibling-warn", dest="sibling_warn", type=int,
                    help="log and count keys with more siblings than this (default 25)")
     s.add_argument("--max-connections", dest="max_connections", type=int,

@@ -16,6 +16,7 @@ from zkv.errors import InvalidRequest
 
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SYNC_MODES = ("none", "interval", "always")
+SEAL_MODES = ("require", "accept", "off")  # context_seals (zkv/node/seal.py)
 # tcp://HOST:PORT with HOST a name, an IPv4 address, '*' or a bracketed IPv6 literal
 _ENDPOINT_RE = re.compile(r"^tcp://(?:\[(?P<v6>[0-9A-Fa-f:.%\w-]+)\]|(?P<host>[^\s:/\[\]]+)):"
                           r"(?P<port>\d{1,5})$")
@@ -103,6 +104,10 @@ class NodeConfig:
     # (InvalidRequest; what replicas merge is never refused): blind writes to one key pile
     # up siblings that every later read and write of it carries. 0: no limit
     max_siblings: int = 100
+    # with keys: contexts given to clients are sealed (a keyed MAC) and a client write's context
+    # must carry this cluster's seal for its key (zkv/node/seal.py): require | accept | off
+    # (accept and off: for a rolling upgrade from a version without seals)
+    context_seals: str = "require"
     # background work (hinted handoff, anti-entropy, reaping), in small steps off the hot path
     background_interval: float = 0.05  # how often the reactor looks for background work
     handoff_batch: int = 200  # hints delivered per owner per step (throttle)
@@ -175,6 +180,9 @@ class NodeConfig:
                             "1000000")
         if not 0 <= self.sibling_warn <= 1_000_000:
             problems.append(f"sibling_warn {self.sibling_warn}: between 0 and 1000000")
+        if self.context_seals not in SEAL_MODES:
+            problems.append(f"context_seals {self.context_seals!r}: one of "
+                            f"{', '.join(SEAL_MODES)}")
         if self.sync not in SYNC_MODES:
             problems.append(f"sync {self.sync!r}: one of {', '.join(SYNC_MODES)}")
         if problems:

@@ -50,6 +50,7 @@ import zmq.auth
 
 from zkv import errors, wire
 from zkv.errors import ZkvError
+from zkv.node import seal
 
 log = logging.getLogger("zkv.security")
 
@@ -153,6 +154,7 @@ class NodeKeys:
         self.dir = os.path.abspath(directory)
         self.public, self.secret = _load_pair(os.path.join(self.dir, CLUSTER))
         self.clients_dir = os.path.join(self.dir, CLIENTS)
+        self.seal_key = seal.seal_key(self.secret)  # contexts given to clients (node/seal.py)
 
 
 class ClientKeys:

@@ -12,7 +12,9 @@ rejects wrong types. Keys and values are then checked against the configured lim
 (`check_key`, `check_value`). Version vectors travel as the opaque bytes of `zkv._core.dvv`;
 a client's context is version 2 of dvv's context format when the key has write ids (it
 carries up to 4 of them, ~70 bytes): a node older than that refuses such a context as
-malformed, so upgrade every node before clients get contexts from a new one.
+malformed, so upgrade every node before clients get contexts from a new one. With --keys
+a context a node gives a client is sealed for its key (17 bytes in front, zkv/node/seal.py):
+a node of a version before seals refuses it as malformed (the upgrade steps: seal.py).
 
 Measured with timeit on the development machine: a put of a 1 KiB value encodes in ~0.35 us
 and a frame decodes (typed, validated) in ~0.8 us, against ~8-10 us for one zmq send and a
@@ -102,6 +104,7 @@ NsName = Annotated[str, msgspec.Meta(max_length=MAX_NS_NAME)]
 NsRegistry = Annotated[bytes, msgspec.Meta(max_length=MAX_NS_REGISTRY)]
 NsN = Annotated[int, msgspec.Meta(ge=0, le=MAX_NS_N)]
 Small = Annotated[int, msgspec.Meta(ge=0, le=255)]
+SealPrefix = Annotated[bytes, msgspec.Meta(max_length=32)]  # ReadOk.seal (17 bytes, seal.py)
 Stamp = Annotated[int, msgspec.Meta(ge=0)]  # an HLC timestamp (zkv.hlc); msgpack caps it at u64
 
 # Error codes carried by Error.code
@@ -194,6 +197,9 @@ class ReadOk(_Msg, tag=38):
     # for minutes): the client stops asking it for a while rather than pay a round trip per
     # get; without it (not an owner in this node's ring) the client's ring is stale
     refilling: bool = False
+    # with --keys: what sealing the context of this copy puts before it (zkv/node/seal.py,
+    # 17 bytes); the client puts it before the context it derives (b"": not sealed)
+    seal: SealPrefix = b""
 
 
 class PutOk(_Msg, tag=11):

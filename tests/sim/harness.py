@@ -262,8 +262,9 @@ class Sim:
                  q: int = 16, racks: int = 3, faults: Faults | None = None,
                  gossip_interval: float = 0.2, aae_interval: float = 0.5,
                  tombstone_grace: float = 2.0, sync: str = "none",
-                 max_siblings: int = 100) -> None:
+                 max_siblings: int = 100, seal_key: bytes | None = None) -> None:
         self.seed = seed
+        self.seal_key = seal_key  # every node's, as --keys gives them (None: no keys)
         self.rng = random.Random(seed)
         self.t = 0.0
         self.faults = faults or Faults()
@@ -337,7 +338,7 @@ class Sim:
         sn.incarnation = max(self.wall_ms(), sn.incarnation + 1)
         handoff = HandoffStore("", self.wall_ms, store=sn.handoff_mem)
         sn.core = NodeCore(sn.cfg, sn.store, handoff, incarnation=sn.incarnation, now=self.t,
-                           saved=sn.saved)
+                           saved=sn.saved, seal_key=self.seal_key)
         sn.core.start(self.t)
         sn.tick_at = float("inf")
         self._after_turn(sn)

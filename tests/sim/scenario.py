@@ -77,18 +77,22 @@ class Report:
     stats: dict = field(default_factory=dict)
     client: str = "sim"
     scenario: str = ""  # tools/simulate.py's arguments naming a scenario other than run()
+    sealed: bool = False  # run(sealed=True)
 
     @property
     def command(self) -> str:
         extra = self.faults.argv()
         if self.client != "sim":
             extra = f"--client {self.client} {extra}".strip()
+        if self.sealed:
+            extra = f"--sealed {extra}".strip()
         if self.scenario:
             extra = f"{self.scenario} {extra}".strip()
         return f"python tools/simulate.py --seed {self.seed}" + (f" {extra}" if extra else "")
 
 
 MANY_USERS = 4  # workloads per ManyClient
+SEAL_KEY = bytes(range(32))  # the nodes' seal key in sealed runs (any 32 bytes will do)
 
 
 def _many(sim: Sim, name: str, workload, **kw) -> ManyClient:
@@ -101,9 +105,13 @@ CLIENTS = {"sim": SimClient, "core": CoreClient, "many": _many}
 
 
 def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int = 4,
-        ops_per_client: int = 40, settle: float = 30.0, client: str = "sim") -> Report:
+        ops_per_client: int = 40, settle: float = 30.0, client: str = "sim",
+        sealed: bool = False) -> Report:
+    """`sealed`: the nodes seal the contexts they give clients, as with --keys (seal.py); a
+    write refused for its context is then a violation (every context the workloads send is
+    one a node gave them)."""
     faults = faults or Faults()
-    sim = Sim(seed, nodes, faults=faults)
+    sim = Sim(seed, nodes, faults=faults, seal_key=SEAL_KEY if sealed else None)
     rng = sim.rng
     carts = [b"cart:%d" % i for i in range(3)]
     acked_adds: dict[bytes, set[bytes]] = {k: set() for k in carts}
@@ -158,12 +166,16 @@ def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int
     keys = set(carts) | set(acked_blind) | deleted
     settle_time = _converge(sim, keys, settle)
     rep = Report(seed, faults, log=sim.log, stats=dict(sim.stats), settle_time=settle_time,
-                 client=client)
+                 client=client, sealed=sealed)
     rep.ops = len(sim.history.events)
     rep.ok_ops = sum(1 for e in sim.history.events if e.ok)
     v = rep.violations
     if not all(c.done for c in sim.clients.values()):
         v.append("clients did not finish their workloads")
+    refused = [e for e in sim.history.events
+               if e.result is not None and "seal" in e.result.error]
+    if refused:
+        v.append(f"{len(refused)} writes refused for their context: {refused[0].result}")
     if settle_time is None:
         v.append(f"replicas disagree {settle:.0f}s after the faults stopped on "
                  f"{sorted(sim.replicas_agree(keys))[:5]} (hints pending: {sim.hints_pending()})")

@@ -1503,3 +1503,79 @@ def test_a_node_whose_store_skipped_corrupt_records_refills_before_its_reads_cou
     sim.run_until(15.0)
     assert n1.core.refill_since is None  # every partition exchanged with the other owners
     assert live_values(sim.held("n1", key)) == []
+
+
+# ---- sealed contexts (zkv/node/seal.py): with keys, a node takes back only its cluster's ---------
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("client", ["sim", "core"])
+def test_sealed_contexts_keep_every_promise(seed, client):
+    """With seals (as --keys gives every node): every context a workload sends back is one a
+    node gave it (a coordinator's answer, or a client-coordinated read's, sealed by the owners)
+    and none is refused, under loss, duplication, partitions, a pause and a crash; every
+    promise of the unsealed runs holds."""
+    _check(run(seed, FAULTY, client=client, sealed=True))
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_a_context_the_cluster_did_not_issue_for_the_key_erases_nothing(sealed):
+    """A writer who never read the key sends a context covering its two acknowledged
+    siblings (made from the replicas' copies: what a guess of the dots would give); another
+    sends the key's own context from a read of another key, or with a byte changed, or one
+    naming 40 made-up ids. Without keys (no seals) the first write is taken and retires both
+    acknowledged values it never saw, and the made-up ids grow the key's clock: the attack the
+    seals exist for. With seals each is refused (nothing stored) and the key keeps both; a
+    write with the context a read of the key returned still resolves them."""
+    from sim.scenario import SEAL_KEY, _converge, _final
+
+    sim = Sim(1, 5, seal_key=SEAL_KEY if sealed else None)
+    sim.run_until(3.0)
+    out: dict[str, object] = {}
+
+    def forged_context() -> bytes:
+        merged = None
+        for x in sim.owners(b"k"):
+            merged = dvv.sync_encoded(merged, sim.held(x, b"k") or None)
+        return dvv.DVVSet.decode(merged).context()
+
+    def made_up_ids() -> bytes:
+        ctx = b""
+        for i in range(40):
+            ctx = dvv.merge_contexts(ctx, dvv.update(None, b"", b"x", f"fake{i}").context())
+        return ctx
+
+    def script(c: SimClient):
+        for value in (b"alice", b"bob"):
+            assert (yield ("put", b"k", value, b"", 2)).ok
+        got_other = yield ("get", b"other", 2)
+        yield ("put", b"other", b"x", got_other.context, 2)
+        other = yield ("get", b"other", 2)
+        mine = yield ("get", b"k", 2)
+        tampered = bytearray(mine.context)
+        tampered[-1] ^= 1
+        tries = {"forged": forged_context(), "borrowed": other.context,
+                 "tampered": bytes(tampered), "made-up ids": made_up_ids()}
+        for name, ctx in tries.items():
+            out[name] = yield ("put", b"k", b"mallory-" + name.encode(), ctx, 2)
+        out["values"] = sorted((yield ("get", b"k", 2)).values)
+        out["vector"] = len(dvv.DVVSet.decode(sim.held(sim.owners(b"k")[0], b"k")).vector())
+        out["resolve"] = yield ("put", b"k", b"carol", mine.context, 2)
+
+    SimClient(sim, "c", script, timeout=3.0)
+    sim.run_until(sim.t + 10.0)
+    assert "resolve" in out, out
+    if not sealed:  # the attack: a write that read nothing retired two acknowledged values
+        assert out["forged"].ok and out["made-up ids"].ok
+        assert b"alice" not in out["values"] and b"bob" not in out["values"]
+        assert out["vector"] > 40  # the made-up ids are in the key's clock for good
+    else:
+        assert not any(out[name].ok for name in ("forged", "borrowed", "tampered",
+                                                 "made-up ids"))
+        assert "not sealed by this cluster" in out["forged"].error
+        assert "not sealed by this cluster" in out["made-up ids"].error
+        assert "not issued by this cluster for this key" in out["borrowed"].error
+        assert "not issued by this cluster for this key" in out["tampered"].error
+        assert out["values"] == [b"alice", b"bob"] and out["vector"] < 5
+        assert sum(sn.core.metrics.contexts_refused._value.get() for sn in sim.nodes.values()
+                   if sn.core is not None) == 4  # zkv_contexts_refused_total, where each entered
+        assert out["resolve"].ok
+        assert _converge(sim, {b"k"}, 30.0) is not None and _final(sim, b"k") == [b"carol"]

@@ -87,6 +87,7 @@ from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable,
 from zkv.node import namespaces as nss
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.quorum import identical_answers
+from zkv.node.seal import PREFIX
 from zkv.wire import (
     Cluster,
     ClusterOk,
@@ -698,6 +699,7 @@ class ClientCore:
             sends.append(Send(ep, Read(next(rids), key, ns), until))
         replies = yield Batch(sends)
         first: bytes | None = None
+        seal = b""
         counted = 0
         rtt: float | None = None  # (the answers came back together: one round trip)
         # (zip(chosen, replies, strict=True), its check up front: the keyword's slower path
@@ -717,6 +719,8 @@ class ClientCore:
                     first = reply.dvv
                 if reply.owner and reply.dvv == first:
                     counted += 1
+                    if reply.seal:  # (with keys: every counted copy's is the same)
+                        seal = reply.seal
                 elif reply.refilling:
                     self.refilling_until[node] = now + REFILL_SKIP
                 elif not reply.owner:  # not an owner in its ring: ours is stale
@@ -734,6 +738,8 @@ class ClientCore:
             return None
         if ok.stamp > self.stamp_floor:
             self.stamp_floor = ok.stamp
+        if seal and len(seal) == PREFIX:  # sealed as a coordinator's answer is (node/seal.py)
+            return GetResult(ok.values, seal + ok.context)
         return GetResult(ok.values, ok.context)
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,

@@ -5,5 +5,6 @@ disk) · op (the operation contract) · coordinator + quorum (client requests) �
 engine) · handoff (hints for absent owners) · membership (gossip, validation, failure
 detection, cluster.json) · antientropy (Merkle exchange, reaping) · background (scheduling of
 handoff, exchanges, repair) · latency (per-peer soft timeouts) · status, metrics, health,
-hotkeys (what the node reports) · namespaces (the namespace registry, not wired in yet).
+hotkeys (what the node reports) · seal (the contexts given to clients, and taken back) ·
+namespaces (the namespace registry).
 """

@@ -152,6 +152,8 @@ class GetOp(_FanOut):
 
     def _answer(self) -> None:
         ok, size = self.quorum.response()
+        if ok.context and self.ctx.seal.issue:
+            ok.context = self.ctx.seal.seal(self.key, ok.context)
         self.reply(ok)
         if size > 1:
             self.ctx.replica.note_siblings(self.key, size)
@@ -317,6 +319,8 @@ class WriteOp(_FanOut):
 
     def _answer(self) -> None:
         ok, size = self.quorum.response(self.version, self.stamp, self.written)
+        if ok.context and self.ctx.seal.issue:
+            ok.context = self.ctx.seal.seal(self.key, ok.context)
         self.reply(ok)
         if size > 1:
             self.ctx.replica.note_siblings(self.key, size, write=True)

@@ -81,7 +81,9 @@ from zkv.node.membership import Membership, save_cluster
 from zkv.node.metrics import NodeMetrics
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.op import Op
+from zkv.node.quorum import answer_context
 from zkv.node.replica import Replica, b36
+from zkv.node.seal import Sealer
 from zkv.node.status import MetricsExport, status
 from zkv.node.transfer import Handover, Transfers, answer_fetch, drop_pass
 from zkv.storage import LogStore
@@ -254,8 +256,12 @@ def _data_dir_owner(dots) -> str | None:
 class NodeCore:
     def __init__(self, cfg: NodeConfig, store: LogStore, handoff: HandoffStore, *,
                  incarnation: int, now: float, saved: dict | None = None,
-                 cluster_path: str | None = None, metrics: NodeMetrics | None = None) -> None:
+                 cluster_path: str | None = None, metrics: NodeMetrics | None = None,
+                 seal_key: bytes | None = None) -> None:
         self.cfg = cfg
+        # contexts given to clients are sealed, and a client write's must be (seal.py; the
+        # cluster's key: None without --keys)
+        self.seal = Sealer(seal_key, cfg.context_seals)
         self.me = cfg.id
         self.t = now
         self.started = now
@@ -1125,9 +1131,22 @@ class NodeCore:
         self.metrics.owner_reads[owner and not unsure] += 1
         if owner and not unsure:
             self.metrics.observe_key(msg.key)  # the hot-keys sketch, as a coordinated get
-            self._reply(ident, ReadOk(msg.rid, self.replica.read(skey, None), True))
+            value = self.replica.read(skey, None)
+            self._reply(ident, ReadOk(msg.rid, value, True, False,
+                                      self._read_seal(skey, value, ns.conflicts == "lww")))
         else:
             self._reply(ident, ReadOk(msg.rid, b"", False, unsure))
+
+    def _read_seal(self, skey: bytes, value: bytes, lww: bool) -> bytes:
+        """ReadOk.seal: what sealing the context the client derives from `value` puts before
+        it (b"": not sealed here, or `value` is no valid version and the client will not use
+        it)."""
+        if not self.seal.issue:
+            return b""
+        try:
+            return self.seal.prefix(skey, answer_context(value, lww))
+        except ValueError:
+            return b""
 
     def _no_writes(self) -> str:
         return f"{self.me} takes no writes now: {self.write_stop}"[:wire.MAX_ERROR_TEXT]
@@ -1218,10 +1237,12 @@ class NodeCore:
                 hot.total += 1
             else:
                 hot.add(key)
-            if len(value) > 4096:  # under the reply budget (_reply); else _reply's box inline
-                self._reply(ident, ReadOk(msg.rid, value, True))
-                return True
             reply = ReadOk(msg.rid, value, True)
+            if self.seal.issue:
+                reply.seal = self._read_seal(key, value, False)
+            if len(value) > 4096:  # under the reply budget (_reply); else _reply's box inline
+                self._reply(ident, reply)
+                return True
         else:
             self.metrics.owner_reads[False] += 1
             reply = ReadOk(msg.rid, b"", False, False)
@@ -1542,6 +1563,12 @@ class NodeCore:
                                             or len(context) > wire.MAX_CONTEXT):
                     wire.check_context(context)
                 if context:
+                    if not forwarded:  # opened where it enters (a peer forwards it bare)
+                        try:
+                            context = msg.context = self.seal.open(skey, context)
+                        except InvalidRequest:
+                            self.metrics.contexts_refused.inc()
+                            raise
                     dvv.validate_context(context)
                 if type(msg) is Put:
                     value = msg.value

@@ -308,6 +308,10 @@ class NodeMetrics:
         self.writes_refused = Counter("zkv_writes_refused", "Writes (client, replica) this node "
                                       "refused or passed on because its disk took no writes",
                                       registry=r)
+        self.contexts_refused = Counter(
+            "zkv_contexts_refused", "Client writes refused because their context was not "
+            "sealed by this cluster for their key (with --keys: forged, altered, another key's, "
+            "or issued before seals were required)", registry=r)
         self.member_records_refused = Counter(
             "zkv_member_records_refused", "Member records (gossip, joins) refused: a clock over "
             "60 s ahead, fields that fail validation, or the trust rules (the log says which)",

@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from zkv.node.replica import Replica
+    from zkv.node.seal import Sealer
 
 
 class Context(Protocol):
     me: str
     replica: Replica
+    seal: Sealer  # seals the contexts answers give clients
 
     def ask(self, node_id: str, msg, op: Op | None) -> None: ...  # send; route replies to op
     def respond(self, origin, msg) -> None: ...  # reply to the client (origin) that asked

@@ -100,6 +100,15 @@ def identical_answers(encoded: bytes, lww: bool, counted: int) -> tuple[GetOk, i
     return read_answer(dvv.lww(s) if lww else s, lww, counted)
 
 
+def answer_context(encoded: bytes, lww: bool) -> bytes:
+    """The context `identical_answers(encoded, lww, ...)` answers with (an owner seals it
+    for a client-coordinated read); ValueError if `encoded` is not a valid version."""
+    if not encoded:
+        return dvv.EMPTY.context()
+    s = dvv.DVVSet.decode(encoded)
+    return (dvv.lww(s) if lww else s).context()
+
+
 def read_answer(merged: bytes | dvv.DVVSet | None, lww: bool, counted: int
                 ) -> tuple[GetOk, int]:
     """The client's answer to a read whose answers merged into `merged` (encoded or decoded;

@@ -60,12 +60,12 @@ class Node:
                            "has none (or the slow tweetnacl fallback)")
         self.keys = security.NodeKeys(cfg.keys) if cfg.keys else None
         store, handoff = open_stores(cfg)
-        cluster_path = os.path.join(cfg.data_dir, "cluster.json")
+        cluster_path, keys = os.path.join(cfg.data_dir, "cluster.json"), self.keys
         # wall-clock milliseconds: a restart always outranks the previous life, even with a
         # wiped data dir (heartbeats restart from zero)
         self.core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
                              now=clock(), saved=load_cluster(cluster_path),
-                             cluster_path=cluster_path)
+                             cluster_path=cluster_path, seal_key=keys and keys.seal_key or None)
         # compaction of both engines draws from the node's one I/O budget (transfers, hint
         # delivery, anti-entropy): bytes rewritten, paced in its own thread
         store.throttle = self.core.transfers.budget.reserve
