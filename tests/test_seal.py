@@ -73,3 +73,20 @@ def test_no_change_to_a_sealed_context_opens(skey, at, byte, cut):
             continue  # (a blind context: taken, retires nothing)
         with pytest.raises(InvalidRequest):
             s.open(skey, bad)
+
+
+def test_an_owner_seals_the_very_context_the_client_derives_from_its_copy():
+    """ReadOk.seal is over `answer_context`, which must be the context the client's
+    `identical_answers` gives for the same copy, in a siblings and an lww namespace (else every
+    client-coordinated read's context would be refused)."""
+    from zkv.node.quorum import answer_context, identical_answers
+
+    s = None
+    for i, (actor, wid) in enumerate([("n1~1.1", b""), ("n2~1.1", b"w2"), ("n3~1.1", b"w3")]):
+        s = dvv.update(s, b"", b"%08d-value" % i, actor, wid)  # three concurrent siblings
+    assert s is not None
+    for version in (b"", s.encode(), dvv.update(s, s.context(), None, "n1~1.1").encode()):
+        for lww in (False, True):
+            assert answer_context(version, lww) == identical_answers(version, lww, 2)[0].context
+    with pytest.raises(ValueError):
+        answer_context(b"\x07garbage", False)
