@@ -60,6 +60,18 @@ def test_the_seal_key_is_derived_from_the_cluster_secret():
     assert len(seal.seal_key(b"a" * 40)) == 32
 
 
+def test_keys_of_every_length_seal_apart():
+    """The MAC's input is length-prefixed (4 bytes): a storage key one byte longer and a
+    context one byte shorter, the same bytes end to end, seal apart; a key past 64 KiB (a
+    namespaced key at the size limit) seals too (a 2-byte length could not hold it)."""
+    s = Sealer(KEY)
+    assert s.prefix(b"a\x01", b"\x01x") != s.prefix(b"a", b"\x01\x01x")  # same key|context
+    big = b"\x00ns" + b"k" * 65536
+    assert s.open(big, s.seal(big, CTX)) == CTX
+    with pytest.raises(InvalidRequest):
+        s.open(big[:-1], s.seal(big, CTX))
+
+
 @given(st.binary(min_size=1, max_size=40), st.integers(0, 200), st.integers(0, 255),
        st.integers(0, 40))
 def test_no_change_to_a_sealed_context_opens(skey, at, byte, cut):

@@ -1238,8 +1238,11 @@ class NodeCore:
             else:
                 hot.add(key)
             reply = ReadOk(msg.rid, value, True)
-            if self.seal.issue:
-                reply.seal = self._read_seal(key, value, False)
+            if self.seal.issue:  # (_read_seal, inline: per owner read)
+                try:
+                    reply.seal = self.seal.prefix(key, answer_context(value, False))
+                except ValueError:
+                    pass
             if len(value) > 4096:  # under the reply budget (_reply); else _reply's box inline
                 self._reply(ident, reply)
                 return True

@@ -30,7 +30,7 @@ derives its owner reads' contexts itself, unsealed: upgrade clients before `requ
 Format of a sealed context (bytes):
     1   SEALED (0x53, "S"); a bare context starts with 1 or 2 (dvv.pxd), or is empty
     16  tag: BLAKE3 keyed with the seal key over
-            2 bytes big-endian len(skey) | skey | the bare context
+            4 bytes big-endian len(skey) | skey | the bare context
     *   the bare context (dvv.pxd)
 The empty context and that of an absent key (NOTHING: both make a blind write) are never
 sealed. The seal key is BLAKE3's derive_key of the cluster's CurveZMQ secret under
@@ -41,6 +41,7 @@ context issued before it (clients read again).
 from __future__ import annotations
 
 import hmac
+import struct
 
 import blake3
 
@@ -51,6 +52,7 @@ from zkv.errors import InvalidRequest
 SEALED = 0x53
 TAG = 16
 PREFIX = 1 + TAG  # bytes a seal adds
+_LEN = struct.Struct(">I").pack  # the storage key's length, in front of it in the MAC's input
 # the context of an absent key: covers nothing, adds no id (a blind write's), never sealed
 NOTHING = dvv.EMPTY.context()
 SEAL_KEY_CONTEXT = "zkv 2026-12-04 client context seal v1"
@@ -77,10 +79,7 @@ class Sealer:
         self.require = self.keyed and mode == "require"  # refuse unsealed contexts
 
     def _tag(self, skey: bytes, context: bytes) -> bytes:
-        h = blake3.blake3(len(skey).to_bytes(2, "big"), key=self.key)
-        h.update(skey)
-        h.update(context)
-        return h.digest(TAG)
+        return blake3.blake3(_LEN(len(skey)) + skey + context, key=self.key).digest(TAG)
 
     def prefix(self, skey: bytes, context: bytes) -> bytes:
         """What sealing `context` for `skey` puts before it (b"": not sealed here)."""
