@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 import zmq
 
 from zkv import wire
+from zkv.local import free_ports
 
 
 def sigint_default() -> None:
@@ -46,10 +46,8 @@ def one_line_error(out: subprocess.CompletedProcess) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free on `host`, outside the ephemeral range (zkv.local.free_ports says why)."""
+    return free_ports(1, host)[0]
 
 
 def http(url: str, timeout: float = 2.0) -> tuple[int, str]:

@@ -12,8 +12,10 @@ extensions) instead of the installed package.
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -52,18 +54,54 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel considers free on 127.0.0.1 right now."""
-    socks, ports = [], []
+FIRST_PORT = 10_000  # free_ports picks from here up to the kernel's ephemeral range
+_given: collections.deque[int] = collections.deque(maxlen=4096)  # handed out lately, here
+
+
+def _ephemeral_low() -> int:
     try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports free on `host` right now, below the kernel's ephemeral range and
+    not handed out by this process lately. (bind(0) picks from that range, where the local end
+    of any outgoing connection, a node's link to a peer or a client's, can take a port between
+    its pick and the node's bind: a test's node then failed "Address already in use" in a CI
+    rehearsal.) Falls back to bind(0) where the range leaves too little room below it."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        span = _ephemeral_low() - FIRST_PORT
+        if span >= 1000:
+            start = random.randrange(span)
+            for i in range(span):
+                port = FIRST_PORT + (start + i) % span
+                if port in _given:
+                    continue
+                s = socket.socket(fam)
+                try:
+                    s.bind((host, port))  # (no SO_REUSEADDR: a port in TIME_WAIT is passed over)
+                except OSError:
+                    s.close()
+                    continue
+                socks.append(s)
+                ports.append(port)
+                if len(ports) == count:
+                    break
+        while len(ports) < count:
+            s = socket.socket(fam)
             socks.append(s)
+            s.bind((host, 0))
             ports.append(s.getsockname()[1])
     finally:
         for s in socks:
             s.close()
+    _given.extend(ports)
     return ports
 
 

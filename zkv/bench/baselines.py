@@ -28,12 +28,9 @@ from zkv.bench.stats import summarize
 
 
 def free_port() -> int:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    from zkv.local import free_ports
+
+    return free_ports(1)[0]
 
 
 def _echo_server(endpoint: str, ready) -> None:
