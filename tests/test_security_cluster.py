@@ -177,6 +177,17 @@ def test_keyed_cluster_seals_contexts_and_refuses_one_it_did_not_issue(keyed):
         assert sorted(coord.get(b"s", r=3).values) == [b"alice", b"bob"]
         c.update(b"s", lambda values: b"+".join(sorted(values)), w=3)
         assert coord.get(b"s", r=3).values == [b"alice+bob"]
+        # a namespace's keys (an lww one: its owners seal the context of the collapsed copy)
+        admin = os.path.join(keyed.keys, "clients", "admin")
+        with zkv.Client([keyed.ep()], timeout=5.0, keys=admin) as a:
+            a.namespace_create("last", n=3, conflicts="lww")
+        c.put(b"s", b"one", w=3, namespace="last")
+        got = c.get(b"s", namespace="last")  # owner reads, sealed by the owners
+        assert got.context[0] == SEALED and got.values == [b"one"]
+        c.put(b"s", b"two", got.context, w=3, namespace="last")
+        assert coord.get(b"s", r=3, namespace="last").values == [b"two"]
+        with pytest.raises(InvalidRequest, match="not issued by this cluster for this key"):
+            c.put(b"s", b"three", got.context, w=3)  # the same key in another namespace
 
 
 def test_keyless_client_gets_authentication_error_naming_the_endpoint(keyed):
