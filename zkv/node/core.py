@@ -1238,11 +1238,8 @@ class NodeCore:
             else:
                 hot.add(key)
             reply = ReadOk(msg.rid, value, True)
-            if self.seal.issue:  # (_read_seal, inline: per owner read)
-                try:
-                    reply.seal = self.seal.prefix(key, answer_context(value, False))
-                except ValueError:
-                    pass
+            if self.seal.issue:  # (with keys only: no call without)
+                reply.seal = self._read_seal(key, value, False)
             if len(value) > 4096:  # under the reply budget (_reply); else _reply's box inline
                 self._reply(ident, reply)
                 return True

@@ -96,9 +96,7 @@ class Sealer:
 
     def seal(self, skey: bytes, context: bytes) -> bytes:
         """`context` as this node gives it to a client for the storage key `skey`."""
-        if not self.issue or not context or context == NOTHING:
-            return context
-        return bytes((SEALED,)) + self._tag(skey, context) + context
+        return self.prefix(skey, context) + context
 
     def open(self, skey: bytes, context: bytes) -> bytes:
         """The bare context of a client's write to `skey`; InvalidRequest when the cluster
