@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in vars(Faults()).items():
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = ap.parse_args(argv)
+    if args.sealed and args.scenario != "run":
+        ap.error("--sealed applies to --scenario run only")
     if args.scale:
         return scale([int(x) for x in args.scale.split(",")],
                      [int(x) for x in args.ring_only.split(",") if x], args.out)
