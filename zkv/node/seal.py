@@ -20,7 +20,7 @@ unchecked.
 Cost, with keys. Timed alone (timeit): ~1.5 us per owner read (decode, context, MAC) and
 ~0.5 us per MAC. In a node serving sequential requests each runs cold (the loop wakes for one
 request): py-spy of a keyed 3-node cluster under a get-then-put loop put ~3 us of wall time
-on each MAC, and a get's p50 was 5-25 us longer than with `--context-seals off` (RESULTS.md).
+on each MAC, and a get's p50 was 5-30 us longer than with `--context-seals off` (RESULTS.md).
 hashlib's keyed BLAKE2b (a standard MAC) took about half the node's time in the MAC of the
 blake3 binding, so it makes the tag; blake3's derive_key makes the key.
 
