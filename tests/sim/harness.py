@@ -52,6 +52,7 @@ from zkv.wire import Delete, Error, Get, GetOk, JoinOk, Put, PutOk
 
 LIMIT = 1 << 30
 JOURNAL = REAPED.encode() + b"\x00"  # handoff-store keys of the reap journal, not hints
+POSTHUMOUS = "posthumous"  # a paused node's queued frame from a node since gone for good
 
 
 class MemStore:
@@ -288,6 +289,8 @@ class Sim:
         # stored keys whose deletion (a tombstone no surviving copy descends from) went the
         # same way: a deleted value coming back there is that loss, excused likewise
         self.lost_deletes: set[bytes] = set()
+        # node gone for good (kill) -> {stored key: the values it held then}
+        self.dead_held: dict[str, dict[bytes, set[bytes]]] = {}
         self.log: list[str] = []
         self.settings = dict(n=n, r=r, w=w, ring_size=q, gossip_interval=gossip_interval,
                              down_after=10 * gossip_interval, aae_interval=aae_interval,
@@ -383,9 +386,43 @@ class Sim:
         values only it held are lost, and recorded in `lost_with_holder` like a power loss's."""
         sn = self.nodes[node_id]
         gone = self._disk_lost(sn)
+        self.dead_held[node_id] = {
+            k: {v for version in self._versions_on(sn, k) for v in version.live_values()}
+            for k in sn.store.data}
         self.crash(node_id)
         sn.dead = True
         self.note(f"{node_id} is gone for good ({gone} values held nowhere else)")
+        # the frames it sent before it died still arrive (_deliver_posthumous)
+        events = self.events
+        for i, (when, seq, fn, args) in enumerate(events):
+            if fn == self._deliver and args[0] == node_id:
+                events[i] = (when, seq, self._deliver_posthumous, args)  # (order unchanged)
+        for other in self.nodes.values():
+            other.backlog = [(POSTHUMOUS, item) if item[0] == node_id else item
+                             for item in other.backlog]
+
+    def _deliver_posthumous(self, src: str, dst, kind: str, who, payload: bytes) -> None:
+        """A frame a node gone for good sent before it died. The values it held then whose
+        last other copy this frame retires (a hint for it dropped on its late acknowledgment
+        of the hint's delivery) are lost with it, as those it alone held when it died.
+        (Counted at its death instead, n1 still held the hint of an N=1 value n2 had
+        acknowledged: --scenario remove, seed 300024 and its replay flags.)"""
+        target = self.nodes.get(dst) if isinstance(dst, str) else None
+        if target is not None and target.paused and target.core is not None:
+            target.backlog.append((POSTHUMOUS, (src, dst, kind, who, payload)))
+            return
+        held = self.dead_held[src]
+        before = {k: self._held_alive(k) for k in held}
+        self._deliver(src, dst, kind, who, payload)
+        for k, had in held.items():
+            gone = (had & before[k]) - self._held_alive(k)
+            if gone:
+                self.lost_with_holder.setdefault(k, set()).update(gone)
+
+    def _held_alive(self, key: bytes) -> set[bytes]:
+        """The values of `key` some node not gone for good holds (up or down)."""
+        return {v for sn in self.nodes.values() if not sn.dead
+                for version in self._versions_on(sn, key) for v in version.live_values()}
 
     def fill_disk(self, node_id: str, full: bool = True) -> None:
         """The node's disk fills up (`full`), or gets room again: while full, writing out
@@ -527,7 +564,10 @@ class Sim:
         self.note(f"{node_id} resumed ({len(sn.backlog)} frames queued)")
         backlog, sn.backlog = sn.backlog, []
         for item in backlog:
-            self._deliver(*item)
+            if item[0] is POSTHUMOUS:
+                self._deliver_posthumous(*item[1])
+            else:
+                self._deliver(*item)
         if sn.core is not None:
             sn.tick_at = float("inf")
             self._tick_event(node_id, self.t)
