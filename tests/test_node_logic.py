@@ -778,6 +778,67 @@ def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path)
         handoff.close()
 
 
+def test_a_get_is_coordinated_where_it_arrives_while_every_owner_is_reachable(tmp_path):
+    from zkv.config import NodeConfig
+    from zkv.node.coordinator import ForwardOp
+    from zkv.node.core import NodeCore
+    from zkv.node.stores import open_stores
+    from zkv.wire import Get, Put
+
+    cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
+                     data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
+    store, handoff = open_stores(cfg)
+    node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0)
+    try:
+        for x in ("a", "b", "c", "e"):
+            node.membership.merge([_member(x, hb=1)])
+        node._adopt(own.founding("d", "r", [(m.id, m.rack) for m in node.membership.table()
+                                            if m.id != "d"]))
+        ring = node.membership.ring()
+        # a key d owns no copy of, whose sloppy walk reaches d right after its owners
+        key = next(b"k%d" % i for i in range(5000)
+                   if ring.walk(ring.partition(b"k%d" % i)).index("d") == 3)
+        owners = ring.preflist_for_key(key)
+        started: list = []
+        node.start_op = lambda op, now: started.append(op)
+        # every owner reachable: d asks the three owners itself (no hop through one of them)
+        node._on_client(b"client-1", Get(1, key, 0, ""))
+        (op,) = started
+        assert type(op) is GetOp and op.targets == [(o, None) for o in owners]
+        assert node.metrics.forwards._value.get() == 0
+        # a write still goes to an owner (its dot is named after its coordinator)
+        started.clear()
+        node._on_client(b"client-1", Put(2, key, b"v", None, 0, ""))
+        (op,) = started
+        assert type(op) is ForwardOp and op.candidates == list(owners)
+        # an owner unreachable: d would be its stand-in, and its copy of the key holds only
+        # what it took since; the get goes to an owner, whose own copy answers first
+        node.membership.suspect(owners[1], "test")
+        started.clear()
+        node._on_client(b"client-1", Get(3, key, 0, ""))
+        (op,) = started
+        assert type(op) is ForwardOp and op.candidates == [owners[0], owners[2]]
+        # no owner answered the forward: d coordinates, its own copy counted only as the
+        # stand-in the walk makes it (never as an extra answer inserted in the targets)
+        started.clear()
+        node.coordinate_here((b"client-1", 3), Get(3, key, 0, ""))
+        (op,) = started
+        assert type(op) is GetOp
+        assert op.targets == [(owners[0], None), (owners[2], None), ("d", owners[1])]
+        # a write coordinated there does stand in (test above): the get's targets are the
+        # sloppy walk's only, also with d beyond it
+        key2 = next(b"k%d" % i for i in range(5000)
+                    if ring.walk(ring.partition(b"k%d" % i)).index("d") == 4
+                    and owners[1] in ring.preflist_for_key(b"k%d" % i))
+        started.clear()
+        node.coordinate_here((b"client-1", 4), Get(4, key2, 0, ""))
+        (op,) = started
+        assert "d" not in [x for x, _ in op.targets] and len(op.targets) == 3
+    finally:
+        store.close()
+        handoff.close()
+
+
 def test_a_max_size_value_fits_the_handoff_store_as_a_hint(tmp_path):
     """A stand-in must be able to keep a hint of the largest value a client may write."""
     from zkv.config import NodeConfig

@@ -327,7 +327,9 @@ class WriteOp(_FanOut):
 
 
 class ForwardOp(Op):
-    """Hand a client request to a preference-list node (one hop) and relay its answer.
+    """Hand a client request to a preference-list node (one hop) and relay its answer (a
+    write this node is no owner of; a get only while one of its owners is unreachable:
+    NodeCore._on_client).
 
     If the chosen node does not answer within `per_try` seconds the next candidate gets it;
     when none answers, this node coordinates it itself (standing in for the owners).

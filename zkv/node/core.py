@@ -1580,12 +1580,28 @@ class NodeCore:
         origin = (ident, rid)
         ring = self.membership.ring(ns.n)
         p = ring.partition(skey)  # (hashed once: _coordinate uses it too)
+        # A write is coordinated by an owner of its key: its coordinator puts the new
+        # version's dot in the key's clock under its own id, so a clock names the owners
+        # only (about N entries). One this node owns no copy of, or one taken while this
+        # node takes no writes (its disk), goes to one that does; one forwarded, or with no
+        # such node, is coordinated here (and the engine refuses it: E_UNAVAILABLE).
+        # A get this node owns no copy of is coordinated here while every owner is
+        # reachable, as riak_kv's get FSM is (Dynamo forwards it): it asks the N owners a
+        # forward's coordinator would, without the hop there and back (a client behind a
+        # load balancer, routing="any": 0.4 of its gets at 5 nodes). With an owner
+        # unreachable it is forwarded as before, so an owner's own copy answers first: here,
+        # the first answer could be a stand-in's copy, which holds only the writes taken
+        # since the owner went (gets at R=1 answered empty: the simulator, --scenario
+        # remove, seed 0).
         preflist = ring.preflist(p)
-        # a write while this node takes no writes (its disk): another reachable node of the
-        # key's walk coordinates it, as when this node is no owner (a forwarded one, or one
-        # with no such node, is coordinated here, and the engine refuses it: E_UNAVAILABLE)
-        stopped = self.write_stop is not None and type(msg) is not Get
-        if (stopped or self.me not in preflist) and not forwarded:
+        if type(msg) is Get:
+            stopped = False
+            down = self.membership.unreachable()
+            here = forwarded or self.me in preflist or down.isdisjoint(preflist)
+        else:
+            stopped = self.write_stop is not None
+            here = forwarded or not (stopped or self.me not in preflist)
+        if not here:
             down = self.membership.unreachable()
             if self.no_writes and type(msg) is not Get:
                 down = down | self.no_writes
@@ -1646,10 +1662,12 @@ class NodeCore:
             if self.no_writes and type(msg) is not Get:
                 down = down | self.no_writes
             targets = ring.sloppy_preflist(p, down)
-        if (self.me, None) not in targets and self.me not in [x for x, _ in targets]:
-            # coordinating without being chosen (forwarded under another ring view, or no
-            # owner answered a forward): stand in for an owner missing from the targets, in
-            # place of whichever node stood in for it
+        if type(msg) is not Get and (self.me, None) not in targets \
+                and self.me not in [x for x, _ in targets]:
+            # a write coordinated without being chosen (forwarded under another ring view, or
+            # no owner answered a forward): stand in for an owner missing from the targets,
+            # in place of whichever node stood in for it (a get asks the targets only: this
+            # node's copy, if any, is no owner's or stand-in's and must not count toward R)
             present = {x for x, _ in targets}
             missing = [o for o in ring.preflist(p) if o not in present]
             owner = missing[0] if missing else None
