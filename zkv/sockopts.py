@@ -2,9 +2,9 @@
 
 Without them a connection whose peer vanished (network cut, frozen host) stays "up" until
 the kernel's retransmission backoff gives up, so both sides of a healed partition went on
-missing each other for 7-10 s. With them ZeroMQ itself pings each connection, drops one that
-stops answering, and redials on a short, bounded interval: a healed link is back within
-about RECONNECT_IVL_MAX plus one handshake.
+missing each other for 7-10 s. With them the kernel drops such a connection within ~2-3 s
+and ZeroMQ redials on a short, bounded interval: a healed link is back within about
+RECONNECT_IVL_MAX plus one handshake.
 
 Call ``tune_socket(sock, role)`` after creating a socket and before its ``connect``/``bind``
 (options apply to connections made afterwards). The roles:
@@ -15,8 +15,23 @@ Call ``tune_socket(sock, role)`` after creating a socket and before its ``connec
 - ``"gossip"``: the gossip PUB (bound) and SUB (connected) sockets.
 
 Every role gets the same values today; the role is there so one can diverge without touching
-the callers. A ZMTP heartbeat is answered by libzmq's I/O thread, not by Python: a node busy
-in its loop (GIL held) still answers, only a stopped process or a dead path does not.
+the callers.
+
+The dead path is found by TCP itself, not by ZMTP heartbeats (ZMQ_HEARTBEAT_*, which zkv
+used until it saw them abort a node): an idle connection by keepalive probes, a busy one by
+TCP_USER_TIMEOUT (ZMQ_TCP_MAXRT: data unacknowledged for that long). libzmq 4.3.5, the one
+pyzmq's wheels ship, aborts the process when a connection whose input is stopped (its pipe
+at RCVHWM: the application not reading for a moment, as a node's bound ROUTER under a burst)
+fails, and a heartbeat then makes the engine write: its own interval timer, or the PONG
+answering a PING among the bytes read before the stop ("Assertion failed: !_io_error
+(src/stream_engine_base.cpp:310)"; zeromq/libzmq#4841). A node aborted that way in a
+real-process chaos run (kills and pauses of its peers under client load), and
+`tests/test_transport.py` reproduces both paths. With no heartbeat on either side neither
+can happen, and the ROUTER keeps its RCVHWM, which bounds what one connection can queue in a
+node. What this gives up: a stopped process (SIGSTOP) on a live host keeps its connections
+(its kernel still acknowledges), where heartbeats dropped them; its peers' failure detector
+(gossip heartbeats, membership.py) marks it down either way, and its connections serve again
+the moment it resumes.
 """
 
 from __future__ import annotations
@@ -25,20 +40,14 @@ import zmq
 
 ROLES = ("client", "peer", "server", "gossip")
 
-# ZMTP 3.1 heartbeats (libzmq >= 4.2): PING an idle connection every HEARTBEAT_IVL; drop it when
-# nothing (PONG or data) came back within HEARTBEAT_TIMEOUT of a PING. HEARTBEAT_TTL asks the
-# other side to drop the connection if it hears nothing from us for that long (it is sent in
-# the PING, in deciseconds). Worst case from the last byte heard to the drop: IVL + TIMEOUT.
-HEARTBEAT_IVL_MS = 500
-HEARTBEAT_TIMEOUT_MS = 1500
-HEARTBEAT_TTL_MS = 1500  # >= HEARTBEAT_IVL_MS, else every quiet connection would be dropped
-
-# TCP keepalive: the fallback for peers without ZMTP heartbeats, and for a connection still in
-# its handshake. Probe after KEEPALIVE_IDLE_S of silence, every KEEPALIVE_INTVL_S, give up after
-# KEEPALIVE_CNT unanswered probes (about 2 + 3 * 1 = 5 s).
-KEEPALIVE_IDLE_S = 2
+# TCP keepalive: probe after KEEPALIVE_IDLE_S of silence, every KEEPALIVE_INTVL_S; with
+# TCP_MAXRT_MS set, Linux drops the connection once a probe (or any data) has gone
+# unacknowledged for TCP_MAXRT_MS, so an idle dead path is dropped within about
+# IDLE + MAXRT (3 s), a busy one within MAXRT of its oldest unacknowledged byte (2 s).
+KEEPALIVE_IDLE_S = 1
 KEEPALIVE_INTVL_S = 1
-KEEPALIVE_CNT = 3
+KEEPALIVE_CNT = 2
+TCP_MAXRT_MS = 2000
 
 # Redial a lost connection after RECONNECT_IVL_MS, backing off (doubling) to at most
 # RECONNECT_IVL_MAX_MS, so a healed link is noticed within a second (libzmq's default maximum
@@ -49,19 +58,18 @@ RECONNECT_IVL_MAX_MS = 1000
 
 
 def tune_socket(sock: zmq.Socket, role: str) -> zmq.Socket:
-    """Set heartbeats, TCP keepalive and bounded reconnect intervals on `sock`; returns it.
+    """Set TCP keepalive, TCP_USER_TIMEOUT and bounded reconnect intervals on `sock`; returns
+    it. No ZMTP heartbeats (see above).
 
     Call it before connect/bind. `role` is one of ROLES (ValueError otherwise).
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
     sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
     sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
     sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
+    sock.setsockopt(zmq.TCP_MAXRT, TCP_MAXRT_MS)
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     return sock

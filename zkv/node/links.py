@@ -2,7 +2,7 @@
 per member or candidate (its gossip), and a DEALER per seed while joining.
 
 Owned by the transport (transport.py keeps the bound sockets and the loop). Every socket is
-made by `socket()`: LINGER 0, heartbeats/keepalive/bounded reconnect (`sockopts`), a frame
+made by `socket()`: LINGER 0, keepalive/TCP timeout/bounded reconnect (`sockopts`), a frame
 size cap (gossip far lower than requests) and, with keys, CurveZMQ as a client of the
 cluster key. `owner_of` names what arrives on each socket: (REPLY, node id), (GOSSIP, node
 id) or (SEED, endpoint), which is how the core knows whose gossip or reply it is.
@@ -49,7 +49,7 @@ class Links:
     def socket(self, kind: int) -> zmq.Socket:
         s = self.zctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
-        # heartbeats, keepalive, bounded reconnect: a healed link is seen within ~1 s
+        # keepalive, TCP timeout, bounded reconnect: a healed link is seen within ~1 s
         tune_socket(s, _ROLES[kind])
         if kind == zmq.SUB:
             s.setsockopt(zmq.MAXMSGSIZE, GOSSIP_LIMIT)
