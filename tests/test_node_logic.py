@@ -744,7 +744,10 @@ def test_children_geometry_and_bad_peer_input():
         raise AssertionError((level, parents))
 
 
-def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path):
+@pytest.fixture
+def core_d(tmp_path):
+    """Node d's core, joined with a, b, c and e (N=3, 16 partitions); its start_op records the
+    ops it would start in `core_d.started` instead of starting them."""
     from zkv.config import NodeConfig
     from zkv.node.core import NodeCore
     from zkv.node.stores import open_stores
@@ -758,85 +761,76 @@ def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(tmp_path)
             node.membership.merge([_member(x, hb=1)])
         node._adopt(own.founding("d", "r", [(m.id, m.rack) for m in node.membership.table()
                                             if m.id != "d"]))
-        ring = node.membership.ring()
-        # a key whose sloppy walk reaches d only after another stand-in: with one owner
-        # unreachable, d (coordinating anyway, e.g. after failed forwards) is not a target
-        key = next(b"k%d" % i for i in range(5000)
-                   if ring.walk(ring.partition(b"k%d" % i)).index("d") == 4)
-        owners = ring.preflist_for_key(key)
-        node.membership.suspect(owners[1], "test")  # one owner (not the first) unreachable
-        started = []
-        node.start_op = lambda op, now: started.append(op)
-        node.coordinate_here((b"c", 1), __import__("zkv").wire.Put(1, key, b"v", b"", 2))
-        (op,) = started
-        nodes = [x for x, _ in op.targets]
-        assert nodes[0] == "d" and len(nodes) == 3 and len(set(nodes)) == 3
-        assert dict(op.targets)["d"] == owners[1]  # d keeps the hint for the missing owner
-        assert owners[1] not in nodes and owners[0] in nodes
+        node.started = []
+        node.start_op = lambda op, now: node.started.append(op)
+        yield node
     finally:
         store.close()
         handoff.close()
 
 
-def test_a_get_is_coordinated_where_it_arrives_while_every_owner_is_reachable(tmp_path):
-    from zkv.config import NodeConfig
+def _key_where(ring, node: str, at: int, owner: str | None = None) -> bytes:
+    """A key whose sloppy walk reaches `node` at position `at` (and that `owner` owns)."""
+    return next(b"k%d" % i for i in range(5000)
+                if ring.walk(ring.partition(b"k%d" % i)).index(node) == at
+                and (owner is None or owner in ring.preflist_for_key(b"k%d" % i)))
+
+
+def test_coordinator_outside_the_targets_stands_in_for_a_missing_owner(core_d):
+    from zkv.wire import Put
+
+    ring = core_d.membership.ring()
+    # a key whose sloppy walk reaches d only after another stand-in: with one owner
+    # unreachable, d (coordinating anyway, e.g. after failed forwards) is not a target
+    key = _key_where(ring, "d", 4)
+    owners = ring.preflist_for_key(key)
+    core_d.membership.suspect(owners[1], "test")  # one owner (not the first) unreachable
+    core_d.coordinate_here((b"c", 1), Put(1, key, b"v", b"", 2))
+    (op,) = core_d.started
+    nodes = [x for x, _ in op.targets]
+    assert nodes[0] == "d" and len(nodes) == 3 and len(set(nodes)) == 3
+    assert dict(op.targets)["d"] == owners[1]  # d keeps the hint for the missing owner
+    assert owners[1] not in nodes and owners[0] in nodes
+
+
+def test_a_get_is_coordinated_where_it_arrives_while_every_owner_is_reachable(core_d):
     from zkv.node.coordinator import ForwardOp
-    from zkv.node.core import NodeCore
-    from zkv.node.stores import open_stores
     from zkv.wire import Get, Put
 
-    cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
-                     data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
-    store, handoff = open_stores(cfg)
-    node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0)
-    try:
-        for x in ("a", "b", "c", "e"):
-            node.membership.merge([_member(x, hb=1)])
-        node._adopt(own.founding("d", "r", [(m.id, m.rack) for m in node.membership.table()
-                                            if m.id != "d"]))
-        ring = node.membership.ring()
-        # a key d owns no copy of, whose sloppy walk reaches d right after its owners
-        key = next(b"k%d" % i for i in range(5000)
-                   if ring.walk(ring.partition(b"k%d" % i)).index("d") == 3)
-        owners = ring.preflist_for_key(key)
-        started: list = []
-        node.start_op = lambda op, now: started.append(op)
-        # every owner reachable: d asks the three owners itself (no hop through one of them)
-        node._on_client(b"client-1", Get(1, key, 0, ""))
-        (op,) = started
-        assert type(op) is GetOp and op.targets == [(o, None) for o in owners]
-        assert node.metrics.forwards._value.get() == 0
-        # a write still goes to an owner (its dot is named after its coordinator)
-        started.clear()
-        node._on_client(b"client-1", Put(2, key, b"v", None, 0, ""))
-        (op,) = started
-        assert type(op) is ForwardOp and op.candidates == list(owners)
-        # an owner unreachable: d would be its stand-in, and its copy of the key holds only
-        # what it took since; the get goes to an owner, whose own copy answers first
-        node.membership.suspect(owners[1], "test")
-        started.clear()
-        node._on_client(b"client-1", Get(3, key, 0, ""))
-        (op,) = started
-        assert type(op) is ForwardOp and op.candidates == [owners[0], owners[2]]
-        # no owner answered the forward: d coordinates, its own copy counted only as the
-        # stand-in the walk makes it (never as an extra answer inserted in the targets)
-        started.clear()
-        node.coordinate_here((b"client-1", 3), Get(3, key, 0, ""))
-        (op,) = started
-        assert type(op) is GetOp
-        assert op.targets == [(owners[0], None), (owners[2], None), ("d", owners[1])]
-        # a write coordinated there does stand in (test above): the get's targets are the
-        # sloppy walk's only, also with d beyond it
-        key2 = next(b"k%d" % i for i in range(5000)
-                    if ring.walk(ring.partition(b"k%d" % i)).index("d") == 4
-                    and owners[1] in ring.preflist_for_key(b"k%d" % i))
-        started.clear()
-        node.coordinate_here((b"client-1", 4), Get(4, key2, 0, ""))
-        (op,) = started
-        assert "d" not in [x for x, _ in op.targets] and len(op.targets) == 3
-    finally:
-        store.close()
-        handoff.close()
+    ring, started = core_d.membership.ring(), core_d.started
+    # a key d owns no copy of, whose sloppy walk reaches d right after its owners
+    key = _key_where(ring, "d", 3)
+    owners = ring.preflist_for_key(key)
+    # every owner reachable: d asks the three owners itself (no hop through one of them)
+    core_d._on_client(b"client-1", Get(1, key, 0, ""))
+    (op,) = started
+    assert type(op) is GetOp and op.targets == [(o, None) for o in owners]
+    assert core_d.metrics.forwards._value.get() == 0
+    # a write still goes to an owner (its dot is named after its coordinator)
+    started.clear()
+    core_d._on_client(b"client-1", Put(2, key, b"v", None, 0, ""))
+    (op,) = started
+    assert type(op) is ForwardOp and op.candidates == list(owners)
+    # an owner unreachable: d would be its stand-in, and its copy of the key holds only
+    # what it took since; the get goes to an owner, whose own copy answers first
+    core_d.membership.suspect(owners[1], "test")
+    started.clear()
+    core_d._on_client(b"client-1", Get(3, key, 0, ""))
+    (op,) = started
+    assert type(op) is ForwardOp and op.candidates == [owners[0], owners[2]]
+    # no owner answered the forward: d coordinates, its own copy counted only as the
+    # stand-in the walk makes it (never as an extra answer inserted in the targets)
+    started.clear()
+    core_d.coordinate_here((b"client-1", 3), Get(3, key, 0, ""))
+    (op,) = started
+    assert type(op) is GetOp
+    assert op.targets == [(owners[0], None), (owners[2], None), ("d", owners[1])]
+    # a write coordinated there does stand in (the test above); a get's targets are the
+    # sloppy walk's only, also with d beyond it
+    started.clear()
+    core_d.coordinate_here((b"client-1", 4), Get(4, _key_where(ring, "d", 4, owners[1]), 0, ""))
+    (op,) = started
+    assert "d" not in [x for x, _ in op.targets] and len(op.targets) == 3
 
 
 def test_a_max_size_value_fits_the_handoff_store_as_a_hint(tmp_path):
