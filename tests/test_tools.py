@@ -68,6 +68,22 @@ def test_chaos_always_resumes_and_cluster_keeps_serving(make_cluster):
     assert all(_state(n.pid) != "T" for n in cl.nodes)
 
 
+@pytest.mark.timeout(400)
+def test_chaos_check_runs_joins_a_leave_and_faults_and_finds_every_acknowledged_add(tmp_path):
+    """tools/chaos_check.py, short: 3 nodes, one joins, node2 leaves, pauses and kills in
+    between; every acknowledged add is read back and every node accounted for (exit 0)."""
+    tool = str(Path(__file__).resolve().parent.parent / "tools" / "chaos_check.py")
+    out = subprocess.run([sys.executable, tool, "--seed", "3", "--nodes", "3", "--joins", "1",
+                          "--duration", "12", "--writers", "2", "--carts", "8",
+                          "--dir", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=380)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "node4 joins" in out.stdout and "node2 exited with status 0" in out.stdout
+    assert "seed 3: every acknowledged add is there" in out.stdout
+    adds = int(out.stdout.split("writers: ")[1].split()[0])
+    assert adds > 0
+
+
 def test_compact_a_node_data_dir_compacts_data_and_handoff(tmp_path):
     """`zkv compact --data-dir` on a stopped node's directory covers both of its stores."""
     import subprocess
