@@ -8,11 +8,12 @@ come from --seed, timing is real: a failing seed does not replay exactly, so the
 directory (its logs) is kept when something fails.
 
     python tools/chaos_check.py [--seed 1] [--nodes 4] [--joins 2] [--duration 60]
-                                [--writers 4] [--carts 40] [--sync none] [--dir DIR]
+                                [--writers 4] [--carts 40] [--sync none] [--dir DIR] [--keys]
 
 Each writer thread adds its own items to random carts: get, union of the siblings' items plus
 one new item, put with the get's context (half the writers route by token, half send to any
-node). Faults hit one node at a time and never the one leaving. Exit status 0 when every
+node). Faults hit one node at a time and never the one leaving. `--keys`: a keyed cluster
+(`zkv keygen`: CurveZMQ on every connection, sealed contexts), the writers with the admin key. Exit status 0 when every
 acknowledged add is there, no node died that was not killed, and the leaver exited 0; else 1,
 with what failed.
 """
@@ -28,6 +29,7 @@ import tempfile
 import threading
 import time
 
+from zkv import security
 from zkv.client import Client
 from zkv.errors import ZkvError
 from zkv.local import LocalCluster
@@ -47,6 +49,7 @@ class Writers:
     """Threads adding items to carts; `acked` holds each cart's acknowledged items."""
 
     def __init__(self, cluster: LocalCluster, n: int, carts: list[bytes], seed: int) -> None:
+        self.keys = cluster.client_keys
         self.acked: dict[bytes, set[bytes]] = {c: set() for c in carts}
         self.ok = self.failed = 0
         self._lock = threading.Lock()
@@ -69,7 +72,7 @@ class Writers:
     def _run(self, endpoints: list[str], carts: list[bytes], seed: int, routing: str,
              w: int) -> None:
         rng = random.Random(seed)
-        with Client(endpoints, timeout=2.0, routing=routing) as c:
+        with Client(endpoints, timeout=2.0, routing=routing, keys=self.keys) as c:
             i = 0
             while not self._stop.is_set():
                 cart, item = rng.choice(carts), b"w%d-%d" % (w, i)
@@ -141,7 +144,7 @@ def check(cluster: LocalCluster, acked: dict[bytes, set[bytes]]) -> dict[bytes, 
     live = [n.listen for n in cluster.nodes if n.alive()]
     deadline = time.monotonic() + SETTLE
     missing: dict[bytes, object] = {}
-    with Client(live, timeout=5.0) as c:
+    with Client(live, timeout=5.0, keys=cluster.client_keys) as c:
         while True:
             missing = {}
             for cart, want in acked.items():
@@ -167,12 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--carts", type=int, default=40)
     ap.add_argument("--sync", default="none", choices=["none", "interval", "always"])
     ap.add_argument("--dir", help="the cluster's directory (default: a new temporary one)")
+    ap.add_argument("--keys", action="store_true", help="a keyed cluster (zkv keygen in the "
+                    "cluster's directory)")
     args = ap.parse_args(argv)
     if args.nodes < 3:
         ap.error("--nodes: at least 3 (N=3, and one of them leaves)")
     root = args.dir or tempfile.mkdtemp(prefix="zkv-chaos-")
     os.makedirs(root, exist_ok=True)
-    cluster = LocalCluster(args.nodes, root, base_port=None, n=3, sync=args.sync)
+    keys = None
+    if args.keys:
+        keys = os.path.join(root, "keys")
+        security.keygen(keys)
+    cluster = LocalCluster(args.nodes, root, base_port=None, n=3, sync=args.sync, keys=keys)
     chaos = Chaos(cluster, random.Random(args.seed))
     writers = Writers(cluster, args.writers, [b"cart%d" % i for i in range(args.carts)],
                       args.seed)
