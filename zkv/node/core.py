@@ -1596,8 +1596,8 @@ class NodeCore:
         preflist = ring.preflist(p)
         if type(msg) is Get:
             stopped = False
-            down = self.membership.unreachable()
-            here = forwarded or self.me in preflist or down.isdisjoint(preflist)
+            here = (forwarded or self.me in preflist
+                    or self.membership.unreachable().isdisjoint(preflist))
         else:
             stopped = self.write_stop is not None
             here = forwarded or not (stopped or self.me not in preflist)
