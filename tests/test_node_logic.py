@@ -806,6 +806,16 @@ def test_a_get_is_coordinated_where_it_arrives_while_every_owner_is_reachable(co
     (op,) = started
     assert type(op) is GetOp and op.targets == [(o, None) for o in owners]
     assert core_d.metrics.forwards._value.get() == 0
+    # while d's own join is not complete the owners may not have heard of it, and they
+    # refuse its replica reads: the get goes to an owner (a Forward, which any node serves)
+    st = core_d.membership.cluster
+    entry = st.members["d"]
+    st.members["d"] = (own.JOINING, *entry[1:])
+    started.clear()
+    core_d._on_client(b"client-1", Get(5, key, 0, ""))
+    (op,) = started
+    assert type(op) is ForwardOp and op.candidates == list(owners)
+    st.members["d"] = entry
     # a write still goes to an owner (its dot is named after its coordinator)
     started.clear()
     core_d._on_client(b"client-1", Put(2, key, b"v", None, 0, ""))

@@ -279,6 +279,30 @@ def test_a_joiner_becomes_a_member_once_heard_first_hand(node):
     assert "node4" in node.ids() and "node4" in node.saved()
 
 
+def test_a_relay_of_a_new_life_at_the_old_address_is_listened_to_when_down_here(node):
+    """A member that is down here and relayed alive again (a later incarnation) at the same
+    endpoints, as a node that left and was started again on an empty data dir on the same
+    host: the node subscribes to its gossip there, and takes it up only once it hears it
+    first-hand. While it is up here such a relay changes nothing. (Only a new address was
+    taken before: a member whose link to the old life had closed kept it down for good, and
+    with it hints never delivered; simulate.py --scenario membership-rejoin --seed 623.)"""
+    ms = node.core.membership
+    old = ms.get("node2").incarnation
+    again = _member(2, inc=old + 1000, hb=1)
+    node.gossip(3, [again])
+    assert node.out().subscribe == [] and ms.get("node2").incarnation == old  # up: nothing
+    node.t += 30.0
+    node.gossip(3, [_member(3, hb=2)])
+    node.core.tick(node.t)
+    assert ms.state("node2")[0] == "down"
+    node.out()
+    node.gossip(3, [again])
+    assert [m.id for m in node.out().subscribe] == ["node2"]
+    assert ms.state("node2")[0] == "down" and ms.get("node2").incarnation == old
+    node.gossip(2, [again])  # its own gossip, heard there
+    assert ms.state("node2")[0] == "up" and ms.get("node2").incarnation == old + 1000
+
+
 def test_bad_endpoint_never_saved_and_poisoned_file_loads(node, tmp_path):
     bad = Member("node9", "not-an-endpoint", "tcp://127.0.0.1:8009", "r", 1, 0)
     (reply,) = node.ask(b"peer:node9/x", [wire.Join(1, bad)])

@@ -1592,12 +1592,18 @@ class NodeCore:
         # unreachable it is forwarded as before, so an owner's own copy answers first: here,
         # the first answer could be a stand-in's copy, which holds only the writes taken
         # since the owner went (gets at R=1 answered empty: the simulator, --scenario
-        # remove, seed 0).
+        # remove, seed 0). Only a node that is a valid (or leaving) member does this: the
+        # owners refuse replica reads from a node they have not heard of yet, which a node
+        # that joined a moment ago can be (every get of a client of n4 failed at once for
+        # 0.15 s after its join: --scenario membership-rejoin, seed 1); a Forward any node
+        # serves.
         preflist = ring.preflist(p)
         if type(msg) is Get:
             stopped = False
-            here = (forwarded or self.me in preflist
-                    or self.membership.unreachable().isdisjoint(preflist))
+            here = (forwarded or self.me in preflist or (
+                self.membership.unreachable().isdisjoint(preflist)
+                and (st := self.membership.cluster) is not None
+                and st.status(self.me) in (own.VALID, own.LEAVING)))
         else:
             stopped = self.write_stop is not None
             here = forwarded or not (stopped or self.me not in preflist)

@@ -28,8 +28,9 @@ Trust (issue 13; holds even against a peer that holds the cluster key but is bug
   to X's gossip endpoint, or X's own Join); `via=TRUSTED` is this node's own disk or the seed
   the operator named. A record of a *known* X is taken first-hand only: heartbeats, leaving,
   a new incarnation, moved endpoints. From anyone else (a relay) it changes nothing, except
-  that a relay may tell where a member that is down here went (a higher incarnation with other
-  endpoints): that record is taken, but X stays down until X itself is heard there. A relayed
+  that a relay may tell that a member that is down here lives again, and where (a higher
+  incarnation, at its old endpoints or others): the node subscribes there, but X stays down
+  until X itself is heard there. A relayed
   record of an *unknown* X makes it a candidate only: the node subscribes to X's gossip
   endpoint, and X enters the table (and the ring, and cluster.json) when its own gossip is
   heard. Fake members that no process answers for therefore never reach the ring;
@@ -235,10 +236,14 @@ class Membership:
                 continue
             old = p.member
             if not first_hand:
-                # a relay may only say where a member that is down here went (a new life);
-                # it stays down until its own gossip is heard at the new place
-                if (moved and m.incarnation > old.incarnation and not m.leaving
-                        and not self.is_up(m.id)):
+                # a relay may only say that a member that is down here lives again (a new
+                # incarnation), and where: it stays down until its own gossip is heard there.
+                # At the same address too: a node that left and was started again on an empty
+                # data dir, on the same host, was heard by the seed it joined through only; a
+                # member whose link to its old life had closed kept it down, so it kept hints
+                # for it that were never delivered (simulate.py --scenario membership-rejoin
+                # --seed 623 with faults: acknowledged N=1 writes read back lost)
+                if m.incarnation > old.incarnation and not m.leaving and not self.is_up(m.id):
                     self._candidate(via, m, now)
                 continue
             if moved or m.leaving != old.leaving:
