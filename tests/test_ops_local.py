@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from ops_helpers import http, sigint_default, wait_for, zkv
 
-from zkv.local import FIRST_PORT, NODE_COMMAND, LocalCluster, _ephemeral_low, free_ports, port_free
+from zkv.local import FIRST_PORT, NODE_COMMAND, LocalCluster, ephemeral_low, free_ports, port_free
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def test_free_ports_are_distinct_bindable_and_out_of_the_ephemeral_range():
     from (a CI rehearsal's node lost its port to one), never twice from one process."""
     first, second = free_ports(20), free_ports(20)
     assert len(set(first + second)) == 40
-    low = _ephemeral_low()
+    low = ephemeral_low()
     assert all(FIRST_PORT <= p < low for p in first + second), (low, first + second)
     for p in first:
         with socket.socket() as s:

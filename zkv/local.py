@@ -58,7 +58,9 @@ FIRST_PORT = 10_000  # free_ports picks from here up to the kernel's ephemeral r
 _given: collections.deque[int] = collections.deque(maxlen=4096)  # handed out lately, here
 
 
-def _ephemeral_low() -> int:
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (where outgoing connections take their
+    local ports): free_ports stays below it."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             return int(f.read().split()[0])
@@ -76,7 +78,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     socks: list[socket.socket] = []
     ports: list[int] = []
     try:
-        span = _ephemeral_low() - FIRST_PORT
+        span = ephemeral_low() - FIRST_PORT
         if span >= 1000:
             start = random.randrange(span)
             for i in range(span):
