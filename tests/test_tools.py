@@ -74,15 +74,17 @@ def test_chaos_check_runs_joins_a_leave_and_faults_and_finds_every_acknowledged_
                                                                                    keys):
     """tools/chaos_check.py, short: 3 nodes, one joins, node2 leaves, pauses and kills in
     between; every acknowledged add is read back and every node accounted for (exit 0).
-    Keyed: CurveZMQ handshakes through every restart, the writers with the admin key."""
+    Plain: node2 then starts again on an empty data dir and joins again (--rejoin). Keyed:
+    CurveZMQ handshakes through every restart, the writers with the admin key."""
     tool = str(Path(__file__).resolve().parent.parent / "tools" / "chaos_check.py")
     out = subprocess.run([sys.executable, tool, "--seed", "3", "--nodes", "3", "--joins", "1",
                           "--duration", "12", "--writers", "2", "--carts", "8",
-                          "--dir", str(tmp_path / "c"), *(["--keys"] if keys else [])],
+                          "--dir", str(tmp_path / "c"), *(["--keys"] if keys else ["--rejoin"])],
                          capture_output=True, text=True, timeout=380)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "node4 joins" in out.stdout and "node2 exited with status 0" in out.stdout
     assert "seed 3: every acknowledged add is there" in out.stdout
+    assert keys or "node2 is a valid member again" in out.stdout
     adds = int(out.stdout.split("writers: ")[1].split()[0])
     assert adds > 0
 

@@ -9,11 +9,15 @@ directory (its logs) is kept when something fails.
 
     python tools/chaos_check.py [--seed 1] [--nodes 4] [--joins 2] [--duration 60]
                                 [--writers 4] [--carts 40] [--sync none] [--dir DIR] [--keys]
+                                [--rejoin]
 
 Each writer thread adds its own items to random carts: get, union of the siblings' items plus
 one new item, put with the get's context (half the writers route by token, half send to any
 node). Faults hit one node at a time and never the one leaving. `--keys`: a keyed cluster
-(`zkv keygen`: CurveZMQ on every connection, sealed contexts), the writers with the admin key. Exit status 0 when every
+(`zkv keygen`: CurveZMQ on every connection, sealed contexts), the writers with the admin key.
+`--rejoin`: once the leaver has exited, it is started again on an empty data dir under its old
+id (a machine reinstalled) and joins again while the faults and writers go on; the check waits
+for it to be a valid member. Exit status 0 when every
 acknowledged add is there, no node died that was not killed, and the leaver exited 0; else 1,
 with what failed.
 """
@@ -138,6 +142,21 @@ class Chaos:
                                  f"{self.cluster.tail(n)}")
 
 
+def wait_valid(cluster: LocalCluster, node_id: str, timeout: float) -> bool:
+    """Whether every live node's status shows `node_id` valid within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if all(next((m["status"] for m in cluster.status_of(n, 2.0)["members"]
+                         if m["id"] == node_id), None) == "valid"
+                   for n in cluster.nodes if n.alive()):
+                return True
+        except ZkvError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def check(cluster: LocalCluster, acked: dict[bytes, set[bytes]]) -> dict[bytes, object]:
     """Every cart read at R=3 until all its acknowledged items are there (SETTLE seconds at
     most); what is still missing (or the last error) per cart."""
@@ -170,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--carts", type=int, default=40)
     ap.add_argument("--sync", default="none", choices=["none", "interval", "always"])
     ap.add_argument("--dir", help="the cluster's directory (default: a new temporary one)")
+    ap.add_argument("--rejoin", action="store_true", help="the leaver starts again on an empty "
+                    "data dir and joins again under its old id")
     ap.add_argument("--keys", action="store_true", help="a keyed cluster (zkv keygen in the "
                     "cluster's directory)")
     args = ap.parse_args(argv)
@@ -209,10 +230,20 @@ def main(argv: list[str] | None = None) -> int:
         t.join(300)
         chaos.note(f"{leaver} exited with status {left[0] if left else 'none (still there)'}")
         chaos.check_alive()
+        rejoined = True
+        if args.rejoin and left == [0]:
+            node = cluster.node(leaver)
+            shutil.rmtree(node.data_dir)
+            chaos.note(f"{leaver} starts again on an empty data dir")
+            cluster.restart(leaver, 60)
+            chaos.run(phase)
+            rejoined = wait_valid(cluster, leaver, SETTLE)
+            chaos.note(f"{leaver} is {'a valid member again' if rejoined else 'NOT a member'}")
+            chaos.check_alive()
         writers.stop()
         chaos.note(f"writers: {writers.ok} adds acknowledged, {writers.failed} failed")
         missing = check(cluster, writers.acked)
-        ok = not missing and left == [0]
+        ok = not missing and left == [0] and rejoined
         if missing:
             for cart, what in sorted(missing.items()):
                 print(f"MISSING {cart!r}: {what}")
