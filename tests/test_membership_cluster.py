@@ -116,7 +116,15 @@ class Workload:
                     continue
                 self.reads += 1
                 if not got.found and when < start:
-                    self.misses.append(f"{key!r} read empty at R=1")
+                    # (what a read of every owner says right after: the copy missed, or lost)
+                    try:
+                        again = "found" if c.get(key, r=3).found else "empty"
+                    except ZkvError as exc:
+                        again = type(exc).__name__
+                    since = (f"{start - when:.3f} s after its last acknowledged write" if when
+                             else "loaded before")
+                    self.misses.append(f"{key!r} read empty at R=1 ({since}; at R=3 then: "
+                                       f"{again})")
 
     def check_all(self, endpoints: list[str]) -> list[bytes]:
         """Keys whose last acknowledged value cannot be read back at r=2."""
