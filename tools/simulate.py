@@ -66,14 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sealed", action="store_true", help="run: the nodes seal the contexts "
                     "they give clients, as with --keys (zkv/node/seal.py)")
     ap.add_argument("--scenario", choices=["run", "membership", "replace", "remove",
-                                           "replace-dead", "membership-rejoin"],
+                                           "replace-dead", "membership-rejoin",
+                                           "remove-rejoin"],
                     default="run",
                     help="run: carts, blind writes, deletes and re-adds on --nodes nodes; "
                     "membership: 3 -> 5 -> 4 nodes with writers and readers all along; "
                     "replace: the same with n2 replaced by a new node; remove: n2 dies for "
                     "good and is force-removed; replace-dead: n2 dies for good and is "
                     "replaced; membership-rejoin: membership, then n2 is started again "
-                    "on an empty data dir and joins again")
+                    "on an empty data dir and joins again; remove-rejoin: remove, then "
+                    "the dead n2 is rebuilt (an empty data dir, its old id) and joins again")
     ap.add_argument("--spaces", default="", help="membership/replace: namespaces created "
                     "first, NAME:N,... (e.g. pairs:2,single:1)")
     for name, value in vars(Faults()).items():
@@ -147,8 +149,8 @@ def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, cli
     else:
         rep = membership(seed, faults, spaces=spaces, client=client,
                          replace=scenario in ("replace", "replace-dead"),
-                         remove=scenario in ("remove", "replace-dead"),
-                         rejoin=scenario == "membership-rejoin")
+                         remove=scenario in ("remove", "replace-dead", "remove-rejoin"),
+                         rejoin=scenario.endswith("-rejoin"))
     detail = rep.log + [f"ops {rep.ops} ({rep.ok_ops} ok), settled after {rep.settle_time}s, "
                         f"network {rep.stats}"] if verbose else []  # (not sent back by sweeps)
     return SeedResult(seed, rep.ops, rep.ok_ops, rep.violations, rep.command,

@@ -552,6 +552,18 @@ class Sim:
         sn.exited = None
         self._boot(sn)
 
+    def rebuild(self, node_id: str, seed_of: str) -> None:
+        """A node gone for good (`kill`) comes back: its machine rebuilt, started on an empty
+        data dir under its old id, joining through `seed_of` (after the operator's
+        `zkv cluster force-remove`)."""
+        sn = self.nodes[node_id]
+        assert sn.dead and sn.core is None, f"{node_id} is not gone for good"
+        sn.dead = False
+        sn.store, sn.handoff_mem, sn.saved = MemStore(), MemStore(), {}
+        sn.cfg = dataclasses.replace(sn.cfg, seed=(self.nodes[seed_of].cfg.listen,))
+        self.note(f"{node_id} is rebuilt: started on an empty data dir, through {seed_of}")
+        self._boot(sn)
+
     def pause(self, node_id: str) -> None:
         self.nodes[node_id].paused = True
         self.note(f"{node_id} paused")

@@ -335,7 +335,9 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     `replace` too, the dead n2 is replaced by n6 instead.
     `rejoin`: once n2 has left (and exited), it is started again on an empty data dir through
     a member, as a new node under its old id, and joins again (a machine reinstalled):
-    checked as the join before (the change completes, no R=1 miss meanwhile).
+    checked as the join before (the change completes, no R=1 miss meanwhile). With `remove`
+    too, the dead n2 comes back so once it was force-removed everywhere (a machine rebuilt
+    under its old name).
     `client`: "core" runs the workloads on zkv.client's ClientCore (`CoreClient`), which
     knows only the first three nodes and follows the ring it fetches."""
     from zkv.node import namespaces as nss
@@ -519,7 +521,10 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     rejoined = None
     if rejoin and left:
         sim.run_until(sim.t + 1.0)
-        sim.start_again("n2", seed_of=admin_node())
+        if remove:  # its machine rebuilt under the same id
+            sim.rebuild("n2", seed_of=admin_node())
+        else:
+            sim.start_again("n2", seed_of=admin_node())
         t2 = sim.t
         while not (settled() and len(sim.nodes["n1"].core.membership.cluster.members) == 5) \
                 and sim.t < t2 + settle:  # (n1 is up: no fault kind takes it down for good)

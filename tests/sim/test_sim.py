@@ -414,6 +414,17 @@ def test_a_member_that_left_joins_again_on_an_empty_data_dir_without_a_miss(clie
     assert r.ok_ops == r.ops, f"{r.ops - r.ok_ops} of {r.ops} operations failed"
 
 
+@pytest.mark.parametrize("faults", [None, Faults(loss=0.02, dup=0.01, partitions=2, pauses=1,
+                                                  crashes=1)], ids=["calm", "faults"])
+def test_a_dead_node_force_removed_and_rebuilt_under_its_old_id_joins_again(faults):
+    """--scenario remove-rejoin: n2 dies for good and is force-removed; then its machine is
+    rebuilt (an empty data dir, the same id and address) and joins again: the join completes
+    and no acknowledged write is lost (without faults, no R=1 read misses either)."""
+    from sim.scenario import membership
+
+    _check(membership(1, faults, spaces=SPACES, remove=True, rejoin=True, client="core"))
+
+
 @pytest.mark.parametrize("seed,client", [(623, "sim"), (625, "core")])
 def test_a_member_that_left_joins_again_under_faults(seed, client):
     """The same under loss, duplication, partitions, a pause and a crash. Seed 623: the
