@@ -519,15 +519,21 @@ class Sim:
         the members where it is now."""
         sn = self.nodes[node_id]
         assert sn.core is None and sn.exited is None and not sn.dead, f"{node_id} is not down"
-        self.moves += 1
-        del self.by_endpoint[sn.cfg.listen]
-        host = f"10.{self.moves}.0.{self.node_ids.index(node_id) + 1}"
-        seed = (self.nodes[seed_of].cfg.listen,) if seed_of else ()
-        sn.cfg = dataclasses.replace(sn.cfg, listen=f"tcp://{host}:7001",
-                                     gossip=f"tcp://{host}:8001", seed=seed)
-        self.by_endpoint[sn.cfg.listen] = node_id
+        host = self._readdress(sn)
+        sn.cfg = dataclasses.replace(
+            sn.cfg, seed=(self.nodes[seed_of].cfg.listen,) if seed_of else ())
         self.note(f"{node_id} restarts at a new address ({host})")
         self._boot(sn)
+
+    def _readdress(self, sn: SimNode) -> str:
+        """New --listen and --gossip for a node that is down (another host); the host."""
+        self.moves += 1
+        del self.by_endpoint[sn.cfg.listen]
+        host = f"10.{self.moves}.0.{self.node_ids.index(sn.id) + 1}"
+        sn.cfg = dataclasses.replace(sn.cfg, listen=f"tcp://{host}:7001",
+                                     gossip=f"tcp://{host}:8001")
+        self.by_endpoint[sn.cfg.listen] = sn.id
+        return host
 
     def _move_if_down(self, node_id: str) -> None:
         """Faults.moves: a crashed node comes back at a new address (unless another fault's
@@ -536,10 +542,13 @@ class Sim:
         if sn.core is None and sn.exited is None and not sn.dead and sn.rejoin_through is None:
             self.move(node_id)
 
-    def start_again(self, node_id: str, seed_of: str | None = None) -> None:
+    def start_again(self, node_id: str, seed_of: str | None = None, moved: bool = False) -> None:
         """An operator starts a node that left the cluster (and exited) again: on the data
-        dir it left behind, or with `seed_of` on an empty one, joining through that node."""
+        dir it left behind, or with `seed_of` on an empty one, joining through that node
+        (`moved`: on another host, at a new address)."""
         sn = self.nodes[node_id]
+        if moved:
+            self.note(f"{node_id} is on a new host ({self._readdress(sn)})")
         assert sn.exited is not None and sn.core is None, f"{node_id} did not leave"
         if seed_of is None:
             sn.saved = _cluster_json(sn.exited)
@@ -552,12 +561,14 @@ class Sim:
         sn.exited = None
         self._boot(sn)
 
-    def rebuild(self, node_id: str, seed_of: str) -> None:
+    def rebuild(self, node_id: str, seed_of: str, moved: bool = False) -> None:
         """A node gone for good (`kill`) comes back: its machine rebuilt, started on an empty
         data dir under its old id, joining through `seed_of` (after the operator's
-        `zkv cluster force-remove`)."""
+        `zkv cluster force-remove`; `moved`: on another host, at a new address)."""
         sn = self.nodes[node_id]
         assert sn.dead and sn.core is None, f"{node_id} is not gone for good"
+        if moved:
+            self.note(f"{node_id} is on a new host ({self._readdress(sn)})")
         sn.dead = False
         sn.store, sn.handoff_mem, sn.saved = MemStore(), MemStore(), {}
         sn.cfg = dataclasses.replace(sn.cfg, seed=(self.nodes[seed_of].cfg.listen,))

@@ -337,7 +337,7 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     a member, as a new node under its old id, and joins again (a machine reinstalled):
     checked as the join before (the change completes, no R=1 miss meanwhile). With `remove`
     too, the dead n2 comes back so once it was force-removed everywhere (a machine rebuilt
-    under its old name).
+    under its old name). At its old address or, as the seed's RNG picks, at a new one.
     `client`: "core" runs the workloads on zkv.client's ClientCore (`CoreClient`), which
     knows only the first three nodes and follows the ring it fetches."""
     from zkv.node import namespaces as nss
@@ -521,10 +521,11 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     rejoined = None
     if rejoin and left:
         sim.run_until(sim.t + 1.0)
+        moved = rng.random() < 0.5  # on another host, or the same one
         if remove:  # its machine rebuilt under the same id
-            sim.rebuild("n2", seed_of=admin_node())
+            sim.rebuild("n2", seed_of=admin_node(), moved=moved)
         else:
-            sim.start_again("n2", seed_of=admin_node())
+            sim.start_again("n2", seed_of=admin_node(), moved=moved)
         t2 = sim.t
         while not (settled() and len(sim.nodes["n1"].core.membership.cluster.members) == 5) \
                 and sim.t < t2 + settle:  # (n1 is up: no fault kind takes it down for good)
