@@ -17,9 +17,9 @@ node). Faults hit one node at a time and never the one leaving. `--keys`: a keye
 (`zkv keygen`: CurveZMQ on every connection, sealed contexts), the writers with the admin key.
 `--rejoin`: once the leaver has exited, it is started again on an empty data dir under its old
 id (a machine reinstalled) and joins again while the faults and writers go on; the check waits
-for it to be a valid member. Exit status 0 when every
-acknowledged add is there, no node died that was not killed, and the leaver exited 0; else 1,
-with what failed.
+for it to be a valid member. Exit status 0 when every acknowledged add is there, no node died
+that was not killed, the leaver exited 0 (and with --rejoin is valid again); else 1, with
+what failed.
 """
 
 from __future__ import annotations

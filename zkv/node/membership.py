@@ -30,11 +30,11 @@ Trust (issue 13; holds even against a peer that holds the cluster key but is bug
   a new incarnation, moved endpoints. From anyone else (a relay) it changes nothing, except
   that a relay may tell that a member that is down here lives again, and where (a higher
   incarnation, at its old endpoints or others): the node subscribes there, but X stays down
-  until X itself is heard there. A relayed
-  record of an *unknown* X makes it a candidate only: the node subscribes to X's gossip
-  endpoint, and X enters the table (and the ring, and cluster.json) when its own gossip is
-  heard. Fake members that no process answers for therefore never reach the ring;
-  candidates are capped (MAX_CANDIDATES) and expire (CANDIDATE_TTL).
+  until X itself is heard there. A relayed record of an *unknown* X makes it a candidate
+  only: the node subscribes to X's gossip endpoint, and X enters the table (and the ring,
+  and cluster.json) when its own gossip is heard. Fake members that no process answers for
+  therefore never reach the ring; candidates are capped (MAX_CANDIDATES) and expire
+  (CANDIDATE_TTL).
 - `leaving` is taken only first-hand (an admin leave would pass `via=X` explicitly).
 - The table is capped at MAX_MEMBERS (wire.MAX_MEMBERS) records.
 - `admit(m)` decides a Join: the same id with other endpoints while that member is up is
