@@ -526,11 +526,16 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
             sim.rebuild("n2", seed_of=admin_node(), moved=moved)
         else:
             sim.start_again("n2", seed_of=admin_node(), moved=moved)
+
+        def back() -> bool:  # every live node has n2 valid again, and no change is moving
+            return settled() and all(
+                sn.core.membership.cluster.status("n2") == own.VALID  # type: ignore[union-attr]
+                for sn in sim.nodes.values() if sn.core is not None)
+
         t2 = sim.t
-        while not (settled() and len(sim.nodes["n1"].core.membership.cluster.members) == 5) \
-                and sim.t < t2 + settle:  # (n1 is up: no fault kind takes it down for good)
+        while not back() and sim.t < t2 + settle:
             sim.run_until(sim.t + 0.5)
-        rejoined = settled()
+        rejoined = back()
     phase["stop"] = True
     sim.run_until(sim.t + 2.0)
     key_list = sorted(acked)
