@@ -620,6 +620,20 @@ def test_a_node_whose_join_was_cut_short_still_joins(seed):
                       remove=True, client="many"))
 
 
+def test_a_drop_pass_on_a_full_disk_waits_and_the_node_keeps_gossiping():
+    """--scenario remove-rejoin, seed 1307, every fault kind: after the force-remove a node
+    whose disk was full ran its drop pass; the engine's delete raised StorageFull out of the
+    gossip round before the round's Gossip was sent (every round: peers would take it for
+    down, and the space check after the round never ran; the simulator stopped there). The
+    drop now waits for the disk, as every background write does."""
+    from sim.scenario import membership
+
+    _check(membership(1307, Faults(loss=0.03, dup=0.02, partitions=3, pauses=2, crashes=2,
+                                   power_losses=1, wipes=1, stale_views=1, full_disks=1,
+                                   moves=1),
+                      spaces=SPACES, remove=True, rejoin=True, client="core"))
+
+
 # Replace-dead seed 71026 with every fault at once: the replacement was started through n1
 # while n1 was down (about to come back at a new address), so its join could only time out;
 # an operator names a member that is up, and so does the scenario now
