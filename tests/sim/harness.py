@@ -443,9 +443,18 @@ class Sim:
             return
         gone = self._disk_lost(sn)
         self.crash(node_id)
-        sn.store, sn.handoff_mem, sn.saved = MemStore(), MemStore(), {}
+        self._empty_disk(sn)
         sn.rejoin_through = seed or ""
         self.note(f"{node_id} loses its disk ({gone} values held nowhere else)")
+
+    def _empty_disk(self, sn: SimNode, seed_of: str | None = None, moved: bool = False) -> None:
+        """`sn` (down) starts next on an empty data dir; with `seed_of`, joining through that
+        node (its --seed); `moved`: on another host, at a new address."""
+        if moved:
+            self.note(f"{sn.id} is on a new host ({self._readdress(sn)})")
+        sn.store, sn.handoff_mem, sn.saved = MemStore(), MemStore(), {}
+        if seed_of is not None:
+            sn.cfg = dataclasses.replace(sn.cfg, seed=(self.nodes[seed_of].cfg.listen,))
 
     def _disk_lost(self, sn: SimNode) -> int:
         """Record the values only `sn` holds (store and hints) as lost; their count."""
@@ -547,16 +556,15 @@ class Sim:
         dir it left behind, or with `seed_of` on an empty one, joining through that node
         (`moved`: on another host, at a new address)."""
         sn = self.nodes[node_id]
-        if moved:
-            self.note(f"{node_id} is on a new host ({self._readdress(sn)})")
         assert sn.exited is not None and sn.core is None, f"{node_id} did not leave"
         if seed_of is None:
+            if moved:
+                self.note(f"{node_id} is on a new host ({self._readdress(sn)})")
             sn.saved = _cluster_json(sn.exited)
             self.note(f"{node_id} is started again after it left")
         else:
             self._disk_lost(sn)
-            sn.store, sn.handoff_mem, sn.saved = MemStore(), MemStore(), {}
-            sn.cfg = dataclasses.replace(sn.cfg, seed=(self.nodes[seed_of].cfg.listen,))
+            self._empty_disk(sn, seed_of, moved)
             self.note(f"{node_id} is started again after it left, empty, through {seed_of}")
         sn.exited = None
         self._boot(sn)
@@ -567,11 +575,8 @@ class Sim:
         `zkv cluster force-remove`; `moved`: on another host, at a new address)."""
         sn = self.nodes[node_id]
         assert sn.dead and sn.core is None, f"{node_id} is not gone for good"
-        if moved:
-            self.note(f"{node_id} is on a new host ({self._readdress(sn)})")
         sn.dead = False
-        sn.store, sn.handoff_mem, sn.saved = MemStore(), MemStore(), {}
-        sn.cfg = dataclasses.replace(sn.cfg, seed=(self.nodes[seed_of].cfg.listen,))
+        self._empty_disk(sn, seed_of, moved)
         self.note(f"{node_id} is rebuilt: started on an empty data dir, through {seed_of}")
         self._boot(sn)
 
