@@ -557,6 +557,10 @@ def status_command(args) -> int:
             print(f"refilling after a lost disk: {ae['refill_partitions_left']} partition(s) not "
                   "yet exchanged with every other owner; reads of them here do not count "
                   "toward R")
+        if ae.get("fresh_partitions_left"):
+            print(f"new owner: {ae['fresh_partitions_left']} partition(s) gained at the last "
+                  "ownership change not yet verified with every other owner; reads of them "
+                  "here do not count toward R")
     transfers = doc.get("transfers")
     if transfers is not None:
         for line in transfer_lines(transfers):

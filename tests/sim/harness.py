@@ -48,7 +48,7 @@ from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
 from zkv.node.handoff import HINT_HEAD, REAP_HEAD, REAPED, HandoffStore
 from zkv.node.membership import copy_member
 from zkv.node.namespaces import key_settings
-from zkv.wire import Delete, Error, Get, GetOk, JoinOk, Put, PutOk
+from zkv.wire import Delete, Error, Get, GetOk, JoinOk, Put, PutOk, RPut
 
 LIMIT = 1 << 30
 JOURNAL = REAPED.encode() + b"\x00"  # handoff-store keys of the reap journal, not hints
@@ -205,6 +205,11 @@ class Faults:
     # a node's disk is full for a while (Sim.fill_disk): its write-outs fail, its engines
     # refuse writes until there is room again
     full_disks: int = 0
+    # per message: an uncounted copy of a write (an RPut, not a hint, to a node that does not
+    # own the key in the sender's ring: a pending or previous owner during an ownership
+    # change, or a read repair of one) is lost, as a full send queue drops it (in the faults'
+    # time window, like every fault)
+    lost_extras: float = 0.0
     start: float = 2.0  # faults happen in [start, end)
     end: float = 12.0
 
@@ -314,7 +319,8 @@ class Sim:
                 # owner to keep writing to (else every write of a run's first `settle`
                 # seconds looked for extra targets; the membership scenarios change the
                 # ring for real and keep that path)
-                sn.core.prev_state, sn.core._prev_rings = None, {}
+                sn.core.forget_previous()
+                sn.core.fresh.clear()
                 sn.core.out.connect.clear()
 
     # ---- nodes --------------------------------------------------------------------------
@@ -714,6 +720,8 @@ class Sim:
             for node_id, msgs in out.peers.items():
                 at = links.get(node_id)
                 if at is not None and at == nodes[node_id].cfg.gossip:  # (not moved since)
+                    if self.faults.lost_extras and self.faults.start <= self.t < self.faults.end:
+                        msgs = self._lose_extras(sn, node_id, msgs)
                     send(src, node_id, REQUEST, me, encode(msgs))
         if out.clients:
             clients, by_ident = self.clients, self.by_ident
@@ -749,6 +757,21 @@ class Sim:
                     if (other.links.get(src) == at or other.subs.get(src) == at) \
                             and other is not sn:
                         send(src, other.id, GOSSIP, None, payload)
+
+    def _lose_extras(self, sn: SimNode, dst: str, msgs: list) -> list:
+        """`msgs` to `dst` without the uncounted write copies Faults.lost_extras loses."""
+        core, rng, p = sn.core, self.rng, self.faults.lost_extras
+        assert core is not None
+        kept = []
+        for m in msgs:
+            if type(m) is RPut and not m.owner and rng.random() < p:
+                ks = key_settings(m.key)
+                if dst not in core.membership.ring(ks[0] if ks else None).preflist_for_key(
+                        m.key):
+                    self.stats["lost"] += 1
+                    continue
+            kept.append(m)
+        return kept
 
     def _send_frame(self, src: str, dst, kind: str, who, payload: bytes) -> None:
         f = self.faults

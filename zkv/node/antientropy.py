@@ -154,12 +154,17 @@ class AntiEntropy:
         after that; a read of the partition may lack a write this node lost until then."""
         if p in self.refilled:
             return False
-        agreed, synced = self.agreed, self.synced
-        if all(max(agreed.get((p, x), -1e18), synced.get((p, x), -1e18)) >= since
-               for x in others):
+        if self.exchanged_since(p, others, since):
             self.refilled.add(p)
             return False
         return True
+
+    def exchanged_since(self, p: int, others: Iterable[str], since: float) -> bool:
+        """Has every node of `others` been exchanged with about partition `p`, to the end, in
+        an exchange that started at `since` or later?"""
+        agreed, synced = self.agreed, self.synced
+        return all(max(agreed.get((p, x), -1e18), synced.get((p, x), -1e18)) >= since
+                   for x in others)
 
     def last_full_agreement(self, p: int, peers: Iterable[str]) -> float | None:
         times = [self.agreed.get((p, x)) for x in peers]

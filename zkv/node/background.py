@@ -279,6 +279,8 @@ class Background:
             self.next_reap = now + 1.0
             if core.refill_since is not None:
                 core.refill_left()  # ends the refill once every partition is verified
+            if core.fresh:
+                core.fresh_left()  # forgets the fresh partitions verified since
             self._repair_corrupt(ring, now)
             for n, ae in core.ae_groups_all():
                 for peer, msg in reap_pass(ae, core.replica, core.membership.ring(n),
@@ -393,11 +395,16 @@ class Background:
             gparts = gring.replicas_of(core.me) if partition < 0 else [partition]
             pairs += [(p, peer, n) for p in gparts for peer in gring.preflist(p)
                       if peer != core.me]
+        self.queue_exchanges(pairs)
+        return {"queued": len(pairs), "partitions": len(parts)}
+
+    def queue_exchanges(self, pairs: list[tuple[int, str, int]]) -> None:
+        """Exchange each (partition, peer, N) ahead of the routine rounds (not queued twice;
+        at most MAX_EXCHANGE_QUEUE waiting)."""
         fresh = [pair for pair in pairs if pair not in self.queued]
         fresh = fresh[:max(0, MAX_EXCHANGE_QUEUE - len(self.queued))]
         self.queued.update(fresh)
-        self.exchange_queue.extendleft(reversed(fresh))  # ahead of the routine rounds
-        return {"queued": len(pairs), "partitions": len(parts)}
+        self.exchange_queue.extendleft(reversed(fresh))
 
     def _repair_corrupt(self, ring, now: float) -> None:
         core = self.core

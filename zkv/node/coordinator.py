@@ -121,12 +121,14 @@ class _FanOut(Op):
 class GetOp(_FanOut):
     kind = "get"
     quorum: GetQuorum
+    subs: frozenset[str] | set[str] = frozenset()  # previous owners asked (`_ask_previous`)
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
-                 r: int, lww: bool = False) -> None:
+                 r: int, lww: bool = False,
+                 also: list[tuple[frozenset[str], int]] | None = None) -> None:
         super().__init__(ctx, origin, key, deadline, targets)
         self.required = r
-        self.quorum = GetQuorum(r, lww)
+        self.quorum = GetQuorum(r, lww, also)
 
     def start(self) -> None:
         for node_id, owner in self.targets:
@@ -136,8 +138,31 @@ class GetOp(_FanOut):
                                        not owner and self.ctx.refilling(self.key))
             else:
                 self._send(node_id, owner)
+        if self.quorum.also is not None:
+            self._ask_previous()
         self._arm()
         self._check()
+
+    def _ask_previous(self) -> None:
+        """The ownership change has not settled: ask the previous owners that are no longer
+        owners as well (substitutes: their answers count only toward `also`)."""
+        ctx, quorum = self.ctx, self.quorum
+        self.subs = set()
+        for nodes, _ in quorum.also or ():
+            for node_id in sorted(nodes):
+                if node_id in self.asked:
+                    continue
+                self.subs.add(node_id)
+                if node_id == ctx.me:
+                    self.asked[node_id] = None
+                    quorum.add_result(node_id, ctx.replica.read(self.key, None),
+                                      ctx.refilling(self.key), True)
+                else:
+                    self._send(node_id, None)
+
+    def _stand_in_for(self, node: str) -> None:
+        if node not in self.subs:  # (a stand-in holds hints for new owners only)
+            super()._stand_in_for(node)
 
     def _send(self, node: str, owner: str | None) -> None:
         self._ask(node, owner, RGet(0, self.key, owner or ""))
@@ -147,7 +172,7 @@ class GetOp(_FanOut):
             return
         self.pending.discard(node_id)
         if isinstance(msg, RGetOk):
-            self.quorum.add_result(node_id, msg.dvv, msg.unsure)
+            self.quorum.add_result(node_id, msg.dvv, msg.unsure, node_id in self.subs)
         self._check()
 
     def _answer(self) -> None:

@@ -172,6 +172,7 @@ HINT_SWEEP_BATCH = 5000  # hints dropped per sweep at most
 # growing with N a node merges O(N) records per round (tools/simulate.py --scale).
 TABLE_EVERY = 10
 TABLE_PER = 5
+MAX_UNSETTLED = 8  # states before changes not yet settled that gets also read (_joint)
 LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered or passed
 BUSY = "busy, retry"
 _WRITE_ACKS = frozenset({PutOk, RPutOk})  # replies that say a write was stored (RPutOk: if ok)
@@ -330,6 +331,14 @@ class NodeCore:
         # each partition it holds was exchanged with every other owner (AntiEntropy.unsure),
         # its reads of the partition do not count toward R (RGetOk.unsure)
         self.refill_since: float | None = None
+        # partitions (N, p) this node gained at the last ownership change (it owns them in the
+        # current ring, not in the previous one): its reads of them do not count toward R
+        # until the cluster settled (None) and then, from that time on (a float), every other
+        # owner not down was exchanged with to the end (`_fresh_unsure`). A write coordinated
+        # under the previous ring is counted on the old owners and reaches this node only as
+        # an uncounted copy, which may still be in flight, or dropped, when a read routed
+        # by the new ring asks it (the R=1 miss of the rejoin test under load).
+        self.fresh: dict[tuple[int, int], float | None] = {}
         self.background = Background(self)
         self.export = MetricsExport(self)
         self.malformed_logged: set = set()
@@ -383,6 +392,11 @@ class NodeCore:
         # owners), and its rings per N
         self.prev_state: own.ClusterState | None = None
         self._prev_rings: dict[int, own.Rings] = {}
+        # the states before each change since the cluster last settled (prev_state the last),
+        # at most MAX_UNSETTLED, and their rings per (index, N): gets are read quorums of
+        # their owners too (`_joint`)
+        self.unsettled: list[own.ClusterState] = []
+        self._unsettled_rings: dict[tuple[int, int], own.Rings] = {}
         self.agreed_since: float | None = None
         self.need_drop = True  # look for partitions this node no longer holds (once settled)
         self.handover = Handover(self)  # ... and hand them over to their owners first
@@ -984,6 +998,80 @@ class NodeCore:
         ring = self.membership.ring(n)
         return self._unverified(ae, ring, ring.partition(key), since)
 
+    def unsure(self, key: bytes) -> bool:
+        """Should a client coordinating a read itself not count this node's copy of `key`: it
+        refills after a lost disk, or gained the key's partition at an ownership change not
+        verified yet (`fresh`)? (A get this node coordinates is a read quorum of the old and
+        the new owners until the change settled instead: `_joint`.)"""
+        if self.fresh:
+            n = self._n_of(key)
+            ring = self.membership.ring(n)
+            if self._fresh_unsure(n or self.membership.settings["n"], ring.partition(key), ring):
+                return True
+        return self.refill_since is not None and self.refilling(key)
+
+    def _joint(self, p: int, n: int, r: int) -> list[tuple[frozenset[str], int]] | None:
+        """A get of partition `p` (N = `n`) needing R = `r`, while the ownership changes since
+        the cluster last settled are not settled: for each state before one of them whose
+        owners of p differ from the current ones, those owners that are not down here and the
+        answers it needs from them, min(r, their number) (GetQuorum.also). None if none."""
+        now = self.membership.ring(n).preflist(p)
+        also = []
+        q = self.membership.settings["q"]
+        for i, st in enumerate(self.unsettled):
+            rings = self._unsettled_rings.get((i, n))
+            if rings is None:
+                rings = self._unsettled_rings[(i, n)] = own.Rings(st, q, n)
+            old = rings.current.preflist(p)
+            if old != now:
+                live = frozenset(x for x in old if x == self.me or self.membership.is_up(x))
+                if live:
+                    also.append((live, min(r, len(live))))
+        return also or None
+
+    def _mark_fresh(self, before: own.ClusterState) -> None:
+        """The cluster state changed from `before`: note the partitions this node owns now and
+        did not own under it, for every N in use (see `fresh`)."""
+        q = self.membership.settings["q"]
+        for n in self.groups():
+            rings = self.membership.rings(n)
+            assert rings is not None
+            old = own.Rings(before, q, n).current
+            for p in rings.current.replicas_of(self.me):
+                if self.me not in old.preflist(p):
+                    self.fresh[(n, p)] = None
+
+    def _verify_fresh(self, now: float) -> None:
+        """The cluster settled on the change: exchange each fresh partition with its other
+        owners, ahead of the routine rounds; it counts toward R again once that is done."""
+        pairs = []
+        for (n, p), since in self.fresh.items():
+            if since is None:
+                self.fresh[(n, p)] = now
+                ring = self.membership.ring(n)
+                pairs += [(p, x, n) for x in ring.preflist(p) if x != self.me]
+        if pairs and self.ae is not None:
+            self.background.queue_exchanges(pairs)
+
+    def _fresh_unsure(self, n: int, p: int, ring: Ring) -> bool:
+        """Is fresh partition p (of N `n`) still unverified? Forgets it once verified."""
+        if (n, p) not in self.fresh:
+            return False
+        since = self.fresh[(n, p)]
+        if since is None:
+            return True  # not settled: a copy sent under the previous ring may be on its way
+        ae = self.ae_for(n)
+        if ae is not None and self.me in ring.preflist(p) and not ae.exchanged_since(
+                p, [x for x in ring.preflist(p) if x != self.me
+                    and self.membership.state(x)[0] != "down"], since):
+            return True
+        del self.fresh[(n, p)]  # verified (or no longer ours, or no trees to verify with)
+        return False
+
+    def fresh_left(self) -> int:
+        """Fresh partitions (over every N in use) still unverified; forgets verified ones."""
+        return sum(self._fresh_unsure(n, p, self.membership.ring(n)) for n, p in list(self.fresh))
+
     def refill_left(self) -> int:
         """Partitions (over every N in use) not yet verified since the refill began; ends the
         refill when none is left. 0 when not refilling."""
@@ -1119,7 +1207,7 @@ class NodeCore:
     def _on_read(self, ident: bytes, msg: Read) -> None:
         """A client coordinating a get itself asks for this node's copy (zkv.client.core,
         "Client-coordinated reads"). Answered only as one of the key's N owners in this
-        node's ring whose copy counts toward R (not refilling after a lost disk); otherwise
+        node's ring whose copy counts toward R (not `unsure`: refilling, or fresh); otherwise
         `owner` is False, nothing is read, and the client asks a coordinator instead. Nothing
         is forwarded or fanned out, so a stranger's Read costs one local lookup."""
         if self._budget_spent(ident, msg.rid):
@@ -1127,7 +1215,7 @@ class NodeCore:
         wire.check_key(msg.key, self.cfg.max_key_size)  # (ZkvError: answered by _on_request)
         ns, skey = self._resolve(msg)
         owner = self.me in self.membership.ring(ns.n).preflist_for_key(skey)
-        unsure = owner and self.refill_since is not None and self.refilling(skey)
+        unsure = owner and self.unsure(skey)
         self.metrics.owner_reads[owner and not unsure] += 1
         if owner and not unsure:
             self.metrics.observe_key(msg.key)  # the hot-keys sketch, as a coordinated get
@@ -1189,7 +1277,7 @@ class NodeCore:
         (`_owner_read`). Plain text: the role may change within the frame (a joiner's Join
         makes it a candidate)."""
         # the default namespace's ring for inline reads, looked up at a Read, again after any
-        # other request (it may change the ring); `inline` False: not now (refilling, joining)
+        # other request (it may change the ring); `inline` False: not now (unsure, joining)
         ring: Ring | None = None
         inline, cap = True, 0
         for msg in msgs:
@@ -1197,7 +1285,8 @@ class NodeCore:
             if t is Read:
                 if ring is None and inline:
                     cap = MAX_INFLIGHT.get(role, 0)
-                    inline = bool(cap) and self.refill_since is None and not self.joining
+                    inline = (bool(cap) and self.refill_since is None and not self.fresh
+                              and not self.joining)
                     if inline:
                         ring = self.membership.ring(self.namespaces.get(nss.DEFAULT).n)
                 if ring is not None and self._owner_read(ident, msg, ring, cap):
@@ -1212,7 +1301,7 @@ class NodeCore:
 
     def _owner_read(self, ident: bytes, msg: Read, ring: Ring, cap: int) -> bool:
         """What `_on_request` and `_on_read` do with a client-coordinated read, in its common
-        case: a default-namespace key, this node not refilling, the connection under its
+        case: a default-namespace key, this node not unsure of any, the connection under its
         in-flight cap (`cap`) and its turn's reply budget. False (nothing done) otherwise."""
         key = msg.key
         if (msg.ns and msg.ns != nss.DEFAULT) or key.__class__ is not bytes \
@@ -1687,7 +1776,8 @@ class NodeCore:
         deadline = self.t + self.cfg.replica_timeout
         op: Op
         if type(msg) is Get:
-            op = GetOp(self, origin, skey, deadline, targets, need, lww=ns.conflicts == "lww")
+            op = GetOp(self, origin, skey, deadline, targets, need, ns.conflicts == "lww",
+                       self._joint(p, n, need) if self.unsettled else None)
         else:
             value = msg.value if type(msg) is Put else None
             stamp = b""
@@ -1926,7 +2016,10 @@ class NodeCore:
             # keep writing to the old owners too until all agree (for every N)
             self.prev_state = old.state
             self._prev_rings = {}
+            self.unsettled = self.unsettled[-(MAX_UNSETTLED - 1):] + [old.state]
+            self._unsettled_rings = {}
             self.agreed_since = None
+            self._mark_fresh(old.state)
         self.membership.version += 1
         self.cluster_bytes = own.encode(st)
         self._replan()
@@ -1988,6 +2081,14 @@ class NodeCore:
             assert rings is not None
             groups[n] = rings
         self.transfers.replan(groups, self.membership.settings["n"])
+
+    def forget_previous(self) -> None:
+        """Every member has had the cluster state for `settle` seconds: writes no longer also
+        go to the previous owners, nor gets ask them."""
+        self.prev_state = None
+        self._prev_rings = {}
+        self.unsettled = []
+        self._unsettled_rings = {}
 
     def prev_rings(self, n: int | None = None) -> own.Rings | None:
         """The rings (for N = `n`, None: the cluster's) of the state before the last change,
@@ -2116,8 +2217,9 @@ class NodeCore:
             self.agreed_since = now
         if now - self.agreed_since < self.cfg.settle:
             return
-        self.prev_state = None
-        self._prev_rings = {}
+        self.forget_previous()
+        if self.fresh:
+            self._verify_fresh(now)
         rings = ms.rings()
         assert rings is not None
         for nid in [i for i in ms.peers if i in st.gone and i not in st.members

@@ -14,6 +14,13 @@ Answers are counted per *distinct node id*: a node answering twice (a duplicated
 retried message, or a node that turns out to be reached over two addresses) counts once.
 An *unsure* answer (from a replica refilling after it lost its data) is merged and read-
 repaired like any other but not counted toward R: it may lack a write the replica lost.
+
+While an ownership change has not settled, a get is a read quorum of the old owners as well
+as of the new ones (`also`: at least k answers from each set of previous owners, the ones
+that are no longer owners asked as *substitutes*: merged, never counted toward R, never
+read-repaired). A write coordinated under the previous ring was counted on the old owners
+and reaches a new owner only as an uncounted copy, which may still be on its way (or
+dropped) when a read routed by the new ring asks it.
 """
 
 from __future__ import annotations
@@ -27,19 +34,24 @@ LWW_STAMP = 8  # bytes of HLC stamp in front of an lww namespace's stored values
 class GetQuorum:
     """R of the asked replicas must answer; the answer is the sync of every answer so far."""
 
-    __slots__ = ("required", "results", "merged", "bad", "lww", "unsure")
+    __slots__ = ("required", "results", "merged", "bad", "lww", "unsure", "subs", "also")
 
-    def __init__(self, r: int, lww: bool = False) -> None:
+    def __init__(self, r: int, lww: bool = False,
+                 also: list[tuple[frozenset[str], int]] | None = None) -> None:
         self.required = r
+        self.also = also  # [(previous owners, answers needed from them)] (None: settled)
         self.lww = lww
         self.results: dict[str, bytes] = {}  # node -> encoded version it holds (b"": none)
         self.merged: bytes | None = None  # sync of every valid answer (encoded DVV set)
         self.bad: set[str] = set()  # nodes whose answer did not decode (count as silent)
         self.unsure: set[str] = set()  # nodes in `results` whose answer is not counted
+        self.subs: set[str] = set()  # substitutes in `results`: not counted toward R
 
-    def add_result(self, node: str, encoded: bytes, unsure: bool = False) -> bool:
+    def add_result(self, node: str, encoded: bytes, unsure: bool = False,
+                   sub: bool = False) -> bool:
         """Fold one replica's answer in; False (and not counted) if it is not a valid set, or
-        if it is `unsure` (merged and read-repaired, not counted toward R)."""
+        if it is `unsure` (merged and read-repaired, not counted toward R) or a substitute's
+        (`sub`: merged, counted only toward `also`)."""
         if node in self.results or node in self.bad:
             return False
         if encoded and encoded != self.merged:  # (replicas that agree: the common case,
@@ -55,13 +67,21 @@ class GetQuorum:
         if unsure:
             self.unsure.add(node)
             return False
+        if sub:
+            self.subs.add(node)
+            return False
         return True
 
     def counted(self) -> int:
-        return len(self.results) - len(self.unsure)
+        return len(self.results) - len(self.unsure) - len(self.subs)
 
     def enough(self) -> bool:
-        return self.counted() >= self.required
+        return self.counted() >= self.required and (self.also is None or self._old_enough())
+
+    def _old_enough(self) -> bool:
+        results, unsure = self.results, self.unsure
+        return all(sum(1 for x in nodes if x in results and x not in unsure) >= k
+                   for nodes, k in self.also or ())
 
     def response(self) -> tuple[GetOk, int]:
         """The client's answer and the number of siblings the merged version holds."""
@@ -70,6 +90,10 @@ class GetQuorum:
     def failure(self, silent: list[str], waited: float) -> Error:
         unsure = (f"; not counted, the answers of replicas refilling after a lost disk: "
                   f"{', '.join(sorted(self.unsure))}" if self.unsure else "")
+        if self.also is not None and not self._old_enough():
+            unsure += ("; the ownership change has not settled and too few of the previous "
+                       "owners answered: " + "; ".join(
+                           f"{k} of {', '.join(sorted(nodes))}" for nodes, k in self.also))
         return Error(0, E_QUORUM,
                      f"get: {self.counted()} of the required {self.required} replicas answered"
                      f" within {waited:.2f}s{_silent(silent)}{unsure}", self.required,
@@ -79,6 +103,7 @@ class GetQuorum:
         """The op is done: let go of the versions read (they may be large)."""
         self.results.clear()
         self.unsure.clear()
+        self.subs.clear()
         self.merged = None
 
     def final_action(self) -> list[tuple[str, bytes]]:
@@ -86,7 +111,9 @@ class GetQuorum:
         enc = self.merged
         if not enc:
             return []
-        return [(node, enc) for node, held in self.results.items() if held != enc]
+        subs = self.subs
+        return [(node, enc) for node, held in self.results.items()
+                if held != enc and node not in subs]
 
 
 def identical_answers(encoded: bytes, lww: bool, counted: int) -> tuple[GetOk, int]:

@@ -176,7 +176,8 @@ def _ae_status(core: NodeCore, ring) -> dict:
                                               else core.membership.ring(n), ae)}
             for n, ae in groups}
     return {**core.ae.stats, **core.background.status(), **_agreement(core, ring, core.ae),
-            "refill_partitions_left": core.refill_left(), "by_n": by_n}
+            "refill_partitions_left": core.refill_left(),
+            "fresh_partitions_left": core.fresh_left(), "by_n": by_n}
 
 
 class MetricsExport:
@@ -254,5 +255,6 @@ class MetricsExport:
             for k, v in core.ae.stats.items():
                 child(m.aae, k).set(v)
             child(m.aae, "refill_partitions_left").set(core.refill_left())
+            child(m.aae, "fresh_partitions_left").set(core.fresh_left())
         m.keys.set(len(core.store))
         self._observe(now, up, gauges=True)
