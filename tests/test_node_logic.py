@@ -761,6 +761,7 @@ def core_d(tmp_path):
             node.membership.merge([_member(x, hb=1)])
         node._adopt(own.founding("d", "r", [(m.id, m.rack) for m in node.membership.table()
                                             if m.id != "d"]))
+        node.forget_previous()  # settled: its one-node state before is no previous owner
         node.started = []
         node.start_op = lambda op, now: node.started.append(op)
         yield node
@@ -896,3 +897,114 @@ def test_a_replicas_soft_timeout_follows_its_recent_round_trips(rtts, node, rema
     base = max(lat.FLOOR, lat.FACTOR * high[node]) if node in high else lat.FLOOR
     assert pl.budget(node, remaining) == max(0.0, min(base, lat.CEILING * remaining))
     assert pl.high.get(node) == high.get(node)
+
+
+def test_until_a_change_settles_a_get_is_a_read_quorum_of_the_old_owners_too(core_d):
+    """d starts as one of a..e (N=3); f joins and the change completes. Until the cluster
+    settles a get also needs min(R, live) answers from the key's previous owners: a write
+    coordinated under the old ring was counted there and reaches a new owner only as an
+    uncounted copy, which may be in flight or lost (simulator: --lost-extras). Previous owners
+    that no longer own the key are asked too; their answers never count toward R."""
+    from zkv.wire import Get, RGetOk
+
+    old = core_d.membership.ring()
+    core_d.membership.merge([_member("f", hb=1)])
+    st = own.founding("d", "r", [(x, "r") for x in ("a", "b", "c", "e", "f")])
+    st.epoch = core_d.membership.cluster.epoch + 1
+    core_d._adopt(st)
+    new = core_d.membership.ring()
+    key = next(b"k%d" % i for i in range(5000)
+               if "f" in new.preflist_for_key(b"k%d" % i) and "d" not in new.preflist_for_key(
+                   b"k%d" % i) and "d" not in old.preflist_for_key(b"k%d" % i))
+    before, after = old.preflist_for_key(key), new.preflist_for_key(key)
+    (gone,) = [x for x in before if x not in after]
+    core_d._on_client(b"client-1", Get(1, key, 1, ""))
+    (op,) = core_d.started
+    assert op.quorum.also == [(frozenset(before), 1)]
+    sent: list = []
+    core_d.ask = lambda node, msg, o: sent.append(node)
+    op.start()
+    assert sorted(sent) == sorted([*after, gone])  # the previous owner asked as a substitute
+    version = dvv.update_encoded(None, b"", b"v", "a")
+    op.on_reply("f", RGetOk(0, b""))  # the new owner alone: not enough at R=1
+    assert not op.replied
+    answers: list = []
+    op.reply = lambda msg, ok=True: answers.append(msg)
+    op.on_reply(gone, RGetOk(0, version))  # R=1 of the new owners and of the old ones
+    assert answers[0].values == [b"v"] and op.quorum.counted() == 1  # (the substitute: not)
+    assert dict(op.quorum.final_action()) == {"f": version}  # no read repair to a substitute
+    # at R=2: the new owner and the substitute are not enough
+    core_d.started.clear()
+    core_d._on_client(b"client-1", Get(2, key, 2, ""))
+    (op,) = core_d.started
+    op.start()
+    op.reply = lambda msg, ok=True: answers.append(msg)
+    op.on_reply("f", RGetOk(0, b""))
+    op.on_reply(gone, RGetOk(0, version))
+    assert len(answers) == 1
+    stayer = next(x for x in after if x in before)
+    op.on_reply(stayer, RGetOk(0, b""))  # an owner before and after: R=2 of both rings
+    assert len(answers) == 2 and answers[1].values == [b"v"] and op.quorum.counted() == 2
+    # the previous owner unreachable (dead, force-removed): its stand-in under the previous
+    # ring is asked instead, for its hints for it (writes since it died were hints there)
+    core_d.membership.suspect(gone, "test")
+    core_d.started.clear()
+    core_d._on_client(b"client-1", Get(3, key, 1, ""))
+    (op,) = core_d.started
+    (old_set, k), = op.quorum.also
+    (standin,) = old_set - set(before)
+    assert k == 1 and gone not in old_set and op.previous[standin] == gone
+    # once every member has had the new state for `settle` seconds: an ordinary get
+    core_d.peer_epochs = {x: st.rank() for x in ("a", "b", "c", "e", "f")}
+    states = dict.fromkeys(("a", "b", "c", "e", "f"), "up")
+    core_d._settle_tick(100.0, states)
+    core_d._settle_tick(100.0 + core_d.cfg.settle, states)
+    assert core_d.unsettled == [] and core_d.prev_state is None
+    core_d.started.clear()
+    core_d._on_client(b"client-1", Get(2, key, 1, ""))
+    (op,) = core_d.started
+    assert op.quorum.also is None
+
+
+def test_a_new_owner_does_not_vouch_for_its_copy_until_settled_and_verified(core_d):
+    """A node that gained partitions at a change answers a client's own Read of them unsure
+    (the client asks a coordinator) until the cluster settled and it then exchanged each with
+    every other owner that is not down; partitions it owned before are answered as ever."""
+    from zkv.wire import Read
+
+    core_d.start(0.0)  # its Merkle trees (anti-entropy on)
+    before = core_d.membership.ring()
+    core_d.membership.merge([_member("f", hb=1)])
+    st = own.founding("d", "r", [(x, "r") for x in ("a", "b", "c", "e")])  # e.g. f out again
+    st.members.pop("e")
+    st.epoch = core_d.membership.cluster.epoch + 1
+    core_d._adopt(st)
+    ring = core_d.membership.ring()
+    gained = [p for p in ring.replicas_of("d") if "d" not in before.preflist(p)]
+    kept = [p for p in ring.replicas_of("d") if "d" in before.preflist(p)]
+    assert gained and kept and set(core_d.fresh) == {(3, p) for p in gained}
+    key_of = {}
+    for i in range(20000):
+        key_of.setdefault(ring.partition(b"k%d" % i), b"k%d" % i)
+    replies: list = []
+    core_d._reply = lambda ident, msg: replies.append(msg)
+    core_d._on_read(b"client-1", Read(1, key_of[gained[0]]))
+    core_d._on_read(b"client-1", Read(2, key_of[kept[0]]))
+    assert [(r.owner, r.refilling) for r in replies] == [(False, True), (True, False)]
+    assert core_d.fresh_left() == len(gained)
+    # settled: each gained partition is exchanged with its other owners, ahead of the rounds
+    peers = ("a", "b", "c")
+    core_d.peer_epochs = {x: st.rank() for x in peers}
+    core_d._settle_tick(50.0, dict.fromkeys(peers, "up"))
+    core_d._settle_tick(50.0 + core_d.cfg.settle, dict.fromkeys(peers, "up"))
+    assert all(since == 50.0 + core_d.cfg.settle for since in core_d.fresh.values())
+    queued = set(core_d.background.exchange_queue)
+    p = gained[0]
+    others = [x for x in ring.preflist(p) if x != "d"]
+    assert {(p, x, 3) for x in others} <= queued
+    assert core_d.unsure(key_of[p])  # not exchanged yet
+    core_d.ae.record_agreement(p, others[0], 50.0 + core_d.cfg.settle)
+    assert core_d.unsure(key_of[p])  # one of two
+    core_d.ae.record_sync(p, others[1], 60.0)
+    assert not core_d.unsure(key_of[p]) and (3, p) not in core_d.fresh
+    assert core_d.fresh_left() == len(gained) - 1

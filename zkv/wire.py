@@ -190,11 +190,12 @@ class GetOk(_Msg, tag=10):
 class ReadOk(_Msg, tag=38):
     dvv: bytes  # the encoded DVV set this node holds (b"": nothing, or not `owner`)
     # True: this node is one of the key's N owners in its current ring and its copy counts
-    # toward R (not refilling after a lost disk). False: nothing was read; the client asks
-    # a coordinator instead
+    # toward R (not refilling after a lost disk, not a new owner of it not yet verified).
+    # False: nothing was read; the client asks a coordinator instead
     owner: bool = False
     # with owner False: an owner whose copies do not count yet (refilling after a lost disk,
-    # for minutes): the client stops asking it for a while rather than pay a round trip per
+    # for minutes, or an owner since an ownership change not yet settled and verified, for
+    # seconds): the client stops asking it for a while rather than pay a round trip per
     # get; without it (not an owner in this node's ring) the client's ring is stale
     refilling: bool = False
     # with --keys: what sealing the context of this copy puts before it (zkv/node/seal.py,

@@ -549,6 +549,13 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     # the transfer's pass reaches the N=1 owner by the handover before the drop; rejoin seed
     # 625 with faults was judged before it)
     settle_time = _converge(sim, key_list, settle, drops=remove or rejoin)
+    # every partition a node gained at a change is verified once the cluster settled (its
+    # reads count toward R again: NodeCore.fresh)
+    live = [sn.core for sn in sim.nodes.values() if sn.core is not None]
+    end = sim.t + settle
+    while sim.t < end and any(c.fresh_left() for c in live):
+        sim.run_until(sim.t + 0.5)
+    unverified = {c.me: c.fresh_left() for c in live if c.fresh_left()}
     rep = Report(seed, faults, log=sim.log, stats=dict(sim.stats), settle_time=settle_time,
                  client=client, scenario="--scenario "
                  + {(False, False): "membership", (True, False): "replace",
@@ -566,6 +573,8 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
                  else "n2 did not leave (no exit requested)")
     if rejoin and not rejoined:
         v.append("n2, started again on an empty data dir, did not join again")
+    if unverified:
+        v.append(f"partitions gained at the change never verified (node: count): {unverified}")
     if replace:
         if not replaced:
             v.append("no node saw n2 leaving after the replace")

@@ -122,13 +122,19 @@ class GetOp(_FanOut):
     kind = "get"
     quorum: GetQuorum
     subs: frozenset[str] | set[str] = frozenset()  # previous owners asked (`_ask_previous`)
+    previous: dict[str, str | None] = {}  # a read under an unsettled previous state asks
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
                  r: int, lww: bool = False,
-                 also: list[tuple[frozenset[str], int]] | None = None) -> None:
+                 joint: tuple[list[tuple[frozenset[str], int]], dict[str, str | None]] | None
+                 = None) -> None:
         super().__init__(ctx, origin, key, deadline, targets)
         self.required = r
-        self.quorum = GetQuorum(r, lww, also)
+        if joint is None:
+            self.quorum = GetQuorum(r, lww)
+        else:  # (an ownership change not settled: NodeCore._joint)
+            self.quorum = GetQuorum(r, lww, joint[0])
+            self.previous = joint[1]
 
     def start(self) -> None:
         for node_id, owner in self.targets:
@@ -144,21 +150,20 @@ class GetOp(_FanOut):
         self._check()
 
     def _ask_previous(self) -> None:
-        """The ownership change has not settled: ask the previous owners that are no longer
-        owners as well (substitutes: their answers count only toward `also`)."""
+        """The ownership change has not settled: ask the nodes a get under the previous state
+        would ask as well (substitutes: their answers count only toward `also`)."""
         ctx, quorum = self.ctx, self.quorum
         self.subs = set()
-        for nodes, _ in quorum.also or ():
-            for node_id in sorted(nodes):
-                if node_id in self.asked:
-                    continue
-                self.subs.add(node_id)
-                if node_id == ctx.me:
-                    self.asked[node_id] = None
-                    quorum.add_result(node_id, ctx.replica.read(self.key, None),
-                                      ctx.refilling(self.key), True)
-                else:
-                    self._send(node_id, None)
+        for node_id, owner in sorted(self.previous.items()):
+            if node_id in self.asked:
+                continue
+            self.subs.add(node_id)
+            if node_id == ctx.me:
+                self.asked[node_id] = owner
+                quorum.add_result(node_id, ctx.replica.read(self.key, owner),
+                                  not owner and ctx.refilling(self.key), True)
+            else:
+                self._send(node_id, owner)
 
     def _stand_in_for(self, node: str) -> None:
         if node not in self.subs:  # (a stand-in holds hints for new owners only)

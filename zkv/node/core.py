@@ -1010,24 +1010,30 @@ class NodeCore:
                 return True
         return self.refill_since is not None and self.refilling(key)
 
-    def _joint(self, p: int, n: int, r: int) -> list[tuple[frozenset[str], int]] | None:
+    def _joint(self, p: int, n: int, r: int, down) -> tuple[list, dict] | None:
         """A get of partition `p` (N = `n`) needing R = `r`, while the ownership changes since
         the cluster last settled are not settled: for each state before one of them whose
-        owners of p differ from the current ones, those owners that are not down here and the
-        answers it needs from them, min(r, their number) (GetQuorum.also). None if none."""
+        owners of p differ from the current ones, the nodes a get under it would ask (its
+        owners, a stand-in for each one in `down`) and the answers it needs from them,
+        min(r, their number) (GetQuorum.also); and those nodes -> the owner each stands in
+        for (None: an owner), the ones not asked anyway being the get's substitutes. (A
+        force-removed owner's writes since it died are hints at its stand-ins.) None if no
+        such state."""
         now = self.membership.ring(n).preflist(p)
-        also = []
+        also: list[tuple[frozenset[str], int]] = []
+        asked: dict[str, str | None] = {}
         q = self.membership.settings["q"]
         for i, st in enumerate(self.unsettled):
             rings = self._unsettled_rings.get((i, n))
             if rings is None:
                 rings = self._unsettled_rings[(i, n)] = own.Rings(st, q, n)
-            old = rings.current.preflist(p)
-            if old != now:
-                live = frozenset(x for x in old if x == self.me or self.membership.is_up(x))
-                if live:
-                    also.append((live, min(r, len(live))))
-        return also or None
+            if rings.current.preflist(p) != now:
+                old = rings.current.sloppy_preflist(p, down)
+                if old:
+                    also.append((frozenset(x for x, _ in old), min(r, len(old))))
+                    for x, owner in old:
+                        asked.setdefault(x, owner)
+        return (also, asked) if also else None
 
     def _mark_fresh(self, before: own.ClusterState) -> None:
         """The cluster state changed from `before`: note the partitions this node owns now and
@@ -1777,7 +1783,7 @@ class NodeCore:
         op: Op
         if type(msg) is Get:
             op = GetOp(self, origin, skey, deadline, targets, need, ns.conflicts == "lww",
-                       self._joint(p, n, need) if self.unsettled else None)
+                       self._joint(p, n, need, down) if self.unsettled else None)
         else:
             value = msg.value if type(msg) is Put else None
             stamp = b""
@@ -2361,6 +2367,8 @@ class NodeCore:
         for owner in list(handoff.index):
             gone = self.membership.get(owner) is None or owner == self.me or (
                 st is not None and owner in st.gone and owner not in st.members)
+            if gone and self.unsettled and st is not None and owner in st.gone:
+                continue  # a get asks this stand-in until the change settled (`_joint`)
             for key, (created, _) in list(handoff.index.get(owner, {}).items()):
                 if budget <= 0:
                     return
