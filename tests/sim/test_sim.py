@@ -407,7 +407,8 @@ def test_lost_uncounted_copies_do_not_make_reads_miss_across_the_ownership_flip(
 
     r = membership(seed, Faults(lost_extras=0.5), spaces=SPACES, client=client, remove=remove)
     _check(r)
-    assert r.stats["lost"] > 0 and r.ok_ops == r.ops
+    assert r.stats["lost"] > 0
+    assert remove or r.ok_ops == r.ops  # (the dead node's N=1 keys fail until it is removed)
 
 
 @pytest.mark.parametrize("seed", range(2))
