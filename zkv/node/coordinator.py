@@ -356,6 +356,94 @@ class WriteOp(_FanOut):
             self.ctx.replica.note_siblings(self.key, size, write=True)
 
 
+class JointWriteOp(WriteOp):
+    """A write while an ownership change has not settled here (NodeCore._joint_write): W of
+    the current owners as ever, and also, for each previous ring, min(W, live) of its owners
+    that were up at the start, counting the acknowledgements of their uncounted copies
+    (`extra`): a node that has not heard of the change yet reads by the previous ring, and
+    its read quorum then meets this write. A previous owner silent past its soft timeout is
+    sent its copy again (a full send queue drops what it does not take); one still silent at
+    the deadline is excused, and the write is answered if W was reached (its copy becomes a
+    hint, as any unacknowledged extra's): a frozen previous owner delays writes, never fails
+    them."""
+
+    def __init__(self, *args, also: list[tuple[frozenset[str], int]], **kw) -> None:
+        super().__init__(*args, **kw)
+        self.also = [(set(nodes), k) for nodes, k in also]
+        self.extra_acked: set[str] = set()
+        self.extra_soft: dict[str, float] = {}
+
+    def _old_enough(self) -> bool:
+        acked, extra = self.quorum.acked, self.extra_acked
+        return all(sum(1 for x in nodes if x in acked or x in extra) >= min(k, len(nodes))
+                   for nodes, k in self.also)
+
+    def _needed(self) -> set[str]:
+        """The previous owners whose acknowledgements count (not excused)."""
+        return {x for nodes, _ in self.also for x in nodes}
+
+    def _old_waiting(self) -> bool:
+        return not self._needed().isdisjoint(self.extra_waiting)
+
+    def _excuse(self, nodes) -> None:
+        for x in nodes:
+            for group, _ in self.also:
+                group.discard(x)
+
+    def _answer(self) -> None:
+        if self._old_enough():  # (else an acknowledgement or a timer answers it later)
+            super()._answer()
+
+    def _fail(self) -> None:
+        if not self.replied and len(self.quorum.acked) >= self.quorum.required \
+                and self._old_waiting():
+            return  # W reached: waiting for the previous owners (or their soft timeouts)
+        super()._fail()
+
+    def on_reply(self, node_id: str, msg) -> None:
+        if node_id in self.extra_waiting and node_id not in self.pending \
+                and isinstance(msg, RPutOk) and msg.ok:
+            self.extra_acked.add(node_id)
+            if not self.replied and len(self.quorum.acked) >= self.quorum.required:
+                self._answer()
+        super().on_reply(node_id, msg)
+
+    def _arm(self) -> None:
+        super()._arm()
+        ctx = self.ctx
+        now = ctx.now()
+        at = None
+        needed = self._needed()
+        for x in sorted(self.extra_waiting):
+            if x not in needed:
+                continue
+            t = self.extra_soft.get(x)
+            if t is None:
+                t = self.extra_soft[x] = now + ctx.replica_timeout(x, self.deadline - now)
+            if at is None or t < at:
+                at = t
+        if at is not None and (at < self.woken_at or self.woken_at <= now):
+            self.woken_at = at
+            ctx.wake(self, at)
+
+    def on_timer(self) -> None:
+        ctx = self.ctx
+        now = ctx.now()
+        needed = self._needed()
+        for x in sorted(self.extra_waiting):  # silent past its soft timeout: sent again (a
+            # copy a full send queue dropped), until the deadline excuses it
+            if x in needed and self.extra_soft.get(x, now) <= now:
+                self.extra_soft[x] = now + ctx.replica_timeout(x, self.deadline - now)
+                ctx.ask(x, RPut(0, self.key, self.version), self)
+        super().on_timer()
+
+    def on_timeout(self) -> None:
+        self._excuse(list(self.extra_waiting))
+        if not self.replied and len(self.quorum.acked) >= self.quorum.required:
+            self._answer()
+        super().on_timeout()
+
+
 class ForwardOp(Op):
     """Hand a client request to a preference-list node (one hop) and relay its answer (a
     write this node is no owner of; a get only while one of its owners is unreachable:

@@ -74,7 +74,7 @@ from zkv.node import namespaces as nss
 from zkv.node import ownership as own
 from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
-from zkv.node.coordinator import ForwardOp, GetOp, WriteOp
+from zkv.node.coordinator import ForwardOp, GetOp, JointWriteOp, WriteOp
 from zkv.node.handoff import HandoffStore
 from zkv.node.latency import REFRESH, PeerLatency
 from zkv.node.membership import Membership, save_cluster
@@ -1010,30 +1010,49 @@ class NodeCore:
                 return True
         return self.refill_since is not None and self.refilling(key)
 
-    def _joint(self, p: int, n: int, r: int, down) -> tuple[list, dict] | None:
-        """A get of partition `p` (N = `n`) needing R = `r`, while the ownership changes since
-        the cluster last settled are not settled: for each state before one of them whose
-        owners of p differ from the current ones, the nodes a get under it would ask (its
-        owners, a stand-in for each one in `down`) and the answers it needs from them,
-        min(r, their number) (GetQuorum.also); and those nodes -> the owner each stands in
-        for (None: an owner), the ones not asked anyway being the get's substitutes. (A
-        force-removed owner's writes since it died are hints at its stand-ins.) None if no
-        such state."""
+    def _previous_rings(self, p: int, n: int) -> list[Ring]:
+        """The current ring (N = `n`) of each state before a change since the cluster last
+        settled here, where partition p's owners differ from the current ones."""
         now = self.membership.ring(n).preflist(p)
-        also: list[tuple[frozenset[str], int]] = []
-        asked: dict[str, str | None] = {}
-        q = self.membership.settings["q"]
+        q, found = self.membership.settings["q"], []
         for i, st in enumerate(self.unsettled):
             rings = self._unsettled_rings.get((i, n))
             if rings is None:
                 rings = self._unsettled_rings[(i, n)] = own.Rings(st, q, n)
             if rings.current.preflist(p) != now:
-                old = rings.current.sloppy_preflist(p, down)
-                if old:
-                    also.append((frozenset(x for x, _ in old), min(r, len(old))))
-                    for x, owner in old:
-                        asked.setdefault(x, owner)
+                found.append(rings.current)
+        return found
+
+    def _joint(self, p: int, n: int, r: int, down) -> tuple[list, dict] | None:
+        """A get of partition `p` (N = `n`) needing R = `r` while a change is not settled: for
+        each previous ring where p's owners differ (`_previous_rings`), the nodes a get
+        under it would ask (its owners, a stand-in for each one in `down`) and the answers
+        it needs from them, min(r, their number) (GetQuorum.also); and those nodes -> the
+        owner each stands in for (None: an owner), the ones not asked anyway being the
+        get's substitutes. (A force-removed owner's writes since it died are hints at its
+        stand-ins.) None if there is no such ring."""
+        also: list[tuple[frozenset[str], int]] = []
+        asked: dict[str, str | None] = {}
+        for ring in self._previous_rings(p, n):
+            old = ring.sloppy_preflist(p, down)
+            if old:
+                also.append((frozenset(x for x, _ in old), min(r, len(old))))
+                for x, owner in old:
+                    asked.setdefault(x, owner)
         return (also, asked) if also else None
+
+    def _joint_write(self, p: int, n: int, w: int) -> list[tuple[frozenset[str], int]] | None:
+        """A write of partition `p` (N = `n`) needing W = `w` while a change is not settled:
+        for each previous ring where p's owners differ, its owners that are up here and the
+        acknowledgements the write needs from them, min(w, their number) (JointWriteOp): a
+        node that has not heard of the change yet reads by that ring. None if none."""
+        also = []
+        for ring in self._previous_rings(p, n):
+            live = frozenset(x for x in ring.preflist(p)
+                             if x == self.me or self.membership.is_up(x))
+            if live:
+                also.append((live, min(w, len(live))))
+        return also or None
 
     def _mark_fresh(self, before: own.ClusterState) -> None:
         """The cluster state changed from `before`: note the partitions this node owns now and
@@ -1264,6 +1283,8 @@ class NodeCore:
                 # as hints instead of keeping a copy that the next drop pass would lose
                 for o in owners:
                     self.replica.merge(msg.key, msg.dvv, o)
+                if self._owned_before(msg.key):
+                    self.replica.merge(msg.key, msg.dvv)
             else:
                 self.replica.merge(msg.key, msg.dvv, self._owner(msg.owner))
             if nss.is_lww(msg.key):
@@ -1793,11 +1814,19 @@ class NodeCore:
                 stamp = self._stamp(skey)
                 value = stamp + value
             rings = self.membership.rings(n)  # (_extra_targets' common case inline)
-            op = WriteOp(self, origin, skey, deadline, targets, need,
-                         msg.context, value, msg.wid,
-                         [] if rings is None or (not rings.moving and self.prev_state is None)
-                         else self._extra_targets(p, targets, n),
-                         int.from_bytes(stamp, "big") if stamp else 0)
+            extra = ([] if rings is None or (not rings.moving and self.prev_state is None)
+                     else self._extra_targets(p, targets, n))
+            also = self._joint_write(p, n, need) if self.unsettled else None
+            if also is None:
+                op = WriteOp(self, origin, skey, deadline, targets, need, msg.context, value,
+                             msg.wid, extra, int.from_bytes(stamp, "big") if stamp else 0)
+            else:  # (every previous owner it needs acknowledgements from is sent a copy)
+                have = {x for x, _ in targets}
+                extra += [x for nodes, _ in also for x in sorted(nodes)
+                          if x not in have and x not in extra]
+                op = JointWriteOp(self, origin, skey, deadline, targets, need, msg.context,
+                                  value, msg.wid, list(dict.fromkeys(extra)),
+                                  int.from_bytes(stamp, "big") if stamp else 0, also=also)
         self.start_op(op, self.t)
 
     # ---- the Context operations use (see op.py) ----------------------------------------------
@@ -2115,6 +2144,17 @@ class NodeCore:
         if rings is None:
             return None
         return rings.stray(rings.current.partition(key), self.me)
+
+    def _owned_before(self, key: bytes) -> bool:
+        """Does this node own `key` under a previous ring of a change not settled here? Then
+        it keeps a copy of a write it no longer owns too: a node that has not heard of the
+        change reads it here (JointWriteOp counts on it); the drop pass drops it once
+        settled."""
+        if not self.unsettled:
+            return False
+        n = self._n_of(key) or self.membership.settings["n"]
+        p = self.membership.ring(n).partition(key)
+        return any(self.me in ring.preflist(p) for ring in self._previous_rings(p, n))
 
     def _extra_targets(self, p: int, targets, n: int | None = None) -> list[str]:
         """Nodes a write also goes to, uncounted: pending owners of p (a transfer is running)
