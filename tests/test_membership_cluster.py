@@ -60,9 +60,10 @@ class Workload:
     W=3 (every current owner acknowledges) so that a miss can only be what DESIGN.md 2.4
     rules out, a read routed to a node without the key's partition: at W=2 an R=1 read has
     no quorum overlap with the write (R + W = N) and a lagging owner's own copy may answer.
-    At W=3 the rejoin test still missed once under two CPU hogs (`b'w0:151' read empty at R=1
-    (0.299 s after its last acknowledged write; at R=3 then: found)`): an open gap around the
-    ownership flip, README Known limits."""
+    At W=3 the rejoin test missed once under two CPU hogs (`b'w0:151' read empty at R=1
+    (0.299 s after its last acknowledged write; at R=3 then: found)`) before gets and puts
+    were joint quorums of the old and new owners until a change settles (README design
+    notes; the simulator's --lost-extras showed the same miss)."""
 
     def __init__(self, endpoints: list[str], base: dict[bytes, bytes]) -> None:
         self.endpoints = endpoints
