@@ -1106,3 +1106,32 @@ def _record(op, answers: list) -> None:
         answers.append(msg)
         reply(msg, ok)
     op.reply = recording
+
+
+def test_a_stand_in_that_is_a_pending_owner_keeps_its_own_copy_of_a_hinted_write(core_d):
+    """d joins (a pending owner of its share) and stands in for a down owner of a key it is
+    receiving: it keeps the hint and its own copy (the coordinator's uncounted copy to it may
+    be lost, and reads ask its own copy after the flip: simulator, remove with --stale-views 3
+    --lost-extras 0.5, seed 714)."""
+    from zkv.wire import RPut
+
+    st = core_d.membership.cluster.copy()
+    st.members["d"] = (own.JOINING, "r")
+    st.epoch += 1
+    core_d._adopt(st)
+    rings = core_d.membership.rings()
+    key = next(b"k%d" % i for i in range(5000)
+               if "d" in rings.pending(rings.current.partition(b"k%d" % i)))
+    owner = rings.current.preflist_for_key(key)[0]
+    other = next(b"k%d" % i for i in range(5000)
+                 if "d" not in rings.pending(rings.current.partition(b"k%d" % i))
+                 and "d" not in rings.current.preflist_for_key(b"k%d" % i))
+    replies: list = []
+    core_d._reply = lambda ident, msg: replies.append(msg)
+    version = dvv.update_encoded(None, b"", b"v", "a")
+    core_d._on_rput(b"peer:a", RPut(1, key, version, owner))
+    assert core_d.store.get(key) == version and core_d.handoff.get(owner, key) == version
+    other_owner = rings.current.preflist_for_key(other)[0]
+    core_d._on_rput(b"peer:a", RPut(2, other, version, other_owner))  # not receiving it
+    assert core_d.store.get(other) is None and core_d.handoff.get(other_owner, other) == version
+    assert all(r.ok for r in replies)

@@ -1286,7 +1286,13 @@ class NodeCore:
                 if self._owned_before(msg.key):
                     self.replica.merge(msg.key, msg.dvv)
             else:
-                self.replica.merge(msg.key, msg.dvv, self._owner(msg.owner))
+                owner = self._owner(msg.owner)
+                self.replica.merge(msg.key, msg.dvv, owner)
+                if owner is not None and self._receiving(msg.key):
+                    # a stand-in that is also a pending owner of the key keeps its own copy
+                    # too (the coordinator's uncounted copy to it may be lost: then its own
+                    # copy, which reads ask after the flip, lacked a write it held as a hint)
+                    self.replica.merge(msg.key, msg.dvv)
             if nss.is_lww(msg.key):
                 self._observe(msg.dvv)  # a replica's HLC follows the lww stamps it stores
         except (StorageFull, OSError) as exc:
@@ -2144,6 +2150,13 @@ class NodeCore:
         if rings is None:
             return None
         return rings.stray(rings.current.partition(key), self.me)
+
+    def _receiving(self, key: bytes) -> bool:
+        """Is this node a pending owner of `key` (a change moves its partition here)?"""
+        ks = nss.key_settings(key)
+        rings = self.membership.rings(ks[0] if ks else None)
+        return rings is not None and rings.moving and self.me in rings.pending(
+            rings.current.partition(key))
 
     def _owned_before(self, key: bytes) -> bool:
         """Does this node own `key` under a previous ring of a change not settled here? Then
