@@ -1023,18 +1023,22 @@ class NodeCore:
                 found.append(rings.current)
         return found
 
-    def _joint(self, p: int, n: int, r: int, down) -> tuple[list, dict] | None:
+    def _joint(self, p: int, n: int, r: int, down, targets) -> tuple[list, dict] | None:
         """A get of partition `p` (N = `n`) needing R = `r` while a change is not settled: for
         each previous ring where p's owners differ (`_previous_rings`), the nodes a get
         under it would ask (its owners, a stand-in for each one in `down`) and the answers
         it needs from them, min(r, their number) (GetQuorum.also); and those nodes -> the
         owner each stands in for (None: an owner), the ones not asked anyway being the
         get's substitutes. (A force-removed owner's writes since it died are hints at its
-        stand-ins.) None if there is no such ring."""
+        stand-ins.) A node the get asks in another role (`targets`: an owner now, a stand-in
+        then, or the reverse) is left out: its answer is not the one the previous ring reads.
+        None if there is no such ring."""
         also: list[tuple[frozenset[str], int]] = []
         asked: dict[str, str | None] = {}
+        roles = dict(targets)
         for ring in self._previous_rings(p, n):
-            old = ring.sloppy_preflist(p, down)
+            old = [(x, owner) for x, owner in ring.sloppy_preflist(p, down)
+                   if roles.get(x, owner) == owner]
             if old:
                 also.append((frozenset(x for x, _ in old), min(r, len(old))))
                 for x, owner in old:
@@ -1810,7 +1814,7 @@ class NodeCore:
         op: Op
         if type(msg) is Get:
             op = GetOp(self, origin, skey, deadline, targets, need, ns.conflicts == "lww",
-                       self._joint(p, n, need, down) if self.unsettled else None)
+                       self._joint(p, n, need, down, targets) if self.unsettled else None)
         else:
             value = msg.value if type(msg) is Put else None
             stamp = b""
