@@ -291,7 +291,9 @@ def test_force_remove_of_the_only_replica_of_some_partitions_completes(make_clus
     with zkv.Client(live, timeout=5.0) as cl:
         kept = [k for k, v in data.items() if cl.get(k, r=1, namespace="solo").values == [v]]
         # node4 owned about a quarter of the partitions: the rest of the keys are all there
-        assert 0.5 * len(data) < len(kept) < len(data)
+        # (and node4's too when they were written while its join had not settled: they also
+        # went to the partitions' previous owners, which keep them until it settles)
+        assert 0.5 * len(data) < len(kept) <= len(data)
         for key in data:  # every partition takes writes again, lost ones included
             cl.put(key, b"again", w=1, namespace="solo")  # blind: a sibling of a kept value
             want = [b"again", data[key]] if key in kept else [b"again"]

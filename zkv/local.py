@@ -299,6 +299,30 @@ class LocalCluster:
             time.sleep(0.2)
         raise ZkvError(f"the cluster did not settle within {timeout:.0f}s ({last})")
 
+    def wait_verified(self, timeout: float = 60.0) -> None:
+        """Until no live node has partitions whose copies do not count for a client's own
+        reads: refilling after a lost disk, or gained at an ownership change (a cluster's
+        forming included) not yet settled and exchanged with the other owners."""
+        deadline = time.monotonic() + timeout
+        left: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            left = {}
+            for n in self.nodes:
+                if n.alive():
+                    try:
+                        ae = self.status_of(n, 1.0).get("antientropy") or {}
+                    except ZkvError:
+                        left[n.id] = -1
+                        continue
+                    count = ae.get("fresh_partitions_left", 0) + ae.get(
+                        "refill_partitions_left", 0)
+                    if count:
+                        left[n.id] = count
+            if not left:
+                return
+            time.sleep(0.2)
+        raise ZkvError(f"partitions not verified within {timeout:.0f}s: {left}")
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until every live node is ready as its /readyz says (node/health.py): the rings
         agree by every peer's gossip too, which trails wait_settled's view by up to a gossip

@@ -504,6 +504,7 @@ class Suite:
                                sync=self.s.sync, n=n)
         self.log(f"[bold]cluster[/] starting {self.s.nodes} local nodes with N={n}")
         cluster.start()
+        cluster.wait_verified(120)  # steady state (see throughput.py)
         return cluster
 
     def load(self, endpoints: list[str], n: int, prefix: bytes) -> None:

@@ -585,6 +585,9 @@ class Run:
             pids = [n.pid for n in cluster.nodes if n.pid is not None]
             rate = self._load(endpoints)
             self.log(f"loaded {self.records} records ({rate:.0f} puts/s)")
+            # steady state: the partitions each node gained as the cluster formed count for
+            # the client's own reads once settled and verified (a few seconds)
+            cluster.wait_verified(120)
             res["node_idle_cpu"] = idle = self._idle(pids)
             self.log(f"nodes idle: {_f2(idle)} CPU-seconds per second, summed over the nodes")
             for c in self.clients:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from zkv._core import dvv
 from zkv.errors import InvalidRequest, StorageFull
 from zkv.node.op import Op
-from zkv.node.quorum import GetQuorum, PutQuorum
+from zkv.node.quorum import GetQuorum, PutQuorum, joint_enough
 from zkv.wire import E_INVALID, E_UNAVAILABLE, Error, Forward, RGet, RGetOk, RPut, RPutOk
 
 # Stand-ins asked at once per silent replica. The next node of the walk may be silent too
@@ -123,6 +123,7 @@ class GetOp(_FanOut):
     quorum: GetQuorum
     subs: frozenset[str] | set[str] = frozenset()  # previous owners asked (`_ask_previous`)
     previous: dict[str, str | None] = {}  # a read under an unsettled previous state asks
+    resent: set[str]  # substitutes asked again (on_timer)
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
                  r: int, lww: bool = False,
@@ -153,7 +154,7 @@ class GetOp(_FanOut):
         """The ownership change has not settled: ask the nodes a get under the previous state
         would ask as well (substitutes: their answers count only toward `also`)."""
         ctx, quorum = self.ctx, self.quorum
-        self.subs = set()
+        self.subs, self.resent = set(), set()
         for node_id, owner in sorted(self.previous.items()):
             if node_id in self.asked:
                 continue
@@ -168,6 +169,34 @@ class GetOp(_FanOut):
     def _stand_in_for(self, node: str) -> None:
         if node not in self.subs:  # (a stand-in holds hints for new owners only)
             super()._stand_in_for(node)
+
+    def on_timer(self) -> None:
+        quorum = self.quorum
+        if quorum.also is not None and not self.replied:
+            # a previous owner silent past its soft timeout: a substitute is asked once more
+            # (a request a full send queue dropped), then excused, as is an owner asked
+            # anyway (stand-ins answer in its place)
+            ctx = self.ctx
+            now = ctx.now()
+            old = {x for nodes, _ in quorum.also for x in nodes}
+            for x in sorted(self.pending - self.late):
+                if x in old and now >= self.soft[x]:
+                    if x in self.subs and x not in quorum.excused and x not in self.resent:
+                        self.resent.add(x)
+                        self._send(x, self.asked[x])
+                    else:
+                        quorum.excused.add(x)
+        super().on_timer()
+        if quorum.also is not None and not self.replied and quorum.enough():
+            self._answer()
+
+    def on_timeout(self) -> None:
+        quorum = self.quorum
+        if quorum.also is not None and not self.replied:
+            quorum.excused.update(self.pending)
+            if quorum.enough():
+                self._answer()
+        super().on_timeout()
 
     def _send(self, node: str, owner: str | None) -> None:
         self._ask(node, owner, RGet(0, self.key, owner or ""))
@@ -362,33 +391,25 @@ class JointWriteOp(WriteOp):
     that were up at the start, counting the acknowledgements of their uncounted copies
     (`extra`): a node that has not heard of the change yet reads by the previous ring, and
     its read quorum then meets this write. A previous owner silent past its soft timeout is
-    sent its copy again (a full send queue drops what it does not take); one still silent at
-    the deadline is excused, and the write is answered if W was reached (its copy becomes a
-    hint, as any unacknowledged extra's): a frozen previous owner delays writes, never fails
-    them."""
+    sent its copy again (a full send queue drops what it does not take), and excused at the
+    next one, as is a current owner that is late (stand-ins take its place): a slow or
+    frozen previous owner costs a write a soft timeout or two, never an error."""
 
     def __init__(self, *args, also: list[tuple[frozenset[str], int]], **kw) -> None:
         super().__init__(*args, **kw)
-        self.also = [(set(nodes), k) for nodes, k in also]
+        self.also = also
+        self.old = {x for nodes, _ in also for x in nodes}
         self.extra_acked: set[str] = set()
         self.extra_soft: dict[str, float] = {}
+        self.excused: set[str] = set()
+        self.resent: set[str] = set()
 
     def _old_enough(self) -> bool:
-        acked, extra = self.quorum.acked, self.extra_acked
-        return all(sum(1 for x in nodes if x in acked or x in extra) >= min(k, len(nodes))
-                   for nodes, k in self.also)
-
-    def _needed(self) -> set[str]:
-        """The previous owners whose acknowledgements count (not excused)."""
-        return {x for nodes, _ in self.also for x in nodes}
+        return joint_enough(self.also, self.quorum.acked | self.extra_acked, self.excused)
 
     def _old_waiting(self) -> bool:
-        return not self._needed().isdisjoint(self.extra_waiting)
-
-    def _excuse(self, nodes) -> None:
-        for x in nodes:
-            for group, _ in self.also:
-                group.discard(x)
+        """A previous owner's copy is still unacknowledged and not excused."""
+        return any(x in self.old and x not in self.excused for x in self.extra_waiting)
 
     def _answer(self) -> None:
         if self._old_enough():  # (else an acknowledgement or a timer answers it later)
@@ -413,9 +434,8 @@ class JointWriteOp(WriteOp):
         ctx = self.ctx
         now = ctx.now()
         at = None
-        needed = self._needed()
         for x in sorted(self.extra_waiting):
-            if x not in needed:
+            if x not in self.old or x in self.excused:
                 continue
             t = self.extra_soft.get(x)
             if t is None:
@@ -429,16 +449,21 @@ class JointWriteOp(WriteOp):
     def on_timer(self) -> None:
         ctx = self.ctx
         now = ctx.now()
-        needed = self._needed()
-        for x in sorted(self.extra_waiting):  # silent past its soft timeout: sent again (a
-            # copy a full send queue dropped), until the deadline excuses it
-            if x in needed and self.extra_soft.get(x, now) <= now:
-                self.extra_soft[x] = now + ctx.replica_timeout(x, self.deadline - now)
-                ctx.ask(x, RPut(0, self.key, self.version), self)
+        for x in sorted(self.extra_waiting):
+            if x in self.old and x not in self.excused and self.extra_soft.get(x, now) <= now:
+                if x in self.resent:
+                    self.excused.add(x)
+                else:  # sent again: a copy a full send queue dropped
+                    self.resent.add(x)
+                    self.extra_soft[x] = now + ctx.replica_timeout(x, self.deadline - now)
+                    ctx.ask(x, RPut(0, self.key, self.version), self)
         super().on_timer()
+        self.excused.update(x for x in self.late if x in self.old)
+        if not self.replied and len(self.quorum.acked) >= self.quorum.required:
+            self._answer()
 
     def on_timeout(self) -> None:
-        self._excuse(list(self.extra_waiting))
+        self.excused.update(self.old)
         if not self.replied and len(self.quorum.acked) >= self.quorum.required:
             self._answer()
         super().on_timeout()

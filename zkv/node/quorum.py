@@ -20,7 +20,9 @@ as of the new ones (`also`: at least k answers from each set of previous owners,
 that are no longer owners asked as *substitutes*: merged, never counted toward R, never
 read-repaired). A write coordinated under the previous ring was counted on the old owners
 and reaches a new owner only as an uncounted copy, which may still be on its way (or
-dropped) when a read routed by the new ring asks it.
+dropped) when a read routed by the new ring asks it. A previous owner silent past its soft
+timeout is *excused* (`joint_enough`), as a silent owner is stood in for: the joint quorum
+never makes a slow or frozen node fail an operation it would not fail otherwise.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ LWW_STAMP = 8  # bytes of HLC stamp in front of an lww namespace's stored values
 class GetQuorum:
     """R of the asked replicas must answer; the answer is the sync of every answer so far."""
 
-    __slots__ = ("required", "results", "merged", "bad", "lww", "unsure", "subs", "also")
+    __slots__ = ("required", "results", "merged", "bad", "lww", "unsure", "subs", "also",
+                 "excused")
 
     def __init__(self, r: int, lww: bool = False,
                  also: list[tuple[frozenset[str], int]] | None = None) -> None:
         self.required = r
         self.also = also  # [(previous owners, answers needed from them)] (None: settled)
+        self.excused: set[str] = set()  # previous owners silent past their soft timeout
         self.lww = lww
         self.results: dict[str, bytes] = {}  # node -> encoded version it holds (b"": none)
         self.merged: bytes | None = None  # sync of every valid answer (encoded DVV set)
@@ -79,9 +83,9 @@ class GetQuorum:
         return self.counted() >= self.required and (self.also is None or self._old_enough())
 
     def _old_enough(self) -> bool:
-        results, unsure = self.results, self.unsure
-        return all(sum(1 for x in nodes if x in results and x not in unsure) >= k
-                   for nodes, k in self.also or ())
+        unsure = self.unsure
+        return joint_enough(self.also or (), {x for x in self.results if x not in unsure},
+                            self.excused)
 
     def response(self) -> tuple[GetOk, int]:
         """The client's answer and the number of siblings the merged version holds."""
@@ -114,6 +118,16 @@ class GetQuorum:
         subs = self.subs
         return [(node, enc) for node, held in self.results.items()
                 if held != enc and node not in subs]
+
+
+def joint_enough(also, answered, excused) -> bool:
+    """Has each (previous owners, k) of `also` min(k, those not `excused`) nodes in
+    `answered`? (An excused node that answered still counts.)"""
+    for nodes, k in also:
+        have = sum(1 for x in nodes if x in answered)
+        if have < min(k, sum(1 for x in nodes if x not in excused or x in answered)):
+            return False
+    return True
 
 
 def identical_answers(encoded: bytes, lww: bool, counted: int) -> tuple[GetOk, int]:
