@@ -7,7 +7,9 @@ the DVV algebra, the Merkle trees, the handoff store. What is simulated: the eng
 (`MemStore`, LogStore's interface in memory, with a durable point so a power loss drops the
 unsynced tail), sockets (`Sim._send`), time (`Sim.t`), and faults:
 
-- per message: delay (base + jitter, so reordering), loss, duplication;
+- per message: delay (base + jitter, so reordering), loss, duplication; the loss of an
+  uncounted write copy to a pending or previous owner only (`lost_extras`, a full send
+  queue's drop);
 - partitions: blocked directed links (halves, one node isolated, one-way, flapping);
 - nodes: pause (SIGSTOP: messages queue, timers stop), crash (kill -9) and restart, power
   loss (crash losing the engine's unsynced tail), a stale view (its gossip arrives without
