@@ -907,11 +907,7 @@ def test_until_a_change_settles_a_get_is_a_read_quorum_of_the_old_owners_too(cor
     that no longer own the key are asked too; their answers never count toward R."""
     from zkv.wire import Get, RGetOk
 
-    old = core_d.membership.ring()
-    core_d.membership.merge([_member("f", hb=1)])
-    st = own.founding("d", "r", [(x, "r") for x in ("a", "b", "c", "e", "f")])
-    st.epoch = core_d.membership.cluster.epoch + 1
-    core_d._adopt(st)
+    old, st = core_d.membership.ring(), _f_joins(core_d)
     new = core_d.membership.ring()
     key = next(b"k%d" % i for i in range(5000)
                if "f" in new.preflist_for_key(b"k%d" % i) and "d" not in new.preflist_for_key(
@@ -1022,10 +1018,7 @@ def test_until_a_change_settles_a_write_is_a_write_quorum_of_the_old_owners_too(
     from zkv.wire import Put, RPut, RPutOk
 
     old = core_d.membership.ring()
-    core_d.membership.merge([_member("f", hb=1)])
-    st = own.founding("d", "r", [(x, "r") for x in ("a", "b", "c", "e", "f")])
-    st.epoch = core_d.membership.cluster.epoch + 1
-    core_d._adopt(st)
+    _f_joins(core_d)
     new = core_d.membership.ring()
     key = next(b"k%d" % i for i in range(5000)
                if "d" in new.preflist_for_key(b"k%d" % i)
@@ -1081,10 +1074,7 @@ def test_a_previous_owner_keeps_a_copy_of_a_write_it_no_longer_owns_until_settle
     from zkv.wire import RPut
 
     old = core_d.membership.ring()
-    core_d.membership.merge([_member("f", hb=1)])
-    st = own.founding("d", "r", [(x, "r") for x in ("a", "b", "c", "e", "f")])
-    st.epoch = core_d.membership.cluster.epoch + 1
-    core_d._adopt(st)
+    _f_joins(core_d)
     new = core_d.membership.ring()
     keys = [b"k%d" % i for i in range(5000)
             if "d" in old.preflist_for_key(b"k%d" % i)
@@ -1137,3 +1127,12 @@ def test_a_stand_in_that_is_a_pending_owner_keeps_its_own_copy_of_a_hinted_write
     core_d._on_rput(b"peer:a", RPut(2, other, version, other_owner))  # not receiving it
     assert core_d.store.get(other) is None and core_d.handoff.get(other_owner, other) == version
     assert all(r.ok for r in replies)
+
+
+def _f_joins(core) -> own.ClusterState:
+    """The core (d of a..e) adopts a state where f has joined: the change is not settled."""
+    core.membership.merge([_member("f", hb=1)])
+    st = own.founding("d", "r", [(x, "r") for x in ("a", "b", "c", "e", "f")])
+    st.epoch = core.membership.cluster.epoch + 1
+    core._adopt(st)
+    return st
