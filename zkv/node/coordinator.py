@@ -185,7 +185,7 @@ class GetOp(_FanOut):
                         self.resent.add(x)
                         self._send(x, self.asked[x])
                     else:
-                        quorum.excused.add(x)
+                        quorum.excused.add(x)  # type: ignore[union-attr]  # (a set: also)
         super().on_timer()
         if quorum.also is not None and not self.replied and quorum.enough():
             self._answer()
@@ -193,7 +193,7 @@ class GetOp(_FanOut):
     def on_timeout(self) -> None:
         quorum = self.quorum
         if quorum.also is not None and not self.replied:
-            quorum.excused.update(self.pending)
+            quorum.excused.update(self.pending)  # type: ignore[union-attr]
             if quorum.enough():
                 self._answer()
         super().on_timeout()
@@ -411,13 +411,15 @@ class JointWriteOp(WriteOp):
         """A previous owner's copy is still unacknowledged and not excused."""
         return any(x in self.old and x not in self.excused for x in self.extra_waiting)
 
+    def _w_reached(self) -> bool:
+        return not self.replied and len(self.quorum.acked) >= self.quorum.required
+
     def _answer(self) -> None:
         if self._old_enough():  # (else an acknowledgement or a timer answers it later)
             super()._answer()
 
     def _fail(self) -> None:
-        if not self.replied and len(self.quorum.acked) >= self.quorum.required \
-                and self._old_waiting():
+        if self._w_reached() and self._old_waiting():
             return  # W reached: waiting for the previous owners (or their soft timeouts)
         super()._fail()
 
@@ -425,7 +427,7 @@ class JointWriteOp(WriteOp):
         if node_id in self.extra_waiting and node_id not in self.pending \
                 and isinstance(msg, RPutOk) and msg.ok:
             self.extra_acked.add(node_id)
-            if not self.replied and len(self.quorum.acked) >= self.quorum.required:
+            if self._w_reached():
                 self._answer()
         super().on_reply(node_id, msg)
 
@@ -434,7 +436,7 @@ class JointWriteOp(WriteOp):
         ctx = self.ctx
         now = ctx.now()
         at = None
-        for x in sorted(self.extra_waiting):
+        for x in self.extra_waiting:
             if x not in self.old or x in self.excused:
                 continue
             t = self.extra_soft.get(x)
@@ -459,12 +461,12 @@ class JointWriteOp(WriteOp):
                     ctx.ask(x, RPut(0, self.key, self.version), self)
         super().on_timer()
         self.excused.update(x for x in self.late if x in self.old)
-        if not self.replied and len(self.quorum.acked) >= self.quorum.required:
+        if self._w_reached():
             self._answer()
 
     def on_timeout(self) -> None:
         self.excused.update(self.old)
-        if not self.replied and len(self.quorum.acked) >= self.quorum.required:
+        if self._w_reached():
             self._answer()
         super().on_timeout()
 

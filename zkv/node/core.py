@@ -1832,10 +1832,10 @@ class NodeCore:
                              msg.wid, extra, int.from_bytes(stamp, "big") if stamp else 0)
             else:  # (every previous owner it needs acknowledgements from is sent a copy)
                 have = {x for x, _ in targets}
-                extra += [x for nodes, _ in also for x in sorted(nodes)
-                          if x not in have and x not in extra]
+                extra = list(dict.fromkeys(extra + [x for nodes, _ in also
+                                                    for x in sorted(nodes) if x not in have]))
                 op = JointWriteOp(self, origin, skey, deadline, targets, need, msg.context,
-                                  value, msg.wid, list(dict.fromkeys(extra)),
+                                  value, msg.wid, extra,
                                   int.from_bytes(stamp, "big") if stamp else 0, also=also)
         self.start_op(op, self.t)
 
@@ -2157,8 +2157,7 @@ class NodeCore:
 
     def _receiving(self, key: bytes) -> bool:
         """Is this node a pending owner of `key` (a change moves its partition here)?"""
-        ks = nss.key_settings(key)
-        rings = self.membership.rings(ks[0] if ks else None)
+        rings = self.membership.rings(self._n_of(key))
         return rings is not None and rings.moving and self.me in rings.pending(
             rings.current.partition(key))
 

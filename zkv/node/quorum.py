@@ -31,6 +31,7 @@ from zkv._core import dvv
 from zkv.wire import E_QUORUM, Error, GetOk, PutOk
 
 LWW_STAMP = 8  # bytes of HLC stamp in front of an lww namespace's stored values
+_NONE: frozenset[str] = frozenset()
 
 
 class GetQuorum:
@@ -43,13 +44,15 @@ class GetQuorum:
                  also: list[tuple[frozenset[str], int]] | None = None) -> None:
         self.required = r
         self.also = also  # [(previous owners, answers needed from them)] (None: settled)
-        self.excused: set[str] = set()  # previous owners silent past their soft timeout
+        # previous owners silent past their soft timeout, and substitutes in `results` (not
+        # counted toward R): sets only while a change is unsettled (no allocation per get)
+        self.excused: set[str] | frozenset[str] = _NONE if also is None else set()
+        self.subs: set[str] | frozenset[str] = _NONE if also is None else set()
         self.lww = lww
         self.results: dict[str, bytes] = {}  # node -> encoded version it holds (b"": none)
         self.merged: bytes | None = None  # sync of every valid answer (encoded DVV set)
         self.bad: set[str] = set()  # nodes whose answer did not decode (count as silent)
         self.unsure: set[str] = set()  # nodes in `results` whose answer is not counted
-        self.subs: set[str] = set()  # substitutes in `results`: not counted toward R
 
     def add_result(self, node: str, encoded: bytes, unsure: bool = False,
                    sub: bool = False) -> bool:
@@ -72,7 +75,7 @@ class GetQuorum:
             self.unsure.add(node)
             return False
         if sub:
-            self.subs.add(node)
+            self.subs.add(node)  # type: ignore[union-attr]  # (a set whenever `also` is)
             return False
         return True
 
@@ -107,7 +110,6 @@ class GetQuorum:
         """The op is done: let go of the versions read (they may be large)."""
         self.results.clear()
         self.unsure.clear()
-        self.subs.clear()
         self.merged = None
 
     def final_action(self) -> list[tuple[str, bytes]]:
