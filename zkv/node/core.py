@@ -77,7 +77,7 @@ from zkv.node.background import Background
 from zkv.node.coordinator import ForwardOp, GetOp, JointWriteOp, WriteOp
 from zkv.node.handoff import HandoffStore
 from zkv.node.latency import REFRESH, PeerLatency
-from zkv.node.membership import Membership, save_cluster
+from zkv.node.membership import Membership, cluster_doc, save_cluster
 from zkv.node.metrics import NodeMetrics
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.op import Op
@@ -440,8 +440,50 @@ class NodeCore:
             Cluster: self._on_cluster, Fetch: self._on_fetch,
             NsCreate: self._on_ns_create, NsList: self._on_ns_list, Read: self._on_read,
         }
+        self._saved_unsettled = (0, 0)  # (states, fresh partitions) cluster.json holds
+        if st is not None:
+            self._restore_unsettled(saved)
         if saved.get("dots") != list(self.dots_base):  # before this node issues a dot
             self._save_cluster(must=True)
+
+    def _restore_unsettled(self, saved: dict) -> None:
+        """A restart while a change had not settled (or before this node's fresh partitions
+        were verified) takes up where it was: the states before the change (gets and puts stay
+        joint quorums of their owners until settled again, `_joint`) and the partitions still
+        unverified (answered unsure until verified, `fresh`), both saved in cluster.json by
+        `_save_cluster`. Without them a node restarted inside the window read and wrote by the
+        new ring alone, and vouched for partitions it may lack an old owner's write of. What
+        does not decode, or does not fit the cluster state it was saved with, is dropped."""
+        states, marks = saved.get("unsettled"), saved.get("fresh")
+        cur = self.membership.cluster
+        assert cur is not None
+        if isinstance(states, list) and 0 < len(states) <= MAX_UNSETTLED:
+            try:
+                back = [own.decode(bytes.fromhex(x)) for x in states]
+            except (ValueError, TypeError) as exc:
+                log.warning("ignoring the saved states before the last change: %s", exc)
+                back = []
+            if back and all(own.newer(b, cur) for b in back):  # (each before it)
+                self.unsettled = back
+                self.prev_state = back[-1]
+        elif states is not None:
+            log.warning("ignoring the saved states before the last change: not a list of at "
+                        "most %d", MAX_UNSETTLED)
+        groups, q = self.groups(), self.membership.settings["q"]
+        if isinstance(marks, list) and len(marks) <= len(groups) * q:
+            for mark in marks:
+                if (isinstance(mark, list) and len(mark) == 2 and type(mark[0]) is int
+                        and type(mark[1]) is int and mark[0] in groups and 0 <= mark[1] < q
+                        and self.me in self.membership.ring(mark[0]).preflist(mark[1])):
+                    self.fresh[(mark[0], mark[1])] = None  # verified again once settled
+        elif marks is not None:
+            log.warning("ignoring the saved unverified partitions: not a list of at most %d",
+                        len(groups) * q)
+        self._saved_unsettled = (len(self.unsettled), len(self.fresh))
+        if self.unsettled or self.fresh:
+            log.info("restarted before the last change settled: %d state(s) before it still "
+                     "read and written, %d gained partition(s) still to verify",
+                     len(self.unsettled), len(self.fresh))
 
     def _refuse(self, why: str) -> NoReturn:
         """Refuse to start (a wrong --id or --rack for this data dir), so that a start with the
@@ -1524,6 +1566,12 @@ class NodeCore:
         without --seed joins through them again), else None."""
         return list(self.seeds) if self.joining and self.membership.cluster is None else None
 
+    def cluster_doc(self) -> dict:
+        """What cluster.json holds for this node now (membership.cluster_doc)."""
+        return cluster_doc(self.membership, self.namespaces.to_builtins(), list(self.dots_base),
+                           self.join_seeds(), [own.encode(x).hex() for x in self.unsettled],
+                           sorted([n, p] for n, p in self.fresh))
+
     def _save_cluster(self, must: bool = False) -> None:
         """cluster.json, again. A failed write (a full disk) is logged and retried each gossip
         round (`_check_space`) while the state lives on in memory, unless `must` (at start,
@@ -1533,8 +1581,7 @@ class NodeCore:
         if not self.cluster_path:
             return
         try:
-            save_cluster(self.cluster_path, self.membership, self.namespaces.to_builtins(),
-                         list(self.dots_base), self.join_seeds())
+            save_cluster(self.cluster_path, self.cluster_doc())
         except OSError as exc:
             if must:
                 raise
@@ -1544,6 +1591,7 @@ class NodeCore:
                           "the last saved one)", self.cluster_path, exc)
             self.cluster_unsaved = True
             return
+        self._saved_unsettled = (len(self.unsettled), len(self.fresh))
         if self.cluster_unsaved:
             self.cluster_unsaved = False
             log.warning("saved %s again", self.cluster_path)
@@ -2282,6 +2330,8 @@ class NodeCore:
         self.forget_previous()
         if self.fresh:
             self._verify_fresh(now)
+        if self._saved_unsettled != (0, 0) and self._saved_unsettled != (0, self.fresh_left()):
+            self._save_cluster()  # (settled, or partitions verified since: a restart goes on)
         rings = ms.rings()
         assert rings is not None
         for nid in [i for i in ms.peers if i in st.gone and i not in st.members

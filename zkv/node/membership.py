@@ -14,7 +14,7 @@ above `phi_down` or when silent for `down_after` seconds. Request timeouts add s
 seconds), so every decision replays in tests.
 
 The member table, cluster settings and namespace registry a node saw last are kept in
-DATA_DIR/cluster.json (`load_cluster` / `save_cluster`; key "namespaces"), so a restarted node
+DATA_DIR/cluster.json (`cluster_doc`, `load_cluster` / `save_cluster`; key "namespaces"), so a restarted node
 knows its peers and namespaces before any gossip.
 
 Trust (issue 13; holds even against a peer that holds the cluster key but is buggy or rogue):
@@ -474,19 +474,23 @@ def _endpoint_ok(endpoint: str) -> bool:
     return True
 
 
-def save_cluster(path: str, membership: Membership, namespaces: list | None = None,
-                 dots: list | None = None, joining: list[str] | None = None) -> None:
-    """Write settings, the other members, the namespace registry (issue 15: a list of
-    dicts, `Registry.to_builtins()`; validated on load by the node), the id this node's
-    dots go under (`dots`: [id, since], replica.py) and, while its join has not completed,
+def cluster_doc(membership: Membership, namespaces: list | None = None,
+                dots: list | None = None, joining: list[str] | None = None,
+                unsettled: list[str] | None = None, fresh: list | None = None) -> dict:
+    """cluster.json's content: settings, the other members, the namespace registry (issue 15:
+    a list of dicts, `Registry.to_builtins()`; validated on load by the node), the id this
+    node's dots go under (`dots`: [id, since], replica.py), while its join has not completed,
     the seeds it joins through (`joining`: a start without --seed joins through them again)
-    atomically (temp file + rename); only member records that pass validation are written."""
-    me = membership.me.id
+    and, until the last change settled and this node verified what it gained, the states
+    before it (`unsettled`: hex of each, oldest first) and the partitions still unverified
+    (`fresh`: [N, p] pairs; both NodeCore._restore_unsettled). Only member records that pass
+    validation are written."""
+    me, now_ms = membership.me.id, membership.wall()  # (the simulator's clock is virtual)
     doc: dict[str, object] = {
         "settings": membership.settings,
         "cluster": own.encode(membership.cluster).hex() if membership.cluster else None,
         "members": [[m.id, m.listen, m.gossip, m.rack] for m in membership.table()
-                    if m.id != me and validate_member(m) is None],
+                    if m.id != me and validate_member(m, now_ms) is None],
     }
     if namespaces is not None:
         doc["namespaces"] = namespaces
@@ -494,6 +498,15 @@ def save_cluster(path: str, membership: Membership, namespaces: list | None = No
         doc["dots"] = dots
     if joining:
         doc["joining"] = joining
+    if unsettled:
+        doc["unsettled"] = unsettled
+    if fresh:
+        doc["fresh"] = fresh
+    return doc
+
+
+def save_cluster(path: str, doc: dict) -> None:
+    """Write `doc` (`cluster_doc`) to `path` atomically (temp file + rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(doc, fh)
