@@ -747,3 +747,50 @@ def test_a_join_no_seed_answers_says_what_each_seed_s_connection_did(tmp_path):
     finally:
         nodes.close()
         frozen.close()
+
+
+def test_a_node_restarted_before_a_join_settled_still_uses_the_previous_owners(tmp_path):
+    """With `settle` at 60 s the join of node4 stays unsettled after its transfers are done:
+    `zkv status` says so, and node1, stopped with SIGTERM and started again inside that window,
+    still reads and writes the previous owners too (its cluster.json kept the states before
+    the change) and says so again; reads and writes go on. (The node logic: test_node_logic's
+    test_a_node_restarted_before_a_change_settled_still_reads_and_writes_the_old_owners.)"""
+    import json
+    import subprocess
+    import sys
+
+    conf = tmp_path / "settle60.toml"
+    conf.write_text("settle = 60.0\n")
+    c = LocalCluster(3, str(tmp_path / "c"), base_port=None,
+                     extra_args=[*FAST, "--config", str(conf)])
+    try:
+        c.start()
+        c.wait_ready(60)
+        c.add_node()
+        c.wait_settled(90)
+        node1 = c.node("node1")
+
+        def status(*flags: str) -> str:
+            out = subprocess.run([sys.executable, "-m", "zkv.cli", "status", *flags, "--node",
+                                  node1.listen], capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            return out.stdout
+
+        before = json.loads(status("--json"))["cluster"]
+        assert before["unsettled_changes"] >= 1 and before["settle_seconds"] == 60.0
+        assert "settling: " in status()
+        saved = json.load(open(os.path.join(node1.data_dir, "cluster.json")))
+        assert len(saved["unsettled"]) == before["unsettled_changes"]
+        assert c.terminate("node1") == 0
+        c.restart("node1")
+        c.wait_ready(60)
+        after = json.loads(status("--json"))["cluster"]
+        assert after["unsettled_changes"] == before["unsettled_changes"]
+        assert "settling: " in status()
+        with zkv.Client([node1.listen], timeout=5.0, routing="any") as cl:
+            for i in range(50):
+                cl.put(b"after-restart:%d" % i, b"v%d" % i, w=3)
+            assert all(cl.get(b"after-restart:%d" % i, r=3).values == [b"v%d" % i]
+                       for i in range(50))
+    finally:
+        c.stop()

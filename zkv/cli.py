@@ -537,6 +537,14 @@ def status_command(args) -> int:
                           for x in join["seeds"])
         print(f"JOINING for {join['asking_seconds']:.0f} s (gives up after "
               f"{join['gives_up_after_seconds']:.0f} s) through {seeds}")
+    cl = doc.get("cluster") or {}
+    if cl.get("unsettled_changes"):
+        agreed = cl.get("agreed_seconds")
+        print(f"settling: {cl['unsettled_changes']} ownership change(s) not settled here; gets "
+              f"and puts of moved partitions also use the previous owners until every member "
+              f"has had the state for {cl.get('settle_seconds', 0):g} s ("
+              + ("not every member has it yet" if agreed is None else f"all have for {agreed:.1f} s")
+              + ")")
     print(f"{'member':<14}{'state':<9}{'rack':<12}{'owned':>6}{'replicas':>9}  listen / reason")
     for m in doc["members"]:
         print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"

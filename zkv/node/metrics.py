@@ -328,6 +328,10 @@ class NodeMetrics:
                                  registry=r)
         self.ring_agreed = Gauge("zkv_ring_agreed", "1 when every up peer gossips the same ring "
                                  "fingerprint as this node", registry=r)
+        self.unsettled = Gauge("zkv_ring_unsettled_changes", "Ownership changes taken here and "
+                               "not settled yet: gets and puts of moved partitions also use the "
+                               "previous owners until every member has had the state for "
+                               "`settle` seconds", registry=r)
         self.ring_rebalances = Counter(
             "zkv_ring_rebalances", "Ring rebalancing events: changes of the member set (join, "
             "leave, move) that changed this node's ring", registry=r)

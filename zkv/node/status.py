@@ -138,6 +138,13 @@ def _cluster_status(core: NodeCore) -> dict:
     return {"epoch": st.epoch, "author": st.author, "auto_commit": st.auto_commit,
             "staged": [list(x) for x in st.staged], "moving": bool(rings and rings.moving),
             "receiving_here": core.transfers.pending_here(),
+            # changes adopted here and not settled: gets and puts of moved partitions also use
+            # the previous owners (joint quorums) until every member has had the state for
+            # `settle` seconds (agreed_seconds: how long all have so far; None: not yet)
+            "unsettled_changes": len(core.unsettled),
+            "agreed_seconds": (None if core.agreed_since is None or not core.unsettled
+                               else round(core.now() - core.agreed_since, 3)),
+            "settle_seconds": core.cfg.settle,
             "transfer_rate_limit": core.cfg.transfer_rate,
             "bytes_received": core.transfers.bytes_received,
             "bytes_sent": core.transfers.bytes_sent}
@@ -257,4 +264,5 @@ class MetricsExport:
             child(m.aae, "refill_partitions_left").set(core.refill_left())
             child(m.aae, "fresh_partitions_left").set(core.fresh_left())
         m.keys.set(len(core.store))
+        m.unsettled.set(len(core.unsettled))
         self._observe(now, up, gauges=True)
