@@ -479,7 +479,8 @@ class NodeCore:
         elif marks is not None:
             log.warning("ignoring the saved unverified partitions: not a list of at most %d",
                         len(groups) * q)
-        self._saved_unsettled = (len(self.unsettled), len(self.fresh))
+        if self.cluster_path:  # (what the file holds: nothing without one, as in the simulator)
+            self._saved_unsettled = (len(self.unsettled), len(self.fresh))
         if self.unsettled or self.fresh:
             log.info("restarted before the last change settled: %d state(s) before it still "
                      "read and written, %d gained partition(s) still to verify",

@@ -14,8 +14,8 @@ above `phi_down` or when silent for `down_after` seconds. Request timeouts add s
 seconds), so every decision replays in tests.
 
 The member table, cluster settings and namespace registry a node saw last are kept in
-DATA_DIR/cluster.json (`cluster_doc`, `load_cluster` / `save_cluster`; key "namespaces"), so a restarted node
-knows its peers and namespaces before any gossip.
+DATA_DIR/cluster.json (`cluster_doc`, `load_cluster` / `save_cluster`; key "namespaces"), so a
+restarted node knows its peers and namespaces before any gossip.
 
 Trust (issue 13; holds even against a peer that holds the cluster key but is buggy or rogue):
 - Every record is checked by `validate_member` before it is merged or saved: id and endpoint
