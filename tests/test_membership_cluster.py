@@ -787,6 +787,10 @@ def test_a_node_restarted_before_a_join_settled_still_uses_the_previous_owners(t
         after = json.loads(status("--json"))["cluster"]
         assert after["unsettled_changes"] == before["unsettled_changes"]
         assert "settling: " in status()
+        top = subprocess.run([sys.executable, "-m", "zkv.cli", "top", "--once", "--node",
+                              node1.listen], capture_output=True, text=True, timeout=60)
+        row1 = [line for line in top.stdout.splitlines() if line.lstrip("│ ").startswith("node1 ")]
+        assert row1 and "settling" in row1[0], top.stdout
         with zkv.Client([node1.listen], timeout=5.0, routing="any") as cl:
             for i in range(50):
                 cl.put(b"after-restart:%d" % i, b"v%d" % i, w=3)

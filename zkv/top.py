@@ -136,6 +136,8 @@ class Top:
             row.ready = "ready" if m.get("ready") else _why_not(m.get("ready_reason", {}))
             if doc.get("writes_refused"):  # (its disk: full, or failing)
                 row.ready = "NO WRITES" if row.ready == "ready" else f"{row.ready}, NO WRITES"
+            if (doc.get("cluster") or {}).get("unsettled_changes"):  # (joint quorums still)
+                row.ready = f"{row.ready}, settling"
             row.hot_keys = m.get("hot_keys", [])
             t = m.get("transfers", {})
             tin = sum(t.get("in", {}).get(s, 0) for s in ("pending", "running"))
