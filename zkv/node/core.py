@@ -388,13 +388,9 @@ class NodeCore:
         # ownership (issue 11): the cluster state, transfers in, peers' epochs and progress
         self.peer_epochs: dict[str, tuple[int, str]] = {}
         self.progress: dict[str, tuple[int, list]] = {}
-        # the cluster state before the last change, until settled (writes also reach its
-        # owners), and its rings per N
-        self.prev_state: own.ClusterState | None = None
-        self._prev_rings: dict[int, own.Rings] = {}
-        # the states before each change since the cluster last settled (prev_state the last),
-        # at most MAX_UNSETTLED, and their rings per (index, N): gets are read quorums of
-        # their owners too (`_joint`)
+        # the states before each change since the cluster last settled (`prev_state` the
+        # last: writes also reach its owners), at most MAX_UNSETTLED, and their rings per
+        # (index, N): gets are read quorums of their owners too (`_joint`)
         self.unsettled: list[own.ClusterState] = []
         self._unsettled_rings: dict[tuple[int, int], own.Rings] = {}
         self.agreed_since: float | None = None
@@ -465,7 +461,6 @@ class NodeCore:
                 back = []
             if back and all(own.newer(b, cur) for b in back):  # (each before it)
                 self.unsettled = back
-                self.prev_state = back[-1]
         elif states is not None:
             log.warning("ignoring the saved states before the last change: not a list of at "
                         "most %d", MAX_UNSETTLED)
@@ -1057,13 +1052,11 @@ class NodeCore:
         """The current ring (N = `n`) of each state before a change since the cluster last
         settled here, where partition p's owners differ from the current ones."""
         now = self.membership.ring(n).preflist(p)
-        q, found = self.membership.settings["q"], []
-        for i, st in enumerate(self.unsettled):
-            rings = self._unsettled_rings.get((i, n))
-            if rings is None:
-                rings = self._unsettled_rings[(i, n)] = own.Rings(st, q, n)
-            if rings.current.preflist(p) != now:
-                found.append(rings.current)
+        found = []
+        for i in range(len(self.unsettled)):
+            ring = self._rings_before(i, n).current
+            if ring.preflist(p) != now:
+                found.append(ring)
         return found
 
     def _joint(self, p: int, n: int, r: int, down, targets) -> tuple[list, dict] | None:
@@ -1873,7 +1866,7 @@ class NodeCore:
                 stamp = self._stamp(skey)
                 value = stamp + value
             rings = self.membership.rings(n)  # (_extra_targets' common case inline)
-            extra = ([] if rings is None or (not rings.moving and self.prev_state is None)
+            extra = ([] if rings is None or (not rings.moving and not self.unsettled)
                      else self._extra_targets(p, targets, n))
             also = self._joint_write(p, n, need) if self.unsettled else None
             if also is None:
@@ -2108,8 +2101,6 @@ class NodeCore:
         assert rings is not None
         if old is not None and old.current.fingerprint() != rings.current.fingerprint():
             # keep writing to the old owners too until all agree (for every N)
-            self.prev_state = old.state
-            self._prev_rings = {}
             self.unsettled = self.unsettled[-(MAX_UNSETTLED - 1):] + [old.state]
             self._unsettled_rings = {}
             self.agreed_since = None
@@ -2179,22 +2170,29 @@ class NodeCore:
     def forget_previous(self) -> None:
         """Every member has had the cluster state for `settle` seconds: writes no longer also
         go to the previous owners, nor gets ask them."""
-        self.prev_state = None
-        self._prev_rings = {}
         self.unsettled = []
         self._unsettled_rings = {}
 
+    @property
+    def prev_state(self) -> own.ClusterState | None:
+        """The state before the last change, until every member has the new one and `settle`
+        passed; None when settled."""
+        return self.unsettled[-1] if self.unsettled else None
+
+    def _rings_before(self, i: int, n: int) -> own.Rings:
+        """The rings (N = `n`) of `unsettled[i]`, built once per change."""
+        rings = self._unsettled_rings.get((i, n))
+        if rings is None:
+            rings = self._unsettled_rings[(i, n)] = own.Rings(
+                self.unsettled[i], self.membership.settings["q"], n)
+        return rings
+
     def prev_rings(self, n: int | None = None) -> own.Rings | None:
-        """The rings (for N = `n`, None: the cluster's) of the state before the last change,
-        until every member has the new one and `settle` passed; None when settled."""
-        st = self.prev_state
-        if st is None:
+        """The rings (for N = `n`, None: the cluster's) of `prev_state`; None when settled."""
+        if not self.unsettled:
             return None
-        n = self.membership.settings["n"] if n is None else n
-        got = self._prev_rings.get(n)
-        if got is None:
-            got = self._prev_rings[n] = own.Rings(st, self.membership.settings["q"], n)
-        return got
+        return self._rings_before(len(self.unsettled) - 1,
+                                  self.membership.settings["n"] if n is None else n)
 
     def _stray(self, key: bytes) -> tuple[str, ...] | None:
         """The owners of a key this node neither replicates nor receives (None: it is ours)."""
@@ -2230,7 +2228,7 @@ class NodeCore:
         write acknowledged by the pending owner standing in for the old one, whose hint was
         delivered to the old owner that then left)."""
         rings = self.membership.rings(n)
-        if rings is None or (not rings.moving and self.prev_state is None):
+        if rings is None or (not rings.moving and not self.unsettled):
             return []  # the common case: nothing moving, every member has the latest ring
         have = {x for x, owner in targets if owner is None}
         extra = [x for x in rings.pending(p) if x not in have]
