@@ -425,6 +425,55 @@ def test_the_dot_base_id_changes_after_an_unclean_shutdown_only():
         assert _dots_base("a", 200, forged, Store(True, 5)) == ("a~5k", 200)
 
 
+def test_a_new_dot_base_is_on_disk_before_the_node_issues_a_dot(tmp_path, monkeypatch):
+    """cluster.json's dot base is synced (the file, then its directory) when a start takes a
+    new one: a power loss after a clean stop could otherwise bring back the file from before,
+    and the next start continue a base whose last dots were lost. A start that keeps its base
+    writes nothing; the other saves are not synced (gossip repairs their loss)."""
+    import os as os_mod
+
+    from zkv.config import NodeConfig
+    from zkv.node.core import NodeCore
+    from zkv.node.membership import load_cluster
+    from zkv.node.stores import open_stores
+
+    cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
+                     data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
+    path = str(tmp_path / "d" / "cluster.json")
+    synced: list[str] = []
+    real_fsync = os_mod.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os_mod.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def boot(incarnation: int) -> NodeCore:
+        store, handoff = open_stores(cfg)
+        synced.clear()
+        core = NodeCore(cfg, store, handoff, incarnation=incarnation, now=0.0,
+                        saved=load_cluster(path), cluster_path=path)
+        return core
+
+    monkeypatch.setattr(os_mod, "fsync", fsync)
+    core = boot(1)
+    base = list(core.dots_base)
+    assert load_cluster(path)["dots"] == base
+    tmp = path + ".tmp"
+    # the data under its temp name, then the directory holding the rename
+    assert [p for p in synced if p in (tmp, path, os_mod.path.dirname(path))] == [
+        tmp, os_mod.path.dirname(path)], synced
+    synced.clear()
+    core.membership.merge([_member("e", hb=1)])
+    core._save_cluster()
+    assert path not in synced and tmp not in synced and "e" in str(load_cluster(path))
+    core.store.close()
+    core.handoff.close()
+    core = boot(2)  # a clean stop: the base is kept, nothing written
+    assert list(core.dots_base) == base and not [p for p in synced if "cluster" in p]
+    core.store.close()
+    core.handoff.close()
+
+
 def test_ids_minted_before_an_unclean_shutdown_are_not_continued(tmp_path):
     """Key ids minted in a lifetime that ended in a crash may have lost their last dots with
     the unsynced tail: after it, a write to such a key takes a new id; the new base id and

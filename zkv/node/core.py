@@ -1571,11 +1571,19 @@ class NodeCore:
         round (`_check_space`) while the state lives on in memory, unless `must` (at start,
         before this node issues a dot under a new id: it refuses to start instead). It used to
         raise out of whatever handled the change (a gossip round's adoption of a cluster
-        state, a namespace) and leave that half done."""
+        state, a namespace) and leave that half done.
+
+        `must` writes are synced (file and directory) before a dot is issued: a power loss
+        after a clean stop (the store says "closed cleanly") that brought back the file from
+        before would continue the dots of a base whose last dots were lost with an earlier
+        unsynced tail, and reissue them (`_dots_base`). The others are atomic but not synced,
+        off the request path's fsyncs: one lost to a power loss is the state before it, which
+        gossip brings up to date (the unsettled window's states aside: restored or not, as
+        before they were saved)."""
         if not self.cluster_path:
             return
         try:
-            save_cluster(self.cluster_path, self.cluster_doc())
+            save_cluster(self.cluster_path, self.cluster_doc(), durable=must)
         except OSError as exc:
             if must:
                 raise

@@ -505,9 +505,21 @@ def cluster_doc(membership: Membership, namespaces: list | None = None,
     return doc
 
 
-def save_cluster(path: str, doc: dict) -> None:
-    """Write `doc` (`cluster_doc`) to `path` atomically (temp file + rename)."""
+def save_cluster(path: str, doc: dict, durable: bool = False) -> None:
+    """Write `doc` (`cluster_doc`) to `path` atomically (temp file + rename). `durable`: the
+    file's bytes and the rename are on disk (fsync of both, then of the directory) before this
+    returns, so a power loss right after cannot bring back the file before it, or an empty
+    one (a rename is not ordered after the data it renames on every file system)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(doc, fh)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if durable:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
