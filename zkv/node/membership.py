@@ -56,6 +56,7 @@ import msgspec
 from zkv._core.ring import Ring
 from zkv.config import ENDPOINT_RE, NODE_ID_RE, parse_endpoint
 from zkv.node import ownership as own
+from zkv.storage.segment import fsync_dir
 from zkv.wire import MAX_COUNTER, MAX_MEMBERS, MAX_RACK, Member, clip
 
 LOG10_E = math.log10(math.e)
@@ -518,8 +519,4 @@ def save_cluster(path: str, doc: dict, durable: bool = False) -> None:
             os.fsync(fh.fileno())
     os.replace(tmp, path)
     if durable:
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
