@@ -55,6 +55,18 @@ def test_wildcard_gossip_without_any_advertised_address_is_refused():
         cfg(gossip="tcp://0.0.0.0:8001")
 
 
+def test_a_port_bound_twice_is_refused_unless_the_hosts_differ():
+    with pytest.raises(InvalidRequest, match="--gossip and --listen both bind port 7001"):
+        cfg(listen="tcp://127.0.0.1:7001", gossip="tcp://127.0.0.1:7001")
+    with pytest.raises(InvalidRequest, match="--gossip and --listen"):  # a wildcard covers it
+        cfg(listen="tcp://127.0.0.1:7001", gossip="tcp://0.0.0.0:7001",
+            advertise="tcp://10.1.2.3:7001")
+    with pytest.raises(InvalidRequest, match="--metrics-port and --gossip"):
+        cfg(gossip="tcp://127.0.0.1:8001", metrics_port=8001)
+    cfg(listen="tcp://127.0.0.2:7001", gossip="tcp://127.0.0.3:7001")  # two addresses: fine
+    cfg(gossip="tcp://10.0.0.1:8001", metrics_port=8001)  # /metrics on loopback only
+
+
 def test_advertise_is_what_peers_are_told():
     c = cfg(listen="tcp://0.0.0.0:7001", gossip="tcp://0.0.0.0:8001",
             advertise="tcp://10.1.2.3:7001")
@@ -100,6 +112,9 @@ def _node(*args, timeout=30):
     (["--listen", "tcp://127.0.0.1:7001", "--seed", "10.0.0.1:7001"], "--seed"),
     (["--listen", "tcp://127.0.0.1:7001", "--metrics-port", "x"], "--metrics-port"),
     (["--listen", "tcp://127.0.0.1:7001", "--bogus"], "--bogus"),
+    (["--listen", "tcp://127.0.0.1:8001"], "--gossip and --listen both bind port 8001"),
+    (["--listen", "tcp://127.0.0.1:7001", "--metrics-port", "7001"],
+     "--metrics-port and --listen both bind port 7001"),
 ])
 def test_zkv_node_refuses_bad_addresses_in_one_line(tmp_path, args, says):
     out = _node("--id", "n1", "--gossip", "tcp://127.0.0.1:8001", "--data-dir",

@@ -149,6 +149,8 @@ class NodeConfig:
             if is_wildcard(self.gossip) and self.advertised_gossip is None:
                 problems.append(f"--gossip {self.gossip} binds every interface: set "
                                 "--advertise-gossip tcp://THIS_HOST:PORT (or --advertise)")
+        if not problems:
+            problems += self._port_clashes()
         for s in self.seed:
             why = endpoint_problem(s)
             if why:
@@ -188,6 +190,23 @@ class NodeConfig:
         if problems:
             raise InvalidRequest("invalid node configuration: " + "; ".join(problems))
 
+
+    def _port_clashes(self) -> list[str]:
+        """The ports this node would bind twice (--listen, --gossip, --metrics-port on
+        --metrics-host): said up front, not as the second bind's "Address already in use"
+        after the data dir was opened."""
+        binds = [("--listen", *parse_endpoint(self.listen)),
+                 ("--gossip", *parse_endpoint(self.gossip))]
+        if self.metrics_port:
+            binds.append(("--metrics-port", self.metrics_host, self.metrics_port))
+        problems = []
+        for i, (flag, host, port) in enumerate(binds):
+            for other, ohost, oport in binds[:i]:
+                if port == oport and (host == ohost or host in WILDCARD_HOSTS
+                                      or ohost in WILDCARD_HOSTS):
+                    problems.append(f"{flag} and {other} both bind port {port} on {host}: "
+                                    "each needs a port of its own")
+        return problems
 
     @property
     def advertised_listen(self) -> str:
