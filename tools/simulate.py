@@ -30,7 +30,14 @@ from functools import partial
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from sim.harness import Faults  # noqa: E402
-from sim.scenario import gossip_rounds, load, membership, ring_stats, run  # noqa: E402
+from sim.scenario import (  # noqa: E402
+    MEMBERSHIP_START,
+    gossip_rounds,
+    load,
+    membership,
+    ring_stats,
+    run,
+)
 
 # Run from the command line, the collector's young generation is collected every 20,000
 # net container allocations instead of 700. At the default it took ~10% of the harness's
@@ -97,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     faults = Faults(**{k: getattr(args, k) for k in vars(Faults())})
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
-    spaces = {name: int(n) for name, _, n in (x.partition(":") for x in args.spaces.split(",")
-                                               if x)}
+    spaces = _spaces(ap, args)
     job = partial(_seed, faults=faults, scenario=args.scenario, nodes=args.nodes,
                   ops=args.ops, client=args.client, sealed=args.sealed, spaces=spaces or None,
                   quiet=args.scenario != "run" or args.seed is None,
@@ -136,6 +142,20 @@ class SeedResult:
     command: str
     cpu: float  # the seed's CPU seconds, in the process that ran it
     detail: list[str]  # with --seed: the fault log and the network's figures
+
+
+def _spaces(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, int]:
+    """--spaces as {name: N}; a bad one stops the command with the reason (argparse's way)."""
+    spaces: dict[str, int] = {}
+    for item in filter(None, args.spaces.split(",")):
+        name, _, n = item.partition(":")
+        if not name or not n.isdigit() or not 1 <= int(n) <= MEMBERSHIP_START:
+            ap.error(f"--spaces {item!r}: NAME:N with N from 1 to {MEMBERSHIP_START} (the "
+                     "nodes the membership scenarios start with)")
+        spaces[name] = int(n)
+    if spaces and args.scenario == "run":
+        ap.error("--spaces applies to the membership scenarios, not --scenario run")
+    return spaces
 
 
 def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, client: str,

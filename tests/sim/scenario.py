@@ -92,6 +92,7 @@ class Report:
 
 
 MANY_USERS = 4  # workloads per ManyClient
+MEMBERSHIP_START = 3  # nodes the membership scenarios start with (n1..n3)
 SEAL_KEY = bytes(range(32))  # the nodes' seal key in sealed runs (any 32 bytes will do)
 
 
@@ -350,7 +351,7 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
         (faults.loss, faults.dup, faults.partitions, faults.pauses, faults.crashes,
          faults.power_losses, faults.wipes))
     faults = faults or Faults()
-    sim = Sim(seed, 3, faults=faults)
+    sim = Sim(seed, MEMBERSHIP_START, faults=faults)
     rng = sim.rng
     # keys below are *stored* keys (a namespaced key under its namespace's prefix)
     acked: dict[bytes, float] = {}  # key -> when its first write was acknowledged
@@ -369,6 +370,10 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
         sim._after_turn(sim.nodes["n1"])
         sim.run_until(0.5)  # gossip spreads the registry
     registry = sim.nodes["n1"].core.namespaces  # type: ignore[union-attr]
+    refused = [f"{name}:{n}" for name, n in sorted(spaces.items()) if name not in registry]
+    if refused:  # (NsCreate's error reply; the writers would fail on an unknown namespace)
+        raise ValueError(f"spaces {','.join(refused)}: not created; a namespace's N is 1 to "
+                         f"the {MEMBERSHIP_START} nodes the scenario starts with")
 
     def stored(c: SimClient, key: bytes) -> bytes:
         return nss.storage_key(registry.get(c.namespace), key) if c.namespace else key

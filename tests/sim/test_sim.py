@@ -1227,6 +1227,13 @@ def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsy
     finally:
         logging.disable(logging.NOTSET)  # the CLI silences warnings process-wide
     assert "1 seed(s), 0 failed" in capsys.readouterr().out
+    # namespaces it cannot create are refused up front, in one line, not by a writer's trace
+    for spaces, scenario, says in (("wide:5", "membership", "N from 1 to 3"),
+                                   ("pairs", "replace", "NAME:N"),
+                                   ("pairs:2", "run", "not --scenario run")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["--scenario", scenario, "--spaces", spaces, "--seed", "1"])
+        assert exit_.value.code == 2 and says in capsys.readouterr().err
     rep = Report(22, Faults(loss=0.02, start=1.0, end=8.0), client="core",
                  scenario="--scenario membership --spaces pairs:2,single:1")
     assert rep.command.startswith("python tools/simulate.py --seed 22 --scenario membership "
