@@ -141,6 +141,54 @@ def test_a_refilling_owner_is_left_out_of_owner_reads_for_a_while():
     assert [ep for ep, m, *_ in net.sent if isinstance(m, wire.Read)][:2] == [a, b]
 
 
+def test_a_node_whose_copies_do_not_count_yet_is_asked_again_sooner_at_first():
+    """Left out for REFILL_FIRST after its first "refilling" answer, twice as long after each
+    next one (up to REFILL_SKIP), and asked at once again after its copies count: a new
+    cluster's joiners verify their partitions seconds after the change settled, and their
+    gets should take the one-round-trip path from then on, not 10 s later."""
+    import itertools
+
+    from zkv.client.core import REFILL_FIRST, REFILL_SKIP
+
+    c, clock = reader()
+    a, b, d = owners(b"k")
+    v = version(b"a")
+    state = {"counts": False}
+
+    def joiner(msg):
+        if isinstance(msg, wire.Read) and not state["counts"]:
+            return wire.ReadOk(0, b"", False, True)
+        return replica({b"k": v}, store={b"k": [b"a"]})(msg)
+
+    net = Net(clock, {b: joiner}, default=replica({b"k": v}, store={b"k": [b"a"]}))
+
+    def asks_b() -> bool:
+        net.sent.clear()
+        assert net.run(c.get(b"k")).values == [b"a"]
+        return b in [ep for ep, m, *_ in net.sent if isinstance(m, wire.Read)]
+
+    assert asks_b()
+    skips = []
+    for _ in range(7):  # after each "refilling" answer: left out twice as long as before
+        left_out = 0.0
+        while not asks_b():  # (a get every 50 ms)
+            clock.t += 0.05
+            left_out += 0.05
+        skips.append(left_out)
+    # (each get moves the virtual clock on by its own round trips too)
+    assert skips[0] == pytest.approx(REFILL_FIRST, abs=0.06)
+    assert all(later >= min(1.9 * before, REFILL_SKIP - 0.3)
+               for before, later in itertools.pairwise(skips))
+    assert max(skips) == pytest.approx(REFILL_SKIP, abs=0.3)
+    state["counts"] = True  # verified: once asked again its answer counts, and it is asked
+    clock.t += REFILL_SKIP  # every time from then on
+    assert asks_b() and asks_b() and c.refill_backoff == {}
+    state["counts"] = False  # another change: left out for REFILL_FIRST again, not 10 s
+    assert asks_b() and not asks_b()
+    clock.t += REFILL_FIRST
+    assert asks_b()
+
+
 def test_a_silent_owner_costs_the_hedge_delay_once_then_is_left_out():
     c, clock = reader(timeout=2.0)
     a, b, d = owners(b"k")
