@@ -59,9 +59,7 @@ not an owner in its ring (another ring view, a transfer), a refusal, an implausi
 fewer than R owners that look up, or silence past the hedge delay (the node is then tried
 last for SUSPECT_FOR). A node whose copies do not count yet (refilling after a lost disk, or
 a partition gained at a join not verified yet) says so and is left out of owner reads for
-REFILL_FIRST, then twice as long after each such answer up to REFILL_SKIP (a round trip to
-it per get would be wasted; a flat REFILL_SKIP kept a new cluster's gets on the coordinator
-path for seconds after the node was verified); a node that is not an owner in its own ring means the client's ring is stale,
+REFILL_SKIP (a round trip to it per get would be wasted; one a second is not); a node that is not an owner in its own ring means the client's ring is stale,
 so it is learnt again. The whole call keeps its timeout. Only members whose gossiped record
 says they serve Read (`Member.features`) are asked, so an older node never gets one during a
 rolling upgrade; `owner_reads=False` (and routing "any") turns it off.
@@ -114,13 +112,12 @@ from zkv.wire import (
 
 RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
 SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
-# a node whose copies do not count yet (refilling after a lost disk: minutes; a partition gained
-# at a join not verified yet: seconds after the change settled) is left out of owner reads for
-# REFILL_FIRST, twice that after its next such answer, ... up to REFILL_SKIP; an answer that
-# counts ends it. (A flat 10 s kept every get of a new cluster on the coordinator path for up
-# to 10 s after its last partition was verified.)
-REFILL_FIRST = 0.5
-REFILL_SKIP = 10.0
+# seconds a node whose copies do not count yet (refilling after a lost disk: minutes; a
+# partition gained at a join not verified yet: seconds after the change settled) is left out
+# of owner reads after saying so: one wasted round trip per node per second at most while it
+# lasts, and owner reads back within a second of it ending (10 s kept a new cluster's gets on
+# the coordinator path, twice the latency, for up to 10 s after its joiners were verified)
+REFILL_SKIP = 1.0
 CONNECT_WAIT = 0.25  # seconds a driver waits for a TCP connection to a node before moving on
 WID_BYTES = wire.WID_SIZE  # a write id: 16 random bytes per put/delete call
 WID_POOL = 256  # write ids drawn from os.urandom at once
@@ -331,7 +328,6 @@ class ClientCore:
         self.endpoints: dict[str, str] = {}  # node id -> listen endpoint
         self.readers: set[str] = set()  # members that answer Read (client-coordinated reads)
         self.refilling_until: dict[str, float] = {}  # node -> when to ask it for copies again
-        self.refill_backoff: dict[str, float] = {}  # node -> how long it is left out next time
         # False: every get goes to a coordinator (owner_reads=False, or routing="any")
         self.owner_reads = owner_reads and routing == "token"
         self.down: set[str] = set()
@@ -726,18 +722,13 @@ class ClientCore:
                 self._rtts_new += 1
                 if first is None:
                     first = reply.dvv
-                if reply.owner:
-                    if reply.dvv == first:
-                        counted += 1
-                        if reply.seal:  # (with keys: every counted copy's is the same)
-                            seal = reply.seal
-                    if self.refill_backoff:  # its copies count again
-                        self.refill_backoff.pop(node, None)
+                if reply.owner and reply.dvv == first:
+                    counted += 1
+                    if reply.seal:  # (with keys: every counted copy's is the same)
+                        seal = reply.seal
                 elif reply.refilling:
-                    skip = self.refill_backoff.get(node, REFILL_FIRST)
-                    self.refilling_until[node] = now + skip
-                    self.refill_backoff[node] = min(2 * skip, REFILL_SKIP)
-                else:  # not an owner in its ring: ours is stale
+                    self.refilling_until[node] = now + REFILL_SKIP
+                elif not reply.owner:  # not an owner in its ring: ours is stale
                     self.ring_at = -1e9  # (learnt again by the next call)
             elif reply is UNREACHABLE:
                 self.unconnectable.add(ep)
