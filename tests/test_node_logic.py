@@ -1037,24 +1037,50 @@ def test_a_new_owner_does_not_vouch_for_its_copy_until_settled_and_verified(core
     core_d._on_read(b"client-1", Read(2, key_of[kept[0]]))
     assert [(r.owner, r.refilling) for r in replies] == [(False, True), (True, False)]
     assert core_d.fresh_left() == len(gained)
-    core_d.started = 0.0  # (the fixture's list of started ops: not needed here)
+    core_d.started = 0.0  # (the fixture's list of started ops: the start time, for status)
     assert core_d.status()["antientropy"]["fresh_partitions_left"] == len(gained)
-    # settled: each gained partition is exchanged with its other owners, ahead of the rounds
+    # settled: every gained partition's root is compared with each other owner's, one
+    # request per owner; those that differ (or all, from a silent owner) are exchanged in
+    # full, ahead of the routine rounds
+    from zkv.node.antientropy import pack_hashes
+    from zkv.node.background import RootsOp
+    from zkv.wire import TreeLevelOk
+
     peers = ("a", "b", "c")
     core_d.peer_epochs = {x: st.rank() for x in peers}
+    ops: list = []
+    core_d.start_op = lambda op, now: ops.append(op)
     core_d._settle_tick(50.0, dict.fromkeys(peers, "up"))
     core_d._settle_tick(50.0 + core_d.cfg.settle, dict.fromkeys(peers, "up"))
-    assert all(since == 50.0 + core_d.cfg.settle for since in core_d.fresh.values())
-    queued = set(core_d.background.exchange_queue)
+    settled = 50.0 + core_d.cfg.settle
+    assert all(since == settled for since in core_d.fresh.values())
+    roots = {op.peer: op for op in ops if isinstance(op, RootsOp)}
+    assert {x: sorted(op.parts) for x, op in roots.items()} == {
+        x: [q for q in gained if x in ring.preflist(q)] for x in peers
+        if any(x in ring.preflist(q) for q in gained)}
     p = gained[0]
     others = [x for x in ring.preflist(p) if x != "d"]
-    assert {(p, x, 3) for x in others} <= queued
-    assert core_d.unsure(key_of[p])  # not exchanged yet
-    core_d.ae.record_agreement(p, others[0], 50.0 + core_d.cfg.settle)
+    assert core_d.unsure(key_of[p])  # not compared yet
+    for op in roots.values():
+        op.started = settled
+    first = roots[others[0]]  # agrees on every root but p's
+    first.on_reply(others[0], TreeLevelOk(0, pack_hashes(
+        b"\xff" * 6 if q == p else core_d.ae.tree(q).root() for q in first.parts)))
+    first.on_finish(first)
+    assert (p, others[0], 3) in set(core_d.background.exchange_queue)
+    assert core_d.unsure(key_of[p])  # p differs there: exchanged in full first
+    core_d.ae.record_sync(p, others[0], 60.0)
     assert core_d.unsure(key_of[p])  # one of two
-    core_d.ae.record_sync(p, others[1], 60.0)
+    second = roots[others[1]]
+    second.on_timeout()  # silent: all its partitions queued for a full exchange
+    second.on_finish(second)
+    assert {(q, others[1], 3) for q in second.parts} <= set(core_d.background.exchange_queue)
+    core_d.ae.record_agreement(p, others[1], 61.0)
     assert not core_d.unsure(key_of[p]) and (3, p) not in core_d.fresh
-    assert core_d.fresh_left() == len(gained) - 1
+    assert core_d.fresh_left() == len(gained) - 1  # (the rest: the second owner's to come)
+    # an agreeing root counts as an exchange with that owner from the settle on
+    assert all(core_d.ae.exchanged_since(q, [others[0]], settled)
+               for q in first.parts if q != p)
 
 
 def test_until_a_change_settles_a_write_is_a_write_quorum_of_the_old_owners_too(core_d):

@@ -28,6 +28,7 @@ from zkv.node.antientropy import (
 )
 from zkv.node.op import Op
 from zkv.wire import (
+    MAX_ROOTS,
     LeafKeys,
     LeafKeysOk,
     RGet,
@@ -195,6 +196,7 @@ class RootsOp(Op):
         self.wire_n = wire_n  # as TreeLevel.n (0: the cluster's N)
         self.parts = parts
         self.differ: list[int] = []
+        self.answered = False
 
     def start(self) -> None:
         self.pending = {self.peer}
@@ -204,6 +206,7 @@ class RootsOp(Op):
     def on_reply(self, node_id: str, msg) -> None:
         answer = msg.hashes if isinstance(msg, TreeLevelOk) else b""
         agreed, self.differ = check_roots(self.ae, self.parts, answer)
+        self.answered = True
         self.ae.stats["root_checks"] += len(self.parts)
         for p in agreed:
             self.ae.record_agreement(p, self.peer, self.started)
@@ -362,23 +365,47 @@ class Background:
                 self.exchange_cursor = cursor
             else:
                 self.cursors[n] = cursor
+        self._check_roots(pairs, now, routine=True)
+
+    def check_roots(self, pairs: list[tuple[int, str, int]], now: float) -> None:
+        """Compare the roots of these (partition, peer, N) with each peer now, one RootsOp per
+        (peer, N) and MAX_ROOTS partitions: those that agree count as exchanged in agreement
+        from `now` on, the others are queued for a full exchange. For many partitions at once
+        (a change's gained partitions, to verify): one round trip per peer where a full
+        exchange each took `aae_concurrency` slots and a background tick (512 of a new
+        3-node cluster's took 3 s)."""
+        self._check_roots(pairs, now, routine=False)
+
+    def _check_roots(self, pairs, now: float, routine: bool) -> None:
+        core = self.core
+        default = core.membership.settings["n"]
         groups: dict[tuple[str, int], list[int]] = {}
         for p, peer, n in pairs:
             groups.setdefault((peer, n), []).append(p)
         for (peer, n), parts in groups.items():
             ae = core.ae_for(n)
-            if ae is None or (peer, n) in self.roots_running or not core.membership.is_up(peer):
+            if ae is None or not core.membership.is_up(peer) or (
+                    routine and (peer, n) in self.roots_running):
                 continue
-            self.roots_running.add((peer, n))
-            op = RootsOp(core, ae, peer, n, 0 if n == default else n, parts,
-                         now + 2 * self.cfg.replica_timeout)
-            op.on_finish = self._roots_done
-            core.start_op(op, now)
+            for i in range(0, len(parts), MAX_ROOTS + 1):  # (partition + MAX_ROOTS more)
+                if routine:
+                    self.roots_running.add((peer, n))
+                op = RootsOp(core, ae, peer, n, 0 if n == default else n,
+                             parts[i:i + MAX_ROOTS + 1], now + 2 * self.cfg.replica_timeout)
+                op.on_finish = self._roots_done if routine else self._roots_checked
+                core.start_op(op, now)
 
     def _roots_done(self, op: Op) -> None:
         assert isinstance(op, RootsOp)
         self.roots_running.discard((op.peer, op.n))
         self._queue((p, op.peer, op.n) for p in op.differ)
+
+    def _roots_checked(self, op: Op) -> None:
+        """check_roots' RootsOp: the partitions that differ (or all, if the peer was silent)
+        are exchanged in full, ahead of the routine rounds."""
+        assert isinstance(op, RootsOp)
+        self.queue_exchanges([(p, op.peer, op.n) for p in (op.differ if op.answered
+                                                            else op.parts)])
 
     def queue_repair(self, partition: int) -> dict:
         """`zkv repair`: exchange one or every partition with every other owner, first."""

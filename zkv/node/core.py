@@ -1107,8 +1107,10 @@ class NodeCore:
                     self.fresh[(n, p)] = None
 
     def _verify_fresh(self, now: float) -> None:
-        """The cluster settled on the change: exchange each fresh partition with its other
-        owners, ahead of the routine rounds; it counts toward R again once that is done."""
+        """The cluster settled on the change: compare each fresh partition's root with its
+        other owners' (one round trip per owner for all of them), and exchange in full, ahead
+        of the routine rounds, those that differ; it counts toward R again once every other
+        owner agreed or was exchanged with to the end."""
         pairs = []
         for (n, p), since in self.fresh.items():
             if since is None:
@@ -1116,7 +1118,7 @@ class NodeCore:
                 ring = self.membership.ring(n)
                 pairs += [(p, x, n) for x in ring.preflist(p) if x != self.me]
         if pairs and self.ae is not None:
-            self.background.queue_exchanges(pairs)
+            self.background.check_roots(pairs, now)
 
     def _fresh_unsure(self, n: int, p: int, ring: Ring) -> bool:
         """Is fresh partition p (of N `n`) still unverified? Forgets it once verified."""
