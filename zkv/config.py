@@ -190,7 +190,6 @@ class NodeConfig:
         if problems:
             raise InvalidRequest("invalid node configuration: " + "; ".join(problems))
 
-
     def _port_clashes(self) -> list[str]:
         """The ports this node would bind twice (--listen, --gossip, --metrics-port on
         --metrics-host): said up front, not as the second bind's "Address already in use"

@@ -59,8 +59,8 @@ not an owner in its ring (another ring view, a transfer), a refusal, an implausi
 fewer than R owners that look up, or silence past the hedge delay (the node is then tried
 last for SUSPECT_FOR). A node whose copies do not count yet (refilling after a lost disk, or
 a partition gained at a join not verified yet) says so and is left out of owner reads for
-REFILL_SKIP (a round trip to it per get would be wasted; one a second is not); a node that is not an owner in its own ring means the client's ring is stale,
-so it is learnt again. The whole call keeps its timeout. Only members whose gossiped record
+REFILL_SKIP (a round trip to it per get would be wasted; one a second is not); a node that
+is not an owner in its own ring means the client's ring is stale, so it is learnt again. The whole call keeps its timeout. Only members whose gossiped record
 says they serve Read (`Member.features`) are asked, so an older node never gets one during a
 rolling upgrade; `owner_reads=False` (and routing "any") turns it off.
 
