@@ -60,9 +60,10 @@ fewer than R owners that look up, or silence past the hedge delay (the node is t
 last for SUSPECT_FOR). A node whose copies do not count yet (refilling after a lost disk, or
 a partition gained at a join not verified yet) says so and is left out of owner reads for
 REFILL_SKIP (a round trip to it per get would be wasted; one a second is not); a node that
-is not an owner in its own ring means the client's ring is stale, so it is learnt again. The whole call keeps its timeout. Only members whose gossiped record
-says they serve Read (`Member.features`) are asked, so an older node never gets one during a
-rolling upgrade; `owner_reads=False` (and routing "any") turns it off.
+is not an owner in its own ring means the client's ring is stale, so it is learnt again. The
+whole call keeps its timeout. Only members whose gossiped record says they serve Read
+(`Member.features`) are asked, so an older node never gets one during a rolling upgrade;
+`owner_reads=False` (and routing "any") turns it off.
 
 Writes are idempotent (issue 10): each put/delete call carries a write id (`WID_BYTES` random
 bytes) that stays the same across that call's retries and failovers, so a replica that stored
