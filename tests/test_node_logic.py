@@ -450,9 +450,8 @@ def test_a_new_dot_base_is_on_disk_before_the_node_issues_a_dot(tmp_path, monkey
     def boot(incarnation: int) -> NodeCore:
         store, handoff = open_stores(cfg)
         synced.clear()
-        core = NodeCore(cfg, store, handoff, incarnation=incarnation, now=0.0,
+        return NodeCore(cfg, store, handoff, incarnation=incarnation, now=0.0,
                         saved=load_cluster(path), cluster_path=path)
-        return core
 
     monkeypatch.setattr(os_mod, "fsync", fsync)
     core = boot(1)

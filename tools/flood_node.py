@@ -15,8 +15,9 @@ cap plus FD_MARGIN from ABSORB seconds after the flood was opened to its end.
 The cap is enforced when the node's loop sees libzmq's accept, so the burst of a flood's
 first connections (all of them within a fraction of a second) passes it for a moment: on a
 machine whose cores are busy the sample taken 0.3 s into a 600-connection flood has read up
-to 353 fds against a cap of 200 (21 at rest; the next sample, 0.2 s later, 220; CI once 316). That moment is reported
-(`peak`), and the cap is held to from ABSORB on (`held`), through the flooders' redials.
+to 353 fds against a cap of 200 (21 at rest; the next sample, 0.2 s later, 220; CI once
+316). That moment is reported (`peak`), and the cap is held to from ABSORB on (`held`),
+through the flooders' redials.
 
 Flooders redial a refused connection every 2 s (pyzmq's default, 100 ms, would turn the
 refusals into an accept/shutdown loop that measures the kernel more than the node).
