@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                         back_at = second
                     counts = {"owner": 0, "coordinator": 0}
                     lat, second = [], second + 1
-        print(f"verified everywhere {verified_at if verified_at is None else round(verified_at, 1)}"
-              f" s after ready; owner reads back (>= {FULL:.0%} of a second's gets) in the second "
-              f"ending {back_at} s after ready")
+        verified = "never" if verified_at is None else f"{verified_at:.1f} s after ready"
+        print(f"verified everywhere: {verified}; owner reads back (>= {FULL:.0%} of a second's "
+              f"gets) in the second ending {back_at} s after ready")
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
