@@ -285,7 +285,9 @@ def test_repair_command_runs(make_cluster):
     out = subprocess.run([sys.executable, "-m", "zkv.cli", "repair", "--node", cl.endpoints[0]],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "exchange(s) queued" in out.stdout and "partitions in full agreement" in out.stdout
+    assert "roots compared first" in out.stdout, out.stdout
+    agreed = re.search(r"(\d+)/(\d+) partitions in full agreement", out.stdout)
+    assert agreed and agreed[1] == agreed[2], out.stdout  # every replica has every write
 
 
 def test_w3_writes_at_the_moment_two_of_five_freeze_all_succeed(make_cluster):

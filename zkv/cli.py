@@ -681,12 +681,13 @@ def repair_command(args) -> int:
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         info = c.repair(args.partition, args.node)
         total = info["queued"]
-        print(f"repair: {total} exchange(s) queued over {info['partitions']} partition(s)")
+        print(f"repair: {total} (partition, owner) pair(s) over {info['partitions']} "
+              f"partition(s): roots compared first, those that differ exchanged")
         with Progress(transient=not sys.stdout.isatty()) as bar:
             task = bar.add_task("exchanging", total=total or 1)
             while True:
                 ae = c.status(args.node).get("antientropy", {})
-                left = ae.get("queued", 0) + ae.get("running", 0)
+                left = ae.get("queued", 0) + ae.get("running", 0) + ae.get("checking", 0)
                 bar.update(task, completed=max(0, total - left))
                 if left == 0:
                     break

@@ -264,6 +264,7 @@ class Background:
         self.cursors: dict[int, int] = {}  # per N other than the cluster's
         self.exchanges_running = 0
         self.roots_running: set[tuple[str, int]] = set()  # (peer, N) with a RootsOp in flight
+        self.checking = 0  # (partition, peer) pairs in check_roots' RootsOps still in flight
         self.handoff_running: set[str] = set()
         self.repair_running: set[bytes] = set()
         self.corrupt_seen: set[bytes] = set()  # corrupt keys whose partition tree was rebuilt
@@ -390,6 +391,8 @@ class Background:
             for i in range(0, len(parts), MAX_ROOTS + 1):  # (partition + MAX_ROOTS more)
                 if routine:
                     self.roots_running.add((peer, n))
+                else:
+                    self.checking += len(parts[i:i + MAX_ROOTS + 1])
                 op = RootsOp(core, ae, peer, n, 0 if n == default else n,
                              parts[i:i + MAX_ROOTS + 1], now + 2 * self.cfg.replica_timeout)
                 op.on_finish = self._roots_done if routine else self._roots_checked
@@ -404,11 +407,17 @@ class Background:
         """check_roots' RootsOp: the partitions that differ (or all, if the peer was silent)
         are exchanged in full, ahead of the routine rounds."""
         assert isinstance(op, RootsOp)
+        self.checking -= len(op.parts)
         self.queue_exchanges([(p, op.peer, op.n) for p in (op.differ if op.answered
                                                             else op.parts)])
 
     def queue_repair(self, partition: int) -> dict:
-        """`zkv repair`: exchange one or every partition with every other owner, first."""
+        """`zkv repair` (and a refill after a lost disk): one or every partition with every
+        other owner that is up, ahead of the routine rounds: their roots compared first
+        (`check_roots`: one round trip per owner), the partitions that differ (or all of a
+        silent owner's) exchanged in full. A full exchange of partitions that agree is that
+        same root comparison, one round trip and one of `aae_concurrency` slots each: a whole
+        node's 512 took 3.5 s at a new 3-node cluster, the roots first ~0.1 s."""
         core = self.core
         if core.ae is None:
             raise ZkvError(f"anti-entropy is off on {core.me} (aae_interval 0)")
@@ -422,7 +431,7 @@ class Background:
             gparts = gring.replicas_of(core.me) if partition < 0 else [partition]
             pairs += [(p, peer, n) for p in gparts for peer in gring.preflist(p)
                       if peer != core.me]
-        self.queue_exchanges(pairs)
+        self._check_roots(pairs, core.t, routine=False)
         return {"queued": len(pairs), "partitions": len(parts)}
 
     def queue_exchanges(self, pairs: list[tuple[int, str, int]]) -> None:
@@ -465,4 +474,5 @@ class Background:
         self.repair_running.discard(op.key)
 
     def status(self) -> dict:
-        return {"queued": len(self.exchange_queue), "running": self.exchanges_running}
+        return {"queued": len(self.exchange_queue), "running": self.exchanges_running,
+                "checking": self.checking}
