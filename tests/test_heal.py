@@ -286,6 +286,10 @@ def test_repair_command_runs(make_cluster):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "roots compared first" in out.stdout, out.stdout
+    # every pair's roots compared (at least: routine rounds may add theirs), none differing
+    pairs = int(re.search(r"repair: (\d+) \(partition, owner\) pair", out.stdout)[1])
+    compared = re.search(r"done: (\d+) root comparison\(s\), (\d+) full exchange", out.stdout)
+    assert pairs > 0 and compared and int(compared[1]) >= pairs, out.stdout
     agreed = re.search(r"(\d+)/(\d+) partitions in full agreement", out.stdout)
     assert agreed and agreed[1] == agreed[2], out.stdout  # every replica has every write
 

@@ -679,6 +679,7 @@ def repair_command(args) -> int:
     from zkv.client import Client
 
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        before = _ae_totals(c.status(args.node))
         info = c.repair(args.partition, args.node)
         total = info["queued"]
         print(f"repair: {total} (partition, owner) pair(s) over {info['partitions']} "
@@ -692,10 +693,20 @@ def repair_command(args) -> int:
                 if left == 0:
                     break
                 time.sleep(0.2)
-        print(f"done: {ae.get('keys_repaired', 0)} key(s) repaired in total on this node, "
-              f"{ae.get('bytes_sent', 0)} bytes sent, {ae.get('partitions_agreed', 0)}/"
-              f"{ae.get('partitions', 0)} partitions in full agreement")
+        did = {k: v - before.get(k, 0) for k, v in _ae_totals({"antientropy": ae}).items()}
+        print(f"done: {did['root_checks']} root comparison(s), {did['exchanges']} full "
+              f"exchange(s), {did['keys_repaired']} key(s) repaired, {did['bytes_sent']} bytes "
+              f"sent by this node meanwhile (routine rounds included); "
+              f"{ae.get('partitions_agreed', 0)}/{ae.get('partitions', 0)} partitions in full "
+              "agreement")
     return 0
+
+
+def _ae_totals(status: dict) -> dict[str, int]:
+    """A node's anti-entropy counters summed over every N in use (status' antientropy.by_n)."""
+    groups = status.get("antientropy", {}).get("by_n", {}).values()
+    return {k: sum(g.get(k, 0) for g in groups)
+            for k in ("root_checks", "exchanges", "keys_repaired", "bytes_sent")}
 
 
 # ---- zkv local up -----------------------------------------------------------------------------
