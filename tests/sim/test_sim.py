@@ -1404,6 +1404,36 @@ def test_repair_compares_roots_first_and_exchanges_only_what_differs():
         assert b"lone" in live_values(sim.held(other, key))
 
 
+def test_repair_of_a_partition_the_node_does_not_replicate_is_refused_and_pulls_nothing():
+    """`zkv repair --partition P` sent to a node that is not one of P's owners: refused with
+    the owners named, and nothing of P copied to it (an exchange pulled the owners' keys to a
+    node that then held strays: 48 of 200 keys at 5 nodes, seed 5). A pair queued before a
+    ring change took P away is skipped the same way when its turn comes."""
+    sim = Sim(5, 5, aae_interval=1000.0)
+    sim.run_until(3.0)
+
+    def writer(c: SimClient):
+        for i in range(200):
+            yield ("put", b"k:%d" % i, b"v", b"", 3)
+
+    SimClient(sim, "w", writer, think=0.0)
+    sim.run_until(8.0)
+    sn = sim.nodes["n1"]
+    core = sn.core
+    ring = core.membership.ring()
+    p = next(p for p in range(ring.q) if "n1" not in ring.preflist(p))
+    held = sorted(core.store.keys())
+    core.handle((REQUEST, b"admin-1"), [wire.Repair(1, p)], sim.t)
+    out = core.take_output()
+    (reply,) = out.clients[b"admin-1"]
+    assert type(reply) is wire.Error and f"partition {p} is not replicated by n1" in \
+        reply.message and ", ".join(ring.preflist(p)) in reply.message
+    core.background.queue_exchanges([(p, peer, 3) for peer in ring.preflist(p)])
+    sim.run_until(sim.t + 1.0)
+    assert core.ae.stats["exchanges"] == 0 and core.ae.stats["keys_repaired"] == 0
+    assert sorted(core.store.keys()) == held
+
+
 def test_a_node_back_with_an_empty_disk_never_answers_none_for_what_others_hold():
     """n1 loses its disk and rejoins empty. Before it has exchanged a partition with every
     other owner, its reads do not count toward R (RGetOk.unsure): an R=1 read through it

@@ -301,7 +301,9 @@ class Background:
             self.queued.discard((p, peer, n))
             gring = core.membership.ring(n)
             ae = core.ae_for(n)
-            if ae is None or not core.membership.is_up(peer) or peer not in gring.preflist(p):
+            owners = gring.preflist(p)  # (as of now: a pair queued before a ring change)
+            if ae is None or not core.membership.is_up(peer) or peer not in owners \
+                    or core.me not in owners:
                 continue
             lo, hi = gring.partition_range(p)
             tree = ae.tree(p)
@@ -429,8 +431,12 @@ class Background:
         for n, _ in core.ae_groups_all():
             gring = core.membership.ring(n)
             gparts = gring.replicas_of(core.me) if partition < 0 else [partition]
-            pairs += [(p, peer, n) for p in gparts for peer in gring.preflist(p)
-                      if peer != core.me]
+            # (only what this node replicates: an exchange pulls the peer's keys here)
+            pairs += [(p, peer, n) for p in gparts if core.me in gring.preflist(p)
+                      for peer in gring.preflist(p) if peer != core.me]
+        if partition >= 0 and not pairs:
+            raise ZkvError(f"partition {partition} is not replicated by {core.me} (its owners: "
+                           f"{', '.join(ring.preflist(partition))}): repair it on one of them")
         self._check_roots(pairs, core.t, routine=False)
         return {"queued": len(pairs), "partitions": len(parts)}
 
