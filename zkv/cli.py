@@ -560,7 +560,8 @@ def status_command(args) -> int:
         lag = ae.get("max_seconds_since_agreement")
         print(f"anti-entropy: {ae.get('partitions_agreed', 0)}/{ae.get('partitions', 0)} "
               f"partitions agreed with every owner, worst lag "
-              f"{'-' if lag is None else f'{lag:.1f}s'}, {ae.get('queued', 0)} queued")
+              f"{'-' if lag is None else f'{lag:.1f}s'}, {ae.get('queued', 0)} queued"
+              + (f", {ae['checking']} being compared by root" if ae.get("checking") else ""))
         if ae.get("refill_partitions_left"):
             print(f"refilling after a lost disk: {ae['refill_partitions_left']} partition(s) not "
                   "yet exchanged with every other owner; reads of them here do not count "

@@ -1367,7 +1367,31 @@ def test_quiet_anti_entropy_rounds_check_roots_only_and_a_divergence_is_still_re
     assert totals()["exchanges"] > after["exchanges"]
 
 
-def test_repair_compares_roots_first_and_exchanges_only_what_differs():
+def _status_text(core, monkeypatch, capsys) -> str:
+    """What `zkv status` prints of this node's status now."""
+    import zkv.client
+    from zkv.cli import main
+
+    class Fake:  # zkv.Client as status_command uses it, answering with core's status
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def status(self, node=None) -> dict:
+            return status(core)
+
+    monkeypatch.setattr(zkv.client, "Client", Fake)
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    return capsys.readouterr().out
+
+
+def test_repair_compares_roots_first_and_exchanges_only_what_differs(monkeypatch, capsys):
     """`zkv repair` (a Repair from an admin) on a node whose replicas agree but for one key it
     alone holds a newer version of: every (partition, other owner) is compared by its roots
     (one round trip per owner), only that key's partition is exchanged in full, with each
@@ -1395,6 +1419,8 @@ def test_repair_compares_roots_first_and_exchanges_only_what_differs():
     core.handle((REQUEST, b"admin-1"), [wire.Repair(1, -1)], sim.t)
     sim._after_turn(sn)
     assert core.background.status()["checking"] == 2 * len(mine)
+    assert f"0 queued, {2 * len(mine)} being compared by root" in _status_text(core, monkeypatch,
+                                                                              capsys)
     sim.run_until(sim.t + 0.2)
     assert core.background.status() == {"queued": 0, "running": 0, "checking": 0}
     assert stats["root_checks"] - checks == 2 * len(mine)
