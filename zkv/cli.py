@@ -685,6 +685,9 @@ def repair_command(args) -> int:
         total = info["queued"]
         print(f"repair: {total} (partition, owner) pair(s) over {info['partitions']} "
               f"partition(s): roots compared first, those that differ exchanged")
+        if info.get("down"):
+            print(f"skipped, down: {', '.join(info['down'])} (repair again once back up; "
+                  "anti-entropy also runs on its own)")
         with Progress(transient=not sys.stdout.isatty()) as bar:
             task = bar.add_task("exchanging", total=total or 1)
             while True:

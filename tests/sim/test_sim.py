@@ -1430,6 +1430,67 @@ def test_repair_compares_roots_first_and_exchanges_only_what_differs(monkeypatch
         assert b"lone" in live_values(sim.held(other, key))
 
 
+def test_zkv_repair_skips_a_down_owner_and_reports_what_it_did(monkeypatch, capsys):
+    """`zkv repair` (the CLI, its client answered by a simulated node) while n3 is down: the
+    pairs with n3 are skipped and named, every pair with n2 is compared by root, the one
+    partition holding a version n1 alone has is exchanged in full, and the report counts
+    exactly those."""
+    import zkv.cli
+    import zkv.client
+    from zkv.cli import main
+
+    sim = Sim(3, 3, aae_interval=1000.0)
+    sim.run_until(1.0)
+
+    def writer(c: SimClient):
+        for i in range(60):
+            yield ("put", b"rep:%d" % i, b"v", b"", 3)
+
+    SimClient(sim, "w", writer, think=0.0)
+    sim.run_until(6.0)
+    sn = sim.nodes["n1"]
+    core = sn.core
+    key = b"rep:7"
+    core.replica.coordinate(key, dvv.DVVSet.decode(sim.held("n1", key)).context(), b"lone")
+    core.persist()
+    sim.crash("n3")
+    sim.run_until(sim.t + 4.0)
+    assert not core.membership.is_up("n3")
+    mine = core.membership.ring().replicas_of("n1")
+
+    class Fake:  # zkv.Client as repair_command uses it, answered by n1
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def status(self, node=None) -> dict:
+            sim.run_until(sim.t + 0.05)  # (the CLI's poll interval, on the virtual clock)
+            return status(core)
+
+        def repair(self, partition=-1, node=None) -> dict:
+            core.handle((REQUEST, b"admin-1"), [wire.Repair(1, partition)], sim.t)
+            out = core.take_output()
+            (reply,) = out.clients.pop(b"admin-1")
+            sim._send_out(sn, out)
+            return reply.info
+
+    monkeypatch.setattr(zkv.client, "Client", Fake)
+    monkeypatch.setattr(zkv.cli.time, "sleep", lambda s: None)
+    capsys.readouterr()
+    assert main(["repair"]) == 0
+    text = capsys.readouterr().out
+    assert f"repair: {len(mine)} (partition, owner) pair(s) over {len(mine)} partition(s)" \
+        in text, text
+    assert "skipped, down: n3 (" in text, text
+    assert f"done: {len(mine)} root comparison(s), 1 full exchange(s)" in text, text
+    assert b"lone" in live_values(sim.held("n2", key))
+
+
 def test_repair_of_a_partition_the_node_does_not_replicate_is_refused_and_pulls_nothing():
     """`zkv repair --partition P` sent to a node that is not one of P's owners: refused with
     the owners named, and nothing of P copied to it (an exchange pulled the owners' keys to a

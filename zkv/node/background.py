@@ -437,8 +437,11 @@ class Background:
         if partition >= 0 and not pairs:
             raise ZkvError(f"partition {partition} is not replicated by {core.me} (its owners: "
                            f"{', '.join(ring.preflist(partition))}): repair it on one of them")
+        up = core.membership.is_up
+        down = sorted({peer for _, peer, _ in pairs if not up(peer)})
+        pairs = [pair for pair in pairs if up(pair[1])]  # (a down owner's wait for its return)
         self._check_roots(pairs, core.t, routine=False)
-        return {"queued": len(pairs), "partitions": len(parts)}
+        return {"queued": len(pairs), "partitions": len(parts), "down": down}
 
     def queue_exchanges(self, pairs: list[tuple[int, str, int]]) -> None:
         """Exchange each (partition, peer, N) ahead of the routine rounds (not queued twice;
