@@ -1367,12 +1367,40 @@ def test_quiet_anti_entropy_rounds_check_roots_only_and_a_divergence_is_still_re
     assert totals()["exchanges"] > after["exchanges"]
 
 
-def _status_text(core, monkeypatch, capsys) -> str:
-    """What `zkv status` prints of this node's status now."""
-    import zkv.client
-    from zkv.cli import main
+def _written(nodes: int, keys: int, joined: float, written: float) -> Sim:
+    """`nodes` simulated nodes (seed `nodes`; the routine anti-entropy rounds: one at the
+    start, then none), keys k:0.. written at W=3 from `joined` on, run until `written`."""
+    sim = Sim(nodes, nodes, aae_interval=1000.0)
+    sim.run_until(joined)
 
-    class Fake:  # zkv.Client as status_command uses it, answering with core's status
+    def writer(c: SimClient):
+        for i in range(keys):
+            yield ("put", b"k:%d" % i, b"v", b"", 3)
+
+    SimClient(sim, "w", writer, think=0.0)
+    sim.run_until(written)
+    return sim
+
+
+def _one_version_apart() -> tuple:
+    """(sim, n1's SimNode, key): 3 nodes holding the same 60 keys, but for `key`, of which n1
+    alone holds a newer version."""
+    sim = _written(3, 60, 1.0, 6.0)
+    sn, key = sim.nodes["n1"], b"k:7"
+    sn.core.replica.coordinate(key, dvv.DVVSet.decode(sim.held("n1", key)).context(), b"lone")
+    sn.core.persist()
+    return sim, sn, key
+
+
+def _cli(monkeypatch, capsys, sim: Sim, sn, argv: list[str], step: float = 0.0) -> str:
+    """What the `zkv` CLI prints for `argv`, its client answered by simulated node `sn` (each
+    status request first runs the simulation `step` virtual seconds on: the CLI's polls)."""
+    import zkv.cli
+    import zkv.client
+
+    core = sn.core
+
+    class Fake:  # zkv.Client as the CLI uses it
         def __init__(self, *args, **kwargs) -> None:
             pass
 
@@ -1383,44 +1411,41 @@ def _status_text(core, monkeypatch, capsys) -> str:
             pass
 
         def status(self, node=None) -> dict:
+            sim.run_until(sim.t + step)
             return status(core)
 
+        def repair(self, partition=-1, node=None) -> dict:
+            core.handle((REQUEST, b"admin-1"), [wire.Repair(1, partition)], sim.t)
+            out = core.take_output()
+            (reply,) = out.clients.pop(b"admin-1")
+            sim._send_out(sn, out)
+            return reply.info
+
     monkeypatch.setattr(zkv.client, "Client", Fake)
+    monkeypatch.setattr(zkv.cli.time, "sleep", lambda s: None)
     capsys.readouterr()
-    assert main(["status"]) == 0
+    assert zkv.cli.main(argv) == 0
     return capsys.readouterr().out
 
 
 def test_repair_compares_roots_first_and_exchanges_only_what_differs(monkeypatch, capsys):
     """`zkv repair` (a Repair from an admin) on a node whose replicas agree but for one key it
     alone holds a newer version of: every (partition, other owner) is compared by its roots
-    (one round trip per owner), only that key's partition is exchanged in full, with each
-    other owner, and the version reaches them; the node's status has nothing queued, running
-    or checking ~0.2 s later. (Before, every pair was a full exchange, `aae_concurrency` at a
-    time: 2 x the node's partitions of them.)"""
-    sim = Sim(3, 3, aae_interval=1000.0)  # the routine rounds: one at the start, then none
-    sim.run_until(1.0)
-
-    def writer(c: SimClient):
-        for i in range(60):
-            yield ("put", b"rep:%d" % i, b"v", b"", 3)
-
-    SimClient(sim, "w", writer, think=0.0)
-    sim.run_until(6.0)
-    key = b"rep:7"
-    lone = sim.owners(key)[0]
-    sn = sim.nodes[lone]
+    (one round trip per owner; `zkv status` says how many are being compared meanwhile), only
+    that key's partition is exchanged in full, with each other owner, and the version reaches
+    them; the node's status has nothing queued, running or checking ~0.2 s later. (Before,
+    every pair was a full exchange, `aae_concurrency` at a time: 2 x the node's partitions of
+    them.)"""
+    sim, sn, key = _one_version_apart()
     core = sn.core
-    core.replica.coordinate(key, dvv.DVVSet.decode(sim.held(lone, key)).context(), b"lone")
-    core.persist()
     stats = core.ae.stats
     exchanges, checks = stats["exchanges"], stats["root_checks"]
-    mine = core.membership.ring().replicas_of(lone)
+    mine = core.membership.ring().replicas_of("n1")
     core.handle((REQUEST, b"admin-1"), [wire.Repair(1, -1)], sim.t)
     sim._after_turn(sn)
     assert core.background.status()["checking"] == 2 * len(mine)
-    assert f"0 queued, {2 * len(mine)} being compared by root" in _status_text(core, monkeypatch,
-                                                                              capsys)
+    assert f"0 queued, {2 * len(mine)} being compared by root" in _cli(monkeypatch, capsys, sim,
+                                                                        sn, ["status"])
     sim.run_until(sim.t + 0.2)
     assert core.background.status() == {"queued": 0, "running": 0, "checking": 0}
     assert stats["root_checks"] - checks == 2 * len(mine)
@@ -1435,55 +1460,12 @@ def test_zkv_repair_skips_a_down_owner_and_reports_what_it_did(monkeypatch, caps
     pairs with n3 are skipped and named, every pair with n2 is compared by root, the one
     partition holding a version n1 alone has is exchanged in full, and the report counts
     exactly those."""
-    import zkv.cli
-    import zkv.client
-    from zkv.cli import main
-
-    sim = Sim(3, 3, aae_interval=1000.0)
-    sim.run_until(1.0)
-
-    def writer(c: SimClient):
-        for i in range(60):
-            yield ("put", b"rep:%d" % i, b"v", b"", 3)
-
-    SimClient(sim, "w", writer, think=0.0)
-    sim.run_until(6.0)
-    sn = sim.nodes["n1"]
-    core = sn.core
-    key = b"rep:7"
-    core.replica.coordinate(key, dvv.DVVSet.decode(sim.held("n1", key)).context(), b"lone")
-    core.persist()
+    sim, sn, key = _one_version_apart()
     sim.crash("n3")
     sim.run_until(sim.t + 4.0)
-    assert not core.membership.is_up("n3")
-    mine = core.membership.ring().replicas_of("n1")
-
-    class Fake:  # zkv.Client as repair_command uses it, answered by n1
-        def __init__(self, *args, **kwargs) -> None:
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            pass
-
-        def status(self, node=None) -> dict:
-            sim.run_until(sim.t + 0.05)  # (the CLI's poll interval, on the virtual clock)
-            return status(core)
-
-        def repair(self, partition=-1, node=None) -> dict:
-            core.handle((REQUEST, b"admin-1"), [wire.Repair(1, partition)], sim.t)
-            out = core.take_output()
-            (reply,) = out.clients.pop(b"admin-1")
-            sim._send_out(sn, out)
-            return reply.info
-
-    monkeypatch.setattr(zkv.client, "Client", Fake)
-    monkeypatch.setattr(zkv.cli.time, "sleep", lambda s: None)
-    capsys.readouterr()
-    assert main(["repair"]) == 0
-    text = capsys.readouterr().out
+    assert not sn.core.membership.is_up("n3")
+    mine = sn.core.membership.ring().replicas_of("n1")
+    text = _cli(monkeypatch, capsys, sim, sn, ["repair"], step=0.05)
     assert f"repair: {len(mine)} (partition, owner) pair(s) over {len(mine)} partition(s)" \
         in text, text
     assert "skipped, down: n3 (" in text, text
@@ -1496,15 +1478,7 @@ def test_repair_of_a_partition_the_node_does_not_replicate_is_refused_and_pulls_
     the owners named, and nothing of P copied to it (an exchange pulled the owners' keys to a
     node that then held strays: 48 of 200 keys at 5 nodes, seed 5). A pair queued before a
     ring change took P away is skipped the same way when its turn comes."""
-    sim = Sim(5, 5, aae_interval=1000.0)
-    sim.run_until(3.0)
-
-    def writer(c: SimClient):
-        for i in range(200):
-            yield ("put", b"k:%d" % i, b"v", b"", 3)
-
-    SimClient(sim, "w", writer, think=0.0)
-    sim.run_until(8.0)
+    sim = _written(5, 200, 3.0, 8.0)
     sn = sim.nodes["n1"]
     core = sn.core
     ring = core.membership.ring()
