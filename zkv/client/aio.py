@@ -209,7 +209,8 @@ class AsyncClient(Facade):
         return await self._run(self.core.cluster(action, node_id, other, node))
 
     async def repair(self, partition: int = -1, node: str | None = None) -> dict:
-        """Run anti-entropy now on `node` for `partition` (-1: all); returns what was queued."""
+        """Run anti-entropy now on `node` for `partition` (-1: all it replicates): roots
+        compared, what differs exchanged; returns what it started (ClientCore.repair)."""
         return await self._run(self.core.repair(partition, node))
 
     async def close(self) -> None:

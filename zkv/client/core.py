@@ -1017,8 +1017,12 @@ class ClientCore:
                                              only=only)), ClusterOk).info
 
     def repair(self, partition: int = -1, node: str | None = None) -> Plan[dict]:
-        """Ask `node` (default: the first member that answers) to run anti-entropy exchanges now
-        for `partition` (-1: every partition it replicates); returns what it queued."""
+        """Ask `node` (default: the first member that answers) to run anti-entropy now for
+        `partition` (-1: every partition it replicates): each (partition, other owner that is
+        up) is compared by Merkle root, those that differ are exchanged in full. Returns
+        {"queued": those pairs, "partitions": how many partitions, "down": the owners skipped
+        as down}; `status()["antientropy"]` has "checking", "queued" and "running" at 0 once
+        it is done. InvalidRequest if `node` does not replicate `partition`."""
         if type(partition) is not int or partition < -1:
             raise InvalidRequest(f"partition must be an int >= -1, got {partition!r}")
         only = yield from self._node(node)

@@ -141,7 +141,8 @@ class Client(Facade):
         return self._run(self.core.cluster(action, node_id, other, node))
 
     def repair(self, partition: int = -1, node: str | None = None) -> dict:
-        """Run anti-entropy now on `node` for `partition` (-1: all); returns what was queued."""
+        """Run anti-entropy now on `node` for `partition` (-1: all it replicates): roots
+        compared, what differs exchanged; returns what it started (ClientCore.repair)."""
         return self._run(self.core.repair(partition, node))
 
     def close(self) -> None:
