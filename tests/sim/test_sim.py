@@ -1428,6 +1428,18 @@ def _cli(monkeypatch, capsys, sim: Sim, sn, argv: list[str], step: float = 0.0) 
     return capsys.readouterr().out
 
 
+def _aae_gauges(core) -> dict[str, float]:
+    """zkv_antientropy{what} as a scrape right after a gauge refresh would read it."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    core.export.next_gauges = -1e9  # (refreshed at most every GAUGES_EVERY: now)
+    core.export.export(core.t, {})
+    text = generate_latest(core.metrics.registry).decode()
+    return {s.labels["what"]: s.value for fam in text_string_to_metric_families(text)
+            if fam.name == "zkv_antientropy" for s in fam.samples}
+
+
 def test_repair_compares_roots_first_and_exchanges_only_what_differs(monkeypatch, capsys):
     """`zkv repair` (a Repair from an admin) on a node whose replicas agree but for one key it
     alone holds a newer version of: every (partition, other owner) is compared by its roots
@@ -1446,8 +1458,12 @@ def test_repair_compares_roots_first_and_exchanges_only_what_differs(monkeypatch
     assert core.background.status()["checking"] == 2 * len(mine)
     assert f"0 queued, {2 * len(mine)} being compared by root" in _cli(monkeypatch, capsys, sim,
                                                                         sn, ["status"])
+    assert _aae_gauges(core)["roots_checking"] == 2 * len(mine)
     sim.run_until(sim.t + 0.2)
     assert core.background.status() == {"queued": 0, "running": 0, "checking": 0}
+    gauges = _aae_gauges(core)
+    assert gauges["roots_checking"] == gauges["exchanges_queued"] == 0
+    assert gauges["exchanges_running"] == 0
     assert stats["root_checks"] - checks == 2 * len(mine)
     assert stats["exchanges"] - exchanges == 2  # the one partition, with each other owner
     assert sim.replicas_agree([key]) == []

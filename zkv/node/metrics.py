@@ -289,9 +289,11 @@ class NodeMetrics:
         self.hint_age = Gauge("zkv_hint_oldest_age_seconds", "Age of the oldest hint per owner "
                               "(the hinted-handoff queue age)", ["owner"], registry=r)
         self.aae = Gauge("zkv_antientropy", "Anti-entropy totals since start (exchanges, "
-                         "keys_repaired, bytes_sent, agreements, reaped, root_checks), and "
-                         "refill_partitions_left: partitions a node back with an empty disk "
-                         "has yet to verify",
+                         "keys_repaired, bytes_sent, agreements, reaped, root_checks); "
+                         "refill_partitions_left (partitions a node back with an empty disk "
+                         "has yet to verify), fresh_partitions_left; and now: "
+                         "exchanges_queued, exchanges_running, roots_checking ((partition, "
+                         "owner) pairs of a repair or refill whose roots are being compared)",
                          ["what"], registry=r)
         self.aae_lag = _AgreementLag()  # zkv_antientropy_seconds_since_agreement, when scraped
         r.register(self.aae_lag)

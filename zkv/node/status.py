@@ -263,6 +263,10 @@ class MetricsExport:
                 child(m.aae, k).set(v)
             child(m.aae, "refill_partitions_left").set(core.refill_left())
             child(m.aae, "fresh_partitions_left").set(core.fresh_left())
+            bg = core.background
+            child(m.aae, "exchanges_queued").set(len(bg.exchange_queue))
+            child(m.aae, "exchanges_running").set(bg.exchanges_running)
+            child(m.aae, "roots_checking").set(bg.checking)
         m.keys.set(len(core.store))
         m.unsettled.set(len(core.unsettled))
         self._observe(now, up, gauges=True)
