@@ -419,7 +419,8 @@ class Background:
         (`check_roots`: one round trip per owner), the partitions that differ (or all of a
         silent owner's) exchanged in full. A full exchange of partitions that agree is that
         same root comparison, one round trip and one of `aae_concurrency` slots each: a whole
-        node's 512 made `zkv repair` take 3.5 s at a new 3-node cluster, 0.24 s by roots."""
+        node's 512 made `zkv repair` take 3.5 s at a new 3-node cluster, tens of ms by roots
+        (benchmarks/repair_time.py)."""
         core = self.core
         if core.ae is None:
             raise ZkvError(f"anti-entropy is off on {core.me} (aae_interval 0)")
@@ -439,7 +440,7 @@ class Background:
                            f"{', '.join(ring.preflist(partition))}): repair it on one of them")
         up = core.membership.is_up
         down = sorted({peer for _, peer, _ in pairs if not up(peer)})
-        pairs = [pair for pair in pairs if up(pair[1])]  # (a down owner's wait for its return)
+        pairs = [pair for pair in pairs if up(pair[1])]  # (hints and routine rounds cover those)
         self._check_roots(pairs, core.t, routine=False)
         return {"queued": len(pairs), "partitions": len(parts), "down": down}
 
