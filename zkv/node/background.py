@@ -391,12 +391,13 @@ class Background:
                     routine and (peer, n) in self.roots_running):
                 continue
             for i in range(0, len(parts), MAX_ROOTS + 1):  # (partition + MAX_ROOTS more)
+                chunk = parts[i:i + MAX_ROOTS + 1]
                 if routine:
                     self.roots_running.add((peer, n))
                 else:
-                    self.checking += len(parts[i:i + MAX_ROOTS + 1])
-                op = RootsOp(core, ae, peer, n, 0 if n == default else n,
-                             parts[i:i + MAX_ROOTS + 1], now + 2 * self.cfg.replica_timeout)
+                    self.checking += len(chunk)
+                op = RootsOp(core, ae, peer, n, 0 if n == default else n, chunk,
+                             now + 2 * self.cfg.replica_timeout)
                 op.on_finish = self._roots_done if routine else self._roots_checked
                 core.start_op(op, now)
 
@@ -441,7 +442,7 @@ class Background:
         up = core.membership.is_up
         down = sorted({peer for _, peer, _ in pairs if not up(peer)})
         pairs = [pair for pair in pairs if up(pair[1])]  # (hints and routine rounds cover those)
-        self._check_roots(pairs, core.t, routine=False)
+        self.check_roots(pairs, core.t)
         return {"queued": len(pairs), "partitions": len(parts), "down": down}
 
     def queue_exchanges(self, pairs: list[tuple[int, str, int]]) -> None:
