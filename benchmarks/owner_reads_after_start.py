@@ -16,7 +16,6 @@ count yet was left out of owner reads for 10 s, not 1).
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 
@@ -46,10 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refill-skip", type=float, default=client_core.REFILL_SKIP)
     args = ap.parse_args(argv)
     client_core.REFILL_SKIP = args.refill_skip
-    root = tempfile.mkdtemp(prefix="zkv-owner-reads-")
-    cluster = LocalCluster(3, root, base_port=None, n=3)
-    try:
-        cluster.start()
+    with tempfile.TemporaryDirectory(prefix="zkv-owner-reads-") as root, \
+            LocalCluster(3, root, base_port=None, n=3) as cluster:
         cluster.wait_ready()
         ready = time.monotonic()
         with Client(cluster.endpoints) as c:
@@ -90,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         verified = "never" if verified_at is None else f"{verified_at:.1f} s after ready"
         print(f"verified everywhere: {verified}; owner reads back (>= {FULL:.0%} of a second's "
               f"gets) in the second ending {back_at} s after ready")
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import shutil
 import tempfile
 import time
 
@@ -30,10 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=200)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args(argv)
-    root = tempfile.mkdtemp(prefix="zkv-repair-time-")
-    cluster = LocalCluster(args.nodes, root, base_port=None, n=3)
-    try:
-        cluster.start()
+    with tempfile.TemporaryDirectory(prefix="zkv-repair-time-") as root, \
+            LocalCluster(args.nodes, root, base_port=None, n=3) as cluster:
         cluster.wait_ready()
         with Client(cluster.endpoints) as c:
             for i in range(args.keys):
@@ -46,9 +43,6 @@ def main(argv: list[str] | None = None) -> int:
             took = time.monotonic() - t0
             last = out.getvalue().strip().splitlines()[-1]
             print(f"zkv repair: {took:.2f} s (exit {rc})  {last}")
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
