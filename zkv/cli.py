@@ -562,6 +562,9 @@ def status_command(args) -> int:
               f"partitions agreed with every owner, worst lag "
               f"{'-' if lag is None else f'{lag:.1f}s'}, {ae.get('queued', 0)} queued"
               + (f", {ae['checking']} being compared by root" if ae.get("checking") else ""))
+        if ae.get("partitions_owner_down"):
+            print(f"  {ae['partitions_owner_down']} partition(s) with an owner down: agreed "
+                  "as of before it went down at best (no exchange with it until it is back)")
         if ae.get("refill_partitions_left"):
             print(f"refilling after a lost disk: {ae['refill_partitions_left']} partition(s) not "
                   "yet exchanged with every other owner; reads of them here do not count "

@@ -1489,6 +1489,34 @@ def test_zkv_repair_skips_a_down_owner_and_reports_what_it_did(monkeypatch, caps
     assert b"lone" in live_values(sim.held("n2", key))
 
 
+def test_status_says_which_agreed_partitions_have_an_owner_down(monkeypatch, capsys):
+    """A partition counts as agreed from its last full agreement, so `zkv status` read
+    "N/N partitions agreed with every owner" while an owner was down. It now says how many of
+    them have an owner down (at 5 nodes, those the down node also replicates), and stops saying
+    so once the owner is back."""
+    sim = _written(5, 60, 1.0, 6.0)
+    sn = sim.nodes["n1"]
+    ring = sn.core.membership.ring()
+    mine = ring.replicas_of("n1")
+    shared, other = min((n, x) for x in ("n2", "n3", "n4", "n5")
+                        if (n := sum(1 for p in mine if x in ring.preflist(p))))
+    assert shared < len(mine)
+    ae = status(sn.core)["antientropy"]
+    assert ae["partitions_agreed"] == len(mine) and ae["partitions_owner_down"] == 0
+    assert "with an owner down" not in _cli(monkeypatch, capsys, sim, sn, ["status"])
+    sim.crash(other)
+    sim.run_until(sim.t + 4.0)
+    assert not sn.core.membership.is_up(other)
+    ae = status(sn.core)["antientropy"]
+    assert ae["partitions_agreed"] == len(mine) and ae["partitions_owner_down"] == shared
+    assert f"  {shared} partition(s) with an owner down: agreed as of before it went down" in \
+        _cli(monkeypatch, capsys, sim, sn, ["status"])
+    sim.restart(other)
+    sim.run_until(sim.t + 4.0)
+    assert sn.core.membership.is_up(other)
+    assert status(sn.core)["antientropy"]["partitions_owner_down"] == 0
+
+
 def test_repair_of_a_partition_the_node_does_not_replicate_is_refused_and_pulls_nothing():
     """`zkv repair --partition P` sent to a node that is not one of P's owners: refused with
     the owners named, and nothing of P copied to it (an exchange pulled the owners' keys to a

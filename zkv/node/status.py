@@ -167,10 +167,17 @@ def _agreement_ages(core: NodeCore, ring, ae=None) -> list[float | None]:
 
 
 def _agreement(core: NodeCore, ring, ae) -> dict:
+    """A partition counts as agreed from its last full agreement on, so one whose other owner
+    went down since still counts: `partitions_owner_down` says how many of them have an owner
+    down now (their agreement is as old as that owner's absence, and no exchange can renew it
+    until the owner is back)."""
     ages = _agreement_ages(core, ring, ae)
     known = [a for a in ages if a is not None]
+    down = core.membership.down()
+    owner_down = sum(1 for p in ring.replicas_of(core.me)
+                     if not down.isdisjoint(ring.preflist(p))) if down else 0
     return {"tombstones": len(ae.tombstones), "partitions": len(ages),
-            "partitions_agreed": len(known),
+            "partitions_agreed": len(known), "partitions_owner_down": owner_down,
             "max_seconds_since_agreement": round(max(known), 3) if known else None}
 
 
