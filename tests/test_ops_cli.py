@@ -33,6 +33,11 @@ def test_bad_endpoint(cmd):
         assert "--node" in line and bad in line, line
 
 
+def test_an_address_without_its_scheme_is_refused_with_the_fix():
+    line = one_line_error(zkv("status", "--node", "localhost:7001"))
+    assert "expected tcp://HOST:PORT" in line and "(tcp://localhost:7001?)" in line, line
+
+
 @pytest.mark.parametrize("cmd", sorted(TALKERS))
 def test_unreachable_node(cmd):
     out = zkv(*TALKERS[cmd], "--node", DEAD, *FAST)
@@ -158,6 +163,25 @@ def test_top_in_a_pipe_prints_one_snapshot_of_every_node(cluster3):
     rows = {r["id"]: r for r in doc["nodes"]}
     assert set(rows) == {"node1", "node2", "node3"}
     assert all(r["state"] == "up" and r["hints"] == 0 for r in rows.values())
+
+
+def test_node_named_by_its_member_id_through_zkv_node(cluster3):
+    """`--node ID` is the member's address from the table of the default node ($ZKV_NODE
+    here: the fixture's ports are not 7001's); an unknown id names the members, and a
+    default node that does not answer says where the id was looked up."""
+    import os
+
+    env = {**os.environ, "ZKV_NODE": cluster3.endpoints[0]}
+    second = cluster3.nodes[1]
+    out = zkv("status", "--node", second.id, env=env)
+    assert out.returncode == 0 and out.stdout.startswith(f"node {second.id}:"), out
+    out = zkv("ring", "--node", second.id, env=env)
+    assert out.returncode == 0 and out.stdout, out
+    line = one_line_error(zkv("status", "--node", "nobody", env=env))
+    assert "no such member" in line and all(n.id in line for n in cluster3.nodes), line
+    line = one_line_error(zkv("status", "--node", second.id, *FAST,
+                              env={**os.environ, "ZKV_NODE": DEAD}))
+    assert f"looked up at {DEAD}, which did not answer" in line, line
 
 
 def test_status_text_shows_readiness_and_members(cluster3):

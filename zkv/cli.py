@@ -16,9 +16,9 @@ import sys
 import time
 from collections import Counter
 
-from zkv.errors import InvalidRequest, ZkvError
+from zkv.errors import InvalidRequest, RequestTimeout, Unavailable, ZkvError
 
-DEFAULT_NODE = "tcp://127.0.0.1:7001"
+DEFAULT_NODE = "tcp://127.0.0.1:7001"  # --node's default, unless $ZKV_NODE names another
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `seq 1000 | head` reports for seq
 
 
@@ -42,9 +42,17 @@ def _one_line_argparse_errors():
 
 
 def endpoint(value: str) -> str:
-    """argparse type of --node: tcp://HOST:PORT that can be connected to."""
-    from zkv.config import is_wildcard, parse_endpoint
+    """argparse type of --node: tcp://HOST:PORT that can be connected to, or a member's id
+    (anything not starting with tcp://; `member_endpoint` looks it up)."""
+    from zkv.config import NODE_ID_RE, is_wildcard, parse_endpoint
 
+    if not value.startswith("tcp://"):
+        host, colon, port = value.rpartition(":")
+        if NODE_ID_RE.match(value) and not (colon and host and port.isdigit()):
+            return value
+        hint = f" (tcp://{value}?)" if colon and port.isdigit() else ""
+        raise argparse.ArgumentTypeError(f"{value!r}: expected tcp://HOST:PORT (IPv6 as "
+                                         f"tcp://[::1]:PORT) or a member's id{hint}")
     try:
         parse_endpoint(value)
     except ValueError as exc:
@@ -53,6 +61,34 @@ def endpoint(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r}: a wildcard address cannot be connected "
                                          "to; name the node's host")
     return value
+
+
+def default_node() -> str:
+    """--node's default: $ZKV_NODE when set (an operator's cluster), else DEFAULT_NODE."""
+    return os.environ.get("ZKV_NODE") or DEFAULT_NODE
+
+
+def member_endpoint(node_id: str, timeout: float, keys: str | None) -> str:
+    """The address of member `node_id` (`--node node3` for `--node tcp://HOST:PORT`), from
+    the member table of the default node (`default_node()`)."""
+    from zkv.client import Client
+
+    via = default_node()
+    if not via.startswith("tcp://"):
+        raise InvalidRequest(f"--node {node_id}: a member's id is looked up at $ZKV_NODE, "
+                             f"which must be tcp://HOST:PORT, not {via!r}")
+    try:
+        with Client([via], timeout=timeout, keys=keys) as c:
+            info = c.ring_info(via)
+    except (Unavailable, RequestTimeout) as exc:
+        raise Unavailable(f"--node {node_id}: a member's id is looked up at {via}, which did "
+                          f"not answer ({exc}); give the node's tcp://HOST:PORT, or set "
+                          "ZKV_NODE to a node that is up") from None
+    for m in info.members:
+        if m.id == node_id:
+            return m.listen
+    raise InvalidRequest(f"--node {node_id}: no such member in the table of {via} (members: "
+                         f"{', '.join(sorted(m.id for m in info.members))})")
 
 
 def positive(value: str) -> float:
@@ -257,8 +293,9 @@ def _main(argv: list[str] | None = None) -> int:
     lrm.add_argument("--dir", default="./zkv-data")
 
     def with_node(sp):
-        sp.add_argument("--node", default=DEFAULT_NODE, type=endpoint,
-                        help=f"any node (default {DEFAULT_NODE})")
+        sp.add_argument("--node", default=default_node(), type=endpoint,
+                        help="any node: tcp://HOST:PORT, or a member's id (looked up at the "
+                        f"default node); default $ZKV_NODE, else {DEFAULT_NODE}")
         sp.add_argument("--timeout", type=positive, default=2.0, help="seconds (default 2)")
         sp.add_argument("--keys", help="client key of a keyed cluster (DIR/clients/NAME from "
                         "`zkv keygen`)")
@@ -347,6 +384,8 @@ def _main(argv: list[str] | None = None) -> int:
 
     args = p.parse_args(argv)
     try:
+        if getattr(args, "node", "tcp://").startswith("tcp://") is False:  # a member's id
+            args.node = member_endpoint(args.node, args.timeout, args.keys)
         if args.cmd == "local":
             if args.local_cmd == "add":
                 return local_add(args)
