@@ -386,8 +386,11 @@ def test_cli_local_add_and_remove(tmp_path):
             said = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--json",
                                    "--node", f"tcp://127.0.0.1:{port}"],
                                   capture_output=True, text=True, timeout=30)
-            summary = json.loads(said.stdout)["metrics"]
+            doc = json.loads(said.stdout)
+            summary = doc["metrics"]
             assert summary["ready"] is True, (port, summary["ready_reason"])
+            # and no change still settling (`zkv status` said "settling:" right after "settled")
+            assert not doc["cluster"].get("unsettled_changes"), (port, doc["cluster"])
         rm = subprocess.run([sys.executable, "-m", "zkv.cli", "local", "remove", "node2", "--dir",
                              str(d)], capture_output=True, text=True, timeout=300)
         assert rm.returncode == 0, rm.stderr

@@ -767,6 +767,7 @@ def local_add(args) -> int:
           f"receives its partitions (watch with `zkv status`)")
     cluster.wait_settled(120.0)
     cluster.wait_ready(60.0)  # every /readyz 200 once this says so
+    cluster.wait_changes_settled(60.0)  # (`zkv status` no longer says "settling:")
     print(f"zkv: {n.id} owns its share; the cluster has settled")
     return 0
 

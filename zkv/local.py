@@ -299,6 +299,31 @@ class LocalCluster:
             time.sleep(0.2)
         raise ZkvError(f"the cluster did not settle within {timeout:.0f}s ({last})")
 
+    def wait_changes_settled(self, timeout: float = 60.0) -> None:
+        """Until no live node has an ownership change still settling (`zkv status`'s
+        "settling:" line: gets and puts of moved partitions still ask the previous owners
+        too), which ends `settle` seconds after every member had the change: after
+        `wait_settled` (transfers done), a few seconds more."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            waiting = {}
+            for n in self.nodes:
+                if not n.alive():
+                    continue
+                try:
+                    left = self.status_of(n, 1.0).get("cluster", {}).get("unsettled_changes")
+                except ZkvError as exc:
+                    waiting[n.id] = str(exc)
+                    continue
+                if left:
+                    waiting[n.id] = f"{left} change(s) settling"
+            if not waiting:
+                return
+            last = ", ".join(f"{k}: {v}" for k, v in sorted(waiting.items()))
+            time.sleep(0.2)
+        raise ZkvError(f"ownership changes did not settle within {timeout:.0f}s ({last})")
+
     def wait_verified(self, timeout: float = 60.0) -> None:
         """Until no live node has partitions whose copies do not count for a client's own
         reads: refilling after a lost disk, or gained at an ownership change (a cluster's
