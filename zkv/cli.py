@@ -384,8 +384,9 @@ def _main(argv: list[str] | None = None) -> int:
 
     args = p.parse_args(argv)
     try:
-        if getattr(args, "node", "tcp://").startswith("tcp://") is False:  # a member's id
-            args.node = member_endpoint(args.node, args.timeout, args.keys)
+        node = getattr(args, "node", None)
+        if node and not node.startswith("tcp://"):  # a member's id
+            args.node = member_endpoint(node, args.timeout, args.keys)
         if args.cmd == "local":
             if args.local_cmd == "add":
                 return local_add(args)
