@@ -165,6 +165,32 @@ def test_top_in_a_pipe_prints_one_snapshot_of_every_node(cluster3):
     assert all(r["state"] == "up" and r["hints"] == 0 for r in rows.values())
 
 
+def test_top_says_why_a_killed_and_a_frozen_node_do_not_answer(make_cluster):
+    """A node's row gives the reason it could not be asked, not the exception's first 40
+    characters ("Unavailable: no node reachable: tried tc"): a killed node refuses the TCP
+    connection, a frozen one (SIGSTOP) takes it and never answers."""
+    c = make_cluster(3)
+    c.kill("node3")
+    c.pause("node2")
+    try:
+        out = zkv("top", "--once", "--node", c.endpoints[0], "--timeout", "1")
+        assert out.returncode == 0, out.stderr
+        rows: dict[str, str] = {}  # node -> its row's text, wrapped lines joined
+        node = ""
+        for line in out.stdout.splitlines():
+            cells = [x.strip() for x in line.split("│")[1:-1]]
+            if len(cells) > 3:
+                node = cells[0] or node
+                rows[node] = (rows.get(node, "") + " " + cells[2]).strip()
+        assert rows["node3"] == "no TCP connection: down, or not listening there", rows
+        assert rows["node2"] == ("it accepted the TCP connection but did not complete the "
+                                 "ZeroMQ handshake: paused (SIGSTOP), overloaded, or not a "
+                                 "zkv node"), rows
+        assert rows["node1"].startswith("ready"), rows
+    finally:
+        c.resume("node2")
+
+
 def test_node_named_by_its_member_id_through_zkv_node(cluster3):
     """`--node ID` is the member's address from the table of the default node ($ZKV_NODE
     here: the fixture's ports are not 7001's); an unknown id names the members, and a

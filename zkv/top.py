@@ -168,6 +168,22 @@ def _fmt_s(v: float | None) -> str:
     return f"{v:.0f}s" if v >= 10 else f"{v:.1f}s"
 
 
+def _short_error(error: str) -> str:
+    """A node's error for its table cell: why it did not answer, without the exception's
+    name and the address ("Unavailable: no node reachable: tried tcp://...:7003 (no TCP
+    connection: down, or not listening there)" -> "no TCP connection: down, or not listening
+    there"). --json keeps the whole text."""
+    what = error.split(": ", 1)[-1]
+    if what.startswith("no node reachable") and what.endswith(")"):
+        depth = 0  # the parenthesis the last one closes (the reason may hold parentheses)
+        for i in range(len(what) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(what[i], 0)
+            if depth == 0:
+                what = what[i + 1:-1]
+                break
+    return what
+
+
 def _fmt_ms(v: float | None) -> str:
     if v is None:
         return "-"
@@ -188,14 +204,14 @@ def table(rows: list[Row], header: str | None):
         ("p99 get", "right"), ("p99 put", "right"), ("siblings/write", "right"),
         ("keys", "right"), ("hints", "right"), ("hint age", "right"), ("AAE lag", "right"),
         ("transfers", "left"), ("hottest keys", "left"))
-    for name, justify in columns:
-        t.add_column(name, justify=justify, no_wrap=name != "hottest keys",
-                     min_width=keep.get(name))
+    for name, justify in columns:  # (why a node did not answer wraps in "ready")
+        t.add_column(name, justify=justify, no_wrap=name not in ("hottest keys", "ready"),
+                     min_width=keep.get(name), max_width=50 if name == "ready" else None)
     for r in rows:
         style = {"down": "red", "unreachable": "red", "suspect": "yellow"}.get(r.state)
         hot = ", ".join(f"{k} ({c})" for k, c in r.hot_keys[:3]) or "-"
         t.add_row(
-            r.id, r.state, r.ready if not r.error else r.error[:40],
+            r.id, r.state, r.ready if not r.error else _short_error(r.error),
             "-" if r.ops_per_s is None else f"{r.ops_per_s:.0f}",
             _fmt_ms(r.p99_ms.get("get")), _fmt_ms(r.p99_ms.get("put")),
             "-" if r.sibling_rate is None else f"{r.sibling_rate:.1%}",
