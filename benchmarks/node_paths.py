@@ -14,19 +14,24 @@ Each in frames of 1 and of `--batch` operations. The figures are the node's own 
 the C it calls (DVV, Merkle, wire structs), without ZeroMQ, the kernel or other processes:
 the part of a real node's CPU per operation that a C per-operation path would replace.
 Compare two checkouts by running it with each first on sys.path (PYTHONPATH=checkout).
+`--engine logstore`: the measured node's store is a real LogStore in a temporary directory,
+opened as a node opens it (`zkv/node/stores.py`), instead of the simulator's in-memory one.
 
-    python benchmarks/node_paths.py [--rounds 5] [--keys 2000] [--batch 8]
+    python benchmarks/node_paths.py [--rounds 5] [--keys 2000] [--batch 8] [--engine logstore]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
+from sim import harness  # noqa: E402
 from sim.harness import Sim  # noqa: E402
 
 from zkv._core import dvv  # noqa: E402
@@ -114,8 +119,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--keys", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--engine", choices=["memory", "logstore"], default="memory")
     args = ap.parse_args(argv)
-    b = Bench(args.keys)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.engine == "logstore":
+            _logstore_for("n2", tmp)
+        bench = Bench(args.keys)
+        _run(bench, args)
+        bench.core.close_stores()  # (before its directory goes)
+    return 0
+
+
+def _logstore_for(node_id: str, tmp: str) -> None:
+    """The simulated node `node_id` gets a real LogStore under `tmp` (as a node opens it)."""
+    from zkv.node.stores import open_stores
+
+    plain = harness.SimNode.__init__
+
+    def init(self, cfg) -> None:
+        plain(self, cfg)
+        if cfg.id == node_id:
+            self.store, _ = open_stores(dataclasses.replace(cfg, data_dir=tmp))
+
+    harness.SimNode.__init__ = init  # type: ignore[method-assign]
+
+
+def _run(b: Bench, args: argparse.Namespace) -> None:
     for size in (1, args.batch):
         rw, cp, ack, rd = [], [], [], []
         for _ in range(args.rounds):
@@ -126,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             rd.append(b.owner_reads(size))
         print(f"frames of {size:2d}: replica write {min(rw):5.2f} us  coordinated put "
               f"{min(cp):5.2f} us + its two acks {min(ack):5.2f} us  owner read {min(rd):5.2f} us"
-              f"  (best of {args.rounds}, {len(b.keys)} keys)")
-    return 0
+              f"  (best of {args.rounds}, {len(b.keys)} keys, {args.engine})")
 
 
 if __name__ == "__main__":
