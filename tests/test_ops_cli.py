@@ -173,7 +173,7 @@ def test_top_says_why_a_killed_and_a_frozen_node_do_not_answer(make_cluster):
     c.kill("node3")
     c.pause("node2")
     try:
-        out = zkv("top", "--once", "--node", c.endpoints[0], "--timeout", "1")
+        out = zkv("top", "--once", "--node", c.endpoints[0])
         assert out.returncode == 0, out.stderr
         rows: dict[str, str] = {}  # node -> its row's text, wrapped lines joined
         node = ""
@@ -186,7 +186,7 @@ def test_top_says_why_a_killed_and_a_frozen_node_do_not_answer(make_cluster):
         assert rows["node2"] == ("it accepted the TCP connection but did not complete the "
                                  "ZeroMQ handshake: paused (SIGSTOP), overloaded, or not a "
                                  "zkv node"), rows
-        assert rows["node1"].startswith("ready"), rows
+        assert "TCP" not in rows["node1"], rows  # (it answered: ready, or why not)
     finally:
         c.resume("node2")
 
