@@ -405,6 +405,60 @@ def test_cli_local_add_and_remove(tmp_path):
         up.wait(30)
 
 
+def test_cli_local_restart_brings_a_killed_node_back_and_local_up_stops_it(tmp_path):
+    """`zkv local restart NODE` on a running `zkv local up`: a SIGKILLed node starts again on
+    its data dir and is up in the others' view when the command returns; a running one is
+    stopped with SIGTERM first; and Ctrl-C of `zkv local up` stops the restarted process
+    too (another command started it)."""
+    import subprocess
+    import sys
+
+    from ops_helpers import sigint_default, wait_for
+
+    d = tmp_path / "local"
+    up = subprocess.Popen([sys.executable, "-m", "zkv.cli", "local", "up", "--nodes", "3",
+                           "--dir", str(d), "--base-port", "23201", "--no-demo"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          preexec_fn=sigint_default)
+
+    def restart() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "zkv.cli", "local", "restart", "node3",
+                               "--dir", str(d)], capture_output=True, text=True, timeout=120)
+
+    try:
+        deadline = time.monotonic() + 180
+        while not (d / "local.json").exists() and time.monotonic() < deadline:
+            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+            time.sleep(0.2)
+        cluster = LocalCluster.attach(str(d))
+        node3 = cluster.node("node3")
+        first = cluster.running_pid(node3)
+        with zkv.Client(["tcp://127.0.0.1:23201"], timeout=5.0) as c:
+            c.put(b"before", b"v", w=3)
+            os.kill(first, signal.SIGKILL)
+            wait_for(lambda: cluster.running_pid(node3) != first, 10)
+            c.put(b"while-dead", b"v", w=2)
+            out = restart()
+            assert out.returncode == 0, out.stderr
+            assert "node3 is running again at tcp://127.0.0.1:23203" in out.stdout, out.stdout
+            second = cluster.running_pid(node3)
+            assert second and second != first
+            seen = {m["id"]: m["state"] for m in c.status("tcp://127.0.0.1:23201")["members"]}
+            assert seen["node3"] == "up", seen
+            with zkv.Client(["tcp://127.0.0.1:23203"], timeout=5.0, routing="any") as c3:
+                assert c3.get(b"before", r=1).values == [b"v"]  # its data dir, kept
+        out = restart()  # a running node: SIGTERM first, then started again
+        assert out.returncode == 0 and f"stopping node3 (pid {second})" in out.stdout, out
+        third = cluster.running_pid(node3)
+        assert third and third != second
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(60)
+    assert "all nodes stopped" in (up.stdout.read() if up.stdout else "")
+    # stopped by `zkv local up` itself (gone, or a zombie its parent's parent reaps later)
+    assert cluster.running_pid(node3) == 0
+
+
 def test_namespace_keys_move_by_their_own_n(make_cluster):
     """Keys of namespaces whose N (2, 1) is not the cluster's (3) are streamed to their own new
     owners: reads at R=1 never miss while a node joins and another leaves, and afterwards."""

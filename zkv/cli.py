@@ -291,6 +291,11 @@ def _main(argv: list[str] | None = None) -> int:
                           "(it hands its data off, then exits)")
     lrm.add_argument("node_id")
     lrm.add_argument("--dir", default="./zkv-data")
+    lre = lsub.add_parser("restart", help="start a node of the running `zkv local up` again on "
+                          "its data dir (stopping it first with SIGTERM if it runs): a node "
+                          "that died or was killed comes back and catches up")
+    lre.add_argument("node_id")
+    lre.add_argument("--dir", default="./zkv-data")
 
     def with_node(sp):
         sp.add_argument("--node", default=default_node(), type=endpoint,
@@ -392,6 +397,8 @@ def _main(argv: list[str] | None = None) -> int:
                 return local_add(args)
             if args.local_cmd == "remove":
                 return local_remove(args)
+            if args.local_cmd == "restart":
+                return local_restart(args)
             return local_up(args)
         if args.cmd in ("get", "put", "delete"):
             return kv_command(args)
@@ -773,6 +780,25 @@ def local_add(args) -> int:
     return 0
 
 
+def local_restart(args) -> int:
+    from zkv.local import LocalCluster
+
+    cluster = LocalCluster.attach(args.dir)
+    try:
+        n = cluster.node(args.node_id)
+    except StopIteration:
+        raise ZkvError(f"no node {args.node_id} in {args.dir}/local.json") from None
+    pid = cluster.running_pid(n)
+    if pid:
+        print(f"zkv: stopping {n.id} (pid {pid}) with SIGTERM")
+        if not cluster.stop_by_pid(n):
+            print(f"zkv: {n.id} did not exit within 30s: killed")
+    cluster.start_again(n)
+    print(f"zkv: {n.id} is running again at {n.listen} on its data dir; the hints other nodes "
+          "hold for it and anti-entropy bring it up to date (watch with `zkv status`)")
+    return 0
+
+
 def local_remove(args) -> int:
     from zkv.local import LocalCluster, pid_alive
 
@@ -781,13 +807,9 @@ def local_remove(args) -> int:
         n = cluster.node(args.node_id)
     except StopIteration:
         raise ZkvError(f"no node {args.node_id} in {args.dir}/local.json") from None
+    pid = cluster.running_pid(n)
     cluster.remove_node(n.id)
     print(f"zkv: {n.id} is leaving: handing its partitions off")
-    try:
-        with open(cluster.pid_path(n)) as fh:
-            pid = int(fh.read().strip())
-    except (OSError, ValueError):
-        pid = 0
     deadline = time.monotonic() + 300
     while pid and time.monotonic() < deadline:
         if not pid_alive(pid):
@@ -848,6 +870,7 @@ def local_up(args) -> int:
         print("\nstopping...")
     finally:
         cluster.stop()
+        cluster.stop_attached()  # (nodes `zkv local add` or `zkv local restart` started)
         print("all nodes stopped")
     return 0
 

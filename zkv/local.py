@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import json
 import os
 import random
@@ -410,6 +411,81 @@ class LocalCluster:
 
     def pid_path(self, n: LocalNode) -> str:
         return os.path.join(self.dir, f"{n.id}.pid")
+
+    def running_pid(self, n: LocalNode) -> int:
+        """The pid of node n's process as its pid file names it, 0 unless that process is
+        still there and is that node (a pid is reused once its process is gone; a zombie's
+        command line is empty)."""
+        try:
+            with open(self.pid_path(n)) as fh:
+                pid = int(fh.read().strip())
+        except (OSError, ValueError):
+            return 0
+        if not pid_alive(pid):
+            return 0
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                args = fh.read().split(b"\0")
+        except OSError:  # no /proc: trust the pid file
+            return pid
+        return pid if b"--id" in args and n.id.encode() in args else 0
+
+    def stop_by_pid(self, n: LocalNode, timeout: float = 30.0) -> bool:
+        """SIGTERM node n's process (found by `running_pid`, resumed if paused) and wait for it
+        to exit; False if it had to be killed. For a node this object did not start (`zkv
+        local add`, `zkv local restart`: their processes' parent is another command)."""
+        pid = self.running_pid(n)
+        if not pid:
+            return True
+        for sig in (signal.SIGTERM, signal.SIGCONT):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.running_pid(n) != pid:  # (gone, or a zombie no one has reaped yet)
+                return True
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return False
+
+    def start_again(self, n: LocalNode, timeout: float = 60.0) -> None:
+        """Start node n again on its data dir and addresses (`zkv local restart`), through a
+        running member if any, and wait until it answers ready and every running member sees
+        it up (the moment its hints start to flow back)."""
+        others = [m for m in self.nodes if m is not n and self.running_pid(m)]
+        self._spawn(n, others[0].listen if others else None)
+        self._wait_port(n, timeout)
+        deadline = time.monotonic() + timeout
+        why = ""
+        while time.monotonic() < deadline:
+            try:
+                summary = self.status_of(n, 1.0)["metrics"]
+                why = "" if summary["ready"] else str(summary["ready_reason"])
+                for m in others if not why else ():
+                    seen = {x["id"]: x["state"] for x in self.status_of(m, 1.0)["members"]}
+                    if seen.get(n.id) != "up":
+                        why = f"{m.id} sees it {seen.get(n.id, 'nowhere')}"
+                        break
+            except ZkvError as exc:
+                why = str(exc)
+            if not why:
+                return
+            time.sleep(0.1)
+        raise ZkvError(f"{n.id} was not back within {timeout:.0f}s ({why}); see {n.log_path}")
+
+    def stop_attached(self) -> None:
+        """Stop the nodes of local.json this object did not start (added or restarted by
+        other commands), so that none outlives `zkv local up`."""
+        try:
+            with open(self.manifest_path()) as fh:
+                rows = json.load(fh).get("nodes", [])
+        except (OSError, ValueError):
+            return
+        mine = {n.id for n in self.nodes if n.alive()}
+        for row in rows:
+            if row.get("id") not in mine:
+                self.stop_by_pid(LocalNode(**row), 15.0)
 
     def _check_ports_free(self) -> None:
         busy = []
