@@ -454,7 +454,10 @@ def test_cli_local_restart_brings_a_killed_node_back_and_local_up_stops_it(tmp_p
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)
-    assert "all nodes stopped" in (up.stdout.read() if up.stdout else "")
+    said = up.stdout.read() if up.stdout else ""
+    assert f"node3 exited with code -9; see {node3.log_path} (to start it again: zkv local " \
+        f"restart node3 --dir {d})" in said, said
+    assert "all nodes stopped" in said, said
     # stopped by `zkv local up` itself (gone, or a zombie its parent's parent reaps later)
     assert cluster.running_pid(node3) == 0
 

@@ -865,7 +865,10 @@ def local_up(args) -> int:
             for n in cluster.nodes:
                 if n.proc is not None and n.proc.poll() is not None and not n.reported:
                     n.reported = True
-                    print(f"zkv: {n.id} exited with code {n.proc.returncode}; see {n.log_path}")
+                    again = f"zkv local restart {n.id}" + (
+                        "" if args.dir == "./zkv-data" else f" --dir {args.dir}")
+                    print(f"zkv: {n.id} exited with code {n.proc.returncode}; see {n.log_path} "
+                          f"(to start it again: {again})", flush=True)
     except KeyboardInterrupt:
         print("\nstopping...")
     finally:
