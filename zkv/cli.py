@@ -780,14 +780,19 @@ def local_add(args) -> int:
     return 0
 
 
-def local_restart(args) -> int:
+def _attached_node(args):
+    """(the running `zkv local up` cluster of --dir, its node NODE_ID)."""
     from zkv.local import LocalCluster
 
     cluster = LocalCluster.attach(args.dir)
     try:
-        n = cluster.node(args.node_id)
+        return cluster, cluster.node(args.node_id)
     except StopIteration:
         raise ZkvError(f"no node {args.node_id} in {args.dir}/local.json") from None
+
+
+def local_restart(args) -> int:
+    cluster, n = _attached_node(args)
     pid = cluster.running_pid(n)
     if pid:
         print(f"zkv: stopping {n.id} (pid {pid}) with SIGTERM")
@@ -800,13 +805,9 @@ def local_restart(args) -> int:
 
 
 def local_remove(args) -> int:
-    from zkv.local import LocalCluster, pid_alive
+    from zkv.local import pid_alive
 
-    cluster = LocalCluster.attach(args.dir)
-    try:
-        n = cluster.node(args.node_id)
-    except StopIteration:
-        raise ZkvError(f"no node {args.node_id} in {args.dir}/local.json") from None
+    cluster, n = _attached_node(args)
     pid = cluster.running_pid(n)
     cluster.remove_node(n.id)
     print(f"zkv: {n.id} is leaving: handing its partitions off")
