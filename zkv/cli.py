@@ -805,15 +805,13 @@ def local_restart(args) -> int:
 
 
 def local_remove(args) -> int:
-    from zkv.local import pid_alive
-
     cluster, n = _attached_node(args)
     pid = cluster.running_pid(n)
     cluster.remove_node(n.id)
     print(f"zkv: {n.id} is leaving: handing its partitions off")
     deadline = time.monotonic() + 300
     while pid and time.monotonic() < deadline:
-        if not pid_alive(pid):
+        if cluster.running_pid(n) != pid:  # (exited: gone, or a zombie not reaped yet)
             break
         time.sleep(0.2)
     else:
