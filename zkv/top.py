@@ -45,7 +45,8 @@ class Row:
     aae_lag_s: float | None = None
     transfers: str = "-"
     hot_keys: list = field(default_factory=list)
-    error: str = ""
+    error: str = ""  # it could not be asked: the client's error
+    why: str = ""  # and why, as its client saw the connection (the table's cell)
 
 
 def _sample(doc: dict) -> Sample | None:
@@ -115,17 +116,24 @@ class Top:
             futures = {m["id"]: pool.submit(self._safe_status, m) for m in members}
             return [self._row(m, futures[m["id"]].result()) for m in members]
 
-    def _safe_status(self, member: dict) -> dict | str:
-        try:
-            return self._status(member["listen"])
-        except ZkvError as exc:
-            return f"{type(exc).__name__}: {exc}"
+    def _safe_status(self, member: dict) -> dict | tuple[str, str]:
+        """The member's status, or (the error, why: the client's reason for the endpoint, e.g.
+        "no TCP connection: ...", else the error's own text)."""
+        from zkv.client import Client
 
-    def _row(self, member: dict, doc: dict | str) -> Row:
+        ep = member["listen"]
+        with Client([ep], timeout=self.timeout, keys=self.keys) as c:
+            try:
+                return c.status(ep)
+            except ZkvError as exc:
+                return (f"{type(exc).__name__}: {exc}",
+                        c.core.unreachable_why.get(ep) or str(exc))
+
+    def _row(self, member: dict, doc: dict | tuple[str, str]) -> Row:
         row = Row(member["id"], member["listen"], member.get("detail", member.get("state", "?")))
-        if isinstance(doc, str):
+        if not isinstance(doc, dict):
             row.state = "unreachable" if row.state != "down" else "down"
-            row.error = doc
+            row.error, row.why = doc
             return row
         cur = _sample(doc)
         if cur is not None:
@@ -168,22 +176,6 @@ def _fmt_s(v: float | None) -> str:
     return f"{v:.0f}s" if v >= 10 else f"{v:.1f}s"
 
 
-def _short_error(error: str) -> str:
-    """A node's error for its table cell: why it did not answer, without the exception's
-    name and the address ("Unavailable: no node reachable: tried tcp://...:7003 (no TCP
-    connection: down, or not listening there)" -> "no TCP connection: down, or not listening
-    there"). --json keeps the whole text."""
-    what = error.split(": ", 1)[-1]
-    if what.startswith("no node reachable") and what.endswith(")"):
-        depth = 0  # the parenthesis the last one closes (the reason may hold parentheses)
-        for i in range(len(what) - 1, -1, -1):
-            depth += {")": 1, "(": -1}.get(what[i], 0)
-            if depth == 0:
-                what = what[i + 1:-1]
-                break
-    return what
-
-
 def _fmt_ms(v: float | None) -> str:
     if v is None:
         return "-"
@@ -211,7 +203,7 @@ def table(rows: list[Row], header: str | None):
         style = {"down": "red", "unreachable": "red", "suspect": "yellow"}.get(r.state)
         hot = ", ".join(f"{k} ({c})" for k, c in r.hot_keys[:3]) or "-"
         t.add_row(
-            r.id, r.state, r.ready if not r.error else _short_error(r.error),
+            r.id, r.state, r.why or r.ready,
             "-" if r.ops_per_s is None else f"{r.ops_per_s:.0f}",
             _fmt_ms(r.p99_ms.get("get")), _fmt_ms(r.p99_ms.get("put")),
             "-" if r.sibling_rate is None else f"{r.sibling_rate:.1%}",
