@@ -300,54 +300,48 @@ class LocalCluster:
             time.sleep(0.2)
         raise ZkvError(f"the cluster did not settle within {timeout:.0f}s ({last})")
 
-    def wait_changes_settled(self, timeout: float = 60.0) -> None:
-        """Until no live node has an ownership change still settling (`zkv status`'s
-        "settling:" line: gets and puts of moved partitions still ask the previous owners
-        too), which ends `settle` seconds after every member had the change: after
-        `wait_settled` (transfers done), a few seconds more."""
+    def _wait_every_live(self, timeout: float, what: str, pending) -> None:
+        """Until `pending(status document)` is "" on every live node (else what is left
+        there); ZkvError naming `what` and each node's last answer at `timeout`."""
         deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            waiting = {}
-            for n in self.nodes:
-                if not n.alive():
-                    continue
-                try:
-                    left = self.status_of(n, 1.0).get("cluster", {}).get("unsettled_changes")
-                except ZkvError as exc:
-                    waiting[n.id] = str(exc)
-                    continue
-                if left:
-                    waiting[n.id] = f"{left} change(s) settling"
-            if not waiting:
-                return
-            last = ", ".join(f"{k}: {v}" for k, v in sorted(waiting.items()))
-            time.sleep(0.2)
-        raise ZkvError(f"ownership changes did not settle within {timeout:.0f}s ({last})")
-
-    def wait_verified(self, timeout: float = 60.0) -> None:
-        """Until no live node has partitions whose copies do not count for a client's own
-        reads: refilling after a lost disk, or gained at an ownership change (a cluster's
-        forming included) not yet settled and exchanged with the other owners."""
-        deadline = time.monotonic() + timeout
-        left: dict[str, int] = {}
+        left: dict[str, str] = {}
         while time.monotonic() < deadline:
             left = {}
             for n in self.nodes:
                 if n.alive():
                     try:
-                        ae = self.status_of(n, 1.0).get("antientropy") or {}
-                    except ZkvError:
-                        left[n.id] = -1
-                        continue
-                    count = ae.get("fresh_partitions_left", 0) + ae.get(
-                        "refill_partitions_left", 0)
-                    if count:
-                        left[n.id] = count
+                        why = pending(self.status_of(n, 1.0))
+                    except ZkvError as exc:
+                        why = str(exc)
+                    if why:
+                        left[n.id] = why
             if not left:
                 return
             time.sleep(0.2)
-        raise ZkvError(f"partitions not verified within {timeout:.0f}s: {left}")
+        raise ZkvError(f"{what} within {timeout:.0f}s ("
+                       + ", ".join(f"{k}: {v}" for k, v in sorted(left.items())) + ")")
+
+    def wait_changes_settled(self, timeout: float = 60.0) -> None:
+        """Until no live node has an ownership change still settling (`zkv status`'s
+        "settling:" line: gets and puts of moved partitions still ask the previous owners
+        too), which ends `settle` seconds after every member had the change: after
+        `wait_settled` (transfers done), a few seconds more."""
+        def settling(doc: dict) -> str:
+            left = doc.get("cluster", {}).get("unsettled_changes")
+            return f"{left} change(s) settling" if left else ""
+
+        self._wait_every_live(timeout, "ownership changes did not settle", settling)
+
+    def wait_verified(self, timeout: float = 60.0) -> None:
+        """Until no live node has partitions whose copies do not count for a client's own
+        reads: refilling after a lost disk, or gained at an ownership change (a cluster's
+        forming included) not yet settled and exchanged with the other owners."""
+        def unverified(doc: dict) -> str:
+            ae = doc.get("antientropy") or {}
+            count = ae.get("fresh_partitions_left", 0) + ae.get("refill_partitions_left", 0)
+            return f"{count} partition(s)" if count else ""
+
+        self._wait_every_live(timeout, "partitions not verified", unverified)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until every live node is ready as its /readyz says (node/health.py): the rings
@@ -460,19 +454,24 @@ class LocalCluster:
         why = ""
         while time.monotonic() < deadline:
             try:
-                summary = self.status_of(n, 1.0)["metrics"]
-                why = "" if summary["ready"] else str(summary["ready_reason"])
-                for m in others if not why else ():
-                    seen = {x["id"]: x["state"] for x in self.status_of(m, 1.0)["members"]}
-                    if seen.get(n.id) != "up":
-                        why = f"{m.id} sees it {seen.get(n.id, 'nowhere')}"
-                        break
+                why = self._not_back(n, others)
             except ZkvError as exc:
                 why = str(exc)
             if not why:
                 return
             time.sleep(0.1)
         raise ZkvError(f"{n.id} was not back within {timeout:.0f}s ({why}); see {n.log_path}")
+
+    def _not_back(self, n: LocalNode, others: list[LocalNode]) -> str:
+        """Why node n is not back yet ("" once it is ready and each of `others` sees it up)."""
+        summary = self.status_of(n, 1.0)["metrics"]
+        if not summary["ready"]:
+            return str(summary["ready_reason"])
+        for m in others:
+            seen = {x["id"]: x["state"] for x in self.status_of(m, 1.0)["members"]}
+            if seen.get(n.id) != "up":
+                return f"{m.id} sees it {seen.get(n.id, 'nowhere')}"
+        return ""
 
     def stop_attached(self) -> None:
         """Stop the nodes of local.json this object did not start (added or restarted by

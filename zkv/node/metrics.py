@@ -291,7 +291,7 @@ class NodeMetrics:
         self.aae = Gauge("zkv_antientropy", "Anti-entropy totals since start (exchanges, "
                          "keys_repaired, bytes_sent, agreements, reaped, root_checks); "
                          "refill_partitions_left (partitions a node back with an empty disk "
-                         "has yet to verify), fresh_partitions_left; and now: "
+                         "has yet to verify), fresh_partitions_left; and the current "
                          "exchanges_queued, exchanges_running, roots_checking ((partition, "
                          "owner) pairs of a repair or refill whose roots are being compared)",
                          ["what"], registry=r)
