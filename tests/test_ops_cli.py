@@ -245,3 +245,58 @@ def test_get_of_several_keys_and_put_from_a_file(cluster3, tmp_path):
                 ["put", "--from", str(src), "--context", "00"],
                 ["put", "--from", str(tmp_path / "missing.tsv")]):
         assert one_line_error(zkv(*bad, "--node", ep))
+
+
+def test_binary_values_round_trip_through_value_file_and_raw(cluster3, tmp_path):
+    """`put --value-file` stores a file's (or stdin's) bytes exactly and `get --raw` writes
+    them back exactly (no newline, no label, not decoded); siblings need --sibling; a file
+    over the value limit is refused without being written."""
+    ep = cluster3.endpoints[0]
+    blob = bytes(range(256)) * 1000 + b"\n\x00\xff"  # not UTF-8, ends in bytes a print mangles
+    src = tmp_path / "blob.bin"
+    src.write_bytes(blob)
+    assert zkv("put", "bin:1", "--value-file", str(src), "--node", ep).returncode == 0
+    got = subprocess.run([ZKV, "get", "bin:1", "--raw", "--node", ep], capture_output=True,
+                         timeout=60)
+    assert got.returncode == 0 and got.stdout == blob, (got.returncode, len(got.stdout))
+    assert got.stderr.startswith(b"context: ")
+    put = subprocess.run([ZKV, "put", "bin:2", "--value-file", "-", "--node", ep],
+                         input=blob, capture_output=True, timeout=60)
+    assert put.returncode == 0, put
+    got = subprocess.run([ZKV, "get", "bin:2", "--raw", "--node", ep], capture_output=True,
+                         timeout=60)
+    assert got.stdout == blob
+    # not found: nothing on stdout, exit 3
+    got = subprocess.run([ZKV, "get", "bin:none", "--raw", "--node", ep], capture_output=True,
+                         timeout=60)
+    assert got.returncode == 3 and got.stdout == b"" and b"not found" in got.stderr
+    # two blind writes: siblings; --raw names the choice, --sibling makes it
+    for v in ("one", "two"):
+        assert zkv("put", "sib:1", v, "--node", ep, "--w", "3").returncode == 0
+    listed = zkv("get", "sib:1", "--node", ep, "--r", "3").stdout.splitlines()
+    assert [line.split(": ", 1)[0] for line in listed] == ["sibling 1/2", "sibling 2/2"]
+    values = [line.split(": ", 1)[1] for line in listed]
+    assert sorted(values) == ["one", "two"]
+    line = one_line_error(zkv("get", "sib:1", "--raw", "--node", ep))
+    assert "2 siblings" in line and "--sibling 1..2" in line, line
+    for i, v in enumerate(values, 1):
+        got = subprocess.run([ZKV, "get", "sib:1", "--raw", "--sibling", str(i), "--node", ep,
+                              "--r", "3"], capture_output=True, timeout=60)
+        assert got.returncode == 0 and got.stdout == v.encode(), got
+    assert zkv("get", "sib:1", "--sibling", "2", "--node", ep, "--r", "3").stdout.splitlines() \
+        == [f"sibling 2/2: {values[1]}"]
+    # over the limit: refused before anything is sent (the key stays as it was)
+    huge = tmp_path / "huge.bin"
+    with open(huge, "wb") as f:
+        f.truncate(16 * 1024 * 1024 + 1)
+    line = one_line_error(zkv("put", "bin:1", "--value-file", str(huge), "--node", ep))
+    assert "more than 16777216 bytes" in line, line
+    got = subprocess.run([ZKV, "get", "bin:1", "--raw", "--node", ep], capture_output=True,
+                         timeout=60)
+    assert got.stdout == blob
+    for bad in (["put", "k", "v", "--value-file", str(src)], ["put", "--value-file", str(src)],
+                ["put", "k", "--value-file", str(tmp_path / "missing")],
+                ["put", "--from", str(src), "k", "--value-file", str(src)],
+                ["get", "a", "b", "--raw"], ["get", "sib:1", "--sibling", "3"],
+                ["get", "k", "--sibling", "0"]):
+        assert one_line_error(zkv(*bad, "--node", ep)), bad

@@ -101,6 +101,16 @@ def positive(value: str) -> float:
     return v
 
 
+def positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be 1 or more")
+    return v
+
+
 # ---- zkv-node ---------------------------------------------------------------------------------
 def node_parser() -> argparse.ArgumentParser:
     p = Parser(
@@ -315,6 +325,12 @@ def _main(argv: list[str] | None = None) -> int:
                                          "each line prefixed with its key)")))
     g.add_argument("key", nargs="+")
     g.add_argument("--r", type=int)
+    g.add_argument("--raw", action="store_true",
+                   help="write the value's bytes to stdout exactly as stored (no newline, no "
+                   "label: binary-safe, for `> FILE`); one key; a key with siblings needs "
+                   "--sibling")
+    g.add_argument("--sibling", type=positive_int, metavar="I",
+                   help="only the I-th sibling (1-based, in the order a plain get lists them)")
     pu = with_ns(with_node(sub.add_parser("put", help="write a key, or with --from many "
                                           "(one batched call)")))
     pu.add_argument("key", nargs="?")
@@ -325,6 +341,9 @@ def _main(argv: list[str] | None = None) -> int:
                     "sibling); values end at the line's end; a line without a tab, or with "
                     "a key or value too large, stops the load there (the batches before it "
                     "are written)")
+    pu.add_argument("--value-file", dest="value_file", metavar="FILE",
+                    help="the value is FILE's bytes exactly ('-': stdin), instead of VALUE: "
+                    "binary-safe; at most the value limit (16 MiB) is read")
     pu.add_argument("--w", type=int)
     pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
     d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
@@ -493,20 +512,64 @@ def put_from(c, args) -> int:
     return 1 if failed else 0
 
 
-def _print_result(res, prefix: str = "") -> None:
+def _print_result(res, prefix: str = "", sibling: int | None = None) -> None:
     if not res.found:
         print(prefix + "(not found)")
     for i, v in enumerate(res.values):
+        if sibling is not None and i + 1 != sibling:
+            continue
         label = f"sibling {i + 1}/{len(res.values)}: " if len(res.values) > 1 else ""
         print(prefix + label + v.decode(errors="backslashreplace"))
+
+
+def _write_raw(name: str, res, sibling: int | None) -> int:
+    """`zkv get --raw`: the one value's bytes on stdout, nothing else, and its context on
+    stderr (0); not found: nothing on stdout (3); several siblings and no --sibling: refused
+    in one line, naming the choice (1)."""
+    if sibling is None and len(res.values) > 1:
+        raise InvalidRequest(f"{name} has {len(res.values)} siblings: --raw writes one, pick it "
+                             f"with --sibling 1..{len(res.values)} (or resolve them: a get "
+                             f"without --raw lists them and prints their context)")
+    print(f"context: {res.context.hex()}", file=sys.stderr)
+    if not res.found:
+        print(f"zkv: {name}: not found", file=sys.stderr)
+        return 3
+    sys.stdout.buffer.write(res.values[0 if sibling is None else sibling - 1])
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _value_file(path: str) -> bytes:
+    """`zkv put --value-file`: FILE's (or stdin's) bytes, read no further than the client's
+    value limit + 1 so that an oversized one is refused without holding it whole."""
+    from zkv.wire import DEFAULT_MAX_VALUE as limit  # (the CLI's clients keep the default)
+
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+    except OSError as exc:
+        raise InvalidRequest(f"--value-file {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise InvalidRequest(f"--value-file {path}: more than {limit} bytes (the largest value "
+                             f"a node takes by default)")
+    return data
 
 
 def kv_command(args) -> int:
     from zkv.client import Client
 
-    if args.cmd == "put" and (args.key is not None if args.source is not None
-                              else args.key is None or args.value is None):
-        raise InvalidRequest("put takes KEY VALUE, or --from FILE (not both)")
+    if args.cmd == "put" and args.value_file is not None and (
+            args.source is not None or args.key is None or args.value is not None):
+        raise InvalidRequest("put --value-file FILE takes KEY alone (not VALUE, not --from)")
+    if args.cmd == "put" and args.value_file is None and (
+            args.key is not None if args.source is not None
+            else args.key is None or args.value is None):
+        raise InvalidRequest("put takes KEY VALUE, KEY --value-file FILE, or --from FILE")
+    if args.cmd == "get" and args.raw and len(args.key) > 1:
+        raise InvalidRequest("get --raw writes one value: give one key")
     if args.cmd == "put" and args.source is not None and args.context:
         raise InvalidRequest("--from writes blind: --context names one key's version")
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
@@ -514,13 +577,18 @@ def kv_command(args) -> int:
             keys = [_key(k) for k in args.key]
             got = c.get_many(keys, r=args.r, namespace=args.namespace)
             for name, res in zip(args.key, got, strict=True):
-                _print_result(res, f"{name}: ")
+                _print_result(res, f"{name}: ", args.sibling)
                 print(f"{name} context: {res.context.hex()}", file=sys.stderr)
             return 0 if all(r.found for r in got) else 3
         if args.cmd == "get":
             res = c.get(_key(args.key[0]), r=args.r, namespace=args.namespace)
-            _print_result(res)
+            if args.sibling is not None and args.sibling > max(len(res.values), 1):
+                raise InvalidRequest(f"--sibling {args.sibling}: {args.key[0]} has "
+                                     f"{len(res.values)} value(s)")
+            if args.raw:
+                return _write_raw(args.key[0], res, args.sibling)
             print(f"context: {res.context.hex()}", file=sys.stderr)
+            _print_result(res, sibling=args.sibling)
             return 0 if res.found else 3
         try:
             ctx = bytes.fromhex(args.context) if args.context else None
@@ -530,8 +598,9 @@ def kv_command(args) -> int:
         if args.cmd == "put" and args.source is not None:
             return put_from(c, args)
         if args.cmd == "put":
-            new = c.put(_key(args.key), _key(args.value), context=ctx, w=args.w,
-                        namespace=args.namespace)
+            value = (_key(args.value) if args.value_file is None
+                     else _value_file(args.value_file))
+            new = c.put(_key(args.key), value, context=ctx, w=args.w, namespace=args.namespace)
             print(f"ok (context {new.hex()})")
             return 0
         if ctx is None:
