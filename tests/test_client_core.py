@@ -694,6 +694,13 @@ def test_a_bad_item_is_named_in_the_error():
     c, clock = core()
     with pytest.raises(InvalidRequest, match="item 1: value must be bytes"):
         Net(clock, default=member()).run(c.put_many([(b"k", b"v"), (b"k", "str")]))
+    # an item of the wrong shape says what it was
+    with pytest.raises(InvalidRequest, match=r"item 1: .* tuple, not a tuple of 1$"):
+        Net(clock, default=member()).run(c.put_many([(b"k", b"v"), (b"k",)]))
+    with pytest.raises(InvalidRequest, match=r"item 0: .* tuple, not bytes$"):
+        Net(clock, default=member()).run(c.put_many([b"k"]))
+    with pytest.raises(InvalidRequest, match=r"item 1: .* tuple, not a tuple of 3$"):
+        Net(clock, default=member()).run(c.delete_many([b"k", (b"k", b"c", b"x")]))
 
 
 @settings(max_examples=100, deadline=None)

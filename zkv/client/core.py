@@ -886,8 +886,10 @@ class ClientCore:
         checked = []
         for i, item in enumerate(items):
             if not isinstance(item, tuple) or len(item) not in (2, 3):
+                what = (f"a tuple of {len(item)}" if isinstance(item, tuple)
+                        else type(item).__name__)
                 raise InvalidRequest(f"item {i}: a (key, value) or (key, value, context) tuple, "
-                                     f"not {type(item).__name__}")
+                                     f"not {what}")
             key, value, context = item if len(item) == 3 else (*item, None)
             _check_item(i, wire.check_key, key)
             _check_item(i, wire.check_value, value, self.max_value_size)
@@ -908,7 +910,8 @@ class ClientCore:
         for i, item in enumerate(items):
             if isinstance(item, tuple):
                 if len(item) != 2:
-                    raise InvalidRequest(f"item {i}: a key or a (key, context) tuple")
+                    raise InvalidRequest(f"item {i}: a key or a (key, context) tuple, not a "
+                                         f"tuple of {len(item)}")
                 key, context = item
             else:
                 key, context = item, None
