@@ -1,0 +1,78 @@
+"""LogStore.snapshot: the copy opens to exactly what the store held when it was taken, whatever
+the store does after (writes, deletes, overwrites, rotations, compactions, closing)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zkv.errors import StorageFull
+from zkv.storage import LogStore
+
+KEYS = [b"k%d" % i for i in range(12)]
+op = st.one_of(
+    st.tuples(st.just("put"), st.sampled_from(KEYS), st.binary(min_size=0, max_size=3000)),
+    st.tuples(st.just("delete"), st.sampled_from(KEYS), st.just(b"")),
+    st.tuples(st.just("compact"), st.just(b""), st.just(b"")),
+)
+
+
+def _apply(store: LogStore, model: dict, ops: list) -> None:
+    for kind, key, value in ops:
+        if kind == "put":
+            store.put(key, value)
+            model[key] = value
+        elif kind == "delete":
+            store.delete(key)
+            model.pop(key, None)
+        else:
+            store.compact()
+
+
+@settings(max_examples=40, deadline=None)
+@given(before=st.lists(op, max_size=40), after=st.lists(op, max_size=40),
+       sync=st.sampled_from(["none", "interval", "always"]),
+       reopen=st.booleans())
+def test_a_snapshot_opens_to_the_state_it_was_taken_at(tmp_path_factory, before, after, sync,
+                                                        reopen):
+    d = tmp_path_factory.mktemp("snap")
+    model: dict[bytes, bytes] = {}
+    store = LogStore(str(d / "live"), sync=sync, segment_bytes=8192, compact_dead_ratio=None)
+    try:
+        _apply(store, model, before)
+        info = store.snapshot(str(d / "copy"))
+        taken = dict(model)
+        wrote = any(kind != "compact" for kind, _, _ in before)
+        assert (info["files"] > 0 and info["bytes"] > 0) if wrote else info["bytes"] >= 0
+        _apply(store, model, after)
+        if reopen:  # the live store closed and opened again: the copy is still its own
+            store.close()
+            store = LogStore(str(d / "live"), sync=sync, segment_bytes=8192,
+                             compact_dead_ratio=None)
+        assert dict(store.items()) == model  # the live store is unaffected by the snapshot
+    finally:
+        store.close()
+    with LogStore(str(d / "copy"), sync="none", compact_dead_ratio=None) as copy:
+        assert dict(copy.items()) == taken
+        assert sorted(copy.tombstones()) == sorted(
+            {k for kind, k, _ in before if kind == "delete"} - set(taken))
+
+
+def test_a_snapshot_does_not_overwrite_and_leaves_nothing_when_it_fails(tmp_path):
+    with LogStore(str(tmp_path / "live"), segment_bytes=8192) as store:
+        store.put(b"a", b"1")
+        os.mkdir(tmp_path / "taken")
+        with pytest.raises(FileExistsError):
+            store.snapshot(str(tmp_path / "taken"))
+        assert os.listdir(tmp_path / "taken") == []
+        store._write_failed = "writing failed: ENOSPC (test)"  # writes refused (a full disk)
+        with pytest.raises(StorageFull):
+            store.snapshot(str(tmp_path / "full"))
+        assert not os.path.exists(tmp_path / "full")
+        store._write_failed = None
+        store.snapshot(str(tmp_path / "ok"))
+    with LogStore(str(tmp_path / "ok")) as copy:
+        assert copy.get(b"a") == b"1"
