@@ -45,6 +45,7 @@ CLIENT_MSGS = [
     st.builds(wire.RingInfo, u64), st.builds(wire.Status, u64), st.builds(wire.NsList, u64),
     st.builds(wire.NsCreate, u64, name, small, small, small, st.sampled_from(["lww", "siblings"])),
     st.builds(wire.Repair, u64, i64),
+    st.builds(wire.Snapshot, u64, name),
     st.builds(wire.Cluster, u64, st.text(max_size=16), node_id, node_id),
     st.builds(wire.Read, u64, key, name),
 ]
@@ -58,6 +59,7 @@ REPLY_MSGS = [
     st.builds(wire.NsOk, u64, blob, name),
     st.builds(wire.StatusOk, u64, st.dictionaries(st.text(max_size=8), i64, max_size=3)),
     st.builds(wire.RepairOk, u64, st.dictionaries(st.text(max_size=8), i64, max_size=3)),
+    st.builds(wire.SnapshotOk, u64, st.dictionaries(st.text(max_size=8), i64, max_size=3)),
     st.builds(wire.ClusterOk, u64, st.dictionaries(st.text(max_size=8), st.text(), max_size=3)),
 ]
 PEER_MSGS = [

@@ -370,6 +370,14 @@ def _main(argv: list[str] | None = None) -> int:
     rg.add_argument("--json", action="store_true")
     rp = with_node(sub.add_parser("repair", help="run Merkle anti-entropy exchanges now"))
     rp.add_argument("--partition", type=int, default=-1, help="one partition (default: all)")
+    sn = with_node(sub.add_parser("snapshot", help="hard-link a node's stores as they are now "
+                                  "under DATA_DIR/snapshots/NAME on its machine (a backup to "
+                                  "copy off; --all: every member)"))
+    sn.add_argument("name", nargs="?", help="the snapshot's name (default: the UTC time, "
+                    "YYYYMMDD-HHMMSS)")
+    sn.add_argument("--all", action="store_true", help="every member of the cluster (--node's "
+                    "member table), one after the other, under the same name")
+    sn.add_argument("--json", action="store_true", help="the manifests as JSON")
     tp = with_node(sub.add_parser("top", help="live view of every node (Ctrl-C quits; one "
                                   "snapshot in a pipe)"))
     tp.set_defaults(timeout=1.0)
@@ -429,6 +437,8 @@ def _main(argv: list[str] | None = None) -> int:
             return ring_command(args)
         if args.cmd == "repair":
             return repair_command(args)
+        if args.cmd == "snapshot":
+            return snapshot_command(args)
         if args.cmd == "cluster":
             return cluster_command(args)
         if args.cmd == "top":
@@ -825,6 +835,35 @@ def repair_command(args) -> int:
               f"{ae.get('partitions_agreed', 0)}/{ae.get('partitions', 0)} partitions in full "
               "agreement")
     return 0
+
+
+def snapshot_command(args) -> int:
+    from zkv.client import Client
+
+    name = args.name or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        targets = (sorted(m.id for m in c.ring_info(args.node).members) if args.all
+                   else [args.node])
+        taken, failed = [], 0
+        for target in targets:
+            try:
+                info = c.snapshot(name, target)
+            except ZkvError as exc:
+                if not args.all:
+                    raise
+                failed += 1
+                print(f"zkv: {target}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            taken.append(info)
+            if not args.json:
+                print(f"{info['node']}: snapshot {name!r} at {info['path']} "
+                      f"({info['bytes']} bytes linked, no data copied)")
+    if args.json:
+        print(json.dumps(taken, indent=2))
+    elif taken:
+        print("copy each off its machine, then remove it (it holds disk space once compaction "
+              "replaces what it links); README, 'Backups'")
+    return 1 if failed else 0
 
 
 def _ae_totals(status: dict) -> dict[str, int]:

@@ -29,6 +29,7 @@ Message tags (uint):
     33 RGetHashes  34 RGetHashesOk                                   (anti-entropy)
     9 Cluster  17 ClusterOk  35 Fetch  36 FetchOk          (membership changes, transfers)
     37 Read   38 ReadOk                                 (client-coordinated reads, FEATURE_READ)
+    39 Snapshot  40 SnapshotOk                         (a node's stores hard-linked, FEATURE_SNAPSHOT)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 
 Evolving a message: new fields go at the END with a default. A decoder fills a missing
@@ -95,7 +96,8 @@ MAX_NS_REGISTRY = 1 << 20  # == namespaces.DEFAULT_MAX_BYTES
 MAX_NS_N = 16  # == namespaces.MAX_N
 MAX_ROOTS = 1024  # partitions whose roots one TreeLevel asks for (TreeLevel.more)
 FEATURE_READ = 1  # Member.features: the node answers Read (client-coordinated reads)
-FEATURES = FEATURE_READ  # what this version serves
+FEATURE_SNAPSHOT = 2  # Member.features: the node answers Snapshot (an admin's)
+FEATURES = FEATURE_READ | FEATURE_SNAPSHOT  # what this version serves
 
 NodeId = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
 Endpoint = Annotated[str, msgspec.Meta(max_length=MAX_ENDPOINT)]
@@ -355,6 +357,17 @@ class RepairOk(_Msg, tag=15):
     info: dict
 
 
+class Snapshot(_Msg, tag=39):
+    """Admin -> node: hard-link its stores as they are now under DATA_DIR/snapshots/`name`
+    (zkv/node/snapshots.py). Answered by SnapshotOk, or Error (a name taken, a full disk)."""
+
+    name: NsName  # (the namespace name syntax: namespaces.valid_name)
+
+
+class SnapshotOk(_Msg, tag=40):
+    info: dict  # the snapshot's manifest (snapshots.take)
+
+
 class Cluster(_Msg, tag=9):
     """Admin -> node: a membership change or query (issue 11). `action` is one of leave,
     replace, force-remove (staged), plan, commit, auto_commit (node "true"/"false")."""
@@ -441,6 +454,8 @@ Message = (
     | Reap
     | Repair
     | RepairOk
+    | Snapshot
+    | SnapshotOk
     | Cluster
     | ClusterOk
     | Fetch

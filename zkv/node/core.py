@@ -72,6 +72,7 @@ from zkv.errors import InvalidRequest, StorageFull, ZkvError
 from zkv.node import antientropy as aen
 from zkv.node import namespaces as nss
 from zkv.node import ownership as own
+from zkv.node import snapshots
 from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
 from zkv.node.coordinator import ForwardOp, GetOp, JointWriteOp, WriteOp
@@ -123,6 +124,8 @@ from zkv.wire import (
     RingOk,
     RPut,
     RPutOk,
+    Snapshot,
+    SnapshotOk,
     Status,
     StatusOk,
     TreeLevel,
@@ -149,7 +152,8 @@ PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashe
                        Fetch})
 ROLE_MESSAGES = {
     CLIENT: CLIENT_MESSAGES,
-    ADMIN: CLIENT_MESSAGES | {Repair, Cluster, NsCreate},  # cluster changes, repair, namespaces
+    # cluster changes, repair, snapshots, namespaces
+    ADMIN: CLIENT_MESSAGES | {Repair, Snapshot, Cluster, NsCreate},
     PEER: CLIENT_MESSAGES | PEER_ONLY | {Cluster, NsCreate},  # relayed to the claimant / creator
 }
 # reply bytes one identity may be sent per loop turn: one largest value always fits; beyond
@@ -433,6 +437,7 @@ class NodeCore:
             RingInfo: self._on_ring_info, Status: self._on_status, Join: self._on_join,
             TreeLevel: self._on_tree_level, LeafKeys: self._on_leaf_keys,
             RGetHashes: self._on_versions, Reap: self._on_reap, Repair: self._on_repair,
+            Snapshot: self._on_snapshot,
             Cluster: self._on_cluster, Fetch: self._on_fetch,
             NsCreate: self._on_ns_create, NsList: self._on_ns_list, Read: self._on_read,
         }
@@ -1532,6 +1537,22 @@ class NodeCore:
 
     def _on_repair(self, ident: bytes, msg: Repair) -> None:
         self._reply(ident, RepairOk(msg.rid, self.background.queue_repair(msg.partition)))
+
+    def _on_snapshot(self, ident: bytes, msg: Snapshot) -> None:
+        """Both stores hard-linked under DATA_DIR/snapshots/NAME (snapshots.py). A snapshot
+        that fails says why and leaves nothing; it never stops this node's writes (an
+        OSError here is the snapshot's, not necessarily the store's)."""
+        try:
+            info = snapshots.take(self.cfg.data_dir, msg.name, self.me,
+                                  {"data": self.store, "handoff": self.handoff.store},
+                                  self.handoff.wall_ms())
+        except (StorageFull, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE,
+                                     f"snapshot {msg.name!r} on {self.me} failed: {why}"))
+            return
+        log.info("snapshot %r taken: %s (%d bytes)", msg.name, info["path"], info["bytes"])
+        self._reply(ident, SnapshotOk(msg.rid, info))
 
     def _on_join(self, ident: bytes, msg: Join) -> None:
         # a node joins as itself: the member record must be the requester's own

@@ -1,0 +1,105 @@
+"""Snapshots (`zkv snapshot`, zkv/node/snapshots.py): an admin's request hard-links a node's
+stores under DATA_DIR/snapshots/NAME; the copy holds exactly what the node held then, and a
+node restored from it serves that and catches up with the writes taken since."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from ops_helpers import ZKV, one_line_error, zkv
+from test_security_core import OUTSIDER, ROGUE, Node
+
+from zkv import wire
+from zkv._core import dvv
+from zkv.client import Client
+from zkv.node.core import ADMIN, CLIENT, PEER
+from zkv.storage import LogStore
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path)
+    yield n
+    n.close()
+
+
+def test_a_snapshot_needs_an_admin_and_a_free_valid_name(node):
+    (put,) = node.ask(OUTSIDER, [wire.Put(1, b"k", b"v", w=1)], ADMIN)
+    assert type(put) is wire.PutOk
+    for ident, role in ((OUTSIDER, CLIENT), (ROGUE, PEER)):
+        (reply,) = node.ask(ident, [wire.Snapshot(2, "s1")], role)
+        assert type(reply) is wire.Error and "admin key" in reply.message, reply
+    assert not os.path.exists(os.path.join(node.cfg.data_dir, "snapshots", "s1"))
+    (ok,) = node.ask(OUTSIDER, [wire.Snapshot(3, "s1")], ADMIN)
+    assert type(ok) is wire.SnapshotOk, ok
+    info = ok.info
+    assert info["node"] == "node1" and info["name"] == "s1" and info["bytes"] > 0
+    assert info["path"] == os.path.abspath(os.path.join(node.cfg.data_dir, "snapshots", "s1"))
+    with open(os.path.join(info["path"], "snapshot.json")) as f:
+        assert json.load(f) == info
+    with LogStore(os.path.join(info["path"], "data")) as copy:
+        held = copy.get(b"k")
+        assert held is not None and dvv.DVVSet.decode(held).values() == [b"v"]
+    for rid, name, why in ((4, "s1", "exists"), (5, "../up", "characters"), (6, ".", "not .")):
+        (reply,) = node.ask(OUTSIDER, [wire.Snapshot(rid, name)], ADMIN)
+        assert type(reply) is wire.Error and reply.code == wire.E_INVALID, reply
+        assert why in reply.message, reply
+    assert sorted(os.listdir(os.path.join(node.cfg.data_dir, "snapshots"))) == ["s1"]
+    # the node still takes writes after refused snapshots (a snapshot's error is its own)
+    (put,) = node.ask(OUTSIDER, [wire.Put(7, b"k2", b"v", w=1)], ADMIN)
+    assert type(put) is wire.PutOk
+
+
+@pytest.mark.cluster
+def test_a_node_restored_from_a_snapshot_serves_it_then_catches_up(make_cluster):
+    c = make_cluster(3)
+    ep = c.endpoints
+    with Client(ep, timeout=5) as cl:
+        cl.put_many([(b"s:%d" % i, b"v%d" % i) for i in range(100)], w=3)
+    out = zkv("snapshot", "before", "--all", "--node", ep[0])
+    assert out.returncode == 0, out
+    assert [line.split(":")[0] for line in out.stdout.splitlines()[:3]] == \
+        ["node1", "node2", "node3"], out.stdout
+    assert "exists" in one_line_error(zkv("snapshot", "before", "--node", ep[1]))
+    with Client(ep, timeout=5) as cl:  # after the snapshot: overwrites, deletes, new keys
+        got = cl.get_many([b"s:%d" % i for i in range(20)], r=3)
+        cl.put_many([(b"s:%d" % i, b"new%d" % i, got[i].context) for i in range(10)], w=3)
+        cl.delete_many([(b"s:%d" % i, got[i].context) for i in range(10, 20)], w=3)
+        cl.put_many([(b"s:%d" % i, b"late%d" % i) for i in range(100, 150)], w=3)
+    for n in c.nodes:  # each node's copy: what it held at the snapshot, nothing after
+        with LogStore(os.path.join(n.data_dir, "snapshots", "before", "data")) as copy:
+            keys = {k for k in copy.keys() if k.startswith(b"s:")}
+            assert keys == {b"s:%d" % i for i in range(100)}, n.id
+            assert dvv.DVVSet.decode(copy.get(b"s:3")).values() == [b"v3"]
+
+    # node3 restored: stopped, its data replaced by the snapshot's, started again
+    n3 = c.node("node3")
+    assert c.terminate("node3") == 0
+    shutil.rmtree(os.path.join(n3.data_dir, "data"))
+    shutil.copytree(os.path.join(n3.data_dir, "snapshots", "before", "data"),
+                    os.path.join(n3.data_dir, "data"))
+    c.restart("node3")
+    c.wait_converged(expect_up=["node1", "node2", "node3"])
+
+    def alone_on_node3() -> dict[bytes, list[bytes]]:
+        """What node3 alone answers (the others stopped) at R=1 for a few keys."""
+        for other in ("node1", "node2"):
+            assert c.terminate(other) == 0
+        try:
+            with Client([n3.listen], timeout=5) as cl:
+                keys = [b"s:3", b"s:15", b"s:120"]
+                return {k: r.values for k, r in zip(keys, cl.get_many(keys, r=1), strict=True)}
+        finally:
+            for other in ("node1", "node2"):
+                c.restart(other)
+            c.wait_converged(expect_up=["node1", "node2", "node3"])
+
+    assert alone_on_node3() == {b"s:3": [b"v3"], b"s:15": [b"v15"], b"s:120": []}
+    out = subprocess.run([ZKV, "repair", "--node", n3.listen, "--timeout", "5"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out
+    assert alone_on_node3() == {b"s:3": [b"new3"], b"s:15": [], b"s:120": [b"late120"]}

@@ -1,0 +1,67 @@
+"""A node's snapshots: both stores hard-linked, as they are at one moment, under
+DATA_DIR/snapshots/NAME (what `zkv snapshot` asks for; Cassandra's `nodetool snapshot`).
+
+A snapshot costs no copy of the data (LogStore.snapshot links the sealed segments; only the
+new directory entries are written) and stays as it was whatever the node writes or compacts
+after, so it can be copied off the machine at leisure. It holds disk space once compaction has
+replaced the segments it links: remove it (`rm -r`) once it is copied. Layout:
+
+    DATA_DIR/snapshots/NAME/data/       the data store's segments (and their hints files)
+    DATA_DIR/snapshots/NAME/handoff/    the handoff store's (hints kept for absent owners)
+    DATA_DIR/snapshots/NAME/snapshot.json   this module's manifest (below)
+
+Restoring one is the operator's (README, "Backups"): with the node stopped, its data/ and
+handoff/ replaced by the snapshot's; on start it rejoins and hint delivery and anti-entropy
+bring it the writes taken since. The node's membership files are not part of it: the
+cluster's current ones are newer than any snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from zkv.errors import InvalidRequest
+from zkv.node.namespaces import valid_name
+
+SNAPSHOTS = "snapshots"  # under the data dir
+MANIFEST = "snapshot.json"
+
+
+def take(data_dir: str, name: str, node_id: str, stores: dict, wall_ms: int) -> dict:
+    """Snapshot `stores` ({subdirectory: LogStore}) as `name`; returns the manifest:
+    {"node", "name", "path", "created_ms", "stores": {sub: {"files", "bytes"}}, "bytes"}.
+    InvalidRequest for a bad or taken name or a store that cannot be snapshotted; StorageFull
+    or OSError from the engine (nothing of the snapshot is left then)."""
+    if not valid_name(name):
+        raise InvalidRequest(f"snapshot name {name!r}: 1 to 64 characters of A-Z a-z 0-9 _ . - "
+                             f"(not . or ..)")
+    for sub, store in stores.items():
+        if not hasattr(store, "snapshot"):
+            raise InvalidRequest(f"{node_id}'s {sub} store cannot be snapshotted "
+                                 f"({type(store).__name__})")
+    root = os.path.join(data_dir, SNAPSHOTS)
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(root, name)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        raise InvalidRequest(f"snapshot {name!r} exists on {node_id} ({path}): pick another "
+                             f"name, or remove it") from None
+    try:
+        info: dict = {"node": node_id, "name": name, "path": os.path.abspath(path),
+                      "created_ms": wall_ms, "stores": {}}
+        for sub, store in stores.items():
+            info["stores"][sub] = store.snapshot(os.path.join(path, sub))
+        info["bytes"] = sum(s["bytes"] for s in info["stores"].values())
+        tmp = os.path.join(path, MANIFEST + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(info, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, os.path.join(path, MANIFEST))  # (its presence: the snapshot is whole)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)  # (no partial snapshot left to be trusted)
+        raise
+    return info
