@@ -41,14 +41,39 @@ def test_a_snapshot_needs_an_admin_and_a_free_valid_name(node):
     assert info["path"] == os.path.abspath(os.path.join(node.cfg.data_dir, "snapshots", "s1"))
     with open(os.path.join(info["path"], "snapshot.json")) as f:
         assert json.load(f) == info
-    with LogStore(os.path.join(info["path"], "data")) as copy:
-        held = copy.get(b"k")
-        assert held is not None and dvv.DVVSet.decode(held).values() == [b"v"]
     for rid, name, why in ((4, "s1", "exists"), (5, "../up", "characters"), (6, ".", "not .")):
         (reply,) = node.ask(OUTSIDER, [wire.Snapshot(rid, name)], ADMIN)
         assert type(reply) is wire.Error and reply.code == wire.E_INVALID, reply
         assert why in reply.message, reply
     assert sorted(os.listdir(os.path.join(node.cfg.data_dir, "snapshots"))) == ["s1"]
+    # listed, with what only it holds (its manifest: the store still links every segment)
+    (ok,) = node.ask(OUTSIDER, [wire.Snapshot(8, "", "list")], ADMIN)
+    (listed,) = ok.info["snapshots"]
+    manifest = os.path.getsize(os.path.join(info["path"], "snapshot.json"))
+    assert listed == {**info, "held": manifest}
+    os.mkdir(os.path.join(node.cfg.data_dir, "snapshots", "cut-short"))  # a crash mid-take
+    (ok,) = node.ask(OUTSIDER, [wire.Snapshot(9, "", "list")], ADMIN)
+    assert [(s["name"], s.get("incomplete", False)) for s in ok.info["snapshots"]] == \
+        [("cut-short", True), ("s1", False)]
+    # the copy opens to what the node held (opened in place: it gains a LOCK and hints file)
+    with LogStore(os.path.join(info["path"], "data")) as copy:
+        value = copy.get(b"k")
+        assert value is not None and dvv.DVVSet.decode(value).values() == [b"v"]
+    # compaction replaces the segments: the snapshot alone holds them now
+    node.core.store.put(b"k", b"overwritten")
+    node.core.store.compact()
+    (ok,) = node.ask(OUTSIDER, [wire.Snapshot(10, "", "list")], ADMIN)
+    held = {s["name"]: s["held"] for s in ok.info["snapshots"]}
+    assert held["s1"] >= manifest + info["stores"]["data"]["bytes"] and held["cut-short"] == 0
+    for rid, name in ((11, "s1"), (12, "cut-short")):
+        (ok,) = node.ask(OUTSIDER, [wire.Snapshot(rid, name, "remove")], ADMIN)
+        assert ok.info == {"removed": name, "freed": held[name]}
+    assert os.listdir(os.path.join(node.cfg.data_dir, "snapshots")) == []
+    (reply,) = node.ask(OUTSIDER, [wire.Snapshot(13, "s1", "remove")], ADMIN)
+    assert type(reply) is wire.Error and "no snapshot 's1'" in reply.message
+    for action in ("list", "remove"):  # admins only, as taking one
+        (reply,) = node.ask(OUTSIDER, [wire.Snapshot(14, "s1", action)], CLIENT)
+        assert type(reply) is wire.Error and "admin key" in reply.message
     # the node still takes writes after refused snapshots (a snapshot's error is its own)
     (put,) = node.ask(OUTSIDER, [wire.Put(7, b"k2", b"v", w=1)], ADMIN)
     assert type(put) is wire.PutOk
@@ -65,6 +90,19 @@ def test_a_node_restored_from_a_snapshot_serves_it_then_catches_up(make_cluster)
     assert [line.split(":")[0] for line in out.stdout.splitlines()[:3]] == \
         ["node1", "node2", "node3"], out.stdout
     assert "exists" in one_line_error(zkv("snapshot", "before", "--node", ep[1]))
+    assert zkv("snapshot", "spare", "--node", ep[1]).returncode == 0
+    out = zkv("snapshot", "--list", "--all", "--node", ep[0], "--json")
+    assert out.returncode == 0, out
+    assert {(a["node"], s["name"]) for a in json.loads(out.stdout) for s in a["snapshots"]} == \
+        {("node1", "before"), ("node2", "before"), ("node2", "spare"), ("node3", "before")}
+    out = zkv("snapshot", "--remove", "spare", "--node", ep[1])
+    assert out.returncode == 0 and "snapshot 'spare' removed" in out.stdout, out
+    out = zkv("snapshot", "--list", "--node", ep[1])
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 1, out
+    assert out.stdout.startswith(ep[1] + ": before ") and "held by it alone" in out.stdout
+    for bad in (["--remove"], ["--list", "x"], ["--list", "--remove", "x"],
+                ["--remove", "nosuch"]):
+        assert one_line_error(zkv("snapshot", *bad, "--node", ep[0])), bad
     with Client(ep, timeout=5) as cl:  # after the snapshot: overwrites, deletes, new keys
         got = cl.get_many([b"s:%d" % i for i in range(20)], r=3)
         cl.put_many([(b"s:%d" % i, b"new%d" % i, got[i].context) for i in range(10)], w=3)

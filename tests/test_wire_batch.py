@@ -45,7 +45,7 @@ CLIENT_MSGS = [
     st.builds(wire.RingInfo, u64), st.builds(wire.Status, u64), st.builds(wire.NsList, u64),
     st.builds(wire.NsCreate, u64, name, small, small, small, st.sampled_from(["lww", "siblings"])),
     st.builds(wire.Repair, u64, i64),
-    st.builds(wire.Snapshot, u64, name),
+    st.builds(wire.Snapshot, u64, name, st.sampled_from(["take", "list", "remove"])),
     st.builds(wire.Cluster, u64, st.text(max_size=16), node_id, node_id),
     st.builds(wire.Read, u64, key, name),
 ]

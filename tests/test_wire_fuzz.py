@@ -40,7 +40,7 @@ def samples() -> list:
         wire.LeafKeys(20, 5, [1, 2, 3]), wire.LeafKeysOk(21, b"\x02" * 16, b"\x03" * 16),
         wire.RGetHashes(22, 5, b"\x04" * 16), wire.RGetHashesOk(23, [b"k"], [b"\x00dvv"]),
         wire.Reap(24, [b"k1", b"k2"], [b"d" * 16, b"e" * 16]), wire.Repair(25, -1),
-        wire.RepairOk(26, {"queued": 4}), wire.Snapshot(27, "nightly"),
+        wire.RepairOk(26, {"queued": 4}), wire.Snapshot(27, "nightly", "remove"),
         wire.SnapshotOk(28, {"node": "n1", "bytes": 4096}),
         wire.Gossip(27, "node1", 256, 3, 2, 2, ms, b"fp", b"\x96\x01", 3, [(1, 10, 20, 0)]),
         wire.Cluster(28, "leave", "node2"), wire.ClusterOk(29, {"epoch": 3}),

@@ -377,7 +377,11 @@ def _main(argv: list[str] | None = None) -> int:
                     "YYYYMMDD-HHMMSS)")
     sn.add_argument("--all", action="store_true", help="every member of the cluster (--node's "
                     "member table), one after the other, under the same name")
-    sn.add_argument("--json", action="store_true", help="the manifests as JSON")
+    sn.add_argument("--list", action="store_true", help="list the node's (--all: every "
+                    "node's) snapshots instead, with the disk space each alone holds")
+    sn.add_argument("--remove", action="store_true", help="remove snapshot NAME instead "
+                    "(--all: from every node)")
+    sn.add_argument("--json", action="store_true", help="the answers as JSON")
     tp = with_node(sub.add_parser("top", help="live view of every node (Ctrl-C quits; one "
                                   "snapshot in a pipe)"))
     tp.set_defaults(timeout=1.0)
@@ -839,31 +843,57 @@ def repair_command(args) -> int:
 
 def snapshot_command(args) -> int:
     from zkv.client import Client
+    from zkv.wire import SnapshotAction
 
-    name = args.name or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    if args.list and args.remove:
+        raise InvalidRequest("--list or --remove, not both")
+    if args.list and args.name:
+        raise InvalidRequest("--list takes no NAME")
+    if args.remove and not args.name:
+        raise InvalidRequest("--remove takes the NAME of the snapshot to remove")
+    action: SnapshotAction = "list" if args.list else "remove" if args.remove else "take"
+    name = args.name or ("" if args.list else time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         targets = (sorted(m.id for m in c.ring_info(args.node).members) if args.all
                    else [args.node])
-        taken, failed = [], 0
+        answers, failed = [], 0
         for target in targets:
             try:
-                info = c.snapshot(name, target)
+                info = c.snapshot(name, target, action)
             except ZkvError as exc:
                 if not args.all:
                     raise
                 failed += 1
                 print(f"zkv: {target}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 continue
-            taken.append(info)
+            answers.append({"node": target, **info} if action != "take" else info)
             if not args.json:
-                print(f"{info['node']}: snapshot {name!r} at {info['path']} "
-                      f"({info['bytes']} bytes linked, no data copied)")
+                _print_snapshot(action, target, info)
     if args.json:
-        print(json.dumps(taken, indent=2))
-    elif taken:
+        print(json.dumps(answers, indent=2))
+    elif answers and action == "take":
         print("copy each off its machine, then remove it (it holds disk space once compaction "
               "replaces what it links); README, 'Backups'")
     return 1 if failed else 0
+
+
+def _print_snapshot(action: str, target: str, info: dict) -> None:
+    if action == "take":
+        print(f"{info['node']}: snapshot {info['name']!r} at {info['path']} "
+              f"({info['bytes']} bytes linked, no data copied)")
+    elif action == "remove":
+        print(f"{target}: snapshot {info['removed']!r} removed ({info['freed']} bytes freed)")
+    elif not info["snapshots"]:
+        print(f"{target}: no snapshots")
+    else:
+        for snap in info["snapshots"]:
+            when = (time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                  time.gmtime(snap["created_ms"] / 1000))
+                    if snap.get("created_ms") else "-")
+            what = ("INCOMPLETE (cut short: remove it)" if snap.get("incomplete")
+                    else f"{snap['bytes']} bytes")
+            print(f"{target}: {snap['name']:<24} {when}  {what}, {snap['held']} held by it "
+                  f"alone  {snap['path']}")
 
 
 def _ae_totals(status: dict) -> dict[str, int]:

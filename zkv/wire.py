@@ -68,7 +68,7 @@ Fields added so far:
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -357,15 +357,22 @@ class RepairOk(_Msg, tag=15):
     info: dict
 
 
-class Snapshot(_Msg, tag=39):
-    """Admin -> node: hard-link its stores as they are now under DATA_DIR/snapshots/`name`
-    (zkv/node/snapshots.py). Answered by SnapshotOk, or Error (a name taken, a full disk)."""
+SnapshotAction = Literal["take", "list", "remove"]
 
-    name: NsName  # (the namespace name syntax: namespaces.valid_name)
+
+class Snapshot(_Msg, tag=39):
+    """Admin -> node, its snapshots (zkv/node/snapshots.py): "take" hard-links its stores as
+    they are now under DATA_DIR/snapshots/`name`; "list" every snapshot there; "remove"
+    deletes `name`. Answered by SnapshotOk, or Error (a name taken or unknown, a full disk)."""
+
+    name: NsName = ""  # (the namespace name syntax: namespaces.valid_name)
+    action: SnapshotAction = "take"
 
 
 class SnapshotOk(_Msg, tag=40):
-    info: dict  # the snapshot's manifest (snapshots.take)
+    # take: the manifest (snapshots.take); list: {"snapshots": [...]}; remove: {"removed",
+    # "freed"}
+    info: dict
 
 
 class Cluster(_Msg, tag=9):

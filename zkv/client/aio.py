@@ -208,10 +208,12 @@ class AsyncClient(Facade):
         auto_commit); returns the plan after it. See ClientCore.cluster."""
         return await self._run(self.core.cluster(action, node_id, other, node))
 
-    async def snapshot(self, name: str, node: str | None = None) -> dict:
-        """Hard-link `node`'s stores as they are now under DATA_DIR/snapshots/`name` on its
-        machine; returns the snapshot's manifest (ClientCore.snapshot)."""
-        return await self._run(self.core.snapshot(name, node))
+    async def snapshot(self, name: str = "", node: str | None = None,
+                       action: wire.SnapshotAction = "take") -> dict:
+        """`node`'s snapshots: "take" hard-links its stores as they are now under
+        DATA_DIR/snapshots/`name` on its machine and returns the manifest; "list", "remove"
+        (ClientCore.snapshot)."""
+        return await self._run(self.core.snapshot(name, node, action))
 
     async def repair(self, partition: int = -1, node: str | None = None) -> dict:
         """Run anti-entropy now on `node` for `partition` (-1: all it replicates): roots

@@ -1021,22 +1021,26 @@ class ClientCore:
         return _expect((yield from self.call(Cluster(0, action, node_id, other), None,
                                              only=only)), ClusterOk).info
 
-    def snapshot(self, name: str, node: str | None = None) -> Plan[dict]:
-        """Ask `node` (default: the first member that answers) to hard-link its stores, as they
-        are now, under DATA_DIR/snapshots/`name` on its machine (zkv/node/snapshots.py): no
-        data is copied, and later writes and compactions leave the snapshot as it was.
-        Returns its manifest ({"node", "name", "path", "created_ms", "stores", "bytes"}).
-        Needs an admin key on a keyed cluster; InvalidRequest for a bad or taken name, or a
-        node whose version takes no snapshots (upgrade it); Unavailable if it failed there
-        (its disk)."""
-        if not isinstance(name, str) or not name:
+    def snapshot(self, name: str = "", node: str | None = None,
+                 action: wire.SnapshotAction = "take") -> Plan[dict]:
+        """Ask `node` (default: the first member that answers) about its snapshots
+        (zkv/node/snapshots.py). "take": hard-link its stores, as they are now, under
+        DATA_DIR/snapshots/`name` on its machine (no data copied; later writes and
+        compactions leave it as it was); returns its manifest ({"node", "name", "path",
+        "created_ms", "stores", "bytes"}). "list": {"snapshots": [manifest + "held", the bytes
+        only it links, ...]}. "remove": deletes `name`, {"removed", "freed"}. Needs an admin
+        key on a keyed cluster; InvalidRequest for a bad, taken or unknown name, or a node
+        whose version has no snapshots (upgrade it); Unavailable if it failed there."""
+        if action not in ("take", "list", "remove"):
+            raise InvalidRequest(f"snapshot action must be take, list or remove, not {action!r}")
+        if not isinstance(name, str) or (not name and action != "list"):
             raise InvalidRequest(f"snapshot name must be a non-empty str, got {name!r}")
         only = yield from self._node(node)
         old = [m.id for m in self.members
                if m.listen == only and not m.features & wire.FEATURE_SNAPSHOT]
         if old:  # (its version would drop the message as malformed: the call would time out)
             raise InvalidRequest(f"{old[0]} runs a version that takes no snapshots (upgrade it)")
-        return _expect((yield from self.call(Snapshot(0, name), None, only=only)),
+        return _expect((yield from self.call(Snapshot(0, name, action), None, only=only)),
                        SnapshotOk).info
 
     def repair(self, partition: int = -1, node: str | None = None) -> Plan[dict]:

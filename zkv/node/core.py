@@ -1539,19 +1539,27 @@ class NodeCore:
         self._reply(ident, RepairOk(msg.rid, self.background.queue_repair(msg.partition)))
 
     def _on_snapshot(self, ident: bytes, msg: Snapshot) -> None:
-        """Both stores hard-linked under DATA_DIR/snapshots/NAME (snapshots.py). A snapshot
-        that fails says why and leaves nothing; it never stops this node's writes (an
-        OSError here is the snapshot's, not necessarily the store's)."""
+        """Take (both stores hard-linked under DATA_DIR/snapshots/NAME), list or remove this
+        node's snapshots (snapshots.py). One that fails says why and leaves nothing; it never
+        stops this node's writes (an OSError here is the snapshot's, not the store's)."""
+        data_dir = self.cfg.data_dir
         try:
-            info = snapshots.take(self.cfg.data_dir, msg.name, self.me,
-                                  {"data": self.store, "handoff": self.handoff.store},
-                                  self.handoff.wall_ms())
+            if msg.action == "list":
+                info: dict = {"snapshots": snapshots.listing(data_dir)}
+            elif msg.action == "remove":
+                info = snapshots.remove(data_dir, msg.name, self.me)
+                log.info("snapshot %r removed (%d bytes freed)", msg.name, info["freed"])
+            else:
+                info = snapshots.take(data_dir, msg.name, self.me,
+                                      {"data": self.store, "handoff": self.handoff.store},
+                                      self.handoff.wall_ms())
+                log.info("snapshot %r taken: %s (%d bytes)", msg.name, info["path"],
+                         info["bytes"])
         except (StorageFull, OSError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._reply(ident, Error(msg.rid, E_UNAVAILABLE,
-                                     f"snapshot {msg.name!r} on {self.me} failed: {why}"))
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"snapshot {msg.action} "
+                                     f"{msg.name!r} on {self.me} failed: {why}"))
             return
-        log.info("snapshot %r taken: %s (%d bytes)", msg.name, info["path"], info["bytes"])
         self._reply(ident, SnapshotOk(msg.rid, info))
 
     def _on_join(self, ident: bytes, msg: Join) -> None:

@@ -29,14 +29,18 @@ SNAPSHOTS = "snapshots"  # under the data dir
 MANIFEST = "snapshot.json"
 
 
+def _check_name(name: str) -> None:
+    if not valid_name(name):
+        raise InvalidRequest(f"snapshot name {name!r}: 1 to 64 characters of A-Z a-z 0-9 _ . - "
+                             f"(not . or ..)")
+
+
 def take(data_dir: str, name: str, node_id: str, stores: dict, wall_ms: int) -> dict:
     """Snapshot `stores` ({subdirectory: LogStore}) as `name`; returns the manifest:
     {"node", "name", "path", "created_ms", "stores": {sub: {"files", "bytes"}}, "bytes"}.
     InvalidRequest for a bad or taken name or a store that cannot be snapshotted; StorageFull
     or OSError from the engine (nothing of the snapshot is left then)."""
-    if not valid_name(name):
-        raise InvalidRequest(f"snapshot name {name!r}: 1 to 64 characters of A-Z a-z 0-9 _ . - "
-                             f"(not . or ..)")
+    _check_name(name)
     for sub, store in stores.items():
         if not hasattr(store, "snapshot"):
             raise InvalidRequest(f"{node_id}'s {sub} store cannot be snapshotted "
@@ -65,3 +69,56 @@ def take(data_dir: str, name: str, node_id: str, stores: dict, wall_ms: int) -> 
         shutil.rmtree(path, ignore_errors=True)  # (no partial snapshot left to be trusted)
         raise
     return info
+
+
+def listing(data_dir: str) -> list[dict]:
+    """Every snapshot under the data dir, oldest first: its manifest plus "held", the bytes
+    only it still links (what removing it frees: files compaction has replaced since), or
+    {"name", "path", "incomplete": True} for a directory without a manifest (a snapshot cut
+    short by a crash: remove it)."""
+    root = os.path.join(data_dir, SNAPSHOTS)
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        path = os.path.join(root, name)
+        if not valid_name(name) or not os.path.isdir(path):
+            continue
+        try:
+            with open(os.path.join(path, MANIFEST)) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            out.append({"name": name, "path": os.path.abspath(path), "incomplete": True,
+                        "created_ms": 0, "held": _held(path)})
+            continue
+        info["held"] = _held(path)
+        out.append(info)
+    return sorted(out, key=lambda i: (i.get("created_ms", 0), i["name"]))
+
+
+def remove(data_dir: str, name: str, node_id: str) -> dict:
+    """Delete snapshot `name`; returns {"removed": name, "freed": bytes only it linked}.
+    InvalidRequest if there is none of that name."""
+    _check_name(name)
+    path = os.path.join(data_dir, SNAPSHOTS, name)
+    if not os.path.isdir(path):
+        raise InvalidRequest(f"no snapshot {name!r} on {node_id}")
+    freed = _held(path)
+    shutil.rmtree(path)
+    return {"removed": name, "freed": freed}
+
+
+def _held(path: str) -> int:
+    """Bytes of the files under `path` that no other directory entry links any more."""
+    held = 0
+    for where, _, files in os.walk(path):
+        for fn in files:
+            try:
+                st = os.lstat(os.path.join(where, fn))
+            except FileNotFoundError:
+                continue
+            if st.st_nlink == 1:
+                held += st.st_size
+    return held
