@@ -370,6 +370,13 @@ def _main(argv: list[str] | None = None) -> int:
     rg.add_argument("--json", action="store_true")
     rp = with_node(sub.add_parser("repair", help="run Merkle anti-entropy exchanges now"))
     rp.add_argument("--partition", type=int, default=-1, help="one partition (default: all)")
+    ks = with_ns(with_node(sub.add_parser("keys", help="list the live keys of a namespace "
+                                          "(a read of every key: R=1 per partition)")))
+    ks.add_argument("--prefix", default="", help="only keys beginning with this")
+    ks.add_argument("--limit", type=positive_int, help="stop after this many keys")
+    ks.add_argument("--count", action="store_true", help="print how many, not the keys")
+    ks.add_argument("-0", "--null", action="store_true", help="each key's bytes as they are, "
+                    "ended by a NUL byte (for xargs -0), instead of a line each")
     sn = with_node(sub.add_parser("snapshot", help="hard-link a node's stores as they are now "
                                   "under DATA_DIR/snapshots/NAME on its machine (a backup to "
                                   "copy off; --all: every member)"))
@@ -443,6 +450,8 @@ def _main(argv: list[str] | None = None) -> int:
             return repair_command(args)
         if args.cmd == "snapshot":
             return snapshot_command(args)
+        if args.cmd == "keys":
+            return keys_command(args)
         if args.cmd == "cluster":
             return cluster_command(args)
         if args.cmd == "top":
@@ -838,6 +847,25 @@ def repair_command(args) -> int:
               f"sent by this node meanwhile (routine rounds included); "
               f"{ae.get('partitions_agreed', 0)}/{ae.get('partitions', 0)} partitions in full "
               "agreement")
+    return 0
+
+
+def keys_command(args) -> int:
+    from zkv.client import Client
+
+    out = sys.stdout.buffer
+    count = 0
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        for key in c.keys(args.namespace, _key(args.prefix)):
+            count += 1
+            if not args.count:
+                out.write(key + b"\0" if args.null
+                          else key.decode(errors="backslashreplace").encode() + b"\n")
+            if args.limit is not None and count >= args.limit:
+                break
+    if args.count:
+        out.write(b"%d\n" % count)
+    out.flush()
     return 0
 
 

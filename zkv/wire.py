@@ -30,6 +30,7 @@ Message tags (uint):
     9 Cluster  17 ClusterOk  35 Fetch  36 FetchOk          (membership changes, transfers)
     37 Read   38 ReadOk                                 (client-coordinated reads, FEATURE_READ)
     39 Snapshot  40 SnapshotOk                         (a node's stores hard-linked, FEATURE_SNAPSHOT)
+    41 Keys   42 KeysOk                                 (listing a namespace's keys, FEATURE_KEYS)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 
 Evolving a message: new fields go at the END with a default. A decoder fills a missing
@@ -97,7 +98,10 @@ MAX_NS_N = 16  # == namespaces.MAX_N
 MAX_ROOTS = 1024  # partitions whose roots one TreeLevel asks for (TreeLevel.more)
 FEATURE_READ = 1  # Member.features: the node answers Read (client-coordinated reads)
 FEATURE_SNAPSHOT = 2  # Member.features: the node answers Snapshot (an admin's)
-FEATURES = FEATURE_READ | FEATURE_SNAPSHOT  # what this version serves
+FEATURE_KEYS = 4  # Member.features: the node answers Keys
+FEATURES = FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS  # what this version serves
+MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
+KEYS_PAGE_BYTES = 1 << 20
 
 NodeId = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
 Endpoint = Annotated[str, msgspec.Meta(max_length=MAX_ENDPOINT)]
@@ -357,6 +361,25 @@ class RepairOk(_Msg, tag=15):
     info: dict
 
 
+class Keys(_Msg, tag=41):
+    """Client -> owner: a page of the live keys of namespace `ns` in ring partition
+    `partition` whose key hash is at least `cursor`, in hash order (whole groups of equal
+    hashes), those beginning with `prefix` only (zkv/node/listing.py). Answered by KeysOk."""
+
+    partition: Annotated[int, msgspec.Meta(ge=0)]
+    ns: NsName = ""  # ("": "default")
+    cursor: Annotated[int, msgspec.Meta(ge=0)] = 0  # (a key hash: below 2**64)
+    prefix: Annotated[bytes, msgspec.Meta(max_length=DEFAULT_MAX_KEY)] = b""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYS_PAGE)] = 1000
+
+
+class KeysOk(_Msg, tag=42):
+    keys: list[bytes]  # user keys (the namespace's prefix taken off)
+    cursor: int  # where the next page starts
+    done: bool  # the partition has no more
+    owner: bool = True  # False: this node is no owner whose copy it vouches for (nothing read)
+
+
 SnapshotAction = Literal["take", "list", "remove"]
 
 
@@ -463,6 +486,8 @@ Message = (
     | RepairOk
     | Snapshot
     | SnapshotOk
+    | Keys
+    | KeysOk
     | Cluster
     | ClusterOk
     | Fetch

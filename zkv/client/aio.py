@@ -19,7 +19,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, overload
 
 import zmq
@@ -189,6 +189,16 @@ class AsyncClient(Facade):
         """Create a namespace (needs an admin key when the cluster has keys); returns its
         settings. Same name and settings again: the existing one; other settings: refused."""
         return await self._run(self.core.namespace_create(name, n, r, w, conflicts))
+
+    async def keys(self, namespace: str = "default", prefix: bytes = b"",
+                   page: int = 1000) -> AsyncIterator[bytes]:
+        """The live keys of `namespace` beginning with `prefix` (`async for`), in no useful
+        order, fetched `page` at a time from one owner of each ring partition (R=1:
+        ClientCore.list_keys). Unavailable if no owner of some partition can list it."""
+        listing = self.core.list_keys(namespace, prefix, page)
+        while (plan := listing.next_page()) is not None:
+            for key in await self._run(plan):
+                yield key
 
     async def namespaces(self) -> list[dict]:
         """Every namespace: [{"name", "n", "r", "w", "conflicts", "created", "creator"}]."""

@@ -96,6 +96,8 @@ from zkv.wire import (
     Error,
     Get,
     GetOk,
+    Keys,
+    KeysOk,
     NsCreate,
     NsList,
     NsOk,
@@ -295,6 +297,27 @@ def check_endpoints(nodes) -> list[str]:
         if not isinstance(ep, str) or not ep.startswith("tcp://"):
             raise InvalidRequest(f"node endpoint must look like tcp://HOST:PORT, got {ep!r}")
     return nodes
+
+
+class KeyListing:
+    """Where one listing of a namespace's keys is (ClientCore.list_keys): the partition and the
+    cursor in it. `next_page()` is the plan of the next page (its keys, maybe none), None once
+    every partition was listed. A driver runs the plans one after the other."""
+
+    def __init__(self, core: ClientCore, namespace: str, prefix: bytes, page: int) -> None:
+        self.core = core
+        self.ns = namespace  # ("" for the default namespace)
+        self.prefix = prefix
+        self.page = page
+        self.partition = 0
+        self.cursor = 0
+        self.q: int | None = None  # the ring's partitions, once known
+        self.failed: set[str] = set()  # owners that did not answer: asked last from then on
+
+    def next_page(self) -> Plan[list[bytes]] | None:
+        if self.q is not None and self.partition >= self.q:
+            return None
+        return self.core.keys_page(self)
 
 
 class ClientCore:
@@ -1020,6 +1043,74 @@ class ClientCore:
         only = yield from self._node(node)
         return _expect((yield from self.call(Cluster(0, action, node_id, other), None,
                                              only=only)), ClusterOk).info
+
+    def list_keys(self, namespace: str = nss.DEFAULT, prefix: bytes = b"",
+                  page: int = 1000) -> KeyListing:
+        """A listing of the live keys of `namespace` (those beginning with `prefix`), in no
+        useful order: each ring partition is listed, `page` keys at a time, by one of its
+        owners that vouches for its copy (R=1, as Riak's list-keys: a key written or deleted
+        a moment ago may be missed or still listed). A partition no owner can list raises
+        Unavailable naming it and why. Costs a read of every key of the namespace."""
+        if not isinstance(prefix, bytes):
+            raise InvalidRequest(f"prefix must be bytes, not {type(prefix).__name__}")
+        if len(prefix) > _MAX_KEY:
+            raise InvalidRequest(f"prefix of {len(prefix)} bytes is longer than a key may be")
+        if type(page) is not int or not 1 <= page <= wire.MAX_KEYS_PAGE:
+            raise InvalidRequest(f"page must be 1 to {wire.MAX_KEYS_PAGE} keys, got {page!r}")
+        return KeyListing(self, check_namespace(namespace), prefix, page)
+
+    def keys_page(self, listing: KeyListing) -> Plan[list[bytes]]:
+        """The next page of `listing` (KeyListing.next_page), its position advanced."""
+        deadline = self.clock() + self.timeout
+        if self.ring is None:
+            yield from self.fetch_ring(deadline)
+        n = None
+        if listing.ns:
+            known = self.ns_cache.get(listing.ns)
+            if known is None:
+                yield from self.namespaces_plan()
+                known = self.ns_cache.get(listing.ns)
+                if known is None:
+                    raise InvalidRequest(f"unknown namespace {listing.ns!r}")
+            n = known.n
+        ring = self.ring_for(n)
+        assert ring is not None
+        listing.q = ring.q
+        p = listing.partition
+        owners = ring.preflist(p)
+        by_id = {m.id: m for m in self.members}
+        why = []
+        # owners that look up first (the preference list's order among them); one that did
+        # not answer a page of this listing only after the others (each try of a dead one
+        # costs the timeout: once per listing, not once per partition)
+        failed = listing.failed
+        for node_id in sorted(owners, key=lambda x: (x in failed, x in self.down)):
+            member = by_id.get(node_id)
+            ep = self.endpoints.get(node_id)
+            if member is None or ep is None:
+                continue
+            if not member.features & wire.FEATURE_KEYS:
+                why.append(f"{node_id} runs a version without key listing")
+                continue
+            msg = Keys(0, p, listing.ns, listing.cursor, listing.prefix, listing.page)
+            try:
+                ok = _expect((yield from self.call(msg, None, only=ep)), KeysOk)
+            except (Unavailable, RequestTimeout) as exc:
+                failed.add(node_id)
+                why.append(f"{node_id}: {exc}")
+                continue
+            failed.discard(node_id)
+            if not ok.owner:
+                why.append(f"{node_id} is not sure of its copy yet (refilling, or it gained "
+                           f"the partition a moment ago)")
+                continue
+            if ok.done:
+                listing.partition, listing.cursor = p + 1, 0
+            else:
+                listing.cursor = ok.cursor
+            return ok.keys
+        raise Unavailable(f"partition {p}: no owner could list its keys ("
+                          f"{'; '.join(why) or 'no owner known'})")
 
     def snapshot(self, name: str = "", node: str | None = None,
                  action: wire.SnapshotAction = "take") -> Plan[dict]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, overload
 
 import zmq
@@ -121,6 +121,15 @@ class Client(Facade):
         """Create a namespace (needs an admin key when the cluster has keys); returns its
         settings. Same name and settings again: the existing one; other settings: refused."""
         return self._run(self.core.namespace_create(name, n, r, w, conflicts))
+
+    def keys(self, namespace: str = "default", prefix: bytes = b"",
+             page: int = 1000) -> Iterator[bytes]:
+        """The live keys of `namespace` beginning with `prefix`, in no useful order, fetched
+        `page` at a time from one owner of each ring partition (R=1: ClientCore.list_keys).
+        Unavailable if no owner of some partition can list it."""
+        listing = self.core.list_keys(namespace, prefix, page)
+        while (plan := listing.next_page()) is not None:
+            yield from self._run(plan)
 
     def namespaces(self) -> list[dict]:
         """Every namespace: [{"name", "n", "r", "w", "conflicts", "created", "creator"}]."""

@@ -78,6 +78,7 @@ from zkv.node.background import Background
 from zkv.node.coordinator import ForwardOp, GetOp, JointWriteOp, WriteOp
 from zkv.node.handoff import HandoffStore
 from zkv.node.latency import REFRESH, PeerLatency
+from zkv.node.listing import answer_keys
 from zkv.node.membership import Membership, cluster_doc, save_cluster
 from zkv.node.metrics import NodeMetrics
 from zkv.node.namespaces import Namespace, Registry
@@ -103,6 +104,8 @@ from zkv.wire import (
     Gossip,
     Join,
     JoinOk,
+    Keys,
+    KeysOk,
     LeafKeys,
     LeafKeysOk,
     Member,
@@ -147,7 +150,7 @@ def _nothing_to_say(endpoint: str) -> str:  # NodeCore.seed_state when no transp
 
 # ---- trust boundary (issue 13): roles and resource bounds ---------------------------------
 PEER, ADMIN, CLIENT = "peer", "admin", "client"
-CLIENT_MESSAGES = frozenset({Get, Put, Delete, Status, RingInfo, NsList, Read})
+CLIENT_MESSAGES = frozenset({Get, Put, Delete, Status, RingInfo, NsList, Read, Keys})
 PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashes, Reap,
                        Fetch})
 ROLE_MESSAGES = {
@@ -437,7 +440,7 @@ class NodeCore:
             RingInfo: self._on_ring_info, Status: self._on_status, Join: self._on_join,
             TreeLevel: self._on_tree_level, LeafKeys: self._on_leaf_keys,
             RGetHashes: self._on_versions, Reap: self._on_reap, Repair: self._on_repair,
-            Snapshot: self._on_snapshot,
+            Snapshot: self._on_snapshot, Keys: self._on_keys,
             Cluster: self._on_cluster, Fetch: self._on_fetch,
             NsCreate: self._on_ns_create, NsList: self._on_ns_list, Read: self._on_read,
         }
@@ -1053,6 +1056,18 @@ class NodeCore:
                 return True
         return self.refill_since is not None and self.refilling(key)
 
+    def unsure_partition(self, n: int | None, p: int) -> bool:
+        """`unsure` of every key of partition p of the namespaces whose N is `n` (None: the
+        default namespace's)."""
+        ring = self.membership.ring(n)
+        if self.fresh and self._fresh_unsure(n or self.membership.settings["n"], p, ring):
+            return True
+        since = self.refill_since
+        if since is None:
+            return False
+        ae = self.ae_for(n)
+        return ae is not None and self._unverified(ae, ring, p, since)
+
     def _previous_rings(self, p: int, n: int) -> list[Ring]:
         """The current ring (N = `n`) of each state before a change since the cluster last
         settled here, where partition p's owners differ from the current ones."""
@@ -1537,6 +1552,22 @@ class NodeCore:
 
     def _on_repair(self, ident: bytes, msg: Repair) -> None:
         self._reply(ident, RepairOk(msg.rid, self.background.queue_repair(msg.partition)))
+
+    def _on_keys(self, ident: bytes, msg: Keys) -> None:
+        """A page of a partition's live keys of a namespace (listing.py), if this node is an
+        owner of the partition whose copy counts (not `unsure` of it); else owner False, and
+        the client asks another owner."""
+        ns = self.namespaces.get(msg.ns or nss.DEFAULT)  # (InvalidRequest: says why)
+        default = ns.name == nss.DEFAULT
+        n = None if default else ns.n
+        ring = self.membership.ring(n)
+        if msg.partition >= ring.q:
+            raise InvalidRequest(f"partition {msg.partition}: the ring has {ring.q}")
+        if self.me not in ring.preflist(msg.partition) or self.unsure_partition(
+                n, msg.partition):
+            self._reply(ident, KeysOk(msg.rid, [], msg.cursor, False, False))
+            return
+        self._reply(ident, answer_keys(self.store, ring, msg, nss.prefix(ns), default))
 
     def _on_snapshot(self, ident: bytes, msg: Snapshot) -> None:
         """Take (both stores hard-linked under DATA_DIR/snapshots/NAME), list or remove this
@@ -2582,4 +2613,5 @@ _REPLY_SIZE: dict[type, Callable[[Any], int]] = {
     GetOk: lambda m: sum(len(v) for v in m.values) + len(m.context),
     RGetHashesOk: lambda m: sum(len(v) for v in m.dvvs) + sum(len(k) for k in m.keys),
     LeafKeysOk: lambda m: len(m.hashes) + len(m.digests),
+    KeysOk: lambda m: sum(len(k) for k in m.keys),
 }
