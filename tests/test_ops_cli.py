@@ -23,6 +23,8 @@ TALKERS = {  # subcommand -> arguments that are fine apart from what each case b
     "ring": ["ring"],
     "repair": ["repair"],
     "top": ["top", "--once", "--interval", "0.1"],
+    "keys": ["keys"],
+    "snapshot": ["snapshot", "--list"],
 }
 
 
@@ -136,7 +138,9 @@ def test_every_output_command_in_a_closed_pipe(cluster3):
     ep = cluster3.endpoints[0]
     zkv("put", "pipe-key", "v", "--node", ep)
     for args in (["ring"], ["ring", "--json"], ["status"], ["status", "--json"],
-                 ["get", "pipe-key"], ["put", "pipe-key", "v2"], ["delete", "pipe-key"],
+                 ["get", "pipe-key"], ["get", "pipe-key", "--raw"], ["keys"],
+                 ["keys", "--count"], ["snapshot", "--list"],
+                 ["put", "pipe-key", "v2"], ["delete", "pipe-key"],
                  ["top", "--once", "--interval", "0.1"], ["top", "--json", "--interval", "0.1"],
                  ["repair"]):
         out = _closed_pipe([*args, "--node", ep])
