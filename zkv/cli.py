@@ -377,6 +377,17 @@ def _main(argv: list[str] | None = None) -> int:
     ks.add_argument("--count", action="store_true", help="print how many, not the keys")
     ks.add_argument("-0", "--null", action="store_true", help="each key's bytes as they are, "
                     "ended by a NUL byte (for xargs -0), instead of a line each")
+    dp = with_ns(with_node(sub.add_parser("dump", help="write a namespace's keys and values "
+                                          "(siblings too) as JSON lines, for zkv load")))
+    dp.add_argument("--prefix", default="", help="only keys beginning with this")
+    dp.add_argument("--r", type=int, help="read quorum of each key (default the namespace's)")
+    dp.add_argument("--out", metavar="FILE", help="write to FILE (complete, or not at all) "
+                    "instead of stdout")
+    ld = with_node(sub.add_parser("load", help="write a zkv dump into the cluster (blind "
+                                  "writes: siblings stay siblings)"))
+    ld.add_argument("source", metavar="FILE", help="the dump ('-': stdin)")
+    ld.add_argument("--namespace", help="the namespace to load into (default: the dump's)")
+    ld.add_argument("--w", type=int)
     sn = with_node(sub.add_parser("snapshot", help="hard-link a node's stores as they are now "
                                   "under DATA_DIR/snapshots/NAME on its machine (a backup to "
                                   "copy off; --all: every member)"))
@@ -452,6 +463,10 @@ def _main(argv: list[str] | None = None) -> int:
             return snapshot_command(args)
         if args.cmd == "keys":
             return keys_command(args)
+        if args.cmd == "dump":
+            return dump_command(args)
+        if args.cmd == "load":
+            return load_command(args)
         if args.cmd == "cluster":
             return cluster_command(args)
         if args.cmd == "top":
@@ -867,6 +882,56 @@ def keys_command(args) -> int:
         out.write(b"%d\n" % count)
     out.flush()
     return 0
+
+
+def dump_command(args) -> int:
+    from zkv import dump
+    from zkv.client import Client
+
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        if args.out is None:
+            count = dump.dump(c, sys.stdout, args.namespace, _key(args.prefix), args.r)
+        else:
+            tmp = args.out + ".tmp"
+            try:
+                with open(tmp, "w") as f:
+                    count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
+                os.replace(tmp, args.out)  # (a dump that failed leaves no file to be trusted)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+    print(f"dumped {count} key(s) of namespace {args.namespace!r}", file=sys.stderr)
+    return 0
+
+
+def load_command(args) -> int:
+    from zkv import dump
+    from zkv.client import Client
+
+    try:
+        fh = sys.stdin if args.source == "-" else open(args.source)  # noqa: SIM115
+    except OSError as exc:
+        raise InvalidRequest(f"{args.source}: {exc.strerror or exc}") from None
+    try:
+        head, records = dump.read(fh, args.source)
+        namespace = args.namespace or head.get("namespace") or "default"
+        with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+            if namespace not in {ns["name"] for ns in c.namespaces()}:
+                raise InvalidRequest(f"namespace {namespace!r} does not exist in this cluster "
+                                     f"(zkv namespace create {namespace} ... first)")
+            loaded, failed = dump.load(c, records, namespace, args.w)
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"{args.source}: not a zkv dump (not text)") from None
+    finally:
+        if fh is not sys.stdin:
+            fh.close()
+    for no, key, err in failed[:20]:
+        print(f"zkv: {args.source}:{no} ({key.decode(errors='backslashreplace')[:60]}): "
+              f"{type(err).__name__}: {err}", file=sys.stderr)
+    print(f"ok: {loaded} key(s) loaded into namespace {namespace!r}"
+          + (f", {len(failed)} write(s) failed" if failed else ""))
+    return 1 if failed else 0
 
 
 def snapshot_command(args) -> int:
