@@ -25,11 +25,20 @@ def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool) -> K
         return KeysOk(msg.rid, [], hi, True)
     want = ns_prefix + msg.prefix
     cut = len(ns_prefix)
-    listing = sorted((h, k) for k, h in store.key_hashes(start, hi)
-                     if k.startswith(want) and (not default_ns or k[:1] != b"\x00"))
+    # the rest of the partition in hash windows, a 64th of it first and each next one twice
+    # as wide, until they hold a page's worth: a page costs about what it lists (sorting the
+    # whole rest of the partition for each page made a listing of k keys a partition in pages
+    # of p cost ~k*k/2p: benchmarks/keys_listing.py, RESULTS.md)
+    listing: list[tuple[int, bytes]] = []
+    w_lo, width = start, max(1, (hi - lo + 1) >> 6)
+    while w_lo <= hi and len(listing) < msg.limit:
+        w_hi = min(hi, w_lo + width - 1)
+        listing += sorted((h, k) for k, h in store.key_hashes(w_lo, w_hi)
+                          if k.startswith(want) and (not default_ns or k[:1] != b"\x00"))
+        w_lo, width = w_hi + 1, width * 2
     keys: list[bytes] = []
     size = 0
-    nxt = hi + 1
+    nxt = w_lo  # (the first hash not scanned: every one before it is in `listing`)
     i = 0
     while i < len(listing):
         h = listing[i][0]
