@@ -14,6 +14,9 @@ from __future__ import annotations
 from zkv._core import dvv
 from zkv.wire import KEYS_PAGE_BYTES, Keys, KeysOk
 
+READ_BUDGET = 16 << 20  # value bytes one page reads at most (past its first hash group):
+# a page of large values costs a bounded read, whatever `limit` a client asks for
+
 
 def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool) -> KeysOk:
     """The page of `msg.partition` from `msg.cursor`: the user keys (`ns_prefix` taken off) of
@@ -37,19 +40,22 @@ def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool) -> K
                           if k.startswith(want) and (not default_ns or k[:1] != b"\x00"))
         w_lo, width = w_hi + 1, width * 2
     keys: list[bytes] = []
-    size = 0
+    size = read = 0
     nxt = w_lo  # (the first hash not scanned: every one before it is in `listing`)
     i = 0
     while i < len(listing):
         h = listing[i][0]
-        if keys and (len(keys) >= msg.limit or size >= KEYS_PAGE_BYTES):
+        if (keys and (len(keys) >= msg.limit or size >= KEYS_PAGE_BYTES)) or (
+                i and read >= READ_BUDGET):  # (a page of tombstones may be empty, not done)
             nxt = h
             break
         while i < len(listing) and listing[i][0] == h:
             k = listing[i][1]
             v = store.get(k)
-            if v and not dvv.is_tombstone_encoded(v):
-                keys.append(k[cut:])
-                size += len(k) - cut
+            if v:
+                read += len(v)
+                if not dvv.is_tombstone_encoded(v):
+                    keys.append(k[cut:])
+                    size += len(k) - cut
             i += 1
     return KeysOk(msg.rid, keys, min(nxt, hi), nxt > hi)  # (done: a cursor no one uses)
