@@ -914,6 +914,46 @@ class Sim:
                 bad.append(key)
         return bad
 
+    def list_keys(self, ns: str = "", page: int = 7) -> list[bytes] | str:
+        """A listing of namespace `ns`'s live keys as a client makes one (zkv/client/core.py,
+        KeyListing): every partition paged from the first of its owners, in preference-list
+        order, that is up and vouches for its copy, Keys handed straight to its core between
+        events (its other output goes out as after any turn). The keys, or why a partition
+        could not be listed."""
+        ident = b"client:lister"
+        cores = [sn.core for sn in self.nodes.values() if sn.core is not None
+                 and not sn.core.joining]
+        if not cores:
+            return "no node is up"
+        ring = cores[0].membership.ring(cores[0].namespaces.get(ns or "default").n
+                                        if ns else None)
+        keys: list[bytes] = []
+        for p in range(ring.q):
+            for owner in ring.preflist(p):
+                sn = self.nodes.get(owner)
+                if sn is None or sn.core is None or sn.paused:
+                    continue
+                cursor, got = 0, []
+                while True:
+                    sn.core.handle((REQUEST, ident),
+                                   [wire.Keys(1, p, ns, cursor, b"", page)], self.t)
+                    out = sn.core.take_output()
+                    (ok,) = out.clients.pop(ident, None) or [None]
+                    self._send_out(sn, out)
+                    if type(ok) is not wire.KeysOk or not ok.owner:
+                        got = None
+                        break
+                    got += ok.keys
+                    if ok.done:
+                        break
+                    cursor = ok.cursor
+                if got is not None:
+                    keys += got
+                    break
+            else:
+                return f"no owner of partition {p} could list it"
+        return keys
+
     def hints_pending(self) -> int:
         """Hints not yet delivered (the handoff store's reap journal is not one), also on a
         node that is down (not on one gone for good: its hints went with it)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from sim.harness import CoreClient, Faults, ManyClient, Sim, SimClient
 from zkv._core import dvv
 from zkv.node import ownership as own
+from zkv.node.namespaces import split_key
 
 
 def _items(values: list[bytes]) -> set[bytes]:
@@ -55,6 +56,29 @@ def _converge(sim: Sim, keys, settle: float, drops: bool = False) -> float | Non
                 drops and any(c.need_drop for c in cores)):
             return sim.t - start
     return None
+
+
+def _listing_violations(sim: Sim, keys) -> list[str]:
+    """Once converged, a listing of each namespace `keys` (stored keys) are in holds exactly
+    the live ones among them (other keys it lists are no workload's to judge)."""
+    by_ns: dict[str, dict[bytes, bytes]] = {}  # namespace -> user key -> stored key
+    for skey in keys:
+        ns, user = split_key(skey)
+        by_ns.setdefault(ns, {})[user] = skey
+    out = []
+    for ns, mine in sorted(by_ns.items()):
+        listed = sim.list_keys("" if ns == "default" else ns)
+        if isinstance(listed, str):
+            out.append(f"listing namespace {ns!r} after convergence failed: {listed}")
+            continue
+        live = {u for u, skey in mine.items() if _final(sim, skey)}
+        seen = set(listed) & set(mine)
+        if len(listed) != len(set(listed)):
+            out.append(f"a listing of namespace {ns!r} returned a key twice")
+        if seen != live:
+            out.append(f"a listing of namespace {ns!r} after convergence missed "
+                       f"{sorted(live - seen)[:3]} and listed deleted {sorted(seen - live)[:3]}")
+    return out
 
 
 def _final(sim: Sim, key: bytes) -> list[bytes]:
@@ -183,6 +207,9 @@ def run(seed: int, faults: Faults | None = None, *, nodes: int = 5, clients: int
 
     def final(key: bytes) -> list[bytes]:
         return _final(sim, key)
+
+    if settle_time is not None:
+        v += _listing_violations(sim, keys)
 
     # (values a power loss, a wipe or a death took from the only node holding them are
     # excused: sim.lost_with_holder)
@@ -607,6 +634,8 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     v += misses[:10]
     if settle_time is None:
         v.append(f"replicas disagree after the change on {sim.replicas_agree(key_list)[:5]}")
+    else:
+        v += _listing_violations(sim, key_list)
 
     for key, vals in values.items():
         # the last acknowledged value, or a later attempt over it; unless a power loss (sync=
