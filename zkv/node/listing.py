@@ -11,6 +11,8 @@ splits one, after `limit` keys or about KEYS_PAGE_BYTES of them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from zkv._core import dvv
 from zkv.wire import KEYS_PAGE_BYTES, Keys, KeysOk
 
@@ -42,20 +44,29 @@ def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool) -> K
     keys: list[bytes] = []
     size = read = 0
     nxt = w_lo  # (the first hash not scanned: every one before it is in `listing`)
-    i = 0
-    while i < len(listing):
-        h = listing[i][0]
+    for h, group in hash_groups(listing):
         if (keys and (len(keys) >= msg.limit or size >= KEYS_PAGE_BYTES)) or (
-                i and read >= READ_BUDGET):  # (a page of tombstones may be empty, not done)
+                read >= READ_BUDGET):  # (a page of tombstones may be empty, not done)
             nxt = h
             break
-        while i < len(listing) and listing[i][0] == h:
-            k = listing[i][1]
+        for k in group:
             v = store.get(k)
             if v:
                 read += len(v)
                 if not dvv.is_tombstone_encoded(v):
                     keys.append(k[cut:])
                     size += len(k) - cut
-            i += 1
     return KeysOk(msg.rid, keys, min(nxt, hi), nxt > hi)  # (done: a cursor no one uses)
+
+
+def hash_groups(listing: list[tuple[int, bytes]]) -> Iterator[tuple[int, list[bytes]]]:
+    """(hash, its keys) of each group of equal hashes of a (hash, key) listing sorted by hash:
+    a page that stops between groups has a cursor (the next group's hash) that splits none."""
+    i, end = 0, len(listing)
+    while i < end:
+        h = listing[i][0]
+        j = i + 1
+        while j < end and listing[j][0] == h:
+            j += 1
+        yield h, [k for _, k in listing[i:j]]
+        i = j

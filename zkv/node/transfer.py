@@ -41,6 +41,7 @@ from collections.abc import Callable
 from functools import partial
 
 from zkv.node.antientropy import Exchange, leaf_keys
+from zkv.node.listing import hash_groups
 from zkv.node.op import Op
 from zkv.node.ownership import REMOVED
 from zkv.wire import Fetch, FetchOk, RPut, RPutOk
@@ -126,20 +127,16 @@ def answer_fetch(store, ring, msg: Fetch, max_bytes: int,
     dvvs: list[bytes] = []
     size = 0
     nxt = hi + 1
-    i = 0
-    while i < len(listing):
-        h = listing[i][0]
+    for h, group in hash_groups(listing):
         if size >= budget and keys:
             nxt = h
             break
-        while i < len(listing) and listing[i][0] == h:
-            k = listing[i][1]
+        for k in group:
             v = store.get(k)
             if v:
                 keys.append(k)
                 dvvs.append(v)
                 size += len(k) + len(v)
-            i += 1
     done = nxt > hi
     return FetchOk(msg.rid, keys, dvvs, min(nxt, (1 << 64) - 1), done, total)
 
