@@ -36,7 +36,8 @@ for the whole turn: group commit).
 
 Operations in flight are `Op`s (op.py): client requests (coordinator.py) and background work
 (background.py). Anti-entropy answers and reaping live in antientropy.py, hint storage in
-handoff.py, membership and cluster.json in membership.py, status and metrics in status.py.
+handoff.py, membership and cluster.json in membership.py, status and metrics in status.py,
+a page of a partition's keys (Keys) in listing.py, snapshots of the stores in snapshots.py.
 
 Namespaces (issue 15, DESIGN.md 2.6): `self.namespaces` is the registry (namespaces.py),
 built from the cluster settings, saved in cluster.json, merged from gossip and JoinOk, and
