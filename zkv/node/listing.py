@@ -3,10 +3,12 @@ owner answers to Keys.
 
 A listing walks the ring's partitions and asks, for each, one owner that vouches for its copy
 (zkv/client/core.py, KeyListing): a coverage read at R=1, as Riak's list-keys is. Within a
-partition keys come in key-hash order from the keydir's hash-range query (no value read for a
-key of another namespace or prefix); each candidate's value is read to leave out deleted keys
-(tombstones). A page ends at whole groups of equal hashes, so a cursor (the next hash) never
-splits one, after `limit` keys or about KEYS_PAGE_BYTES of them.
+partition keys come in key-hash order from the keydir's hash-range query, in windows of the
+hash range that grow until they hold a page (no value read for a key of another namespace or
+prefix); each candidate's value is read to leave out deleted keys (tombstones). A page ends at
+whole groups of equal hashes, so a cursor (the next hash) never splits one, after `limit` keys,
+about KEYS_PAGE_BYTES of them or READ_BUDGET bytes of values read (fewer keys where tombstones
+were left out, maybe none).
 """
 
 from __future__ import annotations
