@@ -99,7 +99,7 @@ def test_a_node_restored_from_a_snapshot_serves_it_then_catches_up(make_cluster)
     assert out.returncode == 0 and "snapshot 'spare' removed" in out.stdout, out
     out = zkv("snapshot", "--list", "--node", ep[1])
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 1, out
-    assert out.stdout.startswith(ep[1] + ": before ") and "held by it alone" in out.stdout
+    assert out.stdout.startswith(ep[1] + ": before ") and "bytes held by it alone" in out.stdout
     for bad in (["--remove"], ["--list", "x"], ["--list", "--remove", "x"],
                 ["--remove", "nosuch"]):
         assert one_line_error(zkv("snapshot", *bad, "--node", ep[0])), bad

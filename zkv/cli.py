@@ -985,8 +985,8 @@ def _print_snapshot(action: str, target: str, info: dict) -> None:
                     if snap.get("created_ms") else "-")
             what = ("INCOMPLETE (cut short: remove it)" if snap.get("incomplete")
                     else f"{snap['bytes']} bytes")
-            print(f"{target}: {snap['name']:<24} {when}  {what}, {snap['held']} held by it "
-                  f"alone  {snap['path']}")
+            print(f"{target}: {snap['name']:<24} {when}  {what}, {snap['held']} bytes held "
+                  f"by it alone  {snap['path']}")
 
 
 def _ae_totals(status: dict) -> dict[str, int]:
