@@ -6,7 +6,7 @@
 Starts a 3-node LocalCluster on loopback (free ports), writes `--keys` keys with w=3 (the
 acknowledged set), then sends `--frames` frames to node1: each a real encoded message of one
 of every wire type (client and peer types alike: RGet, RPut, Forward, Join, TreeLevel,
-LeafKeys, RGetHashes, Reap, Repair, Gossip...) or a batch of them, mutated (bit flips, byte
+LeafKeys, RGetHashes, Reap, Repair, Gossip, Keys, Snapshot...) or a batch of them, mutated (bit flips, byte
 replacement with msgpack markers, insertions, deletions, truncation, duplication,
 splicing two frames). Frames go out from three identities: an anonymous client, a client
 identity claiming b"peer:", and a member's peer identity (an authenticated rogue peer in
@@ -66,6 +66,11 @@ def seed_messages(members: list[wire.Member], rng: random.Random) -> list:
         wire.RGetHashesOk(23, [key], [version]),
         wire.Reap(24, [key], [os.urandom(16)]), wire.Repair(25, rng.choice([-1, 0, 5])),
         wire.RepairOk(26, {}), wire.Gossip(27, "node2", 256, 3, 2, 2, ms, b""),
+        wire.Keys(28, rng.randrange(256), "", rng.choice([0, 2**63, 2**64 - 1]), b"k",
+                  rng.choice([1, 10, 10_000])),
+        wire.KeysOk(29, [key], 5, False),
+        wire.Snapshot(30, f"fuzz{rng.randrange(4)}", rng.choice(["take", "list", "remove"])),
+        wire.SnapshotOk(31, {}),
     ]
 
 
