@@ -121,3 +121,32 @@ def test_snapshots_taken_while_writers_and_compactions_run_are_each_a_moment(tmp
                 assert v is not None, (i, k)
                 seq = int(v.split(b":")[0])
                 assert before[k] <= seq <= after[k] + len(KEYS), (i, k, before[k], seq, after[k])
+
+
+def test_a_snapshot_opened_and_written_in_place_leaves_the_store_and_other_snapshots_alone(
+        tmp_path):
+    """A snapshot's segments are links to the store's (and to those of the snapshots taken
+    before it): a copy opened where it is and written to (a restore done by moving the
+    snapshot into place) appends to a segment of its own, never to a linked one."""
+    live = LogStore(str(tmp_path / "live"), segment_bytes=8192, compact_dead_ratio=None)
+    try:
+        for i in range(30):
+            live.put(b"k%d" % i, b"v" * 500)
+        live.snapshot(str(tmp_path / "a"))
+        live.snapshot(str(tmp_path / "b"))  # (links the same segments: nothing new written)
+        sizes = {fn: os.path.getsize(tmp_path / "live" / fn)
+                 for fn in os.listdir(tmp_path / "live") if fn.endswith(".data")}
+        with LogStore(str(tmp_path / "a"), segment_bytes=8192, compact_dead_ratio=None) as a:
+            for i in range(30):
+                a.put(b"k%d" % i, b"written to the copy")
+            a.put(b"new", b"only in the copy")
+        assert {fn: os.path.getsize(tmp_path / "live" / fn) for fn in sizes} == sizes
+        assert live.get(b"k3") == b"v" * 500 and live.get(b"new") is None
+    finally:
+        live.close()
+    for where in ("live", "b"):
+        with LogStore(str(tmp_path / where), compact_dead_ratio=None) as other:
+            assert other.get(b"new") is None, where
+            assert all(other.get(b"k%d" % i) == b"v" * 500 for i in range(30)), where
+    with LogStore(str(tmp_path / "a"), compact_dead_ratio=None) as a:
+        assert a.get(b"new") == b"only in the copy" and a.get(b"k3") == b"written to the copy"

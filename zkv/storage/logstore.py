@@ -383,7 +383,11 @@ class LogStore:
         kd.reserve(sum(r[0] for r in room), sum(r[1] for r in room))
         for i, name in enumerate(ordered):
             last = i == total - 1
-            active = last and name[1] == 0 and not self.readonly
+            # the newest segment takes the next appends, unless another directory entry links
+            # its file too (a snapshot moved into place, `cp -al`): appending there would write
+            # into the store or snapshot it was linked from; a new active segment starts instead
+            active = last and name[1] == 0 and not self.readonly and os.stat(
+                os.path.join(self.path, data_name(name))).st_nlink == 1
             seg = Segment(self._new_fid(), name, self.path, writable=active)
             self._segs[seg.fid] = seg
             loaded = False
@@ -1022,8 +1026,8 @@ class LogStore:
         stays readable through the link). The active segment is sealed first (rotated, so
         its buffered records are in its file and the next writes go to a new one); hints
         files are linked where the sealer wrote them already (a segment without one is
-        scanned when the copy is opened). `dest` opens as a LogStore (a read-only copy
-        should be opened elsewhere than the live store). Returns {"files", "bytes"}.
+        scanned when the copy is opened). `dest` opens as a LogStore, in place too: it never
+        appends to a linked segment (`_open`). Returns {"files", "bytes"}.
         FileExistsError if `dest` exists; StorageFull if the rotation cannot be written."""
         os.mkdir(dest)
         files = size = 0
