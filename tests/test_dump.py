@@ -55,7 +55,7 @@ def test_a_dump_reads_back_to_the_keys_and_siblings_it_was_made_of(data):
 
 
 def _file(*records: dict, end: int | None = None) -> list[str]:
-    lines = [json.dumps({"zkv_dump": 1, "namespace": "default", "keys": None})]
+    lines = [json.dumps({"zkv_dump": 1, "namespace": "default"})]
     lines += [json.dumps(r) for r in records]
     if end is not None:
         lines.append(json.dumps({"zkv_dump_end": end}))

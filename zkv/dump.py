@@ -2,7 +2,7 @@
 JSON lines, and that file written back into a cluster (an export, a migration between
 clusters, a copy for a test environment). The format, defined here only:
 
-    line 1:  {"zkv_dump": 1, "namespace": NAME, "keys": null}     (the header)
+    line 1:  {"zkv_dump": 1, "namespace": NAME}                   (the header)
     then:    {"k": BASE64(key), "v": [BASE64(value), ...]}         (one per live key; "v" its
                                                                    siblings, at least one)
     last:    {"zkv_dump_end": COUNT}                               (a dump cut short has none)
@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 from zkv.errors import InvalidRequest
@@ -32,10 +32,10 @@ BATCH = 500  # keys per get_many of a dump; values per put_many of a load
 
 
 def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
-         r: int | None = None, progress: Callable[[int], None] | None = None) -> int:
+         r: int | None = None) -> int:
     """Write the dump of `namespace`'s live keys beginning with `prefix` to `out`; returns how
     many keys. A key that fails to be read raises (the file then has no end line)."""
-    out.write(json.dumps({"zkv_dump": FORMAT, "namespace": namespace, "keys": None}) + "\n")
+    out.write(json.dumps({"zkv_dump": FORMAT, "namespace": namespace}) + "\n")
     count = 0
     for batch in _batches(client.keys(namespace, prefix), BATCH):
         for key, res in zip(batch, client.get_many(batch, r=r, namespace=namespace),
@@ -44,8 +44,6 @@ def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
                 continue
             out.write(json.dumps({"k": _b64(key), "v": [_b64(v) for v in res.values]}) + "\n")
             count += 1
-        if progress is not None:
-            progress(count)
     out.write(json.dumps({"zkv_dump_end": count}) + "\n")
     return count
 
@@ -94,7 +92,7 @@ def _records(it: Iterator[tuple[int, str]], name: str
 
 
 def load(client, records: Iterable[tuple[int, bytes, list[bytes]]], namespace: str,
-         w: int | None = None, progress: Callable[[int], None] | None = None) -> tuple[int, list]:
+         w: int | None = None) -> tuple[int, list]:
     """Blind-write every value of a dump's `records` (`read`) into `namespace`; returns (keys
     loaded, [(line, key, exception)] of the writes that failed). A malformed line stops the
     load there (InvalidRequest), every key before it written."""
@@ -116,8 +114,6 @@ def load(client, records: Iterable[tuple[int, bytes, list[bytes]]], namespace: s
             loaded += 1
             if len(items) >= BATCH:
                 flush()
-                if progress is not None:
-                    progress(loaded)
     except InvalidRequest:
         if items:
             flush()
