@@ -1050,16 +1050,14 @@ class NodeCore:
         refills after a lost disk, or gained the key's partition at an ownership change not
         verified yet (`fresh`)? (A get this node coordinates is a read quorum of the old and
         the new owners until the change settled instead: `_joint`.)"""
-        if self.fresh:
-            n = self._n_of(key)
-            ring = self.membership.ring(n)
-            if self._fresh_unsure(n or self.membership.settings["n"], ring.partition(key), ring):
-                return True
-        return self.refill_since is not None and self.refilling(key)
+        if not self.fresh and self.refill_since is None:
+            return False
+        n = self._n_of(key)
+        return self.unsure_partition(n, self.membership.ring(n).partition(key))
 
     def unsure_partition(self, n: int | None, p: int) -> bool:
         """`unsure` of every key of partition p of the namespaces whose N is `n` (None: the
-        default namespace's)."""
+        default namespace's); Keys asks it of a whole partition."""
         ring = self.membership.ring(n)
         if self.fresh and self._fresh_unsure(n or self.membership.settings["n"], p, ring):
             return True
