@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import zmq
 
 from zkv import wire
 from zkv._core import dvv
-from zkv.local import LocalCluster
+from zkv.local import PORTS_ENV, LocalCluster, port_span
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`, as .ci/run runs the suite: most tests wait on real
+    processes, so two workers nearly halve the wall time on two cores), each worker, and every
+    node and `zkv local` process it starts, picks ports from its own share of the range, so
+    two workers never take the same port between a pick and its bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... (unset without -n)
+    if not worker or os.environ.get(PORTS_ENV):
+        return
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    first, end = port_span()
+    width, i = (end - first) // count, int(worker[2:])
+    os.environ[PORTS_ENV] = f"{first + i * width}-{first + (i + 1) * width}"
 
 # fast failure detection so fault tests stay short
 FAST = ["--gossip-interval", "0.1", "--down-after", "1.0", "--replica-timeout", "1.0"]

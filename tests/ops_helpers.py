@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 import zmq
 
 from zkv import wire
-from zkv.local import free_ports
+from zkv.local import free_ports, port_free, port_span
 
 
 def sigint_default() -> None:
@@ -48,6 +49,20 @@ def one_line_error(out: subprocess.CompletedProcess) -> str:
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free on `host`, outside the ephemeral range (zkv.local.free_ports says why)."""
     return free_ports(1, host)[0]
+
+
+def free_base_port(nodes: int = 3) -> int:
+    """A `--base-port` for `zkv local up`: its client, gossip (+1000) and metrics (+2100)
+    ports free for `nodes` nodes and two added later, taken from this process's share of the
+    port range (`zkv.local.port_span`: a parallel worker's own), never a fixed number."""
+    first, end = port_span()
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(first, end - 2100 - nodes - 2)
+        if all(port_free("127.0.0.1", base + off + i)
+               for off in (0, 1000, 2100) for i in range(nodes + 2)):
+            return base
+    raise AssertionError(f"no free block of ports for {nodes} nodes in {first}-{end}")
 
 
 def http(url: str, timeout: float = 2.0) -> tuple[int, str]:

@@ -14,6 +14,7 @@ import urllib.request
 
 import pytest
 import zmq
+from ops_helpers import free_base_port
 
 import zkv
 from zkv import wire
@@ -402,30 +403,8 @@ def test_node_rejects_bad_flags(tmp_path):
         assert flag in help_text
 
 
-def _free_base_port() -> int:
-    """A base port below the ephemeral range whose 3 listen and 3 gossip ports are all free."""
-    import socket
-
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 29000)
-        socks = []
-        try:
-            for port in [base + i for i in range(3)] + [base + 1000 + i for i in range(3)]:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
-
-
 def test_local_up_demo_runs(tmp_path):
-    port = _free_base_port()
+    port = free_base_port()
     out = subprocess.run(
         [sys.executable, "-m", "zkv.cli", "local", "up", "--dir", str(tmp_path / "d"),
          "--base-port", str(port), "--exit-after-demo"],

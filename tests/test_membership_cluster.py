@@ -366,11 +366,11 @@ def test_cli_local_add_and_remove(tmp_path):
     import subprocess
     import sys
 
-    from ops_helpers import sigint_default
+    from ops_helpers import free_base_port, sigint_default
 
-    d = tmp_path / "local"
+    d, base = tmp_path / "local", free_base_port()
     up = subprocess.Popen([sys.executable, "-m", "zkv.cli", "local", "up", "--nodes", "3",
-                           "--dir", str(d), "--base-port", "23101", "--no-demo"],
+                           "--dir", str(d), "--base-port", str(base), "--no-demo"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=sigint_default)
     try:
@@ -382,7 +382,7 @@ def test_cli_local_add_and_remove(tmp_path):
                              capture_output=True, text=True, timeout=180)
         assert add.returncode == 0, add.stderr
         assert "node4" in add.stdout and "settled" in add.stdout
-        for port in (23101, 23102, 23103, 23104):  # "settled": every node ready (/readyz)
+        for port in range(base, base + 4):  # "settled": every node ready (/readyz)
             said = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--json",
                                    "--node", f"tcp://127.0.0.1:{port}"],
                                   capture_output=True, text=True, timeout=30)
@@ -396,7 +396,7 @@ def test_cli_local_add_and_remove(tmp_path):
         assert rm.returncode == 0, rm.stderr
         assert "left the cluster" in rm.stdout
         st = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--json", "--node",
-                             "tcp://127.0.0.1:23101"], capture_output=True, text=True, timeout=30)
+                             f"tcp://127.0.0.1:{base}"], capture_output=True, text=True, timeout=30)
         doc = json.loads(st.stdout)
         ids = {m["id"]: m["status"] for m in doc["members"]}
         assert ids.get("node4") == "valid" and ids.get("node2", "left") == "left"
@@ -413,11 +413,11 @@ def test_cli_local_restart_brings_a_killed_node_back_and_local_up_stops_it(tmp_p
     import subprocess
     import sys
 
-    from ops_helpers import sigint_default, wait_for
+    from ops_helpers import free_base_port, sigint_default, wait_for
 
-    d = tmp_path / "local"
+    d, base = tmp_path / "local", free_base_port()
     up = subprocess.Popen([sys.executable, "-m", "zkv.cli", "local", "up", "--nodes", "3",
-                           "--dir", str(d), "--base-port", "23201", "--no-demo"],
+                           "--dir", str(d), "--base-port", str(base), "--no-demo"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=sigint_default)
 
@@ -433,19 +433,19 @@ def test_cli_local_restart_brings_a_killed_node_back_and_local_up_stops_it(tmp_p
         cluster = LocalCluster.attach(str(d))
         node3 = cluster.node("node3")
         first = cluster.running_pid(node3)
-        with zkv.Client(["tcp://127.0.0.1:23201"], timeout=5.0) as c:
+        with zkv.Client([f"tcp://127.0.0.1:{base}"], timeout=5.0) as c:
             c.put(b"before", b"v", w=3)
             os.kill(first, signal.SIGKILL)
             wait_for(lambda: cluster.running_pid(node3) != first, 10)
             c.put(b"while-dead", b"v", w=2)
             out = restart()
             assert out.returncode == 0, out.stderr
-            assert "node3 is running again at tcp://127.0.0.1:23203" in out.stdout, out.stdout
+            assert f"node3 is running again at tcp://127.0.0.1:{base + 2}" in out.stdout, out.stdout
             second = cluster.running_pid(node3)
             assert second and second != first
-            seen = {m["id"]: m["state"] for m in c.status("tcp://127.0.0.1:23201")["members"]}
+            seen = {m["id"]: m["state"] for m in c.status(f"tcp://127.0.0.1:{base}")["members"]}
             assert seen["node3"] == "up", seen
-            with zkv.Client(["tcp://127.0.0.1:23203"], timeout=5.0, routing="any") as c3:
+            with zkv.Client([f"tcp://127.0.0.1:{base + 2}"], timeout=5.0, routing="any") as c3:
                 assert c3.get(b"before", r=1).values == [b"v"]  # its data dir, kept
         out = restart()  # a running node: SIGTERM first, then started again
         assert out.returncode == 0 and f"stopping node3 (pid {second})" in out.stdout, out

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from ops_helpers import http, sigint_default, wait_for, zkv
+from ops_helpers import free_base_port, http, sigint_default, wait_for, zkv
 
+from zkv.errors import ZkvError
 from zkv.local import FIRST_PORT, NODE_COMMAND, LocalCluster, ephemeral_low, free_ports, port_free
 
 pytestmark = pytest.mark.cluster
@@ -65,20 +66,26 @@ def test_free_ports_are_distinct_bindable_and_out_of_the_ephemeral_range():
             s.bind(("127.0.0.1", p))
 
 
-def _base_port() -> int:
-    """A base port whose client, gossip and metrics ports are all free."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + 2103 < 65535 and all(port_free("127.0.0.1", base + off + i)
-                                       for off in (0, 1000, 2100) for i in range(3)):
-            return base
-    pytest.skip("no free block of ports")
+def test_free_ports_stay_in_the_range_zkv_local_ports_names(monkeypatch):
+    """$ZKV_LOCAL_PORTS (how the suite's parallel workers keep apart) bounds every pick; a
+    malformed one, or one with too few free ports, is a clear error, never a port outside."""
+    monkeypatch.setenv("ZKV_LOCAL_PORTS", "20000-20500")
+    got = free_ports(40)
+    assert len(set(got)) == 40 and all(20000 <= p < 20500 for p in got), got
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        busy = s.getsockname()[1]
+        monkeypatch.setenv("ZKV_LOCAL_PORTS", f"{busy}-{busy + 1}")
+        with pytest.raises(ZkvError, match="fewer than 1 free ports"):
+            free_ports(1)
+    for bad in ("20000", "x-y", "20500-20000", "80-90", "60000-70000"):
+        monkeypatch.setenv("ZKV_LOCAL_PORTS", bad)
+        with pytest.raises(ZkvError, match="ZKV_LOCAL_PORTS"):
+            free_ports(1)
 
 
 def test_restart_right_after_stop_reuses_the_ports(tmp_path):
-    base = _base_port()
+    base = free_base_port()
     first = LocalCluster(3, str(tmp_path / "c"), base, extra_args=["--gossip-interval", "0.1"])
     first.start()
     try:
@@ -147,7 +154,7 @@ def test_quick_start_from_a_clone_after_plain_pip_install(tmp_path):
                                 or "No matching distribution" in pip.stderr):
         pytest.skip(f"no package index reachable: {pip.stderr.strip().splitlines()[-1]}")
     assert pip.returncode == 0, pip.stderr[-3000:]
-    base = _base_port()
+    base = free_base_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{bin_}:{env.get('PATH', '')}"
     log = open(tmp_path / "up.log", "w")
@@ -199,7 +206,7 @@ def test_quick_start_from_a_clone_after_plain_pip_install(tmp_path):
 
 def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
     """The CLI itself (editable install): Ctrl-C, then `zkv local up` at once succeeds."""
-    base = _base_port()
+    base = free_base_port()
     for round_ in range(2):
         p = subprocess.Popen([sys.executable, "-P", "-m", "zkv.cli", "local", "up", "--no-demo",
                               "--base-port", str(base), "--dir", str(tmp_path / "d")],

@@ -56,6 +56,7 @@ def port_free(host: str, port: int) -> bool:
 
 
 FIRST_PORT = 10_000  # free_ports picks from here up to the kernel's ephemeral range
+PORTS_ENV = "ZKV_LOCAL_PORTS"  # "LO-HI": free_ports picks from LO up to HI (exclusive) instead
 _given: collections.deque[int] = collections.deque(maxlen=4096)  # handed out lately, here
 
 
@@ -69,21 +70,40 @@ def ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
+def port_span() -> tuple[int, int]:
+    """The ports free_ports picks from: [FIRST_PORT, ephemeral_low()), or the range
+    $ZKV_LOCAL_PORTS names ("LO-HI", HI exclusive), so that processes picking side by side
+    (the test suite's parallel workers, and the nodes and `zkv local` runs they start) never
+    pick the same port in the moment between a pick and its bind."""
+    raw = os.environ.get(PORTS_ENV)
+    if not raw:
+        return FIRST_PORT, ephemeral_low()
+    try:
+        lo, hi = (int(x) for x in raw.split("-"))
+    except ValueError:
+        raise ZkvError(f"${PORTS_ENV}={raw!r}: expected LO-HI, e.g. 20000-25000") from None
+    if not 1024 <= lo < hi <= 65536:
+        raise ZkvError(f"${PORTS_ENV}={raw!r}: expected 1024 <= LO < HI <= 65536")
+    return lo, hi
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """`count` distinct ports free on `host` right now, below the kernel's ephemeral range and
     not handed out by this process lately. (bind(0) picks from that range, where the local end
     of any outgoing connection, a node's link to a peer or a client's, can take a port between
     its pick and the node's bind: a test's node then failed "Address already in use" in a CI
-    rehearsal.) Falls back to bind(0) where the range leaves too little room below it."""
+    rehearsal.) Falls back to bind(0) where the range leaves too little room below it, unless
+    $ZKV_LOCAL_PORTS names the range (`port_span`): too few free there is an error."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     socks: list[socket.socket] = []
     ports: list[int] = []
     try:
-        span = ephemeral_low() - FIRST_PORT
-        if span >= 1000:
+        first, end = port_span()
+        span, chosen = end - first, bool(os.environ.get(PORTS_ENV))
+        if span >= 1000 or chosen:
             start = random.randrange(span)
             for i in range(span):
-                port = FIRST_PORT + (start + i) % span
+                port = first + (start + i) % span
                 if port in _given:
                     continue
                 s = socket.socket(fam)
@@ -96,6 +116,9 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
                 ports.append(port)
                 if len(ports) == count:
                     break
+        if chosen and len(ports) < count:
+            raise ZkvError(f"fewer than {count} free ports on {host} in ${PORTS_ENV}="
+                           f"{os.environ[PORTS_ENV]}")
         while len(ports) < count:
             s = socket.socket(fam)
             socks.append(s)
