@@ -24,11 +24,14 @@ class FakeClient:
     def __init__(self, data: dict[bytes, list[bytes]] | None = None) -> None:
         self.data = data or {}
         self.written: list[tuple[bytes, bytes]] = []
+        self.asked_r: set[tuple[str, int | None]] = set()  # ("keys" / "get", r) of each call
 
-    def keys(self, namespace, prefix):
+    def keys(self, namespace, prefix, r=1):
+        self.asked_r.add(("keys", r))
         return [k for k in self.data if k.startswith(prefix)]
 
     def get_many(self, keys, r=None, namespace="default"):
+        self.asked_r.add(("get", r))
         return [GetResult(list(self.data.get(k, [])), b"ctx") for k in keys]
 
     def put_many(self, items, w=None, namespace="default", return_exceptions=False):
@@ -43,7 +46,12 @@ siblings = st.lists(st.binary(max_size=40), min_size=1, max_size=3)
 @given(data=st.dictionaries(st.binary(min_size=1, max_size=20), siblings, max_size=30))
 def test_a_dump_reads_back_to_the_keys_and_siblings_it_was_made_of(data):
     out = io.StringIO()
-    assert dump.dump(FakeClient(data), out, "ns1") == len(data)
+    source = FakeClient(data)
+    assert dump.dump(source, out, "ns1") == len(data)
+    assert source.asked_r <= {("keys", 1), ("get", None)}  # one owner lists, the ns's R reads
+    at_r2 = FakeClient(data)
+    assert dump.dump(at_r2, io.StringIO(), "ns1", r=2) == len(data)
+    assert at_r2.asked_r == {("keys", 2)} | ({("get", 2)} if data else set())
     head, records = dump.read(io.StringIO(out.getvalue()), "f")
     assert head["namespace"] == "ns1"
     got = {key: values for _, key, values in records}

@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from ops_helpers import ZKV, one_line_error, zkv
+from ops_helpers import ZKV, one_line_error, wait_for, zkv
+from test_client_core import SILENT, Clock, Net
 from test_security_core import OUTSIDER, Node
 
 from zkv import wire
-from zkv.client import AsyncClient, Client
-from zkv.errors import Unavailable
+from zkv._core import dvv
+from zkv._core.record import key_hash
+from zkv._core.ring import Ring
+from zkv.client import AsyncClient, Client, ClientCore
+from zkv.errors import InvalidRequest, QuorumError, Unavailable
 from zkv.node import namespaces as nss
 from zkv.node.core import ADMIN, CLIENT
+from zkv.node.listing import answer_keys
 
 
 def _list(node: Node, ns: str = "", prefix: bytes = b"", limit: int = 1000) -> list[bytes]:
@@ -103,6 +109,107 @@ def test_namespaces_are_listed_apart_and_a_non_owner_does_not_answer(tmp_path):
         node.close()
 
 
+LIVE = dvv.update_encoded(None, b"", b"v", "n1")
+DEAD = dvv.update_encoded(LIVE, dvv.DVVSet.decode(LIVE).context(), None, "n1")
+LISTERS = [wire.Member(f"n{i}", f"tcp://10.0.0.{i}:7000", "tcp://10.0.0.1:1", f"r{i}", 1, 1,
+                       features=wire.FEATURES) for i in range(4)]
+
+
+class _Copy:
+    """One owner's copy of its keys, as listing.answer_keys reads a store."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def key_hashes(self, lo: int, hi: int) -> list[tuple[bytes, int]]:
+        return [(k, h) for k in self.data if lo <= (h := key_hash(k)) <= hi]
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+
+def _many_states(count: int = 300) -> dict[bytes, list[str]]:
+    """Keys enough for pages of every owner to end at different hashes (Hypothesis seldom
+    draws that many)."""
+    rng = random.Random(1)
+    return {bytes(rng.randrange(1, 256) for _ in range(3)):
+            [rng.choice(["absent", "live", "dead"]) for _ in range(3)] for _ in range(count)}
+
+
+@settings(max_examples=60, deadline=None)
+@example(states=_many_states(), r=2, page=2, unsure=set(), silent=set())
+@example(states=_many_states(), r=3, page=3, unsure=set(), silent=set())
+@example(states=_many_states(), r=2, page=1, unsure={"n1"}, silent={"n3"})
+@given(states=st.dictionaries(st.binary(min_size=1, max_size=4).filter(lambda k: k[:1] != b"\x00"),
+                              st.lists(st.sampled_from(["absent", "live", "dead"]),
+                                       min_size=3, max_size=3), max_size=150),
+       r=st.integers(1, 3), page=st.integers(1, 4),
+       unsure=st.sets(st.sampled_from(["n0", "n1", "n2", "n3"]), max_size=2),
+       silent=st.sets(st.sampled_from(["n0", "n1", "n2", "n3"]), max_size=1))
+def test_a_listing_at_r_is_the_union_of_the_first_r_owners_that_vouch(states, r, page, unsure,
+                                                                      silent):
+    """ClientCore.list_keys at r over three owners' different copies (as a write acknowledged
+    by some owners leaves them): each partition's keys are the union of the live keys of the
+    first r owners, in the preference list's order, that answer and vouch for their copies;
+    pages of each owner end at different hashes and are cut at the smallest. Fewer than r
+    such owners: QuorumError (none at all: Unavailable)."""
+    ring_ok = wire.RingOk(0, 16, 3, 2, 2, LISTERS, [])
+    ring = Ring([(m.id, m.rack) for m in LISTERS], q=16, n=3)
+    copies = {m.id: _Copy() for m in LISTERS}
+    for key, (a, b, c) in states.items():
+        for owner, state in zip(ring.preflist(ring.partition(key)), (a, b, c), strict=True):
+            if state != "absent":
+                copies[owner].data[key] = LIVE if state == "live" else DEAD
+
+    def node(node_id: str):
+        def answer(msg):
+            if node_id in silent:
+                return SILENT
+            if node_id in unsure:
+                return wire.KeysOk(msg.rid, [], msg.cursor, False, False)
+            return answer_keys(copies[node_id], ring, msg, b"", True)
+        return answer
+
+    clock = Clock()
+    core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock)
+    core.set_ring(ring_ok)
+    net = Net(clock, {m.listen: node(m.id) for m in LISTERS})
+    listing = core.list_keys(page=page, r=r)
+    want: list[bytes] = []
+    short = None
+    for p in range(16):
+        answering = [x for x in ring.preflist(p) if x not in silent and x not in unsure][:r]
+        if len(answering) < r and short is None:
+            short = (p, len(answering))
+        want += [k for k in states if ring.partition(k) == p and any(
+            copies[x].data.get(k) == LIVE for x in answering)]
+    got: list[bytes] = []
+    try:
+        while (plan := listing.next_page()) is not None:
+            got += net.run(plan)
+    except (QuorumError, Unavailable) as exc:
+        assert short is not None, exc
+        p, acked = short
+        assert f"partition {p}:" in str(exc)
+        assert type(exc) is (QuorumError if acked else Unavailable), exc
+        if acked:
+            assert (exc.required, exc.acked) == (r, acked)
+        return
+    assert short is None, short
+    assert len(got) == len(set(got)) and sorted(got) == sorted(want)
+
+
+def test_a_listing_at_more_owners_than_a_partition_has_is_refused():
+    clock = Clock()
+    core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock)
+    core.set_ring(wire.RingOk(0, 16, 3, 2, 2, LISTERS, []))
+    with pytest.raises(InvalidRequest, match="r=4 is more than the 3 owners"):
+        Net(clock).run(core.list_keys(r=4).next_page())
+    for bad in (0, 17, "2", True):
+        with pytest.raises(InvalidRequest, match="r must be 1 to 16"):
+            core.list_keys(r=bad)
+
+
 @pytest.mark.cluster
 def test_keys_of_a_real_cluster_through_both_clients_and_the_cli(make_cluster):
     c = make_cluster(3)
@@ -131,6 +238,17 @@ def test_keys_of_a_real_cluster_through_both_clients_and_the_cli(make_cluster):
     assert sorted(out.stdout.split(b"\0")[:-1]) == sorted(k for k in live
                                                           if k.startswith(b"user:49"))
     assert zkv("keys", "--limit", "5", "--node", ep[0]).stdout.count("\n") == 5
+
+    def count_at_r3() -> str | None:  # every owner's copy, unioned (a new cluster's joiners
+        out = zkv("keys", "--count", "--r", "3", "--node", ep[2])  # vouch once it settled)
+        assert out.returncode == 0 or "not sure of its copy yet" in out.stderr, out
+        return out.stdout if out.returncode == 0 else None
+
+    assert wait_for(count_at_r3, 60, "a listing at r=3") == "490\n"
+    assert "r=4 is more than the 3 owners" in one_line_error(zkv("keys", "--r", "4", "--node",
+                                                               ep[0]))
+    assert "r=3 is more than the 2 owners" in one_line_error(zkv(
+        "keys", "--r", "3", "--namespace", "sess", "--node", ep[0]))
     assert "unknown namespace" in one_line_error(zkv("keys", "--namespace", "nope", "--node",
                                                      ep[0]))
     # one node dead: every partition still has an owner to list it
@@ -138,6 +256,11 @@ def test_keys_of_a_real_cluster_through_both_clients_and_the_cli(make_cluster):
     with Client(ep[:2], timeout=2) as cl:
         assert set(cl.keys()) == live
         assert set(cl.keys("sess")) == {b"s%d" % i for i in range(50)}
+        assert set(cl.keys(r=2, page=50)) == live
+        with pytest.raises(QuorumError, match=r"partition 0: 2 of its owners listed its keys, "
+                                              r"r=3 wanted \(node3: ") as got:
+            set(cl.keys(r=3))
+        assert (got.value.required, got.value.acked) == (3, 2)
     # two dead: the N=3 keys are all on node1; some N=2 partitions have no owner left
     c.kill("node2")
     with Client(ep[:1], timeout=1) as cl:

@@ -371,8 +371,11 @@ def _main(argv: list[str] | None = None) -> int:
     rp = with_node(sub.add_parser("repair", help="run Merkle anti-entropy exchanges now"))
     rp.add_argument("--partition", type=int, default=-1, help="one partition (default: all)")
     ks = with_ns(with_node(sub.add_parser("keys", help="list the live keys of a namespace "
-                                          "(a read of every key: R=1 per partition)")))
+                                          "(a read of every key on --r owners a partition)")))
     ks.add_argument("--prefix", default="", help="only keys beginning with this")
+    ks.add_argument("--r", type=positive_int, default=1, help="owners of each partition whose "
+                    "keys are listed (their union; default 1: a key written a moment ago, or "
+                    "while an owner was down, may be missed)")
     ks.add_argument("--limit", type=positive_int, help="stop after this many keys")
     ks.add_argument("--count", action="store_true", help="print how many, not the keys")
     ks.add_argument("-0", "--null", action="store_true", help="each key's bytes as they are, "
@@ -380,7 +383,8 @@ def _main(argv: list[str] | None = None) -> int:
     dp = with_ns(with_node(sub.add_parser("dump", help="write a namespace's keys and values "
                                           "(siblings too) as JSON lines, for zkv load")))
     dp.add_argument("--prefix", default="", help="only keys beginning with this")
-    dp.add_argument("--r", type=int, help="read quorum of each key (default the namespace's)")
+    dp.add_argument("--r", type=positive_int, help="owners of each partition that list its "
+                    "keys and read quorum of each key (default 1 and the namespace's R)")
     dp.add_argument("--out", metavar="FILE", help="write to FILE (complete, or not at all) "
                     "instead of stdout")
     ld = with_node(sub.add_parser("load", help="write a zkv dump into the cluster (blind "
@@ -871,7 +875,7 @@ def keys_command(args) -> int:
     out = sys.stdout.buffer
     count = 0
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
-        for key in c.keys(args.namespace, _key(args.prefix)):
+        for key in c.keys(args.namespace, _key(args.prefix), r=args.r):
             count += 1
             if not args.count:
                 out.write(key + b"\0" if args.null

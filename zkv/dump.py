@@ -34,10 +34,12 @@ BATCH = 500  # keys per get_many of a dump; values per put_many of a load
 def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
          r: int | None = None) -> int:
     """Write the dump of `namespace`'s live keys beginning with `prefix` to `out`; returns how
-    many keys. A key that fails to be read raises (the file then has no end line)."""
+    many keys. Keys are listed, and each read, at `r` (None: listed by one owner of each
+    partition, read at the namespace's R). A key that fails to be read raises (the file then
+    has no end line)."""
     out.write(json.dumps({"zkv_dump": FORMAT, "namespace": namespace}) + "\n")
     count = 0
-    for batch in _batches(client.keys(namespace, prefix), BATCH):
+    for batch in _batches(client.keys(namespace, prefix, r=r or 1), BATCH):
         for key, res in zip(batch, client.get_many(batch, r=r, namespace=namespace),
                             strict=True):
             if not res.found:  # (deleted since it was listed)

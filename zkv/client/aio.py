@@ -191,11 +191,12 @@ class AsyncClient(Facade):
         return await self._run(self.core.namespace_create(name, n, r, w, conflicts))
 
     async def keys(self, namespace: str = "default", prefix: bytes = b"",
-                   page: int = 1000) -> AsyncIterator[bytes]:
+                   page: int = 1000, r: int = 1) -> AsyncIterator[bytes]:
         """The live keys of `namespace` beginning with `prefix` (`async for`), in no useful
-        order, fetched `page` at a time from one owner of each ring partition (R=1:
-        ClientCore.list_keys). Unavailable if no owner of some partition can list it."""
-        listing = self.core.list_keys(namespace, prefix, page)
+        order, fetched `page` at a time from `r` owners of each ring partition
+        (ClientCore.list_keys). Unavailable if no owner of some partition can list it,
+        QuorumError if fewer than r."""
+        listing = self.core.list_keys(namespace, prefix, page, r)
         while (plan := listing.next_page()) is not None:
             for key in await self._run(plan):
                 yield key

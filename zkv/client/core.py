@@ -304,11 +304,13 @@ class KeyListing:
     cursor in it. `next_page()` is the plan of the next page (its keys, maybe none), None once
     every partition was listed. A driver runs the plans one after the other."""
 
-    def __init__(self, core: ClientCore, namespace: str, prefix: bytes, page: int) -> None:
+    def __init__(self, core: ClientCore, namespace: str, prefix: bytes, page: int,
+                 r: int = 1) -> None:
         self.core = core
         self.ns = namespace  # ("" for the default namespace)
         self.prefix = prefix
         self.page = page
+        self.r = r  # owners of each partition whose keys are listed (their union)
         self.partition = 0
         self.cursor = 0
         self.q: int | None = None  # the ring's partitions, once known
@@ -318,6 +320,31 @@ class KeyListing:
         if self.q is not None and self.partition >= self.q:
             return None
         return self.core.keys_page(self)
+
+
+def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes,
+                pages: list[KeysOk]) -> list[bytes]:
+    """The keys of the pages `listing.r` owners answered from the same cursor, advancing it.
+    Each owner's page holds every live key it has from the cursor up to its own next cursor
+    (whole groups of equal hashes): the union is complete up to the smallest of those, so the
+    keys at or past it are left to the next page (each page makes progress: an owner's next
+    cursor is past the cursor whenever its page is not the partition's last)."""
+    if len(pages) == 1:
+        ok = pages[0]
+        keys = ok.keys
+        cut = None if ok.done else ok.cursor
+    else:
+        keys = list(dict.fromkeys(k for ok in pages for k in ok.keys))
+        cuts = [ok.cursor for ok in pages if not ok.done]
+        cut = min(cuts) if cuts else None
+        if cut is not None and keys:
+            hashes = ring.hashes([ns_prefix + k for k in keys])
+            keys = [k for k, h in zip(keys, hashes, strict=True) if h < cut]
+    if cut is None:
+        listing.partition, listing.cursor = listing.partition + 1, 0
+    else:
+        listing.cursor = cut
+    return keys
 
 
 class ClientCore:
@@ -1045,26 +1072,31 @@ class ClientCore:
                                              only=only)), ClusterOk).info
 
     def list_keys(self, namespace: str = nss.DEFAULT, prefix: bytes = b"",
-                  page: int = 1000) -> KeyListing:
+                  page: int = 1000, r: int = 1) -> KeyListing:
         """A listing of the live keys of `namespace` (those beginning with `prefix`), in no
-        useful order: each ring partition is listed, `page` keys at a time, by one of its
-        owners that vouches for its copy (R=1, as Riak's list-keys: a key written or deleted
-        a moment ago may be missed or still listed). A partition no owner can list raises
-        Unavailable naming it and why. Costs a read of every key of the namespace."""
+        useful order: each ring partition is listed, `page` keys at a time, by `r` of its
+        owners that vouch for their copies, and a key any of them holds live is listed (r=1,
+        as Riak's list-keys: a key written or deleted a moment ago may be missed or still
+        listed; r=2 of N=3 finds every key acknowledged at W=2, as a Cassandra range read at
+        QUORUM does). A partition no owner can list raises Unavailable naming it and why; one
+        fewer than `r` can, QuorumError. Costs a read of every key of the namespace on each
+        of the r owners."""
+        if type(r) is not int or not 1 <= r <= nss.MAX_N:
+            raise InvalidRequest(f"r must be 1 to {nss.MAX_N} owners, got {r!r}")
         if not isinstance(prefix, bytes):
             raise InvalidRequest(f"prefix must be bytes, not {type(prefix).__name__}")
         if len(prefix) > _MAX_KEY:
             raise InvalidRequest(f"prefix of {len(prefix)} bytes is longer than a key may be")
         if type(page) is not int or not 1 <= page <= wire.MAX_KEYS_PAGE:
             raise InvalidRequest(f"page must be 1 to {wire.MAX_KEYS_PAGE} keys, got {page!r}")
-        return KeyListing(self, check_namespace(namespace), prefix, page)
+        return KeyListing(self, check_namespace(namespace), prefix, page, r)
 
     def keys_page(self, listing: KeyListing) -> Plan[list[bytes]]:
         """The next page of `listing` (KeyListing.next_page), its position advanced."""
         deadline = self.clock() + self.timeout
         if self.ring is None:
             yield from self.fetch_ring(deadline)
-        n = None
+        n, ns_prefix = None, b""
         if listing.ns:
             known = self.ns_cache.get(listing.ns)
             if known is None:
@@ -1072,14 +1104,18 @@ class ClientCore:
                 known = self.ns_cache.get(listing.ns)
                 if known is None:
                     raise InvalidRequest(f"unknown namespace {listing.ns!r}")
-            n = known.n
+            n, ns_prefix = known.n, nss.prefix(known)
         ring = self.ring_for(n)
         assert ring is not None
         listing.q = ring.q
-        p = listing.partition
+        p, r = listing.partition, listing.r
         owners = ring.preflist(p)
+        if r > len(owners):
+            raise InvalidRequest(f"r={r} is more than the {len(owners)} owners of a partition "
+                                 f"of namespace {listing.ns or nss.DEFAULT!r}")
         by_id = {m.id: m for m in self.members}
         why = []
+        pages: list[KeysOk] = []
         # owners that look up first (the preference list's order among them); one that did
         # not answer a page of this listing only after the others (each try of a dead one
         # costs the timeout: once per listing, not once per partition)
@@ -1104,13 +1140,14 @@ class ClientCore:
                 why.append(f"{node_id} is not sure of its copy yet (refilling, or it gained "
                            f"the partition a moment ago)")
                 continue
-            if ok.done:
-                listing.partition, listing.cursor = p + 1, 0
-            else:
-                listing.cursor = ok.cursor
-            return ok.keys
-        raise Unavailable(f"partition {p}: no owner could list its keys ("
-                          f"{'; '.join(why) or 'no owner known'})")
+            pages.append(ok)
+            if len(pages) == r:
+                return _union_page(listing, ring, ns_prefix, pages)
+        reason = "; ".join(why) or "no owner known"
+        if not pages:
+            raise Unavailable(f"partition {p}: no owner could list its keys ({reason})")
+        raise QuorumError(f"partition {p}: {len(pages)} of its owners listed its keys, r={r} "
+                          f"wanted ({reason})", r, len(pages))
 
     def snapshot(self, name: str = "", node: str | None = None,
                  action: wire.SnapshotAction = "take") -> Plan[dict]:

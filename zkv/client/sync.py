@@ -123,11 +123,11 @@ class Client(Facade):
         return self._run(self.core.namespace_create(name, n, r, w, conflicts))
 
     def keys(self, namespace: str = "default", prefix: bytes = b"",
-             page: int = 1000) -> Iterator[bytes]:
+             page: int = 1000, r: int = 1) -> Iterator[bytes]:
         """The live keys of `namespace` beginning with `prefix`, in no useful order, fetched
-        `page` at a time from one owner of each ring partition (R=1: ClientCore.list_keys).
-        Unavailable if no owner of some partition can list it."""
-        listing = self.core.list_keys(namespace, prefix, page)
+        `page` at a time from `r` owners of each ring partition (ClientCore.list_keys).
+        Unavailable if no owner of some partition can list it, QuorumError if fewer than r."""
+        listing = self.core.list_keys(namespace, prefix, page, r)
         while (plan := listing.next_page()) is not None:
             yield from self._run(plan)
 
