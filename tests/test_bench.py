@@ -1056,3 +1056,25 @@ def test_store_remap_counts_the_reads_past_the_active_mapping():
     n = int(re.search(r"12 MiB written: (\d+) reads past the mapping", out).group(1))
     assert n == len(mapped) and 2 <= n < 12
     assert mapped == sorted(mapped) and len(set(mapped)) == n
+
+
+def test_keys_listing_benchmark_smoke(capsys):
+    """benchmarks/keys_listing.py on 3000 keys: a line per listing mode, each having listed
+    every key (the script asserts the count) against the same run's LMDB scan."""
+    import importlib.util
+    import pathlib
+    import re
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "keys_listing.py"
+    spec = importlib.util.spec_from_file_location("keys_listing", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--keys", "3000", "--runs", "1", "--page", "200"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "zkv             keys", "zkv        keys(r=2)", "zkv       items(r=1)",
+        "zkv    items() (r=2)", "zkv  keys + get_many"]
+    for line in lines:
+        assert re.search(r": 3000 keys in [\d.]+ s = +[\d,]+ keys/s  \|  LMDB cursor scan: "
+                         r"[\d,]+ keys/s  \|  ratio [\d.]+x$", line), line

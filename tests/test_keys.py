@@ -110,9 +110,12 @@ def test_namespaces_are_listed_apart_and_a_non_owner_does_not_answer(tmp_path):
 
 
 LIVE = dvv.update_encoded(None, b"", b"v", "n1")
-DEAD = dvv.update_encoded(LIVE, dvv.DVVSet.decode(LIVE).context(), None, "n1")
+DEAD = dvv.update_encoded(LIVE, dvv.DVVSet.decode(LIVE).context(), None, "n1")  # covers LIVE
+OTHER = dvv.update_encoded(None, b"", b"w", "n2")  # concurrent with LIVE: a sibling
+COPY = {"live": LIVE, "dead": DEAD, "other": OTHER}
 LISTERS = [wire.Member(f"n{i}", f"tcp://10.0.0.{i}:7000", "tcp://10.0.0.1:1", f"r{i}", 1, 1,
                        features=wire.FEATURES) for i in range(4)]
+STATES = ["absent", "live", "dead", "other"]
 
 
 class _Copy:
@@ -128,62 +131,95 @@ class _Copy:
         return self.data.get(key)
 
 
+def _merged(copies: list[bytes | None]) -> list[bytes]:
+    """The live values a get merging these copies answers."""
+    merged = None
+    for c in copies:
+        if c is not None:
+            merged = dvv.sync_encoded(merged, c)
+    return sorted(dvv.DVVSet.decode(merged).live_values()) if merged else []
+
+
 def _many_states(count: int = 300) -> dict[bytes, list[str]]:
     """Keys enough for pages of every owner to end at different hashes (Hypothesis seldom
     draws that many)."""
     rng = random.Random(1)
     return {bytes(rng.randrange(1, 256) for _ in range(3)):
-            [rng.choice(["absent", "live", "dead"]) for _ in range(3)] for _ in range(count)}
+            [rng.choice(STATES) for _ in range(3)] for _ in range(count)}
 
 
-@settings(max_examples=60, deadline=None)
-@example(states=_many_states(), r=2, page=2, unsure=set(), silent=set())
-@example(states=_many_states(), r=3, page=3, unsure=set(), silent=set())
-@example(states=_many_states(), r=2, page=1, unsure={"n1"}, silent={"n3"})
+@settings(max_examples=80, deadline=None)
+@example(states=_many_states(), r=2, page=2, unsure=set(), silent=set(), items=False)
+@example(states=_many_states(), r=3, page=3, unsure=set(), silent=set(), items=False)
+@example(states=_many_states(), r=2, page=1, unsure={"n1"}, silent={"n3"}, items=False)
+@example(states=_many_states(), r=2, page=2, unsure=set(), silent=set(), items=True)
+@example(states=_many_states(), r=3, page=2, unsure={"n2"}, silent=set(), items=True)
 @given(states=st.dictionaries(st.binary(min_size=1, max_size=4).filter(lambda k: k[:1] != b"\x00"),
-                              st.lists(st.sampled_from(["absent", "live", "dead"]),
-                                       min_size=3, max_size=3), max_size=150),
+                              st.lists(st.sampled_from(STATES), min_size=3, max_size=3),
+                              max_size=150),
        r=st.integers(1, 3), page=st.integers(1, 4),
        unsure=st.sets(st.sampled_from(["n0", "n1", "n2", "n3"]), max_size=2),
-       silent=st.sets(st.sampled_from(["n0", "n1", "n2", "n3"]), max_size=1))
+       silent=st.sets(st.sampled_from(["n0", "n1", "n2", "n3"]), max_size=1),
+       items=st.booleans())
 def test_a_listing_at_r_is_the_union_of_the_first_r_owners_that_vouch(states, r, page, unsure,
-                                                                      silent):
-    """ClientCore.list_keys at r over three owners' different copies (as a write acknowledged
-    by some owners leaves them): each partition's keys are the union of the live keys of the
-    first r owners, in the preference list's order, that answer and vouch for their copies;
-    pages of each owner end at different hashes and are cut at the smallest. Fewer than r
-    such owners: QuorumError (none at all: Unavailable)."""
+                                                                      silent, items):
+    """ClientCore.list_keys / list_items at r over three owners' different copies (as writes
+    acknowledged by some owners leave them): each partition's keys are the union of the live
+    keys of the first r owners, in the preference list's order, that answer and vouch for
+    their copies (pages of each owner end at different hashes and are cut at the smallest);
+    items are those owners' copies merged as a get merges them (a delete one missed still
+    deletes, concurrent writes are siblings). Fewer than r such owners: keys raise
+    QuorumError (none at all: Unavailable); items read that partition's listed keys with a
+    get at R instead (here answered with every owner's copy merged)."""
     ring_ok = wire.RingOk(0, 16, 3, 2, 2, LISTERS, [])
     ring = Ring([(m.id, m.rack) for m in LISTERS], q=16, n=3)
     copies = {m.id: _Copy() for m in LISTERS}
-    for key, (a, b, c) in states.items():
-        for owner, state in zip(ring.preflist(ring.partition(key)), (a, b, c), strict=True):
+    for key, row in states.items():
+        for owner, state in zip(ring.preflist(ring.partition(key)), row, strict=True):
             if state != "absent":
-                copies[owner].data[key] = LIVE if state == "live" else DEAD
+                copies[owner].data[key] = COPY[state]
+
+    def truth(key: bytes) -> list[bytes]:
+        return _merged([copies[x].data.get(key) for x in ring.preflist(ring.partition(key))])
 
     def node(node_id: str):
         def answer(msg):
             if node_id in silent:
                 return SILENT
+            if type(msg) is wire.Get:  # (the items' fallback: a coordinator's answer)
+                return wire.GetOk(msg.rid, truth(msg.key), b"", msg.r, 0)
+            if type(msg) is wire.RingInfo:  # (a get refreshes the ring now and then)
+                return wire.RingOk(msg.rid, 16, 3, 2, 2, LISTERS, [])
             if node_id in unsure:
                 return wire.KeysOk(msg.rid, [], msg.cursor, False, False)
             return answer_keys(copies[node_id], ring, msg, b"", True)
         return answer
 
     clock = Clock()
-    core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock)
+    core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock, owner_reads=False)
     core.set_ring(ring_ok)
     net = Net(clock, {m.listen: node(m.id) for m in LISTERS})
-    listing = core.list_keys(page=page, r=r)
-    want: list[bytes] = []
+    listing = core.list_items(page=page, r=r) if items else core.list_keys(page=page, r=r)
+    want: dict[bytes, list[bytes]] = {}
     short = None
     for p in range(16):
         answering = [x for x in ring.preflist(p) if x not in silent and x not in unsure][:r]
-        if len(answering) < r and short is None:
-            short = (p, len(answering))
-        want += [k for k in states if ring.partition(k) == p and any(
-            copies[x].data.get(k) == LIVE for x in answering)]
-    got: list[bytes] = []
+        mine = [k for k in states if ring.partition(k) == p]
+        if len(answering) < r:
+            if short is None and not (items and answering):
+                short = (p, len(answering))
+            if items and answering:  # listed by those there are, each read at R
+                for k in mine:
+                    if any(k in copies[x].data for x in answering) and truth(k):
+                        want[k] = truth(k)
+                continue
+        for k in mine:
+            got_here = _merged([copies[x].data.get(k) for x in answering])
+            if items and got_here:
+                want[k] = got_here
+            elif not items and any(copies[x].data.get(k) in (LIVE, OTHER) for x in answering):
+                want[k] = []
+    got: list = []
     try:
         while (plan := listing.next_page()) is not None:
             got += net.run(plan)
@@ -192,11 +228,49 @@ def test_a_listing_at_r_is_the_union_of_the_first_r_owners_that_vouch(states, r,
         p, acked = short
         assert f"partition {p}:" in str(exc)
         assert type(exc) is (QuorumError if acked else Unavailable), exc
+        assert not (items and acked)  # (items read such a partition at R instead)
         if acked:
             assert (exc.required, exc.acked) == (r, acked)
         return
     assert short is None, short
-    assert len(got) == len(set(got)) and sorted(got) == sorted(want)
+    if items:
+        assert len(got) == len({k for k, _ in got})
+        assert {k: sorted(vs) for k, vs in got} == want
+    else:
+        assert len(got) == len(set(got)) and sorted(got) == sorted(want)
+
+
+def test_items_pass_over_an_owner_whose_copies_do_not_merge():
+    """A page of copies that are not versions (a broken or hostile node), or fewer copies
+    than keys, is not merged: the next owner lists the partition; with none left the listing
+    says why."""
+    ring = Ring([(m.id, m.rack) for m in LISTERS], q=16, n=3)
+    copy = _Copy()
+    copy.data = {k: LIVE for k in (b"a", b"b", b"c")}
+    bad = {"n0": lambda m: wire.KeysOk(m.rid, [b"a"], 0, True, True, [b"\xff" * 9]),
+           "n1": lambda m: wire.KeysOk(m.rid, [b"a", b"b"], 0, True, True, [LIVE])}
+    for broken, fine in ((["n0"], True), (["n1"], True), (["n0", "n1", "n2", "n3"], False)):
+        def node(node_id, broken=broken):
+            def answer(msg):
+                if node_id in broken:
+                    return bad.get(node_id, bad["n0"])(msg)
+                return answer_keys(copy, ring, msg, b"", True)
+            return answer
+
+        clock = Clock()
+        core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock)
+        core.set_ring(wire.RingOk(0, 16, 3, 2, 2, LISTERS, []))
+        net = Net(clock, {m.listen: node(m.id) for m in LISTERS})
+        listing = core.list_items(r=1)
+        if fine:
+            got = []
+            while (plan := listing.next_page()) is not None:
+                got += net.run(plan)
+            assert sorted(got) == [(k, [b"v"]) for k in (b"a", b"b", b"c")]
+        else:
+            with pytest.raises(Unavailable, match="answered a copy that is not a valid version"):
+                while (plan := listing.next_page()) is not None:
+                    net.run(plan)
 
 
 def test_a_listing_at_more_owners_than_a_partition_has_is_refused():
@@ -226,8 +300,22 @@ def test_keys_of_a_real_cluster_through_both_clients_and_the_cli(make_cluster):
                                                           if k.startswith(b"user:4")}
         assert set(cl.keys("sess")) == {b"s%d" % i for i in range(50)}
 
+        # items: each key's live values, siblings included, deleted keys left out
+        cl.namespace_create("it", n=3)
+        cl.put_many([(b"i%d" % i, b"v%d" % i) for i in range(30)], w=3, namespace="it")
+        cl.put(b"twin", b"a", w=3, namespace="it")
+        cl.put(b"twin", b"b", w=3, namespace="it")  # blind: a sibling
+        cl.delete(b"i0", cl.get(b"i0", namespace="it").context, w=3, namespace="it")
+        want = {b"i%d" % i: [b"v%d" % i] for i in range(1, 30)} | {b"twin": [b"a", b"b"]}
+        for r in (None, 1, 3):
+            got = {k: sorted(vs) for k, vs in cl.items("it", page=4, r=r)}
+            assert got == want, r
+        assert {k for k, _ in cl.items("it", prefix=b"i1")} == {b"i1"} | {
+            b"i%d" % i for i in range(10, 20)}
+
     async def async_keys() -> set[bytes]:
         async with AsyncClient(ep, timeout=5) as ac:
+            assert {k: sorted(vs) async for k, vs in ac.items("it", r=2)} == want
             return {k async for k in ac.keys("sess", page=3)}
 
     assert asyncio.run(async_keys()) == {b"s%d" % i for i in range(50)}

@@ -90,6 +90,33 @@ def test_namespace_fields_are_trailing_and_optional():
     assert wire.NsCreate not in ROLE_MESSAGES[CLIENT] and wire.NsList in ROLE_MESSAGES[CLIENT]
 
 
+def test_listing_values_fields_are_trailing():
+    """Keys.values and KeysOk.copies (FEATURE_ITEMS): an older client's Keys decodes as a
+    listing of keys alone, an older node's KeysOk with no copies; an older node reads the new
+    Keys (its extra field ignored: clients ask only FEATURE_ITEMS nodes for values)."""
+    import msgspec
+
+    (k, ok) = wire.decode(msgspec.msgpack.encode([wire.WIRE_VERSION, [
+        [41, 1, 3, "", 0, b"", 10], [42, 2, [b"a"], 7, False, True]]]), 1 << 20)
+    assert k.values is False and ok.copies == []
+    new = wire.decode(wire.encode([wire.Keys(1, 3, "", 0, b"", 10, True),
+                                   wire.KeysOk(2, [b"a"], 7, False, True, [b"c"])]), 1 << 20)
+    assert new[0].values is True and new[1].copies == [b"c"]
+
+    class OldKeys(msgspec.Struct, array_like=True, tag_field="t", tag=41):
+        rid: int
+        partition: int
+        ns: str = ""
+        cursor: int = 0
+        prefix: bytes = b""
+        limit: int = 1000
+
+    old = msgspec.msgpack.decode(msgspec.msgpack.encode(wire.Keys(1, 3, "", 5, b"p", 10, True)),
+                                 type=OldKeys)
+    assert (old.partition, old.cursor, old.prefix, old.limit) == (3, 5, b"p", 10)
+    assert wire.FEATURES & wire.FEATURE_ITEMS
+
+
 def test_refill_and_roots_fields_are_trailing_and_bounded():
     """RGetOk.unsure and TreeLevel.more: an older node's messages decode with the defaults
     (a sure answer; one root), a new message decodes with an older decoder, and `more` is

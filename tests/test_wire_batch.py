@@ -48,7 +48,8 @@ CLIENT_MSGS = [
     st.builds(wire.Snapshot, u64, name, st.sampled_from(["take", "list", "remove"])),
     st.builds(wire.Cluster, u64, st.text(max_size=16), node_id, node_id),
     st.builds(wire.Read, u64, key, name),
-    st.builds(wire.Keys, u64, small, name, u64, key, st.integers(1, wire.MAX_KEYS_PAGE)),
+    st.builds(wire.Keys, u64, small, name, u64, key, st.integers(1, wire.MAX_KEYS_PAGE),
+              st.booleans()),
 ]
 REPLY_MSGS = [
     st.builds(wire.GetOk, u64, st.lists(st.binary(max_size=256), max_size=4), blob, i64, u64),
@@ -60,7 +61,8 @@ REPLY_MSGS = [
     st.builds(wire.NsOk, u64, blob, name),
     st.builds(wire.StatusOk, u64, st.dictionaries(st.text(max_size=8), i64, max_size=3)),
     st.builds(wire.RepairOk, u64, st.dictionaries(st.text(max_size=8), i64, max_size=3)),
-    st.builds(wire.KeysOk, u64, st.lists(key, max_size=4), u64, st.booleans(), st.booleans()),
+    st.builds(wire.KeysOk, u64, st.lists(key, max_size=4), u64, st.booleans(), st.booleans(),
+              st.lists(key, max_size=4)),
     st.builds(wire.SnapshotOk, u64, st.dictionaries(st.text(max_size=8), i64, max_size=3)),
     st.builds(wire.ClusterOk, u64, st.dictionaries(st.text(max_size=8), st.text(), max_size=3)),
 ]

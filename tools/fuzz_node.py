@@ -67,8 +67,8 @@ def seed_messages(members: list[wire.Member], rng: random.Random) -> list:
         wire.Reap(24, [key], [os.urandom(16)]), wire.Repair(25, rng.choice([-1, 0, 5])),
         wire.RepairOk(26, {}), wire.Gossip(27, "node2", 256, 3, 2, 2, ms, b""),
         wire.Keys(28, rng.randrange(256), "", rng.choice([0, 2**63, 2**64 - 1]), b"k",
-                  rng.choice([1, 10, 10_000])),
-        wire.KeysOk(29, [key], 5, False),
+                  rng.choice([1, 10, 10_000]), rng.random() < 0.5),
+        wire.KeysOk(29, [key], 5, False, True, [version]),
         wire.Snapshot(30, f"fuzz{rng.randrange(4)}", rng.choice(["take", "list", "remove"])),
         wire.SnapshotOk(31, {}),
     ]

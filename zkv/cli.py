@@ -383,8 +383,8 @@ def _main(argv: list[str] | None = None) -> int:
     dp = with_ns(with_node(sub.add_parser("dump", help="write a namespace's keys and values "
                                           "(siblings too) as JSON lines, for zkv load")))
     dp.add_argument("--prefix", default="", help="only keys beginning with this")
-    dp.add_argument("--r", type=positive_int, help="owners of each partition that list its "
-                    "keys and read quorum of each key (default 1 and the namespace's R)")
+    dp.add_argument("--r", type=positive_int, help="owners of each partition whose copies "
+                    "are merged, as a get at R merges them (default: the namespace's R)")
     dp.add_argument("--out", metavar="FILE", help="write to FILE (complete, or not at all) "
                     "instead of stdout")
     ld = with_node(sub.add_parser("load", help="write a zkv dump into the cluster (blind "

@@ -10,9 +10,9 @@ clusters, a copy for a test environment). The format, defined here only:
 Base64 (RFC 4648, standard alphabet) keeps keys and values binary-safe; the end line lets
 `load` refuse a truncated file only once it gets there (what came before is written).
 
-A dump lists the keys (Client.keys: R=1 per partition) and reads them `BATCH` at a time
-(get_many at the namespace's R); it is a copy of each key at the moment it was read, not one
-cut across the cluster. A load blind-writes every value (put_many, no context): a key with
+A dump is one pass over the owners (Client.items): each partition's copies of its keys on R
+of its owners (the namespace's R, or `--r`), merged as a get at R merges them; it is a copy of
+each page at the moment it was read, not one cut across the cluster. A load blind-writes every value (put_many, no context): a key with
 siblings gets them back as siblings, and a key that already holds a value in the target gets
 the loaded ones beside it as siblings (load into an empty namespace for a copy).
 """
@@ -28,24 +28,20 @@ from typing import IO
 from zkv.errors import InvalidRequest
 
 FORMAT = 1
-BATCH = 500  # keys per get_many of a dump; values per put_many of a load
+BATCH = 500  # values per put_many of a load
 
 
 def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
          r: int | None = None) -> int:
     """Write the dump of `namespace`'s live keys beginning with `prefix` to `out`; returns how
-    many keys. Keys are listed, and each read, at `r` (None: listed by one owner of each
-    partition, read at the namespace's R). A key that fails to be read raises (the file then
-    has no end line)."""
+    many keys. One pass over the owners (Client.items): each partition's copies on `r` of its
+    owners (None: the namespace's R) merged as a get at R merges them. A partition that cannot
+    be listed raises (the file then has no end line)."""
     out.write(json.dumps({"zkv_dump": FORMAT, "namespace": namespace}) + "\n")
     count = 0
-    for batch in _batches(client.keys(namespace, prefix, r=r or 1), BATCH):
-        for key, res in zip(batch, client.get_many(batch, r=r, namespace=namespace),
-                            strict=True):
-            if not res.found:  # (deleted since it was listed)
-                continue
-            out.write(json.dumps({"k": _b64(key), "v": [_b64(v) for v in res.values]}) + "\n")
-            count += 1
+    for key, values in client.items(namespace, prefix, r=r):
+        out.write(json.dumps({"k": _b64(key), "v": [_b64(v) for v in values]}) + "\n")
+        count += 1
     out.write(json.dumps({"zkv_dump_end": count}) + "\n")
     return count
 
@@ -123,17 +119,6 @@ def load(client, records: Iterable[tuple[int, bytes, list[bytes]]], namespace: s
     if items:
         flush()
     return loaded, failed
-
-
-def _batches(keys: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for key in keys:
-        batch.append(key)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _b64(data: bytes) -> str:

@@ -30,7 +30,8 @@ Message tags (uint):
     9 Cluster  17 ClusterOk  35 Fetch  36 FetchOk          (membership changes, transfers)
     37 Read   38 ReadOk                                 (client-coordinated reads, FEATURE_READ)
     39 Snapshot  40 SnapshotOk                         (a node's stores hard-linked, FEATURE_SNAPSHOT)
-    41 Keys   42 KeysOk                                 (listing a namespace's keys, FEATURE_KEYS)
+    41 Keys   42 KeysOk                                 (listing a namespace's keys, FEATURE_KEYS;
+                                                         with their copies, FEATURE_ITEMS)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 
 Evolving a message: new fields go at the END with a default. A decoder fills a missing
@@ -65,6 +66,11 @@ Fields added so far:
         loses the field (0: nothing beyond the base protocol), which only makes clients more
         careful: they send Read to a node only when its record says FEATURE_READ, so an
         older node never gets a message it cannot decode
+    Keys.values (bool), KeysOk.copies (list of bytes)   a page of keys with each key's copy
+        as the owner stores it (an encoded DVV set; deleted keys too, so a client merging r
+        owners' copies sees a delete one of them missed). Clients ask for it only of nodes
+        whose record says FEATURE_ITEMS (an older one would ignore the field and answer keys
+        alone)
 """
 
 from __future__ import annotations
@@ -99,7 +105,8 @@ MAX_ROOTS = 1024  # partitions whose roots one TreeLevel asks for (TreeLevel.mor
 FEATURE_READ = 1  # Member.features: the node answers Read (client-coordinated reads)
 FEATURE_SNAPSHOT = 2  # Member.features: the node answers Snapshot (an admin's)
 FEATURE_KEYS = 4  # Member.features: the node answers Keys
-FEATURES = FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS  # what this version serves
+FEATURE_ITEMS = 8  # Member.features: ... and Keys.values (KeysOk.copies)
+FEATURES = FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS  # this version's
 MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
 KEYS_PAGE_BYTES = 1 << 20
 
@@ -364,13 +371,15 @@ class RepairOk(_Msg, tag=15):
 class Keys(_Msg, tag=41):
     """Client -> owner: a page of the live keys of namespace `ns` in ring partition
     `partition` whose key hash is at least `cursor`, in hash order (whole groups of equal
-    hashes), those beginning with `prefix` only (zkv/node/listing.py). Answered by KeysOk."""
+    hashes), those beginning with `prefix` only (zkv/node/listing.py). Answered by KeysOk.
+    `values`: every stored key (deleted ones too) with its copy, in KeysOk.copies."""
 
     partition: Annotated[int, msgspec.Meta(ge=0)]
     ns: NsName = ""  # ("": "default")
     cursor: Annotated[int, msgspec.Meta(ge=0)] = 0  # (a key hash: below 2**64)
     prefix: Annotated[bytes, msgspec.Meta(max_length=DEFAULT_MAX_KEY)] = b""
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYS_PAGE)] = 1000
+    values: bool = False  # (FEATURE_ITEMS)
 
 
 class KeysOk(_Msg, tag=42):
@@ -378,6 +387,7 @@ class KeysOk(_Msg, tag=42):
     cursor: int  # where the next page starts
     done: bool  # the partition has no more
     owner: bool = True  # False: this node is no owner whose copy it vouches for (nothing read)
+    copies: list[bytes] = []  # Keys.values: each key's stored copy (an encoded DVV set)
 
 
 SnapshotAction = Literal["take", "list", "remove"]

@@ -83,11 +83,12 @@ from typing import Any, TypeVar
 import msgspec
 
 from zkv import wire
+from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
 from zkv.node import namespaces as nss
 from zkv.node.namespaces import Namespace, Registry
-from zkv.node.quorum import identical_answers
+from zkv.node.quorum import identical_answers, read_answer
 from zkv.node.seal import PREFIX
 from zkv.wire import (
     Cluster,
@@ -301,50 +302,83 @@ def check_endpoints(nodes) -> list[str]:
 
 class KeyListing:
     """Where one listing of a namespace's keys is (ClientCore.list_keys): the partition and the
-    cursor in it. `next_page()` is the plan of the next page (its keys, maybe none), None once
-    every partition was listed. A driver runs the plans one after the other."""
+    cursor in it. `next_page()` is the plan of the next page (its keys, or its (key, values)
+    items, maybe none), None once every partition was listed. A driver runs the plans one
+    after the other."""
 
     def __init__(self, core: ClientCore, namespace: str, prefix: bytes, page: int,
-                 r: int = 1) -> None:
+                 r: int | None = 1, values: bool = False) -> None:
         self.core = core
         self.ns = namespace  # ("" for the default namespace)
         self.prefix = prefix
         self.page = page
-        self.r = r  # owners of each partition whose keys are listed (their union)
+        self.r = r  # owners of each partition listing it (None: the namespace's R)
+        self.values = values  # pages of (key, live values) instead of keys
         self.partition = 0
         self.cursor = 0
         self.q: int | None = None  # the ring's partitions, once known
         self.failed: set[str] = set()  # owners that did not answer: asked last from then on
 
-    def next_page(self) -> Plan[list[bytes]] | None:
+    def next_page(self) -> Plan[list] | None:
         if self.q is not None and self.partition >= self.q:
             return None
         return self.core.keys_page(self)
 
 
-def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes,
-                pages: list[KeysOk]) -> list[bytes]:
-    """The keys of the pages `listing.r` owners answered from the same cursor, advancing it.
-    Each owner's page holds every live key it has from the cursor up to its own next cursor
-    (whole groups of equal hashes): the union is complete up to the smallest of those, so the
-    keys at or past it are left to the next page (each page makes progress: an owner's next
-    cursor is past the cursor whenever its page is not the partition's last)."""
-    if len(pages) == 1:
-        ok = pages[0]
-        keys = ok.keys
-        cut = None if ok.done else ok.cursor
-    else:
-        keys = list(dict.fromkeys(k for ok in pages for k in ok.keys))
-        cuts = [ok.cursor for ok in pages if not ok.done]
-        cut = min(cuts) if cuts else None
-        if cut is not None and keys:
-            hashes = ring.hashes([ns_prefix + k for k in keys])
-            keys = [k for k, h in zip(keys, hashes, strict=True) if h < cut]
+def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes, lww: bool,
+                pages: list[KeysOk], merge: bool) -> list:
+    """The keys (`merge`: the (key, live values) items) of the pages owners answered from
+    the listing's cursor, advancing it. Each owner's page holds every key it has
+    from the cursor up to its own next cursor (whole groups of equal hashes): the union is
+    complete up to the smallest of those, so the keys at or past it are left to the next
+    page (each page makes progress: an owner's next cursor is past the cursor whenever its
+    page is not the partition's last). Items merge the owners' copies of each key as a
+    coordinator merges replies (a delete one owner missed still deletes; lww: one value)."""
+    cuts = [ok.cursor for ok in pages if not ok.done]
+    cut = min(cuts) if cuts else None
     if cut is None:
         listing.partition, listing.cursor = listing.partition + 1, 0
     else:
         listing.cursor = cut
-    return keys
+    if merge:
+        merged: dict[bytes, bytes | None] = {}
+        for ok in pages:
+            for k, copy in zip(ok.keys, ok.copies, strict=True):
+                had = merged.get(k)  # (owners in sync hold byte-identical copies: no merge)
+                merged[k] = copy if had is None or had == copy else dvv.sync_encoded(had, copy)
+        keys = list(merged)
+    elif len(pages) == 1:
+        return pages[0].keys
+    else:
+        keys = list(dict.fromkeys(k for ok in pages for k in ok.keys))
+    if cut is not None and len(pages) > 1 and keys:
+        hashes = ring.hashes([ns_prefix + k for k in keys])
+        keys = [k for k, h in zip(keys, hashes, strict=True) if h < cut]
+    if not merge:
+        return keys
+    items = []
+    for k in keys:
+        values = read_answer(merged[k], lww, 0)[0].values
+        if values:  # (deleted: left out)
+            items.append((k, values))
+    return items
+
+
+def _check_copies(ok: KeysOk) -> str | None:
+    """Why a page of copies (Keys.values) cannot be merged, or None."""
+    if len(ok.copies) != len(ok.keys):
+        return f"{len(ok.copies)} copies for {len(ok.keys)} keys"
+    try:
+        for copy in ok.copies:
+            dvv.check_plausible(dvv.DVVSet.decode(copy), base=None)
+    except ValueError as exc:
+        return f"a copy that is not a valid version ({exc})"
+    return None
+
+
+def _check_listing_r(r: int | None) -> None:
+    if r is not None and (type(r) is not int or not 1 <= r <= nss.MAX_N):
+        raise InvalidRequest(f"r must be 1 to {nss.MAX_N} owners, got {r!r}")
 
 
 class ClientCore:
@@ -1081,8 +1115,7 @@ class ClientCore:
         QUORUM does). A partition no owner can list raises Unavailable naming it and why; one
         fewer than `r` can, QuorumError. Costs a read of every key of the namespace on each
         of the r owners."""
-        if type(r) is not int or not 1 <= r <= nss.MAX_N:
-            raise InvalidRequest(f"r must be 1 to {nss.MAX_N} owners, got {r!r}")
+        _check_listing_r(r)
         if not isinstance(prefix, bytes):
             raise InvalidRequest(f"prefix must be bytes, not {type(prefix).__name__}")
         if len(prefix) > _MAX_KEY:
@@ -1091,12 +1124,25 @@ class ClientCore:
             raise InvalidRequest(f"page must be 1 to {wire.MAX_KEYS_PAGE} keys, got {page!r}")
         return KeyListing(self, check_namespace(namespace), prefix, page, r)
 
-    def keys_page(self, listing: KeyListing) -> Plan[list[bytes]]:
-        """The next page of `listing` (KeyListing.next_page), its position advanced."""
+    def list_items(self, namespace: str = nss.DEFAULT, prefix: bytes = b"", page: int = 1000,
+                   r: int | None = None) -> KeyListing:
+        """`list_keys` with each key's live values: every partition listed by `r` (None: the
+        namespace's R) of its owners that vouch, their copies of each key merged as a
+        coordinator merges the replies of a get at R (a delete one of them missed still
+        deletes; siblings stay siblings; lww: one value). Pages of (key, values). No read
+        repair (anti-entropy mends what the copies disagree on)."""
+        _check_listing_r(r)
+        listing = self.list_keys(namespace, prefix, page)
+        listing.r, listing.values = r, True
+        return listing
+
+    def keys_page(self, listing: KeyListing) -> Plan[list]:
+        """The next page of `listing` (KeyListing.next_page): keys, or (key, values) items;
+        its position advanced."""
         deadline = self.clock() + self.timeout
         if self.ring is None:
             yield from self.fetch_ring(deadline)
-        n, ns_prefix = None, b""
+        n, ns_prefix, lww, default_r = None, b"", False, self.ring_msg.r if self.ring_msg else 1
         if listing.ns:
             known = self.ns_cache.get(listing.ns)
             if known is None:
@@ -1104,11 +1150,11 @@ class ClientCore:
                 known = self.ns_cache.get(listing.ns)
                 if known is None:
                     raise InvalidRequest(f"unknown namespace {listing.ns!r}")
-            n, ns_prefix = known.n, nss.prefix(known)
+            n, ns_prefix, lww, default_r = known.n, nss.prefix(known), known.lww, known.r
         ring = self.ring_for(n)
         assert ring is not None
         listing.q = ring.q
-        p, r = listing.partition, listing.r
+        p, r = listing.partition, listing.r or default_r
         owners = ring.preflist(p)
         if r > len(owners):
             raise InvalidRequest(f"r={r} is more than the {len(owners)} owners of a partition "
@@ -1120,34 +1166,61 @@ class ClientCore:
         # not answer a page of this listing only after the others (each try of a dead one
         # costs the timeout: once per listing, not once per partition)
         failed = listing.failed
+        feature = wire.FEATURE_ITEMS if listing.values else wire.FEATURE_KEYS
+        asked: list[tuple[str, str]] = []  # (id, endpoint) of the owners that can be asked
         for node_id in sorted(owners, key=lambda x: (x in failed, x in self.down)):
             member = by_id.get(node_id)
             ep = self.endpoints.get(node_id)
             if member is None or ep is None:
                 continue
-            if not member.features & wire.FEATURE_KEYS:
-                why.append(f"{node_id} runs a version without key listing")
+            if not member.features & feature:
+                why.append(f"{node_id} runs a version without key listing"
+                           + (" with values" if listing.values else ""))
                 continue
-            msg = Keys(0, p, listing.ns, listing.cursor, listing.prefix, listing.page)
-            try:
-                ok = _expect((yield from self.call(msg, None, only=ep)), KeysOk)
-            except (Unavailable, RequestTimeout) as exc:
-                failed.add(node_id)
-                why.append(f"{node_id}: {exc}")
-                continue
-            failed.discard(node_id)
-            if not ok.owner:
-                why.append(f"{node_id} is not sure of its copy yet (refilling, or it gained "
-                           f"the partition a moment ago)")
-                continue
-            pages.append(ok)
-            if len(pages) == r:
-                return _union_page(listing, ring, ns_prefix, pages)
+            asked.append((node_id, ep))
+        # r of them at once (one round trip, each page's tries in one step), then as many
+        # more as answered no usable page, until r pages or no owner is left
+        while asked and len(pages) < r:
+            group, asked = asked[:r - len(pages)], asked[r - len(pages):]
+            tries = (self._keys_try(Keys(0, p, listing.ns, listing.cursor, listing.prefix,
+                                         listing.page, listing.values), ep)
+                     for _, ep in group)
+            got = yield from self.many(tries, return_exceptions=True)
+            for (node_id, _), ok in zip(group, got, strict=True):
+                if isinstance(ok, Unavailable | RequestTimeout):
+                    failed.add(node_id)
+                    why.append(f"{node_id}: {ok}")
+                    continue
+                if isinstance(ok, ZkvError):  # (an invalid request: a bad namespace, ...)
+                    raise ok
+                failed.discard(node_id)
+                if not ok.owner:
+                    why.append(f"{node_id} is not sure of its copy yet (refilling, or it "
+                               f"gained the partition a moment ago)")
+                    continue
+                bad = _check_copies(ok) if listing.values else None
+                if bad is not None:
+                    why.append(f"{node_id} answered {bad}")
+                    continue
+                pages.append(ok)
+        if len(pages) == r:
+            return _union_page(listing, ring, ns_prefix, lww, pages, listing.values)
         reason = "; ".join(why) or "no owner known"
         if not pages:
             raise Unavailable(f"partition {p}: no owner could list its keys ({reason})")
-        raise QuorumError(f"partition {p}: {len(pages)} of its owners listed its keys, r={r} "
-                          f"wanted ({reason})", r, len(pages))
+        if not listing.values:
+            raise QuorumError(f"partition {p}: {len(pages)} of its owners listed its keys, "
+                              f"r={r} wanted ({reason})", r, len(pages))
+        # items with fewer than r owners that vouch (one down, or a change not settled yet):
+        # the page's keys as those list them, each read at R as a get reads it (through a
+        # coordinator, which asks the previous owners too while a change settles)
+        keys = _union_page(listing, ring, ns_prefix, lww, pages, False)
+        read = yield from self.get_many(keys, r, namespace=listing.ns or nss.DEFAULT)
+        return [(k, res.values) for k, res in zip(keys, read, strict=True)
+                if isinstance(res, GetResult) and res.found]  # (no exceptions: they raise)
+
+    def _keys_try(self, msg: Keys, ep: str) -> Plan[KeysOk]:
+        return _expect((yield from self.call(msg, None, only=ep)), KeysOk)
 
     def snapshot(self, name: str = "", node: str | None = None,
                  action: wire.SnapshotAction = "take") -> Plan[dict]:

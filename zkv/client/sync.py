@@ -131,6 +131,16 @@ class Client(Facade):
         while (plan := listing.next_page()) is not None:
             yield from self._run(plan)
 
+    def items(self, namespace: str = "default", prefix: bytes = b"", page: int = 1000,
+              r: int | None = None) -> Iterator[tuple[bytes, list[bytes]]]:
+        """(key, live values) of every live key of `namespace` beginning with `prefix`, in
+        no useful order: each partition's copies on `r` of its owners (None: the namespace's
+        R) merged as a get at R merges them (ClientCore.list_items). Unavailable if no owner
+        of some partition can list it, QuorumError if fewer than r."""
+        listing = self.core.list_items(namespace, prefix, page, r)
+        while (plan := listing.next_page()) is not None:
+            yield from self._run(plan)
+
     def namespaces(self) -> list[dict]:
         """Every namespace: [{"name", "n", "r", "w", "conflicts", "created", "creator"}]."""
         return self._run(self.core.namespaces_plan())

@@ -8,7 +8,9 @@ hash range that grow until they hold a page (no value read for a key of another 
 prefix); each candidate's value is read to leave out deleted keys (tombstones). A page ends at
 whole groups of equal hashes, so a cursor (the next hash) never splits one, after `limit` keys,
 about KEYS_PAGE_BYTES of them or READ_BUDGET bytes of values read (fewer keys where tombstones
-were left out, maybe none).
+were left out, maybe none). With `Keys.values` every stored key comes with its copy (deleted
+ones too: a client merging several owners' copies must see a delete one of them missed), and
+KEYS_PAGE_BYTES counts the copies' bytes as well.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool) -> K
                           if k.startswith(want) and (not default_ns or k[:1] != b"\x00"))
         w_lo, width = w_hi + 1, width * 2
     keys: list[bytes] = []
+    copies: list[bytes] = []
+    values = msg.values
     size = read = 0
     nxt = w_lo  # (the first hash not scanned: every one before it is in `listing`)
     for h, group in hash_groups(listing):
@@ -55,10 +59,15 @@ def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool) -> K
             v = store.get(k)
             if v:
                 read += len(v)
-                if not dvv.is_tombstone_encoded(v):
+                if values:
+                    keys.append(k[cut:])
+                    copies.append(v)
+                    size += len(k) - cut + len(v)
+                elif not dvv.is_tombstone_encoded(v):
                     keys.append(k[cut:])
                     size += len(k) - cut
-    return KeysOk(msg.rid, keys, min(nxt, hi), nxt > hi)  # (done: a cursor no one uses)
+    # (done: a cursor no one uses)
+    return KeysOk(msg.rid, keys, min(nxt, hi), nxt > hi, True, copies)
 
 
 def hash_groups(listing: list[tuple[int, bytes]]) -> Iterator[tuple[int, list[bytes]]]:
