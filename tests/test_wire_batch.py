@@ -64,6 +64,9 @@ REPLY_MSGS = [
     st.builds(wire.KeysOk, u64, st.lists(key, max_size=4), u64, st.booleans(), st.booleans(),
               st.lists(key, max_size=4)),
     st.builds(wire.SnapshotOk, u64, st.dictionaries(st.text(max_size=8), i64, max_size=3)),
+    st.builds(wire.Config, u64, st.dictionaries(st.text(max_size=8), st.text(max_size=8),
+                                                max_size=3)),
+    st.builds(wire.ConfigOk, u64, st.dictionaries(st.text(max_size=8), i64, max_size=3)),
     st.builds(wire.ClusterOk, u64, st.dictionaries(st.text(max_size=8), st.text(), max_size=3)),
 ]
 PEER_MSGS = [

@@ -71,6 +71,8 @@ def seed_messages(members: list[wire.Member], rng: random.Random) -> list:
         wire.KeysOk(29, [key], 5, False, True, [version]),
         wire.Snapshot(30, f"fuzz{rng.randrange(4)}", rng.choice(["take", "list", "remove"])),
         wire.SnapshotOk(31, {}),
+        wire.Config(32, rng.choice([{}, {"max_siblings": "7"}, {"n": "1"}, {"log_level": "x"}])),
+        wire.ConfigOk(33, {}),
     ]
 
 

@@ -214,7 +214,7 @@ def node_main(argv: list[str] | None = None) -> int:
     from zkv.node.transport import Node
 
     try:
-        node = Node(cfg)
+        node = Node(cfg, flags=vars(args))
     except ZkvError as exc:
         print(f"zkv-node: {exc}", file=sys.stderr)
         return 1
@@ -392,6 +392,14 @@ def _main(argv: list[str] | None = None) -> int:
     ld.add_argument("source", metavar="FILE", help="the dump ('-': stdin)")
     ld.add_argument("--namespace", help="the namespace to load into (default: the dump's)")
     ld.add_argument("--w", type=int)
+    cf = with_node(sub.add_parser("config", help="a node's settings as it runs with them; "
+                                  "--set changes limits and throttles without a restart"))
+    cf.add_argument("--set", dest="changes", metavar="NAME=VALUE", action="append", default=[],
+                    help="change a runtime setting (repeatable; all or none are changed; "
+                    "not saved: put it in --config's file too, or it is gone at the restart)")
+    cf.add_argument("--all", action="store_true", help="every member of the cluster (--node's "
+                    "member table), one after the other")
+    cf.add_argument("--json", action="store_true", help="the answers as JSON")
     sn = with_node(sub.add_parser("snapshot", help="hard-link a node's stores as they are now "
                                   "under DATA_DIR/snapshots/NAME on its machine (a backup to "
                                   "copy off; --all: every member)"))
@@ -465,6 +473,8 @@ def _main(argv: list[str] | None = None) -> int:
             return repair_command(args)
         if args.cmd == "snapshot":
             return snapshot_command(args)
+        if args.cmd == "config":
+            return config_command(args)
         if args.cmd == "keys":
             return keys_command(args)
         if args.cmd == "dump":
@@ -971,6 +981,46 @@ def snapshot_command(args) -> int:
     elif answers and action == "take":
         print("copy each off its machine, then remove it (it holds disk space once compaction "
               "replaces what it links); README, 'Backups'")
+    return 1 if failed else 0
+
+
+def config_command(args) -> int:
+    from zkv.client import Client
+
+    changes = {}
+    for item in args.changes:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InvalidRequest(f"--set {item!r}: expected NAME=VALUE (e.g. max_siblings=50)")
+        changes[name.strip().replace("-", "_")] = value.strip()
+    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        targets = (sorted(m.id for m in c.ring_info(args.node).members) if args.all
+                   else [args.node])
+        answers, failed = [], 0
+        for target in targets:
+            try:
+                info = c.config(changes, target)
+            except ZkvError as exc:
+                if not args.all:
+                    raise
+                failed += 1
+                print(f"zkv: {target}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            answers.append({"node": target, **info})
+            if args.json:
+                continue
+            if changes:
+                for name, (old, new) in info["changed"].items():
+                    print(f"{target}: {name} {old} -> {new}")
+                if not info["changed"]:
+                    print(f"{target}: already so, nothing changed")
+            else:
+                runtime = set(info["runtime"])
+                for name, value in info["settings"].items():
+                    print(f"{target}: {name:<22} {value!s:<24}"
+                          f"{'  (runtime: zkv config --set)' if name in runtime else ''}")
+    if args.json:
+        print(json.dumps(answers, indent=2))
     return 1 if failed else 0
 
 

@@ -11,10 +11,18 @@ import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
+from typing import Any
 
 from zkv.errors import InvalidRequest
 
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# what a running node takes (`zkv config --set`, SIGHUP re-reading --config): limits and
+# throttles read where they are used; every other setting needs a restart (addresses, the
+# data dir, cluster-wide settings, sync mode, tombstone_grace: what reaping was promised)
+RUNTIME = frozenset({"log_level", "min_free_mb", "max_siblings", "sibling_warn",
+                     "handoff_batch", "aae_concurrency", "aae_max_keys", "transfer_rate",
+                     "transfer_concurrency", "replica_timeout", "sync_interval_ms"})
 SYNC_MODES = ("none", "interval", "always")
 SEAL_MODES = ("require", "accept", "off")  # context_seals (zkv/node/seal.py)
 # tcp://HOST:PORT with HOST a name, an IPv4 address, '*' or a bracketed IPv6 literal
@@ -187,6 +195,14 @@ class NodeConfig:
                             f"{', '.join(SEAL_MODES)}")
         if self.sync not in SYNC_MODES:
             problems.append(f"sync {self.sync!r}: one of {', '.join(SYNC_MODES)}")
+        if self.log_level not in LOG_LEVELS:
+            problems.append(f"log_level {self.log_level!r}: one of {', '.join(LOG_LEVELS)}")
+        for name, lo, hi in (("handoff_batch", 0, 100_000), ("aae_concurrency", 0, 4096),
+                             ("aae_max_keys", 1, 1_000_000), ("sync_interval_ms", 1, 3_600_000)):
+            if not lo <= getattr(self, name) <= hi:
+                problems.append(f"{name} {getattr(self, name)}: between {lo} and {hi}")
+        if not 0 < self.replica_timeout <= 3600:
+            problems.append(f"replica_timeout {self.replica_timeout}: above 0, at most 3600 s")
         if problems:
             raise InvalidRequest("invalid node configuration: " + "; ".join(problems))
 
@@ -229,6 +245,31 @@ class NodeConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig) if f.name != "extra"}
 
 
+def parse_setting(name: str, text: str) -> object:
+    """The value of setting `name` from its text (as `zkv config --set NAME=VALUE` gives it),
+    typed as the setting's default is; InvalidRequest for an unknown name or a bad value."""
+    f = FIELDS.get(name)
+    if f is None:
+        raise InvalidRequest(f"unknown setting {name!r} (zkv/config.py lists them)")
+    kind = type(f.default) if f.default is not dataclasses.MISSING else str
+    try:
+        if kind is bool:
+            if text not in ("true", "false"):
+                raise ValueError("true or false")
+            return text == "true"
+        if kind in (int, float):
+            return kind(text)
+    except ValueError:
+        raise InvalidRequest(f"{name}={text!r}: not a {kind.__name__}") from None
+    return text
+
+
+def differences(old: NodeConfig, new: NodeConfig) -> dict[str, tuple[Any, Any]]:
+    """name -> (old, new) of every setting `new` changes."""
+    return {name: (getattr(old, name), getattr(new, name)) for name in FIELDS
+            if getattr(old, name) != getattr(new, name)}
+
+
 def load(flags: dict) -> NodeConfig:
     """Merge: flags (None = not given) > TOML file named by flags['config'] > defaults."""
     merged: dict = {}
@@ -260,3 +301,14 @@ def load(flags: dict) -> NodeConfig:
         return NodeConfig(**merged)
     except TypeError as exc:
         raise InvalidRequest(f"invalid node configuration: {exc}") from None
+
+
+def reread(current: NodeConfig, flags: dict | None) -> NodeConfig:
+    """The settings a restart would start with now (SIGHUP): `flags` (the command line's;
+    None: those of `current` that cannot change while running) over the --config file read
+    again over the defaults. InvalidRequest if there is no file or it does not load."""
+    if not current.config:
+        raise InvalidRequest("no --config file to read again")
+    if flags is None:  # (a node embedded without its command line)
+        flags = {name: getattr(current, name) for name in FIELDS if name not in RUNTIME}
+    return load(flags)

@@ -209,6 +209,15 @@ def client_socket(sock: zmq.Socket, keys: ClientKeys) -> None:
     sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
 
 
+def announce(keys: NodeKeys | None, listen: str) -> None:
+    """Say at a node's start how it is reached: with CurveZMQ, or in plain text (a warning)."""
+    if keys is not None:
+        log.info("CurveZMQ on every socket (keys in %s); plain text is refused", keys.dir)
+    else:
+        log.warning("serving in plain text without authentication (no --keys): anyone who can "
+                    "reach %s can read and write; development only", listen)
+
+
 def role_of(user_id: str | None) -> str | None:
     """The node core's role for a ZAP User-Id ("peer", "admin", "client"), None if unknown."""
     if not user_id:

@@ -32,6 +32,8 @@ Message tags (uint):
     39 Snapshot  40 SnapshotOk                         (a node's stores hard-linked, FEATURE_SNAPSHOT)
     41 Keys   42 KeysOk                                 (listing a namespace's keys, FEATURE_KEYS;
                                                          with their copies, FEATURE_ITEMS)
+    43 Config  44 ConfigOk                              (a node's settings, changed while it runs,
+                                                         FEATURE_CONFIG)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 
 Evolving a message: new fields go at the END with a default. A decoder fills a missing
@@ -106,7 +108,9 @@ FEATURE_READ = 1  # Member.features: the node answers Read (client-coordinated r
 FEATURE_SNAPSHOT = 2  # Member.features: the node answers Snapshot (an admin's)
 FEATURE_KEYS = 4  # Member.features: the node answers Keys
 FEATURE_ITEMS = 8  # Member.features: ... and Keys.values (KeysOk.copies)
-FEATURES = FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS  # this version's
+FEATURE_CONFIG = 16  # Member.features: the node answers Config (an admin's)
+FEATURES = (FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS
+            | FEATURE_CONFIG)  # what this version serves
 MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
 KEYS_PAGE_BYTES = 1 << 20
 
@@ -408,6 +412,26 @@ class SnapshotOk(_Msg, tag=40):
     info: dict
 
 
+MAX_SETTINGS = 64  # settings one Config changes at most (NodeConfig has fewer)
+
+
+class Config(_Msg, tag=43):
+    """Admin -> node: its settings (zkv/config.py), and the runtime ones among them changed
+    to the values `changes` names (as text, as a flag takes them; none: only read).
+    Answered by ConfigOk, or Error (an unknown setting, a bad value, one that needs a
+    restart: nothing is changed then)."""
+
+    changes: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)],
+                            Annotated[str, msgspec.Meta(max_length=MAX_ENDPOINT)]],
+                       msgspec.Meta(max_length=MAX_SETTINGS)] = {}
+
+
+class ConfigOk(_Msg, tag=44):
+    # {"settings": {name: value}, "runtime": [names a running node takes], "changed":
+    # {name: [old, new]}} (zkv.node.core.NodeCore.reconfigure)
+    info: dict
+
+
 class Cluster(_Msg, tag=9):
     """Admin -> node: a membership change or query (issue 11). `action` is one of leave,
     replace, force-remove (staged), plan, commit, auto_commit (node "true"/"false")."""
@@ -496,6 +520,8 @@ Message = (
     | RepairOk
     | Snapshot
     | SnapshotOk
+    | Config
+    | ConfigOk
     | Keys
     | KeysOk
     | Cluster

@@ -237,6 +237,12 @@ class AsyncClient(Facade):
         (ClientCore.snapshot)."""
         return await self._run(self.core.snapshot(name, node, action))
 
+    async def config(self, changes: dict[str, object] | None = None,
+                     node: str | None = None) -> dict:
+        """`node`'s settings, after changing the runtime ones `changes` names while it runs
+        (ClientCore.config): {"settings", "runtime", "changed"}."""
+        return await self._run(self.core.config(changes, node))
+
     async def repair(self, partition: int = -1, node: str | None = None) -> dict:
         """Run anti-entropy now on `node` for `partition` (-1: all it replicates): roots
         compared, what differs exchanged; returns what it started (ClientCore.repair)."""

@@ -1244,6 +1244,31 @@ class ClientCore:
         return _expect((yield from self.call(Snapshot(0, name, action), None, only=only)),
                        SnapshotOk).info
 
+    def config(self, changes: dict[str, object] | None = None, node: str | None = None
+               ) -> Plan[dict]:
+        """`node`'s settings (default: the first member that answers), after changing the
+        runtime ones `changes` names (name -> value; zkv.config.RUNTIME: limits and
+        throttles) while it runs: all of them or none. Returns {"settings", "runtime",
+        "changed": {name: [old, new]}}. Needs an admin key on a keyed cluster;
+        InvalidRequest for an unknown setting, a bad value, one set at start only, or a node
+        whose version changes none (upgrade it)."""
+        if changes is not None and not isinstance(changes, dict):
+            raise InvalidRequest(f"changes must be a dict of setting -> value, not "
+                                 f"{type(changes).__name__}")
+        texts = {}
+        for name, value in (changes or {}).items():
+            if not isinstance(name, str) or isinstance(value, dict | list | tuple | bytes):
+                raise InvalidRequest(f"setting {name!r}: a name and a str, int, float or bool")
+            texts[name] = (("true" if value else "false") if isinstance(value, bool)
+                           else str(value))
+        only = yield from self._node(node)
+        old = [m.id for m in self.members
+               if m.listen == only and not m.features & wire.FEATURE_CONFIG]
+        if old:  # (its version would drop the message as malformed: the call would time out)
+            raise InvalidRequest(f"{old[0]} runs a version that changes no settings (upgrade it)")
+        return _expect((yield from self.call(wire.Config(0, texts), None, only=only)),
+                       wire.ConfigOk).info
+
     def repair(self, partition: int = -1, node: str | None = None) -> Plan[dict]:
         """Ask `node` (default: the first member that answers) to run anti-entropy now for
         `partition` (-1: every partition it replicates): each (partition, other owner that is

@@ -251,9 +251,12 @@ class FetchRepairOp(Op):
 class Background:
     """When and how much background work runs; the core calls `tick(now)` every turn."""
 
+    @property
+    def cfg(self):
+        return self.core.cfg  # (the settings as they are now: `zkv config --set` changes some)
+
     def __init__(self, core) -> None:
         self.core = core
-        self.cfg = core.cfg
         self.next_run = 0.0
         self.next_reap = 0.0
         self.next_aae = 0.0

@@ -73,7 +73,7 @@ from zkv.errors import InvalidRequest, StorageFull, ZkvError
 from zkv.node import antientropy as aen
 from zkv.node import namespaces as nss
 from zkv.node import ownership as own
-from zkv.node import snapshots
+from zkv.node import settings, snapshots
 from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
 from zkv.node.coordinator import ForwardOp, GetOp, JointWriteOp, WriteOp
@@ -96,6 +96,8 @@ from zkv.wire import (
     E_UNAVAILABLE,
     Cluster,
     ClusterOk,
+    Config,
+    ConfigOk,
     Delete,
     Error,
     Fetch,
@@ -157,7 +159,7 @@ PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashe
 ROLE_MESSAGES = {
     CLIENT: CLIENT_MESSAGES,
     # cluster changes, repair, snapshots, namespaces
-    ADMIN: CLIENT_MESSAGES | {Repair, Snapshot, Cluster, NsCreate},
+    ADMIN: CLIENT_MESSAGES | {Repair, Snapshot, Cluster, NsCreate, Config},
     PEER: CLIENT_MESSAGES | PEER_ONLY | {Cluster, NsCreate},  # relayed to the claimant / creator
 }
 # reply bytes one identity may be sent per loop turn: one largest value always fits; beyond
@@ -441,7 +443,7 @@ class NodeCore:
             RingInfo: self._on_ring_info, Status: self._on_status, Join: self._on_join,
             TreeLevel: self._on_tree_level, LeafKeys: self._on_leaf_keys,
             RGetHashes: self._on_versions, Reap: self._on_reap, Repair: self._on_repair,
-            Snapshot: self._on_snapshot, Keys: self._on_keys,
+            Snapshot: self._on_snapshot, Keys: self._on_keys, Config: self._on_config,
             Cluster: self._on_cluster, Fetch: self._on_fetch,
             NsCreate: self._on_ns_create, NsList: self._on_ns_list, Read: self._on_read,
         }
@@ -1567,6 +1569,10 @@ class NodeCore:
             self._reply(ident, KeysOk(msg.rid, [], msg.cursor, False, False))
             return
         self._reply(ident, answer_keys(self.store, ring, msg, nss.prefix(ns), default))
+
+    def _on_config(self, ident: bytes, msg: Config) -> None:
+        """An admin reads this node's settings, or changes runtime ones (settings.py)."""
+        self._reply(ident, ConfigOk(msg.rid, settings.change(self, msg.changes)))
 
     def _on_snapshot(self, ident: bytes, msg: Snapshot) -> None:
         """Take (both stores hard-linked under DATA_DIR/snapshots/NAME), list or remove this

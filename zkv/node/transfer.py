@@ -81,6 +81,13 @@ class IOBudget:
         self.reserved = 0  # of which compaction's reservations
         self._lock = threading.Lock()
 
+    def set_rate(self, rate: float) -> None:
+        """A new rate from now on (`zkv config --set transfer_rate=...`)."""
+        with self._lock:
+            self._refill()
+            self.rate = float(rate)
+            self.tokens = min(self.tokens, self.rate)
+
     def _refill(self) -> None:
         now = self.clock()
         self.tokens = min(self.rate, self.tokens + max(0.0, now - self.at) * self.rate)

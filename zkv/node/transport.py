@@ -23,6 +23,7 @@ every destination's messages go out as one frame. Long turns are counted and log
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -35,6 +36,7 @@ from zkv import security, sockcalls, wire
 from zkv.config import NodeConfig, parse_endpoint
 from zkv.errors import ZkvError
 from zkv.local import pid_alive
+from zkv.node import settings
 from zkv.node.conns import TRACK_MIN, Connections, effective_cap
 from zkv.node.core import GOSSIP, REPLY, REQUEST, NodeCore, Outbox
 from zkv.node.links import GOSSIP_LIMIT, Links
@@ -52,9 +54,10 @@ ROUTER_RCVHWM = 128  # request frames queued per connection before TCP pushes ba
 
 
 class Node:
-    def __init__(self, cfg: NodeConfig, clock=time.monotonic) -> None:
+    def __init__(self, cfg: NodeConfig, clock=time.monotonic, flags: dict | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
+        self.flags, self.reload_asked = flags, False  # (the command line's settings: SIGHUP)
         if cfg.keys and not security.has_curve():
             raise ZkvError("--keys needs pyzmq with libsodium-backed CurveZMQ; this pyzmq "
                            "has none (or the slow tweetnacl fallback)")
@@ -112,20 +115,16 @@ class Node:
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; ZkvError if joining through the seeds failed."""
         self.running = True
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, handler in ((signal.SIGTERM, self._on_signal), (signal.SIGINT, self._on_signal),
+                             (signal.SIGHUP, lambda *_: setattr(self, "reload_asked", True))):
             try:
-                signal.signal(sig, self._on_signal)
+                signal.signal(sig, handler)
             except ValueError:  # not the main thread (tests embedding a node)
                 pass
         self.core.start(self.clock())
         log.info("node %s serving on %s (gossip %s)", self.cfg.id, self.cfg.listen,
                  self.cfg.gossip)
-        if self.keys is not None:
-            log.info("CurveZMQ on every socket (keys in %s); plain text is refused",
-                     self.keys.dir)
-        else:  # said once the sockets are bound, so a refusal to start stays one line
-            log.warning("serving in plain text without authentication (no --keys): anyone who "
-                        "can reach %s can read and write; development only", self.cfg.listen)
+        security.announce(self.keys, self.cfg.listen)  # (once bound: a refusal is one line)
         try:
             while self.running:
                 try:
@@ -145,6 +144,9 @@ class Node:
 
     def turn(self, max_wait: float | None = None) -> None:
         core = self.core
+        if self.reload_asked:  # SIGHUP: the --config file again (settings.py)
+            self.reload_asked = False
+            settings.reload(core, self.flags)
         wait = core.next_deadline() - self.clock()
         if max_wait is not None:
             wait = min(wait, max_wait)
@@ -283,10 +285,8 @@ class Node:
 
     # ---- shutdown -------------------------------------------------------------------------
     def shutdown(self) -> None:
-        try:
+        with contextlib.suppress(zmq.ZMQError):
             self._send(self.core.shutdown())
-        except zmq.ZMQError:
-            pass
         self.core.close_stores()
         self.conns.close()
         self.links.close()

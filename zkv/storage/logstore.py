@@ -1018,6 +1018,10 @@ class LogStore:
             if v is not None:
                 yield k, v
 
+    def set_sync_interval_ms(self, ms: int) -> None:
+        """The background fsync's period from its next round (``sync="interval"``)."""
+        self._interval = max(1, ms) / 1000.0
+
     def snapshot(self, dest: str) -> dict:
         """Hard-link this store's segments, as they are now, into the new directory `dest` (on
         the same file system): a copy of every record written so far, taken in milliseconds

@@ -1,0 +1,148 @@
+"""A running node's settings (zkv/node/settings.py): `Config` reads them and changes the
+runtime ones (all or none), each change reaches the part of the node that holds it, clients
+cannot ask, and SIGHUP takes what the --config file now says (real processes: `zkv config`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+from ops_helpers import one_line_error, wait_for, zkv
+from test_security_core import OUTSIDER, Node
+
+from zkv import config, wire
+from zkv.client import Client
+from zkv.errors import InvalidRequest
+from zkv.node.core import ADMIN, CLIENT
+
+
+def _log(n) -> str:
+    with open(n.log_path, errors="replace") as fh:
+        return fh.read()
+
+
+def _config(node: Node, changes: dict[str, str], role: str = ADMIN):
+    (reply,) = node.ask(OUTSIDER, [wire.Config(7, changes)], role)
+    return reply
+
+
+def test_config_reads_every_setting_and_changes_runtime_ones_where_they_are_used(tmp_path):
+    node = Node(tmp_path)
+    try:
+        ok = _config(node, {})
+        assert type(ok) is wire.ConfigOk and ok.info["changed"] == {}
+        assert set(ok.info["settings"]) == set(config.FIELDS)
+        assert ok.info["settings"]["max_siblings"] == 100
+        assert set(ok.info["runtime"]) == config.RUNTIME
+        ok = _config(node, {"max_siblings": "2", "min_free_mb": "7", "transfer_rate": "65536",
+                            "sync_interval_ms": "20", "log_level": "DEBUG",
+                            "handoff_batch": "5"})
+        assert ok.info["changed"] == {"handoff_batch": [200, 5], "log_level": ["INFO", "DEBUG"],
+                                      "max_siblings": [100, 2], "min_free_mb": [64, 7],
+                                      "sync_interval_ms": [50, 20],
+                                      "transfer_rate": [32 << 20, 65536]}
+        core = node.core
+        assert core.cfg.max_siblings == 2 and core.background.cfg.handoff_batch == 5
+        assert core.replica.max_siblings == 2
+        assert core.store.min_free_bytes == 7 << 20 == core.handoff.store.min_free_bytes
+        assert core.transfers.budget.rate == 65536 and core.transfers.budget.tokens <= 65536
+        assert core.store._interval == 0.02
+        # the new limit holds: a third concurrent write of a key is refused
+        for i, value in enumerate((b"a", b"b")):
+            (put,) = node.ask(OUTSIDER, [wire.Put(20 + i, b"k", value, w=1)], CLIENT)
+            assert type(put) is wire.PutOk
+        (put,) = node.ask(OUTSIDER, [wire.Put(30, b"k", b"c", w=1)], CLIENT)
+        assert type(put) is wire.Error and "siblings" in put.message, put
+        assert _config(node, {"max_siblings": "2"}).info["changed"] == {}  # already so
+    finally:
+        node.close()
+        import logging
+
+        logging.getLogger("zkv").setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize("changes, why", [
+    ({"nope": "1"}, "unknown setting 'nope'"),
+    ({"max_siblings": "lots"}, "max_siblings='lots': not a int"),
+    ({"max_siblings": "-1"}, "max_siblings -1: between 0 (no limit) and 1000000"),
+    ({"replica_timeout": "0"}, "replica_timeout 0.0: above 0"),
+    ({"log_level": "LOUD"}, "log_level 'LOUD': one of DEBUG"),
+    ({"n": "5"}, "n: set at start only (restart the node with the new value)"),
+    ({"listen": "tcp://127.0.0.1:9", "max_siblings": "3"}, "listen: set at start only"),
+])
+def test_a_bad_change_changes_nothing_and_says_why(tmp_path, changes, why):
+    node = Node(tmp_path)
+    try:
+        before = node.core.cfg
+        err = _config(node, changes)
+        assert type(err) is wire.Error and err.code == wire.E_INVALID and why in err.message, err
+        assert node.core.cfg is before and node.core.replica.max_siblings == 100
+    finally:
+        node.close()
+
+
+def test_clients_cannot_read_or_change_settings(tmp_path):
+    node = Node(tmp_path)
+    try:
+        err = _config(node, {"max_siblings": "1"}, CLIENT)
+        assert type(err) is wire.Error and node.core.cfg.max_siblings == 100
+    finally:
+        node.close()
+
+
+def test_parse_setting_types_values_as_the_defaults_are():
+    assert config.parse_setting("transfer_rate", "1024") == 1024
+    assert config.parse_setting("replica_timeout", "0.5") == 0.5
+    assert config.parse_setting("auto_commit", "false") is False
+    assert config.parse_setting("log_level", "ERROR") == "ERROR"
+    with pytest.raises(InvalidRequest, match="auto_commit='yes': not a bool"):
+        config.parse_setting("auto_commit", "yes")
+
+
+@pytest.mark.cluster
+def test_zkv_config_and_sighup_change_a_running_node(make_cluster, tmp_path):
+    c = make_cluster(3)
+    ep = c.endpoints
+    out = zkv("config", "--node", ep[0])
+    assert out.returncode == 0, out
+    assert any(line.startswith("tcp://") and " max_siblings " in line and "(runtime" in line
+               for line in out.stdout.splitlines()), out.stdout
+    out = zkv("config", "--set", "max-siblings=3", "--set", "handoff_batch=50", "--all",
+              "--node", ep[0])
+    assert out.returncode == 0, out
+    assert sorted(out.stdout.splitlines()) == sorted(
+        f"{n}: {name} {old} -> {new}" for n in ("node1", "node2", "node3")
+        for name, old, new in (("handoff_batch", 200, 50), ("max_siblings", 100, 3)))
+    with Client(ep, timeout=5) as cl:
+        assert cl.config(node="node2")["settings"]["max_siblings"] == 3
+    assert "n: set at start only" in one_line_error(zkv("config", "--set", "n=5", "--node",
+                                                        ep[0]))
+    assert "expected NAME=VALUE" in one_line_error(zkv("config", "--set", "max_siblings",
+                                                       "--node", ep[0]))
+    # SIGHUP: node3 started without --config: it says so and changes nothing
+    node3 = c.node("node3")
+    os.kill(node3.process.pid, signal.SIGHUP)
+    wait_for(lambda: "no --config file to read again" in _log(node3), 10, "the refusal")
+    # a node started with one takes what the file now says (runtime settings), and logs
+    # the rest as waiting for a restart; a file that does not load changes nothing
+    conf = tmp_path / "node4.toml"
+    conf.write_text('max_siblings = 40\nlog_level = "INFO"\n')
+    more = make_cluster(1, n=1, extra_args=["--config", str(conf)])
+    n4 = more.nodes[0]
+    with Client(more.endpoints, timeout=5) as cl:
+        assert cl.config()["settings"]["max_siblings"] == 40
+        conf.write_text('max_siblings = 9\nsibling_warn = 4\nring_size = 64\n')
+        os.kill(n4.process.pid, signal.SIGHUP)
+        wait_for(lambda: cl.config()["settings"]["max_siblings"] == 9, 10, "the reload")
+        settings = cl.config()["settings"]
+        assert settings["sibling_warn"] == 4 and settings["ring_size"] != 64
+        wait_for(lambda: "ring_size, which take effect at the next restart only"
+                 in _log(n4), 10, "the restart-only warning")
+        conf.write_text("max_siblings = [")
+        os.kill(n4.process.pid, signal.SIGHUP)
+        wait_for(lambda: "cannot read config file" in _log(n4), 10, "the error")
+        assert cl.config()["settings"]["max_siblings"] == 9 and n4.alive()
+    out = zkv("config", "--json", "--node", more.endpoints[0])
+    assert json.loads(out.stdout)[0]["settings"]["max_siblings"] == 9

@@ -1,0 +1,80 @@
+"""A running node's settings: what `zkv config` (Config) reads and changes, and what SIGHUP
+takes from the --config file read again. Only config.RUNTIME settings change while a node runs
+(limits and throttles, read where they are used, or pushed here into the part holding them:
+the engines' disk reserve and fsync period, the sibling limits, the I/O budget, the log
+level); every other one needs a restart, and a change to one is refused (Config) or logged
+(SIGHUP). Changes are not saved: the --config file is what a restart starts from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from zkv import config as configs
+from zkv.config import NodeConfig
+from zkv.errors import InvalidRequest
+
+log = logging.getLogger("zkv.node")
+
+
+def change(core, texts: dict[str, str]) -> dict:
+    """Config: set the runtime settings `texts` names (name -> text, as a flag takes it), all
+    or none (InvalidRequest: an unknown setting, a bad value, one set at start only); returns
+    ConfigOk's document (`info`)."""
+    changes: dict[str, Any] = {name: configs.parse_setting(name, text)
+                               for name, text in texts.items()}
+    fixed = sorted(set(changes) - configs.RUNTIME)
+    if fixed:
+        raise InvalidRequest(f"{', '.join(fixed)}: set at start only (restart the node with the "
+                             f"new value); a running node takes "
+                             f"{', '.join(sorted(configs.RUNTIME))}")
+    return info(core, reconfigure(core, dataclasses.replace(core.cfg, **changes)))
+
+
+def reconfigure(core, new: NodeConfig) -> dict[str, tuple[Any, Any]]:
+    """Take `new`'s runtime settings (the others are left as they are) into every part of the
+    node holding one; returns name -> (old, new) of those that changed."""
+    diff: dict[str, tuple[Any, Any]] = {
+        name: both for name, both in configs.differences(core.cfg, new).items()
+        if name in configs.RUNTIME}
+    if not diff:
+        return {}
+    cfg = core.cfg = dataclasses.replace(core.cfg, **{k: v[1] for k, v in diff.items()})
+    for store in (core.store, core.handoff.store):
+        if hasattr(store, "min_free_bytes"):  # (the simulator's stores have no disk)
+            store.min_free_bytes = cfg.min_free_mb << 20
+    if hasattr(core.store, "set_sync_interval_ms"):
+        core.store.set_sync_interval_ms(cfg.sync_interval_ms)
+    core.replica.max_siblings, core.replica.sibling_warn = cfg.max_siblings, cfg.sibling_warn
+    core.transfers.budget.set_rate(cfg.transfer_rate)
+    logging.getLogger("zkv").setLevel(cfg.log_level)
+    log.info("settings changed: %s", ", ".join(f"{k} {old!r} -> {now!r}"
+                                                for k, (old, now) in sorted(diff.items())))
+    return diff
+
+
+def info(core, changed: dict[str, tuple[Any, Any]]) -> dict:
+    """Every setting as the node runs with it, the runtime ones, and what just changed."""
+    return {"settings": {name: getattr(core.cfg, name) for name in configs.FIELDS},
+            "runtime": sorted(configs.RUNTIME),
+            "changed": {k: list(v) for k, v in sorted(changed.items())}}
+
+
+def reload(core, flags: dict | None) -> None:
+    """SIGHUP: the settings a restart would start with now (config.reread: `flags`, the
+    command line's, over the --config file read again); the runtime ones are taken, the
+    others it changes logged as waiting for the next restart. A file that does not load
+    changes nothing."""
+    try:
+        new = configs.reread(core.cfg, flags)
+    except InvalidRequest as exc:
+        log.error("SIGHUP: %s; nothing changed", exc)
+        return
+    fixed = sorted(set(configs.differences(core.cfg, new)) - configs.RUNTIME)
+    if not reconfigure(core, new):
+        log.info("SIGHUP: %s read again; no runtime setting changed", core.cfg.config)
+    if fixed:
+        log.warning("SIGHUP: %s changes %s, which take effect at the next restart only",
+                    core.cfg.config, ", ".join(fixed))
