@@ -22,6 +22,7 @@ from zkv._core import dvv
 from zkv._core.record import key_hash
 from zkv._core.ring import Ring
 from zkv.client import AsyncClient, Client, ClientCore
+from zkv.client.core import LIST_RETRIES
 from zkv.errors import InvalidRequest, QuorumError, Unavailable
 from zkv.node import namespaces as nss
 from zkv.node.core import ADMIN, CLIENT
@@ -271,6 +272,44 @@ def test_items_pass_over_an_owner_whose_copies_do_not_merge():
             with pytest.raises(Unavailable, match="answered a copy that is not a valid version"):
                 while (plan := listing.next_page()) is not None:
                     net.run(plan)
+
+
+def test_a_page_an_owner_did_not_answer_is_asked_again():
+    """A request or reply lost once (a reconnect, a pause) costs a try, not the listing: an
+    owner that did not answer is asked again (LIST_RETRIES rounds) when the page is short of
+    r; one that failed earlier in the listing is not (a dead owner costs one timeout a page)."""
+    ring = Ring([(m.id, m.rack) for m in LISTERS], q=16, n=3)
+    copy = _Copy()
+    copy.data = {bytes([i]): LIVE for i in range(1, 60)}
+    missed: list[str] = []
+
+    def node(node_id: str):
+        def answer(msg):
+            if node_id == "n1" and not missed:
+                missed.append(node_id)
+                return SILENT  # the first request to n1 is lost
+            return answer_keys(copy, ring, msg, b"", True)
+        return answer
+
+    clock = Clock()
+    core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock)
+    core.set_ring(wire.RingOk(0, 16, 3, 2, 2, LISTERS, []))
+    net = Net(clock, {m.listen: node(m.id) for m in LISTERS})
+    listing = core.list_keys(page=5, r=3)
+    got = []
+    while (plan := listing.next_page()) is not None:
+        got += net.run(plan)
+    assert missed == ["n1"] and sorted(got) == sorted(copy.data)
+    # n1 answers no more: each of its partitions' first page costs the tries, later pages
+    # of the listing one (it failed before), and the listing fails naming it
+    dead = Net(clock, {m.listen: (lambda msg: SILENT) if m.id == "n1" else node(m.id)
+                       for m in LISTERS})
+    listing = core.list_keys(page=5, r=3)
+    with pytest.raises(QuorumError, match=r"2 of its owners listed its keys, r=3 wanted"):
+        while (plan := listing.next_page()) is not None:
+            dead.run(plan)
+    to_n1 = [m for ep, m, _, _ in dead.sent if ep == LISTERS[1].listen]
+    assert len(to_n1) == 1 + LIST_RETRIES
 
 
 def test_a_listing_at_more_owners_than_a_partition_has_is_refused():

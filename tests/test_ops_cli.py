@@ -25,6 +25,7 @@ TALKERS = {  # subcommand -> arguments that are fine apart from what each case b
     "top": ["top", "--once", "--interval", "0.1"],
     "keys": ["keys"],
     "snapshot": ["snapshot", "--list"],
+    "config": ["config"],
 }
 
 
@@ -139,7 +140,7 @@ def test_every_output_command_in_a_closed_pipe(cluster3):
     zkv("put", "pipe-key", "v", "--node", ep)
     for args in (["ring"], ["ring", "--json"], ["status"], ["status", "--json"],
                  ["get", "pipe-key"], ["get", "pipe-key", "--raw"], ["keys"],
-                 ["keys", "--count"], ["snapshot", "--list"],
+                 ["keys", "--count"], ["snapshot", "--list"], ["config"], ["config", "--json"],
                  ["put", "pipe-key", "v2"], ["delete", "pipe-key"],
                  ["top", "--once", "--interval", "0.1"], ["top", "--json", "--interval", "0.1"],
                  ["repair"]):

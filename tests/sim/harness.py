@@ -45,7 +45,7 @@ from zkv._core import dvv
 from zkv._core.ring import hash64
 from zkv.client.core import SLOW, UNREACHABLE, Batch, ClientCore, GetResult
 from zkv.config import NodeConfig
-from zkv.errors import StorageFull, ZkvError
+from zkv.errors import QuorumError, RequestTimeout, StorageFull, Unavailable, ZkvError
 from zkv.node import ownership as own
 from zkv.node.core import GOSSIP, REPLY, REQUEST, SEED, NodeCore
 from zkv.node.handoff import HINT_HEAD, REAP_HEAD, REAPED, HandoffStore
@@ -914,45 +914,29 @@ class Sim:
                 bad.append(key)
         return bad
 
-    def list_keys(self, ns: str = "", page: int = 7) -> list[bytes] | str:
-        """A listing of namespace `ns`'s live keys as a client makes one (zkv/client/core.py,
-        KeyListing): every partition paged from the first of its owners, in preference-list
-        order, that is up and vouches for its copy, Keys handed straight to its core between
-        events (its other output goes out as after any turn). The keys, or why a partition
-        could not be listed."""
-        ident = b"client:lister"
-        cores = [sn.core for sn in self.nodes.values() if sn.core is not None
-                 and not sn.core.joining]
-        if not cores:
-            return "no node is up"
-        ring = cores[0].membership.ring(cores[0].namespaces.get(ns or "default").n
-                                        if ns else None)
-        keys: list[bytes] = []
-        for p in range(ring.q):
-            for owner in ring.preflist(p):
-                sn = self.nodes.get(owner)
-                if sn is None or sn.core is None or sn.paused:
-                    continue
-                cursor, got = 0, []
-                while True:
-                    sn.core.handle((REQUEST, ident),
-                                   [wire.Keys(1, p, ns, cursor, b"", page)], self.t)
-                    out = sn.core.take_output()
-                    (ok,) = out.clients.pop(ident, None) or [None]
-                    self._send_out(sn, out)
-                    if type(ok) is not wire.KeysOk or not ok.owner:
-                        got = None
-                        break
-                    got += ok.keys
-                    if ok.done:
-                        break
-                    cursor = ok.cursor
-                if got is not None:
-                    keys += got
-                    break
-            else:
-                return f"no owner of partition {p} could list it"
-        return keys
+    def list_keys(self, ns: str = "", op: str = "keys", r: int | None = 1,
+                  limit: float = 120.0) -> list | str:
+        """A listing of namespace `ns` (""/"default" or a name) by zkv.client's own ClientCore
+        (`op` "keys": list_keys, "items": list_items; at `r`; pages of 7) over the simulated
+        network, run on the virtual clock until it ends: its keys or (key, values) items, or
+        why it failed. Its requests are no workload's: not in the history."""
+        got: list[Result] = []
+
+        def workload(c):
+            got.append((yield (op, (ns or "default").encode(), r)))
+
+        client = CoreClient(self, f"lister{next(self.seq)}", workload, timeout=5.0)
+        add, self.history.add = self.history.add, lambda ev: None
+        try:
+            end = self.t + limit
+            while not client.done and self.t < end:
+                self.run_until(self.t + 0.5)
+        finally:
+            self.history.add = add
+            del self.clients[client.ident]
+        if not got:
+            return f"the listing did not end within {limit:.0f} s"
+        return got[0].values if got[0].ok else got[0].error
 
     def hints_pending(self) -> int:
         """Hints not yet delivered (the handoff store's reap journal is not one), also on a
@@ -1264,6 +1248,22 @@ class _Step:
         self.left = left
 
 
+def _all_pages(listing, tries: int = 5) -> Generator:
+    """The plan of a whole listing (KeyListing): its pages' plans one after the other, a page
+    that failed (the simulated network loses messages at random, which TCP does not) asked
+    again from where the listing stands, up to `tries` times in all."""
+    got: list = []
+    failures = 0
+    while (plan := listing.next_page()) is not None:
+        try:
+            got += yield from plan
+        except (Unavailable, RequestTimeout, QuorumError):
+            failures += 1
+            if failures >= tries:
+                raise
+    return got
+
+
 class CoreClient:
     """zkv.client's own ClientCore over the simulated network, on the virtual clock: a third
     driver of its plans beside the sync and async ones, so the real client's routing (by the
@@ -1304,6 +1304,10 @@ class CoreClient:
             self.plan = core.get(key, a, namespace=ns)
         elif op == "put":
             self.plan = core.put(key, a, b, c, namespace=ns)
+        elif op in ("keys", "items"):  # (key: the namespace; a: r; pages of 7)
+            listing = (core.list_items(key.decode(), page=7, r=a) if op == "items"
+                       else core.list_keys(key.decode(), page=7, r=a))
+            self.plan = _all_pages(listing)
         else:
             self.plan = core.delete(key, a, b, namespace=ns)
         self._resume(None, first=True)
@@ -1319,6 +1323,8 @@ class CoreClient:
             value = stop.value
             if isinstance(value, GetResult):
                 self._finish(Result(True, list(value.values), value.context))
+            elif isinstance(value, list):  # a listing's keys or items
+                self._finish(Result(True, value))
             else:
                 self._finish(Result(True, [], value))
             return

@@ -199,6 +199,7 @@ class Batch(msgspec.Struct, eq=False):
 # them), and returns a result.
 Plan = Generator[Any, Any, T]
 
+LIST_RETRIES = 2  # more rounds a listing page asks owners that did not answer it
 MANY_WINDOW = 128  # plans of one get_many/put_many/delete_many in flight at once (a node
 # refuses a connection's 257th request in flight as busy: core.MAX_INFLIGHT)
 
@@ -1179,17 +1180,26 @@ class ClientCore:
                 continue
             asked.append((node_id, ep))
         # r of them at once (one round trip, each page's tries in one step), then as many
-        # more as answered no usable page, until r pages or no owner is left
-        while asked and len(pages) < r:
+        # more as answered no usable page, until r pages or no owner is left; then those
+        # that did not answer (a reply lost to a reconnect, a pause) again, up to
+        # LIST_RETRIES more rounds, unless they had already failed this listing (a dead
+        # owner costs a timeout a page, not several)
+        known_failed, rounds = set(failed), 0
+        again: list[tuple[str, str]] = []
+        while len(pages) < r and (asked or (again and rounds < LIST_RETRIES)):
+            if not asked:
+                asked, again, rounds = again, [], rounds + 1
             group, asked = asked[:r - len(pages)], asked[r - len(pages):]
             tries = (self._keys_try(Keys(0, p, listing.ns, listing.cursor, listing.prefix,
                                          listing.page, listing.values), ep)
                      for _, ep in group)
             got = yield from self.many(tries, return_exceptions=True)
-            for (node_id, _), ok in zip(group, got, strict=True):
+            for (node_id, ep), ok in zip(group, got, strict=True):
                 if isinstance(ok, Unavailable | RequestTimeout):
                     failed.add(node_id)
                     why.append(f"{node_id}: {ok}")
+                    if node_id not in known_failed:
+                        again.append((node_id, ep))
                     continue
                 if isinstance(ok, ZkvError):  # (an invalid request: a bad namespace, ...)
                     raise ok
@@ -1205,7 +1215,7 @@ class ClientCore:
                 pages.append(ok)
         if len(pages) == r:
             return _union_page(listing, ring, ns_prefix, lww, pages, listing.values)
-        reason = "; ".join(why) or "no owner known"
+        reason = "; ".join(dict.fromkeys(why)) or "no owner known"  # (each retry's once)
         if not pages:
             raise Unavailable(f"partition {p}: no owner could list its keys ({reason})")
         if not listing.values:
