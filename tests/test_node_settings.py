@@ -69,6 +69,8 @@ def test_config_reads_every_setting_and_changes_runtime_ones_where_they_are_used
     ({"max_siblings": "-1"}, "max_siblings -1: between 0 (no limit) and 1000000"),
     ({"replica_timeout": "0"}, "replica_timeout 0.0: above 0"),
     ({"log_level": "LOUD"}, "log_level 'LOUD': one of DEBUG"),
+    ({"transfer_rate": "9" * 300}, "transfer_rate 999"),  # (no float overflow half-way)
+    ({"replica_timeout": "nan"}, "replica_timeout nan: above 0"),
     ({"n": "5"}, "n: set at start only (restart the node with the new value)"),
     ({"listen": "tcp://127.0.0.1:9", "max_siblings": "3"}, "listen: set at start only"),
 ])

@@ -177,8 +177,9 @@ class NodeConfig:
         for name in ("r", "w"):
             if not 1 <= getattr(self, name) <= self.n:
                 problems.append(f"{name} {getattr(self, name)}: between 1 and n={self.n}")
-        if self.transfer_rate < 1024:
-            problems.append(f"transfer_rate {self.transfer_rate}: at least 1024 bytes/s")
+        if not 1024 <= self.transfer_rate <= 1 << 40:
+            problems.append(f"transfer_rate {self.transfer_rate}: between 1024 and {1 << 40} "
+                            "bytes/s")
         if not 1 <= self.transfer_concurrency <= 64:
             problems.append(f"transfer_concurrency {self.transfer_concurrency}: between 1 and 64")
         if not 16 <= self.max_connections <= 1_000_000:
