@@ -316,7 +316,7 @@ def test_a_listing_at_more_owners_than_a_partition_has_is_refused():
     clock = Clock()
     core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock)
     core.set_ring(wire.RingOk(0, 16, 3, 2, 2, LISTERS, []))
-    with pytest.raises(InvalidRequest, match="r=4 is more than the 3 owners"):
+    with pytest.raises(InvalidRequest, match="r=4 is more than N=3, the owners"):
         Net(clock).run(core.list_keys(r=4).next_page())
     for bad in (0, 17, "2", True):
         with pytest.raises(InvalidRequest, match="r must be 1 to 16"):
@@ -372,9 +372,9 @@ def test_keys_of_a_real_cluster_through_both_clients_and_the_cli(make_cluster):
         return out.stdout if out.returncode == 0 else None
 
     assert wait_for(count_at_r3, 60, "a listing at r=3") == "490\n"
-    assert "r=4 is more than the 3 owners" in one_line_error(zkv("keys", "--r", "4", "--node",
+    assert "r=4 is more than N=3, the owners" in one_line_error(zkv("keys", "--r", "4", "--node",
                                                                ep[0]))
-    assert "r=3 is more than the 2 owners" in one_line_error(zkv(
+    assert "r=3 is more than N=2, the owners" in one_line_error(zkv(
         "keys", "--r", "3", "--namespace", "sess", "--node", ep[0]))
     assert "unknown namespace" in one_line_error(zkv("keys", "--namespace", "nope", "--node",
                                                      ep[0]))

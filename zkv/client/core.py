@@ -1158,8 +1158,8 @@ class ClientCore:
         p, r = listing.partition, listing.r or default_r
         owners = ring.preflist(p)
         if r > len(owners):
-            raise InvalidRequest(f"r={r} is more than the {len(owners)} owners of a partition "
-                                 f"of namespace {listing.ns or nss.DEFAULT!r}")
+            raise InvalidRequest(f"r={r} is more than N={len(owners)}, the owners of each "
+                                 f"partition of namespace {listing.ns or nss.DEFAULT!r}")
         by_id = {m.id: m for m in self.members}
         why = []
         pages: list[KeysOk] = []
