@@ -397,6 +397,31 @@ def test_keys_of_a_real_cluster_through_both_clients_and_the_cli(make_cluster):
     assert os.path.isdir(c.node("node1").data_dir)
 
 
+@pytest.mark.cluster
+def test_a_listing_at_r2_finds_the_keys_an_owner_missed_while_it_was_down(make_cluster):
+    """Real processes, anti-entropy off and no hint delivery (handoff_batch 0): keys written
+    at W=2 while node3 was dead are missing from node3's copy once it is back, so a listing
+    at r=1 (which asks node3 first for the partitions it leads) misses some of them; one at
+    r=2, and items at R=2, find them all."""
+    c = make_cluster(3, extra_args=["--gossip-interval", "0.1", "--down-after", "1.0",
+                                    "--replica-timeout", "1.0", "--aae-interval", "0",
+                                    "--handoff-batch", "0"])
+    c.wait_changes_settled()
+    c.kill("node3")
+    with Client(c.endpoints[:2], timeout=5) as cl:
+        wait_for(lambda: "node3" in cl.ring_info().down, 10, "node3 seen down")
+        cl.put_many([(b"late:%d" % i, b"v%d" % i) for i in range(300)], w=2)
+    c.restart("node3")
+    want = {b"late:%d" % i for i in range(300)}
+    with Client(c.endpoints, timeout=5) as cl:
+        wait_for(lambda: "node3" not in cl.ring_info(c.endpoints[0]).down, 10, "node3 up")
+        missed = want - set(cl.keys(r=1))
+        assert missed, "node3 listed keys it never received"
+        assert set(cl.keys(r=2)) == want
+        assert dict(cl.items(r=2)) == {b"late:%d" % i: [b"v%d" % i] for i in range(300)}
+        assert set(cl.keys(r=1)) == want - missed  # (nothing repaired node3 meanwhile)
+
+
 def test_a_page_reads_a_bounded_amount_of_values_whatever_the_limit(tmp_path, monkeypatch):
     """A client asking for 10,000 keys a page of large values gets pages cut at the read
     budget (pages of tombstones alone come back empty, not done), and every live key still
