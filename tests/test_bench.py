@@ -802,14 +802,8 @@ def test_node_paths_benchmark_smoke(capsys, monkeypatch):
     """benchmarks/node_paths.py on a few keys: every replica write is acknowledged, every
     coordinated put answered after its two acks (its context kept for the next), every owner
     read answered as an owner (the script checks each), one line per frame size."""
-    import importlib.util
-    import pathlib
 
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "node_paths.py"
-    spec = importlib.util.spec_from_file_location("node_paths", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark_module("node_paths")
     assert mod.main(["--rounds", "2", "--keys", "40", "--batch", "4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["frames of  1", "frames of  4"]
@@ -821,14 +815,8 @@ def test_sim_instructions_reports_the_difference_per_operation(capsys, monkeypat
     """benchmarks/sim_instructions.py: start-up is removed by subtracting the short load from
     the long one, per operation in between, for each checkout named (valgrind itself is not
     run here: CI has none; `instructions` is replaced by a fake that counts the same way)."""
-    import importlib.util
-    import pathlib
 
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "sim_instructions.py"
-    spec = importlib.util.spec_from_file_location("sim_instructions", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark_module("sim_instructions")
     calls = []
 
     def fake(src, client, ops):  # 5 M of start-up, then 300 k (or 200 k) per operation
@@ -867,15 +855,9 @@ def test_sim_bytecodes_charges_every_bytecode_to_a_function(capsys):
     ran it (a loop's count grows by the same amount per 10 more iterations, its caller's does
     not grow, and what the call returned comes back); `main` on a short load prints the
     per-operation total, module shares and functions, the node's handler among them."""
-    import importlib.util
-    import pathlib
     import re
 
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "sim_bytecodes.py"
-    spec = importlib.util.spec_from_file_location("sim_bytecodes", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark_module("sim_bytecodes")
 
     def loop(n):
         t = 0
@@ -920,15 +902,9 @@ def test_client_threads_benchmark_smoke(capsys):
     """benchmarks/client_threads.py on a real local cluster, 40 operations a row: one line per
     driver and load, each with a positive rate and the client's CPU split by thread (40
     operations are below /proc's 10 ms resolution, so the split's values are not checked)."""
-    import importlib.util
-    import pathlib
     import re
 
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "client_threads.py"
-    spec = importlib.util.spec_from_file_location("client_threads", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark_module("client_threads")
     assert mod.main(["--ops", "40", "--keys", "10"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line[:22].strip() for line in lines] == ["sync get", "sync put", "async 50/50 x 16",
@@ -1061,15 +1037,9 @@ def test_store_remap_counts_the_reads_past_the_active_mapping():
 def test_keys_listing_benchmark_smoke(capsys):
     """benchmarks/keys_listing.py on 3000 keys: a line per listing mode, each having listed
     every key (the script asserts the count) against the same run's LMDB scan."""
-    import importlib.util
-    import pathlib
     import re
 
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "keys_listing.py"
-    spec = importlib.util.spec_from_file_location("keys_listing", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark_module("keys_listing")
     assert mod.main(["--keys", "3000", "--runs", "1", "--page", "200"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0].strip() for line in lines] == [
@@ -1078,3 +1048,16 @@ def test_keys_listing_benchmark_smoke(capsys):
     for line in lines:
         assert re.search(r": 3000 keys in [\d.]+ s = +[\d,]+ keys/s  \|  LMDB cursor scan: "
                          r"[\d,]+ keys/s  \|  ratio [\d.]+x$", line), line
+
+
+def _benchmark_module(name: str):
+    """benchmarks/NAME.py imported as a module (the directory is no package)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -149,6 +149,15 @@ def _many_states(count: int = 300) -> dict[bytes, list[str]]:
             [rng.choice(STATES) for _ in range(3)] for _ in range(count)}
 
 
+def _lister(node=None, **kw) -> tuple[ClientCore, Net]:
+    """A ClientCore that knows LISTERS' ring (Q=16, N=3) over a fake network whose node
+    `node(id)` answers for each member (none: silence), on a fake clock."""
+    clock = Clock()
+    core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock, **kw)
+    core.set_ring(wire.RingOk(0, 16, 3, 2, 2, LISTERS, []))
+    return core, Net(clock, {m.listen: node(m.id) for m in LISTERS} if node else None)
+
+
 @settings(max_examples=80, deadline=None)
 @example(states=_many_states(), r=2, page=2, unsure=set(), silent=set(), items=False)
 @example(states=_many_states(), r=3, page=3, unsure=set(), silent=set(), items=False)
@@ -172,7 +181,6 @@ def test_a_listing_at_r_is_the_union_of_the_first_r_owners_that_vouch(states, r,
     deletes, concurrent writes are siblings). Fewer than r such owners: keys raise
     QuorumError (none at all: Unavailable); items read that partition's listed keys with a
     get at R instead (here answered with every owner's copy merged)."""
-    ring_ok = wire.RingOk(0, 16, 3, 2, 2, LISTERS, [])
     ring = Ring([(m.id, m.rack) for m in LISTERS], q=16, n=3)
     copies = {m.id: _Copy() for m in LISTERS}
     for key, row in states.items():
@@ -196,10 +204,7 @@ def test_a_listing_at_r_is_the_union_of_the_first_r_owners_that_vouch(states, r,
             return answer_keys(copies[node_id], ring, msg, b"", True)
         return answer
 
-    clock = Clock()
-    core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock, owner_reads=False)
-    core.set_ring(ring_ok)
-    net = Net(clock, {m.listen: node(m.id) for m in LISTERS})
+    core, net = _lister(node, owner_reads=False)
     listing = core.list_items(page=page, r=r) if items else core.list_keys(page=page, r=r)
     want: dict[bytes, list[bytes]] = {}
     short = None
@@ -258,10 +263,7 @@ def test_items_pass_over_an_owner_whose_copies_do_not_merge():
                 return answer_keys(copy, ring, msg, b"", True)
             return answer
 
-        clock = Clock()
-        core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock)
-        core.set_ring(wire.RingOk(0, 16, 3, 2, 2, LISTERS, []))
-        net = Net(clock, {m.listen: node(m.id) for m in LISTERS})
+        core, net = _lister(node)
         listing = core.list_items(r=1)
         if fine:
             got = []
@@ -291,10 +293,7 @@ def test_a_page_an_owner_did_not_answer_is_asked_again():
             return answer_keys(copy, ring, msg, b"", True)
         return answer
 
-    clock = Clock()
-    core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock)
-    core.set_ring(wire.RingOk(0, 16, 3, 2, 2, LISTERS, []))
-    net = Net(clock, {m.listen: node(m.id) for m in LISTERS})
+    core, net = _lister(node)
     listing = core.list_keys(page=5, r=3)
     got = []
     while (plan := listing.next_page()) is not None:
@@ -302,8 +301,8 @@ def test_a_page_an_owner_did_not_answer_is_asked_again():
     assert missed == ["n1"] and sorted(got) == sorted(copy.data)
     # n1 answers no more: each of its partitions' first page costs the tries, later pages
     # of the listing one (it failed before), and the listing fails naming it
-    dead = Net(clock, {m.listen: (lambda msg: SILENT) if m.id == "n1" else node(m.id)
-                       for m in LISTERS})
+    dead = Net(net.clock, {m.listen: (lambda msg: SILENT) if m.id == "n1" else node(m.id)
+                           for m in LISTERS})
     listing = core.list_keys(page=5, r=3)
     with pytest.raises(QuorumError, match=r"2 of its owners listed its keys, r=3 wanted"):
         while (plan := listing.next_page()) is not None:
@@ -313,11 +312,9 @@ def test_a_page_an_owner_did_not_answer_is_asked_again():
 
 
 def test_a_listing_at_more_owners_than_a_partition_has_is_refused():
-    clock = Clock()
-    core = ClientCore([m.listen for m in LISTERS], timeout=2.0, clock=clock)
-    core.set_ring(wire.RingOk(0, 16, 3, 2, 2, LISTERS, []))
+    core, net = _lister()
     with pytest.raises(InvalidRequest, match="r=4 is more than N=3, the owners"):
-        Net(clock).run(core.list_keys(r=4).next_page())
+        net.run(core.list_keys(r=4).next_page())
     for bad in (0, 17, "2", True):
         with pytest.raises(InvalidRequest, match="r must be 1 to 16"):
             core.list_keys(r=bad)

@@ -961,21 +961,11 @@ def snapshot_command(args) -> int:
     action: SnapshotAction = "list" if args.list else "remove" if args.remove else "take"
     name = args.name or ("" if args.list else time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
-        targets = (sorted(m.id for m in c.ring_info(args.node).members) if args.all
-                   else [args.node])
-        answers, failed = [], 0
-        for target in targets:
-            try:
-                info = c.snapshot(name, target, action)
-            except ZkvError as exc:
-                if not args.all:
-                    raise
-                failed += 1
-                print(f"zkv: {target}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                continue
-            answers.append({"node": target, **info} if action != "take" else info)
-            if not args.json:
-                _print_snapshot(action, target, info)
+        got, failed = _on_targets(c, args, lambda target: c.snapshot(name, target, action))
+    answers = [{"node": target, **info} if action != "take" else info for target, info in got]
+    if not args.json:
+        for target, info in got:
+            _print_snapshot(action, target, info)
     if args.json:
         print(json.dumps(answers, indent=2))
     elif answers and action == "take":
@@ -994,34 +984,40 @@ def config_command(args) -> int:
             raise InvalidRequest(f"--set {item!r}: expected NAME=VALUE (e.g. max_siblings=50)")
         changes[name.strip().replace("-", "_")] = value.strip()
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
-        targets = (sorted(m.id for m in c.ring_info(args.node).members) if args.all
-                   else [args.node])
-        answers, failed = [], 0
-        for target in targets:
-            try:
-                info = c.config(changes, target)
-            except ZkvError as exc:
-                if not args.all:
-                    raise
-                failed += 1
-                print(f"zkv: {target}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                continue
-            answers.append({"node": target, **info})
-            if args.json:
-                continue
-            if changes:
-                for name, (old, new) in info["changed"].items():
-                    print(f"{target}: {name} {old} -> {new}")
-                if not info["changed"]:
-                    print(f"{target}: already so, nothing changed")
-            else:
-                runtime = set(info["runtime"])
-                for name, value in info["settings"].items():
-                    print(f"{target}: {name:<22} {value!s:<24}"
-                          f"{'  (runtime: zkv config --set)' if name in runtime else ''}")
+        got, failed = _on_targets(c, args, lambda target: c.config(changes, target))
     if args.json:
-        print(json.dumps(answers, indent=2))
+        print(json.dumps([{"node": target, **info} for target, info in got], indent=2))
+        return 1 if failed else 0
+    for target, info in got:
+        if changes:
+            for name, (old, new) in info["changed"].items():
+                print(f"{target}: {name} {old} -> {new}")
+            if not info["changed"]:
+                print(f"{target}: already so, nothing changed")
+        else:
+            runtime = set(info["runtime"])
+            for name, value in info["settings"].items():
+                print(f"{target}: {name:<22} {value!s:<24}"
+                      f"{'  (runtime: zkv config --set)' if name in runtime else ''}")
     return 1 if failed else 0
+
+
+def _on_targets(c, args, ask) -> tuple[list[tuple[str, dict]], int]:
+    """(target, answer) of `ask(target)` for --node, or with --all for every member (sorted),
+    one after the other, and how many failed: with --all a target that fails is named on
+    stderr and the others still asked; without, its error is the command's."""
+    targets = (sorted(m.id for m in c.ring_info(args.node).members) if args.all
+               else [args.node])
+    got, failed = [], 0
+    for target in targets:
+        try:
+            got.append((target, ask(target)))
+        except ZkvError as exc:
+            if not args.all:
+                raise
+            failed += 1
+            print(f"zkv: {target}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return got, failed
 
 
 def _print_snapshot(action: str, target: str, info: dict) -> None:
