@@ -56,6 +56,13 @@ def test_config_reads_every_setting_and_changes_runtime_ones_where_they_are_used
         (put,) = node.ask(OUTSIDER, [wire.Put(30, b"k", b"c", w=1)], CLIENT)
         assert type(put) is wire.Error and "siblings" in put.message, put
         assert _config(node, {"max_siblings": "2"}).info["changed"] == {}  # already so
+        # `zkv status` says what differs from the start (a restart would undo it)
+        from zkv.node.status import status
+
+        changed = status(core)["settings_changed"]
+        assert changed["max_siblings"] == [100, 2] and changed["log_level"] == ["INFO", "DEBUG"]
+        _config(node, {"max_siblings": "100"})
+        assert "max_siblings" not in status(core)["settings_changed"]
     finally:
         node.close()
         import logging
@@ -119,6 +126,9 @@ def test_zkv_config_and_sighup_change_a_running_node(make_cluster, tmp_path):
         for name, old, new in (("handoff_batch", 200, 50), ("max_siblings", 100, 3)))
     with Client(ep, timeout=5) as cl:
         assert cl.config(node="node2")["settings"]["max_siblings"] == 3
+    out = zkv("status", "--node", ep[1])
+    assert ("settings changed while running (zkv config, SIGHUP): handoff_batch 200 -> 50, "
+            "max_siblings 100 -> 3") in out.stdout, out.stdout
     assert "n: set at start only" in one_line_error(zkv("config", "--set", "n=5", "--node",
                                                         ep[0]))
     assert "expected NAME=VALUE" in one_line_error(zkv("config", "--set", "max_siblings",

@@ -713,6 +713,10 @@ def status_command(args) -> int:
               f"has had the state for {cl.get('settle_seconds', 0):g} s ("
               + ("not every member has it yet" if agreed is None else f"all have for {agreed:.1f} s")
               + ")")
+    changed = doc.get("settings_changed")
+    if changed:
+        print("settings changed while running (zkv config, SIGHUP): " + ", ".join(
+            f"{name} {was} -> {now}" for name, (was, now) in sorted(changed.items())))
     print(f"{'member':<14}{'state':<9}{'rack':<12}{'owned':>6}{'replicas':>9}  listen / reason")
     for m in doc["members"]:
         print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"

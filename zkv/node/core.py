@@ -270,6 +270,7 @@ class NodeCore:
                  cluster_path: str | None = None, metrics: NodeMetrics | None = None,
                  seal_key: bytes | None = None) -> None:
         self.cfg = cfg
+        self.started_cfg = cfg  # (what `zkv status` compares runtime changes with)
         # contexts given to clients are sealed, and a client write's must be (seal.py; the
         # cluster's key: None without --keys)
         self.seal = Sealer(seal_key, cfg.context_seals)

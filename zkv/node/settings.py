@@ -55,6 +55,14 @@ def reconfigure(core, new: NodeConfig) -> dict[str, tuple[Any, Any]]:
     return diff
 
 
+def since_start(core) -> dict[str, list]:
+    """name -> [at start, now] of every setting changed while the node runs (`zkv status`
+    shows them: what a restart from the same command line and file would undo, unless the
+    file says so too)."""
+    return {k: list(v) for k, v in sorted(configs.differences(core.started_cfg,
+                                                              core.cfg).items())}
+
+
 def info(core, changed: dict[str, tuple[Any, Any]]) -> dict:
     """Every setting as the node runs with it, the runtime ones, and what just changed."""
     return {"settings": {name: getattr(core.cfg, name) for name in configs.FIELDS},

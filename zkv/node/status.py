@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from zkv.node import settings
+
 if TYPE_CHECKING:
     from zkv.node.core import NodeCore
 
@@ -106,6 +108,9 @@ def status(core: NodeCore) -> dict:
         "transfers": transfers(core),
         "cluster": _cluster_status(core),
         "uptime": round(core.now() - core.started, 3),
+        # runtime settings that differ from what the node started with (zkv config --set,
+        # SIGHUP): name -> [at start, now]
+        "settings_changed": settings.since_start(core),
         "metrics": core.metrics.summary(),
     }
 
