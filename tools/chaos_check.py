@@ -1,6 +1,7 @@
 """A chaos check on real processes: a local cluster under cart workloads while nodes join,
 one leaves, and others are paused (SIGSTOP), killed (SIGKILL) or stopped (SIGTERM) and started
-again; then every acknowledged add is read back at R=3 and every node is accounted for.
+again; then every acknowledged add is read back at R=3 and listed by items() at R=3, and every
+node is accounted for.
 
 The counterpart of tools/simulate.py where the simulator cannot look: libzmq, the kernel's
 sockets, signals, the engine's files (it found a node aborted by libzmq, RESULTS.md). Choices
@@ -158,8 +159,9 @@ def wait_valid(cluster: LocalCluster, node_id: str, timeout: float) -> bool:
 
 
 def check(cluster: LocalCluster, acked: dict[bytes, set[bytes]]) -> dict[bytes, object]:
-    """Every cart read at R=3 until all its acknowledged items are there (SETTLE seconds at
-    most); what is still missing (or the last error) per cart."""
+    """Every cart read at R=3, then listed with its values (Client.items at R=3), until all
+    its acknowledged items are there both ways (SETTLE seconds at most); what is still
+    missing (or the last error) per cart."""
     live = [n.listen for n in cluster.nodes if n.alive()]
     deadline = time.monotonic() + SETTLE
     missing: dict[bytes, object] = {}
@@ -174,6 +176,16 @@ def check(cluster: LocalCluster, acked: dict[bytes, set[bytes]]) -> dict[bytes, 
                     continue
                 if lost:
                     missing[cart] = sorted(lost)
+            if not missing:  # and a listing with the values (items() at R=3) has them too
+                try:
+                    listed = dict(c.items(r=3))
+                except ZkvError as exc:
+                    missing[b"(items listing)"] = f"{type(exc).__name__}: {exc}"
+                else:
+                    for cart, want in acked.items():
+                        lost = want - items(listed.get(cart, []))
+                        if lost:
+                            missing[cart] = f"not in the items() listing: {sorted(lost)}"
             if not missing or time.monotonic() > deadline:
                 return missing
             time.sleep(2.0)
