@@ -12,9 +12,10 @@ Base64 (RFC 4648, standard alphabet) keeps keys and values binary-safe; the end 
 
 A dump is one pass over the owners (Client.items): each partition's copies of its keys on R
 of its owners (the namespace's R, or `--r`), merged as a get at R merges them; it is a copy of
-each page at the moment it was read, not one cut across the cluster. A load blind-writes every value (put_many, no context): a key with
-siblings gets them back as siblings, and a key that already holds a value in the target gets
-the loaded ones beside it as siblings (load into an empty namespace for a copy).
+each page at the moment it was read, not one cut across the cluster. A load blind-writes
+every value (put_many, no context): a key with siblings gets them back as siblings, and a key
+that already holds a value in the target gets the loaded ones beside it as siblings (load
+into an empty namespace for a copy).
 """
 
 from __future__ import annotations

@@ -804,7 +804,11 @@ class Sim:
             self.stats["lost"] += 1
             return
         if kind == "client":
-            self.clients[dst].on_frame(src, wire.decode(payload, LIMIT))
+            client = self.clients.get(dst)
+            if client is None:  # (a lister gone since: Sim.list_keys; as a closed socket)
+                self.stats["lost"] += 1
+                return
+            client.on_frame(src, wire.decode(payload, LIMIT))
             return
         sn = self.nodes[dst]
         core = sn.core
