@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -362,6 +363,9 @@ def _main(argv: list[str] | None = None) -> int:
     nc.add_argument("--conflicts", choices=["siblings", "lww"], default="siblings",
                     help="siblings: keep concurrent writes for the client to merge (default); "
                     "lww: the last write by hybrid logical clock wins, the others are lost")
+    nc.add_argument("--ttl", type=_duration, default=0, metavar="DURATION",
+                    help="each value expires this long after its write (lww only): seconds, "
+                    "or a number with s, m, h or d (90, 30m, 12h, 7d); default: never")
     nl = with_node(nsub.add_parser("list", help="every namespace and its settings"))
     nl.add_argument("--json", action="store_true")
     st = with_node(sub.add_parser("status", help="members, up/down, racks, partitions, hints"))
@@ -668,18 +672,41 @@ def namespace_command(args) -> int:
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         if args.ns_cmd == "create":
             ns = c.namespace_create(args.name, n=args.n, r=args.r, w=args.w,
-                                    conflicts=args.conflicts)
+                                    conflicts=args.conflicts, ttl=args.ttl)
             print(f"namespace {ns['name']}: n={ns['n']} r={ns['r']} w={ns['w']} "
-                  f"conflicts={ns['conflicts']}")
+                  f"conflicts={ns['conflicts']}"
+                  + (f" ttl={_show_duration(ns['ttl'])}" if ns.get("ttl") else ""))
             return 0
         nss = c.namespaces()
         if args.json:
             print(json.dumps(nss, indent=2))
             return 0
-        print(f"{'NAME':<24} {'N':>2} {'R':>2} {'W':>2}  CONFLICTS")
+        print(f"{'NAME':<24} {'N':>2} {'R':>2} {'W':>2}  {'CONFLICTS':<9}  TTL")
         for ns in nss:
-            print(f"{ns['name']:<24} {ns['n']:>2} {ns['r']:>2} {ns['w']:>2}  {ns['conflicts']}")
+            ttl = _show_duration(ns["ttl"]) if ns.get("ttl") else "-"
+            print(f"{ns['name']:<24} {ns['n']:>2} {ns['r']:>2} {ns['w']:>2}  "
+                  f"{ns['conflicts']:<9}  {ttl}")
         return 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> int:
+    """`--ttl`: whole seconds, or a whole number with a unit (s, m, h, d)."""
+    m = re.fullmatch(r"\s*(\d{1,12})\s*([smhd]?)\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give seconds, or a "
+                                         f"number with s, m, h or d (90, 30m, 12h, 7d)")
+    return int(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def _show_duration(seconds: int) -> str:
+    """A ttl as the largest whole unit: 86400 -> 1d, 90 -> 90s."""
+    for unit in "dhm":
+        if seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
 
 
 def status_command(args) -> int:

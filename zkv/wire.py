@@ -73,6 +73,10 @@ Fields added so far:
         owners' copies sees a delete one of them missed). Clients ask for it only of nodes
         whose record says FEATURE_ITEMS (an older one would ignore the field and answer keys
         alone)
+    NsCreate.ttl (uint seconds, 0 = none)     a namespace whose values expire (lww only,
+        zkv/node/expiry.py). Clients send it only to a node whose record says FEATURE_TTL (an
+        older node would ignore it and create the namespace without expiry), and a node
+        refuses it while any member's record lacks FEATURE_TTL
 """
 
 from __future__ import annotations
@@ -109,8 +113,9 @@ FEATURE_SNAPSHOT = 2  # Member.features: the node answers Snapshot (an admin's)
 FEATURE_KEYS = 4  # Member.features: the node answers Keys
 FEATURE_ITEMS = 8  # Member.features: ... and Keys.values (KeysOk.copies)
 FEATURE_CONFIG = 16  # Member.features: the node answers Config (an admin's)
+FEATURE_TTL = 32  # Member.features: the node takes NsCreate.ttl and expires values
 FEATURES = (FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS
-            | FEATURE_CONFIG)  # what this version serves
+            | FEATURE_CONFIG | FEATURE_TTL)  # what this version serves
 MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
 KEYS_PAGE_BYTES = 1 << 20
 
@@ -181,6 +186,7 @@ class NsCreate(_Msg, tag=7):
     r: Small = 0
     w: Small = 0
     conflicts: Annotated[str, msgspec.Meta(max_length=16)] = "siblings"
+    ttl: Counter = 0  # seconds a value lives (lww only; 0: no expiry; FEATURE_TTL)
 
 
 class NsList(_Msg, tag=8):

@@ -258,11 +258,11 @@ def check_namespace(namespace) -> str:
     return namespace
 
 
-def check_namespace_settings(name, n, r, w, conflicts) -> None:
+def check_namespace_settings(name, n, r, w, conflicts, ttl=0) -> None:
     """What `namespace_create` can check without the cluster (the node checks the rest:
     n against the member count, r/w against the default n)."""
     found = nss.problems(name, nss.MAX_N if n is None else n, 1 if r is None else r,
-                         1 if w is None else w, conflicts)
+                         1 if w is None else w, conflicts, ttl=ttl)
     if found:
         raise InvalidRequest(f"cannot create namespace {name!r}: " + "; ".join(found))
 
@@ -1024,11 +1024,21 @@ class ClientCore:
         return reg.to_builtins()
 
     def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
-                         w: int | None = None, conflicts: str = "siblings") -> Plan[dict]:
+                         w: int | None = None, conflicts: str = "siblings", ttl: int = 0
+                         ) -> Plan[dict]:
         """Create a namespace (admin); returns its settings. Creating it again with the same
-        settings returns the existing one; other settings raise InvalidRequest."""
-        check_namespace_settings(name, n, r, w, conflicts)
-        reply = yield from self.call(NsCreate(0, name, n or 0, r or 0, w or 0, conflicts), None)
+        settings returns the existing one; other settings raise InvalidRequest. `ttl`: seconds
+        each value lives after its write (lww namespaces only; 0: for ever)."""
+        check_namespace_settings(name, n, r, w, conflicts, ttl)
+        if ttl:  # a node of an older version would drop the field and never expire anything
+            yield from self.fetch_ring(self.clock() + self.timeout)
+            old = [m.id for m in self.members if not m.features & wire.FEATURE_TTL]
+            if old:
+                raise InvalidRequest(f"cannot create namespace {name!r} with a ttl: "
+                                     f"{', '.join(sorted(old)[:8])} run(s) a zkv version "
+                                     f"without expiry (upgrade every node first)")
+        reply = yield from self.call(NsCreate(0, name, n or 0, r or 0, w or 0, conflicts, ttl),
+                                     None)
         reg = self._learn(_expect(reply, NsOk))
         self.ns_cache[name] = reg.get(name)  # the cluster's version, if a race had one
         return msgspec.to_builtins(reg.get(name))

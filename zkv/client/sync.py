@@ -117,10 +117,12 @@ class Client(Facade):
         return self._run(self.core.update(key, fn, r, w, retries, namespace=namespace))
 
     def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
-                         w: int | None = None, conflicts: str = "siblings") -> dict:
+                         w: int | None = None, conflicts: str = "siblings",
+                         ttl: int = 0) -> dict:
         """Create a namespace (needs an admin key when the cluster has keys); returns its
-        settings. Same name and settings again: the existing one; other settings: refused."""
-        return self._run(self.core.namespace_create(name, n, r, w, conflicts))
+        settings. Same name and settings again: the existing one; other settings: refused.
+        `ttl`: seconds each value lives after its write (lww namespaces only; 0: for ever)."""
+        return self._run(self.core.namespace_create(name, n, r, w, conflicts, ttl))
 
     def keys(self, namespace: str = "default", prefix: bytes = b"",
              page: int = 1000, r: int = 1) -> Iterator[bytes]:

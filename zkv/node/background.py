@@ -1,7 +1,7 @@
 """Background work, with one owner: `Background` decides when hint delivery, Merkle exchanges,
-tombstone reaping and the repair of records the engine reported corrupt run, and keeps each
-bounded (one handoff batch per owner, `aae_concurrency` exchanges, a deduplicated and capped
-exchange queue). The work itself runs as small `Op`s (see `op.py`) off the hot path.
+tombstone reaping, the expiry sweep (expiry.py) and the repair of records the engine reported
+corrupt run, and keeps each bounded (one handoff batch per owner, `aae_concurrency` exchanges,
+a deduplicated and capped exchange queue). The work itself runs as small `Op`s (see `op.py`) off the hot path.
 
 Namespaces (issue 15): exchanges, reaping and corrupt-record repair run per N-group
 (NodeCore.ae_groups_all): the queue holds (partition, peer, N) and each uses the ring of its
@@ -26,6 +26,7 @@ from zkv.node.antientropy import (
     unpack_hashes,
     unpack_listing,
 )
+from zkv.node.expiry import Sweep
 from zkv.node.op import Op
 from zkv.wire import (
     MAX_ROOTS,
@@ -271,6 +272,7 @@ class Background:
         self.handoff_running: set[str] = set()
         self.repair_running: set[bytes] = set()
         self.corrupt_seen: set[bytes] = set()  # corrupt keys whose partition tree was rebuilt
+        self.expiry = Sweep()  # the expiry sweep's cursor (namespaces with a ttl)
 
     def next_due(self) -> float:
         return self.next_run
@@ -293,6 +295,10 @@ class Background:
                 for peer, msg in reap_pass(ae, core.replica, core.membership.ring(n),
                                            core.me).items():
                     core.ask(peer, msg, None)
+            ttls = core.namespaces.ttl_ms
+            if ttls:  # a namespace with a ttl: this round's share of the expiry sweep
+                self.expiry.step(core.store, core.namespaces.ttl_of, core.handoff.wall_ms(),
+                                 core.replica.reap, 1.0, min(ttls.values()))
         if core.ae is None:
             return  # anti-entropy off: no exchanges
         if not self.exchange_queue and now >= self.next_aae:

@@ -71,9 +71,9 @@ from zkv._core.ring import Ring
 from zkv.config import NodeConfig
 from zkv.errors import InvalidRequest, StorageFull, ZkvError
 from zkv.node import antientropy as aen
+from zkv.node import expiry, settings, snapshots
 from zkv.node import namespaces as nss
 from zkv.node import ownership as own
-from zkv.node import settings, snapshots
 from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
 from zkv.node.coordinator import ForwardOp, GetOp, JointWriteOp, WriteOp
@@ -294,6 +294,7 @@ class NodeCore:
         self._observe_op = self.metrics.ops.observe  # per coordinated op (observe)
         self.replica.on_siblings = self._on_siblings
         self.replica.on_refused = self.metrics.note_sibling_refusal
+        self.replica.expired = self.expired
         self.cluster_path = cluster_path
         self.out = Outbox()
 
@@ -1569,7 +1570,13 @@ class NodeCore:
                 n, msg.partition):
             self._reply(ident, KeysOk(msg.rid, [], msg.cursor, False, False))
             return
-        self._reply(ident, answer_keys(self.store, ring, msg, nss.prefix(ns), default))
+        self._reply(ident, answer_keys(self.store, ring, msg, nss.prefix(ns), default,
+                                       self.expired if ns.ttl else None))
+
+    def expired(self, skey: bytes, encoded: bytes) -> bool:
+        """Has this version of a stored key expired (its namespace's ttl, expiry.py)?"""
+        ttl = self.namespaces.ttl_of(skey)
+        return bool(ttl) and expiry.expired(encoded, ttl, self.handoff.wall_ms())
 
     def _on_config(self, ident: bytes, msg: Config) -> None:
         """An admin reads this node's settings, or changes runtime ones (settings.py)."""
@@ -1700,14 +1707,22 @@ class NodeCore:
 
     def _on_ns_create(self, ident: bytes, msg: NsCreate) -> None:
         members = len(self.membership.ring().members)
+        if msg.ttl:  # a node that does not expire would serve (and keep) expired values
+            ms = self.membership
+            serving = set(ms.ring().members) | {p for p in ms.peers if ms.is_up(p)}
+            old = sorted(m.id for m in ms.table()
+                         if m.id in serving and not m.features & wire.FEATURE_TTL)
+            if old:
+                raise InvalidRequest(f"cannot create namespace {msg.name!r} with a ttl: "
+                                     f"node(s) {', '.join(old[:8])} run a zkv version without "
+                                     f"expiry (upgrade every node first)")
         ns = self.namespaces.create(msg.name, msg.n or None, msg.r or None, msg.w or None,
                                     msg.conflicts, members=members, created=self.hlc.now(),
-                                    creator=self.me)
+                                    creator=self.me, ttl=msg.ttl)
         enc = self.namespaces.encode()
         if enc != self._ns_encoded:
             self._ns_encoded = enc
-            log.info("created namespace %s: n=%d r=%d w=%d %s", ns.name, ns.n, ns.r, ns.w,
-                     ns.conflicts)
+            log.info("created namespace %s: %s", ns.name, ns.describe())
             self._save_cluster()
             self._replan()
             self.next_gossip = self.t  # tell the cluster at once

@@ -10,12 +10,13 @@ whole groups of equal hashes, so a cursor (the next hash) never splits one, afte
 about KEYS_PAGE_BYTES of them or READ_BUDGET bytes of values read (fewer keys where tombstones
 were left out, maybe none). With `Keys.values` every stored key comes with its copy (deleted
 ones too: a client merging several owners' copies must see a delete one of them missed), and
-KEYS_PAGE_BYTES counts the copies' bytes as well.
+KEYS_PAGE_BYTES counts the copies' bytes as well. In a namespace with a ttl, expired versions
+are left out either way (expiry.py: a read finds nothing either).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from zkv._core import dvv
 from zkv.wire import KEYS_PAGE_BYTES, Keys, KeysOk
@@ -24,10 +25,13 @@ READ_BUDGET = 16 << 20  # value bytes one page reads at most (past its first has
 # a page of large values costs a bounded read, whatever `limit` a client asks for
 
 
-def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool) -> KeysOk:
+def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool,
+                expired: Callable[[bytes, bytes], bool] | None = None) -> KeysOk:
     """The page of `msg.partition` from `msg.cursor`: the user keys (`ns_prefix` taken off) of
     the namespace whose stored keys begin with `ns_prefix` (`default_ns`: the default
-    namespace's, which begin with no 0x00 byte) and with `msg.prefix`, not deleted."""
+    namespace's, which begin with no 0x00 byte) and with `msg.prefix`, not deleted, and not
+    `expired` (stored key, version) if given (a namespace with a ttl: left out, with values
+    too, as a read finds nothing)."""
     lo, hi = ring.partition_range(msg.partition)
     start = max(lo, msg.cursor)
     if start > hi:
@@ -59,6 +63,8 @@ def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool) -> K
             v = store.get(k)
             if v:
                 read += len(v)
+                if expired is not None and expired(k, v):
+                    continue
                 if values:
                     keys.append(k[cut:])
                     copies.append(v)

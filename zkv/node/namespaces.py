@@ -10,8 +10,11 @@ Rules (decided here, issue 15):
   n (n // 2 + 1); conflicts is "siblings" (default) or "lww". Bad settings raise
   `zkv.errors.InvalidRequest` naming every problem.
 - A namespace is immutable once created: N cannot change without moving data, and keeping
-  r/w/conflicts fixed too makes the registry a plain grow-only map. Per-request r/w still
+  r/w/conflicts/ttl fixed too makes the registry a plain grow-only map. Per-request r/w still
   override the defaults (`Namespace.quorums`).
+- `ttl` (seconds, 0 = none, at most MAX_TTL) is how long a value lives after its write, and
+  needs `conflicts="lww"`: a value's age is its write's HLC stamp, which only lww values carry
+  (zkv/node/expiry.py applies it).
 - `create` with the same name and the same settings is idempotent (returns the existing
   one); with different settings it is refused.
 - Two nodes may create one name concurrently with different settings before gossip meets.
@@ -26,7 +29,11 @@ Gossip encoding (msgpack via msgspec; bounded by `max_bytes` and MAX_NAMESPACES)
 
     [REGISTRY_VERSION: uint, [namespace, ...]]      # namespaces sorted by name, unique
     namespace = {"name": str, "n": uint, "r": uint, "w": uint, "conflicts": str,
-                 "created": uint (HLC u64, zkv.hlc layout), "creator": str}
+                 "created": uint (HLC u64, zkv.hlc layout), "creator": str, "ttl": uint}
+
+("ttl" was added later: a node of an older version ignores it and relays the namespace with
+ttl 0. Of two copies of one create (same created and creator), the higher ttl ranks lower,
+so such a relay never takes a TTL away.)
 
 `to_builtins()` is the same list of dicts for JSON (cluster.json); unknown fields are
 ignored on decode so a newer node's extra fields do not break an older one.
@@ -64,6 +71,7 @@ MODES = ("siblings", "lww")
 MAX_N = 16
 MAX_NAMESPACES = 1024
 MAX_NODE_ID_BYTES = 255
+MAX_TTL = 10 * 366 * 86400  # seconds: ten years
 DEFAULT_MAX_BYTES = 1 << 20  # an encoded registry; ~70 bytes a namespace
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 _MAX_U64 = (1 << 64) - 1
@@ -79,18 +87,27 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
     conflicts: str = "siblings"
     created: int = 0  # HLC timestamp of the create (zkv.hlc); 0 for "default"
     creator: str = ""  # node id that created it; "" for "default"
+    ttl: int = 0  # seconds a value lives after its write (lww only); 0: no expiry
 
     @property
     def lww(self) -> bool:
         return self.conflicts == "lww"
 
-    def settings(self) -> tuple[int, int, int, str]:
+    def settings(self) -> tuple[int, int, int, str, int]:
         """What a create asks for; two versions with equal settings are the same namespace."""
-        return self.n, self.r, self.w, self.conflicts
+        return self.n, self.r, self.w, self.conflicts, self.ttl
 
     def rank(self) -> tuple:
-        """Total order among versions of one name: the lowest is kept everywhere."""
-        return self.created, self.creator.encode("utf-8"), self.settings()
+        """Total order among versions of one name: the lowest is kept everywhere. (-ttl
+        last: a copy of the same create relayed by an older node, which lost the field,
+        never wins over the original.)"""
+        return (self.created, self.creator.encode("utf-8"), (self.n, self.r, self.w,
+                                                              self.conflicts), -self.ttl)
+
+    def describe(self) -> str:
+        """n=3 r=2 w=2 lww ttl=60s: the settings in one line (logs, conflicts)."""
+        return (f"n={self.n} r={self.r} w={self.w} {self.conflicts}"
+                + (f" ttl={self.ttl}s" if self.ttl else ""))
 
     def quorums(self, r: int | None = None, w: int | None = None) -> tuple[int, int]:
         """Per-request (r, w): None or 0 means this namespace's default; 1..n otherwise."""
@@ -112,9 +129,9 @@ class Conflict(msgspec.Struct, frozen=True):
 
     def __str__(self) -> str:
         k, d = self.kept, self.dropped
-        return (f"namespace {self.name!r}: kept n={k.n} r={k.r} w={k.w} {k.conflicts} "
-                f"(created by {k.creator or 'the cluster'}), dropped n={d.n} r={d.r} w={d.w} "
-                f"{d.conflicts} (created by {d.creator or 'the cluster'})")
+        return (f"namespace {self.name!r}: kept {k.describe()} "
+                f"(created by {k.creator or 'the cluster'}), dropped {d.describe()} "
+                f"(created by {d.creator or 'the cluster'})")
 
 
 def valid_name(name: object) -> bool:
@@ -123,7 +140,7 @@ def valid_name(name: object) -> bool:
 
 
 def problems(name: object, n: object, r: object, w: object, conflicts: object,
-             members: int | None = None) -> list[str]:
+             members: int | None = None, ttl: object = 0) -> list[str]:
     """Every reason these settings are invalid ([] when valid). `members`: check n against
     the cluster size too (creation only)."""
     out = []
@@ -142,6 +159,11 @@ def problems(name: object, n: object, r: object, w: object, conflicts: object,
             out.append(f"{k}={v!r}: must be between 1 and n={n!r}")
     if conflicts not in MODES:
         out.append(f"conflicts={conflicts!r}: must be one of {', '.join(MODES)}")
+    if not is_int(ttl) or not 0 <= ttl <= MAX_TTL:
+        out.append(f"ttl={ttl!r}: must be between 0 (no expiry) and {MAX_TTL} seconds")
+    elif ttl and conflicts != "lww":
+        out.append(f"ttl={ttl}: needs conflicts=lww (a value's age is its write's timestamp, "
+                   f"which only lww values carry)")
     return out
 
 
@@ -152,16 +174,17 @@ def _raise(what: str, found: list[str]) -> None:
 
 def make(name: str, n: int, r: int | None = None, w: int | None = None,
          conflicts: str = "siblings", *, members: int, created: int,
-         creator: str) -> Namespace:
+         creator: str, ttl: int = 0) -> Namespace:
     """A validated new namespace (r, w default to a majority of n)."""
     if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
         r = n // 2 + 1 if r is None else r
         w = n // 2 + 1 if w is None else w
-    _raise(f"cannot create namespace {name!r}", problems(name, n, r, w, conflicts, members))
+    _raise(f"cannot create namespace {name!r}",
+           problems(name, n, r, w, conflicts, members, ttl))
     _check_origin(created, creator, InvalidRequest)
     assert r is not None and w is not None  # problems() refused anything else
     return Namespace(name=name, n=n, r=r, w=w, conflicts=conflicts, created=created,
-                     creator=creator)
+                     creator=creator, ttl=ttl)
 
 
 def default_namespace(n: int, r: int, w: int, conflicts: str = "siblings") -> Namespace:
@@ -232,6 +255,8 @@ class Registry:
         # the namespace named `name` (a str), or None: the dict's own get, a C call where a
         # request names its namespace (`get` says why an unknown name is refused)
         self.find = self._ns.get
+        # stored-key prefix (namespaces.prefix) -> ttl in ms, of the namespaces with a ttl
+        self.ttl_ms: dict[bytes, int] = {}
         self.merge(namespaces)
 
     @classmethod
@@ -271,7 +296,7 @@ class Registry:
     # -- changing
     def create(self, name: str, n: int | None = None, r: int | None = None,
                w: int | None = None, conflicts: str = "siblings", *, members: int,
-               created: int, creator: str) -> Namespace:
+               created: int, creator: str, ttl: int = 0) -> Namespace:
         """Create a namespace (n defaults to the default namespace's n, capped by members).
 
         Same name and same settings: returns the existing namespace (idempotent). Same name,
@@ -279,18 +304,20 @@ class Registry:
         """
         if n is None:
             n = min(self._ns[DEFAULT].n, max(members, 1))
-        new = make(name, n, r, w, conflicts, members=members, created=created, creator=creator)
+        new = make(name, n, r, w, conflicts, members=members, created=created, creator=creator,
+                   ttl=ttl)
         old = self._ns.get(name)
         if old is not None:
             if old.settings() == new.settings():
                 return old
             raise InvalidRequest(
-                f"namespace {name!r} already exists with n={old.n} r={old.r} w={old.w} "
-                f"conflicts={old.conflicts}; namespaces cannot be changed after creation")
+                f"namespace {name!r} already exists with {old.describe()}; namespaces cannot "
+                f"be changed after creation")
         if len(self._ns) >= MAX_NAMESPACES:
             raise InvalidRequest(f"cannot create namespace {name!r}: the cluster already has "
                                  f"{MAX_NAMESPACES} namespaces")
         self._ns[name] = new
+        self._index_ttl()
         return new
 
     def merge(self, other: Registry | Iterable[Namespace]) -> list[Conflict]:
@@ -311,12 +338,27 @@ class Registry:
                 continue
             kept, dropped = (ns, cur) if ns.rank() < cur.rank() else (cur, ns)
             self._ns[ns.name] = kept
-            if kept.settings() != dropped.settings():
-                conflicts.append(Conflict(ns.name, kept, dropped))
+            if kept.settings() != dropped.settings() and (
+                    kept.created, kept.creator) != (dropped.created, dropped.creator):
+                conflicts.append(Conflict(ns.name, kept, dropped))  # (not one create relayed
+                # by an older node without its ttl)
         if len(self._ns) > MAX_NAMESPACES:
             keep = [DEFAULT] + [k for k in sorted(self._ns) if k != DEFAULT]
             self._ns = {k: self._ns[k] for k in keep[:MAX_NAMESPACES]}
+            self.find = self._ns.get
+        self._index_ttl()
         return conflicts
+
+    def _index_ttl(self) -> None:
+        self.ttl_ms = {prefix(ns): ns.ttl * 1000 for ns in self._ns.values() if ns.ttl}
+
+    def ttl_of(self, skey: bytes) -> int:
+        """The ttl in ms of the namespace a stored key belongs to (0: none, or a key of a
+        namespace this registry does not hold, e.g. the losing version of a name)."""
+        if not self.ttl_ms or skey[:1] != b"\x00":
+            return 0
+        end = skey.find(b"\x00", 3)
+        return self.ttl_ms.get(skey[:end + 1], 0) if end > 3 else 0
 
     # -- codec
     def encode(self) -> bytes:
@@ -360,7 +402,7 @@ class Registry:
         if names != sorted(set(names)):
             raise ValueError("namespace registry not sorted by name with unique names")
         for ns in nss:
-            found = problems(ns.name, ns.n, ns.r, ns.w, ns.conflicts)
+            found = problems(ns.name, ns.n, ns.r, ns.w, ns.conflicts, ttl=ns.ttl)
             if found:
                 raise ValueError(f"bad namespace {ns.name!r}: " + "; ".join(found))
             _check_origin(ns.created, ns.creator, ValueError)
@@ -372,4 +414,4 @@ class Registry:
 
 __all__ = ["Namespace", "Conflict", "Registry", "make", "default_namespace", "problems",
            "prefix", "storage_key", "key_settings", "split_key",
-           "DEFAULT", "MODES", "MAX_N", "MAX_NAMESPACES", "REGISTRY_VERSION"]
+           "DEFAULT", "MODES", "MAX_N", "MAX_NAMESPACES", "MAX_TTL", "REGISTRY_VERSION"]

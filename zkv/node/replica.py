@@ -71,6 +71,10 @@ is collapsed with `dvv.lww` after every local write and merge, so the main store
 most one sibling for it: the one with the greatest (HLC stamp, node id, counter), the stamp
 being the first 8 bytes of the value (put there by the coordinator). Hints are collapsed when
 they are delivered (lww(sync(a, b)) == lww(sync(lww(a), lww(b))), so that is the same).
+
+Expiry (namespaces with a ttl, zkv/node/expiry.py). With the `expired` hook set, a version
+of a namespaced key that has expired is never served (`read` answers b"") nor stored
+(`merge` takes an expired copy as a no-op); the sweep drops held ones with `reap`.
 """
 
 from __future__ import annotations
@@ -133,6 +137,9 @@ class Replica:
         self.on_echo: Callable[[bytes, bytes], None] | None = None
         # called with (key, reaped tombstone) when a reap retired (some of) an incoming copy
         self.on_retired: Callable[[bytes, bytes], None] | None = None
+        # (stored key, encoded version) -> has it expired? (namespaces with a ttl; None: no
+        # namespace has one). Asked for namespaced keys only (the first byte 0x00).
+        self.expired: Callable[[bytes, bytes], bool] | None = None
 
     def handoff_store(self) -> HandoffStore:
         if self.handoff is None:
@@ -148,10 +155,13 @@ class Replica:
         if owner:
             hint = self.handoff_store().get(owner, key)
             own = self.store.get(key)
-            if own and hint:
-                return dvv.sync_encoded(hint, own)
-            return hint or own or b""
-        return self.store.get(key) or b""
+            found = dvv.sync_encoded(hint, own) if own and hint else hint or own or b""
+        else:
+            found = self.store.get(key) or b""
+        if found and key[:1] == b"\x00" and self.expired is not None \
+                and self.expired(key, found):
+            return b""  # expired: served as absent until the sweep drops it (expiry.py)
+        return found
 
     def coordinate(self, key: bytes, context: bytes, value: bytes | None,
                    owner: str | None = None, wid: bytes = b"") -> bytes:
@@ -290,7 +300,10 @@ class Replica:
         """Sync a version from another replica (write fan-out, read repair, handoff, AAE).
 
         ValueError (nothing stored) for a version whose counters run far ahead of what this
-        replica holds for the key: forged, or corrupt, it would make the key unwritable."""
+        replica holds for the key: forged, or corrupt, it would make the key unwritable.
+        An expired copy (a namespace with a ttl) is not stored: a no-op."""
+        if key[:1] == b"\x00" and self.expired is not None and self.expired(key, incoming):
+            return incoming  # (a malformed one raised ValueError decoding, as below)
         if owner:
             handoff = self.handoff_store()
             dvv.check_plausible(incoming, base=handoff.get(owner, key) or None)
@@ -353,7 +366,8 @@ class Replica:
             self.on_siblings(key, count, write)
 
     def reap(self, key: bytes) -> bytes | None:
-        """Drop a tombstone for good (the caller established every owner holds it)."""
+        """Drop a key for good: a tombstone every owner holds (the reaper established it),
+        or a version that expired (expiry.py). Returns the version dropped (None: none)."""
         old = self.store.get(key)
         if old is None:
             return None

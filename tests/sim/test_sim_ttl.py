@@ -1,0 +1,174 @@
+"""Namespaces with a ttl under deterministic simulation (zkv/node/expiry.py): values are
+readable until they expire, then no read, listing or replica serves them, every replica's
+sweep drops them, nothing an exchange, hint or late copy brings back stores them again, and
+a key written again after it expired holds the new value. Seeded loss, duplication,
+a partition and a pause run while the values are written."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.harness import CoreClient, Faults, Sim, SimClient
+from zkv.node import namespaces as nss
+from zkv.node.core import REQUEST
+from zkv.node.status import status
+from zkv.wire import NsCreate
+
+TTL = 6  # seconds
+
+
+def _create(sim: Sim, name: str = "sess", ttl: int = TTL, conflicts: str = "lww",
+            node: str = "n1") -> list:
+    core = sim.nodes[node].core
+    out = core.handle((REQUEST, b"admin"), [NsCreate(1, name, 3, 0, 0, conflicts, ttl)], sim.t)
+    answers = list(out.clients.get(b"admin", []))
+    sim._after_turn(sim.nodes[node])
+    return answers
+
+
+def _skey(sim: Sim, key: bytes, name: str = "sess") -> bytes:
+    return nss.storage_key(sim.nodes["n1"].core.namespaces.get(name), key)
+
+
+def _reads(sim: Sim, keys: list[bytes], r: int, name: str = "sess",
+           client=SimClient) -> dict[bytes, list[bytes]]:
+    """Each key read once at `r` by a fresh client (its values; failed reads raise)."""
+    got: dict[bytes, list[bytes]] = {}
+
+    def workload(c):
+        for k in keys:
+            res = yield ("get", k, r)
+            assert res.ok, res.error
+            got[k] = list(res.values)
+
+    c = client(sim, f"reader{sim.t:.0f}{client.__name__}", workload, namespace=name)
+    end = sim.t + 30
+    while not c.done and sim.t < end:
+        sim.run_until(sim.t + 0.25)
+    assert c.done
+    return got
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_values_expire_everywhere_and_stay_gone(seed):
+    sim = Sim(seed, nodes=5, faults=Faults(loss=0.03, dup=0.02, partitions=1, pauses=1,
+                                           start=1.5, end=5.0))
+    _create(sim)
+    sim.run_until(1.0)  # gossip spreads the registry
+    for sn in sim.nodes.values():
+        assert sn.core.namespaces.get("sess").ttl == TTL, sn.id
+    sim.schedule_faults()
+    keys = [b"s%d" % i for i in range(12)]
+
+    def writer(c):
+        for i in range(40):
+            yield ("put", keys[i % len(keys)], b"v%d" % i, b"", 2)
+        yield ("sleep", 0.5)
+
+    def keeper(c):  # one key written all along: it never expires
+        for i in range(60):
+            yield ("put", b"live", b"%d" % i, b"", 2)
+            yield ("sleep", 0.5)
+
+    writers = [SimClient(sim, f"w{j}", writer, namespace="sess") for j in range(2)]
+    SimClient(sim, "keeper", keeper, namespace="sess")
+    while not all(w.done for w in writers) and sim.t < 12.0:
+        sim.run_until(sim.t + 0.5)
+    assert all(w.done for w in writers)
+    last_write = max(ev.end for ev in sim.history.events if ev.op == "put"
+                     and ev.key != b"live" and ev.end is not None)
+    acked = {ev.key for ev in sim.history.events if ev.op == "put" and ev.ok
+             and ev.key != b"live"}
+    assert acked
+    sim.heal()
+    sim.run_until(sim.t + 0.5)
+    # before expiry: every acknowledged key reads a value, at R=2 and at R=1
+    before = _reads(sim, sorted(acked), 2)
+    assert all(before[k] for k in acked), before
+    # once the last write expired plus one sweep period: gone everywhere, on disk too
+    sim.run_until(last_write + TTL + TTL + 2.0)
+    for r in (1, 2, 3):
+        after = _reads(sim, sorted(acked), r)
+        assert all(v == [] for v in after.values()), (r, after)
+    assert _reads(sim, sorted(acked), 2, client=CoreClient) == {k: [] for k in acked}
+    skeys = [_skey(sim, k) for k in keys]
+    held = {(nid, k) for nid in sim.nodes for k in skeys if sim.held(nid, k)}
+    assert not held, sorted(held)
+    assert sum(sn.core.background.expiry.dropped for sn in sim.nodes.values()) > 0
+    # the key written all along reads its newest value; listings hold it alone
+    newest = max(int(ev.value) for ev in sim.history.events
+                 if ev.op == "put" and ev.ok and ev.key == b"live")
+    live = _reads(sim, [b"live"], 2)[b"live"]
+    assert live and int(live[0]) >= newest, (live, newest)
+    assert sim.list_keys("sess") == [b"live"]
+    items = sim.list_keys("sess", op="items", r=None)
+    assert [k for k, _ in items] == [b"live"], items
+    # a key written again after it expired holds the new value
+    again = []
+
+    def rewriter(c):
+        again.append((yield ("put", keys[0], b"again", b"", 2)))
+
+    SimClient(sim, "again", rewriter, namespace="sess")
+    sim.run_until(sim.t + 2.0)
+    assert again and again[0].ok
+    assert _reads(sim, [keys[0]], 2)[keys[0]] == [b"again"]
+    sim.run_until(sim.t + 20.0)  # the keeper stopped: everything expires and is swept
+    assert not any(sim.held(nid, _skey(sim, k)) for nid in sim.nodes for k in keys + [b"live"])
+    # the trees agree: the drops were made on every replica alike
+    for sn in sim.nodes.values():
+        by_n = status(sn.core)["antientropy"]["by_n"]
+        assert all(ae["partitions"] == ae["partitions_agreed"] for ae in by_n.values()), \
+            (sn.id, by_n)
+
+
+def test_a_copy_held_by_a_paused_node_never_comes_back():
+    """n3 is paused holding a value; meanwhile the value expires and the others drop it.
+    When n3 resumes, its copy is not served (R=1 reads through it find nothing), its exchanges
+    and read repairs store nothing elsewhere, and its own sweep drops it."""
+    sim = Sim(11, nodes=3)
+    _create(sim)
+    sim.run_until(1.0)
+    done = []
+
+    def writer(c):
+        done.append((yield ("put", b"k", b"v", b"", 3)))
+
+    SimClient(sim, "w", writer, namespace="sess")
+    sim.run_until(2.0)
+    assert done and done[0].ok
+    skey = _skey(sim, b"k")
+    assert all(sim.held(nid, skey) for nid in sim.nodes)
+    sim.pause("n3")
+    sim.run_until(2.0 + TTL + TTL + 1.0)
+    assert not sim.held("n1", skey) and not sim.held("n2", skey)
+    assert sim.held("n3", skey)  # paused: its sweep did not run
+    sim.resume("n3")
+    seen = []
+
+    def reader(c):
+        c.nodes = ["n3"]
+        seen.append((yield ("get", b"k", 1)))
+
+    SimClient(sim, "r", reader, namespace="sess")
+    sim.run_until(sim.t + 0.3)
+    assert seen and seen[0].ok and seen[0].values == []
+    sim.run_until(sim.t + 30.0)  # exchanges, the sweep
+    assert not any(sim.held(nid, skey) for nid in sim.nodes)
+    assert sim.nodes["n3"].core.background.expiry.dropped >= 1
+
+
+def test_ttl_needs_lww_and_an_upgraded_cluster():
+    sim = Sim(1, nodes=3)
+    [err] = _create(sim, "bad", conflicts="siblings")
+    assert "needs conflicts=lww" in err.message
+    # a member whose version does not expire: refused, naming it
+    n2 = sim.nodes["n1"].core.membership.get("n2")
+    sim.nodes["n1"].core.membership.peers["n2"].member = type(n2)(
+        **{f: getattr(n2, f) for f in n2.__struct_fields__ if f != "features"})
+    [err] = _create(sim, "s2")
+    assert "n2" in err.message and "upgrade every node" in err.message
+    assert _create(sim, "plain", ttl=0) == []  # (answered once the others show it)
+    sim.run_until(sim.t + 2.0)
+    assert "plain" in sim.nodes["n1"].core.namespaces
+    assert "s2" not in sim.nodes["n1"].core.namespaces

@@ -1,0 +1,95 @@
+"""Expiry: which stored versions of a namespace with a `ttl` have expired, and the sweep that
+drops them from a replica's store. No I/O of its own (the store and the clocks are passed in).
+
+Rules (namespaces with a ttl are lww: each value begins with its write's HLC stamp,
+`zkv.hlc`; namespaces.py refuses a ttl on a siblings namespace):
+
+- A version has expired when it holds at least one value and its newest value was written
+  `ttl` or more ago: `(stamp >> 16) + ttl_ms <= now_ms`, the node's wall clock in ms. A
+  version holding only a tombstone never expires (the reaper drops it, anti-entropy.py).
+  Every copy of a write carries the same stamp, so every replica reaches the same verdict
+  at the same wall time, give or take the clocks' skew.
+- An expired version is never served: `Replica.read` answers as if it held nothing (a get
+  finds nothing; its context covers nothing, and the next write's newer stamp wins anyway),
+  and listings leave it out.
+- An expired copy is never stored: `Replica.merge` takes it as a no-op (a write fan-out,
+  read repair, hint, transfer or exchange bringing it from a replica whose sweep has not
+  dropped it yet). Because every older write of an lww key expires before a newer one does,
+  dropping the newest copy can never bring an older value back.
+- `Sweep` walks the store in hash windows, a share of the hash space per background round,
+  and drops the expired versions (`Replica.reap`: the engine record deleted, the Merkle
+  trees told), so a namespace of sessions does not grow without bound. A full pass takes
+  `period(min ttl)` seconds: between MIN_PERIOD and MAX_PERIOD, and at most the shortest ttl,
+  so an expired value stays on disk at most about one more ttl.
+
+Expiry is judged by each node's clock: a node whose clock runs behind serves a value until
+its own clock says it expired (bounded by the skew `hlc` allows). A replica that dropped a
+key and a peer that has not yet differ for at most one sweep period; their exchange in that
+window moves nothing (the copy it offers is expired, so it is not stored)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from zkv._core import dvv
+
+SPACE = 1 << 64  # the hash space (zkv_hash64) the store's windows are cut from
+ROUND_SHARE = 64  # a background round (1 s) scans at least 1/ROUND_SHARE of it
+MIN_PERIOD = 4.0  # seconds: a full pass never runs faster (1/4 of the keys per round)
+MAX_PERIOD = 64.0  # seconds: ... nor slower
+
+
+def stamp_ms(value: bytes) -> int:
+    """The wall time (ms) of an lww value's write: its HLC stamp's physical part."""
+    return int.from_bytes(value[:8], "big") >> 16
+
+
+def expired(encoded: bytes, ttl_ms: int, now_ms: int) -> bool:
+    """Has this encoded version (a DVV set of an lww key) expired at `now_ms`?"""
+    if not encoded or ttl_ms <= 0:
+        return False
+    newest = -1
+    for value in dvv.DVVSet.decode(encoded).values():
+        if value is not None and len(value) >= 8:
+            t = stamp_ms(value)
+            if t > newest:
+                newest = t
+    return newest >= 0 and newest + ttl_ms <= now_ms
+
+
+def period(ttl_ms: int) -> float:
+    """Seconds a full sweep takes when the shortest ttl is `ttl_ms`."""
+    return min(MAX_PERIOD, max(MIN_PERIOD, ttl_ms / 1000.0))
+
+
+class Sweep:
+    """The cursor of the sweep over one store: `step` scans the next windows of a round."""
+
+    def __init__(self) -> None:
+        self.cursor = 0  # the first hash of the next window
+        self.passes = 0  # full passes completed (status, tests)
+        self.dropped = 0  # versions dropped since start (metrics, status)
+
+    def step(self, store, ttl_of: Callable[[bytes], int], now_ms: int,
+             drop: Callable[[bytes], object], round_s: float, shortest_ms: int) -> int:
+        """One background round (`round_s` seconds apart): scan the share of the hash space
+        that makes a full pass take `period(shortest_ms)`, drop what has expired; returns
+        how many versions were dropped. `ttl_of(key)`: the key's ttl in ms (0: none)."""
+        share = max(SPACE // ROUND_SHARE, int(SPACE * round_s / period(shortest_ms)))
+        lo = self.cursor
+        hi = min(SPACE - 1, lo + share - 1)
+        gone = 0
+        for key, _h in store.key_hashes(lo, hi):
+            if key[:1] != b"\x00":
+                continue  # the default namespace (no ttl): most keys, one compare each
+            ttl = ttl_of(key)
+            if ttl and expired(store.get(key) or b"", ttl, now_ms):
+                drop(key)
+                gone += 1
+        self.dropped += gone
+        if hi >= SPACE - 1:
+            self.cursor = 0
+            self.passes += 1
+        else:
+            self.cursor = hi + 1
+        return gone
