@@ -150,20 +150,48 @@ def test_garbage_gossip_is_value_error_only(junk):
 # ---- convergence --------------------------------------------------------------------------
 names = st.sampled_from(["a", "b", "c", "carts", "default"])
 creates = st.tuples(st.integers(0, 3), names, st.integers(1, 3), st.sampled_from(nsm.MODES),
-                    st.integers(0, 20))
+                    st.integers(0, 20), st.sampled_from([0, 0, 60, 3600]))
 
 
 @st.composite
 def cluster_histories(draw):
-    """Four nodes, each creating namespaces locally (refused creates are skipped)."""
+    """Four nodes, each creating namespaces locally (refused creates are skipped: a ttl
+    without lww, among others)."""
     nodes = [reg() for _ in range(4)]
-    for node, name, n, mode, ts in draw(st.lists(creates, max_size=12)):
+    for node, name, n, mode, ts, ttl in draw(st.lists(creates, max_size=12)):
         try:
             nodes[node].create(name, n, conflicts=mode, members=3, created=ts,
-                               creator=f"n{node}")
+                               creator=f"n{node}", ttl=ttl)
         except InvalidRequest:
             pass
     return nodes
+
+
+def _as_older_node(r: Registry) -> Registry:
+    """What a node of a version without ttl relays: every namespace with ttl 0."""
+    return Registry.decode(msgspec.msgpack.encode(
+        (nsm.REGISTRY_VERSION, [msgspec.structs.replace(ns, ttl=0) for ns in r])))
+
+
+@given(cluster_histories(), st.data())
+@settings(max_examples=200)
+def test_a_relay_by_an_older_node_never_takes_a_ttl_away(nodes, data):
+    """Copies relayed by nodes that drop the field (ttl 0) mixed in, in any order: every
+    node ends with the originals' registry, ttls included, and reports no conflict for them."""
+    expected = reg()
+    for n in nodes:
+        expected.merge(n)
+    pool = nodes + [_as_older_node(n) for n in nodes]
+    for dst, src in data.draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 7)),
+                                       max_size=30)):
+        nodes[dst].merge(pool[src])
+    for i in range(4):
+        for src in data.draw(st.permutations(range(8))):
+            nodes[i].merge(pool[src])
+    assert all(n == expected for n in nodes)
+    for ns in expected:
+        skey = nsm.storage_key(ns, b"k")
+        assert all(n.ttl_of(skey) == ns.ttl * 1000 for n in nodes), ns
 
 
 @given(cluster_histories(), st.data())
@@ -207,3 +235,40 @@ def test_namespace_is_immutable():
     with pytest.raises(AttributeError):
         ns.n = 5
     assert isinstance(ns, Namespace)
+
+
+# ---- ttl ----------------------------------------------------------------------------------
+def test_ttl_needs_lww_and_bounds():
+    r = reg()
+    with pytest.raises(InvalidRequest, match="ttl=60: needs conflicts=lww"):
+        r.create("s", 3, conflicts="siblings", ttl=60, members=3, created=1, creator="n1")
+    for bad in (-1, nsm.MAX_TTL + 1, 1.5, True, "60"):
+        with pytest.raises(InvalidRequest, match="must be between 0 .no expiry. and"):
+            r.create("s", 3, conflicts="lww", ttl=bad, members=3, created=1, creator="n1")
+    ns = r.create("s", 3, conflicts="lww", ttl=60, members=3, created=1, creator="n1")
+    assert ns.ttl == 60 and ns.describe() == "n=3 r=2 w=2 lww ttl=60s"
+    assert r.create("s", 3, conflicts="lww", ttl=60, members=3, created=2, creator="n2") is ns
+    with pytest.raises(InvalidRequest, match="already exists with n=3 r=2 w=2 lww ttl=60s"):
+        r.create("s", 3, conflicts="lww", ttl=61, members=3, created=2, creator="n2")
+
+
+def test_ttl_of_a_stored_key():
+    r = reg()
+    r.create("sess", 3, conflicts="lww", ttl=90, members=3, created=1, creator="n1")
+    r.create("last", 3, conflicts="lww", members=3, created=1, creator="n1")
+    assert r.ttl_of(nsm.storage_key(r.get("sess"), b"k")) == 90_000
+    assert r.ttl_of(nsm.storage_key(r.get("last"), b"k")) == 0
+    assert r.ttl_of(b"plain") == 0 and r.ttl_of(b"\x00") == 0 and r.ttl_of(b"") == 0
+    # a stored key of another version of the name (another N): not this namespace's ttl
+    other = Namespace(name="sess", n=2, r=1, w=1, conflicts="lww", created=5, creator="n9")
+    assert r.ttl_of(nsm.storage_key(other, b"k")) == 0
+    # the ttl travels in the gossip codec and in cluster.json
+    assert Registry.decode(r.encode()).ttl_of(nsm.storage_key(r.get("sess"), b"k")) == 90_000
+    back = Registry.from_builtins(json.loads(json.dumps(r.to_builtins())))
+    assert back == r and back.get("sess").ttl == 90
+
+
+def test_an_older_registry_without_ttl_decodes():
+    """cluster.json and gossip written by a version without the field: ttl 0."""
+    old = [{k: v for k, v in ns.items() if k != "ttl"} for ns in reg().to_builtins()]
+    assert Registry.from_builtins(old) == reg()

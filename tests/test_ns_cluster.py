@@ -300,3 +300,58 @@ def test_async_client_namespaces(cluster5):
     import asyncio
 
     asyncio.run(_async_round_trip(cluster5.endpoints))
+
+
+def test_ttl_values_expire_on_real_nodes(cluster5):
+    """`zkv namespace create --ttl`: a value is read and listed until its ttl runs out, then
+    found by no read (R=1..3) or listing, and the owners' sweeps delete it from their stores
+    (`zkv status` says so). A ttl on a siblings namespace, or a bad duration, is refused."""
+    ep = cluster5.endpoints[1]
+
+    def zkv_cli(*argv):
+        return subprocess.run([sys.executable, "-m", "zkv.cli", *argv, "--node", ep],
+                              capture_output=True, text=True, timeout=30)
+
+    out = zkv_cli("namespace", "create", "tok", "--conflicts", "lww", "--ttl", "3")
+    assert out.returncode == 0, out.stderr
+    assert "conflicts=lww ttl=3s" in out.stdout
+    listed = zkv_cli("namespace", "list").stdout
+    assert any(line.split()[0] == "tok" and line.split()[-1] == "3s"
+               for line in listed.splitlines()), listed
+    out = zkv_cli("namespace", "create", "bad", "--ttl", "1h")
+    assert out.returncode != 0 and "needs conflicts=lww" in out.stderr
+    out = zkv_cli("namespace", "create", "bad", "--conflicts", "lww", "--ttl", "5x")
+    assert out.returncode == 2 and "not a duration" in out.stderr
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        assert next(x for x in c.namespaces() if x["name"] == "tok")["ttl"] == 3
+
+        def listed(what=c.keys):  # (a cluster started a moment ago: its owners vouch soon)
+            try:
+                return list(what("tok")) or [None]
+            except zkv.Unavailable:
+                return None
+        wait_for(listed, 15.0, "a listing")
+        written = time.monotonic()
+        for i in range(20):
+            c.put(b"t%d" % i, b"v%d" % i, namespace="tok", w=3)
+        assert c.get(b"t0", namespace="tok", r=3).values == [b"v0"]
+        assert len(listed()) == 20
+        skey = stored(c, "tok", b"t0")
+        owners = [e for e in cluster5.endpoints if held(e, skey)]
+        assert len(owners) == 3, owners
+        time.sleep(max(0.0, written + 3.2 - time.monotonic()))
+        for r in (1, 2, 3):
+            assert all(not c.get(b"t%d" % i, namespace="tok", r=r).found for i in range(20))
+        assert wait_for(listed) == [None] and wait_for(lambda: listed(c.items)) == [None]
+        # the sweeps (a full pass every 4 s at this ttl) delete every copy
+
+        def swept():
+            docs = [c.status(e) for e in cluster5.endpoints]
+            return sum(d["expiry"]["dropped"] for d in docs) == 60 and docs  # 20 keys x 3
+        docs = wait_for(swept, 15.0, "the owners' sweeps")
+        assert all(d["expiry"]["namespaces"] == {"tok": 3} for d in docs)
+        # written again: a value again, for another ttl
+        c.put(b"t0", b"again", namespace="tok")
+        assert c.get(b"t0", namespace="tok").values == [b"again"]
+    status = zkv_cli("status").stdout
+    assert "expiry: tok ttl=3s; " in status and "expired version(s) dropped here" in status

@@ -776,6 +776,12 @@ def status_command(args) -> int:
     if transfers is not None:
         for line in transfer_lines(transfers):
             print(line)
+    ex = doc.get("expiry")
+    if ex:
+        print("expiry: " + ", ".join(f"{name} ttl={_show_duration(ttl)}"
+                                     for name, ttl in sorted(ex["namespaces"].items()))
+              + f"; {ex['dropped']} expired version(s) dropped here since start, "
+              f"{ex['passes']} full sweep(s)")
     m = doc.get("metrics") or {}
     if m:
         why = m.get("ready_reason", {})

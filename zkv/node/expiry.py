@@ -75,7 +75,8 @@ class Sweep:
         """One background round (`round_s` seconds apart): scan the share of the hash space
         that makes a full pass take `period(shortest_ms)`, drop what has expired; returns
         how many versions were dropped. `ttl_of(key)`: the key's ttl in ms (0: none)."""
-        share = max(SPACE // ROUND_SHARE, int(SPACE * round_s / period(shortest_ms)))
+        per_pass_ms = int(period(shortest_ms) * 1000)
+        share = max(SPACE // ROUND_SHARE, -(-SPACE * int(round_s * 1000) // per_pass_ms))
         lo = self.cursor
         hi = min(SPACE - 1, lo + share - 1)
         gone = 0

@@ -280,6 +280,9 @@ class NodeMetrics:
         )
         self.read_repairs = Counter("zkv_read_repairs", "Versions pushed by read repair", registry=r)
         self.keys = Gauge("zkv_keys", "Keys in the local store", registry=r)
+        self.expired = Gauge("zkv_expired_versions", "Versions of namespaces with a ttl that "
+                             "the expiry sweep dropped from the local store since start",
+                             registry=r)
         self.handoffs = Counter("zkv_hints_delivered", "Hints delivered to their owner",
                                 registry=r)
         self.hint_count = Gauge("zkv_hint_backlog", "Hints held per intended owner", ["owner"],

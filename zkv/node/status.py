@@ -106,6 +106,7 @@ def status(core: NodeCore) -> dict:
         "hints": _hint_status(core),
         "antientropy": _ae_status(core, ring),
         "transfers": transfers(core),
+        "expiry": _expiry_status(core),
         "cluster": _cluster_status(core),
         "uptime": round(core.now() - core.started, 3),
         # runtime settings that differ from what the node started with (zkv config --set,
@@ -113,6 +114,16 @@ def status(core: NodeCore) -> dict:
         "settings_changed": settings.since_start(core),
         "metrics": core.metrics.summary(),
     }
+
+
+def _expiry_status(core: NodeCore) -> dict | None:
+    """The expiry sweep (expiry.py), while some namespace has a ttl (None otherwise): those
+    namespaces' ttls (s), the versions dropped here since start and the sweep's full passes."""
+    ttls = {ns.name: ns.ttl for ns in core.namespaces if ns.ttl}
+    if not ttls:
+        return None
+    sweep = core.background.expiry
+    return {"namespaces": ttls, "dropped": sweep.dropped, "passes": sweep.passes}
 
 
 def _join_status(core: NodeCore) -> dict | None:
@@ -280,5 +291,6 @@ class MetricsExport:
             child(m.aae, "exchanges_running").set(bg["running"])
             child(m.aae, "roots_checking").set(bg["checking"])
         m.keys.set(len(core.store))
+        m.expired.set(core.background.expiry.dropped)
         m.unsettled.set(len(core.unsettled))
         self._observe(now, up, gauges=True)

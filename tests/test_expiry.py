@@ -1,0 +1,161 @@
+"""Expiry (zkv/node/expiry.py) and a Replica with its `expired` hook: the verdict on a version,
+the sweep's pace and reach, and a model-based test (Hypothesis) of one lww key with a ttl
+under any order of writes, late copies, reads, sweeps and clock steps."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zkv import hlc
+from zkv._core import dvv
+from zkv.node import expiry
+from zkv.node import namespaces as nsm
+from zkv.node.replica import Replica
+from zkv.storage import LogStore
+
+T0 = 1_800_000_000_000  # ms
+
+
+def version(stamp_ms: int, value: bytes = b"v", node: str = "c", ctr: int = 0) -> bytes:
+    """An lww version written at `stamp_ms` by coordinator `node` (as NodeCore stamps it)."""
+    return dvv.update(None, b"", hlc.pack((stamp_ms << 16) | ctr) + value, node).encode()
+
+
+def test_the_verdict_on_a_version():
+    v = version(T0)
+    assert not expiry.expired(v, 60_000, T0)
+    assert not expiry.expired(v, 60_000, T0 + 59_999)
+    assert expiry.expired(v, 60_000, T0 + 60_000)  # exactly ttl after: expired
+    assert not expiry.expired(v, 0, T0 + 10**9)  # no ttl: never
+    assert not expiry.expired(b"", 60_000, T0 + 10**9)
+    tomb = dvv.update(dvv.DVVSet.decode(v), dvv.DVVSet.decode(v).context(), None, "c").encode()
+    assert not expiry.expired(tomb, 1, T0 + 10**9)  # a tombstone: the reaper's
+    # siblings (an uncollapsed hint): the newest value decides
+    both = dvv.sync_encoded(version(T0, node="a"), version(T0 + 30_000, node="b"))
+    assert not expiry.expired(both, 60_000, T0 + 60_000)
+    assert expiry.expired(both, 60_000, T0 + 90_000)
+    with pytest.raises(ValueError):
+        expiry.expired(b"\xff garbage", 60_000, T0)
+
+
+def test_the_sweep_period():
+    assert expiry.period(1_000) == expiry.MIN_PERIOD
+    assert expiry.period(30_000) == 30.0
+    assert expiry.period(86_400_000) == expiry.MAX_PERIOD
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.reg = nsm.Registry.for_cluster(3, 2, 2)
+        self.sess = self.reg.create("sess", 3, conflicts="lww", ttl=60, members=3, created=1,
+                                    creator="n1")
+        self.last = self.reg.create("last", 3, conflicts="lww", members=3, created=1,
+                                    creator="n1")
+
+
+def test_a_sweep_drops_only_expired_versions_and_passes_the_whole_store(tmp_path):
+    r = _Registry()
+    store = LogStore(str(tmp_path / "s"), sync="none")
+    replica = Replica("n1", store)
+    changes = []
+    replica.on_change.append(lambda k, old, new: changes.append((k, new)))
+    old_keys = [nsm.storage_key(r.sess, b"old%d" % i) for i in range(300)]
+    new_keys = [nsm.storage_key(r.sess, b"new%d" % i) for i in range(300)]
+    kept = ([nsm.storage_key(r.last, b"x%d" % i) for i in range(100)]  # lww, no ttl
+            + [b"plain%d" % i for i in range(100)])  # the default namespace
+    for k in old_keys + kept:
+        store.put(k, version(T0))
+    for k in new_keys:
+        store.put(k, version(T0 + 50_000))
+    sweep = expiry.Sweep()
+    now = T0 + 70_000  # old ones expired 10 s ago; new ones live 40 s more
+    rounds = 0
+    while sweep.passes == 0:
+        sweep.step(store, r.reg.ttl_of, now, replica.reap, 1.0, 60_000)
+        rounds += 1
+    assert rounds == 60  # a full pass takes the ttl (60 s) at one round a second
+    assert sweep.dropped == 300
+    assert sorted(store.keys()) == sorted(new_keys + kept)
+    assert sorted(k for k, new in changes if new is None) == sorted(old_keys)  # trees told
+    # the next pass, once the new ones expired too
+    sweep.step(store, r.reg.ttl_of, T0 + 200_000, replica.reap, 64.0, 60_000)
+    assert sorted(store.keys()) == sorted(kept) and sweep.passes == 2
+    store.close()
+
+
+def _replica(tmp: str, clock: list[int]) -> tuple[Replica, _Registry]:
+    r = _Registry()
+    replica = Replica("n1", LogStore(tmp, sync="none"))
+    replica.expired = lambda key, enc: bool(r.reg.ttl_of(key)) and expiry.expired(
+        enc, r.reg.ttl_of(key), clock[0])
+    return replica, r
+
+
+def test_an_expired_version_is_neither_served_nor_stored(tmp_path):
+    clock = [T0]
+    replica, r = _replica(str(tmp_path / "s"), clock)
+    k = nsm.storage_key(r.sess, b"k")
+    replica.merge(k, version(T0, b"a"))
+    assert replica.read(k)
+    clock[0] = T0 + 60_000
+    assert replica.read(k) == b""  # held, not served
+    assert replica.store.get(k)
+    late = version(T0 - 1, b"late", node="z")  # a late copy, expired too: not stored
+    assert replica.merge(k, late) == late and replica.read(k) == b""
+    assert dvv.DVVSet.decode(replica.store.get(k)).live_values() == [hlc.pack(T0 << 16) + b"a"]
+    fresh = version(T0 + 60_000, b"b", node="y")  # a newer write: stored and served
+    replica.merge(k, fresh)
+    assert dvv.DVVSet.decode(replica.read(k)).live_values()[0][8:] == b"b"
+    # a key of an lww namespace without ttl, and of the default one: never expire
+    for key in (nsm.storage_key(r.last, b"k"), b"plain"):
+        replica.merge(key, version(T0))
+        assert replica.read(key)
+    with pytest.raises(ValueError):  # a malformed copy is still refused
+        replica.merge(k, b"\xff junk")
+
+
+writes = st.tuples(st.integers(0, 120_000), st.sampled_from("abc"))  # (stamp offset, node)
+steps = st.lists(st.one_of(
+    st.tuples(st.just("write"), writes),
+    st.tuples(st.just("tick"), st.integers(0, 40_000)),
+    st.just(("read",)), st.just(("sweep",))), max_size=40)
+
+
+@given(steps)
+@settings(max_examples=150, deadline=None)
+def test_model_one_key_with_a_ttl(ops):
+    """Against a model (the newest stamp ever written): the key reads the newest write iff
+    it has not expired, whatever arrived late or was swept; once swept, nothing older
+    brings it back."""
+    clock = [T0]
+    with tempfile.TemporaryDirectory() as tmp:
+        replica, r = _replica(tmp, clock)
+        k = nsm.storage_key(r.sess, b"k")
+        sweep = expiry.Sweep()
+        newest: tuple[int, int, bytes] | None = None  # (stamp, its counter, value)
+        seq = 0
+        for op in ops:
+            if op[0] == "write":
+                offset, node = op[1]
+                stamp = T0 + offset
+                seq += 1
+                value = b"%d" % seq
+                replica.merge(k, version(stamp, value, node=node + str(seq), ctr=seq))
+                cand = (stamp, seq, value)
+                newest = cand if newest is None or cand[:2] > newest[:2] else newest
+            elif op[0] == "tick":
+                clock[0] += op[1]
+            elif op[0] == "sweep":
+                sweep.step(replica.store, r.reg.ttl_of, clock[0], replica.reap, 64.0, 60_000)
+            got = replica.read(k)
+            live = newest is not None and newest[0] + 60_000 > clock[0]
+            if live:
+                assert got, (newest, clock[0])
+                assert dvv.DVVSet.decode(got).live_values()[0][8:] == newest[2]
+            else:
+                assert got == b""
+        replica.store.close()
