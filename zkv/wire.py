@@ -73,6 +73,10 @@ Fields added so far:
         owners' copies sees a delete one of them missed). Clients ask for it only of nodes
         whose record says FEATURE_ITEMS (an older one would ignore the field and answer keys
         alone)
+    Forward.stamp (uint, 0 = none)           an lww Put's HLC stamp, given by the node that
+        received it from the client (the write is ordered by when it entered the cluster, not
+        by when a retried forward landed). An older coordinator ignores it and stamps on
+        arrival, as before
     NsCreate.ttl (uint seconds, 0 = none)     a namespace whose values expire (lww only,
         zkv/node/expiry.py). Clients send it only to a node whose record says FEATURE_TTL (an
         older node would ignore it and create the namespace without expiry), and a node
@@ -303,6 +307,7 @@ class Forward(_Msg, tag=24):
     """A client request handed to a node of the key's preference list (one hop)."""
 
     inner: Get | Put | Delete
+    stamp: Stamp = 0  # an lww Put: the HLC stamp the forwarding node gave it on receipt
 
 
 class Join(_Msg, tag=25):

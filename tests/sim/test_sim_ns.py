@@ -117,3 +117,54 @@ def test_lww_a_clients_later_write_wins_on_a_coordinator_whose_clock_is_behind(f
             for nid, sn in sim.nodes.items()}
     expect = [b"v2"] if floor else [b"v1"]
     assert all(v == expect for v in held.values()), held
+
+
+def test_lww_a_forward_that_lands_late_keeps_the_stamp_it_got_on_receipt():
+    """A client's put reaches a node that owns no copy; that node's forward to its first
+    candidate is lost (a one-way cut), so the client retries through an owner (acknowledged)
+    and then writes again. The first forward lands on the next candidate seconds later: it
+    carries the stamp the forwarding node gave the write when the client sent it, so it loses
+    to the client's later write, which every replica keeps. (Stamped on arrival, the late copy
+    overwrote it: tests/sim/test_sim_ttl.py found it, seed 17.)"""
+    sim = Sim(3, nodes=5)
+    admin = sim.nodes["n1"].core
+    admin.handle((REQUEST, b"admin"), [NsCreate(1, "last", 3, 0, 0, "lww")], sim.t)
+    sim._after_turn(sim.nodes["n1"])
+    sim.run_until(1.0)
+    ns = admin.namespaces.get("last")
+    ring = admin.membership.ring(3)
+    key = next(b"k%d" % i for i in range(100)
+               if "n1" not in ring.preflist_for_key(nss.storage_key(ns, b"k%d" % i)))
+    skey = nss.storage_key(ns, key)
+    owners = ring.preflist_for_key(skey)
+    sim.partition(["n1"], [owners[0]], one_way=True)
+    seen = []
+
+    def workload(client: SimClient):
+        client.nodes = ["n1"]
+        seen.append((yield ("put", key, b"v1", b"", 2)))
+        client.nodes = [owners[1]]
+        seen.append((yield ("put", key, b"v2", b"", 2)))
+
+    c = NsClient(sim, "c", workload, "last")
+    sim.at(sim.t + 0.5, lambda: setattr(c, "nodes", ["n1", owners[1]]))  # the retry's way
+    forwards = []
+    target = sim.nodes[owners[1]].core
+    on_client = target._on_client
+
+    def watched(ident, msg, rid=None, forwarded=False, stamp=0):
+        if forwarded:
+            forwards.append(sim.t)
+        on_client(ident, msg, rid, forwarded, stamp)
+
+    target._on_client = watched
+    sim.run_until(sim.t + 8.0)
+    assert c.done and all(r.ok for r in seen), [r.error for r in seen]
+    assert forwards, "the first forward never reached the second candidate"
+    written = max(ev.end for ev in sim.history.events if ev.op == "put")
+    assert forwards[0] > written  # it landed after both writes were acknowledged
+    sim.heal()
+    sim.run_until(sim.t + 20.0)
+    held = {x: [v[8:] for v in dvv.DVVSet.decode(sim.held(x, skey)).live_values()]
+            for x in owners}
+    assert all(v == [b"v2"] for v in held.values()), held

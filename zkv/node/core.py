@@ -1500,7 +1500,7 @@ class NodeCore:
             rings = None
 
     def _on_forward(self, ident: bytes, msg: Forward) -> None:
-        self._on_client(ident, msg.inner, msg.rid, forwarded=True)
+        self._on_client(ident, msg.inner, msg.rid, forwarded=True, stamp=msg.stamp)
 
     def _on_ring_info(self, ident: bytes, msg: RingInfo) -> None:
         s = self.membership.settings
@@ -1792,7 +1792,7 @@ class NodeCore:
 
     # ---- coordinating client requests -------------------------------------------------------
     def _on_client(self, ident: bytes, msg, rid: int | None = None,
-                   forwarded: bool = False) -> None:
+                   forwarded: bool = False, stamp: int = 0) -> None:
         """A client's Get/Put/Delete (the handler itself: `rid` None, the message's), or one
         a peer forwarded (`_on_forward`: the Forward's rid)."""
         if rid is None:
@@ -1884,22 +1884,38 @@ class NodeCore:
                 candidates = [] if self.me in sloppy else sloppy
             if candidates:
                 self.metrics.forwards.inc()
+                # an lww write is stamped where it enters the cluster: a forward that lands
+                # late (its first candidate lost it, and the client's retry through another
+                # node was acknowledged meanwhile) must not be stamped after the writes the
+                # client made since (the simulator: such a late copy of a put overwrote the
+                # same client's two later ones, tests/sim/test_sim_ttl.py, seed 17)
+                given = (self._lww_stamp(msg.floor) if type(msg) is Put and ns.lww else 0)
                 self.start_op(ForwardOp(self, origin, skey, self.t, msg, candidates,
-                                        per_try=2 * cfg.replica_timeout + 0.25), self.t)
+                                        per_try=2 * cfg.replica_timeout + 0.25,
+                                        stamp=given), self.t)
                 return
-        self._coordinate(origin, msg, ring, ns, skey, p)
+        self._coordinate(origin, msg, ring, ns, skey, p, stamp)
 
-    def coordinate_here(self, origin, inner) -> None:
+    def coordinate_here(self, origin, inner, stamp: int = 0) -> None:
         """Coordinate a request locally although this node is not an owner (no owner answered)."""
         try:
             ns, skey = self._resolve(inner)
         except ZkvError as exc:
             self.respond(origin, Error(0, E_INVALID, str(exc)[:wire.MAX_ERROR_TEXT]))
             return
-        self._coordinate(origin, inner, self.membership.ring(ns.n), ns, skey)
+        self._coordinate(origin, inner, self.membership.ring(ns.n), ns, skey, None, stamp)
+
+    def _lww_stamp(self, floor: int) -> int:
+        """A new lww stamp of this node's clock, after the client's floor (clamped if far
+        ahead)."""
+        if floor:
+            self.hlc.observe(floor)
+        return self.hlc.now()
 
     def _coordinate(self, origin, msg, ring, ns: Namespace, skey: bytes,
-                    p: int | None = None) -> None:
+                    p: int | None = None, given: int = 0) -> None:
+        """Start the op that coordinates a client request here. `given`: an lww Put's stamp
+        from the node that forwarded it (Forward.stamp), bounded by this node's clock skew."""
         n = ns.n
         if p is None:  # (the caller's, when it had the key's partition in `ring` at hand)
             p = ring.partition(skey)
@@ -1952,9 +1968,14 @@ class NodeCore:
             value = msg.value if type(msg) is Put else None
             stamp = b""
             if value is not None and ns.conflicts == "lww":  # (ns.lww without its call)
-                if msg.floor:  # after every value this client has seen (clamped if far ahead)
-                    self.hlc.observe(msg.floor)
-                stamp = self._stamp(skey)
+                if given:  # stamped on receipt where it entered (no later than our clock's
+                    self.hlc.observe(given)  # skew bound allows)
+                    limit = ((self.handoff.wall_ms() + self.hlc.max_skew_ms) << 16) | 0xFFFF
+                    stamp = hlcs.pack(min(given, limit))
+                else:
+                    if msg.floor:  # after every value this client has seen (clamped if far
+                        self.hlc.observe(msg.floor)  # ahead)
+                    stamp = self._stamp(skey)
                 value = stamp + value
             rings = self.membership.rings(n)  # (_extra_targets' common case inline)
             extra = ([] if rings is None or (not rings.moving and not self.unsettled)
