@@ -159,3 +159,21 @@ def test_model_one_key_with_a_ttl(ops):
             else:
                 assert got == b""
         replica.store.close()
+
+
+def test_a_round_of_a_large_store_takes_a_window_of_about_round_keys():
+    class Big:  # a store of 10M keys, spread evenly over the hash space
+        windows: list[tuple[int, int]] = []
+
+        def __len__(self):
+            return 10_000_000
+
+        def key_hashes(self, lo, hi):
+            self.windows.append((lo, hi))
+            return []
+
+    store, sweep = Big(), expiry.Sweep()
+    sweep.step(store, lambda k: 60_000, T0, lambda k: None, 1.0, 60_000)
+    lo, hi = store.windows[0]
+    assert abs((hi - lo + 1) * 10_000_000 / expiry.SPACE - expiry.ROUND_KEYS) < 1
+    assert sweep.cursor == hi + 1 and sweep.passes == 0

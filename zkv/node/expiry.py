@@ -20,7 +20,10 @@ Rules (namespaces with a ttl are lww: each value begins with its write's HLC sta
   and drops the expired versions (`Replica.reap`: the engine record deleted, the Merkle
   trees told), so a namespace of sessions does not grow without bound. A full pass takes
   `period(min ttl)` seconds: between MIN_PERIOD and MAX_PERIOD, and at most the shortest ttl,
-  so an expired value stays on disk at most about one more ttl.
+  so an expired value stays on disk at most about one more ttl; but a round takes a window
+  of about ROUND_KEYS keys at most (a pass of a larger store takes longer: 10M keys, ~500
+  rounds). A pass judged ~620k keys/s, half of them namespaced (benchmarks/expiry_sweep.py,
+  RESULTS.md), so a round costs a node ~30 ms at most.
 
 Expiry is judged by each node's clock: a node whose clock runs behind serves a value until
 its own clock says it expired (bounded by the skew `hlc` allows). A replica that dropped a
@@ -37,6 +40,7 @@ SPACE = 1 << 64  # the hash space (zkv_hash64) the store's windows are cut from
 ROUND_SHARE = 64  # a background round (1 s) scans at least 1/ROUND_SHARE of it
 MIN_PERIOD = 4.0  # seconds: a full pass never runs faster (1/4 of the keys per round)
 MAX_PERIOD = 64.0  # seconds: ... nor slower
+ROUND_KEYS = 20_000  # a round's window holds about this many keys at most (of any namespace)
 
 
 def stamp_ms(value: bytes) -> int:
@@ -77,6 +81,9 @@ class Sweep:
         how many versions were dropped. `ttl_of(key)`: the key's ttl in ms (0: none)."""
         per_pass_ms = int(period(shortest_ms) * 1000)
         share = max(SPACE // ROUND_SHARE, -(-SPACE * int(round_s * 1000) // per_pass_ms))
+        held = len(store)
+        if held > ROUND_KEYS:  # (keys spread evenly over the hash space)
+            share = min(share, max(1, SPACE * ROUND_KEYS // held))
         lo = self.cursor
         hi = min(SPACE - 1, lo + share - 1)
         gone = 0
