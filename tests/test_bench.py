@@ -1050,6 +1050,21 @@ def test_keys_listing_benchmark_smoke(capsys):
                          r"[\d,]+ keys/s  \|  ratio [\d.]+x$", line), line
 
 
+def test_expiry_sweep_benchmark_smoke(capsys):
+    """benchmarks/expiry_sweep.py on 4000 keys: a pass drops exactly the expired quarter (the
+    script asserts it) and both lines report their figures."""
+    import re
+
+    mod = _benchmark_module("expiry_sweep")
+    assert mod.main(["--keys", "4000", "--runs", "1"]) == 0
+    sweep, read = capsys.readouterr().out.strip().splitlines()
+    assert re.search(r"^run 1: sweep pass over 4,000 keys \(1,000 dropped\) in [\d.]+ s: "
+                     r"[\d,]+ keys/s examined, [\d,]+ drops/s  \|  LMDB cursor [\d,]+ keys/s"
+                     r"  \|  ratio [\d.]+x$", sweep), sweep
+    assert re.search(r"Replica.read: [\d.]+ us in the ttl namespace, [\d.]+ us in an lww one "
+                     r"without ttl \(\+-?[\d.]+ us for the verdict\)$", read), read
+
+
 def _benchmark_module(name: str):
     """benchmarks/NAME.py imported as a module (the directory is no package)."""
     import importlib.util
