@@ -73,6 +73,10 @@ def seed_messages(members: list[wire.Member], rng: random.Random) -> list:
         wire.SnapshotOk(31, {}),
         wire.Config(32, rng.choice([{}, {"max_siblings": "7"}, {"n": "1"}, {"log_level": "x"}])),
         wire.ConfigOk(33, {}),
+        wire.NsCreate(34, f"fz{rng.randrange(4)}", rng.choice([0, 1, 3]), 0, 0,
+                      rng.choice(["lww", "siblings"]), rng.choice([0, 1, 60, 2**63 - 1])),
+        wire.Forward(35, wire.Put(0, key, b"v", b"", 1, ns=f"fz{rng.randrange(4)}"),
+                     rng.choice([0, 1, 2**63, 2**64 - 1])),
     ]
 
 
