@@ -5,7 +5,7 @@ One LogStore (sync=none) holds `--keys` keys: half in the default namespace, hal
 namespace with a ttl (a quarter of all keys expired, a quarter not yet), each an lww version of
 a ~100-byte value as a node stores it. A full pass of `Sweep.step` (the rounds one ttl takes)
 is timed over it; it reads and judges every namespaced key, drops the expired ones through
-`Replica.reap` (the engine's delete, the observers told) and skips the default namespace's
+`Replica.drop_expired` (the engine's delete, the observers told) and skips the default namespace's
 keys with one byte compare each. Reported: keys examined per second over LMDB's cursor rate
 (keys and values of the same store contents), and the expired versions dropped per second.
 Also the read path: `Replica.read` of a key of the ttl namespace against one of an lww
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep = expiry.Sweep()
             t0 = time.perf_counter()
             while sweep.passes == 0:
-                sweep.step(store, reg.ttl_of, T0, replica.reap, 1.0, TTL_S * 1000)
+                sweep.step(store, reg.ttl_of, T0, replica.drop_expired, 1.0, TTL_S * 1000)
             took = time.perf_counter() - t0
             assert sweep.dropped == (args.keys - half) // 2, sweep.dropped
             rate = args.keys / took

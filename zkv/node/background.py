@@ -298,7 +298,7 @@ class Background:
             ttls = core.namespaces.ttl_ms
             if ttls:  # a namespace with a ttl: this round's share of the expiry sweep
                 self.expiry.step(core.store, core.namespaces.ttl_of, core.handoff.wall_ms(),
-                                 core.replica.reap, 1.0, min(ttls.values()))
+                                 core.replica.drop_expired, 1.0, min(ttls.values()))
         if core.ae is None:
             return  # anti-entropy off: no exchanges
         if not self.exchange_queue and now >= self.next_aae:

@@ -10,15 +10,16 @@ Rules (namespaces with a ttl are lww: each value begins with its write's HLC sta
   Every copy of a write carries the same stamp, so every replica reaches the same verdict
   at the same wall time, give or take the clocks' skew.
 - An expired version is never served: `Replica.read` answers as if it held nothing (a get
-  finds nothing; its context covers nothing, and the next write's newer stamp wins anyway),
-  and listings leave it out.
+  finds nothing; its context covers nothing, and the next write's newer stamp wins anyway)
+  and drops it then (as Redis expires a key on access; an exchange that would push it reads
+  it so, which is how two replicas' trees agree again at once), and listings leave it out.
 - An expired copy is never stored: `Replica.merge` takes it as a no-op (a write fan-out,
   read repair, hint, transfer or exchange bringing it from a replica whose sweep has not
   dropped it yet). Because every older write of an lww key expires before a newer one does,
   dropping the newest copy can never bring an older value back.
 - `Sweep` walks the store in hash windows, a share of the hash space per background round,
-  and drops the expired versions (`Replica.reap`: the engine record deleted, the Merkle
-  trees told), so a namespace of sessions does not grow without bound. A full pass takes
+  and drops the expired versions (`Replica.drop_expired`: the engine record deleted, the
+  Merkle trees told), so a namespace of sessions does not grow without bound. A full pass takes
   `period(min ttl)` seconds: between MIN_PERIOD and MAX_PERIOD, and at most the shortest ttl,
   so an expired value stays on disk at most about one more ttl; but a round takes a window
   of about ROUND_KEYS keys at most (a pass of a larger store takes longer: 10M keys, ~500

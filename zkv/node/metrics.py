@@ -281,7 +281,8 @@ class NodeMetrics:
         self.read_repairs = Counter("zkv_read_repairs", "Versions pushed by read repair", registry=r)
         self.keys = Gauge("zkv_keys", "Keys in the local store", registry=r)
         self.expired = Gauge("zkv_expired_versions", "Versions of namespaces with a ttl that "
-                             "the expiry sweep dropped from the local store since start",
+                             "expired and were dropped from the local store since start (by "
+                             "the expiry sweep, or when read)",
                              registry=r)
         self.handoffs = Counter("zkv_hints_delivered", "Hints delivered to their owner",
                                 registry=r)

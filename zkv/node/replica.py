@@ -73,8 +73,9 @@ being the first 8 bytes of the value (put there by the coordinator). Hints are c
 they are delivered (lww(sync(a, b)) == lww(sync(lww(a), lww(b))), so that is the same).
 
 Expiry (namespaces with a ttl, zkv/node/expiry.py). With the `expired` hook set, a version
-of a namespaced key that has expired is never served (`read` answers b"") nor stored
-(`merge` takes an expired copy as a no-op); the sweep drops held ones with `reap`.
+of a namespaced key that has expired is never served (`read` answers b"" and drops it, as
+Redis expires a key on access) nor stored (`merge` takes an expired copy as a no-op); the
+sweep drops the others (`drop_expired`).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class Replica:
         # (stored key, encoded version) -> has it expired? (namespaces with a ttl; None: no
         # namespace has one). Asked for namespaced keys only (the first byte 0x00).
         self.expired: Callable[[bytes, bytes], bool] | None = None
+        self.expired_drops = 0  # expired versions dropped (by the sweep or on access)
 
     def handoff_store(self) -> HandoffStore:
         if self.handoff is None:
@@ -160,8 +162,15 @@ class Replica:
             found = self.store.get(key) or b""
         if found and key[:1] == b"\x00" and self.expired is not None \
                 and self.expired(key, found):
-            return b""  # expired: served as absent until the sweep drops it (expiry.py)
+            if not owner:  # dropped on access, as the sweep would (expiry.py): an exchange
+                self.drop_expired(key)  # pushing it reads it here, so the trees agree then
+            return b""
         return found
+
+    def drop_expired(self, key: bytes) -> None:
+        """Drop a version that expired (the sweep's, or on access; counted)."""
+        if self.reap(key) is not None:
+            self.expired_drops += 1
 
     def coordinate(self, key: bytes, context: bytes, value: bytes | None,
                    owner: str | None = None, wid: bytes = b"") -> bytes:

@@ -117,13 +117,14 @@ def status(core: NodeCore) -> dict:
 
 
 def _expiry_status(core: NodeCore) -> dict | None:
-    """The expiry sweep (expiry.py), while some namespace has a ttl (None otherwise): those
-    namespaces' ttls (s), the versions dropped here since start and the sweep's full passes."""
+    """Expiry (expiry.py), while some namespace has a ttl (None otherwise): those namespaces'
+    ttls (s), the expired versions dropped here since start (by the sweep or on access) and
+    the sweep's full passes."""
     ttls = {ns.name: ns.ttl for ns in core.namespaces if ns.ttl}
     if not ttls:
         return None
-    sweep = core.background.expiry
-    return {"namespaces": ttls, "dropped": sweep.dropped, "passes": sweep.passes}
+    return {"namespaces": ttls, "dropped": core.replica.expired_drops,
+            "passes": core.background.expiry.passes}
 
 
 def _join_status(core: NodeCore) -> dict | None:
@@ -291,6 +292,6 @@ class MetricsExport:
             child(m.aae, "exchanges_running").set(bg["running"])
             child(m.aae, "roots_checking").set(bg["checking"])
         m.keys.set(len(core.store))
-        m.expired.set(core.background.expiry.dropped)
+        m.expired.set(core.replica.expired_drops)
         m.unsettled.set(len(core.unsettled))
         self._observe(now, up, gauges=True)
