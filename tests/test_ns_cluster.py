@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import zmq
@@ -228,13 +229,18 @@ def test_bad_settings_and_unknown_namespace_are_refused(cluster5):
         assert "InvalidRequest" in out.stderr
 
 
-def test_cli_namespace_create_list_and_use(cluster5):
-    ep = cluster5.endpoints[1]
+def _cli(cluster) -> Callable[..., subprocess.CompletedProcess]:
+    """`zkv ARGV... --node` the cluster's second node, run as a user would."""
+    ep = cluster.endpoints[1]
 
     def zkv_cli(*argv):
         return subprocess.run([sys.executable, "-m", "zkv.cli", *argv, "--node", ep],
                               capture_output=True, text=True, timeout=30)
+    return zkv_cli
 
+
+def test_cli_namespace_create_list_and_use(cluster5):
+    zkv_cli = _cli(cluster5)
     out = zkv_cli("namespace", "create", "clins", "--n", "2", "--conflicts", "lww")
     assert out.returncode == 0, out.stderr
     assert "n=2 r=2 w=2 conflicts=lww" in out.stdout
@@ -306,12 +312,7 @@ def test_ttl_values_expire_on_real_nodes(cluster5):
     """`zkv namespace create --ttl`: a value is read and listed until its ttl runs out, then
     found by no read (R=1..3) or listing, and the owners' sweeps delete it from their stores
     (`zkv status` says so). A ttl on a siblings namespace, or a bad duration, is refused."""
-    ep = cluster5.endpoints[1]
-
-    def zkv_cli(*argv):
-        return subprocess.run([sys.executable, "-m", "zkv.cli", *argv, "--node", ep],
-                              capture_output=True, text=True, timeout=30)
-
+    zkv_cli = _cli(cluster5)
     out = zkv_cli("namespace", "create", "tok", "--conflicts", "lww", "--ttl", "3")
     assert out.returncode == 0, out.stderr
     assert "conflicts=lww ttl=3s" in out.stdout
