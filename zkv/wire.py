@@ -78,8 +78,8 @@ Fields added so far:
         by when a retried forward landed). An older coordinator ignores it and stamps on
         arrival, as before
     NsCreate.ttl (uint seconds, 0 = none)     a namespace whose values expire (lww only,
-        zkv/node/expiry.py). Clients send it only to a node whose record says FEATURE_TTL (an
-        older node would ignore it and create the namespace without expiry), and a node
+        zkv/node/expiry.py). Clients send it only when every member's record says FEATURE_TTL
+        (an older node would ignore it and create the namespace without expiry), and a node
         refuses it while any member's record lacks FEATURE_TTL
 """
 

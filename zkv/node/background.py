@@ -1,7 +1,8 @@
 """Background work, with one owner: `Background` decides when hint delivery, Merkle exchanges,
 tombstone reaping, the expiry sweep (expiry.py) and the repair of records the engine reported
 corrupt run, and keeps each bounded (one handoff batch per owner, `aae_concurrency` exchanges,
-a deduplicated and capped exchange queue). The work itself runs as small `Op`s (see `op.py`) off the hot path.
+a deduplicated and capped exchange queue, a window of the expiry sweep per round). The work
+itself runs as small `Op`s (see `op.py`) off the hot path.
 
 Namespaces (issue 15): exchanges, reaping and corrupt-record repair run per N-group
 (NodeCore.ae_groups_all): the queue holds (partition, peer, N) and each uses the ring of its

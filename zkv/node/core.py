@@ -1970,7 +1970,8 @@ class NodeCore:
             if value is not None and ns.conflicts == "lww":  # (ns.lww without its call)
                 if given:  # stamped on receipt where it entered (no later than our clock's
                     self.hlc.observe(given)  # skew bound allows)
-                    limit = ((self.handoff.wall_ms() + self.hlc.max_skew_ms) << 16) | 0xFFFF
+                    limit = (((self.handoff.wall_ms() + self.hlc.max_skew_ms)
+                              << hlcs.LOGICAL_BITS) | hlcs.LOGICAL_MASK)
                     stamp = hlcs.pack(min(given, limit))
                 else:
                     if msg.floor:  # after every value this client has seen (clamped if far

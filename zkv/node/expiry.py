@@ -6,7 +6,7 @@ Rules (namespaces with a ttl are lww: each value begins with its write's HLC sta
 
 - A version has expired when it holds at least one value and its newest value was written
   `ttl` or more ago: `(stamp >> 16) + ttl_ms <= now_ms`, the node's wall clock in ms. A
-  version holding only a tombstone never expires (the reaper drops it, anti-entropy.py).
+  version holding only a tombstone never expires (the reaper drops it, antientropy.py).
   Every copy of a write carries the same stamp, so every replica reaches the same verdict
   at the same wall time, give or take the clocks' skew.
 - An expired version is never served: `Replica.read` answers as if it held nothing (a get
@@ -19,8 +19,8 @@ Rules (namespaces with a ttl are lww: each value begins with its write's HLC sta
   dropping the newest copy can never bring an older value back.
 - `Sweep` walks the store in hash windows, a share of the hash space per background round,
   and drops the expired versions (`Replica.drop_expired`: the engine record deleted, the
-  Merkle trees told), so a namespace of sessions does not grow without bound. A full pass takes
-  `period(min ttl)` seconds: between MIN_PERIOD and MAX_PERIOD, and at most the shortest ttl,
+  Merkle trees told), so a namespace of sessions does not grow without bound. A full pass
+  takes `period(min ttl)` seconds: between MIN_PERIOD and MAX_PERIOD, and at most the shortest ttl,
   so an expired value stays on disk at most about one more ttl; but a round takes a window
   of about ROUND_KEYS keys at most (a pass of a larger store takes longer: 10M keys, ~500
   rounds). A pass judged ~620k keys/s, half of them namespaced (benchmarks/expiry_sweep.py,
@@ -73,7 +73,8 @@ class Sweep:
     def __init__(self) -> None:
         self.cursor = 0  # the first hash of the next window
         self.passes = 0  # full passes completed (status, tests)
-        self.dropped = 0  # versions dropped since start (metrics, status)
+        self.dropped = 0  # versions this sweep dropped (tests, the benchmark; status counts
+        # those dropped on access too: Replica.expired_drops)
 
     def step(self, store, ttl_of: Callable[[bytes], int], now_ms: int,
              drop: Callable[[bytes], object], round_s: float, shortest_ms: int) -> int:
