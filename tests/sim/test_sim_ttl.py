@@ -261,3 +261,20 @@ def test_expired_values_leave_no_copy_through_joins_a_leave_and_faults(seed):
     assert sim.hints_pending() == 0
     assert all(v == [] for v in _reads(sim, [b"k%d" % i for i in range(30)], 1).values())
     assert sim.list_keys("sess") == []
+
+
+def test_the_sweep_tool_runs_seeds_with_extra_faults():
+    """tools/sweep_ttl.py (RESULTS.md's sweeps of these tests): two seeds with a crash added,
+    then a field that Faults does not have, refused."""
+    import os
+    import subprocess
+    import sys
+
+    tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "sweep_ttl.py")
+    out = subprocess.run([sys.executable, tool, "5", "7", "crashes=1"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("{'crashes': 1}: 2 seeds x 2 test(s): 0 failed")
+    out = subprocess.run([sys.executable, tool, "5", "6", "bogus=1"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "'bogus' is no Faults field" in out.stderr
