@@ -177,3 +177,31 @@ def test_a_round_of_a_large_store_takes_a_window_of_about_round_keys():
     lo, hi = store.windows[0]
     assert abs((hi - lo + 1) * 10_000_000 / expiry.SPACE - expiry.ROUND_KEYS) < 1
     assert sweep.cursor == hi + 1 and sweep.passes == 0
+
+
+def test_an_exchange_or_a_transfer_drops_an_expired_version_instead_of_sending_it(tmp_path):
+    """answer_versions (a peer's pull) and answer_fetch (a transfer) read through
+    Replica.read: the expired version is dropped there (the trees told), the live one sent."""
+    from zkv._core.ring import Ring
+    from zkv.node.antientropy import answer_versions
+    from zkv.node.transfer import answer_fetch
+    from zkv.wire import Fetch, RGetHashes
+
+    clock = [T0 + 70_000]
+    replica, r = _replica(str(tmp_path / "s"), clock)
+    changes = []
+    replica.on_change.append(lambda k, old, new: changes.append((k, new)))
+    ring = Ring([("n1", "r1")], q=2, n=1)
+    old_k, new_k = (nsm.storage_key(r.sess, b"old"), nsm.storage_key(r.sess, b"new"))
+    replica.store.put(old_k, version(T0))  # expired 10 s ago
+    replica.store.put(new_k, version(T0 + 50_000))
+    hashes = b"".join(h.to_bytes(8, "little") for _, h in replica.store.key_hashes())
+    sent = [k for p in (0, 1) for k in answer_versions(  # (any ae: only its presence is asked)
+        object(), replica.store, ring, RGetHashes(1, p, hashes), None, replica.read).keys]
+    assert sent == [new_k] and replica.store.get(old_k) is None
+    assert changes == [(old_k, None)] and replica.expired_drops == 1
+    replica.store.put(old_k, version(T0))
+    sent = [k for p in (0, 1) for k in answer_fetch(
+        replica.store, ring, Fetch(2, p, 0, 1 << 20), 1 << 20, None, replica.read).keys]
+    assert sent == [new_k] and replica.store.get(old_k) is None
+    replica.store.close()

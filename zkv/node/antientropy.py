@@ -423,16 +423,20 @@ def answer_leaf_keys(ae: AntiEntropy | None, store, ring: Ring, msg: LeafKeys,
 
 
 def answer_versions(ae: AntiEntropy | None, store, ring: Ring, msg: RGetHashes,
-                    accept: Callable[[bytes], bool] | None = None) -> RGetHashesOk:
-    """The versions of the partition's keys whose u64 hashes the peer listed (its pull)."""
+                    accept: Callable[[bytes], bool] | None = None,
+                    read: Callable[[bytes], bytes | None] | None = None) -> RGetHashesOk:
+    """The versions of the partition's keys whose u64 hashes the peer listed (its pull).
+    `read`: how a version is read (the node's Replica.read: an expired one is dropped then,
+    not sent, expiry.py); the store's get by default."""
     if ae is None or not _valid(ring, msg.partition) or len(msg.hashes) % 8:
         return RGetHashesOk(msg.rid, [], [])
     want = set(struct.unpack(f"<{len(msg.hashes) // 8}Q", msg.hashes))
     lo, hi = ring.partition_range(msg.partition)
     keys, dvvs = [], []
+    get = store.get if read is None else read
     for key, h in store.key_hashes(lo, hi):
         if h in want and (accept is None or accept(key)):
-            value = store.get(key)
+            value = get(key)
             if value:
                 keys.append(key)
                 dvvs.append(value)

@@ -1523,7 +1523,8 @@ class NodeCore:
 
     def _on_versions(self, ident: bytes, msg: RGetHashes) -> None:
         ok = aen.answer_versions(self.ae_for(msg.n), self.store,
-                                 self.membership.ring(msg.n or None), msg, self.in_group(msg.n))
+                                 self.membership.ring(msg.n or None), msg, self.in_group(msg.n),
+                                 self.replica.read)
         room = self.turn_budget - self.turn_bytes.get(ident, 0)
         total = 0
         for i, v in enumerate(ok.dvvs):  # a partial answer: the puller fetches the rest later
@@ -2506,7 +2507,8 @@ class NodeCore:
 
     def _on_fetch(self, ident: bytes, msg: Fetch) -> None:
         room = max(4096, self.turn_budget - self.turn_bytes.get(ident, 0))
-        ok = answer_fetch(self.store, self.membership.ring(), msg, room, self.in_group(msg.n))
+        ok = answer_fetch(self.store, self.membership.ring(), msg, room, self.in_group(msg.n),
+                          self.replica.read)
         self.transfers.served(ok)
         self._reply(ident, ok)
 

@@ -28,8 +28,10 @@ Rules (namespaces with a ttl are lww: each value begins with its write's HLC sta
 
 Expiry is judged by each node's clock: a node whose clock runs behind serves a value until
 its own clock says it expired (bounded by the skew `hlc` allows). A replica that dropped a
-key and a peer that has not yet differ for at most one sweep period; their exchange in that
-window moves nothing (the copy it offers is expired, so it is not stored)."""
+key and a peer that has not yet differ until the peer's sweep or an exchange between them:
+an exchange (pushed or pulled) and a partition transfer read what they would send through
+`Replica.read`, which drops an expired version instead of sending it, so the trees agree
+after that exchange and a gained partition's verification does not wait for a sweep."""
 
 from __future__ import annotations
 

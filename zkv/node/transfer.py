@@ -117,10 +117,12 @@ class IOBudget:
 
 
 def answer_fetch(store, ring, msg: Fetch, max_bytes: int,
-                 accept: Callable[[bytes], bool] | None = None) -> FetchOk:
+                 accept: Callable[[bytes], bool] | None = None,
+                 read: Callable[[bytes], bytes | None] | None = None) -> FetchOk:
     """The partition's versions from `msg.cursor` in key-hash order, about min(asked, cap)
     bytes (whole groups of equal hashes, so a cursor never splits one); `accept`: only keys
-    of the asked N-group (core.in_group(msg.n))."""
+    of the asked N-group (core.in_group(msg.n)); `read`: how a version is read (the node's
+    Replica.read: an expired one is dropped then, not sent); the store's get by default."""
     if not 0 <= msg.partition < ring.q:
         return FetchOk(msg.rid, [], [], msg.cursor, True, 0)
     lo, hi = ring.partition_range(msg.partition)
@@ -134,12 +136,13 @@ def answer_fetch(store, ring, msg: Fetch, max_bytes: int,
     dvvs: list[bytes] = []
     size = 0
     nxt = hi + 1
+    get = store.get if read is None else read
     for h, group in hash_groups(listing):
         if size >= budget and keys:
             nxt = h
             break
         for k in group:
-            v = store.get(k)
+            v = get(k)
             if v:
                 keys.append(k)
                 dvvs.append(v)
