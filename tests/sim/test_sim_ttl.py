@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from sim.harness import CoreClient, Faults, Sim, SimClient
+from zkv._core import dvv
 from zkv.node import namespaces as nss
 from zkv.node.core import REQUEST
 from zkv.node.status import status
@@ -117,8 +118,10 @@ def test_values_expire_everywhere_and_stay_gone(seed):
     # the key written all along reads its newest value; listings hold it alone
     newest = max(int(ev.value) for ev in sim.history.events
                  if ev.op == "put" and ev.ok and ev.key == b"live")
-    live = _reads(sim, [b"live"], 2)[b"live"]
-    assert live and int(live[0]) >= newest, (live, newest)
+    # (the network still loses 3% of the frames: a get whose owner's answer was lost can be
+    # completed by stand-ins that hold nothing, Dynamo's sloppy read; asked three times)
+    lives = [_reads(sim, [b"live"], 2)[b"live"] for _ in range(3)]
+    assert any(v and int(v[0]) >= newest for v in lives), (lives, newest)
     assert sim.list_keys("sess") == [b"live"]
     items = sim.list_keys("sess", op="items", r=None)
     assert [k for k, _ in items] == [b"live"], items
@@ -135,7 +138,11 @@ def test_values_expire_everywhere_and_stay_gone(seed):
     while not (again and again[-1].ok) and len(again) < 5:
         sim.run_until(sim.t + 1.0)
     assert again and again[-1].ok
-    assert _reads(sim, [keys[0]], 2)[keys[0]] == [b"again"]
+    assert any(_reads(sim, [keys[0]], 2)[keys[0]] == [b"again"] for _ in range(3))
+    skey0 = _skey(sim, keys[0])  # and at least two owners hold it
+    held = [dvv.DVVSet.decode(v).live_values() for x in sim.owners(skey0)
+            if (v := sim.held(x, skey0))]
+    assert sum(1 for v in held if [x[8:] for x in v] == [b"again"]) >= 2, held
     keep[0] = False
     while not keeping.done:
         sim.run_until(sim.t + 1.0)
