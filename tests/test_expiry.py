@@ -78,7 +78,7 @@ def test_a_sweep_drops_only_expired_versions_and_passes_the_whole_store(tmp_path
         sweep.step(store, r.reg.ttl_of, now, replica.drop_expired, 1.0, 60_000)
         rounds += 1
     assert rounds == 60  # a full pass takes the ttl (60 s) at one round a second
-    assert sweep.dropped == 300
+    assert replica.expired_drops == 300
     assert sorted(store.keys()) == sorted(new_keys + kept)
     assert sorted(k for k, new in changes if new is None) == sorted(old_keys)  # trees told
     # the next pass, once the new ones expired too

@@ -1775,10 +1775,13 @@ class NodeCore:
         ns = self.namespaces.get(msg.ns or nss.DEFAULT)
         return ns, self._storage_key(ns, msg.key)
 
-    def _stamp(self, skey: bytes) -> bytes:
-        """An lww write's HLC stamp: after every stamp this replica holds for the key."""
+    def _stamp(self, skey: bytes, floor: int) -> int:
+        """An lww write's HLC stamp: after the client's floor (every value it has seen;
+        clamped if far ahead) and every stamp this node holds for the key."""
+        if floor:
+            self.hlc.observe(floor)
         self._observe(self.replica.read(skey))
-        return hlcs.pack(self.hlc.now())
+        return self.hlc.now()
 
     def _observe(self, encoded: bytes | None) -> None:
         """Advance the HLC past the stamps of an lww version (held, or arriving from a peer),
@@ -1890,7 +1893,7 @@ class NodeCore:
                 # node was acknowledged meanwhile) must not be stamped after the writes the
                 # client made since (the simulator: such a late copy of a put overwrote the
                 # same client's two later ones, tests/sim/test_sim_ttl.py, seed 17)
-                given = (self._lww_stamp(msg.floor) if type(msg) is Put and ns.lww else 0)
+                given = (self._stamp(skey, msg.floor) if type(msg) is Put and ns.lww else 0)
                 self.start_op(ForwardOp(self, origin, skey, self.t, msg, candidates,
                                         per_try=2 * cfg.replica_timeout + 0.25,
                                         stamp=given), self.t)
@@ -1905,13 +1908,6 @@ class NodeCore:
             self.respond(origin, Error(0, E_INVALID, str(exc)[:wire.MAX_ERROR_TEXT]))
             return
         self._coordinate(origin, inner, self.membership.ring(ns.n), ns, skey, None, stamp)
-
-    def _lww_stamp(self, floor: int) -> int:
-        """A new lww stamp of this node's clock, after the client's floor (clamped if far
-        ahead)."""
-        if floor:
-            self.hlc.observe(floor)
-        return self.hlc.now()
 
     def _coordinate(self, origin, msg, ring, ns: Namespace, skey: bytes,
                     p: int | None = None, given: int = 0) -> None:
@@ -1975,9 +1971,7 @@ class NodeCore:
                               << hlcs.LOGICAL_BITS) | hlcs.LOGICAL_MASK)
                     stamp = hlcs.pack(min(given, limit))
                 else:
-                    if msg.floor:  # after every value this client has seen (clamped if far
-                        self.hlc.observe(msg.floor)  # ahead)
-                    stamp = self._stamp(skey)
+                    stamp = hlcs.pack(self._stamp(skey, msg.floor))
                 value = stamp + value
             rings = self.membership.rings(n)  # (_extra_targets' common case inline)
             extra = ([] if rings is None or (not rings.moving and not self.unsettled)

@@ -75,8 +75,6 @@ class Sweep:
     def __init__(self) -> None:
         self.cursor = 0  # the first hash of the next window
         self.passes = 0  # full passes completed (status, tests)
-        self.dropped = 0  # versions this sweep dropped (tests, the benchmark; status counts
-        # those dropped on access too: Replica.expired_drops)
 
     def step(self, store, ttl_of: Callable[[bytes], int], now_ms: int,
              drop: Callable[[bytes], object], round_s: float, shortest_ms: int) -> int:
@@ -98,7 +96,6 @@ class Sweep:
             if ttl and expired(store.get(key) or b"", ttl, now_ms):
                 drop(key)
                 gone += 1
-        self.dropped += gone
         if hi >= SPACE - 1:
             self.cursor = 0
             self.passes += 1
