@@ -391,6 +391,12 @@ def test_cli_local_add_and_remove(tmp_path):
             assert summary["ready"] is True, (port, summary["ready_reason"])
             # and no change still settling (`zkv status` said "settling:" right after "settled")
             assert not doc["cluster"].get("unsettled_changes"), (port, doc["cluster"])
+            # and the partitions each node gained count for reads again (verified)
+            assert doc["antientropy"]["fresh_partitions_left"] == 0, (port, doc["antientropy"])
+        listed = subprocess.run([sys.executable, "-m", "zkv.cli", "keys", "--r", "2", "--node",
+                                 f"tcp://127.0.0.1:{base + 3}"], capture_output=True, text=True,
+                                timeout=60)
+        assert listed.returncode == 0, listed.stderr  # every partition: two owners vouch
         rm = subprocess.run([sys.executable, "-m", "zkv.cli", "local", "remove", "node2", "--dir",
                              str(d)], capture_output=True, text=True, timeout=300)
         assert rm.returncode == 0, rm.stderr

@@ -1094,6 +1094,7 @@ def local_add(args) -> int:
     cluster.wait_settled(120.0)
     cluster.wait_ready(60.0)  # every /readyz 200 once this says so
     cluster.wait_changes_settled(60.0)  # (`zkv status` no longer says "settling:")
+    cluster.wait_verified(60.0)  # its gained partitions count for reads (`zkv keys --r 2`)
     print(f"zkv: {n.id} owns its share; the cluster has settled")
     return 0
 
@@ -1159,6 +1160,10 @@ def local_up(args) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # and SIGINT whatever we inherited: a shell starts a background job (`zkv local up &`)
+    # with SIGINT ignored, and Python then installs no handler of its own, so `kill -INT`
+    # did nothing (Ctrl-C in a terminal still reaches the foreground job as before)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         try:
             cluster.start()
@@ -1175,6 +1180,13 @@ def local_up(args) -> int:
             run_demo(cluster)
         if args.exit_after_demo:
             return 0
+        # a new cluster's nodes gained their partitions as it formed: until each is settled
+        # and compared with its other owners (~`settle` s, 5 by default), their copies do not
+        # count toward a read's R, and `zkv keys --r 2` would fail (the demo takes longer)
+        try:
+            cluster.wait_verified(60.0)
+        except ZkvError as exc:  # (serve anyway: reads count the other owners meanwhile)
+            print(f"zkv: {exc}", file=sys.stderr)
         print("\nServing until Ctrl-C. Try:  zkv status   zkv put hello world   zkv get hello"
               "   zkv top", flush=True)
         while not stop["now"]:
