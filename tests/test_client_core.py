@@ -731,3 +731,39 @@ def test_many_keeps_each_item_s_contract_under_any_fault_schedule(fates, timeout
             assert isinstance(result, RequestTimeout | Unavailable)
             assert all(by_ep[ep] != "ok" for ep in eps)
     assert len(wids) == len(keys)
+
+
+# ---- admin calls to members of an older version --------------------------------------------
+def _ring_with_features(features: dict[str, int]) -> wire.RingOk:
+    members = [wire.Member(m.id, m.listen, m.gossip, m.rack, 1, 1,
+                           features=features.get(m.id, wire.FEATURES)) for m in MEMBERS]
+    return wire.RingOk(0, RING.q, RING.n, RING.r, RING.w, members, [])
+
+
+@pytest.mark.parametrize("call, bit, why", [
+    (lambda c: c.config({"max_siblings": 5}, "n1"), wire.FEATURE_CONFIG,
+     "config: n1 run(s) a zkv version without zkv config (upgrade it first)"),
+    (lambda c: c.config({"max_siblings": 5}, "n1", save=True), wire.FEATURE_CONFIG_SAVE,
+     "config --save: n1 run(s) a zkv version without zkv config --save (upgrade it first)"),
+    (lambda c: c.snapshot("s1", "n1"), wire.FEATURE_SNAPSHOT,
+     "snapshot: n1 run(s) a zkv version without snapshots (upgrade it first)"),
+    (lambda c: c.namespace_create("sessions", conflicts="lww", ttl=60), wire.FEATURE_TTL,
+     "cannot create namespace 'sessions' with a ttl: n1 run(s) a zkv version without expiry"),
+])
+def test_an_admin_call_a_member_version_cannot_serve_is_refused_before_it_is_sent(call, bit,
+                                                                                  why):
+    """Sent anyway, an older node would drop the message (the call timing out) or ignore the
+    field it does not know (a change not saved, a namespace that never expires)."""
+    ring = _ring_with_features({"n1": wire.FEATURES & ~bit})
+    c, clock = core()
+    c.set_ring(ring)
+    net = Net(clock, default=lambda msg: ring if isinstance(msg, wire.RingInfo) else SILENT)
+    with pytest.raises(InvalidRequest) as err:
+        net.run(call(c))
+    assert why in str(err.value)
+    assert {type(m).__name__ for _, m, *_ in net.sent} <= {"RingInfo"}  # nothing else sent
+    # the same call to a member that serves it is sent (and here answered by silence)
+    ring = _ring_with_features({})
+    c.set_ring(ring)
+    with pytest.raises(RequestTimeout):
+        net.run(call(c))

@@ -23,9 +23,110 @@ def _log(n) -> str:
         return fh.read()
 
 
-def _config(node: Node, changes: dict[str, str], role: str = ADMIN):
-    (reply,) = node.ask(OUTSIDER, [wire.Config(7, changes)], role)
+def _config(node: Node, changes: dict[str, str], role: str = ADMIN, save: bool = False):
+    (reply,) = node.ask(OUTSIDER, [wire.Config(7, changes, save)], role)
     return reply
+
+
+CONF = """# node1's settings: comments and layout survive a save
+max_siblings = 100   # the default, said out loud
+seed = ["tcp://127.0.0.1:7002"]
+
+log_level = "INFO"
+"""
+
+
+def test_save_writes_the_runtime_changes_into_the_config_file_and_keeps_the_rest(tmp_path):
+    conf = tmp_path / "node.toml"
+    conf.write_text(CONF)
+    node = Node(tmp_path, config=str(conf))
+    try:
+        _config(node, {"handoff_batch": "9"})  # changed before, not saved then
+        assert conf.read_text() == CONF
+        ok = _config(node, {"max_siblings": "7", "replica_timeout": "0.75"}, save=True)
+        assert ok.info["changed"] == {"max_siblings": [100, 7], "replica_timeout": [1.0, 0.75]}
+        assert ok.info["saved"] == {"path": str(conf), "flag_wins": [], "written": {
+            "handoff_batch": 9, "max_siblings": 7, "replica_timeout": 0.75}}
+        text = conf.read_text()
+        assert text.startswith("# node1's settings: comments and layout survive a save\n")
+        assert "max_siblings = 7   # the default, said out loud" in text
+        assert 'seed = ["tcp://127.0.0.1:7002"]' in text and "\n\nlog_level" in text
+        # what a restart reads: the saved values, every other setting as it was
+        again = config.load({"config": str(conf), "id": "node1", "listen": "tcp://127.0.0.1:1",
+                             "gossip": "tcp://127.0.0.1:2", "data_dir": str(tmp_path)})
+        assert (again.max_siblings, again.replica_timeout, again.handoff_batch) == (7, 0.75, 9)
+        assert again.seed == ("tcp://127.0.0.1:7002",) and again.log_level == "INFO"
+        assert not list(tmp_path.glob("node.toml.*"))  # (no temp file left)
+        # saved again with nothing new: nothing to write, the file untouched
+        before = conf.stat().st_mtime_ns
+        assert _config(node, {}, save=True).info["saved"]["written"] == {}
+        assert conf.stat().st_mtime_ns == before
+        # a setting back at what the file says is not written; one the file lacks is added
+        ok = _config(node, {"sibling_warn": "3"}, save=True)
+        assert ok.info["saved"]["written"] == {"sibling_warn": 3}
+        assert "sibling_warn = 3" in conf.read_text()
+    finally:
+        node.close()
+
+
+def test_save_leaves_out_a_setting_the_command_line_sets(tmp_path):
+    conf = tmp_path / "node.toml"
+    conf.write_text("max_siblings = 50\n")
+    node = Node(tmp_path, config=str(conf), max_siblings=50)
+    # started as `zkv-node --config node.toml --max-siblings 20 ...`: the flag wins there
+    node.core.flags = {"config": str(conf), "max_siblings": 20, "id": "node1",
+                       "listen": node.cfg.listen, "gossip": node.cfg.gossip,
+                       "data_dir": node.cfg.data_dir, "sibling_warn": None}
+    try:
+        ok = _config(node, {"max_siblings": "30", "sibling_warn": "5"}, save=True)
+        assert ok.info["saved"]["flag_wins"] == ["max_siblings"]
+        assert ok.info["saved"]["written"] == {"sibling_warn": 5}
+        assert node.core.cfg.max_siblings == 30  # (changed all the same)
+        assert conf.read_text() == "max_siblings = 50\nsibling_warn = 5\n"
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("how, why", [
+    ("no file", "started without --config: there is no file to save to"),
+    ("bad toml", "cannot read config file"),
+    ("a directory", "cannot read config file"),
+    ("unknown setting", "unknown setting(s) in"),
+])
+def test_a_save_that_cannot_be_written_changes_nothing(tmp_path, how, why):
+    conf = tmp_path / "node.toml"
+    kw = {}
+    if how != "no file":
+        conf.write_text("max_siblings = 100\n")
+        kw["config"] = str(conf)
+    node = Node(tmp_path, **kw)
+    try:
+        if how == "bad toml":
+            conf.write_text("max_siblings = [")
+        elif how == "a directory":
+            conf.unlink()
+            conf.mkdir()
+        elif how == "unknown setting":
+            conf.write_text("max_siblingz = 3\n")
+        before = node.core.cfg
+        err = _config(node, {"max_siblings": "3"}, save=True)
+        assert type(err) is wire.Error and err.code == wire.E_INVALID and why in err.message, err
+        assert node.core.cfg is before and node.core.replica.max_siblings == 100
+        assert not list(tmp_path.glob("node.toml.*"))
+    finally:
+        node.close()
+
+
+def test_save_settings_fails_whole_on_a_file_it_cannot_replace(tmp_path):
+    conf = tmp_path / "ro" / "node.toml"
+    conf.parent.mkdir()
+    conf.write_text("# mine\nmax_siblings = 100\n")
+    with pytest.raises(InvalidRequest, match="cannot save to config file"):
+        config.save_settings(str(tmp_path / "ro" / "nothere.toml"), {"max_siblings": 3})
+    link = tmp_path / "link.toml"  # a symlink: the file it names is replaced, the link stays
+    link.symlink_to(conf)
+    config.save_settings(str(link), {"max_siblings": 3})
+    assert link.is_symlink() and conf.read_text() == "# mine\nmax_siblings = 3\n"
 
 
 def test_config_reads_every_setting_and_changes_runtime_ones_where_they_are_used(tmp_path):
@@ -158,3 +259,20 @@ def test_zkv_config_and_sighup_change_a_running_node(make_cluster, tmp_path):
         assert cl.config()["settings"]["max_siblings"] == 9 and n4.alive()
     out = zkv("config", "--json", "--node", more.endpoints[0])
     assert json.loads(out.stdout)[0]["settings"]["max_siblings"] == 9
+    # --save: the change goes into the file (its comment kept), and a restart keeps it
+    conf.write_text("# node4\nmax_siblings = 9  # for the carts\n")
+    out = zkv("config", "--set", "max_siblings=12", "--set", "sibling_warn=6", "--save",
+              "--node", more.endpoints[0])
+    assert out.returncode == 0, out
+    assert out.stdout.splitlines()[-1] == (
+        f"{more.endpoints[0]}: saved to {conf}: max_siblings = 12, sibling_warn = 6"), out.stdout
+    assert conf.read_text() == "# node4\nmax_siblings = 12  # for the carts\nsibling_warn = 6\n"
+    more.restart("node1")
+    with Client(more.endpoints, timeout=5) as cl:
+        settings = cl.config()["settings"]
+        assert (settings["max_siblings"], settings["sibling_warn"]) == (12, 6)
+    # a node started without --config cannot save: one line, nothing changed
+    assert "no file to save to" in one_line_error(zkv("config", "--set", "max_siblings=4",
+                                                      "--save", "--node", ep[2]))
+    with Client(ep, timeout=5) as cl:
+        assert cl.config(node="node3")["settings"]["max_siblings"] == 3

@@ -44,7 +44,7 @@ def samples() -> list:
         wire.SnapshotOk(28, {"node": "n1", "bytes": 4096}), wire.Keys(29, 3, "ns", 77, b"p", 10),
         wire.KeysOk(30, [b"a", b"b"], 99, False, True), wire.Keys(31, 3, "", 0, b"", 5, True),
         wire.KeysOk(32, [b"a"], 9, True, True, [b"\x01\x02"]),
-        wire.Config(33, {"max_siblings": "50"}), wire.ConfigOk(34, {"changed": {}}),
+        wire.Config(33, {"max_siblings": "50"}, True), wire.ConfigOk(34, {"changed": {}}),
         wire.Gossip(27, "node1", 256, 3, 2, 2, ms, b"fp", b"\x96\x01", 3, [(1, 10, 20, 0)]),
         wire.Cluster(28, "leave", "node2"), wire.ClusterOk(29, {"epoch": 3}),
         wire.Fetch(30, 5, 1 << 60, 262144), wire.FetchOk(31, [b"k"], [b"\x00dvv"], 7, False, 9),

@@ -400,7 +400,10 @@ def _main(argv: list[str] | None = None) -> int:
                                   "--set changes limits and throttles without a restart"))
     cf.add_argument("--set", dest="changes", metavar="NAME=VALUE", action="append", default=[],
                     help="change a runtime setting (repeatable; all or none are changed; "
-                    "not saved: put it in --config's file too, or it is gone at the restart)")
+                    "gone at the restart unless --save)")
+    cf.add_argument("--save", action="store_true", help="and write them, with every runtime "
+                    "setting changed before, into the node's --config file (comments kept), "
+                    "so a restart keeps them")
     cf.add_argument("--all", action="store_true", help="every member of the cluster (--node's "
                     "member table), one after the other")
     cf.add_argument("--json", action="store_true", help="the answers as JSON")
@@ -1021,7 +1024,7 @@ def config_command(args) -> int:
             raise InvalidRequest(f"--set {item!r}: expected NAME=VALUE (e.g. max_siblings=50)")
         changes[name.strip().replace("-", "_")] = value.strip()
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
-        got, failed = _on_targets(c, args, lambda target: c.config(changes, target))
+        got, failed = _on_targets(c, args, lambda target: c.config(changes, target, args.save))
     if args.json:
         print(json.dumps([{"node": target, **info} for target, info in got], indent=2))
         return 1 if failed else 0
@@ -1031,7 +1034,15 @@ def config_command(args) -> int:
                 print(f"{target}: {name} {old} -> {new}")
             if not info["changed"]:
                 print(f"{target}: already so, nothing changed")
-        else:
+        if args.save:
+            saved = info["saved"]
+            written = ", ".join(f"{k} = {v!r}" for k, v in saved["written"].items())
+            print(f"{target}: saved to {saved['path']}: {written}" if written else
+                  f"{target}: {saved['path']} already says what a restart should keep")
+            if saved["flag_wins"]:
+                print(f"{target}: not saved: {', '.join(saved['flag_wins'])} (its command line "
+                      f"sets them, which wins over the file at a restart: change it there)")
+        elif not changes:
             runtime = set(info["runtime"])
             for name, value in info["settings"].items():
                 print(f"{target}: {name:<22} {value!s:<24}"

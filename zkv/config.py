@@ -7,7 +7,9 @@ node that forms a cluster; joiners adopt the cluster's through the join reply an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -302,6 +304,42 @@ def load(flags: dict) -> NodeConfig:
         return NodeConfig(**merged)
     except TypeError as exc:
         raise InvalidRequest(f"invalid node configuration: {exc}") from None
+
+
+def save_settings(path: str, values: dict[str, Any]) -> None:
+    """Set `values` (name -> value) in the TOML file at `path` (`zkv config --save`): every
+    other line, comments and layout included, stays as it was (tomlkit). Written atomically
+    to the file a symlink names (temp file beside it, fsync, rename, fsync of the directory),
+    with the old file's permissions, so a crash leaves the old file or the new one, never a
+    torn one. InvalidRequest (nothing written) if the file cannot be read, parsed or
+    replaced."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    from zkv.storage.segment import fsync_dir
+
+    real = os.path.realpath(path)
+    tmp = f"{real}.{os.getpid()}.tmp"
+    try:
+        with open(real, encoding="utf-8") as fh:
+            doc = tomlkit.parse(fh.read())
+        for name, value in values.items():
+            doc[name] = value
+        text = tomlkit.dumps(doc)
+        tomllib.loads(text)  # (what the next start reads: refuse to write one it cannot)
+        mode = os.stat(real).st_mode & 0o7777
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, real)
+        fsync_dir(os.path.dirname(real))
+    except (OSError, UnicodeDecodeError, TOMLKitError, tomllib.TOMLDecodeError) as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise InvalidRequest(f"cannot save to config file {path}: {exc}") from None
 
 
 def reread(current: NodeConfig, flags: dict | None) -> NodeConfig:

@@ -81,6 +81,9 @@ Fields added so far:
         zkv/node/expiry.py). Clients send it only when every member's record says FEATURE_TTL
         (an older node would ignore it and create the namespace without expiry), and a node
         refuses it while any member's record lacks FEATURE_TTL
+    Config.save (bool)                        write the settings into the node's --config file
+        (`zkv config --save`). Clients send it only to a node whose record says
+        FEATURE_CONFIG_SAVE (an older one would ignore it: the change would not be saved)
 """
 
 from __future__ import annotations
@@ -118,8 +121,9 @@ FEATURE_KEYS = 4  # Member.features: the node answers Keys
 FEATURE_ITEMS = 8  # Member.features: ... and Keys.values (KeysOk.copies)
 FEATURE_CONFIG = 16  # Member.features: the node answers Config (an admin's)
 FEATURE_TTL = 32  # Member.features: the node takes NsCreate.ttl and expires values
+FEATURE_CONFIG_SAVE = 64  # Member.features: the node takes Config.save
 FEATURES = (FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS
-            | FEATURE_CONFIG | FEATURE_TTL)  # what this version serves
+            | FEATURE_CONFIG | FEATURE_TTL | FEATURE_CONFIG_SAVE)  # what this version serves
 MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
 KEYS_PAGE_BYTES = 1 << 20
 
@@ -435,6 +439,7 @@ class Config(_Msg, tag=43):
     changes: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)],
                             Annotated[str, msgspec.Meta(max_length=MAX_ENDPOINT)]],
                        msgspec.Meta(max_length=MAX_SETTINGS)] = {}
+    save: bool = False  # and write them into the node's --config file (FEATURE_CONFIG_SAVE)
 
 
 class ConfigOk(_Msg, tag=44):

@@ -240,10 +240,11 @@ class AsyncClient(Facade):
         return await self._run(self.core.snapshot(name, node, action))
 
     async def config(self, changes: dict[str, object] | None = None,
-                     node: str | None = None) -> dict:
+                     node: str | None = None, save: bool = False) -> dict:
         """`node`'s settings, after changing the runtime ones `changes` names while it runs
-        (ClientCore.config): {"settings", "runtime", "changed"}."""
-        return await self._run(self.core.config(changes, node))
+        (`save`: and written into its --config file; ClientCore.config): {"settings",
+        "runtime", "changed"[, "saved"]}."""
+        return await self._run(self.core.config(changes, node, save))
 
     async def repair(self, partition: int = -1, node: str | None = None) -> dict:
         """Run anti-entropy now on `node` for `partition` (-1: all it replicates): roots

@@ -1031,12 +1031,8 @@ class ClientCore:
         each value lives after its write (lww namespaces only; 0: for ever)."""
         check_namespace_settings(name, n, r, w, conflicts, ttl)
         if ttl:  # a node of an older version would drop the field and never expire anything
-            yield from self.fetch_ring(self.clock() + self.timeout)
-            old = [m.id for m in self.members if not m.features & wire.FEATURE_TTL]
-            if old:
-                raise InvalidRequest(f"cannot create namespace {name!r} with a ttl: "
-                                     f"{', '.join(sorted(old)[:8])} run(s) a zkv version "
-                                     f"without expiry (upgrade every node first)")
+            yield from self._need_feature(wire.FEATURE_TTL, f"cannot create namespace {name!r} "
+                                          f"with a ttl", "without expiry", fresh=True)
         reply = yield from self.call(NsCreate(0, name, n or 0, r or 0, w or 0, conflicts, ttl),
                                      None)
         reg = self._learn(_expect(reply, NsOk))
@@ -1076,6 +1072,21 @@ class ClientCore:
                 last = exc
         assert last is not None
         raise last
+
+    def _need_feature(self, bit: int, what: str, lacking: str, only: str | None = None,
+                      fresh: bool = False) -> Plan[None]:
+        """InvalidRequest "`what`: <ids> run(s) a zkv version `lacking` (upgrade it)" if the
+        member at endpoint `only` (None: any member, as any may be the one that answers)
+        runs a version whose record lacks FEATURE `bit` (an older node would drop the message
+        as malformed, the call timing out, or ignore the new field). `fresh`: the member
+        table asked again first (else only when none is known yet)."""
+        if fresh or not self.members:
+            yield from self.fetch_ring(self.clock() + self.timeout)
+        old = sorted(m.id for m in self.members
+                     if (only is None or m.listen == only) and not m.features & bit)
+        if old:
+            raise InvalidRequest(f"{what}: {', '.join(old[:8])} run(s) a zkv version {lacking} "
+                                 f"(upgrade {'it' if len(old) == 1 else 'every node'} first)")
 
     def _node(self, node: str | None) -> Plan[str | None]:
         """An endpoint for `node` (an endpoint, or a member id looked up in the ring)."""
@@ -1257,21 +1268,23 @@ class ClientCore:
         if not isinstance(name, str) or (not name and action != "list"):
             raise InvalidRequest(f"snapshot name must be a non-empty str, got {name!r}")
         only = yield from self._node(node)
-        old = [m.id for m in self.members
-               if m.listen == only and not m.features & wire.FEATURE_SNAPSHOT]
-        if old:  # (its version would drop the message as malformed: the call would time out)
-            raise InvalidRequest(f"{old[0]} runs a version that takes no snapshots (upgrade it)")
+        yield from self._need_feature(wire.FEATURE_SNAPSHOT, "snapshot", "without snapshots",
+                                      only)
         return _expect((yield from self.call(Snapshot(0, name, action), None, only=only)),
                        SnapshotOk).info
 
-    def config(self, changes: dict[str, object] | None = None, node: str | None = None
-               ) -> Plan[dict]:
+    def config(self, changes: dict[str, object] | None = None, node: str | None = None,
+               save: bool = False) -> Plan[dict]:
         """`node`'s settings (default: the first member that answers), after changing the
         runtime ones `changes` names (name -> value; zkv.config.RUNTIME: limits and
         throttles) while it runs: all of them or none. Returns {"settings", "runtime",
-        "changed": {name: [old, new]}}. Needs an admin key on a keyed cluster;
-        InvalidRequest for an unknown setting, a bad value, one set at start only, or a node
-        whose version changes none (upgrade it)."""
+        "changed": {name: [old, new]}}. `save`: and write them, with every runtime setting
+        changed before, into the node's --config file, so a restart keeps them (answer's
+        "saved": {"path", "written": {name: value}, "flag_wins": [settings its command line
+        sets, which still win at a restart: not written]}); if that fails nothing changes.
+        Needs an admin key on a keyed cluster; InvalidRequest for an unknown setting, a bad
+        value, one set at start only, a save to a node started without --config, or a node
+        whose version changes none, or saves none (upgrade it)."""
         if changes is not None and not isinstance(changes, dict):
             raise InvalidRequest(f"changes must be a dict of setting -> value, not "
                                  f"{type(changes).__name__}")
@@ -1282,12 +1295,13 @@ class ClientCore:
             texts[name] = (("true" if value else "false") if isinstance(value, bool)
                            else str(value))
         only = yield from self._node(node)
-        old = [m.id for m in self.members
-               if m.listen == only and not m.features & wire.FEATURE_CONFIG]
-        if old:  # (its version would drop the message as malformed: the call would time out)
-            raise InvalidRequest(f"{old[0]} runs a version that changes no settings (upgrade it)")
-        return _expect((yield from self.call(wire.Config(0, texts), None, only=only)),
-                       wire.ConfigOk).info
+        yield from self._need_feature(wire.FEATURE_CONFIG, "config", "without zkv config",
+                                      only)
+        if save:  # (an older node would ignore the field: changed, but not saved)
+            yield from self._need_feature(wire.FEATURE_CONFIG_SAVE, "config --save",
+                                          "without zkv config --save", only)
+        return _expect((yield from self.call(wire.Config(0, texts, bool(save)), None,
+                                             only=only)), wire.ConfigOk).info
 
     def repair(self, partition: int = -1, node: str | None = None) -> Plan[dict]:
         """Ask `node` (default: the first member that answers) to run anti-entropy now for

@@ -168,11 +168,12 @@ class Client(Facade):
         (ClientCore.snapshot)."""
         return self._run(self.core.snapshot(name, node, action))
 
-    def config(self, changes: dict[str, object] | None = None, node: str | None = None
-               ) -> dict:
+    def config(self, changes: dict[str, object] | None = None, node: str | None = None,
+               save: bool = False) -> dict:
         """`node`'s settings, after changing the runtime ones `changes` names while it runs
-        (ClientCore.config): {"settings", "runtime", "changed"}."""
-        return self._run(self.core.config(changes, node))
+        (`save`: and written into its --config file; ClientCore.config): {"settings",
+        "runtime", "changed"[, "saved"]}."""
+        return self._run(self.core.config(changes, node, save))
 
     def repair(self, partition: int = -1, node: str | None = None) -> dict:
         """Run anti-entropy now on `node` for `partition` (-1: all it replicates): roots

@@ -271,6 +271,9 @@ class NodeCore:
                  seal_key: bytes | None = None) -> None:
         self.cfg = cfg
         self.started_cfg = cfg  # (what `zkv status` compares runtime changes with)
+        # the command line's settings (None: not given), which win over the --config file at a
+        # restart (settings.py: SIGHUP, Config.save); None: a node embedded without one
+        self.flags: dict | None = None
         # contexts given to clients are sealed, and a client write's must be (seal.py; the
         # cluster's key: None without --keys)
         self.seal = Sealer(seal_key, cfg.context_seals)
@@ -1581,7 +1584,7 @@ class NodeCore:
 
     def _on_config(self, ident: bytes, msg: Config) -> None:
         """An admin reads this node's settings, or changes runtime ones (settings.py)."""
-        self._reply(ident, ConfigOk(msg.rid, settings.change(self, msg.changes)))
+        self._reply(ident, ConfigOk(msg.rid, settings.change(self, msg.changes, msg.save)))
 
     def _on_snapshot(self, ident: bytes, msg: Snapshot) -> None:
         """Take (both stores hard-linked under DATA_DIR/snapshots/NAME), list or remove this

@@ -3,7 +3,8 @@ takes from the --config file read again. Only config.RUNTIME settings change whi
 (limits and throttles, read where they are used, or pushed here into the part holding them:
 the engines' disk reserve and fsync period, the sibling limits, the I/O budget, the log
 level); every other one needs a restart, and a change to one is refused (Config) or logged
-(SIGHUP). Changes are not saved: the --config file is what a restart starts from.
+(SIGHUP). A change is saved only when asked (`zkv config --save`, Config.save): written into
+the node's --config file, which is what a restart starts from (`save`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from zkv.errors import InvalidRequest
 log = logging.getLogger("zkv.node")
 
 
-def change(core, texts: dict[str, str]) -> dict:
+def change(core, texts: dict[str, str], save_to_file: bool = False) -> dict:
     """Config: set the runtime settings `texts` names (name -> text, as a flag takes it), all
-    or none (InvalidRequest: an unknown setting, a bad value, one set at start only); returns
-    ConfigOk's document (`info`)."""
+    or none (InvalidRequest: an unknown setting, a bad value, one set at start only);
+    `save_to_file`: and write them, with every runtime setting changed before, into the
+    --config file first (`save`; if that fails nothing changes). Returns ConfigOk's
+    document (`info`, with "saved" when saved)."""
     changes: dict[str, Any] = {name: configs.parse_setting(name, text)
                                for name, text in texts.items()}
     fixed = sorted(set(changes) - configs.RUNTIME)
@@ -30,7 +33,38 @@ def change(core, texts: dict[str, str]) -> dict:
         raise InvalidRequest(f"{', '.join(fixed)}: set at start only (restart the node with the "
                              f"new value); a running node takes "
                              f"{', '.join(sorted(configs.RUNTIME))}")
-    return info(core, reconfigure(core, dataclasses.replace(core.cfg, **changes)))
+    new = dataclasses.replace(core.cfg, **changes)
+    saved = save(core, new) if save_to_file else None
+    doc = info(core, reconfigure(core, new))
+    if saved is not None:
+        doc["saved"] = saved
+    return doc
+
+
+def save(core, new: NodeConfig) -> dict:
+    """Write into the node's --config file every runtime setting whose value in `new` a
+    restart would not start with (the file and the command line as they are now): those this
+    Config changes and those changed before (Redis' CONFIG REWRITE). A setting the command
+    line gives as a flag is not written (the flag would still win at a restart): the answer
+    names it. Returns {"path", "written": {name: value}, "flag_wins": [names]};
+    InvalidRequest if the node started without --config or the file cannot be read or
+    replaced (then nothing is written, nor changed)."""
+    path = core.cfg.config
+    if not path:
+        raise InvalidRequest("this node started without --config: there is no file to save "
+                             "to (start it with --config FILE, or put the settings on its "
+                             "command line)")
+    restart = configs.reread(core.cfg, core.flags)  # (InvalidRequest if it does not load)
+    flags = core.flags or {}
+    differ = [name for name in sorted(configs.RUNTIME)
+              if getattr(new, name) != getattr(restart, name)]
+    flag_wins = [name for name in differ if flags.get(name) is not None]
+    written = {name: getattr(new, name) for name in differ if name not in flag_wins}
+    if written:
+        configs.save_settings(path, written)
+        log.info("settings saved to %s: %s", path,
+                 ", ".join(f"{k} = {v!r}" for k, v in written.items()))
+    return {"path": path, "written": written, "flag_wins": flag_wins}
 
 
 def reconfigure(core, new: NodeConfig) -> dict[str, tuple[Any, Any]]:
@@ -70,13 +104,13 @@ def info(core, changed: dict[str, tuple[Any, Any]]) -> dict:
             "changed": {k: list(v) for k, v in sorted(changed.items())}}
 
 
-def reload(core, flags: dict | None) -> None:
-    """SIGHUP: the settings a restart would start with now (config.reread: `flags`, the
-    command line's, over the --config file read again); the runtime ones are taken, the
-    others it changes logged as waiting for the next restart. A file that does not load
-    changes nothing."""
+def reload(core) -> None:
+    """SIGHUP: the settings a restart would start with now (config.reread: the command
+    line's flags, `core.flags`, over the --config file read again); the runtime ones are
+    taken, the others it changes logged as waiting for the next restart. A file that does not
+    load changes nothing."""
     try:
-        new = configs.reread(core.cfg, flags)
+        new = configs.reread(core.cfg, core.flags)
     except InvalidRequest as exc:
         log.error("SIGHUP: %s; nothing changed", exc)
         return

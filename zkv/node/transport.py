@@ -57,7 +57,7 @@ class Node:
     def __init__(self, cfg: NodeConfig, clock=time.monotonic, flags: dict | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.flags, self.reload_asked = flags, False  # (the command line's settings: SIGHUP)
+        self.reload_asked = False  # SIGHUP
         if cfg.keys and not security.has_curve():
             raise ZkvError("--keys needs pyzmq with libsodium-backed CurveZMQ; this pyzmq "
                            "has none (or the slow tweetnacl fallback)")
@@ -69,6 +69,7 @@ class Node:
         self.core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
                              now=clock(), saved=load_cluster(cluster_path),
                              cluster_path=cluster_path, seal_key=keys and keys.seal_key or None)
+        self.core.flags = flags  # the command line's settings (SIGHUP, `zkv config --save`)
         # compaction of both engines draws from the node's one I/O budget (transfers, hint
         # delivery, anti-entropy): bytes rewritten, paced in its own thread
         store.throttle = self.core.transfers.budget.reserve
@@ -146,7 +147,7 @@ class Node:
         core = self.core
         if self.reload_asked:  # SIGHUP: the --config file again (settings.py)
             self.reload_asked = False
-            settings.reload(core, self.flags)
+            settings.reload(core)
         wait = core.next_deadline() - self.clock()
         if max_wait is not None:
             wait = min(wait, max_wait)
