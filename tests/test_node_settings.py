@@ -9,7 +9,7 @@ import os
 import signal
 
 import pytest
-from ops_helpers import one_line_error, wait_for, zkv
+from ops_helpers import http, one_line_error, wait_for, zkv
 from test_security_core import OUTSIDER, Node
 
 from zkv import config, wire
@@ -276,3 +276,76 @@ def test_zkv_config_and_sighup_change_a_running_node(make_cluster, tmp_path):
                                                       "--save", "--node", ep[2]))
     with Client(ep, timeout=5) as cl:
         assert cl.config(node="node3")["settings"]["max_siblings"] == 3
+
+
+def test_max_connections_and_aae_interval_change_while_running(tmp_path):
+    node = Node(tmp_path)
+    seen = []
+    node.core.settings_hooks.append(seen.append)
+    try:
+        ok = _config(node, {"max_connections": "64", "aae_interval": "1.5"})
+        assert ok.info["changed"] == {"aae_interval": [0.2, 1.5], "max_connections": [10000, 64]}
+        assert node.core.max_identities == 64  # (identities with requests in flight)
+        assert [cfg.max_connections for cfg in seen] == [64]  # the transport's cap is told
+        assert node.core.background.cfg.aae_interval == 1.5
+        for value, why in (("0", "cannot be turned off while the node runs"),
+                           ("15", "max_connections 15: between 16 and 1000000")):
+            name = "aae_interval" if value == "0" else "max_connections"
+            err = _config(node, {name: value})
+            assert type(err) is wire.Error and why in err.message, err
+        assert node.core.cfg.aae_interval == 1.5 and len(seen) == 1
+    finally:
+        node.close()
+
+
+def test_sighup_never_turns_anti_entropy_on_or_off(tmp_path):
+    conf = tmp_path / "node.toml"
+    conf.write_text("aae_interval = 0\nmax_siblings = 8\n")
+    node = Node(tmp_path, config=str(conf))
+    try:
+        from zkv.node import settings
+
+        settings.reload(node.core)  # the file says 0: logged as waiting for a restart
+        assert node.core.cfg.aae_interval == 0.2 and node.core.cfg.max_siblings == 8
+    finally:
+        node.close()
+
+
+@pytest.mark.cluster
+def test_a_lowered_connection_cap_holds_on_a_running_node(make_cluster):
+    """`zkv config --set max_connections=32`: connections opened after it are held to the
+    new cap (each one past it closes another, the quietest), and a client is served."""
+    import zmq
+
+    c = make_cluster(1, n=1, metrics=True)
+    pid = c.nodes[0].process.pid
+
+    def refused() -> float:
+        text = http(f"http://127.0.0.1:{c.nodes[0].metrics_port}/metrics")[1]
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("zkv_connections_refused_total"))
+
+    out = zkv("config", "--set", "max_connections=32", "--node", c.endpoints[0])
+    assert out.returncode == 0 and "max_connections 10000 -> 32" in out.stdout, out
+    rest = len(os.listdir(f"/proc/{pid}/fd"))
+    ctx = zmq.Context()
+    socks = []
+    try:
+        for i in range(120):  # idle connections, each asking once (no redial when closed)
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RECONNECT_IVL, 60_000)
+            s.connect(c.endpoints[0])
+            s.send(wire.encode_one(wire.RingInfo(i + 1)))
+            socks.append(s)
+        # each one past the new cap closed another (the default cap would have held all)...
+        wait_for(lambda: refused() >= 120 - 32, 20, "the connections past the cap refused")
+        # ... so the node holds no more than the new cap of them (plus its own fds)
+        assert len(os.listdir(f"/proc/{pid}/fd")) <= rest + 32 + 8
+        with Client(c.endpoints, timeout=5) as cl:
+            cl.put(b"k", b"v")
+            assert cl.get(b"k").values == [b"v"]
+    finally:
+        for s in socks:
+            s.close()
+        ctx.term()

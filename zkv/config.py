@@ -21,10 +21,13 @@ NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # what a running node takes (`zkv config --set`, SIGHUP re-reading --config): limits and
 # throttles read where they are used; every other setting needs a restart (addresses, the
-# data dir, cluster-wide settings, sync mode, tombstone_grace: what reaping was promised)
+# data dir, cluster-wide settings, sync mode, tombstone_grace: what reaping was promised).
+# aae_interval changes while it runs between positive values only (0, anti-entropy off, means
+# no Merkle trees at all: switching it on or off needs a restart)
 RUNTIME = frozenset({"log_level", "min_free_mb", "max_siblings", "sibling_warn",
                      "handoff_batch", "aae_concurrency", "aae_max_keys", "transfer_rate",
-                     "transfer_concurrency", "replica_timeout", "sync_interval_ms"})
+                     "transfer_concurrency", "replica_timeout", "sync_interval_ms",
+                     "max_connections", "aae_interval"})
 SYNC_MODES = ("none", "interval", "always")
 SEAL_MODES = ("require", "accept", "off")  # context_seals (zkv/node/seal.py)
 # tcp://HOST:PORT with HOST a name, an IPv4 address, '*' or a bracketed IPv6 literal

@@ -274,6 +274,9 @@ class NodeCore:
         # the command line's settings (None: not given), which win over the --config file at a
         # restart (settings.py: SIGHUP, Config.save); None: a node embedded without one
         self.flags: dict | None = None
+        # called with the new settings after a runtime change (settings.reconfigure): the
+        # parts outside the core holding one (the transport's connection cap)
+        self.settings_hooks: list[Callable[[NodeConfig], None]] = []
         # contexts given to clients are sealed, and a client write's must be (seal.py; the
         # cluster's key: None without --keys)
         self.seal = Sealer(seal_key, cfg.context_seals)

@@ -34,11 +34,21 @@ def change(core, texts: dict[str, str], save_to_file: bool = False) -> dict:
                              f"new value); a running node takes "
                              f"{', '.join(sorted(configs.RUNTIME))}")
     new = dataclasses.replace(core.cfg, **changes)
+    if _switches_aae(core.cfg, new):
+        raise InvalidRequest(f"aae_interval {new.aae_interval}: anti-entropy cannot be turned "
+                             f"{'off' if new.aae_interval == 0 else 'on'} while the node runs "
+                             f"(its Merkle trees exist from the start or not at all): restart "
+                             f"it with the new value; a running node takes any value above 0")
     saved = save(core, new) if save_to_file else None
     doc = info(core, reconfigure(core, new))
     if saved is not None:
         doc["saved"] = saved
     return doc
+
+
+def _switches_aae(old: NodeConfig, new: NodeConfig) -> bool:
+    """Would `new` turn anti-entropy on or off (aae_interval to or from 0)? Only a restart can."""
+    return (old.aae_interval == 0) != (new.aae_interval == 0)
 
 
 def save(core, new: NodeConfig) -> dict:
@@ -75,6 +85,8 @@ def reconfigure(core, new: NodeConfig) -> dict[str, tuple[Any, Any]]:
         if name in configs.RUNTIME}
     if not diff:
         return {}
+    from zkv.node.core import MAX_IDENTITIES  # (core imports this module)
+
     cfg = core.cfg = dataclasses.replace(core.cfg, **{k: v[1] for k, v in diff.items()})
     for store in (core.store, core.handoff.store):
         if hasattr(store, "min_free_bytes"):  # (the simulator's stores have no disk)
@@ -83,6 +95,9 @@ def reconfigure(core, new: NodeConfig) -> dict[str, tuple[Any, Any]]:
         core.store.set_sync_interval_ms(cfg.sync_interval_ms)
     core.replica.max_siblings, core.replica.sibling_warn = cfg.max_siblings, cfg.sibling_warn
     core.transfers.budget.set_rate(cfg.transfer_rate)
+    core.max_identities = min(MAX_IDENTITIES, cfg.max_connections)
+    for hook in core.settings_hooks:  # (the transport's connection cap)
+        hook(cfg)
     logging.getLogger("zkv").setLevel(cfg.log_level)
     log.info("settings changed: %s", ", ".join(f"{k} {old!r} -> {now!r}"
                                                 for k, (old, now) in sorted(diff.items())))
@@ -115,6 +130,9 @@ def reload(core) -> None:
         log.error("SIGHUP: %s; nothing changed", exc)
         return
     fixed = sorted(set(configs.differences(core.cfg, new)) - configs.RUNTIME)
+    if _switches_aae(core.cfg, new):
+        fixed.append("aae_interval (to or from 0)")
+        new = dataclasses.replace(new, aae_interval=core.cfg.aae_interval)
     if not reconfigure(core, new):
         log.info("SIGHUP: %s read again; no runtime setting changed", core.cfg.config)
     if fixed:

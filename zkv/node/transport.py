@@ -94,6 +94,7 @@ class Node:
         self.conns = Connections(self.router, parse_endpoint(cfg.listen)[1],
                                  effective_cap(cfg.max_connections),
                                  2 * self.core.turn_budget, self.core.forget_identity)
+        self.core.settings_hooks.append(self._set_cap)  # (`zkv config --set max_connections`)
         self.pub = self.links.socket(zmq.PUB)
         self._serve(self.pub, peers_only=True)
         self.pub.bind(cfg.gossip)
@@ -138,6 +139,11 @@ class Node:
                     time.sleep(0.01)
         finally:
             self.shutdown()
+
+    def _set_cap(self, cfg: NodeConfig) -> None:
+        """A runtime change of max_connections: a lower cap is reached as connections come
+        and go (each one accepted past it closes another, as at the cap before)."""
+        self.conns.cap = effective_cap(cfg.max_connections)
 
     def _on_signal(self, signum, frame) -> None:
         log.info("signal %d: draining and stopping", signum)
