@@ -356,3 +356,45 @@ def test_ttl_values_expire_on_real_nodes(cluster5):
         assert c.get(b"t0", namespace="tok").values == [b"again"]
     status = zkv_cli("status").stdout
     assert "expiry: tok ttl=3s; " in status and "expired version(s) dropped here" in status
+
+
+@pytest.mark.cluster
+def test_lww_put_that_waited_in_a_stopped_node_loses_to_a_later_write(make_cluster):
+    """A put sits in the socket of a node stopped with SIGSTOP; meanwhile a later write of the
+    key is acknowledged by the other owners. Resumed (SIGCONT), the node coordinates the put
+    that waited, stamped as of when it stopped: every owner keeps the later write (stamped on
+    resuming, the old put overwrote it everywhere)."""
+    cl = make_cluster(3)
+    x, *others = cl.endpoints
+    with zkv.Client(cl.endpoints, timeout=3.0) as c:
+        c.namespace_create("last", conflicts="lww")
+        c.put(b"k", b"v0", namespace="last", w=3)
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(x)
+        assert isinstance(ask(x, wire.RingInfo(1)), wire.RingOk)  # (connected: x serves)
+        cl.pause("node1")
+        s.send(wire.encode_one(wire.Put(7, b"k", b"v1-late", ns="last", w=2)))
+        time.sleep(1.5)  # the put waits in node1's socket
+        with zkv.Client(others, timeout=5.0) as c:
+            c.put(b"k", b"v2", namespace="last", w=2)  # node2 and node3 acknowledge
+        cl.resume("node1")
+        assert s.poll(10_000), "the put that waited was never answered"
+        (reply,) = wire.decode(s.recv(), 1 << 30)
+        # taken and outranked (its peers not held down for the heartbeats it missed)
+        assert isinstance(reply, wire.PutOk), reply
+    finally:
+        ctx.destroy(0)
+    with zkv.Client(cl.endpoints, timeout=5.0) as c:
+        skey = stored(c, "last", b"k")
+
+        def on_each() -> list:
+            return [[v[8:] for v in held(e, skey) or [] if v is not None]
+                    for e in cl.endpoints]  # (each value after its 8-byte stamp)
+        try:
+            wait_for(lambda: on_each() == [[b"v2"]] * 3, 15.0, "every owner to hold one value")
+        except AssertionError:
+            raise AssertionError(on_each()) from None
+        assert c.get(b"k", namespace="last", r=3).values == [b"v2"]

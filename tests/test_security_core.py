@@ -64,6 +64,15 @@ class Node:
     def out(self):
         return self.core.take_output(durable=False)
 
+    def run_for(self, seconds: float, step: float = 0.2) -> None:
+        """`seconds` pass with the node running: ticked every `step`, as its loop does (a
+        jump with no call between is a node that stood still: NodeCore._resumed)."""
+        end = self.t + seconds
+        while self.t < end:
+            self.t = min(end, self.t + step)
+            self.core.tick(self.t)
+            self.out()
+
     def ids(self) -> set[str]:
         return {m.id for m in self.core.membership.table()}
 
@@ -291,7 +300,7 @@ def test_a_relay_of_a_new_life_at_the_old_address_is_listened_to_when_down_here(
     again = _member(2, inc=old + 1000, hb=1)
     node.gossip(3, [again])
     assert node.out().subscribe == [] and ms.get("node2").incarnation == old  # up: nothing
-    node.t += 30.0
+    node.run_for(30.0)
     node.gossip(3, [_member(3, hb=2)])
     node.core.tick(node.t)
     assert ms.state("node2")[0] == "down"
@@ -400,9 +409,7 @@ def test_answered_requests_free_their_slot_while_a_replica_stays_silent(node):
         assert len(replies) == cap and all(type(r) is wire.PutOk for r in replies), replies[:3]
         assert len(node.core.live_ops) >= cap  # still waiting for node3 (bounded by deadline)
     assert node.core.inflight == {}
-    node.t += 10
-    node.core.tick(node.t)
-    node.out()
+    node.run_for(10)
     assert not node.core.live_ops
 
 
@@ -523,3 +530,17 @@ def test_a_closed_connection_is_forgotten(node):
     node.out()
     assert node.core.inflight == {} and node.core.live_ops == {}
     assert OUTSIDER not in node.core.turn_bytes and OUTSIDER not in node.core.out.clients
+
+
+def test_a_node_that_stood_still_does_not_find_its_peers_down(node):
+    """30 s without a call into the core is this node standing still (SIGSTOP, a frozen VM):
+    the heartbeats it did not hear meanwhile are not its peers' silence, so they stay up (a
+    node resumed after a SIGSTOP found every peer down and failed the writes waiting in its
+    socket). Running again and hearing nothing, it finds them down as usual."""
+    ms = node.core.membership
+    node.t += 30.0
+    node.core.tick(node.t)
+    assert ms.state("node2") == ("up", "") and ms.state("node3") == ("up", "")
+    assert node.core.stall_until > node.t  # (its lww writes stamped as of when it stopped)
+    node.run_for(5.0)
+    assert ms.state("node2")[0] == "down" and ms.state("node3")[0] == "down"

@@ -168,3 +168,46 @@ def test_lww_a_forward_that_lands_late_keeps_the_stamp_it_got_on_receipt():
     held = {x: [v[8:] for v in dvv.DVVSet.decode(sim.held(x, skey)).live_values()]
             for x in owners}
     assert all(v == [b"v2"] for v in held.values()), held
+
+
+def test_lww_a_put_that_waited_in_a_stopped_node_loses_to_the_clients_later_writes():
+    """A client's put reaches an owner that stands still (SIGSTOP) with it in its socket; the
+    client gives up on it, retries through another owner (acknowledged) and writes again.
+    When the stopped node resumes it coordinates the put that waited: stamped as of when the
+    node stopped, it loses to the client's later write on every replica. (Stamped on
+    resuming, it overwrote it: a known limit of the stop before.)"""
+    sim = Sim(5, nodes=4)
+    admin = sim.nodes["n1"].core
+    admin.handle((REQUEST, b"admin"), [NsCreate(1, "last", 3, 0, 0, "lww")], sim.t)
+    sim._after_turn(sim.nodes["n1"])
+    sim.run_until(1.0)
+    ns = admin.namespaces.get("last")
+    ring = admin.membership.ring(3)
+    key = b"cart"
+    skey = nss.storage_key(ns, key)
+    owners = ring.preflist_for_key(skey)
+    stopped = owners[0]
+    seen = []
+
+    def workload(client: SimClient):
+        client.nodes = [stopped]
+        seen.append((yield ("put", key, b"v1", b"", 2)))
+        client.nodes = [owners[1]]
+        seen.append((yield ("put", key, b"v2", b"", 2)))
+
+    sim.pause(stopped)
+    c = NsClient(sim, "c", workload, "last")
+    sim.at(sim.t + 0.5, lambda: setattr(c, "nodes", [stopped, owners[1]]))  # the retry's way
+    sim.run_until(sim.t + 6.0)
+    assert c.done and all(r.ok for r in seen), [r.error for r in seen]
+    assert any(item[0] == "c" for item in sim.nodes[stopped].backlog)  # the put that waited
+    sim.resume(stopped)
+    sim.run_until(sim.t + 20.0)
+    held = {x: [v[8:] for v in dvv.DVVSet.decode(sim.held(x, skey)).live_values()]
+            for x in owners}
+    assert all(v == [b"v2"] for v in held.values()), held
+    # and the stopped node's clock did not go back: its next stamp is after every one it saw
+    core = sim.nodes[stopped].core
+    stamps = [int.from_bytes(v[:8], "big")
+              for v in dvv.DVVSet.decode(sim.held(stopped, skey)).live_values()]
+    assert core.hlc.now() > max(stamps)

@@ -167,6 +167,13 @@ ROLE_MESSAGES = {
 TURN_BYTES_SLACK = 256 * 1024
 TURN_BYTES_TOTAL_FACTOR = 4  # all identities together: this many per-identity budgets
 MAX_INFLIGHT = {CLIENT: 256, ADMIN: 256, PEER: 4096}  # client ops in flight per identity
+# seconds between two calls into the core: its process stood still meanwhile (SIGSTOP, a VM
+# frozen, a machine starved of CPU). A healthy loop calls `tick` at least every gossip
+# interval; what it takes in the STALL_AFTER seconds after such a gap may have waited that
+# long (`_resumed`: the I/O thread, stopped too, hands over what the kernel queued in the
+# first moments after; the first turn may even find nothing yet)
+STALL_GAP = 1.0
+STALL_AFTER = 0.5
 MAX_IDENTITIES = 10_000  # identities with requests in flight (at most cfg.max_connections)
 MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
 HINT_TTL_MS = 24 * 3600 * 1000  # a hint older than this is dropped (its owner was gone a day)
@@ -274,6 +281,9 @@ class NodeCore:
         # the command line's settings (None: not given), which win over the --config file at a
         # restart (settings.py: SIGHUP, Config.save); None: a node embedded without one
         self.flags: dict | None = None
+        # the next lww stamp in the moments after a stall, until then (`_resumed`)
+        self.stall_stamp = 0
+        self.stall_until = 0.0
         # called with the new settings after a runtime change (settings.reconfigure): the
         # parts outside the core holding one (the transport's connection cap)
         self.settings_hooks: list[Callable[[NodeConfig], None]] = []
@@ -640,6 +650,8 @@ class NodeCore:
 
     def handle(self, source: tuple[str, object], msgs: list, now: float,
                role: str | None = None) -> Outbox:
+        if now - self.t > STALL_GAP:
+            self._resumed(now - self.t)
         self.t = now
         kind, who = source
         if kind == REPLY:
@@ -691,6 +703,8 @@ class NodeCore:
         return self.out
 
     def tick(self, now: float) -> Outbox:
+        if now - self.t > STALL_GAP:
+            self._resumed(now - self.t)
         self.t = now
         timers = self.timers
         live = self.live_ops
@@ -1781,11 +1795,41 @@ class NodeCore:
         ns = self.namespaces.get(msg.ns or nss.DEFAULT)
         return ns, self._storage_key(ns, msg.key)
 
+    def _resumed(self, gap: float) -> None:
+        """The first call after `gap` seconds without one: this process stood still, and the
+        frames it takes in the next STALL_AFTER seconds may have waited in its sockets all
+        that time.
+        Its failure detector does not blame its peers for the heartbeats it missed
+        (`Membership.stood_still`: a node resumed after a SIGSTOP found every peer down and
+        failed the writes that waited in its socket, W=2 of N=3 with none to stand in).
+        An lww write among them is stamped as of when the node stopped (`_stamp`), not now:
+        sent then, it must not be ordered after what was written elsewhere meanwhile, such
+        as its client's retry through another node and that client's later writes (stamped
+        on arrival, the queued copy overwrote them). The node's own clock never goes back:
+        the stamp is after every one it issued or saw before it stopped."""
+        self.stall_stamp = max((self.handoff.wall_ms() - int(gap * 1000)) << hlcs.LOGICAL_BITS,
+                               self.hlc.last + 1)
+        self.stall_until = self.t + gap + STALL_AFTER  # (self.t: the last call before it)
+        self.membership.stood_still(gap)  # (its peers were not silent: it did not listen)
+        log.info("this node stood still for %.1f s (stopped, or starved of CPU): its peers' "
+                 "missed heartbeats are not held against them, and the lww writes that "
+                 "waited meanwhile are stamped as of when it stopped", gap)
+
     def _stamp(self, skey: bytes, floor: int) -> int:
         """An lww write's HLC stamp: after the client's floor (every value it has seen;
-        clamped if far ahead) and every stamp this node holds for the key."""
+        clamped if far ahead) and every stamp this node holds for the key. In the moments
+        after a stall (`_resumed`): as of when the node stopped, after the floor, and
+        regardless of what it learned since (the copies that reached it meanwhile may be
+        the newer writes this one must not overtake)."""
         if floor:
             self.hlc.observe(floor)
+        if self.stall_until > self.t:
+            limit = ((self.handoff.wall_ms() + self.hlc.max_skew_ms) << hlcs.LOGICAL_BITS
+                     ) | hlcs.LOGICAL_MASK
+            stamp = max(self.stall_stamp, min(floor, limit) + 1)
+            self.stall_stamp = stamp + 1  # (each such write its own stamp)
+            self.hlc.observe(stamp)  # (so every stamp issued later is greater)
+            return stamp
         self._observe(self.replica.read(skey))
         return self.hlc.now()
 

@@ -334,6 +334,16 @@ class Membership:
             self._unreachable = None
 
     # ---- failure detection --------------------------------------------------------------
+    def stood_still(self, gap: float) -> None:
+        """This node's own process stood still for `gap` seconds (NodeCore._resumed): the
+        heartbeats it did not hear meanwhile were not its peers' silence. Each peer's last
+        heartbeat moves forward by the gap, so none is found down (or suspect) for it, as
+        Cassandra's detector ignores a local pause; one that did die meanwhile is found down
+        `down_after` later, as if it had died now."""
+        for p in self.peers.values():
+            p.last_beat += gap
+        self._unreachable = None
+
     def _phi_after(self, p: _Peer, elapsed: float) -> float:
         mean = p.mean
         if mean is None:  # (the sum of up to 100 samples, once per change of them)
