@@ -544,3 +544,21 @@ def test_a_node_that_stood_still_does_not_find_its_peers_down(node):
     assert node.core.stall_until > node.t  # (its lww writes stamped as of when it stopped)
     node.run_for(5.0)
     assert ms.state("node2")[0] == "down" and ms.state("node3")[0] == "down"
+
+
+def test_a_node_woken_at_the_deadlines_it_asked_for_never_stood_still(tmp_path):
+    """Slept until the deadline it asked for (a long gossip interval, join retries): not a
+    stall, however long, so its failure detector keeps its peers' silence against them."""
+    node = Node(tmp_path, gossip_interval=1.5, background_interval=1.5, down_after=4.0)
+    try:
+        end, gaps = node.t + 9.0, []
+        while node.t < end:
+            gaps.append(max(0.0, node.core.next_deadline() - node.t))
+            node.t += gaps[-1]
+            node.core.tick(node.t)
+            node.out()
+        assert max(gaps) >= 1.5  # (it did sleep a whole gossip interval)
+        assert node.core.stall_until == 0.0
+        assert node.core.membership.state("node2")[0] == "down"  # silent for 9 s
+    finally:
+        node.close()

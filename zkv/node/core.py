@@ -167,11 +167,11 @@ ROLE_MESSAGES = {
 TURN_BYTES_SLACK = 256 * 1024
 TURN_BYTES_TOTAL_FACTOR = 4  # all identities together: this many per-identity budgets
 MAX_INFLIGHT = {CLIENT: 256, ADMIN: 256, PEER: 4096}  # client ops in flight per identity
-# seconds between two calls into the core: its process stood still meanwhile (SIGSTOP, a VM
-# frozen, a machine starved of CPU). A healthy loop calls `tick` at least every gossip
-# interval; what it takes in the STALL_AFTER seconds after such a gap may have waited that
-# long (`_resumed`: the I/O thread, stopped too, hands over what the kernel queued in the
-# first moments after; the first turn may even find nothing yet)
+# seconds past both the last call into the core and the deadline it asked to be called by
+# (`next_deadline`): its process stood still meanwhile (SIGSTOP, a VM frozen, a machine
+# starved of CPU). What it takes in the STALL_AFTER seconds after may have waited that long
+# (`_resumed`: the I/O thread, stopped too, hands over what the kernel queued in the first
+# moments after; the first turn may even find nothing yet)
 STALL_GAP = 1.0
 STALL_AFTER = 0.5
 MAX_IDENTITIES = 10_000  # identities with requests in flight (at most cfg.max_connections)
@@ -284,6 +284,7 @@ class NodeCore:
         # the next lww stamp in the moments after a stall, until then (`_resumed`)
         self.stall_stamp = 0
         self.stall_until = 0.0
+        self.quiet_until = now  # the deadline the last tick asked for (next_deadline)
         # called with the new settings after a runtime change (settings.reconfigure): the
         # parts outside the core holding one (the transport's connection cap)
         self.settings_hooks: list[Callable[[NodeConfig], None]] = []
@@ -650,8 +651,8 @@ class NodeCore:
 
     def handle(self, source: tuple[str, object], msgs: list, now: float,
                role: str | None = None) -> Outbox:
-        if now - self.t > STALL_GAP:
-            self._resumed(now - self.t)
+        if now - self.t > STALL_GAP and now - self.quiet_until > STALL_GAP:
+            self._resumed(now)
         self.t = now
         kind, who = source
         if kind == REPLY:
@@ -703,9 +704,14 @@ class NodeCore:
         return self.out
 
     def tick(self, now: float) -> Outbox:
-        if now - self.t > STALL_GAP:
-            self._resumed(now - self.t)
+        if now - self.t > STALL_GAP and now - self.quiet_until > STALL_GAP:
+            self._resumed(now)
         self.t = now
+        self._tick(now)
+        self.quiet_until = self.next_deadline()
+        return self.out
+
+    def _tick(self, now: float) -> None:
         timers = self.timers
         live = self.live_ops
         while timers and timers[0][0] <= now:
@@ -720,7 +726,7 @@ class NodeCore:
                     self.storage_refused(exc)
         if self.joining:
             self._join_tick(now)
-            return self.out
+            return
         if now >= self.next_gossip:
             self._gossip(now)
             if self.seeds and now >= self.next_join:
@@ -729,14 +735,13 @@ class NodeCore:
         if self.ns_waits:
             self._ns_waits_check(now)
         if self.write_stop is not None:
-            return self.out  # background work writes (hints, repairs, transfers): not now
+            return  # background work writes (hints, repairs, transfers): not now
         if now >= self.next_hint_sweep:
             self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
             self._sweep_hints()
         self.background.tick(now)
         if self.transfers.parts:
             self.transfers.tick(now)
-        return self.out
 
     def next_deadline(self) -> float:
         if self.joining:
@@ -1795,10 +1800,10 @@ class NodeCore:
         ns = self.namespaces.get(msg.ns or nss.DEFAULT)
         return ns, self._storage_key(ns, msg.key)
 
-    def _resumed(self, gap: float) -> None:
-        """The first call after `gap` seconds without one: this process stood still, and the
-        frames it takes in the next STALL_AFTER seconds may have waited in its sockets all
-        that time.
+    def _resumed(self, now: float) -> None:
+        """The first call, at `now`, after a stall (STALL_GAP): this process stood still, and
+        the frames it takes in the next STALL_AFTER seconds may have waited in its sockets
+        since its last call.
         Its failure detector does not blame its peers for the heartbeats it missed
         (`Membership.stood_still`: a node resumed after a SIGSTOP found every peer down and
         failed the writes that waited in its socket, W=2 of N=3 with none to stand in).
@@ -1807,13 +1812,15 @@ class NodeCore:
         as its client's retry through another node and that client's later writes (stamped
         on arrival, the queued copy overwrote them). The node's own clock never goes back:
         the stamp is after every one it issued or saw before it stopped."""
-        self.stall_stamp = max((self.handoff.wall_ms() - int(gap * 1000)) << hlcs.LOGICAL_BITS,
-                               self.hlc.last + 1)
-        self.stall_until = self.t + gap + STALL_AFTER  # (self.t: the last call before it)
-        self.membership.stood_still(gap)  # (its peers were not silent: it did not listen)
+        since = now - self.t  # (self.t: the last call before it)
+        self.stall_stamp = max((self.handoff.wall_ms() - int(since * 1000))
+                               << hlcs.LOGICAL_BITS, self.hlc.last + 1)
+        self.stall_until = now + STALL_AFTER
+        deaf = now - max(self.t, self.quiet_until)  # (until then it slept: it would have heard)
+        self.membership.stood_still(deaf)  # (its peers were not silent: it did not listen)
         log.info("this node stood still for %.1f s (stopped, or starved of CPU): its peers' "
                  "missed heartbeats are not held against them, and the lww writes that "
-                 "waited meanwhile are stamped as of when it stopped", gap)
+                 "waited meanwhile are stamped as of when it stopped", deaf)
 
     def _stamp(self, skey: bytes, floor: int) -> int:
         """An lww write's HLC stamp: after the client's floor (every value it has seen;
