@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep = expiry.Sweep()
             t0 = time.perf_counter()
             while sweep.passes == 0:
-                sweep.step(store, reg.ttl_of, T0, replica.drop_expired, 1.0, TTL_S * 1000)
+                sweep.step(store, reg.expiry_of, T0, replica.drop_expired, 1.0, TTL_S * 1000)
             took = time.perf_counter() - t0
             dropped = replica.expired_drops
             assert dropped == (args.keys - half) // 2, dropped
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"dropped) in {took:.3f} s: {rate:,.0f} keys/s examined, "
                   f"{dropped / took:,.0f} drops/s  |  LMDB cursor {lmdb_rate:,.0f} "
                   f"keys/s  |  ratio {rate / lmdb_rate:.3f}x")
-            replica.expired = lambda key, enc: bool(reg.ttl_of(key)) and expiry.expired(
-                enc, reg.ttl_of(key), T0)
+            replica.expired = lambda key, enc: reg.expiry_of(key) is not None and \
+                expiry.expired(enc, TTL_S * 1000, T0)
             with_ttl = [nsm.storage_key(sess, b"s:%012d" % i)  # (the live ones: even i)
                         for i in range(0, min(20_000, args.keys - half), 2)]
             without = [nsm.storage_key(last, b"l:%012d" % i) for i in range(10_000)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -767,3 +768,26 @@ def test_an_admin_call_a_member_version_cannot_serve_is_refused_before_it_is_sen
     c.set_ring(ring)
     with pytest.raises(RequestTimeout):
         net.run(call(c))
+
+
+def test_a_changed_namespace_registry_empties_the_cached_namespaces():
+    """RingOk.ns_digest: a client that sees another digest (a namespace created or altered
+    since) forgets the namespaces it cached, so an alter's new r and w reach it; the same
+    digest, or a node too old to send one, keeps them."""
+    from zkv.node.namespaces import Namespace
+
+    c, _ = core()
+    ns = Namespace(name="s", n=3, r=2, w=2, created=1, creator="n0")
+    for digest, kept in ((7, True), (7, True), (9, False)):
+        c.ns_cache["s"] = ns
+        c.set_ring(msgspec.structs.replace(RING, ns_digest=digest))
+        assert ("s" in c.ns_cache) is kept, digest
+    # a later alter of the same create replaces the cached version when learned
+    c.ns_cache["s"] = ns
+    altered = msgspec.structs.replace(ns, r=1, changed=5)
+    from zkv.node.namespaces import Registry
+
+    reg = Registry.for_cluster(3, 2, 2)
+    reg.merge([altered])
+    c._learn(wire.NsOk(0, reg.encode()))
+    assert c.ns_cache["s"] == altered

@@ -42,6 +42,19 @@ def test_the_verdict_on_a_version():
         expiry.expired(b"\xff garbage", 60_000, T0)
 
 
+def test_a_cutoff_keeps_what_had_expired_expired():
+    """`before_ms` (an alter that raised or removed the ttl): a version whose newest value
+    was written at or before it has expired whatever the ttl; a later one by the ttl alone."""
+    old, new = version(T0), version(T0 + 1)
+    assert expiry.expired(old, 0, T0 + 1, before_ms=T0)  # no ttl now, but cut off
+    assert not expiry.expired(new, 0, T0 + 10**9, before_ms=T0)
+    assert expiry.expired(old, 600_000, T0 + 1, before_ms=T0)
+    assert not expiry.expired(new, 600_000, T0 + 599_999, before_ms=T0)
+    assert expiry.expired(new, 600_000, T0 + 600_001, before_ms=T0)
+    both = dvv.sync_encoded(version(T0 - 5, node="a"), version(T0 + 5, node="b"))
+    assert not expiry.expired(both, 0, T0 + 10, before_ms=T0)  # (the newest decides)
+
+
 def test_the_sweep_period():
     assert expiry.period(1_000) == expiry.MIN_PERIOD
     assert expiry.period(30_000) == 30.0
@@ -75,14 +88,14 @@ def test_a_sweep_drops_only_expired_versions_and_passes_the_whole_store(tmp_path
     now = T0 + 70_000  # old ones expired 10 s ago; new ones live 40 s more
     rounds = 0
     while sweep.passes == 0:
-        sweep.step(store, r.reg.ttl_of, now, replica.drop_expired, 1.0, 60_000)
+        sweep.step(store, r.reg.expiry_of, now, replica.drop_expired, 1.0, 60_000)
         rounds += 1
     assert rounds == 60  # a full pass takes the ttl (60 s) at one round a second
     assert replica.expired_drops == 300
     assert sorted(store.keys()) == sorted(new_keys + kept)
     assert sorted(k for k, new in changes if new is None) == sorted(old_keys)  # trees told
     # the next pass, once the new ones expired too
-    sweep.step(store, r.reg.ttl_of, T0 + 200_000, replica.drop_expired, 64.0, 60_000)
+    sweep.step(store, r.reg.expiry_of, T0 + 200_000, replica.drop_expired, 64.0, 60_000)
     assert sorted(store.keys()) == sorted(kept) and sweep.passes == 2
     store.close()
 
@@ -90,8 +103,11 @@ def test_a_sweep_drops_only_expired_versions_and_passes_the_whole_store(tmp_path
 def _replica(tmp: str, clock: list[int]) -> tuple[Replica, _Registry]:
     r = _Registry()
     replica = Replica("n1", LogStore(tmp, sync="none"))
-    replica.expired = lambda key, enc: bool(r.reg.ttl_of(key)) and expiry.expired(
-        enc, r.reg.ttl_of(key), clock[0])
+    def expired(key: bytes, enc: bytes) -> bool:  # (NodeCore.expired's rule)
+        rule = r.reg.expiry_of(key)
+        return rule is not None and expiry.expired(enc, rule[0], clock[0], rule[1])
+
+    replica.expired = expired
     return replica, r
 
 
@@ -150,7 +166,7 @@ def test_model_one_key_with_a_ttl(ops):
             elif op[0] == "tick":
                 clock[0] += op[1]
             elif op[0] == "sweep":
-                sweep.step(replica.store, r.reg.ttl_of, clock[0], replica.drop_expired, 64.0, 60_000)
+                sweep.step(replica.store, r.reg.expiry_of, clock[0], replica.drop_expired, 64.0, 60_000)
             got = replica.read(k)
             live = newest is not None and newest[0] + 60_000 > clock[0]
             if live:

@@ -191,7 +191,8 @@ def test_a_relay_by_an_older_node_never_takes_a_ttl_away(nodes, data):
     assert all(n == expected for n in nodes)
     for ns in expected:
         skey = nsm.storage_key(ns, b"k")
-        assert all(n.ttl_of(skey) == ns.ttl * 1000 for n in nodes), ns
+        assert all(n.expiry_of(skey) == ((ns.ttl * 1000, 0) if ns.ttl else None)
+                   for n in nodes), ns
 
 
 @given(cluster_histories(), st.data())
@@ -252,18 +253,20 @@ def test_ttl_needs_lww_and_bounds():
         r.create("s", 3, conflicts="lww", ttl=61, members=3, created=2, creator="n2")
 
 
-def test_ttl_of_a_stored_key():
+def test_expiry_of_a_stored_key():
     r = reg()
     r.create("sess", 3, conflicts="lww", ttl=90, members=3, created=1, creator="n1")
     r.create("last", 3, conflicts="lww", members=3, created=1, creator="n1")
-    assert r.ttl_of(nsm.storage_key(r.get("sess"), b"k")) == 90_000
-    assert r.ttl_of(nsm.storage_key(r.get("last"), b"k")) == 0
-    assert r.ttl_of(b"plain") == 0 and r.ttl_of(b"\x00") == 0 and r.ttl_of(b"") == 0
+    assert r.expiry_of(nsm.storage_key(r.get("sess"), b"k")) == (90_000, 0)
+    assert r.expiry_of(nsm.storage_key(r.get("last"), b"k")) is None
+    assert r.expiry_of(b"plain") is None and r.expiry_of(b"\x00") is None
+    assert r.expiry_of(b"") is None
     # a stored key of another version of the name (another N): not this namespace's ttl
     other = Namespace(name="sess", n=2, r=1, w=1, conflicts="lww", created=5, creator="n9")
-    assert r.ttl_of(nsm.storage_key(other, b"k")) == 0
+    assert r.expiry_of(nsm.storage_key(other, b"k")) is None
     # the ttl travels in the gossip codec and in cluster.json
-    assert Registry.decode(r.encode()).ttl_of(nsm.storage_key(r.get("sess"), b"k")) == 90_000
+    assert Registry.decode(r.encode()).expiry_of(nsm.storage_key(r.get("sess"), b"k")) == (
+        90_000, 0)
     back = Registry.from_builtins(json.loads(json.dumps(r.to_builtins())))
     assert back == r and back.get("sess").ttl == 90
 
@@ -272,3 +275,81 @@ def test_an_older_registry_without_ttl_decodes():
     """cluster.json and gossip written by a version without the field: ttl 0."""
     old = [{k: v for k, v in ns.items() if k != "ttl"} for ns in reg().to_builtins()]
     assert Registry.from_builtins(old) == reg()
+
+
+def test_alter_changes_r_w_and_ttl_and_keeps_what_had_expired_expired():
+    r = reg()
+    r.create("s", 3, conflicts="lww", members=3, created=10, creator="n1", ttl=60)
+    r.create("carts", 3, members=3, created=11, creator="n1")
+    for name, kw, why in (
+            ("default", {}, "takes the cluster's settings"),
+            ("nope", {}, "unknown namespace 'nope'"),
+            ("s", {"r": 4}, "r=4: must be between 1 and n=3"),
+            ("carts", {"ttl": 60}, "ttl=60: needs conflicts=lww"),
+            ("s", {"ttl": nsm.MAX_TTL + 1}, r"must be between 0 \(no expiry\)")):
+        with pytest.raises(InvalidRequest, match=why):
+            r.alter(name, changed=99, now_ms=10**6, **kw)
+    assert r.get("s").changed == 0  # (nothing changed)
+    low = r.alter("s", r=1, ttl=30, changed=20, now_ms=1_000_000)
+    assert (low.r, low.w, low.ttl, low.changed, low.expired_before) == (1, 2, 30, 20, 0)
+    assert r.expiry_of(nsm.storage_key(low, b"k")) == (30_000, 0)
+    assert r.alter("s", ttl=30, changed=25, now_ms=1_000_000) is low  # nothing to change
+    with pytest.raises(InvalidRequest, match="must follow 20"):
+        r.alter("s", ttl=40, changed=20, now_ms=1_000_000)
+    # raised: what had expired under 30 s at the alter stays expired
+    high = r.alter("s", ttl=120, changed=30, now_ms=2_000_000)
+    assert high.expired_before == 2_000_000 - 30_000
+    # removed: nothing written before the alter's cutoff comes back
+    gone = r.alter("s", ttl=0, changed=40, now_ms=3_000_000)
+    assert gone.expired_before == 3_000_000 - 120_000 and gone.expires
+    assert r.expiry_of(nsm.storage_key(gone, b"k")) == (0, 3_000_000 - 120_000)
+    assert Registry.decode(r.encode()) == r  # (the new fields travel)
+    assert "expired_before" in json.dumps(r.to_builtins())
+    # every replica of the registry takes the last alter, whatever order they hear them in
+    for order in ([low, high, gone], [gone, low, high], [high, gone, low]):
+        other = reg()
+        other.create("s", 3, conflicts="lww", members=3, created=10, creator="n1", ttl=60)
+        for version in order:
+            assert other.merge([version]) == []  # (one create altered: no conflict)
+        assert other.get("s") == gone
+
+
+@given(st.data())
+@settings(max_examples=300)
+def test_alters_in_any_gossip_order_converge_on_each_creates_last_alter(data):
+    """Creates, alters (some at the same HLC timestamp on two nodes) and gossip in any order:
+    after full rounds every node holds the same registry, and each namespace is the last
+    alter (highest `changed`) made anywhere of the create that won its name."""
+    nodes = [reg() for _ in range(4)]
+    made: list[Namespace] = []
+    clock = 1000
+    steps = data.draw(st.lists(st.one_of(
+        st.tuples(st.just("create"), st.integers(0, 3), st.sampled_from(["a", "b"]),
+                  st.sampled_from(nsm.MODES)),
+        st.tuples(st.just("alter"), st.integers(0, 3), st.sampled_from(["a", "b"]),
+                  st.integers(1, 3), st.sampled_from([None, 0, 60, 3600])),
+        st.tuples(st.just("gossip"), st.integers(0, 3), st.integers(0, 3))), max_size=30))
+    for step in steps:
+        clock += data.draw(st.integers(0, 2))  # (0: the same timestamp as the step before)
+        try:
+            if step[0] == "create":
+                _, i, name, mode = step
+                made.append(nodes[i].create(name, 3, conflicts=mode, members=3, created=clock,
+                                            creator=f"n{i}"))
+            elif step[0] == "alter" and step[2] in nodes[step[1]]:
+                _, i, name, r, ttl = step
+                made.append(nodes[i].alter(name, r=r, ttl=ttl, changed=clock, now_ms=clock))
+            elif step[0] == "gossip":
+                nodes[step[1]].merge(Registry.decode(nodes[step[2]].encode()))
+        except InvalidRequest:
+            pass
+    for _ in range(2):
+        for i in data.draw(st.permutations(range(4))):
+            for j in range(4):
+                nodes[i].merge(nodes[j])
+    assert all(n == nodes[0] for n in nodes)
+    for ns in nodes[0]:
+        if ns.name != nsm.DEFAULT:
+            same = [v for v in made if (v.name, v.created, v.creator)
+                    == (ns.name, ns.created, ns.creator)]
+            assert ns.changed == max(v.changed for v in same), (ns, same)

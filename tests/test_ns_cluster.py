@@ -398,3 +398,41 @@ def test_lww_put_that_waited_in_a_stopped_node_loses_to_a_later_write(make_clust
         except AssertionError:
             raise AssertionError(on_each()) from None
         assert c.get(b"k", namespace="last", r=3).values == [b"v2"]
+
+
+def test_namespace_alter_on_real_nodes(cluster5):
+    """`zkv namespace alter`: a lowered ttl expires the values older than it on every read,
+    the new default r and w are listed, and what cannot change is refused in one line."""
+    zkv_cli = _cli(cluster5)
+    assert zkv_cli("namespace", "create", "alt", "--conflicts", "lww", "--ttl", "1h"
+                   ).returncode == 0
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        c.put(b"k", b"v", namespace="alt", w=3)
+        assert c.get(b"k", namespace="alt", r=3).values == [b"v"]
+        written = time.monotonic()
+        out = zkv_cli("namespace", "alter", "alt", "--ttl", "2", "--r", "1")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "namespace alt: n=3 r=1 w=2 conflicts=lww ttl=2s"
+        listed = zkv_cli("namespace", "list").stdout
+        assert any(line.split() == ["alt", "3", "1", "2", "lww", "2s"]
+                   for line in listed.splitlines()), listed
+        time.sleep(max(0.0, written + 2.2 - time.monotonic()))
+        for r in (1, 2, 3):
+            assert not c.get(b"k", namespace="alt", r=r).found
+        # the async client too, and with the ttl removed nothing comes back
+        import asyncio
+
+        async def remove_ttl():
+            async with zkv.AsyncClient(cluster5.endpoints, timeout=3.0) as ac:
+                return await ac.namespace_alter("alt", ttl=0)
+        assert asyncio.run(remove_ttl())["ttl"] == 0
+        assert not c.get(b"k", namespace="alt", r=3).found
+        c.put(b"k", b"again", namespace="alt")
+        assert c.get(b"k", namespace="alt").values == [b"again"]
+    for argv, why in ((["default", "--r", "1"], "takes the cluster's settings"),
+                      (["nope", "--r", "1"], "unknown namespace 'nope'"),
+                      (["alt", "--r", "4"], "r=4: must be between 1 and n=3"),
+                      (["alt"], "nothing to change")):
+        out = zkv_cli("namespace", "alter", *argv)
+        assert out.returncode == 1 and why in out.stderr and len(
+            out.stderr.strip().splitlines()) == 1, (argv, out)

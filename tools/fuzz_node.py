@@ -78,6 +78,9 @@ def seed_messages(members: list[wire.Member], rng: random.Random) -> list:
                       rng.choice(["lww", "siblings"]), rng.choice([0, 1, 60, 2**63 - 1])),
         wire.Forward(35, wire.Put(0, key, b"v", b"", 1, ns=f"fz{rng.randrange(4)}"),
                      rng.choice([0, 1, 2**63, 2**64 - 1])),
+        wire.NsAlter(36, rng.choice(["default", "nope"] + [f"fz{i}" for i in range(4)]),
+                     rng.choice([-1, 0, 1, 3, 255]), rng.choice([-1, 1, 2]),
+                     rng.choice([-1, 0, 1, 60, 2**63 - 1])),
     ]
 
 

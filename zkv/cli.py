@@ -351,7 +351,8 @@ def _main(argv: list[str] | None = None) -> int:
     d.add_argument("key")
     d.add_argument("--w", type=int)
     d.add_argument("--context", help="hex context; by default the current one is read first")
-    nsp = sub.add_parser("namespace", help="create and list namespaces (N, R, W, conflicts)")
+    nsp = sub.add_parser("namespace", help="create, alter and list namespaces (N, R, W, "
+                         "conflicts, ttl)")
     nsub = nsp.add_subparsers(dest="ns_cmd", required=True)
     nc = with_node(nsub.add_parser("create", help="create a namespace (admin key on a keyed "
                                    "cluster; settings are fixed once created)"))
@@ -366,6 +367,15 @@ def _main(argv: list[str] | None = None) -> int:
     nc.add_argument("--ttl", type=_duration, default=0, metavar="DURATION",
                     help="each value expires this long after its write (lww only): seconds, "
                     "or a number with s, m, h or d (90, 30m, 12h, 7d); default: never")
+    na = with_node(nsub.add_parser("alter", help="change a namespace's default R and W and "
+                                   "its ttl (admin key on a keyed cluster; N and conflicts "
+                                   "are fixed)"))
+    na.add_argument("name")
+    na.add_argument("--r", type=int, help="the new default read quorum")
+    na.add_argument("--w", type=int, help="the new default write quorum")
+    na.add_argument("--ttl", type=_duration, metavar="DURATION",
+                    help="the new ttl (lww only; 0: no expiry): a lower one applies to every "
+                    "value at once, a higher one never brings back a value that had expired")
     nl = with_node(nsub.add_parser("list", help="every namespace and its settings"))
     nl.add_argument("--json", action="store_true")
     st = with_node(sub.add_parser("status", help="members, up/down, racks, partitions, hints"))
@@ -673,9 +683,15 @@ def namespace_command(args) -> int:
     from zkv.client import Client
 
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
-        if args.ns_cmd == "create":
-            ns = c.namespace_create(args.name, n=args.n, r=args.r, w=args.w,
-                                    conflicts=args.conflicts, ttl=args.ttl)
+        if args.ns_cmd in ("create", "alter"):
+            if args.ns_cmd == "create":
+                ns = c.namespace_create(args.name, n=args.n, r=args.r, w=args.w,
+                                        conflicts=args.conflicts, ttl=args.ttl)
+            elif args.r is None and args.w is None and args.ttl is None:
+                raise InvalidRequest("zkv namespace alter: nothing to change (--r, --w or "
+                                     "--ttl)")
+            else:
+                ns = c.namespace_alter(args.name, r=args.r, w=args.w, ttl=args.ttl)
             print(f"namespace {ns['name']}: n={ns['n']} r={ns['r']} w={ns['w']} "
                   f"conflicts={ns['conflicts']}"
                   + (f" ttl={_show_duration(ns['ttl'])}" if ns.get("ttl") else ""))

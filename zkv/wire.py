@@ -34,6 +34,8 @@ Message tags (uint):
                                                          with their copies, FEATURE_ITEMS)
     43 Config  44 ConfigOk                              (a node's settings, changed while it runs,
                                                          FEATURE_CONFIG)
+    18 NsAlter                                          (a namespace's r, w, ttl changed,
+                                                         FEATURE_NS_ALTER; answered by NsOk)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 
 Evolving a message: new fields go at the END with a default. A decoder fills a missing
@@ -81,6 +83,9 @@ Fields added so far:
         zkv/node/expiry.py). Clients send it only when every member's record says FEATURE_TTL
         (an older node would ignore it and create the namespace without expiry), and a node
         refuses it while any member's record lacks FEATURE_TTL
+    RingOk.ns_digest (uint, 0 = none)         crc32 of the node's namespace registry: a client
+        that sees it change reloads the namespaces it cached (an alter). An older client
+        ignores it and keeps its cache (an alter's new r or w reaches it when it reloads)
     Config.save (bool)                        write the settings into the node's --config file
         (`zkv config --save`). Clients send it only to a node whose record says
         FEATURE_CONFIG_SAVE (an older one would ignore it: the change would not be saved)
@@ -122,8 +127,10 @@ FEATURE_ITEMS = 8  # Member.features: ... and Keys.values (KeysOk.copies)
 FEATURE_CONFIG = 16  # Member.features: the node answers Config (an admin's)
 FEATURE_TTL = 32  # Member.features: the node takes NsCreate.ttl and expires values
 FEATURE_CONFIG_SAVE = 64  # Member.features: the node takes Config.save
+FEATURE_NS_ALTER = 128  # Member.features: the node answers NsAlter (and merges alters)
 FEATURES = (FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS
-            | FEATURE_CONFIG | FEATURE_TTL | FEATURE_CONFIG_SAVE)  # what this version serves
+            | FEATURE_CONFIG | FEATURE_TTL | FEATURE_CONFIG_SAVE
+            | FEATURE_NS_ALTER)  # what this version serves
 MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
 KEYS_PAGE_BYTES = 1 << 20
 
@@ -195,6 +202,17 @@ class NsCreate(_Msg, tag=7):
     w: Small = 0
     conflicts: Annotated[str, msgspec.Meta(max_length=16)] = "siblings"
     ttl: Counter = 0  # seconds a value lives (lww only; 0: no expiry; FEATURE_TTL)
+
+
+class NsAlter(_Msg, tag=18):
+    """Admin -> node: change a namespace's default r and w and its ttl (-1: as it is; ttl 0:
+    no expiry). Answered by NsOk (`created`: its name) once every member that is up has
+    it, or Error (unknown name, bad settings, a member without FEATURE_NS_ALTER)."""
+
+    name: NsName
+    r: Annotated[int, msgspec.Meta(ge=-1, le=255)] = -1
+    w: Annotated[int, msgspec.Meta(ge=-1, le=255)] = -1
+    ttl: Annotated[int, msgspec.Meta(ge=-1, le=MAX_COUNTER)] = -1
 
 
 class NsList(_Msg, tag=8):
@@ -272,6 +290,9 @@ class RingOk(_Msg, tag=13):
     # not leaving) and the placement tokens of those placed by another id (issue 11, replace)
     owners: Annotated[list[NodeId], msgspec.Meta(max_length=MAX_MEMBERS)] = []
     tokens: Annotated[dict[NodeId, NodeId], msgspec.Meta(max_length=MAX_MEMBERS)] = {}
+    # crc32 of the node's namespace registry (0: an older node): a client that saw another
+    # one forgets the namespaces it cached (an alter changed their r, w or ttl)
+    ns_digest: Counter = 0
 
 
 class NsOk(_Msg, tag=16):
@@ -509,6 +530,7 @@ Message = (
     | RingInfo
     | Status
     | NsCreate
+    | NsAlter
     | NsList
     | Read
     | ReadOk

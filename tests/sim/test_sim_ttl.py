@@ -285,3 +285,60 @@ def test_the_sweep_tool_runs_seeds_with_extra_faults():
     out = subprocess.run([sys.executable, tool, "5", "6", "bogus=1"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2 and "'bogus' is no Faults field" in out.stderr
+
+
+def _alter(sim: Sim, name: str = "sess", r: int = -1, ttl: int = -1, node: str = "n1") -> None:
+    from zkv.wire import NsAlter
+
+    core = sim.nodes[node].core
+    core.handle((REQUEST, b"admin"), [NsAlter(2, name, r, -1, ttl)], sim.t)
+    sim._after_turn(sim.nodes[node])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_alter_reaches_every_node_and_never_brings_an_expired_value_back(seed):
+    """`zkv namespace alter` under loss, duplication, a partition and a pause: every node
+    takes the last alter. A lowered ttl expires what is older than it at once; one raised
+    right after (the expired copies still on the replicas, their sweeps not there yet)
+    brings none of them back on any replica, while a value written after it lives the new
+    ttl."""
+    sim = Sim(seed, nodes=5, faults=Faults(loss=0.03, dup=0.02, partitions=1, pauses=1,
+                                           start=1.2, end=3.5))
+    _create(sim, ttl=3600)
+    sim.run_until(1.0)
+    sim.schedule_faults()
+    keys = [b"a%d" % i for i in range(8)]
+
+    def writer(c):
+        for i, k in enumerate(keys):
+            yield ("put", k, b"v%d" % i, b"", 3)
+
+    w = CoreClient(sim, "w", writer, namespace="sess")
+    while not w.done and sim.t < 20:
+        sim.run_until(sim.t + 0.25)
+    assert w.done
+    written = sim.t
+    _alter(sim, r=1, ttl=4)  # lowered: the values expire 4 s after their writes
+    sim.run_until(max(written + 4.3, 4.0))
+    assert all(sn.core.namespaces.get("sess").ttl == 4 for sn in sim.nodes.values())
+    assert all(sn.core.namespaces.get("sess").r == 1 for sn in sim.nodes.values())
+    on_disk = sum(1 for k in keys for sn in sim.nodes.values()
+                  if sn.core.store.get(_skey(sim, k)))
+    assert on_disk >= len(keys)  # (the sweeps have not dropped them all yet)
+    _alter(sim, ttl=3600, node="n2")  # raised: none of them comes back
+    sim.run_until(sim.t + 2.0)
+    assert all(sn.core.namespaces.get("sess").ttl == 3600 for sn in sim.nodes.values())
+    assert _reads(sim, keys, 3) == {k: [] for k in keys}
+    for k in keys:
+        skey = _skey(sim, k)
+        for x, sn in sim.nodes.items():
+            assert not sn.core.replica.read(skey), (x, k)  # no copy served anywhere
+
+    def later(c):
+        yield ("put", b"fresh", b"new", b"", 2)
+
+    f = CoreClient(sim, "f", later, namespace="sess")
+    while not f.done and sim.t < 60:
+        sim.run_until(sim.t + 0.25)
+    sim.run_until(sim.t + 6.0)  # (longer than the old ttl of 4 s)
+    assert _reads(sim, [b"fresh"], 2) == {b"fresh": [b"new"]}

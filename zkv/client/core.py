@@ -431,7 +431,10 @@ class ClientCore:
         # that serve Read, not down, with an endpoint), in preference order, as (id, endpoint)
         self._readers_of: dict[tuple[int | None, int], list[tuple[str, str]]] = {}
         self.rings: dict[int, Ring] = {}  # N -> ring (namespaces with another N than the cluster's)
-        self.ns_cache: dict[str, Namespace] = {}  # namespaces seen (immutable once created)
+        # namespaces seen (their N and conflicts never change; r, w and ttl may: an alter
+        # changes the registry's digest in the ring, `set_ring`, which empties the cache)
+        self.ns_cache: dict[str, Namespace] = {}
+        self.ns_digest = 0
         # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
         # coordinator orders this client's next write after everything it has seen
         self.stamp_floor = 0
@@ -477,6 +480,10 @@ class ClientCore:
         self.n = msg.n
         self.endpoints = {m.id: m.listen for m in msg.members}
         self.readers = {m.id for m in msg.members if m.features & wire.FEATURE_READ}
+        if msg.ns_digest != self.ns_digest:  # created or altered since: reload when used
+            if self.ns_digest:
+                self.ns_cache.clear()
+            self.ns_digest = msg.ns_digest
         self.down = set(msg.down)
         self._base_order = None
         self._orders = {}
@@ -1015,7 +1022,9 @@ class ClientCore:
         except ValueError as exc:
             raise ZkvError(f"a node sent a bad namespace registry: {exc}") from None
         for ns in reg:
-            self.ns_cache.setdefault(ns.name, ns)
+            cur = self.ns_cache.get(ns.name)
+            if cur is None or ns.rank() < cur.rank():  # (a later alter of it ranks lower)
+                self.ns_cache[ns.name] = ns
         return reg
 
     def namespaces_plan(self) -> Plan[list[dict]]:
@@ -1072,6 +1081,27 @@ class ClientCore:
                 last = exc
         assert last is not None
         raise last
+
+    def namespace_alter(self, name: str, r: int | None = None, w: int | None = None,
+                        ttl: int | None = None) -> Plan[dict]:
+        """Change a namespace's default r and w and its ttl (None: as it is; ttl 0: no
+        expiry) on every node (admin); returns its new settings. N and conflicts are fixed.
+        A lowered ttl applies to every value at once; a raised or removed one never brings
+        back a value that had expired. InvalidRequest for "default", an unknown name, bad
+        settings, or a member whose version cannot alter (upgrade every node first)."""
+        bad = [f"{k}={v!r}: must be an int" for k, v in (("r", r), ("w", w), ("ttl", ttl))
+               if v is not None and (not isinstance(v, int) or isinstance(v, bool))]
+        if not nss.valid_name(name):
+            bad.insert(0, f"name {name!r}: 1 to 64 characters of A-Z a-z 0-9 _ . -")
+        if bad:
+            raise InvalidRequest(f"cannot alter namespace {name!r}: " + "; ".join(bad))
+        yield from self._need_feature(wire.FEATURE_NS_ALTER, f"cannot alter namespace "
+                                      f"{name!r}", "without namespace alter", fresh=True)
+        msg = wire.NsAlter(0, name, -1 if r is None else r, -1 if w is None else w,
+                           -1 if ttl is None else ttl)
+        reg = self._learn(_expect((yield from self.call(msg, None)), NsOk))
+        self.ns_cache[name] = reg.get(name)
+        return msgspec.to_builtins(reg.get(name))
 
     def _need_feature(self, bit: int, what: str, lacking: str, only: str | None = None,
                       fresh: bool = False) -> Plan[None]:

@@ -124,6 +124,12 @@ class Client(Facade):
         `ttl`: seconds each value lives after its write (lww namespaces only; 0: for ever)."""
         return self._run(self.core.namespace_create(name, n, r, w, conflicts, ttl))
 
+    def namespace_alter(self, name: str, r: int | None = None, w: int | None = None,
+                        ttl: int | None = None) -> dict:
+        """Change a namespace's default r, w and ttl (None: as it is) on every node (admin);
+        returns its new settings (ClientCore.namespace_alter)."""
+        return self._run(self.core.namespace_alter(name, r, w, ttl))
+
     def keys(self, namespace: str = "default", prefix: bytes = b"",
              page: int = 1000, r: int = 1) -> Iterator[bytes]:
         """The live keys of `namespace` beginning with `prefix`, in no useful order, fetched

@@ -27,7 +27,7 @@ from zkv.node.antientropy import (
     unpack_hashes,
     unpack_listing,
 )
-from zkv.node.expiry import Sweep
+from zkv.node.expiry import MAX_PERIOD, Sweep
 from zkv.node.op import Op
 from zkv.wire import (
     MAX_ROOTS,
@@ -296,10 +296,12 @@ class Background:
                 for peer, msg in reap_pass(ae, core.replica, core.membership.ring(n),
                                            core.me).items():
                     core.ask(peer, msg, None)
-            ttls = core.namespaces.ttl_ms
-            if ttls:  # a namespace with a ttl: this round's share of the expiry sweep
-                self.expiry.step(core.store, core.namespaces.ttl_of, core.handoff.wall_ms(),
-                                 core.replica.drop_expired, 1.0, min(ttls.values()))
+            rules = core.namespaces.expiry_ms
+            if rules:  # a namespace whose values expire: this round's share of the sweep
+                shortest = min((ttl for ttl, _ in rules.values() if ttl),
+                               default=int(MAX_PERIOD * 1000))
+                self.expiry.step(core.store, core.namespaces.expiry_of, core.handoff.wall_ms(),
+                                 core.replica.drop_expired, 1.0, shortest)
         if core.ae is None:
             return  # anti-entropy off: no exchanges
         if not self.exchange_queue and now >= self.next_aae:

@@ -112,6 +112,7 @@ from zkv.wire import (
     LeafKeys,
     LeafKeysOk,
     Member,
+    NsAlter,
     NsCreate,
     NsList,
     NsOk,
@@ -159,7 +160,7 @@ PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashe
 ROLE_MESSAGES = {
     CLIENT: CLIENT_MESSAGES,
     # cluster changes, repair, snapshots, namespaces
-    ADMIN: CLIENT_MESSAGES | {Repair, Snapshot, Cluster, NsCreate, Config},
+    ADMIN: CLIENT_MESSAGES | {Repair, Snapshot, Cluster, NsCreate, NsAlter, Config},
     PEER: CLIENT_MESSAGES | PEER_ONLY | {Cluster, NsCreate},  # relayed to the claimant / creator
 }
 # reply bytes one identity may be sent per loop turn: one largest value always fits; beyond
@@ -464,7 +465,8 @@ class NodeCore:
             RGetHashes: self._on_versions, Reap: self._on_reap, Repair: self._on_repair,
             Snapshot: self._on_snapshot, Keys: self._on_keys, Config: self._on_config,
             Cluster: self._on_cluster, Fetch: self._on_fetch,
-            NsCreate: self._on_ns_create, NsList: self._on_ns_list, Read: self._on_read,
+            NsCreate: self._on_ns_create, NsAlter: self._on_ns_alter,
+            NsList: self._on_ns_list, Read: self._on_read,
         }
         self._saved_unsettled = (0, 0)  # (states, fresh partitions) cluster.json holds
         if st is not None:
@@ -1532,7 +1534,8 @@ class NodeCore:
         ring = self.membership.ring()
         self._reply(ident, RingOk(msg.rid, s["q"], s["n"], s["r"], s["w"],
                                   self.membership.table(), sorted(self.membership.down()),
-                                  list(ring.members), ring.tokens))
+                                  list(ring.members), ring.tokens,
+                                  zlib.crc32(self._ns_encoded)))
 
     def _on_status(self, ident: bytes, msg: Status) -> None:
         self._reply(ident, StatusOk(msg.rid, self.status()))
@@ -1597,12 +1600,13 @@ class NodeCore:
             self._reply(ident, KeysOk(msg.rid, [], msg.cursor, False, False))
             return
         self._reply(ident, answer_keys(self.store, ring, msg, nss.prefix(ns), default,
-                                       self.expired if ns.ttl else None))
+                                       self.expired if ns.expires else None))
 
     def expired(self, skey: bytes, encoded: bytes) -> bool:
         """Has this version of a stored key expired (its namespace's ttl, expiry.py)?"""
-        ttl = self.namespaces.ttl_of(skey)
-        return bool(ttl) and expiry.expired(encoded, ttl, self.handoff.wall_ms())
+        rule = self.namespaces.expiry_of(skey)
+        return rule is not None and expiry.expired(encoded, rule[0], self.handoff.wall_ms(),
+                                                   rule[1])
 
     def _on_config(self, ident: bytes, msg: Config) -> None:
         """An admin reads this node's settings, or changes runtime ones (settings.py)."""
@@ -1721,7 +1725,14 @@ class NodeCore:
         except ValueError as exc:
             self.malformed(source, f"bad namespace registry: {exc}")
             return
-        # the default namespace is each node's own (from the cluster settings)
+        # the default namespace is each node's own (from the cluster settings); an alter
+        # stamped beyond our clock's skew bound would outrank every later one for good
+        limit = ((self.handoff.wall_ms() + self.hlc.max_skew_ms) << hlcs.LOGICAL_BITS) | \
+            hlcs.LOGICAL_MASK
+        if any(ns.changed > limit for ns in other):
+            self.malformed(source, "a namespace altered in the future (beyond the clock skew "
+                                   "allowed)")
+            return
         for c in self.namespaces.merge([ns for ns in other if ns.name != nss.DEFAULT]):
             log.warning("concurrent creation resolved: %s", c)
         enc = self.namespaces.encode()
@@ -1731,49 +1742,69 @@ class NodeCore:
             self._save_cluster()
             self._replan()  # a new N in use: its keys' transfers
 
+    def _require_feature(self, bit: int, what: str, lacking: str) -> None:
+        """InvalidRequest "`what`: node(s) ... run a zkv version `lacking`" if a member that
+        serves (in the ring, or up) runs a version without FEATURE `bit`."""
+        ms = self.membership
+        serving = set(ms.ring().members) | {p for p in ms.peers if ms.is_up(p)}
+        old = sorted(m.id for m in ms.table() if m.id in serving and not m.features & bit)
+        if old:
+            raise InvalidRequest(f"{what}: node(s) {', '.join(old[:8])} run a zkv version "
+                                 f"{lacking} (upgrade every node first)")
+
     def _on_ns_create(self, ident: bytes, msg: NsCreate) -> None:
         members = len(self.membership.ring().members)
         if msg.ttl:  # a node that does not expire would serve (and keep) expired values
-            ms = self.membership
-            serving = set(ms.ring().members) | {p for p in ms.peers if ms.is_up(p)}
-            old = sorted(m.id for m in ms.table()
-                         if m.id in serving and not m.features & wire.FEATURE_TTL)
-            if old:
-                raise InvalidRequest(f"cannot create namespace {msg.name!r} with a ttl: "
-                                     f"node(s) {', '.join(old[:8])} run a zkv version without "
-                                     f"expiry (upgrade every node first)")
+            self._require_feature(wire.FEATURE_TTL, f"cannot create namespace {msg.name!r} "
+                                  f"with a ttl", "without expiry")
         ns = self.namespaces.create(msg.name, msg.n or None, msg.r or None, msg.w or None,
                                     msg.conflicts, members=members, created=self.hlc.now(),
                                     creator=self.me, ttl=msg.ttl)
+        self._namespace_done(ident, msg.rid, ns, "created")
+
+    def _on_ns_alter(self, ident: bytes, msg: NsAlter) -> None:
+        # (an older node would keep the version it has: the registries would not converge)
+        self._require_feature(wire.FEATURE_NS_ALTER, f"cannot alter namespace {msg.name!r}",
+                              "without namespace alter")
+        ns = self.namespaces.alter(msg.name, None if msg.r < 0 else msg.r,
+                                   None if msg.w < 0 else msg.w,
+                                   None if msg.ttl < 0 else msg.ttl, changed=self.hlc.now(),
+                                   now_ms=self.handoff.wall_ms())
+        self._namespace_done(ident, msg.rid, ns, "altered")
+
+    def _namespace_done(self, ident: bytes, rid: int, ns: Namespace, how: str) -> None:
+        """A namespace was created or altered here (or found as asked): save and gossip the
+        registry at once if it changed, and answer once every member that is up shows this
+        version in its gossip, so the caller's next request finds it wherever it lands
+        (bounded: members that stay silent learn later)."""
         enc = self.namespaces.encode()
         if enc != self._ns_encoded:
             self._ns_encoded = enc
-            log.info("created namespace %s: %s", ns.name, ns.describe())
+            log.info("%s namespace %s: %s", how, ns.name, ns.describe())
             self._save_cluster()
             self._replan()
             self.next_gossip = self.t  # tell the cluster at once
-        # answer once every member that is up shows it in its gossip, so the caller's next
-        # request finds it wherever it lands (bounded: members that stay silent learn later)
         waiting = {m for m in self.membership.peers if self.membership.is_up(m)}
         until = self.t + self.cfg.replica_timeout + 5 * self.cfg.gossip_interval
-        self.ns_waits.append([ident, msg.rid, ns.name, waiting, until])
+        self.ns_waits.append([ident, rid, ns.name, ns.changed, waiting, until])
         self._ns_waits_check(self.t)
 
     def _ns_waits_check(self, now: float, sender: str | None = None,
                         registry: bytes = b"") -> None:
-        names: set[str] | None = None
+        have: dict[str, int] | None = None  # the sender's namespaces -> their last alter
         if sender is not None:
             if registry == self._ns_encoded:
-                names = set(self.namespaces.names())
+                have = {ns.name: ns.changed for ns in self.namespaces}
             else:
                 try:
-                    names = set(Registry.decode(registry).names()) if registry else set()
+                    have = ({ns.name: ns.changed for ns in Registry.decode(registry)}
+                            if registry else {})
                 except ValueError:
-                    names = set()
+                    have = {}
         keep = []
         for wait in self.ns_waits:
-            ident, rid, name, waiting, until = wait
-            if sender is not None and names is not None and name in names:
+            ident, rid, name, changed, waiting, until = wait
+            if have is not None and have.get(name, -1) >= changed:
                 waiting.discard(sender)
             if waiting and now < until:
                 keep.append(wait)

@@ -51,9 +51,11 @@ def stamp_ms(value: bytes) -> int:
     return int.from_bytes(value[:8], "big") >> 16
 
 
-def expired(encoded: bytes, ttl_ms: int, now_ms: int) -> bool:
-    """Has this encoded version (a DVV set of an lww key) expired at `now_ms`?"""
-    if not encoded or ttl_ms <= 0:
+def expired(encoded: bytes, ttl_ms: int, now_ms: int, before_ms: int = 0) -> bool:
+    """Has this encoded version (a DVV set of an lww key) expired at `now_ms`, under a ttl of
+    `ttl_ms` (0: none), or because its newest value was written at or before `before_ms`
+    (an alter that raised or removed the ttl: namespaces.py)?"""
+    if not encoded or (ttl_ms <= 0 and before_ms <= 0):
         return False
     newest = -1
     for value in dvv.DVVSet.decode(encoded).values():
@@ -61,7 +63,8 @@ def expired(encoded: bytes, ttl_ms: int, now_ms: int) -> bool:
             t = stamp_ms(value)
             if t > newest:
                 newest = t
-    return newest >= 0 and newest + ttl_ms <= now_ms
+    return newest >= 0 and ((ttl_ms > 0 and newest + ttl_ms <= now_ms)
+                            or newest <= before_ms)
 
 
 def period(ttl_ms: int) -> float:
@@ -76,11 +79,12 @@ class Sweep:
         self.cursor = 0  # the first hash of the next window
         self.passes = 0  # full passes completed (status, tests)
 
-    def step(self, store, ttl_of: Callable[[bytes], int], now_ms: int,
+    def step(self, store, expiry_of: Callable[[bytes], tuple[int, int] | None], now_ms: int,
              drop: Callable[[bytes], object], round_s: float, shortest_ms: int) -> int:
         """One background round (`round_s` seconds apart): scan the share of the hash space
         that makes a full pass take `period(shortest_ms)`, drop what has expired; returns
-        how many versions were dropped. `ttl_of(key)`: the key's ttl in ms (0: none)."""
+        how many versions were dropped. `expiry_of(key)`: (ttl ms, expired_before ms) of
+        the key's namespace, None if its values never expire (Registry.expiry_of)."""
         per_pass_ms = int(period(shortest_ms) * 1000)
         share = max(SPACE // ROUND_SHARE, -(-SPACE * int(round_s * 1000) // per_pass_ms))
         held = len(store)
@@ -92,8 +96,8 @@ class Sweep:
         for key, _h in store.key_hashes(lo, hi):
             if key[:1] != b"\x00":
                 continue  # the default namespace (no ttl): most keys, one compare each
-            ttl = ttl_of(key)
-            if ttl and expired(store.get(key) or b"", ttl, now_ms):
+            rule = expiry_of(key)
+            if rule is not None and expired(store.get(key) or b"", rule[0], now_ms, rule[1]):
                 drop(key)
                 gone += 1
         if hi >= SPACE - 1:

@@ -9,12 +9,20 @@ Rules (decided here, issue 15):
 - 1 <= n <= min(members, 16) at creation; 1 <= r, w <= n; r and w default to a majority of
   n (n // 2 + 1); conflicts is "siblings" (default) or "lww". Bad settings raise
   `zkv.errors.InvalidRequest` naming every problem.
-- A namespace is immutable once created: N cannot change without moving data, and keeping
-  r/w/conflicts/ttl fixed too makes the registry a plain grow-only map. Per-request r/w still
-  override the defaults (`Namespace.quorums`).
+- N and the conflict mode are fixed at creation: both are part of every stored key (below),
+  and N cannot change without moving data. The default r and w and the ttl can be altered
+  (`Registry.alter`, `zkv namespace alter`): the altered version carries `changed`, the HLC
+  timestamp of the alter, and of two versions of one create the later alter wins everywhere
+  (rank), so the registry stays a join of its versions. Per-request r/w still override the
+  defaults (`Namespace.quorums`).
 - `ttl` (seconds, 0 = none, at most MAX_TTL) is how long a value lives after its write, and
   needs `conflicts="lww"`: a value's age is its write's HLC stamp, which only lww values carry
-  (zkv/node/expiry.py applies it).
+  (zkv/node/expiry.py applies it). An alter that lowers or sets it applies to every value at
+  once (one written long enough ago expires now). One that raises or removes it never brings
+  back a value that had expired: `expired_before` (ms, wall clock) says that every value
+  written at or before it has expired, whatever the ttl (the alter's time minus the old ttl;
+  a replica whose sweep had not dropped such a value yet would serve it again, and read
+  repair spread it).
 - `create` with the same name and the same settings is idempotent (returns the existing
   one); with different settings it is refused.
 - Two nodes may create one name concurrently with different settings before gossip meets.
@@ -29,11 +37,15 @@ Gossip encoding (msgpack via msgspec; bounded by `max_bytes` and MAX_NAMESPACES)
 
     [REGISTRY_VERSION: uint, [namespace, ...]]      # namespaces sorted by name, unique
     namespace = {"name": str, "n": uint, "r": uint, "w": uint, "conflicts": str,
-                 "created": uint (HLC u64, zkv.hlc layout), "creator": str, "ttl": uint}
+                 "created": uint (HLC u64, zkv.hlc layout), "creator": str, "ttl": uint,
+                 "changed": uint (HLC u64 of the last alter, 0: none),
+                 "expired_before": uint (ms since the Unix epoch, 0: none)}
 
 ("ttl" was added later: a node of an older version ignores it and relays the namespace with
 ttl 0. Of two copies of one create (same created and creator), the higher ttl ranks lower,
-so such a relay never takes a TTL away.)
+so such a relay never takes a TTL away. "changed" and "expired_before" came with alter: a
+relay by an older node loses them, and the lowest changed ranks last, so it never undoes an
+alter; an alter is refused while any member runs such a version, which would not converge.)
 
 `to_builtins()` is the same list of dicts for JSON (cluster.json); unknown fields are
 ignored on decode so a newer node's extra fields do not break an older one.
@@ -88,6 +100,8 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
     created: int = 0  # HLC timestamp of the create (zkv.hlc); 0 for "default"
     creator: str = ""  # node id that created it; "" for "default"
     ttl: int = 0  # seconds a value lives after its write (lww only); 0: no expiry
+    changed: int = 0  # HLC timestamp of the last alter (r, w, ttl); 0: as created
+    expired_before: int = 0  # ms: a value written at or before it has expired (alter); 0: none
 
     @property
     def lww(self) -> bool:
@@ -98,11 +112,16 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
         return self.n, self.r, self.w, self.conflicts, self.ttl
 
     def rank(self) -> tuple:
-        """Total order among versions of one name: the lowest is kept everywhere. (-ttl
-        last: a copy of the same create relayed by an older node, which lost the field,
-        never wins over the original.)"""
-        return (self.created, self.creator.encode("utf-8"), (self.n, self.r, self.w,
-                                                              self.conflicts), -self.ttl)
+        """Total order among versions of one name: the lowest is kept everywhere. Of one
+        create's versions the last alter (-changed); -ttl and -expired_before last: a copy
+        relayed by an older node, which lost those fields, never wins over the original."""
+        return (self.created, self.creator.encode("utf-8"), -self.changed,
+                (self.n, self.r, self.w, self.conflicts), -self.ttl, -self.expired_before)
+
+    @property
+    def expires(self) -> bool:
+        """Do any of its values expire (a ttl, or values an alter left expired)?"""
+        return bool(self.ttl or self.expired_before)
 
     def describe(self) -> str:
         """n=3 r=2 w=2 lww ttl=60s: the settings in one line (logs, conflicts)."""
@@ -255,8 +274,9 @@ class Registry:
         # the namespace named `name` (a str), or None: the dict's own get, a C call where a
         # request names its namespace (`get` says why an unknown name is refused)
         self.find = self._ns.get
-        # stored-key prefix (namespaces.prefix) -> ttl in ms, of the namespaces with a ttl
-        self.ttl_ms: dict[bytes, int] = {}
+        # stored-key prefix (namespaces.prefix) -> (ttl ms, expired_before ms), of the
+        # namespaces whose values expire (`expiry_of`)
+        self.expiry_ms: dict[bytes, tuple[int, int]] = {}
         self.merge(namespaces)
 
     @classmethod
@@ -320,6 +340,39 @@ class Registry:
         self._index_ttl()
         return new
 
+    def alter(self, name: str, r: int | None = None, w: int | None = None,
+              ttl: int | None = None, *, changed: int, now_ms: int) -> Namespace:
+        """Change a namespace's default r and w and its ttl (None: as it is); `changed`: an
+        HLC timestamp after its last alter, `now_ms` the wall clock (the cutoff of a ttl
+        raised or removed: the module docstring). Returns the new version (the same one if
+        nothing changes). InvalidRequest for "default" (the cluster's settings), an unknown
+        name, or bad settings."""
+        if name == DEFAULT:
+            raise InvalidRequest(f"namespace {DEFAULT!r} takes the cluster's settings; it "
+                                 f"cannot be altered")
+        old = self._ns.get(name)
+        if old is None:
+            raise InvalidRequest(f"unknown namespace {name!r}")
+        r = old.r if r is None else r
+        w = old.w if w is None else w
+        ttl = old.ttl if ttl is None else ttl
+        _raise(f"cannot alter namespace {name!r}",
+               problems(name, old.n, r, w, old.conflicts, ttl=ttl))
+        if (r, w, ttl) == (old.r, old.w, old.ttl):
+            return old
+        before = old.expired_before
+        if old.ttl and (ttl == 0 or ttl > old.ttl):  # what had expired stays expired
+            before = max(before, now_ms - old.ttl * 1000)
+        if not isinstance(changed, int) or not old.changed < changed <= _MAX_U64 or not (
+                0 <= before < 1 << 48):
+            raise InvalidRequest(f"cannot alter namespace {name!r}: changed={changed!r} must "
+                                 f"follow {old.changed}")
+        new = msgspec.structs.replace(old, r=r, w=w, ttl=ttl, changed=changed,
+                                      expired_before=before)
+        self._ns[name] = new
+        self._index_ttl()
+        return new
+
     def merge(self, other: Registry | Iterable[Namespace]) -> list[Conflict]:
         """Fold in another registry (from gossip or disk); returns the conflicts resolved.
 
@@ -350,15 +403,17 @@ class Registry:
         return conflicts
 
     def _index_ttl(self) -> None:
-        self.ttl_ms = {prefix(ns): ns.ttl * 1000 for ns in self._ns.values() if ns.ttl}
+        self.expiry_ms = {prefix(ns): (ns.ttl * 1000, ns.expired_before)
+                          for ns in self._ns.values() if ns.expires}
 
-    def ttl_of(self, skey: bytes) -> int:
-        """The ttl in ms of the namespace a stored key belongs to (0: none, or a key of a
-        namespace this registry does not hold, e.g. the losing version of a name)."""
-        if not self.ttl_ms or skey[:1] != b"\x00":
-            return 0
+    def expiry_of(self, skey: bytes) -> tuple[int, int] | None:
+        """(ttl in ms, expired_before in ms) of the namespace a stored key belongs to; None
+        when its values never expire (or it is a key of a namespace this registry does not
+        hold, e.g. the losing version of a name). expiry.expired takes both."""
+        if not self.expiry_ms or skey[:1] != b"\x00":
+            return None
         end = skey.find(b"\x00", 3)
-        return self.ttl_ms.get(skey[:end + 1], 0) if end > 3 else 0
+        return self.expiry_ms.get(skey[:end + 1]) if end > 3 else None
 
     # -- codec
     def encode(self) -> bytes:
@@ -403,6 +458,11 @@ class Registry:
             raise ValueError("namespace registry not sorted by name with unique names")
         for ns in nss:
             found = problems(ns.name, ns.n, ns.r, ns.w, ns.conflicts, ttl=ns.ttl)
+            if not 0 <= ns.changed <= _MAX_U64 or not 0 <= ns.expired_before < 1 << 48:
+                found.append(f"changed={ns.changed}, expired_before={ns.expired_before}: "
+                             f"out of range")
+            elif ns.expired_before and ns.conflicts != "lww":
+                found.append("expired_before: needs conflicts=lww")
             if found:
                 raise ValueError(f"bad namespace {ns.name!r}: " + "; ".join(found))
             _check_origin(ns.created, ns.creator, ValueError)

@@ -120,7 +120,7 @@ def _expiry_status(core: NodeCore) -> dict | None:
     """Expiry (expiry.py), while some namespace has a ttl (None otherwise): those namespaces'
     ttls (s), the expired versions dropped here since start (by the sweep or on access) and
     the sweep's full passes."""
-    ttls = {ns.name: ns.ttl for ns in core.namespaces if ns.ttl}
+    ttls = {ns.name: ns.ttl for ns in core.namespaces if ns.expires}
     if not ttls:
         return None
     return {"namespaces": ttls, "dropped": core.replica.expired_drops,
