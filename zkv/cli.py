@@ -797,7 +797,7 @@ def status_command(args) -> int:
             print(line)
     ex = doc.get("expiry")
     if ex:
-        print("expiry: " + ", ".join(f"{name} ttl={_show_duration(ttl)}"
+        print("expiry: " + ", ".join(f"{name} ttl={_show_duration(ttl) if ttl else 'none'}"
                                      for name, ttl in sorted(ex["namespaces"].items()))
               + f"; {ex['dropped']} expired version(s) dropped here since start, "
               f"{ex['passes']} full sweep(s)")

@@ -117,9 +117,10 @@ def status(core: NodeCore) -> dict:
 
 
 def _expiry_status(core: NodeCore) -> dict | None:
-    """Expiry (expiry.py), while some namespace has a ttl (None otherwise): those namespaces'
-    ttls (s), the expired versions dropped here since start (by the sweep or on access) and
-    the sweep's full passes."""
+    """Expiry (expiry.py), while some namespace's values expire (None otherwise): those
+    namespaces' ttls (s; 0: an alter removed it, the values it had expired stay so), the
+    expired versions dropped here since start (by the sweep or on access) and the sweep's
+    full passes."""
     ttls = {ns.name: ns.ttl for ns in core.namespaces if ns.expires}
     if not ttls:
         return None
