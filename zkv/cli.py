@@ -1169,6 +1169,9 @@ def local_remove(args) -> int:
     return 0
 
 
+VERIFY_WAIT = 60.0  # s `zkv local up` waits for a new cluster's partitions to count for reads
+
+
 def local_up(args) -> int:
     from zkv.local import LocalCluster
 
@@ -1209,15 +1212,24 @@ def local_up(args) -> int:
             return 0
         # a new cluster's nodes gained their partitions as it formed: until each is settled
         # and compared with its other owners (~`settle` s, 5 by default), their copies do not
-        # count toward a read's R, and `zkv keys --r 2` would fail (the demo takes longer)
-        try:
-            cluster.wait_verified(60.0)
-        except ZkvError as exc:  # (serve anyway: reads count the other owners meanwhile)
-            print(f"zkv: {exc}", file=sys.stderr)
-        print("\nServing until Ctrl-C. Try:  zkv status   zkv put hello world   zkv get hello"
-              "   zkv top", flush=True)
+        # count toward a read's R, and `zkv keys --r 2` would fail (the demo takes longer).
+        # "Serving" once they do (or after VERIFY_WAIT s anyway), nodes watched meanwhile
+        verify_by: float | None = time.monotonic() + VERIFY_WAIT
         while not stop["now"]:
-            time.sleep(0.5)
+            if verify_by is not None:
+                left = cluster.unverified()
+                if left and time.monotonic() < verify_by:
+                    time.sleep(0.2)
+                else:
+                    if left:  # (serve anyway: reads count the other owners meanwhile)
+                        print(f"zkv: partitions not verified within {VERIFY_WAIT:.0f}s ("
+                              + ", ".join(f"{k}: {v}" for k, v in sorted(left.items()))
+                              + ")", file=sys.stderr)
+                    verify_by = None
+                    print("\nServing until Ctrl-C. Try:  zkv status   zkv put hello world"
+                          "   zkv get hello   zkv top", flush=True)
+            else:
+                time.sleep(0.5)
             for n in cluster.nodes:
                 if n.proc is not None and n.proc.poll() is not None and not n.reported:
                     n.reported = True

@@ -161,6 +161,13 @@ class LocalNode:
         return self.proc is not None and self.proc.poll() is None
 
 
+def _unverified(doc: dict) -> str:
+    """A status document's partitions whose copies do not count for reads yet, "" if none."""
+    ae = doc.get("antientropy") or {}
+    count = ae.get("fresh_partitions_left", 0) + ae.get("refill_partitions_left", 0)
+    return f"{count} partition(s)" if count else ""
+
+
 class LocalCluster:
     def __init__(self, nodes: int = 3, directory: str = "./zkv-data", base_port: int | None = 7001,
                  *, racks: list[str] | None = None, sync: str = "interval",
@@ -323,21 +330,27 @@ class LocalCluster:
             time.sleep(0.2)
         raise ZkvError(f"the cluster did not settle within {timeout:.0f}s ({last})")
 
+    def _pending_on_live(self, pending) -> dict[str, str]:
+        """node id -> what `pending(status document)` says is left there, for each live node
+        where it is not "" (one pass)."""
+        left: dict[str, str] = {}
+        for n in self.nodes:
+            if n.alive():
+                try:
+                    why = pending(self.status_of(n, 1.0))
+                except ZkvError as exc:
+                    why = str(exc)
+                if why:
+                    left[n.id] = why
+        return left
+
     def _wait_every_live(self, timeout: float, what: str, pending) -> None:
         """Until `pending(status document)` is "" on every live node (else what is left
         there); ZkvError naming `what` and each node's last answer at `timeout`."""
         deadline = time.monotonic() + timeout
         left: dict[str, str] = {}
         while time.monotonic() < deadline:
-            left = {}
-            for n in self.nodes:
-                if n.alive():
-                    try:
-                        why = pending(self.status_of(n, 1.0))
-                    except ZkvError as exc:
-                        why = str(exc)
-                    if why:
-                        left[n.id] = why
+            left = self._pending_on_live(pending)
             if not left:
                 return
             time.sleep(0.2)
@@ -359,12 +372,12 @@ class LocalCluster:
         """Until no live node has partitions whose copies do not count for a client's own
         reads: refilling after a lost disk, or gained at an ownership change (a cluster's
         forming included) not yet settled and exchanged with the other owners."""
-        def unverified(doc: dict) -> str:
-            ae = doc.get("antientropy") or {}
-            count = ae.get("fresh_partitions_left", 0) + ae.get("refill_partitions_left", 0)
-            return f"{count} partition(s)" if count else ""
+        self._wait_every_live(timeout, "partitions not verified", _unverified)
 
-        self._wait_every_live(timeout, "partitions not verified", unverified)
+    def unverified(self) -> dict[str, str]:
+        """`wait_verified`'s condition, asked once: node id -> its partitions still
+        unverified, for each live node that has some."""
+        return self._pending_on_live(_unverified)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until every live node is ready as its /readyz says (node/health.py): the rings
