@@ -148,6 +148,11 @@ class HLC:
             self._last = ts
             return ts
 
+    def limit(self) -> int:
+        """The greatest timestamp a peer may send: `max_skew_ms` ahead of our physical clock
+        (`observe` clamps or refuses one beyond it)."""
+        return ((self._pt() + self.max_skew_ms) << LOGICAL_BITS) | LOGICAL_MASK
+
     def observe(self, remote: int) -> int:
         """Timestamp a receive event carrying `remote`: the result is greater than both
         `remote` and every timestamp this clock issued before (unless `remote` was clamped).
@@ -155,7 +160,7 @@ class HLC:
         _check_ts(remote)
         with self._lock:
             pt = self._pt()
-            limit = ((pt + self.max_skew_ms) << LOGICAL_BITS) | LOGICAL_MASK
+            limit = ((pt + self.max_skew_ms) << LOGICAL_BITS) | LOGICAL_MASK  # (`limit`, one clock read)
             if remote > limit:
                 self.skewed += 1
                 if self.skew == "refuse":

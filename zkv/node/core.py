@@ -1727,8 +1727,7 @@ class NodeCore:
             return
         # the default namespace is each node's own (from the cluster settings); an alter
         # stamped beyond our clock's skew bound would outrank every later one for good
-        limit = ((self.handoff.wall_ms() + self.hlc.max_skew_ms) << hlcs.LOGICAL_BITS) | \
-            hlcs.LOGICAL_MASK
+        limit = self.hlc.limit()
         if any(ns.changed > limit for ns in other):
             self.malformed(source, "a namespace altered in the future (beyond the clock skew "
                                    "allowed)")
@@ -1834,8 +1833,8 @@ class NodeCore:
     def _resumed(self, now: float) -> None:
         """The first call, at `now`, after a stall (STALL_GAP): this process stood still, and
         the frames it takes in the next STALL_AFTER seconds may have waited in its sockets
-        since its last call.
-        Its failure detector does not blame its peers for the heartbeats it missed
+        since its last call. Its failure detector does not blame its peers for the heartbeats
+        it missed
         (`Membership.stood_still`: a node resumed after a SIGSTOP found every peer down and
         failed the writes that waited in its socket, W=2 of N=3 with none to stand in).
         An lww write among them is stamped as of when the node stopped (`_stamp`), not now:
@@ -1862,9 +1861,7 @@ class NodeCore:
         if floor:
             self.hlc.observe(floor)
         if self.stall_until > self.t:
-            limit = ((self.handoff.wall_ms() + self.hlc.max_skew_ms) << hlcs.LOGICAL_BITS
-                     ) | hlcs.LOGICAL_MASK
-            stamp = max(self.stall_stamp, min(floor, limit) + 1)
+            stamp = max(self.stall_stamp, min(floor, self.hlc.limit()) + 1)
             self.stall_stamp = stamp + 1  # (each such write its own stamp)
             self.hlc.observe(stamp)  # (so every stamp issued later is greater)
             return stamp
@@ -2055,9 +2052,7 @@ class NodeCore:
             if value is not None and ns.conflicts == "lww":  # (ns.lww without its call)
                 if given:  # stamped on receipt where it entered (no later than our clock's
                     self.hlc.observe(given)  # skew bound allows)
-                    limit = (((self.handoff.wall_ms() + self.hlc.max_skew_ms)
-                              << hlcs.LOGICAL_BITS) | hlcs.LOGICAL_MASK)
-                    stamp = hlcs.pack(min(given, limit))
+                    stamp = hlcs.pack(min(given, self.hlc.limit()))
                 else:
                     stamp = hlcs.pack(self._stamp(skey, msg.floor))
                 value = stamp + value
