@@ -411,9 +411,9 @@ def _main(argv: list[str] | None = None) -> int:
     cf.add_argument("--set", dest="changes", metavar="NAME=VALUE", action="append", default=[],
                     help="change a runtime setting (repeatable; all or none are changed; "
                     "gone at the restart unless --save)")
-    cf.add_argument("--save", action="store_true", help="and write them, with every runtime "
-                    "setting changed before, into the node's --config file (comments kept), "
-                    "so a restart keeps them")
+    cf.add_argument("--save", action="store_true", help="and write the running value of "
+                    "every runtime setting a restart would not start with into the node's "
+                    "--config file (comments kept), as Redis' CONFIG REWRITE")
     cf.add_argument("--all", action="store_true", help="every member of the cluster (--node's "
                     "member table), one after the other")
     cf.add_argument("--json", action="store_true", help="the answers as JSON")

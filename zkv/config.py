@@ -331,12 +331,10 @@ def save_settings(path: str, values: dict[str, Any]) -> None:
         text = tomlkit.dumps(doc)
         tomllib.loads(text)  # (what the next start reads: refuse to write one it cannot)
         mode = os.stat(real).st_mode & 0o7777
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as fh:
+            fh.write(text.encode())  # (a buffered file: written whole)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, real)
         fsync_dir(os.path.dirname(real))
     except (OSError, UnicodeDecodeError, TOMLKitError, tomllib.TOMLDecodeError) as exc:
