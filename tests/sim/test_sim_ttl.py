@@ -281,7 +281,7 @@ def test_the_sweep_tool_runs_seeds_with_extra_faults():
     out = subprocess.run([sys.executable, tool, "5", "7", "crashes=1"], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.startswith("{'crashes': 1}: 2 seeds x 2 test(s): 0 failed")
+    assert out.stdout.startswith("{'crashes': 1}: 2 seeds x 3 test(s): 0 failed")
     out = subprocess.run([sys.executable, tool, "5", "6", "bogus=1"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2 and "'bogus' is no Faults field" in out.stderr
