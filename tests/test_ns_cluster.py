@@ -398,6 +398,8 @@ def test_lww_put_that_waited_in_a_stopped_node_loses_to_a_later_write(make_clust
         except AssertionError:
             raise AssertionError(on_each()) from None
         assert c.get(b"k", namespace="last", r=3).values == [b"v2"]
+        still = c.status(x)["stood_still"]  # (`zkv status` says it)
+        assert still["count"] >= 1 and still["longest"] >= 1.0, still
 
 
 def test_namespace_alter_on_real_nodes(cluster5):

@@ -542,6 +542,10 @@ def test_a_node_that_stood_still_does_not_find_its_peers_down(node):
     node.core.tick(node.t)
     assert ms.state("node2") == ("up", "") and ms.state("node3") == ("up", "")
     assert node.core.stall_until > node.t  # (its lww writes stamped as of when it stopped)
+    from zkv.node.status import status
+
+    assert status(node.core)["stood_still"] == {"count": 1, "longest": 30.0}
+    assert node.core.metrics.stood_still._value.get() == 1
     node.run_for(5.0)
     assert ms.state("node2")[0] == "down" and ms.state("node3")[0] == "down"
 

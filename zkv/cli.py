@@ -763,6 +763,10 @@ def status_command(args) -> int:
     if changed:
         print("settings changed while running (zkv config, SIGHUP): " + ", ".join(
             f"{name} {was} -> {now}" for name, (was, now) in sorted(changed.items())))
+    still = doc.get("stood_still") or {}
+    if still.get("count"):
+        print(f"stood still {still['count']} time(s) since start, the longest {still['longest']}"
+              f" s (stopped, a frozen VM, or starved of CPU: requests waited as long)")
     print(f"{'member':<14}{'state':<9}{'rack':<12}{'owned':>6}{'replicas':>9}  listen / reason")
     for m in doc["members"]:
         print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"

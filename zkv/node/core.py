@@ -286,6 +286,7 @@ class NodeCore:
         self.stall_stamp = 0
         self.stall_until = 0.0
         self.quiet_until = now  # the deadline the last tick asked for (next_deadline)
+        self.stalls = (0, 0.0)  # stalls since start, the longest (s)
         # called with the new settings after a runtime change (settings.reconfigure): the
         # parts outside the core holding one (the transport's connection cap)
         self.settings_hooks: list[Callable[[NodeConfig], None]] = []
@@ -1848,6 +1849,8 @@ class NodeCore:
         self.stall_until = now + STALL_AFTER
         deaf = now - max(self.t, self.quiet_until)  # (until then it slept: it would have heard)
         self.membership.stood_still(deaf)  # (its peers were not silent: it did not listen)
+        self.stalls = (self.stalls[0] + 1, max(self.stalls[1], deaf))  # (zkv status)
+        self.metrics.stood_still.inc()
         log.info("this node stood still for %.1f s (stopped, or starved of CPU): its peers' "
                  "missed heartbeats are not held against them, and the lww writes that "
                  "waited meanwhile are stamped as of when it stopped", deaf)

@@ -112,6 +112,9 @@ def status(core: NodeCore) -> dict:
         # runtime settings that differ from what the node started with (zkv config --set,
         # SIGHUP): name -> [at start, now]
         "settings_changed": settings.since_start(core),
+        # times this node's process stood still (stopped, a frozen VM, starved of CPU) since
+        # start, and the longest (s): NodeCore._resumed
+        "stood_still": {"count": core.stalls[0], "longest": round(core.stalls[1], 1)},
         "metrics": core.metrics.summary(),
     }
 
