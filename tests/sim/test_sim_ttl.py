@@ -289,11 +289,25 @@ def test_the_sweep_tool_runs_seeds_with_extra_faults():
 
 
 def _alter(sim: Sim, name: str = "sess", r: int = -1, ttl: int = -1, node: str = "n1") -> None:
-    from zkv.wire import NsAlter
+    """An admin's NsAlter to `node`, as an admin would: to another running node, half a
+    second later, if it is down or refuses (a sweep's extra faults may have crashed it, or a
+    power loss cost it the registry it had not synced yet, gossip bringing it back)."""
+    from zkv.wire import Error, NsAlter
 
-    core = sim.nodes[node].core
-    core.handle((REQUEST, b"admin"), [NsAlter(2, name, r, -1, ttl)], sim.t)
-    sim._after_turn(sim.nodes[node])
+    for attempt in range(10):
+        sn = [x for x in [sim.nodes[node], *sim.nodes.values()]
+              if x.core is not None and not x.paused][attempt % len(sim.nodes)]
+        out = sn.core.handle((REQUEST, b"admin"), [NsAlter(2, name, r, -1, ttl)], sim.t)
+        refused = [m for m in out.clients.get(b"admin", []) if type(m) is Error]
+        sim._after_turn(sn)
+        if not refused:
+            return
+        sim.run_until(sim.t + 0.5)
+    raise AssertionError(f"every node refused the alter: {refused}")
+
+
+def _running(sim: Sim) -> list:
+    return [sn for sn in sim.nodes.values() if sn.core is not None]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -323,24 +337,24 @@ def test_an_alter_reaches_every_node_and_never_brings_an_expired_value_back(seed
     sim.run_until(max(written + 4.3, 4.0))
     # (a write's stamp may be later than its acknowledgement: a copy that waited in a node
     # paused for less than a stall, stamped when it resumed; every one must have expired)
-    newest = max((expiry.stamp_ms(v) for k in keys for sn in sim.nodes.values()
+    newest = max((expiry.stamp_ms(v) for k in keys for sn in _running(sim)
                   for v in dvv.DVVSet.decode(sn.core.store.get(_skey(sim, k)) or
                                              dvv.EMPTY.encode()).values() if v),
                  default=0)
     sim.run_until(max(sim.t, (newest - sim.wall_ms()) / 1000 + sim.t + 4.3))
-    assert all(sn.core.namespaces.get("sess").ttl == 4 for sn in sim.nodes.values())
-    assert all(sn.core.namespaces.get("sess").r == 1 for sn in sim.nodes.values())
-    on_disk = sum(1 for k in keys for sn in sim.nodes.values()
+    assert all(sn.core.namespaces.get("sess").ttl == 4 for sn in _running(sim))
+    assert all(sn.core.namespaces.get("sess").r == 1 for sn in _running(sim))
+    on_disk = sum(1 for k in keys for sn in _running(sim)
                   if sn.core.store.get(_skey(sim, k)))
     assert on_disk  # (the sweeps have not dropped every copy yet: some could come back)
     _alter(sim, ttl=3600, node="n2")  # raised: none of them comes back
     sim.run_until(sim.t + 2.0)
-    assert all(sn.core.namespaces.get("sess").ttl == 3600 for sn in sim.nodes.values())
-    assert _reads(sim, keys, 3) == {k: [] for k in keys}
+    assert all(sn.core.namespaces.get("sess").ttl == 3600 for sn in _running(sim))
+    assert _reads(sim, keys, 2) == {k: [] for k in keys}  # (and each replica, below)
     for k in keys:
         skey = _skey(sim, k)
-        for x, sn in sim.nodes.items():
-            assert not sn.core.replica.read(skey), (x, k)  # no copy served anywhere
+        for sn in _running(sim):
+            assert not sn.core.replica.read(skey), (sn.id, k)  # no copy served anywhere
 
     def later(c):
         yield ("put", b"fresh", b"new", b"", 2)
