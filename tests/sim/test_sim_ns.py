@@ -119,6 +119,15 @@ def test_lww_a_clients_later_write_wins_on_a_coordinator_whose_clock_is_behind(f
     assert all(v == expect for v in held.values()), held
 
 
+def _lww_namespace(sim: Sim):
+    """`sim` with an lww namespace "last" (N=3) known everywhere: (sim, it, its ring)."""
+    admin = sim.nodes["n1"].core
+    admin.handle((REQUEST, b"admin"), [NsCreate(1, "last", 3, 0, 0, "lww")], sim.t)
+    sim._after_turn(sim.nodes["n1"])
+    sim.run_until(1.0)
+    return sim, admin.namespaces.get("last"), admin.membership.ring(3)
+
+
 def test_lww_a_forward_that_lands_late_keeps_the_stamp_it_got_on_receipt():
     """A client's put reaches a node that owns no copy; that node's forward to its first
     candidate is lost (a one-way cut), so the client retries through an owner (acknowledged)
@@ -126,13 +135,7 @@ def test_lww_a_forward_that_lands_late_keeps_the_stamp_it_got_on_receipt():
     carries the stamp the forwarding node gave the write when the client sent it, so it loses
     to the client's later write, which every replica keeps. (Stamped on arrival, the late copy
     overwrote it: tests/sim/test_sim_ttl.py found it, seed 17.)"""
-    sim = Sim(3, nodes=5)
-    admin = sim.nodes["n1"].core
-    admin.handle((REQUEST, b"admin"), [NsCreate(1, "last", 3, 0, 0, "lww")], sim.t)
-    sim._after_turn(sim.nodes["n1"])
-    sim.run_until(1.0)
-    ns = admin.namespaces.get("last")
-    ring = admin.membership.ring(3)
+    sim, ns, ring = _lww_namespace(Sim(3, nodes=5))
     key = next(b"k%d" % i for i in range(100)
                if "n1" not in ring.preflist_for_key(nss.storage_key(ns, b"k%d" % i)))
     skey = nss.storage_key(ns, key)
@@ -176,13 +179,7 @@ def test_lww_a_put_that_waited_in_a_stopped_node_loses_to_the_clients_later_writ
     When the stopped node resumes it coordinates the put that waited: stamped as of when the
     node stopped, it loses to the client's later write on every replica. (Stamped on
     resuming, it overwrote it: a known limit of the stop before.)"""
-    sim = Sim(5, nodes=4)
-    admin = sim.nodes["n1"].core
-    admin.handle((REQUEST, b"admin"), [NsCreate(1, "last", 3, 0, 0, "lww")], sim.t)
-    sim._after_turn(sim.nodes["n1"])
-    sim.run_until(1.0)
-    ns = admin.namespaces.get("last")
-    ring = admin.membership.ring(3)
+    sim, ns, ring = _lww_namespace(Sim(5, nodes=4))
     key = b"cart"
     skey = nss.storage_key(ns, key)
     owners = ring.preflist_for_key(skey)
