@@ -8,14 +8,15 @@ import json
 import os
 import signal
 
+import msgspec
 import pytest
 from ops_helpers import http, one_line_error, wait_for, zkv
-from test_security_core import OUTSIDER, Node
+from test_security_core import OUTSIDER, Node, _member
 
 from zkv import config, wire
 from zkv.client import Client
 from zkv.errors import InvalidRequest
-from zkv.node.core import ADMIN, CLIENT
+from zkv.node.core import ADMIN, CLIENT, GOSSIP
 
 
 def _log(n) -> str:
@@ -349,3 +350,33 @@ def test_a_lowered_connection_cap_holds_on_a_running_node(make_cluster):
         for s in socks:
             s.close()
         ctx.term()
+
+
+def test_an_alter_follows_one_made_where_the_clock_runs_ahead(tmp_path):
+    """The registry holds an alter stamped 30 s ahead of this node's clock (made on a node
+    whose clock runs ahead, within the skew allowed): an alter here still follows it, and
+    wins everywhere, instead of being refused for a `changed` that does not follow."""
+    from zkv.node.namespaces import Registry
+
+    node = Node(tmp_path)
+    try:
+        core = node.core
+        for i in (2, 3):  # (members of this version: they take ttls and alters)
+            node.gossip(i, [_member(i, hb=2, features=wire.FEATURES)])
+        created = node.ask(OUTSIDER, [wire.NsCreate(1, "s", 3, 0, 0, "lww", 60)], ADMIN)
+        assert not [m for m in created if type(m) is wire.Error], created
+        ahead = msgspec.structs.replace(core.namespaces.get("s"), r=1,
+                                        changed=core.hlc.limit() - (30_000 << 16))
+        other = Registry.for_cluster(3, 2, 2)
+        other.merge([ahead])
+        core.handle((GOSSIP, "node2"), [wire.Gossip(0, "node2", 16, 3, 2, 2,
+                                                    [_member(2, hb=3, features=wire.FEATURES)],
+                                                    namespaces=other.encode())],
+                    node.t)
+        assert core.namespaces.get("s").r == 1  # (taken: within the skew bound)
+        replies = node.ask(OUTSIDER, [wire.NsAlter(2, "s", 3, -1, -1)], ADMIN)
+        assert not [m for m in replies if type(m) is wire.Error], replies
+        now = core.namespaces.get("s")
+        assert now.r == 3 and now.changed > ahead.changed
+    finally:
+        node.close()

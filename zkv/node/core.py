@@ -1766,6 +1766,9 @@ class NodeCore:
         # (an older node would keep the version it has: the registries would not converge)
         self._require_feature(wire.FEATURE_NS_ALTER, f"cannot alter namespace {msg.name!r}",
                               "without namespace alter")
+        current = self.namespaces.find(msg.name)
+        if current is not None and current.changed:  # (an alter made where the clock runs
+            self.hlc.observe(current.changed)         # ahead: this one must still follow it)
         ns = self.namespaces.alter(msg.name, None if msg.r < 0 else msg.r,
                                    None if msg.w < 0 else msg.w,
                                    None if msg.ttl < 0 else msg.ttl, changed=self.hlc.now(),
