@@ -151,7 +151,10 @@ class HLC:
     def limit(self) -> int:
         """The greatest timestamp a peer may send: `max_skew_ms` ahead of our physical clock
         (`observe` clamps or refuses one beyond it)."""
-        return ((self._pt() + self.max_skew_ms) << LOGICAL_BITS) | LOGICAL_MASK
+        return self._limit_at(self._pt())
+
+    def _limit_at(self, pt: int) -> int:
+        return ((pt + self.max_skew_ms) << LOGICAL_BITS) | LOGICAL_MASK
 
     def observe(self, remote: int) -> int:
         """Timestamp a receive event carrying `remote`: the result is greater than both
@@ -160,7 +163,7 @@ class HLC:
         _check_ts(remote)
         with self._lock:
             pt = self._pt()
-            limit = ((pt + self.max_skew_ms) << LOGICAL_BITS) | LOGICAL_MASK  # (`limit`, one clock read)
+            limit = self._limit_at(pt)
             if remote > limit:
                 self.skewed += 1
                 if self.skew == "refuse":

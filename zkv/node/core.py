@@ -1838,10 +1838,9 @@ class NodeCore:
         """The first call, at `now`, after a stall (STALL_GAP): this process stood still, and
         the frames it takes in the next STALL_AFTER seconds may have waited in its sockets
         since its last call. Its failure detector does not blame its peers for the heartbeats
-        it missed
-        (`Membership.stood_still`: a node resumed after a SIGSTOP found every peer down and
-        failed the writes that waited in its socket, W=2 of N=3 with none to stand in).
-        An lww write among them is stamped as of when the node stopped (`_stamp`), not now:
+        it missed (`Membership.stood_still`: a node resumed after a SIGSTOP found every peer
+        down and failed the writes that waited in its socket, W=2 of N=3 with none to stand
+        in). An lww write among them is stamped as of when the node stopped (`_stamp`), not now:
         sent then, it must not be ordered after what was written elsewhere meanwhile, such
         as its client's retry through another node and that client's later writes (stamped
         on arrival, the queued copy overwrote them). The node's own clock never goes back:

@@ -337,7 +337,7 @@ class Registry:
             raise InvalidRequest(f"cannot create namespace {name!r}: the cluster already has "
                                  f"{MAX_NAMESPACES} namespaces")
         self._ns[name] = new
-        self._index_ttl()
+        self._index_expiry()
         return new
 
     def alter(self, name: str, r: int | None = None, w: int | None = None,
@@ -360,17 +360,16 @@ class Registry:
                problems(name, old.n, r, w, old.conflicts, ttl=ttl))
         if (r, w, ttl) == (old.r, old.w, old.ttl):
             return old
+        if not isinstance(changed, int) or not old.changed < changed <= _MAX_U64:
+            raise InvalidRequest(f"cannot alter namespace {name!r}: changed={changed!r} must "
+                                 f"follow {old.changed}")
         before = old.expired_before
         if old.ttl and (ttl == 0 or ttl > old.ttl):  # what had expired stays expired
             before = max(before, now_ms - old.ttl * 1000)
-        if not isinstance(changed, int) or not old.changed < changed <= _MAX_U64 or not (
-                0 <= before < 1 << 48):
-            raise InvalidRequest(f"cannot alter namespace {name!r}: changed={changed!r} must "
-                                 f"follow {old.changed}")
         new = msgspec.structs.replace(old, r=r, w=w, ttl=ttl, changed=changed,
                                       expired_before=before)
         self._ns[name] = new
-        self._index_ttl()
+        self._index_expiry()
         return new
 
     def merge(self, other: Registry | Iterable[Namespace]) -> list[Conflict]:
@@ -399,10 +398,10 @@ class Registry:
             keep = [DEFAULT] + [k for k in sorted(self._ns) if k != DEFAULT]
             self._ns = {k: self._ns[k] for k in keep[:MAX_NAMESPACES]}
             self.find = self._ns.get
-        self._index_ttl()
+        self._index_expiry()
         return conflicts
 
-    def _index_ttl(self) -> None:
+    def _index_expiry(self) -> None:
         self.expiry_ms = {prefix(ns): (ns.ttl * 1000, ns.expired_before)
                           for ns in self._ns.values() if ns.expires}
 
