@@ -205,6 +205,9 @@ class FakeCtx:
     def now(self):
         return self.t
 
+    def wall_ms(self):
+        return 1_800_000_000_000 + int(self.t * 1000)
+
     def wake(self, op, at):
         pass
 

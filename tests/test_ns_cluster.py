@@ -391,8 +391,8 @@ def test_lww_put_that_waited_in_a_stopped_node_loses_to_a_later_write(make_clust
         skey = stored(c, "last", b"k")
 
         def on_each() -> list:
-            return [[v[8:] for v in held(e, skey) or [] if v is not None]
-                    for e in cl.endpoints]  # (each value after its 8-byte stamp)
+            return [[v[nss.head_of_key(skey):] for v in held(e, skey) or [] if v is not None]
+                    for e in cl.endpoints]  # (each value after its head: stamp, own ttl)
         try:
             wait_for(lambda: on_each() == [[b"v2"]] * 3, 15.0, "every owner to hold one value")
         except AssertionError:

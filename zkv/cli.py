@@ -347,6 +347,9 @@ def _main(argv: list[str] | None = None) -> int:
                     "binary-safe; at most the value limit (16 MiB) is read")
     pu.add_argument("--w", type=int)
     pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
+    pu.add_argument("--ttl", type=_duration, metavar="DURATION",
+                    help="serve the value this long (90, 30m, 12h, 7d; each line's with "
+                    "--from): an lww namespace whose own ttl is at least as long")
     d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
     d.add_argument("key")
     d.add_argument("--w", type=int)
@@ -561,7 +564,7 @@ def put_from(c, args) -> int:
     def flush() -> None:
         nonlocal done, failed
         got = c.put_many([(k, v) for _, k, v in batch], w=args.w, namespace=args.namespace,
-                         return_exceptions=True)
+                         return_exceptions=True, ttl=args.ttl)
         for (no, key, _), res in zip(batch, got, strict=True):
             if isinstance(res, Exception):
                 failed += 1
@@ -669,7 +672,8 @@ def kv_command(args) -> int:
         if args.cmd == "put":
             value = (_key(args.value) if args.value_file is None
                      else _value_file(args.value_file))
-            new = c.put(_key(args.key), value, context=ctx, w=args.w, namespace=args.namespace)
+            new = c.put(_key(args.key), value, context=ctx, w=args.w, namespace=args.namespace,
+                        ttl=args.ttl)
             print(f"ok (context {new.hex()})")
             return 0
         if ctx is None:

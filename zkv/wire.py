@@ -89,6 +89,10 @@ Fields added so far:
     Config.save (bool)                        write the settings into the node's --config file
         (`zkv config --save`). Clients send it only to a node whose record says
         FEATURE_CONFIG_SAVE (an older one would ignore it: the change would not be saved)
+    Put.ttl (uint seconds, 0 = none)          the write's own ttl (zkv/node/expiry.py), in a
+        namespace whose values have room for it (Namespace.write_ttl, stored-key mode 2: made
+        only while every member's record says FEATURE_WRITE_TTL). A node refuses it in any
+        other namespace; a client sends it only when asked for one
 """
 
 from __future__ import annotations
@@ -128,9 +132,10 @@ FEATURE_CONFIG = 16  # Member.features: the node answers Config (an admin's)
 FEATURE_TTL = 32  # Member.features: the node takes NsCreate.ttl and expires values
 FEATURE_CONFIG_SAVE = 64  # Member.features: the node takes Config.save
 FEATURE_NS_ALTER = 128  # Member.features: the node answers NsAlter (and merges alters)
+FEATURE_WRITE_TTL = 256  # Member.features: the node stores Put.ttl (write_ttl namespaces)
 FEATURES = (FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS
             | FEATURE_CONFIG | FEATURE_TTL | FEATURE_CONFIG_SAVE
-            | FEATURE_NS_ALTER)  # what this version serves
+            | FEATURE_NS_ALTER | FEATURE_WRITE_TTL)  # what this version serves
 MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
 KEYS_PAGE_BYTES = 1 << 20
 
@@ -175,6 +180,7 @@ class Put(_Msg, tag=2):
     wid: bytes = b""  # write id, WID_SIZE bytes (b"": none); the same on every retry of a call
     ns: NsName = ""  # namespace ("": "default")
     floor: Stamp = 0  # lww: the highest HLC stamp this client has seen (0: none)
+    ttl: Counter = 0  # seconds the value is served (a write_ttl namespace; 0: its own ttl)
 
 
 class Delete(_Msg, tag=3):

@@ -1288,7 +1288,8 @@ class CoreClient:
         sim.clients[self.ident] = self
         self.think = think
         self.core = ClientCore([sim.nodes[n].cfg.listen for n in sim.node_ids], timeout,
-                               clock=lambda: sim.t, rng=random.Random(sim.rng.random()))
+                               clock=lambda: sim.t, rng=random.Random(sim.rng.random()),
+                               wall_ms=sim.wall_ms)
         self.gen = workload(self)
         self.done = False
         self.plan: Generator | None = None
@@ -1410,7 +1411,8 @@ class ManyClient:
         sim.clients[self.ident] = self
         self.think = think
         self.core = ClientCore([sim.nodes[n].cfg.listen for n in sim.node_ids], timeout,
-                               clock=lambda: sim.t, rng=random.Random(sim.rng.random()))
+                               clock=lambda: sim.t, rng=random.Random(sim.rng.random()),
+                               wall_ms=sim.wall_ms)
         self.users = [_User(self, f"{name}.{i}", w) for i, w in enumerate(workloads)]
         self.queued: list[tuple[_User, tuple, Event]] = []  # users' next requests
         self.round: list[tuple[_User, tuple, Event]] | None = None

@@ -72,7 +72,7 @@ def test_namespaces_place_n_replicas_and_lww_converges(seed):
         assert len(versions) == 1, (name, key)  # the owners agree
         live = dvv.DVVSet.decode(versions.pop()).live_values()
         if ns.lww:
-            assert len(live) == 1 and live[0][8:] in tried[(name, key)], (key, live)
+            assert len(live) == 1 and live[0][ns.head:] in tried[(name, key)], (key, live)
         else:
             assert values <= set(live), (name, key, values - set(live))
     # status shows the anti-entropy trees of every N in use, each agreed after the faults
@@ -113,7 +113,8 @@ def test_lww_a_clients_later_write_wins_on_a_coordinator_whose_clock_is_behind(f
     sim.heal()
     sim.run_until(45.0)  # hints delivered, anti-entropy
     key = sim.nodes["n1"].core._storage_key(sim.nodes["n1"].core.namespaces.get("last"), b"k")
-    held = {nid: [v[8:] for v in dvv.DVVSet.decode(sn.core.replica.read(key)).live_values()]
+    head = nss.head_of_key(key)
+    held = {nid: [v[head:] for v in dvv.DVVSet.decode(sn.core.replica.read(key)).live_values()]
             for nid, sn in sim.nodes.items()}
     expect = [b"v2"] if floor else [b"v1"]
     assert all(v == expect for v in held.values()), held
@@ -168,7 +169,7 @@ def test_lww_a_forward_that_lands_late_keeps_the_stamp_it_got_on_receipt():
     assert forwards[0] > written  # it landed after both writes were acknowledged
     sim.heal()
     sim.run_until(sim.t + 20.0)
-    held = {x: [v[8:] for v in dvv.DVVSet.decode(sim.held(x, skey)).live_values()]
+    held = {x: [v[ns.head:] for v in dvv.DVVSet.decode(sim.held(x, skey)).live_values()]
             for x in owners}
     assert all(v == [b"v2"] for v in held.values()), held
 
@@ -200,7 +201,7 @@ def test_lww_a_put_that_waited_in_a_stopped_node_loses_to_the_clients_later_writ
     assert any(item[0] == "c" for item in sim.nodes[stopped].backlog)  # the put that waited
     sim.resume(stopped)
     sim.run_until(sim.t + 20.0)
-    held = {x: [v[8:] for v in dvv.DVVSet.decode(sim.held(x, skey)).live_values()]
+    held = {x: [v[ns.head:] for v in dvv.DVVSet.decode(sim.held(x, skey)).live_values()]
             for x in owners}
     assert all(v == [b"v2"] for v in held.values()), held
     # and the stopped node's clock did not go back: its next stamp is after every one it saw

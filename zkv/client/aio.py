@@ -109,8 +109,11 @@ class AsyncClient(Facade):
         return await self._run(self.core.get(key, r, namespace=namespace))
 
     async def put(self, key: bytes, value: bytes, context: bytes | None = None,
-                  w: int | None = None, *, namespace: str = "default") -> bytes:
-        return await self._run(self.core.put(key, value, context, w, namespace=namespace))
+                  w: int | None = None, *, namespace: str = "default",
+                  ttl: int | None = None) -> bytes:
+        """`ttl`: seconds the value is served (as Client.put's)."""
+        return await self._run(self.core.put(key, value, context, w, namespace=namespace,
+                                             ttl=ttl))
 
     async def delete(self, key: bytes, context: bytes | None = None, w: int | None = None, *,
                      namespace: str = "default") -> bytes:
@@ -142,21 +145,25 @@ class AsyncClient(Facade):
     async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
                        namespace: str = ...,
                        return_exceptions: Literal[False] = ...,
+                       ttl: int | None = ...,
                        ) -> list[bytes]: ...
 
     @overload
     async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
                        namespace: str = ...,
                        return_exceptions: bool = ...,
+                       ttl: int | None = ...,
                        ) -> list[bytes | ZkvError]: ...
 
     async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
-                       namespace: str = "default", return_exceptions: bool = False
-                       ) -> list[Any]:
-        """put() of every (key, value) or (key, value, context) item, pipelined as get_many;
-        returns the new contexts in order. Every item is checked before a byte is sent."""
+                       namespace: str = "default", return_exceptions: bool = False,
+                       ttl: int | None = None) -> list[Any]:
+        """put() of every (key, value) or (key, value, context) item, pipelined as get_many
+        (each with `ttl` if given); returns the new contexts in order. Every item is checked
+        before a byte is sent."""
         return await self._run(self.core.put_many(items, w, namespace=namespace,
-                                                  return_exceptions=return_exceptions))
+                                                  return_exceptions=return_exceptions,
+                                                  ttl=ttl))
 
     @overload
     async def delete_many(self, items: Sequence, w: int | None = None, *,
@@ -179,10 +186,12 @@ class AsyncClient(Facade):
 
     async def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
                      w: int | None = None, retries: int = 3, *,
-                     namespace: str = "default") -> bytes:
-        """Read, let fn merge the siblings into one value, write it back with the context;
-        retried (re-reading) on a missed quorum or a timeout. Returns the new context."""
-        return await self._run(self.core.update(key, fn, r, w, retries, namespace=namespace))
+                     namespace: str = "default", ttl: int | None = None) -> bytes:
+        """Read, let fn merge the siblings into one value, write it back with the context
+        (and `ttl`, as put's); retried (re-reading) on a missed quorum or a timeout. Returns
+        the new context."""
+        return await self._run(self.core.update(key, fn, r, w, retries, namespace=namespace,
+                                                ttl=ttl))
 
     async def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
                                w: int | None = None, conflicts: str = "siblings",

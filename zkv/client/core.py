@@ -82,7 +82,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from zkv import wire
+from zkv import hlc, wire
 from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
@@ -258,6 +258,18 @@ def check_namespace(namespace) -> str:
     return namespace
 
 
+def check_ttl(ttl, ns: str) -> None:
+    """A write's own ttl as far as the client can judge it (`ns` as check_namespace returns
+    it); the node checks it against the namespace (Namespace.check_write_ttl)."""
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= nss.MAX_TTL:
+        raise InvalidRequest(f"ttl={ttl!r}: must be a whole number of seconds between 1 and "
+                             f"{nss.MAX_TTL}")
+    if not ns:
+        raise InvalidRequest(f"ttl={ttl}: the default namespace keeps siblings; a write's ttl "
+                             f"needs an lww namespace with a ttl (zkv namespace create NAME "
+                             f"--conflicts lww --ttl D)")
+
+
 def check_namespace_settings(name, n, r, w, conflicts, ttl=0) -> None:
     """What `namespace_create` can check without the cluster (the node checks the rest:
     n against the member count, r/w against the default n)."""
@@ -326,15 +338,16 @@ class KeyListing:
         return self.core.keys_page(self)
 
 
-def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes, lww: bool,
-                pages: list[KeysOk], merge: bool) -> list:
+def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes, lww: int,
+                pages: list[KeysOk], merge: bool, now_ms: int) -> list:
     """The keys (`merge`: the (key, live values) items) of the pages owners answered from
     the listing's cursor, advancing it. Each owner's page holds every key it has
     from the cursor up to its own next cursor (whole groups of equal hashes): the union is
     complete up to the smallest of those, so the keys at or past it are left to the next
     page (each page makes progress: an owner's next cursor is past the cursor whenever its
     page is not the partition's last). Items merge the owners' copies of each key as a
-    coordinator merges replies (a delete one owner missed still deletes; lww: one value)."""
+    coordinator merges replies (a delete one owner missed still deletes; lww: the head's
+    length, one value; `now_ms`: the wall clock a write's own ttl is judged by)."""
     cuts = [ok.cursor for ok in pages if not ok.done]
     cut = min(cuts) if cuts else None
     if cut is None:
@@ -359,7 +372,7 @@ def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes, lww: bool,
         return keys
     items = []
     for k in keys:
-        values = read_answer(merged[k], lww, 0)[0].values
+        values = read_answer(merged[k], lww, 0, now_ms)[0].values
         if values:  # (deleted: left out)
             items.append((k, values))
     return items
@@ -386,13 +399,16 @@ class ClientCore:
     """Routing state (seeds, ring, suspicion) and the plans of every client operation.
 
     `clock` is the monotonic clock deadlines are measured on (drivers use the same one);
-    `rng` (a random.Random) makes write ids reproducible, os.urandom otherwise.
+    `wall_ms` the wall clock (ms) a write's own ttl is judged by when the client merges
+    owners' copies itself; `rng` (a random.Random) makes write ids reproducible, os.urandom
+    otherwise.
     """
 
     def __init__(self, nodes: Sequence[str] | str, timeout: float = 2.0, *,
                  max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None, owner_reads: bool = True) -> None:
+                 rng: random.Random | None = None, owner_reads: bool = True,
+                 wall_ms: Callable[[], int] = hlc.wall_ms) -> None:
         self.seeds = check_endpoints(nodes)
         if routing not in ("token", "any"):
             raise InvalidRequest(f"routing must be 'token' or 'any', got {routing!r}")
@@ -408,6 +424,7 @@ class ClientCore:
         self.per_try = max(0.05, min(self.timeout / 2, 1.5))
         self.max_value_size = max_value_size
         self.clock = clock
+        self.wall_ms = wall_ms
         self._rng = rng
         self.rids = itertools.count(1)
         self.ring: Ring | None = None
@@ -760,9 +777,9 @@ class ClientCore:
             known = self.ns_cache.get(msg.ns)
             if known is None:
                 return None
-            r, lww = msg.r or known.r, known.lww
+            r, lww = msg.r or known.r, known.head
         else:
-            r, lww = msg.r or rm.r, False
+            r, lww = msg.r or rm.r, 0
         p = ring.partition(skey)
         owners = self._readers_of.get((n, p))  # (what the ring tells, once per ring learned)
         if owners is None:
@@ -833,7 +850,7 @@ class ClientCore:
         if counted < r or first is None:
             return None
         try:  # every counted copy is `first`, byte for byte: the answer is that copy's
-            ok, _ = identical_answers(first, lww, counted)
+            ok, _ = identical_answers(first, lww, counted, self.wall_ms())
         except ValueError:  # not a valid version: as if none had answered
             return None
         if ok.stamp > self.stamp_floor:
@@ -843,8 +860,11 @@ class ClientCore:
         return GetResult(ok.values, ok.context)
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
-            *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
+            *, wid: bytes | None = None, namespace: str = nss.DEFAULT, ttl: int | None = None
+            ) -> Plan[bytes]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
+        if ttl is not None:
+            check_ttl(ttl, ns)
         if wid is None:
             wid = self.new_wid()
         # the request, built here as get's is
@@ -864,6 +884,8 @@ class ClientCore:
                 wire.check_quorum("w", w, qn)
         msg = Put(0, key, value, context or b"", w or 0, wid, ns)
         msg.floor = self.stamp_floor
+        if ttl:
+            msg.ttl = ttl
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         reply = yield from self.call(msg, route, n=n)
         if type(reply) is not PutOk:  # the common case costs one check
@@ -968,14 +990,16 @@ class ClientCore:
                                      return_exceptions))
 
     def put_many(self, items: Sequence[tuple], w: int | None = None, *,
-                 namespace: str = nss.DEFAULT, return_exceptions: bool = False
-                 ) -> Plan[list[bytes | ZkvError]]:
+                 namespace: str = nss.DEFAULT, return_exceptions: bool = False,
+                 ttl: int | None = None) -> Plan[list[bytes | ZkvError]]:
         """put() of every (key, value) or (key, value, context) item, each with its own write
-        id (see many()); returns the new contexts in order. Every item is checked before
-        anything is sent. Two items with the same key are two concurrent writes (siblings,
-        unless a context covers the other)."""
+        id (see many()), and `ttl` if given; returns the new contexts in order. Every item is
+        checked before anything is sent. Two items with the same key are two concurrent
+        writes (siblings, unless a context covers the other)."""
         items = _items(items, "items")
         ns = check_namespace(namespace)
+        if ttl is not None:
+            check_ttl(ttl, ns)
         wire.check_quorum("w", w, self._n_of(ns))
         checked = []
         for i, item in enumerate(items):
@@ -989,7 +1013,7 @@ class ClientCore:
             _check_item(i, wire.check_value, value, self.max_value_size)
             _check_item(i, wire.check_context, context)
             checked.append((key, value, context))
-        return (yield from self.many((self.put(k, v, c, w, namespace=namespace)
+        return (yield from self.many((self.put(k, v, c, w, namespace=namespace, ttl=ttl)
                                       for k, v, c in checked), return_exceptions))
 
     def delete_many(self, items: Sequence, w: int | None = None, *,
@@ -1050,8 +1074,9 @@ class ClientCore:
 
     def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
                w: int | None = None, retries: int = 3, *,
-               namespace: str = nss.DEFAULT) -> Plan[bytes]:
-        """Read, let fn merge the siblings into one value, write it back with the context.
+               namespace: str = nss.DEFAULT, ttl: int | None = None) -> Plan[bytes]:
+        """Read, let fn merge the siblings into one value, write it back with the context
+        (and `ttl`, the write's own, if given).
 
         Retries (re-reading first) when the read or write misses its quorum or times out; a
         retry that writes the same value as the attempt before reuses its write id (that write
@@ -1065,6 +1090,8 @@ class ClientCore:
         ns = check_namespace(namespace)
         wire.check_quorum("r", r, self._n_of(ns))
         wire.check_quorum("w", w, self._n_of(ns))
+        if ttl is not None:
+            check_ttl(ttl, ns)
         last: ZkvError | None = None
         wid: bytes | None = None
         sent: bytes | None = None
@@ -1076,7 +1103,7 @@ class ClientCore:
                     wid = self.new_wid()
                 sent = value
                 return (yield from self.put(key, value, cur.context, w, wid=wid,
-                                            namespace=namespace))
+                                            namespace=namespace, ttl=ttl))
             except (QuorumError, RequestTimeout) as exc:
                 last = exc
         assert last is not None
@@ -1194,7 +1221,7 @@ class ClientCore:
         deadline = self.clock() + self.timeout
         if self.ring is None:
             yield from self.fetch_ring(deadline)
-        n, ns_prefix, lww, default_r = None, b"", False, self.ring_msg.r if self.ring_msg else 1
+        n, ns_prefix, lww, default_r = None, b"", 0, self.ring_msg.r if self.ring_msg else 1
         if listing.ns:
             known = self.ns_cache.get(listing.ns)
             if known is None:
@@ -1202,7 +1229,7 @@ class ClientCore:
                 known = self.ns_cache.get(listing.ns)
                 if known is None:
                     raise InvalidRequest(f"unknown namespace {listing.ns!r}")
-            n, ns_prefix, lww, default_r = known.n, nss.prefix(known), known.lww, known.r
+            n, ns_prefix, lww, default_r = known.n, nss.prefix(known), known.head, known.r
         ring = self.ring_for(n)
         assert ring is not None
         listing.q = ring.q
@@ -1265,7 +1292,8 @@ class ClientCore:
                     continue
                 pages.append(ok)
         if len(pages) == r:
-            return _union_page(listing, ring, ns_prefix, lww, pages, listing.values)
+            return _union_page(listing, ring, ns_prefix, lww, pages, listing.values,
+                               self.wall_ms())
         reason = "; ".join(dict.fromkeys(why)) or "no owner known"  # (each retry's once)
         if not pages:
             raise Unavailable(f"partition {p}: no owner could list its keys ({reason})")
@@ -1275,7 +1303,7 @@ class ClientCore:
         # items with fewer than r owners that vouch (one down, or a change not settled yet):
         # the page's keys as those list them, each read at R as a get reads it (through a
         # coordinator, which asks the previous owners too while a change settles)
-        keys = _union_page(listing, ring, ns_prefix, lww, pages, False)
+        keys = _union_page(listing, ring, ns_prefix, lww, pages, False, 0)
         read = yield from self.get_many(keys, r, namespace=listing.ns or nss.DEFAULT)
         return [(k, res.values) for k, res in zip(keys, read, strict=True)
                 if isinstance(res, GetResult) and res.found]  # (no exceptions: they raise)

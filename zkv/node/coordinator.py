@@ -126,7 +126,7 @@ class GetOp(_FanOut):
     resent: set[str]  # substitutes asked again (on_timer)
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
-                 r: int, lww: bool = False,
+                 r: int, lww: int = 0,
                  joint: tuple[list[tuple[frozenset[str], int]], dict[str, str | None]] | None
                  = None) -> None:
         super().__init__(ctx, origin, key, deadline, targets)
@@ -210,7 +210,7 @@ class GetOp(_FanOut):
         self._check()
 
     def _answer(self) -> None:
-        ok, size = self.quorum.response()
+        ok, size = self.quorum.response(self.ctx.wall_ms())
         if ok.context and self.ctx.seal.issue:
             ok.context = self.ctx.seal.seal(self.key, ok.context)
         self.reply(ok)

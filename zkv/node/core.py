@@ -529,6 +529,9 @@ class NodeCore:
     def now(self) -> float:
         return self.t
 
+    def wall_ms(self) -> int:
+        return self.handoff.wall_ms()
+
     def start(self, now: float) -> None:
         """Build what needs the cluster settings (the Merkle trees: one read of the store).
         A joining node does this once a seed let it in."""
@@ -1339,11 +1342,11 @@ class NodeCore:
             self.metrics.observe_key(msg.key)  # the hot-keys sketch, as a coordinated get
             value = self.replica.read(skey, None)
             self._reply(ident, ReadOk(msg.rid, value, True, False,
-                                      self._read_seal(skey, value, ns.conflicts == "lww")))
+                                      self._read_seal(skey, value, ns.head)))
         else:
             self._reply(ident, ReadOk(msg.rid, b"", False, unsure))
 
-    def _read_seal(self, skey: bytes, value: bytes, lww: bool) -> bytes:
+    def _read_seal(self, skey: bytes, value: bytes, lww: int) -> bytes:
         """ReadOk.seal: what sealing the context the client derives from `value` puts before
         it (b"": not sealed here, or `value` is no valid version and the client will not use
         it)."""
@@ -1600,8 +1603,11 @@ class NodeCore:
                 n, msg.partition):
             self._reply(ident, KeysOk(msg.rid, [], msg.cursor, False, False))
             return
+        now_ms = self.handoff.wall_ms()
         self._reply(ident, answer_keys(self.store, ring, msg, nss.prefix(ns), default,
-                                       self.expired if ns.expires else None))
+                                       self.expired if ns.expires else None,
+                                       (lambda v: expiry.hidden(v, now_ms)) if ns.write_ttl
+                                       else None))
 
     def expired(self, skey: bytes, encoded: bytes) -> bool:
         """Has this version of a stored key expired (its namespace's ttl, expiry.py)?"""
@@ -1742,12 +1748,16 @@ class NodeCore:
             self._save_cluster()
             self._replan()  # a new N in use: its keys' transfers
 
+    def _lacking(self, bit: int) -> list[str]:
+        """The members that serve (in the ring, or up) with a version without FEATURE `bit`."""
+        ms = self.membership
+        serving = set(ms.ring().members) | {p for p in ms.peers if ms.is_up(p)}
+        return sorted(m.id for m in ms.table() if m.id in serving and not m.features & bit)
+
     def _require_feature(self, bit: int, what: str, lacking: str) -> None:
         """InvalidRequest "`what`: node(s) ... run a zkv version `lacking`" if a member that
         serves (in the ring, or up) runs a version without FEATURE `bit`."""
-        ms = self.membership
-        serving = set(ms.ring().members) | {p for p in ms.peers if ms.is_up(p)}
-        old = sorted(m.id for m in ms.table() if m.id in serving and not m.features & bit)
+        old = self._lacking(bit)
         if old:
             raise InvalidRequest(f"{what}: node(s) {', '.join(old[:8])} run a zkv version "
                                  f"{lacking} (upgrade every node first)")
@@ -1757,9 +1767,11 @@ class NodeCore:
         if msg.ttl:  # a node that does not expire would serve (and keep) expired values
             self._require_feature(wire.FEATURE_TTL, f"cannot create namespace {msg.name!r} "
                                   f"with a ttl", "without expiry")
+        # (its values have room for a write's own ttl once every member can store them so)
         ns = self.namespaces.create(msg.name, msg.n or None, msg.r or None, msg.w or None,
                                     msg.conflicts, members=members, created=self.hlc.now(),
-                                    creator=self.me, ttl=msg.ttl)
+                                    creator=self.me, ttl=msg.ttl,
+                                    write_ttl=not self._lacking(wire.FEATURE_WRITE_TTL))
         self._namespace_done(ident, msg.rid, ns, "created")
 
     def _on_ns_alter(self, ident: bytes, msg: NsAlter) -> None:
@@ -1927,6 +1939,8 @@ class NodeCore:
                     value = msg.value
                     if value.__class__ is not bytes or len(value) > cfg.max_value_size:
                         wire.check_value(value, cfg.max_value_size)
+                    if msg.ttl:
+                        ns.check_write_ttl(msg.ttl)
         except (ZkvError, ValueError) as exc:
             self._reply(ident, Error(rid, E_INVALID, str(exc)[:wire.MAX_ERROR_TEXT]))
             return
@@ -2049,7 +2063,7 @@ class NodeCore:
         deadline = self.t + self.cfg.replica_timeout
         op: Op
         if type(msg) is Get:
-            op = GetOp(self, origin, skey, deadline, targets, need, ns.conflicts == "lww",
+            op = GetOp(self, origin, skey, deadline, targets, need, ns.head,
                        self._joint(p, n, need, down, targets) if self.unsettled else None)
         else:
             value = msg.value if type(msg) is Put else None
@@ -2060,7 +2074,9 @@ class NodeCore:
                     stamp = hlcs.pack(min(given, self.hlc.limit()))
                 else:
                     stamp = hlcs.pack(self._stamp(skey, msg.floor))
-                value = stamp + value
+                # (namespaces.py, "Stored values": a write_ttl namespace's own-ttl field)
+                value = (stamp + msg.ttl.to_bytes(nss.TTL_BYTES, "big") + value
+                         if ns.write_ttl else stamp + value)
             rings = self.membership.rings(n)  # (_extra_targets' common case inline)
             extra = ([] if rings is None or (not rings.moving and not self.unsettled)
                      else self._extra_targets(p, targets, n))

@@ -26,6 +26,14 @@ Rules (namespaces with a ttl are lww: each value begins with its write's HLC sta
   rounds). A pass judged ~620k keys/s, half of them namespaced (benchmarks/expiry_sweep.py,
   RESULTS.md), so a round costs a node ~30 ms at most.
 
+A write's own ttl (`put(..., ttl=)`, a write_ttl namespace: namespaces.py, "Stored values")
+ends when the value is served, not when it is stored: `served` drops such a value from what
+a read answers, after the replies are merged (an expired write is the newest version of its
+key, and so still retires an older value a lagging replica sends). Every rule above applies
+to its copies as to any other: the namespace's ttl drops them, at least as late as the
+write's own (namespaces.py refuses a longer one), by which time every older write of the key
+has expired too.
+
 Expiry is judged by each node's clock: a node whose clock runs behind serves a value until
 its own clock says it expired (bounded by the skew `hlc` allows). A replica that dropped a
 key and a peer that has not yet differ until the peer's sweep or an exchange between them:
@@ -38,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from zkv._core import dvv
+from zkv.node.namespaces import STAMP_BYTES, TTL_BYTES
 
 SPACE = 1 << 64  # the hash space (zkv_hash64) the store's windows are cut from
 ROUND_SHARE = 64  # a background round (1 s) scans at least 1/ROUND_SHARE of it
@@ -65,6 +74,29 @@ def expired(encoded: bytes, ttl_ms: int, now_ms: int, before_ms: int = 0) -> boo
                 newest = t
     return newest >= 0 and ((ttl_ms > 0 and newest + ttl_ms <= now_ms)
                             or newest <= before_ms)
+
+
+def own_ttl_over(value: bytes, now_ms: int) -> bool:
+    """Has this stored value of a write_ttl namespace outlived its write's own ttl?"""
+    ttl = int.from_bytes(value[STAMP_BYTES:STAMP_BYTES + TTL_BYTES], "big")
+    return ttl > 0 and stamp_ms(value) + ttl * 1000 <= now_ms
+
+
+def served(values: list[bytes], head: int, now_ms: int) -> list[bytes]:
+    """The stored values of one key a read answers with, their heads (`head` bytes: stamp,
+    own ttl) still on: without those whose own ttl is over (a write_ttl namespace)."""
+    if head <= STAMP_BYTES or not values:
+        return values
+    return [v for v in values if not own_ttl_over(v, now_ms)]
+
+
+def hidden(encoded: bytes, now_ms: int) -> bool:
+    """Does this stored version of a write_ttl namespace's key read as absent (every value it
+    holds outlived its own ttl)? A listing of keys leaves such a key out."""
+    if not encoded:
+        return False
+    values = dvv.DVVSet.decode(encoded).live_values()
+    return bool(values) and not served(values, STAMP_BYTES + TTL_BYTES, now_ms)
 
 
 def period(ttl_ms: int) -> float:

@@ -11,7 +11,10 @@ about KEYS_PAGE_BYTES of them or READ_BUDGET bytes of values read (fewer keys wh
 were left out, maybe none). With `Keys.values` every stored key comes with its copy (deleted
 ones too: a client merging several owners' copies must see a delete one of them missed), and
 KEYS_PAGE_BYTES counts the copies' bytes as well. In a namespace with a ttl, expired versions
-are left out either way (expiry.py: a read finds nothing either).
+are left out either way (expiry.py: a read finds nothing either). A key whose write outlived
+its own ttl is left out of a page of keys (`hidden`), but its copy goes with a page of values:
+the client merges it with the other owners' copies, which it may still hide an older value of
+(expiry.served).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ READ_BUDGET = 16 << 20  # value bytes one page reads at most (past its first has
 
 
 def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool,
-                expired: Callable[[bytes, bytes], bool] | None = None) -> KeysOk:
+                expired: Callable[[bytes, bytes], bool] | None = None,
+                hidden: Callable[[bytes], bool] | None = None) -> KeysOk:
     """The page of `msg.partition` from `msg.cursor`: the user keys (`ns_prefix` taken off) of
     the namespace whose stored keys begin with `ns_prefix` (`default_ns`: the default
     namespace's, which begin with no 0x00 byte) and with `msg.prefix`, not deleted, and not
     `expired` (stored key, version) if given (a namespace with a ttl: left out, with values
-    too, as a read finds nothing)."""
+    too, as a read finds nothing), nor, without values, `hidden` (version) if given."""
     lo, hi = ring.partition_range(msg.partition)
     start = max(lo, msg.cursor)
     if start > hi:
@@ -69,7 +73,7 @@ def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool,
                     keys.append(k[cut:])
                     copies.append(v)
                     size += len(k) - cut + len(v)
-                elif not dvv.is_tombstone_encoded(v):
+                elif not dvv.is_tombstone_encoded(v) and not (hidden is not None and hidden(v)):
                     keys.append(k[cut:])
                     size += len(k) - cut
     # (done: a cursor no one uses)

@@ -23,6 +23,13 @@ Rules (decided here, issue 15):
   written at or before it has expired, whatever the ttl (the alter's time minus the old ttl;
   a replica whose sweep had not dropped such a value yet would serve it again, and read
   repair spread it).
+- A write may carry its own ttl (`put(..., ttl=)`, seconds) in a namespace whose values have
+  room for one (`write_ttl`: every lww namespace created once every member serves
+  FEATURE_WRITE_TTL) and whose own ttl is at least as long (`check_write_ttl`). It is not
+  served after its ttl, but every copy stays stored until the namespace's ttl expires it:
+  until then it still hides the older values of its key that a lagging replica may hold (as
+  a Cassandra cell that expired becomes a tombstone). Past the namespace's ttl dropping it is
+  safe, as every older write of the key has expired by the namespace's rule too.
 - `create` with the same name and the same settings is idempotent (returns the existing
   one); with different settings it is refused.
 - Two nodes may create one name concurrently with different settings before gossip meets.
@@ -39,13 +46,15 @@ Gossip encoding (msgpack via msgspec; bounded by `max_bytes` and MAX_NAMESPACES)
     namespace = {"name": str, "n": uint, "r": uint, "w": uint, "conflicts": str,
                  "created": uint (HLC u64, zkv.hlc layout), "creator": str, "ttl": uint,
                  "changed": uint (HLC u64 of the last alter, 0: none),
-                 "expired_before": uint (ms since the Unix epoch, 0: none)}
+                 "expired_before": uint (ms since the Unix epoch, 0: none),
+                 "write_ttl": bool (its values have room for a ttl of their own)}
 
 ("ttl" was added later: a node of an older version ignores it and relays the namespace with
 ttl 0. Of two copies of one create (same created and creator), the higher ttl ranks lower,
 so such a relay never takes a TTL away. "changed" and "expired_before" came with alter: a
 relay by an older node loses them, and the lowest changed ranks last, so it never undoes an
-alter; an alter is refused while any member runs such a version, which would not converge.)
+alter; an alter is refused while any member runs such a version, which would not converge.
+"write_ttl" is set only when every member serves it, and ranks first when true.)
 
 `to_builtins()` is the same list of dicts for JSON (cluster.json); unknown fields are
 ignored on decode so a newer node's extra fields do not break an older one.
@@ -54,7 +63,7 @@ Storage keys (how a namespaced key is stored, issue 15; `storage_key` / `key_set
 
     default namespace:  the user key itself (data written before namespaces stays readable)
     any other:          b"\x00" + bytes([n, mode]) + name (ASCII) + b"\x00" + user key
-                        mode 0 = siblings, 1 = lww
+                        mode 0 = siblings, 1 = lww, 2 = lww with room for a write's ttl
 
 A stored key names its namespace's N and conflict mode, so every replica, hint, Merkle tree
 and reaping decision works from the stored key alone, without the registry: a replica that
@@ -65,6 +74,14 @@ default namespace may not begin with byte 0x00 (refused with InvalidRequest), an
 namespaced key may be at most max_key_size - (len(name) + 4) bytes. Two nodes creating one
 name concurrently with different settings: the losing version's writes stay stored under
 their own prefix (replicated with their own N) but are no longer reachable by name.
+
+Stored values (what a coordinator stores for a client's value; readers strip the head,
+`Namespace.head`):
+
+    siblings (mode 0):       the value itself
+    lww (mode 1):            stamp (8 bytes, the write's HLC timestamp, big-endian) + value
+    lww, write_ttl (mode 2): stamp (8) + ttl (4 bytes, big-endian seconds; 0: the write has
+                             none of its own, the namespace's applies) + value
 """
 
 from __future__ import annotations
@@ -85,6 +102,8 @@ MAX_NAMESPACES = 1024
 MAX_NODE_ID_BYTES = 255
 MAX_TTL = 10 * 366 * 86400  # seconds: ten years
 DEFAULT_MAX_BYTES = 1 << 20  # an encoded registry; ~70 bytes a namespace
+STAMP_BYTES = 8  # an lww value's head: its write's HLC stamp
+TTL_BYTES = 4  # ... then, in a write_ttl namespace, the write's own ttl in seconds (0: none)
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 _MAX_U64 = (1 << 64) - 1
 
@@ -102,10 +121,40 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
     ttl: int = 0  # seconds a value lives after its write (lww only); 0: no expiry
     changed: int = 0  # HLC timestamp of the last alter (r, w, ttl); 0: as created
     expired_before: int = 0  # ms: a value written at or before it has expired (alter); 0: none
+    write_ttl: bool = False  # lww values carry room for a write's own ttl (stored-key mode 2)
 
     @property
     def lww(self) -> bool:
         return self.conflicts == "lww"
+
+    @property
+    def head(self) -> int:
+        """Bytes before the client's value in a stored value (0: siblings; the module
+        docstring's "Stored values")."""
+        if self.conflicts != "lww":
+            return 0
+        return STAMP_BYTES + TTL_BYTES if self.write_ttl else STAMP_BYTES
+
+    def check_write_ttl(self, ttl: object) -> None:
+        """InvalidRequest unless a write of this namespace may carry this ttl of its own
+        (seconds): the namespace keeps every copy of a write until its own ttl has passed,
+        so that an expired write still hides the older values a lagging replica holds."""
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL:
+            raise InvalidRequest(f"ttl={ttl!r}: must be between 1 and {MAX_TTL} seconds")
+        if self.conflicts != "lww":
+            raise InvalidRequest(f"ttl={ttl}: a write's ttl needs an lww namespace (a value's "
+                                 f"age is its write's timestamp); {self.name!r} keeps siblings")
+        if not self.write_ttl:
+            raise InvalidRequest(f"ttl={ttl}: namespace {self.name!r} was created when a zkv "
+                                 f"version without per-write ttls ran in the cluster; its "
+                                 f"values live the namespace's ttl (create a new namespace)")
+        if ttl > self.ttl:
+            raise InvalidRequest(
+                f"ttl={ttl}: namespace {self.name!r} keeps a write at most its own ttl "
+                + (f"({self.ttl}s)" if self.ttl else "(none)")
+                + ", and a write's ttl may not be longer: an expired write must stay stored "
+                  "until then, hiding older copies (zkv namespace alter "
+                f"{self.name} --ttl D raises it)")
 
     def settings(self) -> tuple[int, int, int, str, int]:
         """What a create asks for; two versions with equal settings are the same namespace."""
@@ -116,7 +165,8 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
         create's versions the last alter (-changed); -ttl and -expired_before last: a copy
         relayed by an older node, which lost those fields, never wins over the original."""
         return (self.created, self.creator.encode("utf-8"), -self.changed,
-                (self.n, self.r, self.w, self.conflicts), -self.ttl, -self.expired_before)
+                (self.n, self.r, self.w, self.conflicts), -self.ttl, -self.expired_before,
+                not self.write_ttl)
 
     @property
     def expires(self) -> bool:
@@ -193,8 +243,9 @@ def _raise(what: str, found: list[str]) -> None:
 
 def make(name: str, n: int, r: int | None = None, w: int | None = None,
          conflicts: str = "siblings", *, members: int, created: int,
-         creator: str, ttl: int = 0) -> Namespace:
-    """A validated new namespace (r, w default to a majority of n)."""
+         creator: str, ttl: int = 0, write_ttl: bool = False) -> Namespace:
+    """A validated new namespace (r, w default to a majority of n; `write_ttl`: if lww, its
+    values have room for a write's own ttl)."""
     if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
         r = n // 2 + 1 if r is None else r
         w = n // 2 + 1 if w is None else w
@@ -203,7 +254,7 @@ def make(name: str, n: int, r: int | None = None, w: int | None = None,
     _check_origin(created, creator, InvalidRequest)
     assert r is not None and w is not None  # problems() refused anything else
     return Namespace(name=name, n=n, r=r, w=w, conflicts=conflicts, created=created,
-                     creator=creator, ttl=ttl)
+                     creator=creator, ttl=ttl, write_ttl=write_ttl and conflicts == "lww")
 
 
 def default_namespace(n: int, r: int, w: int, conflicts: str = "siblings") -> Namespace:
@@ -230,7 +281,8 @@ def prefix(ns: Namespace) -> bytes:
     """What precedes a user key in the stored key (b"" for the default namespace)."""
     if ns.name == DEFAULT:
         return b""
-    return b"\x00" + bytes((ns.n, MODE_BYTE[ns.conflicts])) + ns.name.encode("ascii") + b"\x00"
+    mode = 2 if ns.write_ttl else MODE_BYTE[ns.conflicts]
+    return b"\x00" + bytes((ns.n, mode)) + ns.name.encode("ascii") + b"\x00"
 
 
 def storage_key(ns: Namespace, key: bytes) -> bytes:
@@ -240,12 +292,12 @@ def storage_key(ns: Namespace, key: bytes) -> bytes:
 
 def key_settings(skey: bytes) -> tuple[int, bool] | None:
     """(n, lww) of a namespaced stored key; None for a key of the default namespace."""
-    if len(skey) < 5 or skey[0] != 0 or not 1 <= skey[1] <= MAX_N or skey[2] > 1:
+    if len(skey) < 5 or skey[0] != 0 or not 1 <= skey[1] <= MAX_N or skey[2] > 2:
         return None
     end = skey.find(b"\x00", 3)
     if end < 4:
         return None
-    return skey[1], skey[2] == 1
+    return skey[1], skey[2] != 0
 
 
 def is_lww(skey: bytes) -> bool:
@@ -254,6 +306,14 @@ def is_lww(skey: bytes) -> bool:
         return False
     ks = key_settings(skey)
     return ks is not None and ks[1]
+
+
+def head_of_key(skey: bytes) -> int:
+    """Bytes before the client's value in a stored value of this stored key (Namespace.head,
+    from the key's mode byte: tools and tests that read stores)."""
+    if skey[:1] != b"\x00" or key_settings(skey) is None:
+        return 0
+    return (0, STAMP_BYTES, STAMP_BYTES + TTL_BYTES)[skey[2]]
 
 
 def split_key(skey: bytes) -> tuple[str, bytes]:
@@ -316,7 +376,8 @@ class Registry:
     # -- changing
     def create(self, name: str, n: int | None = None, r: int | None = None,
                w: int | None = None, conflicts: str = "siblings", *, members: int,
-               created: int, creator: str, ttl: int = 0) -> Namespace:
+               created: int, creator: str, ttl: int = 0, write_ttl: bool = False
+               ) -> Namespace:
         """Create a namespace (n defaults to the default namespace's n, capped by members).
 
         Same name and same settings: returns the existing namespace (idempotent). Same name,
@@ -325,7 +386,7 @@ class Registry:
         if n is None:
             n = min(self._ns[DEFAULT].n, max(members, 1))
         new = make(name, n, r, w, conflicts, members=members, created=created, creator=creator,
-                   ttl=ttl)
+                   ttl=ttl, write_ttl=write_ttl)
         old = self._ns.get(name)
         if old is not None:
             if old.settings() == new.settings():
@@ -390,7 +451,7 @@ class Registry:
                 continue
             kept, dropped = (ns, cur) if ns.rank() < cur.rank() else (cur, ns)
             self._ns[ns.name] = kept
-            if kept.settings() != dropped.settings() and (
+            if (kept.settings(), kept.write_ttl) != (dropped.settings(), dropped.write_ttl) and (
                     kept.created, kept.creator) != (dropped.created, dropped.creator):
                 conflicts.append(Conflict(ns.name, kept, dropped))  # (not one create relayed
                 # by an older node without its ttl)
@@ -462,6 +523,8 @@ class Registry:
                              f"out of range")
             elif ns.expired_before and ns.conflicts != "lww":
                 found.append("expired_before: needs conflicts=lww")
+            if ns.write_ttl and ns.conflicts != "lww":
+                found.append("write_ttl: needs conflicts=lww")
             if found:
                 raise ValueError(f"bad namespace {ns.name!r}: " + "; ".join(found))
             _check_origin(ns.created, ns.creator, ValueError)
@@ -473,4 +536,5 @@ class Registry:
 
 __all__ = ["Namespace", "Conflict", "Registry", "make", "default_namespace", "problems",
            "prefix", "storage_key", "key_settings", "split_key",
-           "DEFAULT", "MODES", "MAX_N", "MAX_NAMESPACES", "MAX_TTL", "REGISTRY_VERSION"]
+           "DEFAULT", "MODES", "MAX_N", "MAX_NAMESPACES", "MAX_TTL", "REGISTRY_VERSION",
+           "STAMP_BYTES", "TTL_BYTES"]

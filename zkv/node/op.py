@@ -34,6 +34,7 @@ class Context(Protocol):
     def suspect(self, node_id: str, reason: str) -> None: ...
     def is_up(self, node_id: str) -> bool: ...  # not down by gossip (suspect counts as up)
     def now(self) -> float: ...
+    def wall_ms(self) -> int: ...  # the wall clock (ms): a write's own ttl (expiry.served)
     def wake(self, op: Op, at: float) -> None: ...  # call op.on_timer() at `at` (or later)
     def repaired(self) -> None: ...  # a read repair was sent (metrics)
     def coordinate_here(self, origin, inner, stamp: int = 0) -> None: ...  # no owner answered

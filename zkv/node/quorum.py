@@ -7,8 +7,11 @@ passed, asks `final_action()` for the read repairs to send (as data: (node, vers
 
 In an `lww` namespace (issue 15) the merged version is collapsed to its greatest sibling
 (`dvv.lww`) after every answer, so the client gets at most one value, read repair spreads
-the winner, and the 8-byte HLC stamp the coordinator put in front of each value is removed
-from the values the client sees.
+the winner, and the head the coordinator put in front of each value (the 8-byte HLC stamp,
+then a write_ttl namespace's own ttl: namespaces.py, "Stored values") is removed from the
+values the client sees, as is a value whose own ttl is over (expiry.served: judged after the
+merge, so an expired write still wins over the older copies). `lww` is that head's length
+(0: siblings).
 
 Answers are counted per *distinct node id*: a node answering twice (a duplicated or
 retried message, or a node that turns out to be reached over two addresses) counts once.
@@ -28,9 +31,10 @@ never makes a slow or frozen node fail an operation it would not fail otherwise.
 from __future__ import annotations
 
 from zkv._core import dvv
+from zkv.node.expiry import served
+from zkv.node.namespaces import STAMP_BYTES
 from zkv.wire import E_QUORUM, Error, GetOk, PutOk
 
-LWW_STAMP = 8  # bytes of HLC stamp in front of an lww namespace's stored values
 _NONE: frozenset[str] = frozenset()
 
 
@@ -40,7 +44,7 @@ class GetQuorum:
     __slots__ = ("required", "results", "merged", "bad", "lww", "unsure", "subs", "also",
                  "excused")
 
-    def __init__(self, r: int, lww: bool = False,
+    def __init__(self, r: int, lww: int = 0,
                  also: list[tuple[frozenset[str], int]] | None = None) -> None:
         self.required = r
         self.also = also  # [(previous owners, answers needed from them)] (None: settled)
@@ -90,9 +94,10 @@ class GetQuorum:
         return joint_enough(self.also or (), {x for x in self.results if x not in unsure},
                             self.excused)
 
-    def response(self) -> tuple[GetOk, int]:
-        """The client's answer and the number of siblings the merged version holds."""
-        return read_answer(self.merged, self.lww, self.counted())
+    def response(self, now_ms: int = 0) -> tuple[GetOk, int]:
+        """The client's answer and the number of siblings the merged version holds
+        (`now_ms`: the wall clock, which says whether a write's own ttl is over)."""
+        return read_answer(self.merged, self.lww, self.counted(), now_ms)
 
     def failure(self, silent: list[str], waited: float) -> Error:
         unsure = (f"; not counted, the answers of replicas refilling after a lost disk: "
@@ -132,7 +137,8 @@ def joint_enough(also, answered, excused) -> bool:
     return True
 
 
-def identical_answers(encoded: bytes, lww: bool, counted: int) -> tuple[GetOk, int]:
+def identical_answers(encoded: bytes, lww: int, counted: int, now_ms: int = 0
+                      ) -> tuple[GetOk, int]:
     """What a GetQuorum fed `counted` byte-identical answers `encoded` responds, without
     feeding it: ValueError if `encoded` is not a valid version (GetQuorum would count none of
     them). For the client's owner reads, whose counted copies are all identical."""
@@ -140,10 +146,10 @@ def identical_answers(encoded: bytes, lww: bool, counted: int) -> tuple[GetOk, i
         return read_answer(None, lww, counted)
     s = dvv.DVVSet.decode(encoded)  # (ValueError) decoded once: checked, then answered
     dvv.check_plausible(s, base=None)
-    return read_answer(dvv.lww(s) if lww else s, lww, counted)
+    return read_answer(dvv.lww(s) if lww else s, lww, counted, now_ms)
 
 
-def answer_context(encoded: bytes, lww: bool) -> bytes:
+def answer_context(encoded: bytes, lww: int) -> bytes:
     """The context `identical_answers(encoded, lww, ...)` answers with (an owner seals it
     for a client-coordinated read); ValueError if `encoded` is not a valid version."""
     if not encoded:
@@ -152,19 +158,22 @@ def answer_context(encoded: bytes, lww: bool) -> bytes:
     return (dvv.lww(s) if lww else s).context()
 
 
-def read_answer(merged: bytes | dvv.DVVSet | None, lww: bool, counted: int
+def read_answer(merged: bytes | dvv.DVVSet | None, lww: int, counted: int, now_ms: int = 0
                 ) -> tuple[GetOk, int]:
     """The client's answer to a read whose answers merged into `merged` (encoded or decoded;
-    None: no copy), and the number of siblings it holds."""
+    None: no copy), and the number of siblings it holds. `lww`: the head's length (0:
+    siblings); `now_ms`: the wall clock a write's own ttl is judged by (0: not judged)."""
     if isinstance(merged, dvv.DVVSet):
         s = merged
     else:
         s = dvv.DVVSet.decode(merged) if merged else dvv.EMPTY
     values = s.live_values()
     stamp = 0
-    if lww:  # strip the HLC stamp (and tell the client the greatest one)
-        stamp = max((int.from_bytes(v[:LWW_STAMP], "big") for v in values), default=0)
-        values = [v[LWW_STAMP:] for v in values]
+    if lww:  # strip the head (and tell the client the greatest stamp, served or not)
+        stamp = max((int.from_bytes(v[:STAMP_BYTES], "big") for v in values), default=0)
+        if lww > STAMP_BYTES and now_ms:
+            values = served(values, lww, now_ms)
+        values = [v[lww:] for v in values]
     return GetOk(0, values, s.context(), counted, stamp), s.size()
 
 
