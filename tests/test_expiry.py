@@ -221,3 +221,33 @@ def test_an_exchange_or_a_transfer_drops_an_expired_version_instead_of_sending_i
         replica.store, ring, Fetch(2, p, 0, 1 << 20), 1 << 20, None, replica.read).keys]
     assert sent == [new_k] and replica.store.get(old_k) is None
     replica.store.close()
+
+
+# ---- a write's own ttl (write_ttl namespaces: stamp + own ttl + value) ----------------------
+def own(stamp_ms: int, ttl: int, value: bytes = b"v", node: str = "c") -> bytes:
+    """A version of a write_ttl namespace written at `stamp_ms` with its own `ttl` (s)."""
+    head = hlc.pack(stamp_ms << 16) + ttl.to_bytes(nsm.TTL_BYTES, "big")
+    return dvv.update(None, b"", head + value, node).encode()
+
+
+def test_a_writes_own_ttl_hides_it_from_reads_and_listings_but_not_from_merges():
+    from zkv.node.quorum import GetQuorum, identical_answers, read_answer
+
+    new, forever, old = own(T0, 3, b"new", "a"), own(T0, 0, b"kept", "a"), own(T0 - 9, 0, b"old")
+    [v] = dvv.DVVSet.decode(new).live_values()
+    assert not expiry.own_ttl_over(v, T0 + 2_999) and expiry.own_ttl_over(v, T0 + 3_000)
+    assert not expiry.own_ttl_over(dvv.DVVSet.decode(forever).live_values()[0], T0 + 10**9)
+    assert expiry.served([v], 12, T0 + 3_000) == [] and expiry.served([v], 8, T0 + 9**9) == [v]
+    assert not expiry.hidden(new, T0) and expiry.hidden(new, T0 + 3_000)
+    assert not expiry.hidden(forever, T0 + 10**9) and not expiry.hidden(b"", T0)
+    # a replica still holding the older value answers beside one holding the expired write:
+    # merged, the newer write wins, and then it is not served (the older value stays hidden)
+    q = GetQuorum(2, 12)
+    q.add_result("n1", new)
+    q.add_result("n3", old)
+    ok, _ = q.response(T0 + 3_000)
+    assert ok.values == [] and ok.stamp == T0 << 16 and ok.context
+    assert q.response(T0 + 2_000)[0].values == [b"new"]  # (before it, served without its head)
+    assert identical_answers(new, 12, 2, T0 + 3_000)[0].values == []
+    assert identical_answers(new, 12, 2, T0 + 1)[0].values == [b"new"]
+    assert read_answer(forever, 12, 1, T0 + 10**9)[0].values == [b"kept"]

@@ -2,6 +2,7 @@
 converges in any order, and the gossip / cluster.json codecs (pure)."""
 
 import json
+import re
 
 import msgspec
 import pytest
@@ -150,7 +151,7 @@ def test_garbage_gossip_is_value_error_only(junk):
 # ---- convergence --------------------------------------------------------------------------
 names = st.sampled_from(["a", "b", "c", "carts", "default"])
 creates = st.tuples(st.integers(0, 3), names, st.integers(1, 3), st.sampled_from(nsm.MODES),
-                    st.integers(0, 20), st.sampled_from([0, 0, 60, 3600]))
+                    st.integers(0, 20), st.sampled_from([0, 0, 60, 3600]), st.booleans())
 
 
 @st.composite
@@ -158,10 +159,10 @@ def cluster_histories(draw):
     """Four nodes, each creating namespaces locally (refused creates are skipped: a ttl
     without lww, among others)."""
     nodes = [reg() for _ in range(4)]
-    for node, name, n, mode, ts, ttl in draw(st.lists(creates, max_size=12)):
+    for node, name, n, mode, ts, ttl, write_ttl in draw(st.lists(creates, max_size=12)):
         try:
             nodes[node].create(name, n, conflicts=mode, members=3, created=ts,
-                               creator=f"n{node}", ttl=ttl)
+                               creator=f"n{node}", ttl=ttl, write_ttl=write_ttl)
         except InvalidRequest:
             pass
     return nodes
@@ -353,3 +354,65 @@ def test_alters_in_any_gossip_order_converge_on_each_creates_last_alter(data):
             same = [v for v in made if (v.name, v.created, v.creator)
                     == (ns.name, ns.created, ns.creator)]
             assert ns.changed == max(v.changed for v in same), (ns, same)
+
+
+# ---- a write's own ttl: write_ttl namespaces -----------------------------------------------
+def test_write_ttl_namespaces_store_under_mode_2_and_say_their_head():
+    r = reg()
+    s = r.create("sess", 3, conflicts="lww", ttl=60, members=3, created=5, creator="n1",
+                 write_ttl=True)
+    old = r.create("old", 3, conflicts="lww", ttl=60, members=3, created=6, creator="n1")
+    sib = r.create("sib", 3, members=3, created=7, creator="n1", write_ttl=True)
+    assert (s.head, old.head, sib.head, r.get("default").head) == (12, 8, 0, 0)
+    assert not sib.write_ttl  # (siblings values carry no stamp to put a ttl after)
+    for ns, mode in ((s, 2), (old, 1), (sib, 0)):
+        skey = nsm.storage_key(ns, b"k")
+        assert skey[2] == mode and nsm.key_settings(skey) == (3, mode != 0)
+        assert nsm.head_of_key(skey) == ns.head and nsm.is_lww(skey) == (mode != 0)
+        assert nsm.split_key(skey) == (ns.name, b"k")
+    assert nsm.head_of_key(b"plain") == 0
+    assert nsm.key_settings(b"\x00\x03\x03sess\x00k") is None  # (no mode 3)
+    # idempotent whatever the layout: a create from a client that retries it after an upgrade
+    assert r.create("old", 3, conflicts="lww", ttl=60, members=3, created=9, creator="n2",
+                    write_ttl=True) is old
+
+
+def test_a_write_ttl_is_checked_against_its_namespace():
+    r = reg()
+    s = r.create("sess", 3, conflicts="lww", ttl=60, members=3, created=5, creator="n1",
+                 write_ttl=True)
+    s.check_write_ttl(1)
+    s.check_write_ttl(60)
+    for ttl, why in ((61, "keeps a write at most its own ttl (60s)"), (0, "between 1 and"),
+                     (True, "between 1 and"), ("5", "between 1 and"),
+                     (nsm.MAX_TTL + 1, "between 1 and")):
+        with pytest.raises(InvalidRequest, match=re.escape(why)):
+            s.check_write_ttl(ttl)
+    cases = ((r.create("forever", 3, conflicts="lww", members=3, created=6, creator="n1",
+                       write_ttl=True), "(none)"),
+             (r.create("old", 3, conflicts="lww", ttl=60, members=3, created=7, creator="n1"),
+              "without per-write ttls"),
+             (r.get("default"), "needs an lww namespace"))
+    for ns, why in cases:
+        with pytest.raises(InvalidRequest, match=re.escape(why)):
+            ns.check_write_ttl(5)
+
+
+def test_a_relay_without_write_ttl_never_wins_and_an_older_registry_decodes():
+    """A copy relayed by a node of a version without the field (write_ttl false) ranks after
+    the original, so every node keeps the layout its values were written with; cluster.json
+    and gossip of such a version decode with write_ttl false, and a siblings namespace that
+    claims it is refused."""
+    r = reg()
+    r.create("sess", 3, conflicts="lww", ttl=60, members=3, created=5, creator="n1",
+             write_ttl=True)
+    relayed = Registry.decode(msgspec.msgpack.encode(
+        (nsm.REGISTRY_VERSION, [msgspec.structs.replace(ns, write_ttl=False) for ns in r])))
+    for a, b in ((r, relayed), (relayed, r)):
+        x = Registry.decode(a.encode())
+        assert x.merge(b) == [] and x.get("sess").write_ttl
+    old = [{k: v for k, v in ns.items() if k != "write_ttl"} for ns in r.to_builtins()]
+    assert not Registry.from_builtins(old).get("sess").write_ttl
+    bad = [dict(ns, write_ttl=True) if ns["name"] == "default" else ns for ns in r.to_builtins()]
+    with pytest.raises(ValueError, match="write_ttl: needs conflicts=lww"):
+        Registry.from_builtins(bad)

@@ -1056,6 +1056,7 @@ class SimClient:
         self.gen = workload(self)
         self.done = False
         self.stamp_floor = 0  # as the real client: the highest lww stamp a reply carried
+        self.ttl = 0  # every put's own ttl (Put.ttl; 0: none): a workload may set it
         self.alarm = _Alarm(sim)  # the try's end
         sim.at(sim.t, self._next, None)
 
@@ -1071,6 +1072,7 @@ class SimClient:
             msg = Put(0, key, a, b or b"", c or 0)
             msg.wid = wid
             msg.floor = self.stamp_floor
+            msg.ttl = self.ttl
         else:
             msg = Delete(0, key, a or b"", b or 0, wid)
         self._try(ev, msg, self.sim.t + self.timeout, set())
@@ -1290,6 +1292,7 @@ class CoreClient:
         self.core = ClientCore([sim.nodes[n].cfg.listen for n in sim.node_ids], timeout,
                                clock=lambda: sim.t, rng=random.Random(sim.rng.random()),
                                wall_ms=sim.wall_ms)
+        self.ttl: int | None = None  # every put's own ttl (None: none): a workload may set it
         self.gen = workload(self)
         self.done = False
         self.plan: Generator | None = None
@@ -1308,7 +1311,7 @@ class CoreClient:
         if op == "get":
             self.plan = core.get(key, a, namespace=ns)
         elif op == "put":
-            self.plan = core.put(key, a, b, c, namespace=ns)
+            self.plan = core.put(key, a, b, c, namespace=ns, ttl=self.ttl)
         elif op in ("keys", "items"):  # (key: the namespace; a: r; pages of 7)
             listing = (core.list_items(key.decode(), page=7, r=a) if op == "items"
                        else core.list_keys(key.decode(), page=7, r=a))

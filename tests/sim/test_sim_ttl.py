@@ -6,9 +6,11 @@ a partition and a pause run while the values are written."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from sim.harness import CoreClient, Faults, Sim, SimClient
+from zkv import wire
 from zkv._core import dvv
 from zkv.node import expiry
 from zkv.node import namespaces as nss
@@ -365,3 +367,131 @@ def test_an_alter_reaches_every_node_and_never_brings_an_expired_value_back(seed
         sim.run_until(sim.t + 0.25)
     sim.run_until(sim.t + 6.0)  # (longer than the old ttl of 4 s)
     assert _reads(sim, [b"fresh"], 2) == {b"fresh": [b"new"]}
+
+
+# ---- a write's own ttl (put(..., ttl=): expiry.served) ------------------------------------------
+def _write(sim: Sim, key: bytes, value: bytes, w: int, ttl: int | None = None,
+           nodes: list[str] | None = None) -> None:
+    done = []
+
+    def writer(c):
+        c.ttl = ttl
+        done.append((yield ("put", key, value, b"", w)))
+
+    c = CoreClient(sim, f"w{sim.t:.2f}", writer, namespace="sess")
+    if nodes is not None:
+        c.core.seeds = [sim.nodes[x].cfg.listen for x in nodes]
+    while not c.done:
+        sim.run_until(sim.t + 0.1)
+    assert done[0].ok, done[0].error
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_write_past_its_own_ttl_still_hides_the_older_value_a_lagging_replica_holds(seed):
+    """`old` (no ttl of its own) is on every owner; n3 is cut off while `new` is written with
+    a ttl of 3 s (W=2: n1 and n2). Past those 3 s the partition heals: every read at R=2 finds
+    the key absent, whichever owners answer, n3's `old` included (merged, the expired `new`
+    is still the newest write: a copy dropped when it expired would have let `old` back).
+    The copies stay until the namespace's ttl (20 s) expires them, then every owner drops
+    them, n3's `old` too. Keys listings leave the key out as soon as its own ttl is over."""
+    sim = Sim(40 + seed, nodes=3)
+    _create(sim, ttl=20)
+    sim.run_until(1.0)
+    ns = sim.nodes["n1"].core.namespaces.get("sess")
+    assert ns.write_ttl and ns.head == 12
+    skey = _skey(sim, b"k")
+    _write(sim, b"k", b"old", 3)
+    assert all(sim.held(x, skey) for x in sim.nodes)
+    sim.partition(["n1", "n2"], ["n3"])
+    _write(sim, b"k", b"new", 2, ttl=3, nodes=["n1", "n2"])
+    written = sim.t
+    for x in ("n1", "n2"):  # its hint for n3 lost (as in a crash with sync=none)
+        h = sim.nodes[x].core.handoff
+        if h.get("n3", skey):
+            h.delivered("n3", skey, h.get("n3", skey))
+    assert _reads(sim, [b"k"], 2, client=CoreClient) == {b"k": [b"new"]}
+    sim.run_until(written + 3.5)
+    sim.heal()
+    while not all(sim.nodes[x].core.membership.is_up(y) for x in sim.nodes for y in sim.nodes
+                  if x != y):
+        sim.run_until(sim.t + 0.1)
+    assert dvv.DVVSet.decode(sim.held("n3", skey)).live_values()[0][12:] == b"old"
+    got: list = []
+
+    def reader(c):  # R=2 coordinated by n3: its `old` meets the expired `new`
+        c.nodes = ["n3"]
+        got.append((yield ("get", b"k", 2)))
+
+    SimClient(sim, "r3", reader, namespace="sess")
+    while not got:
+        sim.run_until(sim.t + 0.05)
+    assert got[0].ok and got[0].values == [], got[0]
+    assert _reads(sim, [b"k"], 3, client=CoreClient) == {b"k": []}
+    sim.run_until(written + 12.0)  # read repair, exchanges: every owner holds the newest
+    held = {x: dvv.DVVSet.decode(sim.held(x, skey)).live_values() for x in sim.nodes}
+    assert all(len(v) == 1 and v[0][12:] == b"new" for v in held.values()), held
+    assert all(expiry.own_ttl_over(v[0], sim.wall_ms()) for v in held.values())
+    listed: list = []
+
+    def lister(c):
+        for r in (1, 2):
+            listed.append((yield ("keys", b"sess", r)))
+            listed.append((yield ("items", b"sess", r)))
+
+    CoreClient(sim, "lister", lister, namespace="sess")
+    sim.run_until(sim.t + 3.0)
+    assert len(listed) == 4 and all(x.ok and x.values == [] for x in listed), listed
+    sim.run_until(written + 20.0 + expiry.period(20_000) + 2.0)  # the namespace's ttl, a pass
+    assert not any(sim.held(x, skey) for x in sim.nodes)
+
+
+def test_a_write_with_its_own_ttl_is_served_until_then_and_a_rewrite_without_one_lives_on():
+    sim = Sim(7, nodes=3)
+    _create(sim, ttl=30)
+    sim.run_until(1.0)
+    _write(sim, b"a", b"a1", 2, ttl=2)
+    _write(sim, b"b", b"b1", 2, ttl=2)
+    assert _reads(sim, [b"a", b"b"], 2, client=CoreClient) == {b"a": [b"a1"], b"b": [b"b1"]}
+    _write(sim, b"b", b"b2", 2)  # rewritten without a ttl of its own: the namespace's
+    sim.run_until(sim.t + 2.5)
+    assert _reads(sim, [b"a", b"b"], 2, client=CoreClient) == {b"a": [], b"b": [b"b2"]}
+    assert _reads(sim, [b"a", b"b"], 2) == {b"a": [], b"b": [b"b2"]}  # (coordinated)
+    _write(sim, b"a", b"a2", 2, ttl=30)  # a write after it serves again
+    assert _reads(sim, [b"a"], 1, client=CoreClient) == {b"a": [b"a2"]}
+
+
+def test_a_write_ttl_is_refused_where_the_namespace_cannot_keep_it():
+    """Longer than the namespace's own ttl, in a namespace without one or keeping siblings,
+    or in one created while a member ran a version without per-write ttls: each refused,
+    saying why; nothing is written."""
+    sim = Sim(3, nodes=3)
+    _create(sim, ttl=10)
+    _create(sim, "forever", ttl=0)
+    _create(sim, "sib", ttl=0, conflicts="siblings")
+    n2 = sim.nodes["n1"].core.membership.get("n2")  # n2 runs a version without it
+    sim.nodes["n1"].core.membership.peers["n2"].member = msgspec.structs.replace(
+        n2, features=n2.features & ~wire.FEATURE_WRITE_TTL)
+    _create(sim, "old", ttl=10)
+    sim.run_until(2.0)
+    reg = sim.nodes["n1"].core.namespaces
+    assert reg.get("sess").write_ttl and not reg.get("old").write_ttl
+    assert reg.get("old").head == 8 and reg.get("sib").head == 0
+    results = {}
+    for name, ttl in (("sess", 11), ("forever", 5), ("sib", 5), ("old", 5), ("sess", 10)):
+        out: list = []
+
+        def writer(c, ttl=ttl, out=out):
+            c.ttl = ttl
+            out.append((yield ("put", b"k", b"v", b"", 2)))
+
+        SimClient(sim, f"w{name}{ttl}", writer, namespace=name)
+        sim.run_until(sim.t + 2.0)
+        results[(name, ttl)] = out[0]
+    assert "keeps a write at most its own ttl (10s)" in results[("sess", 11)].error
+    assert "(none)" in results[("forever", 5)].error
+    assert "needs an lww namespace" in results[("sib", 5)].error
+    assert "without per-write ttls" in results[("old", 5)].error
+    assert results[("sess", 10)].ok
+    for name in ("forever", "sib", "old"):
+        skey = nss.storage_key(reg.get(name), b"k")
+        assert not any(sim.held(x, skey) for x in sim.nodes), name
