@@ -438,3 +438,49 @@ def test_namespace_alter_on_real_nodes(cluster5):
         out = zkv_cli("namespace", "alter", *argv)
         assert out.returncode == 1 and why in out.stderr and len(
             out.stderr.strip().splitlines()) == 1, (argv, out)
+
+
+def test_a_writes_own_ttl_on_real_nodes(cluster5):
+    """`zkv put --ttl` and `put(..., ttl=)`: the value is served and listed until its own ttl
+    ends, then found by no read or listing while its copies stay stored (until the
+    namespace's ttl); the same key rewritten without one lives on; a ttl the namespace cannot
+    keep is refused in one line, and nothing is written."""
+    zkv_cli = _cli(cluster5)
+    assert zkv_cli("namespace", "create", "sess", "--conflicts", "lww", "--ttl", "1h"
+                   ).returncode == 0
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+
+        def listed() -> list | None:
+            try:
+                return sorted(c.keys("sess"))
+            except zkv.Unavailable:  # (a cluster started a moment ago: its owners vouch soon)
+                return None
+        wait_for(lambda: listed() is not None, 15.0, "a listing")
+        out = zkv_cli("put", "s1", "token", "--ttl", "4", "--namespace", "sess")
+        assert out.returncode == 0, out.stderr
+        written = time.monotonic()  # (after s1: written before it returned)
+        c.put(b"s2", b"other", namespace="sess", ttl=4)
+        c.put_many([(b"s3", b"a"), (b"s4", b"b")], namespace="sess", ttl=4)
+        c.put(b"kept", b"v", namespace="sess", ttl=3600)
+        c.update(b"s4", lambda _: b"b2", namespace="sess")  # rewritten: the namespace's ttl
+        assert c.get(b"s1", namespace="sess", r=3).values == [b"token"]
+        assert zkv_cli("get", "s1", "--namespace", "sess").stdout.strip() == "token"
+        assert listed() == [b"kept", b"s1", b"s2", b"s3", b"s4"]
+        time.sleep(max(0.0, written + 4.2 - time.monotonic()))
+        for r in (1, 2, 3):
+            got = c.get_many([b"s1", b"s2", b"s3", b"s4", b"kept"], namespace="sess", r=r)
+            assert [x.values for x in got] == [[], [], [], [b"b2"], [b"v"]], r
+        assert listed() == [b"kept", b"s4"]
+        assert sorted(c.items("sess", r=2)) == [(b"kept", [b"v"]), (b"s4", [b"b2"])]
+        out = zkv_cli("get", "s1", "--namespace", "sess")
+        assert out.returncode == 3 and "(not found)" in out.stdout
+        skey = stored(c, "sess", b"s1")
+        assert len([e for e in cluster5.endpoints if held(e, skey)]) == 3  # (kept: hides older)
+        # refused, saying why, before or where the write enters the cluster
+        out = zkv_cli("put", "s5", "x", "--ttl", "2h", "--namespace", "sess")
+        assert out.returncode == 1 and "keeps a write at most its own ttl (3600s)" in out.stderr
+        out = zkv_cli("put", "s5", "x", "--ttl", "10")
+        assert out.returncode == 1 and "default namespace keeps siblings" in out.stderr
+        with pytest.raises(zkv.InvalidRequest, match="between 1 and"):
+            c.put(b"s5", b"x", namespace="sess", ttl=0)
+        assert c.get(b"s5", namespace="sess", r=3).values == []
