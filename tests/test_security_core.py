@@ -566,3 +566,19 @@ def test_a_node_woken_at_the_deadlines_it_asked_for_never_stood_still(tmp_path):
         assert node.core.membership.state("node2")[0] == "down"  # silent for 9 s
     finally:
         node.close()
+
+
+def test_a_node_too_old_for_per_write_ttls_cannot_join_once_a_namespace_keeps_them(node):
+    """Its version would store and route a write_ttl namespace's keys (stored-key mode 2) as
+    another namespace's: refused, naming the namespaces; an upgraded one joins."""
+    (reply,) = node.ask(b"peer:node6/x", [wire.Join(1, _member(6))])  # none yet: any version
+    assert type(reply) is wire.JoinOk
+    for i in (2, 3, 6):
+        node.gossip(i, [_member(i, hb=2, features=wire.FEATURES)])
+    node.ask(b"admin", [wire.NsCreate(1, "sess", 3, 0, 0, "lww", 60)], ADMIN)
+    assert node.core.namespaces.get("sess").write_ttl
+    (reply,) = node.ask(b"peer:node4/x", [wire.Join(2, _member(4))])
+    assert type(reply) is wire.Error and "cannot store per-write ttls" in reply.message
+    assert "sess" in reply.message and "node4" not in node.ids()
+    (reply,) = node.ask(b"peer:node5/x", [wire.Join(3, _member(5, features=wire.FEATURES))])
+    assert type(reply) is wire.JoinOk

@@ -4,9 +4,11 @@
     python tools/sweep_ttl.py 2000 2150 partitions=2 pauses=2    # Faults fields added
     python tools/sweep_ttl.py 1000 1100 --lww                    # lww convergence instead
 
-Each seed runs tests/sim/test_sim_ttl.py's three fault tests (values expiring everywhere; no
+Each seed runs tests/sim/test_sim_ttl.py's four fault tests (values expiring everywhere; no
 copy left through joins and a leave; an alter of the ttl reaching every node and bringing no
-expired value back), with the given Faults fields set on top of the tests' own; `--lww` runs tests/sim/test_sim_ns.py's lww convergence test instead. Prints how many
+expired value back; writes past their own ttl letting no older value back), with the given
+Faults fields set on top of the tests' own; `--lww` runs tests/sim/test_sim_ns.py's lww
+convergence test instead. Prints how many
 failed and, for each, the test, the seed and the assertion. Exit status: the failures (capped
 at 100).
 """
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     tests = ([test_sim_ns.test_namespaces_place_n_replicas_and_lww_converges] if args.lww else
              [test_sim_ttl.test_expired_values_leave_no_copy_through_joins_a_leave_and_faults,
               test_sim_ttl.test_values_expire_everywhere_and_stay_gone,
-              test_sim_ttl.test_an_alter_reaches_every_node_and_never_brings_an_expired_value_back])
+              test_sim_ttl.test_an_alter_reaches_every_node_and_never_brings_an_expired_value_back,
+              test_sim_ttl.test_writes_past_their_own_ttl_never_let_an_older_value_back_under_faults])
     failed = []
     for seed in range(args.first, args.last):
         for test in tests:

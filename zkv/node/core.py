@@ -1649,6 +1649,12 @@ class NodeCore:
             raise ZkvError(f"a Join must come from the joining node itself (identity "
                            f"{wire.clip(ident, 40)}, member {wire.clip(msg.member.id, 40)})")
         why = self.membership.admit(msg.member)
+        if not why and not msg.member.features & wire.FEATURE_WRITE_TTL:
+            # (it would store and route their keys as another namespace's: mode 2 unknown)
+            names = [ns.name for ns in self.namespaces if ns.write_ttl]
+            if names:
+                why = (f"its zkv version cannot store per-write ttls, which namespace(s) "
+                       f"{', '.join(names[:8])} keep: upgrade it first")
         if why:
             log.warning("refused a join of %s: %s", wire.clip(msg.member.id, 64), why)
             raise ZkvError(f"join refused: {why}")
