@@ -81,6 +81,8 @@ def seed_messages(members: list[wire.Member], rng: random.Random) -> list:
         wire.NsAlter(36, rng.choice(["default", "nope"] + [f"fz{i}" for i in range(4)]),
                      rng.choice([-1, 0, 1, 3, 255]), rng.choice([-1, 1, 2]),
                      rng.choice([-1, 0, 1, 60, 2**63 - 1])),
+        wire.Put(37, key, b"v", b"", 1, ns=f"fz{rng.randrange(4)}",
+                 ttl=rng.choice([0, 1, 59, 60, 2**32, 2**63 - 1])),
     ]
 
 

@@ -850,7 +850,8 @@ class ClientCore:
         if counted < r or first is None:
             return None
         try:  # every counted copy is `first`, byte for byte: the answer is that copy's
-            ok, _ = identical_answers(first, lww, counted, self.wall_ms())
+            ok, _ = identical_answers(first, lww, counted,
+                                      self.wall_ms() if lww > nss.STAMP_BYTES else 0)
         except ValueError:  # not a valid version: as if none had answered
             return None
         if ok.stamp > self.stamp_floor:

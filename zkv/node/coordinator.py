@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from zkv._core import dvv
 from zkv.errors import InvalidRequest, StorageFull
+from zkv.node.namespaces import STAMP_BYTES
 from zkv.node.op import Op
 from zkv.node.quorum import GetQuorum, PutQuorum, joint_enough
 from zkv.wire import E_INVALID, E_UNAVAILABLE, Error, Forward, RGet, RGetOk, RPut, RPutOk
@@ -210,7 +211,8 @@ class GetOp(_FanOut):
         self._check()
 
     def _answer(self) -> None:
-        ok, size = self.quorum.response(self.ctx.wall_ms())
+        q = self.quorum  # (the wall clock only where a write's own ttl is judged)
+        ok, size = q.response(self.ctx.wall_ms() if q.lww > STAMP_BYTES else 0)
         if ok.context and self.ctx.seal.issue:
             ok.context = self.ctx.seal.seal(self.key, ok.context)
         self.reply(ok)
