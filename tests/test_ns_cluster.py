@@ -480,7 +480,7 @@ def test_a_writes_own_ttl_on_real_nodes(cluster5):
         out = zkv_cli("put", "s5", "x", "--ttl", "2h", "--namespace", "sess")
         assert out.returncode == 1 and "keeps a write at most its own ttl (3600s)" in out.stderr
         out = zkv_cli("put", "s5", "x", "--ttl", "10")
-        assert out.returncode == 1 and "default namespace keeps siblings" in out.stderr
+        assert out.returncode == 1 and "default namespace's values have no room" in out.stderr
         with pytest.raises(zkv.InvalidRequest, match="between 1 and"):
             c.put(b"s5", b"x", namespace="sess", ttl=0)
         assert c.get(b"s5", namespace="sess", r=3).values == []

@@ -265,9 +265,9 @@ def check_ttl(ttl, ns: str) -> None:
         raise InvalidRequest(f"ttl={ttl!r}: must be a whole number of seconds between 1 and "
                              f"{nss.MAX_TTL}")
     if not ns:
-        raise InvalidRequest(f"ttl={ttl}: the default namespace keeps siblings; a write's ttl "
-                             f"needs an lww namespace with a ttl (zkv namespace create NAME "
-                             f"--conflicts lww --ttl D)")
+        raise InvalidRequest(f"ttl={ttl}: the default namespace's values have no room for a "
+                             f"ttl; a write's ttl needs an lww namespace with a ttl (zkv "
+                             f"namespace create NAME --conflicts lww --ttl D)")
 
 
 def check_namespace_settings(name, n, r, w, conflicts, ttl=0) -> None:
