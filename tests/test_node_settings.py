@@ -352,6 +352,49 @@ def test_a_lowered_connection_cap_holds_on_a_running_node(make_cluster):
         ctx.term()
 
 
+@pytest.mark.cluster
+def test_a_lowered_connection_cap_sheds_the_connections_past_it_at_once(make_cluster):
+    """120 idle connections are open when `zkv config --set max_connections=32` lowers the
+    cap: the node shuts those past it down at once (it used to wait for new ones to come),
+    and a client is served."""
+    import zmq
+
+    c = make_cluster(1, n=1, metrics=True)
+    pid = c.nodes[0].process.pid
+
+    def refused() -> float:
+        text = http(f"http://127.0.0.1:{c.nodes[0].metrics_port}/metrics")[1]
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("zkv_connections_refused_total"))
+
+    rest = len(os.listdir(f"/proc/{pid}/fd"))
+    ctx = zmq.Context()
+    socks = []
+    try:
+        for i in range(120):  # idle connections, each asking once (no redial when closed)
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RECONNECT_IVL, 60_000)
+            s.connect(c.endpoints[0])
+            s.send(wire.encode_one(wire.RingInfo(i + 1)))
+            socks.append(s)
+        for s in socks:  # every one answered: all open under the default cap
+            assert s.poll(5000) and s.recv()
+        assert refused() == 0
+        out = zkv("config", "--set", "max_connections=32", "--node", c.endpoints[0])
+        assert out.returncode == 0 and "max_connections 10000 -> 32" in out.stdout, out
+        wait_for(lambda: refused() >= 120 + 1 - 32, 10, "the connections past the cap shut")
+        wait_for(lambda: len(os.listdir(f"/proc/{pid}/fd")) <= rest + 32 + 8, 10,
+                 "the node to hold no more than the new cap")
+        with Client(c.endpoints, timeout=5) as cl:
+            cl.put(b"k", b"v")
+            assert cl.get(b"k").values == [b"v"]
+    finally:
+        for s in socks:
+            s.close()
+        ctx.term()
+
+
 def test_an_alter_follows_one_made_where_the_clock_runs_ahead(tmp_path):
     """The registry holds an alter stamped 30 s ahead of this node's clock (made on a node
     whose clock runs ahead, within the skew allowed): an alter here still follows it, and

@@ -139,18 +139,33 @@ class Connections:
                 self.open[fd] = None
                 self.unproven.pop(fd, None)
                 self.unproven[fd] = 0
-                if len(self.open) > self.cap:  # room from a connection that stopped reading,
-                    # else from the oldest one that has hardly sent anything, else the idlest
-                    victim = self._stalled() or self._unproven(fd) or next(iter(self.open))
-                    del self.open[victim]  # not counted (nor picked) again while it closes
-                    self.unproven.pop(victim, None)
-                    self.closing.add(victim)
-                    self._refuse(victim)
+                if len(self.open) > self.cap:
+                    self._evict(fd)
             elif fd in self.open or fd in self.closing or fd in self.fd_ident:  # closed
                 self.open.pop(fd, None)
                 self.unproven.pop(fd, None)
                 self.closing.discard(fd)
                 self._closed(fd)
+
+    def _evict(self, newcomer: int = -1) -> None:
+        """Make room for one: shut down a connection that stopped reading, else the oldest
+        one that has hardly sent anything (not `newcomer`, the one just accepted), else the
+        idlest."""
+        victim = self._stalled() or self._unproven(newcomer) or next(iter(self.open))
+        del self.open[victim]  # not counted (nor picked) again while it closes
+        self.unproven.pop(victim, None)
+        self.closing.add(victim)
+        self._refuse(victim)
+
+    def set_cap(self, cap: int) -> int:
+        """A new cap (`zkv config --set max_connections`, SIGHUP): a lower one than the open
+        connections is reached at once, each one past it shut down as one accepted past the
+        cap shuts another down. Returns how many were."""
+        self.cap = cap
+        shed = max(0, len(self.open) - cap)
+        for _ in range(shed):
+            self._evict()
+        return shed
 
     def _unproven(self, newcomer: int) -> int | None:
         """The oldest connection that has sent fewer than PROVEN frames, if it is not the one

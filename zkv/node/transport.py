@@ -141,9 +141,12 @@ class Node:
             self.shutdown()
 
     def _set_cap(self, cfg: NodeConfig) -> None:
-        """A runtime change of max_connections: a lower cap is reached as connections come
-        and go (each one accepted past it closes another, as at the cap before)."""
-        self.conns.cap = effective_cap(cfg.max_connections)
+        """A runtime change of max_connections: a lower cap than the open connections sheds
+        the excess at once (Conns.set_cap)."""
+        shed = self.conns.set_cap(effective_cap(cfg.max_connections))
+        if shed:
+            log.info("max_connections lowered to %d: shut %d connection(s) down", self.conns.cap,
+                     shed)
 
     def _on_signal(self, signum, frame) -> None:
         log.info("signal %d: draining and stopping", signum)
