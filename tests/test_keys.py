@@ -448,3 +448,28 @@ def test_a_page_reads_a_bounded_amount_of_values_whatever_the_limit(tmp_path, mo
         assert [] in pages  # (a page of tombstones only)
     finally:
         node.close()
+
+
+@pytest.mark.parametrize("head", [8, 12])
+def test_items_of_an_lww_namespace_answer_the_newest_write_alone(head):
+    """Two owners hold different writes of one lww key (one missed the newer): the page's
+    item is the newer value alone, as a get answers (both came back as siblings); in a
+    write_ttl namespace, once the newer write's own ttl is over the key is left out, and
+    the older value stays hidden (it came back)."""
+    from zkv import hlc
+    from zkv.client.core import KeyListing, _union_page
+
+    t0 = 1_800_000_000_000
+
+    def write(at_ms: int, value: bytes, own: int, node: str) -> bytes:
+        head_bytes = hlc.pack(at_ms << 16) + (own.to_bytes(4, "big") if head == 12 else b"")
+        return dvv.update(None, b"", head_bytes + value, node).encode()
+
+    old, new = write(t0, b"old", 0, "n1"), write(t0 + 1000, b"new", 2, "n2")
+    ring = Ring([(m.id, m.rack) for m in LISTERS], q=16, n=3)
+    for now, want in ((t0 + 1500, [(b"k", [b"new"])]),
+                      (t0 + 3000, [] if head == 12 else [(b"k", [b"new"])])):
+        for copies in ([old, new], [new, old]):
+            pages = [wire.KeysOk(0, [b"k"], 0, True, True, [c]) for c in copies]
+            listing = KeyListing(None, "sess", b"", 10, 2, True)  # type: ignore[arg-type]
+            assert _union_page(listing, ring, b"", head, pages, True, now) == want, (now, copies)

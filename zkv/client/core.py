@@ -359,7 +359,12 @@ def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes, lww: int,
         for ok in pages:
             for k, copy in zip(ok.keys, ok.copies, strict=True):
                 had = merged.get(k)  # (owners in sync hold byte-identical copies: no merge)
-                merged[k] = copy if had is None or had == copy else dvv.sync_encoded(had, copy)
+                if had is None or had == copy:
+                    merged[k] = copy
+                else:  # (lww: collapsed as a get's merge is, or both writes came back, and
+                    # an expired newest one then let the older one be served)
+                    both = dvv.sync_encoded(had, copy)
+                    merged[k] = dvv.lww_encoded(both) if lww else both
         keys = list(merged)
     elif len(pages) == 1:
         return pages[0].keys
