@@ -282,9 +282,13 @@ class NodeCore:
         # the command line's settings (None: not given), which win over the --config file at a
         # restart (settings.py: SIGHUP, Config.save); None: a node embedded without one
         self.flags: dict | None = None
-        # the next lww stamp in the moments after a stall, until then (`_resumed`)
+        # the next lww stamp in the moments after a stall, until then (`_resumed`); the stamp
+        # of the moment it resumed, and the stamps issued since (a floor among them, or past
+        # the first: the write was sent after the resume, `_stamp`)
         self.stall_stamp = 0
         self.stall_until = 0.0
+        self.resumed_stamp = 0
+        self.stall_issued: set[int] = set()
         self.quiet_until = now  # the deadline the last tick asked for (next_deadline)
         self.stalls = (0, 0.0)  # stalls since start, the longest (s)
         # called with the new settings after a runtime change (settings.reconfigure): the
@@ -1867,6 +1871,8 @@ class NodeCore:
         self.stall_stamp = max((self.handoff.wall_ms() - int(since * 1000))
                                << hlcs.LOGICAL_BITS, self.hlc.last + 1)
         self.stall_until = now + STALL_AFTER
+        self.resumed_stamp = self.handoff.wall_ms() << hlcs.LOGICAL_BITS
+        self.stall_issued = set()
         deaf = now - max(self.t, self.quiet_until)  # (until then it slept: it would have heard)
         self.membership.stood_still(deaf)  # (its peers were not silent: it did not listen)
         self.stalls = (self.stalls[0] + 1, max(self.stalls[1], deaf))  # (zkv status)
@@ -1878,14 +1884,21 @@ class NodeCore:
     def _stamp(self, skey: bytes, floor: int) -> int:
         """An lww write's HLC stamp: after the client's floor (every value it has seen;
         clamped if far ahead) and every stamp this node holds for the key. In the moments
-        after a stall (`_resumed`): as of when the node stopped, after the floor, and
-        regardless of what it learned since (the copies that reached it meanwhile may be
-        the newer writes this one must not overtake)."""
+        after a stall (`_resumed`), a write that may have waited: as of when the node stopped,
+        after the floor, and regardless of what it learned since (the copies that reached it
+        meanwhile may be the newer writes this one must not overtake). A write whose floor is
+        one of the stamps this node issued since it resumed, or later than that moment, was
+        sent after it resumed: stamped as any. (Its client's earlier write, stamped so here
+        and acknowledged, may have a later stamp elsewhere, given where a retry of it entered
+        the cluster during the stall: stamped as of the stop too, the client's next write lost
+        to it, tests/sim/test_sim_ttl.py seeds 1139, 1208 of tools/sweep_ttl.py.)"""
         if floor:
             self.hlc.observe(floor)
-        if self.stall_until > self.t:
+        if (self.stall_until > self.t and floor < self.resumed_stamp
+                and floor not in self.stall_issued):
             stamp = max(self.stall_stamp, min(floor, self.hlc.limit()) + 1)
             self.stall_stamp = stamp + 1  # (each such write its own stamp)
+            self.stall_issued.add(stamp)
             self.hlc.observe(stamp)  # (so every stamp issued later is greater)
             return stamp
         self._observe(self.replica.read(skey))
