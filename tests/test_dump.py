@@ -24,13 +24,17 @@ class FakeClient:
         self.data = data or {}
         self.written: list[tuple[bytes, bytes]] = []
         self.asked_r: set[int | None] = set()  # r of each items() call
+        self.ends: dict[bytes, int] = {}  # key -> when it stops being served (items' expiry)
+        self.ttls: dict[bytes, int | None] = {}  # key -> the own ttl it was written with
 
-    def items(self, namespace, prefix, r=None):
+    def items(self, namespace, prefix, r=None, expiry=False):
         self.asked_r.add(r)
-        return [(k, list(vs)) for k, vs in self.data.items() if k.startswith(prefix)]
+        return [(k, list(vs), self.ends.get(k, 0)) for k, vs in self.data.items()
+                if k.startswith(prefix)]
 
-    def put_many(self, items, w=None, namespace="default", return_exceptions=False):
+    def put_many(self, items, w=None, namespace="default", return_exceptions=False, ttl=None):
         self.written += items
+        self.ttls.update({k: ttl for k, _ in items})
         return [b"ctx"] * len(items)
 
 
@@ -49,11 +53,11 @@ def test_a_dump_reads_back_to_the_keys_and_siblings_it_was_made_of(data):
     assert at_r2.asked_r == {2}
     head, records = dump.read(io.StringIO(out.getvalue()), "f")
     assert head["namespace"] == "ns1"
-    got = {key: values for _, key, values in records}
+    got = {key: values for _, key, values, _ in records}
     assert got == data
     target = FakeClient()
     head, records = dump.read(io.StringIO(out.getvalue()), "f")
-    assert dump.load(target, records, "ns2") == (len(data), [])
+    assert dump.load(target, records, "ns2") == (len(data), [], 0, 0)
     assert sorted(target.written) == sorted((k, v) for k, vs in data.items() for v in vs)
 
 
@@ -79,6 +83,8 @@ GOOD = {"k": "YQ==", "v": ["eA=="]}  # a -> [x]
     (_file(GOOD, ["not", "a", "dict"], end=2), "f:3: not a dump record", 1),
     (_file(GOOD, GOOD, end=3), "f:4: the end line counts 3 keys, the file has 2", 2),
     (_file(GOOD, GOOD), "f: cut short after 2 keys", 2),
+    (_file(GOOD, dict(GOOD, x=-1), end=2), "f:3: not a dump record .*not a time", 1),
+    (_file(GOOD, dict(GOOD, x="soon"), end=2), "f:3: not a dump record .*not a time", 1),
 ])
 def test_a_bad_dump_is_refused_naming_the_line_and_what_came_before_is_written(lines, why,
                                                                                written):
@@ -87,6 +93,36 @@ def test_a_bad_dump_is_refused_naming_the_line_and_what_came_before_is_written(l
         head, records = dump.read(lines, "f")
         dump.load(target, records, "default")
     assert target.written == [(b"a", b"x")] * written  # every good key before it, no more
+
+
+T0 = 1_800_000_000_000  # ms
+
+
+@pytest.mark.parametrize("target, ttls, expired, longer", [
+    # room for a write's ttl, and a namespace ttl of an hour: each keeps the time it had left
+    ({"ttl": 3600, "write_ttl": True}, {b"soon": 2, b"later": 600, b"never": None}, 1, 0),
+    # the time left is longer than the target keeps values: the target's ttl, shorter
+    ({"ttl": 60, "write_ttl": True}, {b"soon": 2, b"later": None, b"never": None}, 1, 0),
+    # no room for a write's ttl (an older namespace), or no ttl at all: longer, and counted
+    ({"ttl": 3600, "write_ttl": False}, {b"soon": None, b"later": None, b"never": None}, 1, 2),
+    ({"ttl": 0, "write_ttl": True}, {b"soon": None, b"later": None, b"never": None}, 1, 2),
+])
+def test_a_load_serves_nothing_longer_than_the_dump_says(target, ttls, expired, longer):
+    """A value's expiry ("x") goes with the dump: the load leaves out what expired since and
+    writes the rest with the time left of it as their own ttl, where the target namespace
+    keeps such a ttl; elsewhere the target's ttl applies, and values served longer than the
+    dump says are counted."""
+    source = FakeClient({b"gone": [b"g"], b"soon": [b"s"], b"later": [b"l"],
+                         b"never": [b"n"]})
+    source.ends = {b"gone": T0 - 1, b"soon": T0 + 1500, b"later": T0 + 600_000}
+    out = io.StringIO()
+    dump.dump(source, out, "sess")
+    assert '"x": %d' % (T0 + 1500) in out.getvalue()
+    sink = FakeClient()
+    _, records = dump.read(io.StringIO(out.getvalue()), "f")
+    got = dump.load(sink, records, "copy", target=target, now_ms=T0)
+    assert got == (3, [], expired, longer)
+    assert sink.ttls == ttls and b"gone" not in dict(sink.written)
 
 
 @pytest.mark.cluster

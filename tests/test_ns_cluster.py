@@ -484,3 +484,41 @@ def test_a_writes_own_ttl_on_real_nodes(cluster5):
         with pytest.raises(zkv.InvalidRequest, match="between 1 and"):
             c.put(b"s5", b"x", namespace="sess", ttl=0)
         assert c.get(b"s5", namespace="sess", r=3).values == []
+
+
+def test_a_dump_keeps_expiry_and_a_load_serves_nothing_longer(cluster5, tmp_path):
+    """`zkv dump` of a namespace whose values expire records when each stops being served;
+    `zkv load` leaves out what expired since and writes the rest with the time they had left
+    (their own ttl, in a namespace that keeps one); into a namespace without a ttl it says
+    they will be served longer."""
+    zkv_cli = _cli(cluster5)
+    for name, ttl in (("src", "1h"), ("dst", "1h"), ("plain", "0")):
+        out = zkv_cli("namespace", "create", name, "--conflicts", "lww", "--ttl", ttl)
+        assert out.returncode == 0, out.stderr
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        path = tmp_path / "src.jsonl"
+
+        def dumped() -> bool:  # (a cluster started a moment ago: its owners vouch soon)
+            return zkv_cli("dump", "--namespace", "src", "--out", str(path)).returncode == 0
+        wait_for(dumped, 15.0, "a dump")
+        c.put(b"short", b"s", namespace="src", ttl=4)
+        c.put(b"long", b"l", namespace="src")  # (the namespace's hour)
+        written = time.monotonic()
+        assert dumped()
+        records = [json.loads(line) for line in path.read_text().splitlines()[1:-1]]
+        assert sorted(r["k"] for r in records) == ["bG9uZw==", "c2hvcnQ="]
+        assert all("x" in r for r in records)
+        time.sleep(max(0.0, written + 4.2 - time.monotonic()))
+        out = zkv_cli("load", str(path), "--namespace", "dst")
+        assert out.returncode == 0, out.stderr
+        assert "1 key(s) loaded into namespace 'dst', 1 left out (expired since the dump)" \
+            in out.stdout
+        assert c.get(b"short", namespace="dst", r=3).values == []
+        assert c.get(b"long", namespace="dst", r=3).values == [b"l"]
+        skey = stored(c, "dst", b"long")
+        [v] = [x for e in cluster5.endpoints for x in held(e, skey) or [] if x][:1]
+        assert 3590 <= int.from_bytes(v[8:12], "big") <= 3600  # (the hour it had left)
+        out = zkv_cli("load", str(path), "--namespace", "plain")
+        assert out.returncode == 0 and "1 key(s) loaded" in out.stdout, out.stderr
+        assert "1 key(s) will be served longer than the dump says: namespace 'plain' has " \
+            "no ttl" in out.stderr

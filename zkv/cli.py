@@ -995,10 +995,11 @@ def load_command(args) -> int:
         head, records = dump.read(fh, args.source)
         namespace = args.namespace or head.get("namespace") or "default"
         with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
-            if namespace not in {ns["name"] for ns in c.namespaces()}:
+            target = next((ns for ns in c.namespaces() if ns["name"] == namespace), None)
+            if target is None:
                 raise InvalidRequest(f"namespace {namespace!r} does not exist in this cluster "
                                      f"(zkv namespace create {namespace} ... first)")
-            loaded, failed = dump.load(c, records, namespace, args.w)
+            loaded, failed, expired, longer = dump.load(c, records, namespace, args.w, target)
     except UnicodeDecodeError:
         raise InvalidRequest(f"{args.source}: not a zkv dump (not text)") from None
     finally:
@@ -1008,7 +1009,14 @@ def load_command(args) -> int:
         print(f"zkv: {args.source}:{no} ({key.decode(errors='backslashreplace')[:60]}): "
               f"{type(err).__name__}: {err}", file=sys.stderr)
     print(f"ok: {loaded} key(s) loaded into namespace {namespace!r}"
-          + (f", {len(failed)} write(s) failed" if failed else ""))
+          + (f", {len(failed)} write(s) failed" if failed else "")
+          + (f", {expired} left out (expired since the dump)" if expired else ""))
+    if longer:
+        why = ("has no ttl: they never expire there" if not target.get("ttl") else
+               f"keeps no ttl of a write's own (created by an older version): they live its "
+               f"ttl ({_show_duration(target['ttl'])}) from now")
+        print(f"zkv: {longer} key(s) will be served longer than the dump says: namespace "
+              f"{namespace!r} {why}", file=sys.stderr)
     return 1 if failed else 0
 
 

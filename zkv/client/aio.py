@@ -219,12 +219,13 @@ class AsyncClient(Facade):
                 yield key
 
     async def items(self, namespace: str = "default", prefix: bytes = b"", page: int = 1000,
-                    r: int | None = None) -> AsyncIterator[tuple[bytes, list[bytes]]]:
+                    r: int | None = None, expiry: bool = False) -> AsyncIterator[tuple]:
         """(key, live values) of every live key of `namespace` beginning with `prefix`
         (`async for`), in no useful order: each partition's copies on `r` of its owners
-        (None: the namespace's R) merged as a get at R merges them (ClientCore.list_items).
-        Unavailable if no owner of some partition can list it, QuorumError if fewer than r."""
-        listing = self.core.list_items(namespace, prefix, page, r)
+        (None: the namespace's R) merged as a get at R merges them (ClientCore.list_items;
+        `expiry`: as Client.items). Unavailable if no owner of some partition can list it,
+        QuorumError if fewer than r."""
+        listing = self.core.list_items(namespace, prefix, page, r, expiry)
         while (plan := listing.next_page()) is not None:
             for item in await self._run(plan):
                 yield item

@@ -87,6 +87,7 @@ from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
 from zkv.node import namespaces as nss
+from zkv.node.expiry import expires_at
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.quorum import identical_answers, read_answer
 from zkv.node.seal import PREFIX
@@ -320,13 +321,14 @@ class KeyListing:
     after the other."""
 
     def __init__(self, core: ClientCore, namespace: str, prefix: bytes, page: int,
-                 r: int | None = 1, values: bool = False) -> None:
+                 r: int | None = 1, values: bool = False, expiry: bool = False) -> None:
         self.core = core
         self.ns = namespace  # ("" for the default namespace)
         self.prefix = prefix
         self.page = page
         self.r = r  # owners of each partition listing it (None: the namespace's R)
         self.values = values  # pages of (key, live values) instead of keys
+        self.expiry = expiry  # ... of (key, live values, expires_at ms) (0: never, or unknown)
         self.partition = 0
         self.cursor = 0
         self.q: int | None = None  # the ring's partitions, once known
@@ -339,7 +341,7 @@ class KeyListing:
 
 
 def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes, lww: int,
-                pages: list[KeysOk], merge: bool, now_ms: int) -> list:
+                pages: list[KeysOk], merge: bool, now_ms: int, ttl_ms: int = 0) -> list:
     """The keys (`merge`: the (key, live values) items) of the pages owners answered from
     the listing's cursor, advancing it. Each owner's page holds every key it has
     from the cursor up to its own next cursor (whole groups of equal hashes): the union is
@@ -347,7 +349,9 @@ def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes, lww: int,
     page (each page makes progress: an owner's next cursor is past the cursor whenever its
     page is not the partition's last). Items merge the owners' copies of each key as a
     coordinator merges replies (a delete one owner missed still deletes; lww: the head's
-    length, one value; `now_ms`: the wall clock a write's own ttl is judged by)."""
+    length, one value; `now_ms`: the wall clock a write's own ttl is judged by; with
+    `listing.expiry`, each item also says when its value stops being served, by the
+    namespace's ttl `ttl_ms` or its write's own: expiry.expires_at)."""
     cuts = [ok.cursor for ok in pages if not ok.done]
     cut = min(cuts) if cuts else None
     if cut is None:
@@ -375,11 +379,19 @@ def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes, lww: int,
         keys = [k for k, h in zip(keys, hashes, strict=True) if h < cut]
     if not merge:
         return keys
-    items = []
+    items: list = []
     for k in keys:
         values = read_answer(merged[k], lww, 0, now_ms)[0].values
-        if values:  # (deleted: left out)
+        if not values:  # (deleted: left out)
+            continue
+        if not listing.expiry:
             items.append((k, values))
+            continue
+        ends = 0
+        if lww:  # (collapsed above: its one value, head and all)
+            stored = dvv.DVVSet.decode(merged[k]).live_values()  # type: ignore[arg-type]
+            ends = expires_at(stored[0], lww, ttl_ms) if stored else 0
+        items.append((k, values, ends))
     return items
 
 
@@ -1210,15 +1222,18 @@ class ClientCore:
         return KeyListing(self, check_namespace(namespace), prefix, page, r)
 
     def list_items(self, namespace: str = nss.DEFAULT, prefix: bytes = b"", page: int = 1000,
-                   r: int | None = None) -> KeyListing:
+                   r: int | None = None, expiry: bool = False) -> KeyListing:
         """`list_keys` with each key's live values: every partition listed by `r` (None: the
         namespace's R) of its owners that vouch, their copies of each key merged as a
         coordinator merges the replies of a get at R (a delete one of them missed still
-        deletes; siblings stay siblings; lww: one value). Pages of (key, values). No read
-        repair (anti-entropy mends what the copies disagree on)."""
+        deletes; siblings stay siblings; lww: one value). Pages of (key, values); with
+        `expiry`, of (key, values, expires_at): the wall time in ms at which the value stops
+        being served (the namespace's ttl or the write's own; 0: never, or not known: a
+        partition read key by key, below R owners that vouch). No read repair (anti-entropy
+        mends what the copies disagree on)."""
         _check_listing_r(r)
         listing = self.list_keys(namespace, prefix, page)
-        listing.r, listing.values = r, True
+        listing.r, listing.values, listing.expiry = r, True, expiry
         return listing
 
     def keys_page(self, listing: KeyListing) -> Plan[list]:
@@ -1228,6 +1243,7 @@ class ClientCore:
         if self.ring is None:
             yield from self.fetch_ring(deadline)
         n, ns_prefix, lww, default_r = None, b"", 0, self.ring_msg.r if self.ring_msg else 1
+        ttl_ms = 0
         if listing.ns:
             known = self.ns_cache.get(listing.ns)
             if known is None:
@@ -1236,6 +1252,7 @@ class ClientCore:
                 if known is None:
                     raise InvalidRequest(f"unknown namespace {listing.ns!r}")
             n, ns_prefix, lww, default_r = known.n, nss.prefix(known), known.head, known.r
+            ttl_ms = known.ttl * 1000
         ring = self.ring_for(n)
         assert ring is not None
         listing.q = ring.q
@@ -1299,7 +1316,7 @@ class ClientCore:
                 pages.append(ok)
         if len(pages) == r:
             return _union_page(listing, ring, ns_prefix, lww, pages, listing.values,
-                               self.wall_ms())
+                               self.wall_ms(), ttl_ms)
         reason = "; ".join(dict.fromkeys(why)) or "no owner known"  # (each retry's once)
         if not pages:
             raise Unavailable(f"partition {p}: no owner could list its keys ({reason})")
@@ -1311,7 +1328,8 @@ class ClientCore:
         # coordinator, which asks the previous owners too while a change settles)
         keys = _union_page(listing, ring, ns_prefix, lww, pages, False, 0)
         read = yield from self.get_many(keys, r, namespace=listing.ns or nss.DEFAULT)
-        return [(k, res.values) for k, res in zip(keys, read, strict=True)
+        return [((k, res.values, 0) if listing.expiry else (k, res.values))  # (not known)
+                for k, res in zip(keys, read, strict=True)
                 if isinstance(res, GetResult) and res.found]  # (no exceptions: they raise)
 
     def _keys_try(self, msg: Keys, ep: str) -> Plan[KeysOk]:

@@ -148,12 +148,13 @@ class Client(Facade):
             yield from self._run(plan)
 
     def items(self, namespace: str = "default", prefix: bytes = b"", page: int = 1000,
-              r: int | None = None) -> Iterator[tuple[bytes, list[bytes]]]:
+              r: int | None = None, expiry: bool = False) -> Iterator[tuple]:
         """(key, live values) of every live key of `namespace` beginning with `prefix`, in
         no useful order: each partition's copies on `r` of its owners (None: the namespace's
-        R) merged as a get at R merges them (ClientCore.list_items). Unavailable if no owner
+        R) merged as a get at R merges them (ClientCore.list_items; `expiry`: (key, values,
+        the wall time in ms it stops being served, 0: never)). Unavailable if no owner
         of some partition can list it, QuorumError if fewer than r."""
-        listing = self.core.list_items(namespace, prefix, page, r)
+        listing = self.core.list_items(namespace, prefix, page, r, expiry)
         while (plan := listing.next_page()) is not None:
             yield from self._run(plan)
 

@@ -99,6 +99,19 @@ def hidden(encoded: bytes, now_ms: int) -> bool:
     return bool(values) and not served(values, STAMP_BYTES + TTL_BYTES, now_ms)
 
 
+def expires_at(value: bytes, head: int, ttl_ms: int) -> int:
+    """The wall time (ms) at which this stored lww value stops being served: its namespace's
+    ttl (`ttl_ms`, 0: none) or its write's own (`head` > STAMP_BYTES), whichever ends
+    first; 0: never (`zkv dump` keeps it, so that `zkv load` does not serve it longer)."""
+    t = stamp_ms(value)
+    end = t + ttl_ms if ttl_ms else 0
+    if head > STAMP_BYTES:
+        own = int.from_bytes(value[STAMP_BYTES:STAMP_BYTES + TTL_BYTES], "big")
+        if own and (not end or t + own * 1000 < end):
+            end = t + own * 1000
+    return end
+
+
 def period(ttl_ms: int) -> float:
     """Seconds a full sweep takes when the shortest ttl is `ttl_ms`."""
     return min(MAX_PERIOD, max(MIN_PERIOD, ttl_ms / 1000.0))
