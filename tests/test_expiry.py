@@ -4,6 +4,7 @@ under any order of writes, late copies, reads, sweeps and clock steps."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 
 import pytest
@@ -251,3 +252,69 @@ def test_a_writes_own_ttl_hides_it_from_reads_and_listings_but_not_from_merges()
     assert identical_answers(new, 12, 2, T0 + 3_000)[0].values == []
     assert identical_answers(new, 12, 2, T0 + 1)[0].values == [b"new"]
     assert read_answer(forever, 12, 1, T0 + 10**9)[0].values == [b"kept"]
+
+
+own_writes = st.tuples(st.integers(0, 120_000), st.sampled_from([0, 0, 1, 5, 30, 60]),
+                       st.sampled_from(["a", "b", "ab"]))  # (stamp offset, own ttl s, where)
+own_steps = st.lists(st.one_of(
+    st.tuples(st.just("write"), own_writes),
+    st.tuples(st.just("tick"), st.integers(0, 40_000)),
+    st.tuples(st.just("sweep"), st.sampled_from("ab")),
+    st.tuples(st.just("push"), st.sampled_from(["ab", "ba"]))), max_size=40)
+
+
+@given(own_steps)
+@settings(max_examples=150, deadline=None)
+def test_model_two_replicas_with_writes_own_ttls(ops):
+    """Two replicas of one key of a write_ttl namespace (ttl 60 s), each taking some of the
+    writes (own ttls of 0-60 s), sweeping and pushing copies to the other (as an exchange
+    reads and merges them) in any order. Against a model (the newest stamp written): a read
+    merging both replicas' answers (GetQuorum at R=2) answers the newest write iff neither
+    its own ttl nor the namespace's has ended, else nothing: never an older write's value,
+    whichever replica missed the newest one."""
+    from zkv.node.quorum import GetQuorum
+
+    clock = [T0]
+    with tempfile.TemporaryDirectory() as tmp:
+        reps = {}
+        for name in "ab":
+            reps[name], r = _replica(os.path.join(tmp, name), clock)
+            r.reg = nsm.Registry.for_cluster(3, 2, 2)
+            ns = r.reg.create("sess", 3, conflicts="lww", ttl=60, members=3, created=1,
+                              creator="n1", write_ttl=True)
+            reps[name].expired = (lambda rr: lambda key, enc: (
+                (rule := rr.reg.expiry_of(key)) is not None
+                and expiry.expired(enc, rule[0], clock[0], rule[1])))(r)
+        k = nsm.storage_key(ns, b"k")
+        sweeps = {name: expiry.Sweep() for name in "ab"}
+        newest: tuple[int, int, int, bytes] | None = None  # (stamp, counter, own ttl, value)
+        seq = 0
+        for op in ops:
+            if op[0] == "write":
+                offset, own_ttl, where = op[1]
+                seq += 1
+                stamp, value = T0 + offset, b"%d" % seq
+                head = hlc.pack((stamp << 16) | seq) + own_ttl.to_bytes(4, "big")
+                v = dvv.update(None, b"", head + value, f"c{seq}").encode()
+                for name in where:
+                    reps[name].merge(k, v)
+                cand = (stamp, seq, own_ttl, value)
+                newest = cand if newest is None or cand[:2] > newest[:2] else newest
+            elif op[0] == "tick":
+                clock[0] += op[1]
+            elif op[0] == "sweep":
+                sweeps[op[1]].step(reps[op[1]].store, r.reg.expiry_of, clock[0],
+                                   reps[op[1]].drop_expired, 64.0, 60_000)
+            else:  # an exchange pushes what one holds to the other
+                got = reps[op[1][0]].read(k)
+                if got:
+                    reps[op[1][1]].merge(k, got)
+            q = GetQuorum(2, 12)
+            for name in "ab":
+                q.add_result(name, reps[name].read(k))
+            values = q.response(clock[0])[0].values
+            live = newest is not None and newest[0] + 60_000 > clock[0] and (
+                not newest[2] or newest[0] + newest[2] * 1000 > clock[0])
+            assert values == ([newest[3]] if live else []), (newest, clock[0], values)
+        for rep in reps.values():
+            rep.store.close()
