@@ -791,3 +791,33 @@ def test_a_changed_namespace_registry_empties_the_cached_namespaces():
     reg.merge([altered])
     c._learn(wire.NsOk(0, reg.encode()))
     assert c.ns_cache["s"] == altered
+
+
+def test_a_writes_ttl_goes_only_where_the_namespace_has_room_for_it():
+    """put(..., ttl=): refused before anything is sent in a namespace whose values have no
+    room for a write's ttl (created under an older version, or siblings), which a node of
+    such a version would take and ignore; sent with the ttl otherwise (the node checks the
+    bound, which an alter may have moved since the client cached the namespace)."""
+    from zkv.node.namespaces import Namespace
+
+    c, _ = core()
+    old = Namespace(name="old", n=3, r=2, w=2, conflicts="lww", ttl=60, created=1,
+                    creator="n0")
+    new = Namespace(name="new", n=3, r=2, w=2, conflicts="lww", ttl=60, created=2,
+                    creator="n0", write_ttl=True)
+    c.ns_cache.update(old=old, new=new)
+    net = Net(c.clock, default=lambda msg: wire.PutOk(msg.rid, b"", 2, 0))
+    with pytest.raises(InvalidRequest, match="without per-write ttls"):
+        net.run(c.put(b"k", b"v", namespace="old", ttl=5))
+    assert net.sent == []
+    for bad, why in ((0, "between 1 and"), (True, "between 1 and"), (1.5, "between 1 and")):
+        with pytest.raises(InvalidRequest, match=why):
+            net.run(c.put(b"k", b"v", namespace="new", ttl=bad))
+    with pytest.raises(InvalidRequest, match="default namespace's values have no room"):
+        net.run(c.put(b"k", b"v", ttl=5))
+    assert net.sent == []
+    net.run(c.put(b"k", b"v", namespace="new", ttl=61))  # (the node's to refuse)
+    net.run(c.put_many([(b"a", b"1"), (b"b", b"2")], namespace="new", ttl=5))
+    assert [m.ttl for _, m, *_ in net.sent] == [61, 5, 5]
+    net.run(c.put(b"k", b"v", namespace="new"))
+    assert net.sent[-1][1].ttl == 0

@@ -117,7 +117,7 @@ def test_a_load_serves_nothing_longer_than_the_dump_says(target, ttls, expired, 
     source.ends = {b"gone": T0 - 1, b"soon": T0 + 1500, b"later": T0 + 600_000}
     out = io.StringIO()
     dump.dump(source, out, "sess")
-    assert '"x": %d' % (T0 + 1500) in out.getvalue()
+    assert f'"x": {T0 + 1500}' in out.getvalue()
     sink = FakeClient()
     _, records = dump.read(io.StringIO(out.getvalue()), "f")
     got = dump.load(sink, records, "copy", target=target, now_ms=T0)

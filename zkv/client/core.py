@@ -902,15 +902,30 @@ class ClientCore:
                 wire.check_quorum("w", w, qn)
         msg = Put(0, key, value, context or b"", w or 0, wid, ns)
         msg.floor = self.stamp_floor
-        if ttl:
-            msg.ttl = ttl
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
+        if ttl:
+            yield from self._check_write_ttl(ns, ttl)
+            msg.ttl = ttl
         reply = yield from self.call(msg, route, n=n)
         if type(reply) is not PutOk:  # the common case costs one check
             reply = _expect(reply, PutOk)
         if reply.stamp > self.stamp_floor:
             self.stamp_floor = reply.stamp
         return reply.context
+
+    def _check_write_ttl(self, ns: str, ttl: int) -> Plan[None]:
+        """Refuse a write's ttl here if the namespace's values have no room for one: a node of
+        a version without per-write ttls would take the write and ignore it (one with them
+        refuses it; the ttl's bound, which an alter may move, is left to the node)."""
+        known = self.ns_cache.get(ns)
+        if known is None:
+            try:
+                yield from self.namespaces_plan()
+            except ZkvError:
+                return  # (the node decides)
+            known = self.ns_cache.get(ns)
+        if known is not None and not known.write_ttl:
+            known.check_write_ttl(ttl)  # (InvalidRequest: says why)
 
     def delete(self, key: bytes, context: bytes | None = None, w: int | None = None,
                *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
