@@ -313,50 +313,11 @@ def test_sighup_never_turns_anti_entropy_on_or_off(tmp_path):
 
 
 @pytest.mark.cluster
-def test_a_lowered_connection_cap_holds_on_a_running_node(make_cluster):
-    """`zkv config --set max_connections=32`: connections opened after it are held to the
-    new cap (each one past it closes another, the quietest), and a client is served."""
-    import zmq
-
-    c = make_cluster(1, n=1, metrics=True)
-    pid = c.nodes[0].process.pid
-
-    def refused() -> float:
-        text = http(f"http://127.0.0.1:{c.nodes[0].metrics_port}/metrics")[1]
-        return sum(float(line.split()[-1]) for line in text.splitlines()
-                   if line.startswith("zkv_connections_refused_total"))
-
-    out = zkv("config", "--set", "max_connections=32", "--node", c.endpoints[0])
-    assert out.returncode == 0 and "max_connections 10000 -> 32" in out.stdout, out
-    rest = len(os.listdir(f"/proc/{pid}/fd"))
-    ctx = zmq.Context()
-    socks = []
-    try:
-        for i in range(120):  # idle connections, each asking once (no redial when closed)
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.RECONNECT_IVL, 60_000)
-            s.connect(c.endpoints[0])
-            s.send(wire.encode_one(wire.RingInfo(i + 1)))
-            socks.append(s)
-        # each one past the new cap closed another (the default cap would have held all)...
-        wait_for(lambda: refused() >= 120 - 32, 20, "the connections past the cap refused")
-        # ... so the node holds no more than the new cap of them (plus its own fds)
-        assert len(os.listdir(f"/proc/{pid}/fd")) <= rest + 32 + 8
-        with Client(c.endpoints, timeout=5) as cl:
-            cl.put(b"k", b"v")
-            assert cl.get(b"k").values == [b"v"]
-    finally:
-        for s in socks:
-            s.close()
-        ctx.term()
-
-
-@pytest.mark.cluster
-def test_a_lowered_connection_cap_sheds_the_connections_past_it_at_once(make_cluster):
+def test_a_lowered_connection_cap_sheds_the_excess_at_once_and_holds(make_cluster):
     """120 idle connections are open when `zkv config --set max_connections=32` lowers the
-    cap: the node shuts those past it down at once (it used to wait for new ones to come),
-    and a client is served."""
+    cap: the node shuts those past it down at once (it used to wait for new ones to come).
+    120 more opened after it are held to the new cap (each one past it closes another, the
+    quietest), and a client is served."""
     import zmq
 
     c = make_cluster(1, n=1, metrics=True)
@@ -367,25 +328,37 @@ def test_a_lowered_connection_cap_sheds_the_connections_past_it_at_once(make_clu
         return sum(float(line.split()[-1]) for line in text.splitlines()
                    if line.startswith("zkv_connections_refused_total"))
 
-    rest = len(os.listdir(f"/proc/{pid}/fd"))
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    rest = fds()
     ctx = zmq.Context()
-    socks = []
-    try:
-        for i in range(120):  # idle connections, each asking once (no redial when closed)
+    socks: list = []
+
+    def open_idle(n: int) -> list:  # idle connections, each asking once (no redial if closed)
+        new = []
+        for _ in range(n):
             s = ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.RECONNECT_IVL, 60_000)
             s.connect(c.endpoints[0])
-            s.send(wire.encode_one(wire.RingInfo(i + 1)))
+            s.send(wire.encode_one(wire.RingInfo(len(socks) + 1)))
             socks.append(s)
-        for s in socks:  # every one answered: all open under the default cap
+            new.append(s)
+        return new
+
+    try:
+        for s in open_idle(120):  # every one answered: all open under the default cap
             assert s.poll(5000) and s.recv()
         assert refused() == 0
         out = zkv("config", "--set", "max_connections=32", "--node", c.endpoints[0])
         assert out.returncode == 0 and "max_connections 10000 -> 32" in out.stdout, out
         wait_for(lambda: refused() >= 120 + 1 - 32, 10, "the connections past the cap shut")
-        wait_for(lambda: len(os.listdir(f"/proc/{pid}/fd")) <= rest + 32 + 8, 10,
-                 "the node to hold no more than the new cap")
+        wait_for(lambda: fds() <= rest + 32 + 8, 10, "the node to hold no more than the cap")
+        before = refused()
+        open_idle(120)  # each one past the cap closes another (one fits: the CLI's has gone)
+        wait_for(lambda: refused() >= before + 119, 20, "the new connections past the cap")
+        assert fds() <= rest + 32 + 8  # (plus its own fds)
         with Client(c.endpoints, timeout=5) as cl:
             cl.put(b"k", b"v")
             assert cl.get(b"k").values == [b"v"]
