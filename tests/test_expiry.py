@@ -252,6 +252,14 @@ def test_a_writes_own_ttl_hides_it_from_reads_and_listings_but_not_from_merges()
     assert identical_answers(new, 12, 2, T0 + 3_000)[0].values == []
     assert identical_answers(new, 12, 2, T0 + 1)[0].values == [b"new"]
     assert read_answer(forever, 12, 1, T0 + 10**9)[0].values == [b"kept"]
+    # when each stops being served (GetOk.expires): the write's own ttl or the namespace's,
+    # whichever ends first; 0: never
+    assert q.response(T0 + 2_000)[0].expires == T0 + 3_000
+    assert identical_answers(new, 12, 2, T0 + 1, ttl_ms=2_000)[0].expires == T0 + 2_000
+    assert read_answer(forever, 12, 1, T0 + 1, ttl_ms=60_000)[0].expires == T0 + 60_000
+    assert read_answer(forever, 12, 1, T0 + 1)[0].expires == 0
+    assert read_answer(version(T0), 8, 1, T0 + 1, ttl_ms=60_000)[0].expires == T0 + 60_000
+    assert identical_answers(new, 12, 2, T0 + 3_000)[0].expires == 0  # (nothing served)
 
 
 own_writes = st.tuples(st.integers(0, 120_000), st.sampled_from([0, 0, 1, 5, 30, 60]),

@@ -463,8 +463,18 @@ def test_a_writes_own_ttl_on_real_nodes(cluster5):
         c.put_many([(b"s3", b"a"), (b"s4", b"b")], namespace="sess", ttl=4)
         c.put(b"kept", b"v", namespace="sess", ttl=3600)
         c.update(b"s4", lambda _: b"b2", namespace="sess")  # rewritten: the namespace's ttl
-        assert c.get(b"s1", namespace="sess", r=3).values == [b"token"]
-        assert zkv_cli("get", "s1", "--namespace", "sess").stdout.strip() == "token"
+        got = c.get(b"s1", namespace="sess", r=3)
+        assert got.values == [b"token"]
+        # when it stops being served (Redis' PTTL): its own 4 s, not the namespace's hour
+        assert 0 < got.expires_at - time.time() * 1000 <= 4_000
+        with zkv.Client(cluster5.endpoints, timeout=3.0, owner_reads=False) as coordinated:
+            for client in (c, coordinated):  # (read by the client itself, or a coordinator)
+                kept = client.get(b"kept", namespace="sess")
+                assert 3_500_000 < kept.expires_at - time.time() * 1000 <= 3_600_000
+                assert 0 < client.get(b"s2", namespace="sess").expires_at - time.time() * 1000 \
+                    <= 4_000
+        out = zkv_cli("get", "s1", "--namespace", "sess")
+        assert out.stdout.strip() == "token" and "expires in " in out.stderr, out.stderr
         assert listed() == [b"kept", b"s1", b"s2", b"s3", b"s4"]
         time.sleep(max(0.0, written + 4.2 - time.monotonic()))
         for r in (1, 2, 3):

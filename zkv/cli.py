@@ -660,6 +660,11 @@ def kv_command(args) -> int:
             if args.raw:
                 return _write_raw(args.key[0], res, args.sibling)
             print(f"context: {res.context.hex()}", file=sys.stderr)
+            if res.found and res.expires_at:  # (Redis' TTL)
+                left = max(0, res.expires_at - int(time.time() * 1000))
+                print(f"expires in {left / 1000:.1f} s (at "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(res.expires_at / 1000))}"
+                      f" UTC)", file=sys.stderr)
             _print_result(res, sibling=args.sibling)
             return 0 if res.found else 3
         try:

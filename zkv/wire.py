@@ -89,6 +89,9 @@ Fields added so far:
     Config.save (bool)                        write the settings into the node's --config file
         (`zkv config --save`). Clients send it only to a node whose record says
         FEATURE_CONFIG_SAVE (an older one would ignore it: the change would not be saved)
+    GetOk.expires (uint ms, 0 = never)        when the value returned stops being served (its
+        namespace's ttl or its write's own, zkv/node/expiry.py): GetResult.expires_at. An
+        older node sends none (0: the client cannot tell)
     Put.ttl (uint seconds, 0 = none)          the write's own ttl (zkv/node/expiry.py), in a
         namespace whose values have room for it (Namespace.write_ttl, stored-key mode 2: made
         only while every member's record says FEATURE_WRITE_TTL). A node refuses it in any
@@ -240,6 +243,7 @@ class GetOk(_Msg, tag=10):
     context: bytes
     replicas: int = 0  # replicas that answered before the reply
     stamp: Stamp = 0  # lww: the HLC stamp of the value returned (0: none)
+    expires: Stamp = 0  # wall ms at which the value stops being served (0: never, or unknown)
 
 
 class ReadOk(_Msg, tag=38):

@@ -206,13 +206,16 @@ MANY_WINDOW = 128  # plans of one get_many/put_many/delete_many in flight at onc
 
 
 class GetResult:
-    """What a get saw: every live sibling and the causal context covering them."""
+    """What a get saw: every live sibling and the causal context covering them; `expires_at`:
+    when the value stops being served, wall ms since the Unix epoch (its namespace's ttl or
+    its write's own, as Redis' PTTL tells; 0: never, or a node too old to say)."""
 
-    __slots__ = ("values", "context")
+    __slots__ = ("values", "context", "expires_at")
 
-    def __init__(self, values: list[bytes], context: bytes) -> None:
+    def __init__(self, values: list[bytes], context: bytes, expires_at: int = 0) -> None:
         self.values = values
         self.context = context
+        self.expires_at = expires_at
 
     @property
     def found(self) -> bool:
@@ -774,7 +777,7 @@ class ClientCore:
             reply = _expect(reply, GetOk)
         if reply.stamp > self.stamp_floor:
             self.stamp_floor = reply.stamp
-        return GetResult(reply.values, reply.context)
+        return GetResult(reply.values, reply.context, reply.expires)
 
     def _owner_read(self, msg: Get, skey: bytes, n: int | None, now: float
                     ) -> Plan[GetResult | None]:
@@ -794,9 +797,9 @@ class ClientCore:
             known = self.ns_cache.get(msg.ns)
             if known is None:
                 return None
-            r, lww = msg.r or known.r, known.head
+            r, lww, ttl_ms = msg.r or known.r, known.head, known.ttl * 1000
         else:
-            r, lww = msg.r or rm.r, 0
+            r, lww, ttl_ms = msg.r or rm.r, 0, 0
         p = ring.partition(skey)
         owners = self._readers_of.get((n, p))  # (what the ring tells, once per ring learned)
         if owners is None:
@@ -868,14 +871,14 @@ class ClientCore:
             return None
         try:  # every counted copy is `first`, byte for byte: the answer is that copy's
             ok, _ = identical_answers(first, lww, counted,
-                                      self.wall_ms() if lww > nss.STAMP_BYTES else 0)
+                                      self.wall_ms() if lww > nss.STAMP_BYTES else 0, ttl_ms)
         except ValueError:  # not a valid version: as if none had answered
             return None
         if ok.stamp > self.stamp_floor:
             self.stamp_floor = ok.stamp
         if seal and len(seal) == PREFIX:  # sealed as a coordinator's answer is (node/seal.py)
-            return GetResult(ok.values, seal + ok.context)
-        return GetResult(ok.values, ok.context)
+            return GetResult(ok.values, seal + ok.context, ok.expires)
+        return GetResult(ok.values, ok.context, ok.expires)
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
             *, wid: bytes | None = None, namespace: str = nss.DEFAULT, ttl: int | None = None

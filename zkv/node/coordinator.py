@@ -129,13 +129,13 @@ class GetOp(_FanOut):
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
                  r: int, lww: int = 0,
                  joint: tuple[list[tuple[frozenset[str], int]], dict[str, str | None]] | None
-                 = None) -> None:
+                 = None, ttl_ms: int = 0) -> None:
         super().__init__(ctx, origin, key, deadline, targets)
         self.required = r
         if joint is None:
-            self.quorum = GetQuorum(r, lww)
+            self.quorum = GetQuorum(r, lww, None, ttl_ms)
         else:  # (an ownership change not settled: NodeCore._joint)
-            self.quorum = GetQuorum(r, lww, joint[0])
+            self.quorum = GetQuorum(r, lww, joint[0], ttl_ms)
             self.previous = joint[1]
 
     def start(self) -> None:

@@ -2083,7 +2083,8 @@ class NodeCore:
         op: Op
         if type(msg) is Get:
             op = GetOp(self, origin, skey, deadline, targets, need, ns.head,
-                       self._joint(p, n, need, down, targets) if self.unsettled else None)
+                       self._joint(p, n, need, down, targets) if self.unsettled else None,
+                       ns.ttl * 1000)
         else:
             value = msg.value if type(msg) is Put else None
             stamp = b""

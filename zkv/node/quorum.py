@@ -31,7 +31,7 @@ never makes a slow or frozen node fail an operation it would not fail otherwise.
 from __future__ import annotations
 
 from zkv._core import dvv
-from zkv.node.expiry import served
+from zkv.node.expiry import expires_at, served
 from zkv.node.namespaces import STAMP_BYTES
 from zkv.wire import E_QUORUM, Error, GetOk, PutOk
 
@@ -42,11 +42,12 @@ class GetQuorum:
     """R of the asked replicas must answer; the answer is the sync of every answer so far."""
 
     __slots__ = ("required", "results", "merged", "bad", "lww", "unsure", "subs", "also",
-                 "excused")
+                 "excused", "ttl_ms")
 
     def __init__(self, r: int, lww: int = 0,
-                 also: list[tuple[frozenset[str], int]] | None = None) -> None:
+                 also: list[tuple[frozenset[str], int]] | None = None, ttl_ms: int = 0) -> None:
         self.required = r
+        self.ttl_ms = ttl_ms  # the namespace's ttl (ms; 0: none), for GetOk.expires
         self.also = also  # [(previous owners, answers needed from them)] (None: settled)
         # previous owners silent past their soft timeout, and substitutes in `results` (not
         # counted toward R): sets only while a change is unsettled (no allocation per get)
@@ -97,7 +98,7 @@ class GetQuorum:
     def response(self, now_ms: int = 0) -> tuple[GetOk, int]:
         """The client's answer and the number of siblings the merged version holds
         (`now_ms`: the wall clock, which says whether a write's own ttl is over)."""
-        return read_answer(self.merged, self.lww, self.counted(), now_ms)
+        return read_answer(self.merged, self.lww, self.counted(), now_ms, self.ttl_ms)
 
     def failure(self, silent: list[str], waited: float) -> Error:
         unsure = (f"; not counted, the answers of replicas refilling after a lost disk: "
@@ -137,8 +138,8 @@ def joint_enough(also, answered, excused) -> bool:
     return True
 
 
-def identical_answers(encoded: bytes, lww: int, counted: int, now_ms: int = 0
-                      ) -> tuple[GetOk, int]:
+def identical_answers(encoded: bytes, lww: int, counted: int, now_ms: int = 0,
+                      ttl_ms: int = 0) -> tuple[GetOk, int]:
     """What a GetQuorum fed `counted` byte-identical answers `encoded` responds, without
     feeding it: ValueError if `encoded` is not a valid version (GetQuorum would count none of
     them). For the client's owner reads, whose counted copies are all identical."""
@@ -146,7 +147,7 @@ def identical_answers(encoded: bytes, lww: int, counted: int, now_ms: int = 0
         return read_answer(None, lww, counted)
     s = dvv.DVVSet.decode(encoded)  # (ValueError) decoded once: checked, then answered
     dvv.check_plausible(s, base=None)
-    return read_answer(dvv.lww(s) if lww else s, lww, counted, now_ms)
+    return read_answer(dvv.lww(s) if lww else s, lww, counted, now_ms, ttl_ms)
 
 
 def answer_context(encoded: bytes, lww: int) -> bytes:
@@ -158,23 +159,27 @@ def answer_context(encoded: bytes, lww: int) -> bytes:
     return (dvv.lww(s) if lww else s).context()
 
 
-def read_answer(merged: bytes | dvv.DVVSet | None, lww: int, counted: int, now_ms: int = 0
-                ) -> tuple[GetOk, int]:
+def read_answer(merged: bytes | dvv.DVVSet | None, lww: int, counted: int, now_ms: int = 0,
+                ttl_ms: int = 0) -> tuple[GetOk, int]:
     """The client's answer to a read whose answers merged into `merged` (encoded or decoded;
     None: no copy), and the number of siblings it holds. `lww`: the head's length (0:
-    siblings); `now_ms`: the wall clock a write's own ttl is judged by (0: not judged)."""
+    siblings); `now_ms`: the wall clock a write's own ttl is judged by (0: not judged);
+    `ttl_ms`: the namespace's ttl, which with the write's own says when the value stops being
+    served (GetOk.expires)."""
     if isinstance(merged, dvv.DVVSet):
         s = merged
     else:
         s = dvv.DVVSet.decode(merged) if merged else dvv.EMPTY
     values = s.live_values()
-    stamp = 0
+    stamp = ends = 0
     if lww:  # strip the head (and tell the client the greatest stamp, served or not)
         stamp = max((int.from_bytes(v[:STAMP_BYTES], "big") for v in values), default=0)
         if lww > STAMP_BYTES and now_ms:
             values = served(values, lww, now_ms)
+        if values and (ttl_ms or lww > STAMP_BYTES):  # (collapsed: one value)
+            ends = expires_at(values[0], lww, ttl_ms)
         values = [v[lww:] for v in values]
-    return GetOk(0, values, s.context(), counted, stamp), s.size()
+    return GetOk(0, values, s.context(), counted, stamp, ends), s.size()
 
 
 class PutQuorum:
