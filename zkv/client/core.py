@@ -265,9 +265,7 @@ def check_namespace(namespace) -> str:
 def check_ttl(ttl, ns: str) -> None:
     """A write's own ttl as far as the client can judge it (`ns` as check_namespace returns
     it); the node checks it against the namespace (Namespace.check_write_ttl)."""
-    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= nss.MAX_TTL:
-        raise InvalidRequest(f"ttl={ttl!r}: must be a whole number of seconds between 1 and "
-                             f"{nss.MAX_TTL}")
+    nss.check_ttl_seconds(ttl)
     if not ns:
         raise InvalidRequest(f"ttl={ttl}: the default namespace's values have no room for a "
                              f"ttl; a write's ttl needs an lww namespace with a ttl (zkv "

@@ -1607,11 +1607,14 @@ class NodeCore:
                 n, msg.partition):
             self._reply(ident, KeysOk(msg.rid, [], msg.cursor, False, False))
             return
-        now_ms = self.handoff.wall_ms()
+        hidden = None
+        if ns.write_ttl:  # (keys whose write outlived its own ttl: left out)
+            now_ms = self.handoff.wall_ms()
+
+            def hidden(v: bytes) -> bool:
+                return expiry.hidden(v, now_ms)
         self._reply(ident, answer_keys(self.store, ring, msg, nss.prefix(ns), default,
-                                       self.expired if ns.expires else None,
-                                       (lambda v: expiry.hidden(v, now_ms)) if ns.write_ttl
-                                       else None))
+                                       self.expired if ns.expires else None, hidden))
 
     def expired(self, skey: bytes, encoded: bytes) -> bool:
         """Has this version of a stored key expired (its namespace's ttl, expiry.py)?"""
@@ -1901,6 +1904,8 @@ class NodeCore:
             self.stall_issued.add(stamp)
             self.hlc.observe(stamp)  # (so every stamp issued later is greater)
             return stamp
+        if self.stall_issued and self.stall_until <= self.t:
+            self.stall_issued.clear()  # (the moments after the stall are over)
         self._observe(self.replica.read(skey))
         return self.hlc.now()
 

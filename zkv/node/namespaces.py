@@ -139,8 +139,8 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
         """InvalidRequest unless a write of this namespace may carry this ttl of its own
         (seconds): the namespace keeps every copy of a write until its own ttl has passed,
         so that an expired write still hides the older values a lagging replica holds."""
-        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL:
-            raise InvalidRequest(f"ttl={ttl!r}: must be between 1 and {MAX_TTL} seconds")
+        check_ttl_seconds(ttl)
+        assert isinstance(ttl, int)
         if self.conflicts != "lww":
             raise InvalidRequest(f"ttl={ttl}: a write's ttl needs an lww namespace (a value's "
                                  f"age is its write's timestamp); {self.name!r} keeps siblings")
@@ -201,6 +201,14 @@ class Conflict(msgspec.Struct, frozen=True):
         return (f"namespace {self.name!r}: kept {k.describe()} "
                 f"(created by {k.creator or 'the cluster'}), dropped {d.describe()} "
                 f"(created by {d.creator or 'the cluster'})")
+
+
+def check_ttl_seconds(ttl: object) -> None:
+    """InvalidRequest unless `ttl` is a write's own ttl in range (whole seconds, 1..MAX_TTL);
+    what it may be in a namespace is Namespace.check_write_ttl's."""
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL:
+        raise InvalidRequest(f"ttl={ttl!r}: must be a whole number of seconds between 1 and "
+                             f"{MAX_TTL}")
 
 
 def valid_name(name: object) -> bool:
