@@ -313,6 +313,13 @@ def test_ring_info_always_asks_and_fails_like_a_call():
     lambda c: c.update(b"k", lambda vs: b"", w=9),
     lambda c: c.update(b"k", lambda vs: b"", retries=-1),
     lambda c: c.repair("all"),
+    lambda c: c.get(b"k", pr=4),  # primary quorums: 1..N as r and w
+    lambda c: c.put(b"k", b"v", pw=0),
+    lambda c: c.delete(b"k", pw="2"),
+    lambda c: c.get_many([b"k"], pr=9),
+    lambda c: c.put_many([(b"k", b"v")], pw=-1),
+    lambda c: c.delete_many([b"k"], pw=4),
+    lambda c: c.update(b"k", lambda vs: b"", pr=4),
 ])
 def test_bad_requests_raise_before_anything_is_sent(make):
     c, _ = core()
@@ -768,6 +775,54 @@ def test_an_admin_call_a_member_version_cannot_serve_is_refused_before_it_is_sen
     c.set_ring(ring)
     with pytest.raises(RequestTimeout):
         net.run(call(c))
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.get(b"k", pr=2), lambda c: c.put(b"k", b"v", pw=2),
+    lambda c: c.delete(b"k", pw=2), lambda c: c.get_many([b"k", b"j"], pr=1),
+    lambda c: c.put_many([(b"k", b"v")], pw=3), lambda c: c.delete_many([b"k"], pw=2),
+    lambda c: c.update(b"k", lambda vs: b"x", pw=2),
+])
+def test_a_primary_quorum_is_refused_while_any_member_would_ignore_it(call):
+    """pr/pw: a node of a version without them would take the request and answer it from
+    stand-ins (a sloppy answer where a strict one was asked for), and any member may
+    coordinate it: refused before a request is sent while any member's record lacks
+    FEATURE_PRIMARY, and sent with the field once every member has it."""
+    ring = _ring_with_features({"n2": wire.FEATURES & ~wire.FEATURE_PRIMARY})
+    c, clock = core()
+    c.set_ring(ring)
+    net = Net(clock, default=lambda msg: ring if isinstance(msg, wire.RingInfo) else SILENT)
+    with pytest.raises(InvalidRequest) as err:
+        net.run(call(c))
+    assert "pr/pw: n2 run(s) a zkv version without primary quorums" in str(err.value)
+    assert {type(m).__name__ for _, m, *_ in net.sent} <= {"RingInfo"}
+    ring = _ring_with_features({})
+    c.set_ring(ring)
+    store: dict = {}
+    net = Net(clock, default=lambda msg: ring if isinstance(msg, wire.RingInfo)
+              else wire.ReadOk(0, b"") if isinstance(msg, wire.Read)  # (not an owner's:
+              # then a coordinator is asked)
+              else member(store)(msg))
+    net.run(call(c))
+    sent = [m for _, m, *_ in net.sent if type(m) in (wire.Get, wire.Put, wire.Delete)]
+    assert [m for m in sent if (m.pr if type(m) is wire.Get else m.pw) > 0]  # (update's
+    # read asks no pr here: pw is its write's)
+
+
+def test_an_owner_read_at_pr_asks_as_many_owners_as_pr_needs():
+    """A client-coordinated read counts only owners' own copies, each a primary's: at r=1
+    pr=2 it asks two owners at once (max(r, pr)), where r=1 alone asks one."""
+    ring = _ring_with_features({})
+    for pr, asked in ((None, 1), (2, 2), (3, 3)):
+        c, clock = core()
+        c.set_ring(ring)
+        net = Net(clock, default=lambda msg: wire.ReadOk(0, b"", True)
+                  if isinstance(msg, wire.Read) else ring)
+        res = net.run(c.get(b"k", r=1, pr=pr))
+        assert res.values == []
+        reads = [m for _, m, *_ in net.sent if type(m) is wire.Read]
+        assert len(reads) == asked, (pr, reads)
+        assert not [m for _, m, *_ in net.sent if type(m) is wire.Get]
 
 
 def test_a_changed_namespace_registry_empties_the_cached_namespaces():

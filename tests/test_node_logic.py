@@ -519,6 +519,63 @@ def test_a_silent_replica_gets_two_stand_ins_so_a_silent_stand_in_costs_nothing(
     assert isinstance(ctx.replies[0], PutOk) and ctx.replies[0].acked == 3
 
 
+def test_stand_ins_count_toward_w_but_never_toward_pw(tmp_path):
+    """pw=2 of owners a, b, c: b and c go silent, the stand-ins d and e acknowledge (their
+    hints for b): W=2 is met but only a's own acknowledgement is a primary's, so the write is
+    not answered yet; c's late acknowledgement makes the second. At the deadline without it,
+    the error names pw (required 2, acknowledged by owners 1)."""
+    owners = frozenset("abc")
+    for late_c in (True, False):
+        ctx = FakeCtx(tmp_path / str(late_c))
+        ctx.standins = lambda key, exclude: [x for x in ("d", "e", "f") if x not in exclude]
+        op = WriteOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("b", None), ("c", None)], 2,
+                     b"", b"v", pw=2, owners=owners)
+        op.start()
+        ctx.t = 0.6  # past the soft timeouts
+        op.on_timer()
+        op.on_reply("d", RPutOk(0, True))
+        op.on_reply("e", RPutOk(0, True))
+        assert not ctx.replies  # W met by stand-ins, pw not
+        if late_c:
+            op.on_reply("c", RPutOk(0, True))
+            assert isinstance(ctx.replies[0], PutOk) and ctx.replies[0].acked == 4
+        else:
+            ctx.t = 1.0
+            op.on_timeout()
+            err = ctx.replies[0]
+            assert isinstance(err, Error) and err.code == E_QUORUM
+            assert (err.required, err.acked) == (2, 1)
+            assert "1 of the required pw=2 acknowledgements came from the key's owners" \
+                in err.message and "3 replicas acknowledged" in err.message
+
+
+def test_a_stand_ins_answer_counts_toward_r_but_never_toward_pr(tmp_path):
+    """pr=2: a, the coordinator, answers for itself; d answers standing in for b. R=2 is met,
+    pr is not until c (an owner) answers. A coordinator that is none of the key's owners (x)
+    counts toward r, never toward pr."""
+    v = dvv.update_encoded(None, b"", b"one", "a")
+    ctx = FakeCtx(tmp_path)
+    ctx.store.put(b"k", v)
+    owners = frozenset("abc")
+    op = GetOp(ctx, ("c", 1), b"k", 1.0, [("a", None), ("d", "b"), ("c", None)], 2,
+               pr=2, owners=owners)
+    op.start()
+    op.on_reply("d", RGetOk(0, v))
+    assert not ctx.replies
+    op.on_reply("c", RGetOk(0, b""))
+    assert isinstance(ctx.replies[0], GetOk) and ctx.replies[0].values == [b"one"]
+
+    ctx = FakeCtx(tmp_path / "x", me="x")
+    op = GetOp(ctx, ("c", 1), b"k", 1.0, [("x", None), ("b", None), ("d", "c")], 2,
+               pr=2, owners=owners)
+    op.start()
+    op.on_reply("b", RGetOk(0, v))
+    op.on_reply("d", RGetOk(0, v))
+    err = ctx.replies[0]
+    assert isinstance(err, Error) and (err.required, err.acked) == (2, 1)
+    assert "1 of the required pr=2 answers came from the key's owners" in err.message
+
+
 def test_get_merges_siblings_and_read_repairs_stale_replicas(tmp_path):
     ctx = FakeCtx(tmp_path)
     v1 = dvv.update_encoded(None, b"", b"one", "a")

@@ -326,6 +326,9 @@ def _main(argv: list[str] | None = None) -> int:
                                          "each line prefixed with its key)")))
     g.add_argument("key", nargs="+")
     g.add_argument("--r", type=int)
+    g.add_argument("--pr", type=int, help="of the R answers, this many must come from the "
+                   "key's owners themselves, not stand-ins (a primary quorum: with pr + pw > N "
+                   "every write acknowledged at pw is read)")
     g.add_argument("--raw", action="store_true",
                    help="write the value's bytes to stdout exactly as stored (no newline, no "
                    "label: binary-safe, for `> FILE`); one key; a key with siblings needs "
@@ -346,6 +349,8 @@ def _main(argv: list[str] | None = None) -> int:
                     help="the value is FILE's bytes exactly ('-': stdin), instead of VALUE: "
                     "binary-safe; at most the value limit (16 MiB) is read")
     pu.add_argument("--w", type=int)
+    pu.add_argument("--pw", type=int, help="of the W acknowledgements, this many must come from "
+                    "the key's owners themselves, not stand-ins (a primary quorum)")
     pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
     pu.add_argument("--ttl", type=_duration, metavar="DURATION",
                     help="serve the value this long (90, 30m, 12h, 7d; each line's with "
@@ -353,6 +358,7 @@ def _main(argv: list[str] | None = None) -> int:
     d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
     d.add_argument("key")
     d.add_argument("--w", type=int)
+    d.add_argument("--pw", type=int, help="as put's")
     d.add_argument("--context", help="hex context; by default the current one is read first")
     nsp = sub.add_parser("namespace", help="create, alter and list namespaces (N, R, W, "
                          "conflicts, ttl)")
@@ -564,7 +570,7 @@ def put_from(c, args) -> int:
     def flush() -> None:
         nonlocal done, failed
         got = c.put_many([(k, v) for _, k, v in batch], w=args.w, namespace=args.namespace,
-                         return_exceptions=True, ttl=args.ttl)
+                         return_exceptions=True, ttl=args.ttl, pw=args.pw)
         for (no, key, _), res in zip(batch, got, strict=True):
             if isinstance(res, Exception):
                 failed += 1
@@ -647,13 +653,13 @@ def kv_command(args) -> int:
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         if args.cmd == "get" and len(args.key) > 1:
             keys = [_key(k) for k in args.key]
-            got = c.get_many(keys, r=args.r, namespace=args.namespace)
+            got = c.get_many(keys, r=args.r, namespace=args.namespace, pr=args.pr)
             for name, res in zip(args.key, got, strict=True):
                 _print_result(res, f"{name}: ", args.sibling)
                 print(f"{name} context: {res.context.hex()}", file=sys.stderr)
             return 0 if all(r.found for r in got) else 3
         if args.cmd == "get":
-            res = c.get(_key(args.key[0]), r=args.r, namespace=args.namespace)
+            res = c.get(_key(args.key[0]), r=args.r, namespace=args.namespace, pr=args.pr)
             if args.sibling is not None and args.sibling > max(len(res.values), 1):
                 raise InvalidRequest(f"--sibling {args.sibling}: {args.key[0]} has "
                                      f"{len(res.values)} value(s)")
@@ -678,12 +684,12 @@ def kv_command(args) -> int:
             value = (_key(args.value) if args.value_file is None
                      else _value_file(args.value_file))
             new = c.put(_key(args.key), value, context=ctx, w=args.w, namespace=args.namespace,
-                        ttl=args.ttl)
+                        ttl=args.ttl, pw=args.pw)
             print(f"ok (context {new.hex()})")
             return 0
         if ctx is None:
             ctx = c.get(_key(args.key), namespace=args.namespace).context
-        c.delete(_key(args.key), context=ctx, w=args.w, namespace=args.namespace)
+        c.delete(_key(args.key), context=ctx, w=args.w, namespace=args.namespace, pw=args.pw)
         print("deleted")
         return 0
 

@@ -96,6 +96,11 @@ Fields added so far:
         namespace whose values have room for it (Namespace.write_ttl, stored-key mode 2: made
         only while every member's record says FEATURE_WRITE_TTL). A node refuses it in any
         other namespace; a client sends it only when asked for one
+    Get.pr, Put.pw, Delete.pw (uint 0..255, 0 = none)   primary quorums (Riak's PR/PW): of
+        the answers counted, at least this many must come from the key's owners themselves,
+        not from stand-ins (zkv/node/quorum.py). Clients send them only when every member's
+        record says FEATURE_PRIMARY (an older node would ignore them: a sloppy answer where
+        a strict one was asked for)
 """
 
 from __future__ import annotations
@@ -136,9 +141,10 @@ FEATURE_TTL = 32  # Member.features: the node takes NsCreate.ttl and expires val
 FEATURE_CONFIG_SAVE = 64  # Member.features: the node takes Config.save
 FEATURE_NS_ALTER = 128  # Member.features: the node answers NsAlter (and merges alters)
 FEATURE_WRITE_TTL = 256  # Member.features: the node stores Put.ttl (write_ttl namespaces)
+FEATURE_PRIMARY = 512  # Member.features: the node takes Get.pr, Put.pw and Delete.pw
 FEATURES = (FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS
             | FEATURE_CONFIG | FEATURE_TTL | FEATURE_CONFIG_SAVE
-            | FEATURE_NS_ALTER | FEATURE_WRITE_TTL)  # what this version serves
+            | FEATURE_NS_ALTER | FEATURE_WRITE_TTL | FEATURE_PRIMARY)  # what this version serves
 MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
 KEYS_PAGE_BYTES = 1 << 20
 
@@ -173,6 +179,7 @@ class Get(_Msg, tag=1):
     key: bytes
     r: int = 0  # 0: the namespace's default
     ns: NsName = ""  # namespace ("": "default")
+    pr: Small = 0  # answers that must come from the key's owners, not stand-ins (0: none)
 
 
 class Put(_Msg, tag=2):
@@ -184,6 +191,7 @@ class Put(_Msg, tag=2):
     ns: NsName = ""  # namespace ("": "default")
     floor: Stamp = 0  # lww: the highest HLC stamp this client has seen (0: none)
     ttl: Counter = 0  # seconds the value is served (a write_ttl namespace; 0: its own ttl)
+    pw: Small = 0  # acknowledgements that must come from the key's owners (0: none)
 
 
 class Delete(_Msg, tag=3):
@@ -192,6 +200,7 @@ class Delete(_Msg, tag=3):
     w: int = 0
     wid: bytes = b""  # write id, as Put.wid
     ns: NsName = ""  # namespace ("": "default")
+    pw: Small = 0  # as Put.pw
 
 
 class RingInfo(_Msg, tag=4):

@@ -1057,6 +1057,7 @@ class SimClient:
         self.done = False
         self.stamp_floor = 0  # as the real client: the highest lww stamp a reply carried
         self.ttl = 0  # every put's own ttl (Put.ttl; 0: none): a workload may set it
+        self.pr = self.pw = 0  # every get's and write's primary quorum (0: none), likewise
         self.alarm = _Alarm(sim)  # the try's end
         sim.at(sim.t, self._next, None)
 
@@ -1068,13 +1069,16 @@ class SimClient:
         wid = self.sim.rng.randbytes(16)
         if op == "get":
             msg = Get(0, key, a or 0)
+            msg.pr = self.pr
         elif op == "put":
             msg = Put(0, key, a, b or b"", c or 0)
             msg.wid = wid
             msg.floor = self.stamp_floor
             msg.ttl = self.ttl
+            msg.pw = self.pw
         else:
             msg = Delete(0, key, a or b"", b or 0, wid)
+            msg.pw = self.pw
         self._try(ev, msg, self.sim.t + self.timeout, set())
 
     def _try(self, ev: Event, msg, deadline: float, tried: set[str]) -> None:
@@ -1293,6 +1297,8 @@ class CoreClient:
                                clock=lambda: sim.t, rng=random.Random(sim.rng.random()),
                                wall_ms=sim.wall_ms)
         self.ttl: int | None = None  # every put's own ttl (None: none): a workload may set it
+        self.pr: int | None = None  # every get's primary quorum (None: none), likewise
+        self.pw: int | None = None  # every write's
         self.gen = workload(self)
         self.done = False
         self.plan: Generator | None = None
@@ -1309,15 +1315,15 @@ class CoreClient:
         (op, key, a, b, c), self.ev = step
         core, ns = self.core, self.namespace or "default"
         if op == "get":
-            self.plan = core.get(key, a, namespace=ns)
+            self.plan = core.get(key, a, namespace=ns, pr=self.pr)
         elif op == "put":
-            self.plan = core.put(key, a, b, c, namespace=ns, ttl=self.ttl)
+            self.plan = core.put(key, a, b, c, namespace=ns, ttl=self.ttl, pw=self.pw)
         elif op in ("keys", "items"):  # (key: the namespace; a: r; pages of 7)
             listing = (core.list_items(key.decode(), page=7, r=a) if op == "items"
                        else core.list_keys(key.decode(), page=7, r=a))
             self.plan = _all_pages(listing)
         else:
-            self.plan = core.delete(key, a, b, namespace=ns)
+            self.plan = core.delete(key, a, b, namespace=ns, pw=self.pw)
         self._resume(None, first=True)
 
     def _resume(self, answer, first: bool = False) -> None:

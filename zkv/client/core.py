@@ -596,12 +596,19 @@ class ClientCore:
         known = self.ns_cache.get(ns)
         return known.n if known is not None else None
 
-    def delete_msg(self, key, context, w, wid: bytes, ns: str = "") -> Delete:
+    def delete_msg(self, key, context, w, wid: bytes, ns: str = "", pw: int | None = None
+                   ) -> Delete:
         wire.check_key(key)
         wire.check_context(context)
         wire.check_quorum("w", w, self._n_of(ns))
+        wire.check_quorum("pw", pw, self._n_of(ns))
         wire.check_wid(wid)
-        return Delete(0, key, context or b"", w or 0, wid, ns)
+        return Delete(0, key, context or b"", w or 0, wid, ns, pw or 0)
+
+    def _need_primary(self) -> Plan[None]:
+        """Refuse pr/pw if a member would ignore them (a sloppy answer where a strict one was
+        asked for): any member may coordinate the request."""
+        yield from self._need_feature(wire.FEATURE_PRIMARY, "pr/pw", "without primary quorums")
 
     def _route(self, key: bytes, ns: str) -> Plan[tuple[bytes | None, int | None]]:
         """(stored key to route by, its N); (None, None) when the namespace is not known
@@ -744,7 +751,7 @@ class ClientCore:
         raise self._failure(candidates, tried)
 
     def get(self, key: bytes, r: int | None = None, *,
-            namespace: str = nss.DEFAULT) -> Plan[GetResult]:
+            namespace: str = nss.DEFAULT, pr: int | None = None) -> Plan[GetResult]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
         # the request, built here (a call fewer per get): the checks' common case is inline,
         # and any doubt runs the wire checks in their order (the first problem is reported)
@@ -755,6 +762,10 @@ class ClientCore:
             if type(r) is not int or not 0 < r <= (255 if qn is None else qn):
                 wire.check_quorum("r", r, qn)
         msg = Get(0, key, r or 0, ns)
+        if pr is not None:  # a primary quorum (README, "Strict quorums")
+            wire.check_quorum("pr", pr, self._n_of(ns))
+            yield from self._need_primary()
+            msg.pr = pr
         clock = self.clock
         now = clock()
         deadline = now + self.timeout
@@ -798,6 +809,8 @@ class ClientCore:
             r, lww, ttl_ms = msg.r or known.r, known.head, known.ttl * 1000
         else:
             r, lww, ttl_ms = msg.r or rm.r, 0, 0
+        if msg.pr > r:  # (every copy counted here is an owner's own: a primary's)
+            r = msg.pr
         p = ring.partition(skey)
         owners = self._readers_of.get((n, p))  # (what the ring tells, once per ring learned)
         if owners is None:
@@ -879,8 +892,8 @@ class ClientCore:
         return GetResult(ok.values, ok.context, ok.expires)
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
-            *, wid: bytes | None = None, namespace: str = nss.DEFAULT, ttl: int | None = None
-            ) -> Plan[bytes]:
+            *, wid: bytes | None = None, namespace: str = nss.DEFAULT, ttl: int | None = None,
+            pw: int | None = None) -> Plan[bytes]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
         if ttl is not None:
             check_ttl(ttl, ns)
@@ -903,6 +916,10 @@ class ClientCore:
                 wire.check_quorum("w", w, qn)
         msg = Put(0, key, value, context or b"", w or 0, wid, ns)
         msg.floor = self.stamp_floor
+        if pw is not None:  # a primary quorum (README, "Strict quorums")
+            wire.check_quorum("pw", pw, self._n_of(ns))
+            yield from self._need_primary()
+            msg.pw = pw
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         if ttl:
             yield from self._check_write_ttl(ns, ttl)
@@ -929,9 +946,12 @@ class ClientCore:
             known.check_write_ttl(ttl)  # (InvalidRequest: says why)
 
     def delete(self, key: bytes, context: bytes | None = None, w: int | None = None,
-               *, wid: bytes | None = None, namespace: str = nss.DEFAULT) -> Plan[bytes]:
+               *, wid: bytes | None = None, namespace: str = nss.DEFAULT,
+               pw: int | None = None) -> Plan[bytes]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
-        msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid, ns)
+        msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid, ns, pw)
+        if pw is not None:
+            yield from self._need_primary()
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         return _expect((yield from self.call(msg, route, n=n)), PutOk).context
 
@@ -1012,20 +1032,24 @@ class ClientCore:
         return results
 
     def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
-                 namespace: str = nss.DEFAULT, return_exceptions: bool = False
-                 ) -> Plan[list[GetResult | ZkvError]]:
+                 namespace: str = nss.DEFAULT, return_exceptions: bool = False,
+                 pr: int | None = None) -> Plan[list[GetResult | ZkvError]]:
         """get() of every key (see many()); every key is checked before anything is sent."""
         keys = _items(keys, "keys")
         ns = check_namespace(namespace)
         wire.check_quorum("r", r, self._n_of(ns))
+        wire.check_quorum("pr", pr, self._n_of(ns))
         for i, key in enumerate(keys):
             _check_item(i, wire.check_key, key)
-        return (yield from self.many((self.get(k, r, namespace=namespace) for k in keys),
+        if pr is not None:  # (refused once for the call, not once per key)
+            yield from self._need_primary()
+        return (yield from self.many((self.get(k, r, namespace=namespace, pr=pr) for k in keys),
                                      return_exceptions))
 
     def put_many(self, items: Sequence[tuple], w: int | None = None, *,
                  namespace: str = nss.DEFAULT, return_exceptions: bool = False,
-                 ttl: int | None = None) -> Plan[list[bytes | ZkvError]]:
+                 ttl: int | None = None, pw: int | None = None
+                 ) -> Plan[list[bytes | ZkvError]]:
         """put() of every (key, value) or (key, value, context) item, each with its own write
         id (see many()), and `ttl` if given; returns the new contexts in order. Every item is
         checked before anything is sent. Two items with the same key are two concurrent
@@ -1035,6 +1059,7 @@ class ClientCore:
         if ttl is not None:
             check_ttl(ttl, ns)
         wire.check_quorum("w", w, self._n_of(ns))
+        wire.check_quorum("pw", pw, self._n_of(ns))
         checked = []
         for i, item in enumerate(items):
             if not isinstance(item, tuple) or len(item) not in (2, 3):
@@ -1047,17 +1072,20 @@ class ClientCore:
             _check_item(i, wire.check_value, value, self.max_value_size)
             _check_item(i, wire.check_context, context)
             checked.append((key, value, context))
-        return (yield from self.many((self.put(k, v, c, w, namespace=namespace, ttl=ttl)
+        if pw is not None:  # (refused once for the call, not once per key)
+            yield from self._need_primary()
+        return (yield from self.many((self.put(k, v, c, w, namespace=namespace, ttl=ttl, pw=pw)
                                       for k, v, c in checked), return_exceptions))
 
     def delete_many(self, items: Sequence, w: int | None = None, *,
-                    namespace: str = nss.DEFAULT, return_exceptions: bool = False
-                    ) -> Plan[list[bytes | ZkvError]]:
+                    namespace: str = nss.DEFAULT, return_exceptions: bool = False,
+                    pw: int | None = None) -> Plan[list[bytes | ZkvError]]:
         """delete() of every key or (key, context) item (see many()); returns the tombstones'
         contexts in order. Every item is checked before anything is sent."""
         items = _items(items, "items")
         ns = check_namespace(namespace)
         wire.check_quorum("w", w, self._n_of(ns))
+        wire.check_quorum("pw", pw, self._n_of(ns))
         checked = []
         for i, item in enumerate(items):
             if isinstance(item, tuple):
@@ -1070,7 +1098,9 @@ class ClientCore:
             _check_item(i, wire.check_key, key)
             _check_item(i, wire.check_context, context)
             checked.append((key, context))
-        return (yield from self.many((self.delete(k, c, w, namespace=namespace)
+        if pw is not None:  # (refused once for the call, not once per key)
+            yield from self._need_primary()
+        return (yield from self.many((self.delete(k, c, w, namespace=namespace, pw=pw)
                                       for k, c in checked), return_exceptions))
 
     # ---- namespaces (issue 15) -----------------------------------------------------------------
@@ -1108,9 +1138,11 @@ class ClientCore:
 
     def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
                w: int | None = None, retries: int = 3, *,
-               namespace: str = nss.DEFAULT, ttl: int | None = None) -> Plan[bytes]:
+               namespace: str = nss.DEFAULT, ttl: int | None = None, pr: int | None = None,
+               pw: int | None = None) -> Plan[bytes]:
         """Read, let fn merge the siblings into one value, write it back with the context
-        (and `ttl`, the write's own, if given).
+        (and `ttl`, the write's own, if given; `pr`/`pw`: the read's and the write's primary
+        quorums).
 
         Retries (re-reading first) when the read or write misses its quorum or times out; a
         retry that writes the same value as the attempt before reuses its write id (that write
@@ -1124,20 +1156,24 @@ class ClientCore:
         ns = check_namespace(namespace)
         wire.check_quorum("r", r, self._n_of(ns))
         wire.check_quorum("w", w, self._n_of(ns))
+        wire.check_quorum("pr", pr, self._n_of(ns))
+        wire.check_quorum("pw", pw, self._n_of(ns))
         if ttl is not None:
             check_ttl(ttl, ns)
+        if pr is not None or pw is not None:  # (refused before the read, not after it)
+            yield from self._need_primary()
         last: ZkvError | None = None
         wid: bytes | None = None
         sent: bytes | None = None
         for _ in range(retries + 1):
             try:
-                cur = yield from self.get(key, r, namespace=namespace)
+                cur = yield from self.get(key, r, namespace=namespace, pr=pr)
                 value = fn(list(cur.values))
                 if wid is None or value != sent:
                     wid = self.new_wid()
                 sent = value
                 return (yield from self.put(key, value, cur.context, w, wid=wid,
-                                            namespace=namespace, ttl=ttl))
+                                            namespace=namespace, ttl=ttl, pw=pw))
             except (QuorumError, RequestTimeout) as exc:
                 last = exc
         assert last is not None

@@ -50,79 +50,90 @@ class Client(Facade):
         self._pollers: dict[tuple[str, ...], zmq.Poller] = {}  # a Batch's sockets -> Poller
 
     # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
-    def get(self, key: bytes, r: int | None = None, *, namespace: str = "default"
-            ) -> GetResult:
-        return self._run(self.core.get(key, r, namespace=namespace))
+    def get(self, key: bytes, r: int | None = None, *, namespace: str = "default",
+            pr: int | None = None) -> GetResult:
+        """`pr`: of the R answers, this many must be the key's owners' own (README, "Strict
+        quorums"); with pr + pw > N a read meets every write acknowledged at pw."""
+        return self._run(self.core.get(key, r, namespace=namespace, pr=pr))
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
-            *, namespace: str = "default", ttl: int | None = None) -> bytes:
+            *, namespace: str = "default", ttl: int | None = None, pw: int | None = None
+            ) -> bytes:
         """`ttl`: seconds the value is served (an lww namespace with a ttl at least as long;
-        README, "Expiry")."""
-        return self._run(self.core.put(key, value, context, w, namespace=namespace, ttl=ttl))
+        README, "Expiry"). `pw`: of the W acknowledgements, this many must be the key's
+        owners' own (README, "Strict quorums")."""
+        return self._run(self.core.put(key, value, context, w, namespace=namespace, ttl=ttl,
+                                       pw=pw))
 
     def delete(self, key: bytes, context: bytes | None = None, w: int | None = None, *,
-               namespace: str = "default") -> bytes:
-        return self._run(self.core.delete(key, context, w, namespace=namespace))
+               namespace: str = "default", pw: int | None = None) -> bytes:
+        return self._run(self.core.delete(key, context, w, namespace=namespace, pw=pw))
 
     @overload
     def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
-                 return_exceptions: Literal[False] = ...) -> list[GetResult]: ...
+                 return_exceptions: Literal[False] = ..., pr: int | None = ...
+                 ) -> list[GetResult]: ...
 
     @overload
     def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
-                 return_exceptions: bool = ...) -> list[GetResult | ZkvError]: ...
+                 return_exceptions: bool = ..., pr: int | None = ...
+                 ) -> list[GetResult | ZkvError]: ...
 
     def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
-                 namespace: str = "default", return_exceptions: bool = False
-                 ) -> list[Any]:
+                 namespace: str = "default", return_exceptions: bool = False,
+                 pr: int | None = None) -> list[Any]:
         """get() of every key, pipelined: up to MANY_WINDOW in flight, the requests to one
         node in one frame. Results in order; the first failure (in order) is raised once
         every get has finished, or left in its place with `return_exceptions`."""
         return self._run(self.core.get_many(keys, r, namespace=namespace,
-                                            return_exceptions=return_exceptions))
+                                            return_exceptions=return_exceptions, pr=pr))
 
     @overload
     def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: Literal[False] = ..., ttl: int | None = ...
-                 ) -> list[bytes]: ...
+                 return_exceptions: Literal[False] = ..., ttl: int | None = ...,
+                 pw: int | None = ...) -> list[bytes]: ...
 
     @overload
     def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: bool = ..., ttl: int | None = ...
-                 ) -> list[bytes | ZkvError]: ...
+                 return_exceptions: bool = ..., ttl: int | None = ...,
+                 pw: int | None = ...) -> list[bytes | ZkvError]: ...
 
     def put_many(self, items: Sequence[tuple], w: int | None = None, *,
                  namespace: str = "default", return_exceptions: bool = False,
-                 ttl: int | None = None) -> list[Any]:
+                 ttl: int | None = None, pw: int | None = None) -> list[Any]:
         """put() of every (key, value) or (key, value, context) item, pipelined as get_many
         (each with `ttl` if given); returns the new contexts in order. Every item is checked
         before a byte is sent."""
         return self._run(self.core.put_many(items, w, namespace=namespace,
-                                            return_exceptions=return_exceptions, ttl=ttl))
+                                            return_exceptions=return_exceptions, ttl=ttl,
+                                            pw=pw))
 
     @overload
     def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: Literal[False] = ...) -> list[bytes]: ...
+                 return_exceptions: Literal[False] = ..., pw: int | None = ...
+                 ) -> list[bytes]: ...
 
     @overload
     def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: bool = ...) -> list[bytes | ZkvError]: ...
+                 return_exceptions: bool = ..., pw: int | None = ...
+                 ) -> list[bytes | ZkvError]: ...
 
     def delete_many(self, items: Sequence, w: int | None = None, *,
-                    namespace: str = "default", return_exceptions: bool = False
-                    ) -> list[Any]:
+                    namespace: str = "default", return_exceptions: bool = False,
+                    pw: int | None = None) -> list[Any]:
         """delete() of every key or (key, context) item, pipelined as get_many."""
         return self._run(self.core.delete_many(items, w, namespace=namespace,
-                                               return_exceptions=return_exceptions))
+                                               return_exceptions=return_exceptions, pw=pw))
 
     def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
                w: int | None = None, retries: int = 3, *, namespace: str = "default",
-               ttl: int | None = None) -> bytes:
+               ttl: int | None = None, pr: int | None = None, pw: int | None = None
+               ) -> bytes:
         """Read, let fn merge the siblings into one value, write it back with the context
-        (and `ttl`, as put's); retried (re-reading) on a missed quorum or a timeout. Returns
-        the new context."""
+        (and `ttl`, as put's; `pr`/`pw`, as get's and put's); retried (re-reading) on a
+        missed quorum or a timeout. Returns the new context."""
         return self._run(self.core.update(key, fn, r, w, retries, namespace=namespace,
-                                          ttl=ttl))
+                                          ttl=ttl, pr=pr, pw=pw))
 
     def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
                          w: int | None = None, conflicts: str = "siblings",

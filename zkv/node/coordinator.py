@@ -16,6 +16,11 @@ never answered and how long it waited.
 
 Answers arriving after the reply still count: a get's late answers feed read repair, which
 runs once every replica answered or the deadline passed, after the client has its reply.
+
+A request with a primary quorum (`pr`/`pw`, quorum.py) waits for that many answers from the
+key's owners asked for their own copies; stand-ins still take the copies of silent owners
+(hints), but their answers count toward R or W only. The node core refuses one at once when
+fewer owners than that are reachable (`NodeCore._coordinate`).
 """
 
 from __future__ import annotations
@@ -129,13 +134,15 @@ class GetOp(_FanOut):
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
                  r: int, lww: int = 0,
                  joint: tuple[list[tuple[frozenset[str], int]], dict[str, str | None]] | None
-                 = None, ttl_ms: int = 0) -> None:
+                 = None, ttl_ms: int = 0, pr: int = 0,
+                 owners: frozenset[str] = frozenset()) -> None:
         super().__init__(ctx, origin, key, deadline, targets)
         self.required = r
+        self.owners = owners  # the key's owners, when pr asks for them (else empty)
         if joint is None:
-            self.quorum = GetQuorum(r, lww, None, ttl_ms)
+            self.quorum = GetQuorum(r, lww, None, ttl_ms, pr)
         else:  # (an ownership change not settled: NodeCore._joint)
-            self.quorum = GetQuorum(r, lww, joint[0], ttl_ms)
+            self.quorum = GetQuorum(r, lww, joint[0], ttl_ms, pr)
             self.previous = joint[1]
 
     def start(self) -> None:
@@ -143,7 +150,8 @@ class GetOp(_FanOut):
             if node_id == self.ctx.me:
                 self.asked[node_id] = owner
                 self.quorum.add_result(node_id, self.ctx.replica.read(self.key, owner),
-                                       not owner and self.ctx.refilling(self.key))
+                                       not owner and self.ctx.refilling(self.key), False,
+                                       owner is None and node_id in self.owners)
             else:
                 self._send(node_id, owner)
         if self.quorum.also is not None:
@@ -207,7 +215,9 @@ class GetOp(_FanOut):
             return
         self.pending.discard(node_id)
         if isinstance(msg, RGetOk):
-            self.quorum.add_result(node_id, msg.dvv, msg.unsure, node_id in self.subs)
+            # (a primary: one of the key's owners asked for its own copy, not as a stand-in)
+            self.quorum.add_result(node_id, msg.dvv, msg.unsure, node_id in self.subs,
+                                   node_id in self.owners and self.asked[node_id] is None)
         self._check()
 
     def _answer(self) -> None:
@@ -243,7 +253,8 @@ class WriteOp(_FanOut):
     quorum: PutQuorum
 
     def __init__(self, ctx, origin, key, deadline, targets, w, context, value,
-                 wid: bytes = b"", extra: list[str] | None = None, stamp: int = 0) -> None:
+                 wid: bytes = b"", extra: list[str] | None = None, stamp: int = 0,
+                 pw: int = 0, owners: frozenset[str] = frozenset()) -> None:
         # what Op.__init__ and _FanOut.__init__ set, here without their two calls (one op
         # per put; keep in step with them)
         self.ctx = ctx
@@ -258,7 +269,8 @@ class WriteOp(_FanOut):
         self.late: set[str] = set()
         self.kind = "put" if value is not None else "delete"
         self.required = w
-        self.quorum = PutQuorum(w, self.kind)
+        self.quorum = PutQuorum(w, self.kind, pw)
+        self.owners = owners  # the key's owners, when pw asks for them (else empty)
         self.context = context
         self.value = value
         self.wid = wid
@@ -295,7 +307,7 @@ class WriteOp(_FanOut):
             return
         asked, pending, soft = self.asked, self.pending, self.soft
         asked[me] = mine
-        self.quorum.add_result(me, True)
+        self.quorum.add_result(me, True, mine is None and me in self.owners)
         key, version, now, deadline = self.key, self.version, ctx.now(), self.deadline
         timeout, ask = ctx.replica_timeout, ctx.ask
         for node_id, owner in self.targets:
@@ -336,14 +348,15 @@ class WriteOp(_FanOut):
         # (_check inline: asked per acknowledgement)
         q = self.quorum
         ok = isinstance(msg, RPutOk) and msg.ok
-        q.add_result(node_id, ok)
+        # (a primary: one of the key's owners that stored it for itself, not as a stand-in)
+        q.add_result(node_id, ok, node_id in self.owners and self.asked[node_id] is None)
         if not ok and type(msg) is Error and msg.code == E_UNAVAILABLE and not self.replied \
                 and len(q.acked) < q.required:
             # the replica takes no writes now (its disk, or it is joining): as for a silent
             # one, stand-ins keep the write as a hint for its owner, without waiting
             self.late.add(node_id)
             self._stand_in_for(node_id)
-        if not self.replied and len(q.acked) >= q.required:
+        if not self.replied and len(q.acked) >= q.required and q.primaries >= q.pw:
             self._answer()
         if not pending:
             if not self.replied:
@@ -354,7 +367,7 @@ class WriteOp(_FanOut):
     def _check(self) -> None:
         # (quorum.enough() inline: asked at the start and at every acknowledgement)
         q = self.quorum
-        if not self.replied and len(q.acked) >= q.required:
+        if not self.replied and len(q.acked) >= q.required and q.primaries >= q.pw:
             self._answer()
         if not self.pending:
             if not self.replied:
@@ -414,7 +427,7 @@ class JointWriteOp(WriteOp):
         return any(x in self.old and x not in self.excused for x in self.extra_waiting)
 
     def _w_reached(self) -> bool:
-        return not self.replied and len(self.quorum.acked) >= self.quorum.required
+        return not self.replied and self.quorum.enough()
 
     def _answer(self) -> None:
         if self._old_enough():  # (else an acknowledgement or a timer answers it later)

@@ -1944,9 +1944,13 @@ class NodeCore:
             if type(msg) is Get:
                 if msg.r:  # (0: the namespace's R, nothing to check)
                     wire.check_quorum("r", msg.r, n)
+                if msg.pr:
+                    wire.check_quorum("pr", msg.pr, n)
             else:
                 if msg.w:
                     wire.check_quorum("w", msg.w, n)
+                if msg.pw:
+                    wire.check_quorum("pw", msg.pw, n)
                 context = msg.context
                 if context is not None and (context.__class__ is not bytes
                                             or len(context) > wire.MAX_CONTEXT):
@@ -2057,8 +2061,16 @@ class NodeCore:
         if self.no_writes and type(msg) is not Get:  # writes go around peers that take none
             down = down | self.no_writes  # (stand-ins keep hints for them, as if down)
         targets = ring.sloppy_preflist(p, down)
-        need = (msg.r or ns.r) if type(msg) is Get else (msg.w or ns.w)
-        if len(targets) < need and down:
+        if type(msg) is Get:
+            need, strict = msg.r or ns.r, msg.pr
+        else:
+            need, strict = msg.w or ns.w, msg.pw
+        owners: frozenset[str] = frozenset()
+        if strict:  # a primary quorum: at least `strict` of the counted answers are owners'
+            owners = frozenset(ring.preflist(p))
+            if strict > need:
+                need = strict
+        if down and (len(targets) < need or (strict and _primaries(targets, owners) < strict)):
             # too few reachable for the quorum: the suspect (not down) nodes are asked too
             # rather than the request failing at once. A node restarted a moment ago is
             # suspect until the others hear its first heartbeat, and a quorum of all N then
@@ -2084,12 +2096,24 @@ class NodeCore:
                 # the only copy, as a non-owner, and drop it after the next change)
                 owner = rest[n - 1][1] or rest[n - 1][0]
             targets = [(self.me, owner)] + rest[: n - 1]
+        if strict and _primaries(targets, owners) < strict:
+            # fewer owners reachable than the primary quorum needs: refused at once, as riak_kv
+            # refuses pr/pw it cannot meet, rather than a stand-in's answer counting for one
+            up = sorted(x for x, o in targets if o is None and x in owners)
+            kind = "get" if type(msg) is Get else ("put" if type(msg) is Put else "delete")
+            self.respond(origin, Error(
+                0, E_UNAVAILABLE,
+                f"{kind}: {'pr' if type(msg) is Get else 'pw'}={strict} needs {strict} of the "
+                f"key's owners ({', '.join(sorted(owners))}) and {len(up)} "
+                f"{'is' if len(up) == 1 else 'are'} reachable from {self.me}"
+                f"{' (' + ', '.join(up) + ')' if up else ''}; stand-ins do not count toward it"))
+            return
         deadline = self.t + self.cfg.replica_timeout
         op: Op
         if type(msg) is Get:
             op = GetOp(self, origin, skey, deadline, targets, need, ns.head,
                        self._joint(p, n, need, down, targets) if self.unsettled else None,
-                       ns.ttl * 1000)
+                       ns.ttl * 1000, strict, owners)
         else:
             value = msg.value if type(msg) is Put else None
             stamp = b""
@@ -2108,14 +2132,16 @@ class NodeCore:
             also = self._joint_write(p, n, need) if self.unsettled else None
             if also is None:
                 op = WriteOp(self, origin, skey, deadline, targets, need, msg.context, value,
-                             msg.wid, extra, int.from_bytes(stamp, "big") if stamp else 0)
+                             msg.wid, extra, int.from_bytes(stamp, "big") if stamp else 0,
+                             strict, owners)
             else:  # (every previous owner it needs acknowledgements from is sent a copy)
                 have = {x for x, _ in targets}
                 extra = list(dict.fromkeys(extra + [x for nodes, _ in also
                                                     for x in sorted(nodes) if x not in have]))
                 op = JointWriteOp(self, origin, skey, deadline, targets, need, msg.context,
                                   value, msg.wid, extra,
-                                  int.from_bytes(stamp, "big") if stamp else 0, also=also)
+                                  int.from_bytes(stamp, "big") if stamp else 0, strict, owners,
+                                  also=also)
         self.start_op(op, self.t)
 
     # ---- the Context operations use (see op.py) ----------------------------------------------
@@ -2762,6 +2788,12 @@ class NodeCore:
     # ---- status ---------------------------------------------------------------------------
     def status(self) -> dict:
         return status(self)
+
+
+def _primaries(targets: list[tuple[str, str | None]], owners: frozenset[str]) -> int:
+    """How many of `targets` (node, owner it stands in for) are owners asked for their own
+    copies: the answers that can count toward a primary quorum."""
+    return sum(1 for x, o in targets if o is None and x in owners)
 
 
 @functools.lru_cache(maxsize=4096)  # asked for every request in plain-text mode (_role)

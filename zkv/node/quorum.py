@@ -26,6 +26,12 @@ and reaches a new owner only as an uncounted copy, which may still be on its way
 dropped) when a read routed by the new ring asks it. A previous owner silent past its soft
 timeout is *excused* (`joint_enough`), as a silent owner is stood in for: the joint quorum
 never makes a slow or frozen node fail an operation it would not fail otherwise.
+
+Primary quorums (riak_kv's PR/PW, `pr`/`pw`): of the answers counted, at least that many
+must be *primaries'*, the key's owners answering for themselves (the coordinator says which
+answer is one: `add_result(..., primary=True)`); a stand-in's answer counts toward R or W
+only. With pr + pw > N a read meets every acknowledged write on an owner, whatever node
+stood in meanwhile (a sloppy quorum's reads and writes may meet on no node at all).
 """
 
 from __future__ import annotations
@@ -42,11 +48,14 @@ class GetQuorum:
     """R of the asked replicas must answer; the answer is the sync of every answer so far."""
 
     __slots__ = ("required", "results", "merged", "bad", "lww", "unsure", "subs", "also",
-                 "excused", "ttl_ms")
+                 "excused", "ttl_ms", "pr", "primaries")
 
     def __init__(self, r: int, lww: int = 0,
-                 also: list[tuple[frozenset[str], int]] | None = None, ttl_ms: int = 0) -> None:
+                 also: list[tuple[frozenset[str], int]] | None = None, ttl_ms: int = 0,
+                 pr: int = 0) -> None:
         self.required = r
+        self.pr = pr  # counted answers that must be primaries' (0: none)
+        self.primaries = 0  # counted answers that are
         self.ttl_ms = ttl_ms  # the namespace's ttl (ms; 0: none), for GetOk.expires
         self.also = also  # [(previous owners, answers needed from them)] (None: settled)
         # previous owners silent past their soft timeout, and substitutes in `results` (not
@@ -60,10 +69,11 @@ class GetQuorum:
         self.unsure: set[str] = set()  # nodes in `results` whose answer is not counted
 
     def add_result(self, node: str, encoded: bytes, unsure: bool = False,
-                   sub: bool = False) -> bool:
+                   sub: bool = False, primary: bool = False) -> bool:
         """Fold one replica's answer in; False (and not counted) if it is not a valid set, or
         if it is `unsure` (merged and read-repaired, not counted toward R) or a substitute's
-        (`sub`: merged, counted only toward `also`)."""
+        (`sub`: merged, counted only toward `also`). `primary`: a key's owner answering for
+        itself (counted toward pr as well)."""
         if node in self.results or node in self.bad:
             return False
         if encoded and encoded != self.merged:  # (replicas that agree: the common case,
@@ -82,13 +92,16 @@ class GetQuorum:
         if sub:
             self.subs.add(node)  # type: ignore[union-attr]  # (a set whenever `also` is)
             return False
+        if primary:
+            self.primaries += 1
         return True
 
     def counted(self) -> int:
         return len(self.results) - len(self.unsure) - len(self.subs)
 
     def enough(self) -> bool:
-        return self.counted() >= self.required and (self.also is None or self._old_enough())
+        return (self.counted() >= self.required and self.primaries >= self.pr
+                and (self.also is None or self._old_enough()))
 
     def _old_enough(self) -> bool:
         unsure = self.unsure
@@ -107,6 +120,11 @@ class GetQuorum:
             unsure += ("; the ownership change has not settled and too few of the previous "
                        "owners answered: " + "; ".join(
                            f"{k} of {', '.join(sorted(nodes))}" for nodes, k in self.also))
+        if self.primaries < self.pr and self.counted() >= self.required:
+            return Error(0, E_QUORUM, f"get: {self.primaries} of the required pr={self.pr} "
+                         f"answers came from the key's owners within {waited:.2f}s "
+                         f"({self.counted()} replicas answered; stand-ins count toward r only)"
+                         f"{_silent(silent)}{unsure}", self.pr, self.primaries)
         return Error(0, E_QUORUM,
                      f"get: {self.counted()} of the required {self.required} replicas answered"
                      f" within {waited:.2f}s{_silent(silent)}{unsure}", self.required,
@@ -185,21 +203,26 @@ def read_answer(merged: bytes | dvv.DVVSet | None, lww: int, counted: int, now_m
 class PutQuorum:
     """W distinct replicas (the coordinator included) must acknowledge the version."""
 
-    __slots__ = ("required", "acked", "kind")
+    __slots__ = ("required", "acked", "kind", "pw", "primaries")
 
-    def __init__(self, w: int, kind: str = "put") -> None:
+    def __init__(self, w: int, kind: str = "put", pw: int = 0) -> None:
         self.required = w
         self.kind = kind
         self.acked: set[str] = set()
+        self.pw = pw  # acknowledgements that must be primaries' (0: none)
+        self.primaries = 0  # acknowledgements that are
 
-    def add_result(self, node: str, ok: bool) -> bool:
+    def add_result(self, node: str, ok: bool, primary: bool = False) -> bool:
+        """Count one acknowledgement (`primary`: of a key's owner storing it for itself)."""
         if not ok or node in self.acked:
             return False
         self.acked.add(node)
+        if primary:
+            self.primaries += 1
         return True
 
     def enough(self) -> bool:
-        return len(self.acked) >= self.required
+        return len(self.acked) >= self.required and self.primaries >= self.pw
 
     def response(self, version: bytes, stamp: int = 0,
                  decoded: dvv.DVVSet | None = None) -> tuple[PutOk, int]:
@@ -210,6 +233,13 @@ class PutQuorum:
         return PutOk(0, s.context(), len(self.acked), stamp), s.size()
 
     def failure(self, silent: list[str], waited: float) -> Error:
+        if self.primaries < self.pw and len(self.acked) >= self.required:
+            return Error(0, E_QUORUM,
+                         f"{self.kind}: {self.primaries} of the required pw={self.pw} "
+                         f"acknowledgements came from the key's owners within {waited:.2f}s "
+                         f"({len(self.acked)} replicas acknowledged; stand-ins count toward w "
+                         f"only){_silent(silent)} (the write may still have been stored)",
+                         self.pw, self.primaries)
         return Error(0, E_QUORUM,
                      f"{self.kind}: {len(self.acked)} of the required {self.required} replicas "
                      f"acknowledged within {waited:.2f}s{_silent(silent)} (the write may still "
