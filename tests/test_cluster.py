@@ -65,6 +65,56 @@ def test_quorum_error_when_too_few_replicas(make_cluster):
         assert b"v3" in c.get(b"qe", r=2).values
 
 
+def test_primary_quorums_refuse_what_only_stand_ins_could_serve(make_cluster):
+    """pr/pw on real processes: two of a key's three owners are killed (of four nodes). A
+    put at w=2 is acknowledged by the third owner and the stand-in (a sloppy quorum); at
+    pw=2 the same write, and a get at pr=2, are refused with what is missing (`zkv put
+    --pw`, `zkv get --pr` too, exit 1), while pr=1 is served. Restarted, the owners serve
+    pw=2 and pr=2 again, the refused write never having been stored."""
+    cl = make_cluster(4)
+    key = b"strict-key"
+    with _client(cl, timeout=4.0) as c:
+        c.put(key, b"v1", w=3)
+        owners = list(c.core.ring.preflist_for_key(key))
+        dead, alive = owners[:2], owners[2]
+        for x in dead:
+            cl.kill(x)
+        deadline = time.monotonic() + 20  # until the survivors hold both down
+        while any(m["state"] != "down" for n in cl.nodes if n.alive()
+                  for m in cl.status_of(n)["members"] if m["id"] in dead):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        ctx = c.get(key, r=2).context
+        ctx = c.put(key, b"v2", ctx, w=2)  # the surviving owner and a stand-in
+        with pytest.raises(zkv.Unavailable) as exc:
+            c.put(key, b"v3", ctx, w=2, pw=2)
+        said = str(exc.value)
+        assert "pw=2 needs 2 of the key's owners" in said and "stand-ins do not count" in said
+        assert "1 is reachable from" in said and alive in said
+        with pytest.raises(zkv.Unavailable, match="pr=2 needs 2 of the key's owners"):
+            c.get(key, r=2, pr=2)
+        assert c.get(key, r=2, pr=1).values == [b"v2"]
+        ep = cl.node(alive).listen
+        out = _zkv("put", key.decode(), "v4", "--node", ep, "--pw", "2")
+        assert out.returncode == 1 and "pw=2 needs 2 of the key's owners" in out.stderr, out
+        out = _zkv("get", key.decode(), "--node", ep, "--pr", "2")
+        assert out.returncode == 1 and "pr=2 needs 2 of the key's owners" in out.stderr, out
+        out = _zkv("get", key.decode(), "--node", ep, "--pr", "1")
+        assert out.returncode == 0 and out.stdout.strip() == "v2", out
+        for x in dead:
+            cl.restart(x)
+        cl.wait_converged()
+        deadline = time.monotonic() + 20  # (hints reach the owners back)
+        while True:
+            try:
+                c.put(key, b"v5", c.get(key, r=3, pr=3).context, w=3, pw=3)
+                break
+            except (zkv.QuorumError, zkv.Unavailable):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert c.get(key, r=2, pr=2).values == [b"v5"]
+
+
 # ---- versions: siblings, contexts, deletes ----------------------------------------------------------
 def test_concurrent_writes_surface_as_siblings(cluster3):
     a = zkv.Client([cluster3.endpoints[0]], timeout=3.0)

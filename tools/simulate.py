@@ -7,6 +7,8 @@
     python tools/simulate.py --scenario membership --spaces pairs:2,single:1 --seeds 40 \
         --loss 0.02 --dup 0.01 --partitions 1 --pauses 1 --crashes 1 --start 1 --end 8
                                        # 3 -> 5 -> 4 nodes under faults (or replace, remove)
+    python tools/simulate.py --scenario strict --seeds 100 --loss 0.02 --dup 0.01 \
+        --partitions 3 --pauses 2 --crashes 1      # pr=pw=2 reads miss no write (sloppy: do)
     python tools/simulate.py --load                                  # the harness's speed
     python tools/simulate.py --scale 10,25,50,100 --out scale.png    # gossip + ring at scale
 
@@ -37,6 +39,7 @@ from sim.scenario import (  # noqa: E402
     membership,
     ring_stats,
     run,
+    strict_reads,
 )
 
 # Run from the command line, the collector's young generation is collected every 20,000
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     "they give clients, as with --keys (zkv/node/seal.py)")
     ap.add_argument("--scenario", choices=["run", "membership", "replace", "remove",
                                            "replace-dead", "membership-rejoin",
-                                           "remove-rejoin"],
+                                           "remove-rejoin", "strict", "sloppy"],
                     default="run",
                     help="run: carts, blind writes, deletes and re-adds on --nodes nodes; "
                     "membership: 3 -> 5 -> 4 nodes with writers and readers all along; "
@@ -82,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                     "good and is force-removed; replace-dead: n2 dies for good and is "
                     "replaced; membership-rejoin: membership, then n2 is started again "
                     "on an empty data dir and joins again; remove-rejoin: remove, then "
-                    "the dead n2 is rebuilt (an empty data dir, its old id) and joins again")
+                    "the dead n2 is rebuilt (an empty data dir, its old id) and joins again; "
+                    "strict: writers at w=2 pw=2 and readers at r=2 pr=2 on --nodes nodes, "
+                    "every read that succeeds must see the writes acknowledged before it; "
+                    "sloppy: the same at r=2 w=2 without pr/pw (stale reads expected under "
+                    "partitions: what pr/pw prevent)")
     ap.add_argument("--spaces", default="", help="membership/replace: namespaces created "
                     "first, NAME:N,... (e.g. pairs:2,single:1)")
     for name, value in vars(Faults()).items():
@@ -90,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.sealed and args.scenario != "run":
         ap.error("--sealed applies to --scenario run only")
+    if args.scenario in ("strict", "sloppy") and (args.power_losses or args.wipes):
+        ap.error(f"--scenario {args.scenario} keeps the disks: a power loss or a wipe loses "
+                 "acknowledged writes at any quorum")
     if args.scale:
         return scale([int(x) for x in args.scale.split(",")],
                      [int(x) for x in args.ring_only.split(",") if x], args.out)
@@ -166,6 +176,9 @@ def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, cli
     cpu = time.process_time()
     if scenario == "run":
         rep = run(seed, faults, nodes=nodes, ops_per_client=ops, client=client, sealed=sealed)
+    elif scenario in ("strict", "sloppy"):
+        rep = strict_reads(seed, faults, strict=scenario == "strict", client=client,
+                           nodes=nodes)
     else:
         rep = membership(seed, faults, spaces=spaces, client=client,
                          replace=scenario in ("replace", "replace-dead"),

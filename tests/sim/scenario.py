@@ -285,44 +285,41 @@ def read_your_writes(seed: int, *, r: int = 2, w: int = 2, nodes: int = 5,
 
 
 def strict_reads(seed: int, faults: Faults | None = None, *, strict: bool = True,
-                 client: str = "sim", nodes: int = 5, writes: int = 80) -> dict:
+                 client: str = "sim", nodes: int = 5, writes: int = 80) -> Report:
     """Primary quorums under faults (README, "Strict quorums"): two writers, each the only
     writer of its key, write 1, 2, 3, ... (each put with the context of its last acknowledged
     one) at w=2 pw=2, and three readers read both keys at r=2 pr=2, while the faults run.
     Every read that succeeds must see the key's last write acknowledged before the read
     started (or a later one): pr + pw > N, so the owners it read from include one that
-    acknowledged that write. `strict=False` runs the same at r=2 w=2 without pr/pw (a
+    acknowledged that write. Then the owners must agree. `strict=False` runs the same at r=2 w=2 without pr/pw (a
     sloppy quorum's stand-ins may answer a read, or acknowledge a write, on neither side).
-    The faults leave the disks alone (no power losses, wipes or full disks): a lost disk
-    loses acknowledged writes at any quorum. Returns {"bad": [...], "acked", "reads",
-    "refused"}."""
+    The faults should leave the disks alone (no power losses or wipes): a lost disk loses
+    acknowledged writes at any quorum."""
     faults = faults or Faults()
     sim = Sim(seed, nodes, faults=faults)
     keys = [b"strict:a", b"strict:b"]
     acked: dict[bytes, list[tuple[float, int]]] = {k: [] for k in keys}  # (ack time, value)
     reads: list[tuple[bytes, float, list[bytes]]] = []
-    refused = [0]
+    tried = [0]
 
     def writer(c):
         key = keys[int(c.name[1:])]
         ctx = b""
         for i in range(1, writes + 1):
+            tried[0] += 1
             res = yield ("put", key, b"%d" % i, ctx, 2)
             if res.ok:
                 ctx = res.context
                 acked[key].append((sim.t, i))
-            else:
-                refused[0] += 1
 
     def reader(c):
         for i in range(writes * 2):
             key = keys[i % 2]
             start = sim.t
+            tried[0] += 1
             res = yield ("get", key, 2)
             if res.ok:
                 reads.append((key, start, res.values))
-            else:
-                refused[0] += 1
 
     kind = CLIENTS[client]
     for name, work in (("w0", writer), ("w1", writer), ("r0", reader), ("r1", reader),
@@ -334,14 +331,20 @@ def strict_reads(seed: int, faults: Faults | None = None, *, strict: bool = True
     sim.run_until(faults.end)
     while not all(c.done for c in sim.clients.values()) and sim.t < faults.end + 120:
         sim.run_until(sim.t + 1.0)
-    bad = []
+    settle_time = _converge(sim, keys, 30.0)
+    rep = Report(seed, faults, client=client, log=sim.log, stats=dict(sim.stats),
+                 scenario=f"--scenario {'strict' if strict else 'sloppy'}",
+                 settle_time=settle_time)
+    if settle_time is None:
+        rep.violations.append("the keys' owners did not agree within 30 s of the end")
+    rep.ops = tried[0]
+    rep.ok_ops = sum(len(v) for v in acked.values()) + len(reads)
     for key, start, values in reads:
         before = [i for t, i in acked[key] if t <= start]
         if before and max((int(x) for x in values), default=0) < before[-1]:
-            bad.append(f"seed {seed}: a read of {key.decode()} at {start:.3f} saw "
-                       f"{sorted(values)} after write {before[-1]} was acknowledged")
-    return {"bad": bad, "acked": sum(len(v) for v in acked.values()), "reads": len(reads),
-            "refused": refused[0]}
+            rep.violations.append(f"a read of {key.decode()} at {start:.3f} saw "
+                                  f"{sorted(values)} after write {before[-1]} was acknowledged")
+    return rep
 
 
 def load(seed: int = 1, *, nodes: int = 5, clients: int = 8, ops_per_client: int = 4000,

@@ -111,6 +111,6 @@ def test_strict_reads_see_every_strict_write_acknowledged_before_them_under_faul
     """`strict_reads`: with pr=pw=2 of N=3 no read that succeeds misses a write
     acknowledged before it started, while partitions, pauses, crashes, loss and duplication
     run (seed 4 of the sim client: the same run without pr/pw read a stale value)."""
-    got = strict_reads(seed, FAULTS, client=client)
-    assert got["bad"] == []
-    assert got["acked"] >= 100 and got["reads"] >= 300, got  # enough was served to judge
+    rep = strict_reads(seed, FAULTS, client=client)
+    assert rep.violations == [], rep.command
+    assert rep.ok_ops >= 0.9 * rep.ops, (rep.ok_ops, rep.ops)  # enough was served to judge

@@ -2099,6 +2099,7 @@ class NodeCore:
         if strict and _primaries(targets, owners) < strict:
             # fewer owners reachable than the primary quorum needs: refused at once, as riak_kv
             # refuses pr/pw it cannot meet, rather than a stand-in's answer counting for one
+            self.metrics.primary_refused.inc()
             up = sorted(x for x, o in targets if o is None and x in owners)
             kind = "get" if type(msg) is Get else ("put" if type(msg) is Put else "delete")
             self.respond(origin, Error(

@@ -318,6 +318,10 @@ class NodeMetrics:
         self.writes_refused = Counter("zkv_writes_refused", "Writes (client, replica) this node "
                                       "refused or passed on because its disk took no writes",
                                       registry=r)
+        self.primary_refused = Counter(
+            "zkv_primary_quorum_refusals", "Requests refused at once because fewer of their "
+            "key's owners were reachable than their pr/pw asked for (stand-ins do not count)",
+            registry=r)
         self.contexts_refused = Counter(
             "zkv_contexts_refused", "Client writes refused because their context was not "
             "sealed by this cluster for their key (with --keys: forged, altered, another key's, "
