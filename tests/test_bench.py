@@ -275,7 +275,10 @@ def test_parse_configs():
                   QuorumConfig(3, 3, 1)]
     assert [c.strict for c in cs] == [True, False, True, True]
     assert cs[0].label == "N3 R2 W2"
-    for bad in ("3,2", "3,4,1", "a,b,c", "3,0,1", ""):
+    strict = parse_configs("3,2,2,2,2;5,1,1,1,3")  # N,R,W,PR,PW: primary quorums
+    assert strict == [QuorumConfig(3, 2, 2, 2, 2), QuorumConfig(5, 1, 1, 1, 3)]
+    assert strict[0].label == "N3 R2 W2 PR2 PW2"
+    for bad in ("3,2", "3,4,1", "a,b,c", "3,0,1", "", "3,2,2,2", "3,2,2,0,2", "3,2,2,2,4"):
         with pytest.raises(ValueError):
             parse_configs(bad)
 
@@ -466,12 +469,15 @@ def test_missing_baselines_and_plots_are_reported():
 def test_quick_run_on_a_real_cluster(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
-    rc = main(["--quick", "--out", str(out), "--configs", "3,2,2;3,1,1", "--workloads", "A,F",
-               "--records", "200", "--faults", "pause,kill", "--fault-seconds", "1.5"])
+    rc = main(["--quick", "--out", str(out), "--configs", "3,2,2;3,1,1;3,2,2,2,2",
+               "--workloads", "A,F", "--records", "200", "--faults", "pause,kill",
+               "--fault-seconds", "1.5"])
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
     assert [(r["config"], r["workload"]) for r in doc["runs"]] == [
-        ("N3 R2 W2", "A"), ("N3 R2 W2", "F"), ("N3 R1 W1", "A"), ("N3 R1 W1", "F")]
+        ("N3 R2 W2", "A"), ("N3 R2 W2", "F"), ("N3 R1 W1", "A"), ("N3 R1 W1", "F"),
+        ("N3 R2 W2 PR2 PW2", "A"), ("N3 R2 W2 PR2 PW2", "F")]
+    assert [(r["pr"], r["pw"]) for r in doc["runs"]][-1] == (2, 2)
     for r in doc["runs"]:
         assert r["ops"] > 0 and r["latency_ms"]["p99"] > 0
         assert r["staleness"]["reads"] > 0

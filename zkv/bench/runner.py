@@ -35,14 +35,18 @@ class QuorumConfig:
     n: int
     r: int
     w: int
+    pr: int = 0  # primary quorums (README, "Strict quorums"; 0: none)
+    pw: int = 0
 
     @property
     def label(self) -> str:
-        return f"N{self.n} R{self.r} W{self.w}"
+        return f"N{self.n} R{self.r} W{self.w}" + (f" PR{self.pr} PW{self.pw}"
+                                                    if self.pr or self.pw else "")
 
     @property
     def strict(self) -> bool:
-        """R + W > N: every read quorum overlaps every write quorum."""
+        """R + W > N: every read quorum overlaps every write quorum (while no stand-in
+        answers; with PR + PW > N, even then)."""
         return self.r + self.w > self.n
 
 
@@ -50,18 +54,24 @@ FIGURE2_CONFIGS = "3,2,2;3,1,1;3,1,3;3,3,1"
 
 
 def parse_configs(spec: str) -> list[QuorumConfig]:
-    """"3,2,2;3,1,1" -> [QuorumConfig(3, 2, 2), QuorumConfig(3, 1, 1)] (N,R,W each)."""
+    """"3,2,2;3,2,2,2,2" -> [QuorumConfig(3, 2, 2), QuorumConfig(3, 2, 2, 2, 2)] (N,R,W, then
+    optionally PR,PW: the primary quorums each get and write asks for)."""
     out = []
     for part in spec.replace(" ", "").split(";"):
         if not part:
             continue
         try:
-            n, r, w = (int(x) for x in part.split(","))
+            nums = [int(x) for x in part.split(",")]
         except ValueError:
-            raise ValueError(f"config {part!r} must be N,R,W (three integers)") from None
+            nums = []
+        if len(nums) not in (3, 5):
+            raise ValueError(f"config {part!r} must be N,R,W or N,R,W,PR,PW (integers)")
+        n, r, w, pr, pw = (nums + [0, 0])[:5]
         if not (n >= 1 and 1 <= r <= n and 1 <= w <= n):
             raise ValueError(f"config {part!r}: need N >= 1 and 1 <= R, W <= N")
-        out.append(QuorumConfig(n, r, w))
+        if len(nums) == 5 and not (1 <= pr <= n and 1 <= pw <= n):
+            raise ValueError(f"config {part!r}: need 1 <= PR, PW <= N")
+        out.append(QuorumConfig(n, r, w, pr, pw))
     if not out:
         raise ValueError("no configuration given")
     return out
@@ -134,6 +144,7 @@ async def _run_task(task: dict) -> dict:
     rng = random.Random(f"{task['seed']}/{task['phase']}/{task['client']}")
     stream = workloads.OpStream(wl, task["records"], rng)
     prefix, size, r, w = task["prefix"], task["value_size"], task["r"], task["w"]
+    pr, pw = task.get("pr") or None, task.get("pw") or None  # (None: no primary quorum)
     phase, client = task["phase"], task["client"]
     end_at, timeline = task["end_at"], task["timeline"]
     now = time.monotonic
@@ -164,7 +175,7 @@ async def _run_task(task: dict) -> dict:
         err = 0
         try:
             if op == workloads.READ or op == workloads.RMW:
-                res = await c.get(key, r=r)
+                res = await c.get(key, r=r, pr=pr)
                 t_read = now()
                 reads += 1
                 if len(res.values) > 1:
@@ -177,14 +188,14 @@ async def _run_task(task: dict) -> dict:
                 else:
                     wid, v = value(idx)
                     t1 = now()
-                    contexts[idx] = await c.put(key, v, context=res.context, w=w)
+                    contexts[idx] = await c.put(key, v, context=res.context, w=w, pw=pw)
                     t_ack = now()
                     lat_write.append(t_ack - t1)
                     write_events.append((idx, wid, t1, t_ack))
                     wid = None
             else:
                 wid, v = value(idx)
-                contexts[idx] = await c.put(key, v, context=contexts.get(idx), w=w)
+                contexts[idx] = await c.put(key, v, context=contexts.get(idx), w=w, pw=pw)
                 t_ack = now()
                 lat_write.append(t_ack - t0)
                 write_events.append((idx, wid, t0, t_ack))
@@ -563,6 +574,7 @@ class Suite:
         start_at = time.monotonic() + 0.4  # time for every worker to connect and learn the ring
         end_at = start_at + duration
         tasks = [{"endpoints": endpoints, "workload": workload, "r": cfg.r, "w": cfg.w,
+                  "pr": cfg.pr, "pw": cfg.pw,
                   "phase": self.phase, "client": i, "seed": self.s.seed,
                   "records": self.s.records, "value_size": self.s.value_size,
                   "inflight": self.s.inflight, "timeout": self.s.timeout, "prefix": prefix,
@@ -584,7 +596,7 @@ class Suite:
         tag = (cfg.label, workload)
         self._track(cfg, workload, parts, tag)
         res = {"config": cfg.label, "n": cfg.n, "r": cfg.r, "w": cfg.w, "strict": cfg.strict,
-               "workload": workload, **aggregate(parts)}
+               "pr": cfg.pr, "pw": cfg.pw, "workload": workload, **aggregate(parts)}
         res["staleness"] = self.tracker.analyze(tag)
         lat = res["latency_ms"]
         st = res["staleness"]["fraction"]
@@ -627,8 +639,8 @@ class Suite:
         if failures:
             raise RuntimeError(f"benchmark client failed: {failures[0]}")
         self._track(cfg, "A", parts, (cfg.label, f"A/{fault.name}"))
-        res = {"config": cfg.label, "n": cfg.n, "r": cfg.r, "w": cfg.w, "workload": "A",
-               "fault": fault.name, "node": victim, "paused_node": victim,
+        res = {"config": cfg.label, "n": cfg.n, "r": cfg.r, "w": cfg.w, "pr": cfg.pr,
+               "pw": cfg.pw, "workload": "A", "fault": fault.name, "node": victim, "paused_node": victim,
                "paused_seconds": t_end - t_fault, "recovery_seconds": t_back - t_end,
                "phases": availability_phases(parts, start_at, t_fault, t_end,
                                              max(end_at, max(p["finished"] for p in parts))),
@@ -750,7 +762,7 @@ class Suite:
 def goal(results: dict) -> dict:
     """Issue 6's goal: N3 R2 W2 workload A vs redis (throughput) and the pyzmq echo (p99)."""
     run = next((r for r in results["runs"] if (r["n"], r["r"], r["w"], r["workload"]) ==
-                (3, 2, 2, "A")), None)
+                (3, 2, 2, "A") and not r.get("pr") and not r.get("pw")), None)
     out: dict = {"config": "N3 R2 W2", "workload": "A", "throughput_target": 0.4,
                  "p99_target": 10.0}
     red = results["baselines"].get("redis", {})
