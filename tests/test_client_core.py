@@ -809,6 +809,44 @@ def test_a_primary_quorum_is_refused_while_any_member_would_ignore_it(call):
     # read asks no pr here: pw is its write's)
 
 
+@pytest.mark.parametrize("call, field, want", [
+    (lambda c: c.get(b"k", r="quorum"), "r", 2), (lambda c: c.get(b"k", r="ALL"), "r", 3),
+    (lambda c: c.get(b"k", r=1, pr="all"), "pr", 3),
+    (lambda c: c.put(b"k", b"v", w="one"), "w", 1),
+    (lambda c: c.put(b"k", b"v", pw="quorum"), "pw", 2),
+    (lambda c: c.delete(b"k", w="all", pw="all"), "pw", 3),
+    (lambda c: c.get_many([b"k"], r="all"), "r", 3),
+    (lambda c: c.put_many([(b"k", b"v")], w="quorum"), "w", 2),
+    (lambda c: c.delete_many([b"k"], w="one"), "w", 1),
+    (lambda c: c.update(b"k", lambda vs: b"x", r="all", w="all"), "w", 3),
+])
+def test_quorums_by_name_are_numbers_of_the_namespace_s_n(call, field, want):
+    """r/w/pr/pw "one", "quorum", "all" (any case, as Cassandra's consistency levels) are 1,
+    a majority and N of the key's namespace (the default's N=3 here, learnt from the ring
+    when not known yet); what is sent is the number."""
+    ring = _ring_with_features({})
+    c, clock = core(ring=False)
+    store: dict = {}
+    net = Net(clock, default=lambda msg: ring if isinstance(msg, wire.RingInfo)
+              else wire.ReadOk(0, b"") if isinstance(msg, wire.Read) else member(store)(msg))
+    net.run(call(c))
+    sent = [m for _, m, *_ in net.sent if type(m) in (wire.Get, wire.Put, wire.Delete)
+            and hasattr(m, field)]
+    assert sent and getattr(sent[-1], field) == want
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.get(b"k", r="most"), lambda c: c.put(b"k", b"v", pw="majority"),
+    lambda c: c.get_many([b"k"], pr="two"), lambda c: c.update(b"k", lambda vs: b"", w="any"),
+])
+def test_a_quorum_by_an_unknown_name_is_refused_before_anything_is_sent(call):
+    c, clock = core()
+    net = Net(clock, default=lambda msg: SILENT)
+    with pytest.raises(InvalidRequest, match="an int from 1 to N or one of one, quorum, all"):
+        net.run(call(c))
+    assert not [m for _, m, *_ in net.sent if type(m) in (wire.Get, wire.Put, wire.Delete)]
+
+
 def test_an_owner_read_at_pr_asks_as_many_owners_as_pr_needs():
     """A client-coordinated read counts only owners' own copies, each a primary's: at r=1
     pr=2 it asks two owners at once (max(r, pr)), where r=1 alone asks one."""

@@ -376,6 +376,13 @@ def test_cli_status_ring_get_put(cluster3):
     assert _zkv("put", "cli-key", "hello", "--node", ep, "--w", "2").returncode == 0
     out = _zkv("get", "cli-key", "--node", ep, "--r", "2")
     assert out.returncode == 0 and out.stdout.strip() == "hello"
+    # quorums by name (of the namespace's N), as Cassandra's consistency levels
+    assert _zkv("put", "cli-key", "hi", "--node", ep, "--w", "all", "--pw", "quorum",
+                "--context", out.stderr.split("context: ")[1].split()[0]).returncode == 0
+    out = _zkv("get", "cli-key", "--node", ep, "--r", "ALL", "--pr", "all")
+    assert out.returncode == 0 and out.stdout.strip() == "hi", out
+    out = _zkv("get", "cli-key", "--node", ep, "--r", "most")
+    assert out.returncode == 2 and "'most': a number, or one of one, quorum, all" in out.stderr
     assert _zkv("delete", "cli-key", "--node", ep).returncode == 0
     out = _zkv("get", "cli-key", "--node", ep)
     assert "(not found)" in out.stdout

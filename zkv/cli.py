@@ -112,6 +112,20 @@ def positive_int(value: str) -> int:
     return v
 
 
+def quorum_arg(value: str) -> int | str:
+    """--r/--w/--pr/--pw of get, put and delete: a number, or one, quorum or all (of the
+    namespace's N; zkv.client.core.level)."""
+    from zkv.client.core import LEVELS
+
+    if value.lower() in LEVELS:
+        return value.lower()
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: a number, or one of "
+                                         f"{', '.join(LEVELS)}") from None
+
+
 # ---- zkv-node ---------------------------------------------------------------------------------
 def node_parser() -> argparse.ArgumentParser:
     p = Parser(
@@ -325,8 +339,9 @@ def _main(argv: list[str] | None = None) -> int:
     g = with_ns(with_node(sub.add_parser("get", help="read a key (several: one batched call, "
                                          "each line prefixed with its key)")))
     g.add_argument("key", nargs="+")
-    g.add_argument("--r", type=int)
-    g.add_argument("--pr", type=int, help="of the R answers, this many must come from the "
+    g.add_argument("--r", type=quorum_arg, help="answers to wait for: a number, or one, quorum "
+                   "or all (of the namespace's N)")
+    g.add_argument("--pr", type=quorum_arg, help="of the R answers, this many must come from the "
                    "key's owners themselves, not stand-ins (a primary quorum: with pr + pw > N "
                    "every write acknowledged at pw is read)")
     g.add_argument("--raw", action="store_true",
@@ -348,8 +363,9 @@ def _main(argv: list[str] | None = None) -> int:
     pu.add_argument("--value-file", dest="value_file", metavar="FILE",
                     help="the value is FILE's bytes exactly ('-': stdin), instead of VALUE: "
                     "binary-safe; at most the value limit (16 MiB) is read")
-    pu.add_argument("--w", type=int)
-    pu.add_argument("--pw", type=int, help="of the W acknowledgements, this many must come from "
+    pu.add_argument("--w", type=quorum_arg, help="acknowledgements to wait for: a number, or "
+                    "one, quorum or all (of the namespace's N)")
+    pu.add_argument("--pw", type=quorum_arg, help="of the W acknowledgements, this many must come from "
                     "the key's owners themselves, not stand-ins (a primary quorum)")
     pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
     pu.add_argument("--ttl", type=_duration, metavar="DURATION",
@@ -357,8 +373,8 @@ def _main(argv: list[str] | None = None) -> int:
                     "--from): an lww namespace whose own ttl is at least as long")
     d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
     d.add_argument("key")
-    d.add_argument("--w", type=int)
-    d.add_argument("--pw", type=int, help="as put's")
+    d.add_argument("--w", type=quorum_arg, help="as put's")
+    d.add_argument("--pw", type=quorum_arg, help="as put's")
     d.add_argument("--context", help="hex context; by default the current one is read first")
     nsp = sub.add_parser("namespace", help="create, alter and list namespaces (N, R, W, "
                          "conflicts, ttl)")

@@ -104,39 +104,39 @@ class AsyncClient(Facade):
         self._deadline_loop: asyncio.AbstractEventLoop | None = None
 
     # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
-    async def get(self, key: bytes, r: int | None = None, *, namespace: str = "default",
-                  pr: int | None = None) -> GetResult:
+    async def get(self, key: bytes, r: int | str | None = None, *, namespace: str = "default",
+                  pr: int | str | None = None) -> GetResult:
         """`pr`: as Client.get's."""
         return await self._run(self.core.get(key, r, namespace=namespace, pr=pr))
 
     async def put(self, key: bytes, value: bytes, context: bytes | None = None,
-                  w: int | None = None, *, namespace: str = "default",
-                  ttl: int | None = None, pw: int | None = None) -> bytes:
+                  w: int | str | None = None, *, namespace: str = "default",
+                  ttl: int | None = None, pw: int | str | None = None) -> bytes:
         """`ttl`: seconds the value is served; `pw`: as Client.put's."""
         return await self._run(self.core.put(key, value, context, w, namespace=namespace,
                                              ttl=ttl, pw=pw))
 
-    async def delete(self, key: bytes, context: bytes | None = None, w: int | None = None, *,
-                     namespace: str = "default", pw: int | None = None) -> bytes:
+    async def delete(self, key: bytes, context: bytes | None = None, w: int | str | None = None, *,
+                     namespace: str = "default", pw: int | str | None = None) -> bytes:
         return await self._run(self.core.delete(key, context, w, namespace=namespace, pw=pw))
 
     @overload
-    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+    async def get_many(self, keys: Sequence[bytes], r: int | str | None = None, *,
                        namespace: str = ...,
                        return_exceptions: Literal[False] = ...,
-                       pr: int | None = ...,
+                       pr: int | str | None = ...,
                        ) -> list[GetResult]: ...
 
     @overload
-    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+    async def get_many(self, keys: Sequence[bytes], r: int | str | None = None, *,
                        namespace: str = ...,
                        return_exceptions: bool = ...,
-                       pr: int | None = ...,
+                       pr: int | str | None = ...,
                        ) -> list[GetResult | ZkvError]: ...
 
-    async def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+    async def get_many(self, keys: Sequence[bytes], r: int | str | None = None, *,
                        namespace: str = "default", return_exceptions: bool = False,
-                       pr: int | None = None) -> list[Any]:
+                       pr: int | str | None = None) -> list[Any]:
         """get() of every key, pipelined: up to MANY_WINDOW in flight, the requests to one
         node in one frame, without a task or future per key. Results in order; the first
         failure (in order) is raised once every get has finished, or left in its place with
@@ -145,24 +145,24 @@ class AsyncClient(Facade):
                                                   return_exceptions=return_exceptions, pr=pr))
 
     @overload
-    async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+    async def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                        namespace: str = ...,
                        return_exceptions: Literal[False] = ...,
                        ttl: int | None = ...,
-                       pw: int | None = ...,
+                       pw: int | str | None = ...,
                        ) -> list[bytes]: ...
 
     @overload
-    async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+    async def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                        namespace: str = ...,
                        return_exceptions: bool = ...,
                        ttl: int | None = ...,
-                       pw: int | None = ...,
+                       pw: int | str | None = ...,
                        ) -> list[bytes | ZkvError]: ...
 
-    async def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+    async def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                        namespace: str = "default", return_exceptions: bool = False,
-                       ttl: int | None = None, pw: int | None = None) -> list[Any]:
+                       ttl: int | None = None, pw: int | str | None = None) -> list[Any]:
         """put() of every (key, value) or (key, value, context) item, pipelined as get_many
         (each with `ttl` if given); returns the new contexts in order. Every item is checked
         before a byte is sent."""
@@ -171,31 +171,32 @@ class AsyncClient(Facade):
                                                   ttl=ttl, pw=pw))
 
     @overload
-    async def delete_many(self, items: Sequence, w: int | None = None, *,
+    async def delete_many(self, items: Sequence, w: int | str | None = None, *,
                           namespace: str = ...,
                           return_exceptions: Literal[False] = ...,
-                          pw: int | None = ...,
+                          pw: int | str | None = ...,
                           ) -> list[bytes]: ...
 
     @overload
-    async def delete_many(self, items: Sequence, w: int | None = None, *,
+    async def delete_many(self, items: Sequence, w: int | str | None = None, *,
                           namespace: str = ...,
                           return_exceptions: bool = ...,
-                          pw: int | None = ...,
+                          pw: int | str | None = ...,
                           ) -> list[bytes | ZkvError]: ...
 
-    async def delete_many(self, items: Sequence, w: int | None = None, *,
+    async def delete_many(self, items: Sequence, w: int | str | None = None, *,
                           namespace: str = "default", return_exceptions: bool = False,
-                          pw: int | None = None) -> list[Any]:
+                          pw: int | str | None = None) -> list[Any]:
         """delete() of every key or (key, context) item, pipelined as get_many."""
         return await self._run(self.core.delete_many(items, w, namespace=namespace,
                                                      return_exceptions=return_exceptions,
                                                      pw=pw))
 
-    async def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
-                     w: int | None = None, retries: int = 3, *,
+    async def update(self, key: bytes, fn: Callable[[list[bytes]], bytes],
+                     r: int | str | None = None,
+                     w: int | str | None = None, retries: int = 3, *,
                      namespace: str = "default", ttl: int | None = None,
-                     pr: int | None = None, pw: int | None = None) -> bytes:
+                     pr: int | str | None = None, pw: int | str | None = None) -> bytes:
         """Read, let fn merge the siblings into one value, write it back with the context
         (and `ttl`, as put's; `pr`/`pw`, as get's and put's); retried (re-reading) on a
         missed quorum or a timeout. Returns the new context."""

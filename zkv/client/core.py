@@ -78,7 +78,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -279,6 +279,21 @@ def check_namespace_settings(name, n, r, w, conflicts, ttl=0) -> None:
                          1 if w is None else w, conflicts, ttl=ttl)
     if found:
         raise InvalidRequest(f"cannot create namespace {name!r}: " + "; ".join(found))
+
+
+LEVELS = ("one", "quorum", "all")  # r, w, pr and pw by name (Cassandra's consistency levels)
+
+
+def level(name: str, value, n: int):
+    """A quorum given by name as a number of replicas of an N of `n` ("one": 1, "quorum": a
+    majority, "all": N); anything else as it is (checked later as a number)."""
+    if type(value) is not str:
+        return value
+    v = value.lower()
+    if v not in LEVELS:
+        raise InvalidRequest(f"{name}={value!r}: an int from 1 to N or one of "
+                             f"{', '.join(LEVELS)}")
+    return 1 if v == "one" else n if v == "all" else n // 2 + 1
 
 
 def _items(items, what: str) -> list:
@@ -605,6 +620,25 @@ class ClientCore:
         wire.check_wid(wid)
         return Delete(0, key, context or b"", w or 0, wid, ns, pw or 0)
 
+    def _levels(self, ns: str, **quorums) -> Plan[list]:
+        """`quorums` (r, w, pr, pw) with any given by name (`level`) as numbers of the
+        namespace's N, learnt first if it is not known yet; in the order given."""
+        n = self._n_of(ns)
+        if n is None and any(type(v) is str for v in quorums.values()):
+            try:
+                if ns:
+                    yield from self.namespaces_plan()
+                else:
+                    yield from self.fetch_ring(self.clock() + self.timeout)
+            except ZkvError:
+                pass
+            n = self._n_of(ns)
+            if n is None:
+                named = next(k for k, v in quorums.items() if type(v) is str)
+                raise InvalidRequest(f"{named}={quorums[named]!r}: the N of namespace "
+                                     f"{ns or nss.DEFAULT!r} is not known (give a number)")
+        return [level(k, v, n) if n is not None else v for k, v in quorums.items()]
+
     def _need_primary(self) -> Plan[None]:
         """Refuse pr/pw if a member would ignore them (a sloppy answer where a strict one was
         asked for): any member may coordinate the request."""
@@ -750,9 +784,11 @@ class ClientCore:
             return refused
         raise self._failure(candidates, tried)
 
-    def get(self, key: bytes, r: int | None = None, *,
-            namespace: str = nss.DEFAULT, pr: int | None = None) -> Plan[GetResult]:
+    def get(self, key: bytes, r: int | str | None = None, *,
+            namespace: str = nss.DEFAULT, pr: int | str | None = None) -> Plan[GetResult]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
+        if r.__class__ is str or pr.__class__ is str:  # "one", "quorum", "all"
+            r, pr = yield from self._levels(ns, r=r, pr=pr)
         # the request, built here (a call fewer per get): the checks' common case is inline,
         # and any doubt runs the wire checks in their order (the first problem is reported)
         if type(key) is not bytes or not 0 < len(key) <= _MAX_KEY:
@@ -761,11 +797,11 @@ class ClientCore:
             qn = self._n_of(ns) if ns else self.n
             if type(r) is not int or not 0 < r <= (255 if qn is None else qn):
                 wire.check_quorum("r", r, qn)
-        msg = Get(0, key, r or 0, ns)
+        msg = Get(0, key, cast(int, r or 0), ns)  # (a name resolved above, else refused)
         if pr is not None:  # a primary quorum (README, "Strict quorums")
             wire.check_quorum("pr", pr, self._n_of(ns))
             yield from self._need_primary()
-            msg.pr = pr
+            msg.pr = cast(int, pr)
         clock = self.clock
         now = clock()
         deadline = now + self.timeout
@@ -891,12 +927,15 @@ class ClientCore:
             return GetResult(ok.values, seal + ok.context, ok.expires)
         return GetResult(ok.values, ok.context, ok.expires)
 
-    def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
+    def put(self, key: bytes, value: bytes, context: bytes | None = None,
+            w: int | str | None = None,
             *, wid: bytes | None = None, namespace: str = nss.DEFAULT, ttl: int | None = None,
-            pw: int | None = None) -> Plan[bytes]:
+            pw: int | str | None = None) -> Plan[bytes]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
         if ttl is not None:
             check_ttl(ttl, ns)
+        if w.__class__ is str or pw.__class__ is str:  # "one", "quorum", "all"
+            w, pw = yield from self._levels(ns, w=w, pw=pw)
         if wid is None:
             wid = self.new_wid()
         # the request, built here as get's is
@@ -914,12 +953,12 @@ class ClientCore:
             qn = self._n_of(ns) if ns else self.n
             if type(w) is not int or not 0 < w <= (255 if qn is None else qn):
                 wire.check_quorum("w", w, qn)
-        msg = Put(0, key, value, context or b"", w or 0, wid, ns)
+        msg = Put(0, key, value, context or b"", cast(int, w or 0), wid, ns)
         msg.floor = self.stamp_floor
         if pw is not None:  # a primary quorum (README, "Strict quorums")
             wire.check_quorum("pw", pw, self._n_of(ns))
             yield from self._need_primary()
-            msg.pw = pw
+            msg.pw = cast(int, pw)
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         if ttl:
             yield from self._check_write_ttl(ns, ttl)
@@ -945,11 +984,14 @@ class ClientCore:
         if known is not None and not known.write_ttl:
             known.check_write_ttl(ttl)  # (InvalidRequest: says why)
 
-    def delete(self, key: bytes, context: bytes | None = None, w: int | None = None,
+    def delete(self, key: bytes, context: bytes | None = None, w: int | str | None = None,
                *, wid: bytes | None = None, namespace: str = nss.DEFAULT,
-               pw: int | None = None) -> Plan[bytes]:
+               pw: int | str | None = None) -> Plan[bytes]:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
-        msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid, ns, pw)
+        if w.__class__ is str or pw.__class__ is str:  # "one", "quorum", "all"
+            w, pw = yield from self._levels(ns, w=w, pw=pw)
+        msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid, ns,
+                              cast(int | None, pw))
         if pw is not None:
             yield from self._need_primary()
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
@@ -1031,12 +1073,13 @@ class ClientCore:
             raise results[min(failed)]
         return results
 
-    def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+    def get_many(self, keys: Sequence[bytes], r: int | str | None = None, *,
                  namespace: str = nss.DEFAULT, return_exceptions: bool = False,
-                 pr: int | None = None) -> Plan[list[GetResult | ZkvError]]:
+                 pr: int | str | None = None) -> Plan[list[GetResult | ZkvError]]:
         """get() of every key (see many()); every key is checked before anything is sent."""
         keys = _items(keys, "keys")
         ns = check_namespace(namespace)
+        r, pr = yield from self._levels(ns, r=r, pr=pr)  # (by name: resolved once per call)
         wire.check_quorum("r", r, self._n_of(ns))
         wire.check_quorum("pr", pr, self._n_of(ns))
         for i, key in enumerate(keys):
@@ -1046,9 +1089,9 @@ class ClientCore:
         return (yield from self.many((self.get(k, r, namespace=namespace, pr=pr) for k in keys),
                                      return_exceptions))
 
-    def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+    def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                  namespace: str = nss.DEFAULT, return_exceptions: bool = False,
-                 ttl: int | None = None, pw: int | None = None
+                 ttl: int | None = None, pw: int | str | None = None
                  ) -> Plan[list[bytes | ZkvError]]:
         """put() of every (key, value) or (key, value, context) item, each with its own write
         id (see many()), and `ttl` if given; returns the new contexts in order. Every item is
@@ -1058,6 +1101,7 @@ class ClientCore:
         ns = check_namespace(namespace)
         if ttl is not None:
             check_ttl(ttl, ns)
+        w, pw = yield from self._levels(ns, w=w, pw=pw)
         wire.check_quorum("w", w, self._n_of(ns))
         wire.check_quorum("pw", pw, self._n_of(ns))
         checked = []
@@ -1077,13 +1121,14 @@ class ClientCore:
         return (yield from self.many((self.put(k, v, c, w, namespace=namespace, ttl=ttl, pw=pw)
                                       for k, v, c in checked), return_exceptions))
 
-    def delete_many(self, items: Sequence, w: int | None = None, *,
+    def delete_many(self, items: Sequence, w: int | str | None = None, *,
                     namespace: str = nss.DEFAULT, return_exceptions: bool = False,
-                    pw: int | None = None) -> Plan[list[bytes | ZkvError]]:
+                    pw: int | str | None = None) -> Plan[list[bytes | ZkvError]]:
         """delete() of every key or (key, context) item (see many()); returns the tombstones'
         contexts in order. Every item is checked before anything is sent."""
         items = _items(items, "items")
         ns = check_namespace(namespace)
+        w, pw = yield from self._levels(ns, w=w, pw=pw)
         wire.check_quorum("w", w, self._n_of(ns))
         wire.check_quorum("pw", pw, self._n_of(ns))
         checked = []
@@ -1136,10 +1181,10 @@ class ClientCore:
         self.ns_cache[name] = reg.get(name)  # the cluster's version, if a race had one
         return msgspec.to_builtins(reg.get(name))
 
-    def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
-               w: int | None = None, retries: int = 3, *,
-               namespace: str = nss.DEFAULT, ttl: int | None = None, pr: int | None = None,
-               pw: int | None = None) -> Plan[bytes]:
+    def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | str | None = None,
+               w: int | str | None = None, retries: int = 3, *,
+               namespace: str = nss.DEFAULT, ttl: int | None = None, pr: int | str | None = None,
+               pw: int | str | None = None) -> Plan[bytes]:
         """Read, let fn merge the siblings into one value, write it back with the context
         (and `ttl`, the write's own, if given; `pr`/`pw`: the read's and the write's primary
         quorums).
@@ -1154,6 +1199,7 @@ class ClientCore:
             raise InvalidRequest(f"retries must be an int >= 0, got {retries!r}")
         wire.check_key(key)
         ns = check_namespace(namespace)
+        r, w, pr, pw = yield from self._levels(ns, r=r, w=w, pr=pr, pw=pw)
         wire.check_quorum("r", r, self._n_of(ns))
         wire.check_quorum("w", w, self._n_of(ns))
         wire.check_quorum("pr", pr, self._n_of(ns))

@@ -50,14 +50,15 @@ class Client(Facade):
         self._pollers: dict[tuple[str, ...], zmq.Poller] = {}  # a Batch's sockets -> Poller
 
     # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
-    def get(self, key: bytes, r: int | None = None, *, namespace: str = "default",
-            pr: int | None = None) -> GetResult:
+    def get(self, key: bytes, r: int | str | None = None, *, namespace: str = "default",
+            pr: int | str | None = None) -> GetResult:
         """`pr`: of the R answers, this many must be the key's owners' own (README, "Strict
         quorums"); with pr + pw > N a read meets every write acknowledged at pw."""
         return self._run(self.core.get(key, r, namespace=namespace, pr=pr))
 
-    def put(self, key: bytes, value: bytes, context: bytes | None = None, w: int | None = None,
-            *, namespace: str = "default", ttl: int | None = None, pw: int | None = None
+    def put(self, key: bytes, value: bytes, context: bytes | None = None,
+            w: int | str | None = None,
+            *, namespace: str = "default", ttl: int | None = None, pw: int | str | None = None
             ) -> bytes:
         """`ttl`: seconds the value is served (an lww namespace with a ttl at least as long;
         README, "Expiry"). `pw`: of the W acknowledgements, this many must be the key's
@@ -65,23 +66,23 @@ class Client(Facade):
         return self._run(self.core.put(key, value, context, w, namespace=namespace, ttl=ttl,
                                        pw=pw))
 
-    def delete(self, key: bytes, context: bytes | None = None, w: int | None = None, *,
-               namespace: str = "default", pw: int | None = None) -> bytes:
+    def delete(self, key: bytes, context: bytes | None = None, w: int | str | None = None, *,
+               namespace: str = "default", pw: int | str | None = None) -> bytes:
         return self._run(self.core.delete(key, context, w, namespace=namespace, pw=pw))
 
     @overload
-    def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
-                 return_exceptions: Literal[False] = ..., pr: int | None = ...
+    def get_many(self, keys: Sequence[bytes], r: int | str | None = None, *, namespace: str = ...,
+                 return_exceptions: Literal[False] = ..., pr: int | str | None = ...
                  ) -> list[GetResult]: ...
 
     @overload
-    def get_many(self, keys: Sequence[bytes], r: int | None = None, *, namespace: str = ...,
-                 return_exceptions: bool = ..., pr: int | None = ...
+    def get_many(self, keys: Sequence[bytes], r: int | str | None = None, *, namespace: str = ...,
+                 return_exceptions: bool = ..., pr: int | str | None = ...
                  ) -> list[GetResult | ZkvError]: ...
 
-    def get_many(self, keys: Sequence[bytes], r: int | None = None, *,
+    def get_many(self, keys: Sequence[bytes], r: int | str | None = None, *,
                  namespace: str = "default", return_exceptions: bool = False,
-                 pr: int | None = None) -> list[Any]:
+                 pr: int | str | None = None) -> list[Any]:
         """get() of every key, pipelined: up to MANY_WINDOW in flight, the requests to one
         node in one frame. Results in order; the first failure (in order) is raised once
         every get has finished, or left in its place with `return_exceptions`."""
@@ -89,18 +90,18 @@ class Client(Facade):
                                             return_exceptions=return_exceptions, pr=pr))
 
     @overload
-    def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
+    def put_many(self, items: Sequence[tuple], w: int | str | None = None, *, namespace: str = ...,
                  return_exceptions: Literal[False] = ..., ttl: int | None = ...,
-                 pw: int | None = ...) -> list[bytes]: ...
+                 pw: int | str | None = ...) -> list[bytes]: ...
 
     @overload
-    def put_many(self, items: Sequence[tuple], w: int | None = None, *, namespace: str = ...,
+    def put_many(self, items: Sequence[tuple], w: int | str | None = None, *, namespace: str = ...,
                  return_exceptions: bool = ..., ttl: int | None = ...,
-                 pw: int | None = ...) -> list[bytes | ZkvError]: ...
+                 pw: int | str | None = ...) -> list[bytes | ZkvError]: ...
 
-    def put_many(self, items: Sequence[tuple], w: int | None = None, *,
+    def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                  namespace: str = "default", return_exceptions: bool = False,
-                 ttl: int | None = None, pw: int | None = None) -> list[Any]:
+                 ttl: int | None = None, pw: int | str | None = None) -> list[Any]:
         """put() of every (key, value) or (key, value, context) item, pipelined as get_many
         (each with `ttl` if given); returns the new contexts in order. Every item is checked
         before a byte is sent."""
@@ -109,25 +110,25 @@ class Client(Facade):
                                             pw=pw))
 
     @overload
-    def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: Literal[False] = ..., pw: int | None = ...
+    def delete_many(self, items: Sequence, w: int | str | None = None, *, namespace: str = ...,
+                 return_exceptions: Literal[False] = ..., pw: int | str | None = ...
                  ) -> list[bytes]: ...
 
     @overload
-    def delete_many(self, items: Sequence, w: int | None = None, *, namespace: str = ...,
-                 return_exceptions: bool = ..., pw: int | None = ...
+    def delete_many(self, items: Sequence, w: int | str | None = None, *, namespace: str = ...,
+                 return_exceptions: bool = ..., pw: int | str | None = ...
                  ) -> list[bytes | ZkvError]: ...
 
-    def delete_many(self, items: Sequence, w: int | None = None, *,
+    def delete_many(self, items: Sequence, w: int | str | None = None, *,
                     namespace: str = "default", return_exceptions: bool = False,
-                    pw: int | None = None) -> list[Any]:
+                    pw: int | str | None = None) -> list[Any]:
         """delete() of every key or (key, context) item, pipelined as get_many."""
         return self._run(self.core.delete_many(items, w, namespace=namespace,
                                                return_exceptions=return_exceptions, pw=pw))
 
-    def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | None = None,
-               w: int | None = None, retries: int = 3, *, namespace: str = "default",
-               ttl: int | None = None, pr: int | None = None, pw: int | None = None
+    def update(self, key: bytes, fn: Callable[[list[bytes]], bytes], r: int | str | None = None,
+               w: int | str | None = None, retries: int = 3, *, namespace: str = "default",
+               ttl: int | None = None, pr: int | str | None = None, pw: int | str | None = None
                ) -> bytes:
         """Read, let fn merge the siblings into one value, write it back with the context
         (and `ttl`, as put's; `pr`/`pw`, as get's and put's); retried (re-reading) on a
