@@ -757,6 +757,12 @@ def _ring_with_features(features: dict[str, int]) -> wire.RingOk:
      "snapshot: n1 run(s) a zkv version without snapshots (upgrade it first)"),
     (lambda c: c.namespace_create("sessions", conflicts="lww", ttl=60), wire.FEATURE_TTL,
      "cannot create namespace 'sessions' with a ttl: n1 run(s) a zkv version without expiry"),
+    (lambda c: c.namespace_create("acct", pr=2, pw=2), wire.FEATURE_PRIMARY,
+     "cannot create namespace 'acct' with pr/pw: n1 run(s) a zkv version without primary "
+     "quorums"),
+    (lambda c: c.namespace_alter("acct", pw=2), wire.FEATURE_PRIMARY,
+     "cannot alter namespace 'acct' to pr/pw: n1 run(s) a zkv version without primary "
+     "quorums"),
 ])
 def test_an_admin_call_a_member_version_cannot_serve_is_refused_before_it_is_sent(call, bit,
                                                                                   why):
@@ -849,7 +855,8 @@ def test_a_quorum_by_an_unknown_name_is_refused_before_anything_is_sent(call):
 
 def test_an_owner_read_at_pr_asks_as_many_owners_as_pr_needs():
     """A client-coordinated read counts only owners' own copies, each a primary's: at r=1
-    pr=2 it asks two owners at once (max(r, pr)), where r=1 alone asks one."""
+    pr=2 it asks two owners at once (max(r, pr)), where r=1 alone asks one; in a namespace
+    whose pr is 2, a request without one does too."""
     ring = _ring_with_features({})
     for pr, asked in ((None, 1), (2, 2), (3, 3)):
         c, clock = core()
@@ -861,6 +868,16 @@ def test_an_owner_read_at_pr_asks_as_many_owners_as_pr_needs():
         reads = [m for _, m, *_ in net.sent if type(m) is wire.Read]
         assert len(reads) == asked, (pr, reads)
         assert not [m for _, m, *_ in net.sent if type(m) is wire.Get]
+    # a namespace's own pr, when the request gives none
+    from zkv.node.namespaces import Namespace
+
+    c, clock = core()
+    c.set_ring(ring)
+    c.ns_cache["acct"] = Namespace(name="acct", n=3, r=1, w=2, created=1, creator="n0", pr=2)
+    net = Net(clock, default=lambda msg: wire.ReadOk(0, b"", True)
+              if isinstance(msg, wire.Read) else ring)
+    net.run(c.get(b"k", namespace="acct"))
+    assert len([m for _, m, *_ in net.sent if type(m) is wire.Read]) == 2
 
 
 def test_a_changed_namespace_registry_empties_the_cached_namespaces():

@@ -416,3 +416,35 @@ def test_a_relay_without_write_ttl_never_wins_and_an_older_registry_decodes():
     bad = [dict(ns, write_ttl=True) if ns["name"] == "default" else ns for ns in r.to_builtins()]
     with pytest.raises(ValueError, match="write_ttl: needs conflicts=lww"):
         Registry.from_builtins(bad)
+
+
+def test_default_primary_quorums_are_settings_altered_like_r_and_w():
+    """pr/pw of a namespace (0: none, at most n): part of its settings (a create with other
+    ones is refused), altered like r and w (an alter to 0 removes them), described, and
+    checked in gossip; a relay by a node of a version without them (which drops the fields)
+    ranks after the original, so it never takes them away."""
+    r = reg()
+    s = r.create("acct", 3, pr=2, pw=2, members=3, created=5, creator="n1")
+    assert (s.pr, s.pw) == (2, 2) and s.describe() == "n=3 r=2 w=2 pr=2 pw=2 siblings"
+    assert r.create("acct", 3, pr=2, pw=2, members=3, created=6, creator="n2") is s
+    with pytest.raises(InvalidRequest, match="already exists with n=3 r=2 w=2 pr=2 pw=2"):
+        r.create("acct", 3, members=3, created=7, creator="n2")
+    with pytest.raises(InvalidRequest, match=re.escape("pr=4: must be between 0 (none) and n=3")):
+        r.create("other", 3, pr=4, members=3, created=8, creator="n1")
+    with pytest.raises(InvalidRequest, match=re.escape("pw=-1: must be between 0 (none)")):
+        r.alter("acct", pw=-1, changed=9, now_ms=0)
+    a = r.alter("acct", pr=1, changed=10, now_ms=0)
+    assert (a.pr, a.pw, a.changed) == (1, 2, 10)
+    b = r.alter("acct", pr=0, pw=0, changed=11, now_ms=0)
+    assert (b.pr, b.pw) == (0, 0) and b.describe() == "n=3 r=2 w=2 siblings"
+    r.alter("acct", pw=3, changed=12, now_ms=0)
+    relayed = Registry.decode(msgspec.msgpack.encode(
+        (nsm.REGISTRY_VERSION, [msgspec.structs.replace(ns, pr=0, pw=0) for ns in r])))
+    for x, y in ((r, relayed), (relayed, r)):
+        got = Registry.decode(x.encode())
+        assert got.merge(y) == [] and got.get("acct").pw == 3
+    old = [{k: v for k, v in ns.items() if k not in ("pr", "pw")} for ns in r.to_builtins()]
+    assert Registry.from_builtins(old).get("acct").pw == 0  # an older cluster.json decodes
+    bad = [dict(ns, pr=9) if ns["name"] == "acct" else ns for ns in r.to_builtins()]
+    with pytest.raises(ValueError, match="pr=9: must be between 0"):
+        Registry.from_builtins(bad)

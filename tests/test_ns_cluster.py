@@ -254,6 +254,21 @@ def test_cli_namespace_create_list_and_use(cluster5):
     assert zkv_cli("get", "a").returncode == 3  # not in the default namespace
     assert zkv_cli("delete", "a", "--namespace", "clins").returncode == 0
     assert zkv_cli("get", "a", "--namespace", "clins").returncode == 3
+    # default primary quorums: created, listed, used by a request giving none, altered
+    out = zkv_cli("namespace", "create", "acct", "--pr", "2", "--pw", "3")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "namespace acct: n=3 r=2 w=2 pr=2 pw=3 conflicts=siblings"
+    listed = zkv_cli("namespace", "list").stdout
+    assert any(line.split() == ["acct", "3", "2", "2", "2", "3", "siblings", "-"]
+               for line in listed.splitlines()), listed
+    assert zkv_cli("put", "b", "1", "--namespace", "acct").returncode == 0
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as c:
+        assert c.get(b"b", namespace="acct", r=3).values == [b"1"]
+        assert c.core.ns_cache["acct"].pw == 3  # (learnt by the get's routing)
+    out = zkv_cli("namespace", "alter", "acct", "--pw", "0")
+    assert out.returncode == 0 and "pr=2 conflicts" in out.stdout, out
+    out = zkv_cli("namespace", "create", "bad", "--pr", "4")
+    assert out.returncode != 0 and "pr=4: must be between 0 (none) and n=3" in out.stderr
 
 
 def test_orset_cart_keeps_every_add_under_concurrent_writers(cluster5):
@@ -416,7 +431,7 @@ def test_namespace_alter_on_real_nodes(cluster5):
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "namespace alt: n=3 r=1 w=2 conflicts=lww ttl=2s"
         listed = zkv_cli("namespace", "list").stdout
-        assert any(line.split() == ["alt", "3", "1", "2", "lww", "2s"]
+        assert any(line.split() == ["alt", "3", "1", "2", "-", "-", "lww", "2s"]
                    for line in listed.splitlines()), listed
         time.sleep(max(0.0, written + 2.2 - time.monotonic()))
         for r in (1, 2, 3):

@@ -584,6 +584,40 @@ def test_a_node_too_old_for_per_write_ttls_cannot_join_once_a_namespace_keeps_th
     assert type(reply) is wire.JoinOk
 
 
+def test_a_node_without_primary_quorums_cannot_join_once_a_namespace_asks_for_them(node):
+    """Coordinating a namespace's requests, its version would ignore the namespace's pr/pw
+    and answer from stand-ins: refused, naming the namespace; an upgraded one joins. A
+    namespace without them lets it join."""
+    for i in (2, 3):
+        node.gossip(i, [_member(i, hb=2, features=wire.FEATURES)])
+    old = wire.FEATURES & ~wire.FEATURE_PRIMARY
+    node.ask(b"admin", [wire.NsCreate(1, "plain", 3, 0, 0, "siblings", 0)], ADMIN)
+    (reply,) = node.ask(b"peer:node6/x", [wire.Join(1, _member(6, features=old))])
+    assert type(reply) is wire.JoinOk
+    node.gossip(6, [_member(6, hb=2, features=wire.FEATURES)])
+    node.ask(b"admin", [wire.NsCreate(2, "acct", 3, 0, 0, "siblings", 0, 2, 2)], ADMIN)
+    assert node.core.namespaces.get("acct").pw == 2
+    (reply,) = node.ask(b"peer:node4/x", [wire.Join(2, _member(4, features=old))])
+    assert type(reply) is wire.Error and "has no primary quorums" in reply.message
+    assert "acct" in reply.message and "node4" not in node.ids()
+    (reply,) = node.ask(b"peer:node5/x", [wire.Join(3, _member(5, features=wire.FEATURES))])
+    assert type(reply) is wire.JoinOk
+
+
+def test_a_namespace_with_primary_quorums_is_refused_while_a_member_lacks_them(node):
+    """A create or an alter asking for pr/pw while a member (node3 here) runs a version
+    without them is refused, naming it; without pr/pw both go through."""
+    node.gossip(2, [_member(2, hb=2, features=wire.FEATURES)])
+    node.gossip(3, [_member(3, hb=2, features=wire.FEATURES & ~wire.FEATURE_PRIMARY)])
+    (reply,) = node.ask(b"admin", [wire.NsCreate(1, "acct", 3, 0, 0, "siblings", 0, 0, 2)],
+                        ADMIN)
+    assert type(reply) is wire.Error and "with pr/pw: node(s) node3" in reply.message
+    node.ask(b"admin", [wire.NsCreate(2, "acct", 3, 0, 0, "siblings", 0)], ADMIN)
+    (reply,) = node.ask(b"admin", [wire.NsAlter(3, "acct", pr=2)], ADMIN)
+    assert type(reply) is wire.Error and "to pr/pw: node(s) node3" in reply.message
+    assert node.core.namespaces.get("acct").pr == 0
+
+
 def test_a_write_sent_after_a_stall_is_stamped_after_the_copies_held(node):
     """In the moments after a stall, a write whose floor is a stamp this node issued since it
     resumed was sent after the resume (its client had that answer): stamped after the copies

@@ -386,6 +386,11 @@ def _main(argv: list[str] | None = None) -> int:
                     "the number of members)")
     nc.add_argument("--r", type=int, help="default read quorum (default: a majority of N)")
     nc.add_argument("--w", type=int, help="default write quorum (default: a majority of N)")
+    nc.add_argument("--pr", type=int, default=0, help="default primary read quorum: answers "
+                    "that must come from the key's owners, not stand-ins (default 0: none; "
+                    "README, \"Strict quorums\")")
+    nc.add_argument("--pw", type=int, default=0, help="default primary write quorum (default "
+                    "0: none)")
     nc.add_argument("--conflicts", choices=["siblings", "lww"], default="siblings",
                     help="siblings: keep concurrent writes for the client to merge (default); "
                     "lww: the last write by hybrid logical clock wins, the others are lost")
@@ -398,6 +403,8 @@ def _main(argv: list[str] | None = None) -> int:
     na.add_argument("name")
     na.add_argument("--r", type=int, help="the new default read quorum")
     na.add_argument("--w", type=int, help="the new default write quorum")
+    na.add_argument("--pr", type=int, help="the new default primary read quorum (0: none)")
+    na.add_argument("--pw", type=int, help="the new default primary write quorum (0: none)")
     na.add_argument("--ttl", type=_duration, metavar="DURATION",
                     help="the new ttl (lww only; 0: no expiry): a lower one applies to every "
                     "value at once, a higher one never brings back a value that had expired")
@@ -717,24 +724,29 @@ def namespace_command(args) -> int:
         if args.ns_cmd in ("create", "alter"):
             if args.ns_cmd == "create":
                 ns = c.namespace_create(args.name, n=args.n, r=args.r, w=args.w,
-                                        conflicts=args.conflicts, ttl=args.ttl)
-            elif args.r is None and args.w is None and args.ttl is None:
-                raise InvalidRequest("zkv namespace alter: nothing to change (--r, --w or "
-                                     "--ttl)")
+                                        conflicts=args.conflicts, ttl=args.ttl, pr=args.pr,
+                                        pw=args.pw)
+            elif all(getattr(args, k) is None for k in ("r", "w", "ttl", "pr", "pw")):
+                raise InvalidRequest("zkv namespace alter: nothing to change (--r, --w, --pr, "
+                                     "--pw or --ttl)")
             else:
-                ns = c.namespace_alter(args.name, r=args.r, w=args.w, ttl=args.ttl)
+                ns = c.namespace_alter(args.name, r=args.r, w=args.w, ttl=args.ttl,
+                                       pr=args.pr, pw=args.pw)
             print(f"namespace {ns['name']}: n={ns['n']} r={ns['r']} w={ns['w']} "
-                  f"conflicts={ns['conflicts']}"
+                  + "".join(f"{k}={ns[k]} " for k in ("pr", "pw") if ns.get(k))
+                  + f"conflicts={ns['conflicts']}"
                   + (f" ttl={_show_duration(ns['ttl'])}" if ns.get("ttl") else ""))
             return 0
         nss = c.namespaces()
         if args.json:
             print(json.dumps(nss, indent=2))
             return 0
-        print(f"{'NAME':<24} {'N':>2} {'R':>2} {'W':>2}  {'CONFLICTS':<9}  TTL")
+        print(f"{'NAME':<24} {'N':>2} {'R':>2} {'W':>2} {'PR':>2} {'PW':>2}  {'CONFLICTS':<9}  "
+              f"TTL")
         for ns in nss:
             ttl = _show_duration(ns["ttl"]) if ns.get("ttl") else "-"
-            print(f"{ns['name']:<24} {ns['n']:>2} {ns['r']:>2} {ns['w']:>2}  "
+            pr, pw = (ns.get(k) or "-" for k in ("pr", "pw"))
+            print(f"{ns['name']:<24} {ns['n']:>2} {ns['r']:>2} {ns['w']:>2} {pr:>2} {pw:>2}  "
                   f"{ns['conflicts']:<9}  {ttl}")
         return 0
 

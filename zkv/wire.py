@@ -101,6 +101,9 @@ Fields added so far:
         not from stand-ins (zkv/node/quorum.py). Clients send them only when every member's
         record says FEATURE_PRIMARY (an older node would ignore them: a sloppy answer where
         a strict one was asked for)
+    NsCreate.pr/pw (0 = none), NsAlter.pr/pw (-1 = as it is)   a namespace's default primary
+        quorums; sent, and taken by a node, only while every member's record says
+        FEATURE_PRIMARY, and a node of an older version cannot join while a namespace has them
 """
 
 from __future__ import annotations
@@ -220,6 +223,8 @@ class NsCreate(_Msg, tag=7):
     w: Small = 0
     conflicts: Annotated[str, msgspec.Meta(max_length=16)] = "siblings"
     ttl: Counter = 0  # seconds a value lives (lww only; 0: no expiry; FEATURE_TTL)
+    pr: Small = 0  # default primary quorums (0: none; FEATURE_PRIMARY)
+    pw: Small = 0
 
 
 class NsAlter(_Msg, tag=18):
@@ -231,6 +236,8 @@ class NsAlter(_Msg, tag=18):
     r: Annotated[int, msgspec.Meta(ge=-1, le=255)] = -1
     w: Annotated[int, msgspec.Meta(ge=-1, le=255)] = -1
     ttl: Annotated[int, msgspec.Meta(ge=-1, le=MAX_COUNTER)] = -1
+    pr: Annotated[int, msgspec.Meta(ge=-1, le=255)] = -1  # (0: none; FEATURE_PRIMARY)
+    pw: Annotated[int, msgspec.Meta(ge=-1, le=255)] = -1
 
 
 class NsList(_Msg, tag=8):

@@ -10,6 +10,9 @@ import pytest
 
 from sim.harness import Faults, Sim, SimClient
 from sim.scenario import strict_reads
+from zkv.node import namespaces as nss
+from zkv.node.core import REQUEST
+from zkv.wire import NsCreate, NsOk
 
 KEY = b"strict:k"
 
@@ -21,7 +24,7 @@ def _split(sim: Sim) -> tuple[list[str], list[str]]:
 
 
 def _run(sim: Sim, node: str, requests: list[tuple], pr: int = 0, pw: int = 0,
-         timeout: float = 2.0) -> list:
+         timeout: float = 2.0, namespace: str = "") -> list:
     """Send `requests` one after another through `node` alone; their results."""
     out: list = []
 
@@ -30,7 +33,7 @@ def _run(sim: Sim, node: str, requests: list[tuple], pr: int = 0, pw: int = 0,
             out.append((yield req))
 
     c = SimClient(sim, f"c{len(sim.clients)}", work, timeout=timeout, per_try=timeout,
-                  think=0.0, nodes=[node])
+                  think=0.0, nodes=[node], namespace=namespace)
     c.pr, c.pw = pr, pw
     end = sim.t + timeout * len(requests) + 1
     while len(out) < len(requests) and sim.t < end:
@@ -101,6 +104,38 @@ def test_owners_frozen_unnoticed_fail_a_pw_write_at_the_deadline_not_a_w_write()
     again = _run(sim, owners[0], [("get", KEY, 2)], pr=2)
     assert again[0].ok, again[0].error
     assert b"v2" in again[0].values  # the refused write was stored after all, as it warned
+
+
+def test_a_namespace_s_primary_quorums_apply_to_requests_that_give_none():
+    """A namespace created with pr=2 pw=2: cut off from the key's owners, its stand-ins'
+    side refuses a plain write and a plain read (no pr/pw in the request) as it refuses
+    explicit ones; a request's own pr/pw replaces the namespace's (pr=1 is refused there
+    too, pw=1 as well: no owner is reachable), and on the owners' side both are served."""
+    sim = Sim(13, 5)
+    sim.run_until(0.5)
+    core = sim.nodes["n1"].core
+    out = core.handle((REQUEST, b"admin"), [NsCreate(1, "acct", 3, 0, 0, "siblings", 0, 2, 2)],
+                      sim.t)
+    assert [type(m) for m in out.clients.get(b"admin", [])] in ([], [NsOk])
+    sim._after_turn(sim.nodes["n1"])
+    sim.run_until(2.0)
+    ns = core.namespaces.get("acct")
+    assert (ns.pr, ns.pw) == (2, 2)
+    owners = list(sim.owners(nss.storage_key(ns, KEY)))
+    others = [x for x in sim.node_ids if x not in owners]
+    sim.partition(others, owners)
+    sim.run_until(sim.t + 3.0)
+    refused = _run(sim, others[0], [("put", KEY, b"v", b"", 2), ("get", KEY, 2)],
+                   namespace="acct")
+    assert [r.ok for r in refused] == [False, False]
+    assert "pw=2 needs 2 of the key's owners" in refused[0].error
+    assert "pr=2 needs 2 of the key's owners" in refused[1].error
+    own = _run(sim, others[0], [("get", KEY, 2)], pr=1, namespace="acct")
+    assert not own[0].ok and "pr=1 needs 1 of the key's owners" in own[0].error
+    served = _run(sim, owners[0], [("put", KEY, b"v", b"", 2), ("get", KEY, 2)],
+                  namespace="acct")
+    assert [r.ok for r in served] == [True, True], [r.error for r in served]
+    assert served[1].values == [b"v"]
 
 
 FAULTS = Faults(loss=0.02, dup=0.01, partitions=3, pauses=2, crashes=1)

@@ -272,11 +272,11 @@ def check_ttl(ttl, ns: str) -> None:
                              f"namespace create NAME --conflicts lww --ttl D)")
 
 
-def check_namespace_settings(name, n, r, w, conflicts, ttl=0) -> None:
+def check_namespace_settings(name, n, r, w, conflicts, ttl=0, pr=0, pw=0) -> None:
     """What `namespace_create` can check without the cluster (the node checks the rest:
-    n against the member count, r/w against the default n)."""
+    n against the member count, r/w/pr/pw against the default n)."""
     found = nss.problems(name, nss.MAX_N if n is None else n, 1 if r is None else r,
-                         1 if w is None else w, conflicts, ttl=ttl)
+                         1 if w is None else w, conflicts, ttl=ttl, pr=pr, pw=pw)
     if found:
         raise InvalidRequest(f"cannot create namespace {name!r}: " + "; ".join(found))
 
@@ -843,10 +843,11 @@ class ClientCore:
             if known is None:
                 return None
             r, lww, ttl_ms = msg.r or known.r, known.head, known.ttl * 1000
+            pr = msg.pr or known.pr
         else:
-            r, lww, ttl_ms = msg.r or rm.r, 0, 0
-        if msg.pr > r:  # (every copy counted here is an owner's own: a primary's)
-            r = msg.pr
+            r, lww, ttl_ms, pr = msg.r or rm.r, 0, 0, msg.pr
+        if pr > r:  # (every copy counted here is an owner's own: a primary's)
+            r = pr
         p = ring.partition(skey)
         owners = self._readers_of.get((n, p))  # (what the ring tells, once per ring learned)
         if owners is None:
@@ -1166,17 +1167,22 @@ class ClientCore:
         return reg.to_builtins()
 
     def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
-                         w: int | None = None, conflicts: str = "siblings", ttl: int = 0
-                         ) -> Plan[dict]:
+                         w: int | None = None, conflicts: str = "siblings", ttl: int = 0,
+                         pr: int = 0, pw: int = 0) -> Plan[dict]:
         """Create a namespace (admin); returns its settings. Creating it again with the same
         settings returns the existing one; other settings raise InvalidRequest. `ttl`: seconds
-        each value lives after its write (lww namespaces only; 0: for ever)."""
-        check_namespace_settings(name, n, r, w, conflicts, ttl)
+        each value lives after its write (lww namespaces only; 0: for ever); `pr`/`pw`: the
+        primary quorums its gets and writes ask for unless they give their own (0: none)."""
+        check_namespace_settings(name, n, r, w, conflicts, ttl, pr, pw)
         if ttl:  # a node of an older version would drop the field and never expire anything
             yield from self._need_feature(wire.FEATURE_TTL, f"cannot create namespace {name!r} "
                                           f"with a ttl", "without expiry", fresh=True)
-        reply = yield from self.call(NsCreate(0, name, n or 0, r or 0, w or 0, conflicts, ttl),
-                                     None)
+        if pr or pw:  # ... or answer from stand-ins
+            yield from self._need_feature(wire.FEATURE_PRIMARY, f"cannot create namespace "
+                                          f"{name!r} with pr/pw", "without primary quorums",
+                                          fresh=True)
+        reply = yield from self.call(NsCreate(0, name, n or 0, r or 0, w or 0, conflicts, ttl,
+                                              pr, pw), None)
         reg = self._learn(_expect(reply, NsOk))
         self.ns_cache[name] = reg.get(name)  # the cluster's version, if a race had one
         return msgspec.to_builtins(reg.get(name))
@@ -1226,13 +1232,16 @@ class ClientCore:
         raise last
 
     def namespace_alter(self, name: str, r: int | None = None, w: int | None = None,
-                        ttl: int | None = None) -> Plan[dict]:
-        """Change a namespace's default r and w and its ttl (None: as it is; ttl 0: no
-        expiry) on every node (admin); returns its new settings. N and conflicts are fixed.
+                        ttl: int | None = None, pr: int | None = None, pw: int | None = None
+                        ) -> Plan[dict]:
+        """Change a namespace's default r, w, pr and pw and its ttl (None: as it is; ttl 0: no
+        expiry; pr/pw 0: none) on every node (admin); returns its new settings. N and
+        conflicts are fixed.
         A lowered ttl applies to every value at once; a raised or removed one never brings
         back a value that had expired. InvalidRequest for "default", an unknown name, bad
         settings, or a member whose version cannot alter (upgrade every node first)."""
-        bad = [f"{k}={v!r}: must be an int" for k, v in (("r", r), ("w", w), ("ttl", ttl))
+        bad = [f"{k}={v!r}: must be an int" for k, v in (("r", r), ("w", w), ("ttl", ttl),
+                                                         ("pr", pr), ("pw", pw))
                if v is not None and (not isinstance(v, int) or isinstance(v, bool))]
         if not nss.valid_name(name):
             bad.insert(0, f"name {name!r}: 1 to 64 characters of A-Z a-z 0-9 _ . -")
@@ -1240,8 +1249,12 @@ class ClientCore:
             raise InvalidRequest(f"cannot alter namespace {name!r}: " + "; ".join(bad))
         yield from self._need_feature(wire.FEATURE_NS_ALTER, f"cannot alter namespace "
                                       f"{name!r}", "without namespace alter", fresh=True)
+        if pr or pw:
+            yield from self._need_feature(wire.FEATURE_PRIMARY, f"cannot alter namespace "
+                                          f"{name!r} to pr/pw", "without primary quorums")
         msg = wire.NsAlter(0, name, -1 if r is None else r, -1 if w is None else w,
-                           -1 if ttl is None else ttl)
+                           -1 if ttl is None else ttl, -1 if pr is None else pr,
+                           -1 if pw is None else pw)
         reg = self._learn(_expect((yield from self.call(msg, None)), NsOk))
         self.ns_cache[name] = reg.get(name)
         return msgspec.to_builtins(reg.get(name))

@@ -138,17 +138,19 @@ class Client(Facade):
 
     def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
                          w: int | None = None, conflicts: str = "siblings",
-                         ttl: int = 0) -> dict:
+                         ttl: int = 0, pr: int = 0, pw: int = 0) -> dict:
         """Create a namespace (needs an admin key when the cluster has keys); returns its
         settings. Same name and settings again: the existing one; other settings: refused.
-        `ttl`: seconds each value lives after its write (lww namespaces only; 0: for ever)."""
-        return self._run(self.core.namespace_create(name, n, r, w, conflicts, ttl))
+        `ttl`: seconds each value lives after its write (lww namespaces only; 0: for ever);
+        `pr`/`pw`: its default primary quorums (0: none; README, "Strict quorums")."""
+        return self._run(self.core.namespace_create(name, n, r, w, conflicts, ttl, pr, pw))
 
     def namespace_alter(self, name: str, r: int | None = None, w: int | None = None,
-                        ttl: int | None = None) -> dict:
-        """Change a namespace's default r, w and ttl (None: as it is) on every node (admin);
-        returns its new settings (ClientCore.namespace_alter)."""
-        return self._run(self.core.namespace_alter(name, r, w, ttl))
+                        ttl: int | None = None, pr: int | None = None,
+                        pw: int | None = None) -> dict:
+        """Change a namespace's default r, w, pr, pw and ttl (None: as it is) on every node
+        (admin); returns its new settings (ClientCore.namespace_alter)."""
+        return self._run(self.core.namespace_alter(name, r, w, ttl, pr, pw))
 
     def keys(self, namespace: str = "default", prefix: bytes = b"",
              page: int = 1000, r: int = 1) -> Iterator[bytes]:

@@ -1662,6 +1662,12 @@ class NodeCore:
             if names:
                 why = (f"its zkv version cannot store per-write ttls, which namespace(s) "
                        f"{', '.join(names[:8])} keep: upgrade it first")
+        if not why and not msg.member.features & wire.FEATURE_PRIMARY:
+            # (it would coordinate their requests without the primary quorums they ask for)
+            names = [ns.name for ns in self.namespaces if ns.pr or ns.pw]
+            if names:
+                why = (f"its zkv version has no primary quorums, which namespace(s) "
+                       f"{', '.join(names[:8])} ask for: upgrade it first")
         if why:
             log.warning("refused a join of %s: %s", wire.clip(msg.member.id, 64), why)
             raise ZkvError(f"join refused: {why}")
@@ -1781,23 +1787,32 @@ class NodeCore:
             self._require_feature(wire.FEATURE_TTL, f"cannot create namespace {msg.name!r} "
                                   f"with a ttl", "without expiry")
         # (its values have room for a write's own ttl once every member can store them so)
+        if msg.pr or msg.pw:  # (a node without them would answer from stand-ins)
+            self._require_feature(wire.FEATURE_PRIMARY, f"cannot create namespace "
+                                  f"{msg.name!r} with pr/pw", "without primary quorums")
         ns = self.namespaces.create(msg.name, msg.n or None, msg.r or None, msg.w or None,
                                     msg.conflicts, members=members, created=self.hlc.now(),
                                     creator=self.me, ttl=msg.ttl,
-                                    write_ttl=not self._lacking(wire.FEATURE_WRITE_TTL))
+                                    write_ttl=not self._lacking(wire.FEATURE_WRITE_TTL),
+                                    pr=msg.pr, pw=msg.pw)
         self._namespace_done(ident, msg.rid, ns, "created")
 
     def _on_ns_alter(self, ident: bytes, msg: NsAlter) -> None:
         # (an older node would keep the version it has: the registries would not converge)
         self._require_feature(wire.FEATURE_NS_ALTER, f"cannot alter namespace {msg.name!r}",
                               "without namespace alter")
+        if msg.pr > 0 or msg.pw > 0:
+            self._require_feature(wire.FEATURE_PRIMARY, f"cannot alter namespace "
+                                  f"{msg.name!r} to pr/pw", "without primary quorums")
         current = self.namespaces.find(msg.name)
         if current is not None and current.changed:  # (an alter made where the clock runs
             self.hlc.observe(current.changed)         # ahead: this one must still follow it)
         ns = self.namespaces.alter(msg.name, None if msg.r < 0 else msg.r,
                                    None if msg.w < 0 else msg.w,
                                    None if msg.ttl < 0 else msg.ttl, changed=self.hlc.now(),
-                                   now_ms=self.handoff.wall_ms())
+                                   now_ms=self.handoff.wall_ms(),
+                                   pr=None if msg.pr < 0 else msg.pr,
+                                   pw=None if msg.pw < 0 else msg.pw)
         self._namespace_done(ident, msg.rid, ns, "altered")
 
     def _namespace_done(self, ident: bytes, rid: int, ns: Namespace, how: str) -> None:
@@ -2062,9 +2077,9 @@ class NodeCore:
             down = down | self.no_writes  # (stand-ins keep hints for them, as if down)
         targets = ring.sloppy_preflist(p, down)
         if type(msg) is Get:
-            need, strict = msg.r or ns.r, msg.pr
+            need, strict = msg.r or ns.r, msg.pr or ns.pr
         else:
-            need, strict = msg.w or ns.w, msg.pw
+            need, strict = msg.w or ns.w, msg.pw or ns.pw
         owners: frozenset[str] = frozenset()
         if strict:  # a primary quorum: at least `strict` of the counted answers are owners'
             owners = frozenset(ring.preflist(p))

@@ -15,6 +15,9 @@ Rules (decided here, issue 15):
   timestamp of the alter, and of two versions of one create the later alter wins everywhere
   (rank), so the registry stays a join of its versions. Per-request r/w still override the
   defaults (`Namespace.quorums`).
+- `pr`/`pw` (0 = none, at most n) are the default primary quorums of its gets and writes
+  (zkv/node/quorum.py): a request's own pr or pw replaces them, as r and w do; a request
+  cannot ask for none in a namespace that has them (alter them to 0 for that).
 - `ttl` (seconds, 0 = none, at most MAX_TTL) is how long a value lives after its write, and
   needs `conflicts="lww"`: a value's age is its write's HLC stamp, which only lww values carry
   (zkv/node/expiry.py applies it). An alter that lowers or sets it applies to every value at
@@ -47,14 +50,18 @@ Gossip encoding (msgpack via msgspec; bounded by `max_bytes` and MAX_NAMESPACES)
                  "created": uint (HLC u64, zkv.hlc layout), "creator": str, "ttl": uint,
                  "changed": uint (HLC u64 of the last alter, 0: none),
                  "expired_before": uint (ms since the Unix epoch, 0: none),
-                 "write_ttl": bool (its values have room for a ttl of their own)}
+                 "write_ttl": bool (its values have room for a ttl of their own),
+                 "pr": uint, "pw": uint (default primary quorums, 0: none)}
 
 ("ttl" was added later: a node of an older version ignores it and relays the namespace with
 ttl 0. Of two copies of one create (same created and creator), the higher ttl ranks lower,
 so such a relay never takes a TTL away. "changed" and "expired_before" came with alter: a
 relay by an older node loses them, and the lowest changed ranks last, so it never undoes an
 alter; an alter is refused while any member runs such a version, which would not converge.
-"write_ttl" is set only when every member serves it, and ranks first when true.)
+"write_ttl" is set only when every member serves it, and ranks first when true. "pr" and
+"pw" likewise: set (by a create or an alter) only while every member serves FEATURE_PRIMARY,
+and of two copies of one version the higher ranks first, so a relay by an older node, which
+loses them, never takes them away.)
 
 `to_builtins()` is the same list of dicts for JSON (cluster.json); unknown fields are
 ignored on decode so a newer node's extra fields do not break an older one.
@@ -122,6 +129,8 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
     changed: int = 0  # HLC timestamp of the last alter (r, w, ttl); 0: as created
     expired_before: int = 0  # ms: a value written at or before it has expired (alter); 0: none
     write_ttl: bool = False  # lww values carry room for a write's own ttl (stored-key mode 2)
+    pr: int = 0  # default primary quorums of its gets and writes (0: none; README, "Strict
+    pw: int = 0  # quorums"): made or altered only while every member serves FEATURE_PRIMARY
 
     @property
     def lww(self) -> bool:
@@ -156,9 +165,9 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
                   "until then, hiding older copies (zkv namespace alter "
                 f"{self.name} --ttl D raises it)")
 
-    def settings(self) -> tuple[int, int, int, str, int]:
+    def settings(self) -> tuple[int, int, int, str, int, int, int]:
         """What a create asks for; two versions with equal settings are the same namespace."""
-        return self.n, self.r, self.w, self.conflicts, self.ttl
+        return self.n, self.r, self.w, self.conflicts, self.ttl, self.pr, self.pw
 
     def rank(self) -> tuple:
         """Total order among versions of one name: the lowest is kept everywhere. Of one
@@ -166,7 +175,7 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
         relayed by an older node, which lost those fields, never wins over the original."""
         return (self.created, self.creator.encode("utf-8"), -self.changed,
                 (self.n, self.r, self.w, self.conflicts), -self.ttl, -self.expired_before,
-                not self.write_ttl)
+                not self.write_ttl, -self.pr, -self.pw)
 
     @property
     def expires(self) -> bool:
@@ -175,8 +184,9 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
 
     def describe(self) -> str:
         """n=3 r=2 w=2 lww ttl=60s: the settings in one line (logs, conflicts)."""
-        return (f"n={self.n} r={self.r} w={self.w} {self.conflicts}"
-                + (f" ttl={self.ttl}s" if self.ttl else ""))
+        return (f"n={self.n} r={self.r} w={self.w}"
+                + (f" pr={self.pr}" if self.pr else "") + (f" pw={self.pw}" if self.pw else "")
+                + f" {self.conflicts}" + (f" ttl={self.ttl}s" if self.ttl else ""))
 
     def quorums(self, r: int | None = None, w: int | None = None) -> tuple[int, int]:
         """Per-request (r, w): None or 0 means this namespace's default; 1..n otherwise."""
@@ -217,7 +227,8 @@ def valid_name(name: object) -> bool:
 
 
 def problems(name: object, n: object, r: object, w: object, conflicts: object,
-             members: int | None = None, ttl: object = 0) -> list[str]:
+             members: int | None = None, ttl: object = 0, pr: object = 0,
+             pw: object = 0) -> list[str]:
     """Every reason these settings are invalid ([] when valid). `members`: check n against
     the cluster size too (creation only)."""
     out = []
@@ -234,6 +245,9 @@ def problems(name: object, n: object, r: object, w: object, conflicts: object,
     for k, v in (("r", r), ("w", w)):
         if not is_int(v) or not 1 <= v <= (n if is_int(n) and 1 <= n <= MAX_N else MAX_N):
             out.append(f"{k}={v!r}: must be between 1 and n={n!r}")
+    for k, v in (("pr", pr), ("pw", pw)):
+        if not is_int(v) or not 0 <= v <= (n if is_int(n) and 1 <= n <= MAX_N else MAX_N):
+            out.append(f"{k}={v!r}: must be between 0 (none) and n={n!r}")
     if conflicts not in MODES:
         out.append(f"conflicts={conflicts!r}: must be one of {', '.join(MODES)}")
     if not is_int(ttl) or not 0 <= ttl <= MAX_TTL:
@@ -251,18 +265,20 @@ def _raise(what: str, found: list[str]) -> None:
 
 def make(name: str, n: int, r: int | None = None, w: int | None = None,
          conflicts: str = "siblings", *, members: int, created: int,
-         creator: str, ttl: int = 0, write_ttl: bool = False) -> Namespace:
+         creator: str, ttl: int = 0, write_ttl: bool = False, pr: int = 0,
+         pw: int = 0) -> Namespace:
     """A validated new namespace (r, w default to a majority of n; `write_ttl`: if lww, its
     values have room for a write's own ttl)."""
     if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
         r = n // 2 + 1 if r is None else r
         w = n // 2 + 1 if w is None else w
     _raise(f"cannot create namespace {name!r}",
-           problems(name, n, r, w, conflicts, members, ttl))
+           problems(name, n, r, w, conflicts, members, ttl, pr, pw))
     _check_origin(created, creator, InvalidRequest)
     assert r is not None and w is not None  # problems() refused anything else
     return Namespace(name=name, n=n, r=r, w=w, conflicts=conflicts, created=created,
-                     creator=creator, ttl=ttl, write_ttl=write_ttl and conflicts == "lww")
+                     creator=creator, ttl=ttl, write_ttl=write_ttl and conflicts == "lww",
+                     pr=pr, pw=pw)
 
 
 def default_namespace(n: int, r: int, w: int, conflicts: str = "siblings") -> Namespace:
@@ -384,8 +400,8 @@ class Registry:
     # -- changing
     def create(self, name: str, n: int | None = None, r: int | None = None,
                w: int | None = None, conflicts: str = "siblings", *, members: int,
-               created: int, creator: str, ttl: int = 0, write_ttl: bool = False
-               ) -> Namespace:
+               created: int, creator: str, ttl: int = 0, write_ttl: bool = False,
+               pr: int = 0, pw: int = 0) -> Namespace:
         """Create a namespace (n defaults to the default namespace's n, capped by members).
 
         Same name and same settings: returns the existing namespace (idempotent). Same name,
@@ -394,7 +410,7 @@ class Registry:
         if n is None:
             n = min(self._ns[DEFAULT].n, max(members, 1))
         new = make(name, n, r, w, conflicts, members=members, created=created, creator=creator,
-                   ttl=ttl, write_ttl=write_ttl)
+                   ttl=ttl, write_ttl=write_ttl, pr=pr, pw=pw)
         old = self._ns.get(name)
         if old is not None:
             if old.settings() == new.settings():
@@ -410,8 +426,10 @@ class Registry:
         return new
 
     def alter(self, name: str, r: int | None = None, w: int | None = None,
-              ttl: int | None = None, *, changed: int, now_ms: int) -> Namespace:
-        """Change a namespace's default r and w and its ttl (None: as it is); `changed`: an
+              ttl: int | None = None, *, changed: int, now_ms: int, pr: int | None = None,
+              pw: int | None = None) -> Namespace:
+        """Change a namespace's default r, w, pr and pw and its ttl (None: as it is; pr/pw 0:
+        none); `changed`: an
         HLC timestamp after its last alter, `now_ms` the wall clock (the cutoff of a ttl
         raised or removed: the module docstring). Returns the new version (the same one if
         nothing changes). InvalidRequest for "default" (the cluster's settings), an unknown
@@ -425,9 +443,11 @@ class Registry:
         r = old.r if r is None else r
         w = old.w if w is None else w
         ttl = old.ttl if ttl is None else ttl
+        pr = old.pr if pr is None else pr
+        pw = old.pw if pw is None else pw
         _raise(f"cannot alter namespace {name!r}",
-               problems(name, old.n, r, w, old.conflicts, ttl=ttl))
-        if (r, w, ttl) == (old.r, old.w, old.ttl):
+               problems(name, old.n, r, w, old.conflicts, ttl=ttl, pr=pr, pw=pw))
+        if (r, w, ttl, pr, pw) == (old.r, old.w, old.ttl, old.pr, old.pw):
             return old
         if not isinstance(changed, int) or not old.changed < changed <= _MAX_U64:
             raise InvalidRequest(f"cannot alter namespace {name!r}: changed={changed!r} must "
@@ -436,7 +456,7 @@ class Registry:
         if old.ttl and (ttl == 0 or ttl > old.ttl):  # what had expired stays expired
             before = max(before, now_ms - old.ttl * 1000)
         new = msgspec.structs.replace(old, r=r, w=w, ttl=ttl, changed=changed,
-                                      expired_before=before)
+                                      expired_before=before, pr=pr, pw=pw)
         self._ns[name] = new
         self._index_expiry()
         return new
@@ -525,7 +545,8 @@ class Registry:
         if names != sorted(set(names)):
             raise ValueError("namespace registry not sorted by name with unique names")
         for ns in nss:
-            found = problems(ns.name, ns.n, ns.r, ns.w, ns.conflicts, ttl=ns.ttl)
+            found = problems(ns.name, ns.n, ns.r, ns.w, ns.conflicts, ttl=ns.ttl, pr=ns.pr,
+                             pw=ns.pw)
             if not 0 <= ns.changed <= _MAX_U64 or not 0 <= ns.expired_before < 1 << 48:
                 found.append(f"changed={ns.changed}, expired_before={ns.expired_before}: "
                              f"out of range")
