@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.sealed and args.scenario != "run":
         ap.error("--sealed applies to --scenario run only")
+    if args.scenario in ("strict", "sloppy") and args.client == "many":
+        ap.error(f"--scenario {args.scenario} runs --client sim or core (each writer the only "
+                 "one of its key)")
     if args.scenario in ("strict", "sloppy") and (args.power_losses or args.wipes):
         ap.error(f"--scenario {args.scenario} keeps the disks: a power loss or a wipe loses "
                  "acknowledged writes at any quorum")

@@ -1422,6 +1422,8 @@ class ManyClient:
         self.core = ClientCore([sim.nodes[n].cfg.listen for n in sim.node_ids], timeout,
                                clock=lambda: sim.t, rng=random.Random(sim.rng.random()),
                                wall_ms=sim.wall_ms)
+        self.pr: int | None = None  # every get's primary quorum (None: none), as CoreClient's
+        self.pw: int | None = None  # every write's
         self.users = [_User(self, f"{name}.{i}", w) for i, w in enumerate(workloads)]
         self.queued: list[tuple[_User, tuple, Event]] = []  # users' next requests
         self.round: list[tuple[_User, tuple, Event]] | None = None
@@ -1451,15 +1453,15 @@ class ManyClient:
         self.starting = False
         self.round, self.queued = self.queued, []
         core, ns = self.core, self.namespace or "default"
-        get, put = core.get, core.put
+        get, put, pr, pw = core.get, core.put, self.pr, self.pw
         plans = []
         for _, (op, key, a, b, c), _ev in self.round:
             if op == "get":
-                plans.append(get(key, a, namespace=ns))
+                plans.append(get(key, a, namespace=ns, pr=pr))
             elif op == "put":
-                plans.append(put(key, a, b, c, namespace=ns))
+                plans.append(put(key, a, b, c, namespace=ns, pw=pw))
             else:
-                plans.append(core.delete(key, a, b, namespace=ns))
+                plans.append(core.delete(key, a, b, namespace=ns, pw=pw))
         self.plan = core.many(plans, return_exceptions=True)
         self._resume(None, first=True)
 

@@ -295,6 +295,8 @@ def strict_reads(seed: int, faults: Faults | None = None, *, strict: bool = True
     sloppy quorum's stand-ins may answer a read, or acknowledge a write, on neither side).
     The faults should leave the disks alone (no power losses or wipes): a lost disk loses
     acknowledged writes at any quorum."""
+    if client not in ("sim", "core"):  # (each writer must be its key's only one)
+        raise ValueError(f"strict_reads runs the sim or core client, not {client!r}")
     faults = faults or Faults()
     sim = Sim(seed, nodes, faults=faults)
     keys = [b"strict:a", b"strict:b"]
