@@ -576,6 +576,42 @@ def test_a_stand_ins_answer_counts_toward_r_but_never_toward_pr(tmp_path):
     assert "1 of the required pr=2 answers came from the key's owners" in err.message
 
 
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.booleans(), st.booleans()),
+                max_size=10), st.integers(1, 3), st.integers(0, 3))
+@settings(max_examples=300)
+def test_quorums_count_distinct_answers_and_primaries_as_a_model_does(answers, need, strict):
+    """GetQuorum and PutQuorum against a model: fed (node, primary?, refused?) answers in any
+    order, duplicates included, they are enough exactly when the distinct nodes counted
+    reach r (w) and the primaries among them pr (pw); a failure names the quorum that fell
+    short: pr/pw with the primaries when r/w was met, else r/w with the count."""
+    from zkv.node.quorum import GetQuorum, PutQuorum
+
+    first: dict[str, tuple[bool, bool]] = {}
+    g, p = GetQuorum(need, pr=strict), PutQuorum(need, pw=strict)
+    for node, primary, refused in answers:
+        first.setdefault(node, (primary, refused))
+        g.add_result(node, b"", unsure=refused, primary=primary)
+        p.add_result(node, not refused, primary)
+    for q in (g, p):
+        # (a refused put answer is not an acknowledgement; a node that answered first
+        # refused may acknowledge later: PutQuorum takes it then, as a retried RPut)
+        if q is g:
+            counted = {n for n, (_, ref) in first.items() if not ref}
+            prim = {n for n in counted if first[n][0]}
+        else:
+            oks = [(n, pri) for n, pri, ref in answers if not ref]
+            counted = {n for n, _ in oks}
+            seen: dict[str, bool] = {}
+            for n, pri in oks:
+                seen.setdefault(n, pri)
+            prim = {n for n, pri in seen.items() if pri}
+        assert q.enough() == (len(counted) >= need and len(prim) >= strict)
+        if not q.enough():
+            err = q.failure([], 0.5)
+            want = ((strict, len(prim)) if len(counted) >= need else (need, len(counted)))
+            assert (err.required, err.acked) == want
+
+
 def test_get_merges_siblings_and_read_repairs_stale_replicas(tmp_path):
     ctx = FakeCtx(tmp_path)
     v1 = dvv.update_encoded(None, b"", b"one", "a")

@@ -38,14 +38,15 @@ def _member() -> st.SearchStrategy:
 
 
 CLIENT_MSGS = [
-    st.builds(wire.Get, u64, key, i64, name),
+    st.builds(wire.Get, u64, key, i64, name, small),
     st.builds(wire.Put, u64, key, st.binary(max_size=2048), blob, i64, st.binary(max_size=32),
-              name, u64),
-    st.builds(wire.Delete, u64, key, blob, i64, st.binary(max_size=32), name),
+              name, u64, counter, small),
+    st.builds(wire.Delete, u64, key, blob, i64, st.binary(max_size=32), name, small),
     st.builds(wire.RingInfo, u64), st.builds(wire.Status, u64), st.builds(wire.NsList, u64),
-    st.builds(wire.NsCreate, u64, name, small, small, small, st.sampled_from(["lww", "siblings"])),
+    st.builds(wire.NsCreate, u64, name, small, small, small, st.sampled_from(["lww", "siblings"]),
+              counter, small, small),
     st.builds(wire.NsAlter, u64, name, st.integers(-1, 255), st.integers(-1, 255),
-              st.integers(-1, wire.MAX_COUNTER)),
+              st.integers(-1, wire.MAX_COUNTER), st.integers(-1, 255), st.integers(-1, 255)),
     st.builds(wire.Repair, u64, i64),
     st.builds(wire.Snapshot, u64, name, st.sampled_from(["take", "list", "remove"])),
     st.builds(wire.Cluster, u64, st.text(max_size=16), node_id, node_id),
