@@ -1207,26 +1207,13 @@ def test_a_leaving_node_hands_hints_for_a_down_owner_to_a_stand_in():
 
 
 def test_simulate_cli_runs_the_membership_scenario_and_names_it_in_replays(capsys,
-                                                                          monkeypatch):
+                                                                          simulate_cli):
     """tools/simulate.py --scenario membership: the sweep that found seed 22 is one command,
     and a failure's replay line names the scenario, its namespaces and the faults."""
-    import importlib.util
-    import logging
-    import pathlib
-    import sys
-
     from sim.scenario import Report
 
-    path = pathlib.Path(__file__).parents[2] / "tools" / "simulate.py"
-    spec = importlib.util.spec_from_file_location("simulate_cli", path)
-    assert spec is not None and spec.loader is not None
-    cli = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "simulate_cli", cli)  # (its dataclass looks itself up)
-    spec.loader.exec_module(cli)
-    try:
-        assert cli.main(["--scenario", "membership", "--spaces", "pairs:2", "--seeds", "1"]) == 0
-    finally:
-        logging.disable(logging.NOTSET)  # the CLI silences warnings process-wide
+    cli = simulate_cli
+    assert cli.main(["--scenario", "membership", "--spaces", "pairs:2", "--seeds", "1"]) == 0
     assert "1 seed(s), 0 failed" in capsys.readouterr().out
     # namespaces it cannot create are refused up front, in one line, not by a writer's trace
     for spaces, scenario, says in (("wide:5", "membership", "N from 1 to 3"),

@@ -151,30 +151,17 @@ def test_strict_reads_see_every_strict_write_acknowledged_before_them_under_faul
     assert rep.ok_ops >= 0.9 * rep.ops, (rep.ok_ops, rep.ops)  # enough was served to judge
 
 
-def test_simulate_cli_runs_strict_and_sloppy_and_replays_a_stale_read(capsys, monkeypatch):
+def test_simulate_cli_runs_strict_and_sloppy_and_replays_a_stale_read(capsys, simulate_cli):
     """tools/simulate.py --scenario strict|sloppy: a sloppy stale read (seed 4) fails with a
     replay line naming the scenario; the same seed strict passes; what the scenario cannot
     judge (a lost disk, several writers of a key) is refused up front. (The checker's teeth:
     should a change to the simulator move seed 4's schedule, `tools/simulate.py --scenario
     sloppy --seeds 20` with these faults names others: 5 of the first 20 read stale.)"""
-    import importlib.util
-    import logging
-    import pathlib
-    import sys
-
-    path = pathlib.Path(__file__).parents[2] / "tools" / "simulate.py"
-    spec = importlib.util.spec_from_file_location("simulate_cli", path)
-    assert spec is not None and spec.loader is not None
-    cli = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "simulate_cli", cli)  # (its dataclass looks itself up)
-    spec.loader.exec_module(cli)
+    cli = simulate_cli
     faults = ["--loss", "0.02", "--dup", "0.01", "--partitions", "3", "--pauses", "2",
               "--crashes", "1"]
-    try:
-        assert cli.main(["--scenario", "strict", "--seed", "4", *faults]) == 0
-        assert cli.main(["--scenario", "sloppy", "--seed", "4", *faults]) == 1
-    finally:
-        logging.disable(logging.NOTSET)  # the CLI silences warnings process-wide
+    assert cli.main(["--scenario", "strict", "--seed", "4", *faults]) == 0
+    assert cli.main(["--scenario", "sloppy", "--seed", "4", *faults]) == 1
     out = capsys.readouterr().out
     assert "after write 45 was acknowledged" in out
     assert ("replay: python tools/simulate.py --seed 4 --scenario sloppy --loss 0.02 --dup "
