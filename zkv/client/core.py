@@ -465,6 +465,7 @@ class ClientCore:
         self.n: int | None = None
         self.endpoints: dict[str, str] = {}  # node id -> listen endpoint
         self.readers: set[str] = set()  # members that answer Read (client-coordinated reads)
+        self._primary_ok: RingOk | None = None  # the ring whose members all take pr/pw
         self.refilling_until: dict[str, float] = {}  # node -> when to ask it for copies again
         # False: every get goes to a coordinator (owner_reads=False, or routing="any")
         self.owner_reads = owner_reads and routing == "token"
@@ -641,8 +642,11 @@ class ClientCore:
 
     def _need_primary(self) -> Plan[None]:
         """Refuse pr/pw if a member would ignore them (a sloppy answer where a strict one was
-        asked for): any member may coordinate the request."""
-        yield from self._need_feature(wire.FEATURE_PRIMARY, "pr/pw", "without primary quorums")
+        asked for): any member may coordinate the request. (Checked once per ring learnt.)"""
+        if self.ring_msg is None or self.ring_msg is not self._primary_ok:
+            yield from self._need_feature(wire.FEATURE_PRIMARY, "pr/pw",
+                                          "without primary quorums")
+            self._primary_ok = self.ring_msg
 
     def _route(self, key: bytes, ns: str) -> Plan[tuple[bytes | None, int | None]]:
         """(stored key to route by, its N); (None, None) when the namespace is not known
@@ -1085,7 +1089,7 @@ class ClientCore:
         wire.check_quorum("pr", pr, self._n_of(ns))
         for i, key in enumerate(keys):
             _check_item(i, wire.check_key, key)
-        if pr is not None:  # (refused once for the call, not once per key)
+        if pr is not None:  # (refused before any key is sent)
             yield from self._need_primary()
         return (yield from self.many((self.get(k, r, namespace=namespace, pr=pr) for k in keys),
                                      return_exceptions))
@@ -1117,7 +1121,7 @@ class ClientCore:
             _check_item(i, wire.check_value, value, self.max_value_size)
             _check_item(i, wire.check_context, context)
             checked.append((key, value, context))
-        if pw is not None:  # (refused once for the call, not once per key)
+        if pw is not None:  # (refused before any key is sent)
             yield from self._need_primary()
         return (yield from self.many((self.put(k, v, c, w, namespace=namespace, ttl=ttl, pw=pw)
                                       for k, v, c in checked), return_exceptions))
@@ -1144,7 +1148,7 @@ class ClientCore:
             _check_item(i, wire.check_key, key)
             _check_item(i, wire.check_context, context)
             checked.append((key, context))
-        if pw is not None:  # (refused once for the call, not once per key)
+        if pw is not None:  # (refused before any key is sent)
             yield from self._need_primary()
         return (yield from self.many((self.delete(k, c, w, namespace=namespace, pw=pw)
                                       for k, c in checked), return_exceptions))
