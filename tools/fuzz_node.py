@@ -83,6 +83,14 @@ def seed_messages(members: list[wire.Member], rng: random.Random) -> list:
                      rng.choice([-1, 0, 1, 60, 2**63 - 1])),
         wire.Put(37, key, b"v", b"", 1, ns=f"fz{rng.randrange(4)}",
                  ttl=rng.choice([0, 1, 59, 60, 2**32, 2**63 - 1])),
+        wire.Get(38, key, rng.choice([0, 1, 3]), rng.choice(["", "fz0"]),  # primary quorums
+                 rng.choice([0, 1, 2, 3, 4, 255])),
+        wire.Put(39, key, b"v", b"", 1, pw=rng.choice([0, 1, 2, 3, 4, 255])),
+        wire.Delete(40, key, b"", 1, pw=rng.choice([0, 1, 3, 255])),
+        wire.NsCreate(41, f"fz{rng.randrange(4)}", 3, 0, 0, "siblings", 0,
+                      rng.choice([0, 2, 3, 4, 255]), rng.choice([0, 2, 3, 4, 255])),
+        wire.NsAlter(42, f"fz{rng.randrange(4)}", pr=rng.choice([-1, 0, 2, 4, 255]),
+                     pw=rng.choice([-1, 0, 3, 255])),
     ]
 
 
