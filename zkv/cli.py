@@ -365,8 +365,8 @@ def _main(argv: list[str] | None = None) -> int:
                     "binary-safe; at most the value limit (16 MiB) is read")
     pu.add_argument("--w", type=quorum_arg, help="acknowledgements to wait for: a number, or "
                     "one, quorum or all (of the namespace's N)")
-    pu.add_argument("--pw", type=quorum_arg, help="of the W acknowledgements, this many must come from "
-                    "the key's owners themselves, not stand-ins (a primary quorum)")
+    pu.add_argument("--pw", type=quorum_arg, help="of the W acknowledgements, this many must "
+                    "come from the key's owners themselves, not stand-ins (a primary quorum)")
     pu.add_argument("--context", help="hex context from a previous get (omit for a blind write)")
     pu.add_argument("--ttl", type=_duration, metavar="DURATION",
                     help="serve the value this long (90, 30m, 12h, 7d; each line's with "

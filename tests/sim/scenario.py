@@ -291,10 +291,10 @@ def strict_reads(seed: int, faults: Faults | None = None, *, strict: bool = True
     one) at w=2 pw=2, and three readers read both keys at r=2 pr=2, while the faults run.
     Every read that succeeds must see the key's last write acknowledged before the read
     started (or a later one): pr + pw > N, so the owners it read from include one that
-    acknowledged that write. Then the owners must agree. `strict=False` runs the same at r=2 w=2 without pr/pw (a
-    sloppy quorum's stand-ins may answer a read, or acknowledge a write, on neither side).
-    The faults should leave the disks alone (no power losses or wipes): a lost disk loses
-    acknowledged writes at any quorum."""
+    acknowledged that write. Then the owners must agree. `strict=False` runs the same at r=2
+    w=2 without pr/pw (a sloppy quorum's stand-ins may answer a read, or acknowledge a write,
+    on neither side). The faults should leave the disks alone (no power losses or wipes): a
+    lost disk loses acknowledged writes at any quorum."""
     if client not in ("sim", "core"):  # (each writer must be its key's only one)
         raise ValueError(f"strict_reads runs the sim or core client, not {client!r}")
     faults = faults or Faults()

@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         "tcp://HOST:PORT,...; configurations must match the cluster's N.")
     p.add_argument("--nodes", type=int, default=None, help="local nodes per cluster (default 3)")
     p.add_argument("--configs", default=None,
-                   help='"N,R,W;N,R,W;..." (default the seed\'s figure 2: "3,2,2;3,1,1;3,1,3;3,3,1"); '
-                   'N,R,W,PR,PW adds primary quorums (e.g. "3,2,2;3,2,2,2,2": the cost of '
+                   help='"N,R,W;N,R,W;..." (default the seed\'s figure 2: '
+                   '"3,2,2;3,1,1;3,1,3;3,3,1"); N,R,W,PR,PW adds primary quorums (e.g. "3,2,2;3,2,2,2,2": the cost of '
                    'strict quorums in latency, and in availability under faults)')
     p.add_argument("--workloads", default=None, help="comma list of A,B,C,F (default all)")
     p.add_argument("--records", type=int, default=None, help="records loaded (default 10000)")

@@ -640,7 +640,8 @@ class Suite:
             raise RuntimeError(f"benchmark client failed: {failures[0]}")
         self._track(cfg, "A", parts, (cfg.label, f"A/{fault.name}"))
         res = {"config": cfg.label, "n": cfg.n, "r": cfg.r, "w": cfg.w, "pr": cfg.pr,
-               "pw": cfg.pw, "workload": "A", "fault": fault.name, "node": victim, "paused_node": victim,
+               "pw": cfg.pw, "workload": "A", "fault": fault.name, "node": victim,
+               "paused_node": victim,
                "paused_seconds": t_end - t_fault, "recovery_seconds": t_back - t_end,
                "phases": availability_phases(parts, start_at, t_fault, t_end,
                                              max(end_at, max(p["finished"] for p in parts))),
