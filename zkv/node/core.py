@@ -2085,7 +2085,7 @@ class NodeCore:
             owners = frozenset(ring.preflist(p))
             if strict > need:
                 need = strict
-        if down and (len(targets) < need or (strict and _primaries(targets, owners) < strict)):
+        if down and (len(targets) < need or (strict and len(_primaries(targets, owners)) < strict)):
             # too few reachable for the quorum: the suspect (not down) nodes are asked too
             # rather than the request failing at once. A node restarted a moment ago is
             # suspect until the others hear its first heartbeat, and a quorum of all N then
@@ -2111,11 +2111,10 @@ class NodeCore:
                 # the only copy, as a non-owner, and drop it after the next change)
                 owner = rest[n - 1][1] or rest[n - 1][0]
             targets = [(self.me, owner)] + rest[: n - 1]
-        if strict and _primaries(targets, owners) < strict:
+        if strict and len(up := _primaries(targets, owners)) < strict:
             # fewer owners reachable than the primary quorum needs: refused at once, as riak_kv
             # refuses pr/pw it cannot meet, rather than a stand-in's answer counting for one
             self.metrics.primary_refused.inc()
-            up = sorted(x for x, o in targets if o is None and x in owners)
             kind = "get" if type(msg) is Get else ("put" if type(msg) is Put else "delete")
             self.respond(origin, Error(
                 0, E_UNAVAILABLE,
@@ -2806,10 +2805,10 @@ class NodeCore:
         return status(self)
 
 
-def _primaries(targets: list[tuple[str, str | None]], owners: frozenset[str]) -> int:
-    """How many of `targets` (node, owner it stands in for) are owners asked for their own
-    copies: the answers that can count toward a primary quorum."""
-    return sum(1 for x, o in targets if o is None and x in owners)
+def _primaries(targets: list[tuple[str, str | None]], owners: frozenset[str]) -> list[str]:
+    """The nodes of `targets` (node, owner it stands in for) that are owners asked for their
+    own copies, sorted: those whose answers can count toward a primary quorum."""
+    return sorted(x for x, o in targets if o is None and x in owners)
 
 
 @functools.lru_cache(maxsize=4096)  # asked for every request in plain-text mode (_role)
