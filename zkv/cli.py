@@ -376,8 +376,8 @@ def _main(argv: list[str] | None = None) -> int:
     d.add_argument("--w", type=quorum_arg, help="as put's")
     d.add_argument("--pw", type=quorum_arg, help="as put's")
     d.add_argument("--context", help="hex context; by default the current one is read first")
-    nsp = sub.add_parser("namespace", help="create, alter and list namespaces (N, R, W, "
-                         "conflicts, ttl)")
+    nsp = sub.add_parser("namespace", help="create, alter, drop, truncate and list namespaces "
+                         "(N, R, W, conflicts, ttl)")
     nsub = nsp.add_subparsers(dest="ns_cmd", required=True)
     nc = with_node(nsub.add_parser("create", help="create a namespace (admin key on a keyed "
                                    "cluster; settings are fixed once created)"))
@@ -408,6 +408,15 @@ def _main(argv: list[str] | None = None) -> int:
     na.add_argument("--ttl", type=_duration, metavar="DURATION",
                     help="the new ttl (lww only; 0: no expiry): a lower one applies to every "
                     "value at once, a higher one never brings back a value that had expired")
+    for verb, text in (("drop", "drop a namespace: every key of it is gone at once and "
+                        "purged from every node in the background; the name may be created "
+                        "again (admin key on a keyed cluster)"),
+                       ("truncate", "empty a namespace, keeping it and its settings: every "
+                        "key of it is gone at once (admin key on a keyed cluster)")):
+        nd = with_node(nsub.add_parser(verb, help=text))
+        nd.add_argument("name")
+        nd.add_argument("--yes", action="store_true", help="really: every key of the "
+                        "namespace is lost (refused without it)")
     nl = with_node(nsub.add_parser("list", help="every namespace and its settings"))
     nl.add_argument("--json", action="store_true")
     st = with_node(sub.add_parser("status", help="members, up/down, racks, partitions, hints"))
@@ -732,10 +741,19 @@ def namespace_command(args) -> int:
             else:
                 ns = c.namespace_alter(args.name, r=args.r, w=args.w, ttl=args.ttl,
                                        pr=args.pr, pw=args.pw)
-            print(f"namespace {ns['name']}: n={ns['n']} r={ns['r']} w={ns['w']} "
-                  + "".join(f"{k}={ns[k]} " for k in ("pr", "pw") if ns.get(k))
-                  + f"conflicts={ns['conflicts']}"
-                  + (f" ttl={_show_duration(ns['ttl'])}" if ns.get("ttl") else ""))
+            print(f"namespace {ns['name']}: " + _ns_line(ns))
+            return 0
+        if args.ns_cmd in ("drop", "truncate"):
+            if not args.yes:
+                raise InvalidRequest(f"zkv namespace {args.ns_cmd} {args.name}: every key of "
+                                     f"the namespace is lost; add --yes to go ahead")
+            if args.ns_cmd == "drop":
+                c.namespace_drop(args.name)
+                print(f"namespace {args.name}: dropped (every node purges its keys in the "
+                      f"background; `zkv namespace create` makes it again, empty)")
+            else:
+                ns = c.namespace_truncate(args.name)
+                print(f"namespace {args.name}: truncated, " + _ns_line(ns))
             return 0
         nss = c.namespaces()
         if args.json:
@@ -749,6 +767,14 @@ def namespace_command(args) -> int:
             print(f"{ns['name']:<24} {ns['n']:>2} {ns['r']:>2} {ns['w']:>2} {pr:>2} {pw:>2}  "
                   f"{ns['conflicts']:<9}  {ttl}")
         return 0
+
+
+def _ns_line(ns: dict) -> str:
+    """n=3 r=2 w=2 conflicts=lww ttl=30m: a namespace's settings, as create and alter print."""
+    return (f"n={ns['n']} r={ns['r']} w={ns['w']} "
+            + "".join(f"{k}={ns[k]} " for k in ("pr", "pw") if ns.get(k))
+            + f"conflicts={ns['conflicts']}"
+            + (f" ttl={_show_duration(ns['ttl'])}" if ns.get("ttl") else ""))
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -848,6 +874,11 @@ def status_command(args) -> int:
                                      for name, ttl in sorted(ex["namespaces"].items()))
               + f"; {ex['dropped']} expired version(s) dropped here since start, "
               f"{ex['passes']} full sweep(s)")
+    purge = doc.get("purge")
+    if purge:
+        print(f"dropped or truncated: {', '.join(purge['namespaces'])}; {purge['purged']} "
+              f"dead version(s) purged here since start"
+              + ("; the sweep is purging" if purge["sweeping"] else ""))
     m = doc.get("metrics") or {}
     if m:
         why = m.get("ready_reason", {})

@@ -36,6 +36,8 @@ Message tags (uint):
                                                          FEATURE_CONFIG)
     18 NsAlter                                          (a namespace's r, w, ttl changed,
                                                          FEATURE_NS_ALTER; answered by NsOk)
+    45 NsDrop                                           (a namespace dropped or truncated,
+                                                         FEATURE_DROP; answered by NsOk)
     30 Gossip (on the PUB/SUB channel, one message per frame)
 
 Evolving a message: new fields go at the END with a default. A decoder fills a missing
@@ -145,9 +147,11 @@ FEATURE_CONFIG_SAVE = 64  # Member.features: the node takes Config.save
 FEATURE_NS_ALTER = 128  # Member.features: the node answers NsAlter (and merges alters)
 FEATURE_WRITE_TTL = 256  # Member.features: the node stores Put.ttl (write_ttl namespaces)
 FEATURE_PRIMARY = 512  # Member.features: the node takes Get.pr, Put.pw and Delete.pw
+FEATURE_DROP = 1024  # Member.features: the node answers NsDrop and purges dead generations
 FEATURES = (FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS
             | FEATURE_CONFIG | FEATURE_TTL | FEATURE_CONFIG_SAVE
-            | FEATURE_NS_ALTER | FEATURE_WRITE_TTL | FEATURE_PRIMARY)  # what this version serves
+            | FEATURE_NS_ALTER | FEATURE_WRITE_TTL | FEATURE_PRIMARY
+            | FEATURE_DROP)  # what this version serves
 MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
 KEYS_PAGE_BYTES = 1 << 20
 
@@ -238,6 +242,16 @@ class NsAlter(_Msg, tag=18):
     ttl: Annotated[int, msgspec.Meta(ge=-1, le=MAX_COUNTER)] = -1
     pr: Annotated[int, msgspec.Meta(ge=-1, le=255)] = -1  # (0: none; FEATURE_PRIMARY)
     pw: Annotated[int, msgspec.Meta(ge=-1, le=255)] = -1
+
+
+class NsDrop(_Msg, tag=45):
+    """Admin -> node: drop a namespace (every key of it is purged, the name may be created
+    again), or with `truncate` empty it and keep its settings (zkv/node/namespaces.py).
+    Answered by NsOk (`created`: its name) once every member that is up has it, or Error
+    (the default namespace, an unknown name, a member without FEATURE_DROP)."""
+
+    name: NsName
+    truncate: bool = False
 
 
 class NsList(_Msg, tag=8):
@@ -557,6 +571,7 @@ Message = (
     | Status
     | NsCreate
     | NsAlter
+    | NsDrop
     | NsList
     | Read
     | ReadOk

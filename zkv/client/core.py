@@ -1159,16 +1159,20 @@ class ClientCore:
             reg = Registry.decode(reply.registry)
         except ValueError as exc:
             raise ZkvError(f"a node sent a bad namespace registry: {exc}") from None
-        for ns in reg:
+        for ns in reg.versions():
             cur = self.ns_cache.get(ns.name)
-            if cur is None or ns.rank() < cur.rank():  # (a later alter of it ranks lower)
+            if ns.dropped:  # (forgotten: a request in it is refused by the node, saying so)
+                if cur is not None and ns.rank() < cur.rank():
+                    del self.ns_cache[ns.name]
+            elif cur is None or ns.rank() < cur.rank():  # (a later alter of it ranks lower)
                 self.ns_cache[ns.name] = ns
         return reg
 
     def namespaces_plan(self) -> Plan[list[dict]]:
-        """Every namespace the cluster knows: [{"name", "n", "r", "w", "conflicts", ...}]."""
+        """Every namespace the cluster knows: [{"name", "n", "r", "w", "conflicts", ...}]
+        (not the dropped ones)."""
         reg = self._learn(_expect((yield from self.call(NsList(0), None)), NsOk))
-        return reg.to_builtins()
+        return msgspec.to_builtins(list(reg))
 
     def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
                          w: int | None = None, conflicts: str = "siblings", ttl: int = 0,
@@ -1262,6 +1266,34 @@ class ClientCore:
         reg = self._learn(_expect((yield from self.call(msg, None)), NsOk))
         self.ns_cache[name] = reg.get(name)
         return msgspec.to_builtins(reg.get(name))
+
+    def namespace_drop(self, name: str, truncate: bool = False) -> Plan[dict]:
+        """Drop a namespace (admin): every key of it is gone at once for every read, listing
+        and write, and purged from every node's stores in the background; the name may be
+        created again (empty). With `truncate`, empty it and keep it with its settings (as
+        Cassandra's TRUNCATE). Returns the namespace's last settings (drop) or its new ones
+        (truncate). InvalidRequest for "default", an unknown name, or a member whose version
+        cannot drop (upgrade every node first). A write that races the drop on a node that
+        has not heard of it yet may be acknowledged and purged."""
+        what = "truncate" if truncate else "drop"
+        if not isinstance(truncate, bool):
+            raise InvalidRequest(f"truncate must be True or False, got {truncate!r}")
+        if not nss.valid_name(name):
+            raise InvalidRequest(f"cannot {what} namespace {name!r}: a name is 1 to 64 "
+                                 f"characters of A-Z a-z 0-9 _ . -")
+        if name == nss.DEFAULT:
+            raise InvalidRequest(f"namespace {nss.DEFAULT!r} holds the keys written without "
+                                 f"one; it cannot be {what}{'d' if truncate else 'ped'}")
+        yield from self._need_feature(wire.FEATURE_DROP, f"cannot {what} namespace {name!r}",
+                                      "without namespace drop", fresh=True)
+        reg = self._learn(_expect((yield from self.call(wire.NsDrop(0, name, truncate), None)),
+                                  NsOk))
+        if truncate:
+            self.ns_cache[name] = reg.get(name)
+            return msgspec.to_builtins(reg.get(name))
+        self.ns_cache.pop(name, None)
+        gone = reg.version_of(name)
+        return msgspec.to_builtins(gone) if gone is not None else {"name": name}
 
     def _need_feature(self, bit: int, what: str, lacking: str, only: str | None = None,
                       fresh: bool = False) -> Plan[None]:

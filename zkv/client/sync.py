@@ -152,6 +152,16 @@ class Client(Facade):
         (admin); returns its new settings (ClientCore.namespace_alter)."""
         return self._run(self.core.namespace_alter(name, r, w, ttl, pr, pw))
 
+    def namespace_drop(self, name: str) -> dict:
+        """Drop a namespace and every key of it on every node (admin); the name may be
+        created again, empty (ClientCore.namespace_drop)."""
+        return self._run(self.core.namespace_drop(name))
+
+    def namespace_truncate(self, name: str) -> dict:
+        """Empty a namespace on every node, keeping its settings (admin); returns them
+        (ClientCore.namespace_drop)."""
+        return self._run(self.core.namespace_drop(name, truncate=True))
+
     def keys(self, namespace: str = "default", prefix: bytes = b"",
              page: int = 1000, r: int = 1) -> Iterator[bytes]:
         """The live keys of `namespace` beginning with `prefix`, in no useful order, fetched

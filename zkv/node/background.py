@@ -1,5 +1,6 @@
 """Background work, with one owner: `Background` decides when hint delivery, Merkle exchanges,
-tombstone reaping, the expiry sweep (expiry.py) and the repair of records the engine reported
+tombstone reaping, the expiry sweep (expiry.py) and the purge of dropped namespaces' keys that
+it carries, and the repair of records the engine reported
 corrupt run, and keeps each bounded (one handoff batch per owner, `aae_concurrency` exchanges,
 a deduplicated and capped exchange queue, a window of the expiry sweep per round). The work
 itself runs as small `Op`s (see `op.py`) off the hot path.
@@ -274,6 +275,18 @@ class Background:
         self.repair_running: set[bytes] = set()
         self.corrupt_seen: set[bytes] = set()  # corrupt keys whose partition tree was rebuilt
         self.expiry = Sweep()  # the expiry sweep's cursor (namespaces with a ttl)
+        # the sweep also purges dead keys (dropped or truncated namespaces) until its pass
+        # count reaches this: two more passes after the dead generations last changed (the
+        # one under way, then a whole one), or after start when the registry holds some
+        self.purge_until = 2 if core.namespaces.dead_gens else 0
+
+    def purge_again(self) -> None:
+        """Dead generations changed: purge their keys with the sweep's next two passes."""
+        self.purge_until = self.expiry.passes + 2
+
+    @property
+    def purging(self) -> bool:
+        return self.expiry.passes < self.purge_until
 
     def next_due(self) -> float:
         return self.next_run
@@ -297,11 +310,15 @@ class Background:
                                            core.me).items():
                     core.ask(peer, msg, None)
             rules = core.namespaces.expiry_ms
-            if rules:  # a namespace whose values expire: this round's share of the sweep
+            purging = self.purging
+            if rules or purging:  # values expire, or dead keys to purge: this round's share
                 shortest = min((ttl for ttl, _ in rules.values() if ttl),
                                default=int(MAX_PERIOD * 1000))
+                if purging:  # (a pass at the fastest pace, ROUND_KEYS a round at most)
+                    shortest = 0
                 self.expiry.step(core.store, core.namespaces.expiry_of, core.handoff.wall_ms(),
-                                 core.replica.drop_expired, 1.0, shortest)
+                                 core.replica.drop_expired, 1.0, shortest,
+                                 core.namespaces.is_dead if purging else None)
         if core.ae is None:
             return  # anti-entropy off: no exchanges
         if not self.exchange_queue and now >= self.next_aae:

@@ -114,6 +114,7 @@ from zkv.wire import (
     Member,
     NsAlter,
     NsCreate,
+    NsDrop,
     NsList,
     NsOk,
     Put,
@@ -160,7 +161,8 @@ PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashe
 ROLE_MESSAGES = {
     CLIENT: CLIENT_MESSAGES,
     # cluster changes, repair, snapshots, namespaces
-    ADMIN: CLIENT_MESSAGES | {Repair, Snapshot, Cluster, NsCreate, NsAlter, Config},
+    ADMIN: CLIENT_MESSAGES | {Repair, Snapshot, Cluster, NsCreate, NsAlter, NsDrop,
+                     Config},
     PEER: CLIENT_MESSAGES | PEER_ONLY | {Cluster, NsCreate},  # relayed to the claimant / creator
 }
 # reply bytes one identity may be sent per loop turn: one largest value always fits; beyond
@@ -318,6 +320,7 @@ class NodeCore:
         self.replica.on_siblings = self._on_siblings
         self.replica.on_refused = self.metrics.note_sibling_refusal
         self.replica.expired = self.expired
+        self.replica.dead = self.namespaces_dead
         self.cluster_path = cluster_path
         self.out = Outbox()
 
@@ -470,7 +473,7 @@ class NodeCore:
             RGetHashes: self._on_versions, Reap: self._on_reap, Repair: self._on_repair,
             Snapshot: self._on_snapshot, Keys: self._on_keys, Config: self._on_config,
             Cluster: self._on_cluster, Fetch: self._on_fetch,
-            NsCreate: self._on_ns_create, NsAlter: self._on_ns_alter,
+            NsCreate: self._on_ns_create, NsAlter: self._on_ns_alter, NsDrop: self._on_ns_drop,
             NsList: self._on_ns_list, Read: self._on_read,
         }
         self._saved_unsettled = (0, 0)  # (states, fresh partitions) cluster.json holds
@@ -1617,7 +1620,10 @@ class NodeCore:
                                        self.expired if ns.expires else None, hidden))
 
     def expired(self, skey: bytes, encoded: bytes) -> bool:
-        """Has this version of a stored key expired (its namespace's ttl, expiry.py)?"""
+        """Has this version of a stored key expired (its namespace's ttl, expiry.py), or is
+        the key dead (its namespace dropped or truncated: namespaces.py)?"""
+        if self.namespaces.dead_gens and self.namespaces.is_dead(skey):
+            return True
         rule = self.namespaces.expiry_of(skey)
         return rule is not None and expiry.expired(encoded, rule[0], self.handoff.wall_ms(),
                                                    rule[1])
@@ -1662,6 +1668,12 @@ class NodeCore:
             if names:
                 why = (f"its zkv version cannot store per-write ttls, which namespace(s) "
                        f"{', '.join(names[:8])} keep: upgrade it first")
+        if not why and not msg.member.features & wire.FEATURE_DROP:
+            # (it would keep, serve and spread the keys of namespaces dropped or truncated)
+            names = sorted(k.decode("ascii") for k in self.namespaces.dead_gens)
+            if names:
+                why = (f"its zkv version cannot drop namespaces, and namespace(s) "
+                       f"{', '.join(names[:8])} were dropped or truncated: upgrade it first")
         if not why and not msg.member.features & wire.FEATURE_PRIMARY:
             # (it would coordinate their requests without the primary quorums they ask for)
             names = [ns.name for ns in self.namespaces if ns.pr or ns.pw]
@@ -1737,7 +1749,8 @@ class NodeCore:
         reg = Registry.for_cluster(s["n"], s["r"], s["w"])
         if saved:
             try:
-                reg.merge([ns for ns in Registry.from_builtins(saved) if ns.name != nss.DEFAULT])
+                reg.merge([ns for ns in Registry.from_builtins(saved).versions()
+                           if ns.name != nss.DEFAULT])
             except ValueError as exc:
                 log.warning("ignoring the saved namespaces: %s", wire.clip(str(exc), 300))
         return reg
@@ -1754,11 +1767,12 @@ class NodeCore:
         # the default namespace is each node's own (from the cluster settings); an alter
         # stamped beyond our clock's skew bound would outrank every later one for good
         limit = self.hlc.limit()
-        if any(ns.changed > limit for ns in other):
-            self.malformed(source, "a namespace altered in the future (beyond the clock skew "
-                                   "allowed)")
+        if any(max(ns.changed, ns.dropped) > limit for ns in other.versions()):
+            self.malformed(source, "a namespace altered or dropped in the future (beyond the "
+                                   "clock skew allowed)")
             return
-        for c in self.namespaces.merge([ns for ns in other if ns.name != nss.DEFAULT]):
+        dead = self.namespaces.dead_gens
+        for c in self.namespaces.merge([ns for ns in other.versions() if ns.name != nss.DEFAULT]):
             log.warning("concurrent creation resolved: %s", c)
         enc = self.namespaces.encode()
         if enc != self._ns_encoded:
@@ -1766,6 +1780,7 @@ class NodeCore:
             log.info("namespaces now: %s", ", ".join(self.namespaces.names()))
             self._save_cluster()
             self._replan()  # a new N in use: its keys' transfers
+            self._dead_changed(dead)
 
     def _lacking(self, bit: int) -> list[str]:
         """The members that serve (in the ring, or up) with a version without FEATURE `bit`."""
@@ -1815,11 +1830,44 @@ class NodeCore:
                                    pw=None if msg.pw < 0 else msg.pw)
         self._namespace_done(ident, msg.rid, ns, "altered")
 
+    def _on_ns_drop(self, ident: bytes, msg: NsDrop) -> None:
+        """Drop a namespace, or truncate it (namespaces.py): every member must purge its dead
+        keys, so every member must serve FEATURE_DROP."""
+        what = "truncate" if msg.truncate else "drop"
+        self._require_feature(wire.FEATURE_DROP, f"cannot {what} namespace {msg.name!r}",
+                              "without namespace drop")
+        dead = self.namespaces.dead_gens
+        current = self.namespaces.version_of(msg.name)
+        if current is not None:  # (stamped after what a clock running ahead stamped there)
+            self.hlc.observe(max(current.created, current.changed, current.dropped))
+        if msg.truncate:
+            ns = self.namespaces.truncate(msg.name, created=self.hlc.now(), creator=self.me,
+                                          write_ttl=not self._lacking(wire.FEATURE_WRITE_TTL))
+        else:
+            ns = self.namespaces.drop(msg.name, dropped=self.hlc.now())
+        self._namespace_done(ident, msg.rid, ns, what.rstrip("e") + "ed")
+        self._dead_changed(dead)
+
+    def _dead_changed(self, before: dict[bytes, tuple[int, bool]]) -> None:
+        """The registry's dead generations changed (a drop or truncate made here or learned):
+        the sweep purges this node's store of their keys (Background.purge)."""
+        after = self.namespaces.dead_gens
+        if after == before:
+            return
+        ended = sorted(k.decode("ascii") for k, v in after.items() if before.get(k) != v)
+        log.info("namespace(s) %s dropped or truncated: their dead keys are purged from this "
+                 "node's stores in the background", ", ".join(ended))
+        self.background.purge_again()
+
+    def namespaces_dead(self, skey: bytes) -> bool:
+        """Is this stored key of a dropped namespace or an ended generation (namespaces.py)?"""
+        return self.namespaces.is_dead(skey)
+
     def _namespace_done(self, ident: bytes, rid: int, ns: Namespace, how: str) -> None:
-        """A namespace was created or altered here (or found as asked): save and gossip the
-        registry at once if it changed, and answer once every member that is up shows this
-        version in its gossip, so the caller's next request finds it wherever it lands
-        (bounded: members that stay silent learn later)."""
+        """A namespace was created, altered, dropped or truncated here (or found as asked):
+        save and gossip the registry at once if it changed, and answer once every member
+        that is up shows this version (or a later one) in its gossip, so the caller's next
+        request finds it wherever it lands (bounded: members that stay silent learn later)."""
         enc = self.namespaces.encode()
         if enc != self._ns_encoded:
             self._ns_encoded = enc
@@ -1829,25 +1877,26 @@ class NodeCore:
             self.next_gossip = self.t  # tell the cluster at once
         waiting = {m for m in self.membership.peers if self.membership.is_up(m)}
         until = self.t + self.cfg.replica_timeout + 5 * self.cfg.gossip_interval
-        self.ns_waits.append([ident, rid, ns.name, ns.changed, waiting, until])
+        self.ns_waits.append([ident, rid, ns.name, _ns_mark(ns), waiting, until])
         self._ns_waits_check(self.t)
 
     def _ns_waits_check(self, now: float, sender: str | None = None,
                         registry: bytes = b"") -> None:
-        have: dict[str, int] | None = None  # the sender's namespaces -> their last alter
+        # the sender's namespaces -> how far each got (_ns_mark)
+        have: dict[str, tuple[int, bool, int]] | None = None
         if sender is not None:
             if registry == self._ns_encoded:
-                have = {ns.name: ns.changed for ns in self.namespaces}
+                have = {ns.name: _ns_mark(ns) for ns in self.namespaces.versions()}
             else:
                 try:
-                    have = ({ns.name: ns.changed for ns in Registry.decode(registry)}
+                    have = ({ns.name: _ns_mark(ns) for ns in Registry.decode(registry).versions()}
                             if registry else {})
                 except ValueError:
                     have = {}
         keep = []
         for wait in self.ns_waits:
-            ident, rid, name, changed, waiting, until = wait
-            if have is not None and have.get(name, -1) >= changed:
+            ident, rid, name, mark, waiting, until = wait
+            if have is not None and have.get(name, (-1, False, -1)) >= mark:
                 waiting.discard(sender)
             if waiting and now < until:
                 keep.append(wait)
@@ -2743,8 +2792,10 @@ class NodeCore:
         return None
 
     def _sweep_hints(self) -> None:
-        """Drop hints past HINT_TTL_MS and hints for nodes that are no longer members."""
+        """Drop hints past HINT_TTL_MS, hints for nodes that are no longer members and hints
+        of dead keys (a dropped or truncated namespace's)."""
         handoff = self.handoff
+        dead = self.namespaces.is_dead if self.namespaces.dead_gens else None
         horizon = handoff.wall_ms() - HINT_TTL_MS
         budget = HINT_SWEEP_BATCH
         st = self.membership.cluster
@@ -2756,7 +2807,10 @@ class NodeCore:
             for key, (created, _) in list(handoff.index.get(owner, {}).items()):
                 if budget <= 0:
                     return
-                if gone or created < horizon:
+                if dead is not None and dead(key):
+                    handoff.delivered(owner, key, handoff.get(owner, key))
+                    budget -= 1
+                elif gone or created < horizon:
                     version = handoff.get(owner, key)
                     if gone and version:
                         self._rehome_hint(owner, key, version)
@@ -2803,6 +2857,12 @@ class NodeCore:
     # ---- status ---------------------------------------------------------------------------
     def status(self) -> dict:
         return status(self)
+
+
+def _ns_mark(ns: Namespace) -> tuple[int, bool, int]:
+    """How far a namespace's versions went (generation, dropped, last alter): a member whose
+    version has at least the mark of the one made here has it, or a later one."""
+    return ns.gen, bool(ns.dropped), ns.changed
 
 
 def _primaries(targets: list[tuple[str, str | None]], owners: frozenset[str]) -> list[str]:

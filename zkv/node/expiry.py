@@ -25,6 +25,10 @@ Rules (namespaces with a ttl are lww: each value begins with its write's HLC sta
   of about ROUND_KEYS keys at most (a pass of a larger store takes longer: 10M keys, ~500
   rounds). A pass judged ~620k keys/s, half of them namespaced (benchmarks/expiry_sweep.py,
   RESULTS.md), so a round costs a node ~30 ms at most.
+- The same sweep purges the keys of dropped or truncated namespaces (`dead`,
+  Registry.is_dead): for two passes at the fastest pace after a node learns of a drop (or
+  starts with one in its registry), then it stops looking for them. A dead key that
+  arrives later is never stored (the `expired` hook says it is, Replica.merge).
 
 A write's own ttl (`put(..., ttl=)`, a write_ttl namespace: namespaces.py, "Stored values")
 ends when the value is served, not when it is stored: `served` drops such a value from what
@@ -125,11 +129,14 @@ class Sweep:
         self.passes = 0  # full passes completed (status, tests)
 
     def step(self, store, expiry_of: Callable[[bytes], tuple[int, int] | None], now_ms: int,
-             drop: Callable[[bytes], object], round_s: float, shortest_ms: int) -> int:
+             drop: Callable[[bytes], object], round_s: float, shortest_ms: int,
+             dead: Callable[[bytes], bool] | None = None) -> int:
         """One background round (`round_s` seconds apart): scan the share of the hash space
         that makes a full pass take `period(shortest_ms)`, drop what has expired; returns
         how many versions were dropped. `expiry_of(key)`: (ttl ms, expired_before ms) of
-        the key's namespace, None if its values never expire (Registry.expiry_of)."""
+        the key's namespace, None if its values never expire (Registry.expiry_of).
+        `dead(key)`: is the key of a dropped namespace or an ended generation (its version
+        is dropped whatever it holds; Registry.is_dead), while such keys are purged."""
         per_pass_ms = int(period(shortest_ms) * 1000)
         share = max(SPACE // ROUND_SHARE, -(-SPACE * int(round_s * 1000) // per_pass_ms))
         held = len(store)
@@ -142,7 +149,8 @@ class Sweep:
             if key[:1] != b"\x00":
                 continue  # the default namespace (no ttl): most keys, one compare each
             rule = expiry_of(key)
-            if rule is not None and expired(store.get(key) or b"", rule[0], now_ms, rule[1]):
+            if (rule is not None and expired(store.get(key) or b"", rule[0], now_ms, rule[1])) \
+                    or (dead is not None and dead(key)):
                 drop(key)
                 gone += 1
         if hi >= SPACE - 1:

@@ -288,6 +288,9 @@ class NodeMetrics:
                              "expired and were dropped from the local store since start (by "
                              "the expiry sweep, or when read)",
                              registry=r)
+        self.purged = Gauge("zkv_purged_versions", "Versions of keys of dropped or truncated "
+                            "namespaces dropped from the local store since start (by the "
+                            "sweep, or when read)", registry=r)
         self.handoffs = Counter("zkv_hints_delivered", "Hints delivered to their owner",
                                 registry=r)
         self.hint_count = Gauge("zkv_hint_backlog", "Hints held per intended owner", ["owner"],

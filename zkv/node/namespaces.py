@@ -33,6 +33,19 @@ Rules (decided here, issue 15):
   until then it still hides the older values of its key that a lagging replica may hold (as
   a Cassandra cell that expired becomes a tombstone). Past the namespace's ttl dropping it is
   safe, as every older write of the key has expired by the namespace's rule too.
+- `drop` ends a namespace (as Cassandra's DROP TABLE) and `truncate` empties it, keeping its
+  settings (as TRUNCATE, Redis' FLUSHDB): both need every member to serve FEATURE_DROP. A
+  drop keeps the name's last version with `dropped` set (the HLC timestamp of the drop: a
+  tombstone that gossip carries to every node, which the registry keeps for good), and a
+  create of that name afterwards, or a truncate, makes the name's next *generation*
+  (`gen` + 1). A stored key names its generation (below), so every key of an older
+  generation, or of a dropped one, is *dead* (`is_dead`): never served nor stored again
+  (a write fan-out, hint, transfer or exchange that brings one is a no-op), dropped from
+  each node's store and hint store by the background sweep (zkv/node/expiry.py), and left
+  out of listings. A key written to a node that has not heard of the drop yet is stored
+  there until it does, then purged: a write that races a drop may be acknowledged and lost,
+  as in Cassandra. Of a name's versions the highest generation ranks first, then a dropped
+  one before the live one of the same create, so registries still converge.
 - `create` with the same name and the same settings is idempotent (returns the existing
   one); with different settings it is refused.
 - Two nodes may create one name concurrently with different settings before gossip meets.
@@ -51,7 +64,9 @@ Gossip encoding (msgpack via msgspec; bounded by `max_bytes` and MAX_NAMESPACES)
                  "changed": uint (HLC u64 of the last alter, 0: none),
                  "expired_before": uint (ms since the Unix epoch, 0: none),
                  "write_ttl": bool (its values have room for a ttl of their own),
-                 "pr": uint, "pw": uint (default primary quorums, 0: none)}
+                 "pr": uint, "pw": uint (default primary quorums, 0: none),
+                 "gen": uint (its generation: 0 until a drop or truncate, <= MAX_GEN),
+                 "dropped": uint (HLC u64 of its drop, 0: live)}
 
 ("ttl" was added later: a node of an older version ignores it and relays the namespace with
 ttl 0. Of two copies of one create (same created and creator), the higher ttl ranks lower,
@@ -61,7 +76,8 @@ alter; an alter is refused while any member runs such a version, which would not
 "write_ttl" is set only when every member serves it, and ranks first when true. "pr" and
 "pw" likewise: set (by a create or an alter) only while every member serves FEATURE_PRIMARY,
 and of two copies of one version the higher ranks first, so a relay by an older node, which
-loses them, never takes them away.)
+loses them, never takes them away. "gen" and "dropped" are made only while every member
+serves FEATURE_DROP, and a node of an older version cannot join once a registry holds them.)
 
 `to_builtins()` is the same list of dicts for JSON (cluster.json); unknown fields are
 ignored on decode so a newer node's extra fields do not break an older one.
@@ -69,8 +85,10 @@ ignored on decode so a newer node's extra fields do not break an older one.
 Storage keys (how a namespaced key is stored, issue 15; `storage_key` / `key_settings`):
 
     default namespace:  the user key itself (data written before namespaces stays readable)
-    any other:          b"\x00" + bytes([n, mode]) + name (ASCII) + b"\x00" + user key
+    any other:          b"\x00" + bytes([n, mode]) + name (ASCII) + gen + b"\x00" + user key
                         mode 0 = siblings, 1 = lww, 2 = lww with room for a write's ttl
+                        gen: b"" for generation 0, else b"#" + its decimal digits ("#"
+                        is no name character, so a name and a generation never blur)
 
 A stored key names its namespace's N and conflict mode, so every replica, hint, Merkle tree
 and reaping decision works from the stored key alone, without the registry: a replica that
@@ -78,7 +96,8 @@ has not heard of a namespace yet still stores, collapses (lww) and exchanges its
 the right owners. The partition is that of the stored key, and the owners are the first N
 nodes of that partition's walk (`Membership.ring(n)`). Because of the prefix, keys of the
 default namespace may not begin with byte 0x00 (refused with InvalidRequest), and a
-namespaced key may be at most max_key_size - (len(name) + 4) bytes. Two nodes creating one
+namespaced key may be at most max_key_size - len(prefix) bytes (the name's length + 4, and
+the generation's digits + 1 after a truncate). Two nodes creating one
 name concurrently with different settings: the losing version's writes stay stored under
 their own prefix (replicated with their own N) but are no longer reachable by name.
 
@@ -108,6 +127,7 @@ MAX_N = 16
 MAX_NAMESPACES = 1024
 MAX_NODE_ID_BYTES = 255
 MAX_TTL = 10 * 366 * 86400  # seconds: ten years
+MAX_GEN = (1 << 32) - 1  # a name's generations (drop + create, truncate)
 DEFAULT_MAX_BYTES = 1 << 20  # an encoded registry; ~70 bytes a namespace
 STAMP_BYTES = 8  # an lww value's head: its write's HLC stamp
 TTL_BYTES = 4  # ... then, in a write_ttl namespace, the write's own ttl in seconds (0: none)
@@ -131,6 +151,8 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
     write_ttl: bool = False  # lww values carry room for a write's own ttl (stored-key mode 2)
     pr: int = 0  # default primary quorums of its gets and writes (0: none; README, "Strict
     pw: int = 0  # quorums"): made or altered only while every member serves FEATURE_PRIMARY
+    gen: int = 0  # generation: a create after a drop, or a truncate, makes the next one
+    dropped: int = 0  # HLC timestamp of its drop (0: live); the registry keeps the tombstone
 
     @property
     def lww(self) -> bool:
@@ -172,10 +194,13 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
     def rank(self) -> tuple:
         """Total order among versions of one name: the lowest is kept everywhere. Of one
         create's versions the last alter (-changed); -ttl and -expired_before last: a copy
-        relayed by an older node, which lost those fields, never wins over the original."""
-        return (self.created, self.creator.encode("utf-8"), -self.changed,
+        relayed by an older node, which lost those fields, never wins over the original.
+        The highest generation first, and a dropped version before the live one: a drop
+        and what follows it win over every version they ended."""
+        return (-self.gen, not self.dropped, self.created, self.creator.encode("utf-8"),
+                -self.changed,
                 (self.n, self.r, self.w, self.conflicts), -self.ttl, -self.expired_before,
-                not self.write_ttl, -self.pr, -self.pw)
+                not self.write_ttl, -self.pr, -self.pw, self.dropped)
 
     @property
     def expires(self) -> bool:
@@ -186,7 +211,8 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
         """n=3 r=2 w=2 lww ttl=60s: the settings in one line (logs, conflicts)."""
         return (f"n={self.n} r={self.r} w={self.w}"
                 + (f" pr={self.pr}" if self.pr else "") + (f" pw={self.pw}" if self.pw else "")
-                + f" {self.conflicts}" + (f" ttl={self.ttl}s" if self.ttl else ""))
+                + f" {self.conflicts}" + (f" ttl={self.ttl}s" if self.ttl else "")
+                + (" (dropped)" if self.dropped else ""))
 
     def quorums(self, r: int | None = None, w: int | None = None) -> tuple[int, int]:
         """Per-request (r, w): None or 0 means this namespace's default; 1..n otherwise."""
@@ -200,14 +226,14 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Conflict(msgspec.Struct, frozen=True):
-    """Two nodes created one name with different settings; `dropped` lost to `kept`."""
+    """Two nodes created one name with different settings; `lost` lost to `kept`."""
 
     name: str
     kept: Namespace
-    dropped: Namespace
+    lost: Namespace
 
     def __str__(self) -> str:
-        k, d = self.kept, self.dropped
+        k, d = self.kept, self.lost
         return (f"namespace {self.name!r}: kept {k.describe()} "
                 f"(created by {k.creator or 'the cluster'}), dropped {d.describe()} "
                 f"(created by {d.creator or 'the cluster'})")
@@ -306,7 +332,8 @@ def prefix(ns: Namespace) -> bytes:
     if ns.name == DEFAULT:
         return b""
     mode = 2 if ns.write_ttl else MODE_BYTE[ns.conflicts]
-    return b"\x00" + bytes((ns.n, mode)) + ns.name.encode("ascii") + b"\x00"
+    gen = b"#%d" % ns.gen if ns.gen else b""
+    return b"\x00" + bytes((ns.n, mode)) + ns.name.encode("ascii") + gen + b"\x00"
 
 
 def storage_key(ns: Namespace, key: bytes) -> bytes:
@@ -345,7 +372,21 @@ def split_key(skey: bytes) -> tuple[str, bytes]:
     if key_settings(skey) is None:
         return DEFAULT, skey
     end = skey.find(b"\x00", 3)
-    return skey[3:end].decode("ascii", "replace"), skey[end + 1:]
+    return skey[3:end].split(b"#", 1)[0].decode("ascii", "replace"), skey[end + 1:]
+
+
+def generation(skey: bytes) -> tuple[bytes, int] | None:
+    """(namespace name as bytes, generation) of a namespaced stored key; None for a key of
+    the default namespace or one whose generation is malformed."""
+    if key_settings(skey) is None:
+        return None
+    end = skey.find(b"\x00", 3)
+    name, sep, gen = skey[3:end].partition(b"#")
+    if not sep:
+        return name, 0
+    if not gen.isdigit() or len(gen) > 10 or gen[:1] == b"0":
+        return None
+    return name, int(gen)
 
 
 class Registry:
@@ -354,13 +395,18 @@ class Registry:
     def __init__(self, default: Namespace, namespaces: Iterable[Namespace] = ()) -> None:
         if default.name != DEFAULT:
             raise ValueError(f"the default namespace must be named {DEFAULT!r}")
-        self._ns: dict[str, Namespace] = {DEFAULT: default}
-        # the namespace named `name` (a str), or None: the dict's own get, a C call where a
-        # request names its namespace (`get` says why an unknown name is refused)
+        # every name's winning version, the dropped ones (tombstones) too: what gossip carries
+        self._all: dict[str, Namespace] = {DEFAULT: default}
+        self._ns: dict[str, Namespace] = {DEFAULT: default}  # ... the live ones (updated in place)
+        # the live namespace named `name` (a str), or None: the dict's own get, a C call where
+        # a request names its namespace (`get` says why an unknown name is refused)
         self.find = self._ns.get
         # stored-key prefix (namespaces.prefix) -> (ttl ms, expired_before ms), of the
         # namespaces whose values expire (`expiry_of`)
         self.expiry_ms: dict[bytes, tuple[int, int]] = {}
+        # name (ASCII bytes) -> (generation, dropped) of the names whose older generations,
+        # or whose current one, are dead (`is_dead`); empty until a drop or truncate
+        self.dead_gens: dict[bytes, tuple[int, bool]] = {}
         self.merge(namespaces)
 
     @classmethod
@@ -369,10 +415,14 @@ class Registry:
 
     # -- reading
     def get(self, name: str | None = None) -> Namespace:
-        """The namespace `name` (None: "default"); unknown raises InvalidRequest."""
+        """The live namespace `name` (None: "default"); unknown or dropped raises
+        InvalidRequest."""
         name = DEFAULT if name is None else name
         ns = self._ns.get(name) if isinstance(name, str) else None
         if ns is None:
+            if isinstance(name, str) and name in self._all:
+                raise InvalidRequest(f"namespace {name!r} was dropped (`zkv namespace create` "
+                                     f"makes it again, empty)")
             raise InvalidRequest(f"unknown namespace {name!r} (create it with "
                                  f"`zkv namespace create`; known: {', '.join(self.names())})")
         return ns
@@ -384,18 +434,39 @@ class Registry:
         return name in self._ns
 
     def __iter__(self) -> Iterator[Namespace]:
+        """The live namespaces, by name."""
         return (self._ns[k] for k in sorted(self._ns))
 
     def __len__(self) -> int:
         return len(self._ns)
 
+    def versions(self) -> list[Namespace]:
+        """Every name's version, the dropped ones too (what gossip and cluster.json carry)."""
+        return [self._all[k] for k in sorted(self._all)]
+
+    def version_of(self, name: str) -> Namespace | None:
+        """The version this registry keeps for `name`, live or dropped (None: never heard)."""
+        return self._all.get(name)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Registry) and self._ns == other._ns
+        return isinstance(other, Registry) and self._all == other._all
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"Registry({list(self)!r})"
+        return f"Registry({self.versions()!r})"
+
+    def is_dead(self, skey: bytes) -> bool:
+        """Is this stored key of a dropped namespace, or of a generation that a truncate or a
+        create after a drop ended (the module docstring)? Never for a name this registry
+        does not hold, nor for a generation newer than the one it holds."""
+        if not self.dead_gens or skey[:1] != b"\x00":
+            return False
+        found = generation(skey)
+        if found is None:
+            return False
+        rule = self.dead_gens.get(found[0])
+        return rule is not None and (found[1] < rule[0] or (found[1] == rule[0] and rule[1]))
 
     # -- changing
     def create(self, name: str, n: int | None = None, r: int | None = None,
@@ -405,7 +476,8 @@ class Registry:
         """Create a namespace (n defaults to the default namespace's n, capped by members).
 
         Same name and same settings: returns the existing namespace (idempotent). Same name,
-        other settings, or a bad setting: InvalidRequest.
+        other settings, or a bad setting: InvalidRequest. A name that was dropped is made
+        again as its next generation (empty: the dropped one's keys stay dead).
         """
         if n is None:
             n = min(self._ns[DEFAULT].n, max(members, 1))
@@ -418,11 +490,14 @@ class Registry:
             raise InvalidRequest(
                 f"namespace {name!r} already exists with {old.describe()}; namespaces cannot "
                 f"be changed after creation")
-        if len(self._ns) >= MAX_NAMESPACES:
+        gone = self._all.get(name)
+        if gone is None and len(self._all) >= MAX_NAMESPACES:
             raise InvalidRequest(f"cannot create namespace {name!r}: the cluster already has "
-                                 f"{MAX_NAMESPACES} namespaces")
-        self._ns[name] = new
-        self._index_expiry()
+                                 f"{MAX_NAMESPACES} namespaces (dropped ones included)")
+        if gone is not None:
+            new = msgspec.structs.replace(new, gen=self._next_gen(gone))
+        self._all[name] = new
+        self._index()
         return new
 
     def alter(self, name: str, r: int | None = None, w: int | None = None,
@@ -437,9 +512,7 @@ class Registry:
         if name == DEFAULT:
             raise InvalidRequest(f"namespace {DEFAULT!r} takes the cluster's settings; it "
                                  f"cannot be altered")
-        old = self._ns.get(name)
-        if old is None:
-            raise InvalidRequest(f"unknown namespace {name!r}")
+        old = self.get(name)
         r = old.r if r is None else r
         w = old.w if w is None else w
         ttl = old.ttl if ttl is None else ttl
@@ -457,42 +530,96 @@ class Registry:
             before = max(before, now_ms - old.ttl * 1000)
         new = msgspec.structs.replace(old, r=r, w=w, ttl=ttl, changed=changed,
                                       expired_before=before, pr=pr, pw=pw)
-        self._ns[name] = new
-        self._index_expiry()
+        self._all[name] = new
+        self._index()
         return new
+
+    def drop(self, name: str, *, dropped: int) -> Namespace:
+        """End namespace `name`: its version with `dropped` (an HLC timestamp) set, which
+        makes every key of the name dead. Dropping a dropped name returns its tombstone
+        (a retried drop); "default" or an unknown name raise InvalidRequest."""
+        self._check_mine(name, "dropped")
+        old = self._ns.get(name)
+        if old is None:
+            if name in self._all:
+                return self._all[name]
+            self.get(name)  # (raises: unknown)
+        assert old is not None
+        if not isinstance(dropped, int) or not 0 < dropped <= _MAX_U64:
+            raise InvalidRequest(f"cannot drop namespace {name!r}: dropped={dropped!r} must be "
+                                 f"an HLC timestamp")
+        new = msgspec.structs.replace(old, dropped=dropped)
+        self._all[name] = new
+        self._index()
+        return new
+
+    def truncate(self, name: str, *, created: int, creator: str,
+                 write_ttl: bool = False) -> Namespace:
+        """Empty namespace `name`, keeping its settings: its next generation, created at
+        `created` by `creator` (every key of the current one is dead). `write_ttl`: the new
+        generation's lww values may have room for a write's own ttl (every member serves
+        it). InvalidRequest for "default", an unknown or a dropped name."""
+        self._check_mine(name, "truncated")
+        old = self.get(name)
+        _check_origin(created, creator, InvalidRequest)
+        new = msgspec.structs.replace(old, gen=self._next_gen(old), created=created,
+                                      creator=creator, changed=0, expired_before=0,
+                                      write_ttl=old.write_ttl or (write_ttl and old.lww))
+        self._all[name] = new
+        self._index()
+        return new
+
+    @staticmethod
+    def _check_mine(name: str, what: str) -> None:
+        if name == DEFAULT:
+            raise InvalidRequest(f"namespace {DEFAULT!r} holds the keys written without one; it "
+                                 f"cannot be {what} (delete its keys, or use namespaces)")
+
+    @staticmethod
+    def _next_gen(old: Namespace) -> int:
+        if old.gen >= MAX_GEN:
+            raise InvalidRequest(f"namespace {old.name!r} was dropped or truncated {MAX_GEN} "
+                                 f"times: use another name")
+        return old.gen + 1
 
     def merge(self, other: Registry | Iterable[Namespace]) -> list[Conflict]:
         """Fold in another registry (from gossip or disk); returns the conflicts resolved.
 
-        Per name the lowest `rank()` wins; a version with different settings that loses is
-        reported (whether it was ours or theirs). Namespaces beyond MAX_NAMESPACES are
-        ignored in name order, so the cap too is applied identically everywhere.
+        Per name the lowest `rank()` wins; a version of the same generation with different
+        settings that loses is reported (whether it was ours or theirs). Names beyond
+        MAX_NAMESPACES (dropped ones included) are ignored in name order, so the cap too is
+        applied identically everywhere.
         """
-        incoming = other._ns.values() if isinstance(other, Registry) else other
+        incoming = other._all.values() if isinstance(other, Registry) else other
         conflicts = []
         for ns in incoming:
-            cur = self._ns.get(ns.name)
+            cur = self._all.get(ns.name)
             if cur is None:
-                self._ns[ns.name] = ns
+                self._all[ns.name] = ns
                 continue
             if cur == ns:
                 continue
-            kept, dropped = (ns, cur) if ns.rank() < cur.rank() else (cur, ns)
-            self._ns[ns.name] = kept
-            if (kept.settings(), kept.write_ttl) != (dropped.settings(), dropped.write_ttl) and (
-                    kept.created, kept.creator) != (dropped.created, dropped.creator):
-                conflicts.append(Conflict(ns.name, kept, dropped))  # (not one create relayed
+            kept, lost = (ns, cur) if ns.rank() < cur.rank() else (cur, ns)
+            self._all[ns.name] = kept
+            if kept.gen == lost.gen and (kept.settings(), kept.write_ttl) != (
+                    lost.settings(), lost.write_ttl) and (kept.created, kept.creator) != (
+                    lost.created, lost.creator):
+                conflicts.append(Conflict(ns.name, kept, lost))  # (not one create relayed
                 # by an older node without its ttl)
-        if len(self._ns) > MAX_NAMESPACES:
-            keep = [DEFAULT] + [k for k in sorted(self._ns) if k != DEFAULT]
-            self._ns = {k: self._ns[k] for k in keep[:MAX_NAMESPACES]}
-            self.find = self._ns.get
-        self._index_expiry()
+        if len(self._all) > MAX_NAMESPACES:
+            keep = [DEFAULT] + [k for k in sorted(self._all) if k != DEFAULT]
+            self._all = {k: self._all[k] for k in keep[:MAX_NAMESPACES]}
+        self._index()
         return conflicts
 
-    def _index_expiry(self) -> None:
+    def _index(self) -> None:
+        """Derive the live names, the expiry rules and the dead generations from `_all`."""
+        self._ns.clear()
+        self._ns.update((k, v) for k, v in self._all.items() if not v.dropped)
         self.expiry_ms = {prefix(ns): (ns.ttl * 1000, ns.expired_before)
                           for ns in self._ns.values() if ns.expires}
+        self.dead_gens = {ns.name.encode("ascii"): (ns.gen, bool(ns.dropped))
+                          for ns in self._all.values() if ns.gen or ns.dropped}
 
     def expiry_of(self, skey: bytes) -> tuple[int, int] | None:
         """(ttl in ms, expired_before in ms) of the namespace a stored key belongs to; None
@@ -505,11 +632,11 @@ class Registry:
 
     # -- codec
     def encode(self) -> bytes:
-        return msgspec.msgpack.encode((REGISTRY_VERSION, list(self)))
+        return msgspec.msgpack.encode((REGISTRY_VERSION, self.versions()))
 
     def to_builtins(self) -> list[dict]:
-        """JSON-ready list of namespaces (for cluster.json)."""
-        return msgspec.to_builtins(list(self))
+        """JSON-ready list of namespaces, the dropped ones too (for cluster.json)."""
+        return msgspec.to_builtins(self.versions())
 
     @classmethod
     def from_builtins(cls, items: object) -> Registry:
@@ -554,6 +681,10 @@ class Registry:
                 found.append("expired_before: needs conflicts=lww")
             if ns.write_ttl and ns.conflicts != "lww":
                 found.append("write_ttl: needs conflicts=lww")
+            if not 0 <= ns.gen <= MAX_GEN or not 0 <= ns.dropped <= _MAX_U64:
+                found.append(f"gen={ns.gen}, dropped={ns.dropped}: out of range")
+            elif ns.name == DEFAULT and (ns.gen or ns.dropped):
+                found.append("the default namespace is never dropped nor truncated")
             if found:
                 raise ValueError(f"bad namespace {ns.name!r}: " + "; ".join(found))
             _check_origin(ns.created, ns.creator, ValueError)
@@ -564,6 +695,6 @@ class Registry:
 
 
 __all__ = ["Namespace", "Conflict", "Registry", "make", "default_namespace", "problems",
-           "prefix", "storage_key", "key_settings", "split_key",
-           "DEFAULT", "MODES", "MAX_N", "MAX_NAMESPACES", "MAX_TTL", "REGISTRY_VERSION",
+           "prefix", "storage_key", "key_settings", "split_key", "generation",
+           "DEFAULT", "MODES", "MAX_N", "MAX_NAMESPACES", "MAX_TTL", "MAX_GEN", "REGISTRY_VERSION",
            "STAMP_BYTES", "TTL_BYTES"]

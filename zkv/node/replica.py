@@ -75,7 +75,9 @@ they are delivered (lww(sync(a, b)) == lww(sync(lww(a), lww(b))), so that is the
 Expiry (namespaces with a ttl, zkv/node/expiry.py). With the `expired` hook set, a version
 of a namespaced key that has expired is never served (`read` answers b"" and drops it, as
 Redis expires a key on access) nor stored (`merge` takes an expired copy as a no-op); the
-sweep drops the others (`drop_expired`).
+sweep drops the others (`drop_expired`). The hook also says so of a dead key (its namespace
+dropped or truncated, zkv/node/namespaces.py): never served, never stored, and dropped by
+the same sweep while one is under way (counted in `purged`).
 """
 
 from __future__ import annotations
@@ -142,6 +144,10 @@ class Replica:
         # namespace has one). Asked for namespaced keys only (the first byte 0x00).
         self.expired: Callable[[bytes, bytes], bool] | None = None
         self.expired_drops = 0  # expired versions dropped (by the sweep or on access)
+        # (stored key) -> is it dead (its namespace dropped or truncated)? Those it drops
+        # are counted apart (None: no namespaces)
+        self.dead: Callable[[bytes], bool] | None = None
+        self.purged = 0  # dead keys' versions dropped (by the sweep or on access)
 
     def handoff_store(self) -> HandoffStore:
         if self.handoff is None:
@@ -168,9 +174,13 @@ class Replica:
         return found
 
     def drop_expired(self, key: bytes) -> None:
-        """Drop a version that expired (the sweep's, or on access; counted)."""
+        """Drop a version that expired, or a dead key's (the sweep's, or on access;
+        counted)."""
         if self.reap(key) is not None:
-            self.expired_drops += 1
+            if self.dead is not None and self.dead(key):
+                self.purged += 1
+            else:
+                self.expired_drops += 1
 
     def coordinate(self, key: bytes, context: bytes, value: bytes | None,
                    owner: str | None = None, wid: bytes = b"") -> bytes:

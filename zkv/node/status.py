@@ -107,6 +107,7 @@ def status(core: NodeCore) -> dict:
         "antientropy": _ae_status(core, ring),
         "transfers": transfers(core),
         "expiry": _expiry_status(core),
+        "purge": _purge_status(core),
         "cluster": _cluster_status(core),
         "uptime": round(core.now() - core.started, 3),
         # runtime settings that differ from what the node started with (zkv config --set,
@@ -129,6 +130,17 @@ def _expiry_status(core: NodeCore) -> dict | None:
         return None
     return {"namespaces": ttls, "dropped": core.replica.expired_drops,
             "passes": core.background.expiry.passes}
+
+
+def _purge_status(core: NodeCore) -> dict | None:
+    """Once a namespace was dropped or truncated (None before): the names whose keys of some
+    generation are dead, the dead keys' versions purged here since start (by the sweep or on
+    access) and whether the sweep is still looking for them."""
+    names = sorted(k.decode("ascii") for k in core.namespaces.dead_gens)
+    if not names:
+        return None
+    return {"namespaces": names, "purged": core.replica.purged,
+            "sweeping": core.background.purging}
 
 
 def _join_status(core: NodeCore) -> dict | None:
@@ -297,5 +309,6 @@ class MetricsExport:
             child(m.aae, "roots_checking").set(bg["checking"])
         m.keys.set(len(core.store))
         m.expired.set(core.replica.expired_drops)
+        m.purged.set(core.replica.purged)
         m.unsettled.set(len(core.unsettled))
         self._observe(now, up, gauges=True)
