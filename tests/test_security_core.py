@@ -660,3 +660,139 @@ def test_a_write_sent_after_a_stall_is_stamped_after_the_copies_held(node):
     assert after > during and held() == [b"b"]
     late = put(5, b"c", 0)  # a write that may have waited: as of the stop, it loses
     assert late < during and held() == [b"b"]
+
+
+# ---- dropped and truncated namespaces ----------------------------------------------------------
+def _upgrade_peers(node, *ids: int) -> None:
+    for i in ids:
+        node.gossip(i, [_member(i, hb=2, features=wire.FEATURES)])
+
+
+def test_a_drop_or_truncate_is_refused_while_a_member_lacks_it_and_from_a_client(node):
+    """An older member would keep, serve and spread the dropped keys: refused, naming it.
+    A client (not an admin) may not drop anything."""
+    node.gossip(2, [_member(2, hb=2, features=wire.FEATURES)])
+    node.gossip(3, [_member(3, hb=2, features=wire.FEATURES & ~wire.FEATURE_DROP)])
+    node.ask(b"admin", [wire.NsCreate(1, "carts", 3, 0, 0, "siblings", 0)], ADMIN)
+    for rid, truncate in ((2, False), (3, True)):
+        (reply,) = node.ask(b"admin", [wire.NsDrop(rid, "carts", truncate)], ADMIN)
+        assert type(reply) is wire.Error and "node(s) node3" in reply.message
+        assert "without namespace drop" in reply.message
+    (reply,) = node.ask(OUTSIDER, [wire.NsDrop(4, "carts")], CLIENT)
+    assert type(reply) is wire.Error
+    assert node.core.namespaces.get("carts").gen == 0 and not node.core.namespaces.dead_gens
+    _upgrade_peers(node, 3)
+    (reply,) = node.ask(b"admin", [wire.NsDrop(5, "default")], ADMIN)
+    assert type(reply) is wire.Error and "holds the keys written without one" in reply.message
+
+
+def test_a_node_without_namespace_drop_cannot_join_once_a_namespace_was_dropped(node):
+    _upgrade_peers(node, 2, 3)
+    old = wire.FEATURES & ~wire.FEATURE_DROP
+    node.ask(b"admin", [wire.NsCreate(1, "carts", 3, 0, 0, "siblings", 0)], ADMIN)
+    (reply,) = node.ask(b"peer:node6/x", [wire.Join(1, _member(6, features=old))])
+    assert type(reply) is wire.JoinOk  # nothing dropped yet: any version joins
+    node.gossip(6, [_member(6, hb=2, features=wire.FEATURES)])
+    node.ask(b"admin", [wire.NsDrop(2, "carts", True)], ADMIN)
+    (reply,) = node.ask(b"peer:node4/x", [wire.Join(2, _member(4, features=old))])
+    assert type(reply) is wire.Error and "cannot drop namespaces" in reply.message
+    assert "carts" in reply.message and "node4" not in node.ids()
+    (reply,) = node.ask(b"peer:node5/x", [wire.Join(3, _member(5, features=wire.FEATURES))])
+    assert type(reply) is wire.JoinOk
+
+
+def test_a_registry_dropped_in_the_future_is_refused_as_malformed(node):
+    """A drop stamped beyond the clock's skew bound would win over every later version of the
+    name (a create after it included) for good: the whole registry is refused."""
+    from zkv.node.namespaces import Registry
+    reg = Registry.decode(node.core.namespaces.encode())
+    reg.create("carts", members=3, created=1, creator="node2")
+    reg.drop("carts", dropped=node.core.hlc.limit() + (10 << 16))
+    before = node.core.namespaces.versions()
+    node.core.handle((GOSSIP, "node2"), [wire.Gossip(0, "node2", 16, 3, 2, 2, [_member(2, hb=3)],
+                                                     namespaces=reg.encode())], node.t)
+    assert node.core.namespaces.versions() == before
+
+
+def test_a_dropped_namespaces_keys_are_neither_served_nor_stored_and_are_purged(node):
+    """Keys of the dropped generation held here (the store and a hint) read as absent at
+    once, a copy arriving later is not stored, the sweep purges the store and the hint
+    sweep the hints; the next generation's keys and another namespace's are untouched."""
+    from zkv.node import namespaces as nss
+    _upgrade_peers(node, 2, 3)
+    node.ask(b"admin", [wire.NsCreate(1, "carts", 3, 0, 0, "siblings", 0),
+                        wire.NsCreate(2, "keep", 3, 0, 0, "siblings", 0)], ADMIN)
+    reg = node.core.namespaces
+    carts, keep = reg.get("carts"), reg.get("keep")
+    rep = node.core.replica
+    dead = [nss.storage_key(carts, b"k%d" % i) for i in range(40)]
+    kept = [nss.storage_key(keep, b"k%d" % i) for i in range(40)]
+    for k in dead + kept:
+        rep.merge(k, _version(b"v"))
+    rep.merge(dead[0], _version(b"h"), "node3")  # a hint for node3
+    assert node.ask(b"admin", [wire.NsDrop(3, "carts")], ADMIN) == []  # (until peers have it)
+    assert all(rep.read(k) == b"" for k in dead[:5])  # (read: dropped on access)
+    assert rep.purged == 5
+    assert rep.merge(dead[10], _version(b"late")) and node.core.store.get(dead[10]) == \
+        _version(b"v")  # (the late copy is not merged in: the key stays as it was, dead)
+    (reply,) = node.ask(OUTSIDER, [wire.Get(4, b"k1", ns="carts")])
+    assert type(reply) is wire.Error and "'carts' was dropped" in reply.message
+    node.run_for(core_mod.HINT_SWEEP_INTERVAL + 12, step=1.0)  # two sweep passes, a hint sweep
+    assert all(node.core.store.get(k) is None for k in dead)
+    assert rep.purged == 40 and not node.core.background.purging
+    assert node.core.handoff.owners() == []
+    assert all(node.core.store.get(k) == _version(b"v") for k in kept)
+    # the name again: the next generation, empty, its keys stored under their own prefix
+    node.ask(b"admin", [wire.NsCreate(5, "carts", 3, 0, 0, "siblings", 0)], ADMIN)
+    again = reg.get("carts")
+    assert again.gen == 1
+    fresh = nss.storage_key(again, b"k1")
+    rep.merge(fresh, _version(b"new"))
+    assert rep.read(fresh) == _version(b"new") and rep.read(dead[1]) == b""
+    from zkv.node.status import status
+    # (the create kills nothing more: the purge, done, does not start again)
+    assert status(node.core)["purge"] == {"namespaces": ["carts"], "purged": 40,
+                                          "sweeping": False}
+
+
+def test_a_retried_drop_or_truncate_ends_nothing_more(node):
+    """NsDrop names the generation it ends: sent again (its answer lost), it finds that one
+    ended and changes nothing, so a truncate retried does not empty the namespace twice."""
+    _upgrade_peers(node, 2, 3)
+    node.ask(b"admin", [wire.NsCreate(1, "s", 3, 0, 0, "siblings", 0)], ADMIN)
+    reg = node.core.namespaces
+    for rid in (2, 3):
+        node.ask(b"admin", [wire.NsDrop(rid, "s", True, 0)], ADMIN)
+        assert reg.get("s").gen == 1
+    node.ask(b"admin", [wire.NsDrop(4, "s", False, 1)], ADMIN)
+    tomb = reg.version_of("s")
+    assert tomb is not None and tomb.dropped and tomb.gen == 1
+    node.ask(b"admin", [wire.NsDrop(5, "s", False, 1)], ADMIN)
+    assert reg.version_of("s") == tomb
+    node.ask(b"admin", [wire.NsCreate(6, "s", 3, 0, 0, "siblings", 0)], ADMIN)
+    node.ask(b"admin", [wire.NsDrop(7, "s", False, 1)], ADMIN)  # (late: the new one stays)
+    assert reg.get("s").gen == 2
+    (reply,) = node.ask(b"admin", [wire.NsDrop(8, "s", True, 5)], ADMIN)
+    assert type(reply) is wire.Error and "not heard of its generation 5" in reply.message
+
+
+def test_a_forwarded_write_from_an_ended_generation_is_refused_not_written_into_the_next(node):
+    """A write forwarded before a truncate (or a drop and create) and arriving after it must
+    not land in the namespace's next generation; a get, or a forward of an older node (no
+    generation), is served as before."""
+    _upgrade_peers(node, 2, 3)
+    node.ask(b"admin", [wire.NsCreate(1, "s", 3, 0, 0, "siblings", 0)], ADMIN)
+    node.ask(b"admin", [wire.NsDrop(2, "s", True, 0)], ADMIN)
+    put = wire.Put(0, b"k", b"old", b"", 1, ns="s")
+    (reply,) = node.ask(b"peer:node2/x", [wire.Forward(7, put, 0, 0)])
+    assert type(reply) is wire.Error and "was truncated" in reply.message
+    (reply,) = node.ask(b"peer:node2/x", [wire.Forward(8, put, 0, 2)])
+    assert type(reply) is wire.Error and "not heard of the namespace's generation 2" \
+        in reply.message
+    assert len(node.core.store) == 0
+    (reply,) = node.ask(b"peer:node2/x", [wire.Forward(9, put, 0, 1)])  # its generation
+    assert type(reply) is wire.PutOk
+    (reply,) = node.ask(b"peer:node2/x", [wire.Forward(10, put, 0, -1)])  # an older sender
+    assert type(reply) is wire.PutOk
+    (reply,) = node.ask(b"peer:node2/x", [wire.Forward(11, wire.Get(0, b"k", 1, ns="s"), 0, 0)])
+    assert type(reply) is wire.GetOk and reply.values

@@ -103,6 +103,10 @@ Fields added so far:
         not from stand-ins (zkv/node/quorum.py). Clients send them only when every member's
         record says FEATURE_PRIMARY (an older node would ignore them: a sloppy answer where
         a strict one was asked for)
+    Forward.gen (-1 = unknown)                 the generation of the request's namespace where
+        it entered the cluster (zkv/node/namespaces.py): a forwarded write whose namespace
+        was truncated, or dropped and made again, since is refused, not written into the
+        next generation. An older node ignores it
     NsCreate.pr/pw (0 = none), NsAlter.pr/pw (-1 = as it is)   a namespace's default primary
         quorums; sent, and taken by a node, only while every member's record says
         FEATURE_PRIMARY, and a node of an older version cannot join while a namespace has them
@@ -248,10 +252,14 @@ class NsDrop(_Msg, tag=45):
     """Admin -> node: drop a namespace (every key of it is purged, the name may be created
     again), or with `truncate` empty it and keep its settings (zkv/node/namespaces.py).
     Answered by NsOk (`created`: its name) once every member that is up has it, or Error
-    (the default namespace, an unknown name, a member without FEATURE_DROP)."""
+    (the default namespace, an unknown name, a member without FEATURE_DROP). `gen`: the
+    generation to end (-1: the current one); once it has ended (a retry of this request,
+    or another admin's), the node answers with the name's version as it is, ending nothing
+    more, so a retried truncate does not empty the namespace a second time."""
 
     name: NsName
     truncate: bool = False
+    gen: Annotated[int, msgspec.Meta(ge=-1, le=(1 << 32) - 1)] = -1
 
 
 class NsList(_Msg, tag=8):
@@ -373,6 +381,10 @@ class Forward(_Msg, tag=24):
 
     inner: Get | Put | Delete
     stamp: Stamp = 0  # an lww Put: the HLC stamp the forwarding node gave it on receipt
+    # the generation of the request's namespace where it entered the cluster (-1: an older
+    # sender, resolved on arrival): a write is refused in any other one (a truncate or a
+    # drop and create came between: it must not land in the next generation)
+    gen: Annotated[int, msgspec.Meta(ge=-1, le=(1 << 32) - 1)] = -1
 
 
 class Join(_Msg, tag=25):

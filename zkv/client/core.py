@@ -1286,8 +1286,12 @@ class ClientCore:
                                  f"one; it cannot be {what}{'d' if truncate else 'ped'}")
         yield from self._need_feature(wire.FEATURE_DROP, f"cannot {what} namespace {name!r}",
                                       "without namespace drop", fresh=True)
-        reg = self._learn(_expect((yield from self.call(wire.NsDrop(0, name, truncate), None)),
-                                  NsOk))
+        # the generation to end, so that a retry (the answer lost) ends nothing more
+        now = self._learn(_expect((yield from self.call(NsList(0), None)), NsOk))
+        current = now.version_of(name)
+        gen = current.gen if current is not None else -1
+        reg = self._learn(_expect((yield from self.call(wire.NsDrop(0, name, truncate, gen),
+                                                        None)), NsOk))
         if truncate:
             self.ns_cache[name] = reg.get(name)
             return msgspec.to_builtins(reg.get(name))

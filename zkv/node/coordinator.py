@@ -498,12 +498,13 @@ class ForwardOp(Op):
     kind = "forward"
 
     def __init__(self, ctx, origin, key, deadline, inner, candidates: list[str],
-                 per_try: float, stamp: int = 0) -> None:
+                 per_try: float, stamp: int = 0, gen: int = -1) -> None:
         super().__init__(ctx, origin, key, deadline)
         self.inner = inner
         self.candidates = list(candidates)
         self.per_try = per_try
         self.stamp = stamp  # an lww Put's stamp, given here on receipt (Forward.stamp)
+        self.gen = gen  # its namespace's generation on receipt (Forward.gen)
         self.current: str | None = None
 
     def start(self) -> None:
@@ -512,13 +513,13 @@ class ForwardOp(Op):
     def _next(self) -> None:
         if not self.candidates:
             self.finish()
-            self.ctx.coordinate_here(self.origin, self.inner, self.stamp)
+            self.ctx.coordinate_here(self.origin, self.inner, self.stamp, self.gen)
             return
         self.current = self.candidates.pop(0)
         self.pending = {self.current}
         self.deadline = self.ctx.now() + self.per_try
         self.ctx.wake(self, self.deadline)
-        self.ctx.ask(self.current, Forward(0, self.inner, self.stamp), self)
+        self.ctx.ask(self.current, Forward(0, self.inner, self.stamp, self.gen), self)
 
     def on_reply(self, node_id: str, msg) -> None:
         if node_id != self.current:

@@ -1538,7 +1538,7 @@ class NodeCore:
             rings = None
 
     def _on_forward(self, ident: bytes, msg: Forward) -> None:
-        self._on_client(ident, msg.inner, msg.rid, forwarded=True, stamp=msg.stamp)
+        self._on_client(ident, msg.inner, msg.rid, forwarded=True, stamp=msg.stamp, gen=msg.gen)
 
     def _on_ring_info(self, ident: bytes, msg: RingInfo) -> None:
         s = self.membership.settings
@@ -1838,6 +1838,12 @@ class NodeCore:
                               "without namespace drop")
         dead = self.namespaces.dead_gens
         current = self.namespaces.version_of(msg.name)
+        if current is not None and 0 <= msg.gen < current.gen + (current.dropped > 0):
+            self._namespace_done(ident, msg.rid, current, what)  # (ended already: a retry)
+            return
+        if current is not None and msg.gen > current.gen:
+            raise InvalidRequest(f"cannot {what} namespace {msg.name!r}: this node has not "
+                                 f"heard of its generation {msg.gen} yet (try again)")
         if current is not None:  # (stamped after what a clock running ahead stamped there)
             self.hlc.observe(max(current.created, current.changed, current.dropped))
         if msg.truncate:
@@ -1986,7 +1992,7 @@ class NodeCore:
 
     # ---- coordinating client requests -------------------------------------------------------
     def _on_client(self, ident: bytes, msg, rid: int | None = None,
-                   forwarded: bool = False, stamp: int = 0) -> None:
+                   forwarded: bool = False, stamp: int = 0, gen: int = -1) -> None:
         """A client's Get/Put/Delete (the handler itself: `rid` None, the message's), or one
         a peer forwarded (`_on_forward`: the Forward's rid)."""
         if rid is None:
@@ -2092,14 +2098,20 @@ class NodeCore:
                 given = (self._stamp(skey, msg.floor) if type(msg) is Put and ns.lww else 0)
                 self.start_op(ForwardOp(self, origin, skey, self.t, msg, candidates,
                                         per_try=2 * cfg.replica_timeout + 0.25,
-                                        stamp=given), self.t)
+                                        stamp=given, gen=ns.gen), self.t)
                 return
+        if gen >= 0 and gen != ns.gen and type(msg) is not Get:
+            self._reply(ident, Error(rid, E_INVALID, _other_generation(ns, gen)))
+            return
         self._coordinate(origin, msg, ring, ns, skey, p, stamp)
 
-    def coordinate_here(self, origin, inner, stamp: int = 0) -> None:
-        """Coordinate a request locally although this node is not an owner (no owner answered)."""
+    def coordinate_here(self, origin, inner, stamp: int = 0, gen: int = -1) -> None:
+        """Coordinate a request locally although this node is not an owner (no owner
+        answered); a write only in the generation of its namespace it was forwarded in."""
         try:
             ns, skey = self._resolve(inner)
+            if gen >= 0 and gen != ns.gen and type(inner) is not Get:
+                raise InvalidRequest(_other_generation(ns, gen))
         except ZkvError as exc:
             self.respond(origin, Error(0, E_INVALID, str(exc)[:wire.MAX_ERROR_TEXT]))
             return
@@ -2857,6 +2869,15 @@ class NodeCore:
     # ---- status ---------------------------------------------------------------------------
     def status(self) -> dict:
         return status(self)
+
+
+def _other_generation(ns: Namespace, gen: int) -> str:
+    """Why a forwarded write is refused: its namespace changed generation on the way."""
+    if gen < ns.gen:
+        return (f"namespace {ns.name!r} was truncated (or dropped and made again) while this "
+                f"write was on its way: nothing was written")
+    return (f"{ns.name!r}: this node has not heard of the namespace's generation {gen} yet "
+            f"(it holds {ns.gen}): nothing was written; try again")
 
 
 def _ns_mark(ns: Namespace) -> tuple[int, bool, int]:

@@ -37,7 +37,8 @@ class Context(Protocol):
     def wall_ms(self) -> int: ...  # the wall clock (ms): a write's own ttl (expiry.served)
     def wake(self, op: Op, at: float) -> None: ...  # call op.on_timer() at `at` (or later)
     def repaired(self) -> None: ...  # a read repair was sent (metrics)
-    def coordinate_here(self, origin, inner, stamp: int = 0) -> None: ...  # no owner answered
+    def coordinate_here(self, origin, inner, stamp: int = 0,
+                        gen: int = -1) -> None: ...  # no owner answered
     def replica_timeout(self, node_id: str, remaining: float) -> float: ...  # per-replica budget
     def standins(self, key: bytes, exclude: set[str]) -> list[str]: ...  # next reachable nodes
     def spend_io(self, nbytes: int) -> None: ...  # bulk bytes moved: charge the I/O budget

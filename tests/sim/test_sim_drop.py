@@ -1,0 +1,189 @@
+"""Dropping and truncating a namespace under deterministic simulation: a node cut off (or
+crashed) through the drop still holds the dropped keys, and hints for it wait on stand-ins;
+once it is back every node has purged every key of the ended generation from its store and
+its hint store, none comes back through hints, read repair or anti-entropy, and the name
+made again (a create after the drop, or the truncate's own next generation) holds exactly
+what was written to it since."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.harness import Faults, Sim, SimClient
+from zkv._core import dvv
+from zkv.node import namespaces as nss
+from zkv.node.core import REQUEST
+from zkv.wire import NsCreate, NsDrop, NsOk
+
+
+class Admin:
+    """An admin connection: sends one message to a node, keeps every reply."""
+
+    def __init__(self, sim: Sim, name: str = "admin") -> None:
+        self.sim = sim
+        self.ident = b"client:" + name.encode()
+        sim.clients[self.ident] = self  # type: ignore[assignment]  # (replies come here)
+        self.replies: list = []
+
+    def on_frame(self, node: str, msgs: list) -> None:
+        self.replies.extend(msgs)
+
+    def send(self, node: str, msg) -> None:
+        sn = self.sim.nodes[node]
+        assert sn.core is not None
+        sn.core.handle((REQUEST, self.ident), [msg], self.sim.t)
+        self.sim._after_turn(sn)
+
+    def reply(self, rid: int):
+        return next((m for m in self.replies if m.rid == rid), None)
+
+    def call(self, node: str, msg, within: float = 10.0):
+        """Send `msg` and run the sim until its reply, sending it again each second as a
+        client retries (a frame may be lost; every admin call here is idempotent)."""
+        end = self.sim.t + within
+        while self.reply(msg.rid) is None and self.sim.t < end:
+            self.send(node, msg)
+            self.sim.run_until(self.sim.t + 1.0)
+        return self.reply(msg.rid)
+
+
+def writer(keys: list[bytes], tag: bytes, rounds: int = 3, w: int = 2):
+    def workload(client: SimClient):
+        for i in range(rounds):
+            for k in keys:
+                yield ("put", k, b"%s-%s-%d" % (tag, k, i), b"", w)
+    return workload
+
+
+def dead_keys(sim: Sim, name: bytes, gens: range) -> list[tuple[str, str, bytes]]:
+    """(node, where, stored key) of every key of namespace `name` of a generation in `gens`
+    still held in a store or a hint store."""
+    found = []
+    for nid, sn in sim.nodes.items():
+        assert sn.core is not None
+        held = [("store", k) for k in sn.store.keys()]
+        held += [(f"hint for {owner}", k) for owner, idx in sn.core.handoff.index.items()
+                 for k in idx]
+        for where, k in held:
+            g = nss.generation(k)
+            if g is not None and g[0] == name and g[1] in gens:
+                found.append((nid, where, k))
+    return found
+
+
+def acked_since(sim: Sim, ns: str, since: float, ended: float) -> tuple[dict, dict]:
+    """Per user key: the values acknowledged by puts of clients of namespace `ns` that
+    started at or after `since`, and every value tried by one still in flight at `ended` (the
+    drop or truncate) or later: a write racing it may land in the new generation."""
+    acked: dict[bytes, set[bytes]] = {}
+    tried: dict[bytes, set[bytes]] = {}
+    for ev in sim.history.events:
+        if ev.op == "put" and ev.client.startswith(ns) and (ev.end >= ended or not ev.end):
+            tried.setdefault(ev.key, set()).add(ev.value)
+            if ev.ok and ev.start >= since:
+                acked.setdefault(ev.key, set()).add(ev.value)
+    return acked, tried
+
+
+def check_generation(sim: Sim, ns: nss.Namespace, since: float, ended: float) -> None:
+    """Every key of `ns` written since `since` is held by exactly its owners, who agree, with
+    every value acknowledged since and nothing but values of writes in flight at `ended` or
+    later."""
+    acked, tried = acked_since(sim, ns.name, since, ended)
+    assert acked, "nothing was acknowledged in the namespace's new generation"
+    for key, values in sorted(acked.items()):
+        skey = nss.storage_key(ns, key)
+        owners = sim.owners(skey)
+        held = {sim.held(x, skey) for x in owners}
+        assert len(held) == 1, (key, "owners disagree")
+        live = set(dvv.DVVSet.decode(held.pop()).live_values())
+        assert values <= live, (key, values - live)
+        assert live <= tried[key], (key, "an older generation's value came back",
+                                    live - tried[key])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_drop_while_a_node_is_cut_off_is_purged_everywhere_and_the_name_starts_empty(seed):
+    sim = Sim(seed, nodes=5, faults=Faults(loss=0.01, dup=0.01, start=0.5, end=30.0))
+    admin = Admin(sim)
+    admin.send("n1", NsCreate(1, "carts", 3, 0, 0, "siblings"))
+    admin.send("n1", NsCreate(2, "keep", 3, 0, 0, "lww"))
+    sim.run_until(1.0)
+    keys = [b"c%d" % i for i in range(12)]
+    clients = [SimClient(sim, f"carts-{j}", writer(keys, b"old%d" % j), namespace="carts")
+               for j in range(2)]
+    kept = SimClient(sim, "keep-0", writer(keys, b"keep"), namespace="keep")
+    sim.run_until(2.5)
+    sim.partition(["n5"], ["n1", "n2", "n3", "n4"])
+    # a client next to n5 keeps writing there: n5 stores them and keeps hints, unaware
+    SimClient(sim, "carts-cut", writer(keys[:6], b"cut", rounds=2, w=1), namespace="carts",
+              nodes=["n5"])
+    sim.run_until(3.5)
+    admin.send("n1", NsDrop(3, "carts", False, 0))
+    sim.run_until(4.0)
+    late = SimClient(sim, "carts-late", writer(keys[:3], b"late", rounds=1), namespace="carts",
+                     nodes=["n1", "n2", "n3", "n4"])
+    sim.run_until(6.0)
+    # (answered once every member that is up has it; sent again if the answer was lost)
+    assert type(admin.call("n1", NsDrop(3, "carts", False, 0))) is NsOk
+    # requests in the dropped namespace are refused, saying why
+    assert late.done and [ev.result.error for ev in sim.history.events
+                          if ev.client == "carts-late"] == [
+        "namespace 'carts' was dropped (`zkv namespace create` makes it again, empty)"] * 3
+    assert dead_keys(sim, b"carts", range(1)), "n5 held nothing of the dropped namespace"
+    sim.heal()
+    sim.run_until(20.0)
+    assert all(c.done for c in clients + [kept])
+    regs = [sn.core.namespaces for sn in sim.nodes.values() if sn.core is not None]
+    assert all(r == regs[0] for r in regs) and "carts" not in regs[0]
+    assert dead_keys(sim, b"carts", range(1)) == []
+    assert sim.nodes["n5"].core.replica.purged > 0
+    # the other namespace is whole: every key held by its owners, who agree
+    keep = regs[0].get("keep")
+    skeys = [nss.storage_key(keep, k) for k in keys]
+    assert sim.replicas_agree(skeys) == [] and all(sim.held(sim.owners(k)[0], k) for k in skeys)
+    # the name made again starts empty, and no old value joins the new ones
+    created = sim.t
+    admin.send("n2", NsCreate(4, "carts", 3, 0, 0, "siblings"))
+    sim.run_until(21.0)
+    again = sim.nodes["n3"].core.namespaces.get("carts")
+    assert again.gen == 1
+    listed = sim.list_keys("carts")
+    assert listed == [], listed
+    since = sim.t
+    SimClient(sim, "carts-new", writer(keys, b"new", rounds=1), namespace="carts")
+    sim.run_until(40.0)
+    check_generation(sim, again, since, created)
+    assert dead_keys(sim, b"carts", range(1)) == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_truncate_while_an_owner_is_crashed_keeps_only_what_was_written_after_it(seed):
+    sim = Sim(seed, nodes=5, faults=Faults(loss=0.01, dup=0.01, start=0.5, end=30.0))
+    admin = Admin(sim)
+    admin.send("n1", NsCreate(1, "carts", 3, 0, 0, "siblings"))
+    sim.run_until(1.0)
+    keys = [b"c%d" % i for i in range(12)]
+    SimClient(sim, "carts-a", writer(keys, b"a"), namespace="carts")
+    sim.run_until(2.0)
+    sim.crash("n3")  # it holds a share of the keys; stand-ins keep hints for it
+    sim.run_until(3.0)
+    old = sim.nodes["n1"].core.namespaces.get("carts")
+    truncated = sim.t
+    admin.send("n1", NsDrop(2, "carts", True, 0))
+    sim.run_until(3.2)
+    new = sim.nodes["n1"].core.namespaces.get("carts")
+    assert (new.gen, new.settings()) == (1, old.settings())
+    since = sim.t
+    SimClient(sim, "carts-b", writer(keys, b"b", rounds=2), namespace="carts")
+    sim.run_until(6.0)
+    assert type(admin.call("n1", NsDrop(2, "carts", True, 0))) is NsOk
+    sim.restart("n3")  # with its saved registry: it learns of the truncate by gossip
+    sim.run_until(30.0)
+    assert sim.nodes["n3"].core.namespaces.get("carts") == new
+    assert dead_keys(sim, b"carts", range(1)) == []
+    assert sim.nodes["n3"].core.replica.purged > 0
+    check_generation(sim, new, since, truncated)
+    listed = sim.list_keys("carts", r=2)
+    assert isinstance(listed, list) and sorted(listed) == sorted(
+        acked_since(sim, "carts", since, truncated)[0]), listed
