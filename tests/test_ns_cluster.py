@@ -547,3 +547,94 @@ def test_a_dump_keeps_expiry_and_a_load_serves_nothing_longer(cluster5, tmp_path
         assert out.returncode == 0 and "1 key(s) loaded" in out.stdout, out.stderr
         assert "1 key(s) will be served longer than the dump says: namespace 'plain' has " \
             "no ttl" in out.stderr
+
+
+def _status(endpoint: str) -> dict:
+    reply = ask(endpoint, wire.Status(1))
+    assert isinstance(reply, wire.StatusOk), reply
+    return reply.info
+
+
+def test_drop_and_truncate_on_real_nodes(make_cluster):
+    """`zkv namespace drop` and `truncate` on four real nodes, one of them SIGSTOPped through
+    the drop: refused without --yes, the namespace gone for requests at once, every node's
+    store purged once the stopped one resumes (its keys counted in `zkv status`), the name
+    made again empty, a truncate keeping the settings, and all of it after a restart."""
+    cl = make_cluster(4)
+    zkv_cli = _cli(cl)
+    assert zkv_cli("namespace", "create", "carts").returncode == 0
+    keys = [b"k%d" % i for i in range(60)]
+    with zkv.Client(cl.endpoints, timeout=3.0) as c:
+        c.put_many([(k, b"old-" + k) for k in keys], w=3, namespace="carts")
+        held = [_status(ep)["keys"] for ep in cl.endpoints]  # (carts' copies only, so far)
+        assert sum(held) >= 3 * 60, held
+        out = zkv_cli("namespace", "drop", "carts")
+        assert out.returncode == 1 and "add --yes" in out.stderr and len(
+            out.stderr.strip().splitlines()) == 1, out
+        assert c.get(b"k1", namespace="carts").values == [b"old-k1"]  # (nothing dropped)
+        stopped = cl.nodes[3]
+        cl.pause(stopped.id)
+        try:
+            out = zkv_cli("namespace", "drop", "carts", "--yes")
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.startswith("namespace carts: dropped"), out.stdout
+            for argv in (("get", "k1"), ("put", "k1", "x"), ("keys", "--count")):
+                out = zkv_cli(*argv, "--namespace", "carts")
+                assert out.returncode == 1 and "namespace 'carts' was dropped" in out.stderr, \
+                    (argv, out)
+            assert "carts" not in zkv_cli("namespace", "list").stdout
+            with pytest.raises(zkv.InvalidRequest, match="was dropped"):
+                c.get(b"k1", namespace="carts")
+        finally:
+            cl.resume(stopped.id)
+        # every node purges its copies: the stopped one once it hears of the drop
+        wait_for(lambda: all(_status(ep)["keys"] == 0 for ep in cl.endpoints), timeout=30,
+                 what="every node to purge the dropped keys")
+        purged = [_status(ep)["purge"]["purged"] for ep in cl.endpoints]
+        assert sum(purged) >= 3 * 60 and purged[3] > 0, purged  # (every copy; the stopped
+        # node's too: a copy a previous owner kept until the ring settled may go that way)
+        status_text = zkv_cli("status").stdout
+        assert "dropped or truncated: carts;" in status_text, status_text
+        # the name again: empty, a new generation
+        assert zkv_cli("namespace", "create", "carts").returncode == 0
+        assert zkv_cli("keys", "--count", "--namespace", "carts").stdout.strip() == "0"
+        c.put(b"k1", b"new", namespace="carts")
+        assert c.get(b"k1", namespace="carts", r=3).values == [b"new"]
+        assert zkv_cli("namespace", "create", "sess", "--conflicts", "lww", "--ttl", "1h"
+                       ).returncode == 0
+        c.put_many([(k, b"old-" + k) for k in keys], w=3, namespace="sess")
+        # truncate: the settings kept, every value gone, writable at once
+        out = zkv_cli("namespace", "truncate", "sess", "--yes")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "namespace sess: truncated, n=3 r=2 w=2 conflicts=lww " \
+                                     "ttl=1h", out.stdout
+        assert not c.get(b"k2", namespace="sess", r=3).found
+        assert zkv_cli("keys", "--count", "--namespace", "sess").stdout.strip() == "0"
+        c.put(b"k2", b"new", namespace="sess")
+        import asyncio
+
+        async def truncate_again():
+            async with zkv.AsyncClient(cl.endpoints, timeout=3.0) as ac:
+                return await ac.namespace_truncate("sess")
+        assert asyncio.run(truncate_again())["gen"] == 2
+        assert not c.get(b"k2", namespace="sess", r=3).found
+        c.put(b"k3", b"kept", namespace="sess", w=3)
+        for argv, why in ((("drop", "default", "--yes"), "holds the keys written without one"),
+                          (("truncate", "nope", "--yes"), "unknown namespace 'nope'")):
+            out = zkv_cli("namespace", *argv)
+            assert out.returncode == 1 and why in out.stderr, (argv, out)
+    # after a restart of every node: the same namespaces, nothing old back
+    cl.stop()
+    cl.start()
+    with zkv.Client(cl.endpoints, timeout=3.0) as c:
+        def read_back():
+            try:
+                return c.get(b"k3", namespace="sess").values == [b"kept"]
+            except (zkv.QuorumError, zkv.Unavailable):
+                return False
+        wait_for(read_back, what="the truncated namespace's new key after the restart")
+        assert c.get(b"k1", namespace="carts", r=3).values == [b"new"]
+        assert sorted(c.keys(namespace="sess")) == [b"k3"]
+        assert sorted(c.keys(namespace="carts")) == [b"k1"]
+        gens = {x["name"]: x["gen"] for x in c.namespaces()}
+        assert gens["carts"] == 1 and gens["sess"] == 2

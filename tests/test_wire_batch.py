@@ -47,6 +47,7 @@ CLIENT_MSGS = [
               counter, small, small),
     st.builds(wire.NsAlter, u64, name, st.integers(-1, 255), st.integers(-1, 255),
               st.integers(-1, wire.MAX_COUNTER), st.integers(-1, 255), st.integers(-1, 255)),
+    st.builds(wire.NsDrop, u64, name, st.booleans(), st.integers(-1, (1 << 32) - 1)),
     st.builds(wire.Repair, u64, i64),
     st.builds(wire.Snapshot, u64, name, st.sampled_from(["take", "list", "remove"])),
     st.builds(wire.Cluster, u64, st.text(max_size=16), node_id, node_id),
@@ -76,7 +77,8 @@ REPLY_MSGS = [
 PEER_MSGS = [
     st.builds(wire.RGet, u64, key, node_id), st.builds(wire.RPut, u64, key, blob, node_id),
     st.builds(wire.RGetOk, u64, blob), st.builds(wire.RPutOk, u64, st.booleans()),
-    st.builds(wire.Forward, u64, st.one_of(*CLIENT_MSGS[:3])),
+    st.builds(wire.Forward, u64, st.one_of(*CLIENT_MSGS[:3]), u64,
+              st.integers(-1, (1 << 32) - 1)),
     st.builds(wire.Join, u64, _member()),
     st.builds(wire.JoinOk, u64, i64, i64, i64, i64, st.lists(_member(), max_size=3), blob, blob),
     st.builds(wire.TreeLevel, u64, i64, i64, st.lists(i64, max_size=8),

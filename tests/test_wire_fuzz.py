@@ -49,7 +49,7 @@ def samples() -> list:
         wire.Cluster(28, "leave", "node2"), wire.ClusterOk(29, {"epoch": 3}),
         wire.Fetch(30, 5, 1 << 60, 262144), wire.FetchOk(31, [b"k"], [b"\x00dvv"], 7, False, 9),
                 wire.NsCreate(32, "sessions", 3, 2, 2, "lww"), wire.NsList(33),
-                wire.NsAlter(34, "sessions", 1, -1, 600),
+                wire.NsAlter(34, "sessions", 1, -1, 600), wire.NsDrop(34, "sessions", True, 3),
                 wire.Read(34, b"k", "sessions"), wire.ReadOk(35, b"\x00dvv", True),
         wire.NsOk(34, b"\x92\x01\x90", "sessions"),
     ]

@@ -91,6 +91,10 @@ def seed_messages(members: list[wire.Member], rng: random.Random) -> list:
                       rng.choice([0, 2, 3, 4, 255]), rng.choice([0, 2, 3, 4, 255])),
         wire.NsAlter(42, f"fz{rng.randrange(4)}", pr=rng.choice([-1, 0, 2, 4, 255]),
                      pw=rng.choice([-1, 0, 3, 255])),
+        wire.NsDrop(43, rng.choice(["default", "nope"] + [f"fz{i}" for i in range(4)]),
+                    rng.random() < 0.7, rng.choice([-1, 0, 1, 5, 2**32 - 1])),
+        wire.Forward(44, wire.Put(0, key, b"v", b"", 1, ns=f"fz{rng.randrange(4)}"), 0,
+                     rng.choice([-1, 0, 1, 2, 2**32 - 1])),
     ]
 
 

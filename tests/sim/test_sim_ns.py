@@ -156,10 +156,10 @@ def test_lww_a_forward_that_lands_late_keeps_the_stamp_it_got_on_receipt():
     target = sim.nodes[owners[1]].core
     on_client = target._on_client
 
-    def watched(ident, msg, rid=None, forwarded=False, stamp=0):
+    def watched(ident, msg, rid=None, forwarded=False, stamp=0, gen=-1):
         if forwarded:
             forwards.append(sim.t)
-        on_client(ident, msg, rid, forwarded, stamp)
+        on_client(ident, msg, rid, forwarded, stamp, gen)
 
     target._on_client = watched
     sim.run_until(sim.t + 8.0)

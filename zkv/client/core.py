@@ -485,6 +485,7 @@ class ClientCore:
         # namespaces seen (their N and conflicts never change; r, w and ttl may: an alter
         # changes the registry's digest in the ring, `set_ring`, which empties the cache)
         self.ns_cache: dict[str, Namespace] = {}
+        self.ns_last: Registry | None = None  # the last registry a node sent (NsOk)
         self.ns_digest = 0
         # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
         # coordinator orders this client's next write after everything it has seen
@@ -1159,6 +1160,7 @@ class ClientCore:
             reg = Registry.decode(reply.registry)
         except ValueError as exc:
             raise ZkvError(f"a node sent a bad namespace registry: {exc}") from None
+        self.ns_last = reg
         for ns in reg.versions():
             cur = self.ns_cache.get(ns.name)
             if ns.dropped:  # (forgotten: a request in it is refused by the node, saying so)
@@ -1401,6 +1403,8 @@ class ClientCore:
                 yield from self.namespaces_plan()
                 known = self.ns_cache.get(listing.ns)
                 if known is None:
+                    if self.ns_last is not None:  # (says why: unknown, or dropped)
+                        self.ns_last.get(listing.ns)
                     raise InvalidRequest(f"unknown namespace {listing.ns!r}")
             n, ns_prefix, lww, default_r = known.n, nss.prefix(known), known.head, known.r
             ttl_ms = known.ttl * 1000
