@@ -9,6 +9,8 @@
                                        # 3 -> 5 -> 4 nodes under faults (or replace, remove)
     python tools/simulate.py --scenario strict --seeds 100 --loss 0.02 --dup 0.01 \
         --partitions 3 --pauses 2 --crashes 1      # pr=pw=2 reads miss no write (sloppy: do)
+    python tools/simulate.py --scenario drops --seeds 200 --loss 0.02 --dup 0.01 \
+        --partitions 2 --pauses 1 --crashes 1      # truncates and drops purge everywhere
     python tools/simulate.py --load                                  # the harness's speed
     python tools/simulate.py --scale 10,25,50,100 --out scale.png    # gossip + ring at scale
 
@@ -34,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sim.harness import Faults  # noqa: E402
 from sim.scenario import (  # noqa: E402
     MEMBERSHIP_START,
+    drops,
     gossip_rounds,
     load,
     membership,
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                     "they give clients, as with --keys (zkv/node/seal.py)")
     ap.add_argument("--scenario", choices=["run", "membership", "replace", "remove",
                                            "replace-dead", "membership-rejoin",
-                                           "remove-rejoin", "strict", "sloppy"],
+                                           "remove-rejoin", "strict", "sloppy", "drops"],
                     default="run",
                     help="run: carts, blind writes, deletes and re-adds on --nodes nodes; "
                     "membership: 3 -> 5 -> 4 nodes with writers and readers all along; "
@@ -89,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                     "strict: writers at w=2 pw=2 and readers at r=2 pr=2 on --nodes nodes, "
                     "every read that succeeds must see the writes acknowledged before it; "
                     "sloppy: the same at r=2 w=2 without pr/pw (stale reads expected under "
-                    "partitions: what pr/pw prevent)")
+                    "partitions: what pr/pw prevent); drops: writers in a siblings and an lww "
+                    "namespace while an admin truncates them, or drops and creates them "
+                    "again: every node purges the ended generations, nothing of one comes back")
     ap.add_argument("--spaces", default="", help="membership/replace: namespaces created "
                     "first, NAME:N,... (e.g. pairs:2,single:1)")
     for name, value in vars(Faults()).items():
@@ -97,10 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.sealed and args.scenario != "run":
         ap.error("--sealed applies to --scenario run only")
-    if args.scenario in ("strict", "sloppy") and args.client == "many":
-        ap.error(f"--scenario {args.scenario} runs --client sim or core (each writer the only "
-                 "one of its key)")
-    if args.scenario in ("strict", "sloppy") and (args.power_losses or args.wipes):
+    if args.scenario in ("strict", "sloppy", "drops") and args.client == "many":
+        ap.error(f"--scenario {args.scenario} runs --client sim or core")
+    if args.scenario in ("strict", "sloppy", "drops") and (args.power_losses or args.wipes):
         ap.error(f"--scenario {args.scenario} keeps the disks: a power loss or a wipe loses "
                  "acknowledged writes at any quorum")
     if args.scale:
@@ -182,6 +186,8 @@ def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, cli
     elif scenario in ("strict", "sloppy"):
         rep = strict_reads(seed, faults, strict=scenario == "strict", client=client,
                            nodes=nodes)
+    elif scenario == "drops":
+        rep = drops(seed, faults, client=client, nodes=nodes)
     else:
         rep = membership(seed, faults, spaces=spaces, client=client,
                          replace=scenario in ("replace", "replace-dead"),

@@ -1274,6 +1274,59 @@ def _all_pages(listing, tries: int = 5) -> Generator:
     return got
 
 
+class AdminClient:
+    """An admin connection (namespace create, alter, drop, truncate): `request` sends one
+    message to a node that is up, sends it again each `retry` seconds until an answer comes
+    (a frame may be lost; send only idempotent requests: an NsDrop naming its generation),
+    and calls `done(reply)` with it, or with None after `give_up` seconds. Its requests are
+    no workload's: not in the history."""
+
+    def __init__(self, sim: Sim, name: str = "admin") -> None:
+        self.sim = sim
+        self.name = name
+        self.ident = b"client:" + name.encode()
+        sim.clients[self.ident] = self  # type: ignore[assignment]  # (its replies come here)
+        self.replies: dict[int, object] = {}
+        self.rid = 0
+        self.done = True  # (never a workload still running: Sim's "all clients done")
+
+    def on_frame(self, node: str, msgs: list) -> None:
+        for m in msgs:
+            self.replies.setdefault(m.rid, m)
+
+    def send(self, node: str, msg) -> None:
+        """One frame to `node` now (if it is up, not paused)."""
+        sn = self.sim.nodes[node]
+        if sn.core is None or sn.paused:
+            return
+        sn.core.handle((REQUEST, self.ident), [msg], self.sim.t)
+        self.sim._after_turn(sn)
+
+    def request(self, msg, done: Callable[[object], None] | None = None,
+                node: str | None = None, retry: float = 1.0, give_up: float = 15.0) -> int:
+        """Send `msg` (its rid set here) to `node` (None: one up, picked by the sim's RNG)."""
+        self.rid += 1
+        msg.rid = self.rid
+        end = self.sim.t + give_up
+
+        def attempt() -> None:
+            if msg.rid in self.replies:
+                if done is not None:
+                    done(self.replies[msg.rid])
+                return
+            if self.sim.t >= end:
+                if done is not None:
+                    done(None)
+                return
+            up = [x for x in self.sim.node_ids if self.sim.nodes[x].core is not None
+                  and not self.sim.nodes[x].paused]
+            if node is not None or up:
+                self.send(node or self.sim.rng.choice(up), msg)
+            self.sim.at(self.sim.t + retry, attempt)
+        attempt()
+        return msg.rid
+
+
 class CoreClient:
     """zkv.client's own ClientCore over the simulated network, on the virtual clock: a third
     driver of its plans beside the sync and async ones, so the real client's routing (by the

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sim.harness import CoreClient, Faults, ManyClient, Sim, SimClient
+from sim.harness import AdminClient, CoreClient, Faults, ManyClient, Sim, SimClient
+from zkv import wire
 from zkv._core import dvv
 from zkv.node import ownership as own
-from zkv.node.namespaces import split_key
+from zkv.node.namespaces import generation, split_key, storage_key
 
 
 def _items(values: list[bytes]) -> set[bytes]:
@@ -729,4 +730,118 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     owners = {x for k in key_list for x in sim.owners(k)}
     if "n2" in owners and not rejoin:
         v.append("n2 still owns keys after leaving")
+    return rep
+
+
+DROP_SPACES = {"carts": "siblings", "sess": "lww"}  # the drops scenario's namespaces
+
+
+def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes: int = 5,
+          actions: int = 2, writes: int = 60) -> Report:
+    """Namespaces dropped and truncated under faults (README, "Dropping and truncating"):
+    writers blind-write 8 keys of a siblings namespace and of an lww one all along, while an
+    admin ends each namespace's generation `actions` times at random moments of the faults'
+    window, by a truncate or by a drop then a create (sent on once the drop is answered).
+    Once the faults end and the cluster converged: every node holds the same registry; no
+    node holds a key of an ended generation in its store or its hint store (the purge went
+    everywhere, the nodes that were cut off, paused or crashed through a drop too); and
+    every value the current generation holds was written by a put still in flight when the
+    action that began it was sent, or later (nothing of an ended generation came back). The
+    disks are kept (no power losses or wipes: a lost disk loses writes at any quorum)."""
+    faults = faults or Faults()
+    sim = Sim(seed, nodes, faults=faults)
+    admin = AdminClient(sim)
+    for name, mode in DROP_SPACES.items():
+        admin.request(wire.NsCreate(0, name, 3, 0, 0, mode), node="n1")
+    sim.run_until(0.5)
+    began: dict[str, float] = {name: 0.0 for name in DROP_SPACES}  # the current generation's
+    sent = [0]
+    keys = [b"k%d" % i for i in range(8)]
+
+    def writer(c):
+        gap = (faults.end - 0.5) / writes
+        for i in range(writes):
+            sent[0] += 1
+            yield ("put", keys[i % len(keys)], b"%s-%d" % (c.name.encode(), i), b"", 2)
+            yield ("sleep", gap * sim.rng.random())
+
+    kind = CLIENTS[client]
+    for name in DROP_SPACES:
+        for j in range(2):
+            kind(sim, f"{name}/{j}", writer, namespace=name)
+
+    def end_generation(name: str) -> None:
+        # the latest version any node holds (as an admin who read it from one that knows)
+        versions = [v for sn in sim.nodes.values() if sn.core is not None
+                    and (v := sn.core.namespaces.version_of(name)) is not None]
+        ns = min(versions, key=lambda v: v.rank(), default=None)
+        if ns is None or ns.dropped:
+            return
+        before, began[name] = began[name], sim.t  # (writes in flight from now on may land
+        truncate = sim.rng.random() < 0.5  # in the next generation)
+        sim.note(f"admin {'truncates' if truncate else 'drops'} {name} (generation {ns.gen})")
+
+        def answered(reply) -> None:
+            if isinstance(reply, wire.Error):  # (refused, by a node that has not heard of
+                began[name] = before           # the generation yet: nothing ended)
+                sim.note(f"admin: {reply.message}")
+            elif isinstance(reply, wire.NsOk) and not truncate:  # the name again, where the
+                admin.request(wire.NsCreate(0, name, 3, 0, 0, DROP_SPACES[name]))  # drop is
+        admin.request(wire.NsDrop(0, name, truncate, ns.gen), answered)  # known
+
+    for name in DROP_SPACES:
+        for _ in range(actions):
+            sim.at(faults.start + sim.rng.random() * (faults.end - faults.start),
+                   end_generation, name)
+    sim.schedule_faults()
+    sim.run_until(faults.end)
+    while not all(c.done for c in sim.clients.values()) and sim.t < faults.end + 60:
+        sim.run_until(sim.t + 1.0)
+    sim.run_until(sim.t + 20.0)  # the last creates answered, gossip and the purges' passes
+    rep = Report(seed, faults, client=client, log=sim.log, stats=dict(sim.stats),
+                 scenario="--scenario drops")
+    up = [sn for sn in sim.nodes.values() if sn.core is not None]
+    regs = [sn.core.namespaces for sn in up]
+    if any(r != regs[0] for r in regs):
+        rep.violations.append("the nodes' namespace registries differ")
+    current = {}
+    for name in DROP_SPACES:
+        ns = regs[0].version_of(name)
+        assert ns is not None
+        current[name] = ns
+        skeys = [storage_key(ns, k) for k in keys] if not ns.dropped else []
+        settle = _converge(sim, skeys, 30.0)
+        if settle is None:
+            rep.violations.append(f"{name}: the keys' owners did not agree within 30 s")
+        rep.settle_time = max(rep.settle_time or 0.0, settle or 0.0)
+    for sn in up:
+        held = [("store", k) for k in sn.store.keys()] + [
+            (f"a hint for {owner}", k) for owner, idx in sn.core.handoff.index.items()
+            for k in idx]
+        for where, k in held:
+            gen = generation(k)
+            if gen is None or gen[0].decode() not in current:
+                continue
+            ns = current[gen[0].decode()]
+            if gen[1] < ns.gen or ns.dropped:
+                rep.violations.append(f"{sn.id} still holds {k!r} of an ended generation "
+                                      f"({where}); {ns.name} is at {ns.gen}"
+                                      + (" (dropped)" if ns.dropped else ""))
+    for name, ns in current.items():
+        if ns.dropped:
+            continue
+        tried = {(ev.key, ev.value) for ev in sim.history.events
+                 if ev.op == "put" and ev.client.startswith(name + "/")
+                 and (ev.end >= began[name] or not ev.end)}
+        for k in keys:
+            skey = storage_key(ns, k)
+            held = sim.held(sim.owners(skey)[0], skey)
+            for v in dvv.DVVSet.decode(held).live_values() if held else []:
+                value = v[ns.head:]
+                if (k, value) not in tried:
+                    rep.violations.append(f"{name} generation {ns.gen} holds {value!r} under "
+                                          f"{k!r}, written before the generation began at "
+                                          f"{began[name]:.3f}")
+    rep.ops = sent[0]
+    rep.ok_ops = sum(1 for ev in sim.history.events if ev.ok)
     return rep
