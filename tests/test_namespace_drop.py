@@ -224,3 +224,9 @@ def test_drops_and_truncates_in_any_gossip_order_converge_and_death_is_final(pla
         assert len({n.is_dead(k) for n in nodes}) == 1, k
     for ns in nodes[0]:
         assert not nodes[0].is_dead(nsm.storage_key(ns, b"k")), ns
+
+
+def test_the_wire_bounds_the_generation_as_the_registry_does():
+    from zkv import wire
+    assert wire.MAX_NS_GEN == nsm.MAX_GEN and wire.MAX_NS_N == nsm.MAX_N
+    assert wire.MAX_NS_NAME == 64 and not nsm.valid_name("x" * 65)

@@ -140,6 +140,7 @@ MAX_ERROR_TEXT = 4096
 MAX_NS_NAME = 64  # == namespaces._NAME's upper bound
 MAX_NS_REGISTRY = 1 << 20  # == namespaces.DEFAULT_MAX_BYTES
 MAX_NS_N = 16  # == namespaces.MAX_N
+MAX_NS_GEN = (1 << 32) - 1  # == namespaces.MAX_GEN
 MAX_ROOTS = 1024  # partitions whose roots one TreeLevel asks for (TreeLevel.more)
 FEATURE_READ = 1  # Member.features: the node answers Read (client-coordinated reads)
 FEATURE_SNAPSHOT = 2  # Member.features: the node answers Snapshot (an admin's)
@@ -259,7 +260,7 @@ class NsDrop(_Msg, tag=45):
 
     name: NsName
     truncate: bool = False
-    gen: Annotated[int, msgspec.Meta(ge=-1, le=(1 << 32) - 1)] = -1
+    gen: Annotated[int, msgspec.Meta(ge=-1, le=MAX_NS_GEN)] = -1
 
 
 class NsList(_Msg, tag=8):
@@ -384,7 +385,7 @@ class Forward(_Msg, tag=24):
     # the generation of the request's namespace where it entered the cluster (-1: an older
     # sender, resolved on arrival): a write is refused in any other one (a truncate or a
     # drop and create came between: it must not land in the next generation)
-    gen: Annotated[int, msgspec.Meta(ge=-1, le=(1 << 32) - 1)] = -1
+    gen: Annotated[int, msgspec.Meta(ge=-1, le=MAX_NS_GEN)] = -1
 
 
 class Join(_Msg, tag=25):

@@ -1851,7 +1851,7 @@ class NodeCore:
                                           write_ttl=not self._lacking(wire.FEATURE_WRITE_TTL))
         else:
             ns = self.namespaces.drop(msg.name, dropped=self.hlc.now())
-        self._namespace_done(ident, msg.rid, ns, what.rstrip("e") + "ed")
+        self._namespace_done(ident, msg.rid, ns, "truncated" if msg.truncate else "dropped")
         self._dead_changed(dead)
 
     def _dead_changed(self, before: dict[bytes, tuple[int, bool]]) -> None:
