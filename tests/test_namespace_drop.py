@@ -230,3 +230,18 @@ def test_the_wire_bounds_the_generation_as_the_registry_does():
     from zkv import wire
     assert wire.MAX_NS_GEN == nsm.MAX_GEN and wire.MAX_NS_N == nsm.MAX_N
     assert wire.MAX_NS_NAME == 64 and not nsm.valid_name("x" * 65)
+
+
+def test_a_malformed_key_never_poisons_the_verdicts():
+    """is_dead memoises its verdict per stored-key prefix: a key without the prefix's end
+    (from a peer) is judged not dead and leaves no verdict for a real prefix to find."""
+    r = reg()
+    r.create("cart", members=3, created=1, creator="n1")
+    cart = r.get("cart")
+    r.drop("cart", dropped=2)
+    assert not r.is_dead(b"\x00\x03\x00carts")  # (its [:-1] is cart's prefix)
+    assert r.is_dead(nsm.storage_key(cart, b"k"))
+    assert not r.is_dead(b"\x00\x03\x00cart#9\x00k")  # (a generation not heard of yet)
+    r.create("cart", members=3, created=4, creator="n1")  # the memo follows the registry
+    assert r.is_dead(nsm.storage_key(cart, b"k"))
+    assert not r.is_dead(nsm.storage_key(r.get("cart"), b"k"))

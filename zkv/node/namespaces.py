@@ -407,6 +407,7 @@ class Registry:
         # name (ASCII bytes) -> (generation, dropped) of the names whose older generations,
         # or whose current one, are dead (`is_dead`); empty until a drop or truncate
         self.dead_gens: dict[bytes, tuple[int, bool]] = {}
+        self._dead_memo: dict[bytes, bool] = {}  # stored-key prefix -> is_dead's verdict
         self.merge(namespaces)
 
     @classmethod
@@ -462,11 +463,21 @@ class Registry:
         does not hold, nor for a generation newer than the one it holds."""
         if not self.dead_gens or skey[:1] != b"\x00":
             return False
-        found = generation(skey)
-        if found is None:
-            return False
-        rule = self.dead_gens.get(found[0])
-        return rule is not None and (found[1] < rule[0] or (found[1] == rule[0] and rule[1]))
+        end = skey.find(b"\x00", 3)
+        if end < 4:
+            return False  # (no namespace's key: never judged, never memoised)
+        verdict = self._dead_memo.get(skey[:end])  # (a key's prefix decides: one dict get)
+        if verdict is None:
+            verdict = False
+            found = generation(skey)
+            if found is not None:
+                rule = self.dead_gens.get(found[0])
+                verdict = rule is not None and (found[1] < rule[0]
+                                                or (found[1] == rule[0] and rule[1]))
+            if len(self._dead_memo) >= MAX_NAMESPACES * 4:
+                self._dead_memo.clear()
+            self._dead_memo[skey[:end]] = verdict
+        return verdict
 
     # -- changing
     def create(self, name: str, n: int | None = None, r: int | None = None,
@@ -620,6 +631,7 @@ class Registry:
                           for ns in self._ns.values() if ns.expires}
         self.dead_gens = {ns.name.encode("ascii"): (ns.gen, bool(ns.dropped))
                           for ns in self._all.values() if ns.gen or ns.dropped}
+        self._dead_memo = {}
 
     def expiry_of(self, skey: bytes) -> tuple[int, int] | None:
         """(ttl in ms, expired_before in ms) of the namespace a stored key belongs to; None
