@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import lmdb
+import msgspec
 
 from zkv._core import dvv
 from zkv.node import expiry
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"keys/s  |  ratio {rate / lmdb_rate:.3f}x")
             live = [nsm.storage_key(new, b"c:%012d" % i) for i in range(min(20_000, quarter))]
             plain = nsm.Registry.for_cluster(3, 2, 2)
-            plain.merge([msgspec_replace(new, gen=0)])
+            plain.merge([msgspec.structs.replace(new, gen=0)])
             timings = {}
             for name, r, ks in (("never dropped", plain, None), ("truncated", reg, live)):
                 replica.expired = _hook(r)
@@ -100,11 +101,6 @@ def main(argv: list[str] | None = None) -> int:
             store.close()
             env.close()
     return 0
-
-
-def msgspec_replace(ns: nsm.Namespace, **changes) -> nsm.Namespace:
-    import msgspec
-    return msgspec.structs.replace(ns, **changes)
 
 
 if __name__ == "__main__":

@@ -1071,6 +1071,22 @@ def test_expiry_sweep_benchmark_smoke(capsys):
                      r"without ttl \(\+-?[\d.]+ us for the verdict\)$", read), read
 
 
+def test_purge_sweep_benchmark_smoke(capsys):
+    """benchmarks/purge_sweep.py on 4000 keys: a pass purges exactly the truncated generation's
+    quarter (the script asserts it) and both lines report their figures."""
+    import re
+
+    mod = _benchmark_module("purge_sweep")
+    assert mod.main(["--keys", "4000", "--runs", "1"]) == 0
+    sweep, read = capsys.readouterr().out.strip().splitlines()
+    assert re.search(r"^run 1: purge pass over 4,000 keys \(1,000 dead purged\) in [\d.]+ s: "
+                     r"[\d,]+ keys/s examined, [\d,]+ purges/s  \|  LMDB cursor [\d,]+ keys/s"
+                     r"  \|  ratio [\d.]+x$", sweep), sweep
+    assert re.search(r"Replica.read of a live key: [\d.]+ us in a cluster that never dropped, "
+                     r"[\d.]+ us in the truncated namespace \(\+-?[\d.]+ us for the dead-key "
+                     r"check\)$", read), read
+
+
 def _benchmark_module(name: str):
     """benchmarks/NAME.py imported as a module (the directory is no package)."""
     import importlib.util
