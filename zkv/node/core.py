@@ -1841,9 +1841,11 @@ class NodeCore:
         if current is not None and 0 <= msg.gen < current.gen + (current.dropped > 0):
             self._namespace_done(ident, msg.rid, current, what)  # (ended already: a retry)
             return
-        if current is not None and msg.gen > current.gen:
-            raise InvalidRequest(f"cannot {what} namespace {msg.name!r}: this node has not "
-                                 f"heard of its generation {msg.gen} yet (try again)")
+        if current is not None and msg.gen > current.gen:  # (not now: another node may know)
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"cannot {what} namespace "
+                                     f"{msg.name!r}: {self.me} has not heard of its "
+                                     f"generation {msg.gen} yet (try again)"))
+            return
         if current is not None:  # (stamped after what a clock running ahead stamped there)
             self.hlc.observe(max(current.created, current.changed, current.dropped))
         if msg.truncate:
@@ -2100,8 +2102,9 @@ class NodeCore:
                                         per_try=2 * cfg.replica_timeout + 0.25,
                                         stamp=given, gen=ns.gen), self.t)
                 return
-        if gen >= 0 and gen != ns.gen and type(msg) is not Get:
-            self._reply(ident, Error(rid, E_INVALID, _other_generation(ns, gen)))
+        if gen >= 0 and gen != ns.gen and type(msg) is not Get:  # (a newer one: not now)
+            self._reply(ident, Error(rid, E_INVALID if gen < ns.gen else E_UNAVAILABLE,
+                                     _other_generation(ns, gen)))
             return
         self._coordinate(origin, msg, ring, ns, skey, p, stamp)
 
