@@ -22,7 +22,6 @@ import tempfile
 import time
 
 import lmdb
-import msgspec
 
 from zkv._core import dvv
 from zkv.node import expiry
@@ -81,19 +80,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{replica.purged / took:,.0f} purges/s  |  LMDB cursor {lmdb_rate:,.0f} "
                   f"keys/s  |  ratio {rate / lmdb_rate:.3f}x")
             live = [nsm.storage_key(new, b"c:%012d" % i) for i in range(min(20_000, quarter))]
-            plain = nsm.Registry.for_cluster(3, 2, 2)
-            plain.merge([msgspec.structs.replace(new, gen=0)])
+            # the same live keys, judged by a registry that never dropped anything (a cluster
+            # without drops: no dead-key check) and by the truncated one
             timings = {}
-            for name, r, ks in (("never dropped", plain, None), ("truncated", reg, live)):
+            for name, r in (("never dropped", nsm.Registry.for_cluster(3, 2, 2)),
+                            ("truncated", reg)):
                 replica.expired = _hook(r)
-                keys = ks or [nsm.storage_key(r.get("carts"), b"c:%012d" % i)
-                              for i in range(len(live))]
-                if ks is None:
-                    store.put_many([(k, VALUE) for k in keys])
                 t0 = time.perf_counter()
-                for k in keys:
+                for k in live:
                     assert replica.read(k)
-                timings[name] = (time.perf_counter() - t0) / len(keys) * 1e6
+                timings[name] = (time.perf_counter() - t0) / len(live) * 1e6
             print(f"       Replica.read of a live key: {timings['never dropped']:.2f} us in a "
                   f"cluster that never dropped, {timings['truncated']:.2f} us in the truncated "
                   f"namespace (+{timings['truncated'] - timings['never dropped']:.2f} us for "

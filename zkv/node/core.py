@@ -1856,13 +1856,14 @@ class NodeCore:
         self._namespace_done(ident, msg.rid, ns, "truncated" if msg.truncate else "dropped")
         self._dead_changed(dead)
 
-    def _dead_changed(self, before: dict[bytes, tuple[int, bool]]) -> None:
-        """The registry's dead generations changed (a drop or truncate made here or learned):
-        the sweep purges this node's store of their keys (Background.purge)."""
+    def _dead_changed(self, before: dict[bytes, int]) -> None:
+        """Did a generation end (a drop or truncate made here or learned)? Then the sweep
+        purges this node's store of its keys (Background.purge_again). A create after a
+        drop ends nothing more."""
         after = self.namespaces.dead_gens
-        if after == before:
+        ended = sorted(k.decode("ascii") for k, v in after.items() if v > before.get(k, 0))
+        if not ended:
             return
-        ended = sorted(k.decode("ascii") for k, v in after.items() if before.get(k) != v)
         log.info("namespace(s) %s dropped or truncated: their dead keys are purged from this "
                  "node's stores in the background", ", ".join(ended))
         self.background.purge_again()

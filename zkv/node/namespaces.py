@@ -404,9 +404,10 @@ class Registry:
         # stored-key prefix (namespaces.prefix) -> (ttl ms, expired_before ms), of the
         # namespaces whose values expire (`expiry_of`)
         self.expiry_ms: dict[bytes, tuple[int, int]] = {}
-        # name (ASCII bytes) -> (generation, dropped) of the names whose older generations,
-        # or whose current one, are dead (`is_dead`); empty until a drop or truncate
-        self.dead_gens: dict[bytes, tuple[int, bool]] = {}
+        # name (ASCII bytes) -> how many of its generations ended (every one below it is dead:
+        # `is_dead`; its generation, + 1 if dropped), of the names that have any; empty until
+        # a drop or truncate
+        self.dead_gens: dict[bytes, int] = {}
         self._dead_memo: dict[bytes, bool] = {}  # stored-key prefix -> is_dead's verdict
         self.merge(namespaces)
 
@@ -471,9 +472,7 @@ class Registry:
             verdict = False
             found = generation(skey)
             if found is not None:
-                rule = self.dead_gens.get(found[0])
-                verdict = rule is not None and (found[1] < rule[0]
-                                                or (found[1] == rule[0] and rule[1]))
+                verdict = found[1] < self.dead_gens.get(found[0], 0)
             if len(self._dead_memo) >= MAX_NAMESPACES * 4:
                 self._dead_memo.clear()
             self._dead_memo[skey[:end]] = verdict
@@ -550,12 +549,9 @@ class Registry:
         makes every key of the name dead. Dropping a dropped name returns its tombstone
         (a retried drop); "default" or an unknown name raise InvalidRequest."""
         self._check_mine(name, "dropped")
-        old = self._ns.get(name)
-        if old is None:
-            if name in self._all:
-                return self._all[name]
-            self.get(name)  # (raises: unknown)
-        assert old is not None
+        if name in self._all and name not in self._ns:
+            return self._all[name]
+        old = self.get(name)  # (InvalidRequest: unknown)
         if not isinstance(dropped, int) or not 0 < dropped <= _MAX_U64:
             raise InvalidRequest(f"cannot drop namespace {name!r}: dropped={dropped!r} must be "
                                  f"an HLC timestamp")
@@ -629,7 +625,7 @@ class Registry:
         self._ns.update((k, v) for k, v in self._all.items() if not v.dropped)
         self.expiry_ms = {prefix(ns): (ns.ttl * 1000, ns.expired_before)
                           for ns in self._ns.values() if ns.expires}
-        self.dead_gens = {ns.name.encode("ascii"): (ns.gen, bool(ns.dropped))
+        self.dead_gens = {ns.name.encode("ascii"): ns.gen + (ns.dropped > 0)
                           for ns in self._all.values() if ns.gen or ns.dropped}
         self._dead_memo = {}
 
