@@ -686,6 +686,70 @@ def test_a_drop_or_truncate_is_refused_while_a_member_lacks_it_and_from_a_client
     assert type(reply) is wire.Error and "holds the keys written without one" in reply.message
 
 
+def _restarted(node) -> NodeCore:
+    """node1 stopped and started again from its cluster.json, its peers not heard since."""
+    node.core._save_cluster(must=True)
+    node.close()
+    store, handoff = open_stores(node.cfg)
+    node.core = NodeCore(node.cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
+                         now=node.t, saved=load_cluster(node.path), cluster_path=node.path)
+    node.core.start(node.t)
+    node.out()
+    return node.core
+
+
+def test_a_restarted_node_remembers_what_its_peers_versions_serve(node):
+    """A node restarted while a member is down (or before its gossip arrives) still knows
+    which features that member's version serves (cluster.json's "features", as gossiped
+    last), so a drop there is judged as on the nodes that never restarted: allowed when the
+    member serves drops, refused naming it when it does not. (The simulator found it: a node
+    restarted while n2 was dying refused every drop and truncate for good, saying n2 "runs a
+    zkv version without namespace drop": `--scenario drops --change remove --client core
+    --seed 1003` and its replay flags.)"""
+    node.gossip(2, [_member(2, hb=2, features=wire.FEATURES)])
+    node.gossip(3, [_member(3, hb=2, features=wire.FEATURES & ~wire.FEATURE_DROP)])
+    node.ask(b"admin", [wire.NsCreate(1, "carts", 3, 0, 0, "siblings", 0)], ADMIN)
+    core = _restarted(node)
+    assert {m.id: m.features for m in core.membership.table() if m.id != "node1"} == {
+        "node2": wire.FEATURES, "node3": wire.FEATURES & ~wire.FEATURE_DROP}
+    (reply,) = node.ask(b"admin", [wire.NsDrop(2, "carts", True)], ADMIN)
+    assert type(reply) is wire.Error and "node(s) node3 run a zkv version" in reply.message
+    node.gossip(3, [_member(3, hb=3, features=wire.FEATURES)])  # upgraded, and heard
+    node.ask(b"admin", [wire.NsDrop(3, "carts", True)], ADMIN)  # (answered once gossip
+    assert node.core.namespaces.get("carts").gen == 1              # shows it)
+
+
+def test_a_peer_whose_version_is_unknown_is_named_so(node):
+    """A cluster.json from a version that saved no features: a member not heard from since
+    the start is refused as unknown (not as old), saying when to try again."""
+    _upgrade_peers(node, 2, 3)
+    node.ask(b"admin", [wire.NsCreate(1, "carts", 3, 0, 0, "siblings", 0)], ADMIN)
+    node.core._save_cluster(must=True)
+    with open(node.path) as fh:
+        doc = json.load(fh)
+    assert doc["features"] == {"node2": wire.FEATURES, "node3": wire.FEATURES}
+    doc["features"] = {"node2": wire.FEATURES, "node3": "all", "node9": 1}
+    with open(node.path, "w") as fh:
+        json.dump(doc, fh)
+    assert load_cluster(node.path)["features"] == {"node2": wire.FEATURES}  # (the bad ones)
+    del doc["features"]
+    with open(node.path, "w") as fh:
+        json.dump(doc, fh)
+    node.close()
+    store, handoff = open_stores(node.cfg)
+    node.core = NodeCore(node.cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
+                         now=node.t, saved=load_cluster(node.path), cluster_path=node.path)
+    node.core.start(node.t)
+    node.out()
+    (reply,) = node.ask(b"admin", [wire.NsDrop(2, "carts", False)], ADMIN)
+    assert type(reply) is wire.Error and "run a zkv version" not in reply.message
+    assert ("the version of node(s) node2, node3 is not known here: not heard from since "
+            "node1 started (try once they are up)") in reply.message
+    _upgrade_peers(node, 2, 3)
+    node.ask(b"admin", [wire.NsDrop(3, "carts", False)], ADMIN)
+    assert node.core.namespaces.version_of("carts").dropped
+
+
 def test_a_node_without_namespace_drop_cannot_join_once_a_namespace_was_dropped(node):
     _upgrade_peers(node, 2, 3)
     old = wire.FEATURES & ~wire.FEATURE_DROP

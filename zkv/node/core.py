@@ -333,8 +333,10 @@ class NodeCore:
         # clock, would put real time into a simulated node's cluster state)
         self.membership = Membership(me, settings, self.now, gossip_interval=cfg.gossip_interval,
                                      down_after=cfg.down_after, wall=handoff.wall_ms)
+        features = saved.get("features") or {}  # (as each member last gossiped them)
         for m in saved.get("members", []):
-            self.membership.merge([Member(m[0], m[1], m[2], m[3], 0, 0)])
+            self.membership.merge([Member(m[0], m[1], m[2], m[3], 0, 0,
+                                          features=features.get(m[0], 0))])
         self.out.connect.extend(m for m in self.membership.table() if m.id != self.me)
         # namespaces (issue 15): the registry, and the clock that stamps lww writes
         self.hlc = hlcs.HLC(handoff.wall_ms, skew="clamp")
@@ -1793,8 +1795,18 @@ class NodeCore:
         serves (in the ring, or up) runs a version without FEATURE `bit`."""
         old = self._lacking(bit)
         if old:
-            raise InvalidRequest(f"{what}: node(s) {', '.join(old[:8])} run a zkv version "
-                                 f"{lacking} (upgrade every node first)")
+            # (a member this node has not heard from since it started, and whose version its
+            # cluster.json does not know: one saved by an older version)
+            unknown = {m.id for m in self.membership.table()
+                       if m.id in old and not m.incarnation and not m.features}
+            known = [x for x in old if x not in unknown]
+            raise InvalidRequest(
+                f"{what}: " + "; ".join(
+                    ([f"node(s) {', '.join(known[:8])} run a zkv version {lacking} (upgrade "
+                      f"every node first)"] if known else [])
+                    + ([f"the version of node(s) {', '.join(sorted(unknown)[:8])} is not known "
+                        f"here: not heard from since {self.me} started (try once they are "
+                        f"up)"] if unknown else [])))
 
     def _on_ns_create(self, ident: bytes, msg: NsCreate) -> None:
         members = len(self.membership.ring().members)

@@ -467,6 +467,14 @@ def load_cluster(path: str) -> dict:
         else:
             log.warning("%s: dropping an invalid member record %s", path, clip(row, 120))
     doc["members"] = good[:MAX_MEMBERS]
+    features = doc.get("features")
+    if features is not None:
+        ids = {row[0] for row in doc["members"]}
+        kept = {k: v for k, v in features.items() if k in ids and type(v) is int
+                and 0 <= v <= MAX_COUNTER} if isinstance(features, dict) else {}
+        if len(kept) != (len(features) if isinstance(features, dict) else -1):
+            log.warning("%s: ignoring invalid member features %s", path, clip(features, 120))
+        doc["features"] = kept
     seeds = doc.get("joining")
     if seeds is not None:
         ok = isinstance(seeds, list) and 0 < len(seeds) <= MAX_MEMBERS and all(
@@ -495,13 +503,16 @@ def cluster_doc(membership: Membership, namespaces: list | None = None,
     and, until the last change settled and this node verified what it gained, the states
     before it (`unsettled`: hex of each, oldest first) and the partitions still unverified
     (`fresh`: [N, p] pairs; both NodeCore._restore_unsettled). Only member records that pass
-    validation are written."""
+    validation are written; `features` keeps the FEATURE_* bits each member last gossiped (a
+    separate key: a member row stays four strings, as older versions read it), so a node
+    restarted while a member is down still knows what that member's version serves."""
     me, now_ms = membership.me.id, membership.wall()  # (the simulator's clock is virtual)
+    others = [m for m in membership.table() if m.id != me and validate_member(m, now_ms) is None]
     doc: dict[str, object] = {
         "settings": membership.settings,
         "cluster": own.encode(membership.cluster).hex() if membership.cluster else None,
-        "members": [[m.id, m.listen, m.gossip, m.rack] for m in membership.table()
-                    if m.id != me and validate_member(m, now_ms) is None],
+        "members": [[m.id, m.listen, m.gossip, m.rack] for m in others],
+        "features": {m.id: m.features for m in others if m.features},
     }
     if namespaces is not None:
         doc["namespaces"] = namespaces
