@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from sim.harness import Faults  # noqa: E402
 from sim.scenario import (  # noqa: E402
+    CHANGES,
     MEMBERSHIP_START,
     drops,
     gossip_rounds,
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                     "partitions: what pr/pw prevent); drops: writers in a siblings and an lww "
                     "namespace while an admin truncates them, or drops and creates them "
                     "again: every node purges the ended generations, nothing of one comes back")
+    ap.add_argument("--change", choices=CHANGES, default=None, help="drops: an ownership "
+                    "change through the drops (n6 joins, n2 leaves, n2 is replaced by n6, or "
+                    "n2 dies for good and is force-removed)")
     ap.add_argument("--spaces", default="", help="membership/replace: namespaces created "
                     "first, NAME:N,... (e.g. pairs:2,single:1)")
     for name, value in vars(Faults()).items():
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario in ("strict", "sloppy", "drops") and (args.power_losses or args.wipes):
         ap.error(f"--scenario {args.scenario} keeps the disks: a power loss or a wipe loses "
                  "acknowledged writes at any quorum")
+    if args.change and args.scenario != "drops":
+        ap.error("--change applies to --scenario drops")
     if args.scale:
         return scale([int(x) for x in args.scale.split(",")],
                      [int(x) for x in args.ring_only.split(",") if x], args.out)
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     spaces = _spaces(ap, args)
     job = partial(_seed, faults=faults, scenario=args.scenario, nodes=args.nodes,
                   ops=args.ops, client=args.client, sealed=args.sealed, spaces=spaces or None,
+                  change=args.change,
                   quiet=args.scenario != "run" or args.seed is None,
                   verbose=args.seed is not None)
     failed = ops = ok = 0
@@ -177,7 +184,7 @@ def _spaces(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, 
 
 def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, client: str,
           spaces: dict[str, int] | None, quiet: bool, verbose: bool = False,
-          sealed: bool = False) -> SeedResult:
+          sealed: bool = False, change: str | None = None) -> SeedResult:
     if quiet:  # a membership run logs every transfer step, a sweep every unclean restart
         logging.disable(logging.WARNING)
     cpu = time.process_time()
@@ -187,7 +194,7 @@ def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, cli
         rep = strict_reads(seed, faults, strict=scenario == "strict", client=client,
                            nodes=nodes)
     elif scenario == "drops":
-        rep = drops(seed, faults, client=client, nodes=nodes)
+        rep = drops(seed, faults, client=client, nodes=nodes, change=change)
     else:
         rep = membership(seed, faults, spaces=spaces, client=client,
                          replace=scenario in ("replace", "replace-dead"),

@@ -416,6 +416,7 @@ class _Admin:
         self.ident = b"admin:ops"
         sim.clients[self.ident] = self  # type: ignore[assignment]
         self.answers: list = []
+        self.done = True  # (never a workload still running: Sim's "all clients done")
 
     def on_frame(self, src: str, msgs: list) -> None:
         self.answers.extend(msgs)
@@ -733,11 +734,82 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
     return rep
 
 
+CHANGES = ("join", "leave", "replace", "remove")  # drops(change=): one ownership change
+
+
+def _ownership_change(sim: Sim, change: str, faults: Faults):
+    """Begin `change` at a random moment of the faults' window, as an operator would run it
+    (`zkv cluster leave|replace|force-remove`, sent again after an error); returns whether it
+    has completed: every live member agrees on a settled ring, with n6 a member (join,
+    replace) and n2 gone (leave and replace: it exited; remove: every member forgot it)."""
+    admin = _Admin(sim)
+    accepted = ("already has a staged change", "cannot leave: it is leaving",
+                "cannot be replaced: it is leaving", "n2 is removed")
+
+    def up(exclude=("n2", "n6")) -> str:  # a member to send through, as an operator picks
+        ids = [x for x in sim.node_ids if x not in exclude and sim.nodes[x].core is not None
+               and not sim.nodes[x].paused and not sim.nodes[x].core.joining]
+        return sim.rng.choice(ids) if ids else "n1"
+
+    def ask(msg, tries: int) -> None:
+        if any(type(a).__name__ == "ClusterOk" for a in admin.answers) or any(
+                x in str(admin.answers) for x in accepted):
+            sim.note(f"change: {msg.action} accepted")
+            return
+        if tries:
+            admin.answers.clear()
+            admin.send(up(), msg)
+            sim.at(sim.t + 2.0, ask, msg, tries - 1)
+
+    def when_known(pred, then, until: float) -> None:  # poll the cluster as an operator would
+        if pred() or sim.t >= until:
+            then()
+        else:
+            sim.at(sim.t + 0.1, when_known, pred, then, until)
+
+    def cores():
+        return [sn.core for sn in sim.nodes.values() if sn.core is not None]
+
+    def begin() -> None:
+        sim.note(f"change: {change} begins")
+        if change == "join":
+            sim.add_node("n6", seed_of=up())
+        elif change == "leave":
+            ask(wire.Cluster(1, "leave", "n2"), 15)
+        elif change == "remove":
+            sim.kill("n2")
+            when_known(lambda: all(c.membership.state("n2")[0] != "up" for c in cores()),
+                       lambda: ask(wire.Cluster(1, "force-remove", "n2"), 15), sim.t + 20)
+        else:  # replace: started first, as README says (its own join staged, not complete)
+            sim.add_node("n6", seed_of=up(), rack=sim.nodes["n2"].cfg.rack)
+            when_known(lambda: any(c.membership.cluster is not None
+                                   and c.membership.cluster.status("n6") is not None
+                                   for c in cores()),
+                       lambda: ask(wire.Cluster(1, "replace", "n2", "n6"), 15), sim.t + 10)
+
+    sim.at(faults.start + sim.rng.random() * (faults.end - faults.start) / 2, begin)
+
+    def completed() -> bool:
+        live = cores()
+        if any(c.joining or c.membership.cluster is None or c.membership.cluster.moving()
+               or len(c.membership.cluster.members) != len(live) for c in live):
+            return False
+        members = set(live[0].membership.cluster.members)
+        if change in ("join", "replace") and "n6" not in members:
+            return False
+        if change != "join" and ("n2" in members or (change != "remove"
+                                                     and sim.nodes["n2"].exited is None)):
+            return False
+        return all(set(c.membership.cluster.members) == members for c in live)
+
+    return completed
+
+
 DROP_SPACES = {"carts": "siblings", "sess": "lww"}  # the drops scenario's namespaces
 
 
 def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes: int = 5,
-          actions: int = 2, writes: int = 60) -> Report:
+          actions: int = 2, writes: int = 60, change: str | None = None) -> Report:
     """Namespaces dropped and truncated under faults (README, "Dropping and truncating"):
     writers blind-write 8 keys of a siblings namespace and of an lww one all along, while an
     admin ends each namespace's generation `actions` times at random moments of the faults'
@@ -747,14 +819,25 @@ def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes
     everywhere, the nodes that were cut off, paused or crashed through a drop too); and
     every value the current generation holds was written by a put still in flight when the
     action that began it was sent, or later (nothing of an ended generation came back). The
-    disks are kept (no power losses or wipes: a lost disk loses writes at any quorum)."""
+    disks are kept (no power losses or wipes: a lost disk loses writes at any quorum).
+
+    `change` (one of CHANGES): an ownership change runs through the drops, begun at a random
+    moment of the faults' window: n6 joins, n2 leaves, n2 is replaced by n6, or n2 dies for
+    good and is force-removed. The partitions moving carry the keys of every generation the
+    transfers meet; checked as well that the change completes and that the nodes still in
+    the cluster hold nothing of an ended generation (what a leaver took with it is gone)."""
     faults = faults or Faults()
     sim = Sim(seed, nodes, faults=faults)
     admin = AdminClient(sim)
     for name, mode in DROP_SPACES.items():
         admin.request(wire.NsCreate(0, name, 3, 0, 0, mode), node="n1")
     sim.run_until(0.5)
-    began: dict[str, float] = {name: 0.0 for name in DROP_SPACES}  # the current generation's
+    # per namespace: [when each action was sent, the generation it ends, refused]; the
+    # current generation began when the first action ending the one before it, and not
+    # refused, was sent: writes in flight from then on may land in it (an action naming a
+    # generation already ended is answered as its retry and ends nothing; one whose answer
+    # never came may have ended its generation)
+    actions_sent: dict[str, list[list]] = {name: [] for name in DROP_SPACES}
     sent = [0]
     keys = [b"k%d" % i for i in range(8)]
 
@@ -777,13 +860,14 @@ def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes
         ns = min(versions, key=lambda v: v.rank(), default=None)
         if ns is None or ns.dropped:
             return
-        before, began[name] = began[name], sim.t  # (writes in flight from now on may land
-        truncate = sim.rng.random() < 0.5  # in the next generation)
+        action = [sim.t, ns.gen, False]
+        actions_sent[name].append(action)
+        truncate = sim.rng.random() < 0.5
         sim.note(f"admin {'truncates' if truncate else 'drops'} {name} (generation {ns.gen})")
 
         def answered(reply) -> None:
             if isinstance(reply, wire.Error):  # (refused, by a node that has not heard of
-                began[name] = before           # the generation yet: nothing ended)
+                action[2] = True               # the generation yet: nothing ended)
                 sim.note(f"admin: {reply.message}")
             elif isinstance(reply, wire.NsOk) and not truncate:  # the name again, where the
                 admin.request(wire.NsCreate(0, name, 3, 0, 0, DROP_SPACES[name]))  # drop is
@@ -793,24 +877,34 @@ def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes
         for _ in range(actions):
             sim.at(faults.start + sim.rng.random() * (faults.end - faults.start),
                    end_generation, name)
+    completed = _ownership_change(sim, change, faults) if change else None
     sim.schedule_faults()
     sim.run_until(faults.end)
     while not all(c.done for c in sim.clients.values()) and sim.t < faults.end + 60:
         sim.run_until(sim.t + 1.0)
+    if completed is not None:  # (a leaver's handover exchanges retry under message loss)
+        end = sim.t + 120.0
+        while not completed() and sim.t < end:
+            sim.run_until(sim.t + 0.5)
     sim.run_until(sim.t + 20.0)  # the last creates answered, gossip and the purges' passes
     rep = Report(seed, faults, client=client, log=sim.log, stats=dict(sim.stats),
-                 scenario="--scenario drops")
+                 scenario="--scenario drops" + (f" --change {change}" if change else ""))
+    if completed is not None and not completed():
+        rep.violations.append(f"the change ({change}) did not complete")
     up = [sn for sn in sim.nodes.values() if sn.core is not None]
     regs = [sn.core.namespaces for sn in up]
     if any(r != regs[0] for r in regs):
         rep.violations.append("the nodes' namespace registries differ")
+    began: dict[str, float] = {}
     current = {}
     for name in DROP_SPACES:
         ns = regs[0].version_of(name)
         assert ns is not None
         current[name] = ns
+        began[name] = min((t for t, gen, refused in actions_sent[name]
+                           if gen == ns.gen - 1 and not refused), default=0.0)
         skeys = [storage_key(ns, k) for k in keys] if not ns.dropped else []
-        settle = _converge(sim, skeys, 30.0)
+        settle = _converge(sim, skeys, 30.0, drops=change is not None)
         if settle is None:
             rep.violations.append(f"{name}: the keys' owners did not agree within 30 s")
         rep.settle_time = max(rep.settle_time or 0.0, settle or 0.0)
