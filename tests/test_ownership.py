@@ -105,3 +105,31 @@ def test_plan_lists_transfers_per_n():
         rings = own.Rings(own.commit(st, "n1", {}), Q, gn)
         assert sum(t["partitions"] for t in plan["transfers"] if t["n"] == gn) == len(
             rings.transfers())
+
+
+@pytest.mark.parametrize("action,other", [("leave", ""), ("replace", "n9"),
+                                          ("force-remove", "")])
+def test_fate_of_an_operators_change(action, other):
+    """ownership.fate: CARRIED while a state holds the change (staged, or committed and
+    moving), DONE once the node is no longer a member, LOST in a state without it."""
+    base = _state()
+    racks = {"n9": "r2"}
+    staged = own.stage(base, action, "n2", other, known={"n9"}, down={"n2"}, n=3)
+    assert own.fate(staged, action, "n2", other) == own.CARRIED
+    moving = own.commit(staged, "n1", racks)
+    assert own.fate(moving, action, "n2", other) == own.CARRIED
+    assert own.fate(_settled(moving), action, "n2", other) == own.DONE
+    assert own.fate(base, action, "n2", other) == own.LOST  # (the state that won lacks it)
+    lost = own.commit(own.stage(base, "replace", "n3", "n8", known={"n8"}, n=3), "n5", racks)
+    assert own.fate(lost, action, "n2", other) == own.LOST
+
+
+def test_fate_of_a_force_remove_is_not_carried_by_a_leave():
+    """A node leaving still moves its data off itself; a force-remove of it was not made
+    (lost) until it is removed. A leave, by contrast, is carried by a replace of the node."""
+    base = _state()
+    leaving = own.commit(own.stage(base, "leave", "n2", n=3), "n1", {})
+    assert own.fate(leaving, "force-remove", "n2") == own.LOST
+    replaced = own.commit(own.stage(base, "replace", "n2", "n9", known={"n9"}, n=3), "n1",
+                          {"n9": "r2"})
+    assert own.fate(replaced, "leave", "n2") == own.CARRIED

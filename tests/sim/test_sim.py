@@ -1824,3 +1824,75 @@ def test_a_context_the_cluster_did_not_issue_for_the_key_erases_nothing(sealed):
                    if sn.core is not None) == 4  # zkv_contexts_refused_total, where each entered
         assert out["resolve"].ok
         assert _converge(sim, {b"k"}, 30.0) is not None and _final(sim, b"k") == [b"carol"]
+
+
+@pytest.mark.parametrize("intents", [True, False])
+def test_a_leave_lost_to_the_other_side_of_a_partition_is_made_again(intents, monkeypatch,
+                                                                    caplog):
+    """Each side of a partition has its claimant: n1 makes `leave n2` on its side while n3,
+    on the other, commits n6's join. When they meet, n3's (epoch 2, n3) wins over (2, n1) and
+    the leave is gone from every state: an operator who was told it was accepted would wait
+    for ever. n1 watches the change it made and makes it again on the winning state, so n2
+    leaves and n6 joins. (Without it, `intents=False`: n2 never leaves. Found by
+    `tools/simulate.py --scenario drops --change replace --client core --seed 5036` with its
+    replay flags.)"""
+    from sim.scenario import _Admin
+
+    if not intents:
+        monkeypatch.setattr("zkv.node.core.NodeCore._intents_tick", lambda *a: None)
+    sim = Sim(1, 5)
+    sim.run_until(2.0)
+    sim.partition(["n1", "n2"], ["n3", "n4", "n5"])
+    sim.run_until(6.0)  # each side sees the other down
+    admin = _Admin(sim)
+    admin.send("n1", wire.Cluster(1, "leave", "n2"))
+    sim.partition(["n1", "n2"], ["n6"])  # (n6 starts on n3's side)
+    sim.add_node("n6", seed_of="n3")
+    sim.run_until(10.0)
+    assert type(admin.answers[0]).__name__ == "ClusterOk"
+    states = {x: sim.nodes[x].core.membership.cluster for x in ("n1", "n3")}
+    assert states["n1"].rank() == (2, "n1") and states["n1"].status("n2") == "leaving"
+    assert states["n3"].rank() >= (2, "n3") and states["n3"].status("n6") in ("joining",
+                                                                               "valid")
+    sim.heal()
+    with caplog.at_level(logging.WARNING, logger="zkv.node"):
+        sim.run_until(60.0)
+    left = sim.nodes["n2"].exited is not None
+    assert left is intents
+    st = sim.nodes["n1"].core.membership.cluster
+    assert st.status("n6") == "valid"
+    if intents:
+        assert st.status("n2") is None and not st.moving()
+        assert "the change leave n2 made here was lost to a concurrent cluster state; made " \
+               "again" in caplog.text
+        assert all(sn.core.membership.cluster.rank() == st.rank()
+                   for sn in sim.nodes.values() if sn.core is not None)
+    else:
+        assert st.status("n2") == "valid"
+
+
+def test_a_change_lost_long_ago_is_not_made_again_but_said(caplog):
+    """The other side went on for several epochs (n6 joined there, then n7 began to):
+    by then the cluster may hold anything (a node that left may have joined again), so n1
+    does not make its lost leave again; it logs that it was lost and to run it again."""
+    from sim.scenario import _Admin
+
+    sim = Sim(1, 5)
+    sim.run_until(2.0)
+    sim.partition(["n1", "n2"], ["n3", "n4", "n5", "n6", "n7"])
+    sim.run_until(6.0)
+    admin = _Admin(sim)
+    admin.send("n1", wire.Cluster(1, "leave", "n2"))
+    sim.add_node("n6", seed_of="n3")
+    sim.run_until(14.0)
+    sim.add_node("n7", seed_of="n4")
+    sim.run_until(24.0)
+    assert sim.nodes["n3"].core.membership.cluster.epoch >= 4  # (past 2 + 1)
+    with caplog.at_level(logging.WARNING, logger="zkv.node"):
+        sim.heal()
+        sim.run_until(40.0)
+    st = sim.nodes["n1"].core.membership.cluster
+    assert st.status("n2") == "valid" and st.status("n7") == "valid"
+    assert sim.nodes["n2"].exited is None and not sim.nodes["n1"].core.intents
+    assert ("the change leave n2 made here was lost to a concurrent cluster state" in caplog.text
+            and "run it again if it is still wanted" in caplog.text)

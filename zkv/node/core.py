@@ -194,6 +194,12 @@ TABLE_EVERY = 10
 TABLE_PER = 5
 MAX_UNSETTLED = 8  # states before changes not yet settled that gets also read (_joint)
 LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered or passed
+# an operator's leave, replace or force-remove this claimant made is made again when a
+# concurrent state without it wins (ownership.fate), if that state is at most one epoch past
+# the last one that held it (further on, the cluster went on without it: a node that left
+# may have joined again since) and within INTENT_TTL seconds of it; else a warning says to
+# run it again
+INTENT_TTL = 300.0
 BUSY = "busy, retry"
 _WRITE_ACKS = frozenset({PutOk, RPutOk})  # replies that say a write was stored (RPutOk: if ok)
 
@@ -216,6 +222,21 @@ class Outbox:
     def __bool__(self) -> bool:
         return bool(self.peers or self.clients or self.endpoints or self.gossip or self.connect
                     or self.subscribe or self.drop)
+
+
+class Intent:
+    """A membership change this node made as the claimant (`zkv cluster leave|replace|
+    force-remove`), watched until it is done: `epoch`, the last state that held it, `since`,
+    when this node last saw it held, `relaying`, asked of another claimant now."""
+
+    __slots__ = ("action", "node", "other", "epoch", "since", "relaying")
+
+    def __init__(self, action: str, node: str, other: str, epoch: int, since: float) -> None:
+        self.action, self.node, self.other = action, node, other
+        self.epoch, self.since, self.relaying = epoch, since, False
+
+    def __repr__(self) -> str:
+        return f"{self.action} {self.node}" + (f" {self.other}" if self.other else "")
 
 
 class RelayOp(Op):
@@ -241,6 +262,22 @@ class RelayOp(Op):
         self.reply(Error(0, E_UNAVAILABLE, f"the claimant {self.claimant} did not answer"),
                    ok=False)
         super().on_timeout()
+
+
+class IntentRelayOp(RelayOp):
+    """A lost change of this node's (an Intent), asked again of the claimant it is not: no
+    one waits on the answer (the next gossip round judges the state)."""
+
+    kind = "intent"
+
+    def on_reply(self, node_id: str, msg) -> None:
+        if isinstance(msg, Error):
+            log.warning("the claimant %s refused to make %r again: %s", node_id, self.msg,
+                        msg.message)
+        self.finish()
+
+    def on_timeout(self) -> None:
+        Op.on_timeout(self)
 
 
 def _dots_base(me: str, incarnation: int, saved, store) -> tuple[str, int]:
@@ -437,6 +474,7 @@ class NodeCore:
         self.need_drop = True  # look for partitions this node no longer holds (once settled)
         self.handover = Handover(self)  # ... and hand them over to their owners first
         self.left_at: float | None = None  # this node left the cluster (leave / replace)
+        self.intents: list[Intent] = []  # membership changes made here, until done
         self.passing: set[str] = set()  # owners whose hints are being handed to stand-ins
         self.exit_requested = False  # the transport stops and the process exits 0
         self.handed_before = False  # it left before this start: no handover to wait for
@@ -2369,6 +2407,8 @@ class NodeCore:
         # the round (the claimant, settling, the health export each asked it per member)
         ms = self.membership
         states = {nid: ms.state(nid)[0] for nid in ms.peers}
+        if self.intents:
+            self._intents_tick(now, states)
         self._claimant_tick(now, states)
         self._settle_tick(now, states)
         if self.left_at is not None:
@@ -2773,24 +2813,79 @@ class NodeCore:
             self.start_op(RelayOp(self, (ident, msg.rid), boss, msg,
                                   self.t + 2 * self.cfg.replica_timeout + 1.0), self.t)
             return
-        racks = {m.id: m.rack for m in ms.table()}
         try:
             if msg.action == "commit":
-                new = own.commit(st, self.me, racks)
+                new = own.commit(st, self.me, {m.id: m.rack for m in ms.table()})
             elif msg.action == "auto_commit":
                 if msg.node not in ("true", "false"):
                     raise own.ChangeError("auto_commit takes true or false")
                 new = own.set_auto_commit(st, self.me, msg.node == "true")
             else:
-                new = own.stage(st, msg.action, msg.node, msg.other, known=set(up),
-                                down=ms.down(), n=max(self.groups()))
-                if new.auto_commit:
-                    new = own.commit(new, self.me, racks)
+                new = self._change(st, msg.action, msg.node, msg.other, up)
+                self.intents = [x for x in self.intents if x.node != msg.node][-7:] + [
+                    Intent(msg.action, msg.node, msg.other, new.epoch, self.t)]
         except own.ChangeError as exc:
             raise ZkvError(str(exc)) from None
         self._adopt(new)
         self.next_gossip = self.t  # tell everyone now
         self._reply(ident, ClusterOk(msg.rid, self._plan(new)))
+
+    def _change(self, st: own.ClusterState, action: str, node: str, other: str,
+                up: list[str]) -> own.ClusterState:
+        """`st` with a leave, replace or force-remove staged (and committed under
+        auto_commit), as the claimant makes it; ChangeError if it cannot be."""
+        ms = self.membership
+        new = own.stage(st, action, node, other, known=set(up), down=ms.down(),
+                        n=max(self.groups()))
+        if new.auto_commit:
+            new = own.commit(new, self.me, {m.id: m.rack for m in ms.table()})
+        return new
+
+    def _intents_tick(self, now: float, states: dict[str, str]) -> None:
+        """Once per gossip round while this node watches changes it made (Intent): forget
+        those done; make one again that a concurrent state lost (during a partition each
+        side's claimant made an epoch, and the other side's won), or ask the claimant to, if
+        this node no longer is it. A lost change's reason is logged either way."""
+        st = self.membership.cluster
+        if st is None:
+            return
+        up = [self.me] + [nid for nid, state in states.items() if state == "up"]
+        boss = own.claimant(st, up)
+        keep = []
+        for it in self.intents:
+            fate = own.fate(st, it.action, it.node, it.other)
+            if fate == own.DONE:
+                continue
+            keep.append(it)
+            if fate == own.CARRIED:
+                it.epoch, it.since = st.epoch, now
+                continue
+            if st.epoch > it.epoch + 1 or now - it.since > INTENT_TTL:
+                log.warning("the change %r made here was lost to a concurrent cluster state "
+                            "(epoch %d by %s) and the cluster has gone on since: not made "
+                            "again (run it again if it is still wanted)", it, st.epoch,
+                            st.author)
+                keep.pop()
+            elif boss == self.me:
+                try:
+                    st = self._change(st, it.action, it.node, it.other, up)
+                except own.ChangeError as exc:
+                    log.warning("the change %r made here was lost to a concurrent cluster "
+                                "state (epoch %d by %s) and cannot be made again: %s", it,
+                                st.epoch, st.author, exc)
+                    keep.pop()
+                    continue
+                log.warning("the change %r made here was lost to a concurrent cluster state; "
+                            "made again (epoch %d)", it, st.epoch)
+                it.epoch, it.since = st.epoch, now
+                self._adopt(st)  # (this round's gossip carries it)
+            elif boss is not None and not it.relaying:
+                it.relaying = True
+                op = IntentRelayOp(self, None, boss, Cluster(0, it.action, it.node, it.other),
+                                   now + 2 * self.cfg.replica_timeout + 1.0)
+                op.on_finish = lambda op, it=it: setattr(it, "relaying", False)
+                self.start_op(op, now)
+        self.intents = keep
 
     def _plan(self, st: own.ClusterState) -> dict:
         s = self.membership.settings

@@ -40,6 +40,11 @@ leaving/removed -> gone, epoch + 1; current becomes next everywhere gossip reach
 The claimant is the lowest id among valid members that are up in this node's view; only it
 stages, commits and finalizes. A node not the claimant relays admin requests to it.
 
+A change can be lost: during a partition each side's claimant may make an epoch, and when
+they meet the lower (epoch, author) is dropped whole. The claimant that made an operator's
+leave, replace or force-remove therefore watches it (`fate`: carried by the state it holds,
+done, or lost) and makes it again on the state that won (NodeCore's "intents").
+
 Encoding: msgpack via msgspec (array-like structs), at most MAX_STATE_BYTES, validated on
 decode (statuses, ids, ranks, counts) before it is believed.
 """
@@ -306,6 +311,24 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
     out = st.copy()
     out.staged.append((action, node, other))
     return out
+
+
+CARRIED, DONE, LOST = "carried", "done", "lost"
+
+
+def fate(st: ClusterState, action: str, node: str, other: str = "") -> str:
+    """What became of an operator's change (leave, replace or force-remove of `node`) in
+    state `st`: DONE once `node` is no longer a member (it left or was removed: finalized,
+    or a joining node force-removed), CARRIED while `st` holds it (staged, or `node` leaving
+    or removed: by this change or another one that moves its data off the same way), else
+    LOST (a state without it won over the one that had it)."""
+    status = st.status(node)
+    if status is None:
+        return DONE
+    if (action, node, other) in st.staged or status == REMOVED or (
+            status == LEAVING and action != "force-remove"):
+        return CARRIED
+    return LOST
 
 
 def commit(st: ClusterState, author: str, racks: dict[str, str]) -> ClusterState:
