@@ -982,7 +982,9 @@ def test_turn_profile_reports_every_part_of_each_nodes_turn():
 def _check_turn_times(out: str) -> None:
     """Each node's busy-time histogram counts every turn it made, and its longest turns
     (at most 10, longest first) each took at least the CPU the turn's thread used, less the
-    two clocks' resolution."""
+    two clocks' resolution and their drift: the thread's CPU clock (the scheduler's) and
+    perf_counter (the clocksource) are different clocks in a VM, and one full run saw a
+    turn's CPU read past its wall time by more than 0.1 ms; 1% of the turn is allowed."""
     import re
 
     nodes = out.split("node pid ")[1:]
@@ -995,7 +997,7 @@ def _check_turn_times(out: str) -> None:
                    re.findall(r"    +([\d.]+) \(CPU ([\d.]+):", text)]
         assert 0 < len(longest) <= 10
         assert [w for w, _ in longest] == sorted((w for w, _ in longest), reverse=True)
-        assert all(c <= w + 0.1 for w, c in longest)
+        assert all(c <= w * 1.01 + 0.1 for w, c in longest), longest
 
 
 @pytest.mark.cluster
