@@ -11,6 +11,7 @@
         --partitions 3 --pauses 2 --crashes 1      # pr=pw=2 reads miss no write (sloppy: do)
     python tools/simulate.py --scenario drops --seeds 200 --loss 0.02 --dup 0.01 \
         --partitions 2 --pauses 1 --crashes 1      # truncates and drops purge everywhere
+                                       # (--change leave: while n2 leaves; join, replace, remove)
     python tools/simulate.py --load                                  # the harness's speed
     python tools/simulate.py --scale 10,25,50,100 --out scale.png    # gossip + ring at scale
 
