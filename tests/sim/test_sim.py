@@ -1896,3 +1896,31 @@ def test_a_change_lost_long_ago_is_not_made_again_but_said(caplog):
     assert sim.nodes["n2"].exited is None and not sim.nodes["n1"].core.intents
     assert ("the change leave n2 made here was lost to a concurrent cluster state" in caplog.text
             and "run it again if it is still wanted" in caplog.text)
+
+
+def test_a_lost_change_is_asked_of_the_claimant_when_its_maker_no_longer_is_one(caplog):
+    """n2 is the claimant of its side ({n2, n3}) and makes `leave n3`; the other side's
+    claimant, n1, completes n6's join meanwhile ((3, n1) wins over (2, n2)). Once healed n1
+    is the claimant: n2 asks it to make the leave again, and n3 leaves."""
+    from sim.scenario import _Admin
+
+    sim = Sim(2, 5)
+    sim.run_until(2.0)
+    sim.partition(["n2", "n3"], ["n1", "n4", "n5", "n6"])
+    sim.run_until(6.0)
+    admin = _Admin(sim)
+    admin.send("n2", wire.Cluster(1, "leave", "n3"))
+    sim.add_node("n6", seed_of="n1")
+    sim.run_until(14.0)
+    assert type(admin.answers[0]).__name__ == "ClusterOk"
+    assert sim.nodes["n2"].core.membership.cluster.rank() == (2, "n2")
+    assert sim.nodes["n1"].core.membership.cluster.rank() == (3, "n1")
+    with caplog.at_level(logging.WARNING, logger="zkv.node"):
+        sim.heal()
+        sim.run_until(60.0)
+    assert sim.nodes["n3"].exited is not None
+    st = sim.nodes["n1"].core.membership.cluster
+    assert st.status("n3") is None and st.status("n6") == "valid" and not st.moving()
+    assert ("the change leave n3 made here was lost to a concurrent cluster state; asking the "
+            "claimant n1 to make it again") in caplog.text
+    assert not sim.nodes["n2"].core.intents and not sim.nodes["n1"].core.intents

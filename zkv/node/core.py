@@ -2880,6 +2880,8 @@ class NodeCore:
                 it.epoch, it.since = st.epoch, now
                 self._adopt(st)  # (this round's gossip carries it)
             elif boss is not None and not it.relaying:
+                log.warning("the change %r made here was lost to a concurrent cluster state; "
+                            "asking the claimant %s to make it again", it, boss)
                 it.relaying = True
                 op = IntentRelayOp(self, None, boss, Cluster(0, it.action, it.node, it.other),
                                    now + 2 * self.cfg.replica_timeout + 1.0)
