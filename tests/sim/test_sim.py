@@ -1826,16 +1826,17 @@ def test_a_context_the_cluster_did_not_issue_for_the_key_erases_nothing(sealed):
         assert _converge(sim, {b"k"}, 30.0) is not None and _final(sim, b"k") == [b"carol"]
 
 
-@pytest.mark.parametrize("intents", [True, False])
-def test_a_leave_lost_to_the_other_side_of_a_partition_is_made_again(intents, monkeypatch,
-                                                                    caplog):
+@pytest.mark.parametrize("intents,restart", [(True, False), (False, False), (True, True)])
+def test_a_leave_lost_to_the_other_side_of_a_partition_is_made_again(intents, restart,
+                                                                    monkeypatch, caplog):
     """Each side of a partition has its claimant: n1 makes `leave n2` on its side while n3,
     on the other, commits n6's join. When they meet, n3's (epoch 2, n3) wins over (2, n1) and
     the leave is gone from every state: an operator who was told it was accepted would wait
     for ever. n1 watches the change it made and makes it again on the winning state, so n2
     leaves and n6 joins. (Without it, `intents=False`: n2 never leaves. Found by
     `tools/simulate.py --scenario drops --change replace --client core --seed 5036` with its
-    replay flags.)"""
+    replay flags.) `restart`: n1 crashes and starts again before the heal; cluster.json kept
+    what it watches."""
     from sim.scenario import _Admin
 
     if not intents:
@@ -1854,6 +1855,11 @@ def test_a_leave_lost_to_the_other_side_of_a_partition_is_made_again(intents, mo
     assert states["n1"].rank() == (2, "n1") and states["n1"].status("n2") == "leaving"
     assert states["n3"].rank() >= (2, "n3") and states["n3"].status("n6") in ("joining",
                                                                                "valid")
+    if restart:
+        sim.crash("n1")
+        sim.restart("n1")
+        assert [repr(x) for x in sim.nodes["n1"].core.intents] == ["leave n2"]
+        sim.run_until(12.0)
     sim.heal()
     with caplog.at_level(logging.WARNING, logger="zkv.node"):
         sim.run_until(60.0)

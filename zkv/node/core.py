@@ -80,7 +80,7 @@ from zkv.node.coordinator import ForwardOp, GetOp, JointWriteOp, WriteOp
 from zkv.node.handoff import HandoffStore
 from zkv.node.latency import REFRESH, PeerLatency
 from zkv.node.listing import answer_keys
-from zkv.node.membership import Membership, cluster_doc, save_cluster
+from zkv.node.membership import MAX_INTENTS, Membership, cluster_doc, save_cluster
 from zkv.node.metrics import NodeMetrics
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.op import Op
@@ -474,7 +474,8 @@ class NodeCore:
         self.need_drop = True  # look for partitions this node no longer holds (once settled)
         self.handover = Handover(self)  # ... and hand them over to their owners first
         self.left_at: float | None = None  # this node left the cluster (leave / replace)
-        self.intents: list[Intent] = []  # membership changes made here, until done
+        # membership changes made here, until done (kept in cluster.json)
+        self.intents = [Intent(a, n, o, e, now) for a, n, o, e in saved.get("intents", [])]
         self.passing: set[str] = set()  # owners whose hints are being handed to stand-ins
         self.exit_requested = False  # the transport stops and the process exits 0
         self.handed_before = False  # it left before this start: no handover to wait for
@@ -1747,7 +1748,8 @@ class NodeCore:
         """What cluster.json holds for this node now (membership.cluster_doc)."""
         return cluster_doc(self.membership, self.namespaces.to_builtins(), list(self.dots_base),
                            self.join_seeds(), [own.encode(x).hex() for x in self.unsettled],
-                           sorted([n, p] for n, p in self.fresh))
+                           sorted([n, p] for n, p in self.fresh),
+                           [[x.action, x.node, x.other, x.epoch] for x in self.intents])
 
     def _save_cluster(self, must: bool = False) -> None:
         """cluster.json, again. A failed write (a full disk) is logged and retried each gossip
@@ -2822,8 +2824,9 @@ class NodeCore:
                 new = own.set_auto_commit(st, self.me, msg.node == "true")
             else:
                 new = self._change(st, msg.action, msg.node, msg.other, up)
-                self.intents = [x for x in self.intents if x.node != msg.node][-7:] + [
-                    Intent(msg.action, msg.node, msg.other, new.epoch, self.t)]
+                self.intents = [x for x in self.intents if x.node != msg.node][
+                    -(MAX_INTENTS - 1):] + [Intent(msg.action, msg.node, msg.other, new.epoch,
+                                                   self.t)]
         except own.ChangeError as exc:
             raise ZkvError(str(exc)) from None
         self._adopt(new)

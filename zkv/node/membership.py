@@ -67,6 +67,7 @@ MAX_SKEW_MS = 60_000  # how far ahead of our wall clock another node's clock may
 HEARTBEAT_SLACK = 100_000  # heartbeats allowed beyond one per ms since the incarnation
 MAX_CANDIDATES = 64  # relayed, not yet heard first-hand
 CANDIDATE_TTL = 30.0  # seconds a candidate waits to be heard
+MAX_INTENTS = 8  # membership changes a claimant watches (NodeCore.Intent), the latest kept
 
 
 def wall_ms() -> int:
@@ -475,6 +476,11 @@ def load_cluster(path: str) -> dict:
         if len(kept) != (len(features) if isinstance(features, dict) else -1):
             log.warning("%s: ignoring invalid member features %s", path, clip(features, 120))
         doc["features"] = kept
+    intents = doc.get("intents")
+    if intents is not None and not _intents_ok(intents):
+        log.warning("%s: ignoring an invalid list of watched changes %s", path,
+                    clip(intents, 120))
+        del doc["intents"]
     seeds = doc.get("joining")
     if seeds is not None:
         ok = isinstance(seeds, list) and 0 < len(seeds) <= MAX_MEMBERS and all(
@@ -483,6 +489,17 @@ def load_cluster(path: str) -> dict:
             log.warning("%s: ignoring an invalid list of join seeds %s", path, clip(seeds, 120))
             del doc["joining"]
     return doc
+
+
+def _intents_ok(intents) -> bool:
+    """cluster.json's "intents": at most MAX_INTENTS [action, node, other, epoch] rows of an
+    operator's leave, replace or force-remove."""
+    return isinstance(intents, list) and len(intents) <= MAX_INTENTS and all(
+        isinstance(row, list) and len(row) == 4
+        and row[0] in ("leave", "replace", "force-remove")
+        and type(row[1]) is str and NODE_ID_RE.match(row[1]) is not None
+        and type(row[2]) is str and (row[2] == "" or NODE_ID_RE.match(row[2]) is not None)
+        and type(row[3]) is int and 0 <= row[3] <= MAX_COUNTER for row in intents)
 
 
 def _endpoint_ok(endpoint: str) -> bool:
@@ -495,7 +512,8 @@ def _endpoint_ok(endpoint: str) -> bool:
 
 def cluster_doc(membership: Membership, namespaces: list | None = None,
                 dots: list | None = None, joining: list[str] | None = None,
-                unsettled: list[str] | None = None, fresh: list | None = None) -> dict:
+                unsettled: list[str] | None = None, fresh: list | None = None,
+                intents: list | None = None) -> dict:
     """cluster.json's content: settings, the other members, the namespace registry (issue 15:
     a list of dicts, `Registry.to_builtins()`; validated on load by the node), the id this
     node's dots go under (`dots`: [id, since], replica.py), while its join has not completed,
@@ -505,7 +523,10 @@ def cluster_doc(membership: Membership, namespaces: list | None = None,
     (`fresh`: [N, p] pairs; both NodeCore._restore_unsettled). Only member records that pass
     validation are written; `features` keeps the FEATURE_* bits each member last gossiped (a
     separate key: a member row stays four strings, as older versions read it), so a node
-    restarted while a member is down still knows what that member's version serves."""
+    restarted while a member is down still knows what that member's version serves;
+    `intents`: the membership changes this node made as the claimant and still watches
+    ([action, node, other, epoch], NodeCore.Intent: a claimant restarted after a partition
+    healed still makes a lost one again)."""
     me, now_ms = membership.me.id, membership.wall()  # (the simulator's clock is virtual)
     others = [m for m in membership.table() if m.id != me and validate_member(m, now_ms) is None]
     doc: dict[str, object] = {
@@ -524,6 +545,8 @@ def cluster_doc(membership: Membership, namespaces: list | None = None,
         doc["unsettled"] = unsettled
     if fresh:
         doc["fresh"] = fresh
+    if intents:
+        doc["intents"] = intents
     return doc
 
 
