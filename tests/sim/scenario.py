@@ -742,6 +742,8 @@ def _ownership_change(sim: Sim, change: str, faults: Faults):
     (`zkv cluster leave|replace|force-remove`, sent again after an error); returns whether it
     has completed: every live member agrees on a settled ring, with n6 a member (join,
     replace) and n2 gone (leave and replace: it exited; remove: every member forgot it)."""
+    from zkv.node.core import JOIN_TIMEOUT
+
     admin = _Admin(sim)
     accepted = ("already has a staged change", "cannot leave: it is leaving",
                 "cannot be replaced: it is leaving", "n2 is removed")
@@ -782,10 +784,14 @@ def _ownership_change(sim: Sim, change: str, faults: Faults):
                        lambda: ask(wire.Cluster(1, "force-remove", "n2"), 15), sim.t + 20)
         else:  # replace: started first, as README says (its own join staged, not complete)
             sim.add_node("n6", seed_of=up(), rack=sim.nodes["n2"].cfg.rack)
+            # (a join through a seed that moved meanwhile is started again through a member
+            # after JOIN_TIMEOUT: the operator waits for n6 to be known, as `zkv cluster
+            # replace` refuses a node not running in the cluster; seed 9036 with every fault)
             when_known(lambda: any(c.membership.cluster is not None
                                    and c.membership.cluster.status("n6") is not None
                                    for c in cores()),
-                       lambda: ask(wire.Cluster(1, "replace", "n2", "n6"), 15), sim.t + 10)
+                       lambda: ask(wire.Cluster(1, "replace", "n2", "n6"), 15),
+                       sim.t + JOIN_TIMEOUT + 10)
 
     sim.at(faults.start + sim.rng.random() * (faults.end - faults.start) / 2, begin)
 
