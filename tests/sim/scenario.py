@@ -844,6 +844,7 @@ def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes
     # generation already ended is answered as its retry and ends nothing; one whose answer
     # never came may have ended its generation)
     actions_sent: dict[str, list[list]] = {name: [] for name in DROP_SPACES}
+    wrong: list[str] = []  # refusals no node of this version should give
     sent = [0]
     keys = [b"k%d" % i for i in range(8)]
 
@@ -875,6 +876,9 @@ def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes
             if isinstance(reply, wire.Error):  # (refused, by a node that has not heard of
                 action[2] = True               # the generation yet: nothing ended)
                 sim.note(f"admin: {reply.message}")
+                if "run a zkv version" in reply.message:  # (every node here runs this one)
+                    wrong.append(f"a {name} {'truncate' if truncate else 'drop'} at "
+                                 f"{action[0]:.3f} was refused: {reply.message}")
             elif isinstance(reply, wire.NsOk) and not truncate:  # the name again, where the
                 admin.request(wire.NsCreate(0, name, 3, 0, 0, DROP_SPACES[name]))  # drop is
         admin.request(wire.NsDrop(0, name, truncate, ns.gen), answered)  # known
@@ -897,6 +901,7 @@ def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes
                  scenario="--scenario drops" + (f" --change {change}" if change else ""))
     if completed is not None and not completed():
         rep.violations.append(f"the change ({change}) did not complete")
+    rep.violations += wrong
     up = [sn for sn in sim.nodes.values() if sn.core is not None]
     regs = [sn.core.namespaces for sn in up]
     if any(r != regs[0] for r in regs):
