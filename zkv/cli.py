@@ -828,6 +828,10 @@ def status_command(args) -> int:
               f"has had the state for {cl.get('settle_seconds', 0):g} s ("
               + ("not every member has it yet" if agreed is None else f"all have for {agreed:.1f} s")
               + ")")
+    if cl.get("watching"):
+        print(f"watching membership change(s) made here until done: "
+              f"{', '.join(cl['watching'])} (made again if a concurrent cluster state drops "
+              f"them; `zkv cluster plan` shows what is moving)")
     changed = doc.get("settings_changed")
     if changed:
         print("settings changed while running (zkv config, SIGHUP): " + ", ".join(

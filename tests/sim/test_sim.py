@@ -1858,8 +1858,8 @@ def test_a_leave_lost_to_the_other_side_of_a_partition_is_made_again(intents, re
     if restart:
         sim.crash("n1")
         sim.restart("n1")
-        assert [repr(x) for x in sim.nodes["n1"].core.intents] == ["leave n2"]
         sim.run_until(12.0)
+    assert status(sim.nodes["n1"].core)["cluster"]["watching"] == ["leave n2"]
     sim.heal()
     with caplog.at_level(logging.WARNING, logger="zkv.node"):
         sim.run_until(60.0)
@@ -1869,6 +1869,7 @@ def test_a_leave_lost_to_the_other_side_of_a_partition_is_made_again(intents, re
     assert st.status("n6") == "valid"
     if intents:
         assert st.status("n2") is None and not st.moving()
+        assert status(sim.nodes["n1"].core)["cluster"]["watching"] == []
         assert "the change leave n2 made here was lost to a concurrent cluster state; made " \
                "again" in caplog.text
         assert all(sn.core.membership.cluster.rank() == st.rank()
@@ -1930,3 +1931,37 @@ def test_a_lost_change_is_asked_of_the_claimant_when_its_maker_no_longer_is_one(
     assert ("the change leave n3 made here was lost to a concurrent cluster state; asking the "
             "claimant n1 to make it again") in caplog.text
     assert not sim.nodes["n2"].core.intents and not sim.nodes["n1"].core.intents
+
+
+def test_zkv_status_prints_the_changes_a_node_watches(monkeypatch, capsys):
+    """`zkv status` of the claimant that made a leave, while the change is watched."""
+    import argparse
+    import json
+
+    from sim.scenario import _Admin
+    from zkv import cli
+
+    sim = Sim(1, 4)
+    sim.run_until(2.0)
+    sim.partition(["n1"], ["n2", "n3", "n4"])  # (the change stays unsettled)
+    _Admin(sim).send("n1", wire.Cluster(1, "leave", "n2"))
+    doc = json.loads(json.dumps(status(sim.nodes["n1"].core)))
+
+    class FakeClient:
+        def __init__(self, *a, **kw) -> None:
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def status(self, node):
+            return doc
+
+    monkeypatch.setattr("zkv.client.Client", FakeClient)
+    args = argparse.Namespace(node="tcp://127.0.0.1:1", timeout=1.0, keys=None, json=False)
+    assert cli.status_command(args) == 0
+    out = capsys.readouterr().out
+    assert "watching membership change(s) made here until done: leave n2 (made again" in out

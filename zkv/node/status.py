@@ -180,7 +180,10 @@ def _cluster_status(core: NodeCore) -> dict:
             "settle_seconds": core.cfg.settle,
             "transfer_rate_limit": core.cfg.transfer_rate,
             "bytes_received": core.transfers.bytes_received,
-            "bytes_sent": core.transfers.bytes_sent}
+            "bytes_sent": core.transfers.bytes_sent,
+            # leave/replace/force-remove made here and watched until done (made again if a
+            # concurrent state loses them: NodeCore._intents_tick)
+            "watching": [repr(x) for x in core.intents]}
 
 
 def _hint_status(core: NodeCore) -> dict:
