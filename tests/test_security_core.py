@@ -686,9 +686,11 @@ def test_a_drop_or_truncate_is_refused_while_a_member_lacks_it_and_from_a_client
     assert type(reply) is wire.Error and "holds the keys written without one" in reply.message
 
 
-def _restarted(node) -> NodeCore:
-    """node1 stopped and started again from its cluster.json, its peers not heard since."""
-    node.core._save_cluster(must=True)
+def _restarted(node, save: bool = True) -> NodeCore:
+    """node1 stopped and started again from its cluster.json (`save`: written at the stop),
+    its peers not heard since."""
+    if save:
+        node.core._save_cluster(must=True)
     node.close()
     store, handoff = open_stores(node.cfg)
     node.core = NodeCore(node.cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
@@ -735,12 +737,7 @@ def test_a_peer_whose_version_is_unknown_is_named_so(node):
     del doc["features"]
     with open(node.path, "w") as fh:
         json.dump(doc, fh)
-    node.close()
-    store, handoff = open_stores(node.cfg)
-    node.core = NodeCore(node.cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
-                         now=node.t, saved=load_cluster(node.path), cluster_path=node.path)
-    node.core.start(node.t)
-    node.out()
+    _restarted(node, save=False)
     (reply,) = node.ask(b"admin", [wire.NsDrop(2, "carts", False)], ADMIN)
     assert type(reply) is wire.Error and "run a zkv version" not in reply.message
     assert ("the version of node(s) node2, node3 is not known here: not heard from since "
