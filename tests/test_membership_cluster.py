@@ -411,6 +411,53 @@ def test_cli_local_add_and_remove(tmp_path):
         up.wait(30)
 
 
+def test_cli_local_up_again_starts_the_nodes_local_add_added(tmp_path):
+    """`zkv local up`, `zkv local add` (node4), Ctrl-C, then `zkv local up` again on the same
+    data dir: it starts all four members (it used to start three, and node4 stayed down for
+    good: `zkv status` showed it down with hints piling up for it)."""
+    import json
+    import subprocess
+    import sys
+
+    from ops_helpers import free_base_port, sigint_default, wait_for
+
+    d, base = tmp_path / "local", free_base_port()
+
+    def up() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "zkv.cli", "local", "up", "--dir", str(d),
+                                 "--base-port", str(base), "--no-demo"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=sigint_default)
+
+    def members() -> dict:
+        said = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--json", "--node",
+                               f"tcp://127.0.0.1:{base}"], capture_output=True, text=True,
+                              timeout=30)
+        return {m["id"]: m["state"] for m in json.loads(said.stdout)["members"]}
+
+    first = up()
+    try:
+        wait_for(lambda: (d / "local.json").exists(), 180, "the first local up")
+        add = subprocess.run([sys.executable, "-m", "zkv.cli", "local", "add", "--dir", str(d)],
+                             capture_output=True, text=True, timeout=180)
+        assert add.returncode == 0 and "node4" in add.stdout, add.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        out = first.communicate(timeout=60)[0]
+    assert "all nodes stopped" in out
+    (d / "local.json").unlink()  # (written again by the next up once its nodes start)
+    again = up()
+    try:
+        wait_for(lambda: (d / "local.json").exists(), 180, "the second local up")
+        wait_for(lambda: members() == dict.fromkeys(["node1", "node2", "node3", "node4"], "up"),
+                 60, "every member up")
+    finally:
+        again.send_signal(signal.SIGINT)
+        out = again.communicate(timeout=60)[0]
+    assert "holds a cluster of 4 nodes from an earlier run" in out, out
+    assert "4 node(s) up" in out and "all nodes stopped" in out
+
+
 def test_cli_local_restart_brings_a_killed_node_back_and_local_up_stops_it(tmp_path):
     """`zkv local restart NODE` on a running `zkv local up`: a SIGKILLed node starts again on
     its data dir and is up in the others' view when the command returns; a running one is

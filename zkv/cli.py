@@ -1263,7 +1263,7 @@ VERIFY_WAIT = 60.0  # s `zkv local up` waits for a new cluster's partitions to c
 
 
 def local_up(args) -> int:
-    from zkv.local import LocalCluster
+    from zkv.local import LocalCluster, saved_members
 
     if not 1 <= args.nodes <= 100:
         print(f"zkv: --nodes {args.nodes}: between 1 and 100", file=sys.stderr)
@@ -1272,6 +1272,21 @@ def local_up(args) -> int:
         print(f"zkv: --base-port {args.base_port}: between 1 and {65535 - 1000 - args.nodes + 1}"
               " (nodes use BASE.. for clients and BASE+1000.. for gossip)", file=sys.stderr)
         return 2
+    # a data dir from an earlier run whose cluster grew (`zkv local add`): start every member
+    # it has, or the ones left out stay down for good (their hints pile up on the others)
+    members = saved_members(args.dir)
+    nodes = args.nodes
+    while f"node{nodes + 1}" in members and nodes < 100:
+        nodes += 1
+    if nodes > args.nodes:
+        print(f"zkv: {args.dir} holds a cluster of {nodes} nodes from an earlier run (added by "
+              f"`zkv local add`): starting all {nodes}")
+        args.nodes = nodes
+    rest = sorted(m for m in members if not (m.startswith("node") and m[4:].isdigit()
+                                             and 1 <= int(m[4:]) <= nodes))
+    if rest:
+        print(f"zkv: {', '.join(rest)} also belong(s) to the cluster under {args.dir} and "
+              f"stay(s) down (not a node this command starts)", file=sys.stderr)
     cluster = LocalCluster(args.nodes, args.dir, args.base_port, sync=args.sync, metrics=True)
     stop = {"now": False}
 

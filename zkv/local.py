@@ -131,6 +131,31 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
+def saved_members(directory: str) -> set[str]:
+    """The members of the cluster whose nodes keep their data under `directory` (a `zkv local
+    up` run before), by the newest cluster state any node's cluster.json holds: ids of every
+    status but left; empty when there is none."""
+    from zkv.node import ownership as own
+    from zkv.node.membership import load_cluster
+
+    best = None
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return set()
+    for name in names:
+        path = os.path.join(directory, name, "cluster.json")
+        if not os.path.isfile(path):
+            continue
+        try:
+            st = own.decode(bytes.fromhex(load_cluster(path).get("cluster") or ""))
+        except (ValueError, TypeError):
+            continue
+        if best is None or st.rank() > best.rank():
+            best = st
+    return set(best.members) if best is not None else set()
+
+
 @dataclass
 class LocalNode:
     id: str
