@@ -14,7 +14,7 @@ from sim.harness import AdminClient, Faults, Sim, SimClient
 from sim.scenario import drops
 from zkv._core import dvv
 from zkv.node import namespaces as nss
-from zkv.wire import NsCreate, NsDrop, NsOk
+from zkv.wire import Cluster, NsCreate, NsDrop, NsOk
 
 
 class Admin(AdminClient):
@@ -289,3 +289,28 @@ def test_a_truncate_while_a_node_joins(seed):
     assert not any(sn.core.need_drop for sn in sim.nodes.values())  # (the change completed)
     assert any(nss.generation(k) == (b"carts", 1) for k in sim.nodes["n5"].store.keys())
     check_generation(sim, new, since, truncated)
+
+
+def test_a_truncate_right_after_a_node_left_is_answered_without_waiting_for_it():
+    """n4 left and exited a moment ago, so the others still see it up for a few seconds. A
+    truncate waits only for the cluster's members to show it, not for n4, and is answered
+    within a gossip round or two. It used to wait out its bound (replica_timeout + 5 gossip
+    rounds, 2 s by default: the CLI's own timeout), and `zkv namespace truncate` right after
+    `zkv local remove` timed out."""
+    from sim.scenario import _Admin
+
+    sim = Sim(1, nodes=4)
+    admin = AdminClient(sim)
+    admin.request(NsCreate(0, "carts", 3, 0, 0, "siblings"), node="n1")
+    sim.run_until(2.0)
+    _Admin(sim).send("n1", Cluster(1, "leave", "n4"))
+    while sim.nodes["n4"].exited is None and sim.t < 40:
+        sim.run_until(sim.t + 0.05)
+    assert sim.nodes["n4"].exited is not None
+    assert sim.nodes["n1"].core.membership.is_up("n4")  # (not yet found down)
+    sent = sim.t
+    rid = admin.request(NsDrop(0, "carts", True, 0), node="n1", retry=5.0)
+    while rid not in admin.replies and sim.t < sent + 3.0:
+        sim.run_until(sim.t + 0.05)
+    assert type(admin.replies.get(rid)) is NsOk
+    assert sim.t - sent < 1.0, sim.t - sent

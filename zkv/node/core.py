@@ -1936,7 +1936,11 @@ class NodeCore:
             self._save_cluster()
             self._replan()
             self.next_gossip = self.t  # tell the cluster at once
-        waiting = {m for m in self.membership.peers if self.membership.is_up(m)}
+        # (members of the cluster only: a node that just left and exited still looks up for
+        # a few seconds, and the answer waited out the bound for it; `zkv namespace truncate`
+        # right after `zkv local remove` timed out in the CLI)
+        ms, st = self.membership, self.membership.cluster
+        waiting = {m for m in ms.peers if ms.is_up(m) and (st is None or m in st.members)}
         until = self.t + self.cfg.replica_timeout + 5 * self.cfg.gossip_interval
         self.ns_waits.append([ident, rid, ns.name, _ns_mark(ns), waiting, until])
         self._ns_waits_check(self.t)
