@@ -844,7 +844,9 @@ def status_command(args) -> int:
     for m in doc["members"]:
         print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"
               f"  {m['listen']} {m['reason']}" + ("  TAKES NO WRITES" if m.get("no_writes")
-                                                   else ""))
+                                                   else "")
+              # (a member joining, leaving or just left: "up" alone read as an owner)
+              + (f"  {m['status'].upper()}" if m.get("status", "valid") != "valid" else ""))
     hints = doc.get("hints", {})
     print(f"hint backlog: {hints.get('backlog', 0)} ({hints.get('bytes', 0)} bytes)")
     for owner, b in sorted(hints.get("by_owner", {}).items()):

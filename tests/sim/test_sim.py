@@ -1934,7 +1934,8 @@ def test_a_lost_change_is_asked_of_the_claimant_when_its_maker_no_longer_is_one(
 
 
 def test_zkv_status_prints_the_changes_a_node_watches(monkeypatch, capsys):
-    """`zkv status` of the claimant that made a leave, while the change is watched."""
+    """`zkv status` of the claimant that made a leave, while the change is watched; the
+    member table marks the leaving node (it is still up)."""
     import argparse
     import json
 
@@ -1965,3 +1966,5 @@ def test_zkv_status_prints_the_changes_a_node_watches(monkeypatch, capsys):
     assert cli.status_command(args) == 0
     out = capsys.readouterr().out
     assert "watching membership change(s) made here until done: leave n2 (made again" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line[:2] in ("n1", "n2")}
+    assert rows["n2"].endswith("  LEAVING") and "LEAVING" not in rows["n1"]  # (n1: valid)
