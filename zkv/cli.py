@@ -1284,8 +1284,7 @@ def local_up(args) -> int:
         print(f"zkv: {args.dir} holds a cluster of {nodes} nodes from an earlier run (added by "
               f"`zkv local add`): starting all {nodes}")
         args.nodes = nodes
-    rest = sorted(m for m in members if not (m.startswith("node") and m[4:].isdigit()
-                                             and 1 <= int(m[4:]) <= nodes))
+    rest = sorted(members - {f"node{i}" for i in range(1, nodes + 1)})
     if rest:
         print(f"zkv: {', '.join(rest)} also belong(s) to the cluster under {args.dir} and "
               f"stay(s) down (not a node this command starts)", file=sys.stderr)

@@ -748,8 +748,8 @@ def _ownership_change(sim: Sim, change: str, faults: Faults):
     accepted = ("already has a staged change", "cannot leave: it is leaving",
                 "cannot be replaced: it is leaving", "n2 is removed")
 
-    def up(exclude=("n2", "n6")) -> str:  # a member to send through, as an operator picks
-        ids = [x for x in sim.node_ids if x not in exclude and sim.nodes[x].core is not None
+    def up() -> str:  # a member to send through (not the one changing), as an operator picks
+        ids = [x for x in sim.node_ids if x not in ("n2", "n6") and sim.nodes[x].core is not None
                and not sim.nodes[x].paused and not sim.nodes[x].core.joining]
         return sim.rng.choice(ids) if ids else "n1"
 

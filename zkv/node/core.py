@@ -1840,13 +1840,15 @@ class NodeCore:
             unknown = {m.id for m in self.membership.table()
                        if m.id in old and not m.incarnation and not m.features}
             known = [x for x in old if x not in unknown]
-            raise InvalidRequest(
-                f"{what}: " + "; ".join(
-                    ([f"node(s) {', '.join(known[:8])} run a zkv version {lacking} (upgrade "
-                      f"every node first)"] if known else [])
-                    + ([f"the version of node(s) {', '.join(sorted(unknown)[:8])} is not known "
-                        f"here: not heard from since {self.me} started (try once they are "
-                        f"up)"] if unknown else [])))
+            why = []
+            if known:
+                why.append(f"node(s) {', '.join(known[:8])} run a zkv version {lacking} "
+                           f"(upgrade every node first)")
+            if unknown:
+                why.append(f"the version of node(s) {', '.join(sorted(unknown)[:8])} is not "
+                           f"known here: not heard from since {self.me} started (try once "
+                           f"they are up)")
+            raise InvalidRequest(f"{what}: " + "; ".join(why))
 
     def _on_ns_create(self, ident: bytes, msg: NsCreate) -> None:
         members = len(self.membership.ring().members)
@@ -2863,16 +2865,14 @@ class NodeCore:
             fate = own.fate(st, it.action, it.node, it.other)
             if fate == own.DONE:
                 continue
-            keep.append(it)
             if fate == own.CARRIED:
                 it.epoch, it.since = st.epoch, now
-                continue
-            if st.epoch > it.epoch + 1 or now - it.since > INTENT_TTL:
+            elif st.epoch > it.epoch + 1 or now - it.since > INTENT_TTL:
                 log.warning("the change %r made here was lost to a concurrent cluster state "
                             "(epoch %d by %s) and the cluster has gone on since: not made "
                             "again (run it again if it is still wanted)", it, st.epoch,
                             st.author)
-                keep.pop()
+                continue
             elif boss == self.me:
                 try:
                     st = self._change(st, it.action, it.node, it.other, up)
@@ -2880,7 +2880,6 @@ class NodeCore:
                     log.warning("the change %r made here was lost to a concurrent cluster "
                                 "state (epoch %d by %s) and cannot be made again: %s", it,
                                 st.epoch, st.author, exc)
-                    keep.pop()
                     continue
                 log.warning("the change %r made here was lost to a concurrent cluster state; "
                             "made again (epoch %d)", it, st.epoch)
@@ -2894,6 +2893,7 @@ class NodeCore:
                                    now + 2 * self.cfg.replica_timeout + 1.0)
                 op.on_finish = lambda op, it=it: setattr(it, "relaying", False)
                 self.start_op(op, now)
+            keep.append(it)
         self.intents = keep
 
     def _plan(self, st: own.ClusterState) -> dict:

@@ -473,7 +473,7 @@ def load_cluster(path: str) -> dict:
         ids = {row[0] for row in doc["members"]}
         kept = {k: v for k, v in features.items() if k in ids and type(v) is int
                 and 0 <= v <= MAX_COUNTER} if isinstance(features, dict) else {}
-        if len(kept) != (len(features) if isinstance(features, dict) else -1):
+        if not isinstance(features, dict) or len(kept) != len(features):
             log.warning("%s: ignoring invalid member features %s", path, clip(features, 120))
         doc["features"] = kept
     intents = doc.get("intents")
