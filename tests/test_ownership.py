@@ -124,6 +124,37 @@ def test_fate_of_an_operators_change(action, other):
     assert own.fate(lost, action, "n2", other) == own.LOST
 
 
+@pytest.mark.parametrize("action,other", [("leave", ""), ("replace", "n9"),
+                                          ("force-remove", ""), ("join", "")])
+def test_fate_of_a_committed_change(action, other):
+    """A change of a commit is CARRIED only once committed: staged again in a state that
+    lost the commit (the claimant stages a join by itself; an operator staged the rest again,
+    auto-commit off), it waits for a commit that may never come, so it is LOST. A committed
+    join is DONE once the node is a member, joining or valid."""
+    base = _state()
+    node = "n8" if action == "join" else "n2"
+    staged = own.stage(base, action, node, other, known={"n8", "n9"}, down={"n2"}, n=3)
+    assert own.fate(staged, action, node, other, committed=True) == own.LOST
+    assert own.fate(base, action, node, other, committed=True) == own.LOST
+    moving = own.commit(staged, "n1", {"n8": "r1", "n9": "r2"})
+    assert own.fate(moving, action, node, other, committed=True) == (
+        own.DONE if action == "join" else own.CARRIED)
+    assert own.fate(_settled(moving), action, node, other, committed=True) == own.DONE
+
+
+def test_a_commit_of_one_nodes_change_leaves_the_others_staged():
+    """commit(only=node): the changes naming that node, as a lost commit is made again; the
+    rest stay staged for the operator's own commit."""
+    base = _state()
+    staged = own.stage(own.stage(base, "join", "n8", known={"n8"}, n=3), "leave", "n2", n=3)
+    out = own.commit(staged, "n1", {"n8": "r1"}, "n2")
+    assert out.status("n2") == own.LEAVING and out.status("n8") is None
+    assert out.staged == [("join", "n8", "")] and out.epoch == base.epoch + 1
+    with pytest.raises(own.ChangeError, match="nothing staged for n3"):
+        own.commit(staged, "n1", {}, "n3")
+    assert own.commit(staged, "n1", {"n8": "r1"}).staged == []
+
+
 def test_fate_of_a_force_remove_is_not_carried_by_a_leave():
     """A node leaving still moves its data off itself; a force-remove of it was not made
     (lost) until it is removed. A leave, by contrast, is carried by a replace of the node."""

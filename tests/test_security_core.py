@@ -750,13 +750,16 @@ def test_a_peer_whose_version_is_unknown_is_named_so(node):
 @pytest.mark.parametrize("intents,kept", [
     ([["leave", "node2", "", 3], ["replace", "node3", "node9", 4]], True),
     ([["force-remove", "node2", "", 0]], True),
-    ([["join", "node2", "", 3]], False), ([["leave", "no de", "", 3]], False),
+    ([["join", "node2", "", 3, True], ["leave", "node3", "", 3, False]], True),
+    ([["rejoin", "node2", "", 3]], False), ([["leave", "no de", "", 3]], False),
     ([["leave", "node2", "", -1]], False), ([["leave", "node2", 3]], False),
-    ([["leave", "node2", "", 1]] * 9, False), ("leave node2", False)])
+    ([["leave", "node2", "", 3, "yes"]], False), ([["leave", "node2", "", 3, True, 1]], False),
+    ([["leave", "node2", "", 1]] * 33, False), ("leave node2", False)])
 def test_saved_watched_changes_load_only_when_well_formed(tmp_path, intents, kept):
     """cluster.json's "intents" (the membership changes a claimant watches) are taken only
-    as a short list of [leave|replace|force-remove, node id, node id or "", epoch]; anything
-    else is dropped whole, with a warning."""
+    as a short list of [join|leave|replace|force-remove, node id, node id or "", epoch] with
+    an optional committed flag (an older version's rows have four); anything else is dropped
+    whole, with a warning."""
     path = tmp_path / "cluster.json"
     path.write_text(json.dumps({"members": [], "intents": intents}))
     assert load_cluster(str(path)).get("intents") == (intents if kept else None)

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--change", choices=CHANGES, default=None, help="drops: an ownership "
                     "change through the drops (n6 joins, n2 leaves, n2 is replaced by n6, or "
                     "n2 dies for good and is force-removed)")
+    ap.add_argument("--manual", action="store_true", help="drops --change: auto-commit off; "
+                    "the operator stages the change and commits it, reading the plan after "
+                    "each step")
     ap.add_argument("--spaces", default="", help="membership/replace: namespaces created "
                     "first, NAME:N,... (e.g. pairs:2,single:1)")
     for name, value in vars(Faults()).items():
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                  "acknowledged writes at any quorum")
     if args.change and args.scenario != "drops":
         ap.error("--change applies to --scenario drops")
+    if args.manual and not args.change:
+        ap.error("--manual applies to --scenario drops --change")
     if args.scale:
         return scale([int(x) for x in args.scale.split(",")],
                      [int(x) for x in args.ring_only.split(",") if x], args.out)
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     spaces = _spaces(ap, args)
     job = partial(_seed, faults=faults, scenario=args.scenario, nodes=args.nodes,
                   ops=args.ops, client=args.client, sealed=args.sealed, spaces=spaces or None,
-                  change=args.change,
+                  change=args.change, manual=args.manual,
                   quiet=args.scenario != "run" or args.seed is None,
                   verbose=args.seed is not None)
     failed = ops = ok = 0
@@ -185,7 +190,7 @@ def _spaces(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, 
 
 def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, client: str,
           spaces: dict[str, int] | None, quiet: bool, verbose: bool = False,
-          sealed: bool = False, change: str | None = None) -> SeedResult:
+          sealed: bool = False, change: str | None = None, manual: bool = False) -> SeedResult:
     if quiet:  # a membership run logs every transfer step, a sweep every unclean restart
         logging.disable(logging.WARNING)
     cpu = time.process_time()
@@ -195,7 +200,7 @@ def _seed(seed: int, *, faults: Faults, scenario: str, nodes: int, ops: int, cli
         rep = strict_reads(seed, faults, strict=scenario == "strict", client=client,
                            nodes=nodes)
     elif scenario == "drops":
-        rep = drops(seed, faults, client=client, nodes=nodes, change=change)
+        rep = drops(seed, faults, client=client, nodes=nodes, change=change, manual=manual)
     else:
         rep = membership(seed, faults, spaces=spaces, client=client,
                          replace=scenario in ("replace", "replace-dead"),

@@ -737,14 +737,22 @@ def membership(seed: int, faults: Faults | None = None, *, keys: int = 120,
 CHANGES = ("join", "leave", "replace", "remove")  # drops(change=): one ownership change
 
 
-def _ownership_change(sim: Sim, change: str, faults: Faults):
+def _ownership_change(sim: Sim, change: str, faults: Faults, manual: bool = False):
     """Begin `change` at a random moment of the faults' window, as an operator would run it
     (`zkv cluster leave|replace|force-remove`, sent again after an error); returns whether it
     has completed: every live member agrees on a settled ring, with n6 a member (join,
-    replace) and n2 gone (leave and replace: it exited; remove: every member forgot it)."""
+    replace) and n2 gone (leave and replace: it exited; remove: every member forgot it).
+    `manual`: auto-commit off (turned off before the faults): the operator stages the
+    change, then commits it, reading `zkv cluster plan` (of any member: the claimant's) after
+    each step until it shows the change committed, staging or committing it again as the
+    plan says (a join: the claimant stages it by itself once it knows the new node)."""
     from zkv.node.core import JOIN_TIMEOUT
 
     admin = _Admin(sim)
+    target = {"join": ("join", "n6", ""), "leave": ("leave", "n2", ""),
+              "replace": ("replace", "n2", "n6"), "remove": ("force-remove", "n2", "")}[change]
+    if manual:
+        admin.send("n1", wire.Cluster(1, "auto_commit", "false"))
     accepted = ("already has a staged change", "cannot leave: it is leaving",
                 "cannot be replaced: it is leaving", "n2 is removed")
 
@@ -763,6 +771,35 @@ def _ownership_change(sim: Sim, change: str, faults: Faults):
             admin.send(up(), msg)
             sim.at(sim.t + 2.0, ask, msg, tries - 1)
 
+    def planned(tries: int) -> None:  # manual: `zkv cluster plan`, then what it calls for
+        admin.answers.clear()
+        admin.send(up(), wire.Cluster(1, "plan"))
+        sim.at(sim.t + 2.0, commit_step, tries)
+
+    def commit_step(tries: int) -> None:
+        plans = [a.info for a in admin.answers if type(a).__name__ == "ClusterOk"]
+        if plans:
+            staged = [(x["action"], x["node"], x["other"]) for x in plans[-1]["staged"]]
+            status = plans[-1]["members"]
+            if target not in staged and (status.get("n6") is not None if change == "join"
+                                         else status.get("n2") != "valid"):
+                sim.note(f"change: {change} committed (auto-commit "
+                         f"{'on' if plans[-1]['auto_commit'] else 'off'})")
+                return
+            admin.answers.clear()
+            if target in staged:
+                admin.send(up(), wire.Cluster(1, "commit"))
+            elif change != "join":  # (a join: staged by the claimant once it knows n6)
+                admin.send(up(), wire.Cluster(1, *target))
+        if tries:
+            sim.at(sim.t + 2.0, planned, tries - 1)
+
+    def operate(msg) -> None:
+        if manual:
+            planned(30)
+        else:
+            ask(msg, 15)
+
     def when_known(pred, then, until: float) -> None:  # poll the cluster as an operator would
         if pred() or sim.t >= until:
             then()
@@ -776,22 +813,25 @@ def _ownership_change(sim: Sim, change: str, faults: Faults):
         sim.note(f"change: {change} begins")
         if change == "join":
             sim.add_node("n6", seed_of=up())
+            if manual:
+                planned(30)
         elif change == "leave":
-            ask(wire.Cluster(1, "leave", "n2"), 15)
+            operate(wire.Cluster(1, *target))
         elif change == "remove":
             sim.kill("n2")
             when_known(lambda: all(c.membership.state("n2")[0] != "up" for c in cores()),
-                       lambda: ask(wire.Cluster(1, "force-remove", "n2"), 15), sim.t + 20)
+                       lambda: operate(wire.Cluster(1, *target)), sim.t + 20)
         else:  # replace: started first, as README says (its own join staged, not complete)
             sim.add_node("n6", seed_of=up(), rack=sim.nodes["n2"].cfg.rack)
             # (a join through a seed that moved meanwhile is started again through a member
             # after JOIN_TIMEOUT: the operator waits for n6 to be known, as `zkv cluster
-            # replace` refuses a node not running in the cluster; seed 9036 with every fault)
-            when_known(lambda: any(c.membership.cluster is not None
-                                   and c.membership.cluster.status("n6") is not None
+            # replace` refuses a node not running in the cluster; seed 9036 with every fault;
+            # with auto-commit off, known in a member table: its join waits for a commit)
+            when_known(lambda: any(c.membership.cluster is not None and (
+                                   c.membership.get("n6") is not None if manual
+                                   else c.membership.cluster.status("n6") is not None)
                                    for c in cores()),
-                       lambda: ask(wire.Cluster(1, "replace", "n2", "n6"), 15),
-                       sim.t + JOIN_TIMEOUT + 10)
+                       lambda: operate(wire.Cluster(1, *target)), sim.t + JOIN_TIMEOUT + 10)
 
     sim.at(faults.start + sim.rng.random() * (faults.end - faults.start) / 2, begin)
 
@@ -815,7 +855,8 @@ DROP_SPACES = {"carts": "siblings", "sess": "lww"}  # the drops scenario's names
 
 
 def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes: int = 5,
-          actions: int = 2, writes: int = 60, change: str | None = None) -> Report:
+          actions: int = 2, writes: int = 60, change: str | None = None,
+          manual: bool = False) -> Report:
     """Namespaces dropped and truncated under faults (README, "Dropping and truncating"):
     writers blind-write 8 keys of a siblings namespace and of an lww one all along, while an
     admin ends each namespace's generation `actions` times at random moments of the faults'
@@ -831,7 +872,8 @@ def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes
     moment of the faults' window: n6 joins, n2 leaves, n2 is replaced by n6, or n2 dies for
     good and is force-removed. The partitions moving carry the keys of every generation the
     transfers meet; checked as well that the change completes and that the nodes still in
-    the cluster hold nothing of an ended generation (what a leaver took with it is gone)."""
+    the cluster hold nothing of an ended generation (what a leaver took with it is gone).
+    `manual`: with auto-commit off, the operator commits the change (_ownership_change)."""
     faults = faults or Faults()
     sim = Sim(seed, nodes, faults=faults)
     admin = AdminClient(sim)
@@ -887,7 +929,7 @@ def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes
         for _ in range(actions):
             sim.at(faults.start + sim.rng.random() * (faults.end - faults.start),
                    end_generation, name)
-    completed = _ownership_change(sim, change, faults) if change else None
+    completed = _ownership_change(sim, change, faults, manual) if change else None
     sim.schedule_faults()
     sim.run_until(faults.end)
     while not all(c.done for c in sim.clients.values()) and sim.t < faults.end + 60:
@@ -898,7 +940,8 @@ def drops(seed: int, faults: Faults | None = None, *, client: str = "sim", nodes
             sim.run_until(sim.t + 0.5)
     sim.run_until(sim.t + 20.0)  # the last creates answered, gossip and the purges' passes
     rep = Report(seed, faults, client=client, log=sim.log, stats=dict(sim.stats),
-                 scenario="--scenario drops" + (f" --change {change}" if change else ""))
+                 scenario="--scenario drops" + (f" --change {change}" if change else "")
+                 + (" --manual" if manual else ""))
     if completed is not None and not completed():
         rep.violations.append(f"the change ({change}) did not complete")
     rep.violations += wrong

@@ -1933,6 +1933,111 @@ def test_a_lost_change_is_asked_of_the_claimant_when_its_maker_no_longer_is_one(
     assert not sim.nodes["n2"].core.intents and not sim.nodes["n1"].core.intents
 
 
+def _auto_commit_off(sim: Sim):
+    from sim.scenario import _Admin
+
+    admin = _Admin(sim)
+    admin.send("n1", wire.Cluster(1, "auto_commit", "false"))
+    sim.run_until(sim.t + 3.0)
+    assert all(not sn.core.membership.cluster.auto_commit for sn in sim.nodes.values())
+    return admin
+
+
+@pytest.mark.parametrize("watched", [True, False])
+def test_a_commit_lost_to_the_other_side_of_a_partition_is_made_again(watched, monkeypatch,
+                                                                     caplog):
+    """Auto-commit off: on its side of a partition n1 stages `leave n2` and the operator
+    commits it; on the other side n3 stages n6's join and the operator commits that. (e, n3)
+    wins over (e, n1) when they meet, and the leave is gone: n2 staged nowhere. n1 watched
+    every change of its commit and makes the leave again, committed alone (a join n1 staged
+    meanwhile would stay staged for the operator). `watched=False`: n2 never leaves."""
+    if not watched:
+        monkeypatch.setattr("zkv.node.core.NodeCore._intents_tick", lambda *a: None)
+    sim = Sim(1, 5)
+    sim.run_until(2.0)
+    admin = _auto_commit_off(sim)
+    sim.partition(["n1", "n2"], ["n3", "n4", "n5"])
+    sim.run_until(sim.t + 4.0)
+    admin.send("n1", wire.Cluster(2, "leave", "n2"))
+    assert sim.nodes["n1"].core.membership.cluster.staged == [("leave", "n2", "")]
+    admin.send("n1", wire.Cluster(3, "commit"))
+    sim.partition(["n1", "n2"], ["n6"])
+    sim.add_node("n6", seed_of="n3")
+    sim.run_until(sim.t + 4.0)
+    assert sim.nodes["n3"].core.membership.cluster.staged == [("join", "n6", "")]
+    admin.send("n3", wire.Cluster(4, "commit"))
+    sim.run_until(sim.t + 0.5)
+    assert [type(x).__name__ for x in admin.answers] == ["ClusterOk"] * 4
+    n1, n3 = (sim.nodes[x].core.membership.cluster for x in ("n1", "n3"))
+    assert n1.epoch == n3.epoch and n1.status("n2") == "leaving" and n3.author == "n3"
+    assert status(sim.nodes["n1"].core)["cluster"]["watching"] == ["leave n2"]
+    sim.heal()
+    with caplog.at_level(logging.WARNING, logger="zkv.node"):
+        sim.run_until(sim.t + 60.0)
+    st = sim.nodes["n1"].core.membership.cluster
+    assert st.status("n6") == "valid" and (sim.nodes["n2"].exited is not None) is watched
+    if watched:
+        assert st.status("n2") is None and not st.moving() and not st.staged
+        assert "the change leave n2 made here was lost to a concurrent cluster state; made " \
+               "again" in caplog.text
+        assert not sim.nodes["n1"].core.intents and not sim.nodes["n3"].core.intents
+    else:
+        assert st.status("n2") == "valid"
+
+
+def test_a_lost_commit_is_committed_alone_by_the_claimant_its_maker_asks(caplog):
+    """Auto-commit off, and the maker of the lost commit is no longer the claimant once
+    healed: n2 committed `leave n3` on its side while n1's side completed n6's join, which
+    wins. n2 asks n1 to stage the leave again, then to commit it (`commit n3`: that change
+    alone, not whatever else an operator staged at n1), and n3 leaves."""
+    sim = Sim(2, 5)
+    sim.run_until(2.0)
+    admin = _auto_commit_off(sim)
+    sim.partition(["n2", "n3"], ["n1", "n4", "n5"])
+    sim.run_until(sim.t + 4.0)
+    admin.send("n2", wire.Cluster(2, "leave", "n3"))
+    admin.send("n2", wire.Cluster(3, "commit"))
+    sim.partition(["n2", "n3"], ["n6", "n7"])
+    sim.add_node("n6", seed_of="n1")
+    sim.run_until(sim.t + 4.0)
+    admin.send("n1", wire.Cluster(4, "commit"))
+    sim.run_until(sim.t + 10.0)
+    sim.add_node("n7", seed_of="n1")  # staged at n1, never committed: it stays staged
+    sim.run_until(sim.t + 4.0)
+    assert [type(x).__name__ for x in admin.answers] == ["ClusterOk"] * 4
+    st = sim.nodes["n1"].core.membership.cluster
+    assert st.status("n6") == "valid" and st.staged == [("join", "n7", "")]
+    with caplog.at_level(logging.WARNING, logger="zkv.node"):
+        sim.heal()
+        sim.run_until(sim.t + 60.0)
+    assert sim.nodes["n3"].exited is not None
+    st = sim.nodes["n1"].core.membership.cluster
+    assert st.status("n3") is None and not st.moving() and st.staged == [("join", "n7", "")]
+    assert ("the change leave n3 made here was lost to a concurrent cluster state; asking the "
+            "claimant n1 to make it again") in caplog.text
+    assert not sim.nodes["n2"].core.intents
+
+
+def test_the_plan_of_any_member_shows_the_claimants_staged_changes():
+    """Staged changes live on the claimant only (staging makes no new epoch to gossip):
+    `zkv cluster plan` through another member is answered by the claimant, so it shows
+    the leave staged there (it showed nothing staged, and what would move without it). A
+    peer's own relay is answered where it lands."""
+    sim = Sim(1, 5)
+    sim.run_until(2.0)
+    admin = _auto_commit_off(sim)
+    admin.send("n3", wire.Cluster(2, "leave", "n2"))
+    sim.run_until(sim.t + 1.0)
+    admin.answers.clear()
+    for node in ("n3", "n5", "n1"):
+        admin.send(node, wire.Cluster(3, "plan"))
+        sim.run_until(sim.t + 1.0)
+    assert [a.info["staged"] for a in admin.answers] == [
+        [{"action": "leave", "node": "n2", "other": ""}]] * 3
+    assert all(a.info["members"]["n2"] == "leaving" for a in admin.answers)
+    assert sim.nodes["n3"].core.membership.cluster.staged == []  # (held by n1 alone)
+
+
 def test_zkv_status_prints_the_changes_a_node_watches(monkeypatch, capsys):
     """`zkv status` of the claimant that made a leave, while the change is watched; the
     member table marks the leaving node (it is still up)."""

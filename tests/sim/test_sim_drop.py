@@ -204,6 +204,17 @@ def test_drops_through_an_ownership_change(change, seed, client):
     assert sum("admin" in line for line in rep.log) >= 3 and rep.ok_ops > 150
 
 
+@pytest.mark.parametrize("change,seed,client", [("join", 5, "core"), ("replace", 3, "sim")])
+def test_drops_through_a_change_committed_by_hand(change, seed, client):
+    """`--manual`: auto-commit off, the operator stages the change and commits it, reading
+    the plan (relayed to the claimant, the one holding staged changes) after each step; the
+    change completes under the same faults and the drops' checks hold."""
+    rep = drops(seed, Faults(**FAULTS), client=client, change=change, manual=True)
+    assert rep.violations == [], rep.command
+    assert f"--change {change} --manual" in rep.command
+    assert any(f"change: {change} committed (auto-commit off)" in line for line in rep.log)
+
+
 def test_a_node_restarted_while_a_member_dies_still_takes_drops(monkeypatch):
     """Seed 1003 of `--change remove` (core client): n4 crashes and starts again while n2 is
     dying, so it never hears n2's gossip again; a drop sent to it must not be refused as if
@@ -259,6 +270,9 @@ def test_simulate_cli_runs_the_drops_scenario(capsys, simulate_cli):
     with pytest.raises(SystemExit):
         simulate_cli.main(["--change", "leave", "--seed", "2"])
     assert "--change applies to --scenario drops" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        simulate_cli.main(["--scenario", "drops", "--manual", "--seed", "2"])
+    assert "--manual applies to --scenario drops --change" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("seed", [0, 1])

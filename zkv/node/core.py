@@ -194,8 +194,8 @@ TABLE_EVERY = 10
 TABLE_PER = 5
 MAX_UNSETTLED = 8  # states before changes not yet settled that gets also read (_joint)
 LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered or passed
-# an operator's leave, replace or force-remove this claimant made is made again when a
-# concurrent state without it wins (ownership.fate), if that state is at most one epoch past
+# an operator's leave, replace or force-remove this claimant made, and every change of a
+# commit it made, is made again when a concurrent state without it wins (ownership.fate), if that state is at most one epoch past
 # the last one that held it (further on, the cluster went on without it: a node that left
 # may have joined again since) and within INTENT_TTL seconds of it; else a warning says to
 # run it again
@@ -226,14 +226,21 @@ class Outbox:
 
 class Intent:
     """A membership change this node made as the claimant (`zkv cluster leave|replace|
-    force-remove`), watched until it is done: `epoch`, the last state that held it, `since`,
-    when this node last saw it held, `relaying`, asked of another claimant now."""
+    force-remove`, or one of the changes of a `zkv cluster commit`), watched until it is done:
+    `committed`, it was committed (auto-commit, or the commit: made again, it is committed
+    again; else staged again), `epoch`, the last state that held it, `since`, when this node
+    last saw it held, `relaying`, asked of another claimant now."""
 
-    __slots__ = ("action", "node", "other", "epoch", "since", "relaying")
+    __slots__ = ("action", "node", "other", "committed", "epoch", "since", "relaying")
 
-    def __init__(self, action: str, node: str, other: str, epoch: int, since: float) -> None:
-        self.action, self.node, self.other = action, node, other
+    def __init__(self, action: str, node: str, other: str, committed: bool, epoch: int,
+                 since: float) -> None:
+        self.action, self.node, self.other, self.committed = action, node, other, committed
         self.epoch, self.since, self.relaying = epoch, since, False
+
+    @property
+    def change(self) -> tuple[str, str, str]:
+        return (self.action, self.node, self.other)
 
     def __repr__(self) -> str:
         return f"{self.action} {self.node}" + (f" {self.other}" if self.other else "")
@@ -265,15 +272,30 @@ class RelayOp(Op):
 
 
 class IntentRelayOp(RelayOp):
-    """A lost change of this node's (an Intent), asked again of the claimant it is not: no
-    one waits on the answer (the next gossip round judges the state)."""
+    """A lost change of this node's (an Intent), asked again of the claimant it is not, one
+    request after the other (stage it, then commit it): no one waits on the answers (the
+    next gossip round judges the state). A refusal is logged, unless the next request
+    succeeds (a change still staged there refuses to be staged again)."""
 
     kind = "intent"
 
+    def __init__(self, ctx, claimant: str, intent: Intent, asks: list,
+                 deadline: float) -> None:
+        super().__init__(ctx, None, claimant, asks[0], deadline)
+        self.intent, self.asks, self.refused = intent, asks[1:], ""
+
     def on_reply(self, node_id: str, msg) -> None:
         if isinstance(msg, Error):
-            log.warning("the claimant %s refused to make %r again: %s", node_id, self.msg,
-                        msg.message)
+            self.refused += f"{'; ' if self.refused else ''}{msg.message}"
+        elif not self.asks:
+            self.refused = ""
+        if self.asks:
+            self.msg = self.asks.pop(0)
+            self.start()
+            return
+        if self.refused:
+            log.warning("the claimant %s refused to make %r again: %s", node_id, self.intent,
+                        self.refused)
         self.finish()
 
     def on_timeout(self) -> None:
@@ -475,7 +497,8 @@ class NodeCore:
         self.handover = Handover(self)  # ... and hand them over to their owners first
         self.left_at: float | None = None  # this node left the cluster (leave / replace)
         # membership changes made here, until done (kept in cluster.json)
-        self.intents = [Intent(a, n, o, e, now) for a, n, o, e in saved.get("intents", [])]
+        self.intents = [Intent(row[0], row[1], row[2], len(row) > 4 and row[4], row[3], now)
+                        for row in saved.get("intents", [])]
         self.passing: set[str] = set()  # owners whose hints are being handed to stand-ins
         self.exit_requested = False  # the transport stops and the process exits 0
         self.handed_before = False  # it left before this start: no handover to wait for
@@ -1749,7 +1772,8 @@ class NodeCore:
         return cluster_doc(self.membership, self.namespaces.to_builtins(), list(self.dots_base),
                            self.join_seeds(), [own.encode(x).hex() for x in self.unsettled],
                            sorted([n, p] for n, p in self.fresh),
-                           [[x.action, x.node, x.other, x.epoch] for x in self.intents])
+                           [[x.action, x.node, x.other, x.epoch, x.committed]
+                            for x in self.intents])
 
     def _save_cluster(self, must: bool = False) -> None:
         """cluster.json, again. A failed write (a full disk) is logged and retried each gossip
@@ -2705,9 +2729,10 @@ class NodeCore:
                 log.info("not staging the join of %s: %s", nid, exc)
         if new.staged and new.auto_commit:
             new = own.commit(new, self.me, {m.id: m.rack for m in ms.table()})
-        elif not new.staged and new.moving():
-            if self._received(new):
-                new = own.finalize(new, self.me, ms.wall())
+        elif new.moving() and self._received(new):  # (changes staged meanwhile, auto-commit
+            # off, wait for the operator's commit, not the change under way: a node started
+            # during a leave, its join staged, held the leaver in its process for good)
+            new = own.finalize(new, self.me, ms.wall())
         if new is not st:
             self._adopt(new)
 
@@ -2806,13 +2831,15 @@ class NodeCore:
         if st is None:
             raise ZkvError(f"{self.me} has not joined a cluster yet")
         ms = self.membership
-        if msg.action == "plan":
-            self._reply(ident, ClusterOk(msg.rid, self._plan(st)))
-            return
-        if msg.action not in ("leave", "replace", "force-remove", "commit", "auto_commit"):
+        if msg.action not in ("plan", "leave", "replace", "force-remove", "commit",
+                              "auto_commit"):
             raise ZkvError(f"unknown cluster action {wire.clip(msg.action, 20)}")
         up = [m.id for m in ms.table() if ms.state(m.id)[0] == "up"]
         boss = own.claimant(st, up)
+        if msg.action == "plan" and (boss in (self.me, None) or _peer_of(ident) is not None):
+            # (asked of another node, the claimant's: only it holds the staged changes)
+            self._reply(ident, ClusterOk(msg.rid, self._plan(st)))
+            return
         if boss != self.me:
             if boss is None:
                 raise ZkvError("no claimant is up (no valid member is reachable)")
@@ -2822,17 +2849,17 @@ class NodeCore:
                                   self.t + 2 * self.cfg.replica_timeout + 1.0), self.t)
             return
         try:
-            if msg.action == "commit":
-                new = own.commit(st, self.me, {m.id: m.rack for m in ms.table()})
+            if msg.action == "commit":  # (a node named: only its staged change, as
+                # _intents_tick asks the claimant to commit a lost one again)
+                new = own.commit(st, self.me, {m.id: m.rack for m in ms.table()}, msg.node)
+                self._watch([c for c in st.staged if c not in new.staged], new.epoch, True)
             elif msg.action == "auto_commit":
                 if msg.node not in ("true", "false"):
                     raise own.ChangeError("auto_commit takes true or false")
                 new = own.set_auto_commit(st, self.me, msg.node == "true")
             else:
                 new = self._change(st, msg.action, msg.node, msg.other, up)
-                self.intents = [x for x in self.intents if x.node != msg.node][
-                    -(MAX_INTENTS - 1):] + [Intent(msg.action, msg.node, msg.other, new.epoch,
-                                                   self.t)]
+                self._watch([(msg.action, msg.node, msg.other)], new.epoch, st.auto_commit)
         except own.ChangeError as exc:
             raise ZkvError(str(exc)) from None
         self._adopt(new)
@@ -2840,15 +2867,26 @@ class NodeCore:
         self._reply(ident, ClusterOk(msg.rid, self._plan(new)))
 
     def _change(self, st: own.ClusterState, action: str, node: str, other: str,
-                up: list[str]) -> own.ClusterState:
-        """`st` with a leave, replace or force-remove staged (and committed under
-        auto_commit), as the claimant makes it; ChangeError if it cannot be."""
+                up: list[str], committed: bool = False) -> own.ClusterState:
+        """`st` with a change staged and committed under auto_commit, or committed alone if
+        `committed` (a lost commit made again: staged first unless it still is), as the
+        claimant makes it; ChangeError if it cannot be."""
         ms = self.membership
-        new = own.stage(st, action, node, other, known=set(up), down=ms.down(),
-                        n=max(self.groups()))
-        if new.auto_commit:
-            new = own.commit(new, self.me, {m.id: m.rack for m in ms.table()})
+        new = st
+        if not committed or (action, node, other) not in st.staged:
+            new = own.stage(st, action, node, other, known=set(up), down=ms.down(),
+                            n=max(self.groups()))
+        if committed or new.auto_commit:
+            new = own.commit(new, self.me, {m.id: m.rack for m in ms.table()},
+                             node if committed else "")
         return new
+
+    def _watch(self, changes: list, epoch: int, committed: bool) -> None:
+        """Watch the changes this claimant just made (Intent), the latest MAX_INTENTS."""
+        nodes = {node for _, node, _ in changes}
+        self.intents = ([x for x in self.intents if x.node not in nodes]
+                        + [Intent(a, n, o, committed, epoch, self.t) for a, n, o in changes]
+                        )[-MAX_INTENTS:]
 
     def _intents_tick(self, now: float, states: dict[str, str]) -> None:
         """Once per gossip round while this node watches changes it made (Intent): forget
@@ -2862,7 +2900,7 @@ class NodeCore:
         boss = own.claimant(st, up)
         keep = []
         for it in self.intents:
-            fate = own.fate(st, it.action, it.node, it.other)
+            fate = own.fate(st, *it.change, it.committed)
             if fate == own.DONE:
                 continue
             if fate == own.CARRIED:
@@ -2875,7 +2913,7 @@ class NodeCore:
                 continue
             elif boss == self.me:
                 try:
-                    st = self._change(st, it.action, it.node, it.other, up)
+                    st = self._change(st, *it.change, up, it.committed)
                 except own.ChangeError as exc:
                     log.warning("the change %r made here was lost to a concurrent cluster "
                                 "state (epoch %d by %s) and cannot be made again: %s", it,
@@ -2889,7 +2927,12 @@ class NodeCore:
                 log.warning("the change %r made here was lost to a concurrent cluster state; "
                             "asking the claimant %s to make it again", it, boss)
                 it.relaying = True
-                op = IntentRelayOp(self, None, boss, Cluster(0, it.action, it.node, it.other),
+                # a committed change is staged again, then committed alone (a join: only
+                # committed, the claimant stages it by itself: no operator's command)
+                asks = [Cluster(0, *it.change)] if it.action != "join" else []
+                if it.committed:
+                    asks.append(Cluster(0, "commit", it.node))
+                op = IntentRelayOp(self, boss, it, asks,
                                    now + 2 * self.cfg.replica_timeout + 1.0)
                 op.on_finish = lambda op, it=it: setattr(it, "relaying", False)
                 self.start_op(op, now)

@@ -67,7 +67,7 @@ MAX_SKEW_MS = 60_000  # how far ahead of our wall clock another node's clock may
 HEARTBEAT_SLACK = 100_000  # heartbeats allowed beyond one per ms since the incarnation
 MAX_CANDIDATES = 64  # relayed, not yet heard first-hand
 CANDIDATE_TTL = 30.0  # seconds a candidate waits to be heard
-MAX_INTENTS = 8  # membership changes a claimant watches (NodeCore.Intent), the latest kept
+MAX_INTENTS = 32  # membership changes a claimant watches (NodeCore.Intent), the latest kept
 
 
 def wall_ms() -> int:
@@ -492,11 +492,12 @@ def load_cluster(path: str) -> dict:
 
 
 def _intents_ok(intents) -> bool:
-    """cluster.json's "intents": at most MAX_INTENTS [action, node, other, epoch] rows of an
-    operator's leave, replace or force-remove."""
+    """cluster.json's "intents": at most MAX_INTENTS [action, node, other, epoch, committed]
+    rows of an operator's leave, replace or force-remove, or a change of a commit (rows of
+    four: an older version's, not committed)."""
     return isinstance(intents, list) and len(intents) <= MAX_INTENTS and all(
-        isinstance(row, list) and len(row) == 4
-        and row[0] in ("leave", "replace", "force-remove")
+        isinstance(row, list) and len(row) in (4, 5) and row[4:] in ([], [True], [False])
+        and row[0] in own.ACTIONS
         and type(row[1]) is str and NODE_ID_RE.match(row[1]) is not None
         and type(row[2]) is str and (row[2] == "" or NODE_ID_RE.match(row[2]) is not None)
         and type(row[3]) is int and 0 <= row[3] <= MAX_COUNTER for row in intents)
@@ -525,7 +526,7 @@ def cluster_doc(membership: Membership, namespaces: list | None = None,
     separate key: a member row stays four strings, as older versions read it), so a node
     restarted while a member is down still knows what that member's version serves;
     `intents`: the membership changes this node made as the claimant and still watches
-    ([action, node, other, epoch], NodeCore.Intent: a claimant restarted after a partition
+    ([action, node, other, epoch, committed], NodeCore.Intent: a claimant restarted after a partition
     healed still makes a lost one again)."""
     me, now_ms = membership.me.id, membership.wall()  # (the simulator's clock is virtual)
     others = [m for m in membership.table() if m.id != me and validate_member(m, now_ms) is None]

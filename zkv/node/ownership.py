@@ -316,27 +316,37 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
 CARRIED, DONE, LOST = "carried", "done", "lost"
 
 
-def fate(st: ClusterState, action: str, node: str, other: str = "") -> str:
-    """What became of an operator's change (leave, replace or force-remove of `node`) in
-    state `st`: DONE once `node` is no longer a member (it left or was removed: finalized,
-    or a joining node force-removed), CARRIED while `st` holds it (staged, or `node` leaving
-    or removed: by this change or another one that moves its data off the same way), else
-    LOST (a state without it won over the one that had it)."""
+def fate(st: ClusterState, action: str, node: str, other: str = "",
+         committed: bool = False) -> str:
+    """What became of an operator's change (leave, replace or force-remove of `node`, or
+    any change of a `commit`: `committed`) in state `st`: DONE once it took effect for good
+    (`node` no longer a member: it left or was removed, finalized, or a joining node
+    force-removed; a committed join: `node` a member), CARRIED while `st` holds it (`node`
+    leaving or removed, by this change or another one that moves its data off the same way;
+    staged, unless the change was committed: staged again in a state that lost the commit,
+    it waits for one that may never come), else LOST (a state without it won over the one
+    that had it)."""
     status = st.status(node)
+    if action == "join":
+        return DONE if status is not None else (
+            CARRIED if not committed and (action, node, other) in st.staged else LOST)
     if status is None:
         return DONE
-    if (action, node, other) in st.staged or status == REMOVED or (
-            status == LEAVING and action != "force-remove"):
+    if status == REMOVED or (status == LEAVING and action != "force-remove") or (
+            not committed and (action, node, other) in st.staged):
         return CARRIED
     return LOST
 
 
-def commit(st: ClusterState, author: str, racks: dict[str, str]) -> ClusterState:
-    """Apply every staged change (racks: the member table's racks of joining nodes)."""
-    if not st.staged:
-        raise ChangeError("nothing staged")
+def commit(st: ClusterState, author: str, racks: dict[str, str],
+           only: str = "") -> ClusterState:
+    """Apply every staged change (racks: the member table's racks of joining nodes), or only
+    the ones naming node `only` (the others stay staged: a lost commit made again)."""
+    todo = [c for c in st.staged if not only or only in (c[1], c[2])]
+    if not todo:
+        raise ChangeError(f"nothing staged for {only}" if only else "nothing staged")
     out = st.copy()
-    for action, node, other in out.staged:
+    for action, node, other in todo:
         if action == "join":
             out.members[node] = (JOINING, racks.get(node, "default"))
             _fresh_token(out, node)
@@ -361,7 +371,7 @@ def commit(st: ClusterState, author: str, racks: dict[str, str]) -> ClusterState
                 del out.members[node]  # never owned anything
             else:
                 out.members[node] = (REMOVED, out.members[node][1])
-    out.staged = []
+    out.staged = [c for c in out.staged if c not in todo]
     out.epoch += 1
     out.author = author
     return out
