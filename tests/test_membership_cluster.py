@@ -411,10 +411,12 @@ def test_cli_local_add_and_remove(tmp_path):
         up.wait(30)
 
 
-def test_cli_local_up_again_starts_the_nodes_local_add_added(tmp_path):
-    """`zkv local up`, `zkv local add` (node4), Ctrl-C, then `zkv local up` again on the same
-    data dir: it starts all four members (it used to start three, and node4 stayed down for
-    good: `zkv status` showed it down with hints piling up for it)."""
+def test_cli_local_up_again_starts_the_members_the_cluster_has(tmp_path):
+    """`zkv local up`, `zkv local add` (node4), `zkv local remove node2`, Ctrl-C, then `zkv
+    local up` again on the same data dir: it starts node1, node3 and node4. (It once started
+    three, and node4 stayed down for good, its hints piling up; then it started node2 too,
+    which stayed out as a node that left, and the cluster never looked whole: exit 1.) A
+    `zkv local add` then starts node5: node2's data dir is kept, and node4 is taken."""
     import json
     import subprocess
     import sys
@@ -429,6 +431,12 @@ def test_cli_local_up_again_starts_the_nodes_local_add_added(tmp_path):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 preexec_fn=sigint_default)
 
+    def local(*argv: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "zkv.cli", "local", *argv, "--dir", str(d)],
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
     def members() -> dict:
         said = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--json", "--node",
                                f"tcp://127.0.0.1:{base}"], capture_output=True, text=True,
@@ -438,24 +446,27 @@ def test_cli_local_up_again_starts_the_nodes_local_add_added(tmp_path):
     first = up()
     try:
         wait_for(lambda: (d / "local.json").exists(), 180, "the first local up")
-        add = subprocess.run([sys.executable, "-m", "zkv.cli", "local", "add", "--dir", str(d)],
-                             capture_output=True, text=True, timeout=180)
-        assert add.returncode == 0 and "node4" in add.stdout, add.stderr
+        assert "node4" in local("add")
+        assert "node2 left the cluster" in local("remove", "node2")
     finally:
         first.send_signal(signal.SIGINT)
         out = first.communicate(timeout=60)[0]
-    assert "all nodes stopped" in out
+    assert "all nodes stopped" in out and "node2 exited" not in out, out  # (no restart hint)
     (d / "local.json").unlink()  # (written again by the next up once its nodes start)
     again = up()
     try:
         wait_for(lambda: (d / "local.json").exists(), 180, "the second local up")
-        wait_for(lambda: members() == dict.fromkeys(["node1", "node2", "node3", "node4"], "up"),
+        wait_for(lambda: members() == dict.fromkeys(["node1", "node3", "node4"], "up"),
                  60, "every member up")
+        assert "node5" in local("add")
+        wait_for(lambda: members() == dict.fromkeys(["node1", "node3", "node4", "node5"], "up"),
+                 60, "the new node up")
     finally:
         again.send_signal(signal.SIGINT)
         out = again.communicate(timeout=60)[0]
-    assert "holds a cluster of 4 nodes from an earlier run" in out, out
-    assert "4 node(s) up" in out and "all nodes stopped" in out
+    assert ("holds a cluster of 3 nodes from an earlier run (added by `zkv local add`; node2 "
+            "left it): starting node1, node3, node4") in out, out
+    assert "3 node(s) up" in out and "all nodes stopped" in out
 
 
 def test_cli_local_restart_brings_a_killed_node_back_and_local_up_stops_it(tmp_path):

@@ -174,7 +174,7 @@ def test_config_reads_every_setting_and_changes_runtime_ones_where_they_are_used
 
 @pytest.mark.parametrize("changes, why", [
     ({"nope": "1"}, "unknown setting 'nope'"),
-    ({"max_siblings": "lots"}, "max_siblings='lots': not a int"),
+    ({"max_siblings": "lots"}, "max_siblings='lots': not an integer"),
     ({"max_siblings": "-1"}, "max_siblings -1: between 0 (no limit) and 1000000"),
     ({"replica_timeout": "0"}, "replica_timeout 0.0: above 0"),
     ({"log_level": "LOUD"}, "log_level 'LOUD': one of DEBUG"),
@@ -208,7 +208,7 @@ def test_parse_setting_types_values_as_the_defaults_are():
     assert config.parse_setting("replica_timeout", "0.5") == 0.5
     assert config.parse_setting("auto_commit", "false") is False
     assert config.parse_setting("log_level", "ERROR") == "ERROR"
-    with pytest.raises(InvalidRequest, match="auto_commit='yes': not a bool"):
+    with pytest.raises(InvalidRequest, match="auto_commit='yes': not true or false"):
         config.parse_setting("auto_commit", "yes")
 
 

@@ -573,7 +573,10 @@ def _lines(source: str):
     the client would refuse."""
     from zkv import wire
 
-    fh = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    try:
+        fh = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InvalidRequest(f"--from {source}: {exc.strerror or exc}") from None
     try:
         for no, line in enumerate(fh, 1):
             line = line.rstrip(b"\r\n")
@@ -1265,30 +1268,40 @@ VERIFY_WAIT = 60.0  # s `zkv local up` waits for a new cluster's partitions to c
 
 
 def local_up(args) -> int:
-    from zkv.local import LocalCluster, saved_members
+    from zkv.local import LocalCluster, node_number, saved_members
 
     if not 1 <= args.nodes <= 100:
         print(f"zkv: --nodes {args.nodes}: between 1 and 100", file=sys.stderr)
         return 2
-    if not 1 <= args.base_port <= 65535 - 1000 - args.nodes + 1:
-        print(f"zkv: --base-port {args.base_port}: between 1 and {65535 - 1000 - args.nodes + 1}"
-              " (nodes use BASE.. for clients and BASE+1000.. for gossip)", file=sys.stderr)
-        return 2
-    # a data dir from an earlier run whose cluster grew (`zkv local add`): start every member
-    # it has, or the ones left out stay down for good (their hints pile up on the others)
+    # a data dir from an earlier run: start every member its cluster has (one `zkv local
+    # add` added, or left out stays down for good, its hints piling up on the others), and
+    # no node that left it (`zkv local remove`: started again, it stays out and exits, and
+    # the cluster never looked whole); a number up to --nodes never used joins as before
     members = saved_members(args.dir)
-    nodes = args.nodes
-    while f"node{nodes + 1}" in members and nodes < 100:
-        nodes += 1
-    if nodes > args.nodes:
-        print(f"zkv: {args.dir} holds a cluster of {nodes} nodes from an earlier run (added by "
-              f"`zkv local add`): starting all {nodes}")
-        args.nodes = nodes
-    rest = sorted(members - {f"node{i}" for i in range(1, nodes + 1)})
+    numbers = {k for m in members if (k := node_number(m)) is not None and k <= 100}
+    ids = sorted(numbers | {k for k in range(1, args.nodes + 1)
+                            if not os.path.exists(os.path.join(args.dir, f"node{k}"))})
+    if members and ids != list(range(1, args.nodes + 1)):
+        why = "added by `zkv local add`" if numbers - set(range(1, args.nodes + 1)) else ""
+        gone = [f"node{k}" for k in range(1, max(ids) + 1) if k not in ids]
+        if gone:
+            why += ("; " if why else "") + f"{', '.join(gone)} left it"
+        print(f"zkv: {args.dir} holds a cluster of {len(numbers)} nodes from an earlier run "
+              f"({why}): starting " + (f"all {len(ids)}" if not gone else ", ".join(
+                  f"node{k}" for k in ids)))
+    rest = sorted(m for m in members if node_number(m) not in ids)
     if rest:
         print(f"zkv: {', '.join(rest)} also belong(s) to the cluster under {args.dir} and "
               f"stay(s) down (not a node this command starts)", file=sys.stderr)
-    cluster = LocalCluster(args.nodes, args.dir, args.base_port, sync=args.sync, metrics=True)
+    top = 65535 - 2100 - max(ids) + 1
+    if not 1 <= args.base_port <= top:
+        print(f"zkv: --base-port {args.base_port}: between 1 and {top} (node K uses BASE+K-1 "
+              "for clients, BASE+1000+K-1 for gossip and BASE+2100+K-1 for metrics)",
+              file=sys.stderr)
+        return 2
+    args.nodes = len(ids)
+    cluster = LocalCluster(args.nodes, args.dir, args.base_port, sync=args.sync, metrics=True,
+                           ids=ids)
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -1339,6 +1352,8 @@ def local_up(args) -> int:
             for n in cluster.nodes:
                 if n.proc is not None and n.proc.poll() is not None and not n.reported:
                     n.reported = True
+                    if n.id not in cluster.manifest_ids():  # (`zkv local remove`: it left)
+                        continue
                     again = f"zkv local restart {n.id}" + (
                         "" if args.dir == "./zkv-data" else f" --dir {args.dir}")
                     print(f"zkv: {n.id} exited with code {n.proc.returncode}; see {n.log_path} "

@@ -251,6 +251,9 @@ class NodeConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig) if f.name != "extra"}
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false"}
+
+
 def parse_setting(name: str, text: str) -> object:
     """The value of setting `name` from its text (as `zkv config --set NAME=VALUE` gives it),
     typed as the setting's default is; InvalidRequest for an unknown name or a bad value."""
@@ -266,7 +269,8 @@ def parse_setting(name: str, text: str) -> object:
         if kind in (int, float):
             return kind(text)
     except ValueError:
-        raise InvalidRequest(f"{name}={text!r}: not a {kind.__name__}") from None
+        raise InvalidRequest(f"{name}={text!r}: not {_KIND_NAMES.get(kind, kind.__name__)}"
+                             ) from None
     return text
 
 

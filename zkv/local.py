@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -131,6 +132,12 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
+def node_number(node_id: str) -> int | None:
+    """K of a `zkv local` node's id "nodeK" (None for any other id)."""
+    m = re.fullmatch(r"node([1-9][0-9]{0,5})", node_id)
+    return int(m.group(1)) if m else None
+
+
 def saved_members(directory: str) -> set[str]:
     """The members of the cluster whose nodes keep their data under `directory` (a `zkv local
     up` run before), by the newest cluster state any node's cluster.json holds: ids of every
@@ -198,11 +205,15 @@ class LocalCluster:
                  *, racks: list[str] | None = None, sync: str = "interval",
                  extra_args: list[str] | None = None, n: int | None = None,
                  metrics: bool = False, keys: str | None = None,
-                 hosts: list[str] | None = None, prefixes: list[list[str]] | None = None
-                 ) -> None:
+                 hosts: list[str] | None = None, prefixes: list[list[str]] | None = None,
+                 ids: list[int] | None = None) -> None:
         """`hosts`/`prefixes` (one per node): each node listens on its own address, port 7001
         (gossip 8001), started behind its prefix (a zkv.netns.Lab machine: the caller must
-        then run in a namespace that reaches those addresses). Default: all on 127.0.0.1."""
+        then run in a namespace that reaches those addresses). Default: all on 127.0.0.1.
+        `ids`: the nodes' numbers (node K: ports BASE+K-1, ...), for a data dir whose cluster
+        lost a node in the middle (`zkv local remove node2`); default 1..`nodes`."""
+        ids = list(ids) if ids is not None else list(range(1, nodes + 1))
+        nodes = len(ids)
         self.dir = os.path.abspath(directory)
         # keys: a `zkv keygen` directory; nodes run with --keys, and this class talks to them
         # with its admin client key
@@ -213,9 +224,9 @@ class LocalCluster:
             listen_ports, gossip_ports = ports[:nodes], ports[nodes:2 * nodes]
             metrics_ports = ports[2 * nodes:]
         else:
-            listen_ports = [base_port + i for i in range(nodes)]
-            gossip_ports = [base_port + 1000 + i for i in range(nodes)]
-            metrics_ports = [base_port + 2100 + i for i in range(nodes)]  # 7001 -> 9101
+            listen_ports = [base_port + k - 1 for k in ids]
+            gossip_ports = [base_port + 1000 + k - 1 for k in ids]
+            metrics_ports = [base_port + 2100 + k - 1 for k in ids]  # 7001 -> 9101
         if hosts is not None:
             listen_ports, gossip_ports, metrics = [7001] * nodes, [8001] * nodes, False
         hosts = hosts or ["127.0.0.1"] * nodes
@@ -232,16 +243,16 @@ class LocalCluster:
             self.extra += ["--n", str(n), "--r", str(min(2, n)), "--w", str(min(2, n))]
         self.nodes = [
             LocalNode(
-                id=f"node{i + 1}",
+                id=f"node{k}",
                 listen=f"tcp://{hosts[i]}:{listen_ports[i]}",
                 gossip=f"tcp://{hosts[i]}:{gossip_ports[i]}",
-                rack=racks[i % len(racks)],
-                data_dir=os.path.join(self.dir, f"node{i + 1}"),
-                log_path=os.path.join(self.dir, f"node{i + 1}.log"),
+                rack=racks[(k - 1) % len(racks)],
+                data_dir=os.path.join(self.dir, f"node{k}"),
+                log_path=os.path.join(self.dir, f"node{k}.log"),
                 metrics_port=metrics_ports[i] if metrics else 0,
                 prefix=list(prefixes[i]),
             )
-            for i in range(nodes)
+            for i, k in enumerate(ids)
         ]
 
     @property
@@ -278,8 +289,12 @@ class LocalCluster:
     def add_node(self, timeout: float = 30.0, rack: str | None = None) -> LocalNode:
         """Start one more node that joins through a live one (`zkv local add`); returns it
         once its port is open (the claimant then commits its join and it receives its
-        partitions: wait for that with `wait_settled`)."""
-        i = len(self.nodes)
+        partitions: wait for that with `wait_settled`). It is numbered past every node this
+        cluster has, and past every data dir left behind (a node that left keeps its own: it
+        would stay out, or start empty beside the data of another life)."""
+        i = max([node_number(m.id) or 0 for m in self.nodes], default=0)
+        while os.path.exists(os.path.join(self.dir, f"node{i + 1}")):
+            i += 1
         if self.base_port is None:
             lp, gp, mp = free_ports(3)
         else:
@@ -441,6 +456,14 @@ class LocalCluster:
         with open(tmp, "w") as fh:
             json.dump(doc, fh, indent=1)
         os.replace(tmp, self.manifest_path())
+
+    def manifest_ids(self) -> set[str]:
+        """The ids local.json lists now (`zkv local add` and `remove` change it)."""
+        try:
+            with open(self.manifest_path()) as fh:
+                return {row.get("id") for row in json.load(fh).get("nodes", [])}
+        except (OSError, ValueError, AttributeError):
+            return {n.id for n in self.nodes}
 
     @classmethod
     def attach(cls, directory: str) -> LocalCluster:
