@@ -124,12 +124,20 @@ class _FanOut(Op):
         return sorted(self.pending)
 
 
+# a replica whose reply budget for this turn is spent (NodeCore._reply: a frame asked for
+# more large values than one turn sends to one peer) answers BUSY unread: it is asked again
+# (its next turn has a new budget), at most BUSY_ASKS times per get
+BUSY = "busy, retry"
+BUSY_ASKS = 3
+
+
 class GetOp(_FanOut):
     kind = "get"
     quorum: GetQuorum
     subs: frozenset[str] | set[str] = frozenset()  # previous owners asked (`_ask_previous`)
     previous: dict[str, str | None] = {}  # a read under an unsettled previous state asks
     resent: set[str]  # substitutes asked again (on_timer)
+    busy = 0  # replicas asked again after a BUSY answer
 
     def __init__(self, ctx, origin, key, deadline, targets: list[tuple[str, str | None]],
                  r: int, lww: int = 0,
@@ -212,6 +220,11 @@ class GetOp(_FanOut):
 
     def on_reply(self, node_id: str, msg) -> None:
         if node_id not in self.pending:
+            return
+        if (type(msg) is Error and msg.message.startswith(BUSY) and not self.replied
+                and self.busy < BUSY_ASKS):
+            self.busy += 1  # (a frame of reads of 1 MiB and 16 MiB values: the second
+            self._send(node_id, self.asked[node_id])  # failed the get with its replicas up)
             return
         self.pending.discard(node_id)
         if isinstance(msg, RGetOk):

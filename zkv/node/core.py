@@ -76,7 +76,7 @@ from zkv.node import namespaces as nss
 from zkv.node import ownership as own
 from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
-from zkv.node.coordinator import ForwardOp, GetOp, JointWriteOp, WriteOp
+from zkv.node.coordinator import BUSY, ForwardOp, GetOp, JointWriteOp, WriteOp
 from zkv.node.handoff import HandoffStore
 from zkv.node.latency import REFRESH, PeerLatency
 from zkv.node.listing import answer_keys
@@ -200,7 +200,6 @@ LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be del
 # may have joined again since) and within INTENT_TTL seconds of it; else a warning says to
 # run it again
 INTENT_TTL = 300.0
-BUSY = "busy, retry"
 _WRITE_ACKS = frozenset({PutOk, RPutOk})  # replies that say a write was stored (RPutOk: if ok)
 
 
