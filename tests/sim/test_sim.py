@@ -2018,6 +2018,36 @@ def test_a_lost_commit_is_committed_alone_by_the_claimant_its_maker_asks(caplog)
     assert not sim.nodes["n2"].core.intents
 
 
+def test_a_lost_staged_change_is_staged_again_at_the_claimant_and_left_to_its_commit(caplog):
+    """Auto-commit off: n2, claimant of its side, stages `leave n3` (not committed) while the
+    other side makes an epoch of its own (auto-commit set again). Once healed, n2 asks n1 (now the claimant) to stage the
+    leave again, and then leaves it to n1's plan: staged changes are not gossiped, so n2
+    cannot see it there and asked again every round, each refused ("already has a staged
+    change": the operator had staged it again too; seed 1054 of `--change replace --manual`).
+    The operator's commit through any member applies it."""
+    sim = Sim(2, 5)
+    sim.run_until(2.0)
+    admin = _auto_commit_off(sim)
+    sim.partition(["n2", "n3"], ["n1", "n4", "n5"])
+    sim.run_until(sim.t + 4.0)
+    admin.send("n2", wire.Cluster(2, "leave", "n3"))
+    admin.send("n1", wire.Cluster(3, "auto_commit", "false"))
+    sim.run_until(sim.t + 4.0)
+    assert sim.nodes["n1"].core.membership.cluster.rank() > (
+        sim.nodes["n2"].core.membership.cluster.rank())
+    with caplog.at_level(logging.INFO, logger="zkv.node"):
+        sim.heal()
+        sim.run_until(sim.t + 20.0)
+    assert sim.nodes["n1"].core.membership.cluster.staged == [("leave", "n3", "")]
+    assert not sim.nodes["n2"].core.intents
+    assert caplog.text.count("asking the claimant n1 to make it again") == 1
+    assert "the change leave n3 made here is staged at the claimant" in caplog.text
+    assert "refused" not in caplog.text
+    admin.send("n4", wire.Cluster(4, "commit"))
+    sim.run_until(sim.t + 30.0)
+    assert sim.nodes["n3"].exited is not None
+
+
 def test_the_plan_of_any_member_shows_the_claimants_staged_changes():
     """Staged changes live on the claimant only (staging makes no new epoch to gossip):
     `zkv cluster plan` through another member is answered by the claimant, so it shows

@@ -228,14 +228,17 @@ class Intent:
     force-remove`, or one of the changes of a `zkv cluster commit`), watched until it is done:
     `committed`, it was committed (auto-commit, or the commit: made again, it is committed
     again; else staged again), `epoch`, the last state that held it, `since`, when this node
-    last saw it held, `relaying`, asked of another claimant now."""
+    last saw it held, `relaying`, asked of another claimant now, `handed`, staged at that
+    claimant (uncommitted: its staged changes, not gossiped, wait for the operator's commit
+    there, which `zkv cluster plan` shows through any member)."""
 
-    __slots__ = ("action", "node", "other", "committed", "epoch", "since", "relaying")
+    __slots__ = ("action", "node", "other", "committed", "epoch", "since", "relaying",
+                 "handed")
 
     def __init__(self, action: str, node: str, other: str, committed: bool, epoch: int,
                  since: float) -> None:
         self.action, self.node, self.other, self.committed = action, node, other, committed
-        self.epoch, self.since, self.relaying = epoch, since, False
+        self.epoch, self.since, self.relaying, self.handed = epoch, since, False, False
 
     @property
     def change(self) -> tuple[str, str, str]:
@@ -274,7 +277,8 @@ class IntentRelayOp(RelayOp):
     """A lost change of this node's (an Intent), asked again of the claimant it is not, one
     request after the other (stage it, then commit it): no one waits on the answers (the
     next gossip round judges the state). A refusal is logged, unless the next request
-    succeeds (a change still staged there refuses to be staged again)."""
+    succeeds (a change still staged there refuses to be staged again). An uncommitted
+    change staged there (or found staged) is handed to that claimant (Intent.handed)."""
 
     kind = "intent"
 
@@ -284,6 +288,9 @@ class IntentRelayOp(RelayOp):
         self.intent, self.asks, self.refused = intent, asks[1:], ""
 
     def on_reply(self, node_id: str, msg) -> None:
+        if (not self.intent.committed and not isinstance(msg, Error)) or (
+                not self.asks and "already has a staged change" in getattr(msg, "message", "")):
+            self.intent.handed = True  # (staged there: that claimant's plan holds it now)
         if isinstance(msg, Error):
             self.refused += f"{'; ' if self.refused else ''}{msg.message}"
         elif not self.asks:
@@ -2901,6 +2908,10 @@ class NodeCore:
         for it in self.intents:
             fate = own.fate(st, *it.change, it.committed)
             if fate == own.DONE:
+                continue
+            if it.handed and fate == own.LOST and not it.committed:
+                log.info("the change %r made here is staged at the claimant: its plan shows it, "
+                         "and a commit there applies it", it)
                 continue
             if fate == own.CARRIED:
                 it.epoch, it.since = st.epoch, now
