@@ -50,8 +50,15 @@ def test_unreachable_node(cmd):
 
 @pytest.mark.parametrize("cmd", sorted(TALKERS))
 def test_bad_flag(cmd):
+    """Named by the subcommand's own parser, whose --help lists what it takes (the top
+    parser's "see zkv --help" listed the subcommands only)."""
     line = one_line_error(zkv(*TALKERS[cmd], "--bogus"))
-    assert "--bogus" in line, line
+    assert "--bogus" in line and f"(see zkv {cmd} --help)" in line, line
+
+
+def test_a_bad_flag_of_a_nested_subcommand_names_it():
+    line = one_line_error(zkv("namespace", "create", "x", "--bogus"))
+    assert "zkv namespace create: error" in line and "(see zkv namespace create --help)" in line
 
 
 @pytest.mark.parametrize("cmd", ["get", "put", "delete"])

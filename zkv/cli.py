@@ -42,6 +42,19 @@ def _one_line_argparse_errors():
         argparse.ArgumentParser.error = saved
 
 
+def _deepest_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub)parser the words of argv name: `zkv namespace create ...` -> its own."""
+    for word in argv:
+        choices = next((a.choices for a in parser._actions
+                        if isinstance(a, argparse._SubParsersAction)), None)
+        if not choices or word not in choices:
+            if word.startswith("-") or not choices:
+                continue
+            break
+        parser = choices[word]
+    return parser
+
+
 def endpoint(value: str) -> str:
     """argparse type of --node: tcp://HOST:PORT that can be connected to, or a member's id
     (anything not starting with tcp://; `member_endpoint` looks it up)."""
@@ -506,7 +519,10 @@ def _main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="the quorum benchmark suite (zkv bench --help)")
     sub.add_parser("compact", help="compact a stopped node's stores (zkv compact --help)")
 
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if extra:  # (named by the subcommand's parser: its --help lists what it takes)
+        _deepest_parser(p, argv if argv is not None else sys.argv[1:]).error(
+            f"unrecognized arguments: {' '.join(extra)}")
     try:
         node = getattr(args, "node", None)
         if node and not node.startswith("tcp://"):  # a member's id
