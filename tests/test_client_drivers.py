@@ -54,8 +54,9 @@ class Async:
         return self.loop.run_until_complete(run())
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.c.close())
-        self.loop.close()
+        if not self.loop.is_closed():  # (a test closed it already)
+            self.loop.run_until_complete(self.c.close())
+            self.loop.close()
 
 
 @pytest.fixture(params=[Sync, Async], ids=["sync", "async"])
@@ -240,6 +241,24 @@ def test_no_listener_is_unavailable_a_silent_node_is_a_timeout(driver, fake_node
     c = driver([nobody, quiet.endpoint], timeout=1.0)
     with pytest.raises(RequestTimeout):  # one node took it and kept quiet
         c.status(quiet.endpoint)
+
+
+@pytest.mark.parametrize("bad", ["tcp://bad host:1", "tcp://-:7001"])
+def test_an_endpoint_libzmq_cannot_connect_to_is_refused_and_close_returns(driver, bad,
+                                                                           monkeypatch):
+    """Refused when the client is made, in one InvalidRequest; and an endpoint that gets past
+    the check (a member's, learned from a ring) fails its request the same way, not with a raw
+    ZMQError, and closing the client returns (its context waited for ever for the socket
+    left open: `with Client(["tcp://bad host:1"])` never returned, sync and async alike)."""
+    with pytest.raises(InvalidRequest, match="node endpoint"):
+        driver([bad], timeout=0.5)
+    monkeypatch.setattr("zkv.client.core.endpoint_problem", lambda ep: None)
+    c = driver([bad], timeout=0.5)
+    with pytest.raises(InvalidRequest, match="cannot connect to"):
+        c.get(b"k")
+    t = time.monotonic()
+    c.close()
+    assert time.monotonic() - t < 2.0
 
 
 def test_unavailable_says_whether_a_node_took_the_tcp_connection(driver):

@@ -25,6 +25,7 @@ def cfg(**kw) -> NodeConfig:
     ("tcp://[::1]:7001", "::1", 7001),
     ("tcp://[fd00::2]:65535", "fd00::2", 65535),
     ("tcp://*:7001", "*", 7001),
+    ("tcp://zkv_node1:7001", "zkv_node1", 7001),  # (a container's name)
 ])
 def test_endpoints_parse(ep, host, port):
     assert parse_endpoint(ep) == (host, port)
@@ -32,9 +33,10 @@ def test_endpoints_parse(ep, host, port):
 
 @pytest.mark.parametrize("ep", ["127.0.0.1:7001", "tcp://h", "tcp://h:0", "tcp://h:70000",
                                 "tcp://::1:7001", "tcp://[nothex]:7001", "udp://h:1", "", None,
-                                "tcp://h :1"])
+                                "tcp://h :1", "tcp://-:1", "tcp://a..b:1", "tcp://-a.b:1",
+                                "tcp://a$b:1"])
 def test_bad_endpoints_are_refused_with_the_reason(ep):
-    with pytest.raises(ValueError, match="tcp://HOST:PORT|port|IPv6"):
+    with pytest.raises(ValueError, match="tcp://HOST:PORT|port|IPv6|not a host name"):
         parse_endpoint(ep)
 
 

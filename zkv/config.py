@@ -34,6 +34,11 @@ SEAL_MODES = ("require", "accept", "off")  # context_seals (zkv/node/seal.py)
 _ENDPOINT_RE = re.compile(r"^tcp://(?:\[(?P<v6>[0-9A-Fa-f:.%\w-]+)\]|(?P<host>[^\s:/\[\]]+)):"
                           r"(?P<port>\d{1,5})$")
 ENDPOINT_RE = _ENDPOINT_RE  # kept for older importers
+# a DNS name (labels of letters, digits, hyphens not at either end; underscores too, as
+# container names have them) or an IPv4 address: what libzmq's connect takes (it refused
+# "-" and names with spaces after the client had made the socket: see zkv.client.sync)
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
 WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "::0", "0:0:0:0:0:0:0:0"})
 
 
@@ -47,6 +52,8 @@ def parse_endpoint(ep: object) -> tuple[str, int]:
     if not 1 <= port <= 65535:
         raise ValueError(f"{ep!r}: port {port} is not between 1 and 65535")
     host = m["v6"] if m["v6"] is not None else m["host"]
+    if m["v6"] is None and host != "*" and not _HOST_RE.match(host):
+        raise ValueError(f"{ep!r}: {host!r} is not a host name or an IPv4 address")
     if m["v6"] is not None:
         import ipaddress
 

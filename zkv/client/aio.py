@@ -27,7 +27,7 @@ import zmq
 from zkv import sockcalls, wire
 from zkv.client.base import Facade
 from zkv.client.core import CONNECT_WAIT, SLOW, UNREACHABLE, GetResult, Plan, Send, T, refused
-from zkv.errors import ZkvError
+from zkv.errors import InvalidRequest, ZkvError
 from zkv.wire import RingOk
 
 # One loop timer for every try's deadline, firing at most every TIMER_GRAIN seconds: a try
@@ -303,7 +303,7 @@ class AsyncClient(Facade):
         for s in self._socks.values():
             s.close(0)
         self._socks.clear()
-        self._zctx.term()
+        self._zctx.destroy(0)  # (as the sync client's)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -338,8 +338,12 @@ class AsyncClient(Facade):
         s = self._socks.get(ep)
         if s is None:
             s = self._zctx.socket(zmq.DEALER)
-            self._prepare(s, ep)
-            s.connect(ep)
+            try:
+                self._prepare(s, ep)
+                s.connect(ep)
+            except zmq.ZMQError as exc:  # (as the sync client's)
+                s.close(0)
+                raise InvalidRequest(f"cannot connect to {ep!r}: {exc}") from None
             self._socks[ep] = s
             loop.add_reader(s.fileno(), self._drain, s)
         return s

@@ -85,6 +85,7 @@ import msgspec
 from zkv import hlc, wire
 from zkv._core import dvv
 from zkv._core.ring import Ring
+from zkv.config import endpoint_problem
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
 from zkv.node import namespaces as nss
 from zkv.node.expiry import expires_at
@@ -327,6 +328,9 @@ def check_endpoints(nodes) -> list[str]:
     for ep in nodes:
         if not isinstance(ep, str) or not ep.startswith("tcp://"):
             raise InvalidRequest(f"node endpoint must look like tcp://HOST:PORT, got {ep!r}")
+        why = endpoint_problem(ep)
+        if why is not None:
+            raise InvalidRequest(f"node endpoint {why}")
     return nodes
 
 

@@ -30,7 +30,7 @@ from zkv.client.core import (
     T,
     refused,
 )
-from zkv.errors import ZkvError
+from zkv.errors import InvalidRequest, ZkvError
 from zkv.wire import RingOk
 
 _PENDING = object()  # a Batch try with no answer yet
@@ -225,7 +225,7 @@ class Client(Facade):
             s.close(0)
         self._socks.clear()
         self._pollers.clear()
-        self._zctx.term()
+        self._zctx.destroy(0)  # (every socket it still has, at once: term() waits for them)
 
     def __enter__(self) -> Client:
         return self
@@ -247,8 +247,12 @@ class Client(Facade):
 
     def _sock(self, ep: str) -> zmq.Socket:
         s = self._zctx.socket(zmq.DEALER)
-        self._prepare(s, ep)
-        s.connect(ep)
+        try:
+            self._prepare(s, ep)
+            s.connect(ep)
+        except zmq.ZMQError as exc:  # (an endpoint libzmq refuses: the socket is closed, or
+            s.close(0)                # the context's term() at close() waited for it forever)
+            raise InvalidRequest(f"cannot connect to {ep!r}: {exc}") from None
         self._socks[ep] = s
         return s
 
