@@ -170,5 +170,23 @@ def test_a_namespace_copies_into_another_cluster_siblings_and_binary_included(ma
         zkv("load", str(bad), "--node", b.endpoints[0]))
     assert "No such file" in one_line_error(zkv("load", str(tmp_path / "none.jsonl"),
                                                 "--node", b.endpoints[0]))
+    line = one_line_error(zkv("dump", "--out", str(tmp_path / "no" / "x.jsonl"), "--node",
+                              a.endpoints[0]))
+    assert f"--out {tmp_path / 'no' / 'x.jsonl'}: No such file" in line, line  # (not its .tmp)
     line = one_line_error(zkv("load", str(out), "--node", b.endpoints[0], "--namespace", "nope"))
     assert "namespace 'nope' does not exist" in line, line
+    # a key with more siblings than the target keeps: one line for the key (not one per
+    # sibling refused, its line number repeated), saying what to change
+    many = tmp_path / "many.jsonl"
+    many.write_text("\n".join(json.dumps(x) for x in (
+        {"zkv_dump": 1, "namespace": "copy"},
+        {"k": dump._b64(b"crowd"), "v": [dump._b64(b"s%d" % i) for i in range(5)]},
+        {"zkv_dump_end": 1})) + "\n")
+    assert zkv("config", "--set", "max_siblings=3", "--all", "--node",
+               b.endpoints[0]).returncode == 0
+    got = zkv("load", str(many), "--namespace", "copy", "--node", b.endpoints[0])
+    said = [x for x in got.stderr.splitlines() if x.strip()]
+    assert got.returncode == 1 and len(said) == 1, got
+    assert "many.jsonl:2 (crowd): 2 of its values refused, the first: InvalidRequest" in said[0]
+    assert "raise its limit (zkv config --set max_siblings=N --all)" in said[0]
+    assert "2 write(s) of 1 key(s) failed" in got.stdout, got

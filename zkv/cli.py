@@ -1067,7 +1067,11 @@ def dump_command(args) -> int:
         else:
             tmp = args.out + ".tmp"
             try:
-                with open(tmp, "w") as f:
+                f = open(tmp, "w")  # noqa: SIM115
+            except OSError as exc:  # (named as --out: the .tmp beside it is ours)
+                raise InvalidRequest(f"--out {args.out}: {exc.strerror or exc}") from None
+            try:
+                with f:
                     count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
                 os.replace(tmp, args.out)  # (a dump that failed leaves no file to be trusted)
             except BaseException:
@@ -1100,11 +1104,20 @@ def load_command(args) -> int:
     finally:
         if fh is not sys.stdin:
             fh.close()
-    for no, key, err in failed[:20]:
+    by_key: dict[tuple[int, bytes], list] = {}  # (one key's siblings fail one by one)
+    for no, key, err in failed:
+        by_key.setdefault((no, key), []).append(err)
+    for (no, key), errs in list(by_key.items())[:20]:
+        many = f"{len(errs)} of its values refused, the first: " if len(errs) > 1 else ""
+        fix = ("; the target keeps fewer siblings than the dump holds: raise its limit (zkv "
+               "config --set max_siblings=N --all) before loading" if "zkv-node "
+               "--max-siblings" in str(errs[0]) else "")
         print(f"zkv: {args.source}:{no} ({key.decode(errors='backslashreplace')[:60]}): "
-              f"{type(err).__name__}: {err}", file=sys.stderr)
+              f"{many}{type(errs[0]).__name__}: {errs[0]}{fix}", file=sys.stderr)
+    if len(by_key) > 20:
+        print(f"zkv: ... and {len(by_key) - 20} key(s) more", file=sys.stderr)
     print(f"ok: {loaded} key(s) loaded into namespace {namespace!r}"
-          + (f", {len(failed)} write(s) failed" if failed else "")
+          + (f", {len(failed)} write(s) of {len(by_key)} key(s) failed" if failed else "")
           + (f", {expired} left out (expired since the dump)" if expired else ""))
     if longer:
         why = ("has no ttl: they never expire there" if not target.get("ttl") else
