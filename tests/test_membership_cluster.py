@@ -331,7 +331,10 @@ def test_plan_and_commit_with_auto_commit_off(make_cluster, capsys):
     with zkv.Client([ep], timeout=2.0) as cl:
         with pytest.raises(InvalidRequest, match="not a member"):
             cl.cluster("leave", "nosuchnode")
-        cl.cluster("leave", "node3")
+        capsys.readouterr()
+        assert main(["cluster", "leave", "node3", "--node", ep]) == 0
+        assert "leave: staged, not applied: `zkv cluster commit` applies it" in (
+            capsys.readouterr().out)
         with pytest.raises(InvalidRequest, match="already has a staged change"):
             cl.cluster("leave", "node3")
     assert main(["cluster", "plan", "--node", ep]) == 0
@@ -521,6 +524,7 @@ def test_cli_local_restart_brings_a_killed_node_back_and_local_up_stops_it(tmp_p
     said = up.stdout.read() if up.stdout else ""
     assert f"node3 exited with code -9; see {node3.log_path} (to start it again: zkv local " \
         f"restart node3 --dir {d})" in said, said
+    assert "exited with code 0" not in said, said  # (the restart's own stop: not a failure)
     assert "all nodes stopped" in said, said
     # stopped by `zkv local up` itself (gone, or a zombie its parent's parent reaps later)
     assert cluster.running_pid(node3) == 0

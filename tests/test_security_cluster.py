@@ -127,6 +127,22 @@ def test_keygen_layout_and_modes(tmp_path):
         security.keygen(str(tmp_path / "k"))
     security.keygen(str(tmp_path / "k"), client="ops", admin=True)
     assert 'role = admin' in (tmp_path / "k" / "clients" / "ops.key").read_text()
+    # a client key where no cluster key is: refused (it could never connect), saying how
+    with pytest.raises(ZkvError, match="holds no cluster key: `zkv keygen"):
+        security.keygen(str(tmp_path / "none"), client="app")
+    assert not (tmp_path / "none").exists()
+
+
+def test_keys_that_name_no_client_key_say_what_to_pass(tmp_path):
+    """`--keys DIR` (the nodes' directory) or a path with no key: named for what it is, not
+    "cannot read key DIR.key_secret: Invalid certificate file" (the operator run)."""
+    security.keygen(str(tmp_path / "k"))
+    with pytest.raises(ZkvError, match=r"is a directory: pass a client's key, DIR/clients/NAME "
+                                       r"\(.*clients/admin\)"):
+        security.client_keys(str(tmp_path / "k"))
+    with pytest.raises(ZkvError, match="no such key"):
+        security.client_keys(str(tmp_path / "k" / "clients" / "nobody"))
+    assert security.client_keys(str(tmp_path / "k" / "clients" / "admin")).name == "admin"
 
 
 def test_keyed_cluster_serves_keyed_clients(keyed):

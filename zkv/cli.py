@@ -977,8 +977,10 @@ def cluster_command(args) -> int:
 def print_plan(info: dict, cmd: str) -> None:
     """The plan a `zkv cluster` command answered, for people."""
     staged = info.get("staged", [])
-    if cmd != "plan":
-        print(f"{cmd}: done (epoch {info['epoch']}, claimant {info.get('claimant')})")
+    if cmd != "plan":  # (auto-commit off: a change is staged, not done, until a commit)
+        how = ("staged, not applied: `zkv cluster commit` applies it" if cmd in (
+            "leave", "replace", "force-remove") and not info.get("auto_commit") else "done")
+        print(f"{cmd}: {how} (epoch {info['epoch']}, claimant {info.get('claimant')})")
     print(f"auto-commit: {'on' if info.get('auto_commit') else 'off'}")
     if staged:
         print("staged (run `zkv cluster commit` to apply):")
@@ -1294,6 +1296,7 @@ def local_remove(args) -> int:
 
 
 VERIFY_WAIT = 60.0  # s `zkv local up` waits for a new cluster's partitions to count for reads
+RESTART_GRACE = 5.0  # s a node's exit waits to be reported: `zkv local restart` starts another
 
 
 def local_up(args) -> int:
@@ -1363,6 +1366,7 @@ def local_up(args) -> int:
         # count toward a read's R, and `zkv keys --r 2` would fail (the demo takes longer).
         # "Serving" once they do (or after VERIFY_WAIT s anyway), nodes watched meanwhile
         verify_by: float | None = time.monotonic() + VERIFY_WAIT
+        exited: dict[str, float] = {}  # node id -> when its process was seen gone
         while not stop["now"]:
             if verify_by is not None:
                 left = cluster.unverified()
@@ -1374,15 +1378,21 @@ def local_up(args) -> int:
                               + ", ".join(f"{k}: {v}" for k, v in sorted(left.items()))
                               + ")", file=sys.stderr)
                     verify_by = None
-                    print("\nServing until Ctrl-C. Try:  zkv status   zkv put hello world"
-                          "   zkv get hello   zkv top", flush=True)
+                    at = "" if args.base_port == 7001 else f" --node {cluster.endpoints[0]}"
+                    print(f"\nServing until Ctrl-C. Try:  zkv status{at}   zkv put hello world"
+                          f"{at}   zkv get hello{at}   zkv top{at}", flush=True)
             else:
                 time.sleep(0.5)
             for n in cluster.nodes:
                 if n.proc is not None and n.proc.poll() is not None and not n.reported:
-                    n.reported = True
-                    if n.id not in cluster.manifest_ids():  # (`zkv local remove`: it left)
+                    # (a clean exit, as `zkv local restart` stops it before it starts another
+                    # process: said once that one is not up within RESTART_GRACE s)
+                    exited.setdefault(n.id, time.monotonic())
+                    if n.proc.returncode == 0 and time.monotonic() - exited[n.id] < RESTART_GRACE:
                         continue
+                    n.reported = True
+                    if n.id not in cluster.manifest_ids() or cluster.running_pid(n):
+                        continue  # (`zkv local remove`: it left; or restarted meanwhile)
                     again = f"zkv local restart {n.id}" + (
                         "" if args.dir == "./zkv-data" else f" --dir {args.dir}")
                     print(f"zkv: {n.id} exited with code {n.proc.returncode}; see {n.log_path} "

@@ -114,6 +114,9 @@ def keygen(directory: str, client: str | None = None, admin: bool = False,
             raise ZkvError(f"{directory} already holds a cluster key; refusing to overwrite it")
         written += _write_pair(directory, CLUSTER)
         client, admin = "admin", True
+    elif not os.path.exists(os.path.join(directory, CLUSTER + ".key")):
+        raise ZkvError(f"{directory} holds no cluster key: `zkv keygen {directory}` makes it "
+                       "(and an admin client key) first; --client adds keys beside it")
     if not NAME_RE.match(client):
         raise ZkvError(f"client name {client!r}: 1-64 characters of [A-Za-z0-9_.-]")
     cdir = os.path.join(directory, CLIENTS)
@@ -162,6 +165,18 @@ class ClientKeys:
 
     def __init__(self, path: str) -> None:
         path = os.path.abspath(path)
+        if os.path.isdir(path):  # (a `zkv keygen DIR` itself: the nodes' keys, not a client's)
+            names = sorted({f[:-len(".key_secret")] for f in os.listdir(
+                os.path.join(path, CLIENTS)) if f.endswith(".key_secret")}) if os.path.isdir(
+                os.path.join(path, CLIENTS)) else []
+            raise ZkvError(f"keys {path} is a directory: pass a client's key, "
+                           f"DIR/{CLIENTS}/NAME (" + (", ".join(
+                               os.path.join(path, CLIENTS, n) for n in names[:3])
+                               if names else f"make one: zkv keygen {path} --client NAME")
+                           + ")")
+        if not os.path.exists(path + ".key_secret") and not os.path.exists(path):
+            raise ZkvError(f"keys {path}: no such key ({path}.key_secret does not exist; "
+                           f"`zkv keygen DIR --client NAME` makes DIR/{CLIENTS}/NAME)")
         for suffix in (".key_secret", ".key"):
             if path.endswith(suffix):
                 path = path[: -len(suffix)]
