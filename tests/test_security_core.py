@@ -785,7 +785,8 @@ def test_a_peer_whose_version_is_unknown_is_named_so(node):
     ([["leave", "node2", "", 3], ["replace", "node3", "node9", 4]], True),
     ([["force-remove", "node2", "", 0]], True),
     ([["join", "node2", "", 3, True], ["leave", "node3", "", 3, False]], True),
-    ([["rejoin", "node2", "", 3]], False), ([["leave", "no de", "", 3]], False),
+    ([["rejoin", "node2", "", 3]], False), ([["join", "node2", "", 3]], False),
+    ([["join", "node2", "", 3, False]], False), ([["leave", "no de", "", 3]], False),
     ([["leave", "node2", "", -1]], False), ([["leave", "node2", 3]], False),
     ([["leave", "node2", "", 3, "yes"]], False), ([["leave", "node2", "", 3, True, 1]], False),
     ([["leave", "node2", "", 1]] * 33, False), ("leave node2", False)])

@@ -1311,8 +1311,13 @@ def local_up(args) -> int:
     # the cluster never looked whole); a number up to --nodes never used joins as before
     members = saved_members(args.dir)
     numbers = {k for m in members if (k := node_number(m)) is not None and k <= 100}
-    ids = sorted(numbers | {k for k in range(1, args.nodes + 1)
-                            if not os.path.exists(os.path.join(args.dir, f"node{k}"))})
+    ids = sorted(numbers | {k for k in range(1, args.nodes + 1) if not members
+                            or not os.path.exists(os.path.join(args.dir, f"node{k}"))})
+    if not ids:
+        print(f"zkv: {args.dir} holds a cluster of {', '.join(sorted(members))}, none of them a "
+              "node this command starts (node1, node2, ...): use another --dir",
+              file=sys.stderr)
+        return 1
     if members and ids != list(range(1, args.nodes + 1)):
         why = "added by `zkv local add`" if numbers - set(range(1, args.nodes + 1)) else ""
         gone = [f"node{k}" for k in range(1, max(ids) + 1) if k not in ids]

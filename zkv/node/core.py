@@ -195,10 +195,10 @@ TABLE_PER = 5
 MAX_UNSETTLED = 8  # states before changes not yet settled that gets also read (_joint)
 LEAVE_HINT_WAIT = 60.0  # seconds a node that left waits for its hints to be delivered or passed
 # an operator's leave, replace or force-remove this claimant made, and every change of a
-# commit it made, is made again when a concurrent state without it wins (ownership.fate), if that state is at most one epoch past
-# the last one that held it (further on, the cluster went on without it: a node that left
-# may have joined again since) and within INTENT_TTL seconds of it; else a warning says to
-# run it again
+# commit it made, is made again when a concurrent state without it wins (ownership.fate), if
+# that state is at most one epoch past the last one that held it (further on, the cluster
+# went on without it: a node that left may have joined again since) and within INTENT_TTL
+# seconds of it; else a warning says to run it again
 INTENT_TTL = 300.0
 _WRITE_ACKS = frozenset({PutOk, RPutOk})  # replies that say a write was stored (RPutOk: if ok)
 
@@ -2933,7 +2933,8 @@ class NodeCore:
                             "made again (epoch %d)", it, st.epoch)
                 it.epoch, it.since = st.epoch, now
                 self._adopt(st)  # (this round's gossip carries it)
-            elif boss is not None and not it.relaying:
+            elif boss is not None and not it.relaying and (it.committed
+                                                           or it.action != "join"):
                 log.warning("the change %r made here was lost to a concurrent cluster state; "
                             "asking the claimant %s to make it again", it, boss)
                 it.relaying = True

@@ -494,10 +494,10 @@ def load_cluster(path: str) -> dict:
 def _intents_ok(intents) -> bool:
     """cluster.json's "intents": at most MAX_INTENTS [action, node, other, epoch, committed]
     rows of an operator's leave, replace or force-remove, or a change of a commit (rows of
-    four: an older version's, not committed)."""
+    four: an older version's, not committed; a join is watched only committed)."""
     return isinstance(intents, list) and len(intents) <= MAX_INTENTS and all(
         isinstance(row, list) and len(row) in (4, 5) and row[4:] in ([], [True], [False])
-        and row[0] in own.ACTIONS
+        and row[0] in own.ACTIONS and (row[0] != "join" or row[4:] == [True])
         and type(row[1]) is str and NODE_ID_RE.match(row[1]) is not None
         and type(row[2]) is str and (row[2] == "" or NODE_ID_RE.match(row[2]) is not None)
         and type(row[3]) is int and 0 <= row[3] <= MAX_COUNTER for row in intents)
