@@ -1396,7 +1396,8 @@ def local_up(args) -> int:
                     if n.proc.returncode == 0 and time.monotonic() - exited[n.id] < RESTART_GRACE:
                         continue
                     n.reported = True
-                    if n.id not in cluster.manifest_ids() or cluster.running_pid(n):
+                    if n.id not in cluster.manifest_ids() or (n.proc.returncode == 0
+                                                              and cluster.running_pid(n)):
                         continue  # (`zkv local remove`: it left; or restarted meanwhile)
                     again = f"zkv local restart {n.id}" + (
                         "" if args.dir == "./zkv-data" else f" --dir {args.dir}")
