@@ -119,9 +119,29 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--change applies to --scenario drops")
     if args.manual and not args.change:
         ap.error("--manual applies to --scenario drops --change")
-    if args.scale:
-        return scale([int(x) for x in args.scale.split(",")],
-                     [int(x) for x in args.ring_only.split(",") if x], args.out)
+    if args.seeds < 1:
+        ap.error(f"--seeds {args.seeds}: at least 1")
+    if args.nodes < 3:
+        ap.error(f"--nodes {args.nodes}: at least 3 (the simulated cluster's N is 3)")
+    for name in ("loss", "dup", "lost_extras"):
+        if not 0 <= getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: a probability in "
+                     "[0, 1)")
+    for name in vars(Faults()):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: not negative")
+    if args.scale is not None or args.ring_only:
+        try:
+            sizes = [int(x) for x in (args.scale or "").split(",") if x.strip()]
+            ring_sizes = [int(x) for x in args.ring_only.split(",") if x.strip()]
+        except ValueError:
+            ap.error("--scale and --ring-only take comma-separated cluster sizes (e.g. 10,25,50)")
+        if not sizes or min(sizes + ring_sizes) < 2:
+            ap.error("--scale takes cluster sizes of at least 2 (e.g. 10,25,50)")
+        if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+            ap.error(f"--out {args.out}: no such directory")
+    if args.scale is not None or args.ring_only:
+        return scale(sizes, ring_sizes, args.out)
     if args.load:
         logging.disable(logging.WARNING)
         cpu = time.process_time()

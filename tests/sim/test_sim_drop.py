@@ -246,6 +246,19 @@ def test_the_drops_checker_sees_a_change_that_never_completes(monkeypatch):
     assert "the change (leave) did not complete" in rep.violations
 
 
+@pytest.mark.parametrize("argv,said", [
+    (["--seeds", "0"], "--seeds 0: at least 1"), (["--nodes", "1"], "--nodes 1: at least 3"),
+    (["--loss", "1.5"], "--loss 1.5: a probability"), (["--crashes", "-1"], "not negative"),
+    (["--scale", "5,x"], "comma-separated cluster sizes"), (["--scale", "0"], "at least 2"),
+    (["--scale", "5", "--out", "/nonexistent-dir/x.png"], "no such directory")])
+def test_simulate_cli_refuses_what_cannot_run_in_one_line(capsys, simulate_cli, argv, said):
+    """(--seeds 0 divided by zero; --scale 5,x, --nodes 0 and --out into a missing directory
+    ended in tracebacks, the last after the whole sweep; --loss 1.5 ran and "found" a bug.)"""
+    with pytest.raises(SystemExit) as done:
+        simulate_cli.main(argv)
+    assert done.value.code == 2 and said in capsys.readouterr().err
+
+
 def test_the_drops_checker_sees_a_purge_that_never_happens(monkeypatch):
     """The checker's teeth: with the nodes' dead-key rule switched off (no key is ever judged
     dead: nothing purged, nothing refused), the same run fails, naming the keys left."""
