@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=12)
     ap.add_argument("--per-block", type=int, default=200)
     args = ap.parse_args(argv)
+    if args.blocks <= WARM_BLOCKS or args.per_block < 1:
+        ap.error(f"--blocks above {WARM_BLOCKS} (the first {WARM_BLOCKS} warm up and are not "
+                 "kept) and --per-block at least 1")
     root = tempfile.mkdtemp(prefix="zkv-get-floor-")
     cluster = LocalCluster(3, root, base_port=None, n=3)
     ctx = zmq.Context()

@@ -288,6 +288,16 @@ def test_main_rejects_bad_arguments(capsys, tmp_path):
     assert main(["--configs", "5,2,2", "--nodes", "3", "--out", str(tmp_path)]) == 2
     assert main(["--workloads", "Q", "--out", str(tmp_path)]) == 2
     assert "zkv bench" in capsys.readouterr().err
+    # refused before anything runs (each was taken, and failed after the run or mid-way)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for argv, said in ((["--out", str(a_file)], "a file, not a directory"),
+                       (["--timeout", "0"], "--timeout must be positive"),
+                       (["--availability-duration", "-1"], "must not be negative"),
+                       (["--security", "--throughput"], "each run alone"),
+                       (["--configs", "5,3,3"], "at least N nodes: --nodes 5 (now 3)")):
+        assert main([*argv, "--out", str(tmp_path)] if "--out" not in argv else argv) == 2
+        assert said in capsys.readouterr().err, argv
 
 
 def test_quick_settings():

@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.cmd == "list":
+        if not os.path.isdir(args.dir):
+            print(f"faults: no cluster directory {args.dir} (--dir: a `zkv local up` one)",
+                  file=sys.stderr)
+            return 1
         for node_id, pid in nodes(args.dir).items():
             print(f"{node_id}\tpid {pid}\tstate {state(pid)}")
         return 0

@@ -31,6 +31,7 @@ printing throughput and p99 of each and their ratios.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser", "settings_from_args"]
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long each fault lasts (default 6: 3x the nodes' 2 s failure "
                    "detection, so the run shows the cluster after it noticed)")
     p.add_argument("--out", default="bench-out", help="output directory (default bench-out)")
-    p.add_argument("--quick", action="store_true", help="small and short: under a minute")
+    p.add_argument("--quick", action="store_true", help="small and short: about a minute (less with --faults pause,kill)")
     p.add_argument("--cluster", default=None,
                    help="tcp://HOST:PORT,... of a running cluster instead of local nodes")
     p.add_argument("--seed", type=int, default=42, help="seed of every request stream")
@@ -145,12 +146,22 @@ def settings_from_args(args: argparse.Namespace):
             raise ValueError(f"--{name} must be at least 1")
     if s.duration <= 0:
         raise ValueError("--duration must be positive")
+    if s.timeout <= 0:
+        raise ValueError("--timeout must be positive")
+    if s.availability_duration < 0:
+        raise ValueError("--availability-duration must not be negative (0 skips the phase)")
+    if sum(map(bool, (args.throughput, args.security, args.conflict_modes))) > 1:
+        raise ValueError("--throughput, --security and --conflict-modes each run alone: "
+                         "pick one")
+    if os.path.exists(s.out) and not os.path.isdir(s.out):  # (checked before the run: it
+        raise ValueError(f"--out {s.out}: a file, not a directory")  # failed at the end)
     if s.value_size < 16:
         raise ValueError("--value-size must be at least 16 (the write-id header)")
     if not s.cluster:
         big = [c.label for c in s.configs if c.n > s.nodes]
         if big:
-            raise ValueError(f"{', '.join(big)} need more than --nodes {s.nodes} nodes")
+            raise ValueError(f"{', '.join(big)} need(s) at least N nodes: --nodes "
+                             f"{max(c.n for c in s.configs)} (now {s.nodes})")
     return s
 
 

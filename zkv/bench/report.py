@@ -153,7 +153,10 @@ def render_markdown(results: dict, plots: dict[str, str] | None = None,
     L += ["# zkv quorum benchmark", ""]
     L += [f"Machine: {m.get('processor') or m.get('machine')}, {m.get('cpus')} CPUs, "
           f"{m.get('platform')}, Python {m.get('python')}, libzmq {m.get('libzmq', '?')}.", ""]
-    L += [f"Settings: {s.get('nodes')} nodes ({'given cluster' if s.get('cluster') else 'local, loopback'}), "
+    where = "given cluster" if s.get("cluster") else "local, loopback" + (
+        "; the partition fault, where it ran, on a cluster of its own in network namespaces"
+        if "partition" in (s.get("faults") or []) else "")
+    L += [f"Settings: {s.get('nodes')} nodes ({where}), "
           f"{s.get('records')} records of {s.get('value_size')} bytes, {s.get('duration')} s per run, "
           f"{s.get('clients')} client processes x {s.get('inflight')} in flight, zipfian 0.99, "
           f"sync={s.get('sync')}, seed {s.get('seed')}{', quick' if s.get('quick') else ''}.", ""]
