@@ -295,7 +295,10 @@ def test_main_rejects_bad_arguments(capsys, tmp_path):
                        (["--timeout", "0"], "--timeout must be positive"),
                        (["--availability-duration", "-1"], "must not be negative"),
                        (["--security", "--throughput"], "each run alone"),
-                       (["--configs", "5,3,3"], "at least N nodes: --nodes 5 (now 3)")):
+                       (["--configs", "5,3,3"], "at least N nodes: --nodes 5 (now 3)"),
+                       (["--configs", "3,2,2;3,2,2"], "given twice"),
+                       (["--configs", ""], "no configuration given"),
+                       (["--cluster", "garbage"], "--cluster 'garbage': expected")):
         assert main([*argv, "--out", str(tmp_path)] if "--out" not in argv else argv) == 2
         assert said in capsys.readouterr().err, argv
 

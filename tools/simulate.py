@@ -59,7 +59,8 @@ GC_THRESHOLDS = (20_000, 20, 10)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=None, help="run this one seed, verbosely")
-    ap.add_argument("--seeds", type=int, default=100, help="run N seeds, from --first on")
+    ap.add_argument("--seeds", type=int, default=None, help="run N seeds, from --first on "
+                    "(default 100)")
     ap.add_argument("--first", type=int, default=0, help="the first seed of --seeds (to split "
                     "a long sweep across processes, or to try seeds CI never runs)")
     ap.add_argument("--jobs", type=int, default=1, help="run the seeds of a sweep in this many "
@@ -119,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--change applies to --scenario drops")
     if args.manual and not args.change:
         ap.error("--manual applies to --scenario drops --change")
+    if args.seed is not None and args.seeds is not None:
+        ap.error("--seed runs one seed, --seeds a sweep: not both")
+    if args.seeds is None:
+        args.seeds = 100
     if args.seeds < 1:
         ap.error(f"--seeds {args.seeds}: at least 1")
     if args.nodes < 3:

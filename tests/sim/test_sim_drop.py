@@ -250,7 +250,8 @@ def test_the_drops_checker_sees_a_change_that_never_completes(monkeypatch):
     (["--seeds", "0"], "--seeds 0: at least 1"), (["--nodes", "1"], "--nodes 1: at least 3"),
     (["--loss", "1.5"], "--loss 1.5: a probability"), (["--crashes", "-1"], "not negative"),
     (["--scale", "5,x"], "comma-separated cluster sizes"), (["--scale", "0"], "at least 2"),
-    (["--scale", "5", "--out", "/nonexistent-dir/x.png"], "no such directory")])
+    (["--scale", "5", "--out", "/nonexistent-dir/x.png"], "no such directory"),
+    (["--seed", "3", "--seeds", "2"], "not both")])
 def test_simulate_cli_refuses_what_cannot_run_in_one_line(capsys, simulate_cli, argv, said):
     """(--seeds 0 divided by zero; --scale 5,x, --nodes 0 and --out into a missing directory
     ended in tracebacks, the last after the whole sweep; --loss 1.5 ran and "found" a bug.)"""

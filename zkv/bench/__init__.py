@@ -120,6 +120,7 @@ QUICK = {"records": 500, "duration": 1.0, "clients": 2, "inflight": 4,
 def settings_from_args(args: argparse.Namespace):
     from zkv.bench.runner import FIGURE2_CONFIGS, Settings, parse_configs, parse_faults
     from zkv.bench.workloads import parse_workloads
+    from zkv.config import endpoint_problem
 
     s = Settings(out=args.out, seed=args.seed, sync=args.sync, timeout=args.timeout,
                  quick=args.quick, routing=args.routing or "any")
@@ -131,7 +132,7 @@ def settings_from_args(args: argparse.Namespace):
         v = getattr(args, k)
         if v is not None:
             setattr(s, k, v)
-    s.configs = parse_configs(args.configs or FIGURE2_CONFIGS)
+    s.configs = parse_configs(FIGURE2_CONFIGS if args.configs is None else args.configs)
     s.workloads = [w.name for w in parse_workloads(args.workloads or "A,B,C,F")]
     if args.faults is not None:
         s.faults = parse_faults(args.faults)
@@ -141,6 +142,10 @@ def settings_from_args(args: argparse.Namespace):
         s.fault_seconds = args.fault_seconds
     if args.cluster:
         s.cluster = [e.strip() for e in args.cluster.split(",") if e.strip()]
+        for ep in s.cluster:  # (checked before the baselines run, not after them)
+            why = endpoint_problem(ep)
+            if why is not None:
+                raise ValueError(f"--cluster {why}")
     for name in ("nodes", "records", "clients", "inflight"):
         if getattr(s, name) < 1:
             raise ValueError(f"--{name} must be at least 1")

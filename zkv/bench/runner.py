@@ -71,6 +71,8 @@ def parse_configs(spec: str) -> list[QuorumConfig]:
             raise ValueError(f"config {part!r}: need N >= 1 and 1 <= R, W <= N")
         if len(nums) == 5 and not (1 <= pr <= n and 1 <= pw <= n):
             raise ValueError(f"config {part!r}: need 1 <= PR, PW <= N")
+        if QuorumConfig(n, r, w, pr, pw) in out:  # (it ran twice, its staleness row once)
+            raise ValueError(f"config {part!r} is given twice")
         out.append(QuorumConfig(n, r, w, pr, pw))
     if not out:
         raise ValueError("no configuration given")
