@@ -102,7 +102,7 @@ def test_leaf_placement_matches_murmur3():
             expect = ((h << q) & (2**64 - 1)) >> (64 - leaf)
             assert t.leaf_of(key) == expect == t.leaf_of_hash(h)
     t = MerkleTree()
-    for bad in (-1, 2**64):
+    for bad in (-1, 2**64, 1.5, True):  # (1.5 was taken as leaf 0)
         with pytest.raises(ValueError):
             t.leaf_of_hash(bad)
 

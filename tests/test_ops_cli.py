@@ -118,6 +118,9 @@ def test_bench_and_compact_bad_input(tmp_path):
     assert "--data-dir" in one_line_error(zkv("compact"))
     assert "not a directory" in one_line_error(zkv("compact", "--data-dir",
                                                    str(tmp_path / "none")))
+    (tmp_path / "notes.txt").write_text("mine")  # a directory of something else: left alone
+    assert "holds no zkv store" in one_line_error(zkv("compact", "--data-dir", str(tmp_path)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_node_refuses_a_port_in_use_in_one_line(tmp_path):

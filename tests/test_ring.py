@@ -292,6 +292,8 @@ def test_describe_pickle_and_views():
         ((_cluster(2),), {"n": 0}, ValueError),
         (([("a", "r"), ("a", "s")],), {}, ValueError),             # duplicate id
         ((["a"],), {}, TypeError),                                 # not a pair
+        ((["ab"],), {}, TypeError),                      # (was taken as node "a", rack "b")
+        (([("", "r")],), {}, ValueError),                          # an empty id
         (([("a", 1)],), {}, TypeError),
         (([(1, "r")],), {}, TypeError),
         ((_cluster(2),), {"q": 16.0}, TypeError),

@@ -47,6 +47,9 @@ def test_record_roundtrip_and_corruption():
     bad[-1] ^= 1
     with pytest.raises(Exception, match="bad record"):
         record.decode(bytes(bad))
+    for flags in (256, -1):  # one byte: 256 was stored as 0, -1 as 0xff
+        with pytest.raises(ValueError, match="flags must be 0..255"):
+            record.encode(b"key", b"value", flags)
 
 
 def test_hints_roundtrip_and_crc():

@@ -1019,7 +1019,8 @@ cdef class KeyDir:
                 self._append(<const uint8_t *>PyBytes_AS_STRING(key), <uint32_t>kl,
                              <const uint8_t *>PyBytes_AS_STRING(value), <uint32_t>vl, 0)
                 return None
-        return self.slow_put(key, value)
+        self.slow_put(key, value)  # (its sequence number is the store's, not the caller's)
+        return None
 
     def check_batch(self, list items not None):
         """InvalidRequest (naming the first bad item) unless every item is a valid pair."""

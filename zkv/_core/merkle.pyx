@@ -420,7 +420,7 @@ cdef class MerkleTree:
         return (h[0] << self.q_bits) >> self.leaf_shift
 
     def leaf_of_hash(self, h):
-        if not 0 <= h < (1 << 64):
+        if type(h) is not int or not 0 <= h < (1 << 64):  # (1.5 was taken as leaf 0)
             raise ValueError(f"hash must be an unsigned 64-bit int, got {h!r}")
         cdef uint64_t hv = h
         return (hv << self.q_bits) >> self.leaf_shift

@@ -41,6 +41,8 @@ def encode(bytes key, bytes value, int flags=0):
         raise ValueError("key length out of range")
     if <uint64_t>vl > 0xFFFFFFFFULL - ZKV_REC_HEADER - <uint64_t>kl:
         raise ValueError("value too large for the format")
+    if not 0 <= flags <= 255:  # (one byte: 256 was stored as 0, -1 as 0xff)
+        raise ValueError(f"flags must be 0..255, got {flags}")
     out = PyBytes_FromStringAndSize(NULL, ZKV_REC_HEADER + kl + vl)
     zkv_rec_write(<uint8_t *>PyBytes_AS_STRING(out), <uint8_t>flags, PyBytes_AS_STRING(key),
                   <uint32_t>kl, PyBytes_AS_STRING(value), <uint32_t>vl)

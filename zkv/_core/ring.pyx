@@ -324,12 +324,16 @@ cdef class Ring:
             raise ValueError(f"n must be <= {RING_MAX_MEMBERS}, got {n}")
         racks = {}
         for item in members:
+            if isinstance(item, (str, bytes)):  # ("ab" unpacked as node "a", rack "b")
+                raise TypeError(f"members must be (node_id, rack) pairs, got {item!r}")
             try:
                 node_id, rack = item
             except (TypeError, ValueError):
                 raise TypeError(f"members must be (node_id, rack) pairs, got {item!r}") from None
             if not isinstance(node_id, str) or not isinstance(rack, str):
                 raise TypeError(f"node id and rack must be str, got {item!r}")
+            if not node_id:
+                raise ValueError("a node id must not be empty")
             if node_id in racks:
                 raise ValueError(f"duplicate node id {node_id!r}")
             racks[node_id] = rack

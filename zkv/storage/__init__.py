@@ -1,4 +1,4 @@
-"""zkv.storage: the embedded log-structured engine (DESIGN.md §2.4). ``from zkv.storage import LogStore``."""
+"""zkv.storage: the embedded log-structured engine (DESIGN.md §2.8). ``from zkv.storage import LogStore``."""
 
 from zkv.storage.logstore import LogStore
 

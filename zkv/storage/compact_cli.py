@@ -30,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     node_dir = os.path.exists(os.path.join(args.data_dir, "cluster.json"))
     dirs = ([os.path.join(args.data_dir, d) for d in ("data", "handoff", "hints")] if node_dir
             else [args.data_dir])
+    if not node_dir and not any(f.startswith("seg-") and f.endswith(".data")
+                                for f in os.listdir(args.data_dir)):
+        # (it opened any directory as a new store, leaving a LOCK and an empty segment)
+        print(f"zkv compact: {args.data_dir} holds no zkv store (no seg-*.data files, no "
+              "cluster.json): give a node's --data-dir or a LogStore's directory",
+              file=sys.stderr)
+        return 2
     rc = 0
     for d in dirs:
         if os.path.isdir(d):

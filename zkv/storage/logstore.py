@@ -1,4 +1,4 @@
-"""LogStore: the embedded, crash-safe, Bitcask-like key-value engine (DESIGN.md §2.4, §3.3).
+"""LogStore: the embedded, crash-safe, Bitcask-like key-value engine (DESIGN.md §2.8, §3.3).
 
 Writes append CRC-checked records (format: zkv/_core/record.pxd) to one active segment file;
 a segment that reaches ``segment_bytes`` becomes immutable and gets a hints file (its fsync
@@ -286,6 +286,8 @@ class LogStore:
         self._progress = progress
         self._always = sync == "always"
         self._closed = True
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise NotADirectoryError(f"{self.path}: not a directory (a store is one)")
         if not readonly:
             os.makedirs(self.path, exist_ok=True)
         elif not os.path.isdir(self.path):
