@@ -624,6 +624,16 @@ def test_lock_other_process_and_stale_takeover(tmp_path, caplog):
     with LogStore(d):  # a process that closed its store cleanly left nothing to report
         pass
     assert "stale lock" not in caplog.text
+    # a killed writer's pid stays in the file while a read-only opener holds the lock: the
+    # refusal does not name the dead process as the holder
+    p = run_py(HOLDER, d)
+    assert p.stdout.readline().strip() == b"locked"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    with LogStore(d, readonly=True):
+        with pytest.raises(StoreLocked, match=f"a read-only opener \\(the pid it names, "
+                                              f"{p.pid}, is gone\\)"):
+            LogStore(d)
 
 
 def test_compact_cli(tmp_path, capsys):

@@ -30,7 +30,9 @@ class DirLock:
         except BlockingIOError:
             holder = _read_pid(fd)
             os.close(fd)
-            who = f"process {holder}" if holder else "another process"
+            who = f"process {holder}" if holder and _alive(holder) else (
+                "another process, or a read-only opener (the pid it names, "
+                f"{holder}, is gone)" if holder else "another process")
             raise StoreLocked(
                 f"storage directory {directory!r} is in use by {who} (lock file {self.path}); "
                 "stop that process or use another --data-dir"
@@ -53,6 +55,16 @@ class DirLock:
             finally:
                 os.close(self.fd)
                 self.fd = -1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (another user's: it exists)
+        return True
+    return True
 
 
 def _read_pid(fd: int) -> int | None:
