@@ -2071,35 +2071,14 @@ def test_the_plan_of_any_member_shows_the_claimants_staged_changes():
 def test_zkv_status_prints_the_changes_a_node_watches(monkeypatch, capsys):
     """`zkv status` of the claimant that made a leave, while the change is watched; the
     member table marks the leaving node (it is still up)."""
-    import argparse
-    import json
-
     from sim.scenario import _Admin
-    from zkv import cli
 
     sim = Sim(1, 4)
     sim.run_until(2.0)
     sim.partition(["n1"], ["n2", "n3", "n4"])  # (the change stays unsettled)
     _Admin(sim).send("n1", wire.Cluster(1, "leave", "n2"))
-    doc = json.loads(json.dumps(status(sim.nodes["n1"].core)))
-
-    class FakeClient:
-        def __init__(self, *a, **kw) -> None:
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            pass
-
-        def status(self, node):
-            return doc
-
-    monkeypatch.setattr("zkv.client.Client", FakeClient)
-    args = argparse.Namespace(node="tcp://127.0.0.1:1", timeout=1.0, keys=None, json=False)
-    assert cli.status_command(args) == 0
-    out = capsys.readouterr().out
+    out = _cli(monkeypatch, capsys, sim, sim.nodes["n1"], ["status", "--node",
+                                                          "tcp://127.0.0.1:1"])
     assert "watching membership change(s) made here until done: leave n2 (made again" in out
     rows = {line.split()[0]: line for line in out.splitlines() if line[:2] in ("n1", "n2")}
     assert rows["n2"].endswith("  LEAVING") and "LEAVING" not in rows["n1"]  # (n1: valid)

@@ -13,6 +13,7 @@ import logging
 import os
 
 from zkv.errors import StoreLocked
+from zkv.local import pid_alive
 
 log = logging.getLogger("zkv.storage")
 
@@ -30,7 +31,7 @@ class DirLock:
         except BlockingIOError:
             holder = _read_pid(fd)
             os.close(fd)
-            who = f"process {holder}" if holder and _alive(holder) else (
+            who = f"process {holder}" if holder and pid_alive(holder) else (
                 "another process, or a read-only opener (the pid it names, "
                 f"{holder}, is gone)" if holder else "another process")
             raise StoreLocked(
@@ -55,16 +56,6 @@ class DirLock:
             finally:
                 os.close(self.fd)
                 self.fd = -1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # (another user's: it exists)
-        return True
-    return True
 
 
 def _read_pid(fd: int) -> int | None:
