@@ -283,6 +283,31 @@ def test_unavailable_says_whether_a_node_took_the_tcp_connection(driver):
         frozen.close()
 
 
+def test_an_endpoint_naming_its_host_says_the_name_may_not_resolve():
+    """libzmq reports a host name that does not resolve as it does a refused connection, so
+    for an endpoint with a name (not an address) the reason says so too. (No connection is
+    made here: a name lookup would leave loopback.)"""
+    import zmq
+
+    from zkv.security import HandshakeWatch
+
+    ctx = zmq.Context()
+    try:
+        said = {}
+        for ep in ("tcp://db1.example:7001", "tcp://127.0.0.1:7001", "tcp://[::1]:7001"):
+            sock = ctx.socket(zmq.DEALER)
+            watch = HandshakeWatch(sock, ep)
+            said[ep] = watch.unconnected_why()
+            watch.close()
+            sock.close(0)
+        assert said["tcp://db1.example:7001"] == ("no TCP connection: down, not listening "
+                                                  "there, or its host name does not resolve")
+        assert said["tcp://127.0.0.1:7001"] == said["tcp://[::1]:7001"] == \
+            "no TCP connection: down, or not listening there"
+    finally:
+        ctx.destroy(0)
+
+
 def test_an_owner_read_sends_each_read_once_when_an_owner_is_not_connected(driver,
                                                                            fake_nodes):
     """An owner read (R=2) with one owner connected and one not, either first: the connected

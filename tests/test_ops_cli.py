@@ -61,6 +61,14 @@ def test_a_bad_flag_of_a_nested_subcommand_names_it():
     assert "zkv namespace create: error" in line and "(see zkv namespace create --help)" in line
 
 
+def test_a_negative_number_given_to_a_flag_gets_the_flags_own_reason():
+    """`zkv keys` has a -0 flag, so argparse read --limit's -3 as a flag and said only
+    "expected one argument"; the value now reaches --limit's own check."""
+    line = one_line_error(zkv("keys", "--limit", "-3", "--node", DEAD, *FAST))
+    assert "argument --limit: '-3': must be 1 or more" in line, line
+    assert "zkv keys: error" in line
+
+
 @pytest.mark.parametrize("cmd", ["get", "put", "delete"])
 def test_bad_key(cmd):
     args = list(TALKERS[cmd])

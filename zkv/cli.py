@@ -55,6 +55,29 @@ def _deepest_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
     return parser
 
 
+def _negative_values_joined(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """argv with `--opt -3` written `--opt=-3` where --opt takes a value: a parser with an
+    option that looks like a negative number (`zkv keys -0`) reads -3 as an option, and
+    `zkv keys --limit -3` said only "expected one argument" instead of its type's reason."""
+    options = _deepest_parser(parser, argv)._option_string_actions
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        action = options.get(word)
+        if (action is not None and action.nargs is None and i + 1 < len(argv)
+                and _NEGATIVE_RE.match(argv[i + 1])):
+            out.append(f"{word}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
+_NEGATIVE_RE = re.compile(r"-\d+(\.\d*)?$")
+
+
 def endpoint(value: str) -> str:
     """argparse type of --node: tcp://HOST:PORT that can be connected to, or a member's id
     (anything not starting with tcp://; `member_endpoint` looks it up)."""
@@ -519,9 +542,10 @@ def _main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="the quorum benchmark suite (zkv bench --help)")
     sub.add_parser("compact", help="compact a stopped node's stores (zkv compact --help)")
 
+    argv = _negative_values_joined(p, argv)
     args, extra = p.parse_known_args(argv)
     if extra:  # (named by the subcommand's parser: its --help lists what it takes)
-        _deepest_parser(p, argv if argv is not None else sys.argv[1:]).error(
+        _deepest_parser(p, argv).error(
             f"unrecognized arguments: {' '.join(extra)}")
     try:
         node = getattr(args, "node", None)

@@ -414,6 +414,9 @@ class HandshakeWatch:
         if self.connected and not self.ok:
             return ("it accepted the TCP connection but did not complete the ZeroMQ handshake: "
                     "paused (SIGSTOP), overloaded, or not a zkv node")
+        if _named_host(self.endpoint):  # (a name that does not resolve looks the same)
+            return ("no TCP connection: down, not listening there, or its host name does not "
+                    "resolve")
         return "no TCP connection: down, or not listening there"
 
     def close(self) -> None:
@@ -458,3 +461,22 @@ def request(endpoint: str, msgs: list, keys=None, timeout: float = 2.0,
         sock.close(0)
         if own:
             ctx.term()
+
+
+def _named_host(endpoint: str) -> bool:
+    """True when `endpoint` names its host (tcp://db1:7001) rather than giving an address: libzmq
+    reports a name that does not resolve as it does a refused connection, and looking it up
+    here could block on a resolver."""
+    import ipaddress
+
+    from zkv.config import parse_endpoint
+
+    try:
+        host, _ = parse_endpoint(endpoint)
+    except ValueError:
+        return False
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host != "*"
+    return False

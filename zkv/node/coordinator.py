@@ -91,12 +91,13 @@ class _FanOut(Op):
         if not self.replied and self.quorum.enough():
             self._answer()
         if not self.pending:
-            self._fail()  # everyone answered and still short: say so now, not at the deadline
+            self._fail(settled=True)  # everyone answered and still short: say so now
             self.finish()
 
-    def _fail(self) -> None:
+    def _fail(self, settled: bool = False) -> None:
         if not self.replied:
-            self.reply(self.quorum.failure(self.silent(), self.ctx.now() - self.started), ok=False)
+            waited = None if settled else self.ctx.now() - self.started
+            self.reply(self.quorum.failure(self.silent(), waited), ok=False)
 
     def on_timeout(self) -> None:
         self._fail()
@@ -373,7 +374,7 @@ class WriteOp(_FanOut):
             self._answer()
         if not pending:
             if not self.replied:
-                self._fail()
+                self._fail(settled=True)
             if not self.extra_waiting:
                 self.finish()
 
@@ -384,7 +385,7 @@ class WriteOp(_FanOut):
             self._answer()
         if not self.pending:
             if not self.replied:
-                self._fail()
+                self._fail(settled=True)
             if not self.extra_waiting:
                 self.finish()
 
@@ -446,10 +447,10 @@ class JointWriteOp(WriteOp):
         if self._old_enough():  # (else an acknowledgement or a timer answers it later)
             super()._answer()
 
-    def _fail(self) -> None:
+    def _fail(self, settled: bool = False) -> None:
         if self._w_reached() and self._old_waiting():
             return  # W reached: waiting for the previous owners (or their soft timeouts)
-        super()._fail()
+        super()._fail(settled)
 
     def on_reply(self, node_id: str, msg) -> None:
         if node_id in self.extra_waiting and node_id not in self.pending \

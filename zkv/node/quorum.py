@@ -113,7 +113,7 @@ class GetQuorum:
         (`now_ms`: the wall clock, which says whether a write's own ttl is over)."""
         return read_answer(self.merged, self.lww, self.counted(), now_ms, self.ttl_ms)
 
-    def failure(self, silent: list[str], waited: float) -> Error:
+    def failure(self, silent: list[str], waited: float | None) -> Error:
         unsure = (f"; not counted, the answers of replicas refilling after a lost disk: "
                   f"{', '.join(sorted(self.unsure))}" if self.unsure else "")
         if self.also is not None and not self._old_enough():
@@ -122,12 +122,12 @@ class GetQuorum:
                            f"{k} of {', '.join(sorted(nodes))}" for nodes, k in self.also))
         if self.primaries < self.pr and self.counted() >= self.required:
             return Error(0, E_QUORUM, f"get: {self.primaries} of the required pr={self.pr} "
-                         f"answers came from the key's owners within {waited:.2f}s "
+                         f"answers came from the key's owners{_within(waited)} "
                          f"({self.counted()} replicas answered; stand-ins count toward r only)"
                          f"{_silent(silent)}{unsure}", self.pr, self.primaries)
         return Error(0, E_QUORUM,
                      f"get: {self.counted()} of the required {self.required} replicas answered"
-                     f" within {waited:.2f}s{_silent(silent)}{unsure}", self.required,
+                     f"{_within(waited)}{_silent(silent)}{unsure}", self.required,
                      self.counted())
 
     def release(self) -> None:
@@ -232,18 +232,26 @@ class PutQuorum:
         s = dvv.DVVSet.decode(version) if decoded is None else decoded
         return PutOk(0, s.context(), len(self.acked), stamp), s.size()
 
-    def failure(self, silent: list[str], waited: float) -> Error:
+    def failure(self, silent: list[str], waited: float | None) -> Error:
         if self.primaries < self.pw and len(self.acked) >= self.required:
             return Error(0, E_QUORUM,
                          f"{self.kind}: {self.primaries} of the required pw={self.pw} "
-                         f"acknowledgements came from the key's owners within {waited:.2f}s "
+                         f"acknowledgements came from the key's owners{_within(waited)} "
                          f"({len(self.acked)} replicas acknowledged; stand-ins count toward w "
                          f"only){_silent(silent)} (the write may still have been stored)",
                          self.pw, self.primaries)
         return Error(0, E_QUORUM,
                      f"{self.kind}: {len(self.acked)} of the required {self.required} replicas "
-                     f"acknowledged within {waited:.2f}s{_silent(silent)} (the write may still "
+                     f"acknowledged{_within(waited)}{_silent(silent)} (the write may still "
                      "have been stored)", self.required, len(self.acked))
+
+
+def _within(waited: float | None) -> str:
+    """How long the op waited (None: it ends early, every replica it could ask having
+    answered: "within 0.00s" read as a timeout when the other owners were known down)."""
+    if waited is None:
+        return ", and every replica that could be asked has answered"
+    return f" within {waited:.2f}s"
 
 
 def _silent(nodes: list[str]) -> str:
