@@ -363,6 +363,24 @@ def test_every_operation_returns_its_result():
     assert net.run(c.status()) == {"node": "fake"}
 
 
+def test_a_delete_without_a_context_reads_the_current_one_first_and_b_empty_is_blind():
+    """delete(key) used to send an empty context: a tombstone covering nothing, so the value
+    stayed readable beside it (an application "deleting" a session kept serving it). It now
+    reads the key first, as `zkv delete` and Riak's delete do; b"" still writes the blind
+    tombstone."""
+    c, clock = core()
+    net = Net(clock, default=member({b"k": [b"v1", b"v2"]}))
+    assert net.run(c.delete(b"k")) == b"new-ctx"
+    sent = [m for _, m, _, _ in net.sent if isinstance(m, wire.Get | wire.Delete)]
+    assert isinstance(sent[0], wire.Get) and sent[0].key == b"k"
+    deletes = [m for m in sent if isinstance(m, wire.Delete)]
+    assert deletes and {m.context for m in deletes} == {b"ctx:2"}  # what the read saw
+    net.sent.clear()
+    assert net.run(c.delete(b"j", b"")) == b"new-ctx"
+    assert [type(m).__name__ for _, m, _, _ in net.sent] == ["Delete"]
+    assert net.sent[0][1].context == b""
+
+
 # ---- write ids (issue 10) ----------------------------------------------------------------------
 def _wids(net: Net, kind=wire.Put) -> list[bytes]:
     return [m.wid for _, m, _, _ in net.sent if isinstance(m, kind)]
@@ -379,7 +397,7 @@ def test_a_write_keeps_its_id_across_failovers_and_a_new_call_gets_a_new_one():
     assert len(set(rids)) == 3  # each try its own rid, so late answers can be told apart
     net.sent.clear()
     net.run(c.put(b"k", b"v"))
-    net.run(c.delete(b"k"))
+    net.run(c.delete(b"k", b""))
     assert len({first[0], *_wids(net), *_wids(net, wire.Delete)}) == 3
 
 
@@ -488,7 +506,7 @@ def test_any_fault_schedule_keeps_the_contract(fates, timeout, key, delete):
     net = Net(clock, {ep: (answers if f == "ok" else
                            (lambda m: SILENT) if f == "silent" else (lambda m: UNREACHABLE))
                       for ep, f in by_ep.items()})
-    plan = c.delete(key) if delete else c.put(key, b"v")
+    plan = c.delete(key, b"") if delete else c.put(key, b"v")  # (b"": no read first)
     try:
         result = net.run(plan)
     except (RequestTimeout, Unavailable) as exc:

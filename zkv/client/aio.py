@@ -144,6 +144,7 @@ class AsyncClient(Facade):
 
     async def delete(self, key: bytes, context: bytes | None = None, w: int | str | None = None, *,
                      namespace: str = "default", pw: int | str | None = None) -> bytes:
+        """As Client.delete: None reads the current context first; b"" is a blind delete."""
         return await self._run(self.core.delete(key, context, w, namespace=namespace, pw=pw))
 
     @overload
@@ -341,6 +342,8 @@ class AsyncClient(Facade):
     # ---- driver -----------------------------------------------------------------------------
     async def _run(self, plan: Plan[T]) -> T:
         try:
+            if self._zctx.closed:
+                raise InvalidRequest("this AsyncClient is closed")
             send = next(plan)
             while True:
                 send = plan.send(await (self._try(send) if type(send) is Send

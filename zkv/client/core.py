@@ -997,6 +997,9 @@ class ClientCore:
     def delete(self, key: bytes, context: bytes | None = None, w: int | str | None = None,
                *, wid: bytes | None = None, namespace: str = nss.DEFAULT,
                pw: int | str | None = None) -> Plan[bytes]:
+        """Write a tombstone covering `context` (None: the key's current context, read first
+        at the namespace's R; b"": nothing, a blind delete: a sibling of every value it did
+        not see, as a blind put). Returns the tombstone's context."""
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
         if w.__class__ is str or pw.__class__ is str:  # "one", "quorum", "all"
             w, pw = yield from self._levels(ns, w=w, pw=pw)
@@ -1004,6 +1007,10 @@ class ClientCore:
                               cast(int | None, pw))
         if pw is not None:
             yield from self._need_primary()
+        if context is None:  # read first, as `zkv delete` and Riak's delete do: without a
+            # context the tombstone covered nothing, a sibling of every value, and the key
+            # stayed readable (b"" still writes that blind tombstone)
+            msg.context = (yield from self.get(key, namespace=namespace)).context
         route, n = (yield from self._route(key, ns)) if ns else (key, None)
         return _expect((yield from self.call(msg, route, n=n)), PutOk).context
 

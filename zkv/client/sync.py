@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, overload
 
@@ -38,7 +39,8 @@ MAX_POLLERS = 256  # Pollers kept per client, one per set of nodes a Batch waits
 
 
 class Client(Facade):
-    """Blocking client. Not thread-safe: use one per thread (or AsyncClient)."""
+    """Blocking client. Thread-safe: threads sharing one take turns, a call at a time (one
+    per thread, or an AsyncClient, keeps more in flight)."""
 
     def __init__(self, nodes: Sequence[str] | str = ("tcp://127.0.0.1:7001",), timeout: float = 2.0,
                  *, max_value_size: int = wire.DEFAULT_MAX_VALUE, routing: str = "token",
@@ -48,6 +50,10 @@ class Client(Facade):
         self._zctx.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:7001 as well as IPv4
         self._socks: dict[str, zmq.Socket] = {}
         self._pollers: dict[tuple[str, ...], zmq.Poller] = {}  # a Batch's sockets -> Poller
+        # one call at a time: two threads' tries on one socket read each other's replies
+        # (8 threads updating through one client: a third timed out, "tried 0 node(s)");
+        # reentrant, as update()'s fn may call the client
+        self._lock = threading.RLock()
 
     # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
     def get(self, key: bytes, r: int | str | None = None, *, namespace: str = "default",
@@ -68,6 +74,8 @@ class Client(Facade):
 
     def delete(self, key: bytes, context: bytes | None = None, w: int | str | None = None, *,
                namespace: str = "default", pw: int | str | None = None) -> bytes:
+        """Write a tombstone over `context` (None: the key's current one, read first; b"": a
+        blind delete, leaving every value as a sibling); returns its context."""
         return self._run(self.core.delete(key, context, w, namespace=namespace, pw=pw))
 
     @overload
@@ -220,6 +228,10 @@ class Client(Facade):
         return self._run(self.core.repair(partition, node))
 
     def close(self) -> None:
+        with self._lock:  # (not under a call another thread is making)
+            self._close()
+
+    def _close(self) -> None:
         self._close_watches()
         for s in self._socks.values():
             s.close(0)
@@ -235,15 +247,18 @@ class Client(Facade):
 
     # ---- driver -----------------------------------------------------------------------------
     def _run(self, plan: Plan[T]) -> T:
-        try:
-            send = next(plan)
-            while True:
-                send = plan.send(self._try(send) if type(send) is Send
-                                 else self._fanout(send.sends) or self._try_many(send.sends))
-        except StopIteration as done:
-            return done.value
-        finally:
-            plan.close()
+        with self._lock:
+            try:
+                if self._zctx.closed:
+                    raise InvalidRequest("this Client is closed")
+                send = next(plan)
+                while True:
+                    send = plan.send(self._try(send) if type(send) is Send
+                                     else self._fanout(send.sends) or self._try_many(send.sends))
+            except StopIteration as done:
+                return done.value
+            finally:
+                plan.close()
 
     def _sock(self, ep: str) -> zmq.Socket:
         s = self._zctx.socket(zmq.DEALER)
