@@ -420,8 +420,10 @@ def test_node_flags_config_and_metrics(tmp_path):
             assert c.get(b"m").values == [b"v"]
             c.put(b"m", b"concurrent", w=1)  # blind: a sibling
             assert len(c.get(b"m").values) == 2
-            with pytest.raises(zkv.InvalidRequest, match="would make 3, over the limit of 2"):
+            with pytest.raises(zkv.TooManySiblings, match="would make 3, over the limit of "
+                               "2") as refusal:  # (an InvalidRequest)
                 c.put(b"m", b"a third", w=1)  # max_siblings from the file
+            assert (refusal.value.limit, refusal.value.siblings) == (2, 3)
             assert sorted(c.get(b"m").values) == [b"concurrent", b"v"]
             c.update(b"m", lambda values: b"+".join(sorted(values)))  # resolved with context
             assert c.get(b"m").values == [b"concurrent+v"]
@@ -438,6 +440,21 @@ def test_node_flags_config_and_metrics(tmp_path):
         assert 'zkv_quorum_total{op="put",quorum="1",result="ok"} 3.0' in text
         assert "zkv_sibling_writes_total 1.0" in text
         assert "zkv_sibling_refusals_total 1.0" in text
+        with zkv.Client([f"tcp://127.0.0.1:{ports[0]}"], timeout=5.0) as c:
+            # other writers fill the key to the limit between update()'s read and its write:
+            # refused, it reads again and merges those too (it used to raise, advising update)
+            seen: list[list[bytes]] = []
+
+            def merge(values: list[bytes]) -> bytes:
+                seen.append(sorted(values))
+                if len(seen) == 1:
+                    c.put(b"m", b"x", context=c.get(b"m").context)  # replaces what was read
+                    c.put(b"m", b"y")  # blind: {x, y}, neither covered by update's read
+                return b"+".join(sorted(values))
+
+            c.update(b"m", merge)
+            assert seen == [[b"concurrent+v"], [b"x", b"y"]]
+            assert c.get(b"m").values == [b"x+y"]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

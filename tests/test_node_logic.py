@@ -288,6 +288,7 @@ def test_a_write_past_max_siblings_is_refused_and_changes_nothing(tmp_path):
     held = ctx.store.get(b"k")
     err = write(b"", b"one too many", 3)
     assert isinstance(err, Error) and err.code == E_INVALID
+    assert (err.required, err.acked) == (3, 4)  # the client's TooManySiblings(limit, siblings)
     assert "has 3 siblings" in err.message and "would make 4" in err.message
     assert "--max-siblings" in err.message and "context" in err.message
     assert not ctx.sent and ctx.store.get(b"k") == held and refused == [(b"k", 4)]

@@ -5,6 +5,7 @@ from zkv.errors import (
     InvalidRequest,
     QuorumError,
     RequestTimeout,
+    TooManySiblings,
     Unavailable,
     ZkvError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ZkvError",
     "InvalidRequest",
     "QuorumError",
+    "TooManySiblings",
     "Unavailable",
     "RequestTimeout",
     "AuthenticationError",

@@ -11,6 +11,21 @@ class InvalidRequest(ZkvError, ValueError):
     """Bad key, value, r/w or size; raised before a byte is sent or written."""
 
 
+class TooManySiblings(InvalidRequest):
+    """A write refused because it would leave its key with more siblings than the node keeps
+    (zkv-node --max-siblings), or a stored version too large: `.limit`, `.siblings` (what the
+    write would have left). Read the key and write back with its context to resolve them
+    (Client.update does, and retries on this)."""
+
+    def __init__(self, message: str, limit: int = 0, siblings: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.siblings = siblings
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.limit, self.siblings))
+
+
 class QuorumError(ZkvError):
     """Fewer than R (get) or W (put/delete) replicas answered in time.
 
@@ -56,6 +71,7 @@ class StorageFull(ZkvError):
 __all__ = [
     "ZkvError",
     "InvalidRequest",
+    "TooManySiblings",
     "QuorumError",
     "Unavailable",
     "RequestTimeout",

@@ -310,8 +310,8 @@ class PutOk(_Msg, tag=11):
 class Error(_Msg, tag=12):
     code: int
     message: Annotated[str, msgspec.Meta(max_length=MAX_ERROR_TEXT)]
-    required: int = 0
-    acked: int = 0
+    required: int = 0  # E_QUORUM: R or W; E_INVALID: a sibling refusal's limit (0: another)
+    acked: int = 0  # E_QUORUM: replicas that answered; E_INVALID: the siblings it would make
 
 
 class Member(msgspec.Struct, array_like=True, gc=False):  # (plain data: as _Msg)

@@ -86,7 +86,14 @@ from zkv import hlc, wire
 from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.config import endpoint_problem
-from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
+from zkv.errors import (
+    InvalidRequest,
+    QuorumError,
+    RequestTimeout,
+    TooManySiblings,
+    Unavailable,
+    ZkvError,
+)
 from zkv.node import namespaces as nss
 from zkv.node.expiry import expires_at
 from zkv.node.namespaces import Namespace, Registry
@@ -229,6 +236,8 @@ class GetResult:
 def error_for(msg: Error) -> ZkvError:
     """The exception a node's Error reply stands for."""
     if msg.code == wire.E_INVALID:
+        if msg.required:  # a sibling refusal (the node's limit, the siblings it would make)
+            return TooManySiblings(msg.message, msg.required, msg.acked)
         return InvalidRequest(msg.message)
     if msg.code == wire.E_QUORUM:
         return QuorumError(msg.message, msg.required, msg.acked)
@@ -1247,7 +1256,9 @@ class ClientCore:
                 sent = value
                 return (yield from self.put(key, value, cur.context, w, wid=wid,
                                             namespace=namespace, ttl=ttl, pw=pw))
-            except (QuorumError, RequestTimeout) as exc:
+            except (QuorumError, RequestTimeout, TooManySiblings) as exc:
+                # (TooManySiblings: other writers added siblings since the read; read again
+                # and fn merges them too)
                 last = exc
         assert last is not None
         raise last

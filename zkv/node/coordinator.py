@@ -26,7 +26,7 @@ fewer owners than that are reachable (`NodeCore._coordinate`).
 from __future__ import annotations
 
 from zkv._core import dvv
-from zkv.errors import InvalidRequest, StorageFull
+from zkv.errors import InvalidRequest, StorageFull, TooManySiblings
 from zkv.node.namespaces import STAMP_BYTES
 from zkv.node.op import Op
 from zkv.node.quorum import GetQuorum, PutQuorum, joint_enough
@@ -306,7 +306,10 @@ class WriteOp(_FanOut):
             self.version, self.written = ctx.replica.coordinate_set(
                 self.key, self.context, self.value, mine, self.wid)
         except InvalidRequest as exc:  # the engine refused it (too large, ...): say what
-            self.reply(Error(0, E_INVALID, str(exc)), ok=False)
+            # (a sibling refusal's limit and count in required/acked: the client's
+            # TooManySiblings, which update() retries; an older client sees InvalidRequest)
+            counts = (exc.limit, exc.siblings) if isinstance(exc, TooManySiblings) else (0, 0)
+            self.reply(Error(0, E_INVALID, str(exc), *counts), ok=False)
             self.finish()
             return
         except (StorageFull, OSError) as exc:  # this node's disk takes no writes: another may

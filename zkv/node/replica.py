@@ -87,7 +87,7 @@ import logging
 from collections.abc import Callable
 
 from zkv._core import dvv
-from zkv.errors import InvalidRequest
+from zkv.errors import InvalidRequest, TooManySiblings
 from zkv.node.handoff import HandoffStore
 from zkv.node.namespaces import is_lww
 from zkv.storage import LogStore
@@ -243,10 +243,11 @@ class Replica:
         if after > self.max_siblings and after > before:
             if self.on_refused is not None:
                 self.on_refused(key, after)
-            raise InvalidRequest(
+            raise TooManySiblings(
                 f"the key has {before} siblings and this write would make {after}, over the "
                 f"limit of {self.max_siblings} (zkv-node --max-siblings): read the key and "
-                "write back with its context (Client.update merges them) to resolve them")
+                "write back with its context (Client.update merges them) to resolve them",
+                self.max_siblings, after)
 
     def _actor(self, held: dvv.DVVSet | None) -> str:
         """The id an owner's write issues its dot under (module docstring): the base id if
@@ -420,9 +421,10 @@ def _size(version: bytes | None) -> int:
 
 
 def _too_big(exc: InvalidRequest, siblings: int) -> InvalidRequest:
-    """The engine's refusal of a version over its size limit, with what to do about it."""
+    """The engine's refusal of a version over its size limit, with what to do about it (with
+    siblings, a TooManySiblings: one fewer would have to fit, at the least)."""
     if siblings <= 1:
         return exc
-    return InvalidRequest(f"this write would make the key's stored version too large ({exc}; "
-                          f"{siblings} siblings): read the key and write back with its context "
-                          "to resolve them")
+    return TooManySiblings(f"this write would make the key's stored version too large ({exc}; "
+                           f"{siblings} siblings): read the key and write back with its "
+                           "context to resolve them", siblings - 1, siblings)
