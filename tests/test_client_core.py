@@ -9,6 +9,7 @@ the deadline) when unreachable, by a small latency on a reply.
 from __future__ import annotations
 
 import random
+import warnings
 
 import msgspec
 import pytest
@@ -379,6 +380,35 @@ def test_a_delete_without_a_context_reads_the_current_one_first_and_b_empty_is_b
     assert net.run(c.delete(b"j", b"")) == b"new-ctx"
     assert [type(m).__name__ for _, m, _, _ in net.sent] == ["Delete"]
     assert net.sent[0][1].context == b""
+
+
+def test_a_timeout_says_how_long_it_waited_and_how_many_nodes_it_tried():
+    """It said "no answer within 2.0s" (the client's timeout) whatever it had waited."""
+    c, clock = core(timeout=1.0)
+    start = clock.t
+    net = Net(clock)  # every node silent
+    with pytest.raises(RequestTimeout) as err:
+        net.run(c.put(b"k", b"v"))
+    waited = clock.t - start
+    tried = len({ep for ep, *_ in net.sent})
+    assert tried >= 2 and str(err.value) == (f"no answer within {waited:.2f}s from the "
+                                             f"{tried} node(s) tried (timeout 1.0s)")
+
+
+def test_update_with_an_async_fn_says_fn_must_return_the_bytes():
+    """AsyncClient.update(key, async_fn) said "value must be bytes, not coroutine" and left a
+    coroutine never awaited; nothing is written."""
+    c, clock = core()
+    net = Net(clock, default=member({b"k": [b"v"]}))
+
+    async def merge(values):
+        return b"x"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a "never awaited" RuntimeWarning fails the test)
+        with pytest.raises(InvalidRequest, match="fn returned an awaitable"):
+            net.run(c.update(b"k", merge))
+    assert "Put" not in net.kinds()
 
 
 # ---- write ids (issue 10) ----------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_create_idempotent_and_conflicting_create_refused():
     r = reg()
     a = r.create("carts", 3, members=3, created=5, creator="n1")
     assert r.create("carts", 3, 2, 2, members=3, created=99, creator="n2") is a
-    with pytest.raises(InvalidRequest, match="already exists with n=3.*cannot be changed"):
+    with pytest.raises(InvalidRequest, match="already exists with n=3.*namespace alter.*n and conflicts are fixed"):
         r.create("carts", 2, members=3, created=6, creator="n1")
     with pytest.raises(InvalidRequest, match="already exists"):
         r.create("default", 1, members=3, created=6, creator="n1")
@@ -389,7 +389,7 @@ def test_a_write_ttl_is_checked_against_its_namespace():
         with pytest.raises(InvalidRequest, match=re.escape(why)):
             s.check_write_ttl(ttl)
     cases = ((r.create("forever", 3, conflicts="lww", members=3, created=6, creator="n1",
-                       write_ttl=True), "(none)"),
+                       write_ttl=True), "has no ttl, so its writes carry none"),
              (r.create("old", 3, conflicts="lww", ttl=60, members=3, created=7, creator="n1"),
               "without per-write ttls"),
              (r.get("default"), "needs an lww namespace"))

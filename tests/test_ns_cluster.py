@@ -271,6 +271,39 @@ def test_cli_namespace_create_list_and_use(cluster5):
     assert out.returncode != 0 and "pr=4: must be between 0 (none) and n=3" in out.stderr
 
 
+def test_quorums_by_name_in_listings_and_namespace_settings(cluster5):
+    """README: every r, w, pr and pw (API and CLI) may be given by name. keys()/items(),
+    namespace create/alter and `zkv keys/dump --r`, `zkv namespace create/alter --r ...`
+    refused them ("r must be 1 to 16 owners, got 'quorum'", "invalid int value"); and a
+    create's r past the cluster's N said "n=16"."""
+    zkv_cli = _cli(cluster5)
+    with zkv.Client(cluster5.endpoints, timeout=5.0) as c:
+        made = c.namespace_create("named", n=5, r="quorum", w="all", pr="one")
+        assert (made["n"], made["r"], made["w"], made["pr"]) == (5, 3, 5, 1)
+        made = c.namespace_create("named3", r="all", w="one")  # n: the cluster's N (3)
+        assert (made["n"], made["r"], made["w"]) == (3, 3, 1)
+        altered = c.namespace_alter("named", r="all", pw="quorum")
+        assert (altered["r"], altered["w"], altered["pw"]) == (5, 5, 3)
+        with pytest.raises(zkv.InvalidRequest, match="r=5: must be between 1 and n=3"):
+            c.namespace_create("toobig", r=5)
+        with pytest.raises(zkv.InvalidRequest, match="r='most'"):
+            c.namespace_alter("named", r="most")
+        c.put_many([(b"n%d" % i, b"v") for i in range(20)], namespace="named")
+        assert sorted(c.keys(namespace="named", r="quorum")) == sorted(b"n%d" % i
+                                                                       for i in range(20))
+        assert len(list(c.items(namespace="named", r="all"))) == 20
+        with pytest.raises(zkv.InvalidRequest, match="r='some'"):
+            list(c.keys(r="some"))
+    out = zkv_cli("namespace", "create", "named2", "--r", "quorum", "--w", "one")
+    assert out.returncode == 0 and "n=3 r=2 w=1" in out.stdout, out
+    out = zkv_cli("namespace", "alter", "named2", "--w", "all")
+    assert out.returncode == 0 and "w=3" in out.stdout, out
+    out = zkv_cli("keys", "--count", "--r", "quorum", "--namespace", "named")
+    assert out.returncode == 0 and out.stdout.strip() == "20", out
+    out = zkv_cli("dump", "--r", "all", "--namespace", "named")
+    assert out.returncode == 0 and '{"zkv_dump_end": 20}' in out.stdout, out
+
+
 def test_orset_cart_keeps_every_add_under_concurrent_writers(cluster5):
     name, key = "carts5", b"cart:42"
     writers, items = 4, 12

@@ -149,7 +149,7 @@ def positive_int(value: str) -> int:
 
 
 def quorum_arg(value: str) -> int | str:
-    """--r/--w/--pr/--pw of get, put and delete: a number, or one, quorum or all (of the
+    """--r/--w/--pr/--pw of every command: a number, or one, quorum or all (of the
     namespace's N; zkv.client.core.level)."""
     from zkv.client.core import LEVELS
 
@@ -340,8 +340,11 @@ def _main(argv: list[str] | None = None) -> int:
     lsub = local.add_subparsers(dest="local_cmd", required=True)
     up = lsub.add_parser("up", help="start nodes on loopback in the foreground (Ctrl-C stops)")
     up.add_argument("--nodes", type=int, default=3, help="how many nodes (1-100)")
-    up.add_argument("--dir", default="./zkv-data")
-    up.add_argument("--base-port", dest="base_port", type=int, default=7001)
+    up.add_argument("--dir", default="./zkv-data", help="the nodes' data dirs (DIR/node1, "
+                    "...) and the saved cluster; default ./zkv-data")
+    up.add_argument("--base-port", dest="base_port", type=int, default=7001,
+                    help="node K listens on BASE+K-1 for clients, BASE+1000+K-1 for gossip and "
+                    "BASE+2100+K-1 for metrics (default 7001: 7001.., 8001.., 9101..)")
     up.add_argument("--no-demo", dest="demo", action="store_false", help="skip the guided demo")
     up.add_argument("--sync", default="interval", choices=["none", "interval", "always"])
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
@@ -420,12 +423,12 @@ def _main(argv: list[str] | None = None) -> int:
     nc.add_argument("name")
     nc.add_argument("--n", type=int, help="replicas per key (default: the cluster's N, at most "
                     "the number of members)")
-    nc.add_argument("--r", type=int, help="default read quorum (default: a majority of N)")
-    nc.add_argument("--w", type=int, help="default write quorum (default: a majority of N)")
-    nc.add_argument("--pr", type=int, default=0, help="default primary read quorum: answers "
+    nc.add_argument("--r", type=quorum_arg, help="default read quorum (default: a majority of N)")
+    nc.add_argument("--w", type=quorum_arg, help="default write quorum (default: a majority of N)")
+    nc.add_argument("--pr", type=quorum_arg, default=0, help="default primary read quorum: answers "
                     "that must come from the key's owners, not stand-ins (default 0: none; "
                     "README, \"Strict quorums\")")
-    nc.add_argument("--pw", type=int, default=0, help="default primary write quorum (default "
+    nc.add_argument("--pw", type=quorum_arg, default=0, help="default primary write quorum (default "
                     "0: none)")
     nc.add_argument("--conflicts", choices=["siblings", "lww"], default="siblings",
                     help="siblings: keep concurrent writes for the client to merge (default); "
@@ -437,10 +440,10 @@ def _main(argv: list[str] | None = None) -> int:
                                    "its ttl (admin key on a keyed cluster; N and conflicts "
                                    "are fixed)"))
     na.add_argument("name")
-    na.add_argument("--r", type=int, help="the new default read quorum")
-    na.add_argument("--w", type=int, help="the new default write quorum")
-    na.add_argument("--pr", type=int, help="the new default primary read quorum (0: none)")
-    na.add_argument("--pw", type=int, help="the new default primary write quorum (0: none)")
+    na.add_argument("--r", type=quorum_arg, help="the new default read quorum")
+    na.add_argument("--w", type=quorum_arg, help="the new default write quorum")
+    na.add_argument("--pr", type=quorum_arg, help="the new default primary read quorum (0: none)")
+    na.add_argument("--pw", type=quorum_arg, help="the new default primary write quorum (0: none)")
     na.add_argument("--ttl", type=_duration, metavar="DURATION",
                     help="the new ttl (lww only; 0: no expiry): a lower one applies to every "
                     "value at once, a higher one never brings back a value that had expired")
@@ -464,7 +467,7 @@ def _main(argv: list[str] | None = None) -> int:
     ks = with_ns(with_node(sub.add_parser("keys", help="list the live keys of a namespace "
                                           "(a read of every key on --r owners a partition)")))
     ks.add_argument("--prefix", default="", help="only keys beginning with this")
-    ks.add_argument("--r", type=positive_int, default=1, help="owners of each partition whose "
+    ks.add_argument("--r", type=quorum_arg, default=1, help="owners of each partition whose "
                     "keys are listed (their union; default 1: a key written a moment ago, or "
                     "while an owner was down, may be missed)")
     ks.add_argument("--limit", type=positive_int, help="stop after this many keys")
@@ -474,7 +477,7 @@ def _main(argv: list[str] | None = None) -> int:
     dp = with_ns(with_node(sub.add_parser("dump", help="write a namespace's keys and values "
                                           "(siblings too) as JSON lines, for zkv load")))
     dp.add_argument("--prefix", default="", help="only keys beginning with this")
-    dp.add_argument("--r", type=positive_int, help="owners of each partition whose copies "
+    dp.add_argument("--r", type=quorum_arg, help="owners of each partition whose copies "
                     "are merged, as a get at R merges them (default: the namespace's R)")
     dp.add_argument("--out", metavar="FILE", help="write to FILE (complete, or not at all) "
                     "instead of stdout")
@@ -482,7 +485,7 @@ def _main(argv: list[str] | None = None) -> int:
                                   "writes: siblings stay siblings)"))
     ld.add_argument("source", metavar="FILE", help="the dump ('-': stdin)")
     ld.add_argument("--namespace", help="the namespace to load into (default: the dump's)")
-    ld.add_argument("--w", type=int)
+    ld.add_argument("--w", type=quorum_arg, help="acknowledgements to wait for, as put's")
     cf = with_node(sub.add_parser("config", help="a node's settings as it runs with them; "
                                   "--set changes limits and throttles without a restart"))
     cf.add_argument("--set", dest="changes", metavar="NAME=VALUE", action="append", default=[],

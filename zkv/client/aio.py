@@ -230,9 +230,9 @@ class AsyncClient(Facade):
         return await self._run(self.core.update(key, fn, r, w, retries, namespace=namespace,
                                                 ttl=ttl, pr=pr, pw=pw))
 
-    async def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
-                               w: int | None = None, conflicts: str = "siblings",
-                               ttl: int = 0, pr: int = 0, pw: int = 0) -> dict:
+    async def namespace_create(self, name: str, n: int | None = None, r: int | str | None = None,
+                               w: int | str | None = None, conflicts: str = "siblings",
+                               ttl: int = 0, pr: int | str = 0, pw: int | str = 0) -> dict:
         """Create a namespace (needs an admin key when the cluster has keys); returns its
         settings. Same name and settings again: the existing one; other settings: refused.
         `ttl`: seconds each value lives after its write (lww namespaces only; 0: for ever);
@@ -240,9 +240,9 @@ class AsyncClient(Facade):
         return await self._run(self.core.namespace_create(name, n, r, w, conflicts, ttl, pr,
                                                           pw))
 
-    async def namespace_alter(self, name: str, r: int | None = None, w: int | None = None,
-                              ttl: int | None = None, pr: int | None = None,
-                              pw: int | None = None) -> dict:
+    async def namespace_alter(self, name: str, r: int | str | None = None, w: int | str | None = None,
+                              ttl: int | None = None, pr: int | str | None = None,
+                              pw: int | str | None = None) -> dict:
         """Change a namespace's default r, w, pr, pw and ttl (None: as it is) on every node
         (admin); returns its new settings (ClientCore.namespace_alter)."""
         return await self._run(self.core.namespace_alter(name, r, w, ttl, pr, pw))
@@ -258,7 +258,7 @@ class AsyncClient(Facade):
         return await self._run(self.core.namespace_drop(name, truncate=True))
 
     async def keys(self, namespace: str = "default", prefix: bytes = b"",
-                   page: int = 1000, r: int = 1) -> AsyncIterator[bytes]:
+                   page: int = 1000, r: int | str = 1) -> AsyncIterator[bytes]:
         """The live keys of `namespace` beginning with `prefix` (`async for`), in no useful
         order, fetched `page` at a time from `r` owners of each ring partition
         (ClientCore.list_keys). Unavailable if no owner of some partition can list it,
@@ -269,7 +269,7 @@ class AsyncClient(Facade):
                 yield key
 
     async def items(self, namespace: str = "default", prefix: bytes = b"", page: int = 1000,
-                    r: int | None = None, expiry: bool = False) -> AsyncIterator[tuple]:
+                    r: int | str | None = None, expiry: bool = False) -> AsyncIterator[tuple]:
         """(key, live values) of every live key of `namespace` beginning with `prefix`
         (`async for`), in no useful order: each partition's copies on `r` of its owners
         (None: the namespace's R) merged as a get at R merges them (ClientCore.list_items;

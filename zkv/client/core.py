@@ -72,6 +72,7 @@ a try whose answer was lost recognises the retry as the same write.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import random
@@ -282,9 +283,11 @@ def check_ttl(ttl, ns: str) -> None:
                              f"namespace create NAME --conflicts lww --ttl D)")
 
 
-def check_namespace_settings(name, n, r, w, conflicts, ttl=0, pr=0, pw=0) -> None:
+def check_namespace_settings(name, n, r, w, conflicts, ttl=0, pr=0, pw=0,
+                             default_n: int | None = None) -> None:
     """What `namespace_create` can check without the cluster (the node checks the rest:
-    n against the member count, r/w/pr/pw against the default n)."""
+    n against the member count, r/w/pr/pw against the default n, `default_n` if known)."""
+    n = n if n is not None else default_n
     found = nss.problems(name, nss.MAX_N if n is None else n, 1 if r is None else r,
                          1 if w is None else w, conflicts, ttl=ttl, pr=pr, pw=pw)
     if found:
@@ -350,7 +353,7 @@ class KeyListing:
     after the other."""
 
     def __init__(self, core: ClientCore, namespace: str, prefix: bytes, page: int,
-                 r: int | None = 1, values: bool = False, expiry: bool = False) -> None:
+                 r: int | str | None = 1, values: bool = False, expiry: bool = False) -> None:
         self.core = core
         self.ns = namespace  # ("" for the default namespace)
         self.prefix = prefix
@@ -436,9 +439,12 @@ def _check_copies(ok: KeysOk) -> str | None:
     return None
 
 
-def _check_listing_r(r: int | None) -> None:
-    if r is not None and (type(r) is not int or not 1 <= r <= nss.MAX_N):
-        raise InvalidRequest(f"r must be 1 to {nss.MAX_N} owners, got {r!r}")
+def _check_listing_r(r: int | str | None) -> None:
+    if type(r) is str:
+        level("r", r, 1)  # (a name: its number once the namespace's N is known)
+    elif r is not None and (type(r) is not int or not 1 <= r <= nss.MAX_N):
+        raise InvalidRequest(f"r must be 1 to {nss.MAX_N} owners (or one of "
+                             f"{', '.join(LEVELS)}), got {r!r}")
 
 
 class ClientCore:
@@ -679,13 +685,18 @@ class ClientCore:
         return nss.storage_key(known, key), known.n
 
     # ---- plans ------------------------------------------------------------------------------
-    def _failure(self, candidates: list[str], tried: int) -> ZkvError:
+    def _failure(self, candidates: list[str], tried: int, started: float) -> ZkvError:
         seen = candidates[:max(tried, 1)]
         if seen and all(ep in self.unconnectable for ep in seen):
             why = self.unreachable_why
             return Unavailable("no node reachable: tried " + ", ".join(
                 f"{ep} ({why[ep]})" if ep in why else ep for ep in seen))
-        return RequestTimeout(f"no answer within {self.timeout}s (tried {tried} node(s))")
+        if not tried:
+            return RequestTimeout(f"no answer: the {self.timeout}s timeout had passed before a "
+                                  "node could be asked")
+        # (the time it waited: every node tried can be silent before the timeout is up)
+        return RequestTimeout(f"no answer within {self.clock() - started:.2f}s from the "
+                              f"{tried} node(s) tried (timeout {self.timeout}s)")
 
     def _note(self, ep: str, reply) -> None:
         if reply is UNREACHABLE:
@@ -696,6 +707,7 @@ class ClientCore:
     def fetch_ring(self, deadline: float) -> Plan[RingOk]:
         """Ask the candidates in turn for the ring until one answers; raise if none does."""
         clock = self.clock
+        started = clock()
         candidates = self.candidates(None)
         tried = 0
         self._refreshing = True
@@ -712,7 +724,7 @@ class ClientCore:
                     return reply
         finally:
             self._refreshing = False
-        raise self._failure(candidates, tried)
+        raise self._failure(candidates, tried, started)
 
     def _stale(self, now: float) -> bool:
         """The ring should be learnt again (`_refresh`): asked before making its plan, which
@@ -734,7 +746,7 @@ class ClientCore:
         only to endpoint `only`), failing over on silence; return the first reply (Error
         replies included)."""
         clock = self.clock
-        now = clock()
+        now = started = clock()
         if deadline is None:
             deadline = now + self.timeout
         if only is None and now - self.ring_at >= RING_REFRESH and not self._refreshing:
@@ -800,7 +812,7 @@ class ClientCore:
                     return reply
         if refused is not None:
             return refused
-        raise self._failure(candidates, tried)
+        raise self._failure(candidates, tried, started)
 
     def get(self, key: bytes, r: int | str | None = None, *,
             namespace: str = nss.DEFAULT, pr: int | str | None = None) -> Plan[GetResult]:
@@ -1196,14 +1208,26 @@ class ClientCore:
         reg = self._learn(_expect((yield from self.call(NsList(0), None)), NsOk))
         return msgspec.to_builtins(list(reg))
 
-    def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
-                         w: int | None = None, conflicts: str = "siblings", ttl: int = 0,
-                         pr: int = 0, pw: int = 0) -> Plan[dict]:
+    def namespace_create(self, name: str, n: int | None = None, r: int | str | None = None,
+                         w: int | str | None = None, conflicts: str = "siblings", ttl: int = 0,
+                         pr: int | str = 0, pw: int | str = 0) -> Plan[dict]:
         """Create a namespace (admin); returns its settings. Creating it again with the same
         settings returns the existing one; other settings raise InvalidRequest. `ttl`: seconds
         each value lives after its write (lww namespaces only; 0: for ever); `pr`/`pw`: the
         primary quorums its gets and writes ask for unless they give their own (0: none)."""
-        check_namespace_settings(name, n, r, w, conflicts, ttl, pr, pw)
+        if n is None and self.ring_msg is None:  # (the N a default n means, for the checks)
+            try:
+                yield from self.fetch_ring(self.clock() + self.timeout)
+            except ZkvError:
+                pass  # (the node checks)
+        n_of = n if n is not None else self.n
+        if any(type(v) is str for v in (r, w, pr, pw)):  # "one", "quorum", "all"
+            if n_of is None:
+                raise InvalidRequest(f"cannot create namespace {name!r}: the cluster's N is "
+                                     "not known (give --n, or numbers)")
+            r, w, pr, pw = (level(k, v, n_of) for k, v in (("r", r), ("w", w), ("pr", pr),
+                                                          ("pw", pw)))
+        check_namespace_settings(name, n, r, w, conflicts, ttl, pr, pw, n_of)
         if ttl:  # a node of an older version would drop the field and never expire anything
             yield from self._need_feature(wire.FEATURE_TTL, f"cannot create namespace {name!r} "
                                           f"with a ttl", "without expiry", fresh=True)
@@ -1211,8 +1235,9 @@ class ClientCore:
             yield from self._need_feature(wire.FEATURE_PRIMARY, f"cannot create namespace "
                                           f"{name!r} with pr/pw", "without primary quorums",
                                           fresh=True)
-        reply = yield from self.call(NsCreate(0, name, n or 0, r or 0, w or 0, conflicts, ttl,
-                                              pr, pw), None)
+        reply = yield from self.call(NsCreate(0, name, n or 0, cast(int, r or 0),
+                                              cast(int, w or 0), conflicts, ttl, cast(int, pr),
+                                              cast(int, pw)), None)  # (numbers by now)
         reg = self._learn(_expect(reply, NsOk))
         self.ns_cache[name] = reg.get(name)  # the cluster's version, if a race had one
         return msgspec.to_builtins(reg.get(name))
@@ -1251,6 +1276,13 @@ class ClientCore:
             try:
                 cur = yield from self.get(key, r, namespace=namespace, pr=pr)
                 value = fn(list(cur.values))
+                if type(value) is not bytes and inspect.isawaitable(value):
+                    if inspect.iscoroutine(value):
+                        value.close()  # (never awaited: no "was never awaited" warning)
+                    raise InvalidRequest("fn returned an awaitable: update() calls fn between "
+                                         "its read and its write, and fn returns the bytes to "
+                                         "write (for async work: get(), then put() with its "
+                                         "context)")
                 if wid is None or value != sent:
                     wid = self.new_wid()
                 sent = value
@@ -1263,8 +1295,8 @@ class ClientCore:
         assert last is not None
         raise last
 
-    def namespace_alter(self, name: str, r: int | None = None, w: int | None = None,
-                        ttl: int | None = None, pr: int | None = None, pw: int | None = None
+    def namespace_alter(self, name: str, r: int | str | None = None, w: int | str | None = None,
+                        ttl: int | None = None, pr: int | str | None = None, pw: int | str | None = None
                         ) -> Plan[dict]:
         """Change a namespace's default r, w, pr and pw and its ttl (None: as it is; ttl 0: no
         expiry; pr/pw 0: none) on every node (admin); returns its new settings. N and
@@ -1272,11 +1304,16 @@ class ClientCore:
         A lowered ttl applies to every value at once; a raised or removed one never brings
         back a value that had expired. InvalidRequest for "default", an unknown name, bad
         settings, or a member whose version cannot alter (upgrade every node first)."""
+        if not nss.valid_name(name):
+            raise InvalidRequest(f"cannot alter namespace {name!r}: name {name!r}: 1 to 64 "
+                                 "characters of A-Z a-z 0-9 _ . -")
+        if any(type(v) is str for v in (r, w, pr, pw)):  # "one", "quorum", "all" of its N
+            for k, v in (("r", r), ("w", w), ("pr", pr), ("pw", pw)):
+                level(k, v, 1)  # (a bad name refused before the registry is read)
+            r, w, pr, pw = yield from self._levels(name, r=r, w=w, pr=pr, pw=pw)
         bad = [f"{k}={v!r}: must be an int" for k, v in (("r", r), ("w", w), ("ttl", ttl),
                                                          ("pr", pr), ("pw", pw))
                if v is not None and (not isinstance(v, int) or isinstance(v, bool))]
-        if not nss.valid_name(name):
-            bad.insert(0, f"name {name!r}: 1 to 64 characters of A-Z a-z 0-9 _ . -")
         if bad:
             raise InvalidRequest(f"cannot alter namespace {name!r}: " + "; ".join(bad))
         yield from self._need_feature(wire.FEATURE_NS_ALTER, f"cannot alter namespace "
@@ -1284,9 +1321,8 @@ class ClientCore:
         if pr or pw:
             yield from self._need_feature(wire.FEATURE_PRIMARY, f"cannot alter namespace "
                                           f"{name!r} to pr/pw", "without primary quorums")
-        msg = wire.NsAlter(0, name, -1 if r is None else r, -1 if w is None else w,
-                           -1 if ttl is None else ttl, -1 if pr is None else pr,
-                           -1 if pw is None else pw)
+        r, w, pr, pw = (-1 if v is None else cast(int, v) for v in (r, w, pr, pw))
+        msg = wire.NsAlter(0, name, r, w, -1 if ttl is None else ttl, pr, pw)
         reg = self._learn(_expect((yield from self.call(msg, None)), NsOk))
         self.ns_cache[name] = reg.get(name)
         return msgspec.to_builtins(reg.get(name))
@@ -1378,7 +1414,7 @@ class ClientCore:
                                              only=only)), ClusterOk).info
 
     def list_keys(self, namespace: str = nss.DEFAULT, prefix: bytes = b"",
-                  page: int = 1000, r: int = 1) -> KeyListing:
+                  page: int = 1000, r: int | str = 1) -> KeyListing:
         """A listing of the live keys of `namespace` (those beginning with `prefix`), in no
         useful order: each ring partition is listed, `page` keys at a time, by `r` of its
         owners that vouch for their copies, and a key any of them holds live is listed (r=1,
@@ -1397,7 +1433,7 @@ class ClientCore:
         return KeyListing(self, check_namespace(namespace), prefix, page, r)
 
     def list_items(self, namespace: str = nss.DEFAULT, prefix: bytes = b"", page: int = 1000,
-                   r: int | None = None, expiry: bool = False) -> KeyListing:
+                   r: int | str | None = None, expiry: bool = False) -> KeyListing:
         """`list_keys` with each key's live values: every partition listed by `r` (None: the
         namespace's R) of its owners that vouch, their copies of each key merged as a
         coordinator merges the replies of a get at R (a delete one of them missed still
@@ -1433,8 +1469,10 @@ class ClientCore:
         ring = self.ring_for(n)
         assert ring is not None
         listing.q = ring.q
-        p, r = listing.partition, listing.r or default_r
+        p = listing.partition
         owners = ring.preflist(p)
+        # ("one", "quorum", "all": of the namespace's N)
+        r: int = level("r", listing.r, len(owners)) if listing.r else default_r
         if r > len(owners):
             raise InvalidRequest(f"r={r} is more than N={len(owners)}, the owners of each "
                                  f"partition of namespace {listing.ns or nss.DEFAULT!r}")

@@ -144,18 +144,18 @@ class Client(Facade):
         return self._run(self.core.update(key, fn, r, w, retries, namespace=namespace,
                                           ttl=ttl, pr=pr, pw=pw))
 
-    def namespace_create(self, name: str, n: int | None = None, r: int | None = None,
-                         w: int | None = None, conflicts: str = "siblings",
-                         ttl: int = 0, pr: int = 0, pw: int = 0) -> dict:
+    def namespace_create(self, name: str, n: int | None = None, r: int | str | None = None,
+                         w: int | str | None = None, conflicts: str = "siblings",
+                         ttl: int = 0, pr: int | str = 0, pw: int | str = 0) -> dict:
         """Create a namespace (needs an admin key when the cluster has keys); returns its
         settings. Same name and settings again: the existing one; other settings: refused.
         `ttl`: seconds each value lives after its write (lww namespaces only; 0: for ever);
         `pr`/`pw`: its default primary quorums (0: none; README, "Strict quorums")."""
         return self._run(self.core.namespace_create(name, n, r, w, conflicts, ttl, pr, pw))
 
-    def namespace_alter(self, name: str, r: int | None = None, w: int | None = None,
-                        ttl: int | None = None, pr: int | None = None,
-                        pw: int | None = None) -> dict:
+    def namespace_alter(self, name: str, r: int | str | None = None, w: int | str | None = None,
+                        ttl: int | None = None, pr: int | str | None = None,
+                        pw: int | str | None = None) -> dict:
         """Change a namespace's default r, w, pr, pw and ttl (None: as it is) on every node
         (admin); returns its new settings (ClientCore.namespace_alter)."""
         return self._run(self.core.namespace_alter(name, r, w, ttl, pr, pw))
@@ -171,7 +171,7 @@ class Client(Facade):
         return self._run(self.core.namespace_drop(name, truncate=True))
 
     def keys(self, namespace: str = "default", prefix: bytes = b"",
-             page: int = 1000, r: int = 1) -> Iterator[bytes]:
+             page: int = 1000, r: int | str = 1) -> Iterator[bytes]:
         """The live keys of `namespace` beginning with `prefix`, in no useful order, fetched
         `page` at a time from `r` owners of each ring partition (ClientCore.list_keys).
         Unavailable if no owner of some partition can list it, QuorumError if fewer than r."""
@@ -180,7 +180,7 @@ class Client(Facade):
             yield from self._run(plan)
 
     def items(self, namespace: str = "default", prefix: bytes = b"", page: int = 1000,
-              r: int | None = None, expiry: bool = False) -> Iterator[tuple]:
+              r: int | str | None = None, expiry: bool = False) -> Iterator[tuple]:
         """(key, live values) of every live key of `namespace` beginning with `prefix`, in
         no useful order: each partition's copies on `r` of its owners (None: the namespace's
         R) merged as a get at R merges them (ClientCore.list_items; `expiry`: (key, values,

@@ -179,13 +179,17 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidRequest(f"ttl={ttl}: namespace {self.name!r} was created when a zkv "
                                  f"version without per-write ttls ran in the cluster; its "
                                  f"values live the namespace's ttl (create a new namespace)")
+        if not self.ttl:
+            raise InvalidRequest(
+                f"ttl={ttl}: namespace {self.name!r} has no ttl, so its writes carry none "
+                f"(zkv namespace alter {self.name} --ttl D gives it one: a write's own ttl may "
+                "be at most that)")
         if ttl > self.ttl:
             raise InvalidRequest(
                 f"ttl={ttl}: namespace {self.name!r} keeps a write at most its own ttl "
-                + (f"({self.ttl}s)" if self.ttl else "(none)")
-                + ", and a write's ttl may not be longer: an expired write must stay stored "
-                  "until then, hiding older copies (zkv namespace alter "
-                f"{self.name} --ttl D raises it)")
+                f"({self.ttl}s), and a write's ttl may not be longer: an expired write must "
+                f"stay stored until then, hiding older copies (zkv namespace alter {self.name} "
+                "--ttl D raises it)")
 
     def settings(self) -> tuple[int, int, int, str, int, int, int]:
         """What a create asks for; two versions with equal settings are the same namespace."""
@@ -498,8 +502,9 @@ class Registry:
             if old.settings() == new.settings():
                 return old
             raise InvalidRequest(
-                f"namespace {name!r} already exists with {old.describe()}; namespaces cannot "
-                f"be changed after creation")
+                f"namespace {name!r} already exists with {old.describe()}; its r, w, pr, pw "
+                f"and ttl change with `zkv namespace alter` (Client.namespace_alter), its n "
+                f"and conflicts are fixed")
         gone = self._all.get(name)
         if gone is None and len(self._all) >= MAX_NAMESPACES:
             raise InvalidRequest(f"cannot create namespace {name!r}: the cluster already has "
