@@ -471,6 +471,12 @@ def test_node_rejects_bad_flags(tmp_path):
                           str(tmp_path), "--max-siblings", "-1"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "max_siblings -1: between 0 (no limit)" in out.stderr
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a dir")
+    out = subprocess.run([sys.executable, "-m", "zkv.node", "--id", "n1", "--listen",
+                          "tcp://127.0.0.1:1", "--gossip", "tcp://127.0.0.1:2", "--data-dir",
+                          str(a_file)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and f"--data-dir {a_file}: not a directory" in out.stderr, out
     help_text = subprocess.run([sys.executable, "-m", "zkv.node", "--help"], capture_output=True,
                                text=True, timeout=30).stdout
     for flag in ("--id", "--listen", "--gossip", "--data-dir", "--seed", "--rack", "--config"):

@@ -42,6 +42,23 @@ def test_replace_moves_exactly_the_old_nodes_share():
     assert not after.moving and after.current.replicas_of("n9") == rings.current.replicas_of("n2")
 
 
+def test_a_replace_that_is_a_leave_below_n_is_refused_as_the_leave_is():
+    """`replace c c` and `replace c b` (b valid already) were taken on a 3-node N=3 cluster
+    (the leave's member-count guard skipped): c left and every key kept 2 replicas."""
+    st = _state(3)
+    with pytest.raises(own.ChangeError, match="n3 cannot replace itself"):
+        own.stage(st, "replace", "n3", "n3", known={"n3"}, n=3)
+    with pytest.raises(own.ChangeError, match="would keep 2 member.* for N=3"):
+        own.stage(st, "replace", "n3", "n2", known={"n2"}, n=3)
+    with pytest.raises(own.ChangeError, match="would keep 2 member.* for N=3"):
+        own.stage(st, "leave", "n3", n=3)
+    # a new node takes the place: the count stays; on 4 members, a valid one may take it
+    assert own.stage(st, "replace", "n3", "n9", known={"n9"}, n=3).staged == [
+        ("replace", "n3", "n9")]
+    assert own.stage(_state(4), "replace", "n4", "n2", known={"n2"}, n=3).staged == [
+        ("replace", "n4", "n2")]
+
+
 def test_replace_of_a_node_already_joining_re_places_it():
     """With auto-commit the new node has joined under its own token before the operator
     runs replace: it is re-placed at the old node's place, so only the old share moves."""

@@ -181,6 +181,8 @@ class NodeConfig:
             problems.append(f"--metrics-port {self.metrics_port}: between 0 (off) and 65535")
         if not self.data_dir:
             problems.append("--data-dir is required")
+        elif os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
+            problems.append(f"--data-dir {self.data_dir}: not a directory")
         q = self.ring_size
         if q < 2 or q > 65536 or q & (q - 1):
             problems.append(f"ring_size {q}: a power of two between 2 and 65536")

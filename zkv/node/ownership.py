@@ -258,6 +258,12 @@ def _staged_nodes(st: ClusterState) -> set[str]:
     return out
 
 
+def _members_after_one_leaves(st: ClusterState) -> int:
+    """Members once one more leaves and every staged change is committed."""
+    return (len(st.ids(NEXT)) - 1 + sum(1 for a, _, _ in st.staged if a == "join")
+            - sum(1 for a, _, _ in st.staged if a in ("leave", "force-remove")))
+
+
 def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=(),
           down=(), n: int = 1) -> ClusterState:
     """Stage one change. `known`: ids in the member table (a join or replacement must be
@@ -284,8 +290,7 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
     elif action == "leave":
         if status != VALID:
             raise ChangeError(f"{node} cannot leave: it is {status or 'not a member'}")
-        remaining = (len(st.ids(NEXT)) - 1 + sum(1 for a, _, _ in st.staged if a == "join")
-                     - sum(1 for a, _, _ in st.staged if a in ("leave", "force-remove")))
+        remaining = _members_after_one_leaves(st)
         if remaining < 1:
             raise ChangeError(f"{node} is the last member; it cannot leave")
         if remaining < n:
@@ -296,10 +301,19 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
             raise ChangeError(f"{node} cannot be replaced: it is {status or 'not a member'}")
         if not other:
             raise ChangeError("replace needs the new node's id")
+        if other == node:
+            raise ChangeError(f"{node} cannot replace itself (a node restarted on an empty "
+                              f"disk under its own id refills by itself)")
         if st.status(other) not in (None, JOINING, VALID):
             raise ChangeError(f"{other} cannot take {node}'s place: it is {st.status(other)}")
         if other not in known and st.status(other) is None:
             raise ChangeError(f"{other} is not running in the cluster (start it with --seed)")
+        if st.status(other) is not None:  # a member already: the replace is a leave of node
+            remaining = _members_after_one_leaves(st)
+            if remaining < n:
+                raise ChangeError(f"{other} is a member already, so replacing {node} by it "
+                                  f"would keep {remaining} member(s) for N={n}: add a node "
+                                  "first")
     elif action == "force-remove":
         if status is None or status == REMOVED:
             raise ChangeError(f"{node} is {status or 'not a member'}")
