@@ -16,6 +16,7 @@ from test_security_core import OUTSIDER, ROGUE, Node
 from zkv import wire
 from zkv._core import dvv
 from zkv.client import Client
+from zkv.errors import ZkvError
 from zkv.node.core import ADMIN, CLIENT, PEER
 from zkv.storage import LogStore
 
@@ -46,10 +47,12 @@ def test_a_snapshot_needs_an_admin_and_a_free_valid_name(node):
         assert type(reply) is wire.Error and reply.code == wire.E_INVALID, reply
         assert why in reply.message, reply
     assert sorted(os.listdir(os.path.join(node.cfg.data_dir, "snapshots"))) == ["s1"]
-    # listed, with what only it holds (its manifest: the store still links every segment)
+    # listed, with what only it holds (its manifest and the marks a restore brings back:
+    # the store still links every segment)
     (ok,) = node.ask(OUTSIDER, [wire.Snapshot(8, "", "list")], ADMIN)
     (listed,) = ok.info["snapshots"]
-    manifest = os.path.getsize(os.path.join(info["path"], "snapshot.json"))
+    manifest = sum(os.path.getsize(os.path.join(info["path"], *f)) for f in (
+        ("snapshot.json",), ("data", "SNAPSHOT"), ("handoff", "SNAPSHOT")))
     assert listed == {**info, "held": manifest}
     os.mkdir(os.path.join(node.cfg.data_dir, "snapshots", "cut-short"))  # a crash mid-take
     (ok,) = node.ask(OUTSIDER, [wire.Snapshot(9, "", "list")], ADMIN)
@@ -120,7 +123,24 @@ def test_a_node_restored_from_a_snapshot_serves_it_then_catches_up(make_cluster)
     shutil.rmtree(os.path.join(n3.data_dir, "data"))
     shutil.copytree(os.path.join(n3.data_dir, "snapshots", "before", "data"),
                     os.path.join(n3.data_dir, "data"))
+    # the mark came back with it; had the snapshot been an hour old, the node would refuse to
+    # start on it (the others forgot the deletes made since: they would come back)
+    mark = os.path.join(n3.data_dir, "data", "SNAPSHOT")
+    with open(mark) as f:
+        taken = json.load(f)
+    assert taken["snapshot"] == "before" and taken["node"] == "node3"
+    with open(mark, "w") as f:
+        json.dump({**taken, "created_ms": taken["created_ms"] - 3_600_000}, f)
+    with pytest.raises(ZkvError, match="exited with code 1"):
+        c.restart("node3")
+    said = c.tail(n3)
+    assert "holds snapshot 'before', taken 60 min ago" in said, said
+    assert "--restore-old-snapshot" in said and os.path.exists(mark)
+    with open(mark, "w") as f:
+        json.dump(taken, f)  # taken a moment ago: started on, the mark removed
     c.restart("node3")
+    assert not os.path.exists(mark)
+    assert "started on snapshot 'before'" in c.tail(n3)
     c.wait_converged(expect_up=["node1", "node2", "node3"])
 
     def alone_on_node3() -> dict[bytes, list[bytes]]:
@@ -141,3 +161,36 @@ def test_a_node_restored_from_a_snapshot_serves_it_then_catches_up(make_cluster)
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out
     assert alone_on_node3() == {b"s:3": [b"new3"], b"s:15": [], b"s:120": [b"late120"]}
+
+
+def test_a_restore_older_than_the_reap_memory_needs_the_flag(tmp_path):
+    """check_restored: no mark, nothing; a mark within 2 x grace + 60 s (or any age with
+    --restore-old-snapshot) is started on and removed; older, refused with every mark kept."""
+    from zkv.node.antientropy import echo_window
+    from zkv.node.snapshots import MARK, check_restored
+
+    assert check_restored(str(tmp_path), 10**12, 180, False) is None
+    for sub in ("data", "handoff"):
+        (tmp_path / sub).mkdir()
+    now = 1_800_000_000_000
+    horizon = echo_window(60.0)
+    assert horizon == 180
+
+    def mark(age_s: float) -> None:
+        for sub in ("data", "handoff"):
+            (tmp_path / sub / MARK).write_text(json.dumps(
+                {"snapshot": "nightly", "node": "n1", "created_ms": now - int(age_s * 1000)}))
+
+    mark(100)
+    assert check_restored(str(tmp_path), now, horizon, False) == (
+        "started on snapshot 'nightly', taken 100 s ago: hints and anti-entropy bring it what "
+        "was written since")
+    assert not any((tmp_path / sub / MARK).exists() for sub in ("data", "handoff"))
+    mark(7200)
+    with pytest.raises(ZkvError, match="taken 2.0 h ago: older than 3 min"):
+        check_restored(str(tmp_path), now, horizon, False)
+    assert all((tmp_path / sub / MARK).exists() for sub in ("data", "handoff"))
+    assert "(--restore-old-snapshot)" in check_restored(str(tmp_path), now, horizon, True)
+    (tmp_path / "data" / MARK).write_text("{not json")
+    with pytest.raises(ZkvError, match="cannot be read"):
+        check_restored(str(tmp_path), now, horizon, False)

@@ -229,6 +229,10 @@ def node_parser() -> argparse.ArgumentParser:
                    help="seconds between anti-entropy rounds (0 disables; default 0.2)")
     s.add_argument("--tombstone-grace", dest="tombstone_grace", type=float,
                    help="seconds before a tombstone all owners hold is reaped (default 60)")
+    s.add_argument("--restore-old-snapshot", dest="restore_old_snapshot", action="store_true",
+                   help="start on stores restored from a snapshot older than 2 x "
+                   "--tombstone-grace + 60 s (refused by default: deletes made since it was "
+                   "taken would come back; for rolling every node back to one moment)")
     s.add_argument("--handoff-batch", dest="handoff_batch", type=int,
                    help="hints delivered per owner per step (default 200; 0 holds every hint "
                    "until the owner is repaired otherwise: read repair, anti-entropy)")
@@ -262,9 +266,15 @@ def node_main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s {cfg.id} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from zkv.node.antientropy import echo_window
+    from zkv.node.snapshots import check_restored
     from zkv.node.transport import Node
 
     try:
+        restored = check_restored(cfg.data_dir, time.time_ns() // 1_000_000,
+                                  echo_window(cfg.tombstone_grace), args.restore_old_snapshot)
+        if restored:
+            logging.getLogger("zkv.node").warning("%s", restored)
         node = Node(cfg, flags=vars(args))
     except ZkvError as exc:
         print(f"zkv-node: {exc}", file=sys.stderr)

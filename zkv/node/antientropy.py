@@ -70,6 +70,13 @@ class ReapJournal(Protocol):
     def forget_reap(self, key: bytes) -> None: ...
 
 
+
+def echo_window(grace: float) -> float:
+    """Seconds a replica remembers a tombstone it reaped (the reap memory above): after that
+    a copy of the deleted value is taken as new, so data older than this (a snapshot restored)
+    would bring deletes back (snapshots.check_restored)."""
+    return 2 * grace + 60
+
 class AntiEntropy:
     def __init__(self, q_bits: int, clock: Callable[[], float], grace: float = 60.0) -> None:
         self.q_bits = q_bits
@@ -87,7 +94,7 @@ class AntiEntropy:
         # durable reap memory (handoff.HandoffStore's reap journal): remember_reap(key, digest,
         # version) and forget_reap(key); None: in memory only
         self.journal: ReapJournal | None = None
-        self.echo_window = 2 * grace + 60  # seconds a reap is remembered
+        self.echo_window = echo_window(grace)  # seconds a reap is remembered
         self.stats = {"exchanges": 0, "keys_repaired": 0, "bytes_sent": 0, "agreements": 0,
                       "reaped": 0, "root_checks": 0}
 
