@@ -305,7 +305,8 @@ class Sim:
         for i in range(nodes):
             self.add_node(f"n{i + 1}")
         founded = own.founding("n1", self.nodes["n1"].cfg.rack,
-                               [(x.id, x.cfg.rack) for x in self.nodes.values()]) if nodes else None
+                               [(x.id, x.cfg.rack) for x in self.nodes.values()],
+                               founded=self.wall_ms()) if nodes else None
         for sn in self.nodes.values():
             sn.links = {x.id: x.cfg.gossip for x in self.nodes.values() if x is not sn}
             if sn.core is not None:  # a fully formed cluster: everyone knows everyone

@@ -261,6 +261,44 @@ def test_a_quorum_short_because_the_other_owners_are_down_fails_at_once_saying_s
     assert len(ends) == 2 and max(ends) < 0.1, ends  # at once, not at the 1 s timeout
 
 
+def test_a_founder_restarted_empty_without_a_seed_is_counted_down_not_up(caplog):
+    """n1, the first node, loses its disk and is started again with its usual command line (no
+    --seed): it founds a cluster of its own at n1's address. The members kept it up on its
+    heartbeats (an operator's run: reads of its keys failed, hints for it piled up); its
+    gossip carries a state founded at another moment, so they ignore it: n1 goes down, a
+    get at R=2 of a key it owns succeeds through the others, and each member says why."""
+    sim = Sim(9, 4, n=3, r=2, w=2)
+    sim.run_until(2.0)
+    key = next(b"k%d" % i for i in range(100) if sim.owners(b"k%d" % i)[0] == "n1")
+    done = []
+
+    def writer(c: SimClient):
+        done.append((yield ("put", key, b"v", b"", 2)))
+
+    SimClient(sim, "w", writer, nodes=["n2"])
+    sim.run_until(3.0)
+    assert done and done[0].ok
+    sim.crash("n1")
+    sim._empty_disk(sim.nodes["n1"])  # its disk is lost; restarted without --seed
+    sim.restart("n1")
+    caplog.set_level(logging.ERROR, logger="zkv.node.core")
+    sim.run_until(12.0)
+    rogue = sim.nodes["n1"].core
+    assert rogue is not None and [m.id for m in rogue.membership.table()] == ["n1"]
+    for x in ("n2", "n3", "n4"):
+        assert sim.nodes[x].core.membership.state("n1")[0] == "down", x
+    said = [r.getMessage() for r in caplog.records if "another cluster" in r.getMessage()]
+    assert len(said) == 3 and all("--seed" in line for line in said), said  # once each
+    got = []
+
+    def reader(c: SimClient):
+        got.append((yield ("get", key, 2)))
+
+    SimClient(sim, "r", reader, nodes=["n2"])
+    sim.run_until(14.0)
+    assert got and got[0].ok and got[0].values == [b"v"], got
+
+
 def test_a_join_no_seed_answers_is_said_every_ten_seconds_with_what_the_links_saw(caplog):
     """A joining node asks its seeds every second but says so once, then every JOIN_LOG_EVERY
     how long it has not joined, each seed with what its link saw (NodeCore.seed_state,

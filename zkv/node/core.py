@@ -530,8 +530,11 @@ class NodeCore:
             self._refuse(why)
         self.membership.me.leaving = self.resumed
         if st is None and not self.joining:
-            st = own.founding(self.me, cfg.rack, [(m.id, m.rack) for m in self.membership.table()
-                                                   if m.id != self.me])
+            # (founded now only by a node that knows no member: a saved member table of a
+            # version without states makes the state of a cluster that exists already)
+            others = [(m.id, m.rack) for m in self.membership.table() if m.id != self.me]
+            st = own.founding(self.me, cfg.rack, others,
+                              founded=0 if others else self.handoff.wall_ms())
             st.auto_commit = cfg.auto_commit
         if st is not None:
             self._adopt(st, save=False)
@@ -2479,6 +2482,8 @@ class NodeCore:
                           "ignoring it", wire.clip(msg.sender, 64), wire.clip(msg.q, 20),
                           wire.clip(msg.n, 20), s["q"], s["n"])
             return
+        if msg.cluster and msg.cluster != self.cluster_bytes and self._foreign(msg):
+            return
         # the transport tied the message to the member whose gossip socket it came on: records
         # of the sender are first-hand, the others relayed (membership.py: who may say what)
         self._merge_members(msg.members, via=msg.sender)
@@ -2504,16 +2509,9 @@ class NodeCore:
                     self.resumed = False  # its author still holds the state it started with
                     self._say_leaving(st)  # (or, with the author down, a member does)
         elif msg.cluster:
-            st = self.states_seen.get(msg.cluster)
-            if st is None:  # decoded once per distinct state, not once per sender
-                try:
-                    st = own.decode(msg.cluster)
-                except ValueError as exc:
-                    self.malformed(msg.sender, f"cluster state: {exc}")
-                    return
-                if len(self.states_seen) >= 4:
-                    self.states_seen.clear()
-                self.states_seen[msg.cluster] = st
+            st = self._state_of(msg)
+            if st is None:
+                return
             self.peer_epochs[msg.sender] = st.rank()
             # a state is taken from its author (the claimant that made it), or relayed by
             # anyone when the author is not up here (it may have died right after)
@@ -2521,6 +2519,44 @@ class NodeCore:
                     msg.sender == st.author or not self.membership.is_up(st.author)
                     or self.membership.get(st.author) is None):
                 self._adopt(st)
+
+    def _state_of(self, msg: Gossip) -> own.ClusterState | None:
+        """The cluster state `msg` carries, decoded once per distinct state (not once per
+        sender); None, said, for one that does not decode."""
+        st = self.states_seen.get(msg.cluster)
+        if st is None:
+            try:
+                st = own.decode(msg.cluster)
+            except ValueError as exc:
+                self.malformed(msg.sender, f"cluster state: {exc}")
+                return None
+            if len(self.states_seen) >= 4:
+                self.states_seen.clear()
+            self.states_seen[msg.cluster] = st
+        return st
+
+    def _foreign(self, msg: Gossip) -> bool:
+        """Whether `msg` comes from a node of another cluster (its state founded at another
+        moment) at a member's gossip address: ignored whole, its heartbeat included, so the
+        members count that member down and stand-ins take its keys' writes. (An operator's
+        run: the first node, restarted on an empty disk with its usual command line, no
+        --seed, founded a cluster of its own at its address, and the members kept it up:
+        reads of its keys failed, hints for it piled up.) Said once per sender."""
+        mine = self.membership.cluster
+        if mine is None or not mine.founded:
+            return False
+        st = self._state_of(msg)
+        if st is None or not st.founded or st.founded == mine.founded:
+            return False  # (one that does not decode is said, and dropped, later)
+        if ("foreign", msg.sender) not in self.malformed_logged:
+            self.malformed_logged.add(("foreign", msg.sender))
+            log.error("%s gossips the state of another cluster (founded at %d by %s, this one "
+                      "at %d by its first node): ignoring it, it counts as down. A member "
+                      "restarted on an empty data dir without --seed founds a cluster of its "
+                      "own: stop it, empty its data dir, start it with --seed of a member",
+                      wire.clip(msg.sender, 64), st.founded, wire.clip(st.author, 64),
+                      mine.founded)
+        return True
 
     # ---- ownership: the cluster state, the claimant, transfers (issue 11; ownership.py) -----
     def _adopt(self, st: own.ClusterState, save: bool = True) -> None:

@@ -81,6 +81,10 @@ class ClusterState(msgspec.Struct, array_like=True):
     auto_commit: bool = True
     gone: dict[str, int] = {}
     tokens: dict[str, str] = {}  # id -> placement token, only where it is not the id
+    # wall ms the cluster was founded at (its identity: every state of it keeps it; 0: a
+    # state of a version without it): gossip of a state founded otherwise comes from a node
+    # of another cluster at a member's address (NodeCore._foreign)
+    founded: int = 0
 
     def rank(self) -> tuple[int, str]:
         return (self.epoch, self.author)
@@ -158,13 +162,14 @@ def validate(st: ClusterState) -> str | None:
     return None
 
 
-def founding(me: str, rack: str, members: Iterable[tuple[str, str]] = ()) -> ClusterState:
+def founding(me: str, rack: str, members: Iterable[tuple[str, str]] = (),
+             founded: int = 0) -> ClusterState:
     """The state of a new cluster (or of one saved by a version without states): every known
-    member valid."""
+    member valid; `founded`: the wall ms it is founded at (0: not a new cluster)."""
     ms = {me: (VALID, rack)}
     for nid, r in members:
         ms[nid] = (VALID, r)
-    return ClusterState(1, me, ms)
+    return ClusterState(1, me, ms, founded=founded)
 
 
 def newer(a: ClusterState | None, b: ClusterState) -> bool:
