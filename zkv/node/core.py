@@ -1339,7 +1339,13 @@ class NodeCore:
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE,
                                          f"{self.me} has not joined the cluster yet"))
                 return
-            self.malformed(ident, f"{type(msg).__name__} refused from a {role} connection")
+            if plain and _peer_of(ident) is not None:  # a peer's, not a member's here
+                self.malformed(ident, f"{type(msg).__name__} of a node that is not a member "
+                               "here (left, removed, restarted on another cluster, or not "
+                               "heard of yet)")
+            else:
+                self.malformed(ident, f"{type(msg).__name__} refused from "
+                               f"{'an' if role[0] in 'aeiou' else 'a'} {role} connection")
             need = "cluster peers" if type(msg) in PEER_ONLY else "an admin key"
             self._reply(ident, Error(msg.rid, E_INVALID,
                                      f"{type(msg).__name__} is accepted from {need} only"))
@@ -1653,9 +1659,14 @@ class NodeCore:
         if len(msg.keys) == len(msg.digests):
             keep = [i for i, k in enumerate(msg.keys)
                     if type(k) is bytes and k and peer in ms.ring(self._n_of(k)).preflist_for_key(k)]
-            if len(keep) != len(msg.keys):
-                self.malformed(ident, f"Reap of {len(msg.keys) - len(keep)} key(s) whose "
-                               f"partition {wire.clip(peer, 64)} does not own")
+            if len(keep) != len(msg.keys):  # (a ring change one of the two has not seen:
+                # not a malformed frame, and not counted as one)
+                if ("reap", peer) not in self.malformed_logged:
+                    self.malformed_logged.add(("reap", peer))
+                    log.info("ignored a Reap of %d key(s) from %s, which does not own their "
+                             "partition in this node's ring (a ring change one of the two has "
+                             "not seen yet; logged once per peer)", len(msg.keys) - len(keep),
+                             wire.clip(peer, 64))
                 msg.keys = [msg.keys[i] for i in keep]
                 msg.digests = [msg.digests[i] for i in keep]
         for n, ae in self.ae_groups_all():  # each tombstone's own N-group notes its reap
