@@ -315,7 +315,9 @@ def test_a_listing_at_more_owners_than_a_partition_has_is_refused():
     core, net = _lister()
     with pytest.raises(InvalidRequest, match="r=4 is more than N=3, the owners"):
         net.run(core.list_keys(r=4).next_page())
-    for bad in (0, 17, "2", True):
+    with pytest.raises(InvalidRequest, match="an int from 1 to N or one of one, quorum, all"):
+        core.list_keys(r="2")  # (a name of a quorum, or a number: not a numeral)
+    for bad in (0, 17, True):
         with pytest.raises(InvalidRequest, match="r must be 1 to 16"):
             core.list_keys(r=bad)
 

@@ -9,6 +9,7 @@ must hold even then."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
@@ -237,6 +238,32 @@ def test_forged_reap_from_a_non_owner_is_ignored(node):
     assert node.core.store.get(key) is None  # an owner may
 
 
+def test_only_a_peer_connection_with_this_nodes_own_identity_is_refused_as_itself(node, caplog):
+    """A client key connecting with b"peer:node1/x" got node1 to log an ERROR telling the
+    operator to check its addresses (a security review); such a client is served as the
+    client it is. A peer connection (or plain text) with it is still refused as a loop."""
+    caplog.set_level(logging.ERROR, logger="zkv.node.core")
+    (reply,) = node.ask(b"peer:node1/x", [wire.Get(1, b"k", 1)], CLIENT)
+    assert type(reply) is not wire.Error or "answer itself" not in reply.message
+    assert not [r for r in caplog.records if "itself" in r.getMessage()]
+    (reply,) = node.ask(b"peer:node1/y", [wire.Get(2, b"k", 1)], PEER)
+    assert type(reply) is wire.Error and "will not answer itself" in reply.message
+    assert [r for r in caplog.records if "this node itself" in r.getMessage()]
+
+
+def test_a_reap_whose_keys_and_digests_differ_in_number_is_dropped_as_malformed(node):
+    """It raised IndexError (a traceback, an "internal error" reply), and with more digests
+    than keys it skipped the check that only an owner of the partition may reap."""
+    from zkv.node.antientropy import vdigest
+
+    version = dvv.update_encoded(None, b"", None, "node1")  # a tombstone
+    node.core.replica.merge(b"k", version)
+    for keys, digests in (([b"k", b"j"], [vdigest(version)]), ([b"k"], [vdigest(version)] * 2)):
+        replies = node.ask(b"peer:node2/x", [wire.Reap(1, keys, digests)], PEER)
+        assert not any(type(r) is wire.Error and r.code == wire.E_INTERNAL for r in replies)
+        assert node.core.store.get(b"k") is not None  # nothing reaped
+
+
 # ---- membership: identity hijack, join flood, bad endpoints, forged leave ------------------------
 def test_identity_hijack_join_refused_while_the_node_is_up(node):
     evil = Member("node2", "tcp://10.6.6.6:7002", "tcp://10.6.6.6:8002", "rack-2",
@@ -378,6 +405,61 @@ def test_read_amplification_bounded_per_turn(node):
     # next turn, the same reader gets served again
     (again,) = node.ask(ROGUE, [wire.RGet(1, b"big")])
     assert type(again) is wire.RGetOk and again.dvv == big
+
+
+def test_malformed_frames_are_logged_at_most_twenty_lines_a_minute(node, caplog):
+    """Once per source, and each new connection is a new source: 3,000 connections sending a
+    bad frame each wrote 2,458 lines in 3.8 s (a security review). At most
+    MALFORMED_LOGS_PER_MINUTE lines a minute now; the next says how many were left out.
+    Every one is counted in the metrics still."""
+    from zkv.node.core import MALFORMED_LOGS_PER_MINUTE
+
+    caplog.set_level(logging.WARNING, logger="zkv.node.core")
+
+    def flood(tag: bytes) -> None:
+        for i in range(500):
+            node.core.handle((REQUEST, tag + b"%d" % i), [wire.StatusOk(1, {})], node.t, CLIENT)
+        node.out()
+
+    flood(b"a")
+    lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(lines) == MALFORMED_LOGS_PER_MINUTE, len(lines)
+    node.run_for(61.0)
+    caplog.clear()
+    flood(b"b")
+    lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(lines) == MALFORMED_LOGS_PER_MINUTE
+    assert f"{500 - MALFORMED_LOGS_PER_MINUTE} more in the last minute not logged" in lines[0]
+
+
+def test_heavy_requests_are_bounded_per_turn(node):
+    """A security review: one 20 KB frame of 4,096 Status (any client key) held a node's loop
+    7-10 s, and 4,096 Keys with values of 64 MiB keys drove one to 9.7 GB. Each identity gets
+    HEAVY_PER_TURN such answers a turn (HEAVY_PER_TURN_TOTAL in all), the rest "busy, retry"
+    unread; a Keys page is refused unread once the identity's reply budget is spent."""
+    from zkv.node.core import HEAVY_PER_TURN, HEAVY_PER_TURN_TOTAL
+
+    replies = node.ask(OUTSIDER, [wire.Status(i + 1) for i in range(4096)], CLIENT)
+    assert len(replies) == 4096
+    assert sum(type(r) is wire.StatusOk for r in replies) == HEAVY_PER_TURN  # built
+    busy = [r for r in replies if type(r) is wire.Error]
+    assert len(busy) == 4096 - HEAVY_PER_TURN
+    assert all(r.code == wire.E_UNAVAILABLE and "busy, retry" in r.message for r in busy)
+    for i in range(HEAVY_PER_TURN_TOTAL):  # many identities in one turn: the total holds
+        node.core.handle((REQUEST, b"c%d" % i), [wire.Status(1), wire.Status(2)], node.t, CLIENT)
+    out = node.out().clients
+    assert sum(type(r) is wire.StatusOk for i in range(HEAVY_PER_TURN_TOTAL)
+               for r in out[b"c%d" % i]) == HEAVY_PER_TURN_TOTAL
+    (ok,) = node.ask(OUTSIDER, [wire.Status(1)], CLIENT)  # the next turn: served again
+    assert type(ok) is wire.StatusOk
+    # Keys with values of a large key: one page per reply budget, the rest unread
+    node.core.replica.merge(b"big", _version(b"x" * (8 << 20)))
+    ring = node.core.membership.ring()
+    p = ring.partition(b"big")
+    pages = node.ask(OUTSIDER, [wire.Keys(i + 1, p, values=True) for i in range(6)], CLIENT)
+    full = [r for r in pages if type(r) is wire.KeysOk and r.keys]
+    assert 1 <= len(full) <= 2 and len(pages) == 6
+    assert all("busy, retry" in r.message for r in pages if type(r) is wire.Error)
 
 
 @pytest.mark.parametrize("busy_answers", [1, 4])

@@ -170,6 +170,14 @@ ROLE_MESSAGES = {
 TURN_BYTES_SLACK = 256 * 1024
 TURN_BYTES_TOTAL_FACTOR = 4  # all identities together: this many per-identity budgets
 MAX_INFLIGHT = {CLIENT: 256, ADMIN: 256, PEER: 4096}  # client ops in flight per identity
+# requests that cost milliseconds each and are answered at once (no op in flight counts
+# them): at most HEAVY_PER_TURN per identity and HEAVY_PER_TURN_TOTAL in all per loop turn,
+# the rest answered "busy, retry" unread (a security review: one 20 KB frame of 4,096 Status
+# held a node's loop 7-10 s, and 4,096 Keys with values drove one to 9.7 GB)
+HEAVY = frozenset({Status, Keys, RingInfo, NsList, Repair, Snapshot, Config})
+HEAVY_PER_TURN = 8
+MALFORMED_LOGS_PER_MINUTE = 20  # "dropped malformed frame" lines, all sources together
+HEAVY_PER_TURN_TOTAL = 64
 # seconds past both the last call into the core and the deadline it asked to be called by
 # (`next_deadline`): its process stood still meanwhile (SIGSTOP, a VM frozen, a machine
 # starved of CPU). What it takes in the STALL_AFTER seconds after may have waited that long
@@ -447,9 +455,11 @@ class NodeCore:
         self.background = Background(self)
         self.export = MetricsExport(self)
         self.malformed_logged: set = set()
+        self.malformed_window = (-1e9, 0, 0)  # (since, lines logged, lines left out)
         self.turn_budget = cfg.max_value_size + wire.MAX_CONTEXT + TURN_BYTES_SLACK
         self.turn_bytes: dict[bytes, int] = {}  # reply bytes per identity this turn
         self.turn_total = 0
+        self.turn_heavy: dict[bytes, int] = {}  # HEAVY requests per identity this turn
         self.inflight: dict[bytes, int] = {}  # client ops in flight per identity
         self.max_identities = min(MAX_IDENTITIES, cfg.max_connections)
         self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
@@ -745,7 +755,9 @@ class NodeCore:
             self._on_replies(who, msgs, now)
         elif kind == REQUEST:
             ident = who if isinstance(who, bytes) else b""
-            if ident == self.self_ident or ident.startswith(self._self_prefix):
+            if (ident == self.self_ident or ident.startswith(self._self_prefix)) and (
+                    role is None or role == PEER):  # (a client key's identity proves nothing:
+                # its "peer:<this node>/x" got an operator told to check the addresses)
                 self._refuse_self(ident, msgs)
                 return self.out
             plain = role is None  # plain text: the role is the identity's (with keys: the
@@ -854,6 +866,8 @@ class NodeCore:
             self.out.subscribe.extend(self.membership.take_candidates())
         if self.turn_bytes:  # (only replies over 4 KiB are counted)
             self.turn_bytes.clear()
+        if self.turn_heavy:
+            self.turn_heavy.clear()
         self.turn_total = 0
         out = self.out
         # most turns send nothing (a gossip heard, a tick with nothing due, a late replica's
@@ -993,13 +1007,24 @@ class NodeCore:
                                  f"{wire.clip(why, 300)}"))
 
     def malformed(self, source, why: str) -> None:
-        """A frame or message that could not be accepted: count it, log once per source."""
+        """A frame or message that could not be accepted: count it, log once per source, and
+        at most MALFORMED_LOGS_PER_MINUTE lines a minute in all (a security review: a new
+        connection per bad frame wrote a line each, 2,458 lines in 3.8 s); the lines left out
+        are counted in the next one."""
         kind = "peer" if isinstance(source, str) or bytes(source).startswith(b"peer:") else "client"
         self.metrics.malformed.labels(kind).inc()
         if source not in self.malformed_logged and len(self.malformed_logged) < MAX_LOGGED_SOURCES:
             self.malformed_logged.add(source)
-            log.warning("dropped malformed frame from %s: %s (logged once per source)",
-                        wire.clip(source, 80), wire.clip(why, 200))
+            start, logged, left_out = self.malformed_window
+            if self.t - start >= 60.0:
+                start, logged = self.t, 0
+            if logged >= MALFORMED_LOGS_PER_MINUTE:
+                self.malformed_window = (start, logged, left_out + 1)
+                return
+            self.malformed_window = (start, logged + 1, 0)
+            log.warning("dropped malformed frame from %s: %s (logged once per source%s)",
+                        wire.clip(source, 80), wire.clip(why, 200),
+                        f"; {left_out} more in the last minute not logged" if left_out else "")
 
     # ---- joining --------------------------------------------------------------------------
     def _join_tick(self, now: float) -> None:
@@ -1357,6 +1382,17 @@ class NodeCore:
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
                                          f"flight on this connection"))
                 return
+        if t in HEAVY:
+            heavy = self.turn_heavy
+            k = heavy.get(ident, 0)
+            total = heavy.get(b"", 0)  # (b"": all identities; no connection has it)
+            if k >= HEAVY_PER_TURN or total >= HEAVY_PER_TURN_TOTAL:
+                self.metrics.busy.inc()
+                self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {t.__name__} "
+                                         "requests of this turn spent"))
+                return
+            heavy[ident] = k + 1
+            heavy[b""] = total + 1
         if self.joining and t is not Status:
             self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{self.me} is still joining"))
             return
@@ -1656,19 +1692,22 @@ class NodeCore:
         # only an owner of a key's partition may announce that every owner agreed on it
         peer = _peer_of(ident)
         ms = self.membership
-        if len(msg.keys) == len(msg.digests):
-            keep = [i for i, k in enumerate(msg.keys)
-                    if type(k) is bytes and k and peer in ms.ring(self._n_of(k)).preflist_for_key(k)]
-            if len(keep) != len(msg.keys):  # (a ring change one of the two has not seen:
-                # not a malformed frame, and not counted as one)
-                if ("reap", peer) not in self.malformed_logged:
-                    self.malformed_logged.add(("reap", peer))
-                    log.info("ignored a Reap of %d key(s) from %s, which does not own their "
-                             "partition in this node's ring (a ring change one of the two has "
-                             "not seen yet; logged once per peer)", len(msg.keys) - len(keep),
-                             wire.clip(peer, 64))
-                msg.keys = [msg.keys[i] for i in keep]
-                msg.digests = [msg.digests[i] for i in keep]
+        if len(msg.keys) != len(msg.digests):  # (a traceback, and no owner check, before)
+            self.malformed(ident, f"Reap of {len(msg.keys)} key(s) with {len(msg.digests)} "
+                           "digest(s)")
+            return
+        keep = [i for i, k in enumerate(msg.keys)
+                if type(k) is bytes and k and peer in ms.ring(self._n_of(k)).preflist_for_key(k)]
+        if len(keep) != len(msg.keys):  # (a ring change one of the two has not seen:
+            # not a malformed frame, and not counted as one)
+            if ("reap", peer) not in self.malformed_logged:
+                self.malformed_logged.add(("reap", peer))
+                log.info("ignored a Reap of %d key(s) from %s, which does not own their "
+                         "partition in this node's ring (a ring change one of the two has "
+                         "not seen yet; logged once per peer)", len(msg.keys) - len(keep),
+                         wire.clip(peer, 64))
+            msg.keys = [msg.keys[i] for i in keep]
+            msg.digests = [msg.digests[i] for i in keep]
         for n, ae in self.ae_groups_all():  # each tombstone's own N-group notes its reap
             accept = self.in_group(n)
             idx = [i for i, k in enumerate(msg.keys) if accept(k)]
@@ -1684,6 +1723,8 @@ class NodeCore:
         """A page of a partition's live keys of a namespace (listing.py), if this node is an
         owner of the partition whose copy counts (not `unsure` of it); else owner False, and
         the client asks another owner."""
+        if self._budget_spent(ident, msg.rid):  # (pages with values: large, as reads)
+            return
         ns = self.namespaces.get(msg.ns or nss.DEFAULT)  # (InvalidRequest: says why)
         default = ns.name == nss.DEFAULT
         n = None if default else ns.n
@@ -3130,5 +3171,5 @@ _REPLY_SIZE: dict[type, Callable[[Any], int]] = {
     GetOk: lambda m: sum(len(v) for v in m.values) + len(m.context),
     RGetHashesOk: lambda m: sum(len(v) for v in m.dvvs) + sum(len(k) for k in m.keys),
     LeafKeysOk: lambda m: len(m.hashes) + len(m.digests),
-    KeysOk: lambda m: sum(len(k) for k in m.keys),
+    KeysOk: lambda m: sum(len(k) for k in m.keys) + sum(len(c) for c in m.copies),
 }
