@@ -797,7 +797,7 @@ class Sim:
         if sn.paused:
             sn.backlog.append((name, node, REQUEST, ident, payload))
             return
-        sn.core.handle((REQUEST, ident), wire.decode(payload, LIMIT), self.t)
+        sn.core.handle((REQUEST, ident), wire.decode(payload, LIMIT, requests=True), self.t)
         self._after_turn(sn)
 
     def _deliver(self, src: str, dst, kind: str, who, payload: bytes) -> None:
@@ -820,7 +820,7 @@ class Sim:
             sn.backlog.append((src, dst, kind, who, payload))
             return
         self.stats["delivered"] += 1
-        msgs = wire.decode(payload, LIMIT)
+        msgs = wire.decode(payload, LIMIT, requests=kind == REQUEST)
         if kind == GOSSIP and dst in self.stale_view:
             msgs = [msgspec.structs.replace(m, cluster=b"", progress_epoch=0, progress=[],
                                             progress_n=[])

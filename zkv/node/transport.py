@@ -213,7 +213,7 @@ class Node:
             if role != "peer" and secure and ident.startswith(b"peer:"):
                 role = "client"  # a client key claiming a peer's identity is a client
             try:
-                msgs = wire.decode(payload, self.limit)
+                msgs = wire.decode(payload, self.limit, requests=True)
             except wire.WireError as exc:
                 core.refuse_frame(ident, str(exc))
                 continue
