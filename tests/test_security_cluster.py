@@ -246,6 +246,29 @@ def test_client_keys_reloaded_without_restart(keyed, tmp_path):
         time.sleep(0.2)
 
 
+def test_a_removed_key_is_refused_on_the_connections_it_opened_too(keyed):
+    """A security review: ZAP runs at the handshake only, so a key's connections opened
+    before its file was removed still wrote at once and read 20 s later. Every request
+    frame's User-Id is checked against the keys allowed now (reloaded each 0.5 s)."""
+    security.keygen(keyed.keys, client="temp")
+    with zkv.Client([keyed.ep(f"node{i}") for i in (1, 2, 3)], timeout=3.0,
+                    keys=os.path.join(keyed.keys, "clients", "temp")) as c:
+        c.put(b"revoke:1", b"before", w=1)
+        os.remove(os.path.join(keyed.keys, "clients", "temp.key"))
+        deadline = time.monotonic() + 10
+        while True:  # the same client, its connections open: refused within a second or so
+            try:
+                c.put(b"revoke:2", b"after", w=1)
+            except (zkv.InvalidRequest, security.AuthenticationError) as exc:
+                assert "no longer allowed" in str(exc) or isinstance(
+                    exc, security.AuthenticationError), exc
+                break
+            assert time.monotonic() < deadline, "a removed key still served"
+            time.sleep(0.2)
+        with pytest.raises((zkv.InvalidRequest, security.AuthenticationError)):
+            c.get(b"revoke:1")
+
+
 def test_client_keys_send_client_messages_only(keyed):
     (err,) = keyed.call([wire.RGet(1, b"k")], keys="app")
     assert type(err) is wire.Error and "cluster peers only" in err.message

@@ -251,6 +251,8 @@ class Authenticator:
         self.ctx = ctx
         self.keys = keys
         self.allowed: dict[bytes, str] = {}  # z85 public key -> User-Id
+        self.users: frozenset[str] = frozenset()  # the User-Ids allowed now
+        self._reloading = threading.Lock()  # (the ZAP thread and the node's loop both reload)
         self.signature: tuple = ()
         self.next_check = 0.0
         self.denied = 0
@@ -266,8 +268,20 @@ class Authenticator:
     def _files(self) -> list[str]:
         return sorted(glob.glob(os.path.join(self.keys.clients_dir, "*.key")))
 
+    def role_of(self, user_id: object) -> str | None:
+        """The role of a request frame's ZAP User-Id, None if its key is not allowed now: a
+        key removed (or turned from admin to client) stops being served on the connections it
+        opened too, not only for new ones (a security review: a revoked key's open connection
+        still wrote at once and read 20 s later)."""
+        uid = str(user_id)
+        return role_of(uid) if uid in self.users else None
+
     def reload(self, force: bool = False) -> bool:
         """Re-read the allow-list if any key file changed; True when it did."""
+        with self._reloading:
+            return self._reload(force)
+
+    def _reload(self, force: bool) -> bool:
         files = self._files()
         sig = []
         for f in [os.path.join(self.keys.dir, CLUSTER + ".key"), *files]:
@@ -297,6 +311,7 @@ class Authenticator:
             allowed[public] = f"{role}:{name}"
         changed = bool(self.signature) and allowed != self.allowed
         self.allowed = allowed
+        self.users = frozenset(allowed.values())
         self.signature = sig_t
         if changed:
             log.info("client keys reloaded: %d client key(s)", len(allowed) - 1)

@@ -181,6 +181,8 @@ class Node:
         if now >= self.next_parent_check:
             self.next_parent_check = now + 0.5
             self.conns.report(core.metrics)
+            if self.auth is not None:  # (a key removed is refused on open connections too,
+                self.auth.reload()      # whether or not a handshake makes the ZAP thread look)
             if self.parent_pid and not pid_alive(self.parent_pid):
                 log.warning("the process that started this node (pid %d) is gone: stopping",
                             self.parent_pid)
@@ -192,6 +194,7 @@ class Node:
         later: list = []  # (identity, messages, role) of the clients' frames
         router, core, clock, seen = self.router, self.core, self.clock, self.conns.seen
         secure = self.keys is not None
+        auth = self.auth
         role = None
         for i in range(DRAIN_LIMIT):
             if i & 63 == 63:  # a connection burst: keep the count (and the cap) current
@@ -201,10 +204,12 @@ class Node:
             if got is None:  # drained: nothing unseen is left (reactor.py)
                 break
             frames, count, fd, user_id = got
-            if secure:
-                role = security.role_of(str(user_id))
+            if auth is not None:  # (secure)
+                role = auth.role_of(user_id)
             seen(frames[0], fd)
-            if secure and role is None:  # cannot happen behind ZAP; never serve it
+            if secure and role is None:  # its key was removed since it connected
+                core.refuse_frame(frames[0], "this connection's key is no longer allowed "
+                                  "(removed from the node's keys dir): reconnect with another")
                 continue
             if count != 2:  # a ROUTER frame always starts with the identity
                 core.refuse_frame(frames[0], f"{count - 1} message parts, expected 1")
