@@ -187,6 +187,6 @@ def test_a_namespace_copies_into_another_cluster_siblings_and_binary_included(ma
     got = zkv("load", str(many), "--namespace", "copy", "--node", b.endpoints[0])
     said = [x for x in got.stderr.splitlines() if x.strip()]
     assert got.returncode == 1 and len(said) == 1, got
-    assert "many.jsonl:2 (crowd): 2 of its values refused, the first: InvalidRequest" in said[0]
+    assert "many.jsonl:2 (crowd): 2 of its values refused, the first: TooManySiblings" in said[0]
     assert "raise its limit (zkv config --set max_siblings=N --all)" in said[0]
     assert "2 write(s) of 1 key(s) failed" in got.stdout, got

@@ -72,7 +72,8 @@ def test_create_idempotent_and_conflicting_create_refused():
     r = reg()
     a = r.create("carts", 3, members=3, created=5, creator="n1")
     assert r.create("carts", 3, 2, 2, members=3, created=99, creator="n2") is a
-    with pytest.raises(InvalidRequest, match="already exists with n=3.*namespace alter.*n and conflicts are fixed"):
+    with pytest.raises(InvalidRequest,
+                       match="already exists with n=3.*namespace alter.*n and conflicts are fixed"):
         r.create("carts", 2, members=3, created=6, creator="n1")
     with pytest.raises(InvalidRequest, match="already exists"):
         r.create("default", 1, members=3, created=6, creator="n1")

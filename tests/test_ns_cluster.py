@@ -209,7 +209,7 @@ def test_bad_settings_and_unknown_namespace_are_refused(cluster5):
                 call()
         c.namespace_create("fixed", n=2)
         assert c.namespace_create("fixed", n=2)["n"] == 2  # idempotent
-        with pytest.raises(zkv.InvalidRequest, match="cannot be changed"):
+        with pytest.raises(zkv.InvalidRequest, match="n and conflicts are fixed"):
             c.namespace_create("fixed", n=3)
         with pytest.raises(zkv.InvalidRequest, match="0x00"):
             c.put(b"\x00raw", b"v")  # the default namespace's reserved prefix

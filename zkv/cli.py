@@ -435,11 +435,11 @@ def _main(argv: list[str] | None = None) -> int:
                     "the number of members)")
     nc.add_argument("--r", type=quorum_arg, help="default read quorum (default: a majority of N)")
     nc.add_argument("--w", type=quorum_arg, help="default write quorum (default: a majority of N)")
-    nc.add_argument("--pr", type=quorum_arg, default=0, help="default primary read quorum: answers "
-                    "that must come from the key's owners, not stand-ins (default 0: none; "
+    nc.add_argument("--pr", type=quorum_arg, default=0, help="default primary read quorum: "
+                    "answers that must come from the key's owners, not stand-ins (default 0: none; "
                     "README, \"Strict quorums\")")
-    nc.add_argument("--pw", type=quorum_arg, default=0, help="default primary write quorum (default "
-                    "0: none)")
+    nc.add_argument("--pw", type=quorum_arg, default=0, help="default primary write quorum "
+                    "(default 0: none)")
     nc.add_argument("--conflicts", choices=["siblings", "lww"], default="siblings",
                     help="siblings: keep concurrent writes for the client to merge (default); "
                     "lww: the last write by hybrid logical clock wins, the others are lost")

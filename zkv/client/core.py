@@ -1295,8 +1295,9 @@ class ClientCore:
         assert last is not None
         raise last
 
-    def namespace_alter(self, name: str, r: int | str | None = None, w: int | str | None = None,
-                        ttl: int | None = None, pr: int | str | None = None, pw: int | str | None = None
+    def namespace_alter(self, name: str, r: int | str | None = None,
+                        w: int | str | None = None, ttl: int | None = None,
+                        pr: int | str | None = None, pw: int | str | None = None
                         ) -> Plan[dict]:
         """Change a namespace's default r, w, pr and pw and its ttl (None: as it is; ttl 0: no
         expiry; pr/pw 0: none) on every node (admin); returns its new settings. N and

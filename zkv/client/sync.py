@@ -153,9 +153,9 @@ class Client(Facade):
         `pr`/`pw`: its default primary quorums (0: none; README, "Strict quorums")."""
         return self._run(self.core.namespace_create(name, n, r, w, conflicts, ttl, pr, pw))
 
-    def namespace_alter(self, name: str, r: int | str | None = None, w: int | str | None = None,
-                        ttl: int | None = None, pr: int | str | None = None,
-                        pw: int | str | None = None) -> dict:
+    def namespace_alter(self, name: str, r: int | str | None = None,
+                        w: int | str | None = None, ttl: int | None = None,
+                        pr: int | str | None = None, pw: int | str | None = None) -> dict:
         """Change a namespace's default r, w, pr, pw and ttl (None: as it is) on every node
         (admin); returns its new settings (ClientCore.namespace_alter)."""
         return self._run(self.core.namespace_alter(name, r, w, ttl, pr, pw))
