@@ -926,3 +926,54 @@ def test_a_node_restarted_before_a_join_settled_still_uses_the_previous_owners(t
                        for i in range(50))
     finally:
         c.stop()
+
+
+@pytest.mark.cluster
+def test_a_frozen_node_replaced_under_its_id_stops_when_it_resumes(make_cluster, tmp_path):
+    """node4 is frozen (SIGSTOP), and, as the runbook's replacement of a dead machine says, a
+    new node4 starts at another address on an empty data dir. The old process, resumed, ran
+    on beside it for good, serving what it held (an operator's run; a later restart on its
+    data dir brought 778 deleted keys back). It now hears its id beating on at the other
+    address and stops with exit 1, saying why; the replacement stays."""
+    import subprocess
+
+    from conftest import FAST
+
+    from zkv.local import NODE_COMMAND, free_ports
+
+    c = make_cluster(4)
+    with zkv.Client(c.endpoints, timeout=5.0) as cl:
+        cl.put_many([(b"z:%d" % i, b"v") for i in range(50)], w=2)
+    old = c.node("node4")
+    c.pause("node4")
+    port, gport = free_ports(2)
+    log_path = tmp_path / "new-node4.log"
+    with open(log_path, "wb") as log:
+        new = subprocess.Popen(
+            [*NODE_COMMAND, "--id", "node4", "--listen", f"tcp://127.0.0.1:{port}", "--gossip",
+             f"tcp://127.0.0.1:{gport}", "--data-dir", str(tmp_path / "new-node4"), "--rack",
+             old.rack, "--seed", c.endpoints[0], *FAST], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the members take the replacement's record (the old one is down)
+            ring = zkv.Client(c.endpoints[:1], timeout=3.0)
+            try:
+                eps = {m.id: m.listen for m in ring.ring_info().members}
+            finally:
+                ring.close()
+            if eps.get("node4") == f"tcp://127.0.0.1:{port}":
+                break
+            assert time.monotonic() < deadline, eps
+            time.sleep(0.5)
+        c.resume("node4")
+        assert old.process.wait(30) == 1
+        said = c.tail(old)
+        assert "another process runs as node4 at tcp://127.0.0.1:" in said, said
+        assert new.poll() is None  # the replacement runs on
+        with zkv.Client(c.endpoints[:3], timeout=5.0) as cl:
+            assert all(r.values == [b"v"] for r in cl.get_many([b"z:%d" % i for i in range(50)],
+                                                                 r=2))
+    finally:
+        new.terminate()
+        new.wait(15)

@@ -167,6 +167,39 @@ def test_restart_with_higher_incarnation_wins_and_ring_is_order_independent():
     assert a.get("b").incarnation == 2 and a.get("b").heartbeat == 0
 
 
+def test_a_later_life_of_this_id_elsewhere_that_beats_on_means_this_one_was_replaced():
+    """A node frozen, replaced under its id at another address, then resumed ran on beside
+    its replacement (an operator's run). A record of its id with a later incarnation at
+    another address is waited on for down_after: beats past the highest seen by then mark a
+    live process (usurped_by: the core stops); a record that stays still is a memory of a
+    life started elsewhere, jumped past as before."""
+    clock = Clock()
+    settings = {"q": 16, "n": 2, "r": 1, "w": 1}
+    me = Member("a", "tcp://127.0.0.1:7001", "tcp://127.0.0.1:8001", "r", 5, 10)
+    m = Membership(me, settings, clock, down_after=2.0)
+    other = Member("a", "tcp://127.0.0.1:9001", "tcp://127.0.0.1:9101", "r", 9, 100)
+    m.merge([other])
+    assert m.me.incarnation == 5 and m.usurped_by is None  # waited on, not jumped past
+    clock.t += 1.0
+    m.merge([Member(other.id, other.listen, other.gossip, other.rack, 9, 104)])  # (relays)
+    clock.t += 1.5
+    assert m.usurped_by is None
+    m.merge([Member(other.id, other.listen, other.gossip, other.rack, 9, 110)])  # beats on
+    assert m.usurped_by is not None and m.usurped_by.listen == "tcp://127.0.0.1:9001"
+    # a memory: the same record, never beating past what was seen within down_after
+    m = Membership(Member("a", "tcp://127.0.0.1:7001", "tcp://127.0.0.1:8001", "r", 5, 10),
+                   settings, clock, down_after=2.0)
+    m.merge([other])
+    clock.t += 2.5
+    m.merge([other])
+    assert m.usurped_by is None and m.me.incarnation == 10  # jumped past, as before
+    # a later life at this node's own address: jumped past at once, as before
+    m = Membership(Member("a", "tcp://127.0.0.1:7001", "tcp://127.0.0.1:8001", "r", 5, 10),
+                   settings, clock, down_after=2.0)
+    m.merge([Member("a", "tcp://127.0.0.1:7001", "tcp://127.0.0.1:8001", "r", 9, 3)])
+    assert m.me.incarnation == 10
+
+
 # ---- coordinator ops on a fake context -------------------------------------------------------------
 class FakeCtx:
     def __init__(self, tmp_path, me="a") -> None:

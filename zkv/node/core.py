@@ -825,6 +825,15 @@ class NodeCore:
         if self.joining:
             self._join_tick(now)
             return
+        if self.membership.usurped_by is not None and self.join_error is None:
+            other = self.membership.usurped_by
+            self.join_error = (
+                f"another process runs as {self.me} at {wire.clip(other.listen, 80)}, started "
+                "later: this node was replaced while it was stopped or frozen, and stops now. "
+                "Its data dir holds what it had then: do not start it on that dir again "
+                "(deletes made since would come back); empty it first")
+            log.error("%s", self.join_error)  # (the transport stops with it: exit 1)
+            return
         if now >= self.next_gossip:
             self._gossip(now)
             if self.seeds and now >= self.next_join:

@@ -167,6 +167,11 @@ class Membership:
         self._unreachable: frozenset[str] | None = None
         self._unreachable_at = 0.0
         self._convicted: frozenset[str] = frozenset()  # the down ones among them
+        # a later life of this id at another address: (its incarnation, listen, gossip, when
+        # first seen, the highest heartbeat seen by then + down_after); `usurped_by` once it
+        # beats on past that (a live process: this one was replaced while frozen)
+        self._other_life: tuple[int, str, str | None, float, int] | None = None
+        self.usurped_by: Member | None = None
 
     # ---- local state --------------------------------------------------------------------
     def beat(self) -> Member:
@@ -197,6 +202,29 @@ class Membership:
                         clip(getattr(m, "id", m), 64), clip(via, 64) if via else "local", why,
                         self.refused)
 
+    def _later_life(self, m: Member, now: float) -> bool:
+        """A record of this node's id with a later incarnation at another address: a memory
+        of a life started elsewhere (a restart at a new address whose clock was behind), or
+        another process running as this id (replaced while it was frozen: an operator's run
+        had both serve on for good). Waited on (True) for `down_after`: the highest beat
+        relayed by then is the last a dead life made, and a beat past it marks a live one
+        (`usurped_by`). A memory is jumped past after that, as before (False)."""
+        if (m.listen, m.gossip) == (self.me.listen, self.me.gossip):
+            return False
+        seen = self._other_life
+        key = (m.incarnation, m.listen, m.gossip)
+        if seen is None or seen[:3] != key:
+            self._other_life = (*key, now, m.heartbeat)
+            return True
+        if now - seen[3] <= self.down_after:
+            if m.heartbeat > seen[4]:
+                self._other_life = (*key, seen[3], m.heartbeat)
+            return True
+        if m.heartbeat > seen[4]:
+            self.usurped_by = m
+            return True
+        return False
+
     def merge(self, members: list[Member], via: str | None = TRUSTED) -> list[Member]:
         """Fold a table in (see the module docstring for who may say what); returns members
         that are new or whose endpoints, rack or leaving changed (to (re)connect)."""
@@ -220,7 +248,7 @@ class Membership:
                 self._refuse(via, m, why)
                 continue
             if m.id == self.me.id:
-                if m.incarnation > self.me.incarnation:
+                if m.incarnation > self.me.incarnation and not self._later_life(m, now):
                     # someone remembers a later life of ours: jump past it (bounded above)
                     self.me.incarnation = m.incarnation + 1
                 continue
