@@ -176,8 +176,8 @@ MAX_INFLIGHT = {CLIENT: 256, ADMIN: 256, PEER: 4096}  # client ops in flight per
 # held a node's loop 7-10 s, and 4,096 Keys with values drove one to 9.7 GB)
 HEAVY = frozenset({Status, Keys, RingInfo, NsList, Repair, Snapshot, Config})
 HEAVY_PER_TURN = 8
-MALFORMED_LOGS_PER_MINUTE = 20  # "dropped malformed frame" lines, all sources together
 HEAVY_PER_TURN_TOTAL = 64
+MALFORMED_LOGS_PER_MINUTE = 20  # "dropped malformed frame" lines, all sources together
 # seconds past both the last call into the core and the deadline it asked to be called by
 # (`next_deadline`): its process stood still meanwhile (SIGSTOP, a VM frozen, a machine
 # starved of CPU). What it takes in the STALL_AFTER seconds after may have waited that long
