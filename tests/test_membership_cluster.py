@@ -467,9 +467,58 @@ def test_cli_local_up_again_starts_the_members_the_cluster_has(tmp_path):
     finally:
         again.send_signal(signal.SIGINT)
         out = again.communicate(timeout=60)[0]
-    assert ("holds a cluster of 3 nodes from an earlier run (added by `zkv local add`; node2 "
+    assert ("holds a cluster of 3 node(s) from an earlier run (added by `zkv local add`; node2 "
             "left it): starting node1, node3, node4") in out, out
     assert "3 node(s) up" in out and "all nodes stopped" in out
+
+
+def test_cli_local_up_again_after_a_run_stopped_before_its_nodes_joined(tmp_path):
+    """A first `zkv local up` stopped within its first second leaves node1 with a one-node
+    cluster and node2, node3 with data dirs but no cluster state (they never joined). Every
+    later run started node1 alone, and each write at W=2 failed (a newcomer's run). A node
+    whose data dir holds no cluster state is started again and joins."""
+    import json
+    import subprocess
+    import sys
+
+    from ops_helpers import free_base_port, sigint_default, wait_for
+
+    d, base = tmp_path / "local", free_base_port()
+
+    def up(nodes: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "zkv.cli", "local", "up", "--dir", str(d),
+                                 "--base-port", str(base), "--no-demo", "--nodes", str(nodes)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=sigint_default)
+
+    def members() -> dict:
+        said = subprocess.run([sys.executable, "-m", "zkv.cli", "status", "--json", "--node",
+                               f"tcp://127.0.0.1:{base}"], capture_output=True, text=True,
+                              timeout=30)
+        return {m["id"]: m["state"] for m in json.loads(said.stdout)["members"]}
+
+    first = up(1)  # (node1 alone, as the interrupted run left it)
+    try:
+        wait_for(lambda: (d / "local.json").exists(), 180, "the first local up")
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    for k in (2, 3):
+        (d / f"node{k}" / "data").mkdir(parents=True)
+    (d / "local.json").unlink()
+    again = up(3)
+    try:
+        wait_for(lambda: (d / "local.json").exists(), 180, "the second local up")
+        wait_for(lambda: members() == dict.fromkeys(["node1", "node2", "node3"], "up"),
+                 60, "every node up")
+        put = subprocess.run([sys.executable, "-m", "zkv.cli", "put", "k", "v", "--w", "2",
+                              "--node", f"tcp://127.0.0.1:{base}"], capture_output=True,
+                             text=True, timeout=30)
+        assert put.returncode == 0, put.stderr
+    finally:
+        again.send_signal(signal.SIGINT)
+        out = again.communicate(timeout=60)[0]
+    assert "3 node(s) up" in out and "holds a cluster of" not in out, out
 
 
 def test_cli_local_restart_brings_a_killed_node_back_and_local_up_stops_it(tmp_path):

@@ -1346,10 +1346,12 @@ def local_up(args) -> int:
     # add` added, or left out stays down for good, its hints piling up on the others), and
     # no node that left it (`zkv local remove`: started again, it stays out and exits, and
     # the cluster never looked whole); a number up to --nodes never used joins as before
-    members = saved_members(args.dir)
+    # (and a node whose data dir holds no cluster state never joined: a run stopped in its
+    # first second left node2 and node3 so, and every later run started node1 alone)
+    members, stated = saved_members(args.dir)
     numbers = {k for m in members if (k := node_number(m)) is not None and k <= 100}
     ids = sorted(numbers | {k for k in range(1, args.nodes + 1) if not members
-                            or not os.path.exists(os.path.join(args.dir, f"node{k}"))})
+                            or f"node{k}" not in stated})
     if not ids:
         print(f"zkv: {args.dir} holds a cluster of {', '.join(sorted(members))}, none of them a "
               "node this command starts (node1, node2, ...): use another --dir",
@@ -1360,9 +1362,9 @@ def local_up(args) -> int:
         gone = [f"node{k}" for k in range(1, max(ids) + 1) if k not in ids]
         if gone:
             why += ("; " if why else "") + f"{', '.join(gone)} left it"
-        print(f"zkv: {args.dir} holds a cluster of {len(numbers)} nodes from an earlier run "
-              f"({why}): starting " + (f"all {len(ids)}" if not gone else ", ".join(
-                  f"node{k}" for k in ids)))
+        print(f"zkv: {args.dir} holds a cluster of {len(numbers)} node(s) from an earlier run"
+              + (f" ({why})" if why else "") + ": starting " + (
+                  f"all {len(ids)}" if not gone else ", ".join(f"node{k}" for k in ids)))
     rest = sorted(m for m in members if node_number(m) not in ids)
     if rest:
         print(f"zkv: {', '.join(rest)} also belong(s) to the cluster under {args.dir} and "

@@ -138,18 +138,20 @@ def node_number(node_id: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def saved_members(directory: str) -> set[str]:
+def saved_members(directory: str) -> tuple[set[str], set[str]]:
     """The members of the cluster whose nodes keep their data under `directory` (a `zkv local
     up` run before), by the newest cluster state any node's cluster.json holds: ids of every
-    status but left; empty when there is none."""
+    status but left; empty when there is none. And the data dirs (names) that hold a cluster
+    state at all: one that holds none never joined (a run stopped in its first second)."""
     from zkv.node import ownership as own
     from zkv.node.membership import load_cluster
 
     best = None
+    stated: set[str] = set()
     try:
         names = sorted(os.listdir(directory))
     except OSError:
-        return set()
+        return set(), stated
     for name in names:
         path = os.path.join(directory, name, "cluster.json")
         if not os.path.isfile(path):
@@ -158,9 +160,10 @@ def saved_members(directory: str) -> set[str]:
             st = own.decode(bytes.fromhex(load_cluster(path).get("cluster") or ""))
         except (ValueError, TypeError):
             continue
+        stated.add(name)
         if best is None or st.rank() > best.rank():
             best = st
-    return set(best.members) if best is not None else set()
+    return (set(best.members) if best is not None else set()), stated
 
 
 @dataclass
