@@ -283,6 +283,37 @@ def test_unavailable_says_whether_a_node_took_the_tcp_connection(driver):
         frozen.close()
 
 
+def test_a_gossip_port_given_for_a_listen_endpoint_is_named_as_such():
+    """A seed or --node given a node's --gossip port read "no TCP connection: down, or not
+    listening there" (an operator's run): its PUB socket accepts the TCP connection and
+    closes it at the handshake. The reason says so now."""
+    from zkv.security import HandshakeWatch
+
+    ctx = zmq.Context()
+    try:
+        pub = ctx.socket(zmq.PUB)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        d = ctx.socket(zmq.DEALER)
+        watch = HandshakeWatch(d, f"tcp://127.0.0.1:{port}")
+        d.connect(f"tcp://127.0.0.1:{port}")
+        deadline = time.monotonic() + 5
+        while True:
+            watch.failure()
+            if watch.was_connected and not watch.connected:
+                break
+            assert time.monotonic() < deadline, "no connection made and closed"
+            time.sleep(0.05)
+        assert watch.failure() is None
+        assert watch.unconnected_why() == ("it accepted the TCP connection and closed it before "
+                                           "a ZeroMQ handshake: not a zkv --listen endpoint (a "
+                                           "--gossip port?)")
+        watch.close()
+        d.close(0)
+        pub.close(0)
+    finally:
+        ctx.destroy(0)
+
+
 def test_an_endpoint_naming_its_host_says_the_name_may_not_resolve():
     """libzmq reports a host name that does not resolve as it does a refused connection, so
     for an endpoint with a name (not an address) the reason says so too. (No connection is

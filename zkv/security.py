@@ -396,6 +396,8 @@ class HandshakeWatch:
         self.failed: str | None = None
         self.ok = False
         self.connected = False  # the TCP connection is up (its handshake may not be done)
+        self.was_connected = False  # ... was, at some point (and its handshake never done)
+        self.keyed = sock.getsockopt(zmq.MECHANISM) == zmq.CURVE  # (keys set before this)
 
     def failure(self) -> str | None:
         from zmq.utils.monitor import parse_monitor_message
@@ -410,13 +412,18 @@ class HandshakeWatch:
             if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.ok, self.failed = True, None
             elif ev["event"] == zmq.EVENT_CONNECTED:
-                self.connected = True
+                self.connected = self.was_connected = True
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
                 self.connected = self.ok = False
             elif ev["event"] in _FAILED:
                 detail = _FAILED[ev["event"]]
                 if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                     detail += f" (ZAP status {int(ev['value'])})"
+                elif not self.keyed:  # (no CurveZMQ on this side: an operator's run read
+                    # "CurveZMQ handshake failed" for a seed given a node's metrics port)
+                    detail = ("ZeroMQ handshake failed: a node that requires keys (this side "
+                              "has none), or not a zkv --listen endpoint (a --gossip or "
+                              "metrics port?)")
                 self.failed = detail
         return self.failed
 
@@ -429,6 +436,10 @@ class HandshakeWatch:
         if self.connected and not self.ok:
             return ("it accepted the TCP connection but did not complete the ZeroMQ handshake: "
                     "paused (SIGSTOP), overloaded, or not a zkv node")
+        if self.was_connected and not self.ok:  # (a --gossip port: its PUB socket closes a
+            # DEALER's connection at the handshake; it read "no TCP connection")
+            return ("it accepted the TCP connection and closed it before a ZeroMQ handshake: "
+                    "not a zkv --listen endpoint (a --gossip port?)")
         if _named_host(self.endpoint):  # (a name that does not resolve looks the same)
             return ("no TCP connection: down, not listening there, or its host name does not "
                     "resolve")
