@@ -168,8 +168,8 @@ class Membership:
         self._unreachable_at = 0.0
         self._convicted: frozenset[str] = frozenset()  # the down ones among them
         # a later life of this id at another address: (its incarnation, listen, gossip, when
-        # first seen, the highest heartbeat seen by then + down_after); `usurped_by` once it
-        # beats on past that (a live process: this one was replaced while frozen)
+        # first seen, the highest heartbeat seen within down_after of that); `usurped_by` once
+        # it beats on past that (a live process: this one was replaced while frozen)
         self._other_life: tuple[int, str, str | None, float, int] | None = None
         self.usurped_by: Member | None = None
 

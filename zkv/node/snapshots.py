@@ -8,11 +8,13 @@ replaced the segments it links: remove it (`rm -r`) once it is copied. Layout:
 
     DATA_DIR/snapshots/NAME/data/       the data store's segments (and their hints files)
     DATA_DIR/snapshots/NAME/handoff/    the handoff store's (hints kept for absent owners)
+    DATA_DIR/snapshots/NAME/{data,handoff}/SNAPSHOT   when it was taken (MARK, below)
     DATA_DIR/snapshots/NAME/snapshot.json   this module's manifest (below)
 
 Restoring one is the operator's (README, "Backups"): with the node stopped, its data/ and
 handoff/ replaced by the snapshot's; on start it rejoins and hint delivery and anti-entropy
-bring it the writes taken since. The node's membership files are not part of it: the
+bring it the writes taken since. A snapshot older than the replicas' reap memory is refused
+at start (`check_restored`): the deletes made since it was taken would come back. The node's membership files are not part of it: the
 cluster's current ones are newer than any snapshot.
 """
 
