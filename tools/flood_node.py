@@ -32,18 +32,12 @@ import sys
 import tempfile
 import time
 
-# the checkout's own zkv only where its compiled core is built in place (`pip install -e`);
-# after `pip install .` the installed one (the checkout's sources have no compiled core)
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if any(f.endswith((".so", ".pyd")) for f in os.listdir(os.path.join(_ROOT, "zkv", "_core"))):
-    sys.path.insert(0, _ROOT)
+import _checkout  # noqa: F401  (which zkv: tools/_checkout.py)
+from fuzz_node import rss_kb  # (the node's RSS from /proc, one reader for both tools)
 
-from zkv import wire  # noqa: E402
-from zkv.client import Client  # noqa: E402
-from zkv.local import LocalCluster  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fuzz_node import rss_kb  # noqa: E402  (the node's RSS from /proc, one reader for both tools)
+from zkv import wire
+from zkv.client import Client
+from zkv.local import LocalCluster
 
 FD_MARGIN = 64  # fds a node holds besides its client connections (files, links, zmq internals)
 ABSORB = 1.0  # seconds after the flood is open by which the node has refused its burst

@@ -28,19 +28,14 @@ import sys
 import tempfile
 import time
 
+import _checkout  # noqa: F401  (which zkv: tools/_checkout.py)
 import msgspec
 import zmq
 
-# the checkout's own zkv only where its compiled core is built in place (`pip install -e`);
-# after `pip install .` the installed one (the checkout's sources have no compiled core)
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if any(f.endswith((".so", ".pyd")) for f in os.listdir(os.path.join(_ROOT, "zkv", "_core"))):
-    sys.path.insert(0, _ROOT)
-
-from zkv import wire  # noqa: E402
-from zkv._core import dvv  # noqa: E402
-from zkv.client import Client  # noqa: E402
-from zkv.local import LocalCluster  # noqa: E402
+from zkv import wire
+from zkv._core import dvv
+from zkv.client import Client
+from zkv.local import LocalCluster
 
 MARKERS = [0x00, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xC0, 0xC2, 0xC3, 0xC4, 0xCC, 0xCF, 0xD0, 0xD3,
            0xDC, 0xDD, 0xDE, 0xDF, 0xE0, 0xFF]

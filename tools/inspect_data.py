@@ -12,13 +12,9 @@ import argparse
 import os
 import sys
 
-# the checkout's own zkv only where its compiled core is built in place (`pip install -e`);
-# after `pip install .` the installed one (the checkout's sources have no compiled core)
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if any(f.endswith((".so", ".pyd")) for f in os.listdir(os.path.join(_ROOT, "zkv", "_core"))):
-    sys.path.insert(0, _ROOT)
+import _checkout  # noqa: F401  (which zkv: tools/_checkout.py)
 
-from zkv._core import record  # noqa: E402
+from zkv._core import record
 
 
 def _flags(f: int) -> str:
