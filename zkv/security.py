@@ -252,7 +252,6 @@ class Authenticator:
         self.keys = keys
         self.allowed: dict[bytes, str] = {}  # z85 public key -> User-Id
         self.users: frozenset[str] = frozenset()  # the User-Ids allowed now
-        self._reloading = threading.Lock()  # (the ZAP thread and the node's loop both reload)
         self.signature: tuple = ()
         self.next_check = 0.0
         self.denied = 0
@@ -277,11 +276,8 @@ class Authenticator:
         return role_of(uid) if uid in self.users else None
 
     def reload(self, force: bool = False) -> bool:
-        """Re-read the allow-list if any key file changed; True when it did."""
-        with self._reloading:
-            return self._reload(force)
-
-    def _reload(self, force: bool) -> bool:
+        """Re-read the allow-list if any key file changed; True when it did (the ZAP
+        thread's, once it runs)."""
         files = self._files()
         sig = []
         for f in [os.path.join(self.keys.dir, CLUSTER + ".key"), *files]:
@@ -321,6 +317,7 @@ class Authenticator:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         while not self._stop.is_set():
+            self._reload_due()  # (handshakes or not: a key removed stops its open connections)
             try:
                 if not poller.poll(200):
                     continue
@@ -331,6 +328,14 @@ class Authenticator:
                 self.sock.send_multipart(self._answer(frames))
             except zmq.ZMQError:
                 return
+
+    def _reload_due(self) -> None:
+        """Re-read the key files if RELOAD_CHECK has passed since they were last read (this
+        thread's: the node's loop only reads `users`)."""
+        now = time.monotonic()
+        if now >= self.next_check:
+            self.next_check = now + RELOAD_CHECK
+            self.reload()
 
     def _answer(self, frames: list[bytes]) -> list[bytes]:
         if len(frames) < 6:
@@ -352,10 +357,7 @@ class Authenticator:
             return no(b"400", "unknown ZAP domain")
         if mechanism != b"CURVE" or len(creds) != 1 or len(creds[0]) != 32:
             return no(b"400", "plain text refused: this node requires CurveZMQ keys")
-        now = time.monotonic()
-        if now >= self.next_check:
-            self.next_check = now + RELOAD_CHECK
-            self.reload()
+        self._reload_due()
         user = self.allowed.get(zmq.utils.z85.encode(creds[0]))
         if user is None and self.reload():  # a key added this instant (a stat per refusal,
             user = self.allowed.get(zmq.utils.z85.encode(creds[0]))  # cheap next to CURVE)

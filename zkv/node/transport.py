@@ -181,8 +181,6 @@ class Node:
         if now >= self.next_parent_check:
             self.next_parent_check = now + 0.5
             self.conns.report(core.metrics)
-            if self.auth is not None:  # (a key removed is refused on open connections too,
-                self.auth.reload()      # whether or not a handshake makes the ZAP thread look)
             if self.parent_pid and not pid_alive(self.parent_pid):
                 log.warning("the process that started this node (pid %d) is gone: stopping",
                             self.parent_pid)
