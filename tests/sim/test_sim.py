@@ -2000,14 +2000,21 @@ def test_a_lost_change_is_asked_of_the_claimant_when_its_maker_no_longer_is_one(
     assert not sim.nodes["n2"].core.intents and not sim.nodes["n1"].core.intents
 
 
-def _auto_commit_off(sim: Sim):
+def _auto_commit_off(seed: int, side: list[str] | None = None):
+    """Five nodes with auto-commit off (the operator commits), `side` cut off from the other
+    nodes for 4 s if given: the simulation and the operator's admin connection."""
     from sim.scenario import _Admin
 
+    sim = Sim(seed, 5)
+    sim.run_until(2.0)
     admin = _Admin(sim)
     admin.send("n1", wire.Cluster(1, "auto_commit", "false"))
     sim.run_until(sim.t + 3.0)
     assert all(not sn.core.membership.cluster.auto_commit for sn in sim.nodes.values())
-    return admin
+    if side:
+        sim.partition(side, [x for x in sim.node_ids if x not in side])
+        sim.run_until(sim.t + 4.0)
+    return sim, admin
 
 
 @pytest.mark.parametrize("watched", [True, False])
@@ -2020,11 +2027,7 @@ def test_a_commit_lost_to_the_other_side_of_a_partition_is_made_again(watched, m
     meanwhile would stay staged for the operator). `watched=False`: n2 never leaves."""
     if not watched:
         monkeypatch.setattr("zkv.node.core.NodeCore._intents_tick", lambda *a: None)
-    sim = Sim(1, 5)
-    sim.run_until(2.0)
-    admin = _auto_commit_off(sim)
-    sim.partition(["n1", "n2"], ["n3", "n4", "n5"])
-    sim.run_until(sim.t + 4.0)
+    sim, admin = _auto_commit_off(1, ["n1", "n2"])
     admin.send("n1", wire.Cluster(2, "leave", "n2"))
     assert sim.nodes["n1"].core.membership.cluster.staged == [("leave", "n2", "")]
     admin.send("n1", wire.Cluster(3, "commit"))
@@ -2057,11 +2060,7 @@ def test_a_lost_commit_is_committed_alone_by_the_claimant_its_maker_asks(caplog)
     healed: n2 committed `leave n3` on its side while n1's side completed n6's join, which
     wins. n2 asks n1 to stage the leave again, then to commit it (`commit n3`: that change
     alone, not whatever else an operator staged at n1), and n3 leaves."""
-    sim = Sim(2, 5)
-    sim.run_until(2.0)
-    admin = _auto_commit_off(sim)
-    sim.partition(["n2", "n3"], ["n1", "n4", "n5"])
-    sim.run_until(sim.t + 4.0)
+    sim, admin = _auto_commit_off(2, ["n2", "n3"])
     admin.send("n2", wire.Cluster(2, "leave", "n3"))
     admin.send("n2", wire.Cluster(3, "commit"))
     sim.partition(["n2", "n3"], ["n6", "n7"])
@@ -2087,16 +2086,13 @@ def test_a_lost_commit_is_committed_alone_by_the_claimant_its_maker_asks(caplog)
 
 def test_a_lost_staged_change_is_staged_again_at_the_claimant_and_left_to_its_commit(caplog):
     """Auto-commit off: n2, claimant of its side, stages `leave n3` (not committed) while the
-    other side makes an epoch of its own (auto-commit set again). Once healed, n2 asks n1 (now the claimant) to stage the
-    leave again, and then leaves it to n1's plan: staged changes are not gossiped, so n2
-    cannot see it there and asked again every round, each refused ("already has a staged
-    change": the operator had staged it again too; seed 1054 of `--change replace --manual`).
+    other side makes an epoch of its own (auto-commit set again). Once healed, n2 asks n1 (now
+    the claimant) to stage the leave again, and then leaves it to n1's plan: staged changes
+    are not gossiped, so n2 cannot see it there and asked again every round, each refused
+    ("already has a staged change": the operator had staged it again too; seed 1054 of
+    `--change replace --manual`).
     The operator's commit through any member applies it."""
-    sim = Sim(2, 5)
-    sim.run_until(2.0)
-    admin = _auto_commit_off(sim)
-    sim.partition(["n2", "n3"], ["n1", "n4", "n5"])
-    sim.run_until(sim.t + 4.0)
+    sim, admin = _auto_commit_off(2, ["n2", "n3"])
     admin.send("n2", wire.Cluster(2, "leave", "n3"))
     admin.send("n1", wire.Cluster(3, "auto_commit", "false"))
     sim.run_until(sim.t + 4.0)
@@ -2120,9 +2116,7 @@ def test_the_plan_of_any_member_shows_the_claimants_staged_changes():
     `zkv cluster plan` through another member is answered by the claimant, so it shows
     the leave staged there (it showed nothing staged, and what would move without it). A
     peer's own relay is answered where it lands."""
-    sim = Sim(1, 5)
-    sim.run_until(2.0)
-    admin = _auto_commit_off(sim)
+    sim, admin = _auto_commit_off(1)
     admin.send("n3", wire.Cluster(2, "leave", "n2"))
     sim.run_until(sim.t + 1.0)
     admin.answers.clear()
