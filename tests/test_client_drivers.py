@@ -720,7 +720,11 @@ def test_thousands_of_requests_gathered_on_one_async_client_all_succeed(cluster3
                                           for i in range(3000)), return_exceptions=True)
             gets = await asyncio.gather(*(c.get(b"gather:%d" % i, r=2) for i in range(3000)),
                                         return_exceptions=True)
-            assert not c._windows or max(w.n for w in c._windows.values()) == 0
+            deadline = time.monotonic() + 15  # (a hedged try's slot is held to its end)
+            while c._windows and max(w.n for w in c._windows.values()) and (
+                    time.monotonic() < deadline):
+                await asyncio.sleep(0.1)
+            assert not c._windows or max(w.n for w in c._windows.values()) == 0  # none leaked
             return puts + gets
 
     assert CONN_WINDOW < 256

@@ -995,6 +995,13 @@ def test_a_frozen_node_replaced_under_its_id_stops_when_it_resumes(make_cluster,
         cl.put_many([(b"z:%d" % i, b"v") for i in range(50)], w=2)
     old = c.node("node4")
     c.pause("node4")
+    deadline = time.monotonic() + 60
+    while True:  # the runbook's first step: down in the members' view (else its join is refused)
+        with zkv.Client(c.endpoints[:1], timeout=3.0) as cl:
+            if "node4" in cl.ring_info().down:
+                break
+        assert time.monotonic() < deadline, "node4 never seen down"
+        time.sleep(0.3)
     port, gport = free_ports(2)
     log_path = tmp_path / "new-node4.log"
     with open(log_path, "wb") as log:
@@ -1006,11 +1013,8 @@ def test_a_frozen_node_replaced_under_its_id_stops_when_it_resumes(make_cluster,
     try:
         deadline = time.monotonic() + 60
         while True:  # the members take the replacement's record (the old one is down)
-            ring = zkv.Client(c.endpoints[:1], timeout=3.0)
-            try:
-                eps = {m.id: m.listen for m in ring.ring_info().members}
-            finally:
-                ring.close()
+            with zkv.Client(c.endpoints[:1], timeout=3.0) as cl:
+                eps = {m.id: m.listen for m in cl.ring_info().members}
             if eps.get("node4") == f"tcp://127.0.0.1:{port}":
                 break
             assert time.monotonic() < deadline, eps
