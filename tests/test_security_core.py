@@ -780,8 +780,11 @@ def test_a_write_sent_after_a_stall_is_stamped_after_the_copies_held(node):
 
 # ---- dropped and truncated namespaces ----------------------------------------------------------
 def _upgrade_peers(node, *ids: int) -> None:
+    """Members `ids` now run this version. A later heartbeat than their earlier gossip (hb=2):
+    the incarnation is the wall clock's ms, the same as that gossip's on a fast machine, and
+    the same (incarnation, heartbeat) is not news."""
     for i in ids:
-        node.gossip(i, [_member(i, hb=2, features=wire.FEATURES)])
+        node.gossip(i, [_member(i, hb=3, features=wire.FEATURES)])
 
 
 def test_a_drop_or_truncate_is_refused_while_a_member_lacks_it_and_from_a_client(node):
