@@ -34,6 +34,8 @@ import tempfile
 import threading
 import time
 
+import _checkout  # noqa: F401  (which zkv: tools/_checkout.py)
+
 from zkv import security
 from zkv.client import Client
 from zkv.errors import ZkvError
