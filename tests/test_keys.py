@@ -311,6 +311,48 @@ def test_a_page_an_owner_did_not_answer_is_asked_again():
     assert len(to_n1) == 1 + LIST_RETRIES
 
 
+def test_owners_holding_another_version_of_the_namespace_make_a_listing_learn_it_again():
+    """A client that cached an lww namespace since dropped and made again keeping siblings
+    lists its items: the owners hold another version than the one its Keys name
+    (Keys.ns_ver) and list nothing; the client learns the registry again and asks the page
+    again, reading the copies with the new version's settings (not a sibling's first eight
+    bytes taken for an lww stamp)."""
+    old = nss.Namespace(name="cart", n=3, r=2, w=2, conflicts="lww", created=1, creator="n0")
+    reg = nss.Registry.for_cluster(3, 2, 2)
+    reg.merge([old])
+    reg.drop("cart", dropped=5)
+    new = reg.create("cart", n=3, members=4, created=9, creator="n1")
+    ring = Ring([(m.id, m.rack) for m in LISTERS], q=16, n=3)
+    copy = _Copy()
+    both = dvv.sync_encoded(dvv.update_encoded(None, b"", b"[book]", "n1"),
+                            dvv.update_encoded(None, b"", b"[pen]", "n2"))
+    copy.data = {nss.storage_key(new, k): both for k in (b"a", b"b")}
+    asked: list[int] = []
+
+    def node(node_id: str):
+        def answer(msg):
+            if type(msg) is wire.NsList:
+                return wire.NsOk(msg.rid, reg.encode())
+            assert type(msg) is wire.Keys
+            asked.append(msg.ns_ver)
+            if msg.ns_ver != nss.version_tag(new):
+                return wire.KeysOk(msg.rid, [], msg.cursor, False, False, ns_changed=True)
+            return answer_keys(copy, ring, msg, nss.prefix(new), False)
+        return answer
+
+    core, net = _lister(node)
+    core.ns_cache["cart"] = old
+    listing = core.list_items(namespace="cart", r=2)
+    got = []
+    while (plan := listing.next_page()) is not None:
+        got += net.run(plan)
+    assert sorted((k, sorted(v)) for k, v in got) == [(k, [b"[book]", b"[pen]"])
+                                                     for k in (b"a", b"b")]
+    assert core.ns_cache["cart"] == new
+    assert asked[:2] == [nss.version_tag(old)] * 2  # the first page's r tries; then the new
+    assert set(asked[2:]) == {nss.version_tag(new)}
+
+
 def test_a_listing_at_more_owners_than_a_partition_has_is_refused():
     core, net = _lister()
     with pytest.raises(InvalidRequest, match="r=4 is more than N=3, the owners"):

@@ -247,3 +247,22 @@ def test_a_malformed_key_never_poisons_the_verdicts():
     r.create("cart", members=3, created=4, creator="n1")  # the memo follows the registry
     assert r.is_dead(nsm.storage_key(cart, b"k"))
     assert not r.is_dead(nsm.storage_key(r.get("cart"), b"k"))
+
+
+def test_each_version_of_a_namespace_has_its_own_tag():
+    """namespaces.version_tag (what Read.ns_ver and Keys.ns_ver carry): a create, an alter, a
+    truncate and a create after a drop each make a version with another tag; the same
+    version has the same tag wherever it is held (a copy relayed by gossip), and the
+    registry's `tags` holds its live names' only."""
+    r = reg()
+    tags = [nsm.version_tag(r.create("carts", members=3, created=10, creator="n1"))]
+    assert r.tags["carts"] == tags[0] and tags[0] != 0
+    tags.append(nsm.version_tag(r.alter("carts", r=1, changed=20, now_ms=0)))
+    tags.append(nsm.version_tag(r.truncate("carts", created=30, creator="n1")))
+    r.drop("carts", dropped=40)
+    assert "carts" not in r.tags
+    tags.append(nsm.version_tag(r.create("carts", conflicts="lww", members=3, created=50,
+                                         creator="n2")))
+    assert len(set(tags)) == 4 and r.tags["carts"] == tags[-1]
+    relayed = Registry.decode(r.encode())
+    assert relayed.tags == r.tags and relayed.tags.keys() == {"default", "carts"}

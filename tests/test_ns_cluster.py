@@ -671,3 +671,41 @@ def test_drop_and_truncate_on_real_nodes(make_cluster):
         assert sorted(c.keys(namespace="carts")) == [b"k1"]
         gens = {x["name"]: x["gen"] for x in c.namespaces()}
         assert gens["carts"] == 1 and gens["sess"] == 2
+
+
+def test_a_client_that_cached_a_namespace_made_again_reads_the_new_one(cluster5):
+    """A long-lived client cached a namespace that another process then dropped and made
+    again with the other conflict mode (n=5: every node owns every key, so its owner reads
+    still reached owners). It read lww stamps as values, and sibling values as stamps, and
+    its update() then retired siblings it never saw. Now the owners hold another version
+    than the one it sends (Read.ns_ver) and read nothing; it learns the namespaces again and
+    answers as a fresh client does, in get, update and items."""
+    zkv_cli = _cli(cluster5)
+    with zkv.Client(cluster5.endpoints, timeout=3.0) as app, \
+            zkv.Client(cluster5.endpoints, timeout=3.0) as other:
+        for name, first, then in (("remade1", "lww", "siblings"),
+                                  ("remade2", "siblings", "lww")):
+            assert app.namespace_create(name, n=5, conflicts=first)["conflicts"] == first
+            app.put(b"cart", b"old", namespace=name)
+            assert app.get(b"cart", namespace=name).values == [b"old"]  # (cached, read)
+            assert zkv_cli("namespace", "drop", name, "--yes").returncode == 0
+            assert zkv_cli("namespace", "create", name, "--n", "5", "--conflicts", then
+                           ).returncode == 0
+            if then == "siblings":
+                other.put(b"cart", b"[book]", namespace=name)
+                other.put(b"cart", b"[pen]", namespace=name)
+                want = [b"[book]", b"[pen]"]
+            else:
+                other.put(b"cart", b"new", namespace=name)
+                want = [b"new"]
+            assert sorted(other.get(b"cart", namespace=name).values) == want
+            assert sorted(app.get(b"cart", namespace=name).values) == want
+            assert [(k, sorted(v)) for k, v in app.items(namespace=name)] == [(b"cart", want)]
+            seen = []
+
+            def merge(values, seen=seen):
+                seen.append(sorted(values))
+                return b"|".join(sorted(values)) + b"+ink"
+            app.update(b"cart", merge, namespace=name)
+            assert seen == [want]
+            assert other.get(b"cart", namespace=name).values == [b"|".join(want) + b"+ink"]

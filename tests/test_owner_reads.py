@@ -317,6 +317,38 @@ def test_an_owner_answers_its_own_copy_and_a_non_owner_reads_nothing(node):
     assert counts["owner"] >= 2 and counts["not_owner"] == 1
 
 
+def test_a_read_or_listing_of_another_version_of_the_namespace_reads_nothing(node):
+    """Read.ns_ver / Keys.ns_ver name the version the client reads the answer with: a node
+    holding another one (here: the namespace altered since) answers ns_changed and reads
+    nothing; the tag of its own version, or none (0: an older client), is answered."""
+    from test_security_core import ADMIN, OUTSIDER, _member
+
+    from zkv.node import namespaces as nss
+
+    for i in (2, 3, 4, 5):  # (every member serves ttls: a namespace may have one)
+        node.gossip(i, [_member(i, hb=5, features=wire.FEATURES)])
+    node.ask(b"admin", [wire.NsCreate(1, "sess", 3, 0, 0, "lww", 3600)], ADMIN)
+    before = node.core.namespaces.get("sess")
+    tag = nss.version_tag(before)
+    assert node.core.namespaces.tags["sess"] == tag
+    mine = next(k for k in (b"key%d" % i for i in range(1000))
+                if "node1" in node.core.membership.ring().preflist_for_key(
+                    nss.storage_key(before, k)))
+    node.ask(b"admin", [wire.NsAlter(2, "sess", ttl=60)], ADMIN)
+    now = node.core.namespaces.tags["sess"]
+    assert now != tag
+    assert node.ask(OUTSIDER, [wire.Read(3, mine, "sess", tag)]) == [
+        wire.ReadOk(3, b"", False, False, ns_changed=True)]
+    for rid, ver in ((4, now), (5, 0)):
+        (ok,) = node.ask(OUTSIDER, [wire.Read(rid, mine, "sess", ver)])
+        assert type(ok) is wire.ReadOk and ok.owner and not ok.ns_changed
+    p = node.core.membership.ring().partition(nss.storage_key(before, mine))
+    (stale,) = node.ask(OUTSIDER, [wire.Keys(6, p, "sess", ns_ver=tag)])
+    assert stale == wire.KeysOk(6, [], 0, False, False, ns_changed=True)
+    (ok,) = node.ask(OUTSIDER, [wire.Keys(7, p, "sess", ns_ver=now)])
+    assert type(ok) is wire.KeysOk and ok.owner and not ok.ns_changed
+
+
 def test_a_refilling_owner_does_not_vouch_for_its_copy(node):
     from test_security_core import OUTSIDER
 
@@ -370,6 +402,45 @@ def test_an_lww_namespace_read_by_owners_strips_the_stamp_and_keeps_it():
     ring = c.ring_for(3)
     assert ring is not None
     assert [ep for ep, _ in reads] == [EP[x] for x in ring.preflist_for_key(skey)][:2]
+
+
+def test_owners_holding_another_version_of_the_namespace_make_the_client_learn_it_again():
+    """The client cached an lww namespace that was since dropped and made again keeping
+    siblings. Its Reads carry the tag of its version (namespaces.version_tag); the owners hold
+    another, read nothing and say so: the client learns the registry again (NsList), and the
+    get goes to a coordinator, whose answer is the one it returns. The next get reads the
+    owners with the new version's settings."""
+    from zkv.node import namespaces as nss
+
+    c, clock = reader()
+    old = nss.Namespace(name="cart", n=3, r=2, w=2, conflicts="lww", created=1, creator="n0")
+    c.ns_cache["cart"] = old
+    reg = nss.Registry.for_cluster(3, 2, 2)
+    reg.merge([old])
+    reg.drop("cart", dropped=5)
+    new = reg.create("cart", n=3, members=3, created=9, creator="n1")
+    assert new.gen == 1 and not new.lww and nss.version_tag(new) != nss.version_tag(old)
+    held = version(b"[book]", b"[pen]")
+
+    def node(msg):
+        if isinstance(msg, wire.Read):
+            if msg.ns_ver != nss.version_tag(new):
+                return wire.ReadOk(0, b"", False, False, ns_changed=True)
+            return wire.ReadOk(0, held, True)
+        if isinstance(msg, wire.NsList):
+            return wire.NsOk(0, reg.encode())
+        if isinstance(msg, wire.Get):
+            return wire.GetOk(0, [b"[book]", b"[pen]"], b"ctx")
+        raise AssertionError(msg)
+
+    net = Net(clock, default=node)
+    got = net.run(c.get(b"k", namespace="cart"))
+    assert got.values == [b"[book]", b"[pen]"] and got.context == b"ctx"
+    assert c.ns_cache["cart"] == new
+    assert net.kinds()[-2:] == ["NsList", "Get"]
+    net.sent.clear()
+    again = net.run(c.get(b"k", namespace="cart"))
+    assert sorted(again.values) == [b"[book]", b"[pen]"] and net.kinds() == ["Read", "Read"]
 
 
 _SIB = st.tuples(st.sampled_from(["n1", "n2", "n3~a.1"]),

@@ -107,6 +107,12 @@ Fields added so far:
         it entered the cluster (zkv/node/namespaces.py): a forwarded write whose namespace
         was truncated, or dropped and made again, since is refused, not written into the
         next generation. An older node ignores it
+    Read.ns_ver, Keys.ns_ver (uint, 0 = none); ReadOk.ns_changed, KeysOk.ns_changed (bool)
+                                              the version of the namespace the client reads
+        the answer with (namespaces.version_tag); a node holding another one reads nothing
+        and says so, and the client learns the namespaces again (a client that cached a
+        namespace since dropped and made again with another conflict mode took lww stamps
+        for values). An older node ignores the field and answers, as before
     NsCreate.pr/pw (0 = none), NsAlter.pr/pw (-1 = as it is)   a namespace's default primary
         quorums; sent, and taken by a node, only while every member's record says
         FEATURE_PRIMARY, and a node of an older version cannot join while a namespace has them
@@ -274,6 +280,9 @@ class Read(_Msg, tag=37):
 
     key: bytes
     ns: NsName = ""  # namespace ("": "default")
+    # the version of `ns` the client reads the copies with (namespaces.version_tag; 0: none
+    # given): a node holding another version answers ReadOk with `ns_changed`, unread
+    ns_ver: Counter = 0
 
 
 # ---- node -> client -------------------------------------------------------------------------
@@ -299,6 +308,9 @@ class ReadOk(_Msg, tag=38):
     # with --keys: what sealing the context of this copy puts before it (zkv/node/seal.py,
     # 17 bytes); the client puts it before the context it derives (b"": not sealed)
     seal: SealPrefix = b""
+    # with owner False: Read.ns_ver is not this node's version of the namespace (altered,
+    # truncated, or dropped and made again since one of the two learnt it): nothing read
+    ns_changed: bool = False
 
 
 class PutOk(_Msg, tag=11):
@@ -473,6 +485,7 @@ class Keys(_Msg, tag=41):
     prefix: Annotated[bytes, msgspec.Meta(max_length=DEFAULT_MAX_KEY)] = b""
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYS_PAGE)] = 1000
     values: bool = False  # (FEATURE_ITEMS)
+    ns_ver: Counter = 0  # as Read.ns_ver: another version here answers KeysOk.ns_changed
 
 
 class KeysOk(_Msg, tag=42):
@@ -481,6 +494,7 @@ class KeysOk(_Msg, tag=42):
     done: bool  # the partition has no more
     owner: bool = True  # False: this node is no owner whose copy it vouches for (nothing read)
     copies: list[bytes] = []  # Keys.values: each key's stored copy (an encoded DVV set)
+    ns_changed: bool = False  # with owner False: as ReadOk.ns_changed (nothing listed)
 
 
 SnapshotAction = Literal["take", "list", "remove"]

@@ -127,6 +127,7 @@ from zkv.wire import (
 )
 
 RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
+_NS_CHANGED: list = []  # (Client._keys_page: an owner holds another version of the namespace)
 SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
 # seconds a node whose copies do not count yet (refilling after a lost disk: minutes; a
 # partition gained at a join not verified yet: seconds after the change settled) is left out
@@ -505,6 +506,7 @@ class ClientCore:
         # changes the registry's digest in the ring, `set_ring`, which empties the cache)
         self.ns_cache: dict[str, Namespace] = {}
         self.ns_last: Registry | None = None  # the last registry a node sent (NsOk)
+        self._ns_tags: dict[str, tuple[Namespace, int]] = {}  # name -> (version, its tag)
         self.ns_digest = 0
         # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
         # coordinator orders this client's next write after everything it has seen
@@ -873,9 +875,9 @@ class ClientCore:
             if known is None:
                 return None
             r, lww, ttl_ms = msg.r or known.r, known.head, known.ttl * 1000
-            pr = msg.pr or known.pr
+            pr, ver = msg.pr or known.pr, self._ns_tag(known)
         else:
-            r, lww, ttl_ms, pr = msg.r or rm.r, 0, 0, msg.pr
+            r, lww, ttl_ms, pr, ver = msg.r or rm.r, 0, 0, msg.pr, 0
         if pr > r:  # (every copy counted here is an owner's own: a primary's)
             r = pr
         p = ring.partition(skey)
@@ -911,7 +913,7 @@ class ClientCore:
         rids, key, ns = self.rids, msg.key, msg.ns
         sends = []
         for _, ep in chosen:
-            sends.append(Send(ep, Read(next(rids), key, ns), until))
+            sends.append(Send(ep, Read(next(rids), key, ns, ver), until))
         replies = yield Batch(sends)
         first: bytes | None = None
         seal = b""
@@ -938,6 +940,10 @@ class ClientCore:
                         seal = reply.seal
                 elif reply.refilling:
                     self.refilling_until[node] = now + REFILL_SKIP
+                elif reply.ns_changed:  # it holds another version of the namespace
+                    first = None
+                    yield from self._relearn()
+                    break
                 elif not reply.owner:  # not an owner in its ring: ours is stale
                     self.ring_at = -1e9  # (learnt again by the next call)
             elif reply is UNREACHABLE:
@@ -1202,6 +1208,22 @@ class ClientCore:
                 self.ns_cache[ns.name] = ns
         return reg
 
+    def _ns_tag(self, ns: Namespace) -> int:
+        """namespaces.version_tag of a cached namespace (once per version cached)."""
+        got = self._ns_tags.get(ns.name)
+        if got is None or got[0] is not ns:
+            got = self._ns_tags[ns.name] = (ns, nss.version_tag(ns))
+        return got[1]
+
+    def _relearn(self) -> Plan[None]:
+        """A node holds another version of a namespace cached here (Read.ns_ver): learn the
+        registry again (a later version replaces the cached one; the request in hand goes
+        on without the answers it read nothing for). A failure leaves the cache as it is."""
+        try:
+            yield from self.namespaces_plan()
+        except ZkvError:
+            pass
+
     def namespaces_plan(self) -> Plan[list[dict]]:
         """Every namespace the cluster knows: [{"name", "n", "r", "w", "conflicts", ...}]
         (not the dropped ones)."""
@@ -1450,12 +1472,23 @@ class ClientCore:
 
     def keys_page(self, listing: KeyListing) -> Plan[list]:
         """The next page of `listing` (KeyListing.next_page): keys, or (key, values) items;
-        its position advanced."""
+        its position advanced. Owners holding another version of the namespace than the one
+        cached here (altered, truncated, or dropped and made again) list nothing: the
+        namespaces are learnt again and the page asked again, once."""
+        page = yield from self._keys_page(listing, False)
+        if page is _NS_CHANGED:
+            yield from self._relearn()
+            page = yield from self._keys_page(listing, True)
+        return page
+
+    def _keys_page(self, listing: KeyListing, last: bool) -> Plan[list]:
+        """keys_page's one try: _NS_CHANGED if fewer than r owners listed and some of them
+        hold another version of the namespace (unless `last`: then as any refusal)."""
         deadline = self.clock() + self.timeout
         if self.ring is None:
             yield from self.fetch_ring(deadline)
         n, ns_prefix, lww, default_r = None, b"", 0, self.ring_msg.r if self.ring_msg else 1
-        ttl_ms = 0
+        ttl_ms = ver = 0
         if listing.ns:
             known = self.ns_cache.get(listing.ns)
             if known is None:
@@ -1466,7 +1499,7 @@ class ClientCore:
                         self.ns_last.get(listing.ns)
                     raise InvalidRequest(f"unknown namespace {listing.ns!r}")
             n, ns_prefix, lww, default_r = known.n, nss.prefix(known), known.head, known.r
-            ttl_ms = known.ttl * 1000
+            ttl_ms, ver = known.ttl * 1000, self._ns_tag(known)
         ring = self.ring_for(n)
         assert ring is not None
         listing.q = ring.q
@@ -1501,14 +1534,14 @@ class ClientCore:
         # that did not answer (a reply lost to a reconnect, a pause) again, up to
         # LIST_RETRIES more rounds, unless they had already failed this listing (a dead
         # owner costs a timeout a page, not several)
-        known_failed, rounds = set(failed), 0
+        known_failed, rounds, changed = set(failed), 0, False
         again: list[tuple[str, str]] = []
         while len(pages) < r and (asked or (again and rounds < LIST_RETRIES)):
             if not asked:
                 asked, again, rounds = again, [], rounds + 1
             group, asked = asked[:r - len(pages)], asked[r - len(pages):]
             tries = (self._keys_try(Keys(0, p, listing.ns, listing.cursor, listing.prefix,
-                                         listing.page, listing.values), ep)
+                                         listing.page, listing.values, ver), ep)
                      for _, ep in group)
             got = yield from self.many(tries, return_exceptions=True)
             for (node_id, ep), ok in zip(group, got, strict=True):
@@ -1521,6 +1554,12 @@ class ClientCore:
                 if isinstance(ok, ZkvError):  # (an invalid request: a bad namespace, ...)
                     raise ok
                 failed.discard(node_id)
+                if ok.ns_changed:
+                    changed = True
+                    why.append(f"{node_id} holds another version of namespace {listing.ns!r} "
+                               f"than this client (altered, truncated, or dropped and made "
+                               f"again a moment ago)")
+                    continue
                 if not ok.owner:
                     why.append(f"{node_id} is not sure of its copy yet (refilling, or it "
                                f"gained the partition a moment ago)")
@@ -1530,6 +1569,8 @@ class ClientCore:
                     why.append(f"{node_id} answered {bad}")
                     continue
                 pages.append(ok)
+            if changed and not last and len(pages) < r:
+                return _NS_CHANGED  # (the other owners too, most likely: learn it first)
         if len(pages) == r:
             return _union_page(listing, ring, ns_prefix, lww, pages, listing.values,
                                self.wall_ms(), ttl_ms)

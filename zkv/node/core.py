@@ -1466,6 +1466,9 @@ class NodeCore:
             return
         wire.check_key(msg.key, self.cfg.max_key_size)  # (ZkvError: answered by _on_request)
         ns, skey = self._resolve(msg)
+        if msg.ns_ver and msg.ns_ver != self.namespaces.tags.get(ns.name):
+            self._reply(ident, ReadOk(msg.rid, b"", False, False, ns_changed=True))
+            return
         owner = self.me in self.membership.ring(ns.n).preflist_for_key(skey)
         unsure = owner and self.unsure(skey)
         self.metrics.owner_reads[owner and not unsure] += 1
@@ -1735,6 +1738,9 @@ class NodeCore:
         if self._budget_spent(ident, msg.rid):  # (pages with values: large, as reads)
             return
         ns = self.namespaces.get(msg.ns or nss.DEFAULT)  # (InvalidRequest: says why)
+        if msg.ns_ver and msg.ns_ver != self.namespaces.tags.get(ns.name):
+            self._reply(ident, KeysOk(msg.rid, [], msg.cursor, False, False, ns_changed=True))
+            return
         default = ns.name == nss.DEFAULT
         n = None if default else ns.n
         ring = self.membership.ring(n)

@@ -113,6 +113,7 @@ Stored values (what a coordinator stores for a client's value; readers strip the
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import TypeGuard
 
@@ -340,6 +341,18 @@ def prefix(ns: Namespace) -> bytes:
     return b"\x00" + bytes((ns.n, mode)) + ns.name.encode("ascii") + gen + b"\x00"
 
 
+def version_tag(ns: Namespace) -> int:
+    """A number (never 0) naming this version of a namespace: its generation, its create
+    (HLC timestamp and creator) and its last alter. A client sends the tag of the version it
+    cached with each owner read and key listing (wire.Read.ns_ver, Keys.ns_ver), and a node
+    holding another version does not answer from its store: the client would read the copies
+    with the settings of a version that has ended (an lww stamp taken for a value, a sibling
+    taken for a stamp, another ttl). Built from these fields alone, not the whole struct, so
+    a version with fields a client's zkv does not know still has the same tag there."""
+    return zlib.crc32(b"%d %d %s %d" % (ns.gen, ns.created, ns.creator.encode("utf-8"),
+                                        ns.changed)) or 1
+
+
 def storage_key(ns: Namespace, key: bytes) -> bytes:
     """The key under which `key` of namespace `ns` is stored, routed and replicated."""
     return prefix(ns) + key if ns.name != DEFAULT else key
@@ -413,6 +426,7 @@ class Registry:
         # a drop or truncate
         self.dead_gens: dict[bytes, int] = {}
         self._dead_memo: dict[bytes, bool] = {}  # stored-key prefix -> is_dead's verdict
+        self.tags: dict[str, int] = {}  # live name -> version_tag of its version here
         self.merge(namespaces)
 
     @classmethod
@@ -628,6 +642,7 @@ class Registry:
         """Derive the live names, the expiry rules and the dead generations from `_all`."""
         self._ns.clear()
         self._ns.update((k, v) for k, v in self._all.items() if not v.dropped)
+        self.tags = {k: version_tag(v) for k, v in self._ns.items()}
         self.expiry_ms = {prefix(ns): (ns.ttl * 1000, ns.expired_before)
                           for ns in self._ns.values() if ns.expires}
         self.dead_gens = {ns.name.encode("ascii"): ns.gen + (ns.dropped > 0)
