@@ -406,6 +406,15 @@ def test_keys_of_a_real_cluster_through_both_clients_and_the_cli(make_cluster):
     assert sorted(out.stdout.split(b"\0")[:-1]) == sorted(k for k in live
                                                           if k.startswith(b"user:49"))
     assert zkv("keys", "--limit", "5", "--node", ep[0]).stdout.count("\n") == 5
+    # a line per key, none two keys print alike: a backslash as \\, bytes that are not
+    # printable UTF-8 (a newline, a NUL, invalid UTF-8) as \xNN
+    odd = [b"a\nb", b"lit\xff", b"lit\\xff", b"nul\x00", "caf\u00e9".encode()]
+    with Client(ep, timeout=5) as cl:
+        cl.namespace_create("odd", n=3)
+        cl.put_many([(k, b"v") for k in odd], w=3, namespace="odd")
+    out = zkv("keys", "--namespace", "odd", "--node", ep[0])
+    assert out.returncode == 0 and sorted(out.stdout.splitlines()) == sorted(
+        ["a\\x0ab", "lit\\xff", "lit\\\\xff", "nul\\x00", "caf\u00e9"]), out
 
     def count_at_r3() -> str | None:  # every owner's copy, unioned (a new cluster's joiners
         out = zkv("keys", "--count", "--r", "3", "--node", ep[2])  # vouch once it settled)

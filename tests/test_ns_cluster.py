@@ -269,6 +269,14 @@ def test_cli_namespace_create_list_and_use(cluster5):
     assert out.returncode == 0 and "pr=2 conflicts" in out.stdout, out
     out = zkv_cli("namespace", "create", "bad", "--pr", "4")
     assert out.returncode != 0 and "pr=4: must be between 0 (none) and n=3" in out.stderr
+    long = "l" * 64  # the longest name: the columns widen to it
+    assert zkv_cli("namespace", "create", long).returncode == 0
+    lines = zkv_cli("namespace", "list").stdout.splitlines()
+    ends = set()  # where the N column ends on each line
+    for line in lines:
+        name, n = line.split()[:2]
+        ends.add(line.index(" " + n + " ", len(name)) + 1 + len(n))
+    assert len(ends) == 1 and any(line.startswith(long + " ") for line in lines), lines
 
 
 def test_quorums_by_name_in_listings_and_namespace_settings(cluster5):
@@ -477,6 +485,8 @@ def test_namespace_alter_on_real_nodes(cluster5):
                 return await ac.namespace_alter("alt", ttl=0)
         assert asyncio.run(remove_ttl())["ttl"] == 0
         assert not c.get(b"k", namespace="alt", r=3).found
+        status = zkv_cli("status").stdout
+        assert "alt ttl=none (what had expired before it was removed stays expired)" in status
         c.put(b"k", b"again", namespace="alt")
         assert c.get(b"k", namespace="alt").values == [b"again"]
     for argv, why in ((["default", "--r", "1"], "takes the cluster's settings"),

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import stat
 import sys
 import time
 from collections import Counter
@@ -483,14 +484,16 @@ def _main(argv: list[str] | None = None) -> int:
     ks.add_argument("--limit", type=positive_int, help="stop after this many keys")
     ks.add_argument("--count", action="store_true", help="print how many, not the keys")
     ks.add_argument("-0", "--null", action="store_true", help="each key's bytes as they are, "
-                    "ended by a NUL byte (for xargs -0), instead of a line each")
+                    "ended by a NUL byte (for xargs -0), instead of a line each (where a "
+                    "backslash shows as \\\\ and a byte not printable UTF-8 as \\xNN)")
     dp = with_ns(with_node(sub.add_parser("dump", help="write a namespace's keys and values "
                                           "(siblings too) as JSON lines, for zkv load")))
     dp.add_argument("--prefix", default="", help="only keys beginning with this")
     dp.add_argument("--r", type=quorum_arg, help="owners of each partition whose copies "
                     "are merged, as a get at R merges them (default: the namespace's R)")
-    dp.add_argument("--out", metavar="FILE", help="write to FILE (complete, or not at all) "
-                    "instead of stdout")
+    dp.add_argument("--out", metavar="FILE", help="write to FILE (complete, or not at all: "
+                    "written beside it, then renamed over it; a symbolic link's file; a FIFO "
+                    "or a device written into) instead of stdout ('-': stdout)")
     ld = with_node(sub.add_parser("load", help="write a zkv dump into the cluster (blind "
                                   "writes: siblings stay siblings)"))
     ld.add_argument("source", metavar="FILE", help="the dump ('-': stdin)")
@@ -815,12 +818,13 @@ def namespace_command(args) -> int:
         if args.json:
             print(json.dumps(nss, indent=2))
             return 0
-        print(f"{'NAME':<24} {'N':>2} {'R':>2} {'W':>2} {'PR':>2} {'PW':>2}  {'CONFLICTS':<9}  "
-              f"TTL")
+        wide = max(24, *(len(ns["name"]) for ns in nss))  # (names run to 64 characters)
+        print(f"{'NAME':<{wide}} {'N':>2} {'R':>2} {'W':>2} {'PR':>2} {'PW':>2}  "
+              f"{'CONFLICTS':<9}  TTL")
         for ns in nss:
             ttl = _show_duration(ns["ttl"]) if ns.get("ttl") else "-"
             pr, pw = (ns.get(k) or "-" for k in ("pr", "pw"))
-            print(f"{ns['name']:<24} {ns['n']:>2} {ns['r']:>2} {ns['w']:>2} {pr:>2} {pw:>2}  "
+            print(f"{ns['name']:<{wide}} {ns['n']:>2} {ns['r']:>2} {ns['w']:>2} {pr:>2} {pw:>2}  "
                   f"{ns['conflicts']:<9}  {ttl}")
         return 0
 
@@ -932,7 +936,9 @@ def status_command(args) -> int:
             print(line)
     ex = doc.get("expiry")
     if ex:
-        print("expiry: " + ", ".join(f"{name} ttl={_show_duration(ttl) if ttl else 'none'}"
+        print("expiry: " + ", ".join(f"{name} ttl={_show_duration(ttl)}" if ttl else
+                                     f"{name} ttl=none (what had expired before it was "
+                                     "removed stays expired)"
                                      for name, ttl in sorted(ex["namespaces"].items()))
               + f"; {ex['dropped']} expired version(s) dropped here since start, "
               f"{ex['passes']} full sweep(s)")
@@ -1086,8 +1092,7 @@ def keys_command(args) -> int:
         for key in c.keys(args.namespace, _key(args.prefix), r=args.r):
             count += 1
             if not args.count:
-                out.write(key + b"\0" if args.null
-                          else key.decode(errors="backslashreplace").encode() + b"\n")
+                out.write(key + b"\0" if args.null else _shown_key(key) + b"\n")
             if args.limit is not None and count >= args.limit:
                 break
     if args.count:
@@ -1096,15 +1101,37 @@ def keys_command(args) -> int:
     return 0
 
 
+def _shown_key(key: bytes) -> bytes:
+    r"""A key on one line that no other key prints as: a backslash as \\, and each byte that
+    is not part of printable UTF-8 (a newline, a NUL, any control character, invalid UTF-8)
+    as \xNN."""
+    text = key.decode(errors="surrogateescape").replace("\\", "\\\\")
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else
+                       "".join(f"\\x{b:02x}" for b in ch.encode(errors="surrogateescape"))
+                       for ch in text)
+    return text.encode()
+
+
 def dump_command(args) -> int:
     from zkv import dump
     from zkv.client import Client
 
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
-        if args.out is None:
+        out = args.out if args.out is None else os.path.realpath(args.out)  # (a link: its file)
+        if out is None or args.out == "-":
             count = dump.dump(c, sys.stdout, args.namespace, _key(args.prefix), args.r)
+        elif os.path.exists(out) and not stat.S_ISREG(os.stat(out).st_mode):
+            # a FIFO, a device (/dev/stdout): written into as it is (it cannot be swapped in
+            # whole, and replacing it would destroy it)
+            try:
+                f = open(out, "w")  # noqa: SIM115
+            except OSError as exc:
+                raise InvalidRequest(f"--out {args.out}: {exc.strerror or exc}") from None
+            with f:
+                count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
         else:
-            tmp = args.out + ".tmp"
+            tmp = out + ".tmp"
             try:
                 f = open(tmp, "w")  # noqa: SIM115
             except OSError as exc:  # (named as --out: the .tmp beside it is ours)
@@ -1112,7 +1139,7 @@ def dump_command(args) -> int:
             try:
                 with f:
                     count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
-                os.replace(tmp, args.out)  # (a dump that failed leaves no file to be trusted)
+                os.replace(tmp, out)  # (a dump that failed leaves no file to be trusted)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
@@ -1137,7 +1164,8 @@ def load_command(args) -> int:
             if target is None:
                 raise InvalidRequest(f"namespace {namespace!r} does not exist in this cluster "
                                      f"(zkv namespace create {namespace} ... first)")
-            loaded, failed, expired, longer = dump.load(c, records, namespace, args.w, target)
+            loaded, failed, expired, longer, collapsed = dump.load(c, records, namespace,
+                                                                   args.w, target)
     except UnicodeDecodeError:
         raise InvalidRequest(f"{args.source}: not a zkv dump (not text)") from None
     finally:
@@ -1155,7 +1183,8 @@ def load_command(args) -> int:
               f"{many}{type(errs[0]).__name__}: {errs[0]}{fix}", file=sys.stderr)
     if len(by_key) > 20:
         print(f"zkv: ... and {len(by_key) - 20} key(s) more", file=sys.stderr)
-    print(f"ok: {loaded} key(s) loaded into namespace {namespace!r}"
+    print(f"{'partly' if failed else 'ok'}: {loaded} key(s) loaded into namespace "
+          f"{namespace!r}"
           + (f", {len(failed)} write(s) of {len(by_key)} key(s) failed" if failed else "")
           + (f", {expired} left out (expired since the dump)" if expired else ""))
     if longer:
@@ -1164,6 +1193,10 @@ def load_command(args) -> int:
                f"ttl ({_show_duration(target['ttl'])}) from now")
         print(f"zkv: {longer} key(s) will be served longer than the dump says: namespace "
               f"{namespace!r} {why}", file=sys.stderr)
+    if collapsed:
+        print(f"zkv: {collapsed} key(s) had siblings in the dump; namespace {namespace!r} is "
+              f"lww and keeps one value per key: one of each key's siblings was kept",
+              file=sys.stderr)
     return 1 if failed else 0
 
 

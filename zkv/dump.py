@@ -19,7 +19,9 @@ of its owners (the namespace's R, or `--r`), merged as a get at R merges them; i
 each page at the moment it was read, not one cut across the cluster. A load blind-writes
 every value (put_many, no context): a key with siblings gets them back as siblings, and a key
 that already holds a value in the target gets the loaded ones beside it as siblings (load
-into an empty namespace for a copy).
+into an empty namespace for a copy). In an lww namespace, which keeps one value per key, each
+loaded value is a new write: it replaces what the key holds (a newer value too), and of a
+key's siblings in the dump only one is kept (`Loaded.collapsed` counts those keys).
 
 Expiry ("x": the namespace's ttl or the write's own, whichever ends first): a load leaves out
 a value whose time has passed, and writes the others with what is left of it as their own
@@ -49,12 +51,14 @@ BATCH = 500  # values per put_many of a load
 class Loaded(NamedTuple):
     """What a load did: keys written, [(line, key, exception)] of the writes that failed,
     keys left out because their time had passed, and keys written without the time left of
-    them (the target's ttl applies from the load, or none: module docstring)."""
+    them (the target's ttl applies from the load, or none: module docstring), and keys whose
+    siblings an lww target kept one of."""
 
     loaded: int
     failed: list
     expired: int = 0
     longer: int = 0
+    collapsed: int = 0
 
 
 def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
@@ -134,7 +138,8 @@ def load(client, records: Iterable[tuple[int, bytes, list[bytes], int]], namespa
     now = wall_ms() if now_ms is None else now_ms
     ns_ttl = target.get("ttl", 0) if target else 0
     room = bool(target and target.get("write_ttl"))
-    loaded = expired = longer = 0
+    lww = bool(target and target.get("conflicts") == "lww")
+    loaded = expired = longer = collapsed = 0
     failed: list = []
     batches: dict[int | None, list[tuple[int, bytes, bytes]]] = {}  # own ttl -> the values
 
@@ -162,6 +167,8 @@ def load(client, records: Iterable[tuple[int, bytes, list[bytes], int]], namespa
             batch = batches.setdefault(ttl, [])
             batch += [(no, key, v) for v in values]  # (one key's siblings: concurrent writes)
             loaded += 1
+            if lww and len(values) > 1:
+                collapsed += 1
             if len(batch) >= BATCH:
                 flush(ttl)
     except InvalidRequest:
@@ -170,7 +177,7 @@ def load(client, records: Iterable[tuple[int, bytes, list[bytes], int]], namespa
         raise
     for ttl in list(batches):
         flush(ttl)
-    return Loaded(loaded, failed, expired, longer)
+    return Loaded(loaded, failed, expired, longer, collapsed)
 
 
 def _b64(data: bytes) -> str:
