@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import os
 import random
 import threading
 import time
@@ -731,3 +733,119 @@ def test_thousands_of_requests_gathered_on_one_async_client_all_succeed(cluster3
     got = asyncio.run(run())
     assert [x for x in got if isinstance(x, Exception)] == []
     assert [g.values for g in got[3000:]] == [[b"v%d" % i] for i in range(3000)]
+
+
+def test_closing_an_async_client_fails_the_calls_still_waiting_at_once(fake_nodes):
+    """close() (or leaving `async with`) while other tasks' calls wait for answers that will
+    not come: each raises InvalidRequest at once (they hung past their timeout, for ever)."""
+    (quiet,) = fake_nodes({"q": lambda m: None})
+
+    async def main():
+        c = AsyncClient([quiet.endpoint], timeout=60.0)
+        tasks = [asyncio.ensure_future(c.get(b"k%d" % i)) for i in range(20)]
+        tasks.append(asyncio.ensure_future(c.status(quiet.endpoint)))
+        await asyncio.sleep(0.3)  # (every call sent, or waiting for its connection)
+        assert not any(t.done() for t in tasks)
+        await c.close()
+        done, pending = await asyncio.wait(tasks, timeout=5.0)
+        assert not pending
+        return [t.exception() for t in tasks]
+
+    errors = asyncio.run(main())
+    assert all(isinstance(e, InvalidRequest) and "closed" in str(e) for e in errors), errors
+
+
+def test_a_client_used_after_a_fork_says_so_and_a_new_one_works(fake_nodes):
+    """A forked child inherits the parent's clients, whose sockets belong to the parent: a
+    call waited for ever there, past its timeout. It now raises InvalidRequest saying so;
+    a client made in the child works; the parent's keeps working."""
+    (a,) = fake_nodes({"a": lambda m: (0, wire.StatusOk(0, {"node": "a"}))})
+    sync_c, async_c = Client([a.endpoint], timeout=2.0), AsyncClient([a.endpoint], timeout=2.0)
+    assert sync_c.status(a.endpoint) == {"node": "a"}
+    assert asyncio.run(async_c.status(a.endpoint)) == {"node": "a"}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what each call did, then leave without cleanup
+        said = []
+        for call in (lambda: sync_c.status(a.endpoint),
+                     lambda: asyncio.run(async_c.status(a.endpoint))):
+            try:
+                call()
+                said.append("answered")
+            except InvalidRequest as exc:
+                said.append(str(exc))
+            except BaseException as exc:  # (reported: the parent's assert names it)
+                said.append(repr(exc))
+        try:
+            sync_c.close()
+            asyncio.run(async_c.close())
+            with Client([a.endpoint], timeout=2.0) as fresh:
+                said.append(repr(fresh.status(a.endpoint)))
+        except BaseException as exc:
+            said.append(repr(exc))
+        os.write(write, json.dumps(said).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        said = json.loads(f.read() or "[]")
+    os.waitpid(pid, 0)
+    assert len(said) == 3, said
+    for kind, text in zip(("Client", "AsyncClient"), said[:2], strict=True):
+        assert f"this {kind} was made in process {os.getpid()}, before a fork" in text, said
+    assert said[2] == repr({"node": "a"})
+    assert sync_c.status(a.endpoint) == {"node": "a"}
+    assert asyncio.run(async_c.status(a.endpoint)) == {"node": "a"}
+    sync_c.close()
+    asyncio.run(async_c.close())
+
+
+def test_an_async_client_running_on_two_loops_at_once_says_so(fake_nodes):
+    """One AsyncClient used by two threads' event loops at the same time: the second gets a
+    clear InvalidRequest (it got a raw FileExistsError from asyncio's readers, or hung)."""
+    (a,) = fake_nodes({"a": lambda m: (0.5, wire.StatusOk(0, {"node": "a"}))})
+    c = AsyncClient([a.endpoint], timeout=5.0)
+    first_running = threading.Event()
+    got: list = []
+
+    def first():
+        async def call():
+            task = asyncio.ensure_future(c.status(a.endpoint))
+            await asyncio.sleep(0.05)
+            first_running.set()
+            return await task
+        got.append(asyncio.run(call()))
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert first_running.wait(5)
+    with pytest.raises(InvalidRequest, match="in use on another event loop"):
+        asyncio.run(c.status(a.endpoint))
+    t.join()
+    assert got == [{"node": "a"}]  # (the first loop's call was not disturbed)
+    assert asyncio.run(c.status(a.endpoint)) == {"node": "a"}  # (one loop after the other)
+    asyncio.run(c.close())
+
+
+def test_a_call_waiting_for_other_threads_calls_on_one_client_keeps_its_timeout(fake_nodes):
+    """Threads sharing one sync Client take turns; a call's wait for its turn counts toward
+    its timeout, which bounds the whole call (DESIGN 2.1): 6 threads, a silent node and a
+    1 s timeout took 1, 2, ... 6 s; now each ends by its own timeout."""
+    (quiet,) = fake_nodes({"q": lambda m: None})
+    ends: list[tuple[float, str]] = []
+    with Client([quiet.endpoint], timeout=1.0) as c:
+        def call():
+            started = time.monotonic()
+            try:
+                c.status(quiet.endpoint)
+            except RequestTimeout as exc:
+                ends.append((time.monotonic() - started, str(exc)))
+
+        threads = [threading.Thread(target=call) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(ends) == 6
+    took = sorted(t for t, _ in ends)
+    assert took[-1] < 3.0, ends  # (each within its timeout, plus a scheduling margin)
+    assert any("calls from other threads took all of it" in why for _, why in ends), ends

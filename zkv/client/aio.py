@@ -319,6 +319,12 @@ class AsyncClient(Facade):
         return await self._run(self.core.repair(partition, node))
 
     async def close(self) -> None:
+        """Close the connections. Calls still waiting for an answer (other tasks') raise
+        InvalidRequest at once, as later calls do."""
+        if self._forked:  # (the sockets are the parent's: closing them here is not ours)
+            self._socks.clear()
+            return
+        self._fail_waiting()
         if self._loop is not None and not self._loop.is_closed():
             for s in self._socks.values():
                 self._loop.remove_reader(s.fileno())
@@ -334,6 +340,23 @@ class AsyncClient(Facade):
         self._socks.clear()
         self._zctx.destroy(0)  # (as the sync client's)
 
+    def _fail_waiting(self) -> None:
+        """Every try still waiting (for its answer, its deadline, or a connection slot) raises
+        InvalidRequest: close() is about to drop what would have resolved it."""
+        waiting: list = list(self._waiting.values())
+        waiting += [entry[2] for entry in self._deadlines]
+        waiting += [entry[2] for entry in self._in_order]
+        for window in self._windows.values():
+            waiting += window.waiters
+        for fut in waiting:
+            if type(fut) is _Slot:
+                fut = fut.batch.fut
+            if not fut.done() and not fut.get_loop().is_closed():
+                fut.set_exception(InvalidRequest("this AsyncClient was closed while the call "
+                                                 "waited for an answer"))
+        self._waiting.clear()
+        self._sent_to.clear()
+
     async def __aenter__(self) -> AsyncClient:
         return self
 
@@ -343,6 +366,8 @@ class AsyncClient(Facade):
     # ---- driver -----------------------------------------------------------------------------
     async def _run(self, plan: Plan[T]) -> T:
         try:
+            if self._forked:
+                raise self._forked_error()
             if self._zctx.closed:
                 raise InvalidRequest("this AsyncClient is closed")
             send = next(plan)
@@ -351,6 +376,10 @@ class AsyncClient(Facade):
                                         else self._try_many(send.sends)))
         except StopIteration as done:
             return done.value
+        except zmq.ZMQError:
+            if self._zctx.closed:  # (closed by another task while this one was at a socket)
+                raise InvalidRequest("this AsyncClient was closed during the call") from None
+            raise
         finally:
             plan.close()
 
@@ -361,6 +390,10 @@ class AsyncClient(Facade):
         if loop is None:
             loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or used from another loop since: move readers
+            if self._loop is not None and not self._loop.is_closed() and self._loop.is_running():
+                raise InvalidRequest("this AsyncClient is in use on another event loop, running "
+                                     "in another thread: it serves one loop at a time (make "
+                                     "one AsyncClient per loop)")
             for other in self._socks.values():
                 if self._loop is not None and not self._loop.is_closed():
                     self._loop.remove_reader(other.fileno())

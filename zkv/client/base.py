@@ -1,25 +1,52 @@
 """What the two client drivers share around the core: its construction from the public
-arguments, the read-only views, and how a DEALER to a node is prepared (options, CurveZMQ
-key, the handshake watch that turns a refused key into AuthenticationError)."""
+arguments, the read-only views, how a DEALER to a node is prepared (options, CurveZMQ
+key, the handshake watch that turns a refused key into AuthenticationError), and the mark a
+forked child's inherited clients get (their sockets are the parent's)."""
 
 from __future__ import annotations
 
+import os
 import random
+import weakref
 
 import zmq
 
 from zkv import security, wire
 from zkv.client.core import ClientCore
+from zkv.errors import InvalidRequest
 from zkv.sockopts import tune_socket
+
+_CLIENTS: weakref.WeakSet[Facade] = weakref.WeakSet()  # every client of this process
+
+
+def _after_fork_in_child() -> None:
+    """A forked child inherits the parent's clients, whose ZeroMQ sockets and context belong
+    to the parent (libzmq's threads are not forked): a call would wait on them for ever, past
+    its timeout. Each is marked, and refuses calls with an error saying so."""
+    for client in list(_CLIENTS):
+        client._forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Facade:
+    _forked = False  # made in a parent process before a fork (_after_fork_in_child)
+
     def __init__(self, nodes, timeout: float, max_value_size: int, routing: str,
                  rng: random.Random | None, keys, owner_reads: bool = True) -> None:
         self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
                                rng=rng, owner_reads=owner_reads)
         self._keys = security.client_keys(keys)  # DIR/clients/NAME of `zkv keygen`, or None
         self._watch: dict[str, security.HandshakeWatch] = {}
+        self._pid = os.getpid()
+        _CLIENTS.add(self)
+
+    def _forked_error(self) -> InvalidRequest:
+        kind = type(self).__name__
+        return InvalidRequest(f"this {kind} was made in process {self._pid}, before a fork: its "
+                              f"connections belong to that process; make a new {kind} in this "
+                              f"one (process {os.getpid()})")
 
     @property
     def timeout(self) -> float:

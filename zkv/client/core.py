@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 import os
 import random
 import time
@@ -470,8 +471,12 @@ class ClientCore:
         # a client behind a load balancer would (what PBS staleness measurements want).
         self.routing = routing
         self._spread = itertools.count()
-        if not (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0):
+        if not (isinstance(timeout, int | float) and not isinstance(timeout, bool)
+                and 0 < timeout < math.inf):
             raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not (type(max_value_size) is int and max_value_size > 0):
+            raise InvalidRequest(f"max_value_size must be a positive number of bytes (as the "
+                                 f"nodes' --max-value-size), got {max_value_size!r}")
         self.timeout = float(timeout)
         # each try's budget: half the call's timeout (at least 50 ms, at most 1.5 s)
         self.per_try = max(0.05, min(self.timeout / 2, 1.5))

@@ -31,10 +31,13 @@ from zkv.client.core import (
     T,
     refused,
 )
-from zkv.errors import InvalidRequest, ZkvError
+from zkv.errors import InvalidRequest, RequestTimeout, ZkvError
 from zkv.wire import RingOk
 
 _PENDING = object()  # a Batch try with no answer yet
+# seconds a call still gets when another thread's call took its whole timeout but the lock
+# came free right at its end (its plan then times out at once, saying so)
+MIN_LEFT = 0.001
 MAX_POLLERS = 256  # Pollers kept per client, one per set of nodes a Batch waits on
 
 
@@ -228,6 +231,10 @@ class Client(Facade):
         return self._run(self.core.repair(partition, node))
 
     def close(self) -> None:
+        if self._forked:  # (the sockets are the parent's: closing them here is not ours)
+            self._socks.clear()
+            self._pollers.clear()
+            return
         with self._lock:  # (not under a call another thread is making)
             self._close()
 
@@ -247,18 +254,33 @@ class Client(Facade):
 
     # ---- driver -----------------------------------------------------------------------------
     def _run(self, plan: Plan[T]) -> T:
-        with self._lock:
-            try:
-                if self._zctx.closed:
-                    raise InvalidRequest("this Client is closed")
-                send = next(plan)
-                while True:
-                    send = plan.send(self._try(send) if type(send) is Send
-                                     else self._fanout(send.sends) or self._try_many(send.sends))
-            except StopIteration as done:
-                return done.value
-            finally:
+        core = self.core
+        if self._forked:
+            plan.close()
+            raise self._forked_error()
+        timeout = core.timeout
+        if not self._lock.acquire(False):  # another thread's call: its turn first, within
+            started = core.clock()          # this call's timeout, which bounds the whole call
+            if not self._lock.acquire(timeout=timeout):
                 plan.close()
+                raise RequestTimeout(
+                    f"no answer within {timeout}s: this Client's calls from other threads "
+                    f"took all of it (a Client makes one call at a time: give each thread its "
+                    f"own, or share an AsyncClient)")
+            core.timeout = max(timeout - (core.clock() - started), MIN_LEFT)
+        try:
+            if self._zctx.closed:
+                raise InvalidRequest("this Client is closed")
+            send = next(plan)
+            while True:
+                send = plan.send(self._try(send) if type(send) is Send
+                                 else self._fanout(send.sends) or self._try_many(send.sends))
+        except StopIteration as done:
+            return done.value
+        finally:
+            plan.close()
+            core.timeout = timeout
+            self._lock.release()
 
     def _sock(self, ep: str) -> zmq.Socket:
         s = self._zctx.socket(zmq.DEALER)

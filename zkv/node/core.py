@@ -2197,7 +2197,11 @@ class NodeCore:
                 if type(msg) is Put:
                     value = msg.value
                     if value.__class__ is not bytes or len(value) > cfg.max_value_size:
-                        wire.check_value(value, cfg.max_value_size)
+                        try:
+                            wire.check_value(value, cfg.max_value_size)
+                        except InvalidRequest as exc:  # (whose limit: not the client's own)
+                            raise InvalidRequest(f"{exc} of this node (zkv-node "
+                                                 f"--max-value-size)") from None
                     if msg.ttl:
                         ns.check_write_ttl(msg.ttl)
         except (ZkvError, ValueError) as exc:
