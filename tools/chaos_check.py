@@ -34,8 +34,6 @@ import tempfile
 import threading
 import time
 
-import _checkout  # noqa: F401  (which zkv: tools/_checkout.py)
-
 from zkv import security
 from zkv.client import Client
 from zkv.errors import ZkvError

@@ -32,8 +32,6 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
-import _checkout  # noqa: F401  (which zkv: tools/_checkout.py)
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from sim.harness import Faults  # noqa: E402

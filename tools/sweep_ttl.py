@@ -20,8 +20,6 @@ import logging
 import os
 import sys
 
-import _checkout  # noqa: F401  (which zkv: tools/_checkout.py)
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "sim"))
