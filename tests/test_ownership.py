@@ -181,3 +181,17 @@ def test_fate_of_a_force_remove_is_not_carried_by_a_leave():
     replaced = own.commit(own.stage(base, "replace", "n2", "n9", known={"n9"}, n=3), "n1",
                           {"n9": "r2"})
     assert own.fate(replaced, "leave", "n2") == own.CARRIED
+
+
+def test_a_joining_node_force_removed_is_gone_and_not_staged_again():
+    """A joiner that died (or never could complete its join) is force-removed: gone as of
+    the commit, so its record, still in the member tables while it is down, is not staged
+    to join again at the next claimant's start; a later incarnation (started again) is."""
+    st = own.commit(own.stage(_state(), "join", "n9", known={"n9"}), "n1", {"n9": "r2"},
+                    now_ms=500)
+    assert st.status("n9") == own.JOINING and "n9" not in st.gone
+    st = own.stage(st, "force-remove", "n9", down={"n9"}, n=3)
+    st = own.commit(st, "n1", {}, now_ms=2000)
+    assert st.status("n9") is None and st.gone["n9"] == 2000
+    assert own.joinable(st, [("n9", 1500)]) == []  # the same life: not again
+    assert own.joinable(st, [("n9", 2500)]) == ["n9"]  # started again since

@@ -996,3 +996,46 @@ def test_a_forwarded_write_from_an_ended_generation_is_refused_not_written_into_
     assert type(reply) is wire.PutOk
     (reply,) = node.ask(b"peer:node2/x", [wire.Forward(11, wire.Get(0, b"k", 1, ns="s"), 0, 0)])
     assert type(reply) is wire.GetOk and reply.values
+
+
+def test_a_node_holding_a_cluster_of_its_own_refuses_to_join_another(tmp_path):
+    """A node started once without --seed founds a one-node cluster of its own on its data
+    dir; started again on it with --seed, it joined the seeds' cluster with that cluster's
+    keys (an operator read them there) and, its gossip of a state founded at another moment
+    ignored, stayed joining for good: nothing removed it. It now refuses to start, saying
+    what to do; on an empty data dir the same flags join."""
+    from zkv.errors import ZkvError
+
+    def cfg(data: str, **kw) -> NodeConfig:
+        return NodeConfig(id="node4", listen="tcp://127.0.0.1:7004",
+                          gossip="tcp://127.0.0.1:8004", data_dir=str(tmp_path / data),
+                          rack="rack-4", ring_size=16, **kw)
+
+    def start(c: NodeConfig) -> NodeCore:
+        store, handoff = open_stores(c)
+        path = os.path.join(c.data_dir, "cluster.json")
+        core = NodeCore(c, store, handoff, incarnation=time.time_ns() // 1_000_000, now=1000.0,
+                        saved=load_cluster(path), cluster_path=path)
+        core.start(1000.0)
+        return core
+
+    alone = start(cfg("n4"))  # no --seed: a cluster of its own
+    assert alone.membership.cluster is not None and not alone.joining
+    held = dvv.update_encoded(None, b"", b"x", "node4")
+    alone.store.put(b"written-alone", held)
+    alone._save_cluster(must=True)
+    alone.store.close()
+    alone.handoff.close()
+    with pytest.raises(ZkvError, match="holds a cluster of this node's own") as refused:
+        start(cfg("n4", seed=("tcp://127.0.0.1:7001",)))
+    said = str(refused.value)
+    assert "1 key(s)" in said and "start this node on an empty data dir" in said
+    assert "without --seed" in said and "tcp://127.0.0.1:7001" in said
+    again = start(cfg("n4"))  # (the refusal changed nothing: its own cluster goes on)
+    assert again.store.get(b"written-alone") == held and not again.joining
+    again.store.close()
+    again.handoff.close()
+    fresh = start(cfg("empty", seed=("tcp://127.0.0.1:7001",)))
+    assert fresh.joining
+    fresh.store.close()
+    fresh.handoff.close()

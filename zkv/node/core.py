@@ -53,6 +53,7 @@ big-endian, zkv.hlc) and every replica keeps only the greatest version (`dvv.lww
 
 from __future__ import annotations
 
+import datetime
 import functools
 import heapq
 import itertools
@@ -147,6 +148,12 @@ JOIN_RETRY = 1.0
 JOIN_LOG_EVERY = 10.0  # seconds between a joining node's log lines about unanswered seeds
 TELL_INTERVAL = 3.0  # seconds between Joins re-sent to a member whose gossip does not know us
 MAX_LOGGED_SOURCES = 10_000  # sources whose malformed frames were logged (once each)
+
+
+def _utc(wall_ms: int) -> str:
+    """A wall-clock time (ms since the epoch) in words, for a message."""
+    return datetime.datetime.fromtimestamp(wall_ms / 1000, datetime.UTC).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
 
 
 def _nothing_to_say(endpoint: str) -> str:  # NodeCore.seed_state when no transport sets it
@@ -538,6 +545,18 @@ class NodeCore:
         why = self._rack_conflict(st) if st is not None else None
         if why:
             self._refuse(why)
+        if self.joining and st is not None and st.members.keys() <= {self.me}:
+            # its data dir holds a cluster of its own (started once without --seed by
+            # mistake): joining with it took the keys written there into the seeds' cluster,
+            # and its gossip, of a state founded at another moment, was ignored (_foreign),
+            # so its join never completed and no command removed it (an operator's run)
+            self._refuse(
+                f"the data dir {cfg.data_dir} holds a cluster of this node's own (founded "
+                f"{'at ' + _utc(st.founded) if st.founded else 'earlier'}, "
+                f"{len(self.store)} key(s)), not a member of the cluster of --seed "
+                f"{', '.join(self.seeds)}: to join that cluster, start this node on an empty "
+                f"data dir (`zkv dump` its keys first if they matter); to serve its own, start "
+                f"it without --seed")
         self.membership.me.leaving = self.resumed
         if st is None and not self.joining:
             # (founded now only by a node that knows no member: a saved member table of a
@@ -2841,7 +2860,8 @@ class NodeCore:
             except own.ChangeError as exc:
                 log.info("not staging the join of %s: %s", nid, exc)
         if new.staged and new.auto_commit:
-            new = own.commit(new, self.me, {m.id: m.rack for m in ms.table()})
+            new = own.commit(new, self.me, {m.id: m.rack for m in ms.table()},
+                             now_ms=ms.wall())
         elif new.moving() and self._received(new):  # (changes staged meanwhile, auto-commit
             # off, wait for the operator's commit, not the change under way: a node started
             # during a leave, its join staged, held the leaver in its process for good)
@@ -2964,7 +2984,8 @@ class NodeCore:
         try:
             if msg.action == "commit":  # (a node named: only its staged change, as
                 # _intents_tick asks the claimant to commit a lost one again)
-                new = own.commit(st, self.me, {m.id: m.rack for m in ms.table()}, msg.node)
+                new = own.commit(st, self.me, {m.id: m.rack for m in ms.table()}, msg.node,
+                                 now_ms=ms.wall())
                 self._watch([c for c in st.staged if c not in new.staged], new.epoch, True)
             elif msg.action == "auto_commit":
                 if msg.node not in ("true", "false"):
@@ -2991,7 +3012,7 @@ class NodeCore:
                             n=max(self.groups()))
         if committed or new.auto_commit:
             new = own.commit(new, self.me, {m.id: m.rack for m in ms.table()},
-                             node if committed else "")
+                             node if committed else "", now_ms=ms.wall())
         return new
 
     def _watch(self, changes: list, epoch: int, committed: bool) -> None:

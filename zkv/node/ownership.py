@@ -358,9 +358,12 @@ def fate(st: ClusterState, action: str, node: str, other: str = "",
 
 
 def commit(st: ClusterState, author: str, racks: dict[str, str],
-           only: str = "") -> ClusterState:
+           only: str = "", now_ms: int = 0) -> ClusterState:
     """Apply every staged change (racks: the member table's racks of joining nodes), or only
-    the ones naming node `only` (the others stay staged: a lost commit made again)."""
+    the ones naming node `only` (the others stay staged: a lost commit made again). A joining
+    node force-removed is gone as of `now_ms` (wall ms), as a leaver is once its change
+    completes: its record, left in the member tables while it is down, is not staged to join
+    again (`joinable`) unless it starts again, a later incarnation."""
     todo = [c for c in st.staged if not only or only in (c[1], c[2])]
     if not todo:
         raise ChangeError(f"nothing staged for {only}" if only else "nothing staged")
@@ -388,6 +391,10 @@ def commit(st: ClusterState, author: str, racks: dict[str, str],
         elif action == "force-remove":
             if out.members[node][0] == JOINING:
                 del out.members[node]  # never owned anything
+                if now_ms:
+                    out.gone[node] = now_ms
+                    while len(out.gone) > MAX_GONE:
+                        out.gone.pop(next(iter(out.gone)))
             else:
                 out.members[node] = (REMOVED, out.members[node][1])
     out.staged = [c for c in out.staged if c not in todo]
