@@ -226,3 +226,77 @@ def test_a_failed_fsync_sealing_a_segment_refuses_writes_and_loses_nothing_ackno
     with LogStore(tmp_path) as again:
         assert all(again.get(k) == v for k, v in acked.items())
         again.put(b"after", b"1")
+
+
+@pytest.mark.parametrize("sync", ["none", "interval"])
+def test_a_full_disk_without_write_out_refuses_puts_that_change_nothing(small_fs, sync):
+    """Without write_out (an embedder's plain puts), the write-out that meets the full disk is
+    the one a put does when the 64 KiB buffer fills: that put's record stays buffered, and
+    every later write is refused with StorageFull, changing nothing, until check_space()
+    finds room and writes the buffer out; nothing a put returned for is lost by close."""
+    filler = os.path.join(small_fs, "filler")
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (2 << 20))
+    path = os.path.join(small_fs, "db")
+    store = LogStore(path, sync=sync, sync_interval_ms=60_000, compact_dead_ratio=None)
+    rng = random.Random(3)
+    acked: dict[bytes, bytes] = {}
+    try:
+        for i in range(100_000):
+            key, value = b"k%05d" % i, rng.randbytes(900)
+            try:
+                store.put(key, value)
+            except StorageFull:
+                break
+            acked[key] = value
+        else:
+            raise AssertionError("the disk never filled")
+        assert store.get(key) is None and "No space left" in (store.write_error or "")
+        for j in range(20):
+            with pytest.raises(StorageFull):
+                store.put(b"more%02d" % j, b"x" * 900)
+        with pytest.raises(StorageFull):
+            store.put_many([(b"many", b"m")])
+        with pytest.raises(StorageFull):
+            store.delete(next(iter(acked)))
+        assert all(store.get(b"more%02d" % j) is None for j in range(20))
+        assert store.get(b"many") is None
+        assert all(store.get(k) == v for k, v in acked.items())
+        assert store.check_space() is not None  # still full
+        os.unlink(filler)
+        assert store.check_space() is None and store.write_error is None
+        store.put(b"after", b"y")
+        acked[b"after"] = b"y"
+    finally:
+        store.close()
+    with LogStore(path) as again:
+        assert dict(again.items()) == acked
+        assert again.corrupt_keys() == [] and again.damaged_regions == 0
+
+
+def test_a_write_out_that_meets_a_full_disk_leaves_no_hole_in_the_segment(small_fs):
+    """The preallocation's posix_fallocate fails on a full disk and so does the pwrite after
+    it; once space is freed the next step must not allocate from past what was written,
+    leaving a hole (read through a mapping on a full tmpfs, a hole is SIGBUS)."""
+    filler = os.path.join(small_fs, "filler")
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (2 << 20))
+    path = os.path.join(small_fs, "db")
+    store = LogStore(path, compact_dead_ratio=None)
+    try:
+        for i in range(100_000):
+            try:
+                store.put(b"k%05d" % i, random.Random(i).randbytes(900))
+            except StorageFull:
+                break
+        os.unlink(filler)
+        assert store.check_space() is None
+        store.put(b"after", b"y")
+        store.write_out()
+        seg = store._active
+        assert seg is not None
+        st = os.fstat(seg.fd)
+        assert st.st_blocks * 512 >= st.st_size  # every page allocated (written or fallocated)
+    finally:
+        store.close()
+

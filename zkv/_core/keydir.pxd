@@ -64,6 +64,7 @@ cdef class KeyDir:
     cdef public object slow_put   # callable(key, value) for put()'s non-fast cases
     cdef readonly StoreLock lock  # the owner's store lock; put() appends itself only while free
     cdef public int put_gate      # nonzero: every put() takes slow_put (e.g. keys need repair)
+    cdef public int write_errno   # errno of the last failed write-out (0: none since one worked)
     cdef uint64_t seg_limit       # put(): records ending at or past this go to slow_put (rotation)
     cdef uint64_t fast_vmax       # put(): values longer than this go to slow_put (compression)
     # deferred index inserts of records appended to wbuf (see KeyDir._append): the home slot is
@@ -80,6 +81,7 @@ cdef class KeyDir:
     cdef int _set(self, const uint8_t *key, uint32_t klen, uint64_t h, uint32_t fid,
                   uint32_t offset, uint32_t size, uint32_t flags) except -1
     cdef void _remove_at(self, uint64_t i)
+    cdef int _write_buffer(self) noexcept
     cdef int _flush(self) except -1
     cdef void _slot_put(self, uint64_t h, uint64_t idx)
     cdef int64_t _find_hash(self, uint32_t klen, uint64_t h)

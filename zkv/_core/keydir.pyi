@@ -20,6 +20,7 @@ class KeyDir:
     lock: StoreLock  # read-only: the owner's store lock
     slow_put: object  # callable(key, value): put()'s locked slow path
     put_gate: int  # nonzero: every put() takes slow_put (keys await repair)
+    write_errno: int  # errno of the last failed write-out; 0 once a flush() works
 
     def __init__(self, max_key: int = 65536, max_value: int = ..., write_buffer: int = 65536) -> None: ...
     def __len__(self) -> int:
@@ -81,9 +82,10 @@ class KeyDir:
     @property
     def seq(self) -> int: ...
     def flush(self) -> None:
-        """Write the buffer to the active fd (no fsync)."""
+        """Write the buffer to the active fd (no fsync); OSError (records kept) if it fails."""
     def append(self, key: object, value: object, flags: int = 0) -> int:
-        """Validate (zkv.InvalidRequest), encode, buffer and index one record; new active end."""
+        """Validate (zkv.InvalidRequest), encode, buffer and index one record; new active end.
+        No I/O error: a write-out it does that fails sets ``write_errno`` and ``put_gate``."""
     def put_policy(self, segment_bytes: int, compress_over: int, slow_put: object) -> None:
         """Enable put(): records reaching ``segment_bytes`` and values over ``compress_over``
         bytes go to ``slow_put(key, value)``."""

@@ -884,8 +884,11 @@ cdef class KeyDir:
         """Records appended so far (the group-commit sequence number)."""
         return self.seq_
 
-    cdef int _flush(self) except -1:
-        cdef uint64_t done = 0, need, nend
+    cdef int _write_buffer(self) noexcept:
+        """Write the buffered records to the active fd (no fsync); 0, or the errno of the
+        failure (the buffer is then kept whole: see below). Raises nothing, so an append can
+        note a failure and go on (``_append``)."""
+        cdef uint64_t done = 0, need, nend, grow
         cdef ssize_t r
         self._drain()  # pending inserts read their keys from wbuf
         if self.wlen == 0:
@@ -904,9 +907,14 @@ cdef class KeyDir:
             if need > nend:
                 nend = need
             nend = (nend + self.pchunk - 1) // self.pchunk * self.pchunk
-            # best effort: if it fails (ENOSPC, unsupported), pwrite extends the file itself
-            self.pend = nend if posix_fallocate(self.afd, <off_t>self.pend,
-                                                <off_t>(nend - self.pend)) == 0 else need
+            # Best effort: if it fails (ENOSPC, unsupported), pwrite extends the file itself.
+            # Then ``pend`` stays the end really allocated, and moves only with what pwrite
+            # wrote: set to ``need`` up front, a pwrite that failed too left it past the
+            # written end, the next step allocated from there, and the pages between were a
+            # hole. On tmpfs with the file system full, reading a hole through the mapping
+            # cannot allocate its page and the process dies of SIGBUS (a reopen's scan did).
+            if posix_fallocate(self.afd, <off_t>self.pend, <off_t>(nend - self.pend)) == 0:
+                self.pend = nend
         while done < self.wlen:
             r = pwrite(self.afd, self.wbuf + done, self.wlen - done, <off_t>(self.wbase + done))
             if r < 0:
@@ -915,32 +923,63 @@ cdef class KeyDir:
                 # keep the whole buffer, the part written too: a record cut by the failure
                 # (ENOSPC) must still read whole from the buffer, where reads of every
                 # offset >= wbase go; the next flush writes it all again from wbase, over
-                # the bytes written now. The caller sees the error.
-                from os import strerror
-                raise OSError(errno, strerror(errno))
+                # the bytes written now
+                if self.wbase + done > self.pend:
+                    self.pend = self.wbase + done
+                return errno if errno else 5  # (EIO if the C library left none)
             done += r
         self.wbase += self.wlen
         self.wlen = 0
+        if self.wbase > self.pend:
+            self.pend = self.wbase
+        return 0
+
+    cdef int _flush(self) except -1:
+        """``_write_buffer``, raising OSError if it failed (and noting it: ``write_errno``).
+        A flush that worked clears ``write_errno``."""
+        cdef int err = self._write_buffer()
+        if err:
+            self.write_errno = err
+            self.put_gate = 1
+            from os import strerror
+            raise OSError(err, strerror(err))
+        self.write_errno = 0
         return 0
 
     def flush(self):
-        """Write the buffered records to the active fd (no fsync)."""
+        """Write the buffered records to the active fd (no fsync). OSError if that fails (the
+        records stay buffered; ``write_errno`` says so until a flush works)."""
         self._flush()
 
     cdef int _append(self, const uint8_t *kp, uint32_t kl, const uint8_t *vp, uint32_t vl,
                      uint32_t flags) except -1:
-        """Encode one (validated) record into the write buffer and point the key at it."""
-        cdef uint64_t size = ZKV_REC_HEADER + <uint64_t>kl + vl, h, n
+        """Encode one (validated) record into the write buffer and point the key at it.
+
+        Never fails for I/O (only MemoryError): the record is buffered, and readable, whatever
+        a write-out here finds. A write-out it does when the buffer is full that fails leaves
+        the records buffered, notes the errno in ``write_errno`` and sets ``put_gate`` (the
+        owner refuses the next writes before they change anything: LogStore, "Out of
+        space"); until an explicit ``flush`` works, appends grow the buffer instead of
+        writing it out. Raising there instead told the caller a put failed whose record was
+        buffered and indexed all the same (and every put after it too)."""
+        cdef uint64_t size = ZKV_REC_HEADER + <uint64_t>kl + vl, h, n, ncap
         cdef void *p
+        cdef int err
         if self.wlen + size > self.wcap:
-            if self.wlen:
-                self._flush()
-            if size > self.wcap:
-                p = realloc(self.wbuf, size)
+            if self.wlen and self.write_errno == 0:
+                err = self._write_buffer()
+                if err:
+                    self.write_errno = err
+                    self.put_gate = 1
+            if self.wlen + size > self.wcap:
+                ncap = self.wcap + (self.wcap >> 1)
+                if ncap < self.wlen + size:
+                    ncap = self.wlen + size
+                p = realloc(self.wbuf, ncap)
                 if p == NULL:
                     raise MemoryError()
                 self.wbuf = <uint8_t *>p
-                self.wcap = size
+                self.wcap = ncap
         zkv_rec_write(self.wbuf + self.wlen, <uint8_t>flags, kp, kl, vp, vl)
         h = zkv_hash64(kp, kl)
         if self.pend_n == KD_PEND:
@@ -957,8 +996,11 @@ cdef class KeyDir:
             self._set(kp, kl, h, self.afid, <uint32_t>(self.wbase + self.wlen), <uint32_t>size, flags)
         self.wlen += size
         self.seq_ += 1
-        if self.wlen >= self.wlimit:
-            self._flush()
+        if self.wlen >= self.wlimit and self.write_errno == 0:
+            err = self._write_buffer()
+            if err:
+                self.write_errno = err
+                self.put_gate = 1
         return 0
 
     def append(self, key, value, uint32_t flags=0):

@@ -42,7 +42,10 @@ Out of space: ``min_free_bytes`` is a reserve the store keeps free on its file s
 While the free space is under it, or after writing records out failed (ENOSPC, EDQUOT, EIO),
 ``put``, ``put_many`` and ``delete`` raise ``StorageFull`` before changing anything, and
 ``get`` keeps working. Records already buffered when a write-out failed stay buffered (and
-readable); ``check_space()`` (a node calls it every gossip round) retries writing them and lifts
+readable), the record of the write whose own write-out failed (a put that filled the buffer,
+or the segment at rotation) too: that write returns, as every write does whose record is
+buffered, and the next is refused. So a write that raises changed nothing, whatever the sync
+mode. ``check_space()`` (a node calls it every gossip round) retries writing them and lifts
 the refusal once they are out and the reserve is free again. Refusing early, with the reserve
 still free, is what keeps a full disk from failing the writes a caller was already told were
 made (segment rotation, hints files and compaction need room too): Elasticsearch's
@@ -480,7 +483,7 @@ class LogStore:
         with self._lock:
             self._refuse_if_full()
             if self._kd.append(key, value, 0) >= self._segment_bytes:
-                self._rotate()
+                self._rotate_after_append()
             if self._corrupt:
                 self._repaired((key,))
             return self._kd.seq
@@ -492,7 +495,7 @@ class LogStore:
         with self._lock:
             self._refuse_if_full()
             if self._kd.append(key, value, flags) >= self._segment_bytes:
-                self._rotate()
+                self._rotate_after_append()
             if self._corrupt:
                 self._repaired((key,))
             return self._kd.seq
@@ -516,15 +519,16 @@ class LogStore:
         with self._lock:
             self._refuse_if_full()
             i = 0
+            rotate = True  # (after a rotation failed, the rest of the batch stays in this one)
             while i < n:
-                i = kd.append_batch(items, i, self._cthresh, seg_bytes)
-                if i < n and kd.active_end < seg_bytes:  # stopped before a value to compress
+                i = kd.append_batch(items, i, self._cthresh, seg_bytes if rotate else 1 << 62)
+                if i < n and (kd.active_end < seg_bytes or not rotate):  # (a value to compress)
                     key, value = items[i]
                     value, flags = self._compress(value)
                     kd.append(key, value, flags)
                     i += 1
-                if kd.active_end >= seg_bytes:
-                    self._rotate()
+                if rotate and kd.active_end >= seg_bytes:
+                    rotate = self._rotate_after_append()
             if self._corrupt:
                 self._repaired(k for k, _v in items)
             seq = kd.seq
@@ -544,9 +548,19 @@ class LogStore:
 
     def _refuse_if_full(self) -> None:
         """StorageFull, before anything is written, while writes are refused. Holds self._lock."""
+        self._note_append_failure()
         why = self.write_error
         if why is not None:
             raise StorageFull(why)
+
+    def _note_append_failure(self) -> None:
+        """A write-out the keydir did inside an append (its buffer full) failed: it kept the
+        records buffered, returned normally (the put is buffered, as every put is until a
+        write-out) and closed its C put (``put_gate``); refuse writes from here as after any
+        failed write-out. Holds self._lock."""
+        err = self._kd.write_errno
+        if err and self._write_failed is None:
+            self._failed(OSError(err, os.strerror(err)))
 
     def _failed(self, exc: OSError) -> StorageFull:
         """Writing out failed: refuse writes until check_space() writes the buffer out.
@@ -584,7 +598,10 @@ class LogStore:
     @property
     def write_error(self) -> str | None:
         """Why writes are refused now (None: they are taken); see check_space()."""
-        return self._sync_broken or self._low_space or self._write_failed
+        why = self._sync_broken or self._low_space or self._write_failed
+        if why is None and self._kd.write_errno:  # (noted by the next write: _refuse_if_full)
+            why = f"writing {self.path} failed: {os.strerror(self._kd.write_errno)}"
+        return why
 
     def check_space(self) -> str | None:
         """Look again (one statvfs, and a write-out if one failed): why writes are refused now,
@@ -593,6 +610,7 @@ class LogStore:
         if self._closed or self.readonly:
             return None
         with self._lock:
+            self._note_append_failure()
             if self._write_failed is not None:
                 try:
                     self._kd.flush()
@@ -621,12 +639,23 @@ class LogStore:
         with self._lock:
             self._refuse_if_full()
             if self._kd.append(key, b"", _TOMB) >= self._segment_bytes:
-                self._rotate()
+                self._rotate_after_append()
             seq = self._kd.seq
             if self._corrupt:
                 self._repaired((key,))
         if self._always:
             self._commit(seq)
+
+    def _rotate_after_append(self) -> bool:
+        """`_rotate` for a write whose record is appended already: a failure refuses the next
+        writes (logged by _failed) but not this one, whose record stays buffered and readable
+        like any record a write-out has not reached yet (raising would tell the caller a
+        write failed that is in the store). False if the rotation failed. Holds self._lock."""
+        try:
+            self._rotate()
+        except StorageFull:
+            return False
+        return True
 
     def _rotate(self) -> None:
         """Seal the active segment (flush, fsync, hints) and start a new one. Holds self._lock.
@@ -862,6 +891,9 @@ class LogStore:
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self._interval):
+            if self._kd.write_errno and self._write_failed is None:
+                with self._lock:
+                    self._note_append_failure()  # (said now, not at the next write)
             if self._write_failed is not None or self._sync_broken is not None:
                 continue  # (check_space retries a write-out; _failed / _sync_failed logged why)
             try:
@@ -1207,7 +1239,15 @@ class LogStore:
                 # each record's CRC, rather than trust an index of what may not be on disk
                 if seg.size and self._sync_broken is None:
                     mm = seg.remap()
-                    write_hints(seg.hint_path, mm)
+                    try:
+                        write_hints(seg.hint_path, mm)
+                    except OSError as exc:  # (its records are on disk: only the index is not)
+                        log.warning("no hints file for %s (%s): a reopen scans the segment",
+                                    seg.path, exc)
+                        try:
+                            os.unlink(seg.hint_path + TMP_SUFFIX)
+                        except FileNotFoundError:
+                            pass
                     seg.mm = None
                     del mm
         finally:
