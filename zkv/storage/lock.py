@@ -42,8 +42,11 @@ class DirLock:
         if previous and previous != os.getpid() and not shared:
             log.warning("taking over stale lock %s left by dead process %s", self.path, previous)
         if not shared:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:  # (a full disk: the lock holds all the same; the pid
+                log.warning("could not write the pid to %s (%s)", self.path, exc)  # is a note)
         self.fd = fd
         self.shared = shared
 

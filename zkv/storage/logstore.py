@@ -92,6 +92,7 @@ from zkv.storage.segment import (
     fsync_dir,
     hint_name,
     parse_name,
+    written_end,
 )
 
 log = logging.getLogger("zkv.storage")
@@ -407,7 +408,9 @@ class LogStore:
                 if active:  # appends are coming: the hints would go stale
                     os.unlink(seg.hint_path)
                     fsync_dir(self.path)
-            mm = seg.remap()
+            # mapped up to the first hole at most (segment.written_end: a hole's page read
+            # through a mapping on a full tmpfs is SIGBUS); past it the file holds no record
+            mm = seg.remap(written_end(seg.fd, seg.size))
             if not loaded:
                 # the newest segment may end in a torn record and/or a preallocated zero tail
                 tail = last and name[1] == 0
@@ -417,8 +420,7 @@ class LogStore:
                     log.warning("segment %s: %d corrupt region(s) skipped", seg.path, bad)
                     self.damaged_regions += bad
                 if end < seg.size:
-                    assert mm is not None
-                    torn = len(mm[end:].rstrip(b"\0"))
+                    torn = len(mm[end:].rstrip(b"\0")) if mm is not None else 0
                     if torn:
                         log.warning("segment %s: torn tail of %d bytes %s at offset %d", seg.path,
                                     torn, "truncated" if active else "ignored", end)
@@ -435,7 +437,14 @@ class LogStore:
                     else:  # readonly: leave the file, index and map only the log
                         seg.size = end
                 if not active and not self.readonly:
-                    write_hints(seg.hint_path, mm if mm is not None else b"")
+                    try:  # (a full disk: the open goes on, the next one scans again)
+                        write_hints(seg.hint_path, mm if mm is not None else b"")
+                    except OSError as exc:
+                        log.warning("no hints file for %s (%s)", seg.path, exc)
+                        try:
+                            os.unlink(seg.hint_path + TMP_SUFFIX)
+                        except FileNotFoundError:
+                            pass
             kd.map_segment(seg.fid, mm if mm is not None else b"")
             if active:
                 self._active = seg

@@ -41,6 +41,19 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def written_end(fd: int, size: int) -> int:
+    """Where the file's first hole starts (``size`` if it has none, or the file system cannot
+    say): the end of what the log may hold. A segment is written front to back (pwrite from
+    the write buffer's base, the preallocated tail by posix_fallocate), so no record lies
+    past a hole. Reading a hole through a mapping is not safe: on a full tmpfs the page
+    cannot be allocated and the reader dies of SIGBUS; opening a store maps no further.
+    (ext4 and XFS report a preallocated, never-written tail as a hole too.)"""
+    try:
+        return min(size, os.lseek(fd, 0, os.SEEK_HOLE))
+    except OSError:
+        return size
+
+
 class Segment:
     """One open segment file: fid (in-process id), name, fd, size and a read mapping."""
 
