@@ -113,6 +113,45 @@ cdef inline uint32_t _flags(const kd_entry *e) noexcept nogil:
     return e.klen_flags >> 24
 
 
+cdef uint32_t _damaged_klen(const uint8_t *p, uint64_t region) noexcept:
+    """The key length of the damaged record at ``p``, which fills the ``region`` bytes up to
+    the next valid record (or the image's end), or 0 if its key cannot be told.
+
+    First a header that a flipped byte of version, flags, reserved, klen or vlen may have
+    come from: version 1, reserved 0, flags 0..3, and klen as stored or as the region
+    leaves it beside the stored vlen (vlen the rest); one whose CRC matches the stored CRC
+    is the record as written, its key certain. Otherwise (the damage is in the body or the
+    CRC, or in more than one field) the stored klen, if it fits the region: the key as read.
+    0 (nothing fits) leaves the key unknown: its older version, if any, reads again
+    (README, "embedded engine")."""
+    cdef uint64_t vlen
+    cdef uint32_t cands[2]
+    cdef uint32_t kl, crc, fl
+    cdef uint8_t h[12]
+    cdef int c
+    if region <= ZKV_REC_HEADER:
+        return 0
+    cands[0] = zkv_ld32(p + 8)
+    vlen = zkv_ld32(p + 12)
+    cands[1] = <uint32_t>(region - ZKV_REC_HEADER - vlen) if region > ZKV_REC_HEADER + vlen else 0
+    for c in range(2):
+        kl = cands[c]
+        if kl == 0 or kl > ZKV_REC_MAX_KEY or ZKV_REC_HEADER + <uint64_t>kl > region:
+            continue
+        for fl in range(4):
+            h[0] = ZKV_REC_VERSION; h[1] = <uint8_t>fl; h[2] = 0; h[3] = 0
+            zkv_st32(h + 4, kl)
+            zkv_st32(h + 8, <uint32_t>(region - ZKV_REC_HEADER - kl))
+            crc = zkv_crc32c(0, h, 12)
+            crc = zkv_crc32c(crc, p + ZKV_REC_HEADER, region - ZKV_REC_HEADER)
+            if crc == zkv_ld32(p):
+                return kl
+    kl = cands[0]
+    if kl == 0 or kl > ZKV_REC_MAX_KEY or ZKV_REC_HEADER + <uint64_t>kl > region:
+        return 0
+    return kl
+
+
 cdef class StoreLock:
     """The store's mutex (``with lock:``), visible to C: ``KeyDir.put`` appends by itself only
     while no thread holds it, and otherwise hands the put to the store's locked slow path.
@@ -663,7 +702,8 @@ cdef class KeyDir:
         """Index every valid record of a segment image; ``(end, records, corrupt, bad)``.
 
         A record whose CRC fails is skipped; if its key is readable the key's entry is dropped
-        (an older version must not resurface) and the key is listed in ``corrupt``. ``bad``
+        (an older version must not resurface) and the key is listed in ``corrupt``: the key
+        of a record whose header is damaged too is found by ``_damaged_klen``. ``bad``
         counts skipped regions. When nothing valid follows a bad region it is a torn tail: for
         the active segment (``active=True``) the scan stops there and ``end`` is the length to
         truncate to; for an immutable segment the region counts as corruption and ``end`` is the
@@ -691,8 +731,8 @@ cdef class KeyDir:
             if nxt < 0 and active:
                 return (off, records, corrupt, bad)
             bad += 1
-            if size:
-                kl = zkv_ld32(p + off + 8)
+            kl = _damaged_klen(p + off, (n if nxt < 0 else <uint64_t>nxt) - off)
+            if kl:
                 i = self._find(p + off + 16, kl, zkv_hash64(p + off + 16, kl))
                 if i >= 0:
                     self._remove_at(i)

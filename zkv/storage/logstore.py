@@ -317,6 +317,10 @@ class LogStore:
         # corrupt regions the open skipped: the records in them are gone, and where a key was
         # unreadable nothing says which key lost its newest version (an older one now reads)
         self.damaged_regions = 0
+        # segments with such a region never get a hints file: hints list only good records,
+        # so the next open, trusting them, would find the key whose newest record is the
+        # corrupt one at its older version again, and not in corrupt_keys (it scans instead)
+        self._damaged: set[int] = set()
         self._compactor: threading.Thread | None = None
         self._compactions = 0
         # bytes -> seconds to wait before rewriting them: set by a node to share its I/O
@@ -436,7 +440,9 @@ class LogStore:
                         mm = seg.remap()
                     else:  # readonly: leave the file, index and map only the log
                         seg.size = end
-                if not active and not self.readonly:
+                if bad:
+                    self._damaged.add(seg.fid)  # (no hints file for it, ever: see __init__)
+                if not active and not self.readonly and not bad:
                     try:  # (a full disk: the open goes on, the next one scans again)
                         write_hints(seg.hint_path, mm if mm is not None else b"")
                     except OSError as exc:
@@ -746,7 +752,7 @@ class LogStore:
                 with self._seal_cv:
                     self._synced += 1
                     self._seal_cv.notify_all()
-            if ok:
+            if ok and seg.fid not in self._damaged:
                 write_hints(seg.hint_path, mm if mm is not None else b"")
         except Exception as exc:  # (a .tmp hints file left is removed at the next open)
             log.warning("no hints file for %s (%s): a reopen scans the segment", seg.path,
@@ -1246,7 +1252,7 @@ class LogStore:
                 self._seal(seg)
                 # no hints after a failed fsync: the reopen scans the segment, checking
                 # each record's CRC, rather than trust an index of what may not be on disk
-                if seg.size and self._sync_broken is None:
+                if seg.size and self._sync_broken is None and seg.fid not in self._damaged:
                     mm = seg.remap()
                     try:
                         write_hints(seg.hint_path, mm)
