@@ -17,7 +17,8 @@ Bitcask's merge (Sheehy & Smith 2010, §"Merge"), made crash-safe by file orderi
 Pacing: when the store has a ``throttle`` (a node sets its shared I/O budget, see
 zkv/node/transfer.py IOBudget.reserve), step 2 writes its outputs PACE_CHUNK bytes at a time,
 each after the throttle's wait; closing the store interrupts the wait and abandons the
-compaction (its ``.tmp`` outputs are removed; nothing else changed).
+compaction (its ``.tmp`` outputs are removed; nothing else changed). Without pacing too, a
+close abandons it before the next chunk of step 2, and waits for it otherwise (step 3 on).
 4. Delete inputs oldest first. A crash before step 3's renames leaves only ``.tmp`` files
    (removed on open); a crash after leaves inputs and outputs side by side, which replays to
    the same state, and deleting oldest-first means a surviving tombstone is never older than a
@@ -45,7 +46,8 @@ COLLECT_CHUNK = 1 << 20  # segment bytes walked per keydir call (~0.35 ms holdin
 
 
 class Aborted(Exception):
-    """The store was closed while a paced compaction waited for its budget."""
+    """The store was closed during the compaction (close() stops it at its next chunk or
+    throttle wait, and waits for it), or before it began."""
 
 
 class _Output:
@@ -101,6 +103,8 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
     t0 = time.monotonic()
     kd = store._kd
     with store._compact_lock:
+        if store._closed:  # (it waited for close(), which holds the lock throughout)
+            raise Aborted("store closed before the compaction began")
         with store._lock:
             if kd.active_end > 0:
                 store._rotate()
@@ -121,6 +125,8 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
                 image = seg.mm
                 start, end = 0, (len(image) if image is not None else 0)
                 while start < end:  # a MiB per call: each holds the GIL (keydir.pyx)
+                    if store._stop.is_set():  # close() waits for this compaction: stop now
+                        raise Aborted("store closed during a compaction")
                     recs, moves, start = kd.collect_live_from(image, seg.fid, start,
                                                               COLLECT_CHUNK)
                     time.sleep(0)  # the GIL to a waiting thread now, not at its next switch

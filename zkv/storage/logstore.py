@@ -1226,6 +1226,14 @@ class LogStore:
         c = self._compactor
         if c is not None and c.is_alive():
             c.join()
+        # a compaction another thread runs (compact() called directly): stopped at its next
+        # chunk (it checks _stop), and waited for; one that starts meanwhile (autocompaction
+        # by a put still running) finds the store closed once it has the lock
+        with self._compact_lock:
+            self._close_compacted()
+
+    def _close_compacted(self) -> None:
+        """close() once no compaction runs. Holds self._compact_lock."""
         while True:  # every segment rotated out sealed, with the lock held from then on
             with self._lock:
                 with self._seal_cv:
