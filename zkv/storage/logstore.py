@@ -271,6 +271,14 @@ class LogStore:
             raise InvalidRequest(f"max_key_size must be between 1 and {record.MAX_KEY}")
         if not 0 <= max_value_size <= (1 << 31):
             raise InvalidRequest("max_value_size must be between 0 and 2 GiB")
+        # the rest checked here too, before the directory is locked: a bad value used to fail
+        # deep in the keydir (OverflowError) with the lock held until the garbage collector
+        if compress_threshold is not None and not 0 <= compress_threshold <= 1 << 62:
+            raise InvalidRequest("compress_threshold must be None or between 0 and 2**62")
+        if not 0 <= sync_interval_ms <= 1 << 31:
+            raise InvalidRequest("sync_interval_ms must be between 0 and 2**31")
+        if compact_dead_ratio is not None and not 0 < compact_dead_ratio <= 1:
+            raise InvalidRequest("compact_dead_ratio must be None or in (0, 1]")
         self.path = os.fspath(path)
         self.sync = sync
         self.readonly = readonly
@@ -336,7 +344,16 @@ class LogStore:
         self._pending: deque[tuple[Segment, Any]] = deque()  # (segment, its mapping) to seal
         try:
             self._open()
-        except BaseException:
+            # hot path: get() is the keydir's C method, falling back to _get_slow for the rare
+            # cases
+            self._kd.slow = self._get_slow
+            self.get = self._kd.get  # type: ignore[method-assign]
+            if not self._always and not readonly:
+                # hot path: put() is the keydir's C method too (see put() for when it steps
+                # aside)
+                self._kd.put_policy(segment_bytes, self._cthresh, self._put_locked)
+                self.put = self._kd.put  # type: ignore[method-assign]
+        except BaseException:  # (whatever failed: the directory is not left locked)
             self._kd.close()
             for s in self._segs.values():
                 s.close()
@@ -344,13 +361,6 @@ class LogStore:
             raise
         self._closed = False
         _OPEN.add(self)
-        # hot path: get() is the keydir's C method, falling back to _get_slow for the rare cases
-        self._kd.slow = self._get_slow
-        self.get = self._kd.get  # type: ignore[method-assign]
-        if not self._always and not readonly:
-            # hot path: put() is the keydir's C method too (see put() for when it steps aside)
-            self._kd.put_policy(segment_bytes, self._cthresh, self._put_locked)
-            self.put = self._kd.put  # type: ignore[method-assign]
         if sync == "interval" and not readonly:
             self._syncer = threading.Thread(target=self._sync_loop, name="zkv-sync", daemon=True)
             self._syncer.start()

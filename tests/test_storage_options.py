@@ -1,0 +1,40 @@
+"""LogStore's options: a bad one is an InvalidRequest naming it, raised before the directory
+is locked, and a constructor that fails for any reason leaves the directory unlocked."""
+
+from __future__ import annotations
+
+import pytest
+
+from zkv.errors import InvalidRequest
+from zkv.storage import LogStore
+
+
+@pytest.mark.parametrize("bad", [
+    {"compress_threshold": -1},
+    {"compress_threshold": 2**64},
+    {"sync_interval_ms": -5},
+    {"compact_dead_ratio": 0},
+    {"compact_dead_ratio": 1.5},
+])
+def test_a_bad_option_is_refused_and_the_directory_left_unlocked(tmp_path, bad):
+    with pytest.raises(InvalidRequest, match=next(iter(bad))):
+        LogStore(tmp_path, **bad)
+    with LogStore(tmp_path) as store:  # (no garbage collection needed first)
+        store.put(b"k", b"v")
+
+
+def test_a_constructor_failing_after_the_lock_releases_it(tmp_path, monkeypatch):
+    def broken(self, *args):
+        raise RuntimeError("put_policy failed")
+
+    from zkv.storage import logstore
+
+    class Broken(logstore.KeyDir):
+        put_policy = broken
+
+    monkeypatch.setattr(logstore, "KeyDir", Broken)
+    with pytest.raises(RuntimeError, match="put_policy failed"):
+        LogStore(tmp_path)
+    monkeypatch.undo()
+    with LogStore(tmp_path) as store:
+        store.put(b"k", b"v")
