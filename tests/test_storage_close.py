@@ -43,3 +43,33 @@ def test_close_waits_for_a_compaction_another_thread_runs(tmp_path):
     with LogStore(tmp_path) as again:
         assert dict(again.items()) == values
         assert again.corrupt_keys() == [] and again.damaged_regions == 0
+
+
+_KILLED_AFTER_ROTATION = """
+import os, signal, sys
+from zkv.storage import LogStore
+from zkv.storage import logstore
+logstore._SEALER.wake = lambda store: None  # (the kill lands before the sealer's turn)
+s = LogStore(sys.argv[1], sync="none", segment_bytes=4096)
+for i in range(200):
+    s.put(b"k%d" % i, b"x" * 100)
+    if s.stats()["segments"] >= 3 and s._kd.active_end == 0:  # a rotation just happened
+        break
+s.write_out()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_closed_cleanly_is_false_after_a_kill_right_after_a_rotation(tmp_path):
+    """The newest segment is empty then, but the one rotated out before it was never sealed
+    (no hints, maybe not fsynced): not a clean close (zkv/node/core.py's dot ids rely on it)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _KILLED_AFTER_ROTATION, str(tmp_path)],
+                         timeout=120)
+    assert run.returncode == -9
+    with LogStore(tmp_path, segment_bytes=4096) as store:
+        assert not store.closed_cleanly
+    with LogStore(tmp_path, segment_bytes=4096) as store:
+        assert store.closed_cleanly  # (that close was clean)

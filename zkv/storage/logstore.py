@@ -388,10 +388,14 @@ class LogStore:
                     os.unlink(os.path.join(self.path, f"seg-{name[0]:010d}-{name[1]:04d}.hint"))
                 del files[name]
         ordered = sorted(files)
-        # the last close wrote the newest segment's hints (an empty newest segment: nothing
-        # to lose): False after a crash, kill -9 or power loss, whose unsynced tail may be gone
-        self.closed_cleanly = not ordered or "hint" in files[ordered[-1]] or os.path.getsize(
-            os.path.join(self.path, data_name(ordered[-1]))) == 0
+        # the last close sealed every segment: each has its hints (the newest may be empty
+        # instead: nothing to lose). False after a crash, kill -9 or power loss, whose
+        # unsynced tail may be gone: right after a rotation the newest is empty, but the one
+        # before it, rotated out and not sealed yet, has no hints. (Conservative: a segment
+        # whose hints could not be written or that has a corrupt region makes it False too.)
+        self.closed_cleanly = all("hint" in files[n] for n in ordered[:-1]) and (
+            not ordered or "hint" in files[ordered[-1]] or os.path.getsize(
+                os.path.join(self.path, data_name(ordered[-1]))) == 0)
         if ordered:
             self._next_major = ordered[-1][0] + 1
         corrupt: list[bytes] = []
