@@ -25,6 +25,34 @@ def nodes(tmp_path):
     n.close()
 
 
+def test_a_loop_that_stopped_turning_makes_both_health_endpoints_fail():
+    """A node whose loop is blocked for good (writing its log to a pipe nobody reads) still
+    answered /healthz 200 and /readyz 200 from the HTTP thread while every request timed
+    out: past LOOP_STALLED seconds without a turn both answer 503, saying how long."""
+    from zkv.node.metrics import LOOP_STALLED
+
+    m = NodeMetrics()
+    clock = {"t": 100.0}
+    port = free_port()
+    m.serve(port, "127.0.0.1", ready=lambda: (True, {"joined": True}), clock=lambda: clock["t"])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert http(base + "/healthz")[0] == 200  # (no turn yet: starting)
+        m.turns.began = 100.0
+        clock["t"] = 100.0 + LOOP_STALLED - 1  # a long turn, or an idle loop: alive
+        assert http(base + "/healthz")[0] == 200 and http(base + "/readyz")[0] == 200
+        clock["t"] = 100.0 + LOOP_STALLED + 5
+        code, body = http(base + "/healthz")
+        assert code == 503 and json.loads(body) == {"status": "stalled",
+                                                     "loop_idle_seconds": LOOP_STALLED + 5}
+        code, body = http(base + "/readyz")
+        assert code == 503 and json.loads(body)["loop_idle_seconds"] == LOOP_STALLED + 5
+        m.turns.began = clock["t"]  # it turns again
+        assert http(base + "/healthz")[0] == 200 and http(base + "/readyz")[0] == 200
+    finally:
+        m.close()
+
+
 def test_health_endpoints_follow_the_readiness_callback():
     m = NodeMetrics()
     state = {"v": (False, {"joined": False})}

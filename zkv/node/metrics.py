@@ -3,9 +3,12 @@
 Each node owns its registry, so several nodes in one process (tests) do not collide. The HTTP
 server (a daemon thread) answers:
 - /metrics  the Prometheus text format;
-- /healthz  200 while the process serves;
+- /healthz  200 while the process serves: its loop began a turn within LOOP_STALLED seconds
+            (a loop blocked for good, e.g. writing logs to a pipe nobody reads, answered 200
+            while every request timed out), else 503;
 - /readyz   200 when the node has joined, agrees with its peers on the ring and has no
-            partition pending transfer to it, else 503; both with a JSON reason (DESIGN.md 2.7).
+            partition pending transfer to it, and its loop is not stalled, else 503; both with
+            a JSON reason (DESIGN.md 2.7).
 
 What the node calls (all on its reactor thread, all cheap):
 - ops.observe(op, quorum, ok, s)   per operation it coordinated (counts, latency: OpStats);
@@ -35,6 +38,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from zkv.node.health import Health
 from zkv.node.hotkeys import TopK
 from zkv.node.stalls import TurnWatch
+
+# seconds without a loop turn after which /healthz and /readyz answer 503: far above the
+# longest turn seen under load (a turn is bounded by its budgets; the loop wakes at least
+# once per gossip interval), so only a loop that stopped for good is reported
+LOOP_STALLED = 20.0
 
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 SIBLING_BUCKETS = (1, 2, 3, 5, 10, 25, 50, 100)
@@ -494,13 +502,24 @@ class NodeMetrics:
         return names
 
     # ---- HTTP -------------------------------------------------------------------------------
-    def serve(self, port: int, host: str = "127.0.0.1", ready: Readiness | None = None) -> None:
+    def serve(self, port: int, host: str = "127.0.0.1", ready: Readiness | None = None,
+              clock: Callable[[], float] | None = None) -> None:
         """Serve /metrics, /healthz, /readyz on host:port in a daemon thread.
 
         ready() -> (bool, reason dict) decides /readyz; default: this registry's Health, which
-        observe_cluster keeps current. Raises OSError when the port cannot be bound."""
+        observe_cluster keeps current. `clock`: the loop's (turns.began is on it); with it, a
+        loop that began no turn for LOOP_STALLED seconds makes both answer 503. Raises OSError
+        when the port cannot be bound."""
         ready_fn: Readiness = ready or self.health.ready
         registry = self.registry
+        turns = self.turns
+
+        def stalled() -> float:
+            """Seconds the loop has begun no turn, past LOOP_STALLED (else 0)."""
+            if clock is None or not turns.began:
+                return 0.0
+            idle = clock() - turns.began
+            return idle if idle > LOOP_STALLED else 0.0
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -508,12 +527,20 @@ class NodeMetrics:
                 if path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    self._json(200, {"status": "ok"})
+                    idle = stalled()
+                    if idle:
+                        self._json(503, {"status": "stalled",
+                                         "loop_idle_seconds": round(idle, 1)})
+                    else:
+                        self._json(200, {"status": "ok"})
                 elif path == "/readyz":
                     try:
                         ok, reason = ready_fn()
                     except Exception as exc:  # a broken callback is "not ready", not a crash
                         ok, reason = False, {"error": f"{type(exc).__name__}: {exc}"}
+                    idle = stalled()
+                    if idle:  # (its state is as of before the loop stopped)
+                        ok, reason = False, {**reason, "loop_idle_seconds": round(idle, 1)}
                     self._json(200 if ok else 503, {"ready": bool(ok), **reason})
                 else:
                     self._json(404, {"error": f"no such path {path}; try /metrics, /healthz, "

@@ -106,7 +106,7 @@ class Node:
         self.parent_pid = int(os.environ.get("ZKV_EXIT_WITH_PARENT", "0") or 0)
         self.next_parent_check = 0.0
         if cfg.metrics_port:
-            self.core.metrics.serve(cfg.metrics_port, cfg.metrics_host)
+            self.core.metrics.serve(cfg.metrics_port, cfg.metrics_host, clock=self.clock)
         self.flush()  # links to the members cluster.json remembers
 
     def _serve(self, sock: zmq.Socket, peers_only: bool = False) -> None:
