@@ -42,11 +42,17 @@ class QuorumError(ZkvError):
 
 
 class Unavailable(ZkvError):
-    """No node of the cluster could be reached."""
+    """No node of the cluster could be reached, or every node asked answered that it could not
+    take the request now (busy, still joining, stopping: the message says which; nothing was
+    written by such a refusal, so the call may be made again)."""
 
 
 class RequestTimeout(ZkvError, TimeoutError):
-    """The call did not complete within its timeout."""
+    """The call did not complete within its timeout.
+
+    A put or delete that raises this may still have been stored: its request may have reached
+    a coordinator whose answer came too late (as with QuorumError). A retry of a blind put then
+    stores the value again, as a sibling; a put with the context of a read replaces it."""
 
 
 class AuthenticationError(ZkvError):
