@@ -71,7 +71,12 @@ def save(core, new: NodeConfig) -> dict:
     flag_wins = [name for name in differ if flags.get(name) is not None]
     written = {name: getattr(new, name) for name in differ if name not in flag_wins}
     if written:
-        configs.save_settings(path, written)
+        try:
+            configs.save_settings(path, written)
+        except InvalidRequest as exc:  # (answered to the admin too; the log keeps it)
+            log.warning("%s (settings not saved: %s)", exc,
+                        ", ".join(f"{k} = {v!r}" for k, v in written.items()))
+            raise
         log.info("settings saved to %s: %s", path,
                  ", ".join(f"{k} = {v!r}" for k, v in written.items()))
     return {"path": path, "written": written, "flag_wins": flag_wins}
