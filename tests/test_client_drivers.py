@@ -849,3 +849,37 @@ def test_a_call_waiting_for_other_threads_calls_on_one_client_keeps_its_timeout(
     took = sorted(t for t, _ in ends)
     assert took[-1] < 3.0, ends  # (each within its timeout, plus a scheduling margin)
     assert any("calls from other threads took all of it" in why for _, why in ends), ends
+
+
+def test_an_async_client_dropped_without_close_is_freed_with_a_warning(fake_nodes):
+    """An AsyncClient an application drops without close() was kept alive by its sockets'
+    readers on the loop (~17 fds and 2 threads each, for the loop's life), silently. It is
+    collected now, saying so with a ResourceWarning, its sockets closed."""
+    import gc
+    import warnings
+
+    (a,) = fake_nodes({"a": lambda m: (0, wire.StatusOk(0, {"node": "a"}))})
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def main():
+        async def use_and_drop():
+            c = AsyncClient([a.endpoint], timeout=0.5)
+            assert await c.status(a.endpoint) == {"node": "a"}
+
+        await use_and_drop()  # (warm: the loop's own fds, the fake node's)
+        await asyncio.sleep(0.8)
+        gc.collect()
+        before = fds()
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            for _ in range(10):
+                await use_and_drop()
+            await asyncio.sleep(0.8)  # (its deadline timer, set for its try's end, fires)
+            gc.collect()
+        return before, fds(), [w for w in said if w.category is ResourceWarning]
+
+    before, after, warned = asyncio.run(main())
+    assert after <= before + 2, (before, after)  # (before: +17 per client dropped)
+    assert len(warned) >= 10 and "unclosed" in str(warned[0].message)

@@ -19,6 +19,8 @@ import heapq
 import itertools
 import math
 import random
+import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, overload
 
@@ -102,6 +104,15 @@ class _Window:
         self.n -= 1
 
 
+def _drain_weakly(ref: weakref.ref, s: zmq.Socket) -> None:
+    """A socket's reader callback: the loop holds the client only weakly, so one an
+    application drops without close() is collected (AsyncClient.__del__), not kept alive by
+    its readers with its sockets and threads for the loop's life."""
+    client = ref()
+    if client is not None:
+        client._drain(s)
+
+
 class AsyncClient(Facade):
     """asyncio client: the same methods as Client, as coroutines; many requests in flight on
     one socket per node (replies are matched by request id)."""
@@ -128,6 +139,27 @@ class AsyncClient(Facade):
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._deadline_at = math.inf  # when the timer fires
         self._deadline_loop: asyncio.AbstractEventLoop | None = None
+        self._ref = weakref.ref(self)  # (what its readers hold: _drain_weakly)
+
+    def __del__(self) -> None:
+        """Dropped without close(): say so (as aiohttp's unclosed session) and free its
+        sockets, readers and ZeroMQ threads."""
+        zctx = getattr(self, "_zctx", None)
+        if zctx is None or zctx.closed or self._forked:
+            return
+        warnings.warn(f"unclosed {self!r}: close it (await client.close(), or async with)",
+                      ResourceWarning, source=self, stacklevel=1)
+        loop = self._loop
+        try:
+            if loop is not None and not loop.is_closed():
+                for s in self._socks.values():
+                    loop.remove_reader(s.fileno())
+            self._close_watches()
+            for s in self._socks.values():
+                s.close(0)
+            zctx.destroy(0)
+        except Exception:  # (at interpreter exit, or a loop gone: nothing more to free)
+            pass
 
     # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
     async def get(self, key: bytes, r: int | str | None = None, *, namespace: str = "default",
@@ -397,7 +429,7 @@ class AsyncClient(Facade):
             for other in self._socks.values():
                 if self._loop is not None and not self._loop.is_closed():
                     self._loop.remove_reader(other.fileno())
-                loop.add_reader(other.fileno(), self._drain, other)
+                loop.add_reader(other.fileno(), _drain_weakly, self._ref, other)
             self._loop = loop
         s = self._socks.get(ep)
         if s is None:
@@ -409,7 +441,7 @@ class AsyncClient(Facade):
                 s.close(0)
                 raise InvalidRequest(f"cannot connect to {ep!r}: {exc}") from None
             self._socks[ep] = s
-            loop.add_reader(s.fileno(), self._drain, s)
+            loop.add_reader(s.fileno(), _drain_weakly, self._ref, s)
         return s
 
     def _drain(self, s: zmq.Socket) -> None:

@@ -291,7 +291,9 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
         if status is not None:
             raise ChangeError(f"{node} is already a member ({status})")
         if node not in known:
-            raise ChangeError(f"{node} is not running in the cluster (start it with --seed)")
+            raise ChangeError(f"{node} is not running in the cluster: start it with --seed "
+                              f"(just started: wait until `zkv status` lists it, a few "
+                              f"seconds, and ask again)")
     elif action == "leave":
         if status != VALID:
             raise ChangeError(f"{node} cannot leave: it is {status or 'not a member'}")
@@ -312,7 +314,9 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
         if st.status(other) not in (None, JOINING, VALID):
             raise ChangeError(f"{other} cannot take {node}'s place: it is {st.status(other)}")
         if other not in known and st.status(other) is None:
-            raise ChangeError(f"{other} is not running in the cluster (start it with --seed)")
+            raise ChangeError(f"{other} is not running in the cluster: start it with --seed "
+                              f"(just started: wait until `zkv status` lists it, a few "
+                              f"seconds, and ask again)")
         if st.status(other) is not None:  # a member already: the replace is a leave of node
             remaining = _members_after_one_leaves(st)
             if remaining < n:
