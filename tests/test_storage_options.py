@@ -38,3 +38,15 @@ def test_a_constructor_failing_after_the_lock_releases_it(tmp_path, monkeypatch)
     monkeypatch.undo()
     with LogStore(tmp_path) as store:
         store.put(b"k", b"v")
+
+
+def test_a_closed_store_refuses_every_read_not_only_get(tmp_path):
+    """keys(), len(), `in` and stats() on a closed store answered from what it held when
+    open; get, items and put raised. Each now raises InvalidRequest."""
+    s = LogStore(str(tmp_path / "d"))
+    s.put(b"k", b"v")
+    s.close()
+    for call in (lambda: list(s.keys()), lambda: len(s), lambda: b"k" in s, s.stats,
+                 lambda: s.get(b"k"), lambda: s.put(b"k", b"w")):
+        with pytest.raises(InvalidRequest, match="closed"):
+            call()

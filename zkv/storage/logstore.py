@@ -244,8 +244,9 @@ class LogStore:
     ``callback(done, total)`` for opening and compaction. ``readonly``: no writes, a shared
     lock (several readers may open the directory while no writer holds it).
     ``min_free_bytes``: writes are refused (``StorageFull``) while less is free on the file
-    system, as checked by ``check_space()``; a failed write-out refuses them too (module
-    docstring, "Out of space").
+    system, as ``check_space()`` last found: the store does not look at the free space by
+    itself, so a program embedding it calls ``check_space()`` now and then (a node does every
+    gossip round); a failed write-out refuses them too (module docstring, "Out of space").
     """
 
     def __init__(
@@ -1065,13 +1066,16 @@ class LogStore:
         self._kd.put_gate = 1
 
     def __contains__(self, key: object) -> bool:
+        self._check_open()  # (closed: the keydir still holds what it held; get raises too)
         return self._kd.contains(key)
 
     def __len__(self) -> int:
+        self._check_open()
         return len(self._kd)
 
     def keys(self) -> Iterator[bytes]:
         """Live keys (a snapshot taken when called)."""
+        self._check_open()
         return iter(self._kd.keys())
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
@@ -1202,6 +1206,7 @@ class LogStore:
     # ------------------------------------------------------------------ admin
     def stats(self) -> dict:
         """Counters: keys, tombstones, segments, bytes (total/live/dead), keydir memory, ..."""
+        self._check_open()
         kd = self._kd
         with self._lock:
             total = sum(s.size for s in self._segs.values() if s is not self._active)
