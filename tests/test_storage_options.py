@@ -50,3 +50,24 @@ def test_a_closed_store_refuses_every_read_not_only_get(tmp_path):
                  lambda: s.get(b"k"), lambda: s.put(b"k", b"w")):
         with pytest.raises(InvalidRequest, match="closed"):
             call()
+
+
+def test_a_segment_whose_data_file_is_missing_is_named_before_its_hints_go(tmp_path, caplog):
+    """A sealed segment's data file lost (its hints, the last record of which keys it held,
+    were removed without a word at the next open): the open logs a WARNING naming it."""
+    import logging
+    import os
+
+    d = str(tmp_path / "d")
+    s = LogStore(d, segment_bytes=4096, compact_dead_ratio=None)
+    for i in range(200):
+        s.put(b"k%03d" % i, b"v" * 40)
+    s.close()
+    sealed = sorted(f for f in os.listdir(d) if f.endswith(".data"))[0]
+    os.unlink(os.path.join(d, sealed))
+    with caplog.at_level(logging.WARNING, logger="zkv.storage"):
+        s = LogStore(d)
+    s.close()
+    said = [r.getMessage() for r in caplog.records if "no data file" in r.getMessage()]
+    assert len(said) == 1 and sealed in said[0] and "lost their values" in said[0], said
+    assert not os.path.exists(os.path.join(d, sealed.replace(".data", ".hint")))

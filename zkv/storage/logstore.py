@@ -385,8 +385,17 @@ class LogStore:
                 files.setdefault(parsed[0], set()).add(parsed[1])
         for name, kinds in list(files.items()):
             if "data" not in kinds:
+                orphan = os.path.join(self.path, hint_name(name))
+                # (a compaction stopped between unlinking a segment and its hints leaves
+                # this, harmlessly; a data file lost otherwise loses the values it held, and
+                # these hints were the last record of which keys: said before they go)
+                log.warning("segment %s has hints (%d bytes) but no data file: %s",
+                            data_name(name), os.path.getsize(orphan),
+                            "left as it is (read-only)" if self.readonly else
+                            "removing them (harmless after an interrupted compaction; else "
+                            "the keys it held lost their values here)")
                 if not self.readonly:
-                    os.unlink(os.path.join(self.path, f"seg-{name[0]:010d}-{name[1]:04d}.hint"))
+                    os.unlink(orphan)
                 del files[name]
         ordered = sorted(files)
         # the last close sealed every segment: each has its hints (the newest may be empty
