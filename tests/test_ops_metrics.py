@@ -251,3 +251,87 @@ def test_long_loop_turns_are_counted_and_logged_at_most_every_ten_seconds(caplog
                                "line, the longest 2.50 s):")
     assert lines[2].startswith("a loop turn took 3.00 s:")
     assert stalls.LOG_EVERY == 10.0 and "zkv_slow_turns_total" in m.exported_names()
+
+
+# ---- gauges exported by a node core (status.MetricsExport), no sockets -----------------------
+@pytest.fixture
+def core(tmp_path):
+    """Node d's core with members a, b, c and e (N=3, 16 partitions); its clock is core.t."""
+    from zkv.config import NodeConfig
+    from zkv.node import ownership as own
+    from zkv.node.core import NodeCore
+    from zkv.node.stores import open_stores
+    from zkv.wire import Member
+
+    cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
+                     data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
+    store, handoff = open_stores(cfg)
+    node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0)
+    try:
+        for i, x in enumerate("abce"):
+            node.membership.merge([Member(x, f"tcp://127.0.0.1:{7100 + i}",
+                                          f"tcp://127.0.0.1:{7200 + i}", "r", 1, 1)])
+        node._adopt(own.founding("d", "r", [(m.id, m.rack) for m in node.membership.table()
+                                            if m.id != "d"]))
+        yield node
+    finally:
+        store.close()
+        handoff.close()
+
+
+def _series(core, name: str) -> dict[str, float]:
+    """{first label value: value} of every sample of `name` in the core's registry."""
+    return {tuple(s.labels.values())[0]: s.value for fam in core.metrics.registry.collect()
+            for s in fam.samples if s.name == name}
+
+
+def _export(core, states: dict[str, str]) -> None:
+    from zkv.node.status import GAUGES_EVERY
+
+    core.t += GAUGES_EVERY  # a gauge refresh is due
+    core.export.export(core.t, states)
+
+
+def test_hint_gauges_have_no_series_once_the_owners_hints_were_delivered_and_swept(core):
+    """The hint sweep forgets an owner with no hints left; a refresh after it used to skip
+    that owner, so zkv_hint_backlog{owner} stayed at its last value (1056 while `zkv status`
+    said 0) and `sum(zkv_hint_backlog) or vector(0)` never reached 0."""
+    from zkv._core import dvv
+
+    h = core.handoff
+    v = dvv.update_encoded(None, b"", b"value", "c")
+    h.merge("a", b"k1", v)
+    h.merge("a", b"k2", v)
+    h.merge("b", b"k3", v)
+    up = {x: "up" for x in "abce"}
+    _export(core, up)
+    for name in ("zkv_hint_backlog", "zkv_hint_backlog_bytes", "zkv_hint_oldest_age_seconds"):
+        assert set(_series(core, name)) == {"a", "b"}, name
+    assert _series(core, "zkv_hint_backlog") == {"a": 2.0, "b": 1.0}
+    for key in (b"k1", b"k2"):  # a's hints delivered, then the sweep runs before the refresh
+        assert h.delivered("a", key, h.get("a", key))
+    core._sweep_hints()
+    assert "a" not in h.index
+    _export(core, up)
+    for name in ("zkv_hint_backlog", "zkv_hint_backlog_bytes", "zkv_hint_oldest_age_seconds"):
+        assert set(_series(core, name)) == {"b"}, name
+    assert h.delivered("b", b"k3", h.get("b", b"k3"))
+    _export(core, up)  # delivered, not swept yet: still no series
+    assert _series(core, "zkv_hint_backlog") == {}
+    assert _series(core, "zkv_hint_oldest_age_seconds") == {}
+    from zkv.node.status import status
+    assert status(core)["hints"]["backlog"] == 0
+
+
+def test_member_up_has_no_series_for_a_member_no_longer_in_the_table(core):
+    """A member that left (or was removed) is no longer exported: its zkv_member_up series used
+    to keep its last value (1, or 0.5) for as long as the node ran."""
+    _export(core, {"a": "up", "b": "suspect", "c": "down", "e": "up"})
+    assert _series(core, "zkv_member_up") == {"a": 1.0, "b": 0.5, "c": 0.0, "e": 1.0}
+    core.membership.forget("a")
+    core.membership.forget("b")
+    # (the round's states are computed from the table, so a forgotten member is not in them;
+    # one in them that is no longer a peer is skipped too)
+    _export(core, {"b": "suspect", "c": "down", "e": "up"})
+    assert _series(core, "zkv_member_up") == {"c": 0.0, "e": 1.0}
+    assert _series(core, "zkv_peers") == {"up": 1.0, "suspect": 0.0, "down": 1.0}

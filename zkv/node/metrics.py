@@ -401,6 +401,14 @@ class NodeMetrics:
             c = self._children[key] = gauge.labels(*values)
         return c
 
+    def keep_only(self, gauge: Gauge, keep: set[tuple[str, ...]]) -> None:
+        """Remove the series of `gauge` (set through child()) whose label values are not in
+        `keep`: a series nobody sets again would otherwise report its last value for ever (a
+        member that left as still up, a hint backlog delivered since as still held)."""
+        for key in [k for k in self._children if k[0] is gauge and k[1] not in keep]:
+            del self._children[key]
+            gauge.remove(*key[1])
+
     # ---- called by the node (reactor thread) ----------------------------------------------------
     def observe_key(self, key: bytes) -> None:
         """One client request on key, coordinated here."""

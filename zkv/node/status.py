@@ -289,18 +289,26 @@ class MetricsExport:
             m.member_records_refused.inc(ms.refused - self.refused_reported)
             self.refused_reported = ms.refused
         counts = {"up": 0, "suspect": 0, "down": 0}
+        members: set[tuple[str, ...]] = set()
         for nid, state in states.items():
             if nid in peers:
                 counts[state] += 1
+                members.add((nid,))
                 child(m.member_state, nid).set({"up": 1.0, "suspect": 0.5}.get(state, 0.0))
+        m.keep_only(m.member_state, members)  # a member gone from the table: no series
         for k, v in counts.items():
             child(m.peers, k).set(v)
+        # one series per owner hints are held for, none once there are none (README: the
+        # rolling restart's `sum(zkv_hint_backlog) or vector(0)`); the hint sweep forgets an
+        # owner whose hints were all delivered, so the owners to drop are those exported before
         backlog = core.handoff.backlog()
-        for owner in set(backlog) | set(core.handoff.index):
-            b = backlog.get(owner, {"count": 0, "bytes": 0, "oldest_age_s": 0})
+        for owner, b in backlog.items():
             child(m.hint_count, owner).set(b["count"])
             child(m.hint_bytes, owner).set(b["bytes"])
             child(m.hint_age, owner).set(b["oldest_age_s"])
+        owners: set[tuple[str, ...]] = {(owner,) for owner in backlog}
+        for gauge in (m.hint_count, m.hint_bytes, m.hint_age):
+            m.keep_only(gauge, owners)
         if core.ae is not None:
             for k, v in core.ae.stats.items():
                 child(m.aae, k).set(v)
