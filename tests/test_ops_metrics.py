@@ -335,3 +335,31 @@ def test_member_up_has_no_series_for_a_member_no_longer_in_the_table(core):
     _export(core, {"b": "suspect", "c": "down", "e": "up"})
     assert _series(core, "zkv_member_up") == {"c": 0.0, "e": 1.0}
     assert _series(core, "zkv_peers") == {"up": 1.0, "suspect": 0.0, "down": 1.0}
+
+
+def test_owner_reads_count_as_requests_in_the_exposition_and_in_zkv_top(core):
+    """A get the client coordinates itself reaches a node as a Read of its own copy; it was
+    counted only in zkv_owner_reads_total, so the node's zkv_requests_total (the dashboard's
+    requests panel) and `zkv top`'s ops/s showed 0 under a read-only load. It counts as op
+    "read" (no latency: one local lookup); a Read answered "not an owner" is not counted."""
+    from zkv import top
+    from zkv.node.status import status
+    from zkv.wire import Read
+
+    ring = core.membership.ring()
+    mine = [b"k%d" % i for i in range(200) if "d" in ring.preflist_for_key(b"k%d" % i)]
+    other = next(b"k%d" % i for i in range(200) if "d" not in ring.preflist_for_key(b"k%d" % i))
+    first = top._sample(status(core))
+    for key in mine[:5]:
+        core._on_read(b"client", Read(1, key))
+    core._on_read(b"client", Read(2, other))  # not an owner: the client asks a coordinator
+    core.t += 2.0
+    doc = status(core)
+    assert doc["metrics"]["ops"]["read"] == 5
+    assert _series(core, "zkv_requests_total") == {"read": 5.0}
+    assert _series(core, "zkv_owner_reads_total") == {"owner": 5.0, "not_owner": 1.0}
+    assert "read" not in {s.labels.get("op") for fam in core.metrics.registry.collect()
+                          for s in fam.samples if s.name == "zkv_request_seconds_count"}
+    ops_s, p99, _, reads_s = top.rates(first, top._sample(doc))
+    assert reads_s == pytest.approx(5 / 2.0)
+    assert ops_s == pytest.approx(5 / 2.0) and "read" not in p99  # (nothing else was asked)

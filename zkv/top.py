@@ -4,6 +4,11 @@ Each refresh asks one node (--node) for the member table, then every member for 
 document (in parallel, each bounded by --timeout). Rates and percentiles come from the
 cumulative counters in each status document's "metrics" part (NodeMetrics.summary): the
 difference between two refreshes, so they describe the last interval, not the node's life.
+What the numbers mean: ops/s is every client request the node handled (the operations it
+coordinated, and the gets a client coordinated itself that it answered from its own copy:
+op "read", zkv_requests_total{op="read"}); reads/s is the part of it that were such reads;
+p99 get / p99 put are the node's coordinator latency (owner reads are one local lookup: no
+latency is kept for them, the client's round trip is theirs).
 In a pipe (or with --once) it prints one snapshot, taken over one interval, and exits;
 --json prints that snapshot as JSON.
 """
@@ -36,7 +41,8 @@ class Row:
     listen: str
     state: str  # up | suspect | down | unreachable (as the asked node sees it, or no answer)
     ready: str = "-"
-    ops_per_s: float | None = None
+    ops_per_s: float | None = None  # every request handled, owner reads included
+    reads_per_s: float | None = None  # of them, gets the client coordinated (op "read")
     p99_ms: dict[str, float | None] = field(default_factory=dict)
     sibling_rate: float | None = None  # siblings created per write
     keys: int | None = None
@@ -70,9 +76,11 @@ def percentile(bounds: list[float], cumulative: list[int], q: float = 0.99) -> f
     return float("inf")
 
 
-def rates(prev: Sample | None, cur: Sample) -> tuple[float | None, dict, float | None]:
-    """(ops/s, {op: p99 seconds}, siblings per write) between two samples of one node; since
-    the node started when there is no earlier sample (or the node restarted meanwhile)."""
+def rates(prev: Sample | None,
+          cur: Sample) -> tuple[float | None, dict, float | None, float | None]:
+    """(ops/s, {op: p99 seconds}, siblings per write, owner reads/s) between two samples of
+    one node; since the node started when there is no earlier sample (or the node restarted
+    meanwhile). ops/s counts owner reads (op "read") too; they have no latency (no p99)."""
     base = prev
     if (base is None or cur.uptime <= base.uptime
             or any(cur.ops.get(k, 0) < v for k, v in base.ops.items())):
@@ -87,7 +95,8 @@ def rates(prev: Sample | None, cur: Sample) -> tuple[float | None, dict, float |
         p99[op] = percentile(cur.bounds, [a - b for a, b in zip(cum, old, strict=False)])
     writes = d_ops.get("put", 0) + d_ops.get("delete", 0)
     sib = (cur.sibling_writes - base.sibling_writes) / writes if writes else None
-    return ops_s, p99, sib
+    reads_s = d_ops.get("read", 0) / dt if dt > 0 else None
+    return ops_s, p99, sib, reads_s
 
 
 class Top:
@@ -137,7 +146,8 @@ class Top:
             return row
         cur = _sample(doc)
         if cur is not None:
-            row.ops_per_s, row.p99_ms, row.sibling_rate = rates(self.prev.get(row.id), cur)
+            row.ops_per_s, row.p99_ms, row.sibling_rate, row.reads_per_s = rates(
+                self.prev.get(row.id), cur)
             row.p99_ms = {k: (None if v is None else v * 1000) for k, v in row.p99_ms.items()}
             self.prev[row.id] = cur
             m = doc["metrics"]
@@ -193,7 +203,7 @@ def table(rows: list[Row], header: str | None):
             "ready": max([5, *(len(r.ready) for r in rows)])}
     columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("node", "left"), ("state", "left"), ("ready", "left"), ("ops/s", "right"),
-        ("p99 get", "right"), ("p99 put", "right"), ("siblings/write", "right"),
+        ("reads/s", "right"), ("p99 get", "right"), ("p99 put", "right"), ("siblings/write", "right"),
         ("keys", "right"), ("hints", "right"), ("hint age", "right"), ("AAE lag", "right"),
         ("transfers", "left"), ("hottest keys", "left"))
     for name, justify in columns:  # (why a node did not answer wraps in "ready")
@@ -205,6 +215,7 @@ def table(rows: list[Row], header: str | None):
         t.add_row(
             r.id, r.state, r.why or r.ready,
             "-" if r.ops_per_s is None else f"{r.ops_per_s:.0f}",
+            "-" if r.reads_per_s is None else f"{r.reads_per_s:.0f}",
             _fmt_ms(r.p99_ms.get("get")), _fmt_ms(r.p99_ms.get("put")),
             "-" if r.sibling_rate is None else f"{r.sibling_rate:.1%}",
             "-" if r.keys is None else str(r.keys),
