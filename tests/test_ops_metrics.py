@@ -261,22 +261,28 @@ def core(tmp_path):
     from zkv.node import ownership as own
     from zkv.node.core import NodeCore
     from zkv.node.stores import open_stores
-    from zkv.wire import Member
 
     cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
                      data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
     store, handoff = open_stores(cfg)
     node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0)
     try:
-        for i, x in enumerate("abce"):
-            node.membership.merge([Member(x, f"tcp://127.0.0.1:{7100 + i}",
-                                          f"tcp://127.0.0.1:{7200 + i}", "r", 1, 1)])
+        node.membership.merge([_peer(x) for x in "abce"])
         node._adopt(own.founding("d", "r", [(m.id, m.rack) for m in node.membership.table()
                                             if m.id != "d"]))
         yield node
     finally:
         store.close()
         handoff.close()
+
+
+def _peer(x: str, incarnation: int = 1, heartbeat: int = 1):
+    """Member x's record (endpoints by its name), as its own gossip would carry it."""
+    from zkv.wire import Member
+
+    port = 7100 + "abce".index(x)
+    return Member(x, f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 100}", "r",
+                  incarnation, heartbeat)
 
 
 def _series(core, name: str) -> dict[str, float]:
@@ -363,3 +369,60 @@ def test_owner_reads_count_as_requests_in_the_exposition_and_in_zkv_top(core):
     ops_s, p99, _, reads_s = top.rates(first, top._sample(doc))
     assert reads_s == pytest.approx(5 / 2.0)
     assert ops_s == pytest.approx(5 / 2.0) and "read" not in p99  # (nothing else was asked)
+
+
+def test_a_peer_found_down_up_again_or_restarted_is_logged_once_per_change(core, caplog):
+    """PeerLog: one INFO line per change of a peer's state in this node's failure detector
+    (down, up again) or a new life of it (restart); none per heartbeat or while nothing
+    changes; a flapping peer at most two lines per PEER_LOG_EVERY seconds, the next counting
+    the changes between and saying the state it is in then."""
+    from zkv.node.status import PEER_LOG_EVERY
+
+    ms = core.membership
+    hb = {x: 1 for x in "abce"}
+
+    def round_at(t: float, beating: str = "abce", restarted: int = 1) -> list[str]:
+        """At t: the members in `beating` beat (a with incarnation `restarted`), then a round."""
+        caplog.clear()
+        core.t = t
+        for x in beating:
+            hb[x] += 1
+            ms.merge([_peer(x, restarted if x == "a" else 1, hb[x])], via=x)
+        core.export.export(t, {nid: ms.state(nid)[0] for nid in ms.peers})
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("peer ")]
+
+    caplog.set_level("INFO", logger="zkv.node")
+    t = 0.0
+    for _ in range(10):  # all beating: no line
+        t += 0.2
+        assert round_at(t) == []
+    t += 5.0  # only b, c and e beat on: a is down, one line, not one per round
+    lines = round_at(t, "bce")
+    assert len(lines) == 1 and lines[0].startswith("peer a is down here: no heartbeat for")
+    down_at = t
+    for _ in range(20):
+        t += 0.2
+        assert round_at(t, "bce") == []
+    t += 0.2
+    assert round_at(t) == [f"peer a is up again after {t - down_at:.1f} s down"]
+    for _ in range(10):
+        t += 0.2
+        assert round_at(t) == []
+    # flapping: down and up again every ~3 s for a minute -> two lines at most every 10 s
+    said, start = [], t
+    while t < start + 60:
+        t += 3.0
+        said += round_at(t, "bce")
+        t += 0.2
+        said += round_at(t)
+    assert 1 <= len(said) <= 2 * (60 / PEER_LOG_EVERY + 1) < 36, said  # (not 36: one a change)
+    assert any("change(s) of its state" in x and "flapping?" in x for x in said), said
+    for _ in range(60):  # it stays up: the state it ends in is logged once, then nothing
+        t += 0.2
+        said += round_at(t)
+    assert said[-1].startswith("peer a is up"), said
+    # a new life of a (a restart: its disk lost or not) within its down_after: one line
+    t += 0.2
+    assert round_at(t, restarted=2) == ["peer a is up; it restarted (incarnation 1 -> 2)"]
+    t += 0.2
+    assert round_at(t, restarted=2) == []

@@ -1,10 +1,12 @@
-"""What a node tells the outside about itself: the `zkv status` document and the periodic
-export of gauges to Prometheus (the counters and histograms are updated where things happen).
-Reads the core's state; changes nothing.
+"""What a node tells the outside about itself: the `zkv status` document, the periodic
+export of gauges to Prometheus (the counters and histograms are updated where things happen)
+and the log lines of its failure detector's verdicts on its peers (PeerLog: down, up again,
+restarted). Reads the core's state; changes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from zkv.node import settings
@@ -13,6 +15,9 @@ if TYPE_CHECKING:
     from zkv.node.core import NodeCore
 
 GAUGES_EVERY = 1.0  # seconds between gauge refreshes (Prometheus scrapes every 10-60 s)
+PEER_LOG_EVERY = 10.0  # seconds: at most one line per peer this often (PeerLog)
+
+log = logging.getLogger("zkv.node")
 
 
 def member_status(core: NodeCore, node_id: str) -> str:
@@ -230,6 +235,80 @@ def _ae_status(core: NodeCore, ring) -> dict:
             "fresh_partitions_left": core.fresh_left(), "by_n": by_n}
 
 
+class _Seen:
+    """What PeerLog knows of one peer."""
+
+    __slots__ = ("state", "incarnation", "down_at", "up_at", "lines", "changes", "restarts",
+                 "from_incarnation")
+
+    def __init__(self, state: str, incarnation: int, now: float) -> None:
+        self.state = state  # "up" | "down" as of the last round
+        self.incarnation = self.from_incarnation = incarnation
+        self.down_at = self.up_at = now  # when it was last found down, up
+        self.lines = (-1e18, -1e18)  # when the last two lines about it were logged
+        self.changes = 0  # changes of state not logged yet
+        self.restarts = 0  # new incarnations not logged yet
+
+
+class PeerLog:
+    """One INFO line when this node's failure detector finds a peer down, finds it up again,
+    or hears a new life of it (a restart: a new incarnation, as after a lost disk, a crash or
+    a replace at the same id); never per heartbeat. "suspect" is not a change (it is routed
+    around, not down). A peer that flaps gets at most two lines per PEER_LOG_EVERY seconds
+    (a down and its up again are logged as they happen): the changes past those are counted
+    in the next line, which says the state it is in then (so the last change is always
+    logged). It only reads the round's verdicts: nothing the node
+    decides depends on it (the simulation replays the same)."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+        self.peers: dict[str, _Seen] = {}
+
+    def observe(self, now: float, states: dict[str, str]) -> None:
+        ms = self.core.membership
+        seen = self.peers
+        for nid in [x for x in seen if x not in states]:  # gone from the table: forgotten
+            del seen[nid]
+        for nid, verdict in states.items():
+            m = ms.get(nid)
+            if m is None:
+                continue
+            state = "down" if verdict == "down" else "up"
+            r = seen.get(nid)
+            if r is None:  # first seen (the start, a join): the baseline, no line
+                seen[nid] = _Seen(state, m.incarnation, now)
+                continue
+            if m.incarnation != r.incarnation:  # (gossip only takes a later one)
+                r.incarnation = m.incarnation
+                r.restarts += 1
+            if state != r.state:
+                r.changes += 1
+                r.state = state
+                if state == "down":
+                    r.down_at = now
+                else:
+                    r.up_at = now
+            if not (r.changes or r.restarts) or now - r.lines[0] < PEER_LOG_EVERY:
+                continue  # (two lines in PEER_LOG_EVERY: a down and its up again at once)
+            if state == "down":
+                why = ms.state(nid)[1]
+                text = f"peer {nid} is down here" + (f": {why}" if why else "")
+            elif r.changes == 1:
+                text = f"peer {nid} is up again after {r.up_at - r.down_at:.1f} s down"
+            else:
+                text = f"peer {nid} is up" + (" again" if r.changes else "")
+            if r.restarts:
+                text += (f"; it restarted (incarnation {r.from_incarnation} -> "
+                         f"{r.incarnation})")
+            if r.changes > 1 or r.restarts > 1:
+                counts = [f"{r.changes} change(s) of its state"] if r.changes else []
+                counts += [f"{r.restarts} restart(s)"] if r.restarts else []
+                text += f" ({' and '.join(counts)} since the last line about it: flapping?)"
+            log.info("%s", text)
+            r.lines, r.changes, r.restarts = (r.lines[1], now), 0, 0
+            r.from_incarnation = r.incarnation
+
+
 class MetricsExport:
     """Copies gauges (member states, hint backlog, anti-entropy) into the node's registry."""
 
@@ -238,6 +317,7 @@ class MetricsExport:
         self.next_gauges = -1e9
         self.refused_reported = 0  # membership.refused already counted in the metric
         self.up: list[str] = []  # the peers up as of the last tick (for `state_changed`)
+        self.peer_log = PeerLog(core)
         core.metrics.aae_lag.source = self.agreement_lag
 
     def agreement_lag(self) -> list[tuple[int, float | None]]:
@@ -278,6 +358,7 @@ class MetricsExport:
         m = core.metrics
         ms = core.membership
         peers = ms.peers
+        self.peer_log.observe(now, states)
         up = self.up = [nid for nid, state in states.items()
                         if state != "down" and nid in peers]
         if now < self.next_gauges:
