@@ -1039,3 +1039,69 @@ def test_a_node_holding_a_cluster_of_its_own_refuses_to_join_another(tmp_path):
     assert fresh.joining
     fresh.store.close()
     fresh.handoff.close()
+
+
+# ---- refusals for authorisation: named, counted apart from malformed frames -----------------
+def _sample(node, name: str, **labels) -> float:
+    return node.core.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_a_request_a_key_may_not_make_is_refused_for_authorisation_naming_the_key(node, caplog):
+    """An admin request from a client key, and a frame of a connection whose key was removed
+    since, were logged as "dropped malformed frame from b'...'" and counted in
+    zkv_malformed_messages_total{source="client"}: an operator could neither tell a bad frame
+    from a revoked key nor see whose. They are refused for authorisation now, counted in
+    zkv_unauthorised_requests_total{reason}, and the line names the key."""
+    caplog.set_level(logging.WARNING, logger="zkv.node")
+    node.core.describe_user = lambda user: f"described {user}"
+    node.core.frame_user = "client:app"  # (the transport's: the frame's ZAP User-Id)
+    (err,) = node.ask(OUTSIDER, [wire.Repair(1, -1)], CLIENT)
+    node.core.frame_user = None
+    assert type(err) is wire.Error and "admin key only" in err.message
+    (err,) = node.ask(b"\x00other", [wire.RGet(2, b"k")], CLIENT)
+    assert type(err) is wire.Error and "cluster peers only" in err.message
+    node.core.refuse_unauthorised(b"\x00gone", "this connection's key is no longer allowed",
+                                  "key_removed", "client:late")
+    (err,) = node.out().clients[b"\x00gone"]
+    assert type(err) is wire.Error and "no longer allowed" in err.message
+    assert _sample(node, "zkv_unauthorised_requests_total", reason="admin_only") == 1
+    assert _sample(node, "zkv_unauthorised_requests_total", reason="peer_only") == 1
+    assert _sample(node, "zkv_unauthorised_requests_total", reason="key_removed") == 1
+    assert _sample(node, "zkv_malformed_messages_total", source="client") == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert not any("malformed" in x for x in lines), lines
+    assert any(x.startswith("refused a request of described client:app, connection ")
+               and "Repair refused from a client connection (accepted from an admin key only)"
+               in x for x in lines), lines
+    assert any(x.startswith("refused a request of described client:late, connection ")
+               and "no longer allowed" in x for x in lines), lines
+
+
+def test_a_key_reload_logs_which_client_keys_were_added_removed_or_replaced(tmp_path, caplog):
+    """"client keys reloaded: 2 client key(s)" said nothing of which: the line names them,
+    by role, name and the first characters of the public key."""
+    import zmq
+
+    from zkv import security
+
+    keys = str(tmp_path / "keys")
+    security.keygen(keys)
+    security.keygen(keys, client="app")
+    ctx = zmq.Context()
+    auth = security.Authenticator(ctx, security.NodeKeys(keys))
+    try:
+        caplog.set_level(logging.INFO, logger="zkv.security")
+        app_public = auth.publics["client:app"]
+        security.keygen(keys, client="ops", admin=True)
+        os.remove(os.path.join(keys, "clients", "app.key"))
+        os.remove(os.path.join(keys, "clients", "app.key_secret"))
+        auth.reload(force=True)
+        (line,) = [r.getMessage() for r in caplog.records if "reloaded" in r.getMessage()]
+        ops_public = auth.publics["admin:ops"]
+        assert line == (f"client keys reloaded: 2 client key(s); added: admin key 'ops' "
+                        f"(public key {ops_public[:8]}...); removed: client key 'app' "
+                        f"(public key {app_public[:8]}...)")
+        assert auth.describe("client:app") == f"client key 'app' (public key {app_public[:8]}...)"
+    finally:
+        auth.stop()
+        ctx.term()

@@ -44,6 +44,7 @@ import re
 import stat
 import threading
 import time
+from collections.abc import Callable
 
 import zmq
 import zmq.auth
@@ -244,6 +245,20 @@ def role_of(user_id: str | None) -> str | None:
 
 
 # ---- the ZAP handler ------------------------------------------------------------------------
+def _key_changes(before: dict[str, str], now: dict[str, str],
+                 describe: Callable[[str], str]) -> str:
+    """What a reload changed, for its log line: "; added ...; removed ...; replaced ..."
+    (User-Id -> public key, before and now)."""
+    parts = []
+    for what, users in (("added", sorted(set(now) - set(before))),
+                        ("removed", sorted(set(before) - set(now))),
+                        ("replaced (a new key pair)",
+                         sorted(u for u in set(now) & set(before) if now[u] != before[u]))):
+        if users:
+            parts.append(f"{what}: {', '.join(describe(u) for u in users)}")
+    return "".join(f"; {p}" for p in parts)
+
+
 class Authenticator:
     """ZAP (RFC 27) handler thread on a node's context; allow-list reloaded on key changes."""
 
@@ -252,6 +267,7 @@ class Authenticator:
         self.keys = keys
         self.allowed: dict[bytes, str] = {}  # z85 public key -> User-Id
         self.users: frozenset[str] = frozenset()  # the User-Ids allowed now
+        self.publics: dict[str, str] = {}  # User-Id -> its public key (removed ones too: logs)
         self.signature: tuple = ()
         self.next_check = 0.0
         self.denied = 0
@@ -274,6 +290,13 @@ class Authenticator:
         still wrote at once and read 20 s later)."""
         uid = str(user_id)
         return role_of(uid) if uid in self.users else None
+
+    def describe(self, user: str) -> str:
+        """A User-Id as a log names it: its role, name and public key's first characters."""
+        role, _, name = user.partition(":")
+        public = self.publics.get(user)
+        return (f"{role} key {name!r}" if name else f"key {user!r}") + (
+            f" (public key {public[:8]}...)" if public else "")
 
     def reload(self, force: bool = False) -> bool:
         """Re-read the allow-list if any key file changed; True when it did (the ZAP
@@ -306,11 +329,16 @@ class Authenticator:
                 continue
             allowed[public] = f"{role}:{name}"
         changed = bool(self.signature) and allowed != self.allowed
+        before = {user: public.decode() for public, user in self.allowed.items()
+                  if user != PEER_USER}
+        now = {user: public.decode() for public, user in allowed.items() if user != PEER_USER}
+        self.publics.update(now)
         self.allowed = allowed
         self.users = frozenset(allowed.values())
         self.signature = sig_t
         if changed:
-            log.info("client keys reloaded: %d client key(s)", len(allowed) - 1)
+            log.info("client keys reloaded: %d client key(s)%s", len(allowed) - 1,
+                     _key_changes(before, now, self.describe))
         return True
 
     def _run(self) -> None:

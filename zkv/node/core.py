@@ -463,6 +463,10 @@ class NodeCore:
         self.export = MetricsExport(self)
         self.malformed_logged: set = set()
         self.malformed_window = (-1e9, 0, 0)  # (since, lines logged, lines left out)
+        # with keys: the ZAP User-Id ("client:NAME", "admin:NAME") of the client frame being
+        # handled, and how to name its key in a log line (the transport sets both)
+        self.frame_user: str | None = None
+        self.describe_user: Callable[[str], str] = lambda user: f"key {user}"
         self.turn_budget = cfg.max_value_size + wire.MAX_CONTEXT + TURN_BYTES_SLACK
         self.turn_bytes: dict[bytes, int] = {}  # reply bytes per identity this turn
         self.turn_total = 0
@@ -1034,6 +1038,28 @@ class NodeCore:
         self._reply(ident, Error(0, E_INVALID, f"frame refused by {self.me}: "
                                  f"{wire.clip(why, 300)}"))
 
+    def refuse_unauthorised(self, ident: bytes, why: str, reason: str,
+                            user: str | None = None) -> None:
+        """A request frame whose connection's key may no longer send anything (`reason`
+        "key_removed": its key file was removed since it connected; `user`: its ZAP User-Id):
+        refused for authorisation, not as malformed, and answered with an Error of rid 0."""
+        self.unauthorised(ident, why, reason, user)
+        self._reply(ident, Error(0, E_INVALID, f"frame refused by {self.me}: "
+                                 f"{wire.clip(why, 300)}"))
+
+    def unauthorised(self, source: bytes, why: str, reason: str,
+                     user: str | None = None) -> None:
+        """A request its connection's key is not allowed to make (reason: "key_removed",
+        "admin_only", "peer_only"): counted in zkv_unauthorised_requests_total{reason} and
+        logged as malformed frames are (once per source, at most MALFORMED_LOGS_PER_MINUTE
+        lines a minute), naming the key when it is known."""
+        self.metrics.unauthorised.labels(reason).inc()
+        who = wire.clip(source, 80)
+        if user is not None:
+            who = f"{self.describe_user(user)}, connection {who}"
+        self._log_limited(source, "refused a request of %s for authorisation: %s", who,
+                          wire.clip(why, 200))
+
     def malformed(self, source, why: str) -> None:
         """A frame or message that could not be accepted: count it, log once per source, and
         at most MALFORMED_LOGS_PER_MINUTE lines a minute in all (a security review: a new
@@ -1041,6 +1067,12 @@ class NodeCore:
         are counted in the next one."""
         kind = "peer" if isinstance(source, str) or bytes(source).startswith(b"peer:") else "client"
         self.metrics.malformed.labels(kind).inc()
+        self._log_limited(source, "dropped malformed frame from %s: %s", wire.clip(source, 80),
+                          wire.clip(why, 200))
+
+    def _log_limited(self, source, fmt: str, *args) -> None:
+        """A WARNING about `source`: once per source, at most MALFORMED_LOGS_PER_MINUTE lines a
+        minute in all (malformed frames and refused requests together)."""
         if source not in self.malformed_logged and len(self.malformed_logged) < MAX_LOGGED_SOURCES:
             self.malformed_logged.add(source)
             start, logged, left_out = self.malformed_window
@@ -1050,8 +1082,7 @@ class NodeCore:
                 self.malformed_window = (start, logged, left_out + 1)
                 return
             self.malformed_window = (start, logged + 1, 0)
-            log.warning("dropped malformed frame from %s: %s (logged once per source%s)",
-                        wire.clip(source, 80), wire.clip(why, 200),
+            log.warning(fmt + " (logged once per source%s)", *args,
                         f"; {left_out} more in the last minute not logged" if left_out else "")
 
     # ---- joining --------------------------------------------------------------------------
@@ -1392,14 +1423,17 @@ class NodeCore:
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE,
                                          f"{self.me} has not joined the cluster yet"))
                 return
+            need = "cluster peers" if type(msg) in PEER_ONLY else "an admin key"
             if plain and _peer_of(ident) is not None:  # a peer's, not a member's here
                 self.malformed(ident, f"{type(msg).__name__} of a node that is not a member "
                                "here (left, removed, restarted on another cluster, or not "
                                "heard of yet)")
-            else:
-                self.malformed(ident, f"{type(msg).__name__} refused from "
-                               f"{'an' if role[0] in 'aeiou' else 'a'} {role} connection")
-            need = "cluster peers" if type(msg) in PEER_ONLY else "an admin key"
+            else:  # the key (with keys; else the identity) may not: not a malformed frame
+                self.unauthorised(ident, f"{type(msg).__name__} refused from "
+                                  f"{'an' if role[0] in 'aeiou' else 'a'} {role} connection "
+                                  f"(accepted from {need} only)",
+                                  "peer_only" if type(msg) in PEER_ONLY else "admin_only",
+                                  None if plain else self.frame_user)
             self._reply(ident, Error(msg.rid, E_INVALID,
                                      f"{type(msg).__name__} is accepted from {need} only"))
             return

@@ -300,6 +300,12 @@ class NodeMetrics:
         self.malformed = Counter(
             "zkv_malformed_messages", "Frames dropped as malformed", ["source"], registry=r
         )
+        self.unauthorised = Counter(
+            "zkv_unauthorised_requests", "Requests refused for authorisation, by reason: "
+            "key_removed (the connection's key was removed from the keys dir since it "
+            "connected), admin_only (an admin request from a key that is not an admin key), "
+            "peer_only (a peer message from a connection without the cluster key)", ["reason"],
+            registry=r)
         self.read_repairs = Counter("zkv_read_repairs", "Versions pushed by read repair", registry=r)
         self.keys = Gauge("zkv_keys", "Keys in the local store", registry=r)
         self.expired = Gauge("zkv_expired_versions", "Versions of namespaces with a ttl that "

@@ -82,6 +82,7 @@ class Node:
         self.auth: security.Authenticator | None = None
         if self.keys is not None:
             self.auth = security.Authenticator(self.zctx, self.keys)  # before any bind
+            self.core.describe_user = self.auth.describe
         self.poller = Reactor()
         self.links = Links(self.zctx, cfg.id, self.limit, self.poller, self.keys)
         self.core.seed_state = self.links.seed_state
@@ -206,8 +207,10 @@ class Node:
                 role = auth.role_of(user_id)
             seen(frames[0], fd)
             if secure and role is None:  # its key was removed since it connected
-                core.refuse_frame(frames[0], "this connection's key is no longer allowed "
-                                  "(removed from the node's keys dir): reconnect with another")
+                core.refuse_unauthorised(frames[0], "this connection's key is no longer "
+                                         "allowed (removed from the node's keys dir): "
+                                         "reconnect with another", "key_removed",
+                                         str(user_id))
                 continue
             if count != 2:  # a ROUTER frame always starts with the identity
                 core.refuse_frame(frames[0], f"{count - 1} message parts, expected 1")
@@ -223,11 +226,13 @@ class Node:
             if role == "peer" or (not secure and ident.startswith(b"peer:")):
                 core.handle((REQUEST, ident), msgs, clock(), role)
             else:
-                later.append((ident, msgs, role))
+                later.append((ident, msgs, role, user_id))
         else:
             self.poller.again(router)  # cut short at DRAIN_LIMIT: the rest next turn
-        for ident, msgs, role in later:  # the clients' frames, after the peers' ones
+        for ident, msgs, role, user_id in later:  # the clients' frames, after the peers' ones
+            core.frame_user = None if user_id is None else str(user_id)  # (its key, for logs)
             core.handle((REQUEST, ident), msgs, clock(), role)
+        core.frame_user = None
 
     def _drain(self, sock) -> None:
         kind, who = self.links.owner_of.get(sock, (None, None))
