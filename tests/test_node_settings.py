@@ -396,3 +396,40 @@ def test_an_alter_follows_one_made_where_the_clock_runs_ahead(tmp_path):
         assert now.r == 3 and now.changed > ahead.changed
     finally:
         node.close()
+
+
+def test_a_log_level_change_is_logged_whatever_the_level_it_sets(tmp_path, caplog):
+    """The level was applied before the "settings changed" line, so `zkv config --set
+    log_level=WARNING` (or a SIGHUP taking it from the file) logged nothing: the line is now
+    a WARNING, written while the old level shows it (else under the new one)."""
+    import logging
+
+    from zkv.node import settings
+
+    conf = tmp_path / "node.toml"
+    conf.write_text('log_level = "INFO"\n')
+    node = Node(tmp_path, config=str(conf))
+    try:
+        caplog.set_level(logging.INFO, logger="zkv")  # (restored after the test)
+
+        def said() -> list[tuple[int, str]]:
+            out = [(r.levelno, r.getMessage()) for r in caplog.records
+                   if r.getMessage().startswith("settings changed")]
+            caplog.clear()
+            return out
+
+        assert type(_config(node, {"log_level": "WARNING"})) is wire.ConfigOk
+        assert said() == [(logging.WARNING, "settings changed: log_level 'INFO' -> 'WARNING'")]
+        _config(node, {"max_siblings": "7"})  # an INFO line under WARNING: not shown
+        assert said() == []
+        _config(node, {"log_level": "ERROR", "max_siblings": "8"})
+        assert said() == [(logging.WARNING, "settings changed: log_level 'WARNING' -> 'ERROR', "
+                                            "max_siblings 7 -> 8")]
+        _config(node, {"log_level": "INFO"})  # from a level that showed none: under the new
+        assert said() == [(logging.WARNING, "settings changed: log_level 'ERROR' -> 'INFO'")]
+        conf.write_text('log_level = "WARNING"\n')
+        settings.reload(node.core)  # SIGHUP (max_siblings back to what a restart takes)
+        assert said() == [(logging.WARNING, "settings changed: log_level 'INFO' -> 'WARNING', "
+                                            "max_siblings 8 -> 100")]
+    finally:
+        node.close()

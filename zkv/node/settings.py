@@ -92,6 +92,17 @@ def reconfigure(core, new: NodeConfig) -> dict[str, tuple[Any, Any]]:
         return {}
     from zkv.node.core import MAX_IDENTITIES  # (core imports this module)
 
+    # the audit line first: a log_level change applied before it silenced its own line
+    # (`--set log_level=WARNING` logged nothing). A change of the log level is a WARNING,
+    # logged under the old level, or under the new one if the old one shows no warnings
+    line = "settings changed: %s", ", ".join(f"{k} {old!r} -> {now!r}"
+                                             for k, (old, now) in sorted(diff.items()))
+    relevel = "log_level" in diff
+    if not relevel:
+        log.info(*line)
+    elif log.isEnabledFor(logging.WARNING):
+        log.warning(*line)
+        relevel = False
     cfg = core.cfg = dataclasses.replace(core.cfg, **{k: v[1] for k, v in diff.items()})
     for store in (core.store, core.handoff.store):
         if hasattr(store, "min_free_bytes"):  # (the simulator's stores have no disk)
@@ -104,8 +115,8 @@ def reconfigure(core, new: NodeConfig) -> dict[str, tuple[Any, Any]]:
     for hook in core.settings_hooks:  # (the transport's connection cap)
         hook(cfg)
     logging.getLogger("zkv").setLevel(cfg.log_level)
-    log.info("settings changed: %s", ", ".join(f"{k} {old!r} -> {now!r}"
-                                                for k, (old, now) in sorted(diff.items())))
+    if relevel:  # (from a level that showed no warnings)
+        log.warning(*line)
     return diff
 
 
