@@ -144,3 +144,33 @@ def test_max_connections_from_flag_file_and_default(tmp_path, monkeypatch):
     monkeypatch.setattr(conns.resource, "getrlimit", lambda _: (1024, 4096))
     assert conns.effective_cap(10_000) == 1024 - conns.FD_RESERVE
     assert conns.effective_cap(500) == 500
+
+
+@pytest.mark.parametrize("line, says", [
+    ('replica_timeout = "2"', 'replica_timeout = "2": a number, not a string'),
+    ("min_free_mb = true", "min_free_mb = true: an integer, not a boolean"),
+    ("sync_interval_ms = 50.5", "sync_interval_ms = 50.5: an integer, not a number with a "
+                                "fraction"),
+    ('max_siblings = "lots"', 'max_siblings = "lots": an integer, not a string'),
+    ('auto_commit = "yes"', 'auto_commit = "yes": true or false, not a string'),
+    ("rack = 3", "rack = 3: a string, not an integer"),
+    ("seed = [1]", "seed = [1]: a list of strings, not a list holding an integer"),
+])
+def test_a_config_file_value_of_the_wrong_type_is_refused_naming_the_setting(tmp_path, line,
+                                                                             says):
+    """A string where a number goes reached a comparison ("'<' not supported between
+    instances of 'int' and 'str'", naming no setting); true and 50.5 passed as integers."""
+    conf = tmp_path / "node.toml"
+    conf.write_text(f'id = "x"\nlisten = "tcp://127.0.0.1:7001"\ngossip = "tcp://127.0.0.1:'
+                    f'7002"\ndata_dir = "{tmp_path / "d"}"\n{line}\n')
+    with pytest.raises(InvalidRequest) as err:
+        load({"config": str(conf)})
+    assert str(err.value) == f"invalid node configuration: {says}"
+
+
+def test_whole_seconds_in_a_config_file_are_taken_as_seconds(tmp_path):
+    conf = tmp_path / "node.toml"
+    conf.write_text(f'id = "x"\nlisten = "tcp://127.0.0.1:7001"\ngossip = "tcp://127.0.0.1:'
+                    f'7002"\ndata_dir = "{tmp_path / "d"}"\nreplica_timeout = 2\n')
+    cfg = load({"config": str(conf)})
+    assert cfg.replica_timeout == 2.0 and type(cfg.replica_timeout) is float

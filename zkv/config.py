@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -147,7 +148,9 @@ class NodeConfig:
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = _type_problems(self)  # (first: the checks below compare values)
+        if problems:
+            raise InvalidRequest("invalid node configuration: " + "; ".join(problems))
         if not NODE_ID_RE.match(self.id or ""):
             problems.append(f"--id {self.id!r}: 1-64 characters of [A-Za-z0-9_.:-]")
         for name in ("listen", "gossip", "advertise", "advertise_gossip"):
@@ -261,6 +264,50 @@ FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig) if f.name != "extra"
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false"}
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number with a fraction",
+               str: "a string", list: "a list", tuple: "a list", dict: "a table"}
+
+
+def _type_problems(cfg: NodeConfig) -> list[str]:
+    """Each setting whose value is not of its type (from a --config file: TOML's types), as
+    "NAME VALUE: EXPECTED, not GOT". A number of seconds given as an integer becomes a float
+    (replica_timeout = 2). Without this a string reached a comparison ("'<' not supported
+    between instances of 'int' and 'str'", no setting named) and true or 50.5 passed as
+    integers."""
+    problems = []
+    for f in dataclasses.fields(cfg):
+        name, value, declared = f.name, getattr(cfg, f.name), str(f.type)
+        if name == "extra":
+            continue
+        if declared == "tuple[str, ...]":
+            ok = isinstance(value, (tuple, list)) and all(isinstance(x, str) for x in value)
+            expected = "a list of strings"
+        elif declared in ("str", "str | None"):
+            ok = isinstance(value, str) or (value is None and declared != "str")
+            expected = "a string"
+        elif declared == "bool":
+            ok, expected = isinstance(value, bool), "true or false"
+        elif declared == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            expected = "an integer"
+        elif declared == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            expected = "a number"
+            if ok and isinstance(value, int):
+                object.__setattr__(cfg, name, float(value))
+        else:  # (a field of a type not checked here)
+            continue
+        if not ok:
+            got = _TYPE_NAMES.get(type(value), type(value).__name__)
+            if isinstance(value, (tuple, list)):
+                odd = next((x for x in value if not isinstance(x, str)), None)
+                got = f"a list holding {_TYPE_NAMES.get(type(odd), type(odd).__name__)}"
+            try:  # (as the TOML file has it: "2", true, [1])
+                shown = json.dumps(list(value) if isinstance(value, tuple) else value)
+            except (TypeError, ValueError):
+                shown = repr(value)
+            problems.append(f"{name} = {shown}: {expected}, not {got}")
+    return problems
 
 
 def parse_setting(name: str, text: str) -> object:
@@ -305,9 +352,9 @@ def load(flags: dict) -> NodeConfig:
         merged.update(filed)
     for k, v in flags.items():
         if v is not None and k in FIELDS:
+            if k == "auto_commit" and v in ("true", "false"):  # the flag's text (the file's
+                v = v == "true"  # own value is TOML's true or false: "yes" is refused)
             merged[k] = v
-    if isinstance(merged.get("auto_commit"), str):  # the flag: true | false
-        merged["auto_commit"] = merged["auto_commit"] == "true"
     if "seed" in merged:
         seeds = merged["seed"]
         merged["seed"] = (seeds,) if isinstance(seeds, str) else tuple(seeds)
