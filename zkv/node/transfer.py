@@ -53,6 +53,7 @@ PHASES = ("streaming", "verifying", "done")
 BATCH_BYTES = 256 * 1024  # versions per Fetch answer (about)
 DROP_BATCH = 2000  # keys dropped per background step
 SAVE_EVERY = 1.0  # seconds between writes of the transfers' progress file, at most
+PROGRESS_EVERY = 10.0  # seconds between INFO lines of a set of transfers' progress, at most
 
 
 MAX_DEBT_S = 2.0  # the bucket never owes more than this many seconds of its rate
@@ -271,6 +272,11 @@ class Transfers:
         # (epoch, since when, said in the log) a verify has waited for members that do not
         # know that epoch
         self.view_wait: tuple[int, float, bool] | None = None
+        # the log: a partition received is a DEBUG line (a join moves hundreds); INFO says
+        # progress at most every PROGRESS_EVERY s and once when the change's set is complete
+        self.planned_at = 0.0  # when `parts` was planned
+        self.progress_at = 0.0  # when progress was last logged
+        self.summarised = True  # the set's INFO summary logged (nothing planned: nothing to say)
 
     # ---- persistence ------------------------------------------------------------------------
     def _load(self) -> dict[tuple[int | None, int], list]:
@@ -347,6 +353,10 @@ class Transfers:
                     # every gossip round of this node: simulate.py --scenario replace-dead)
                     part.sources, part.src = sources, 0
                 parts[(n, p)] = part
+        if set(parts) - set(self.parts) or (parts and epoch != self.epoch):
+            now = self.core.now()  # a new set (or more of it) to receive: summarised at its end
+            self.planned_at = self.progress_at = now
+            self.summarised = self.complete_set(parts)
         self.parts = parts
         self._saved = {}
         self.epoch = epoch
@@ -366,6 +376,10 @@ class Transfers:
 
     def complete(self) -> bool:
         return all(x.phase == DONE for x in self.parts.values())
+
+    @staticmethod
+    def complete_set(parts: dict) -> bool:
+        return all(x.phase == DONE for x in parts.values())
 
     def pending_here(self) -> int:
         return sum(1 for x in self.parts.values() if x.phase != DONE)
@@ -492,8 +506,22 @@ class Transfers:
     def _finished(self, part: _Part) -> None:
         part.stalled = ""
         self.dirty = True
-        log.info("partition %d (N=%d) received (%d keys, %d bytes)", part.p, part.n, part.keys,
-                 part.done_bytes)
+        log.debug("partition %d (N=%d) received (%d keys, %d bytes)", part.p, part.n, part.keys,
+                  part.done_bytes)
+        parts = self.parts.values()
+        done = [x for x in parts if x.phase == DONE]
+        now = self.core.now()
+        keys, size = sum(x.keys for x in done), sum(x.done_bytes for x in done)
+        if len(done) == len(parts) and not self.summarised:
+            self.summarised = True
+            log.info("received every partition of this change: %d partition(s) (epoch %d), "
+                     "%d keys, %d bytes in %.1f s", len(done), self.epoch, keys, size,
+                     now - self.planned_at)
+        elif len(done) < len(parts) and now - self.progress_at >= PROGRESS_EVERY:
+            self.progress_at = now
+            log.info("receiving partitions: %d of %d received so far, %d keys, %d bytes "
+                     "(%.0f s since the change)", len(done), len(parts), keys, size,
+                     now - self.planned_at)
 
     # ---- reporting -------------------------------------------------------------------------------
     def report(self) -> list[tuple[int, int, int, int, int]]:

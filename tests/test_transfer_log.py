@@ -1,0 +1,61 @@
+"""What a node receiving partitions logs (zkv/node/transfer.py Transfers): a line per partition
+at DEBUG only, INFO progress at most every PROGRESS_EVERY seconds and one INFO summary when the
+change's whole set is received. No sockets: the cluster state is a stub."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from zkv.node.transfer import DONE, PROGRESS_EVERY, Transfers
+
+
+class _Core:
+    me = "d"
+
+    def __init__(self) -> None:
+        self.t = 100.0
+        self.cfg = SimpleNamespace(transfer_rate=1 << 20)
+
+    def now(self) -> float:
+        return self.t
+
+
+def _rings(partitions: int, epoch: int, first: int = 0):
+    """ownership.Rings as Transfers.replan reads it: `partitions` (from `first` on) coming to
+    d from a."""
+    return SimpleNamespace(
+        moving=True, state=SimpleNamespace(epoch=epoch),
+        incoming=lambda me: {p: ["a"] for p in range(first, first + partitions)},
+        current=SimpleNamespace(partition_range=lambda p: (p << 8, (p + 1) << 8)))
+
+
+def test_a_join_logs_one_info_summary_not_a_line_per_partition(caplog):
+    """A joiner logged "partition N (N=3) received (0 keys, 0 bytes)" at INFO for each of its
+    256+ partitions."""
+    core = _Core()
+    tr = Transfers(core, None)
+    tr.replan({3: _rings(256, epoch=7)}, 3)
+    caplog.set_level(logging.DEBUG, logger="zkv.transfer")
+    for i, part in enumerate(tr.parts.values()):
+        core.t += 0.1  # 25.6 s in all: progress twice
+        part.phase, part.keys, part.done_bytes = DONE, 2, 100
+        tr._finished(part)
+        if i == 10:
+            tr.replan({3: _rings(256, epoch=7)}, 3)  # (the same set planned again: no reset)
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(debug) == 256 and debug[0] == "partition 0 (N=3) received (2 keys, 100 bytes)"
+    assert info[-1] == ("received every partition of this change: 256 partition(s) (epoch 7), "
+                        "512 keys, 25600 bytes in 25.6 s")
+    progress = info[:-1]
+    assert len(progress) == int(25.6 // PROGRESS_EVERY), info
+    assert all(x.startswith("receiving partitions: ") and " of 256 received so far, " in x
+               for x in progress), progress
+    caplog.clear()  # a later change: its own summary
+    tr.replan({3: _rings(4, epoch=8, first=1000)}, 3)
+    for part in tr.parts.values():
+        part.phase = DONE
+        tr._finished(part)
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(info) == 1 and "4 partition(s) (epoch 8)" in info[0]
