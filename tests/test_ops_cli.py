@@ -323,3 +323,44 @@ def test_binary_values_round_trip_through_value_file_and_raw(cluster3, tmp_path)
                 ["get", "a", "b", "--raw"], ["get", "sib:1", "--sibling", "3"],
                 ["get", "k", "--sibling", "0"]):
         assert one_line_error(zkv(*bad, "--node", ep)), bad
+
+
+# ---- what `zkv status` prints, from a status document (no node) -----------------------------
+def _t(to: str, frm: str, phase: str, done: int, total: int, started: bool = True) -> dict:
+    return {"partition": 0, "n": 3, "from": frm, "to": to, "bytes_done": done,
+            "bytes_total": total, "phase": phase, "started": started, "stalled": ""}
+
+
+def test_status_transfer_lines_say_queued_streaming_done_by_direction_and_started_bytes():
+    """The line read "transfers: 193 incoming (streaming 171, done 22), 2207958 of 2278790
+    bytes": queued partitions (transfer_concurrency at a time) counted as streaming, their
+    size 0 made the bytes read ~97% done, and a node sending to others, or only seeing
+    others' transfers, called them incoming."""
+    from zkv.cli import transfer_lines
+
+    ts = ([_t("n6", "n1", "done", 100, 100)] * 2 + [_t("n6", "n2", "streaming", 30, 90)]
+          + [_t("n6", "n1", "streaming", 0, 0, started=False)] * 5
+          + [_t("n5", "n6", "streaming", 10, 40)] + [_t("n4", "n2", "verifying", 7, 7)])
+    assert transfer_lines(ts, "n6") == [
+        "transfers: 8 incoming (5 queued, 1 streaming, 2 done), 230 of 290 bytes of the 3 "
+        "partition(s) started",
+        "transfers: 1 outgoing (1 streaming), 10 of 40 bytes of the 1 partition(s) started",
+        "transfers: 1 between other nodes (1 verifying), 7 of 7 bytes of the 1 partition(s) "
+        "started"]
+    assert transfer_lines(ts[-2:], "n6")[0].startswith("transfers: 1 outgoing (")
+    assert transfer_lines([], "n6") == ["transfers: none"]
+
+
+def test_status_says_why_not_ready_in_words_without_unknown_parts():
+    """`ready: NO (joined False, ring agreed None, disagreeing None, not heard None, transfers
+    in None)` printed Python's None for what a starting node does not know yet."""
+    from zkv.cli import not_ready_words
+
+    assert not_ready_words({"joined": False, "reason": "starting"}) == "not joined yet"
+    assert not_ready_words({"reason": "starting"}) == "starting"
+    assert not_ready_words({"joined": True, "ring_agreed": False, "ring": "80f717f91aca",
+                            "peers_disagreeing": ["n2"], "peers_not_heard": ["n3", "n4"],
+                            "pending_transfers_in": 12}) == (
+        "ring differs from n2's; no ring heard yet from n3, n4; 12 partition(s) still to "
+        "receive")
+    assert "None" not in not_ready_words({"joined": None, "ring_agreed": None})

@@ -1,6 +1,7 @@
-"""What a node receiving partitions logs (zkv/node/transfer.py Transfers): a line per partition
-at DEBUG only, INFO progress at most every PROGRESS_EVERY seconds and one INFO summary when the
-change's whole set is received. No sockets: the cluster state is a stub."""
+"""What a node receiving partitions logs and reports (zkv/node/transfer.py Transfers): a line
+per partition at DEBUG only, INFO progress at most every PROGRESS_EVERY seconds and one INFO
+summary when the change's whole set is received; queued transfers reported as not started. No
+sockets: the cluster state is a stub."""
 
 from __future__ import annotations
 
@@ -59,3 +60,16 @@ def test_a_join_logs_one_info_summary_not_a_line_per_partition(caplog):
         tr._finished(part)
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert len(info) == 1 and "4 partition(s) (epoch 8)" in info[0]
+
+
+def test_a_transfer_not_started_yet_is_reported_as_such():
+    """`zkv status` counted queued partitions (transfer_concurrency run at once) as streaming,
+    their bytes_total 0 in the byte ratio: the status document says which have started."""
+    core = _Core()
+    tr = Transfers(core, None)
+    tr.replan({3: _rings(3, epoch=7)}, 3)
+    a, b, c = tr.parts.values()
+    a.started, a.done_bytes, a.total = 99.0, 10, 50  # running
+    b.phase = DONE
+    assert [x["started"] for x in tr.status(core.t)] == [True, True, False]
+    assert [x["phase"] for x in tr.status(core.t)] == ["streaming", "done", "streaming"]

@@ -932,7 +932,7 @@ def status_command(args) -> int:
                   "here do not count toward R")
     transfers = doc.get("transfers")
     if transfers is not None:
-        for line in transfer_lines(transfers):
+        for line in transfer_lines(transfers, doc.get("node")):
             print(line)
     ex = doc.get("expiry")
     if ex:
@@ -949,27 +949,61 @@ def status_command(args) -> int:
               + ("; the sweep is purging" if purge["sweeping"] else ""))
     m = doc.get("metrics") or {}
     if m:
-        why = m.get("ready_reason", {})
         print("ready: yes" if m.get("ready") else
-              f"ready: NO (joined {why.get('joined')}, ring agreed {why.get('ring_agreed')}, "
-              f"disagreeing {why.get('peers_disagreeing')}, not heard "
-              f"{why.get('peers_not_heard')}, transfers in {why.get('pending_transfers_in')})")
+              f"ready: NO ({not_ready_words(m.get('ready_reason') or {})})")
     return 0
 
 
-def transfer_lines(transfers: list[dict]) -> list[str]:
-    """`zkv status`'s lines for this node's incoming transfers: how many, by phase, the
-    bytes, then each distinct reason a transfer is stalled with how many share it (the
-    --json document has every transfer)."""
+def not_ready_words(why: dict) -> str:
+    """Why a node is not ready (its /readyz reason), in words: only the parts it knows (a
+    node still starting has no ring or peers to speak of yet)."""
+    parts = []
+    if why.get("joined") is False:
+        parts.append("not joined yet")
+    disagree, unheard = why.get("peers_disagreeing") or [], why.get("peers_not_heard") or []
+    if disagree:
+        parts.append(f"ring differs from {', '.join(disagree)}'s")
+    if unheard:
+        parts.append(f"no ring heard yet from {', '.join(unheard)}")
+    if why.get("ring_agreed") is False and not disagree and not unheard:
+        parts.append("ring not agreed with every up peer")
+    if why.get("pending_transfers_in"):
+        parts.append(f"{why['pending_transfers_in']} partition(s) still to receive")
+    if why.get("reason") and not parts:
+        parts.append(str(why["reason"]))  # (e.g. "starting": no observation yet)
+    return "; ".join(parts) or "reason unknown"
+
+
+def transfer_lines(transfers: list[dict], me: str | None = None) -> list[str]:
+    """`zkv status`'s lines for the running change's transfers as node `me` sees them: those
+    to it (incoming), from it (outgoing) and between other nodes (by their receivers'
+    reports), each with how many are queued (not started: a node receives
+    transfer_concurrency partitions at once), streaming, verifying and done, and the bytes
+    of the partitions started (a queued one's size is not known yet); then each distinct
+    reason an incoming transfer is stalled with how many share it (the --json document has
+    every transfer). Without `me`, every transfer counts as incoming."""
     if not transfers:
         return ["transfers: none"]
-    phases = Counter(t.get("phase", "?") for t in transfers)
-    done = sum(t.get("bytes_done", 0) for t in transfers)
-    total = sum(t.get("bytes_total", 0) for t in transfers)
-    lines = [f"transfers: {len(transfers)} incoming ("
-             + ", ".join(f"{p} {phases[p]}" for p in ("streaming", "verifying", "done")
-                         if phases[p]) + f"), {done} of {total} bytes"]
-    stalled = Counter(t["stalled"] for t in transfers if t.get("stalled"))
+    groups: dict[str, list[dict]] = {"incoming": [], "outgoing": [], "between other nodes": []}
+    for t in transfers:
+        way = ("incoming" if me is None or t.get("to") == me else
+               "outgoing" if t.get("from") == me else "between other nodes")
+        groups[way].append(t)
+    lines = []
+    for way, ts in groups.items():
+        if not ts:
+            continue
+        started = [t for t in ts if t.get("started", True)]
+        phases = Counter(t.get("phase", "?") if t.get("started", True) else "queued"
+                         for t in ts)
+        done = sum(t.get("bytes_done", 0) for t in started)
+        total = sum(t.get("bytes_total", 0) for t in started)
+        lines.append(f"transfers: {len(ts)} {way} ("
+                     + ", ".join(f"{phases[p]} {p}" for p in ("queued", "streaming",
+                                                             "verifying", "done") if phases[p])
+                     + f"), {done} of {total} bytes of the {len(started)} partition(s) started")
+    incoming = groups["incoming"]
+    stalled = Counter(t["stalled"] for t in incoming if t.get("stalled"))
     for why, count in stalled.most_common(5):
         lines.append(f"  stalled, {count} partition(s): {why}")
     if len(stalled) > 5:

@@ -57,7 +57,9 @@ def transfers(core: NodeCore) -> list[dict]:
             out.append({"partition": p, "n": n, "from": sources[0], "to": r,
                         "bytes_done": done, "bytes_total": max(done, total),
                         "phase": ("streaming", "verifying", "done")[
-                            phase if 0 <= phase <= 2 else 0]})
+                            phase if 0 <= phase <= 2 else 0],
+                        # (by the receiver's report: nothing fetched yet reads as queued)
+                        "started": bool(done or phase)})
     return out
 
 

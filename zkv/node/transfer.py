@@ -538,7 +538,9 @@ class Transfers:
                         "to": self.core.me, "bytes_done": x.done_bytes,
                         "bytes_total": max(x.total, x.done_bytes), "phase": PHASES[x.phase],
                         "rate": round(rate), "eta_s": round(left / rate, 1) if rate else None,
-                        "stalled": x.stalled})
+                        "stalled": x.stalled,
+                        # False: queued (transfer_concurrency at once), nothing fetched yet
+                        "started": bool(x.started or x.done_bytes or x.phase != STREAM)})
         return out
 
 
