@@ -174,3 +174,28 @@ def test_whole_seconds_in_a_config_file_are_taken_as_seconds(tmp_path):
                     f'7002"\ndata_dir = "{tmp_path / "d"}"\nreplica_timeout = 2\n')
     cfg = load({"config": str(conf)})
     assert cfg.replica_timeout == 2.0 and type(cfg.replica_timeout) is float
+
+
+def test_a_metrics_port_in_use_is_named_with_its_address_and_flag(tmp_path):
+    """It said only "zkv-node: cannot start: [Errno 98] Address already in use" (a listen or
+    gossip clash names its address)."""
+    import socket
+
+    from ops_helpers import free_port
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        out = _node("--id", "n1", "--listen", f"tcp://127.0.0.1:{free_port()}", "--gossip",
+                    f"tcp://127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d"),
+                    "--metrics-port", str(port))
+    finally:
+        busy.close()
+    assert out.returncode == 1, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0].startswith("zkv-node: cannot start: [Errno 98] Address already in use "
+                               f"(addr='http://127.0.0.1:{port}', --metrics-host 127.0.0.1 "
+                               f"--metrics-port {port})"), lines[0]

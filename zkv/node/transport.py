@@ -107,7 +107,14 @@ class Node:
         self.parent_pid = int(os.environ.get("ZKV_EXIT_WITH_PARENT", "0") or 0)
         self.next_parent_check = 0.0
         if cfg.metrics_port:
-            self.core.metrics.serve(cfg.metrics_port, cfg.metrics_host, clock=self.clock)
+            try:
+                self.core.metrics.serve(cfg.metrics_port, cfg.metrics_host, clock=self.clock)
+            except OSError as exc:  # (it said "[Errno 98] Address already in use", no address:
+                # the listen/gossip binds' errors name theirs)
+                raise OSError(exc.errno, f"{exc.strerror or exc} (addr='http://"
+                              f"{cfg.metrics_host}:{cfg.metrics_port}', --metrics-host "
+                              f"{cfg.metrics_host} --metrics-port {cfg.metrics_port})"
+                              ) from None
         self.flush()  # links to the members cluster.json remembers
 
     def _serve(self, sock: zmq.Socket, peers_only: bool = False) -> None:
