@@ -426,3 +426,26 @@ def test_a_peer_found_down_up_again_or_restarted_is_logged_once_per_change(core,
     assert round_at(t, restarted=2) == ["peer a is up; it restarted (incarnation 1 -> 2)"]
     t += 0.2
     assert round_at(t, restarted=2) == []
+
+
+def test_a_process_that_stood_still_mid_turn_is_not_also_a_slow_turn(core, caplog):
+    """A SIGSTOP (or frozen VM) during a loop turn was logged as a slow turn ("a machine short
+    of CPU, a disk blocking writes...") and counted in zkv_slow_turns_total as well as in
+    zkv_stood_still_total. The stand-still is now taken out of the turn's time; a turn whose
+    own work is long is still one."""
+    caplog.set_level("INFO", logger="zkv.node")
+    turns = core.metrics.turns
+    core.t = core.quiet_until = 10.0  # (the core's last call; nothing due before then)
+    turns.began = 10.02  # a turn begins, the process is stopped in it for ~5 s
+    core.tick(15.02)  # the core's first call after it: it stood still
+    turns.end(15.06)
+    assert core.metrics.stood_still._value.get() == 1
+    assert core.metrics.slow_turns._value.get() == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(x.startswith("this node stood still for 5.0 s") for x in lines), lines
+    assert not any("a loop turn took" in x for x in lines), lines
+    turns.began = 15.1  # a turn of 1.5 s of work, no stand-still: slow, logged
+    core.tick(15.2)
+    turns.end(16.6)
+    assert core.metrics.slow_turns._value.get() == 1
+    assert any(r.getMessage().startswith("a loop turn took 1.50 s") for r in caplog.records)

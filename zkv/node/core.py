@@ -2164,6 +2164,7 @@ class NodeCore:
         self.membership.stood_still(deaf)  # (its peers were not silent: it did not listen)
         self.stalls = (self.stalls[0] + 1, max(self.stalls[1], deaf))  # (zkv status)
         self.metrics.stood_still.inc()
+        self.metrics.turns.stood_still(now - deaf, now)  # (no slow turn for it as well)
         log.info("this node stood still for %.1f s (stopped, or starved of CPU): its peers' "
                  "missed heartbeats are not held against them, and the lww writes that "
                  "waited meanwhile are stamped as of when it stopped", deaf)

@@ -7,8 +7,11 @@ core, a very large batch) delays them all, and peers' failure detectors hear sil
 turn's busy time, from the end of its poll (where it waits for input) to the end of its
 flush, is handed to `TurnWatch.end` by the transport: at SLOW or more it is counted
 (zkv_slow_turns_total); at LOG or more it is also logged, at most once per LOG_EVERY seconds
-(that line says how many more there were and the longest). No clock here: the transport
-passes its own times.
+(that line says how many more there were and the longest). A turn during which the node
+found its process stood still (stopped, a frozen VM: NodeCore._resumed, which counts it in
+zkv_stood_still_total and logs it) is not blamed for that time (`stood_still`): it is no
+slow turn unless its work took long besides. No clock here: the transport and the core pass
+their own times.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ LOG_EVERY = 10.0  # s between log lines
 
 
 class TurnWatch:
-    __slots__ = ("began", "on_slow", "log", "logged_at", "unlogged", "longest")
+    __slots__ = ("began", "on_slow", "log", "logged_at", "unlogged", "longest", "still")
 
     def __init__(self, log: logging.Logger, on_slow: Callable[[], None] | None = None) -> None:
         self.began = 0.0  # when the current turn's poll returned
@@ -31,10 +34,17 @@ class TurnWatch:
         self.logged_at = float("-inf")
         self.unlogged = 0  # turns over LOG since the last line, not logged themselves
         self.longest = 0.0  # the longest of those
+        self.still = 0.0  # seconds of the current turn the process stood still
+
+    def stood_still(self, start: float, end: float) -> None:
+        """The process stood still from `start` to `end` (NodeCore._resumed, within a turn):
+        the part of it in the current turn is not the turn's work."""
+        self.still += max(0.0, end - max(start, self.began))
 
     def end(self, now: float) -> None:
         """The current turn ended at `now` (it began at `self.began`)."""
-        took = now - self.began
+        took = now - self.began - self.still
+        self.still = 0.0
         if took < SLOW:
             return
         if self.on_slow is not None:
