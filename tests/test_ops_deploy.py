@@ -165,3 +165,15 @@ def test_every_dashboard_query_names_an_exported_metric():
                  "zkv_request_seconds_bucket", "zkv_sibling_writes_total",
                  "zkv_antientropy_seconds_since_agreement", "zkv_ready"):
         assert name in used, name
+
+
+def test_every_metric_the_readme_names_is_exported_under_that_name():
+    """README named zkv_sibling_warnings and zkv_sibling_refusals, which Prometheus has as
+    ..._total: a query or alert copied from it matched nothing. A histogram may be named by
+    its family (zkv_request_seconds: its _bucket, _sum and _count)."""
+    readme = (DEPLOY.parent / "README.md").read_text()
+    exported = NodeMetrics().exported_names()
+    named = set(re.findall(r"\bzkv_[a-z0-9_]+", readme))
+    assert len(named) > 15
+    missing = sorted(n for n in named if n not in exported and n + "_bucket" not in exported)
+    assert not missing, missing
