@@ -147,10 +147,10 @@ class AsyncClient(Facade):
         zctx = getattr(self, "_zctx", None)
         if zctx is None or zctx.closed or self._forked:
             return
-        warnings.warn(f"unclosed {self!r}: close it (await client.close(), or async with)",
-                      ResourceWarning, source=self, stacklevel=1)
         loop = self._loop
-        try:
+        try:  # (at interpreter exit the warnings machinery itself may be gone)
+            warnings.warn(f"unclosed {self!r}: close it (await client.close(), or async with)",
+                          ResourceWarning, source=self, stacklevel=1)
             if loop is not None and not loop.is_closed():
                 for s in self._socks.values():
                     loop.remove_reader(s.fileno())
