@@ -1152,31 +1152,30 @@ def dump_command(args) -> int:
     from zkv.client import Client
 
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
-        out = args.out if args.out is None else os.path.realpath(args.out)  # (a link: its file)
-        if out is None or args.out == "-":
+        if args.out in (None, "-"):
             count = dump.dump(c, sys.stdout, args.namespace, _key(args.prefix), args.r)
-        elif os.path.exists(out) and not stat.S_ISREG(os.stat(out).st_mode):
-            # a FIFO, a device (/dev/stdout): written into as it is (it cannot be swapped in
-            # whole, and replacing it would destroy it)
-            try:
-                f = open(out, "w")  # noqa: SIM115
-            except OSError as exc:
-                raise InvalidRequest(f"--out {args.out}: {exc.strerror or exc}") from None
-            with f:
-                count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
         else:
-            tmp = out + ".tmp"
+            out = os.path.realpath(args.out)  # (a symbolic link: its file, the link kept)
+            # a FIFO or a device (/dev/stdout) is written into as it is: it cannot be swapped
+            # in whole, and replacing it would destroy it
             try:
-                f = open(tmp, "w")  # noqa: SIM115
-            except OSError as exc:  # (named as --out: the .tmp beside it is ours)
+                special = not stat.S_ISREG(os.stat(out).st_mode)
+            except OSError:
+                special = False  # (none yet: made)
+            target = out if special else out + ".tmp"
+            try:
+                f = open(target, "w")  # noqa: SIM115
+            except OSError as exc:  # (named as --out: a .tmp beside it is ours)
                 raise InvalidRequest(f"--out {args.out}: {exc.strerror or exc}") from None
             try:
                 with f:
                     count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
-                os.replace(tmp, out)  # (a dump that failed leaves no file to be trusted)
+                if not special:
+                    os.replace(target, out)  # (a dump that failed leaves no file to be trusted)
             except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                if not special:
+                    with contextlib.suppress(OSError):
+                        os.unlink(target)
                 raise
     print(f"dumped {count} key(s) of namespace {args.namespace!r}", file=sys.stderr)
     return 0
