@@ -559,6 +559,38 @@ def test_a_delete_without_a_context_deletes_and_a_blind_one_leaves_the_values(dr
     assert sorted(c.get(three, r=3).values) == [b"a", b"b"]
 
 
+@pytest.mark.cluster
+def test_a_write_retried_with_its_write_id_is_the_same_write(driver, cluster3):
+    """A put that raised (RequestTimeout: it may have been stored) retried with the caller's
+    write_id stores one value, not two siblings; retried after another write replaced it, it
+    does not bring the old value back. Ids must be 1..32 bytes."""
+    c = driver(cluster3.endpoints[:1], timeout=3.0)
+    tag = random.getrandbits(48)
+    same, other, late, gone = (b"wid:%d:%d" % (tag, i) for i in range(4))
+    wid = os.urandom(16)
+    for _ in range(2):  # the try and its retry: both blind, as the first try was
+        c.put(same, b"v", b"", w=3, write_id=wid)
+    c.put(other, b"v", b"", w=3)
+    c.put(other, b"v", b"", w=3)  # no id given: two writes, two siblings
+    assert c.get(same, r=3).values == [b"v"]
+    assert c.get(other, r=3).values == [b"v", b"v"]
+    c.put(late, b"old", b"", w=3, write_id=wid)
+    c.put(late, b"new", c.get(late, r=3).context, w=3)  # replaces the first try
+    c.put(late, b"old", b"", w=3, write_id=wid)  # the retry arrives late
+    assert c.get(late, r=3).values == [b"new"]
+    c.put(gone, b"x", w=3)
+    wid2 = os.urandom(8)
+    for _ in range(2):
+        c.delete(gone, c.get(gone, r=3).context, w=3, write_id=wid2)
+    assert not c.get(gone, r=3).found
+    for bad, says in ((b"", "1..32 bytes, not 0"), (b"x" * 33, "not 33"),
+                      ("id", "bytes, not str"), (bytearray(b"id"), "not bytearray")):
+        with pytest.raises(InvalidRequest, match=says):
+            c.put(same, b"v", write_id=bad)
+        with pytest.raises(InvalidRequest, match=says):
+            c.delete(same, b"", write_id=bad)
+
+
 def test_a_closed_client_says_so_as_an_invalid_request(driver):
     """A call on a closed client raised libzmq's "Operation not supported" (a ZMQError, not
     under zkv.ZkvError)."""

@@ -28,7 +28,17 @@ import zmq
 
 from zkv import sockcalls, wire
 from zkv.client.base import Facade
-from zkv.client.core import CONNECT_WAIT, SLOW, UNREACHABLE, GetResult, Plan, Send, T, refused
+from zkv.client.core import (
+    CONNECT_WAIT,
+    SLOW,
+    UNREACHABLE,
+    GetResult,
+    Plan,
+    Send,
+    T,
+    public_wid,
+    refused,
+)
 from zkv.errors import InvalidRequest, ZkvError
 from zkv.wire import RingOk
 
@@ -169,15 +179,18 @@ class AsyncClient(Facade):
 
     async def put(self, key: bytes, value: bytes, context: bytes | None = None,
                   w: int | str | None = None, *, namespace: str = "default",
-                  ttl: int | None = None, pw: int | str | None = None) -> bytes:
-        """`ttl`: seconds the value is served; `pw`: as Client.put's."""
+                  ttl: int | None = None, pw: int | str | None = None,
+                  write_id: bytes | None = None) -> bytes:
+        """`ttl`: seconds the value is served; `pw`, `write_id`: as Client.put's."""
         return await self._run(self.core.put(key, value, context, w, namespace=namespace,
-                                             ttl=ttl, pw=pw))
+                                             ttl=ttl, pw=pw, wid=public_wid(write_id)))
 
     async def delete(self, key: bytes, context: bytes | None = None, w: int | str | None = None, *,
-                     namespace: str = "default", pw: int | str | None = None) -> bytes:
+                     namespace: str = "default", pw: int | str | None = None,
+                     write_id: bytes | None = None) -> bytes:
         """As Client.delete: None reads the current context first; b"" is a blind delete."""
-        return await self._run(self.core.delete(key, context, w, namespace=namespace, pw=pw))
+        return await self._run(self.core.delete(key, context, w, namespace=namespace, pw=pw,
+                                                wid=public_wid(write_id)))
 
     @overload
     async def get_many(self, keys: Sequence[bytes], r: int | str | None = None, *,

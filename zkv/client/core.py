@@ -265,6 +265,20 @@ def _expect(reply, kind: type[T]) -> T:
     raise ZkvError(f"unexpected reply {type(reply).__name__} (wanted {kind.__name__})")
 
 
+def public_wid(write_id) -> bytes | None:
+    """A caller's write id (Client.put/delete's `write_id`): None (the call draws a fresh one)
+    or 1..MAX_WID bytes. b"" is refused: it would be a write without an id, which a retry
+    repeats as a second value."""
+    if write_id is None:
+        return None
+    if type(write_id) is not bytes:
+        raise InvalidRequest(f"write_id must be bytes, not {type(write_id).__name__}")
+    if not 0 < len(write_id) <= wire.MAX_WID:
+        raise InvalidRequest(f"write_id must be 1..{wire.MAX_WID} bytes, not {len(write_id)} "
+                             "(os.urandom(16) makes a good one)")
+    return write_id
+
+
 def check_namespace(namespace) -> str:
     """A namespace name as the wire carries it ("" for "default"); InvalidRequest if bad."""
     if namespace is None or namespace == nss.DEFAULT:

@@ -29,6 +29,7 @@ from zkv.client.core import (
     Plan,
     Send,
     T,
+    public_wid,
     refused,
 )
 from zkv.errors import InvalidRequest, RequestTimeout, ZkvError
@@ -67,19 +68,24 @@ class Client(Facade):
 
     def put(self, key: bytes, value: bytes, context: bytes | None = None,
             w: int | str | None = None,
-            *, namespace: str = "default", ttl: int | None = None, pw: int | str | None = None
-            ) -> bytes:
+            *, namespace: str = "default", ttl: int | None = None, pw: int | str | None = None,
+            write_id: bytes | None = None) -> bytes:
         """`ttl`: seconds the value is served (an lww namespace with a ttl at least as long;
         README, "Expiry"). `pw`: of the W acknowledgements, this many must be the key's
-        owners' own (README, "Strict quorums")."""
+        owners' own (README, "Strict quorums"). `write_id` (1-32 bytes, e.g. os.urandom(16);
+        None: a fresh one): give a retry of a put that raised the same one, and the same
+        value and context, and it is the same write (README, "Retrying a write")."""
         return self._run(self.core.put(key, value, context, w, namespace=namespace, ttl=ttl,
-                                       pw=pw))
+                                       pw=pw, wid=public_wid(write_id)))
 
     def delete(self, key: bytes, context: bytes | None = None, w: int | str | None = None, *,
-               namespace: str = "default", pw: int | str | None = None) -> bytes:
+               namespace: str = "default", pw: int | str | None = None,
+               write_id: bytes | None = None) -> bytes:
         """Write a tombstone over `context` (None: the key's current one, read first; b"": a
-        blind delete, leaving every value as a sibling); returns its context."""
-        return self._run(self.core.delete(key, context, w, namespace=namespace, pw=pw))
+        blind delete, leaving every value as a sibling); returns its context. `write_id`: as
+        put's."""
+        return self._run(self.core.delete(key, context, w, namespace=namespace, pw=pw,
+                                          wid=public_wid(write_id)))
 
     @overload
     def get_many(self, keys: Sequence[bytes], r: int | str | None = None, *, namespace: str = ...,
