@@ -1014,7 +1014,7 @@ class NodeCore:
                 close()
             except (StorageFull, OSError) as exc:
                 log.error("%s at exit: writing out %s failed (%s); what it could not write "
-                          "was never acknowledged", self.me, what, exc)
+                          "was never acknowledged to a client", self.me, what, exc)
 
     def forget_identity(self, ident: bytes) -> None:
         """The connection of `ident` closed (the transport saw it go): drop everything kept

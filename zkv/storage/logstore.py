@@ -49,7 +49,10 @@ mode. ``check_space()`` (a node calls it every gossip round) retries writing the
 the refusal once they are out and the reserve is free again. Refusing early, with the reserve
 still free, is what keeps a full disk from failing the writes a caller was already told were
 made (segment rotation, hints files and compaction need room too): Elasticsearch's
-flood-stage watermark, as one cheap ``statvfs``.
+flood-stage watermark, as one cheap ``statvfs``. ``close()`` on a disk that still takes
+nothing raises ``StorageFull`` saying what it could not write out (under ``sync="always"``
+only refused writes; otherwise the last buffered ones, which put() had returned for); the
+store is closed all the same, its lock released, so a ``with`` block never leaves it held.
 
 A failed fsync (EIO from ``fdatasync``/``fsync`` of a segment) refuses writes until the store is
 opened again, whatever ``check_space()`` finds: Linux marks the pages it could not write clean
@@ -1284,8 +1287,12 @@ class LogStore:
         kd, seg = self._kd, self._active
         try:
             if seg is not None:
-                kd.flush()
-                self._seal(seg)
+                buffered = kd.buffered
+                try:
+                    kd.flush()
+                    self._seal(seg)
+                except OSError as exc:  # (a full disk): the store closes all the same
+                    raise self._close_failed(exc, buffered) from None
                 # no hints after a failed fsync: the reopen scans the segment, checking
                 # each record's CRC, rather than trust an index of what may not be on disk
                 if seg.size and self._sync_broken is None and seg.fid not in self._damaged:
@@ -1309,6 +1316,22 @@ class LogStore:
             self._active = None
             _UNMAPPER.wait()  # (the files' space, if they were compacted away, freed)
             self._dirlock.release()
+
+    def _close_failed(self, exc: OSError, buffered: int) -> StorageFull:
+        """close()'s StorageFull when the buffer's last write-out or the active segment's fsync
+        failed, saying what that cost (the store is closed all the same: a `with` block's exit
+        must not leave it locked). Holds self._lock."""
+        why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+        if self.sync == "always":  # every put returned after its own write-out and fsync
+            lost = (f"{buffered} bytes of refused writes dropped; nothing acknowledged is lost"
+                    if buffered else "nothing acknowledged is lost")
+        elif buffered:
+            lost = (f"the last {buffered} bytes of buffered writes are lost (sync={self.sync!r}: "
+                    "put() returns before its write-out)")
+        else:
+            lost = (f"writes since the last fsync (sync={self.sync!r}) may not survive a power "
+                    "loss")
+        return StorageFull(f"closing {self.path}: writing out failed ({why}); {lost}")
 
     def __enter__(self) -> LogStore:
         return self
