@@ -28,7 +28,7 @@ from zkv.client import (
     ClientCore,
     Send,
 )
-from zkv.client.core import MANY_WINDOW, Batch
+from zkv.client.core import BUSY_PAUSE, BUSY_PAUSE_MAX, MANY_WINDOW, Batch
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable, ZkvError
 
 SILENT = object()
@@ -70,6 +70,7 @@ class Net:
         self.hedge = hedge
         self.arrivals: dict[int, tuple[float, object]] = {}  # rid -> (when, reply)
         self.steps: list[int] = []  # tries per Batch step
+        self.pauses: list[float] = []  # the plan's waits that sent nothing
 
     def run(self, plan):
         try:
@@ -98,6 +99,10 @@ class Net:
         if self.hedge:
             return self.deliver_hedged(send)
         clock = self.clock
+        if send.msg is None and not send.also:  # a pause: nothing sent, nothing to hear
+            self.pauses.append(send.until - clock.t)
+            clock.t = send.until
+            return None
         assert send.until > clock.t  # a try is never sent already late
         msg = wire.decode(wire.encode_one(send.msg), 1 << 30)[0]  # what went on the wire
         self.sent.append((send.endpoint, msg, clock.t, send.until))
@@ -680,6 +685,44 @@ def test_a_node_that_answers_not_now_costs_a_retry_not_an_error():
     with pytest.raises(InvalidRequest):
         net.run(c.get(b"k"))
     assert len(net.sent) == 1
+
+
+def test_busy_nodes_are_asked_again_after_growing_pauses_while_the_call_has_time():
+    """Every candidate answering "busy, retry" (a node's cap on requests in flight per
+    connection) failed the call with seconds of its timeout left; it now asks them again
+    after a pause (doubling from BUSY_PAUSE, jittered), the write keeping its id."""
+    c, clock = core(timeout=5.0)
+    start = clock.t
+    busy = wire.Error(0, wire.E_UNAVAILABLE, "busy, retry: 256 requests in flight on this "
+                      "connection")
+    left = [7]  # tries answered busy before the nodes have room again
+    ok = member()
+
+    def node(msg):
+        if isinstance(msg, wire.Put) and left[0]:
+            left[0] -= 1
+            return wire.Error(0, busy.code, busy.message)
+        return ok(msg)
+
+    net = Net(clock, default=node)
+    assert net.run(c.put(b"k", b"v")) == b"new-ctx"
+    assert len({m.wid for _, m, *_ in net.sent}) == 1 and len(net.sent) == 8
+    assert len(net.pauses) == 7 // len(c.candidates(b"k"))
+    assert all(BUSY_PAUSE / 2 * 2 ** i <= p <= BUSY_PAUSE * 1.5 * 2 ** i
+               for i, p in enumerate(net.pauses))
+    # busy for good: the busy answer is the error, raised within the timeout
+    c, clock = core(timeout=0.5)
+    start = clock.t
+    net = Net(clock, default=lambda m: wire.Error(0, busy.code, busy.message))
+    with pytest.raises(Unavailable, match="busy, retry"):
+        net.run(c.get(b"k"))
+    assert start + 0.5 - BUSY_PAUSE_MAX * 1.5 <= clock.t <= start + 0.5
+    assert max(net.pauses) <= BUSY_PAUSE_MAX * 1.5 and len(net.pauses) >= 3
+    # another refusal (joining, stopping) is not asked again
+    net = Net(clock, default=lambda m: wire.Error(0, wire.E_UNAVAILABLE, "n1 is stopping"))
+    with pytest.raises(Unavailable, match="stopping"):
+        net.run(c.get(b"k"))
+    assert net.pauses == []
 
 
 # ---- many operations in one call ----------------------------------------------------------------

@@ -182,6 +182,7 @@ E_QUORUM = 2  # -> QuorumError(required, acked)
 E_UNAVAILABLE = 3  # -> Unavailable
 E_TIMEOUT = 4  # -> RequestTimeout
 E_INTERNAL = 5  # -> ZkvError
+BUSY = "busy, retry"  # how an E_UNAVAILABLE that asks to be sent again (soon) begins
 
 
 # gc=False: messages are plain data (bytes, numbers, strings, lists of Members) that never

@@ -136,6 +136,8 @@ SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
 # lasts, and owner reads back within a second of it ending (10 s kept a new cluster's gets on
 # the coordinator path, twice the latency, for up to 10 s after its joiners were verified)
 REFILL_SKIP = 1.0
+BUSY_PAUSE = 0.01  # s: the first pause before asking busy nodes again (doubling, jittered)
+BUSY_PAUSE_MAX = 0.25
 CONNECT_WAIT = 0.25  # seconds a driver waits for a TCP connection to a node before moving on
 WID_BYTES = wire.WID_SIZE  # a write id: 16 random bytes per put/delete call
 WID_POOL = 256  # write ids drawn from os.urandom at once
@@ -762,10 +764,11 @@ class ClientCore:
                 pass
 
     def call(self, msg, key: bytes | None, only: str | None = None,
-             n: int | None = None, deadline: float | None = None) -> Plan[Any]:
+             n: int | None = None, deadline: float | None = None, busy: int = 0) -> Plan[Any]:
         """Send `msg` to the best candidate for stored key `key` of a namespace with N `n` (or
         only to endpoint `only`), failing over on silence; return the first reply (Error
-        replies included)."""
+        replies included). When every candidate answers "busy, retry", ask them again after
+        a pause growing from BUSY_PAUSE (`busy`: the rounds so far), while the call has time."""
         clock = self.clock
         now = started = clock()
         if deadline is None:
@@ -817,10 +820,13 @@ class ClientCore:
                     if sent is not None:
                         self.rtts.append(clock() - sent)
                         self._rtts_new += 1
-                    if (type(reply) is Error and reply.code == wire.E_UNAVAILABLE
-                            and only is None and i < last):
-                        refused = reply  # busy, still joining, stopping: not now, ask another
-                        continue
+                    if type(reply) is Error and reply.code == wire.E_UNAVAILABLE:
+                        if only is None and i < last:
+                            refused = reply  # busy, still joining, stopping: not now, ask
+                            continue  # another
+                        if reply.message.startswith(wire.BUSY):
+                            refused = reply  # (asked again below, after a pause)
+                            break
                     return reply
             self.suspect_until[ep] = clock() + SUSPECT_FOR
             self.ring_at = -1e9  # learn who is down on the next call
@@ -832,6 +838,14 @@ class ClientCore:
                     self._sample(reply, sent_at)
                     return reply
         if refused is not None:
+            if refused.message.startswith(wire.BUSY):  # every candidate is busy: its own
+                # answer says retry, and the call has time left (thousands of requests
+                # gathered on one client outran the nodes' in-flight caps: 649 of 10,000)
+                pause = min(BUSY_PAUSE_MAX, BUSY_PAUSE * 2 ** busy)
+                pause *= 0.5 + (self._rng or random).random()
+                if clock() + pause < deadline:
+                    yield Send(candidates[-1], None, clock() + pause)  # (a wait: sends nothing)
+                    return (yield from self.call(msg, key, only, n, deadline, busy + 1))
             return refused
         raise self._failure(candidates, tried, started)
 

@@ -30,7 +30,7 @@ from zkv.errors import InvalidRequest, StorageFull, TooManySiblings
 from zkv.node.namespaces import STAMP_BYTES
 from zkv.node.op import Op
 from zkv.node.quorum import GetQuorum, PutQuorum, joint_enough
-from zkv.wire import E_INVALID, E_UNAVAILABLE, Error, Forward, RGet, RGetOk, RPut, RPutOk
+from zkv.wire import BUSY, E_INVALID, E_UNAVAILABLE, Error, Forward, RGet, RGetOk, RPut, RPutOk
 
 # Stand-ins asked at once per silent replica. The next node of the walk may be silent too
 # (frozen at the same moment, not yet suspected: nothing here knows yet), and each one in
@@ -130,7 +130,6 @@ class _FanOut(Op):
 # (its next turn has a new budget), at most BUSY_ASKS times per get: enough for a frame of 8
 # reads of the largest value (3 failed 2 of 48 gets of 15 MiB values, 4 at a time, on a
 # loaded machine), few enough that a replica answering busy for ever costs a get 8 round trips
-BUSY = "busy, retry"
 BUSY_ASKS = 8
 
 
