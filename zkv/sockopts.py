@@ -3,8 +3,8 @@
 Without them a connection whose peer vanished (network cut, frozen host) stays "up" until
 the kernel's retransmission backoff gives up, so both sides of a healed partition went on
 missing each other for 7-10 s. With them the kernel drops such a connection within ~2-3 s
-and ZeroMQ redials on a short, bounded interval: a healed link is back within about
-RECONNECT_IVL_MAX plus one handshake.
+and ZeroMQ redials on a short, bounded interval, each dial giving up after CONNECT_TIMEOUT:
+a healed link is back within about CONNECT_TIMEOUT + RECONNECT_IVL_MAX plus one handshake.
 
 Call ``tune_socket(sock, role)`` after creating a socket and before its ``connect``/``bind``
 (options apply to connections made afterwards). The roles:
@@ -57,10 +57,18 @@ TCP_MAXRT_MS = 2000
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 1000
 
+# Give up a connect() that has not completed after CONNECT_TIMEOUT_MS (and redial, as above).
+# Without it a connect whose SYNs a cut link dropped waits on the kernel's SYN backoff
+# (retries 1, 3, 7, 15, 31, 63 s after the first): a machine cut off for 40 s was seen down by
+# its peers, and saw them down, for up to 134 s after the link came back (an outside
+# Jepsen-style run; tests/test_ops_netns.py, 13 s after a 25 s cut). 1.5 s leaves the kernel's
+# own first retry (at 1 s: a SYN dropped by a full accept queue) its chance.
+CONNECT_TIMEOUT_MS = 1500
+
 
 def tune_socket(sock: zmq.Socket, role: str) -> zmq.Socket:
-    """Set TCP keepalive, TCP_USER_TIMEOUT and bounded reconnect intervals on `sock`; returns
-    it. No ZMTP heartbeats (see above).
+    """Set TCP keepalive, TCP_USER_TIMEOUT, a connect timeout and bounded reconnect intervals
+    on `sock`; returns it. No ZMTP heartbeats (see above).
 
     Call it before connect/bind. `role` is one of ROLES (ValueError otherwise).
     """
@@ -73,4 +81,5 @@ def tune_socket(sock: zmq.Socket, role: str) -> zmq.Socket:
     sock.setsockopt(zmq.TCP_MAXRT, TCP_MAXRT_MS)
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
     return sock
