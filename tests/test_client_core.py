@@ -725,6 +725,34 @@ def test_busy_nodes_are_asked_again_after_growing_pauses_while_the_call_has_time
     assert net.pauses == []
 
 
+def test_a_coordinator_that_saw_too_few_replicas_up_costs_one_more_coordinator():
+    """A coordinator cut off from its peers but not from clients answered every get at R=2
+    with a QuorumError at once ("every replica that could be asked has answered"), and the
+    client took it as final while the other nodes could serve it. One other coordinator is
+    asked now (a write keeps its id); a quorum missed within a wait is not retried, nor is a
+    second such answer."""
+    c, clock = core(timeout=5.0)
+    a, b, d = owners(b"k")[:3]
+    alone = lambda m: wire.Error(0, wire.E_QUORUM, "get: 1 of the required 2 replicas "  # noqa: E731
+                                 f"answered, and {wire.ASKED_ALL}", 2, 1)
+    net = Net(clock, {a: alone}, default=member({b"k": [b"v"]}))
+    assert net.run(c.get(b"k", r=2)).values == [b"v"]
+    net = Net(clock, {a: alone}, default=member())
+    assert net.run(c.put(b"k", b"v", w=2)) == b"new-ctx"
+    assert [ep for ep, *_ in net.sent] == [a, b] and a not in c.suspect_until
+    assert len({m.wid for _, m, *_ in net.sent}) == 1
+    net = Net(clock, default=alone)  # every coordinator short: two asked, the second's error
+    with pytest.raises(QuorumError, match="could be asked") as err:
+        net.run(c.get(b"k", r=2))
+    assert len(net.sent) == 2 and (err.value.required, err.value.acked) == (2, 1)
+    waited = lambda m: wire.Error(0, wire.E_QUORUM, "get: 1 of the required 2 replicas "  # noqa: E731
+                                  "answered within 1.00s", 2, 1)
+    net = Net(clock, default=waited)
+    with pytest.raises(QuorumError, match="within 1.00s"):
+        net.run(c.get(b"k", r=2))
+    assert len(net.sent) == 1
+
+
 # ---- many operations in one call ----------------------------------------------------------------
 def test_many_returns_every_result_in_order_in_windowed_steps():
     c, clock = core(timeout=5.0)

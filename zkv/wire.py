@@ -183,6 +183,9 @@ E_UNAVAILABLE = 3  # -> Unavailable
 E_TIMEOUT = 4  # -> RequestTimeout
 E_INTERNAL = 5  # -> ZkvError
 BUSY = "busy, retry"  # how an E_UNAVAILABLE that asks to be sent again (soon) begins
+# in an E_QUORUM: the coordinator ended early, every replica it saw up having answered (its
+# view of who is up, not a wait, failed the request: another coordinator may see more)
+ASKED_ALL = "every replica that could be asked has answered"
 
 
 # gc=False: messages are plain data (bytes, numbers, strings, lists of Members) that never

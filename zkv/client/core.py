@@ -783,6 +783,7 @@ class ClientCore:
         listen_until = 0.0
         sent_at: dict[int, float] = {}  # rid -> when each try still listened to was sent
         refused: Error | None = None  # the last "not now" (E_UNAVAILABLE) a node answered
+        short: Error | None = None  # a coordinator's "too few replicas up" (E_QUORUM, ASKED_ALL)
         last = len(candidates) - 1
         rids, per_try = self.rids, self.per_try
         for i, ep in enumerate(candidates):
@@ -827,6 +828,15 @@ class ClientCore:
                         if reply.message.startswith(wire.BUSY):
                             refused = reply  # (asked again below, after a pause)
                             break
+                    elif (type(reply) is Error and reply.code == wire.E_QUORUM and hedged
+                            and i < last and short is None and wire.ASKED_ALL in reply.message):
+                        # the coordinator saw too few replicas up to ask: it may be the one
+                        # cut off (reachable by clients, not by its peers: an outside
+                        # partition test, R=2 gets failing at once for 30 s). One other
+                        # coordinator is asked (the write keeps its id), as Cassandra's
+                        # drivers retry an UnavailableException on the next host once.
+                        short = reply
+                        continue
                     return reply
             self.suspect_until[ep] = clock() + SUSPECT_FOR
             self.ring_at = -1e9  # learn who is down on the next call
@@ -847,6 +857,8 @@ class ClientCore:
                     yield Send(candidates[-1], None, clock() + pause)  # (a wait: sends nothing)
                     return (yield from self.call(msg, key, only, n, deadline, busy + 1))
             return refused
+        if short is not None:  # (the next coordinator was silent or unreachable)
+            return short
         raise self._failure(candidates, tried, started)
 
     def get(self, key: bytes, r: int | str | None = None, *,

@@ -39,7 +39,7 @@ from __future__ import annotations
 from zkv._core import dvv
 from zkv.node.expiry import expires_at, served
 from zkv.node.namespaces import STAMP_BYTES
-from zkv.wire import E_QUORUM, Error, GetOk, PutOk
+from zkv.wire import ASKED_ALL, E_QUORUM, Error, GetOk, PutOk
 
 _NONE: frozenset[str] = frozenset()
 
@@ -250,7 +250,7 @@ def _within(waited: float | None) -> str:
     """How long the op waited (None: it ends early, every replica it could ask having
     answered: "within 0.00s" read as a timeout when the other owners were known down)."""
     if waited is None:
-        return ", and every replica that could be asked has answered"
+        return f", and {ASKED_ALL}"
     return f" within {waited:.2f}s"
 
 
