@@ -22,6 +22,7 @@ from zkv import wire
 from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.client import AsyncClient, Client
+from zkv.client.aio import CONN_WINDOW
 from zkv.errors import InvalidRequest, QuorumError, RequestTimeout, Unavailable
 from zkv.local import free_ports
 
@@ -769,12 +770,14 @@ def test_thousands_of_requests_gathered_on_one_async_client_all_succeed(cluster3
 
 def test_closing_an_async_client_fails_the_calls_still_waiting_at_once(fake_nodes):
     """close() (or leaving `async with`) while other tasks' calls wait for answers that will
-    not come: each raises InvalidRequest at once (they hung past their timeout, for ever)."""
+    not come: each raises at once (they hung past their timeout, for ever), RequestTimeout
+    saying a write may have been stored (InvalidRequest said nothing was sent; an outside
+    user's 500 puts cut off so were all stored)."""
     (quiet,) = fake_nodes({"q": lambda m: None})
 
     async def main():
         c = AsyncClient([quiet.endpoint], timeout=60.0)
-        tasks = [asyncio.ensure_future(c.get(b"k%d" % i)) for i in range(20)]
+        tasks = [asyncio.ensure_future(c.get(b"k%d" % i)) for i in range(CONN_WINDOW + 20)]
         tasks.append(asyncio.ensure_future(c.status(quiet.endpoint)))
         await asyncio.sleep(0.3)  # (every call sent, or waiting for its connection)
         assert not any(t.done() for t in tasks)
@@ -784,7 +787,11 @@ def test_closing_an_async_client_fails_the_calls_still_waiting_at_once(fake_node
         return [t.exception() for t in tasks]
 
     errors = asyncio.run(main())
-    assert all(isinstance(e, InvalidRequest) and "closed" in str(e) for e in errors), errors
+    sent = [e for e in errors if isinstance(e, RequestTimeout)]
+    unsent = [e for e in errors if isinstance(e, InvalidRequest)]
+    assert len(sent) == CONN_WINDOW and len(unsent) == 21, errors  # (the window: 224 sent)
+    assert all("closed" in str(e) and "may still have been stored" in str(e) for e in sent)
+    assert all("closed" in str(e) and "nothing was sent" in str(e) for e in unsent)
 
 
 def test_a_client_used_after_a_fork_says_so_and_a_new_one_works(fake_nodes):

@@ -39,7 +39,7 @@ from zkv.client.core import (
     public_wid,
     refused,
 )
-from zkv.errors import InvalidRequest, ZkvError
+from zkv.errors import InvalidRequest, RequestTimeout, ZkvError
 from zkv.wire import RingOk
 
 # One loop timer for every try's deadline, firing at most every TIMER_GRAIN seconds: a try
@@ -386,19 +386,25 @@ class AsyncClient(Facade):
         self._zctx.destroy(0)  # (as the sync client's)
 
     def _fail_waiting(self) -> None:
-        """Every try still waiting (for its answer, its deadline, or a connection slot) raises
-        InvalidRequest: close() is about to drop what would have resolved it."""
-        waiting: list = list(self._waiting.values())
-        waiting += [entry[2] for entry in self._deadlines]
-        waiting += [entry[2] for entry in self._in_order]
-        for window in self._windows.values():
-            waiting += window.waiters
-        for fut in waiting:
-            if type(fut) is _Slot:
-                fut = fut.batch.fut
-            if not fut.done() and not fut.get_loop().is_closed():
-                fut.set_exception(InvalidRequest("this AsyncClient was closed while the call "
-                                                 "waited for an answer"))
+        """Every try still waiting fails: close() is about to drop what would have resolved
+        it. One waiting for its answer (or its deadline) raises RequestTimeout, as a try that
+        got no answer does: it was sent, and a write may have been stored (an outside user's
+        500 puts cut off by close() all were, and had raised InvalidRequest, which says
+        nothing was sent); one still waiting for a connection slot, never sent, raises
+        InvalidRequest."""
+        sent: list = list(self._waiting.values())
+        sent += [entry[2] for entry in self._deadlines]
+        sent += [entry[2] for entry in self._in_order]
+        unsent = [fut for window in self._windows.values() for fut in window.waiters]
+        for futs, exc in ((unsent, InvalidRequest), (sent, RequestTimeout)):
+            for fut in futs:
+                if type(fut) is _Slot:
+                    fut = fut.batch.fut
+                if not fut.done() and not fut.get_loop().is_closed():
+                    fut.set_exception(exc(
+                        "this AsyncClient was closed while the call waited for "
+                        + ("a connection slot (nothing was sent)" if exc is InvalidRequest
+                           else "an answer (a write may still have been stored)")))
         self._waiting.clear()
         self._sent_to.clear()
 
