@@ -972,6 +972,18 @@ def test_a_quorum_by_an_unknown_name_is_refused_before_anything_is_sent(call):
     assert not [m for _, m, *_ in net.sent if type(m) in (wire.Get, wire.Put, wire.Delete)]
 
 
+@pytest.mark.parametrize("namespace", ["default", "carts"])
+def test_a_quorum_by_name_with_no_node_reachable_is_unavailable(namespace):
+    """w="quorum" against a cluster none of whose nodes answer raised InvalidRequest ("the N
+    of namespace 'default' is not known (give a number)"), a ValueError a retry loop does not
+    retry; w=2 raised Unavailable. Both raise what reaching the cluster raised."""
+    for fate, exc in ((UNREACHABLE, Unavailable), (SILENT, RequestTimeout)):
+        c, clock = core(ring=False, timeout=1.0)
+        net = Net(clock, default=lambda msg, fate=fate: fate)
+        with pytest.raises(exc):
+            net.run(c.put(b"k", b"v", w="quorum", namespace=namespace))
+
+
 def test_an_owner_read_at_pr_asks_as_many_owners_as_pr_needs():
     """A client-coordinated read counts only owners' own copies, each a primary's: at r=1
     pr=2 it asks two owners at once (max(r, pr)), where r=1 alone asks one; in a namespace

@@ -669,15 +669,20 @@ class ClientCore:
         namespace's N, learnt first if it is not known yet; in the order given."""
         n = self._n_of(ns)
         if n is None and any(type(v) is str for v in quorums.values()):
+            unreached: ZkvError | None = None
             try:
                 if ns:
                     yield from self.namespaces_plan()
                 else:
                     yield from self.fetch_ring(self.clock() + self.timeout)
+            except (Unavailable, RequestTimeout) as exc:
+                unreached = exc  # (no node answered: that is the error, not the level's name)
             except ZkvError:
                 pass
             n = self._n_of(ns)
             if n is None:
+                if unreached is not None:
+                    raise unreached
                 named = next(k for k, v in quorums.items() if type(v) is str)
                 raise InvalidRequest(f"{named}={quorums[named]!r}: the N of namespace "
                                      f"{ns or nss.DEFAULT!r} is not known (give a number)")
