@@ -9,6 +9,7 @@ the deadline) when unreachable, by a small latency on a reply.
 from __future__ import annotations
 
 import random
+import re
 import warnings
 
 import msgspec
@@ -982,6 +983,21 @@ def test_a_quorum_by_name_with_no_node_reachable_is_unavailable(namespace):
         net = Net(clock, default=lambda msg, fate=fate: fate)
         with pytest.raises(exc):
             net.run(c.put(b"k", b"v", w="quorum", namespace=namespace))
+
+
+@pytest.mark.parametrize("kw, says", [
+    ({"r": -1}, "r=-1: must be between 1 and n"), ({"w": 0}, "w=0: must be between 1 and n"),
+    ({"pr": -1}, "pr=-1: must be between 0 and n"), ({"pw": 99}, "pw=99: must be between"),
+    ({"ttl": -1}, "ttl=-1: must be between 0 (no expiry)"), ({"ttl": -2}, "ttl=-2"),
+])
+def test_an_alter_to_an_out_of_range_setting_is_refused_before_anything_is_sent(kw, says):
+    """namespace_alter(r=-1) (or ttl=-1, pr=-1) was sent as the wire's "as it is" and
+    answered OK, changing nothing; ttl=-2 was refused by the node as an undecodable frame."""
+    c, clock = core()
+    net = Net(clock, default=lambda msg: SILENT)
+    with pytest.raises(InvalidRequest, match=re.escape(says)):
+        net.run(c.namespace_alter("carts", **kw))
+    assert net.sent == []
 
 
 def test_an_owner_read_at_pr_asks_as_many_owners_as_pr_needs():

@@ -1387,6 +1387,13 @@ class ClientCore:
         bad = [f"{k}={v!r}: must be an int" for k, v in (("r", r), ("w", w), ("ttl", ttl),
                                                          ("pr", pr), ("pw", pw))
                if v is not None and (not isinstance(v, int) or isinstance(v, bool))]
+        # (the node checks r/w/pr/pw against the namespace's n; a negative value was taken as
+        # "as it is" (-1, the wire's) or refused as an undecodable frame)
+        bad += [f"{k}={v!r}: must be between {low} and n" for k, v, low in
+                (("r", r, 1), ("w", w, 1), ("pr", pr, 0), ("pw", pw, 0))
+                if type(v) is int and not low <= v <= nss.MAX_N]
+        if type(ttl) is int and not 0 <= ttl <= nss.MAX_TTL:
+            bad.append(f"ttl={ttl!r}: must be between 0 (no expiry) and {nss.MAX_TTL} seconds")
         if bad:
             raise InvalidRequest(f"cannot alter namespace {name!r}: " + "; ".join(bad))
         yield from self._need_feature(wire.FEATURE_NS_ALTER, f"cannot alter namespace "
