@@ -1,5 +1,7 @@
 """zkv: a Dynamo-style key-value store. Public names only."""
 
+from typing import TYPE_CHECKING
+
 from zkv.errors import (
     AuthenticationError,
     InvalidRequest,
@@ -11,6 +13,9 @@ from zkv.errors import (
 )
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # (for type checkers: at run time they come from __getattr__, lazily)
+    from zkv.client import AsyncClient, Client, GetResult
 
 
 def __getattr__(name: str):
