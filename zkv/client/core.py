@@ -235,7 +235,8 @@ class GetResult:
         return bool(self.values)
 
     def __repr__(self) -> str:
-        return f"GetResult(values={self.values!r}, context=<{len(self.context)} bytes>)"
+        ttl = f", expires_at={self.expires_at}" if self.expires_at else ""
+        return f"GetResult(values={self.values!r}, context=<{len(self.context)} bytes>{ttl})"
 
 
 def error_for(msg: Error) -> ZkvError:
