@@ -53,6 +53,60 @@ def test_a_loop_that_stopped_turning_makes_both_health_endpoints_fail():
         m.close()
 
 
+def test_the_metrics_port_bounds_connections_and_slow_requests_and_logs_no_tracebacks(
+        caplog, monkeypatch):
+    """An outside security review: 1,500 half-sent requests held 1,507 threads and stood a
+    node's loop still 22 s, idle connections took every file descriptor, and each scraper
+    that closed before reading logged a 20-line traceback. Now: at most HTTP_MAX_CONNECTIONS
+    served at once (one more is closed at once, counted, logged once), a request not sent
+    within HTTP_TIMEOUT is dropped, a scraper gone early is a DEBUG line."""
+    import socket
+    import threading
+    import time
+
+    from zkv.node import metrics
+
+    monkeypatch.setattr(metrics, "HTTP_TIMEOUT", 1.0)
+    m = NodeMetrics()
+    port = free_port()
+    m.serve(port, "127.0.0.1", ready=lambda: (True, {}))
+    base = f"http://127.0.0.1:{port}"
+    held = []
+    try:
+        before = threading.active_count()
+        for _ in range(metrics.HTTP_MAX_CONNECTIONS + 10):  # half-sent requests, held open
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /metr")
+            held.append(s)
+        wait_for(lambda: m._server.refused == 10, timeout=10)
+        assert threading.active_count() - before <= metrics.HTTP_MAX_CONNECTIONS
+        over = held[-1]  # one past the cap: closed by the node at once
+        over.settimeout(5)
+        assert over.recv(100) == b""
+        # the half-sent ones are dropped after the timeout, and a scrape is served again
+        for s in held[:metrics.HTTP_MAX_CONNECTIONS]:
+            s.settimeout(5)
+            assert s.recv(100) == b""
+        assert http(base + "/metrics")[0] == 200
+        with caplog.at_level("DEBUG", logger="zkv.metrics"):
+            for _ in range(20):  # scrapers that leave before reading the answer
+                s = socket.create_connection(("127.0.0.1", port))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                s.close()  # (a reset: the node's write fails)
+            time.sleep(0.5)
+            assert http(base + "/healthz")[0] == 200
+        loud = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")
+                and "Traceback" in (r.exc_text or "")]
+        assert not loud
+        refusals = [r for r in caplog.records if "refused at the cap" in r.getMessage()]
+        assert len(refusals) <= 1
+    finally:
+        for s in held:
+            s.close()
+        m.close()
+
+
 def test_health_endpoints_follow_the_readiness_callback():
     m = NodeMetrics()
     state = {"v": (False, {"joined": False})}

@@ -27,6 +27,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -38,6 +39,52 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from zkv.node.health import Health
 from zkv.node.hotkeys import TopK
 from zkv.node.stalls import TurnWatch
+
+log = logging.getLogger("zkv.metrics")
+
+# The HTTP port's own bounds (an outside security review: 1,500 half-sent requests held 1,507
+# threads and stood the loop still 22 s; idle ones took every file descriptor; each scraper
+# that closed early logged a 20-line traceback):
+HTTP_TIMEOUT = 5.0  # s a connection may take to send its request (and read the answer)
+HTTP_MAX_CONNECTIONS = 32  # served at once; one more is closed at once, and counted
+SCRAPE_CACHE = 0.5  # s one rendering of /metrics is served for
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most HTTP_MAX_CONNECTIONS at once; a client gone before
+    its answer is not an error worth a traceback."""
+
+    daemon_threads = True
+    request_queue_size = 128  # (the listen backlog: socketserver's 5 left a burst's connects
+    # waiting on SYN retries, a second or more each, before the cap could even see them)
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.slots = threading.BoundedSemaphore(HTTP_MAX_CONNECTIONS)
+        self.refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("metrics port: %d connection(s) refused at the cap of %d served at "
+                            "once", self.refused, HTTP_MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("metrics port: a request from %s failed", client_address, exc_info=True)
 
 # seconds without a loop turn after which /healthz and /readyz answer 503: far above the
 # longest turn seen under load (a turn is bounded by its budgets; the loop wakes at least
@@ -547,11 +594,23 @@ class NodeMetrics:
             idle = clock() - turns.began
             return idle if idle > LOOP_STALLED else 0.0
 
+        cached: list = [-1.0, b""]  # (when, the exposition): one rendering per SCRAPE_CACHE
+        cache_lock = threading.Lock()
+
+        def scrape() -> bytes:
+            """The exposition, rendered at most once per SCRAPE_CACHE seconds (rendering holds
+            the GIL from the node's loop: a thousand scrapes at once stood it still 22 s)."""
+            with cache_lock:
+                now = time.monotonic()
+                if now - cached[0] >= SCRAPE_CACHE:
+                    cached[:] = [now, generate_latest(registry)]
+                return cached[1]
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                    self._send(200, scrape(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     idle = stalled()
                     if idle:
@@ -586,12 +645,11 @@ class NodeMetrics:
             def log_message(self, *args) -> None:  # scrapes every few seconds: not logged
                 pass
 
-        server_cls: type[ThreadingHTTPServer] = ThreadingHTTPServer
+        Handler.timeout = HTTP_TIMEOUT  # (socket timeout: a request half sent is dropped)
+        server_cls: type[_HTTPServer] = _HTTPServer
         if ":" in host:  # an IPv6 address
-            server_cls = cast(type[ThreadingHTTPServer],
-                              type("V6Server", (ThreadingHTTPServer,),
-                                   {"address_family": socket.AF_INET6}))
-        server_cls.daemon_threads = True
+            server_cls = cast(type[_HTTPServer], type("V6Server", (_HTTPServer,),
+                                                      {"address_family": socket.AF_INET6}))
         self._server = server = server_cls((host.strip("[]"), port), Handler)
         threading.Thread(target=server.serve_forever, name="zkv-metrics", daemon=True).start()
 
