@@ -43,3 +43,96 @@ def test_identity_flood_is_capped_served_through_and_freed(tmp_path, monkeypatch
     assert r["after_fds"] <= r["rest_fds"] + 8, report
     assert r["after_rss_kb"] <= max(1.25 * r["rest_rss_kb"], r["rest_rss_kb"] + 16 * 1024), report
     assert not list(tmp_path.iterdir()), os.listdir(tmp_path)  # the tool cleaned up
+
+
+# a ZMTP 3.0 greeting (64 bytes) asking for plain text (NULL), as a stranger's dialer sends it
+GREETING = b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" * 32
+
+
+def _closed_within(sock, seconds: float) -> float | None:
+    """Seconds until the node closed `sock` (reading and dropping what it sends), or None."""
+    import time
+
+    start = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - start < seconds:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - start
+        except TimeoutError:
+            continue
+        except OSError:  # (reset)
+            return time.monotonic() - start
+    return None
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(120)
+def test_a_stranger_s_unfinished_handshake_is_bounded_in_size_and_time(tmp_path):
+    """An outside security review: before any key was checked, a connection announcing a
+    16 MiB frame was held for libzmq's 30 s handshake timeout with what it sent (100 of them
+    took a node from 47 MB to 1.6 GB; the gossip port, which no client key may even use, the
+    same). The gossip port now refuses a frame over 64 KiB at once, and any connection that
+    has not finished its handshake within HANDSHAKE_MS is dropped."""
+    import socket
+    import struct
+
+    from ops_helpers import Nodes, free_port, wait_for
+
+    from zkv.node.links import HANDSHAKE_MS
+
+    nodes = Nodes(tmp_path)
+    port, gossip = free_port(), free_port()
+    try:
+        nodes.start("--id", "n1", "--listen", f"tcp://127.0.0.1:{port}", "--gossip",
+                    f"tcp://127.0.0.1:{gossip}", "--data-dir", str(tmp_path / "n1"))
+        wait_for(lambda: socket.create_connection(("127.0.0.1", gossip), 1).close() or True,
+                 timeout=30)
+        big = socket.create_connection(("127.0.0.1", gossip))
+        big.sendall(GREETING + b"\x06" + struct.pack(">Q", 16 << 20) + b"\0" * 65536)
+        took = _closed_within(big, 5.0)
+        assert took is not None, "a 16 MiB frame announced to the gossip port was kept"
+        big.close()
+        mute = socket.create_connection(("127.0.0.1", port))
+        mute.sendall(GREETING[:20])  # a greeting never finished
+        took = _closed_within(mute, HANDSHAKE_MS / 1000 + 10)
+        assert took is not None and took >= HANDSHAKE_MS / 1000 - 1, took
+        mute.close()
+        assert all(p.poll() is None for p in nodes.procs)
+    finally:
+        nodes.close()
+
+
+_AUTO_ID = """
+import sys, zmq
+from zkv.node.conns import seed_routing_ids
+if sys.argv[1] == "seeded":
+    assert seed_routing_ids()
+ctx = zmq.Context()
+router = ctx.socket(zmq.ROUTER)
+port = router.bind_to_random_port("tcp://127.0.0.1")
+dealer = ctx.socket(zmq.DEALER)  # (sets no routing id: the router names it)
+dealer.connect(f"tcp://127.0.0.1:{port}")
+dealer.send(b"hi")
+print(router.recv_multipart()[0].hex())
+ctx.destroy(0)
+"""
+
+
+def test_each_node_names_anonymous_connections_from_its_own_random_start():
+    """libzmq names a connection that sends no routing id b"\\x00" + a counter from libc's
+    rand(), unseeded: the same start in every process, which let a client squat the names a
+    node would give next and crash it (an outside security review). seed_routing_ids (the
+    transport calls it before its ROUTER exists) makes each process's start its own."""
+    import subprocess
+    import sys
+
+    def first(mode: str) -> str:
+        out = subprocess.run([sys.executable, "-c", _AUTO_ID, mode], capture_output=True,
+                             text=True, timeout=60, check=True)
+        return out.stdout.strip()
+
+    plain = {first("plain") for _ in range(2)}
+    seeded = {first("seeded") for _ in range(3)}
+    assert all(len(x) == 10 and x.startswith("00") for x in plain | seeded)
+    assert len(seeded) == 3 and not seeded & plain

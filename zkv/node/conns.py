@@ -39,6 +39,7 @@ import ctypes
 import ctypes.util
 import itertools
 import logging
+import os
 import platform
 import resource
 import socket
@@ -87,6 +88,24 @@ def _malloc_trim() -> Callable[[int], int] | None:
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
     return fn
+
+
+def seed_routing_ids() -> bool:
+    """Seed libc's rand() from os.urandom; call it before creating the ROUTER. libzmq names a
+    connection that sends no routing id b"\\x00" + a 32-bit counter starting at rand()'s
+    next values, and aborts the process (socket_base.cpp: zmq_assert) when a connection that
+    chose that name itself holds it already. Unseeded, the start was the same in every
+    process, so a client that squatted the next few hundred names crashed any node (an
+    outside security review); seeded, a squatter must guess among 2^32 (README, "Known
+    limits"). False where libc cannot be loaded (nothing seeded)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        srand = libc.srand
+    except (OSError, AttributeError):
+        return False
+    srand.argtypes = [ctypes.c_uint]
+    srand(int.from_bytes(os.urandom(4), "little"))
+    return True
 
 
 class Connections:
@@ -156,6 +175,13 @@ class Connections:
         self.unproven.pop(victim, None)
         self.closing.add(victim)
         self._refuse(victim)
+
+    def settings_changed(self, cfg) -> None:
+        """A runtime change of max_connections (`zkv config --set`): a lower cap than the
+        open connections sheds the excess at once (set_cap)."""
+        shed = self.set_cap(effective_cap(cfg.max_connections))
+        if shed:
+            log.info("max_connections lowered to %d: shut %d connection(s) down", self.cap, shed)
 
     def set_cap(self, cap: int) -> int:
         """A new cap (`zkv config --set max_connections`, SIGHUP): a lower one than the open

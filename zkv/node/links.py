@@ -19,6 +19,7 @@ import os
 import zmq
 
 from zkv import security, wire
+from zkv.node.conns import seed_routing_ids
 from zkv.node.core import GOSSIP, REPLY, SEED
 from zkv.node.reactor import Reactor
 from zkv.sockopts import tune_socket
@@ -27,6 +28,12 @@ _ROLES: dict[int, str] = {zmq.ROUTER: "server", zmq.DEALER: "peer", zmq.PUB: "go
                           zmq.SUB: "gossip"}
 # bytes of one gossip frame: ~1024 members, plus the namespace registry (issue 15)
 GOSSIP_LIMIT = wire.MAX_MEMBERS * 700 + 4096 + wire.MAX_NS_REGISTRY
+PUB_LIMIT = 64 * 1024  # bytes of one frame into the gossip PUB (handshake, subscriptions)
+# A connection to a bound socket must finish its handshake (CURVE, its ZAP answer, or plain
+# text's READY) within this, or libzmq drops it: what a stranger sends before any key is
+# checked is held at most this long (libzmq's default, 30 s, let 100 connections hold 1.5 GB
+# of a node's memory; a handshake takes milliseconds, a ZAP answer under load well under 1 s)
+HANDSHAKE_MS = 10_000
 
 
 class Links:
@@ -53,10 +60,28 @@ class Links:
         tune_socket(s, _ROLES[kind])
         if kind == zmq.SUB:
             s.setsockopt(zmq.MAXMSGSIZE, GOSSIP_LIMIT)
-        elif kind != zmq.PUB:
+        elif kind == zmq.PUB:  # (what comes in is subscriptions: a handshake's commands and
+            s.setsockopt(zmq.MAXMSGSIZE, PUB_LIMIT)  # a byte or two; unlimited, a stranger
+            # announcing a 16 MiB frame before any key was checked was held in memory)
+        else:
             s.setsockopt(zmq.MAXMSGSIZE, self.limit)
+        if kind in (zmq.ROUTER, zmq.PUB):  # bound: strangers' connections arrive here
+            s.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         if kind in (zmq.DEALER, zmq.SUB) and self.keys is not None:
             security.peer_socket(s, self.keys)
+        return s
+
+    def bind(self, kind: int, endpoint: str, options: tuple = ()) -> zmq.Socket:
+        """The node's bound ROUTER (requests) or PUB (gossip, peers only): `options` set, a
+        CURVE server with keys, bound to `endpoint`."""
+        if kind == zmq.ROUTER:
+            seed_routing_ids()  # (before the ROUTER exists: its anonymous names' counter)
+        s = self.socket(kind)
+        for opt, value in options:
+            s.setsockopt(opt, value)
+        if self.keys is not None:
+            security.server_socket(s, self.keys, peers_only=kind == zmq.PUB)
+        s.bind(endpoint)
         return s
 
     def subscribe(self, m) -> None:

@@ -650,7 +650,12 @@ class NodeMetrics:
         if ":" in host:  # an IPv6 address
             server_cls = cast(type[_HTTPServer], type("V6Server", (_HTTPServer,),
                                                       {"address_family": socket.AF_INET6}))
-        self._server = server = server_cls((host.strip("[]"), port), Handler)
+        try:
+            self._server = server = server_cls((host.strip("[]"), port), Handler)
+        except OSError as exc:  # (it said "[Errno 98] Address already in use", no address:
+            # the listen/gossip binds' errors name theirs)
+            raise OSError(exc.errno, f"{exc.strerror or exc} (addr='http://{host}:{port}', "
+                          f"--metrics-host {host} --metrics-port {port})") from None
         threading.Thread(target=server.serve_forever, name="zkv-metrics", daemon=True).start()
 
     def close(self) -> None:

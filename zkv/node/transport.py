@@ -1,17 +1,16 @@
-"""The node process: ZeroMQ sockets, the reactor loop and framing around a `NodeCore`.
-The only module of the node that touches ZeroMQ, clocks or signals.
-
-Sockets: a ROUTER bound on --listen (client requests, peers' DEALERs) and a PUB bound on
---gossip; links to peers (a DEALER and a gossip SUB per member, DEALERs to seeds) are links.py's.
+"""The node process: the reactor loop and framing around a `NodeCore`, over its sockets (a
+ROUTER bound on --listen for clients and peers' DEALERs, a PUB on --gossip, and the links to
+peers, a DEALER and a gossip SUB per member: links.py makes them). With links.py and conns.py
+the only modules of the node that touch ZeroMQ; the only one with clocks or signals.
 
 Trust boundary (issue 13, DESIGN.md 2.5). With `cfg.keys` (--keys DIR) every socket uses CurveZMQ
 (security.py): ROUTER and PUB are CURVE servers behind the ZAP handler, DEALERs and SUBs CURVE
 clients with the cluster key, plain text is refused at the handshake, and each request frame
 carries the ZAP User-Id, mapped to the role the core checks (peer/admin/client); without keys a
-warning at start. Always: frames are size-capped (ZMQ_MAXMSGSIZE, gossip far lower), queues per
-connection capped (HWMs), decode errors of any kind WireError; connections to the ROUTER capped
-(--max-connections), a closed one's identity forgotten by the core, big replies queued for an
-identity that does not read byte-capped (conns.py).
+warning at start. Always: frames size-capped (ZMQ_MAXMSGSIZE, gossip far lower), handshakes
+time-capped, queues per connection capped (HWMs), decode errors of any kind WireError; ROUTER
+connections capped (--max-connections; conns.py: a closed one's identity forgotten, big replies
+to an identity that does not read byte-capped).
 
 Each loop turn drains every ready socket without blocking (bounded per socket, so one busy peer
 cannot starve the rest), hands each decoded frame to the core (the ROUTER's peer frames first: a
@@ -86,19 +85,14 @@ class Node:
         self.poller = Reactor()
         self.links = Links(self.zctx, cfg.id, self.limit, self.poller, self.keys)
         self.core.seed_state = self.links.seed_state
-        self.router = self.links.socket(zmq.ROUTER)
-        for opt, value in ((zmq.ROUTER_HANDOVER, 1), (zmq.SNDHWM, ROUTER_SNDHWM),
-                           (zmq.RCVHWM, ROUTER_RCVHWM), (zmq.ROUTER_MANDATORY, 1)):
-            self.router.setsockopt(opt, value)  # (MANDATORY: a vanished identity fails fast)
-        self._serve(self.router)
-        self.router.bind(cfg.listen)
+        self.router = self.links.bind(zmq.ROUTER, cfg.listen, (
+            (zmq.ROUTER_HANDOVER, 1), (zmq.SNDHWM, ROUTER_SNDHWM), (zmq.RCVHWM, ROUTER_RCVHWM),
+            (zmq.ROUTER_MANDATORY, 1)))  # (MANDATORY: a vanished identity fails fast)
         self.conns = Connections(self.router, parse_endpoint(cfg.listen)[1],
                                  effective_cap(cfg.max_connections),
                                  2 * self.core.turn_budget, self.core.forget_identity)
-        self.core.settings_hooks.append(self._set_cap)  # (`zkv config --set max_connections`)
-        self.pub = self.links.socket(zmq.PUB)
-        self._serve(self.pub, peers_only=True)
-        self.pub.bind(cfg.gossip)
+        self.core.settings_hooks.append(self.conns.settings_changed)  # (zkv config --set)
+        self.pub = self.links.bind(zmq.PUB, cfg.gossip)
         self.poller.register(self.conns.monitor, zmq.POLLIN)
         self.poller.register(self.router, zmq.POLLIN)
         self.running = False
@@ -107,19 +101,8 @@ class Node:
         self.parent_pid = int(os.environ.get("ZKV_EXIT_WITH_PARENT", "0") or 0)
         self.next_parent_check = 0.0
         if cfg.metrics_port:
-            try:
-                self.core.metrics.serve(cfg.metrics_port, cfg.metrics_host, clock=self.clock)
-            except OSError as exc:  # (it said "[Errno 98] Address already in use", no address:
-                # the listen/gossip binds' errors name theirs)
-                raise OSError(exc.errno, f"{exc.strerror or exc} (addr='http://"
-                              f"{cfg.metrics_host}:{cfg.metrics_port}', --metrics-host "
-                              f"{cfg.metrics_host} --metrics-port {cfg.metrics_port})"
-                              ) from None
+            self.core.metrics.serve(cfg.metrics_port, cfg.metrics_host, clock=self.clock)
         self.flush()  # links to the members cluster.json remembers
-
-    def _serve(self, sock: zmq.Socket, peers_only: bool = False) -> None:
-        if self.keys is not None:
-            security.server_socket(sock, self.keys, peers_only)
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -147,14 +130,6 @@ class Node:
                     time.sleep(0.01)
         finally:
             self.shutdown()
-
-    def _set_cap(self, cfg: NodeConfig) -> None:
-        """A runtime change of max_connections: a lower cap than the open connections sheds
-        the excess at once (Conns.set_cap)."""
-        shed = self.conns.set_cap(effective_cap(cfg.max_connections))
-        if shed:
-            log.info("max_connections lowered to %d: shut %d connection(s) down", self.conns.cap,
-                     shed)
 
     def _on_signal(self, signum, frame) -> None:
         log.info("signal %d: draining and stopping", signum)
