@@ -206,6 +206,34 @@ def test_keyed_cluster_seals_contexts_and_refuses_one_it_did_not_issue(keyed):
             c.put(b"s", b"three", got.context, w=3)  # the same key in another namespace
 
 
+def test_a_keyed_node_keeps_its_data_to_its_user(keyed, tmp_path, caplog):
+    """With --keys the values were encrypted on the network but world-readable on disk
+    (segments, hints, cluster.json 0644 under a 0755 data dir: an outside review). A keyed
+    node creates everything its user's only; a data dir others could read already is named
+    in a WARNING with the fix."""
+    c = zkv.Client([keyed.ep()], timeout=3.0, keys=os.path.join(keyed.keys, "clients", "app"))
+    with c:
+        c.put(b"private", b"v", w=3)
+    root = keyed.tmp / "node1"
+    seen = 0
+    for where, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = os.path.join(where, name)
+            assert os.stat(path).st_mode & 0o077 == 0, (path, oct(os.stat(path).st_mode))
+            seen += 1
+    assert seen >= 5 and os.stat(root).st_mode & 0o077 == 0
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "open").mkdir(mode=0o755)
+        with caplog.at_level("WARNING", logger="zkv.security"):
+            why = security.private_data(str(tmp_path / "open"))
+        assert why is not None and "mode 0755" in why and "chmod -R go-rwx" in why
+        assert why in caplog.text
+        assert security.private_data(str(tmp_path / "fresh")) is None
+    finally:
+        os.umask(old)
+
+
 def test_keyless_client_gets_authentication_error_naming_the_endpoint(keyed):
     # told, within the timeout, not left to time out (RequestTimeout) or fail over (Unavailable)
     with zkv.Client([keyed.ep()], timeout=5.0) as c:

@@ -402,6 +402,25 @@ class Authenticator:
         self.sock.close(0)
 
 
+# ---- data at rest ----------------------------------------------------------------------------
+def private_data(data_dir: str) -> str | None:
+    """A node with --keys: what it creates from now on is its user's only (umask 077: files
+    0600, dirs 0700), and a data dir others can read is named (a WARNING, returned): its
+    segments hold the values the keys keep off the network (an outside review found them 0644
+    under a 0755 dir). The operator fixes the dir (as PostgreSQL asks of its data dir)."""
+    os.umask(0o077)
+    try:
+        mode = stat.S_IMODE(os.stat(data_dir).st_mode)
+    except FileNotFoundError:
+        return None  # (made now, 0700)
+    if not mode & 0o077:
+        return None
+    why = (f"data dir {data_dir} is mode {mode:04o}: other local users can read the values "
+           f"it stores, which --keys keeps off the network (chmod -R go-rwx {data_dir})")
+    log.warning("%s", why)
+    return why
+
+
 # ---- a client learning it was refused -------------------------------------------------------
 _FAILED: dict[int, str] = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the node refused this client's key",
            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "CurveZMQ handshake failed (no key, or "

@@ -9,11 +9,15 @@ import time
 from zkv import wire
 from zkv.config import NodeConfig
 from zkv.node.handoff import HandoffStore
+from zkv.security import private_data
 from zkv.storage import LogStore
 
 
 def open_stores(cfg: NodeConfig) -> tuple[LogStore, HandoffStore]:
-    """The node's two engines under cfg.data_dir: data, and handoff (hints for absent owners)."""
+    """The node's two engines under cfg.data_dir: data, and handoff (hints for absent owners).
+    With keys, what the node writes is its user's only (security.private_data)."""
+    if cfg.keys:
+        private_data(cfg.data_dir)
     os.makedirs(cfg.data_dir, exist_ok=True)
     mode = "interval" if cfg.sync == "interval" else "none"
     # the engine stores versions (encoded DVV sets: the value, its dots, maybe siblings), so
