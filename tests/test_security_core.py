@@ -110,6 +110,17 @@ def test_peer_messages_refused_from_clients(node, msg, role):
     assert type(reply) is wire.Error and "cluster peers only" in reply.message
 
 
+def test_a_write_id_too_long_is_named_as_such_and_fails_its_write_alone(node):
+    """A Put whose write id was 33 bytes was refused as "bad context: wid must be ...": the
+    context was fine. In a frame with a good write, that one alone fails."""
+    node.run_for(1.0)
+    bad, good = wire.Put(1, b"k1", b"v", wid=b"x" * 33, w=1), wire.Put(2, b"k2", b"v", w=1)
+    replies = {r.rid: r for r in node.ask(OUTSIDER, [bad, good], CLIENT)}
+    assert type(replies[1]) is wire.Error and replies[1].code == wire.E_INVALID
+    assert replies[1].message.startswith("bad write id:"), replies[1].message
+    assert type(replies[2]) is wire.PutOk
+
+
 def test_a_joining_node_answers_members_unavailable_not_malformed(tmp_path):
     """A node joining through its seed (a lost disk restarted with --seed) does not know the
     members yet, whose coordinators still send it replica writes: they get "not joined yet"

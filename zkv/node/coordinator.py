@@ -30,7 +30,18 @@ from zkv.errors import InvalidRequest, StorageFull, TooManySiblings
 from zkv.node.namespaces import STAMP_BYTES
 from zkv.node.op import Op
 from zkv.node.quorum import GetQuorum, PutQuorum, joint_enough
-from zkv.wire import BUSY, E_INVALID, E_UNAVAILABLE, Error, Forward, RGet, RGetOk, RPut, RPutOk
+from zkv.wire import (
+    BUSY,
+    E_INVALID,
+    E_UNAVAILABLE,
+    MAX_WID,
+    Error,
+    Forward,
+    RGet,
+    RGetOk,
+    RPut,
+    RPutOk,
+)
 
 # Stand-ins asked at once per silent replica. The next node of the walk may be silent too
 # (frozen at the same moment, not yet suspected: nothing here knows yet), and each one in
@@ -319,8 +330,9 @@ class WriteOp(_FanOut):
                        ok=False)
             self.finish()
             return
-        except ValueError as exc:
-            self.reply(Error(0, E_INVALID, f"bad context: {exc}"), ok=False)
+        except ValueError as exc:  # (a write id too long is the client's, not its context's)
+            what = "bad write id" if len(self.wid) > MAX_WID else "bad context"
+            self.reply(Error(0, E_INVALID, f"{what}: {exc}"), ok=False)
             self.finish()
             return
         asked, pending, soft = self.asked, self.pending, self.soft
