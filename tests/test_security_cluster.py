@@ -234,6 +234,45 @@ def test_a_keyed_node_keeps_its_data_to_its_user(keyed, tmp_path, caplog):
         os.umask(old)
 
 
+def test_failed_handshakes_are_counted_by_reason_and_logged(caplog):
+    """A plain-text client knocking at a keyed node left no trace (the ZAP handler logs the
+    keys it refuses, but a handshake that fails before it is never asked): failed handshakes
+    on the request port are counted in zkv_handshakes_failed_total{reason} and logged (the
+    first, then every 1000th)."""
+    import zmq
+    from prometheus_client.exposition import generate_latest
+
+    from zkv.node.conns import Connections
+    from zkv.node.metrics import NodeMetrics
+
+    ctx = zmq.Context()
+    public, secret = zmq.curve_keypair()
+    router = ctx.socket(zmq.ROUTER)
+    router.curve_server, router.curve_publickey, router.curve_secretkey = 1, public, secret
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    conns = Connections(router, port, 100, 1 << 20, lambda ident: None)
+    metrics = NodeMetrics()
+    try:
+        with caplog.at_level("WARNING", logger="zkv.node"):
+            for _ in range(3):  # plain text, to a CURVE server
+                d = ctx.socket(zmq.DEALER)
+                d.linger = 0
+                d.connect(f"tcp://127.0.0.1:{port}")
+                d.send(b"hello")
+            deadline = time.monotonic() + 10
+            while conns.failed_total < 3 and time.monotonic() < deadline:
+                conns.drain()
+                time.sleep(0.05)
+        conns.report(metrics)
+        text = generate_latest(metrics.registry).decode()
+        assert 'zkv_handshakes_failed_total{reason="protocol"} 3.0' in text, text
+        assert len([r for r in caplog.records if "handshake(s) failed" in r.getMessage()]) == 1
+    finally:
+        conns.close()
+        router.close(0)
+        ctx.destroy(0)
+
+
 def test_keyless_client_gets_authentication_error_naming_the_endpoint(keyed):
     # told, within the timeout, not left to time out (RequestTimeout) or fail over (Unavailable)
     with zkv.Client([keyed.ep()], timeout=5.0) as c:

@@ -52,6 +52,13 @@ from zmq.utils.monitor import parse_monitor_message
 log = logging.getLogger("zkv.node")
 
 EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+# a handshake that failed (its connection's DISCONNECTED follows): counted by reason, so a
+# plain-text client knocking at a keyed node leaves a trace (the ZAP handler logs refused keys)
+HANDSHAKE_FAILED: dict[int, str] = {int(zmq.EVENT_HANDSHAKE_FAILED_AUTH): "auth",
+                                     int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL): "protocol",
+                                     int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL): "other"}
+for _event in HANDSHAKE_FAILED:
+    EVENTS |= _event
 EVENT_DRAIN = 5000  # monitor events taken per call (each one is two small frames)
 FD_RESERVE = 256  # fds kept free for data files, peer links, the metrics port
 MIN_CAP = 16
@@ -140,6 +147,8 @@ class Connections:
         self.refused = 0  # connections shut down past the cap (since the last report)
         self.refused_total = 0
         self.dropped = 0  # replies dropped past the byte caps (since the last report)
+        self.failed: dict[str, int] = {}  # handshakes failed by reason (since the last report)
+        self.failed_total = 0
         self.freed = 0  # closes since the last malloc_trim
         self.next_trim = 0.0
         self.trim = _malloc_trim()
@@ -154,7 +163,15 @@ class Connections:
             except zmq.Again:
                 return
             event, fd = int(ev["event"]), int(ev["value"])
-            if event == zmq.EVENT_ACCEPTED:
+            if event in HANDSHAKE_FAILED:  # (its value is an errno, not an fd)
+                reason = HANDSHAKE_FAILED[event]
+                self.failed[reason] = self.failed.get(reason, 0) + 1
+                self.failed_total += 1
+                if self.failed_total == 1 or self.failed_total % 1000 == 0:
+                    log.warning("%d connection handshake(s) failed on port %d, the last: %s "
+                                "(plain text to a keyed node, a refused or wrong key, or not "
+                                "ZMTP)", self.failed_total, self.port, reason)
+            elif event == zmq.EVENT_ACCEPTED:
                 self.open[fd] = None
                 self.unproven.pop(fd, None)
                 self.unproven[fd] = 0
@@ -330,6 +347,10 @@ class Connections:
         if self.dropped:
             metrics.replies_dropped.inc(self.dropped)
             self.dropped = 0
+        if self.failed:
+            for reason, n in self.failed.items():
+                metrics.handshakes_failed.labels(reason).inc(n)
+            self.failed.clear()
 
     def tick(self, now: float) -> None:
         """After many closes: give freed heap back to the OS (at most once per TRIM_EVERY)."""

@@ -408,6 +408,10 @@ class NodeMetrics:
                                  "and peers; capped by max_connections)", registry=r)
         self.connections_refused = Counter("zkv_connections_refused", "Connections shut down "
                                            "at once: max_connections was reached", registry=r)
+        self.handshakes_failed = Counter(
+            "zkv_handshakes_failed", "Connections to the request port whose handshake failed: "
+            "reason auth (the key was refused), protocol (plain text to a keyed node, the wrong "
+            "server key, not ZMTP), other", ["reason"], registry=r)
         self.replies_dropped = Counter("zkv_replies_dropped", "Replies dropped: too many bytes "
                                        "queued for a connection that does not read", registry=r)
         # ---- ring, readiness, gossip convergence, transfers, hot keys -------------------------
