@@ -1030,3 +1030,78 @@ def test_a_frozen_node_replaced_under_its_id_stops_when_it_resumes(make_cluster,
     finally:
         new.terminate()
         new.wait(15)
+
+
+@pytest.mark.cluster
+def test_a_member_that_lost_its_cluster_state_refuses_to_found_one_and_rejoins_with_seed(
+        tmp_path):
+    """The founding node restarted (without --seed, its usual command line) after its
+    cluster.json was lost or damaged founded a one-node cluster on its data: it served
+    clients, every R=2 read through it failed, and a W=1 write it acknowledged never reached
+    the members (an outside durability run). It now refuses to start, saying what to do;
+    started with --seed of a member as told, it rejoins under its id with its data;
+    --new-cluster founds one anyway (a cluster rebuilt from backups)."""
+    from ops_helpers import Nodes, free_port, wait_for
+
+    nodes = Nodes(tmp_path)
+    ports = [free_port() for _ in range(6)]
+    eps = [f"tcp://127.0.0.1:{p}" for p in ports[:3]]
+
+    def start(i, *extra):
+        return nodes.start("--id", f"n{i + 1}", "--listen", eps[i], "--gossip",
+                           f"tcp://127.0.0.1:{ports[3 + i]}", "--data-dir",
+                           str(tmp_path / f"d{i + 1}"), *extra)
+
+    def read_back() -> bool:
+        try:
+            with zkv.Client(eps, timeout=2.0) as c:
+                # (a set: _keys_written retried is a blind put made twice)
+                return all(set(c.get(b"k%d" % i, r=3).values) == {b"v%d" % i}
+                           for i in range(0, 100, 10)) and bool(c.put(b"after", b"x", w=3))
+        except ZkvError:
+            return False
+
+    try:
+        first = start(0)
+        time.sleep(0.5)
+        start(1, "--seed", eps[0])
+        start(2, "--seed", eps[0])
+        wait_for(lambda: _keys_written(eps), timeout=60)
+        nodes.stop(first)
+        cluster_json = tmp_path / "d1" / "cluster.json"
+        for damage in ("missing", "damaged"):
+            if damage == "missing":
+                saved = cluster_json.read_bytes()
+                cluster_json.unlink()
+            else:
+                cluster_json.write_bytes(saved[:200])
+            p = start(0)
+            assert p.wait(30) == 1
+            said = nodes.log(p)
+            assert f"cluster state ({cluster_json}) is {damage}" in said, said
+            assert "--seed LISTEN of a running member" in said and "--new-cluster" in said
+        start(0, "--seed", eps[1])  # as the refusal says
+        wait_for(read_back, timeout=90)
+    finally:
+        nodes.close()
+    # --new-cluster: founds one on that data anyway (its members' data, alone)
+    nodes = Nodes(tmp_path)
+    try:
+        (tmp_path / "d1" / "cluster.json").unlink()
+        start(0, "--new-cluster")
+        with zkv.Client([eps[0]], timeout=2.0) as c:
+            wait_for(lambda: set(c.get(b"k0", r=1).values) == {b"v0"}, timeout=30)
+            assert [m["id"] for m in c.status(eps[0])["members"]] == ["n1"]
+    finally:
+        nodes.close()
+
+
+def _keys_written(eps: list[str]) -> bool:
+    """100 keys written at W=3 once the three nodes take them (False until then)."""
+    try:
+        with zkv.Client(eps, timeout=2.0) as c:
+            for i in range(100):
+                c.put(b"k%d" % i, b"v%d" % i, w=3)
+        return True
+    except ZkvError:
+        return False

@@ -234,6 +234,10 @@ def node_parser() -> argparse.ArgumentParser:
                    help="start on stores restored from a snapshot older than 2 x "
                    "--tombstone-grace + 60 s (refused by default: deletes made since it was "
                    "taken would come back; for rolling every node back to one moment)")
+    s.add_argument("--new-cluster", dest="new_cluster", action="store_true",
+                   help="without --seed, found a new cluster even though the data dir holds "
+                   "data and no cluster state (refused by default: a member whose cluster.json "
+                   "was lost would found one of its own; for a cluster rebuilt from backups)")
     s.add_argument("--handoff-batch", dest="handoff_batch", type=int,
                    help="hints delivered per owner per step (default 200; 0 holds every hint "
                    "until the owner is repaired otherwise: read repair, anti-entropy)")
@@ -268,9 +272,14 @@ def node_main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from zkv.node.antientropy import echo_window
+    from zkv.node.membership import check_founding
     from zkv.node.snapshots import check_restored
     from zkv.node.transport import Node
 
+    stray = check_founding(cfg.data_dir, cfg.seed, args.new_cluster)
+    if stray:
+        print(f"zkv-node: {stray}", file=sys.stderr)
+        return 1
     try:
         restored = check_restored(cfg.data_dir, time.time_ns() // 1_000_000,
                                   echo_window(cfg.tombstone_grace), args.restore_old_snapshot)

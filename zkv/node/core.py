@@ -2677,8 +2677,9 @@ class NodeCore:
             self.malformed_logged.add(("foreign", msg.sender))
             log.error("%s gossips the state of another cluster (founded at %d by %s, this one "
                       "at %d by its first node): ignoring it, it counts as down. A member "
-                      "restarted on an empty data dir without --seed founds a cluster of its "
-                      "own: stop it, empty its data dir, start it with --seed of a member",
+                      "restarted without --seed on an empty data dir (or with --new-cluster) "
+                      "founds a cluster of its own: stop it; if it took writes since, `zkv "
+                      "dump` them; empty its data dir, start it with --seed of a member",
                       wire.clip(msg.sender, 64), st.founded, wire.clip(st.author, 64),
                       mine.founded)
         return True

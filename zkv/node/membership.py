@@ -473,6 +473,32 @@ def copy_member(m: Member) -> Member:
     return msgspec.structs.replace(m)
 
 
+def check_founding(data_dir: str, seeds, new_cluster: bool) -> str | None:
+    """Why a node started without --seed must not found a cluster of its own (None: it may):
+    its data dir holds data (segments) but no readable cluster state. It was a member whose
+    cluster.json was lost or damaged: founding a one-node cluster served clients from it, at
+    R=2 every read failed, and a W=1 write acknowledged there never reached the members (an
+    outside durability run). `new_cluster` (--new-cluster): found one anyway (a cluster
+    rebuilt from backups)."""
+    if seeds or new_cluster:
+        return None
+    data = os.path.join(data_dir, "data")
+    try:
+        held = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data)
+                   if f.startswith("seg-") and f.endswith(".data"))
+    except OSError:
+        return None  # (no data store yet: a new node)
+    path = os.path.join(data_dir, "cluster.json")
+    if not held or load_cluster(path).get("cluster"):
+        return None
+    state = "is damaged" if os.path.exists(path) else "is missing"
+    return (f"{data_dir} holds data ({held} bytes of segments) but its cluster state ({path}) "
+            f"{state}: this node was a member of a cluster. Start it with --seed LISTEN of a "
+            f"running member to rejoin that cluster under its id (it keeps its data and "
+            f"refills what it lacks), or restore cluster.json from a backup; to found a new "
+            f"cluster with this data, start it with --new-cluster")
+
+
 def load_cluster(path: str) -> dict:
     """The saved cluster document ({} when there is none or it cannot be read). Member rows
     that are not four strings or fail validation are dropped (a file written by an older
