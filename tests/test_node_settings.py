@@ -433,3 +433,48 @@ def test_a_log_level_change_is_logged_whatever_the_level_it_sets(tmp_path, caplo
                                             "max_siblings 8 -> 100")]
     finally:
         node.close()
+
+
+def test_cluster_wide_settings_given_at_a_restart_are_named_as_ignored(tmp_path, caplog):
+    """`--n 5 --r 1 --w 1 --ring-size 64` on a member's restart were ignored without a word,
+    and `zkv config` listed them as the settings in force (an outside run). The node logs
+    each one it ignores, and Config answers the cluster's values with `ignored` naming what
+    was given."""
+    import time
+
+    from zkv.config import NodeConfig
+    from zkv.node import settings
+    from zkv.node.core import NodeCore
+    from zkv.node.stores import open_stores
+
+    cfg = NodeConfig(id="node1", listen="tcp://127.0.0.1:7001", gossip="tcp://127.0.0.1:8001",
+                     data_dir=str(tmp_path / "n1"), ring_size=64, n=5, r=1, w=1)
+    store, handoff = open_stores(cfg)
+    with caplog.at_level("WARNING", logger="zkv.node"):
+        core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
+                        now=1000.0, saved={"settings": {"q": 256, "n": 3, "r": 2, "w": 2}})
+    try:
+        said = caplog.text
+        for line in ("ring_size 64 ignored: the cluster's is 256", "n 5 ignored: the cluster's "
+                     "is 3", "r 1 ignored: the cluster's is 2", "w 1 ignored"):
+            assert line in said, said
+        doc = settings.info(core, {})
+        assert [doc["settings"][k] for k in ("ring_size", "n", "r", "w")] == [256, 3, 2, 2]
+        assert doc["ignored"] == {"ring_size": [64, 256], "n": [5, 3], "r": [1, 2],
+                                  "w": [1, 2]}
+    finally:
+        store.close()
+        handoff.close()
+    # a node given the defaults (or the cluster's own values) says nothing
+    caplog.clear()
+    cfg = NodeConfig(id="node1", listen="tcp://127.0.0.1:7001", gossip="tcp://127.0.0.1:8001",
+                     data_dir=str(tmp_path / "n2"))
+    store, handoff = open_stores(cfg)
+    with caplog.at_level("WARNING", logger="zkv.node"):
+        core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
+                        now=1000.0, saved={"settings": {"q": 64, "n": 5, "r": 3, "w": 3}})
+    try:
+        assert "ignored" not in caplog.text and settings.info(core, {})["ignored"] == {}
+    finally:
+        store.close()
+        handoff.close()

@@ -1297,10 +1297,12 @@ def config_command(args) -> int:
                 print(f"{target}: not saved: {', '.join(saved['flag_wins'])} (its command line "
                       f"sets them, which wins over the file at a restart: change it there)")
         elif not changes:
-            runtime = set(info["runtime"])
+            runtime, ignored = set(info["runtime"]), info.get("ignored") or {}
             for name, value in info["settings"].items():
-                print(f"{target}: {name:<22} {value!s:<24}"
-                      f"{'  (runtime: zkv config --set)' if name in runtime else ''}")
+                note = ("  (runtime: zkv config --set)" if name in runtime else
+                        f"  (the cluster's; {ignored[name][0]} given, ignored)"
+                        if name in ignored else "")
+                print(f"{target}: {name:<22} {value!s:<24}{note}")
     return 1 if failed else 0
 
 

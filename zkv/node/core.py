@@ -405,14 +405,16 @@ class NodeCore:
         self.out = Outbox()
 
         saved = saved or {}
-        settings = saved.get("settings") or {"q": cfg.ring_size, "n": cfg.n, "r": cfg.r,
-                                             "w": cfg.w}
+        fixed = saved.get("settings") or {"q": cfg.ring_size, "n": cfg.n, "r": cfg.r,
+                                          "w": cfg.w}
         me = Member(cfg.id, cfg.advertised_listen, cfg.advertised_gossip or cfg.gossip, cfg.rack,
                     incarnation, 0, features=wire.FEATURES)
         # (the wall clock is the handoff store's, the node's one: its default, the process's
         # clock, would put real time into a simulated node's cluster state)
-        self.membership = Membership(me, settings, self.now, gossip_interval=cfg.gossip_interval,
+        self.membership = Membership(me, fixed, self.now, gossip_interval=cfg.gossip_interval,
                                      down_after=cfg.down_after, wall=handoff.wall_ms)
+        if saved.get("settings"):
+            settings.warn_ignored(self)  # (given on a restart: the cluster's are kept)
         features = saved.get("features") or {}  # (as each member last gossiped them)
         for m in saved.get("members", []):
             self.membership.merge([Member(m[0], m[1], m[2], m[3], 0, 0,
@@ -1201,6 +1203,7 @@ class NodeCore:
         self.joining = False
         log.info("joined the cluster through %s (%d members)", seed,
                  len(self.membership.table()))
+        settings.warn_ignored(self)
         self.start(self.t)
         if was_member and not len(self.store) and self.ae is not None:
             self._begin_refill()

@@ -128,11 +128,37 @@ def since_start(core) -> dict[str, list]:
                                                               core.cfg).items())}
 
 
+# settings fixed by the cluster (its first node's, carried by gossip): name -> the cluster's key
+CLUSTER_WIDE = {"ring_size": "q", "n": "n", "r": "r", "w": "w"}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NodeConfig)}
+
+
+def ignored(core) -> dict[str, list]:
+    """The cluster-wide settings this node was given (a flag or its --config file: not the
+    default) that the cluster's differ from: name -> [given, the cluster's]. They were
+    ignored without a word, and `zkv config` showed them as if in force (an outside run)."""
+    cluster = core.membership.settings
+    return {name: [getattr(core.cfg, name), cluster[key]] for name, key in CLUSTER_WIDE.items()
+            if getattr(core.cfg, name) != _DEFAULTS[name]
+            and getattr(core.cfg, name) != cluster.get(key, getattr(core.cfg, name))}
+
+
+def warn_ignored(core) -> None:
+    """Log the settings `ignored` names (at start on a saved cluster, and at a join)."""
+    for name, (given, theirs) in ignored(core).items():
+        log.warning("%s %s ignored: the cluster's is %s (fixed when it was founded; a new "
+                    "namespace takes its own n, r and w)", name, given, theirs)
+
+
 def info(core, changed: dict[str, tuple[Any, Any]]) -> dict:
-    """Every setting as the node runs with it, the runtime ones, and what just changed."""
-    return {"settings": {name: getattr(core.cfg, name) for name in configs.FIELDS},
-            "runtime": sorted(configs.RUNTIME),
-            "changed": {k: list(v) for k, v in sorted(changed.items())}}
+    """Every setting as the node runs with it (the cluster-wide ones as the cluster has them;
+    `ignored`: those given otherwise), the runtime ones, and what just changed."""
+    running = {name: getattr(core.cfg, name) for name in configs.FIELDS}
+    running.update({name: core.membership.settings.get(key, running[name])
+                    for name, key in CLUSTER_WIDE.items()})
+    return {"settings": running, "runtime": sorted(configs.RUNTIME),
+            "changed": {k: list(v) for k, v in sorted(changed.items())},
+            "ignored": ignored(core)}
 
 
 def reload(core) -> None:
