@@ -249,6 +249,32 @@ def test_sigterm_drains_and_exits_zero(make_cluster):
     assert cl.terminate("node1") == 0
 
 
+def test_signals_repeated_while_a_node_stops_still_end_in_exit_zero(tmp_path):
+    """A supervisor sending SIGTERM twice (or SIGTERM then SIGINT) while a node stopped got
+    exit 143 or 130 after the node had logged a clean stop: the process's own exit restored
+    the default handlers. Every stop signal after the first is taken as the same stop."""
+    from ops_helpers import Nodes, free_port, wait_for
+
+    nodes = Nodes(tmp_path)
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            port = free_port()
+            p = nodes.start("--id", "n1", "--listen", f"tcp://127.0.0.1:{port}", "--gossip",
+                            f"tcp://127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d"))
+            wait_for(lambda p=p: "serving on" in nodes.log(p), timeout=30)
+            p.send_signal(signal.SIGTERM)
+            while p.poll() is None:  # the second signal, again and again, until it is gone
+                try:
+                    p.send_signal(sig)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.005)
+            assert p.wait(30) == 0, nodes.log(p)[-2000:]
+            assert "stopped" in nodes.log(p)
+    finally:
+        nodes.close()
+
+
 # ---- bad input ------------------------------------------------------------------------------------------
 def test_bad_client_input_raises_before_sending():
     # nothing listens there: an InvalidRequest proves nothing was sent (no timeout, no Unavailable)

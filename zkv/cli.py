@@ -298,13 +298,24 @@ def node_main(argv: list[str] | None = None) -> int:
     if early_stop:
         logging.getLogger("zkv.node").info("signal %d during start-up: stopping", early_stop[0])
         node.shutdown()
+        _stopped()
         return 0
     try:
         node.run()  # joins through the seeds first when it knows no peer yet
     except ZkvError as exc:
         print(f"zkv-node: {exc}", file=sys.stderr)
         return 1
+    finally:
+        _stopped()
     return 0
+
+
+def _stopped() -> None:
+    """The node has stopped: a SIGTERM/SIGINT during the process's exit (its interpreter
+    winding down takes a moment, and restores the default handlers) killed it with 143/130
+    after a clean stop; a supervisor sending a second signal saw a failure (an outside run)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # ---- zkv ----------------------------------------------------------------------------------------
