@@ -121,6 +121,25 @@ def test_a_write_id_too_long_is_named_as_such_and_fails_its_write_alone(node):
     assert type(replies[2]) is wire.PutOk
 
 
+def test_two_connected_processes_naming_one_member_are_logged(node, caplog):
+    """A copy of a member's data dir started with its --id served clients and replicated
+    writes for minutes next to the original, and no node said a word (an outside run). A
+    node that has two open connections whose identities name one member logs it; a restart
+    (the old connection closed first) does not."""
+    node.run_for(1.0)
+    probe = wire.RGet(1, b"k")
+    with caplog.at_level("ERROR", logger="zkv.node"):
+        node.ask(b"peer:node2/aaaa", [probe])
+        node.ask(b"peer:node2/aaaa", [probe])
+        assert "two processes" not in caplog.text
+        node.core.forget_identity(b"peer:node2/aaaa")  # a restart: its connection closed
+        node.ask(b"peer:node2/bbbb", [probe])
+        assert "two processes" not in caplog.text
+        node.ask(b"peer:node2/cccc", [probe])  # a second process, while bbbb is connected
+    assert "two processes run as node2" in caplog.text and "peer:node2/bbbb" in caplog.text
+    assert caplog.text.count("two processes") == 1
+
+
 def test_a_joining_node_answers_members_unavailable_not_malformed(tmp_path):
     """A node joining through its seed (a lost disk restarted with --seed) does not know the
     members yet, whose coordinators still send it replica writes: they get "not joined yet"

@@ -790,15 +790,15 @@ class NodeCore:
             # (_role, without the call)
             if role is not None:
                 as_role = role
+                if role == PEER and ident not in self._peer_names:
+                    self._peer_name(ident)
             elif ident.startswith(b"peer:"):
                 # a member's identity (_role's first case, without its three calls: asked per
                 # peer frame), else _role says; the id it names parsed once per identity
                 peers = self.membership.peers
                 name = self._peer_names.get(ident)
                 if name is None:
-                    name = ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
-                    if name in peers and len(self._peer_names) < len(peers) + 64:
-                        self._peer_names[ident] = name
+                    name = self._peer_name(ident)
                 p = peers.get(name)
                 as_role = PEER if p and p.member is not None else self._role(ident, None)
             else:
@@ -1018,6 +1018,23 @@ class NodeCore:
                 log.error("%s at exit: writing out %s failed (%s); what it could not write "
                           "was never acknowledged to a client", self.me, what, exc)
 
+    def _peer_name(self, ident: bytes) -> str:
+        """The member id a peer identity (b"peer:<id>/<nonce>", one per process) names, kept
+        for a current member's. A second connected identity naming one member is a second
+        process running as it (a copy of its data dir started with its --id served clients
+        for minutes unnoticed: an outside run); logged, once per identity."""
+        name = ident[5:].split(b"/", 1)[0].decode("utf-8", "replace")
+        if name in self.membership.peers and len(self._peer_names) < len(
+                self.membership.peers) + 64:
+            twins = [other for other, who in self._peer_names.items() if who == name]
+            if twins:
+                log.error("two processes run as %s: its connections %s and %s are both open "
+                          "here (a copy of its data dir started with its --id, or a process "
+                          "frozen while another replaced it): stop one", wire.clip(name, 64),
+                          wire.clip(twins[0], 80), wire.clip(ident, 80))
+            self._peer_names[ident] = name
+        return name
+
     def forget_identity(self, ident: bytes) -> None:
         """The connection of `ident` closed (the transport saw it go): drop everything kept
         for it. Its operations in flight still finish (a write still reaches its replicas);
@@ -1025,6 +1042,7 @@ class NodeCore:
         finds no in-flight count to decrement. (Not a scan of live_ops per close: a flood's
         closes would make that quadratic.)"""
         self.turn_bytes.pop(ident, None)
+        self._peer_names.pop(ident, None)
         self.out.clients.pop(ident, None)
         self.malformed_logged.discard(ident)
         self.inflight.pop(ident, None)
