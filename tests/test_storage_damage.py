@@ -64,3 +64,29 @@ def test_a_damaged_newest_record_never_brings_back_the_older_value(tmp_path, whe
         assert s.corrupt_keys() == []
     with LogStore(tmp_path) as s:
         assert s.get(b"acct") == b"balance=5 (REPAIRED)"
+
+
+def test_many_corrupt_records_found_by_reads_are_logged_a_few_and_counted(tmp_path, caplog):
+    """A truncated or overwritten segment read back key by key logged one ERROR line per
+    key (1,169 at once in an outside run). The first CORRUPT_LOGGED of a segment are logged,
+    then every 1000th; corrupt_keys() still names every one."""
+    from zkv.storage.logstore import CORRUPT_LOGGED
+
+    path = str(tmp_path / "db")
+    with LogStore(path) as store:
+        for i in range(300):
+            store.put(b"k%03d" % i, bytes([i % 251]) * 1000)
+    (seg,) = [f for f in os.listdir(path) if f.endswith(".data")]
+    with open(os.path.join(path, seg), "r+b") as fh:  # the middle third: garbage
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(size // 3)
+        fh.write(b"\xa5" * (size // 3))
+    with caplog.at_level("ERROR", logger="zkv.storage"), LogStore(path) as again:
+        got = {i: again.get(b"k%03d" % i) for i in range(300)}
+        bad = [i for i, v in got.items() if v is None]
+        assert len(bad) > 50 and all(got[i] == bytes([i % 251]) * 1000
+                                     for i in got if i not in bad)
+        assert sorted(again.corrupt_keys()) == [b"k%03d" % i for i in bad]
+    lines = [r for r in caplog.records if "corrupt record for key" in r.getMessage()]
+    assert len(lines) == CORRUPT_LOGGED, len(lines)
+    assert "the next are counted" in lines[-1].getMessage()

@@ -236,6 +236,9 @@ class _Zstd(threading.local):
 _ZSTD_CTX = _Zstd()
 
 
+CORRUPT_LOGGED = 10  # corrupt records found on read logged one by one per segment
+
+
 class LogStore:
     """A log-structured key-value store in one directory (one process at a time).
 
@@ -326,6 +329,7 @@ class LogStore:
         self._next_fid = 0
         self._next_major = 1
         self._corrupt: set[bytes] = set()
+        self._corrupt_logged: dict[int, int] = {}  # segment -> corrupt records found on read
         # corrupt regions the open skipped: the records in them are gone, and where a key was
         # unreadable nothing says which key lost its newest version (an older one now reads)
         self.damaged_regions = 0
@@ -1071,8 +1075,13 @@ class LogStore:
 
     def _mark_corrupt(self, key: bytes, fid: int, off: int, why: str) -> None:
         seg = self._segs.get(fid)
-        log.error("corrupt record for key %r in %s at offset %d (%s): needs repair",
-                  key[:64], seg.path if seg else f"fid {fid}", off, why)
+        n = self._corrupt_logged[fid] = self._corrupt_logged.get(fid, 0) + 1
+        if n <= CORRUPT_LOGGED or n % 1000 == 0:  # (a truncated segment: a line per key read
+            # was 1,169 ERROR lines at once; corrupt_keys() lists them all)
+            log.error("corrupt record for key %r in %s at offset %d (%s): needs repair%s",
+                      key[:64], seg.path if seg else f"fid {fid}", off, why,
+                      f" ({n} in this segment so far; the next are counted, every 1000th "
+                      "logged)" if n >= CORRUPT_LOGGED else "")
         self._kd.remove_if(key, fid, off)
         self._corrupt.add(key)
         self._kd.put_gate = 1
