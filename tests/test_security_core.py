@@ -140,6 +140,26 @@ def test_two_connected_processes_naming_one_member_are_logged(node, caplog):
     assert caplog.text.count("two processes") == 1
 
 
+def test_a_refill_after_a_damaged_open_ends_in_a_compaction_of_the_damage(node, monkeypatch):
+    """A node whose store skipped damaged regions at open refills (its reads do not count
+    until every partition was exchanged); the damaged segments stayed as they were, so every
+    later start rescanned them, took a new dot id and refilled again (an outside run). Once
+    the refill ends the store is compacted, which rewrites them."""
+    store = node.core.store
+    compactions: list[int] = []
+    monkeypatch.setattr(store, "compact_async", lambda: compactions.append(1))
+    monkeypatch.setattr(store, "damaged_regions", 1)
+    node.core.refill_since = node.t
+    monkeypatch.setattr(node.core, "_unverified", lambda *a: True)
+    assert node.core.refill_left() > 0 and compactions == []
+    monkeypatch.setattr(node.core, "_unverified", lambda *a: False)  # all exchanged
+    assert node.core.refill_left() == 0 and node.core.refill_since is None
+    assert compactions == [1]
+    node.core.refill_since = node.t  # a refill for another reason, the store undamaged
+    monkeypatch.setattr(store, "damaged_regions", 0)
+    assert node.core.refill_left() == 0 and compactions == [1]
+
+
 def test_a_joining_node_answers_members_unavailable_not_malformed(tmp_path):
     """A node joining through its seed (a lost disk restarted with --seed) does not know the
     members yet, whose coordinators still send it replica writes: they get "not joined yet"

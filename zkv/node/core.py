@@ -1392,6 +1392,14 @@ class NodeCore:
         if not left:
             self.refill_since = None
             log.info("refilled: every partition exchanged with every other owner")
+            if getattr(self.store, "damaged_regions", 0) and hasattr(self.store,
+                                                                      "compact_async"):
+                # the damaged segments are rewritten without their damage: left as they
+                # were, every start rescanned them, took a new dot id and refilled again
+                # until compaction came by (an outside run)
+                log.info("compacting the store: its damaged segments are rewritten, so the "
+                         "next start neither rescans them nor refills")
+                self.store.compact_async()
         return left
 
     def _unverified(self, ae: AntiEntropy, ring: Ring, p: int, since: float) -> bool:
