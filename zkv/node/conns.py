@@ -45,6 +45,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -84,13 +85,20 @@ def effective_cap(wanted: int) -> int:
     return cap
 
 
+def _libc_function(name: str) -> Any:
+    """`name` from the C library, a ctypes function (None where it cannot be loaded or lacks
+    it)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def _malloc_trim() -> Callable[[int], int] | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
-    except (OSError, AttributeError):
+    fn = _libc_function("malloc_trim")
+    if fn is None:
         return None
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
@@ -105,10 +113,8 @@ def seed_routing_ids() -> bool:
     process, so a client that squatted the next few hundred names crashed any node (an
     outside security review); seeded, a squatter must guess among 2^32 (README, "Known
     limits"). False where libc cannot be loaded (nothing seeded)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        srand = libc.srand
-    except (OSError, AttributeError):
+    srand = _libc_function("srand")
+    if srand is None:
         return False
     srand.argtypes = [ctypes.c_uint]
     srand(int.from_bytes(os.urandom(4), "little"))
