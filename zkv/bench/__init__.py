@@ -31,6 +31,7 @@ printing throughput and p99 of each and their ratios.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -137,7 +138,7 @@ def settings_from_args(args: argparse.Namespace):
     if args.faults is not None:
         s.faults = parse_faults(args.faults)
     if args.fault_seconds is not None:
-        if args.fault_seconds <= 0:
+        if not 0 < args.fault_seconds < math.inf:
             raise ValueError("--fault-seconds must be positive")
         s.fault_seconds = args.fault_seconds
     if args.cluster:
@@ -149,17 +150,24 @@ def settings_from_args(args: argparse.Namespace):
     for name in ("nodes", "records", "clients", "inflight"):
         if getattr(s, name) < 1:
             raise ValueError(f"--{name} must be at least 1")
-    if s.duration <= 0:
+    # (a finite number: nan passed `<= 0` and a cell never ended)
+    if not 0 < s.duration < math.inf:
         raise ValueError("--duration must be positive")
-    if s.timeout <= 0:
+    if not 0 < s.timeout < math.inf:
         raise ValueError("--timeout must be positive")
-    if s.availability_duration < 0:
+    if not 0 <= s.availability_duration < math.inf:
         raise ValueError("--availability-duration must not be negative (0 skips the phase)")
     if sum(map(bool, (args.throughput, args.security, args.conflict_modes))) > 1:
         raise ValueError("--throughput, --security and --conflict-modes each run alone: "
                          "pick one")
     if os.path.exists(s.out) and not os.path.isdir(s.out):  # (checked before the run: it
         raise ValueError(f"--out {s.out}: a file, not a directory")  # failed at the end)
+    try:  # (made now: one that cannot be made failed the run at its end, results lost)
+        os.makedirs(s.out, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {s.out}: cannot make it ({exc.strerror or exc})") from None
+    if not os.access(s.out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {s.out}: not writable")
     if s.value_size < 16:
         raise ValueError("--value-size must be at least 16 (the write-id header)")
     if not s.cluster:

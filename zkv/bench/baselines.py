@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 
+from zkv.bench.children import quiet_interrupt
 from zkv.bench.stats import summarize
 
 
@@ -35,6 +36,8 @@ def free_port() -> int:
 
 def _echo_server(endpoint: str, ready) -> None:
     import zmq
+
+    quiet_interrupt()
 
     ctx = zmq.Context()
     s = ctx.socket(zmq.ROUTER)

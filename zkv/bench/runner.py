@@ -25,6 +25,7 @@ from array import array
 from dataclasses import asdict, dataclass, field
 
 from zkv.bench import baselines, stats, workloads
+from zkv.bench.children import quiet_interrupt
 from zkv.bench.staleness import StalenessTracker
 
 LOAD_PHASE = 0
@@ -253,6 +254,8 @@ async def _run_task(task: dict) -> dict:
 def _worker_main(conn) -> None:
     import zkv.client  # noqa: F401  (import once, before any task's clock starts)
 
+    quiet_interrupt()
+
     while True:
         task = conn.recv()
         if task is None:
@@ -438,6 +441,8 @@ def _partition_main(conn, settings: Settings, cfgs: list, lab_tag: str, hosts: d
     `settings.nodes` nodes each on its own namespace machine (host names are the node ids,
     node1..), loaded, then one fault run per configuration that cuts the last node's link."""
     from zkv import netns
+
+    quiet_interrupt(unwind=True)
     from zkv.local import LocalCluster
 
     try:

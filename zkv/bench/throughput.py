@@ -49,6 +49,7 @@ from array import array
 from collections import Counter
 
 from zkv.bench import baselines, cpu, stats
+from zkv.bench.children import quiet_interrupt
 from zkv.bench.runner import WorkerPool
 from zkv.client.core import MANY_WINDOW
 
@@ -341,6 +342,8 @@ async def _async_run(task, counter, rng, value, contexts, lat_get, lat_put, serv
 def _worker_main(conn) -> None:
     import zkv.client  # noqa: F401  (imported once, before any cell's clock starts)
 
+    quiet_interrupt()
+
     counter = _FrameCounter()
     while True:
         task = conn.recv()
@@ -562,8 +565,11 @@ class Run:
 
     def run(self) -> dict:
         from zkv.bench.runner import machine_info
-        from zkv.local import LocalCluster
+        from zkv.local import LocalCluster, port_span
 
+        lo, hi = port_span()  # (a bad $ZKV_LOCAL_PORTS said so only after the baselines had
+        if hi - lo < 3 * 3:  # run, and left an empty temp dir)
+            raise ValueError(f"the port range {lo}-{hi} holds fewer than the 9 ports of 3 nodes")
         t_begin = time.monotonic()
         res: dict = {"kind": "throughput", "settings": self.settings(),
                      "machine": machine_info(), "cells": [], "batched_cells": [],
@@ -578,7 +584,12 @@ class Run:
             payload, count=self.echo_round_trips, depth=1, duration=self.echo_duration)
         root = tempfile.mkdtemp(prefix="zkv-bench-throughput-")
         pool = Pool(max(self.clients))
-        cluster = LocalCluster(3, root, base_port=None, sync=self.sync, n=N)
+        try:
+            cluster = LocalCluster(3, root, base_port=None, sync=self.sync, n=N)
+        except BaseException:
+            pool.close()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
         try:
             cluster.start()
             endpoints = cluster.endpoints
