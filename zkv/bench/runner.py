@@ -480,7 +480,8 @@ class Suite:
         from rich.console import Console
 
         self.s = settings
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)  # (a log redirected to
+        # a file was hard-wrapped at 80 columns, mid-field)
         self.tracker = StalenessTracker()
         self.phase = LOAD_PHASE
         self.results: dict = {"version": 1, "settings": settings.to_dict(),
