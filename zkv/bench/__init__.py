@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         "percentiles, measured staleness, an availability run and same-run baselines "
         "(raw pyzmq echo, redis-benchmark when installed).",
         epilog="Multi-machine: start zkv-node processes yourself and pass --cluster "
-        "tcp://HOST:PORT,...; configurations must match the cluster's N.")
+        "tcp://HOST:PORT,...; configurations must match the cluster's N. Local nodes take free "
+        "ports from 10000 up to the kernel's ephemeral range, or from the range "
+        "$ZKV_LOCAL_PORTS=LO-HI names (a host shared with others).")
     p.add_argument("--nodes", type=int, default=None, help="local nodes per cluster (default 3)")
     p.add_argument("--configs", default=None,
                    help='"N,R,W;N,R,W;..." (default the seed\'s figure 2: '
