@@ -79,7 +79,8 @@ def test_the_metrics_port_bounds_connections_and_slow_requests_and_logs_no_trace
             s.sendall(b"GET /metr")
             held.append(s)
         wait_for(lambda: m._server.refused == 10, timeout=10)
-        assert threading.active_count() - before <= metrics.HTTP_MAX_CONNECTIONS
+        # (each connection served: its thread and its deadline's timer)
+        assert threading.active_count() - before <= 2 * metrics.HTTP_MAX_CONNECTIONS
         over = held[-1]  # one past the cap: closed by the node at once
         over.settimeout(5)
         assert over.recv(100) == b""
@@ -88,6 +89,23 @@ def test_the_metrics_port_bounds_connections_and_slow_requests_and_logs_no_trace
             s.settimeout(5)
             assert s.recv(100) == b""
         assert http(base + "/metrics")[0] == 200
+        assert "zkv_metrics_port_refused_total 10.0" in http(base + "/metrics")[1]
+        # a byte now and then does not keep a connection past the timeout (it is a total)
+        drip = [socket.create_connection(("127.0.0.1", port))
+                for _ in range(metrics.HTTP_MAX_CONNECTIONS)]
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 2.5:
+                for s in drip:
+                    try:
+                        s.sendall(b"G")
+                    except OSError:
+                        pass
+                time.sleep(0.3)
+            assert http(base + "/healthz")[0] == 200
+        finally:
+            for s in drip:
+                s.close()
         with caplog.at_level("DEBUG", logger="zkv.metrics"):
             for _ in range(20):  # scrapers that leave before reading the answer
                 s = socket.create_connection(("127.0.0.1", port))

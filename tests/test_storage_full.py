@@ -376,3 +376,20 @@ def test_closing_on_a_full_disk_says_what_it_could_not_write_and_releases_the_st
         assert len(kept) == len(acked)
     else:
         assert 0 < len(kept) < len(acked)
+
+
+def test_a_close_whose_fsync_alone_fails_says_the_writes_were_written_out(tmp_path,
+                                                                          monkeypatch):
+    """An fsync failing at close (EIO) was reported as "the last N bytes of buffered writes
+    are lost" although the write-out had worked and a reopen read every key (a review)."""
+    store = LogStore(str(tmp_path / "db"), sync="none")
+    for i in range(50):
+        store.put(b"k%02d" % i, b"v" * 100)
+    monkeypatch.setattr(os, "fsync", _eio)
+    with pytest.raises(StorageFull, match="sealing its active segment failed") as why:
+        store.close()
+    assert "written out but may not survive a power loss" in str(why.value)
+    assert "lost" not in str(why.value)
+    monkeypatch.undo()
+    with LogStore(str(tmp_path / "db")) as again:
+        assert len(again) == 50

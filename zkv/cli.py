@@ -237,7 +237,8 @@ def node_parser() -> argparse.ArgumentParser:
     s.add_argument("--new-cluster", dest="new_cluster", action="store_true",
                    help="without --seed, found a new cluster even though the data dir holds "
                    "data and no cluster state (refused by default: a member whose cluster.json "
-                   "was lost would found one of its own; for a cluster rebuilt from backups)")
+                   "was lost would found one of its own; for a cluster rebuilt from backups; "
+                   "command line only)")
     s.add_argument("--handoff-batch", dest="handoff_batch", type=int,
                    help="hints delivered per owner per step (default 200; 0 holds every hint "
                    "until the owner is repaired otherwise: read repair, anti-entropy)")

@@ -770,11 +770,12 @@ class ClientCore:
                 pass
 
     def call(self, msg, key: bytes | None, only: str | None = None,
-             n: int | None = None, deadline: float | None = None, busy: int = 0) -> Plan[Any]:
+             n: int | None = None, deadline: float | None = None) -> Plan[Any]:
         """Send `msg` to the best candidate for stored key `key` of a namespace with N `n` (or
         only to endpoint `only`), failing over on silence; return the first reply (Error
         replies included). When every candidate answers "busy, retry", ask them again after
-        a pause growing from BUSY_PAUSE (`busy`: the rounds so far), while the call has time."""
+        a pause growing from BUSY_PAUSE, while the call has time (a loop: a recursion per
+        round ended a long call in RecursionError)."""
         clock = self.clock
         now = started = clock()
         if deadline is None:
@@ -782,90 +783,100 @@ class ClientCore:
         if only is None and now - self.ring_at >= RING_REFRESH and not self._refreshing:
             yield from self._refresh(deadline)  # (the test of _stale, inline: once per call)
             now = clock()
-        candidates = [only] if only else self.candidates(key, n)
         hedged = only is None and type(msg) in HEDGED
-        also: tuple[tuple[str, int], ...] = ()  # earlier tries still listened to
-        tried = 0
-        listen_until = 0.0
-        sent_at: dict[int, float] = {}  # rid -> when each try still listened to was sent
-        refused: Error | None = None  # the last "not now" (E_UNAVAILABLE) a node answered
-        short: Error | None = None  # a coordinator's "too few replicas up" (E_QUORUM, ASKED_ALL)
-        last = len(candidates) - 1
+        tried = busy = 0
         rids, per_try = self.rids, self.per_try
-        for i, ep in enumerate(candidates):
-            if i:  # (the first try goes out in the same step as the clock read above)
-                now = clock()
-            if now >= deadline:
-                break
-            tried += 1
-            rid = msg.rid = next(rids)  # the same message (and write id) on every try
-            # the last candidate's try waits for the rest of the call's timeout: there is
-            # nobody left to move on to (a one-node cluster under a connection flood took
-            # more than the per-try budget once in 7 runs, and the call gave up with 3.5 s left)
-            until = now + per_try  # (min(deadline, ...), inline)
-            if i == last or deadline < until:
-                until = deadline
-            soft: float | None = None
-            if hedged and i < last:  # (hedge_delay()'s common case inline)
-                soft = now + (self._hedge if self._rtts_new < _HEDGE_EVERY
-                              else self.hedge_delay())
-                if soft >= until:
-                    soft = None
-            reply = yield Send(ep, msg, until, soft, also)
-            if reply is SLOW:  # keep listening to it, and ask the next candidate too
-                also += ((ep, rid),)
-                sent_at[rid] = now  # (when it was sent: its answer may still come)
-                listen_until = max(listen_until, until)
-            elif reply is UNREACHABLE:
-                self.unconnectable.add(ep)
-            else:
-                if self.unconnectable:
-                    self.unconnectable.discard(ep)
-                if reply is not None:
-                    # (_sample, inline: this try's answer, or a hedged one's)
-                    sent = now if reply.rid == rid else sent_at.get(reply.rid)
-                    if sent is not None:
-                        self.rtts.append(clock() - sent)
-                        self._rtts_new += 1
-                    if type(reply) is Error and reply.code == wire.E_UNAVAILABLE:
-                        if only is None and i < last:
-                            refused = reply  # busy, still joining, stopping: not now, ask
-                            continue  # another
-                        if reply.message.startswith(wire.BUSY):
-                            refused = reply  # (asked again below, after a pause)
-                            break
-                    elif (type(reply) is Error and reply.code == wire.E_QUORUM and hedged
-                            and i < last and short is None and wire.ASKED_ALL in reply.message):
-                        # the coordinator saw too few replicas up to ask: it may be the one
-                        # cut off (reachable by clients, not by its peers: an outside
-                        # partition test, R=2 gets failing at once for 30 s). One other
-                        # coordinator is asked (the write keeps its id), as Cassandra's
-                        # drivers retry an UnavailableException on the next host once.
-                        short = reply
-                        continue
-                    return reply
-            self.suspect_until[ep] = clock() + SUSPECT_FOR
-            self.ring_at = -1e9  # learn who is down on the next call
-        if also:  # out of candidates (the last unreachable): the hedged tries may still answer
-            end = min(deadline, listen_until)
-            if clock() < end:
-                reply = yield Send(also[-1][0], None, end, None, also)
-                if reply is not None and reply is not UNREACHABLE and reply is not SLOW:
-                    self._sample(reply, sent_at)
-                    return reply
-        if refused is not None:
-            if refused.message.startswith(wire.BUSY):  # every candidate is busy: its own
-                # answer says retry, and the call has time left (thousands of requests
-                # gathered on one client outran the nodes' in-flight caps: 649 of 10,000)
-                pause = min(BUSY_PAUSE_MAX, BUSY_PAUSE * 2 ** busy)
-                pause *= 0.5 + (self._rng or random).random()
-                if clock() + pause < deadline:
-                    yield Send(candidates[-1], None, clock() + pause)  # (a wait: sends nothing)
-                    return (yield from self.call(msg, key, only, n, deadline, busy + 1))
-            return refused
-        if short is not None:  # (the next coordinator was silent or unreachable)
-            return short
-        raise self._failure(candidates, tried, started)
+        while True:
+            candidates = [only] if only else self.candidates(key, n)
+            also: tuple[tuple[str, int], ...] = ()  # earlier tries still listened to
+            listen_until = 0.0
+            sent_at: dict[int, float] = {}  # rid -> when each try still listened to was sent
+            refused: Error | None = None  # the last "not now" (E_UNAVAILABLE) a node answered
+            short: Error | None = None  # a coordinator's "too few replicas up" (ASKED_ALL)
+            short_at = 0  # (the candidate that said so)
+            last = len(candidates) - 1
+            for i, ep in enumerate(candidates):
+                if i:  # (the first try goes out in the same step as the clock read above)
+                    now = clock()
+                    if short is not None and i > short_at + 1:
+                        break  # (one more coordinator only)
+                if now >= deadline:
+                    break
+                tried += 1
+                rid = msg.rid = next(rids)  # the same message (and write id) on every try
+                # the last candidate's try waits for the rest of the call's timeout: there is
+                # nobody left to move on to (a one-node cluster under a connection flood took
+                # more than the per-try budget once in 7 runs, and the call gave up with 3.5 s
+                # left); not the one asked after a "too few replicas up": that answer stands
+                until = now + per_try  # (min(deadline, ...), inline)
+                if (i == last and short is None) or deadline < until:
+                    until = deadline
+                soft: float | None = None
+                if hedged and i < last:  # (hedge_delay()'s common case inline)
+                    soft = now + (self._hedge if self._rtts_new < _HEDGE_EVERY
+                                  else self.hedge_delay())
+                    if soft >= until:
+                        soft = None
+                reply = yield Send(ep, msg, until, soft, also)
+                if reply is SLOW:  # keep listening to it, and ask the next candidate too
+                    also += ((ep, rid),)
+                    sent_at[rid] = now  # (when it was sent: its answer may still come)
+                    listen_until = max(listen_until, until)
+                elif reply is UNREACHABLE:
+                    self.unconnectable.add(ep)
+                else:
+                    if self.unconnectable:
+                        self.unconnectable.discard(ep)
+                    if reply is not None:
+                        # (_sample, inline: this try's answer, or a hedged one's)
+                        sent = now if reply.rid == rid else sent_at.get(reply.rid)
+                        if sent is not None:
+                            self.rtts.append(clock() - sent)
+                            self._rtts_new += 1
+                        if type(reply) is Error and reply.code == wire.E_UNAVAILABLE:
+                            if only is None and i < last:
+                                refused = reply  # busy, still joining, stopping: not now,
+                                continue  # ask another
+                            if reply.message.startswith(wire.BUSY):
+                                refused = reply  # (asked again below, after a pause)
+                                break
+                        elif (type(reply) is Error and reply.code == wire.E_QUORUM and hedged
+                                and i < last and short is None
+                                and wire.ASKED_ALL in reply.message):
+                            # the coordinator saw too few replicas up to ask: it may be the
+                            # one cut off (reachable by clients, not by its peers: an outside
+                            # partition test, R=2 gets failing at once for 30 s). One other
+                            # coordinator is asked, within the per-try budget (the write
+                            # keeps its id), as Cassandra's drivers retry an
+                            # UnavailableException on the next host once.
+                            short, short_at = reply, i
+                            continue
+                        return reply
+                self.suspect_until[ep] = clock() + SUSPECT_FOR
+                self.ring_at = -1e9  # learn who is down on the next call
+            if also:  # out of candidates (the last unreachable): hedged tries may still answer
+                end = min(deadline, listen_until)
+                if clock() < end:
+                    reply = yield Send(also[-1][0], None, end, None, also)
+                    if reply is not None and reply is not UNREACHABLE and reply is not SLOW:
+                        self._sample(reply, sent_at)
+                        return reply
+            if short is not None:  # (the next coordinator was silent, unreachable or busy)
+                return short
+            if refused is None:
+                raise self._failure(candidates, tried, started)
+            if not refused.message.startswith(wire.BUSY):
+                return refused
+            # every candidate is busy: its own answer says retry, and the call may have time
+            # left (thousands of requests gathered on one client outran the nodes' in-flight
+            # caps: 649 of 10,000 failed "busy" with 25 s of 30 left)
+            pause = min(BUSY_PAUSE_MAX, BUSY_PAUSE * 2 ** busy)
+            pause *= 0.5 + (self._rng or random).random()
+            if clock() + pause >= deadline:
+                return refused
+            yield Send(candidates[-1], None, clock() + pause)  # (a wait: sends nothing)
+            busy += 1
+            now = clock()
 
     def get(self, key: bytes, r: int | str | None = None, *,
             namespace: str = nss.DEFAULT, pr: int | str | None = None) -> Plan[GetResult]:

@@ -175,8 +175,9 @@ class Connections:
                 self.failed_total += 1
                 if self.failed_total == 1 or self.failed_total % 1000 == 0:
                     log.warning("%d connection handshake(s) failed on port %d, the last: %s "
-                                "(plain text to a keyed node, a refused or wrong key, or not "
-                                "ZMTP)", self.failed_total, self.port, reason)
+                                "(a client that is not ZeroMQ, such as a TCP health probe; "
+                                "plain text to a keyed node; a refused or wrong key)",
+                                self.failed_total, self.port, reason)
             elif event == zmq.EVENT_ACCEPTED:
                 self.open[fd] = None
                 self.unproven.pop(fd, None)

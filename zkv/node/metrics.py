@@ -45,9 +45,17 @@ log = logging.getLogger("zkv.metrics")
 # The HTTP port's own bounds (an outside security review: 1,500 half-sent requests held 1,507
 # threads and stood the loop still 22 s; idle ones took every file descriptor; each scraper
 # that closed early logged a 20-line traceback):
-HTTP_TIMEOUT = 5.0  # s a connection may take to send its request (and read the answer)
+HTTP_TIMEOUT = 5.0  # s a connection may take in all: sending its request, reading the answer
 HTTP_MAX_CONNECTIONS = 32  # served at once; one more is closed at once, and counted
 SCRAPE_CACHE = 0.5  # s one rendering of /metrics is served for
+
+
+def _cut(request: socket.socket) -> None:
+    """A connection past HTTP_TIMEOUT: shut it down (its thread's read or write then fails)."""
+    try:
+        request.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -62,10 +70,13 @@ class _HTTPServer(ThreadingHTTPServer):
         super().__init__(*args, **kw)
         self.slots = threading.BoundedSemaphore(HTTP_MAX_CONNECTIONS)
         self.refused = 0
+        self.on_refused: Callable[[], object] | None = None  # (the metric counting them)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
             self.refused += 1
+            if self.on_refused is not None:
+                self.on_refused()
             if self.refused == 1 or self.refused % 1000 == 0:
                 log.warning("metrics port: %d connection(s) refused at the cap of %d served at "
                             "once", self.refused, HTTP_MAX_CONNECTIONS)
@@ -78,9 +89,15 @@ class _HTTPServer(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # HTTP_TIMEOUT bounds the whole connection, not each read (32 clients sending a byte
+        # every 3 s held every slot for as long as they liked, /healthz refused throughout)
+        cut = threading.Timer(HTTP_TIMEOUT, _cut, (request,))
+        cut.daemon = True
+        cut.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            cut.cancel()
             self.slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -408,10 +425,14 @@ class NodeMetrics:
                                  "and peers; capped by max_connections)", registry=r)
         self.connections_refused = Counter("zkv_connections_refused", "Connections shut down "
                                            "at once: max_connections was reached", registry=r)
+        self.metrics_port_refused = Counter(
+            "zkv_metrics_port_refused", "Connections to the metrics port closed at once: "
+            "HTTP_MAX_CONNECTIONS were being served", registry=r)
         self.handshakes_failed = Counter(
             "zkv_handshakes_failed", "Connections to the request port whose handshake failed: "
             "reason auth (the key was refused), protocol (plain text to a keyed node, the wrong "
-            "server key, not ZMTP), other", ["reason"], registry=r)
+            "server key, not ZMTP), other (such as a TCP probe that connects and closes)",
+            ["reason"], registry=r)
         self.replies_dropped = Counter("zkv_replies_dropped", "Replies dropped: too many bytes "
                                        "queued for a connection that does not read", registry=r)
         # ---- ring, readiness, gossip convergence, transfers, hot keys -------------------------
@@ -660,6 +681,7 @@ class NodeMetrics:
             # the listen/gossip binds' errors name theirs)
             raise OSError(exc.errno, f"{exc.strerror or exc} (addr='http://{host}:{port}', "
                           f"--metrics-host {host} --metrics-port {port})") from None
+        server.on_refused = self.metrics_port_refused.inc
         threading.Thread(target=server.serve_forever, name="zkv-metrics", daemon=True).start()
 
     def close(self) -> None:

@@ -129,18 +129,28 @@ def since_start(core) -> dict[str, list]:
 
 
 # settings fixed by the cluster (its first node's, carried by gossip): name -> the cluster's key
-CLUSTER_WIDE = {"ring_size": "q", "n": "n", "r": "r", "w": "w"}
+CLUSTER_WIDE = {"ring_size": "q", "n": "n", "r": "r", "w": "w"}  # (and auto_commit: its state)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(NodeConfig)}
 
 
 def ignored(core) -> dict[str, list]:
     """The cluster-wide settings this node was given (a flag or its --config file: not the
-    default) that the cluster's differ from: name -> [given, the cluster's]. They were
-    ignored without a word, and `zkv config` showed them as if in force (an outside run)."""
-    cluster = core.membership.settings
-    return {name: [getattr(core.cfg, name), cluster[key]] for name, key in CLUSTER_WIDE.items()
+    default; the default itself given cannot be told apart) that the cluster's differ from:
+    name -> [given, the cluster's]. They were ignored without a word, and `zkv config` showed
+    them as if in force (an outside run)."""
+    cluster = _cluster_values(core)
+    return {name: [getattr(core.cfg, name), cluster[name]] for name in cluster
             if getattr(core.cfg, name) != _DEFAULTS[name]
-            and getattr(core.cfg, name) != cluster.get(key, getattr(core.cfg, name))}
+            and getattr(core.cfg, name) != cluster[name]}
+
+
+def _cluster_values(core) -> dict[str, Any]:
+    """The cluster-wide settings as the cluster has them (those it knows)."""
+    out = {name: core.membership.settings[key] for name, key in CLUSTER_WIDE.items()
+           if key in core.membership.settings}
+    if core.membership.cluster is not None:
+        out["auto_commit"] = core.membership.cluster.auto_commit
+    return out
 
 
 def warn_ignored(core) -> None:
@@ -154,8 +164,7 @@ def info(core, changed: dict[str, tuple[Any, Any]]) -> dict:
     """Every setting as the node runs with it (the cluster-wide ones as the cluster has them;
     `ignored`: those given otherwise), the runtime ones, and what just changed."""
     running = {name: getattr(core.cfg, name) for name in configs.FIELDS}
-    running.update({name: core.membership.settings.get(key, running[name])
-                    for name, key in CLUSTER_WIDE.items()})
+    running.update(_cluster_values(core))
     return {"settings": running, "runtime": sorted(configs.RUNTIME),
             "changed": {k: list(v) for k, v in sorted(changed.items())},
             "ignored": ignored(core)}

@@ -1299,6 +1299,7 @@ class LogStore:
                 buffered = kd.buffered
                 try:
                     kd.flush()
+                    buffered = 0  # (written out: only the fsync below may fail now)
                     self._seal(seg)
                 except OSError as exc:  # (a full disk): the store closes all the same
                     raise self._close_failed(exc, buffered) from None
@@ -1331,15 +1332,16 @@ class LogStore:
         failed, saying what that cost (the store is closed all the same: a `with` block's exit
         must not leave it locked). Holds self._lock."""
         why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+        if not buffered:  # (written out; the fsync failed)
+            return StorageFull(f"closing {self.path}: sealing its active segment failed ({why}): "
+                               f"the writes since its last fsync (sync={self.sync!r}) were "
+                               "written out but may not survive a power loss; a reopen checks "
+                               "every record it reads back")
         if self.sync == "always":  # every put returned after its own write-out and fsync
-            lost = (f"{buffered} bytes of refused writes dropped; nothing acknowledged is lost"
-                    if buffered else "nothing acknowledged is lost")
-        elif buffered:
+            lost = f"{buffered} bytes of refused writes dropped; nothing acknowledged is lost"
+        else:
             lost = (f"the last {buffered} bytes of buffered writes are lost (sync={self.sync!r}: "
                     "put() returns before its write-out)")
-        else:
-            lost = (f"writes since the last fsync (sync={self.sync!r}) may not survive a power "
-                    "loss")
         return StorageFull(f"closing {self.path}: writing out failed ({why}); {lost}")
 
     def __enter__(self) -> LogStore:
