@@ -265,7 +265,11 @@ def test_failed_handshakes_are_counted_by_reason_and_logged(caplog):
                 time.sleep(0.05)
         conns.report(metrics)
         text = generate_latest(metrics.registry).decode()
-        assert 'zkv_handshakes_failed_total{reason="protocol"} 3.0' in text, text
+        # (libzmq says "protocol" for these, or, on a loaded machine, sometimes "no detail")
+        counted = {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+                   for line in text.splitlines()
+                   if line.startswith("zkv_handshakes_failed_total{")}
+        assert sum(counted.values()) == 3 and set(counted) <= {"protocol", "other"}, counted
         assert len([r for r in caplog.records if "handshake(s) failed" in r.getMessage()]) == 1
     finally:
         conns.close()
