@@ -159,6 +159,18 @@ def start_node(lab, nodes, tmp_path, host, *args):
                        prefix=lab.exec_prefix(host))
 
 
+def start_three(lab, nodes, tmp_path, eps, client) -> None:
+    """A node on each HOSTS machine, the first founding the cluster and the others joining
+    through it; returns once every node sees all three up."""
+    for i, (host, addr) in enumerate(HOSTS.items()):
+        start_node(lab, nodes, tmp_path, host, "--listen", eps[i], "--gossip",
+                   f"tcp://{addr}:8001", "--rack", f"r{i}",
+                   *([] if i == 0 else ["--seed", eps[0]]))
+        if i == 0:
+            client("wait-up", eps[0], "1")
+    client("wait-up", ",".join(eps), "3")
+
+
 def machines(lab, tmp_path):
     """The nodes' process list, their request endpoints (one per HOSTS machine) and a
     `client(command, ...)` that runs the client script on the client machine."""
@@ -236,13 +248,7 @@ def test_both_sides_of_a_healed_partition_see_each_other_and_serve_its_writes(ne
     nodes, eps, client = machines(lab, tmp_path)
     (n1, a1), (n2, a2), (n3, a3) = HOSTS.items()
     try:
-        for i, (host, addr) in enumerate(HOSTS.items()):
-            start_node(lab, nodes, tmp_path, host, "--listen", eps[i], "--gossip",
-                       f"tcp://{addr}:8001", "--rack", f"r{i}",
-                       *([] if i == 0 else ["--seed", eps[0]]))
-            if i == 0:
-                client("wait-up", eps[0], "1")
-        client("wait-up", ",".join(eps), "3")
+        start_three(lab, nodes, tmp_path, eps, client)
 
         lab.cut(n3)
         time.sleep(3.0)  # past --down-after: n3 sees n1 and n2 down, and they see n3 down
@@ -277,13 +283,7 @@ def test_a_link_healed_after_a_long_cut_is_back_in_seconds(netns, tmp_path):
     nodes, eps, client = machines(lab, tmp_path)
     n3 = list(HOSTS)[2]
     try:
-        for i, (host, addr) in enumerate(HOSTS.items()):
-            start_node(lab, nodes, tmp_path, host, "--listen", eps[i], "--gossip",
-                       f"tcp://{addr}:8001", "--rack", f"r{i}",
-                       *([] if i == 0 else ["--seed", eps[0]]))
-            if i == 0:
-                client("wait-up", eps[0], "1")
-        client("wait-up", ",".join(eps), "3")
+        start_three(lab, nodes, tmp_path, eps, client)
         lab.cut(n3)
         time.sleep(25.0)  # the connects to and from n3 are into the SYN backoff's 16 s wait
         lab.heal(n3)

@@ -73,6 +73,21 @@ def _fill(store: LogStore, written: dict[bytes, bytes], value_size: int,
     raise AssertionError("the disk never filled")
 
 
+def _put_until_refused(store: LogStore, seed: int) -> tuple[dict[bytes, bytes], bytes]:
+    """Plain puts of 900 random bytes until one raises StorageFull: those that returned, and
+    the refused one's key."""
+    rng = random.Random(seed)
+    acked: dict[bytes, bytes] = {}
+    for i in range(100_000):
+        key, value = b"k%05d" % i, rng.randbytes(900)
+        try:
+            store.put(key, value)
+        except StorageFull:
+            return acked, key
+        acked[key] = value
+    raise AssertionError("the disk never filled")
+
+
 def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_fs):
     filler = os.path.join(small_fs, "filler")
     with open(filler, "wb") as f:
@@ -240,18 +255,8 @@ def test_a_full_disk_without_write_out_refuses_puts_that_change_nothing(small_fs
         f.write(b"\0" * (2 << 20))
     path = os.path.join(small_fs, "db")
     store = LogStore(path, sync=sync, sync_interval_ms=60_000, compact_dead_ratio=None)
-    rng = random.Random(3)
-    acked: dict[bytes, bytes] = {}
     try:
-        for i in range(100_000):
-            key, value = b"k%05d" % i, rng.randbytes(900)
-            try:
-                store.put(key, value)
-            except StorageFull:
-                break
-            acked[key] = value
-        else:
-            raise AssertionError("the disk never filled")
+        acked, key = _put_until_refused(store, 3)
         assert store.get(key) is None and "No space left" in (store.write_error or "")
         for j in range(20):
             with pytest.raises(StorageFull):
@@ -348,17 +353,7 @@ def test_closing_on_a_full_disk_says_what_it_could_not_write_and_releases_the_st
         f.write(b"\0" * (2 << 20))
     path = os.path.join(small_fs, "db")
     store = LogStore(path, sync=sync, compact_dead_ratio=None)
-    rng = random.Random(5)
-    acked: dict[bytes, bytes] = {}
-    for i in range(100_000):
-        key, value = b"k%05d" % i, rng.randbytes(900)
-        try:
-            store.put(key, value)
-        except StorageFull:
-            break
-        acked[key] = value
-    else:
-        raise AssertionError("the disk never filled")
+    acked, _ = _put_until_refused(store, 5)
     with pytest.raises(StorageFull, match="closing .*No space left on device") as why:
         store.close()
     if sync == "always":
