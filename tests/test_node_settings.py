@@ -443,25 +443,31 @@ def test_cluster_wide_settings_given_at_a_restart_are_named_as_ignored(tmp_path,
     import time
 
     from zkv.config import NodeConfig
+    from zkv.node import ownership as own
     from zkv.node import settings
     from zkv.node.core import NodeCore
     from zkv.node.stores import open_stores
 
     cfg = NodeConfig(id="node1", listen="tcp://127.0.0.1:7001", gossip="tcp://127.0.0.1:8001",
-                     data_dir=str(tmp_path / "n1"), ring_size=64, n=5, r=1, w=1)
+                     data_dir=str(tmp_path / "n1"), ring_size=64, n=5, r=1, w=1,
+                     auto_commit=False)
     store, handoff = open_stores(cfg)
+    state = own.founding("node1", "default", [], founded=1)  # (auto_commit on)
     with caplog.at_level("WARNING", logger="zkv.node"):
         core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
-                        now=1000.0, saved={"settings": {"q": 256, "n": 3, "r": 2, "w": 2}})
+                        now=1000.0, saved={"settings": {"q": 256, "n": 3, "r": 2, "w": 2},
+                                           "cluster": own.encode(state).hex()})
     try:
         said = caplog.text
         for line in ("ring_size 64 ignored: the cluster's is 256", "n 5 ignored: the cluster's "
-                     "is 3", "r 1 ignored: the cluster's is 2", "w 1 ignored"):
+                     "is 3", "r 1 ignored: the cluster's is 2", "w 1 ignored",
+                     "auto_commit False ignored: the cluster's is True"):
             assert line in said, said
         doc = settings.info(core, {})
-        assert [doc["settings"][k] for k in ("ring_size", "n", "r", "w")] == [256, 3, 2, 2]
+        assert [doc["settings"][k] for k in ("ring_size", "n", "r", "w", "auto_commit")] == [
+            256, 3, 2, 2, True]
         assert doc["ignored"] == {"ring_size": [64, 256], "n": [5, 3], "r": [1, 2],
-                                  "w": [1, 2]}
+                                  "w": [1, 2], "auto_commit": [False, True]}
     finally:
         store.close()
         handoff.close()

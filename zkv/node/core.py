@@ -413,8 +413,6 @@ class NodeCore:
         # clock, would put real time into a simulated node's cluster state)
         self.membership = Membership(me, fixed, self.now, gossip_interval=cfg.gossip_interval,
                                      down_after=cfg.down_after, wall=handoff.wall_ms)
-        if saved.get("settings"):
-            settings.warn_ignored(self)  # (given on a restart: the cluster's are kept)
         features = saved.get("features") or {}  # (as each member last gossiped them)
         for m in saved.get("members", []):
             self.membership.merge([Member(m[0], m[1], m[2], m[3], 0, 0,
@@ -573,6 +571,8 @@ class NodeCore:
             st.auto_commit = cfg.auto_commit
         if st is not None:
             self._adopt(st, save=False)
+        if saved.get("settings"):  # (after the state: auto_commit is the state's)
+            settings.warn_ignored(self)  # (given on a restart: the cluster's are kept)
         self._handlers: dict[type, Callable[[bytes, Any], None]] = {
             RGet: self._on_rget, RPut: self._on_rput, Get: self._on_client,
             Put: self._on_client, Delete: self._on_client, Forward: self._on_forward,
