@@ -484,3 +484,33 @@ def test_cluster_wide_settings_given_at_a_restart_are_named_as_ignored(tmp_path,
     finally:
         store.close()
         handoff.close()
+
+
+def test_a_default_value_given_on_the_command_line_is_named_as_ignored_too(tmp_path, caplog):
+    """`--n 3` (the default) given to a member of an N=5 cluster was not named: the value
+    could not be told from one not given. The command line's flags (and the --config file)
+    say what was given; what was not given is not named, whatever its value."""
+    import time
+
+    from zkv.config import NodeConfig
+    from zkv.node import settings
+    from zkv.node.core import NodeCore
+    from zkv.node.stores import open_stores
+
+    conf = tmp_path / "node.toml"
+    conf.write_text("r = 2\n")  # the default, from the file
+    flags = {"id": "node1", "n": 3, "w": None, "config": str(conf)}
+    cfg = NodeConfig(id="node1", listen="tcp://127.0.0.1:7001", gossip="tcp://127.0.0.1:8001",
+                     data_dir=str(tmp_path / "n1"), config=str(conf))
+    store, handoff = open_stores(cfg)
+    with caplog.at_level("WARNING", logger="zkv.node"):
+        core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
+                        now=1000.0, saved={"settings": {"q": 64, "n": 5, "r": 3, "w": 3}},
+                        flags=flags)
+    try:
+        assert "n 3 ignored: the cluster's is 5" in caplog.text, caplog.text
+        assert "r 2 ignored: the cluster's is 3" in caplog.text, caplog.text
+        assert settings.info(core, {})["ignored"] == {"n": [3, 5], "r": [2, 3]}  # (w: not given)
+    finally:
+        store.close()
+        handoff.close()

@@ -403,6 +403,17 @@ def save_settings(path: str, values: dict[str, Any]) -> None:
         raise InvalidRequest(f"cannot save to config file {path}: {exc}") from None
 
 
+def given(flags: dict) -> set[str]:
+    """The settings `flags` (the command line's, None = not given) or the --config file it
+    names set, whatever their values (a file that does not load gives none: `load` said so)."""
+    names = {k for k, v in flags.items() if v is not None and k in FIELDS}
+    if flags.get("config"):
+        with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
+            with open(flags["config"], "rb") as fh:
+                names.update(k for k in tomllib.load(fh) if k in FIELDS)
+    return names
+
+
 def reread(current: NodeConfig, flags: dict | None) -> NodeConfig:
     """The settings a restart would start with now (SIGHUP): `flags` (the command line's;
     None: those of `current` that cannot change while running) over the --config file read

@@ -358,12 +358,12 @@ class NodeCore:
     def __init__(self, cfg: NodeConfig, store: LogStore, handoff: HandoffStore, *,
                  incarnation: int, now: float, saved: dict | None = None,
                  cluster_path: str | None = None, metrics: NodeMetrics | None = None,
-                 seal_key: bytes | None = None) -> None:
+                 seal_key: bytes | None = None, flags: dict | None = None) -> None:
         self.cfg = cfg
         self.started_cfg = cfg  # (what `zkv status` compares runtime changes with)
         # the command line's settings (None: not given), which win over the --config file at a
         # restart (settings.py: SIGHUP, Config.save); None: a node embedded without one
-        self.flags: dict | None = None
+        self.flags = flags
         # the next lww stamp in the moments after a stall, until then (`_resumed`); the stamp
         # of the moment it resumed, and the stamps issued since (a floor among them, or past
         # the first: the write was sent after the resume, `_stamp`)

@@ -134,14 +134,18 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(NodeConfig)}
 
 
 def ignored(core) -> dict[str, list]:
-    """The cluster-wide settings this node was given (a flag or its --config file: not the
-    default; the default itself given cannot be told apart) that the cluster's differ from:
-    name -> [given, the cluster's]. They were ignored without a word, and `zkv config` showed
-    them as if in force (an outside run)."""
+    """The cluster-wide settings this node was given (a flag or its --config file) that the
+    cluster's differ from: name -> [given, the cluster's]. They were ignored without a word,
+    and `zkv config` showed them as if in force (an outside run). A node embedded without
+    its command line (`core.flags` None) counts a value other than the default as given."""
     cluster = _cluster_values(core)
-    return {name: [getattr(core.cfg, name), cluster[name]] for name in cluster
-            if getattr(core.cfg, name) != _DEFAULTS[name]
-            and getattr(core.cfg, name) != cluster[name]}
+    if core.flags is not None:
+        given = configs.given(core.flags)
+        said = [name for name in cluster if name in given]
+    else:
+        said = [name for name in cluster if getattr(core.cfg, name) != _DEFAULTS[name]]
+    return {name: [getattr(core.cfg, name), cluster[name]] for name in said
+            if getattr(core.cfg, name) != cluster[name]}
 
 
 def _cluster_values(core) -> dict[str, Any]:

@@ -67,8 +67,8 @@ class Node:
         # wiped data dir (heartbeats restart from zero)
         self.core = NodeCore(cfg, store, handoff, incarnation=time.time_ns() // 1_000_000,
                              now=clock(), saved=load_cluster(cluster_path),
-                             cluster_path=cluster_path, seal_key=keys and keys.seal_key or None)
-        self.core.flags = flags  # the command line's settings (SIGHUP, `zkv config --save`)
+                             cluster_path=cluster_path, seal_key=keys and keys.seal_key or None,
+                             flags=flags)  # the command line's (SIGHUP, `zkv config --save`)
         # compaction of both engines draws from the node's one I/O budget (transfers, hint
         # delivery, anti-entropy): bytes rewritten, paced in its own thread
         store.throttle = self.core.transfers.budget.reserve
