@@ -140,6 +140,52 @@ def test_a_peer_whose_own_records_are_refused_is_down_for_that_reason():
     assert "no heartbeat" in m.state("b")[1]
 
 
+def test_a_node_whose_clock_is_behind_its_peers_is_not_ready_and_says_why(caplog):
+    """a's wall clock steps back over a minute: it refuses the records of both its peers,
+    which go down here. /readyz answered 200 all the same and the log named only peers down
+    (an outside run). Now a's readiness is 503 naming its clock (logged once as an error),
+    and it is ready again once the peers' records are taken."""
+    from zkv.node.metrics import NodeMetrics
+
+    clock = Clock()
+    wall = [10_000_000]
+    m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock, down_after=2.0,
+                   wall=lambda: wall[0])
+    for peer in ("b", "c"):
+        m.merge([_member(peer, inc=wall[0], hb=1)], via=peer)
+    metrics = NodeMetrics()
+    ring = m.ring()
+    for peer in ("b", "c"):
+        metrics.observe_gossip(peer, ring.fingerprint())
+    metrics.observe_cluster(m, ring, clock.t)
+    assert metrics.health.ready()[0], metrics.health.ready()
+    wall[0] -= 90_000  # a's clock stepped back 90 s
+    with caplog.at_level("WARNING", logger="zkv.metrics"):
+        for hb in range(2, 40):
+            clock.t += 0.1
+            for peer in ("b", "c"):
+                m.merge([_member(peer, inc=wall[0] + 90_000, hb=hb)], via=peer)
+            metrics.observe_cluster(m, ring, clock.t)
+    ready, why = metrics.health.ready()
+    assert not ready and why["clock_behind_peers"], why
+    assert why["peers_refused_as_ahead_of_clock"] == ["b", "c"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "this node's wall clock looks behind" in errors[0], errors
+    wall[0] += 90_000  # fixed
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="zkv.metrics"):
+        for hb in range(40, 45):
+            clock.t += 0.1
+            for peer in ("b", "c"):
+                m.merge([_member(peer, inc=wall[0], hb=hb)], via=peer)
+        clock.t += 2.5  # the refusals age past down_after
+        for peer in ("b", "c"):
+            m.merge([_member(peer, inc=wall[0], hb=46)], via=peer)
+        metrics.observe_cluster(m, ring, clock.t)
+    assert metrics.health.ready()[0], metrics.health.ready()
+    assert "taken again" in caplog.text
+
+
 def test_request_timeouts_add_suspicion_and_stale_heartbeats_are_ignored():
     clock = Clock()
     m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock)

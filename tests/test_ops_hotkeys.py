@@ -97,6 +97,28 @@ def test_readiness_rule():
                      pending_in=0)[0]
 
 
+def test_readiness_says_when_this_nodes_clock_is_behind_most_peers():
+    """An outside run stepped one node's clock back 90 s: it refused every peer's records,
+    had them all down, and /readyz still answered 200. More than half of the known peers
+    refused as ahead of the clock: this node's clock is most likely the wrong one (503);
+    one peer of three refused so is that peer's clock (still ready, the peer named)."""
+    fp = b"\x01" * 8
+    ok, why = readiness(joined=True, fingerprint=fp, peer_fingerprints={}, up_peers=[],
+                        pending_in=0, clock_refused=["b", "c"], peers=2)
+    assert not ok and why["clock_behind_peers"] and why["peers_refused_as_ahead_of_clock"] == [
+        "b", "c"]
+    ok, why = readiness(joined=True, fingerprint=fp, peer_fingerprints={"c": fp, "d": fp},
+                        up_peers=["c", "d"], pending_in=0, clock_refused=["b"], peers=3)
+    assert ok and why["peers_refused_as_ahead_of_clock"] == ["b"]
+    assert "clock_behind_peers" not in why
+    ok, why = readiness(joined=True, fingerprint=fp, peer_fingerprints={"d": fp},
+                        up_peers=["d"], pending_in=0, clock_refused=["b", "c"], peers=3)
+    assert not ok and why["clock_behind_peers"]
+    # one peer in all: no telling whose clock is wrong
+    assert readiness(joined=True, fingerprint=fp, peer_fingerprints={}, up_peers=[],
+                     pending_in=0, clock_refused=["b"], peers=1)[0]
+
+
 def test_health_measures_convergence_once_per_change():
     h = Health()
     assert h.ready()[0] is False  # not joined before the first update

@@ -1,7 +1,12 @@
 """Readiness and gossip convergence of one node, as pure bookkeeping (no sockets, no clock).
 
 /readyz (DESIGN.md 2.7) answers 200 when the node has joined, agrees with every peer it sees
-up on the ring, and has no partition pending transfer to it; else 503 with the reason. The
+up on the ring, has no partition pending transfer to it, and its wall clock is not behind
+most of its peers'; else 503 with the reason. A clock behind its peers' by more than the skew
+bound (membership.MAX_SKEW_MS) refuses their records, so they are down here: the node still
+took requests and said only that its peers were down (an outside run stepped a clock back
+90 s). When more than half the known peers (two at least) are refused so, the clock at fault
+is most likely this node's (one peer's clock running ahead refuses that peer alone). The
 state is computed on the reactor thread (`Health.update`, each gossip tick) and only read by
 the HTTP thread (`Health.ready`), so the HTTP thread never walks live node structures.
 
@@ -16,8 +21,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
+def clock_behind(clock_refused: list[str], peers: int) -> bool:
+    """This node's clock is most likely the wrong one: more than half of its `peers` known
+    peers, and two at least, have their records refused as ahead of it (`clock_refused`).
+    (With one peer there is no telling whose clock is wrong: the one behind is not named.)"""
+    return len(clock_refused) >= 2 and 2 * len(clock_refused) > peers
+
+
 def readiness(*, joined: bool, fingerprint: bytes, peer_fingerprints: dict[str, bytes],
-              up_peers: Iterable[str], pending_in: int) -> tuple[bool, dict]:
+              up_peers: Iterable[str], pending_in: int, clock_refused: list[str] | None = None,
+              peers: int = 0) -> tuple[bool, dict]:
     """(ready, reason): the pure rule behind /readyz."""
     up = sorted(up_peers)
     unheard = [p for p in up if p not in peer_fingerprints]
@@ -31,7 +44,12 @@ def readiness(*, joined: bool, fingerprint: bytes, peer_fingerprints: dict[str, 
         "peers_not_heard": unheard,
         "pending_transfers_in": pending_in,
     }
-    ready = joined and agreed and pending_in == 0
+    behind = clock_behind(clock_refused or [], peers)
+    if clock_refused:
+        reason["peers_refused_as_ahead_of_clock"] = list(clock_refused)
+    if behind:
+        reason["clock_behind_peers"] = True
+    ready = joined and agreed and pending_in == 0 and not behind
     return ready, reason
 
 
@@ -46,7 +64,8 @@ class Health:
         self.peer_fingerprints[sender] = fingerprint
 
     def update(self, *, fingerprint: bytes, up_peers: Iterable[str], now: float,
-               joined: bool = True, pending_in: int = 0) -> tuple[bool, float | None]:
+               joined: bool = True, pending_in: int = 0, clock_refused: list[str] | None = None,
+               peers: int = 0) -> tuple[bool, float | None]:
         """Recompute readiness; returns (ring changed here, convergence seconds or None).
 
         The convergence time is returned once, when the last up peer catches up."""
@@ -57,7 +76,7 @@ class Health:
         self.fingerprint = fingerprint
         state = readiness(joined=joined, fingerprint=fingerprint,
                           peer_fingerprints=self.peer_fingerprints, up_peers=up,
-                          pending_in=pending_in)
+                          pending_in=pending_in, clock_refused=clock_refused, peers=peers)
         self._state = state
         converged = None
         if self.changed_at is not None and state[1]["ring_agreed"]:

@@ -407,6 +407,15 @@ class Membership:
     def is_up(self, node_id: str) -> bool:
         return self.state(node_id)[0] != "down"
 
+    def clock_refused(self) -> list[str]:
+        """The peers whose own records were refused here within `down_after` for their
+        counters running ahead of this node's wall clock (`validate_clock`): when most peers
+        are, the clock most likely wrong is this node's (/readyz says so, health.py)."""
+        now = self.clock()
+        return sorted(nid for nid, p in self.peers.items()
+                      if now - p.refused_at < self.down_after
+                      and ("clock" in p.refused_why or "implausible" in p.refused_why))
+
     def down(self) -> set[str]:
         return {nid for nid in self.peers if not self.is_up(nid)}
 

@@ -36,8 +36,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from zkv.node.health import Health
+from zkv.node.health import Health, clock_behind
 from zkv.node.hotkeys import TopK
+from zkv.node.membership import MAX_SKEW_MS
 from zkv.node.stalls import TurnWatch
 
 log = logging.getLogger("zkv.metrics")
@@ -472,6 +473,7 @@ class NodeMetrics:
             for what in ("done", "total"):
                 self.transfer_bytes.labels(direction, what).set(0)
         self.health = Health()
+        self._clock_behind = False  # (its change is logged, observe_cluster)
         self.hot = TopK(HOT_KEYS_TRACKED)
         self._hot_decayed_at: float | None = None
         self._transfers: dict = {"in": {}, "out": {}}
@@ -534,9 +536,22 @@ class NodeMetrics:
             up = [nid for nid in membership.peers if membership.is_up(nid)]
         transfers = transfers or {}
         pending_in = sum(transfers.get("in", {}).get(s, 0) for s in ("pending", "running"))
+        refused = membership.clock_refused()
+        behind = clock_behind(refused, len(membership.peers))
+        if behind != self._clock_behind:
+            self._clock_behind = behind
+            if behind:
+                log.error("this node's wall clock looks behind: the records of %d of its %d "
+                          "peers are refused as more than %d s ahead of it (%s); /readyz "
+                          "answers 503 until they are taken again (check NTP here)",
+                          len(refused), len(membership.peers), MAX_SKEW_MS // 1000,
+                          ", ".join(refused[:8]))
+            else:
+                log.warning("peers' records are taken again: this node's clock agrees with "
+                            "theirs")
         rebalanced, converged = self.health.update(
             fingerprint=ring.fingerprint(), up_peers=up, now=now, joined=joined,
-            pending_in=pending_in)
+            pending_in=pending_in, clock_refused=refused, peers=len(membership.peers))
         if rebalanced:
             self.ring_rebalances.inc()
         if converged is not None:
