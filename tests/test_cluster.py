@@ -350,6 +350,32 @@ def test_empty_key_from_raw_request_gets_clear_error(cluster3):
 
 
 # ---- async client ---------------------------------------------------------------------------------------
+def test_large_writes_gathered_or_batched_fit_a_nodes_frame_limit(make_cluster):
+    """An outside run gathered 100 puts of 8 MiB on one AsyncClient: every one failed. They
+    went out in one frame of hundreds of MB, past the node's frame limit, and the node's
+    socket dropped the connection. A client frame of several requests now stays under any
+    node's limit; a request larger than that goes alone. (Values of 1 MiB at most here: the
+    frame limit, 4 requests' worth, is ~4.7 MB; the 12 requests of either call are ~9 MB.)"""
+    from conftest import FAST
+
+    cl = make_cluster(extra_args=FAST + ["--max-value-size", str(1 << 20),
+                                         "--replica-timeout", "10"])
+    big = [bytes([97 + i]) * (800_000 + i) for i in range(12)]  # 0.8 MB each
+
+    async def main():
+        async with zkv.AsyncClient(cl.endpoints, timeout=30.0) as c:
+            await asyncio.gather(*(c.put(b"big-a%d" % i, v, w=2)
+                                   for i, v in enumerate(big)))
+            got = await asyncio.gather(*(c.get(b"big-a%d" % i, r=2) for i in range(12)))
+            assert [g.values for g in got] == [[v] for v in big]
+
+    asyncio.run(main())
+    with zkv.Client(cl.endpoints, timeout=30.0) as c:
+        c.put_many([(b"big-s%d" % i, v) for i, v in enumerate(big)], w=2)
+        assert [g.values for g in c.get_many([b"big-s%d" % i for i in range(12)], r=2)] == [
+            [v] for v in big]
+
+
 def test_async_client_many_in_flight(cluster3):
     async def main():
         async with zkv.AsyncClient(cluster3.endpoints, timeout=5.0) as c:

@@ -128,6 +128,11 @@ from zkv.errors import InvalidRequest
 
 WIRE_VERSION = 1
 MAX_BATCH = 4096  # messages in one frame
+# bytes a client puts in one frame of several requests: under any node's frame_limit (327,688
+# at the smallest settings), whose socket drops a connection that sends a larger frame (an
+# AsyncClient gathering 100 puts of 8 MiB sent them in frames of 64 MiB and more: every one
+# failed). A request larger than this goes in a frame of its own.
+CLIENT_FRAME = 256 * 1024
 FRAME_OVERHEAD = 64 * 1024  # bytes allowed beyond key + value + context in a client frame
 DEFAULT_MAX_KEY = 64 * 1024  # 64 KiB
 DEFAULT_MAX_VALUE = 16 * 1024 * 1024  # 16 MiB

@@ -736,7 +736,7 @@ class AsyncClient(Facade):
             s = self._socks.get(ep)  # (made by the try that queued them; gone: closed since)
             if s is None:
                 continue
-            for i in range(0, len(msgs), wire.MAX_BATCH):
+            for frame in wire.frames(msgs, wire.CLIENT_FRAME):
                 # a full queue or a connection gone: those requests time out
-                sockcalls.send(s, wire.encode(msgs[i:i + wire.MAX_BATCH]))
+                sockcalls.send(s, frame)
             self._drain(s)  # the send may have taken the edge of a reply already there

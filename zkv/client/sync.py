@@ -420,8 +420,7 @@ class Client(Facade):
         unreachable: set[int] = set()  # not connected: UNREACHABLE, unless `also` answers
         unsent: list[tuple[str, list, list[bytes]]] = []
         for ep, msgs in out.items():  # every node connected goes first: their answers come
-            frames = [wire.encode(msgs[j:j + wire.MAX_BATCH])  # back during the waits below
-                      for j in range(0, len(msgs), wire.MAX_BATCH)]
+            frames = wire.frames(msgs, wire.CLIENT_FRAME)  # back during the waits below
             if sockcalls.send(socks[ep], frames[0]):  # not connected yet
                 unsent.append((ep, msgs, frames))
                 continue
