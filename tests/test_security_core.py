@@ -579,6 +579,51 @@ def test_answered_requests_free_their_slot_while_a_replica_stays_silent(node):
     assert not node.core.live_ops
 
 
+def test_write_bytes_in_flight_capped_per_connection_and_per_node(node, monkeypatch):
+    """256 puts of 16 MiB on one connection made a node hold 4 GiB (README's known limits).
+    The request bytes a connection's writes in flight hold are capped (a write beyond: "busy,
+    retry", nothing stored), and so are all clients' together; one write is always taken on
+    a connection with none in flight, and the bytes are freed as the writes are answered."""
+    mib = 1 << 20
+    for role in (CLIENT, ADMIN):  # (a plain-text node's clients are admins)
+        monkeypatch.setitem(core_mod.MAX_INFLIGHT_BYTES, role, 4 * mib)
+    monkeypatch.setattr(core_mod, "MAX_INFLIGHT_BYTES_CLIENTS", 10 * mib)
+    value = b"v" * mib
+
+    sent: list = []  # the replica writes sent to node2
+
+    def ask(ident: bytes, msgs: list) -> list:
+        node.core.handle((REQUEST, ident), msgs, node.t)
+        out = node.out()
+        sent.extend(m for m in out.peers.get("node2", []) if type(m) is wire.RPut)
+        return out.clients.get(ident, [])
+
+    def puts(ident: bytes, count: int, tag: bytes) -> list:
+        return ask(ident, [wire.Put(i, tag + b"%d" % i, value, w=2) for i in range(count)])
+
+    busy = [r for r in puts(OUTSIDER, 6, b"a") if type(r) is wire.Error]
+    assert len(busy) == 2 and all("4 MiB of writes in flight on this connection" in r.message
+                                  for r in busy), busy
+    assert node.core.inflight_bytes[OUTSIDER] == 4 * mib and node.core.client_bytes == 4 * mib
+    assert node.core.store.get(b"a4") is None and node.core.store.get(b"a3") is not None
+    other = b"\x00other"
+    assert not puts(other, 4, b"b")  # (4 MiB more: 8 in all)
+    third = b"\x00third"
+    replies = puts(third, 4, b"c")  # the first always goes; the 11th MiB is refused
+    assert len(replies) == 2 and all("of client writes in flight on this node" in r.message
+                                     for r in replies), replies
+    big = wire.Put(9, b"big", b"x" * (5 * mib), w=2)  # above the cap, alone: taken
+    assert not ask(b"\x00fourth", [big])
+    # node2 acknowledges every replica write: answered at W=2, the bytes are freed
+    node.core.handle((REPLY, "node2"), [wire.RPutOk(m.rid) for m in sent], node.t)
+    assert len(node.out().clients) == 4
+    assert node.core.inflight_bytes == {} and node.core.client_bytes == 0
+    assert len(node.core.live_ops) == 11  # (still waiting for node3, until their deadline)
+    assert not puts(OUTSIDER, 4, b"d")  # taken again
+    node.run_for(10)  # every op ends (node3 never answered)
+    assert node.core.inflight_bytes == {} and node.core.client_bytes == 0
+
+
 def test_ghost_hints_refused_and_swept(node):
     (reply,) = node.ask(ROGUE, [wire.RPut(1, b"k", _version(b"v"), "ghost-1")])
     assert type(reply) is wire.RPutOk and not reply.ok

@@ -712,6 +712,17 @@ def frames(msgs: list, limit: int) -> list[bytes]:
     return out
 
 
+def request_size(msg) -> int:
+    """The bytes a client request holds while in flight: a write's value and context (a
+    Forward's inner request's); 0 for a read."""
+    if type(msg) is Forward:
+        msg = msg.inner
+    t = type(msg)
+    if t is Put:
+        return len(msg.value) + len(msg.context)
+    return len(msg.context) if t is Delete else 0
+
+
 def frame_limit(max_key: int, max_value: int) -> int:
     """Largest frame accepted from a client or peer.
 

@@ -41,6 +41,7 @@ from zkv.wire import (
     RGetOk,
     RPut,
     RPutOk,
+    request_size,
 )
 
 # Stand-ins asked at once per silent replica. The next node of the walk may be silent too
@@ -294,6 +295,8 @@ class WriteOp(_FanOut):
         self.soft: dict[str, float] = {}
         self.late: set[str] = set()
         self.kind = "put" if value is not None else "delete"
+        if origin is not None:  # (counted against its client's in-flight bytes)
+            self.size = len(value or b"") + len(context or b"")
         self.required = w
         self.quorum = PutQuorum(w, self.kind, pw)
         self.owners = owners  # the key's owners, when pw asks for them (else empty)
@@ -531,6 +534,7 @@ class ForwardOp(Op):
                  per_try: float, stamp: int = 0, gen: int = -1) -> None:
         super().__init__(ctx, origin, key, deadline)
         self.inner = inner
+        self.size = request_size(inner)  # (counted against its client's in-flight bytes)
         self.candidates = list(candidates)
         self.per_try = per_try
         self.stamp = stamp  # an lww Put's stamp, given here on receipt (Forward.stamp)

@@ -177,6 +177,13 @@ ROLE_MESSAGES = {
 TURN_BYTES_SLACK = 256 * 1024
 TURN_BYTES_TOTAL_FACTOR = 4  # all identities together: this many per-identity budgets
 MAX_INFLIGHT = {CLIENT: 256, ADMIN: 256, PEER: 4096}  # client ops in flight per identity
+# request bytes (a write's value and context) its ops in flight hold, per identity, and over
+# all client and admin identities together (peers' forwards have their own, per peer); one
+# request is always taken when its connection has none in flight. 256 puts of 16 MiB on one
+# connection made a node hold 4 GiB (README "Known limits" said so; Cassandra's
+# native_transport_max_concurrent_requests_in_bytes[_per_ip] is the model)
+MAX_INFLIGHT_BYTES = {CLIENT: 64 << 20, ADMIN: 64 << 20, PEER: 256 << 20}
+MAX_INFLIGHT_BYTES_CLIENTS = 512 << 20
 # requests that cost milliseconds each and are answered at once (no op in flight counts
 # them): at most HEAVY_PER_TURN per identity and HEAVY_PER_TURN_TOTAL in all per loop turn,
 # the rest answered "busy, retry" unread (a security review: one 20 KB frame of 4,096 Status
@@ -472,6 +479,9 @@ class NodeCore:
         self.turn_total = 0
         self.turn_heavy: dict[bytes, int] = {}  # HEAVY requests per identity this turn
         self.inflight: dict[bytes, int] = {}  # client ops in flight per identity
+        # the request bytes they hold (Op.size), per identity and over client identities
+        self.inflight_bytes: dict[bytes, int] = {}
+        self.client_bytes = 0
         self.max_identities = min(MAX_IDENTITIES, cfg.max_connections)
         self.next_hint_sweep = now + HINT_SWEEP_INTERVAL
         # why this node takes no writes now (None: it does): an engine refuses them (its disk
@@ -1046,6 +1056,7 @@ class NodeCore:
         self.out.clients.pop(ident, None)
         self.malformed_logged.discard(ident)
         self.inflight.pop(ident, None)
+        self.inflight_bytes.pop(ident, None)  # (client_bytes keeps them until the ops end)
         if self.ns_waits:
             self.ns_waits = [w for w in self.ns_waits if w[0] != ident]
 
@@ -1473,6 +1484,8 @@ class NodeCore:
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
                                          f"flight on this connection"))
                 return
+            if n and (t is Put or t is Forward) and self._bytes_refused(ident, msg, role):
+                return
         if t in HEAVY:
             heavy = self.turn_heavy
             k = heavy.get(ident, 0)
@@ -1498,6 +1511,21 @@ class NodeCore:
             self.metrics.internal_errors.inc()
             log.exception("error handling %s from %r", type(msg).__name__, ident[:80])
             self._reply(ident, Error(msg.rid, E_INTERNAL, "internal error"))
+
+    def _bytes_refused(self, ident: bytes, msg, role: str) -> bool:
+        """A write that would take its connection's (or all clients') request bytes in
+        flight past MAX_INFLIGHT_BYTES is answered "busy, retry" (True)."""
+        size = wire.request_size(msg)
+        held = self.inflight_bytes.get(ident, 0)
+        if held + size > MAX_INFLIGHT_BYTES[role]:
+            why = f"{held >> 20} MiB of writes in flight on this connection"
+        elif role != PEER and self.client_bytes + size > MAX_INFLIGHT_BYTES_CLIENTS:
+            why = f"{self.client_bytes >> 20} MiB of client writes in flight on this node"
+        else:
+            return False
+        self.metrics.busy.inc()
+        self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {why}"))
+        return True
 
     def _reply(self, ident: bytes, msg) -> None:
         sizer = _REPLY_SIZE.get(type(msg))
@@ -2476,6 +2504,10 @@ class NodeCore:
             ident = op.origin[0]
             self.inflight[ident] = self.inflight.get(ident, 0) + 1
             op.holds_slot = True
+            if op.size:
+                self.inflight_bytes[ident] = self.inflight_bytes.get(ident, 0) + op.size
+                if _peer_of(ident) is None:
+                    self.client_bytes += op.size
         op.serial = serial = next(self.op_serials)
         self.live_ops[serial] = op
         heappush(self.timers, (op.deadline, next(self.timer_seq), serial))
@@ -2535,6 +2567,14 @@ class NodeCore:
                 self.inflight[ident] = n
             else:
                 self.inflight.pop(ident, None)
+            if op.size:
+                left = self.inflight_bytes.get(ident, 0) - op.size
+                if left > 0:
+                    self.inflight_bytes[ident] = left
+                else:
+                    self.inflight_bytes.pop(ident, None)
+                if _peer_of(ident) is None:
+                    self.client_bytes -= op.size
 
     def wake(self, op: Op, at: float) -> None:
         heappush(self.timers, (at, next(self.timer_seq), op.serial))

@@ -55,6 +55,7 @@ class Op:
     started = 0.0
     serial = 0  # set by the core when the op starts (its key in live_ops and timers)
     holds_slot = False  # counted in its client connection's in-flight ops (until answered)
+    size = 0  # request bytes it holds (a write's value and context), counted with its slot
     on_finish: Callable[[Op], None] | None = None  # set by the starter, if it wants to know
 
     def __init__(self, ctx: Context, origin, key: bytes, deadline: float) -> None:
