@@ -718,9 +718,9 @@ def request_size(msg) -> int:
     if type(msg) is Forward:
         msg = msg.inner
     t = type(msg)
-    if t is Put:
-        return len(msg.value) + len(msg.context)
-    return len(msg.context) if t is Delete else 0
+    if t is Put:  # (`or`: a request made in process, not decoded, may hold None)
+        return len(msg.value or b"") + len(msg.context or b"")
+    return len(msg.context or b"") if t is Delete else 0
 
 
 def frame_limit(max_key: int, max_value: int) -> int:
