@@ -317,6 +317,42 @@ def test_a_gossip_port_given_for_a_listen_endpoint_is_named_as_such():
         ctx.destroy(0)
 
 
+def test_a_node_that_served_and_stopped_is_not_named_a_wrong_port():
+    """After a node's SIGTERM its clients read "it accepted the TCP connection and closed it
+    before a ZeroMQ handshake: not a zkv --listen endpoint" for seconds (an outside run):
+    the flag of a connection once made stuck. A connection whose handshake had succeeded and
+    that closed says the node stopped or is restarting."""
+    from zkv.security import HandshakeWatch
+
+    ctx = zmq.Context()
+    try:
+        router = ctx.socket(zmq.ROUTER)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        d = ctx.socket(zmq.DEALER)
+        watch = HandshakeWatch(d, f"tcp://127.0.0.1:{port}")
+        d.connect(f"tcp://127.0.0.1:{port}")
+
+        def until(done, what: str) -> None:
+            deadline = time.monotonic() + 5
+            while True:
+                watch.failure()
+                if done():
+                    return
+                assert time.monotonic() < deadline, what
+                time.sleep(0.05)
+
+        until(lambda: watch.ok, "no handshake")
+        router.close(0)  # the node stops
+        until(lambda: not watch.connected, "no disconnection seen")
+        assert watch.unconnected_why() == ("no TCP connection since it closed the last one: "
+                                           "stopped or restarting, or not listening there any "
+                                           "more")
+        watch.close()
+        d.close(0)
+    finally:
+        ctx.destroy(0)
+
+
 def test_an_endpoint_naming_its_host_says_the_name_may_not_resolve():
     """libzmq reports a host name that does not resolve as it does a refused connection, so
     for an endpoint with a name (not an address) the reason says so too. (No connection is

@@ -446,6 +446,10 @@ class HandshakeWatch:
         self.ok = False
         self.connected = False  # the TCP connection is up (its handshake may not be done)
         self.was_connected = False  # ... was, at some point (and its handshake never done)
+        # a connection whose handshake had succeeded closed: the node served here, so a
+        # refusal since is a node stopped or restarting, not a port that is no zkv node's (an
+        # outside run read "not a zkv --listen endpoint" for seconds after a node's SIGTERM)
+        self.served = False
         self.keyed = sock.getsockopt(zmq.MECHANISM) == zmq.CURVE  # (keys set before this)
 
     def failure(self) -> str | None:
@@ -463,6 +467,8 @@ class HandshakeWatch:
             elif ev["event"] == zmq.EVENT_CONNECTED:
                 self.connected = self.was_connected = True
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                if self.ok:
+                    self.served, self.was_connected = True, False
                 self.connected = self.ok = False
             elif ev["event"] in _FAILED:
                 detail = _FAILED[ev["event"]]
@@ -489,6 +495,9 @@ class HandshakeWatch:
             # DEALER's connection at the handshake; it read "no TCP connection")
             return ("it accepted the TCP connection and closed it before a ZeroMQ handshake: "
                     "not a zkv --listen endpoint (a --gossip port?)")
+        if self.served:
+            return ("no TCP connection since it closed the last one: stopped or restarting, "
+                    "or not listening there any more")
         if _named_host(self.endpoint):  # (a name that does not resolve looks the same)
             return ("no TCP connection: down, not listening there, or its host name does not "
                     "resolve")
