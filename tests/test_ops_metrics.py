@@ -352,7 +352,7 @@ def _peer(x: str, incarnation: int = 1, heartbeat: int = 1):
     """Member x's record (endpoints by its name), as its own gossip would carry it."""
     from zkv.wire import Member
 
-    port = 7100 + "abce".index(x)
+    port = 7100 + "abcef".index(x)
     return Member(x, f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 100}", "r",
                   incarnation, heartbeat)
 
@@ -498,6 +498,26 @@ def test_a_peer_found_down_up_again_or_restarted_is_logged_once_per_change(core,
     assert round_at(t, restarted=2) == ["peer a is up; it restarted (incarnation 1 -> 2)"]
     t += 0.2
     assert round_at(t, restarted=2) == []
+
+
+def test_peers_heard_first_after_this_nodes_restart_are_not_said_to_have_restarted(core,
+                                                                                   caplog):
+    """A restarted node knows its peers from its cluster.json, without their incarnations
+    (0): the first record it hears of each is no restart of theirs. An outside run read
+    "peer n1 is up; it restarted (incarnation 0 -> ...)" for every peer of a restarted node."""
+    ms = core.membership
+    caplog.set_level("INFO", logger="zkv.node")
+    ms.merge([_peer("f", 0, 0)])  # (as loaded from this node's own disk)
+    core.export.export(1.0, {nid: ms.state(nid)[0] for nid in ms.peers})
+    ms.merge([_peer("f", 1_700_000_000_000, 1)], via="f")  # its own record, first heard
+    core.export.export(1.2, {nid: ms.state(nid)[0] for nid in ms.peers})
+    ms.merge([_peer("f", 1_700_000_000_000, 2)], via="f")
+    core.export.export(1.4, {nid: ms.state(nid)[0] for nid in ms.peers})
+    assert not [r.getMessage() for r in caplog.records if "restarted" in r.getMessage()]
+    ms.merge([_peer("f", 1_700_000_000_999, 1)], via="f")  # a new life of it: said
+    core.export.export(1.6, {nid: ms.state(nid)[0] for nid in ms.peers})
+    assert [r.getMessage() for r in caplog.records if "restarted" in r.getMessage()] == [
+        "peer f is up; it restarted (incarnation 1700000000000 -> 1700000000999)"]
 
 
 def test_a_process_that_stood_still_mid_turn_is_not_also_a_slow_turn(core, caplog):

@@ -281,6 +281,11 @@ class PeerLog:
                 seen[nid] = _Seen(state, m.incarnation, now)
                 continue
             if m.incarnation != r.incarnation:  # (gossip only takes a later one)
+                if not r.incarnation:  # 0: none known yet (this node's own start, from its
+                    # cluster.json): its first record heard is no restart of the peer's (an
+                    # outside run read "it restarted" for every peer of a restarted node)
+                    r.incarnation = r.from_incarnation = m.incarnation
+                    continue
                 r.incarnation = m.incarnation
                 r.restarts += 1
             if state != r.state:
