@@ -579,6 +579,17 @@ def test_answered_requests_free_their_slot_while_a_replica_stays_silent(node):
     assert not node.core.live_ops
 
 
+def test_a_member_without_seeds_that_hears_no_member_says_what_to_do(node, caplog):
+    """A whole cluster restarted at new addresses without --seed: each node knew only the
+    old addresses, heard nobody, and said nothing of it (an outside run). A member with no
+    seed that hears no other member now says so once, naming --seed, until it hears one."""
+    assert not node.core.seeds
+    with caplog.at_level("WARNING", logger="zkv.node"):
+        node.run_for(30)  # node2 and node3 never heard again
+    said = [r.getMessage() for r in caplog.records if "no member heard" in r.getMessage()]
+    assert len(said) == 1 and "start this node again with --seed" in said[0], said
+
+
 def test_write_bytes_in_flight_capped_per_connection_and_per_node(node, monkeypatch):
     """256 puts of 16 MiB on one connection made a node hold 4 GiB (README's known limits).
     The request bytes a connection's writes in flight hold are capped (a write beyond: "busy,

@@ -871,7 +871,7 @@ class NodeCore:
             return
         if now >= self.next_gossip:
             self._gossip(now)
-            if self.seeds and now >= self.next_join:
+            if now >= self.next_join:
                 self._seed_tick(now)
             self._check_space()
         if self.ns_waits:
@@ -1167,9 +1167,16 @@ class NodeCore:
             self.left_at is None and not any(ms.is_up(p) for p in ms.peers))
         if self.asking_seeds:
             self._ask_seeds()
-            if not was:  # (once per while alone: a long partition would say it every second)
+            if was:  # (once per while alone: a long partition would say it every second)
+                return
+            if self.seeds:
                 log.info("no member heard: asking seeds where the members are: %s",
                          ", ".join(self.seeds))
+            elif ms.peers:  # (no seed to ask: a whole cluster at new addresses stayed apart,
+                # each node ready and alone, and nothing said what to do: an outside run)
+                log.warning("no member heard: they are down, cut off, or at new addresses "
+                            "(then start this node again with --seed naming one member's new "
+                            "address)")
 
     def _tell(self, msg: Gossip) -> None:
         """A member whose member table (a gossip round carries the whole table every few
