@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import threading
 
@@ -35,10 +36,25 @@ class FakeClient:
         return [(k, list(vs), self.ends.get(k, 0)) for k, vs in self.data.items()
                 if k.startswith(prefix)]
 
-    def put_many(self, items, w=None, namespace="default", return_exceptions=False, ttl=None):
-        self.written += items
-        self.ttls.update({k: ttl for k, _ in items})
+    limit = 1 << 20  # the value limit the client checks (InvalidRequest for the whole call)
+
+    def put_many(self, items, w=None, namespace="default", return_exceptions=False, ttl=None,
+                 write_ids=None):
+        ttls = ttl if isinstance(ttl, list) else [ttl] * len(items)
+        wids = write_ids or [None] * len(items)
+        for i, (_, v) in enumerate(items):
+            if len(v) > self.limit:
+                raise InvalidRequest(f"item {i}: value of {len(v)} bytes exceeds the limit")
+        for (k, v), t, wid in zip(items, ttls, wids, strict=True):
+            if wid is None or wid not in self.wids:  # (a write id seen: the same write)
+                self.written.append((k, v))
+            self.wids.add(wid)
+            self.ttls[k] = t
         return [b"ctx"] * len(items)
+
+    @property
+    def wids(self) -> set:
+        return self.__dict__.setdefault("_wids", set())
 
 
 siblings = st.lists(st.binary(max_size=40), min_size=1, max_size=3)
@@ -60,7 +76,10 @@ def test_a_dump_reads_back_to_the_keys_and_siblings_it_was_made_of(data):
     assert got == data
     target = FakeClient()
     head, records = dump.read(io.StringIO(out.getvalue()), "f")
-    assert dump.load(target, records, "ns2") == (len(data), [], 0, 0, 0)
+    assert dump.load(target, records, "ns2") == (len(data), [], 0, 0, 0, "")
+    assert sorted(target.written) == sorted((k, v) for k, vs in data.items() for v in vs)
+    head, records = dump.read(io.StringIO(out.getvalue()), "f")  # the same load again:
+    assert dump.load(target, records, "ns2").loaded == len(data)  # nothing written twice
     assert sorted(target.written) == sorted((k, v) for k, vs in data.items() for v in vs)
 
 
@@ -91,11 +110,34 @@ GOOD = {"k": "YQ==", "v": ["eA=="]}  # a -> [x]
 ])
 def test_a_bad_dump_is_refused_naming_the_line_and_what_came_before_is_written(lines, why,
                                                                                written):
+    """A file that is not a dump is refused before anything is written; a damaged line or a
+    file cut short stops the load there, every key before it written, and says why."""
     target = FakeClient()
-    with pytest.raises(InvalidRequest, match=why):
+    try:
         head, records = dump.read(lines, "f")
-        dump.load(target, records, "default")
-    assert target.written == [(b"a", b"x")] * written  # every good key before it, no more
+    except InvalidRequest as exc:
+        assert re.search(why, str(exc)) and not written, exc
+        return
+    got = dump.load(target, records, "default")
+    assert re.search(why, got.stopped) and got.loaded == written, got
+    # every good key before it, no more (GOOD twice: one write id, the same write once)
+    assert target.written == [(b"a", b"x")] * min(written, 1)
+
+
+def test_a_value_the_client_refuses_fails_alone_and_a_stop_keeps_the_failures():
+    """One value over the client's limit made `zkv load` stop at once, the keys after it in
+    its batch and the file never written, naming "item 200" of a batch (an outside run). It
+    fails alone now, named by its line; and a load that stops later (a file cut short) still
+    reports it, where it said "every key before that was written"."""
+    big = {"k": dump._b64(b"big"), "v": [dump._b64(b"x" * (FakeClient.limit + 1))]}
+    lines = _file(GOOD, big, {"k": "Yg==", "v": ["eQ=="]})  # a, big, b; no end line
+    target = FakeClient()
+    _, records = dump.read(lines, "f")
+    got = dump.load(target, records, "default")
+    assert target.written == [(b"a", b"x"), (b"b", b"y")]
+    assert [(no, key) for no, key, _ in got.failed] == [(3, b"big")]
+    assert "exceeds the limit" in str(got.failed[0][2])
+    assert got.loaded == 2 and got.stopped == "f: cut short after 3 keys (no end line)", got
 
 
 T0 = 1_800_000_000_000  # ms
@@ -103,9 +145,9 @@ T0 = 1_800_000_000_000  # ms
 
 @pytest.mark.parametrize("target, ttls, expired, longer", [
     # room for a write's ttl, and a namespace ttl of an hour: each keeps the time it had left
-    ({"ttl": 3600, "write_ttl": True}, {b"soon": 2, b"later": 600, b"never": None}, 1, 0),
+    ({"ttl": 3600, "write_ttl": True}, {b"soon": 1, b"later": 600, b"never": None}, 1, 0),
     # the time left is longer than the target keeps values: the target's ttl, shorter
-    ({"ttl": 60, "write_ttl": True}, {b"soon": 2, b"later": None, b"never": None}, 1, 0),
+    ({"ttl": 60, "write_ttl": True}, {b"soon": 1, b"later": None, b"never": None}, 1, 0),
     # no room for a write's ttl (an older namespace), or no ttl at all: longer, and counted
     ({"ttl": 3600, "write_ttl": False}, {b"soon": None, b"later": None, b"never": None}, 1, 2),
     ({"ttl": 0, "write_ttl": True}, {b"soon": None, b"later": None, b"never": None}, 1, 2),
@@ -123,9 +165,34 @@ def test_a_load_serves_nothing_longer_than_the_dump_says(target, ttls, expired, 
     assert f'"x": {T0 + 1500}' in out.getvalue()
     sink = FakeClient()
     _, records = dump.read(io.StringIO(out.getvalue()), "f")
-    got = dump.load(sink, records, "copy", target=target, now_ms=T0)
-    assert got == (3, [], expired, longer, 0)
+    got = dump.load(sink, records, "copy", target=target, now_ms=lambda: T0)
+    assert got == (3, [], expired, longer, 0, "")
     assert sink.ttls == ttls and b"gone" not in dict(sink.written)
+
+
+def test_the_time_left_of_a_value_is_taken_when_its_batch_is_sent():
+    """A value expiring 15 s after the dump, loaded among 60,000 others, was served 22 s
+    after its source's expiry (an outside run): its ttl was reckoned when its line was read,
+    rounded up, and the value waited in a batch until the load's end. It is reckoned when its
+    batch goes, in whole seconds left (never longer), and one whose time ran out meanwhile is
+    left out."""
+    clock = [T0]
+
+    def now() -> int:
+        clock[0] += 100  # 0.1 s per look at the clock
+        return clock[0]
+
+    source = FakeClient({b"soon": [b"s"], b"later": [b"l"]})
+    source.ends = {b"soon": T0 + 250, b"later": T0 + 10_950}
+    out = io.StringIO()
+    dump.dump(source, out, "sess")
+    sink = FakeClient()
+    _, records = dump.read(io.StringIO(out.getvalue()), "f")
+    got = dump.load(sink, records, "copy", target={"ttl": 3600, "write_ttl": True},
+                    now_ms=now)
+    # read at T0+100 and T0+200 (both alive), sent at T0+300: soon's time has run out,
+    # later has 10.65 s left: 10
+    assert sink.ttls == {b"later": 10} and got.expired == 1 and got.loaded == 1, got
 
 
 @pytest.mark.cluster
@@ -165,12 +232,19 @@ def test_a_namespace_copies_into_another_cluster_siblings_and_binary_included(ma
     assert got.returncode == 0 and "1 key(s) loaded into namespace 'copy'" in got.stdout, got
     with Client(b.endpoints, timeout=5) as cb:
         assert cb.get(b"elsewhere", namespace="copy").values == [b"x"]
+    # the same load again (an interrupted one run again, or a mistake): nothing written twice
+    got = zkv("load", str(out), "--node", b.endpoints[1], "--w", "3")
+    assert got.returncode == 0 and "ok: 702 key(s) loaded into namespace 'default'" in got.stdout
+    with Client(b.endpoints, timeout=5) as cb:
+        assert sorted(cb.get(b"sib", r=3).values) == [b"one", b"two"]
+        assert cb.get(b"k:7", r=3).values == [b"v7"]
     # a damaged file: one line naming where, and what came before it written
     lines = out.read_text().splitlines()
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(lines[:11] + ["{garbage"] + lines[12:]) + "\n")
-    assert "bad.jsonl:12: not a dump record" in one_line_error(
-        zkv("load", str(bad), "--node", b.endpoints[0]))
+    got = zkv("load", str(bad), "--node", b.endpoints[0])
+    assert "bad.jsonl:12: not a dump record" in one_line_error(got)
+    assert got.stdout.startswith("partly: 10 key(s) loaded") and "not read" in got.stdout, got
     assert "No such file" in one_line_error(zkv("load", str(tmp_path / "none.jsonl"),
                                                 "--node", b.endpoints[0]))
     line = one_line_error(zkv("dump", "--out", str(tmp_path / "no" / "x.jsonl"), "--node",

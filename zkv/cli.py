@@ -1203,6 +1203,9 @@ def dump_command(args) -> int:
 
 
 def load_command(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from zkv import dump
     from zkv.client import Client
 
@@ -1210,48 +1213,69 @@ def load_command(args) -> int:
         fh = sys.stdin if args.source == "-" else open(args.source)  # noqa: SIM115
     except OSError as exc:
         raise InvalidRequest(f"{args.source}: {exc.strerror or exc}") from None
+    # progress on stderr at a terminal only (a load of 500,000 keys takes minutes)
+    shown = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                     console=Console(stderr=True), transient=True,
+                     disable=not sys.stderr.isatty())
     try:
         head, records = dump.read(fh, args.source)
         namespace = args.namespace or head.get("namespace") or "default"
-        with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        with Client([args.node], timeout=args.timeout, keys=args.keys) as c, shown:
             target = next((ns for ns in c.namespaces() if ns["name"] == namespace), None)
             if target is None:
                 raise InvalidRequest(f"namespace {namespace!r} does not exist in this cluster "
                                      f"(zkv namespace create {namespace} ... first)")
-            loaded, failed, expired, longer, collapsed = dump.load(c, records, namespace,
-                                                                   args.w, target)
+            task = shown.add_task(f"loading into {namespace!r}")
+
+            def progress(keys: int, line: int) -> None:
+                shown.update(task, description=f"loading into {namespace!r}: {keys} key(s) "
+                                               f"sent, line {line}")
+
+            res = dump.load(c, records, namespace, args.w, target, progress=progress)
     except UnicodeDecodeError:
         raise InvalidRequest(f"{args.source}: not a zkv dump (not text)") from None
     finally:
         if fh is not sys.stdin:
             fh.close()
     by_key: dict[tuple[int, bytes], list] = {}  # (one key's siblings fail one by one)
-    for no, key, err in failed:
+    for no, key, err in res.failed:
         by_key.setdefault((no, key), []).append(err)
     for (no, key), errs in list(by_key.items())[:20]:
         many = f"{len(errs)} of its values refused, the first: " if len(errs) > 1 else ""
         fix = ("; the target keeps fewer siblings than the dump holds: raise its limit (zkv "
                "config --set max_siblings=N --all) before loading" if "zkv-node "
                "--max-siblings" in str(errs[0]) else "")
-        print(f"zkv: {args.source}:{no} ({key.decode(errors='backslashreplace')[:60]}): "
+        print(f"zkv: {args.source}:{no} ({_show_key(key)}): "
               f"{many}{type(errs[0]).__name__}: {errs[0]}{fix}", file=sys.stderr)
     if len(by_key) > 20:
         print(f"zkv: ... and {len(by_key) - 20} key(s) more", file=sys.stderr)
-    print(f"{'partly' if failed else 'ok'}: {loaded} key(s) loaded into namespace "
-          f"{namespace!r}"
-          + (f", {len(failed)} write(s) of {len(by_key)} key(s) failed" if failed else "")
-          + (f", {expired} left out (expired since the dump)" if expired else ""))
-    if longer:
+    if res.stopped:
+        print(f"zkv: stopped: {res.stopped}", file=sys.stderr)
+    print(f"{'partly' if res.failed or res.stopped else 'ok'}: {res.loaded} key(s) loaded into "
+          f"namespace {namespace!r}"
+          + (f", {len(res.failed)} write(s) of {len(by_key)} key(s) failed" if res.failed
+             else "")
+          + (f", {res.expired} left out (expired since the dump)" if res.expired else "")
+          + ("; the rest of the file was not read (run the same load again once it is "
+             "fixed: what is loaded already is not written twice)" if res.stopped else ""))
+    if res.longer:
         why = ("has no ttl: they never expire there" if not target.get("ttl") else
                f"keeps no ttl of a write's own (created by an older version): they live its "
                f"ttl ({_show_duration(target['ttl'])}) from now")
-        print(f"zkv: {longer} key(s) will be served longer than the dump says: namespace "
+        print(f"zkv: {res.longer} key(s) will be served longer than the dump says: namespace "
               f"{namespace!r} {why}", file=sys.stderr)
-    if collapsed:
-        print(f"zkv: {collapsed} key(s) had siblings in the dump; namespace {namespace!r} is "
-              f"lww and keeps one value per key: one of each key's siblings was kept",
+    if res.collapsed:
+        print(f"zkv: {res.collapsed} key(s) had siblings in the dump; namespace {namespace!r} "
+              f"is lww and keeps one value per key: one of each key's siblings was kept",
               file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if res.failed or res.stopped else 0
+
+
+def _show_key(key: bytes) -> str:
+    """A key in a message: its text, any byte that is not printable as \\xNN, cut at 60."""
+    text = key.decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256
+                   else ch.encode("unicode_escape").decode() for ch in text)[:60]
 
 
 def snapshot_command(args) -> int:

@@ -36,29 +36,32 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
-import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, NamedTuple
 
 from zkv.errors import InvalidRequest
 from zkv.hlc import wall_ms
+from zkv.wire import WID_SIZE
 
 FORMAT = 1
 BATCH = 500  # values per put_many of a load
 
 
 class Loaded(NamedTuple):
-    """What a load did: keys written, [(line, key, exception)] of the writes that failed,
-    keys left out because their time had passed, and keys written without the time left of
-    them (the target's ttl applies from the load, or none: module docstring), and keys whose
-    siblings an lww target kept one of."""
+    """What a load did: keys written (every value of theirs), [(line, key, exception)] of the
+    writes that failed, keys left out because their time had passed, keys written without
+    the time left of them (the target's ttl applies from the load, or none: module
+    docstring), keys whose siblings an lww target kept one of, and why the load stopped
+    before the file's end ("": it did not)."""
 
     loaded: int
     failed: list
     expired: int = 0
     longer: int = 0
     collapsed: int = 0
+    stopped: str = ""
 
 
 def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
@@ -123,61 +126,103 @@ def _records(it: Iterator[tuple[int, str]], name: str
             raise InvalidRequest(f"{name}:{no}: not a dump record ({exc})") from None
         count += 1
         yield no, key, values, ends
-    raise InvalidRequest(f"{name}: cut short after {count} keys (no end line); every key "
-                         f"before that was written")
+    raise InvalidRequest(f"{name}: cut short after {count} keys (no end line)")
 
 
 def load(client, records: Iterable[tuple[int, bytes, list[bytes], int]], namespace: str,
-         w: int | None = None, target: dict | None = None, now_ms: int | None = None
-         ) -> Loaded:
+         w: int | None = None, target: dict | None = None, now_ms: Callable[[], int] = wall_ms,
+         progress: Callable[[int, int], None] | None = None) -> Loaded:
     """Blind-write every value of a dump's `records` (`read`) into `namespace`, whose settings
     `target` gives (Client.namespaces(); None: as if its values had no room for a write's
-    ttl); a value that expires is written with the time left of it at `now_ms` (None: the
-    wall clock) as its own ttl, or left out if none is (module docstring). A malformed line
-    stops the load there (InvalidRequest), every key before it written."""
-    now = wall_ms() if now_ms is None else now_ms
+    ttl). A value that expires is written with the whole seconds left of it when its batch is
+    sent (`now_ms`, the wall clock) as its own ttl, or left out if none is (module docstring).
+    Each value's write id comes from the key, the value and its place among the key's
+    siblings (`_wid`): a load run again (after an interrupted one, or twice) writes nothing
+    twice. A value the client refuses fails alone, as one a node refuses. A malformed line or
+    a file cut short stops the load there: every batch before it is sent, and the result
+    says why it stopped (`Loaded.stopped`). `progress(keys, line)` is called after each
+    batch."""
     ns_ttl = target.get("ttl", 0) if target else 0
     room = bool(target and target.get("write_ttl"))
     lww = bool(target and target.get("conflicts") == "lww")
-    loaded = expired = longer = collapsed = 0
+    keys = expired = longer = collapsed = 0
     failed: list = []
-    batches: dict[int | None, list[tuple[int, bytes, bytes]]] = {}  # own ttl -> the values
+    failed_keys: set[int] = set()  # (the lines of keys one of whose values failed)
+    gone: set[int] = set()  # (... whose every value expired before its batch went)
+    batch: list[tuple[int, bytes, bytes, bytes, int]] = []  # (line, key, value, wid, ends)
+    last_line = 0
 
-    def flush(ttl: int | None) -> None:
-        items = batches.pop(ttl)
-        got = client.put_many([(k, v) for _, k, v in items], w=w, namespace=namespace,
-                              return_exceptions=True, ttl=ttl)
-        for (no, key, _), res in zip(items, got, strict=True):
-            if isinstance(res, Exception):
-                failed.append((no, key, res))
-
-    try:
-        for no, key, values, ends in records:
+    def flush() -> None:
+        nonlocal expired
+        now = now_ms()
+        items, ttls, wids, sent = [], [], [], []
+        for rec in batch:
+            no, key, value, wid, ends = rec
             ttl = None
             if ends:
-                left = ends - now
+                left = (ends - now) // 1000  # (whole seconds: never served longer)
+                if left <= 0:
+                    gone.add(no)
+                    continue
+                ttl = left  # (at most the target's ttl: `ends` is 0 otherwise)
+            items.append((key, value))
+            ttls.append(ttl)
+            wids.append(wid)
+            sent.append(rec)
+        batch.clear()
+        try:
+            got = client.put_many(items, w=w, namespace=namespace, return_exceptions=True,
+                                  ttl=ttls, write_ids=wids)
+        except InvalidRequest:  # an item the client refuses: each alone, the others written
+            got = []
+            for item, ttl, wid in zip(items, ttls, wids, strict=True):
+                try:
+                    got += client.put_many([item], w=w, namespace=namespace,
+                                           return_exceptions=True, ttl=[ttl], write_ids=[wid])
+                except InvalidRequest as exc:
+                    got.append(exc)
+        for (no, key, *_), res in zip(sent, got, strict=True):
+            if isinstance(res, Exception):
+                failed.append((no, key, res))
+                failed_keys.add(no)
+        if progress is not None:
+            progress(keys, last_line)
+
+    stopped = ""
+    try:
+        for no, key, values, ends in records:
+            last_line = no
+            if ends:
+                left = ends - now_ms()
                 if left <= 0:
                     expired += 1
                     continue
-                ttl = math.ceil(left / 1000)
-                if not room or ttl > ns_ttl:  # the target's ttl applies from now
-                    ttl = None
+                if not room or ns_ttl * 1000 < left:  # the target's ttl applies from now
                     if not ns_ttl or ns_ttl * 1000 > left:
-                        longer += 1
-            batch = batches.setdefault(ttl, [])
-            batch += [(no, key, v) for v in values]  # (one key's siblings: concurrent writes)
-            loaded += 1
+                        longer += 1  # (... and is longer, or there is none)
+                    ends = 0
+            batch += [(no, key, v, _wid(key, v, i), ends) for i, v in enumerate(values)]
+            keys += 1
             if lww and len(values) > 1:
                 collapsed += 1
             if len(batch) >= BATCH:
-                flush(ttl)
-    except InvalidRequest:
-        for ttl in list(batches):
-            flush(ttl)
-        raise
-    for ttl in list(batches):
-        flush(ttl)
-    return Loaded(loaded, failed, expired, longer, collapsed)
+                flush()
+    except InvalidRequest as exc:
+        stopped = str(exc)
+    if batch:
+        flush()
+    expired += len(gone - failed_keys)
+    written = keys - len(failed_keys | gone)
+    return Loaded(written, failed, expired, longer, collapsed, stopped)
+
+
+def _wid(key: bytes, value: bytes, sibling: int) -> bytes:
+    """A loaded value's write id: the same for the same key, value and place among the key's
+    siblings, in any load (so a load run again finds its writes already there)."""
+    h = hashlib.blake2b(digest_size=WID_SIZE, person=b"zkv-load")
+    h.update(len(key).to_bytes(4, "big") + key + sibling.to_bytes(4, "big"))
+    h.update(value)
+    return h.digest()
 
 
 def _b64(data: bytes) -> str:

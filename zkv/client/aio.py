@@ -220,27 +220,32 @@ class AsyncClient(Facade):
     async def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                        namespace: str = ...,
                        return_exceptions: Literal[False] = ...,
-                       ttl: int | None = ...,
+                       ttl: int | Sequence[int | None] | None = ...,
                        pw: int | str | None = ...,
+                       write_ids: Sequence[bytes] | None = ...,
                        ) -> list[bytes]: ...
 
     @overload
     async def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                        namespace: str = ...,
                        return_exceptions: bool = ...,
-                       ttl: int | None = ...,
+                       ttl: int | Sequence[int | None] | None = ...,
                        pw: int | str | None = ...,
+                       write_ids: Sequence[bytes] | None = ...,
                        ) -> list[bytes | ZkvError]: ...
 
     async def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                        namespace: str = "default", return_exceptions: bool = False,
-                       ttl: int | None = None, pw: int | str | None = None) -> list[Any]:
+                       ttl: int | Sequence[int | None] | None = None,
+                       pw: int | str | None = None,
+                       write_ids: Sequence[bytes] | None = None) -> list[Any]:
         """put() of every (key, value) or (key, value, context) item, pipelined as get_many
-        (each with `ttl` if given); returns the new contexts in order. Every item is checked
+        (each with `ttl` if given: one for all, or one per item; `write_ids`: one per item,
+        as put's `write_id`); returns the new contexts in order. Every item is checked
         before a byte is sent."""
         return await self._run(self.core.put_many(items, w, namespace=namespace,
                                                   return_exceptions=return_exceptions,
-                                                  ttl=ttl, pw=pw))
+                                                  ttl=ttl, pw=pw, write_ids=write_ids))
 
     @overload
     async def delete_many(self, items: Sequence, w: int | str | None = None, *,

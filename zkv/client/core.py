@@ -335,6 +335,14 @@ def _items(items, what: str) -> list:
     return list(items)
 
 
+def _per_item(given, items: list, what: str) -> list:
+    """A many-operation's per-item argument: one per item, in order."""
+    got = _items(given, what)
+    if len(got) != len(items):
+        raise InvalidRequest(f"{what}: {len(got)} given for {len(items)} item(s)")
+    return got
+
+
 def _check_item(i: int, check: Callable, *args) -> None:
     """A per-item check of a many-operation, its error naming the item."""
     try:
@@ -1197,16 +1205,30 @@ class ClientCore:
 
     def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                  namespace: str = nss.DEFAULT, return_exceptions: bool = False,
-                 ttl: int | None = None, pw: int | str | None = None
-                 ) -> Plan[list[bytes | ZkvError]]:
+                 ttl: int | Sequence[int | None] | None = None, pw: int | str | None = None,
+                 write_ids: Sequence[bytes] | None = None) -> Plan[list[bytes | ZkvError]]:
         """put() of every (key, value) or (key, value, context) item, each with its own write
-        id (see many()), and `ttl` if given; returns the new contexts in order. Every item is
-        checked before anything is sent. Two items with the same key are two concurrent
-        writes (siblings, unless a context covers the other)."""
+        id (see many(); `write_ids`: the caller's, one per item, as put's `write_id`), and
+        `ttl` if given (one for all, or one per item, None for none); returns the new
+        contexts in order. Every item is checked before anything is sent. Two items with the
+        same key are two concurrent writes (siblings, unless a context covers the other)."""
         items = _items(items, "items")
         ns = check_namespace(namespace)
-        if ttl is not None:
-            check_ttl(ttl, ns)
+        ttls: Sequence[int | None]
+        if ttl is None or type(ttl) is int:
+            if ttl is not None:
+                check_ttl(ttl, ns)
+            ttls = [ttl] * len(items)
+        else:
+            ttls = _per_item(ttl, items, "ttl")
+            for i, t in enumerate(ttls):
+                if t is not None:
+                    _check_item(i, check_ttl, t, ns)
+        wids: Sequence[bytes | None] = [None] * len(items)
+        if write_ids is not None:
+            wids = _per_item(write_ids, items, "write_ids")
+            for i, x in enumerate(wids):
+                _check_item(i, public_wid, x)
         w, pw = yield from self._levels(ns, w=w, pw=pw)
         wire.check_quorum("w", w, self._n_of(ns))
         wire.check_quorum("pw", pw, self._n_of(ns))
@@ -1224,8 +1246,9 @@ class ClientCore:
             checked.append((key, value, context))
         if pw is not None:  # (refused before any key is sent)
             yield from self._need_primary()
-        return (yield from self.many((self.put(k, v, c, w, namespace=namespace, ttl=ttl, pw=pw)
-                                      for k, v, c in checked), return_exceptions))
+        plans = (self.put(k, v, c, w, wid=wid, namespace=namespace, ttl=t, pw=pw)
+                 for (k, v, c), wid, t in zip(checked, wids, ttls, strict=True))
+        return (yield from self.many(plans, return_exceptions))
 
     def delete_many(self, items: Sequence, w: int | str | None = None, *,
                     namespace: str = nss.DEFAULT, return_exceptions: bool = False,

@@ -108,23 +108,27 @@ class Client(Facade):
 
     @overload
     def put_many(self, items: Sequence[tuple], w: int | str | None = None, *, namespace: str = ...,
-                 return_exceptions: Literal[False] = ..., ttl: int | None = ...,
-                 pw: int | str | None = ...) -> list[bytes]: ...
+                 return_exceptions: Literal[False] = ...,
+                 ttl: int | Sequence[int | None] | None = ..., pw: int | str | None = ...,
+                 write_ids: Sequence[bytes] | None = ...) -> list[bytes]: ...
 
     @overload
     def put_many(self, items: Sequence[tuple], w: int | str | None = None, *, namespace: str = ...,
-                 return_exceptions: bool = ..., ttl: int | None = ...,
-                 pw: int | str | None = ...) -> list[bytes | ZkvError]: ...
+                 return_exceptions: bool = ...,
+                 ttl: int | Sequence[int | None] | None = ..., pw: int | str | None = ...,
+                 write_ids: Sequence[bytes] | None = ...) -> list[bytes | ZkvError]: ...
 
     def put_many(self, items: Sequence[tuple], w: int | str | None = None, *,
                  namespace: str = "default", return_exceptions: bool = False,
-                 ttl: int | None = None, pw: int | str | None = None) -> list[Any]:
+                 ttl: int | Sequence[int | None] | None = None, pw: int | str | None = None,
+                 write_ids: Sequence[bytes] | None = None) -> list[Any]:
         """put() of every (key, value) or (key, value, context) item, pipelined as get_many
-        (each with `ttl` if given); returns the new contexts in order. Every item is checked
+        (each with `ttl` if given: one for all, or one per item; `write_ids`: one per item,
+        as put's `write_id`); returns the new contexts in order. Every item is checked
         before a byte is sent."""
         return self._run(self.core.put_many(items, w, namespace=namespace,
                                             return_exceptions=return_exceptions, ttl=ttl,
-                                            pw=pw))
+                                            pw=pw, write_ids=write_ids))
 
     @overload
     def delete_many(self, items: Sequence, w: int | str | None = None, *, namespace: str = ...,
