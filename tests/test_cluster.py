@@ -350,6 +350,35 @@ def test_empty_key_from_raw_request_gets_clear_error(cluster3):
 
 
 # ---- async client ---------------------------------------------------------------------------------------
+def test_a_counter_counts_no_increment_whose_update_was_refused(make_cluster):
+    """200 concurrent update(+1)s of one process, max_siblings 5: 144 raised TooManySiblings
+    and the counter read 200 (an outside run): each updater's total had counted the ones
+    reserved before it, refused or not. It now reads exactly the updates that returned."""
+    from conftest import FAST
+
+    from zkv.crdt import PNCounter
+    from zkv.errors import TooManySiblings
+
+    cl = make_cluster(extra_args=FAST + ["--max-siblings", "3"])
+    key = b"hits"
+
+    async def main() -> tuple[int, int]:
+        async with zkv.AsyncClient(cl.endpoints, timeout=20.0) as c:
+            got = await asyncio.gather(*(c.update(key, PNCounter.updater(key, 1), retries=1)
+                                         for _ in range(60)), return_exceptions=True)
+            others = [g for g in got if isinstance(g, Exception)
+                      and not isinstance(g, TooManySiblings)]
+            assert not others, others[:3]
+            refused = sum(isinstance(g, TooManySiblings) for g in got)
+            return len(got) - refused, refused
+
+    ok, refused = asyncio.run(main())
+    assert refused, "no update was refused: the case is not made"
+    with zkv.Client(cl.endpoints, timeout=10.0) as c:
+        c.update(key, PNCounter.updater(key, 0))  # (merges the siblings into one value)
+        assert PNCounter.from_siblings(c.get(key, r=3).values).value == ok
+
+
 def test_large_writes_gathered_or_batched_fit_a_nodes_frame_limit(make_cluster):
     """An outside run gathered 100 puts of 8 MiB on one AsyncClient: every one failed. They
     went out in one frame of hundreds of MB, past the node's frame limit, and the node's

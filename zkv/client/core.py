@@ -1379,28 +1379,44 @@ class ClientCore:
         last: ZkvError | None = None
         wid: bytes | None = None
         sent: bytes | None = None
-        for _ in range(retries + 1):
-            try:
-                cur = yield from self.get(key, r, namespace=namespace, pr=pr)
-                value = fn(list(cur.values))
-                if type(value) is not bytes and inspect.isawaitable(value):
-                    if inspect.iscoroutine(value):
-                        value.close()  # (never awaited: no "was never awaited" warning)
-                    raise InvalidRequest("fn returned an awaitable: update() calls fn between "
-                                         "its read and its write, and fn returns the bytes to "
-                                         "write (for async work: get(), then put() with its "
-                                         "context)")
-                if wid is None or value != sent:
-                    wid = self.new_wid()
-                sent = value
-                return (yield from self.put(key, value, cur.context, w, wid=wid,
-                                            namespace=namespace, ttl=ttl, pw=pw))
-            except (QuorumError, RequestTimeout, TooManySiblings) as exc:
-                # (TooManySiblings: other writers added siblings since the read; read again
-                # and fn merges them too)
-                last = exc
-        assert last is not None
-        raise last
+        # what became of the write, for fn's `settled(stored)` if it has one (a counter's
+        # updater, crdt.py): True stored, None maybe (a put that timed out or missed its
+        # quorum, or was cut short), False surely not
+        stored: bool | None = False
+        writing = False
+        try:
+            for _ in range(retries + 1):
+                try:
+                    cur = yield from self.get(key, r, namespace=namespace, pr=pr)
+                    value = fn(list(cur.values))
+                    if type(value) is not bytes and inspect.isawaitable(value):
+                        if inspect.iscoroutine(value):
+                            value.close()  # (never awaited: no "was never awaited" warning)
+                        raise InvalidRequest("fn returned an awaitable: update() calls fn "
+                                             "between its read and its write, and fn returns "
+                                             "the bytes to write (for async work: get(), then "
+                                             "put() with its context)")
+                    if wid is None or value != sent:
+                        wid = self.new_wid()
+                    sent = value
+                    writing = True
+                    ctx = yield from self.put(key, value, cur.context, w, wid=wid,
+                                              namespace=namespace, ttl=ttl, pw=pw)
+                    writing, stored = False, True
+                    return ctx
+                except (QuorumError, RequestTimeout, TooManySiblings) as exc:
+                    # (TooManySiblings: other writers added siblings since the read; read
+                    # again and fn merges them too)
+                    if writing and type(exc) is not TooManySiblings:
+                        stored = None
+                    writing = False
+                    last = exc
+            assert last is not None
+            raise last
+        finally:
+            settled = getattr(fn, "settled", None)
+            if settled is not None:
+                settled(None if writing else stored)
 
     def namespace_alter(self, name: str, r: int | str | None = None,
                         w: int | str | None = None, ttl: int | None = None,
