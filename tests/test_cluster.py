@@ -575,6 +575,15 @@ def test_local_up_demo_runs(tmp_path):
     for text in ("[1]", "R=3", "pause", "2 sibling(s)", "[book, mug, pen]", "(not found)",
                  "all nodes stopped"):
         assert text in out.stdout, (text, out.stdout)
+    # 4 nodes keep 3 copies: the demo says N=3 (it said N=4, the node count: an outside
+    # run), and it freezes a replica of the key it writes
+    out = subprocess.run(
+        [sys.executable, "-m", "zkv.cli", "local", "up", "--nodes", "4", "--dir",
+         str(tmp_path / "d4"), "--base-port", str(free_base_port()), "--exit-after-demo"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "(R+W=4 > N=3)" in out.stdout and "N=4" not in out.stdout, out.stdout
+    assert "one of its 3 replicas, frozen" in out.stdout, out.stdout
 
 
 def test_joining_cluster_spreads_settings(tmp_path):
