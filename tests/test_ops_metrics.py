@@ -520,6 +520,20 @@ def test_peers_heard_first_after_this_nodes_restart_are_not_said_to_have_restart
         "peer f is up; it restarted (incarnation 1700000000000 -> 1700000000999)"]
 
 
+def test_a_long_start_is_no_stand_still(core, caplog):
+    """The Merkle rebuild of a start over 500,000 keys took 10.8 s, then the node logged
+    "this node stood still for 10.8 s" and counted it (an outside run): the transport tells
+    the core when the start's work ended (`start_ended`)."""
+    caplog.set_level("INFO", logger="zkv.node")
+    core.t = core.quiet_until = 10.0  # the start began (its rebuild: ~11 s)
+    core.start_ended(21.0)
+    core.tick(21.1)
+    assert core.metrics.stood_still._value.get() == 0
+    assert not [r for r in caplog.records if "stood still" in r.getMessage()]
+    core.tick(30.0)  # a real stand-still after it is still one
+    assert core.metrics.stood_still._value.get() == 1
+
+
 def test_a_process_that_stood_still_mid_turn_is_not_also_a_slow_turn(core, caplog):
     """A SIGSTOP (or frozen VM) during a loop turn was logged as a slow turn ("a machine short
     of CPU, a disk blocking writes...") and counted in zkv_slow_turns_total as well as in

@@ -9,8 +9,7 @@ clients with the cluster key, plain text is refused at the handshake, and each r
 carries the ZAP User-Id, mapped to the role the core checks (peer/admin/client); without keys a
 warning at start. Always: frames size-capped (ZMQ_MAXMSGSIZE, gossip far lower), handshakes
 time-capped, queues per connection capped (HWMs), decode errors of any kind WireError; ROUTER
-connections capped (--max-connections; conns.py: a closed one's identity forgotten, big replies
-to an identity that does not read byte-capped).
+connections capped (--max-connections; conns.py: a closed one's identity forgotten).
 
 Each loop turn drains every ready socket without blocking (bounded per socket, so one busy peer
 cannot starve the rest), hands each decoded frame to the core (the ROUTER's peer frames first: a
@@ -115,6 +114,7 @@ class Node:
             except ValueError:  # not the main thread (tests embedding a node)
                 pass
         self.core.start(self.clock())
+        self.core.start_ended(self.clock())  # (its rebuild is no stand-still)
         log.info("node %s serving on %s (gossip %s)", self.cfg.id, self.cfg.listen,
                  self.cfg.gossip)
         security.announce(self.keys, self.cfg.listen)  # (once bound: a refusal is one line)
