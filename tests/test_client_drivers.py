@@ -958,3 +958,40 @@ def test_an_async_client_dropped_without_close_is_freed_with_a_warning(fake_node
     before, after, warned = asyncio.run(main())
     assert after <= before + 2, (before, after)  # (before: +17 per client dropped)
     assert len(warned) >= 10 and "unclosed" in str(warned[0].message)
+
+
+def test_a_shared_clients_timeout_does_not_shrink_with_the_waits_of_its_threads():
+    """32 threads sharing Client(timeout=2.0): after a round its timeout read 0.001 s and
+    almost every call failed (an outside run). A call that waited for another thread's runs
+    with what is left of its timeout; a call starting meanwhile read that shortened value as
+    its own and put it back when done. Every call now starts from the timeout as given."""
+    c = Client(["tcp://127.0.0.1:9"], timeout=2.0)
+
+    def plan(until: threading.Event):  # a call that holds the client until told
+        until.wait(10)
+        return None
+        yield  # (a generator: what _run drives)
+
+    first, second = threading.Event(), threading.Event()
+    try:
+        c._lock.acquire()  # a third thread's call in progress
+        b = threading.Thread(target=c._run, args=(plan(first),))
+        b.start()
+        time.sleep(0.3)
+        c._lock.release()  # b runs, with what is left of its timeout
+        deadline = time.monotonic() + 5
+        while c.core.timeout == 2.0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        d = threading.Thread(target=c._run, args=(plan(second),))  # starts while b runs
+        d.start()
+        time.sleep(0.1)
+        first.set()
+        second.set()
+        b.join(10)
+        d.join(10)
+        assert c.timeout == 2.0 and c.core.timeout == 2.0, (c.timeout, c.core.timeout)
+    finally:
+        first.set()
+        second.set()
+        c.close()

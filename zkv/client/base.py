@@ -37,6 +37,9 @@ class Facade:
                  rng: random.Random | None, keys, owner_reads: bool = True) -> None:
         self.core = ClientCore(nodes, timeout, max_value_size=max_value_size, routing=routing,
                                rng=rng, owner_reads=owner_reads)
+        # the timeout as given: a call that waited for another thread's runs with what is left
+        # of it (core.timeout, for that call only), and every call starts again from this
+        self._timeout = self.core.timeout
         self._keys = security.client_keys(keys)  # DIR/clients/NAME of `zkv keygen`, or None
         self._watch: dict[str, security.HandshakeWatch] = {}
         self._pid = os.getpid()
@@ -50,7 +53,7 @@ class Facade:
 
     @property
     def timeout(self) -> float:
-        return self.core.timeout
+        return self._timeout
 
     @property
     def endpoints(self) -> dict[str, str]:

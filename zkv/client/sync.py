@@ -268,7 +268,8 @@ class Client(Facade):
         if self._forked:
             plan.close()
             raise self._forked_error()
-        timeout = core.timeout
+        timeout = self._timeout  # (not core.timeout: a waiting call's share of it, then; read
+        # here it made the shortened value the next ones' and shrank to 1 ms: an outside run)
         if not self._lock.acquire(False):  # another thread's call: its turn first, within
             started = core.clock()          # this call's timeout, which bounds the whole call
             if not self._lock.acquire(timeout=timeout):
@@ -278,6 +279,8 @@ class Client(Facade):
                     f"took all of it (a Client makes one call at a time: give each thread its "
                     f"own, or share an AsyncClient)")
             core.timeout = max(timeout - (core.clock() - started), MIN_LEFT)
+        else:
+            core.timeout = timeout
         try:
             if self._zctx.closed:
                 raise InvalidRequest("this Client is closed")
