@@ -995,3 +995,32 @@ def test_a_shared_clients_timeout_does_not_shrink_with_the_waits_of_its_threads(
         first.set()
         second.set()
         c.close()
+
+
+def test_an_unclosed_client_in_a_reference_cycle_is_collected_without_hanging():
+    """A service holding its Client and a bound method of itself (a cycle), dropped: the
+    next gc.collect() never returned (an outside run). The collector cleared the context's
+    weak references to its sockets first, and the context's __del__ waited for them. Run in
+    a child process: the hang would be the test's."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, zkv\n"
+        "class Service:\n"
+        "    def __init__(self):\n"
+        "        self.c = zkv.Client(['tcp://127.0.0.1:9'], timeout=0.3)\n"
+        "        self.cb = self.handle\n"
+        "    def handle(self): pass\n"
+        "s = Service()\n"
+        "try:\n"
+        "    s.c.get(b'x')\n"
+        "except zkv.ZkvError:\n"
+        "    pass\n"
+        "del s\n"
+        "gc.collect()\n"
+        "print('collected')\n")
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
+                         text=True, timeout=60, cwd="/")
+    assert out.returncode == 0 and out.stdout == "collected\n", out
+    assert "ResourceWarning: unclosed zkv.Client" in out.stderr, out.stderr

@@ -12,8 +12,11 @@ in that bookkeeping (benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, overload
 
@@ -42,6 +45,20 @@ MIN_LEFT = 0.001
 MAX_POLLERS = 256  # Pollers kept per client, one per set of nodes a Batch waits on
 
 
+def _free_dropped(zctx: zmq.Context, socks: dict, watches: dict, pid: int) -> None:
+    """A Client collected unclosed (weakref.finalize): free its sockets and ZeroMQ threads
+    (not in a forked child: they are the parent's)."""
+    if zctx.closed or os.getpid() != pid:
+        return
+    warnings.warn("unclosed zkv.Client: close it (client.close(), or with)", ResourceWarning,
+                  stacklevel=1)
+    for w in watches.values():
+        w.close()
+    for s in socks.values():
+        s.close(0)
+    zctx.destroy(0)
+
+
 class Client(Facade):
     """Blocking client. Thread-safe: threads sharing one take turns, a call at a time (one
     per thread, or an AsyncClient, keeps more in flight)."""
@@ -58,6 +75,14 @@ class Client(Facade):
         # (8 threads updating through one client: a third timed out, "tried 0 node(s)");
         # reentrant, as update()'s fn may call the client
         self._lock = threading.RLock()
+        # dropped without close(): its sockets closed and its context ended when it is
+        # collected. Not in __del__: a client in a reference cycle went with its context and
+        # sockets, whose weak references the collector clears first, so the context's own
+        # __del__ found no socket to close and waited for them for ever (an outside run: a
+        # gc.collect() that never returned). The finalizer holds them, out of the cycle.
+        self._dropped = weakref.finalize(self, _free_dropped, self._zctx, self._socks,
+                                         self._watch, os.getpid())
+        self._dropped.atexit = False
 
     # ---- public API (DESIGN.md §2.1) -------------------------------------------------------
     def get(self, key: bytes, r: int | str | None = None, *, namespace: str = "default",
@@ -249,6 +274,7 @@ class Client(Facade):
             self._close()
 
     def _close(self) -> None:
+        self._dropped.detach()
         self._close_watches()
         for s in self._socks.values():
             s.close(0)
