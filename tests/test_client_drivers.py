@@ -1024,3 +1024,35 @@ def test_an_unclosed_client_in_a_reference_cycle_is_collected_without_hanging():
                          text=True, timeout=60, cwd="/")
     assert out.returncode == 0 and out.stdout == "collected\n", out
     assert "ResourceWarning: unclosed zkv.Client" in out.stderr, out.stderr
+
+
+def test_an_async_client_answers_on_a_new_loop_after_one_closed_with_calls_pending():
+    """Fire-and-forget calls on a loop then closed (run_until_complete, close): the next
+    call, on a new loop, hung for good (an outside run). Resolving a dead loop's future in
+    the deadline timer raised "Event loop is closed" and left every later deadline unarmed.
+    Here a node that never answers: the new call raises RequestTimeout at its timeout."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    c = AsyncClient([f"tcp://127.0.0.1:{port}"], timeout=0.5)
+    try:
+        async def fire() -> None:
+            for i in range(5):
+                asyncio.get_running_loop().create_task(c.get(b"k%d" % i))
+            await asyncio.sleep(0.05)
+
+        first = asyncio.new_event_loop()
+        first.run_until_complete(fire())
+        first.close()  # (its tasks still pending: their deadlines are the client's)
+
+        async def later() -> None:
+            with pytest.raises(RequestTimeout):
+                await asyncio.wait_for(c.get(b"k"), 10)
+
+        t = time.monotonic()
+        asyncio.run(later())
+        assert time.monotonic() - t < 5
+    finally:
+        asyncio.run(c.close())
+        router.close(0)
+        ctx.destroy(0)

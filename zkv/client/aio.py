@@ -87,6 +87,21 @@ class _Slot:
 
 
 _PENDING = object()
+
+
+def _settle(fut: asyncio.Future | _Slot, result) -> None:
+    """Resolve `fut` (a future, or a Batch's slot) with `result` unless it is done. One of an
+    event loop since closed is dropped: nobody can wait for it any more, and its set_result
+    raised "Event loop is closed" in the deadline timer or the reply reader, which left the
+    deadlines after it unarmed: a call on the next loop hung for good (an outside run)."""
+    if fut.done():
+        return
+    try:
+        fut.set_result(result)
+    except RuntimeError:
+        loop = fut.batch.fut.get_loop() if isinstance(fut, _Slot) else fut.get_loop()
+        if not loop.is_closed():
+            raise
 # requests one connection carries at once: a node refuses a connection's 257th request in
 # flight as "busy, retry" (node.core.MAX_INFLIGHT), which failed 2,018 of 3,000 puts gathered
 # at once on one AsyncClient; past it a try waits for a slot (within its own time budget),
@@ -108,7 +123,7 @@ class _Window:
         waiters = self.waiters
         while waiters:
             w = waiters.popleft()
-            if not w.done():
+            if not w.done() and not w.get_loop().is_closed():
                 w.set_result(True)  # (the slot passes to it: n stays)
                 return
         self.n -= 1
@@ -487,8 +502,8 @@ class AsyncClient(Facade):
                     self._refused(s, reply)
                     continue
                 fut = waiting.pop(reply.rid, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(reply)
+                if fut is not None:
+                    _settle(fut, reply)
 
     def _refused(self, s: zmq.Socket, reply) -> None:
         """The node could not decode a frame of this connection (wire version, size): the
@@ -497,8 +512,8 @@ class AsyncClient(Facade):
         ep = next((e for e, x in self._socks.items() if x is s), None)
         for rid, where in list(self._sent_to.items()):
             fut = self._waiting.get(rid) if where == ep else None
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
+            if fut is not None:
+                _settle(fut, reply)
 
     async def _connected_within(self, s: zmq.Socket, wait: float) -> bool:
         """Whether s can send (IMMEDIATE: its TCP connection is up) within `wait` s."""
@@ -713,12 +728,10 @@ class AsyncClient(Facade):
         now, heap, fifo = self.core.clock(), self._deadlines, self._in_order
         while fifo and fifo[0][0] <= now:
             _, _, fut, result = fifo.popleft()  # done ones (answered) are just dropped
-            if not fut.done():
-                fut.set_result(result)
+            _settle(fut, result)
         while heap and heap[0][0] <= now:
             _, _, fut, result = heapq.heappop(heap)
-            if not fut.done():
-                fut.set_result(result)
+            _settle(fut, result)
         nxt = min(heap[0][0] if heap else math.inf, fifo[0][0] if fifo else math.inf)
         if nxt < math.inf:
             self._arm(loop, max(nxt, now + TIMER_GRAIN))
