@@ -240,3 +240,20 @@ def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(10)
+
+
+def test_a_node_that_exits_at_start_is_explained_by_its_own_run(tmp_path):
+    """`zkv local restart` on a node that refused to start quoted a line its log got in the
+    run before (an outside run). Only what this run logged explains its exit."""
+    cl = LocalCluster(1, str(tmp_path / "c"), base_port=None, extra_args=["--ring-size", "3"])
+    os.makedirs(tmp_path / "c")
+    (tmp_path / "c" / "node1.log").write_text(
+        "2026-12-07 01:42:40,711 node1 WARNING zkv.storage: taking over stale lock\n")
+    try:
+        with pytest.raises(ZkvError) as got:
+            cl.start()
+    finally:
+        cl.stop()
+    said = str(got.value)
+    assert "node1 exited with code 2" in said and "ring_size 3" in said, said
+    assert "stale lock" not in said, said

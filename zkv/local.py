@@ -180,6 +180,7 @@ class LocalNode:
     proc: subprocess.Popen | None = None
     paused: bool = False
     reported: bool = False
+    log_from: int = 0  # where its log stood when it was last started (what tail reads from)
 
     @property
     def pid(self) -> int | None:
@@ -276,6 +277,7 @@ class LocalCluster:
         if seed:
             cmd += ["--seed", seed]
         log = open(n.log_path, "ab")
+        n.log_from = log.tell()  # (an exit is explained by this run's lines, not an older run's)
         # the node stops by itself if this process dies without stopping it (no strays)
         env = dict(os.environ, ZKV_EXIT_WITH_PARENT=str(self.owner_pid))
         try:
@@ -371,7 +373,8 @@ class LocalCluster:
             if ok and len(prints) == 1:
                 return
             time.sleep(0.2)
-        raise ZkvError(f"the cluster did not settle within {timeout:.0f}s ({last})")
+        raise ZkvError(f"the cluster did not settle within {timeout:.0f}s ({last})"
+                       + self._said(last.split(":", 1)[0]))
 
     def _pending_on_live(self, pending) -> dict[str, str]:
         """node id -> what `pending(status document)` says is left there, for each live node
@@ -443,7 +446,8 @@ class LocalCluster:
             else:
                 return
             time.sleep(0.1)
-        raise ZkvError(f"the cluster was not ready within {timeout:.0f}s ({last})")
+        raise ZkvError(f"the cluster was not ready within {timeout:.0f}s ({last})"
+                       + self._said(last.split(":", 1)[0]))
 
     def manifest_path(self) -> str:
         return os.path.join(self.dir, "local.json")
@@ -723,11 +727,24 @@ class LocalCluster:
                 n.proc.wait(5)
 
     def tail(self, n: LocalNode, lines: int = 15) -> str:
+        """The last `lines` lines its log got since its start (an exit named a line of the
+        run before: an outside run)."""
         try:
-            with open(n.log_path, errors="replace") as fh:
-                return "".join(fh.readlines()[-lines:])
+            with open(n.log_path, "rb") as fh:
+                fh.seek(n.log_from)
+                got = fh.read().decode(errors="replace").splitlines(keepends=True)
         except OSError:
             return "(no log)"
+        return "".join(got[-lines:]) or "(nothing in its log)"
+
+    def _said(self, node_id: str) -> str:
+        """The last WARNING or ERROR line node `node_id` logged since its start, to name
+        with a wait that timed out ("" if none)."""
+        n = next((x for x in self.nodes if x.id == node_id), None)
+        if n is None:
+            return ""
+        lines = [x for x in self.tail(n, 200).splitlines() if " WARNING " in x or " ERROR " in x]
+        return f"; {n.id}'s log: {lines[-1].strip()}" if lines else ""
 
     def __enter__(self) -> LocalCluster:
         self.start()
