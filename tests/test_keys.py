@@ -415,6 +415,11 @@ def test_keys_of_a_real_cluster_through_both_clients_and_the_cli(make_cluster):
     out = zkv("keys", "--namespace", "odd", "--node", ep[0])
     assert out.returncode == 0 and sorted(out.stdout.splitlines()) == sorted(
         ["a\\x0ab", "lit\\xff", "lit\\\\xff", "nul\\x00", "caf\u00e9"]), out
+    # -0 cannot show a key holding a NUL (it would read as two): left out, and said
+    out = subprocess.run([ZKV, "keys", "-0", "--namespace", "odd", "--node", ep[0]],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 1 and b"1 key(s) holding a NUL byte left out" in out.stderr, out
+    assert sorted(out.stdout.split(b"\0")[:-1]) == sorted(k for k in odd if b"\0" not in k)
 
     def count_at_r3() -> str | None:  # every owner's copy, unioned (a new cluster's joiners
         out = zkv("keys", "--count", "--r", "3", "--node", ep[2])  # vouch once it settled)
