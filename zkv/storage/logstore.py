@@ -674,8 +674,8 @@ class LogStore:
                 if st is not None:
                     free = st.f_bavail * st.f_frsize
                     if free < self.min_free_bytes:
-                        low = (f"{free >> 20} MiB free on the file system of {self.path}, under "
-                               f"the reserve of {self.min_free_bytes >> 20} MiB")
+                        low = (f"{_mib(free)} free on the file system of {self.path}, under "
+                               f"the reserve of {_mib(self.min_free_bytes)}")
             self._low_space = low
             self._gate()
             return self.write_error
@@ -1362,3 +1362,9 @@ class LogStore:
 
 
 __all__ = ["LogStore", "SYNC_MODES"]
+
+
+def _mib(n: int) -> str:
+    """A byte count for a message, to two decimals in MiB (whole MiB hid the difference
+    between 1.9 MiB free and a 1.9 MiB reserve: "1 MiB free ... under the reserve of 1 MiB")."""
+    return f"{n / (1 << 20):.2f} MiB"
