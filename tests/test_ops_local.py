@@ -257,3 +257,32 @@ def test_a_node_that_exits_at_start_is_explained_by_its_own_run(tmp_path):
     said = str(got.value)
     assert "node1 exited with code 2" in said and "ring_size 3" in said, said
     assert "stale lock" not in said, said
+
+
+def test_a_pid_file_naming_another_clusters_node_is_not_taken_for_ours(tmp_path):
+    """Clusters in other dirs name their nodes node1.. too: a stale pid file that names
+    another cluster's node1 (pids wrap) made `zkv local` and tools/faults.py take it for
+    theirs, to signal it (an outside run). The node's data dir must be theirs too. Nothing
+    here starts a node: the pid is this test's own process, made to look like another
+    cluster's node1 by its command line."""
+    import importlib.util
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "zkv.node",
+                              "--id", "node1", "--data-dir", str(tmp_path / "a" / "node1")])
+    try:
+        a = LocalCluster(1, str(tmp_path / "a"), base_port=None)
+        b = LocalCluster(1, str(tmp_path / "b"), base_port=None)
+        for c in (a, b):
+            os.makedirs(c.dir, exist_ok=True)
+            Path(c.pid_path(c.nodes[0])).write_text(f"{other.pid}\n")
+        assert a.running_pid(a.nodes[0]) == other.pid
+        assert b.running_pid(b.nodes[0]) == 0
+        spec = importlib.util.spec_from_file_location(
+            "faults", Path(__file__).parent.parent / "tools" / "faults.py")
+        faults = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(faults)
+        assert faults.nodes(a.dir) == {"node1": other.pid}
+        assert faults.nodes(b.dir) == {}
+    finally:
+        other.kill()
+        other.wait()

@@ -25,6 +25,7 @@ import time
 def nodes(directory: str) -> dict[str, int]:
     """{node id: pid} of the live zkv-node processes of the cluster in `directory`."""
     out = {}
+    under = os.fsencode(os.path.join(os.path.abspath(directory), ""))
     for path in sorted(glob.glob(os.path.join(directory, "*.pid"))):
         node_id = os.path.basename(path)[:-4]
         try:
@@ -34,7 +35,10 @@ def nodes(directory: str) -> dict[str, int]:
                 argv = fh.read().split(b"\0")
         except (OSError, ValueError):
             continue  # gone, or not ours any more
-        if b"zkv.node" in argv and node_id.encode() in argv:
+        # (its data dir under `directory` too: other clusters name their nodes node1.. as
+        # well, and a stale pid file may name one of theirs once pids wrap)
+        if b"zkv.node" in argv and node_id.encode() in argv and any(
+                a.startswith(under) for a in argv):
             out[node_id] = pid
     return out
 

@@ -513,7 +513,10 @@ class LocalCluster:
                 args = fh.read().split(b"\0")
         except OSError:  # no /proc: trust the pid file
             return pid
-        return pid if b"--id" in args and n.id.encode() in args else 0
+        # its id and its data dir: clusters in other dirs name their nodes node1.. too, and a
+        # pid file gone stale may name one of theirs once pids wrap (an outside run)
+        return pid if (b"--id" in args and n.id.encode() in args
+                       and os.fsencode(n.data_dir) in args) else 0
 
     def stop_by_pid(self, n: LocalNode, timeout: float = 30.0) -> bool:
         """SIGTERM node n's process (found by `running_pid`, resumed if paused) and wait for it
@@ -607,15 +610,19 @@ class LocalCluster:
         self.save_manifest()
 
     def _wait_port(self, n: LocalNode, timeout: float) -> None:
-        host, port = n.listen[len("tcp://"):].rsplit(":", 1)
+        """Until node n answers a request on its client port (a ZeroMQ one: a bare TCP
+        connect made every start log "1 connection handshake(s) failed", a warning meant for
+        wrong keys and strangers: an outside run)."""
+        from zkv import security, wire
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not n.alive():
                 raise ZkvError(f"{n.id} exited with code {n.process.returncode}: {self.tail(n)}")
             try:
-                with socket.create_connection((host, int(port)), timeout=0.2):
-                    return
-            except OSError:
+                security.request(n.listen, [wire.RingInfo(1)], self.client_keys, timeout=0.3)
+                return
+            except ZkvError:
                 time.sleep(0.05)
         raise ZkvError(f"{n.id} did not open {n.listen} within {timeout}s: {self.tail(n)}")
 
