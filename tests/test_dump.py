@@ -76,11 +76,15 @@ def test_a_dump_reads_back_to_the_keys_and_siblings_it_was_made_of(data):
     assert got == data
     target = FakeClient()
     head, records = dump.read(io.StringIO(out.getvalue()), "f")
-    assert dump.load(target, records, "ns2") == (len(data), [], 0, 0, 0, "")
+    run = dump.new_load_id()
+    assert dump.load(target, records, "ns2", load_id=run) == (len(data), [], 0, 0, 0, "")
     assert sorted(target.written) == sorted((k, v) for k, vs in data.items() for v in vs)
-    head, records = dump.read(io.StringIO(out.getvalue()), "f")  # the same load again:
-    assert dump.load(target, records, "ns2").loaded == len(data)  # nothing written twice
+    head, records = dump.read(io.StringIO(out.getvalue()), "f")  # the same load resumed:
+    assert dump.load(target, records, "ns2", load_id=run).loaded == len(data)  # nothing
     assert sorted(target.written) == sorted((k, v) for k, vs in data.items() for v in vs)
+    head, records = dump.read(io.StringIO(out.getvalue()), "f")  # a new load: all anew
+    dump.load(target, records, "ns2", load_id=dump.new_load_id())
+    assert len(target.written) == 2 * sum(len(vs) for vs in data.values())
 
 
 def _file(*records: dict, end: int | None = None) -> list[str]:
@@ -232,12 +236,27 @@ def test_a_namespace_copies_into_another_cluster_siblings_and_binary_included(ma
     assert got.returncode == 0 and "1 key(s) loaded into namespace 'copy'" in got.stdout, got
     with Client(b.endpoints, timeout=5) as cb:
         assert cb.get(b"elsewhere", namespace="copy").values == [b"x"]
-    # the same load again (an interrupted one run again, or a mistake): nothing written twice
-    got = zkv("load", str(out), "--node", b.endpoints[1], "--w", "3")
-    assert got.returncode == 0 and "ok: 702 key(s) loaded into namespace 'default'" in got.stdout
+    # a load cut short, resumed with the id it printed: nothing written twice
+    half = tmp_path / "half.jsonl"
+    half.write_text("".join(out.read_text().splitlines(keepends=True)[:300]))
+    got = zkv("load", str(half), "--namespace", "copy", "--node", b.endpoints[1])
+    assert got.returncode == 1 and "cut short after 299 keys" in got.stderr, got
+    resume = got.stdout.split("--resume ", 1)[1].split(",")[0].split()[0]
+    got = zkv("load", str(out), "--namespace", "copy", "--resume", resume, "--node",
+              b.endpoints[1])
+    assert got.returncode == 0 and "ok: 702 key(s) loaded into namespace 'copy'" in got.stdout
     with Client(b.endpoints, timeout=5) as cb:
-        assert sorted(cb.get(b"sib", r=3).values) == [b"one", b"two"]
-        assert cb.get(b"k:7", r=3).values == [b"v7"]
+        assert sorted(cb.get(b"sib", r=2, namespace="copy").values) == [b"one", b"two"]
+        assert cb.get(b"k:7", r=2, namespace="copy").values == [b"v7"]
+        # a restore after a delete (a new load, not resumed) brings the key back
+        cb.delete(b"k:7", w=2, namespace="copy")
+    got = zkv("load", str(out), "--namespace", "copy", "--node", b.endpoints[1], "--w", "2")
+    assert got.returncode == 0, got
+    with Client(b.endpoints, timeout=5) as cb:
+        assert cb.get(b"k:7", r=2, namespace="copy").values == [b"v7"]
+    # a bad --w stops the load at once, one line (not one failure per key)
+    assert "w must be" in one_line_error(zkv("load", str(out), "--w", "7", "--node",
+                                             b.endpoints[1]))
     # a damaged file: one line naming where, and what came before it written
     lines = out.read_text().splitlines()
     bad = tmp_path / "bad.jsonl"

@@ -521,6 +521,10 @@ def _main(argv: list[str] | None = None) -> int:
     ld.add_argument("source", metavar="FILE", help="the dump ('-': stdin)")
     ld.add_argument("--namespace", help="the namespace to load into (default: the dump's)")
     ld.add_argument("--w", type=quorum_arg, help="acknowledgements to wait for, as put's")
+    ld.add_argument("--resume", metavar="ID", type=load_id_arg,
+                    help="go on with the load of this id (an interrupted or stopped load "
+                    "prints it) without writing anything it wrote twice; without it, a load "
+                    "writes every value anew (a restore after the keys were deleted too)")
     cf = with_node(sub.add_parser("config", help="a node's settings as it runs with them; "
                                   "--set changes limits and throttles without a restart"))
     cf.add_argument("--set", dest="changes", metavar="NAME=VALUE", action="append", default=[],
@@ -1213,6 +1217,18 @@ def dump_command(args) -> int:
     return 0
 
 
+def load_id_arg(text: str) -> bytes:
+    """--resume: the 16 hex digits of a load's id."""
+    try:
+        got = bytes.fromhex(text)
+    except ValueError:
+        got = b""
+    if len(got) != 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: a load id is 16 hex digits, as the load "
+                                         "that was interrupted printed it")
+    return got
+
+
 def load_command(args) -> int:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -1224,6 +1240,10 @@ def load_command(args) -> int:
         fh = sys.stdin if args.source == "-" else open(args.source)  # noqa: SIM115
     except OSError as exc:
         raise InvalidRequest(f"{args.source}: {exc.strerror or exc}") from None
+    load_id = args.resume or dump.new_load_id()
+    sent: list[int] = []  # (keys sent, after each batch)
+    resume = (f"to go on without writing twice what was written: zkv load {args.source} "
+              f"--resume {load_id.hex()}")
     # progress on stderr at a terminal only (a load of 500,000 keys takes minutes)
     shown = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                      console=Console(stderr=True), transient=True,
@@ -1239,12 +1259,18 @@ def load_command(args) -> int:
             task = shown.add_task(f"loading into {namespace!r}")
 
             def progress(keys: int, line: int) -> None:
+                sent.append(keys)
                 shown.update(task, description=f"loading into {namespace!r}: {keys} key(s) "
                                                f"sent, line {line}")
 
-            res = dump.load(c, records, namespace, args.w, target, progress=progress)
+            res = dump.load(c, records, namespace, args.w, target, progress=progress,
+                            load_id=load_id)
     except UnicodeDecodeError:
         raise InvalidRequest(f"{args.source}: not a zkv dump (not text)") from None
+    except (KeyboardInterrupt, ZkvError) as exc:
+        if sent or isinstance(exc, KeyboardInterrupt):  # (a batch or more written)
+            print(f"zkv: {resume}", file=sys.stderr)
+        raise
     finally:
         if fh is not sys.stdin:
             fh.close()
@@ -1267,8 +1293,8 @@ def load_command(args) -> int:
           + (f", {len(res.failed)} write(s) of {len(by_key)} key(s) failed" if res.failed
              else "")
           + (f", {res.expired} left out (expired since the dump)" if res.expired else "")
-          + ("; the rest of the file was not read (run the same load again once it is "
-             "fixed: what is loaded already is not written twice)" if res.stopped else ""))
+          + (f"; the rest of the file was not read ({resume}, once it is fixed)"
+             if res.stopped else ""))
     if res.longer:
         why = ("has no ttl: they never expire there" if not target.get("ttl") else
                f"keeps no ttl of a write's own (created by an older version): they live its "

@@ -38,6 +38,7 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, NamedTuple
 
@@ -131,14 +132,17 @@ def _records(it: Iterator[tuple[int, str]], name: str
 
 def load(client, records: Iterable[tuple[int, bytes, list[bytes], int]], namespace: str,
          w: int | None = None, target: dict | None = None, now_ms: Callable[[], int] = wall_ms,
-         progress: Callable[[int, int], None] | None = None) -> Loaded:
+         progress: Callable[[int, int], None] | None = None, load_id: bytes = b"") -> Loaded:
     """Blind-write every value of a dump's `records` (`read`) into `namespace`, whose settings
     `target` gives (Client.namespaces(); None: as if its values had no room for a write's
     ttl). A value that expires is written with the whole seconds left of it when its batch is
     sent (`now_ms`, the wall clock) as its own ttl, or left out if none is (module docstring).
-    Each value's write id comes from the key, the value and its place among the key's
-    siblings (`_wid`): a load run again (after an interrupted one, or twice) writes nothing
-    twice. A value the client refuses fails alone, as one a node refuses. A malformed line or
+    Each value's write id comes from `load_id`, the key, the value and its place among the
+    key's siblings (`_wid`): a load run again with the same id (`zkv load --resume`, after an
+    interrupted one) writes nothing twice, while a new id (a restore after the keys were
+    deleted) writes every value again; the keys' tombstones would retire the old ids' writes.
+    A value the client refuses fails alone, as one a node refuses (a bad `w` or namespace
+    stops the load before anything is sent). A malformed line or
     a file cut short stops the load there: every batch before it is sent, and the result
     says why it stopped (`Loaded.stopped`). `progress(keys, line)` is called after each
     batch."""
@@ -151,6 +155,7 @@ def load(client, records: Iterable[tuple[int, bytes, list[bytes], int]], namespa
     gone: set[int] = set()  # (... whose every value expired before its batch went)
     batch: list[tuple[int, bytes, bytes, bytes, int]] = []  # (line, key, value, wid, ends)
     last_line = 0
+    client.put_many([], w=w, namespace=namespace)  # (a bad w or namespace: refused here)
 
     def flush() -> None:
         nonlocal expired
@@ -173,7 +178,9 @@ def load(client, records: Iterable[tuple[int, bytes, list[bytes], int]], namespa
         try:
             got = client.put_many(items, w=w, namespace=namespace, return_exceptions=True,
                                   ttl=ttls, write_ids=wids)
-        except InvalidRequest:  # an item the client refuses: each alone, the others written
+        except InvalidRequest as exc:  # an item the client refuses: each alone, the others
+            if not str(exc).startswith("item "):  # written (not the call itself: raised)
+                raise
             got = []
             for item, ttl, wid in zip(items, ttls, wids, strict=True):
                 try:
@@ -201,7 +208,8 @@ def load(client, records: Iterable[tuple[int, bytes, list[bytes], int]], namespa
                     if not ns_ttl or ns_ttl * 1000 > left:
                         longer += 1  # (... and is longer, or there is none)
                     ends = 0
-            batch += [(no, key, v, _wid(key, v, i), ends) for i, v in enumerate(values)]
+            batch += [(no, key, v, _wid(load_id, key, v, i), ends)
+                      for i, v in enumerate(values)]
             keys += 1
             if lww and len(values) > 1:
                 collapsed += 1
@@ -216,10 +224,15 @@ def load(client, records: Iterable[tuple[int, bytes, list[bytes], int]], namespa
     return Loaded(written, failed, expired, longer, collapsed, stopped)
 
 
-def _wid(key: bytes, value: bytes, sibling: int) -> bytes:
-    """A loaded value's write id: the same for the same key, value and place among the key's
-    siblings, in any load (so a load run again finds its writes already there)."""
-    h = hashlib.blake2b(digest_size=WID_SIZE, person=b"zkv-load")
+def new_load_id() -> bytes:
+    """A load run's id (`load`): 8 random bytes; `zkv load` prints it in hex."""
+    return os.urandom(8)
+
+
+def _wid(load_id: bytes, key: bytes, value: bytes, sibling: int) -> bytes:
+    """A loaded value's write id: the same for the same load id, key, value and place among
+    the key's siblings (so the run resumed finds its writes already there)."""
+    h = hashlib.blake2b(digest_size=WID_SIZE, key=load_id[:64], person=b"zkv-load")
     h.update(len(key).to_bytes(4, "big") + key + sibling.to_bytes(4, "big"))
     h.update(value)
     return h.digest()
