@@ -378,6 +378,15 @@ def test_a_counter_counts_no_increment_whose_update_was_refused(make_cluster):
         c.update(key, PNCounter.updater(key, 0))  # (merges the siblings into one value)
         assert PNCounter.from_siblings(c.get(key, r=3).values).value == ok
 
+        class Merge:  # a user's fn with an attribute of its own named `settled`
+            settled = False
+
+            def __call__(self, siblings: list[bytes]) -> bytes:
+                return b"x"
+
+        c.update(b"plain", Merge())  # (the hook update() calls is __zkv_settled__ only)
+        assert c.get(b"plain").values == [b"x"]
+
 
 def test_large_writes_gathered_or_batched_fit_a_nodes_frame_limit(make_cluster):
     """An outside run gathered 100 puts of 8 MiB on one AsyncClient: every one failed. They

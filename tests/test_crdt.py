@@ -347,7 +347,7 @@ def test_counter_counts_every_stored_update_once(deltas, data, shared_actor):
             value = fns[i](list(seen[i].values()))
             if deltas[i][2]:  # stored
                 store.write(seen[i], value)
-            fns[i].settled(deltas[i][2])
+            fns[i].__zkv_settled__(deltas[i][2])
     assert PNCounter.from_siblings(store.sibs.values()).value == sum(
         d for d, _, ok in deltas if ok)
 

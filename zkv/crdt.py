@@ -40,8 +40,9 @@ vector with one entry per actor. The price is that a dot must never be issued tw
   retried write whose first attempt was stored anyway is applied once, not twice;
 - a counter's concurrent updaters of one process each count on a lane of their own (lane k
   > 0 under the actor "<actor>#k", taken free and given back when `Client.update` settles
-  the updater's outcome), so a refused write takes no other update's increment with it,
-  nor they its.
+  the updater's outcome through its `__zkv_settled__`), so a refused write takes no other
+  update's increment with it, nor they its. The price: one more counter entry per lane, as
+  many as the process ever ran updaters of the key at once.
 A gap left by a write that was never stored at all stays as one entry in the context cloud.
 
 Value layout (one place; msgpack bodies encoded with msgspec, canonical: sorted, no
@@ -660,7 +661,7 @@ class PNCounter(_Crdt):
         # as if its write may have been stored (fn must not refer to itself: a cycle would
         # keep it until a collection)
         end = weakref.finalize(fn, _drop_lane, slot, target)
-        fn.settled = settled  # type: ignore[attr-defined]
+        fn.__zkv_settled__ = settled  # type: ignore[attr-defined]
         return fn
 
 

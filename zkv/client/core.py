@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 import math
 import os
 import random
@@ -127,6 +128,7 @@ from zkv.wire import (
     StatusOk,
 )
 
+log = logging.getLogger("zkv.client")
 RING_REFRESH = 5.0  # seconds between ring refreshes while things go well
 _NS_CHANGED: list = []  # (Client._keys_page: an owner holds another version of the namespace)
 SUSPECT_FOR = 3.0  # seconds a node that missed a try is tried last
@@ -1379,9 +1381,9 @@ class ClientCore:
         last: ZkvError | None = None
         wid: bytes | None = None
         sent: bytes | None = None
-        # what became of the write, for fn's `settled(stored)` if it has one (a counter's
-        # updater, crdt.py): True stored, None maybe (a put that timed out or missed its
-        # quorum, or was cut short), False surely not
+        # what became of the write, for fn's `__zkv_settled__(stored)` if it has one (a
+        # counter's updater, crdt.py): True stored, None maybe (a put that timed out or
+        # missed its quorum, or was cut short), False surely not
         stored: bool | None = False
         writing = False
         try:
@@ -1414,9 +1416,12 @@ class ClientCore:
             assert last is not None
             raise last
         finally:
-            settled = getattr(fn, "settled", None)
-            if settled is not None:
-                settled(None if writing else stored)
+            settled = getattr(fn, "__zkv_settled__", None)
+            if callable(settled):
+                try:
+                    settled(None if writing else stored)
+                except Exception:  # (the outcome, or the error raised, stays the call's)
+                    log.exception("the __zkv_settled__ hook of an update() fn raised")
 
     def namespace_alter(self, name: str, r: int | str | None = None,
                         w: int | str | None = None, ttl: int | None = None,
