@@ -1478,3 +1478,26 @@ def test_a_node_restarted_before_a_change_settled_still_reads_and_writes_the_old
     finally:
         while opened:
             stop()
+
+
+def test_peers_that_crashed_do_not_hide_a_clock_behind_the_live_ones():
+    """Of a's four peers two crashed and two are refused as ahead of a's clock: a's clock
+    is the wrong one. Counted over all known peers (2 of 4) it was not named (the review)."""
+    from zkv.node.metrics import NodeMetrics
+
+    clock = Clock()
+    wall = [10_000_000]
+    m = Membership(_member("a"), {"q": 16, "n": 3, "r": 2, "w": 2}, clock, down_after=2.0,
+                   wall=lambda: wall[0])
+    for peer in "bcde":
+        m.merge([_member(peer, inc=wall[0], hb=1)], via=peer)
+    metrics = NodeMetrics()
+    ring = m.ring()
+    wall[0] -= 90_000  # a's clock stepped back; d and e crash (never heard again)
+    for hb in range(2, 40):
+        clock.t += 0.1
+        for peer in "bc":
+            m.merge([_member(peer, inc=wall[0] + 90_000, hb=hb)], via=peer)
+        metrics.observe_cluster(m, ring, clock.t)
+    ready, why = metrics.health.ready()
+    assert not ready and why.get("clock_behind_peers"), why

@@ -583,11 +583,22 @@ def test_a_member_without_seeds_that_hears_no_member_says_what_to_do(node, caplo
     """A whole cluster restarted at new addresses without --seed: each node knew only the
     old addresses, heard nobody, and said nothing of it (an outside run). A member with no
     seed that hears no other member now says so once, naming --seed, until it hears one."""
+    _restarted(node)  # (its peers known from its cluster.json only)
     assert not node.core.seeds
     with caplog.at_level("WARNING", logger="zkv.node"):
         node.run_for(30)  # node2 and node3 never heard again
     said = [r.getMessage() for r in caplog.records if "no member heard" in r.getMessage()]
     assert len(said) == 1 and "start this node again with --seed" in said[0], said
+
+
+def test_a_member_that_heard_its_peers_says_nothing_of_seeds_in_an_outage(node, caplog):
+    """Once a member was heard in this life, peers gone silent are an outage, not new
+    addresses: no advice to restart with --seed (the review: it spoke at every SIGSTOP of
+    the peers of a node without seeds, node1 of every `zkv local` cluster)."""
+    node.gossip(2, [_member(2, hb=5)])  # node2's gossip heard
+    with caplog.at_level("WARNING", logger="zkv.node"):
+        node.run_for(30)
+    assert "no member heard" not in caplog.text
 
 
 def test_write_bytes_in_flight_capped_per_connection_and_per_node(node, monkeypatch):

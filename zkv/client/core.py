@@ -1217,10 +1217,10 @@ class ClientCore:
         items = _items(items, "items")
         ns = check_namespace(namespace)
         ttls: Sequence[int | None]
-        if ttl is None or type(ttl) is int:
+        if not isinstance(ttl, (list, tuple)):  # one for all (check_ttl names a bad one)
             if ttl is not None:
                 check_ttl(ttl, ns)
-            ttls = [ttl] * len(items)
+            ttls = [cast(int | None, ttl)] * len(items)
         else:
             ttls = _per_item(ttl, items, "ttl")
             for i, t in enumerate(ttls):

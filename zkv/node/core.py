@@ -511,6 +511,7 @@ class NodeCore:
         self.seeds = tuple(x for x in seeds if x not in (cfg.listen, cfg.advertised_listen))
         self.joining = bool(self.seeds) and not self.membership.peers
         self.asking_seeds = False  # a member that hears no other member asks its seeds too
+        self.heard_member = False  # a member's gossip was heard in this life (_seed_tick)
         self.join_started = now
         self.join_deadline = now + JOIN_TIMEOUT
         self.next_join = now
@@ -1178,11 +1179,12 @@ class NodeCore:
             if self.seeds:
                 log.info("no member heard: asking seeds where the members are: %s",
                          ", ".join(self.seeds))
-            elif ms.peers:  # (no seed to ask: a whole cluster at new addresses stayed apart,
-                # each node ready and alone, and nothing said what to do: an outside run)
-                log.warning("no member heard: they are down, cut off, or at new addresses "
-                            "(then start this node again with --seed naming one member's new "
-                            "address)")
+            elif ms.peers and not self.heard_member:  # (no seed to ask: a whole cluster
+                # started at new addresses stayed apart, each node ready and alone, and nothing
+                # said what to do: an outside run. Not once one was heard: an outage then)
+                log.warning("no member heard since this node started: they are down, cut off, "
+                            "or at new addresses (then start this node again with --seed "
+                            "naming one member's new address)")
 
     def _tell(self, msg: Gossip) -> None:
         """A member whose member table (a gossip round carries the whole table every few
@@ -2699,6 +2701,7 @@ class NodeCore:
             self._ns_waits_check(self.t, msg.sender, msg.namespaces)
         if self.membership.get(msg.sender) is None:
             return
+        self.heard_member = True
         self._tell(msg)
         if msg.no_writes:
             self.no_writes.add(msg.sender)

@@ -537,21 +537,23 @@ class NodeMetrics:
         transfers = transfers or {}
         pending_in = sum(transfers.get("in", {}).get(s, 0) for s in ("pending", "running"))
         refused = membership.clock_refused()
-        behind = clock_behind(refused, len(membership.peers))
+        # the peers heard from: up, or refused for their clocks (a crashed one says nothing
+        # of whose clock is wrong: 2 live peers of 4 both refused is this node's clock)
+        heard = len(up) + sum(1 for nid in refused if nid not in up)
+        behind = clock_behind(refused, heard)
         if behind != self._clock_behind:
             self._clock_behind = behind
             if behind:
-                log.error("this node's wall clock looks behind: the records of %d of its %d "
-                          "peers are refused as more than %d s ahead of it (%s); /readyz "
-                          "answers 503 until they are taken again (check NTP here)",
-                          len(refused), len(membership.peers), MAX_SKEW_MS // 1000,
-                          ", ".join(refused[:8]))
+                log.error("this node's wall clock looks behind: the records of %d of the %d "
+                          "peers it hears are refused as more than %d s ahead of it (%s); "
+                          "/readyz answers 503 until they are taken again (check NTP here)",
+                          len(refused), heard, MAX_SKEW_MS // 1000, ", ".join(refused[:8]))
             else:
                 log.warning("peers' records are taken again: this node's clock agrees with "
                             "theirs")
         rebalanced, converged = self.health.update(
             fingerprint=ring.fingerprint(), up_peers=up, now=now, joined=joined,
-            pending_in=pending_in, clock_refused=refused, peers=len(membership.peers))
+            pending_in=pending_in, clock_refused=refused, peers=heard)
         if rebalanced:
             self.ring_rebalances.inc()
         if converged is not None:
