@@ -514,3 +514,26 @@ def test_a_default_value_given_on_the_command_line_is_named_as_ignored_too(tmp_p
     finally:
         store.close()
         handoff.close()
+
+
+def test_a_lowered_aae_interval_applies_at_once(tmp_path):
+    """aae_interval raised to 3600 then lowered to 0.2 at runtime: the next round stayed an
+    hour away (its date was fixed when the last round was planned), and anti-entropy was
+    off meanwhile while `zkv config` showed 0.2 (an outside run). The next round is due the
+    interval, as it is now, after the last one."""
+    node = Node(tmp_path)
+    bg = node.core.background
+    try:
+        node.run_for(1.0)
+        assert bg.aae_planned > -1e9  # a round was planned
+        assert type(_config(node, {"aae_interval": "3600"})) is not wire.Error
+        bg.exchange_queue.clear()  # (the round's exchanges done: peers here never answer)
+        bg.queued.clear()
+        planned = bg.aae_planned
+        node.run_for(2.0)
+        assert bg.aae_planned == planned  # an hour away
+        assert type(_config(node, {"aae_interval": "0.2"})) is not wire.Error
+        node.run_for(1.0)
+        assert bg.aae_planned > planned  # at once
+    finally:
+        node.close()

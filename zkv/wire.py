@@ -134,6 +134,7 @@ MAX_BATCH = 4096  # messages in one frame
 # failed). A request larger than this goes in a frame of its own.
 CLIENT_FRAME = 256 * 1024
 FRAME_OVERHEAD = 64 * 1024  # bytes allowed beyond key + value + context in a client frame
+FRAME_SLACK = 48  # bytes a message's encoding takes besides its key, value and context, about
 DEFAULT_MAX_KEY = 64 * 1024  # 64 KiB
 DEFAULT_MAX_VALUE = 16 * 1024 * 1024  # 16 MiB
 MAX_CONTEXT = 64 * 1024  # an encoded version vector; ~N entries in practice
@@ -694,15 +695,29 @@ def encode_one(msg) -> bytes:
 
 
 def frames(msgs: list, limit: int) -> list[bytes]:
-    """Encode msgs as few frames as fit under `limit` bytes and MAX_BATCH (usually one)."""
+    """Encode msgs as few frames as fit under `limit` bytes and MAX_BATCH (usually one).
+    Puts are first packed by the bytes they carry, so a batch of large values is not encoded
+    whole only to be split (the review: 20 puts of 8 MiB took 856 ms and 312 MiB to frame,
+    one encode 151 ms); a packed run whose encoding still exceeds `limit` (other messages
+    count only their few bytes here) is halved until it fits or holds one message."""
     out = []
-    stack = [msgs]
+    runs: list[list] = []
+    run: list = []
+    held = 0
+    for msg in msgs:
+        size = FRAME_SLACK
+        if type(msg) is Put:  # (one comparison for the others: this runs per message sent)
+            size += len(msg.key) + len(msg.value) + len(msg.context or b"")
+        if run and (held + size > limit or len(run) >= MAX_BATCH):
+            runs.append(run)
+            run, held = [], 0
+        run.append(msg)
+        held += size
+    if run:
+        runs.append(run)
+    stack = runs[::-1]
     while stack:
         chunk = stack.pop()
-        if len(chunk) > MAX_BATCH:
-            half = len(chunk) // 2
-            stack += [chunk[half:], chunk[:half]]
-            continue
         payload = encode(chunk)
         if len(payload) > limit and len(chunk) > 1:
             half = len(chunk) // 2

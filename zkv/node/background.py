@@ -13,6 +13,7 @@ N (`membership.ring(n)`), so a namespaced key is exchanged and reaped with exact
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from collections import deque
 from functools import partial
@@ -262,7 +263,10 @@ class Background:
         self.core = core
         self.next_run = 0.0
         self.next_reap = 0.0
-        self.next_aae = 0.0
+        # when the last routine exchange round was planned: the next is due aae_interval after
+        # it, as the interval is now (a date fixed at planning kept a lowered interval from
+        # applying: 3600 then 0.2 at runtime left anti-entropy off for an hour, an outside run)
+        self.aae_planned = -math.inf
         # (partition, peer, N of the keys exchanged)
         self.exchange_queue: deque[tuple[int, str, int]] = deque()
         self.queued: set[tuple[int, str, int]] = set()  # what exchange_queue holds (no duplicates)
@@ -321,8 +325,8 @@ class Background:
                                  core.namespaces.is_dead if purging else None)
         if core.ae is None:
             return  # anti-entropy off: no exchanges
-        if not self.exchange_queue and now >= self.next_aae:
-            self.next_aae = now + cfg.aae_interval
+        if not self.exchange_queue and now >= self.aae_planned + cfg.aae_interval:
+            self.aae_planned = now
             self._plan_exchanges(ring, now)
         default = core.membership.settings["n"]
         while self.exchange_queue and self.exchanges_running < cfg.aae_concurrency:
