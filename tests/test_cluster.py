@@ -349,6 +349,20 @@ def test_empty_key_from_raw_request_gets_clear_error(cluster3):
         ctx.destroy(0)
 
 
+def test_a_put_chained_on_the_context_a_put_returned_keeps_unread_siblings(cluster3):
+    """put -> another client's blind put -> put with the first put's context -> put with
+    the context that returned: the other client's acknowledged write vanished (an outside
+    run): a put's context covered every sibling the key then held, read or not."""
+    with zkv.Client(cluster3.endpoints, timeout=5.0) as one, \
+            zkv.Client([cluster3.endpoints[-1]], timeout=5.0) as other:
+        ctx = one.put(b"chain", b"A", w=2)
+        other.put(b"chain", b"B", w=2)  # blind: one never read it
+        ctx = one.put(b"chain", b"A2", context=ctx, w=2)
+        assert sorted(one.get(b"chain", r=2).values) == [b"A2", b"B"]
+        one.put(b"chain", b"A3", context=ctx, w=2)
+        assert b"B" in one.get(b"chain", r=3).values
+
+
 # ---- async client ---------------------------------------------------------------------------------------
 def test_a_counter_counts_no_increment_whose_update_was_refused(make_cluster):
     """200 concurrent update(+1)s of one process, max_siblings 5: 144 raised TooManySiblings

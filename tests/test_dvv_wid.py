@@ -872,3 +872,30 @@ def test_rule_r_sees_every_siblings_list(n, where):
     late = update(None, b"", b"late", "z", base[where][2])
     assert sorted(sync(s, late).live_values()) == sorted(s.live_values())
     assert sorted(sync(late, s).live_values()) == sorted(s.live_values())
+
+
+def test_a_puts_context_covers_its_own_write_and_what_its_client_read_only():
+    """put returned the written set's whole context, which also covered a concurrent write
+    its client never read: a put chained on it retired that acknowledged write (an outside
+    run). put_context covers the client's context and the write's own dot; where that dot
+    cannot join without covering an unread sibling (a concurrent write took a dot of the
+    same coordinator below it), it gives back the client's context."""
+    from zkv._core import dvv
+
+    a = dvv.update(None, b"", b"A", "n1", b"w-a")
+    ctx_a = dvv.put_context(a, b"", b"w-a")
+    assert dvv.update(a, ctx_a, b"A2", "n1", b"w-a2").values() == [b"A2"]  # covers its own
+    for other in ("n2", "n1"):  # B through another coordinator, then through the same one
+        b = dvv.update(a, b"", b"B", other, b"w-b")  # blind: never read by A's client
+        a2 = dvv.update(b, ctx_a, b"A2", "n1", b"w-a2")
+        assert sorted(a2.values()) == [b"A2", b"B"]
+        ctx2 = dvv.put_context(a2, ctx_a, b"w-a2")
+        a3 = dvv.update(a2, ctx2, b"A3", "n1", b"w-a3")
+        assert b"B" in a3.values(), (other, a3.values())  # never retired unread
+        if other == "n2":
+            assert sorted(a3.values()) == [b"A3", b"B"]  # its own A2 covered
+        else:
+            assert ctx2 == ctx_a  # (a gap below its dot: its client's context back)
+            assert sorted(a3.values()) == [b"A2", b"A3", b"B"]
+    # the client's write ids ride along, then its own; no write id: its context back
+    assert dvv.put_context(a, b"", b"") == dvv.put_context(a, b"", b"unknown")

@@ -1902,6 +1902,46 @@ def merge_contexts(a, b):
     return _context_bytes(dvv_sync(ca, cb), _join_wids(ca.ctx_wids, cb.ctx_wids, None))
 
 
+def put_context(written, context, wid):
+    """The context a client's put gets back: the causal past of its own write -- the context
+    it wrote with joined with the new write's dot, the write ids it retires those of that
+    context then its own -- never a sibling it did not read. `written` is the coordinator's
+    set after the write, whose context() also covers the concurrent writes the client never
+    saw: a put chained on that retired them (an outside run lost acknowledged writes so).
+    Where the write's dot cannot join without covering such a sibling too (a vector has no
+    gaps: a concurrent write took a dot of the same coordinator below it), or the write has
+    no id to find it by, the client's own context is given back: a write chained on it
+    leaves this one as a sibling rather than drop another's."""
+    cdef DVVSet s = _as_set(written, "written")
+    cdef DVVSet c = _ctx(context, s)
+    cdef object w = _wid_arg(wid)
+    cdef Py_ssize_t k, m
+    cdef DVVEntry *e
+    cdef DVVSlot *d
+    cdef PyObject *own_node = NULL
+    cdef int64_t own_dot = 0
+    if w is not None:
+        for k in range(s.n_entries):
+            e = &s.ents[k]
+            for m in range(e.first, e.first + e.count):
+                if s.vals[m].wid != NULL and _same_bytes(s.vals[m].wid, <PyObject *>w):
+                    own_node, own_dot = e.node, s.vals[m].dot
+    if own_node == NULL:
+        return _context_bytes(c, c.ctx_wids)
+    cdef DVVSet one = _alloc(1, 0)
+    _begin_entry(one, own_node, own_dot)
+    cdef DVVSet cand = dvv_sync(c, one)
+    for k in range(s.n_entries):
+        e = &s.ents[k]
+        for m in range(e.first, e.first + e.count):
+            d = &s.vals[m]
+            if e.node == own_node and d.dot == own_dot:
+                continue
+            if d.dot <= _counter_of(cand, e.node) and d.dot > _counter_of(c, e.node):
+                return _context_bytes(c, c.ctx_wids)  # (it would cover an unread sibling)
+    return _context_bytes(cand, _join_wids(c.ctx_wids, (w,), None))
+
+
 def validate_context(ctx):
     """ValueError unless ctx is a well-formed encoded context (b"" included)."""
     _ctx(ctx)

@@ -425,7 +425,8 @@ class WriteOp(_FanOut):
             self.on_finish(self)
 
     def _answer(self) -> None:
-        ok, size = self.quorum.response(self.version, self.stamp, self.written)
+        ok, size = self.quorum.response(self.version, self.stamp, self.written,
+                                        self.context, self.wid)
         if ok.context and self.ctx.seal.issue:
             ok.context = self.ctx.seal.seal(self.key, ok.context)
         self.reply(ok)

@@ -224,13 +224,17 @@ class PutQuorum:
     def enough(self) -> bool:
         return len(self.acked) >= self.required and self.primaries >= self.pw
 
-    def response(self, version: bytes, stamp: int = 0,
-                 decoded: dvv.DVVSet | None = None) -> tuple[PutOk, int]:
+    def response(self, version: bytes, stamp: int = 0, decoded: dvv.DVVSet | None = None,
+                 context: bytes | None = None, wid: bytes = b"") -> tuple[PutOk, int]:
         """The client's answer and the number of siblings the written version holds
         (`stamp`: an lww write's HLC stamp, passed on to the client; `decoded`: the version
-        decoded, when the caller has it)."""
+        decoded, when the caller has it). Its context is the write's own causal past: the
+        client's `context` and the write's dot (`wid` finds it), never a concurrent sibling
+        the client did not read (dvv.put_context; the version's whole context covered
+        those, and a put chained on it retired acknowledged writes: an outside run)."""
         s = dvv.DVVSet.decode(version) if decoded is None else decoded
-        return PutOk(0, s.context(), len(self.acked), stamp), s.size()
+        return PutOk(0, dvv.put_context(s, context or b"", wid), len(self.acked),
+                     stamp), s.size()
 
     def failure(self, silent: list[str], waited: float | None) -> Error:
         if self.primaries < self.pw and len(self.acked) >= self.required:
