@@ -294,6 +294,22 @@ def test_repair_command_runs(make_cluster):
     assert agreed and agreed[1] == agreed[2], out.stdout  # every replica has every write
 
 
+def test_a_repair_with_an_owner_down_says_it_did_not_compare_with_it(make_cluster):
+    """`zkv repair` with one owner down printed "16/16 partitions in full agreement" and
+    exited 0, though nothing was compared with that owner (an outside run)."""
+    from ops_helpers import wait_for
+
+    cl = make_cluster(3, extra_args=HEAL)
+    cl.kill("node3")
+    with zkv.Client([cl.endpoints[0]], timeout=5.0) as c:
+        wait_for(lambda: any(m["id"] == "node3" and m["state"] == "down"
+                             for m in c.status()["members"]), 30, "node3 down at node1")
+    out = zkv_cli("repair", "--node", cl.endpoints[0])
+    assert out.returncode == 1, out
+    assert "not compared with node3 (down): repair again once back" in out.stdout, out.stdout
+    assert "key copies repaired" in out.stdout, out.stdout
+
+
 def test_w3_writes_at_the_moment_two_of_five_freeze_all_succeed(make_cluster):
     """Issue 10: 100 puts at w=3 issued right as 2 of 5 nodes are frozen (SIGSTOP, no notice)
     all succeed; once they resume, every key is readable at r=3 after hints are delivered."""

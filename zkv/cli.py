@@ -202,12 +202,18 @@ def node_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("node settings")
     s.add_argument("--sync", choices=["none", "interval", "always"],
                    help="durability: fsync never, every --sync-interval-ms, or before every ack")
-    s.add_argument("--sync-interval-ms", dest="sync_interval_ms", type=int)
+    s.add_argument("--sync-interval-ms", dest="sync_interval_ms", type=int,
+                   help="with --sync interval: milliseconds between fsyncs (default 50)")
     s.add_argument("--replica-timeout", dest="replica_timeout", type=float,
                    help="seconds a coordinator waits for replicas (default 1.0)")
-    s.add_argument("--gossip-interval", dest="gossip_interval", type=float)
-    s.add_argument("--down-after", dest="down_after", type=float)
-    s.add_argument("--max-value-size", dest="max_value_size", type=int)
+    s.add_argument("--gossip-interval", dest="gossip_interval", type=float,
+                   help="seconds between heartbeats (default 0.2)")
+    s.add_argument("--down-after", dest="down_after", type=float,
+                   help="seconds without a heartbeat before a peer counts as down (default "
+                   "2.0; the phi accrual detector may say so sooner, from the heartbeats' "
+                   "usual spacing: raise both on lossy or slow links)")
+    s.add_argument("--max-value-size", dest="max_value_size", type=int,
+                   help="largest value in bytes (default 16 MiB)")
     s.add_argument("--min-free-mb", dest="min_free_mb", type=int,
                    help="refuse writes (still serving reads) while less than this many MiB "
                    "are free on the data dir's file system (default 64; 0: only when a "
@@ -1135,12 +1141,17 @@ def repair_command(args) -> int:
                 # (roots agree within tens of ms: poll often at first, then every 0.2 s)
                 time.sleep(0.02 if time.monotonic() - started < 1.0 else 0.2)
         did = {k: v - before.get(k, 0) for k, v in _ae_totals({"antientropy": ae}).items()}
+        # (copies: a key one owner lacked, taken from two others, counts twice; the owners
+        # skipped as down were compared with nothing: an outside run read "126/126 in full
+        # agreement" and exit 0 with one owner down)
+        down = info.get("down") or []
         print(f"done: {did['root_checks']} root comparison(s), {did['exchanges']} full "
-              f"exchange(s), {did['keys_repaired']} key(s) repaired, {did['bytes_sent']} bytes "
-              f"sent by this node meanwhile (routine rounds included); "
+              f"exchange(s), {did['keys_repaired']} key copies repaired, {did['bytes_sent']} "
+              f"bytes sent by this node meanwhile (routine rounds included); "
               f"{ae.get('partitions_agreed', 0)}/{ae.get('partitions', 0)} partitions in full "
-              "agreement")
-    return 0
+              "agreement" + (f" among the owners up; not compared with {', '.join(down)} "
+                             "(down): repair again once back" if down else ""))
+    return 1 if down else 0
 
 
 def keys_command(args) -> int:
