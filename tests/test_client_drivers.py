@@ -1056,3 +1056,73 @@ def test_an_async_client_answers_on_a_new_loop_after_one_closed_with_calls_pendi
         asyncio.run(c.close())
         router.close(0)
         ctx.destroy(0)
+
+
+def _slow_proxy(upstream: int, delay: float):
+    """A TCP proxy on loopback that holds every chunk `delay` s each way (a long link)."""
+    import socket
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    stop = threading.Event()
+
+    def pump(src, dst) -> None:
+        try:
+            while not stop.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                time.sleep(delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = lsock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", upstream))
+            for a, b in ((client, up), (up, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close() -> None:
+        stop.set()
+        lsock.close()
+
+    return lsock.getsockname()[1], close
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_client_of_one_node_across_a_slow_link_waits_for_its_handshake(kind, make_cluster):
+    """Across a 200 ms link every call of a client given one node failed after 0.76 s,
+    whatever its timeout: it waited 0.25 s a try for a connection whose ZeroMQ handshake
+    was under way (an outside run). With time left it now waits on for it."""
+    cl = make_cluster(1)
+    port = int(cl.endpoints[0].rsplit(":", 1)[1])
+    proxy, close = _slow_proxy(port, 0.3)
+    ep = f"tcp://127.0.0.1:{proxy}"
+    try:
+        if kind == "sync":
+            with Client([ep], timeout=10.0) as c:
+                c.put(b"far", b"v", w=1)
+                assert c.get(b"far", r=1).values == [b"v"]
+        else:
+            async def main() -> None:
+                async with AsyncClient([ep], timeout=10.0) as c:
+                    await c.put(b"far2", b"v", w=1)
+                    assert (await c.get(b"far2", r=1)).values == [b"v"]
+
+            asyncio.run(main())
+    finally:
+        close()

@@ -919,7 +919,7 @@ def test_a_join_no_seed_answers_says_what_each_seed_s_connection_did(tmp_path):
         assert (f"not joined after {JOIN_LOG_EVERY:.0f} s (this node gives up after "
                 f"60 s): {nobody} (no TCP connection: down, or not listening there), {stuck} "
                 "(it accepted the TCP connection but did not complete the ZeroMQ handshake: "
-                "paused (SIGSTOP), overloaded, or not a zkv node)") in said, said
+                "paused (SIGSTOP), overloaded, on a slow link, or not a zkv node)") in said, said
         assert nodes.stop(p) == 0
     finally:
         nodes.close()
