@@ -1446,7 +1446,8 @@ def _one_version_apart() -> tuple:
     return sim, sn, key
 
 
-def _cli(monkeypatch, capsys, sim: Sim, sn, argv: list[str], step: float = 0.0) -> str:
+def _cli(monkeypatch, capsys, sim: Sim, sn, argv: list[str], step: float = 0.0,
+         code: int = 0) -> str:
     """What the `zkv` CLI prints for `argv`, its client answered by simulated node `sn` (each
     status request first runs the simulation `step` virtual seconds on: the CLI's polls)."""
     import zkv.cli
@@ -1478,7 +1479,7 @@ def _cli(monkeypatch, capsys, sim: Sim, sn, argv: list[str], step: float = 0.0) 
     monkeypatch.setattr(zkv.client, "Client", Fake)
     monkeypatch.setattr(zkv.cli.time, "sleep", lambda s: None)
     capsys.readouterr()
-    assert zkv.cli.main(argv) == 0
+    assert zkv.cli.main(argv) == code
     return capsys.readouterr().out
 
 
@@ -1535,10 +1536,11 @@ def test_zkv_repair_skips_a_down_owner_and_reports_what_it_did(monkeypatch, caps
     sim.run_until(sim.t + 4.0)
     assert not sn.core.membership.is_up("n3")
     mine = sn.core.membership.ring().replicas_of("n1")
-    text = _cli(monkeypatch, capsys, sim, sn, ["repair"], step=0.05)
+    text = _cli(monkeypatch, capsys, sim, sn, ["repair"], step=0.05, code=1)
     assert f"repair: {len(mine)} (partition, owner) pair(s) over {len(mine)} partition(s)" \
         in text, text
     assert "skipped, down: n3 (" in text, text
+    assert "not compared with n3 (down): repair again once back" in text, text
     assert f"done: {len(mine)} root comparison(s), 1 full exchange(s)" in text, text
     assert b"lone" in live_values(sim.held("n2", key))
 
