@@ -266,8 +266,10 @@ def test_an_endpoint_libzmq_cannot_connect_to_is_refused_and_close_returns(drive
 
 def test_unavailable_says_whether_a_node_took_the_tcp_connection(driver):
     """A port nobody listens on and a listener that accepts TCP but never speaks ZeroMQ (as a
-    node stopped with SIGSTOP: its kernel still accepts) both fail over at once; the error
-    names each endpoint with what was seen of it, so an operator can tell down from frozen."""
+    node stopped with SIGSTOP: its kernel still accepts): the call fails over from each, waits
+    on within its timeout for the one whose handshake is under way (it may be a slow link),
+    and the error names each endpoint with what was seen of it, so an operator can tell down
+    from frozen."""
     import socket
 
     frozen = socket.socket()

@@ -207,7 +207,8 @@ def test_top_says_why_a_killed_and_a_frozen_node_do_not_answer(make_cluster):
                 rows[node] = (rows.get(node, "") + " " + cells[2]).strip()
         assert rows["node3"] == "no TCP connection: down, or not listening there", rows
         assert rows["node2"] == ("it accepted the TCP connection but did not complete the "
-                                 "ZeroMQ handshake: paused (SIGSTOP), overloaded, or not a "
+                                 "ZeroMQ handshake: paused (SIGSTOP), overloaded, on a slow "
+                                 "link, or not a "
                                  "zkv node"), rows
         assert "TCP" not in rows["node1"], rows  # (it answered: ready, or why not)
     finally:

@@ -754,12 +754,14 @@ class ClientCore:
         else:
             self.unconnectable.discard(ep)
 
-    def fetch_ring(self, deadline: float) -> Plan[RingOk]:
-        """Ask the candidates in turn for the ring until one answers; raise if none does."""
+    def fetch_ring(self, deadline: float, wait: bool = True) -> Plan[RingOk]:
+        """Ask the candidates in turn for the ring until one answers; raise if none does
+        (`wait`: wait on, until `deadline`, for a node whose handshake is under way)."""
         clock = self.clock
         started = clock()
         candidates = self.candidates(None)
         tried = 0
+        asked: list[str] = []  # every endpoint tried, in order (named if all fail)
         self._refreshing = True
         try:
             while True:
@@ -768,18 +770,20 @@ class ClientCore:
                     if now >= deadline:
                         break
                     tried += 1
+                    if ep not in asked:
+                        asked.append(ep)
                     reply = yield Send(ep, RingInfo(next(self.rids)),
                                        min(deadline, now + self.per_try))
                     self._note(ep, reply)
                     if isinstance(reply, RingOk):
                         self.set_ring(reply)
                         return reply
-                if not self._handshaking(candidates, deadline):
+                if not wait or not self._handshaking(asked, deadline):
                     break
                 yield Send(candidates[-1], None, clock() + CONNECT_WAIT)  # (a wait: sends nothing)
         finally:
             self._refreshing = False
-        raise self._failure(candidates, tried, started)
+        raise self._failure(asked or candidates, tried, started)
 
     def _stale(self, now: float) -> bool:
         """The ring should be learnt again (`_refresh`): asked before making its plan, which
@@ -790,8 +794,8 @@ class ClientCore:
         """Learn the ring again if it is RING_REFRESH old (or a try failed since), unless
         another plan is at it; go on with what is known (seeds at least) if nobody answers."""
         if self._stale(self.clock()):
-            try:
-                yield from self.fetch_ring(deadline)
+            try:  # (no wait on a handshake here: the call itself waits, with what it knows)
+                yield from self.fetch_ring(deadline, wait=False)
             except (Unavailable, RequestTimeout):
                 pass
 
@@ -811,6 +815,7 @@ class ClientCore:
             now = clock()
         hedged = only is None and type(msg) in HEDGED
         tried = busy = 0
+        asked: list[str] = []  # every endpoint tried, in order (named if all fail)
         rids, per_try = self.rids, self.per_try
         while True:
             candidates = [only] if only else self.candidates(key, n)
@@ -829,6 +834,8 @@ class ClientCore:
                 if now >= deadline:
                     break
                 tried += 1
+                if ep not in asked:
+                    asked.append(ep)
                 rid = msg.rid = next(rids)  # the same message (and write id) on every try
                 # the last candidate's try waits for the rest of the call's timeout: there is
                 # nobody left to move on to (a one-node cluster under a connection flood took
@@ -890,11 +897,11 @@ class ClientCore:
             if short is not None:  # (the next coordinator was silent, unreachable or busy)
                 return short
             if refused is None:
-                if self._handshaking(candidates[:max(tried, 1)], deadline):
+                if self._handshaking(asked, deadline):
                     yield Send(candidates[-1], None, clock() + CONNECT_WAIT)  # (a wait)
                     now = clock()
                     continue
-                raise self._failure(candidates, tried, started)
+                raise self._failure(asked or candidates, tried, started)
             if not refused.message.startswith(wire.BUSY):
                 return refused
             # every candidate is busy: its own answer says retry, and the call may have time
