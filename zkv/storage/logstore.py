@@ -239,6 +239,12 @@ _ZSTD_CTX = _Zstd()
 CORRUPT_LOGGED = 10  # corrupt records found on read logged one by one per segment
 
 
+def _mib(n: int) -> str:
+    """A byte count for a message, to two decimals in MiB (whole MiB hid the difference
+    between 1.9 MiB free and a 1.9 MiB reserve: "1 MiB free ... under the reserve of 1 MiB")."""
+    return f"{n / (1 << 20):.2f} MiB"
+
+
 class LogStore:
     """A log-structured key-value store in one directory (one process at a time).
 
@@ -1362,9 +1368,3 @@ class LogStore:
 
 
 __all__ = ["LogStore", "SYNC_MODES"]
-
-
-def _mib(n: int) -> str:
-    """A byte count for a message, to two decimals in MiB (whole MiB hid the difference
-    between 1.9 MiB free and a 1.9 MiB reserve: "1 MiB free ... under the reserve of 1 MiB")."""
-    return f"{n / (1 << 20):.2f} MiB"
