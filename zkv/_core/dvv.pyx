@@ -1904,14 +1904,15 @@ def merge_contexts(a, b):
 
 def put_context(written, context, wid):
     """The context a client's put gets back: the causal past of its own write -- the context
-    it wrote with joined with the new write's dot, the write ids it retires those of that
-    context then its own -- never a sibling it did not read. `written` is the coordinator's
-    set after the write, whose context() also covers the concurrent writes the client never
-    saw: a put chained on that retired them (an outside run lost acknowledged writes so).
-    Where the write's dot cannot join without covering such a sibling too (a vector has no
-    gaps: a concurrent write took a dot of the same coordinator below it), or the write has
-    no id to find it by, the client's own context is given back: a write chained on it
-    leaves this one as a sibling rather than drop another's."""
+    it wrote with joined with the new write's dot, the write ids it retires its own then
+    that context's -- never a sibling it did not read. `written` is the coordinator's set
+    after the write, whose context() also covers the concurrent writes the client never saw:
+    a put chained on that retired them (an outside run lost acknowledged writes so). Where
+    the write's dot cannot join without covering such a sibling too (a vector has no gaps: a
+    concurrent write took a dot of the same coordinator below it), the client's own context
+    is given back with the write's id listed as retired: a write chained on it retires this
+    one by its id (rule R), not by its dot, and keeps the other's. (No id to find the write
+    by: the client's context as it was.)"""
     cdef DVVSet s = _as_set(written, "written")
     cdef DVVSet c = _ctx(context, s)
     cdef object w = _wid_arg(wid)
@@ -1931,6 +1932,7 @@ def put_context(written, context, wid):
     cdef DVVSet one = _alloc(1, 0)
     _begin_entry(one, own_node, own_dot)
     cdef DVVSet cand = dvv_sync(c, one)
+    wids = _join_wids((w,), c.ctx_wids, None)  # (its own first: never the one cut at 4)
     for k in range(s.n_entries):
         e = &s.ents[k]
         for m in range(e.first, e.first + e.count):
@@ -1938,8 +1940,13 @@ def put_context(written, context, wid):
             if e.node == own_node and d.dot == own_dot:
                 continue
             if d.dot <= _counter_of(cand, e.node) and d.dot > _counter_of(c, e.node):
-                return _context_bytes(c, c.ctx_wids)  # (it would cover an unread sibling)
-    return _context_bytes(cand, _join_wids(c.ctx_wids, (w,), None))
+                # (it would cover an unread sibling) the client's vector, its write's id
+                # listed as retired: a write made with it retires this one by rule R, so a
+                # chain of puts does not pile its own values up as siblings (the review: 21
+                # after 20 chained puts). A vector with no entry carries no id: a chain that
+                # began blind keeps its values until the client's next get.
+                return _context_bytes(c, wids)
+    return _context_bytes(cand, wids)
 
 
 def validate_context(ctx):
