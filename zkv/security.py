@@ -429,9 +429,6 @@ _FAILED: dict[int, str] = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the node refused th
                                                  "not this cluster's key)"}
 
 
-HANDSHAKING = "did not complete the ZeroMQ handshake"  # (the client waits on: ClientCore)
-
-
 class HandshakeWatch:
     """The socket monitor of one client socket: `failure()` is why its handshake with
     `endpoint` failed (None while none did). Create it before connecting."""
@@ -492,8 +489,8 @@ class HandshakeWatch:
     def unconnected_why(self) -> str:
         """Why a connection that `error()` found no refusal on is not usable yet (after it)."""
         if self.connected and not self.ok:
-            return (f"it accepted the TCP connection but {HANDSHAKING}: paused (SIGSTOP), "
-                    "overloaded, on a slow link, or not a zkv node")
+            return ("it accepted the TCP connection but did not complete the ZeroMQ handshake: "
+                    "paused (SIGSTOP), overloaded, on a slow link, or not a zkv node")
         if self.was_connected and not self.ok:  # (a --gossip port: its PUB socket closes a
             # DEALER's connection at the handshake; it read "no TCP connection")
             return ("it accepted the TCP connection and closed it before a ZeroMQ handshake: "

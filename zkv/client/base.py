@@ -82,6 +82,10 @@ class Facade:
         if refused is not None:
             raise refused
         self.core.unreachable_why[ep] = watch.unconnected_why()
+        if watch.connected and not watch.ok:  # (TCP up, the ZeroMQ handshake under way)
+            self.core.handshaking.add(ep)
+        else:
+            self.core.handshaking.discard(ep)
 
     def _close_watches(self) -> None:
         for w in self._watch.values():

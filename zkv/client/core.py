@@ -85,7 +85,7 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
-from zkv import hlc, security, wire
+from zkv import hlc, wire
 from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.config import endpoint_problem
@@ -527,6 +527,7 @@ class ClientCore:
         self.suspect_until: dict[str, float] = {}
         self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
         self.unreachable_why: dict[str, str] = {}  # endpoint -> why, as its driver last saw
+        self.handshaking: set[str] = set()  # ... of those, with a handshake under way then
         self._base_order: list[str] | None = None
         self._n_up = 0  # members in _base_order that looked up (they come first)
         self._orders: dict[tuple[int | None, int], list[str]] = {}  # (N, partition) -> order
@@ -743,10 +744,8 @@ class ClientCore:
         give up after CONNECT_WAIT a try (a client of one node across a 200 ms link failed
         every call after 0.76 s whatever its timeout: an outside run). Its socket goes on
         with the handshake meanwhile."""
-        why = self.unreachable_why
         return self.clock() + CONNECT_WAIT < deadline and any(
-            security.HANDSHAKING in why.get(ep, "") for ep in candidates
-            if ep in self.unconnectable)
+            ep in self.handshaking for ep in candidates if ep in self.unconnectable)
 
     def _note(self, ep: str, reply) -> None:
         if reply is UNREACHABLE:
@@ -1420,7 +1419,7 @@ class ClientCore:
         end = self.clock() + self.timeout
         try:
             for attempt in range(retries + 1):
-                if attempt and last is not None and self.clock() >= end:
+                if attempt and self.clock() >= end:  # (a try failed: `last` is set)
                     break
                 try:
                     cur = yield from self.get(key, r, namespace=namespace, pr=pr)
