@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import zmq
 
 from zkv import wire
+from zkv.errors import ZkvError
 from zkv.local import free_ports, port_free, port_span
 
 
@@ -81,8 +82,8 @@ def wait_for(fn, timeout: float = 30.0, what: str = "condition", step: float = 0
             last = fn()
             if last:
                 return last
-        except (OSError, ValueError, KeyError, zmq.ZMQError) as exc:
-            last = exc
+        except (OSError, ValueError, KeyError, zmq.ZMQError, ZkvError) as exc:
+            last = exc  # (a node still starting: Unavailable until it listens)
         time.sleep(step)
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
