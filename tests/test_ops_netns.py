@@ -49,6 +49,14 @@ CLIENT_SCRIPT = textwrap.dedent('''
             time.sleep(0.2)
         else:
             print(json.dumps({"error": f"not converged: {last}"})); sys.exit(1)
+    elif phase == "one-put":  # one put through a client of one node, timed
+        t = time.monotonic()
+        try:
+            with zkv.Client(eps, timeout=float(sys.argv[3])) as c:
+                c.put(b"one", b"put", w=1)
+            out = {"took": time.monotonic() - t}
+        except zkv.ZkvError as exc:
+            out = {"took": time.monotonic() - t, "error": f"{type(exc).__name__}: {exc}"}
     elif phase == "write":
         prefix, count = sys.argv[3], int(sys.argv[4])
         acked, failed = [], []
@@ -295,3 +303,44 @@ def test_a_link_healed_after_a_long_cut_is_back_in_seconds(netns, tmp_path):
         nodes.close()
     for p in nodes.procs:
         assert p.returncode == 0, nodes.log(p)[-2000:]
+
+
+def test_a_client_whose_connection_request_is_lost_waits_for_it_within_its_timeout(
+        netns, tmp_path):
+    """A client given one node whose first SYNs were lost (a lossy link) failed every call
+    after 0.76 s, "no TCP connection", whatever its timeout (an outside run): it gave up after
+    CONNECT_WAIT a try while the kernel would have sent the SYN again. It now waits, within its
+    timeout, for a connect neither answered nor refused; a refused one still fails at once."""
+    lab = netns
+    nodes, eps, client = machines(lab, tmp_path)
+    n1 = list(HOSTS)[0]
+    drop = ["iptables", "-p", "tcp", "--dport", "7001", "--syn", "-j", "DROP"]
+    try:
+        start_node(lab, nodes, tmp_path, n1, "--listen", eps[0], "--gossip",
+                   f"tcp://{HOSTS[n1]}:8001")
+        client("wait-up", eps[0], "1")
+        subprocess.run([*lab.exec_prefix(n1), *drop[:1], "-A", "INPUT", *drop[1:]], check=True)
+        script = tmp_path / "client.py"
+        call = subprocess.Popen([*lab.exec_prefix("c"), sys.executable, "-P", str(script),
+                                 "one-put", eps[0], "8"], stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not _dropped(lab, n1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _dropped(lab, n1), "the client's SYN never reached the node's machine"
+        time.sleep(1.2)  # the kernel's SYN sent again after 1 s is dropped too
+        subprocess.run([*lab.exec_prefix(n1), *drop[:1], "-D", "INPUT", *drop[1:]], check=True)
+        out = json.loads(call.communicate(timeout=60)[0].strip().splitlines()[-1])
+        assert "error" not in out, out
+        assert 1.2 <= out["took"] < 8.0, out
+        # a refused connection (nothing listening there) is not waited for
+        refused = client("one-put", f"tcp://{HOSTS[n1]}:7002", "8")
+        assert "no TCP connection" in refused["error"] and refused["took"] < 4.0, refused
+    finally:
+        nodes.close()
+
+
+def _dropped(lab, host) -> int:
+    """Packets the DROP rule of `host`'s INPUT chain has dropped."""
+    out = subprocess.run([*lab.exec_prefix(host), "iptables", "-L", "INPUT", "-v", "-n", "-x"],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[0]) for line in out.splitlines() if "DROP" in line.split()[2:3])

@@ -437,7 +437,8 @@ class HandshakeWatch:
         self.endpoint = endpoint
         events = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                   | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED
-                  | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+                  | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_DELAYED
+                  | zmq.EVENT_CONNECT_RETRIED)
         self.owner: zmq.Socket = sock.get_monitor_socket(events)
         # an asyncio socket's monitor is an asyncio socket too: read it through a plain view
         self.mon: zmq.Socket = zmq.Socket.shadow(self.owner.underlying)
@@ -445,6 +446,13 @@ class HandshakeWatch:
         self.failed: str | None = None
         self.ok = False
         self.connected = False  # the TCP connection is up (its handshake may not be done)
+        # a connect() in progress: its SYN sent, neither answered nor refused yet. A refused
+        # one ends within a millisecond on a LAN (its start and end read together); one still
+        # open when the events were last read and ended since timed out (its SYNs lost: the
+        # redial follows in sockopts.RECONNECT_IVL_MS), and counts as dialing until then
+        self._connecting = False  # a connect() begun (CONNECT_DELAYED), not yet ended
+        self._was_connecting = False  # ... so as of the end of the last read of the events
+        self._redial = False  # the last connect() timed out: its redial is due
         self.was_connected = False  # ... was, at some point (and its handshake never done)
         # a connection whose handshake had succeeded closed: the node served here, so a
         # refusal since is a node stopped or restarting, not a port that is no zkv node's (an
@@ -464,8 +472,14 @@ class HandshakeWatch:
                 break
             if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.ok, self.failed = True, None
+            elif ev["event"] == zmq.EVENT_CONNECT_DELAYED:
+                self._connecting = True
+            elif ev["event"] == zmq.EVENT_CONNECT_RETRIED:
+                self._redial = self._was_connecting  # (else refused: begun and ended at once)
+                self._connecting = self._was_connecting = False
             elif ev["event"] == zmq.EVENT_CONNECTED:
                 self.connected = self.was_connected = True
+                self._connecting = self._redial = False
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
                 if self.ok:
                     self.served, self.was_connected = True, False
@@ -480,7 +494,14 @@ class HandshakeWatch:
                               "has none), or not a zkv --listen endpoint (a --gossip or "
                               "metrics port?)")
                 self.failed = detail
+        self._was_connecting = self._connecting
         return self.failed
+
+    @property
+    def dialing(self) -> bool:
+        """A TCP connect under way or due again: its SYN neither answered nor refused (as of
+        the last `failure()`)."""
+        return self._connecting or self._redial
 
     def error(self) -> AuthenticationError | None:
         why = self.failure()
@@ -495,6 +516,9 @@ class HandshakeWatch:
             # DEALER's connection at the handshake; it read "no TCP connection")
             return ("it accepted the TCP connection and closed it before a ZeroMQ handshake: "
                     "not a zkv --listen endpoint (a --gossip port?)")
+        if self.dialing:
+            return ("no answer to the TCP connection request yet: a slow or lossy link, its "
+                    "host down, or a firewall dropping it")
         if self.served:
             return ("no TCP connection since it closed the last one: stopped or restarting, "
                     "or not listening there any more")

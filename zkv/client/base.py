@@ -82,7 +82,9 @@ class Facade:
         if refused is not None:
             raise refused
         self.core.unreachable_why[ep] = watch.unconnected_why()
-        if watch.connected and not watch.ok:  # (TCP up, the ZeroMQ handshake under way)
+        # TCP up and the ZeroMQ handshake under way, or TCP's own handshake under way (a
+        # lost SYN failed a client of one node at 0.76 s, whatever its timeout: an outside run)
+        if (watch.connected and not watch.ok) or watch.dialing:
             self.core.handshaking.add(ep)
         else:
             self.core.handshaking.discard(ep)
