@@ -216,6 +216,27 @@ def test_failover_walks_the_owners_in_order_and_suspects_the_silent_one():
     assert c.candidates(b"k")[:3] == [a, b, d]
 
 
+def test_members_that_look_up_are_tried_before_dead_seeds_even_when_suspect():
+    """Clients given a static list of ten addresses, five of them long dead, failed "no node
+    reachable" for their whole timeout the moment a ring change made the three live nodes
+    silent once: the live ones were suspects (tried last), the dead seeds' suspicion had run
+    out, and the dead seeds came first at CONNECT_WAIT each (an outside membership run). A
+    member the ring shows up now comes before any non-member seed or down member."""
+    dead = [f"tcp://10.9.0.{i}:7000" for i in range(12)]
+    clock = Clock()
+    c = ClientCore([EP["n0"], *dead], 3.0, clock=clock)
+    net = Net(clock, {ep: (lambda m: UNREACHABLE) for ep in dead}, default=member())
+    net.run(c.get(b"k"))  # learns the ring
+    for ep in dead:  # refused long ago: suspect no more
+        c.unconnectable.add(ep)
+    for ep in EP.values():  # every member silent once, just now
+        c.suspect_until[ep] = clock.t + SUSPECT_FOR
+    assert set(c.candidates(b"k")[:4]) == set(EP.values())
+    net.sent.clear()
+    assert net.run(c.put(b"k", b"v")) == b"new-ctx"
+    assert not [ep for ep, *_ in net.sent if ep in dead]
+
+
 def test_each_try_gets_the_per_try_budget_and_the_call_ends_at_its_deadline():
     c, clock = core(timeout=2.0)
     start = clock.t

@@ -530,6 +530,7 @@ class ClientCore:
         self.handshaking: set[str] = set()  # ... of those, with a handshake under way then
         self._base_order: list[str] | None = None
         self._n_up = 0  # members in _base_order that looked up (they come first)
+        self._behind: frozenset[str] | None = None  # the rest of _base_order (see candidates)
         self._orders: dict[tuple[int | None, int], list[str]] = {}  # (N, partition) -> order
         # (N, partition) -> its owners an owner read may ask as far as the ring tells (members
         # that serve Read, not down, with an endpoint), in preference order, as (id, endpoint)
@@ -621,6 +622,9 @@ class ClientCore:
             self._n_up = len(base) - len(self.down & set(self.endpoints))
             base += self.seeds
             self._base_order = base = list(dict.fromkeys(base))
+            # the endpoints after the members that look up: members the ring says are down,
+            # and seeds that are no member (None: no ring yet, every one may be a member)
+            self._behind = None if self.ring is None else frozenset(base[self._n_up:])
         if self.routing == "any" and key is not None:
             up = self._n_up if self.ring is not None else len(base)
             if up:  # round robin over the members that look up, the rest after them
@@ -641,9 +645,17 @@ class ClientCore:
             order = list(base)
         if self.suspect_until:
             _expire(self.suspect_until, self.clock())
-            if self.suspect_until:
-                order = ([ep for ep in order if ep not in self.suspect_until]
-                         + [ep for ep in order if ep in self.suspect_until])
+            suspect = self.suspect_until
+            if suspect:  # tried last for a while; but a member that looks up, suspect or not,
+                # before any endpoint behind them (a seed that is no member, a member down):
+                # clients whose live nodes were all silent once around a ring change tried
+                # five dead seed addresses first, at CONNECT_WAIT each, and failed "no node
+                # reachable" with three nodes up (an outside membership run)
+                behind = self._behind or ()
+                order = ([ep for ep in order if ep not in suspect and ep not in behind]
+                         + [ep for ep in order if ep in suspect and ep not in behind]
+                         + [ep for ep in order if ep not in suspect and ep in behind]
+                         + [ep for ep in order if ep in suspect and ep in behind])
         return order
 
     def new_wid(self) -> bytes:
