@@ -630,6 +630,27 @@ def test_a_write_retried_with_its_write_id_is_the_same_write(driver, cluster3):
             c.delete(same, b"", write_id=bad)
 
 
+@pytest.mark.cluster
+def test_a_blind_put_under_another_writes_id_keeps_both_values(driver, cluster3):
+    """Two values under one write id were taken for one write and only the greater kept: a
+    client that read a key's context (which lists the stored write ids) erased another
+    client's acknowledged write with a blind put of a greater value under its id (an outside
+    security run). A node now stores a write under an id made of the client's id and the
+    value (coordinator.stored_wid): another value never passes for it."""
+    from zkv.node.coordinator import stored_wid
+
+    c = driver(cluster3.endpoints[:1], timeout=3.0)
+    key = b"wid-forge:%d" % random.getrandbits(48)
+    alice = os.urandom(16)
+    c.put(key, b"alice's order", b"", w=3, write_id=alice)
+    for forged in (stored_wid(alice, b"alice's order"), alice):  # as listed, or leaked
+        c.put(key, b"\xff" * 8 + forged[:4], b"", w=3, write_id=forged)
+    assert b"alice's order" in c.get(key, r=3).values
+    assert len(c.get(key, r=3).values) == 3
+    c.put(key, b"alice's order", b"", w=3, write_id=alice)  # her retry is still one write
+    assert len(c.get(key, r=3).values) == 3
+
+
 def test_a_closed_client_says_so_as_an_invalid_request(driver):
     """A call on a closed client raised libzmq's "Operation not supported" (a ZMQError, not
     under zkv.ZkvError)."""

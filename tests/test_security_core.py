@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from zkv import wire
 from zkv._core import dvv
 from zkv.config import NodeConfig
+from zkv.node import coordinator
 from zkv.node import core as core_mod
 from zkv.node import ownership as own
 from zkv.node.background import MAX_EXCHANGE_QUEUE
@@ -610,6 +612,8 @@ def test_write_bytes_in_flight_capped_per_connection_and_per_node(node, monkeypa
     for role in (CLIENT, ADMIN):  # (a plain-text node's clients are admins)
         monkeypatch.setitem(core_mod.MAX_INFLIGHT_BYTES, role, 4 * mib)
     monkeypatch.setattr(core_mod, "MAX_INFLIGHT_BYTES_CLIENTS", 10 * mib)
+    # the request bytes alone here (the copies sent to replicas count too: test_small_writes_)
+    monkeypatch.setattr(coordinator, "CHARGED_COPIES", 1 << 40)
     value = b"v" * mib
 
     sent: list = []  # the replica writes sent to node2
@@ -1222,6 +1226,85 @@ def test_a_key_reload_logs_which_client_keys_were_added_removed_or_replaced(tmp_
                         f"(public key {ops_public[:8]}...); removed: client key 'app' "
                         f"(public key {app_public[:8]}...)")
         assert auth.describe("client:app") == f"client key 'app' (public key {app_public[:8]}...)"
+    finally:
+        auth.stop()
+        ctx.term()
+
+
+def test_small_writes_to_a_key_of_large_siblings_count_the_copies_they_send(node):
+    """A 100-byte put to a key holding 8 siblings of 1 MiB sends the whole 8 MiB set to each
+    replica, and only its 100 bytes counted against the connection's bytes in flight: 0.13 MB
+    of such puts on one connection drove a node past 5.7 GB (an outside security run). The
+    copies now count until every replica has answered or the op's deadline passed, though
+    its answer (w=1 here) came at once."""
+    def run_for(seconds):  # node2 and node3 up all along (they never answer writes here)
+        end = node.t + seconds
+        while node.t < end:
+            node.t += 0.2
+            for i in (2, 3):
+                node.gossip(i, [_member(i)])
+            node.core.tick(node.t)
+            node.out()
+
+    run_for(1.0)
+    for i in range(8):  # (one at a time: their own copies count until their deadline)
+        put = wire.Put(i, b"fat", bytes([i]) * (1 << 20), w=1)
+        assert type(node.ask(OUTSIDER, [put], CLIENT)[0]) is wire.PutOk
+        run_for(node.core.cfg.replica_timeout + 0.5)
+    assert not node.core.inflight_bytes and node.core.client_bytes == 0
+    small = [wire.Put(100 + i, b"fat", b"x" * 100, w=1) for i in range(20)]
+    replies = node.ask(OUTSIDER, small, CLIENT)
+    taken = [r for r in replies if type(r) is wire.PutOk]
+    busy = [r for r in replies if type(r) is wire.Error and r.message.startswith(wire.BUSY)]
+    assert len(taken) + len(busy) == 20 and 1 <= len(taken) <= 5, replies
+    assert "MiB of writes in flight on this connection" in busy[0].message
+    # ... until the ops are done (node2 and node3 never answer: at their deadline)
+    run_for(node.core.cfg.replica_timeout + 0.5)
+    assert not node.core.inflight_bytes and node.core.client_bytes == 0
+    assert type(node.ask(OUTSIDER, small[:1], CLIENT)[0]) is wire.PutOk
+
+
+def test_a_key_pair_made_again_under_its_name_cuts_off_the_old_pairs_connections(
+        tmp_path, monkeypatch):
+    """A client key replaced by a new pair under the same name (`zkv keygen --client NAME`
+    after removing the leaked one) kept the old pair's open connections writing: a
+    connection's ZAP User-Id named the key's name only (an outside security run). The User-Id
+    now carries the public key's first characters; the old one is refused, saying why, and a
+    key turned from admin to client is named as such, not as removed."""
+    import zmq
+
+    from zkv import security
+
+    monkeypatch.setattr(security.Authenticator, "_reload_due", lambda self: None)
+    keys = str(tmp_path / "keys")
+    security.keygen(keys)
+    security.keygen(keys, client="carol", admin=True)
+    ctx = zmq.Context()
+    auth = security.Authenticator(ctx, security.NodeKeys(keys))
+    try:
+        (old,) = [u for u in auth.users if ":carol/" in u]
+        assert auth.role_of(old) == "admin"
+        public = auth.publics["admin:carol"]
+        assert auth.describe(old) == f"admin key 'carol' (public key {public[:8]}...)"
+        for f in ("carol.key", "carol.key_secret"):
+            os.remove(os.path.join(keys, "clients", f))
+        security.keygen(keys, client="carol", admin=True)
+        auth.reload(force=True)
+        (new,) = [u for u in auth.users if ":carol/" in u]
+        assert new != old and auth.role_of(new) == "admin" and auth.role_of(old) is None
+        assert "replaced by a new key pair" in auth.why_refused(old)
+        path = os.path.join(keys, "clients", "carol.key")
+        with open(path) as fh:
+            text = fh.read()
+        with open(path, "w") as fh:
+            fh.write(re.sub(r"role = \"?admin\"?", "role = client", text))
+        auth.reload(force=True)
+        assert auth.role_of(new) is None
+        assert auth.why_refused(new).startswith("this connection's key 'carol' is a client "
+                                                "key now, no longer an admin key")
+        os.remove(path)
+        auth.reload(force=True)
+        assert "removed from the node's keys dir" in auth.why_refused(new)
     finally:
         auth.stop()
         ctx.term()

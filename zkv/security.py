@@ -234,6 +234,17 @@ def announce(keys: NodeKeys | None, listen: str) -> None:
                     "reach %s can read and write; development only", listen)
 
 
+_FINGERPRINT = 8  # characters of a client key's public key (Z85) at the end of its User-Id
+
+
+def _user_parts(user: str) -> tuple[str, str]:
+    """A client key's User-Id ("ROLE:NAME/FINGERPRINT") as ("ROLE:NAME", FINGERPRINT); any
+    other ("peer") as (user, "")."""
+    if len(user) > _FINGERPRINT + 1 and user[-_FINGERPRINT - 1] == "/" and ":" in user:
+        return user[:-_FINGERPRINT - 1], user[-_FINGERPRINT:]
+    return user, ""
+
+
 def role_of(user_id: str | None) -> str | None:
     """The node core's role for a ZAP User-Id ("peer", "admin", "client"), None if unknown."""
     if not user_id:
@@ -267,7 +278,7 @@ class Authenticator:
         self.keys = keys
         self.allowed: dict[bytes, str] = {}  # z85 public key -> User-Id
         self.users: frozenset[str] = frozenset()  # the User-Ids allowed now
-        self.publics: dict[str, str] = {}  # User-Id -> its public key (removed ones too: logs)
+        self.publics: dict[str, str] = {}  # "ROLE:NAME" -> its public key (removed ones too)
         self.signature: tuple = ()
         self.next_check = 0.0
         self.denied = 0
@@ -285,18 +296,36 @@ class Authenticator:
 
     def role_of(self, user_id: object) -> str | None:
         """The role of a request frame's ZAP User-Id, None if its key is not allowed now: a
-        key removed (or turned from admin to client) stops being served on the connections it
-        opened too, not only for new ones (a security review: a revoked key's open connection
-        still wrote at once and read 20 s later)."""
+        key removed, replaced by a new pair under its name, or turned from admin to client
+        stops being served on the connections it opened too, not only for new ones (a
+        security review: a revoked key's open connection still wrote at once and read 20 s
+        later; another: a key pair made again under its name kept the old one's open
+        connections writing, as the User-Id named the key's name only)."""
         uid = str(user_id)
         return role_of(uid) if uid in self.users else None
 
+    def why_refused(self, user_id: object) -> str:
+        """Why `role_of` refused a connection's User-Id, for its refusal."""
+        base, _ = _user_parts(str(user_id))
+        role, _, name = base.partition(":")
+        for user in self.users:
+            now, _ = _user_parts(user)
+            if now == base:
+                return ("this connection's key was replaced by a new key pair under its name "
+                        "(zkv keygen): reconnect with the new one")
+            if now.partition(":")[2] == name and name:
+                return (f"this connection's key {name!r} is a {now.partition(':')[0]} key now, "
+                        f"no longer {'an' if role == 'admin' else 'a'} {role} key: reconnect")
+        return ("this connection's key is no longer allowed (removed from the node's keys "
+                "dir): reconnect with another")
+
     def describe(self, user: str) -> str:
         """A User-Id as a log names it: its role, name and public key's first characters."""
-        role, _, name = user.partition(":")
-        public = self.publics.get(user)
+        base, public = _user_parts(user)
+        role, _, name = base.partition(":")
+        public = public or self.publics.get(base, "")[:8]
         return (f"{role} key {name!r}" if name else f"key {user!r}") + (
-            f" (public key {public[:8]}...)" if public else "")
+            f" (public key {public}...)" if public else "")
 
     def reload(self, force: bool = False) -> bool:
         """Re-read the allow-list if any key file changed; True when it did (the ZAP
@@ -327,11 +356,14 @@ class Authenticator:
             if public in allowed and allowed[public] == PEER_USER:
                 log.warning("client key %s is the cluster key: ignored", f)
                 continue
-            allowed[public] = f"{role}:{name}"
+            # (its public key's first characters in the User-Id: a new pair under the same
+            # name is another user, and the old pair's open connections are refused)
+            allowed[public] = f"{role}:{name}/{public[:_FINGERPRINT].decode()}"
         changed = bool(self.signature) and allowed != self.allowed
-        before = {user: public.decode() for public, user in self.allowed.items()
+        before = {_user_parts(user)[0]: public.decode() for public, user in self.allowed.items()
                   if user != PEER_USER}
-        now = {user: public.decode() for public, user in allowed.items() if user != PEER_USER}
+        now = {_user_parts(user)[0]: public.decode() for public, user in allowed.items()
+               if user != PEER_USER}
         self.publics.update(now)
         self.allowed = allowed
         self.users = frozenset(allowed.values())

@@ -25,6 +25,8 @@ fewer owners than that are reachable (`NodeCore._coordinate`).
 
 from __future__ import annotations
 
+import blake3
+
 from zkv._core import dvv
 from zkv.errors import InvalidRequest, StorageFull, TooManySiblings
 from zkv.node.namespaces import STAMP_BYTES
@@ -35,6 +37,7 @@ from zkv.wire import (
     E_INVALID,
     E_UNAVAILABLE,
     MAX_WID,
+    WID_SIZE,
     Error,
     Forward,
     RGet,
@@ -51,6 +54,32 @@ from zkv.wire import (
 # 120 ms bound). Asking two costs one extra copy (a hint, delivered and deleted like any)
 # only when a replica was already silent past its soft timeout.
 STANDINS_PER_SILENCE = 2
+
+# A write whose copies to the replicas come to this many bytes or more counts them against
+# its client's request bytes in flight (NodeCore.charge), as its own value counts: smaller
+# ones are not worth the bookkeeping (a 1 KiB put's two copies: ~2.2 KiB).
+CHARGED_COPIES = 1 << 16
+
+
+def stored_wid(wid: bytes, value: bytes | None) -> bytes:
+    """The write id a client write is stored under: WID_SIZE bytes of BLAKE3 over the
+    client's write id and the value it writes (None: a delete), so a retry of the same write
+    (same id, same value) is known as one on any coordinator (rule D, dvv.pyx), and a write of
+    another value can never pass for it. (The client's id went in as it was: any client that
+    read a key's context, where write ids are listed, could send a blind put of its own value
+    under the id of another client's acknowledged write, and rule D kept only one of the two,
+    the greater: an outside security run erased another client's write so.) b"" stays b""
+    (no id: no dedup), and an id too long stays as it is, to be refused."""
+    if not wid or len(wid) > MAX_WID:
+        return wid
+    h = blake3.blake3(len(wid).to_bytes(1, "big"))
+    h.update(wid)
+    if value is None:
+        h.update(b"\x00")
+    else:
+        h.update(b"\x01")
+        h.update(value)
+    return h.digest(WID_SIZE)
 
 
 class _FanOut(Op):
@@ -363,6 +392,12 @@ class WriteOp(_FanOut):
                 continue
             self.extra_waiting.add(node_id)
             self.ctx.ask(node_id, RPut(0, self.key, self.version), self)
+        sent = len(version) * (len(pending) + len(self.extra_waiting))
+        if sent >= CHARGED_COPIES and self.holds_slot:
+            # the copies sent hold memory until the replicas take them, whatever the request's
+            # own size: a 100-byte put to a key of 8 siblings of 1 MiB sends 8 MiB to each
+            # replica (an outside run drove a node past 5.7 GB with 0.13 MB of such puts)
+            ctx.charge(self, sent)
         self._arm()
         self._check()
 

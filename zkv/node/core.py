@@ -77,7 +77,7 @@ from zkv.node import namespaces as nss
 from zkv.node import ownership as own
 from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
-from zkv.node.coordinator import BUSY, ForwardOp, GetOp, JointWriteOp, WriteOp
+from zkv.node.coordinator import BUSY, ForwardOp, GetOp, JointWriteOp, WriteOp, stored_wid
 from zkv.node.handoff import HandoffStore
 from zkv.node.latency import REFRESH, PeerLatency
 from zkv.node.listing import answer_keys
@@ -1499,7 +1499,8 @@ class NodeCore:
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
                                          f"flight on this connection"))
                 return
-            if n and (t is Put or t is Forward) and self._bytes_refused(ident, msg, role):
+            if (t is Put or t is Forward) and (n or ident in self.inflight_bytes) \
+                    and self._bytes_refused(ident, msg, role):  # (answered ops' copies count)
                 return
         if t in HEAVY:
             heavy = self.turn_heavy
@@ -2484,6 +2485,7 @@ class NodeCore:
                        ns.ttl * 1000, strict, owners)
         else:
             value = msg.value if type(msg) is Put else None
+            wid = stored_wid(msg.wid, value)
             stamp = b""
             if value is not None and ns.conflicts == "lww":  # (ns.lww without its call)
                 if given:  # stamped on receipt where it entered (no later than our clock's
@@ -2500,14 +2502,14 @@ class NodeCore:
             also = self._joint_write(p, n, need) if self.unsettled else None
             if also is None:
                 op = WriteOp(self, origin, skey, deadline, targets, need, msg.context, value,
-                             msg.wid, extra, int.from_bytes(stamp, "big") if stamp else 0,
+                             wid, extra, int.from_bytes(stamp, "big") if stamp else 0,
                              strict, owners)
             else:  # (every previous owner it needs acknowledgements from is sent a copy)
                 have = {x for x, _ in targets}
                 extra = list(dict.fromkeys(extra + [x for nodes, _ in also
                                                     for x in sorted(nodes) if x not in have]))
                 op = JointWriteOp(self, origin, skey, deadline, targets, need, msg.context,
-                                  value, msg.wid, extra,
+                                  value, wid, extra,
                                   int.from_bytes(stamp, "big") if stamp else 0, strict, owners,
                                   also=also)
         self.start_op(op, self.t)
@@ -2562,6 +2564,8 @@ class NodeCore:
             self.dead_timers = 0
         if op.holds_slot:  # (most were released when answered)
             self.release(op)
+        if op.copies:
+            self._count_bytes(op.origin[0], -op.copies)
         peer_rids = self.peer_rids
         rids = op.rids
         for rid in rids:
@@ -2583,13 +2587,25 @@ class NodeCore:
             else:
                 self.inflight.pop(ident, None)
             if op.size:
-                left = self.inflight_bytes.get(ident, 0) - op.size
-                if left > 0:
-                    self.inflight_bytes[ident] = left
-                else:
-                    self.inflight_bytes.pop(ident, None)
-                if _peer_of(ident) is None:
-                    self.client_bytes -= op.size
+                self._count_bytes(ident, -op.size)
+
+    def charge(self, op: Op, size: int) -> None:
+        """`op` (a client's) sent its replicas copies of `size` bytes: they count against its
+        connection's and all clients' request bytes in flight until the op is done (every
+        replica answered, or its deadline), past its answer; later writes over the cap are
+        answered "busy, retry" (_bytes_refused)."""
+        op.copies += size
+        self._count_bytes(op.origin[0], size)
+
+    def _count_bytes(self, ident: bytes, size: int) -> None:
+        """`size` more (or, negative, fewer) request bytes in flight on connection `ident`."""
+        left = self.inflight_bytes.get(ident, 0) + size
+        if left > 0:
+            self.inflight_bytes[ident] = left
+        else:
+            self.inflight_bytes.pop(ident, None)
+        if _peer_of(ident) is None:
+            self.client_bytes += size
 
     def wake(self, op: Op, at: float) -> None:
         heappush(self.timers, (at, next(self.timer_seq), op.serial))

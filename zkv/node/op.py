@@ -29,6 +29,7 @@ class Context(Protocol):
     def ask(self, node_id: str, msg, op: Op | None) -> None: ...  # send; route replies to op
     def respond(self, origin, msg) -> None: ...  # reply to the client (origin) that asked
     def release(self, op: Op) -> None: ...  # op's client has its answer: free its slot
+    def charge(self, op: Op, size: int) -> None: ...  # op sent copies of `size` bytes
     def done(self, op: Op) -> None: ...  # op finished: forget its timers and rids
     def observe(self, op: Op, ok: bool) -> None: ...  # metrics
     def suspect(self, node_id: str, reason: str) -> None: ...
@@ -56,6 +57,7 @@ class Op:
     serial = 0  # set by the core when the op starts (its key in live_ops and timers)
     holds_slot = False  # counted in its client connection's in-flight ops (until answered)
     size = 0  # request bytes it holds (a write's value and context), counted with its slot
+    copies = 0  # bytes of the copies it sent replicas, counted with them until it is done
     on_finish: Callable[[Op], None] | None = None  # set by the starter, if it wants to know
 
     def __init__(self, ctx: Context, origin, key: bytes, deadline: float) -> None:

@@ -189,9 +189,7 @@ class Node:
                 role = auth.role_of(user_id)
             seen(frames[0], fd)
             if secure and role is None:  # its key was removed since it connected
-                core.refuse_unauthorised(frames[0], "this connection's key is no longer "
-                                         "allowed (removed from the node's keys dir): "
-                                         "reconnect with another", "key_removed",
+                core.refuse_unauthorised(frames[0], auth.why_refused(user_id), "key_removed",
                                          str(user_id))
                 continue
             if count != 2:  # a ROUTER frame always starts with the identity
