@@ -188,7 +188,7 @@ class Node:
             if auth is not None:  # (secure)
                 role = auth.role_of(user_id)
             seen(frames[0], fd)
-            if secure and role is None:  # its key was removed since it connected
+            if auth is not None and role is None:  # its key was removed since it connected
                 core.refuse_unauthorised(frames[0], auth.why_refused(user_id), "key_removed",
                                          str(user_id))
                 continue
