@@ -862,6 +862,51 @@ def test_replaced_mappings_are_unmapped_in_a_forked_child_too(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_neither_writes_through_nor_unlocks_its_parents_store(tmp_path):
+    """A child forked with a store open closed it at its exit, which released the parent's
+    directory lock (one flock, shared through the inherited file): a third process then
+    opened the directory as a second writer, and its acknowledged writes were lost. The
+    child's writes through the store were lost without an error, too (an outside run). In a
+    child, the parent's stores now refuse every call, and its exit leaves them alone."""
+    from zkv.storage import logstore
+
+    d = str(tmp_path / "s")
+    s = LogStore(d, sync="always")
+    s.put(b"k", b"parent")
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but this, then out without running pytest's exit
+        code = 3
+        try:
+            for call, says in ((lambda: s.put(b"k", b"child"), "not writable"),
+                               (lambda: s.delete(b"k"), "not writable"),
+                               (lambda: s.get(b"k"), "before a fork"),
+                               (s.flush, "before a fork")):
+                try:
+                    call()
+                    code = 1
+                except InvalidRequest as exc:
+                    if says not in str(exc):
+                        code = 2
+            logstore._close_forgotten()  # (what its interpreter's exit runs)
+            s.close()
+            if code == 3:
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    probe = subprocess.run([sys.executable, "-c", f"from zkv.storage import LogStore; "
+                            f"LogStore({d!r})"], capture_output=True, text=True)
+    assert "StoreLocked" in probe.stderr, probe.stderr  # the parent holds it still
+    s.put(b"k2", b"parent2")
+    assert s.get(b"k") == b"parent"
+    s.close()
+    s = LogStore(d)
+    assert (s.get(b"k"), s.get(b"k2")) == (b"parent", b"parent2")
+    s.close()
+
+
 def test_closed_cleanly_tells_a_close_from_a_crash(tmp_path):
     """A node takes a new dot id after an unclean shutdown (replica.py): the store says which
     it was. A fresh store and one closed with close() are clean; one whose process died with
