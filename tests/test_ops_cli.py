@@ -365,3 +365,9 @@ def test_status_says_why_not_ready_in_words_without_unknown_parts():
         "ring differs from n2's; no ring heard yet from n3, n4; 12 partition(s) still to "
         "receive")
     assert "None" not in not_ready_words({"joined": None, "ring_agreed": None})
+    # a clock behind its peers' read "reason unknown" (an outside clock-skew run)
+    assert not_ready_words({"joined": True, "ring_agreed": True, "pending_transfers_in": 0,
+                            "peers_refused_as_ahead_of_clock": ["n1", "n2"],
+                            "clock_behind_peers": True}) == (
+        "its wall clock is behind its peers' (their records refused as ahead of it: n1, n2): "
+        "check NTP")

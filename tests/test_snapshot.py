@@ -194,6 +194,18 @@ def test_a_restore_older_than_the_reap_memory_needs_the_flag(tmp_path):
         check_restored(str(tmp_path), now, horizon, False)
     assert all((tmp_path / sub / MARK).exists() for sub in ("data", "handoff"))
     assert "(--restore-old-snapshot)" in check_restored(str(tmp_path), now, horizon, True)
+    # taken on a clock 10 min fast: its age cannot be told (it read as 0, and a restore 2 min
+    # later, past the horizon, brought 50 deleted keys back: an outside clock-skew run)
+    mark(-600)
+    with pytest.raises(ZkvError, match="taken 10 min in the future by this machine's clock"):
+        check_restored(str(tmp_path), now, horizon, False)
+    assert all((tmp_path / sub / MARK).exists() for sub in ("data", "handoff"))
+    assert check_restored(str(tmp_path), now, horizon, True).startswith(
+        "started on snapshot 'nightly'")
+    mark(-2)  # (two clocks a moment apart: taken as new)
+    assert check_restored(str(tmp_path), now, horizon, False).startswith(
+        "started on snapshot 'nightly', taken 0 s ago")
+    mark(100)
     (tmp_path / "data" / MARK).write_text("{not json")
     with pytest.raises(ZkvError, match="cannot be read"):
         check_restored(str(tmp_path), now, horizon, False)

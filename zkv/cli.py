@@ -1001,6 +1001,12 @@ def not_ready_words(why: dict) -> str:
         parts.append("ring not agreed with every up peer")
     if why.get("pending_transfers_in"):
         parts.append(f"{why['pending_transfers_in']} partition(s) still to receive")
+    if why.get("clock_behind_peers"):
+        ahead = why.get("peers_refused_as_ahead_of_clock") or []
+        parts.append("its wall clock is behind its peers' (their records refused as ahead of "
+                     f"it: {', '.join(ahead)}): check NTP")
+    if why.get("clock_skewed"):
+        parts.append(f"its wall clock is {why['clock_skewed']} (check NTP)")
     if why.get("reason") and not parts:
         parts.append(str(why["reason"]))  # (e.g. "starting": no observation yet)
     return "; ".join(parts) or "reason unknown"

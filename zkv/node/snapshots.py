@@ -132,6 +132,9 @@ def _held(path: str) -> int:
     return held
 
 
+FUTURE_SLACK_MS = 5_000  # a snapshot's mark this far ahead of the clock: a clock is wrong
+
+
 def check_restored(data_dir: str, now_ms: int, horizon_s: float, allow_old: bool) -> str | None:
     """Whether the node's stores were restored from a snapshot (its MARK in DATA_DIR/data):
     None if not; a line to log if so and the snapshot is at most `horizon_s` old, or
@@ -152,6 +155,16 @@ def check_restored(data_dir: str, now_ms: int, horizon_s: float, allow_old: bool
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ZkvError(f"{mark}: a snapshot's mark that cannot be read ({exc}): remove it if "
                        f"this store is not a restored snapshot") from None
+    if created - now_ms > FUTURE_SLACK_MS and not allow_old:
+        # (its age was read as 0: a snapshot taken on a clock 10 min fast passed as new, and
+        # restored 2 min later, past the horizon, its 50 deleted keys came back everywhere)
+        raise ZkvError(
+            f"{data_dir} holds snapshot {name!r}, taken {_ago((created - now_ms) / 1000)} "
+            "in the future by this machine's clock: the clock it was taken with, or this "
+            "one, is wrong, so how old it is cannot be told, and one older than "
+            f"{_ago(horizon_s)} would bring deletes back. Fix the clock (NTP); if the "
+            "snapshot is known to be recent, or every node is being rolled back to snapshots "
+            "of one moment, start with --restore-old-snapshot")
     age = max(0.0, (now_ms - created) / 1000)
     if age > horizon_s and not allow_old:
         raise ZkvError(
