@@ -555,3 +555,26 @@ def test_a_process_that_stood_still_mid_turn_is_not_also_a_slow_turn(core, caplo
     turns.end(16.6)
     assert core.metrics.slow_turns._value.get() == 1
     assert any(r.getMessage().startswith("a loop turn took 1.50 s") for r in caplog.records)
+
+
+def test_a_node_with_keys_labels_its_hot_keys_by_hash_on_the_plain_metrics_port(core):
+    """The metrics port has no authentication: a node with --keys showed its hottest key
+    names there (zkv_hot_key_ops{key="session:...secret-token..."}), which the keys keep off
+    the network (an outside security audit). With keys, the label is a BLAKE3 digest; `zkv
+    top`, an authenticated status request, still names the keys."""
+    import blake3
+
+    from zkv.node.metrics import key_digest
+
+    secret = b"session:\xff\xfe\x00secret-token-4242"
+    for _ in range(40):
+        core.metrics.hot.add(secret)
+    ms = core.membership
+    core.metrics.observe_cluster(ms, ms.ring(), core.t)
+    assert core.metrics.hot_keys.rows[0][1].startswith("session:")  # no keys: the name
+    core.metrics.key_names = False  # (as NodeCore sets it for a node with --keys)
+    core.metrics.observe_cluster(ms, ms.ring(), core.t)
+    (rank, label, count) = core.metrics.hot_keys.rows[0]
+    assert label == key_digest(secret) == "blake3:" + blake3.blake3(secret).hexdigest()[:16]
+    assert "secret" not in str(core.metrics.hot_keys.rows)
+    assert core.metrics.summary()["hot_keys"][0][0].startswith("session:")  # zkv top's

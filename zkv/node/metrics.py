@@ -32,6 +32,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
+import blake3
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -118,6 +119,15 @@ HOT_KEYS_HALF_LIFE = 60.0  # seconds: counts halve this often, so the list follo
 HOT_KEY_LABEL_MAX = 80  # characters of a key shown in a label
 
 Readiness = Callable[[], tuple[bool, dict]]
+
+
+def key_digest(key: bytes) -> str:
+    """A key as zkv_hot_key_ops labels it on a node with --keys: the first 16 hex digits
+    of its BLAKE3 hash, not its bytes (the metrics port has no authentication: it showed
+    the hottest key names, which the keys keep off the network, to anyone who could reach it).
+    `zkv top` (an authenticated status request) shows the keys themselves; to find a key
+    here, hash it: blake3.blake3(key).hexdigest()[:16]."""
+    return "blake3:" + blake3.blake3(key).hexdigest()[:16]
 
 
 def key_label(key: bytes) -> str:
@@ -463,6 +473,7 @@ class NodeMetrics:
                                     "transfers by direction (in, out): done and total",
                                     ["direction", "what"], registry=r)
         self.hot_keys = _HotKeys()  # zkv_hot_key_ops, from the last refresh's rows
+        self.key_names = True  # ... labelled by the keys themselves (else key_digest)
         r.register(self.hot_keys)
         self.hot_key_error = Gauge("zkv_hot_key_error", "Largest possible underestimate of "
                                    "zkv_hot_key_ops (decayed requests / (counters + 1))",
@@ -578,7 +589,8 @@ class NodeMetrics:
                 child(self.transfers, direction, state).set(t.get(state, 0))
             child(self.transfer_bytes, direction, "done").set(t.get("bytes_done", 0))
             child(self.transfer_bytes, direction, "total").set(t.get("bytes_total", 0))
-        self.hot_keys.rows = [(str(rank), key_label(cast(bytes, key)), count) for rank, (key, count)
+        label = key_label if self.key_names else key_digest
+        self.hot_keys.rows = [(str(rank), label(cast(bytes, key)), count) for rank, (key, count)
                               in enumerate(self.hot.top(HOT_KEYS_EXPORTED), 1)]
         self.hot_key_error.set(self.hot.error_bound())
 
