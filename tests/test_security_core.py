@@ -1308,3 +1308,30 @@ def test_a_key_pair_made_again_under_its_name_cuts_off_the_old_pairs_connections
     finally:
         auth.stop()
         ctx.term()
+
+
+def test_a_write_taken_just_after_a_stall_is_refused_busy_unless_lww(node):
+    """A write that waited in a stopped node's socket was coordinated when it resumed, with a
+    new dot: its client had retried it elsewhere and written over it since, and the value
+    came back as a sibling (an outside run, a chain of puts with one node SIGSTOPped 8 s).
+    A write taken in the moments after a stall is answered "busy, retry" now (its client, if
+    still waiting, asks again, with its write id); an lww one is stamped as of the stop
+    (the test above), and everything is taken again once the moment has passed."""
+    node.ask(b"admin", [wire.NsCreate(1, "last", 3, 1, 1, "lww")], ADMIN)
+    node.t += 30.0  # stood still 30 s
+    node.core.tick(node.t)
+    ident = b"client:c/1"
+    (busy,) = node.ask(ident, [wire.Put(1, b"k", b"v", b"", 1, b"w" * 16)])
+    assert type(busy) is wire.Error and busy.message.startswith(wire.BUSY), busy
+    assert "resumed from standing still" in busy.message
+    (gone,) = node.ask(ident, [wire.Delete(2, b"k", b"", 1, b"d" * 16)])
+    assert type(gone) is wire.Error and gone.message.startswith(wire.BUSY), gone
+    (read,) = node.ask(ident, [wire.Get(3, b"k", 1)])
+    assert type(read) is wire.GetOk
+    (lww,) = node.ask(ident, [wire.Put(4, b"k", b"v", b"", 1, b"x" * 16, "last")])
+    assert type(lww) is wire.PutOk, lww
+    assert node.core.store.get(b"k") is None
+    node.t += 0.6  # (STALL_AFTER: the moment has passed)
+    node.core.tick(node.t)
+    (ok,) = node.ask(ident, [wire.Put(5, b"k", b"v", b"", 1, b"w" * 16)])
+    assert type(ok) is wire.PutOk, ok

@@ -403,6 +403,7 @@ class NodeCore:
         self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, incarnation,
                                self.dots_base, cfg.max_siblings)
         self.metrics = metrics if metrics is not None else NodeMetrics()
+        self.metrics.key_names = cfg.keys is None  # (the metrics port is plain HTTP)
         self._observe_op = self.metrics.ops.observe  # per coordinated op (observe)
         self.replica.on_siblings = self._on_siblings
         self.replica.on_refused = self.metrics.note_sibling_refusal
@@ -2242,6 +2243,20 @@ class NodeCore:
                  "missed heartbeats are not held against them, and the lww writes that "
                  "waited meanwhile are stamped as of when it stopped", deaf)
 
+    def _refuse_stale(self, ident: bytes, rid: int) -> None:
+        """A write taken in the moments after a stall (`_resumed`) may have waited in this
+        node's socket all along: its client may have retried it through another node since
+        (the same write id), and written over that with a later put whose context covered
+        it. Coordinated now, it would take a new dot that no context covers, and the value its
+        client overwrote came back as a sibling (an outside run: a writer's chain of puts,
+        one node SIGSTOPped 8 s). It is answered "busy, retry": a client still waiting for it
+        asks another node or this one again, with its write id; one that gave up never
+        hears of it. (An lww write is stamped as of the stop instead: `_stamp`.)"""
+        self.metrics.busy.inc()
+        self._reply(ident, Error(rid, E_UNAVAILABLE, f"{BUSY}: this node has just resumed from "
+                                 "standing still (stopped, or starved of CPU), and this write "
+                                 "may have waited for it all along"))
+
     def _stamp(self, skey: bytes, floor: int) -> int:
         """An lww write's HLC stamp: after the client's floor (every value it has seen;
         clamped if far ahead) and every stamp this node holds for the key. In the moments
@@ -2333,6 +2348,9 @@ class NodeCore:
                         ns.check_write_ttl(msg.ttl)
         except (ZkvError, ValueError) as exc:
             self._reply(ident, Error(rid, E_INVALID, str(exc)[:wire.MAX_ERROR_TEXT]))
+            return
+        if self.stall_until > self.t and type(msg) is not Get and ns.conflicts != "lww":
+            self._refuse_stale(ident, rid)
             return
         origin = (ident, rid)
         ring = self.membership.ring(ns.n)
