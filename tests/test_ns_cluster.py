@@ -267,6 +267,9 @@ def test_cli_namespace_create_list_and_use(cluster5):
         assert c.core.ns_cache["acct"].pw == 3  # (learnt by the get's routing)
     out = zkv_cli("namespace", "alter", "acct", "--pw", "0")
     assert out.returncode == 0 and "pr=2 conflicts" in out.stdout, out
+    # --n on alter read as --node ("--node 2: no such member"): N is named as fixed
+    out = zkv_cli("namespace", "alter", "acct", "--n", "2")
+    assert out.returncode != 0 and "N is fixed when a namespace is created" in out.stderr, out
     out = zkv_cli("namespace", "create", "bad", "--pr", "4")
     assert out.returncode != 0 and "pr=4: must be between 0 (none) and n=3" in out.stderr
     long = "l" * 64  # the longest name: the columns widen to it

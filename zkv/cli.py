@@ -478,6 +478,8 @@ def _main(argv: list[str] | None = None) -> int:
                                    "its ttl (admin key on a keyed cluster; N and conflicts "
                                    "are fixed)"))
     na.add_argument("name")
+    # (refused, saying why: without it, argparse read --n as an abbreviation of --node)
+    na.add_argument("--n", help=argparse.SUPPRESS)
     na.add_argument("--r", type=quorum_arg, help="the new default read quorum")
     na.add_argument("--w", type=quorum_arg, help="the new default write quorum")
     na.add_argument("--pr", type=quorum_arg, help="the new default primary read quorum (0: none)")
@@ -826,6 +828,10 @@ def namespace_command(args) -> int:
                 ns = c.namespace_create(args.name, n=args.n, r=args.r, w=args.w,
                                         conflicts=args.conflicts, ttl=args.ttl, pr=args.pr,
                                         pw=args.pw)
+            elif args.n is not None:
+                raise InvalidRequest(f"zkv namespace alter: N is fixed when a namespace is "
+                                     f"created; for another N, create a new namespace and "
+                                     f"copy {args.name!r} into it (zkv dump, zkv load)")
             elif all(getattr(args, k) is None for k in ("r", "w", "ttl", "pr", "pw")):
                 raise InvalidRequest("zkv namespace alter: nothing to change (--r, --w, --pr, "
                                      "--pw or --ttl)")
