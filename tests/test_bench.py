@@ -298,7 +298,8 @@ def test_main_rejects_bad_arguments(capsys, tmp_path):
                        (["--configs", "5,3,3"], "at least N nodes: --nodes 5 (now 3)"),
                        (["--configs", "3,2,2;3,2,2"], "given twice"),
                        (["--configs", ""], "no configuration given"),
-                       (["--cluster", "garbage"], "--cluster 'garbage': expected")):
+                       (["--cluster", "garbage"], "--cluster 'garbage': expected"),
+                       (["--value-size", "17000000"], "above a node's value limit")):
         assert main([*argv, "--out", str(tmp_path)] if "--out" not in argv else argv) == 2
         assert said in capsys.readouterr().err, argv
 
@@ -511,6 +512,17 @@ def test_quick_run_on_a_real_cluster(tmp_path):
     assert (out / "report.md").read_text().startswith("# zkv quorum benchmark")
     for name in PLOTS.values():
         assert (out / name).stat().st_size > 1000
+
+
+@pytest.mark.cluster
+def test_configs_whose_n_is_not_the_clusters_are_refused(make_cluster, tmp_path, capsys):
+    """--configs "2,2,1" against an N=3 cluster ran at N3 R2 W1 and was reported as "N2 R2
+    W1", a strict quorum with stale reads (an outside benchmarking run): refused now."""
+    cl = make_cluster(3)
+    rc = main(["--cluster", ",".join(cl.endpoints), "--configs", "3,2,2;2,2,1", "--out",
+               str(tmp_path / "out"), "--availability-duration", "0"])
+    assert rc == 2
+    assert "--configs N2 R2 W1: the cluster's N is 3" in capsys.readouterr().err
 
 
 @pytest.mark.cluster
@@ -1113,3 +1125,34 @@ def _benchmark_module(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_sigterm_and_sighup_clean_up_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """SIGTERM or SIGHUP to `zkv bench` during its pause fault left the paused node stopped
+    for good (Ctrl-C cleaned up): they now unwind the run as Ctrl-C does."""
+    import signal
+    import threading
+
+    from zkv.bench import runner
+
+    unwound, sent = [], []
+
+    def run(self):
+        try:
+            os.kill(os.getpid(), sent[-1])
+            threading.Event().wait(5)  # (the signal arrives before this ends)
+        finally:
+            unwound.append(sent[-1])  # (the suite's own cleanup runs here: the fault undone)
+        return {}
+
+    monkeypatch.setattr(runner.Suite, "run", run)
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            sent.append(sig)
+            assert main(["--out", str(tmp_path), "--availability-duration", "0"]) == 130
+            assert "interrupted" in capsys.readouterr().err
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    assert unwound == [signal.SIGTERM, signal.SIGHUP]

@@ -172,6 +172,11 @@ def settings_from_args(args: argparse.Namespace):
         raise ValueError(f"--out {s.out}: not writable")
     if s.value_size < 16:
         raise ValueError("--value-size must be at least 16 (the write-id header)")
+    from zkv.wire import DEFAULT_MAX_VALUE
+
+    if s.value_size > DEFAULT_MAX_VALUE:  # (the baselines ran 5 min before a put was refused)
+        raise ValueError(f"--value-size {s.value_size}: above a node's value limit "
+                         f"({DEFAULT_MAX_VALUE} bytes, zkv-node --max-value-size)")
     if not s.cluster:
         big = [c.label for c in s.configs if c.n > s.nodes]
         if big:
@@ -190,6 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"zkv bench: {exc}", file=sys.stderr)
         return 2
+    if settings.cluster and not (args.throughput or args.security):
+        try:  # (a run at the cluster's N labelled with --configs' N read as a broken quorum)
+            _check_cluster_n(settings)
+        except ValueError as exc:
+            print(f"zkv bench: {exc}", file=sys.stderr)
+            return 2
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # the cleanup of Ctrl-C (a node paused by
+        signal.signal(sig, _interrupted)  # the pause fault was left stopped for good)
     if args.throughput:
         return throughput_mode(args, settings, argv)
     if args.conflict_modes:
@@ -212,6 +227,28 @@ def main(argv: list[str] | None = None) -> int:
         suite.log(f"goal N3 R2 W2 A: throughput {_x(g.get('throughput_ratio'))} redis "
                   f"(>= 0.4x), p99 {_x(g.get('p99_ratio'))} pyzmq round trip (<= 10x)")
     return 0
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_cluster_n(s) -> None:
+    """ValueError unless every --configs N is the N of the --cluster's default namespace: a
+    configuration's R and W are sent with each request, its N is the cluster's."""
+    from zkv.client import Client
+    from zkv.errors import ZkvError
+
+    try:
+        with Client(s.cluster, timeout=s.timeout) as c:
+            n = c.ring_info().n
+    except ZkvError as exc:
+        raise ValueError(f"--cluster: cannot read its ring: {exc}") from None
+    wrong = [c.label for c in s.configs if c.n != n]
+    if wrong:
+        raise ValueError(f"--configs {', '.join(wrong)}: the cluster's N is {n} (every "
+                         "configuration must have it: N is the cluster's, only R and W are "
+                         "chosen per request)")
 
 
 def conflict_modes(args: argparse.Namespace, s) -> int:
