@@ -72,4 +72,10 @@ def test_a_transfer_not_started_yet_is_reported_as_such():
     a.started, a.done_bytes, a.total = 99.0, 10, 50  # running
     b.phase = DONE
     assert [x["started"] for x in tr.status(core.t)] == [True, True, False]
-    assert [x["phase"] for x in tr.status(core.t)] == ["streaming", "done", "streaming"]
+    # (a queued one read "streaming" in its phase too: a tool summing phases was misled)
+    assert [x["phase"] for x in tr.status(core.t)] == ["streaming", "done", "queued"]
+    # a finished transfer reads all done: its estimate ran over what it moved (106478 of
+    # 109438 bytes "done", with a rate and an eta: an outside membership run)
+    b.done_bytes, b.total = 106478, 109438
+    st = tr.status(core.t)[1]
+    assert st["bytes_done"] == st["bytes_total"] == 106478 and st["eta_s"] is None

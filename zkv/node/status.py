@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from zkv.node import settings
+from zkv.node.transfer import PHASES, reported_total
 
 if TYPE_CHECKING:
     from zkv.node.core import NodeCore
@@ -54,12 +55,11 @@ def transfers(core: NodeCore) -> list[dict]:
                 reports[r] = ({(gn, q): (d, t, ph) for gn, q, d, t, ph in rep[1]}
                               if rep and rep[0] == rings.state.epoch else {})
             done, total, phase = reports[r].get((n, p), (0, 0, 0))
+            phase = phase if 0 <= phase <= 2 else 0
+            started = bool(done or phase)  # (by the receiver's report: nothing fetched yet)
             out.append({"partition": p, "n": n, "from": sources[0], "to": r,
-                        "bytes_done": done, "bytes_total": max(done, total),
-                        "phase": ("streaming", "verifying", "done")[
-                            phase if 0 <= phase <= 2 else 0],
-                        # (by the receiver's report: nothing fetched yet reads as queued)
-                        "started": bool(done or phase)})
+                        "bytes_done": done, "bytes_total": reported_total(done, total, phase),
+                        "phase": PHASES[phase] if started else "queued", "started": started})
     return out
 
 

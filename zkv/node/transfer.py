@@ -534,14 +534,24 @@ class Transfers:
             elapsed = now - x.started if x.started else 0.0
             rate = x.done_bytes / elapsed if elapsed > 0 else 0.0
             left = max(0, x.total - x.done_bytes)
+            started = bool(x.started or x.done_bytes or x.phase != STREAM)
             out.append({"partition": p, "n": n, "from": x.sources[x.src] if x.sources else "",
                         "to": self.core.me, "bytes_done": x.done_bytes,
-                        "bytes_total": max(x.total, x.done_bytes), "phase": PHASES[x.phase],
-                        "rate": round(rate), "eta_s": round(left / rate, 1) if rate else None,
+                        "bytes_total": reported_total(x.done_bytes, x.total, x.phase),
+                        "phase": PHASES[x.phase] if started else "queued",
+                        "rate": round(rate),
+                        "eta_s": round(left / rate, 1) if rate and x.phase != DONE else None,
                         "stalled": x.stalled,
                         # False: queued (transfer_concurrency at once), nothing fetched yet
-                        "started": bool(x.started or x.done_bytes or x.phase != STREAM)})
+                        "started": started})
         return out
+
+
+def reported_total(done: int, total: int, phase: int) -> int:
+    """A transfer's bytes in all, as reported: the estimate made when it began (`total`)
+    until it is done, then what it moved (the estimate ran 3% over, and a finished
+    transfer read 97% done: an outside membership run)."""
+    return done if phase == DONE else max(done, total)
 
 
 def drop_pass(core, keep: set[int], limit: int = DROP_BATCH) -> int:
