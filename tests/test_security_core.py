@@ -1335,3 +1335,41 @@ def test_a_write_taken_just_after_a_stall_is_refused_busy_unless_lww(node):
     node.core.tick(node.t)
     (ok,) = node.ask(ident, [wire.Put(5, b"k", b"v", b"", 1, b"w" * 16)])
     assert type(ok) is wire.PutOk, ok
+
+
+def test_a_clock_far_from_most_peers_is_named_and_not_ready(node, caplog):
+    """A node whose clock jumped an hour ahead while it ran, or one started 5 min behind
+    peers up for long, answered /readyz 200 and logged nothing: the only check compared a
+    peer's start time with this clock (an outside clock-skew run). Gossip carries the sender's
+    wall clock now: a clock more than 10 s from most peers' (two at least) is named in the
+    log and the readiness reason, and /readyz answers 503 until it agrees again."""
+    from zkv.node.health import clock_skew
+
+    assert clock_skew([]) is None and clock_skew([3_600_000]) is None  # (whose clock?)
+    assert clock_skew([3_600_000, 3_600_500]) == "60 min behind its peers'"
+    assert clock_skew([-300_000, -299_000, 0]) == "5 min ahead of its peers'"
+    assert clock_skew([-300_000, 0, 100]) is None  # one peer's clock is the odd one
+
+    def gossip(offset_ms: int) -> None:
+        for i in (2, 3):
+            g = wire.Gossip(0, f"node{i}", 16, 3, 2, 2, [_member(i)],
+                            node.core.membership.ring().fingerprint(),
+                            wall_ms=node.core.handoff.wall_ms() + offset_ms)
+            node.core.handle((GOSSIP, f"node{i}"), [g], node.t)
+
+    def run(seconds: float, offset_ms: int) -> None:
+        for _ in range(int(seconds / 0.5)):
+            node.t += 0.5
+            gossip(offset_ms)
+            node.core.tick(node.t)
+            node.out()
+
+    run(2.0, 300)  # (a few hundred ms: clocks agree)
+    assert node.core.metrics.health.ready()[0] is True
+    with caplog.at_level("ERROR", logger="zkv.node"):
+        run(2.0, 3_600_000)  # our clock is an hour behind theirs
+    ready, why = node.core.metrics.health.ready()
+    assert not ready and why["clock_skewed"] == "60 min behind its peers'"
+    assert "this node's wall clock is 60 min behind its peers'" in caplog.text
+    run(12.0, -400)  # fixed (NTP): the old offsets age out of the window
+    assert node.core.metrics.health.ready()[0] is True

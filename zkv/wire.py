@@ -598,6 +598,9 @@ class Gossip(_Msg, tag=30):
     # the sender takes no writes now (its disk: full, or failing): coordinators send its
     # replicas' writes to stand-ins, as for a node that is down (an older sender: False)
     no_writes: bool = False
+    # the sender's wall clock (ms) when it sent this: its peers tell a clock of theirs far from
+    # the others' (an older sender: 0, not compared)
+    wall_ms: int = 0
 
 
 Message = (

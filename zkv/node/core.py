@@ -61,6 +61,7 @@ import logging
 import math
 import os
 import zlib
+from collections import deque
 from collections.abc import Callable
 from heapq import heappush
 from typing import Any, NoReturn
@@ -198,6 +199,10 @@ MALFORMED_LOGS_PER_MINUTE = 20  # "dropped malformed frame" lines, all sources t
 # (`_resumed`: the I/O thread, stopped too, hands over what the kernel queued in the first
 # moments after; the first turn may even find nothing yet)
 STALL_GAP = 1.0
+# a peer's clock offset (health.clock_skew) is the largest of the offsets its last
+# CLOCK_SAMPLES gossip messages of the last CLOCK_WINDOW seconds gave
+CLOCK_SAMPLES = 8
+CLOCK_WINDOW = 10.0
 STALL_AFTER = 0.5
 MAX_IDENTITIES = 10_000  # identities with requests in flight (at most cfg.max_connections)
 MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
@@ -376,6 +381,7 @@ class NodeCore:
         # the first: the write was sent after the resume, `_stamp`)
         self.stall_stamp = 0
         self.stall_until = 0.0
+        self.clock_seen: dict[str, deque[tuple[float, int]]] = {}  # peer -> (t, clock offset)
         self.resumed_stamp = 0
         self.stall_issued: set[int] = set()
         self.quiet_until = now  # the deadline the last tick asked for (next_deadline)
@@ -2712,7 +2718,7 @@ class NodeCore:
                                       [x[1:] for x in report if x[0] == s["n"]],
                                       self._ns_encoded,
                                       [x for x in report if x[0] != s["n"]],
-                                      self.write_stop is not None))
+                                      self.write_stop is not None, self.handoff.wall_ms()))
         self.export.export(now, states)
 
     def _on_gossip(self, msg: Gossip) -> None:
@@ -2736,6 +2742,8 @@ class NodeCore:
         if self.membership.get(msg.sender) is None:
             return
         self.heard_member = True
+        if msg.wall_ms and self.stall_until <= self.t:  # (what waited through a stall: no)
+            self._clock_offset(msg.sender, msg.wall_ms - self.handoff.wall_ms())
         self._tell(msg)
         if msg.no_writes:
             self.no_writes.add(msg.sender)
@@ -2763,6 +2771,27 @@ class NodeCore:
                     msg.sender == st.author or not self.membership.is_up(st.author)
                     or self.membership.get(st.author) is None):
                 self._adopt(st)
+
+    def _clock_offset(self, peer: str, offset: int) -> None:
+        """A peer's wall clock minus ours (ms), as one of its gossip messages said (the
+        message's delay on the way counts against the peer: `clock_offsets` keeps the largest
+        of the recent ones)."""
+        seen = self.clock_seen.get(peer)
+        if seen is None:
+            seen = self.clock_seen[peer] = deque(maxlen=CLOCK_SAMPLES)
+        seen.append((self.t, offset))
+
+    def clock_offsets(self, now: float) -> list[int]:
+        """Each peer's wall clock minus ours (ms): the largest of its offsets of the last
+        CLOCK_WINDOW seconds, for the peers that are members and heard in that time."""
+        out, since = [], now - CLOCK_WINDOW
+        for peer in list(self.clock_seen):
+            recent = [o for t, o in self.clock_seen[peer] if t >= since]
+            if not recent or self.membership.get(peer) is None:
+                del self.clock_seen[peer]  # (gone quiet, or removed: bounded by the members)
+                continue
+            out.append(max(recent))
+        return out
 
     def _state_of(self, msg: Gossip) -> own.ClusterState | None:
         """The cluster state `msg` carries, decoded once per distinct state (not once per

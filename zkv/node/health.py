@@ -28,9 +28,37 @@ def clock_behind(clock_refused: list[str], peers: int) -> bool:
     return len(clock_refused) >= 2 and 2 * len(clock_refused) > peers
 
 
+CLOCK_SKEW_MS = 10_000  # a wall clock this far from most peers' is named, and not ready
+
+
+def clock_skew(offsets: Iterable[int], limit_ms: int = CLOCK_SKEW_MS) -> str | None:
+    """How this node's wall clock stands against its peers' (`offsets`: each heard peer's
+    clock minus ours, ms), when more than half of them, and two at least, put it more than
+    `limit_ms` off on one side: "12 s behind its peers'" or "1.0 h ahead of its peers'";
+    None otherwise. (With one peer there is no telling whose clock is wrong.) A peer's
+    offset is the largest of its recent ones: a message that waited makes it look behind,
+    never ahead."""
+    got = sorted(offsets)
+    if len(got) < 2:
+        return None
+    median = got[len(got) // 2]
+    behind = sum(1 for x in got if x > limit_ms)  # (their clocks ahead of ours)
+    ahead = sum(1 for x in got if x < -limit_ms)
+    if 2 * behind > len(got):
+        return f"{_span(median)} behind its peers'"
+    if 2 * ahead > len(got):
+        return f"{_span(-median)} ahead of its peers'"
+    return None
+
+
+def _span(ms: int) -> str:
+    s = ms / 1000
+    return f"{s:.0f} s" if s < 120 else (f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h")
+
+
 def readiness(*, joined: bool, fingerprint: bytes, peer_fingerprints: dict[str, bytes],
               up_peers: Iterable[str], pending_in: int, clock_refused: list[str] | None = None,
-              peers: int = 0) -> tuple[bool, dict]:
+              peers: int = 0, skew: str | None = None) -> tuple[bool, dict]:
     """(ready, reason): the pure rule behind /readyz."""
     up = sorted(up_peers)
     unheard = [p for p in up if p not in peer_fingerprints]
@@ -49,7 +77,9 @@ def readiness(*, joined: bool, fingerprint: bytes, peer_fingerprints: dict[str, 
         reason["peers_refused_as_ahead_of_clock"] = list(clock_refused)
     if behind:
         reason["clock_behind_peers"] = True
-    ready = joined and agreed and pending_in == 0 and not behind
+    if skew:
+        reason["clock_skewed"] = skew
+    ready = joined and agreed and pending_in == 0 and not behind and not skew
     return ready, reason
 
 
@@ -65,7 +95,7 @@ class Health:
 
     def update(self, *, fingerprint: bytes, up_peers: Iterable[str], now: float,
                joined: bool = True, pending_in: int = 0, clock_refused: list[str] | None = None,
-               peers: int = 0) -> tuple[bool, float | None]:
+               peers: int = 0, skew: str | None = None) -> tuple[bool, float | None]:
         """Recompute readiness; returns (ring changed here, convergence seconds or None).
 
         The convergence time is returned once, when the last up peer catches up."""
@@ -76,7 +106,8 @@ class Health:
         self.fingerprint = fingerprint
         state = readiness(joined=joined, fingerprint=fingerprint,
                           peer_fingerprints=self.peer_fingerprints, up_peers=up,
-                          pending_in=pending_in, clock_refused=clock_refused, peers=peers)
+                          pending_in=pending_in, clock_refused=clock_refused, peers=peers,
+                          skew=skew)
         self._state = state
         converged = None
         if self.changed_at is not None and state[1]["ring_agreed"]:

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from zkv.node.health import Health, clock_behind
+from zkv.node.health import Health, clock_behind, clock_skew
 from zkv.node.hotkeys import TopK
 from zkv.node.membership import MAX_SKEW_MS
 from zkv.node.stalls import TurnWatch
@@ -485,6 +485,7 @@ class NodeMetrics:
                 self.transfer_bytes.labels(direction, what).set(0)
         self.health = Health()
         self._clock_behind = False  # (its change is logged, observe_cluster)
+        self._clock_skew: str | None = None  # (the same)
         self.hot = TopK(HOT_KEYS_TRACKED)
         self._hot_decayed_at: float | None = None
         self._transfers: dict = {"in": {}, "out": {}}
@@ -535,7 +536,7 @@ class NodeMetrics:
 
     def observe_cluster(self, membership, ring, now: float, transfers: dict | None = None,
                         joined: bool = True, gauges: bool = True,
-                        up: list[str] | None = None) -> None:
+                        up: list[str] | None = None, offsets: list[int] | None = None) -> None:
         """Once per gossip tick: readiness, rebalancing, convergence, partitions, hot keys
         (`gauges` False: the observations only, no gauge is set).
 
@@ -562,9 +563,18 @@ class NodeMetrics:
             else:
                 log.warning("peers' records are taken again: this node's clock agrees with "
                             "theirs")
+        skew = clock_skew(offsets or ())  # (offsets: each peer's clock minus ours, ms)
+        if skew != self._clock_skew:
+            if skew:
+                log.error("this node's wall clock is %s (by the clocks their gossip carries): "
+                          "ttl expiry, lww order and tombstone ages follow wall clocks; "
+                          "/readyz answers 503 until it agrees again (check NTP here)", skew)
+            elif self._clock_skew:
+                log.warning("this node's wall clock agrees with its peers' again")
+            self._clock_skew = skew
         rebalanced, converged = self.health.update(
             fingerprint=ring.fingerprint(), up_peers=up, now=now, joined=joined,
-            pending_in=pending_in, clock_refused=refused, peers=heard)
+            pending_in=pending_in, clock_refused=refused, peers=heard, skew=skew)
         if rebalanced:
             self.ring_rebalances.inc()
         if converged is not None:

@@ -354,7 +354,8 @@ class MetricsExport:
         core = self.core
         ms = core.membership
         core.metrics.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
-                                     joined=not core.joining, gauges=gauges, up=up)
+                                     joined=not core.joining, gauges=gauges, up=up,
+                                     offsets=core.clock_offsets(now))
 
     def export(self, now: float, states: dict[str, str]) -> None:
         """Per gossip tick: the health observations (readiness, convergence timing) every
