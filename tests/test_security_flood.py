@@ -136,3 +136,57 @@ def test_each_node_names_anonymous_connections_from_its_own_random_start():
     seeded = {first("seeded") for _ in range(3)}
     assert all(len(x) == 10 and x.startswith("00") for x in plain | seeded)
     assert len(seeded) == 3 and not seeded & plain
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(120)
+def test_one_connection_flooding_full_frames_does_not_hold_other_clients(tmp_path):
+    """One connection sending frames of 4,096 small puts, never reading its replies: the node
+    answered them "busy", but a loop turn took every frame queued (up to 2,000, each of 4,096
+    messages) and ran for seconds, and another client's gets timed out for the whole flood (an
+    outside security audit). A turn now takes a bounded number of client messages; the other
+    client's gets are answered within their timeout all along (no speed is asserted)."""
+    import threading
+    import time
+
+    import zmq
+
+    import zkv
+    from zkv import wire
+    from zkv.local import LocalCluster
+
+    cl = LocalCluster(1, str(tmp_path / "c"), base_port=None)
+    cl.start()
+    stop = threading.Event()
+    frame = wire.encode([wire.Put(i, b"fl:%d" % (i % 64), b"x" * 100, w=1)
+                         for i in range(wire.MAX_BATCH)])
+    sent = [0]
+
+    def flood() -> None:
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 0)
+        s.connect(cl.endpoints[0])
+        while not stop.is_set():
+            if s.poll(100, zmq.POLLOUT):
+                s.send(frame)
+                sent[0] += 1
+        ctx.destroy(0)
+
+    t = threading.Thread(target=flood, daemon=True)
+    try:
+        with zkv.Client(cl.endpoints, timeout=5.0) as c:
+            c.put(b"victim", b"v", w=1)
+            t.start()
+            deadline = time.monotonic() + 60
+            while sent[0] < 100 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sent[0] >= 100  # (409,600 puts queued on their way)
+            for _ in range(10):  # every one answered within its timeout (RequestTimeout else)
+                assert c.get(b"victim", r=1).values == [b"v"]
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join(5)
+        cl.stop()

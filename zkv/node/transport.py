@@ -13,10 +13,9 @@ connections capped (--max-connections; conns.py: a closed one's identity forgott
 
 Each loop turn drains every ready socket without blocking (bounded per socket, so one busy peer
 cannot starve the rest), hands each decoded frame to the core (the ROUTER's peer frames first: a
-read fair-queued before a replica write sent earlier, both queued while the node waited for a core,
-missed it: R=1 on a key's new first owner after a ring change), runs the core's timers, then
-flushes: the core's writes reach the engine first (one fsync per turn with sync="always"), then
-every destination's messages go out as one frame. Long turns are counted and logged (stalls.py).
+read fair-queued before a replica write sent earlier missed it: R=1 on a key's new first owner
+after a ring change), runs the core's timers, then flushes: the core's writes reach the engine
+first (one fsync a turn with sync="always"), then each destination's messages as one frame.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from zkv.storage import LogStore
 log = logging.getLogger("zkv.node")
 
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
+TURN_MESSAGES = 8192  # client messages a turn takes (one flooder's frames held turns for s)
 ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (then dropped)
 ROUTER_RCVHWM = 128  # request frames queued per connection before TCP pushes back
 
@@ -68,8 +68,7 @@ class Node:
                              now=clock(), saved=load_cluster(cluster_path),
                              cluster_path=cluster_path, seal_key=keys and keys.seal_key or None,
                              flags=flags)  # the command line's (SIGHUP, `zkv config --save`)
-        # compaction of both engines draws from the node's one I/O budget (transfers, hint
-        # delivery, anti-entropy): bytes rewritten, paced in its own thread
+        # compaction draws from the node's one I/O budget (transfers, hints, anti-entropy)
         store.throttle = self.core.transfers.budget.reserve
         if isinstance(handoff.store, LogStore):
             handoff.store.throttle = self.core.transfers.budget.reserve
@@ -175,8 +174,7 @@ class Node:
         later: list = []  # (identity, messages, role) of the clients' frames
         router, core, clock, seen = self.router, self.core, self.clock, self.conns.seen
         secure = self.keys is not None
-        auth = self.auth
-        role = None
+        auth, role, taken = self.auth, None, 0
         for i in range(DRAIN_LIMIT):
             if i & 63 == 63:  # a connection burst: keep the count (and the cap) current
                 self.conns.drain()
@@ -207,6 +205,10 @@ class Node:
                 core.handle((REQUEST, ident), msgs, clock(), role)
             else:
                 later.append((ident, msgs, role, user_id))
+                taken += len(msgs)
+                if taken >= TURN_MESSAGES:
+                    self.poller.again(router)
+                    break
         else:
             self.poller.again(router)  # cut short at DRAIN_LIMIT: the rest next turn
         for ident, msgs, role, user_id in later:  # the clients' frames, after the peers' ones
