@@ -199,6 +199,7 @@ MALFORMED_LOGS_PER_MINUTE = 20  # "dropped malformed frame" lines, all sources t
 # (`_resumed`: the I/O thread, stopped too, hands over what the kernel queued in the first
 # moments after; the first turn may even find nothing yet)
 STALL_GAP = 1.0
+TWIN_GRACE = 5.0  # s: two open connections naming one member are judged this long after
 # a peer's clock offset (health.clock_skew) is the largest of the offsets its last
 # CLOCK_SAMPLES gossip messages of the last CLOCK_WINDOW seconds gave
 CLOCK_SAMPLES = 8
@@ -500,6 +501,7 @@ class NodeCore:
         # a peer request identity (b"peer:<id>[/...]") -> the member id it names, for the
         # identities of current peers only (bounded by the member table): asked per frame
         self._peer_names: dict[bytes, str] = {}
+        self._twin_checks: list[tuple[float, str, bytes, bytes]] = []  # (_peer_name)
         self._durable = cfg.sync == "always"
         # joining: a node started with seeds and no known peers asks the seeds to let it in.
         # A seed list shared by every node (a config file, a StatefulSet) names this node
@@ -890,6 +892,8 @@ class NodeCore:
             self._check_space()
         if self.ns_waits:
             self._ns_waits_check(now)
+        if self._twin_checks:
+            self._check_twins()
         if self.write_stop is not None:
             return  # background work writes (hints, repairs, transfers): not now
         if now >= self.next_hint_sweep:
@@ -1051,13 +1055,25 @@ class NodeCore:
         if name in self.membership.peers and len(self._peer_names) < len(
                 self.membership.peers) + 64:
             twins = [other for other, who in self._peer_names.items() if who == name]
-            if twins:
+            if twins and len(self._twin_checks) < 64:
+                # judged TWIN_GRACE later: a member that makes its link again (a clock jump, a
+                # peer seen down then up) opens the new connection before this node sees the
+                # old one close, and was logged as two processes (an outside clock-skew run)
+                self._twin_checks.append((self.t + TWIN_GRACE, name, twins[0], ident))
+            self._peer_names[ident] = name
+        return name
+
+    def _check_twins(self) -> None:
+        """Log the twin connections (`_peer_name`) whose grace has passed with both still
+        open here: two processes run as one member."""
+        due = [x for x in self._twin_checks if x[0] <= self.t]
+        self._twin_checks = [x for x in self._twin_checks if x[0] > self.t]
+        for _, name, first, second in due:
+            if first in self._peer_names and second in self._peer_names:
                 log.error("two processes run as %s: its connections %s and %s are both open "
                           "here (a copy of its data dir started with its --id, or a process "
                           "frozen while another replaced it): stop one", wire.clip(name, 64),
-                          wire.clip(twins[0], 80), wire.clip(ident, 80))
-            self._peer_names[ident] = name
-        return name
+                          wire.clip(first, 80), wire.clip(second, 80))
 
     def forget_identity(self, ident: bytes) -> None:
         """The connection of `ident` closed (the transport saw it go): drop everything kept
