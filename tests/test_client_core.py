@@ -620,6 +620,27 @@ def test_out_of_nodes_the_hedged_tries_are_still_waited_for():
     assert start + 0.9 <= clock.t <= start + 0.9 + CONNECT_WAIT
 
 
+def test_a_late_busy_answer_of_a_hedged_try_is_asked_again_not_returned():
+    """Out of candidates, a hedged try still listened to answered "busy, retry" (a node
+    taking the writes that waited through its stall): the call returned it, and a put failed
+    "busy" 1.2 s into its 10 s timeout (a review). It is asked again after a pause."""
+    c, clock = core(timeout=10.0)
+    order = c.candidates(b"k")
+    busy = [1]
+
+    def first(m):
+        if busy[0]:
+            busy[0] -= 1
+            return Late(0.9, wire.Error(0, wire.E_UNAVAILABLE, wire.BUSY + ": this node has "
+                                        "just resumed from standing still"))
+        return member()(m)
+
+    net = Net(clock, {order[0]: first}, default=lambda m: UNREACHABLE, hedge=True)
+    assert net.run(c.put(b"k", b"v")) == b"new-ctx"
+    assert [ep for ep, *_ in net.sent].count(order[0]) == 2  # asked again, the same write
+    assert len({m.wid for _, m, *_ in net.sent}) == 1
+
+
 def test_the_hedge_delay_follows_the_observed_round_trips():
     c, clock = core(timeout=5.0)
     assert c.hedge_delay() == HEDGE_FLOOR

@@ -905,7 +905,12 @@ class ClientCore:
                     reply = yield Send(also[-1][0], None, end, None, also)
                     if reply is not None and reply is not UNREACHABLE and reply is not SLOW:
                         self._sample(reply, sent_at)
-                        return reply
+                        if type(reply) is not Error or reply.code != wire.E_UNAVAILABLE:
+                            return reply
+                        # a late "not now" (busy: asked again after a pause, below), as any
+                        # candidate's: returned as it was, a put failed "busy" 1.2 s into
+                        # its 10 s timeout (a review)
+                        refused = reply
             if short is not None:  # (the next coordinator was silent, unreachable or busy)
                 return short
             if refused is None:

@@ -382,6 +382,10 @@ class NodeCore:
         # the first: the write was sent after the resume, `_stamp`)
         self.stall_stamp = 0
         self.stall_until = 0.0
+        # after a stall, until the end of the first turn that took requests (at most until
+        # stall_until): the writes taken may have waited through it (`_refuse_stale`)
+        self.stall_backlog = False
+        self.stall_took = False  # ... a request frame was handled since the stall
         self.clock_seen: dict[str, deque[tuple[float, int]]] = {}  # peer -> (t, clock offset)
         self.resumed_stamp = 0
         self.stall_issued: set[int] = set()
@@ -802,6 +806,8 @@ class NodeCore:
             self._resumed(now)
         self.t = now
         kind, who = source
+        if self.stall_backlog and kind == REQUEST:
+            self.stall_took = True
         if kind == REPLY:
             self._on_replies(who, msgs, now)
         elif kind == REQUEST:
@@ -856,6 +862,8 @@ class NodeCore:
         if now - self.t > STALL_GAP and now - self.quiet_until > STALL_GAP:
             self._resumed(now)
         self.t = now
+        if self.stall_backlog and (self.stall_took or now >= self.stall_until):
+            self.stall_backlog = False  # (what the first turn took was the backlog)
         self._tick(now)
         self.quiet_until = self.next_deadline()
         return self.out
@@ -2254,6 +2262,7 @@ class NodeCore:
         self.stall_stamp = max((self.handoff.wall_ms() - int(since * 1000))
                                << hlcs.LOGICAL_BITS, self.hlc.last + 1)
         self.stall_until = now + STALL_AFTER
+        self.stall_backlog, self.stall_took = True, False
         self.resumed_stamp = self.handoff.wall_ms() << hlcs.LOGICAL_BITS
         self.stall_issued = set()
         deaf = now - max(self.t, self.quiet_until)  # (until then it slept: it would have heard)
@@ -2266,14 +2275,17 @@ class NodeCore:
                  "waited meanwhile are stamped as of when it stopped", deaf)
 
     def _refuse_stale(self, ident: bytes, rid: int) -> None:
-        """A write taken in the moments after a stall (`_resumed`) may have waited in this
-        node's socket all along: its client may have retried it through another node since
-        (the same write id), and written over that with a later put whose context covered
-        it. Coordinated now, it would take a new dot that no context covers, and the value its
-        client overwrote came back as a sibling (an outside run: a writer's chain of puts,
-        one node SIGSTOPped 8 s). It is answered "busy, retry": a client still waiting for it
-        asks another node or this one again, with its write id; one that gave up never
-        hears of it. (An lww write is stamped as of the stop instead: `_stamp`.)"""
+        """A write taken in the first turn that takes requests after a stall (`_resumed`;
+        at most STALL_AFTER after it) may have waited in this node's socket all along: its
+        client may have retried it through another node since (the same write id), and
+        written over that with a later put whose context covered it. Coordinated now, it
+        would take a new dot that no context covers, and the value its client overwrote came
+        back as a sibling (an outside run: a writer's chain of puts, one node SIGSTOPped 8 s).
+        It is answered "busy, retry": a client still waiting for it asks another node or
+        this one again, with its write id; one that gave up never hears of it. Only that
+        first turn's: a node starved of CPU stands still again and again, and refusing every
+        write for STALL_AFTER after each stall refused them all (a review). (An lww write is
+        stamped as of the stop instead: `_stamp`.)"""
         self.metrics.busy.inc()
         self._reply(ident, Error(rid, E_UNAVAILABLE, f"{BUSY}: this node has just resumed from "
                                  "standing still (stopped, or starved of CPU), and this write "
@@ -2371,7 +2383,7 @@ class NodeCore:
         except (ZkvError, ValueError) as exc:
             self._reply(ident, Error(rid, E_INVALID, str(exc)[:wire.MAX_ERROR_TEXT]))
             return
-        if self.stall_until > self.t and type(msg) is not Get and ns.conflicts != "lww":
+        if self.stall_backlog and type(msg) is not Get and ns.conflicts != "lww":
             self._refuse_stale(ident, rid)
             return
         origin = (ident, rid)
