@@ -1392,3 +1392,26 @@ def test_a_clock_far_from_most_peers_is_named_and_not_ready(node, caplog):
     assert "this node's wall clock is 60 min behind its peers'" in caplog.text
     run(12.0, -400)  # fixed (NTP): the old offsets age out of the window
     assert node.core.metrics.health.ready()[0] is True
+
+
+def test_writes_are_stored_under_hashed_ids_once_every_member_can(node):
+    """coordinator.stored_wid stores a write under BLAKE3(write id, value), which an older
+    node does not: in a rolling upgrade, a retry through an old node and one through a new
+    node were two siblings, and a late retry through a new node brought back a value an old
+    one had seen overwritten (a review). A node hashes the ids only once every serving
+    member's record says it does too (FEATURE_HASHED_WIDS)."""
+    from zkv.node.coordinator import stored_wid
+
+    def stored_ids(key: bytes) -> set[bytes]:
+        return {w for *_, w in dvv.DVVSet.decode(node.core.store.get(key)).siblings()}
+
+    node.gossip(2, [_member(2, hb=2, features=wire.FEATURES)])
+    node.gossip(3, [_member(3, hb=2, features=wire.FEATURES & ~wire.FEATURE_HASHED_WIDS)])
+    node.run_for(1.2)  # (a gossip round: the members' versions looked at)
+    wid = b"w" * 16
+    (ok,) = node.ask(b"client:c/1", [wire.Put(1, b"old", b"v", b"", 1, wid)], CLIENT)
+    assert type(ok) is wire.PutOk and stored_ids(b"old") == {wid}  # node3 is older
+    _upgrade_peers(node, 2, 3)
+    node.run_for(1.2)
+    (ok,) = node.ask(b"client:c/1", [wire.Put(2, b"new", b"v", b"", 1, wid)], CLIENT)
+    assert type(ok) is wire.PutOk and stored_ids(b"new") == {stored_wid(wid, b"v")}

@@ -165,10 +165,14 @@ FEATURE_NS_ALTER = 128  # Member.features: the node answers NsAlter (and merges 
 FEATURE_WRITE_TTL = 256  # Member.features: the node stores Put.ttl (write_ttl namespaces)
 FEATURE_PRIMARY = 512  # Member.features: the node takes Get.pr, Put.pw and Delete.pw
 FEATURE_DROP = 1024  # Member.features: the node answers NsDrop and purges dead generations
+# Member.features: the node can store writes under BLAKE3(write id, value) (coordinator.
+# stored_wid); every node does once every serving member can (a retry through an older
+# node, stored under the id itself, would not be known as the same write)
+FEATURE_HASHED_WIDS = 2048
 FEATURES = (FEATURE_READ | FEATURE_SNAPSHOT | FEATURE_KEYS | FEATURE_ITEMS
             | FEATURE_CONFIG | FEATURE_TTL | FEATURE_CONFIG_SAVE
             | FEATURE_NS_ALTER | FEATURE_WRITE_TTL | FEATURE_PRIMARY
-            | FEATURE_DROP)  # what this version serves
+            | FEATURE_DROP | FEATURE_HASHED_WIDS)  # what this version serves
 MAX_KEYS_PAGE = 10_000  # keys one KeysOk carries at most (and about KEYS_PAGE_BYTES of them)
 KEYS_PAGE_BYTES = 1 << 20
 

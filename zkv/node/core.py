@@ -385,6 +385,9 @@ class NodeCore:
         # after a stall, until the end of the first turn that took requests (at most until
         # stall_until): the writes taken may have waited through it (`_refuse_stale`)
         self.stall_backlog = False
+        # writes stored under BLAKE3(write id, value) once every serving member can (_gossip;
+        # during a rolling upgrade from an older version: under the id as it came)
+        self.hash_wids = False
         self.stall_took = False  # ... a request frame was handled since the stall
         self.clock_seen: dict[str, deque[tuple[float, int]]] = {}  # peer -> (t, clock offset)
         self.resumed_stamp = 0
@@ -2537,7 +2540,7 @@ class NodeCore:
                        ns.ttl * 1000, strict, owners)
         else:
             value = msg.value if type(msg) is Put else None
-            wid = stored_wid(msg.wid, value)
+            wid = stored_wid(msg.wid, value) if self.hash_wids else msg.wid
             stamp = b""
             if value is not None and ns.conflicts == "lww":  # (ns.lww without its call)
                 if given:  # stamped on receipt where it entered (no later than our clock's
@@ -2717,6 +2720,8 @@ class NodeCore:
     # ---- gossip ---------------------------------------------------------------------------
     def _gossip(self, now: float) -> None:
         self.next_gossip = now + self.cfg.gossip_interval
+        # (per round: a member's version is known from its record, and may change)
+        self.hash_wids = not self._lacking(wire.FEATURE_HASHED_WIDS)
         self.out.drop.extend(self.membership.expire_candidates())  # per round, not per turn
         self.membership.beat()
         s = self.membership.settings
