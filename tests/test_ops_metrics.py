@@ -560,11 +560,12 @@ def test_a_process_that_stood_still_mid_turn_is_not_also_a_slow_turn(core, caplo
 def test_a_node_with_keys_labels_its_hot_keys_by_hash_on_the_plain_metrics_port(core):
     """The metrics port has no authentication: a node with --keys showed its hottest key
     names there (zkv_hot_key_ops{key="session:...secret-token..."}), which the keys keep off
-    the network (an outside security audit). With keys, the label is a BLAKE3 digest; `zkv
-    top`, an authenticated status request, still names the keys."""
+    the network (an outside security audit). With keys, the label is a BLAKE3 hash keyed by
+    a secret the cluster key derives (a plain hash of a guessable key is as good as its
+    name: a review); `zkv top`, an authenticated status request, still names the keys."""
     import blake3
 
-    from zkv.node.metrics import key_digest
+    from zkv.node.metrics import key_digest, label_secret
 
     secret = b"session:\xff\xfe\x00secret-token-4242"
     for _ in range(40):
@@ -572,9 +573,11 @@ def test_a_node_with_keys_labels_its_hot_keys_by_hash_on_the_plain_metrics_port(
     ms = core.membership
     core.metrics.observe_cluster(ms, ms.ring(), core.t)
     assert core.metrics.hot_keys.rows[0][1].startswith("session:")  # no keys: the name
-    core.metrics.key_names = False  # (as NodeCore sets it for a node with --keys)
+    core.metrics.key_secret = label_secret(b"k" * 32)  # (as NodeCore sets it with --keys)
     core.metrics.observe_cluster(ms, ms.ring(), core.t)
     (rank, label, count) = core.metrics.hot_keys.rows[0]
-    assert label == key_digest(secret) == "blake3:" + blake3.blake3(secret).hexdigest()[:16]
+    assert label == key_digest(secret, label_secret(b"k" * 32))
+    assert label != "blake3:" + blake3.blake3(secret).hexdigest()[:16]  # (keyed)
+    assert label != key_digest(secret, label_secret(b"j" * 32))  # (another cluster's key)
     assert "secret" not in str(core.metrics.hot_keys.rows)
     assert core.metrics.summary()["hot_keys"][0][0].startswith("session:")  # zkv top's

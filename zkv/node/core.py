@@ -83,7 +83,7 @@ from zkv.node.handoff import HandoffStore
 from zkv.node.latency import REFRESH, PeerLatency
 from zkv.node.listing import answer_keys
 from zkv.node.membership import MAX_INTENTS, Membership, cluster_doc, save_cluster
-from zkv.node.metrics import NodeMetrics
+from zkv.node.metrics import NodeMetrics, label_secret
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.op import Op
 from zkv.node.quorum import answer_context
@@ -417,7 +417,8 @@ class NodeCore:
         self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, incarnation,
                                self.dots_base, cfg.max_siblings)
         self.metrics = metrics if metrics is not None else NodeMetrics()
-        self.metrics.key_names = cfg.keys is None  # (the metrics port is plain HTTP)
+        if cfg.keys is not None:  # (the metrics port is plain HTTP: no key names there)
+            self.metrics.key_secret = label_secret(seal_key or os.urandom(32))
         self._observe_op = self.metrics.ops.observe  # per coordinated op (observe)
         self.replica.on_siblings = self._on_siblings
         self.replica.on_refused = self.metrics.note_sibling_refusal

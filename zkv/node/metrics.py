@@ -115,19 +115,26 @@ SIBLING_BUCKETS = (1, 2, 3, 5, 10, 25, 50, 100)
 CONVERGENCE_BUCKETS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120)
 HOT_KEYS_TRACKED = 64  # Misra-Gries counters: any key above 1/65 of the traffic is caught
 HOT_KEYS_EXPORTED = 10  # ranks exported as zkv_hot_key_ops
+LABEL_CONTEXT = "zkv 2026-12-07 hot-key metric labels"  # BLAKE3 derive_key context
 HOT_KEYS_HALF_LIFE = 60.0  # seconds: counts halve this often, so the list follows the present
 HOT_KEY_LABEL_MAX = 80  # characters of a key shown in a label
 
 Readiness = Callable[[], tuple[bool, dict]]
 
 
-def key_digest(key: bytes) -> str:
-    """A key as zkv_hot_key_ops labels it on a node with --keys: the first 16 hex digits
-    of its BLAKE3 hash, not its bytes (the metrics port has no authentication: it showed
-    the hottest key names, which the keys keep off the network, to anyone who could reach it).
-    `zkv top` (an authenticated status request) shows the keys themselves; to find a key
-    here, hash it: blake3.blake3(key).hexdigest()[:16]."""
-    return "blake3:" + blake3.blake3(key).hexdigest()[:16]
+def key_digest(key: bytes, secret: bytes) -> str:
+    """A key as zkv_hot_key_ops labels it on a node with --keys: the first 16 hex digits of
+    its BLAKE3 keyed hash (`secret`: 32 bytes the cluster key derives, `label_secret`), not its
+    bytes. The metrics port has no authentication: it showed the hottest key names, which
+    the keys keep off the network, to anyone who could reach it; and a plain hash of a
+    guessable key (cart:42) is as good as its name (a review). `zkv top` (an authenticated
+    status request) shows the keys themselves."""
+    return "blake3:" + blake3.blake3(key, key=secret).hexdigest()[:16]
+
+
+def label_secret(cluster_secret: bytes) -> bytes:
+    """The key of `key_digest`, derived from the cluster's secret (the same on every node)."""
+    return blake3.blake3(cluster_secret, derive_key_context=LABEL_CONTEXT).digest()
 
 
 def key_label(key: bytes) -> str:
@@ -473,7 +480,7 @@ class NodeMetrics:
                                     "transfers by direction (in, out): done and total",
                                     ["direction", "what"], registry=r)
         self.hot_keys = _HotKeys()  # zkv_hot_key_ops, from the last refresh's rows
-        self.key_names = True  # ... labelled by the keys themselves (else key_digest)
+        self.key_secret: bytes | None = None  # ... labelled by key_digest with it, or by name
         r.register(self.hot_keys)
         self.hot_key_error = Gauge("zkv_hot_key_error", "Largest possible underestimate of "
                                    "zkv_hot_key_ops (decayed requests / (counters + 1))",
@@ -599,9 +606,10 @@ class NodeMetrics:
                 child(self.transfers, direction, state).set(t.get(state, 0))
             child(self.transfer_bytes, direction, "done").set(t.get("bytes_done", 0))
             child(self.transfer_bytes, direction, "total").set(t.get("bytes_total", 0))
-        label = key_label if self.key_names else key_digest
-        self.hot_keys.rows = [(str(rank), label(cast(bytes, key)), count) for rank, (key, count)
-                              in enumerate(self.hot.top(HOT_KEYS_EXPORTED), 1)]
+        secret = self.key_secret
+        self.hot_keys.rows = [(str(rank), key_label(cast(bytes, key)) if secret is None
+                               else key_digest(cast(bytes, key), secret), count)
+                              for rank, (key, count) in enumerate(self.hot.top(HOT_KEYS_EXPORTED), 1)]
         self.hot_key_error.set(self.hot.error_bound())
 
     def summary(self) -> dict:
