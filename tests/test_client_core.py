@@ -417,9 +417,16 @@ def test_a_timeout_says_how_long_it_waited_and_how_many_nodes_it_tried():
     with pytest.raises(RequestTimeout) as err:
         net.run(c.put(b"k", b"v"))
     waited = clock.t - start
-    tried = len({ep for ep, *_ in net.sent})
-    assert tried >= 2 and str(err.value) == (f"no answer within {waited:.2f}s from the "
-                                             f"{tried} node(s) tried (timeout 1.0s)")
+    nodes, tries = len({ep for ep, *_ in net.sent}), len(net.sent)
+    assert nodes >= 2 and str(err.value) == (
+        f"no answer from the {nodes} node(s) tried ({tries} tries, the last ending "
+        f"{waited:.2f}s into the request; timeout 1.0s)")
+    # one node, tried again and again: one node, many tries (it said "21 node(s) tried")
+    c, clock = core(timeout=1.0, ring=False)
+    net = Net(clock, default=lambda m: wire.Error(0, wire.E_UNAVAILABLE, wire.BUSY + ": x")
+              if clock.t < 100.5 else SILENT)
+    with pytest.raises(RequestTimeout, match=r"from the 1 node\(s\) tried \(\d+ tries"):
+        net.run(c.put(b"k", b"v"))
 
 
 def test_update_with_an_async_fn_says_fn_must_return_the_bytes():

@@ -746,9 +746,14 @@ class ClientCore:
         if not tried:
             return RequestTimeout(f"no answer: the {self.timeout}s timeout had passed before a "
                                   "node could be asked")
-        # (the time it waited: every node tried can be silent before the timeout is up)
-        return RequestTimeout(f"no answer within {self.clock() - started:.2f}s from the "
-                              f"{tried} node(s) tried (timeout {self.timeout}s)")
+        # (the time it waited: every node tried can be silent before the timeout is up; the
+        # tries and the nodes counted apart: "21 node(s) tried" on a one-node cluster read
+        # as nonsense, a review)
+        nodes = len(dict.fromkeys(seen))
+        return RequestTimeout(f"no answer from the {nodes} node(s) tried ({tried} "
+                              f"tr{'y' if tried == 1 else 'ies'}, the last ending "
+                              f"{self.clock() - started:.2f}s into the request; timeout "
+                              f"{self.timeout}s)")
 
     def _handshaking(self, candidates: list[str], deadline: float) -> bool:
         """Every node tried was unreachable, and one of them has a handshake under way (a
