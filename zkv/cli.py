@@ -1542,8 +1542,10 @@ def local_up(args) -> int:
               file=sys.stderr)
         return 2
     args.nodes = len(ids)
+    # (fewer nodes than N=3: N is the node count, or the demo's own `zkv put` failed
+    # "1 of the required 2 replicas" on one node: a review)
     cluster = LocalCluster(args.nodes, args.dir, args.base_port, sync=args.sync, metrics=True,
-                           ids=ids)
+                           ids=ids, n=args.nodes if args.nodes < 3 else None)
     stop = {"now": False}
 
     def on_signal(signum, frame):
