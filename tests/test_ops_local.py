@@ -242,6 +242,34 @@ def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
                 p.wait(10)
 
 
+def test_zkv_local_up_of_one_node_takes_writes_at_its_defaults(tmp_path):
+    """`zkv local up --nodes 1` made an N=3 R=2 W=2 cluster of one node: the demo's own
+    `zkv put hello world` failed "1 of the required 2 replicas" (a review). N is the node
+    count below 3."""
+    base = free_base_port(1)
+    node = f"tcp://127.0.0.1:{base}"
+    p = subprocess.Popen([sys.executable, "-P", "-m", "zkv.cli", "local", "up", "--no-demo",
+                          "--nodes", "1", "--base-port", str(base), "--dir", str(tmp_path / "d")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         cwd=tmp_path, start_new_session=True, preexec_fn=sigint_default)
+    try:
+        seen = []
+        for line in p.stdout:
+            seen.append(line)
+            if "Serving until Ctrl-C" in line:
+                break
+        assert zkv("put", "hello", "world", "--node", node).returncode == 0, "".join(seen)
+        got = zkv("get", "hello", "--node", node)
+        assert got.returncode == 0 and got.stdout.strip() == "world", got
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
 def test_a_node_that_exits_at_start_is_explained_by_its_own_run(tmp_path):
     """`zkv local restart` on a node that refused to start quoted a line its log got in the
     run before (an outside run). Only what this run logged explains its exit."""
