@@ -46,7 +46,7 @@ from zkv.storage import LogStore
 log = logging.getLogger("zkv.node")
 
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn
-TURN_MESSAGES = 8192  # client messages a turn takes (one flooder's frames held turns for s)
+TURN_MESSAGES = 4096  # client messages a turn takes (one flooder's frames held turns for s)
 ROUTER_SNDHWM = 64  # reply frames queued per connection that does not read (then dropped)
 ROUTER_RCVHWM = 128  # request frames queued per connection before TCP pushes back
 
