@@ -209,6 +209,25 @@ def _sigint_ignored() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _local_up(tmp_path, base: int, *extra: str, preexec=sigint_default) -> subprocess.Popen:
+    """`zkv local up --no-demo` (the CLI module of this checkout) on tmp_path/d, its output
+    read through the returned process's stdout."""
+    return subprocess.Popen([sys.executable, "-P", "-m", "zkv.cli", "local", "up", "--no-demo",
+                             *extra, "--base-port", str(base), "--dir", str(tmp_path / "d")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path, start_new_session=True, preexec_fn=preexec)
+
+
+def _until_serving(p: subprocess.Popen) -> list[str]:
+    """The lines `zkv local up` printed up to its "Serving until Ctrl-C"."""
+    seen = []
+    for line in p.stdout:
+        seen.append(line)
+        if "Serving until Ctrl-C" in line:
+            break
+    return seen
+
+
 def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
     """The CLI itself (editable install): Ctrl-C, then `zkv local up` at once succeeds. Its
     "Serving" line comes once every partition counts for reads: `zkv keys --r 2` (each
@@ -217,17 +236,9 @@ def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
     base = free_base_port()
     node = f"tcp://127.0.0.1:{base}"
     for round_ in range(2):
-        p = subprocess.Popen([sys.executable, "-P", "-m", "zkv.cli", "local", "up", "--no-demo",
-                              "--base-port", str(base), "--dir", str(tmp_path / "d")],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             cwd=tmp_path, start_new_session=True,
-                             preexec_fn=sigint_default if round_ == 0 else _sigint_ignored)
+        p = _local_up(tmp_path, base, preexec=sigint_default if round_ == 0 else _sigint_ignored)
         try:
-            seen = []
-            for line in p.stdout:
-                seen.append(line)
-                if "Serving until Ctrl-C" in line:
-                    break
+            seen = _until_serving(p)
             assert any("node(s) up" in x for x in seen), (round_, "".join(seen))
             listed = zkv("keys", "--r", "2", "--node", node)
             assert listed.returncode == 0, (round_, listed.stderr)
@@ -248,16 +259,9 @@ def test_zkv_local_up_of_one_node_takes_writes_at_its_defaults(tmp_path):
     count below 3."""
     base = free_base_port(1)
     node = f"tcp://127.0.0.1:{base}"
-    p = subprocess.Popen([sys.executable, "-P", "-m", "zkv.cli", "local", "up", "--no-demo",
-                          "--nodes", "1", "--base-port", str(base), "--dir", str(tmp_path / "d")],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         cwd=tmp_path, start_new_session=True, preexec_fn=sigint_default)
+    p = _local_up(tmp_path, base, "--nodes", "1")
     try:
-        seen = []
-        for line in p.stdout:
-            seen.append(line)
-            if "Serving until Ctrl-C" in line:
-                break
+        seen = _until_serving(p)
         assert zkv("put", "hello", "world", "--node", node).returncode == 0, "".join(seen)
         got = zkv("get", "hello", "--node", node)
         assert got.returncode == 0 and got.stdout.strip() == "world", got
