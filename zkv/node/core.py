@@ -199,12 +199,12 @@ MALFORMED_LOGS_PER_MINUTE = 20  # "dropped malformed frame" lines, all sources t
 # (`_resumed`: the I/O thread, stopped too, hands over what the kernel queued in the first
 # moments after; the first turn may even find nothing yet)
 STALL_GAP = 1.0
+STALL_AFTER = 0.5
 TWIN_GRACE = 5.0  # s: two open connections naming one member are judged this long after
 # a peer's clock offset (health.clock_skew) is the largest of the offsets its last
 # CLOCK_SAMPLES gossip messages of the last CLOCK_WINDOW seconds gave
 CLOCK_SAMPLES = 8
 CLOCK_WINDOW = 10.0
-STALL_AFTER = 0.5
 MAX_IDENTITIES = 10_000  # identities with requests in flight (at most cfg.max_connections)
 MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
 HINT_TTL_MS = 24 * 3600 * 1000  # a hint older than this is dropped (its owner was gone a day)
@@ -385,10 +385,10 @@ class NodeCore:
         # after a stall, until the end of the first turn that took requests (at most until
         # stall_until): the writes taken may have waited through it (`_refuse_stale`)
         self.stall_backlog = False
+        self.stall_took = False  # ... a request frame was handled since the stall
         # writes stored under BLAKE3(write id, value) once every serving member can (_gossip;
         # during a rolling upgrade from an older version: under the id as it came)
         self.hash_wids = False
-        self.stall_took = False  # ... a request frame was handled since the stall
         self.clock_seen: dict[str, deque[tuple[float, int]]] = {}  # peer -> (t, clock offset)
         self.resumed_stamp = 0
         self.stall_issued: set[int] = set()
