@@ -1149,3 +1149,28 @@ def test_a_client_of_one_node_across_a_slow_link_waits_for_its_handshake(kind, m
             asyncio.run(main())
     finally:
         close()
+
+
+def test_a_connection_up_whose_queue_is_full_is_waited_for_not_called_unreachable():
+    """A node that stood still with the client's queue to it full: the socket takes nothing
+    (IMMEDIATE), so the try found it unwritable and the call failed "no TCP connection" at
+    once, with most of its timeout left (one of 6,000 gathered requests in a CI rehearsal). A
+    connection that is up is waited for within the call's timeout, as a handshake is."""
+    from types import SimpleNamespace
+
+    from zkv.security import HandshakeWatch
+
+    ep = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+    c = Client([ep], timeout=1.0)
+    try:
+        state = SimpleNamespace(connected=True, ok=True, dialing=False, was_connected=True,
+                                served=False, endpoint=ep)
+        watch = SimpleNamespace(error=lambda: None, connected=True, ok=True, dialing=False,
+                                unconnected_why=lambda: HandshakeWatch.unconnected_why(state))
+        c._watch[ep] = watch
+        c._check_refused(ep)
+        assert ep in c.core.handshaking
+        assert "its connection is up but takes no more requests" in c.core.unreachable_why[ep]
+    finally:
+        c._watch.pop(ep, None)
+        c.close()

@@ -544,6 +544,9 @@ class HandshakeWatch:
         if self.connected and not self.ok:
             return ("it accepted the TCP connection but did not complete the ZeroMQ handshake: "
                     "paused (SIGSTOP), overloaded, on a slow link, or not a zkv node")
+        if self.connected:
+            return ("its connection is up but takes no more requests (the queue to it is "
+                    "full): paused (SIGSTOP), starved of CPU, or overloaded")
         if self.was_connected and not self.ok:  # (a --gossip port: its PUB socket closes a
             # DEALER's connection at the handshake; it read "no TCP connection")
             return ("it accepted the TCP connection and closed it before a ZeroMQ handshake: "
