@@ -245,7 +245,7 @@ def _check_cluster_n(s) -> None:
             n = c.ring_info().n
     except ZkvError as exc:
         raise ValueError(f"--cluster: cannot read its ring: {exc}") from None
-    wrong = [c.label for c in s.configs if c.n != n]
+    wrong = [cfg.label for cfg in s.configs if cfg.n != n]
     if wrong:
         raise ValueError(f"--configs {', '.join(wrong)}: the cluster's N is {n} (every "
                          "configuration must have it: N is the cluster's, only R and W are "

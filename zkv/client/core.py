@@ -758,10 +758,11 @@ class ClientCore:
     def _handshaking(self, candidates: list[str], deadline: float) -> bool:
         """Every node tried was unreachable, and one of them has a handshake under way (a
         TCP connect not yet answered nor refused, or a TCP connection whose ZeroMQ handshake
-        is not done), with time left: the call waits on for it rather than give up after
-        CONNECT_WAIT a try (a client of one node across a 200 ms link, or whose SYN was lost,
-        failed every call after 0.76 s whatever its timeout: outside runs). Its socket goes on
-        with the handshake meanwhile. A node that refuses connections fails the call at once."""
+        is not done) or a connection up whose queue is full (`handshaking`, as the driver's
+        `_check_refused` found it), with time left: the call waits on for it rather than give
+        up after CONNECT_WAIT a try (a client of one node across a 200 ms link, or whose SYN
+        was lost, failed every call after 0.76 s whatever its timeout: outside runs). Its
+        socket goes on meanwhile. A node that refuses connections fails the call at once."""
         return self.clock() + CONNECT_WAIT < deadline and any(
             ep in self.handshaking for ep in candidates if ep in self.unconnectable)
 
