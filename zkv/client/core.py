@@ -527,7 +527,9 @@ class ClientCore:
         self.suspect_until: dict[str, float] = {}
         self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
         self.unreachable_why: dict[str, str] = {}  # endpoint -> why, as its driver last saw
-        self.handshaking: set[str] = set()  # ... of those, with a handshake under way then
+        # ... of those, worth waiting for (a handshake under way, a connect not yet answered,
+        # or a connection up whose queue is full: the driver's _check_refused)
+        self.handshaking: set[str] = set()
         self._base_order: list[str] | None = None
         self._n_up = 0  # members in _base_order that looked up (they come first)
         self._behind: frozenset[str] | None = None  # the rest of _base_order (see candidates)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from zkv.node.snapshots import span
+
 
 def clock_behind(clock_refused: list[str], peers: int) -> bool:
     """This node's clock is most likely the wrong one: more than half of its `peers` known
@@ -45,15 +47,10 @@ def clock_skew(offsets: Iterable[int], limit_ms: int = CLOCK_SKEW_MS) -> str | N
     behind = sum(1 for x in got if x > limit_ms)  # (their clocks ahead of ours)
     ahead = sum(1 for x in got if x < -limit_ms)
     if 2 * behind > len(got):
-        return f"{_span(median)} behind its peers'"
+        return f"{span(median / 1000)} behind its peers'"
     if 2 * ahead > len(got):
-        return f"{_span(-median)} ahead of its peers'"
+        return f"{span(-median / 1000)} ahead of its peers'"
     return None
-
-
-def _span(ms: int) -> str:
-    s = ms / 1000
-    return f"{s:.0f} s" if s < 120 else (f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h")
 
 
 def readiness(*, joined: bool, fingerprint: bytes, peer_fingerprints: dict[str, bytes],

@@ -159,17 +159,17 @@ def check_restored(data_dir: str, now_ms: int, horizon_s: float, allow_old: bool
         # (its age was read as 0: a snapshot taken on a clock 10 min fast passed as new, and
         # restored 2 min later, past the horizon, its 50 deleted keys came back everywhere)
         raise ZkvError(
-            f"{data_dir} holds snapshot {name!r}, taken {_ago((created - now_ms) / 1000)} "
+            f"{data_dir} holds snapshot {name!r}, taken {span((created - now_ms) / 1000)} "
             "in the future by this machine's clock: the clock it was taken with, or this "
             "one, is wrong, so how old it is cannot be told, and one older than "
-            f"{_ago(horizon_s)} would bring deletes back. Fix the clock (NTP); if the "
+            f"{span(horizon_s)} would bring deletes back. Fix the clock (NTP); if the "
             "snapshot is known to be recent, or every node is being rolled back to snapshots "
             "of one moment, start with --restore-old-snapshot")
     age = max(0.0, (now_ms - created) / 1000)
     if age > horizon_s and not allow_old:
         raise ZkvError(
-            f"{data_dir} holds snapshot {name!r}, taken {_ago(age)} ago: older than "
-            f"{_ago(horizon_s)} (2 x --tombstone-grace + 60 s), the other replicas have "
+            f"{data_dir} holds snapshot {name!r}, taken {span(age)} ago: older than "
+            f"{span(horizon_s)} (2 x --tombstone-grace + 60 s), the other replicas have "
             "forgotten the deletes made since, and its copies of those keys would come back "
             "on every replica. Start this node on an empty data dir instead (it refills from "
             "the other replicas: README, \"Replacing a dead machine\"), or, if every node is "
@@ -178,12 +178,13 @@ def check_restored(data_dir: str, now_ms: int, horizon_s: float, allow_old: bool
     for m in marks:
         if os.path.exists(m):
             os.unlink(m)
-    return (f"started on snapshot {name!r}, taken {_ago(age)} ago"
+    return (f"started on snapshot {name!r}, taken {span(age)} ago"
             + (" (--restore-old-snapshot)" if age > horizon_s else "")
             + ": hints and anti-entropy bring it what was written since")
 
 
-def _ago(seconds: float) -> str:
+def span(seconds: float) -> str:
+    """A length of time for a message: "100 s", "4 min", "2.0 h"."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
