@@ -50,7 +50,7 @@ class Node:
         self.core.start(self.t)
         # node2 and node3 are members, heard first-hand and up
         self.incs = {i: time.time_ns() // 1_000_000 for i in (2, 3)}
-        self.beats = dict.fromkeys(self.incs, 1)
+        self.beats = dict.fromkeys(self.incs, 0)  # (the first beat: heartbeat 1)
         for i in (2, 3):
             self.beat(i)
         # ... and own their share of the ring (the cluster state says so)
