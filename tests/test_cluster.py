@@ -275,6 +275,27 @@ def test_signals_repeated_while_a_node_stops_still_end_in_exit_zero(tmp_path):
         nodes.close()
 
 
+def test_a_node_stopped_with_sigterm_is_down_at_its_peers_by_its_own_word(make_cluster):
+    """A SIGTERM'd node was noticed by its peers only through its silence (the detector, or
+    requests timing out). Its last gossip now says it is stopping: the peers hold it down for
+    that reason, and it is up again once restarted."""
+    from ops_helpers import wait_for
+
+    cl = make_cluster(3)
+    cl.wait_converged()
+    assert cl.terminate("node3") == 0
+
+    def said(n) -> dict | None:
+        (m,) = [m for m in cl.status_of(n)["members"] if m["id"] == "node3"]
+        return m if m["state"] == "down" else None
+
+    for n in cl.nodes[:2]:
+        m = wait_for(lambda n=n: said(n), timeout=30, what="node3 down")
+        assert m["reason"] == "it shut down (its last gossip said so)", m
+    cl.restart("node3")
+    cl.wait_converged()
+
+
 # ---- bad input ------------------------------------------------------------------------------------------
 def test_bad_client_input_raises_before_sending():
     # nothing listens there: an InvalidRequest proves nothing was sent (no timeout, no Unavailable)

@@ -1426,3 +1426,42 @@ def test_writes_are_stored_under_hashed_ids_once_every_member_can(node):
     node.run_for(1.2)
     (ok,) = node.ask(b"client:c/1", [wire.Put(2, b"new", b"v", b"", 1, wid)], CLIENT)
     assert type(ok) is wire.PutOk and stored_ids(b"new") == {stored_wid(wid, b"v")}
+
+
+def test_a_peer_that_says_it_is_stopping_is_down_at_once_until_it_beats_again(node):
+    """A node stopped with SIGTERM was sent requests, and counted toward its keys' quorums,
+    until its peers' detectors convicted its silence seconds later. A clean shutdown now
+    gossips a goodbye: the peers count it down at once (writes skip it) until it beats
+    again, as a restart does."""
+    for _ in range(5):
+        node.t += 0.2
+        for i in (2, 3):
+            node.beat(i)
+    ms = node.core.membership
+    assert ms.state("node2") == ("up", "")
+    node.beats[2] += 1
+    bye = wire.Gossip(0, "node2", 16, 3, 2, 2, [_member(2, node.incs[2], node.beats[2])],
+                      stopping=True)
+    node.core.handle((GOSSIP, "node2"), [bye], node.t)
+    assert ms.state("node2") == ("down", "it shut down (its last gossip said so)")
+    assert ms.state("node3") == ("up", "")
+    node.out()
+    node.core.handle((REQUEST, OUTSIDER), [wire.Put(1, b"k", b"v", w=2)], node.t, CLIENT)
+    sent = node.out().peers  # (w=2: the answer waits for node3's)
+    assert "node2" not in sent and any(type(m) is wire.RPut for m in sent.get("node3", []))
+    # started again: a new incarnation's first beat, and it is up
+    node.incs[2] += 1
+    node.beats[2] = 0
+    node.beat(2)
+    assert ms.state("node2") == ("up", "")
+
+
+def test_a_node_shutting_down_gossips_its_goodbye(node):
+    """NodeCore.shutdown's output carries the goodbye: this node's record, a heartbeat on,
+    flagged stopping, with the cluster state as every round sends it."""
+    node.run_for(1.0)
+    hb = node.core.membership.me.heartbeat
+    (bye,) = node.core.shutdown().gossip
+    assert type(bye) is wire.Gossip and bye.stopping and bye.sender == "node1"
+    assert [(m.id, m.heartbeat) for m in bye.members] == [("node1", hb + 1)]
+    assert bye.cluster == node.core.cluster_bytes and bye.cluster

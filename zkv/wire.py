@@ -605,6 +605,10 @@ class Gossip(_Msg, tag=30):
     # the sender's wall clock (ms) when it sent this: its peers tell a clock of theirs far from
     # the others' (an older sender: 0, not compared)
     wall_ms: int = 0
+    # the sender is stopping (its last gossip, at a clean shutdown): its peers count it down at
+    # once instead of after the failure detector's seconds of silence, as Cassandra's
+    # shutdown announcement does, until it beats again (an older sender: False)
+    stopping: bool = False
 
 
 Message = (

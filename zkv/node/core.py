@@ -1042,6 +1042,12 @@ class NodeCore:
                 op.reply(Error(0, E_UNAVAILABLE, f"node {self.me} is shutting down"), ok=False)
             self.done(op)
         self.transfers.next_save = 0.0  # the progress file too, at this last flush
+        if self.membership.peers:
+            # a goodbye: the peers count this node down at once, routing its replicas' writes
+            # to stand-ins and keeping hints for it, rather than sending it requests until
+            # their detectors convict its silence seconds later (a restart beats again)
+            self.out.gossip.append(self._gossip_message([self.membership.beat()],
+                                                        self.transfers.report(), True))
         return self.take_output()
 
     def close_stores(self) -> None:
@@ -2725,8 +2731,6 @@ class NodeCore:
         self.hash_wids = not self._lacking(wire.FEATURE_HASHED_WIDS)
         self.out.drop.extend(self.membership.expire_candidates())  # per round, not per turn
         self.membership.beat()
-        s = self.membership.settings
-        ring = self.membership.ring()
         # the failure detector's verdict on each peer, once per round for every use of it in
         # the round (the claimant, settling, the health export each asked it per member)
         ms = self.membership
@@ -2746,14 +2750,19 @@ class NodeCore:
             members = [ms.me] + [m for m in (ms.get(x) for x in sorted(self.gossip_delta))
                                  if m is not None and m is not ms.me]
         self.gossip_delta.clear()
-        self.out.gossip.append(Gossip(0, self.me, s["q"], s["n"], s["r"], s["w"],
-                                      members, ring.fingerprint(),
-                                      self.cluster_bytes, self.transfers.epoch,
-                                      [x[1:] for x in report if x[0] == s["n"]],
-                                      self._ns_encoded,
-                                      [x for x in report if x[0] != s["n"]],
-                                      self.write_stop is not None, self.handoff.wall_ms()))
+        self.out.gossip.append(self._gossip_message(members, report))
         self.export.export(now, states)
+
+    def _gossip_message(self, members: list[Member], report: list,
+                        stopping: bool = False) -> Gossip:
+        """This node's gossip: `members`' records, and its cluster state, namespaces,
+        incoming transfers (`report`), write stop and wall clock, as each round sends them."""
+        s = self.membership.settings
+        return Gossip(0, self.me, s["q"], s["n"], s["r"], s["w"], members,
+                      self.membership.ring().fingerprint(), self.cluster_bytes,
+                      self.transfers.epoch, [x[1:] for x in report if x[0] == s["n"]],
+                      self._ns_encoded, [x for x in report if x[0] != s["n"]],
+                      self.write_stop is not None, self.handoff.wall_ms(), stopping)
 
     def _on_gossip(self, msg: Gossip) -> None:
         self.metrics.observe_gossip(msg.sender, msg.fingerprint)
@@ -2779,6 +2788,8 @@ class NodeCore:
         if msg.wall_ms and self.stall_until <= self.t:  # (what waited through a stall: no)
             self._clock_offset(msg.sender, msg.wall_ms - self.handoff.wall_ms())
         self._tell(msg)
+        if msg.stopping:
+            self.membership.stopped(msg.sender)
         if msg.no_writes:
             self.no_writes.add(msg.sender)
         elif self.no_writes:

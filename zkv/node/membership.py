@@ -112,7 +112,7 @@ def validate_clock(m, now_ms: int | None = None) -> str | None:
 
 class _Peer:
     __slots__ = ("member", "last_beat", "intervals", "mean", "strikes", "reason", "refused_at",
-                 "refused_why")
+                 "refused_why", "stopped")
 
     def __init__(self, member: Member, now: float) -> None:
         self.member = member
@@ -128,6 +128,7 @@ class _Peer:
         # refuses every beat, and the peer is down here for that reason (state() says so)
         self.refused_at = -math.inf
         self.refused_why = ""
+        self.stopped = False  # it said it was stopping (its last gossip): down until it beats
 
 
 class Membership:
@@ -294,6 +295,7 @@ class Membership:
             p.member = copy_member(m)
             p.last_beat = now
             p.strikes = 0
+            p.stopped = False
             self.candidates.pop(m.id, None)
             if self._unreachable and m.id in self._unreachable:
                 self._unreachable = None  # it is back: route to it again at once
@@ -363,6 +365,14 @@ class Membership:
             self._unreachable = None
 
     # ---- failure detection --------------------------------------------------------------
+    def stopped(self, node_id: str) -> None:
+        """`node_id` said, first-hand, that it is stopping (a clean shutdown): it is down until
+        a later heartbeat of its own (a restart's new incarnation) is heard."""
+        p = self.peers.get(node_id)
+        if p is not None and not p.stopped:
+            p.stopped = True
+            self._unreachable = None
+
     def stood_still(self, gap: float) -> None:
         """This node's own process stood still for `gap` seconds (NodeCore._resumed): the
         heartbeats it did not hear meanwhile were not its peers' silence. Each peer's last
@@ -387,6 +397,8 @@ class Membership:
         p = self.peers.get(node_id)
         if p is None:
             return "down", "unknown member"
+        if p.stopped:
+            return "down", "it shut down (its last gossip said so)"
         now = self.clock()
         elapsed = now - p.last_beat
         phi = self._phi_after(p, elapsed)

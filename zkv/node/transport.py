@@ -290,8 +290,8 @@ class Node:
         self.core.close_stores()
         self.conns.close()
         self.links.close()
-        for sock in (self.router, self.pub):
-            sock.close(0)
+        self.router.close(0)
+        self.pub.close(200)  # (ms: its goodbye gossip, core.shutdown, goes out to its peers)
         self.poller.close()
         if self.auth is not None:
             self.auth.stop()
