@@ -232,7 +232,8 @@ def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
     """The CLI itself (editable install): Ctrl-C, then `zkv local up` at once succeeds. Its
     "Serving" line comes once every partition counts for reads: `zkv keys --r 2` (each
     partition listed by two owners) works at once. The second time it starts as a shell's
-    background job, with SIGINT ignored, and `kill -INT` stops it all the same."""
+    background job, with SIGINT ignored, and `kill -INT` stops it all the same. A second
+    `zkv local up` on its dir is refused and leaves it serving."""
     base = free_base_port()
     node = f"tcp://127.0.0.1:{base}"
     for round_ in range(2):
@@ -244,6 +245,13 @@ def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
             assert listed.returncode == 0, (round_, listed.stderr)
             assert listed.stdout.split() == ([] if round_ == 0 else ["r"]), listed.stdout
             assert zkv("put", "r", str(round_), "--node", node).returncode == 0
+            if round_ == 0:  # a second `zkv local up` on its dir stopped its nodes as it failed
+                for other in (base, free_base_port()):
+                    again = _local_up(tmp_path, other)
+                    said = again.communicate(timeout=60)[0]
+                    assert again.returncode == 1 and "already runs the cluster" in said, said
+                    assert f"(pid {p.pid})" in said, said
+                assert zkv("get", "r", "--r", "3", "--node", node).stdout.strip() == "0"
             p.send_signal(signal.SIGINT)
             rest = p.communicate(timeout=60)[0]  # (TimeoutExpired: SIGINT did not stop it)
             assert p.returncode == 0 and "all nodes stopped" in rest, rest

@@ -1514,6 +1514,12 @@ def local_up(args) -> int:
     # the cluster never looked whole); a number up to --nodes never used joins as before
     # (and a node whose data dir holds no cluster state never joined: a run stopped in its
     # first second left node2 and node3 so, and every later run started node1 alone)
+    owner = LocalCluster.owner_running(args.dir)
+    if owner:  # (starting anyway stopped that one's nodes as this start failed: an outside run)
+        print(f"zkv: a `zkv local up` (pid {owner}) already runs the cluster in {args.dir}; "
+              f"stop it first (Ctrl-C in its terminal, or kill {owner}), or use another --dir",
+              file=sys.stderr)
+        return 1
     members, stated = saved_members(args.dir)
     numbers = {k for m in members if (k := node_number(m)) is not None and k <= 100}
     ids = sorted(numbers | {k for k in range(1, args.nodes + 1) if not members

@@ -472,6 +472,17 @@ class LocalCluster:
         except (OSError, ValueError, AttributeError):
             return {n.id for n in self.nodes}
 
+    @staticmethod
+    def owner_running(directory: str) -> int:
+        """The pid of the `zkv local up` (or other owner) that manages the cluster in
+        `directory`, as its local.json says, 0 unless that process is still there."""
+        try:
+            with open(os.path.join(os.path.abspath(directory), "local.json")) as fh:
+                pid = int(json.load(fh)["owner_pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+        return pid if pid > 0 and pid_alive(pid) else 0
+
     @classmethod
     def attach(cls, directory: str) -> LocalCluster:
         """The cluster a running `zkv local up` in `directory` manages (from local.json)."""
@@ -481,11 +492,7 @@ class LocalCluster:
                 doc = json.load(fh)
         except (OSError, ValueError) as exc:
             raise ZkvError(f"no running `zkv local up` in {directory} ({exc})") from None
-        try:
-            alive = pid_alive(int(doc["owner_pid"]))
-        except (KeyError, ValueError, TypeError):
-            alive = False
-        if not alive:
+        if not cls.owner_running(directory):
             raise ZkvError(f"the `zkv local up` of {directory} is not running")
         self = cls(0, directory, doc.get("base_port"), racks=doc.get("racks"),
                    metrics=bool(doc.get("metrics")), keys=doc.get("keys"))
