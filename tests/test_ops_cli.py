@@ -167,6 +167,20 @@ def test_every_output_command_in_a_closed_pipe(cluster3):
         assert out.returncode in (0, 141), (args, out)  # 141: like `seq 1000000 | true`
 
 
+def test_a_command_started_with_its_stdout_closed_fails_cleanly(cluster3):
+    """`zkv get k >&-` (stdout closed before it started: Python then has no sys.stdout)
+    failed with an AttributeError traceback. What it prints fails as `cat` does, bad file
+    descriptor, exit 1."""
+    ep = cluster3.endpoints[0]
+    zkv("put", "closed-key", "v", "--node", ep)
+    for args in (["get", "closed-key"], ["get", "closed-key", "--raw"], ["status", "--json"],
+                 ["put", "closed-key", "v2"]):
+        out = subprocess.run(f"{ZKV} {' '.join(args)} --node {ep} >&-", shell=True,
+                             capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in out.stderr and out.returncode == 1, (args, out)
+        assert out.stderr.endswith("zkv: OSError: [Errno 9] standard output is closed\n")
+
+
 def test_ring_into_head_through_a_shell(cluster3):
     out = subprocess.run(f"{ZKV} ring --node {cluster3.endpoints[0]} | head -2", shell=True,
                          capture_output=True, text=True, timeout=60)

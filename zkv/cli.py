@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import io
 import json
 import logging
 import os
@@ -326,7 +328,21 @@ def _stopped() -> None:
 
 
 # ---- zkv ----------------------------------------------------------------------------------------
+class _ClosedStdout(io.RawIOBase):
+    """The standard output of a process started with it closed (`zkv get k >&-`; Python
+    then has none, and zkv failed with an AttributeError traceback): what is printed fails as
+    `cat` says it does, "bad file descriptor", and the command exits 1."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
 def main(argv: list[str] | None = None) -> int:
+    if sys.stdout is None:
+        sys.stdout = io.TextIOWrapper(_ClosedStdout(), write_through=True)  # type: ignore[arg-type]
     try:
         try:
             return _main(argv)
@@ -342,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zkv: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # (what the last flush could not write: a closed or full stdout)
+        return _fail(exc)
 
 
 def _fail(exc: BaseException) -> int:
