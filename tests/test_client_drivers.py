@@ -355,6 +355,114 @@ def test_a_node_that_served_and_stopped_is_not_named_a_wrong_port():
         ctx.destroy(0)
 
 
+def _tcp_listener(serve) -> tuple[int, threading.Event]:
+    """A plain TCP listener on loopback whose accepted connections go to `serve(conn)` in a
+    thread; it stops accepting (and closes) once the returned event is set by `serve`."""
+    import socket
+
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    ls.settimeout(0.05)
+    stop = threading.Event()
+
+    def run() -> None:
+        with ls:
+            while not stop.is_set():
+                try:
+                    conn, _ = ls.accept()
+                except OSError:
+                    continue
+                serve(conn, stop)
+
+    threading.Thread(target=run, daemon=True).start()
+    return ls.getsockname()[1], stop
+
+
+def _reset(conn) -> None:
+    """Close `conn` as a killed process's kernel does: with a RST."""
+    import socket
+    import struct
+
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_handshake_cut_off_by_a_node_killed_during_it_is_no_refusal(keyed):
+    """A paused node killed while a client's handshake with it waited cut that handshake
+    off, and libzmq's "handshake failed, no detail" made the client raise
+    AuthenticationError ("a node that requires keys") for 5 s, though two nodes served (an
+    outside run). One cut-off followed by a refused redial is a node gone, not a refusal;
+    cut off on every try, the port is no zkv node's (or the keys are wrong): refused."""
+    from zkv.security import HandshakeWatch
+
+    def killed(conn, stop) -> None:  # reads the greeting, then the process dies
+        conn.recv(64)
+        stop.set()
+        _reset(conn)
+
+    def never_zmtp(conn, stop) -> None:  # some other server, closing every connection
+        conn.recv(64)
+        _reset(conn)
+
+    ctx = zmq.Context()
+    try:
+        for serve, refused in ((killed, False), (never_zmtp, True)):
+            port, stop = _tcp_listener(serve)
+            d = ctx.socket(zmq.DEALER)
+            if keyed:
+                public, secret = zmq.curve_keypair()
+                d.curve_serverkey, d.curve_publickey, d.curve_secretkey = public, public, secret
+            watch = HandshakeWatch(d, f"tcp://127.0.0.1:{port}")
+            d.connect(f"tcp://127.0.0.1:{port}")
+            deadline = time.monotonic() + 5
+            while True:
+                why = watch.failure()
+                if refused and why is not None:
+                    break
+                if not refused:
+                    assert why is None, why
+                    if stop.is_set() and watch.unconnected_why() == (
+                            "no TCP connection: down, or not listening there"):
+                        break
+                assert time.monotonic() < deadline, watch.unconnected_why()
+                time.sleep(0.02)
+            stop.set()
+            watch.close()
+            d.close(0)
+    finally:
+        ctx.destroy(0)
+
+
+def test_a_handshake_timing_out_is_a_paused_node_not_a_refusal():
+    """All nodes paused past libzmq's handshake timeout (30 s): calls raised
+    AuthenticationError in 0.25 s instead of timing out (an outside run)."""
+    from zkv.security import HandshakeWatch
+
+    held: list = []
+    port, stop = _tcp_listener(lambda conn, stop: held.append(conn))  # accepts, never answers
+    ctx = zmq.Context()
+    try:
+        d = ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.HANDSHAKE_IVL, 100)
+        watch = HandshakeWatch(d, f"tcp://127.0.0.1:{port}")
+        d.connect(f"tcp://127.0.0.1:{port}")
+        deadline = time.monotonic() + 5
+        while len(held) < 3:  # (each a connection whose handshake timed out, but the last)
+            assert watch.failure() is None
+            assert time.monotonic() < deadline, len(held)
+            time.sleep(0.02)
+        assert watch.failure() is None
+        watch.close()
+        d.close(0)
+    finally:
+        stop.set()
+        for conn in held:
+            conn.close()
+        ctx.destroy(0)
+
+
 def test_an_endpoint_naming_its_host_says_the_name_may_not_resolve():
     """libzmq reports a host name that does not resolve as it does a refused connection, so
     for an endpoint with a name (not an address) the reason says so too. (No connection is

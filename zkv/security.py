@@ -37,6 +37,7 @@ fuzz tool, and the reference for the client's integration).
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -491,6 +492,13 @@ class HandshakeWatch:
         # outside run read "not a zkv --listen endpoint" for seconds after a node's SIGTERM)
         self.served = False
         self.keyed = sock.getsockopt(zmq.MECHANISM) == zmq.CURVE  # (keys set before this)
+        # handshakes cut off in a row by the other side closing the connection, no refused
+        # connect (a process gone) or handshake timeout (one paused) between. One is a node
+        # killed or restarted during it (an outside run's client raised AuthenticationError
+        # for 5 s after a paused node was killed, while two nodes served); a second, on the
+        # redial, is a refusal: a wrong cluster key, or a port that is no zkv node's
+        self._cut = 0
+        self._reached = False  # the current connect() attempt reached TCP's CONNECTED
 
     def failure(self) -> str | None:
         from zmq.utils.monitor import parse_monitor_message
@@ -503,15 +511,23 @@ class HandshakeWatch:
             except zmq.ZMQError:
                 break
             if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.ok, self.failed = True, None
+                self.ok, self.failed, self._cut = True, None, 0
             elif ev["event"] == zmq.EVENT_CONNECT_DELAYED:
-                self._connecting = True
+                self._connecting, self._reached = True, False
             elif ev["event"] == zmq.EVENT_CONNECT_RETRIED:
                 self._redial = self._was_connecting  # (else refused: begun and ended at once)
                 self._connecting = self._was_connecting = False
+                if not self._reached:  # refused or timed out: no process there, for now
+                    self._cut, self.was_connected = 0, False
             elif ev["event"] == zmq.EVENT_CONNECTED:
-                self.connected = self.was_connected = True
+                self.connected = self.was_connected = self._reached = True
                 self._connecting = self._redial = False
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and (
+                    ev["value"] == errno.EAGAIN or self._cut == 0):
+                # its handshake timed out (a node paused past handshake_ivl, 30 s: an outside
+                # run read "a node that requires keys" for it), or the first cut-off: not
+                # (yet) a refusal; the call fails over meanwhile (unconnected_why)
+                self._cut = 0 if ev["value"] == errno.EAGAIN else 1
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
                 if self.ok:
                     self.served, self.was_connected = True, False
@@ -547,6 +563,9 @@ class HandshakeWatch:
         if self.connected:
             return ("its connection is up but takes no more requests (the queue to it is "
                     "full): paused (SIGSTOP), starved of CPU, or overloaded")
+        if self._cut and not self.connected:
+            return ("it closed the TCP connection during the ZeroMQ handshake: stopped or "
+                    "restarting, or not a zkv --listen endpoint")
         if self.was_connected and not self.ok:  # (a --gossip port: its PUB socket closes a
             # DEALER's connection at the handshake; it read "no TCP connection")
             return ("it accepted the TCP connection and closed it before a ZeroMQ handshake: "
