@@ -388,3 +388,76 @@ def test_a_close_whose_fsync_alone_fails_says_the_writes_were_written_out(tmp_pa
     monkeypatch.undo()
     with LogStore(str(tmp_path / "db")) as again:
         assert len(again) == 50
+
+
+def _oldest_segment_overwritten(path: str, **kw) -> tuple[LogStore, dict[bytes, bytes]]:
+    """A store of 4 MiB segments holding ~16 MiB of live records, whose oldest segment's keys
+    were all written again: that segment is dead records only."""
+    rng = random.Random(7)
+    store = LogStore(path, segment_bytes=4 << 20, **kw)
+    acked = {b"k%05d" % i: rng.randbytes(1000) for i in range(16_000)}
+    for k, v in acked.items():
+        store.put(k, v)
+    store.flush()
+    oldest = min(store._segs.values(), key=lambda s: s.name).fid
+    again = [k for k in acked if store._kd.lookup(k)[0] == oldest]
+    assert len(again) > 3000
+    for k in again:
+        acked[k] = rng.randbytes(1000)
+        store.put(k, acked[k])
+    store.flush()
+    return store, acked
+
+
+def _free(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_compaction_on_a_nearly_full_disk_rewrites_the_oldest_segments_that_fit():
+    """A compaction writes every live record before it deletes an input: on a disk near full
+    (the case that most needs one) it failed with ENOSPC and freed nothing, though the oldest
+    segment held dead records only (an outside run: `zkv compact` on a node refusing writes).
+    It now compacts the oldest segments whose live records fit the free space, and says so;
+    when not even the oldest fits, StorageFull says how much room it needs."""
+    with small_tmpfs("24m") as fs:
+        path = os.path.join(fs, "s")
+        store, acked = _oldest_segment_overwritten(path, compact_dead_ratio=None)
+        try:
+            before, segments, free = store.stats(), len(store._segs), _free(fs)
+            assert before["live_bytes"] * 1.5 > free  # (everything would not fit)
+            stats = store.compact()
+            assert 1 <= stats["segments_before"] < segments - 1, stats
+            assert store.stats()["dead_bytes"] < before["dead_bytes"] - (3 << 20)
+            assert _free(fs) > free + (3 << 20)
+            assert all(store.get(k) == v for k, v in acked.items())
+            with open(os.path.join(fs, "filler"), "wb") as fh:  # 2 MiB left
+                fh.write(b"\0" * (_free(fs) - (2 << 20)))
+            with pytest.raises(StorageFull, match=r"needs about .* MiB free to rewrite"):
+                store.compact()  # (the oldest now: live records only, more than the room)
+            assert all(store.get(k) == v for k, v in acked.items())
+        finally:
+            store.close()
+        with LogStore(path) as reopened:
+            assert dict(reopened.items()) == acked
+
+
+def test_writes_refused_for_space_start_a_compaction_that_frees_the_dead_records():
+    """Compaction was checked only at a segment's rotation, and with writes refused (deletes
+    too) none came: a node with two thirds of its disk dead records stayed refusing writes
+    (an outside run). Refused for space, with dead records enough to get back over the
+    reserve, the store compacts in the background, and then takes writes again."""
+    with small_tmpfs("24m") as fs:
+        path = os.path.join(fs, "s")
+        store, acked = _oldest_segment_overwritten(path)
+        try:
+            store.min_free_bytes = _free(fs) + (2 << 20)
+            assert "under the reserve" in (store.check_space() or "")
+            compactor = store._compactor
+            assert compactor is not None
+            compactor.join(60)
+            assert store.check_space() is None, store.write_error
+            store.put(b"after", b"v")
+            assert all(store.get(k) == v for k, v in acked.items())
+        finally:
+            store.close()

@@ -33,6 +33,8 @@ class KeyDir:
     @property
     def live_bytes(self) -> int:
         """Sum of the record sizes entries point at."""
+    def live_by_fid(self) -> dict[int, int]:
+        """``{fid: bytes}``: the record sizes entries point at, per segment."""
     def memory_bytes(self) -> int:
         """Bytes allocated by slots, entries and the key arena."""
     def contains(self, key: object) -> bool: ...

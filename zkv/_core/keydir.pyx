@@ -509,6 +509,26 @@ cdef class KeyDir:
         self._drain()
         return self.live_bytes_
 
+    def live_by_fid(self):
+        """``{fid: bytes}``: the record sizes the entries point at, per segment (what
+        compacting each would keep; compaction sizes its inputs to the room it has)."""
+        self._drain()
+        cdef dict out = {}
+        cdef uint64_t j
+        cdef uint32_t fid
+        cdef uint32_t last = 0xFFFFFFFF
+        cdef uint64_t run = 0
+        for j in range(self.n):  # (runs of one fid are common: a dict update per run)
+            fid = self.entries[j].fid
+            if fid != last:
+                if run:
+                    out[last] = out.get(last, 0) + run
+                last, run = fid, 0
+            run += self.entries[j].size
+        if run:
+            out[last] = out.get(last, 0) + run
+        return out
+
     def memory_bytes(self):
         """Bytes allocated by the table (slots, entries, arena), not counting the write buffer."""
         self._drain()

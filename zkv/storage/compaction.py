@@ -1,7 +1,8 @@
 """Compaction: rewrite the live records of every immutable segment, then swap atomically.
 
 Bitcask's merge (Sheehy & Smith 2010, §"Merge"), made crash-safe by file ordering:
-1. Under the store lock, rotate the active segment; the inputs are all immutable segments,
+1. Under the store lock, rotate the active segment; the inputs are all immutable segments
+   (or, when their live records do not fit the free space, the oldest that do: `_fitting`),
    the newest named (M, s), once the sealer has fsynced them and written their hints. Outputs
    are named (M, s+1), (M, s+2), ...: they replay after every input and before anything
    written later (see segment.py).
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("zkv.storage")
 PACE_CHUNK = 1 << 20  # bytes rewritten per throttle reservation
 COLLECT_CHUNK = 1 << 20  # segment bytes walked per keydir call (~0.35 ms holding the GIL)
+# room a compaction leaves free on the file system, and what it counts per byte of live records
+# it rewrites (the records, and hints: a hint entry is ~20 bytes + the key, per record)
+ROOM_MARGIN = 1 << 20
+OUTPUT_FACTOR = 1.5
 
 
 class Aborted(Exception):
@@ -111,9 +116,15 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
             inputs = sorted(
                 (s for s in store._segs.values() if s is not store._active), key=lambda s: s.name
             )
+            every = len(inputs)
+            inputs = _fitting(store, inputs)
             before = sum(s.size for s in inputs)
             if not inputs:
                 return _stats(0, 0, 0, 0, 0, 0, t0)
+            if len(inputs) < every:
+                log.warning("compaction of %s: the oldest %d of %d segments (the others' live "
+                            "records do not fit the free space now)", store.path, len(inputs),
+                            every)
             major, minor = inputs[-1].name
             rotated = store._rotated
         if not store._seal_done(rotated):  # every input fsynced and given its hints first
@@ -186,6 +197,38 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
                        len(outputs), t0)
         log.info("compaction of %s: %s", store.path, stats)
         return stats
+
+
+def _fitting(store: LogStore, inputs: list[Segment]) -> list[Segment]:
+    """The oldest of `inputs` whose live records (and their hints) fit the file system's free
+    space: a compaction writes them all before it deletes any input, and a disk near full
+    (the case that most needs one) failed it with ENOSPC though one segment of mostly dead
+    records would have freed most of it (an outside run). A prefix in replay order, so that a
+    tombstone dropped with its input hides nothing left in an older segment; cut only where
+    the next segment's major differs, so that the outputs' names, (M, s+1), ..., after the
+    last input (M, s), are free. StorageFull if not even the oldest fit. Holds store._lock."""
+    try:
+        st = os.statvfs(store.path)
+    except OSError:
+        return inputs
+    room = st.f_bavail * st.f_frsize - ROOM_MARGIN
+    kd = store._kd
+    if kd.live_bytes * OUTPUT_FACTOR <= room:  # (the common case: no per-segment walk)
+        return inputs
+    live = kd.live_by_fid()
+    need, cut = 0.0, 0
+    for i, seg in enumerate(inputs):
+        need += live.get(seg.fid, 0) * OUTPUT_FACTOR
+        if need > room:
+            break
+        if i + 1 == len(inputs) or inputs[i + 1].name[0] != seg.name[0]:
+            cut = i + 1
+    if cut == 0:
+        raise StorageFull(
+            f"compacting {store.path} needs about {need / (1 << 20):.1f} MiB free to rewrite "
+            f"the live records of its oldest segment(s) first; "
+            f"{max(room + ROOM_MARGIN, 0) / (1 << 20):.1f} MiB are free")
+    return inputs[:cut]
 
 
 def _stats(before: int, after: int, records: int, dropped: int, nin: int, nout: int,

@@ -74,6 +74,7 @@ import queue
 import shutil
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -106,6 +107,7 @@ PREALLOC = 1 << 20  # the active segment's file grows in zero-filled multiples o
 _NEED_READ = _kdmod.NEED_READ
 _CORRUPT = _kdmod.CORRUPT
 _TOMB = record.TOMBSTONE
+SPACE_COMPACT_EVERY = 30.0  # s between compactions started for writes refused for space
 GATHER_S = 0.0002  # longest a group-commit leader waits for the writers of its last group
 _WAIT, _DONE, _LEAD, _RETRY = 0, 1, 2, 3  # group-commit follower roles
 _REMAP_MIN = 1 << 20  # unmapped bytes of the active segment before a remap
@@ -316,6 +318,7 @@ class LogStore:
         self._cthresh = compress_threshold if compress_threshold is not None else 1 << 62
         self._max_value = max_value_size
         self._dead_ratio = compact_dead_ratio
+        self._space_compact_at = 0.0  # (monotonic) no compaction for space before this
         if min_free_bytes < 0:
             raise InvalidRequest("min_free_bytes must be >= 0")
         self.min_free_bytes = min_free_bytes
@@ -701,7 +704,26 @@ class LogStore:
                                f"the reserve of {_mib(self.min_free_bytes)}")
             self._low_space = low
             self._gate()
+            if low is not None:
+                self._compact_for_space(self.min_free_bytes - free)
             return self.write_error
+
+    def _compact_for_space(self, short: int) -> None:
+        """Writes are refused for space, `short` bytes under the reserve: compact in the
+        background if the dead records could free that much. Only a rotation checked for
+        compaction, and with writes refused none came: a node whose disk was two thirds dead
+        records refused writes (deletes too) until an operator stepped in (an outside run).
+        At most once per SPACE_COMPACT_EVERY s. Holds self._lock."""
+        now = time.monotonic()
+        if self._dead_ratio is None or now < self._space_compact_at:
+            return
+        total = sum(s.size for s in self._segs.values() if s is not self._active)
+        total += self._kd.active_end
+        if total - self._kd.live_bytes >= short and len(self._segs) > 1:
+            self._space_compact_at = now + SPACE_COMPACT_EVERY
+            if self._start_compactor() is not None:
+                log.warning("%s: %s of dead records, writes refused for space: compacting",
+                            self.path, _mib(total - self._kd.live_bytes))
 
     def delete(self, key: bytes) -> None:
         """Write a tombstone for ``key`` (kept through compaction until released)."""
