@@ -231,6 +231,69 @@ def test_a_cluster_json_that_cannot_be_written_is_retried_not_raised(node, monke
     assert not node.core.cluster_unsaved and {"node4", "node5"} <= node.saved()
 
 
+def test_a_node_whose_disk_cannot_take_its_new_write_id_base_starts_taking_no_writes(
+        tmp_path, monkeypatch):
+    """A start whose cluster.json could not take the new write-id base (a full disk) exited
+    "cannot start: No space left on device" (an outside run): it must not mint a dot under a
+    base it could not save, but reads need no dot. It starts taking no writes, says why, and
+    takes them once the file is saved (each space check retries it)."""
+    import errno
+
+    real = core_mod.save_cluster
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(core_mod, "save_cluster", full)
+    n = Node(tmp_path)
+    try:
+        why = n.core.write_stop
+        assert why is not None and "with this start's new write-id base" in why, why
+        assert "No space left on device" in why
+        n.core.handle((REQUEST, OUTSIDER), [wire.Put(1, b"k", b"v", w=1)], n.t, CLIENT)
+        out = n.out()  # (to another owner, which coordinates it under its own id)
+        assert not out.clients and {type(m) for ms in out.peers.values() for m in ms} == \
+            {wire.Forward}, out.peers
+        # ... and one forwarded here is refused: the forwarder asks another owner
+        fwd = wire.Forward(9, wire.Put(1, b"k", b"v", w=1))
+        (reply,) = n.ask(b"peer:node2/aaaa", [fwd], PEER)
+        assert type(reply) is wire.Error and reply.code == wire.E_UNAVAILABLE, reply
+        (got,) = n.ask(OUTSIDER, [wire.Get(2, b"k", r=1)], CLIENT)
+        assert type(got) is wire.GetOk
+        n.core._check_space()  # still full
+        assert n.core.write_stop == why
+        monkeypatch.setattr(core_mod, "save_cluster", real)
+        n.core._check_space()
+        assert n.core.write_stop is None and n.core.dots_unsaved is None
+        assert load_cluster(n.path)["dots"] == list(n.core.dots_base)
+        (reply,) = n.ask(b"peer:node2/aaaa", [wire.Forward(10, wire.Put(3, b"k", b"v", w=1))],
+                         PEER)
+        assert type(reply) is wire.PutOk, reply
+    finally:
+        n.close()
+
+
+def test_a_cluster_json_write_that_meets_a_full_disk_leaves_no_temp_file():
+    """A full disk left empty cluster.json.tmp files behind (an outside run)."""
+    import errno
+
+    from ops_helpers import small_tmpfs
+
+    from zkv.node.membership import save_cluster
+
+    with small_tmpfs("1m") as fs:
+        with open(os.path.join(fs, "filler"), "wb") as fh:
+            with pytest.raises(OSError):
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+        path = os.path.join(fs, "cluster.json")
+        with pytest.raises(OSError) as err:
+            save_cluster(path, {"members": [["x" * 100_000]]}, durable=True)
+        assert err.value.errno == errno.ENOSPC
+        assert sorted(os.listdir(fs)) == ["filler"]
+
+
 def test_a_transfers_file_that_cannot_be_written_is_written_later(node, monkeypatch):
     """The transfers' progress file is rewritten whenever the cluster state changes; on a full
     disk that write failed out of the state's adoption. It is logged, stays due, and the

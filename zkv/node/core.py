@@ -503,6 +503,9 @@ class NodeCore:
         # why this node takes no writes now (None: it does): an engine refuses them (its disk
         # is full, under the reserve, or a write-out failed). Looked at every gossip round.
         self.write_stop: str | None = None
+        # cluster.json could not take this life's new dot base (`_save_cluster(must=True)`: a
+        # full disk at start): why; the node takes no writes, minting no dot, until it does
+        self.dots_unsaved: str | None = None
         self.no_writes: set[str] = set()  # peers whose gossip says they take no writes now
         self.self_ident = b"peer:" + self.me.encode()
         self._self_prefix = self.self_ident + b"/"
@@ -617,6 +620,7 @@ class NodeCore:
             self._restore_unsettled(saved)
         if saved.get("dots") != list(self.dots_base):  # before this node issues a dot
             self._save_cluster(must=True)
+            self._set_write_stop(self.dots_unsaved)
 
     def _restore_unsettled(self, saved: dict) -> None:
         """A restart while a change had not settled (or before this node's fresh partitions
@@ -977,6 +981,9 @@ class NodeCore:
         hints = self.handoff.store
         if why is None and hints is not None:
             why = hints.check_space()
+        if why is None and self.dots_unsaved:
+            self._save_cluster(must=True)
+            why = self.dots_unsaved
         self._set_write_stop(why)
         if self.cluster_unsaved:
             self._save_cluster()
@@ -2020,8 +2027,10 @@ class NodeCore:
 
     def _save_cluster(self, must: bool = False) -> None:
         """cluster.json, again. A failed write (a full disk) is logged and retried each gossip
-        round (`_check_space`) while the state lives on in memory, unless `must` (at start,
-        before this node issues a dot under a new id: it refuses to start instead). It used to
+        round (`_check_space`) while the state lives on in memory. A `must` write (at start,
+        before this node issues a dot under a new id) that fails leaves the node taking no
+        writes (`dots_unsaved`), retried each round likewise: it refused to start on a full
+        disk, and a node refusing writes still serves reads (an outside run). It used to
         raise out of whatever handled the change (a gossip round's adoption of a cluster
         state, a namespace) and leave that half done.
 
@@ -2038,7 +2047,12 @@ class NodeCore:
             save_cluster(self.cluster_path, self.cluster_doc(), durable=must)
         except OSError as exc:
             if must:
-                raise
+                if not self.dots_unsaved:
+                    log.error("could not save %s (%s) with this start's new write-id base: "
+                              "taking no writes until it can", self.cluster_path, exc)
+                self.dots_unsaved = (f"could not save {self.cluster_path} ({exc.strerror or exc})"
+                                     " with this start's new write-id base")
+                return
             if not self.cluster_unsaved:
                 log.error("could not save %s: %s. The cluster state lives on in memory and is "
                           "saved once the disk takes it (a restart before that starts from "
@@ -2046,6 +2060,9 @@ class NodeCore:
             self.cluster_unsaved = True
             return
         self._saved_unsettled = (len(self.unsettled), len(self.fresh))
+        if must and self.dots_unsaved:
+            self.dots_unsaved = None
+            log.warning("saved %s with this start's write-id base", self.cluster_path)
         if self.cluster_unsaved:
             self.cluster_unsaved = False
             log.warning("saved %s again", self.cluster_path)
@@ -2476,6 +2493,10 @@ class NodeCore:
                     p: int | None = None, given: int = 0) -> None:
         """Start the op that coordinates a client request here. `given`: an lww Put's stamp
         from the node that forwarded it (Forward.stamp), bounded by this node's clock skew."""
+        if self.dots_unsaved and type(msg) is not Get:  # (no dot under an unsaved base)
+            self.metrics.writes_refused.inc()
+            self._reply(origin[0], Error(origin[1], E_UNAVAILABLE, self._no_writes()))
+            return
         n = ns.n
         if p is None:  # (the caller's, when it had the key's partition in `ring` at hand)
             p = ring.partition(skey)

@@ -632,11 +632,23 @@ def save_cluster(path: str, doc: dict, durable: bool = False) -> None:
     returns, so a power loss right after cannot bring back the file before it, or an empty
     one (a rename is not ordered after the data it renames on every file system)."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(doc, fh)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        discard_tmp(tmp)
+        raise
     if durable:
         fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def discard_tmp(tmp: str) -> None:
+    """Remove the temp file of a write that failed (a full disk left empty .tmp files)."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass

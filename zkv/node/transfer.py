@@ -42,6 +42,7 @@ from functools import partial
 
 from zkv.node.antientropy import Exchange, leaf_keys
 from zkv.node.listing import hash_groups
+from zkv.node.membership import discard_tmp
 from zkv.node.op import Op
 from zkv.node.ownership import REMOVED
 from zkv.wire import Fetch, FetchOk, RPut, RPutOk
@@ -323,6 +324,7 @@ class Transfers:
             os.replace(tmp, self.path)
         except OSError:
             self.dirty = True  # (written by a later turn's checkpoint)
+            discard_tmp(tmp)
             raise
 
     # ---- planning -----------------------------------------------------------------------------
