@@ -496,7 +496,7 @@ class HandshakeWatch:
         # connect (a process gone) or handshake timeout (one paused) between. One is a node
         # killed or restarted during it (an outside run's client raised AuthenticationError
         # for 5 s after a paused node was killed, while two nodes served); a second, on the
-        # redial, is a refusal: a wrong cluster key, or a port that is no zkv node's
+        # redial, with keys, is a refusal: a wrong cluster key
         self._cut = 0
         self._reached = False  # the current connect() attempt reached TCP's CONNECTED
 
@@ -523,10 +523,12 @@ class HandshakeWatch:
                 self.connected = self.was_connected = self._reached = True
                 self._connecting = self._redial = False
             elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and (
-                    ev["value"] == errno.EAGAIN or self._cut == 0):
+                    ev["value"] == errno.EAGAIN or self._cut == 0 or not self.keyed):
                 # its handshake timed out (a node paused past handshake_ivl, 30 s: an outside
-                # run read "a node that requires keys" for it), or the first cut-off: not
-                # (yet) a refusal; the call fails over meanwhile (unconnected_why)
+                # run read "a node that requires keys" for it), or the first cut-off, or any
+                # without keys (a keyed node refuses plain text with a mechanism mismatch; a
+                # node at its connection cap cuts handshakes off): not a refusal; the call
+                # fails over meanwhile (unconnected_why)
                 self._cut = 0 if ev["value"] == errno.EAGAIN else 1
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
                 if self.ok:
@@ -565,7 +567,7 @@ class HandshakeWatch:
                     "full): paused (SIGSTOP), starved of CPU, or overloaded")
         if self._cut and not self.connected:
             return ("it closed the TCP connection during the ZeroMQ handshake: stopped or "
-                    "restarting, or not a zkv --listen endpoint")
+                    "restarting, at its connection cap, or not a zkv --listen endpoint")
         if self.was_connected and not self.ok:  # (a --gossip port: its PUB socket closes a
             # DEALER's connection at the handshake; it read "no TCP connection")
             return ("it accepted the TCP connection and closed it before a ZeroMQ handshake: "
