@@ -129,7 +129,8 @@ def test_zkv_node_refuses_bad_addresses_in_one_line(tmp_path, args, says):
 
 def test_max_connections_from_flag_file_and_default(tmp_path, monkeypatch):
     """Issue 13: the connection cap is a setting like any other; the node lowers it to what
-    the fd limit leaves (logged), never below 16."""
+    the fd limit leaves (logged), never below 16, raising its soft fd limit to the hard one
+    first."""
     from zkv.cli import node_parser
     from zkv.node import conns
 
@@ -141,9 +142,19 @@ def test_max_connections_from_flag_file_and_default(tmp_path, monkeypatch):
     assert cfg(config=str(toml), max_connections=flags["max_connections"]).max_connections == 300
     with pytest.raises(InvalidRequest, match="max_connections 3"):
         cfg(max_connections=3)
-    monkeypatch.setattr(conns.resource, "getrlimit", lambda _: (1024, 4096))
+    limits = [1024, 1024]  # (soft, hard) of a fake process
+
+    def setrlimit(_, new):
+        assert new[1] == limits[1] and new[0] <= new[1]  # (never the hard limit itself)
+        limits[:] = new
+
+    monkeypatch.setattr(conns.resource, "getrlimit", lambda _: tuple(limits))
+    monkeypatch.setattr(conns.resource, "setrlimit", setrlimit)
     assert conns.effective_cap(10_000) == 1024 - conns.FD_RESERVE
     assert conns.effective_cap(500) == 500
+    # a soft limit under the hard one is raised to it first (each data segment holds two)
+    limits[:] = [1024, 4096]
+    assert conns.effective_cap(10_000) == 4096 - conns.FD_RESERVE and limits == [4096, 4096]
 
 
 @pytest.mark.parametrize("line, says", [

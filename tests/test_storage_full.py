@@ -461,3 +461,44 @@ def test_writes_refused_for_space_start_a_compaction_that_frees_the_dead_records
             assert all(store.get(k) == v for k, v in acked.items())
         finally:
             store.close()
+
+
+def test_running_out_of_file_descriptors_refuses_writes_until_there_are_some_again(tmp_path):
+    """Out of file descriptors at a rotation (each segment holds two), a node logged "fsync
+    failed ... writes are refused until the node restarts (check the disk first)": wrong on
+    both counts (an outside run under ulimit -n 64). Writes are refused saying the process
+    is out of descriptors and what to raise, and taken again once there are some."""
+    script = f"""
+import os, resource
+from zkv.errors import StorageFull
+from zkv.storage import LogStore
+store = LogStore({str(tmp_path / 's')!r}, segment_bytes=64 << 10, compact_dead_ratio=None)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+used = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (used + 12, hard))
+why, acked = None, {{}}
+for i in range(100_000):
+    key = b"k%06d" % i
+    try:
+        store.put(key, b"v" * 1000)
+    except StorageFull as exc:
+        why = str(exc)
+        break
+    acked[key] = b"v" * 1000
+assert why is not None, "never ran out"
+print("REFUSED", why)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print("AGAIN", store.check_space())
+store.put(b"after", b"x")
+store.close()
+with LogStore({str(tmp_path / 's')!r}) as again:
+    assert all(again.get(k) == v for k, v in acked.items()) and again.get(b"after") == b"x"
+print("OK", len(acked))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    refused = next(x for x in out.stdout.splitlines() if x.startswith("REFUSED"))
+    assert "open-file limit, ulimit -n, is" in refused and "fsync" not in refused, refused
+    assert "until the node restarts" not in refused
+    assert "AGAIN None" in out.stdout and "OK" in out.stdout, out.stdout

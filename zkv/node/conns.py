@@ -75,8 +75,18 @@ TRIM_EVERY = 1.0  # seconds between malloc_trim calls at most
 
 
 def effective_cap(wanted: int) -> int:
-    """`wanted` connections, lowered to what RLIMIT_NOFILE leaves after FD_RESERVE (logged)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    """`wanted` connections, lowered to what RLIMIT_NOFILE leaves after FD_RESERVE (logged).
+    The soft limit is raised to the hard one first, as servers do at start (Redis, nginx's
+    worker_rlimit_nofile): each data segment holds two descriptors, and a shell's default of
+    1024 ran out with the node's data, refusing its writes (an outside run)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+        want = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), hard))
+        except (ValueError, OSError):  # (above the kernel's nr_open: keep what was given)
+            pass
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= wanted:
         return wanted
     cap = max(MIN_CAP, soft - FD_RESERVE)

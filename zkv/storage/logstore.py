@@ -71,6 +71,7 @@ import errno
 import logging
 import os
 import queue
+import resource
 import shutil
 import sys
 import threading
@@ -326,6 +327,9 @@ class LogStore:
         # write-out failed (its records stay buffered until check_space() writes them out)
         self._low_space: str | None = None
         self._write_failed: str | None = None
+        # the directory's fsync after a rotation could not open the directory (out of file
+        # descriptors): why writes are refused until check_space() syncs it (_no_fds)
+        self._dir_unsynced: str | None = None
         self._sync_broken: str | None = None  # an fsync failed: refused until reopened
         self._progress = progress
         self._always = sync == "always"
@@ -639,7 +643,8 @@ class LogStore:
         Holds self._lock."""
         was = self._write_failed
         self._write_failed = (f"writing {self.path} failed: "
-                              f"{exc.strerror or errno.errorcode.get(exc.errno or 0, exc)}")
+                              f"{exc.strerror or errno.errorcode.get(exc.errno or 0, exc)}"
+                              + self._fds_hint(exc))
         if was is None:
             log.error("%s; writes are refused until it can write again (check_space)",
                       self._write_failed)
@@ -667,10 +672,34 @@ class LogStore:
             with self._lock:
                 self._gate()
 
+    def _fds_hint(self, exc: OSError) -> str:
+        """What to do about `exc` if it is the process running out of file descriptors (each
+        segment holds two: its file and its mapping's), else ""."""
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            return ""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        limit = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+        return (f" (this process's open-file limit, ulimit -n, is {limit}; this store has "
+                f"{len(self._segs)} segments, two descriptors each: raise the limit, e.g. "
+                "LimitNOFILE= in its systemd unit)")
+
+    def _no_fds(self, exc: OSError) -> None:
+        """The sealer could not open the directory to fsync it (out of file descriptors): the
+        segment's own fsync went through. Writes are refused until check_space() syncs the
+        directory; an fsync failure it is not (that one refused writes until a restart, and
+        said to check the disk: an outside run)."""
+        with self._lock:
+            if self._dir_unsynced is None:
+                self._dir_unsynced = (f"syncing the directory {self.path} failed: "
+                                      f"{exc.strerror}{self._fds_hint(exc)}")
+                log.error("%s; writes are refused until it can", self._dir_unsynced)
+            self._gate()
+
     @property
     def write_error(self) -> str | None:
         """Why writes are refused now (None: they are taken); see check_space()."""
-        why = self._sync_broken or self._low_space or self._write_failed
+        why = (self._sync_broken or self._low_space or self._write_failed
+               or self._dir_unsynced)
         if why is None and self._kd.write_errno:  # (noted by the next write: _refuse_if_full)
             why = f"writing {self.path} failed: {os.strerror(self._kd.write_errno)}"
         return why
@@ -683,6 +712,14 @@ class LogStore:
             return None
         with self._lock:
             self._note_append_failure()
+            if self._dir_unsynced is not None:
+                try:
+                    fsync_dir(self.path)
+                except OSError:
+                    pass
+                else:
+                    log.info("%s: the directory is synced again", self.path)
+                    self._dir_unsynced = None
             if self._write_failed is not None:
                 try:
                     self._kd.flush()
@@ -820,10 +857,17 @@ class LogStore:
             ok = False
             try:
                 os.fsync(seg.fd)
-                fsync_dir(self.path)  # (the next segment's entry: _start_active)
-                ok = True
             except OSError as exc:
                 self._sync_failed(exc, locked=False)  # (refuses writes; said once)
+            else:
+                try:
+                    fsync_dir(self.path)  # (the next segment's entry: _start_active)
+                    ok = True
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        self._no_fds(exc)  # (no hints: they need a descriptor too)
+                    else:
+                        self._sync_failed(exc, locked=False)
             finally:
                 with self._seal_cv:
                     self._synced += 1
