@@ -147,6 +147,22 @@ def test_blind_write_never_hides_a_sibling(cluster3):
         assert sorted(c.get(b"blind", r=3).values) == [b"first", b"second"]
 
 
+@pytest.mark.parametrize("routing", ["token", "any"])
+def test_a_chain_of_puts_begun_blind_on_a_key_holding_a_value_replaces_its_own(cluster3,
+                                                                              routing):
+    """A key holding v1; a blind put of A0, then puts each chained on the context the one
+    before returned: the chain kept every value it wrote beside v1, and the 99th put was
+    refused TooManySiblings (an outside run, every time through the key's coordinator).
+    Each now replaces the one before; v1, never read, stays."""
+    with _client(cluster3, routing=routing) as c:
+        key = f"chain-{routing}".encode()
+        c.put(key, b"v1", c.get(key, r=2).context, w=3)
+        ctx = c.put(key, b"A0", w=3)
+        for i in range(1, 30):
+            ctx = c.put(key, b"A%d" % i, context=ctx, w=3)
+        assert sorted(c.get(key, r=3).values) == [b"A29", b"v1"]
+
+
 def test_delete_with_full_context_leaves_key_absent(cluster3):
     with _client(cluster3) as c:
         c.put(b"gone", b"v", w=3)

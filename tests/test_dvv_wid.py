@@ -904,3 +904,28 @@ def test_a_puts_context_covers_its_own_write_and_what_its_client_read_only():
     assert sorted(s.values()) == [b"A19", b"B"]
     # no write id to find the write by: the client's context as it was
     assert dvv.put_context(a, b"", b"") == dvv.put_context(a, b"", b"unknown")
+
+
+def test_a_chain_of_puts_that_began_blind_on_a_key_holding_a_value_retires_its_own():
+    """A blind put to a key holding a value its coordinator wrote (the usual case: one
+    coordinator per key) returned an empty context: its dot could not join without
+    covering that value, and a context with no vector entry could carry no write id. Every
+    put chained on it was blind again: the chain kept every value it wrote, up to the
+    sibling limit (an outside run, every time). The context now carries the write's id in
+    the entry that covers nothing (BLIND_ACTOR): each chained put retires the one before,
+    and the value it never read stays."""
+    from zkv._core import dvv
+
+    s = dvv.update(None, b"", b"V1", "n1", b"w-v1")  # another client's, never read
+    ctx = b""
+    for i in range(20):
+        s = dvv.update(s, ctx, b"A%d" % i, "n1", b"w%d" % i)
+        ctx = dvv.put_context(s, ctx, b"w%d" % i)
+        assert sorted(s.values()) == sorted([b"A%d" % i, b"V1"]), (i, s.values())
+    assert "~" in [n for n, _, _ in s.entries()]  # (the clock keeps it: it covers nothing)
+    first = dvv.put_context(dvv.update(dvv.update(None, b"", b"V1", "n1", b"w-v1"), b"",
+                                       b"A", "n1", b"w-a"), b"", b"w-a")
+    dvv.validate_context(first)  # (a context every version decodes: a vector, its ids)
+    # through another coordinator its dot joins the client's (empty) context cleanly
+    s = dvv.update(dvv.update(None, b"", b"V1", "n1", b"w-v1"), b"", b"A", "n2", b"w-a")
+    assert dvv.BLIND_ACTOR not in dvv.put_context(s, b"", b"w-a")

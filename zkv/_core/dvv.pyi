@@ -153,6 +153,7 @@ def merge_contexts(a: bytes, b: bytes) -> bytes:
     """The join of two encoded contexts, encoded (write ids: a's, then b's, at most 4).
     ValueError on a malformed one."""
 
+BLIND_ACTOR: bytes
 def put_context(written: DVVSet | bytes, context: bytes | None, wid: bytes | None) -> bytes:
     """The context a put returns: its own context joined with the new write's dot, never a
     sibling the client did not read (else the context it wrote with)."""

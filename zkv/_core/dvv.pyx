@@ -1902,6 +1902,12 @@ def merge_contexts(a, b):
     return _context_bytes(dvv_sync(ca, cb), _join_wids(ca.ctx_wids, cb.ctx_wids, None))
 
 
+# The vector entry a put's context carries its write ids in when the context it was given
+# had none (put_context): an id no node issues a dot under ("~" is no node id:
+# config.NODE_ID_RE), so it covers no sibling, in a context every version of zkv decodes.
+BLIND_ACTOR = b"~"
+
+
 def put_context(written, context, wid):
     """The context a client's put gets back: the causal past of its own write -- the context
     it wrote with joined with the new write's dot, the write ids it retires its own then
@@ -1943,8 +1949,13 @@ def put_context(written, context, wid):
                 # (it would cover an unread sibling) the client's vector, its write's id
                 # listed as retired: a write made with it retires this one by rule R, so a
                 # chain of puts does not pile its own values up as siblings (the review: 21
-                # after 20 chained puts). A vector with no entry carries no id: a chain that
-                # began blind keeps its values until the client's next get.
+                # after 20 chained puts). A context's ids need a vector: a blind put's gets
+                # the entry that covers nothing (BLIND_ACTOR), or a chain that began blind on
+                # a key holding a value kept every value it wrote, up to the sibling limit
+                # (an outside run: every time, through the key's usual coordinator)
+                if c.n_entries == 0:
+                    c = _alloc(1, 0)
+                    _begin_entry(c, <PyObject *>BLIND_ACTOR, 1)
                 return _context_bytes(c, wids)
     return _context_bytes(cand, wids)
 
