@@ -135,8 +135,8 @@ def test_a_write_id_too_long_is_named_as_such_and_fails_its_write_alone(node):
 def test_two_connected_processes_naming_one_member_are_logged(node, caplog):
     """A copy of a member's data dir started with its --id served clients and replicated
     writes for minutes next to the original, and no node said a word (an outside run). A
-    node that has two open connections whose identities name one member logs it; a restart
-    (the old connection closed first) does not."""
+    node that has two open connections whose identities name one member, both sending, logs
+    it; a restart (the old connection closed first, or silent) does not."""
     node.run_for(1.0)
     probe = wire.RGet(1, b"k")
     with caplog.at_level("ERROR", logger="zkv.node"):
@@ -148,8 +148,15 @@ def test_two_connected_processes_naming_one_member_are_logged(node, caplog):
         assert "two processes" not in caplog.text
         node.ask(b"peer:node2/cccc", [probe])  # a second process, while bbbb is connected
         assert "two processes" not in caplog.text  # (judged after TWIN_GRACE)
-        node.run_for(core_mod.TWIN_GRACE + 0.5)
+        node.run_for(1.0)
+        node.ask(b"peer:node2/bbbb", [probe])  # ... and both go on sending
+        node.run_for(core_mod.TWIN_GRACE)
         assert "two processes run as node2" in caplog.text and "peer:node2/bbbb" in caplog.text
+        assert caplog.text.count("two processes") == 1
+        # a process killed while this node stood still: its connection, open here a moment
+        # after the resume beside its restart's, sends nothing more (an outside run)
+        node.ask(b"peer:node2/ffff", [probe])
+        node.run_for(core_mod.TWIN_GRACE + 0.5)
         assert caplog.text.count("two processes") == 1
         # a member that makes its link again: the old connection closes within the grace
         node.ask(b"peer:node3/dddd", [probe])
