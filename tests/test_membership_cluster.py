@@ -176,6 +176,29 @@ def test_grow_3_to_5_then_one_leaves_under_load(make_cluster):
             "node2" not in row["preflist"] for row in _ring_rows(c))
 
 
+def test_cluster_leave_wait_returns_once_the_node_has_left(make_cluster):
+    """`zkv cluster leave` printed "leave: done" at the commit, before any data moved, and
+    the runbook said to wait for that line: an operator stopped the pod while its handoff
+    ran (an outside run). It says "committed" now, and with --wait it returns once the node
+    has handed everything off and left, nothing moving or settling."""
+    import subprocess
+    import sys
+
+    c = make_cluster(4)
+    _load(c, 200)
+    ep = c.node("node1").listen
+    out = subprocess.run([sys.executable, "-m", "zkv.cli", "cluster", "leave", "node4",
+                          "--node", ep, "--wait"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "leave: committed (the data moves now" in out.stdout, out.stdout
+    assert out.stdout.rstrip().endswith("leave: complete"), out.stdout
+    doc = _status(c, "node1")
+    statuses = {m["id"]: m["status"] for m in doc["members"]}
+    assert statuses.get("node4", "left") == "left", statuses
+    assert doc["transfers"] == [] and not doc["cluster"]["unsettled_changes"]
+    assert c.node("node4").process.wait(60) == 0  # (it exits once it knows it left)
+
+
 def _ring_rows(c: LocalCluster) -> list[dict]:
     import json
     import subprocess
@@ -332,9 +355,11 @@ def test_plan_and_commit_with_auto_commit_off(make_cluster, capsys):
         with pytest.raises(InvalidRequest, match="not a member"):
             cl.cluster("leave", "nosuchnode")
         capsys.readouterr()
-        assert main(["cluster", "leave", "node3", "--node", ep]) == 0
-        assert "leave: staged, not applied: `zkv cluster commit` applies it" in (
-            capsys.readouterr().out)
+        # (--wait: nothing to wait for until the commit; said, exit 1)
+        assert main(["cluster", "leave", "node3", "--node", ep, "--wait"]) == 1
+        said = capsys.readouterr()
+        assert "leave: staged, not applied: `zkv cluster commit` applies it" in said.out
+        assert "--wait: the change is staged" in said.err
         with pytest.raises(InvalidRequest, match="already has a staged change"):
             cl.cluster("leave", "node3")
     assert main(["cluster", "plan", "--node", ep]) == 0

@@ -599,6 +599,10 @@ def _main(argv: list[str] | None = None) -> int:
     c_rm = with_node(csub.add_parser("force-remove", help="NODE_ID is gone for good; the other "
                                      "replicas refill its share"))
     c_rm.add_argument("node_id")
+    for sp in (c_leave, c_repl, c_rm):
+        sp.add_argument("--wait", action="store_true",
+                        help="return once the change is complete: its data moved, the node "
+                        "gone from the cluster, nothing settling (progress on stderr)")
     c_plan = with_node(csub.add_parser("plan", help="staged changes and the transfers they "
                                        "cause"))
     c_plan.add_argument("--json", action="store_true")
@@ -1106,11 +1110,54 @@ def cluster_command(args) -> int:
     }[cmd]()
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         info = c.cluster(action, a, b, args.node)
-    if cmd == "plan" and args.json:
-        print(json.dumps(info, indent=2, sort_keys=True))
-        return 0
-    print_plan(info, cmd)
+        if cmd == "plan" and args.json:
+            print(json.dumps(info, indent=2, sort_keys=True))
+            return 0
+        print_plan(info, cmd)
+        if getattr(args, "wait", False):
+            if cmd in ("leave", "replace", "force-remove") and not info.get("auto_commit"):
+                print("zkv: --wait: the change is staged; `zkv cluster commit` applies it",
+                      file=sys.stderr)
+                return 1
+            sys.stdout.flush()
+            _wait_change(c, args.node, args.old_id if cmd == "replace" else args.node_id)
+            print(f"{cmd}: complete")
     return 0
+
+
+CHANGE_POLL = 1.0  # s between looks at a change `zkv cluster ... --wait` waits for
+
+
+def _wait_change(c, node: str, gone: str) -> None:
+    """Until the change that takes `gone` out is complete as `node` sees it: `gone` has left
+    (its partitions handed off or refilled), no transfer runs, no change is settling or
+    watched. Progress on stderr when it changes. (`leave: committed` printed at once, and
+    operators took it for the end: an outside run stopped a pod while its handoff ran.)"""
+    said = ""
+    while True:
+        try:
+            doc = c.status(node)
+        except ZkvError:  # (the node asked was the one leaving, and has exited: any other)
+            doc = c.status()
+        members = {m["id"]: m for m in doc.get("members", [])}
+        cl = doc.get("cluster", {})
+        moving = [t for t in doc.get("transfers", []) if t.get("phase") != "done"]
+        left = []
+        if gone in members and members[gone].get("status") != "left":
+            left.append(f"{gone} is {members[gone].get('status')}")
+        if moving:
+            left.append(f"{len(moving)} transfer(s) running")
+        if cl.get("unsettled_changes"):
+            left.append(f"{cl['unsettled_changes']} change(s) settling")
+        if cl.get("watching"):
+            left.append("the change is still watched by its claimant")
+        if not left:
+            return
+        now = "; ".join(left)
+        if now != said:
+            print(f"waiting: {now}", file=sys.stderr, flush=True)
+            said = now
+        time.sleep(CHANGE_POLL)
 
 
 def print_plan(info: dict, cmd: str) -> None:
@@ -1118,7 +1165,9 @@ def print_plan(info: dict, cmd: str) -> None:
     staged = info.get("staged", [])
     if cmd != "plan":  # (auto-commit off: a change is staged, not done, until a commit)
         how = ("staged, not applied: `zkv cluster commit` applies it" if cmd in (
-            "leave", "replace", "force-remove") and not info.get("auto_commit") else "done")
+            "leave", "replace", "force-remove") and not info.get("auto_commit") else
+            "done" if cmd == "auto-commit" else "committed (the data moves now: --wait "
+            "returns once it has; `zkv status` shows the transfers)")
         print(f"{cmd}: {how} (epoch {info['epoch']}, claimant {info.get('claimant')})")
     print(f"auto-commit: {'on' if info.get('auto_commit') else 'off'}")
     if staged:
