@@ -469,3 +469,20 @@ def test_identical_copies_answer_as_a_get_quorum_fed_them_would(writes, lww, r, 
             identical_answers(enc, lww, r)
         return
     assert identical_answers(enc, lww, r) == q.response()
+
+
+def test_a_plan_estimates_the_partitions_it_does_not_hold_from_all_it_holds(node):
+    """`zkv cluster leave` planned 162 MB of transfers for a cluster holding one 5 MB value
+    and 60 tiny keys (106 bytes moved): the partitions the answering node does not hold were
+    estimated at the mean of its non-empty ones only. Its empty ones count too now."""
+    import os
+
+    from zkv.node import ownership as own
+
+    ring = node.core.membership.ring()
+    held = ring.replicas_of("node1")
+    big = next(k for k in (b"big%d" % i for i in range(1000)) if ring.partition(k) in held)
+    node.core.replica.merge(big, dvv.update_encoded(None, b"", os.urandom(2 << 20), "node2"))
+    st = own.stage(node.core.membership.cluster, "leave", "node5", n=3)
+    moved = sum(t["bytes"] for t in node.core._plan(st)["transfers"])
+    assert 0 < moved < 4 * (2 << 20), moved  # (the big value moves at most N times: 3)

@@ -3340,8 +3340,13 @@ class NodeCore:
     def _plan(self, st: own.ClusterState) -> dict:
         s = self.membership.settings
         ring = self.membership.ring()
-        sizes: dict[int, int] = {}
-        other_sizes: dict[tuple[int, int], int] = {}
+        # every partition this node owns counts, the empty ones at 0: the others are
+        # estimated at the mean of these, and a mean over the non-empty ones only put one
+        # big key's size on every partition (an outside run: 162 MB planned, 106 bytes moved)
+        sizes: dict[int, int] = dict.fromkeys(ring.replicas_of(self.me), 0)
+        other_sizes: dict[tuple[int, int], int] = {
+            (kn, p): 0 for kn in self.groups()[1:] for p in self.membership.ring(kn).replicas_of(
+                self.me)}
         for key in self.store.keys():
             p = ring.partition(key)
             kn = self._n_of(key)
