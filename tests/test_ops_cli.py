@@ -120,14 +120,20 @@ def test_local_up_refuses_a_port_in_use_in_one_line(tmp_path):
     assert f"tcp://127.0.0.1:{port}" in line and "in use" in line
 
 
-def test_bench_and_compact_bad_input(tmp_path):
+def test_bench_compact_and_keygen_bad_input(tmp_path):
     assert "--bogus" in one_line_error(zkv("bench", "--bogus"))
     assert "--bogus" in one_line_error(zkv("compact", "--data-dir", str(tmp_path), "--bogus"))
     assert "--data-dir" in one_line_error(zkv("compact"))
-    assert "not a directory" in one_line_error(zkv("compact", "--data-dir",
-                                                   str(tmp_path / "none")))
+    assert "none does not exist" in one_line_error(zkv("compact", "--data-dir",
+                                                       str(tmp_path / "none")))
     (tmp_path / "notes.txt").write_text("mine")  # a directory of something else: left alone
+    assert "notes.txt is not a directory" in one_line_error(
+        zkv("compact", "--data-dir", str(tmp_path / "notes.txt")))
     assert "holds no zkv store" in one_line_error(zkv("compact", "--data-dir", str(tmp_path)))
+    # (keygen into a file: it read "FileExistsError: [Errno 17] File exists: ...")
+    out = zkv("keygen", str(tmp_path / "notes.txt"))
+    assert out.returncode == 1 and "notes.txt is a file, not a keys directory" in \
+        one_line_error(out), out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 

@@ -49,6 +49,14 @@ def test_a_loop_that_stopped_turning_makes_both_health_endpoints_fail():
         assert code == 503 and json.loads(body)["loop_idle_seconds"] == LOOP_STALLED + 5
         m.turns.began = clock["t"]  # it turns again
         assert http(base + "/healthz")[0] == 200 and http(base + "/readyz")[0] == 200
+        # a probe's HEAD: the GET's status and headers, no body (it read 501: an outside run)
+        import urllib.request
+
+        for path in ("/healthz", "/readyz", "/metrics"):
+            req = urllib.request.Request(base + path, method="HEAD")
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                assert resp.status == 200 and resp.read() == b"", path
+                assert int(resp.headers["Content-Length"]) > 0
     finally:
         m.close()
 

@@ -1266,7 +1266,9 @@ def test_a_request_a_key_may_not_make_is_refused_for_authorisation_naming_the_ke
     node.core.frame_user = "client:app"  # (the transport's: the frame's ZAP User-Id)
     (err,) = node.ask(OUTSIDER, [wire.Repair(1, -1)], CLIENT)
     node.core.frame_user = None
-    assert type(err) is wire.Error and "admin key only" in err.message
+    assert type(err) is wire.Error and err.message.startswith(
+        "a repair is accepted from an admin key only (this key is a client key: `zkv keygen "
+        "DIR --client NAME --admin` makes an admin one)"), err.message
     (err,) = node.ask(b"\x00other", [wire.RGet(2, b"k")], CLIENT)
     assert type(err) is wire.Error and "cluster peers only" in err.message
     node.core.refuse_unauthorised(b"\x00gone", "this connection's key is no longer allowed",

@@ -1430,8 +1430,10 @@ def config_command(args) -> int:
     changes = {}
     for item in args.changes:
         name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise InvalidRequest(f"--set {item!r}: expected NAME=VALUE (e.g. max_siblings=50)")
+        if not sep or not name:  # (a command-line mistake: exit 2, as argparse's)
+            print(f"zkv: --set {item!r}: expected NAME=VALUE (e.g. max_siblings=50)",
+                  file=sys.stderr)
+            return 2
         changes[name.strip().replace("-", "_")] = value.strip()
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         got, failed = _on_targets(c, args, lambda target: c.config(changes, target, args.save))

@@ -110,6 +110,8 @@ def keygen(directory: str, client: str | None = None, admin: bool = False,
     `zkv keygen DIR --client NAME [--admin]`: one more client key. Returns the files written.
     Refuses to overwrite an existing key (a new cluster key locks every node out)."""
     directory = os.path.abspath(directory)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ZkvError(f"{directory} is a file, not a keys directory")
     written: list[str] = []
     if client is None:
         if os.path.exists(os.path.join(directory, CLUSTER + ".key_secret")) and not overwrite:

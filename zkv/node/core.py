@@ -166,6 +166,12 @@ PEER, ADMIN, CLIENT = "peer", "admin", "client"
 CLIENT_MESSAGES = frozenset({Get, Put, Delete, Status, RingInfo, NsList, Read, Keys})
 PEER_ONLY = frozenset({RGet, RPut, Forward, Join, TreeLevel, LeafKeys, RGetHashes, Reap,
                        Fetch})
+# what an admin-only request does, in a refusal's words (a client key read "NsCreate is
+# accepted from an admin key only": an outside run)
+ADMIN_WHAT: dict[type, str] = {
+    Repair: "a repair", Snapshot: "a snapshot", Cluster: "a cluster change",
+    NsCreate: "creating a namespace", NsAlter: "altering a namespace",
+    NsDrop: "dropping or truncating a namespace", Config: "a config change"}
 ROLE_MESSAGES = {
     CLIENT: CLIENT_MESSAGES,
     # cluster changes, repair, snapshots, namespaces
@@ -1546,8 +1552,11 @@ class NodeCore:
                                   f"(accepted from {need} only)",
                                   "peer_only" if type(msg) in PEER_ONLY else "admin_only",
                                   None if plain else self.frame_user)
-            self._reply(ident, Error(msg.rid, E_INVALID,
-                                     f"{type(msg).__name__} is accepted from {need} only"))
+            what = ADMIN_WHAT.get(type(msg), type(msg).__name__)  # (the operator's words)
+            self._reply(ident, Error(msg.rid, E_INVALID, f"{what} is accepted from {need} "
+                                     "only" + (" (this key is a client key: `zkv keygen DIR "
+                                               "--client NAME --admin` makes an admin one)"
+                                               if role == CLIENT else "")))
             return
         if t in CLIENT_MESSAGES or t is Forward:
             n = self.inflight.get(ident, 0)

@@ -679,6 +679,12 @@ class NodeMetrics:
                 return cached[1]
 
         class Handler(BaseHTTPRequestHandler):
+            head = False
+
+            def do_HEAD(self) -> None:  # noqa: N802 (a probe's HEAD read 501: an outside run)
+                self.head = True
+                self.do_GET()
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -712,7 +718,8 @@ class NodeMetrics:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not self.head:
+                    self.wfile.write(body)
 
             def log_message(self, *args) -> None:  # scrapes every few seconds: not logged
                 pass

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     if not os.path.isdir(args.data_dir):
-        print(f"zkv compact: {args.data_dir} is not a directory", file=sys.stderr)
+        why = "is not a directory" if os.path.exists(args.data_dir) else "does not exist"
+        print(f"zkv compact: {args.data_dir} {why}", file=sys.stderr)
         return 2
     # a zkv-node --data-dir holds two stores: data/ (replicas) and handoff/ (hints kept for
     # absent owners; named hints/ before 0.2, and still so until the node next starts)
