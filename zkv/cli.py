@@ -934,6 +934,18 @@ def status_command(args) -> int:
     if doc.get("cluster_json_unsaved"):
         print("CLUSTER.JSON NOT SAVED here (its disk did not take it): the cluster state lives "
               "in memory and is saved each gossip round once there is room")
+    for name, st in (doc.get("storage") or {}).items():
+        if "total_bytes" not in st:
+            continue
+        line = (f"store {name}: {st['total_bytes'] / (1 << 20):.1f} MiB in {st['segments']} "
+                f"segment(s), {100 * st['dead_ratio']:.0f}% dead records (compaction frees "
+                "them)")
+        if st.get("free_bytes") is not None:
+            line += f", {st['free_bytes'] / (1 << 20):.0f} MiB free on its disk"
+        if st.get("compacting"):
+            done, total = st["compacting"]
+            line += f"; compacting, {100 * done / total if total else 0:.0f}% done"
+        print(line)
     join = doc.get("joining")
     if join:
         seeds = ", ".join(x["endpoint"] + (f" ({x['seen']})" if x["seen"] else "")

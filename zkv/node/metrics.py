@@ -390,6 +390,21 @@ class NodeMetrics:
             registry=r)
         self.read_repairs = Counter("zkv_read_repairs", "Versions pushed by read repair", registry=r)
         self.keys = Gauge("zkv_keys", "Keys in the local store", registry=r)
+        # the engines' own figures (store: data or handoff), so an operator sees what a
+        # compaction would free: a node refusing writes for space with two thirds of its disk
+        # dead records showed nothing of it (an outside run)
+        self.store_bytes = Gauge("zkv_store_bytes", "Bytes of a store's segments: total, live "
+                                 "(what compaction keeps), dead (what it frees)",
+                                 ["store", "kind"], registry=r)
+        self.store_segments = Gauge("zkv_store_segments", "Segment files of a store",
+                                    ["store"], registry=r)
+        self.store_free = Gauge("zkv_store_free_bytes", "Bytes free on the file system of a "
+                                "store", ["store"], registry=r)
+        self.store_compactions = Gauge("zkv_store_compactions", "Compactions of a store "
+                                       "since start", ["store"], registry=r)
+        self.store_compacting = Gauge("zkv_store_compaction_progress", "Fraction done of the "
+                                      "compaction running on a store (no series when none)",
+                                      ["store"], registry=r)
         self.expired = Gauge("zkv_expired_versions", "Versions of namespaces with a ttl that "
                              "expired and were dropped from the local store since start (by "
                              "the expiry sweep, or when read)",

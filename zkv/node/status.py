@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from zkv.errors import ZkvError
 from zkv.node import settings
 from zkv.node.transfer import PHASES, reported_total
 
@@ -111,6 +112,7 @@ def status(core: NodeCore) -> dict:
         "cluster_json_unsaved": core.cluster_unsaved,
         "joining": _join_status(core),
         "hints": _hint_status(core),
+        "storage": storage(core),
         "antientropy": _ae_status(core, ring),
         "transfers": transfers(core),
         "expiry": _expiry_status(core),
@@ -125,6 +127,26 @@ def status(core: NodeCore) -> dict:
         "stood_still": {"count": core.stalls[0], "longest": round(core.stalls[1], 1)},
         "metrics": core.metrics.summary(),
     }
+
+
+STORAGE_FIELDS = ("keys", "segments", "total_bytes", "live_bytes", "dead_bytes", "dead_ratio",
+                  "compactions", "compacting", "free_bytes")
+
+
+def storage(core: NodeCore) -> dict[str, dict]:
+    """Each engine's figures (data: the replicas; handoff: hints for absent owners): bytes
+    total/live/dead, segments, compactions, the running one's [done, total] bytes, free
+    space. An engine without them (the simulator's in-memory one) gives what it has."""
+    out = {}
+    for name, engine in (("data", core.store), ("handoff", core.handoff.store)):
+        if engine is None:
+            continue
+        try:
+            st = engine.stats()
+        except ZkvError:  # (closed while the status was asked: nothing to say)
+            continue
+        out[name] = {k: st[k] for k in STORAGE_FIELDS if k in st}
+    return out
 
 
 def _expiry_status(core: NodeCore) -> dict | None:
@@ -408,6 +430,19 @@ class MetricsExport:
             child(m.aae, "exchanges_running").set(bg["running"])
             child(m.aae, "roots_checking").set(bg["checking"])
         m.keys.set(len(core.store))
+        running: set[tuple[str, ...]] = set()
+        for name, st in storage(core).items():
+            for kind in ("total", "live", "dead"):
+                child(m.store_bytes, name, kind).set(st.get(f"{kind}_bytes", 0))
+            child(m.store_segments, name).set(st.get("segments", 0))
+            child(m.store_compactions, name).set(st.get("compactions", 0))
+            if st.get("free_bytes") is not None:
+                child(m.store_free, name).set(st["free_bytes"])
+            done = st.get("compacting")
+            if done is not None:
+                child(m.store_compacting, name).set(done[0] / done[1] if done[1] else 0.0)
+                running.add((name,))
+        m.keep_only(m.store_compacting, running)
         m.expired.set(core.replica.expired_drops)
         m.purged.set(core.replica.purged)
         m.unsettled.set(len(core.unsettled))

@@ -258,6 +258,15 @@ _ZSTD_CTX = _Zstd()
 CORRUPT_LOGGED = 10  # corrupt records found on read logged one by one per segment
 
 
+def _free_bytes(path: str) -> int | None:
+    """Bytes free to unprivileged writers on `path`'s file system (None if unknown)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def _mib(n: int) -> str:
     """A byte count for a message, to two decimals in MiB (whole MiB hid the difference
     between 1.9 MiB free and a 1.9 MiB reserve: "1 MiB free ... under the reserve of 1 MiB")."""
@@ -320,6 +329,8 @@ class LogStore:
         self._max_value = max_value_size
         self._dead_ratio = compact_dead_ratio
         self._space_compact_at = 0.0  # (monotonic) no compaction for space before this
+        # (bytes of input segments done, of total) while a compaction runs, else None
+        self.compacting: tuple[int, int] | None = None
         if min_free_bytes < 0:
             raise InvalidRequest("min_free_bytes must be >= 0")
         self.min_free_bytes = min_free_bytes
@@ -729,19 +740,13 @@ class LogStore:
                     log.info("%s: the buffered records are written out", self.path)
                     self._write_failed = None
             low = None
-            if self.min_free_bytes:
-                try:
-                    st = os.statvfs(self.path)
-                except OSError:
-                    st = None
-                if st is not None:
-                    free = st.f_bavail * st.f_frsize
-                    if free < self.min_free_bytes:
-                        low = (f"{_mib(free)} free on the file system of {self.path}, under "
-                               f"the reserve of {_mib(self.min_free_bytes)}")
+            free = _free_bytes(self.path) if self.min_free_bytes else None
+            if free is not None and free < self.min_free_bytes:
+                low = (f"{_mib(free)} free on the file system of {self.path}, under the "
+                       f"reserve of {_mib(self.min_free_bytes)}")
             self._low_space = low
             self._gate()
-            if low is not None:
+            if free is not None and low is not None:
                 self._compact_for_space(self.min_free_bytes - free)
             return self.write_error
 
@@ -1273,7 +1278,18 @@ class LogStore:
             raise InvalidRequest("store opened readonly")
         from zkv.storage.compaction import compact
 
-        stats = compact(self, progress or self._progress)
+        outer = progress or self._progress
+
+        def report(done: int, total: int) -> None:
+            self.compacting = (done, total)
+            if outer is not None:
+                outer(done, total)
+
+        self.compacting = (0, 0)
+        try:
+            stats = compact(self, report)
+        finally:
+            self.compacting = None
         self._compactions += 1
         return stats
 
@@ -1339,6 +1355,8 @@ class LogStore:
                 "sync": self.sync,
                 "buffered_bytes": kd.buffered,
                 "write_error": self.write_error,
+                "compacting": self.compacting,
+                "free_bytes": _free_bytes(self.path),
             }
 
     def _check_open(self) -> None:
