@@ -196,7 +196,9 @@ def test_cluster_leave_wait_returns_once_the_node_has_left(make_cluster):
     statuses = {m["id"]: m["status"] for m in doc["members"]}
     assert statuses.get("node4", "left") == "left", statuses
     assert doc["transfers"] == [] and not doc["cluster"]["unsettled_changes"]
-    assert c.node("node4").process.wait(60) == 0  # (it exits once it knows it left)
+    with open(c.node("node4").log_path) as fh:  # its last copies handed over by then
+        assert "node node4 left the cluster: stopping" in fh.read()
+    assert c.node("node4").process.wait(60) == 0
 
 
 def _ring_rows(c: LocalCluster) -> list[dict]:

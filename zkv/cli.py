@@ -1142,8 +1142,9 @@ CHANGE_POLL = 1.0  # s between looks at a change `zkv cluster ... --wait` waits 
 
 def _wait_change(c, node: str, gone: str) -> None:
     """Until the change that takes `gone` out is complete as `node` sees it: `gone` has left
-    (its partitions handed off or refilled), no transfer runs, no change is settling or
-    watched. Progress on stderr when it changes. (`leave: committed` printed at once, and
+    (its partitions handed off or refilled) and its process has exited (down: a node that
+    left hands its hints and last copies over first), no transfer runs, no change is
+    settling or watched. Progress on stderr when it changes. (`leave: committed` printed at once, and
     operators took it for the end: an outside run stopped a pod while its handoff ran.)"""
     said = ""
     while True:
@@ -1157,6 +1158,10 @@ def _wait_change(c, node: str, gone: str) -> None:
         left = []
         if gone in members and members[gone].get("status") != "left":
             left.append(f"{gone} is {members[gone].get('status')}")
+        elif gone in members and members[gone].get("state") != "down":
+            # left, and still up: handing its last hints and extra copies over before its
+            # process exits (a SIGTERM right after "complete" cut that short: an outside run)
+            left.append(f"{gone} has left and is handing its last copies over")
         if moving:
             left.append(f"{len(moving)} transfer(s) running")
         if cl.get("unsettled_changes"):
