@@ -1945,7 +1945,12 @@ def put_context(written, context, wid):
             d = &s.vals[m]
             if e.node == own_node and d.dot == own_dot:
                 continue
-            if d.dot <= _counter_of(cand, e.node) and d.dot > _counter_of(c, e.node):
+            if d.dot <= _counter_of(c, e.node) or _alias_covered(d, c):
+                continue  # (read by the client: its context retires it anyway)
+            # a dot of the sibling, its own or an alias (the copy of a retried write another
+            # coordinator made: covering either retires it), the write's dot would cover: an
+            # outside review lost an acknowledged write through an alias so
+            if d.dot <= _counter_of(cand, e.node) or _alias_covered(d, cand):
                 # (it would cover an unread sibling) the client's vector, its write's id
                 # listed as retired: a write made with it retires this one by rule R, so a
                 # chain of puts does not pile its own values up as siblings (the review: 21
