@@ -281,6 +281,9 @@ class FakeCtx:
     def suspect(self, node_id, reason):
         self.suspected.append(node_id)
 
+    def stood_still_since(self, t):
+        return False
+
     def now(self):
         return self.t
 

@@ -599,6 +599,18 @@ class ForwardOp(Op):
         self.finish()
 
     def on_timeout(self) -> None:
+        if self.ctx.stood_still_since(self.deadline - self.per_try):
+            # this node stood still (SIGSTOP, a frozen VM) while the try waited: the request
+            # is stale, its client has most likely retried it through another node since.
+            # Sent on to the next owner, or coordinated here, it came back as a new write
+            # over the ones that client made since (an outside run: values a chain of puts
+            # had replaced were siblings again). Refused: a client still waiting retries
+            # it, same write id.
+            self.reply(Error(0, E_UNAVAILABLE, f"{self.ctx.me} stood still (stopped, or "
+                             "starved of CPU) while forwarding this request; retry it"),
+                       ok=False)
+            self.finish()
+            return
         if self.current is not None:
             self.ctx.suspect(self.current, "forward timed out")
         self._next()

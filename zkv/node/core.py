@@ -388,6 +388,7 @@ class NodeCore:
         # the first: the write was sent after the resume, `_stamp`)
         self.stall_stamp = 0
         self.stall_until = 0.0
+        self.stall_end = -math.inf  # when the last stall ended (`_resumed`; stood_still_since)
         # after a stall, until the end of the first turn that took requests (at most until
         # stall_until): the writes taken may have waited through it (`_refuse_stale`)
         self.stall_backlog = False
@@ -2307,6 +2308,7 @@ class NodeCore:
         self.stall_stamp = max((self.handoff.wall_ms() - int(since * 1000))
                                << hlcs.LOGICAL_BITS, self.hlc.last + 1)
         self.stall_until = now + STALL_AFTER
+        self.stall_end = now
         self.stall_backlog, self.stall_took = True, False
         self.resumed_stamp = self.handoff.wall_ms() << hlcs.LOGICAL_BITS
         self.stall_issued = set()
@@ -2723,7 +2725,13 @@ class NodeCore:
         return self.membership.is_up(node_id)
 
     def suspect(self, node_id: str, reason: str) -> None:
+        if self.stall_until > self.t:  # (a request timed out through this node's own stall:
+            return  # the answer may wait in its socket; a resumed node found 27 "timeouts")
         self.membership.suspect(node_id, reason)
+
+    def stood_still_since(self, t: float) -> bool:
+        """This node stood still (`_resumed`) at some moment after `t`."""
+        return self.stall_end > t
 
     def spend_io(self, nbytes: int) -> None:
         self.transfers.budget.charge(nbytes)

@@ -33,6 +33,7 @@ class Context(Protocol):
     def done(self, op: Op) -> None: ...  # op finished: forget its timers and rids
     def observe(self, op: Op, ok: bool) -> None: ...  # metrics
     def suspect(self, node_id: str, reason: str) -> None: ...
+    def stood_still_since(self, t: float) -> bool: ...  # this node stood still after t
     def is_up(self, node_id: str) -> bool: ...  # not down by gossip (suspect counts as up)
     def now(self) -> float: ...
     def wall_ms(self) -> int: ...  # the wall clock (ms): a write's own ttl (expiry.served)
