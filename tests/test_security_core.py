@@ -289,11 +289,10 @@ def test_a_cluster_json_write_that_meets_a_full_disk_leaves_no_temp_file():
     from zkv.node.membership import save_cluster
 
     with small_tmpfs("1m") as fs:
-        with open(os.path.join(fs, "filler"), "wb") as fh:
+        with open(os.path.join(fs, "filler"), "wb", buffering=0) as fh:
             with pytest.raises(OSError):
                 while True:
                     fh.write(b"\0" * 65536)
-                    fh.flush()
         path = os.path.join(fs, "cluster.json")
         with pytest.raises(OSError) as err:
             save_cluster(path, {"members": [["x" * 100_000]]}, durable=True)

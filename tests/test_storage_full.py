@@ -502,3 +502,23 @@ print("OK", len(acked))
     assert "open-file limit, ulimit -n, is" in refused and "fsync" not in refused, refused
     assert "until the node restarts" not in refused
     assert "AGAIN None" in out.stdout and "OK" in out.stdout, out.stdout
+
+
+def test_a_completely_full_disk_still_compacts_segments_of_dead_records_only():
+    """Not a byte free: the oldest segments holding dead records only need no room (nothing
+    to rewrite), so a compaction frees them instead of refusing for want of room."""
+    with small_tmpfs("24m") as fs:
+        path = os.path.join(fs, "s")
+        store, acked = _oldest_segment_overwritten(path, compact_dead_ratio=None)
+        try:
+            with open(os.path.join(fs, "filler"), "wb", buffering=0) as fh:
+                with pytest.raises(OSError):
+                    while True:
+                        fh.write(b"\0" * 65536)
+            assert _free(fs) < (1 << 20)
+            stats = store.compact()
+            assert stats["segments_before"] >= 1 and stats["segments_after"] == 0, stats
+            assert _free(fs) > (3 << 20)
+            assert all(store.get(k) == v for k, v in acked.items())
+        finally:
+            store.close()

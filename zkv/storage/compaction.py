@@ -219,7 +219,7 @@ def _fitting(store: LogStore, inputs: list[Segment]) -> list[Segment]:
     need, cut = 0.0, 0
     for i, seg in enumerate(inputs):
         need += live.get(seg.fid, 0) * OUTPUT_FACTOR
-        if need > room:
+        if need > room and need > 0:  # (dead records only: nothing to write, whatever room)
             break
         if i + 1 == len(inputs) or inputs[i + 1].name[0] != seg.name[0]:
             cut = i + 1

@@ -1320,6 +1320,14 @@ class LogStore:
                 self.compact()
             except Aborted:
                 log.info("compaction of %s abandoned: the store is closing", self.path)
+            except (StorageFull, OSError) as exc:  # (its outputs removed: nothing changed)
+                if isinstance(exc, StorageFull) or exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    # sized to the free space at its start, the writes meanwhile took it (an
+                    # outside run logged a traceback for it); tried again later
+                    log.warning("compaction of %s abandoned, nothing changed: %s", self.path,
+                                exc)
+                elif not self._closed:
+                    log.exception("background compaction failed")
             except Exception:
                 if not self._closed:
                     log.exception("background compaction failed")
