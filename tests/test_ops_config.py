@@ -155,6 +155,28 @@ def test_max_connections_from_flag_file_and_default(tmp_path, monkeypatch):
     # a soft limit under the hard one is raised to it first (each data segment holds two)
     limits[:] = [1024, 4096]
     assert conns.effective_cap(10_000) == 4096 - conns.FD_RESERVE and limits == [4096, 4096]
+    assert conns.fd_limit_problem() is None
+    limits[:] = [40, 40]  # (a node started so took every descriptor and answered nobody)
+    assert conns.fd_limit_problem().startswith(
+        f"the open-file limit (ulimit -n) is 40; a node needs at least {conns.MIN_FDS}")
+
+
+def test_a_node_refuses_to_start_under_too_low_an_open_file_limit(tmp_path):
+    """Under ulimit -n 40 a node started, answered no handshake and flapped; at 24 it blamed
+    its metrics port. zkv-node says what is wrong and exits 1, touching no data dir."""
+    import resource
+    import subprocess
+    import sys
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+    out = subprocess.run([sys.executable, "-m", "zkv.node", "--id", "n1", "--listen",
+                          "tcp://127.0.0.1:1", "--gossip", "tcp://127.0.0.1:2", "--data-dir",
+                          str(tmp_path / "d")], capture_output=True, text=True, timeout=60,
+                         preexec_fn=low)
+    assert out.returncode == 1 and "open-file limit (ulimit -n) is 40" in out.stderr, out
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize("line, says", [

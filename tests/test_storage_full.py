@@ -522,3 +522,37 @@ def test_a_completely_full_disk_still_compacts_segments_of_dead_records_only():
             assert all(store.get(k) == v for k, v in acked.items())
         finally:
             store.close()
+
+
+def test_a_store_of_one_segment_refusing_writes_for_space_compacts_too():
+    """A store under one segment's size (64 MiB by default: a single active segment), 95%
+    dead records, refused writes for good: compaction for space needed two segments (an
+    outside run). Compaction seals the active one itself: it runs, and writes come back.
+    (Without a reserve the write-out that met the full disk is still buffered, and sealing
+    the segment needs it written: the reserve is that room.)"""
+    with small_tmpfs("16m") as fs:
+        path = os.path.join(fs, "s")
+        store = LogStore(path, min_free_bytes=4 << 20)
+        rng = random.Random(3)
+        try:
+            acked: dict[bytes, bytes] = {}
+            for i in range(100_000):
+                key = b"k%d" % (i % 5)
+                value = rng.randbytes(100_000)
+                try:
+                    store.put(key, value)
+                    store.flush()
+                except StorageFull:
+                    break
+                acked[key] = value
+                if store.check_space() is not None:
+                    break
+            assert len(store._segs) == 1 and store.write_error is not None
+            store.check_space()  # (refused: it starts the compaction)
+            assert store._compactor is not None
+            store._compactor.join(60)
+            assert store.check_space() is None, store.write_error
+            store.put(b"after", b"v")
+            assert all(store.get(k) == v for k, v in acked.items())
+        finally:
+            store.close()

@@ -281,11 +281,12 @@ def node_main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from zkv.node.antientropy import echo_window
+    from zkv.node.conns import fd_limit_problem
     from zkv.node.membership import check_founding
     from zkv.node.snapshots import check_restored
     from zkv.node.transport import Node
 
-    stray = check_founding(cfg.data_dir, cfg.seed, args.new_cluster)
+    stray = fd_limit_problem() or check_founding(cfg.data_dir, cfg.seed, args.new_cluster)
     if stray:
         print(f"zkv-node: {stray}", file=sys.stderr)
         return 1

@@ -63,6 +63,7 @@ for _event in HANDSHAKE_FAILED:
 EVENT_DRAIN = 5000  # monitor events taken per call (each one is two small frames)
 FD_RESERVE = 256  # fds kept free for data files, peer links, the metrics port
 MIN_CAP = 16
+MIN_FDS = 64  # open files a node needs at the least (zkv-node refuses to start with fewer)
 # replies at least this big are tracked until libzmq releases them (zsock.send_tracked: 2-5 us
 # per frame, pyzmq's zero-copy tracked send 12-14). Smaller ones are bounded by the ROUTER's
 # SNDHWM only (64 frames per connection, so at most 256 KiB each)
@@ -74,11 +75,11 @@ TRIM_AFTER = 64  # closed connections (or dropped big replies) before a malloc_t
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls at most
 
 
-def effective_cap(wanted: int) -> int:
-    """`wanted` connections, lowered to what RLIMIT_NOFILE leaves after FD_RESERVE (logged).
-    The soft limit is raised to the hard one first, as servers do at start (Redis, nginx's
+def raise_fd_limit() -> int:
+    """The soft RLIMIT_NOFILE raised to the hard one, as servers do at start (Redis, nginx's
     worker_rlimit_nofile): each data segment holds two descriptors, and a shell's default of
-    1024 ran out with the node's data, refusing its writes (an outside run)."""
+    1024 ran out with the node's data, refusing its writes (an outside run). Returns the soft
+    limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
         want = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
@@ -87,6 +88,26 @@ def effective_cap(wanted: int) -> int:
         except (ValueError, OSError):  # (above the kernel's nr_open: keep what was given)
             pass
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft
+
+
+def fd_limit_problem() -> str | None:
+    """Why this process cannot run a node with its open-file limit (raised first), or None.
+    Under MIN_FDS a node started, took every descriptor with its own sockets, answered no
+    handshake, flapped between taking writes and not ten times a second, and hung /readyz,
+    while its peers showed it up (an outside run at ulimit -n 40)."""
+    soft = raise_fd_limit()
+    if soft == resource.RLIM_INFINITY or soft >= MIN_FDS:
+        return None
+    return (f"the open-file limit (ulimit -n) is {soft}; a node needs at least {MIN_FDS} (its "
+            "sockets, data segments, connections): raise it (ulimit -n 65536, or LimitNOFILE= "
+            "in its systemd unit)")
+
+
+def effective_cap(wanted: int) -> int:
+    """`wanted` connections, lowered to what RLIMIT_NOFILE (`raise_fd_limit`) leaves after
+    FD_RESERVE (logged)."""
+    soft = raise_fd_limit()
     if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= wanted:
         return wanted
     cap = max(MIN_CAP, soft - FD_RESERVE)

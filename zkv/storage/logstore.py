@@ -761,7 +761,9 @@ class LogStore:
             return
         total = sum(s.size for s in self._segs.values() if s is not self._active)
         total += self._kd.active_end
-        if total - self._kd.live_bytes >= short and len(self._segs) > 1:
+        # (one segment too: compaction seals the active one first; a store under a segment's
+        # size, 64 MiB, 95% dead records, refused writes for good: an outside run)
+        if total - self._kd.live_bytes >= short:
             self._space_compact_at = now + SPACE_COMPACT_EVERY
             if self._start_compactor() is not None:
                 log.warning("%s: %s of dead records, writes refused for space: compacting",
