@@ -394,9 +394,8 @@ def test_a_handshake_cut_off_by_a_node_killed_during_it_is_no_refusal(keyed):
     off, and libzmq's "handshake failed, no detail" made the client raise
     AuthenticationError ("a node that requires keys") for 5 s, though two nodes served (an
     outside run). One cut-off followed by a refused redial is a node gone, not a refusal;
-    cut off on every try, with keys, the cluster key is wrong: refused. Without keys it is
-    never a refusal (a keyed node refuses plain text otherwise; a node at its connection cap
-    cuts handshakes off, and read "a node that requires keys" too: an outside run)."""
+    cut off on every try, the keys are wrong (a keyed node refuses a keyless client so at
+    times, as a CI rehearsal found): refused."""
     from zkv.security import HandshakeWatch
 
     def killed(conn, stop) -> None:  # reads the greeting, then the process dies
@@ -404,16 +403,13 @@ def test_a_handshake_cut_off_by_a_node_killed_during_it_is_no_refusal(keyed):
         stop.set()
         _reset(conn)
 
-    cuts: list = []
-
     def never_zmtp(conn, stop) -> None:  # some other server, closing every connection
         conn.recv(64)
-        cuts.append(1)
         _reset(conn)
 
     ctx = zmq.Context()
     try:
-        for serve, refused in ((killed, False), (never_zmtp, keyed)):
+        for serve, refused in ((killed, False), (never_zmtp, True)):
             port, stop = _tcp_listener(serve)
             d = ctx.socket(zmq.DEALER)
             if keyed:
@@ -431,10 +427,6 @@ def test_a_handshake_cut_off_by_a_node_killed_during_it_is_no_refusal(keyed):
                     if stop.is_set() and watch.unconnected_why() == (
                             "no TCP connection: down, or not listening there"):
                         break
-                    if serve is never_zmtp and len(cuts) >= 3 and watch.unconnected_why(
-                            ).startswith("it closed the TCP connection during the ZeroMQ "
-                                         "handshake"):
-                        break  # (cut off again and again: a reason, never a refusal)
                 assert time.monotonic() < deadline, watch.unconnected_why()
                 time.sleep(0.02)
             stop.set()
