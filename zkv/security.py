@@ -567,7 +567,7 @@ class HandshakeWatch:
         if self.connected:
             return ("its connection is up but takes no more requests (the queue to it is "
                     "full): paused (SIGSTOP), starved of CPU, or overloaded")
-        if self._cut and not self.connected:
+        if self._cut:  # (not connected: said above)
             return ("it closed the TCP connection during the ZeroMQ handshake: stopped or "
                     "restarting, at its connection cap, or not a zkv --listen endpoint")
         if self.was_connected and not self.ok:  # (a --gossip port: its PUB socket closes a

@@ -524,7 +524,7 @@ class NodeCore:
         # killed while this node stood still (SIGSTOP) left its connection open here for a
         # moment after the resume, beside its restart's, and was logged as a second process
         # running (an outside run); one that sends nothing is not running
-        self._twin_quiet: dict[bytes, None] = {}
+        self._twin_quiet: set[bytes] = set()
         self._durable = cfg.sync == "always"
         # joining: a node started with seeds and no known peers asks the seeds to let it in.
         # A seed list shared by every node (a config file, a StatefulSet) names this node
@@ -840,8 +840,8 @@ class NodeCore:
             plain = role is None  # plain text: the role is the identity's (with keys: the
             # transport's), asked once per frame; an identity not b"peer:..." is an admin's
             # (_role, without the call)
-            if self._twin_quiet and ident in self._twin_quiet:
-                del self._twin_quiet[ident]  # (it sent a frame: a live process's connection)
+            if self._twin_quiet:
+                self._twin_quiet.discard(ident)  # (it sent a frame: a live process's)
             if role is not None:
                 as_role = role
                 if role == PEER and ident not in self._peer_names:
@@ -1099,7 +1099,7 @@ class NodeCore:
                 # peer seen down then up) opens the new connection before this node sees the
                 # old one close, and was logged as two processes (an outside clock-skew run)
                 self._twin_checks.append((self.t + TWIN_GRACE, name, twins[0], ident))
-                self._twin_quiet[twins[0]] = None
+                self._twin_quiet.add(twins[0])
             self._peer_names[ident] = name
         return name
 
@@ -1109,7 +1109,8 @@ class NodeCore:
         due = [x for x in self._twin_checks if x[0] <= self.t]
         self._twin_checks = [x for x in self._twin_checks if x[0] > self.t]
         for _, name, first, second in due:
-            quiet = self._twin_quiet.pop(first, 0) is None
+            quiet = first in self._twin_quiet
+            self._twin_quiet.discard(first)
             if first in self._peer_names and second in self._peer_names and not quiet:
                 log.error("two processes run as %s: its connections %s and %s are both open "
                           "here (a copy of its data dir started with its --id, or a process "

@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING
 
 from zkv._core import record
 from zkv.errors import StorageFull
-from zkv.storage.segment import TMP_SUFFIX, Segment, data_name, fsync_dir, hint_name
+from zkv.storage.segment import (
+    TMP_SUFFIX,
+    Segment,
+    data_name,
+    free_bytes,
+    fsync_dir,
+    hint_name,
+)
 
 if TYPE_CHECKING:
     from zkv.storage.logstore import LogStore, Progress
@@ -207,11 +214,10 @@ def _fitting(store: LogStore, inputs: list[Segment]) -> list[Segment]:
     tombstone dropped with its input hides nothing left in an older segment; cut only where
     the next segment's major differs, so that the outputs' names, (M, s+1), ..., after the
     last input (M, s), are free. StorageFull if not even the oldest fit. Holds store._lock."""
-    try:
-        st = os.statvfs(store.path)
-    except OSError:
+    free = free_bytes(store.path)
+    if free is None:
         return inputs
-    room = st.f_bavail * st.f_frsize - ROOM_MARGIN
+    room = free - ROOM_MARGIN
     kd = store._kd
     if kd.live_bytes * OUTPUT_FACTOR <= room:  # (the common case: no per-segment walk)
         return inputs

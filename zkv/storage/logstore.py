@@ -94,6 +94,7 @@ from zkv.storage.segment import (
     TMP_SUFFIX,
     Segment,
     data_name,
+    free_bytes,
     fsync_dir,
     hint_name,
     parse_name,
@@ -256,15 +257,6 @@ _ZSTD_CTX = _Zstd()
 
 
 CORRUPT_LOGGED = 10  # corrupt records found on read logged one by one per segment
-
-
-def _free_bytes(path: str) -> int | None:
-    """Bytes free to unprivileged writers on `path`'s file system (None if unknown)."""
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
 
 
 def _mib(n: int) -> str:
@@ -740,7 +732,7 @@ class LogStore:
                     log.info("%s: the buffered records are written out", self.path)
                     self._write_failed = None
             low = None
-            free = _free_bytes(self.path) if self.min_free_bytes else None
+            free = free_bytes(self.path) if self.min_free_bytes else None
             if free is not None and free < self.min_free_bytes:
                 low = (f"{_mib(free)} free on the file system of {self.path}, under the "
                        f"reserve of {_mib(self.min_free_bytes)}")
@@ -759,15 +751,20 @@ class LogStore:
         now = time.monotonic()
         if self._dead_ratio is None or now < self._space_compact_at:
             return
-        total = sum(s.size for s in self._segs.values() if s is not self._active)
-        total += self._kd.active_end
+        dead = self._total_bytes() - self._kd.live_bytes
         # (one segment too: compaction seals the active one first; a store under a segment's
         # size, 64 MiB, 95% dead records, refused writes for good: an outside run)
-        if total - self._kd.live_bytes >= short:
+        if dead >= short:
             self._space_compact_at = now + SPACE_COMPACT_EVERY
             if self._start_compactor() is not None:
                 log.warning("%s: %s of dead records, writes refused for space: compacting",
-                            self.path, _mib(total - self._kd.live_bytes))
+                            self.path, _mib(dead))
+
+    def _total_bytes(self) -> int:
+        """Bytes of every segment, the active one's written part included. Holds
+        self._lock."""
+        total = sum(s.size for s in self._segs.values() if s is not self._active)
+        return total + (self._kd.active_end if self._active is not None else 0)
 
     def delete(self, key: bytes) -> None:
         """Write a tombstone for ``key`` (kept through compaction until released)."""
@@ -900,8 +897,7 @@ class LogStore:
     def _maybe_autocompact(self) -> None:
         if self._dead_ratio is None or (self._compactor and self._compactor.is_alive()):
             return
-        total = sum(s.size for s in self._segs.values() if s is not self._active)
-        total += self._kd.active_end
+        total = self._total_bytes()
         dead = total - self._kd.live_bytes
         if total > 0 and dead >= self._dead_ratio * total and len(self._segs) > 1:
             self._start_compactor()
@@ -1322,16 +1318,15 @@ class LogStore:
                 self.compact()
             except Aborted:
                 log.info("compaction of %s abandoned: the store is closing", self.path)
-            except (StorageFull, OSError) as exc:  # (its outputs removed: nothing changed)
-                if isinstance(exc, StorageFull) or exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    # sized to the free space at its start, the writes meanwhile took it (an
-                    # outside run logged a traceback for it); tried again later
+            except Exception as exc:
+                if isinstance(exc, StorageFull) or (isinstance(exc, OSError) and exc.errno in (
+                        errno.ENOSPC, errno.EDQUOT)):
+                    # (its outputs removed: nothing changed) sized to the free space at its
+                    # start, the writes meanwhile took it (an outside run logged a traceback
+                    # for it); tried again later
                     log.warning("compaction of %s abandoned, nothing changed: %s", self.path,
                                 exc)
                 elif not self._closed:
-                    log.exception("background compaction failed")
-            except Exception:
-                if not self._closed:
                     log.exception("background compaction failed")
 
         t = threading.Thread(target=run, name="zkv-compact", daemon=True)
@@ -1345,8 +1340,7 @@ class LogStore:
         self._check_open()
         kd = self._kd
         with self._lock:
-            total = sum(s.size for s in self._segs.values() if s is not self._active)
-            total += kd.active_end if self._active is not None else 0
+            total = self._total_bytes()
             live = kd.live_bytes
             n = len(kd)
             return {
@@ -1366,7 +1360,7 @@ class LogStore:
                 "buffered_bytes": kd.buffered,
                 "write_error": self.write_error,
                 "compacting": self.compacting,
-                "free_bytes": _free_bytes(self.path),
+                "free_bytes": free_bytes(self.path),
             }
 
     def _check_open(self) -> None:

@@ -41,6 +41,15 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def free_bytes(path: str) -> int | None:
+    """Bytes free to unprivileged writers on `path`'s file system (None if unknown)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def written_end(fd: int, size: int) -> int:
     """Where the file's first hole starts (``size`` if it has none, or the file system cannot
     say): the end of what the log may hold. A segment is written front to back (pwrite from
