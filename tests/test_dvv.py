@@ -393,6 +393,13 @@ def test_bad_input_is_rejected_cleanly():
         sync(s, b"bytes")
     with pytest.raises(TypeError):
         DVVSet.decode("text")
+    with pytest.raises(TypeError):  # (not read as the empty set)
+        DVVSet(s.encode())
+    with pytest.raises(TypeError, match="limits must be a mapping"):
+        dvv.check_plausible(s, limits=5)
+    with pytest.raises(ValueError, match="above its ceiling 0"):
+        dvv.check_plausible(s, limits={"a": 0})
+    assert all(isinstance(x, dvv.Sibling) for x in s.siblings())  # (a name at runtime too)
     for bad_ctx in (b"\x02\x00\x00", b"\x01", b"\x01\x01\x00", s.encode(), b"\x01\x00\x00\x00"):
         with pytest.raises(ValueError):
             validate_context(bad_ctx)

@@ -64,6 +64,16 @@ def test_hints_roundtrip_and_crc():
     assert record.parse_hints(bytes(bad)) is None
 
 
+def test_keydir_set_refuses_flags_a_record_cannot_have():
+    kd = KeyDir()
+    for flags in (4, 0x80, 256):  # (an entry keeps 8 bits, its top one its own)
+        with pytest.raises(ValueError, match="TOMBSTONE"):
+            kd.set(b"k", 1, 0, 20, flags)
+    assert kd.lookup(b"k") is None
+    kd.set(b"k", 1, 0, 20, 3)
+    assert kd.lookup(b"k")[3] == 3
+
+
 def test_keydir_model_and_hash():
     kd = KeyDir()
     model = {}

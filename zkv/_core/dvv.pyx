@@ -180,6 +180,7 @@ cdef Py_ssize_t SMALL_DEDUP = 16            # up to this many write ids: pairwis
 
 MAX_AHEAD = 1 << 32     # default bound: a counter may be at most this far ahead of the replica's
 WID_MAX = DVV_WID_MAX   # longest write id
+Sibling = tuple  # DVVSet.siblings()' items: (node id, dot counter, value or None, write id)
 
 cdef dict _ids = {}     # utf-8 id bytes -> the one interned bytes object for it
 cdef dict _names = {}   # str node id -> interned utf-8 bytes
@@ -485,6 +486,11 @@ cdef class DVVSet:
         self.n_alias = 0
         self.n_rw = 0
         self._hash = -1
+
+    def __init__(self):
+        # (without it, Cython's __cinit__ ignores constructor arguments: DVVSet(1) read as
+        # the empty set. Internal sets are made with DVVSet.__new__, which skips this.)
+        pass
 
     def __dealloc__(self):
         cdef Py_ssize_t k
@@ -1831,6 +1837,9 @@ cdef int _plausible(DVVSet v, str what, object members, object limits, DVVSet ba
     cdef Py_ssize_t k
     cdef int64_t c, ahead, lim
     ahead = -1
+    if limits is not None and not hasattr(limits, "get"):
+        raise TypeError(f"limits must be a mapping of node id to counter ceiling, not "
+                        f"{type(limits).__name__}")
     if max_ahead is not None:
         if max_ahead < 0:
             raise ValueError("max_ahead must be >= 0")

@@ -553,6 +553,9 @@ cdef class KeyDir:
         cdef const uint8_t *kp = <const uint8_t *>PyBytes_AS_STRING(key)
         if kl < 1 or kl > ZKV_REC_MAX_KEY:
             raise ValueError("key length out of range")
+        if flags & ~(ZKV_REC_TOMBSTONE | ZKV_REC_ZSTD):
+            # (the entry keeps 8 bits of flags, the top one its own: 256 read back as 0)
+            raise ValueError(f"flags {flags}: a record's flags are TOMBSTONE (1) | ZSTD (2)")
         self._set(kp, kl, zkv_hash64(kp, kl), fid, offset, size, flags)
 
     def remove(self, key):
