@@ -201,7 +201,7 @@ def test_router_connections_are_capped_tracked_and_forgotten_on_close(tmp_path):
         conns.sent(b"slow", t1, big)
         assert not conns.may_send(b"slow", big) and conns.dropped == 1
         t1.done = True  # the reader caught up
-        assert conns.may_send(b"slow", big) and conns.queued_total == 0
+        assert conns.may_send(b"slow", big) and conns.queued.total == 0
         # past the cap, a connection whose tracked reply sat unread for STALL seconds makes room
         conns.sent(b"stuck", _Tracker(), 5000)
         assert conns._stalled() is None  # not yet stalled
@@ -415,3 +415,59 @@ def test_a_turn_applies_queued_replica_writes_before_it_serves_queued_reads(tmp_
             s.close(0)
         ctx.term()
         node.shutdown()
+
+
+def test_big_frames_held_for_a_peer_that_does_not_read_are_capped_in_bytes(monkeypatch):
+    """A peer that is connected but never reads (paused): the frames libzmq holds for it are
+    capped at PEER_HELD_CAP bytes (before, at 100,000 frames: megabytes each), the rest is
+    dropped and counted; once the peer's connection is replaced, the count starts over."""
+    from zkv import wire
+    from zkv.node import links as links_mod
+    from zkv.node.reactor import Reactor
+
+    monkeypatch.setattr(links_mod, "PEER_HELD_CAP", 4 * 1024 * 1024)
+    port, port2 = free_ports(2)
+    ctx = zmq.Context()
+    deaf = ctx.socket(zmq.ROUTER)  # bound, connected to, never read
+    deaf.setsockopt(zmq.LINGER, 0)
+    deaf.setsockopt(zmq.RCVHWM, 1)
+    deaf.bind(f"tcp://127.0.0.1:{port}")
+    poller = Reactor()
+    links = links_mod.Links(ctx, "me", 8 * 1024 * 1024, poller, None)
+    try:
+        links.connect(Member("deaf", f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port2}",
+                             "r", 1, 1))
+        deadline = time.monotonic() + 10  # (IMMEDIATE: nothing queues before it connects)
+        while sockcalls_send_ok(links) is False and time.monotonic() < deadline:
+            time.sleep(0.05)
+        big = wire.RPut(1, b"k", b"x" * (512 * 1024))
+        for _ in range(200):  # 100 MiB, one copy per frame
+            links.send("deaf", [big])
+        held = links.held.held("deaf")
+        assert 0 < held <= links_mod.PEER_HELD_CAP
+        assert links.dropped > 100  # (the kernel's socket buffers take a few MiB as well)
+
+        class _M:
+            class peer_frames_dropped:  # noqa: N801 (a stand-in for the metric)
+                n = 0
+
+                @classmethod
+                def inc(cls, k):
+                    cls.n += k
+
+        dropped = links.dropped
+        links.report(_M)
+        assert _M.peer_frames_dropped.n == dropped and links.dropped == 0
+        links.connect(Member("deaf", f"tcp://127.0.0.1:{port2}", f"tcp://127.0.0.1:{port}",
+                             "r", 1, 2))  # moved: a new link, what the old one held forgotten
+        assert links.held.held("deaf") == 0 and links.held.total == 0
+    finally:
+        links.close()
+        deaf.close(0)
+        ctx.term()
+
+
+def sockcalls_send_ok(links) -> bool:
+    """A small frame to "deaf" was queued (the link is connected)."""
+    from zkv import sockcalls, wire
+    return sockcalls.send(links.dealers["deaf"], wire.encode([wire.Status(1)])) == 0

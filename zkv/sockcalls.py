@@ -50,10 +50,11 @@ def py_send(sock: zmq.Socket, payload: bytes, ident: bytes | None = None) -> int
     return 0
 
 
-def py_send_tracked(sock: zmq.Socket, ident: bytes, payload: bytes
+def py_send_tracked(sock: zmq.Socket, ident: bytes | None, payload: bytes
                     ) -> tuple[int, zmq.MessageTracker | zsock.Tracker | None]:
     try:
-        return 0, sock.send_multipart([ident, payload], zmq.NOBLOCK, copy=False, track=True)
+        parts = [payload] if ident is None else [ident, payload]
+        return 0, sock.send_multipart(parts, zmq.NOBLOCK, copy=False, track=True)
     except zmq.ZMQError as exc:
         if exc.errno == zmq.ENOTSOCK:
             raise

@@ -263,10 +263,11 @@ cdef class Tracker:
 
 
 def send_tracked(sock, bytes ident, bytes payload):
-    """A ROUTER's [identity, payload] without waiting, the payload copied once into a buffer
-    libzmq releases when it is done with it (the cap on the bytes queued per connection,
-    zkv/node/conns.py, counts until then). Returns (0, Tracker), or (errno, None) when
-    refused (EAGAIN: queue full; EHOSTUNREACH: no such identity under ROUTER_MANDATORY)."""
+    """A ROUTER's [identity, payload] (or, `ident` None, a DEALER's payload) without waiting,
+    the payload copied once into a buffer libzmq releases when it is done with it (the caps
+    on the bytes queued per connection and per peer, zkv/node/conns.py, count until then).
+    Returns (0, Tracker), or (errno, None) when refused (EAGAIN: queue full; EHOSTUNREACH:
+    no such identity under ROUTER_MANDATORY)."""
     cdef void *h = _handle(sock)
     cdef size_t n = PyBytes_GET_SIZE(payload)
     cdef zmsg m
@@ -277,10 +278,11 @@ def send_tracked(sock, bytes ident, bytes payload):
     t.refs = 2
     t.done = 0
     memcpy(<char *>t + sizeof(zkv_tracked), PyBytes_AS_STRING(payload), n)
-    err = _send(h, ident, ZMQ_DONTWAIT | ZMQ_SNDMORE)
-    if err:
-        free(t)  # nobody else holds it yet
-        return err, None
+    if ident is not None:
+        err = _send(h, ident, ZMQ_DONTWAIT | ZMQ_SNDMORE)
+        if err:
+            free(t)  # nobody else holds it yet
+            return err, None
     tracker = Tracker.__new__(Tracker)
     (<Tracker>tracker).t = t  # the Tracker's reference, dropped when it is freed
     if z_msg_init_data(&m, <char *>t + sizeof(zkv_tracked), n, zkv_tracked_release, t) != 0:

@@ -152,6 +152,45 @@ def seed_routing_ids() -> bool:
     return True
 
 
+class HeldBytes:
+    """The frames sent tracked that libzmq still holds, per key (a client connection's
+    identity, a peer's node id) and in all: what the byte caps on queued frames count."""
+
+    def __init__(self) -> None:
+        self.frames: dict = {}  # key -> deque of (tracker, size), oldest first
+        self.bytes: dict = {}  # key -> the sizes in `frames`, summed
+        self.total = 0
+
+    def held(self, key) -> int:
+        """Forget the frames to `key` libzmq has released; the bytes it still holds."""
+        q = self.frames.get(key)
+        if q is None:
+            return 0
+        n = self.bytes[key]
+        while q and q[0][0].done:
+            size = q.popleft()[1]
+            n -= size
+            self.total -= size
+        if q:
+            self.bytes[key] = n
+            return n
+        del self.frames[key], self.bytes[key]
+        return 0
+
+    def add(self, key, tracker, size: int) -> None:
+        q = self.frames.get(key)
+        if q is None:
+            q = self.frames[key] = collections.deque()
+        q.append((tracker, size))
+        self.bytes[key] = self.bytes.get(key, 0) + size
+        self.total += size
+
+    def forget(self, key) -> None:
+        """`key`'s connection closed: libzmq frees what it held."""
+        if self.frames.pop(key, None) is not None:
+            self.total -= self.bytes.pop(key)
+
+
 class Connections:
     """Watches `router` (bound on TCP port `port`); calls `forget(identity)` when one closes."""
 
@@ -177,9 +216,7 @@ class Connections:
         self.unproven: dict[int, int] = {}
         self.fd_ident: dict[int, bytes] = {}
         self.ident_fd: dict[bytes, int] = {}
-        self.queued: dict[bytes, collections.deque] = {}  # ident -> (tracker, size), oldest first
-        self.queued_bytes: dict[bytes, int] = {}
-        self.queued_total = 0
+        self.queued = HeldBytes()  # tracked replies libzmq still holds, per identity
         self.stuck: dict[bytes, float] = {}  # ident -> since when it has tracked bytes queued
         self.refused = 0  # connections shut down past the cap (since the last report)
         self.refused_total = 0
@@ -298,9 +335,7 @@ class Connections:
 
     def _forget(self, ident: bytes) -> None:
         self.stuck.pop(ident, None)
-        q = self.queued.pop(ident, None)
-        if q is not None:
-            self.queued_total -= self.queued_bytes.pop(ident, 0)
+        self.queued.forget(ident)
         self.forget(ident)
 
     def seen(self, ident: bytes, fd: int) -> None:
@@ -340,39 +375,26 @@ class Connections:
         if held and held + size > self.reply_cap:
             self.dropped += 1
             return False
-        if self.queued_total and self.queued_total + size > self.total_cap:
-            for other in list(self.queued):  # release what libzmq has sent, then look again
+        queued = self.queued
+        if queued.total and queued.total + size > self.total_cap:
+            for other in list(queued.frames):  # release what libzmq has sent, then look again
                 self._prune(other)
-            if self.queued_total and self.queued_total + size > self.total_cap:
+            if queued.total and queued.total + size > self.total_cap:
                 self.dropped += 1
                 return False
         return True
 
     def _prune(self, ident: bytes) -> int:
         """Forget the replies to `ident` libzmq has released; the bytes still queued."""
-        q = self.queued.get(ident)
-        if q is None:
-            return 0
-        held = self.queued_bytes[ident]
-        while q and q[0][0].done:
-            n = q.popleft()[1]
-            held -= n
-            self.queued_total -= n
-        if q:
-            self.queued_bytes[ident] = held
-            return held
-        del self.queued[ident], self.queued_bytes[ident]
-        self.stuck.pop(ident, None)
-        return 0
+        held = self.queued.held(ident)
+        if not held:
+            self.stuck.pop(ident, None)
+        return held
 
     def sent(self, ident: bytes, tracker, size: int) -> None:
-        q = self.queued.get(ident)
-        if q is None:
-            q = self.queued[ident] = collections.deque()
+        if ident not in self.queued.frames:
             self.stuck[ident] = time.monotonic()
-        q.append((tracker, size))
-        self.queued_bytes[ident] = self.queued_bytes.get(ident, 0) + size
-        self.queued_total += size
+        self.queued.add(ident, tracker, size)
 
     # ---- memory ---------------------------------------------------------------------------
     def report(self, metrics) -> None:

@@ -9,7 +9,13 @@ id) or (SEED, endpoint), which is how the core knows whose gossip or reply it is
 
 A DEALER's routing identity is b"peer:<our id>/<random nonce>": unguessable, so nobody can
 take over its reply route on the peer's ROUTER with ROUTER_HANDOVER. ZMQ_IMMEDIATE keeps
-messages from queueing for a peer that is not connected.
+messages from queueing for a peer that is not connected. A peer that is connected but not
+reading (paused, or slower than this node writes) gets frames queued in libzmq: its DEALER's
+SNDHWM caps them in frames, and the frames over TRACK_MIN bytes are sent tracked and capped at
+PEER_HELD_CAP bytes still held for the peer (without it, 1 MiB copies to a peer paused for a
+minute could hold gigabytes). A frame past the cap is dropped: the operations it carried time
+out at their coordinators (hinted handoff and anti-entropy deliver the copies later), and
+`zkv_peer_frames_dropped` counts it.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import os
 
 import zmq
 
-from zkv import security, wire
-from zkv.node.conns import seed_routing_ids
+from zkv import security, sockcalls, wire
+from zkv.node.conns import TRACK_MIN, HeldBytes, seed_routing_ids
 from zkv.node.core import GOSSIP, REPLY, SEED
 from zkv.node.reactor import Reactor
 from zkv.sockopts import tune_socket
@@ -34,6 +40,7 @@ PUB_LIMIT = 64 * 1024  # bytes of one frame into the gossip PUB (handshake, subs
 # checked is held at most this long (libzmq's default, 30 s, let 100 connections hold 1.5 GB
 # of a node's memory; a handshake takes milliseconds, a ZAP answer under load well under 1 s)
 HANDSHAKE_MS = 10_000
+PEER_HELD_CAP = 64 * 1024 * 1024  # bytes of tracked frames libzmq may hold for one peer
 
 
 class Links:
@@ -52,6 +59,8 @@ class Links:
         # what each seed's connection did (a refused key, no TCP connection, a frozen node),
         # for the joining node's log and its join error (NodeCore.seed_state)
         self.seed_watch: dict[str, security.HandshakeWatch] = {}
+        self.held = HeldBytes()  # big frames to each peer that libzmq still holds
+        self.dropped = 0  # frames to peers dropped past PEER_HELD_CAP (since the last report)
 
     def socket(self, kind: int) -> zmq.Socket:
         s = self.zctx.socket(kind)
@@ -119,8 +128,37 @@ class Links:
         old = self.dealers.pop(m.id, None)
         if old is not None:
             self._close(old)
+            self.held.forget(m.id)
         self.dealers[m.id] = self._dealer(m.listen, (REPLY, m.id))
         self.dealer_ep[m.id] = m.listen
+
+    def send(self, node_id: str, msgs: list) -> None:
+        """`msgs` to peer `node_id` (none if there is no link to it), in frames of at most the
+        request cap; each frame over TRACK_MIN bytes tracked, and dropped past PEER_HELD_CAP."""
+        sock = self.dealers.get(node_id)
+        if sock is None:
+            return
+        self.poller.touched(sock)  # a send may take the socket's input signal (reactor.py)
+        held = self.held
+        for payload in wire.frames(msgs, self.limit):
+            size = len(payload)
+            if size < TRACK_MIN:
+                if sockcalls.send(sock, payload):
+                    return  # unreachable (IMMEDIATE) or SNDHWM full: the ops time out
+                continue
+            n = held.held(node_id)
+            if n and n + size > PEER_HELD_CAP:
+                self.dropped += 1
+                continue
+            err, tracker = sockcalls.send_tracked(sock, None, payload)
+            if err:
+                return
+            held.add(node_id, tracker, size)
+
+    def report(self, metrics) -> None:
+        if self.dropped:
+            metrics.peer_frames_dropped.inc(self.dropped)
+            self.dropped = 0
 
     def seed(self, endpoint: str) -> zmq.Socket:
         sock = self.seeds.get(endpoint)

@@ -468,6 +468,9 @@ class NodeMetrics:
             ["reason"], registry=r)
         self.replies_dropped = Counter("zkv_replies_dropped", "Replies dropped: too many bytes "
                                        "queued for a connection that does not read", registry=r)
+        self.peer_frames_dropped = Counter(
+            "zkv_peer_frames_dropped", "Frames to a peer dropped: too many bytes still queued "
+            "for it (a paused or slow peer; hinted handoff and anti-entropy repair)", registry=r)
         # ---- ring, readiness, gossip convergence, transfers, hot keys -------------------------
         self.ready_gauge = Gauge("zkv_ready", "1 when /readyz answers 200 (joined, ring agreed "
                                  "with every up peer, nothing pending transfer to this node)",

@@ -163,6 +163,7 @@ class Node:
         if now >= self.next_parent_check:
             self.next_parent_check = now + 0.5
             self.conns.report(core.metrics)
+            self.links.report(core.metrics)
             if self.parent_pid and not pid_alive(self.parent_pid):
                 log.warning("the process that started this node (pid %d) is gone: stopping",
                             self.parent_pid)
@@ -257,9 +258,7 @@ class Node:
         if links.seeds and not (self.core.joining or self.core.asking_seeds):
             links.close_seeds()
         for node_id, msgs in out.peers.items():
-            sock = links.dealers.get(node_id)
-            if sock is not None:
-                self._send_frames(sock, None, msgs)
+            links.send(node_id, msgs)
         if persist is not None:
             persist(out)
         for ident, msgs in out.clients.items():
