@@ -420,13 +420,18 @@ def test_a_timeout_says_how_long_it_waited_and_how_many_nodes_it_tried():
     nodes, tries = len({ep for ep, *_ in net.sent}), len(net.sent)
     assert nodes >= 2 and str(err.value) == (
         f"no answer from the {nodes} node(s) tried ({tries} tries, the last ending "
-        f"{waited:.2f}s into the request; timeout 1.0s)")
+        f"{waited:.2f}s into the request; timeout 1s)")
     # one node, tried again and again: one node, many tries (it said "21 node(s) tried")
     c, clock = core(timeout=1.0, ring=False)
     net = Net(clock, default=lambda m: wire.Error(0, wire.E_UNAVAILABLE, wire.BUSY + ": x")
               if clock.t < 100.5 else SILENT)
     with pytest.raises(RequestTimeout, match=r"from the 1 node\(s\) tried \(\d+ tries"):
         net.run(c.put(b"k", b"v"))
+    # a shared Client's call gets what other threads' calls left of its timeout: rounded
+    c, clock = core(timeout=1.0)
+    c.timeout = 1.4567891
+    with pytest.raises(RequestTimeout, match=r"; timeout 1\.457s\)$"):
+        Net(clock).run(c.put(b"k", b"v"))
 
 
 def test_update_with_an_async_fn_says_fn_must_return_the_bytes():

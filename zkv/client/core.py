@@ -746,8 +746,8 @@ class ClientCore:
             return Unavailable("no node reachable: tried " + ", ".join(
                 f"{ep} ({why[ep]})" if ep in why else ep for ep in seen))
         if not tried:
-            return RequestTimeout(f"no answer: the {self.timeout}s timeout had passed before a "
-                                  "node could be asked")
+            return RequestTimeout(f"no answer: the {round(self.timeout, 3):g}s timeout had passed "
+                                  "before a node could be asked")
         # (the time it waited: every node tried can be silent before the timeout is up; the
         # tries and the nodes counted apart: "21 node(s) tried" on a one-node cluster read
         # as nonsense, a review)
@@ -755,7 +755,8 @@ class ClientCore:
         return RequestTimeout(f"no answer from the {nodes} node(s) tried ({tried} "
                               f"tr{'y' if tried == 1 else 'ies'}, the last ending "
                               f"{self.clock() - started:.2f}s into the request; timeout "
-                              f"{self.timeout}s)")
+                              f"{round(self.timeout, 3):g}s)")  # (a shared Client's: what
+        # was left of it after other threads' calls, 1.4567891s unrounded: an outside run)
 
     def _handshaking(self, candidates: list[str], deadline: float) -> bool:
         """Every node tried was unreachable, and one of them has a handshake under way (a
