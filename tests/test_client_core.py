@@ -1133,3 +1133,46 @@ def test_a_writes_ttl_goes_only_where_the_namespace_has_room_for_it():
     assert [m.ttl for _, m, *_ in net.sent] == [61, 5, 5]
     net.run(c.put(b"k", b"v", namespace="new"))
     assert net.sent[-1][1].ttl == 0
+
+
+def test_update_settles_a_write_refused_before_anything_was_stored_as_not_stored():
+    """A counter's updater hears what became of its write: a pw refusal (the coordinator
+    refused before storing or sending anything) is "not stored", so its lane keeps the
+    totals it had (it was "maybe" and the next +1 counted the refused one: an outside run,
+    20 of 20 keys). A refusal after a try that went unanswered, or one that may come after
+    copies went out (a node shutting down), is still "maybe"."""
+    pw_refusal = wire.Error(0, wire.E_UNAVAILABLE, "put: pw=3 needs 3 of the key's owners "
+                            "(n1, n2, n3) and 2 are reachable from n1 (n1, n2); "
+                            + wire.PRIMARY_SHORT)
+    cases = [
+        ([pw_refusal], False),
+        ([wire.Error(0, wire.E_UNAVAILABLE, "n1 " + wire.NO_WRITES + ": disk full")], False),
+        ([wire.Error(0, wire.E_UNAVAILABLE, "node n1 is shutting down")], None),
+        ([SILENT, pw_refusal], None),  # (the first try may have stored it)
+    ]
+    for answers, outcome in cases:
+        c, clock = core(timeout=2.0)
+        node = member()
+        answers = list(answers)
+
+        def handle(msg, answers=answers, node=node):
+            if not isinstance(msg, wire.Put):
+                return node(msg)
+            what = answers.pop(0) if len(answers) > 1 else answers[0]  # (the last repeats)
+            return what if what is SILENT else wire.decode(wire.encode_one(what), 1 << 20)[0]
+
+        heard: list = []
+        fn = lambda values: b"x"  # noqa: E731
+        fn.__zkv_settled__ = lambda stored, context=b"", heard=heard: heard.append(stored)
+        with pytest.raises(Unavailable):
+            Net(clock, default=handle).run(c.update(b"k", fn))
+        assert heard == [outcome], (answers, outcome)
+    # stored: True, with the context the put returned; the read's context heard first
+    c, clock = core()
+    got: list = []
+    reads: list = []
+    fn = lambda values: b"x"  # noqa: E731
+    fn.__zkv_settled__ = lambda stored, context=b"": got.append((stored, context))
+    fn.__zkv_read__ = reads.append
+    Net(clock, default=member()).run(c.update(b"k", fn))
+    assert got == [(True, b"new-ctx")] and reads == [b"ctx:0"]

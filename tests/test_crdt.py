@@ -387,3 +387,83 @@ def test_fork_gets_a_fresh_actor():
     os.close(r)
     os.waitpid(pid, 0)
     assert child and child != parent and crdt.default_actor() == parent
+
+
+class DvvKey:
+    """One key of a one-replica store with real version vectors: reads give a context, a
+    write or a delete covers what its context saw and returns the key's new context."""
+
+    def __init__(self) -> None:
+        from zkv._core import dvv
+        self.dvv, self.set = dvv, None
+
+    def read(self) -> tuple[list[bytes], bytes]:
+        if self.set is None:
+            return [], b""
+        return self.set.live_values(), self.set.context()
+
+    def write(self, value: bytes | None, context: bytes) -> bytes:
+        self.set = self.dvv.update(self.set, context, value, "n1")
+        return self.set.context()
+
+    def update(self, fn, stored: bool = True) -> None:
+        """What Client.update does with a counter's updater: the read's context, fn, the
+        write, the outcome."""
+        values, ctx = self.read()
+        fn.__zkv_read__(ctx)
+        value = fn(values)
+        fn.__zkv_settled__(True, self.write(value, ctx)) if stored else \
+            fn.__zkv_settled__(False)
+
+
+def test_a_deleted_counter_starts_again_from_zero_and_a_stale_read_never_counts_back():
+    """A counter deleted (`zkv delete`) and then incremented read its old count + 1: the
+    process's lane remembered the totals it had written (an outside run: 25 likes, deleted,
+    one more like read 26). A read whose context saw the lane's last write, or what replaced
+    it, is the truth; a read that missed it (stale: R + W <= N, a sloppy quorum) still
+    counts on from the lane's totals, never below them."""
+    key, store = fresh_key(), DvvKey()
+    for _ in range(25):
+        store.update(PNCounter.updater(key, +1))
+    assert PNCounter.from_siblings(store.read()[0]).value == 25
+    values, ctx = store.read()
+    store.write(None, ctx)  # the admin's delete: a tombstone over what it read
+    assert store.read()[0] == []
+    store.update(PNCounter.updater(key, +1))
+    assert PNCounter.from_siblings(store.read()[0]).value == 1
+    # a stale read (it saw nothing) of another replica: the lane's totals still count
+    fn = PNCounter.updater(key, +1)
+    fn.__zkv_read__(b"")
+    assert PNCounter.from_siblings([fn([])]).value == 2
+    fn.__zkv_settled__(False)
+    # a refused write keeps the lane where it was
+    store.update(PNCounter.updater(key, +5), stored=False)
+    store.update(PNCounter.updater(key, +1))
+    assert PNCounter.from_siblings(store.read()[0]).value == 2
+
+
+def test_an_updater_is_one_update_and_a_lane_actor_is_refused():
+    """Five acknowledged update() calls with one updater counted once, and an add updater
+    reused after a remove added nothing: an updater whose write was stored refuses to run
+    again (it may run again after a failure: that retry is applied once). An explicit actor
+    with '#' named another process's lane and lost increments."""
+    key, store = fresh_key(), DvvKey()
+    inc = PNCounter.updater(key, +1)
+    store.update(inc)
+    with pytest.raises(ValueError, match="stored already"):
+        store.update(inc)
+    retry = PNCounter.updater(key, +1)
+    values, ctx = store.read()
+    retry.__zkv_read__(ctx)
+    retry(values)
+    retry.__zkv_settled__(None)  # maybe stored: the same updater may retry it
+    store.update(retry)
+    assert PNCounter.from_siblings(store.read()[0]).value == 2
+    add = ORSet.updater(key, add=["pen"])
+    values, ctx = store.read()
+    add.__zkv_settled__(True)
+    with pytest.raises(ValueError, match="stored already"):
+        add([])
+    with pytest.raises(ValueError, match="may not contain '#'"):
+        PNCounter.updater(key, 1, actor="svc#1")
+    assert PNCounter.updater(key, 1, actor="svc") is not None

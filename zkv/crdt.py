@@ -42,7 +42,11 @@ vector with one entry per actor. The price is that a dot must never be issued tw
   > 0 under the actor "<actor>#k", taken free and given back when `Client.update` settles
   the updater's outcome through its `__zkv_settled__`), so a refused write takes no other
   update's increment with it, nor they its. The price: one more counter entry per lane, as
-  many as the process ever ran updaters of the key at once.
+  many as the process ever ran updaters of the key at once. A lane also keeps the context its
+  last stored write returned (`Client.update` hands an updater its read's context through
+  `__zkv_read__` and the write's through `__zkv_settled__`): a read that has seen that write
+  is the truth (a deleted counter starts again from 0), one that missed it (a stale replica)
+  never counts below the lane's totals.
 A gap left by a write that was never stored at all stays as one entry in the context cloud.
 
 Value layout (one place; msgpack bodies encoded with msgspec, canonical: sorted, no
@@ -75,6 +79,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
+
+from zkv._core import dvv
 
 FORMAT_VERSION = 1
 KIND_GSET = 1
@@ -134,9 +140,10 @@ def _remember(slot: tuple, fn: Callable[[Any], Any]) -> Any:
         return new
 
 
-def _take_lane(slot: tuple) -> tuple[int, tuple[int, int]]:
+def _take_lane(slot: tuple) -> tuple[int, tuple[int, int], bytes]:
     """A counter updater's lane of `slot`: the first not in use by another updater of this
-    process, marked in use, and the totals last issued on it. Lane k > 0 counts under an
+    process, marked in use, the totals last issued on it and the context their write
+    returned (b"": not known to be stored). Lane k > 0 counts under an
     actor of its own (`_lane_actor`): concurrent updaters of one process never build on one
     another's totals, so one whose write is refused takes nothing with it (an outside run:
     200 concurrent +1s, 144 refused as TooManySiblings, and the counter read 200, as each
@@ -148,21 +155,24 @@ def _take_lane(slot: tuple) -> tuple[int, tuple[int, int]]:
         _memory.move_to_end(slot)
         while len(_memory) > MEMORY_ENTRIES:
             _memory.popitem(last=False)
-        for k, (busy, last) in enumerate(lanes):
+        for k, (busy, last, ctx) in enumerate(lanes):
             if not busy:
-                lanes[k] = (True, last)
-                return k, last
-        lanes.append((True, (0, 0)))
-        return len(lanes) - 1, (0, 0)
+                lanes[k] = (True, last, ctx)
+                return k, last, ctx
+        lanes.append((True, (0, 0), b""))
+        return len(lanes) - 1, (0, 0), b""
 
 
-def _free_lane(slot: tuple, lane: int, totals: tuple[int, int] | None) -> None:
-    """The updater on `lane` is done: its totals are the lane's from now on (None: its write
-    was not stored, the lane keeps what it had)."""
+def _free_lane(slot: tuple, lane: int, totals: tuple[int, int] | None,
+               context: bytes = b"") -> None:
+    """The updater on `lane` is done: its totals are the lane's from now on, with the
+    context their write returned if it surely was stored (None: its write was not stored,
+    the lane keeps what it had)."""
     with _actor_lock:
         lanes = _memory.get(slot)
         if lanes is not None and lane < len(lanes):
-            lanes[lane] = (False, totals if totals is not None else lanes[lane][1])
+            lanes[lane] = (False, totals, context) if totals is not None else (
+                False, lanes[lane][1], lanes[lane][2])
 
 
 def _drop_lane(slot: tuple, target: list) -> None:
@@ -532,8 +542,13 @@ class ORSet(_Crdt):
         if both:
             raise ValueError(f"elements both added and removed: {sorted(both, key=_elem_key)!r}")
         allocated: list[Dot] = []
+        done: list[bool] = []  # [True] once the write is known stored: the updater is spent
 
         def fn(siblings: list[bytes]) -> bytes:
+            if done:  # (its adds' dots, reused, would not add back an element removed since)
+                raise ValueError("this updater's update was stored already: an updater is "
+                                 "one update (reused only to retry one that failed); make "
+                                 "a new one for the next")
             s = cls.from_siblings(siblings, max_bytes)
             for e in removes:
                 s.remove(e)
@@ -548,6 +563,11 @@ class ORSet(_Crdt):
                     s._add_dot(e, d)
             return s.encode()
 
+        def settled(stored: bool | None, context: bytes = b"") -> None:
+            if stored:
+                done.append(True)
+
+        fn.__zkv_settled__ = settled  # type: ignore[attr-defined]
         return fn
 
 
@@ -630,38 +650,59 @@ class PNCounter(_Crdt):
             raise TypeError(f"delta must be an int, not {delta!r}")
         slot = (KIND_PNCOUNTER, _check_actor(actor)) + _check_key(key, namespace)
         actor = slot[1]
+        if "#" in actor:  # ("svc" counting on lane 1 is "svc#1": another process's "svc#1"
+            # would share its totals, and increments were lost: an outside run)
+            raise ValueError(f"actor {actor!r}: a counter updater's actor may not contain '#' "
+                             f"(its concurrent updaters count as '<actor>#<lane>')")
         target: list[tuple[int, str, tuple[int, int]]] = []  # (lane, its actor, new totals)
+        read: list[bytes] = []  # the context of the read fn merges (Client.update's hook)
+        done: list[bool] = []  # [True] once the write is known stored: the updater is spent
 
         def fn(siblings: list[bytes]) -> bytes:
+            if done:
+                raise ValueError("this updater's update was stored already: an updater is "
+                                 "one update (reused only to retry one that failed); make "
+                                 "a new one for the next")
             s = cls.from_siblings(siblings, max_bytes)
             if not target:
-                lane, last = _take_lane(slot)
+                lane, last, last_ctx = _take_lane(slot)
                 try:
                     name = _lane_actor(actor, lane)
                 except ValueError:
                     _free_lane(slot, lane, None)
                     raise
                 seen = s.totals(name)
-                p, n = max(seen[0], last[0]), max(seen[1], last[1])
+                if not (last_ctx and read and dvv.context_descends(read[-1], last_ctx)):
+                    # (a stale read may miss the lane's last write: never count below it;
+                    # a read that saw that write -- or a delete or reset after it -- is the
+                    # truth, so a deleted counter starts again from 0, not from its old
+                    # count: an outside run)
+                    seen = max(seen[0], last[0]), max(seen[1], last[1])
+                p, n = seen
                 target.append((lane, name, (p + max(delta, 0), n + max(-delta, 0))))
             _, name, (p, n) = target[0]
             seen = s.totals(name)
             s._set(name, max(p, seen[0]), max(n, seen[1]))
             return s.encode()
 
-        def settled(stored: bool | None) -> None:
-            """Client.update's outcome: the write stored (True), maybe (None: a timeout or a
-            missed quorum, which may have stored it) or not (False: refused). The lane is
-            free again, at the new totals unless the write was surely not stored."""
+        def settled(stored: bool | None, context: bytes = b"") -> None:
+            """Client.update's outcome: the write stored (True, with the context it
+            returned), maybe (None: a timeout or a missed quorum, which may have stored it)
+            or not (False: refused). The lane is free again, at the new totals unless the
+            write was surely not stored."""
+            if stored:
+                done.append(True)
             if end.detach() is not None and target:
                 lane, _, totals = target[0]
-                _free_lane(slot, lane, None if stored is False else totals)
+                _free_lane(slot, lane, None if stored is False else totals,
+                           context if stored else b"")
 
         # an updater dropped unsettled (called by hand, not by Client.update) frees its lane
         # as if its write may have been stored (fn must not refer to itself: a cycle would
         # keep it until a collection)
         end = weakref.finalize(fn, _drop_lane, slot, target)
         fn.__zkv_settled__ = settled  # type: ignore[attr-defined]
+        fn.__zkv_read__ = read.append  # type: ignore[attr-defined]
         return fn
 
 

@@ -193,6 +193,19 @@ E_UNAVAILABLE = 3  # -> Unavailable
 E_TIMEOUT = 4  # -> RequestTimeout
 E_INTERNAL = 5  # -> ZkvError
 BUSY = "busy, retry"  # how an E_UNAVAILABLE that asks to be sent again (soon) begins
+# E_UNAVAILABLE refusals a node makes before it stores or sends anything of the request (the
+# others -- a node shutting down, a turn's writes that missed the disk, a forward that stood
+# still -- may come after copies went out): `refused_unwritten` says which
+NO_WRITES = "takes no writes now"  # (its disk, a start on a full one)
+STILL_JOINING = "is still joining"
+PRIMARY_SHORT = "stand-ins do not count toward it"  # (a pr/pw too few owners can meet)
+
+
+def refused_unwritten(message: str) -> bool:
+    """An E_UNAVAILABLE's message says the node refused the request before storing or
+    sending any of it (a write so refused, and never sent elsewhere, was not stored)."""
+    return (message.startswith(BUSY) or NO_WRITES in message or STILL_JOINING in message
+            or message.endswith(PRIMARY_SHORT))
 # in an E_QUORUM: the coordinator ended early, every replica it saw up having answered (its
 # view of who is up, not a wait, failed the request: another coordinator may see more)
 ASKED_ALL = "every replica that could be asked has answered"

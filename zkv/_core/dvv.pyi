@@ -149,6 +149,11 @@ def descends(a: DVVSet, b: DVVSet) -> bool:
     another and still lack some of its retirements (write-id dedup, ``lww``, ``retain``),
     so the converse holds only where no sibling was retired."""
 
+def context_descends(a: bytes, b: bytes) -> bool:
+    """The encoded context ``a`` has seen every write the encoded context ``b`` has (a read
+    whose context descends a put's returned context saw that put, or what replaced it).
+    ``b""`` has seen nothing. ValueError on a malformed one."""
+
 def merge_contexts(a: bytes, b: bytes) -> bytes:
     """The join of two encoded contexts, encoded (write ids: a's, then b's, at most 4).
     ValueError on a malformed one."""

@@ -1904,6 +1904,12 @@ def descends(a, b):
     return dvv_descends(_as_set(a, "a"), _as_set(b, "b"))
 
 
+def context_descends(a, b):
+    """The encoded context ``a`` has seen every write the encoded context ``b`` has."""
+    cdef DVVSet ca = _ctx(a)
+    return dvv_descends(ca, _ctx(b, ca))
+
+
 def merge_contexts(a, b):
     """The join of two encoded contexts, encoded (vectors joined, write ids a's then b's)."""
     cdef DVVSet ca = _ctx(a)

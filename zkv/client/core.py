@@ -90,6 +90,7 @@ from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.config import endpoint_problem
 from zkv.errors import (
+    AuthenticationError,
     InvalidRequest,
     QuorumError,
     RequestTimeout,
@@ -526,6 +527,9 @@ class ClientCore:
         self._refreshing = False  # a plan is fetching the ring: others go on with the old one
         self.suspect_until: dict[str, float] = {}
         self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
+        # tries sent that went unanswered within their time (a request that may have reached
+        # its node): update() tells a refused write from one that may be stored by it
+        self.silent_tries = 0
         self.unreachable_why: dict[str, str] = {}  # endpoint -> why, as its driver last saw
         # ... of those, worth waiting for (a handshake under way, a connect not yet answered,
         # or a connection up whose queue is full: the driver's _check_refused)
@@ -906,6 +910,8 @@ class ClientCore:
                             short, short_at = reply, i
                             continue
                         return reply
+                if reply is not UNREACHABLE:
+                    self.silent_tries += 1
                 self.suspect_until[ep] = clock() + SUSPECT_FOR
                 self.ring_at = -1e9  # learn who is down on the next call
             if also:  # out of candidates (the last unreachable): hedged tries may still answer
@@ -1441,6 +1447,10 @@ class ClientCore:
         # missed its quorum, or was cut short), False surely not
         stored: bool | None = False
         writing = False
+        written = b""  # the context the write returned
+        read_hook = getattr(fn, "__zkv_read__", None)  # (a counter's updater: the read's
+        # context, to tell a read that saw its last write -- or a delete after it -- from one
+        # that missed it)
         # each read and write has the client's timeout; no retry starts once it has passed
         # since the call began (under loss a 2 s update took 8.8 s: an outside run)
         end = self.clock() + self.timeout
@@ -1450,6 +1460,8 @@ class ClientCore:
                     break
                 try:
                     cur = yield from self.get(key, r, namespace=namespace, pr=pr)
+                    if read_hook is not None:
+                        read_hook(cur.context)
                     value = fn(list(cur.values))
                     if type(value) is not bytes and inspect.isawaitable(value):
                         if inspect.iscoroutine(value):
@@ -1462,9 +1474,10 @@ class ClientCore:
                         wid = self.new_wid()
                     sent = value
                     writing = True
+                    silent = self.silent_tries
                     ctx = yield from self.put(key, value, cur.context, w, wid=wid,
                                               namespace=namespace, ttl=ttl, pw=pw)
-                    writing, stored = False, True
+                    writing, stored, written = False, True, ctx
                     return ctx
                 except (QuorumError, RequestTimeout, TooManySiblings) as exc:
                     # (TooManySiblings: other writers added siblings since the read; read
@@ -1473,13 +1486,27 @@ class ClientCore:
                         stored = None
                     writing = False
                     last = exc
+                except (Unavailable, InvalidRequest, AuthenticationError) as exc:
+                    # refused before anything was stored, by this client (a bad value, a
+                    # refused key) or by a node (pw it cannot meet, its disk, busy), and no
+                    # try of the write went unanswered: surely not stored, whatever an
+                    # earlier try stored (`stored` as it was). A counter's updater then
+                    # frees its lane at the totals it had: a pw-refused +1 was counted by
+                    # the next one (an outside run: 20 of 20 keys)
+                    if writing and self.silent_tries == silent and (
+                            type(exc) is not Unavailable or wire.refused_unwritten(str(exc))):
+                        writing = False
+                    raise
             assert last is not None
             raise last
         finally:
             settled = getattr(fn, "__zkv_settled__", None)
             if callable(settled):
                 try:
-                    settled(None if writing else stored)
+                    if stored:
+                        settled(True, written)
+                    else:
+                        settled(None if writing else stored)
                 except Exception:  # (the outcome, or the error raised, stays the call's)
                     log.exception("the __zkv_settled__ hook of an update() fn raised")
 

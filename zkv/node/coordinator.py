@@ -37,6 +37,7 @@ from zkv.wire import (
     E_INVALID,
     E_UNAVAILABLE,
     MAX_WID,
+    NO_WRITES,
     WID_SIZE,
     Error,
     Forward,
@@ -358,7 +359,7 @@ class WriteOp(_FanOut):
             return
         except (StorageFull, OSError) as exc:  # this node's disk takes no writes: another may
             self.ctx.storage_refused(exc)
-            self.reply(Error(0, E_UNAVAILABLE, f"{ctx.me} takes no writes now: {exc}"),
+            self.reply(Error(0, E_UNAVAILABLE, f"{ctx.me} {NO_WRITES}: {exc}"),
                        ok=False)
             self.finish()
             return

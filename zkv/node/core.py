@@ -1582,7 +1582,7 @@ class NodeCore:
             heavy[ident] = k + 1
             heavy[b""] = total + 1
         if self.joining and t is not Status:
-            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{self.me} is still joining"))
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{self.me} {wire.STILL_JOINING}"))
             return
         try:
             handler(ident, msg)
@@ -1686,7 +1686,7 @@ class NodeCore:
             return b""
 
     def _no_writes(self) -> str:
-        return f"{self.me} takes no writes now: {self.write_stop}"[:wire.MAX_ERROR_TEXT]
+        return f"{self.me} {wire.NO_WRITES}: {self.write_stop}"[:wire.MAX_ERROR_TEXT]
 
     def _on_rput(self, ident: bytes, msg: RPut) -> None:
         if self.write_stop is not None:  # (the coordinator asks a stand-in in its place)
@@ -2579,7 +2579,7 @@ class NodeCore:
                 f"{kind}: {'pr' if type(msg) is Get else 'pw'}={strict} needs {strict} of the "
                 f"key's owners ({', '.join(sorted(owners))}) and {len(up)} "
                 f"{'is' if len(up) == 1 else 'are'} reachable from {self.me}"
-                f"{' (' + ', '.join(up) + ')' if up else ''}; stand-ins do not count toward it"))
+                f"{' (' + ', '.join(up) + ')' if up else ''}; {wire.PRIMARY_SHORT}"))
             return
         deadline = self.t + self.cfg.replica_timeout
         op: Op
