@@ -1519,7 +1519,7 @@ def test_only_surely_hot_keys_are_exported_as_series():
         metrics.hot.add(b"even:%d" % (i % 500))
     metrics.observe_cluster(m, ring, clock.t)
     assert metrics.hot_keys.rows == [] and metrics.hot.top(10)  # (zkv top still has them)
-    for i in range(2_000):  # one key with a tenth of the traffic
+    for _ in range(2_000):  # one key with a tenth of the traffic
         metrics.hot.add(b"cart:hot")
     metrics.observe_cluster(m, ring, clock.t)
     assert [(rank, key) for rank, key, _ in metrics.hot_keys.rows] == [("1", "cart:hot")]
