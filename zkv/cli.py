@@ -972,7 +972,8 @@ def status_command(args) -> int:
     still = doc.get("stood_still") or {}
     if still.get("count"):
         print(f"stood still {still['count']} time(s) since start, the longest {still['longest']}"
-              f" s (stopped, a frozen VM, or starved of CPU: requests waited as long)")
+              f" s (stopped, a frozen VM, starved of CPU, or blocked writing its log: "
+              f"requests waited as long)")
     print(f"{'member':<14}{'state':<9}{'rack':<12}{'owned':>6}{'replicas':>9}  listen / reason")
     for m in doc["members"]:
         print(f"{m['id']:<14}{m['detail']:<9}{m['rack']:<12}{m['partitions']:>6}{m['replicas']:>9}"

@@ -2145,3 +2145,35 @@ def test_zkv_status_prints_the_changes_a_node_watches(monkeypatch, capsys):
     assert "watching membership change(s) made here until done: leave n2 (made again" in out
     rows = {line.split()[0]: line for line in out.splitlines() if line[:2] in ("n1", "n2")}
     assert rows["n2"].endswith("  LEAVING") and "LEAVING" not in rows["n1"]  # (n1: valid)
+
+
+def test_a_ring_change_that_waits_on_a_dead_joiner_is_warned_about_once(caplog):
+    """A joiner killed mid-join stalls the ring change: its partitions stay with their old
+    owners until it is back or removed. Each of those owners said only "peer n4 is down here"
+    (an outside monitoring run, 80 s); after STUCK_WARN_AFTER it warns once, naming the fix,
+    and says when the change no longer waits."""
+    from zkv.node.status import STUCK_WARN_AFTER
+
+    sim = Sim(4, 3)
+    sim.run_until(1.0)
+    sim.add_node("n4", seed_of="n1")
+    from zkv.node.status import transfers
+
+    def to_n4() -> int:
+        return sum(1 for sn in sim.nodes.values() if sn.core is not None
+                   for t in transfers(sn.core) if t["to"] == "n4" and t["phase"] != "done")
+    while not to_n4() and sim.t < 20:
+        sim.run_until(sim.t + 0.001)
+    sim.crash("n4")  # (the change committed; the joiner has fetched little or nothing)
+    assert to_n4()
+    with caplog.at_level(logging.INFO, logger="zkv.node"):
+        sim.run_until(sim.t + STUCK_WARN_AFTER + 5)
+        warned = [r for r in caplog.records if "has waited" in r.getMessage()]
+        assert warned and all(r.levelname == "WARNING" for r in warned)
+        assert len(warned) == len({r.getMessage().split(":")[0] for r in warned})  # once each
+        assert all("on n4, which is down" in r.getMessage()
+                   and r.getMessage().endswith("zkv cluster force-remove n4") for r in warned)
+        caplog.clear()
+        sim.restart("n4")
+        sim.run_until(sim.t + 30)
+    assert any("no longer waits on n4" in r.getMessage() for r in caplog.records)

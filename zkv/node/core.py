@@ -2318,7 +2318,10 @@ class NodeCore:
         self.stalls = (self.stalls[0] + 1, max(self.stalls[1], deaf))  # (zkv status)
         self.metrics.stood_still.inc()
         self.metrics.turns.stood_still(now - deaf, now)  # (no slow turn for it as well)
-        log.info("this node stood still for %.1f s (stopped, or starved of CPU): its peers' "
+        # (blocked between turns looks the same from here: an outside run's node, its log
+        # written to a pipe nobody read, was named "stopped" -- the log's causes name it)
+        log.info("this node stood still for %.1f s (stopped, starved of CPU, or blocked: "
+                 "writing its log to a pipe or disk that did not take it): its peers' "
                  "missed heartbeats are not held against them, and the lww writes that "
                  "waited meanwhile are stamped as of when it stopped", deaf)
 

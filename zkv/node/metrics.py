@@ -371,7 +371,8 @@ class NodeMetrics:
         self.turns = TurnWatch(logging.getLogger("zkv.node"), self.slow_turns.inc)
         self.stood_still = Counter("zkv_stood_still", "Times the node's process stood still "
                                    "over a second past when its loop asked to wake (stopped, "
-                                   "a frozen VM, a machine starved of CPU; NodeCore._resumed)",
+                                   "a frozen VM, a machine starved of CPU, its log output "
+                                   "blocked; NodeCore._resumed)",
                                    registry=r)
         # Reads of this node's copy, by answer (owner / not_owner): plain ints counted on the
         # reactor thread, exported when scraped (a Counter child's lock per Read was ~1 us)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 GAUGES_EVERY = 1.0  # seconds between gauge refreshes (Prometheus scrapes every 10-60 s)
 PEER_LOG_EVERY = 10.0  # seconds: at most one line per peer this often (PeerLog)
+# seconds a ring change may wait on a member that is down before this node's log says so (a
+# joiner killed mid-join stalled the change silently: one INFO line, "peer n6 is down here")
+STUCK_WARN_AFTER = 60.0
 
 log = logging.getLogger("zkv.node")
 
@@ -73,8 +76,8 @@ def transfer_totals(core: NodeCore) -> dict:
             if who != core.me:
                 continue
             d = out[direction]
-            if t["phase"] != "done":
-                d["running" if t["bytes_done"] else "pending"] += 1
+            if t["phase"] != "done":  # (running as `zkv status` says "streaming": begun)
+                d["running" if t["started"] else "pending"] += 1
             d["bytes_done"] += t["bytes_done"]
             d["bytes_total"] += t["bytes_total"]
     return out
@@ -347,6 +350,10 @@ class MetricsExport:
         self.refused_reported = 0  # membership.refused already counted in the metric
         self.up: list[str] = []  # the peers up as of the last tick (for `state_changed`)
         self.peer_log = PeerLog(core)
+        # member -> since when this node's transfers to it have waited with it down, and the
+        # members already named in a warning for that
+        self.waiting_since: dict[str, float] = {}
+        self.warned: set[str] = set()
         core.metrics.aae_lag.source = self.agreement_lag
 
     def agreement_lag(self) -> list[tuple[int, float | None]]:
@@ -361,6 +368,32 @@ class MetricsExport:
             return list(zip(ring.replicas_of(core.me), _agreement_ages(core, ring), strict=True))
         except RuntimeError:  # the member table changed under a ring rebuilt at this moment
             return []  # (iterated while the reactor wrote it): the next scrape has it
+
+    def _waiting_on_down(self, now: float, states: dict[str, str]) -> None:
+        """Warn once when partitions this node hands over in a ring change have waited
+        STUCK_WARN_AFTER on a receiver that is down (it stays so until the receiver is back
+        or removed), and say when they move again."""
+        core = self.core
+        waiting: dict[str, int] = {}
+        if self.waiting_since or any(s == "down" for s in states.values()):
+            for t in transfers(core):
+                if (t["from"] == core.me and t["phase"] != "done"
+                        and states.get(t["to"]) == "down"):
+                    waiting[t["to"]] = waiting.get(t["to"], 0) + 1
+        for node in [x for x in self.waiting_since if x not in waiting]:
+            del self.waiting_since[node]
+            if node in self.warned:
+                self.warned.discard(node)
+                log.info("the ring change no longer waits on %s (it is up, or left the "
+                         "ring)", node)
+        for node, n in waiting.items():
+            since = self.waiting_since.setdefault(node, now)
+            if now - since >= STUCK_WARN_AFTER and node not in self.warned:
+                self.warned.add(node)
+                log.warning("the ring change has waited %.0f s on %s, which is down: %d "
+                            "partition(s) this node hands over to it stay here until it is "
+                            "back. If it is not coming back, remove it: zkv cluster "
+                            "force-remove %s", now - since, node, n, node)
 
     def state_changed(self, now: float) -> None:
         """The node took a new cluster state between ticks: readiness is recomputed at once
@@ -395,6 +428,7 @@ class MetricsExport:
             self._observe(now, up, gauges=False)
             return
         self.next_gauges = now + GAUGES_EVERY
+        self._waiting_on_down(now, states)
         child = m.child
         if ms.refused > self.refused_reported:  # (a counter the membership keeps)
             m.member_records_refused.inc(ms.refused - self.refused_reported)
