@@ -33,7 +33,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 import blake3
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -362,6 +370,13 @@ def _le(bound: float) -> str:
 class NodeMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        # the process's own (open and maximum fds, memory, CPU: process_*) and python_info,
+        # read from /proc when scraped; and which zkv this node runs
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        from zkv import __version__
+        Info("zkv_build", "The zkv version this node runs", registry=r).info(
+            {"version": __version__})
         self.ops = OpStats()
         r.register(self.ops)
         self.forwards = Counter("zkv_forwards", "Requests forwarded to a preflist node", registry=r)
