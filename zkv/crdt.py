@@ -280,10 +280,11 @@ class _Crdt:
     @classmethod
     def from_siblings(cls, values: Iterable[bytes], max_bytes: int = DEFAULT_MAX_BYTES):
         """Decode every sibling and merge them (no siblings: the empty state)."""
-        out = cls()
-        for v in values:
-            out = out.merge(cls.decode(v, max_bytes))
-        return out
+        out = None
+        for v in values:  # (the first as it is: a lone sibling is merged with nothing)
+            got = cls.decode(v, max_bytes)
+            out = got if out is None else out.merge(got)
+        return cls() if out is None else out
 
     @classmethod
     def merge_values(cls, values: Iterable[bytes], max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
@@ -443,8 +444,12 @@ class ORSet(_Crdt):
 
     def merge(self, other: ORSet) -> ORSet:
         out = ORSet()
+        empty: set[Dot] = set()
         for e in self._store.keys() | other._store.keys():
-            mine, theirs = self._store.get(e, set()), other._store.get(e, set())
+            mine, theirs = self._store.get(e, empty), other._store.get(e, empty)
+            if mine == theirs:  # (siblings mostly share their elements: the same dots; the
+                out._store[e] = mine  # sets are never changed in place, so shared)
+                continue
             keep = (mine & theirs) | {d for d in mine - theirs if not other._covers(d)} | {
                 d for d in theirs - mine if not self._covers(d)}
             if keep:
@@ -510,7 +515,20 @@ class ORSet(_Crdt):
                 raise ValueError(f"corrupt ORSet value: element {e!r} is not str, bytes or int")
         _sorted_unique([e for e, _ in entries], _elem_key, "ORSet elements")
         owner: set[Dot] = set()
+        vv_get, cloud, n_actors = s._vv.get, s._cloud, len(actors)
         for e, flat in entries:
+            if len(flat) == 2:  # (one dot, the usual case: pairs() and its checks inline)
+                ai, n = flat
+                if 0 <= ai < n_actors and 1 <= n <= MAX_U64:
+                    d = (actors[ai], n)
+                    if not (n <= vv_get(d[0], 0) or d in cloud):
+                        raise ValueError(f"corrupt ORSet value: dot {d} outside the causal "
+                                         "context")
+                    if d in owner:
+                        raise ValueError(f"corrupt ORSet value: dot {d} tags two elements")
+                    owner.add(d)
+                    s._store[e] = {d}
+                    continue
             dots = pairs(flat, "element")
             if not dots:
                 raise ValueError(f"corrupt ORSet value: element {e!r} has no dots")
