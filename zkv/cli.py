@@ -1142,19 +1142,35 @@ def cluster_command(args) -> int:
 CHANGE_POLL = 1.0  # s between looks at a change `zkv cluster ... --wait` waits for
 
 
+LEAVE_SILENT_GIVE_UP = 120.0  # s --wait waits on a left node down without its goodbye
+
+
 def _wait_change(c, node: str, gone: str) -> None:
     """Until the change that takes `gone` out is complete as `node` sees it: `gone` has left
-    (its partitions handed off or refilled) and its process has exited (down: a node that
-    left hands its hints and last copies over first), no transfer runs, no change is
+    (its partitions handed off or refilled) and its process has exited (down, its last
+    gossip saying so: a node that left hands its hints and last copies over first; a frozen
+    one is down too), no transfer runs, no change is
     settling or watched. Progress on stderr when it changes. (`leave: committed` printed at once, and
     operators took it for the end: an outside run stopped a pod while its handoff ran.)"""
+    from zkv.node.membership import SHUT_DOWN
+
     said = ""
+    silent_since: float | None = None  # since when `gone` is down without its goodbye
+    asked = [node]  # the node asked, then the other members it named (it may restart)
     while True:
-        try:
-            doc = c.status(node)
-        except ZkvError:  # (the node asked was the one leaving, and has exited: any other)
+        doc = None
+        for ep in asked:
+            try:
+                doc = c.status(ep)
+                break
+            except ZkvError:  # (the node asked was the one leaving and has exited, or it
+                continue      # is restarting: another member answers; an outside run's
+                # --wait gave up at the claimant's restart while the leave went on)
+        if doc is None:
             doc = c.status()
         members = {m["id"]: m for m in doc.get("members", [])}
+        asked = [node] + [m["listen"] for m in members.values()
+                          if m["id"] != gone and m["listen"] != node]
         cl = doc.get("cluster", {})
         moving = [t for t in doc.get("transfers", []) if t.get("phase") != "done"]
         left = []
@@ -1164,6 +1180,23 @@ def _wait_change(c, node: str, gone: str) -> None:
             # left, and still up: handing its last hints and extra copies over before its
             # process exits (a SIGTERM right after "complete" cut that short: an outside run)
             left.append(f"{gone} has left and is handing its last copies over")
+        elif gone in members and members[gone].get("reason") != SHUT_DOWN:
+            # down, but it did not say it shut down: frozen (SIGSTOP, a stalled VM) with its
+            # last copies still to hand over when it resumes ("complete" came while it was
+            # frozen, 10-30 s before its handover: an outside run)
+            left.append(f"{gone} has left and is down without saying it stopped (frozen? "
+                        "it hands its last copies over when it resumes)")
+            silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since > LEAVE_SILENT_GIVE_UP:
+                raise ZkvError(
+                    f"{gone} has left but has been down for {LEAVE_SILENT_GIVE_UP:.0f} s "
+                    "without saying it stopped: frozen, killed, or its goodbye was lost. If it "
+                    "is frozen, it hands its last copies over when it resumes; if it was "
+                    "killed, the other replicas hold its partitions (the writes it took as a "
+                    "stand-in and had not handed over are in its data dir: start it again "
+                    "to hand them over, and it exits)")
+        else:
+            silent_since = None
         if moving:
             left.append(f"{len(moving)} transfer(s) running")
         if cl.get("unsettled_changes"):

@@ -362,6 +362,12 @@ class LocalCluster:
                     ok, last = False, f"{n.id}: {exc}"
                     break
                 cl = doc.get("cluster", {})
+                if cl.get("staged") and not cl.get("auto_commit", True):
+                    # (it waited its whole timeout, then said only "did not settle": an
+                    # outside run)
+                    raise ZkvError("the change is staged, not applied: auto-commit is off "
+                                   "(`zkv cluster commit` applies it, `zkv cluster auto-commit "
+                                   "on` applies the next ones)")
                 live = {m.id for m in self.nodes if m.alive()}
                 statuses = {m["id"]: m["status"] for m in doc["members"] if m["id"] in live}
                 if cl.get("moving") or cl.get("staged") or any(

@@ -2177,3 +2177,26 @@ def test_a_ring_change_that_waits_on_a_dead_joiner_is_warned_about_once(caplog):
         sim.restart("n4")
         sim.run_until(sim.t + 30)
     assert any("no longer waits on n4" in r.getMessage() for r in caplog.records)
+
+
+def test_a_joiner_is_not_ready_until_its_join_is_committed():
+    """/readyz answered 200 ("joined": true) for a node a seed had answered but that was not
+    in the cluster state yet: with auto-commit off until an operator's commit (an outside
+    run), with it on for a moment before the claimant's commit. Ready is a member now."""
+    from sim.scenario import _Admin
+    from zkv.node.status import joined
+
+    sim = Sim(6, 3)
+    sim.run_until(1.0)
+    admin = _Admin(sim)
+    admin.send("n1", wire.Cluster(1, "auto_commit", "false"))
+    sim.run_until(3.0)
+    sim.add_node("n4", seed_of="n1")
+    sim.run_until(10.0)
+    core = sim.nodes["n4"].core
+    assert not core.joining and not joined(core)  # (answered by its seed: staged only)
+    assert not core.metrics.health.ready()[0]
+    assert core.metrics.health.ready()[1]["joined"] is False
+    admin.send("n1", wire.Cluster(2, "commit", ""))
+    sim.run_until(40.0)
+    assert joined(core) and core.metrics.health.ready()[0], core.metrics.health.ready()

@@ -64,6 +64,9 @@ log = logging.getLogger("zkv.membership")
 
 TRUSTED = None  # `via` for records from this node's own disk or its configured seed
 MAX_SKEW_MS = 60_000  # how far ahead of our wall clock another node's clock may be
+# the reason of a peer down because its last gossip said it was stopping (zkv cluster
+# leave --wait reads it: a frozen node is down too, and it has not handed over yet)
+SHUT_DOWN = "it shut down (its last gossip said so)"
 HEARTBEAT_SLACK = 100_000  # heartbeats allowed beyond one per ms since the incarnation
 MAX_CANDIDATES = 64  # relayed, not yet heard first-hand
 CANDIDATE_TTL = 30.0  # seconds a candidate waits to be heard
@@ -398,7 +401,7 @@ class Membership:
         if p is None:
             return "down", "unknown member"
         if p.stopped:
-            return "down", "it shut down (its last gossip said so)"
+            return "down", SHUT_DOWN
         now = self.clock()
         elapsed = now - p.last_beat
         phi = self._phi_after(p, elapsed)

@@ -67,6 +67,13 @@ def transfers(core: NodeCore) -> list[dict]:
     return out
 
 
+def joined(core: NodeCore) -> bool:
+    """For /readyz: this node answered by a seed and in the cluster state (not a join
+    staged or not yet committed: it answered 200, "joined", before it was a member, and
+    until an operator's commit with auto-commit off: an outside run)."""
+    return not core.joining and member_status(core, core.me) != "joining"
+
+
 def transfer_totals(core: NodeCore) -> dict:
     """For metrics: {"in": {...}, "out": {...}} counts and bytes of this node's transfers."""
     out: dict = {"in": {"pending": 0, "running": 0, "bytes_done": 0, "bytes_total": 0},
@@ -409,7 +416,7 @@ class MetricsExport:
         core = self.core
         ms = core.membership
         core.metrics.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
-                                     joined=not core.joining, gauges=gauges, up=up,
+                                     joined=joined(core), gauges=gauges, up=up,
                                      offsets=core.clock_offsets(now))
 
     def export(self, now: float, states: dict[str, str]) -> None:
