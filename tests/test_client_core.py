@@ -1149,6 +1149,12 @@ def test_update_settles_a_write_refused_before_anything_was_stored_as_not_stored
         ([wire.Error(0, wire.E_UNAVAILABLE, "n1 " + wire.NO_WRITES + ": disk full")], False),
         ([wire.Error(0, wire.E_UNAVAILABLE, "node n1 is shutting down")], None),
         ([SILENT, pw_refusal], None),  # (the first try may have stored it)
+        # a refusal that may come after copies went out, then one made before storing: the
+        # first node may have stored it (the review: settled False, and the next +1 read a
+        # lagging replica and wrote over it)
+        ([wire.Error(0, wire.E_UNAVAILABLE, "node n1 is shutting down"), pw_refusal], None),
+        ([wire.Error(0, wire.E_UNAVAILABLE, "n1 stood still (stopped, or starved of CPU) "
+                     "while forwarding this request; retry it"), pw_refusal], None),
     ]
     for answers, outcome in cases:
         c, clock = core(timeout=2.0)
@@ -1176,3 +1182,42 @@ def test_update_settles_a_write_refused_before_anything_was_stored_as_not_stored
     fn.__zkv_read__ = reads.append
     Net(clock, default=member()).run(c.update(b"k", fn))
     assert got == [(True, b"new-ctx")] and reads == [b"ctx:0"]
+
+
+def test_put_many_checks_every_item_against_its_namespace_before_sending_any():
+    """put_many(ttl=[5, 100]) in a namespace keeping writes at most 60 s, or with an item's
+    key too long once the namespace's prefix is added: the node refused that item after the
+    items before it had been written (an outside run: item 0 stored, then InvalidRequest
+    without an item number). Now nothing is sent, and the error names the item. A cached
+    namespace whose bound an alter may have moved is asked for again before refusing."""
+    from zkv.node.namespaces import Namespace, Registry
+
+    c, _ = core()
+    ns = Namespace(name="s", n=3, r=2, w=2, conflicts="lww", ttl=60, created=2,
+                   creator="n0", write_ttl=True)
+    reg = Registry.for_cluster(3, 2, 2)
+    reg.merge([ns])
+    c.ns_cache["s"] = ns
+
+    def node(msg):
+        if isinstance(msg, wire.NsList):
+            return wire.NsOk(msg.rid, reg.encode())
+        return wire.PutOk(msg.rid, b"", 2, 0)
+
+    net = Net(c.clock, default=node)
+    with pytest.raises(InvalidRequest, match=r"^item 1: ttl=100: namespace 's' keeps"):
+        net.run(c.put_many([(b"a", b"v"), (b"b", b"v")], namespace="s", ttl=[5, 100]))
+    assert [type(m) for _, m, _, _ in net.sent] == [wire.NsList]  # (asked again, then no)
+    long_key = b"k" * (64 * 1024 - 2)
+    net.sent.clear()
+    with pytest.raises(InvalidRequest, match=r"^item 1: key of 65534 bytes is too long for "
+                                             r"namespace 's' \(at most \d+\)"):
+        net.run(c.put_many([(b"a", b"v"), (long_key, b"v")], namespace="s"))
+    with pytest.raises(InvalidRequest, match=r"^item 0: key of 65534 bytes is too long"):
+        net.run(c.delete_many([(long_key, b"")], namespace="s"))
+    assert not [m for _, m, _, _ in net.sent if isinstance(m, wire.Put | wire.Delete)]
+    # an alter raised the bound since the client cached it: asked again, then sent
+    c.ns_cache["s"] = msgspec.structs.replace(ns, ttl=10)
+    net.sent.clear()
+    net.run(c.put_many([(b"a", b"v"), (b"b", b"v")], namespace="s", ttl=[5, 30]))
+    assert [type(m) for _, m, _, _ in net.sent] == [wire.NsList, wire.Put, wire.Put]

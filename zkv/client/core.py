@@ -257,6 +257,13 @@ def error_for(msg: Error) -> ZkvError:
     return ZkvError(msg.message)
 
 
+def _refused_unwritten(reply: Error) -> bool:
+    """A node's error that says it stored and sent nothing of the request: invalid (checked
+    before anything is stored), or a refusal of wire.refused_unwritten's."""
+    return reply.code == wire.E_INVALID or (reply.code == wire.E_UNAVAILABLE
+                                            and wire.refused_unwritten(reply.message))
+
+
 def refused(reply) -> bool:
     """The node's answer to a frame it could not decode: an Error of rid 0 (no request has
     rid 0). It answers whatever the connection last sent; the drivers take it as such."""
@@ -527,9 +534,10 @@ class ClientCore:
         self._refreshing = False  # a plan is fetching the ring: others go on with the old one
         self.suspect_until: dict[str, float] = {}
         self.unconnectable: set[str] = set()  # endpoints whose TCP connection is not up
-        # tries sent that went unanswered within their time (a request that may have reached
-        # its node): update() tells a refused write from one that may be stored by it
-        self.silent_tries = 0
+        # tries that may have been carried out: unanswered within their time, or answered
+        # with an error a node may give after sending copies (shutting down, stood still, a
+        # missed quorum); update() tells a write surely refused from one maybe stored by it
+        self.uncertain_tries = 0
         self.unreachable_why: dict[str, str] = {}  # endpoint -> why, as its driver last saw
         # ... of those, worth waiting for (a handshake under way, a connect not yet answered,
         # or a connection up whose queue is full: the driver's _check_refused)
@@ -885,6 +893,8 @@ class ClientCore:
                 else:
                     if self.unconnectable:
                         self.unconnectable.discard(ep)
+                    if type(reply) is Error and not _refused_unwritten(reply):
+                        self.uncertain_tries += 1  # (counted before an answer moves on)
                     if reply is not None:
                         # (_sample, inline: this try's answer, or a hedged one's)
                         sent = now if reply.rid == rid else sent_at.get(reply.rid)
@@ -911,7 +921,7 @@ class ClientCore:
                             continue
                         return reply
                 if reply is not UNREACHABLE:
-                    self.silent_tries += 1
+                    self.uncertain_tries += 1
                 self.suspect_until[ep] = clock() + SUSPECT_FOR
                 self.ring_at = -1e9  # learn who is down on the next call
             if also:  # out of candidates (the last unreachable): hedged tries may still answer
@@ -920,6 +930,8 @@ class ClientCore:
                     reply = yield Send(also[-1][0], None, end, None, also)
                     if reply is not None and reply is not UNREACHABLE and reply is not SLOW:
                         self._sample(reply, sent_at)
+                        if type(reply) is Error and not _refused_unwritten(reply):
+                            self.uncertain_tries += 1
                         if type(reply) is not Error or reply.code != wire.E_UNAVAILABLE:
                             return reply
                         # a late "not now" (busy: asked again after a pause, below), as any
@@ -1142,15 +1154,52 @@ class ClientCore:
         """Refuse a write's ttl here if the namespace's values have no room for one: a node of
         a version without per-write ttls would take the write and ignore it (one with them
         refuses it; the ttl's bound, which an alter may move, is left to the node)."""
-        known = self.ns_cache.get(ns)
-        if known is None:
+        known = yield from self._namespace_of(ns)
+        if known is not None and not known.write_ttl:
+            known.check_write_ttl(ttl)  # (InvalidRequest: says why)
+
+    def _namespace_of(self, ns: str, fresh: bool = False) -> Plan[Any]:
+        """Namespace `ns`'s settings as last learned (`fresh`: asked again), read from the
+        nodes if unknown; None for the default namespace or when no node can say (the node
+        taking the write then checks)."""
+        known = self.ns_cache.get(ns) if ns and not fresh else None
+        if ns and known is None:
             try:
                 yield from self.namespaces_plan()
             except ZkvError:
-                return  # (the node decides)
+                return None
             known = self.ns_cache.get(ns)
-        if known is not None and not known.write_ttl:
-            known.check_write_ttl(ttl)  # (InvalidRequest: says why)
+        return known
+
+    def _check_ns_items(self, ns: str, keys: Sequence[bytes],
+                        ttls: Sequence[int | None] = ()) -> Plan[None]:
+        """A many-operation's items against namespace `ns` (its keys' room, each ttl of a
+        write's own), before any is sent: the nodes refused them one by one, after the items
+        before had been written (an outside run: put_many raised for item 1 and item 0 was
+        stored). The settings as cached, asked again before refusing (an alter may have
+        moved the ttl's bound since)."""
+        if not ns:
+            return
+
+        def check(known) -> None:
+            for i, key in enumerate(keys):
+                room = _MAX_KEY - len(nss.storage_key(known, key)) + len(key)
+                if len(key) > room:
+                    raise InvalidRequest(f"item {i}: key of {len(key)} bytes is too long for "
+                                         f"namespace {known.name!r} (at most {room})")
+            for i, t in enumerate(ttls):
+                if t is not None:
+                    _check_item(i, known.check_write_ttl, t)
+
+        known = yield from self._namespace_of(ns)
+        if known is None:
+            return
+        try:
+            check(known)
+        except InvalidRequest:
+            known = yield from self._namespace_of(ns, fresh=True)
+            if known is not None:
+                check(known)
 
     def delete(self, key: bytes, context: bytes | None = None, w: int | str | None = None,
                *, wid: bytes | None = None, namespace: str = nss.DEFAULT,
@@ -1305,6 +1354,7 @@ class ClientCore:
             _check_item(i, wire.check_value, value, self.max_value_size)
             _check_item(i, wire.check_context, context)
             checked.append((key, value, context))
+        yield from self._check_ns_items(ns, [k for k, _, _ in checked], ttls)
         if pw is not None:  # (refused before any key is sent)
             yield from self._need_primary()
         plans = (self.put(k, v, c, w, wid=wid, namespace=namespace, ttl=t, pw=pw)
@@ -1333,6 +1383,7 @@ class ClientCore:
             _check_item(i, wire.check_key, key)
             _check_item(i, wire.check_context, context)
             checked.append((key, context))
+        yield from self._check_ns_items(ns, [k for k, _ in checked])
         if pw is not None:  # (refused before any key is sent)
             yield from self._need_primary()
         return (yield from self.many((self.delete(k, c, w, namespace=namespace, pw=pw)
@@ -1474,26 +1525,30 @@ class ClientCore:
                         wid = self.new_wid()
                     sent = value
                     writing = True
-                    silent = self.silent_tries
+                    uncertain = self.uncertain_tries
                     ctx = yield from self.put(key, value, cur.context, w, wid=wid,
                                               namespace=namespace, ttl=ttl, pw=pw)
                     writing, stored, written = False, True, ctx
                     return ctx
                 except (QuorumError, RequestTimeout, TooManySiblings) as exc:
                     # (TooManySiblings: other writers added siblings since the read; read
-                    # again and fn merges them too)
-                    if writing and type(exc) is not TooManySiblings:
+                    # again and fn merges them too. Refused before storing, unless a try
+                    # before the refusing one may have been carried out)
+                    if writing and (type(exc) is not TooManySiblings
+                                    or self.uncertain_tries != uncertain):
                         stored = None
                     writing = False
                     last = exc
                 except (Unavailable, InvalidRequest, AuthenticationError) as exc:
                     # refused before anything was stored, by this client (a bad value, a
                     # refused key) or by a node (pw it cannot meet, its disk, busy), and no
-                    # try of the write went unanswered: surely not stored, whatever an
-                    # earlier try stored (`stored` as it was). A counter's updater then
+                    # try of the write may have been carried out (none unanswered, none
+                    # refused after copies may have gone out: a node shutting down, one that
+                    # stood still): surely not stored, whatever an earlier attempt stored
+                    # (`stored` as it was). A counter's updater then
                     # frees its lane at the totals it had: a pw-refused +1 was counted by
                     # the next one (an outside run: 20 of 20 keys)
-                    if writing and self.silent_tries == silent and (
+                    if writing and self.uncertain_tries == uncertain and (
                             type(exc) is not Unavailable or wire.refused_unwritten(str(exc))):
                         writing = False
                     raise
