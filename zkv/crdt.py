@@ -175,11 +175,10 @@ def _free_lane(slot: tuple, lane: int, totals: tuple[int, int] | None,
                 False, lanes[lane][1], lanes[lane][2])
 
 
-def _drop_lane(slot: tuple, target: list) -> None:
+def _drop_lane(slot: tuple, held: dict) -> None:
     """An updater collected without its outcome: its lane is free, at its new totals."""
-    if target:
-        lane, _, totals = target[0]
-        _free_lane(slot, lane, totals)
+    if held.get("lane") is not None:
+        _free_lane(slot, held.pop("lane"), held["totals"])
 
 
 def _lane_actor(actor: str, lane: int) -> str:
@@ -270,6 +269,9 @@ class _Crdt:
     def encode(self) -> bytes:
         raise NotImplementedError
 
+    def _normalize(self) -> None:
+        """What a merge does to a decoded state besides joining (ORSet: fold its cloud)."""
+
     @classmethod
     def decode(cls, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES):
         raise NotImplementedError
@@ -281,10 +283,13 @@ class _Crdt:
     def from_siblings(cls, values: Iterable[bytes], max_bytes: int = DEFAULT_MAX_BYTES):
         """Decode every sibling and merge them (no siblings: the empty state)."""
         out = None
-        for v in values:  # (the first as it is: a lone sibling is merged with nothing)
+        for v in values:  # (the first as decoded, not merged with an empty state)
             got = cls.decode(v, max_bytes)
             out = got if out is None else out.merge(got)
-        return cls() if out is None else out
+        if out is None:
+            return cls()
+        out._normalize()  # (what a merge does: a lone sibling's result is a merge's too)
+        return out
 
     @classmethod
     def merge_values(cls, values: Iterable[bytes], max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
@@ -400,6 +405,9 @@ class ORSet(_Crdt):
             if a == actor and n > top:
                 top = n
         return top
+
+    def _normalize(self) -> None:
+        self._compact()
 
     def _compact(self) -> None:
         """Fold cloud dots that extend the version vector contiguously into it."""
@@ -673,6 +681,7 @@ class PNCounter(_Crdt):
             raise ValueError(f"actor {actor!r}: a counter updater's actor may not contain '#' "
                              f"(its concurrent updaters count as '<actor>#<lane>')")
         target: list[tuple[int, str, tuple[int, int]]] = []  # (lane, its actor, new totals)
+        held: dict = {}  # "lane" (while this updater holds it) and "totals" (to free it at)
         read: list[bytes] = []  # the context of the read fn merges (Client.update's hook)
         done: list[bool] = []  # [True] once the write is known stored: the updater is spent
 
@@ -698,6 +707,7 @@ class PNCounter(_Crdt):
                     seen = max(seen[0], last[0]), max(seen[1], last[1])
                 p, n = seen
                 target.append((lane, name, (p + max(delta, 0), n + max(-delta, 0))))
+                held.update(lane=lane, totals=target[0][2])
             _, name, (p, n) = target[0]
             seen = s.totals(name)
             s._set(name, max(p, seen[0]), max(n, seen[1]))
@@ -710,15 +720,18 @@ class PNCounter(_Crdt):
             write was surely not stored."""
             if stored:
                 done.append(True)
-            if end.detach() is not None and target:
-                lane, _, totals = target[0]
-                _free_lane(slot, lane, None if stored is False else totals,
+            lane = held.pop("lane", None)
+            if lane is not None:
+                _free_lane(slot, lane, None if stored is False else held["totals"],
                            context if stored else b"")
+            if stored is False:  # (retried, it counts afresh: keeping its totals, fixed
+                target.clear()  # before a refusal, it wrote over an acknowledged +1 that
+                # another updater built on the lane meanwhile: the review's model)
 
         # an updater dropped unsettled (called by hand, not by Client.update) frees its lane
         # as if its write may have been stored (fn must not refer to itself: a cycle would
         # keep it until a collection)
-        end = weakref.finalize(fn, _drop_lane, slot, target)
+        weakref.finalize(fn, _drop_lane, slot, held)
         fn.__zkv_settled__ = settled  # type: ignore[attr-defined]
         fn.__zkv_read__ = read.append  # type: ignore[attr-defined]
         return fn

@@ -122,7 +122,7 @@ LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0
 SIBLING_BUCKETS = (1, 2, 3, 5, 10, 25, 50, 100)
 CONVERGENCE_BUCKETS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120)
 HOT_KEYS_TRACKED = 64  # Misra-Gries counters: any key above 1/65 of the traffic is caught
-HOT_KEYS_EXPORTED = 10  # ranks exported as zkv_hot_key_ops
+HOT_KEYS_EXPORTED = 10  # keys of the top exported as zkv_hot_key_ops (if surely hot)
 LABEL_CONTEXT = "zkv 2026-12-07 hot-key metric labels"  # BLAKE3 derive_key context
 HOT_KEYS_HALF_LIFE = 60.0  # seconds: counts halve this often, so the list follows the present
 HOT_KEY_LABEL_MAX = 80  # characters of a key shown in a label
@@ -266,21 +266,23 @@ class _OwnerReads:
 
 
 class _HotKeys:
-    """zkv_hot_key_ops{rank,key}: the rows of the last gauge refresh (observe_cluster), replaced
+    """zkv_hot_key_ops{key}: the rows of the last gauge refresh (observe_cluster), replaced
     whole by the reactor thread (a scrape reads one list or the next). As a Gauge it was
     cleared and relabelled at every refresh: ten labels() calls, each checking its values and
     taking the gauge's lock, and ten new children."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[str, str, float]] = []  # (rank, key label, estimated requests)
+        # (key label, estimated requests), hottest first. No rank label: equally hot keys
+        # swapped ranks at every refresh, a new series each time (the review)
+        self.rows: list[tuple[str, float]] = []
 
     def describe(self):
         return [self._family()]
 
     def collect(self):
         fam = self._family()
-        for rank, key, count in self.rows:
-            fam.add_metric([rank, key], count)
+        for key, count in self.rows:
+            fam.add_metric([key], count)
         return [fam]
 
     @staticmethod
@@ -289,7 +291,7 @@ class _HotKeys:
             "zkv_hot_key_ops", "Estimated recent requests on this node's hottest keys (Misra-Gries"
             f" top-k over {HOT_KEYS_TRACKED} counters, halved every {HOT_KEYS_HALF_LIFE:.0f} s; "
             "an underestimate by at most zkv_hot_key_error; only keys whose estimate is above "
-            "it, so surely hot)", labels=["rank", "key"])
+            "it, so surely hot)", labels=["key"])
 
 
 class _AgreementLag:
@@ -648,9 +650,9 @@ class NodeMetrics:
         # series in 70 s); `zkv top` still shows the whole top ten
         floor = self.hot.error_bound()
         top = [(key, count) for key, count in self.hot.top(HOT_KEYS_EXPORTED) if count > floor]
-        self.hot_keys.rows = [(str(rank), key_label(cast(bytes, key)) if secret is None
+        self.hot_keys.rows = [(key_label(cast(bytes, key)) if secret is None
                                else key_digest(cast(bytes, key), secret), count)
-                              for rank, (key, count) in enumerate(top, 1)]
+                              for key, count in top]
         self.hot_key_error.set(self.hot.error_bound())
 
     def summary(self) -> dict:
