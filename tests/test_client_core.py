@@ -1221,3 +1221,29 @@ def test_put_many_checks_every_item_against_its_namespace_before_sending_any():
     net.sent.clear()
     net.run(c.put_many([(b"a", b"v"), (b"b", b"v")], namespace="s", ttl=[5, 30]))
     assert [type(m) for _, m, _, _ in net.sent] == [wire.NsList, wire.Put, wire.Put]
+
+
+def test_a_namespace_change_that_times_out_says_it_may_have_been_applied():
+    """namespace_alter with a member paused (up until seen down): the node took the alter and
+    waited for that member; the client's timeout read as if nothing had happened, while the
+    alter was in effect (an outside run, 3 of 3)."""
+    from zkv.node.namespaces import Namespace, Registry
+
+    c, clock = core(timeout=1.0)
+    members = [msgspec.structs.replace(m, features=0xFFFF) for m in MEMBERS]  # (every one)
+    ring_ok = msgspec.structs.replace(RING, members=members)
+    c.set_ring(ring_ok)
+    reg = Registry.for_cluster(3, 2, 2)
+    reg.merge([Namespace(name="s", n=3, r=2, w=2, created=2, creator="n0")])
+
+    def node(msg):
+        if isinstance(msg, wire.NsList):
+            return wire.NsOk(msg.rid, reg.encode())
+        if isinstance(msg, wire.RingInfo):
+            return msgspec.structs.replace(ring_ok)
+        return SILENT
+
+    net = Net(clock, default=node)
+    with pytest.raises(RequestTimeout, match="may have been applied.*zkv namespace list"):
+        net.run(c.namespace_alter("s", r=1))
+    assert wire.NsAlter in {type(m) for _, m, _, _ in net.sent}

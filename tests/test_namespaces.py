@@ -31,6 +31,12 @@ def test_unknown_namespace_is_invalid_request():
         reg().get("nope")
     with pytest.raises(ValueError):  # InvalidRequest is a ValueError too
         reg().get("nope")
+    many = reg()  # (1,024 namespaces made a 4 KB error: the first 20 are named)
+    many.merge([Namespace(name=f"ns{i:03d}", n=3, r=2, w=2, created=i + 1, creator="n1")
+                for i in range(30)])
+    with pytest.raises(InvalidRequest, match=r"known: default, ns000, .*ns018 and 11 more "
+                                             r"\(`zkv namespace list`\)\)$"):
+        many.get("nope")
 
 
 def test_create_defaults_and_lww():

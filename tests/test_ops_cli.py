@@ -124,8 +124,8 @@ def test_bench_compact_and_keygen_bad_input(tmp_path):
     assert "--bogus" in one_line_error(zkv("bench", "--bogus"))
     assert "--bogus" in one_line_error(zkv("compact", "--data-dir", str(tmp_path), "--bogus"))
     assert "--data-dir" in one_line_error(zkv("compact"))
-    assert "none does not exist" in one_line_error(zkv("compact", "--data-dir",
-                                                       str(tmp_path / "none")))
+    gone = zkv("compact", "--data-dir", str(tmp_path / "none"))  # (exit 1: an error, 2 is
+    assert "none does not exist" in one_line_error(gone) and gone.returncode == 1  # usage)
     (tmp_path / "notes.txt").write_text("mine")  # a directory of something else: left alone
     assert "notes.txt is not a directory" in one_line_error(
         zkv("compact", "--data-dir", str(tmp_path / "notes.txt")))
@@ -431,3 +431,9 @@ def test_cluster_wait_needs_the_left_nodes_goodbye_and_asks_other_members(monkey
     monkeypatch.setattr(cli, "LEAVE_SILENT_GIVE_UP", 0.0)
     with pytest.raises(cli.ZkvError, match="without saying it stopped: frozen, killed"):
         cli._wait_change(FakeClient([frozen]), "tcp://a:1", "n3")
+    # commit --wait (no node named): until no member is leaving and nothing moves
+    leaving = doc("up", "")
+    leaving["members"][2]["status"] = "leaving"
+    c = FakeClient([leaving, leaving, doc("down", SHUT_DOWN)])
+    cli._wait_change(c, "tcp://a:1", "")
+    assert len(c.asked) == 3 and "n3 leaving" in capsys.readouterr().err

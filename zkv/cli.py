@@ -600,14 +600,14 @@ def _main(argv: list[str] | None = None) -> int:
     c_rm = with_node(csub.add_parser("force-remove", help="NODE_ID is gone for good; the other "
                                      "replicas refill its share"))
     c_rm.add_argument("node_id")
-    for sp in (c_leave, c_repl, c_rm):
-        sp.add_argument("--wait", action="store_true",
-                        help="return once the change is complete: its data moved, the node "
-                        "gone from the cluster, nothing settling (progress on stderr)")
     c_plan = with_node(csub.add_parser("plan", help="staged changes and the transfers they "
                                        "cause"))
     c_plan.add_argument("--json", action="store_true")
-    with_node(csub.add_parser("commit", help="apply the staged changes"))
+    c_commit = with_node(csub.add_parser("commit", help="apply the staged changes"))
+    for sp in (c_leave, c_repl, c_rm, c_commit):
+        sp.add_argument("--wait", action="store_true",
+                        help="return once the change is complete: its data moved, the node "
+                        "gone from the cluster, nothing settling (progress on stderr)")
     c_ac = with_node(csub.add_parser("auto-commit", help="commit changes at once (on) or "
                                      "stage them until `commit` (off)"))
     c_ac.add_argument("value", choices=["on", "off"])
@@ -1010,10 +1010,12 @@ def status_command(args) -> int:
             print(line)
     ex = doc.get("expiry")
     if ex:
+        spaces = sorted(ex["namespaces"].items())  # (the first 10: 216 made an 8.6 KB line)
+        more = f" and {len(spaces) - 10} more (`zkv namespace list`)" if len(spaces) > 10 else ""
         print("expiry: " + ", ".join(f"{name} ttl={_show_duration(ttl)}" if ttl else
                                      f"{name} ttl=none (what had expired before it was "
                                      "removed stays expired)"
-                                     for name, ttl in sorted(ex["namespaces"].items()))
+                                     for name, ttl in spaces[:10]) + more
               + f"; {ex['dropped']} expired version(s) dropped here since start, "
               f"{ex['passes']} full sweep(s)")
     purge = doc.get("purge")
@@ -1134,7 +1136,10 @@ def cluster_command(args) -> int:
                       file=sys.stderr)
                 return 1
             sys.stdout.flush()
-            _wait_change(c, args.node, args.old_id if cmd == "replace" else args.node_id)
+            # (commit: its data moved and no member still leaving; it said "--wait returns
+            # once it has" and refused --wait: an outside run)
+            _wait_change(c, args.node, "" if cmd == "commit" else
+                         args.old_id if cmd == "replace" else args.node_id)
             print(f"{cmd}: complete")
     return 0
 
@@ -1197,6 +1202,10 @@ def _wait_change(c, node: str, gone: str) -> None:
                     "to hand them over, and it exits)")
         else:
             silent_since = None
+        leaving = sorted(i for i, m in members.items()
+                         if i != gone and m.get("status") == "leaving")
+        if leaving:
+            left.append(f"{', '.join(leaving)} leaving")
         if moving:
             left.append(f"{len(moving)} transfer(s) running")
         if cl.get("unsettled_changes"):

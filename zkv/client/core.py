@@ -1454,9 +1454,9 @@ class ClientCore:
             yield from self._need_feature(wire.FEATURE_PRIMARY, f"cannot create namespace "
                                           f"{name!r} with pr/pw", "without primary quorums",
                                           fresh=True)
-        reply = yield from self.call(NsCreate(0, name, n or 0, cast(int, r or 0),
-                                              cast(int, w or 0), conflicts, ttl, cast(int, pr),
-                                              cast(int, pw)), None)  # (numbers by now)
+        reply = yield from self._ns_call(NsCreate(0, name, n or 0, cast(int, r or 0),
+                                                  cast(int, w or 0), conflicts, ttl,
+                                                  cast(int, pr), cast(int, pw)))  # (numbers)
         reg = self._learn(_expect(reply, NsOk))
         self.ns_cache[name] = reg.get(name)  # the cluster's version, if a race had one
         return msgspec.to_builtins(reg.get(name))
@@ -1601,9 +1601,21 @@ class ClientCore:
                                           f"{name!r} to pr/pw", "without primary quorums")
         r, w, pr, pw = (-1 if v is None else cast(int, v) for v in (r, w, pr, pw))
         msg = wire.NsAlter(0, name, r, w, -1 if ttl is None else ttl, pr, pw)
-        reg = self._learn(_expect((yield from self.call(msg, None)), NsOk))
+        reg = self._learn(_expect((yield from self._ns_call(msg)), NsOk))
         self.ns_cache[name] = reg.get(name)
         return msgspec.to_builtins(reg.get(name))
+
+    def _ns_call(self, msg) -> Plan[Any]:
+        """A namespace change sent to a node, which answers once every member it sees up has
+        it: a timeout (a member paused, not yet seen down) may come after the change took
+        effect, and says so (it read as if nothing had happened: an outside run, the alter
+        in effect 3 of 3 times)."""
+        try:
+            return (yield from self.call(msg, None))
+        except RequestTimeout as exc:
+            raise RequestTimeout(f"{exc}; the namespace change may have been applied (a node "
+                                 "took it and waits for every member it sees up to have it): "
+                                 "`zkv namespace list` shows whether it was") from None
 
     def namespace_drop(self, name: str, truncate: bool = False) -> Plan[dict]:
         """Drop a namespace (admin): every key of it is gone at once for every read, listing
@@ -1628,8 +1640,8 @@ class ClientCore:
         now = self._learn(_expect((yield from self.call(NsList(0), None)), NsOk))
         current = now.version_of(name)
         gen = current.gen if current is not None else -1
-        reg = self._learn(_expect((yield from self.call(wire.NsDrop(0, name, truncate, gen),
-                                                        None)), NsOk))
+        reg = self._learn(_expect((yield from self._ns_call(wire.NsDrop(0, name, truncate,
+                                                                         gen))), NsOk))
         if truncate:
             self.ns_cache[name] = reg.get(name)
             return msgspec.to_builtins(reg.get(name))

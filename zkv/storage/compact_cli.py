@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(args.data_dir):
         why = "is not a directory" if os.path.exists(args.data_dir) else "does not exist"
         print(f"zkv compact: {args.data_dir} {why}", file=sys.stderr)
-        return 2
+        return 1
     # a zkv-node --data-dir holds two stores: data/ (replicas) and handoff/ (hints kept for
     # absent owners; named hints/ before 0.2, and still so until the node next starts)
     node_dir = os.path.exists(os.path.join(args.data_dir, "cluster.json"))
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zkv compact: {args.data_dir} holds no zkv store (no seg-*.data files, no "
               "cluster.json): give a node's --data-dir or a LogStore's directory",
               file=sys.stderr)
-        return 2
+        return 1
     rc = 0
     for d in dirs:
         if os.path.isdir(d):
@@ -54,7 +54,7 @@ def _compact_one(path: str, args) -> int:
         store = LogStore(path, compact_dead_ratio=None)
     except ZkvError as exc:
         print(f"zkv compact: {exc}", file=sys.stderr)
-        return 2
+        return 1
     try:
         if args.release_tombstones:
             store.release_tombstones(store.tombstones())
