@@ -720,10 +720,15 @@ class PNCounter(_Crdt):
             write was surely not stored."""
             if stored:
                 done.append(True)
+            # the context is kept only if it covers the write's own dot: put_context's
+            # other answer, the context given with the write id listed, is one a read that
+            # missed the write descends too (an outside run lost 465 acknowledged +1s so,
+            # every one under a context whose new entry was the blind "~")
+            if not (stored and read and dvv.context_has_new_dot(context, read[-1])):
+                context = b""
             lane = held.pop("lane", None)
             if lane is not None:
-                _free_lane(slot, lane, None if stored is False else held["totals"],
-                           context if stored else b"")
+                _free_lane(slot, lane, None if stored is False else held["totals"], context)
             if stored is False:  # (retried, it counts afresh: keeping its totals, fixed
                 target.clear()  # before a refusal, it wrote over an acknowledged +1 that
                 # another updater built on the lane meanwhile: the review's model)

@@ -154,6 +154,12 @@ def context_descends(a: bytes, b: bytes) -> bool:
     whose context descends a put's returned context saw that put, or what replaced it).
     ``b""`` has seen nothing. ValueError on a malformed one."""
 
+def context_has_new_dot(a: bytes, b: bytes) -> bool:
+    """The encoded context ``a`` counts a dot ``b`` does not, under a node id (the entry
+    ``~``, BLIND_ACTOR, names no write). A put's returned context has one over the context
+    it was given exactly when it covers the put's own dot (put_context's usual case; its
+    other returns the given context, with the write id listed)."""
+
 def merge_contexts(a: bytes, b: bytes) -> bytes:
     """The join of two encoded contexts, encoded (write ids: a's, then b's, at most 4).
     ValueError on a malformed one."""

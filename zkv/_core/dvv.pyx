@@ -1910,6 +1910,19 @@ def context_descends(a, b):
     return dvv_descends(ca, _ctx(b, ca))
 
 
+def context_has_new_dot(a, b):
+    """The encoded context ``a`` counts a dot ``b`` does not, under a node id (not under
+    BLIND_ACTOR, which names no write)."""
+    cdef DVVSet ca = _ctx(a)
+    cdef DVVSet cb = _ctx(b, ca)
+    cdef Py_ssize_t k
+    for k in range(ca.n_entries):
+        if (<bytes>ca.ents[k].node) != BLIND_ACTOR and \
+                ca.ents[k].counter > _counter_of(cb, ca.ents[k].node):
+            return True
+    return False
+
+
 def merge_contexts(a, b):
     """The join of two encoded contexts, encoded (vectors joined, write ids a's then b's)."""
     cdef DVVSet ca = _ctx(a)

@@ -450,9 +450,14 @@ class AsyncClient(Facade):
                                         else self._try_many(send.sends)))
         except StopIteration as done:
             return done.value
-        except zmq.ZMQError:
-            if self._zctx.closed:  # (closed by another task while this one was at a socket)
-                raise InvalidRequest("this AsyncClient was closed during the call") from None
+        except (zmq.ZMQError, KeyError):
+            # (closed by another task while this one was at a socket, or waiting for a
+            # connection: close() had emptied the socket table, KeyError: an outside run.
+            # Part of the call may have been sent: a timeout, as _fail_waiting says it, so
+            # update() counts a write of it as maybe stored)
+            if self._zctx.closed:
+                raise RequestTimeout("this AsyncClient was closed during the call (a write "
+                                     "it had sent may have been stored)") from None
             raise
         finally:
             plan.close()
