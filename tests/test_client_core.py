@@ -888,7 +888,8 @@ def test_a_bad_item_is_named_in_the_error():
 
 @settings(max_examples=100, deadline=None)
 @given(fates=st.lists(fate, min_size=4, max_size=4), timeout=st.floats(0.05, 6.0),
-       keys=st.lists(st.binary(min_size=1, max_size=6), min_size=1, max_size=20, unique=True))
+       keys=st.lists(st.binary(min_size=1, max_size=6).filter(lambda k: k[0] != 0),
+                     min_size=1, max_size=20, unique=True))  # (0x00 first: refused up front)
 def test_many_keeps_each_item_s_contract_under_any_fault_schedule(fates, timeout, keys):
     """Each item of a put_many behaves as a put of its own: no node tried twice, one write id
     per item (a new one per item), within the call's deadline, answered only by a node that
@@ -1247,3 +1248,18 @@ def test_a_namespace_change_that_times_out_says_it_may_have_been_applied():
     with pytest.raises(RequestTimeout, match="may have been applied.*zkv namespace list"):
         net.run(c.namespace_alter("s", r=1))
     assert wire.NsAlter in {type(m) for _, m, _, _ in net.sent}
+
+
+def test_many_refuses_a_default_namespace_key_beginning_with_0x00_before_sending_any():
+    """get_many([b"ok", b"\\x00bad", b""]) named item 2 (the empty key), though item 1 came
+    first; with return_exceptions it sent "ok" and got the node's refusal for item 1 (an
+    outside run): the first bad item in order, nothing sent."""
+    c, clock = core()
+    net = Net(clock, default=member())
+    with pytest.raises(InvalidRequest, match=r"^item 1: keys of the default namespace may not"):
+        net.run(c.get_many([b"ok", b"\x00bad", b""], return_exceptions=True))
+    with pytest.raises(InvalidRequest, match=r"^item 0: keys of the default namespace"):
+        net.run(c.put_many([(b"\x00k", b"v")]))
+    with pytest.raises(InvalidRequest, match=r"^item 0: keys of the default namespace"):
+        net.run(c.delete_many([b"\x00k"]))
+    assert not net.sent

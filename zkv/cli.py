@@ -1125,6 +1125,10 @@ def cluster_command(args) -> int:
         "auto-commit": lambda: ("auto_commit", "true" if args.value == "on" else "false", ""),
     }[cmd]()
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+        leaving = [""]  # commit --wait: the nodes its staged changes take out, read first
+        if cmd == "commit" and getattr(args, "wait", False):
+            leaving = [s["node"] for s in c.cluster("plan", "", "", args.node).get("staged", [])
+                       if s["action"] in ("leave", "replace", "force-remove")] or [""]
         info = c.cluster(action, a, b, args.node)
         if cmd == "plan" and args.json:
             print(json.dumps(info, indent=2, sort_keys=True))
@@ -1136,10 +1140,12 @@ def cluster_command(args) -> int:
                       file=sys.stderr)
                 return 1
             sys.stdout.flush()
-            # (commit: its data moved and no member still leaving; it said "--wait returns
-            # once it has" and refused --wait: an outside run)
-            _wait_change(c, args.node, "" if cmd == "commit" else
-                         args.old_id if cmd == "replace" else args.node_id)
+            # (commit: its data moved, every node it takes out gone as a leave's --wait
+            # waits for it; it said "--wait returns once it has" and refused --wait, then
+            # returned while a replaced node handed over for 59 s: outside runs)
+            for gone in (leaving if cmd == "commit" else
+                         [args.old_id if cmd == "replace" else args.node_id]):
+                _wait_change(c, args.node, gone)
             print(f"{cmd}: complete")
     return 0
 
@@ -1231,7 +1237,11 @@ def print_plan(info: dict, cmd: str) -> None:
             "returns once it has; `zkv status` shows the transfers)")
         print(f"{cmd}: {how} (epoch {info['epoch']}, claimant {info.get('claimant')})")
     print(f"auto-commit: {'on' if info.get('auto_commit') else 'off'}")
-    if staged:
+    if staged and info.get("auto_commit"):  # (auto-commit on: the claimant applies them at
+        # its next tick; "run commit" read as if they would wait, and a leave staged only to
+        # look at its plan went ahead: an outside run)
+        print("staged, applied now (auto-commit is on):")
+    elif staged:
         print("staged (run `zkv cluster commit` to apply):")
         for s in staged:
             print(f"  {s['action']} {s['node']}" + (f" -> {s['other']}" if s["other"] else ""))
@@ -1598,6 +1608,19 @@ def _attached_node(args):
 
 def local_restart(args) -> int:
     cluster, n = _attached_node(args)
+    for m in cluster.nodes:  # (a node that left, started again, exits in ~5 s: it said
+        if m is n or not cluster.running_pid(m):  # "running again" and exit 0 all the same:
+            continue                                # an outside run)
+        try:
+            members = {x["id"]: x for x in cluster.status_of(m, 2.0)["members"]}
+        except ZkvError:
+            continue
+        if members.get(n.id, {}).get("status") == "left":
+            print(f"zkv: {n.id} left the cluster (zkv cluster leave or replace): started again "
+                  "it only hands over what it still holds and exits; `zkv local add` starts a "
+                  "new node", file=sys.stderr)
+            return 1
+        break
     pid = cluster.running_pid(n)
     if pid:
         print(f"zkv: stopping {n.id} (pid {pid}) with SIGTERM")

@@ -353,6 +353,15 @@ def _per_item(given, items: list, what: str) -> list:
     return got
 
 
+def _check_many_key(key, ns: str) -> None:
+    """A many-operation's key: as any key, and in the default namespace not beginning with
+    byte 0x00 (the node refused it after the keys before it were sent: an outside run)."""
+    wire.check_key(key)
+    if not ns and key[:1] == b"\x00":
+        raise InvalidRequest("keys of the default namespace may not begin with byte 0x00 "
+                             "(reserved for namespaced keys)")
+
+
 def _check_item(i: int, check: Callable, *args) -> None:
     """A per-item check of a many-operation, its error naming the item."""
     try:
@@ -1307,7 +1316,8 @@ class ClientCore:
         wire.check_quorum("r", r, self._n_of(ns))
         wire.check_quorum("pr", pr, self._n_of(ns))
         for i, key in enumerate(keys):
-            _check_item(i, wire.check_key, key)
+            _check_item(i, _check_many_key, key, ns)
+        yield from self._check_ns_items(ns, keys)
         if pr is not None:  # (refused before any key is sent)
             yield from self._need_primary()
         return (yield from self.many((self.get(k, r, namespace=namespace, pr=pr) for k in keys),
@@ -1350,7 +1360,7 @@ class ClientCore:
                 raise InvalidRequest(f"item {i}: a (key, value) or (key, value, context) tuple, "
                                      f"not {what}")
             key, value, context = item if len(item) == 3 else (*item, None)
-            _check_item(i, wire.check_key, key)
+            _check_item(i, _check_many_key, key, ns)
             _check_item(i, wire.check_value, value, self.max_value_size)
             _check_item(i, wire.check_context, context)
             checked.append((key, value, context))
@@ -1380,7 +1390,7 @@ class ClientCore:
                 key, context = item
             else:
                 key, context = item, None
-            _check_item(i, wire.check_key, key)
+            _check_item(i, _check_many_key, key, ns)
             _check_item(i, wire.check_context, context)
             checked.append((key, context))
         yield from self._check_ns_items(ns, [k for k, _ in checked])
