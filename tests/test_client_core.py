@@ -807,6 +807,19 @@ def test_a_coordinator_that_saw_too_few_replicas_up_costs_one_more_coordinator()
     with pytest.raises(QuorumError, match="within 1.00s"):
         net.run(c.get(b"k", r=2))
     assert len(net.sent) == 1
+    # the ring it learned (from a node on the small side of a partition) calls the key's
+    # owners down: the coordinators it tries first are stand-ins on that side, and the one
+    # other asked after "too few replicas up" is an owner, not the next stand-in (an outside
+    # netns run: every w=3 put failed for 2|3 partitions, both tries on the small side)
+    c, clock = core(timeout=5.0)
+    owner_ids = [m.id for m in MEMBERS if EP[m.id] in owners(b"k")[:3]]
+    c.set_ring(msgspec.structs.replace(RING, down=owner_ids))
+    first = c.candidates(b"k")[0]
+    assert first not in owners(b"k")[:3]
+    net = Net(clock, {first: alone}, default=member())
+    assert net.run(c.put(b"k", b"v", w=3)) == b"new-ctx"
+    assert [ep for ep, *_ in net.sent][0] == first
+    assert [ep for ep, *_ in net.sent][1] == owners(b"k")[0]
 
 
 # ---- many operations in one call ----------------------------------------------------------------

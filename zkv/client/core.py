@@ -631,6 +631,19 @@ class ClientCore:
                                         tokens=self.ring_msg.tokens)
         return ring
 
+    def _owner_not_asked(self, key: bytes | None, n: int | None, asked: list[str]
+                         ) -> str | None:
+        """The first owner of stored key `key` (its preflist, whatever the ring learned says
+        is down) not asked yet and not known unconnectable; None if none or no ring."""
+        ring = self.ring if n is None else self.ring_for(n)
+        if key is None or ring is None:
+            return None
+        for x in ring.preflist(ring.partition(key)):
+            ep = self.endpoints.get(x)
+            if ep is not None and ep not in asked and ep not in self.unconnectable:
+                return ep
+        return None
+
     def candidates(self, key: bytes | None, n: int | None = None) -> list[str]:
         """Endpoints to try, best first: the key's owners that look up, others, suspects last.
         `key` is the stored key (namespace prefix included), `n` its namespace's N. The list
@@ -860,7 +873,8 @@ class ClientCore:
         asked: list[str] = []  # every endpoint tried, in order (named if all fail)
         rids, per_try = self.rids, self.per_try
         while True:
-            candidates = [only] if only else self.candidates(key, n)
+            # (a copy: an ASKED_ALL answer moves an owner up, and the order is shared)
+            candidates = [only] if only else list(self.candidates(key, n))
             also: tuple[tuple[str, int], ...] = ()  # earlier tries still listened to
             listen_until = 0.0
             sent_at: dict[int, float] = {}  # rid -> when each try still listened to was sent
@@ -927,6 +941,16 @@ class ClientCore:
                             # keeps its id), as Cassandra's drivers retry an
                             # UnavailableException on the next host once.
                             short, short_at = reply, i
+                            # that one other is an owner of the key this client has not
+                            # asked, even one the ring it learned calls down: that view came
+                            # from a node, maybe the cut-off one (a 2|3 partition failed
+                            # every w=3 put to keys whose owners the client could all reach,
+                            # both coordinators on the small side: an outside netns run)
+                            alt = self._owner_not_asked(key, n, asked)
+                            if alt is not None:
+                                candidates[i + 1:] = [alt] + [x for x in candidates[i + 1:]
+                                                              if x != alt]
+                                last = len(candidates) - 1
                             continue
                         return reply
                 if reply is not UNREACHABLE:
