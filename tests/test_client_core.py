@@ -502,7 +502,7 @@ def test_an_injected_rng_makes_write_ids_reproducible():
     assert wids(1) == wids(1) != wids(2)
 
 
-def test_update_rereads_and_retries_a_missed_quorum_reusing_the_id_for_the_same_value():
+def test_update_rereads_and_retries_a_missed_quorum_under_a_new_write_id():
     c, clock = core()
     fails = [QuorumError, None]
 
@@ -523,7 +523,9 @@ def test_update_rereads_and_retries_a_missed_quorum_reusing_the_id_for_the_same_
     assert seen == [[b"a", b"b"], [b"a", b"b"]]
     assert net.kinds() == ["Get", "Put", "Get", "Put"]
     wids = _wids(net)
-    assert wids[0] == wids[1]  # the same value resent: maybe stored already, the same write
+    # a new id even for the same bytes: two writers retrying so, each under its first id,
+    # listed each other's as retired and rule R erased both (the review's model)
+    assert wids[0] != wids[1]
     assert store[b"k"] == [b"a+b"]
 
 
@@ -820,6 +822,16 @@ def test_a_coordinator_that_saw_too_few_replicas_up_costs_one_more_coordinator()
     assert net.run(c.put(b"k", b"v", w=3)) == b"new-ctx"
     assert [ep for ep, *_ in net.sent][0] == first
     assert [ep for ep, *_ in net.sent][1] == owners(b"k")[0]
+    # ... and when that owner is really down (silent), the next candidate still gets its
+    # turn, as before; suspect from then on, the owner is not picked again (the review: a
+    # paused owner picked every time failed 20 of 20)
+    c, clock = core(timeout=5.0)
+    a, b, _ = owners(b"k")[:3]
+    c.set_ring(msgspec.structs.replace(RING, down=[m.id for m in MEMBERS if EP[m.id] == b]))
+    net = Net(clock, {a: alone, b: lambda m: SILENT}, default=member())
+    for _ in range(3):
+        assert net.run(c.put(b"k", b"v", w=2)) == b"new-ctx"
+    assert [ep for ep, *_ in net.sent].count(b) == 1
 
 
 # ---- many operations in one call ----------------------------------------------------------------
@@ -1276,3 +1288,59 @@ def test_many_refuses_a_default_namespace_key_beginning_with_0x00_before_sending
     with pytest.raises(InvalidRequest, match=r"^item 0: keys of the default namespace"):
         net.run(c.delete_many([b"\x00k"]))
     assert not net.sent
+
+
+def test_two_updates_retried_after_missed_quorums_never_erase_each_other():
+    """Two clients' update(GSet.updater(add=["x"])) on {"a"}: both first writes stored at
+    their coordinator but short of w=3, anti-entropy, then each retry re-reads and writes
+    the same bytes. Reusing their first write ids, each retry listed the other's as retired
+    and rule R erased both: the key held nothing after both calls succeeded (the review)."""
+    from zkv._core import dvv
+    from zkv.crdt import GSet
+
+    rep: dict = {x: dvv.update(None, b"", GSet.updater(add=["a"])([]), "n1", b"seed")
+                 for x in ("n1", "n2", "n3")}
+    route, quorum_ok, puts = {"A": "n1", "B": "n2"}, {"A": False, "B": False}, []
+
+    def proxy(who):
+        def handle(msg):
+            x = route[who]
+            if isinstance(msg, wire.Get):
+                return wire.GetOk(0, list(rep[x].live_values()), rep[x].context())
+            assert isinstance(msg, wire.Put)
+            rep[x] = dvv.update(rep[x], msg.context, msg.value, x, msg.wid)
+            puts.append(who)
+            if not quorum_ok[who]:
+                return wire.Error(0, wire.E_QUORUM, "put: 1 of the required 3 replicas "
+                                  "acknowledged within 1.00s", 3, 1)
+            return wire.PutOk(0, dvv.put_context(rep[x], msg.context, msg.wid), 1)
+        return handle
+
+    (ca, clka), (cb, clkb) = core(timeout=10.0), core(timeout=10.0)
+    nets = {"A": Net(clka, default=proxy("A")), "B": Net(clkb, default=proxy("B"))}
+    plans = {"A": ca.update(b"k", GSet.updater(add=["x"]), w=3),
+             "B": cb.update(b"k", GSet.updater(add=["x"]), w=3)}
+    sends = {who: next(plan) for who, plan in plans.items()}
+    done = {}
+
+    def until_puts(who: str, n: int) -> None:
+        while puts.count(who) < n:
+            try:
+                sends[who] = plans[who].send(nets[who].deliver(sends[who]))
+            except StopIteration:
+                done[who] = True
+                return
+
+    until_puts("A", 1)
+    until_puts("B", 1)
+    synced = dvv.sync_many(rep.values())  # anti-entropy
+    rep.update(n1=synced, n2=synced, n3=synced)
+    route.update(A="n2", B="n1")
+    quorum_ok.update(A=True, B=True)
+    until_puts("A", 2)
+    until_puts("B", 2)
+    until_puts("A", 3)
+    until_puts("B", 3)
+    assert done == {"A": True, "B": True}
+    final = dvv.sync_many(rep.values()).live_values()
+    assert GSet.from_siblings(final).elements == {"a", "x"}

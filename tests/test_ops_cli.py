@@ -437,3 +437,18 @@ def test_cluster_wait_needs_the_left_nodes_goodbye_and_asks_other_members(monkey
     c = FakeClient([leaving, leaving, doc("down", SHUT_DOWN)])
     cli._wait_change(c, "tcp://a:1", "")
     assert len(c.asked) == 3 and "n3 leaving" in capsys.readouterr().err
+
+
+def test_print_plan_says_staged_changes_apply_now_under_auto_commit(capsys):
+    """`zkv cluster auto-commit on` with a leave staged listed it under "run commit to
+    apply" while the claimant applied it two seconds later (an outside run)."""
+    from zkv.cli import print_plan
+
+    info = {"epoch": 3, "claimant": "n1", "auto_commit": True, "members": {"n1": "valid"},
+            "owned_after": {"n1": 16}, "staged": [{"action": "leave", "node": "n4",
+                                                   "other": ""}]}
+    print_plan(info, "auto-commit")
+    out = capsys.readouterr().out
+    assert "staged, applied now (auto-commit is on):\n  leave n4\n" in out
+    print_plan({**info, "auto_commit": False}, "plan")
+    assert "staged (run `zkv cluster commit` to apply):\n  leave n4\n" in capsys.readouterr().out

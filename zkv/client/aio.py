@@ -384,8 +384,10 @@ class AsyncClient(Facade):
         return await self._run(self.core.repair(partition, node))
 
     async def close(self) -> None:
-        """Close the connections. Calls still waiting for an answer (other tasks') raise
-        InvalidRequest at once, as later calls do."""
+        """Close the connections. Calls still waiting (other tasks') fail at once: with
+        InvalidRequest if nothing of theirs was sent, as later calls do, else with
+        RequestTimeout (a write sent may have been stored; so does a call that was waiting
+        for a connection, part of which may have gone out)."""
         if self._forked:  # (the sockets are the parent's: closing them here is not ours)
             self._socks.clear()
             return

@@ -634,13 +634,15 @@ class ClientCore:
     def _owner_not_asked(self, key: bytes | None, n: int | None, asked: list[str]
                          ) -> str | None:
         """The first owner of stored key `key` (its preflist, whatever the ring learned says
-        is down) not asked yet and not known unconnectable; None if none or no ring."""
+        is down) not asked yet, not known unconnectable and not suspect by this client's own
+        tries; None if none or no ring."""
         ring = self.ring if n is None else self.ring_for(n)
         if key is None or ring is None:
             return None
         for x in ring.preflist(ring.partition(key)):
             ep = self.endpoints.get(x)
-            if ep is not None and ep not in asked and ep not in self.unconnectable:
+            if ep is not None and ep not in asked and ep not in self.unconnectable \
+                    and ep not in self.suspect_until:
                 return ep
         return None
 
@@ -881,12 +883,13 @@ class ClientCore:
             refused: Error | None = None  # the last "not now" (E_UNAVAILABLE) a node answered
             short: Error | None = None  # a coordinator's "too few replicas up" (ASKED_ALL)
             short_at = 0  # (the candidate that said so)
+            short_more = 1  # coordinators asked after it (2: an owner first, then the next)
             last = len(candidates) - 1
             for i, ep in enumerate(candidates):
                 if i:  # (the first try goes out in the same step as the clock read above)
                     now = clock()
-                    if short is not None and i > short_at + 1:
-                        break  # (one more coordinator only)
+                    if short is not None and i > short_at + short_more:
+                        break  # (one more coordinator, or an owner and one more)
                 if now >= deadline:
                     break
                 tried += 1
@@ -946,11 +949,13 @@ class ClientCore:
                             # from a node, maybe the cut-off one (a 2|3 partition failed
                             # every w=3 put to keys whose owners the client could all reach,
                             # both coordinators on the small side: an outside netns run)
+                            # (and then the next candidate as before: the owner may really be
+                            # down, paused, which the review's model found 200 of 200 times)
                             alt = self._owner_not_asked(key, n, asked)
-                            if alt is not None:
+                            if alt is not None and alt != candidates[i + 1]:
                                 candidates[i + 1:] = [alt] + [x for x in candidates[i + 1:]
                                                               if x != alt]
-                                last = len(candidates) - 1
+                                last, short_more = len(candidates) - 1, 2
                             continue
                         return reply
                 if reply is not UNREACHABLE:
@@ -1526,7 +1531,6 @@ class ClientCore:
             yield from self._need_primary()
         last: ZkvError | None = None
         wid: bytes | None = None
-        sent: bytes | None = None
         # what became of the write, for fn's `__zkv_settled__(stored)` if it has one (a
         # counter's updater, crdt.py): True stored, None maybe (a put that timed out or
         # missed its quorum, or was cut short), False surely not
@@ -1555,9 +1559,12 @@ class ClientCore:
                                              "between its read and its write, and fn returns "
                                              "the bytes to write (for async work: get(), then "
                                              "put() with its context)")
-                    if wid is None or value != sent:
-                        wid = self.new_wid()
-                    sent = value
+                    # a new write id for every attempt: two writers whose first tries missed
+                    # their quorum re-read, wrote the same bytes under their first ids, and
+                    # each new write listed the other's id as retired: rule R retired both,
+                    # and two acknowledged updates erased each other (the review's model;
+                    # a CRDT updater reapplies its own changes once, whatever the id)
+                    wid = self.new_wid()
                     writing = True
                     uncertain = self.uncertain_tries
                     ctx = yield from self.put(key, value, cur.context, w, wid=wid,
