@@ -43,10 +43,10 @@ vector with one entry per actor. The price is that a dot must never be issued tw
   the updater's outcome through its `__zkv_settled__`), so a refused write takes no other
   update's increment with it, nor they its. The price: one more counter entry per lane, as
   many as the process ever ran updaters of the key at once. A lane also keeps the context its
-  last stored write returned (`Client.update` hands an updater its read's context through
-  `__zkv_read__` and the write's through `__zkv_settled__`): a read that has seen that write
-  is the truth (a deleted counter starts again from 0), one that missed it (a stale replica)
-  never counts below the lane's totals.
+  last stored write returned, when it covers that write's own dot (`Client.update` hands an
+  updater its read's context through `__zkv_read__` and the write's through
+  `__zkv_settled__`): a read that has seen that write is the truth (a deleted counter starts
+  again from 0), one that missed it (a stale replica) never counts below the lane's totals.
 A gap left by a write that was never stored at all stays as one entry in the context cloud.
 
 Value layout (one place; msgpack bodies encoded with msgspec, canonical: sorted, no
