@@ -116,8 +116,10 @@ itself retired by ``sync`` (not ``update``), ``lww`` or ``retain`` before the la
 arrives, and once a tombstone is reaped (the node keeps a reaped tombstone's retired ids for
 its echo window, see zkv/node/replica.py). The first gap is closed by the context itself:
 ``context()`` of a set with write ids carries the retired list a write covering the whole
-set would get (context format version 2, see dvv.pxd), and ``update`` joins it to the list
-it derives from the server's set (then applies R: a copy the context did not cover by dot,
+set would get (context format version 2, see dvv.pxd), and ``update`` joins the list it
+derives from the server's set to it, the context's first (so the one id ``put_context``
+lists for a write it could not cover is never the one cut at 4), then applies R (a copy the
+context did not cover by dot,
 e.g. a late twin the coordinator already holds, goes too). So the client's read carries the
 ids to whichever coordinator takes its write.
 
@@ -1693,8 +1695,12 @@ cdef DVVSet dvv_update(DVVSet server, DVVSet ctx, object node, object value, obj
             t = _alias_cover(t, ctx)
         if server.n_wids or server.n_rw:
             rw = _retired_by(server, ctx, wid)
-    if ctx.ctx_wids is not None:   # what the client read, wherever it read it
-        rw = _join_wids(rw, ctx.ctx_wids, wid)
+    if ctx.ctx_wids is not None:   # what the client read, wherever it read it, first: a
+        # put_context that could not cover its write lists the write's id there alone, and
+        # a chained put has to retire it by that id; behind 4 ids the coordinator derived
+        # from unread siblings its context covered, it was cut, and the replaced value came
+        # back next to the put chained on it (an outside netns run: 14 of 99,599)
+        rw = _join_wids(ctx.ctx_wids, rw, wid)
     if wid is not None and t.n_wids:
         for k in range(t.n_vals):   # the retry of a write this replica already holds live
             if (t.vals[k].wid != NULL and _same_bytes(t.vals[k].wid, <PyObject *>wid)
