@@ -181,6 +181,12 @@ def _drop_lane(slot: tuple, held: dict) -> None:
         _free_lane(slot, held.pop("lane"), held["totals"])
 
 
+# what an updater whose write was stored says when run again (a counter's or a set's: reused,
+# it did nothing, silently: an outside run)
+_SPENT = ("this updater's update was stored already: an updater is one update (reused only "
+          "to retry one that failed); make a new one for the next")
+
+
 def _lane_actor(actor: str, lane: int) -> str:
     if not lane:
         return actor
@@ -572,9 +578,7 @@ class ORSet(_Crdt):
 
         def fn(siblings: list[bytes]) -> bytes:
             if done:  # (its adds' dots, reused, would not add back an element removed since)
-                raise ValueError("this updater's update was stored already: an updater is "
-                                 "one update (reused only to retry one that failed); make "
-                                 "a new one for the next")
+                raise ValueError(_SPENT)
             s = cls.from_siblings(siblings, max_bytes)
             for e in removes:
                 s.remove(e)
@@ -687,9 +691,7 @@ class PNCounter(_Crdt):
 
         def fn(siblings: list[bytes]) -> bytes:
             if done:
-                raise ValueError("this updater's update was stored already: an updater is "
-                                 "one update (reused only to retry one that failed); make "
-                                 "a new one for the next")
+                raise ValueError(_SPENT)
             s = cls.from_siblings(siblings, max_bytes)
             if not target:
                 lane, last, last_ctx = _take_lane(slot)

@@ -1580,17 +1580,17 @@ class ClientCore:
                         stored = None
                     writing = False
                     last = exc
-                except (Unavailable, InvalidRequest, AuthenticationError) as exc:
-                    # refused before anything was stored, by this client (a bad value, a
-                    # refused key) or by a node (pw it cannot meet, its disk, busy), and no
-                    # try of the write may have been carried out (none unanswered, none
-                    # refused after copies may have gone out: a node shutting down, one that
-                    # stood still): surely not stored, whatever an earlier attempt stored
-                    # (`stored` as it was). A counter's updater then
-                    # frees its lane at the totals it had: a pw-refused +1 was counted by
-                    # the next one (an outside run: 20 of 20 keys)
-                    if writing and self.uncertain_tries == uncertain and (
-                            type(exc) is not Unavailable or wire.refused_unwritten(str(exc))):
+                except (Unavailable, InvalidRequest, AuthenticationError):
+                    # refused by this client (a bad value, no node reachable, a refused key)
+                    # or by a node before it stored anything (pw it cannot meet, its disk,
+                    # busy), and no try of the write may have been carried out (call()
+                    # counts every unanswered try and every refusal that may come after
+                    # copies went out, a node shutting down or one that stood still, in
+                    # uncertain_tries): surely not stored, whatever an earlier attempt
+                    # stored (`stored` as it was). A counter's updater then frees its lane
+                    # at the totals it had: a pw-refused +1 was counted by the next one (an
+                    # outside run: 20 of 20 keys)
+                    if writing and self.uncertain_tries == uncertain:
                         writing = False
                     raise
             assert last is not None
