@@ -1483,8 +1483,9 @@ def _cli(monkeypatch, capsys, sim: Sim, sn, argv: list[str], step: float = 0.0,
     return capsys.readouterr().out
 
 
-def _aae_gauges(core) -> dict[str, float]:
-    """zkv_antientropy{what} as a scrape right after a gauge refresh would read it."""
+def _aae_gauges(core, family: str = "zkv_antientropy") -> dict[str, float]:
+    """zkv_antientropy{what} (or another family labelled by what) as a scrape right after a
+    gauge refresh would read it."""
     from prometheus_client.exposition import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -1492,7 +1493,7 @@ def _aae_gauges(core) -> dict[str, float]:
     core.export.export(core.t, {})
     text = generate_latest(core.metrics.registry).decode()
     return {s.labels["what"]: s.value for fam in text_string_to_metric_families(text)
-            if fam.name == "zkv_antientropy" for s in fam.samples}
+            if fam.name == family for s in fam.samples if s.name.endswith(("_total", family))}
 
 
 def test_repair_compares_roots_first_and_exchanges_only_what_differs(monkeypatch, capsys):
@@ -1521,6 +1522,15 @@ def test_repair_compares_roots_first_and_exchanges_only_what_differs(monkeypatch
     assert gauges["exchanges_running"] == 0
     assert stats["root_checks"] - checks == 2 * len(mine)
     assert stats["exchanges"] - exchanges == 2  # the one partition, with each other owner
+    # the work done is a counter (zkv_antientropy_work_total), equal to the node's own count,
+    # and never goes backwards when that count restarts (its exchange state remade)
+    work = _aae_gauges(core, "zkv_antientropy_work")
+    assert work["exchanges"] == stats["exchanges"] and work["root_checks"] == stats["root_checks"]
+    assert "exchanges" not in gauges and "refill_partitions_left" not in work
+    stats["exchanges"] = 1
+    assert _aae_gauges(core, "zkv_antientropy_work")["exchanges"] == work["exchanges"]
+    stats["exchanges"] = 3
+    assert _aae_gauges(core, "zkv_antientropy_work")["exchanges"] == work["exchanges"] + 2
     assert sim.replicas_agree([key]) == []
     for other in sim.owners(key)[1:]:
         assert b"lone" in live_values(sim.held(other, key))

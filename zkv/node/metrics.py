@@ -419,18 +419,17 @@ class NodeMetrics:
                                     ["store"], registry=r)
         self.store_free = Gauge("zkv_store_free_bytes", "Bytes free on the file system of a "
                                 "store", ["store"], registry=r)
-        self.store_compactions = Gauge("zkv_store_compactions", "Compactions of a store "
-                                       "since start", ["store"], registry=r)
+        self.store_compactions = Counter("zkv_store_compactions", "Compactions of a store",
+                                         ["store"], registry=r)
         self.store_compacting = Gauge("zkv_store_compaction_progress", "Fraction done of the "
                                       "compaction running on a store (no series when none)",
                                       ["store"], registry=r)
-        self.expired = Gauge("zkv_expired_versions", "Versions of namespaces with a ttl that "
-                             "expired and were dropped from the local store since start (by "
-                             "the expiry sweep, or when read)",
-                             registry=r)
-        self.purged = Gauge("zkv_purged_versions", "Versions of keys of dropped or truncated "
-                            "namespaces dropped from the local store since start (by the "
-                            "sweep, or when read)", registry=r)
+        self.expired = Counter("zkv_expired_versions", "Versions of namespaces with a ttl "
+                               "that expired and were dropped from the local store (by the "
+                               "expiry sweep, or when read)", registry=r)
+        self.purged = Counter("zkv_purged_versions", "Versions of keys of dropped or "
+                              "truncated namespaces dropped from the local store (by the "
+                              "sweep, or when read)", registry=r)
         self.handoffs = Counter("zkv_hints_delivered", "Hints delivered to their owner",
                                 registry=r)
         self.hint_count = Gauge("zkv_hint_backlog", "Hints held per intended owner", ["owner"],
@@ -439,13 +438,14 @@ class NodeMetrics:
                                 ["owner"], registry=r)
         self.hint_age = Gauge("zkv_hint_oldest_age_seconds", "Age of the oldest hint per owner "
                               "(the hinted-handoff queue age)", ["owner"], registry=r)
-        self.aae = Gauge("zkv_antientropy", "Anti-entropy totals since start (exchanges, "
-                         "keys_repaired, bytes_sent, agreements, reaped, root_checks); "
-                         "refill_partitions_left (partitions a node back with an empty disk "
-                         "has yet to verify), fresh_partitions_left; and the current "
-                         "exchanges_queued, exchanges_running, roots_checking ((partition, "
-                         "owner) pairs of a repair or refill whose roots are being compared)",
-                         ["what"], registry=r)
+        self.aae = Gauge("zkv_antientropy", "Anti-entropy now: refill_partitions_left "
+                         "(partitions a node back with an empty disk has yet to verify), "
+                         "fresh_partitions_left, exchanges_queued, exchanges_running, "
+                         "roots_checking ((partition, owner) pairs of a repair or refill whose "
+                         "roots are being compared)", ["what"], registry=r)
+        self.aae_work = Counter("zkv_antientropy_work", "Anti-entropy work done: exchanges, "
+                                "keys_repaired, bytes_sent, agreements, reaped, root_checks",
+                                ["what"], registry=r)
         self.aae_lag = _AgreementLag()  # zkv_antientropy_seconds_since_agreement, when scraped
         r.register(self.aae_lag)
         self.member_state = Gauge("zkv_member_up", "1 if the member is up, 0.5 suspect, 0 down",
@@ -535,6 +535,7 @@ class NodeMetrics:
         self._transfers: dict = {"in": {}, "out": {}}
         self._server: ThreadingHTTPServer | None = None
         self._children: dict[tuple, Any] = {}  # (gauge, label values) -> its child (child())
+        self._counted: dict[tuple, int] = {}  # (counter, label values) -> total (count_to())
 
     def child(self, gauge: Gauge, *values: str) -> Any:
         """`gauge.labels(*values)`, kept: labels() checks and converts its values and takes the
@@ -554,6 +555,17 @@ class NodeMetrics:
         for key in [k for k in self._children if k[0] is gauge and k[1] not in keep]:
             del self._children[key]
             gauge.remove(*key[1])
+
+    def count_to(self, counter: Counter, total: int, *values: str) -> None:
+        """Advance `counter` (its child of label `values`) to `total`, a count the node keeps
+        itself since it started. A count that went down (its owner was replaced: a store
+        reopened, the exchange state remade) is taken as a new start: the counter then
+        counts on from there, never backwards."""
+        key = (counter, values)
+        last = self._counted.get(key, 0)
+        if total > last:
+            (counter.labels(*values) if values else counter).inc(total - last)
+        self._counted[key] = total
 
     # ---- called by the node (reactor thread) ----------------------------------------------------
     def observe_key(self, key: bytes) -> None:

@@ -463,7 +463,7 @@ class MetricsExport:
             m.keep_only(gauge, owners)
         if core.ae is not None:
             for k, v in core.ae.stats.items():
-                child(m.aae, k).set(v)
+                m.count_to(m.aae_work, v, k)
             child(m.aae, "refill_partitions_left").set(core.refill_left())
             child(m.aae, "fresh_partitions_left").set(core.fresh_left())
             bg = core.background.status()
@@ -476,7 +476,7 @@ class MetricsExport:
             for kind in ("total", "live", "dead"):
                 child(m.store_bytes, name, kind).set(st.get(f"{kind}_bytes", 0))
             child(m.store_segments, name).set(st.get("segments", 0))
-            child(m.store_compactions, name).set(st.get("compactions", 0))
+            m.count_to(m.store_compactions, st.get("compactions", 0), name)
             if st.get("free_bytes") is not None:
                 child(m.store_free, name).set(st["free_bytes"])
             done = st.get("compacting")
@@ -484,7 +484,7 @@ class MetricsExport:
                 child(m.store_compacting, name).set(done[0] / done[1] if done[1] else 0.0)
                 running.add((name,))
         m.keep_only(m.store_compacting, running)
-        m.expired.set(core.replica.expired_drops)
-        m.purged.set(core.replica.purged)
+        m.count_to(m.expired, core.replica.expired_drops)
+        m.count_to(m.purged, core.replica.purged)
         m.unsettled.set(len(core.unsettled))
         self._observe(now, up, gauges=True)
