@@ -190,6 +190,12 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
         # the renames on disk before any input goes (without the store lock: a directory's
         # fsync waits for the journal, tens of milliseconds while other files are written)
         fsync_dir(store.path)
+        # a record the collection left behind as dead may have been superseded by a write made
+        # during this compaction that is still only in the write buffer (sync="none"/"interval")
+        # or not yet fsynced (a group commit in flight): deleting the inputs before that write
+        # is on disk loses the key's last durable version with a crash in between (neither the
+        # old nor the new value is then found). Write out and fsync everything appended so far.
+        store._flush_and_sync()
         for s in inputs:  # oldest first: see the module docstring
             for p in (s.path, s.hint_path):
                 try:
