@@ -153,6 +153,8 @@ MAX_NS_NAME = 64  # == namespaces._NAME's upper bound
 MAX_NS_REGISTRY = 1 << 20  # == namespaces.DEFAULT_MAX_BYTES
 MAX_NS_N = 16  # == namespaces.MAX_N
 MAX_NS_GEN = (1 << 32) - 1  # == namespaces.MAX_GEN
+MAX_TREE_LIST = 1 << 16  # parents/leaves one TreeLevel/LeafKeys names (a tree has 1024 leaves)
+MAX_REAP = 1 << 16  # keys one Reap names
 MAX_ROOTS = 1024  # partitions whose roots one TreeLevel asks for (TreeLevel.more)
 FEATURE_READ = 1  # Member.features: the node answers Read (client-coordinated reads)
 FEATURE_SNAPSHOT = 2  # Member.features: the node answers Snapshot (an admin's)
@@ -448,7 +450,7 @@ class TreeLevel(_Msg, tag=27):
 
     partition: int
     level: int
-    parents: list[int]
+    parents: Annotated[list[int], msgspec.Meta(max_length=MAX_TREE_LIST)]
     n: NsN = 0  # the trees of keys whose namespace has this N (0: the cluster's N)
     more: Annotated[list[int], msgspec.Meta(max_length=MAX_ROOTS)] = []
 
@@ -461,7 +463,7 @@ class LeafKeys(_Msg, tag=29):
     """Anti-entropy: (key, version digest) of every key in these leaves of the partition."""
 
     partition: int
-    leaves: list[int]
+    leaves: Annotated[list[int], msgspec.Meta(max_length=MAX_TREE_LIST)]
     n: NsN = 0  # as TreeLevel.n
 
 
@@ -486,8 +488,8 @@ class RGetHashesOk(_Msg, tag=34):
 class Reap(_Msg, tag=32):
     """Drop these tombstones if the held version still has this digest (all owners agreed)."""
 
-    keys: list[bytes]
-    digests: list[bytes]
+    keys: Annotated[list[bytes], msgspec.Meta(max_length=MAX_REAP)]
+    digests: Annotated[list[bytes], msgspec.Meta(max_length=MAX_REAP)]
 
 
 class Repair(_Msg, tag=6):
@@ -674,7 +676,7 @@ Message = (
 
 class Frame(msgspec.Struct, array_like=True):
     v: int
-    msgs: list[Message]
+    msgs: Annotated[list[Message], msgspec.Meta(max_length=MAX_BATCH)]
 
 
 # what a node's request socket (its ROUTER) takes: requests only. A reply type there was
@@ -690,7 +692,9 @@ Request = (
 
 class RequestFrame(msgspec.Struct, array_like=True):
     v: int
-    msgs: list[Request]
+    # bounded while decoding: a 64 MiB frame of 3-byte RingInfo requests (22M of them) was
+    # decoded whole (~4 s, ~750 MB) before the MAX_BATCH check below refused it
+    msgs: Annotated[list[Request], msgspec.Meta(max_length=MAX_BATCH)]
 
 
 class _Head(msgspec.Struct, array_like=True):
