@@ -1523,3 +1523,79 @@ def test_only_surely_hot_keys_are_exported_as_series():
         metrics.hot.add(b"cart:hot")
     metrics.observe_cluster(m, ring, clock.t)
     assert [key for key, _ in metrics.hot_keys.rows] == ["cart:hot"]
+
+
+def _live(version: bytes | None) -> list:
+    return dvv.DVVSet.decode(version).values() if version else []
+
+
+def test_a_late_copy_past_the_sets_retired_list_stays_retired(tmp_path):
+    """A put hedged to two coordinators: b answers, the client chains eight more puts on it
+    through b, and only then does a (slow, or paused) coordinate its own copy of the first put
+    (same stored write id, the first put's context) and fan it out. The newest set lists only
+    the last 4 ids it retired, so the first put's id is not among them; the replicas' memory
+    of the ids overwritten where they store (Replica.retired) is: the old value does not come
+    back at c nor at b, a learns its copy is dead from them, and a coordinator that saw the
+    write overwritten makes no new dot for a late retry of it. (An outside run's chained puts
+    through a paused node left values 10-500 writes old live next to the newest for good.)"""
+    a, b, c = (Replica(n, LogStore(str(tmp_path / n), sync="none")) for n in "abc")
+    first = b"1" * 16
+    v = b.coordinate(b"k", b"", b"v1", wid=first)
+    c.merge(b"k", v)
+    ctx = dvv.put_context(v, b"", first)
+    for i in range(2, 10):
+        wid = bytes([i]) * 16
+        v = b.coordinate(b"k", ctx, b"v%d" % i, wid=wid)
+        c.merge(b"k", v)
+        ctx = dvv.put_context(v, ctx, wid)
+    assert first not in {w for ws in dvv.DVVSet.decode(v).retired_wids() for w in ws}
+    late = a.coordinate(b"k", b"", b"v1", wid=first)
+    assert _live(late) == [b"v1"]  # (a had nothing: a new dot, as before)
+    assert _live(c.merge(b"k", late)) == [b"v9"] and _live(c.store.get(b"k")) == [b"v9"]
+    assert _live(b.merge(b"k", late)) == [b"v9"]
+    # the copy's dot is in c's causal past, dead: a syncs c's set and retires its own copy
+    assert _live(a.merge(b"k", c.store.get(b"k"))) == [b"v9"]
+    held = c.store.get(b"k")
+    assert c.coordinate(b"k", b"", b"v1", wid=first) == held and c.store.get(b"k") == held
+    # a write concurrent with the newest (another writer, a new id) is kept as a sibling
+    other = c.coordinate(b"k", b"", b"other", wid=b"o" * 16)
+    assert sorted(_live(b.merge(b"k", other))) == [b"other", b"v9"]
+    for r in (a, b, c):
+        r.store.close()
+
+
+def test_retired_wids_memory_is_bounded_and_strips_only_with_a_survivor():
+    """RetiredWids: note() takes the retired lists of a set's live siblings (a set without
+    any costs nothing), remembers at most `cap` ids (the oldest forgotten first), and strip()
+    retires remembered ids only from a set of two or more siblings of which one stays."""
+    import os
+
+    with pytest.raises(ValueError):
+        dvv.RetiredWids(0)
+    m = dvv.RetiredWids(6)
+    s, ctx, wids = None, b"", []
+    for i in range(10):
+        w = os.urandom(16)
+        wids.append(w)
+        s = dvv.update(s, ctx, b"v%d" % i, "b~1", w)
+        ctx = dvv.put_context(s, ctx, w)
+        m.note(s.encode())
+    assert len(m) == 6 and m.cap == 6
+    assert [i for i, w in enumerate(wids) if w in m] == [3, 4, 5, 6, 7, 8]  # the newest
+    blind = dvv.update(None, b"", b"x", "b~1", b"").encode()  # (format 1: no ids at all)
+    assert m.note(blind) == 0 and m.strip(blind) is blind
+    late = dvv.update(None, b"", b"v3", "a~1", wids[3])
+    both = dvv.sync(late, s).encode()
+    assert sorted(dvv.DVVSet.decode(both).values()) == [b"v3", b"v9"]
+    assert dvv.DVVSet.decode(m.strip(both)).values() == [b"v9"]
+    only_late = late.encode()
+    assert m.strip(only_late) is only_late  # nothing that overwrote it is here: kept
+    two_late = dvv.sync(late, dvv.update(None, b"", b"v4", "c~1", wids[4])).encode()
+    assert m.strip(two_late) is two_late
+    for truncated in (b"\x03", b"\x03\x01\x00", both[:-1]):
+        with pytest.raises(ValueError):
+            m.note(truncated)
+    with pytest.raises(TypeError):
+        m.strip(bytearray(both))
+    with pytest.raises(ValueError):
+        m.add(b"")

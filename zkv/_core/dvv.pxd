@@ -143,6 +143,14 @@ cdef class DVVSet:
     cpdef bytes encode(self)
     cpdef bytes context(self)
 
+cdef class RetiredWids:
+    cdef readonly Py_ssize_t cap                # most write ids remembered
+    cdef set _held                              # the write ids remembered
+    cdef list _ring                             # the same, oldest overwritten first: cap slots
+    cdef Py_ssize_t _at                         # the ring slot the next write id takes
+
+    cdef void _remember(self, bytes wid)
+
 # C-level entry points for other Cython modules (same semantics as the Python functions).
 cdef DVVSet dvv_sync(DVVSet a, DVVSet b)
 cdef DVVSet dvv_decode(const unsigned char *buf, Py_ssize_t size)

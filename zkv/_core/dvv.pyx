@@ -1952,8 +1952,9 @@ def put_context(written, context, wid):
     concurrent write took a dot of the same coordinator below it), the client's own context
     is given back with the write's id listed as retired: a write chained on it retires this
     one by its id (rule R), not by its dot, and keeps the other's. (No id to find the write
-    by: the client's context as it was.)"""
-    cdef DVVSet s = _as_set(written, "written")
+    by: the client's context as it was.) `written` may be encoded (decoded and checked)."""
+    cdef DVVSet s = (_dec(written, "written") if isinstance(written, (bytes, bytearray))
+                     else _as_set(written, "written"))
     cdef DVVSet c = _ctx(context, s)
     cdef object w = _wid_arg(wid)
     cdef Py_ssize_t k, m
@@ -2184,3 +2185,162 @@ def is_tombstone_encoded(data) -> bool:
             pos += 4 + vlen
             seen = True
     return seen
+
+
+RETIRED_MEMORY = 65536  # write ids a RetiredWids remembers by default (~6 MB)
+
+
+cdef Py_ssize_t _walk_wids(bytes data, list live, list retired) except -1:
+    """Walk an encoded set (formats in dvv.pxd) in C: append each live sibling's write id
+    (b"" for none) to `live` and every id the live siblings list as retired to `retired`
+    (either may be None: not collected). Returns the number of live siblings. ValueError on
+    a truncated buffer; other malformations are the decoder's job (the callers walk sets
+    they stored, decoded before)."""
+    cdef const uint8_t *p = <const uint8_t *><char *>data
+    cdef Py_ssize_t n = len(data)
+    cdef Py_ssize_t pos = 3, total = 0, ln
+    cdef uint32_t entries, e, sibs, s, vlen, cnt, q
+    cdef uint8_t flags
+    if n < 3:
+        raise ValueError("truncated DVV set")
+    entries = p[1] | (<uint32_t>p[2] << 8)
+    for e in range(entries):
+        if pos + 1 > n:
+            raise ValueError("truncated DVV set")
+        pos += 1 + p[pos] + 8  # node id, counter
+        if pos + 4 > n:
+            raise ValueError("truncated DVV set")
+        sibs = _r32(p + pos)
+        pos += 4
+        for s in range(sibs):
+            if pos + 1 > n:
+                raise ValueError("truncated DVV set")
+            flags = p[pos]
+            pos += 1
+            if flags & DVV_F_GAP:
+                pos += 8
+            if flags & DVV_F_WID:
+                if pos + 1 > n:
+                    raise ValueError("truncated DVV set")
+                ln = p[pos]
+                if pos + 1 + ln > n:
+                    raise ValueError("truncated DVV set")
+                if live is not None:
+                    live.append(PyBytes_FromStringAndSize(<char *>p + pos + 1, ln))
+                pos += 1 + ln
+            elif live is not None:
+                live.append(b"")
+            if flags & DVV_F_ALIAS:
+                if pos + 1 > n:
+                    raise ValueError("truncated DVV set")
+                cnt = p[pos]
+                pos += 1
+                for q in range(cnt):
+                    if pos + 1 > n:
+                        raise ValueError("truncated DVV set")
+                    pos += 1 + p[pos] + 8
+            if flags & DVV_F_RETIRED:
+                if pos + 1 > n:
+                    raise ValueError("truncated DVV set")
+                cnt = p[pos]
+                pos += 1
+                for q in range(cnt):
+                    if pos + 1 > n:
+                        raise ValueError("truncated DVV set")
+                    ln = p[pos]
+                    if pos + 1 + ln > n:
+                        raise ValueError("truncated DVV set")
+                    if retired is not None:
+                        retired.append(PyBytes_FromStringAndSize(<char *>p + pos + 1, ln))
+                    pos += 1 + ln
+            if pos + 4 > n:
+                raise ValueError("truncated DVV set")
+            vlen = _r32(p + pos)
+            pos += 4 + vlen
+            total += 1
+    if pos > n:
+        raise ValueError("truncated DVV set")
+    return total
+
+
+@cython.auto_pickle(False)
+cdef class RetiredWids:
+    """A replica's memory of the write ids overwritten where it stores versions: rule R with
+    a longer memory than the sets themselves carry (see the .pyi)."""
+
+    def __init__(self, Py_ssize_t cap=RETIRED_MEMORY):
+        if cap < 1:
+            raise ValueError(f"RetiredWids: cap must be >= 1, got {cap}")
+        self.cap = cap
+        self._held = set()
+        self._ring = [None] * cap
+        self._at = 0
+
+    cdef void _remember(self, bytes wid):
+        cdef object old = self._ring[self._at]
+        if old is not None:
+            self._held.discard(old)
+        self._ring[self._at] = wid
+        self._held.add(wid)
+        self._at += 1
+        if self._at == self.cap:
+            self._at = 0
+
+    def note(self, data):
+        """Remember the ids the live siblings of encoded set `data` list as retired; the
+        number not remembered before. Sets without retired lists (format versions 1 and 2)
+        cost one byte's look."""
+        if not PyBytes_CheckExact(data):
+            raise TypeError(f"RetiredWids.note: bytes expected, got {type(data).__name__}")
+        cdef bytes b = <bytes>data
+        if len(b) < 1 or (<const uint8_t *><char *>b)[0] != DVV_FORMAT_VERSION_3:
+            return 0
+        cdef list got = []
+        _walk_wids(b, None, got)
+        cdef Py_ssize_t added = 0
+        cdef bytes w
+        for w in reversed(got):  # (each list newest first: the newest go in last, kept longest)
+            if w not in self._held:
+                self._remember(w)
+                added += 1
+        return added
+
+    def add(self, wid):
+        """Remember one write id (bytes of 1..32)."""
+        if not PyBytes_CheckExact(wid) or not 1 <= len(wid) <= DVV_WID_MAX:
+            raise ValueError(f"RetiredWids.add: a write id is 1..{DVV_WID_MAX} bytes")
+        if wid not in self._held:
+            self._remember(<bytes>wid)
+
+    def strip(self, data):
+        """Encoded set `data` with its live siblings whose write id is remembered retired,
+        when it has two or more live siblings and at least one of them stays (a set whose
+        every sibling is remembered is left as it is: what overwrote them has not arrived
+        here); `data` itself (the same object) when nothing retires."""
+        if not PyBytes_CheckExact(data):
+            raise TypeError(f"RetiredWids.strip: bytes expected, got {type(data).__name__}")
+        cdef bytes b = <bytes>data
+        if (not self._held or len(b) < 1
+                or (<const uint8_t *><char *>b)[0] == DVV_FORMAT_VERSION):
+            return data  # (version 1: no write ids)
+        cdef list live = []
+        if _walk_wids(b, live, None) < 2:
+            return data
+        cdef set held = self._held
+        cdef Py_ssize_t dead = 0
+        cdef bytes w
+        for w in live:
+            if w in held:
+                dead += 1
+        if dead == 0 or dead == len(live):
+            return data
+        return retain(_dec(b, "data"), lambda sib: sib[3] not in held).encode()
+
+    def __contains__(self, wid):
+        return wid in self._held
+
+    def __len__(self):
+        return len(self._held)
+
+    def __repr__(self):
+        return f"RetiredWids({len(self._held)} of {self.cap})"

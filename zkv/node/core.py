@@ -1813,6 +1813,7 @@ class NodeCore:
             return
         max_key, reaped = self.cfg.max_key_size, ae.recently_reaped
         sync_plausible, on_change = dvv.sync_plausible, replica.on_change
+        strip, note = replica.retired.strip, replica.retired.note
         box = self.out.clients.get(ident)
         if box is None:
             box = self.out.clients[ident] = []
@@ -1834,10 +1835,13 @@ class NodeCore:
                     except ValueError:
                         new = None  # nothing stored: the usual way says what was wrong
                     if new is not None:
+                        if new != old:  # (Replica.merge's strip inline)
+                            new = strip(new)
                         if new != old:
                             try:  # (replica._store inline)
                                 store.put(key, new)
                                 replica.dirty = True
+                                note(new)
                                 for fn in on_change:
                                     fn(key, old, new)
                             except (StorageFull, OSError) as exc:  # as _on_rput answers

@@ -56,6 +56,16 @@ arriving after a re-add): it loses its siblings whose write id the tombstone lis
 retired (dropped if none is left); and a write to an absent key that the tombstone's rule R
 makes a no-op creates no dot.
 
+Late copies of overwritten writes. Rule R only sees the 4 ids a version lists as retired, so a
+copy made by a slow coordinator after 5 or more overwrites of its key (a hedged or retried
+put, 70 puts a second to one key: 70 ms) came back beside the newest value for good. The
+replica remembers the last dvv.RETIRED_MEMORY (65,536) ids the versions it stores list
+(`retired`, a `dvv.RetiredWids`): a version it merges loses its siblings carrying one of
+them (when one of its siblings stays: what overwrote them has reached this node), and a
+client write carrying one is a late retry of an overwritten write: no new dot, the held
+version is its answer. Safe as rule R is: an id is listed only by a write whose context covered a copy of
+that write; the retired copy's dot stays in the causal past, so its death spreads by sync.
+
 Sibling limits. A client write that would leave its key with more than `max_siblings`
 siblings (and more than it had) is refused before anything is stored (InvalidRequest, the
 client's E_INVALID): blind writes to one key otherwise pile up siblings that every later
@@ -130,6 +140,9 @@ class Replica:
         self.max_siblings = max_siblings  # a client write may not leave more (0: no limit)
         self._warned: dict[bytes, int] = {}  # key -> the sibling count last logged for it
         self.dirty = False  # written since the last flush (group commit per loop turn)
+        # write ids the versions stored here listed as retired (rule R past the 4 ids a set
+        # carries: "Late copies of overwritten writes" in the module docstring)
+        self.retired = dvv.RetiredWids(dvv.RETIRED_MEMORY)
         # observers called after every local change: (key, old_encoded|None, new_encoded|None)
         self.on_change: list[Callable[[bytes, bytes | None, bytes | None], None]] = []
         self.on_siblings: Callable[[bytes, int, bool], None] | None = None
@@ -218,6 +231,8 @@ class Replica:
             if dead is not None:
                 return dead, None
             context = self._fresh(key, old, context)
+        elif wid in self.retired:  # a late retry of a write overwritten here: no new dot
+            return old, None
         held = dvv.DVVSet.decode(old) if old is not None else None  # once, for both uses
         actor = self._actor(held)
         before = held.size() if held is not None else 0
@@ -233,6 +248,7 @@ class Replica:
         except InvalidRequest as exc:  # over the engine's size limit per key
             raise _too_big(exc, after) from None
         self.dirty = True
+        self.retired.note(new)
         for fn in self.on_change:
             fn(key, old, new)
         return new, written
@@ -351,6 +367,8 @@ class Replica:
             new = dvv.sync_encoded(old, incoming)
         if is_lww(key):
             new = dvv.lww_encoded(new)
+        elif new != old:
+            new = self.retired.strip(new)
         if new != old:
             self._store(key, old, new)
         return new
@@ -372,6 +390,7 @@ class Replica:
     def _store(self, key: bytes, old: bytes | None, new: bytes) -> None:
         self.store.put(key, new)
         self.dirty = True
+        self.retired.note(new)
         for fn in self.on_change:
             fn(key, old, new)
 
