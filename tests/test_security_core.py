@@ -1537,3 +1537,38 @@ def test_a_node_shutting_down_gossips_its_goodbye(node):
     assert type(bye) is wire.Gossip and bye.stopping and bye.sender == "node1"
     assert [(m.id, m.heartbeat) for m in bye.members] == [("node1", hb + 1)]
     assert bye.cluster == node.core.cluster_bytes and bye.cluster
+
+
+def test_gets_of_a_large_value_count_the_copies_they_hold(node, monkeypatch):
+    """256 gets of a 16 MiB value on each of 40 connections, never read, drove a node past
+    11 GB and stood its loop still for seconds a turn (an outside security run): a get's own
+    bytes are few and only writes counted. The large copies a get holds (its own read, its
+    replicas' answers) now count against its connection's bytes in flight until it is done,
+    so the gets beyond the cap are answered "busy, retry" unread; one get is always taken."""
+    mib = 1 << 20
+    for role in (CLIENT, ADMIN):  # (a plain-text node's clients are admins)
+        monkeypatch.setitem(core_mod.MAX_INFLIGHT_BYTES, role, 4 * mib)
+    node.core.handle((REQUEST, OUTSIDER), [wire.Put(1, b"big", b"v" * mib, w=1)], node.t)
+    node.out()
+    assert node.core.store.get(b"big") is not None
+
+    def run_for(seconds):  # node2 and node3 up, never answering reads
+        end = node.t + seconds
+        while node.t < end:
+            node.t += 0.2
+            for i in (2, 3):
+                node.beat(i)
+            node.core.tick(node.t)
+            node.out()
+
+    run_for(node.core.cfg.replica_timeout + 0.5)  # (the put's own copies are freed)
+    assert not node.core.inflight_bytes
+    gets = [wire.Get(10 + i, b"big", r=2) for i in range(20)]
+    node.core.handle((REQUEST, OUTSIDER), gets, node.t)
+    replies = node.out().clients.get(OUTSIDER, [])
+    busy = [r for r in replies if type(r) is wire.Error and r.message.startswith(wire.BUSY)]
+    assert 3 <= 20 - len(busy) <= 5, replies  # ~4 MiB of copies held: the rest refused
+    assert "MiB of reads and writes in flight on this connection" in busy[0].message
+    assert node.core.inflight_bytes[OUTSIDER] >= 4 * mib
+    run_for(node.core.cfg.replica_timeout + 5)  # their deadlines pass: the bytes are freed
+    assert not node.core.inflight_bytes and node.core.client_bytes == 0

@@ -58,7 +58,8 @@ STANDINS_PER_SILENCE = 2
 
 # A write whose copies to the replicas come to this many bytes or more counts them against
 # its client's request bytes in flight (NodeCore.charge), as its own value counts: smaller
-# ones are not worth the bookkeeping (a 1 KiB put's two copies: ~2.2 KiB).
+# ones are not worth the bookkeeping (a 1 KiB put's two copies: ~2.2 KiB). So does a copy a
+# get holds (read here or answered by a replica) until the get is done.
 CHARGED_COPIES = 1 << 16
 
 
@@ -201,7 +202,10 @@ class GetOp(_FanOut):
         for node_id, owner in self.targets:
             if node_id == self.ctx.me:
                 self.asked[node_id] = owner
-                self.quorum.add_result(node_id, self.ctx.replica.read(self.key, owner),
+                held = self.ctx.replica.read(self.key, owner)
+                if len(held) >= CHARGED_COPIES and self.holds_slot:
+                    self.ctx.charge(self, len(held))
+                self.quorum.add_result(node_id, held,
                                        not owner and self.ctx.refilling(self.key), False,
                                        owner is None and node_id in self.owners)
             else:
@@ -222,8 +226,10 @@ class GetOp(_FanOut):
             self.subs.add(node_id)
             if node_id == ctx.me:
                 self.asked[node_id] = owner
-                quorum.add_result(node_id, ctx.replica.read(self.key, owner),
-                                  not owner and ctx.refilling(self.key), True)
+                held = ctx.replica.read(self.key, owner)
+                if len(held) >= CHARGED_COPIES and self.holds_slot:
+                    ctx.charge(self, len(held))
+                quorum.add_result(node_id, held, not owner and ctx.refilling(self.key), True)
             else:
                 self._send(node_id, owner)
 
@@ -272,6 +278,10 @@ class GetOp(_FanOut):
             return
         self.pending.discard(node_id)
         if isinstance(msg, RGetOk):
+            if len(msg.dvv) >= CHARGED_COPIES and self.origin is not None:
+                # a large copy held until the op is done counts against its client's bytes in
+                # flight (NodeCore._bytes_refused), as a write's copies do
+                self.ctx.charge(self, len(msg.dvv))
             # (a primary: one of the key's owners asked for its own copy, not as a stand-in)
             self.quorum.add_result(node_id, msg.dvv, msg.unsure, node_id in self.subs,
                                    node_id in self.owners and self.asked[node_id] is None)

@@ -1567,7 +1567,7 @@ class NodeCore:
                 self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"{BUSY}: {n} requests in "
                                          f"flight on this connection"))
                 return
-            if (t is Put or t is Forward) and (n or ident in self.inflight_bytes) \
+            if (t is Put or t is Forward or t is Get) and (n or ident in self.inflight_bytes) \
                     and self._bytes_refused(ident, msg, role):  # (answered ops' copies count)
                 return
         if t in HEAVY:
@@ -1597,14 +1597,17 @@ class NodeCore:
             self._reply(ident, Error(msg.rid, E_INTERNAL, "internal error"))
 
     def _bytes_refused(self, ident: bytes, msg, role: str) -> bool:
-        """A write that would take its connection's (or all clients') request bytes in
-        flight past MAX_INFLIGHT_BYTES is answered "busy, retry" (True)."""
+        """A request that would take its connection's (or all clients') request bytes in
+        flight past MAX_INFLIGHT_BYTES is answered "busy, retry" (True). A get's own bytes
+        are few; the large values its op holds count (GetOp charges them): 40 connections of
+        256 gets of a 16 MiB value each drove a node past 11 GB (an outside security run)."""
         size = wire.request_size(msg)
         held = self.inflight_bytes.get(ident, 0)
+        what = "reads and writes" if type(msg) is Get else "writes"
         if held + size > MAX_INFLIGHT_BYTES[role]:
-            why = f"{held >> 20} MiB of writes in flight on this connection"
+            why = f"{held >> 20} MiB of {what} in flight on this connection"
         elif role != PEER and self.client_bytes + size > MAX_INFLIGHT_BYTES_CLIENTS:
-            why = f"{self.client_bytes >> 20} MiB of client writes in flight on this node"
+            why = f"{self.client_bytes >> 20} MiB of client {what} in flight on this node"
         else:
             return False
         self.metrics.busy.inc()
