@@ -81,10 +81,15 @@ def test_the_metrics_port_bounds_connections_and_slow_requests_and_logs_no_trace
     m.serve(port, "127.0.0.1", ready=lambda: (True, {}))
     base = f"http://127.0.0.1:{port}"
     held = []
+
+    def conn(i: int) -> socket.socket:  # from HTTP_MAX_PER_ADDRESS addresses at most each
+        source = f"127.0.0.{2 + i // metrics.HTTP_MAX_PER_ADDRESS}"
+        return socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
+
     try:
         before = threading.active_count()
-        for _ in range(metrics.HTTP_MAX_CONNECTIONS + 10):  # half-sent requests, held open
-            s = socket.create_connection(("127.0.0.1", port))
+        for i in range(metrics.HTTP_MAX_CONNECTIONS + 10):  # half-sent requests, held open
+            s = conn(i)
             s.sendall(b"GET /metr")
             held.append(s)
         wait_for(lambda: m._server.refused == 10, timeout=10)
@@ -100,8 +105,7 @@ def test_the_metrics_port_bounds_connections_and_slow_requests_and_logs_no_trace
         assert http(base + "/metrics")[0] == 200
         assert "zkv_metrics_port_refused_total 10.0" in http(base + "/metrics")[1]
         # a byte now and then does not keep a connection past the timeout (it is a total)
-        drip = [socket.create_connection(("127.0.0.1", port))
-                for _ in range(metrics.HTTP_MAX_CONNECTIONS)]
+        drip = [conn(i) for i in range(metrics.HTTP_MAX_CONNECTIONS)]
         started = time.monotonic()
         try:
             while time.monotonic() - started < 2.5:
@@ -604,3 +608,36 @@ def test_a_node_with_keys_labels_its_hot_keys_by_hash_on_the_plain_metrics_port(
     assert label != key_digest(secret, label_secret(b"j" * 32))  # (another cluster's key)
     assert "secret" not in str(core.metrics.hot_keys.rows)
     assert core.metrics.summary()["hot_keys"][0][0].startswith("session:")  # zkv top's
+
+
+def test_one_address_cannot_hold_every_slot_of_the_metrics_port(monkeypatch):
+    """64 connections from one address, each sending a byte a second, held all 32 slots and
+    failed 37 of 40 /healthz probes (the k8s manifest's liveness probe would restart the pod:
+    an outside security run). One address holds at most HTTP_MAX_PER_ADDRESS at once; a
+    probe from another is served, and the address's slots come back as its connections go."""
+    import socket
+
+    from zkv.node import metrics
+
+    monkeypatch.setattr(metrics, "HTTP_TIMEOUT", 2.0)
+    m = NodeMetrics()
+    port = free_port()
+    m.serve(port, "127.0.0.1", ready=lambda: (True, {}))
+    held = []
+    try:
+        for _ in range(metrics.HTTP_MAX_CONNECTIONS + 8):  # all from 127.0.0.9
+            s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.9", 0))
+            s.sendall(b"GET /hea")
+            held.append(s)
+        wait_for(lambda: m._server.refused == metrics.HTTP_MAX_CONNECTIONS, timeout=10)
+        assert http(f"http://127.0.0.1:{port}/healthz")[0] == 200  # (from 127.0.0.1)
+        for s in held[metrics.HTTP_MAX_PER_ADDRESS:]:  # refused at once: closed
+            s.settimeout(5)
+            assert s.recv(100) == b""
+        for s in held:
+            s.close()
+        wait_for(lambda: not m._server.per_address, timeout=10)
+    finally:
+        for s in held:
+            s.close()
+        m.close()
