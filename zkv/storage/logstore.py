@@ -1192,8 +1192,13 @@ class LogStore:
         return iter(self._kd.keys())
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """``(key, value)`` of live keys (keys snapshotted when called; values read lazily)."""
-        for k in self._kd.keys():
+        """``(key, value)`` of live keys (keys snapshotted when called; values read lazily).
+        (Not a generator itself: one snapshotted at its first ``next()``, which yielded a key
+        put between the call and that first step: an outside run.)"""
+        return self._items(self._kd.keys())
+
+    def _items(self, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        for k in keys:
             v = self.get(k)
             if v is not None:
                 yield k, v
