@@ -988,3 +988,27 @@ def test_items_snapshots_the_keys_when_called(tmp_path):
         s.put(b"b", b"3")
         s.delete(b"gone")
         assert list(it) == [(b"a", b"1")]
+
+
+def test_a_store_whose_records_went_dead_without_a_rotation_compacts_when_checked(tmp_path):
+    """A handoff store whose hints were all delivered (deleted) and that took no more writes
+    kept 169 MiB of 100% dead segments for good (an outside soak): the dead share was only
+    looked at when a segment filled. check_space(), which the node calls every gossip round,
+    now looks too (at most every IDLE_COMPACT_EVERY s) and starts the compaction."""
+    from zkv.storage import logstore
+
+    d = str(tmp_path)
+    with LogStore(d, segment_bytes=1 << 20, compact_dead_ratio=0.5) as s:
+        for i in range(40):  # ~5 MiB: several sealed segments
+            s.put(b"hint:%d" % i, os.urandom(128 << 10))
+        for i in range(40):
+            s.delete(b"hint:%d" % i)
+        on_disk = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+        assert on_disk > 4 << 20 and s.stats()["compactions"] == 0
+        s.check_space()
+        assert s._compactor is not None
+        s._compactor.join(30)
+        assert s.stats()["compactions"] == 1
+        assert sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)) < 2 << 20
+        s.check_space()  # (looked at again only after IDLE_COMPACT_EVERY)
+        assert s.stats()["compactions"] == 1 and logstore.IDLE_COMPACT_EVERY >= 10

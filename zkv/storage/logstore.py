@@ -109,6 +109,7 @@ PREALLOC = 1 << 20  # the active segment's file grows in zero-filled multiples o
 _NEED_READ = _kdmod.NEED_READ
 _CORRUPT = _kdmod.CORRUPT
 _TOMB = record.TOMBSTONE
+IDLE_COMPACT_EVERY = 30.0  # s between looks at the dead share by check_space()
 SPACE_COMPACT_EVERY = 30.0  # s between compactions started for writes refused for space
 GATHER_S = 0.0002  # longest a group-commit leader waits for the writers of its last group
 _WAIT, _DONE, _LEAD, _RETRY = 0, 1, 2, 3  # group-commit follower roles
@@ -320,6 +321,7 @@ class LogStore:
         self._cthresh = compress_threshold if compress_threshold is not None else 1 << 62
         self._max_value = max_value_size
         self._dead_ratio = compact_dead_ratio
+        self._idle_compact_at = 0.0
         self._space_compact_at = 0.0  # (monotonic) no compaction for space before this
         # (bytes of input segments done, of total) while a compaction runs, else None
         self.compacting: tuple[int, int] | None = None
@@ -738,6 +740,7 @@ class LogStore:
                        f"reserve of {_mib(self.min_free_bytes)}")
             self._low_space = low
             self._gate()
+            self._idle_autocompact()
             if free is not None and low is not None:
                 self._compact_for_space(self.min_free_bytes - free)
             return self.write_error
@@ -893,6 +896,18 @@ class LogStore:
             while (self._synced if synced_only else self._sealed) < upto:
                 self._seal_cv.wait()
         return self._sync_broken is None
+
+    def _idle_autocompact(self) -> None:
+        """check_space()'s look at the dead share, at most every IDLE_COMPACT_EVERY s: a
+        store whose records went dead after its last rotation (a handoff store whose hints
+        were all delivered, values overwritten or deleted and then no more writes) was
+        checked only when a segment next filled, so it kept its dead segments for good.
+        Holds self._lock."""
+        now = time.monotonic()
+        if now < self._idle_compact_at:
+            return
+        self._idle_compact_at = now + IDLE_COMPACT_EVERY
+        self._maybe_autocompact()
 
     def _maybe_autocompact(self) -> None:
         if self._dead_ratio is None or (self._compactor and self._compactor.is_alive()):
