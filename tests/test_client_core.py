@@ -1344,3 +1344,48 @@ def test_two_updates_retried_after_missed_quorums_never_erase_each_other():
     assert done == {"A": True, "B": True}
     final = dvv.sync_many(rep.values()).live_values()
     assert GSet.from_siblings(final).elements == {"a", "x"}
+
+
+def test_a_node_that_has_not_heard_of_a_known_namespace_yet_costs_a_retry():
+    """A put right after namespace_create reached a node the create's gossip had not reached
+    yet (its peers stalled) and failed with "unknown namespace", an InvalidRequest a caller
+    does not retry, though the namespace existed (an outside soak). For a namespace this
+    client learned from the cluster the answer is "not heard of yet": the next candidate is
+    asked, and the call retries after a pause while it has time; a name no member knows is
+    still refused at once."""
+    from zkv.node.namespaces import Namespace
+
+    c, clock = core(timeout=5.0)
+    c.ns_cache["fresh"] = Namespace(name="fresh", n=3, r=2, w=2, created=1, creator="n0")
+    unknown = wire.Error(0, wire.E_INVALID, "unknown namespace 'fresh' (create it with ...)")
+    left = [4]  # tries answered so before the gossip arrives
+    ok = member()
+
+    def node(msg):
+        if isinstance(msg, wire.Put) and left[0]:
+            left[0] -= 1
+            return wire.Error(0, unknown.code, unknown.message)
+        return ok(msg)
+
+    net = Net(clock, default=node)
+    assert net.run(c.put(b"k", b"v", namespace="fresh")) == b"new-ctx"
+    puts = [m for _, m, *_ in net.sent if isinstance(m, wire.Put)]
+    assert len(puts) == 5 and len({m.wid for m in puts}) == 1
+    # never heard of anywhere, for the whole call: Unavailable naming it, within the timeout
+    c, clock = core(timeout=0.5)
+    c.ns_cache["fresh"] = Namespace(name="fresh", n=3, r=2, w=2, created=1, creator="n0")
+    net = Net(clock, default=lambda m: wire.Error(0, unknown.code, unknown.message)
+              if isinstance(m, wire.Put) else ok(m))
+    with pytest.raises(Unavailable, match="has not heard of namespace 'fresh' yet"):
+        net.run(c.put(b"k", b"v", namespace="fresh"))
+    # a namespace the client does not know: the node's answer stands, at once
+    c, clock = core(timeout=5.0)
+    other = wire.Error(0, wire.E_INVALID, "unknown namespace 'typo' (create it with ...)")
+    from zkv.node.namespaces import Registry
+
+    registry = wire.NsOk(0, Registry.for_cluster(3, 2, 2).encode())
+    net = Net(clock, default=lambda m: wire.Error(0, other.code, other.message)
+              if isinstance(m, (wire.Put, wire.Get)) else registry
+              if isinstance(m, wire.NsList) else ok(m))
+    with pytest.raises(InvalidRequest, match="unknown namespace 'typo'"):
+        net.run(c.put(b"k", b"v", context=b"", namespace="typo"))

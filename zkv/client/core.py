@@ -152,6 +152,7 @@ HEDGE_SAMPLES = 64  # round trips remembered for it
 HEDGED = (Get, Put, Delete)  # idempotent data requests only
 _HEDGE_EVERY = HEDGE_SAMPLES // 4  # new round trips before the hedge delay is recomputed
 _DEFAULT = nss.DEFAULT
+_UNKNOWN_NS = "unknown namespace"  # (the start of a node's answer for a name it lacks)
 _MAX_KEY = wire.DEFAULT_MAX_KEY
 
 T = TypeVar("T")
@@ -927,6 +928,9 @@ class ClientCore:
                         if sent is not None:
                             self.rtts.append(clock() - sent)
                             self._rtts_new += 1
+                        if (type(reply) is Error and reply.code == wire.E_INVALID
+                                and reply.message.startswith(_UNKNOWN_NS)):
+                            reply = self._not_heard_yet(ep, msg, reply)
                         if type(reply) is Error and reply.code == wire.E_UNAVAILABLE:
                             if only is None and i < last:
                                 refused = reply  # busy, still joining, stopping: not now,
@@ -996,6 +1000,18 @@ class ClientCore:
             yield Send(candidates[-1], None, clock() + pause)  # (a wait: sends nothing)
             busy += 1
             now = clock()
+
+    def _not_heard_yet(self, ep: str, msg, reply: Error) -> Error:
+        """A node's "unknown namespace" for a namespace this client learned from the cluster:
+        the node has not heard of it yet (created moments ago, its gossip on the way; a
+        node that stood still) and the request is retried as after "busy, retry". Else the
+        answer as it was (a name no member knows: InvalidRequest at once). An outside soak's
+        put_many right after namespace_create failed as an unknown namespace, for good."""
+        ns = getattr(msg, "ns", "")
+        if not ns or ns not in self.ns_cache:
+            return reply
+        return Error(reply.rid, wire.E_UNAVAILABLE,
+                     f"{wire.BUSY}: {ep} has not heard of namespace {ns!r} yet")
 
     def get(self, key: bytes, r: int | str | None = None, *,
             namespace: str = nss.DEFAULT, pr: int | str | None = None) -> Plan[GetResult]:
