@@ -195,7 +195,12 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
         # or not yet fsynced (a group commit in flight): deleting the inputs before that write
         # is on disk loses the key's last durable version with a crash in between (neither the
         # old nor the new value is then found). Write out and fsync everything appended so far.
-        store._flush_and_sync()
+        try:
+            store._flush_and_sync()
+        except BaseException:  # (the inputs stay on disk, replayed as before; their files
+            for s in inputs:   # are no longer the store's: closed, not leaked)
+                s.close()
+            raise
         for s in inputs:  # oldest first: see the module docstring
             for p in (s.path, s.hint_path):
                 try:
