@@ -94,7 +94,7 @@
 # set in which write-id dedup has not been done --, a live sibling whose write id another
 # live sibling lists as retired -- rule R not done --, an alias list without a write id).
 from cpython.ref cimport PyObject
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 # Entries and siblings kept inside the object itself (no malloc) up to these counts.
 cdef enum:
@@ -145,11 +145,13 @@ cdef class DVVSet:
 
 cdef class RetiredWids:
     cdef readonly Py_ssize_t cap                # most write ids remembered
-    cdef set _held                              # the write ids remembered
-    cdef list _ring                             # the same, oldest overwritten first: cap slots
-    cdef Py_ssize_t _at                         # the ring slot the next write id takes
+    cdef set _held                              # the (key, write id) digests remembered
+    cdef list _ring                             # the same, oldest first: cap slots
+    cdef Py_ssize_t _at                         # the ring slot the next pair takes
+    cdef uint32_t _seed                         # the digests' seed, drawn per memory
 
-    cdef void _remember(self, bytes wid)
+    cdef bytes _pair(self, bytes key, const unsigned char *wid, Py_ssize_t n)
+    cdef void _remember(self, bytes pair)
 
 # C-level entry points for other Cython modules (same semantics as the Python functions).
 cdef DVVSet dvv_sync(DVVSet a, DVVSet b)

@@ -269,32 +269,35 @@ def is_tombstone_encoded(data: bytes) -> bool:
     set (the replica's write path). ValueError on a truncated buffer."""
 
 RETIRED_MEMORY: int
-"""65536: the write ids a ``RetiredWids`` remembers by default."""
+"""65536: the (key, write id) pairs a ``RetiredWids`` remembers by default."""
 
 @final
 class RetiredWids:
-    """A replica's memory of the write ids overwritten where it stores versions: rule R
-    (``retired_wids()``) with a longer memory than a set carries. A set lists at most 4
-    retired ids per sibling, so a late copy of a write (a retry that reached a slow
-    coordinator, a hedged try) arriving after 5 or more overwrites of its key was live
-    again beside the newest value. A replica that ``note``s every set it stores remembers
-    the last ``cap`` ids they listed and ``strip``s a late copy of any of them from a set
+    """A replica's memory of the (key, write id) pairs overwritten where it stores versions:
+    rule R (``retired_wids()``) with a longer memory than a set carries. A set lists at most
+    4 retired ids per sibling, so a late copy of a write (a retry that reached a slow
+    coordinator, a hedged try) arriving after 5 or more overwrites of its key was live again
+    beside the newest value. A replica that ``note``s every set it stores remembers the last
+    ``cap`` pairs they listed and ``strip``s a late copy of any of them from a set of that key
     before storing it; its dot stays in the set's causal past, so the copy's death spreads
     with sync like any retirement (safe as rule R is: an id is listed only by a write whose
-    context covered a copy of that write). Bounded: ``cap`` ids, oldest forgotten first."""
+    context covered a copy of that write). Per key, as rule R is: the same id on another key
+    is another write. Bounded: ``cap`` pairs of 16-byte digests (~8 MB at the default),
+    oldest forgotten first."""
 
     @property
     def cap(self) -> int: ...
     def __init__(self, cap: int = ...) -> None:
         """ValueError unless ``cap`` >= 1."""
-    def note(self, data: bytes) -> int:
-        """Remember the ids the live siblings of encoded set ``data`` list as retired;
-        returns how many were new. TypeError for non-bytes; ValueError if truncated."""
-    def add(self, wid: bytes) -> None:
-        """Remember one write id (1..32 bytes; ValueError otherwise)."""
-    def strip(self, data: bytes) -> bytes:
-        """``data`` with its live siblings whose write id is remembered retired, when it has
-        two or more live siblings and one or more of them stays; ``data`` itself (the same
-        object) when nothing retires."""
-    def __contains__(self, wid: object, /) -> bool: ...
+    def note(self, key: bytes, data: bytes) -> int:
+        """Remember the ids the live siblings of ``key``'s encoded set ``data`` list as
+        retired; returns how many were new. TypeError for non-bytes; ValueError if truncated."""
+    def add(self, key: bytes, wid: bytes) -> None:
+        """Remember one pair (a write id of 1..32 bytes; ValueError otherwise)."""
+    def holds(self, key: bytes, wid: bytes) -> bool:
+        """Whether (key, wid) is remembered as overwritten."""
+    def strip(self, key: bytes, data: bytes) -> bytes:
+        """``key``'s encoded set ``data`` with its live siblings whose (key, write id) is
+        remembered, when it has two or more live siblings and one or more of them stays;
+        ``data`` itself (the same object) when nothing retires."""
     def __len__(self) -> int: ...

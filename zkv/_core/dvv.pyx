@@ -164,6 +164,8 @@ from libc.string cimport memcmp, memcpy
 
 from zkv._core.murmur3 cimport zkv_murmur3_x64_128
 
+import os
+
 cdef extern from "Python.h":
     # PyObject*-taking spellings of a few macros (no temporary object refs).
     char *_bytes_ptr "PyBytes_AS_STRING" (PyObject *o)
@@ -1951,8 +1953,9 @@ def put_context(written, context, wid):
     the write's dot cannot join without covering such a sibling too (a vector has no gaps: a
     concurrent write took a dot of the same coordinator below it), the client's own context
     is given back with the write's id listed as retired: a write chained on it retires this
-    one by its id (rule R), not by its dot, and keeps the other's. (No id to find the write
-    by: the client's context as it was.) `written` may be encoded (decoded and checked)."""
+    one by its id (rule R), not by its dot, and keeps the other's. A write with no live copy
+    in `written` gets the client's context with its id listed too; one without an id, the
+    client's context as it was. `written` may be encoded (decoded and checked)."""
     cdef DVVSet s = (_dec(written, "written") if isinstance(written, (bytes, bytearray))
                      else _as_set(written, "written"))
     cdef DVVSet c = _ctx(context, s)
@@ -1969,7 +1972,15 @@ def put_context(written, context, wid):
                 if s.vals[m].wid != NULL and _same_bytes(s.vals[m].wid, <PyObject *>w):
                     own_node, own_dot = e.node, s.vals[m].dot
     if own_node == NULL:
-        return _context_bytes(c, c.ctx_wids)
+        if w is None:
+            return _context_bytes(c, c.ctx_wids)
+        # no live copy here (a late retry of a write overwritten or deleted, a write lww
+        # outranked): its id listed, so a write chained on this context retires a copy of it
+        # still live elsewhere by rule R (a review: the id was dropped from the answer)
+        if c.n_entries == 0:
+            c = _alloc(1, 0)
+            _begin_entry(c, <PyObject *>BLIND_ACTOR, 1)
+        return _context_bytes(c, _join_wids((w,), c.ctx_wids, None))
     cdef DVVSet one = _alloc(1, 0)
     _begin_entry(one, own_node, own_dot)
     cdef DVVSet cand = dvv_sync(c, one)
@@ -2187,7 +2198,7 @@ def is_tombstone_encoded(data) -> bool:
     return seen
 
 
-RETIRED_MEMORY = 65536  # write ids a RetiredWids remembers by default (~6 MB)
+RETIRED_MEMORY = 65536  # (key, id) pairs a RetiredWids remembers by default (~8 MB)
 
 
 cdef Py_ssize_t _walk_wids(bytes data, list live, list retired) except -1:
@@ -2265,8 +2276,10 @@ cdef Py_ssize_t _walk_wids(bytes data, list live, list retired) except -1:
 
 @cython.auto_pickle(False)
 cdef class RetiredWids:
-    """A replica's memory of the write ids overwritten where it stores versions: rule R with
-    a longer memory than the sets themselves carry (see the .pyi)."""
+    """A replica's memory of the (key, write id) pairs overwritten where it stores versions:
+    rule R with a longer memory than the sets themselves carry (see the .pyi). A pair is
+    kept as a 16-byte digest: MurmurHash3 x64/128 of (the key's own 128-bit hash, the write
+    id), both under a seed drawn per memory (no one can aim a made-up pair at another's)."""
 
     def __init__(self, Py_ssize_t cap=RETIRED_MEMORY):
         if cap < 1:
@@ -2275,50 +2288,70 @@ cdef class RetiredWids:
         self._held = set()
         self._ring = [None] * cap
         self._at = 0
+        self._seed = int.from_bytes(os.urandom(4), "little")
 
-    cdef void _remember(self, bytes wid):
+    cdef bytes _pair(self, bytes key, const unsigned char *wid, Py_ssize_t n):
+        cdef unsigned char buf[16 + DVV_WID_MAX]
+        cdef uint64_t h[2]
+        if n > DVV_WID_MAX:
+            n = DVV_WID_MAX  # (a longer id is the decoder's to refuse; never from a stored set)
+        zkv_murmur3_x64_128(<const char *>key, len(key), self._seed, <uint64_t *>buf)
+        memcpy(buf + 16, wid, <size_t>n)
+        zkv_murmur3_x64_128(buf, <size_t>(16 + n), self._seed, h)
+        return PyBytes_FromStringAndSize(<char *>h, 16)
+
+    cdef void _remember(self, bytes pair):
         cdef object old = self._ring[self._at]
         if old is not None:
             self._held.discard(old)
-        self._ring[self._at] = wid
-        self._held.add(wid)
+        self._ring[self._at] = pair
+        self._held.add(pair)
         self._at += 1
         if self._at == self.cap:
             self._at = 0
 
-    def note(self, data):
-        """Remember the ids the live siblings of encoded set `data` list as retired; the
-        number not remembered before. Sets without retired lists (format versions 1 and 2)
-        cost one byte's look."""
-        if not PyBytes_CheckExact(data):
-            raise TypeError(f"RetiredWids.note: bytes expected, got {type(data).__name__}")
+    def note(self, key, data):
+        """Remember the ids the live siblings of `key`'s encoded set `data` list as retired;
+        the number not remembered before. Sets without retired lists (format versions 1 and
+        2) cost one byte's look."""
+        if not PyBytes_CheckExact(key) or not PyBytes_CheckExact(data):
+            raise TypeError("RetiredWids.note: key and data must be bytes")
         cdef bytes b = <bytes>data
         if len(b) < 1 or (<const uint8_t *><char *>b)[0] != DVV_FORMAT_VERSION_3:
             return 0
         cdef list got = []
         _walk_wids(b, None, got)
         cdef Py_ssize_t added = 0
-        cdef bytes w
+        cdef bytes w, pair
         for w in reversed(got):  # (each list newest first: the newest go in last, kept longest)
-            if w not in self._held:
-                self._remember(w)
+            pair = self._pair(<bytes>key, <const unsigned char *><char *>w, len(w))
+            if pair not in self._held:
+                self._remember(pair)
                 added += 1
         return added
 
-    def add(self, wid):
-        """Remember one write id (bytes of 1..32)."""
-        if not PyBytes_CheckExact(wid) or not 1 <= len(wid) <= DVV_WID_MAX:
-            raise ValueError(f"RetiredWids.add: a write id is 1..{DVV_WID_MAX} bytes")
-        if wid not in self._held:
-            self._remember(<bytes>wid)
+    def add(self, key, wid):
+        """Remember one (key, write id) pair (bytes; a write id of 1..32 bytes)."""
+        if (not PyBytes_CheckExact(key) or not PyBytes_CheckExact(wid)
+                or not 1 <= len(wid) <= DVV_WID_MAX):
+            raise ValueError(f"RetiredWids.add: a key and a write id of 1..{DVV_WID_MAX} bytes")
+        pair = self._pair(<bytes>key, <const unsigned char *><char *>wid, len(wid))
+        if pair not in self._held:
+            self._remember(pair)
 
-    def strip(self, data):
-        """Encoded set `data` with its live siblings whose write id is remembered retired,
-        when it has two or more live siblings and at least one of them stays (a set whose
-        every sibling is remembered is left as it is: what overwrote them has not arrived
-        here); `data` itself (the same object) when nothing retires."""
-        if not PyBytes_CheckExact(data):
-            raise TypeError(f"RetiredWids.strip: bytes expected, got {type(data).__name__}")
+    def holds(self, key, wid):
+        """Whether (key, write id) is remembered as overwritten."""
+        if not PyBytes_CheckExact(key) or not PyBytes_CheckExact(wid) or not wid:
+            return False
+        return self._pair(<bytes>key, <const unsigned char *><char *>wid, len(wid)) in self._held
+
+    def strip(self, key, data):
+        """`key`'s encoded set `data` with its live siblings whose (key, write id) is
+        remembered, when it has two or more live siblings and at least one of them stays (a
+        set whose every sibling is remembered is left as it is: what overwrote them has not
+        arrived here); `data` itself (the same object) when nothing retires."""
+        if not PyBytes_CheckExact(key) or not PyBytes_CheckExact(data):
+            raise TypeError("RetiredWids.strip: key and data must be bytes")
         cdef bytes b = <bytes>data
         if (not self._held or len(b) < 1
                 or (<const uint8_t *><char *>b)[0] == DVV_FORMAT_VERSION):
@@ -2327,17 +2360,14 @@ cdef class RetiredWids:
         if _walk_wids(b, live, None) < 2:
             return data
         cdef set held = self._held
-        cdef Py_ssize_t dead = 0
+        cdef set dead = set()
         cdef bytes w
         for w in live:
-            if w in held:
-                dead += 1
-        if dead == 0 or dead == len(live):
+            if w and self._pair(<bytes>key, <const unsigned char *><char *>w, len(w)) in held:
+                dead.add(w)
+        if not dead or len(dead) == len(live):
             return data
-        return retain(_dec(b, "data"), lambda sib: sib[3] not in held).encode()
-
-    def __contains__(self, wid):
-        return wid in self._held
+        return retain(_dec(b, "data"), lambda sib: sib[3] not in dead).encode()
 
     def __len__(self):
         return len(self._held)

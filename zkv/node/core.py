@@ -1839,12 +1839,12 @@ class NodeCore:
                         new = None  # nothing stored: the usual way says what was wrong
                     if new is not None:
                         if new != old:  # (Replica.merge's strip inline)
-                            new = strip(new)
+                            new = strip(key, new)
                         if new != old:
                             try:  # (replica._store inline)
                                 store.put(key, new)
                                 replica.dirty = True
-                                note(new)
+                                note(key, new)
                                 for fn in on_change:
                                     fn(key, old, new)
                             except (StorageFull, OSError) as exc:  # as _on_rput answers

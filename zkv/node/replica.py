@@ -59,12 +59,16 @@ makes a no-op creates no dot.
 Late copies of overwritten writes. Rule R only sees the 4 ids a version lists as retired, so a
 copy made by a slow coordinator after 5 or more overwrites of its key (a hedged or retried
 put, 70 puts a second to one key: 70 ms) came back beside the newest value for good. The
-replica remembers the last dvv.RETIRED_MEMORY (65,536) ids the versions it stores list
-(`retired`, a `dvv.RetiredWids`): a version it merges loses its siblings carrying one of
-them (when one of its siblings stays: what overwrote them has reached this node), and a
-client write carrying one is a late retry of an overwritten write: no new dot, the held
-version is its answer. Safe as rule R is: an id is listed only by a write whose context covered a copy of
-that write; the retired copy's dot stays in the causal past, so its death spreads by sync.
+replica remembers the last dvv.RETIRED_MEMORY (65,536) (key, id) pairs the versions it
+stores list (`retired`, a `dvv.RetiredWids`): a version of that key it merges loses its
+siblings carrying one of them (when one of its siblings stays: what overwrote them has
+reached this node), and a client write to that key carrying one is a late retry of an
+overwritten write: no new dot, the held version is its answer. Safe as rule R is: an id is
+listed only by a write whose context covered a copy of that write; the retired copy's dot
+stays in the causal past, so its death spreads by sync. (Node-local, so one gathering
+exchange no longer makes replicas byte-identical at once: a replica that strips what the
+gatherer kept differs until the next exchange, which only retires; the memory is not kept
+across a restart.)
 
 Sibling limits. A client write that would leave its key with more than `max_siblings`
 siblings (and more than it had) is refused before anything is stored (InvalidRequest, the
@@ -231,7 +235,7 @@ class Replica:
             if dead is not None:
                 return dead, None
             context = self._fresh(key, old, context)
-        elif wid in self.retired:  # a late retry of a write overwritten here: no new dot
+        elif self.retired.holds(key, wid):  # a late retry of a write overwritten here: no dot
             return old, None
         held = dvv.DVVSet.decode(old) if old is not None else None  # once, for both uses
         actor = self._actor(held)
@@ -248,7 +252,7 @@ class Replica:
         except InvalidRequest as exc:  # over the engine's size limit per key
             raise _too_big(exc, after) from None
         self.dirty = True
-        self.retired.note(new)
+        self.retired.note(key, new)
         for fn in self.on_change:
             fn(key, old, new)
         return new, written
@@ -368,7 +372,7 @@ class Replica:
         if is_lww(key):
             new = dvv.lww_encoded(new)
         elif new != old:
-            new = self.retired.strip(new)
+            new = self.retired.strip(key, new)
         if new != old:
             self._store(key, old, new)
         return new
@@ -390,7 +394,7 @@ class Replica:
     def _store(self, key: bytes, old: bytes | None, new: bytes) -> None:
         self.store.put(key, new)
         self.dirty = True
-        self.retired.note(new)
+        self.retired.note(key, new)
         for fn in self.on_change:
             fn(key, old, new)
 
