@@ -151,6 +151,7 @@ cdef class RetiredWids:
     cdef uint32_t _seed                         # the digests' seed, drawn per memory
 
     cdef bytes _pair(self, bytes key, const unsigned char *wid, Py_ssize_t n)
+    cdef bytes _pair_of(self, const unsigned char *kh, const unsigned char *wid, Py_ssize_t n)
     cdef void _remember(self, bytes pair)
 
 # C-level entry points for other Cython modules (same semantics as the Python functions).

@@ -2201,12 +2201,11 @@ def is_tombstone_encoded(data) -> bool:
 RETIRED_MEMORY = 65536  # (key, id) pairs a RetiredWids remembers by default (~8 MB)
 
 
-cdef Py_ssize_t _walk_wids(bytes data, list live, list retired) except -1:
+cdef Py_ssize_t _live_wids(bytes data, list live) except -1:
     """Walk an encoded set (formats in dvv.pxd) in C: append each live sibling's write id
-    (b"" for none) to `live` and every id the live siblings list as retired to `retired`
-    (either may be None: not collected). Returns the number of live siblings. ValueError on
-    a truncated buffer; other malformations are the decoder's job (the callers walk sets
-    they stored, decoded before)."""
+    (b"" for none) to `live`. Returns the number of live siblings. ValueError on a truncated
+    buffer; other malformations are the decoder's job (the callers walk sets they stored,
+    decoded before)."""
     cdef const uint8_t *p = <const uint8_t *><char *>data
     cdef Py_ssize_t n = len(data)
     cdef Py_ssize_t pos = 3, total = 0, ln
@@ -2236,10 +2235,9 @@ cdef Py_ssize_t _walk_wids(bytes data, list live, list retired) except -1:
                 ln = p[pos]
                 if pos + 1 + ln > n:
                     raise ValueError("truncated DVV set")
-                if live is not None:
-                    live.append(PyBytes_FromStringAndSize(<char *>p + pos + 1, ln))
+                live.append(PyBytes_FromStringAndSize(<char *>p + pos + 1, ln))
                 pos += 1 + ln
-            elif live is not None:
+            else:
                 live.append(b"")
             if flags & DVV_F_ALIAS:
                 if pos + 1 > n:
@@ -2258,12 +2256,7 @@ cdef Py_ssize_t _walk_wids(bytes data, list live, list retired) except -1:
                 for q in range(cnt):
                     if pos + 1 > n:
                         raise ValueError("truncated DVV set")
-                    ln = p[pos]
-                    if pos + 1 + ln > n:
-                        raise ValueError("truncated DVV set")
-                    if retired is not None:
-                        retired.append(PyBytes_FromStringAndSize(<char *>p + pos + 1, ln))
-                    pos += 1 + ln
+                    pos += 1 + p[pos]
             if pos + 4 > n:
                 raise ValueError("truncated DVV set")
             vlen = _r32(p + pos)
@@ -2291,11 +2284,17 @@ cdef class RetiredWids:
         self._seed = int.from_bytes(os.urandom(4), "little")
 
     cdef bytes _pair(self, bytes key, const unsigned char *wid, Py_ssize_t n):
+        cdef unsigned char kh[16]
+        zkv_murmur3_x64_128(<const char *>key, len(key), self._seed, <uint64_t *>kh)
+        return self._pair_of(kh, wid, n)
+
+    cdef bytes _pair_of(self, const unsigned char *kh, const unsigned char *wid, Py_ssize_t n):
+        """The digest of (key, wid) from the key's hash `kh` (16 bytes)."""
         cdef unsigned char buf[16 + DVV_WID_MAX]
         cdef uint64_t h[2]
         if n > DVV_WID_MAX:
             n = DVV_WID_MAX  # (a longer id is the decoder's to refuse; never from a stored set)
-        zkv_murmur3_x64_128(<const char *>key, len(key), self._seed, <uint64_t *>buf)
+        memcpy(buf, kh, 16)
         memcpy(buf + 16, wid, <size_t>n)
         zkv_murmur3_x64_128(buf, <size_t>(16 + n), self._seed, h)
         return PyBytes_FromStringAndSize(<char *>h, 16)
@@ -2313,21 +2312,82 @@ cdef class RetiredWids:
     def note(self, key, data):
         """Remember the ids the live siblings of `key`'s encoded set `data` list as retired;
         the number not remembered before. Sets without retired lists (format versions 1 and
-        2) cost one byte's look."""
+        2) cost one byte's look. A list whose first (newest) id is remembered already is
+        taken as remembered whole (a chain of writes adds one new id a write, first): a
+        write's cost is one digest and one lookup per sibling that lists ids."""
         if not PyBytes_CheckExact(key) or not PyBytes_CheckExact(data):
             raise TypeError("RetiredWids.note: key and data must be bytes")
         cdef bytes b = <bytes>data
-        if len(b) < 1 or (<const uint8_t *><char *>b)[0] != DVV_FORMAT_VERSION_3:
+        cdef const uint8_t *p = <const uint8_t *><char *>b
+        cdef Py_ssize_t n = len(b), pos = 3, ln, added = 0
+        cdef uint32_t entries, e, sibs, sb, vlen, cnt, q
+        cdef uint8_t flags
+        cdef unsigned char kh[16]
+        cdef bint hashed = False, skip
+        cdef bytes pair
+        if n < 1 or p[0] != DVV_FORMAT_VERSION_3:
             return 0
-        cdef list got = []
-        _walk_wids(b, None, got)
-        cdef Py_ssize_t added = 0
-        cdef bytes w, pair
-        for w in reversed(got):  # (each list newest first: the newest go in last, kept longest)
-            pair = self._pair(<bytes>key, <const unsigned char *><char *>w, len(w))
-            if pair not in self._held:
-                self._remember(pair)
-                added += 1
+        if n < 3:
+            raise ValueError("truncated DVV set")
+        entries = p[1] | (<uint32_t>p[2] << 8)
+        for e in range(entries):
+            if pos + 1 > n:
+                raise ValueError("truncated DVV set")
+            pos += 1 + p[pos] + 8  # node id, counter
+            if pos + 4 > n:
+                raise ValueError("truncated DVV set")
+            sibs = _r32(p + pos)
+            pos += 4
+            for sb in range(sibs):
+                if pos + 1 > n:
+                    raise ValueError("truncated DVV set")
+                flags = p[pos]
+                pos += 1
+                if flags & DVV_F_GAP:
+                    pos += 8
+                if flags & DVV_F_WID:
+                    if pos + 1 > n:
+                        raise ValueError("truncated DVV set")
+                    pos += 1 + p[pos]
+                if flags & DVV_F_ALIAS:
+                    if pos + 1 > n:
+                        raise ValueError("truncated DVV set")
+                    cnt = p[pos]
+                    pos += 1
+                    for q in range(cnt):
+                        if pos + 1 > n:
+                            raise ValueError("truncated DVV set")
+                        pos += 1 + p[pos] + 8
+                if flags & DVV_F_RETIRED:
+                    if pos + 1 > n:
+                        raise ValueError("truncated DVV set")
+                    cnt = p[pos]
+                    pos += 1
+                    skip = False
+                    for q in range(cnt):
+                        if pos + 1 > n:
+                            raise ValueError("truncated DVV set")
+                        ln = p[pos]
+                        if pos + 1 + ln > n:
+                            raise ValueError("truncated DVV set")
+                        if not skip:
+                            if not hashed:
+                                zkv_murmur3_x64_128(<const char *>key, len(<bytes>key),
+                                                    self._seed, <uint64_t *>kh)
+                                hashed = True
+                            pair = self._pair_of(kh, p + pos + 1, ln)
+                            if pair in self._held:
+                                skip = q == 0  # (the newest known: the rest were before it)
+                            else:
+                                self._remember(pair)
+                                added += 1
+                        pos += 1 + ln
+                if pos + 4 > n:
+                    raise ValueError("truncated DVV set")
+                vlen = _r32(p + pos)
+                pos += 4 + vlen
+        if pos > n:
+            raise ValueError("truncated DVV set")
         return added
 
     def add(self, key, wid):
@@ -2357,7 +2417,7 @@ cdef class RetiredWids:
                 or (<const uint8_t *><char *>b)[0] == DVV_FORMAT_VERSION):
             return data  # (version 1: no write ids)
         cdef list live = []
-        if _walk_wids(b, live, None) < 2:
+        if _live_wids(b, live) < 2:
             return data
         cdef set held = self._held
         cdef set dead = set()
