@@ -1557,6 +1557,7 @@ def test_a_late_copy_past_the_sets_retired_list_stays_retired(tmp_path):
     assert _live(a.merge(b"k", c.store.get(b"k"))) == [b"v9"]
     held = c.store.get(b"k")
     assert c.coordinate(b"k", b"", b"v1", wid=first) == held and c.store.get(b"k") == held
+    assert (a.late_retired, b.late_retired, c.late_retired) == (0, 1, 2)  # (the metric's)
     # a write concurrent with the newest (another writer, a new id) is kept as a sibling
     other = c.coordinate(b"k", b"", b"other", wid=b"o" * 16)
     assert sorted(_live(b.merge(b"k", other))) == [b"other", b"v9"]

@@ -1839,7 +1839,10 @@ class NodeCore:
                         new = None  # nothing stored: the usual way says what was wrong
                     if new is not None:
                         if new != old:  # (Replica.merge's strip inline)
-                            new = strip(key, new)
+                            kept = strip(key, new)
+                            if kept is not new:
+                                replica.late_retired += 1
+                                new = kept
                         if new != old:
                             try:  # (replica._store inline)
                                 store.put(key, new)

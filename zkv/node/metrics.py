@@ -463,6 +463,10 @@ class NodeMetrics:
         self.purged = Counter("zkv_purged_versions", "Versions of keys of dropped or "
                               "truncated namespaces dropped from the local store (by the "
                               "sweep, or when read)", registry=r)
+        self.late_retired = Counter("zkv_late_copies_retired", "Late copies of writes "
+                                    "overwritten here retired on arrival by this node's memory "
+                                    "of them (dvv.RetiredWids), and late retries of them "
+                                    "that made no new dot", registry=r)
         self.handoffs = Counter("zkv_hints_delivered", "Hints delivered to their owner",
                                 registry=r)
         self.hint_count = Gauge("zkv_hint_backlog", "Hints held per intended owner", ["owner"],

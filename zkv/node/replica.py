@@ -147,6 +147,7 @@ class Replica:
         # write ids the versions stored here listed as retired (rule R past the 4 ids a set
         # carries: "Late copies of overwritten writes" in the module docstring)
         self.retired = dvv.RetiredWids(dvv.RETIRED_MEMORY)
+        self.late_retired = 0  # late copies stripped, late retries that made no dot (counted)
         # observers called after every local change: (key, old_encoded|None, new_encoded|None)
         self.on_change: list[Callable[[bytes, bytes | None, bytes | None], None]] = []
         self.on_siblings: Callable[[bytes, int, bool], None] | None = None
@@ -236,6 +237,7 @@ class Replica:
                 return dead, None
             context = self._fresh(key, old, context)
         elif self.retired.holds(key, wid):  # a late retry of a write overwritten here: no dot
+            self.late_retired += 1
             return old, None
         held = dvv.DVVSet.decode(old) if old is not None else None  # once, for both uses
         actor = self._actor(held)
@@ -372,7 +374,10 @@ class Replica:
         if is_lww(key):
             new = dvv.lww_encoded(new)
         elif new != old:
-            new = self.retired.strip(key, new)
+            kept = self.retired.strip(key, new)
+            if kept is not new:
+                self.late_retired += 1
+                new = kept
         if new != old:
             self._store(key, old, new)
         return new

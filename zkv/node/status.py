@@ -486,5 +486,6 @@ class MetricsExport:
         m.keep_only(m.store_compacting, running)
         m.count_to(m.expired, core.replica.expired_drops)
         m.count_to(m.purged, core.replica.purged)
+        m.count_to(m.late_retired, core.replica.late_retired)
         m.unsettled.set(len(core.unsettled))
         self._observe(now, up, gauges=True)
