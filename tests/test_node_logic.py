@@ -1624,3 +1624,30 @@ def test_a_write_id_reused_on_another_key_is_another_write(tmp_path):
     assert r.retired.holds(b"k1", wid) and not r.retired.holds(b"k2", wid)
     assert b"1" in _live(r.coordinate(b"k2", b"", b"1", wid=wid))
     r.store.close()
+
+
+def test_retired_wids_remembers_every_id_of_a_write_that_resolved_several_siblings():
+    """note() skips a retired list it knows; it skipped one whose first id it knew, but a
+    write that resolved several siblings lists their ids bytewise, after its context's, not
+    newest first: X known from an earlier overwrite, Y (listed after it) was never
+    remembered, and a late copy of Y survived strip() (the second review: 1,000 of 1,000).
+    Nothing is remembered from a set found truncated."""
+    import os
+
+    for _ in range(50):
+        x, y = sorted([os.urandom(16), os.urandom(16)])  # x < y bytewise
+        sx = dvv.update_encoded(None, b"", b"x", "n1~a.1", x)
+        sy = dvv.update_encoded(None, b"", b"y", "n2~a.1", y)
+        m = dvv.RetiredWids()
+        s = dvv.sync_encoded(sx, sy)
+        s = dvv.update_encoded(s, dvv.DVVSet.decode(sx).context(), b"p", "n1~a.1",
+                               os.urandom(16))  # read x alone, overwrote it
+        m.note(b"k", s)
+        both = dvv.DVVSet.decode(dvv.sync_encoded(sx, sy)).context()
+        s = dvv.update_encoded(s, both, b"q", "n1~a.1", os.urandom(16))  # read both
+        m.note(b"k", s)
+        assert m.holds(b"k", x) and m.holds(b"k", y)
+    fresh = dvv.RetiredWids()
+    with pytest.raises(ValueError):
+        fresh.note(b"k", s[:-1])
+    assert len(fresh) == 0

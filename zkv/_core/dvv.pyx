@@ -2312,18 +2312,21 @@ cdef class RetiredWids:
     def note(self, key, data):
         """Remember the ids the live siblings of `key`'s encoded set `data` list as retired;
         the number not remembered before. Sets without retired lists (format versions 1 and
-        2) cost one byte's look. A list whose first (newest) id is remembered already is
-        taken as remembered whole (a chain of writes adds one new id a write, first): a
-        write's cost is one digest and one lookup per sibling that lists ids."""
+        2) cost one byte's look. A list whose first and last ids are both remembered is taken
+        as remembered whole (a chain of writes adds one new id a write, first in its list):
+        a write's cost is two digests and lookups per sibling that lists ids. Nothing is
+        remembered from a set found truncated (ValueError)."""
         if not PyBytes_CheckExact(key) or not PyBytes_CheckExact(data):
             raise TypeError("RetiredWids.note: key and data must be bytes")
         cdef bytes b = <bytes>data
         cdef const uint8_t *p = <const uint8_t *><char *>b
-        cdef Py_ssize_t n = len(b), pos = 3, ln, added = 0
+        cdef Py_ssize_t n = len(b), pos = 3, ln, start, last
         cdef uint32_t entries, e, sibs, sb, vlen, cnt, q
         cdef uint8_t flags
         cdef unsigned char kh[16]
-        cdef bint hashed = False, skip
+        cdef bint hashed = False
+        cdef set held = self._held
+        cdef list todo = []
         cdef bytes pair
         if n < 1 or p[0] != DVV_FORMAT_VERSION_3:
             return 0
@@ -2363,31 +2366,36 @@ cdef class RetiredWids:
                         raise ValueError("truncated DVV set")
                     cnt = p[pos]
                     pos += 1
-                    skip = False
-                    for q in range(cnt):
-                        if pos + 1 > n:
+                    start = last = pos
+                    for q in range(cnt):  # (bounds first: where the list's last id is)
+                        if pos + 1 > n or pos + 1 + p[pos] > n:
                             raise ValueError("truncated DVV set")
-                        ln = p[pos]
-                        if pos + 1 + ln > n:
-                            raise ValueError("truncated DVV set")
-                        if not skip:
-                            if not hashed:
-                                zkv_murmur3_x64_128(<const char *>key, len(<bytes>key),
-                                                    self._seed, <uint64_t *>kh)
-                                hashed = True
-                            pair = self._pair_of(kh, p + pos + 1, ln)
-                            if pair in self._held:
-                                skip = q == 0  # (the newest known: the rest were before it)
-                            else:
-                                self._remember(pair)
-                                added += 1
-                        pos += 1 + ln
+                        last = pos
+                        pos += 1 + p[pos]
+                    if cnt:
+                        if not hashed:
+                            zkv_murmur3_x64_128(<const char *>key, len(<bytes>key),
+                                                self._seed, <uint64_t *>kh)
+                            hashed = True
+                        # (a write that resolved several siblings lists their ids bytewise
+                        # after its context's: the first known says nothing of the rest then)
+                        if (self._pair_of(kh, p + start + 1, p[start]) not in held
+                                or self._pair_of(kh, p + last + 1, p[last]) not in held):
+                            ln = start
+                            for q in range(cnt):
+                                todo.append(self._pair_of(kh, p + ln + 1, p[ln]))
+                                ln += 1 + p[ln]
                 if pos + 4 > n:
                     raise ValueError("truncated DVV set")
                 vlen = _r32(p + pos)
                 pos += 4 + vlen
         if pos > n:
             raise ValueError("truncated DVV set")
+        cdef Py_ssize_t added = 0
+        for pair in todo:
+            if pair not in held:
+                self._remember(pair)
+                added += 1
         return added
 
     def add(self, key, wid):
