@@ -2136,6 +2136,63 @@ def update_encoded(server, context, value, node_id, wid=b"", *, max_ahead=MAX_AH
     return update(s, context, value, node_id, wid, max_ahead=max_ahead).encode()
 
 
+cdef inline Py_ssize_t _sibling_at(const uint8_t *p, Py_ssize_t n, Py_ssize_t pos,
+                                   Py_ssize_t *wid_at, Py_ssize_t *rw_at) except -1:
+    """One walk step over an encoded set (formats in dvv.pxd): `pos` at a sibling's flags
+    byte; returns the position after the sibling, with *wid_at at its write-id length byte
+    and *rw_at at its retired count byte (-1: none), every byte up to there bounds-checked.
+    ValueError on a truncated buffer; other malformations are the decoder's job."""
+    cdef uint8_t flags
+    cdef uint32_t cnt, q
+    wid_at[0] = rw_at[0] = -1
+    if pos + 1 > n:
+        raise ValueError("truncated DVV set")
+    flags = p[pos]
+    pos += 1
+    if flags & DVV_F_GAP:
+        pos += 8
+    if flags & DVV_F_WID:
+        if pos + 1 > n or pos + 1 + p[pos] > n:
+            raise ValueError("truncated DVV set")
+        wid_at[0] = pos
+        pos += 1 + p[pos]
+    if flags & DVV_F_ALIAS:
+        if pos + 1 > n:
+            raise ValueError("truncated DVV set")
+        cnt = p[pos]
+        pos += 1
+        for q in range(cnt):
+            if pos + 1 > n:
+                raise ValueError("truncated DVV set")
+            pos += 1 + p[pos] + 8
+    if flags & DVV_F_RETIRED:
+        if pos + 1 > n:
+            raise ValueError("truncated DVV set")
+        rw_at[0] = pos
+        cnt = p[pos]
+        pos += 1
+        for q in range(cnt):
+            if pos + 1 > n or pos + 1 + p[pos] > n:
+                raise ValueError("truncated DVV set")
+            pos += 1 + p[pos]
+    if pos + 4 > n:
+        raise ValueError("truncated DVV set")
+    return pos + 4 + _r32(p + pos)
+
+
+cdef inline Py_ssize_t _entry_at(const uint8_t *p, Py_ssize_t n, Py_ssize_t pos,
+                                 uint32_t *sibs) except -1:
+    """`pos` at an entry of an encoded set: returns the position of its first sibling, with
+    its sibling count in *sibs. ValueError on a truncated buffer."""
+    if pos + 1 > n:
+        raise ValueError("truncated DVV set")
+    pos += 1 + p[pos] + 8  # node id, counter
+    if pos + 4 > n:
+        raise ValueError("truncated DVV set")
+    sibs[0] = _r32(p + pos)
+    return pos + 4
+
+
 def is_tombstone_encoded(data) -> bool:
     """``DVVSet.decode(data).is_tombstone()`` without building the set: walks the encoded
     form (see the formats in dvv.pxd) in C. For the replica's write path, which asks it on
@@ -2143,57 +2200,18 @@ def is_tombstone_encoded(data) -> bool:
     if not PyBytes_CheckExact(data):
         return DVVSet.decode(data).is_tombstone()
     cdef const uint8_t *p = <const uint8_t *><char *>data
-    cdef Py_ssize_t n = len(data)
-    cdef Py_ssize_t pos = 3
-    cdef uint32_t entries, e, sibs, s, vlen, cnt, q
-    cdef uint8_t flags
+    cdef Py_ssize_t n = len(data), pos = 3, wid_at, rw_at
+    cdef uint32_t entries, e, sibs, s
     cdef bint seen = False
     if n < 3:
         raise ValueError("truncated DVV set")
     entries = p[1] | (<uint32_t>p[2] << 8)
     for e in range(entries):
-        if pos + 1 > n:
-            raise ValueError("truncated DVV set")
-        pos += 1 + p[pos] + 8  # node id, counter
-        if pos + 4 > n:
-            raise ValueError("truncated DVV set")
-        sibs = _r32(p + pos)
-        pos += 4
+        pos = _entry_at(p, n, pos, &sibs)
         for s in range(sibs):
-            if pos + 1 > n:
-                raise ValueError("truncated DVV set")
-            flags = p[pos]
-            if not (flags & DVV_F_TOMBSTONE):
+            if pos < n and not (p[pos] & DVV_F_TOMBSTONE):
                 return False
-            pos += 1
-            if flags & DVV_F_GAP:
-                pos += 8
-            if flags & DVV_F_WID:
-                if pos + 1 > n:
-                    raise ValueError("truncated DVV set")
-                pos += 1 + p[pos]
-            if flags & DVV_F_ALIAS:
-                if pos + 1 > n:
-                    raise ValueError("truncated DVV set")
-                cnt = p[pos]
-                pos += 1
-                for q in range(cnt):
-                    if pos + 1 > n:
-                        raise ValueError("truncated DVV set")
-                    pos += 1 + p[pos] + 8
-            if flags & DVV_F_RETIRED:
-                if pos + 1 > n:
-                    raise ValueError("truncated DVV set")
-                cnt = p[pos]
-                pos += 1
-                for q in range(cnt):
-                    if pos + 1 > n:
-                        raise ValueError("truncated DVV set")
-                    pos += 1 + p[pos]
-            if pos + 4 > n:
-                raise ValueError("truncated DVV set")
-            vlen = _r32(p + pos)
-            pos += 4 + vlen
+            pos = _sibling_at(p, n, pos, &wid_at, &rw_at)
             seen = True
     return seen
 
@@ -2202,65 +2220,20 @@ RETIRED_MEMORY = 65536  # (key, id) pairs a RetiredWids remembers by default (~8
 
 
 cdef Py_ssize_t _live_wids(bytes data, list live) except -1:
-    """Walk an encoded set (formats in dvv.pxd) in C: append each live sibling's write id
-    (b"" for none) to `live`. Returns the number of live siblings. ValueError on a truncated
-    buffer; other malformations are the decoder's job (the callers walk sets they stored,
-    decoded before)."""
+    """Append each live sibling's write id of an encoded set (b"" for none) to `live`;
+    returns the number of live siblings. ValueError on a truncated buffer."""
     cdef const uint8_t *p = <const uint8_t *><char *>data
-    cdef Py_ssize_t n = len(data)
-    cdef Py_ssize_t pos = 3, total = 0, ln
-    cdef uint32_t entries, e, sibs, s, vlen, cnt, q
-    cdef uint8_t flags
+    cdef Py_ssize_t n = len(data), pos = 3, total = 0, wid_at, rw_at
+    cdef uint32_t entries, e, sibs, s
     if n < 3:
         raise ValueError("truncated DVV set")
     entries = p[1] | (<uint32_t>p[2] << 8)
     for e in range(entries):
-        if pos + 1 > n:
-            raise ValueError("truncated DVV set")
-        pos += 1 + p[pos] + 8  # node id, counter
-        if pos + 4 > n:
-            raise ValueError("truncated DVV set")
-        sibs = _r32(p + pos)
-        pos += 4
+        pos = _entry_at(p, n, pos, &sibs)
         for s in range(sibs):
-            if pos + 1 > n:
-                raise ValueError("truncated DVV set")
-            flags = p[pos]
-            pos += 1
-            if flags & DVV_F_GAP:
-                pos += 8
-            if flags & DVV_F_WID:
-                if pos + 1 > n:
-                    raise ValueError("truncated DVV set")
-                ln = p[pos]
-                if pos + 1 + ln > n:
-                    raise ValueError("truncated DVV set")
-                live.append(PyBytes_FromStringAndSize(<char *>p + pos + 1, ln))
-                pos += 1 + ln
-            else:
-                live.append(b"")
-            if flags & DVV_F_ALIAS:
-                if pos + 1 > n:
-                    raise ValueError("truncated DVV set")
-                cnt = p[pos]
-                pos += 1
-                for q in range(cnt):
-                    if pos + 1 > n:
-                        raise ValueError("truncated DVV set")
-                    pos += 1 + p[pos] + 8
-            if flags & DVV_F_RETIRED:
-                if pos + 1 > n:
-                    raise ValueError("truncated DVV set")
-                cnt = p[pos]
-                pos += 1
-                for q in range(cnt):
-                    if pos + 1 > n:
-                        raise ValueError("truncated DVV set")
-                    pos += 1 + p[pos]
-            if pos + 4 > n:
-                raise ValueError("truncated DVV set")
-            vlen = _r32(p + pos)
-            pos += 4 + vlen
+            pos = _sibling_at(p, n, pos, &wid_at, &rw_at)
+            live.append(b"" if wid_at < 0 else
+                        PyBytes_FromStringAndSize(<char *>p + wid_at + 1, p[wid_at]))
             total += 1
     if pos > n:
         raise ValueError("truncated DVV set")
@@ -2320,9 +2293,8 @@ cdef class RetiredWids:
             raise TypeError("RetiredWids.note: key and data must be bytes")
         cdef bytes b = <bytes>data
         cdef const uint8_t *p = <const uint8_t *><char *>b
-        cdef Py_ssize_t n = len(b), pos = 3, ln, start, last
-        cdef uint32_t entries, e, sibs, sb, vlen, cnt, q
-        cdef uint8_t flags
+        cdef Py_ssize_t n = len(b), pos = 3, at, last, wid_at, rw_at
+        cdef uint32_t entries, e, sibs, sb, cnt, q
         cdef unsigned char kh[16]
         cdef bint hashed = False
         cdef set held = self._held
@@ -2334,61 +2306,27 @@ cdef class RetiredWids:
             raise ValueError("truncated DVV set")
         entries = p[1] | (<uint32_t>p[2] << 8)
         for e in range(entries):
-            if pos + 1 > n:
-                raise ValueError("truncated DVV set")
-            pos += 1 + p[pos] + 8  # node id, counter
-            if pos + 4 > n:
-                raise ValueError("truncated DVV set")
-            sibs = _r32(p + pos)
-            pos += 4
+            pos = _entry_at(p, n, pos, &sibs)
             for sb in range(sibs):
-                if pos + 1 > n:
-                    raise ValueError("truncated DVV set")
-                flags = p[pos]
-                pos += 1
-                if flags & DVV_F_GAP:
-                    pos += 8
-                if flags & DVV_F_WID:
-                    if pos + 1 > n:
-                        raise ValueError("truncated DVV set")
-                    pos += 1 + p[pos]
-                if flags & DVV_F_ALIAS:
-                    if pos + 1 > n:
-                        raise ValueError("truncated DVV set")
-                    cnt = p[pos]
-                    pos += 1
-                    for q in range(cnt):
-                        if pos + 1 > n:
-                            raise ValueError("truncated DVV set")
-                        pos += 1 + p[pos] + 8
-                if flags & DVV_F_RETIRED:
-                    if pos + 1 > n:
-                        raise ValueError("truncated DVV set")
-                    cnt = p[pos]
-                    pos += 1
-                    start = last = pos
-                    for q in range(cnt):  # (bounds first: where the list's last id is)
-                        if pos + 1 > n or pos + 1 + p[pos] > n:
-                            raise ValueError("truncated DVV set")
-                        last = pos
-                        pos += 1 + p[pos]
-                    if cnt:
-                        if not hashed:
-                            zkv_murmur3_x64_128(<const char *>key, len(<bytes>key),
-                                                self._seed, <uint64_t *>kh)
-                            hashed = True
-                        # (a write that resolved several siblings lists their ids bytewise
-                        # after its context's: the first known says nothing of the rest then)
-                        if (self._pair_of(kh, p + start + 1, p[start]) not in held
-                                or self._pair_of(kh, p + last + 1, p[last]) not in held):
-                            ln = start
-                            for q in range(cnt):
-                                todo.append(self._pair_of(kh, p + ln + 1, p[ln]))
-                                ln += 1 + p[ln]
-                if pos + 4 > n:
-                    raise ValueError("truncated DVV set")
-                vlen = _r32(p + pos)
-                pos += 4 + vlen
+                pos = _sibling_at(p, n, pos, &wid_at, &rw_at)  # (the list bounds-checked)
+                if rw_at < 0 or p[rw_at] == 0:
+                    continue
+                cnt = p[rw_at]
+                at = last = rw_at + 1
+                for q in range(1, cnt):
+                    last += 1 + p[last]
+                if not hashed:
+                    zkv_murmur3_x64_128(<const char *>key, len(<bytes>key), self._seed,
+                                        <uint64_t *>kh)
+                    hashed = True
+                # (a write that resolved several siblings lists their ids bytewise after
+                # its context's: the first known says nothing of the rest then)
+                if (self._pair_of(kh, p + at + 1, p[at]) in held
+                        and self._pair_of(kh, p + last + 1, p[last]) in held):
+                    continue
+                for q in range(cnt):
+                    todo.append(self._pair_of(kh, p + at + 1, p[at]))
+                    at += 1 + p[at]
         if pos > n:
             raise ValueError("truncated DVV set")
         cdef Py_ssize_t added = 0
