@@ -531,3 +531,30 @@ def test_items_of_an_lww_namespace_answer_the_newest_write_alone(head):
             pages = [wire.KeysOk(0, [b"k"], 0, True, True, [c]) for c in copies]
             listing = KeyListing(None, "sess", b"", 10, 2, True)  # type: ignore[arg-type]
             assert _union_page(listing, ring, b"", head, pages, True, now) == want, (now, copies)
+
+
+def test_a_key_whose_version_holds_no_live_sibling_is_not_listed(tmp_path):
+    """A version whose every sibling was overwritten or retired (no value, not a tombstone
+    either) was listed as a live key: dvv.is_tombstone_encoded is False for it (the
+    simulator's listing check, seed 130000 of `--client many --loss 0.05 --dup 0.02
+    --partitions 3 --pauses 2 --crashes 1 --power-losses 1`). The listing asks whether a
+    version holds a live value (dvv.has_value_encoded)."""
+    from zkv._core import dvv
+
+    node = Node(tmp_path)
+    try:
+        (ok,) = node.ask(OUTSIDER, [wire.Put(1, b"kept", b"v", w=1)], CLIENT)
+        (ok,) = node.ask(OUTSIDER, [wire.Put(2, b"empty", b"v", w=1)], CLIENT)
+        held = dvv.DVVSet.decode(node.core.store.get(b"empty"))
+        none_live = dvv.retain(held, lambda sib: False).encode()
+        assert not dvv.is_tombstone_encoded(none_live) and not dvv.has_value_encoded(none_live)
+        node.core.store.put(b"empty", none_live)
+        assert _list(node) == [b"kept"]
+        tomb = dvv.update_encoded(None, b"", None, "n1", b"")
+        assert dvv.has_value_encoded(node.core.store.get(b"kept"))
+        assert not dvv.has_value_encoded(tomb)
+        assert dvv.has_value_encoded(dvv.sync_encoded(tomb, node.core.store.get(b"kept")))
+        with pytest.raises(ValueError):
+            dvv.has_value_encoded(b"\x01\x01")
+    finally:
+        node.close()

@@ -264,6 +264,11 @@ def update_encoded(
 ) -> bytes:
     """``update`` on an encoded server set (None = key absent); returns the new encoding."""
 
+def has_value_encoded(data: bytes) -> bool:
+    """Whether an encoded set holds a live value (not a tombstone): False for a tombstone and
+    for a set with no live sibling at all, computed on the encoded form. ValueError on a
+    truncated buffer."""
+    ...
 def is_tombstone_encoded(data: bytes) -> bool:
     """``DVVSet.decode(data).is_tombstone()`` computed on the encoded form without building the
     set (the replica's write path). ValueError on a truncated buffer."""

@@ -73,7 +73,7 @@ def answer_keys(store, ring, msg: Keys, ns_prefix: bytes, default_ns: bool,
                     keys.append(k[cut:])
                     copies.append(v)
                     size += len(k) - cut + len(v)
-                elif not dvv.is_tombstone_encoded(v) and not (hidden is not None and hidden(v)):
+                elif dvv.has_value_encoded(v) and not (hidden is not None and hidden(v)):
                     keys.append(k[cut:])
                     size += len(k) - cut
     # (done: a cursor no one uses)
