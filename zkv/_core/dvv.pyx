@@ -2193,16 +2193,14 @@ cdef inline Py_ssize_t _entry_at(const uint8_t *p, Py_ssize_t n, Py_ssize_t pos,
     return pos + 4
 
 
-def is_tombstone_encoded(data) -> bool:
-    """``DVVSet.decode(data).is_tombstone()`` without building the set: walks the encoded
-    form (see the formats in dvv.pxd) in C. For the replica's write path, which asks it on
-    every write. ValueError on a truncated buffer; other malformations are the decoder's job."""
-    if not PyBytes_CheckExact(data):
-        return DVVSet.decode(data).is_tombstone()
+cdef int _siblings_kind(bytes data) except -1:
+    """What an encoded set's live siblings are, walking the encoded form in C (formats in
+    dvv.pxd) up to its first value: 0 none, 1 tombstones only, 2 a value among them.
+    ValueError on a truncated buffer; other malformations are the decoder's job."""
     cdef const uint8_t *p = <const uint8_t *><char *>data
     cdef Py_ssize_t n = len(data), pos = 3, wid_at, rw_at
     cdef uint32_t entries, e, sibs, s
-    cdef bint seen = False
+    cdef int kind = 0
     if n < 3:
         raise ValueError("truncated DVV set")
     entries = p[1] | (<uint32_t>p[2] << 8)
@@ -2210,33 +2208,30 @@ def is_tombstone_encoded(data) -> bool:
         pos = _entry_at(p, n, pos, &sibs)
         for s in range(sibs):
             if pos < n and not (p[pos] & DVV_F_TOMBSTONE):
-                return False
+                return 2
             pos = _sibling_at(p, n, pos, &wid_at, &rw_at)
-            seen = True
-    return seen
+            kind = 1
+    return kind
+
+
+def is_tombstone_encoded(data) -> bool:
+    """``DVVSet.decode(data).is_tombstone()`` without building the set (`_siblings_kind`).
+    For the replica's write path, which asks it on every write. ValueError on a truncated
+    buffer; other malformations are the decoder's job."""
+    if not PyBytes_CheckExact(data):
+        return DVVSet.decode(data).is_tombstone()
+    return _siblings_kind(<bytes>data) == 1
 
 
 def has_value_encoded(data) -> bool:
-    """Whether an encoded set holds a live value (a sibling that is not a tombstone), walking
-    the encoded form in C. False for a tombstone and for a set with no live sibling at all
-    (every one overwritten or retired): a key listing skips both (it listed the second: the
-    simulator, seed 130000 of `--client many ... --power-losses 1`). ValueError on a
-    truncated buffer; other malformations are the decoder's job."""
+    """Whether an encoded set holds a live value (a sibling that is not a tombstone), without
+    building the set (`_siblings_kind`). False for a tombstone and for a set with no live
+    sibling at all (every one overwritten or retired): a key listing skips both (it listed
+    the second: the simulator, seed 130000 of `--client many ... --power-losses 1`).
+    ValueError on a truncated buffer; other malformations are the decoder's job."""
     if not PyBytes_CheckExact(data):
         return any(v is not None for v in DVVSet.decode(data).values())
-    cdef const uint8_t *p = <const uint8_t *><char *>data
-    cdef Py_ssize_t n = len(data), pos = 3, wid_at, rw_at
-    cdef uint32_t entries, e, sibs, s
-    if n < 3:
-        raise ValueError("truncated DVV set")
-    entries = p[1] | (<uint32_t>p[2] << 8)
-    for e in range(entries):
-        pos = _entry_at(p, n, pos, &sibs)
-        for s in range(sibs):
-            if pos < n and not (p[pos] & DVV_F_TOMBSTONE):
-                return True
-            pos = _sibling_at(p, n, pos, &wid_at, &rw_at)
-    return False
+    return _siblings_kind(<bytes>data) == 2
 
 
 RETIRED_MEMORY = 65536  # (key, id) pairs a RetiredWids remembers by default (~8 MB)
