@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import time
+from functools import partial
 
 import pytest
 
@@ -1321,20 +1322,24 @@ def test_a_key_reload_logs_which_client_keys_were_added_removed_or_replaced(tmp_
         ctx.term()
 
 
+def _run_with_peers_up(node, seconds: float) -> None:
+    """`seconds` pass ticked every 0.2 s, node2 and node3 heard all along (up, silent)."""
+    end = node.t + seconds
+    while node.t < end:
+        node.t += 0.2
+        for i in (2, 3):
+            node.beat(i)
+        node.core.tick(node.t)
+        node.out()
+
+
 def test_small_writes_to_a_key_of_large_siblings_count_the_copies_they_send(node):
     """A 100-byte put to a key holding 8 siblings of 1 MiB sends the whole 8 MiB set to each
     replica, and only its 100 bytes counted against the connection's bytes in flight: 0.13 MB
     of such puts on one connection drove a node past 5.7 GB (an outside security run). The
     copies now count until every replica has answered or the op's deadline passed, though
     its answer (w=1 here) came at once."""
-    def run_for(seconds):  # node2 and node3 up all along (they never answer writes here)
-        end = node.t + seconds
-        while node.t < end:
-            node.t += 0.2
-            for i in (2, 3):
-                node.beat(i)
-            node.core.tick(node.t)
-            node.out()
+    run_for = partial(_run_with_peers_up, node)  # (they never answer writes here)
 
     run_for(1.0)
     for i in range(8):  # (one at a time: their own copies count until their deadline)
@@ -1552,14 +1557,7 @@ def test_gets_of_a_large_value_count_the_copies_they_hold(node, monkeypatch):
     node.out()
     assert node.core.store.get(b"big") is not None
 
-    def run_for(seconds):  # node2 and node3 up, never answering reads
-        end = node.t + seconds
-        while node.t < end:
-            node.t += 0.2
-            for i in (2, 3):
-                node.beat(i)
-            node.core.tick(node.t)
-            node.out()
+    run_for = partial(_run_with_peers_up, node)  # (they never answer reads here)
 
     run_for(node.core.cfg.replica_timeout + 0.5)  # (the put's own copies are freed)
     assert not node.core.inflight_bytes
