@@ -148,7 +148,8 @@ cdef class RetiredWids:
     cdef set _held                              # the (key, write id) digests remembered
     cdef list _ring                             # the same, oldest first: cap slots
     cdef Py_ssize_t _at                         # the ring slot the next pair takes
-    cdef uint32_t _seed                         # the digests' seed, drawn per memory
+    cdef uint32_t _seed                         # the digests' seed, drawn per memory (or loaded)
+    cdef readonly unsigned long long added      # pairs remembered since made or loaded
 
     cdef bytes _pair(self, bytes key, const unsigned char *wid, Py_ssize_t n)
     cdef bytes _pair_of(self, const unsigned char *kh, const unsigned char *wid, Py_ssize_t n)

@@ -275,6 +275,8 @@ def is_tombstone_encoded(data: bytes) -> bool:
 
 RETIRED_MEMORY: int
 """65536: the (key, write id) pairs a ``RetiredWids`` remembers by default."""
+RETIRED_FORMAT_VERSION: int
+"""1: the first byte of ``RetiredWids.export()``."""
 
 @final
 class RetiredWids:
@@ -306,3 +308,16 @@ class RetiredWids:
         remembered, when it has two or more live siblings and one or more of them stays;
         ``data`` itself (the same object) when nothing retires."""
     def __len__(self) -> int: ...
+    @property
+    def added(self) -> int:
+        """Pairs remembered since the memory was made or last ``load``ed (a saver's check for
+        change)."""
+    def export(self) -> bytes:
+        """The memory as bytes, 17 + 16 per pair: version byte (``RETIRED_FORMAT_VERSION``),
+        seed (4), pair count (4), the 16-byte digests oldest first, checksum (8; dvv.pyx has
+        the layout)."""
+    def load(self, data: bytes) -> int:
+        """Replace the memory's seed and pairs with an ``export()``'s (the newest ``cap`` of
+        them); returns how many it holds, and resets ``added``. ValueError (the memory left
+        as it was) for a short, long, damaged or other-version buffer; TypeError for
+        non-bytes."""

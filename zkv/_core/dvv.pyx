@@ -162,7 +162,7 @@ from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
-from zkv._core.murmur3 cimport zkv_murmur3_x64_128
+from zkv._core.murmur3 cimport zkv_hash64, zkv_murmur3_x64_128
 
 import os
 
@@ -2235,6 +2235,9 @@ def has_value_encoded(data) -> bool:
 
 
 RETIRED_MEMORY = 65536  # (key, id) pairs a RetiredWids remembers by default (~8 MB)
+cdef enum:
+    _RETIRED_FORMAT = 1
+RETIRED_FORMAT_VERSION = _RETIRED_FORMAT  # the first byte of RetiredWids.export()
 
 
 cdef Py_ssize_t _live_wids(bytes data, list live) except -1:
@@ -2296,6 +2299,7 @@ cdef class RetiredWids:
             self._held.discard(old)
         self._ring[self._at] = pair
         self._held.add(pair)
+        self.added += 1
         self._at += 1
         if self._at == self.cap:
             self._at = 0
@@ -2398,3 +2402,84 @@ cdef class RetiredWids:
 
     def __repr__(self):
         return f"RetiredWids({len(self._held)} of {self.cap})"
+
+    # export() / load(): the memory as bytes (what a node keeps in its data dir across a
+    # restart: zkv/node/latefile.py). Little-endian, with byte counts:
+    #   1    format version (RETIRED_FORMAT_VERSION, 1)
+    #   4    the digests' seed (uint32)
+    #   4    n: the digests that follow (uint32)
+    #   16n  the digests, oldest first
+    #   8    checksum: zkv_hash64 (MurmurHash3 x64/128 seed 0, first half) of the bytes before
+    # 17 + 16n bytes in all (1 MB at the default cap).
+
+    def export(self):
+        """The memory as bytes (the format above): its seed and its pairs, oldest first."""
+        cdef list ring = self._ring
+        cdef Py_ssize_t n = len(self._held), i, slot, k = 0
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, 17 + 16 * n)
+        cdef unsigned char *p = <unsigned char *><char *>out
+        cdef uint64_t check
+        cdef object pair
+        p[0] = _RETIRED_FORMAT
+        _put32(p + 1, self._seed)
+        _put32(p + 5, <uint32_t>n)
+        for i in range(self.cap):
+            slot = self._at + i
+            if slot >= self.cap:
+                slot -= self.cap
+            pair = ring[slot]
+            if pair is not None and k < n:
+                memcpy(p + 9 + 16 * k, <char *><bytes>pair, 16)
+                k += 1
+        if k != n:
+            raise AssertionError("RetiredWids: ring and set disagree")
+        check = zkv_hash64(p, <size_t>(9 + 16 * n))
+        for i in range(8):
+            p[9 + 16 * n + i] = <unsigned char>(check >> (8 * i))
+        return out
+
+    def load(self, data):
+        """Replace what this memory holds with an export's (its seed and pairs; the newest
+        `cap` of them if it held more); returns the number of pairs held. ValueError, and the
+        memory unchanged, unless `data` is a whole export of this format version: a short,
+        long or corrupt buffer (checksum) is refused. `added` is reset to 0."""
+        if not PyBytes_CheckExact(data):
+            raise TypeError("RetiredWids.load: data must be bytes")
+        cdef bytes b = <bytes>data
+        cdef const unsigned char *p = <const unsigned char *><char *>b
+        cdef Py_ssize_t size = len(b), n, i, first
+        cdef uint64_t check = 0
+        if size < 17:
+            raise ValueError(f"RetiredWids.load: {size} bytes, an export has at least 17")
+        if p[0] != _RETIRED_FORMAT:
+            raise ValueError(f"RetiredWids.load: format version {p[0]}, not "
+                             f"{_RETIRED_FORMAT}")
+        n = _get32(p + 5)
+        if size != 17 + 16 * n:
+            raise ValueError(f"RetiredWids.load: {size} bytes, {n} pairs make {17 + 16 * n}")
+        for i in range(8):
+            check |= (<uint64_t>p[9 + 16 * n + i]) << (8 * i)
+        if check != zkv_hash64(p, <size_t>(9 + 16 * n)):
+            raise ValueError("RetiredWids.load: checksum mismatch (a damaged export)")
+        self._seed = _get32(p + 1)
+        self._held = set()
+        self._ring = [None] * self.cap
+        self._at = 0
+        first = n - self.cap if n > self.cap else 0
+        for i in range(first, n):
+            pair = PyBytes_FromStringAndSize(<const char *>p + 9 + 16 * i, 16)
+            if pair not in self._held:
+                self._remember(pair)
+        self.added = 0
+        return len(self._held)
+
+
+cdef inline void _put32(unsigned char *p, uint32_t v) noexcept:
+    p[0] = <unsigned char>v
+    p[1] = <unsigned char>(v >> 8)
+    p[2] = <unsigned char>(v >> 16)
+    p[3] = <unsigned char>(v >> 24)
+
+
+cdef inline uint32_t _get32(const unsigned char *p) noexcept:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
