@@ -88,3 +88,103 @@ def test_a_loaded_memory_strips_a_late_copy_as_the_one_that_noted_it():
     fresh.load(m.export())
     assert dvv.DVVSet.decode(fresh.strip(b"k", both)).values() == [b"v9"]
     assert fresh.holds(b"k", wids[0]) and not fresh.holds(b"k", wids[9])
+
+
+def _chain(coordinate, key: bytes, n: int) -> bytes:
+    """A first put and n - 1 puts chained on it (each with the last one's context) through
+    `coordinate`; the first put's write id."""
+    first = b"1" * 16
+    v = coordinate(key, b"", b"v1", wid=first)
+    ctx = dvv.put_context(v, b"", first)
+    for i in range(2, n + 1):
+        wid = bytes([i]) * 16
+        v = coordinate(key, ctx, b"v%d" % i, wid=wid)
+        ctx = dvv.put_context(v, ctx, wid)
+    listed = {w for ws in dvv.DVVSet.decode(v).retired_wids() for w in ws}
+    assert (first in listed) == (n <= 5)  # (past 4 overwrites only the memory has it)
+    return first
+
+
+@pytest.mark.parametrize("stop", ["clean", "crash"])
+def test_a_late_copy_stays_retired_after_a_restart(tmp_path, stop):
+    """A put hedged to two coordinators: this node answers it and eight puts chained on it
+    (past the 4 ids a set lists as retired), then it stops, cleanly or by a crash after the
+    background scheduler wrote its memory, and is started again on its data dir. Then the
+    other coordinator's late copy of the first put arrives: it is retired here, not kept
+    beside the newest value, and a late retry of it makes no new dot. (Before the memory was
+    kept on disk, the restarted node kept the late copy as a sibling.)"""
+    from zkv.config import NodeConfig
+    from zkv.node.core import NodeCore
+    from zkv.node.membership import load_cluster
+    from zkv.node.replica import Replica
+    from zkv.node.stores import open_stores
+    from zkv.storage import LogStore
+
+    cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
+                     data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
+    path = str(tmp_path / "d" / "cluster.json")
+
+    def boot(incarnation: int) -> NodeCore:
+        store, handoff = open_stores(cfg)
+        return NodeCore(cfg, store, handoff, incarnation=incarnation, now=0.0,
+                        saved=load_cluster(path), cluster_path=path)
+
+    core = boot(1)
+    first = _chain(core.replica.coordinate, b"k", 9)
+    if stop == "clean":
+        core.close_stores()
+    else:
+        core.tick(30.0)  # (the background scheduler's round writes the memory's file)
+        core.replica.flush()
+        _chain(core.replica.coordinate, b"k2", 3)  # (noted after it: lost with the crash)
+        assert len(core.replica.retired) == 10
+        core.store.close()  # (what the process wrote reaches the next start, as in a crash)
+        core.handoff.close()
+    assert os.path.getsize(tmp_path / "d" / "retired") == 17 + 16 * 8
+    core = boot(2)
+    assert len(core.replica.retired) == 8 and core.replica.retired.holds(b"k", first)
+    a = Replica("a", LogStore(str(tmp_path / "a"), sync="none"))
+    late = a.coordinate(b"k", b"", b"v1", wid=first)
+    assert dvv.DVVSet.decode(core.replica.merge(b"k", late)).values() == [b"v9"]
+    held = core.store.get(b"k")
+    assert dvv.DVVSet.decode(held).values() == [b"v9"]
+    assert core.replica.coordinate(b"k", b"", b"v1", wid=first) == held
+    assert core.replica.late_retired == 2
+    a.store.close()
+    core.close_stores()
+
+
+@pytest.mark.parametrize("damage", ["short", "garbage", "version", "empty", "missing"])
+def test_a_damaged_memory_file_means_an_empty_memory_and_one_line(tmp_path, caplog, damage):
+    """The file is an aid: a missing, short or damaged one (or of another format version)
+    starts the node with an empty memory and says so in one log line; it never refuses a
+    start. The next write of the file replaces it with a whole one."""
+    import logging
+
+    from zkv.config import NodeConfig
+    from zkv.node.core import NodeCore
+    from zkv.node.membership import load_cluster
+    from zkv.node.stores import open_stores
+
+    cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
+                     data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
+    path = str(tmp_path / "d" / "cluster.json")
+    os.makedirs(cfg.data_dir)
+    good = _filled(100, [(b"k", b"w%d" % i) for i in range(5)]).export()
+    bad = {"short": good[:-3], "garbage": os.urandom(len(good)), "empty": b"",
+           "version": b"\x02" + good[1:], "missing": None}[damage]
+    if bad is not None:
+        with open(tmp_path / "d" / "retired", "wb") as fh:
+            fh.write(bad)
+    store, handoff = open_stores(cfg)
+    with caplog.at_level(logging.INFO, logger="zkv.latefile"):
+        core = NodeCore(cfg, store, handoff, incarnation=1, now=0.0, saved=load_cluster(path),
+                        cluster_path=path)
+    lines = [r for r in caplog.records if r.name == "zkv.latefile"]
+    assert len(lines) == 1 and "starts empty" in lines[0].getMessage()
+    assert len(core.replica.retired) == 0
+    _chain(core.replica.coordinate, b"k", 6)
+    core.close_stores()
+    with open(tmp_path / "d" / "retired", "rb") as fh:
+        assert dvv.RetiredWids().load(fh.read()) == 5
+    assert not os.path.exists(tmp_path / "d" / "retired.tmp")

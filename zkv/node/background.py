@@ -309,6 +309,7 @@ class Background:
             if core.fresh:
                 core.fresh_left()  # forgets the fresh partitions verified since
             self._repair_corrupt(ring, now)
+            core.late_file.tick(now)  # the memory of overwritten writes, to its file
             for n, ae in core.ae_groups_all():
                 for peer, msg in reap_pass(ae, core.replica, core.membership.ring(n),
                                            core.me).items():

@@ -73,13 +73,14 @@ from zkv._core.ring import Ring
 from zkv.config import NodeConfig
 from zkv.errors import InvalidRequest, StorageFull, ZkvError
 from zkv.node import antientropy as aen
-from zkv.node import expiry, settings, snapshots
+from zkv.node import expiry, latefile, settings, snapshots
 from zkv.node import namespaces as nss
 from zkv.node import ownership as own
 from zkv.node.antientropy import AntiEntropy
 from zkv.node.background import Background
 from zkv.node.coordinator import BUSY, ForwardOp, GetOp, JointWriteOp, WriteOp, stored_wid
 from zkv.node.handoff import HandoffStore
+from zkv.node.latefile import LateFile
 from zkv.node.latency import REFRESH, PeerLatency
 from zkv.node.listing import answer_keys
 from zkv.node.membership import MAX_INTENTS, Membership, cluster_doc, save_cluster
@@ -432,6 +433,11 @@ class NodeCore:
         self.replica.expired = self.expired
         self.replica.dead = self.namespaces_dead
         self.cluster_path = cluster_path
+        # the replica's memory of overwritten writes, kept across restarts in the data dir
+        # (latefile.py: loaded now, written by the background scheduler and at a clean stop)
+        self.late_file = LateFile(os.path.join(os.path.dirname(cluster_path), latefile.NAME)
+                                  if cluster_path else None, self.replica.retired)
+        self.late_file.load()
         self.out = Outbox()
 
         saved = saved or {}
@@ -1077,6 +1083,7 @@ class NodeCore:
         never acknowledged: `_turn_unwritten`), and the next start sees an unclean stop; that
         is logged, not raised, so the rest of the shutdown runs."""
         for what, close in (("the turn's writes", self.replica.flush),
+                            ("the memory of overwritten writes", self.late_file.save),
                             ("the data engine", self.store.close),
                             ("the handoff engine", self.handoff.close)):
             try:
