@@ -67,8 +67,8 @@ overwritten write: no new dot, the held version is its answer. Safe as rule R is
 listed only by a write whose context covered a copy of that write; the retired copy's dot
 stays in the causal past, so its death spreads by sync. (Node-local, so one gathering
 exchange no longer makes replicas byte-identical at once: a replica that strips what the
-gatherer kept differs until the next exchange, which only retires; the memory is not kept
-across a restart.)
+gatherer kept differs until the next exchange, which only retires. The memory is kept across
+a restart in DATA_DIR/retired: latefile.py.)
 
 Sibling limits. A client write that would leave its key with more than `max_siblings`
 siblings (and more than it had) is refused before anything is stored (InvalidRequest, the
