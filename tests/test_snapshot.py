@@ -4,6 +4,7 @@ node restored from it serves that and catches up with the writes taken since."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -80,6 +81,30 @@ def test_a_snapshot_needs_an_admin_and_a_free_valid_name(node):
     # the node still takes writes after refused snapshots (a snapshot's error is its own)
     (put,) = node.ask(OUTSIDER, [wire.Put(7, b"k2", b"v", w=1)], ADMIN)
     assert type(put) is wire.PutOk
+
+
+def test_a_snapshot_that_fails_on_the_node_is_logged_there(node, caplog, monkeypatch):
+    """A `zkv snapshot` that failed on the node (no space left on device) was reported to
+    the client only: the node's log, which has a line for each snapshot taken, had none for
+    it (an operator's run). It has a WARNING naming the snapshot and the error now."""
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(node.core.store, "snapshot", full)
+    with caplog.at_level("INFO", logger="zkv.node"):
+        (reply,) = node.ask(OUTSIDER, [wire.Snapshot(1, "nightly")], ADMIN)
+    assert type(reply) is wire.Error and reply.code == wire.E_UNAVAILABLE, reply
+    assert "No space left on device" in reply.message, reply
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "nightly" in r.getMessage()]
+    assert said == [("WARNING", "snapshot take 'nightly' on node1 failed: No space left on "
+                                "device")], said
+    assert not os.path.exists(os.path.join(node.cfg.data_dir, "snapshots", "nightly"))
+    monkeypatch.undo()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="zkv.node"):  # (one taken: its INFO line, as before)
+        (ok,) = node.ask(OUTSIDER, [wire.Snapshot(2, "nightly")], ADMIN)
+    assert type(ok) is wire.SnapshotOk, ok
+    assert [r.levelname for r in caplog.records if "nightly" in r.getMessage()] == ["INFO"]
 
 
 @pytest.mark.cluster

@@ -1411,6 +1411,9 @@ def load_command(args) -> int:
                      disable=not sys.stderr.isatty())
     try:
         head, records = dump.read(fh, args.source)
+        if dump.unchecked(head):
+            print(f"zkv: {args.source}: dump format 1 (an older zkv's) carries no checksums: "
+                  "a value or key damaged in it is loaded as it reads", file=sys.stderr)
         namespace = args.namespace or head.get("namespace") or "default"
         with Client([args.node], timeout=args.timeout, keys=args.keys) as c, shown:
             target = next((ns for ns in c.namespaces() if ns["name"] == namespace), None)

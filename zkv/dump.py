@@ -2,17 +2,38 @@
 JSON lines, and that file written back into a cluster (an export, a migration between
 clusters, a copy for a test environment). The format, defined here only:
 
-    line 1:  {"zkv_dump": 1, "namespace": NAME}                   (the header)
-    then:    {"k": BASE64(key), "v": [BASE64(value), ...]}         (one per live key; "v" its
-                                                                   siblings, at least one)
-             ... "x": MS}                                          (a value that expires: the
-                                                                   wall time, ms since the
+    line 1:  {"zkv_dump": 2, "namespace": NAME}                   (the header; 2: the
+                                                                   digests below; 1: an older
+                                                                   zkv's, without them)
+    then:    {"n": N, "k": BASE64(key), "v": [BASE64(value), ...], (one per live key: N its
+              "x": MS, "h": HEX(digest)}                           place, 1, 2, ...; "v" its
+                                                                   siblings, at least one;
+                                                                   "x", a value that expires:
+                                                                   the wall time, ms since the
                                                                    Unix epoch, it stops being
-                                                                   served; absent: never)
-    last:    {"zkv_dump_end": COUNT}                               (a dump cut short has none)
+                                                                   served, absent: never)
+    last:    {"zkv_dump_end": COUNT, "chain": HEX(chain)}          (a dump cut short has none)
 
-Base64 (RFC 4648, standard alphabet) keeps keys and values binary-safe; the end line lets
-`load` refuse a truncated file only once it gets there (what came before is written).
+Base64 (RFC 4648, standard alphabet) keeps keys and values binary-safe. The digests (BLAKE2b,
+hashlib.blake2b, 16-byte digests, lower-case hex: 32 characters) are of the bytes, not of
+their base64 or JSON text:
+
+    digest = blake2b(digest_size=16, person=b"zkv-dump-record") of
+               N            8 bytes, big-endian
+               len(key)     4 bytes, big-endian, then the key
+               MS           8 bytes, big-endian (0: never expires)
+               siblings     4 bytes, big-endian, then per value: len 4 bytes big-endian, value
+    chain  = c(COUNT), c(0) = blake2b(digest_size=16, person=b"zkv-dump-chain") of NAME (UTF-8)
+                       c(i) = blake2b(digest_size=16, person=b"zkv-dump-chain") of
+                              c(i-1) + digest(i)  (16 + 16 bytes)
+
+`load` checks each record before anything of it is written and stops at the first line that
+does not hold: its digest (a changed key, value, expiry or place), its place (a line lost,
+duplicated or moved before it), a key it already read (format 1 too); and once it gets to the
+end line, the count and the chain (the last line lost, the header's namespace changed: what
+came before is written then). A dump of format 1 is loaded as before, without those checks
+but the key's, and `zkv load` says the file carries no checksums. (Older versions of zkv
+refuse format 2: "dump format 2, this version reads 1".)
 
 A dump is one pass over the owners (Client.items): each partition's copies of its keys on R
 of its owners (the namespace's R, or `--r`), merged as a get at R merges them; it is a copy of
@@ -29,7 +50,7 @@ ttl, so that a copy serves nothing longer than the source would have. That needs
 namespace whose values have room for a write's ttl and whose own ttl is at least as long
 (namespaces.py); elsewhere the value lives the target's ttl from the load (or forever, in a
 namespace without one), and the load counts it. A value read key by key (a partition below R
-owners that vouch, Client.items) has no "x". (Older versions of zkv load ignore the field.)
+owners that vouch, Client.items) has no "x". (Versions of zkv before expiry ignore the field.)
 """
 
 from __future__ import annotations
@@ -46,7 +67,7 @@ from zkv.errors import InvalidRequest
 from zkv.hlc import wall_ms
 from zkv.wire import WID_SIZE
 
-FORMAT = 1
+FORMAT = 2  # the format written; read: 1 (no digests) and 2
 BATCH = 500  # values per put_many of a load
 
 
@@ -72,23 +93,52 @@ def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
     owners (None: the namespace's R) merged as a get at R merges them. A partition that cannot
     be listed raises (the file then has no end line)."""
     out.write(json.dumps({"zkv_dump": FORMAT, "namespace": namespace}) + "\n")
+    chain = _chain_start(namespace)
     count = 0
     for key, values, ends in client.items(namespace, prefix, r=r, expiry=True):
-        rec: dict = {"k": _b64(key), "v": [_b64(v) for v in values]}
+        count += 1
+        rec: dict = {"n": count, "k": _b64(key), "v": [_b64(v) for v in values]}
         if ends:
             rec["x"] = ends
+        digest = record_digest(count, key, values, ends or 0)
+        rec["h"] = digest.hex()
+        chain = _chain_next(chain, digest)
         out.write(json.dumps(rec) + "\n")
-        count += 1
-    out.write(json.dumps({"zkv_dump_end": count}) + "\n")
+    out.write(json.dumps({"zkv_dump_end": count, "chain": chain.hex()}) + "\n")
     return count
+
+
+def record_digest(n: int, key: bytes, values: list[bytes], ends: int) -> bytes:
+    """A record's digest (module docstring): of its place `n`, key, expiry and values."""
+    h = hashlib.blake2b(digest_size=16, person=b"zkv-dump-record")
+    h.update(n.to_bytes(8, "big") + len(key).to_bytes(4, "big") + key
+             + ends.to_bytes(8, "big") + len(values).to_bytes(4, "big"))
+    for v in values:
+        h.update(len(v).to_bytes(4, "big"))
+        h.update(v)
+    return h.digest()
+
+
+def _chain_start(namespace: str) -> bytes:
+    return hashlib.blake2b(namespace.encode(), digest_size=16, person=b"zkv-dump-chain").digest()
+
+
+def _chain_next(chain: bytes, digest: bytes) -> bytes:
+    return hashlib.blake2b(chain + digest, digest_size=16, person=b"zkv-dump-chain").digest()
+
+
+def unchecked(head: dict) -> bool:
+    """Whether a dump (its header, `read`) carries no digests: format 1, an older zkv's."""
+    return head["zkv_dump"] == 1
 
 
 def read(lines: Iterable[str], name: str
          ) -> tuple[dict, Iterator[tuple[int, bytes, list[bytes], int]]]:
     """A dump's header, and its records as (line number, key, values, the wall time in ms it
-    stops being served, 0: never). InvalidRequest naming
-    the line for anything that is not the format, and for a file without its end line (cut
-    short) once the records run out."""
+    stops being served, 0: never), each checked (module docstring) before it is yielded.
+    InvalidRequest naming the line for anything that is not the format or does not match
+    its digest, place or the end line, for a key read before, and for a file without its
+    end line (cut short) once the records run out."""
     it = iter(enumerate(lines, 1))
     first = next(it, None)
     try:
@@ -97,14 +147,19 @@ def read(lines: Iterable[str], name: str
         head = None
     if not isinstance(head, dict) or "zkv_dump" not in head:
         raise InvalidRequest(f"{name}: not a zkv dump (no header line)")
-    if head["zkv_dump"] != FORMAT:
+    if head["zkv_dump"] not in (1, FORMAT) or type(head["zkv_dump"]) is not int:
         raise InvalidRequest(f"{name}: dump format {head['zkv_dump']!r}, this version reads "
-                             f"{FORMAT}")
-    return head, _records(it, name)
+                             f"1 and {FORMAT}")
+    if not unchecked(head) and not isinstance(head.get("namespace"), str):
+        raise InvalidRequest(f"{name}:1: not a zkv dump header (no namespace)")
+    return head, _records(it, name, head)
 
 
-def _records(it: Iterator[tuple[int, str]], name: str
+def _records(it: Iterator[tuple[int, str]], name: str, head: dict
              ) -> Iterator[tuple[int, bytes, list[bytes], int]]:
+    checked = not unchecked(head)
+    chain = _chain_start(head["namespace"]) if checked else b""
+    seen: set[bytes] = set()  # (a digest of each key read: a key read twice is refused)
     count = 0
     for no, line in it:
         try:
@@ -113,6 +168,11 @@ def _records(it: Iterator[tuple[int, str]], name: str
                 if rec["zkv_dump_end"] != count:
                     raise InvalidRequest(f"{name}:{no}: the end line counts "
                                          f"{rec['zkv_dump_end']} keys, the file has {count}")
+                if checked and rec.get("chain") != chain.hex():
+                    raise InvalidRequest(
+                        f"{name}:{no}: the end line's chain of the records' digests "
+                        f"({rec.get('chain')}) does not match the records' ({chain.hex()}): "
+                        "a line lost, added or moved, or the header changed")
                 return
             key = _unb64(rec["k"])
             values = [_unb64(v) for v in rec["v"]]
@@ -121,10 +181,32 @@ def _records(it: Iterator[tuple[int, str]], name: str
             ends = rec.get("x", 0)
             if type(ends) is not int or not 0 <= ends < 1 << 48:
                 raise ValueError(f"x={ends!r}: not a time in ms")
+            if checked:
+                n, said = rec["n"], rec["h"]
+                if type(n) is not int or not 0 < n < 1 << 63:
+                    raise ValueError(f"n={n!r}: not a record's place")
+                if not isinstance(said, str):
+                    raise TypeError(f"h={said!r}: not a digest")
         except InvalidRequest:
             raise
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise InvalidRequest(f"{name}:{no}: not a dump record ({exc})") from None
+        if checked:
+            digest = record_digest(n, key, values, ends)
+            if said != digest.hex():
+                raise InvalidRequest(
+                    f"{name}:{no}: damaged record: its digest h={said} does not match its "
+                    f"place, key, values and expiry ({digest.hex()}); nothing of it written")
+            if n != count + 1:
+                raise InvalidRequest(
+                    f"{name}:{no}: record {n} where record {count + 1} was expected: a line "
+                    f"{'lost or moved' if n > count + 1 else 'duplicated or moved'} before it")
+            chain = _chain_next(chain, digest)
+        mark = hashlib.blake2b(key, digest_size=16).digest()
+        if mark in seen:
+            raise InvalidRequest(f"{name}:{no}: key {key[:60]!r} a second time (a line "
+                                 "duplicated, or a key damaged)")
+        seen.add(mark)
         count += 1
         yield no, key, values, ends
     raise InvalidRequest(f"{name}: cut short after {count} keys (no end line)")

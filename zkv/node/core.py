@@ -1985,8 +1985,9 @@ class NodeCore:
 
     def _on_snapshot(self, ident: bytes, msg: Snapshot) -> None:
         """Take (both stores hard-linked under DATA_DIR/snapshots/NAME), list or remove this
-        node's snapshots (snapshots.py). One that fails says why and leaves nothing; it never
-        stops this node's writes (an OSError here is the snapshot's, not the store's)."""
+        node's snapshots (snapshots.py). One that fails says why, to the client and in this
+        node's log (WARNING), and leaves nothing; it never stops this node's writes (an
+        OSError here is the snapshot's, not the store's)."""
         data_dir = self.cfg.data_dir
         try:
             if msg.action == "list":
@@ -2002,8 +2003,9 @@ class NodeCore:
                          info["bytes"])
         except (StorageFull, OSError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, f"snapshot {msg.action} "
-                                     f"{msg.name!r} on {self.me} failed: {why}"))
+            said = f"snapshot {msg.action} {msg.name!r} on {self.me} failed: {why}"
+            log.warning("%s", said)  # (here too, not only to the client: as taken ones are)
+            self._reply(ident, Error(msg.rid, E_UNAVAILABLE, said))
             return
         self._reply(ident, SnapshotOk(msg.rid, info))
 
