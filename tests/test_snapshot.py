@@ -16,7 +16,7 @@ from test_security_core import OUTSIDER, ROGUE, Node
 from zkv import wire
 from zkv._core import dvv
 from zkv.client import Client
-from zkv.errors import ZkvError
+from zkv.errors import InvalidRequest, ZkvError
 from zkv.node.core import ADMIN, CLIENT, PEER
 from zkv.storage import LogStore
 
@@ -209,3 +209,72 @@ def test_a_restore_older_than_the_reap_memory_needs_the_flag(tmp_path):
     (tmp_path / "data" / MARK).write_text("{not json")
     with pytest.raises(ZkvError, match="cannot be read"):
         check_restored(str(tmp_path), now, horizon, False)
+
+
+def test_a_restore_holding_a_generation_ended_since_is_refused_then_dumped(tmp_path):
+    """check_ended: a restored store with keys of a namespace generation that the current
+    registry ended after the snapshot (a truncate) refuses to start, naming it and its live
+    keys (the start would purge them silently: an outside backup run lost 391 keys so);
+    with --purge-ended-namespaces it starts, with a WARNING each. `zkv dump --store`
+    (dump_stores) gets those keys out of the store offline, copies merged."""
+    import io
+
+    from zkv import dump
+    from zkv.node.namespaces import Registry, storage_key
+    from zkv.node.snapshots import MARK, check_ended
+
+    reg = Registry.for_cluster(3, 2, 2)
+    t0 = 1_800_000_000_000 << 16
+    sib = reg.create("sib", n=3, members=3, created=t0, creator="n1")
+    lw = reg.create("lw", n=3, conflicts="lww", members=3, created=t0 + 1, creator="n1")
+    then = reg.to_builtins()
+    (tmp_path / "handoff").mkdir()
+    with LogStore(str(tmp_path / "data")) as s:
+        for i in range(5):
+            s.put(storage_key(sib, b"k%d" % i), dvv.update(None, b"", b"v%d" % i, "n1").encode())
+        s.put(storage_key(sib, b"gone"), dvv.update(None, b"", None, "n1").encode())
+        s.put(storage_key(lw, b"l"), dvv.update(None, b"", b"\0" * 8 + b"lv", "n1").encode())
+        s.put(b"plain", dvv.update(None, b"", b"p", "n1").encode())
+
+    def mark(namespaces) -> None:
+        for sub in ("data", "handoff"):
+            (tmp_path / sub / MARK).write_text(json.dumps(
+                {"snapshot": "s2", "node": "n1", "created_ms": 1, "namespaces": namespaces}))
+
+    mark(then)
+    assert check_ended(str(tmp_path), then, False) == []  # nothing ended since
+    reg.truncate("sib", created=t0 + 5, creator="n1")
+    now = reg.to_builtins()
+    with pytest.raises(ZkvError) as got:
+        check_ended(str(tmp_path), now, False)
+    said = str(got.value)
+    assert "holds snapshot 's2'" in said and "namespace 'sib' generation 0: 5 key(s)" in said
+    assert "--purge-ended-namespaces" in said and "zkv dump --store" in said
+    assert "'lw'" not in said  # (live in both registries)
+    assert all((tmp_path / sub / MARK).exists() for sub in ("data", "handoff"))
+    (line,) = check_ended(str(tmp_path), now, True)
+    assert "5 key(s) of namespace 'sib' generation 0" in line and "purged now" in line
+    mark([])  # a snapshot of an older version: every dead key counts
+    assert len(check_ended(str(tmp_path), now, True)) == 1
+    mark(now)  # taken after the truncate: its dead keys were dead already, purged silently
+    assert check_ended(str(tmp_path), now, False) == []
+    reg.drop("lw", dropped=t0 + 9)
+    mark(then)
+    lines = check_ended(str(tmp_path), reg.to_builtins(), True)
+    assert [ln.split("namespace ")[1].split(" ")[0] for ln in lines] == ["'lw'", "'sib'"]
+
+    # the way back: the ended generation dumped offline from the store(s), copies merged
+    with LogStore(str(tmp_path / "copy")) as s:  # another replica's copy: a sibling more
+        s.put(storage_key(sib, b"k0"), dvv.update(None, b"", b"w0", "n2").encode())
+    out = io.StringIO()
+    assert dump.dump_stores([str(tmp_path / "data"), str(tmp_path / "copy")], out,
+                            "sib") == (5, 0)
+    _, records = dump.read(out.getvalue().splitlines(), "d")
+    assert {k: sorted(v) for _, k, v, _ in records} == {
+        b"k0": [b"v0", b"w0"], **{b"k%d" % i: [b"v%d" % i] for i in range(1, 5)}}
+    out = io.StringIO()
+    assert dump.dump_stores([str(tmp_path / "data")], out, "lw") == (1, 0)
+    assert [(k, v) for _, k, v, _ in dump.read(out.getvalue().splitlines(), "d")[1]] == \
+        [(b"l", [b"lv"])]
+    with pytest.raises(InvalidRequest, match="no keys of namespace 'sib' generation 3"):
+        dump.dump_stores([str(tmp_path / "data")], io.StringIO(), "sib", 3)
