@@ -278,3 +278,59 @@ def test_a_restore_holding_a_generation_ended_since_is_refused_then_dumped(tmp_p
         [(b"l", [b"lv"])]
     with pytest.raises(InvalidRequest, match="no keys of namespace 'sib' generation 3"):
         dump.dump_stores([str(tmp_path / "data")], io.StringIO(), "sib", 3)
+
+
+@pytest.mark.cluster
+def test_a_whole_cluster_restored_after_a_truncate_loses_nothing_silently(make_cluster):
+    """An outside backup run: every node restored from snapshots taken before `zkv namespace
+    truncate` started, and purged every restored key of the namespace, saying nothing but
+    "started on snapshot". Now each refuses, naming the namespace and its keys; `zkv dump
+    --store` copies them out; started with --purge-ended-namespaces (the truncate stands) and
+    `zkv load`, the namespace holds them again; the snapshots still hold them too."""
+    c = make_cluster(3)
+    ep = c.endpoints
+    assert zkv("namespace", "create", "sib", "--node", ep[0]).returncode == 0
+    with Client(ep, timeout=5) as cl:
+        cl.put_many([(b"k%d" % i, b"v%d" % i) for i in range(60)], namespace="sib", w=3)
+        cl.put(b"k0", b"w0", namespace="sib", w=3)  # (a sibling: both come back)
+    assert zkv("snapshot", "s2", "--all", "--node", ep[0]).returncode == 0
+    out = zkv("namespace", "truncate", "sib", "--yes", "--node", ep[0])
+    assert out.returncode == 0, out
+    for n in c.nodes:  # every node killed, its stores replaced by its snapshot's
+        c.kill(n.id)
+    for n in c.nodes:
+        for sub in ("data", "handoff"):
+            shutil.rmtree(os.path.join(n.data_dir, sub))
+            shutil.copytree(os.path.join(n.data_dir, "snapshots", "s2", sub),
+                            os.path.join(n.data_dir, sub))
+    n1 = c.node("node1")
+    with pytest.raises(ZkvError, match="exited with code 1"):
+        c.restart("node1")
+    said = c.tail(n1)
+    assert "holds snapshot 's2', taken before namespace(s) were truncated" in said, said
+    assert "namespace 'sib' generation 0: 60 key(s)" in said and "zkv dump --store" in said
+    assert os.path.exists(os.path.join(n1.data_dir, "data", "SNAPSHOT"))
+    dumped = os.path.join(c.dir, "sib.jsonl")
+    out = subprocess.run([ZKV, "dump", "--namespace", "sib", "--out", dumped,
+                          *[a for n in c.nodes for a in ("--store", os.path.join(
+                              n.data_dir, "data"))]],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "dumped 60 key(s) of namespace 'sib' generation 0" in \
+        out.stderr, out
+    for n in c.nodes:
+        n.extra = [*n.extra, "--purge-ended-namespaces"]
+        c.restart(n.id)
+    c.wait_converged(expect_up=["node1", "node2", "node3"])
+    said = c.tail(n1, 40)
+    assert "holds 60 key(s) of namespace 'sib' generation 0" in said and "purged now" in said
+    out = zkv("keys", "--namespace", "sib", "--count", "--node", ep[0])
+    assert out.returncode == 0 and out.stdout.strip() == "0", out  # (the truncate stood)
+    out = zkv("load", dumped, "--node", ep[0])
+    assert out.returncode == 0, out
+    with Client(ep, timeout=5) as cl:
+        got = cl.get_many([b"k%d" % i for i in range(60)], namespace="sib", r=2)
+    assert sorted(got[0].values) == [b"v0", b"w0"]
+    assert [r.values for r in got[1:]] == [[b"v%d" % i] for i in range(1, 60)]
+    for n in c.nodes:  # the snapshot itself still holds the keys, purge or not
+        with LogStore(os.path.join(n.data_dir, "snapshots", "s2", "data"), readonly=True) as s:
+            assert sum(1 for k in s.keys() if k.startswith(b"\x00\x03\x00sib\x00")) == 60
