@@ -17,7 +17,7 @@ from test_security_core import OUTSIDER, ROGUE, Node
 from zkv import wire
 from zkv._core import dvv
 from zkv.client import Client
-from zkv.errors import ZkvError
+from zkv.errors import InvalidRequest, ZkvError
 from zkv.node.core import ADMIN, CLIENT, PEER
 from zkv.storage import LogStore
 
@@ -234,3 +234,128 @@ def test_a_restore_older_than_the_reap_memory_needs_the_flag(tmp_path):
     (tmp_path / "data" / MARK).write_text("{not json")
     with pytest.raises(ZkvError, match="cannot be read"):
         check_restored(str(tmp_path), now, horizon, False)
+
+
+def test_a_restore_holding_a_generation_ended_since_is_refused_then_dumped(tmp_path):
+    """check_ended: a restored store with keys of a namespace generation that the current
+    registry ended after the snapshot (a truncate) refuses to start, naming it and its live
+    keys (the start would purge them silently: an outside backup run lost 391 keys so);
+    with --purge-ended-namespaces it starts, with a WARNING each. `zkv dump --store`
+    (dump_stores) gets those keys out of the store offline, copies merged."""
+    import io
+
+    from zkv import dump
+    from zkv.node.namespaces import Registry, storage_key
+    from zkv.node.snapshots import MARK, check_ended
+
+    reg = Registry.for_cluster(3, 2, 2)
+    t0 = 1_800_000_000_000 << 16
+    sib = reg.create("sib", n=3, members=3, created=t0, creator="n1")
+    lw = reg.create("lw", n=3, conflicts="lww", members=3, created=t0 + 1, creator="n1")
+    then = reg.to_builtins()
+    (tmp_path / "handoff").mkdir()
+    with LogStore(str(tmp_path / "data")) as s:
+        for i in range(5):
+            s.put(storage_key(sib, b"k%d" % i), dvv.update(None, b"", b"v%d" % i, "n1").encode())
+        s.put(storage_key(sib, b"gone"), dvv.update(None, b"", None, "n1").encode())
+        s.put(storage_key(lw, b"l"), dvv.update(None, b"", b"\0" * 8 + b"lv", "n1").encode())
+        s.put(b"plain", dvv.update(None, b"", b"p", "n1").encode())
+
+    def mark(namespaces) -> None:
+        for sub in ("data", "handoff"):
+            (tmp_path / sub / MARK).write_text(json.dumps(
+                {"snapshot": "s2", "node": "n1", "created_ms": 1, "namespaces": namespaces}))
+
+    mark(then)
+    assert check_ended(str(tmp_path), then, False) == []  # nothing ended since
+    reg.truncate("sib", created=t0 + 5, creator="n1")
+    now = reg.to_builtins()
+    with pytest.raises(ZkvError) as got:
+        check_ended(str(tmp_path), now, False)
+    said = str(got.value)
+    assert "holds snapshot 's2'" in said and "namespace 'sib' generation 0: 5 key(s)" in said
+    assert "--purge-ended-namespaces" in said and "zkv dump --store" in said
+    assert "'lw'" not in said  # (live in both registries)
+    assert all((tmp_path / sub / MARK).exists() for sub in ("data", "handoff"))
+    (line,) = check_ended(str(tmp_path), now, True)
+    assert "5 key(s) of namespace 'sib' generation 0" in line and "purged now" in line
+    mark([])  # a snapshot of an older version: every dead key counts
+    assert len(check_ended(str(tmp_path), now, True)) == 1
+    mark(now)  # taken after the truncate: its dead keys were dead already, purged silently
+    assert check_ended(str(tmp_path), now, False) == []
+    reg.drop("lw", dropped=t0 + 9)
+    mark(then)
+    lines = check_ended(str(tmp_path), reg.to_builtins(), True)
+    assert [ln.split("namespace ")[1].split(" ")[0] for ln in lines] == ["'lw'", "'sib'"]
+
+    # the way back: the ended generation dumped offline from the store(s), copies merged
+    with LogStore(str(tmp_path / "copy")) as s:  # another replica's copy: a sibling more
+        s.put(storage_key(sib, b"k0"), dvv.update(None, b"", b"w0", "n2").encode())
+    out = io.StringIO()
+    assert dump.dump_stores([str(tmp_path / "data"), str(tmp_path / "copy")], out,
+                            "sib") == (5, 0)
+    _, records = dump.read(out.getvalue().splitlines(), "d")
+    assert {k: sorted(v) for _, k, v, _ in records} == {
+        b"k0": [b"v0", b"w0"], **{b"k%d" % i: [b"v%d" % i] for i in range(1, 5)}}
+    out = io.StringIO()
+    assert dump.dump_stores([str(tmp_path / "data")], out, "lw") == (1, 0)
+    assert [(k, v) for _, k, v, _ in dump.read(out.getvalue().splitlines(), "d")[1]] == \
+        [(b"l", [b"lv"])]
+    with pytest.raises(InvalidRequest, match="no keys of namespace 'sib' generation 3"):
+        dump.dump_stores([str(tmp_path / "data")], io.StringIO(), "sib", 3)
+
+
+@pytest.mark.cluster
+def test_a_whole_cluster_restored_after_a_truncate_loses_nothing_silently(make_cluster):
+    """An outside backup run: every node restored from snapshots taken before `zkv namespace
+    truncate` started, and purged every restored key of the namespace, saying nothing but
+    "started on snapshot". Now each refuses, naming the namespace and its keys; `zkv dump
+    --store` copies them out; started with --purge-ended-namespaces (the truncate stands) and
+    `zkv load`, the namespace holds them again; the snapshots still hold them too."""
+    c = make_cluster(3)
+    ep = c.endpoints
+    assert zkv("namespace", "create", "sib", "--node", ep[0]).returncode == 0
+    with Client(ep, timeout=5) as cl:
+        cl.put_many([(b"k%d" % i, b"v%d" % i) for i in range(60)], namespace="sib", w=3)
+        cl.put(b"k0", b"w0", namespace="sib", w=3)  # (a sibling: both come back)
+    assert zkv("snapshot", "s2", "--all", "--node", ep[0]).returncode == 0
+    out = zkv("namespace", "truncate", "sib", "--yes", "--node", ep[0])
+    assert out.returncode == 0, out
+    for n in c.nodes:  # every node killed, its stores replaced by its snapshot's
+        c.kill(n.id)
+    for n in c.nodes:
+        for sub in ("data", "handoff"):
+            shutil.rmtree(os.path.join(n.data_dir, sub))
+            shutil.copytree(os.path.join(n.data_dir, "snapshots", "s2", sub),
+                            os.path.join(n.data_dir, sub))
+    n1 = c.node("node1")
+    with pytest.raises(ZkvError, match="exited with code 1"):
+        c.restart("node1")
+    said = c.tail(n1)
+    assert "holds snapshot 's2', taken before namespace(s) were truncated" in said, said
+    assert "namespace 'sib' generation 0: 60 key(s)" in said and "zkv dump --store" in said
+    assert os.path.exists(os.path.join(n1.data_dir, "data", "SNAPSHOT"))
+    dumped = os.path.join(c.dir, "sib.jsonl")
+    out = subprocess.run([ZKV, "dump", "--namespace", "sib", "--out", dumped,
+                          *[a for n in c.nodes for a in ("--store", os.path.join(
+                              n.data_dir, "data"))]],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "dumped 60 key(s) of namespace 'sib' generation 0" in \
+        out.stderr, out
+    for n in c.nodes:
+        n.extra = [*n.extra, "--purge-ended-namespaces"]
+        c.restart(n.id)
+    c.wait_converged(expect_up=["node1", "node2", "node3"])
+    said = c.tail(n1, 40)
+    assert "holds 60 key(s) of namespace 'sib' generation 0" in said and "purged now" in said
+    out = zkv("keys", "--namespace", "sib", "--count", "--node", ep[0])
+    assert out.returncode == 0 and out.stdout.strip() == "0", out  # (the truncate stood)
+    out = zkv("load", dumped, "--node", ep[0])
+    assert out.returncode == 0, out
+    with Client(ep, timeout=5) as cl:
+        got = cl.get_many([b"k%d" % i for i in range(60)], namespace="sib", r=2)
+    assert sorted(got[0].values) == [b"v0", b"w0"]
+    assert [r.values for r in got[1:]] == [[b"v%d" % i] for i in range(1, 60)]
+    for n in c.nodes:  # the snapshot itself still holds the keys, purge or not
+        with LogStore(os.path.join(n.data_dir, "snapshots", "s2", "data"), readonly=True) as s:
+            assert sum(1 for k in s.keys() if k.startswith(b"\x00\x03\x00sib\x00")) == 60

@@ -242,6 +242,11 @@ def node_parser() -> argparse.ArgumentParser:
                    help="start on stores restored from a snapshot older than 2 x "
                    "--tombstone-grace + 60 s (refused by default: deletes made since it was "
                    "taken would come back; for rolling every node back to one moment)")
+    s.add_argument("--purge-ended-namespaces", dest="purge_ended_namespaces",
+                   action="store_true",
+                   help="start on stores restored from a snapshot that holds keys of namespace "
+                   "generations truncated or dropped since (refused by default, naming each: "
+                   "the start would purge them; `zkv dump --store` copies them out first)")
     s.add_argument("--new-cluster", dest="new_cluster", action="store_true",
                    help="without --seed, found a new cluster even though the data dir holds "
                    "data and no cluster state (refused by default: a member whose cluster.json "
@@ -282,8 +287,8 @@ def node_main(argv: list[str] | None = None) -> int:
     )
     from zkv.node.antientropy import echo_window
     from zkv.node.conns import fd_limit_problem
-    from zkv.node.membership import check_founding
-    from zkv.node.snapshots import check_restored
+    from zkv.node.membership import check_founding, load_cluster
+    from zkv.node.snapshots import check_ended, check_restored
     from zkv.node.transport import Node
 
     stray = fd_limit_problem() or check_founding(cfg.data_dir, cfg.seed, args.new_cluster)
@@ -291,6 +296,9 @@ def node_main(argv: list[str] | None = None) -> int:
         print(f"zkv-node: {stray}", file=sys.stderr)
         return 1
     try:
+        saved = load_cluster(os.path.join(cfg.data_dir, "cluster.json")).get("namespaces")
+        for line in check_ended(cfg.data_dir, saved, args.purge_ended_namespaces):
+            logging.getLogger("zkv.node").warning("%s", line)
         restored = check_restored(cfg.data_dir, time.time_ns() // 1_000_000,
                                   echo_window(cfg.tombstone_grace), args.restore_old_snapshot)
         if restored:
@@ -543,6 +551,13 @@ def _main(argv: list[str] | None = None) -> int:
     dp.add_argument("--out", metavar="FILE", help="write to FILE (complete, or not at all: "
                     "written beside it, then renamed over it; a symbolic link's file; a FIFO "
                     "or a device written into) instead of stdout ('-': stdout)")
+    dp.add_argument("--store", metavar="DIR", action="append",
+                    help="read the keys offline from this node store (a snapshot's data/, a "
+                    "stopped node's DATA_DIR/data; repeat it for every node's: copies merged) "
+                    "instead of a cluster: a generation a truncate or drop ended since "
+                    "(README, \"Backups\")")
+    dp.add_argument("--generation", type=int, help="with --store: the namespace generation to "
+                    "dump (default: the only one the stores hold)")
     ld = with_node(sub.add_parser("load", help="write a zkv dump into the cluster (blind "
                                   "writes: siblings stay siblings)"))
     ld.add_argument("source", metavar="FILE", help="the dump ('-': stdin)")
@@ -1348,9 +1363,25 @@ def dump_command(args) -> int:
     from zkv import dump
     from zkv.client import Client
 
-    with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
+    if args.store and (args.prefix or args.r):
+        raise InvalidRequest("--store dumps every key of a generation: no --prefix nor --r")
+    if args.generation is not None and not args.store:
+        raise InvalidRequest("--generation goes with --store (a cluster serves only the live "
+                             "generation of a namespace)")
+    with contextlib.ExitStack() as stack:
+        c = None if args.store else stack.enter_context(
+            Client([args.node], timeout=args.timeout, keys=args.keys))
+
+        def write(f) -> str:
+            """Dump into `f`; returns what was dumped, for the line on stderr."""
+            if c is None:
+                count, gen = dump.dump_stores(args.store, f, args.namespace, args.generation)
+                return f"{count} key(s) of namespace {args.namespace!r} generation {gen}"
+            count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
+            return f"{count} key(s) of namespace {args.namespace!r}"
+
         if args.out in (None, "-"):
-            count = dump.dump(c, sys.stdout, args.namespace, _key(args.prefix), args.r)
+            what = write(sys.stdout)
         else:
             out = os.path.realpath(args.out)  # (a symbolic link: its file, the link kept)
             # a FIFO or a device (/dev/stdout) is written into as it is: it cannot be swapped
@@ -1366,7 +1397,7 @@ def dump_command(args) -> int:
                 raise InvalidRequest(f"--out {args.out}: {exc.strerror or exc}") from None
             try:
                 with f:
-                    count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
+                    what = write(f)
                 if not special:
                     os.replace(target, out)  # (a dump that failed leaves no file to be trusted)
             except BaseException:
@@ -1374,7 +1405,7 @@ def dump_command(args) -> int:
                     with contextlib.suppress(OSError):
                         os.unlink(target)
                 raise
-    print(f"dumped {count} key(s) of namespace {args.namespace!r}", file=sys.stderr)
+    print(f"dumped {what}", file=sys.stderr)
     return 0
 
 

@@ -92,20 +92,7 @@ def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
     many keys. One pass over the owners (Client.items): each partition's copies on `r` of its
     owners (None: the namespace's R) merged as a get at R merges them. A partition that cannot
     be listed raises (the file then has no end line)."""
-    out.write(json.dumps({"zkv_dump": FORMAT, "namespace": namespace}) + "\n")
-    chain = _chain_start(namespace)
-    count = 0
-    for key, values, ends in client.items(namespace, prefix, r=r, expiry=True):
-        count += 1
-        rec: dict = {"n": count, "k": _b64(key), "v": [_b64(v) for v in values]}
-        if ends:
-            rec["x"] = ends
-        digest = record_digest(count, key, values, ends or 0)
-        rec["h"] = digest.hex()
-        chain = _chain_next(chain, digest)
-        out.write(json.dumps(rec) + "\n")
-    out.write(json.dumps({"zkv_dump_end": count, "chain": chain.hex()}) + "\n")
-    return count
+    return write(out, namespace, client.items(namespace, prefix, r=r, expiry=True))
 
 
 def record_digest(n: int, key: bytes, values: list[bytes], ends: int) -> bytes:
@@ -130,6 +117,81 @@ def _chain_next(chain: bytes, digest: bytes) -> bytes:
 def unchecked(head: dict) -> bool:
     """Whether a dump (its header, `read`) carries no digests: format 1, an older zkv's."""
     return head["zkv_dump"] == 1
+
+
+def write(out: IO[str], namespace: str,
+          records: Iterable[tuple[bytes, list[bytes], int | None]]) -> int:
+    """Write a dump of `namespace` holding `records` (key, values, expiry ms or 0/None) to
+    `out`, in the format above; returns how many records."""
+    out.write(json.dumps({"zkv_dump": FORMAT, "namespace": namespace}) + "\n")
+    chain = _chain_start(namespace)
+    count = 0
+    for key, values, ends in records:
+        count += 1
+        rec: dict = {"n": count, "k": _b64(key), "v": [_b64(v) for v in values]}
+        if ends:
+            rec["x"] = ends
+        digest = record_digest(count, key, values, ends or 0)
+        rec["h"] = digest.hex()
+        chain = _chain_next(chain, digest)
+        out.write(json.dumps(rec) + "\n")
+    out.write(json.dumps({"zkv_dump_end": count, "chain": chain.hex()}) + "\n")
+    return count
+
+
+def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
+                generation: int | None = None) -> tuple[int, int]:
+    """Write the dump of `namespace`'s live keys of one generation from node stores read
+    offline (a snapshot's data/ directory, or a stopped node's DATA_DIR/data), not from a
+    cluster: the way back to the keys of a generation that a truncate or drop has ended
+    since the snapshot, which no node serves (README, "Backups"). Each store is opened
+    read-only, every copy of a key in them merged as a read merges replicas (DVV sync; the
+    newest of an lww key's), tombstones left out. `generation` None: the only one of the
+    name the stores hold. Returns (keys, generation); InvalidRequest when the stores hold
+    none of the name, or several generations and none was named. Its values carry no "x":
+    loaded, they live the target namespace's ttl from the load."""
+    from zkv._core import dvv
+    from zkv.node.namespaces import generation as generation_of
+    from zkv.node.namespaces import head_of_key, is_lww, split_key
+    from zkv.storage import LogStore
+
+    want = namespace.encode("ascii", "replace")
+    found: dict[int, dict[bytes, bytes]] = {}
+    paths = list(paths)
+    for path in paths:
+        if not os.path.isdir(path):
+            raise InvalidRequest(f"--store {path}: no such directory")
+        with LogStore(path, readonly=True) as store:
+            for key in store.keys():
+                gen = generation_of(key) if key[:1] == b"\x00" else None
+                if gen is None or gen[0] != want:
+                    continue
+                value = store.get(key)
+                if value is None:
+                    continue
+                copies = found.setdefault(gen[1], {})
+                copies[key] = dvv.sync_encoded(copies.get(key), value)
+    if generation is None:
+        if len(found) > 1:
+            raise InvalidRequest(f"the stores hold generations {sorted(found)} of namespace "
+                                 f"{namespace!r}: name one with --generation")
+        generation = next(iter(found), 0)
+    keys = found.get(generation, {})
+    if not keys:
+        raise InvalidRequest(f"no keys of namespace {namespace!r} generation {generation} in "
+                             + ", ".join(paths))
+
+    def records() -> Iterator[tuple[bytes, list[bytes], int]]:
+        for skey in sorted(keys):
+            s = dvv.DVVSet.decode(keys[skey])
+            if is_lww(skey):
+                s = dvv.lww(s)
+            head = head_of_key(skey)
+            values = [v[head:] for v in s.live_values()]
+            if values:
+                yield split_key(skey)[1], values, 0
+
+    return write(out, namespace, records()), generation
 
 
 def read(lines: Iterable[str], name: str

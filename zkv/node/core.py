@@ -1998,7 +1998,7 @@ class NodeCore:
             else:
                 info = snapshots.take(data_dir, msg.name, self.me,
                                       {"data": self.store, "handoff": self.handoff.store},
-                                      self.handoff.wall_ms())
+                                      self.handoff.wall_ms(), self.namespaces.to_builtins())
                 log.info("snapshot %r taken: %s (%d bytes)", msg.name, info["path"],
                          info["bytes"])
         except (StorageFull, OSError) as exc:

@@ -11,6 +11,12 @@ replaced the segments it links: remove it (`rm -r`) once it is copied. Layout:
     DATA_DIR/snapshots/NAME/{data,handoff}/SNAPSHOT   when it was taken (MARK, below)
     DATA_DIR/snapshots/NAME/snapshot.json   this module's manifest (below)
 
+Both the manifest and the marks record the namespace registry of the snapshot's moment
+("namespaces", Registry.to_builtins: every name's version, its generation included). The
+stored keys name their generation, and a registry that ended it since (a truncate, a drop)
+makes them dead, so a restore must know which generations were live when it was taken
+(`ended_since`).
+
 Restoring one is the operator's (README, "Backups"): with the node stopped, its data/ and
 handoff/ replaced by the snapshot's; on start it rejoins and hint delivery and anti-entropy
 bring it the writes taken since. A snapshot older than the replicas' reap memory is refused
@@ -25,13 +31,13 @@ import os
 import shutil
 
 from zkv.errors import InvalidRequest, ZkvError
-from zkv.node.namespaces import valid_name
+from zkv.node.namespaces import Registry, generation, valid_name
 
 SNAPSHOTS = "snapshots"  # under the data dir
 MANIFEST = "snapshot.json"
 # in each store directory of a snapshot (data/, handoff/), so that it comes back with a
-# restore: {"snapshot": NAME, "node": ID, "created_ms": wall ms}; the node removes it once it
-# started on the restored stores (check_restored)
+# restore: {"snapshot": NAME, "node": ID, "created_ms": wall ms, "namespaces": [...]}; the node
+# removes it once it started on the restored stores (check_restored)
 MARK = "SNAPSHOT"
 
 
@@ -41,9 +47,12 @@ def _check_name(name: str) -> None:
                              f"(not . or ..)")
 
 
-def take(data_dir: str, name: str, node_id: str, stores: dict, wall_ms: int) -> dict:
+def take(data_dir: str, name: str, node_id: str, stores: dict, wall_ms: int,
+         namespaces: list[dict] | None = None) -> dict:
     """Snapshot `stores` ({subdirectory: LogStore}) as `name`; returns the manifest:
-    {"node", "name", "path", "created_ms", "stores": {sub: {"files", "bytes"}}, "bytes"}.
+    {"node", "name", "path", "created_ms", "stores": {sub: {"files", "bytes"}}, "bytes",
+    "namespaces"} ("namespaces": the node's registry now, Registry.to_builtins, in the marks
+    too).
     InvalidRequest for a bad or taken name or a store that cannot be snapshotted; StorageFull
     or OSError from the engine (nothing of the snapshot is left then)."""
     _check_name(name)
@@ -65,8 +74,10 @@ def take(data_dir: str, name: str, node_id: str, stores: dict, wall_ms: int) -> 
         for sub, store in stores.items():
             info["stores"][sub] = store.snapshot(os.path.join(path, sub))
             with open(os.path.join(path, sub, MARK), "w") as f:
-                json.dump({"snapshot": name, "node": node_id, "created_ms": wall_ms}, f)
+                json.dump({"snapshot": name, "node": node_id, "created_ms": wall_ms,
+                           "namespaces": namespaces or []}, f)
         info["bytes"] = sum(s["bytes"] for s in info["stores"].values())
+        info["namespaces"] = namespaces or []
         tmp = os.path.join(path, MANIFEST + ".tmp")
         with open(tmp, "w") as f:
             json.dump(info, f, indent=2)
@@ -130,6 +141,84 @@ def _held(path: str) -> int:
             if st.st_nlink == 1:
                 held += st.st_size
     return held
+
+
+def ended_since(data_dir: str, current: object) -> tuple[str, list[tuple[str, int, int]]]:
+    """The namespace generations whose keys a node's restored store holds (its MARK in
+    DATA_DIR/data) that were live when the snapshot was taken and that `current` (the
+    registry cluster.json holds: Registry.to_builtins) has ended since, by a truncate or a
+    drop: (the snapshot's name, [(namespace, generation, live keys)]); ("", []) when the
+    store is no restored snapshot or holds none. A node started on it would purge them
+    (Registry.is_dead): the purge sweep takes them for leftovers of the truncate. A snapshot
+    whose mark has no registry (taken by an older version) counts every key the current
+    registry calls dead."""
+    mark = os.path.join(data_dir, "data", MARK)
+    try:
+        with open(mark) as f:
+            info = json.load(f)
+        then_raw = info.get("namespaces") or None
+        name = str(info.get("snapshot", "?"))
+        cur = Registry.from_builtins(current) if current else None
+    except (OSError, ValueError, AttributeError):
+        return "", []  # (no mark; a bad one: check_restored says so; a bad registry: ignored)
+    if cur is None or not cur.dead_gens:
+        return name, []
+    try:
+        then = Registry.from_builtins(then_raw) if then_raw else None
+    except ValueError:
+        then = None
+    from zkv._core import dvv
+    from zkv.storage import LogStore
+
+    counts: dict[tuple[str, int], int] = {}
+    with LogStore(os.path.join(data_dir, "data"), readonly=True) as store:
+        for key in store.keys():
+            if key[:1] != b"\x00" or not cur.is_dead(key) or (then and then.is_dead(key)):
+                continue
+            found = generation(key)
+            value = store.get(key)
+            try:
+                live = value is not None and dvv.has_value_encoded(value)
+            except ValueError:
+                live = True  # (a value that cannot be read still counts: it is not purged)
+            if found is None or not live:
+                continue
+            where = (found[0].decode("ascii", "replace"), found[1])
+            counts[where] = counts.get(where, 0) + 1
+    return name, [(ns, gen, n) for (ns, gen), n in sorted(counts.items())]
+
+
+def check_ended(data_dir: str, current: object, purge: bool) -> list[str]:
+    """`ended_since` as a start sees it: nothing ended, []; else the WARNING lines to log,
+    one per namespace, if `purge` (--purge-ended-namespaces: the node starts and purges
+    them, as the truncate or drop asked), or ZkvError naming each and what to do (every mark
+    kept: nothing changed)."""
+    name, ended = ended_since(data_dir, current)
+    if not ended:
+        return []
+    store = os.path.join(os.path.abspath(data_dir), "data")
+    lines = []
+    for ns, gen, keys in ended:
+        get_back = (f"`zkv dump --store {store} --namespace {ns} --generation {gen} --out "
+                    f"{ns}.{gen}.jsonl` (before the start, or from the snapshot's own data/ "
+                    f"copy), then `zkv load {ns}.{gen}.jsonl --namespace {ns}` into the live "
+                    f"namespace")
+        if purge:
+            lines.append(
+                f"restored snapshot {name!r} holds {keys} key(s) of namespace {ns!r} "
+                f"generation {gen}, which a truncate or drop ended after the snapshot: "
+                f"purged now (--purge-ended-namespaces); the snapshot's copy of data/ still "
+                f"holds them: to get them back, {get_back}")
+        else:
+            lines.append(f"namespace {ns!r} generation {gen}: {keys} key(s): {get_back}")
+    if purge:
+        return lines
+    raise ZkvError(
+        f"{data_dir} holds snapshot {name!r}, taken before namespace(s) were truncated or "
+        f"dropped, and the cluster's registry (cluster.json) says their generation ended: "
+        f"started on it, this node would purge their keys (README, \"Backups\"). "
+        + "; ".join(lines) + ". To let the truncate or drop stand (the keys purged), start "
+        "with --purge-ended-namespaces")
 
 
 FUTURE_SLACK_MS = 5_000  # a snapshot's mark this far ahead of the clock: a clock is wrong
