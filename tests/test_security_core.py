@@ -1570,3 +1570,40 @@ def test_gets_of_a_large_value_count_the_copies_they_hold(node, monkeypatch):
     assert node.core.inflight_bytes[OUTSIDER] >= 4 * mib
     run_for(node.core.cfg.replica_timeout + 5)  # their deadlines pass: the bytes are freed
     assert not node.core.inflight_bytes and node.core.client_bytes == 0
+
+
+def test_a_get_holds_one_large_version_not_one_per_replica(node, monkeypatch):
+    """A get of a large value kept every replica's copy until the last replica answered or
+    its deadline (two 16 MiB siblings at r=2 and a silent replica: 64 MiB held, and the
+    connection's next requests "busy" for up to a second). GetQuorum keeps a large answer by
+    its digest once merged, so the get holds the merged version alone and is charged for
+    that; read repair still reaches a replica that answered with less."""
+    from zkv.node.quorum import GetQuorum
+
+    big = dvv.update_encoded(None, b"", b"v" * (1 << 20), "node1", b"")
+    newer = dvv.update_encoded(big, dvv.DVVSet.decode(big).context(), b"w" * (1 << 20),
+                               "node2", b"")
+    q = GetQuorum(2)
+    q.add_result("node1", big)
+    q.add_result("node2", newer)
+    q.add_result("node3", newer)
+    assert q.merged == newer and all(len(v) < 64 for v in q.results.values())
+    assert q.final_action() == [("node1", newer)]  # the repair, judged by digest
+
+    mib = 1 << 20
+    node.core.handle((REQUEST, OUTSIDER), [wire.Put(1, b"big", b"v" * mib, w=1)], node.t)
+    node.out()
+    run_for = partial(_run_with_peers_up, node)
+    run_for(node.core.cfg.replica_timeout + 0.5)
+    assert not node.core.inflight_bytes
+    held = node.core.store.get(b"big")
+    node.core.handle((REQUEST, OUTSIDER), [wire.Get(2, b"big", r=2)], node.t)
+    asks = {p: [m for m in msgs if type(m) is wire.RGet] for p, msgs in node.out().peers.items()}
+    assert node.core.inflight_bytes[OUTSIDER] == len(held)  # its own read
+    # a replica answers with the same large version: nothing more is held or charged
+    node.core.handle((REPLY, "node2"), [wire.RGetOk(asks["node2"][0].rid, held)], node.t)
+    replies = node.out().clients.get(OUTSIDER, [])
+    assert [type(r) for r in replies] == [wire.GetOk]
+    assert node.core.inflight_bytes[OUTSIDER] == len(held)
+    run_for(node.core.cfg.replica_timeout + 5)
+    assert not node.core.inflight_bytes and node.core.client_bytes == 0

@@ -58,8 +58,8 @@ STANDINS_PER_SILENCE = 2
 
 # A write whose copies to the replicas come to this many bytes or more counts them against
 # its client's request bytes in flight (NodeCore.charge), as its own value counts: smaller
-# ones are not worth the bookkeeping (a 1 KiB put's two copies: ~2.2 KiB). So does a copy a
-# get holds (read here or answered by a replica) until the get is done.
+# ones are not worth the bookkeeping (a 1 KiB put's two copies: ~2.2 KiB). So does the
+# version a get holds (the merge of the copies read here and answered) until it is done.
 CHARGED_COPIES = 1 << 16
 
 
@@ -203,11 +203,11 @@ class GetOp(_FanOut):
             if node_id == self.ctx.me:
                 self.asked[node_id] = owner
                 held = self.ctx.replica.read(self.key, owner)
-                if len(held) >= CHARGED_COPIES and self.holds_slot:
-                    self.ctx.charge(self, len(held))
                 self.quorum.add_result(node_id, held,
                                        not owner and self.ctx.refilling(self.key), False,
                                        owner is None and node_id in self.owners)
+                if len(held) >= CHARGED_COPIES:
+                    self._charge_merged()
             else:
                 self._send(node_id, owner)
         if self.quorum.also is not None:
@@ -227,9 +227,9 @@ class GetOp(_FanOut):
             if node_id == ctx.me:
                 self.asked[node_id] = owner
                 held = ctx.replica.read(self.key, owner)
-                if len(held) >= CHARGED_COPIES and self.holds_slot:
-                    ctx.charge(self, len(held))
                 quorum.add_result(node_id, held, not owner and ctx.refilling(self.key), True)
+                if len(held) >= CHARGED_COPIES:
+                    self._charge_merged()
             else:
                 self._send(node_id, owner)
 
@@ -278,14 +278,23 @@ class GetOp(_FanOut):
             return
         self.pending.discard(node_id)
         if isinstance(msg, RGetOk):
-            if len(msg.dvv) >= CHARGED_COPIES and self.origin is not None:
-                # a large copy held until the op is done counts against its client's bytes in
-                # flight (NodeCore._bytes_refused), as a write's copies do
-                self.ctx.charge(self, len(msg.dvv))
             # (a primary: one of the key's owners asked for its own copy, not as a stand-in)
             self.quorum.add_result(node_id, msg.dvv, msg.unsure, node_id in self.subs,
                                    node_id in self.owners and self.asked[node_id] is None)
+            if len(msg.dvv) >= CHARGED_COPIES:
+                self._charge_merged()
         self._check()
+
+    def _charge_merged(self) -> None:
+        """A large version the get holds until it is done counts against its client's bytes in
+        flight (NodeCore._bytes_refused), as a write's copies do: the merged one, the only one
+        it keeps (GetQuorum keeps a large answer by its digest)."""
+        if self.origin is None:
+            return
+        merged = self.quorum.merged
+        held = len(merged) if merged is not None and len(merged) >= CHARGED_COPIES else 0
+        if held != self.copies:
+            self.ctx.charge(self, held - self.copies)
 
     def _answer(self) -> None:
         q = self.quorum  # (the wall clock only where a write's own ttl is judged)

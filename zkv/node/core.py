@@ -2716,9 +2716,10 @@ class NodeCore:
                 self._count_bytes(ident, -op.size)
 
     def charge(self, op: Op, size: int) -> None:
-        """`op` (a client's) sent its replicas copies of `size` bytes: they count against its
+        """`op` (a client's) sent its replicas copies of `size` bytes, or holds a version of
+        that size (a get; negative: it holds that much less now): they count against its
         connection's and all clients' request bytes in flight until the op is done (every
-        replica answered, or its deadline), past its answer; later writes over the cap are
+        replica answered, or its deadline), past its answer; later requests over the cap are
         answered "busy, retry" (_bytes_refused)."""
         op.copies += size
         self._count_bytes(op.origin[0], size)

@@ -36,12 +36,26 @@ stood in meanwhile (a sloppy quorum's reads and writes may meet on no node at al
 
 from __future__ import annotations
 
+import mmh3
+
 from zkv._core import dvv
 from zkv.node.expiry import expires_at, served
 from zkv.node.namespaces import STAMP_BYTES
 from zkv.wire import ASKED_ALL, E_QUORUM, Error, GetOk, PutOk
 
 _NONE: frozenset[str] = frozenset()
+
+# A replica's answer of this many bytes or more is kept by its digest (murmur3-128), not
+# whole: once merged, an answer is only compared with the merged version (`final_action`),
+# so a get holds one large version after the answers came in (the merged one) instead of
+# one per replica (two 16 MiB siblings read at r=2 held 64 MiB until the last replica
+# answered or the replica timeout: an outside run). (= coordinator.CHARGED_COPIES)
+KEPT_WHOLE = 1 << 16
+
+
+def _kept(encoded: bytes) -> bytes:
+    return encoded if len(encoded) < KEPT_WHOLE else mmh3.hash_bytes(encoded)
+
 
 
 class GetQuorum:
@@ -63,7 +77,8 @@ class GetQuorum:
         self.excused: set[str] | frozenset[str] = _NONE if also is None else set()
         self.subs: set[str] | frozenset[str] = _NONE if also is None else set()
         self.lww = lww
-        self.results: dict[str, bytes] = {}  # node -> encoded version it holds (b"": none)
+        # node -> encoded version it holds (b"": none), by its digest if large (_kept)
+        self.results: dict[str, bytes] = {}
         self.merged: bytes | None = None  # sync of every valid answer (encoded DVV set)
         self.bad: set[str] = set()  # nodes whose answer did not decode (count as silent)
         self.unsure: set[str] = set()  # nodes in `results` whose answer is not counted
@@ -85,7 +100,7 @@ class GetQuorum:
             except ValueError:
                 self.bad.add(node)
                 return False
-        self.results[node] = encoded
+        self.results[node] = encoded if len(encoded) < KEPT_WHOLE else _kept(encoded)  # (inline)
         if unsure:
             self.unsure.add(node)
             return False
@@ -141,9 +156,9 @@ class GetQuorum:
         enc = self.merged
         if not enc:
             return []
-        subs = self.subs
+        subs, kept = self.subs, _kept(enc)
         return [(node, enc) for node, held in self.results.items()
-                if held != enc and node not in subs]
+                if held != kept and node not in subs]
 
 
 def joint_enough(also, answered, excused) -> bool:
