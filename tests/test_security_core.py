@@ -1570,3 +1570,26 @@ def test_gets_of_a_large_value_count_the_copies_they_hold(node, monkeypatch):
     assert node.core.inflight_bytes[OUTSIDER] >= 4 * mib
     run_for(node.core.cfg.replica_timeout + 5)  # their deadlines pass: the bytes are freed
     assert not node.core.inflight_bytes and node.core.client_bytes == 0
+
+def test_a_member_is_logged_in_the_cluster_once_and_a_move_says_so(tmp_path, caplog):
+    """"member node4 is in the cluster" was logged again each time node4's own record
+    changed its leaving flag (`zkv cluster leave node4`, a restart on its data dir), as if it
+    had joined again; a move to another address says so instead."""
+    n = Node(tmp_path)
+    try:
+        with caplog.at_level("DEBUG", logger="zkv.node"):
+            n.gossip(4, [_member(4, inc=n.incs[2], hb=1)])  # a new member, first-hand
+            n.gossip(4, [_member(4, inc=n.incs[2], hb=2, leaving=True)])  # it starts leaving
+            n.gossip(4, [_member(4, inc=n.incs[2], hb=3)])  # ... and stops
+            moved = _member(4, inc=n.incs[2], hb=4)
+            moved.listen = "tcp://127.0.0.1:7104"
+            n.gossip(4, [moved])
+        said = [r.getMessage() for r in caplog.records]
+        assert [m for m in said if "is in the cluster" in m] == [
+            "member node4 is in the cluster (tcp://127.0.0.1:7004, rack rack-4)"], said
+        assert [m for m in said if "node4 moved" in m] == [
+            "member node4 moved: now at tcp://127.0.0.1:7104 (gossip tcp://127.0.0.1:8004, "
+            "rack rack-4)"], said
+    finally:
+        n.close()
+

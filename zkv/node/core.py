@@ -2034,12 +2034,26 @@ class NodeCore:
                                   self._ns_encoded))
 
     def _merge_members(self, members: list[Member], via: str | None = None) -> None:
+        known = {}  # id -> (listen, gossip, rack) of each member already in the table
+        for m in members:
+            had = self.membership.get(m.id)
+            if had is not None:
+                known[m.id] = (had.listen, had.gossip, had.rack)
         added = self.membership.merge(members, via=via)
         if added:
             self.gossip_delta.update(m.id for m in added)
             for m in added:
                 self.out.connect.append(m)
-                log.info("member %s is in the cluster (%s, rack %s)", m.id, m.listen, m.rack)
+                # (merge also returns a known member whose leaving flag changed, as `zkv
+                # cluster leave` and a restart on its data dir make it: "in the cluster" was
+                # logged again each time; an operator read a second join)
+                was = known.get(m.id)
+                if was is None:
+                    log.info("member %s is in the cluster (%s, rack %s)", m.id, m.listen,
+                             m.rack)
+                elif was != (m.listen, m.gossip, m.rack):
+                    log.info("member %s moved: now at %s (gossip %s, rack %s)", m.id, m.listen,
+                             m.gossip, m.rack)
             self._save_cluster()
 
     def join_seeds(self) -> list[str] | None:
