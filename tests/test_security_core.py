@@ -1571,6 +1571,7 @@ def test_gets_of_a_large_value_count_the_copies_they_hold(node, monkeypatch):
     run_for(node.core.cfg.replica_timeout + 5)  # their deadlines pass: the bytes are freed
     assert not node.core.inflight_bytes and node.core.client_bytes == 0
 
+
 def test_a_member_is_logged_in_the_cluster_once_and_a_move_says_so(tmp_path, caplog):
     """"member node4 is in the cluster" was logged again each time node4's own record
     changed its leaving flag (`zkv cluster leave node4`, a restart on its data dir), as if it
@@ -1593,3 +1594,17 @@ def test_a_member_is_logged_in_the_cluster_once_and_a_move_says_so(tmp_path, cap
     finally:
         n.close()
 
+
+def test_takes_writes_again_is_good_news_logged_at_info(tmp_path, caplog):
+    """"NODE takes writes again" was a WARNING: it is the end of a problem (INFO); its
+    "takes no writes" stays an ERROR."""
+    n = Node(tmp_path)
+    try:
+        with caplog.at_level("DEBUG", logger="zkv.node"):
+            n.core._set_write_stop("the disk is full")
+            n.core._set_write_stop(None)
+        said = [(r.levelname, r.getMessage().split(".")[0]) for r in caplog.records]
+        assert said == [("ERROR", "node1 takes no writes: the disk is full"),
+                        ("INFO", "node1 takes writes again")], said
+    finally:
+        n.close()

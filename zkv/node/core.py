@@ -1009,7 +1009,7 @@ class NodeCore:
         self.write_stop = why
         self.metrics.write_stop.set(0 if why is None else 1)
         if why is None:
-            log.warning("%s takes writes again", self.me)
+            log.info("%s takes writes again", self.me)  # (good news: no WARNING)
         elif was is None:
             log.error("%s takes no writes: %s. It still answers reads; writes go to the key's "
                       "other owners (and hints for it to stand-ins) until it takes them again "
