@@ -97,6 +97,39 @@ def test_bad_values_of_other_flags():
         assert says in line, (args, line)
 
 
+def test_usage_errors_exit_2_in_one_line_naming_the_subcommands_help(tmp_path):
+    """A command line a subcommand cannot take is a usage error, as argparse's own: one line
+    `zkv CMD: error: ... (see zkv CMD --help)`, exit 2, before any node is asked (`zkv put a`
+    exited 1, the code of a refusal or a failure, with "zkv: InvalidRequest: ...")."""
+    f = tmp_path / "v"
+    f.write_text("v")
+    cases = [
+        (["put", "a"], "put", "expected KEY VALUE, KEY --value-file FILE, or --from FILE"),
+        (["put"], "put", "expected KEY VALUE"),
+        (["put", "--from", str(f), "k"], "put", "expected KEY VALUE"),
+        (["put", "k", "v", "--value-file", str(f)], "put", "--value-file FILE takes KEY alone"),
+        (["put", "--from", str(f), "--context", "00"], "put", "--from writes blind"),
+        (["put", "k", "v", "--context", "zz"], "put", "--context must be the hex string"),
+        (["delete", "k", "--context", "zz"], "delete", "--context must be the hex string"),
+        (["get", "a", "b", "--raw"], "get", "--raw writes one value: give one key"),
+        (["namespace", "alter", "x"], "namespace alter", "nothing to change"),
+        (["namespace", "alter", "x", "--n", "2"], "namespace alter", "N is fixed"),
+        (["snapshot", "--list", "--remove"], "snapshot", "--list or --remove, not both"),
+        (["snapshot", "s1", "--list"], "snapshot", "--list takes no NAME"),
+        (["snapshot", "--remove"], "snapshot", "--remove takes the NAME"),
+        (["config", "--set", "max_siblings"], "config", "expected NAME=VALUE"),
+        (["get"], "get", "the following arguments are required: key"),
+        (["cluster", "replace", "n1"], "cluster replace", "required: new_id"),
+        (["cluster", "auto-commit", "maybe"], "cluster auto-commit", "invalid choice"),
+    ]
+    for args, cmd, says in cases:
+        out = zkv(*args, "--node", DEAD, *FAST)
+        line = one_line_error(out)
+        assert out.returncode == 2, (args, out)
+        assert line.startswith(f"zkv {cmd}: error: ") and says in line, (args, line)
+        assert line.endswith(f"(see zkv {cmd} --help)"), (args, line)
+
+
 def test_local_up_bad_input(tmp_path):
     assert "--nodes" in one_line_error(zkv("local", "up", "--nodes", "0", "--dir",
                                            str(tmp_path)))

@@ -34,6 +34,12 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class Usage(InvalidRequest):
+    """A command line the command cannot take (arguments that do not go together, one
+    missing): reported as argparse reports its own, `zkv put: error: ... (see zkv put
+    --help)`, exit 2. (`zkv put a` exited 1, as if a node had refused it.)"""
+
+
 @contextlib.contextmanager
 def _one_line_argparse_errors():
     """Subcommands with their own parsers (bench, compact) fail in one line too."""
@@ -666,6 +672,10 @@ def _main(argv: list[str] | None = None) -> int:
             return 0
     except (BrokenPipeError, KeyboardInterrupt):
         raise
+    except Usage as exc:
+        if os.environ.get("ZKV_DEBUG"):
+            raise
+        _deepest_parser(p, argv).error(str(exc))  # (exits 2)
     except Exception as exc:  # ZkvError (unreachable, invalid), OSError, zmq errors, bugs
         return _fail(exc)
     return 2
@@ -789,15 +799,20 @@ def kv_command(args) -> int:
 
     if args.cmd == "put" and args.value_file is not None and (
             args.source is not None or args.key is None or args.value is not None):
-        raise InvalidRequest("put --value-file FILE takes KEY alone (not VALUE, not --from)")
+        raise Usage("--value-file FILE takes KEY alone (not VALUE, not --from)")
     if args.cmd == "put" and args.value_file is None and (
             args.key is not None if args.source is not None
             else args.key is None or args.value is None):
-        raise InvalidRequest("put takes KEY VALUE, KEY --value-file FILE, or --from FILE")
+        raise Usage("expected KEY VALUE, KEY --value-file FILE, or --from FILE")
     if args.cmd == "get" and args.raw and len(args.key) > 1:
-        raise InvalidRequest("get --raw writes one value: give one key")
+        raise Usage("--raw writes one value: give one key")
     if args.cmd == "put" and args.source is not None and args.context:
-        raise InvalidRequest("--from writes blind: --context names one key's version")
+        raise Usage("--from writes blind: --context names one key's version")
+    try:
+        ctx = bytes.fromhex(args.context) if args.cmd != "get" and args.context else None
+    except ValueError:
+        raise Usage(f"--context must be the hex string a get printed, got "
+                    f"{args.context!r}") from None
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         if args.cmd == "get" and len(args.key) > 1:
             keys = [_key(k) for k in args.key]
@@ -821,11 +836,6 @@ def kv_command(args) -> int:
                       f" UTC)", file=sys.stderr)
             _print_result(res, sibling=args.sibling)
             return 0 if res.found else 3
-        try:
-            ctx = bytes.fromhex(args.context) if args.context else None
-        except ValueError:
-            raise InvalidRequest(f"--context must be the hex string a get printed, got "
-                                 f"{args.context!r}") from None
         if args.cmd == "put" and args.source is not None:
             return put_from(c, args)
         if args.cmd == "put":
@@ -845,19 +855,18 @@ def kv_command(args) -> int:
 def namespace_command(args) -> int:
     from zkv.client import Client
 
+    if args.ns_cmd == "alter" and args.n is not None:
+        raise Usage(f"N is fixed when a namespace is created; for another N, create a new "
+                    f"namespace and copy {args.name!r} into it (zkv dump, zkv load)")
+    if args.ns_cmd == "alter" and all(getattr(args, k) is None
+                                      for k in ("r", "w", "ttl", "pr", "pw")):
+        raise Usage("nothing to change (--r, --w, --pr, --pw or --ttl)")
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         if args.ns_cmd in ("create", "alter"):
             if args.ns_cmd == "create":
                 ns = c.namespace_create(args.name, n=args.n, r=args.r, w=args.w,
                                         conflicts=args.conflicts, ttl=args.ttl, pr=args.pr,
                                         pw=args.pw)
-            elif args.n is not None:
-                raise InvalidRequest(f"zkv namespace alter: N is fixed when a namespace is "
-                                     f"created; for another N, create a new namespace and "
-                                     f"copy {args.name!r} into it (zkv dump, zkv load)")
-            elif all(getattr(args, k) is None for k in ("r", "w", "ttl", "pr", "pw")):
-                raise InvalidRequest("zkv namespace alter: nothing to change (--r, --w, --pr, "
-                                     "--pw or --ttl)")
             else:
                 ns = c.namespace_alter(args.name, r=args.r, w=args.w, ttl=args.ttl,
                                        pr=args.pr, pw=args.pw)
@@ -1474,11 +1483,11 @@ def snapshot_command(args) -> int:
     from zkv.wire import SnapshotAction
 
     if args.list and args.remove:
-        raise InvalidRequest("--list or --remove, not both")
+        raise Usage("--list or --remove, not both")
     if args.list and args.name:
-        raise InvalidRequest("--list takes no NAME")
+        raise Usage("--list takes no NAME")
     if args.remove and not args.name:
-        raise InvalidRequest("--remove takes the NAME of the snapshot to remove")
+        raise Usage("--remove takes the NAME of the snapshot to remove")
     action: SnapshotAction = "list" if args.list else "remove" if args.remove else "take"
     name = args.name or ("" if args.list else time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
@@ -1502,9 +1511,7 @@ def config_command(args) -> int:
     for item in args.changes:
         name, sep, value = item.partition("=")
         if not sep or not name:  # (a command-line mistake: exit 2, as argparse's)
-            print(f"zkv: --set {item!r}: expected NAME=VALUE (e.g. max_siblings=50)",
-                  file=sys.stderr)
-            return 2
+            raise Usage(f"--set {item!r}: expected NAME=VALUE (e.g. max_siblings=50)")
         changes[name.strip().replace("-", "_")] = value.strip()
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         got, failed = _on_targets(c, args, lambda target: c.config(changes, target, args.save))
