@@ -1682,9 +1682,14 @@ def local_up(args) -> int:
               file=sys.stderr)
         return 1
     members, stated = saved_members(args.dir)
-    numbers = {k for m in members if (k := node_number(m)) is not None and k <= 100}
+    # a member is one of this dir's only if its data dir is here (DIR/nodeK, holding the
+    # cluster state it joined with); any other (an operator's own `zkv-node --seed`, named
+    # nodeK or not) is left alone: started here too it was refused as a second process of
+    # that member ("already in the cluster ... and up"), and the whole start failed
+    managed = {m for m in members if m in stated and node_number(m) is not None}
+    numbers = {k for m in managed if (k := node_number(m)) is not None and k <= 100}
     ids = sorted(numbers | {k for k in range(1, args.nodes + 1) if not members
-                            or f"node{k}" not in stated})
+                            or f"node{k}" not in (stated | members)})
     if not ids:
         print(f"zkv: {args.dir} holds a cluster of {', '.join(sorted(members))}, none of them a "
               "node this command starts (node1, node2, ...): use another --dir",
@@ -1692,7 +1697,8 @@ def local_up(args) -> int:
         return 1
     if members and ids != list(range(1, args.nodes + 1)):
         why = "added by `zkv local add`" if numbers - set(range(1, args.nodes + 1)) else ""
-        gone = [f"node{k}" for k in range(1, max(ids) + 1) if k not in ids]
+        gone = [f"node{k}" for k in range(1, max(ids) + 1)
+                if k not in ids and f"node{k}" not in members]
         if gone:
             why += ("; " if why else "") + f"{', '.join(gone)} left it"
         print(f"zkv: {args.dir} holds a cluster of {len(numbers)} node(s) from an earlier run"
@@ -1700,8 +1706,9 @@ def local_up(args) -> int:
                   f"all {len(ids)}" if not gone else ", ".join(f"node{k}" for k in ids)))
     rest = sorted(m for m in members if node_number(m) not in ids)
     if rest:
-        print(f"zkv: {', '.join(rest)} also belong(s) to the cluster under {args.dir} and "
-              f"stay(s) down (not a node this command starts)", file=sys.stderr)
+        print(f"zkv: {', '.join(rest)} also belong(s) to the cluster under {args.dir} but "
+              f"not to this command (no data dir of its own here, or not nodeK): left alone, "
+              f"neither started nor stopped", file=sys.stderr)
     top = 65535 - 2100 - max(ids) + 1
     if not 1 <= args.base_port <= top:
         print(f"zkv: --base-port {args.base_port}: between 1 and {top} (node K uses BASE+K-1 "
