@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -70,10 +71,14 @@ def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
     """Write the dump of `namespace`'s live keys beginning with `prefix` to `out`; returns how
     many keys. One pass over the owners (Client.items): each partition's copies on `r` of its
     owners (None: the namespace's R) merged as a get at R merges them. A partition that cannot
-    be listed raises (the file then has no end line)."""
+    be listed raises (the file then has no end line). Nothing is written before the first
+    page is in: a namespace that does not exist, or a cluster that does not answer, leaves
+    `out` empty (`zkv dump > f` left a header line alone in f, and on a terminal)."""
+    pages = iter(client.items(namespace, prefix, r=r, expiry=True))
+    first = next(pages, None)
     out.write(json.dumps({"zkv_dump": FORMAT, "namespace": namespace}) + "\n")
     count = 0
-    for key, values, ends in client.items(namespace, prefix, r=r, expiry=True):
+    for key, values, ends in itertools.chain([first] if first is not None else [], pages):
         rec: dict = {"k": _b64(key), "v": [_b64(v) for v in values]}
         if ends:
             rec["x"] = ends
