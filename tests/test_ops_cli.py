@@ -485,3 +485,28 @@ def test_print_plan_says_staged_changes_apply_now_under_auto_commit(capsys):
     assert "staged, applied now (auto-commit is on):\n  leave n4\n" in out
     print_plan({**info, "auto_commit": False}, "plan")
     assert "staged (run `zkv cluster commit` to apply):\n  leave n4\n" in capsys.readouterr().out
+
+
+def test_an_unreachable_default_node_says_how_to_name_one(monkeypatch, capsys):
+    """From a fresh shell (no --node, no $ZKV_NODE) against a cluster on other ports, every
+    command said only "no node reachable: tried tcp://127.0.0.1:7001 (...)": now it says
+    that was --node's default and how to name a node. A node named and unreachable is not
+    given that advice."""
+    from zkv import cli
+
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    monkeypatch.setattr(cli, "DEFAULT_NODE", dead)
+    monkeypatch.delenv("ZKV_NODE", raising=False)
+    monkeypatch.delenv("ZKV_DEBUG", raising=False)
+    assert cli.main(["status", *FAST]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and f"no node reachable: tried {dead}" in line, line
+    assert f"no --node given, so the default {dead} was asked" in line, line
+    assert "--node tcp://HOST:PORT (or set ZKV_NODE)" in line, line
+    for named in (["--node", dead], [f"--node={dead}"]):
+        assert cli.main(["get", "k", *named, *FAST]) == 1
+        line = capsys.readouterr().err.strip()
+        assert f"tried {dead}" in line and "no --node given" not in line, line
+    monkeypatch.setenv("ZKV_NODE", dead)
+    assert cli.main(["status", *FAST]) == 1
+    assert "no --node given" not in capsys.readouterr().err

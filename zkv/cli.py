@@ -369,10 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc)
 
 
-def _fail(exc: BaseException) -> int:
+def _fail(exc: BaseException, hint: str = "") -> int:
     if os.environ.get("ZKV_DEBUG"):
         raise exc
     what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    what += hint if what else ""
     print(f"zkv: {type(exc).__name__}: {what}" if what else f"zkv: {type(exc).__name__}",
           file=sys.stderr)
     return 1
@@ -677,8 +678,21 @@ def _main(argv: list[str] | None = None) -> int:
             raise
         _deepest_parser(p, argv).error(str(exc))  # (exits 2)
     except Exception as exc:  # ZkvError (unreachable, invalid), OSError, zmq errors, bugs
-        return _fail(exc)
+        return _fail(exc, _default_node_hint(args, argv, exc))
     return 2
+
+
+def _default_node_hint(args, argv: list[str], exc: Exception) -> str:
+    """What to add to "no node reachable" when the node asked was --node's default, not one
+    the operator named (a fresh shell, a cluster on other ports): how to name one."""
+    if not isinstance(exc, Unavailable) or getattr(args, "node", None) != DEFAULT_NODE:
+        return ""
+    if os.environ.get("ZKV_NODE") or any(w == "--node" or w.startswith("--node=")
+                                         for w in argv):
+        return ""
+    return (f"; no --node given, so the default {DEFAULT_NODE} was asked: name a node of "
+            "your cluster with --node tcp://HOST:PORT (or set ZKV_NODE), or start one with "
+            "`zkv local up`")
 
 
 def _key(s: str) -> bytes:
