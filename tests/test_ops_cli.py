@@ -510,3 +510,18 @@ def test_an_unreachable_default_node_says_how_to_name_one(monkeypatch, capsys):
     monkeypatch.setenv("ZKV_NODE", dead)
     assert cli.main(["status", *FAST]) == 1
     assert "no --node given" not in capsys.readouterr().err
+
+
+def test_a_missing_subcommand_is_named_as_such_and_local_without_a_cluster_says_what_to_do(
+        tmp_path):
+    """`zkv cluster` said "the following arguments are required: cluster_cmd" (argparse's
+    name for it inside zkv); `zkv local add` with no `zkv local up` running showed a raw
+    "[Errno 2] No such file or directory: '.../local.json'" and no way forward."""
+    for args in ([], ["local"], ["cluster"], ["namespace"]):
+        out = zkv(*args)
+        line = one_line_error(out)
+        assert out.returncode == 2 and "the following arguments are required: COMMAND" in line
+        assert "_cmd" not in line and "cmd" not in line.split("required:")[1], line
+    line = one_line_error(zkv("local", "add", "--dir", str(tmp_path / "none")))
+    assert "no running `zkv local up` in" in line and "Errno" not in line, line
+    assert "start one with `zkv local up`, or give the --dir it runs on" in line, line

@@ -398,10 +398,11 @@ def _main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             return _fail(exc)
     p = Parser(prog="zkv", description="zkv: a Dynamo-style key-value store")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    # (metavar: "required: COMMAND", not the dest's name "cmd"; each --help lists them)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     local = sub.add_parser("local", help="a development cluster on this machine")
-    lsub = local.add_subparsers(dest="local_cmd", required=True)
+    lsub = local.add_subparsers(dest="local_cmd", required=True, metavar="COMMAND")
     up = lsub.add_parser("up", help="start nodes on loopback in the foreground (Ctrl-C stops)")
     up.add_argument("--nodes", type=int, default=3, help="how many nodes (1-100)")
     up.add_argument("--dir", default="./zkv-data", help="the nodes' data dirs (DIR/node1, "
@@ -481,7 +482,7 @@ def _main(argv: list[str] | None = None) -> int:
     d.add_argument("--context", help="hex context; by default the current one is read first")
     nsp = sub.add_parser("namespace", help="create, alter, drop, truncate and list namespaces "
                          "(N, R, W, conflicts, ttl)")
-    nsub = nsp.add_subparsers(dest="ns_cmd", required=True)
+    nsub = nsp.add_subparsers(dest="ns_cmd", required=True, metavar="COMMAND")
     nc = with_node(nsub.add_parser("create", help="create a namespace (admin key on a keyed "
                                    "cluster; settings are fixed once created)"))
     nc.add_argument("name")
@@ -596,7 +597,7 @@ def _main(argv: list[str] | None = None) -> int:
                     "changes and repair")
     cl = sub.add_parser("cluster", help="grow and shrink the cluster: leave, replace, "
                         "force-remove, plan, commit")
-    csub = cl.add_subparsers(dest="cluster_cmd", required=True)
+    csub = cl.add_subparsers(dest="cluster_cmd", required=True, metavar="COMMAND")
     c_leave = with_node(csub.add_parser("leave", help="hand off everything NODE_ID holds, "
                                         "then it leaves (its process exits 0)"))
     c_leave.add_argument("node_id")
@@ -1624,7 +1625,8 @@ def _attached_node(args):
     try:
         return cluster, cluster.node(args.node_id)
     except StopIteration:
-        raise ZkvError(f"no node {args.node_id} in {args.dir}/local.json") from None
+        raise ZkvError(f"no node {args.node_id} in {args.dir}/local.json (its nodes: "
+                       f"{', '.join(n.id for n in cluster.nodes) or 'none'})") from None
 
 
 def local_restart(args) -> int:
