@@ -104,7 +104,8 @@ def test_usage_errors_exit_2_in_one_line_naming_the_subcommands_help(tmp_path):
     f = tmp_path / "v"
     f.write_text("v")
     cases = [
-        (["put", "a"], "put", "expected KEY VALUE, KEY --value-file FILE, or --from FILE"),
+        (["put", "a"], "put", "expected KEY VALUE, KEY --value-file FILE, or --from FILE: "
+         "got KEY alone (its value from stdin: --value-file -)"),
         (["put"], "put", "expected KEY VALUE"),
         (["put", "--from", str(f), "k"], "put", "expected KEY VALUE"),
         (["put", "k", "v", "--value-file", str(f)], "put", "--value-file FILE takes KEY alone"),

@@ -818,7 +818,10 @@ def kv_command(args) -> int:
     if args.cmd == "put" and args.value_file is None and (
             args.key is not None if args.source is not None
             else args.key is None or args.value is None):
-        raise Usage("expected KEY VALUE, KEY --value-file FILE, or --from FILE")
+        alone = args.source is None and args.key is not None  # (`echo v | zkv put k`)
+        raise Usage("expected KEY VALUE, KEY --value-file FILE, or --from FILE"
+                    + (": got KEY alone (its value from stdin: --value-file -)" if alone
+                       else ""))
     if args.cmd == "get" and args.raw and len(args.key) > 1:
         raise Usage("--raw writes one value: give one key")
     if args.cmd == "put" and args.source is not None and args.context:
