@@ -526,3 +526,24 @@ def test_a_missing_subcommand_is_named_as_such_and_local_without_a_cluster_says_
     line = one_line_error(zkv("local", "add", "--dir", str(tmp_path / "none")))
     assert "no running `zkv local up` in" in line and "Errno" not in line, line
     assert "start one with `zkv local up`, or give the --dir it runs on" in line, line
+
+
+def test_a_key_that_is_not_utf8_is_named_as_zkv_keys_lists_it(cluster3):
+    """`zkv get $'\\xff\\xfe' k2` labelled the first key's lines with its raw bytes on stdout
+    and "\\udcff\\udcfe" on stderr; `--raw` said "zkv: \\udcff\\udcfe: not found". A key is
+    named as `zkv keys` lists it, \\xNN for each byte that is not printable UTF-8, in both."""
+    ep = cluster3.endpoints[0]
+    bad, nl = b"\xff\xfe", b"a\nb"
+    assert subprocess.run([ZKV, "put", bad, b"v1", "--node", ep], capture_output=True,
+                          timeout=60).returncode == 0
+    got = subprocess.run([ZKV, "get", bad, nl, "--node", ep], capture_output=True, timeout=60)
+    assert got.returncode == 3, got  # (a\nb: not found)
+    assert got.stdout.splitlines() == [b"\\xff\\xfe: v1", b"a\\x0ab: (not found)"], got
+    assert [line.split(b" context: ")[0] for line in got.stderr.splitlines()] == [
+        b"\\xff\\xfe", b"a\\x0ab"], got.stderr
+    listed = subprocess.run([ZKV, "keys", "--node", ep], capture_output=True, timeout=60)
+    assert b"\\xff\\xfe" in listed.stdout.splitlines(), listed
+    got = subprocess.run([ZKV, "get", nl, "--raw", "--node", ep], capture_output=True,
+                         timeout=60)
+    assert got.returncode == 3 and b"zkv: a\\x0ab: not found" in got.stderr, got
+    assert b"\\udc" not in got.stderr

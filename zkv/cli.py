@@ -835,17 +835,17 @@ def kv_command(args) -> int:
         if args.cmd == "get" and len(args.key) > 1:
             keys = [_key(k) for k in args.key]
             got = c.get_many(keys, r=args.r, namespace=args.namespace, pr=args.pr)
-            for name, res in zip(args.key, got, strict=True):
+            for name, res in zip(map(_key_name, args.key), got, strict=True):
                 _print_result(res, f"{name}: ", args.sibling)
                 print(f"{name} context: {res.context.hex()}", file=sys.stderr)
             return 0 if all(r.found for r in got) else 3
         if args.cmd == "get":
             res = c.get(_key(args.key[0]), r=args.r, namespace=args.namespace, pr=args.pr)
             if args.sibling is not None and args.sibling > max(len(res.values), 1):
-                raise InvalidRequest(f"--sibling {args.sibling}: {args.key[0]} has "
+                raise InvalidRequest(f"--sibling {args.sibling}: {_key_name(args.key[0])} has "
                                      f"{len(res.values)} value(s)")
             if args.raw:
-                return _write_raw(args.key[0], res, args.sibling)
+                return _write_raw(_key_name(args.key[0]), res, args.sibling)
             print(f"context: {res.context.hex()}", file=sys.stderr)
             if res.found and res.expires_at:  # (Redis' TTL)
                 left = max(0, res.expires_at - int(time.time() * 1000))
@@ -1357,6 +1357,13 @@ def keys_command(args) -> int:
               f"without -0, where a NUL shows as \\x00)", file=sys.stderr)
         return 1
     return 0
+
+
+def _key_name(arg: str) -> str:
+    r"""A key given on the command line as messages and `get K1 K2` name it: as `zkv keys`
+    lists it (a byte that is not printable UTF-8 as \xNN). Printed as it came, a key that
+    is not UTF-8 was raw bytes on stdout and "\udcff" on stderr."""
+    return _shown_key(_key(arg)).decode()
 
 
 def _shown_key(key: bytes) -> bytes:
