@@ -119,12 +119,14 @@ def test_usage_errors_exit_2_in_one_line_naming_the_subcommands_help(tmp_path):
         (["snapshot", "s1", "--list"], "snapshot", "--list takes no NAME"),
         (["snapshot", "--remove"], "snapshot", "--remove takes the NAME"),
         (["config", "--set", "max_siblings"], "config", "expected NAME=VALUE"),
-        (["get"], "get", "the following arguments are required: key"),
-        (["cluster", "replace", "n1"], "cluster replace", "required: new_id"),
+        (["get"], "get", "the following arguments are required: KEY"),
+        (["cluster", "replace", "n1"], "cluster replace", "required: NEW_ID"),
+        (["namespace", "create"], "namespace create", "required: NAME"),
         (["cluster", "auto-commit", "maybe"], "cluster auto-commit", "invalid choice"),
     ]
+    cases.append((["keygen"], "keygen", "required: DIR"))  # (takes no --node)
     for args, cmd, says in cases:
-        out = zkv(*args, "--node", DEAD, *FAST)
+        out = zkv(*args, *(["--node", DEAD, *FAST] if cmd != "keygen" else []))
         line = one_line_error(out)
         assert out.returncode == 2, (args, out)
         assert line.startswith(f"zkv {cmd}: error: ") and says in line, (args, line)

@@ -418,12 +418,12 @@ def _main(argv: list[str] | None = None) -> int:
     ladd.add_argument("--dir", default="./zkv-data")
     lrm = lsub.add_parser("remove", help="make a node of the running `zkv local up` leave "
                           "(it hands its data off, then exits)")
-    lrm.add_argument("node_id")
+    lrm.add_argument("node_id", metavar="NODE_ID")
     lrm.add_argument("--dir", default="./zkv-data")
     lre = lsub.add_parser("restart", help="start a node of the running `zkv local up` again on "
                           "its data dir (stopping it first with SIGTERM if it runs): a node "
                           "that died or was killed comes back and catches up")
-    lre.add_argument("node_id")
+    lre.add_argument("node_id", metavar="NODE_ID")
     lre.add_argument("--dir", default="./zkv-data")
 
     def with_node(sp):
@@ -442,7 +442,8 @@ def _main(argv: list[str] | None = None) -> int:
 
     g = with_ns(with_node(sub.add_parser("get", help="read a key (several: one batched call, "
                                          "each line prefixed with its key)")))
-    g.add_argument("key", nargs="+")
+    g.add_argument("key", nargs="+", metavar="KEY", help="the key's bytes as given (a shell's "
+                   "$'\\xff' for bytes that are not UTF-8)")
     g.add_argument("--r", type=quorum_arg, help="answers to wait for: a number, or one, quorum "
                    "or all (of the namespace's N)")
     g.add_argument("--pr", type=quorum_arg, help="of the R answers, this many must come from the "
@@ -456,8 +457,9 @@ def _main(argv: list[str] | None = None) -> int:
                    help="only the I-th sibling (1-based, in the order a plain get lists them)")
     pu = with_ns(with_node(sub.add_parser("put", help="write a key, or with --from many "
                                           "(one batched call)")))
-    pu.add_argument("key", nargs="?")
-    pu.add_argument("value", nargs="?")
+    pu.add_argument("key", nargs="?", metavar="KEY")
+    pu.add_argument("value", nargs="?", metavar="VALUE", help="the value's bytes as given (a "
+                    "file's or stdin's: --value-file)")
     pu.add_argument("--from", dest="source", metavar="FILE",
                     help="blind-write every KEY<TAB>VALUE line of FILE ('-': stdin) in "
                     "batches of 1000 (blind: a key that already holds a value gets a "
@@ -476,7 +478,7 @@ def _main(argv: list[str] | None = None) -> int:
                     help="serve the value this long (90, 30m, 12h, 7d; each line's with "
                     "--from): an lww namespace whose own ttl is at least as long")
     d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
-    d.add_argument("key")
+    d.add_argument("key", metavar="KEY")
     d.add_argument("--w", type=quorum_arg, help="as put's")
     d.add_argument("--pw", type=quorum_arg, help="as put's")
     d.add_argument("--context", help="hex context; by default the current one is read first")
@@ -485,7 +487,7 @@ def _main(argv: list[str] | None = None) -> int:
     nsub = nsp.add_subparsers(dest="ns_cmd", required=True, metavar="COMMAND")
     nc = with_node(nsub.add_parser("create", help="create a namespace (admin key on a keyed "
                                    "cluster; settings are fixed once created)"))
-    nc.add_argument("name")
+    nc.add_argument("name", metavar="NAME")
     nc.add_argument("--n", type=int, help="replicas per key (default: the cluster's N, at most "
                     "the number of members)")
     nc.add_argument("--r", type=quorum_arg, help="default read quorum (default: a majority of N)")
@@ -504,7 +506,7 @@ def _main(argv: list[str] | None = None) -> int:
     na = with_node(nsub.add_parser("alter", help="change a namespace's default R and W and "
                                    "its ttl (admin key on a keyed cluster; N and conflicts "
                                    "are fixed)"))
-    na.add_argument("name")
+    na.add_argument("name", metavar="NAME")
     # (refused, saying why: without it, argparse read --n as an abbreviation of --node)
     na.add_argument("--n", help=argparse.SUPPRESS)
     na.add_argument("--r", type=quorum_arg, help="the new default read quorum")
@@ -520,7 +522,7 @@ def _main(argv: list[str] | None = None) -> int:
                        ("truncate", "empty a namespace, keeping it and its settings: every "
                         "key of it is gone at once (admin key on a keyed cluster)")):
         nd = with_node(nsub.add_parser(verb, help=text))
-        nd.add_argument("name")
+        nd.add_argument("name", metavar="NAME")
         nd.add_argument("--yes", action="store_true", help="really: every key of the "
                         "namespace is lost (refused without it)")
     nl = with_node(nsub.add_parser("list", help="every namespace and its settings"))
@@ -574,7 +576,7 @@ def _main(argv: list[str] | None = None) -> int:
     sn = with_node(sub.add_parser("snapshot", help="hard-link a node's stores as they are now "
                                   "under DATA_DIR/snapshots/NAME on its machine (a backup to "
                                   "copy off; --all: every member)"))
-    sn.add_argument("name", nargs="?", help="the snapshot's name (default: the UTC time, "
+    sn.add_argument("name", nargs="?", metavar="NAME", help="the snapshot's name (default: the UTC time, "
                     "YYYYMMDD-HHMMSS)")
     sn.add_argument("--all", action="store_true", help="every member of the cluster (--node's "
                     "member table), one after the other, under the same name")
@@ -591,7 +593,7 @@ def _main(argv: list[str] | None = None) -> int:
     tp.add_argument("--json", action="store_true", help="one snapshot as JSON")
     kg = sub.add_parser("keygen", help="CurveZMQ keys: the cluster's pair and an admin client "
                         "key, or with --client one more client key")
-    kg.add_argument("dir", help="the keys directory (nodes take it with --keys)")
+    kg.add_argument("dir", metavar="DIR", help="the keys directory (nodes take it with --keys)")
     kg.add_argument("--client", help="write one more client key pair, DIR/clients/NAME")
     kg.add_argument("--admin", action="store_true", help="that client may also run cluster "
                     "changes and repair")
@@ -600,14 +602,14 @@ def _main(argv: list[str] | None = None) -> int:
     csub = cl.add_subparsers(dest="cluster_cmd", required=True, metavar="COMMAND")
     c_leave = with_node(csub.add_parser("leave", help="hand off everything NODE_ID holds, "
                                         "then it leaves (its process exits 0)"))
-    c_leave.add_argument("node_id")
+    c_leave.add_argument("node_id", metavar="NODE_ID")
     c_repl = with_node(csub.add_parser("replace", help="NEW_ID (started with --seed) takes "
                                        "OLD_ID's place"))
-    c_repl.add_argument("old_id")
-    c_repl.add_argument("new_id")
+    c_repl.add_argument("old_id", metavar="OLD_ID")
+    c_repl.add_argument("new_id", metavar="NEW_ID")
     c_rm = with_node(csub.add_parser("force-remove", help="NODE_ID is gone for good; the other "
                                      "replicas refill its share"))
-    c_rm.add_argument("node_id")
+    c_rm.add_argument("node_id", metavar="NODE_ID")
     c_plan = with_node(csub.add_parser("plan", help="staged changes and the transfers they "
                                        "cause"))
     c_plan.add_argument("--json", action="store_true")
