@@ -549,3 +549,24 @@ def test_a_key_that_is_not_utf8_is_named_as_zkv_keys_lists_it(cluster3):
                          timeout=60)
     assert got.returncode == 3 and b"zkv: a\\x0ab: not found" in got.stderr, got
     assert b"\\udc" not in got.stderr
+
+
+def test_a_bad_zkv_node_is_named_as_the_environments(monkeypatch):
+    """$ZKV_NODE=localhost:7001 failed as "argument --node: 'localhost:7001': ..." to an
+    operator who had given no --node; $ZKV_NODE=n1 (a member's id) as "--node n1: a member's
+    id is looked up at $ZKV_NODE, which must be tcp://HOST:PORT, not 'n1'", exit 1. Both
+    now say $ZKV_NODE, exit 2; a --node given wins over it as before."""
+    import os
+
+    for bad, says in (("localhost:7001", "'localhost:7001' (from $ZKV_NODE): expected "
+                       "tcp://HOST:PORT"),
+                      ("tcp://0.0.0.0:7001", "(from $ZKV_NODE): a wildcard address"),
+                      ("n1", "$ZKV_NODE='n1': expected tcp://HOST:PORT (a member's id is "
+                       "looked up at $ZKV_NODE, so it cannot be one itself)")):
+        env = {**os.environ, "ZKV_NODE": bad}
+        out = zkv("status", *FAST, env=env)
+        line = one_line_error(out)
+        assert out.returncode == 2 and says in line and "zkv status: error:" in line, line
+        out = zkv("status", "--node", DEAD, *FAST, env=env)
+        assert out.returncode == 1 and DEAD in one_line_error(out) and "ZKV_NODE" not in \
+            out.stderr, out

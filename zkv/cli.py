@@ -92,20 +92,22 @@ def endpoint(value: str) -> str:
     (anything not starting with tcp://; `member_endpoint` looks it up)."""
     from zkv.config import NODE_ID_RE, is_wildcard, parse_endpoint
 
+    # (--node's default is $ZKV_NODE's value, checked here too: say where it came from)
+    env = " (from $ZKV_NODE)" if value == os.environ.get("ZKV_NODE") else ""
     if not value.startswith("tcp://"):
         host, colon, port = value.rpartition(":")
         if NODE_ID_RE.match(value) and not (colon and host and port.isdigit()):
             return value
         hint = f" (tcp://{value}?)" if colon and port.isdigit() else ""
-        raise argparse.ArgumentTypeError(f"{value!r}: expected tcp://HOST:PORT (IPv6 as "
+        raise argparse.ArgumentTypeError(f"{value!r}{env}: expected tcp://HOST:PORT (IPv6 as "
                                          f"tcp://[::1]:PORT) or a member's id{hint}")
     try:
         parse_endpoint(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"{exc}{env}") from None
     if is_wildcard(value):
-        raise argparse.ArgumentTypeError(f"{value!r}: a wildcard address cannot be connected "
-                                         "to; name the node's host")
+        raise argparse.ArgumentTypeError(f"{value!r}{env}: a wildcard address cannot be "
+                                         "connected to; name the node's host")
     return value
 
 
@@ -121,6 +123,9 @@ def member_endpoint(node_id: str, timeout: float, keys: str | None) -> str:
 
     via = default_node()
     if not via.startswith("tcp://"):
+        if via == node_id:  # (no --node: $ZKV_NODE itself names a member, looked up nowhere)
+            raise Usage(f"$ZKV_NODE={via!r}: expected tcp://HOST:PORT (a member's id is "
+                        "looked up at $ZKV_NODE, so it cannot be one itself)")
         raise InvalidRequest(f"--node {node_id}: a member's id is looked up at $ZKV_NODE, "
                              f"which must be tcp://HOST:PORT, not {via!r}")
     try:
