@@ -14,7 +14,7 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ops_helpers import one_line_error, zkv
+from ops_helpers import free_port, one_line_error, zkv
 
 from zkv import dump
 from zkv.client import Client
@@ -228,6 +228,31 @@ def test_a_prefix_dump_is_checked_as_a_whole_one():
     assert dump.dump(source, out, "ns1", prefix=b"a:") == 2
     _, records = dump.read(io.StringIO(out.getvalue()), "f")
     assert [(no, key) for no, key, _, _ in records] == [(2, b"a:1"), (3, b"a:2")]
+
+
+def test_a_dump_that_cannot_start_writes_nothing():
+    """An unknown namespace or a cluster that does not answer fails before the first page:
+    `zkv dump > f` left f holding a header line alone (and printed it on a terminal before
+    the error). Nothing is written until the first page is in; an empty namespace is still
+    a dump (header and end line)."""
+
+    class Refusing(FakeClient):
+        def items(self, namespace, prefix, r=None, expiry=False):
+            raise InvalidRequest(f"unknown namespace {namespace!r}")
+            yield  # (a generator, as Client.items: it raises at the first next())
+
+    out = io.StringIO()
+    with pytest.raises(InvalidRequest, match="unknown namespace 'nope'"):
+        dump.dump(Refusing(), out, "nope")
+    assert out.getvalue() == ""
+    out = io.StringIO()
+    assert dump.dump(FakeClient(), out, "empty") == 0
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [
+        {"zkv_dump": dump.FORMAT, "namespace": "empty"},
+        {"zkv_dump_end": 0, "chain": dump._chain_start("empty").hex()}]
+    dead = f"tcp://127.0.0.1:{free_port()}"  # (nothing listens there)
+    line = one_line_error(got := zkv("dump", "--node", dead, "--timeout", "0.3"))
+    assert got.stdout == "" and "no node reachable" in line, got
 
 
 def test_a_value_the_client_refuses_fails_alone_and_a_stop_keeps_the_failures():

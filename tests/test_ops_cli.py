@@ -97,6 +97,42 @@ def test_bad_values_of_other_flags():
         assert says in line, (args, line)
 
 
+def test_usage_errors_exit_2_in_one_line_naming_the_subcommands_help(tmp_path):
+    """A command line a subcommand cannot take is a usage error, as argparse's own: one line
+    `zkv CMD: error: ... (see zkv CMD --help)`, exit 2, before any node is asked (`zkv put a`
+    exited 1, the code of a refusal or a failure, with "zkv: InvalidRequest: ...")."""
+    f = tmp_path / "v"
+    f.write_text("v")
+    cases = [
+        (["put", "a"], "put", "expected KEY VALUE, KEY --value-file FILE, or --from FILE: "
+         "got KEY alone (its value from stdin: --value-file -)"),
+        (["put"], "put", "expected KEY VALUE"),
+        (["put", "--from", str(f), "k"], "put", "expected KEY VALUE"),
+        (["put", "k", "v", "--value-file", str(f)], "put", "--value-file FILE takes KEY alone"),
+        (["put", "--from", str(f), "--context", "00"], "put", "--from writes blind"),
+        (["put", "k", "v", "--context", "zz"], "put", "--context must be the hex string"),
+        (["delete", "k", "--context", "zz"], "delete", "--context must be the hex string"),
+        (["get", "a", "b", "--raw"], "get", "--raw writes one value: give one key"),
+        (["namespace", "alter", "x"], "namespace alter", "nothing to change"),
+        (["namespace", "alter", "x", "--n", "2"], "namespace alter", "N is fixed"),
+        (["snapshot", "--list", "--remove"], "snapshot", "--list or --remove, not both"),
+        (["snapshot", "s1", "--list"], "snapshot", "--list takes no NAME"),
+        (["snapshot", "--remove"], "snapshot", "--remove takes the NAME"),
+        (["config", "--set", "max_siblings"], "config", "expected NAME=VALUE"),
+        (["get"], "get", "the following arguments are required: KEY"),
+        (["cluster", "replace", "n1"], "cluster replace", "required: NEW_ID"),
+        (["namespace", "create"], "namespace create", "required: NAME"),
+        (["cluster", "auto-commit", "maybe"], "cluster auto-commit", "invalid choice"),
+    ]
+    cases.append((["keygen"], "keygen", "required: DIR"))  # (takes no --node)
+    for args, cmd, says in cases:
+        out = zkv(*args, *(["--node", DEAD, *FAST] if cmd != "keygen" else []))
+        line = one_line_error(out)
+        assert out.returncode == 2, (args, out)
+        assert line.startswith(f"zkv {cmd}: error: ") and says in line, (args, line)
+        assert line.endswith(f"(see zkv {cmd} --help)"), (args, line)
+
+
 def test_local_up_bad_input(tmp_path):
     assert "--nodes" in one_line_error(zkv("local", "up", "--nodes", "0", "--dir",
                                            str(tmp_path)))
@@ -452,3 +488,85 @@ def test_print_plan_says_staged_changes_apply_now_under_auto_commit(capsys):
     assert "staged, applied now (auto-commit is on):\n  leave n4\n" in out
     print_plan({**info, "auto_commit": False}, "plan")
     assert "staged (run `zkv cluster commit` to apply):\n  leave n4\n" in capsys.readouterr().out
+
+
+def test_an_unreachable_default_node_says_how_to_name_one(monkeypatch, capsys):
+    """From a fresh shell (no --node, no $ZKV_NODE) against a cluster on other ports, every
+    command said only "no node reachable: tried tcp://127.0.0.1:7001 (...)": now it says
+    that was --node's default and how to name a node. A node named and unreachable is not
+    given that advice."""
+    from zkv import cli
+
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    monkeypatch.setattr(cli, "DEFAULT_NODE", dead)
+    monkeypatch.delenv("ZKV_NODE", raising=False)
+    monkeypatch.delenv("ZKV_DEBUG", raising=False)
+    assert cli.main(["status", *FAST]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and f"no node reachable: tried {dead}" in line, line
+    assert f"no --node given, so the default {dead} was asked" in line, line
+    assert "--node tcp://HOST:PORT (or set ZKV_NODE)" in line, line
+    for named in (["--node", dead], [f"--node={dead}"]):
+        assert cli.main(["get", "k", *named, *FAST]) == 1
+        line = capsys.readouterr().err.strip()
+        assert f"tried {dead}" in line and "no --node given" not in line, line
+    monkeypatch.setenv("ZKV_NODE", dead)
+    assert cli.main(["status", *FAST]) == 1
+    assert "no --node given" not in capsys.readouterr().err
+
+
+def test_a_missing_subcommand_is_named_as_such_and_local_without_a_cluster_says_what_to_do(
+        tmp_path):
+    """`zkv cluster` said "the following arguments are required: cluster_cmd" (argparse's
+    name for it inside zkv); `zkv local add` with no `zkv local up` running showed a raw
+    "[Errno 2] No such file or directory: '.../local.json'" and no way forward."""
+    for args in ([], ["local"], ["cluster"], ["namespace"]):
+        out = zkv(*args)
+        line = one_line_error(out)
+        assert out.returncode == 2 and "the following arguments are required: COMMAND" in line
+        assert "_cmd" not in line and "cmd" not in line.split("required:")[1], line
+    line = one_line_error(zkv("local", "add", "--dir", str(tmp_path / "none")))
+    assert "no running `zkv local up` in" in line and "Errno" not in line, line
+    assert "start one with `zkv local up`, or give the --dir it runs on" in line, line
+
+
+def test_a_key_that_is_not_utf8_is_named_as_zkv_keys_lists_it(cluster3):
+    """`zkv get $'\\xff\\xfe' k2` labelled the first key's lines with its raw bytes on stdout
+    and "\\udcff\\udcfe" on stderr; `--raw` said "zkv: \\udcff\\udcfe: not found". A key is
+    named as `zkv keys` lists it, \\xNN for each byte that is not printable UTF-8, in both."""
+    ep = cluster3.endpoints[0]
+    bad, nl = b"\xff\xfe", b"a\nb"
+    assert subprocess.run([ZKV, "put", bad, b"v1", "--node", ep], capture_output=True,
+                          timeout=60).returncode == 0
+    got = subprocess.run([ZKV, "get", bad, nl, "--node", ep], capture_output=True, timeout=60)
+    assert got.returncode == 3, got  # (a\nb: not found)
+    assert got.stdout.splitlines() == [b"\\xff\\xfe: v1", b"a\\x0ab: (not found)"], got
+    assert [line.split(b" context: ")[0] for line in got.stderr.splitlines()] == [
+        b"\\xff\\xfe", b"a\\x0ab"], got.stderr
+    listed = subprocess.run([ZKV, "keys", "--node", ep], capture_output=True, timeout=60)
+    assert b"\\xff\\xfe" in listed.stdout.splitlines(), listed
+    got = subprocess.run([ZKV, "get", nl, "--raw", "--node", ep], capture_output=True,
+                         timeout=60)
+    assert got.returncode == 3 and b"zkv: a\\x0ab: not found" in got.stderr, got
+    assert b"\\udc" not in got.stderr
+
+
+def test_a_bad_zkv_node_is_named_as_the_environments(monkeypatch):
+    """$ZKV_NODE=localhost:7001 failed as "argument --node: 'localhost:7001': ..." to an
+    operator who had given no --node; $ZKV_NODE=n1 (a member's id) as "--node n1: a member's
+    id is looked up at $ZKV_NODE, which must be tcp://HOST:PORT, not 'n1'", exit 1. Both
+    now say $ZKV_NODE, exit 2; a --node given wins over it as before."""
+    import os
+
+    for bad, says in (("localhost:7001", "'localhost:7001' (from $ZKV_NODE): expected "
+                       "tcp://HOST:PORT"),
+                      ("tcp://0.0.0.0:7001", "(from $ZKV_NODE): a wildcard address"),
+                      ("n1", "$ZKV_NODE='n1': expected tcp://HOST:PORT (a member's id is "
+                       "looked up at $ZKV_NODE, so it cannot be one itself)")):
+        env = {**os.environ, "ZKV_NODE": bad}
+        out = zkv("status", *FAST, env=env)
+        line = one_line_error(out)
+        assert out.returncode == 2 and says in line and "zkv status: error:" in line, line
+        out = zkv("status", "--node", DEAD, *FAST, env=env)
+        assert out.returncode == 1 and DEAD in one_line_error(out) and "ZKV_NODE" not in \
+            out.stderr, out

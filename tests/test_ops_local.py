@@ -3,6 +3,7 @@ right after Ctrl-C, and never importing the clone's uncompiled source tree (issu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -259,6 +260,53 @@ def test_zkv_local_up_ctrl_c_then_up_again(tmp_path):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(10)
+
+
+def test_local_up_again_leaves_a_member_it_never_started_alone(tmp_path):
+    """A member an operator started on their own (`zkv-node --id node4 ... --seed` of the
+    `zkv local up` cluster, its data dir elsewhere) is no node of the local dir: `zkv local
+    up` run again started a second node4 on DIR/node4, which the cluster refused ("already
+    in the cluster ... and up") and the whole start failed. It now starts its own three,
+    says once that node4 is left alone, and node4 serves on, untouched."""
+    base = free_base_port()
+    node = f"tcp://127.0.0.1:{base}"
+    listen, gossip = free_ports(2)
+    p = _local_up(tmp_path, base)
+    own = None
+    try:
+        _until_serving(p)
+        own = subprocess.Popen([sys.executable, "-P", "-m", "zkv.node", "--id", "node4",
+                                "--listen", f"tcp://127.0.0.1:{listen}",
+                                "--gossip", f"tcp://127.0.0.1:{gossip}",
+                                "--data-dir", str(tmp_path / "mine" / "node4"),
+                                "--seed", node], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+
+        def node4_up() -> bool:
+            said = zkv("status", "--json", "--node", node)
+            return said.returncode == 0 and '"node4"' in said.stdout and json.loads(
+                said.stdout)["members"][-1]["state"] == "up"
+
+        wait_for(node4_up, 60, "node4 up in the local cluster")
+        p.send_signal(signal.SIGINT)
+        assert "all nodes stopped" in p.communicate(timeout=60)[0]
+        p = _local_up(tmp_path, base)
+        seen = "".join(_until_serving(p))
+        assert "3 node(s) up" in seen and "cannot start" not in seen, seen
+        assert seen.count("node4") == 1 and "node4 also belong(s) to the cluster" in seen, seen
+        assert "left alone" in seen and not (tmp_path / "d" / "node4").exists(), seen
+        assert own.poll() is None  # (still its operator's, serving)
+        got = zkv("status", "--json", "--node", node)
+        states = {m["id"]: m["state"] for m in json.loads(got.stdout)["members"]}
+        assert states == dict.fromkeys(["node1", "node2", "node3", "node4"], "up"), states
+        p.send_signal(signal.SIGINT)
+        rest = p.communicate(timeout=60)[0]
+        assert p.returncode == 0 and own.poll() is None, rest  # (not stopped with them)
+    finally:
+        for proc in (p, own):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
 
 
 def test_zkv_local_up_of_one_node_suggests_commands_that_work(tmp_path):

@@ -1607,3 +1607,41 @@ def test_a_get_holds_one_large_version_not_one_per_replica(node, monkeypatch):
     assert node.core.inflight_bytes[OUTSIDER] == len(held)
     run_for(node.core.cfg.replica_timeout + 5)
     assert not node.core.inflight_bytes and node.core.client_bytes == 0
+
+
+def test_a_member_is_logged_in_the_cluster_once_and_a_move_says_so(tmp_path, caplog):
+    """"member node4 is in the cluster" was logged again each time node4's own record
+    changed its leaving flag (`zkv cluster leave node4`, a restart on its data dir), as if it
+    had joined again; a move to another address says so instead."""
+    n = Node(tmp_path)
+    try:
+        with caplog.at_level("DEBUG", logger="zkv.node"):
+            n.gossip(4, [_member(4, inc=n.incs[2], hb=1)])  # a new member, first-hand
+            n.gossip(4, [_member(4, inc=n.incs[2], hb=2, leaving=True)])  # it starts leaving
+            n.gossip(4, [_member(4, inc=n.incs[2], hb=3)])  # ... and stops
+            moved = _member(4, inc=n.incs[2], hb=4)
+            moved.listen = "tcp://127.0.0.1:7104"
+            n.gossip(4, [moved])
+        said = [r.getMessage() for r in caplog.records]
+        assert [m for m in said if "is in the cluster" in m] == [
+            "member node4 is in the cluster (tcp://127.0.0.1:7004, rack rack-4)"], said
+        assert [m for m in said if "node4 moved" in m] == [
+            "member node4 moved: now at tcp://127.0.0.1:7104 (gossip tcp://127.0.0.1:8004, "
+            "rack rack-4)"], said
+    finally:
+        n.close()
+
+
+def test_takes_writes_again_is_good_news_logged_at_info(tmp_path, caplog):
+    """"NODE takes writes again" was a WARNING: it is the end of a problem (INFO); its
+    "takes no writes" stays an ERROR."""
+    n = Node(tmp_path)
+    try:
+        with caplog.at_level("DEBUG", logger="zkv.node"):
+            n.core._set_write_stop("the disk is full")
+            n.core._set_write_stop(None)
+        said = [(r.levelname, r.getMessage().split(".")[0]) for r in caplog.records]
+        assert said == [("ERROR", "node1 takes no writes: the disk is full"),
+                        ("INFO", "node1 takes writes again")], said
+    finally:
+        n.close()

@@ -34,6 +34,12 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class Usage(InvalidRequest):
+    """A command line the command cannot take (arguments that do not go together, one
+    missing): reported as argparse reports its own, `zkv put: error: ... (see zkv put
+    --help)`, exit 2. (`zkv put a` exited 1, as if a node had refused it.)"""
+
+
 @contextlib.contextmanager
 def _one_line_argparse_errors():
     """Subcommands with their own parsers (bench, compact) fail in one line too."""
@@ -86,20 +92,22 @@ def endpoint(value: str) -> str:
     (anything not starting with tcp://; `member_endpoint` looks it up)."""
     from zkv.config import NODE_ID_RE, is_wildcard, parse_endpoint
 
+    # (--node's default is $ZKV_NODE's value, checked here too: say where it came from)
+    env = " (from $ZKV_NODE)" if value == os.environ.get("ZKV_NODE") else ""
     if not value.startswith("tcp://"):
         host, colon, port = value.rpartition(":")
         if NODE_ID_RE.match(value) and not (colon and host and port.isdigit()):
             return value
         hint = f" (tcp://{value}?)" if colon and port.isdigit() else ""
-        raise argparse.ArgumentTypeError(f"{value!r}: expected tcp://HOST:PORT (IPv6 as "
+        raise argparse.ArgumentTypeError(f"{value!r}{env}: expected tcp://HOST:PORT (IPv6 as "
                                          f"tcp://[::1]:PORT) or a member's id{hint}")
     try:
         parse_endpoint(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"{exc}{env}") from None
     if is_wildcard(value):
-        raise argparse.ArgumentTypeError(f"{value!r}: a wildcard address cannot be connected "
-                                         "to; name the node's host")
+        raise argparse.ArgumentTypeError(f"{value!r}{env}: a wildcard address cannot be "
+                                         "connected to; name the node's host")
     return value
 
 
@@ -115,6 +123,9 @@ def member_endpoint(node_id: str, timeout: float, keys: str | None) -> str:
 
     via = default_node()
     if not via.startswith("tcp://"):
+        if via == node_id:  # (no --node: $ZKV_NODE itself names a member, looked up nowhere)
+            raise Usage(f"$ZKV_NODE={via!r}: expected tcp://HOST:PORT (a member's id is "
+                        "looked up at $ZKV_NODE, so it cannot be one itself)")
         raise InvalidRequest(f"--node {node_id}: a member's id is looked up at $ZKV_NODE, "
                              f"which must be tcp://HOST:PORT, not {via!r}")
     try:
@@ -371,10 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc)
 
 
-def _fail(exc: BaseException) -> int:
+def _fail(exc: BaseException, hint: str = "") -> int:
     if os.environ.get("ZKV_DEBUG"):
         raise exc
     what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    what += hint if what else ""
     print(f"zkv: {type(exc).__name__}: {what}" if what else f"zkv: {type(exc).__name__}",
           file=sys.stderr)
     return 1
@@ -399,10 +411,11 @@ def _main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             return _fail(exc)
     p = Parser(prog="zkv", description="zkv: a Dynamo-style key-value store")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    # (metavar: "required: COMMAND", not the dest's name "cmd"; each --help lists them)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     local = sub.add_parser("local", help="a development cluster on this machine")
-    lsub = local.add_subparsers(dest="local_cmd", required=True)
+    lsub = local.add_subparsers(dest="local_cmd", required=True, metavar="COMMAND")
     up = lsub.add_parser("up", help="start nodes on loopback in the foreground (Ctrl-C stops)")
     up.add_argument("--nodes", type=int, default=3, help="how many nodes (1-100)")
     up.add_argument("--dir", default="./zkv-data", help="the nodes' data dirs (DIR/node1, "
@@ -418,12 +431,12 @@ def _main(argv: list[str] | None = None) -> int:
     ladd.add_argument("--dir", default="./zkv-data")
     lrm = lsub.add_parser("remove", help="make a node of the running `zkv local up` leave "
                           "(it hands its data off, then exits)")
-    lrm.add_argument("node_id")
+    lrm.add_argument("node_id", metavar="NODE_ID")
     lrm.add_argument("--dir", default="./zkv-data")
     lre = lsub.add_parser("restart", help="start a node of the running `zkv local up` again on "
                           "its data dir (stopping it first with SIGTERM if it runs): a node "
                           "that died or was killed comes back and catches up")
-    lre.add_argument("node_id")
+    lre.add_argument("node_id", metavar="NODE_ID")
     lre.add_argument("--dir", default="./zkv-data")
 
     def with_node(sp):
@@ -442,7 +455,8 @@ def _main(argv: list[str] | None = None) -> int:
 
     g = with_ns(with_node(sub.add_parser("get", help="read a key (several: one batched call, "
                                          "each line prefixed with its key)")))
-    g.add_argument("key", nargs="+")
+    g.add_argument("key", nargs="+", metavar="KEY", help="the key's bytes as given (a shell's "
+                   "$'\\xff' for bytes that are not UTF-8)")
     g.add_argument("--r", type=quorum_arg, help="answers to wait for: a number, or one, quorum "
                    "or all (of the namespace's N)")
     g.add_argument("--pr", type=quorum_arg, help="of the R answers, this many must come from the "
@@ -456,8 +470,9 @@ def _main(argv: list[str] | None = None) -> int:
                    help="only the I-th sibling (1-based, in the order a plain get lists them)")
     pu = with_ns(with_node(sub.add_parser("put", help="write a key, or with --from many "
                                           "(one batched call)")))
-    pu.add_argument("key", nargs="?")
-    pu.add_argument("value", nargs="?")
+    pu.add_argument("key", nargs="?", metavar="KEY")
+    pu.add_argument("value", nargs="?", metavar="VALUE", help="the value's bytes as given (a "
+                    "file's or stdin's: --value-file)")
     pu.add_argument("--from", dest="source", metavar="FILE",
                     help="blind-write every KEY<TAB>VALUE line of FILE ('-': stdin) in "
                     "batches of 1000 (blind: a key that already holds a value gets a "
@@ -476,16 +491,16 @@ def _main(argv: list[str] | None = None) -> int:
                     help="serve the value this long (90, 30m, 12h, 7d; each line's with "
                     "--from): an lww namespace whose own ttl is at least as long")
     d = with_ns(with_node(sub.add_parser("delete", help="delete a key (writes a tombstone)")))
-    d.add_argument("key")
+    d.add_argument("key", metavar="KEY")
     d.add_argument("--w", type=quorum_arg, help="as put's")
     d.add_argument("--pw", type=quorum_arg, help="as put's")
     d.add_argument("--context", help="hex context; by default the current one is read first")
     nsp = sub.add_parser("namespace", help="create, alter, drop, truncate and list namespaces "
                          "(N, R, W, conflicts, ttl)")
-    nsub = nsp.add_subparsers(dest="ns_cmd", required=True)
+    nsub = nsp.add_subparsers(dest="ns_cmd", required=True, metavar="COMMAND")
     nc = with_node(nsub.add_parser("create", help="create a namespace (admin key on a keyed "
                                    "cluster; settings are fixed once created)"))
-    nc.add_argument("name")
+    nc.add_argument("name", metavar="NAME")
     nc.add_argument("--n", type=int, help="replicas per key (default: the cluster's N, at most "
                     "the number of members)")
     nc.add_argument("--r", type=quorum_arg, help="default read quorum (default: a majority of N)")
@@ -504,7 +519,7 @@ def _main(argv: list[str] | None = None) -> int:
     na = with_node(nsub.add_parser("alter", help="change a namespace's default R and W and "
                                    "its ttl (admin key on a keyed cluster; N and conflicts "
                                    "are fixed)"))
-    na.add_argument("name")
+    na.add_argument("name", metavar="NAME")
     # (refused, saying why: without it, argparse read --n as an abbreviation of --node)
     na.add_argument("--n", help=argparse.SUPPRESS)
     na.add_argument("--r", type=quorum_arg, help="the new default read quorum")
@@ -520,7 +535,7 @@ def _main(argv: list[str] | None = None) -> int:
                        ("truncate", "empty a namespace, keeping it and its settings: every "
                         "key of it is gone at once (admin key on a keyed cluster)")):
         nd = with_node(nsub.add_parser(verb, help=text))
-        nd.add_argument("name")
+        nd.add_argument("name", metavar="NAME")
         nd.add_argument("--yes", action="store_true", help="really: every key of the "
                         "namespace is lost (refused without it)")
     nl = with_node(nsub.add_parser("list", help="every namespace and its settings"))
@@ -581,7 +596,7 @@ def _main(argv: list[str] | None = None) -> int:
     sn = with_node(sub.add_parser("snapshot", help="hard-link a node's stores as they are now "
                                   "under DATA_DIR/snapshots/NAME on its machine (a backup to "
                                   "copy off; --all: every member)"))
-    sn.add_argument("name", nargs="?", help="the snapshot's name (default: the UTC time, "
+    sn.add_argument("name", nargs="?", metavar="NAME", help="the snapshot's name (default: the UTC time, "
                     "YYYYMMDD-HHMMSS)")
     sn.add_argument("--all", action="store_true", help="every member of the cluster (--node's "
                     "member table), one after the other, under the same name")
@@ -598,23 +613,23 @@ def _main(argv: list[str] | None = None) -> int:
     tp.add_argument("--json", action="store_true", help="one snapshot as JSON")
     kg = sub.add_parser("keygen", help="CurveZMQ keys: the cluster's pair and an admin client "
                         "key, or with --client one more client key")
-    kg.add_argument("dir", help="the keys directory (nodes take it with --keys)")
+    kg.add_argument("dir", metavar="DIR", help="the keys directory (nodes take it with --keys)")
     kg.add_argument("--client", help="write one more client key pair, DIR/clients/NAME")
     kg.add_argument("--admin", action="store_true", help="that client may also run cluster "
                     "changes and repair")
     cl = sub.add_parser("cluster", help="grow and shrink the cluster: leave, replace, "
                         "force-remove, plan, commit")
-    csub = cl.add_subparsers(dest="cluster_cmd", required=True)
+    csub = cl.add_subparsers(dest="cluster_cmd", required=True, metavar="COMMAND")
     c_leave = with_node(csub.add_parser("leave", help="hand off everything NODE_ID holds, "
                                         "then it leaves (its process exits 0)"))
-    c_leave.add_argument("node_id")
+    c_leave.add_argument("node_id", metavar="NODE_ID")
     c_repl = with_node(csub.add_parser("replace", help="NEW_ID (started with --seed) takes "
                                        "OLD_ID's place"))
-    c_repl.add_argument("old_id")
-    c_repl.add_argument("new_id")
+    c_repl.add_argument("old_id", metavar="OLD_ID")
+    c_repl.add_argument("new_id", metavar="NEW_ID")
     c_rm = with_node(csub.add_parser("force-remove", help="NODE_ID is gone for good; the other "
                                      "replicas refill its share"))
-    c_rm.add_argument("node_id")
+    c_rm.add_argument("node_id", metavar="NODE_ID")
     c_plan = with_node(csub.add_parser("plan", help="staged changes and the transfers they "
                                        "cause"))
     c_plan.add_argument("--json", action="store_true")
@@ -681,9 +696,26 @@ def _main(argv: list[str] | None = None) -> int:
             return 0
     except (BrokenPipeError, KeyboardInterrupt):
         raise
+    except Usage as exc:
+        if os.environ.get("ZKV_DEBUG"):
+            raise
+        _deepest_parser(p, argv).error(str(exc))  # (exits 2)
     except Exception as exc:  # ZkvError (unreachable, invalid), OSError, zmq errors, bugs
-        return _fail(exc)
+        return _fail(exc, _default_node_hint(args, argv, exc))
     return 2
+
+
+def _default_node_hint(args, argv: list[str], exc: Exception) -> str:
+    """What to add to "no node reachable" when the node asked was --node's default, not one
+    the operator named (a fresh shell, a cluster on other ports): how to name one."""
+    if not isinstance(exc, Unavailable) or getattr(args, "node", None) != DEFAULT_NODE:
+        return ""
+    if os.environ.get("ZKV_NODE") or any(w == "--node" or w.startswith("--node=")
+                                         for w in argv):
+        return ""
+    return (f"; no --node given, so the default {DEFAULT_NODE} was asked: name a node of "
+            "your cluster with --node tcp://HOST:PORT (or set ZKV_NODE), or start one with "
+            "`zkv local up`")
 
 
 def _key(s: str) -> bytes:
@@ -804,30 +836,38 @@ def kv_command(args) -> int:
 
     if args.cmd == "put" and args.value_file is not None and (
             args.source is not None or args.key is None or args.value is not None):
-        raise InvalidRequest("put --value-file FILE takes KEY alone (not VALUE, not --from)")
+        raise Usage("--value-file FILE takes KEY alone (not VALUE, not --from)")
     if args.cmd == "put" and args.value_file is None and (
             args.key is not None if args.source is not None
             else args.key is None or args.value is None):
-        raise InvalidRequest("put takes KEY VALUE, KEY --value-file FILE, or --from FILE")
+        alone = args.source is None and args.key is not None  # (`echo v | zkv put k`)
+        raise Usage("expected KEY VALUE, KEY --value-file FILE, or --from FILE"
+                    + (": got KEY alone (its value from stdin: --value-file -)" if alone
+                       else ""))
     if args.cmd == "get" and args.raw and len(args.key) > 1:
-        raise InvalidRequest("get --raw writes one value: give one key")
+        raise Usage("--raw writes one value: give one key")
     if args.cmd == "put" and args.source is not None and args.context:
-        raise InvalidRequest("--from writes blind: --context names one key's version")
+        raise Usage("--from writes blind: --context names one key's version")
+    try:
+        ctx = bytes.fromhex(args.context) if args.cmd != "get" and args.context else None
+    except ValueError:
+        raise Usage(f"--context must be the hex string a get printed, got "
+                    f"{args.context!r}") from None
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         if args.cmd == "get" and len(args.key) > 1:
             keys = [_key(k) for k in args.key]
             got = c.get_many(keys, r=args.r, namespace=args.namespace, pr=args.pr)
-            for name, res in zip(args.key, got, strict=True):
+            for name, res in zip(map(_key_name, args.key), got, strict=True):
                 _print_result(res, f"{name}: ", args.sibling)
                 print(f"{name} context: {res.context.hex()}", file=sys.stderr)
             return 0 if all(r.found for r in got) else 3
         if args.cmd == "get":
             res = c.get(_key(args.key[0]), r=args.r, namespace=args.namespace, pr=args.pr)
             if args.sibling is not None and args.sibling > max(len(res.values), 1):
-                raise InvalidRequest(f"--sibling {args.sibling}: {args.key[0]} has "
+                raise InvalidRequest(f"--sibling {args.sibling}: {_key_name(args.key[0])} has "
                                      f"{len(res.values)} value(s)")
             if args.raw:
-                return _write_raw(args.key[0], res, args.sibling)
+                return _write_raw(_key_name(args.key[0]), res, args.sibling)
             print(f"context: {res.context.hex()}", file=sys.stderr)
             if res.found and res.expires_at:  # (Redis' TTL)
                 left = max(0, res.expires_at - int(time.time() * 1000))
@@ -836,11 +876,6 @@ def kv_command(args) -> int:
                       f" UTC)", file=sys.stderr)
             _print_result(res, sibling=args.sibling)
             return 0 if res.found else 3
-        try:
-            ctx = bytes.fromhex(args.context) if args.context else None
-        except ValueError:
-            raise InvalidRequest(f"--context must be the hex string a get printed, got "
-                                 f"{args.context!r}") from None
         if args.cmd == "put" and args.source is not None:
             return put_from(c, args)
         if args.cmd == "put":
@@ -860,19 +895,18 @@ def kv_command(args) -> int:
 def namespace_command(args) -> int:
     from zkv.client import Client
 
+    if args.ns_cmd == "alter" and args.n is not None:
+        raise Usage(f"N is fixed when a namespace is created; for another N, create a new "
+                    f"namespace and copy {args.name!r} into it (zkv dump, zkv load)")
+    if args.ns_cmd == "alter" and all(getattr(args, k) is None
+                                      for k in ("r", "w", "ttl", "pr", "pw")):
+        raise Usage("nothing to change (--r, --w, --pr, --pw or --ttl)")
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         if args.ns_cmd in ("create", "alter"):
             if args.ns_cmd == "create":
                 ns = c.namespace_create(args.name, n=args.n, r=args.r, w=args.w,
                                         conflicts=args.conflicts, ttl=args.ttl, pr=args.pr,
                                         pw=args.pw)
-            elif args.n is not None:
-                raise InvalidRequest(f"zkv namespace alter: N is fixed when a namespace is "
-                                     f"created; for another N, create a new namespace and "
-                                     f"copy {args.name!r} into it (zkv dump, zkv load)")
-            elif all(getattr(args, k) is None for k in ("r", "w", "ttl", "pr", "pw")):
-                raise InvalidRequest("zkv namespace alter: nothing to change (--r, --w, --pr, "
-                                     "--pw or --ttl)")
             else:
                 ns = c.namespace_alter(args.name, r=args.r, w=args.w, ttl=args.ttl,
                                        pr=args.pr, pw=args.pw)
@@ -1347,6 +1381,13 @@ def keys_command(args) -> int:
     return 0
 
 
+def _key_name(arg: str) -> str:
+    r"""A key given on the command line as messages and `get K1 K2` name it: as `zkv keys`
+    lists it (a byte that is not printable UTF-8 as \xNN). Printed as it came, a key that
+    is not UTF-8 was raw bytes on stdout and "\udcff" on stderr."""
+    return _shown_key(_key(arg)).decode()
+
+
 def _shown_key(key: bytes) -> bytes:
     r"""A key on one line that no other key prints as: a backslash as \\, and each byte that
     is not part of printable UTF-8 (a newline, a NUL, any control character, invalid UTF-8)
@@ -1508,11 +1549,11 @@ def snapshot_command(args) -> int:
     from zkv.wire import SnapshotAction
 
     if args.list and args.remove:
-        raise InvalidRequest("--list or --remove, not both")
+        raise Usage("--list or --remove, not both")
     if args.list and args.name:
-        raise InvalidRequest("--list takes no NAME")
+        raise Usage("--list takes no NAME")
     if args.remove and not args.name:
-        raise InvalidRequest("--remove takes the NAME of the snapshot to remove")
+        raise Usage("--remove takes the NAME of the snapshot to remove")
     action: SnapshotAction = "list" if args.list else "remove" if args.remove else "take"
     name = args.name or ("" if args.list else time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
@@ -1536,9 +1577,7 @@ def config_command(args) -> int:
     for item in args.changes:
         name, sep, value = item.partition("=")
         if not sep or not name:  # (a command-line mistake: exit 2, as argparse's)
-            print(f"zkv: --set {item!r}: expected NAME=VALUE (e.g. max_siblings=50)",
-                  file=sys.stderr)
-            return 2
+            raise Usage(f"--set {item!r}: expected NAME=VALUE (e.g. max_siblings=50)")
         changes[name.strip().replace("-", "_")] = value.strip()
     with Client([args.node], timeout=args.timeout, keys=args.keys) as c:
         got, failed = _on_targets(c, args, lambda target: c.config(changes, target, args.save))
@@ -1637,7 +1676,8 @@ def _attached_node(args):
     try:
         return cluster, cluster.node(args.node_id)
     except StopIteration:
-        raise ZkvError(f"no node {args.node_id} in {args.dir}/local.json") from None
+        raise ZkvError(f"no node {args.node_id} in {args.dir}/local.json (its nodes: "
+                       f"{', '.join(n.id for n in cluster.nodes) or 'none'})") from None
 
 
 def local_restart(args) -> int:
@@ -1709,9 +1749,14 @@ def local_up(args) -> int:
               file=sys.stderr)
         return 1
     members, stated = saved_members(args.dir)
-    numbers = {k for m in members if (k := node_number(m)) is not None and k <= 100}
+    # a member is one of this dir's only if its data dir is here (DIR/nodeK, holding the
+    # cluster state it joined with); any other (an operator's own `zkv-node --seed`, named
+    # nodeK or not) is left alone: started here too it was refused as a second process of
+    # that member ("already in the cluster ... and up"), and the whole start failed
+    managed = {m for m in members if m in stated and node_number(m) is not None}
+    numbers = {k for m in managed if (k := node_number(m)) is not None and k <= 100}
     ids = sorted(numbers | {k for k in range(1, args.nodes + 1) if not members
-                            or f"node{k}" not in stated})
+                            or f"node{k}" not in (stated | members)})
     if not ids:
         print(f"zkv: {args.dir} holds a cluster of {', '.join(sorted(members))}, none of them a "
               "node this command starts (node1, node2, ...): use another --dir",
@@ -1719,7 +1764,8 @@ def local_up(args) -> int:
         return 1
     if members and ids != list(range(1, args.nodes + 1)):
         why = "added by `zkv local add`" if numbers - set(range(1, args.nodes + 1)) else ""
-        gone = [f"node{k}" for k in range(1, max(ids) + 1) if k not in ids]
+        gone = [f"node{k}" for k in range(1, max(ids) + 1)
+                if k not in ids and f"node{k}" not in members]
         if gone:
             why += ("; " if why else "") + f"{', '.join(gone)} left it"
         print(f"zkv: {args.dir} holds a cluster of {len(numbers)} node(s) from an earlier run"
@@ -1727,8 +1773,9 @@ def local_up(args) -> int:
                   f"all {len(ids)}" if not gone else ", ".join(f"node{k}" for k in ids)))
     rest = sorted(m for m in members if node_number(m) not in ids)
     if rest:
-        print(f"zkv: {', '.join(rest)} also belong(s) to the cluster under {args.dir} and "
-              f"stay(s) down (not a node this command starts)", file=sys.stderr)
+        print(f"zkv: {', '.join(rest)} also belong(s) to the cluster under {args.dir} but "
+              f"not to this command (no data dir of its own here, or not nodeK): left alone, "
+              f"neither started nor stopped", file=sys.stderr)
     top = 65535 - 2100 - max(ids) + 1
     if not 1 <= args.base_port <= top:
         print(f"zkv: --base-port {args.base_port}: between 1 and {top} (node K uses BASE+K-1 "

@@ -58,6 +58,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -91,8 +92,12 @@ def dump(client, out: IO[str], namespace: str = "default", prefix: bytes = b"",
     """Write the dump of `namespace`'s live keys beginning with `prefix` to `out`; returns how
     many keys. One pass over the owners (Client.items): each partition's copies on `r` of its
     owners (None: the namespace's R) merged as a get at R merges them. A partition that cannot
-    be listed raises (the file then has no end line)."""
-    return write(out, namespace, client.items(namespace, prefix, r=r, expiry=True))
+    be listed raises (the file then has no end line). Nothing is written before the first
+    page is in: a namespace that does not exist, or a cluster that does not answer, leaves
+    `out` empty (`zkv dump > f` left a header line alone in f, and on a terminal)."""
+    pages = iter(client.items(namespace, prefix, r=r, expiry=True))
+    first = next(pages, None)
+    return write(out, namespace, itertools.chain([first] if first is not None else [], pages))
 
 
 def record_digest(n: int, key: bytes, values: list[bytes], ends: int) -> bytes:

@@ -497,7 +497,9 @@ class LocalCluster:
             with open(path) as fh:
                 doc = json.load(fh)
         except (OSError, ValueError) as exc:
-            raise ZkvError(f"no running `zkv local up` in {directory} ({exc})") from None
+            raise ZkvError(f"no running `zkv local up` in {directory} ({getattr(exc, 'strerror', None) or exc}): "
+                           "start one with `zkv local up`, or give the --dir it runs on"
+                           ) from None
         if not cls.owner_running(directory):
             raise ZkvError(f"the `zkv local up` of {directory} is not running")
         self = cls(0, directory, doc.get("base_port"), racks=doc.get("racks"),

@@ -1015,7 +1015,7 @@ class NodeCore:
         self.write_stop = why
         self.metrics.write_stop.set(0 if why is None else 1)
         if why is None:
-            log.warning("%s takes writes again", self.me)
+            log.info("%s takes writes again", self.me)  # (good news: no WARNING)
         elif was is None:
             log.error("%s takes no writes: %s. It still answers reads; writes go to the key's "
                       "other owners (and hints for it to stand-ins) until it takes them again "
@@ -2043,12 +2043,26 @@ class NodeCore:
                                   self._ns_encoded))
 
     def _merge_members(self, members: list[Member], via: str | None = None) -> None:
+        known = {}  # id -> (listen, gossip, rack) of each member already in the table
+        for m in members:
+            had = self.membership.get(m.id)
+            if had is not None:
+                known[m.id] = (had.listen, had.gossip, had.rack)
         added = self.membership.merge(members, via=via)
         if added:
             self.gossip_delta.update(m.id for m in added)
             for m in added:
                 self.out.connect.append(m)
-                log.info("member %s is in the cluster (%s, rack %s)", m.id, m.listen, m.rack)
+                # (merge also returns a known member whose leaving flag changed, as `zkv
+                # cluster leave` and a restart on its data dir make it: "in the cluster" was
+                # logged again each time; an operator read a second join)
+                was = known.get(m.id)
+                if was is None:
+                    log.info("member %s is in the cluster (%s, rack %s)", m.id, m.listen,
+                             m.rack)
+                elif was != (m.listen, m.gossip, m.rack):
+                    log.info("member %s moved: now at %s (gossip %s, rack %s)", m.id, m.listen,
+                             m.gossip, m.rack)
             self._save_cluster()
 
     def join_seeds(self) -> list[str] | None:

@@ -55,7 +55,9 @@ class LateFile:
             with open(self.path, "rb") as fh:
                 data = fh.read(MAX_BYTES + 1)
         except FileNotFoundError:
-            log.info("no %s: the memory of overwritten writes starts empty", self.path)
+            # (a new node, or one of a version before the file: nothing to say at INFO, where
+            # a node that cannot start printed it above its one-line error)
+            log.debug("no %s: the memory of overwritten writes starts empty", self.path)
             return 0
         except OSError as exc:
             log.warning("ignoring unreadable %s (%s): the memory of overwritten writes starts "
