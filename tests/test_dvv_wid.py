@@ -1026,3 +1026,66 @@ def test_the_id_a_put_context_lists_is_never_cut_by_the_ids_a_coordinator_derive
     at_c = update(s0, ctx231, b"v232", "c", b"w232")
     assert b"w231" in at_c.retired_wids()[0]
     assert sorted(dvv.sync(at_c, at_b).live_values()) == [b"v227", b"v232"]
+
+
+# ---------------------------------------------------------------------------
+# lww: a blind write lists what its collapse retired
+
+
+def _stamped(t: int, v: bytes) -> bytes:
+    return t.to_bytes(8, "big") + v
+
+
+def test_a_kept_lww_write_lists_the_ids_its_collapse_retires():
+    """put(k, A, W), a blind put(k, B), a late retry of A (stamped anew, so after B): the
+    collapse retired A without B listing W, so the retry got a dot and won over B (an outside
+    run: 6 of 6). With the set the write was made on (`before`), B lists W: the retry through
+    a coordinator holding B makes no dot, and a copy made where B had not arrived loses to B
+    wherever they meet, in either order."""
+    from zkv._core import dvv
+
+    a = dvv.lww(update(None, b"", _stamped(1, b"A"), "x", b"W"))
+    made = update(a, b"", _stamped(2, b"B"), "y")
+    assert dvv.lww(made).retired_wids() == [[]]  # (the collapse alone: W unknown)
+    b = dvv.lww(made, a)
+    assert b.live_values() == [_stamped(2, b"B")] and b.retired_wids() == [[b"W"]]
+    assert dvv.lww_encoded(made.encode(), a.encode()) == b.encode()
+    assert dvv.lww_encoded(made.encode(), b"") == dvv.lww(made).encode()
+    for node in ("x", "y", "z"):  # the late retry, through any coordinator holding B
+        assert update(b, b"", _stamped(3, b"A"), node, b"W") == b
+    late = dvv.lww(update(a, b"", _stamped(3, b"A"), "z", b"W"), a)  # B not there yet
+    assert late.live_values() == [_stamped(3, b"A")]
+    for s in (sync(b, late), sync(late, b)):
+        assert dvv.lww(s).live_values() == [_stamped(2, b"B")]
+    assert dvv.lww(sync(b, late)) == dvv.lww(sync(late, b))
+
+
+def test_an_lww_write_lists_only_what_it_replaced_and_keeps_its_own_list_first():
+    from zkv._core import dvv
+
+    s = None
+    for i in range(3):  # three blind writes from three coordinators: siblings before lww
+        s = update(s, b"", _stamped(10 + i, b"v%d" % i), "abc"[i], b"w%d" % i)
+    held = dvv.retain(s, [0, 1, 2])
+    # the kept write is the new one: the losers' ids, sorted, never its own
+    new = update(held, b"", _stamped(20, b"n"), "d", b"w1")
+    assert dvv.lww(new, held).retired_wids() == [[b"w0", b"w2"]]
+    # a new write stamped before what is held (a forward's stamp) loses and lists nothing
+    old = update(held, b"", _stamped(5, b"o"), "d", b"wo")
+    assert dvv.lww(old, held) == dvv.lww(old)
+    # the kept sibling was already there (a retry of a held write made no dot)
+    kept = dvv.lww(held)
+    assert dvv.lww(held, held) == kept and dvv.lww(kept, kept) == kept
+    # its own list (context-derived) first, then the losers' ids, then their lists; 4 at most
+    b1 = dvv.lww(update(dvv.lww(s), b"", _stamped(30, b"b1"), "e", b"x1"), dvv.lww(s))
+    assert b1.retired_wids() == [[b"w2"]]
+    both = sync(b1, update(None, b"", _stamped(31, b"y"), "f", b"y1"))
+    read = dvv.DVVSet.decode(b1.encode()).context()
+    mixed = update(both, read, _stamped(40, b"z"), "g", b"z1")
+    assert dvv.lww(mixed, both).retired_wids() == [[b"x1", b"w2", b"y1"]]
+    many = None
+    for i in range(6):
+        many = update(many, b"", _stamped(50 + i, b"m%d" % i), "h", b"m%d" % i)
+    top = update(many, b"", _stamped(60, b"t"), "k")
+    listed = dvv.lww(top, many).retired_wids()[0]
+    assert listed == [b"m0", b"m1", b"m2", b"m3"] and len(listed) == RETIRED_MAX

@@ -1651,3 +1651,56 @@ def test_retired_wids_remembers_every_id_of_a_write_that_resolved_several_siblin
     with pytest.raises(ValueError):
         fresh.note(b"k", s[:-1])
     assert len(fresh) == 0
+
+
+def test_lww_a_late_retry_or_copy_of_a_replaced_write_is_not_brought_back(tmp_path):
+    """An lww key: put(k, A, W), a blind put(k, B), then the retry of A (stamped anew, after
+    B). The collapse retired A without B listing W, so the retry made a dot and won (an
+    outside run: 6 of 6). Now B lists W: the retry makes no dot on the node that made B, on
+    one holding B by fan-out, and on a stand-in that made B; a copy of the retry made where
+    B had not arrived loses on merge; and past the 4 ids a version lists, the node's memory
+    still strips a late copy."""
+    from zkv.node import namespaces as nsm
+
+    reg = nsm.Registry.for_cluster(3, 2, 2)
+    k = nsm.storage_key(reg.create("last", 3, conflicts="lww", members=3, created=1,
+                                   creator="n1"), b"k")
+    assert nsm.is_lww(k)
+
+    def at(t: int, v: bytes) -> bytes:
+        return t.to_bytes(8, "big") + v
+
+    def live(enc: bytes) -> list[bytes]:
+        return dvv.DVVSet.decode(enc).live_values()
+
+    wid = b"W" * 16
+    made, other = _standin(tmp_path, "a"), _standin(tmp_path, "b")
+    a = made.coordinate(k, b"", at(1, b"A"), wid=wid)
+    other.merge(k, a)
+    b = made.coordinate(k, b"", at(2, b"B"))
+    assert dvv.DVVSet.decode(b).retired_wids() == [[wid]]
+    other.merge(k, b)
+    for r in (made, other):  # the late retry, through either: no dot, B is the answer
+        assert live(r.coordinate(k, b"", at(3, b"A"), wid=wid)) == [at(2, b"B")]
+        assert live(r.read(k)) == [at(2, b"B")]
+    # a stand-in (hint store) that made B: the same
+    hs = _standin(tmp_path, "s")
+    hs.coordinate(k, b"", at(1, b"A"), owner="o", wid=wid)
+    assert live(hs.coordinate(k, b"", at(2, b"B"), owner="o")) == [at(2, b"B")]
+    assert live(hs.coordinate(k, b"", at(3, b"A"), owner="o", wid=wid)) == [at(2, b"B")]
+    # a copy of the retry made on a node B had not reached loses where it meets B
+    fresh = _standin(tmp_path, "c")
+    fresh.merge(k, a)
+    late = fresh.coordinate(k, b"", at(3, b"A"), wid=wid)
+    assert live(late) == [at(3, b"A")]
+    assert live(other.merge(k, late)) == [at(2, b"B")]
+    assert live(fresh.merge(k, other.read(k))) == [at(2, b"B")]
+    # five more blind writes push W out of the list; the node's memory still knows it
+    for i in range(5):
+        made.coordinate(k, b"", at(10 + i, b"C%d" % i), wid=b"%16d" % i)
+    assert all(wid not in ws for ws in dvv.DVVSet.decode(made.read(k)).retired_wids())
+    assert live(made.coordinate(k, b"", at(20, b"A"), wid=wid)) == [at(14, b"C4")]
+    far = _standin(tmp_path, "d")  # a copy made after all of them, where none arrived
+    far.merge(k, a)
+    later = far.coordinate(k, b"", at(30, b"A"), wid=wid)
+    assert live(made.merge(k, later)) == [at(14, b"C4")]

@@ -13,7 +13,7 @@ from zkv._core import dvv
 from zkv.node import namespaces as nss
 from zkv.node.core import REQUEST
 from zkv.node.status import status
-from zkv.wire import NsCreate
+from zkv.wire import NsCreate, Put
 
 SPACES = {"one": (1, "siblings"), "five": (5, "siblings"), "last": (3, "lww")}
 
@@ -209,3 +209,75 @@ def test_lww_a_put_that_waited_in_a_stopped_node_loses_to_the_clients_later_writ
     stamps = [int.from_bytes(v[:8], "big")
               for v in dvv.DVVSet.decode(sim.held(stopped, skey)).live_values()]
     assert core.hlc.now() > max(stamps)
+
+
+class OneWidClient(NsClient):
+    """An NsClient whose puts of `value` all carry one write id (the application's own,
+    kept across its retries: README "Retrying a write"); its other puts get fresh ones."""
+
+    def __init__(self, sim: Sim, name: str, workload, namespace: str, value: bytes,
+                 wid: bytes) -> None:
+        self.fixed = (value, wid)
+        super().__init__(sim, name, workload, namespace)
+
+    def _try(self, ev, msg, deadline, tried):
+        if type(msg) is Put and msg.value == self.fixed[0]:
+            msg.wid = self.fixed[1]
+        super()._try(ev, msg, deadline, tried)
+
+
+def _lww_values(sim: Sim, ns, skey: bytes, nodes) -> dict[str, list[bytes]]:
+    return {x: [v[ns.head:] for v in dvv.DVVSet.decode(sim.held(x, skey)).live_values()]
+            for x in nodes}
+
+
+@pytest.mark.parametrize("retry_via", ["n1", "n2", "n3"])
+def test_lww_a_late_retry_of_a_write_a_blind_write_replaced_is_not_brought_back(retry_via):
+    """put(k, A, write_id=W) through n1, a blind put(k, B) through n2 (lww puts are blind),
+    then put(k, A, write_id=W) again (a late retry; `zkv load --resume`): B stays, whichever
+    coordinator takes the retry (n1 made A, n2 made B, n3 holds both by fan-out). The
+    collapse retired A without B listing W, so the retry got a fresh dot stamped after B
+    and won (an outside run: 6 of 6)."""
+    sim, ns, ring = _lww_namespace(Sim(7, nodes=3))
+    skey = nss.storage_key(ns, b"k")
+    seen = []
+
+    def workload(client: SimClient):
+        for via, value in (("n1", b"A"), ("n2", b"B"), (retry_via, b"A")):
+            client.nodes = [via]
+            seen.append((yield ("put", b"k", value, b"", 3)))
+
+    c = OneWidClient(sim, "c", workload, "last", b"A", b"W" * 16)
+    sim.run_until(sim.t + 5.0)
+    assert c.done and all(r.ok for r in seen), [r.error for r in seen]
+    sim.run_until(sim.t + 20.0)  # anti-entropy: nothing else to bring
+    assert _lww_values(sim, ns, skey, sim.nodes) == {x: [b"B"] for x in sim.nodes}
+
+
+def test_lww_a_late_copy_of_a_retry_made_where_the_blind_write_had_not_arrived_loses():
+    """As above, but the retry reaches n3 before B has (n1, n2 -> n3 cut one way): n3 makes a
+    new copy of A stamped after B (the client's floor) and acknowledges it (w=1). Wherever
+    that copy meets B -- its fan-out to n1 and n2, B reaching n3 after the heal -- B lists W
+    and retires it: every replica keeps B."""
+    sim, ns, ring = _lww_namespace(Sim(8, nodes=3))
+    skey = nss.storage_key(ns, b"k")
+    seen = []
+
+    def workload(client: SimClient):
+        client.nodes = ["n1"]
+        seen.append((yield ("put", b"k", b"A", b"", 3)))
+        sim.partition(["n1", "n2"], ["n3"], one_way=True)
+        client.nodes = ["n2"]
+        seen.append((yield ("put", b"k", b"B", b"", 2)))
+        client.nodes = ["n3"]
+        seen.append((yield ("put", b"k", b"A", b"", 1)))
+
+    c = OneWidClient(sim, "c", workload, "last", b"A", b"W" * 16)
+    sim.run_until(sim.t + 5.0)
+    assert c.done and all(r.ok for r in seen), [r.error for r in seen]
+    assert _lww_values(sim, ns, skey, ["n3"]) == {"n3": [b"A"]}  # B has not arrived there
+    stamp = {x: dvv.DVVSet.decode(sim.held(x, skey)).live_values()[0][:8] for x in sim.nodes}
+    assert stamp["n3"] > stamp["n1"] == stamp["n2"]  # the new copy, stamped after B
+    sim.heal()
+    sim.run_until(sim.t + 20.0)  # hints delivered, anti-entropy
+    assert _lww_values(sim, ns, skey, sim.nodes) == {x: [b"B"] for x in sim.nodes}

@@ -185,7 +185,7 @@ def prune(s: DVVSet, max_entries: int) -> DVVSet:
     Only prune with a threshold well above the replication factor.
     """
 
-def lww(s: DVVSet | None) -> DVVSet:
+def lww(s: DVVSet | None, before: DVVSet | None = None) -> DVVSet:
     """Last-writer-wins collapse (issue 15): only the ``O``-greatest sibling stays -- in an
     LWW namespace the highest (8-byte big-endian stamp prefix, node id, counter); a
     tombstone carries no stamp and ranks below every value, so a delete wins only over the
@@ -195,7 +195,16 @@ def lww(s: DVVSet | None) -> DVVSet:
     Laws: ``lww(lww(s)) == lww(s)``; deterministic on every replica; on collapsed sets (all
     of an LWW namespace's: the node collapses after every update and sync)
     ``lww(sync(a, b)) == lww(sync(lww(a), lww(b)))`` and replicas converge. ``O`` is also
-    the write-id dedup order, so the two rules always pick the same survivor."""
+    the write-id dedup order, so the two rules always pick the same survivor.
+
+    ``before``: the set a coordinator's write was made on (``s == update(before, ...)``).
+    When that write's new sibling is the one kept, it also lists as retired the write ids of
+    the siblings the collapse retires, then the lists they carried (after its own list,
+    without repeats or its own id, the first ``DVV_RETIRED_MAX``), as a write whose context
+    covered them would: so a late retry or copy of a write a blind lww write replaced is
+    retired by rule R, and ``update`` with its id is a no-op. Only the coordinator passes it,
+    where the dot is made, so every replica holds the same list; a kept sibling that was
+    already in ``before`` (or a new write that loses) is collapsed as without it."""
 
 def retain(s: DVVSet | None, keep: Callable[[Sibling], bool] | Iterable[int]) -> DVVSet:
     """The general retirement primitive: ``s`` with only the siblings ``keep`` chooses --
@@ -204,8 +213,10 @@ def retain(s: DVVSet | None, keep: Callable[[Sibling], bool] | Iterable[int]) ->
     Convergence of a rule built on it is the caller's: it must be a deterministic function
     of the set, applied on every replica (as ``lww`` is)."""
 
-def lww_encoded(data: bytes) -> bytes:
-    """``lww`` on an encoded set (validated: ValueError); ``data`` itself when unchanged."""
+def lww_encoded(data: bytes, before: bytes | None = None) -> bytes:
+    """``lww`` on an encoded set (validated: ValueError); ``data`` itself when unchanged.
+    ``before``: the encoded set the write was made on (``lww``'s ``before``; None or b"":
+    none)."""
 
 def retain_encoded(data: bytes, keep: Callable[[Sibling], bool] | Iterable[int]) -> bytes:
     """``retain`` on an encoded set (validated: ValueError)."""

@@ -102,7 +102,8 @@ like D, only moves a live dot to dead. So every replica's state still only moves
 the argument above applies unchanged: once replicas have exchanged (one gathers, then gives
 back), each holds the same vector, live dots, alias lists and (dot-fixed) retired lists,
 and the same bytes. Safety: R retires only copies of a write some client overwrote (its id
-is listed only by a write whose context covered one of its copies); D and aliases never
+is listed only by a write whose context covered one of its copies, or, in lww, that its
+coordinator's collapse kept over one: see below); D and aliases never
 retire the O-greatest copy of a live write; aliases retire only in ``update``, where
 everything the context covers is in the new write's causal past -- including every copy of
 a write one of whose copies it covers.
@@ -130,8 +131,14 @@ and rank below every value -- and retires the rest (dots stay in the clock). It 
 idempotent, and on LWW-collapsed sets ``lww(sync(a, b)) == lww(sync(lww(a), lww(b)))``;
 it uses the same order as D, so D and the collapse never disagree on the survivor (with
 two different orders, a retried write's two copies could each be kept on one side and
-retired on the other, and a sync of the two would kill both). ``retain`` is the general
-primitive: keep the chosen siblings, retire the others.
+retired on the other, and a sync of the two would kill both). A blind lww write replaces
+what it beats as a write with a covering context would, so ``lww(s, before)`` -- the
+coordinator's collapse of the write it just made on ``before`` -- has the new sibling, if
+kept, list the ids of the siblings it retires (then their lists, after its own; the bound
+of 4 holds): unlisted, a late retry of a replaced write (stamped anew) got a dot and won
+over its replacement. Fixed when the dot is made, so still the same on every replica; a
+new write that loses the collapse lists nothing (its list would kill a newer write's other
+copies). ``retain`` is the general primitive: keep the chosen siblings, retire the others.
 
 Forged versions (issue 13). Counters are bounded by how many writes a coordinator has
 actually made. ``update`` refuses a context whose counter for a node is more than
@@ -1810,22 +1817,75 @@ cdef DVVSet _retain_mask(DVVSet s, const unsigned char *keep):
     return out
 
 
+cdef Py_ssize_t _lww_best(DVVSet s, Py_ssize_t *best_e) noexcept:
+    """The index of s's O-greatest sibling (s has one at least), its entry in *best_e."""
+    cdef Py_ssize_t e, k, best = -1
+    for e in range(s.n_entries):
+        for k in range(s.ents[e].first, s.ents[e].first + s.ents[e].count):
+            if best < 0 or _ocmp(&s.vals[k], s.ents[e].node,
+                                 &s.vals[best], s.ents[best_e[0]].node) > 0:
+                best = k
+                best_e[0] = e
+    return best
+
+
 cdef DVVSet dvv_lww(DVVSet s):
     """The LWW collapse: keep only the O-greatest sibling, retire the others."""
     if s.n_vals <= 1:
         return s
-    cdef Py_ssize_t e, k, best = -1, best_e = -1
-    for e in range(s.n_entries):
-        for k in range(s.ents[e].first, s.ents[e].first + s.ents[e].count):
-            if best < 0 or _ocmp(&s.vals[k], s.ents[e].node,
-                                 &s.vals[best], s.ents[best_e].node) > 0:
-                best = k
-                best_e = e
+    cdef Py_ssize_t e, best_e = -1
+    cdef Py_ssize_t best = _lww_best(s, &best_e)
     cdef DVVSet out = _alloc(s.n_entries, 1)
     for e in range(s.n_entries):
         _begin_entry(out, s.ents[e].node, s.ents[e].counter)
         if e == best_e:
             _put_copy(out, &s.vals[best])
+    return out
+
+
+cdef DVVSet _lww_made(DVVSet s, DVVSet before):
+    """dvv_lww(s), where s is `before` plus the write its coordinator just made (update's new
+    dot, the only one beyond before's counters): when that write is the one kept, it also
+    lists as retired the write ids of the siblings the collapse retires, then the lists
+    they carried (after its own list; without repeats or its own id; the first
+    DVV_RETIRED_MAX), as a write whose context covered them would. A blind write replaces
+    them in lww, so rule R, update's no-op for a listed id and the nodes' late-copy memory
+    must know them: unlisted, a late retry of one (same write id, stamped anew) won over
+    the write that replaced it. Only at the dot's making, like the rest of its list, so
+    every replica holds the same list; a write that loses the collapse lists nothing (its
+    list would retire a newer write's other copies where they meet)."""
+    if s.n_vals <= 1:
+        return s
+    cdef Py_ssize_t e, k, best_e = -1
+    cdef Py_ssize_t best = _lww_best(s, &best_e)
+    cdef DVVSlot *d = &s.vals[best]
+    if d.dot <= _counter_of(before, s.ents[best_e].node):
+        return dvv_lww(s)   # the kept sibling was there before: its list stays as made
+    cdef list direct = [], inherited = []
+    for k in range(s.n_vals):
+        if k != best:
+            if s.vals[k].wid != NULL:
+                direct.append(<object>s.vals[k].wid)
+            if s.vals[k].rw != NULL:
+                inherited.extend(<tuple>s.vals[k].rw)
+    cdef list out_rw = [] if d.rw == NULL else list(<tuple>d.rw)
+    seen = set(out_rw)
+    if d.wid != NULL:
+        seen.add(<object>d.wid)
+    for w in sorted(direct) + inherited:
+        if len(out_rw) >= DVV_RETIRED_MAX:
+            break
+        if w not in seen:
+            seen.add(w)
+            out_rw.append(w)
+    if len(out_rw) == (0 if d.rw == NULL else len(<tuple>d.rw)):
+        return dvv_lww(s)   # nothing to add
+    rw = tuple(out_rw)
+    cdef DVVSet out = _alloc(s.n_entries, 1)
+    for e in range(s.n_entries):
+        _begin_entry(out, s.ents[e].node, s.ents[e].counter)
+        if e == best_e:
+            _put_slot(out, d.val, d.wid, d.dot, d.alias, <PyObject *>rw)
     return out
 
 
@@ -2041,9 +2101,12 @@ def prune(s, Py_ssize_t max_entries):
     return out
 
 
-def lww(s):
-    """Last-writer-wins collapse: only the highest sibling stays (see the .pyi)."""
-    return dvv_lww(_as_set(s, "s"))
+def lww(s, before=None):
+    """Last-writer-wins collapse: only the highest sibling stays; with `before`, the set a
+    coordinator's write was made on, that write when kept lists what it retires (.pyi)."""
+    if before is None:
+        return dvv_lww(_as_set(s, "s"))
+    return _lww_made(_as_set(s, "s"), _as_set(before, "before"))
 
 
 def retain(s, keep):
@@ -2066,10 +2129,13 @@ def retain(s, keep):
     return _retain_mask(d, m)
 
 
-def lww_encoded(data):
-    """lww on an encoded set; returns data itself when nothing retires. Validates it."""
+def lww_encoded(data, before=None):
+    """lww on an encoded set (`before`: None, or the encoded set the write was made on);
+    returns data itself when nothing retires. Validates them."""
     cdef DVVSet d = _dec(data, "data")
-    return dvv_lww(d).encode()
+    if before is None or not before:
+        return dvv_lww(d).encode()
+    return _lww_made(d, _dec(before, "before")).encode()
 
 
 def retain_encoded(data, keep):

@@ -84,7 +84,13 @@ Last writer wins (issue 15). A stored key of an `lww` namespace (`namespaces.key
 is collapsed with `dvv.lww` after every local write and merge, so the main store holds at
 most one sibling for it: the one with the greatest (HLC stamp, node id, counter), the stamp
 being the first 8 bytes of the value (put there by the coordinator). Hints are collapsed when
-they are delivered (lww(sync(a, b)) == lww(sync(lww(a), lww(b))), so that is the same).
+they are delivered (lww(sync(a, b)) == lww(sync(lww(a), lww(b))), so that is the same). A
+write this node coordinates is collapsed with the version it was made on (`dvv.lww`'s
+`before`; a stand-in's too): kept, it lists the write ids of what it replaced as retired, as
+a write whose context covered them would, so a late retry of one (stamped anew, it won over
+the blind write that replaced it: an outside run, 6 of 6) makes no dot here or on a replica
+holding the write, and a late copy of one loses by rule R and this node's memory (`retired`,
+which a merge applies to lww keys too, before the collapse).
 
 Expiry (namespaces with a ttl, zkv/node/expiry.py). With the `expired` hook set, a version
 of a namespaced key that has expired is never served (`read` answers b"" and drops it, as
@@ -223,6 +229,8 @@ class Replica:
                 return dead, None
             actor = self._standin_actor(handoff.get(owner, key))
             new = dvv.update_encoded(base, self._fresh(key, base, context), value, actor, wid)
+            if base and key[:1] == b"\x00" and is_lww(key):  # what it replaced, listed (lww)
+                new = dvv.lww_encoded(new, base)
             if self.max_siblings:
                 self._check_siblings(key, _size(base), _size(new))
             self._note_issued(actor, new)
@@ -244,7 +252,8 @@ class Replica:
         before = held.size() if held is not None else 0
         written = dvv.update(held, context, value, actor, wid)
         if key[:1] == b"\x00" and is_lww(key):  # (only a namespaced key can be lww)
-            written = dvv.lww(written)
+            # held: the write, if kept, lists the ids of what it replaced (Last writer wins)
+            written = dvv.lww(written, held)
         after = written.size()
         if after > 1 and self.max_siblings:
             self._check_siblings(key, before, after)
@@ -371,13 +380,13 @@ class Replica:
             new = kept if old is None else dvv.sync_encoded(old, kept)
         else:
             new = dvv.sync_encoded(old, incoming)
-        if is_lww(key):
-            new = dvv.lww_encoded(new)
-        elif new != old:
+        if new != old:
             kept = self.retired.strip(key, new)
             if kept is not new:
                 self.late_retired += 1
                 new = kept
+        if is_lww(key):
+            new = dvv.lww_encoded(new)
         if new != old:
             self._store(key, old, new)
         return new
