@@ -172,6 +172,9 @@ def _damaged(lines: list[str], how: str) -> list[str]:
         lines[6:] = [json.dumps(dict(json.loads(lines[7]), zkv_dump_end=5)) + "\n"]
     elif how == "header":
         lines[0] = lines[0].replace("ns1", "ns2")
+    elif how == "format 1":  # (one character of the header: every check would be off)
+        lines[0] = lines[0].replace('"zkv_dump": 2', '"zkv_dump": 1')
+        lines[3] = _flip(lines[3], "v")
     elif how == "no digest":
         lines[3] = json.dumps({k: v for k, v in json.loads(lines[3]).items() if k != "h"})
     return lines
@@ -183,6 +186,7 @@ def _damaged(lines: list[str], how: str) -> list[str]:
     ("expiry", "f:4: damaged record", 2),
     ("place", "f:4: damaged record", 2),
     ("no digest", "f:4: not a dump record", 2),
+    ("format 1", "f:2: not a dump record \\(a record with digests under a format-1", 0),
     ("lost+dup", "f:4: record 4 where record 3 was expected: a line lost or moved", 2),
     ("dup", "f:5: record 3 where record 4 was expected: a line duplicated or moved", 3),
     ("swapped", "f:4: record 4 where record 3 was expected", 2),

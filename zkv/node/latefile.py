@@ -6,9 +6,12 @@ The memory (replica.py, "Late copies of overwritten writes") lets a late copy of
 overwritten here be retired where it arrives; kept in RAM only, a node restarted since the
 overwrite let such a copy back beside the newest value. So the node loads the file at start,
 writes it on a clean stop and, while the memory changes, every SAVE_EVERY seconds from the
-background scheduler (background.py), never on the request path: a crash loses what the
-memory took in at most the last SAVE_EVERY seconds. Each write is atomic: a temp file, fsync,
-rename, fsync of the directory, so the file is always a whole export, old or new.
+background scheduler (background.py), on the loop's thread: a crash loses what the memory
+took in at most the last SAVE_EVERY seconds. Each write is atomic (a temp file, then a rename,
+so the file is a whole export, old or new); the clean stop's also fsyncs the file and the
+directory, the periodic ones do not (export() and the write of 1 MB into the page cache cost
+the loop ~1-2 ms; the fsyncs, 3-8 ms more on an idle disk, far more on a busy one: a review).
+A power loss can then leave an empty or partial file: damaged, so an empty memory, as below.
 
 A missing, short or damaged file (or one of another format version) means an empty memory
 and one log line, never a refused start: the memory only ever retires what rule R allows, and
@@ -17,7 +20,7 @@ without it a late copy comes back as a sibling, as before the file existed.
 Why a file and not a rebuild at start by walking the stored versions (note() each): that
 reads every value of the store (0.18 us a version for note() alone, and the reads besides:
 seconds on a store of 1M keys), and it would not know which pairs are the newest 65,536. The
-file is 1 MB whatever the store holds; loading it takes ~10 ms (README, Known limits).
+file is 1 MB whatever the store holds; loading it takes ~10-30 ms (README, Known limits).
 """
 
 from __future__ import annotations
@@ -80,12 +83,13 @@ class LateFile:
         if now < self.next_save or self.memory.added == self.saved:
             return
         self.next_save = now + SAVE_EVERY
-        self.save()
+        self.save(durable=False)
 
-    def save(self) -> bool:
+    def save(self, durable: bool = True) -> bool:
         """Write the file now if the memory changed since it was last written (a clean stop,
-        and `tick`); whether the file holds the memory afterwards. OSError is logged, not
-        raised (the memory is an aid: nothing acknowledged depends on it)."""
+        and `tick` with `durable` False: no fsync); whether the file holds the memory
+        afterwards. OSError is logged, not raised (the memory is an aid: nothing acknowledged
+        depends on it)."""
         if not self.path:
             return False
         added = self.memory.added
@@ -95,10 +99,12 @@ class LateFile:
         try:
             with open(tmp, "wb") as fh:
                 fh.write(self.memory.export())
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+            if durable:
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         except OSError as exc:
             discard_tmp(tmp)
             if not self.failing:
