@@ -1645,3 +1645,64 @@ def test_takes_writes_again_is_good_news_logged_at_info(tmp_path, caplog):
                         ("INFO", "node1 takes writes again")], said
     finally:
         n.close()
+
+
+def test_a_node_whose_clock_runs_ahead_stamps_no_lww_write(node):
+    """A node whose clock stepped an hour ahead (NTP) stamped a client's lww write so, and
+    kept its hybrid clock there after the step back: that client's later blind writes, each
+    acknowledged through another owner, and a fresh client's rewrite were never served (an
+    outside clock-skew run). A node whose wall clock its peers' gossip puts ahead, or whose
+    hybrid clock runs further ahead of its wall clock than an observed stamp can put it,
+    refuses lww writes as unavailable (the clients try another node) and counts them; the
+    lead is exported. Other writes, and lww writes once the clock agrees, are taken."""
+    from zkv import hlc
+
+    base = hlc.wall_ms() + 1000 - int(node.t * 1000)
+    step = [0]
+
+    def wall() -> int:
+        return base + int(node.t * 1000) + step[0]
+    node.core.handoff.wall_ms = node.core.hlc._physical = wall
+    node.ask(b"admin", [wire.NsCreate(1, "sess", 3, 1, 1, "lww")], ADMIN)
+    ident = b"client:c/1"
+
+    def put(rid: int, ns: str = "sess"):
+        (reply,) = node.ask(ident, [wire.Put(rid, b"k", b"v%d" % rid, b"", 1,
+                                             bytes([rid]) * 16, ns)])
+        return reply
+
+    def gossip(offset_ms: int) -> None:
+        for i in (2, 3):
+            node.beats[i] += 1
+            node.core.handle((GOSSIP, f"node{i}"), [wire.Gossip(
+                0, f"node{i}", 16, 3, 2, 2, [_member(i, node.incs[i], node.beats[i])],
+                node.core.membership.ring().fingerprint(), wall_ms=wall() + offset_ms)],
+                node.t)
+
+    assert type(put(2)) is wire.PutOk
+    step[0] = 3_600_000  # stepped an hour ahead: its peers' clocks an hour behind
+    assert type(put(3)) is wire.PutOk  # (before their gossip shows it: stamped an hour ahead)
+    for _ in range(4):
+        node.t += 0.5
+        gossip(-3_600_000)
+        node.core.tick(node.t)
+        node.out()
+    assert node.core.metrics.clock_skew == "60 min ahead of its peers'"
+    refused = put(7)
+    assert type(refused) is wire.Error and refused.code == wire.E_UNAVAILABLE, refused
+    assert "wall clock is 60 min ahead of its peers'" in refused.message
+    assert type(put(4, "")) is wire.PutOk  # (a siblings key: no stamp, taken)
+    step[0] = 0  # set back: the peers agree, but its hybrid clock stays ahead
+    for _ in range(24):
+        node.t += 0.5
+        gossip(0)
+        node.core.tick(node.t)
+        node.out()
+    assert node.core.metrics.clock_skew is None
+    refused = put(5)
+    assert type(refused) is wire.Error and "hybrid clock runs 60 min ahead" in refused.message
+    assert node.core.metrics.lww_refused._value.get() == 2
+    node.core.tick(node.t + 0.5)
+    assert node.core.metrics.hlc_lead._value.get() > 3000
+    node.core.hlc._last = wall() << hlc.LOGICAL_BITS  # (its wall clock caught up)
+    assert type(put(6)) is wire.PutOk

@@ -148,6 +148,12 @@ class HLC:
             self._last = ts
             return ts
 
+    def lead_ms(self) -> int:
+        """How far the last timestamp issued runs ahead of the physical clock (ms; negative:
+        behind). A timestamp observed is clamped to `max_skew_ms` ahead, so a lead beyond that
+        is this clock's own: its physical clock ran ahead and was set back (an NTP step)."""
+        return (self._last >> LOGICAL_BITS) - self._pt()
+
     def limit(self) -> int:
         """The greatest timestamp a peer may send: `max_skew_ms` ahead of our physical clock
         (`observe` clamps or refuses one beyond it)."""

@@ -73,7 +73,7 @@ from zkv._core.ring import Ring
 from zkv.config import NodeConfig
 from zkv.errors import InvalidRequest, StorageFull, ZkvError
 from zkv.node import antientropy as aen
-from zkv.node import expiry, latefile, settings, snapshots
+from zkv.node import expiry, health, latefile, settings, snapshots
 from zkv.node import namespaces as nss
 from zkv.node import ownership as own
 from zkv.node.antientropy import AntiEntropy
@@ -2375,6 +2375,28 @@ class NodeCore:
                                  "standing still (stopped, or starved of CPU), and this write "
                                  "may have waited for it all along"))
 
+    def _unstampable(self) -> str | None:
+        """Why this node must not stamp lww writes now (None: it may). A node whose wall
+        clock runs ahead of its peers' (health.clock_skew), or whose hybrid clock runs ahead
+        of its own wall clock by more than an observed stamp can put it (its clock ran ahead
+        and was set back: hybrid clocks never go back), stamps writes that win over the
+        writes other nodes stamp after them: an outside run's node stepped an hour ahead and
+        back stamped a client's write so, and that client's four later blind writes, each
+        acknowledged through another owner, were never served (nor a rewrite, the README's
+        advice, from a fresh client after the clock was fixed); a write that waited in its
+        socket while it was paused overwrote another client's later one. Refused, a write is
+        retried on another node by the clients."""
+        skew = self.metrics.clock_skew
+        if skew is not None and skew.endswith(health.AHEAD):
+            return (f"{self.me}'s wall clock is {skew}: it stamps no lww write (its stamps "
+                    "would win over later writes); ask another node, and check NTP there")
+        lead = self.hlc.lead_ms()
+        if lead > self.hlc.max_skew_ms:
+            return (f"{self.me}'s hybrid clock runs {snapshots.span(lead / 1000)} ahead of its "
+                    "wall clock (the clock was set back): it stamps no lww write until its wall "
+                    "clock catches up, or it restarts; ask another node")
+        return None
+
     def _stamp(self, skey: bytes, floor: int) -> int:
         """An lww write's HLC stamp: after the client's floor (every value it has seen;
         clamped if far ahead) and every stamp this node holds for the key. In the moments
@@ -2523,7 +2545,14 @@ class NodeCore:
                 # node was acknowledged meanwhile) must not be stamped after the writes the
                 # client made since (the simulator: such a late copy of a put overwrote the
                 # same client's two later ones, tests/sim/test_sim_ttl.py, seed 17)
-                given = (self._stamp(skey, msg.floor) if type(msg) is Put and ns.lww else 0)
+                given = 0
+                if type(msg) is Put and ns.lww:
+                    why = self._unstampable()
+                    if why is not None:
+                        self.metrics.lww_refused.inc()
+                        self._reply(ident, Error(rid, E_UNAVAILABLE, why))
+                        return
+                    given = self._stamp(skey, msg.floor)
                 self.start_op(ForwardOp(self, origin, skey, self.t, msg, candidates,
                                         per_try=2 * cfg.replica_timeout + 0.25,
                                         stamp=given, gen=ns.gen), self.t)
@@ -2632,6 +2661,11 @@ class NodeCore:
                     self.hlc.observe(given)  # skew bound allows)
                     stamp = hlcs.pack(min(given, self.hlc.limit()))
                 else:
+                    why = self._unstampable()
+                    if why is not None:
+                        self.metrics.lww_refused.inc()
+                        self.respond(origin, Error(0, E_UNAVAILABLE, why))
+                        return
                     stamp = hlcs.pack(self._stamp(skey, msg.floor))
                 # (namespaces.py, "Stored values": a write_ttl namespace's own-ttl field)
                 value = (stamp + msg.ttl.to_bytes(nss.TTL_BYTES, "big") + value

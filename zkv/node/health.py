@@ -31,6 +31,7 @@ def clock_behind(clock_refused: list[str], peers: int) -> bool:
 
 
 CLOCK_SKEW_MS = 10_000  # a wall clock this far from most peers' is named, and not ready
+AHEAD = "ahead of its peers'"  # (the end of clock_skew's answer for a clock ahead)
 
 
 def clock_skew(offsets: Iterable[int], limit_ms: int = CLOCK_SKEW_MS) -> str | None:
@@ -49,7 +50,7 @@ def clock_skew(offsets: Iterable[int], limit_ms: int = CLOCK_SKEW_MS) -> str | N
     if 2 * behind > len(got):
         return f"{span(median / 1000)} behind its peers'"
     if 2 * ahead > len(got):
-        return f"{span(-median / 1000)} ahead of its peers'"
+        return f"{span(-median / 1000)} {AHEAD}"
     return None
 
 

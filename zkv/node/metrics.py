@@ -502,6 +502,14 @@ class NodeMetrics:
             "zkv_primary_quorum_refusals", "Requests refused at once because fewer of their "
             "key's owners were reachable than their pr/pw asked for (stand-ins do not count)",
             registry=r)
+        self.lww_refused = Counter(
+            "zkv_lww_writes_refused", "lww writes refused because this node's clock runs ahead "
+            "(of its peers', or its hybrid clock of its wall clock): they are retried elsewhere",
+            registry=r)
+        self.hlc_lead = Gauge(
+            "zkv_hlc_lead_seconds", "How far this node's hybrid clock runs ahead of its wall "
+            "clock (up to the 60 s skew bound by the stamps it observes; beyond, its own clock "
+            "ran ahead and was set back, and it stamps no lww write)", registry=r)
         self.contexts_refused = Counter(
             "zkv_contexts_refused", "Client writes refused because their context was not "
             "sealed by this cluster for their key (with --keys: forged, altered, another key's, "
@@ -566,7 +574,9 @@ class NodeMetrics:
                 self.transfer_bytes.labels(direction, what).set(0)
         self.health = Health()
         self._clock_behind = False  # (its change is logged, observe_cluster)
-        self._clock_skew: str | None = None  # (the same)
+        # how this node's wall clock stands against its peers' (health.clock_skew; None: it
+        # agrees), as of the last gossip round: logged at a change, and NodeCore._unstampable
+        self.clock_skew: str | None = None
         self.hot = TopK(HOT_KEYS_TRACKED)
         self._hot_decayed_at: float | None = None
         self._transfers: dict = {"in": {}, "out": {}}
@@ -657,14 +667,14 @@ class NodeMetrics:
                 log.warning("peers' records are taken again: this node's clock agrees with "
                             "theirs")
         skew = clock_skew(offsets or ())  # (offsets: each peer's clock minus ours, ms)
-        if skew != self._clock_skew:
+        if skew != self.clock_skew:
             if skew:
                 log.error("this node's wall clock is %s (by the clocks their gossip carries): "
                           "ttl expiry, lww order and tombstone ages follow wall clocks; "
                           "/readyz answers 503 until it agrees again (check NTP here)", skew)
-            elif self._clock_skew:
+            elif self.clock_skew:
                 log.warning("this node's wall clock agrees with its peers' again")
-            self._clock_skew = skew
+            self.clock_skew = skew
         rebalanced, converged = self.health.update(
             fingerprint=ring.fingerprint(), up_peers=up, now=now, joined=joined,
             pending_in=pending_in, clock_refused=refused, peers=heard, skew=skew)

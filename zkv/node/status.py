@@ -418,6 +418,7 @@ class MetricsExport:
         core.metrics.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
                                      joined=joined(core), gauges=gauges, up=up,
                                      offsets=core.clock_offsets(now))
+        core.metrics.hlc_lead.set(max(0, core.hlc.lead_ms()) / 1000)
 
     def export(self, now: float, states: dict[str, str]) -> None:
         """Per gossip tick: the health observations (readiness, convergence timing) every
