@@ -1451,7 +1451,7 @@ cdef Py_ssize_t _alias_union(DVVSet out, DVVSet a, DVVSet b, bint apply) except 
     (a copy that died in its favour somewhere and dies here too, being dead on the other
     side: without this, its aliases went with it). Returns how many siblings change; with
     apply, changes them (out must then be a set under construction)."""
-    cdef Py_ssize_t e, k, changed = 0
+    cdef Py_ssize_t e, k, q, changed = 0
     cdef dict src = {}
     cdef DVVSet x
     for x in (a, b):
@@ -1460,25 +1460,24 @@ cdef Py_ssize_t _alias_union(DVVSet out, DVVSet a, DVVSet b, bint apply) except 
         for e in range(x.n_entries):
             for k in range(x.ents[e].first, x.ents[e].first + x.ents[e].count):
                 if x.vals[k].alias != NULL:
-                    src.setdefault(_slot_dot(x, e, k), []).append(
-                        (<object>x.vals[k].wid, <object>x.vals[k].alias))
+                    src.setdefault(_slot_dot(x, e, k), []).append(<object>x.vals[k].alias)
     for e in range(out.n_entries):
         for k in range(out.ents[e].first, out.ents[e].first + out.ents[e].count):
             dot = _slot_dot(out, e, k)
-            if dot not in src:
+            lists = src.get(dot)
+            if lists is None:
                 continue
-            wid = None if out.vals[k].wid == NULL else <object>out.vals[k].wid
-            got = {dot}
-            todo = [dot]
-            while todo:  # (its own lists, then those of the copies they name: two steps)
-                for w, al in src.get(todo.pop(), ()):
-                    if w != wid:
-                        continue
-                    for d in al:
-                        if d not in got:
-                            got.add(d)
-                            todo.append(d)
-            merged = _alias_norm(got, dot)
+            items = []
+            for al in lists:
+                items.extend(al)
+            # the copies of its write it lists (an alias is a dot of the same write) that a
+            # or b holds: inputs are D-normal, one copy a side, so one step reaches them all
+            for q in range(len(items)):
+                more = src.get(items[q])
+                if more is not None:
+                    for al in more:
+                        items.extend(al)
+            merged = _alias_norm(items, dot)
             if not _same_obj(out.vals[k].alias,
                              NULL if merged is None else <PyObject *>merged):
                 changed += 1
