@@ -88,10 +88,18 @@ def m_sync(a, b):
     (va, da), (vb, db) = a, b
     ds = {d: x for d, x in da.items() if d in db or not covered(vb, d)}
     ds.update({d: x for d, x in db.items() if d in da or not covered(va, d)})
-    for d in ds:
-        if d in da and d in db:
-            v, w, al, rw = ds[d]
-            ds[d] = (v, w, alias_norm(da[d][2] + db[d][2], d), rw)
+    lists = {}  # dot -> the (write id, aliases) it has on either side
+    for d, (_, w, al, _) in list(da.items()) + list(db.items()):
+        if al:
+            lists.setdefault(d, []).append((w, al))
+    for d, (v, w, _, rw) in ds.items():
+        got, todo = {d}, [d]
+        while todo:  # its own aliases, then those of the copies of its write it lists
+            for w2, al2 in lists.get(todo.pop(), []):
+                new = [x for x in al2 if w2 == w and x not in got]
+                got.update(new)
+                todo += new
+        ds[d] = (v, w, alias_norm(tuple(got), d), rw)
     return join_vv(va, vb), dedup(retire_r(ds))
 
 
@@ -1089,3 +1097,36 @@ def test_an_lww_write_lists_only_what_it_replaced_and_keeps_its_own_list_first()
     top = update(many, b"", _stamped(60, b"t"), "k")
     listed = dvv.lww(top, many).retired_wids()[0]
     assert listed == [b"m0", b"m1", b"m2", b"m3"] and len(listed) == RETIRED_MAX
+
+
+def test_a_copy_dead_by_sync_hands_its_alias_dots_to_the_live_copy():
+    """A write W retried through three coordinators has copies a:1 < b:1 < c:1 (order O). At
+    a, b:1 (aliases [a:1], rule D) died by sync, dead on the incoming side (b had retired it
+    in favour of c:1), and its alias list went with it: a then held c:1 with aliases [b:1]
+    only, so its answer to another client's blind put (dot a:2) covered a:1 without noticing,
+    and that client's delete chained on it through c (where c:1 lists a:1) retired W, which
+    it never read (a random-schedule model on Replica: seed 103273 at 20% loss). A copy that
+    dies by sync now hands its aliases to the live copy that lists it."""
+    from zkv._core import dvv
+
+    w, p = b"W" * 16, b"P" * 16
+    xa, xb, xc = (update(None, b"", b"w-value", n, w) for n in "abc")
+    at_c = sync(xc, xa)  # c:1 aliases [a:1]
+    at_a = sync(xa, xb)  # b:1 aliases [a:1]
+    at_b = sync(xb, xc)  # c:1 aliases [b:1]
+    assert at_a.aliases() == [[("a", 1)]] and at_b.aliases() == [[("b", 1)]]
+    for merged in (sync(at_a, at_b), sync(at_b, at_a)):  # b:1 dead by sync at a
+        assert merged.siblings() == [("c", 1, b"w-value", w)]
+        assert merged.aliases() == [[("a", 1), ("b", 1)]]
+    at_a = sync(at_a, at_b)
+    at_a = update(at_a, b"", b"mine", "a", p)  # another client's blind put at a
+    ctx = dvv.put_context(at_a, b"", p)
+    assert not dvv.context_has_new_dot(ctx, b"")  # (a:2 would cover W's copy a:1)
+    at_c = update(sync(at_c, at_a), ctx, None, "c", b"D" * 16)  # it deletes its value
+    assert sorted(at_c.values(), key=repr) == [None, b"w-value"]
+    final = sync_many([at_a, at_b, at_c])
+    assert sorted(final.values(), key=repr) == [None, b"w-value"]
+    # a client that read W through any one copy still replaces it, in one write
+    for seen in (xa, xb, xc):
+        after = update(final, seen.context(), b"X", "b", b"wX")
+        assert sorted(after.values(), key=repr) == [None, b"X"]

@@ -15,8 +15,9 @@ sibling a later write overwrote). Four rules retire siblings:
 - **write-id dedup** (every constructor: ``update``, ``sync``, ``lww``, ``retain``; the
   decoder rejects a set where it was not applied): of the live siblings sharing a
   non-empty write id, only the greatest in the sibling order ``O`` stays; it keeps the
-  others' dots as its *aliases* (``aliases()``, at most 8), and a context covering an
-  alias covers it (``update``): copies of one write are one write.
+  others' dots as its *aliases* (``aliases()``, at most 8; ``sync`` joins them, and a
+  copy that dies there hands its own to the live copy that lists it), and a context
+  covering an alias covers it (``update``): copies of one write are one write.
 - **retired write ids** (rule R, every constructor, checked by the decoder): a write made
   by ``update`` lists the write ids of the siblings its context retired (at most 4, newest
   first, inherited through overwrites; ``retired_wids()``); a live sibling carrying a

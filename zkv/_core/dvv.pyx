@@ -77,7 +77,13 @@ copy; a context covering y alone must still overwrite the write. Two mechanisms:
   *alias*. In ``update`` a sibling counts as covered by the context when its dot or any
   alias dot is, so a coordinator holding x retires it for a context that saw only y.
   ``sync`` joins the alias lists of a sibling live on both sides (union), and D adds the
-  loser's dot and aliases to the winner's. A list is canonical: sorted by (node id
+  loser's dot and aliases to the winner's. A copy that dies in ``sync`` (live on one side,
+  dead on the other, where D retired it) hands its aliases to the live copy that lists it:
+  a replica holding y with aliases [w] that takes x with aliases [y] keeps w (x: [w, y]).
+  Without that, w was forgotten where it was issued, and that node's ``put_context`` for
+  an unrelated put covered w unnoticed: a write chained on it retired x, which its client
+  never read (a random-schedule model on Replica, seed 103273 at 20% loss). A list is
+  canonical: sorted by (node id
   bytewise, counter), never the sibling's own dot, the DVV_ALIAS_MAX (8) smallest kept --
   keeping the k smallest of a union is itself a join (cap(cap(A | B) | C) = cap(A|B|C)),
   so alias lists converge like everything else; past 8 copies of one write the extra dots
@@ -97,8 +103,9 @@ copy; a context covering y alone must still overwrite the write. Two mechanisms:
   dot). Every constructor applies R before D; the decoder rejects a set where R is due.
 
 Convergence with aliases and R. The per-dot state is unseen < live(aliases) < dead, where
-live states of one dot are ordered by their alias lists under the capped-union join; R,
-like D, only moves a live dot to dead. So every replica's state still only moves up, and
+live states of one dot are ordered by their alias lists under the capped-union join (a
+live dot taking the aliases of a copy it lists only grows its list); R, like D, only moves
+a live dot to dead. So every replica's state still only moves up, and
 the argument above applies unchanged: once replicas have exchanged (one gathers, then gives
 back), each holds the same vector, live dots, alias lists and (dot-fixed) retired lists,
 and the same bytes. Safety: R retires only copies of a write some client overwrote (its id
@@ -1447,9 +1454,11 @@ cdef Py_ssize_t _retire_rw(DVVSet s, bint apply) except -1:
 
 cdef Py_ssize_t _alias_union(DVVSet out, DVVSet a, DVVSet b, bint apply) except -1:
     """Give every live sibling of out the union of its aliases in a and in b (the same dot
-    live there). Returns how many siblings change; with apply, changes them (out must then
-    be a set under construction)."""
-    cdef Py_ssize_t e, k, changed = 0
+    live there), and the aliases of each copy of its write it lists that a or b holds live
+    (a copy that died in its favour somewhere and dies here too, being dead on the other
+    side: without this, its aliases went with it). Returns how many siblings change; with
+    apply, changes them (out must then be a set under construction)."""
+    cdef Py_ssize_t e, k, q, changed = 0
     cdef dict src = {}
     cdef DVVSet x
     for x in (a, b):
@@ -1468,6 +1477,13 @@ cdef Py_ssize_t _alias_union(DVVSet out, DVVSet a, DVVSet b, bint apply) except 
             items = []
             for al in lists:
                 items.extend(al)
+            # the copies of its write it lists (an alias is a dot of the same write) that a
+            # or b holds: inputs are D-normal, one copy a side, so one step reaches them all
+            for q in range(len(items)):
+                more = src.get(items[q])
+                if more is not None:
+                    for al in more:
+                        items.extend(al)
             merged = _alias_norm(items, dot)
             if not _same_obj(out.vals[k].alias,
                              NULL if merged is None else <PyObject *>merged):
