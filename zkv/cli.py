@@ -1416,8 +1416,12 @@ def dump_command(args) -> int:
         def write(f) -> str:
             """Dump into `f`; returns what was dumped, for the line on stderr."""
             if c is None:
-                count, gen = dump.dump_stores(args.store, f, args.namespace, args.generation)
-                return f"{count} key(s) of namespace {args.namespace!r} generation {gen}"
+                got = dump.dump_stores(args.store, f, args.namespace, args.generation,
+                                       warn=lambda line: print(f"zkv: {line}",
+                                                               file=sys.stderr))
+                return (f"{got.keys} key(s) of namespace {args.namespace!r} generation "
+                        f"{got.generation}" + (f" ({got.expired} expired key(s) left out)"
+                                               if got.expired else ""))
             count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
             return f"{count} key(s) of namespace {args.namespace!r}"
 
