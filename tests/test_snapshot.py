@@ -411,6 +411,21 @@ def test_an_offline_dump_reads_as_a_get_does_with_the_snapshots_settings(tmp_pat
                    b"own-live": ([b"l"], now - 10_000 + 50_000), b"two": ([b"t-new"], 0)}
 
 
+def test_an_offline_dump_of_a_store_a_node_holds_says_so(tmp_path):
+    """A store a running node holds was refused with the engine's lock error, which told
+    the user to "use another --data-dir": it names the node and the ways out."""
+    import io
+
+    from zkv import dump
+
+    with LogStore(str(tmp_path / "data")):  # (held, as a node holds it)
+        with pytest.raises(InvalidRequest) as got:
+            dump.dump_stores([str(tmp_path / "data")], io.StringIO(), "sib")
+    said = str(got.value)
+    assert "a node is running on this store" in said and "snapshot" in said, said
+    assert "stop the node" in said and "--data-dir" not in said, said
+
+
 @pytest.mark.cluster
 def test_a_whole_cluster_restored_after_a_truncate_loses_nothing_silently(make_cluster):
     """An outside backup run: every node restored from snapshots taken before `zkv namespace

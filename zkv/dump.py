@@ -179,8 +179,8 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
     offline (a snapshot's data/ directory, or a stopped node's DATA_DIR/data), not from a
     cluster: the way back to the keys of a generation that a truncate or drop has ended
     since the snapshot, which no node serves (README, "Backups"). `generation` None: the only
-    one of the name the stores hold. InvalidRequest when the stores hold none of the name, or
-    several generations and none was named.
+    one of the name the stores hold. InvalidRequest when the stores hold none of the name,
+    several generations and none was named, or a store a process (a node) holds.
 
     Read as a coordinator reads (quorum.GetQuorum over the stores' copies of each key: DVV
     sync, lww collapsed, heads removed, tombstones and values whose own ttl is over left
@@ -191,6 +191,7 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
     over the keys finds the generations, then each window of the hash space (`_windows`) is
     read from every store and its keys written in (hash, key) order; it holds one window's
     keys and one key's copies at a time, never the namespace's values."""
+    from zkv.errors import StoreLocked
     from zkv.node.expiry import expired as expired_copy
     from zkv.node.namespaces import generation as generation_of
     from zkv.node.namespaces import head_of_key, split_key
@@ -215,7 +216,14 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
         for path in paths:
             if not os.path.isdir(path):
                 raise InvalidRequest(f"--store {path}: no such directory")
-            stores.append(stack.enter_context(LogStore(path, readonly=True)))
+            try:
+                stores.append(stack.enter_context(LogStore(path, readonly=True)))
+            except StoreLocked:
+                raise InvalidRequest(
+                    f"--store {path}: a node is running on this store (it holds its lock, "
+                    f"{os.path.join(path, 'LOCK')}): dump a snapshot's data/ instead (`zkv "
+                    f"snapshot`, then --store DATA_DIR/snapshots/NAME/data), or stop the node "
+                    f"first") from None
         heads: dict[int, int] = {}  # the generations the stores hold -> their values' head
         for store in stores:
             for lo, hi in _windows(len(store)):
