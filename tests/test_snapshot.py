@@ -310,6 +310,42 @@ def test_a_restore_holding_a_generation_ended_since_is_refused_then_dumped(tmp_p
         dump.dump_stores([str(tmp_path / "data")], io.StringIO(), "sib", 3)
 
 
+def test_a_restore_refused_as_too_old_logs_no_purge(tmp_path, caplog, capsys):
+    """zkv-node --purge-ended-namespaces on a restored store holding an ended generation and
+    older than the reap memory: check_ended logged "purged now", then check_restored refused
+    the start, so nothing was purged. Both decide before either logs: the refusal alone."""
+    import signal
+
+    from zkv.cli import node_main
+    from zkv.node.namespaces import Registry, storage_key
+    from zkv.node.snapshots import MARK, check_ended
+
+    reg = Registry.for_cluster(3, 2, 2)
+    sib = reg.create("sib", n=3, members=3, created=1 << 16, creator="n1")
+    then = reg.to_builtins()
+    reg.truncate("sib", created=2 << 16, creator="n1")
+    (tmp_path / "handoff").mkdir()
+    with LogStore(str(tmp_path / "data")) as s:
+        s.put(storage_key(sib, b"k"), dvv.update(None, b"", b"v", "n1").encode())
+    (tmp_path / "data" / MARK).write_text(json.dumps(  # (taken long ago)
+        {"snapshot": "s", "node": "n1", "created_ms": 1, "namespaces": then}))
+    (tmp_path / "cluster.json").write_text(json.dumps({"namespaces": reg.to_builtins()}))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rc = node_main(["--id", "n1", "--listen", "tcp://127.0.0.1:48731", "--gossip",
+                        "tcp://127.0.0.1:48732", "--data-dir", str(tmp_path), "--seed",
+                        "tcp://127.0.0.1:48733", "--purge-ended-namespaces"])
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    said = capsys.readouterr().err
+    assert rc == 1 and "older than" in said and "--restore-old-snapshot" in said, said
+    assert "purged" not in caplog.text + said, caplog.text
+    assert (tmp_path / "data" / MARK).exists()  # (nothing changed: refused again next start)
+    with pytest.raises(ZkvError, match="generation 0: 1 key"):  # (... and still refusable)
+        check_ended(str(tmp_path), reg.to_builtins(), False)
+
+
 def test_an_offline_dump_streams_a_namespace_larger_than_what_it_holds(tmp_path, monkeypatch):
     """dump_stores held every value of the name in a dict before writing (an outside run: a
     500k-key, 100 MB namespace peaked at 436 MB RSS): now it holds one window of keys and
