@@ -182,9 +182,10 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
     one of the name the stores hold. InvalidRequest when the stores hold none of the name,
     several generations and none was named, or a store a process (a node) holds.
 
-    Read as a coordinator reads (quorum.GetQuorum over the stores' copies of each key: DVV
-    sync, lww collapsed, heads removed, tombstones and values whose own ttl is over left
-    out; each copy expired by the namespace's ttl reads as none, as Replica.read answers),
+    Read as a coordinator reads (quorum.GetQuorum over the stores' copies of each key, or
+    identical_answers when they are byte-identical, as an owner read: DVV sync, lww
+    collapsed, heads removed, tombstones and values whose own ttl is over left out; each
+    copy expired by the namespace's ttl reads as none, as Replica.read answers),
     with the settings of that generation the stores' snapshot marks record (`_settings`),
     so each value carries its expiry ("x") and one whose time has passed at `now_ms` is left
     out. Without them (`warn` says so) the namespace's ttl is not applied. Streamed: a pass
@@ -194,21 +195,24 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
     from zkv.errors import StoreLocked
     from zkv.node.expiry import expired as expired_copy
     from zkv.node.namespaces import generation as generation_of
-    from zkv.node.namespaces import head_of_key, split_key
-    from zkv.node.quorum import GetQuorum
+    from zkv.node.namespaces import head_of_key
+    from zkv.node.quorum import GetQuorum, identical_answers
     from zkv.storage import LogStore
 
     want = namespace.encode("ascii", "replace")
     paths = list(paths)
-    memo: dict[bytes, int | None] = {}  # a stored key's prefix -> its generation of the name
+    # a stored key's prefix (up to its NUL) -> (its generation, its values' head) if it is
+    # the name's: decided once per prefix, not per key
+    memo: dict[bytes, tuple[int, int] | None] = {}
 
-    def gen_of(key: bytes) -> int | None:
+    def gen_of(key: bytes) -> tuple[int, int] | None:
         if key[:1] != b"\x00":
             return None
         pre = key[:key.find(b"\x00", 3) + 1]
         if pre not in memo:
             found = generation_of(key)
-            memo[pre] = found[1] if found is not None and found[0] == want else None
+            memo[pre] = ((found[1], head_of_key(key)) if found is not None and found[0] == want
+                         else None)
         return memo[pre]
 
     with contextlib.ExitStack() as stack:
@@ -230,7 +234,7 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
                 for key, _h in store.key_hashes(lo, hi):
                     gen = gen_of(key)
                     if gen is not None:
-                        heads[gen] = head_of_key(key)
+                        heads[gen[0]] = gen[1]
         if generation is None:
             if len(heads) > 1:
                 raise InvalidRequest(f"the stores hold generations {sorted(heads)} of "
@@ -256,21 +260,33 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
             for lo, hi in _windows(max(len(s) for s in stores)):
                 window = sorted({(h, key) for store in stores
                                  for key, h in store.key_hashes(lo, hi)
-                                 if gen_of(key) == generation})
+                                 if (gen_of(key) or (-1,))[0] == generation})
                 for _h, skey in window:
-                    head = head_of_key(skey)
-                    q = GetQuorum(len(stores), lww=head, ttl_ms=ttl_ms)
+                    head = gen_of(skey)[1]  # type: ignore[index]  # (the name's: above)
                     judged = False
-                    for name, store in zip(names, stores, strict=True):
+                    copies = []
+                    for store in stores:
                         copy = store.get(skey) or b""
                         if copy and head and (ttl_ms or before) and expired_copy(
                                 copy, ttl_ms, now, before):
                             copy, judged = b"", True  # (as Replica.read answers)
-                        q.add_result(name, copy)
-                    bad += len(q.bad)
-                    got, _ = q.response(now)
+                        copies.append(copy)
+                    held = {c for c in copies if c}
+                    if len(held) <= 1:  # (one store, or copies in sync: decoded once)
+                        try:
+                            got, _ = identical_answers(held.pop() if held else b"", head,
+                                                       len(stores), now, ttl_ms)
+                        except ValueError:  # (GetQuorum would count it as no answer)
+                            bad += 1
+                            continue
+                    else:
+                        q = GetQuorum(len(stores), lww=head, ttl_ms=ttl_ms)
+                        for name, copy in zip(names, copies, strict=True):
+                            q.add_result(name, copy)
+                        bad += len(q.bad)
+                        got, _ = q.response(now)
                     if got.values:
-                        yield split_key(skey)[1], got.values, got.expires
+                        yield skey[skey.find(b"\x00", 3) + 1:], got.values, got.expires
                     elif judged or got.stamp:  # (live values, none served any more)
                         left_out += 1
 
