@@ -298,16 +298,168 @@ def test_a_restore_holding_a_generation_ended_since_is_refused_then_dumped(tmp_p
         s.put(storage_key(sib, b"k0"), dvv.update(None, b"", b"w0", "n2").encode())
     out = io.StringIO()
     assert dump.dump_stores([str(tmp_path / "data"), str(tmp_path / "copy")], out,
-                            "sib") == (5, 0)
+                            "sib") == (5, 0, 0)
     _, records = dump.read(out.getvalue().splitlines(), "d")
     assert {k: sorted(v) for _, k, v, _ in records} == {
         b"k0": [b"v0", b"w0"], **{b"k%d" % i: [b"v%d" % i] for i in range(1, 5)}}
     out = io.StringIO()
-    assert dump.dump_stores([str(tmp_path / "data")], out, "lw") == (1, 0)
+    assert dump.dump_stores([str(tmp_path / "data")], out, "lw") == (1, 0, 0)
     assert [(k, v) for _, k, v, _ in dump.read(out.getvalue().splitlines(), "d")[1]] == \
         [(b"l", [b"lv"])]
     with pytest.raises(InvalidRequest, match="no keys of namespace 'sib' generation 3"):
         dump.dump_stores([str(tmp_path / "data")], io.StringIO(), "sib", 3)
+
+
+def test_a_restore_refused_as_too_old_logs_no_purge(tmp_path, caplog, capsys):
+    """zkv-node --purge-ended-namespaces on a restored store holding an ended generation and
+    older than the reap memory: check_ended logged "purged now", then check_restored refused
+    the start, so nothing was purged. Both decide before either logs: the refusal alone."""
+    import signal
+
+    from zkv.cli import node_main
+    from zkv.node.namespaces import Registry, storage_key
+    from zkv.node.snapshots import MARK, check_ended
+
+    reg = Registry.for_cluster(3, 2, 2)
+    sib = reg.create("sib", n=3, members=3, created=1 << 16, creator="n1")
+    then = reg.to_builtins()
+    reg.truncate("sib", created=2 << 16, creator="n1")
+    (tmp_path / "handoff").mkdir()
+    with LogStore(str(tmp_path / "data")) as s:
+        s.put(storage_key(sib, b"k"), dvv.update(None, b"", b"v", "n1").encode())
+    (tmp_path / "data" / MARK).write_text(json.dumps(  # (taken long ago)
+        {"snapshot": "s", "node": "n1", "created_ms": 1, "namespaces": then}))
+    (tmp_path / "cluster.json").write_text(json.dumps({"namespaces": reg.to_builtins()}))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rc = node_main(["--id", "n1", "--listen", "tcp://127.0.0.1:48731", "--gossip",
+                        "tcp://127.0.0.1:48732", "--data-dir", str(tmp_path), "--seed",
+                        "tcp://127.0.0.1:48733", "--purge-ended-namespaces"])
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    said = capsys.readouterr().err
+    assert rc == 1 and "older than" in said and "--restore-old-snapshot" in said, said
+    assert "purged" not in caplog.text + said, caplog.text
+    assert (tmp_path / "data" / MARK).exists()  # (nothing changed: refused again next start)
+    with pytest.raises(ZkvError, match="generation 0: 1 key"):  # (... and still refusable)
+        check_ended(str(tmp_path), reg.to_builtins(), False)
+
+
+def test_an_offline_dump_streams_a_namespace_larger_than_what_it_holds(tmp_path, monkeypatch):
+    """dump_stores held every value of the name in a dict before writing (an outside run: a
+    500k-key, 100 MB namespace peaked at 436 MB RSS): now it holds one window of keys and
+    one key's copies at a time, the copies of every store merged key by key, in (hash, key)
+    order whatever the stores."""
+    import tracemalloc
+
+    from zkv import dump
+    from zkv.node.namespaces import Registry, storage_key
+
+    reg = Registry.for_cluster(3, 2, 2)
+    big = reg.create("big", n=3, members=3, created=1 << 16, creator="n1")
+    value = b"x" * 8192
+    with LogStore(str(tmp_path / "a")) as s:
+        for i in range(3000):  # 24 MiB of values
+            s.put(storage_key(big, b"k%d" % i), dvv.update(None, b"", value + b"%d" % i,
+                                                           "n1").encode())
+        s.put(b"plain", dvv.update(None, b"", b"p", "n1").encode())
+    with LogStore(str(tmp_path / "b")) as s:  # another replica: a sibling more of a few
+        for i in range(0, 3000, 100):
+            s.put(storage_key(big, b"k%d" % i), dvv.update(None, b"", b"w%d" % i,
+                                                           "n2").encode())
+    monkeypatch.setattr(dump, "WINDOW_KEYS", 200, raising=False)  # (many windows)
+    stores = [str(tmp_path / "a"), str(tmp_path / "b")]
+    tracemalloc.start()
+    try:
+        with open(tmp_path / "big.jsonl", "w") as f:
+            got = dump.dump_stores(stores, f, "big")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 << 20, peak  # (the values alone are 24 MiB)
+    assert got == (3000, 0, 0)
+    with open(tmp_path / "big.jsonl") as f:
+        records = list(dump.read(f, "big.jsonl")[1])
+    assert {k: sorted(v) for _, k, v, _ in records} == {
+        b"k%d" % i: sorted([value + b"%d" % i] + ([b"w%d" % i] if i % 100 == 0 else []))
+        for i in range(3000)}
+    from zkv._core.ring import hash64
+    order = [(hash64(storage_key(big, k)), k) for _, k, _, _ in records]
+    assert order == sorted(order)
+    with open(tmp_path / "again.jsonl", "w") as f:  # the stores named the other way round
+        dump.dump_stores(stores[::-1], f, "big")
+    assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "big.jsonl").read_text()
+
+
+def test_an_offline_dump_reads_as_a_get_does_with_the_snapshots_settings(tmp_path):
+    """dump_stores re-implemented the read merge and knew nothing of expiry: values whose
+    namespace ttl or own ttl had passed were dumped, and lived a whole new ttl once loaded.
+    Now each key is read as a coordinator reads it, with the settings of the generation the
+    snapshot's mark records: an expired copy reads as none, a value past its own ttl is left
+    out, every value carries its expiry ("x"). A mark without a registry: said (warn), and
+    the namespace's ttl is not applied."""
+    import io
+
+    from zkv import dump
+    from zkv.node.namespaces import Registry, storage_key
+    from zkv.node.snapshots import MARK
+
+    now = 1_800_000_000_000
+    reg = Registry.for_cluster(3, 2, 2)
+    ses = reg.create("ses", n=3, conflicts="lww", members=3, created=1 << 16, creator="n1",
+                     ttl=100, write_ttl=True)
+
+    def stored(age_s: int, own: int, what: bytes) -> bytes:
+        head = ((now - age_s * 1000) << 16).to_bytes(8, "big") + own.to_bytes(4, "big")
+        return dvv.update(None, b"", head + what, "n1").encode()
+
+    with LogStore(str(tmp_path / "a")) as s:
+        s.put(storage_key(ses, b"fresh"), stored(10, 0, b"f"))
+        s.put(storage_key(ses, b"old"), stored(200, 0, b"o"))  # past the namespace's ttl
+        s.put(storage_key(ses, b"own"), stored(10, 5, b"w"))  # past its own
+        s.put(storage_key(ses, b"own-live"), stored(10, 50, b"l"))
+        s.put(storage_key(ses, b"two"), stored(200, 0, b"t-old"))
+    with LogStore(str(tmp_path / "b")) as s:  # another replica: a newer write of "two"
+        s.put(storage_key(ses, b"two"), dvv.update(None, b"", (
+            (now - 20_000) << 16).to_bytes(8, "big") + bytes(4) + b"t-new", "n2").encode())
+    stores = [str(tmp_path / "a"), str(tmp_path / "b")]
+    (tmp_path / "a" / MARK).write_text(json.dumps(
+        {"snapshot": "s", "node": "n1", "created_ms": now, "namespaces": reg.to_builtins()}))
+    said: list[str] = []
+    out = io.StringIO()
+    assert dump.dump_stores(stores, out, "ses", now_ms=lambda: now,
+                            warn=said.append) == (3, 0, 2)
+    assert said == []
+    got = {k: (v, x) for _, k, v, x in dump.read(out.getvalue().splitlines(), "d")[1]}
+    assert got == {b"fresh": ([b"f"], now - 10_000 + 100_000),
+                   b"own-live": ([b"l"], now - 10_000 + 50_000),
+                   b"two": ([b"t-new"], now - 20_000 + 100_000)}
+
+    (tmp_path / "a" / MARK).write_text(json.dumps(  # an older zkv's mark: no registry
+        {"snapshot": "s", "node": "n1", "created_ms": now}))
+    out = io.StringIO()
+    assert dump.dump_stores(stores, out, "ses", now_ms=lambda: now,
+                            warn=said.append) == (4, 0, 1)
+    assert len(said) == 1 and "settings are unknown" in said[0] and "ttl" in said[0]
+    got = {k: (v, x) for _, k, v, x in dump.read(out.getvalue().splitlines(), "d")[1]}
+    assert got == {b"fresh": ([b"f"], 0), b"old": ([b"o"], 0),
+                   b"own-live": ([b"l"], now - 10_000 + 50_000), b"two": ([b"t-new"], 0)}
+
+
+def test_an_offline_dump_of_a_store_a_node_holds_says_so(tmp_path):
+    """A store a running node holds was refused with the engine's lock error, which told
+    the user to "use another --data-dir": it names the node and the ways out."""
+    import io
+
+    from zkv import dump
+
+    with LogStore(str(tmp_path / "data")):  # (held, as a node holds it)
+        with pytest.raises(InvalidRequest) as got:
+            dump.dump_stores([str(tmp_path / "data")], io.StringIO(), "sib")
+    said = str(got.value)
+    assert "a node is running on this store" in said and "snapshot" in said, said
+    assert "stop the node" in said and "--data-dir" not in said, said
 
 
 @pytest.mark.cluster

@@ -308,12 +308,14 @@ def node_main(argv: list[str] | None = None) -> int:
         return 1
     try:
         saved = load_cluster(os.path.join(cfg.data_dir, "cluster.json")).get("namespaces")
-        for line in check_ended(cfg.data_dir, saved, args.purge_ended_namespaces):
-            logging.getLogger("zkv.node").warning("%s", line)
+        # both decided before either is logged: a restore check_restored refuses starts
+        # nothing and purges nothing ("purged now" was logged above its refusal); check_ended
+        # changes nothing, and must read the marks before check_restored removes them
+        ended = check_ended(cfg.data_dir, saved, args.purge_ended_namespaces)
         restored = check_restored(cfg.data_dir, time.time_ns() // 1_000_000,
                                   echo_window(cfg.tombstone_grace), args.restore_old_snapshot)
-        if restored:
-            logging.getLogger("zkv.node").warning("%s", restored)
+        for line in [*ended, *([restored] if restored else [])]:
+            logging.getLogger("zkv.node").warning("%s", line)
         node = Node(cfg, flags=vars(args))
     except ZkvError as exc:
         print(f"zkv-node: {exc}", file=sys.stderr)
@@ -1416,8 +1418,12 @@ def dump_command(args) -> int:
         def write(f) -> str:
             """Dump into `f`; returns what was dumped, for the line on stderr."""
             if c is None:
-                count, gen = dump.dump_stores(args.store, f, args.namespace, args.generation)
-                return f"{count} key(s) of namespace {args.namespace!r} generation {gen}"
+                got = dump.dump_stores(args.store, f, args.namespace, args.generation,
+                                       warn=lambda line: print(f"zkv: {line}",
+                                                               file=sys.stderr))
+                return (f"{got.keys} key(s) of namespace {args.namespace!r} generation "
+                        f"{got.generation}" + (f" ({got.expired} expired key(s) left out)"
+                                               if got.expired else ""))
             count = dump.dump(c, f, args.namespace, _key(args.prefix), args.r)
             return f"{count} key(s) of namespace {args.namespace!r}"
 

@@ -50,23 +50,29 @@ ttl, so that a copy serves nothing longer than the source would have. That needs
 namespace whose values have room for a write's ttl and whose own ttl is at least as long
 (namespaces.py); elsewhere the value lives the target's ttl from the load (or forever, in a
 namespace without one), and the load counts it. A value read key by key (a partition below R
-owners that vouch, Client.items) has no "x". (Versions of zkv before expiry ignore the field.)
+owners that vouch, Client.items) has no "x", nor does one dumped offline (`dump_stores`) from
+stores whose snapshot marks do not record the namespace's settings. (Versions of zkv before
+expiry ignore the field.)
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from zkv.errors import InvalidRequest
 from zkv.hlc import wall_ms
 from zkv.wire import WID_SIZE
+
+if TYPE_CHECKING:
+    from zkv.node.namespaces import Namespace
 
 FORMAT = 2  # the format written; read: 1 (no digests) and 2
 BATCH = 500  # values per put_many of a load
@@ -144,59 +150,186 @@ def write(out: IO[str], namespace: str,
     return count
 
 
+class Dumped(NamedTuple):
+    """What an offline dump (`dump_stores`) wrote: keys, of which generation, and the keys it
+    left out because their time had passed (the namespace's ttl or their write's own)."""
+
+    keys: int
+    generation: int
+    expired: int = 0
+
+
+WINDOW_KEYS = 20_000  # keys (of every namespace) a store holds in one window of a dump_stores
+# pass over its hash space, at most (keys spread evenly): the keys it holds at once
+
+
+def _windows(held: int) -> Iterator[tuple[int, int]]:
+    """[lo, hi] windows cutting the hash space (zkv_hash64) in order, each holding about
+    WINDOW_KEYS of `held` keys."""
+    space = 1 << 64
+    step = max(1, space * WINDOW_KEYS // max(1, held))
+    for lo in range(0, space, step):
+        yield lo, min(space - 1, lo + step - 1)
+
+
 def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
-                generation: int | None = None) -> tuple[int, int]:
+                generation: int | None = None, now_ms: Callable[[], int] = wall_ms,
+                warn: Callable[[str], object] | None = None) -> Dumped:
     """Write the dump of `namespace`'s live keys of one generation from node stores read
     offline (a snapshot's data/ directory, or a stopped node's DATA_DIR/data), not from a
     cluster: the way back to the keys of a generation that a truncate or drop has ended
-    since the snapshot, which no node serves (README, "Backups"). Each store is opened
-    read-only, every copy of a key in them merged as a read merges replicas (DVV sync; the
-    newest of an lww key's), tombstones left out. `generation` None: the only one of the
-    name the stores hold. Returns (keys, generation); InvalidRequest when the stores hold
-    none of the name, or several generations and none was named. Its values carry no "x":
-    loaded, they live the target namespace's ttl from the load."""
-    from zkv._core import dvv
+    since the snapshot, which no node serves (README, "Backups"). `generation` None: the only
+    one of the name the stores hold. InvalidRequest when the stores hold none of the name,
+    several generations and none was named, or a store a process (a node) holds.
+
+    Read as a coordinator reads (quorum.GetQuorum over the stores' copies of each key, or
+    identical_answers when they are byte-identical, as an owner read: DVV sync, lww
+    collapsed, heads removed, tombstones and values whose own ttl is over left out; each
+    copy expired by the namespace's ttl reads as none, as Replica.read answers),
+    with the settings of that generation the stores' snapshot marks record (`_settings`),
+    so each value carries its expiry ("x") and one whose time has passed at `now_ms` is left
+    out. Without them (`warn` says so) the namespace's ttl is not applied. Streamed: a pass
+    over the keys finds the generations, then each window of the hash space (`_windows`) is
+    read from every store and its keys written in (hash, key) order; it holds one window's
+    keys and one key's copies at a time, never the namespace's values."""
+    from zkv.errors import StoreLocked
+    from zkv.node.expiry import expired as expired_copy
     from zkv.node.namespaces import generation as generation_of
-    from zkv.node.namespaces import head_of_key, is_lww, split_key
+    from zkv.node.namespaces import head_of_key
+    from zkv.node.quorum import GetQuorum, identical_answers
     from zkv.storage import LogStore
 
     want = namespace.encode("ascii", "replace")
-    found: dict[int, dict[bytes, bytes]] = {}
     paths = list(paths)
+    # a stored key's prefix (up to its NUL) -> (its generation, its values' head) if it is
+    # the name's: decided once per prefix, not per key
+    memo: dict[bytes, tuple[int, int] | None] = {}
+
+    def gen_of(key: bytes) -> tuple[int, int] | None:
+        if key[:1] != b"\x00":
+            return None
+        pre = key[:key.find(b"\x00", 3) + 1]
+        if pre not in memo:
+            found = generation_of(key)
+            memo[pre] = ((found[1], head_of_key(key)) if found is not None and found[0] == want
+                         else None)
+        return memo[pre]
+
+    with contextlib.ExitStack() as stack:
+        stores = []
+        for path in paths:
+            if not os.path.isdir(path):
+                raise InvalidRequest(f"--store {path}: no such directory")
+            try:
+                stores.append(stack.enter_context(LogStore(path, readonly=True)))
+            except StoreLocked:
+                raise InvalidRequest(
+                    f"--store {path}: a node is running on this store (it holds its lock, "
+                    f"{os.path.join(path, 'LOCK')}): dump a snapshot's data/ instead (`zkv "
+                    f"snapshot`, then --store DATA_DIR/snapshots/NAME/data), or stop the node "
+                    f"first") from None
+        heads: dict[int, int] = {}  # the generations the stores hold -> their values' head
+        for store in stores:
+            for lo, hi in _windows(len(store)):
+                for key, _h in store.key_hashes(lo, hi):
+                    gen = gen_of(key)
+                    if gen is not None:
+                        heads[gen[0]] = gen[1]
+        if generation is None:
+            if len(heads) > 1:
+                raise InvalidRequest(f"the stores hold generations {sorted(heads)} of "
+                                     f"namespace {namespace!r}: name one with --generation")
+            generation = next(iter(heads), 0)
+        if generation not in heads:
+            raise InvalidRequest(f"no keys of namespace {namespace!r} generation {generation} "
+                                 "in " + ", ".join(paths))
+        ns, why = _settings(paths, namespace, generation)
+        ttl_ms = ns.ttl * 1000 if ns is not None else 0
+        before = ns.expired_before if ns is not None else 0
+        if ns is None and heads[generation] and warn is not None:  # (lww: a ttl is possible)
+            warn(f"namespace {namespace!r} generation {generation}: its settings are unknown "
+                 f"({why}), so the namespace's ttl is not applied: its values are dumped "
+                 "without the expiry it gives them, and loaded, they live the target's ttl "
+                 "from the load (a value's own ttl, which it carries, still applies)")
+        now = now_ms()
+        left_out = bad = 0
+        names = [str(i) for i in range(len(stores))]
+
+        def records() -> Iterator[tuple[bytes, list[bytes], int]]:
+            nonlocal left_out, bad
+            for lo, hi in _windows(max(len(s) for s in stores)):
+                window = sorted({(h, key) for store in stores
+                                 for key, h in store.key_hashes(lo, hi)
+                                 if (gen_of(key) or (-1,))[0] == generation})
+                for _h, skey in window:
+                    head = gen_of(skey)[1]  # type: ignore[index]  # (the name's: above)
+                    judged = False
+                    copies = []
+                    for store in stores:
+                        copy = store.get(skey) or b""
+                        if copy and head and (ttl_ms or before) and expired_copy(
+                                copy, ttl_ms, now, before):
+                            copy, judged = b"", True  # (as Replica.read answers)
+                        copies.append(copy)
+                    held = {c for c in copies if c}
+                    if len(held) <= 1:  # (one store, or copies in sync: decoded once)
+                        try:
+                            got, _ = identical_answers(held.pop() if held else b"", head,
+                                                       len(stores), now, ttl_ms)
+                        except ValueError:  # (GetQuorum would count it as no answer)
+                            bad += 1
+                            continue
+                    else:
+                        q = GetQuorum(len(stores), lww=head, ttl_ms=ttl_ms)
+                        for name, copy in zip(names, copies, strict=True):
+                            q.add_result(name, copy)
+                        bad += len(q.bad)
+                        got, _ = q.response(now)
+                    if got.values:
+                        yield skey[skey.find(b"\x00", 3) + 1:], got.values, got.expires
+                    elif judged or got.stamp:  # (live values, none served any more)
+                        left_out += 1
+
+        count = write(out, namespace, records())
+    if bad and warn is not None:
+        warn(f"{bad} cop{'y' if bad == 1 else 'ies'} of keys that are not valid versions left "
+             "out, as a read leaves them out")
+    return Dumped(count, generation, left_out)
+
+
+def _settings(paths: list[str], namespace: str, generation: int
+              ) -> tuple[Namespace | None, str]:
+    """(the settings of `namespace`'s `generation`, a Namespace, or None and why not) that
+    the snapshot marks of stores `paths` record (snapshots.MARK in a store, the manifest
+    beside a snapshot's data/): their registries of the snapshot's moment. Of several, the
+    version a registry would keep (the lowest rank: the last alter)."""
+    from zkv.node.namespaces import Registry
+    from zkv.node.snapshots import MANIFEST, MARK
+
+    best: Namespace | None = None
+    seen: set[int] = set()  # the generations of the name the registries found hold
     for path in paths:
-        if not os.path.isdir(path):
-            raise InvalidRequest(f"--store {path}: no such directory")
-        with LogStore(path, readonly=True) as store:
-            for key in store.keys():
-                gen = generation_of(key) if key[:1] == b"\x00" else None
-                if gen is None or gen[0] != want:
-                    continue
-                value = store.get(key)
-                if value is None:
-                    continue
-                copies = found.setdefault(gen[1], {})
-                copies[key] = dvv.sync_encoded(copies.get(key), value)
-    if generation is None:
-        if len(found) > 1:
-            raise InvalidRequest(f"the stores hold generations {sorted(found)} of namespace "
-                                 f"{namespace!r}: name one with --generation")
-        generation = next(iter(found), 0)
-    keys = found.get(generation, {})
-    if not keys:
-        raise InvalidRequest(f"no keys of namespace {namespace!r} generation {generation} in "
-                             + ", ".join(paths))
-
-    def records() -> Iterator[tuple[bytes, list[bytes], int]]:
-        for skey in sorted(keys):
-            s = dvv.DVVSet.decode(keys[skey])
-            if is_lww(skey):
-                s = dvv.lww(s)
-            head = head_of_key(skey)
-            values = [v[head:] for v in s.live_values()]
-            if values:
-                yield split_key(skey)[1], values, 0
-
-    return write(out, namespace, records()), generation
+        for file in (os.path.join(path, MARK),
+                     os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST)):
+            try:
+                with open(file) as f:
+                    info = json.load(f)
+                reg = Registry.from_builtins(info.get("namespaces") or None)
+            except (OSError, ValueError, AttributeError):
+                continue  # (none, unreadable, or a mark of an older zkv: no registry)
+            ns = reg.version_of(namespace)
+            if ns is None:
+                continue
+            seen.add(ns.gen)
+            if ns.gen == generation and (best is None or ns.rank() < best.rank()):
+                best = ns
+    if best is not None:
+        return best, ""
+    if seen:
+        return None, (f"the stores' snapshot marks record generation(s) "
+                      f"{', '.join(map(str, sorted(seen)))} of it, not {generation}")
+    return None, ("no snapshot mark among the stores records the namespace registry: a "
+                  "stopped node's store, or a snapshot taken by an older zkv")
 
 
 def read(lines: Iterable[str], name: str
