@@ -240,7 +240,6 @@ def test_failed_handshakes_are_counted_by_reason_and_logged(caplog):
     on the request port are counted in zkv_handshakes_failed_total{reason} and logged (the
     first, then every 1000th)."""
     import zmq
-    from prometheus_client.exposition import generate_latest
 
     from zkv.node.conns import Connections
     from zkv.node.metrics import NodeMetrics
@@ -268,11 +267,7 @@ def test_failed_handshakes_are_counted_by_reason_and_logged(caplog):
             while conns.failed_total < 3 and time.monotonic() < deadline:
                 conns.drain()
                 time.sleep(0.05)
-        conns.report(metrics)
-        text = generate_latest(metrics.registry).decode()
-        counted = {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
-                   for line in text.splitlines()
-                   if line.startswith("zkv_handshakes_failed_total{")}
+        counted = _handshakes_failed(conns, metrics)
         assert counted == {"protocol": 3.0}, counted
         assert len([r for r in caplog.records if "handshake(s) failed" in r.getMessage()]) == 1
     finally:
@@ -281,6 +276,16 @@ def test_failed_handshakes_are_counted_by_reason_and_logged(caplog):
         conns.close()
         router.close(0)
         ctx.destroy(0)
+
+
+def _handshakes_failed(conns, metrics) -> dict[str, float]:
+    """zkv_handshakes_failed_total by reason, as the metrics port exports it."""
+    from prometheus_client.exposition import generate_latest
+
+    conns.report(metrics)
+    text = generate_latest(metrics.registry).decode()
+    return {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("zkv_handshakes_failed_total{")}
 
 
 def test_a_connection_closed_before_its_handshake_is_counted_but_no_warning(caplog):
@@ -293,7 +298,6 @@ def test_a_connection_closed_before_its_handshake_is_counted_but_no_warning(capl
     import socket
 
     import zmq
-    from prometheus_client.exposition import generate_latest
 
     from zkv.node.conns import Connections
     from zkv.node.metrics import NodeMetrics
@@ -321,11 +325,7 @@ def test_a_connection_closed_before_its_handshake_is_counted_but_no_warning(capl
             while conns.failed_total < 3 and time.monotonic() < deadline:
                 conns.drain()
                 time.sleep(0.05)
-        conns.report(metrics)
-        text = generate_latest(metrics.registry).decode()
-        counted = {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
-                   for line in text.splitlines()
-                   if line.startswith("zkv_handshakes_failed_total{")}
+        counted = _handshakes_failed(conns, metrics)
         assert counted == {"other": 2.0, "protocol": 1.0}, counted
         said = [(r.levelname, r.getMessage()) for r in caplog.records]
         assert len(said) == 1 and said[0][0] == "WARNING", said
