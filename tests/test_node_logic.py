@@ -1704,3 +1704,33 @@ def test_lww_a_late_retry_or_copy_of_a_replaced_write_is_not_brought_back(tmp_pa
     far.merge(k, a)
     later = far.coordinate(k, b"", at(30, b"A"), wid=wid)
     assert live(made.merge(k, later)) == [at(14, b"C4")]
+
+
+def test_an_lww_write_with_a_full_list_still_lists_what_it_replaced(tmp_path):
+    """An lww write whose own list (from its context) already held 4 ids listed none of what
+    its collapse replaced: a late retry of the replaced write, stamped anew through another
+    node, won over it (a review). What it replaced is listed first now."""
+    from zkv.node import namespaces as nsm
+
+    ns = nsm.Registry.for_cluster(3, 2, 2).create("last", 3, conflicts="lww", members=3,
+                                                  created=1, creator="n1")
+    k = nsm.storage_key(ns, b"k")
+
+    def at(t: int, v: bytes) -> bytes:
+        return t.to_bytes(8, "big") + b"\0" * (ns.head - 8) + v
+
+    x, y = (Replica(n, LogStore(str(tmp_path / n), sync="none")) for n in "xy")
+    for i in range(4):  # four overwrites: a context now lists 4 ids
+        held = x.read(k)
+        cur = x.coordinate(k, dvv.DVVSet.decode(held).context() if held else b"",
+                           at(10 + i, b"h%d" % i), wid=b"h%015d" % i)
+    ctx = dvv.DVVSet.decode(cur).context()
+    w = b"W" * 16
+    x.coordinate(k, b"", at(20, b"A"), wid=w)  # acknowledged A
+    b = x.coordinate(k, ctx, at(30, b"B"))  # a write on the stale context replaces it
+    assert any(w in ws for ws in dvv.DVVSet.decode(b).retired_wids())
+    y.merge(k, b)
+    x.merge(k, y.coordinate(k, b"", at(40, b"A"), wid=w))  # A's late retry through y
+    assert [v[ns.head:] for v in dvv.DVVSet.decode(x.read(k)).live_values()] == [b"B"]
+    x.store.close()
+    y.store.close()

@@ -1706,3 +1706,20 @@ def test_a_node_whose_clock_runs_ahead_stamps_no_lww_write(node):
     assert node.core.metrics.hlc_lead._value.get() > 3000
     node.core.hlc._last = wall() << hlc.LOGICAL_BITS  # (its wall clock caught up)
     assert type(put(6)) is wire.PutOk
+
+
+def test_a_clamped_far_floor_leaves_the_node_taking_lww_writes(node):
+    """An observed stamp far ahead is clamped to the skew bound, leaving the hybrid clock
+    at bound + 1 ms: read as a clock set back, every lww write in that millisecond was
+    refused (a review: 1,984 of 2,000 writes beside a client whose floor was an hour ahead).
+    Only a lead past the bound by more than observation adds is refused."""
+    from zkv import hlc
+
+    ms = [hlc.wall_ms()]
+    node.core.handoff.wall_ms = node.core.hlc._physical = lambda: ms[0]  # (a frozen clock)
+    node.ask(b"admin", [wire.NsCreate(1, "sess", 3, 1, 1, "lww")], ADMIN)
+    far = hlc.make(ms[0] + 3_600_000)  # a client that read a value stamped an hour ahead
+    for rid, key, floor in ((2, b"k", far), (3, b"other", 0), (4, b"k", far), (5, b"x", 0)):
+        (reply,) = node.ask(b"client:c/1", [wire.Put(rid, key, b"v", b"", 1, bytes([rid]) * 16,
+                                                     "sess", floor)])
+        assert type(reply) is wire.PutOk, (reply, node.core.hlc.lead_ms())

@@ -1884,17 +1884,21 @@ cdef DVVSet _lww_made(DVVSet s, DVVSet before):
                 direct.append(<object>s.vals[k].wid)
             if s.vals[k].rw != NULL:
                 inherited.extend(<tuple>s.vals[k].rw)
-    cdef list out_rw = [] if d.rw == NULL else list(<tuple>d.rw)
-    seen = set(out_rw)
+    # the ids it just replaced first (the newest: a context write lists what its context
+    # covered first too), then its own list, then what those carried; a late retry of the
+    # write it replaced must find its id even when its own list is full
+    own = () if d.rw == NULL else <tuple>d.rw
+    cdef list out_rw = []
+    seen = set()
     if d.wid != NULL:
         seen.add(<object>d.wid)
-    for w in sorted(direct) + inherited:
+    for w in sorted(direct) + list(own) + inherited:
         if len(out_rw) >= DVV_RETIRED_MAX:
             break
         if w not in seen:
             seen.add(w)
             out_rw.append(w)
-    if len(out_rw) == (0 if d.rw == NULL else len(<tuple>d.rw)):
+    if tuple(out_rw) == own:
         return dvv_lww(s)   # nothing to add
     rw = tuple(out_rw)
     cdef DVVSet out = _alloc(s.n_entries, 1)

@@ -374,6 +374,9 @@ def _data_dir_owner(dots) -> str | None:
     return base.rsplit("~", 1)[0] if "~" in base else base
 
 
+LEAD_SLACK_MS = 1000  # (_unstampable: what observed stamps add past max_skew_ms)
+
+
 class NodeCore:
     def __init__(self, cfg: NodeConfig, store: LogStore, handoff: HandoffStore, *,
                  incarnation: int, now: float, saved: dict | None = None,
@@ -2391,7 +2394,10 @@ class NodeCore:
             return (f"{self.me}'s wall clock is {skew}: it stamps no lww write (its stamps "
                     "would win over later writes); ask another node, and check NTP there")
         lead = self.hlc.lead_ms()
-        if lead > self.hlc.max_skew_ms:
+        # an observed stamp clamped to the bound leaves the clock at bound + 1 ms (the
+        # clamp's logical 0xFFFF carries on +1), and logical carries add more: only a
+        # lead well past the bound is this clock's own
+        if lead > self.hlc.max_skew_ms + LEAD_SLACK_MS:
             return (f"{self.me}'s hybrid clock runs {snapshots.span(lead / 1000)} ahead of its "
                     "wall clock (the clock was set back): it stamps no lww write until its wall "
                     "clock catches up, or it restarts; ask another node")
