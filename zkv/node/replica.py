@@ -89,8 +89,10 @@ write this node coordinates is collapsed with the version it was made on (`dvv.l
 `before`; a stand-in's too): kept, it lists the write ids of what it replaced as retired, as
 a write whose context covered them would, so a late retry of one (stamped anew, it won over
 the blind write that replaced it: an outside run, 6 of 6) makes no dot here or on a replica
-holding the write, and a late copy of one loses by rule R and this node's memory (`retired`,
-which a merge applies to lww keys too, before the collapse).
+holding the write, and a late copy of one loses by rule R. A merge does not apply this
+node's memory (`retired.strip`) to lww keys: it retires a copy here that the collapse keeps
+elsewhere over the value held here, and the two versions' sync then kept neither (an
+acknowledged write lost, the key left with no value: lww_model.py seed 45).
 
 Expiry (namespaces with a ttl, zkv/node/expiry.py). With the `expired` hook set, a version
 of a namespaced key that has expired is never served (`read` answers b"" and drops it, as
@@ -380,13 +382,13 @@ class Replica:
             new = kept if old is None else dvv.sync_encoded(old, kept)
         else:
             new = dvv.sync_encoded(old, incoming)
-        if new != old:
+        if is_lww(key):
+            new = dvv.lww_encoded(new)
+        elif new != old:
             kept = self.retired.strip(key, new)
             if kept is not new:
                 self.late_retired += 1
                 new = kept
-        if is_lww(key):
-            new = dvv.lww_encoded(new)
         if new != old:
             self._store(key, old, new)
         return new
