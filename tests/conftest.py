@@ -6,6 +6,7 @@ import os
 
 import pytest
 import zmq
+from hypothesis import settings
 
 from zkv import wire
 from zkv._core import dvv
@@ -24,6 +25,12 @@ def pytest_configure(config):
     first, end = port_span()
     width, i = (end - first) // count, int(worker[2:])
     os.environ[PORTS_ENV] = f"{first + i * width}-{first + (i + 1) * width}"
+
+# Hypothesis's per-example deadline (200 ms) is a wall-clock assertion: on a loaded machine (a CI
+# rehearsal beside other work took 3x its usual time) four model tests failed it with nothing
+# wrong. Tests assert behaviour; speed is the benchmarks' (benchmarks/).
+settings.register_profile("zkv", deadline=None)
+settings.load_profile("zkv")
 
 # fast failure detection so fault tests stay short
 FAST = ["--gossip-interval", "0.1", "--down-after", "1.0", "--replica-timeout", "1.0"]

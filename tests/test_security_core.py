@@ -1614,6 +1614,7 @@ def test_a_member_is_logged_in_the_cluster_once_and_a_move_says_so(tmp_path, cap
     changed its leaving flag (`zkv cluster leave node4`, a restart on its data dir), as if it
     had joined again; a move to another address says so instead."""
     n = Node(tmp_path)
+    caplog.clear()  # (the node's own start: its members logged, when INFO reaches caplog)
     try:
         with caplog.at_level("DEBUG", logger="zkv.node"):
             n.gossip(4, [_member(4, inc=n.incs[2], hb=1)])  # a new member, first-hand
@@ -1636,6 +1637,7 @@ def test_takes_writes_again_is_good_news_logged_at_info(tmp_path, caplog):
     """"NODE takes writes again" was a WARNING: it is the end of a problem (INFO); its
     "takes no writes" stays an ERROR."""
     n = Node(tmp_path)
+    caplog.clear()  # (the node's own start, when INFO reaches caplog)
     try:
         with caplog.at_level("DEBUG", logger="zkv.node"):
             n.core._set_write_stop("the disk is full")
