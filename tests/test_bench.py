@@ -776,7 +776,10 @@ def test_throughput_mode_runs_tiny_and_writes_its_files(tmp_path, capsys):
         assert c["node_cpu_us_per_op"] > 0 and c["client_cpu_us_per_op"] > 0
         by = c["node_cpu_us_per_op_by_thread"]  # the nodes' loops did the work
         assert set(by) == {"main", "zmq", "other"} and by["main"] > 0
-        assert sum(by.values()) <= c["node_cpu_us_per_op"] * 1.05 + 100  # (clock ticks)
+        # (/proc counts clock ticks of 10 ms: per node and kind of thread, a tick either
+        # way, over a short cell's few operations; a loaded CI rehearsal missed by 59 us/op)
+        ticks_us = 3 * 3 * 10_000 / c["ops"]
+        assert sum(by.values()) <= c["node_cpu_us_per_op"] * 1.05 + 100 + ticks_us
         assert c["latency_ms"]["p99"] > 0 and c["messages_per_frame"] >= 1
     assert [c["driver"] for c in res["cells"]] == ["Client", "AsyncClient"]
     coord = res["coordinated_gets"]  # the 1 x 1 cell again, gets through a coordinator
