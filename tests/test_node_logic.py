@@ -1565,50 +1565,6 @@ def test_a_late_copy_past_the_sets_retired_list_stays_retired(tmp_path):
         r.store.close()
 
 
-def test_retired_wids_memory_is_bounded_per_key_and_strips_only_with_a_survivor():
-    """RetiredWids: note() takes the retired lists of a key's set's live siblings (a set
-    without any costs nothing), remembers at most `cap` (key, id) pairs (the oldest forgotten
-    first), and strip() retires remembered pairs only from a set of two or more siblings of
-    which one stays. Per key, as rule R is: the same id on another key is another write (a
-    review: one memory for all keys retired another key's unread writes, and a write reusing
-    an id and value on a second key was answered but never stored)."""
-    import os
-
-    with pytest.raises(ValueError):
-        dvv.RetiredWids(0)
-    m = dvv.RetiredWids(6)
-    s, ctx, wids = None, b"", []
-    for i in range(10):
-        w = os.urandom(16)
-        wids.append(w)
-        s = dvv.update(s, ctx, b"v%d" % i, "b~1", w)
-        ctx = dvv.put_context(s, ctx, w)
-        m.note(b"k", s.encode())
-    assert len(m) == 6 and m.cap == 6
-    assert [i for i, w in enumerate(wids) if m.holds(b"k", w)] == [3, 4, 5, 6, 7, 8]
-    assert not any(m.holds(b"other", w) for w in wids)
-    blind = dvv.update(None, b"", b"x", "b~1", b"").encode()  # (format 1: no ids at all)
-    assert m.note(b"k", blind) == 0 and m.strip(b"k", blind) is blind
-    late = dvv.update(None, b"", b"v3", "a~1", wids[3])
-    both = dvv.sync(late, s).encode()
-    assert sorted(dvv.DVVSet.decode(both).values()) == [b"v3", b"v9"]
-    assert dvv.DVVSet.decode(m.strip(b"k", both)).values() == [b"v9"]
-    assert m.strip(b"other", both) is both  # another key's write of that id: kept
-    only_late = late.encode()
-    assert m.strip(b"k", only_late) is only_late  # nothing that overwrote it is here: kept
-    two_late = dvv.sync(late, dvv.update(None, b"", b"v4", "c~1", wids[4])).encode()
-    assert m.strip(b"k", two_late) is two_late
-    for truncated in (b"\x03", b"\x03\x01\x00", both[:-1]):
-        with pytest.raises(ValueError):
-            m.note(b"k", truncated)
-    with pytest.raises(TypeError):
-        m.strip(b"k", bytearray(both))
-    with pytest.raises(ValueError):
-        m.add(b"k", b"")
-    m.add(b"z", wids[0])
-    assert m.holds(b"z", wids[0]) and not m.holds(b"k", wids[0])
-
-
 def test_a_write_id_reused_on_another_key_is_another_write(tmp_path):
     """The same stored write id (one client id, one value) on two keys: overwritten on the
     first, the second key's write still makes its dot and is stored (the review's case A)."""

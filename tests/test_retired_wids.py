@@ -18,6 +18,20 @@ pairs = st.lists(st.tuples(st.binary(min_size=1, max_size=40),
                  max_size=60)
 
 
+def _noted_chain(memory: dvv.RetiredWids, n: int) -> tuple[dvv.DVVSet, list[bytes]]:
+    """n puts to key b"k", each chained on the last one's context under a new write id, each
+    version noted by `memory`: (the last version, the write ids in order)."""
+    s, ctx, wids = None, b"", []
+    for i in range(n):
+        w = os.urandom(16)
+        wids.append(w)
+        s = dvv.update(s, ctx, b"v%d" % i, "b~1", w)
+        ctx = dvv.put_context(s, ctx, w)
+        memory.note(b"k", s.encode())
+    assert s is not None
+    return s, wids
+
+
 def _filled(cap: int, items) -> dvv.RetiredWids:
     m = dvv.RetiredWids(cap)
     for key, wid in items:
@@ -36,7 +50,11 @@ def test_an_export_loads_back_as_the_same_memory(items, cap, cap2):
     assert len(data) == 17 + 16 * len(m) and data[0] == dvv.RETIRED_FORMAT_VERSION
     other = dvv.RetiredWids(cap2)
     assert other.load(data) == min(len(m), cap2) and other.added == 0
-    kept = [p for p in dict.fromkeys(items) if m.holds(*p)]  # (remembered, oldest first)
+    kept: list = []  # (remembered, oldest first: a pair forgotten and added again is new)
+    for p in items:
+        if p not in kept:
+            kept = (kept + [p])[-cap:]
+    assert all(m.holds(*p) for p in kept) and len(kept) == len(m)
     assert all(other.holds(*p) for p in kept[len(kept) - min(len(kept), cap2):])
     if cap2 >= len(m):
         assert all(other.holds(*p) for p in kept) and len(other) == len(m)
@@ -74,13 +92,7 @@ def test_a_loaded_memory_strips_a_late_copy_as_the_one_that_noted_it():
     """The digests are under the memory's own seed: the export carries it, so a memory
     loaded elsewhere recognises the pairs (a new memory's own seed would not)."""
     m = dvv.RetiredWids()
-    s, ctx, wids = None, b"", []
-    for i in range(10):
-        w = os.urandom(16)
-        wids.append(w)
-        s = dvv.update(s, ctx, b"v%d" % i, "b~1", w)
-        ctx = dvv.put_context(s, ctx, w)
-        m.note(b"k", s.encode())
+    s, wids = _noted_chain(m, 10)
     late = dvv.update(None, b"", b"v0", "a~1", wids[0])
     both = dvv.sync(late, s).encode()
     fresh = dvv.RetiredWids()
@@ -188,3 +200,39 @@ def test_a_damaged_memory_file_means_an_empty_memory_and_one_line(tmp_path, capl
     with open(tmp_path / "d" / "retired", "rb") as fh:
         assert dvv.RetiredWids().load(fh.read()) == 5
     assert not os.path.exists(tmp_path / "d" / "retired.tmp")
+
+
+def test_retired_wids_memory_is_bounded_per_key_and_strips_only_with_a_survivor():
+    """RetiredWids: note() takes the retired lists of a key's set's live siblings (a set
+    without any costs nothing), remembers at most `cap` (key, id) pairs (the oldest forgotten
+    first), and strip() retires remembered pairs only from a set of two or more siblings of
+    which one stays. Per key, as rule R is: the same id on another key is another write (a
+    review: one memory for all keys retired another key's unread writes, and a write reusing
+    an id and value on a second key was answered but never stored)."""
+    with pytest.raises(ValueError):
+        dvv.RetiredWids(0)
+    m = dvv.RetiredWids(6)
+    s, wids = _noted_chain(m, 10)
+    assert len(m) == 6 and m.cap == 6
+    assert [i for i, w in enumerate(wids) if m.holds(b"k", w)] == [3, 4, 5, 6, 7, 8]
+    assert not any(m.holds(b"other", w) for w in wids)
+    blind = dvv.update(None, b"", b"x", "b~1", b"").encode()  # (format 1: no ids at all)
+    assert m.note(b"k", blind) == 0 and m.strip(b"k", blind) is blind
+    late = dvv.update(None, b"", b"v3", "a~1", wids[3])
+    both = dvv.sync(late, s).encode()
+    assert sorted(dvv.DVVSet.decode(both).values()) == [b"v3", b"v9"]
+    assert dvv.DVVSet.decode(m.strip(b"k", both)).values() == [b"v9"]
+    assert m.strip(b"other", both) is both  # another key's write of that id: kept
+    only_late = late.encode()
+    assert m.strip(b"k", only_late) is only_late  # nothing that overwrote it is here: kept
+    two_late = dvv.sync(late, dvv.update(None, b"", b"v4", "c~1", wids[4])).encode()
+    assert m.strip(b"k", two_late) is two_late
+    for truncated in (b"\x03", b"\x03\x01\x00", both[:-1]):
+        with pytest.raises(ValueError):
+            m.note(b"k", truncated)
+    with pytest.raises(TypeError):
+        m.strip(b"k", bytearray(both))
+    with pytest.raises(ValueError):
+        m.add(b"k", b"")
+    m.add(b"z", wids[0])
+    assert m.holds(b"z", wids[0]) and not m.holds(b"k", wids[0])

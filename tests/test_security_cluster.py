@@ -234,6 +234,21 @@ def test_a_keyed_node_keeps_its_data_to_its_user(keyed, tmp_path, caplog):
         os.umask(old)
 
 
+def _curve_router():
+    """(context, a CURVE server ROUTER on a free loopback port, its port, the node's
+    Connections watching it) for the handshake tests."""
+    import zmq
+
+    from zkv.node.conns import Connections
+
+    ctx = zmq.Context()
+    public, secret = zmq.curve_keypair()
+    router = ctx.socket(zmq.ROUTER)
+    router.curve_server, router.curve_publickey, router.curve_secretkey = 1, public, secret
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    return ctx, router, port, Connections(router, port, 100, 1 << 20, lambda ident: None)
+
+
 def test_failed_handshakes_are_counted_by_reason_and_logged(caplog):
     """A plain-text client knocking at a keyed node left no trace (the ZAP handler logs the
     keys it refuses, but a handshake that fails before it is never asked): failed handshakes
@@ -241,15 +256,9 @@ def test_failed_handshakes_are_counted_by_reason_and_logged(caplog):
     first, then every 1000th)."""
     import zmq
 
-    from zkv.node.conns import Connections
     from zkv.node.metrics import NodeMetrics
 
-    ctx = zmq.Context()
-    public, secret = zmq.curve_keypair()
-    router = ctx.socket(zmq.ROUTER)
-    router.curve_server, router.curve_publickey, router.curve_secretkey = 1, public, secret
-    port = router.bind_to_random_port("tcp://127.0.0.1")
-    conns = Connections(router, port, 100, 1 << 20, lambda ident: None)
+    ctx, router, port, conns = _curve_router()
     metrics = NodeMetrics()
     dealers = []  # (kept open: one closed before its handshake failed is an "other")
     try:
@@ -299,15 +308,9 @@ def test_a_connection_closed_before_its_handshake_is_counted_but_no_warning(capl
 
     import zmq
 
-    from zkv.node.conns import Connections
     from zkv.node.metrics import NodeMetrics
 
-    ctx = zmq.Context()
-    public, secret = zmq.curve_keypair()
-    router = ctx.socket(zmq.ROUTER)
-    router.curve_server, router.curve_publickey, router.curve_secretkey = 1, public, secret
-    port = router.bind_to_random_port("tcp://127.0.0.1")
-    conns = Connections(router, port, 100, 1 << 20, lambda ident: None)
+    ctx, router, port, conns = _curve_router()
     metrics = NodeMetrics()
     dealer = None
     try:
