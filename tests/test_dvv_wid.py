@@ -1131,3 +1131,115 @@ def test_a_copy_dead_by_sync_hands_its_alias_dots_to_the_live_copy():
     for seen in (xa, xb, xc):
         after = update(final, seen.context(), b"X", "b", b"wX")
         assert sorted(after.values(), key=repr) == [None, b"X"]
+
+
+def _kill_cycle():
+    """Two replicas' versions of one lww key whose kills disagree. B (a blind write through a)
+    replaced A (id W) and lists W; C, stamped after B, was made where B had not arrived; A's
+    late retry (id W, stamped after C) was made on C. p held B, then took the retry: rule R
+    retired it. q took B and C (C won by stamp), then the retry (it won by stamp). Each
+    version's clock covers the other's live dot."""
+    from zkv._core import dvv
+
+    a_ = dvv.lww(update(None, b"", _stamped(1, b"A"), "a", b"W"))
+    b_ = dvv.lww(update(a_, b"", _stamped(2, b"B"), "a", b"wB"), a_)
+    c_ = dvv.lww(update(None, b"", _stamped(3, b"C"), "c", b"wC"))
+    r_ = dvv.lww(update(c_, b"", _stamped(5, b"A"), "b", b"W"), c_)
+    p = dvv.lww_sync(b_, r_)
+    q = dvv.lww_sync(dvv.lww_sync(b_, c_), r_)
+    assert p.live_values() == [_stamped(2, b"B")] and q.live_values() == [_stamped(5, b"A")]
+    return p, q
+
+
+def test_an_lww_sync_never_leaves_no_value_when_the_two_sides_kills_disagree():
+    """lww(sync(p, q)) of the cycle kept nothing: an lww key with acknowledged writes left
+    with no value on every replica (a Jepsen-style run, 1 key of 191; lww_model.py seed
+    1200). lww_sync keeps one of the two sides' values, the one rule R prefers (B lists the
+    retry's id), the same in either order, encoded or not, and on a replica's checked path."""
+    from zkv._core import dvv
+
+    p, q = _kill_cycle()
+    assert dvv.lww(sync(p, q)).live_values() == []  # (what sticky death alone gives)
+    joined = dvv.lww_sync(p, q)
+    assert joined.live_values() == [_stamped(2, b"B")]
+    assert joined == dvv.lww_sync(q, p) and joined.vector() == sync(p, q).vector()
+    assert dvv.lww_sync(joined, p) == joined and dvv.lww_sync(q, joined) == joined
+    pe, qe = p.encode(), q.encode()
+    assert dvv.lww_sync_encoded(pe, qe) == joined.encode() == dvv.lww_sync_encoded(qe, pe)
+    assert dvv.sync_plausible(pe, qe, lww=True) == joined.encode()
+    assert dvv.lww_sync_encoded(None, qe) == qe and dvv.lww_sync_encoded(None, None) == EMPTY.encode()
+    assert dvv.lww_sync(None, q) == q and dvv.lww_sync(p, None) == p
+    with pytest.raises(ValueError):
+        dvv.lww_sync_encoded(pe, b"\xff\x00")
+
+
+def test_an_lww_sync_of_mutually_listed_values_keeps_the_o_greatest():
+    """Each side's value lists the other's write id (two late retries crossing): rule R
+    would retire both, so the stamp decides."""
+    from zkv._core import dvv
+
+    x0 = dvv.lww(update(None, b"", _stamped(1, b"X"), "a", b"wX"))
+    y0 = dvv.lww(update(None, b"", _stamped(2, b"Y"), "b", b"wY"))
+    y1 = dvv.lww(update(x0, b"", _stamped(3, b"Y"), "a", b"wY"), x0)  # Y's retry over X
+    x1 = dvv.lww(update(y0, b"", _stamped(4, b"X"), "b", b"wX"), y0)  # X's retry over Y
+    assert y1.retired_wids() == [[b"wX"]] and x1.retired_wids() == [[b"wY"]]
+    p, q = dvv.lww_sync(y1, y0), dvv.lww_sync(x1, x0)
+    for s in (dvv.lww_sync(p, q), dvv.lww_sync(q, p)):
+        assert s.live_values() == [_stamped(4, b"X")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_random_lww_schedules_never_leave_a_written_key_with_no_value(rnd):
+    """Three replicas of an lww key, blind and read-based writes stamped by their coordinator
+    (max of its clock and what it holds, plus one), late retries of a write through another
+    coordinator (same id, stamped anew), fan-out to some replicas, pairwise exchanges in both
+    directions, all merging with lww_sync. At every step a replica that held a value still
+    holds one; at the end, exchanges (one gathers, gives back) leave every replica the same
+    value. Merging with lww(sync(...)) instead, 7 of 3,000 schedules (random.Random(seed)
+    for seeds 0-2999) left a replica that had held a value with none."""
+    from zkv._core import dvv
+
+    nodes = ["n1", "n2", "n3"]
+    rep = {n: dvv.DVVSet() for n in nodes}
+    clock = {n: rnd.choice([0, 0, 5, -5]) for n in nodes}
+    retries = []
+    wrote = False
+
+    def stamp(n: str, t: int) -> int:
+        held = [int.from_bytes(v[:8], "big") for v in rep[n].live_values()]
+        return max([t * 10 + clock[n]] + held) + 1
+
+    def take(n: str, s) -> None:
+        had = bool(rep[n].live_values())
+        rep[n] = dvv.lww_sync(rep[n], s)
+        assert rep[n].size() == 1 or not had
+
+    for t in range(1, 60):
+        op = rnd.random()
+        if op < 0.2:  # anti-entropy, both ways
+            a, b = rnd.sample(nodes, 2)
+            take(a, rep[b])
+            take(b, rep[a])
+            continue
+        if op < 0.3 and retries:  # a late retry, stamped anew where it lands
+            n, wid, v, ctx = retries.pop(rnd.randrange(len(retries)))
+        else:
+            n, wid, v = rnd.choice(nodes), b"w%d" % t, b"v%d" % t
+            ctx = rep[n].context() if rnd.random() < 0.4 else b""
+            if rnd.random() < 0.4:
+                retries.append((rnd.choice([m for m in nodes if m != n]), wid, v, ctx))
+        before = rep[n]
+        made = dvv.lww(update(before, ctx, _stamped(stamp(n, t), v), n, wid), before)
+        wrote = True
+        take(n, made)
+        for m in nodes:
+            if m != n and rnd.random() < 0.5:
+                take(m, made)
+    g = rnd.choice(nodes)
+    for n in nodes:
+        take(g, rep[n])
+    for n in nodes:
+        take(n, rep[g])
+    assert all(rep[n] == rep[g] for n in nodes)
+    assert rep[g].size() == (1 if wrote else 0)

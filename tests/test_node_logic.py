@@ -1728,3 +1728,39 @@ def test_lww_a_merge_does_not_strip_by_memory_what_the_collapse_keeps_elsewhere(
     assert live(x.read(k)) != [] and x.read(k) == z.read(k)
     for r in (x, y, z):
         r.store.close()
+
+
+def test_lww_replicas_whose_kills_disagree_keep_a_value(tmp_path):
+    """p holds B, which replaced A (id W) and lists W; A's late retry, stamped after C (a
+    write made where B had not arrived), reached p and lost by rule R. q took B, then C (it
+    won by stamp), then the retry (it won by stamp). Each version's clock covered the
+    other's live dot, and their sync kept neither: the key had no value on every replica (a
+    Jepsen-style run: 1 key of 191; lww_model.py seed 1200). Now both keep B."""
+    from zkv.node import namespaces as nsm
+
+    ns = nsm.Registry.for_cluster(3, 2, 2).create("last", 3, conflicts="lww", members=3,
+                                                  created=1, creator="n1")
+    k = nsm.storage_key(ns, b"k")
+
+    def at(t: int, v: bytes) -> bytes:
+        return t.to_bytes(8, "big") + b"\0" * (ns.head - 8) + v
+
+    def live(enc: bytes) -> list[bytes]:
+        return [v[ns.head:] for v in dvv.DVVSet.decode(enc).live_values()]
+
+    p, q, c, r = (Replica(n, LogStore(str(tmp_path / n), sync="none")) for n in "pqcr")
+    w = b"W" * 16
+    p.coordinate(k, b"", at(1, b"A"), wid=w)
+    b = p.coordinate(k, b"", at(2, b"B"))
+    assert [w] in dvv.DVVSet.decode(b).retired_wids()
+    cw = c.coordinate(k, b"", at(3, b"C"))
+    r.merge(k, cw)
+    retry = r.coordinate(k, b"", at(5, b"A"), wid=w)
+    assert live(p.merge(k, retry)) == [b"B"]
+    q.merge(k, b)
+    assert live(q.merge(k, cw)) == [b"C"]
+    assert live(q.merge(k, retry)) == [b"A"]
+    assert live(p.merge(k, q.read(k))) == [b"B"]
+    assert live(q.merge(k, p.read(k))) == [b"B"] and p.read(k) == q.read(k)
+    for x in (p, q, c, r):
+        x.store.close()

@@ -207,6 +207,22 @@ def lww(s: DVVSet | None, before: DVVSet | None = None) -> DVVSet:
     where the dot is made, so every replica holds the same list; a kept sibling that was
     already in ``before`` (or a new write that loses) is collapsed as without it."""
 
+def lww_sync(a: DVVSet | None, b: DVVSet | None, /) -> DVVSet:
+    """``lww(sync(a, b))`` (None = empty), except that it never leaves no sibling when ``a``
+    or ``b`` has one. Each side of a sync can have retired the other's survivor -- rule R
+    kept x over y here (x lists y's write id, a late retry stamped after x), the stamp kept
+    y over z elsewhere and z over x -- and sticky death then kills both: an lww key with
+    acknowledged writes left with no value on every replica (a Jepsen-style run, 1 key of
+    191). Then the result is the join's vector with one of the two sides' siblings live:
+    among them those no other lists (rule R), the ``O``-greatest; if each is listed, the
+    ``O``-greatest. A deterministic function of the pair, picking one of the values the
+    replicas hold, so replicas exchanging both ways still converge (every exchange leaves the
+    two holding one value; the set of values held only shrinks). Laws of ``lww`` otherwise."""
+
+def lww_sync_encoded(a: bytes | None, b: bytes | None) -> bytes:
+    """``lww_sync`` on encoded sets (None = empty; both validated: ValueError): what a
+    replica stores, and a get's or listing's merge, for an lww key."""
+
 def retain(s: DVVSet | None, keep: Callable[[Sibling], bool] | Iterable[int]) -> DVVSet:
     """The general retirement primitive: ``s`` with only the siblings ``keep`` chooses --
     a predicate on ``siblings()`` tuples, or indices into ``values()`` (IndexError when out
@@ -257,13 +273,13 @@ def sync_encoded(a: bytes | None, b: bytes | None) -> bytes:
     validated (ValueError); when one side already is the result its bytes are returned."""
 
 def sync_plausible(
-    base: bytes | None, incoming: bytes, *, max_ahead: int | None = MAX_AHEAD
+    base: bytes | None, incoming: bytes, *, max_ahead: int | None = MAX_AHEAD, lww: bool = False
 ) -> bytes:
     """``check_plausible(incoming, base=base, max_ahead=max_ahead)`` then
     ``sync_encoded(base, incoming)``, each input decoded once: a replica taking a peer's
     version (the write path's pair). The same ValueError as ``check_plausible`` for an
     implausible or corrupt ``incoming`` (or a corrupt ``base``); else the same bytes as
-    ``sync_encoded``."""
+    ``sync_encoded`` -- or, with ``lww``, as ``lww_sync_encoded``."""
 
 def update_encoded(
     server: bytes | None,

@@ -145,7 +145,14 @@ kept, list the ids of the siblings it retires (then their lists, after its own; 
 of 4 holds): unlisted, a late retry of a replaced write (stamped anew) got a dot and won
 over its replacement. Fixed when the dot is made, so still the same on every replica; a
 new write that loses the collapse lists nothing (its list would kill a newer write's other
-copies). ``retain`` is the general primitive: keep the chosen siblings, retire the others.
+copies). Rule R makes the kills of lww disagree between replicas: x lists y's id (y a late
+retry stamped after x), so x kills y where they meet; y's stamp kills z, made where x had not
+arrived, and z's kills x. A replica holding x (y killed) and one holding y (x killed via z)
+each cover the other's survivor, and their sync keeps nothing: the key loses every value (a
+Jepsen-style run, 1 key of 191). ``lww_sync(a, b)`` is ``lww(sync(a, b))`` except that
+then it keeps one of the two sides' siblings (rule R among them, then O): a deterministic
+pick among values the replicas hold, so two replicas that exchange both ways end with one
+value, and the values held only become fewer (they converge). ``retain`` is the general primitive: keep the chosen siblings, retire the others.
 
 Forged versions (issue 13). Counters are bounded by how many writes a coordinator has
 actually made. ``update`` refuses a context whose counter for a node is more than
@@ -1859,6 +1866,52 @@ cdef DVVSet dvv_lww(DVVSet s):
     return out
 
 
+cdef int _listed(DVVSlot *d, DVVSet a, DVVSet b) except -1:
+    """Whether d's write id is in the retired list of a sibling of a or b (rule R's test)."""
+    cdef DVVSet x
+    cdef Py_ssize_t k, q
+    if d.wid == NULL:
+        return False
+    for x in (a, b):
+        if x.n_rw:
+            for k in range(x.n_vals):
+                if x.vals[k].rw != NULL:
+                    for q in range(len(<tuple>x.vals[k].rw)):
+                        if _same_bytes(d.wid, <PyObject *>(<tuple>x.vals[k].rw)[q]):
+                            return True
+    return False
+
+
+cdef DVVSet dvv_lww_sync(DVVSet a, DVVSet b):
+    """dvv_lww(dvv_sync(a, b)), never without a sibling when a or b has one: when each side
+    retired the other's survivor (their kills disagree: rule R kept one over the other there,
+    the stamp the other over a third here, the third beat the first elsewhere), the join's
+    vector with one of the two sides' siblings live -- by rule R among them, then O."""
+    cdef DVVSet s = dvv_lww(dvv_sync(a, b))
+    if s.n_vals or not (a.n_vals or b.n_vals):
+        return s
+    cdef DVVSet x, bx = None
+    cdef Py_ssize_t e, k, bk = -1, be = -1
+    cdef int pass_
+    for pass_ in range(2):  # unlisted siblings first; all of them if each one is listed
+        for x in (a, b):
+            for e in range(x.n_entries):
+                for k in range(x.ents[e].first, x.ents[e].first + x.ents[e].count):
+                    if pass_ == 0 and _listed(&x.vals[k], a, b):
+                        continue
+                    if bx is None or _ocmp(&x.vals[k], x.ents[e].node,
+                                           &bx.vals[bk], bx.ents[be].node) > 0:
+                        bx, bk, be = x, k, e
+        if bx is not None:
+            break
+    cdef DVVSet out = _alloc(s.n_entries, 1)
+    for e in range(s.n_entries):
+        _begin_entry(out, s.ents[e].node, s.ents[e].counter)
+        if _cmp(s.ents[e].node, bx.ents[be].node) == 0:
+            _put_copy(out, &bx.vals[bk])
+    return out
+
+
 cdef DVVSet _lww_made(DVVSet s, DVVSet before):
     """dvv_lww(s), where s is `before` plus the write its coordinator just made (update's new
     dot, the only one beyond before's counters): when that write is the one kept, it also
@@ -2129,6 +2182,12 @@ def lww(s, before=None):
     return _lww_made(_as_set(s, "s"), _as_set(before, "before"))
 
 
+def lww_sync(a, b, /):
+    """lww(sync(a, b)), never without a sibling when a or b has one (see the .pyi)."""
+    return dvv_lww_sync(_EMPTY if a is None else _as_set(a, "a"),
+                        _EMPTY if b is None else _as_set(b, "b"))
+
+
 def retain(s, keep):
     """s with only the siblings keep chooses; the others retire (see the .pyi)."""
     cdef DVVSet d = _as_set(s, "s")
@@ -2156,6 +2215,17 @@ def lww_encoded(data, before=None):
     if before is None or not before:
         return dvv_lww(d).encode()
     return _lww_made(d, _dec(before, "before")).encode()
+
+
+def lww_sync_encoded(a, b):
+    """lww_sync on encoded sets (None = empty); returns an encoding. Validates both inputs."""
+    cdef DVVSet da
+    if a is None or b is None:
+        if a is None and b is None:
+            return _EMPTY.encode()
+        return dvv_lww(_dec(b if a is None else a, "b" if a is None else "a")).encode()
+    da = _dec(a, "a")
+    return dvv_lww_sync(da, _dec(b, "b", da)).encode()
 
 
 def retain_encoded(data, keep):
@@ -2198,9 +2268,9 @@ def sync_encoded(a, b):
     return dvv_sync(da, _dec(bb, "b", da)).encode()
 
 
-def sync_plausible(base, incoming, *, max_ahead=MAX_AHEAD):
-    """check_plausible(incoming, base=base) then sync_encoded(base, incoming), each input
-    decoded once (see the .pyi)."""
+def sync_plausible(base, incoming, *, max_ahead=MAX_AHEAD, bint lww=False):
+    """check_plausible(incoming, base=base) then sync_encoded(base, incoming) (lww:
+    lww_sync_encoded), each input decoded once (see the .pyi)."""
     cdef DVVSet b = _EMPTY
     cdef bytes bb = None
     cdef DVVSet v = _dec(incoming, "data")  # first, as check_plausible: the same error
@@ -2209,6 +2279,8 @@ def sync_plausible(base, incoming, *, max_ahead=MAX_AHEAD):
         bb = _as_bytes(base, "base")
         b = _dec(bb, "base", v)
     _plausible(v, "DVVSet", None, None, b, max_ahead)
+    if lww:
+        return (dvv_lww(v) if bb is None else dvv_lww_sync(b, v)).encode()
     if bb is None:
         return bi
     if bb is bi or bb == bi:

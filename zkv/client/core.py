@@ -446,8 +446,7 @@ def _union_page(listing: KeyListing, ring: Ring, ns_prefix: bytes, lww: int,
                     merged[k] = copy
                 else:  # (lww: collapsed as a get's merge is, or both writes came back, and
                     # an expired newest one then let the older one be served)
-                    both = dvv.sync_encoded(had, copy)
-                    merged[k] = dvv.lww_encoded(both) if lww else both
+                    merged[k] = (dvv.lww_sync_encoded if lww else dvv.sync_encoded)(had, copy)
         keys = list(merged)
     elif len(pages) == 1:
         return pages[0].keys

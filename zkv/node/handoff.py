@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 from zkv._core import dvv
 from zkv.errors import ZkvError
+from zkv.node.namespaces import is_lww
 from zkv.storage import LogStore
 from zkv.wire import DEFAULT_MAX_KEY, DEFAULT_MAX_VALUE
 
@@ -92,7 +93,8 @@ class HandoffStore:
         self.index[owner][key] = (created, len(raw))
 
     def merge(self, owner: str, key: bytes, incoming: bytes) -> bytes:
-        new = dvv.sync_encoded(self.get(owner, key) or None, incoming)
+        join = dvv.lww_sync_encoded if is_lww(key) else dvv.sync_encoded  # (never empty)
+        new = join(self.get(owner, key) or None, incoming)
         self._put(owner, key, new)
         return new
 

@@ -94,9 +94,7 @@ class GetQuorum:
         if encoded and encoded != self.merged:  # (replicas that agree: the common case,
             # nothing to check or merge; a byte compare instead of two decodes)
             try:  # a bad or implausible (forged) version counts as no answer
-                self.merged = dvv.sync_plausible(self.merged, encoded)  # checked, merged
-                if self.lww:
-                    self.merged = dvv.lww_encoded(self.merged)
+                self.merged = dvv.sync_plausible(self.merged, encoded, lww=self.lww > 0)
             except ValueError:
                 self.bad.add(node)
                 return False

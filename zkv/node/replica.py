@@ -92,7 +92,9 @@ the blind write that replaced it: an outside run, 6 of 6) makes no dot here or o
 holding the write, and a late copy of one loses by rule R. A merge does not apply this
 node's memory (`retired.strip`) to lww keys: it retires a copy here that the collapse keeps
 elsewhere over the value held here, and the two versions' sync then kept neither (an
-acknowledged write lost, the key left with no value: lww_model.py seed 45).
+acknowledged write lost, the key left with no value: lww_model.py seed 45). Merges (and a
+stand-in's hints) join lww versions with `dvv.lww_sync`, which never leaves a key that held
+a value with none when rule R and the stamps made two replicas retire each other's value.
 
 Expiry (namespaces with a ttl, zkv/node/expiry.py). With the `expired` hook set, a version
 of a namespaced key that has expired is never served (`read` answers b"" and drops it, as
@@ -189,7 +191,8 @@ class Replica:
         if owner:
             hint = self.handoff_store().get(owner, key)
             own = self.store.get(key)
-            found = dvv.sync_encoded(hint, own) if own and hint else hint or own or b""
+            join = dvv.lww_sync_encoded if is_lww(key) else dvv.sync_encoded
+            found = join(hint, own) if own and hint else hint or own or b""
         else:
             found = self.store.get(key) or b""
         if found and key[:1] == b"\x00" and self.expired is not None \
@@ -225,7 +228,8 @@ class Replica:
             self.dirty = True
             base = self.store.get(key)
             for other in handoff.owners_of(key):
-                base = dvv.sync_encoded(base, handoff.get(other, key) or None)
+                base = (dvv.lww_sync_encoded if is_lww(key) else dvv.sync_encoded)(
+                    base, handoff.get(other, key) or None)
             dead = self._dead_write(key, base, context, value, wid)
             if dead is not None:
                 return dead, None
@@ -379,12 +383,11 @@ class Replica:
                 self.on_retired(key, past)  # its sender still holds what the reap retired
             if kept is None:
                 return incoming  # only what the reaped tombstone retires
-            new = kept if old is None else dvv.sync_encoded(old, kept)
         else:
-            new = dvv.sync_encoded(old, incoming)
-        if is_lww(key):
-            new = dvv.lww_encoded(new)
-        elif new != old:
+            kept = incoming
+        if is_lww(key):  # (never leaves the key with no value: see dvv.lww_sync)
+            new = dvv.lww_sync_encoded(old, kept)
+        elif (new := dvv.sync_encoded(old, kept)) != old:
             kept = self.retired.strip(key, new)
             if kept is not new:
                 self.late_retired += 1
