@@ -174,6 +174,7 @@ def test_config_reads_every_setting_and_changes_runtime_ones_where_they_are_used
 
 @pytest.mark.parametrize("changes, why", [
     ({"nope": "1"}, "unknown setting 'nope'"),
+    ({"max_sibling": "1"}, "unknown setting 'max_sibling' (did you mean max_siblings"),
     ({"max_siblings": "lots"}, "max_siblings='lots': not an integer"),
     ({"max_siblings": "-1"}, "max_siblings -1: between 0 (no limit) and 1000000"),
     ({"replica_timeout": "0"}, "replica_timeout 0.0: above 0"),

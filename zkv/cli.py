@@ -846,6 +846,8 @@ def kv_command(args) -> int:
         raise Usage("expected KEY VALUE, KEY --value-file FILE, or --from FILE"
                     + (": got KEY alone (its value from stdin: --value-file -)" if alone
                        else ""))
+    if "" in (args.key if isinstance(args.key, list) else [args.key]):
+        raise Usage("a key is 1 byte at least, got an empty one")  # (was exit 1, as refused)
     if args.cmd == "get" and args.raw and len(args.key) > 1:
         raise Usage("--raw writes one value: give one key")
     if args.cmd == "put" and args.source is not None and args.context:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -315,7 +316,10 @@ def parse_setting(name: str, text: str) -> object:
     typed as the setting's default is; InvalidRequest for an unknown name or a bad value."""
     f = FIELDS.get(name)
     if f is None:
-        raise InvalidRequest(f"unknown setting {name!r} (zkv/config.py lists them)")
+        near = difflib.get_close_matches(name, list(FIELDS), n=3)
+        raise InvalidRequest(f"unknown setting {name!r}"
+                             + (f" (did you mean {', '.join(near)}?)" if near else "")
+                             + "; `zkv config` lists the settings")
     kind = type(f.default) if f.default is not dataclasses.MISSING else str
     try:
         if kind is bool:
