@@ -2338,6 +2338,14 @@ cdef inline Py_ssize_t _sibling_at(const uint8_t *p, Py_ssize_t n, Py_ssize_t po
     return pos + 4 + _r32(p + pos)
 
 
+cdef inline uint32_t _entry_count(const uint8_t *p, Py_ssize_t n) except? 0xFFFFFFFF:
+    """The entry count in an encoded set's header (formats in dvv.pxd), where a walk over
+    its entries (`_entry_at`, `_sibling_at`) starts, at byte 3. ValueError when truncated."""
+    if n < 3:
+        raise ValueError("truncated DVV set")
+    return p[1] | (<uint32_t>p[2] << 8)
+
+
 cdef inline Py_ssize_t _entry_at(const uint8_t *p, Py_ssize_t n, Py_ssize_t pos,
                                  uint32_t *sibs) except -1:
     """`pos` at an entry of an encoded set: returns the position of its first sibling, with
@@ -2359,9 +2367,7 @@ cdef int _siblings_kind(bytes data) except -1:
     cdef Py_ssize_t n = len(data), pos = 3, wid_at, rw_at
     cdef uint32_t entries, e, sibs, s
     cdef int kind = 0
-    if n < 3:
-        raise ValueError("truncated DVV set")
-    entries = p[1] | (<uint32_t>p[2] << 8)
+    entries = _entry_count(p, n)
     for e in range(entries):
         pos = _entry_at(p, n, pos, &sibs)
         for s in range(sibs):
@@ -2404,9 +2410,7 @@ cdef Py_ssize_t _live_wids(bytes data, list live) except -1:
     cdef const uint8_t *p = <const uint8_t *><char *>data
     cdef Py_ssize_t n = len(data), pos = 3, total = 0, wid_at, rw_at
     cdef uint32_t entries, e, sibs, s
-    if n < 3:
-        raise ValueError("truncated DVV set")
-    entries = p[1] | (<uint32_t>p[2] << 8)
+    entries = _entry_count(p, n)
     for e in range(entries):
         pos = _entry_at(p, n, pos, &sibs)
         for s in range(sibs):
@@ -2482,9 +2486,7 @@ cdef class RetiredWids:
         cdef bytes pair
         if n < 1 or p[0] != DVV_FORMAT_VERSION_3:
             return 0
-        if n < 3:
-            raise ValueError("truncated DVV set")
-        entries = p[1] | (<uint32_t>p[2] << 8)
+        entries = _entry_count(p, n)
         for e in range(entries):
             pos = _entry_at(p, n, pos, &sibs)
             for sb in range(sibs):
