@@ -1664,19 +1664,28 @@ def test_lww_a_late_retry_or_copy_of_a_replaced_write_is_not_brought_back(tmp_pa
     assert live(made.merge(k, later)) == [at(30, b"A")]
 
 
-def test_an_lww_write_with_a_full_list_still_lists_what_it_replaced(tmp_path):
-    """An lww write whose own list (from its context) already held 4 ids listed none of what
-    its collapse replaced: a late retry of the replaced write, stamped anew through another
-    node, won over it (a review). What it replaced is listed first now."""
+def _lww_key():
+    """A stored key of an lww namespace, `at(t, v)`: the stored value stamped t, and `live`:
+    the client values of an encoded version's live siblings."""
     from zkv.node import namespaces as nsm
 
     ns = nsm.Registry.for_cluster(3, 2, 2).create("last", 3, conflicts="lww", members=3,
                                                   created=1, creator="n1")
-    k = nsm.storage_key(ns, b"k")
 
     def at(t: int, v: bytes) -> bytes:
         return t.to_bytes(8, "big") + b"\0" * (ns.head - 8) + v
 
+    def live(enc: bytes) -> list[bytes]:
+        return [v[ns.head:] for v in dvv.DVVSet.decode(enc).live_values()]
+
+    return nsm.storage_key(ns, b"k"), at, live
+
+
+def test_an_lww_write_with_a_full_list_still_lists_what_it_replaced(tmp_path):
+    """An lww write whose own list (from its context) already held 4 ids listed none of what
+    its collapse replaced: a late retry of the replaced write, stamped anew through another
+    node, won over it (a review). What it replaced is listed first now."""
+    k, at, live = _lww_key()
     x, y = (Replica(n, LogStore(str(tmp_path / n), sync="none")) for n in "xy")
     for i in range(4):  # four overwrites: a context now lists 4 ids
         held = x.read(k)
@@ -1689,7 +1698,7 @@ def test_an_lww_write_with_a_full_list_still_lists_what_it_replaced(tmp_path):
     assert any(w in ws for ws in dvv.DVVSet.decode(b).retired_wids())
     y.merge(k, b)
     x.merge(k, y.coordinate(k, b"", at(40, b"A"), wid=w))  # A's late retry through y
-    assert [v[ns.head:] for v in dvv.DVVSet.decode(x.read(k)).live_values()] == [b"B"]
+    assert live(x.read(k)) == [b"B"]
     x.store.close()
     y.store.close()
 
@@ -1701,18 +1710,7 @@ def test_lww_a_merge_does_not_strip_by_memory_what_the_collapse_keeps_elsewhere(
     C4. Each version's clock covered the other's live dot, so their sync kept neither: C4,
     acknowledged and overwritten by nothing, was lost and the key had no value
     (lww_model.py seed 45: 4 of 300 schedules)."""
-    from zkv.node import namespaces as nsm
-
-    ns = nsm.Registry.for_cluster(3, 2, 2).create("last", 3, conflicts="lww", members=3,
-                                                  created=1, creator="n1")
-    k = nsm.storage_key(ns, b"k")
-
-    def at(t: int, v: bytes) -> bytes:
-        return t.to_bytes(8, "big") + b"\0" * (ns.head - 8) + v
-
-    def live(enc: bytes) -> list[bytes]:
-        return [v[ns.head:] for v in dvv.DVVSet.decode(enc).live_values()]
-
+    k, at, live = _lww_key()
     x, y, z = (Replica(n, LogStore(str(tmp_path / n), sync="none")) for n in "xyz")
     w = b"W" * 16
     x.coordinate(k, b"", at(1, b"A"), wid=w)
@@ -1736,18 +1734,7 @@ def test_lww_replicas_whose_kills_disagree_keep_a_value(tmp_path):
     won by stamp), then the retry (it won by stamp). Each version's clock covered the
     other's live dot, and their sync kept neither: the key had no value on every replica (a
     Jepsen-style run: 1 key of 191; lww_model.py seed 1200). Now both keep B."""
-    from zkv.node import namespaces as nsm
-
-    ns = nsm.Registry.for_cluster(3, 2, 2).create("last", 3, conflicts="lww", members=3,
-                                                  created=1, creator="n1")
-    k = nsm.storage_key(ns, b"k")
-
-    def at(t: int, v: bytes) -> bytes:
-        return t.to_bytes(8, "big") + b"\0" * (ns.head - 8) + v
-
-    def live(enc: bytes) -> list[bytes]:
-        return [v[ns.head:] for v in dvv.DVVSet.decode(enc).live_values()]
-
+    k, at, live = _lww_key()
     p, q, c, r = (Replica(n, LogStore(str(tmp_path / n), sync="none")) for n in "pqcr")
     w = b"W" * 16
     p.coordinate(k, b"", at(1, b"A"), wid=w)
