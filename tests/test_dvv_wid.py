@@ -1154,14 +1154,15 @@ def _kill_cycle():
 def test_an_lww_sync_never_leaves_no_value_when_the_two_sides_kills_disagree():
     """lww(sync(p, q)) of the cycle kept nothing: an lww key with acknowledged writes left
     with no value on every replica (a Jepsen-style run, 1 key of 191; lww_model.py seed
-    1200). lww_sync keeps one of the two sides' values, the one rule R prefers (B lists the
-    retry's id), the same in either order, encoded or not, and on a replica's checked path."""
+    1200). lww_sync keeps the O-greater of the two sides' values (the retry: the stamp
+    decides, a total order, so replicas converge under any exchanges), the same in either
+    order, encoded or not, and on a replica's checked path."""
     from zkv._core import dvv
 
     p, q = _kill_cycle()
     assert dvv.lww(sync(p, q)).live_values() == []  # (what sticky death alone gives)
     joined = dvv.lww_sync(p, q)
-    assert joined.live_values() == [_stamped(2, b"B")]
+    assert joined.live_values() == [_stamped(5, b"A")]
     assert joined == dvv.lww_sync(q, p) and joined.vector() == sync(p, q).vector()
     assert dvv.lww_sync(joined, p) == joined and dvv.lww_sync(q, joined) == joined
     pe, qe = p.encode(), q.encode()
@@ -1175,7 +1176,7 @@ def test_an_lww_sync_never_leaves_no_value_when_the_two_sides_kills_disagree():
 
 def test_an_lww_sync_of_mutually_listed_values_keeps_the_o_greatest():
     """Each side's value lists the other's write id (two late retries crossing): rule R
-    would retire both, so the stamp decides."""
+    retires both, and the stamp decides."""
     from zkv._core import dvv
 
     x0 = dvv.lww(update(None, b"", _stamped(1, b"X"), "a", b"wX"))
@@ -1195,8 +1196,8 @@ def test_random_lww_schedules_never_leave_a_written_key_with_no_value(rnd):
     (max of its clock and what it holds, plus one), late retries of a write through another
     coordinator (same id, stamped anew), fan-out to some replicas, pairwise exchanges in both
     directions, all merging with lww_sync. At every step a replica that held a value still
-    holds one; at the end, exchanges (one gathers, gives back) leave every replica the same
-    value. Merging with lww(sync(...)) instead, 7 of 3,000 schedules (random.Random(seed)
+    holds one; at the end, exchanges (one gathers, gives back; up to three rounds) leave
+    every replica the same value. Merging with lww(sync(...)) instead, 7 of 3,000 schedules (random.Random(seed)
     for seeds 0-2999) left a replica that had held a value with none."""
     from zkv._core import dvv
 
@@ -1237,9 +1238,42 @@ def test_random_lww_schedules_never_leave_a_written_key_with_no_value(rnd):
             if m != n and rnd.random() < 0.5:
                 take(m, made)
     g = rnd.choice(nodes)
-    for n in nodes:
-        take(g, rep[n])
-    for n in nodes:
-        take(n, rep[g])
+    for _ in range(3):  # (a second round can be needed: lww_sync is not associative)
+        for n in nodes:
+            take(g, rep[n])
+        for n in nodes:
+            take(n, rep[g])
     assert all(rep[n] == rep[g] for n in nodes)
     assert rep[g].size() == (1 if wrote else 0)
+
+
+def test_lww_sync_converges_under_one_way_pushes_round_a_ring():
+    """Three writes whose late retries list each other in a circle (x lists Y, the retry y
+    lists Z, the retry z lists X): a pick by rule R then the stamp went X over Y, Y over Z,
+    Z over X, and replicas holding one vector each pushing to the next round a ring never
+    agreed (a review of lww_sync). By the stamp alone, all end on one value."""
+    import itertools
+
+    from zkv._core import dvv
+
+    y0 = dvv.lww(update(None, b"", _stamped(1, b"Y"), "a", b"wY"))
+    x = dvv.lww(update(y0, b"", _stamped(2, b"X"), "a", b"wX"), y0)
+    z0 = dvv.lww(update(None, b"", _stamped(3, b"Z"), "b", b"wZ"))
+    y = dvv.lww(update(z0, b"", _stamped(4, b"Y"), "b", b"wY"), z0)
+    c0 = dvv.lww_sync(None, x)
+    z = dvv.lww(update(c0, b"", _stamped(5, b"Z"), "c", b"wZ"), c0)
+    pool = {x, y, z, y0, z0}
+    for _ in range(3):
+        pool |= {dvv.lww_sync(a, b) for a, b in itertools.product(pool, repeat=2)}
+    by_vector: dict = {}
+    for s in pool:
+        by_vector.setdefault(tuple(sorted(s.vector().items())), {})[tuple(s.live_values())] = s
+    rings = [list(held.values()) for held in by_vector.values() if len(held) >= 3]
+    assert rings  # (one vector with three different values: the states of the circle)
+    for ring in rings:
+        for p, q, c in itertools.permutations(ring[:3]):
+            for _ in range(3):
+                q = dvv.lww_sync(q, p)
+                c = dvv.lww_sync(c, q)
+                p = dvv.lww_sync(p, c)
+            assert p == q == c and p.size() == 1

@@ -1733,7 +1733,8 @@ def test_lww_replicas_whose_kills_disagree_keep_a_value(tmp_path):
     write made where B had not arrived), reached p and lost by rule R. q took B, then C (it
     won by stamp), then the retry (it won by stamp). Each version's clock covered the
     other's live dot, and their sync kept neither: the key had no value on every replica (a
-    Jepsen-style run: 1 key of 191; lww_model.py seed 1200). Now both keep B."""
+    Jepsen-style run: 1 key of 191; lww_model.py seed 1200). Now both keep the later stamp,
+    the retry (a value, if not the one rule R preferred)."""
     k, at, live = _lww_key()
     p, q, c, r = (Replica(n, LogStore(str(tmp_path / n), sync="none")) for n in "pqcr")
     w = b"W" * 16
@@ -1747,8 +1748,8 @@ def test_lww_replicas_whose_kills_disagree_keep_a_value(tmp_path):
     q.merge(k, b)
     assert live(q.merge(k, cw)) == [b"C"]
     assert live(q.merge(k, retry)) == [b"A"]
-    assert live(p.merge(k, q.read(k))) == [b"B"]
-    assert live(q.merge(k, p.read(k))) == [b"B"] and p.read(k) == q.read(k)
+    assert live(p.merge(k, q.read(k))) == [b"A"]
+    assert live(q.merge(k, p.read(k))) == [b"A"] and p.read(k) == q.read(k)
     for x in (p, q, c, r):
         x.store.close()
 

@@ -213,11 +213,12 @@ def lww_sync(a: DVVSet | None, b: DVVSet | None, /) -> DVVSet:
     kept x over y here (x lists y's write id, a late retry stamped after x), the stamp kept
     y over z elsewhere and z over x -- and sticky death then kills both: an lww key with
     acknowledged writes left with no value on every replica (a Jepsen-style run, 1 key of
-    191). Then the result is the join's vector with one of the two sides' siblings live:
-    among them those no other lists (rule R), the ``O``-greatest; if each is listed, the
-    ``O``-greatest. A deterministic function of the pair, picking one of the values the
-    replicas hold, so replicas exchanging both ways still converge (every exchange leaves the
-    two holding one value; the set of values held only shrinks). Laws of ``lww`` otherwise."""
+    191). Then the result is the join's vector with the ``O``-greatest of the two sides'
+    siblings live (so it may be a late retry that R retired on one side: the stamp decides).
+    Not a join (a retired dot comes back), but once vectors are equal every disagreement
+    resolves by ``O``, a total order: replicas converge under any pattern of exchanges,
+    one-way pushes included, though a gather-and-give-back may take a second round.
+    Laws of ``lww`` otherwise."""
 
 def lww_sync_encoded(a: bytes | None, b: bytes | None) -> bytes:
     """``lww_sync`` on encoded sets (None = empty; both validated: ValueError): what a

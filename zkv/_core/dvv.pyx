@@ -150,9 +150,14 @@ retry stamped after x), so x kills y where they meet; y's stamp kills z, made wh
 arrived, and z's kills x. A replica holding x (y killed) and one holding y (x killed via z)
 each cover the other's survivor, and their sync keeps nothing: the key loses every value (a
 Jepsen-style run, 1 key of 191). ``lww_sync(a, b)`` is ``lww(sync(a, b))`` except that
-then it keeps one of the two sides' siblings (rule R among them, then O): a deterministic
-pick among values the replicas hold, so two replicas that exchange both ways end with one
-value, and the values held only become fewer (they converge). ``retain`` is the general primitive: keep the chosen siblings, retire the others.
+then it keeps the O-greatest of the two sides' siblings (the one with the join's vector):
+not a join any more (a dead dot comes back), but once the replicas' vectors are equal every
+disagreement resolves to the O-greater of two values, a total order, so replicas converge on
+the O-greatest value held under any pattern of exchanges, one-way pushes included (rule R
+in this pick made a rock-paper-scissors cycle of three writes whose late retries list each
+other: one-way pushes round a ring never converged, a review found). It can keep a late retry
+over the write R kept over it (the stamp decides, as before the lists): a value a later
+write replaced, rather than none. ``retain`` is the general primitive: keep the chosen siblings, retire the others.
 
 Forged versions (issue 13). Counters are bounded by how many writes a coordinator has
 actually made. ``update`` refuses a context whose counter for a node is more than
@@ -1866,49 +1871,27 @@ cdef DVVSet dvv_lww(DVVSet s):
     return out
 
 
-cdef int _listed(DVVSlot *d, DVVSet a, DVVSet b) except -1:
-    """Whether d's write id is in the retired list of a sibling of a or b (rule R's test)."""
-    cdef DVVSet x
-    cdef Py_ssize_t k, q
-    if d.wid == NULL:
-        return False
-    for x in (a, b):
-        if x.n_rw:
-            for k in range(x.n_vals):
-                if x.vals[k].rw != NULL:
-                    for q in range(len(<tuple>x.vals[k].rw)):
-                        if _same_bytes(d.wid, <PyObject *>(<tuple>x.vals[k].rw)[q]):
-                            return True
-    return False
-
-
 cdef DVVSet dvv_lww_sync(DVVSet a, DVVSet b):
     """dvv_lww(dvv_sync(a, b)), never without a sibling when a or b has one: when each side
     retired the other's survivor (their kills disagree: rule R kept one over the other there,
     the stamp the other over a third here, the third beat the first elsewhere), the join's
-    vector with one of the two sides' siblings live -- by rule R among them, then O."""
+    vector with the O-greatest of the two sides' siblings live."""
     cdef DVVSet s = dvv_lww(dvv_sync(a, b))
     if s.n_vals or not (a.n_vals or b.n_vals):
         return s
-    cdef DVVSet x, bx = None
-    cdef Py_ssize_t e, k, bk = -1, be = -1
-    cdef int pass_
-    for pass_ in range(2):  # unlisted siblings first; all of them if each one is listed
-        for x in (a, b):
-            for e in range(x.n_entries):
-                for k in range(x.ents[e].first, x.ents[e].first + x.ents[e].count):
-                    if pass_ == 0 and _listed(&x.vals[k], a, b):
-                        continue
-                    if bx is None or _ocmp(&x.vals[k], x.ents[e].node,
-                                           &bx.vals[bk], bx.ents[be].node) > 0:
-                        bx, bk, be = x, k, e
-        if bx is not None:
-            break
+    cdef DVVSet x = a if a.n_vals else b
+    cdef Py_ssize_t e, be = -1
+    cdef Py_ssize_t bk = _lww_best(x, &be)
+    cdef Py_ssize_t ob, oe = -1
+    if a.n_vals and b.n_vals:
+        ob = _lww_best(b, &oe)
+        if _ocmp(&b.vals[ob], b.ents[oe].node, &a.vals[bk], a.ents[be].node) > 0:
+            x, bk, be = b, ob, oe
     cdef DVVSet out = _alloc(s.n_entries, 1)
     for e in range(s.n_entries):
         _begin_entry(out, s.ents[e].node, s.ents[e].counter)
-        if _cmp(s.ents[e].node, bx.ents[be].node) == 0:
-            _put_copy(out, &bx.vals[bk])
+        if _cmp(s.ents[e].node, x.ents[be].node) == 0:
+            _put_copy(out, &x.vals[bk])
     return out
 
 

@@ -94,7 +94,8 @@ node's memory (`retired.strip`) to lww keys: it retires a copy here that the col
 elsewhere over the value held here, and the two versions' sync then kept neither (an
 acknowledged write lost, the key left with no value: lww_model.py seed 45). Merges (and a
 stand-in's hints) join lww versions with `dvv.lww_sync`, which never leaves a key that held
-a value with none when rule R and the stamps made two replicas retire each other's value.
+a value with none when rule R and the stamps made two replicas retire each other's value
+(the later stamp is kept then).
 
 Expiry (namespaces with a ttl, zkv/node/expiry.py). With the `expired` hook set, a version
 of a namespaced key that has expired is never served (`read` answers b"" and drops it, as
