@@ -100,7 +100,8 @@ OTHER = {"k": "Yg==", "v": ["eQ=="]}  # b -> [y]
 
 
 @pytest.mark.parametrize("lines, why, written", [
-    ([], "not a zkv dump", 0),
+    ([], "f: empty, not a zkv dump", 0),
+    (["\n"], "f: empty, not a zkv dump", 0),
     (["hello\n"], "not a zkv dump", 0),
     (['{"zkv_dump": 3}\n'], "dump format 3, this version reads 1 and 2", 0),
     (['{"zkv_dump": 2}\n'], "f:1: not a zkv dump header", 0),

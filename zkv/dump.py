@@ -345,6 +345,9 @@ def read(lines: Iterable[str], name: str
         head = json.loads(first[1]) if first is not None else None
     except ValueError:
         head = None
+    if first is None or not first[1].strip():
+        raise InvalidRequest(f"{name}: empty, not a zkv dump (nothing to load; `zkv dump` "
+                             "writes a header line first)")
     if not isinstance(head, dict) or "zkv_dump" not in head:
         raise InvalidRequest(f"{name}: not a zkv dump (no header line)")
     if head["zkv_dump"] not in (1, FORMAT) or type(head["zkv_dump"]) is not int:
