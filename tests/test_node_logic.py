@@ -1767,3 +1767,67 @@ def test_the_lww_model_leaves_no_key_without_a_value_and_replicas_agree():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "schedules=100 " in out.stdout and "lost-all=0 diverged=0" in out.stdout
+
+
+def test_a_client_s_chained_blind_lww_write_retires_its_earlier_write_s_late_copy(tmp_path):
+    """A client wrote A (id W) through x, then B blind through y. A copy of A that waited in
+    a paused node z's socket was stamped when z resumed, after B: blind, B lost to it
+    wherever they met (an outside Jepsen-style run: the client's own later write overwritten
+    by its earlier one). Chained on A's answer (zkv.client.core.LwwChain), B lists W and
+    retires that copy by rule R, in any order; so does B chained on A's failure (A's answer
+    never came, the copy stored all the same)."""
+    from zkv.client.core import LwwChain
+
+    k, at, live = _lww_key()
+    w = b"W" * 16
+    for failed in (False, True):
+        x, y, z = (Replica(n + str(failed), LogStore(str(tmp_path / f"{n}{failed}"),
+                                                     sync="none")) for n in "xyz")
+        chain = LwwChain()
+        a = x.coordinate(k, b"", at(1, b"A"), wid=w)
+        chain.note(b"p", k, w, b"", None if failed else dvv.put_context(a, b"", w))
+        ctx = chain.context_for(b"p", k, b"B" * 16)
+        assert [w] in dvv.DVVSet.decode(
+            y.coordinate(k, ctx, at(2, b"B"), wid=b"B" * 16)).retired_wids()
+        stale = z.coordinate(k, b"", at(3, b"A"), wid=w)  # (stamped on resuming: after B)
+        blind = Replica("v" + str(failed),
+                        LogStore(str(tmp_path / f"v{failed}"), sync="none"))
+        blind.coordinate(k, b"", at(2, b"B"), wid=b"C" * 16)
+        assert live(blind.merge(k, stale)) == [b"A"]  # (unchained: the earlier write wins)
+        assert live(x.merge(k, y.read(k))) == [b"B"]
+        assert live(x.merge(k, stale)) == [b"B"]
+        assert live(z.merge(k, y.read(k))) == [b"B"]
+        assert live(y.merge(k, stale)) == [b"B"]
+        for r in (x, y, z):
+            r.merge(k, x.read(k))
+            x.merge(k, r.read(k))
+        assert x.read(k) == y.read(k) == z.read(k) and live(x.read(k)) == [b"B"]
+        for r in (x, y, z, blind):
+            r.store.close()
+
+
+def test_the_lww_chain_keeps_the_last_write_per_key_and_generation_bounded():
+    """LwwChain: a key's next blind write is sent with the last write's answer; a retry of
+    that same write id with what the write itself was sent with; another prefix (namespace
+    generation) or key starts unchained; the oldest key is forgotten past LWW_CHAIN_KEYS."""
+    from zkv.client import core as cc
+
+    chain = cc.LwwChain()
+    ctx1 = dvv.put_context(dvv.update(None, b"", b"v", "n1", b"w1"), b"", b"w1")
+    assert chain.context_for(b"p", b"k", b"w1") == b""
+    chain.note(b"p", b"k", b"w1", b"", ctx1)
+    assert chain.context_for(b"p", b"k", b"w2") == ctx1
+    assert chain.context_for(b"p", b"k", b"w1") == b""  # (a retry: as first sent)
+    assert chain.context_for(b"q", b"k", b"w2") == b"" == chain.context_for(b"p", b"j", b"w2")
+    chain.note(b"p", b"k", b"w2", ctx1, None)  # failed: its own id listed on what it had
+    failed = chain.context_for(b"p", b"k", b"w3")
+    dvv.validate_context(failed)
+    assert failed != ctx1 and b"w2" in failed and b"w1" in failed
+    for i in range(cc.LWW_CHAIN_KEYS):
+        chain.note(b"p", b"%d" % i, b"w", b"", b"c")
+    assert chain.context_for(b"p", b"k", b"w3") == b""  # (the oldest, forgotten)
+    assert len(chain.last) == cc.LWW_CHAIN_KEYS
+    chain.note(b"p", b"0", b"w", b"", b"c0")  # (written again: the newest, kept longest)
+    chain.note(b"p", b"new", b"w", b"", b"c")
+    assert chain.context_for(b"p", b"0", b"x") == b"c0"
+    assert chain.context_for(b"p", b"1", b"x") == b""
