@@ -510,3 +510,19 @@ def test_a_lane_keeps_only_a_returned_context_that_covers_its_write():
     late = third(stale_values)
     third.__zkv_settled__(True, store.write(late, stale_ctx))
     assert PNCounter.from_siblings(store.read()[0]).value == 3
+
+
+def test_a_retry_whose_read_failed_keeps_an_earlier_maybe_stored_write():
+    """update(k, up) missed its quorum after its write was stored (settled None); the retry
+    update(k, up) failed in its read (nothing written by it: settled False); the next retry
+    succeeded. crdt.md: "the retry is applied once, never twice" -- it counted +3 twice (an
+    outside run: 6 for one +3, 4 of 4 runs with SIGSTOPped nodes)."""
+    key, store = fresh_key(), DvvKey()
+    up = PNCounter.updater(key, 3)
+    values, ctx = store.read()
+    up.__zkv_read__(ctx)
+    store.write(up(values), ctx)   # stored on some replicas ...
+    up.__zkv_settled__(None)       # ... but the call raised QuorumError
+    up.__zkv_settled__(False)      # the retry's read timed out: it wrote nothing
+    store.update(up)               # the next retry is stored
+    assert PNCounter.from_siblings(store.read()[0]).value == 3

@@ -688,6 +688,11 @@ class PNCounter(_Crdt):
         held: dict = {}  # "lane" (while this updater holds it) and "totals" (to free it at)
         read: list[bytes] = []  # the context of the read fn merges (Client.update's hook)
         done: list[bool] = []  # [True] once the write is known stored: the updater is spent
+        maybe: list[bool] = []  # [True] once a write of it may have been stored (a call that
+        # timed out or missed its quorum): from then on its totals are kept whatever a later
+        # call of update() with it says, as that call's "not stored" speaks for its own
+        # attempts only (a retry whose read failed said False, the totals were dropped, and
+        # the next retry counted the +d again on top of the first call's stored write)
 
         def fn(siblings: list[bytes]) -> bytes:
             if done:
@@ -722,6 +727,8 @@ class PNCounter(_Crdt):
             write was surely not stored."""
             if stored:
                 done.append(True)
+            elif stored is None:
+                maybe.append(True)
             # the context is kept only if it covers the write's own dot: put_context's
             # other answer, the context given with the write id listed, is one a read that
             # missed the write descends too (an outside run lost 465 acknowledged +1s so,
@@ -731,9 +738,10 @@ class PNCounter(_Crdt):
             lane = held.pop("lane", None)
             if lane is not None:
                 _free_lane(slot, lane, None if stored is False else held["totals"], context)
-            if stored is False:  # (retried, it counts afresh: keeping its totals, fixed
-                target.clear()  # before a refusal, it wrote over an acknowledged +1 that
-                # another updater built on the lane meanwhile: the review's model)
+            if stored is False and not maybe:  # (retried, it counts afresh: keeping its
+                target.clear()  # totals, fixed before a refusal, it wrote over an
+                # acknowledged +1 that another updater built on the lane meanwhile: the
+                # review's model)
 
         # an updater dropped unsettled (called by hand, not by Client.update) frees its lane
         # as if its write may have been stored (fn must not refer to itself: a cycle would
