@@ -18,6 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from zkv import wire
+from zkv._core import dvv
 from zkv._core.ring import Ring
 from zkv.client import (
     CONNECT_WAIT,
@@ -846,7 +847,8 @@ def test_many_returns_every_result_in_order_in_windowed_steps():
     assert len(wids) == 300 and len(set(wids)) == 300  # one write id per item
     got = net.run(c.get_many(list(reversed(keys)), r=2))
     assert [g.values for g in got] == [[k + b"=v"] for k in reversed(keys)]
-    assert net.run(c.delete_many([keys[0], (keys[1], b"ctx")])) == [b"new-ctx"] * 2
+    ctx = dvv.update(None, b"", b"v", "n1").context()  # (a real one: the items are checked)
+    assert net.run(c.delete_many([keys[0], (keys[1], ctx)])) == [b"new-ctx"] * 2
     assert [g.found for g in net.run(c.get_many(keys[:3]))] == [False, False, True]
     assert net.run(c.get_many([])) == []
 
@@ -1389,3 +1391,56 @@ def test_a_node_that_has_not_heard_of_a_known_namespace_yet_costs_a_retry():
               if isinstance(m, wire.NsList) else ok(m))
     with pytest.raises(InvalidRequest, match="unknown namespace 'typo'"):
         net.run(c.put(b"k", b"v", context=b"", namespace="typo"))
+
+
+def test_a_many_item_s_malformed_context_is_refused_before_any_item_is_sent():
+    """put_many/delete_many checked a context's type and size only: a malformed one (or a
+    sealed one too short to hold a context) was refused by its node after the items before
+    it were written, and the error did not name the item (an outside run)."""
+    c, clock = core()
+    net = Net(clock, default=member())
+    for call in (lambda: c.put_many([(b"k0", b"v0"), (b"k1", b"v1", b"junk-context")]),
+                 lambda: c.delete_many([b"k0", (b"k1", b"junk-context")]),
+                 lambda: c.put_many([(b"k0", b"v0"), (b"k1", b"v1", b"S" + b"\0" * 8)])):
+        with pytest.raises(InvalidRequest, match=r"^item 1: .*context"):
+            net.run(call())
+    assert net.sent == []
+    good = dvv.update(None, b"", b"v", "n1").context()
+    assert net.run(c.put_many([(b"k0", b"v0", good)])) == [b"new-ctx"]
+
+
+def test_update_refuses_a_crdt_updater_made_for_another_key_or_namespace():
+    """A counter updater made for k1 (or without the namespace) and used on k2 built on k1's
+    per-process totals: one +1 read 6 (an outside run). Refused before anything is sent."""
+    from zkv.crdt import ORSet, PNCounter
+
+    c, clock = core()
+    net = Net(clock, default=member())
+    for fn, key, ns in ((PNCounter.updater(b"k1", 1), b"k2", "default"),
+                        (PNCounter.updater(b"k1", 1), b"k1", "other"),
+                        (ORSet.updater(b"k1", add=["x"]), b"k2", "default")):
+        with pytest.raises(InvalidRequest, match="an updater made for key b'k1'"):
+            net.run(c.update(key, fn, namespace=ns))
+    assert net.sent == []
+
+
+def test_a_client_that_only_lists_learns_who_is_down():
+    """A listing whose owner did not answer marks the ring stale (as a call does), and the
+    next listing learns the ring first: a long-lived client that only listed asked a frozen
+    owner, and waited out its timeout, in every listing long after the cluster called it
+    down (an outside run: 29 s)."""
+    ring = _ring_with_features({})
+    c, clock = core(timeout=1.0)
+    c.set_ring(ring)
+
+    def frozen_for_listings(msg):
+        return ring if isinstance(msg, wire.RingInfo) else SILENT
+
+    net = Net(clock, default=frozen_for_listings)
+    with pytest.raises(ZkvError):
+        net.run(c.keys_page(c.list_keys()))
+    asked = len(net.sent)
+    assert all(isinstance(m, wire.Keys) for _, m, _, _ in net.sent)
+    with pytest.raises(ZkvError):
+        net.run(c.keys_page(c.list_keys()))
+    assert isinstance(net.sent[asked][1], wire.RingInfo)  # (learnt first)

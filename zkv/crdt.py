@@ -598,6 +598,7 @@ class ORSet(_Crdt):
                 done.append(True)
 
         fn.__zkv_settled__ = settled  # type: ignore[attr-defined]
+        fn.__zkv_key__ = slot_base  # type: ignore[attr-defined]  # (update() checks it)
         return fn
 
 
@@ -749,6 +750,7 @@ class PNCounter(_Crdt):
         weakref.finalize(fn, _drop_lane, slot, held)
         fn.__zkv_settled__ = settled  # type: ignore[attr-defined]
         fn.__zkv_read__ = read.append  # type: ignore[attr-defined]
+        fn.__zkv_key__ = slot[2:]  # type: ignore[attr-defined]  # (update() checks it)
         return fn
 
 

@@ -364,6 +364,25 @@ def _check_many_key(key, ns: str) -> None:
                              "(reserved for namespaced keys)")
 
 
+def _check_context_format(context) -> None:
+    """A context's type, size and format (sealed or bare), as the node checks it where the
+    write enters: a many-operation's bad context was refused by its node after the items
+    before it had been written (README: "every item is checked before a byte is sent")."""
+    wire.check_context(context)
+    if not context:
+        return
+    bare = context
+    if context[0] == 0x53:  # SEALED (zkv/node/seal.py): 16-byte tag, then the bare context
+        if len(context) <= PREFIX:
+            raise InvalidRequest("context: a sealed context too short to hold one")
+        bare = context[PREFIX:]
+    try:
+        dvv.validate_context(bare)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc) if str(exc).startswith("context") else
+                             f"context: {exc}") from None
+
+
 def _check_item(i: int, check: Callable, *args) -> None:
     """A per-item check of a many-operation, its error naming the item."""
     try:
@@ -1461,7 +1480,7 @@ class ClientCore:
             key, value, context = item if len(item) == 3 else (*item, None)
             _check_item(i, _check_many_key, key, ns)
             _check_item(i, wire.check_value, value, self.max_value_size)
-            _check_item(i, wire.check_context, context)
+            _check_item(i, _check_context_format, context)
             checked.append((key, value, context))
         yield from self._check_ns_items(ns, [k for k, _, _ in checked], ttls)
         if pw is not None:  # (refused before any key is sent)
@@ -1490,7 +1509,7 @@ class ClientCore:
             else:
                 key, context = item, None
             _check_item(i, _check_many_key, key, ns)
-            _check_item(i, wire.check_context, context)
+            _check_item(i, _check_context_format, context)
             checked.append((key, context))
         yield from self._check_ns_items(ns, [k for k, _ in checked])
         if pw is not None:  # (refused before any key is sent)
@@ -1590,6 +1609,13 @@ class ClientCore:
             raise InvalidRequest(f"retries must be an int >= 0, got {retries!r}")
         wire.check_key(key)
         ns = check_namespace(namespace)
+        bound = getattr(fn, "__zkv_key__", None)  # a zkv.crdt updater: made for one key
+        if bound is not None and tuple(bound) != (namespace, key):
+            # (its per-process memory is keyed by it: another key's counter took that key's
+            # totals, one +1 reading 6 where 5 had been counted on the other key)
+            raise InvalidRequest(
+                f"fn is an updater made for key {bound[1]!r} in namespace {bound[0]!r}, not "
+                f"{key!r} in {namespace!r}: make it with the key (and namespace=) it updates")
         r, w, pr, pw = yield from self._levels(ns, r=r, w=w, pr=pr, pw=pw)
         wire.check_quorum("r", r, self._n_of(ns))
         wire.check_quorum("w", w, self._n_of(ns))
@@ -1865,6 +1891,10 @@ class ClientCore:
         deadline = self.clock() + self.timeout
         if self.ring is None:
             yield from self.fetch_ring(deadline)
+        else:  # (who is down, as a get learns it: a client that only listed never did, and
+            # every listing waited out its timeout on a frozen owner, 29 s after the cluster
+            # called it down: an outside run)
+            yield from self._refresh(deadline)
         n, ns_prefix, lww, default_r = None, b"", 0, self.ring_msg.r if self.ring_msg else 1
         ttl_ms = ver = 0
         if listing.ns:
@@ -1925,6 +1955,7 @@ class ClientCore:
             for (node_id, ep), ok in zip(group, got, strict=True):
                 if isinstance(ok, Unavailable | RequestTimeout):
                     failed.add(node_id)
+                    self.ring_at = -1e9  # learn who is down on the next call (as call() does)
                     why.append(f"{node_id}: {ok}")
                     if node_id not in known_failed:
                         again.append((node_id, ep))
