@@ -844,8 +844,12 @@ class ClientCore:
             return Unavailable("no node reachable: tried " + ", ".join(
                 f"{ep} ({why[ep]})" if ep in why else ep for ep in seen))
         if not tried:
-            return RequestTimeout(f"no answer: the {round(self.timeout, 3):g}s timeout had passed "
-                                  "before a node could be asked")
+            # (the call's own time went on learning the ring or the namespace first: "had
+            # passed before a node could be asked" read as if an earlier call's had, an
+            # outside run)
+            return RequestTimeout(f"no answer: the {round(self.timeout, 3):g}s timeout ran out "
+                                  "before the request was sent (learning the ring or the "
+                                  "namespace from the nodes took it: none answered in time)")
         # (the time it waited: every node tried can be silent before the timeout is up; the
         # tries and the nodes counted apart: "21 node(s) tried" on a one-node cluster read
         # as nonsense, a review)
