@@ -1444,3 +1444,35 @@ def test_a_client_that_only_lists_learns_who_is_down():
     with pytest.raises(ZkvError):
         net.run(c.keys_page(c.list_keys()))
     assert isinstance(net.sent[asked][1], wire.RingInfo)  # (learnt first)
+
+
+def test_a_ring_refresh_leaves_the_call_half_its_time_and_skips_a_silent_node_next():
+    """A call whose ring was due a refresh asked the candidates for it in turn until its own
+    deadline: two silent ones took all of it, the request was never sent, and every call
+    did the same while they stayed silent (an outside Jepsen-style run: every write of 4 s
+    to three keys failed, one node paused). The refresh gets half the time left, and a node
+    silent to it is asked last by the next refresh."""
+    c, clock = core(timeout=2.0)
+    store: dict = {}
+    base = member(store)
+    silent = set(c.candidates(None)[:2])
+
+    def node(ep):
+        def handle(msg):
+            if isinstance(msg, wire.RingInfo) and ep in silent:
+                return SILENT
+            return base(msg)
+        return handle
+
+    net = Net(clock, nodes={ep: node(ep) for ep in EP.values()})
+    c.ring_at = -1e9
+    start = clock.t
+    assert net.run(c.put(b"k", b"v")) == b"new-ctx"
+    assert clock.t - start <= 2.0 and store[b"k"] == [b"v"]
+    assert [type(m).__name__ for _, m, _, _ in net.sent] == ["RingInfo", "Put"]
+    first = net.sent[0][0]
+    assert c.candidates(None)[-1] == first  # (asked last from now on)
+    c.ring_at = -1e9
+    net.sent.clear()
+    assert net.run(c.put(b"j", b"v")) == b"new-ctx"
+    assert first not in [ep for ep, m, _, _ in net.sent if isinstance(m, wire.RingInfo)]

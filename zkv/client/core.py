@@ -901,6 +901,9 @@ class ClientCore:
                     if isinstance(reply, RingOk):
                         self.set_ring(reply)
                         return reply
+                    if reply is None:  # silent: asked last for a while, as a call's node (a
+                        # paused first seed was asked first by every refresh, each call's)
+                        self.suspect_until[ep] = clock() + SUSPECT_FOR
                 if not wait or not self._handshaking(asked, deadline):
                     break
                 yield Send(candidates[-1], None, clock() + CONNECT_WAIT)  # (a wait: sends nothing)
@@ -915,10 +918,14 @@ class ClientCore:
 
     def _refresh(self, deadline: float) -> Plan[None]:
         """Learn the ring again if it is RING_REFRESH old (or a try failed since), unless
-        another plan is at it; go on with what is known (seeds at least) if nobody answers."""
-        if self._stale(self.clock()):
+        another plan is at it; go on with what is known (seeds at least) if nobody answers
+        within half of the call's time left: the refresh took all of it when the nodes it
+        asked first were paused, and every call until one answered failed without sending
+        its request (an outside run: every write of 4 s to three keys, a node paused)."""
+        now = self.clock()
+        if self._stale(now):
             try:  # (no wait on a handshake here: the call itself waits, with what it knows)
-                yield from self.fetch_ring(deadline, wait=False)
+                yield from self.fetch_ring(now + (deadline - now) / 2, wait=False)
             except (Unavailable, RequestTimeout):
                 pass
 
