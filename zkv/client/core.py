@@ -102,7 +102,7 @@ from zkv.node import namespaces as nss
 from zkv.node.expiry import expires_at
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.quorum import identical_answers, read_answer
-from zkv.node.seal import PREFIX
+from zkv.node.seal import PREFIX, SEALED
 from zkv.wire import (
     Cluster,
     ClusterOk,
@@ -372,7 +372,7 @@ def _check_context_format(context) -> None:
     if not context:
         return
     bare = context
-    if context[0] == 0x53:  # SEALED (zkv/node/seal.py): 16-byte tag, then the bare context
+    if context[0] == SEALED:  # (zkv/node/seal.py: a tag, then the bare context)
         if len(context) <= PREFIX:
             raise InvalidRequest("context: a sealed context too short to hold one")
         bare = context[PREFIX:]
