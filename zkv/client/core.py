@@ -146,7 +146,6 @@ WID_BYTES = wire.WID_SIZE  # a write id: 16 random bytes per put/delete call
 WID_POOL = 256  # write ids drawn from os.urandom at once
 _WIDS: list[bytes] = []  # the process's unused ones; a forked child must not reuse the
 os.register_at_fork(after_in_child=_WIDS.clear)  # parent's (two writes, one id)
-LWW_CHAIN_KEYS = 4096  # lww keys whose last write this client remembers (LwwChain)
 HEDGE_FLOOR = 0.2  # s: never hedge sooner (a coordinator's own stand-in wait is ~0.1 s)
 HEDGE_FACTOR = 3.0  # x the p95 of recent round trips
 HEDGE_SAMPLES = 64  # round trips remembered for it
@@ -513,47 +512,6 @@ def _check_listing_r(r: int | str | None) -> None:
                              f"{', '.join(LEVELS)}), got {r!r}")
 
 
-class LwwChain:
-    """A client's blind writes to an lww key, chained: each is sent with the context of the
-    client's previous write to the key (the one its put returned, which covers that write's
-    dot and lists its write id; for a write that failed, the context it was sent with plus its
-    id), so it retires the earlier write's copies by id wherever they meet (rule R), and a
-    late retry of it finds it listed. Without it a copy of a client's write that waited in a
-    paused node's socket, stamped anew when the node resumed, won over the same client's
-    later writes (an outside Jepsen-style run: 1-3 keys of 191 in 4 minutes). The context
-    only ever covers the client's own writes (a blind put's answer covers its own dot), and
-    a blind lww write wins over what it covers anyway: it changes which stale copies die,
-    not which current value wins. Keyed by the stored key's prefix (namespace and its
-    generation: a truncated namespace's dots are not the new one's) and the key; the oldest
-    of LWW_CHAIN_KEYS keys is forgotten first."""
-
-    __slots__ = ("last",)
-
-    def __init__(self) -> None:
-        # (prefix, key) -> (the write id, the context to chain on, the context it was sent
-        # with: a retry of that same write id is sent with the latter, as the first try was)
-        self.last: dict[tuple[bytes, bytes], tuple[bytes, bytes, bytes]] = {}
-
-    def context_for(self, prefix: bytes, key: bytes, wid: bytes) -> bytes:
-        """The context a blind write of `wid` to `key` is sent with (b"": none)."""
-        got = self.last.get((prefix, key))
-        if got is None:
-            return b""
-        return got[2] if got[0] == wid else got[1]
-
-    def note(self, prefix: bytes, key: bytes, wid: bytes, sent: bytes,
-             answer: bytes | None) -> None:
-        """The write of `wid` was sent with `sent`; `answer`: the context its put returned
-        (None: it failed, and may still be stored)."""
-        if answer is None:
-            answer = dvv.put_context(dvv.DVVSet(), sent, wid)  # (sent, with wid listed)
-        last = self.last
-        last.pop((prefix, key), None)  # (moved to the newest end)
-        last[(prefix, key)] = (wid, answer, sent)
-        if len(last) > LWW_CHAIN_KEYS:
-            del last[next(iter(last))]
-
-
 class ClientCore:
     """Routing state (seeds, ring, suspicion) and the plans of every client operation.
 
@@ -629,7 +587,6 @@ class ClientCore:
         # lww namespaces: the highest HLC stamp any reply carried; every put sends it, so the
         # coordinator orders this client's next write after everything it has seen
         self.stamp_floor = 0
-        self.lww_chain = LwwChain()  # ... and each key's last write, its next blind one's context
         self.rtts: deque[float] = deque(maxlen=HEDGE_SAMPLES)  # recent round trips, s
         self._hedge = HEDGE_FLOOR  # the hedge delay, recomputed every HEDGE_SAMPLES // 4 rtts
         self._rtts_new = 0
@@ -1269,21 +1226,9 @@ class ClientCore:
         if ttl:
             yield from self._check_write_ttl(ns, ttl)
             msg.ttl = ttl
-        chain = None
-        if ns and (known := self.ns_cache.get(ns)) is not None and known.lww:
-            chain = nss.prefix(known)
-            if context is None:  # (blind: chained on this client's last write to the key)
-                msg.context = self.lww_chain.context_for(chain, key, wid)
-        try:
-            reply = yield from self.call(msg, route, n=n)
-            if type(reply) is not PutOk:  # the common case costs one check
-                reply = _expect(reply, PutOk)
-        except BaseException:
-            if chain is not None:  # (it may be stored all the same)
-                self.lww_chain.note(chain, key, wid, msg.context, None)
-            raise
-        if chain is not None:
-            self.lww_chain.note(chain, key, wid, msg.context, reply.context)
+        reply = yield from self.call(msg, route, n=n)
+        if type(reply) is not PutOk:  # the common case costs one check
+            reply = _expect(reply, PutOk)
         if reply.stamp > self.stamp_floor:
             self.stamp_floor = reply.stamp
         return reply.context
