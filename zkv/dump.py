@@ -195,7 +195,7 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
     from zkv.errors import StoreLocked
     from zkv.node.expiry import expired as expired_copy
     from zkv.node.namespaces import generation as generation_of
-    from zkv.node.namespaces import head_of_key
+    from zkv.node.namespaces import head_of_key, split_key
     from zkv.node.quorum import GetQuorum, identical_answers
     from zkv.storage import LogStore
 
@@ -286,7 +286,7 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
                         bad += len(q.bad)
                         got, _ = q.response(now)
                     if got.values:
-                        yield skey[skey.find(b"\x00", 3) + 1:], got.values, got.expires
+                        yield split_key(skey)[1], got.values, got.expires
                     elif judged or got.stamp:  # (live values, none served any more)
                         left_out += 1
 

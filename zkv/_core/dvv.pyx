@@ -157,7 +157,8 @@ the O-greatest value held under any pattern of exchanges, one-way pushes include
 in this pick made a rock-paper-scissors cycle of three writes whose late retries list each
 other: one-way pushes round a ring never converged, a review found). It can keep a late retry
 over the write R kept over it (the stamp decides, as before the lists): a value a later
-write replaced, rather than none. ``retain`` is the general primitive: keep the chosen siblings, retire the others.
+write replaced, rather than none. ``retain`` is the general primitive: keep the chosen
+siblings, retire the others.
 
 Forged versions (issue 13). Counters are bounded by how many writes a coordinator has
 actually made. ``update`` refuses a context whose counter for a node is more than

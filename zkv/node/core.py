@@ -2379,7 +2379,8 @@ class NodeCore:
                                  "may have waited for it all along"))
 
     def _unstampable(self) -> str | None:
-        """Why this node must not stamp lww writes now (None: it may). A node whose wall
+        """Why this node must not stamp lww writes now (None: it may; a reason is counted in
+        zkv_lww_writes_refused_total, as the write it refuses). A node whose wall
         clock runs ahead of its peers' (health.clock_skew), or whose hybrid clock runs ahead
         of its own wall clock by more than an observed stamp can put it (its clock ran ahead
         and was set back: hybrid clocks never go back), stamps writes that win over the
@@ -2390,18 +2391,21 @@ class NodeCore:
         socket while it was paused overwrote another client's later one. Refused, a write is
         retried on another node by the clients."""
         skew = self.metrics.clock_skew
-        if skew is not None and skew.endswith(health.AHEAD):
-            return (f"{self.me}'s wall clock is {skew}: it stamps no lww write (its stamps "
-                    "would win over later writes); ask another node, and check NTP there")
         lead = self.hlc.lead_ms()
+        if skew is not None and skew.endswith(health.AHEAD):
+            why = (f"{self.me}'s wall clock is {skew}: it stamps no lww write (its stamps "
+                   "would win over later writes); ask another node, and check NTP there")
         # an observed stamp clamped to the bound leaves the clock at bound + 1 ms (the
         # clamp's logical 0xFFFF carries on +1), and logical carries add more: only a
         # lead well past the bound is this clock's own
-        if lead > self.hlc.max_skew_ms + LEAD_SLACK_MS:
-            return (f"{self.me}'s hybrid clock runs {snapshots.span(lead / 1000)} ahead of its "
-                    "wall clock (the clock was set back): it stamps no lww write until its wall "
-                    "clock catches up, or it restarts; ask another node")
-        return None
+        elif lead > self.hlc.max_skew_ms + LEAD_SLACK_MS:
+            why = (f"{self.me}'s hybrid clock runs {snapshots.span(lead / 1000)} ahead of its "
+                   "wall clock (the clock was set back): it stamps no lww write until its wall "
+                   "clock catches up, or it restarts; ask another node")
+        else:
+            return None
+        self.metrics.lww_refused.inc()
+        return why
 
     def _stamp(self, skey: bytes, floor: int) -> int:
         """An lww write's HLC stamp: after the client's floor (every value it has seen;
@@ -2555,7 +2559,6 @@ class NodeCore:
                 if type(msg) is Put and ns.lww:
                     why = self._unstampable()
                     if why is not None:
-                        self.metrics.lww_refused.inc()
                         self._reply(ident, Error(rid, E_UNAVAILABLE, why))
                         return
                     given = self._stamp(skey, msg.floor)
@@ -2669,7 +2672,6 @@ class NodeCore:
                 else:
                     why = self._unstampable()
                     if why is not None:
-                        self.metrics.lww_refused.inc()
                         self.respond(origin, Error(0, E_UNAVAILABLE, why))
                         return
                     stamp = hlcs.pack(self._stamp(skey, msg.floor))

@@ -46,6 +46,13 @@ ENGINE_MAX_KEY = 65536  # LogStore's largest key
 MAX_OWNER = 255  # bytes of an owner id in a hint's key (node ids are at most 64 characters)
 
 
+def join_versions(key: bytes, a: bytes | None, b: bytes | None) -> bytes:
+    """Two encoded versions of stored key `key` (None: none) joined as replicas join them:
+    DVV sync, or for a key of an lww namespace `dvv.lww_sync` (collapsed, and never without a
+    value when either had one)."""
+    return (dvv.lww_sync_encoded if is_lww(key) else dvv.sync_encoded)(a, b)
+
+
 class HandoffStore:
     def __init__(self, path: str, wall_ms: Callable[[], int], sync: str = "interval",
                  store=None, max_key_size: int = DEFAULT_MAX_KEY,
@@ -93,8 +100,7 @@ class HandoffStore:
         self.index[owner][key] = (created, len(raw))
 
     def merge(self, owner: str, key: bytes, incoming: bytes) -> bytes:
-        join = dvv.lww_sync_encoded if is_lww(key) else dvv.sync_encoded  # (never empty)
-        new = join(self.get(owner, key) or None, incoming)
+        new = join_versions(key, self.get(owner, key) or None, incoming)
         self._put(owner, key, new)
         return new
 

@@ -113,7 +113,7 @@ from collections.abc import Callable
 
 from zkv._core import dvv
 from zkv.errors import InvalidRequest, TooManySiblings
-from zkv.node.handoff import HandoffStore
+from zkv.node.handoff import HandoffStore, join_versions
 from zkv.node.namespaces import is_lww
 from zkv.storage import LogStore
 
@@ -192,8 +192,7 @@ class Replica:
         if owner:
             hint = self.handoff_store().get(owner, key)
             own = self.store.get(key)
-            join = dvv.lww_sync_encoded if is_lww(key) else dvv.sync_encoded
-            found = join(hint, own) if own and hint else hint or own or b""
+            found = join_versions(key, hint, own) if own and hint else hint or own or b""
         else:
             found = self.store.get(key) or b""
         if found and key[:1] == b"\x00" and self.expired is not None \
@@ -229,8 +228,7 @@ class Replica:
             self.dirty = True
             base = self.store.get(key)
             for other in handoff.owners_of(key):
-                base = (dvv.lww_sync_encoded if is_lww(key) else dvv.sync_encoded)(
-                    base, handoff.get(other, key) or None)
+                base = join_versions(key, base, handoff.get(other, key) or None)
             dead = self._dead_write(key, base, context, value, wid)
             if dead is not None:
                 return dead, None
