@@ -81,6 +81,7 @@ from typing import Any
 import msgspec
 
 from zkv._core import dvv
+from zkv.node.seal import bare
 
 FORMAT_VERSION = 1
 KIND_GSET = 1
@@ -707,7 +708,8 @@ class PNCounter(_Crdt):
                     _free_lane(slot, lane, None)
                     raise
                 seen = s.totals(name)
-                if not (last_ctx and read and dvv.context_descends(read[-1], last_ctx)):
+                if not (last_ctx and read
+                        and dvv.context_descends(bare(read[-1]), bare(last_ctx))):
                     # (a stale read may miss the lane's last write: never count below it;
                     # a read that saw that write -- or a delete or reset after it -- is the
                     # truth, so a deleted counter starts again from 0, not from its old
@@ -734,7 +736,8 @@ class PNCounter(_Crdt):
             # other answer, the context given with the write id listed, is one a read that
             # missed the write descends too (an outside run lost 465 acknowledged +1s so,
             # every one under a context whose new entry was the blind "~")
-            if not (stored and read and dvv.context_has_new_dot(context, read[-1])):
+            if not (stored and read
+                    and dvv.context_has_new_dot(bare(context), bare(read[-1]))):
                 context = b""
             lane = held.pop("lane", None)
             if lane is not None:

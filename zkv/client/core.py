@@ -99,6 +99,7 @@ from zkv.errors import (
     ZkvError,
 )
 from zkv.node import namespaces as nss
+from zkv.node import seal
 from zkv.node.expiry import expires_at
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.quorum import identical_answers, read_answer
@@ -370,13 +371,10 @@ def _check_context_format(context) -> None:
     wire.check_context(context)
     if not context:
         return
-    bare = context
-    if context[0] == SEALED:  # (zkv/node/seal.py: a tag, then the bare context)
-        if len(context) <= PREFIX:
-            raise InvalidRequest("context: a sealed context too short to hold one")
-        bare = context[PREFIX:]
+    if context[0] == SEALED and len(context) <= PREFIX:  # (node/seal.py: a tag, the context)
+        raise InvalidRequest("context: a sealed context too short to hold one")
     try:
-        dvv.validate_context(bare)
+        dvv.validate_context(seal.bare(context))
     except ValueError as exc:
         raise InvalidRequest(str(exc) if str(exc).startswith("context") else
                              f"context: {exc}") from None

@@ -59,6 +59,7 @@ from zkv.errors import InvalidRequest
 SEALED = 0x53
 TAG = 16
 PREFIX = 1 + TAG  # bytes a seal adds
+_SEALED_BYTE = bytes((SEALED,))
 _LEN = struct.Struct(">I").pack  # the storage key's length, in front of it in the MAC's input
 # the context of an absent key: covers nothing, adds no id (a blind write's), never sealed
 NOTHING = dvv.EMPTY.context()
@@ -68,6 +69,12 @@ SEAL_KEY_CONTEXT = "zkv 2026-12-04 client context seal v1"
 def seal_key(cluster_secret: bytes) -> bytes:
     """The 32-byte seal key every node derives from the cluster's CurveZMQ secret key."""
     return blake3.blake3(cluster_secret, derive_key_context=SEAL_KEY_CONTEXT).digest()
+
+
+def bare(context: bytes) -> bytes:
+    """The bare context of a sealed one, its seal unchecked (a client reading its own
+    contexts: the dvv context functions take bare contexts only), else `context` itself."""
+    return context[PREFIX:] if context[:1] == _SEALED_BYTE else context
 
 
 class Sealer:
