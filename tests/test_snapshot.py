@@ -308,6 +308,12 @@ def test_a_restore_holding_a_generation_ended_since_is_refused_then_dumped(tmp_p
         [(b"l", [b"lv"])]
     with pytest.raises(InvalidRequest, match="no keys of namespace 'sib' generation 3"):
         dump.dump_stores([str(tmp_path / "data")], io.StringIO(), "sib", 3)
+    # the default namespace's keys carry no prefix (an upgrade tester: "no keys of namespace
+    # 'default' generation 0" for every store)
+    out = io.StringIO()
+    assert dump.dump_stores([str(tmp_path / "data")], out, "default") == (1, 0, 0)
+    assert [(k, v) for _, k, v, _ in dump.read(out.getvalue().splitlines(), "d")[1]] == \
+        [(b"plain", [b"p"])]
 
 
 def test_a_restore_refused_as_too_old_logs_no_purge(tmp_path, caplog, capsys):

@@ -194,8 +194,8 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
     keys and one key's copies at a time, never the namespace's values."""
     from zkv.errors import StoreLocked
     from zkv.node.expiry import expired as expired_copy
+    from zkv.node.namespaces import DEFAULT, head_of_key, key_settings, split_key
     from zkv.node.namespaces import generation as generation_of
-    from zkv.node.namespaces import head_of_key, split_key
     from zkv.node.quorum import GetQuorum, identical_answers
     from zkv.storage import LogStore
 
@@ -206,8 +206,8 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
     memo: dict[bytes, tuple[int, int] | None] = {}
 
     def gen_of(key: bytes) -> tuple[int, int] | None:
-        if key[:1] != b"\x00":
-            return None
+        if key[:1] != b"\x00" or key_settings(key) is None:  # the default namespace's
+            return (0, 0) if namespace == DEFAULT else None  # (one generation, no value head)
         pre = key[:key.find(b"\x00", 3) + 1]
         if pre not in memo:
             found = generation_of(key)
