@@ -910,6 +910,36 @@ def test_a_node_too_old_for_per_write_ttls_cannot_join_once_a_namespace_keeps_th
     assert type(reply) is wire.JoinOk
 
 
+def test_a_member_restarted_on_a_version_that_cannot_serve_the_cluster_is_reported(
+        node, caplog):
+    """A member restarted over its data dir on an older version (a downgrade) does not join,
+    so the join's checks never ran: an upgrade tester's node served a write_ttl namespace's
+    values with their head glued on and lost acknowledged writes. Its own gossip says what
+    its version serves: an ERROR once per incarnation, `zkv status` shows it until it
+    gossips a version that serves the cluster; one that announces no features at all is
+    older than any rolling upgrade supports."""
+    import logging
+
+    for i in (2, 3):
+        node.gossip(i, [_member(i, hb=2, features=wire.FEATURES)])
+    node.ask(b"admin", [wire.NsCreate(1, "sess", 3, 0, 0, "lww", 60)], ADMIN)
+    old, inc = wire.FEATURES & ~wire.FEATURE_WRITE_TTL, time.time_ns() // 1_000_000 + 1000
+    with caplog.at_level(logging.ERROR, logger="zkv.node"):
+        for hb in (3, 4, 5):  # (the same incarnation: logged once)
+            node.gossip(2, [_member(2, inc=inc, hb=hb, features=old)])
+    said = [r.getMessage() for r in caplog.records if "cannot serve" in r.getMessage()]
+    assert len(said) == 1 and "node2" in said[0] and "sess" in said[0], said
+    row = {m["id"]: m for m in node.core.status()["members"]}
+    assert "per-write ttls" in row["node2"]["version_unfit"]
+    assert row["node3"]["version_unfit"] is None
+    node.gossip(3, [_member(3, inc=inc + 1, hb=3, features=0)])  # before features
+    row = {m["id"]: m for m in node.core.status()["members"]}
+    assert "older than any a rolling upgrade" in row["node3"]["version_unfit"]
+    node.gossip(2, [_member(2, inc=inc + 2, hb=1, features=wire.FEATURES)])  # upgraded again
+    node.gossip(3, [_member(3, inc=inc + 3, hb=1, features=wire.FEATURES)])
+    assert all(m["version_unfit"] is None for m in node.core.status()["members"])
+
+
 def test_a_node_without_primary_quorums_cannot_join_once_a_namespace_asks_for_them(node):
     """Coordinating a namespace's requests, its version would ignore the namespace's pr/pw
     and answer from stand-ins: refused, naming the namespace; an upgraded one joins. A

@@ -1033,7 +1033,10 @@ def status_command(args) -> int:
               f"  {m['listen']} {m['reason']}" + ("  TAKES NO WRITES" if m.get("no_writes")
                                                    else "")
               # (a member joining, leaving or just left: "up" alone read as an owner)
-              + (f"  {m['status'].upper()}" if m.get("status", "valid") != "valid" else ""))
+              + (f"  {m['status'].upper()}" if m.get("status", "valid") != "valid" else "")
+              # (restarted on an older version: NodeCore._check_version)
+              + (f"\n{'':14}VERSION CANNOT SERVE THIS CLUSTER: {m['version_unfit']}"
+                 if m.get("version_unfit") else ""))
     hints = doc.get("hints", {})
     print(f"hint backlog: {hints.get('backlog', 0)} ({hints.get('bytes', 0)} bytes)")
     for owner, b in sorted(hints.get("by_owner", {}).items()):

@@ -212,6 +212,8 @@ TWIN_GRACE = 5.0  # s: two open connections naming one member are judged this lo
 # CLOCK_SAMPLES gossip messages of the last CLOCK_WINDOW seconds gave
 CLOCK_SAMPLES = 8
 CLOCK_WINDOW = 10.0
+# the FEATURE_* bits a member's version needs for some namespace setting (_version_unfit)
+UNFIT_BITS = wire.FEATURE_TTL | wire.FEATURE_WRITE_TTL | wire.FEATURE_DROP | wire.FEATURE_PRIMARY
 MAX_IDENTITIES = 10_000  # identities with requests in flight (at most cfg.max_connections)
 MAX_HINTS_PER_OWNER = 200_000  # hinted keys kept for one absent owner
 HINT_TTL_MS = 24 * 3600 * 1000  # a hint older than this is dropped (its owner was gone a day)
@@ -501,6 +503,9 @@ class NodeCore:
         self.background = Background(self)
         self.export = MetricsExport(self)
         self.malformed_logged: set = set()
+        # members whose own gossip says their version cannot serve this cluster: id ->
+        # (its incarnation, why), logged once each (`_check_version`; `zkv status`)
+        self.unfit: dict[str, tuple[int, str]] = {}
         self.malformed_window = (-1e9, 0, 0)  # (since, lines logged, lines left out)
         # with keys: the ZAP User-Id ("client:NAME", "admin:NAME") of the client frame being
         # handled, and how to name its key in a log line (the transport sets both)
@@ -2012,30 +2017,66 @@ class NodeCore:
             return
         self._reply(ident, SnapshotOk(msg.rid, info))
 
+    def _version_unfit(self, features: int) -> str:
+        """Why a member whose version serves `features` (its FEATURE_* bits) cannot serve
+        this cluster as it is ("" if it can): a join of it is refused, and a member that
+        gossips it (restarted on an older version: a downgrade) is logged as an ERROR."""
+        why = []
+        if not features & wire.FEATURE_WRITE_TTL:
+            # (it would store and route their keys as another namespace's: mode 2 unknown)
+            names = [ns.name for ns in self.namespaces if ns.write_ttl]
+            if names:
+                why.append(f"its zkv version cannot store per-write ttls, which namespace(s) "
+                           f"{', '.join(names[:8])} keep")
+        if not features & wire.FEATURE_TTL:  # (it would serve, and keep, expired values)
+            names = [ns.name for ns in self.namespaces if ns.expires]
+            if names:
+                why.append(f"its zkv version does not expire values, which namespace(s) "
+                           f"{', '.join(names[:8])} expire")
+        if not features & wire.FEATURE_DROP:
+            # (it would keep, serve and spread the keys of namespaces dropped or truncated)
+            names = sorted(k.decode("ascii") for k in self.namespaces.dead_gens)
+            if names:
+                why.append(f"its zkv version cannot drop namespaces, and namespace(s) "
+                           f"{', '.join(names[:8])} were dropped or truncated")
+        if not features & wire.FEATURE_PRIMARY:
+            # (it would coordinate their requests without the primary quorums they ask for)
+            names = [ns.name for ns in self.namespaces if ns.pr or ns.pw]
+            if names:
+                why.append(f"its zkv version has no primary quorums, which namespace(s) "
+                           f"{', '.join(names[:8])} ask for")
+        return "; ".join(why) + ": upgrade it first" if why else ""
+
+    def _check_version(self, member: Member) -> None:
+        """A member's own gossip: an ERROR once (per incarnation and reason) when its version
+        cannot serve this cluster (`_version_unfit`), as a node restarted on an older version
+        over its data dir (a downgrade) is. Joins check this; a member's restart does not
+        join, and its peers cannot stop it, so the operator is told (`zkv status` too)."""
+        if not member.features:  # (a version before 2026-12-02, whose nodes cannot read the
+            # versions and contexts this one writes: they drop its frames)
+            why = ("its zkv version is older than any a rolling upgrade to this one supports "
+                   "(it announces no features)")
+        elif member.features & UNFIT_BITS != UNFIT_BITS:
+            why = self._version_unfit(member.features)
+        else:
+            why = ""
+        said = self.unfit.get(member.id)
+        if not why:
+            if said is not None:
+                del self.unfit[member.id]
+                log.info("member %s now runs a version that serves this cluster", member.id)
+            return
+        if said is None or said[0] != member.incarnation or said[1] != why:
+            self.unfit[member.id] = (member.incarnation, why)
+            log.error("member %s runs a zkv version that cannot serve this cluster: %s "
+                      "(downgrades are not supported: README, Upgrading)", member.id, why)
+
     def _on_join(self, ident: bytes, msg: Join) -> None:
         # a node joins as itself: the member record must be the requester's own
         if _peer_of(ident) != msg.member.id:
             raise ZkvError(f"a Join must come from the joining node itself (identity "
                            f"{wire.clip(ident, 40)}, member {wire.clip(msg.member.id, 40)})")
-        why = self.membership.admit(msg.member)
-        if not why and not msg.member.features & wire.FEATURE_WRITE_TTL:
-            # (it would store and route their keys as another namespace's: mode 2 unknown)
-            names = [ns.name for ns in self.namespaces if ns.write_ttl]
-            if names:
-                why = (f"its zkv version cannot store per-write ttls, which namespace(s) "
-                       f"{', '.join(names[:8])} keep: upgrade it first")
-        if not why and not msg.member.features & wire.FEATURE_DROP:
-            # (it would keep, serve and spread the keys of namespaces dropped or truncated)
-            names = sorted(k.decode("ascii") for k in self.namespaces.dead_gens)
-            if names:
-                why = (f"its zkv version cannot drop namespaces, and namespace(s) "
-                       f"{', '.join(names[:8])} were dropped or truncated: upgrade it first")
-        if not why and not msg.member.features & wire.FEATURE_PRIMARY:
-            # (it would coordinate their requests without the primary quorums they ask for)
-            names = [ns.name for ns in self.namespaces if ns.pr or ns.pw]
-            if names:
-                why = (f"its zkv version has no primary quorums, which namespace(s) "
-                       f"{', '.join(names[:8])} ask for: upgrade it first")
+        why = self.membership.admit(msg.member) or self._version_unfit(msg.member.features)
         if why:
             log.warning("refused a join of %s: %s", wire.clip(msg.member.id, 64), why)
             raise ZkvError(f"join refused: {why}")
@@ -2909,8 +2950,11 @@ class NodeCore:
         self._merge_namespaces(msg.namespaces, msg.sender)
         if self.ns_waits:
             self._ns_waits_check(self.t, msg.sender, msg.namespaces)
-        if self.membership.get(msg.sender) is None:
+        sender = self.membership.get(msg.sender)
+        if sender is None:
             return
+        if sender.features & UNFIT_BITS != UNFIT_BITS or sender.id in self.unfit:
+            self._check_version(sender)
         self.heard_member = True
         if msg.wall_ms and self.stall_until <= self.t:  # (what waited through a stall: no)
             self._clock_offset(msg.sender, msg.wall_ms - self.handoff.wall_ms())

@@ -513,9 +513,14 @@ def check_founding(data_dir: str, seeds, new_cluster: bool) -> str | None:
     except OSError:
         return None  # (no data store yet: a new node)
     path = os.path.join(data_dir, "cluster.json")
-    if not held or load_cluster(path).get("cluster"):
+    doc = load_cluster(path)
+    if not held or doc.get("cluster"):
         return None
-    state = "is damaged" if os.path.exists(path) else "is missing"
+    # (readable, with no cluster state: a version before cluster states wrote it, older than
+    # the oldest a rolling upgrade to this one supports, README "Upgrading")
+    state = ("holds no cluster state (an older zkv wrote it, one a rolling upgrade to this "
+             "version does not support: README, Upgrading)" if doc
+             else "is damaged" if os.path.exists(path) else "is missing")
     return (f"{data_dir} holds data ({held} bytes of segments) but its cluster state ({path}) "
             f"{state}: this node was a member of a cluster. Start it with --seed LISTEN of a "
             f"running member to rejoin that cluster under its id (it keeps its data and "

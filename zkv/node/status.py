@@ -102,6 +102,8 @@ def status(core: NodeCore) -> dict:
             "status": member_status(core, m.id),
             "partitions": len(ring.owned(m.id)), "replicas": len(ring.replicas_of(m.id)),
             "incarnation": m.incarnation, "heartbeat": m.heartbeat,
+            # why its version cannot serve this cluster, by its own gossip (a downgrade)
+            "version_unfit": core.unfit[m.id][1] if m.id in core.unfit else None,
             # it takes no writes now (its disk), by its gossip (this node: its own state)
             "no_writes": (core.write_stop is not None if m.id == core.me
                           else m.id in core.no_writes),
