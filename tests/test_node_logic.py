@@ -1767,3 +1767,25 @@ def test_the_lww_model_leaves_no_key_without_a_value_and_replicas_agree():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "schedules=100 " in out.stdout and "lost-all=0 diverged=0" in out.stdout
+
+
+def test_a_cluster_json_of_an_older_zkv_is_named_as_such_when_founding_is_refused(tmp_path):
+    """A data dir holding data whose cluster.json is readable but has no cluster state (a
+    version before cluster states wrote it: an upgrade tester read "is damaged" and looked
+    for damage) says an older zkv wrote it; a damaged or missing one says so, as before."""
+    import json
+
+    from zkv.node.membership import check_founding
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "seg-00000001.data").write_bytes(b"x" * 100)
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"members": [["n1", "tcp://127.0.0.1:7001",
+                                              "tcp://127.0.0.1:8001", "r1"]]}))
+    why = check_founding(str(tmp_path), [], False)
+    assert why is not None and "an older zkv wrote it" in why and "Upgrading" in why, why
+    path.write_text("{not json")
+    assert "is damaged" in check_founding(str(tmp_path), [], False)
+    path.unlink()
+    assert "is missing" in check_founding(str(tmp_path), [], False)
+    assert check_founding(str(tmp_path), ["tcp://127.0.0.1:7002"], False) is None

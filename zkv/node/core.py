@@ -3297,6 +3297,7 @@ class NodeCore:
         for nid in [i for i in ms.peers if i in st.gone and i not in st.members
                     and not ms.is_up(i)]:
             ms.forget(nid)  # left or removed, and gone: no longer in the table or cluster.json
+            self.unfit.pop(nid, None)
             self._save_cluster()
         if self.need_drop and not rings.moving and self.left_at is None \
                 and self.write_stop is None:
