@@ -17,7 +17,15 @@ import pytest
 from ops_helpers import free_base_port, http, sigint_default, wait_for, zkv
 
 from zkv.errors import ZkvError
-from zkv.local import FIRST_PORT, NODE_COMMAND, LocalCluster, ephemeral_low, free_ports, port_free
+from zkv.local import (
+    FIRST_PORT,
+    NODE_COMMAND,
+    LocalCluster,
+    ephemeral_low,
+    free_ports,
+    port_free,
+    port_span,
+)
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +69,9 @@ def test_free_ports_are_distinct_bindable_and_out_of_the_ephemeral_range():
     first, second = free_ports(20), free_ports(20)
     assert len(set(first + second)) == 40
     low = ephemeral_low()
-    assert all(FIRST_PORT <= p < low for p in first + second), (low, first + second)
+    lo, hi = port_span()  # (or the range $ZKV_LOCAL_PORTS names: a shared host's rule)
+    assert os.environ.get("ZKV_LOCAL_PORTS") or (lo, hi) == (FIRST_PORT, low)
+    assert all(lo <= p < hi for p in first + second), (lo, hi, first + second)
     for p in first:
         with socket.socket() as s:
             s.bind(("127.0.0.1", p))
@@ -70,9 +80,11 @@ def test_free_ports_are_distinct_bindable_and_out_of_the_ephemeral_range():
 def test_free_ports_stay_in_the_range_zkv_local_ports_names(monkeypatch):
     """$ZKV_LOCAL_PORTS (how the suite's parallel workers keep apart) bounds every pick; a
     malformed one, or one with too few free ports, is a clear error, never a port outside."""
-    monkeypatch.setenv("ZKV_LOCAL_PORTS", "20000-20500")
+    lo = port_span()[0]  # (a window of the ports this run may take: a shared host's rule)
+    hi = min(lo + 500, port_span()[1])
+    monkeypatch.setenv("ZKV_LOCAL_PORTS", f"{lo}-{hi}")
     got = free_ports(40)
-    assert len(set(got)) == 40 and all(20000 <= p < 20500 for p in got), got
+    assert len(set(got)) == 40 and all(lo <= p < hi for p in got), got
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         busy = s.getsockname()[1]
