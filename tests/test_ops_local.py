@@ -25,6 +25,7 @@ from zkv.local import (
     free_ports,
     port_free,
     port_span,
+    saved_members,
 )
 
 pytestmark = pytest.mark.cluster
@@ -300,6 +301,11 @@ def test_local_up_again_leaves_a_member_it_never_started_alone(tmp_path):
                 said.stdout)["members"][-1]["state"] == "up"
 
         wait_for(node4_up, 60, "node4 up in the local cluster")
+        # and in the cluster state the local nodes saved, which the next `zkv local up` reads
+        # (node4 is up in the gossip table a while before the claimant stages and commits its
+        # join: a busy host stopped the nodes inside that while, and nothing said node4)
+        wait_for(lambda: "node4" in saved_members(str(tmp_path / "d"))[0], 60,
+                 "node4 in the cluster state saved under DIR")
         p.send_signal(signal.SIGINT)
         assert "all nodes stopped" in p.communicate(timeout=60)[0]
         p = _local_up(tmp_path, base)
