@@ -261,7 +261,7 @@ def test_an_endpoint_libzmq_cannot_connect_to_is_refused_and_close_returns(drive
         c.get(b"k")
     t = time.monotonic()
     c.close()
-    assert time.monotonic() - t < 2.0
+    assert time.monotonic() - t < 10.0  # (it used to wait for ever)
 
 
 def test_unavailable_says_whether_a_node_took_the_tcp_connection(driver):
@@ -825,7 +825,7 @@ def test_a_frame_the_node_cannot_decode_fails_at_once_with_its_reason(driver, cl
     """A client speaking another wire version (a rolling upgrade gone wrong): the node answers
     the frame it cannot read with its reason, and the request fails with it at once instead
     of waiting out its timeout. The same client works again once it speaks the node's."""
-    c = driver(cluster3.endpoints[:1], timeout=5.0)
+    c = driver(cluster3.endpoints[:1], timeout=30.0)
     assert c.ring_info().members  # connected, ring known
     newer = wire.WIRE_VERSION + 1
     monkeypatch.setattr(wire, "encode_one", lambda msg: wire._encoder.encode(
@@ -837,7 +837,7 @@ def test_a_frame_the_node_cannot_decode_fails_at_once_with_its_reason(driver, cl
     with pytest.raises(InvalidRequest, match=f"frame refused by node.: wire version {newer} "
                        f"not supported .this node speaks {wire.WIRE_VERSION}"):
         c.get(key, r=2)
-    assert time.monotonic() - t < 2.5  # not the 5 s timeout
+    assert time.monotonic() - t < 15.0  # not the 30 s timeout
     monkeypatch.undo()
     c.put(key, b"v", w=2)
     assert c.get(key, r=2).values == [b"v"]

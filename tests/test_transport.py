@@ -340,13 +340,13 @@ def test_reactor_sees_input_whose_signal_a_send_consumed(pair, epoll):
     dealer.send(b"request")
     t = time.monotonic()
     assert r.poll(1.0) == set() and time.monotonic() - t >= 0.9  # the lost wake-up
-    r.touched(dealer)
+    r.touched(dealer)  # (each poll below would wait 10 s for nothing: a busy host's slack)
     t = time.monotonic()
-    assert r.poll(1.0) == {dealer} and time.monotonic() - t < 0.5
+    assert r.poll(10.0) == {dealer} and time.monotonic() - t < 5.0
     assert _drain(dealer) == [b"reply"]
     r.again(dealer)  # a drain cut short: looked at next turn without waiting
     t = time.monotonic()
-    assert r.poll(1.0) == {dealer} and time.monotonic() - t < 0.5
+    assert r.poll(10.0) == {dealer} and time.monotonic() - t < 5.0
     r.close()
 
 
