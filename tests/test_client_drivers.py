@@ -1158,6 +1158,36 @@ def test_an_unclosed_client_in_a_reference_cycle_is_collected_without_hanging():
     assert "ResourceWarning: unclosed zkv.Client" in out.stderr, out.stderr
 
 
+def test_async_clients_dropped_unclosed_in_a_loop_then_ended_are_collected_without_hanging(
+        cluster3):
+    """A web app's handlers each made an AsyncClient, answered a get and dropped it unclosed;
+    the loop ended and the next gc.collect() never returned (an outside run: 3 of 3 at 50
+    clients, 2 of 2 here at 100; Ctrl-C swallowed, only SIGKILL ended it). Each deadline timer left pending on
+    the closed loop held its client (a bound method: client -> timer -> client), so the
+    cycle collector freed them, clearing weak references first, and pyzmq's Context.__del__
+    could run before its sockets' and wait for them. The timer now holds the client weakly.
+    Run in a child process: the hang would be the test's."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, gc, sys, warnings, zkv\n"
+        "warnings.simplefilter('ignore')\n"
+        f"eps = {cluster3.endpoints!r}\n"
+        "async def handler(i):\n"
+        "    c = zkv.AsyncClient(eps, timeout=2.0)\n"
+        "    await c.get(b'drivers:unclosed:%d' % i)\n"
+        "async def app():\n"
+        "    for i in range(120):\n"
+        "        await handler(i)\n"
+        "asyncio.run(app())\n"
+        "gc.collect()\n"
+        "print('collected')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd="/")
+    assert out.returncode == 0 and out.stdout == "collected\n", out
+
+
 def test_an_async_client_answers_on_a_new_loop_after_one_closed_with_calls_pending():
     """Fire-and-forget calls on a loop then closed (run_until_complete, close): the next
     call, on a new loop, hung for good (an outside run). Resolving a dead loop's future in

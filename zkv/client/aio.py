@@ -129,6 +129,17 @@ class _Window:
         self.n -= 1
 
 
+def _expire_weakly(ref: weakref.ref, loop: asyncio.AbstractEventLoop) -> None:
+    """The deadline timer's callback: the loop (and a timer left pending on a loop closed
+    since) holds the client only weakly, so no cycle client -> timer -> client leaves its
+    context and sockets to the cycle collector, whose order of finalizers can run the
+    context's __del__ (term(), waiting for sockets whose weak references it already
+    cleared) first: a gc.collect() that never returns."""
+    client = ref()
+    if client is not None:
+        client._expire_due(loop)
+
+
 def _drain_weakly(ref: weakref.ref, s: zmq.Socket) -> None:
     """A socket's reader callback: the loop holds the client only weakly, so one an
     application drops without close() is collected (AsyncClient.__del__), not kept alive by
@@ -728,7 +739,7 @@ class AsyncClient(Facade):
             self._deadline_timer.cancel()
         self._deadline_at, self._deadline_loop = when, loop
         self._deadline_timer = loop.call_later(max(0.0, when - self.core.clock()),
-                                               self._expire_due, loop)
+                                               _expire_weakly, self._ref, loop)
 
     def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
         self._deadline_timer, self._deadline_at = None, math.inf
