@@ -1277,3 +1277,24 @@ def test_lww_sync_converges_under_one_way_pushes_round_a_ring():
                 c = dvv.lww_sync(c, q)
                 p = dvv.lww_sync(p, c)
             assert p == q == c and p.size() == 1
+
+
+def test_a_dot_naming_another_write_on_the_other_side_lends_no_aliases():
+    """Two sets each valid (decode, check_plausible) in which node b's dot 1 names two
+    different writes: one write stored through two coordinators (b:1 with alias a:1 and
+    write id w1) against b:1 without a write id (a corrupt or forged peer set). Their sync
+    gave b:1 without a write id but with the other side's alias list, which decode refuses:
+    stored by a replica's fast path (sync_plausible), every later write and sync of that key
+    there failed (a fuzzer of the Cython core, 5 of 5). Aliases go only to a copy of the same
+    write now, in either order and in the lww join too."""
+    from zkv._core.dvv import lww_sync, lww_sync_encoded, sync_plausible
+
+    b = sync(update(None, b"", b"Y", "b", b"w1"), update(None, b"", b"Y", "a", b"w1"))
+    a = sync(update(None, b"", b"X", "b"), update(None, b"", b"Z", "c"))
+    for x, y in ((a, b), (b, a)):
+        for got in (sync(x, y).encode(), lww_sync(x, y).encode(),
+                    sync_encoded(x.encode(), y.encode()),
+                    lww_sync_encoded(x.encode(), y.encode()),
+                    sync_plausible(x.encode(), y.encode())):
+            s = DVVSet.decode(got)  # (refused before: "alias list without a write id")
+            assert update_encoded(got, s.context(), b"next", "c")  # the key takes writes

@@ -1479,24 +1479,32 @@ cdef Py_ssize_t _alias_union(DVVSet out, DVVSet a, DVVSet b, bint apply) except 
             continue
         for e in range(x.n_entries):
             for k in range(x.ents[e].first, x.ents[e].first + x.ents[e].count):
-                if x.vals[k].alias != NULL:
-                    src.setdefault(_slot_dot(x, e, k), []).append(<object>x.vals[k].alias)
+                if x.vals[k].alias != NULL and x.vals[k].wid != NULL:
+                    # (with the copy's write id: a dot that names another write on the other
+                    # side -- a corrupt or forged peer set -- must not lend its aliases, or the
+                    # result has an alias list without a write id, which decode() refuses)
+                    src.setdefault(_slot_dot(x, e, k), []).append(
+                        (<object>x.vals[k].wid, <object>x.vals[k].alias))
     for e in range(out.n_entries):
         for k in range(out.ents[e].first, out.ents[e].first + out.ents[e].count):
+            if out.vals[k].wid == NULL:
+                continue        # aliases need a write id (dvv.pxd)
             dot = _slot_dot(out, e, k)
             lists = src.get(dot)
             if lists is None:
                 continue
             items = []
-            for al in lists:
-                items.extend(al)
+            for w, al in lists:
+                if _same_bytes(out.vals[k].wid, <PyObject *>w):
+                    items.extend(al)
             # the copies of its write it lists (an alias is a dot of the same write) that a
             # or b holds: inputs are D-normal, one copy a side, so one step reaches them all
             for q in range(len(items)):
                 more = src.get(items[q])
                 if more is not None:
-                    for al in more:
-                        items.extend(al)
+                    for w, al in more:
+                        if _same_bytes(out.vals[k].wid, <PyObject *>w):
+                            items.extend(al)
             merged = _alias_norm(items, dot)
             if not _same_obj(out.vals[k].alias,
                              NULL if merged is None else <PyObject *>merged):
