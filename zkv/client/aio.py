@@ -561,6 +561,7 @@ class AsyncClient(Facade):
             self._waiting[earlier] = fut
         win = None
         reply = None
+        waited_from: float | None = None
         try:
             s = self._sock(ep, loop)
             if rid is not None and ep not in self._connected:  # wait briefly for the TCP connection (IMMEDIATE)
@@ -578,6 +579,7 @@ class AsyncClient(Facade):
                 if win.n < CONN_WINDOW:
                     win.n += 1
                 else:  # wait for a slot, no longer than this try may take
+                    waited_from = clock()
                     slot = loop.create_future()
                     win.waiters.append(slot)
                     self._at(loop, send.until, slot, None)
@@ -591,8 +593,14 @@ class AsyncClient(Facade):
                         win = None  # (no slot taken)
                         return None  # no answer within this try's budget: as a silence
                 self._enqueue(ep, send.msg, loop)
-            if send.soft is not None and send.soft < send.until:
-                self._at(loop, send.soft, fut, SLOW)  # then the plan asks another node too
+            soft = send.soft
+            if soft is not None and waited_from is not None:
+                # the hedge delay counts from when the request went out, not from when it
+                # began to wait for a slot: else every try that queued past it was hedged
+                # the moment it was sent, holding slots on two or three nodes at once
+                soft += clock() - waited_from
+            if soft is not None and soft < send.until:
+                self._at(loop, soft, fut, SLOW)  # then the plan asks another node too
             else:
                 self._at(loop, send.until, fut, None)  # no answer within this try's budget
             reply = await fut
