@@ -482,3 +482,16 @@ def test_sync_plausible_is_check_plausible_then_sync_encoded(seen, data):
 
     assert _outcome(lambda: dvv.sync_plausible(base, incoming, max_ahead=ahead)) == \
         _outcome(separate)
+
+
+def test_out_of_range_integers_get_the_documented_errors_not_overflow():
+    """An index past Py_ssize_t given to retain, or a ceiling past int64 (either way) given
+    to check_plausible, raised OverflowError, where the stubs name IndexError and ValueError
+    (a fuzzer of the Cython core)."""
+    s = update(None, b"", b"v", "a")
+    for bad in (2**63, 2**70, -(2**70)):
+        with pytest.raises(IndexError, match="out of range"):
+            dvv.retain(s, [bad])
+    with pytest.raises(ValueError, match=r"above its ceiling -\d+"):
+        dvv.check_plausible(s.encode(), limits={"a": -(2**80)})
+    dvv.check_plausible(s.encode(), limits={"a": 2**80})  # (no ceiling it reaches)

@@ -1986,10 +1986,12 @@ cdef int _plausible(DVVSet v, str what, object members, object limits, DVVSet ba
             if limits is not None:
                 lim_obj = limits.get(node)
                 if lim_obj is not None:
-                    lim = COUNTER_MAX if lim_obj >= COUNTER_MAX else <int64_t>lim_obj
+                    # (clamped: a ceiling past int64 either way is no OverflowError)
+                    lim = (COUNTER_MAX if lim_obj >= COUNTER_MAX else -1 if lim_obj < 0
+                           else <int64_t>lim_obj)
                     if c > lim:
                         raise ValueError(f"{what}: counter {c} for {node!r} is above its "
-                                         f"ceiling {lim}")
+                                         f"ceiling {lim_obj}")
         if ahead >= 0 and c - _counter_of(base, v.ents[k].node) > ahead:
             raise ValueError(
                 f"{what}: counter {c} for {(<bytes>v.ents[k].node).decode('utf-8')!r} is "
@@ -2193,10 +2195,10 @@ def retain(s, keep):
             if keep(sib):
                 m[k] = 1
     else:
-        for k in keep:
-            if not 0 <= k < n:
-                raise IndexError(f"sibling index {k} out of range 0..{n - 1}")
-            m[k] = 1
+        for x in keep:  # (a Python int: one past Py_ssize_t is out of range too, not an
+            if not 0 <= x < n:  # OverflowError: a fuzzer of the core)
+                raise IndexError(f"sibling index {x} out of range 0..{n - 1}")
+            m[<Py_ssize_t>x] = 1
     return _retain_mask(d, m)
 
 
