@@ -206,7 +206,7 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
     memo: dict[bytes, tuple[int, int] | None] = {}
 
     def gen_of(key: bytes) -> tuple[int, int] | None:
-        if key[:1] != b"\x00" or key_settings(key) is None:  # the default namespace's
+        if key_settings(key) is None:  # the default namespace's
             return (0, 0) if namespace == DEFAULT else None  # (one generation, no value head)
         pre = key[:key.find(b"\x00", 3) + 1]
         if pre not in memo:

@@ -2052,14 +2052,11 @@ class NodeCore:
         cannot serve this cluster (`_version_unfit`), as a node restarted on an older version
         over its data dir (a downgrade) is. Joins check this; a member's restart does not
         join, and its peers cannot stop it, so the operator is told (`zkv status` too)."""
-        if not member.features:  # (a version before 2026-12-02, whose nodes cannot read the
-            # versions and contexts this one writes: they drop its frames)
-            why = ("its zkv version is older than any a rolling upgrade to this one supports "
-                   "(it announces no features)")
-        elif member.features & UNFIT_BITS != UNFIT_BITS:
-            why = self._version_unfit(member.features)
-        else:
-            why = ""
+        # (no features: a version before 2026-12-02, whose nodes cannot read the versions
+        # and contexts this one writes, and drop its frames)
+        why = self._version_unfit(member.features) if member.features else (
+            "its zkv version is older than any a rolling upgrade to this one supports (it "
+            "announces no features)")
         said = self.unfit.get(member.id)
         if not why:
             if said is not None:
