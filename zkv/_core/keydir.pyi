@@ -57,7 +57,8 @@ class KeyDir:
     def trim(self) -> None:
         """Give back reserved room the entries do not use."""
     def load_hints(self, data: object, fid: int) -> int:
-        """Insert a hints file's entries; -1 (nothing inserted) if it is bad."""
+        """Insert a hints file's entries; -1 (nothing inserted) if it is bad: exactly when
+        ``record.hints_ok`` is False (e.g. an entry's key is empty or over MAX_KEY)."""
     def scan_load(self, data: object, fid: int, active: bool = False) -> tuple[int, int, list[bytes], int]:
         """Index a segment image: ``(valid_end, records, corrupt_keys, bad_regions)``."""
     def collect_live(self, data: object, fid: int) -> tuple[bytes, bytes]:

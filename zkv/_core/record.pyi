@@ -24,8 +24,10 @@ def scan(data: object) -> list[tuple[int, int, int, bytes, bool]]:
 def build_hints(data: object, end: int = -1) -> bytes:
     """Hints file bytes for the valid records of a segment image."""
 def hints_ok(data: object) -> bool:
-    """True if ``data`` is a complete hints file with a good CRC."""
+    """True if ``data`` is a complete hints file with a good CRC whose every entry's key is
+    1..MAX_KEY bytes (a record's bounds): exactly the files ``KeyDir.load_hints`` accepts."""
 def parse_hints(data: object) -> list[tuple[int, int, int, int, bytes]] | None:
-    """``[(hash, offset, size, flags, key)]`` or None if the hints file is bad."""
+    """``[(hash, offset, size, flags, key)]``, or None if the hints file is bad (not
+    ``hints_ok``: ``KeyDir.load_hints`` returns -1 for the same files)."""
 def key_hash(key: bytes) -> int:
     """zkv_hash64(key) == mmh3.hash64(key, signed=False)[0]."""

@@ -185,9 +185,14 @@ cdef void _hints_fill(const uint8_t *base, uint64_t n, uint8_t *o) noexcept nogi
 
 
 def hints_ok(data):
-    """True if ``data`` is a complete hints file whose magic, version, entries and CRC check."""
+    """True if ``data`` is a complete hints file whose magic, version, entries and CRC check.
+
+    The same judgement as KeyDir.load_hints (which refuses what this refuses): an entry's key
+    length must be a record's, 1..ZKV_REC_MAX_KEY (the engine never writes another; an empty
+    key passed here while the loader refused it, so the inspector called such a file good)."""
     cdef const uint8_t[::1] v = data
     cdef uint64_t n = v.shape[0], count, i, off
+    cdef uint32_t kl
     if n < ZKV_HINT_HEADER + ZKV_HINT_TRAILER:
         return False
     if bytes(v[0:4]) != b"ZKVH" or v[4] != ZKV_HINT_VERSION:
@@ -199,7 +204,10 @@ def hints_ok(data):
     for i in range(count):
         if off + ZKV_HINT_ENTRY > n - 4:
             return False
-        off += ZKV_HINT_ENTRY + zkv_ld32(&v[off + 16])
+        kl = zkv_ld32(&v[off + 16])
+        if kl < 1 or kl > ZKV_REC_MAX_KEY:
+            return False
+        off += ZKV_HINT_ENTRY + kl
     return off == n - 4
 
 
