@@ -176,7 +176,7 @@ gappy_st = st.lists(st.one_of(op_st, op_st, burst_st, retire_st), min_size=6, ma
 
 
 class History:
-    def __init__(self, ops, check_model=True):
+    def __init__(self, ops, check_model=True, tag=b""):
         self.reps = {n: EMPTY for n in NODES}
         self.models = {n: ({}, {}) for n in NODES}
         self.seen = [EMPTY]
@@ -191,8 +191,8 @@ class History:
                     c = self.seen[src % len(self.seen)]
                     ctx, ctx_vv, ctx_w = c.context(), c.vector(), ctx_wids(model_of(c)[1])
                 w = {"ctx": ctx, "ctx_vv": ctx_vv, "ctx_w": ctx_w,
-                     "value": None if delete else b"v%d" % i,
-                     "wid": b"w%d" % i if wk == "fresh" else b"", "dots": set()}
+                     "value": None if delete else tag + b"v%d" % i,
+                     "wid": tag + b"w%d" % i if wk == "fresh" else b"", "dots": set()}
                 self.writes.append(w)
                 self._apply(NODES[r], w, check_model)
             elif op[0] == "retry":
@@ -200,8 +200,8 @@ class History:
                     self._apply(NODES[op[1]], self.writes[op[2] % len(self.writes)], check_model)
             elif op[0] == "burst":  # several blind writes at one replica: many siblings
                 for j in range(op[2]):
-                    w = {"ctx": b"", "ctx_vv": {}, "value": b"b%d.%d" % (i, j),
-                         "wid": b"b%d.%d" % (i, j), "dots": set()}
+                    w = {"ctx": b"", "ctx_vv": {}, "value": tag + b"b%d.%d" % (i, j),
+                         "wid": tag + b"b%d.%d" % (i, j), "dots": set()}
                     self.writes.append(w)
                     self._apply(NODES[op[1]], w, check_model)
             elif op[0] == "retire":
@@ -1285,16 +1285,102 @@ def test_a_dot_naming_another_write_on_the_other_side_lends_no_aliases():
     write id w1) against b:1 without a write id (a corrupt or forged peer set). Their sync
     gave b:1 without a write id but with the other side's alias list, which decode refuses:
     stored by a replica's fast path (sync_plausible), every later write and sync of that key
-    there failed (a fuzzer of the Cython core, 5 of 5). Aliases go only to a copy of the same
-    write now, in either order and in the lww join too."""
+    there failed (a fuzzer of the Cython core, 5 of 5). Such a pair (b:1 live on both sides)
+    is refused now, in either order and in the lww join too (ValueError: nothing stored, each
+    side's own set still takes writes). Where the other write's dot is dead on the honest side
+    (no dot live on both: the sync goes ahead) its alias list is still not lent: the honest
+    b:1 lists a:1, the forged side holds a:1 live under another write id with alias A:1, and
+    b:1 must not take A:1 (a context covering A:1 would then retire it)."""
     from zkv._core.dvv import lww_sync, lww_sync_encoded, sync_plausible
 
     b = sync(update(None, b"", b"Y", "b", b"w1"), update(None, b"", b"Y", "a", b"w1"))
     a = sync(update(None, b"", b"X", "b"), update(None, b"", b"Z", "c"))
     for x, y in ((a, b), (b, a)):
+        for f, p, q in ((sync, x, y), (lww_sync, x, y), (sync_encoded, x.encode(), y.encode()),
+                        (lww_sync_encoded, x.encode(), y.encode()),
+                        (sync_plausible, x.encode(), y.encode())):
+            with pytest.raises(ValueError, match="names two different writes"):
+                f(p, q)
+    for s in (a, b):
+        assert update_encoded(s.encode(), s.context(), b"next", "c")  # the key takes writes
+    forged = sync(update(None, b"", b"Q", "a", b"w9"), update(None, b"", b"Q", "A", b"w9"))
+    assert forged.siblings() == [("a", 1, b"Q", b"w9")] and forged.aliases() == [[("A", 1)]]
+    assert b.aliases() == [[("a", 1)]]
+    for x, y in ((forged, b), (b, forged)):
         for got in (sync(x, y).encode(), lww_sync(x, y).encode(),
                     sync_encoded(x.encode(), y.encode()),
                     lww_sync_encoded(x.encode(), y.encode()),
                     sync_plausible(x.encode(), y.encode())):
-            s = DVVSet.decode(got)  # (refused before: "alias list without a write id")
+            s = DVVSet.decode(got)
+            assert s.siblings() == [("b", 1, b"Y", b"w1")] and s.aliases() == [[("a", 1)]]
             assert update_encoded(got, s.context(), b"next", "c")  # the key takes writes
+
+
+def _with_wids(ops):
+    """ops with every put given a write id of its own (no "none")."""
+    return [op[:4] + ("fresh",) if op[0] == "put" else op for op in ops]
+
+
+def _clashes(a: DVVSet, b: DVVSet):
+    """The dots live in both a and b under different write ids (b"" = none)."""
+    wa = {(n, k): w for n, k, _, w in a.siblings()}
+    return {d for n, k, _, w in b.siblings() if (d := (n, k)) in wa and wa[d] != w}
+
+
+@PROPS
+@given(gappy_st, gappy_st, st.data())
+def test_sync_of_sets_whose_one_dot_names_two_writes_is_refused_in_either_order(ops_a, ops_b,
+                                                                                data):
+    """Two worlds over the same node ids: their dots collide, naming different writes (world
+    A's all carry write ids, world B's are tagged apart or have none) -- what a corrupt or
+    forged peer set holds, as honest dots are unique. sync kept the first argument's copy
+    of such a dot, so sync(a, b) != sync(b, a) (a fuzzer of the Cython core), and a replica
+    let the forged copy replace the honest one. Now every sync function refuses a pair in
+    which a dot live on both sides has two write ids (ValueError, in both orders: the peer's
+    copy is dropped and counted malformed, the replica keeps its own); any other pair gives
+    one result in both orders, decodable, that takes a later write."""
+    from zkv._core.dvv import lww_sync, lww_sync_encoded, sync_plausible
+
+    a = data.draw(st.sampled_from(History(_with_wids(ops_a), check_model=False).seen))
+    b = data.draw(st.sampled_from(History(ops_b, check_model=False, tag=b"F").seen))
+    clash = _clashes(a, b)
+    for f, x, y in ((sync, a, b), (lww_sync, a, b), (sync_many, a, b),
+                    (sync_encoded, a.encode(), b.encode()),
+                    (lww_sync_encoded, a.encode(), b.encode()),
+                    (sync_plausible, a.encode(), b.encode())):
+        g = (lambda p, q, f=f: f([p, q])) if f is sync_many else f
+        if clash:
+            for p, q in ((x, y), (y, x)):
+                with pytest.raises(ValueError, match="names two different writes"):
+                    g(p, q)
+            continue
+        r1, r2 = g(x, y), g(y, x)
+        e1 = r1 if isinstance(r1, bytes) else r1.encode()
+        e2 = r2 if isinstance(r2, bytes) else r2.encode()
+        assert e1 == e2, f
+        s = DVVSet.decode(e1)
+        later = DVVSet.decode(update_encoded(e1, s.context(), b"later", "a"))
+        assert later.live_values() == [b"later"]
+
+
+def test_a_forged_copy_of_an_honest_dot_neither_replaces_nor_erases_it():
+    """One dot, two writes: the replica's honest copy (a write id) against a peer's copy of
+    the same dot without one (or with another). The sync functions used to keep whichever
+    came first; sync_plausible (a replica's fast path) took the forged copy over the honest
+    one when the replica held none other. Refused now; the replica's own set stays as it
+    was, and its honest write can still be read and overwritten."""
+    from zkv._core.dvv import lww_sync, lww_sync_encoded, sync_plausible
+
+    honest = update(None, b"", b"mine", "b", b"w1")
+    for forged in (update(None, b"", b"evil", "b"), update(None, b"", b"evil", "b", b"w2"),
+                   update(None, b"", None, "b", b"w1x")):
+        for f, x, y in ((sync, honest, forged), (lww_sync, honest, forged),
+                        (sync_encoded, honest.encode(), forged.encode()),
+                        (lww_sync_encoded, honest.encode(), forged.encode()),
+                        (sync_plausible, honest.encode(), forged.encode())):
+            for p, q in ((x, y), (y, x)):
+                with pytest.raises(ValueError, match=r"dot \('b', 1\) names two different"):
+                    f(p, q)
+    # two copies of one write (same dot, same id; aliases joined) are no clash
+    twin = sync(update(None, b"", b"mine", "b", b"w1"), update(None, b"", b"mine", "a", b"w1"))
+    assert sync(honest, twin) == sync(twin, honest) == twin

@@ -155,7 +155,8 @@ cdef class RetiredWids:
     cdef bytes _pair_of(self, const unsigned char *kh, const unsigned char *wid, Py_ssize_t n)
     cdef void _remember(self, bytes pair)
 
-# C-level entry points for other Cython modules (same semantics as the Python functions).
+# C-level entry points for other Cython modules (same semantics as the Python functions;
+# dvv_sync and dvv_lww_sync raise ValueError for a dot live on both sides under two write ids).
 cdef DVVSet dvv_sync(DVVSet a, DVVSet b)
 cdef DVVSet dvv_decode(const unsigned char *buf, Py_ssize_t size)
 cdef DVVSet dvv_decode_context(const unsigned char *buf, Py_ssize_t size)

@@ -139,7 +139,11 @@ def sync(a: DVVSet | None, b: DVVSet | None, /) -> DVVSet:
     idempotent; associative whenever no dedup fires (always without write ids); with
     dedup, replicas still converge to identical sets once they have all exchanged (see the
     dvv.pyx docstring for the one order-dependent case). Returns ``a`` or ``b`` itself (no
-    allocation) when it already is the result, e.g. whenever one descends the other."""
+    allocation) when it already is the result, e.g. whenever one descends the other.
+    ValueError, in either argument order, when a dot live in both names two different
+    writes (two write ids, or one and none: a corrupt or forged set, as honest dots are
+    unique); ``lww_sync``, ``sync_encoded``, ``lww_sync_encoded``, ``sync_plausible`` and
+    ``sync_many`` raise it too. A replica drops such a peer version (counted malformed)."""
 
 def sync_many(sets: Iterable[DVVSet | None]) -> DVVSet:
     """``sync`` folded over ``sets``; ``EMPTY`` for an empty iterable."""
@@ -271,7 +275,8 @@ def check_plausible_context(
 
 def sync_encoded(a: bytes | None, b: bytes | None) -> bytes:
     """``sync`` on encoded sets (None = empty), for the replica's hot path. Both inputs are
-    validated (ValueError); when one side already is the result its bytes are returned."""
+    validated (ValueError), and a pair ``sync`` refuses raises its ValueError; when one side
+    already is the result its bytes are returned."""
 
 def sync_plausible(
     base: bytes | None, incoming: bytes, *, max_ahead: int | None = MAX_AHEAD, lww: bool = False
@@ -279,8 +284,9 @@ def sync_plausible(
     """``check_plausible(incoming, base=base, max_ahead=max_ahead)`` then
     ``sync_encoded(base, incoming)``, each input decoded once: a replica taking a peer's
     version (the write path's pair). The same ValueError as ``check_plausible`` for an
-    implausible or corrupt ``incoming`` (or a corrupt ``base``); else the same bytes as
-    ``sync_encoded`` -- or, with ``lww``, as ``lww_sync_encoded``."""
+    implausible or corrupt ``incoming`` (or a corrupt ``base``), and as ``sync`` for an
+    ``incoming`` one of whose dots names another write than in ``base``; else the same bytes
+    as ``sync_encoded`` -- or, with ``lww``, as ``lww_sync_encoded``."""
 
 def update_encoded(
     server: bytes | None,

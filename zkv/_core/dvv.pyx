@@ -168,6 +168,18 @@ never push a counter to 2**63-1 and make the key unwritable; replicas must call
 syncing it in: it names a node that is not a member, or a counter beyond a given
 per-node ceiling or too far ahead of the replica's own set for the key.
 
+One dot, two writes. Honest dots are unique, so a dot live on both sides of a sync names
+one write there; a pair in which it names two (different write ids, or one with an id and
+one without: a corrupt or forged peer set, or a dot reissued past the limits in
+zkv/node/replica.py) has no right answer -- keeping either copy let the argument order
+decide (sync(a, b) != sync(b, a), a fuzzer of the Cython core) and a forged copy replace an
+honest one. ``sync`` and everything built on it (sync_encoded, lww_sync, sync_plausible,
+sync_many) refuse such a pair with ValueError in either order, as check_plausible does other
+impossible input: a replica drops the peer's version and counts it malformed, keeping its
+own. Only write ids are compared (pointer first; sets without any skip the check), not
+values: a copy of a dot with the same write id and another value is not detected (comparing
+values would cost up to their size per sync), and sync keeps a's copy.
+
 Server-side sets never hold ``dvvset``'s anonymous (dot-less) values: the client keeps
 its value apart and sends only the encoded context. The caller keeps one invariant:
 only node ``i``'s own replica calls ``update(..., node_id=i)``, on its current set, so
@@ -1592,15 +1604,59 @@ cdef void _merge_push(DVVSet out, DVVSet a, DVVEntry *x, DVVSet b, DVVEntry *y) 
         _put_copy(out, d)
 
 
+cdef int64_t _wid_clash(DVVSet a, DVVEntry *x, DVVSet b, DVVEntry *y) noexcept:
+    """The greatest dot live in both x (of a) and y (of b), one node's entries, under two
+    different write ids (NULL = none): one dot naming two writes; 0 when there is none."""
+    cdef Py_ssize_t i = x.first, iend = x.first + x.count, j = y.first, jend = y.first + y.count
+    cdef int64_t ka, kb
+    while i < iend and j < jend:
+        ka = a.vals[i].dot
+        kb = b.vals[j].dot
+        if ka == kb:
+            if not _same_wid(a.vals[i].wid, b.vals[j].wid):
+                return ka
+            i += 1
+            j += 1
+        elif ka > kb:
+            i += 1
+        else:
+            j += 1
+    return 0
+
+
+cdef int _refuse_clash(DVVSet a, DVVEntry *x, DVVSet b, DVVEntry *y, int64_t dot) except -1:
+    """ValueError for sync's inputs in which `dot` of x's node names two writes (the same
+    message in either argument order)."""
+    cdef Py_ssize_t k
+    cdef PyObject *w
+    ws = []
+    for k in range(x.first, x.first + x.count):
+        if a.vals[k].dot == dot:
+            w = a.vals[k].wid
+            ws.append(b"" if w == NULL else <bytes>w)
+    for k in range(y.first, y.first + y.count):
+        if b.vals[k].dot == dot:
+            w = b.vals[k].wid
+            ws.append(b"" if w == NULL else <bytes>w)
+    ws.sort()
+    raise ValueError(
+        f"sync: dot ({(<bytes>x.node).decode('utf-8')!r}, {dot}) names two different writes "
+        f"(write ids {ws[0]!r} and {ws[1]!r}): a forged or corrupt set")
+
+
 cdef DVVSet dvv_sync(DVVSet a, DVVSet b):
     """Merge two sets (dvvset:sync, aliases joined, then rules R and D). Returns a or b
-    itself when it already is the result."""
+    itself when it already is the result. ValueError when a dot live on both sides names two
+    different writes (write ids differ: see the module docstring, Forged versions)."""
     if a is None:
         return b if b is not None else _EMPTY
     if b is None or a is b:
         return a
     cdef Py_ssize_t na = a.n_entries, nb = b.n_entries, i = 0, j = 0, ne = 0, nv = 0
     cdef bint eq_a = True, eq_b = True
+    # a clash needs a write id on one side at least: sets without any skip the check
+    cdef bint wids = a.n_wids != 0 or b.n_wids != 0
+    cdef int64_t clash
     cdef DVVEntry *x
     cdef DVVEntry *y
     cdef int c
@@ -1611,6 +1667,10 @@ cdef DVVSet dvv_sync(DVVSet a, DVVSet b):
         y = &b.ents[j]
         c = _cmp(x.node, y.node)
         if c == 0:
+            if wids and x.count and y.count:
+                clash = _wid_clash(a, x, b, y)
+                if clash:
+                    _refuse_clash(a, x, b, y, clash)
             if _dense(a, x) and _dense(b, y):
                 f1 = x.counter - x.count
                 f2 = y.counter - y.count
