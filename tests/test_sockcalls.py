@@ -162,3 +162,57 @@ def test_a_tracker_outliving_its_socket_and_context_stays_valid():
 
 def test_a_tracker_not_made_by_a_send_is_done():
     assert zsock.Tracker().done  # nothing to wait for (and nothing to crash on)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_frames_of_a_connection_renamed_by_handover_keep_the_name_it_gave(impl):
+    """ROUTER_HANDOVER: a DEALER's connection drops with frames still queued at the ROUTER,
+    and a new connection takes its identity before they are read; libzmq renames the old one
+    b"\\0" + 4 bytes and its queued frames are read under that name. `recv` with `meta`
+    gives them back the identity their connection named itself ("Identity" property); a
+    connection that named itself nothing keeps libzmq's name."""
+    from zkv.local import free_ports
+
+    events, recv, _ = IMPLS[impl]
+    ctx = zmq.Context()
+    (port,) = free_ports(1)
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    socks = [router]
+
+    def dealer(ident: bytes | None) -> zmq.Socket:
+        s = ctx.socket(zmq.DEALER)
+        if ident:
+            s.setsockopt(zmq.IDENTITY, ident)
+        s.connect(f"tcp://127.0.0.1:{port}")
+        socks.append(s)
+        return s
+
+    try:
+        old = dealer(b"peer:a/1")
+        old.send(b"first")
+        _wait_for(router, events)
+        assert recv(router, True)[0] == [b"peer:a/1", b"first"]
+        for i in range(5):
+            old.send(b"queued%d" % i)
+        time.sleep(0.3)  # queued at the ROUTER, unread
+        old.close(0)
+        time.sleep(0.3)
+        dealer(b"peer:a/1").send(b"new")
+        anonymous = dealer(None)
+        anonymous.send(b"nameless")
+        time.sleep(0.3)
+        events(router)  # the close and the new connection taken together: the handover
+        got = []
+        while (m := recv(router, True)) is not None:
+            got.append(m[0])
+        names = {payload: name for name, payload in got}
+        assert {b"queued%d" % i for i in range(5)} <= set(names), got
+        assert all(names[b"queued%d" % i] == b"peer:a/1" for i in range(5)), got
+        assert names[b"new"] == b"peer:a/1"
+        assert sockcalls.generated(names[b"nameless"])
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()

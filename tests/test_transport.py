@@ -471,3 +471,77 @@ def sockcalls_send_ok(links) -> bool:
     """A small frame to "deaf" was queued (the link is connected)."""
     from zkv import sockcalls, wire
     return sockcalls.send(links.dealers["deaf"], wire.encode([wire.Status(1)])) == 0
+
+
+def test_frames_queued_from_a_peers_closed_connection_stay_the_peers_after_it_reconnects(
+        tmp_path):
+    """A peer's replica writes queued at this node's ROUTER (the node not reading: paused)
+    when the peer's connection drops, then the peer's DEALER reconnects under its identity
+    before the node reads them. ROUTER_HANDOVER gives the identity to the new connection and
+    renames the old one b"\\0" + 4 bytes, under which its queued frames were then read: in
+    plain text an admin's identity, so each RPut was refused "from an admin connection" (an
+    outside run: SIGSTOP of a node under load, 3 pauses of 13). They are the peer's: its
+    connection named itself so at its handshake. Every write is applied and acknowledged to
+    the peer's new connection, and nothing is refused."""
+    from zkv import wire
+    from zkv._core import dvv
+
+    listen, gossip, peer_listen, peer_gossip = free_ports(4)
+    cfg = NodeConfig(id="t", listen=f"tcp://127.0.0.1:{listen}",
+                     gossip=f"tcp://127.0.0.1:{gossip}", data_dir=str(tmp_path / "t"))
+    node = Node(cfg)
+    ctx = zmq.Context()
+    ident = b"peer:p/0123456789abcdef"
+
+    def link() -> zmq.Socket:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IDENTITY, ident)
+        s.connect(cfg.listen)
+        return s
+
+    refused: list[str] = []
+    real_unauthorised = node.core.unauthorised
+    node.core.unauthorised = lambda source, why, *a: (refused.append(why),
+                                                      real_unauthorised(source, why, *a))
+    old = link()
+    new = None
+    try:
+        node.core.start(node.clock())
+        node.core._merge_members([Member("p", f"tcp://127.0.0.1:{peer_listen}",
+                                         f"tcp://127.0.0.1:{peer_gossip}", "r", 1, 1)])
+        old.send(wire.encode_one(wire.Status(1)))
+        deadline = time.monotonic() + 5
+        while ident not in node.conns.ident_fd and time.monotonic() < deadline:
+            node.turn(max_wait=0.02)
+        assert old.poll(2000)
+        old.recv()
+        version = dvv.update(None, b"", b"written", "p").encode()
+        keys = [b"k%d" % i for i in range(20)]
+        for i, key in enumerate(keys):  # queued at the ROUTER: the node does not turn
+            old.send(wire.encode_one(wire.RPut(100 + i, key, version)))
+        time.sleep(0.3)
+        old.close(0)  # the connection drops with its frames unread...
+        time.sleep(0.3)
+        new = link()  # ... and the peer's link reconnects under its identity
+        new.send(wire.encode_one(wire.RPut(99, b"after", version)))
+        time.sleep(0.3)
+        acked: set[int] = set()
+        deadline = time.monotonic() + 5
+        while len(acked) < 21 and time.monotonic() < deadline:
+            node.turn(max_wait=0.05)
+            node.flush()
+            while new.poll(0):
+                for answer in wire.decode(new.recv(), 1 << 20):
+                    assert isinstance(answer, wire.RPutOk) and answer.ok, answer
+                    acked.add(answer.rid)
+        assert refused == []
+        assert acked == {99, *range(100, 120)}
+        for key in keys:
+            assert dvv.DVVSet.decode(node.core.store.get(key)).live_values() == [b"written"]
+    finally:
+        old.close(0)
+        if new is not None:
+            new.close(0)
+        ctx.term()
+        node.shutdown()

@@ -193,7 +193,12 @@ def recv(sock, bint meta=False):
     """One whole message, without waiting: None if none is queued, else its parts (bytes; at
     most MAX_PARTS kept, and a count of every part) and, with `meta`, the connection's fd
     (ZMQ_SRCFD, -1 if unknown) and the ZAP User-Id (None without one), both read from the
-    last part: ``(parts, count, fd, user_id)``. Other errors raise ZMQError."""
+    last part: ``(parts, count, fd, user_id)``. Other errors raise ZMQError.
+
+    With `meta`, a ROUTER's first part is the routing id the connection named itself in its
+    handshake (its "Identity" property) when libzmq renamed it: ROUTER_HANDOVER gives a
+    reconnecting peer's identity to its new connection and names the old one b"\\0" + 4
+    bytes, while the frames the old one had queued are still read (sockcalls.py says more)."""
     cdef void *h = _handle(sock)
     cdef zmsg m
     cdef int rc, more = 1, count = 0, fd = -1
@@ -220,8 +225,18 @@ def recv(sock, bint meta=False):
             uid = z_msg_gets(&m, b"User-Id")
             if uid != NULL:
                 user_id = uid.decode("utf-8", "replace")
+            if count > 1 and _generated(parts[0]):
+                uid = z_msg_gets(&m, b"Identity")
+                if uid != NULL and uid[0] != 0:
+                    parts[0] = <bytes>uid
         z_msg_close(&m)
     return parts, count, fd, user_id
+
+
+cdef inline bint _generated(bytes ident):
+    """A routing id libzmq made (b"\\0" + a 32-bit counter): a connection that sent none, or
+    one renamed by ROUTER_HANDOVER."""
+    return PyBytes_GET_SIZE(ident) == 5 and PyBytes_AS_STRING(ident)[0] == 0
 
 
 def send(sock, bytes payload, bytes ident=None) -> int:
