@@ -545,3 +545,27 @@ def test_frames_queued_from_a_peers_closed_connection_stay_the_peers_after_it_re
             new.close(0)
         ctx.term()
         node.shutdown()
+
+
+def test_a_frame_read_after_its_connection_closed_does_not_move_its_identity(tmp_path):
+    """Frames a connection queued before it closed are still read (a peer's, after it
+    redialled: sockcalls.py), naming the closed fd (ZMQ_SRCFD). Paired with it, the identity
+    left its open connection and was forgotten when another connection reused the fd."""
+    listen, gossip = free_ports(2)
+    cfg = NodeConfig(id="t", listen=f"tcp://127.0.0.1:{listen}",
+                     gossip=f"tcp://127.0.0.1:{gossip}", data_dir=str(tmp_path / "t"))
+    node = Node(cfg)
+    forgotten: list[bytes] = []
+    conns = node.conns
+    conns.forget = forgotten.append
+    try:
+        conns.open[901] = None  # the peer's new connection, open
+        conns.seen(b"peer:p/1", 901)
+        assert conns.ident_fd[b"peer:p/1"] == 901
+        conns.seen(b"peer:p/1", 900)  # a late frame of its old one, fd 900 closed
+        assert conns.ident_fd[b"peer:p/1"] == 901 and 900 not in conns.fd_ident
+        conns.open[900] = None  # fd 900 reused by a client's connection
+        conns.seen(b"client", 900)
+        assert forgotten == [] and conns.ident_fd[b"peer:p/1"] == 901
+    finally:
+        node.shutdown()

@@ -18,7 +18,8 @@ fds and 48 -> 606 MB of RSS, still held after they closed. Here:
   about once in 10 runs on a loaded machine). shutdown(2) only: libzmq sees end-of-stream
   and closes its own fd, so no fd number is ever closed under it. They are counted.
 - every received frame names the fd it came on (ZMQ_SRCFD); identity <-> fd is kept from that
-  (a reused fd, or ROUTER_HANDOVER moving an identity, updates it). When an fd closes, the
+  (a reused fd, or ROUTER_HANDOVER moving an identity, updates it; a frame read after its
+  connection was reported closed, queued before, does not). When an fd closes, the
   core forgets its identity (`NodeCore.forget_identity`) and this module its reply queue.
 - replies over TRACK_MIN bytes are sent with a tracker (sockcalls.send_tracked: one copy into a
   buffer libzmq frees when it is done, its tracker then says so); the bytes still queued in
@@ -354,6 +355,11 @@ class Connections:
             # first, so that a close reported late cannot forget the identity now on the
             # fd, and the cap counts the new connection
             self.drain()
+            if fd not in self.open and fd not in self.closing:
+                # its connection is closed: a frame it had queued, read late (a peer's, from
+                # before it reconnected; sockcalls.py). Paired with that closed fd, its
+                # identity would be forgotten when a new connection reuses the fd.
+                return
             self._pair(ident, fd)
         open_ = self.open
         if fd in open_:  # most recently active last: the cap evicts from the front
