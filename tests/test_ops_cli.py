@@ -39,6 +39,8 @@ def test_bad_endpoint(cmd):
 def test_an_address_without_its_scheme_is_refused_with_the_fix():
     line = one_line_error(zkv("status", "--node", "localhost:7001"))
     assert "expected tcp://HOST:PORT" in line and "(tcp://localhost:7001?)" in line, line
+    line = one_line_error(zkv("status", "--node", "fd00::1:7001"))  # (IPv6: in brackets)
+    assert "(tcp://[fd00::1]:7001?)" in line, line
 
 
 @pytest.mark.parametrize("cmd", sorted(TALKERS))

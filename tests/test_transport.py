@@ -467,6 +467,40 @@ def test_big_frames_held_for_a_peer_that_does_not_read_are_capped_in_bytes(monke
         ctx.term()
 
 
+def test_a_member_address_libzmq_refuses_skips_that_link_logged_once_and_leaks_no_socket(
+        caplog):
+    """A member or seed address libzmq's connect refuses (an older zkv let a trailing newline
+    through --advertise; it spread by gossip): connect raised out of the turn, which lost its
+    writes and answers, on every turn, and the socket it had made stayed open, so the node
+    never stopped on SIGTERM (zmq_ctx_term waits for every socket). Now that link is skipped,
+    said once, and the context terminates."""
+    import threading
+
+    from zkv.node import links as links_mod
+    from zkv.node.reactor import Reactor
+
+    ctx = zmq.Context()
+    links = links_mod.Links(ctx, "me", 1 << 20, Reactor(), None)
+    bad = "tcp://10.0.0.1:7001\n"  # (refused by libzmq's parser: nothing is dialed)
+    try:
+        with caplog.at_level("ERROR", logger="zkv.node"):
+            for beat in (1, 2, 3):
+                links.connect(Member("m1", bad, "tcp://10.0.0.1:\u0668\u0660", "r", 1, beat))
+            assert links.seed(bad) is None
+        assert "m1" not in links.dealers and "m1" not in links.subs and not links.seeds
+        assert bad not in links.seed_watch
+        links.send("m1", [])  # (no link: nothing to send on, no error)
+        said = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
+        # once per address: its gossip, then its listen address (not again as a seed)
+        assert len(said) == 2, said
+        assert "m1's gossip at" in said[0] and "m1 at" in said[1], said
+    finally:
+        links.close()
+    ended = threading.Event()
+    threading.Thread(target=lambda: (ctx.term(), ended.set()), daemon=True).start()
+    assert ended.wait(30), "zmq_ctx_term still waits for a socket"
+
+
 def sockcalls_send_ok(links) -> bool:
     """A small frame to "deaf" was queued (the link is connected)."""
     from zkv import sockcalls, wire

@@ -98,7 +98,9 @@ def endpoint(value: str) -> str:
         host, colon, port = value.rpartition(":")
         if NODE_ID_RE.match(value) and not (colon and host and port.isdigit()):
             return value
-        hint = f" (tcp://{value}?)" if colon and port.isdigit() else ""
+        bare = ":" in host and not host.startswith("[")  # an IPv6 literal: bracketed
+        hint = (f" (tcp://{f'[{host}]' if bare else host}:{port}?)"
+                if colon and port.isdigit() else "")
         raise argparse.ArgumentTypeError(f"{value!r}{env}: expected tcp://HOST:PORT (IPv6 as "
                                          f"tcp://[::1]:PORT) or a member's id{hint}")
     try:
@@ -298,16 +300,18 @@ def node_main(argv: list[str] | None = None) -> int:
     )
     from zkv.node.antientropy import echo_window
     from zkv.node.conns import fd_limit_problem
-    from zkv.node.membership import check_founding, load_cluster
+    from zkv.node.membership import check_advertised_seed, check_founding, load_cluster
     from zkv.node.snapshots import check_ended, check_restored
     from zkv.node.transport import Node
 
-    stray = fd_limit_problem() or check_founding(cfg.data_dir, cfg.seed, args.new_cluster)
+    doc = load_cluster(os.path.join(cfg.data_dir, "cluster.json"))
+    stray = (fd_limit_problem() or check_founding(cfg.data_dir, cfg.seed, args.new_cluster)
+             or check_advertised_seed(cfg, doc, args.new_cluster))
     if stray:
         print(f"zkv-node: {stray}", file=sys.stderr)
         return 1
     try:
-        saved = load_cluster(os.path.join(cfg.data_dir, "cluster.json")).get("namespaces")
+        saved = doc.get("namespaces")
         # both decided before either is logged: a restore check_restored refuses starts
         # nothing and purges nothing ("purged now" was logged above its refusal); check_ended
         # changes nothing, and must read the marks before check_restored removes them

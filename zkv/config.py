@@ -33,14 +33,17 @@ RUNTIME = frozenset({"log_level", "min_free_mb", "max_siblings", "sibling_warn",
 SYNC_MODES = ("none", "interval", "always")
 SEAL_MODES = ("require", "accept", "off")  # context_seals (zkv/node/seal.py)
 # tcp://HOST:PORT with HOST a name, an IPv4 address, '*' or a bracketed IPv6 literal
+# (\Z and ASCII: "$" also matches before a final newline, and "\d" takes any Unicode digit;
+# libzmq's connect refuses both, and a node given such a seed failed every loop turn)
 _ENDPOINT_RE = re.compile(r"^tcp://(?:\[(?P<v6>[0-9A-Fa-f:.%\w-]+)\]|(?P<host>[^\s:/\[\]]+)):"
-                          r"(?P<port>\d{1,5})$")
+                          r"(?P<port>[0-9]{1,5})\Z", re.ASCII)
 ENDPOINT_RE = _ENDPOINT_RE  # kept for older importers
 # a DNS name (labels of letters, digits, hyphens not at either end; underscores too, as
 # container names have them) or an IPv4 address: what libzmq's connect takes (it refused
 # "-" and names with spaces after the client had made the socket: see zkv.client.sync)
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOST_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+_HOST_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?\Z", re.ASCII)
+MAX_HOST = 253  # bytes of a DNS name (RFC 1035), its final dot not counted
 WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "::0", "0:0:0:0:0:0:0:0"})
 
 
@@ -56,6 +59,9 @@ def parse_endpoint(ep: object) -> tuple[str, int]:
     host = m["v6"] if m["v6"] is not None else m["host"]
     if m["v6"] is None and host != "*" and not _HOST_RE.match(host):
         raise ValueError(f"{ep!r}: {host!r} is not a host name or an IPv4 address")
+    if len(host.rstrip(".")) > MAX_HOST:
+        raise ValueError(f"{str(ep)[:40]!r}...: a host name of {len(host)} characters (at most "
+                         f"{MAX_HOST})")
     if m["v6"] is not None:
         import ipaddress
 

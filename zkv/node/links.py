@@ -20,6 +20,7 @@ out at their coordinators (hinted handoff and anti-entropy deliver the copies la
 
 from __future__ import annotations
 
+import logging
 import os
 
 import zmq
@@ -41,6 +42,9 @@ PUB_LIMIT = 64 * 1024  # bytes of one frame into the gossip PUB (handshake, subs
 # of a node's memory; a handshake takes milliseconds, a ZAP answer under load well under 1 s)
 HANDSHAKE_MS = 10_000
 PEER_HELD_CAP = 64 * 1024 * 1024  # bytes of tracked frames libzmq may hold for one peer
+BAD_ENDPOINTS_LOGGED = 64  # addresses libzmq refused, each logged once (then forgotten)
+
+log = logging.getLogger("zkv.node")
 
 
 class Links:
@@ -56,6 +60,7 @@ class Links:
         self.owner_of: dict[zmq.Socket, tuple[str, str]] = {}  # socket -> (source kind, who)
         self.subs: dict[str, tuple[str, zmq.Socket]] = {}  # node id -> (gossip endpoint, SUB)
         self.seeds: dict[str, zmq.Socket] = {}
+        self.bad_endpoints: set[str] = set()  # refused by connect(2)'s parser, logged once
         # what each seed's connection did (a refused key, no TCP connection, a frozen node),
         # for the joining node's log and its join error (NodeCore.seed_state)
         self.seed_watch: dict[str, security.HandshakeWatch] = {}
@@ -103,7 +108,8 @@ class Links:
         self.unsubscribe(m.id)
         sub = self.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(m.gossip)
+        if not self._connect(sub, m.gossip, f"{m.id}'s gossip"):
+            return
         self.subs[m.id] = (m.gossip, sub)
         self._watch(sub, (GOSSIP, m.id))
 
@@ -129,8 +135,10 @@ class Links:
         if old is not None:
             self._close(old)
             self.held.forget(m.id)
-        self.dealers[m.id] = self._dealer(m.listen, (REPLY, m.id))
         self.dealer_ep[m.id] = m.listen
+        d = self._dealer(m.listen, (REPLY, m.id))
+        if d is not None:  # (else nothing goes to it until it announces another address)
+            self.dealers[m.id] = d
 
     def send(self, node_id: str, msgs: list) -> None:
         """`msgs` to peer `node_id` (none if there is no link to it), in frames of at most the
@@ -160,11 +168,13 @@ class Links:
             metrics.peer_frames_dropped.inc(self.dropped)
             self.dropped = 0
 
-    def seed(self, endpoint: str) -> zmq.Socket:
+    def seed(self, endpoint: str) -> zmq.Socket | None:
+        """The link to seed `endpoint` (None: libzmq refused the address, logged)."""
         sock = self.seeds.get(endpoint)
         if sock is None:
-            sock = self.seeds[endpoint] = self._dealer(endpoint, (SEED, endpoint),
-                                                       watch=True)
+            sock = self._dealer(endpoint, (SEED, endpoint), watch=True)
+            if sock is not None:
+                self.seeds[endpoint] = sock
         return sock
 
     def seed_state(self, endpoint: str) -> str:
@@ -194,7 +204,7 @@ class Links:
             s.close(0)
 
     def _dealer(self, endpoint: str, owner: tuple[str, str], watch: bool = False
-                ) -> zmq.Socket:
+                ) -> zmq.Socket | None:
         d = self.socket(zmq.DEALER)
         d.setsockopt(zmq.IDENTITY, b"peer:" + self.me.encode() + b"/"
                      + os.urandom(8).hex().encode())
@@ -202,9 +212,32 @@ class Links:
         d.setsockopt(zmq.SNDHWM, 100_000)
         if watch:  # (the monitor exists before the connection, to see its first events)
             self.seed_watch[endpoint] = security.HandshakeWatch(d, endpoint)
-        d.connect(endpoint)
+        if not self._connect(d, endpoint, f"{owner[1]}" if owner[0] == REPLY else "a seed"):
+            w = self.seed_watch.pop(endpoint, None) if watch else None
+            if w is not None:
+                w.close()
+            return None
         self._watch(d, owner)
         return d
+
+    def _connect(self, sock: zmq.Socket, endpoint: str, what: str) -> bool:
+        """sock.connect(endpoint), or False with `sock` closed: an address libzmq refuses (a
+        member's or seed's as announced, which this node's own checks would have refused: an
+        older zkv's, or a damaged cluster.json) must neither end the turn that dials it (its
+        writes and answers were lost with it) nor leave a socket open (zmq_ctx_term waits for
+        every socket: the node never stopped on SIGTERM)."""
+        try:
+            sock.connect(endpoint)
+            return True
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            if endpoint not in self.bad_endpoints:
+                if len(self.bad_endpoints) >= BAD_ENDPOINTS_LOGGED:
+                    self.bad_endpoints.clear()
+                self.bad_endpoints.add(endpoint)
+                log.error("cannot connect to %s at %s: %s (nothing is sent there until it "
+                          "announces a valid address)", what, wire.clip(endpoint, 300), exc.strerror)
+            return False
 
     def _watch(self, sock: zmq.Socket, owner: tuple[str, str]) -> None:
         self.owner_of[sock] = owner

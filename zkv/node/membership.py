@@ -528,6 +528,30 @@ def check_founding(data_dir: str, seeds, new_cluster: bool) -> str | None:
             f"cluster with this data, start it with --new-cluster")
 
 
+def check_advertised_seed(cfg, saved: dict, new_cluster: bool) -> str | None:
+    """Why a new node must not found a cluster of its own because its only seeds are its
+    --advertise address (None: it may). A seed that is the node itself is dropped (a seed list
+    shared by every node names it too), and a node left with no seed founds a cluster. When
+    --advertise differs from a specific --listen, that address may be another machine's: an
+    --advertise copied from the seed's own config made a node found a separate one-node
+    cluster under another node's address, without a word, and its clients' writes went there
+    (an outside run). A founder behind NAT (--advertise its public address, seeded by itself)
+    starts without --seed, or with --new-cluster."""
+    if new_cluster or not cfg.seed or saved.get("cluster") or cfg.advertise is None:
+        return None
+    from zkv.config import is_wildcard
+
+    if cfg.advertise == cfg.listen or is_wildcard(cfg.listen) or cfg.advertise not in cfg.seed:
+        return None
+    if any(s not in (cfg.listen, cfg.advertised_listen) for s in cfg.seed):
+        return None  # (another seed is left: it joins through that)
+    return (f"--advertise {cfg.advertise} is this node's only --seed, but the node binds "
+            f"{cfg.listen}: it would found a new cluster of its own under that address. "
+            "--advertise must be the address peers and clients reach THIS node at; to join a "
+            "cluster, --seed names a running member; to found a new cluster here, start "
+            "without --seed (or with --new-cluster)")
+
+
 def load_cluster(path: str) -> dict:
     """The saved cluster document ({} when there is none or it cannot be read). Member rows
     that are not four strings or fail validation are dropped (a file written by an older

@@ -5,17 +5,17 @@ the only modules of the node that touch ZeroMQ; the only one with clocks or sign
 
 Trust boundary (issue 13, DESIGN.md 2.5). With `cfg.keys` (--keys DIR) every socket uses CurveZMQ
 (security.py): ROUTER and PUB are CURVE servers behind the ZAP handler, DEALERs and SUBs CURVE
-clients with the cluster key, plain text is refused at the handshake, and each request frame
-carries the ZAP User-Id, mapped to the role the core checks (peer/admin/client); without keys a
-warning at start. Always: frames size-capped (ZMQ_MAXMSGSIZE, gossip far lower), handshakes
-time-capped, queues per connection capped (HWMs), decode errors of any kind WireError; ROUTER
-connections capped (--max-connections; conns.py: a closed one's identity forgotten).
+clients with the cluster key, plain text is refused at the handshake, and each request frame carries
+the ZAP User-Id, mapped to the role the core checks (peer/admin/client); without keys a warning at
+start. Always: frames size-capped (ZMQ_MAXMSGSIZE, gossip far lower), handshakes time-capped, queues
+per connection capped (HWMs), decode errors of any kind WireError; ROUTER connections capped
+(--max-connections; conns.py: a closed one's identity forgotten).
 
 Each loop turn drains every ready socket without blocking (bounded per socket, so one busy peer
 cannot starve the rest), hands each decoded frame to the core (the ROUTER's peer frames first: a
-read fair-queued before a replica write sent earlier missed it: R=1 on a key's new first owner
-after a ring change), runs the core's timers, then flushes: the core's writes reach the engine
-first (one fsync a turn with sync="always"), then each destination's messages as one frame.
+read fair-queued before a replica write sent earlier missed it: R=1 on a key's new first owner after
+a ring change), runs the core's timers, then flushes: the core's writes reach the engine first (one
+fsync a turn with sync="always"), then each destination's messages as one frame.
 """
 
 from __future__ import annotations
@@ -140,8 +140,7 @@ class Node:
             self.reload_asked = False
             settings.reload(core)
         wait = core.next_deadline() - self.clock()
-        if max_wait is not None:
-            wait = min(wait, max_wait)
+        wait = wait if max_wait is None else min(wait, max_wait)
         ready = self.poller.poll(wait)
         self.core.metrics.turns.began = self.clock()  # (long turns: stalls.py)
         if self.conns.monitor in ready:  # closes and accepts before the frames naming fds
@@ -264,7 +263,9 @@ class Node:
         for ident, msgs in out.clients.items():
             self._send_frames(self.router, ident, msgs)
         for endpoint, msgs in out.endpoints.items():
-            self._send_frames(links.seed(endpoint), None, msgs)
+            sock = links.seed(endpoint)  # (None: an address libzmq refused, logged)
+            if sock is not None:
+                self._send_frames(sock, None, msgs)
         for msg in out.gossip:
             sockcalls.send(self.pub, wire.encode_one(msg))  # a full queue drops it
 
