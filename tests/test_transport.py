@@ -18,6 +18,38 @@ from zkv.node.transport import ROUTER_RCVHWM, Node
 from zkv.wire import Member
 
 
+def test_term_within_gives_up_on_a_term_that_blocks_and_returns_on_one_that_does_not():
+    from zkv.sockcalls import term_within
+
+    ctx = zmq.Context()
+    held = ctx.socket(zmq.DEALER)  # open: term() waits for it (as for libzmq's lost ROUTER)
+    try:
+        assert term_within(ctx, 0.2) is False
+    finally:
+        held.close(0)  # the term() left behind returns now
+    assert term_within(zmq.Context(), 30) is True
+
+
+def test_a_node_whose_context_term_blocks_still_stops_and_says_why(tmp_path, monkeypatch,
+                                                                   caplog):
+    import logging
+
+    from zkv import sockcalls
+
+    listen, gossip = free_ports(2)
+    cfg = NodeConfig(id="t", listen=f"tcp://127.0.0.1:{listen}",
+                     gossip=f"tcp://127.0.0.1:{gossip}", data_dir=str(tmp_path / "t"))
+    node = Node(cfg)
+    held = node.zctx.socket(zmq.DEALER)  # stands in for the ROUTER libzmq never reaps
+    monkeypatch.setattr(sockcalls, "TERM_WAIT", 0.2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="zkv.node"):
+            node.shutdown()
+        assert "term() still blocked" in caplog.text and "node t" in caplog.text
+    finally:
+        held.close(0)
+
+
 def test_every_node_socket_has_keepalive_a_tcp_timeout_and_bounded_reconnect(tmp_path):
     listen, gossip, peer_listen, peer_gossip = free_ports(4)
     cfg = NodeConfig(id="t", listen=f"tcp://127.0.0.1:{listen}",

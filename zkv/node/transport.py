@@ -295,5 +295,5 @@ class Node:
         self.poller.close()
         if self.auth is not None:
             self.auth.stop()
-        self.zctx.term()
+        sockcalls.term_within(self.zctx, sockcalls.TERM_WAIT, f"node {self.cfg.id}")
         log.info("node %s stopped", self.cfg.id)
