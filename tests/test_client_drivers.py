@@ -1290,6 +1290,45 @@ def test_a_client_of_one_node_across_a_slow_link_waits_for_its_handshake(kind, m
         close()
 
 
+@pytest.mark.parametrize("cause", ["ETIMEDOUT", "EHOSTUNREACH", "EAGAIN"])
+def test_handshakes_lost_with_their_path_are_no_refusal_but_cut_offs_in_a_row_are(cause):
+    """A gray node whose port took connections and lost their data (a black hole, heavy loss):
+    TCP_MAXRT ended each handshake with ETIMEDOUT, the watch counted two in a row as a
+    refusal, and a keyless cluster's clients raised AuthenticationError ("a node that requires
+    keys") with four healthy nodes up (742 of 2.25M calls, an outside run). A lost path or a
+    handshake timer says nothing of the node's keys; two cut-offs by the other side still do."""
+    import errno
+    import struct
+
+    from zkv.security import HandshakeWatch
+
+    ctx = zmq.Context()
+    d = ctx.socket(zmq.DEALER)
+    feed, mon = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    feed.bind("inproc://events")
+    mon.connect("inproc://events")
+    ep = "tcp://127.0.0.1:1"
+    try:
+        watch = HandshakeWatch(d, ep)  # (never connected: its events come from `feed`)
+        watch.mon = mon
+
+        def failed(value: int) -> str | None:
+            feed.send_multipart([struct.pack("=HI", zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, value),
+                                 ep.encode()])
+            time.sleep(0.01)  # (inproc: delivered by now)
+            return watch.failure()
+
+        for _ in range(5):
+            assert failed(getattr(errno, cause)) is None
+        assert failed(errno.ECONNRESET) is None  # one cut-off: a node killed during it
+        assert failed(errno.ECONNRESET) is not None  # two in a row: a refusal
+    finally:
+        watch.close()
+        for s in (d, feed, mon):
+            s.close(0)
+        ctx.term()
+
+
 def test_a_connection_up_whose_queue_is_full_is_waited_for_not_called_unreachable():
     """A node that stood still with the client's queue to it full: the socket takes nothing
     (IMMEDIATE), so the try found it unwritable and the call failed "no TCP connection" at
