@@ -989,6 +989,10 @@ def status_command(args) -> int:
     if doc.get("writes_refused"):
         print(f"WRITES REFUSED here: {doc['writes_refused']} (reads are served; writes go to "
               "the other owners meanwhile)")
+    why = doc.get("unreached_by_peers")
+    if why:  # ("peers cannot reach this node at its advertised addresses ...", reach.py)
+        print("PEERS CANNOT REACH" + why[len("peers cannot reach"):]
+              if why.startswith("peers cannot reach") else f"PEERS CANNOT REACH this node: {why}")
     if doc.get("cluster_json_unsaved"):
         print("CLUSTER.JSON NOT SAVED here (its disk did not take it): the cluster state lives "
               "in memory and is saved each gossip round once there is room")
@@ -1111,6 +1115,8 @@ def not_ready_words(why: dict) -> str:
                      f"it: {', '.join(ahead)}): check NTP")
     if why.get("clock_skewed"):
         parts.append(f"its wall clock is {why['clock_skewed']} (check NTP)")
+    if why.get("unreached_by_peers"):
+        parts.append("its peers cannot reach it at its advertised addresses (check --advertise)")
     if why.get("reason") and not parts:
         parts.append(str(why["reason"]))  # (e.g. "starting": no observation yet)
     return "; ".join(parts) or "reason unknown"

@@ -11,6 +11,7 @@ unsynced tail), sockets (`Sim._send`), time (`Sim.t`), and faults:
   uncounted write copy to a pending or previous owner only (`lost_extras`, a full send
   queue's drop);
 - partitions: blocked directed links (halves, one node isolated, one-way, flapping);
+- a node no peer can dial (`Sim.undialable`: a wrong --advertise): it dials out, nobody in;
 - nodes: pause (SIGSTOP: messages queue, timers stop), crash (kill -9) and restart, power
   loss (crash losing the engine's unsynced tail), a stale view (its gossip arrives without
   cluster states: it keeps serving under the ownership plan it holds, as a lagging node), a
@@ -276,6 +277,10 @@ class Sim:
         self.events: list = []
         self.seq = itertools.count(1)  # events at the same time run in the order scheduled
         self.blocked: set[tuple[str, str]] = set()
+        # nodes whose advertised addresses no peer can dial (a wrong --advertise): their gossip
+        # reaches nobody and peers' requests to them are lost, while what they dial works
+        # (their requests and the answers, the peers' gossip they subscribe to, their Join)
+        self.undialable: set[str] = set()
         # nodes whose gossip arrives without its cluster state and transfer progress (heartbeats,
         # member records, namespaces only): they stay at the ownership plan they hold, as a
         # node whose gossip lags does
@@ -802,6 +807,10 @@ class Sim:
 
     def _deliver(self, src: str, dst, kind: str, who, payload: bytes) -> None:
         if self.blocked and (src, dst) in self.blocked:
+            self.stats["lost"] += 1
+            return
+        if self.undialable and ((kind == GOSSIP and src in self.undialable) or (
+                kind == REQUEST and dst in self.undialable and src in self.nodes)):
             self.stats["lost"] += 1
             return
         if kind == "client":

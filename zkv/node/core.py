@@ -88,6 +88,7 @@ from zkv.node.metrics import NodeMetrics, label_secret
 from zkv.node.namespaces import Namespace, Registry
 from zkv.node.op import Op
 from zkv.node.quorum import answer_context
+from zkv.node.reach import REACH_ROUNDS, Reach
 from zkv.node.replica import Replica, b36
 from zkv.node.seal import Sealer
 from zkv.node.status import MetricsExport, status
@@ -580,6 +581,9 @@ class NodeCore:
         self.need_drop = True  # look for partitions this node no longer holds (once settled)
         self.handover = Handover(self)  # ... and hand them over to their owners first
         self.left_at: float | None = None  # this node left the cluster (leave / replace)
+        # whether the peers reach this node, by the heartbeat of it their gossip shows (reach.py:
+        # an --advertise nobody can dial kept a joined node down everywhere, and silent here)
+        self.reach = Reach()
         # membership changes made here, until done (kept in cluster.json)
         self.intents = [Intent(row[0], row[1], row[2], len(row) > 4 and row[4], row[3], now)
                         for row in saved.get("intents", [])]
@@ -2916,7 +2920,26 @@ class NodeCore:
                                  if m is not None and m is not ms.me]
         self.gossip_delta.clear()
         self.out.gossip.append(self._gossip_message(members, report))
+        self._check_reach(now, every)
         self.export.export(now, states)
+
+    def _check_reach(self, now: float, every: int) -> None:
+        """Once per round: say (ERROR, again every REACH_LOG_EVERY while it lasts) when the
+        peers heard here show no recent heartbeat of this node: they cannot reach it at the
+        addresses it advertises (reach.py). A peer's whole table comes every `every` rounds."""
+        reach, ms = self.reach, self.membership
+        if self.left_at is not None:
+            reach.problem = None
+            return
+        changed, problem = reach.check(now, ms.me, self.cfg.gossip_interval,
+                                       max(REACH_ROUNDS, 2 * every + 5), ms.peers)
+        if problem is not None:
+            if reach.due_log(now):
+                log.error("%s (for about %.0f s; /readyz answers 503 until they hear it)",
+                          problem, now - reach.unreached_at)
+        elif changed:
+            log.warning("peers hear this node again at %s (gossip %s)", ms.me.listen,
+                        ms.me.gossip)
 
     def _gossip_message(self, members: list[Member], report: list,
                         stopping: bool = False) -> Gossip:
@@ -2950,6 +2973,9 @@ class NodeCore:
         sender = self.membership.get(msg.sender)
         if sender is None:
             return
+        # (its table's record of this node: how fresh a heartbeat of ours it heard, reach.py)
+        self.reach.heard(msg.sender, self.t, self.membership.me, msg.members,
+                         len(msg.members) >= max(2, (len(self.membership.peers) + 2) // 2))
         if sender.features & UNFIT_BITS != UNFIT_BITS or sender.id in self.unfit:
             self._check_version(sender)
         self.heard_member = True

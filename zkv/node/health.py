@@ -1,11 +1,11 @@
 """Readiness and gossip convergence of one node, as pure bookkeeping (no sockets, no clock).
 
 /readyz (DESIGN.md 2.7) answers 200 when the node has joined, agrees with every peer it sees
-up on the ring, has no partition pending transfer to it, and its wall clock is not behind
-most of its peers'; else 503 with the reason. A clock behind its peers' by more than the skew
-bound (membership.MAX_SKEW_MS) refuses their records, so they are down here: the node still
-took requests and said only that its peers were down (an outside run stepped a clock back
-90 s). When more than half the known peers (two at least) are refused so, the clock at fault
+up on the ring, has no partition pending transfer to it, its wall clock is not behind most
+of its peers', and the peers it hears hear it too (reach.py: an --advertise nobody can dial);
+else 503 with the reason. A clock behind its peers' by more than the skew bound
+(membership.MAX_SKEW_MS) refuses their records, so they are down here: the node still took
+requests and said only that its peers were down (an outside run stepped a clock back 90 s). When more than half the known peers (two at least) are refused so, the clock at fault
 is most likely this node's (one peer's clock running ahead refuses that peer alone). The
 state is computed on the reactor thread (`Health.update`, each gossip tick) and only read by
 the HTTP thread (`Health.ready`), so the HTTP thread never walks live node structures.
@@ -56,8 +56,10 @@ def clock_skew(offsets: Iterable[int], limit_ms: int = CLOCK_SKEW_MS) -> str | N
 
 def readiness(*, joined: bool, fingerprint: bytes, peer_fingerprints: dict[str, bytes],
               up_peers: Iterable[str], pending_in: int, clock_refused: list[str] | None = None,
-              peers: int = 0, skew: str | None = None) -> tuple[bool, dict]:
-    """(ready, reason): the pure rule behind /readyz."""
+              peers: int = 0, skew: str | None = None,
+              unreached: str | None = None) -> tuple[bool, dict]:
+    """(ready, reason): the pure rule behind /readyz. `unreached`: why the peers cannot
+    reach this node (reach.py), None while they hear it."""
     up = sorted(up_peers)
     unheard = [p for p in up if p not in peer_fingerprints]
     disagree = [p for p in up if p in peer_fingerprints and peer_fingerprints[p] != fingerprint]
@@ -77,7 +79,9 @@ def readiness(*, joined: bool, fingerprint: bytes, peer_fingerprints: dict[str, 
         reason["clock_behind_peers"] = True
     if skew:
         reason["clock_skewed"] = skew
-    ready = joined and agreed and pending_in == 0 and not behind and not skew
+    if unreached:
+        reason["unreached_by_peers"] = unreached
+    ready = joined and agreed and pending_in == 0 and not behind and not skew and not unreached
     return ready, reason
 
 
@@ -93,7 +97,8 @@ class Health:
 
     def update(self, *, fingerprint: bytes, up_peers: Iterable[str], now: float,
                joined: bool = True, pending_in: int = 0, clock_refused: list[str] | None = None,
-               peers: int = 0, skew: str | None = None) -> tuple[bool, float | None]:
+               peers: int = 0, skew: str | None = None,
+               unreached: str | None = None) -> tuple[bool, float | None]:
         """Recompute readiness; returns (ring changed here, convergence seconds or None).
 
         The convergence time is returned once, when the last up peer catches up."""
@@ -105,7 +110,7 @@ class Health:
         state = readiness(joined=joined, fingerprint=fingerprint,
                           peer_fingerprints=self.peer_fingerprints, up_peers=up,
                           pending_in=pending_in, clock_refused=clock_refused, peers=peers,
-                          skew=skew)
+                          skew=skew, unreached=unreached)
         self._state = state
         converged = None
         if self.changed_at is not None and state[1]["ring_agreed"]:

@@ -639,7 +639,8 @@ class NodeMetrics:
 
     def observe_cluster(self, membership, ring, now: float, transfers: dict | None = None,
                         joined: bool = True, gauges: bool = True,
-                        up: list[str] | None = None, offsets: list[int] | None = None) -> None:
+                        up: list[str] | None = None, offsets: list[int] | None = None,
+                        unreached: str | None = None) -> None:
         """Once per gossip tick: readiness, rebalancing, convergence, partitions, hot keys
         (`gauges` False: the observations only, no gauge is set).
 
@@ -677,7 +678,8 @@ class NodeMetrics:
             self.clock_skew = skew
         rebalanced, converged = self.health.update(
             fingerprint=ring.fingerprint(), up_peers=up, now=now, joined=joined,
-            pending_in=pending_in, clock_refused=refused, peers=heard, skew=skew)
+            pending_in=pending_in, clock_refused=refused, peers=heard, skew=skew,
+            unreached=unreached)
         if rebalanced:
             self.ring_rebalances.inc()
         if converged is not None:

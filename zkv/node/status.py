@@ -122,6 +122,8 @@ def status(core: NodeCore) -> dict:
         "writes_refused": core.write_stop,
         # cluster.json could not be written (a full disk): retried each gossip round
         "cluster_json_unsaved": core.cluster_unsaved,
+        # why the peers cannot reach this node (its advertised addresses: reach.py), or None
+        "unreached_by_peers": core.reach.problem,
         "joining": _join_status(core),
         "hints": _hint_status(core),
         "storage": storage(core),
@@ -419,7 +421,8 @@ class MetricsExport:
         ms = core.membership
         core.metrics.observe_cluster(ms, ms.ring(), now, transfer_totals(core),
                                      joined=joined(core), gauges=gauges, up=up,
-                                     offsets=core.clock_offsets(now))
+                                     offsets=core.clock_offsets(now),
+                                     unreached=core.reach.problem)
         core.metrics.hlc_lead.set(max(0, core.hlc.lead_ms()) / 1000)
 
     def export(self, now: float, states: dict[str, str]) -> None:

@@ -1,0 +1,108 @@
+"""A node its peers cannot reach says so (reach.py): an --advertise nobody can dial joined,
+pulled partitions and said nothing while every member held it down (an outside deployer's
+run). It must say so in its log, `zkv status` and /readyz, and never on a healthy cluster,
+during a normal join, alone, or cut off from everyone."""
+
+from __future__ import annotations
+
+import logging
+
+from sim.harness import Sim
+from zkv.cli import not_ready_words
+from zkv.node.status import status
+
+SAID = "peers cannot reach this node"
+
+
+def _problems(sim: Sim) -> dict[str, str]:
+    return {sn.id: sn.core.reach.problem for sn in sim.nodes.values()
+            if sn.core is not None and sn.core.reach.problem}
+
+
+def _run_watching(sim: Sim, until: float, step: float = 0.5) -> dict[str, str]:
+    """Run to `until`, collecting every node's problem seen at any step."""
+    seen: dict[str, str] = {}
+    while sim.t < until:
+        sim.run_until(sim.t + step)
+        seen.update(_problems(sim))
+    return seen
+
+
+def _said(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.ERROR and SAID in r.getMessage()]
+
+
+def test_a_joiner_no_peer_can_dial_says_so_in_its_log_status_and_readiness(caplog):
+    sim = Sim(3, 5)
+    sim.run_until(2.0)
+    sim.undialable.add("n6")
+    caplog.set_level(logging.ERROR, logger="zkv.node.core")
+    sim.add_node("n6", seed_of="n2")
+    sim.run_until(8.0)
+    core = sim.nodes["n6"].core
+    assert not core.joining and core.join_error is None  # it joined, as in the outside run
+    assert all(sn.core.membership.state("n6")[0] == "down"
+               for sn in sim.nodes.values() if sn.id != "n6")  # ... and is down everywhere
+    seen = _run_watching(sim, 85.0)
+    assert set(seen) == {"n6"}, seen  # nobody else is blamed
+    why = core.reach.problem
+    assert why and core.membership.me.listen in why and core.membership.me.gossip in why
+    assert "--advertise" in why
+    said = _said(caplog)
+    assert len(said) == 2, said  # once when found, again a minute later: not per turn
+    doc = status(core)
+    assert doc["unreached_by_peers"] == why
+    ready, reason = core.metrics.health.ready()
+    assert not ready and reason["unreached_by_peers"] == why
+    assert "cannot reach it" in not_ready_words(reason)
+    # reachable again (the operator fixed the firewall): it says so, and is ready again
+    sim.undialable.clear()
+    sim.run_until(sim.t + 15.0)
+    assert core.reach.problem is None
+    assert "unreached_by_peers" not in core.metrics.health.ready()[1]
+
+
+def test_a_member_whose_outgoing_links_are_cut_one_way_says_so_and_clears_after_heal():
+    sim = Sim(5, 5)
+    sim.run_until(3.0)
+    others = [x for x in sim.nodes if x != "n3"]
+    sim.partition(["n3"], others, one_way=True)  # n3 hears them; they hear nothing of n3
+    sim.run_until(8.0)
+    assert not _problems(sim)  # a few rounds: not yet
+    seen = _run_watching(sim, 25.0)
+    assert set(seen) == {"n3"}, seen
+    sim.heal()
+    sim.run_until(sim.t + 5.0)
+    assert not _problems(sim)
+
+
+def test_a_healthy_cluster_and_a_normal_join_never_say_it():
+    sim = Sim(7, 5)
+    seen = _run_watching(sim, 10.0)
+    sim.add_node("n6", seed_of="n4")
+    seen.update(_run_watching(sim, 40.0))
+    assert not sim.nodes["n6"].core.joining
+    assert not seen, seen
+
+
+def test_a_node_cut_off_from_everyone_or_alone_never_says_it():
+    sim = Sim(9, 5)
+    sim.run_until(3.0)
+    others = [x for x in sim.nodes if x != "n2"]
+    sim.partition(["n2"], others)  # both ways: it hears nobody either
+    seen = _run_watching(sim, 40.0)
+    sim.heal()
+    seen.update(_run_watching(sim, 50.0))
+    assert not seen, seen
+    alone = Sim(1, 1)
+    assert not _run_watching(alone, 30.0)
+
+
+def test_a_member_restarted_is_not_blamed_while_peers_take_its_new_life():
+    sim = Sim(13, 5)
+    sim.run_until(3.0)
+    sim.crash("n4")
+    sim.run_until(6.0)
+    sim.restart("n4")
+    assert not _run_watching(sim, 30.0)
