@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from sim.harness import Sim
+from sim.test_sim import _cli
 from zkv.cli import not_ready_words
 from zkv.node.status import status
 
@@ -33,7 +34,8 @@ def _said(caplog) -> list[str]:
             if r.levelno == logging.ERROR and SAID in r.getMessage()]
 
 
-def test_a_joiner_no_peer_can_dial_says_so_in_its_log_status_and_readiness(caplog):
+def test_a_joiner_no_peer_can_dial_says_so_in_its_log_status_and_readiness(caplog, monkeypatch,
+                                                                           capsys):
     sim = Sim(3, 5)
     sim.run_until(2.0)
     sim.undialable.add("n6")
@@ -56,6 +58,10 @@ def test_a_joiner_no_peer_can_dial_says_so_in_its_log_status_and_readiness(caplo
     ready, reason = core.metrics.health.ready()
     assert not ready and reason["unreached_by_peers"] == why
     assert "cannot reach it" in not_ready_words(reason)
+    printed = _cli(monkeypatch, capsys, sim, sim.nodes["n6"], ["status"])
+    assert f"PEERS CANNOT REACH this node at its advertised addresses {core.membership.me.listen}" \
+        in printed
+    assert "its peers cannot reach it at its advertised addresses" in printed  # (ready: NO)
     # reachable again (the operator fixed the firewall): it says so, and is ready again
     sim.undialable.clear()
     sim.run_until(sim.t + 15.0)
