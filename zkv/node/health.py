@@ -5,8 +5,9 @@ up on the ring, has no partition pending transfer to it, its wall clock is not b
 of its peers', and the peers it hears hear it too (reach.py: an --advertise nobody can dial);
 else 503 with the reason. A clock behind its peers' by more than the skew bound
 (membership.MAX_SKEW_MS) refuses their records, so they are down here: the node still took
-requests and said only that its peers were down (an outside run stepped a clock back 90 s). When more than half the known peers (two at least) are refused so, the clock at fault
-is most likely this node's (one peer's clock running ahead refuses that peer alone). The
+requests and said only that its peers were down (an outside run stepped a clock back 90 s).
+When more than half the known peers (two at least) are refused so, the clock at fault is
+most likely this node's (one peer's clock running ahead refuses that peer alone). The
 state is computed on the reactor thread (`Health.update`, each gossip tick) and only read by
 the HTTP thread (`Health.ready`), so the HTTP thread never walks live node structures.
 

@@ -18,10 +18,11 @@ heartbeat its last table showed (-1: an older life, other addresses, or no recor
 node in a whole table), and calls this node unreached when every peer heard within the
 last `rounds` gossip rounds shows one more than `rounds` behind, and that lasted `rounds`
 rounds more (right after a partition heals, the first tables heard are from before it;
-after a join or a restart, the peers' tables take a round or two to catch up). Counted in this node's rounds (beats), not seconds: a process that
-stood still does not beat either, so a stall is no false alarm. It never fires on a node
-that hears no peer (alone in its cluster, or cut off from everyone: nothing is known of
-their view then), nor while any heard peer shows a fresh heartbeat.
+after a join or a restart, the peers' tables take a round or two to catch up). Counted in
+this node's rounds (beats), not seconds: a process that stood still does not beat either,
+so a stall is no false alarm. It never fires on a node that hears no peer (alone in its
+cluster, or cut off from everyone: nothing is known of their view then), nor while any
+heard peer shows a fresh heartbeat.
 """
 
 from __future__ import annotations
