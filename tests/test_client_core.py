@@ -80,21 +80,25 @@ class Net:
             while True:
                 if isinstance(send, Batch):
                     self.steps.append(len(send.sends))
-                    send = plan.send(self.deliver_many(send.sends))
+                    send = plan.send(self.deliver_many(send.sends, send))
                 else:
                     send = plan.send(self.deliver(send))
         except StopIteration as done:
             return done.value
 
-    def deliver_many(self, sends):
+    def deliver_many(self, sends, batch=None):
         """A Batch step as a driver plays it: every try sent at once, the step over when the
-        last one has its answer (each try's own outcome as deliver() would give it)."""
-        clock, start, end, got = self.clock, self.clock.t, self.clock.t, []
+        last one has its answer (each try's own outcome as deliver() would give it), and
+        when each answer came told in `batch.arrived`."""
+        clock, start, end, got, arrived = self.clock, self.clock.t, self.clock.t, [], []
         for send in sends:
             clock.t = start
             got.append(self.deliver(Send(send.endpoint, send.msg, send.until)))
+            arrived.append(clock.t)
             end = max(end, clock.t)
         clock.t = end
+        if batch is not None:
+            batch.arrived = arrived
         return got
 
     def deliver(self, send):

@@ -152,6 +152,15 @@ HEDGE_FACTOR = 3.0  # x the p95 of recent round trips
 HEDGE_SAMPLES = 64  # round trips remembered for it
 HEDGED = (Get, Put, Delete)  # idempotent data requests only
 _HEDGE_EVERY = HEDGE_SAMPLES // 4  # new round trips before the hedge delay is recomputed
+# A slow-but-alive node (README, "Slow nodes"): each endpoint's answers to data requests feed
+# an EWMA of its round trips (from 0, so a first slow answer, a connection being made, does
+# not count much); one over SLOW_FACTOR x the median estimate and over SLOW_FLOOR is asked
+# after the key's other owners (puts' coordinator, owner reads), judged with the hedge delay
+LAT_ALPHA = 0.1  # weight of a new round trip in its endpoint's estimate
+SLOW_FACTOR = 3.0  # x the (lower) median of the endpoints' estimates
+SLOW_FLOOR = 0.008  # s: never slow below this (noise among healthy nodes reorders nothing)
+SLOW_HALF_LIFE = 1.0  # s: a slow endpoint's excess over the median halves (few answers
+# come from it any more: its estimate drifts back until it is asked again and measured)
 _DEFAULT = nss.DEFAULT
 _UNKNOWN_NS = "unknown namespace"  # (the start of a node's answer for a name it lacks)
 _MAX_KEY = wire.DEFAULT_MAX_KEY
@@ -209,6 +218,10 @@ class Batch(msgspec.Struct, eq=False):
     Struct, as Send.)"""
 
     sends: list[Send]
+    # set by a driver that can tell: when (core clock) each answer came, in the same order
+    # (an owner read's answers come back in one step; each owner's own round trip feeds its
+    # latency estimate). None: not told (a reply's estimate is then not updated)
+    arrived: list[float] | None = None
 
     def __repr__(self) -> str:
         return f"Batch({len(self.sends)} sends)"
@@ -393,6 +406,14 @@ def _expire(until: dict[str, float], now: float) -> None:
     for k, t in list(until.items()):
         if t <= now:
             del until[k]
+
+
+def _sender(also: tuple[tuple[str, int], ...], rid: int, default: str) -> str:
+    """The endpoint of the earlier (hedged) try with `rid` (`default` if none is)."""
+    for ep, r in also:
+        if r == rid:
+            return ep
+    return default
 
 
 def check_endpoints(nodes) -> list[str]:
@@ -588,6 +609,11 @@ class ClientCore:
         self.rtts: deque[float] = deque(maxlen=HEDGE_SAMPLES)  # recent round trips, s
         self._hedge = HEDGE_FLOOR  # the hedge delay, recomputed every HEDGE_SAMPLES // 4 rtts
         self._rtts_new = 0
+        # endpoint -> EWMA of its data requests' round trips (s); the endpoints judged slow
+        # from them (with the hedge delay: `_judge`), asked after the other owners
+        self.latency: dict[str, float] = {}
+        self.slow: frozenset[str] = frozenset()
+        self._judged_at = clock()
 
     def _sample(self, reply, sent_at: dict[int, float]) -> None:
         """Remember the round trip of the try that answered (this one, or a hedged one)."""
@@ -607,7 +633,39 @@ class ClientCore:
             ordered = sorted(self.rtts)
             p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
             self._hedge = max(HEDGE_FLOOR, HEDGE_FACTOR * p95)
+            self._judge()
         return self._hedge
+
+    def _judge(self) -> None:
+        """Which endpoints are slow (their estimate over SLOW_FACTOR x the lower median of
+        all estimates and over SLOW_FLOOR): run with the hedge delay's recomputation, every
+        HEDGE_SAMPLES // 4 round trips. A slow endpoint's excess over the median first decays
+        by the time since the last judgement (SLOW_HALF_LIFE): routed around, it answers few
+        requests, so it is asked again within seconds and its next answers tell. A change
+        empties the cached orders (rebuilt per partition, with the slow owners last)."""
+        lat = self.latency
+        now = self.clock()
+        dt, self._judged_at = now - self._judged_at, now
+        slow: frozenset[str] = frozenset()
+        if len(lat) >= 2:
+            ordered = sorted(lat.values())
+            med = ordered[(len(ordered) - 1) // 2]
+            if self.slow and dt > 0:
+                keep = 0.5 ** (dt / SLOW_HALF_LIFE)
+                for ep in self.slow:
+                    est = lat.get(ep)
+                    if est is not None and est > med:
+                        lat[ep] = med + (est - med) * keep
+            bar = max(SLOW_FACTOR * med, SLOW_FLOOR)
+            if ordered[-1] > bar:
+                slow = frozenset(ep for ep, est in lat.items() if est > bar)
+        if slow != self.slow:
+            log.debug("slow nodes (asked after the other owners): %s",
+                      ", ".join(f"{ep} ({lat[ep] * 1000:.1f} ms)" for ep in sorted(slow))
+                      or "none")
+            self.slow = slow
+            self._orders = {}
+            self._readers_of = {}
 
     # ---- routing state ------------------------------------------------------------------------
     @property
@@ -636,6 +694,10 @@ class ClientCore:
                 self.ns_cache.clear()
             self.ns_digest = msg.ns_digest
         self.down = set(msg.down)
+        if self.latency:  # (estimates of endpoints no longer members go)
+            known = set(self.endpoints.values())
+            self.latency = {ep: est for ep, est in self.latency.items() if ep in known}
+            self.slow = self.slow & known
         self._base_order = None
         self._orders = {}
         self._readers_of = {}
@@ -696,8 +758,11 @@ class ClientCore:
             p = ring.partition(key)
             known = self._orders.get((n, p))  # (the partition's order, once per ring learned)
             if known is None:
-                eps, down = self.endpoints, self.down
+                eps, down, slow = self.endpoints, self.down, self.slow
                 head = [eps[x] for x in ring.preflist(p) if x in eps and x not in down]
+                if slow:  # slow owners after the others (coordinators of its writes)
+                    head = ([ep for ep in head if ep not in slow]
+                            + [ep for ep in head if ep in slow])
                 known = self._orders[(n, p)] = head + [ep for ep in base if ep not in head]
             order = known
         else:
@@ -957,8 +1022,13 @@ class ClientCore:
                         # (_sample, inline: this try's answer, or a hedged one's)
                         sent = now if reply.rid == rid else sent_at.get(reply.rid)
                         if sent is not None:
-                            self.rtts.append(clock() - sent)
+                            t = clock() - sent
+                            self.rtts.append(t)
                             self._rtts_new += 1
+                            if hedged:  # (and its node's estimate: data requests only)
+                                by = ep if reply.rid == rid else _sender(also, reply.rid, ep)
+                                est = self.latency.get(by, 0.0)
+                                self.latency[by] = est + LAT_ALPHA * (t - est)
                         if (type(reply) is Error and reply.code == wire.E_INVALID
                                 and reply.message.startswith(_UNKNOWN_NS)):
                             reply = self._not_heard_yet(ep, msg, reply)
@@ -1002,7 +1072,15 @@ class ClientCore:
                 if clock() < end:
                     reply = yield Send(also[-1][0], None, end, None, also)
                     if reply is not None and reply is not UNREACHABLE and reply is not SLOW:
-                        self._sample(reply, sent_at)
+                        sent = sent_at.get(reply.rid)
+                        if sent is not None:  # (_sample, and its node's estimate)
+                            t = clock() - sent
+                            self.rtts.append(t)
+                            self._rtts_new += 1
+                            if hedged:
+                                by = _sender(also, reply.rid, also[-1][0])
+                                est = self.latency.get(by, 0.0)
+                                self.latency[by] = est + LAT_ALPHA * (t - est)
                         if type(reply) is Error and not _refused_unwritten(reply):
                             self.uncertain_tries += 1
                         if type(reply) is not Error or reply.code != wire.E_UNAVAILABLE:
@@ -1115,6 +1193,10 @@ class ClientCore:
             owners = self._readers_of[(n, p)] = [
                 (node, eps[node]) for node in ring.preflist(p)
                 if node in readers and node not in down and node in eps]
+            if self.slow:  # slow owners last: the first R are read
+                slow = self.slow
+                owners[:] = ([x for x in owners if x[1] not in slow]
+                             + [x for x in owners if x[1] in slow])
         # (expired here too: a client whose owner reads all succeed never calls candidates())
         suspect, skip = self.suspect_until, self.refilling_until
         if suspect:
@@ -1142,7 +1224,10 @@ class ClientCore:
         sends = []
         for _, ep in chosen:
             sends.append(Send(ep, Read(next(rids), key, ns, ver), until))
-        replies = yield Batch(sends)
+        step = Batch(sends)
+        replies = yield step
+        arrived = step.arrived  # (when each answer came, if the driver says)
+        latency = self.latency
         first: bytes | None = None
         seal = b""
         counted = 0
@@ -1160,6 +1245,9 @@ class ClientCore:
                     rtt = self.clock() - now
                 self.rtts.append(rtt)  # (_sample_since, inline)
                 self._rtts_new += 1
+                if arrived is not None:  # this owner's own round trip: its estimate
+                    est = latency.get(ep, 0.0)
+                    latency[ep] = est + LAT_ALPHA * (arrived[i] - now - est)
                 if first is None:
                     first = reply.dvv
                 if reply.owner and reply.dvv == first:
@@ -1320,11 +1408,13 @@ class ClientCore:
         results: list[Any] = []
         failed: list[int] = []
         # the plans in flight, in the order they were started: (index, plan, how many answers
-        # it waits for: -1 for a Send, else its Batch's length (a get asking owners itself))
-        active: list[tuple[int, Plan, int]] = []
-        stepped: list[tuple[int, Plan, int]] = []  # this step's, resumed so far
+        # it waits for: -1 for a Send, else its Batch's length (a get asking owners itself),
+        # that Batch or None)
+        active: list[tuple[int, Plan, int, Batch | None]] = []
+        stepped: list[tuple[int, Plan, int, Batch | None]] = []  # this step's, resumed so far
         todo: Iterator[tuple[int, Plan]] | None = enumerate(plans)  # None: all started
         got: list = []
+        arrived: list[float] | None = None  # when each of the step's answers came, if told
         try:
             while True:
                 # resume each plan with its share of the answers, then start new plans while
@@ -1336,13 +1426,15 @@ class ClientCore:
                 j = 0
                 while True:
                     if j < n_active:
-                        i, plan, k = active[j]
+                        i, plan, k, sub = active[j]
                         j += 1
                         if k < 0:
                             answer = got[at]
                             at += 1
                         else:
                             answer = got[at:at + k]
+                            if arrived is not None and sub is not None:
+                                sub.arrived = arrived[at:at + k]
                             at += k
                     elif todo is not None and len(stepped) < MANY_WINDOW:
                         nxt = next(todo, None)
@@ -1364,19 +1456,21 @@ class ClientCore:
                     else:
                         if type(x) is Send:  # (else a Batch)
                             sends.append(x)
-                            stepped.append((i, plan, -1))
+                            stepped.append((i, plan, -1, None))
                         else:
                             sends += x.sends
-                            stepped.append((i, plan, len(x.sends)))
+                            stepped.append((i, plan, len(x.sends), x))
                 active = stepped
                 if not active:
                     break
-                got = yield Batch(sends)
+                step = Batch(sends)
+                got = yield step
+                arrived = step.arrived
         finally:
             # (an error or an interrupt: the rest stop; a plan already finished ignores it)
-            for _, plan, _ in active:
+            for _, plan, _, _ in active:
                 plan.close()
-            for _, plan, _ in stepped:
+            for _, plan, _, _ in stepped:
                 plan.close()
         if failed and not return_exceptions:
             raise results[min(failed)]
