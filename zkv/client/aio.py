@@ -32,6 +32,7 @@ from zkv.client.core import (
     CONNECT_WAIT,
     SLOW,
     UNREACHABLE,
+    Batch,
     GetResult,
     Plan,
     Send,
@@ -56,12 +57,18 @@ TIMER_GRAIN = 0.005
 class _Batch:
     """The answers of one Batch step, and the future resolved once each has one."""
 
-    __slots__ = ("results", "left", "fut")
+    __slots__ = ("results", "left", "fut", "arrived", "clock")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int,
+                 step: Batch | None = None, clock: Callable[[], float] | None = None) -> None:
         self.results: list = [_PENDING] * n
         self.left = n
         self.fut = loop.create_future()
+        # when each answer came (the core's clock), told to the plan in `step.arrived`
+        self.arrived: list[float] | None = None
+        self.clock = clock
+        if step is not None and clock is not None:
+            self.arrived = step.arrived = [0.0] * n
 
 
 class _Slot:
@@ -81,6 +88,8 @@ class _Slot:
         batch = self.batch
         if batch.results[self.i] is _PENDING:
             batch.results[self.i] = result
+            if batch.arrived is not None:
+                batch.arrived[self.i] = batch.clock()  # type: ignore[misc]
             batch.left -= 1
             if not batch.left and not batch.fut.done():
                 batch.fut.set_result(None)
@@ -460,7 +469,7 @@ class AsyncClient(Facade):
             send = next(plan)
             while True:
                 send = plan.send(await (self._try(send) if type(send) is Send
-                                        else self._try_many(send.sends)))
+                                        else self._try_many(send.sends, send)))
         except StopIteration as done:
             return done.value
         except (zmq.ZMQError, KeyError):
@@ -623,7 +632,7 @@ class AsyncClient(Facade):
                 if self._waiting.get(earlier) is fut:
                     del self._waiting[earlier]
 
-    async def _try_many(self, sends: list[Send]) -> list:
+    async def _try_many(self, sends: list[Send], step: Batch | None = None) -> list:
         """A Batch: every message through the outbox (one frame per node), each answer to
         its slot; one future for the whole step, resolved once every slot has its answer.
         Every rid is listened for before any wait, so an answer to an earlier (hedged) try
@@ -637,8 +646,8 @@ class AsyncClient(Facade):
                         or send.endpoint not in connected:
                     break
             else:
-                return await self._fanout(sends, loop)
-        batch = _Batch(loop, len(sends))
+                return await self._fanout(sends, loop, step)
+        batch = _Batch(loop, len(sends), step, clock)
         waiting, sent_to = self._waiting, self._sent_to
         rids: list[int] = []
         slots = [_Slot(batch, i) for i in range(len(sends))]
@@ -707,12 +716,13 @@ class AsyncClient(Facade):
         else:
             self._at(loop, send.until, slot, None)  # type: ignore[arg-type]
 
-    async def _fanout(self, sends: list[Send], loop: asyncio.AbstractEventLoop) -> list:
+    async def _fanout(self, sends: list[Send], loop: asyncio.AbstractEventLoop,
+                      step: Batch | None = None) -> list:
         """_try_many for a Batch whose nodes are all connected (their sockets read on `loop`),
         with no hedge and no earlier try listened to: no connection wait, so none of its
         bookkeeping (_try_many was ~18% of the client's time under cProfile at 64 in flight,
         mostly that)."""
-        batch = _Batch(loop, len(sends))
+        batch = _Batch(loop, len(sends), step, self.core.clock)
         waiting, sent_to, enqueue, at = self._waiting, self._sent_to, self._enqueue, self._at
         try:
             for i, send in enumerate(sends):

@@ -28,6 +28,7 @@ from zkv.client.core import (
     CONNECT_WAIT,
     SLOW,
     UNREACHABLE,
+    Batch,
     GetResult,
     Plan,
     Send,
@@ -312,8 +313,7 @@ class Client(Facade):
                 raise InvalidRequest("this Client is closed")
             send = next(plan)
             while True:
-                send = plan.send(self._try(send) if type(send) is Send
-                                 else self._fanout(send.sends) or self._try_many(send.sends))
+                send = plan.send(self._try(send) if type(send) is Send else self._step(send))
         except StopIteration as done:
             return done.value
         finally:
@@ -371,7 +371,13 @@ class Client(Facade):
             except wire.WireError:
                 continue
 
-    def _fanout(self, sends: list[Send]) -> list | None:
+    def _step(self, batch: Batch) -> list:
+        """A Batch, with when each answer came told in `batch.arrived`."""
+        arrived = batch.arrived = [0.0] * len(batch.sends)
+        return (self._fanout(batch.sends, arrived)
+                or self._try_many(batch.sends, arrived=arrived))
+
+    def _fanout(self, sends: list[Send], arrived: list[float] | None = None) -> list | None:
         """The Batch of an owner read (one message to each of a few connected nodes, no hedge,
         no earlier try listened to) with less bookkeeping than _try_many's: one frame per
         socket, one answer awaited on each. None, having sent nothing, for any other shape;
@@ -385,7 +391,7 @@ class Client(Facade):
             held.append(s)
         for i, x in enumerate(sends):
             if sockcalls.send(held[i], wire.encode_one(x.msg)):  # not connected (IMMEDIATE)
-                return None if i == 0 else self._try_many(sends, sent=i)
+                return None if i == 0 else self._try_many(sends, sent=i, arrived=arrived)
         clock = self.core.clock
         results: list = [_PENDING] * len(sends)
         left = len(sends)
@@ -400,7 +406,9 @@ class Client(Facade):
         end = min(x.until for x in sends)  # (an owner read's tries share one deadline)
         wait_ms = max(0, int((end - clock()) * 1000) + 1)
         while True:
-            for sock, _ in poller.poll(wait_ms):
+            polled = poller.poll(wait_ms)
+            now = clock()  # (when what this poll found came, near enough)
+            for sock, _ in polled:
                 i = held.index(sock)
                 if results[i] is not _PENDING:  # answered: what follows is a late answer
                     while sockcalls.recv(sock) is not None:  # to an earlier call (dropped)
@@ -415,6 +423,8 @@ class Client(Facade):
                     for reply in replies:
                         if reply.rid == rid or refused(reply):
                             results[i] = reply
+                            if arrived is not None:
+                                arrived[i] = now
                             left -= 1
                             break
                     if results[i] is not _PENDING:
@@ -426,7 +436,8 @@ class Client(Facade):
                 return [None if x is _PENDING else x for x in results]
             wait_ms = int((end - now) * 1000) + 1
 
-    def _try_many(self, sends: list[Send], sent: int = 0) -> list:
+    def _try_many(self, sends: list[Send], sent: int = 0,
+                  arrived: list[float] | None = None) -> list:
         """A Batch: every message out (one frame per node; the first `sent` sends are out
         already), then every answer collected. What has arrived is always read before a
         deadline is called missed: a connection wait for one node can outlast another try's
@@ -492,7 +503,9 @@ class Client(Facade):
         # has arrived when a try is already settled (not connected: its end is 0)
         wait_ms = 0 if unreachable else max(0, int((min(ends) - clock()) * 1000) + 1)
         while left:
-            for sock, _ in poller.poll(wait_ms):
+            polled = poller.poll(wait_ms)
+            came = clock()  # (when what this poll found came, near enough)
+            for sock, _ in polled:
                 while True:
                     got = sockcalls.recv(sock)  # None once drained (no exception per poll)
                     if got is None:
@@ -511,6 +524,8 @@ class Client(Facade):
                         for i in hit:
                             if results[i] is _PENDING:
                                 results[i] = reply
+                                if arrived is not None:
+                                    arrived[i] = came
                                 left -= 1
                     if all(results[i] is not _PENDING for i in expect[sock]):
                         break
