@@ -534,11 +534,15 @@ def test_an_owner_read_sends_each_read_once_when_an_owner_is_not_connected(drive
         assert a.endpoint not in cl.core.suspect_until, attempt
         cl.core.unconnectable.clear()  # as if SUSPECT_FOR had passed: c is asked again
         cl.core.suspect_until.clear()
+    known = dict(cl.core.latency)
     for _ in range(3):
         before = reads_at_a()
         assert cl.get(via_b, r=2).values == [b"v"]  # both owners' copies, no coordinator
         assert reads_at_a() == before + 1
     assert sum(isinstance(m, wire.Read) for m in b.received) == 3
+    # the driver told when each owner's answer came: each owner's estimate took them
+    for ep in (a.endpoint, b.endpoint):
+        assert 0 < cl.core.latency[ep] < 2.0 and cl.core.latency[ep] != known.get(ep)
     assert not any(isinstance(m, wire.Get) and m.key == via_b for m in a.received + b.received)
 
 

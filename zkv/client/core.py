@@ -36,6 +36,13 @@ writes carry their write id (a replica collapses the two tries into one sibling)
 change nothing; the frozen node's copy of the request finds an answered client when it
 wakes up. Status, ring and admin calls are never hedged.
 
+Slow owners (a "dynamic snitch", as Cassandra's): each endpoint's data round trips feed an
+EWMA (`latency`, a few attribute updates per reply); with the hedge delay, every
+HEDGE_SAMPLES // 4 round trips, `_judge` calls slow those over SLOW_FACTOR x the lower median
+and over SLOW_FLOOR, and the cached per-partition orders put them after the key's other
+owners (a put's coordinator, a get's R owners) until their estimate decays back
+(SLOW_HALF_LIFE) and their next answers tell. A healthy cluster is routed as without it.
+
 Namespaces (issue 15): every data call takes `namespace=` ("default" unless given). The
 request carries the name; routing needs the namespace's N and mode (they are part of the
 stored key the node routes by, zkv.node.namespaces), so the first call in a namespace the
