@@ -1471,8 +1471,11 @@ def test_a_node_restarted_before_a_change_settled_still_reads_and_writes_the_old
         core = boot(300.0)
         assert not core.unsettled and not core.fresh and core.prev_state is None
         # a saved entry that does not fit is dropped, the rest of the file is used
+        # (in a file without a checksum, as an older version wrote it: with its checksum the
+        # edit makes the whole file damaged, test_cluster_json.py)
         doc = json.load(open(path))
         doc["unsettled"], doc["fresh"] = ["zz"], [[3, 99], ["x", 1], [3, -1]]
+        del doc["checksum"]
         json.dump(doc, open(path, "w"))
         stop()
         core = boot(400.0)

@@ -15,7 +15,10 @@ seconds), so every decision replays in tests.
 
 The member table, cluster settings and namespace registry a node saw last are kept in
 DATA_DIR/cluster.json (`cluster_doc`, `load_cluster` / `save_cluster`; key "namespaces"), so a
-restarted node knows its peers and namespaces before any gossip.
+restarted node knows its peers and namespaces before any gossip. The file carries a checksum of
+the rest of it (`cluster_checksum`): a changed byte that still parses (an outside run's `"n": 3`
+-> `"n": 2` ran a node on an N=2 ring of its own, in split brain, coordinating writes at W=2)
+makes it damaged, as one that does not parse is (`read_cluster`, `check_founding`).
 
 Trust (issue 13; holds even against a peer that holds the cluster key but is buggy or rogue):
 - Every record is checked by `validate_member` before it is merged or saved: id and endpoint
@@ -47,10 +50,12 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 
+import blake3
 import msgspec
 
 from zkv._core.ring import Ring
@@ -71,6 +76,12 @@ HEARTBEAT_SLACK = 100_000  # heartbeats allowed beyond one per ms since the inca
 MAX_CANDIDATES = 64  # relayed, not yet heard first-hand
 CANDIDATE_TTL = 30.0  # seconds a candidate waits to be heard
 MAX_INTENTS = 32  # membership changes a claimant watches (NodeCore.Intent), the latest kept
+# cluster.json's integrity field: "blake3:" + 64 hex digits (`cluster_checksum`); a version
+# before it wrote none, and ignores it (its load_cluster passes keys it does not know)
+CHECKSUM = "checksum"
+_CHECKSUM_RE = re.compile(r"blake3:[0-9a-f]{64}")
+MISMATCH = ("its checksum does not match its content (a byte of it changed since it was "
+            "written)")
 
 
 def wall_ms() -> int:
@@ -502,18 +513,26 @@ def check_founding(data_dir: str, seeds, new_cluster: bool) -> str | None:
     its data dir holds data (segments) but no readable cluster state. It was a member whose
     cluster.json was lost or damaged: founding a one-node cluster served clients from it, at
     R=2 every read failed, and a W=1 write acknowledged there never reached the members (an
-    outside durability run). `new_cluster` (--new-cluster): found one anyway (a cluster
-    rebuilt from backups)."""
+    outside durability run). A cluster.json that fails its checksum (`read_cluster`) refuses
+    a start without --seed even on a data dir without data: only a member (or a node joining
+    one) writes it. `new_cluster` (--new-cluster): found one anyway (a cluster rebuilt from
+    backups)."""
     if seeds or new_cluster:
         return None
+    path = os.path.join(data_dir, "cluster.json")
+    rejoin = ("Start it with --seed LISTEN of a running member to rejoin that cluster under its "
+              "id (it keeps its data and refills what it lacks), or restore cluster.json from a "
+              "backup; to found a new cluster with this data, start it with --new-cluster")
+    doc, damage = read_cluster(path)
+    if damage == MISMATCH:
+        return (f"{path} is damaged: {damage}, so the cluster state it holds (members, ring, "
+                f"N/R/W) cannot be trusted, and this node was a member of a cluster. {rejoin}")
     data = os.path.join(data_dir, "data")
     try:
         held = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data)
                    if f.startswith("seg-") and f.endswith(".data"))
     except OSError:
         return None  # (no data store yet: a new node)
-    path = os.path.join(data_dir, "cluster.json")
-    doc = load_cluster(path)
     if not held or doc.get("cluster"):
         return None
     # (readable, with no cluster state: a version before cluster states wrote it, older than
@@ -522,10 +541,7 @@ def check_founding(data_dir: str, seeds, new_cluster: bool) -> str | None:
              "version does not support: README, Upgrading)" if doc
              else "is damaged" if os.path.exists(path) else "is missing")
     return (f"{data_dir} holds data ({held} bytes of segments) but its cluster state ({path}) "
-            f"{state}: this node was a member of a cluster. Start it with --seed LISTEN of a "
-            f"running member to rejoin that cluster under its id (it keeps its data and "
-            f"refills what it lacks), or restore cluster.json from a backup; to found a new "
-            f"cluster with this data, start it with --new-cluster")
+            f"{state}: this node was a member of a cluster. {rejoin}")
 
 
 def check_advertised_seed(cfg, saved: dict, new_cluster: bool) -> str | None:
@@ -552,20 +568,52 @@ def check_advertised_seed(cfg, saved: dict, new_cluster: bool) -> str | None:
             "without --seed (or with --new-cluster)")
 
 
+def cluster_checksum(doc: dict) -> str:
+    """cluster.json's "checksum": BLAKE3 of the canonical JSON (keys sorted, no spaces, ASCII)
+    of every other field of `doc`, as `json.load` gives the file back."""
+    body = {k: v for k, v in doc.items() if k != CHECKSUM}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return "blake3:" + blake3.blake3(text.encode()).hexdigest()
+
+
 def load_cluster(path: str) -> dict:
-    """The saved cluster document ({} when there is none or it cannot be read). Member rows
-    that are not four strings or fail validation are dropped (a file written by an older
-    version could hold poisoned records; they must not stop the node from starting)."""
+    """The saved cluster document ({} when there is none or it cannot be read or trusted:
+    `read_cluster`)."""
+    return read_cluster(path)[0]
+
+
+def read_cluster(path: str) -> tuple[dict, str]:
+    """The saved cluster document and "", or {} and why the file is damaged ({} and "" when
+    there is none). Damaged: it does not parse, or is not a JSON object, or fails its
+    checksum (MISMATCH; a file without one, of an older version, is not checked), or holds a
+    checksum under another name (one changed bit of "checksum": unchecked, that file would
+    pass). Member rows that are not four strings or fail validation are dropped (a file
+    written by an older version could hold poisoned records; they must not stop the node from
+    starting). The "checksum" field is not part of the document returned."""
     try:
         with open(path) as fh:
             doc = json.load(fh)
     except FileNotFoundError:
-        return {}
+        return {}, ""
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
-        return {}
+        return {}, f"unreadable: {exc}"
     if not isinstance(doc, dict):
-        return {}
+        log.warning("ignoring %s: not a JSON object", path)
+        return {}, "not a JSON object"
+    stated = doc.pop(CHECKSUM, None)
+    renamed = stated is None and any(
+        type(v) is str and _CHECKSUM_RE.fullmatch(v) for v in doc.values())
+    if renamed or (stated is not None and stated != cluster_checksum(doc)):
+        log.error("%s is damaged: %s; its cluster state is ignored (without --seed the node "
+                  "refuses to start; with --seed of a running member it rejoins that cluster; "
+                  "or restore the file from a backup)", path, MISMATCH)
+        return {}, MISMATCH
+    return _checked(path, doc), ""
+
+
+def _checked(path: str, doc: dict) -> dict:
+    """`doc` with the member rows, features, intents and seeds that fail validation dropped."""
     rows = doc.get("members")
     good = []
     for row in rows if isinstance(rows, list) else []:
@@ -659,14 +707,19 @@ def cluster_doc(membership: Membership, namespaces: list | None = None,
 
 
 def save_cluster(path: str, doc: dict, durable: bool = False) -> None:
-    """Write `doc` (`cluster_doc`) to `path` atomically (temp file + rename). `durable`: the
-    file's bytes and the rename are on disk (fsync of both, then of the directory) before this
-    returns, so a power loss right after cannot bring back the file before it, or an empty
-    one (a rename is not ordered after the data it renames on every file system)."""
+    """Write `doc` (`cluster_doc`) to `path` atomically (temp file + rename), with its
+    checksum (`cluster_checksum`, of the document as a load gives it back: lists, string
+    keys). `durable`: the file's bytes and the rename are on disk (fsync of both, then of the
+    directory) before this returns, so a power loss right after cannot bring back the file
+    before it, or an empty one (a rename is not ordered after the data it renames on every
+    file system)."""
+    body = json.loads(json.dumps(doc))
+    body.pop(CHECKSUM, None)
+    body[CHECKSUM] = cluster_checksum(body)
     tmp = path + ".tmp"
     try:
         with open(tmp, "w") as fh:
-            json.dump(doc, fh)
+            json.dump(body, fh)
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
