@@ -641,3 +641,69 @@ def test_one_address_cannot_hold_every_slot_of_the_metrics_port(monkeypatch):
         for s in held:
             s.close()
         m.close()
+
+
+def test_a_read_of_a_corrupt_record_is_counted_exported_and_shown_by_zkv_status(
+        core, monkeypatch, capsys):
+    """A record whose CRC fails when read is never returned (DESIGN.md 4) and was logged
+    only: zkv_corrupt_records_total{store} counts it, zkv_corrupt_keys{store} holds its key
+    until a write repairs it, and `zkv status` prints a CORRUPT RECORDS line meanwhile."""
+    import argparse
+    import os
+
+    from zkv import cli
+    from zkv._core import record
+    from zkv.node.status import status
+
+    store = core.store
+    store.put(b"rotten", b"v" * 100)
+    store.put(b"sound", b"s" * 100)
+    store.flush()
+    up = {x: "up" for x in "abce"}
+    _export(core, up)
+    assert _series(core, "zkv_corrupt_records_total") == {"data": 0.0, "handoff": 0.0}
+    damaged = False
+    for name in os.listdir(store.path):
+        if name.endswith(".data"):
+            path = os.path.join(store.path, name)
+            image = open(path, "rb").read()
+            for off, size, _flags, key, _ok in record.scan(image):
+                if key == b"rotten":  # a bit of its value flipped on disk
+                    with open(path, "r+b") as fh:
+                        fh.seek(off + size - 1)
+                        fh.write(bytes([image[off + size - 1] ^ 0x04]))
+                    damaged = True
+    assert damaged
+    assert store.get(b"rotten") is None and store.get(b"sound") == b"s" * 100
+    assert store.get(b"rotten") is None  # (counted once: its keydir entry went with it)
+    _export(core, up)
+    assert _series(core, "zkv_corrupt_records_total") == {"data": 1.0, "handoff": 0.0}
+    assert _series(core, "zkv_corrupt_keys") == {"data": 1.0, "handoff": 0.0}
+    doc = status(core)
+    assert doc["storage"]["data"]["corrupt_records"] == 1
+    assert doc["storage"]["data"]["corrupt"] == 1
+
+    class Asked:
+        def __init__(self, *a, **kw) -> None:
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def status(self, node):
+            return doc
+
+    monkeypatch.setattr("zkv.client.Client", Asked)
+    args = argparse.Namespace(node="tcp://127.0.0.1:57600", timeout=1.0, keys=None, json=False)
+    assert cli.status_command(args) == 0
+    out = capsys.readouterr().out
+    assert ("CORRUPT RECORDS in store data: 1 record(s) failed their CRC when read since the "
+            "start, 1 key(s) await repair") in out, out
+    assert "store handoff" in out and "CORRUPT RECORDS in store handoff" not in out
+    store.put(b"rotten", b"repaired")  # (a replica's copy, as the repair writes it)
+    _export(core, up)
+    assert _series(core, "zkv_corrupt_keys") == {"data": 0.0, "handoff": 0.0}
+    assert _series(core, "zkv_corrupt_records_total") == {"data": 1.0, "handoff": 0.0}

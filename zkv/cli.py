@@ -1008,6 +1008,14 @@ def status_command(args) -> int:
             done, total = st["compacting"]
             line += f"; compacting, {100 * done / total if total else 0:.0f}% done"
         print(line)
+        if st.get("corrupt") or st.get("corrupt_records") or st.get("damaged_regions"):
+            regions = st.get("damaged_regions")
+            print(f"CORRUPT RECORDS in store {name}: {st.get('corrupt_records', 0)} record(s) "
+                  f"failed their CRC when read since the start, {st.get('corrupt', 0)} key(s) "
+                  "await repair from a replica (anti-entropy refetches them; `zkv repair "
+                  "--node` this node does it now)" + (
+                      f"; {regions} damaged region(s) skipped at the start (the node refills "
+                      "from the other owners)" if regions else ""))
     join = doc.get("joining")
     if join:
         seeds = ", ".join(x["endpoint"] + (f" ({x['seen']})" if x["seen"] else "")

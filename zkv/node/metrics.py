@@ -457,6 +457,15 @@ class NodeMetrics:
         self.store_compacting = Gauge("zkv_store_compaction_progress", "Fraction done of the "
                                       "compaction running on a store (no series when none)",
                                       ["store"], registry=r)
+        # damage the engines found (DESIGN.md 4: a corrupt record is detected, never returned,
+        # reported and repaired from a replica): records whose CRC failed when read (a get, a
+        # compaction), and the keys they leave awaiting repair (back to 0 once repaired)
+        self.corrupt_records = Counter("zkv_corrupt_records", "Records of a store that failed "
+                                       "their CRC when read (a get or a compaction)",
+                                       ["store"], registry=r)
+        self.corrupt_keys = Gauge("zkv_corrupt_keys", "Keys of a store whose record was found "
+                                  "corrupt, awaiting repair from a replica", ["store"],
+                                  registry=r)
         self.expired = Counter("zkv_expired_versions", "Versions of namespaces with a ttl "
                                "that expired and were dropped from the local store (by the "
                                "expiry sweep, or when read)", registry=r)

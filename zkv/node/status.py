@@ -144,13 +144,16 @@ def status(core: NodeCore) -> dict:
 
 
 STORAGE_FIELDS = ("keys", "segments", "total_bytes", "live_bytes", "dead_bytes", "dead_ratio",
-                  "compactions", "compacting", "free_bytes")
+                  "compactions", "compacting", "free_bytes", "corrupt", "corrupt_records",
+                  "damaged_regions")
 
 
 def storage(core: NodeCore) -> dict[str, dict]:
     """Each engine's figures (data: the replicas; handoff: hints for absent owners): bytes
     total/live/dead, segments, compactions, the running one's [done, total] bytes, free
-    space. An engine without them (the simulator's in-memory one) gives what it has."""
+    space, damage (`corrupt`: keys awaiting repair; `corrupt_records`: records whose CRC
+    failed when read since the start; `damaged_regions`: skipped by the open). An engine
+    without them (the simulator's in-memory one) gives what it has."""
     out = {}
     for name, engine in (("data", core.store), ("handoff", core.handoff.store)):
         if engine is None:
@@ -483,6 +486,9 @@ class MetricsExport:
                 child(m.store_bytes, name, kind).set(st.get(f"{kind}_bytes", 0))
             child(m.store_segments, name).set(st.get("segments", 0))
             m.count_to(m.store_compactions, st.get("compactions", 0), name)
+            m.corrupt_records.labels(name)  # (a series at 0 from the start: alerts see 0 -> 1)
+            m.count_to(m.corrupt_records, st.get("corrupt_records", 0), name)
+            child(m.corrupt_keys, name).set(st.get("corrupt", 0))
             if st.get("free_bytes") is not None:
                 child(m.store_free, name).set(st["free_bytes"])
             done = st.get("compacting")

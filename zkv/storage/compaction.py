@@ -182,6 +182,7 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
                 else:
                     log.error("compaction: record for key %r failed its CRC; needs repair", key[:64])
                     store._corrupt.add(key)
+                    store.corrupt_records += 1
                     kd.put_gate = 1  # puts of that key must clear it (LogStore._repaired)
             for s in inputs:
                 del store._segs[s.fid]

@@ -364,6 +364,10 @@ class LogStore:
         self._next_major = 1
         self._corrupt: set[bytes] = set()
         self._corrupt_logged: dict[int, int] = {}  # segment -> corrupt records found on read
+        # records that failed their check (CRC, or not the record the keydir points at) when
+        # read, by a get or a compaction, since the open (stats "corrupt_records"; a node
+        # exports it as zkv_corrupt_records_total): each once, its keydir entry goes with it
+        self.corrupt_records = 0
         # corrupt regions the open skipped: the records in them are gone, and where a key was
         # unreadable nothing says which key lost its newest version (an older one now reads)
         self.damaged_regions = 0
@@ -1191,6 +1195,7 @@ class LogStore:
                       "logged)" if n >= CORRUPT_LOGGED else "")
         self._kd.remove_if(key, fid, off)
         self._corrupt.add(key)
+        self.corrupt_records += 1
         self._kd.put_gate = 1
 
     def __contains__(self, key: object) -> bool:
@@ -1285,6 +1290,10 @@ class LogStore:
         with self._lock:
             return sorted(self._corrupt)
 
+    def is_corrupt(self, key: bytes) -> bool:
+        """`key` is among corrupt_keys() (a set lookup: asked per key read, zkv dump --store)."""
+        return key in self._corrupt
+
     # ------------------------------------------------------------------ compaction
     def compact(self, progress: Progress | None = None) -> dict:
         """Compact now (blocking): rewrite live records and unreleased tombstones, drop the rest.
@@ -1373,7 +1382,8 @@ class LogStore:
                 "dead_ratio": (total - live) / total if total else 0.0,
                 "keydir_bytes": kd.memory_bytes(),
                 "keydir_bytes_per_key": kd.memory_bytes() / kd.count if kd.count else 0.0,
-                "corrupt": len(self._corrupt),
+                "corrupt": len(self._corrupt),  # keys awaiting repair
+                "corrupt_records": self.corrupt_records,
                 "damaged_regions": self.damaged_regions,
                 "compactions": self._compactions,
                 "sync": self.sync,
