@@ -482,3 +482,89 @@ def test_a_namespace_copies_into_another_cluster_siblings_and_binary_included(ma
     assert "raise its limit (zkv config --set max_siblings=N --all)" in said[1]
     assert got.stdout.startswith("partly: ") and \
         "2 write(s) of 1 key(s) failed" in got.stdout, got
+
+
+# ---- damaged stores: zkv dump --store, zkv compact ----------------------------------------------
+def _store_with_rotten_records(path: str, rotten: tuple[bytes, ...], hints: bool) -> None:
+    """Keys k00..k19 of the default namespace (one version each); a bit of the value of each
+    `rotten` key's record flipped on disk. `hints`: the open trusts the segment's hints file
+    and a read finds the damage ("corrupt record" lines, the auditor's run); else the open's
+    scan does."""
+    from zkv._core import dvv, record
+    from zkv.storage import LogStore
+
+    with LogStore(path) as s:
+        for i in range(20):
+            s.put(b"k%02d" % i, dvv.update(None, b"", b"v%02d" % i, "n1").encode())
+    for name in os.listdir(path):
+        if name.endswith(".data"):
+            seg = os.path.join(path, name)
+            image = open(seg, "rb").read()
+            with open(seg, "r+b") as fh:
+                for off, size, _flags, key, _ok in record.scan(image):
+                    if key in rotten:
+                        fh.seek(off + size - 1)
+                        fh.write(bytes([image[off + size - 1] ^ 0x10]))
+            if not hints and os.path.exists(seg[:-5] + ".hint"):
+                os.unlink(seg[:-5] + ".hint")
+
+
+@pytest.mark.parametrize("hints", [True, False])
+def test_a_dump_of_a_damaged_store_names_the_keys_it_left_out_and_exits_4(tmp_path, hints):
+    """`zkv dump --store` printed "corrupt record" lines, exited 0, and its summary did not
+    say it had left keys out (an outside data-integrity run)."""
+    from zkv._core import dvv
+    from zkv.storage import LogStore
+
+    data = str(tmp_path / "data")
+    _store_with_rotten_records(data, (b"k03", b"k07"), hints)
+    hurt: list[dump.StoreDamage] = []
+    out = io.StringIO()
+    got = dump.dump_stores([data], out, "default", damage=hurt.append)
+    assert got.keys == 18 and len(hurt) == 1
+    assert hurt[0].left_out == [b"k03", b"k07"] and hurt[0].from_other_copies == 0
+    assert hurt[0].regions == (0 if hints else 2)
+    # another replica's store holds a good copy of k03: dumped from it, and said so
+    copy = str(tmp_path / "copy")
+    with LogStore(copy) as s:
+        s.put(b"k03", dvv.update(None, b"", b"v03", "n1").encode())
+    hurt.clear()
+    got = dump.dump_stores([data, copy], io.StringIO(), "default", damage=hurt.append)
+    assert got.keys == 19 and hurt[0].left_out == [b"k07"] and hurt[0].from_other_copies == 1
+    # the command: the dump is written without them, each is named, the summary says so
+    ran = zkv("dump", "--store", data, "--out", str(tmp_path / "d.jsonl"))
+    assert ran.returncode == 4, ran
+    assert "left out (corrupt record, no good copy): k03" in ran.stderr, ran.stderr
+    assert "left out (corrupt record, no good copy): k07" in ran.stderr, ran.stderr
+    last = ran.stderr.strip().splitlines()[-1]
+    assert last.startswith("zkv: STORE DAMAGED: 2 key(s) LEFT OUT of the dump"), ran.stderr
+    assert "dumped 18 key(s) of namespace 'default'" in ran.stderr
+    _, records = dump.read(open(tmp_path / "d.jsonl").read().splitlines(), "d")
+    assert sorted(k for _, k, _, _ in records) == [b"k%02d" % i for i in range(20)
+                                                   if i not in (3, 7)]
+    # a sound store: 0, as before
+    ran = zkv("dump", "--store", copy, "--out", str(tmp_path / "c.jsonl"))
+    assert ran.returncode == 0 and "DAMAGED" not in ran.stderr, ran
+
+
+@pytest.mark.parametrize("hints", [True, False])
+def test_a_compaction_of_a_damaged_store_names_the_keys_it_dropped_and_exits_4(tmp_path,
+                                                                               hints):
+    """`zkv compact` dropped corrupt records and exited 0: after it nothing named the keys
+    that needed repair (the next open finds them merely absent)."""
+    from zkv.storage import LogStore
+
+    data = str(tmp_path / "data")
+    _store_with_rotten_records(data, (b"k03", b"k07"), hints)
+    ran = zkv("compact", "--data-dir", data, "--json")
+    assert ran.returncode == 4, ran
+    stats = json.loads(ran.stdout)
+    assert stats["corrupt_keys"] == 2 and stats["damaged_regions"] == (0 if hints else 2)
+    for key in ("k03", "k07"):
+        assert f"zkv compact: dropped a corrupt record, needs repair: {key}" in ran.stderr
+    assert "STORE DAMAGED: 2 key(s) whose record failed its CRC dropped" in ran.stderr
+    with LogStore(data) as s:  # gone from the disk, and from corrupt_keys: only that list
+        assert s.corrupt_keys() == [] and s.get(b"k03") is None and len(s) == 18
+    ran = zkv("compact", "--data-dir", data)
+    assert ran.returncode == 0 and "DAMAGED" not in ran.stderr, ran
+    assert "exit status" in zkv("compact", "--help").stdout

@@ -24,6 +24,9 @@ from zkv.errors import InvalidRequest, RequestTimeout, Unavailable, ZkvError
 
 DEFAULT_NODE = "tcp://127.0.0.1:7001"  # --node's default, unless $ZKV_NODE names another
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `seq 1000 | head` reports for seq
+# `zkv dump --store` and `zkv compact` finished, but met corrupt records: the keys they left
+# out of the dump or dropped are named on stderr (not 1: the output is there; not 2: usage)
+EXIT_DAMAGED = 4
 
 
 class Parser(argparse.ArgumentParser):
@@ -576,7 +579,8 @@ def _main(argv: list[str] | None = None) -> int:
                     help="read the keys offline from this node store (a snapshot's data/, a "
                     "stopped node's DATA_DIR/data; repeat it for every node's: copies merged) "
                     "instead of a cluster: a generation a truncate or drop ended since "
-                    "(README, \"Backups\")")
+                    "(README, \"Backups\"); exits 4 when a record failed its CRC (the dump "
+                    "is written without it, the keys left out are named on stderr)")
     dp.add_argument("--generation", type=int, help="with --store: the namespace generation to "
                     "dump (default: the only one the stores hold)")
     ld = with_node(sub.add_parser("load", help="write a zkv dump into the cluster (blind "
@@ -1438,12 +1442,15 @@ def dump_command(args) -> int:
         c = None if args.store else stack.enter_context(
             Client([args.node], timeout=args.timeout, keys=args.keys))
 
+        damaged: list[dump.StoreDamage] = []
+
         def write(f) -> str:
             """Dump into `f`; returns what was dumped, for the line on stderr."""
             if c is None:
                 got = dump.dump_stores(args.store, f, args.namespace, args.generation,
                                        warn=lambda line: print(f"zkv: {line}",
-                                                               file=sys.stderr))
+                                                               file=sys.stderr),
+                                       damage=damaged.append)
                 return (f"{got.keys} key(s) of namespace {args.namespace!r} generation "
                         f"{got.generation}" + (f" ({got.expired} expired key(s) left out)"
                                                if got.expired else ""))
@@ -1476,7 +1483,31 @@ def dump_command(args) -> int:
                         os.unlink(target)
                 raise
     print(f"dumped {what}", file=sys.stderr)
+    if damaged:
+        return _dump_damage(damaged[0])
     return 0
+
+
+def _dump_damage(hurt) -> int:
+    """What corrupt records in the stores cost a `zkv dump --store` (dump.StoreDamage): each
+    key left out on a line of its own, then a summary line; exit EXIT_DAMAGED."""
+    for key in hurt.left_out:
+        print(f"zkv: left out (corrupt record, no good copy): {_shown_key(key).decode()}",
+              file=sys.stderr)
+    parts = []
+    if hurt.left_out:
+        parts.append(f"{len(hurt.left_out)} key(s) LEFT OUT of the dump (named above): a "
+                     "store's record of each failed its CRC and no store given holds a good "
+                     "copy (a replica's store, or the cluster once repaired, has them)")
+    if hurt.from_other_copies:
+        parts.append(f"{hurt.from_other_copies} key(s) dumped from another store's copy "
+                     "while one store's record of it failed its CRC (that one may have been "
+                     "newer)")
+    if hurt.regions:
+        parts.append(f"{hurt.regions} damaged region(s) of the stores skipped (keys that "
+                     "cannot be told may be missing)")
+    print("zkv: STORE DAMAGED: " + "; ".join(parts), file=sys.stderr)
+    return EXIT_DAMAGED
 
 
 def load_id_arg(text: str) -> bytes:

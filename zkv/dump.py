@@ -159,6 +159,18 @@ class Dumped(NamedTuple):
     expired: int = 0
 
 
+class StoreDamage(NamedTuple):
+    """What corrupt records cost an offline dump (`dump_stores`): the keys (of the namespace,
+    without its prefix) it left out, a store's record of each failing its CRC with no good
+    copy in another store; how many keys it dumped from another store's copy while one
+    store's failed (that one may have been newer); damaged regions the stores' opens skipped
+    (whose keys cannot be told)."""
+
+    left_out: list[bytes]
+    from_other_copies: int
+    regions: int
+
+
 WINDOW_KEYS = 20_000  # keys (of every namespace) a store holds in one window of a dump_stores
 # pass over its hash space, at most (keys spread evenly): the keys it holds at once
 
@@ -174,7 +186,8 @@ def _windows(held: int) -> Iterator[tuple[int, int]]:
 
 def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
                 generation: int | None = None, now_ms: Callable[[], int] = wall_ms,
-                warn: Callable[[str], object] | None = None) -> Dumped:
+                warn: Callable[[str], object] | None = None,
+                damage: Callable[[StoreDamage], object] | None = None) -> Dumped:
     """Write the dump of `namespace`'s live keys of one generation from node stores read
     offline (a snapshot's data/ directory, or a stopped node's DATA_DIR/data), not from a
     cluster: the way back to the keys of a generation that a truncate or drop has ended
@@ -191,7 +204,9 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
     out. Without them (`warn` says so) the namespace's ttl is not applied. Streamed: a pass
     over the keys finds the generations, then each window of the hash space (`_windows`) is
     read from every store and its keys written in (hash, key) order; it holds one window's
-    keys and one key's copies at a time, never the namespace's values."""
+    keys and one key's copies at a time, never the namespace's values. A store's record
+    that fails its CRC reads as no copy (and is logged); `damage` is then called once, at the
+    end, with what that cost (StoreDamage: `zkv dump --store` exits 4)."""
     from zkv.errors import StoreLocked
     from zkv.node.expiry import expired as expired_copy
     from zkv.node.namespaces import DEFAULT, head_of_key, key_settings, split_key
@@ -252,21 +267,25 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
                  "without the expiry it gives them, and loaded, they live the target's ttl "
                  "from the load (a value's own ttl, which it carries, still applies)")
         now = now_ms()
-        left_out = bad = 0
+        left_out = bad = older = 0
         names = [str(i) for i in range(len(stores))]
+        met: set[bytes] = set()  # stored keys whose copy in some store is corrupt
+        lost: list[bytes] = []  # those of them left out
 
         def records() -> Iterator[tuple[bytes, list[bytes], int]]:
-            nonlocal left_out, bad
+            nonlocal left_out, bad, older
             for lo, hi in _windows(max(len(s) for s in stores)):
                 window = sorted({(h, key) for store in stores
                                  for key, h in store.key_hashes(lo, hi)
                                  if (gen_of(key) or (-1,))[0] == generation})
                 for _h, skey in window:
                     head = gen_of(skey)[1]  # type: ignore[index]  # (the name's: above)
-                    judged = False
+                    judged = rotten = False
                     copies = []
                     for store in stores:
                         copy = store.get(skey) or b""
+                        if not copy and store.is_corrupt(skey):
+                            rotten = True  # (its record failed its CRC: logged, not read)
                         if copy and head and (ttl_ms or before) and expired_copy(
                                 copy, ttl_ms, now, before):
                             copy, judged = b"", True  # (as Replica.read answers)
@@ -278,6 +297,9 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
                                                        len(stores), now, ttl_ms)
                         except ValueError:  # (GetQuorum would count it as no answer)
                             bad += 1
+                            if rotten:
+                                met.add(skey)
+                                lost.append(skey)
                             continue
                     else:
                         q = GetQuorum(len(stores), lww=head, ttl_ms=ttl_ms)
@@ -285,16 +307,39 @@ def dump_stores(paths: Iterable[str], out: IO[str], namespace: str,
                             q.add_result(name, copy)
                         bad += len(q.bad)
                         got, _ = q.response(now)
+                    if rotten:
+                        met.add(skey)
+                        if got.values:
+                            older += 1
+                        else:
+                            lost.append(skey)
                     if got.values:
                         yield split_key(skey)[1], got.values, got.expires
                     elif judged or got.stamp:  # (live values, none served any more)
                         left_out += 1
 
         count = write(out, namespace, records())
+        for store in stores:  # (found by the open: no store lists them, the pass never met them)
+            for key in store.corrupt_keys():
+                if key not in met and (_gen_or_none(gen_of, key) or (-1,))[0] == generation:
+                    met.add(key)
+                    lost.append(key)
+        regions = sum(store.damaged_regions for store in stores)
+    if (lost or older or regions) and damage is not None:
+        damage(StoreDamage(sorted(split_key(k)[1] for k in lost), older, regions))
     if bad and warn is not None:
         warn(f"{bad} cop{'y' if bad == 1 else 'ies'} of keys that are not valid versions left "
              "out, as a read leaves them out")
     return Dumped(count, generation, left_out)
+
+
+def _gen_or_none(gen_of: Callable[[bytes], tuple[int, int] | None],
+                 key: bytes) -> tuple[int, int] | None:
+    """gen_of(key), None for a key it cannot read (a corrupt record's key may be garbled)."""
+    try:
+        return gen_of(key)
+    except Exception:
+        return None
 
 
 def _settings(paths: list[str], namespace: str, generation: int

@@ -1,7 +1,9 @@
 """``zkv compact --data-dir DIR``: compact a stopped node's storage directory by hand.
 
 Shows a progress bar when stderr is a terminal (rich), then prints the compaction stats.
-The main ``zkv`` CLI dispatches here: ``compact_cli.main(argv)``.
+The main ``zkv`` CLI dispatches here: ``compact_cli.main(argv)``. A compaction leaves behind
+records that fail their CRC (and the open skips damaged regions): their keys would then be
+gone without a trace, so each is named on stderr and the exit status is 4 (cli.EXIT_DAMAGED).
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from zkv.errors import ZkvError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zkv compact", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="zkv compact", description=__doc__.splitlines()[0],
+        epilog="exit status: 0 compacted; 1 an error; 2 a command line it cannot take; 4 "
+        "compacted, but records that failed their CRC were dropped (each key is named on "
+        "stderr: repair it from a replica) or damaged regions skipped")
     parser.add_argument("--data-dir", required=True, help="storage directory (a LogStore)")
     parser.add_argument("--release-tombstones", action="store_true",
                         help="also drop every tombstone (only safe when no replica needs them)")
@@ -43,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.path.isdir(d):
             if len(dirs) > 1:
                 print(f"{d}:")
-            rc = max(rc, _compact_one(d, args))
+            got = _compact_one(d, args)
+            rc = 1 if 1 in (rc, got) else max(rc, got)  # (an error outranks damage: 4)
     return rc
 
 
@@ -68,14 +75,29 @@ def _compact_one(path: str, args) -> int:
                 )
         else:
             stats = store.compact()
+        # (found by the open's scan, by reads, or left behind by this compaction: after it the
+        # records are gone from the disk, and nothing but this list names their keys)
+        dropped, regions = store.corrupt_keys(), store.damaged_regions
     finally:
         store.close()
+    stats["corrupt_keys"], stats["damaged_regions"] = len(dropped), regions
     if args.json:
         print(json.dumps(stats))
     else:
         for k, v in stats.items():
             print(f"{k:20} {v:.3f}" if isinstance(v, float) else f"{k:20} {v}")
-    return 0
+    if not dropped and not regions:
+        return 0
+    from zkv.cli import EXIT_DAMAGED, _shown_key
+
+    for key in dropped:
+        print(f"zkv compact: dropped a corrupt record, needs repair: {_shown_key(key).decode()}",
+              file=sys.stderr)
+    print(f"zkv compact: {path}: STORE DAMAGED: {len(dropped)} key(s) whose record failed its "
+          f"CRC dropped (named above) and {regions} damaged region(s) skipped (keys that "
+          "cannot be told); start the node and repair them from the other replicas (`zkv "
+          "repair --node` it; anti-entropy does it too)", file=sys.stderr)
+    return EXIT_DAMAGED
 
 
 if __name__ == "__main__":  # pragma: no cover
