@@ -694,6 +694,47 @@ def test_batched_echo_client_counts_whole_frames():
     assert len(out["rtt"]) == out["messages"] // 4 and out["cpu_seconds"] >= 0
 
 
+def test_the_echo_server_exits_when_its_context_term_blocks_and_says_why(monkeypatch, caplog):
+    """libzmq 4.3.5 can leave term() blocked for ever after a ROUTER closes right after sending
+    to a peer that has just gone (sockcalls.term_within); a socket left open on the echo
+    server's context stands in for that ROUTER: term() blocks for certain."""
+    import logging
+    import threading
+
+    import zmq
+
+    endpoint = f"tcp://127.0.0.1:{baselines.free_port()}"
+    ctx = zmq.Context()  # the stopper's (made before zmq.Context is replaced below)
+    held: list[zmq.Socket] = []
+
+    class Holding(zmq.Context):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            held.append(self.socket(zmq.DEALER))
+
+    monkeypatch.setattr(zmq, "Context", Holding)
+    monkeypatch.setattr(baselines, "quiet_interrupt", lambda: None)  # (not pytest's SIGINT)
+    monkeypatch.setattr(baselines, "ECHO_TERM_WAIT", 0.2, raising=False)
+    ready = threading.Event()
+    server = threading.Thread(target=baselines._echo_server, args=(endpoint, ready),
+                              daemon=True)
+    stopper = ctx.socket(zmq.DEALER)
+    try:
+        with caplog.at_level(logging.WARNING):
+            server.start()
+            assert ready.wait(30) and len(held) == 1
+            stopper.connect(endpoint)
+            stopper.send(b"__stop__")
+            server.join(30)
+            assert not server.is_alive(), "the echo server is still in its context's term()"
+        assert "term() still blocked" in caplog.text and "bench echo server" in caplog.text
+    finally:
+        stopper.close(0)
+        for s in held:
+            s.close(0)  # (the term() left behind returns now)
+        ctx.term()
+
+
 def _fake_cell(clients, inflight, tput, node_us=100.0, client_us=50.0, p99=5.0, get_p50=0.4):
     lat = {"count": 10, "p50": 1.0, "p99": p99, "min": 0.1, "mean": 1.0, "max": p99}
     return {"clients": clients, "inflight": inflight, "driver": "Client", "seconds": 1.0,

@@ -34,8 +34,13 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+ECHO_TERM_WAIT = 2.0  # s the echo server waits for its context's term() (then exits without it)
+
+
 def _echo_server(endpoint: str, ready) -> None:
     import zmq
+
+    from zkv import sockcalls
 
     quiet_interrupt()
 
@@ -52,7 +57,11 @@ def _echo_server(endpoint: str, ready) -> None:
             s.send_multipart(frames, copy=False)
     finally:
         s.close(0)
-        ctx.term()
+        # bounded: a ROUTER closed right after echoing to a client that has just gone (one
+        # interrupted with echoes in flight, then __stop__ at once) can leave term() blocked
+        # for ever in libzmq 4.3.5 (sockcalls.term_within); the process then sat out
+        # EchoServer's 5 s join and was killed, saying nothing
+        sockcalls.term_within(ctx, ECHO_TERM_WAIT, "bench echo server")
 
 
 class EchoServer:
