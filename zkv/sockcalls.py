@@ -94,7 +94,8 @@ def py_send_tracked(sock: zmq.Socket, ident: bytes | None, payload: bytes
 TERM_WAIT = 10.0  # s a stopping node waits for its context's term() (then exits without it)
 
 
-def term_within(zctx: zmq.Context, seconds: float, who: str = "") -> bool:
+def term_within(zctx: zmq.Context, seconds: float, who: str = "",
+                logger: str = "zkv.node") -> bool:
     """zctx.term(), given up after `seconds` (False then, and said as a warning naming `who`;
     the call is left to the process's exit in a daemon thread). libzmq 4.3.5 can lose a
     ROUTER closed while its pipe to a peer that has just gone still holds a message, and
@@ -105,7 +106,7 @@ def term_within(zctx: zmq.Context, seconds: float, who: str = "") -> bool:
     t.start()
     t.join(seconds)
     if t.is_alive():
-        logging.getLogger("zkv.node").warning(
+        logging.getLogger(logger).warning(
             "%s: ZeroMQ's term() still blocked after %ss (a libzmq race on a closing ROUTER); "
             "exiting without it", who or "zmq", seconds)
         return False

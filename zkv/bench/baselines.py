@@ -61,7 +61,7 @@ def _echo_server(endpoint: str, ready) -> None:
         # interrupted with echoes in flight, then __stop__ at once) can leave term() blocked
         # for ever in libzmq 4.3.5 (sockcalls.term_within); the process then sat out
         # EchoServer's 5 s join and was killed, saying nothing
-        sockcalls.term_within(ctx, ECHO_TERM_WAIT, "bench echo server")
+        sockcalls.term_within(ctx, ECHO_TERM_WAIT, "bench echo server", "zkv.bench")
 
 
 class EchoServer:
