@@ -56,9 +56,11 @@ class KeyDir:
         """Room for ``entries`` more keys and ``key_bytes`` of key bytes, without rehashing."""
     def trim(self) -> None:
         """Give back reserved room the entries do not use."""
-    def load_hints(self, data: object, fid: int) -> int:
+    def load_hints(self, data: object, fid: int, limit: int = 0xFFFFFFFFFFFFFFFF) -> int:
         """Insert a hints file's entries; -1 (nothing inserted) if it is bad: exactly when
-        ``record.hints_ok`` is False (e.g. an entry's key is empty or over MAX_KEY)."""
+        ``record.hints_ok`` is False (e.g. an entry's key is empty or over MAX_KEY); -2
+        (nothing inserted) if a good file names a record ending past ``limit`` (the
+        segment's size: it lost its tail since)."""
     def scan_load(self, data: object, fid: int, active: bool = False) -> tuple[int, int, list[bytes], int]:
         """Index a segment image: ``(valid_end, records, corrupt_keys, bad_regions)``."""
     def collect_live(self, data: object, fid: int) -> tuple[bytes, bytes]:

@@ -675,8 +675,10 @@ cdef class KeyDir:
                 self.arena = <uint8_t *>p
                 self.acap = cap
 
-    def load_hints(self, data, uint32_t fid):
+    def load_hints(self, data, uint32_t fid, uint64_t limit=0xFFFFFFFFFFFFFFFF):
         """Insert every entry of a hints file for segment ``fid``; -1 (nothing done) if it is bad.
+        -2 (nothing done) if an entry names a record ending past ``limit`` (the segment's size):
+        the segment lost its tail since the hints were written (damage: the caller scans it).
 
         One C loop over the file: validate it whole (CRC, entry walk) first, reserve room for
         every entry, then insert each with the hash the file carries, prefetching the home slot
@@ -685,6 +687,7 @@ cdef class KeyDir:
         cdef const uint8_t[::1] v = data
         cdef uint64_t n = v.shape[0], count, i, off, kl, ahead, kbytes
         cdef const uint8_t *p
+        cdef bint past = 0
         if n < ZKV_HINT_HEADER + ZKV_HINT_TRAILER:
             return -1
         p = &v[0]
@@ -700,9 +703,13 @@ cdef class KeyDir:
             kl = zkv_ld32(p + off + 16)
             if kl < 1 or kl > ZKV_REC_MAX_KEY:
                 return -1
+            if <uint64_t>zkv_ld32(p + off + 8) + zkv_ld32(p + off + 12) > limit:
+                past = 1
             off += ZKV_HINT_ENTRY + kl
         if off != n - 4:
             return -1
+        if past:
+            return -2
         kbytes = n - 4 - ZKV_HINT_HEADER - count * ZKV_HINT_ENTRY
         self._reserve(count, kbytes)    # no growth below: ishift and index stay put
         off = ZKV_HINT_HEADER
@@ -1201,6 +1208,10 @@ cdef class KeyDir:
         if fl & ZKV_REC_ZSTD:
             return COMPRESSED
         if e.fid == self.afid and e.offset >= self.wbase:
+            if <uint64_t>e.offset + e.size > self.wbase + self.wlen:
+                # never read past the buffer: an entry past the written end (hints naming a
+                # record a truncated segment lost) is the slow path's, which reports it corrupt
+                return NEED_READ
             rec = self.wbuf + (e.offset - self.wbase)
         elif e.fid < self.nmaps and self.maps[e.fid].base != NULL and \
                 <uint64_t>e.offset + e.size <= self.maps[e.fid].length:

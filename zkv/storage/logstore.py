@@ -463,25 +463,44 @@ class LogStore:
         kd.reserve(sum(r[0] for r in room), sum(r[1] for r in room))
         for i, name in enumerate(ordered):
             last = i == total - 1
+            st = os.stat(os.path.join(self.path, data_name(name)))
+            fid = self._new_fid()
+            loaded = False
+            cut: list = []  # hints entries naming records past the segment's end
+            data = read_hints(os.path.join(self.path, hint_name(name))) \
+                if "hint" in files[name] else None
+            if data is not None:
+                got = kd.load_hints(data, fid, st.st_size)
+                loaded = got >= 0
+                if got == -2:
+                    cut = [e for e in record.parse_hints(data) or () if e[1] + e[2] > st.st_size]
+                if not isinstance(data, bytes):
+                    data.close()
             # the newest segment takes the next appends, unless another directory entry links
             # its file too (a snapshot moved into place, `cp -al`): appending there would write
-            # into the store or snapshot it was linked from; a new active segment starts instead
-            active = last and name[1] == 0 and not self.readonly and os.stat(
-                os.path.join(self.path, data_name(name))).st_nlink == 1
-            seg = Segment(self._new_fid(), name, self.path, writable=active)
+            # into the store or snapshot it was linked from; or it lost its tail (`cut`: its
+            # hints stay, the damage's evidence). A new active segment starts instead.
+            active = last and name[1] == 0 and not self.readonly and st.st_nlink == 1 \
+                and not cut
+            seg = Segment(fid, name, self.path, writable=active)
             self._segs[seg.fid] = seg
-            loaded = False
-            if "hint" in files[name]:
-                data = read_hints(seg.hint_path)
-                if data is not None and kd.load_hints(data, seg.fid) >= 0:
-                    loaded = True
-                else:
-                    log.warning("hints file %s is bad; scanning its segment", seg.hint_path)
-                if data is not None and not isinstance(data, bytes):
-                    data.close()
-                if active:  # appends are coming: the hints would go stale
-                    os.unlink(seg.hint_path)
-                    fsync_dir(self.path)
+            if cut:
+                # Its hints were written when it was whole (a clean close): records are gone
+                # from its end, and the keys whose newest record they were read older
+                # versions (deletes undone) or nothing. Not a crash's torn tail (that
+                # segment has no hints): damage. Its keydir entries pointed past the file
+                # (the newest's past its write buffer: a SIGSEGV); it is scanned instead.
+                log.error("segment %s is shorter (%d bytes) than its hints file says: %d "
+                          "record(s) lost from its end, e.g. for key(s) %s; scanning it "
+                          "(its hints kept)", seg.path, st.st_size, len(cut),
+                          ", ".join(repr(e[4][:64]) for e in cut[:3]))
+                self.damaged_regions += 1
+                self._damaged.add(seg.fid)  # (no new hints file: the old one is the evidence)
+            elif data is not None and not loaded:
+                log.warning("hints file %s is bad; scanning its segment", seg.hint_path)
+            if active and data is not None:  # appends are coming: the hints would go stale
+                os.unlink(seg.hint_path)
+                fsync_dir(self.path)
             # mapped up to the first hole at most (segment.written_end: a hole's page read
             # through a mapping on a full tmpfs is SIGBUS); past it the file holds no record
             mm = seg.remap(written_end(seg.fd, seg.size))
@@ -512,7 +531,7 @@ class LogStore:
                         seg.size = end
                 if bad:
                     self._damaged.add(seg.fid)  # (no hints file for it, ever: see __init__)
-                if not active and not self.readonly and not bad:
+                if not active and not self.readonly and seg.fid not in self._damaged:
                     try:  # (a full disk: the open goes on, the next one scans again)
                         write_hints(seg.hint_path, mm if mm is not None else b"")
                     except OSError as exc:
@@ -522,6 +541,8 @@ class LogStore:
                         except FileNotFoundError:
                             pass
             kd.map_segment(seg.fid, mm if mm is not None else b"")
+            if cut:
+                self._lose(cut, name, corrupt)
             if active:
                 self._active = seg
             if self._progress:
@@ -535,6 +556,25 @@ class LogStore:
         self._gate()
         if self._corrupt:
             log.warning("%s: %d key(s) lost to corruption need repair", self.path, len(self._corrupt))
+
+    def _lose(self, entries: list, name: tuple[int, int], corrupt: list[bytes]) -> None:
+        """Hints `entries` of segment `name` name records that are gone (its data file, or
+        its tail): each key whose entry now is older than it (or absent) lost its newest
+        record, and must not read its older version (a value back, a delete undone): its
+        entry is dropped and it joins `corrupt` (as a scan does for a record failing its
+        CRC). A key a newer segment loaded since holds is kept; one whose lost record and
+        older entry are both deletes (or that has none) lost nothing that reads."""
+        kd = self._kd
+        segs = self._segs
+        for _h, _off, _size, flags, key in entries:
+            e = kd.lookup(key)
+            if e is not None and segs[e[0]].name > name:
+                continue  # (a later segment's: newer)
+            if flags & _TOMB and (e is None or e[3] & _TOMB):
+                continue
+            if e is not None:
+                kd.remove_if(key, e[0], e[1])
+            corrupt.append(key)
 
     def _start_active(self, sync_dir: bool = True) -> None:
         """A new, empty active segment; its directory entry fsynced now, or (`sync_dir`
