@@ -204,3 +204,41 @@ def test_a_newest_segment_cut_far_short_does_not_crash(tmp_path):
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     assert r.stdout.split() == ["1", "3000", "3000"], r.stdout
 
+
+def test_a_lost_data_file_is_damage_not_a_compaction_leftover(tmp_path, caplog):
+    """A sealed segment's data file removed while the store was closed, its hints left: taken
+    for an interrupted compaction's leftover (a WARNING, the hints deleted), the keys whose
+    newest record it held read their older versions (deletes undone) with no damage counted.
+    With no compaction output newer than it, it is damage: counted, the keys named by its
+    hints (now their only record) in corrupt_keys(), the hints kept until a compaction."""
+    path = str(tmp_path)
+    model = _versions_in_two_segments(path)
+    with LogStore(path) as s:  # (the segment with the new versions sealed, not the newest)
+        with s._lock:
+            s._rotate()
+        s.put(b"after", b"a")
+        model[b"after"] = b"a"
+    seg = sorted(f for f in os.listdir(path) if f.endswith(".data"))[-2]
+    seg = os.path.join(path, seg)
+    lost = _lost(seg, 0)
+    assert b"k000" in lost and b"k050" in lost
+    os.unlink(seg)
+    hint = seg[:-5] + ".hint"
+    with caplog.at_level("ERROR", logger="zkv.storage"):
+        for _ in range(2):
+            with LogStore(path) as s:
+                _check_lost(s, model, lost)
+                assert os.path.exists(hint)
+    assert any("no data file" in r.getMessage() and r.levelname == "ERROR"
+               for r in caplog.records)
+    with LogStore(path) as s:  # repaired, then compacted: the leftover hints are harmless now
+        for k in lost:
+            if model[k] is not None:
+                s.put(k, model[k])
+            else:
+                s.delete(k)
+        s.compact()
+    with LogStore(path) as s:
+        assert s.damaged_regions == 0 and s.corrupt_keys() == []
+        assert all(s.get(k) == v for k, v in model.items())
+    assert not os.path.exists(hint)

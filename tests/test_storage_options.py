@@ -52,9 +52,11 @@ def test_a_closed_store_refuses_every_read_not_only_get(tmp_path):
             call()
 
 
-def test_a_segment_whose_data_file_is_missing_is_named_before_its_hints_go(tmp_path, caplog):
+def test_a_segment_whose_data_file_is_missing_is_named_and_its_hints_kept(tmp_path, caplog):
     """A sealed segment's data file lost (its hints, the last record of which keys it held,
-    were removed without a word at the next open): the open logs a WARNING naming it."""
+    were removed without a word at the next open, later with a WARNING): with no compaction
+    output newer than it, that is no compaction's leftover but damage: an ERROR names it and
+    the hints stay (test_storage_damage has the keys it lost)."""
     import logging
     import os
 
@@ -67,7 +69,36 @@ def test_a_segment_whose_data_file_is_missing_is_named_before_its_hints_go(tmp_p
     os.unlink(os.path.join(d, sealed))
     with caplog.at_level(logging.WARNING, logger="zkv.storage"):
         s = LogStore(d)
+    assert s.damaged_regions == 1
     s.close()
-    said = [r.getMessage() for r in caplog.records if "no data file" in r.getMessage()]
-    assert len(said) == 1 and sealed in said[0] and "lost their values" in said[0], said
-    assert not os.path.exists(os.path.join(d, sealed.replace(".data", ".hint")))
+    said = [r for r in caplog.records if "no data file" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "ERROR", said
+    assert sealed in said[0].getMessage() and "lost their values" in said[0].getMessage()
+    assert os.path.exists(os.path.join(d, sealed.replace(".data", ".hint")))
+
+
+def test_hints_left_by_an_interrupted_compaction_are_removed_with_a_warning(tmp_path, caplog):
+    """The compaction's outputs (named after its newest input) are on disk and it stopped
+    between unlinking an input's data file and its hints: harmless, no damage."""
+    import logging
+    import os
+
+    d = str(tmp_path / "d")
+    s = LogStore(d, segment_bytes=4096, compact_dead_ratio=None)
+    for i in range(200):
+        s.put(b"k%03d" % i, b"v" * 40)
+    s.close()
+    names = sorted(f for f in os.listdir(d) if f.endswith(".data"))
+    s = LogStore(d, segment_bytes=4096, compact_dead_ratio=None)
+    s.compact()
+    s.close()
+    hint = os.path.join(d, names[0].replace(".data", ".hint"))
+    open(hint, "wb").close()  # (as the unlink of the input's hints never happened)
+    with caplog.at_level(logging.WARNING, logger="zkv.storage"):
+        s = LogStore(d)
+    assert s.damaged_regions == 0
+    assert all(s.get(b"k%03d" % i) == b"v" * 40 for i in range(200))
+    s.close()
+    said = [r for r in caplog.records if "no data file" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING", said
+    assert not os.path.exists(hint)

@@ -429,19 +429,40 @@ class LogStore:
             parsed = parse_name(fn)
             if parsed:
                 files.setdefault(parsed[0], set()).add(parsed[1])
+        # (a name an orphan hints file still holds is never given to a new segment)
+        top = max(files, default=(0, 0))
+        lost_files: list[tuple[tuple[int, int], list]] = []  # (name, its hints' entries)
         for name, kinds in list(files.items()):
             if "data" not in kinds:
                 orphan = os.path.join(self.path, hint_name(name))
-                # (a compaction stopped between unlinking a segment and its hints leaves
-                # this, harmlessly; a data file lost otherwise loses the values it held, and
-                # these hints were the last record of which keys: said before they go)
-                log.warning("segment %s has hints (%d bytes) but no data file: %s",
-                            data_name(name), os.path.getsize(orphan),
-                            "left as it is (read-only)" if self.readonly else
-                            "removing them (harmless after an interrupted compaction; else "
-                            "the keys it held lost their values here)")
-                if not self.readonly:
-                    os.unlink(orphan)
+                # A compaction stopped between unlinking an input and its hints leaves this,
+                # harmlessly: its outputs, named after its newest input, hold the records.
+                # With no compaction output newer than it the data file was lost otherwise
+                # (rm, a restore, a disk): the keys whose newest record it held read their
+                # older versions (deletes undone) or nothing. That is damage: counted (a node
+                # refills), its keys listed as corrupt, and the hints, its only record of
+                # which keys, kept until a compaction after it makes them a leftover.
+                if any(n > name and n[1] > 0 and "data" in files[n] for n in files):
+                    log.warning("segment %s has hints (%d bytes) but no data file: %s",
+                                data_name(name), os.path.getsize(orphan),
+                                "left as it is (read-only)" if self.readonly else
+                                "removing them (harmless after an interrupted compaction; "
+                                "else the keys it held lost their values here)")
+                    if not self.readonly:
+                        os.unlink(orphan)
+                else:
+                    data = read_hints(orphan)
+                    entries = record.parse_hints(data) if data is not None else None
+                    if data is not None and not isinstance(data, bytes):
+                        data.close()
+                    log.error("segment %s has hints (%d bytes) but no data file, and no "
+                              "compaction output is newer: the data file was lost, and the "
+                              "keys it held lost their values here (%s; hints kept)",
+                              data_name(name), os.path.getsize(orphan),
+                              "hints unreadable" if entries is None else
+                              f"{len(entries)} key(s) named")
+                    self.damaged_regions += 1
+                    lost_files.append((name, entries or []))
                 del files[name]
         ordered = sorted(files)
         # the last close sealed every segment: each has its hints (the newest may be empty
@@ -452,8 +473,8 @@ class LogStore:
         self.closed_cleanly = all("hint" in files[n] for n in ordered[:-1]) and (
             not ordered or "hint" in files[ordered[-1]] or os.path.getsize(
                 os.path.join(self.path, data_name(ordered[-1]))) == 0)
-        if ordered:
-            self._next_major = ordered[-1][0] + 1
+        if files or lost_files:
+            self._next_major = top[0] + 1
         corrupt: list[bytes] = []
         kd = self._kd
         total = len(ordered)
@@ -548,6 +569,8 @@ class LogStore:
             if self._progress:
                 self._progress(i + 1, total)
         kd.trim()  # the reserve counted every hints entry, overwritten keys included
+        for name, entries in lost_files:
+            self._lose(entries, name, corrupt)
         if not self.readonly and self._active is None:
             self._start_active()
         if self._active is not None:
