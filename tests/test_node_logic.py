@@ -1792,3 +1792,68 @@ def test_a_cluster_json_of_an_older_zkv_is_named_as_such_when_founding_is_refuse
     path.unlink()
     assert "is missing" in check_founding(str(tmp_path), [], False)
     assert check_founding(str(tmp_path), ["tcp://127.0.0.1:7002"], False) is None
+
+
+def _corrupt_on_disk(store, key: bytes) -> None:
+    """Flip a byte of `key`'s record in its segment file while the store runs (dd_live.py of
+    an outside audit): the next read of it fails its CRC."""
+    store.flush()
+    fid, off, size, _flags, _h = store._kd.lookup(key)
+    with open(store._segs[fid].path, "r+b") as f:
+        f.seek(off + size - 3)
+        b = f.read(1)
+        f.seek(off + size - 3)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+def test_a_key_whose_record_failed_its_crc_is_unsure_here_never_absent(tmp_path):
+    """A record failing its CRC while the node ran read as "absent" and counted toward R:
+    10 of 10 damaged keys read found=False at R=1 with every node up, and `zkv dump --r 1`
+    left them out, exit 0 (an outside audit). The store knew (corrupt_keys()). Now the
+    node's copy of such a key is unsure, as a refilling node's: a peer's replica read
+    (RGetOk.unsure), its own read as a coordinator (no GetOk at R=1 from it alone), a
+    client's owner read (ReadOk not owner, refilling), the listing of its partition (another
+    owner's); once a write repairs the key it counts again."""
+    from test_security_core import OUTSIDER, Node
+
+    from zkv import wire
+
+    n = Node(tmp_path)
+    try:
+        core = n.core
+        ring = core.membership.ring()
+        mine = [k for k in (b"key%d" % i for i in range(200)) if "node1" in
+                ring.preflist_for_key(k)]
+        key, other = mine[0], mine[1]
+        v = dvv.update_encoded(None, b"", b"held" * 50, "node2")
+        core.replica.merge(key, v, None)
+        core.replica.merge(other, v, None)
+        _corrupt_on_disk(core.store, key)
+        # a client's owner read: the first read finds the CRC failure
+        (ok,) = n.ask(OUTSIDER, [wire.Read(1, key)])
+        assert type(ok) is wire.ReadOk and not ok.owner and ok.refilling and ok.dvv == b""
+        assert core.store.corrupt_keys() == [key]
+        assert n.ask(OUTSIDER, [wire.Read(2, other)]) == [wire.ReadOk(2, v, True)]
+        # a peer's replica read
+        replies: list = []
+        reply = core._reply
+        core._reply = lambda ident, msg: replies.append(msg)
+        core._on_rget(b"peer", wire.RGet(3, key))
+        core._on_rget(b"peer", wire.RGet(4, other))
+        assert replies == [wire.RGetOk(3, b"", True), wire.RGetOk(4, v, False)]
+        p = ring.partition(key)
+        core._on_keys(b"peer", wire.Keys(5, p))
+        assert type(replies[-1]) is wire.KeysOk and not replies[-1].owner
+        core._reply = reply
+        # its own read, coordinating a get at R=1: not an answer; the owners are asked
+        assert core.refilling(key) and not core.refilling(other)
+        got = n.ask(OUTSIDER, [wire.Get(6, key, 1)])
+        assert not any(type(m) is wire.GetOk for m in got), got
+        # repaired (read repair, an exchange): counts again
+        core.replica.merge(key, v, None)
+        assert core.store.corrupt_keys() == []
+        assert n.ask(OUTSIDER, [wire.Read(7, key)]) == [wire.ReadOk(7, v, True)]
+        assert not core.refilling(key)
+    finally:
+        n.close()
+

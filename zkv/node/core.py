@@ -418,6 +418,8 @@ class NodeCore:
         self.t = now
         self.started = now
         self.store = store
+        # LogStore.is_corrupt, or None for a store without one (`_lost`)
+        self._is_corrupt: Callable[[bytes], bool] | None = getattr(store, "is_corrupt", None)
         self.handoff = handoff
         owner = _data_dir_owner((saved or {}).get("dots"))
         if owner is not None and owner != cfg.id:
@@ -1364,7 +1366,10 @@ class NodeCore:
                     "toward R", why)
 
     def refilling(self, key: bytes) -> bool:
-        """May a local read of `key` lack a write this node lost (see `_begin_refill`)?"""
+        """May a local read of `key` lack a write this node lost (see `_begin_refill`; or the
+        store found its newest record corrupt and no write repaired it yet: `_lost`)?"""
+        if self._lost(key):
+            return True
         since = self.refill_since
         if since is None:
             return False
@@ -1668,9 +1673,27 @@ class NodeCore:
     def _on_rget(self, ident: bytes, msg: RGet) -> None:
         if self._budget_spent(ident, msg.rid):
             return
-        self._reply(ident, RGetOk(msg.rid, self.replica.read(msg.key, self._owner(msg.owner)),
-                                  not msg.owner and self.refill_since is not None
-                                  and self.refilling(msg.key)))
+        held = self.replica.read(msg.key, self._owner(msg.owner))  # (first: it finds a CRC
+        self._reply(ident, RGetOk(msg.rid, held, not msg.owner and (  # failure, `_lost`)
+            (not held and self._lost(msg.key))
+            or (self.refill_since is not None and self.refilling(msg.key)))))
+
+    def _lost(self, key: bytes) -> bool:
+        """Did the store find `key`'s newest record corrupt (a CRC failure on a read, a
+        record its open found damaged or lost: LogStore.is_corrupt) with no write repairing
+        it since? It then reads as nothing, which is no "absent": such a copy is answered
+        unsure, as a refilling node's, never counted toward R (10 of 10 damaged keys read
+        found=False at R=1 with every node up: an outside audit). Read repair or an
+        exchange writes the key, and it counts again."""
+        is_corrupt = self._is_corrupt
+        return is_corrupt is not None and is_corrupt(key)
+
+    def _lost_in(self, ring: Ring, p: int) -> bool:
+        """Does partition `p` hold a key `_lost` here? Its listing would leave the key out
+        (`zkv dump --r 1` did, exit 0): another owner lists the partition instead."""
+        if self._is_corrupt is None:
+            return False
+        return any(ring.partition(k) == p for k in self.store.corrupt_keys())
 
     def _on_read(self, ident: bytes, msg: Read) -> None:
         """A client coordinating a get itself asks for this node's copy (zkv.client.core,
@@ -1687,10 +1710,12 @@ class NodeCore:
             return
         owner = self.me in self.membership.ring(ns.n).preflist_for_key(skey)
         unsure = owner and self.unsure(skey)
+        value = self.replica.read(skey, None) if owner and not unsure else b""
+        if not value and owner and not unsure and self._lost(skey):
+            unsure = True  # (corrupt here: the client asks a coordinator, which asks others)
         self.metrics.owner_reads[owner and not unsure] += 1
         if owner and not unsure:
             self.metrics.observe_key(msg.key)  # the hot-keys sketch, as a coordinated get
-            value = self.replica.read(skey, None)
             self._reply(ident, ReadOk(msg.rid, value, True, False,
                                       self._read_seal(skey, value, ns.head)))
         else:
@@ -1796,6 +1821,8 @@ class NodeCore:
                 value = self.store.get(key) or b""
             except Exception:
                 return False  # (nothing changed: the usual way answers it)
+            if not value and self._lost(key):
+                return False  # (corrupt here: the usual way answers it unsure)
             metrics = self.metrics
             metrics.owner_reads[True] += 1
             hot = metrics.hot  # the hot-keys sketch (metrics.observe_key); a key it counts
@@ -1970,7 +1997,7 @@ class NodeCore:
         if msg.partition >= ring.q:
             raise InvalidRequest(f"partition {msg.partition}: the ring has {ring.q}")
         if self.me not in ring.preflist(msg.partition) or self.unsure_partition(
-                n, msg.partition):
+                n, msg.partition) or self._lost_in(ring, msg.partition):
             self._reply(ident, KeysOk(msg.rid, [], msg.cursor, False, False))
             return
         hidden = None

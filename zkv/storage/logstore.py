@@ -1348,6 +1348,12 @@ class LogStore:
         with self._lock:
             return sum(1 for k in keys if kd.release(k))
 
+    def is_corrupt(self, key: bytes) -> bool:
+        """Is `key` in corrupt_keys() (its newest record failed its CRC or was lost, and no
+        write repaired it since)? Its get() returns None then, which is no "absent": a
+        replica must not answer that the key is gone. (No lock: one set lookup.)"""
+        return key in self._corrupt
+
     def corrupt_keys(self) -> list[bytes]:
         """Keys whose record failed its CRC and that need repair from a replica."""
         with self._lock:
