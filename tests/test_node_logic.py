@@ -1857,3 +1857,65 @@ def test_a_key_whose_record_failed_its_crc_is_unsure_here_never_absent(tmp_path)
     finally:
         n.close()
 
+
+@pytest.mark.parametrize("damage", ["newest cut to 0 bytes", "older data file lost"])
+def test_a_node_over_a_store_that_lost_records_refills_and_never_answers_them(tmp_path,
+                                                                              damage):
+    """Stopped cleanly, then the newest segment truncated (or an older one's data file
+    removed, its hints left): the node crashed on its first read (SIGSEGV), or served the
+    lost keys' older versions, deletes undone, with no damage reported (an outside audit).
+    Now the store counts the damage, so the node refills (its reads do not count until
+    every partition was exchanged), and the lost keys are answered unsure even after."""
+    import os
+
+    from zkv.config import NodeConfig
+    from zkv.node.core import NodeCore
+    from zkv.node.stores import open_stores
+
+    cfg = NodeConfig(id="d", listen="tcp://127.0.0.1:1", gossip="tcp://127.0.0.1:2",
+                     data_dir=str(tmp_path / "d"), ring_size=16, n=3, rack="r")
+    path = os.path.join(cfg.data_dir, "data")
+    old, new = dvv.update_encoded(None, b"", b"old", "a"), None
+    with LogStore(path, segment_bytes=4096, compact_dead_ratio=None) as s:
+        for i in range(20):
+            s.put(b"k%d" % i, old)
+        with s._lock:
+            s._rotate()
+        new = dvv.update_encoded(old, dvv.DVVSet.decode(old).context(), b"new", "a")
+        for i in range(10):
+            s.put(b"k%d" % i, new)
+        if damage == "older data file lost":
+            with s._lock:
+                s._rotate()
+            s.put(b"later", old)
+    segs = sorted(f for f in os.listdir(path) if f.endswith(".data"))
+    if damage == "newest cut to 0 bytes":
+        os.truncate(os.path.join(path, segs[-1]), 0)
+    else:
+        os.unlink(os.path.join(path, segs[-2]))
+    store, handoff = open_stores(cfg)
+    node = NodeCore(cfg, store, handoff, incarnation=1, now=0.0)
+    try:
+        assert store.damaged_regions == 1
+        for x in ("a", "b", "c", "e"):
+            node.membership.merge([_member(x, hb=1)])
+        node._adopt(own.founding("d", "r", [(m.id, m.rack) for m in node.membership.table()
+                                            if m.id != "d"]))
+        node.start(0.0)
+        assert node.refill_since is not None
+        replies: list = []
+        node._reply = lambda ident, msg: replies.append(msg)
+        for i in range(20):
+            node._on_rget(b"peer", RGet(i, b"k%d" % i))
+        lost = [r.rid for r in replies if r.unsure and r.dvv == b""]
+        assert all(r.dvv in (b"", old) for r in replies)
+        assert not any(r.dvv == old for r in replies if r.rid < 10), replies  # no older value
+        node.refill_since = None  # (refilled, but no write repaired them: still unsure)
+        replies.clear()
+        for i in lost:
+            node._on_rget(b"peer", RGet(i, b"k%d" % i))
+        assert lost and all(r.unsure for r in replies)
+        assert sorted(store.corrupt_keys()) == sorted(b"k%d" % i for i in range(10))
+    finally:
+        store.close()
+        handoff.close()
