@@ -132,6 +132,7 @@ def _lost(seg: str, cut: int) -> set[bytes]:
 
 def _check_lost(s, model, lost) -> None:
     assert s.damaged_regions >= 1
+    assert not s.closed_cleanly  # (records lost: a node takes a new dot id, as after a crash)
     corrupt = set(s.corrupt_keys())
     for k, v in model.items():
         got = s.get(k)

@@ -576,6 +576,11 @@ class LogStore:
         if self._active is not None:
             kd.set_active(self._active.fid, self._active.fd, self._active.size, PREALLOC)
         self._corrupt = {k for k in corrupt if kd.lookup(k) is None}
+        if self.damaged_regions:
+            # records were lost, as with a crash's unsynced tail: a node takes a new dot id
+            # (core._dots_base), since the versions it holds may not name the last dots it
+            # issued (a cut newest segment keeps its hints, so every segment had them)
+            self.closed_cleanly = False
         self._gate()
         if self._corrupt:
             log.warning("%s: %d key(s) lost to corruption need repair", self.path, len(self._corrupt))
