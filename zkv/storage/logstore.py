@@ -594,7 +594,10 @@ class LogStore:
         older entry are both deletes (or that has none) lost nothing that reads."""
         kd = self._kd
         segs = self._segs
-        for _h, _off, _size, flags, key in entries:
+        # (a hints file has an entry per record, in the log's order: a key's last is its
+        # newest, the one whose loss matters; a put before a lost delete lost nothing more)
+        newest = {key: flags for _h, _off, _size, flags, key in entries}
+        for key, flags in newest.items():
             e = kd.lookup(key)
             if e is not None and segs[e[0]].name > name:
                 continue  # (a later segment's: newer)
