@@ -460,7 +460,7 @@ class LogStore:
                               "keys it held lost their values here (%s; hints kept)",
                               data_name(name), os.path.getsize(orphan),
                               "hints unreadable" if entries is None else
-                              f"{len(entries)} key(s) named")
+                              f"it named {len(entries)} record(s)")
                     self.damaged_regions += 1
                     lost_files.append((name, entries or []))
                 del files[name]
