@@ -1359,17 +1359,14 @@ class LogStore:
     def is_corrupt(self, key: bytes) -> bool:
         """Is `key` in corrupt_keys() (its newest record failed its CRC or was lost, and no
         write repaired it since)? Its get() returns None then, which is no "absent": a
-        replica must not answer that the key is gone. (No lock: one set lookup.)"""
+        replica must not answer that the key is gone; zkv dump --store asks it per key read. (No
+        lock: one set lookup.)"""
         return key in self._corrupt
 
     def corrupt_keys(self) -> list[bytes]:
         """Keys whose record failed its CRC and that need repair from a replica."""
         with self._lock:
             return sorted(self._corrupt)
-
-    def is_corrupt(self, key: bytes) -> bool:
-        """`key` is among corrupt_keys() (a set lookup: asked per key read, zkv dump --store)."""
-        return key in self._corrupt
 
     # ------------------------------------------------------------------ compaction
     def compact(self, progress: Progress | None = None) -> dict:
