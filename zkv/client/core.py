@@ -622,15 +622,15 @@ class ClientCore:
         self.slow: frozenset[str] = frozenset()
         self._judged_at = clock()
 
-    def _sample(self, reply, sent_at: dict[int, float]) -> None:
-        """Remember the round trip of the try that answered (this one, or a hedged one)."""
-        sent = sent_at.get(reply.rid)
-        if sent is not None:
-            self._sample_since(sent)
-
-    def _sample_since(self, sent: float) -> None:
-        self.rtts.append(self.clock() - sent)
+    def _sample(self, t: float, by: str | None) -> None:
+        """Remember a round trip of `t` s (the hedge delay's samples) and, for a data
+        request's (`by`: the endpoint that answered), that endpoint's estimate. (Inline where
+        every answer passes: `call`'s first answer, `_owner_read`.)"""
+        self.rtts.append(t)
         self._rtts_new += 1
+        if by is not None:
+            est = self.latency.get(by, 0.0)
+            self.latency[by] = est + LAT_ALPHA * (t - est)
 
     def hedge_delay(self) -> float:
         """How long a data request waits for its coordinator before it is also sent to the
@@ -1080,14 +1080,9 @@ class ClientCore:
                     reply = yield Send(also[-1][0], None, end, None, also)
                     if reply is not None and reply is not UNREACHABLE and reply is not SLOW:
                         sent = sent_at.get(reply.rid)
-                        if sent is not None:  # (_sample, and its node's estimate)
-                            t = clock() - sent
-                            self.rtts.append(t)
-                            self._rtts_new += 1
-                            if hedged:
-                                by = _sender(also, reply.rid, also[-1][0])
-                                est = self.latency.get(by, 0.0)
-                                self.latency[by] = est + LAT_ALPHA * (t - est)
+                        if sent is not None:
+                            self._sample(clock() - sent, _sender(also, reply.rid, also[-1][0])
+                                         if hedged else None)
                         if type(reply) is Error and not _refused_unwritten(reply):
                             self.uncertain_tries += 1
                         if type(reply) is not Error or reply.code != wire.E_UNAVAILABLE:
@@ -1250,7 +1245,7 @@ class ClientCore:
                     unconnectable.discard(ep)
                 if rtt is None:
                     rtt = self.clock() - now
-                self.rtts.append(rtt)  # (_sample_since, inline)
+                self.rtts.append(rtt)  # (_sample, inline)
                 self._rtts_new += 1
                 if arrived is not None:  # this owner's own round trip: its estimate
                     est = latency.get(ep, 0.0)
