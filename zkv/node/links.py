@@ -236,7 +236,8 @@ class Links:
                     self.bad_endpoints.clear()
                 self.bad_endpoints.add(endpoint)
                 log.error("cannot connect to %s at %s: %s (nothing is sent there until it "
-                          "announces a valid address)", what, wire.clip(endpoint, 300), exc.strerror)
+                          "announces a valid address)", what, wire.clip(endpoint, 300),
+                          exc.strerror)
             return False
 
     def _watch(self, sock: zmq.Socket, owner: tuple[str, str]) -> None:
