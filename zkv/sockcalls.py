@@ -54,8 +54,8 @@ def py_recv(sock: zmq.Socket, meta: bool = False
         if len(frames) > 1 and generated(parts[0]):  # (renamed by ROUTER_HANDOVER?)
             try:
                 name = str(frames[-1].get("Identity")).encode("utf-8", "surrogateescape")
-            except zmq.ZMQError:
-                name = b""
+            except (zmq.ZMQError, UnicodeError):  # (pyzmq decodes it as UTF-8: a name that
+                name = b""  # is not stays libzmq's made-up one)
             if name:
                 parts[0] = name
     return parts, len(frames), fd, user_id

@@ -3600,10 +3600,17 @@ class NodeCore:
         if rings is not None:
             targets += rings.pending(ring.partition(key))
         for o in dict.fromkeys(targets):
-            if o == self.me:
-                self.replica.merge(key, version)
-            elif o != owner:
-                self.replica.merge(key, version, o)
+            try:
+                if o == self.me:
+                    self.replica.merge(key, version)
+                elif o != owner:
+                    self.replica.merge(key, version, o)
+            except ValueError as exc:
+                # a hint that cannot merge with what is held (a dot naming two writes: a
+                # forged or corrupt version, dvv.pyx) is refused as a peer's would be; raised,
+                # it stopped every sweep at that hint, and a force-remove's adoption before
+                # cluster.json was saved (a review)
+                self.malformed(owner, f"its hint for {wire.clip(key, 60)}: {exc}")
 
     def _hints_of_removed(self, st: own.ClusterState) -> None:
         """A force-remove committed: hints for the removed node reach the key's other and
