@@ -1497,3 +1497,39 @@ def test_a_ring_refresh_leaves_the_call_half_its_time_and_skips_a_silent_node_ne
     net.sent.clear()
     assert net.run(c.put(b"j", b"v")) == b"new-ctx"
     assert first not in [ep for ep, m, _, _ in net.sent if isinstance(m, wire.RingInfo)]
+
+
+def test_a_batch_steps_answers_are_timed_when_they_came_not_at_its_end():
+    """get_many's tries of one step, one to a silent node: the healthy coordinator's answer
+    came after LATENCY (Batch.arrived) and is that round trip for the hedge delay, not the
+    step's length (the silent try's budget), which made every freeze met in a batch raise
+    the delay (an outside review)."""
+    silent = EP["n1"]
+    keys = [b"key:%d" % i for i in range(200)]
+    c, clock = core(timeout=3.0)
+    net = Net(clock, {silent: lambda m: SILENT}, default=member({}))
+    hit = next(k for k in keys if owners(k)[0] == silent)
+    others = [k for k in keys if silent not in owners(k)][:3]
+    net.run(c.get_many([hit, *others], return_exceptions=True))
+    assert clock.t - 100.0 > 0.2  # the step waited for the silent node
+    assert c.rtts and max(c.rtts) < 0.1, sorted(c.rtts)[-3:]
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.put(b"k", b"v", namespace="ns1"),
+    lambda c: c.put(b"k", b"v", namespace="ns1", ttl=60),
+    lambda c: c.put(b"k", b"v", w="quorum", namespace="ns1"),
+    lambda c: c.delete(b"k", namespace="ns1"),
+    lambda c: c.delete(b"k", b"", w="all", namespace="ns1"),
+    lambda c: c.get(b"k", namespace="ns1"),
+    lambda c: c.get(b"k", r="quorum", namespace="ns1"),
+], ids=["put", "put-ttl", "put-level", "delete-read-first", "delete-level", "get", "get-level"])
+def test_the_timeout_bounds_a_call_that_must_learn_its_namespace_first(call):
+    """Every node silent, the namespace not known yet: the lookups a call makes before its
+    request (the namespace's settings, a quorum's name, a delete's read) share the call's
+    timeout. Each took a whole timeout of its own: a put took 2 s at timeout=1, one with a
+    ttl 3 s (an outside review, sync and async clients alike)."""
+    c, clock = core(timeout=1.0)
+    with pytest.raises((RequestTimeout, Unavailable)):
+        Net(clock).run(call(c))
+    assert clock.t - 100.0 <= 1.0 + 1e-9

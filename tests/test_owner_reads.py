@@ -511,3 +511,31 @@ def test_a_forward_that_waited_through_a_stall_is_refused_not_sent_on(node):
     assert not any(type(m) in (wire.Forward, wire.RPut) for ms in out.peers.values()
                    for m in ms), out.peers
     assert node.core.membership.state(owner)[0] == "up"
+
+
+def test_a_frozen_owner_does_not_inflate_the_hedge_delay():
+    """An owner read whose R owners include a silent one waits out the hedge delay; the
+    healthy owner's answer came after 1 ms (Batch.arrived) and is that round trip, not the
+    step's length: timed at the step's end, each freeze met by a client at a low rate
+    tripled its hedge delay (0.2 -> 0.6 -> 1.8 s, capped at the per-try budget), so a frozen
+    node cost 1.5 s, not the 0.2 s the README promises (an outside review, on a real
+    cluster and here)."""
+    frozen = EP["n1"]
+    keys = [b"key:%d" % i for i in range(400)]
+    hit = [k for k in keys if frozen in owners(k)[:2]]  # asked together with a healthy one
+    healthy = [k for k in keys if frozen not in owners(k)]
+    c, clock = reader(timeout=3.0)
+    frozen_net = Net(clock, {frozen: lambda m: SILENT}, default=replica({}))
+    ok_net = Net(clock, default=replica({}))
+    for k in healthy[:40]:
+        ok_net.run(c.get(k))
+    costs = []
+    for i in range(10):
+        t0 = clock.t
+        frozen_net.run(c.get(hit[i]))
+        costs.append(clock.t - t0)
+        clock.t += SUSPECT_FOR + 0.5  # its suspicion over: asked again next time
+        for k in healthy[i * 3:(i + 1) * 3]:  # a low-rate client: a few healthy gets
+            ok_net.run(c.get(k))
+    assert max(costs) < 0.25, costs  # about the hedge delay's floor, every time
+    assert max(c.rtts) < 0.1  # no step's length taken for a round trip

@@ -621,6 +621,7 @@ class ClientCore:
         self.latency: dict[str, float] = {}
         self.slow: frozenset[str] = frozenset()
         self._judged_at = clock()
+        self._came: float | None = None  # many(): when the answer being handed to a plan came
 
     def _sample(self, t: float, by: str | None) -> None:
         """Remember a round trip of `t` s (the hedge delay's samples) and, for a data
@@ -819,17 +820,19 @@ class ClientCore:
         wire.check_wid(wid)
         return Delete(0, key, context or b"", w or 0, wid, ns, pw or 0)
 
-    def _levels(self, ns: str, **quorums) -> Plan[list]:
+    def _levels(self, ns: str, deadline: float | None = None, **quorums) -> Plan[list]:
         """`quorums` (r, w, pr, pw) with any given by name (`level`) as numbers of the
-        namespace's N, learnt first if it is not known yet; in the order given."""
+        namespace's N, learnt first if it is not known yet (by `deadline`: the calling
+        operation's); in the order given."""
         n = self._n_of(ns)
         if n is None and any(type(v) is str for v in quorums.values()):
             unreached: ZkvError | None = None
             try:
                 if ns:
-                    yield from self.namespaces_plan()
+                    yield from self.namespaces_plan(deadline)
                 else:
-                    yield from self.fetch_ring(self.clock() + self.timeout)
+                    yield from self.fetch_ring(
+                        self.clock() + self.timeout if deadline is None else deadline)
             except (Unavailable, RequestTimeout) as exc:
                 unreached = exc  # (no node answered: that is the error, not the level's name)
             except ZkvError:
@@ -843,15 +846,16 @@ class ClientCore:
                                      f"{ns or nss.DEFAULT!r} is not known (give a number)")
         return [level(k, v, n) if n is not None else v for k, v in quorums.items()]
 
-    def _need_primary(self) -> Plan[None]:
+    def _need_primary(self, deadline: float | None = None) -> Plan[None]:
         """Refuse pr/pw if a member would ignore them (a sloppy answer where a strict one was
         asked for): any member may coordinate the request. (Checked once per ring learnt.)"""
         if self.ring_msg is None or self.ring_msg is not self._primary_ok:
             yield from self._need_feature(wire.FEATURE_PRIMARY, "pr/pw",
-                                          "without primary quorums")
+                                          "without primary quorums", deadline=deadline)
             self._primary_ok = self.ring_msg
 
-    def _route(self, key: bytes, ns: str) -> Plan[tuple[bytes | None, int | None]]:
+    def _route(self, key: bytes, ns: str, deadline: float | None = None
+               ) -> Plan[tuple[bytes | None, int | None]]:
         """(stored key to route by, its N); (None, None) when the namespace is not known
         here and the registry could not tell (any member takes it and forwards)."""
         if not ns:
@@ -859,7 +863,7 @@ class ClientCore:
         known = self.ns_cache.get(ns)
         if known is None and self.routing == "token":
             try:
-                yield from self.namespaces_plan()
+                yield from self.namespaces_plan(deadline)
             except ZkvError:
                 pass
             known = self.ns_cache.get(ns)
@@ -1029,7 +1033,8 @@ class ClientCore:
                         # (_sample, inline: this try's answer, or a hedged one's)
                         sent = now if reply.rid == rid else sent_at.get(reply.rid)
                         if sent is not None:
-                            t = clock() - sent
+                            # (a Batch step's answer: when it came, not the step's end)
+                            t = (clock() if self._came is None else self._came) - sent
                             self.rtts.append(t)
                             self._rtts_new += 1
                             if hedged:  # (and its node's estimate: data requests only)
@@ -1125,10 +1130,18 @@ class ClientCore:
                      f"{wire.BUSY}: {ep} has not heard of namespace {ns!r} yet")
 
     def get(self, key: bytes, r: int | str | None = None, *,
-            namespace: str = nss.DEFAULT, pr: int | str | None = None) -> Plan[GetResult]:
+            namespace: str = nss.DEFAULT, pr: int | str | None = None,
+            deadline: float | None = None) -> Plan[GetResult]:
+        """`deadline`: when the call ends (default: the timeout from now), every lookup it
+        makes first (a quorum's name, a namespace's settings) included."""
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
+        clock = self.clock
+        now = clock()
+        if deadline is None:
+            deadline = now + self.timeout
         if r.__class__ is str or pr.__class__ is str:  # "one", "quorum", "all"
-            r, pr = yield from self._levels(ns, r=r, pr=pr)
+            r, pr = yield from self._levels(ns, deadline, r=r, pr=pr)
+            now = clock()
         # the request, built here (a call fewer per get): the checks' common case is inline,
         # and any doubt runs the wire checks in their order (the first problem is reported)
         if type(key) is not bytes or not 0 < len(key) <= _MAX_KEY:
@@ -1140,15 +1153,13 @@ class ClientCore:
         msg = Get(0, key, cast(int, r or 0), ns)  # (a name resolved above, else refused)
         if pr is not None:  # a primary quorum (README, "Strict quorums")
             wire.check_quorum("pr", pr, self._n_of(ns))
-            yield from self._need_primary()
+            yield from self._need_primary(deadline)
             msg.pr = cast(int, pr)
-        clock = self.clock
-        now = clock()
-        deadline = now + self.timeout
+            now = clock()
         route: bytes | None = key
         n = None
         if ns:
-            route, n = yield from self._route(key, ns)
+            route, n = yield from self._route(key, ns, deadline)
             now = clock()
         if self.owner_reads and route is not None:
             if now - self.ring_at >= RING_REFRESH and not self._refreshing:  # (_stale)
@@ -1243,13 +1254,18 @@ class ClientCore:
             if type(reply) is ReadOk:
                 if unconnectable:
                     unconnectable.discard(ep)
-                if rtt is None:
-                    rtt = self.clock() - now
-                self.rtts.append(rtt)  # (_sample, inline)
-                self._rtts_new += 1
-                if arrived is not None:  # this owner's own round trip: its estimate
+                if arrived is not None:  # this owner's own round trip: its estimate, and
+                    # the hedge delay's sample (the step's end counted a frozen owner's wait
+                    # as every other owner's round trip: the hedge delay tripled per freeze)
+                    t = arrived[i] - now
                     est = latency.get(ep, 0.0)
-                    latency[ep] = est + LAT_ALPHA * (arrived[i] - now - est)
+                    latency[ep] = est + LAT_ALPHA * (t - est)
+                else:
+                    if rtt is None:
+                        rtt = self.clock() - now
+                    t = rtt
+                self.rtts.append(t)  # (_sample, inline)
+                self._rtts_new += 1
                 if first is None:
                     first = reply.dvv
                 if reply.owner and reply.dvv == first:
@@ -1289,8 +1305,9 @@ class ClientCore:
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
         if ttl is not None:
             check_ttl(ttl, ns)
+        deadline = self.clock() + self.timeout  # (the timeout bounds the whole call)
         if w.__class__ is str or pw.__class__ is str:  # "one", "quorum", "all"
-            w, pw = yield from self._levels(ns, w=w, pw=pw)
+            w, pw = yield from self._levels(ns, deadline, w=w, pw=pw)
         if wid is None:
             wid = self.new_wid()
         # the request, built here as get's is
@@ -1312,35 +1329,37 @@ class ClientCore:
         msg.floor = self.stamp_floor
         if pw is not None:  # a primary quorum (README, "Strict quorums")
             wire.check_quorum("pw", pw, self._n_of(ns))
-            yield from self._need_primary()
+            yield from self._need_primary(deadline)
             msg.pw = cast(int, pw)
-        route, n = (yield from self._route(key, ns)) if ns else (key, None)
+        route, n = (yield from self._route(key, ns, deadline)) if ns else (key, None)
         if ttl:
-            yield from self._check_write_ttl(ns, ttl)
+            yield from self._check_write_ttl(ns, ttl, deadline)
             msg.ttl = ttl
-        reply = yield from self.call(msg, route, n=n)
+        reply = yield from self.call(msg, route, n=n, deadline=deadline)
         if type(reply) is not PutOk:  # the common case costs one check
             reply = _expect(reply, PutOk)
         if reply.stamp > self.stamp_floor:
             self.stamp_floor = reply.stamp
         return reply.context
 
-    def _check_write_ttl(self, ns: str, ttl: int) -> Plan[None]:
+    def _check_write_ttl(self, ns: str, ttl: int, deadline: float | None = None
+                         ) -> Plan[None]:
         """Refuse a write's ttl here if the namespace's values have no room for one: a node of
         a version without per-write ttls would take the write and ignore it (one with them
         refuses it; the ttl's bound, which an alter may move, is left to the node)."""
-        known = yield from self._namespace_of(ns)
+        known = yield from self._namespace_of(ns, deadline=deadline)
         if known is not None and not known.write_ttl:
             known.check_write_ttl(ttl)  # (InvalidRequest: says why)
 
-    def _namespace_of(self, ns: str, fresh: bool = False) -> Plan[Any]:
+    def _namespace_of(self, ns: str, fresh: bool = False, deadline: float | None = None
+                      ) -> Plan[Any]:
         """Namespace `ns`'s settings as last learned (`fresh`: asked again), read from the
         nodes if unknown; None for the default namespace or when no node can say (the node
         taking the write then checks)."""
         known = self.ns_cache.get(ns) if ns and not fresh else None
         if ns and known is None:
             try:
-                yield from self.namespaces_plan()
+                yield from self.namespaces_plan(deadline)
             except ZkvError:
                 return None
             known = self.ns_cache.get(ns)
@@ -1383,18 +1402,22 @@ class ClientCore:
         at the namespace's R; b"": nothing, a blind delete: a sibling of every value it did
         not see, as a blind put). Returns the tombstone's context."""
         ns = "" if namespace == _DEFAULT else check_namespace(namespace)
+        deadline = self.clock() + self.timeout  # (the timeout bounds the whole call)
         if w.__class__ is str or pw.__class__ is str:  # "one", "quorum", "all"
-            w, pw = yield from self._levels(ns, w=w, pw=pw)
+            w, pw = yield from self._levels(ns, deadline, w=w, pw=pw)
         msg = self.delete_msg(key, context, w, self.new_wid() if wid is None else wid, ns,
                               cast(int | None, pw))
         if pw is not None:
-            yield from self._need_primary()
+            yield from self._need_primary(deadline)
         if context is None:  # read first, as `zkv delete` and Riak's delete do: without a
             # context the tombstone covered nothing, a sibling of every value, and the key
-            # stayed readable (b"" still writes that blind tombstone)
-            msg.context = (yield from self.get(key, namespace=namespace)).context
-        route, n = (yield from self._route(key, ns)) if ns else (key, None)
-        return _expect((yield from self.call(msg, route, n=n)), PutOk).context
+            # stayed readable (b"" still writes that blind tombstone): within this call's
+            # timeout
+            msg.context = (yield from self.get(key, namespace=namespace,
+                                               deadline=deadline)).context
+        route, n = (yield from self._route(key, ns, deadline)) if ns else (key, None)
+        return _expect((yield from self.call(msg, route, n=n, deadline=deadline)),
+                       PutOk).context
 
     # ---- many operations in one call ------------------------------------------------------------
     def many(self, plans: Iterable[Plan[T]], return_exceptions: bool = False
@@ -1427,11 +1450,13 @@ class ClientCore:
                 at, n_active = 0, len(active)
                 j = 0
                 while True:
+                    self._came = None  # (set below for a Send-plan's answer of this step)
                     if j < n_active:
                         i, plan, k, sub = active[j]
                         j += 1
                         if k < 0:
                             answer = got[at]
+                            self._came = arrived[at] if arrived is not None else None
                             at += 1
                         else:
                             answer = got[at:at + k]
@@ -1462,6 +1487,7 @@ class ClientCore:
                         else:
                             sends += x.sends
                             stepped.append((i, plan, len(x.sends), x))
+                self._came = None
                 active = stepped
                 if not active:
                     break
@@ -1603,10 +1629,11 @@ class ClientCore:
         except ZkvError:
             pass
 
-    def namespaces_plan(self) -> Plan[list[dict]]:
+    def namespaces_plan(self, deadline: float | None = None) -> Plan[list[dict]]:
         """Every namespace the cluster knows: [{"name", "n", "r", "w", "conflicts", ...}]
-        (not the dropped ones)."""
-        reg = self._learn(_expect((yield from self.call(NsList(0), None)), NsOk))
+        (not the dropped ones); `deadline`: the calling operation's (its timeout bounds it)."""
+        reg = self._learn(_expect((yield from self.call(NsList(0), None, deadline=deadline)),
+                                  NsOk))
         return msgspec.to_builtins(list(reg))
 
     def namespace_create(self, name: str, n: int | None = None, r: int | str | None = None,
@@ -1841,14 +1868,16 @@ class ClientCore:
         return msgspec.to_builtins(gone) if gone is not None else {"name": name}
 
     def _need_feature(self, bit: int, what: str, lacking: str, only: str | None = None,
-                      fresh: bool = False) -> Plan[None]:
+                      fresh: bool = False, deadline: float | None = None) -> Plan[None]:
         """InvalidRequest "`what`: <ids> run(s) a zkv version `lacking` (upgrade it)" if the
         member at endpoint `only` (None: any member, as any may be the one that answers)
         runs a version whose record lacks FEATURE `bit` (an older node would drop the message
         as malformed, the call timing out, or ignore the new field). `fresh`: the member
-        table asked again first (else only when none is known yet)."""
+        table asked again first (else only when none is known yet); `deadline`: the calling
+        operation's."""
         if fresh or not self.members:
-            yield from self.fetch_ring(self.clock() + self.timeout)
+            yield from self.fetch_ring(self.clock() + self.timeout if deadline is None
+                                       else deadline)
         old = sorted(m.id for m in self.members
                      if (only is None or m.listen == only) and not m.features & bit)
         if old:
