@@ -1107,14 +1107,17 @@ def test_a_member_that_lost_its_cluster_state_refuses_to_found_one_and_rejoins_w
             if damage == "missing":
                 saved = cluster_json.read_bytes()
                 cluster_json.unlink()
-            else:
+            else:  # (and its earlier copy, which a start would fall back to)
                 cluster_json.write_bytes(saved[:200])
+                cluster_json.with_name("cluster.json.prev").write_bytes(saved[:200])
             p = start(0)
             assert p.wait(30) == 1
             said = nodes.log(p)
-            assert f"cluster state ({cluster_json}) is {damage}" in said, said
+            assert (f"cluster state ({cluster_json}) is missing" if damage == "missing" else
+                    f"{cluster_json} is damaged: unreadable") in said, said
             assert "--seed LISTEN of a running member" in said and "--new-cluster" in said
-        start(0, "--seed", eps[1])  # as the refusal says
+        cluster_json.unlink()  # as the refusal says (a damaged one refuses --seed too)
+        start(0, "--seed", eps[1])
         wait_for(read_back, timeout=90)
     finally:
         nodes.close()

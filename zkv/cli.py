@@ -307,9 +307,10 @@ def node_main(argv: list[str] | None = None) -> int:
     from zkv.node.snapshots import check_ended, check_restored
     from zkv.node.transport import Node
 
-    doc = load_cluster(os.path.join(cfg.data_dir, "cluster.json"))
-    stray = (fd_limit_problem() or check_founding(cfg.data_dir, cfg.seed, args.new_cluster)
-             or check_advertised_seed(cfg, doc, args.new_cluster))
+    # (check_founding first: a damaged cluster.json is logged once, then refused)
+    stray = fd_limit_problem() or check_founding(cfg.data_dir, cfg.seed, args.new_cluster)
+    doc = {} if stray else load_cluster(os.path.join(cfg.data_dir, "cluster.json"))
+    stray = stray or check_advertised_seed(cfg, doc, args.new_cluster)
     if stray:
         print(f"zkv-node: {stray}", file=sys.stderr)
         return 1

@@ -18,7 +18,9 @@ DATA_DIR/cluster.json (`cluster_doc`, `load_cluster` / `save_cluster`; key "name
 restarted node knows its peers and namespaces before any gossip. The file carries a checksum of
 the rest of it (`cluster_checksum`): a changed byte that still parses (an outside run's `"n": 3`
 -> `"n": 2` ran a node on an N=2 ring of its own, in split brain, coordinating writes at W=2)
-makes it damaged, as one that does not parse is (`read_cluster`, `check_founding`).
+makes it damaged, as one that does not parse is (`read_cluster`, `check_founding`). Each save
+keeps the file it replaces (cluster.json.prev), which a load falls back to when the file is
+damaged (a power loss after an unsynced save); with no good copy left the node refuses to start.
 
 Trust (issue 13; holds even against a peer that holds the cluster key but is buggy or rogue):
 - Every record is checked by `validate_member` before it is merged or saved: id and endpoint
@@ -82,6 +84,10 @@ CHECKSUM = "checksum"
 _CHECKSUM_RE = re.compile(r"blake3:[0-9a-f]{64}")
 MISMATCH = ("its checksum does not match its content (a byte of it changed since it was "
             "written)")
+# the name (cluster.json + PREVIOUS) of the copy a save keeps of the file it replaces
+# (`save_cluster`), which `read_cluster` falls back to when cluster.json is damaged
+PREVIOUS = ".prev"
+_DAMAGED: set[str] = set()  # cluster.json files known damaged whose earlier copy is kept
 
 
 def wall_ms() -> int:
@@ -509,24 +515,36 @@ def copy_member(m: Member) -> Member:
 
 
 def check_founding(data_dir: str, seeds, new_cluster: bool) -> str | None:
-    """Why a node started without --seed must not found a cluster of its own (None: it may):
-    its data dir holds data (segments) but no readable cluster state. It was a member whose
-    cluster.json was lost or damaged: founding a one-node cluster served clients from it, at
-    R=2 every read failed, and a W=1 write acknowledged there never reached the members (an
-    outside durability run). A cluster.json that fails its checksum (`read_cluster`) refuses
-    a start without --seed even on a data dir without data: only a member (or a node joining
-    one) writes it. `new_cluster` (--new-cluster): found one anyway (a cluster rebuilt from
-    backups)."""
+    """Why a node must not start on this data dir (None: it may).
+
+    A cluster.json that is damaged (`read_cluster`: it does not parse, is not an object, or
+    fails its checksum) with no good earlier copy refuses every start, with --seed and
+    --new-cluster too: only a member (or a node joining one) writes the file, so the node was
+    one, and what it held (members, ring, N/R/W, the id its dots go under) is lost. A zero-
+    filled or truncated file on a data dir without data used to found a new cluster without a
+    word (or, with --seed, join as a node the cluster never saw); the operator restores the
+    file, or removes it to rejoin through --seed.
+
+    Without --seed: its data dir holds data (segments) but no cluster state. It was a member
+    whose cluster.json was lost: founding a one-node cluster served clients from it, at R=2
+    every read failed, and a W=1 write acknowledged there never reached the members (an
+    outside durability run). `new_cluster` (--new-cluster): found one anyway (a cluster
+    rebuilt from backups)."""
+    path = os.path.join(data_dir, "cluster.json")
+    doc, damage = read_cluster(path)
+    if damage:
+        what = ("cannot be trusted" if damage == MISMATCH else "cannot be read")
+        return (f"{path} is damaged: {damage}, and no good earlier copy ({path}{PREVIOUS}) is "
+                f"left, so the cluster state it held (members, ring, N/R/W) {what}; this node "
+                "was a member of a cluster (or joining one): restore cluster.json from a backup, "
+                f"or remove it (rm {path}) and start the node with --seed LISTEN of a running "
+                "member to rejoin that cluster under its id (it keeps its data and refills what "
+                "it lacks), or with --new-cluster to found a new cluster with this data")
     if seeds or new_cluster:
         return None
-    path = os.path.join(data_dir, "cluster.json")
     rejoin = ("Start it with --seed LISTEN of a running member to rejoin that cluster under its "
               "id (it keeps its data and refills what it lacks), or restore cluster.json from a "
               "backup; to found a new cluster with this data, start it with --new-cluster")
-    doc, damage = read_cluster(path)
-    if damage == MISMATCH:
-        return (f"{path} is damaged: {damage}, so the cluster state it holds (members, ring, "
-                f"N/R/W) cannot be trusted, and this node was a member of a cluster. {rejoin}")
     data = os.path.join(data_dir, "data")
     try:
         held = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data)
@@ -538,8 +556,7 @@ def check_founding(data_dir: str, seeds, new_cluster: bool) -> str | None:
     # (readable, with no cluster state: a version before cluster states wrote it, older than
     # the oldest a rolling upgrade to this one supports, README "Upgrading")
     state = ("holds no cluster state (an older zkv wrote it, one a rolling upgrade to this "
-             "version does not support: README, Upgrading)" if doc
-             else "is damaged" if os.path.exists(path) else "is missing")
+             "version does not support: README, Upgrading)" if doc else "is missing")
     return (f"{data_dir} holds data ({held} bytes of segments) but its cluster state ({path}) "
             f"{state}: this node was a member of a cluster. {rejoin}")
 
@@ -589,27 +606,69 @@ def read_cluster(path: str) -> tuple[dict, str]:
     checksum under another name (one changed bit of "checksum": unchecked, that file would
     pass). Member rows that are not four strings or fail validation are dropped (a file
     written by an older version could hold poisoned records; they must not stop the node from
-    starting). The "checksum" field is not part of the document returned."""
+    starting). The "checksum" field is not part of the document returned.
+
+    A damaged file whose earlier copy (PREVIOUS, kept by `save_cluster`) is good gives that
+    copy, with a warning, and the copy is put back in its place: the saves of a running node
+    are not synced, and a power loss can leave the last one renamed over the file while its
+    bytes never reached the disk (an empty or zero-filled file); the state before it is what
+    gossip then brings up to date, as for a save lost whole."""
+    doc, damage = _read_one(path)
+    if doc is None:
+        return {}, ""
+    if not damage:
+        return doc, ""
+    older, hurt = _read_one(path + PREVIOUS)
+    if older is None or hurt:
+        log.error("%s is damaged: %s; no good earlier copy (%s%s) is left, so the node refuses "
+                  "to start: restore the file from a backup, or remove it and start the node "
+                  "with --seed of a running member to rejoin that cluster", path, damage, path,
+                  PREVIOUS)
+        return {}, damage
+    log.warning("%s is damaged: %s; starting from the copy saved before its last write, %s%s "
+                "(what changed since comes back by gossip)", path, damage, path, PREVIOUS)
+    _put_back(path)
+    return older, ""
+
+
+def _read_one(path: str) -> tuple[dict | None, str]:
+    """One file of `read_cluster`: (None, "") when there is none."""
     try:
         with open(path) as fh:
             doc = json.load(fh)
     except FileNotFoundError:
-        return {}, ""
+        return None, ""
     except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
         return {}, f"unreadable: {exc}"
     if not isinstance(doc, dict):
-        log.warning("ignoring %s: not a JSON object", path)
         return {}, "not a JSON object"
     stated = doc.pop(CHECKSUM, None)
     renamed = stated is None and any(
         type(v) is str and _CHECKSUM_RE.fullmatch(v) for v in doc.values())
     if renamed or (stated is not None and stated != cluster_checksum(doc)):
-        log.error("%s is damaged: %s; its cluster state is ignored (without --seed the node "
-                  "refuses to start; with --seed of a running member it rejoins that cluster; "
-                  "or restore the file from a backup)", path, MISMATCH)
         return {}, MISMATCH
     return _checked(path, doc), ""
+
+
+def _put_back(path: str) -> None:
+    """Copy the good earlier copy over a damaged cluster.json, synced (temp file + rename): the
+    next save keeps the file it replaces as the earlier copy, which must not be the damaged
+    one. A copy that fails (a full disk) leaves `path` damaged: the saves keep the earlier
+    copy as it is until one of them replaced it (_DAMAGED)."""
+    tmp = path + ".tmp"
+    try:
+        with open(path + PREVIOUS, "rb") as src:
+            raw = src.read()
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+    except OSError as exc:
+        discard_tmp(tmp)
+        _DAMAGED.add(os.path.abspath(path))
+        log.warning("could not put %s%s back in place of %s: %s", path, PREVIOUS, path, exc)
 
 
 def _checked(path: str, doc: dict) -> dict:
@@ -723,12 +782,31 @@ def save_cluster(path: str, doc: dict, durable: bool = False) -> None:
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
+        _keep_previous(path)
         os.replace(tmp, path)
     except OSError:
         discard_tmp(tmp)
         raise
+    _DAMAGED.discard(os.path.abspath(path))
     if durable:
         fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _keep_previous(path: str) -> None:
+    """Keep the file a save is about to replace as `path` + PREVIOUS (a hard link: no copy),
+    unless it is known damaged (_DAMAGED: the earlier copy stays). Best effort: a file system
+    without hard links keeps none, and a damaged cluster.json then refuses the start."""
+    if os.path.abspath(path) in _DAMAGED:
+        return
+    prev = path + PREVIOUS
+    try:
+        os.unlink(prev)
+    except OSError:
+        pass
+    try:
+        os.link(path, prev)
+    except OSError:
+        pass  # (no file yet, or no hard links here)
 
 
 def discard_tmp(tmp: str) -> None:
