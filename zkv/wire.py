@@ -624,6 +624,10 @@ class Gossip(_Msg, tag=30):
     # once instead of after the failure detector's seconds of silence, as Cassandra's
     # shutdown announcement does, until it beats again (an older sender: False)
     stopping: bool = False
+    # members whose heartbeats the sender hears but that answered none of its requests for a
+    # while (reach.py: their --advertise cannot be dialed while --advertise-gossip can); a
+    # member reading itself here says so (an older sender: [], nothing said)
+    unanswered: Annotated[list[NodeId], msgspec.Meta(max_length=MAX_MEMBERS)] = []
 
 
 Message = (

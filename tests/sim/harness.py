@@ -281,6 +281,9 @@ class Sim:
         # reaches nobody and peers' requests to them are lost, while what they dial works
         # (their requests and the answers, the peers' gossip they subscribe to, their Join)
         self.undialable: set[str] = set()
+        # ... whose --advertise (requests) no peer can dial while --advertise-gossip is right:
+        # their gossip is heard, peers' requests to them are lost
+        self.undialable_requests: set[str] = set()
         # nodes whose gossip arrives without its cluster state and transfer progress (heartbeats,
         # member records, namespaces only): they stay at the ownership plan they hold, as a
         # node whose gossip lags does
@@ -811,6 +814,10 @@ class Sim:
             return
         if self.undialable and ((kind == GOSSIP and src in self.undialable) or (
                 kind == REQUEST and dst in self.undialable and src in self.nodes)):
+            self.stats["lost"] += 1
+            return
+        if (self.undialable_requests and kind == REQUEST and dst in self.undialable_requests
+                and src in self.nodes):
             self.stats["lost"] += 1
             return
         if kind == "client":

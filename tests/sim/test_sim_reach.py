@@ -112,3 +112,38 @@ def test_a_member_restarted_is_not_blamed_while_peers_take_its_new_life():
     sim.run_until(6.0)
     sim.restart("n4")
     assert not _run_watching(sim, 30.0)
+
+
+def test_a_node_whose_request_address_no_peer_can_dial_says_so(caplog, monkeypatch, capsys):
+    """A wrong --advertise with a right --advertise-gossip: the peers hear its gossip, so
+    they hold it up, and every request they send it is lost (their writes and exchanges time
+    out). Nothing said so. Each peer now gossips the members its requests get no answer from
+    while their heartbeats come in; the node reads itself there and says so in its log,
+    `zkv status` and /readyz, and stops once they hear it again."""
+    sim = Sim(3, 5)
+    sim.run_until(2.0)
+    sim.undialable_requests.add("n6")
+    caplog.set_level(logging.ERROR, logger="zkv.node.core")
+    sim.add_node("n6", seed_of="n2")
+    sim.run_until(10.0)
+    core = sim.nodes["n6"].core
+    assert not core.joining and core.join_error is None
+    assert all(sn.core.membership.state("n6")[0] == "up"
+               for sn in sim.nodes.values() if sn.id != "n6")  # ... and is up everywhere
+    seen = _run_watching(sim, 85.0)
+    assert set(seen) == {"n6"}, seen  # nobody else is blamed
+    why = core.reach.problem
+    assert why and core.membership.me.listen in why and "--advertise" in why, why
+    assert "no answer to their requests" in why, why
+    said = _said(caplog)
+    assert len(said) == 2, said  # once when found, again a minute later
+    assert status(core)["unreached_by_peers"] == why
+    ready, reason = core.metrics.health.ready()
+    assert not ready and reason["unreached_by_peers"] == why
+    printed = _cli(monkeypatch, capsys, sim, sim.nodes["n6"], ["status"])
+    assert f"PEERS CANNOT REACH this node at its advertised address {core.membership.me.listen}" \
+        in printed, printed
+    sim.undialable_requests.clear()  # the operator fixed it
+    sim.run_until(sim.t + 20.0)
+    assert core.reach.problem is None
+    assert "unreached_by_peers" not in core.metrics.health.ready()[1]

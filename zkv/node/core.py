@@ -918,6 +918,9 @@ class NodeCore:
             if op is not None:
                 try:
                     if now >= op.deadline:
+                        if op.pending and self.stall_until <= now:  # (reach.py; a stall's
+                            for node_id in op.pending:  # timeouts are no peer's silence)
+                                self.reach.timed_out(node_id, now)
                         op.on_timeout()
                     else:
                         op.on_timer()
@@ -2898,6 +2901,7 @@ class NodeCore:
         self.metrics.note_siblings(count, write, count > self.cfg.sibling_warn)
 
     def _on_replies(self, node_id, msgs: list, now: float) -> None:
+        self.reach.answered(node_id)  # (reach.py: its requests' answers come back)
         peer_rids, live, latency = self.peer_rids, self.live_ops, self.latency
         samples, seen = latency.samples, latency.seen
         for msg in msgs:
@@ -2977,7 +2981,9 @@ class NodeCore:
                       self.membership.ring().fingerprint(), self.cluster_bytes,
                       self.transfers.epoch, [x[1:] for x in report if x[0] == s["n"]],
                       self._ns_encoded, [x for x in report if x[0] != s["n"]],
-                      self.write_stop is not None, self.handoff.wall_ms(), stopping)
+                      self.write_stop is not None, self.handoff.wall_ms(), stopping,
+                      self.reach.unanswered(self.t, REACH_ROUNDS * self.cfg.gossip_interval,
+                                            self.membership.is_up))
 
     def _on_gossip(self, msg: Gossip) -> None:
         self.metrics.observe_gossip(msg.sender, msg.fingerprint)
@@ -3003,6 +3009,7 @@ class NodeCore:
         # (its table's record of this node: how fresh a heartbeat of ours it heard, reach.py)
         self.reach.heard(msg.sender, self.t, self.membership.me, msg.members,
                          len(msg.members) >= max(2, (len(self.membership.peers) + 2) // 2))
+        self.reach.told(msg.sender, self.t, self.me, msg.unanswered)
         if sender.features & UNFIT_BITS != UNFIT_BITS or sender.id in self.unfit:
             self._check_version(sender)
         self.heard_member = True

@@ -23,11 +23,21 @@ this node's rounds (beats), not seconds: a process that stood still does not bea
 so a stall is no false alarm. It never fires on a node that hears no peer (alone in its
 cluster, or cut off from everyone: nothing is known of their view then), nor while any
 heard peer shows a fresh heartbeat.
+
+That misses a wrong --advertise whose --advertise-gossip is right: the peers hear this
+node's gossip and hold it up, while every request they send it is lost (their writes,
+exchanges and transfers to it time out). Only the peers see that, so each peer keeps, per
+member, since when its requests to it have gone unanswered (`timed_out`: an op timed out
+waiting for it; `answered`: any reply from it, late ones too), and gossips the members that
+answered none for `rounds` of its rounds while their heartbeats still come in
+(`unanswered`: a member down is not listed). This node reads itself in those lists (`told`)
+and says so when at least half of the peers it heard lately list it: a node overloaded or
+paused answers late or beats late, so it is not listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from zkv.wire import Member
 
@@ -46,6 +56,33 @@ class Reach:
         self.problem: str | None = None  # why peers cannot reach this node (None: they can)
         self.unreached_at = 0.0  # since when (about) no heard peer showed a fresh heartbeat
         self.next_log = 0.0
+        # peer -> (when its gossip was heard, whether it listed this node as unanswered)
+        self.listed: dict[str, tuple[float, bool]] = {}
+        # (this node as a peer of others) member -> when its requests began to go unanswered
+        self.unanswered_since: dict[str, float] = {}
+
+    def timed_out(self, peer: str, now: float) -> None:
+        """A request to `peer` went unanswered past its op's deadline."""
+        self.unanswered_since.setdefault(peer, now)
+
+    def answered(self, peer: str) -> None:
+        """A reply came from `peer` (to any request, however late)."""
+        if self.unanswered_since:
+            self.unanswered_since.pop(peer, None)
+
+    def unanswered(self, now: float, window: float, up: Callable[[str], bool]) -> list[str]:
+        """The members this node's requests got no answer from for `window` seconds while
+        they are up (their heartbeats heard): gossiped (Gossip.unanswered)."""
+        if not self.unanswered_since:
+            return []
+        for p in [p for p in self.unanswered_since if not up(p)]:
+            del self.unanswered_since[p]  # (down: the failure detector says it; a fresh start)
+        return sorted(p for p, t in self.unanswered_since.items() if now - t >= window)
+
+    def told(self, peer: str, now: float, me: str, unanswered: Iterable[str]) -> None:
+        """`peer`'s gossip listed (or not) this node among the members it gets no answer
+        from."""
+        self.listed[peer] = (now, me in unanswered)
 
     def heard(self, peer: str, now: float, me: Member, members: Iterable[Member],
               whole: bool) -> None:
@@ -77,9 +114,7 @@ class Reach:
             # (stale: nothing fresh shown for `rounds` rounds before now already)
             self.stale_from, self.unreached_at = me.heartbeat, now - window
         if self.stale_from is None or me.heartbeat - self.stale_from < rounds:
-            changed = self.problem is not None
-            self.problem = None
-            return changed, None
+            return self._requests(now, me, window, known)
         best = max(heard.values())
         shown = (f"heartbeat {best} of this life at best, {me.heartbeat - best} rounds behind "
                  f"its own {me.heartbeat}" if best >= 0 else "no heartbeat of this life")
@@ -99,3 +134,27 @@ class Reach:
             return False
         self.next_log = now + REACH_LOG_EVERY
         return True
+
+    def _requests(self, now: float, me: Member, window: float, known: set[str]
+                  ) -> tuple[bool, str | None]:
+        """`check` once the peers hear this node's gossip: whether they get answers to their
+        requests (at least half of the peers heard in `window` list it: the problem)."""
+        for p in [p for p in self.listed if p not in known]:
+            del self.listed[p]
+        heard = [p for p, (t, _) in self.listed.items() if now - t <= window]
+        listing = sorted(p for p in heard if self.listed[p][1])
+        if not listing or 2 * len(listing) < len(heard):
+            changed = self.problem is not None
+            self.problem = None
+            return changed, None
+        names = ", ".join(listing[:8]) + (" ..." if len(listing) > 8 else "")
+        changed = self.problem is None
+        if changed:
+            self.unreached_at = now - window
+        self.problem = (
+            f"peers cannot reach this node at its advertised address {me.listen} (requests): "
+            f"{len(listing)} of the {len(heard)} peer(s) it hears ({names}) hear its gossip at "
+            f"{me.gossip} but get no answer to their requests sent to {me.listen}, so their "
+            "writes, reads and transfers to it time out. Check --advertise (the address peers "
+            "dial for requests) and the firewalls between the peers and this node")
+        return changed, self.problem
