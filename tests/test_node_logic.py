@@ -1941,3 +1941,37 @@ def test_a_hint_that_names_a_held_write_s_dot_for_another_write_is_refused_not_r
     core_d._rehome_hint("gone", key, forged)  # (raised ValueError before)
     assert counted.get() == before + 1
     assert core_d.replica.read(key) == honest
+
+
+def test_a_partition_holding_a_corrupt_key_is_found_without_a_scan_of_them_all(tmp_path):
+    """NodeCore._lost_in (per Keys page) scanned every corrupt key of the store; it asks the
+    store's index by partition now (LogStore.corrupt_in): the same answer for every
+    partition, without corrupt_keys()."""
+    from test_security_core import Node
+
+    n = Node(tmp_path)
+    try:
+        core = n.core
+        ring = core.membership.ring()
+        keys = [b"key%d" % i for i in range(40)]
+        v = dvv.update_encoded(None, b"", b"held" * 50, "node2")
+        for k in keys:
+            core.replica.merge(k, v, None)
+        for k in keys[:7]:
+            _corrupt_on_disk(core.store, k)
+            assert core.store.get(k) is None  # (the read finds the CRC failure)
+        lost = {ring.partition(k) for k in core.store.corrupt_keys()}  # (a scan of them all)
+        want = [p in lost for p in range(ring.q)]
+        assert lost == {ring.partition(k) for k in keys[:7]}
+
+        def scan():
+            raise AssertionError("corrupt_keys() scanned")
+
+        core.store.corrupt_keys = scan
+        assert [core._lost_in(ring, p) for p in range(ring.q)] == want
+        core.replica.merge(keys[0], v, None)  # repaired: its partition is listed again
+        assert not core._lost_in(ring, ring.partition(keys[0])) or any(
+            ring.partition(k) == ring.partition(keys[0]) for k in keys[1:7])
+    finally:
+        del core.store.corrupt_keys
+        n.close()

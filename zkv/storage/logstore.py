@@ -88,6 +88,7 @@ from zkv._core import record
 from zkv._core.keydir import KeyDir
 from zkv.errors import CorruptRecord, InvalidRequest, StorageFull
 from zkv.repeatlog import RepeatLog
+from zkv.storage.corrupt import CorruptKeys
 from zkv.storage.hints import hints_size, read_hints, write_hints
 from zkv.storage.lock import DirLock
 from zkv.storage.segment import (
@@ -362,7 +363,7 @@ class LogStore:
         self._active: Segment | None = None
         self._next_fid = 0
         self._next_major = 1
-        self._corrupt: set[bytes] = set()
+        self._corrupt = CorruptKeys()  # (indexed by partition: corrupt_in)
         self._corrupt_logged: dict[int, int] = {}  # segment -> corrupt records found on read
         # records that failed their check (CRC, or not the record the keydir points at) when
         # read, by a get or a compaction, since the open (stats "corrupt_records"; a node
@@ -575,7 +576,7 @@ class LogStore:
             self._start_active()
         if self._active is not None:
             kd.set_active(self._active.fid, self._active.fd, self._active.size, PREALLOC)
-        self._corrupt = {k for k in corrupt if kd.lookup(k) is None}
+        self._corrupt = CorruptKeys(k for k in corrupt if kd.lookup(k) is None)
         if self.damaged_regions:
             # records were lost, as with a crash's unsynced tail: a node takes a new dot id
             # (core._dots_base), since the versions it holds may not name the last dots it
@@ -1367,6 +1368,13 @@ class LogStore:
         """Keys whose record failed its CRC and that need repair from a replica."""
         with self._lock:
             return sorted(self._corrupt)
+
+    def corrupt_in(self, p: int, q_bits: int) -> list[bytes]:
+        """The corrupt_keys() in partition `p` of a ring of 2**q_bits partitions
+        (zkv._core.ring.partition_of), in no useful order: that partition's keys are looked
+        at, not every corrupt key (storage/corrupt.py)."""
+        with self._lock:
+            return self._corrupt.in_partition(p, q_bits)
 
     # ------------------------------------------------------------------ compaction
     def compact(self, progress: Progress | None = None) -> dict:
