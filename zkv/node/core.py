@@ -2987,7 +2987,7 @@ class NodeCore:
                       self._ns_encoded, [x for x in report if x[0] != s["n"]],
                       self.write_stop is not None, self.handoff.wall_ms(), stopping,
                       self.reach.unanswered(self.t, REACH_ROUNDS * self.cfg.gossip_interval,
-                                            self.membership.is_up))
+                                            self.membership.is_up, self.membership.peers))
 
     def _on_gossip(self, msg: Gossip) -> None:
         self.metrics.observe_gossip(msg.sender, msg.fingerprint)

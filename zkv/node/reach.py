@@ -31,8 +31,13 @@ member, since when its requests to it have gone unanswered (`timed_out`: an op t
 waiting for it; `answered`: any reply from it, late ones too), and gossips the members that
 answered none for `rounds` of its rounds while their heartbeats still come in
 (`unanswered`: a member down is not listed). This node reads itself in those lists (`told`)
-and says so when at least half of the peers it heard lately list it: a node overloaded or
-paused answers late or beats late, so it is not listed.
+and says so when more than half of the peers it heard lately list it: a node overloaded or
+paused answers late or beats late, so it is not listed. A peer that gets no answer from
+more than half of the up members it asks lists none of them: the fault is then most likely
+its own (its outgoing requests are lost: an outbound firewall), and with "at least half" one
+such node, or one buggy peer, made both healthy members of a 3-node cluster unready while
+it stayed ready (a review: real processes, iptables). Two members cannot tell whose fault it
+is, so a 2-node cluster never says it.
 """
 
 from __future__ import annotations
@@ -70,14 +75,19 @@ class Reach:
         if self.unanswered_since:
             self.unanswered_since.pop(peer, None)
 
-    def unanswered(self, now: float, window: float, up: Callable[[str], bool]) -> list[str]:
+    def unanswered(self, now: float, window: float, up: Callable[[str], bool],
+                   peers: Iterable[str]) -> list[str]:
         """The members this node's requests got no answer from for `window` seconds while
-        they are up (their heartbeats heard): gossiped (Gossip.unanswered)."""
+        they are up (their heartbeats heard): gossiped (Gossip.unanswered). None when that
+        is more than half of its up `peers` (its own requests are lost, most likely)."""
         if not self.unanswered_since:
             return []
         for p in [p for p in self.unanswered_since if not up(p)]:
             del self.unanswered_since[p]  # (down: the failure detector says it; a fresh start)
-        return sorted(p for p, t in self.unanswered_since.items() if now - t >= window)
+        out = sorted(p for p, t in self.unanswered_since.items() if now - t >= window)
+        if out and 2 * len(out) > sum(1 for p in peers if up(p)):
+            return []
+        return out
 
     def told(self, peer: str, now: float, me: str, unanswered: Iterable[str]) -> None:
         """`peer`'s gossip listed (or not) this node among the members it gets no answer
@@ -138,12 +148,12 @@ class Reach:
     def _requests(self, now: float, me: Member, window: float, known: set[str]
                   ) -> tuple[bool, str | None]:
         """`check` once the peers hear this node's gossip: whether they get answers to their
-        requests (at least half of the peers heard in `window` list it: the problem)."""
+        requests (more than half of the peers heard in `window` list it: the problem)."""
         for p in [p for p in self.listed if p not in known]:
             del self.listed[p]
         heard = [p for p, (t, _) in self.listed.items() if now - t <= window]
         listing = sorted(p for p in heard if self.listed[p][1])
-        if not listing or 2 * len(listing) < len(heard):
+        if not listing or 2 * len(listing) <= len(heard):
             changed = self.problem is not None
             self.problem = None
             return changed, None
