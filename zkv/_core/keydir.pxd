@@ -2,14 +2,20 @@
 #
 # A C hash table with no Python object per key. Three flat arrays:
 #   index    open-addressing slots (linear probing, power-of-two size, load <= 0.7); a key's
-#            home slot is the TOP bits of its hash, so a hash range (a ring partition) is a
-#            contiguous run of slots and hash_range() reads only that run:
-#            uint64 = (top 32 bits of the key hash) << 32 | (entry number + 1); 0 = empty
+#            home slot is the TOP bits of its *slot hash*, the key hash rotated left by 16
+#            (keydir.pyx _mix: not its region bits, so a node holding some partitions only
+#            still fills every slot range evenly):
+#            uint64 = (top 32 bits of the slot hash) << 32 | (entry number + 1); 0 = empty
 #            The tag (top 32 bits) holds the home slot of any table up to 2**32 slots, so a
 #            rehash and a delete's backward shift never read the entries.
 #   entries  dense array of kd_entry (32 bytes each), in insertion order
+#   rnext/rprev  per entry (4 + 4 bytes): its neighbours (entry number + 1; 0 = none) in the
+#            doubly linked list of its *region* (the top rbits bits of its key hash: 8..16, a
+#            region per 4 slots), whose first entry rhead names (4 bytes a region): a hash
+#            range (a ring partition, a Merkle leaf's keys) is read from its regions' lists
 #   arena    key bytes, back to back; an entry points at its key by offset
-# Memory per key ~ 32 (entry) + 8/0.35..0.7 (index) + key length, plus array growth slack.
+# Memory per key ~ 40 (entry, links) + 9/0.35..0.7 (index, heads) + key length, plus growth
+# slack.
 # The active segment's write buffer also lives here so append and get are one C call each.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 
@@ -36,6 +42,10 @@ cdef class KeyDir:
     cdef uint64_t icap            # slots (power of two)
     cdef int ishift               # 64 - log2(icap): home slot = hash >> ishift
     cdef kd_entry *entries        # dense entries
+    cdef uint32_t *rnext          # per entry: the next entry + 1 of its region's list (0: last)
+    cdef uint32_t *rprev          # per entry: the previous entry + 1 (0: first, rhead names it)
+    cdef uint32_t *rhead          # per region (top rbits bits of the hash): first entry + 1
+    cdef int rbits                # region bits (8..16, by the table's size: _rbits_for)
     cdef uint64_t n               # entries in use (live + tombstones)
     cdef uint64_t ecap            # entries allocated
     cdef uint8_t *arena           # key bytes
@@ -84,6 +94,9 @@ cdef class KeyDir:
     cdef int _write_buffer(self) noexcept
     cdef int _flush(self) except -1
     cdef void _slot_put(self, uint64_t h, uint64_t idx)
+    cdef int _entries_cap(self, uint64_t ncap) except -1
+    cdef void _link(self, uint64_t idx, uint64_t h) noexcept
+    cdef void _unlink(self, uint64_t idx) noexcept
     cdef int64_t _find_hash(self, uint32_t klen, uint64_t h)
     cdef int _grow_index(self) except -1
     cdef int _resize_index(self, uint64_t ncap) except -1

@@ -50,6 +50,7 @@ class KeyDir:
     def hash_range(self, lo: int = 0, hi: int = ...) -> list[tuple[bytes, int]]:
         """``[(key, hash)]`` of live keys with lo <= hash <= hi."""
     def fid_bytes(self) -> dict[int, int]: ...
+    def longest_run(self) -> int: ...
     def purge_fids(self, fids: object) -> list[tuple[bytes, int]]:
         """Remove entries still pointing at these segments; ``[(key, flags)]``."""
     def reserve(self, entries: int, key_bytes: int = 0) -> None:
