@@ -558,7 +558,10 @@ class NodeCore:
                         "joining through them again (to found a new cluster instead, start "
                         "it on an empty data dir)", ", ".join(seeds))
         self.seeds = tuple(x for x in seeds if x not in (cfg.listen, cfg.advertised_listen))
-        self.joining = bool(self.seeds) and not self.membership.peers
+        # (a saved member table without a cluster state, e.g. the join-time cluster.json.prev
+        # a damaged file fell back to, is no membership: join through the seeds given)
+        self.joining = bool(self.seeds) and (not self.membership.peers
+                                             or not saved.get("cluster"))
         self.asking_seeds = False  # a member that hears no other member asks its seeds too
         self.heard_member = False  # a member's gossip was heard in this life (_seed_tick)
         self.join_started = now
@@ -767,6 +770,13 @@ class NodeCore:
             # was exchanged with the other owners, which also repairs them.
             self._begin_refill(f"the store skipped {damaged} corrupt region(s) when it "
                                "opened, so some keys may read as an older version")
+        elif (st is not None and self.me in st.members and len(st.members) > 1
+              and not len(self.store)):
+            # a member (its cluster.json kept) whose stores are empty: they were lost or
+            # emptied (an operator following the old-snapshot refusal, a data volume
+            # replaced); its reads must not count toward R until it has refilled, as after
+            # a rejoin through a seed (_on_joined)
+            self._begin_refill()
 
     # ---- anti-entropy per N (issue 15) ------------------------------------------------------
     @staticmethod
@@ -1338,7 +1348,8 @@ class NodeCore:
                  len(self.membership.table()))
         settings.warn_ignored(self)
         self.start(self.t)
-        if was_member and not len(self.store) and self.ae is not None:
+        if (was_member and not len(self.store) and self.ae is not None
+                and self.refill_since is None):
             self._begin_refill()
 
     def _rack_conflict(self, st: own.ClusterState) -> str | None:
@@ -3044,8 +3055,11 @@ class NodeCore:
             self.peer_epochs[msg.sender] = st.rank()
             # a state is taken from its author (the claimant that made it), or relayed by
             # anyone when the author is not up here (it may have died right after)
+            # (a newer state authored by this node itself is one it lost, a cluster.json
+            # fallen back to an older copy: it is never gossiped first-hand to its author)
             if own.newer(self.membership.cluster, st) and (
-                    msg.sender == st.author or not self.membership.is_up(st.author)
+                    msg.sender == st.author or st.author == self.me
+                    or not self.membership.is_up(st.author)
                     or self.membership.get(st.author) is None):
                 self._adopt(st)
 
