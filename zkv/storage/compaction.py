@@ -10,9 +10,10 @@ Bitcask's merge (Sheehy & Smith 2010, §"Merge"), made crash-safe by file orderi
    the records its entries still point at — live values and unreleased tombstones; released
    tombstones and CRC-bad records stay behind. Outputs are written under ``.tmp`` names with
    their hints, and fsynced.
-3. Under the store lock: rename outputs (data, then hints), map them, repoint each moved key
-   only if its entry still points at the old location (a put or delete that happened
-   meanwhile wins), purge entries still pointing at inputs (released tombstones; CRC-bad
+3. Under the store lock: rename outputs (data, then hints) and map them. Then repoint each
+   moved key only if its entry still points at the old location (a put or delete that
+   happened meanwhile wins), MOVE_CHUNK keys per hold of the store lock. Under it again:
+   purge entries still pointing at inputs (released tombstones; CRC-bad
    records -> corrupt_keys), drop the inputs from the segment table. Then, without the
    lock, fsync the directory.
 Pacing: when the store has a ``throttle`` (a node sets its shared I/O budget, see
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zkv.storage")
 PACE_CHUNK = 1 << 20  # bytes rewritten per throttle reservation
+MOVE_CHUNK = 1 << 13  # keys repointed per store-lock hold (step 3; ~1-3 ms)
+_between_moves: Callable[[], None] | None = None  # (tests: called between those holds)
 COLLECT_CHUNK = 1 << 20  # segment bytes walked per keydir call (~0.35 ms holding the GIL)
 # room a compaction leaves free on the file system, and what it counts per byte of live records
 # it rewrites (the records, and hints: a hint entry is ~20 bytes + the key, per record)
@@ -165,6 +168,7 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
                 out.abandon()
             raise
         dropped = 0
+        mapped: list[tuple[_Output, Segment]] = []
         with store._lock:
             for out in outputs:
                 os.rename(out.data_path + TMP_SUFFIX, out.data_path)
@@ -174,8 +178,25 @@ def compact(store: LogStore, progress: Progress | None = None) -> dict:
                 mm = seg.remap()
                 kd.map_segment(seg.fid, mm if mm is not None else b"")
                 store._segs[seg.fid] = seg
-                for src_fid, moves, base in out.chunks:
-                    kd.apply_moves(moves, src_fid, seg.fid, base)
+                mapped.append((out, seg))
+        # Repoint the moved keys at most MOVE_CHUNK at a time, letting the store lock (and the
+        # GIL) go between holds: all of them in one hold stalled every get and put for ~0.3 us
+        # per moved key (0.49 s at 1M keys, 1.3-1.7 s at 4M: an outside run). Safe meanwhile:
+        # inputs and outputs are both mapped and in the segment table (a get finds a key at
+        # either place; a snapshot links both, which replays as a crash here does: the outputs
+        # after the inputs), a move applies only if the key's entry still points at its old
+        # record (a put, delete or drop made between holds wins), and close() waits for us.
+        for out, seg in mapped:
+            for src_fid, moves, base in out.chunks:
+                step = MOVE_CHUNK * 8  # (8 bytes a move; a collect chunk is ~1 MiB of records)
+                for lo in range(0, len(moves), step):
+                    part = moves if len(moves) <= step else moves[lo:lo + step]
+                    with store._lock:
+                        kd.apply_moves(part, src_fid, seg.fid, base)
+                    if _between_moves is not None:
+                        _between_moves()
+                    time.sleep(0)  # the GIL to a waiting thread now
+        with store._lock:
             for key, flags in kd.purge_fids([s.fid for s in inputs]):
                 if flags & record.TOMBSTONE:
                     dropped += 1
