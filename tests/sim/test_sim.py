@@ -2210,3 +2210,60 @@ def test_a_joiner_is_not_ready_until_its_join_is_committed():
     admin.send("n1", wire.Cluster(2, "commit", ""))
     sim.run_until(40.0)
     assert joined(core) and core.metrics.health.ready()[0], core.metrics.health.ready()
+
+
+@pytest.mark.parametrize("aae", [True, False])
+def test_a_drop_pass_walks_only_partitions_not_kept_and_drops_what_a_full_walk_did(aae):
+    """drop_pass walked every key of the store in one loop turn (4M keys: a 3-12 s stall
+    after each start and membership change, an outside run). It walks the hash ranges of
+    the partitions some N-group does not keep here only, and drops exactly the keys the
+    full walk dropped: default keys and namespaced keys of other Ns."""
+    from zkv.node import transfer
+    from zkv.node.namespaces import key_settings
+
+    sim = Sim(5, 5, aae_interval=0.5 if aae else 0.0)
+    sim.run_until(2.0)
+    core = sim.nodes["n1"].core
+    assert (core.ae is not None) == aae
+    ms, store = core.membership, core.store
+    ring = ms.ring()
+    keep = set(ring.replicas_of("n1"))
+    keys = [b"k%d" % i for i in range(3000)]
+    for n in (2, 4):  # namespaced keys: their N in their prefix (n, mode, name)
+        keys += [b"\x00" + bytes([n]) + b"\x00ns\x00k%d" % i for i in range(300)]
+    for k in keys:
+        store.put(k, dvv.update(None, b"", b"v", "n1").encode())
+        if aae:
+            core._ae_on_change(k, None, store.get(k))  # (what a write does: N-groups)
+
+    def full_walk_drops() -> set[bytes]:  # main's drop_pass, deciding only
+        out = set()
+        for key in store.keys():
+            p = ring.partition(key)
+            ks = key_settings(key)
+            kept = set(ms.ring(ks[0]).replicas_of("n1")) if ks and ks[0] != ring.n else keep
+            if p not in kept:
+                out.add(key)
+        return out
+
+    expected = full_walk_drops()
+    assert expected and len(expected) < len(keys)
+    looked: dict[int, int] = {}  # hash range walked -> its keys (a rebuild's walk again)
+    key_hashes = store.key_hashes
+
+    def counting(lo=0, hi=2**64 - 1):
+        out = key_hashes(lo, hi)
+        looked.setdefault(lo, len(out))
+        return out
+
+    store.key_hashes = counting
+    store.keys = None  # (not called)
+    first = transfer.drop_pass(core, keep, limit=10**9)
+    walked = sum(looked.values())
+    while transfer.drop_pass(core, keep, limit=100):
+        pass
+    store.key_hashes = key_hashes
+    assert first == len(expected)
+    assert set(keys) - {k for k, _ in key_hashes()} == expected
+    if aae:  # only partitions not kept for N=3 (or 2): not every key
+        assert walked < len(keys) * 3 // 4

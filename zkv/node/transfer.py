@@ -559,14 +559,33 @@ def reported_total(done: int, total: int, phase: int) -> int:
 def drop_pass(core, keep: set[int], limit: int = DROP_BATCH) -> int:
     """Drop up to `limit` keys of partitions not in `keep` (this node neither replicates nor
     receives them); returns how many were dropped. Their Merkle trees are emptied."""
-    from zkv.node.namespaces import key_settings
+    from zkv.node.namespaces import MAX_N, key_settings
 
     ms = core.membership
     ring = ms.ring()
     keeps: dict[int, set[int]] = {}  # a namespace's N -> the partitions kept for it
     dropped = 0
     touched = set()
-    for key in core.store.keys():
+    # Only a partition that some N-group does not keep here can hold a key to drop: walk the
+    # hash ranges of those, not every key of the store (a walk of every key in one loop turn
+    # froze a node of 4M keys for 3-12 s after each start and membership change: an outside
+    # run). The N of every stored key has its anti-entropy group (the trees' rebuild at start
+    # makes one per N found, and every write after one for its key's N); without anti-entropy
+    # no such list is kept, so every N a key can name counts.
+    ns_used = set(range(1, MAX_N + 1)) if core.ae is None else (
+        {n for n, _ in core.ae_groups_all()} | set(core.groups()))
+    for n in sorted(ns_used - {ring.n}):
+        keeps[n] = set(ms.ring(n).replicas_of(core.me))
+    candidates = [p for p in range(ring.q)
+                  if p not in keep or any(p not in kept for kept in keeps.values())]
+
+    def candidate_keys():
+        for cp in candidates:
+            lo, hi = ring.partition_range(cp)
+            for k, _h in core.store.key_hashes(lo, hi):
+                yield k
+
+    for key in candidate_keys():
         p = ring.partition(key)
         ks = key_settings(key)  # a namespaced key: its preference lists follow its own N
         if ks is not None and ks[0] != ring.n:
@@ -657,9 +676,17 @@ class Handover:
         default = ms.settings["n"]
         ring = ms.ring()
         held: set[tuple[int, int]] = set()
-        for key in core.store.keys():
-            n = core._n_of(key) or default
-            held.add((n, ring.partition(key)))
+        # a partition this node replicates under every N in use (the N of each stored key has
+        # its anti-entropy group, see drop_pass; done() plans only with anti-entropy on) has
+        # nothing to hand over while it is a member: walk the others' hash ranges only, not
+        # every key (see drop_pass)
+        groups = {n for n, _ in core.ae_groups_all()} | set(core.groups()) | {default}
+        for p in range(ring.q):
+            if member and all(core.me in ms.ring(n).preflist(p) for n in groups):
+                continue
+            lo, hi = ring.partition_range(p)
+            for key, _h in core.store.key_hashes(lo, hi):
+                held.add((core._n_of(key) or default, p))
         out: set[tuple[int, int, str]] = set()
         for n, p in held:
             owners = ms.ring(n).preflist(p)
