@@ -770,12 +770,13 @@ class NodeCore:
             # was exchanged with the other owners, which also repairs them.
             self._begin_refill(f"the store skipped {damaged} corrupt region(s) when it "
                                "opened, so some keys may read as an older version")
-        elif (st is not None and self.me in st.members and len(st.members) > 1
-              and not len(self.store)):
-            # a member (its cluster.json kept) whose stores are empty: they were lost or
-            # emptied (an operator following the old-snapshot refusal, a data volume
-            # replaced); its reads must not count toward R until it has refilled, as after
-            # a rejoin through a seed (_on_joined)
+        elif (self.resumed and st is not None and self.me in st.members
+              and len(st.members) > 1 and not len(self.store)):
+            # started as a member (its cluster.json names it) with empty stores: they were
+            # lost or emptied (an operator following the old-snapshot refusal, a data volume
+            # replaced; a drill's R=1 reads answered 330-445 of 3,000 keys not found): its
+            # reads must not count toward R until it has refilled, as after a rejoin through
+            # a seed (_on_joined). (A cluster that holds nothing yet refills at once.)
             self._begin_refill()
 
     # ---- anti-entropy per N (issue 15) ------------------------------------------------------

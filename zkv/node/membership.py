@@ -555,8 +555,8 @@ def check_founding(data_dir: str, seeds, new_cluster: bool) -> str | None:
         return None
     # (readable, with no cluster state: a version before cluster states wrote it, older than
     # the oldest a rolling upgrade to this one supports, README "Upgrading")
-    state = ("holds no cluster state (the copy written while it was joining, or an older "
-             "zkv's, one a rolling upgrade to this version does not support: README, "
+    state = ("holds no cluster state (a copy written while it was joining, or an older zkv "
+             "wrote it, one a rolling upgrade to this version does not support: README, "
              "Upgrading)" if doc else "is missing")
     return (f"{data_dir} holds data ({held} bytes of segments) but its cluster state ({path}) "
             f"{state}: this node was a member of a cluster. {rejoin}")
