@@ -29,6 +29,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def count(run: Callable[[], int]) -> tuple[collections.Counter, int]:
     """(bytecodes per (file, first line, function), what `run` returned)."""
     counts: collections.Counter = collections.Counter()
+    mon = getattr(sys, "monitoring", None)
+    if mon is not None:
+        # Python 3.12+: sys.settrace's "opcode" events no longer fire when f_trace_opcodes is
+        # set from the trace function's "call" event (3.12.1, 3.13.0: no event at all), so
+        # count with PEP 669's INSTRUCTION events instead.
+        tool = mon.PROFILER_ID
+        mon.use_tool_id(tool, "sim_bytecodes")
+        keys: dict = {}
+
+        def on_instruction(code, offset):
+            key = keys.get(code)
+            if key is None:
+                key = keys[code] = (_short(code.co_filename), code.co_firstlineno, code.co_name)
+            counts[key] += 1
+
+        mon.register_callback(tool, mon.events.INSTRUCTION, on_instruction)
+        mon.set_events(tool, mon.events.INSTRUCTION)
+        try:
+            result = run()
+        finally:
+            mon.set_events(tool, 0)
+            mon.register_callback(tool, mon.events.INSTRUCTION, None)
+            mon.free_tool_id(tool)
+        return counts, result
 
     def trace(frame, event, arg):
         frame.f_trace_opcodes = True
