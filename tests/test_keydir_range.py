@@ -115,3 +115,26 @@ def test_region_lists_match_a_model_through_inserts_removals_and_resizes(ops, bu
     parts = [kd.hash_range(p * step, (p + 1) * step - 1) for p in range(256)]
     assert sorted(x for p in parts for x in p) == sorted(live.items())
     assert len(kd) == len(live) and all(kd.contains(k) for k in live)
+
+
+def test_partition_bytes_sums_live_records_per_partition_with_namespaced_keys_apart():
+    kd = KeyDir()
+    sizes: dict[int, int] = {}
+    apart = []
+    for i in range(3000):
+        key = (b"\x00ns\x00" if i % 7 == 0 else b"") + b"k%d" % i
+        size = 20 + i % 97
+        tomb = i % 11 == 0
+        kd.set(key, 1, i, size, 1 if tomb else 0)
+        if tomb:
+            continue
+        if key[0] == 0:
+            apart.append((key, size))
+        else:
+            p = partition_of(key, 6)
+            sizes[p] = sizes.get(p, 0) + size
+    got, got_apart = kd.partition_bytes(6)
+    assert got == [sizes.get(p, 0) for p in range(64)]
+    assert sorted(got_apart) == sorted(apart)
+    whole, none_apart = kd.partition_bytes(6, False)
+    assert not none_apart and sum(whole) == sum(sizes.values()) + sum(s for _, s in apart)

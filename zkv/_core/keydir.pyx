@@ -681,6 +681,39 @@ cdef class KeyDir:
                 out.append(self._key(j))
         return out
 
+    def partition_bytes(self, int q_bits, bint split=True):
+        """Record bytes of the live keys per partition of a ring of 2**q_bits partitions:
+        ``(sizes, apart)``, ``sizes[p]`` the sum over keys in p, except (``split``) keys whose
+        first byte is 0 (a namespace's: their partition follows their own N), listed in
+        ``apart`` as ``(key, size)``. One pass in C: the same from Python (a lookup per key)
+        took 4.4 s at 4M keys, the node's loop stood still, and `zkv cluster plan` timed
+        out (an outside capacity run)."""
+        if q_bits < 1 or q_bits > 32:
+            raise ValueError(f"q_bits must be in 1..32, got {q_bits}")
+        self._drain()
+        cdef uint64_t j, shift = 64 - q_bits
+        cdef kd_entry *e
+        cdef list sizes = [0] * (1 << q_bits)
+        cdef uint64_t *acc = <uint64_t *>calloc(<size_t>1 << q_bits, 8)
+        if acc == NULL:
+            raise MemoryError()
+        apart = []
+        try:
+            for j in range(self.n):
+                e = &self.entries[j]
+                if _flags(e) & ZKV_REC_TOMBSTONE:
+                    continue
+                if split and self.arena[e.key_off] == 0:
+                    apart.append((self._key(j), e.size))
+                else:
+                    acc[e.hash >> shift] += e.size
+            for j in range(<uint64_t>1 << q_bits):
+                if acc[j]:
+                    sizes[j] = acc[j]
+        finally:
+            free(acc)
+        return sizes, apart
+
     def hash_range(self, uint64_t lo=0, uint64_t hi=0xFFFFFFFFFFFFFFFF):
         """``[(key, hash)]`` of live keys whose hash is in [lo, hi] inclusive.
 

@@ -3565,13 +3565,21 @@ class NodeCore:
         other_sizes: dict[tuple[int, int], int] = {
             (kn, p): 0 for kn in self.groups()[1:] for p in self.membership.ring(kn).replicas_of(
                 self.me)}
-        for key in self.store.keys():
+        by_partition = getattr(self.store, "partition_bytes", None)
+        if by_partition is not None:  # (one pass in C; a namespace's keys apart)
+            totals, apart = by_partition(ring.q_bits)
+            for p, size in enumerate(totals):
+                if size:
+                    sizes[p] = sizes.get(p, 0) + size
+        else:
+            apart = [(key, self.store.record_size(key)) for key in self.store.keys()]
+        for key, size in apart:
             p = ring.partition(key)
             kn = self._n_of(key)
             if kn is None or kn == s["n"]:
-                sizes[p] = sizes.get(p, 0) + self.store.record_size(key)
+                sizes[p] = sizes.get(p, 0) + size
             else:
-                other_sizes[(kn, p)] = other_sizes.get((kn, p), 0) + self.store.record_size(key)
+                other_sizes[(kn, p)] = other_sizes.get((kn, p), 0) + size
         out = own.plan(st, s["q"], s["n"], sizes, others=self.groups()[1:],
                        other_sizes=other_sizes,
                        known_racks={m.id: m.rack for m in self.membership.table()})

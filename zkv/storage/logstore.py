@@ -1345,6 +1345,13 @@ class LogStore:
         entry = self._kd.lookup(key)
         return entry[2] if entry else 0
 
+    def partition_bytes(self, q_bits: int) -> tuple[list[int], list[tuple[bytes, int]]]:
+        """Record bytes of the live keys per partition of a 2**q_bits ring, the keys whose
+        first byte is 0 (a namespace's) apart as (key, size): KeyDir.partition_bytes."""
+        self._check_open()
+        with self._lock:
+            return self._kd.partition_bytes(q_bits)
+
     def tombstones(self) -> list[bytes]:
         """Keys whose latest record is a tombstone."""
         return self._kd.keys(True)
