@@ -77,3 +77,29 @@ def test_a_member_whose_stores_were_emptied_refills_before_its_reads_count():
     assert core.refilling(b"k1")
     sim.run_until(sim.t + 30.0)
     assert core.refill_since is None and len(core.store) == 60  # refilled, then counted
+
+
+def test_a_member_whose_store_never_held_keys_does_not_refill_at_a_restart():
+    """A store found empty at a start was lost only if it held keys once (cluster.json's
+    held_data): one that never did (nothing written yet), restarted while another owner was
+    down, refilled until that owner came back, and every R=2 read of the 3-node cluster
+    failed meanwhile (150 of 150 over 40 s: a review)."""
+    sim = Sim(1, 3)
+    sim.run_until(3.0)
+    sim.crash("n3")  # stays down
+    sim.run_until(sim.t + 5.0)
+    sim.crash("n1")
+    sim.restart("n1")
+    assert sim.nodes["n1"].core.refill_since is None
+    got = []
+
+    def work(c):
+        for i in range(20):
+            r = yield ("put", b"k%d" % i, b"v", b"", 0)
+            got.append(r.ok)
+            r = yield ("get", b"k%d" % i)
+            got.append(r.ok and r.values == [b"v"])
+
+    SimClient(sim, "c", work, nodes=["n1", "n2"])
+    sim.run_until(sim.t + 20.0)
+    assert len(got) == 40 and all(got), got

@@ -495,6 +495,11 @@ class NodeCore:
         # each partition it holds was exchanged with every other owner (AntiEntropy.unsure),
         # its reads of the partition do not count toward R (RGetOk.unsure)
         self.refill_since: float | None = None
+        # cluster.json says this node's store held keys once (cluster_doc): only such a store,
+        # found empty at a start, was lost or emptied (one that never held any, restarted
+        # while another owner was down, refilled until it came back: every R=2 read of a
+        # 3-node cluster failed meanwhile, a review)
+        self.held_data = bool(saved.get("held_data"))
         # partitions (N, p) this node gained at the last ownership change (it owns them in the
         # current ring, not in the previous one): its reads of them do not count toward R
         # until the cluster settled (None) and then, from that time on (a float), every other
@@ -770,8 +775,8 @@ class NodeCore:
             # was exchanged with the other owners, which also repairs them.
             self._begin_refill(f"the store skipped {damaged} corrupt region(s) when it "
                                "opened, so some keys may read as an older version")
-        elif (self.resumed and st is not None and self.me in st.members
-              and len(st.members) > 1 and not len(self.store)):
+        elif (self.resumed and self.held_data and st is not None and self.me in st.members
+              and len(st.members) > 1 and not len(self.store) and not self.store.tombstones()):
             # started as a member (its cluster.json names it) with empty stores: they were
             # lost or emptied (an operator following the old-snapshot refusal, a data volume
             # replaced; a drill's R=1 reads answered 330-445 of 3,000 keys not found): its
@@ -1033,8 +1038,8 @@ class NodeCore:
             self._save_cluster(must=True)
             why = self.dots_unsaved
         self._set_write_stop(why)
-        if self.cluster_unsaved:
-            self._save_cluster()
+        if self.cluster_unsaved or (not self.held_data and len(self.store)):
+            self._save_cluster()  # (again; or once the store holds keys: held_data)
 
     def _set_write_stop(self, why: str | None) -> None:
         was = self.write_stop
@@ -2162,12 +2167,18 @@ class NodeCore:
         return list(self.seeds) if self.joining and self.membership.cluster is None else None
 
     def cluster_doc(self) -> dict:
-        """What cluster.json holds for this node now (membership.cluster_doc)."""
-        return cluster_doc(self.membership, self.namespaces.to_builtins(), list(self.dots_base),
-                           self.join_seeds(), [own.encode(x).hex() for x in self.unsettled],
-                           sorted([n, p] for n, p in self.fresh),
-                           [[x.action, x.node, x.other, x.epoch, x.committed]
-                            for x in self.intents])
+        """What cluster.json holds for this node now (membership.cluster_doc), and whether its
+        store held keys (`held_data`)."""
+        if not self.held_data and len(self.store):
+            self.held_data = True
+        doc = cluster_doc(self.membership, self.namespaces.to_builtins(), list(self.dots_base),
+                          self.join_seeds(), [own.encode(x).hex() for x in self.unsettled],
+                          sorted([n, p] for n, p in self.fresh),
+                          [[x.action, x.node, x.other, x.epoch, x.committed]
+                           for x in self.intents])
+        if self.held_data:
+            doc["held_data"] = True
+        return doc
 
     def _save_cluster(self, must: bool = False) -> None:
         """cluster.json, again. A failed write (a full disk) is logged and retried each gossip
