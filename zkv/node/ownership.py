@@ -328,7 +328,8 @@ def stage(st: ClusterState, action: str, node: str, other: str = "", *, known=()
             raise ChangeError(f"{node} is {status or 'not a member'}")
         if node not in down:
             raise ChangeError(f"{node} is up; use `zkv cluster leave {node}` to move its data "
-                              f"off it (force-remove is for nodes gone for good)")
+                              f"off it (force-remove is for nodes gone for good; one stopped "
+                              f"a moment ago is seen down within seconds: `zkv status`)")
         if len(st.ids(NEXT) ) - (1 if status in NEXT else 0) < 1:
             raise ChangeError(f"{node} is the last member")
     out = st.copy()

@@ -260,8 +260,10 @@ def check_restored(data_dir: str, now_ms: int, horizon_s: float, allow_old: bool
             f"{data_dir} holds snapshot {name!r}, taken {span(age)} ago: older than "
             f"{span(horizon_s)} (2 x --tombstone-grace + 60 s), the other replicas have "
             "forgotten the deletes made since, and its copies of those keys would come back "
-            "on every replica. Start this node on an empty data dir instead (it refills from "
-            "the other replicas: README, \"Replacing a dead machine\"), or, if every node is "
+            "on every replica. Start this node on an empty data dir instead, with --seed "
+            "LISTEN of a running member (it rejoins under its id and refills from the other "
+            "replicas: README, \"Replacing a dead machine\"; without --seed a node on an "
+            "empty data dir founds a cluster of its own), or, if every node is "
             "being rolled back to snapshots of one moment, start each with "
             "--restore-old-snapshot")
     # the replica's memory of overwritten writes (latefile.py) is not part of a snapshot: it
