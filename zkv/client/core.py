@@ -2074,9 +2074,17 @@ class ClientCore:
                               f"r={r} wanted ({reason})", r, len(pages))
         # items with fewer than r owners that vouch (one down, or a change not settled yet):
         # the page's keys as those list them, each read at R as a get reads it (through a
-        # coordinator, which asks the previous owners too while a change settles)
+        # coordinator, which asks the previous owners too while a change settles). The
+        # listing stays where it was until every read succeeded: a read that raised (fewer
+        # than r counted, e.g. two owners refilling) left the listing past the page, and the
+        # page asked again skipped its keys (all-faults seed 490320: a live key left out)
+        at = listing.partition, listing.cursor
         keys = _union_page(listing, ring, ns_prefix, lww, pages, False, 0)
-        read = yield from self.get_many(keys, r, namespace=listing.ns or nss.DEFAULT)
+        try:
+            read = yield from self.get_many(keys, r, namespace=listing.ns or nss.DEFAULT)
+        except BaseException:
+            listing.partition, listing.cursor = at
+            raise
         return [((k, res.values, 0) if listing.expiry else (k, res.values))  # (not known)
                 for k, res in zip(keys, read, strict=True)
                 if isinstance(res, GetResult) and res.found]  # (no exceptions: they raise)
