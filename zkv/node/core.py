@@ -781,7 +781,7 @@ class NodeCore:
             # lost or emptied (an operator following the old-snapshot refusal, a data volume
             # replaced; a drill's R=1 reads answered 330-445 of 3,000 keys not found): its
             # reads must not count toward R until it has refilled, as after a rejoin through
-            # a seed (_on_joined). (A cluster that holds nothing yet refills at once.)
+            # a seed (_on_joined). (Only a store that held keys: held_data.)
             self._begin_refill()
 
     # ---- anti-entropy per N (issue 15) ------------------------------------------------------
