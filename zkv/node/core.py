@@ -426,8 +426,9 @@ class NodeCore:
             self._refuse(f"the data dir {cfg.data_dir} holds the data of node {owner!r} (its "
                          f"cluster.json), but this node was started with --id {cfg.id!r}: "
                          f"start it with --id {owner!r}, or give {cfg.id!r} an empty data dir")
-        # the cluster never deletes through the engine except to reap, and the engine keeps
-        # release marks in memory only: re-release what earlier lives reaped
+        # the cluster never deletes through the engine except to reap and to drop keys this
+        # node no longer holds (transfer.drop_pass), and the engine keeps release marks in
+        # memory only: re-release what earlier lives reaped or dropped
         store.release_tombstones(store.tombstones())
         self.dots_base = _dots_base(cfg.id, incarnation, (saved or {}).get("dots"), store)
         self.replica = Replica(cfg.id, store, handoff, cfg.sibling_warn, incarnation,
