@@ -36,16 +36,21 @@ def _said(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
             if r.levelno == logging.ERROR and SAID in r.getMessage()]
 
+def _joiner_cut_off(caplog, cut: str, until: float):
+    """A 5-node sim that n6 joins (through n2) while `cut` (Sim.undialable: no peer dials
+    it; Sim.undialable_requests: only its requests address) names it, run to `until`."""
+    sim = Sim(3, 5)
+    sim.run_until(2.0)
+    getattr(sim, cut).add("n6")
+    caplog.set_level(logging.ERROR, logger="zkv.node.core")
+    sim.add_node("n6", seed_of="n2")
+    sim.run_until(until)
+    return sim, sim.nodes["n6"].core
+
 
 def test_a_joiner_no_peer_can_dial_says_so_in_its_log_status_and_readiness(caplog, monkeypatch,
                                                                            capsys):
-    sim = Sim(3, 5)
-    sim.run_until(2.0)
-    sim.undialable.add("n6")
-    caplog.set_level(logging.ERROR, logger="zkv.node.core")
-    sim.add_node("n6", seed_of="n2")
-    sim.run_until(8.0)
-    core = sim.nodes["n6"].core
+    sim, core = _joiner_cut_off(caplog, "undialable", 8.0)
     assert not core.joining and core.join_error is None  # it joined, as in the outside run
     assert all(sn.core.membership.state("n6")[0] == "down"
                for sn in sim.nodes.values() if sn.id != "n6")  # ... and is down everywhere
@@ -123,13 +128,7 @@ def test_a_node_whose_request_address_no_peer_can_dial_says_so(caplog, monkeypat
     out). Nothing said so. Each peer now gossips the members its requests get no answer from
     while their heartbeats come in; the node reads itself there and says so in its log,
     `zkv status` and /readyz, and stops once they hear it again."""
-    sim = Sim(3, 5)
-    sim.run_until(2.0)
-    sim.undialable_requests.add("n6")
-    caplog.set_level(logging.ERROR, logger="zkv.node.core")
-    sim.add_node("n6", seed_of="n2")
-    sim.run_until(10.0)
-    core = sim.nodes["n6"].core
+    sim, core = _joiner_cut_off(caplog, "undialable_requests", 10.0)
     assert not core.joining and core.join_error is None
     assert all(sn.core.membership.state("n6")[0] == "up"
                for sn in sim.nodes.values() if sn.id != "n6")  # ... and is up everywhere
